@@ -1,0 +1,1 @@
+"""The ``cloudless`` command line."""

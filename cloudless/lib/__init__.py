@@ -1,0 +1,1 @@
+"""Small shared utilities with no domain knowledge: clocks, ids, backoff, errors."""
