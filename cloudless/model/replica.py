@@ -1,0 +1,110 @@
+"""Replicas: one running copy of a workload, with desired and observed state kept apart.
+
+The coordinator owns ``desired`` (run or stop) and ``node_id`` (the assignment); the agent
+owns ``observed``. Observed state only moves forward within one incarnation
+(pending -> pulling -> starting -> running -> exited | failed); a restart by the agent starts
+a new incarnation (``restarts`` + 1) and may go back to ``starting``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+from typing import Any
+
+
+class DesiredState(enum.StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class ReplicaState(enum.StrEnum):
+    PENDING = "pending"
+    PULLING = "pulling"
+    STARTING = "starting"
+    RUNNING = "running"
+    EXITED = "exited"
+    FAILED = "failed"
+    LOST = "lost"  # its node went offline; the coordinator decides what to do
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+    @property
+    def terminal(self) -> bool:
+        return self in (ReplicaState.EXITED, ReplicaState.FAILED)
+
+
+_RANK = {
+    ReplicaState.PENDING: 0,
+    ReplicaState.PULLING: 1,
+    ReplicaState.STARTING: 2,
+    ReplicaState.RUNNING: 3,
+    ReplicaState.LOST: 4,
+    ReplicaState.EXITED: 5,
+    ReplicaState.FAILED: 5,
+}
+
+
+def advance(current: ReplicaState, observed: ReplicaState, same_incarnation: bool) -> bool:
+    """Whether an observation may replace the current observed state."""
+    if not same_incarnation:
+        return True
+    if current is ReplicaState.LOST:
+        return True  # the node came back and reports the truth
+    return observed.rank >= current.rank
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    id: str
+    workload: str
+    node_id: str = ""
+    desired: DesiredState = DesiredState.RUNNING
+    observed: ReplicaState = ReplicaState.PENDING
+    reason: str = ""
+    exit_code: int | None = None
+    restarts: int = 0
+    spec_version: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    started_at: float = 0.0
+
+    def with_observed(
+        self, state: ReplicaState, *, reason: str = "", exit_code: int | None = None, at: float
+    ) -> Replica:
+        return replace(self, observed=state, reason=reason, exit_code=exit_code, updated_at=at)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "workload": self.workload,
+            "node_id": self.node_id,
+            "desired": self.desired.value,
+            "observed": self.observed.value,
+            "reason": self.reason,
+            "exit_code": self.exit_code,
+            "restarts": self.restarts,
+            "spec_version": self.spec_version,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "started_at": self.started_at,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Replica:
+        return cls(
+            id=d["id"],
+            workload=d["workload"],
+            node_id=d.get("node_id", ""),
+            desired=DesiredState(d.get("desired", "running")),
+            observed=ReplicaState(d.get("observed", "pending")),
+            reason=d.get("reason", ""),
+            exit_code=d.get("exit_code"),
+            restarts=int(d.get("restarts", 0)),
+            spec_version=int(d.get("spec_version", 0)),
+            created_at=float(d.get("created_at", 0.0)),
+            updated_at=float(d.get("updated_at", 0.0)),
+            started_at=float(d.get("started_at", 0.0)),
+        )

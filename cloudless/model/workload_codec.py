@@ -1,0 +1,433 @@
+"""Parsing workload specs from user input, and back to plain data.
+
+The parser walks the input once and collects every problem as ``path: reason``; it never
+stops at the first one and never lets a Python exception escape as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+import yaml
+
+from cloudless.lib.errors import ValidationError
+from cloudless.lib.ids import is_valid_id
+from cloudless.model.resources import Resources, parse_cpu, parse_rate, parse_size
+from cloudless.model.workload import (
+    _OP_ALIASES,
+    AffinityTerm,
+    LabelExpr,
+    Operator,
+    Placement,
+    RestartMode,
+    RestartPolicy,
+    SpreadConstraint,
+    WorkloadAffinity,
+    WorkloadSpec,
+)
+
+T = TypeVar("T")
+MAX_REPLICAS = 10_000
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, path: str, reason: str) -> None:
+        self.items.append(f"{path}: {reason}")
+
+
+def _known(d: dict[str, Any], path: str, allowed: set[str], p: _Problems) -> None:
+    for k in d:
+        if k not in allowed:
+            p.add(f"{path}.{k}", f"unknown field (known: {', '.join(sorted(allowed))})")
+
+
+def _str(v: Any, path: str, p: _Problems, *, required: bool = False) -> str:
+    if v is None:
+        if required:
+            p.add(path, "is required")
+        return ""
+    if not isinstance(v, str) or (required and not v.strip()):
+        p.add(path, f"{v!r} is not a non-empty string" if required else f"{v!r} is not a string")
+        return ""
+    return v
+
+
+def _int(v: Any, path: str, p: _Problems, lo: int, hi: int, default: int) -> int:
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, int):
+        p.add(path, f"{v!r} is not a whole number")
+        return default
+    if not lo <= v <= hi:
+        p.add(path, f"{v} is out of range [{lo}, {hi}]")
+        return default
+    return v
+
+
+def _num(v: Any, path: str, p: _Problems, lo: float, hi: float, default: float) -> float:
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        p.add(path, f"{v!r} is not a number")
+        return default
+    if not lo <= v <= hi:
+        p.add(path, f"{v} is out of range [{lo}, {hi}]")
+        return default
+    return float(v)
+
+
+def _list(v: Any, path: str, p: _Problems) -> list[Any]:
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        p.add(path, f"expected a list, got {type(v).__name__}")
+        return []
+    return v
+
+
+def _map(v: Any, path: str, p: _Problems) -> dict[str, Any]:
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        p.add(path, f"expected a mapping, got {type(v).__name__}")
+        return {}
+    return v
+
+
+def _strings(v: Any, path: str, p: _Problems) -> tuple[str, ...]:
+    if isinstance(v, str):
+        return (v,)
+    out = []
+    for i, item in enumerate(_list(v, path, p)):
+        if isinstance(item, bool) or not isinstance(item, str | int | float):
+            p.add(f"{path}[{i}]", f"{item!r} is not a string")
+        else:
+            out.append(str(item))
+    return tuple(out)
+
+
+def _str_map(v: Any, path: str, p: _Problems) -> MappingProxyType[str, str]:
+    out = {}
+    for k, val in _map(v, path, p).items():
+        if isinstance(val, bool) or not isinstance(val, str | int | float):
+            p.add(f"{path}.{k}", f"{val!r} is not a string")
+        else:
+            out[str(k)] = str(val)
+    return MappingProxyType(out)
+
+
+def _quantity(v: Any, path: str, p: _Problems, parse: Callable[[object], int]) -> int:
+    if v is None:
+        return 0
+    try:
+        return parse(v)
+    except ValueError as e:
+        p.add(path, str(e))
+        return 0
+
+
+def _expr(v: Any, path: str, p: _Problems) -> LabelExpr | None:
+    d = _map(v, path, p)
+    if not d:
+        return None
+    _known(d, path, {"key", "operator", "values", "value"}, p)
+    key = _str(d.get("key"), f"{path}.key", p, required=True)
+    raw_op = d.get("operator", "=" if "value" in d else "in")
+    op = _OP_ALIASES.get(str(raw_op).lower()) if isinstance(raw_op, str) else None
+    if op is None:
+        ops = "=, !=, in, notin, exists, !exists"
+        p.add(f"{path}.operator", f"{raw_op!r} is not an operator (one of {ops})")
+        return None
+    values = _strings(d.get("values", d.get("value")), f"{path}.values", p)
+    if op in (Operator.EQ, Operator.NE) and len(values) != 1:
+        p.add(f"{path}.values", f"operator {op.value} needs exactly one value")
+        return None
+    if op in (Operator.IN, Operator.NOT_IN) and not values:
+        p.add(f"{path}.values", f"operator {op.value} needs at least one value")
+        return None
+    if op in (Operator.EXISTS, Operator.NOT_EXISTS) and values:
+        p.add(f"{path}.values", f"operator {op.value} takes no values")
+        return None
+    return LabelExpr(key, op, values) if key else None
+
+
+def _exprs(v: Any, path: str, p: _Problems) -> tuple[LabelExpr, ...]:
+    if isinstance(v, dict) and "key" not in v:
+        # shorthand: {zone: eu-1a, arch: arm64}
+        return tuple(
+            LabelExpr(str(k), Operator.EQ, (str(val),)) for k, val in _str_map(v, path, p).items()
+        )
+    out = []
+    for i, item in enumerate(_list(v, path, p)):
+        e = _expr(item, f"{path}[{i}]", p)
+        if e:
+            out.append(e)
+    return tuple(out)
+
+
+def _terms(v: Any, path: str, p: _Problems, preferred: bool) -> tuple[AffinityTerm, ...]:
+    out = []
+    for i, item in enumerate(_list(v, path, p)):
+        ip = f"{path}[{i}]"
+        d = _map(item, ip, p)
+        _known(d, ip, {"match", "weight"}, p)
+        exprs = _exprs(d.get("match"), f"{ip}.match", p)
+        if not exprs:
+            p.add(f"{ip}.match", "needs at least one label expression")
+            continue
+        weight = _int(d.get("weight"), f"{ip}.weight", p, 1, 100, 100 if not preferred else 50)
+        out.append(AffinityTerm(exprs, weight))
+    return tuple(out)
+
+
+def _wl_affinity(v: Any, path: str, p: _Problems, anti: bool) -> list[WorkloadAffinity]:
+    out = []
+    for i, item in enumerate(_list(v, path, p)):
+        ip = f"{path}[{i}]"
+        d = _map(item, ip, p)
+        _known(d, ip, {"workload", "topology_key", "weight"}, p)
+        wl = _str(d.get("workload"), f"{ip}.workload", p, required=True)
+        key = _str(d.get("topology_key"), f"{ip}.topology_key", p) or "node"
+        weight = _int(d.get("weight"), f"{ip}.weight", p, 1, 100, 50)
+        if wl:
+            out.append(WorkloadAffinity(wl, key, anti, weight))
+    return out
+
+
+def _placement(v: Any, path: str, p: _Problems) -> Placement:
+    d = _map(v, path, p)
+    fields = {
+        "node_selector",
+        "affinity",
+        "spread",
+        "max_per_node",
+        "max_per_domain",
+        "preferred_regions",
+        "preferred_zones",
+        "arch",
+        "device_classes",
+        "min_bandwidth",
+        "needs_public",
+    }
+    _known(d, path, fields, p)
+    aff = _map(d.get("affinity"), f"{path}.affinity", p)
+    aff_fields = {
+        "required_nodes",
+        "preferred_nodes",
+        "required_workloads",
+        "preferred_workloads",
+        "required_anti_workloads",
+        "preferred_anti_workloads",
+    }
+    _known(aff, f"{path}.affinity", aff_fields, p)
+    ap = f"{path}.affinity"
+    req_wl = _wl_affinity(aff.get("required_workloads"), f"{ap}.required_workloads", p, False)
+    req_wl += _wl_affinity(
+        aff.get("required_anti_workloads"), f"{ap}.required_anti_workloads", p, True
+    )
+    pref_wl = _wl_affinity(aff.get("preferred_workloads"), f"{ap}.preferred_workloads", p, False)
+    pref_wl += _wl_affinity(
+        aff.get("preferred_anti_workloads"), f"{ap}.preferred_anti_workloads", p, True
+    )
+    spread = []
+    for i, item in enumerate(_list(d.get("spread"), f"{path}.spread", p)):
+        ip = f"{path}.spread[{i}]"
+        if isinstance(item, str):
+            item = {"topology_key": item}
+        sd = _map(item, ip, p)
+        _known(sd, ip, {"topology_key", "max_skew"}, p)
+        key = _str(sd.get("topology_key"), f"{ip}.topology_key", p, required=True)
+        skew = _int(sd.get("max_skew"), f"{ip}.max_skew", p, 1, 1000, 1)
+        if key:
+            spread.append(SpreadConstraint(key, skew))
+    per_domain = []
+    for k, val in _map(d.get("max_per_domain"), f"{path}.max_per_domain", p).items():
+        per_domain.append((str(k), _int(val, f"{path}.max_per_domain.{k}", p, 1, MAX_REPLICAS, 1)))
+    return Placement(
+        node_selector=_exprs(d.get("node_selector"), f"{path}.node_selector", p),
+        required_node_affinity=_terms(aff.get("required_nodes"), f"{ap}.required_nodes", p, False),
+        preferred_node_affinity=_terms(
+            aff.get("preferred_nodes"), f"{ap}.preferred_nodes", p, True
+        ),
+        required_workload_affinity=tuple(req_wl),
+        preferred_workload_affinity=tuple(pref_wl),
+        spread=tuple(spread),
+        max_per_node=_int(d.get("max_per_node"), f"{path}.max_per_node", p, 0, MAX_REPLICAS, 0),
+        max_per_domain=tuple(per_domain),
+        preferred_regions=_strings(d.get("preferred_regions"), f"{path}.preferred_regions", p),
+        preferred_zones=_strings(d.get("preferred_zones"), f"{path}.preferred_zones", p),
+        arch=_strings(d.get("arch"), f"{path}.arch", p),
+        device_classes=_strings(d.get("device_classes"), f"{path}.device_classes", p),
+        min_bandwidth_bps=_quantity(d.get("min_bandwidth"), f"{path}.min_bandwidth", p, parse_rate),
+        needs_public=bool(d.get("needs_public", False)),
+    )
+
+
+def _restart(v: Any, path: str, p: _Problems) -> RestartPolicy:
+    if isinstance(v, str):
+        v = {"policy": v}
+    d = _map(v, path, p)
+    _known(d, path, {"policy", "max_restarts", "backoff", "backoff_max"}, p)
+    raw = d.get("policy", "always")
+    try:
+        mode = RestartMode(str(raw).lower().replace("_", "-"))
+    except ValueError:
+        p.add(f"{path}.policy", f"{raw!r} is not one of always, on-failure, never")
+        mode = RestartMode.ALWAYS
+    return RestartPolicy(
+        mode=mode,
+        max_restarts=_int(d.get("max_restarts"), f"{path}.max_restarts", p, 0, 1_000_000, 0),
+        backoff_base_s=_num(d.get("backoff"), f"{path}.backoff", p, 0.0, 3600.0, 1.0),
+        backoff_cap_s=_num(d.get("backoff_max"), f"{path}.backoff_max", p, 0.0, 86400.0, 60.0),
+    )
+
+
+def _resources(v: Any, path: str, p: _Problems) -> Resources:
+    d = _map(v, path, p)
+    _known(d, path, {"cpu", "memory", "disk", "bandwidth"}, p)
+    return Resources(
+        cpu_millis=_quantity(d.get("cpu"), f"{path}.cpu", p, parse_cpu),
+        memory_bytes=_quantity(d.get("memory"), f"{path}.memory", p, parse_size),
+        disk_bytes=_quantity(d.get("disk"), f"{path}.disk", p, parse_size),
+        bandwidth_bps=_quantity(d.get("bandwidth"), f"{path}.bandwidth", p, parse_rate),
+    )
+
+
+_TOP = {
+    "name",
+    "image",
+    "command",
+    "args",
+    "env",
+    "resources",
+    "replicas",
+    "restart",
+    "placement",
+    "labels",
+    "ports",
+    "stop_timeout",
+}
+
+
+def load_document(data: Any) -> Any:
+    """YAML or JSON text to plain data; a dict passes through. Raises ValidationError."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode()
+        except UnicodeDecodeError:
+            raise ValidationError("spec: is not UTF-8 text") from None
+    if isinstance(data, str):
+        try:
+            return json.loads(data) if data.lstrip().startswith("{") else yaml.safe_load(data)
+        except (yaml.YAMLError, json.JSONDecodeError) as e:
+            raise ValidationError(
+                f"spec: is not valid YAML or JSON ({e})".replace("\n", " ")
+            ) from None
+    return data
+
+
+def parse_workload_data(data: Any, path: str = "spec") -> WorkloadSpec:
+    data = load_document(data)
+    p = _Problems()
+    d = _map(data, path, p)
+    if p.items:
+        raise ValidationError(p.items)
+    _known(d, path, _TOP, p)
+    name = _str(d.get("name"), f"{path}.name", p, required=True)
+    if name and not is_valid_id(name):
+        p.add(f"{path}.name", f'"{name}" must be lowercase letters, digits and "-", 1-63 long')
+    image = _str(d.get("image"), f"{path}.image", p, required=True)
+    if image and any(c.isspace() for c in image):
+        p.add(f"{path}.image", f'"{image}" is not an image reference')
+    ports = []
+    for i, port in enumerate(_list(d.get("ports"), f"{path}.ports", p)):
+        ports.append(_int(port, f"{path}.ports[{i}]", p, 1, 65535, 0))
+    spec = WorkloadSpec(
+        name=name,
+        image=image,
+        command=_strings(d.get("command"), f"{path}.command", p),
+        args=_strings(d.get("args"), f"{path}.args", p),
+        env=_str_map(d.get("env"), f"{path}.env", p),
+        resources=_resources(d.get("resources"), f"{path}.resources", p),
+        replicas=_int(d.get("replicas"), f"{path}.replicas", p, 0, MAX_REPLICAS, 1),
+        restart=_restart(d.get("restart"), f"{path}.restart", p),
+        placement=_placement(d.get("placement"), f"{path}.placement", p),
+        labels=_str_map(d.get("labels"), f"{path}.labels", p),
+        ports=tuple(ports),
+        stop_timeout_s=_num(d.get("stop_timeout"), f"{path}.stop_timeout", p, 0.0, 3600.0, 10.0),
+    )
+    if p.items:
+        raise ValidationError(p.items)
+    return spec
+
+
+def _expr_dict(e: LabelExpr) -> dict[str, Any]:
+    return {"key": e.key, "operator": e.op.value, "values": list(e.values)}
+
+
+def workload_to_dict(s: WorkloadSpec) -> dict[str, Any]:
+    """The canonical plain-data form; ``parse_workload_data(workload_to_dict(s)) == s``."""
+    pl = s.placement
+
+    def wl(a: WorkloadAffinity) -> dict[str, Any]:
+        return {"workload": a.workload, "topology_key": a.topology_key, "weight": a.weight}
+
+    return {
+        "name": s.name,
+        "image": s.image,
+        "command": list(s.command),
+        "args": list(s.args),
+        "env": dict(s.env),
+        "resources": {
+            "cpu": f"{s.resources.cpu_millis}m",
+            "memory": s.resources.memory_bytes,
+            "disk": s.resources.disk_bytes,
+            "bandwidth": s.resources.bandwidth_bps,
+        },
+        "replicas": s.replicas,
+        "restart": {
+            "policy": s.restart.mode.value,
+            "max_restarts": s.restart.max_restarts,
+            "backoff": s.restart.backoff_base_s,
+            "backoff_max": s.restart.backoff_cap_s,
+        },
+        "placement": {
+            "node_selector": [_expr_dict(e) for e in pl.node_selector],
+            "affinity": {
+                "required_nodes": [
+                    {"match": [_expr_dict(e) for e in t.exprs], "weight": t.weight}
+                    for t in pl.required_node_affinity
+                ],
+                "preferred_nodes": [
+                    {"match": [_expr_dict(e) for e in t.exprs], "weight": t.weight}
+                    for t in pl.preferred_node_affinity
+                ],
+                "required_workloads": [wl(a) for a in pl.required_workload_affinity if not a.anti],
+                "required_anti_workloads": [wl(a) for a in pl.required_workload_affinity if a.anti],
+                "preferred_workloads": [
+                    wl(a) for a in pl.preferred_workload_affinity if not a.anti
+                ],
+                "preferred_anti_workloads": [
+                    wl(a) for a in pl.preferred_workload_affinity if a.anti
+                ],
+            },
+            "spread": [{"topology_key": c.topology_key, "max_skew": c.max_skew} for c in pl.spread],
+            "max_per_node": pl.max_per_node,
+            "max_per_domain": dict(pl.max_per_domain),
+            "preferred_regions": list(pl.preferred_regions),
+            "preferred_zones": list(pl.preferred_zones),
+            "arch": list(pl.arch),
+            "device_classes": list(pl.device_classes),
+            "min_bandwidth": pl.min_bandwidth_bps,
+            "needs_public": pl.needs_public,
+        },
+        "labels": dict(s.labels),
+        "ports": list(s.ports),
+        "stop_timeout": s.stop_timeout_s,
+    }
