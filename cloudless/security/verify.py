@@ -1,0 +1,136 @@
+"""Pure verification of a peer's leaf certificate against a trust bundle.
+
+``verify_certificate`` answers "is this a live Cloudless SVID for this role?" with no I/O and
+no clock of its own (``now`` is passed in). It raises the first refusal, in this order, each a
+typed ``CertificateRejected``:
+
+1. not issued by any root in the bundle          -> ``UntrustedCertificate``
+2. outside its validity period                   -> ``CertificateExpired`` / ``NotYetValid``
+3. a CA certificate, or missing the usage the role needs (digitalSignature, and
+   clientAuth for a client, serverAuth for a server)   -> ``WrongKeyUsage``
+4. no single valid SPIFFE URI SAN                -> ``InvalidSpiffeId``
+5. another trust domain                          -> ``TrustDomainMismatch``
+6. revoked (by serial or by identity)            -> ``CertificateRevoked``
+
+The TLS libraries already check 1-3 during the handshake; doing it again here costs one
+signature verification and means an authorizer decision never depends on how a context was
+configured.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from cloudless.security.bundle import TrustBundle, certificate_digest
+from cloudless.security.errors import (
+    CertificateExpired,
+    CertificateNotYetValid,
+    CertificateRevoked,
+    TrustDomainMismatch,
+    UntrustedCertificate,
+    WrongKeyUsage,
+)
+from cloudless.security.identity import SpiffeId
+from cloudless.security.revocation import RevocationList
+
+
+class Role(enum.StrEnum):
+    """What the peer is doing on this connection: dialling us (client) or serving us."""
+
+    CLIENT = "client"
+    SERVER = "server"
+
+
+_ROLE_EKU = {
+    Role.CLIENT: ExtendedKeyUsageOID.CLIENT_AUTH,
+    Role.SERVER: ExtendedKeyUsageOID.SERVER_AUTH,
+}
+
+
+@dataclass(frozen=True)
+class VerifiedPeer:
+    spiffe_id: SpiffeId
+    serial: int
+    not_before: float
+    not_after: float
+    root_digest: str
+    certificate: x509.Certificate
+
+
+def verify_certificate(
+    cert: x509.Certificate,
+    bundle: TrustBundle,
+    now: float,
+    *,
+    role: Role = Role.CLIENT,
+    trust_domain: str | None = None,
+    revocations: RevocationList | None = None,
+) -> VerifiedPeer:
+    root = bundle.issuer_of(cert)
+    if root is None:
+        raise UntrustedCertificate(
+            f"certificate for {cert.subject.rfc4514_string()} was not issued by this cluster's "
+            f"CA (issuer {cert.issuer.rfc4514_string()}): enrol with this cluster to get one"
+        )
+    nb = cert.not_valid_before_utc.timestamp()
+    na = cert.not_valid_after_utc.timestamp()
+    if now > na:
+        raise CertificateExpired(
+            f"certificate expired {now - na:.0f}s ago (notAfter "
+            f"{cert.not_valid_after_utc.isoformat()}): renew before expiry or re-enrol with a "
+            "join token"
+        )
+    if now < nb:
+        raise CertificateNotYetValid(
+            f"certificate is not valid for another {nb - now:.0f}s: check this device's clock"
+        )
+    _check_usage(cert, role)
+    sid = SpiffeId.from_certificate(cert)
+    if trust_domain is not None and sid.trust_domain != trust_domain:
+        raise TrustDomainMismatch(
+            f"{sid} belongs to trust domain {sid.trust_domain!r}, expected {trust_domain!r}"
+        )
+    if revocations is not None:
+        entry = revocations.check(cert, sid)
+        if entry is not None:
+            raise CertificateRevoked(f"certificate of {sid} is revoked ({entry.describe()})")
+    return VerifiedPeer(
+        spiffe_id=sid,
+        serial=cert.serial_number,
+        not_before=nb,
+        not_after=na,
+        root_digest=certificate_digest(root),
+        certificate=cert,
+    )
+
+
+def _check_usage(cert: x509.Certificate, role: Role) -> None:
+    exts = cert.extensions
+    try:
+        if exts.get_extension_for_class(x509.BasicConstraints).value.ca:
+            raise WrongKeyUsage("a CA certificate cannot be used as a peer identity")
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        ku = exts.get_extension_for_class(x509.KeyUsage).value
+        if not ku.digital_signature:
+            raise WrongKeyUsage("certificate keyUsage lacks digitalSignature, needed for TLS")
+    except x509.ExtensionNotFound:
+        pass
+    want = _ROLE_EKU[role]
+    try:
+        eku = list(exts.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        raise WrongKeyUsage(
+            f"certificate has no extendedKeyUsage; a {role.value} needs {want._name}"
+        ) from None
+    if want not in eku:
+        have = ", ".join(o._name for o in eku) or "none"
+        raise WrongKeyUsage(
+            f"certificate may not act as a TLS {role.value}: it allows {have}, needs "
+            f"{want._name} (user and workload certificates are client-only)"
+        )
