@@ -1,0 +1,173 @@
+"""Node liveness, decided in pure code from heartbeats and stream events.
+
+The leader keeps one ``Membership`` in memory. It is fed ``heartbeat``/``disconnected`` events
+and ``tick``s, each with the monotonic time, and returns the node-state transitions to write to
+the store. Timers never touch the store: only transitions do.
+
+Detection rules (defaults in ``MembershipConfig``):
+
+* a node whose control stream *breaks* (process killed, host reset: the kernel closes the
+  connection) and does not reconnect within ``disconnect_grace_s`` goes offline;
+* a node whose stream stays open but whose heartbeats stop (frozen process, cut cable: no FIN
+  arrives) goes offline after ``offline_after_s`` without a heartbeat;
+* an offline node goes failed after ``failed_after_s`` more;
+* a heartbeat brings it back (to cordoned if the user had cordoned it, else ready).
+
+After a leader change every known node is treated as just heard from (``leader_grace_s``), so
+that a new leader does not declare the whole cluster offline before agents have found it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from cloudless.model.node import Node, NodeState
+
+
+@dataclass(frozen=True)
+class MembershipConfig:
+    heartbeat_interval_s: float = 0.5
+    offline_after_s: float = 2.5
+    disconnect_grace_s: float = 1.0
+    failed_after_s: float = 60.0
+    leader_grace_s: float = 5.0
+    # Heartbeat intervals stretch as the cluster grows so the leader handles at most this
+    # many heartbeats per second; detection timeouts stretch with them.
+    max_heartbeats_per_s: float = 2500.0
+
+    def interval_for(self, node_count: int) -> float:
+        """The heartbeat interval for a cluster of ``node_count`` nodes.
+
+        0.5 s up to 1,250 nodes at the default rate (1,250 / 2,500 = 0.5), then linear:
+        5,000 nodes -> 2.0 s.
+        """
+        return max(self.heartbeat_interval_s, node_count / self.max_heartbeats_per_s)
+
+    def offline_after_for(self, node_count: int) -> float:
+        """Silence that makes a node offline: ``offline_after_s`` at the base interval, the
+        same number of missed intervals when the interval has been stretched."""
+        factor = self.interval_for(node_count) / self.heartbeat_interval_s
+        return self.offline_after_s * factor
+
+
+@dataclass(frozen=True)
+class NodeTransition:
+    node_id: str
+    old: NodeState
+    new: NodeState
+    reason: str
+
+
+@dataclass
+class _Liveness:
+    state: NodeState
+    cordoned: bool
+    last_seen: float
+    connected: bool = False
+    disconnected_at: float = math.inf
+    offline_since: float = math.inf
+
+
+_HEALTHY = (NodeState.READY, NodeState.CORDONED, NodeState.DRAINING)
+
+
+@dataclass
+class Membership:
+    config: MembershipConfig = field(default_factory=MembershipConfig)
+    _nodes: dict[str, _Liveness] = field(default_factory=dict)
+
+    def load(self, nodes: list[Node], now: float) -> None:
+        """Start tracking ``nodes`` as they are in the store (on becoming leader).
+
+        Every node counts as heard from at ``now + leader_grace_s - offline_after``, so none is
+        declared offline before the grace period has passed.
+        """
+        after = self.config.offline_after_for(len(nodes))
+        seen = now + max(0.0, self.config.leader_grace_s - after)
+        self._nodes = {}
+        for n in nodes:
+            if n.state is NodeState.REMOVED:
+                continue
+            live = _Liveness(n.state, n.state is NodeState.CORDONED, seen)
+            if n.state in (NodeState.OFFLINE, NodeState.FAILED):
+                live.offline_since = now
+            self._nodes[n.id] = live
+
+    def upsert(self, node: Node, now: float) -> None:
+        """Learn of a node (new enrollment) or of a user change (cordon, drain, removal)."""
+        live = self._nodes.get(node.id)
+        if node.state is NodeState.REMOVED:
+            self._nodes.pop(node.id, None)
+            return
+        if live is None:
+            self._nodes[node.id] = _Liveness(node.state, node.state is NodeState.CORDONED, now)
+            return
+        live.state = node.state
+        if node.state is NodeState.CORDONED:
+            live.cordoned = True
+        elif node.state is NodeState.READY:
+            live.cordoned = False
+
+    def forget(self, node_id: str) -> None:
+        self._nodes.pop(node_id, None)
+
+    def state(self, node_id: str) -> NodeState | None:
+        live = self._nodes.get(node_id)
+        return live.state if live else None
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def heartbeat(self, node_id: str, now: float) -> list[NodeTransition]:
+        live = self._nodes.get(node_id)
+        if live is None:
+            return []
+        live.last_seen = now
+        live.connected = True
+        live.disconnected_at = math.inf
+        if live.state in (NodeState.ENROLLING, NodeState.OFFLINE, NodeState.FAILED):
+            old = live.state
+            live.state = NodeState.CORDONED if live.cordoned else NodeState.READY
+            live.offline_since = math.inf
+            why = "first heartbeat" if old is NodeState.ENROLLING else "heartbeat resumed"
+            return [NodeTransition(node_id, old, live.state, why)]
+        return []
+
+    def disconnected(self, node_id: str, now: float) -> None:
+        live = self._nodes.get(node_id)
+        if live is not None:
+            live.connected = False
+            live.disconnected_at = now
+
+    def tick(self, now: float) -> list[NodeTransition]:
+        """Transitions due at ``now``, in node-id order."""
+        cfg = self.config
+        after = cfg.offline_after_for(len(self._nodes))
+        out: list[NodeTransition] = []
+        for node_id in sorted(self._nodes):
+            live = self._nodes[node_id]
+            if live.state in _HEALTHY or live.state is NodeState.ENROLLING:
+                silent = now - live.last_seen
+                gone = now - live.disconnected_at
+                reason = ""
+                if gone >= cfg.disconnect_grace_s and live.last_seen <= live.disconnected_at:
+                    reason = f"connection lost {gone:.1f}s ago and not re-established"
+                elif silent >= after:
+                    reason = f"no heartbeat for {silent:.1f}s (limit {after:.1f}s)"
+                if reason and live.state is not NodeState.ENROLLING:
+                    old = live.state
+                    live.state = NodeState.OFFLINE
+                    live.offline_since = now
+                    out.append(NodeTransition(node_id, old, NodeState.OFFLINE, reason))
+            elif live.state is NodeState.OFFLINE and now - live.offline_since >= cfg.failed_after_s:
+                live.state = NodeState.FAILED
+                out.append(
+                    NodeTransition(
+                        node_id,
+                        NodeState.OFFLINE,
+                        NodeState.FAILED,
+                        f"offline for {now - live.offline_since:.0f}s",
+                    )
+                )
+        return out

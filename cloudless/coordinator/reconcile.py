@@ -1,0 +1,256 @@
+"""Reconciliation: desired workloads vs observed replicas, decided in pure code.
+
+``reconcile(view, placer, ids, now)`` returns the actions that move the cluster towards what the
+user asked for. The caller (the leader's reconcile loop) applies them to the store in fenced
+transactions; agents act on the store's new contents. Rules, per workload:
+
+* a replica on a node that is offline, failed or gone is marked ``lost``; it no longer counts;
+  a lost replica on a failed or removed node is deleted (its node will not run it again);
+* a workload with fewer live replicas than asked gets new ones, placed by the scheduler; the
+  ones that cannot be placed are reported with the scheduler's reasons;
+* with more live replicas than asked (scale down, or a lost node came back after its replicas
+  were replaced) the placer ranks them and the best ``replicas`` are kept, running ones first:
+  the extras are stopped, never all restarted;
+* replicas on a draining node get replacements first and are stopped once enough replicas
+  run elsewhere;
+* a changed spec rolls out in place, a quarter of the replicas (at least one) at a time, the
+  next batch only once the previous one runs;
+* a deleted workload has all its replicas stopped, then its record removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from cloudless.coordinator.records import WorkloadRecord
+from cloudless.lib.ids import IdSource
+from cloudless.model.node import Node, NodeState
+from cloudless.model.replica import DesiredState, Replica, ReplicaState
+from cloudless.model.workload import WorkloadSpec
+
+
+@dataclass(frozen=True)
+class PlaceResult:
+    node_ids: tuple[str, ...]
+    reason: str = ""  # why the rest could not be placed ("0/5 nodes fit: ...")
+
+
+class Placer(Protocol):
+    """The scheduler, as the reconciler sees it."""
+
+    def place(
+        self,
+        nodes: Sequence[Node],
+        replicas: Sequence[Replica],
+        workloads: Mapping[str, WorkloadSpec],
+        spec: WorkloadSpec,
+        count: int,
+    ) -> PlaceResult: ...
+
+    def rank(
+        self,
+        nodes: Sequence[Node],
+        replicas: Sequence[Replica],
+        workloads: Mapping[str, WorkloadSpec],
+        spec: WorkloadSpec,
+        candidates: Sequence[Replica],
+    ) -> list[Replica]:
+        """``candidates`` best first (the ones to keep when there are too many)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    nodes: Mapping[str, Node]
+    workloads: Mapping[str, WorkloadRecord]
+    replicas: Mapping[str, Replica]
+
+
+@dataclass(frozen=True)
+class CreateReplica:
+    replica: Replica
+
+
+@dataclass(frozen=True)
+class UpdateReplica:
+    """Replace a replica's fields (desired state, observed lost, spec version)."""
+
+    replica: Replica
+    reason: str
+
+
+@dataclass(frozen=True)
+class DeleteReplica:
+    replica_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SetUnplaced:
+    workload: str
+    count: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class DeleteWorkload:
+    workload: str
+
+
+Action = CreateReplica | UpdateReplica | DeleteReplica | SetUnplaced | DeleteWorkload
+
+_HEALTHY = frozenset({NodeState.READY, NodeState.CORDONED, NodeState.DRAINING})
+_GONE = frozenset({NodeState.FAILED, NodeState.REMOVED})
+
+
+@dataclass
+class _Work:
+    actions: list[Action] = field(default_factory=list)
+    # replicas as they will be after this round (so placements see each other)
+    replicas: dict[str, Replica] = field(default_factory=dict)
+
+
+def reconcile(view: ClusterView, placer: Placer, ids: IdSource, now: float) -> list[Action]:
+    work = _Work(replicas=dict(view.replicas))
+    specs = {name: rec.spec for name, rec in view.workloads.items() if not rec.deleted}
+    by_workload: dict[str, list[Replica]] = {}
+    for r in view.replicas.values():
+        by_workload.setdefault(r.workload, []).append(r)
+    nodes = list(view.nodes.values())
+
+    for r in sorted(view.replicas.values(), key=lambda r: r.id):
+        node = view.nodes.get(r.node_id)
+        state = node.state if node else NodeState.REMOVED
+        if r.workload not in view.workloads:
+            _delete(work, r, "its workload no longer exists")
+        elif state in _GONE and (r.observed is ReplicaState.LOST or state is NodeState.REMOVED):
+            _delete(work, r, f"node {r.node_id or '?'} is {state.value}")
+        elif state not in _HEALTHY and r.observed is not ReplicaState.LOST and not r.node_id == "":
+            _update(
+                work,
+                replace(r, observed=ReplicaState.LOST, updated_at=now),
+                f"node {r.node_id} is {state.value}",
+            )
+        elif r.desired is DesiredState.STOPPED and (
+            r.observed.terminal or r.observed in (ReplicaState.PENDING, ReplicaState.LOST)
+        ):
+            _delete(work, r, "stopped")
+
+    for name in sorted(view.workloads):
+        rec = view.workloads[name]
+        current = [work.replicas[r.id] for r in by_workload.get(name, []) if r.id in work.replicas]
+        if rec.deleted:
+            for r in current:
+                if r.desired is DesiredState.RUNNING:
+                    _update(
+                        work,
+                        replace(r, desired=DesiredState.STOPPED, updated_at=now),
+                        "workload deleted",
+                    )
+            if not current:
+                work.actions.append(DeleteWorkload(name))
+            continue
+        _reconcile_workload(work, view, rec, current, nodes, specs, placer, ids, now)
+    return work.actions
+
+
+def _live(r: Replica, nodes: Mapping[str, Node]) -> bool:
+    node = nodes.get(r.node_id)
+    return (
+        r.desired is DesiredState.RUNNING
+        and r.observed is not ReplicaState.LOST
+        and node is not None
+        and node.state in _HEALTHY
+    )
+
+
+def _reconcile_workload(
+    work: _Work,
+    view: ClusterView,
+    rec: WorkloadRecord,
+    current: list[Replica],
+    nodes: list[Node],
+    specs: Mapping[str, WorkloadSpec],
+    placer: Placer,
+    ids: IdSource,
+    now: float,
+) -> None:
+    spec = rec.spec
+    live = [r for r in current if _live(r, view.nodes)]
+    draining = [r for r in live if view.nodes[r.node_id].state is NodeState.DRAINING]
+    settled = [r for r in live if view.nodes[r.node_id].state is not NodeState.DRAINING]
+    missing = spec.replicas - len(settled)
+
+    if missing > 0:
+        # Draining replicas hold their slot until a replacement exists.
+        result = placer.place(nodes, list(work.replicas.values()), specs, spec, missing)
+        for node_id in result.node_ids:
+            r = Replica(
+                id=ids.new_id(f"{spec.name}-"),
+                workload=spec.name,
+                node_id=node_id,
+                spec_version=rec.version,
+                created_at=now,
+                updated_at=now,
+            )
+            work.replicas[r.id] = r
+            work.actions.append(CreateReplica(r))
+        unplaced = missing - len(result.node_ids)
+        if (unplaced, result.reason if unplaced else "") != (rec.unplaced, rec.unplaced_reason):
+            work.actions.append(SetUnplaced(spec.name, unplaced, result.reason if unplaced else ""))
+    elif rec.unplaced:
+        work.actions.append(SetUnplaced(spec.name, 0, ""))
+
+    running_settled = [r for r in settled if r.observed is ReplicaState.RUNNING]
+    if draining and len(running_settled) >= spec.replicas:
+        for r in draining:
+            _update(work, replace(r, desired=DesiredState.STOPPED, updated_at=now), "node draining")
+
+    if len(settled) > spec.replicas:
+        ranked = placer.rank(nodes, list(work.replicas.values()), specs, spec, settled)
+        # Running replicas first, each group in the placer's order.
+        order = {r.id: i for i, r in enumerate(ranked)}
+        keep_order = sorted(
+            settled,
+            key=lambda r: (r.observed is not ReplicaState.RUNNING, order.get(r.id, 1 << 30)),
+        )
+        for r in keep_order[spec.replicas :]:
+            _update(
+                work,
+                replace(r, desired=DesiredState.STOPPED, updated_at=now),
+                f"workload has {len(settled)} replicas, wants {spec.replicas}",
+            )
+
+    _roll_out(work, rec, settled, now)
+
+
+def _roll_out(work: _Work, rec: WorkloadRecord, settled: list[Replica], now: float) -> None:
+    kept = [
+        work.replicas[r.id] for r in settled if work.replicas[r.id].desired is DesiredState.RUNNING
+    ]
+    stale = [r for r in kept if r.spec_version != rec.version]
+    if not stale:
+        return
+    # Replicas already on the new version but not yet running are the batch in flight.
+    in_flight = [
+        r for r in kept if r.spec_version == rec.version and r.observed is not ReplicaState.RUNNING
+    ]
+    batch = max(1, rec.spec.replicas // 4) - len(in_flight)
+    for r in sorted(stale, key=lambda r: r.id)[: max(0, batch)]:
+        _update(
+            work,
+            replace(r, spec_version=rec.version, observed=ReplicaState.PENDING, updated_at=now),
+            f"rolling out spec version {rec.version}",
+        )
+
+
+def _update(work: _Work, r: Replica, reason: str) -> None:
+    work.replicas[r.id] = r
+    work.actions.append(UpdateReplica(r, reason))
+
+
+def _delete(work: _Work, r: Replica, reason: str) -> None:
+    work.replicas.pop(r.id, None)
+    work.actions.append(DeleteReplica(r.id, reason))

@@ -1,0 +1,104 @@
+import pytest
+
+from cloudless.coordinator.membership import Membership, MembershipConfig
+from cloudless.model.node import Node, NodeState
+
+S = NodeState
+CFG = MembershipConfig(
+    heartbeat_interval_s=0.5,
+    offline_after_s=2.5,
+    disconnect_grace_s=1.0,
+    failed_after_s=60.0,
+    leader_grace_s=5.0,
+)
+
+
+def tracker(*states: NodeState) -> Membership:
+    m = Membership(CFG)
+    m.load([Node.make(f"n{i}", state=s) for i, s in enumerate(states)], now=0.0)
+    return m
+
+
+def test_first_heartbeat_makes_ready() -> None:
+    m = tracker(S.ENROLLING)
+    [t] = m.heartbeat("n0", 1.0)
+    assert (t.old, t.new, t.reason) == (S.ENROLLING, S.READY, "first heartbeat")
+    assert m.heartbeat("n0", 1.5) == []
+
+
+def test_leader_grace() -> None:
+    # load at t=0 with 5 s grace: node counts as seen at 0 + (5 - 2.5) = 2.5,
+    # so it goes offline at 2.5 + 2.5 = 5.0, not at 2.5.
+    m = tracker(S.READY)
+    assert m.tick(4.9) == []
+    [t] = m.tick(5.0)
+    assert t.new is S.OFFLINE
+
+
+def test_silence_then_offline_then_failed_then_back() -> None:
+    m = tracker(S.READY)
+    m.heartbeat("n0", 10.0)
+    assert m.tick(12.4) == []  # 2.4 s of silence < 2.5
+    [t] = m.tick(12.5)
+    assert (t.new, "no heartbeat for 2.5s" in t.reason) == (S.OFFLINE, True)
+    assert m.tick(72.4) == []  # offline since 12.5; failed at 12.5 + 60 = 72.5
+    [t] = m.tick(72.5)
+    assert t.new is S.FAILED
+    [t] = m.heartbeat("n0", 80.0)
+    assert (t.old, t.new) == (S.FAILED, S.READY)
+
+
+def test_broken_stream_detected_after_grace() -> None:
+    m = tracker(S.READY)
+    m.heartbeat("n0", 10.0)
+    m.disconnected("n0", 10.2)
+    assert m.tick(11.1) == []  # 0.9 s < 1.0 s grace
+    [t] = m.tick(11.2)
+    assert t.new is S.OFFLINE and "connection lost" in t.reason
+
+
+def test_reconnect_within_grace_is_not_an_outage() -> None:
+    m = tracker(S.READY)
+    m.heartbeat("n0", 10.0)
+    m.disconnected("n0", 10.2)
+    m.heartbeat("n0", 10.6)
+    assert m.tick(11.5) == []
+
+
+def test_freeze_shorter_than_limit_is_no_false_alarm() -> None:
+    m = tracker(S.READY)
+    m.heartbeat("n0", 10.0)
+    # a 2 s freeze: heartbeats at 10.0 then 12.0 (stream stays open)
+    for t in (10.5, 11.0, 11.5, 12.0):
+        assert m.tick(t) == []
+    m.heartbeat("n0", 12.0)
+    assert m.tick(14.0) == []
+
+
+def test_cordoned_node_comes_back_cordoned() -> None:
+    m = tracker(S.CORDONED)
+    m.heartbeat("n0", 10.0)
+    [t] = m.tick(12.5)
+    assert t.new is S.OFFLINE
+    [t] = m.heartbeat("n0", 13.0)
+    assert t.new is S.CORDONED
+
+
+@pytest.mark.parametrize(
+    ("nodes", "interval", "offline_after"),
+    [
+        (100, 0.5, 2.5),  # below 1,250 nodes: base interval
+        (1250, 0.5, 2.5),  # 1250 / 2500 = 0.5
+        (5000, 2.0, 10.0),  # 5000 / 2500 = 2.0 s; 2.5 * (2.0 / 0.5) = 10 s
+    ],
+)
+def test_interval_stretches_with_size(nodes: int, interval: float, offline_after: float) -> None:
+    assert CFG.interval_for(nodes) == pytest.approx(interval)
+    assert CFG.offline_after_for(nodes) == pytest.approx(offline_after)
+
+
+def test_unknown_and_removed_nodes_are_ignored() -> None:
+    m = tracker(S.REMOVED)
+    assert len(m) == 0
+    assert m.heartbeat("n0", 1.0) == []
+    assert m.heartbeat("ghost", 1.0) == []
