@@ -1,0 +1,401 @@
+"""The leader's agent hub: live sessions, heartbeats, liveness and assignment pushes.
+
+Runs on every coordinator but serves agents only while this coordinator leads; a follower
+answers ``Connect`` with a redirect to the leader. While leading it:
+
+* keeps one ``Session`` per connected node (an outbound message queue);
+* feeds heartbeats and stream breaks to ``Membership`` and writes the resulting node-state
+  transitions (and only those, plus a periodic usage refresh) to the store;
+* writes replica status changes reported by agents to the store;
+* watches the replicas and workloads tables and pushes each node the full set of replicas
+  it should run as soon as that set changes (not at the next heartbeat);
+* routes log requests to the agent holding the replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field, replace
+
+from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
+from cloudless.coordinator.convert import (
+    BadStatus,
+    assignment,
+    conditions_from_pb,
+    observe,
+    resources_from_pb,
+)
+from cloudless.coordinator.membership import Membership, MembershipConfig, NodeTransition
+from cloudless.coordinator.records import WorkloadRecord
+from cloudless.coordinator.state import ClusterState, event
+from cloudless.lib.clock import Clock
+from cloudless.model.node import Node, NodeState, transition
+from cloudless.model.replica import Replica, ReplicaState
+from cloudless.store.errors import Fenced, StoreError
+from cloudless.store.fence import Fence
+from cloudless.store.types import EventType
+
+log = logging.getLogger("cloudless.coordinator.hub")
+
+USAGE_REFRESH_S = 10.0
+
+
+@dataclass
+class Session:
+    node_id: str
+    outbox: asyncio.Queue[pb.CoordinatorMessage] = field(default_factory=asyncio.Queue)
+    generation: int = 0
+    last_usage_write: float = -1e18
+    conditions: tuple[str, ...] = ()
+    closed: bool = False
+
+
+@dataclass
+class _Index:
+    """Replicas by node and workload specs, kept current from store watches."""
+
+    replicas: dict[str, Replica] = field(default_factory=dict)
+    by_node: dict[str, set[str]] = field(default_factory=dict)
+    workloads: dict[str, WorkloadRecord] = field(default_factory=dict)
+
+    def put(self, r: Replica) -> str | None:
+        old = self.replicas.get(r.id)
+        self.replicas[r.id] = r
+        if old and old.node_id != r.node_id:
+            self.by_node.get(old.node_id, set()).discard(r.id)
+        self.by_node.setdefault(r.node_id, set()).add(r.id)
+        return old.node_id if old and old.node_id != r.node_id else None
+
+    def drop(self, replica_id: str) -> str | None:
+        old = self.replicas.pop(replica_id, None)
+        if old is None:
+            return None
+        self.by_node.get(old.node_id, set()).discard(replica_id)
+        return old.node_id
+
+    def for_node(self, node_id: str) -> list[Replica]:
+        return [self.replicas[i] for i in sorted(self.by_node.get(node_id, ()))]
+
+
+class NotLeader(Exception):
+    pass
+
+
+class AgentHub:
+    def __init__(
+        self,
+        state: ClusterState,
+        clock: Clock,
+        config: MembershipConfig | None = None,
+        tick_s: float = 0.1,
+    ) -> None:
+        self.state = state
+        self.clock = clock
+        self.config = config or MembershipConfig()
+        self.tick_s = tick_s
+        self.membership = Membership(self.config)
+        self.sessions: dict[str, Session] = {}
+        self._index = _Index()
+        self._dirty: set[str] = set()
+        self._dirty_event = asyncio.Event()
+        self._fence: Fence | None = None
+        self._ready = asyncio.Event()
+        self._log_waiters: dict[str, asyncio.Queue[pb.LogChunk]] = {}
+
+    # ---- leadership ------------------------------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        return self._fence is not None and self._ready.is_set()
+
+    async def lead(self, fence: Fence) -> None:
+        """Serve agents until cancelled (run while this coordinator is the leader)."""
+        self._fence = fence
+        try:
+            nodes = await self.state.nodes.list()
+            self.membership = Membership(self.config)
+            self.membership.load([r.value for r in nodes.records], self.clock.monotonic())
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._watch_replicas())
+                tg.create_task(self._watch_workloads())
+                tg.create_task(self._watch_nodes(nodes.revision + 1))
+                tg.create_task(self._tick_loop())
+                tg.create_task(self._push_loop())
+        finally:
+            self._fence = None
+            self._ready.clear()
+            for s in list(self.sessions.values()):
+                s.closed = True
+                s.outbox.put_nowait(
+                    pb.CoordinatorMessage(redirect=pb.Redirect(reason="leader changed"))
+                )
+            self.sessions.clear()
+
+    def fence(self) -> Fence:
+        if self._fence is None:
+            raise NotLeader("not the leader")
+        return self._fence
+
+    # ---- sessions --------------------------------------------------------------------------
+
+    async def open_session(self, node_id: str) -> Session:
+        if not self.active:
+            raise NotLeader("not the leader")
+        node = await self.state.nodes.get(node_id)
+        if node is None or node.value.state is NodeState.REMOVED:
+            raise PermissionError(f"node {node_id} is not a member of this cluster (removed?)")
+        old = self.sessions.pop(node_id, None)
+        if old:
+            old.closed = True
+            old.outbox.put_nowait(
+                pb.CoordinatorMessage(redirect=pb.Redirect(reason="replaced by a newer session"))
+            )
+        s = Session(node_id)
+        self.sessions[node_id] = s
+        if self.membership.state(node_id) is None:
+            self.membership.upsert(node.value, self.clock.monotonic())
+        self._mark(node_id)
+        return s
+
+    def close_session(self, s: Session) -> None:
+        s.closed = True
+        if self.sessions.get(s.node_id) is s:
+            del self.sessions[s.node_id]
+            self.membership.disconnected(s.node_id, self.clock.monotonic())
+
+    async def on_hello(self, s: Session, hello: pb.Hello) -> None:
+        await self._apply_statuses(s, hello.replicas)
+        self._heard(s)
+
+    async def on_heartbeat(self, s: Session, hb: pb.Heartbeat) -> pb.HeartbeatAck:
+        transitions = self._heard(s)
+        await self._write_transitions(transitions)
+        await self._apply_statuses(s, hb.replicas)
+        await self._maybe_write_usage(s, hb)
+        interval = self.config.interval_for(len(self.membership))
+        return pb.HeartbeatAck(seq=hb.seq, interval_s=interval)
+
+    def _heard(self, s: Session) -> list[NodeTransition]:
+        return self.membership.heartbeat(s.node_id, self.clock.monotonic())
+
+    async def _apply_statuses(self, s: Session, statuses: Iterable[pb.ReplicaStatus]) -> None:
+        now = self.clock.now()
+        for st in statuses:
+            r = self._index.replicas.get(st.replica_id)
+            if r is None or r.node_id != s.node_id:
+                continue  # not (or no longer) this node's: the assignment tells it to stop
+            try:
+                new = observe(r, st, now)
+            except BadStatus as e:
+                log.warning("node %s: %s", s.node_id, e)
+                continue
+            if new is None:
+                continue
+            await self._update_replica(new, r)
+
+    async def _update_replica(self, new: Replica, seen: Replica) -> None:
+        key = ClusterState.replica_key(new)
+
+        def change(cur: Replica | None) -> Replica | None:
+            if cur is None or cur.node_id != new.node_id:
+                return None
+            if cur.spec_version != new.spec_version and new.observed is not ReplicaState.FAILED:
+                return None
+            return replace(
+                cur,
+                observed=new.observed,
+                reason=new.reason,
+                exit_code=new.exit_code,
+                restarts=new.restarts,
+                started_at=new.started_at,
+                updated_at=new.updated_at,
+            )
+
+        rec = await self.state.replicas.update(key, change, fence=self.fence())
+        if rec and rec.value.observed is not seen.observed:
+            await self.emit(
+                "replica",
+                f"replica {new.id} on {new.node_id}: {seen.observed.value} -> {new.observed.value}"
+                + (f" ({new.reason})" if new.reason else ""),
+                replica=new.id,
+                workload=new.workload,
+                node=new.node_id,
+                state=new.observed.value,
+            )
+
+    async def _maybe_write_usage(self, s: Session, hb: pb.Heartbeat) -> None:
+        now = self.clock.monotonic()
+        conditions = conditions_from_pb(hb.conditions)
+        active = tuple(conditions.active())
+        if active == s.conditions and now - s.last_usage_write < USAGE_REFRESH_S:
+            return
+        s.last_usage_write = now
+        changed = active != s.conditions
+        s.conditions = active
+        usage = resources_from_pb(hb.usage)
+        wall = self.clock.now()
+
+        def change(cur: Node | None) -> Node | None:
+            if cur is None:
+                return None
+            return replace(cur, usage=usage, conditions=conditions, last_heartbeat=wall)
+
+        await self.state.nodes.update(s.node_id, change, fence=self.fence())
+        if changed:
+            await self.emit(
+                "node",
+                f"node {s.node_id} conditions: {', '.join(active) or 'none'}",
+                node=s.node_id,
+            )
+
+    # ---- leader loops ----------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await self._write_transitions(self.membership.tick(self.clock.monotonic()))
+            await self.clock.sleep(self.tick_s)
+
+    async def _write_transitions(self, transitions: list[NodeTransition]) -> None:
+        for t in transitions:
+            wall = self.clock.now()
+
+            def change(cur: Node | None, t: NodeTransition = t, wall: float = wall) -> Node | None:
+                if cur is None:
+                    return None
+                step = transition(cur.state, t.new)
+                if not step.ok or step.state is cur.state:
+                    return None
+                return replace(cur, state=step.state, last_heartbeat=wall)
+
+            try:
+                rec = await self.state.nodes.update(t.node_id, change, fence=self.fence())
+            except (Fenced, NotLeader):
+                raise
+            except StoreError as e:
+                log.warning("could not record %s -> %s for %s: %s", t.old, t.new, t.node_id, e)
+                continue
+            if rec is not None and rec.value.state is t.new:
+                await self.emit(
+                    "node",
+                    f"node {t.node_id}: {t.old.value} -> {t.new.value} ({t.reason})",
+                    node=t.node_id,
+                    state=t.new.value,
+                )
+
+    async def _watch_replicas(self) -> None:
+        listing = await self.state.replicas.list()
+        for rec in listing.records:
+            self._index.put(rec.value)
+        self._ready.set()
+        async for ev in self.state.replicas.watch(start_revision=listing.revision + 1):
+            if ev.type is EventType.DELETE:
+                rid = ev.name.rsplit("/", 1)[-1]
+                node = self._index.drop(rid)
+                if node:
+                    self._mark(node)
+            elif ev.record is not None:
+                moved_from = self._index.put(ev.record.value)
+                self._mark(ev.record.value.node_id)
+                if moved_from:
+                    self._mark(moved_from)
+
+    async def _watch_workloads(self) -> None:
+        listing = await self.state.workloads.list()
+        self._index.workloads = {r.name: r.value for r in listing.records}
+        async for ev in self.state.workloads.watch(start_revision=listing.revision + 1):
+            if ev.type is EventType.DELETE:
+                self._index.workloads.pop(ev.name, None)
+            elif ev.record is not None:
+                self._index.workloads[ev.name] = ev.record.value
+                for r in self._index.replicas.values():
+                    if r.workload == ev.name:
+                        self._mark(r.node_id)
+
+    async def _watch_nodes(self, start: int) -> None:
+        async for ev in self.state.nodes.watch(start_revision=start):
+            if ev.type is EventType.DELETE:
+                self.membership.forget(ev.name)
+            elif ev.record is not None:
+                self.membership.upsert(ev.record.value, self.clock.monotonic())
+                if ev.record.value.state is NodeState.REMOVED:
+                    s = self.sessions.pop(ev.name, None)
+                    if s:
+                        s.closed = True
+                        s.outbox.put_nowait(
+                            pb.CoordinatorMessage(redirect=pb.Redirect(reason="node removed"))
+                        )
+
+    def _mark(self, node_id: str) -> None:
+        if node_id in self.sessions:
+            self._dirty.add(node_id)
+            self._dirty_event.set()
+
+    async def _push_loop(self) -> None:
+        while True:
+            await self._dirty_event.wait()
+            self._dirty_event.clear()
+            dirty, self._dirty = self._dirty, set()
+            for node_id in dirty:
+                s = self.sessions.get(node_id)
+                if s is not None and not s.closed:
+                    s.outbox.put_nowait(self.assignments_for(s))
+
+    def assignments_for(self, s: Session) -> pb.CoordinatorMessage:
+        s.generation += 1
+        out = []
+        for r in self._index.for_node(s.node_id):
+            rec = self._index.workloads.get(r.workload)
+            if rec is None:
+                continue
+            out.append(assignment(r, rec.spec))
+        return pb.CoordinatorMessage(
+            assignments=pb.Assignments(generation=s.generation, replicas=out)
+        )
+
+    # ---- logs ------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def log_stream(
+        self, replica_id: str, *, follow: bool, tail: int, request_id: str
+    ) -> AsyncIterator[asyncio.Queue[pb.LogChunk]]:
+        r = self._index.replicas.get(replica_id)
+        if r is None:
+            raise LookupError(f"replica {replica_id!r} not found")
+        s = self.sessions.get(r.node_id)
+        if s is None:
+            raise ConnectionError(f"node {r.node_id} holding {replica_id} is not connected")
+        q: asyncio.Queue[pb.LogChunk] = asyncio.Queue()
+        self._log_waiters[request_id] = q
+        s.outbox.put_nowait(
+            pb.CoordinatorMessage(
+                logs=pb.LogRequest(
+                    request_id=request_id, replica_id=replica_id, follow=follow, tail=tail
+                )
+            )
+        )
+        try:
+            yield q
+        finally:
+            self._log_waiters.pop(request_id, None)
+            if follow and not s.closed:
+                s.outbox.put_nowait(
+                    pb.CoordinatorMessage(logs=pb.LogRequest(request_id=request_id, cancel=True))
+                )
+
+    def on_log(self, chunk: pb.LogChunk) -> None:
+        q = self._log_waiters.get(chunk.request_id)
+        if q is not None:
+            q.put_nowait(chunk)
+
+    # ---- events ----------------------------------------------------------------------------
+
+    async def emit(self, kind: str, message: str, **fields: str) -> None:
+        name, body = event(kind, message, self.clock.now(), **fields)
+        log.info(message)
+        try:
+            await self.state.events.put(name, body)
+        except StoreError as e:
+            log.warning("event not recorded: %s (%s)", message, e)

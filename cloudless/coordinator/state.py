@@ -1,0 +1,96 @@
+"""The coordinator's typed view of the store: nodes, workloads, replicas and events.
+
+Every component reads and writes cluster state through ``ClusterState``; none holds a
+reference to another. ``snapshot()`` reads the three main tables at one store revision, so a
+decision never mixes two moments.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from cloudless.coordinator.reconcile import ClusterView
+from cloudless.coordinator.records import WorkloadRecord
+from cloudless.model.node import Node
+from cloudless.model.replica import Replica
+from cloudless.store.codec import DictCodec, Migration
+from cloudless.store.protocol import Store
+from cloudless.store.table import Table
+from cloudless.store.tables import ROOT
+from cloudless.store.tables.nodes import NODES
+from cloudless.store.tables.replicas import REPLICAS, replica_name
+from cloudless.store.tables.workloads import WORKLOADS
+
+T = TypeVar("T", bound="_DictModel")
+
+
+class _DictModel(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class ModelCodec(Generic[T]):
+    """A model type with ``to_dict``/``from_dict`` as a store codec."""
+
+    def __init__(self, kind: str, decode: Callable[[dict[str, Any]], T], version: int = 1) -> None:
+        self.kind = kind
+        self.version = version
+        self.migrations: Mapping[int, Migration] = {}
+        self._decode = decode
+
+    def encode(self, value: T) -> Any:
+        return value.to_dict()
+
+    def decode(self, data: Any) -> T:
+        return self._decode(data)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    view: ClusterView
+    revision: int
+    problems: tuple[str, ...] = ()  # records that did not decode, by key
+
+
+EVENTS_PREFIX = f"{ROOT}events/"
+
+
+class ClusterState:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.nodes: Table[Node] = NODES.bind(store, ModelCodec("node", Node.from_dict))
+        self.workloads: Table[WorkloadRecord] = WORKLOADS.bind(
+            store, ModelCodec("workload", WorkloadRecord.from_dict)
+        )
+        self.replicas: Table[Replica] = REPLICAS.bind(
+            store, ModelCodec("replica", Replica.from_dict)
+        )
+        self.events: Table[dict[str, Any]] = Table(store, EVENTS_PREFIX, DictCodec("event"))
+
+    @staticmethod
+    def replica_key(r: Replica) -> str:
+        return replica_name(r.workload, r.id)
+
+    async def snapshot(self) -> Snapshot:
+        nodes = await self.nodes.list()
+        rev = nodes.revision
+        workloads = await self.workloads.list(revision=rev)
+        replicas = await self.replicas.list(revision=rev)
+        problems = tuple(str(e) for e in (*nodes.errors, *workloads.errors, *replicas.errors))
+        view = ClusterView(
+            nodes={r.name: r.value for r in nodes.records},
+            workloads={r.name: r.value for r in workloads.records},
+            replicas={r.value.id: r.value for r in replicas.records},
+        )
+        return Snapshot(view, rev, problems)
+
+
+def event(kind: str, message: str, at: float, **fields: Any) -> tuple[str, dict[str, Any]]:
+    """An event record and its key (time-ordered, unique enough across coordinators)."""
+    name = f"{int(at * 1e6):020d}-{time.perf_counter_ns() % 1_000_000:06d}"
+    body = {"kind": kind, "message": message, "at": at, **fields}
+    json.dumps(body)  # must be JSON-able: fail here, not in the store
+    return name, body
