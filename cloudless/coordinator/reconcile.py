@@ -84,6 +84,7 @@ class UpdateReplica:
 @dataclass(frozen=True)
 class DeleteReplica:
     replica_id: str
+    workload: str
     reason: str
 
 
@@ -253,4 +254,4 @@ def _update(work: _Work, r: Replica, reason: str) -> None:
 
 def _delete(work: _Work, r: Replica, reason: str) -> None:
     work.replicas.pop(r.id, None)
-    work.actions.append(DeleteReplica(r.id, reason))
+    work.actions.append(DeleteReplica(r.id, r.workload, reason))

@@ -168,4 +168,4 @@ def test_orphan_replica_deleted() -> None:
         replicas={"x-1": Replica(id="x-1", workload="x", node_id="n0")},
     )
     acts = reconcile(view, FakePlacer(), SequentialIds(), 0.0)
-    assert acts == [DeleteReplica("x-1", "its workload no longer exists")]
+    assert acts == [DeleteReplica("x-1", "x", "its workload no longer exists")]

@@ -1,0 +1,165 @@
+"""The leader's reconcile loop: snapshot, decide (``reconcile``), apply, repeat.
+
+It wakes on any change to nodes, workloads or replicas (debounced by ``debounce_s``) and at
+least every ``period_s``. Each action is written with compare-and-swap on the revision the
+decision was made from, plus the leader fence; an action that lost a race is dropped and the
+next round decides again from fresh state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+
+from cloudless.coordinator.reconcile import (
+    Action,
+    CreateReplica,
+    DeleteReplica,
+    DeleteWorkload,
+    Placer,
+    SetUnplaced,
+    UpdateReplica,
+    reconcile,
+)
+from cloudless.coordinator.records import WorkloadRecord
+from cloudless.coordinator.state import ClusterState, event
+from cloudless.lib.clock import Clock
+from cloudless.lib.ids import IdSource
+from cloudless.model.replica import Replica, ReplicaState
+from cloudless.store.errors import Fenced, StoreError
+from cloudless.store.fence import Fence
+from cloudless.store.tables import ROOT
+
+log = logging.getLogger("cloudless.coordinator.reconciler")
+
+
+class Reconciler:
+    def __init__(
+        self,
+        state: ClusterState,
+        placer: Placer,
+        ids: IdSource,
+        clock: Clock,
+        *,
+        debounce_s: float = 0.02,
+        period_s: float = 1.0,
+    ) -> None:
+        self.state = state
+        self.placer = placer
+        self.ids = ids
+        self.clock = clock
+        self.debounce_s = debounce_s
+        self.period_s = period_s
+        self._wake = asyncio.Event()
+        self.rounds = 0
+
+    async def lead(self, fence: Fence) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for table in ("nodes/", "workloads/", "replicas/"):
+                tg.create_task(self._watch(ROOT + table))
+            tg.create_task(self._timer())
+            tg.create_task(self._loop(fence))
+
+    async def _watch(self, prefix: str) -> None:
+        rev = await self.state.store.revision()
+        async for _batch in self.state.store.watch(prefix, start_revision=rev + 1):
+            self._wake.set()
+
+    async def _timer(self) -> None:
+        while True:
+            await self.clock.sleep(self.period_s)
+            self._wake.set()
+
+    async def _loop(self, fence: Fence) -> None:
+        self._wake.set()
+        while True:
+            await self._wake.wait()
+            await self.clock.sleep(self.debounce_s)
+            self._wake.clear()
+            try:
+                await self.round(fence)
+            except Fenced:
+                raise
+            except StoreError as e:
+                log.warning("reconcile round failed, retrying: %s", e)
+
+    async def round(self, fence: Fence) -> list[Action]:
+        snap = await self.state.snapshot()
+        for p in snap.problems:
+            log.error("skipping undecodable record: %s", p)
+        actions = reconcile(snap.view, self.placer, self.ids, self.clock.now())
+        for a in actions:
+            await self._apply(a, fence)
+        self.rounds += 1
+        return actions
+
+    async def _apply(self, a: Action, fence: Fence) -> None:
+        st = self.state
+        now = self.clock.now()
+        match a:
+            case CreateReplica(replica=r):
+                key = ClusterState.replica_key(r)
+                if await st.replicas.cas(key, r, expect=0, fence=fence) is not None:
+                    await self._emit(
+                        "placement",
+                        f"replica {r.id} of {r.workload} placed on {r.node_id}",
+                        replica=r.id,
+                        workload=r.workload,
+                        node=r.node_id,
+                    )
+            case UpdateReplica(replica=r, reason=reason):
+                key = ClusterState.replica_key(r)
+
+                def change(cur: Replica | None, r: Replica = r) -> Replica | None:
+                    if cur is None:
+                        return None
+                    # Keep what the agent reported meanwhile unless this action changes it.
+                    observed = cur.observed
+                    if r.spec_version != cur.spec_version:
+                        observed = ReplicaState.PENDING  # rolled to a new spec
+                    elif r.observed is ReplicaState.LOST:
+                        observed = ReplicaState.LOST
+                    return replace(
+                        cur,
+                        desired=r.desired,
+                        spec_version=r.spec_version,
+                        observed=observed,
+                        updated_at=now,
+                    )
+
+                await st.replicas.update(key, change, fence=fence)
+                await self._emit(
+                    "replica",
+                    f"replica {r.id}: {reason}",
+                    replica=r.id,
+                    workload=r.workload,
+                    node=r.node_id,
+                )
+            case DeleteReplica(replica_id=rid, workload=wl, reason=reason):
+                if await st.replicas.delete(f"{wl}/{rid}", fence=fence):
+                    await self._emit(
+                        "replica", f"replica {rid} removed: {reason}", replica=rid, workload=wl
+                    )
+            case SetUnplaced(workload=name, count=count, reason=reason):
+
+                def mark(cur: WorkloadRecord | None) -> WorkloadRecord | None:
+                    if cur is None:
+                        return None
+                    return replace(cur, unplaced=count, unplaced_reason=reason)
+
+                await st.workloads.update(name, mark, fence=fence)
+                if count:
+                    await self._emit(
+                        "placement",
+                        f"{count} replica(s) of {name} cannot be placed: {reason}",
+                        workload=name,
+                    )
+            case DeleteWorkload(workload=name):
+                await st.workloads.delete(name, fence=fence)
+                await self._emit("workload", f"workload {name} deleted", workload=name)
+
+    async def _emit(self, kind: str, message: str, **fields: str) -> None:
+        name, body = event(kind, message, self.clock.now(), **fields)
+        log.info(message)
+        await self.state.events.put(name, body)
