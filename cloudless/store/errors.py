@@ -35,10 +35,11 @@ class Compacted(StoreError):
 
     code = "store_compacted"
 
-    def __init__(self, requested: int, compact_revision: int) -> None:
+    def __init__(self, requested: int, compact_revision: int | None = None) -> None:
+        point = "" if compact_revision is None else f" {compact_revision}"
         super().__init__(
-            f"revision {requested} is older than the store's compaction point "
-            f"{compact_revision}; re-list and watch from the listing's revision"
+            f"revision {requested} is older than the store's compaction point{point}; "
+            "re-list and watch from the listing's revision"
         )
         self.requested = requested
         self.compact_revision = compact_revision

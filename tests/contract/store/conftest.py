@@ -7,14 +7,19 @@ real time passes for etcd (its leases run on etcd's own clock).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from cloudless.lib.clock import FakeClock
+from cloudless.store.etcd import EtcdStore
+from cloudless.store.etcd_process import DEFAULT_ETCD
 from cloudless.store.memory import MemoryStore
 from cloudless.store.protocol import Store
+from cloudless.store.testing import BlockingEtcd, TestPki, member_configs
 
 
 @dataclass
@@ -37,7 +42,29 @@ async def _memory() -> AsyncIterator[Harness]:
     expirer.cancel()
 
 
-IMPLEMENTATIONS = ["memory"]
+IMPLEMENTATIONS = ["memory", "etcd"]
+
+
+@pytest.fixture(scope="session")
+def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BlockingEtcd, TestPki]]:
+    """One real single-member etcd (mTLS, loopback, random ports) shared by the suite."""
+    if shutil.which(DEFAULT_ETCD) is None:
+        pytest.skip(f"{DEFAULT_ETCD} missing: apt-get install etcd-server")
+    base: Path = tmp_path_factory.mktemp("etcd-contract")
+    pki = TestPki(base / "pki")
+    with BlockingEtcd(member_configs(base, pki, 1)) as etcd:
+        yield etcd, pki
+
+
+async def _etcd(server: tuple[BlockingEtcd, TestPki]) -> AsyncIterator[Harness]:
+    etcd, pki = server
+    store = EtcdStore(etcd.endpoints, pki.client())
+
+    async def advance(seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    yield Harness(store, advance, "etcd")
+    await store.close()
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
@@ -46,6 +73,5 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
         async for h in _memory():
             yield h
     else:
-        etcd_store = request.getfixturevalue("etcd_store_factory")
-        async for h in etcd_store():
+        async for h in _etcd(request.getfixturevalue("etcd_server")):
             yield h

@@ -1,0 +1,399 @@
+"""``EtcdStore``: the ``Store`` protocol over etcd v3 (gRPC, mutual TLS, several endpoints).
+
+Uses etcd3aio's service stubs with a single attempt per call; *this* module owns retries:
+
+* reads, lease calls and status are retried on transient errors until ``retry_for`` runs out
+  (then ``Unavailable``);
+* writes (put, delete, txn) are retried only when the request provably never reached a
+  server (no connection); any other lost answer is ``OutcomeUnknown``;
+* watches resume after reconnects from the revision after the last delivered event (etcd3aio's
+  own watch resumes from the response header's revision, which can skip events), and ask for
+  a member with a leader (``hasleader``) so a partitioned member cannot stall a watch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+from etcd3aio import EtcdError
+from etcd3aio import _protobuf as _pb
+from etcd3aio.connections import ConnectionManager
+from etcd3aio.kv import KVService
+from etcd3aio.lease import LeaseService
+
+from cloudless.lib.backoff import Backoff
+from cloudless.store.errors import (
+    Compacted,
+    InvalidRequest,
+    LeaseNotFound,
+    OutcomeUnknown,
+    StoreError,
+    Unavailable,
+)
+from cloudless.store.tls import ClientTls
+from cloudless.store.types import (
+    Compare,
+    Delete,
+    DeleteResult,
+    Event,
+    EventType,
+    Get,
+    GetResult,
+    KeyValue,
+    Lease,
+    Listing,
+    Op,
+    OpResult,
+    Put,
+    PutResult,
+    Target,
+    TxnOp,
+    TxnResult,
+    WatchBatch,
+    check_ops,
+    prefix_end,
+)
+
+R = TypeVar("R")
+rpc_pb2: Any = _pb.rpc_pb2  # type: ignore[attr-defined]
+_rpc_grpc: Any = _pb.rpc_pb2_grpc  # type: ignore[attr-defined]
+_DEFAULT_BACKOFF = Backoff(base=0.05, cap=1.0)
+_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# A request that failed with one of these never left the client: safe to resend a write.
+_NOT_SENT = ("failed to connect", "connection refused", "connections to all backends failing")
+_HASLEADER = (("hasleader", "true"),)
+
+_TARGET = {
+    Target.VALUE: rpc_pb2.Compare.VALUE,
+    Target.VERSION: rpc_pb2.Compare.VERSION,
+    Target.CREATE: rpc_pb2.Compare.CREATE,
+    Target.MOD: rpc_pb2.Compare.MOD,
+    Target.LEASE: rpc_pb2.Compare.LEASE,
+}
+_FIELD = {
+    Target.VALUE: "value",
+    Target.VERSION: "version",
+    Target.CREATE: "create_revision",
+    Target.MOD: "mod_revision",
+    Target.LEASE: "lease",
+}
+_RESULT = {
+    Op.EQ: rpc_pb2.Compare.EQUAL,
+    Op.NE: rpc_pb2.Compare.NOT_EQUAL,
+    Op.LT: rpc_pb2.Compare.LESS,
+    Op.GT: rpc_pb2.Compare.GREATER,
+}
+
+
+def _rpc_error(exc: BaseException) -> grpc.aio.AioRpcError | None:
+    """etcd3aio wraps transient gRPC errors; find the original."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, grpc.aio.AioRpcError):
+            return seen
+        seen = seen.__cause__
+    return None
+
+
+def _kv(pb: Any) -> KeyValue:
+    return KeyValue(
+        pb.key.decode(), pb.value, pb.create_revision, pb.mod_revision, pb.version, pb.lease
+    )
+
+
+class EtcdStore:
+    """See module docstring. Create with ``EtcdStore(endpoints, tls)``; ``close()`` when done."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        tls: ClientTls,
+        *,
+        request_timeout: float = 5.0,
+        retry_for: float = 15.0,
+        backoff: Backoff = _DEFAULT_BACKOFF,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("EtcdStore needs at least one endpoint (host:port)")
+        self.endpoints = tuple(endpoints)
+        manager = ConnectionManager(
+            list(endpoints), keepalive_time_ms=2_000, keepalive_timeout_ms=2_000
+        )
+        self.channel = manager.get_channel(
+            ca_cert=tls.ca_pem,
+            cert_key=tls.key_pem,
+            cert_chain=tls.cert_pem,
+            tls_server_name=tls.server_name,
+        )
+        self._kv = KVService(self.channel, max_attempts=1)
+        self._lease = LeaseService(self.channel, max_attempts=1)
+        self._watch = _rpc_grpc.WatchStub(self.channel)
+        self._timeout = request_timeout
+        self._retry_for = retry_for
+        self._backoff = backoff
+        self._rng = rng or random.Random()
+
+    # ---- retry policy ----------------------------------------------------------------------
+
+    async def _call(self, what: str, fn: Callable[[], Awaitable[R]], *, idempotent: bool) -> R:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._retry_for
+        attempt = 0
+        while True:
+            try:
+                return await fn()
+            except (EtcdError, grpc.aio.AioRpcError) as exc:
+                err = _rpc_error(exc)
+                if err is None or err.code() not in _TRANSIENT:
+                    raise self._map(what, exc, err) from None
+                details = (err.details() or "").lower()
+                not_sent = any(m in details for m in _NOT_SENT)
+                if not (idempotent or not_sent):
+                    raise OutcomeUnknown(
+                        f"etcd {what}: no answer ({err.code().name}: {err.details()}); the "
+                        "write may or may not have been applied: re-read before retrying"
+                    ) from None
+                if loop.time() >= deadline:
+                    raise Unavailable(
+                        f"etcd {what}: unavailable for {self._retry_for:.0f}s at "
+                        f"{', '.join(self.endpoints)} ({err.details()}); check the "
+                        "coordinators' etcd members (quorum needs a majority)"
+                    ) from None
+            except TimeoutError:
+                if not idempotent:
+                    raise OutcomeUnknown(
+                        f"etcd {what}: timed out after {self._timeout}s; the write may or "
+                        "may not have been applied: re-read before retrying"
+                    ) from None
+                if loop.time() >= deadline:
+                    raise Unavailable(
+                        f"etcd {what}: timed out for {self._retry_for:.0f}s"
+                    ) from None
+            await asyncio.sleep(self._backoff.delay(attempt, self._rng))
+            attempt += 1
+
+    @staticmethod
+    def _map(what: str, exc: BaseException, err: grpc.aio.AioRpcError | None) -> StoreError:
+        details = (err.details() if err else None) or str(exc)
+        code = err.code() if err else None
+        if "compacted" in details:
+            return Compacted(0)
+        if "requested lease not found" in details:
+            return LeaseNotFound(0)
+        if "duplicate key" in details:
+            return InvalidRequest(f"etcd {what}: {details}")
+        if "database space exceeded" in details:
+            return StoreError(
+                f"etcd {what}: backend quota exceeded; compact and defragment the store "
+                "(docs/store.md, 'Maintenance')"
+            )
+        name = code.name if code else type(exc).__name__
+        return StoreError(f"etcd {what}: {name}: {details}")
+
+    # ---- reads -----------------------------------------------------------------------------
+
+    async def get(self, key: str) -> KeyValue | None:
+        resp = await self._call(
+            "get", lambda: self._kv.get(key, timeout=self._timeout), idempotent=True
+        )
+        return _kv(resp.kvs[0]) if resp.kvs else None
+
+    async def list(self, prefix: str, *, revision: int = 0) -> Listing:
+        try:
+            resp = await self._call(
+                "list",
+                lambda: self._kv.get(
+                    prefix, prefix_end(prefix), revision=revision, timeout=self._timeout
+                ),
+                idempotent=True,
+            )
+        except Compacted:
+            raise Compacted(revision) from None
+        return Listing(tuple(_kv(kv) for kv in resp.kvs), resp.header.revision)
+
+    async def revision(self) -> int:
+        resp = await self._call(
+            "revision",
+            lambda: self._kv.get(b"\x00", count_only=True, timeout=self._timeout),
+            idempotent=True,
+        )
+        return int(resp.header.revision)
+
+    # ---- writes ----------------------------------------------------------------------------
+
+    async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
+        try:
+            resp = await self._call(
+                "put",
+                lambda: self._kv.put(key, value, lease, timeout=self._timeout),
+                idempotent=False,
+            )
+        except LeaseNotFound:
+            raise LeaseNotFound(lease) from None
+        return int(resp.header.revision)
+
+    async def delete(self, key: str, *, prefix: bool = False) -> int:
+        end = prefix_end(key) if prefix else None
+        resp = await self._call(
+            "delete", lambda: self._kv.delete(key, end, timeout=self._timeout), idempotent=False
+        )
+        return int(resp.deleted)
+
+    async def txn(
+        self,
+        compares: Sequence[Compare],
+        success: Sequence[TxnOp],
+        failure: Sequence[TxnOp] = (),
+    ) -> TxnResult:
+        check_ops(success)
+        check_ops(failure)
+        cmp = [self._compare(c) for c in compares]
+        ok_ops = [self._op(o) for o in success]
+        fail_ops = [self._op(o) for o in failure]
+        try:
+            resp = await self._call(
+                "txn",
+                lambda: self._kv.txn(cmp, ok_ops, fail_ops, timeout=self._timeout),
+                idempotent=False,
+            )
+        except LeaseNotFound:
+            leases = [o.lease for o in (*success, *failure) if isinstance(o, Put) and o.lease]
+            raise LeaseNotFound(leases[0] if leases else 0) from None
+        results: list[OpResult] = []
+        for r in resp.responses:
+            which = r.WhichOneof("response")
+            if which == "response_range":
+                results.append(GetResult(tuple(_kv(kv) for kv in r.response_range.kvs)))
+            elif which == "response_put":
+                prev = r.response_put.prev_kv
+                results.append(PutResult(_kv(prev) if r.response_put.HasField("prev_kv") else None))
+            elif which == "response_delete_range":
+                results.append(DeleteResult(int(r.response_delete_range.deleted)))
+        return TxnResult(bool(resp.succeeded), int(resp.header.revision), tuple(results))
+
+    @staticmethod
+    def _compare(c: Compare) -> Any:
+        pb = rpc_pb2.Compare(key=c.key.encode(), target=_TARGET[c.target], result=_RESULT[c.op])
+        setattr(pb, _FIELD[c.target], c.operand)
+        return pb
+
+    @staticmethod
+    def _op(op: TxnOp) -> Any:
+        if isinstance(op, Put):
+            return KVService.txn_op_put(op.key, op.value, lease=op.lease, prev_kv=True)
+        end = prefix_end(op.key) if op.prefix else None
+        if isinstance(op, Delete):
+            return KVService.txn_op_delete(op.key, range_end=end)
+        assert isinstance(op, Get)
+        return KVService.txn_op_get(op.key, range_end=end)
+
+    async def compact(self, revision: int) -> None:
+        try:
+            await self._call(
+                "compact",
+                lambda: self._kv.compact(revision, timeout=self._timeout),
+                idempotent=True,
+            )
+        except Compacted:
+            raise Compacted(revision) from None
+
+    # ---- leases ----------------------------------------------------------------------------
+
+    async def grant_lease(self, ttl: int) -> Lease:
+        if ttl <= 0:
+            raise StoreError(f"lease ttl must be positive, got {ttl}")
+        resp = await self._call(
+            "lease grant", lambda: self._lease.grant(ttl, timeout=self._timeout), idempotent=True
+        )
+        return Lease(int(resp.ID), int(resp.TTL))
+
+    async def keepalive(self, lease_id: int) -> int:
+        async def once() -> int:
+            call = self._lease.keep_alive(lease_id)
+            try:
+                resp = await asyncio.wait_for(call.read(), self._timeout)
+            finally:
+                call.cancel()
+            if resp is grpc.aio.EOF:
+                raise StoreError("etcd lease keepalive: stream closed without an answer")
+            return int(resp.TTL)
+
+        ttl = await self._call("lease keepalive", once, idempotent=True)
+        if ttl <= 0:
+            raise LeaseNotFound(lease_id)
+        return ttl
+
+    async def revoke_lease(self, lease_id: int) -> None:
+        try:
+            await self._call(
+                "lease revoke",
+                lambda: self._lease.revoke(lease_id, timeout=self._timeout),
+                idempotent=True,
+            )
+        except LeaseNotFound:
+            return
+
+    async def lease_ttl(self, lease_id: int) -> int:
+        resp = await self._call(
+            "lease ttl",
+            lambda: self._lease.time_to_live(lease_id, timeout=self._timeout),
+            idempotent=True,
+        )
+        return int(resp.TTL) if resp.TTL > 0 or resp.grantedTTL > 0 else -1
+
+    # ---- watches ---------------------------------------------------------------------------
+
+    async def watch(
+        self, prefix: str, *, start_revision: int = 0, prev_kv: bool = False
+    ) -> AsyncIterator[WatchBatch]:
+        next_rev = start_revision
+        attempt = 0
+        while True:
+            create = rpc_pb2.WatchCreateRequest(
+                key=prefix.encode(),
+                range_end=prefix_end(prefix),
+                start_revision=next_rev,
+                prev_kv=prev_kv,
+            )
+
+            async def requests(req: Any = create) -> AsyncIterator[Any]:
+                yield rpc_pb2.WatchRequest(create_request=req)
+                await asyncio.Future()  # keep the stream open
+
+            call = self._watch.Watch(requests(), metadata=_HASLEADER)
+            try:
+                async for resp in call:
+                    if resp.compact_revision:
+                        raise Compacted(next_rev, int(resp.compact_revision))
+                    if resp.canceled:
+                        break  # e.g. the member lost its leader: reconnect elsewhere
+                    if resp.created and next_rev == 0:
+                        next_rev = int(resp.header.revision) + 1
+                    if not resp.events:
+                        continue
+                    events = tuple(self._event(e) for e in resp.events)
+                    next_rev = events[-1].revision + 1
+                    attempt = 0
+                    yield WatchBatch(events, int(resp.header.revision))
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in (*_TRANSIENT, grpc.StatusCode.CANCELLED):
+                    raise self._map("watch", exc, exc) from None
+            finally:
+                call.cancel()
+            await asyncio.sleep(self._backoff.delay(attempt, self._rng))
+            attempt += 1
+
+    @staticmethod
+    def _event(e: Any) -> Event:
+        kind = EventType.DELETE if e.type == 1 else EventType.PUT
+        prev = _kv(e.prev_kv) if e.HasField("prev_kv") else None
+        return Event(kind, _kv(e.kv), prev)
+
+    async def close(self) -> None:
+        await self.channel.close()

@@ -1,0 +1,290 @@
+"""Running one etcd member as a supervised child process.
+
+``MemberConfig`` is pure: it turns a member's identity, addresses, TLS files and tuning into
+etcd's command line (``argv()``). ``EtcdMember`` starts/stops/kills the process and waits for
+it to answer; ``EtcdMember.run()`` supervises it (restart on death or long unhealthiness,
+with backoff) until cancelled, then stops it.
+
+Tuning for a LAN (documented in docs/store.md): heartbeat 100 ms, election timeout 1000 ms,
+pre-vote on, snapshot every 1024 entries, 2 GiB backend quota, revision-based
+auto-compaction keeping the last 10 000 revisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import shutil
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from cloudless.lib.backoff import Backoff
+from cloudless.lib.clock import Clock, SystemClock
+from cloudless.store.errors import StoreError
+from cloudless.store.tls import MemberTls
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ETCD = "/usr/bin/etcd"
+_DEFAULT_BACKOFF = Backoff(base=0.2, cap=5.0)
+
+
+class EtcdNotInstalled(StoreError):
+    code = "etcd_not_installed"
+
+    def __init__(self, binary: str) -> None:
+        super().__init__(
+            f"etcd not found at {binary}: install it with `apt-get install etcd-server` "
+            "(Cloudless runs etcd 3.4+ as each coordinator's metadata store)"
+        )
+
+
+class MemberRemoved(StoreError):
+    """etcd says this member was removed from the cluster: its data dir must not be reused."""
+
+    code = "etcd_member_removed"
+
+
+class EtcdStartFailed(StoreError):
+    code = "etcd_start_failed"
+
+
+@dataclass(frozen=True)
+class MemberConfig:
+    name: str
+    data_dir: Path
+    host: str
+    client_port: int
+    peer_port: int
+    tls: MemberTls
+    initial_cluster: tuple[tuple[str, str], ...] = ()  # (name, peer url); () = just me
+    cluster_state: Literal["new", "existing"] = "new"
+    cluster_token: str = "cloudless"
+    heartbeat_ms: int = 100
+    election_ms: int = 1000
+    snapshot_count: int = 1024
+    quota_bytes: int = 2 * 1024**3
+    compaction_retention_revisions: int = 10_000
+    binary: str = DEFAULT_ETCD
+    extra_args: tuple[str, ...] = field(default=())
+
+    @property
+    def client_url(self) -> str:
+        return f"https://{self.host}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"https://{self.host}:{self.peer_port}"
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port`` for clients."""
+        return f"{self.host}:{self.client_port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir.with_name(self.data_dir.name + ".log")
+
+    def argv(self) -> list[str]:
+        cluster = self.initial_cluster or ((self.name, self.peer_url),)
+        t = self.tls
+        return [
+            self.binary,
+            f"--name={self.name}",
+            f"--data-dir={self.data_dir}",
+            f"--listen-client-urls={self.client_url}",
+            f"--advertise-client-urls={self.client_url}",
+            f"--listen-peer-urls={self.peer_url}",
+            f"--initial-advertise-peer-urls={self.peer_url}",
+            "--initial-cluster=" + ",".join(f"{n}={u}" for n, u in cluster),
+            f"--initial-cluster-state={self.cluster_state}",
+            f"--initial-cluster-token={self.cluster_token}",
+            "--client-cert-auth",
+            f"--trusted-ca-file={t.ca_file}",
+            f"--cert-file={t.cert_file}",
+            f"--key-file={t.key_file}",
+            "--peer-client-cert-auth",
+            f"--peer-trusted-ca-file={t.ca_file}",
+            f"--peer-cert-file={t.cert_file}",
+            f"--peer-key-file={t.key_file}",
+            f"--heartbeat-interval={self.heartbeat_ms}",
+            f"--election-timeout={self.election_ms}",
+            f"--snapshot-count={self.snapshot_count}",
+            "--pre-vote",
+            f"--quota-backend-bytes={self.quota_bytes}",
+            "--auto-compaction-mode=revision",
+            f"--auto-compaction-retention={self.compaction_retention_revisions}",
+            "--logger=zap",
+            "--log-outputs=stderr",
+            "--log-level=warn",
+            *self.extra_args,
+        ]
+
+
+class EtcdMember:
+    """One etcd process. ``start()`` returns once the member answers a status call."""
+
+    def __init__(
+        self,
+        config: MemberConfig,
+        *,
+        clock: Clock | None = None,
+        backoff: Backoff = _DEFAULT_BACKOFF,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self._clock = clock or SystemClock()
+        self._backoff = backoff
+        self._rng = rng or random.Random()
+        self._proc: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+        self._stopping = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc and self._proc.returncode is None else None
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+    async def start(self, *, ready_timeout: float = 30.0, wait_ready: bool = True) -> None:
+        cfg = self.config
+        if shutil.which(cfg.binary) is None:
+            raise EtcdNotInstalled(cfg.binary)
+        cfg.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        logf = cfg.log_file.open("ab")
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *cfg.argv(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=logf,
+                stderr=logf,
+                start_new_session=True,
+            )
+        finally:
+            logf.close()
+        if wait_ready:
+            await self.wait_ready(within=ready_timeout)
+
+    async def wait_ready(self, within: float = 30.0) -> None:
+        """Until the member answers Maintenance.Status (it may still be a learner/catching up)."""
+        from cloudless.store.etcd_admin import member_status
+
+        deadline = self._clock.monotonic() + within
+        last: Exception | None = None
+        while self._clock.monotonic() < deadline:
+            if self._proc is None or self._proc.returncode is not None:
+                self._raise_exited()
+            try:
+                await member_status(self.config, rpc_timeout=1.0)
+                return
+            except StoreError as e:
+                last = e
+            await self._clock.sleep(0.1)
+        raise EtcdStartFailed(
+            f"etcd member {self.config.name} did not answer within {within:.0f}s "
+            f"({last}); see {self.config.log_file}"
+        )
+
+    def _raise_exited(self) -> None:
+        tail = self.log_tail()
+        if self.removed():
+            raise MemberRemoved(
+                f"etcd member {self.config.name} was removed from the cluster; its data dir "
+                f"{self.config.data_dir} must be wiped and the member re-joined"
+            )
+        code = self._proc.returncode if self._proc else None
+        raise EtcdStartFailed(
+            f"etcd member {self.config.name} exited (code {code}); last log lines:\n{tail}"
+        )
+
+    def log_tail(self, lines: int = 8) -> str:
+        try:
+            text = self.config.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL, for fault injection. The supervisor (``run``) will restart it."""
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.send_signal(signal.SIGKILL)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), grace)
+        except TimeoutError:
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+
+    async def wait_exit(self) -> int:
+        assert self._proc is not None
+        return await self._proc.wait()
+
+    async def run(self, *, health_interval: float = 2.0, unhealthy_after: float = 30.0) -> None:
+        """Supervise: keep the member running, restart it (with backoff) when it exits or has
+        not answered for ``unhealthy_after`` seconds; on cancellation stop it cleanly.
+
+        Raises ``MemberRemoved`` (and does not restart) when etcd says it was removed.
+        """
+        attempt = 0
+        try:
+            if not self.running:
+                await self.start(wait_ready=False)
+            while True:
+                await self._until_dead(health_interval, unhealthy_after)
+                if self.removed():
+                    self._raise_exited()
+                delay = self._backoff.delay(attempt, self._rng)
+                attempt = min(attempt + 1, 8)
+                log.warning("etcd %s exited; restarting in %.2fs", self.config.name, delay)
+                await self._clock.sleep(delay)
+                await self.start(wait_ready=False)
+                self.restarts += 1
+                with contextlib.suppress(StoreError):
+                    await self.wait_ready(within=unhealthy_after)
+                    attempt = 0
+        finally:
+            await asyncio.shield(self.stop())
+
+    def removed(self) -> bool:
+        tail = self.log_tail(20)
+        return "permanently removed" in tail or "member has been removed" in tail
+
+    async def _until_dead(self, interval: float, unhealthy_after: float) -> None:
+        """Return once the process has exited (killing it first if it stopped answering)."""
+        async with asyncio.TaskGroup() as tg:
+            exited = tg.create_task(self.wait_exit())
+            watchdog = tg.create_task(self._watchdog(interval, unhealthy_after))
+            await asyncio.wait([exited, watchdog], return_when=asyncio.FIRST_COMPLETED)
+            if not exited.done():
+                self.kill()
+            watchdog.cancel()
+
+    async def _watchdog(self, interval: float, unhealthy_after: float) -> None:
+        from cloudless.store.etcd_admin import member_status
+
+        last_ok = self._clock.monotonic()
+        while True:
+            await self._clock.sleep(interval)
+            try:
+                await member_status(self.config, rpc_timeout=interval)
+                last_ok = self._clock.monotonic()
+            except StoreError:
+                if self._clock.monotonic() - last_ok > unhealthy_after:
+                    log.warning("etcd %s unresponsive for %.0fs", self.config.name, unhealthy_after)
+                    return
+
+
+def wipe_data_dir(config: MemberConfig) -> None:
+    """Delete a removed member's data dir so it is never reused."""
+    shutil.rmtree(config.data_dir, ignore_errors=True)

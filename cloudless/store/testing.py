@@ -1,0 +1,195 @@
+"""Test and benchmark support: a throwaway PKI and loopback etcd clusters.
+
+Not for production: the CA key is written next to the certificates. Production certificates
+come from the Cloudless CA (``cloudless.security.ca``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime as dt
+import ipaddress
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from cloudless.store.errors import StoreError
+from cloudless.store.etcd_process import EtcdNotInstalled, MemberConfig
+from cloudless.store.tls import ETCD_SERVER_NAME, ClientTls, MemberTls
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct ports that were free a moment ago."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+@dataclass
+class TestPki:
+    """A one-off CA issuing member and client certificates into ``directory``."""
+
+    directory: Path
+
+    def __post_init__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cloudless-test-ca")])
+        now = dt.datetime.now(dt.UTC)
+        self._name = name
+        self._cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self._key, hashes.SHA256())
+        )
+        self.ca_file = self.directory / "ca.pem"
+        self.ca_file.write_bytes(self.ca_pem)
+
+    @property
+    def ca_pem(self) -> bytes:
+        return self._cert.public_bytes(serialization.Encoding.PEM)
+
+    def _issue(self, cn: str, ips: tuple[str, ...], dns: tuple[str, ...]) -> tuple[bytes, bytes]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(self._name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+        )
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(self._key, hashes.SHA256())
+        return _pem_key(key), cert.public_bytes(serialization.Encoding.PEM)
+
+    def member(self, name: str, ip: str = "127.0.0.1") -> MemberTls:
+        key, cert = self._issue(name, (ip,), (ETCD_SERVER_NAME, "localhost"))
+        (self.directory / f"{name}.key").write_bytes(key)
+        (self.directory / f"{name}.pem").write_bytes(cert)
+        d = self.directory
+        return MemberTls(self.ca_file, d / f"{name}.pem", d / f"{name}.key")
+
+    def client(self, name: str = "client") -> ClientTls:
+        key, cert = self._issue(name, (), ())
+        return ClientTls(self.ca_pem, cert, key)
+
+
+def member_configs(
+    base: Path, pki: TestPki, n: int = 1, *, host: str = "127.0.0.1", **tuning: Any
+) -> list[MemberConfig]:
+    """``n`` members of one new cluster on loopback, with fresh ports and data dirs."""
+    ports = free_ports(2 * n, host)
+    names = [f"m{i}" for i in range(n)]
+    peers = tuple((name, f"https://{host}:{ports[2 * i + 1]}") for i, name in enumerate(names))
+    return [
+        MemberConfig(
+            name=name,
+            data_dir=base / f"{name}.etcd",
+            host=host,
+            client_port=ports[2 * i],
+            peer_port=ports[2 * i + 1],
+            tls=pki.member(name, host),
+            initial_cluster=peers,
+            cluster_state="new",
+            cluster_token=f"test-{base.name}",
+            **tuning,
+        )
+        for i, name in enumerate(names)
+    ]
+
+
+class BlockingEtcd:
+    """etcd members as plain ``Popen`` children, for session-scoped (loop-less) fixtures."""
+
+    def __init__(self, configs: list[MemberConfig]) -> None:
+        self.configs = configs
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> BlockingEtcd:
+        for cfg in self.configs:
+            if shutil.which(cfg.binary) is None:
+                raise EtcdNotInstalled(cfg.binary)
+            log = cfg.log_file.open("ab")
+            self.procs.append(
+                subprocess.Popen(cfg.argv(), stdout=log, stderr=log, start_new_session=True)
+            )
+            log.close()
+        # in a thread: the caller may itself be running an event loop
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, self._wait_ready()).result()
+        return self
+
+    async def _wait_ready(self, within: float = 30.0) -> None:
+        from cloudless.store.etcd_admin import member_status
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        for cfg, proc in zip(self.configs, self.procs, strict=True):
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"etcd {cfg.name} exited; see {cfg.log_file}")
+                try:
+                    st = await member_status(cfg, rpc_timeout=1.0)
+                    if st.leader:
+                        break
+                except StoreError:
+                    pass
+                if loop.time() > deadline:
+                    raise RuntimeError(f"etcd {cfg.name} not ready; see {cfg.log_file}")
+                await asyncio.sleep(0.1)
+
+    def __exit__(self, *exc: object) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [c.endpoint for c in self.configs]
