@@ -1,0 +1,22 @@
+"""Reusable launchers for a developer/test environment: a private containerd, a private
+docker-registry, and images built and pushed from the host's busybox.
+
+Public API: ``PrivateContainerd``, ``PrivateRegistry``, ``build_busybox_image``,
+``build_random_image``, ``push_image``, ``containerd_available``, ``registry_available``.
+"""
+
+from cloudless.devenv.containerd import PrivateContainerd, containerd_available, remove_cgroups
+from cloudless.devenv.images import build_busybox_image, build_random_image, push_image
+from cloudless.devenv.registry import PrivateRegistry, htpasswd_line, registry_available
+
+__all__ = [
+    "PrivateContainerd",
+    "PrivateRegistry",
+    "build_busybox_image",
+    "build_random_image",
+    "containerd_available",
+    "htpasswd_line",
+    "push_image",
+    "registry_available",
+    "remove_cgroups",
+]

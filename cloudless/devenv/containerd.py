@@ -1,0 +1,168 @@
+"""A private containerd: its own root, state, sockets and snapshotter dirs, as a child process.
+
+    async with PrivateContainerd(tmp / "ctrd") as cd:
+        rt = ContainerdRuntime(cd.address, namespace="test", data_dir=tmp / "agent")
+
+``stop(cleanup=True)`` (the default on context exit) also kills the shims and containers this
+daemon started, unmounts its snapshots and removes its cgroups, so a test leaves nothing behind.
+``restart()`` stops and starts only the daemon: running containers survive, as in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+from cloudless.devenv import _proc
+
+CONTAINERD_BIN = "containerd"
+
+
+def containerd_available() -> bool:
+    """True if the containerd and runc binaries are installed (tests skip otherwise)."""
+    return all(shutil.which(b) for b in (CONTAINERD_BIN, "runc", "containerd-shim-runc-v2"))
+
+
+def render_config(root: Path) -> str:
+    """containerd 1.6 config (version 2) confined to ``root``; the CRI plugin is disabled."""
+    return f"""version = 2
+root = "{root}/root"
+state = "{root}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = "{root}/containerd.sock"
+
+[ttrpc]
+  address = "{root}/containerd.sock.ttrpc"
+
+[debug]
+  address = "{root}/debug.sock"
+  level = "info"
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.snapshotter.v1.overlayfs"]
+  root_path = "{root}/snapshots/overlayfs"
+
+[plugins."io.containerd.snapshotter.v1.native"]
+  root_path = "{root}/snapshots/native"
+"""
+
+
+class PrivateContainerd:
+    def __init__(self, root_dir: Path | str, *, start_timeout: float = 20.0) -> None:
+        self.root = Path(root_dir).resolve()
+        self.start_timeout = start_timeout
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def address(self) -> str:
+        """The gRPC socket path (``ctr -a <address>``)."""
+        return str(self.root / "containerd.sock")
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "containerd.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    async def start(self) -> None:
+        if not containerd_available():
+            raise RuntimeError("containerd, runc or containerd-shim-runc-v2 is not installed")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(render_config(self.root))
+        sock = Path(self.address)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(sock)
+        self._proc = await _proc.start(
+            [CONTAINERD_BIN, "--config", str(self.config_path)], self.log_path
+        )
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self._proc.returncode is not None:
+                break
+            if await _answers(sock):
+                return
+            await asyncio.sleep(0.05)
+        tail = _proc.log_tail(self.log_path)
+        await self.stop(cleanup=False)
+        raise RuntimeError(f"containerd did not come up at {sock}:\n{tail}")
+
+    async def stop(self, *, cleanup: bool = True) -> None:
+        """Stop the daemon; with ``cleanup`` also its shims, containers, mounts and cgroups."""
+        if self._proc is not None:
+            await _proc.stop(self._proc)
+            self._proc = None
+        if cleanup:
+            await asyncio.to_thread(self._cleanup)
+
+    async def restart(self) -> None:
+        """Stop and start the daemon only; shims and containers keep running."""
+        await self.stop(cleanup=False)
+        await self.start()
+
+    def _cleanup(self) -> None:
+        for shim in _proc.pids_with_arg(self.address):
+            for child in _proc.children_of(shim):
+                _proc.kill(child)
+            _proc.kill(shim)
+        time.sleep(0.1)
+        mounts = []
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/mounts").read_text().splitlines():
+                target = line.split()[1].replace("\\040", " ")
+                if target.startswith(str(self.root) + "/"):
+                    mounts.append(target)
+        for target in sorted(mounts, key=len, reverse=True):
+            subprocess.run(["umount", "-l", target], check=False, capture_output=True)
+
+    async def __aenter__(self) -> PrivateContainerd:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop(cleanup=True)
+
+
+async def _answers(sock: Path) -> bool:
+    try:
+        _, w = await asyncio.open_unix_connection(str(sock))
+    except OSError:
+        return False
+    w.close()
+    return True
+
+
+def remove_cgroups(parent: str) -> None:
+    """Remove empty cgroup dirs under ``parent`` (e.g. ``/cloudless/test-ns``) in every
+    hierarchy (v1 controllers and the v2 unified tree); busy ones are left alone."""
+    base = Path("/sys/fs/cgroup")
+    roots = [base] + [p for p in base.iterdir() if p.is_dir()] if base.exists() else []
+    for r in roots:
+        top = r / parent.strip("/")
+        if not top.is_dir():
+            continue
+        for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()
