@@ -1,0 +1,158 @@
+"""The agent's supervisor against the fake runtime, driven by a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from cloudless.agent.supervisor import Assigned, Supervisor
+from cloudless.lib.clock import FakeClock
+from cloudless.model.replica import ReplicaState
+from cloudless.model.workload import RestartMode, RestartPolicy, WorkloadSpec
+from cloudless.runtime.fake import FakeBehavior, FakeHost, FakeRuntime
+from cloudless.runtime.types import ContainerState
+
+
+def assigned(rid: str, version: int = 1, image: str = "img", **restart: object) -> Assigned:
+    policy = RestartPolicy(**restart) if restart else RestartPolicy()  # type: ignore[arg-type]
+    spec = WorkloadSpec(name="web", image=image, restart=policy, stop_timeout_s=5)
+    return Assigned(rid, "web", version, spec)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    rt: FakeRuntime, clock: FakeClock, initial: list[Assigned] | None = None
+) -> AsyncIterator[Supervisor]:
+    changes: list[int] = []
+    sup = Supervisor(rt, clock, lambda: changes.append(1))
+    async with asyncio.TaskGroup() as tg:
+        t1 = tg.create_task(rt.run())
+        t2 = tg.create_task(sup.run(initial))
+        await settle(clock)
+        try:
+            yield sup
+        finally:
+            t1.cancel()
+            t2.cancel()
+
+
+async def settle(clock: FakeClock, seconds: float = 0.0) -> None:
+    for _ in range(30):
+        await asyncio.sleep(0)
+    if seconds:
+        await clock.run_for(seconds, step=0.05)
+    for _ in range(30):
+        await asyncio.sleep(0)
+
+
+def state(sup: Supervisor, rid: str) -> ReplicaState:
+    return sup.workers[rid].status.state
+
+
+async def test_runs_assigned_and_removes_unassigned() -> None:
+    clock = FakeClock()
+    rt = FakeRuntime(clock)
+    async with running(rt, clock) as sup:
+        sup.assign([assigned("a"), assigned("b")])
+        await settle(clock)
+        assert {c.id: c.state for c in await rt.list_containers()} == {
+            "a": ContainerState.RUNNING,
+            "b": ContainerState.RUNNING,
+        }
+        assert state(sup, "a") is ReplicaState.RUNNING
+        sup.assign([assigned("b")])
+        await settle(clock)
+        await sup.idle()
+        assert [c.id for c in await rt.list_containers()] == ["b"]
+
+
+async def test_restart_always_with_backoff() -> None:
+    clock = FakeClock()
+    rt = FakeRuntime(clock, default=FakeBehavior(run_for=1.0, exit_code=3))
+    async with running(rt, clock) as sup:
+        sup.assign([assigned("a", backoff_base_s=2.0)])
+        await settle(clock, 1.1)  # exits at t=1 with code 3
+        assert state(sup, "a") is ReplicaState.FAILED
+        assert sup.workers["a"].status.reason == "exit code 3"
+        await settle(clock, 2.4)  # backoff 2 * 2**0 = 2 s (+ loop latency), then restarted
+        assert state(sup, "a") is ReplicaState.RUNNING
+        assert sup.workers["a"].status.restarts == 1
+
+
+@pytest.mark.parametrize(
+    ("mode", "code", "final", "restarted"),
+    [
+        (RestartMode.NEVER, 1, ReplicaState.FAILED, False),
+        (RestartMode.ON_FAILURE, 0, ReplicaState.EXITED, False),
+        (RestartMode.ON_FAILURE, 2, ReplicaState.RUNNING, True),
+    ],
+)
+async def test_restart_policies(
+    mode: RestartMode, code: int, final: ReplicaState, restarted: bool
+) -> None:
+    clock = FakeClock()
+    rt = FakeRuntime(clock, default=FakeBehavior(run_for=1.0, exit_code=code))
+    async with running(rt, clock) as sup:
+        sup.assign([assigned("a", mode=mode, backoff_base_s=0.5)])
+        await settle(clock, 1.2)  # exit at 1.0, restart (if any) at 1.5
+        await settle(clock, 0.5)
+        assert state(sup, "a") is final
+        assert (sup.workers["a"].status.restarts == 1) is restarted
+
+
+async def test_oom_is_reported_as_such() -> None:
+    clock = FakeClock()
+    rt = FakeRuntime(clock, default=FakeBehavior(oom_after=1.0))
+    async with running(rt, clock) as sup:
+        sup.assign([assigned("a", mode=RestartMode.NEVER)])
+        await settle(clock, 1.1)
+        s = sup.workers["a"].status
+        assert (s.state, s.exit_code) == (ReplicaState.FAILED, 137)
+        assert "OOM" in s.reason
+
+
+async def test_start_error_is_reported_and_retried() -> None:
+    clock = FakeClock()
+    rt = FakeRuntime(clock, by_image={"bad": FakeBehavior(start_error='exec: "nope": not found')})
+    async with running(rt, clock) as sup:
+        sup.assign([assigned("a", image="bad", backoff_base_s=1.0)])
+        await settle(clock)
+        s = sup.workers["a"].status
+        assert s.state is ReplicaState.FAILED and "nope" in s.reason
+        assert await rt.list_containers() == []  # the failed container was cleaned up
+
+
+async def test_spec_version_change_replaces_container() -> None:
+    clock = FakeClock()
+    rt = FakeRuntime(clock)
+    async with running(rt, clock) as sup:
+        sup.assign([assigned("a", 1)])
+        await settle(clock)
+        sup.assign([assigned("a", 2)])
+        await settle(clock)
+        await sup.idle()
+        await settle(clock)
+        [c] = await rt.list_containers()
+        assert c.labels["cloudless.spec-version"] == "2"
+        assert state(sup, "a") is ReplicaState.RUNNING
+
+
+async def test_agent_restart_adopts_and_removes_strays() -> None:
+    clock = FakeClock()
+    host = FakeHost()
+    rt1 = FakeRuntime(clock, host=host)
+    async with running(rt1, clock) as sup:
+        sup.assign([assigned("a"), assigned("b")])
+        await settle(clock)
+        pid_a = (await rt1.get_container("a")).pid
+    # a new agent process: only "a" is still assigned (persisted assignment)
+    rt2 = FakeRuntime(clock, host=host)
+    async with running(rt2, clock, initial=[assigned("a")]) as sup2:
+        await settle(clock)
+        await sup2.idle()
+        [c] = await rt2.list_containers()
+        assert (c.id, c.pid) == ("a", pid_a)  # adopted, not restarted
+        assert state(sup2, "a") is ReplicaState.RUNNING
