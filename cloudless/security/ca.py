@@ -305,6 +305,13 @@ class CertificateAuthority:
         names another identity, or a kind that disagrees with the SPIFFE ID
         (``IdentityMismatch``); another trust domain (``TrustDomainMismatch``).
         """
+        csr = self.check_csr(csr_pem, spiffe_id)
+        return self._issue(
+            csr.public_key(), spiffe_id, kind, ttl_seconds, dns_names, ip_addresses, common_name
+        )
+
+    def check_csr(self, csr_pem: bytes, spiffe_id: SpiffeId) -> x509.CertificateSigningRequest:
+        """Everything ``sign_csr`` checks about the CSR itself, without signing (pure)."""
         try:
             csr = x509.load_pem_x509_csr(csr_pem)
         except ValueError as exc:
@@ -315,9 +322,8 @@ class CertificateAuthority:
                 "carries; make a new CSR with your private key"
             )
         _check_csr_identity(csr, spiffe_id)
-        return self._issue(
-            csr.public_key(), spiffe_id, kind, ttl_seconds, dns_names, ip_addresses, common_name
-        )
+        check_public_key(csr.public_key())
+        return csr
 
     def issue(
         self,
