@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -351,7 +351,7 @@ class EtcdStore:
 
     async def watch(
         self, prefix: str, *, start_revision: int = 0, prev_kv: bool = False
-    ) -> AsyncIterator[WatchBatch]:
+    ) -> AsyncGenerator[WatchBatch, None]:
         next_rev = start_revision
         attempt = 0
         while True:

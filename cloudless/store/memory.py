@@ -11,7 +11,7 @@ import asyncio
 import bisect
 import itertools
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field, replace
 
 from cloudless.lib.clock import Clock, SystemClock
@@ -210,7 +210,7 @@ class MemoryStore:
 
     async def watch(
         self, prefix: str, *, start_revision: int = 0, prev_kv: bool = False
-    ) -> AsyncIterator[WatchBatch]:
+    ) -> AsyncGenerator[WatchBatch, None]:
         self._tick()
         if start_revision and start_revision < self._compacted:
             raise Compacted(start_revision, self._compacted)

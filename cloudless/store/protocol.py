@@ -8,7 +8,7 @@ Keys are text, values are bytes. Higher layers never build keys by hand: they us
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Protocol
 
 from cloudless.store.types import (
@@ -59,7 +59,7 @@ class Store(Protocol):
 
     def watch(
         self, prefix: str, *, start_revision: int = 0, prev_kv: bool = False
-    ) -> AsyncIterator[WatchBatch]:
+    ) -> AsyncGenerator[WatchBatch, None]:
         """Changes to keys under ``prefix`` from ``start_revision`` (0 = from now on), in
         revision order, each exactly once, surviving reconnects.
 

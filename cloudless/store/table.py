@@ -9,7 +9,7 @@ at ``prefix + name``. Values are schema-checked on read: a record that does not 
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -114,7 +114,7 @@ class Table(Generic[T]):
                 errors.append(e)
         return TableListing(tuple(records), listing.revision, tuple(errors))
 
-    async def watch(self, *, start_revision: int = 0) -> AsyncIterator[TableEvent[T]]:
+    async def watch(self, *, start_revision: int = 0) -> AsyncGenerator[TableEvent[T], None]:
         """Decoded changes from ``start_revision``; raises ``Compacted`` like ``Store.watch``."""
         async for batch in self.store.watch(self.prefix, start_revision=start_revision):
             for e in batch.events:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cloudless.lib.clock import FakeClock
+from cloudless.lib.clock import Clock, FakeClock, SystemClock
 from cloudless.store.etcd import EtcdStore
 from cloudless.store.etcd_process import DEFAULT_ETCD
 from cloudless.store.memory import MemoryStore
@@ -27,6 +27,7 @@ class Harness:
     store: Store
     advance: Callable[[float], Awaitable[None]]
     name: str
+    clock: Clock
 
 
 async def _memory() -> AsyncIterator[Harness]:
@@ -37,7 +38,7 @@ async def _memory() -> AsyncIterator[Harness]:
     async def advance(seconds: float) -> None:
         await clock.run_for(seconds, step=0.25)
 
-    yield Harness(store, advance, "memory")
+    yield Harness(store, advance, "memory", clock)
     await store.close()
     expirer.cancel()
 
@@ -63,7 +64,7 @@ async def _etcd(server: tuple[BlockingEtcd, TestPki]) -> AsyncIterator[Harness]:
     async def advance(seconds: float) -> None:
         await asyncio.sleep(seconds)
 
-    yield Harness(store, advance, "etcd")
+    yield Harness(store, advance, "etcd", SystemClock())
     await store.close()
 
 

@@ -1,0 +1,207 @@
+"""Leader election over any ``Store``, with fencing.
+
+The leader is whoever created ``/cloudless/election/<name>`` (create-if-absent) under its
+lease; the value is the leader's API address. The key vanishes when the lease ends (crash,
+partition longer than the TTL, resignation) and the others race to create it again.
+
+Safety does not rest on ``is_leader()`` (a local belief, dropped conservatively when
+keepalives stop succeeding) but on the **fence**: every leader-only write carries
+``Compare.lease(key) == our lease`` and ``Compare.create_revision(key) == our term's
+revision`` in the same transaction, so a deposed leader's writes are refused by the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from cloudless.lib.backoff import Backoff
+from cloudless.lib.clock import Clock, SystemClock
+from cloudless.store.errors import Compacted, Fenced, LeaseNotFound, StoreError
+from cloudless.store.fence import Fence
+from cloudless.store.protocol import Store
+from cloudless.store.tables import ROOT
+from cloudless.store.types import Compare, EventType, Get, GetResult, Lease, Put
+
+log = logging.getLogger(__name__)
+
+ELECTION_PREFIX = ROOT + "election/"
+
+
+@dataclass(frozen=True)
+class Leadership:
+    """Who leads, as last observed. ``leader`` is the leader's API address, ``None`` if
+    nobody does. ``term`` is the election key's create revision (0 if no leader)."""
+
+    leader: str | None
+    is_me: bool
+    term: int
+
+
+NO_LEADER = Leadership(None, False, 0)
+
+
+class _TermOver(Exception):
+    pass
+
+
+class Election:
+    def __init__(
+        self,
+        store: Store,
+        value: str,
+        *,
+        name: str = "coordinator",
+        ttl: int = 5,
+        clock: Clock | None = None,
+        backoff: Backoff | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.value = value
+        self.key = ELECTION_PREFIX + name
+        self.ttl = ttl
+        self._clock = clock or SystemClock()
+        self._backoff = backoff or Backoff(base=0.2, cap=2.0)
+        self._rng = rng or random.Random()
+        self._state = NO_LEADER
+        self._lease: Lease | None = None
+        self._valid_until = 0.0
+        self._subscribers: list[asyncio.Queue[Leadership]] = []
+
+    # ---- queries ---------------------------------------------------------------------------
+
+    def is_leader(self) -> bool:
+        """We hold the election and our lease was renewed recently enough to still be alive."""
+        return self._state.is_me and self._clock.monotonic() < self._valid_until
+
+    def leader(self) -> str | None:
+        """The current leader's API address as last observed (ours if we lead)."""
+        if self._state.is_me and not self.is_leader():
+            return None
+        return self._state.leader
+
+    def fence(self) -> Fence:
+        """Compares proving our leadership, for every leader-only write. Raises ``Fenced`` if
+        we do not (believe we) lead."""
+        if not self.is_leader() or self._lease is None:
+            raise Fenced(
+                f"not the leader (leader is {self._state.leader or 'unknown'}); "
+                "leader-only writes must go through the leader"
+            )
+        return Fence(
+            (
+                Compare.lease(self.key, "==", self._lease.id),
+                Compare.create_revision(self.key, "==", self._state.term),
+            ),
+            self.value,
+        )
+
+    async def changes(self) -> AsyncIterator[Leadership]:
+        """The current leadership, then every change to it, until cancelled."""
+        q: asyncio.Queue[Leadership] = asyncio.Queue()
+        q.put_nowait(self._state)
+        self._subscribers.append(q)
+        try:
+            while True:
+                yield await q.get()
+        finally:
+            self._subscribers.remove(q)
+
+    def _publish(self, state: Leadership) -> None:
+        if state != self._state:
+            self._state = state
+            log.info("election %s: leader=%s me=%s", self.key, state.leader, state.is_me)
+            for q in self._subscribers:
+                q.put_nowait(state)
+
+    # ---- the loop --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Campaign, lead or follow, forever; on cancellation resign so others take over."""
+        attempt = 0
+        try:
+            while True:
+                try:
+                    await self._term()
+                    attempt = 0
+                except* (StoreError, _TermOver) as group:
+                    log.warning("election %s: term ended: %s", self.key, group.exceptions[0])
+                self._publish(NO_LEADER if self._state.is_me else self._state)
+                await self._clock.sleep(self._backoff.delay(attempt, self._rng))
+                attempt = min(attempt + 1, 6)
+        finally:
+            await asyncio.shield(self._resign())
+
+    async def _term(self) -> None:
+        lease = await self.store.grant_lease(self.ttl)
+        self._lease = lease
+        self._valid_until = self._clock.monotonic() + lease.ttl * 0.8
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._keepalive(lease))
+                await self._campaign(lease)
+        finally:
+            self._publish(NO_LEADER if self._state.is_me else self._state)
+
+    async def _campaign(self, lease: Lease) -> None:
+        while True:
+            res = await self.store.txn(
+                [Compare.absent(self.key)],
+                [Put(self.key, self.value.encode(), lease.id)],
+                [Get(self.key)],
+            )
+            if res.succeeded:
+                self._publish(Leadership(self.value, True, res.revision))
+                since = res.revision
+            else:
+                got = res.results[0]
+                assert isinstance(got, GetResult)
+                if not got.kvs:
+                    continue
+                kv = got.kvs[0]
+                mine = kv.lease == lease.id
+                self._publish(Leadership(kv.value.decode(), mine, kv.create_revision))
+                since = kv.mod_revision
+            await self._until_vacant(since)
+
+    async def _until_vacant(self, since: int) -> None:
+        """Return when the election key is deleted (watching from ``since + 1``)."""
+        try:
+            async with contextlib.aclosing(
+                self.store.watch(self.key, start_revision=since + 1)
+            ) as batches:
+                async for batch in batches:
+                    for e in batch.events:
+                        if e.key == self.key and e.type is EventType.DELETE:
+                            self._publish(NO_LEADER)
+                            return
+        except Compacted:
+            return  # re-campaign: the txn re-reads the key
+
+    async def _keepalive(self, lease: Lease) -> None:
+        interval = max(0.2, lease.ttl / 3)
+        while True:
+            await self._clock.sleep(interval)
+            sent = self._clock.monotonic()
+            try:
+                async with asyncio.timeout(interval):
+                    await self.store.keepalive(lease.id)
+            except LeaseNotFound:
+                raise _TermOver(f"lease {lease.id:x} expired") from None
+            except (TimeoutError, StoreError) as e:
+                log.warning("election %s: keepalive failed: %s", self.key, e)
+                continue
+            self._valid_until = sent + lease.ttl * 0.8
+
+    async def _resign(self) -> None:
+        lease, self._lease = self._lease, None
+        self._publish(NO_LEADER if self._state.is_me else self._state)
+        if lease is not None:
+            with contextlib.suppress(StoreError, TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await self.store.revoke_lease(lease.id)
