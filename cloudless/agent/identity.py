@@ -1,0 +1,172 @@
+"""The agent's identity on disk, and enrollment.
+
+Files under ``<data_dir>/identity/`` (0600): ``node.key`` (never leaves the node), ``node.crt``,
+``ca.pem`` and ``node.json`` (node id and the coordinators' agent endpoints).
+
+Enrollment, as swarmkit and K3s do it: fetch the CA bundle from the coordinator's API over
+unauthenticated TLS, keep only the root whose digest the join token pins (nothing is sent
+before that check), then call ``Enrollment.Enroll`` over TLS that verifies the coordinator
+against that root, with the token and a CSR for a fresh key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import ssl
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
+from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
+from cloudless.lib.errors import CloudlessError
+from cloudless.security.identity import SpiffeId
+from cloudless.security.keys import make_csr, new_private_key
+from cloudless.security.tokens import pinned_ca
+
+
+class EnrollmentFailed(CloudlessError):
+    code = "enrollment_failed"
+
+
+@dataclass
+class AgentIdentity:
+    node_id: str
+    key_pem: bytes
+    cert_pem: bytes
+    ca_pem: bytes
+    coordinators: list[str] = field(default_factory=list)
+    trust_domain: str = "cloudless"
+
+    @staticmethod
+    def dir(data_dir: Path) -> Path:
+        return data_dir / "identity"
+
+    def save(self, data_dir: Path) -> None:
+        d = self.dir(data_dir)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        meta = {
+            "node_id": self.node_id,
+            "coordinators": self.coordinators,
+            "trust_domain": self.trust_domain,
+        }
+        for name, data in (
+            ("node.key", self.key_pem),
+            ("node.crt", self.cert_pem),
+            ("ca.pem", self.ca_pem),
+            ("node.json", json.dumps(meta).encode()),
+        ):
+            _write_private(d / name, data)
+
+    @classmethod
+    def load(cls, data_dir: Path) -> AgentIdentity | None:
+        d = cls.dir(data_dir)
+        if not (d / "node.json").exists():
+            return None
+        meta = json.loads((d / "node.json").read_text())
+        return cls(
+            node_id=meta["node_id"],
+            key_pem=(d / "node.key").read_bytes(),
+            cert_pem=(d / "node.crt").read_bytes(),
+            ca_pem=(d / "ca.pem").read_bytes(),
+            coordinators=list(meta.get("coordinators", [])),
+            trust_domain=meta.get("trust_domain", "cloudless"),
+        )
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca_pem,
+            private_key=self.key_pem,
+            certificate_chain=self.cert_pem,
+        )
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fetch_ca_blocking(api_url: str, timeout: float) -> dict[str, object]:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # trust comes from the token's digest, checked next
+    with urllib.request.urlopen(f"{api_url.rstrip('/')}/v1/ca", context=ctx, timeout=timeout) as r:
+        body = json.loads(r.read())
+    if not isinstance(body, dict):
+        raise EnrollmentFailed(f"{api_url}/v1/ca did not answer with a JSON object")
+    return body
+
+
+async def fetch_pinned_ca(
+    api_url: str, token: str, timeout: float = 10.0
+) -> tuple[bytes, list[str]]:
+    """The CA root pinned by ``token`` and the agent endpoints the coordinator announces."""
+    try:
+        body = await asyncio.to_thread(_fetch_ca_blocking, api_url, timeout)
+    except OSError as e:
+        raise EnrollmentFailed(f"cannot reach the coordinator at {api_url}: {e}") from None
+    ca = str(body.get("ca_bundle_pem", "")).encode()
+    root = pinned_ca(token, ca)
+    endpoints = body.get("agent_endpoints", [])
+    if not isinstance(endpoints, list) or not endpoints:
+        raise EnrollmentFailed(f"{api_url}/v1/ca announced no agent endpoint")
+    return root, [str(e) for e in endpoints]
+
+
+def channel_options(server_name: str | None = None) -> list[tuple[str, object]]:
+    opts: list[tuple[str, object]] = [
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.max_receive_message_length", 16 << 20),
+    ]
+    if server_name:
+        opts.append(("grpc.ssl_target_name_override", server_name))
+    return opts
+
+
+async def enroll(
+    api_url: str,
+    token: str,
+    *,
+    node_name: str,
+    facts: pb.NodeFacts,
+    timeout: float = 30.0,
+) -> AgentIdentity:
+    root, endpoints = await fetch_pinned_ca(api_url, token)
+    key_pem = new_private_key()
+    # The node id is chosen by the coordinator; the CSR names a placeholder identity that the
+    # coordinator replaces (it signs the CSR's key, not its claims).
+    csr = make_csr(key_pem, SpiffeId.node("enrolling"))
+    last: Exception | None = None
+    for ep in endpoints:
+        creds = grpc.ssl_channel_credentials(root_certificates=root)
+        async with grpc.aio.secure_channel(ep, creds, options=channel_options()) as ch:
+            stub = pbg.EnrollmentStub(ch)
+            try:
+                resp = await stub.Enroll(
+                    pb.EnrollRequest(token=token, csr_pem=csr, node_name=node_name, facts=facts),
+                    timeout=timeout,
+                )
+            except grpc.aio.AioRpcError as e:
+                if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    last = e
+                    continue
+                raise EnrollmentFailed(f"enrollment refused: {e.details()}") from None
+        return AgentIdentity(
+            node_id=resp.node_id,
+            key_pem=key_pem,
+            cert_pem=resp.cert_pem,
+            ca_pem=resp.ca_bundle_pem or root,
+            coordinators=list(resp.coordinators) or endpoints,
+        )
+    raise EnrollmentFailed(f"no coordinator endpoint answered ({last})")

@@ -1,0 +1,291 @@
+"""The agent's link to the control plane: one long-lived ``Connect`` stream.
+
+Up the stream go a ``Hello`` (facts and replica statuses), heartbeats every interval the
+coordinator sets (and at once when a replica changes state), and log chunks. Down come the
+full assignment set (pushed the moment it changes), heartbeat acks, log requests and
+redirects to the leader. On any failure the link reconnects with exponential backoff and full
+jitter, to the leader it was told about first, then to every known coordinator in turn.
+The supervisor keeps running meanwhile; nothing here stops a container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from cloudless.agent.identity import AgentIdentity, _write_private, channel_options
+from cloudless.agent.supervisor import Assigned, LocalStatus, Supervisor
+from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
+from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
+from cloudless.coordinator.convert import conditions_to_pb, resources_to_pb
+from cloudless.lib.backoff import Backoff
+from cloudless.lib.clock import Clock
+from cloudless.lib.errors import ValidationError
+from cloudless.model.node import NodeConditions
+from cloudless.model.resources import Resources
+from cloudless.model.workload import parse_workload
+from cloudless.runtime.protocol import ContainerRuntime
+
+log = logging.getLogger("cloudless.agent.link")
+
+VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class Sample:
+    usage: Resources
+    conditions: NodeConditions
+
+
+def status_pb(s: LocalStatus, clock_now: float) -> pb.ReplicaStatus:
+    return pb.ReplicaStatus(
+        replica_id=s.replica_id,
+        workload=s.workload,
+        state=s.state.value,
+        reason=s.reason,
+        exit_code=s.exit_code or 0,
+        has_exit_code=s.exit_code is not None,
+        restarts=s.restarts,
+        started_at=s.started_at,
+        spec_version=s.spec_version,
+    )
+
+
+def assignments_from_pb(msg: pb.Assignments) -> list[Assigned]:
+    out = []
+    for a in msg.replicas:
+        try:
+            spec = parse_workload(json.loads(a.spec_json))
+        except (ValueError, ValidationError) as e:
+            log.error("ignoring assignment %s with a bad spec: %s", a.replica_id, e)
+            continue
+        out.append(Assigned(a.replica_id, a.workload, a.spec_version, spec, a.desired == "running"))
+    return out
+
+
+class AssignmentFile:
+    """The last assignment set, persisted so a restarted agent carries on offline."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "assignments.bin"
+
+    def save(self, msg: pb.Assignments) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _write_private(self.path, msg.SerializeToString())
+
+    def load(self) -> list[Assigned]:
+        if not self.path.exists():
+            return []
+        msg = pb.Assignments()
+        try:
+            msg.ParseFromString(self.path.read_bytes())
+        except Exception as e:  # a corrupt file must not stop the agent
+            log.error("ignoring unreadable %s: %s", self.path, e)
+            return []
+        return assignments_from_pb(msg)
+
+
+class Link:
+    def __init__(
+        self,
+        identity: AgentIdentity,
+        supervisor: Supervisor,
+        runtime: ContainerRuntime,
+        facts: Callable[[], pb.NodeFacts],
+        sample: Callable[[], Sample],
+        clock: Clock,
+        rng: random.Random,
+        assignments: AssignmentFile,
+        *,
+        backoff: Backoff | None = None,
+        server_name: str | None = None,
+    ) -> None:
+        self.identity = identity
+        self.supervisor = supervisor
+        self.runtime = runtime
+        self.facts = facts
+        self.sample = sample
+        self.clock = clock
+        self.rng = rng
+        self.assignments = assignments
+        self.backoff = backoff or Backoff(base=0.2, cap=5.0)
+        self.server_name = server_name
+        self.interval = 0.5
+        self.leader_hint: str | None = None
+        self.changed = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.seq = 0
+        self._log_tasks: dict[str, asyncio.Task[None]] = {}
+        self._renewed = asyncio.Event()
+
+    def on_change(self) -> None:
+        self.changed.set()
+
+    def reconnect(self) -> None:
+        """Drop the current stream (new credentials after renewal)."""
+        self._renewed.set()
+
+    def _targets(self) -> list[str]:
+        known = list(self.identity.coordinators)
+        if self.leader_hint:
+            return [self.leader_hint] + [k for k in known if k != self.leader_hint]
+        return known
+
+    async def run(self) -> None:
+        attempt = 0
+        while True:
+            for target in self._targets():
+                try:
+                    await self._session(target)
+                    attempt = 0
+                except (grpc.aio.AioRpcError, ConnectionError, OSError) as e:
+                    log.info("link to %s failed: %s", target, _short(e))
+                finally:
+                    self.connected.clear()
+                if self.leader_hint and self.leader_hint != target:
+                    break  # redirected: go straight to the leader
+            await self.clock.sleep(self.backoff.delay(attempt, self.rng))
+            attempt += 1
+
+    async def _session(self, target: str) -> None:
+        creds = self.identity.channel_credentials()
+        async with grpc.aio.secure_channel(
+            target, creds, options=channel_options(self.server_name)
+        ) as ch:
+            stub = pbg.AgentControlStub(ch)
+            outbox: asyncio.Queue[pb.AgentMessage] = asyncio.Queue()
+            outbox.put_nowait(self._hello())
+            call = stub.Connect(_drain(outbox))
+            self._renewed.clear()
+            async with asyncio.TaskGroup() as tg:
+                hb = tg.create_task(self._heartbeats(outbox))
+                renew = tg.create_task(self._renewed.wait())
+                try:
+                    async for msg in call:
+                        self.connected.set()
+                        if self._handle(msg, outbox, tg, target):
+                            break
+                        if renew.done():
+                            break
+                finally:
+                    hb.cancel()
+                    renew.cancel()
+                    call.cancel()
+                    for t in self._log_tasks.values():
+                        t.cancel()
+                    self._log_tasks.clear()
+
+    def _hello(self) -> pb.AgentMessage:
+        now = self.clock.now()
+        return pb.AgentMessage(
+            hello=pb.Hello(
+                node_id=self.identity.node_id,
+                facts=self.facts(),
+                replicas=[status_pb(s, now) for s in self.supervisor.statuses()],
+                agent_version=VERSION,
+            )
+        )
+
+    async def _heartbeats(self, outbox: asyncio.Queue[pb.AgentMessage]) -> None:
+        while True:
+            self.changed.clear()
+            self.seq += 1
+            s = self.sample()
+            now = self.clock.now()
+            outbox.put_nowait(
+                pb.AgentMessage(
+                    heartbeat=pb.Heartbeat(
+                        seq=self.seq,
+                        sent_at=now,
+                        usage=resources_to_pb(s.usage),
+                        conditions=conditions_to_pb(s.conditions),
+                        replicas=[status_pb(st, now) for st in self.supervisor.statuses()],
+                    )
+                )
+            )
+            sleeper = asyncio.ensure_future(self.clock.sleep(self.interval))
+            changed = asyncio.ensure_future(self.changed.wait())
+            try:
+                await asyncio.wait([sleeper, changed], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                changed.cancel()
+                await asyncio.gather(sleeper, changed, return_exceptions=True)
+            if changed.done() and not changed.cancelled():
+                await self.clock.sleep(0.02)  # coalesce a burst of changes
+
+    def _handle(
+        self,
+        msg: pb.CoordinatorMessage,
+        outbox: asyncio.Queue[pb.AgentMessage],
+        tg: asyncio.TaskGroup,
+        target: str,
+    ) -> bool:
+        """Act on one message; True ends the session."""
+        kind = msg.WhichOneof("kind")
+        if kind == "assignments":
+            self.assignments.save(msg.assignments)
+            self.supervisor.assign(assignments_from_pb(msg.assignments))
+        elif kind == "ack":
+            if msg.ack.interval_s > 0:
+                self.interval = min(max(msg.ack.interval_s, 0.05), 60.0)
+        elif kind == "logs":
+            req = msg.logs
+            if req.cancel:
+                t = self._log_tasks.pop(req.request_id, None)
+                if t:
+                    t.cancel()
+            else:
+                self._log_tasks[req.request_id] = tg.create_task(self._send_logs(req, outbox))
+        elif kind == "redirect":
+            hint = msg.redirect.leader_address
+            log.info("redirected by %s to %s (%s)", target, hint or "?", msg.redirect.reason)
+            self.leader_hint = hint or None
+            return True
+        return False
+
+    async def _send_logs(self, req: pb.LogRequest, outbox: asyncio.Queue[pb.AgentMessage]) -> None:
+        try:
+            it = self.runtime.container_logs(
+                req.replica_id, follow=req.follow, tail=req.tail if req.tail > 0 else None
+            )
+            try:
+                async for line in it:
+                    outbox.put_nowait(
+                        pb.AgentMessage(
+                            log=pb.LogChunk(
+                                request_id=req.request_id,
+                                stream=line.stream.value,
+                                data=(line.text + "\n").encode(),
+                            )
+                        )
+                    )
+            finally:
+                aclose = getattr(it, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            outbox.put_nowait(pb.AgentMessage(log=pb.LogChunk(request_id=req.request_id, eof=True)))
+        except Exception as e:
+            outbox.put_nowait(
+                pb.AgentMessage(log=pb.LogChunk(request_id=req.request_id, eof=True, error=str(e)))
+            )
+        finally:
+            self._log_tasks.pop(req.request_id, None)
+
+
+async def _drain(q: asyncio.Queue[pb.AgentMessage]) -> AsyncIterator[pb.AgentMessage]:
+    while True:
+        yield await q.get()
+
+
+def _short(e: BaseException) -> str:
+    if isinstance(e, grpc.aio.AioRpcError):
+        return f"{e.code().name}: {e.details()}"
+    return str(e)
