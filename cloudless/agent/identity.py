@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import secrets
 import ssl
 import urllib.request
 from dataclasses import dataclass, field
@@ -122,6 +124,12 @@ async def fetch_pinned_ca(
     return root, [str(e) for e in endpoints]
 
 
+def new_node_id(name: str) -> str:
+    """``<name as a DNS label>-<6 hex digits>``, e.g. ``pi-kitchen-3fa9c1``."""
+    base = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:50] or "node"
+    return f"{base}-{secrets.token_hex(3)}"
+
+
 def channel_options(server_name: str | None = None) -> list[tuple[str, object]]:
     opts: list[tuple[str, object]] = [
         ("grpc.keepalive_time_ms", 10_000),
@@ -140,13 +148,14 @@ async def enroll(
     *,
     node_name: str,
     facts: pb.NodeFacts,
+    node_id: str | None = None,
     timeout: float = 30.0,
 ) -> AgentIdentity:
     root, endpoints = await fetch_pinned_ca(api_url, token)
     key_pem = new_private_key()
-    # The node id is chosen by the coordinator; the CSR names a placeholder identity that the
-    # coordinator replaces (it signs the CSR's key, not its claims).
-    csr = make_csr(key_pem, SpiffeId.node("enrolling"))
+    # The node picks its id (as Nomad clients do); the coordinator refuses one already taken.
+    node_id = node_id or new_node_id(node_name)
+    csr = make_csr(key_pem, SpiffeId.node(node_id))
     last: Exception | None = None
     for ep in endpoints:
         creds = grpc.ssl_channel_credentials(root_certificates=root)

@@ -1,0 +1,224 @@
+"""The agent-facing gRPC API: enrollment (server-authenticated TLS) and control (mutual TLS).
+
+One ``grpc.aio`` server serves both services on the agent port; every ``AgentControl`` call
+checks the peer certificate itself through the ``Authorizer`` (a call with no certificate,
+a foreign CA, an expired or revoked certificate, or a node speaking for another node's id is
+refused with ``UNAUTHENTICATED``/``PERMISSION_DENIED`` and a reason). Followers answer
+``Connect`` with a redirect to the leader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+from cryptography import x509
+
+from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
+from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
+from cloudless.coordinator.convert import resources_from_pb
+from cloudless.coordinator.hub import AgentHub, NotLeader
+from cloudless.coordinator.state import ClusterState
+from cloudless.lib.clock import Clock
+from cloudless.lib.errors import CloudlessError
+from cloudless.lib.ids import is_valid_id
+from cloudless.model.node import Node, NodeState
+from cloudless.security.authz import Authorizer
+from cloudless.security.ca import CertificateAuthority
+from cloudless.security.identity import CertKind, SpiffeId
+from cloudless.security.tokens import TokenManager, TokenUse
+
+log = logging.getLogger("cloudless.coordinator.agent_api")
+security_log = logging.getLogger("cloudless.security")
+
+MAX_MESSAGE = 4 << 20
+
+
+def peer_certificate(context: grpc.aio.ServicerContext) -> bytes | None:
+    auth = context.auth_context() or {}
+    certs = auth.get("x509_pem_cert")
+    return certs[0] if certs else None
+
+
+class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
+    def __init__(
+        self,
+        *,
+        state: ClusterState,
+        hub: AgentHub,
+        ca: CertificateAuthority,
+        tokens: TokenManager,
+        authorizer: Authorizer,
+        clock: Clock,
+        leader_address: Callable[[], str | None],
+        agent_endpoints: Callable[[], list[str]],
+    ) -> None:
+        self.state = state
+        self.hub = hub
+        self.ca = ca
+        self.tokens = tokens
+        self.authorizer = authorizer
+        self.clock = clock
+        self.leader_address = leader_address
+        self.agent_endpoints = agent_endpoints
+
+    # ---- enrollment ------------------------------------------------------------------------
+
+    async def GetCA(
+        self, request: pb.GetCARequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetCAResponse:
+        return pb.GetCAResponse(ca_bundle_pem=self.ca.bundle_pem)
+
+    async def Enroll(
+        self, request: pb.EnrollRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EnrollResponse:
+        peer = context.peer()
+        try:
+            node_id = _csr_node_id(request.csr_pem, self.ca.trust_domain)
+            claims = await self.tokens.verify(request.token, TokenUse.NODE_ENROLLMENT)
+            if await self.state.nodes.get(node_id) is not None:
+                raise CloudlessError(
+                    f"node id {node_id} is taken: enroll with a fresh data directory"
+                )
+            spiffe = SpiffeId.node(node_id, self.ca.trust_domain)
+            self.ca.check_csr(request.csr_pem, spiffe)
+            await self.tokens.redeem(claims, consumer=node_id)
+            cert = self.ca.sign_csr(request.csr_pem, spiffe, CertKind.NODE)
+        except CloudlessError as e:
+            security_log.warning("enrollment from %s refused: %s", peer, e)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
+            raise  # unreachable: abort raises
+        facts = request.facts
+        labels = dict(facts.labels)
+        labels.update(claims.labels)  # labels pinned by the token win
+        now = self.clock.now()
+        node = Node.make(
+            node_id,
+            name=request.node_name or node_id,
+            labels=labels,
+            region=labels.get("region", facts.region),
+            zone=labels.get("zone", facts.zone),
+            arch=facts.arch or "amd64",
+            os=facts.os or "linux",
+            device_class=facts.device_class or "server",
+            capacity=resources_from_pb(facts.capacity),
+            allocatable=resources_from_pb(facts.allocatable),
+            state=NodeState.ENROLLING,
+            address=facts.address,
+            public=facts.public,
+            nat=not facts.public,
+            cost_per_hour=facts.cost_per_hour,
+            enrolled_at=now,
+        )
+        await self.state.nodes.create(node_id, node)
+        await self.hub.emit(
+            "node", f"node {node_id} enrolled ({node.name}, {node.zone or '-'})", node=node_id
+        )
+        return pb.EnrollResponse(
+            node_id=node_id,
+            cert_pem=cert,
+            ca_bundle_pem=self.ca.bundle_pem,
+            coordinators=self.agent_endpoints(),
+        )
+
+    # ---- control ---------------------------------------------------------------------------
+
+    async def _authorize_node(self, context: grpc.aio.ServicerContext) -> str:
+        decision = self.authorizer.authorize(peer_certificate(context), expected_kind=CertKind.NODE)
+        if not decision.allowed:
+            security_log.warning("agent call from %s refused: %s", context.peer(), decision.reason)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, decision.reason)
+        assert decision.identity is not None
+        return decision.identity.name
+
+    async def Renew(
+        self, request: pb.RenewRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RenewResponse:
+        node_id = await self._authorize_node(context)
+        try:
+            cert = self.ca.sign_csr(
+                request.csr_pem, SpiffeId.node(node_id, self.ca.trust_domain), CertKind.NODE
+            )
+        except CloudlessError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            raise
+        await self.hub.emit("node", f"node {node_id} renewed its certificate", node=node_id)
+        return pb.RenewResponse(cert_pem=cert, ca_bundle_pem=self.ca.bundle_pem)
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[pb.AgentMessage], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.CoordinatorMessage]:
+        node_id = await self._authorize_node(context)
+        try:
+            session = await self.hub.open_session(node_id)
+        except NotLeader:
+            yield pb.CoordinatorMessage(
+                redirect=pb.Redirect(
+                    leader_address=self.leader_address() or "", reason="not the leader"
+                )
+            )
+            return
+        except PermissionError as e:
+            security_log.warning("connect from %s refused: %s", node_id, e)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
+            return
+        reader = asyncio.ensure_future(self._read(node_id, session, request_iterator))
+        try:
+            while True:
+                get = asyncio.ensure_future(session.outbox.get())
+                done, _ = await asyncio.wait({get, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if get in done:
+                    msg = get.result()
+                    yield msg
+                    if msg.WhichOneof("kind") == "redirect":
+                        return
+                else:
+                    get.cancel()
+                    exc = reader.exception()
+                    if exc is not None and not isinstance(exc, asyncio.CancelledError):
+                        log.info("stream from %s ended: %s", node_id, exc)
+                    return
+        finally:
+            reader.cancel()
+            self.hub.close_session(session)
+
+    async def _read(
+        self, node_id: str, session: object, it: AsyncIterator[pb.AgentMessage]
+    ) -> None:
+        from cloudless.coordinator.hub import Session
+
+        assert isinstance(session, Session)
+        async for msg in it:
+            kind = msg.WhichOneof("kind")
+            if kind == "hello":
+                if msg.hello.node_id and msg.hello.node_id != node_id:
+                    security_log.warning(
+                        "node %s claimed to be %s in its hello; refused", node_id, msg.hello.node_id
+                    )
+                    raise PermissionError(f"{node_id} may not speak as {msg.hello.node_id}")
+                await self.hub.on_hello(session, msg.hello)
+            elif kind == "heartbeat":
+                ack = await self.hub.on_heartbeat(session, msg.heartbeat)
+                session.outbox.put_nowait(pb.CoordinatorMessage(ack=ack))
+            elif kind == "log":
+                self.hub.on_log(msg.log)
+
+
+def _csr_node_id(csr_pem: bytes, trust_domain: str) -> str:
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+        uris = csr.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value.get_values_for_type(x509.UniformResourceIdentifier)
+    except (ValueError, x509.ExtensionNotFound):
+        raise CloudlessError("the CSR is not a PEM CSR with a SPIFFE URI SAN") from None
+    if len(uris) != 1:
+        raise CloudlessError("the CSR must carry exactly one SPIFFE URI SAN")
+    sid = SpiffeId.parse(uris[0])
+    if sid.kind is not CertKind.NODE or sid.trust_domain != trust_domain:
+        raise CloudlessError(f"the CSR names {sid}; a node of {trust_domain} must be enrolled")
+    if not is_valid_id(sid.name):
+        raise CloudlessError(f"node id {sid.name!r} must be a DNS label (a-z, 0-9, '-')")
+    return sid.name
