@@ -59,6 +59,11 @@ __all__ = [
 
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,8}$")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,29}$")
+# Prefixes other software uses for its own interfaces/namespaces: a lab must never sweep those.
+_RESERVED_PREFIXES = frozenset(
+    {"br", "cni", "docker", "veth", "virbr", "eth", "en", "wl", "wlan", "lo", "tap", "tun"}
+    | {"vxlan", "flannel", "cali", "kube", "lxc", "lxd", "podman", "ip", "ns", "netns"}
+)
 _MAX_HOSTS = 9999  # veth names are <prefix>-h<n>: 9 + 2 + 4 = 15 chars, the kernel's limit
 _CMD_TIMEOUT = 15.0
 _IPTABLES_BACKENDS = (
@@ -156,6 +161,11 @@ def _check_prefix(prefix: str) -> None:
             f'lab prefix "{prefix}" must be 1-9 lowercase letters/digits starting with a letter '
             "(no dash: the prefix is how a lab recognises its own namespaces and links)"
         )
+    if prefix in _RESERVED_PREFIXES:
+        raise NetnsError(
+            f'lab prefix "{prefix}" is used by other software\'s interfaces; pick another '
+            '(e.g. "cl" + a word)'
+        )
 
 
 def cleanup_stale(prefix: str) -> list[str]:
@@ -165,14 +175,15 @@ def cleanup_stale(prefix: str) -> list[str]:
     """
     _check_prefix(prefix)
     removed: list[str] = []
-    mark = f"{prefix}-"
+    ns_re = re.compile(rf"^{prefix}-[a-z0-9][a-z0-9-]*$")
+    link_re = re.compile(rf"^{prefix}-(br|h[0-9]+)$")
     for ns in _netns_names():
-        if ns.startswith(mark):
+        if ns_re.match(ns):
             _delete_netns(ns)
             removed.append(f"netns {ns}")
     # Veths first (deleting a namespace usually took them along), then the bridge.
     links = [str(link.get("ifname", "")) for link in _ip_json("link", "show")]
-    for name in sorted((n for n in links if n.startswith(mark)), key=lambda n: n.endswith("-br")):
+    for name in sorted((n for n in links if link_re.match(n)), key=lambda n: n.endswith("-br")):
         _delete_link(name)
         removed.append(f"link {name}")
     return removed

@@ -231,6 +231,8 @@ def test_two_labs_coexist_and_are_isolated() -> None:
         ("ok", "10.213.0.1/24", "not an IPv4 network"),
         ("ok", "10.213.0.0/30", "too small"),
         ("ok", "127.0.0.0/24", "loopback"),
+        ("br", "10.213.0.0/24", "other software"),  # would sweep docker's br-* bridges
+        ("cni", "10.213.0.0/24", "other software"),
     ],
 )
 def test_bad_lab_parameters_are_refused_with_the_reason(
@@ -264,3 +266,24 @@ def test_setup_and_host_creation_are_fast(lab: NetnsLab) -> None:
     for i in range(4):
         lab.add_host(f"h{i}")
     assert time.monotonic() - t < 10  # generous: a sanity bound, not a benchmark
+
+
+def test_cleanup_stale_touches_only_its_own_names() -> None:
+    require_netns()
+    prefix = RUN + "o"
+    foreign_ns = f"{prefix}x-keep"  # another lab whose prefix merely starts the same
+    foreign_link = f"{prefix}-keep"  # our prefix, but not a name a lab ever creates
+    try:
+        subprocess.run(["ip", "netns", "add", foreign_ns], check=True)
+        subprocess.run(["ip", "link", "add", foreign_link, "type", "bridge"], check=True)
+        with NetnsLab(prefix, free_subnet(skip=100)) as lab:
+            lab.add_host("a")
+        assert cleanup_stale(prefix) == []
+        assert (
+            foreign_ns
+            in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        )
+        assert subprocess.run(["ip", "link", "show", foreign_link]).returncode == 0
+    finally:
+        subprocess.run(["ip", "netns", "del", foreign_ns], stderr=subprocess.DEVNULL)
+        subprocess.run(["ip", "link", "del", foreign_link], stderr=subprocess.DEVNULL)
