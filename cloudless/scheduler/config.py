@@ -1,0 +1,67 @@
+"""Scheduler configuration: factor weights and the placement strategy.
+
+Weights are normalised to sum to 1, so ``{"locality": 1, "reliability": 1}`` (the others set
+to 0) means half and half. The defaults are locality 0.25, reliability 0.30, cost 0.15,
+utilization 0.20, network 0.10.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from cloudless.lib.errors import ValidationError
+
+
+class Strategy(enum.StrEnum):
+    """How a node is chosen among those that pass every filter.
+
+    ``score``: highest total score. ``first_fit``: first-fit decreasing, bins in a fixed order
+    (nodes already in use first, then by score). ``best_fit``: the node in use with the least
+    capacity left after the placement (then the empty node with the least left over).
+    """
+
+    SCORE = "score"
+    FIRST_FIT = "first_fit"
+    BEST_FIT = "best_fit"
+
+
+#: Default factor weights (normalised to sum to 1 before use).
+DEFAULT_WEIGHTS: Mapping[str, float] = MappingProxyType(
+    {"locality": 0.25, "reliability": 0.30, "cost": 0.15, "utilization": 0.20, "network": 0.10}
+)
+
+
+def normalize_weights(weights: Mapping[str, float], names: Sequence[str]) -> tuple[float, ...]:
+    """Weights for ``names`` (in that order), missing ones taken from the defaults (0 for a
+    factor without a default), scaled to sum to 1.
+
+    Raises ValidationError naming the field for an unknown factor, a negative weight, or
+    all-zero weights."""
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise ValidationError(
+            f"scheduler.weights.{unknown[0]}: unknown factor (known: {', '.join(names)})"
+        )
+    vals = [float(weights.get(n, DEFAULT_WEIGHTS.get(n, 0.0))) for n in names]
+    for n, v in zip(names, vals, strict=True):
+        if v < 0:
+            raise ValidationError(f"scheduler.weights.{n}: must be >= 0 (got {v})")
+    total = sum(vals)
+    if total <= 0:
+        raise ValidationError("scheduler.weights: at least one weight must be > 0")
+    return tuple(v / total for v in vals)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    """``affinity_scale`` is the score a preferred affinity term of weight 100 adds (or takes
+    away, for anti-affinity); ``node_affinity_scale`` the most all preferred node-affinity
+    terms together can add."""
+
+    weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_WEIGHTS)
+    strategy: Strategy = Strategy.SCORE
+    affinity_scale: float = 0.1
+    node_affinity_scale: float = 0.2
