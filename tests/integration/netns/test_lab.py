@@ -287,3 +287,16 @@ def test_cleanup_stale_touches_only_its_own_names() -> None:
     finally:
         subprocess.run(["ip", "netns", "del", foreign_ns], stderr=subprocess.DEVNULL)
         subprocess.run(["ip", "link", "del", foreign_link], stderr=subprocess.DEVNULL)
+
+
+def test_labs_of_killed_test_runs_are_swept() -> None:
+    require_netns()
+    from tests.integration.netns.conftest import _sweep_labs_of_dead_runs
+
+    dead = "t9999999z"  # pid 9999999 is above any pid_max: that run is certainly gone
+    lab = NetnsLab(dead, free_subnet(skip=100))
+    lab.setup()
+    lab.add_host("a")
+    assert len(leftovers(dead)) == 3
+    _sweep_labs_of_dead_runs()
+    assert leftovers(dead) == []
