@@ -1,0 +1,119 @@
+"""Real mTLS over loopback with a tiny grpc.aio server (generic handler, bytes in/out)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+
+from cloudless.security.ca import CertKind
+from cloudless.security.identity import SpiffeId
+from cloudless.security.tls import (
+    authorize_grpc,
+    grpc_channel_credentials,
+    grpc_channel_options,
+    grpc_server_credentials,
+    peer_identity_from_grpc,
+)
+from tests.integration.security.conftest import Pki
+from tests.unit.security.helpers import Leaf
+
+METHOD = "/cloudless.test.Echo/Hello"
+
+
+@dataclass
+class GrpcServer:
+    port: int
+    pki: Pki
+
+
+@pytest.fixture
+async def grpc_server(pki: Pki) -> AsyncIterator[GrpcServer]:
+    authz = pki.authorizer()
+
+    async def hello(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        # the request names the node the caller speaks for
+        who = await authorize_grpc(
+            context,
+            authz,
+            expected_kind=CertKind.NODE,
+            claimed=SpiffeId.node(request.decode()),
+        )
+        assert peer_identity_from_grpc(context) == who
+        return who.uri.encode()
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "cloudless.test.Echo", {"Hello": grpc.unary_unary_rpc_method_handler(hello)}
+            ),
+        )
+    )
+    creds = grpc_server_credentials(pki.server.cert_pem, pki.server.key_pem, pki.ca.bundle_pem)
+    port = server.add_secure_port("127.0.0.1:0", creds)
+    await server.start()
+    try:
+        yield GrpcServer(port, pki)
+    finally:
+        await server.stop(None)
+
+
+async def call(srv: GrpcServer, leaf: Leaf, claimed: str = "n1") -> tuple[str, str]:
+    creds = grpc_channel_credentials(leaf.cert_pem, leaf.key_pem, srv.pki.ca.bundle_pem)
+    async with grpc.aio.secure_channel(
+        f"127.0.0.1:{srv.port}", creds, options=grpc_channel_options("localhost")
+    ) as ch:
+        try:
+            reply = await ch.unary_unary(METHOD)(claimed.encode(), timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code().name, exc.details() or ""
+        return "OK", reply.decode()
+
+
+CASES = [
+    # client certificate, status, details contain
+    ("valid", "OK", "spiffe://cloudless/node/n1"),
+    ("foreign CA", "UNAVAILABLE", ""),  # refused in the handshake
+    ("expired", "UNAVAILABLE", ""),
+    ("wrong key usage", "UNAVAILABLE", ""),
+    ("revoked", "PERMISSION_DENIED", "certificate_revoked: "),  # handshake ok, handler refuses
+    ("other node claims n1", "PERMISSION_DENIED", "identity_mismatch: "),
+]
+
+
+@pytest.mark.parametrize(("case", "status", "details"), CASES, ids=[c[0] for c in CASES])
+async def test_grpc_mtls(
+    pki: Pki, grpc_server: GrpcServer, case: str, status: str, details: str
+) -> None:
+    got_status, got_details = await call(grpc_server, pki.clients[case])
+    assert got_status == status, got_details
+    assert details in got_details
+
+
+async def test_grpc_revocation_applies_to_next_rpc(pki: Pki, grpc_server: GrpcServer) -> None:
+    key, cert = pki.ca.issue(SpiffeId.node("n8"), CertKind.NODE)
+    leaf = Leaf(key, cert)
+    assert (await call(grpc_server, leaf, "n8"))[0] == "OK"
+    pki.revocations.revoke_identity(SpiffeId.node("n8"), reason="removed", at=pki.ca.clock.now())
+    status, details = await call(grpc_server, leaf, "n8")
+    assert (status, details.split(":")[0]) == ("PERMISSION_DENIED", "certificate_revoked")
+
+
+async def test_grpc_user_may_not_act_as_node(pki: Pki, grpc_server: GrpcServer) -> None:
+    key, cert = pki.ca.issue(SpiffeId.user("alice"), CertKind.USER)
+    status, details = await call(grpc_server, Leaf(key, cert))
+    assert status == "PERMISSION_DENIED" and details.startswith("wrong_identity_kind")
+
+
+async def test_grpc_client_rejects_wrong_server_name(pki: Pki, grpc_server: GrpcServer) -> None:
+    leaf = pki.clients["valid"]
+    creds = grpc_channel_credentials(leaf.cert_pem, leaf.key_pem, pki.ca.bundle_pem)
+    async with grpc.aio.secure_channel(
+        f"127.0.0.1:{grpc_server.port}", creds, options=grpc_channel_options("etcd.internal")
+    ) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await ch.unary_unary(METHOD)(b"n1", timeout=10)
+    assert exc.value.code() is grpc.StatusCode.UNAVAILABLE
