@@ -286,7 +286,7 @@ class FakeRuntime:
         self._settle()
         return c.status()
 
-    async def stop_container(self, container_id: str, timeout: float = 10.0) -> ContainerStatus:  # noqa: ASYNC109
+    async def stop_container(self, container_id: str, timeout: float = 10.0) -> ContainerStatus:
         c = self._get(container_id)
         if c.state is ContainerState.CREATED:
             return c.status()
@@ -298,7 +298,7 @@ class FakeRuntime:
             self._finish(c, SIGKILL_EXIT)
         return c.status()
 
-    async def _wait_exit(self, c: _FakeContainer, timeout: float) -> None:  # noqa: ASYNC109
+    async def _wait_exit(self, c: _FakeContainer, timeout: float) -> None:
         deadline = self.clock.monotonic() + timeout
         while c.state is ContainerState.RUNNING and self.clock.monotonic() < deadline:
             c.changed.clear()

@@ -53,7 +53,7 @@ class ContainerRuntime(Protocol):
     async def stop_container(
         self,
         container_id: str,
-        timeout: float = 10.0,  # noqa: ASYNC109 (a grace period, not a deadline)
+        timeout: float = 10.0,
     ) -> ContainerStatus: ...
 
     async def delete_container(self, container_id: str) -> None: ...

@@ -1,0 +1,58 @@
+"""Decoding ``Tasks.Metrics`` payloads: cgroup v1 and v2 metrics into ``ContainerStats``.
+
+Memory is the working set (usage minus inactive file cache), as kubelet and docker report it.
+An "unlimited" cgroup limit (a huge number) is reported as 0.
+"""
+
+from __future__ import annotations
+
+from cloudless.api.gen.containerd.cgroups.v1 import metrics_pb2 as v1
+from cloudless.api.gen.containerd.cgroups.v2 import metrics_pb2 as v2
+from cloudless.runtime.errors import RuntimeFailure
+from cloudless.runtime.types import ContainerStats
+
+V1_TYPE = "io.containerd.cgroups.v1.Metrics"
+V2_TYPE = "io.containerd.cgroups.v2.Metrics"
+_UNLIMITED = 1 << 62
+
+
+def _limit(value: int) -> int:
+    return 0 if value >= _UNLIMITED else value
+
+
+def decode_metrics(
+    container_id: str, type_url: str, data: bytes, timestamp: float
+) -> ContainerStats:
+    kind = type_url.rsplit("/", 1)[-1]
+    if kind == V1_TYPE:
+        m1 = v1.Metrics.FromString(data)
+        usage = m1.memory.usage.usage
+        return ContainerStats(
+            id=container_id,
+            cpu_ns=m1.cpu.usage.total,
+            memory_bytes=max(0, usage - m1.memory.total_inactive_file),
+            memory_limit_bytes=_limit(m1.memory.usage.limit),
+            pids=m1.pids.current,
+            timestamp=timestamp,
+        )
+    if kind == V2_TYPE:
+        m2 = v2.Metrics.FromString(data)
+        return ContainerStats(
+            id=container_id,
+            cpu_ns=m2.cpu.usage_usec * 1000,
+            memory_bytes=max(0, m2.memory.usage - m2.memory.inactive_file),
+            memory_limit_bytes=_limit(m2.memory.usage_limit),
+            pids=m2.pids.current,
+            timestamp=timestamp,
+        )
+    raise RuntimeFailure(f"container {container_id}: unknown metrics type {type_url!r}")
+
+
+def oom_killed_in_metrics(type_url: str, data: bytes) -> bool:
+    """Whether the cgroup recorded an OOM kill (v1 ``memory.oom_control``, v2 memory.events)."""
+    kind = type_url.rsplit("/", 1)[-1]
+    if kind == V1_TYPE:
+        return bool(v1.Metrics.FromString(data).memory_oom_control.oom_kill > 0)
+    if kind == V2_TYPE:
+        return bool(v2.Metrics.FromString(data).memory_events.oom_kill > 0)
+    return False
