@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from cloudless.model.resources import Resources
+
 UNKNOWN = "unknown"
 _T = TypeVar("_T")
 IOT_MAX_MEMORY = 4 * 2**30
@@ -333,16 +335,108 @@ def detect_facts(sources: FactSources | None = None) -> DeviceFacts:
     )
 
 
+# Above this a cgroup memory limit means "no limit" (v1 writes PAGE_COUNTER_MAX pages).
+_NO_MEMORY_LIMIT = 2**60
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupLimits:
+    """Limits the agent's own cgroup puts on it; None where there is none (or unknown)."""
+
+    cpu_millis: int | None = None
+    memory_bytes: int | None = None
+
+    def to_resources(self) -> Resources:
+        """As a capacity cap for ``ResourceMonitor(limit=...)``: 0 means "no cap"."""
+        return Resources(cpu_millis=self.cpu_millis or 0, memory_bytes=self.memory_bytes or 0)
+
+
+def parse_cpu_max(text: str) -> int | None:
+    """Millicores from cgroup v2 ``cpu.max`` (``"150000 100000"`` -> 1500; ``"max ..."`` ->
+    None)."""
+    parts = text.split()
+    if len(parts) != 2 or parts[0] == "max":
+        return None
+    try:
+        return parse_cfs_quota(parts[0], parts[1])
+    except ValueError:
+        return None
+
+
+def parse_cfs_quota(quota: str, period: str) -> int | None:
+    """Millicores from cgroup v1 ``cpu.cfs_quota_us``/``cpu.cfs_period_us`` (quota -1: None)."""
+    q, p = int(quota.strip()), int(period.strip())
+    if q <= 0 or p <= 0:
+        return None
+    return q * 1000 // p
+
+
+def parse_memory_limit(text: str) -> int | None:
+    """Bytes from v2 ``memory.max`` or v1 ``memory.limit_in_bytes`` (``max``/huge: None)."""
+    t = text.strip()
+    if not t.isdigit():
+        return None
+    n = int(t)
+    return n if 0 < n < _NO_MEMORY_LIMIT else None
+
+
+def _cgroup_paths(proc_self_cgroup: str) -> dict[str, str]:
+    """controller -> path from ``/proc/self/cgroup``; the v2 unified entry is key ``""``."""
+    out: dict[str, str] = {}
+    for line in proc_self_cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            for ctrl in parts[1].split(",") if parts[1] else [""]:
+                out[ctrl] = parts[2].strip()
+    return out
+
+
+def detect_cgroup_limits(sources: FactSources | None = None) -> CgroupLimits:
+    """CPU and memory limits of this process's cgroup (v2 unified or v1), failing soft to
+    "no limit". The cgroup's own directory is tried first, then the mount's root (inside a
+    container with a cgroup namespace the root *is* the container's cgroup)."""
+    src = sources or FactSources()
+    try:
+        paths = _cgroup_paths(src.read_text("/proc/self/cgroup") or "")
+        cpu: int | None = None
+        mem: int | None = None
+        if src.read_text("/sys/fs/cgroup/cgroup.controllers") is not None:
+            for d in _dirs("/sys/fs/cgroup", paths.get("", "/")):
+                cpu = cpu or parse_cpu_max(src.read_text(f"{d}/cpu.max") or "")
+                mem = mem or parse_memory_limit(src.read_text(f"{d}/memory.max") or "")
+            return CgroupLimits(cpu, mem)
+        for d in _dirs("/sys/fs/cgroup/cpu", paths.get("cpu", "/")):
+            quota = src.read_text(f"{d}/cpu.cfs_quota_us")
+            period = src.read_text(f"{d}/cpu.cfs_period_us")
+            if quota and period and cpu is None:
+                cpu = parse_cfs_quota(quota, period)
+        for d in _dirs("/sys/fs/cgroup/memory", paths.get("memory", "/")):
+            mem = mem or parse_memory_limit(src.read_text(f"{d}/memory.limit_in_bytes") or "")
+        return CgroupLimits(cpu, mem)
+    except Exception:  # limits are an optimisation: unknown means none
+        return CgroupLimits()
+
+
+def _dirs(mount: str, path: str) -> list[str]:
+    own = f"{mount}/{path.strip('/')}".rstrip("/")
+    return [own] if own == mount else [own, mount]
+
+
 __all__ = [
     "IOT_MAX_MEMORY",
     "UNKNOWN",
+    "CgroupLimits",
     "DeviceFacts",
     "FactSources",
     "classify_device",
+    "detect_cgroup_limits",
     "detect_facts",
     "detect_virtualization",
     "has_system_battery",
     "normalize_arch",
     "normalize_os",
+    "parse_cfs_quota",
+    "parse_cpu_max",
     "parse_meminfo_total",
+    "parse_memory_limit",
 ]

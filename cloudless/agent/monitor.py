@@ -246,11 +246,31 @@ def assess(sample: HostSample, th: Thresholds = Thresholds()) -> Assessment:
     )
 
 
-def capacity_of(sample: HostSample, bandwidth_bps: int | None = None) -> Resources:
+def capacity_of(
+    sample: HostSample,
+    bandwidth_bps: int | None = None,
+    *,
+    limit: Resources | None = None,
+    override: Resources | None = None,
+) -> Resources:
     """What the node has: all cores, all memory, the data dir's filesystem size, and the link
-    bandwidth (``bandwidth_bps`` when configured, else the fastest counted link's speed)."""
+    bandwidth (``bandwidth_bps`` when configured, else the fastest counted link's speed).
+
+    Each non-zero dimension of ``limit`` (e.g. the agent's cgroup limits) caps the measured
+    value; each non-zero dimension of ``override`` (the operator's declared capacity, or a
+    simulated device in a lab) replaces it.
+    """
     bw = bandwidth_bps if bandwidth_bps is not None else sample.link_speed_bps
-    return Resources(sample.cpu_cores * 1000, sample.memory_total, sample.disk_total, bw)
+    got = [sample.cpu_cores * 1000, sample.memory_total, sample.disk_total, bw]
+    if limit is not None:
+        got = [min(g, c) if c > 0 else g for g, c in zip(got, _dims(limit), strict=True)]
+    if override is not None:
+        got = [o if o > 0 else g for g, o in zip(got, _dims(override), strict=True)]
+    return Resources(*got)
+
+
+def _dims(r: Resources) -> list[int]:
+    return [r.cpu_millis, r.memory_bytes, r.disk_bytes, r.bandwidth_bps]
 
 
 def allocatable_of(capacity: Resources, reserve: Resources = DEFAULT_RESERVE) -> Resources:
@@ -279,6 +299,10 @@ SampleHandler = Callable[[HostSample], Awaitable[None] | None]
 class ResourceMonitor:
     """Samples the host through ``source`` (default: psutil) on ``clock``.
 
+    ``limit`` caps capacity (pass ``facts.detect_cgroup_limits()`` as Resources), ``override``
+    replaces measured dimensions (see ``capacity_of``); ``reserve`` is subtracted for
+    allocatable; ``bandwidth_bps`` is the configured link bandwidth.
+
     ``sample()`` reads and returns the sample since the previous call; ``latest`` is the last
     one. ``run(interval, on_sample)`` samples forever, every ``interval`` seconds of the clock.
     """
@@ -292,6 +316,8 @@ class ResourceMonitor:
         thresholds: Thresholds = Thresholds(),
         reserve: Resources = DEFAULT_RESERVE,
         bandwidth_bps: int | None = None,
+        limit: Resources | None = None,
+        override: Resources | None = None,
         read_text: Callable[[str], str | None] = _read_text,
     ) -> None:
         if source is None:
@@ -305,6 +331,8 @@ class ResourceMonitor:
         self.thresholds = thresholds
         self.reserve = reserve
         self.bandwidth_bps = bandwidth_bps
+        self.limit = limit
+        self.override = override
         self._read_text = read_text
         self._prev: Reading | None = None
         self.latest: HostSample | None = None
@@ -408,7 +436,7 @@ class ResourceMonitor:
         return assess(sample, self.thresholds).conditions
 
     def capacity(self, sample: HostSample) -> Resources:
-        return capacity_of(sample, self.bandwidth_bps)
+        return capacity_of(sample, self.bandwidth_bps, limit=self.limit, override=self.override)
 
     def allocatable(self, sample: HostSample) -> Resources:
         return allocatable_of(self.capacity(sample), self.reserve)

@@ -6,15 +6,20 @@ import pytest
 
 from cloudless.agent.facts import (
     UNKNOWN,
+    CgroupLimits,
     DeviceFacts,
     FactSources,
     classify_device,
+    detect_cgroup_limits,
     detect_facts,
     detect_virtualization,
     normalize_arch,
     normalize_os,
+    parse_cpu_max,
     parse_meminfo_total,
+    parse_memory_limit,
 )
+from cloudless.model.resources import Resources
 
 GiB = 2**30
 
@@ -215,3 +220,58 @@ def test_real_machine_smoke() -> None:
     assert facts.arch != UNKNOWN and facts.os == "linux"
     assert facts.cpu_cores >= 1 and facts.memory_bytes > 0
     assert facts.device_class in {"server", "desktop", "laptop", "iot", "vps"}
+
+
+@pytest.mark.parametrize(
+    ("text", "millis"),
+    [
+        ("150000 100000\n", 1500),  # 150 ms per 100 ms period = 1.5 cores
+        ("50000 100000", 500),
+        ("max 100000\n", None),
+        ("garbage", None),
+        ("", None),
+    ],
+)
+def test_parse_cpu_max(text: str, millis: int | None) -> None:
+    assert parse_cpu_max(text) == millis
+
+
+@pytest.mark.parametrize(
+    ("text", "limit"),
+    [
+        ("536870912\n", 512 * 2**20),
+        ("max\n", None),  # v2: no limit
+        ("9223372036854771712\n", None),  # v1: PAGE_COUNTER_MAX pages, i.e. no limit
+        ("", None),
+    ],
+)
+def test_parse_memory_limit(text: str, limit: int | None) -> None:
+    assert parse_memory_limit(text) == limit
+
+
+def test_cgroup_v2_limits_from_the_own_cgroup() -> None:
+    files = {
+        "/proc/self/cgroup": "0::/system.slice/cloudless-agent.service\n",
+        "/sys/fs/cgroup/cgroup.controllers": "cpu memory pids\n",
+        "/sys/fs/cgroup/system.slice/cloudless-agent.service/cpu.max": "200000 100000\n",
+        "/sys/fs/cgroup/system.slice/cloudless-agent.service/memory.max": "1073741824\n",
+    }
+    limits = detect_cgroup_limits(fake_sources(files))
+    assert limits == CgroupLimits(cpu_millis=2000, memory_bytes=GiB)
+    assert limits.to_resources() == Resources(cpu_millis=2000, memory_bytes=GiB)
+
+
+def test_cgroup_v1_limits_fall_back_to_the_mount_root() -> None:
+    # Inside a container with a cgroup namespace the listed path does not exist under the
+    # mount; the mount's root is the container's own cgroup.
+    files = {
+        "/proc/self/cgroup": "4:memory:/docker/abc\n2:cpu,cpuacct:/docker/abc\n",
+        "/sys/fs/cgroup/cpu/cpu.cfs_quota_us": "50000\n",
+        "/sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000\n",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes": "268435456\n",
+    }
+    assert detect_cgroup_limits(fake_sources(files)) == CgroupLimits(500, 256 * 2**20)
+
+
+def test_no_cgroup_files_means_no_limits() -> None:
+    assert detect_cgroup_limits(fake_sources({})) == CgroupLimits()

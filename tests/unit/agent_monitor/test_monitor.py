@@ -258,6 +258,32 @@ def test_capacity_and_allocatable(
     assert allocatable_of(capacity_of(s, configured), reserve) == allocatable
 
 
+@pytest.mark.parametrize(
+    ("limit", "override", "capacity"),
+    [
+        # measured: 4000m, 8 GiB, 100 GiB, 1 Gbit
+        (None, None, Resources(4000, 8 * GiB, 100 * GiB, 10**9)),
+        # cgroup caps 1500m and 2 GiB; 0 = no cap on disk/bandwidth
+        (Resources(1500, 2 * GiB), None, Resources(1500, 2 * GiB, 100 * GiB, 10**9)),
+        # a cap above the measured value changes nothing: min(4000, 8000) = 4000
+        (Resources(8000), None, Resources(4000, 8 * GiB, 100 * GiB, 10**9)),
+        # a lab "Raspberry Pi": declared 4 cores, 1 GiB, 32 GiB disk; bandwidth measured
+        (
+            None,
+            Resources(4000, 1 * GiB, 32 * GiB),
+            Resources(4000, 1 * GiB, 32 * GiB, 10**9),
+        ),
+        # override beats the cap: the operator said so
+        (Resources(1000), Resources(2000), Resources(2000, 8 * GiB, 100 * GiB, 10**9)),
+    ],
+)
+def test_capacity_limit_and_override(
+    limit: Resources | None, override: Resources | None, capacity: Resources
+) -> None:
+    s = sample(link_speed_bps=10**9)
+    assert capacity_of(s, limit=limit, override=override) == capacity
+
+
 # --- the monitor with a fake psutil and a fake clock -----------------------------------------
 
 CpuTimes = namedtuple("CpuTimes", "user nice system idle iowait irq softirq steal guest guest_nice")
