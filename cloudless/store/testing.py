@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import datetime as dt
 import ipaddress
 import shutil
@@ -23,7 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cloudless.store.errors import StoreError
-from cloudless.store.etcd_process import EtcdNotInstalled, MemberConfig
+from cloudless.store.etcd import EtcdStore
+from cloudless.store.etcd_admin import MemberStatus, member_status
+from cloudless.store.etcd_process import EtcdMember, EtcdNotInstalled, MemberConfig
 from cloudless.store.tls import ETCD_SERVER_NAME, ClientTls, MemberTls
 
 
@@ -53,6 +56,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
 class TestPki:
     """A one-off CA issuing member and client certificates into ``directory``."""
 
+    __test__ = False  # not a pytest class
     directory: Path
 
     def __post_init__(self) -> None:
@@ -193,3 +197,68 @@ class BlockingEtcd:
     @property
     def endpoints(self) -> list[str]:
         return [c.endpoint for c in self.configs]
+
+
+class SupervisedCluster:
+    """``n`` supervised etcd members on loopback (our launcher), for tests and benchmarks.
+
+    ``async with SupervisedCluster(base, pki, 3) as c``: members run under ``EtcdMember.run``
+    (restarted when killed); ``c.client()`` connects to all of them.
+    """
+
+    def __init__(self, base: Path, pki: TestPki, n: int = 3, **tuning: Any) -> None:
+        self.pki = pki
+        self.configs = member_configs(base, pki, n, **tuning)
+        self.members = [EtcdMember(c) for c in self.configs]
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [c.endpoint for c in self.configs]
+
+    async def __aenter__(self) -> SupervisedCluster:
+        for m in self.members:
+            await m.start(wait_ready=False)
+        for m in self.members:
+            await m.wait_ready()
+        tg = await self._stack.enter_async_context(asyncio.TaskGroup())
+        self._tasks = [tg.create_task(m.run()) for m in self.members]
+        await self.wait_leader()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await self._stack.aclose()
+
+    def client(self, **kw: Any) -> EtcdStore:
+        return EtcdStore(self.endpoints, self.pki.client(), **kw)
+
+    async def statuses(self) -> list[MemberStatus | None]:
+        async def one(cfg: MemberConfig) -> MemberStatus | None:
+            try:
+                return await member_status(cfg, rpc_timeout=1.0)
+            except StoreError:
+                return None
+
+        return list(await asyncio.gather(*(one(c) for c in self.configs)))
+
+    async def leader_index(self) -> int | None:
+        for i, st in enumerate(await self.statuses()):
+            if st is not None and st.is_leader:
+                return i
+        return None
+
+    async def wait_leader(self, within: float = 30.0) -> int:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while loop.time() < deadline:
+            i = await self.leader_index()
+            if i is not None:
+                return i
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"no etcd leader within {within}s")
+
+    def kill(self, i: int) -> None:
+        self.members[i].kill()
