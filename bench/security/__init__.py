@@ -1,0 +1,1 @@
+"""Security core benchmark: CSR signing, token validation, enrolment critical path, bcrypt cost."""
