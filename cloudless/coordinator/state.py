@@ -23,6 +23,7 @@ from cloudless.store.table import Table
 from cloudless.store.tables import ROOT
 from cloudless.store.tables.nodes import NODES
 from cloudless.store.tables.replicas import REPLICAS, replica_name
+from cloudless.store.tables.revocations import REVOCATIONS, Revocation
 from cloudless.store.tables.workloads import WORKLOADS
 
 T = TypeVar("T", bound="_DictModel")
@@ -69,6 +70,7 @@ class ClusterState:
             store, ModelCodec("replica", Replica.from_dict)
         )
         self.events: Table[dict[str, Any]] = Table(store, EVENTS_PREFIX, DictCodec("event"))
+        self.revocations: Table[Revocation] = REVOCATIONS.bind(store)
 
     @staticmethod
     def replica_key(r: Replica) -> str:

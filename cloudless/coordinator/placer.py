@@ -1,0 +1,48 @@
+"""The real placer: the reconciler's ``Placer`` seam over ``cloudless.scheduler``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from cloudless.coordinator.reconcile import PlaceResult
+from cloudless.model.node import Node
+from cloudless.model.replica import Replica
+from cloudless.model.workload import WorkloadSpec
+from cloudless.scheduler.scheduler import Scheduler
+from cloudless.scheduler.snapshot import Snapshot
+
+
+class SchedulerPlacer:
+    def __init__(self, scheduler: Scheduler | None = None) -> None:
+        self.scheduler = scheduler or Scheduler()
+
+    def place(
+        self,
+        nodes: Sequence[Node],
+        replicas: Sequence[Replica],
+        workloads: Mapping[str, WorkloadSpec],
+        spec: WorkloadSpec,
+        count: int,
+    ) -> PlaceResult:
+        snap = Snapshot.build(nodes, replicas, {**workloads, spec.name: spec})
+        plan = self.scheduler.place(snap, spec, count)
+        reason = plan.unplaced[0].reason if plan.unplaced else ""
+        return PlaceResult(tuple(plan.node_ids()), reason)
+
+    def rank(
+        self,
+        nodes: Sequence[Node],
+        replicas: Sequence[Replica],
+        workloads: Mapping[str, WorkloadSpec],
+        spec: WorkloadSpec,
+        candidates: Sequence[Replica],
+    ) -> list[Replica]:
+        """Best first: by the score the scheduler gives each candidate's node for this spec
+        (computed without the candidates themselves, so none is favoured by its own weight);
+        nodes that would no longer accept the replica rank last."""
+        cand_ids = {r.id for r in candidates}
+        others = [r for r in replicas if r.id not in cand_ids]
+        snap = Snapshot.build(nodes, others, {**workloads, spec.name: spec})
+        ex = self.scheduler.explain(snap, spec, top=len(nodes))
+        score = {ns.node_id: ns.components.total for ns in ex.best}
+        return sorted(candidates, key=lambda r: (-score.get(r.node_id, -1.0), r.id))
