@@ -41,6 +41,8 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from types import TracebackType
@@ -374,6 +376,7 @@ class NetnsLab:
         self.hosts: dict[str, Host] = {}
         self._next = 1
         self._up = False
+        self._lock = threading.Lock()  # add_host_async may run in several threads at once
 
     def __repr__(self) -> str:
         return f"NetnsLab({self.prefix!r}, {self.subnet!r}, hosts={list(self.hosts)})"
@@ -384,6 +387,8 @@ class NetnsLab:
         if reason:
             raise NetnsError(reason)
         cleanup_stale(self.prefix)
+        self.hosts.clear()
+        self._next = 1
         clash = [str(u) for u in _used_networks() if u.overlaps(self._net)]
         if clash:
             raise NetnsError(
@@ -409,6 +414,10 @@ class NetnsLab:
     def add_host(self, name: str) -> Host:
         """Create namespace ``<prefix>-<name>`` with ``eth0`` at the next free address, ``lo``
         up, a default route via the gateway and the egress guard. Blocks ~50 ms."""
+        with self._lock:
+            return self._add_host(name)
+
+    def _add_host(self, name: str) -> Host:
         if not self._up:
             raise NetnsError("the lab is not set up; call setup() or use it as a context manager")
         if not _NAME_RE.match(name):
@@ -504,3 +513,22 @@ class NetnsLab:
     async def add_host_async(self, name: str) -> Host:
         """``add_host`` in a worker thread, for use from the event loop."""
         return await asyncio.to_thread(self.add_host, name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cloudless.devenv.netns cleanup PREFIX`` removes a killed lab's leftovers."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) == 2 and args[0] == "cleanup":
+        try:
+            removed = cleanup_stale(args[1])
+        except NetnsError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print("\n".join(removed) if removed else f"nothing left by lab {args[1]}")
+        return 0
+    print("usage: python -m cloudless.devenv.netns cleanup PREFIX", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -300,3 +300,39 @@ def test_labs_of_killed_test_runs_are_swept() -> None:
     assert len(leftovers(dead)) == 3
     _sweep_labs_of_dead_runs()
     assert leftovers(dead) == []
+
+
+async def test_hosts_added_concurrently_get_distinct_addresses() -> None:
+    require_netns()
+    async with NetnsLab(RUN + "p", free_subnet(skip=100)) as lab:
+        hosts = await asyncio.gather(*(lab.add_host_async(f"h{i}") for i in range(4)))
+        # gateway .1, hosts .2-.5 in some order
+        assert sorted(int(h.ip.rsplit(".", 1)[1]) for h in hosts) == [2, 3, 4, 5]
+        rcs = await asyncio.gather(
+            *(h.exec(["busybox", "ping", "-c1", "-W1", lab.gateway]) for h in hosts)
+        )
+        assert [rc for rc, _, _ in rcs] == [0, 0, 0, 0]
+    assert leftovers(RUN + "p") == []
+
+
+def test_a_lab_can_be_set_up_again_after_teardown() -> None:
+    require_netns()
+    lab = NetnsLab(RUN + "r", free_subnet(skip=100))
+    for _ in range(2):
+        with lab:
+            a = lab.add_host("a")
+            base = lab.subnet.rsplit(".", 1)[0]
+            assert a.ip == f"{base}.2" and ping(a, lab.gateway)
+    assert leftovers(RUN + "r") == []
+
+
+def test_cli_cleanup() -> None:
+    require_netns()
+    from cloudless.devenv.netns import main
+
+    prefix = RUN + "k"
+    NetnsLab(prefix, free_subnet(skip=100)).setup()
+    assert main(["cleanup", prefix]) == 0
+    assert leftovers(prefix) == []
+    assert main(["cleanup", "Bad"]) == 1
+    assert main([]) == 2
