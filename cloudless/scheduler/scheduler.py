@@ -128,3 +128,21 @@ class Scheduler:
             )
         scores = tuple(NodeScore(snapshot.nodes[j].id, run.components(int(j), sa)) for j in best)
         return Explanation(spec.name, scores, rej, tuple(notes))
+
+
+def schedule_many(
+    snapshot: Snapshot,
+    groups: Sequence[tuple[WorkloadSpec, int]],
+    *,
+    config: SchedulerConfig | None = None,
+    rng: random.Random | None = None,
+) -> Plan:
+    """``Scheduler(config, rng).schedule_many(snapshot, groups)``."""
+    return Scheduler(config, rng).schedule_many(snapshot, groups)
+
+
+def explain(
+    snapshot: Snapshot, spec: WorkloadSpec, top: int = 10, *, config: SchedulerConfig | None = None
+) -> Explanation:
+    """``Scheduler(config).explain(snapshot, spec, top)``."""
+    return Scheduler(config).explain(snapshot, spec, top)
