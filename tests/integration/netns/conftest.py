@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from cloudless.devenv.netns import (
+    NetnsError,
     NetnsLab,
     cleanup_stale,
     free_subnet,
@@ -22,6 +23,10 @@ if _REASON is None and shutil.which("busybox") is None:
     _REASON = "busybox (busybox-static) is needed for ping inside namespaces"
 
 pytestmark = pytest.mark.netns
+
+# Kernel answers that mean "this machine cannot do it" (no bridge/veth module, a sandbox
+# without CAP_NET_ADMIN), as opposed to a bug in the lab code.
+_INCAPABLE = ("Unknown device type", "Operation not permitted", "Permission denied")
 
 # Unique per test run, so two runs on one machine do not sweep each other's labs:
 # "t" + pid (<= 7 digits) + one letter per lab = at most 9 characters.
@@ -45,9 +50,28 @@ def _sweep() -> None:
         _sweep_labs_of_dead_runs()
 
 
+def _probe_kernel() -> str | None:
+    """Build and remove a one-host lab; a kernel refusal becomes a skip reason."""
+    try:
+        with NetnsLab(RUN + "q", free_subnet(skip=100)) as lab:
+            lab.add_host("probe")
+    except NetnsError as e:
+        if any(m in str(e) for m in _INCAPABLE):
+            return f"this kernel/sandbox cannot build a lab: {e}"
+        raise
+    return None
+
+
+_probed: list[str | None] = []
+
+
 def require_netns() -> None:
     if _REASON is not None:
         pytest.skip(_REASON)
+    if not _probed:
+        _probed.append(_probe_kernel())
+    if _probed[0] is not None:
+        pytest.skip(_probed[0])
 
 
 @pytest.fixture
