@@ -24,7 +24,8 @@ Contracts:
 * **Partitions are per host.** ``Host.cut()`` drops all traffic on the host's ``eth0`` (``lo``
   still works) with iptables rules inside its own namespace; ``heal()`` removes them. Both are
   idempotent. Debian 12 defaults to the nf_tables backend (``iptables-nft``), which works per
-  namespace; the legacy backend is used only if the default one fails.
+  namespace; the legacy backend is used only if the default one fails. ``limit_rate()`` gives
+  a host a slow uplink (tc token bucket).
 
 Do not send traffic to a lab's addresses after its teardown: without the bridge the machine
 would route them like any other private address.
@@ -306,6 +307,23 @@ class Host:
         """Undo ``cut()``. Idempotent."""
         _apply_rules(self.netns, "*filter\n-F CL-CUT-IN\n-F CL-CUT-OUT\nCOMMIT\n", noflush=True)
         self.is_cut = False
+
+    def limit_rate(self, bits_per_second: int | None) -> None:
+        """Cap the host's egress on ``eth0`` with a token bucket (a slow uplink, e.g. an IoT
+        device); None removes the cap. (netem delay/loss is not in every kernel; tbf is.)"""
+        if bits_per_second is None:
+            self.run(["tc", "qdisc", "del", "dev", "eth0", "root"])  # absent: nothing to do
+            return
+        if bits_per_second < 8000:
+            raise NetnsError(f"rate {bits_per_second} bit/s is below tc's 8000 bit/s minimum")
+        burst = max(1600, bits_per_second // 8 // 100)  # ~10 ms of traffic, at least one MTU
+        self.run(
+            [
+                *("tc", "qdisc", "replace", "dev", "eth0", "root", "tbf"),
+                *("rate", f"{bits_per_second}bit", "burst", str(burst), "latency", "200ms"),
+            ],
+            check=True,
+        )
 
     def iptables_rules(self) -> str:
         """The namespace's filter table as ``iptables -S`` prints it (for debugging/tests)."""

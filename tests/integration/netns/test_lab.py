@@ -336,3 +336,15 @@ def test_cli_cleanup() -> None:
     assert leftovers(prefix) == []
     assert main(["cleanup", "Bad"]) == 1
     assert main([]) == 2
+
+
+def test_limit_rate_installs_and_removes_a_token_bucket(lab: NetnsLab) -> None:
+    a, b = lab.add_host("a"), lab.add_host("b")
+    a.limit_rate(1_000_000)  # 1 Mbit/s
+    assert "tbf" in a.run(["tc", "qdisc", "show", "dev", "eth0"]).stdout
+    assert ping(b, a.ip)  # slowed, not cut
+    a.limit_rate(None)
+    a.limit_rate(None)  # idempotent
+    assert "tbf" not in a.run(["tc", "qdisc", "show", "dev", "eth0"]).stdout
+    with pytest.raises(NetnsError, match="minimum"):
+        a.limit_rate(100)
