@@ -13,7 +13,6 @@ import gzip
 import io
 import json
 import os
-import platform
 import tarfile
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from cloudless.runtime.oci.image import (
     MT_OCI_INDEX,
     MT_OCI_LAYER_GZIP,
     MT_OCI_MANIFEST,
+    go_arch,
     sha256_digest,
 )
 from cloudless.runtime.oci.reference import parse_reference
@@ -52,11 +52,6 @@ APPLETS = (
     "tr",
     "seq",
 )
-
-
-def go_arch() -> str:
-    m = platform.machine()
-    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(m, m)
 
 
 def _add_dir(tar: tarfile.TarFile, name: str, mode: int = 0o755) -> None:

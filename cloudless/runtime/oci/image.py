@@ -56,6 +56,14 @@ class Manifest:
     layers: tuple[Descriptor, ...]
 
 
+def go_arch(machine: str | None = None) -> str:
+    """This node's architecture in OCI/Go spelling (``x86_64`` -> ``amd64``)."""
+    import platform
+
+    m = machine or platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(m, m)
+
+
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 

@@ -1,0 +1,458 @@
+"""``ContainerdRuntime``: the ``ContainerRuntime`` protocol on containerd's gRPC API.
+
+Lifecycle mapping: a Cloudless container is a containerd *container* record (spec, labels,
+snapshot key = id) plus, once started, a *task* (runc via ``io.containerd.runc.v2``). A task is
+kept after it exits so its exit status stays readable, and is deleted by ``delete_container``,
+which always goes kill -> wait -> delete task -> delete container -> remove snapshot, so no
+running task is ever orphaned. Exits arrive from the Events service (``/tasks/exit``,
+``/tasks/oom``) in ``run()``; a reconcile pass after every (re)subscribe and every few seconds
+catches exits that happened while containerd or the agent was away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+from google.protobuf import any_pb2  # type: ignore[import-untyped]
+
+from cloudless.api.gen.containerd.services.containers.v1 import containers_pb2 as cpb
+from cloudless.api.gen.containerd.services.leases.v1 import leases_pb2
+from cloudless.api.gen.containerd.services.snapshots.v1 import snapshots_pb2
+from cloudless.api.gen.containerd.services.tasks.v1 import tasks_pb2
+from cloudless.api.gen.containerd.types.task import task_pb2
+from cloudless.lib.clock import Clock, SystemClock
+from cloudless.lib.errors import NotFound
+from cloudless.runtime._exits import ExitBroadcaster
+from cloudless.runtime.containerd import events
+from cloudless.runtime.containerd.client import AlreadyExists, ContainerdClient
+from cloudless.runtime.containerd.images import ImageStore
+from cloudless.runtime.containerd.logfiles import FileLogSource, LogFiles
+from cloudless.runtime.containerd.pull import Puller, rfc3339
+from cloudless.runtime.containerd.stats import decode_metrics
+from cloudless.runtime.errors import (
+    ContainerExists,
+    ContainerNotFound,
+    InvalidState,
+    RuntimeFailure,
+    StartFailed,
+)
+from cloudless.runtime.logs import read_logs
+from cloudless.runtime.oci.distribution import DistributionClient, RegistryConfig
+from cloudless.runtime.oci.image import go_arch
+from cloudless.runtime.oci.spec import SPEC_TYPE_URL, build_runtime_spec
+from cloudless.runtime.types import (
+    LABEL_MANAGED,
+    ContainerExit,
+    ContainerSpec,
+    ContainerState,
+    ContainerStats,
+    ContainerStatus,
+    ImageInfo,
+    LogCursor,
+    LogLine,
+    ProgressCallback,
+    check_container_id,
+)
+
+RUNC_V2 = "io.containerd.runc.v2"
+LABEL_OOM = "io.cloudless.oom-killed"
+_KILL_WAIT = 10.0
+
+
+class ContainerdRuntime:
+    """Talks to containerd at ``address`` in ``namespace``; keeps logs under ``data_dir``.
+
+    ``run()`` must run (in the agent's TaskGroup) for exits to be pushed on ``exits()``.
+    Containers share the host network namespace (no CNI yet).
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        data_dir: Path | str,
+        namespace: str = "cloudless",
+        registry: RegistryConfig | None = None,
+        clock: Clock | None = None,
+        snapshotter: str = "overlayfs",
+        cgroup_parent: str = "/cloudless",
+        log_max_bytes: int = 16 << 20,
+        arch: str | None = None,
+        reconcile_every: float = 5.0,
+    ) -> None:
+        self.clock = clock or SystemClock()
+        self.namespace = namespace
+        self.snapshotter = snapshotter
+        self.cgroup_parent = cgroup_parent.rstrip("/")
+        self.reconcile_every = reconcile_every
+        self.client = ContainerdClient(address, namespace)
+        self.dist = DistributionClient(registry)
+        arch = arch or go_arch()
+        self.puller = Puller(
+            self.client, self.dist, snapshotter=snapshotter, arch=arch, now=self.clock.now
+        )
+        self.images = ImageStore(self.client, arch)
+        self.logs = LogFiles(Path(data_dir) / "logs" / namespace, log_max_bytes)
+        self._exits = ExitBroadcaster()
+        self._running: dict[str, int] = {}  # started by us or adopted: an exit is still due
+        self._oom: set[str] = set()
+        self._started_at: dict[str, float] = {}
+        self._subscribed = asyncio.Event()
+
+    # -- images --------------------------------------------------------------------------
+
+    async def pull_image(self, ref: str, progress: ProgressCallback | None = None) -> ImageInfo:
+        return await self.puller.pull(ref, progress)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def cgroups_path(self, container_id: str) -> str:
+        """``/cloudless/<namespace>/<id>``: ids are unique per namespace, not per host."""
+        return f"{self.cgroup_parent}/{self.namespace}/{container_id}"
+
+    async def create_container(self, spec: ContainerSpec) -> ContainerStatus:
+        spec.validate()
+        name, config, chain = await self.images.resolve(spec.image)
+        oci = build_runtime_spec(spec, config, cgroups_path=self.cgroups_path(spec.id))
+        c = self.client
+        lease = f"cloudless-create-{spec.id}"
+        exp = {"containerd.io/gc.expire": rfc3339(self.clock.now() + 600)}
+        with contextlib.suppress(AlreadyExists):
+            await c.call(c.leases.Create, leases_pb2.CreateRequest(id=lease, labels=exp), "lease")
+        try:
+            try:
+                await c.call(
+                    c.snapshots.Prepare,
+                    snapshots_pb2.PrepareSnapshotRequest(
+                        snapshotter=self.snapshotter, key=spec.id, parent=chain
+                    ),
+                    f"prepare rootfs of {spec.id}",
+                    lease=lease,
+                )
+            except AlreadyExists:
+                if await self._container(spec.id, missing_ok=True) is not None:
+                    raise ContainerExists(spec.id) from None
+                # A leftover from a create that died half-way: start from a clean snapshot.
+                await self._remove_snapshot(spec.id)
+                return await self.create_container(spec)
+            record = cpb.Container(
+                id=spec.id,
+                labels=spec.all_labels(),
+                image=name,
+                runtime=cpb.Container.Runtime(name=RUNC_V2),
+                spec=any_pb2.Any(type_url=SPEC_TYPE_URL, value=json.dumps(oci).encode()),
+                snapshotter=self.snapshotter,
+                snapshot_key=spec.id,
+            )
+            try:
+                resp = await c.call(
+                    c.containers.Create,
+                    cpb.CreateContainerRequest(container=record),
+                    f"create container {spec.id}",
+                    lease=lease,
+                )
+            except AlreadyExists:
+                raise ContainerExists(spec.id) from None
+            except BaseException:
+                await self._remove_snapshot(spec.id)
+                raise
+        finally:
+            with contextlib.suppress(Exception):
+                await c.call(c.leases.Delete, leases_pb2.DeleteRequest(id=lease), "lease")
+        await asyncio.to_thread(self.logs.create, spec.id)
+        return self._status(resp.container, None)
+
+    async def start_container(self, container_id: str) -> ContainerStatus:
+        check_container_id(container_id)
+        c = self.client
+        record = await self._container(container_id)
+        proc = await self._task(container_id)
+        if proc is not None and proc.status != task_pb2.CREATED:
+            state = self._status(record, proc).state.value
+            raise InvalidState(
+                f"container {container_id!r} is {state}; only a created container can be "
+                "started (delete and create it again to rerun)"
+            )
+        if proc is None:
+            stdout, stderr = await asyncio.to_thread(self.logs.create, container_id)
+            mounts = await c.call(
+                c.snapshots.Mounts,
+                snapshots_pb2.MountsRequest(snapshotter=self.snapshotter, key=record.snapshot_key),
+                f"rootfs mounts of {container_id}",
+            )
+            try:
+                await c.call(
+                    c.tasks.Create,
+                    tasks_pb2.CreateTaskRequest(
+                        container_id=container_id,
+                        rootfs=mounts.mounts,
+                        stdout=stdout,
+                        stderr=stderr,
+                    ),
+                    f"create task {container_id}",
+                )
+            except RuntimeFailure as e:
+                raise StartFailed(
+                    events.explain_start_failure(container_id, record, str(e))
+                ) from None
+        self._running[container_id] = 0
+        try:
+            started = await c.call(
+                c.tasks.Start,
+                tasks_pb2.StartRequest(container_id=container_id),
+                f"start {container_id}",
+            )
+        except Exception as e:
+            self._running.pop(container_id, None)
+            await self._delete_task(container_id)
+            raise StartFailed(events.explain_start_failure(container_id, record, str(e))) from None
+        if container_id in self._running:
+            self._running[container_id] = started.pid
+        self._started_at[container_id] = self.clock.now()
+        return await self.get_container(container_id)
+
+    async def stop_container(self, container_id: str, timeout: float = 10.0) -> ContainerStatus:
+        """SIGTERM, wait up to ``timeout`` s, then SIGKILL the whole container."""
+        check_container_id(container_id)
+        await self._container(container_id)
+        proc = await self._task(container_id)
+        if proc is not None and proc.status in (
+            task_pb2.RUNNING,
+            task_pb2.PAUSED,
+            task_pb2.CREATED,
+        ):
+            await self._kill(container_id, signal.SIGTERM, all_=False)
+            if not await self._wait(container_id, timeout):
+                await self._kill(container_id, signal.SIGKILL, all_=True)
+                await self._wait(container_id, _KILL_WAIT)
+        return await self.get_container(container_id)
+
+    async def delete_container(self, container_id: str) -> None:
+        """Kill -> wait -> delete task -> delete container -> remove snapshot -> drop logs."""
+        check_container_id(container_id)
+        c = self.client
+        record = await self._container(container_id)
+        proc = await self._task(container_id)
+        if proc is not None and proc.status != task_pb2.STOPPED:
+            await self._kill(container_id, signal.SIGKILL, all_=True)
+            await self._wait(container_id, _KILL_WAIT)
+        if proc is not None:
+            await self._delete_task(container_id)
+        with contextlib.suppress(NotFound):
+            await c.call(
+                c.containers.Delete,
+                cpb.DeleteContainerRequest(id=container_id),
+                f"delete {container_id}",
+            )
+        await self._remove_snapshot(record.snapshot_key or container_id)
+        await asyncio.to_thread(self.logs.remove, container_id)
+        self._running.pop(container_id, None)
+        self._oom.discard(container_id)
+        self._started_at.pop(container_id, None)
+
+    # -- observation ---------------------------------------------------------------------
+
+    async def get_container(self, container_id: str) -> ContainerStatus:
+        check_container_id(container_id)
+        record = await self._container(container_id)
+        proc = await self._task(container_id)
+        if proc is not None and proc.status == task_pb2.STOPPED and container_id in self._running:
+            await self._on_exit(
+                container_id, proc.exit_status, proc.exited_at.ToDatetime().timestamp()
+            )
+        return self._status(record, proc)
+
+    async def list_containers(self) -> list[ContainerStatus]:
+        c = self.client
+        records = await c.call(c.containers.List, cpb.ListContainersRequest(), "list containers")
+        tasks = await c.call(c.tasks.List, tasks_pb2.ListTasksRequest(), "list tasks")
+        by_id = {t.id: t for t in tasks.tasks}
+        out = [self._status(r, by_id.get(r.id)) for r in records.containers]
+        return sorted(out, key=lambda s: s.id)
+
+    async def container_stats(self, container_id: str) -> ContainerStats:
+        check_container_id(container_id)
+        await self._container(container_id)
+        proc = await self._task(container_id)
+        if proc is None or proc.status != task_pb2.RUNNING:
+            raise InvalidState(f"container {container_id!r} is not running; it has no live stats")
+        c = self.client
+        resp = await c.call(
+            c.tasks.Metrics, tasks_pb2.MetricsRequest(filters=[f"id=={container_id}"]), "metrics"
+        )
+        if not resp.metrics:
+            raise InvalidState(f"container {container_id!r} has no metrics (it just exited?)")
+        m = resp.metrics[0]
+        return decode_metrics(container_id, m.data.type_url, m.data.value, self.clock.now())
+
+    async def container_logs(
+        self,
+        container_id: str,
+        *,
+        follow: bool = False,
+        tail: int | None = None,
+        since: LogCursor | None = None,
+    ) -> AsyncIterator[LogLine]:
+        check_container_id(container_id)
+        await self._container(container_id)
+
+        async def finished() -> bool:
+            proc = await self._task(container_id)
+            return proc is None or proc.status in (task_pb2.STOPPED, task_pb2.UNKNOWN)
+
+        src = FileLogSource(self.logs, container_id, finished)
+        async for line in read_logs(src, follow=follow, tail=tail, since=since):
+            yield line
+
+    async def recover(self) -> list[ContainerStatus]:
+        """Adopt every managed container in the namespace; running ones get exit tracking."""
+        found = [s for s in await self.list_containers() if s.labels.get(LABEL_MANAGED) == "true"]
+        for s in found:
+            if s.state is ContainerState.RUNNING:
+                self._running[s.id] = s.pid or 0
+            elif s.state is ContainerState.EXITED:
+                self._running.pop(s.id, None)
+        return found
+
+    def exits(self) -> AsyncIterator[ContainerExit]:
+        return self._exits.subscribe()
+
+    async def run(self) -> None:
+        """Watch exits (resubscribing across containerd restarts), reconcile, cap logs."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(events.watch(self))
+            tg.create_task(self._housekeeping())
+
+    async def close(self) -> None:
+        await self.dist.aclose()
+        await self.client.close()
+
+    # -- internals -----------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await self.clock.sleep(self.reconcile_every)
+            with contextlib.suppress(Exception):
+                await self.reconcile()
+            await asyncio.to_thread(self.logs.enforce_cap)
+
+    async def reconcile(self) -> None:
+        """Report exits of tracked containers whose tasks stopped or vanished unseen."""
+        if not self._running:
+            return
+        c = self.client
+        tasks = await c.call(c.tasks.List, tasks_pb2.ListTasksRequest(), "list tasks")
+        by_id = {t.id: t for t in tasks.tasks}
+        for cid in list(self._running):
+            t = by_id.get(cid)
+            if t is None:
+                await self._on_exit(cid, 255, self.clock.now())
+            elif t.status == task_pb2.STOPPED:
+                await self._on_exit(cid, t.exit_status, t.exited_at.ToDatetime().timestamp())
+
+    async def _on_exit(self, cid: str, status: int, exited_at: float) -> None:
+        if self._running.pop(cid, None) is None:
+            return
+        oom = cid in self._oom or (status == 137 and await events.oom_in_metrics(self, cid))
+        if oom:
+            self._oom.add(cid)
+            await events.mark_oom(self, cid)
+        self._exits.publish(ContainerExit(cid, status, oom, exited_at or self.clock.now()))
+
+    def _status(self, record: Any, proc: Any | None) -> ContainerStatus:
+        labels = dict(record.labels)
+        oom = labels.pop(LABEL_OOM, "") == "true" or record.id in self._oom
+        created = (
+            record.created_at.ToDatetime().timestamp() if record.HasField("created_at") else None
+        )
+        st = ContainerStatus(
+            id=record.id,
+            image=record.image,
+            state=ContainerState.CREATED,
+            labels=labels,
+            created_at=created,
+            started_at=self._started_at.get(record.id),
+        )
+        if proc is None or proc.status == task_pb2.CREATED:
+            return st
+        if proc.status == task_pb2.STOPPED:
+            return replace(
+                st,
+                state=ContainerState.EXITED,
+                exit_code=proc.exit_status,
+                oom_killed=oom,
+                finished_at=proc.exited_at.ToDatetime().timestamp(),
+            )
+        if proc.status in (task_pb2.RUNNING, task_pb2.PAUSED, task_pb2.PAUSING):
+            return replace(st, state=ContainerState.RUNNING, pid=proc.pid)
+        return replace(st, state=ContainerState.UNKNOWN, reason="containerd reports UNKNOWN")
+
+    async def _container(self, cid: str, *, missing_ok: bool = False) -> Any:
+        c = self.client
+        try:
+            resp = await c.call(c.containers.Get, cpb.GetContainerRequest(id=cid), f"get {cid}")
+        except NotFound:
+            if missing_ok:
+                return None
+            raise ContainerNotFound(cid) from None
+        return resp.container
+
+    async def _task(self, cid: str) -> Any | None:
+        c = self.client
+        try:
+            resp = await c.call(c.tasks.Get, tasks_pb2.GetRequest(container_id=cid), f"task {cid}")
+        except NotFound:
+            return None
+        return resp.process
+
+    async def _kill(self, cid: str, sig: int, *, all_: bool) -> None:
+        c = self.client
+        with contextlib.suppress(NotFound):
+            await c.call(
+                c.tasks.Kill,
+                tasks_pb2.KillRequest(container_id=cid, signal=int(sig), all=all_),
+                f"signal {cid}",
+            )
+
+    async def _wait(self, cid: str, timeout: float) -> bool:
+        """True if the task exited within ``timeout`` seconds."""
+        c = self.client
+        try:
+            await c.tasks.Wait(
+                tasks_pb2.WaitRequest(container_id=cid),
+                metadata=c.metadata(),
+                timeout=max(0.01, timeout),
+                wait_for_ready=True,
+            )
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return False
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                return True
+            raise
+        return True
+
+    async def _delete_task(self, cid: str) -> None:
+        c = self.client
+        with contextlib.suppress(NotFound):
+            await c.call(
+                c.tasks.Delete, tasks_pb2.DeleteTaskRequest(container_id=cid), f"delete task {cid}"
+            )
+
+    async def _remove_snapshot(self, key: str) -> None:
+        c = self.client
+        with contextlib.suppress(NotFound):
+            await c.call(
+                c.snapshots.Remove,
+                snapshots_pb2.RemoveSnapshotRequest(snapshotter=self.snapshotter, key=key),
+                f"remove snapshot {key}",
+            )
