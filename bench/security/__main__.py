@@ -9,6 +9,7 @@ Measures, side by side in one run on one machine:
 * the enrolment critical path (token verify incl. bcrypt + CSR check + atomic mark-used + CSR
   signing) P50/P95 at the chosen bcrypt cost and at cost 12 for contrast;
 * bcrypt cost vs. verify latency (4, 8, 10, 11, 12), the figures behind the default;
+* per-RPC authorization cost (``Authorizer.authorize`` with a 1000-entry revocation list);
 * leaf key generation per key type, the figures behind the ECDSA P-256 default.
 """
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
+from cryptography import x509
 
 from bench.common import percentile, write_results
 from cloudless.lib.clock import SystemClock
@@ -32,6 +34,8 @@ from cloudless.security.ca import CertificateAuthority, CertKind
 from cloudless.security.enrollment import enroll
 from cloudless.security.identity import SpiffeId
 from cloudless.security.keys import KeyType, generate_key, make_csr, new_private_key
+from cloudless.security.revocation import RevocationList
+from cloudless.security.tls import Authorizer
 from cloudless.security.tokens import (
     DEFAULT_BCRYPT_COST,
     InMemoryTokenStore,
@@ -136,6 +140,23 @@ def bench_bcrypt_costs(costs: list[int], budget_s: float) -> list[dict[str, Any]
     return rows
 
 
+def bench_authorize(ca: CertificateAuthority, n: int) -> dict[str, Any]:
+    """Per-RPC authorization cost: chain, validity, usage, SPIFFE ID, revocation lookup."""
+    rl = RevocationList()
+    for i in range(1000):  # a realistic list: 1000 revoked serials
+        rl.revoke_serial(10**30 + i, reason="bench", at=0.0)
+    authz = Authorizer(ca.trust_bundle, trust_domain=ca.trust_domain, revocations=rl)
+    _, pem = ca.issue(SpiffeId.node("n1"), CertKind.NODE)
+    cert = x509.load_pem_x509_certificate(pem)
+    claimed = SpiffeId.node("n1")
+    t = time.perf_counter()
+    for _ in range(n):
+        d = authz.authorize(cert, expected_kind=CertKind.NODE, claimed=claimed)
+    dt = time.perf_counter() - t
+    assert d.allowed, d.reason
+    return {"authorizations_per_second": round(n / dt, 1), "us_each": round(dt / n * 1e6, 1)}
+
+
 def bench_keygen(n: int) -> dict[str, Any]:
     out = {}
     for kt in (KeyType.EC_P256, KeyType.ED25519, KeyType.EC_P384, KeyType.RSA_2048):
@@ -165,6 +186,11 @@ async def main() -> None:
             "rsa2048_root": bench_signing(ca2048, n_sign),
         }
         print("csr signing", results["csr_signing"], flush=True)
+        results["authorize"] = {
+            "rsa4096_root": bench_authorize(ca4096, 500 if q else 3000),
+            "rsa2048_root": bench_authorize(ca2048, 500 if q else 3000),
+        }
+        print("authorize", results["authorize"], flush=True)
         results["token_validation"] = await bench_tokens(
             ca4096, args.bcrypt_cost, n_cheap=2000 if q else 10000, n_full=10 if q else 40
         )

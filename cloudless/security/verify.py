@@ -45,6 +45,18 @@ class Role(enum.StrEnum):
     SERVER = "server"
 
 
+_EKU_NAMES = {
+    ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth",
+    ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
+    ExtendedKeyUsageOID.CODE_SIGNING: "codeSigning",
+    ExtendedKeyUsageOID.EMAIL_PROTECTION: "emailProtection",
+}
+
+
+def _eku_name(oid: x509.ObjectIdentifier) -> str:
+    return _EKU_NAMES.get(oid, oid.dotted_string)
+
+
 _ROLE_EKU = {
     Role.CLIENT: ExtendedKeyUsageOID.CLIENT_AUTH,
     Role.SERVER: ExtendedKeyUsageOID.SERVER_AUTH,
@@ -126,11 +138,11 @@ def _check_usage(cert: x509.Certificate, role: Role) -> None:
         eku = list(exts.get_extension_for_class(x509.ExtendedKeyUsage).value)
     except x509.ExtensionNotFound:
         raise WrongKeyUsage(
-            f"certificate has no extendedKeyUsage; a {role.value} needs {want._name}"
+            f"certificate has no extendedKeyUsage; a {role.value} needs {_eku_name(want)}"
         ) from None
     if want not in eku:
-        have = ", ".join(o._name for o in eku) or "none"
+        have = ", ".join(_eku_name(o) for o in eku) or "none"
         raise WrongKeyUsage(
             f"certificate may not act as a TLS {role.value}: it allows {have}, needs "
-            f"{want._name} (user and workload certificates are client-only)"
+            f"{_eku_name(want)} (user and workload certificates are client-only)"
         )
