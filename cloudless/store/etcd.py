@@ -114,7 +114,7 @@ class EtcdStore:
         endpoints: Sequence[str],
         tls: ClientTls,
         *,
-        request_timeout: float = 5.0,
+        request_timeout: float = 2.0,
         retry_for: float = 15.0,
         backoff: Backoff = _DEFAULT_BACKOFF,
         rng: random.Random | None = None,

@@ -142,7 +142,7 @@ class EtcdMember:
         self._rng = rng or random.Random()
         self._proc: asyncio.subprocess.Process | None = None
         self.restarts = 0
-        self._stopping = False
+        self.stop_grace = 10.0  # SIGTERM lets a leader hand over; then SIGKILL
 
     @property
     def pid(self) -> int | None:
@@ -215,7 +215,8 @@ class EtcdMember:
         if self._proc is not None and self._proc.returncode is None:
             self._proc.send_signal(signal.SIGKILL)
 
-    async def stop(self, grace: float = 10.0) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        grace = self.stop_grace if grace is None else grace
         proc = self._proc
         if proc is None or proc.returncode is not None:
             return

@@ -210,6 +210,8 @@ class SupervisedCluster:
         self.pki = pki
         self.configs = member_configs(base, pki, n, **tuning)
         self.members = [EtcdMember(c) for c in self.configs]
+        for m in self.members:
+            m.stop_grace = 2.0  # a leader whose followers are gone waits ~8 s to hand over
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
 
