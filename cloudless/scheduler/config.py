@@ -20,7 +20,7 @@ class Strategy(enum.StrEnum):
 
     ``score``: highest total score. ``first_fit``: first-fit decreasing, bins in a fixed order
     (nodes already in use first, then by score). ``best_fit``: the node in use with the least
-    capacity left after the placement (then the empty node with the least left over).
+    capacity left after the placement; only when none has room, the best-scored empty node.
     """
 
     SCORE = "score"

@@ -68,6 +68,7 @@ class Group:
         self.spec = spec
         self.name = spec.name
         self.demand: F64 = np.array(demand_vector(spec.resources))
+        self.demand_list = self.demand.tolist()
         self.own = ws.count(spec.name)
         self.hint = hint
         self.affinity_scale, self.node_affinity_scale = scales

@@ -25,6 +25,10 @@ from cloudless.scheduler.plugins.spread import narrow
 from cloudless.scheduler.registry import FACTOR_NAMES, FACTORS, FILTERS
 from cloudless.scheduler.snapshot import F64, Bool, Snapshot
 
+#: Best-fit keys: nodes in use score BF_IN_USE + (1 - leftover); empty nodes their total
+#: score capped at BF_CAP, so any node in use with room beats every empty one.
+BF_IN_USE, BF_CAP = 3.0, 2.0
+
 LocalityHint = Callable[[WorkloadSpec], Mapping[str, float]]
 
 
@@ -116,6 +120,25 @@ class GroupRun:
         out: F64 = acc + self.adj[s]
         return out
 
+    def _total_at(self, j: int) -> float:
+        """``_total`` for one node in plain floats (same operations, same rounding)."""
+        w, c = self.weights, self.comps
+        acc = w[0] * float(c[0][j])
+        for i in range(1, len(w)):
+            acc = acc + w[i] * float(c[i][j])
+        return acc + float(self.adj[j])
+
+    def _bf_key_at(self, j: int) -> float:
+        g = self.g
+        a: list[float] = g.snap.alloc[:2, j].tolist()
+        used: list[float] = g.ws.used[:2, j].tolist()
+        d: list[float] = g.demand_list
+        if not g.ws.in_use()[j]:
+            return min(float(self.total[j]), BF_CAP)
+        lc = (a[0] - used[0] - d[0]) / (a[0] if a[0] > 0 else 1.0)
+        lm = (a[1] - used[1] - d[1]) / (a[1] if a[1] > 0 else 1.0)
+        return BF_IN_USE + (1.0 - (lc + lm) / 2.0)
+
     def _step_adj(self) -> F64 | None:
         return step_adjust(self.g) if self.has_step_adj else None
 
@@ -139,7 +162,9 @@ class GroupRun:
         lc = (a[0] - used[0] - d[0]) / np.where(a[0] > 0, a[0], 1.0)
         lm = (a[1] - used[1] - d[1]) / np.where(a[1] > 0, a[1], 1.0)
         leftover = (lc + lm) / 2.0
-        out: F64 = g.ws.in_use()[s].astype(np.float64) * 2.0 + (1.0 - leftover)
+        out: F64 = np.where(
+            g.ws.in_use()[s], BF_IN_USE + (1.0 - leftover), np.minimum(self.total[s], BF_CAP)
+        )
         return out
 
     def candidates(self) -> Bool:
@@ -154,10 +179,13 @@ class GroupRun:
         return cand
 
     def pick(self, cand: Bool, key: F64) -> int:
+        """The candidate with the highest key; among equals the first at or after ``r``."""
         s = np.where(cand, key, -np.inf)
-        ties = np.flatnonzero(s == s.max())
-        pos = int(np.searchsorted(ties, self.r))
-        return int(ties[pos] if pos < len(ties) else ties[0])
+        tail = s[self.r :]
+        k = int(tail.argmax()) if len(tail) else -1
+        if k >= 0 and tail[k] == s.max():
+            return self.r + k
+        return int(s.argmax())
 
     def components(self, j: int, step_adj: F64 | None) -> ScoreComponents:
         adj = float(self.adj[j]) + (float(step_adj[j]) if step_adj is not None else 0.0)
@@ -186,9 +214,9 @@ class GroupRun:
             self.ok[j] = bool(g.static_ok[j]) and all(f.check_at(g, j) for f in self.node_filters)
         for i in self.node_factors:
             self.comps[i][j] = FACTORS[i].score_at(g, j)
-        self.total[j] = self._total(slice(j, j + 1))[0]
+        self.total[j] = self._total_at(j)
         if self.strategy is Strategy.BEST_FIT:
-            self.key[j] = self._bf_key(slice(j, j + 1))[0]
+            self.key[j] = self._bf_key_at(j)
 
     def rejections(self) -> Rejections:
         return count_rejections(self.g, self.filters)

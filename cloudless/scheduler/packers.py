@@ -3,8 +3,8 @@
 ``pack``: first-fit decreasing -- items (replicas) by size, largest first; bins (nodes) in a
 fixed order, nodes already in use first, then by score; each item into the first bin with
 room. ``pack_best_fit``: each item into the node in use with the least capacity left after
-it (cpu and memory, as fractions of allocatable), opening the tightest-fitting empty node
-only when no node in use has room. ``pack_with_spread``: replicas spread evenly over a
+it (cpu and memory, as fractions of allocatable), opening the best-scored empty node only
+when no node in use has room. ``pack_with_spread``: replicas spread evenly over a
 topology key (zone, region, node or any label), score choosing within the least-loaded
 domain. All see earlier placements of the same plan; none over-commits.
 """

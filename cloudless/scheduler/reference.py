@@ -18,7 +18,7 @@ from cloudless.model.replica import Replica
 from cloudless.model.resources import Resources
 from cloudless.model.workload import WorkloadSpec
 from cloudless.scheduler.config import SchedulerConfig, Strategy, normalize_weights
-from cloudless.scheduler.engine import LocalityHint
+from cloudless.scheduler.engine import BF_CAP, BF_IN_USE, LocalityHint
 from cloudless.scheduler.plan import Assignment, Plan, Rejections, ScoreComponents, Unplaced
 from cloudless.scheduler.plugins import (
     max_per_domain,
@@ -404,7 +404,9 @@ class _Eval:
         a, used, d = _vec(self.st.nodes[j].allocatable), self.st.used[j], self.demand
         lc = float(a[0] - used[0] - d[0]) / _safe(a[0])
         lm = float(a[1] - used[1] - d[1]) / _safe(a[1])
-        return (2.0 if self.st.in_use(j) else 0.0) + (1.0 - (lc + lm) / 2.0)
+        if self.st.in_use(j):
+            return BF_IN_USE + (1.0 - (lc + lm) / 2.0)
+        return min(self.total(j), BF_CAP)
 
     def components(self, j: int) -> ScoreComponents:
         sa = self.step_adj(j)

@@ -21,5 +21,5 @@ class ResourcesFilter(Filter):
         return out if detail else fold("insufficient resources", [m for _, m in out], g.snap.n)
 
     def check_at(self, g: Group, j: int) -> bool:
-        free = g.snap.alloc[:, j] - g.ws.used[:, j]
-        return bool((free >= g.demand).all())
+        a, u, d = g.snap.alloc[:, j].tolist(), g.ws.used[:, j].tolist(), g.demand_list
+        return all(a[k] - u[k] >= d[k] for k in range(4))

@@ -38,6 +38,21 @@ class UtilizationFactor(Factor):
         return utilization(g.ws.used, g.snap.usage, g.snap.alloc, g.demand)
 
     def score_at(self, g: Group, j: int) -> float:
-        s = slice(j, j + 1)
-        u = utilization(g.ws.used[:, s], g.snap.usage[:, s], g.snap.alloc[:, s], g.demand)
-        return float(u[0])
+        used = g.ws.used[:3, j].tolist()
+        usage = g.snap.usage[:3, j].tolist()
+        alloc = g.snap.alloc[:3, j].tolist()
+        return utilization_one(used, usage, alloc, g.demand[:3].tolist())
+
+
+def utilization_one(
+    used: list[float], usage: list[float], alloc: list[float], demand: list[float]
+) -> float:
+    """``utilization`` for one node in plain floats (same operations, same rounding)."""
+    f = [
+        min(1.0, (max(used[d], usage[d]) + demand[d]) / (alloc[d] if alloc[d] > 0 else 1.0))
+        for d in range(3)
+    ]
+    hi = max(max(f[0], f[1]), f[2])
+    lo = min(min(f[0], f[1]), f[2])
+    mean = (f[0] + f[1] + f[2]) / 3.0
+    return 0.5 * (1.0 - (hi - lo)) + 0.5 * (1.0 - mean)
