@@ -8,8 +8,9 @@ status details say *why* ("certificate_revoked: serial 1f… revoked at …: nod
 Checks, in order (the first failure decides):
 
 1. a certificate was presented at all                 (``no_certificate``)
-2. ``verify_certificate``: trusted root, validity, usage for the role, one SPIFFE ID,
-   this trust domain, not revoked                      (its error codes)
+2. ``verify.verify_static`` (trusted root, usage for the role, one SPIFFE ID; remembered
+   per certificate) then ``verify.check_live`` (validity, trust domain, not revoked; every
+   call)                                               (their error codes)
 3. expected kind, e.g. only nodes may heartbeat       (``wrong_identity_kind``)
 4. claimed identity: "only node X may speak as node X" (``identity_mismatch``)
 5. an explicit allow-list, e.g. only the coordinator  (``not_allowed``)
@@ -18,17 +19,19 @@ Checks, in order (the first failure decides):
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.security.bundle import TrustBundle
 from cloudless.security.errors import PermissionDenied, SecurityError
 from cloudless.security.identity import CertKind, SpiffeId, load_certificate
 from cloudless.security.revocation import RevocationList
-from cloudless.security.verify import Role, VerifiedPeer, verify_certificate
+from cloudless.security.verify import Role, VerifiedPeer, check_live, verify_static
 
 Rule = Callable[[VerifiedPeer], str | None]
 
@@ -64,12 +67,15 @@ class Authorizer:
         revocations: RevocationList | None = None,
         clock: Clock | None = None,
         rules: Sequence[Rule] = (),
+        cache_size: int = 4096,
     ) -> None:
         self.bundle = bundle
         self.trust_domain = trust_domain
         self.revocations = revocations if revocations is not None else RevocationList()
         self.clock: Clock = clock or SystemClock()
         self.rules = tuple(rules)
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[bytes, Role, tuple[str, ...]], VerifiedPeer] = OrderedDict()
 
     def authorize(
         self,
@@ -87,11 +93,10 @@ class Authorizer:
                 "certificate",
             )
         try:
-            peer = verify_certificate(
-                load_certificate(cert),
-                self.bundle,
+            peer = self._static(cert, role)
+            check_live(
+                peer,
                 self.clock.now(),
-                role=role,
                 trust_domain=self.trust_domain,
                 revocations=self.revocations,
             )
@@ -119,6 +124,28 @@ class Authorizer:
             if why:
                 return _deny("policy", why, sid)
         return Decision(True, f"{sid} verified", "ok", sid, peer)
+
+    def _static(self, cert: x509.Certificate | bytes | str, role: Role) -> VerifiedPeer:
+        """``verify_static``, remembered per (certificate bytes, role, bundle) in a small LRU.
+
+        The signature check against an RSA-4096 root dominates an authorization; a peer
+        presents the same certificate on every RPC, so it is done once per certificate.
+        Validity, trust domain and revocation are still checked on every call.
+        """
+        if isinstance(cert, x509.Certificate):
+            raw = cert.fingerprint(hashes.SHA256())
+        else:
+            raw = cert.encode() if isinstance(cert, str) else bytes(cert)
+        key = (raw, role, self.bundle.digests)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        peer = verify_static(load_certificate(cert), self.bundle, role)
+        self._cache[key] = peer
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return peer
 
 
 def _kinds(expected: CertKind | Collection[CertKind] | None) -> frozenset[CertKind]:

@@ -9,6 +9,7 @@ subject do not confuse it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ class TrustBundle:
     def pem(self) -> bytes:
         return b"".join(r.public_bytes(serialization.Encoding.PEM) for r in self.roots)
 
-    @property
+    @functools.cached_property
     def digests(self) -> tuple[str, ...]:
         return tuple(certificate_digest(r) for r in self.roots)
 

@@ -2,13 +2,14 @@
 
 ``verify_certificate`` answers "is this a live Cloudless SVID for this role?" with no I/O and
 no clock of its own (``now`` is passed in). It raises the first refusal, in this order, each a
-typed ``CertificateRejected``:
+typed ``CertificateRejected``. Steps 1-3 (``verify_static``) do not depend on time and may be
+cached per certificate; steps 4-6 (``check_live``) run on every use.
 
 1. not issued by any root in the bundle          -> ``UntrustedCertificate``
-2. outside its validity period                   -> ``CertificateExpired`` / ``NotYetValid``
-3. a CA certificate, or missing the usage the role needs (digitalSignature, and
+2. a CA certificate, or missing the usage the role needs (digitalSignature, and
    clientAuth for a client, serverAuth for a server)   -> ``WrongKeyUsage``
-4. no single valid SPIFFE URI SAN                -> ``InvalidSpiffeId``
+3. no single valid SPIFFE URI SAN                -> ``InvalidSpiffeId``
+4. outside its validity period                   -> ``CertificateExpired`` / ``NotYetValid``
 5. another trust domain                          -> ``TrustDomainMismatch``
 6. revoked (by serial or by identity)            -> ``CertificateRevoked``
 
@@ -82,42 +83,60 @@ def verify_certificate(
     trust_domain: str | None = None,
     revocations: RevocationList | None = None,
 ) -> VerifiedPeer:
+    peer = verify_static(cert, bundle, role)
+    check_live(peer, now, trust_domain=trust_domain, revocations=revocations)
+    return peer
+
+
+def verify_static(cert: x509.Certificate, bundle: TrustBundle, role: Role) -> VerifiedPeer:
+    """The time-independent part (root signature, usage, SPIFFE ID): safe to cache per
+    (certificate, role, bundle)."""
     root = bundle.issuer_of(cert)
     if root is None:
         raise UntrustedCertificate(
             f"certificate for {cert.subject.rfc4514_string()} was not issued by this cluster's "
             f"CA (issuer {cert.issuer.rfc4514_string()}): enrol with this cluster to get one"
         )
-    nb = cert.not_valid_before_utc.timestamp()
-    na = cert.not_valid_after_utc.timestamp()
-    if now > na:
-        raise CertificateExpired(
-            f"certificate expired {now - na:.0f}s ago (notAfter "
-            f"{cert.not_valid_after_utc.isoformat()}): renew before expiry or re-enrol with a "
-            "join token"
-        )
-    if now < nb:
-        raise CertificateNotYetValid(
-            f"certificate is not valid for another {nb - now:.0f}s: check this device's clock"
-        )
     _check_usage(cert, role)
     sid = SpiffeId.from_certificate(cert)
+    return VerifiedPeer(
+        spiffe_id=sid,
+        serial=cert.serial_number,
+        not_before=cert.not_valid_before_utc.timestamp(),
+        not_after=cert.not_valid_after_utc.timestamp(),
+        root_digest=certificate_digest(root),
+        certificate=cert,
+    )
+
+
+def check_live(
+    peer: VerifiedPeer,
+    now: float,
+    *,
+    trust_domain: str | None = None,
+    revocations: RevocationList | None = None,
+) -> None:
+    """The part that must be re-checked on every use: validity, trust domain, revocation."""
+    if now > peer.not_after:
+        raise CertificateExpired(
+            f"certificate expired {now - peer.not_after:.0f}s ago (notAfter "
+            f"{peer.certificate.not_valid_after_utc.isoformat()}): renew before expiry or "
+            "re-enrol with a join token"
+        )
+    if now < peer.not_before:
+        raise CertificateNotYetValid(
+            f"certificate is not valid for another {peer.not_before - now:.0f}s: check this "
+            "device's clock"
+        )
+    sid = peer.spiffe_id
     if trust_domain is not None and sid.trust_domain != trust_domain:
         raise TrustDomainMismatch(
             f"{sid} belongs to trust domain {sid.trust_domain!r}, expected {trust_domain!r}"
         )
     if revocations is not None:
-        entry = revocations.check(cert, sid)
+        entry = revocations.check(peer.certificate, sid)
         if entry is not None:
             raise CertificateRevoked(f"certificate of {sid} is revoked ({entry.describe()})")
-    return VerifiedPeer(
-        spiffe_id=sid,
-        serial=cert.serial_number,
-        not_before=nb,
-        not_after=na,
-        root_digest=certificate_digest(root),
-        certificate=cert,
-    )
 
 
 def _check_usage(cert: x509.Certificate, role: Role) -> None:

@@ -179,3 +179,28 @@ def test_garbage_certificate_is_denied_not_raised(world: World) -> None:
     d = world.authz.authorize(b"garbage")
     assert (d.allowed, d.code) == (False, "malformed_certificate")
     assert isinstance(cert(_node(world)), x509.Certificate)
+
+
+def test_cached_verification_still_rechecks_time_and_bundle(world: World) -> None:
+    pem = _node(world)
+    assert world.authz.authorize(pem).allowed
+    assert world.authz.authorize(pem).allowed  # second call: signature check from the cache
+    world.clock.advance(366 * DAY)
+    assert world.authz.authorize(pem).code == "certificate_expired"
+
+    foreign = node_leaf(world.foreign, "n1").cert_pem
+    assert world.authz.authorize(foreign).code == "untrusted_certificate"
+    original = world.authz.bundle
+    world.authz.bundle = original.with_root(world.foreign.root)
+    assert world.authz.authorize(foreign).allowed
+    world.authz.bundle = original  # the foreign root is dropped again: refused again
+    assert world.authz.authorize(foreign).code == "untrusted_certificate"
+
+
+def test_cache_is_bounded(world: World) -> None:
+    authz = Authorizer(
+        world.ca.trust_bundle, trust_domain="cloudless", clock=world.clock, cache_size=2
+    )
+    for n in ("a", "b", "c"):
+        assert authz.authorize(node_leaf(world.ca, n).x509).allowed
+    assert len(authz._cache) == 2
