@@ -38,6 +38,7 @@ from cloudless.security.verify import Role
 __all__ = [
     "Authorizer",
     "Decision",
+    "ReloadableServerCredentials",
     "authorize_grpc",
     "authorized_handler",
     "client_ssl_context",
@@ -214,6 +215,46 @@ def grpc_server_credentials(
         [(key_pem, cert_pem)],
         root_certificates=bundle_pem,
         require_client_auth=require_client_auth,
+    )
+
+
+class ReloadableServerCredentials:
+    """gRPC server credentials whose certificate and trust bundle change without a restart.
+
+    ``update`` takes effect at the next new connection: gRPC asks ``_fetch`` before every
+    handshake. Established connections keep their session (and every RPC on them is still
+    authorized, so revocation is unaffected). Use it to renew the server's own certificate
+    and to start trusting a second root during a root rotation.
+    """
+
+    def __init__(self, cert_pem: bytes, key_pem: bytes, bundle_pem: bytes) -> None:
+        self._current = (cert_pem, key_pem, bundle_pem)
+        self._pending: Any = None
+
+    def update(
+        self,
+        *,
+        cert_pem: bytes | None = None,
+        key_pem: bytes | None = None,
+        bundle_pem: bytes | None = None,
+    ) -> None:
+        cert, key, bundle = self._current
+        self._current = (cert_pem or cert, key_pem or key, bundle_pem or bundle)
+        self._pending = _server_config(*self._current)
+
+    def _fetch(self) -> Any:
+        pending, self._pending = self._pending, None
+        return pending
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.dynamic_ssl_server_credentials(
+            _server_config(*self._current), self._fetch, require_client_authentication=True
+        )
+
+
+def _server_config(cert_pem: bytes, key_pem: bytes, bundle_pem: bytes) -> Any:
+    return grpc.ssl_server_certificate_configuration(
+        [(key_pem, cert_pem)], root_certificates=bundle_pem
     )
 
 
