@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -88,12 +89,14 @@ class ContainerdRuntime:
         log_max_bytes: int = 16 << 20,
         arch: str | None = None,
         reconcile_every: float = 5.0,
+        shim_group: str = "",
     ) -> None:
         self.clock = clock or SystemClock()
         self.namespace = namespace
         self.snapshotter = snapshotter
         self.cgroup_parent = cgroup_parent.rstrip("/")
         self.reconcile_every = reconcile_every
+        self.shim_group = shim_group
         self.client = ContainerdClient(address, namespace)
         self.dist = DistributionClient(registry)
         arch = arch or go_arch()
@@ -107,6 +110,7 @@ class ContainerdRuntime:
         self._oom: set[str] = set()
         self._started_at: dict[str, float] = {}
         self._subscribed = asyncio.Event()
+        self._lease: tuple[str, float] | None = None
 
     # -- images --------------------------------------------------------------------------
 
@@ -122,60 +126,57 @@ class ContainerdRuntime:
     async def create_container(self, spec: ContainerSpec) -> ContainerStatus:
         spec.validate()
         name, config, chain = await self.images.resolve(spec.image)
-        oci = build_runtime_spec(spec, config, cgroups_path=self.cgroups_path(spec.id))
+        oci = build_runtime_spec(
+            spec, config, cgroups_path=self.cgroups_path(spec.id), shim_group=self.shim_group
+        )
         c = self.client
-        lease = f"cloudless-create-{spec.id}"
-        exp = {"containerd.io/gc.expire": rfc3339(self.clock.now() + 600)}
-        with contextlib.suppress(AlreadyExists):
-            await c.call(c.leases.Create, leases_pb2.CreateRequest(id=lease, labels=exp), "lease")
+        lease = await self._create_lease()
         try:
-            try:
-                await c.call(
-                    c.snapshots.Prepare,
-                    snapshots_pb2.PrepareSnapshotRequest(
-                        snapshotter=self.snapshotter, key=spec.id, parent=chain
-                    ),
-                    f"prepare rootfs of {spec.id}",
-                    lease=lease,
-                )
-            except AlreadyExists:
-                if await self._container(spec.id, missing_ok=True) is not None:
-                    raise ContainerExists(spec.id) from None
-                # A leftover from a create that died half-way: start from a clean snapshot.
-                await self._remove_snapshot(spec.id)
-                return await self.create_container(spec)
-            record = cpb.Container(
-                id=spec.id,
-                labels=spec.all_labels(),
-                image=name,
-                runtime=cpb.Container.Runtime(name=RUNC_V2),
-                spec=any_pb2.Any(type_url=SPEC_TYPE_URL, value=json.dumps(oci).encode()),
-                snapshotter=self.snapshotter,
-                snapshot_key=spec.id,
+            await c.call(
+                c.snapshots.Prepare,
+                snapshots_pb2.PrepareSnapshotRequest(
+                    snapshotter=self.snapshotter, key=spec.id, parent=chain
+                ),
+                f"prepare rootfs of {spec.id}",
+                lease=lease,
             )
-            try:
-                resp = await c.call(
-                    c.containers.Create,
-                    cpb.CreateContainerRequest(container=record),
-                    f"create container {spec.id}",
-                    lease=lease,
-                )
-            except AlreadyExists:
+        except NotFound:
+            self._lease = None  # our lease vanished (expired or removed): take a new one
+            return await self.create_container(spec)
+        except AlreadyExists:
+            if await self._container(spec.id, missing_ok=True) is not None:
                 raise ContainerExists(spec.id) from None
-            except BaseException:
-                await self._remove_snapshot(spec.id)
-                raise
-        finally:
-            with contextlib.suppress(Exception):
-                await c.call(c.leases.Delete, leases_pb2.DeleteRequest(id=lease), "lease")
-        await asyncio.to_thread(self.logs.create, spec.id)
+            # A leftover from a create that died half-way: start from a clean snapshot.
+            await self._remove_snapshot(spec.id)
+            return await self.create_container(spec)
+        record = cpb.Container(
+            id=spec.id,
+            labels=spec.all_labels(),
+            image=name,
+            runtime=cpb.Container.Runtime(name=RUNC_V2),
+            spec=any_pb2.Any(type_url=SPEC_TYPE_URL, value=json.dumps(oci).encode()),
+            snapshotter=self.snapshotter,
+            snapshot_key=spec.id,
+        )
+        try:
+            resp = await c.call(
+                c.containers.Create,
+                cpb.CreateContainerRequest(container=record),
+                f"create container {spec.id}",
+                lease=lease,
+            )
+        except AlreadyExists:
+            raise ContainerExists(spec.id) from None
+        except BaseException:
+            await self._remove_snapshot(spec.id)
+            raise
+        self.logs.create(spec.id)
         return self._status(resp.container, None)
 
     async def start_container(self, container_id: str) -> ContainerStatus:
         check_container_id(container_id)
         c = self.client
-        record = await self._container(container_id)
-        proc = await self._task(container_id)
+        record, proc = await asyncio.gather(self._container(container_id), self._task(container_id))
         if proc is not None and proc.status != task_pb2.CREATED:
             state = self._status(record, proc).state.value
             raise InvalidState(
@@ -183,7 +184,7 @@ class ContainerdRuntime:
                 "started (delete and create it again to rerun)"
             )
         if proc is None:
-            stdout, stderr = await asyncio.to_thread(self.logs.create, container_id)
+            stdout, stderr = self.logs.create(container_id)
             mounts = await c.call(
                 c.snapshots.Mounts,
                 snapshots_pb2.MountsRequest(snapshotter=self.snapshotter, key=record.snapshot_key),
@@ -217,8 +218,14 @@ class ContainerdRuntime:
             raise StartFailed(events.explain_start_failure(container_id, record, str(e))) from None
         if container_id in self._running:
             self._running[container_id] = started.pid
-        self._started_at[container_id] = self.clock.now()
-        return await self.get_container(container_id)
+        now = self.clock.now()
+        self._started_at[container_id] = now
+        return replace(
+            self._status(record, None),
+            state=ContainerState.RUNNING,
+            pid=started.pid,
+            started_at=now,
+        )
 
     async def stop_container(self, container_id: str, timeout: float = 10.0) -> ContainerStatus:
         """SIGTERM, wait up to ``timeout`` s, then SIGKILL the whole container."""
@@ -337,6 +344,24 @@ class ContainerdRuntime:
         await self.client.close()
 
     # -- internals -----------------------------------------------------------------------
+
+    async def _create_lease(self) -> str:
+        """A lease protecting a new rootfs snapshot until its container record exists.
+
+        One lease serves every create for up to an hour (then a new one is made); each expires
+        by itself two hours after creation. Saves two metadata writes per create; snapshots of
+        deleted containers are removed explicitly, so the lease never keeps garbage for long.
+        """
+        now = self.clock.now()
+        if self._lease is None or now - self._lease[1] > 3600:
+            lease_id = f"cloudless-create-{int(now)}-{secrets.token_hex(3)}"
+            exp = {"containerd.io/gc.expire": rfc3339(now + 7200)}
+            c = self.client
+            await c.call(
+                c.leases.Create, leases_pb2.CreateRequest(id=lease_id, labels=exp), "lease"
+            )
+            self._lease = (lease_id, now)
+        return self._lease[0]
 
     async def _housekeeping(self) -> None:
         while True:

@@ -17,6 +17,7 @@ from cloudless.runtime.types import ContainerSpec
 SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CPU_PERIOD_US = 100_000
+SHIM_GROUP_ANNOTATION = "io.containerd.runc.v2.group"
 
 DEFAULT_CAPS = [
     "CAP_CHOWN",
@@ -150,7 +151,10 @@ def build_runtime_spec(
     *,
     cgroups_path: str,
     extra_mounts: list[dict[str, Any]] | None = None,
+    shim_group: str = "",
 ) -> dict[str, Any]:
+    """The runtime spec; ``shim_group`` (annotation ``io.containerd.runc.v2.group``) makes
+    containers of one group share a runc shim process."""
     uid, gid = parse_user(image.user)
     resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
     if spec.memory_bytes:
@@ -163,8 +167,10 @@ def build_runtime_spec(
             "shares": max(2, spec.cpu_millicores * 1024 // 1000),
         }
     caps = list(DEFAULT_CAPS)
+    annotations = {SHIM_GROUP_ANNOTATION: shim_group} if shim_group else {}
     return {
         "ociVersion": "1.0.2-dev",
+        "annotations": annotations,
         "process": {
             "terminal": False,
             "user": {"uid": uid, "gid": gid},

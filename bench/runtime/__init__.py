@@ -1,0 +1,1 @@
+"""Runtime benchmark: our containerd client against ``ctr`` and against the targets."""
