@@ -20,6 +20,7 @@ module             owns
 ``tokens``         ``TokenManager`` (join tokens: JWT + bcrypt'd secret + CA digest pin)
 ``enrollment``     ``enroll``: the coordinator's token + CSR -> certificate path
 ``tls``            SSL contexts, gRPC credentials, peer identities, RPC authorization
+``credentials``    a principal's own key/cert/bundle on disk (0600, pair checked)
 ``errors``         typed ``SecurityError`` family
 =================  ==========================================================================
 

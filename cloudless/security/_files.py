@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+
+from cloudless.security.errors import CaStateError
 
 
 def ensure_private_dir(path: Path) -> None:
@@ -22,3 +25,12 @@ def write_private(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def check_private_file(path: Path) -> None:
+    """Refuse a key file that others can read (like ssh does), naming the fix."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise CaStateError(
+            f"{path} is accessible by other users (mode {mode:04o}): run `chmod 600 {path}`"
+        )

@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cloudless.lib.clock import Clock, SystemClock, utc
-from cloudless.security._files import ensure_private_dir, write_private
+from cloudless.security._files import check_private_file, ensure_private_dir, write_private
 from cloudless.security.bundle import TrustBundle, certificate_digest, load_pem_certificates
 from cloudless.security.errors import (
     CaPassphraseError,
@@ -206,6 +206,7 @@ class CertificateAuthority:
             trust_domain = str(meta["trust_domain"])
         except (ValueError, KeyError) as exc:
             raise CaStateError(f"{d / META_FILE} is corrupt ({exc})") from None
+        check_private_file(d / KEY_FILE)
         pw = _pw(passphrase)
         key_pem = (d / KEY_FILE).read_bytes()
         try:
