@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
+from cloudless.lib.errors import ValidationError
 from cloudless.security.ca import CertificateAuthority
 from cloudless.security.identity import load_certificate
 from cloudless.security.keys import IpAddress
@@ -57,9 +58,9 @@ def renewal_due(
     jitter: float = DEFAULT_JITTER,
 ) -> RenewalDecision:
     if not 0 < fraction < 1:
-        raise ValueError(f"fraction={fraction} must be between 0 and 1 (default 2/3)")
+        raise ValidationError(f"fraction={fraction} must be between 0 and 1 (default 2/3)")
     if not 0 <= jitter < fraction:
-        raise ValueError(f"jitter={jitter} must be >= 0 and below fraction={fraction}")
+        raise ValidationError(f"jitter={jitter} must be >= 0 and below fraction={fraction}")
     v = cert if isinstance(cert, Validity) else _validity(cert)
     lifetime = v.not_after - v.not_before
     renew_at = v.not_before + lifetime * (fraction - jitter * rng.random())

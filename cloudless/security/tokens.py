@@ -38,6 +38,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 
 from cloudless.lib.clock import Clock
+from cloudless.lib.errors import ValidationError
 from cloudless.lib.ids import IdSource, RandomIds
 from cloudless.security.bundle import certificate_digest, load_pem_certificates
 from cloudless.security.ca import CertificateAuthority
@@ -169,7 +170,7 @@ class TokenManager:
         ids: IdSource | None = None,
     ) -> None:
         if not 4 <= bcrypt_cost <= 31:
-            raise ValueError(f"bcrypt_cost={bcrypt_cost} must be within 4..31 (default 10)")
+            raise ValidationError(f"bcrypt_cost={bcrypt_cost} must be within 4..31 (default 10)")
         self.ca = ca
         self.store = store
         self.clock = clock
@@ -186,12 +187,15 @@ class TokenManager:
         description: str = "",
     ) -> IssuedToken:
         if ttl_seconds <= 0:
-            raise ValueError(f"ttl_seconds={ttl_seconds} must be positive (default 24 h)")
+            raise ValidationError(f"ttl_seconds={ttl_seconds} must be positive (default 24 h)")
         pinned = dict(labels or {})
         for k in pinned:
             if not _LABEL_KEY.match(k):
-                raise ValueError(f"label key {k!r} is invalid: use letters, digits, '.', '-', '/'")
+                raise ValidationError(
+                    f"label key {k!r} is invalid: use letters, digits, '.', '-', '/'"
+                )
         now = self.clock.now()
+        expires_at = int(now + ttl_seconds)
         token_id = self._ids.new_id("tok-")
         secret = secrets.token_hex(16)
         claims = {
@@ -199,7 +203,7 @@ class TokenManager:
             "use": TokenUse(use).value,
             "labels": pinned,
             "iat": int(now),
-            "exp": int(now + ttl_seconds),
+            "exp": expires_at,
             "cad": self.ca.digest,
             "aud": AUDIENCE,
         }
@@ -212,7 +216,7 @@ class TokenManager:
             use=TokenUse(use),
             secret_hash=hashed,
             created_at=now,
-            expires_at=float(claims["exp"]),  # type: ignore[arg-type]
+            expires_at=float(expires_at),
             labels=pinned,
             description=description,
         )

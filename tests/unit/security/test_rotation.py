@@ -5,6 +5,7 @@ import random
 import pytest
 
 from cloudless.lib.clock import FakeClock
+from cloudless.lib.errors import ValidationError
 from cloudless.security.ca import BACKDATE_SECONDS, DAY, CertificateAuthority, CertKind
 from cloudless.security.errors import (
     CertificateExpired,
@@ -76,7 +77,7 @@ def test_renewal_due_reads_a_real_certificate(ca: CertificateAuthority) -> None:
 
 @pytest.mark.parametrize(("fraction", "jitter"), [(0.0, 0.0), (1.0, 0.0), (0.5, 0.5), (0.5, -0.1)])
 def test_renewal_parameters_validated(fraction: float, jitter: float) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValidationError):
         renewal_due(V, 0, random.Random(1), fraction=fraction, jitter=jitter)
 
 

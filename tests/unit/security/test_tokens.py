@@ -12,6 +12,7 @@ import jwt
 import pytest
 
 from cloudless.lib.clock import FakeClock
+from cloudless.lib.errors import ValidationError
 from cloudless.lib.ids import SequentialIds
 from cloudless.security.ca import CertificateAuthority, CertKind
 from cloudless.security.enrollment import enroll
@@ -271,12 +272,12 @@ async def test_pinned_ca(ctx: Ctx, foreign_ca: CertificateAuthority) -> None:
 
 @pytest.mark.parametrize("cost", [3, 32])
 def test_bcrypt_cost_bounds(ctx: Ctx, cost: int) -> None:
-    with pytest.raises(ValueError, match=f"bcrypt_cost={cost}"):
+    with pytest.raises(ValidationError, match=f"bcrypt_cost={cost}"):
         TokenManager(ctx.ca, InMemoryTokenStore(), ctx.clock, bcrypt_cost=cost)
 
 
 async def test_create_validates_inputs(ctx: Ctx) -> None:
-    with pytest.raises(ValueError, match="ttl_seconds"):
+    with pytest.raises(ValidationError, match="ttl_seconds"):
         await ctx.tm.create(ENROL, ttl_seconds=0)
-    with pytest.raises(ValueError, match="label key"):
+    with pytest.raises(ValidationError, match="label key"):
         await ctx.tm.create(ENROL, labels={"bad key": "x"})
