@@ -42,6 +42,8 @@ __all__ = [
     "authorize_grpc",
     "authorized_handler",
     "client_ssl_context",
+    "enrolment_ssl_context",
+    "first_contact_ssl_context",
     "grpc_channel_credentials",
     "grpc_channel_options",
     "grpc_server_credentials",
@@ -83,6 +85,27 @@ def client_ssl_context(
     _load_chain(ctx, cert_pem, key_pem)
     ctx.load_verify_locations(cadata=bundle_pem.decode("ascii"))
     ctx.check_hostname = check_hostname
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def first_contact_ssl_context() -> ssl.SSLContext:
+    """A client context that does **not** verify the server: only for fetching the CA
+    certificate before enrolment, which the caller must then check with
+    ``tokens.pinned_ca(token, ca_pem)`` before sending anything else."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    _harden(ctx)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def enrolment_ssl_context(pinned_ca_pem: bytes) -> ssl.SSLContext:
+    """A client context with no client certificate yet, trusting only the pinned root."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    _harden(ctx)
+    ctx.load_verify_locations(cadata=pinned_ca_pem.decode("ascii"))
+    ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
 
