@@ -328,14 +328,15 @@ class FakeRuntime:
 
     async def container_stats(self, container_id: str) -> ContainerStats:
         c = self._get(container_id)
-        running = c.state is ContainerState.RUNNING
-        elapsed = self.clock.monotonic() - c.started_mono if c.started_at is not None else 0.0
+        if c.state is not ContainerState.RUNNING:
+            raise InvalidState(f"container {container_id!r} is not running; it has no live stats")
+        elapsed = self.clock.monotonic() - c.started_mono
         return ContainerStats(
             id=container_id,
             cpu_ns=int(c.behavior.cpu_millicores * 1_000_000 * elapsed),
-            memory_bytes=c.behavior.memory_bytes if running else 0,
+            memory_bytes=c.behavior.memory_bytes,
             memory_limit_bytes=c.spec.memory_bytes,
-            pids=1 if running else 0,
+            pids=1,
             timestamp=self.clock.now(),
         )
 

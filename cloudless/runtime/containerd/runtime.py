@@ -42,6 +42,7 @@ from cloudless.runtime.containerd.stats import decode_metrics
 from cloudless.runtime.errors import (
     ContainerExists,
     ContainerNotFound,
+    ImageNotPulled,
     InvalidState,
     RuntimeFailure,
     StartFailed,
@@ -140,9 +141,11 @@ class ContainerdRuntime:
                 f"prepare rootfs of {spec.id}",
                 lease=lease,
             )
-        except NotFound:
-            self._lease = None  # our lease vanished (expired or removed): take a new one
-            return await self.create_container(spec)
+        except NotFound as e:
+            if not await self._lease_exists(lease):
+                self._lease = None  # our lease vanished (expired or removed): take a new one
+                return await self.create_container(spec)
+            raise ImageNotPulled(spec.image) from e
         except AlreadyExists:
             if await self._container(spec.id, missing_ok=True) is not None:
                 raise ContainerExists(spec.id) from None
@@ -345,6 +348,13 @@ class ContainerdRuntime:
 
     # -- internals -----------------------------------------------------------------------
 
+    async def _lease_exists(self, lease: str) -> bool:
+        c = self.client
+        resp = await c.call(
+            c.leases.List, leases_pb2.ListRequest(filters=[f"id=={lease}"]), "list leases"
+        )
+        return len(resp.leases) > 0
+
     async def _create_lease(self) -> str:
         """A lease protecting a new rootfs snapshot until its container record exists.
 
@@ -459,7 +469,9 @@ class ContainerdRuntime:
                 wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as e:
-            if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            # The server may notice the deadline first and answer UNKNOWN "context deadline
+            # exceeded" instead of the client raising DEADLINE_EXCEEDED.
+            if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED or "deadline" in (e.details() or ""):
                 return False
             if e.code() == grpc.StatusCode.NOT_FOUND:
                 return True

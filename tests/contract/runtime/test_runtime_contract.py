@@ -16,6 +16,7 @@ from cloudless.runtime import (
     ContainerState,
     ImageNotFound,
     ImageNotPulled,
+    InvalidState,
     LogStream,
     PullProgress,
     StartFailed,
@@ -168,7 +169,10 @@ async def test_stats_of_a_running_container(harness: Harness) -> None:
     await rt.start_container("c-stats")
     s = await rt.container_stats("c-stats")
     assert s.pids >= 1 and s.memory_bytes > 0 and s.memory_limit_bytes == 64 << 20
-    await harness.drive(rt.delete_container("c-stats"), 1)
+    await harness.drive(rt.stop_container("c-stats"), 1)
+    with pytest.raises(InvalidState):
+        await rt.container_stats("c-stats")
+    await rt.delete_container("c-stats")
 
 
 async def test_recover_adopts_survivors_after_an_agent_restart(harness: Harness) -> None:
@@ -187,3 +191,20 @@ async def test_recover_adopts_survivors_after_an_agent_restart(harness: Harness)
     assert e.exit_code == 0
     await rt2.delete_container("c-rec")
     assert "c-rec" not in [s.id for s in await rt2.recover()]
+
+
+async def test_starting_twice_is_refused_and_logs_follow_to_the_end(harness: Harness) -> None:
+    rt = harness.runtime
+    await rt.pull_image(harness.image)
+    await rt.create_container(harness.sleeper("c-twice"))
+    await rt.start_container("c-twice")
+    with pytest.raises(InvalidState):
+        await rt.start_container("c-twice")
+    await harness.drive(rt.stop_container("c-twice"), 1)
+    with pytest.raises(InvalidState):
+        await rt.start_container("c-twice")
+    await rt.delete_container("c-twice")
+    with pytest.raises(ContainerNotFound):
+        await rt.start_container("c-twice")
+    with pytest.raises(ContainerNotFound):
+        await rt.container_stats("c-twice")
