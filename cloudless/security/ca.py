@@ -53,7 +53,12 @@ from cloudless.security.errors import (
     SecurityError,
     TrustDomainMismatch,
 )
-from cloudless.security.identity import DEFAULT_TRUST_DOMAIN, CertKind, SpiffeId
+from cloudless.security.identity import (
+    DEFAULT_TRUST_DOMAIN,
+    CertKind,
+    SpiffeId,
+    validate_trust_domain,
+)
 from cloudless.security.keys import (
     DEFAULT_KEY_TYPE,
     IpAddress,
@@ -131,7 +136,7 @@ class CertificateAuthority:
     ) -> CertificateAuthority:
         """Create a new root in ``directory``; refuses to overwrite an existing CA."""
         d = Path(directory)
-        SpiffeId(trust_domain, CertKind.NODE, "x")  # validates the trust domain
+        validate_trust_domain(trust_domain)
         if root_key_size < 2048 or root_key_size % 1024:
             raise SecurityError(
                 f"root_key_size={root_key_size} is invalid: use 2048, 3072 or 4096 (default)"

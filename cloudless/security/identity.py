@@ -45,11 +45,7 @@ class SpiffeId:
     name: str
 
     def __post_init__(self) -> None:
-        if not _TD_RE.match(self.trust_domain):
-            raise InvalidSpiffeId(
-                f"trust domain {self.trust_domain!r} is invalid: use 1-255 characters of "
-                "lowercase letters, digits, '.', '-' or '_' (e.g. 'cloudless')"
-            )
+        validate_trust_domain(self.trust_domain)
         if not isinstance(self.kind, CertKind):
             raise InvalidSpiffeId(f"kind {self.kind!r} is not one of {_kinds()}")
         if not _NAME_RE.match(self.name) or self.name in (".", ".."):
@@ -142,6 +138,14 @@ class SpiffeId:
 
     def __str__(self) -> str:
         return self.uri
+
+
+def validate_trust_domain(trust_domain: str) -> None:
+    if not isinstance(trust_domain, str) or not _TD_RE.match(trust_domain):
+        raise InvalidSpiffeId(
+            f"trust domain {trust_domain!r} is invalid: use 1-255 characters of "
+            "lowercase letters, digits, '.', '-' or '_' (e.g. 'cloudless')"
+        )
 
 
 def load_certificate(cert: x509.Certificate | bytes | str) -> x509.Certificate:

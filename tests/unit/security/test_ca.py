@@ -251,3 +251,11 @@ def test_token_signing_key_is_stable_and_per_cluster(
     assert ca.token_signing_key() == CertificateAuthority.load(ca_dir).token_signing_key()
     assert len(ca.token_signing_key()) == 32
     assert ca.token_signing_key() != foreign_ca.token_signing_key()
+
+
+def test_init_rejects_bad_trust_domain(tmp_path: Path) -> None:
+    from cloudless.security.errors import InvalidSpiffeId
+
+    with pytest.raises(InvalidSpiffeId, match="trust domain 'Bad Domain'"):
+        make_ca(tmp_path, td="Bad Domain")
+    assert not (tmp_path / "ca.key").exists()
