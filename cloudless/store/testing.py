@@ -1,16 +1,10 @@
-"""Test and benchmark support: a throwaway PKI and loopback etcd clusters.
-
-Not for production: the CA key is written next to the certificates. Production certificates
-come from the Cloudless CA (``cloudless.security.ca``).
-"""
+"""Test and benchmark support: a throwaway Cloudless CA and loopback etcd clusters."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import contextlib
-import datetime as dt
-import ipaddress
 import shutil
 import socket
 import subprocess
@@ -18,16 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
+from cloudless.security.ca import CertificateAuthority
 from cloudless.store.errors import StoreError
 from cloudless.store.etcd import EtcdStore
 from cloudless.store.etcd_admin import MemberStatus, member_status
 from cloudless.store.etcd_process import EtcdMember, EtcdNotInstalled, MemberConfig
-from cloudless.store.tls import ETCD_SERVER_NAME, ClientTls, MemberTls
+from cloudless.store.pki import client_tls, member_tls
+from cloudless.store.tls import ClientTls, MemberTls
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -44,80 +35,28 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
 @dataclass
 class TestPki:
-    """A one-off CA issuing member and client certificates into ``directory``."""
+    """A throwaway Cloudless CA (RSA-2048 root, for speed) issuing etcd member and client
+    certificates into ``directory``, exactly as production does (``cloudless.store.pki``)."""
 
     __test__ = False  # not a pytest class
     directory: Path
 
     def __post_init__(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cloudless-test-ca")])
-        now = dt.datetime.now(dt.UTC)
-        self._name = name
-        self._cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(self._key, hashes.SHA256())
+        self.ca = CertificateAuthority.init(
+            self.directory / "ca", trust_domain="cloudless.test", root_key_size=2048
         )
-        self.ca_file = self.directory / "ca.pem"
-        self.ca_file.write_bytes(self.ca_pem)
 
     @property
     def ca_pem(self) -> bytes:
-        return self._cert.public_bytes(serialization.Encoding.PEM)
-
-    def _issue(self, cn: str, ips: tuple[str, ...], dns: tuple[str, ...]) -> tuple[bytes, bytes]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.UTC)
-        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-            .issuer_name(self._name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-        )
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(self._key, hashes.SHA256())
-        return _pem_key(key), cert.public_bytes(serialization.Encoding.PEM)
+        return self.ca.bundle_pem
 
     def member(self, name: str, ip: str = "127.0.0.1") -> MemberTls:
-        key, cert = self._issue(name, (ip,), (ETCD_SERVER_NAME, "localhost"))
-        (self.directory / f"{name}.key").write_bytes(key)
-        (self.directory / f"{name}.pem").write_bytes(cert)
-        d = self.directory
-        return MemberTls(self.ca_file, d / f"{name}.pem", d / f"{name}.key")
+        return member_tls(self.ca, name, ip, self.directory / "members")
 
     def client(self, name: str = "client") -> ClientTls:
-        key, cert = self._issue(name, (), ())
-        return ClientTls(self.ca_pem, cert, key)
+        return client_tls(self.ca, name)
 
 
 def member_configs(
