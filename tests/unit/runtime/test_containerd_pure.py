@@ -1,0 +1,59 @@
+"""containerd-side pure pieces: metrics decoding, start-failure wording, event filters."""
+
+from __future__ import annotations
+
+from cloudless.api.gen.containerd.cgroups.v1 import metrics_pb2 as v1
+from cloudless.api.gen.containerd.cgroups.v2 import metrics_pb2 as v2
+from cloudless.api.gen.containerd.services.containers.v1 import containers_pb2 as cpb
+from cloudless.runtime.containerd.events import explain_start_failure, subscribe_filters
+from cloudless.runtime.containerd.stats import decode_metrics, oom_killed_in_metrics
+
+
+def test_decode_cgroup_v1_working_set() -> None:
+    m = v1.Metrics(
+        pids=v1.PidsStat(current=3),
+        cpu=v1.CPUStat(usage=v1.CPUUsage(total=5_000_000)),
+        memory=v1.MemoryStat(
+            total_inactive_file=1_000, usage=v1.MemoryEntry(usage=11_000, limit=1 << 63)
+        ),
+    )
+    s = decode_metrics("c", "io.containerd.cgroups.v1.Metrics", m.SerializeToString(), 1.0)
+    # working set = usage 11_000 - inactive file 1_000 = 10_000; 2^63 limit means unlimited (0).
+    assert (s.cpu_ns, s.memory_bytes, s.memory_limit_bytes, s.pids) == (5_000_000, 10_000, 0, 3)
+
+
+def test_decode_cgroup_v2() -> None:
+    m = v2.Metrics(
+        pids=v2.PidsStat(current=2),
+        cpu=v2.CPUStat(usage_usec=7),
+        memory=v2.MemoryStat(usage=5_000, inactive_file=500, usage_limit=64 << 20),
+    )
+    s = decode_metrics("c", "types.x/io.containerd.cgroups.v2.Metrics", m.SerializeToString(), 1)
+    # 7 us = 7_000 ns; 5_000 - 500 = 4_500 bytes working set.
+    assert (s.cpu_ns, s.memory_bytes, s.memory_limit_bytes, s.pids) == (7_000, 4_500, 64 << 20, 2)
+
+
+def test_oom_counters() -> None:
+    m1 = v1.Metrics(memory_oom_control=v1.MemoryOomControl(oom_kill=1)).SerializeToString()
+    m2 = v2.Metrics(memory_events=v2.MemoryEvents(oom_kill=0)).SerializeToString()
+    assert oom_killed_in_metrics("io.containerd.cgroups.v1.Metrics", m1)
+    assert not oom_killed_in_metrics("io.containerd.cgroups.v2.Metrics", m2)
+
+
+def test_command_not_found_is_explained() -> None:
+    record = cpb.Container(id="c", image="reg/busybox:1")
+    runc = (
+        "create task c: containerd said UNKNOWN: failed to create shim task: OCI runtime create "
+        'failed: runc create failed: unable to start container process: exec: "nope": '
+        "executable file not found in $PATH: unknown"
+    )
+    msg = explain_start_failure("c", record, runc)
+    assert "command 'nope' was not found in the image 'reg/busybox:1'" in msg
+    assert "OCI runtime" not in msg
+
+
+def test_subscribe_filters_and_within_or_across() -> None:
+    assert subscribe_filters("ns") == [
+        'namespace=="ns",topic=="/tasks/exit"',
+        'namespace=="ns",topic=="/tasks/oom"',
+    ]
