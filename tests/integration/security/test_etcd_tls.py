@@ -79,7 +79,7 @@ def etcd(pki: tuple[CertificateAuthority, Path]) -> Iterator[Etcd]:
     client_port, peer_port = _free_port(), _free_port()
     endpoint = f"https://127.0.0.1:{client_port}"
     peer = f"http://127.0.0.1:{peer_port}"
-    log = open(d / "etcd.log", "wb")  # noqa: SIM115 - closed in finally
+    log = open(d / "etcd.log", "wb")  # closed in finally
     proc = subprocess.Popen(
         [
             "etcd",
@@ -96,7 +96,7 @@ def etcd(pki: tuple[CertificateAuthority, Path]) -> Iterator[Etcd]:
             "--client-cert-auth",
         ],
         stdout=subprocess.DEVNULL,
-        stderr=open(d / "etcd.log", "wb"),
+        stderr=log,
     )
     e = Etcd(endpoint, ca.directory / "ca.crt")
     k, c = ca.issue(SpiffeId.service("coordinator"), CertKind.SERVICE)
