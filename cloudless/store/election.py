@@ -146,7 +146,9 @@ class Election:
                 tg.create_task(self._keepalive(lease))
                 await self._campaign(lease)
         finally:
+            # Step down now rather than at lease expiry, so a successor need not wait a TTL.
             self._publish(NO_LEADER if self._state.is_me else self._state)
+            await asyncio.shield(self._resign())
 
     async def _campaign(self, lease: Lease) -> None:
         while True:

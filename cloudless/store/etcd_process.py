@@ -20,11 +20,14 @@ import shutil
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from cloudless.lib.backoff import Backoff
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.store.errors import StoreError
+
+if TYPE_CHECKING:
+    from cloudless.store.etcd_admin import MemberStatus
 from cloudless.store.tls import MemberTls
 
 log = logging.getLogger(__name__)
@@ -143,6 +146,8 @@ class EtcdMember:
         self._proc: asyncio.subprocess.Process | None = None
         self.restarts = 0
         self.stop_grace = 10.0  # SIGTERM lets a leader hand over; then SIGKILL
+        self.last_status: MemberStatus | None = None  # from the supervisor's health checks
+        self.last_healthy_at: float | None = None
 
     @property
     def pid(self) -> int | None:
@@ -151,6 +156,11 @@ class EtcdMember:
     @property
     def running(self) -> bool:
         return self.pid is not None
+
+    def healthy(self, within: float = 10.0) -> bool:
+        """Running and answered a health check in the last ``within`` seconds."""
+        t = self.last_healthy_at
+        return self.running and t is not None and self._clock.monotonic() - t <= within
 
     async def start(self, *, ready_timeout: float = 30.0, wait_ready: bool = True) -> None:
         cfg = self.config
@@ -181,7 +191,8 @@ class EtcdMember:
             if self._proc is None or self._proc.returncode is not None:
                 self._raise_exited()
             try:
-                await member_status(self.config, rpc_timeout=1.0)
+                self.last_status = await member_status(self.config, rpc_timeout=1.0)
+                self.last_healthy_at = self._clock.monotonic()
                 return
             except StoreError as e:
                 last = e
@@ -278,8 +289,8 @@ class EtcdMember:
         while True:
             await self._clock.sleep(interval)
             try:
-                await member_status(self.config, rpc_timeout=interval)
-                last_ok = self._clock.monotonic()
+                self.last_status = await member_status(self.config, rpc_timeout=interval)
+                last_ok = self.last_healthy_at = self._clock.monotonic()
             except StoreError:
                 if self._clock.monotonic() - last_ok > unhealthy_after:
                     log.warning("etcd %s unresponsive for %.0fs", self.config.name, unhealthy_after)

@@ -9,6 +9,7 @@ at ``prefix + name``. Values are schema-checked on read: a record that does not 
 from __future__ import annotations
 
 import builtins
+import contextlib
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -116,9 +117,12 @@ class Table(Generic[T]):
 
     async def watch(self, *, start_revision: int = 0) -> AsyncGenerator[TableEvent[T], None]:
         """Decoded changes from ``start_revision``; raises ``Compacted`` like ``Store.watch``."""
-        async for batch in self.store.watch(self.prefix, start_revision=start_revision):
-            for e in batch.events:
-                yield self.event(e.type, e.kv)
+        async with contextlib.aclosing(
+            self.store.watch(self.prefix, start_revision=start_revision)
+        ) as batches:
+            async for batch in batches:
+                for e in batch.events:
+                    yield self.event(e.type, e.kv)
 
     def event(self, type: EventType, kv: KeyValue) -> TableEvent[T]:
         name = self.name_of(kv.key)

@@ -40,6 +40,7 @@ async def test_supervisor_restarts_killed_member(tmp_path: Path, pki: TestPki) -
                 break
             await asyncio.sleep(0.05)
         assert c.members[0].restarts == 1
+        assert c.members[0].healthy()
         kv = await store.get("/k")  # retried through the restart
         assert kv is not None and kv.value == b"before"
         await store.close()
