@@ -99,3 +99,20 @@ def test_implementations_agree_on_generated_cluster(strategy: Strategy) -> None:
     assert vectorized(nodes, [], {}, groups, 3, strategy) == reference(
         nodes, [], {}, groups, 3, strategy
     )
+
+
+def test_place_with_existing_and_locality_hint_agree() -> None:
+    nodes = generate_cluster(60, seed=8)
+    s = spec("w", cpu="500m", max_per_node=1, spread=(spread_c("zone"),))
+    reps = [replica(f"w{i}", "w", nodes[i].id) for i in range(0, 12, 3)]
+    existing = reps[:2]  # the caller counts only two of them as live
+
+    def hint(_: WorkloadSpec) -> dict[str, float]:
+        return {nodes[5].id: 1.0, nodes[7].id: 0.8}
+
+    snap = Snapshot.build(nodes, reps, {"w": s})
+    a = Scheduler(rng=random.Random(2), locality_hint=hint).place(snap, s, 9, existing=existing)
+    b = ReferenceScheduler(rng=random.Random(2), locality_hint=hint).place(
+        nodes, reps, {"w": s}, s, 9, existing=existing
+    )
+    assert a == b and len(a.assignments) == 9
