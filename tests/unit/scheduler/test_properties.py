@@ -171,3 +171,33 @@ def test_rejection_counts_add_up(sc: tuple[Any, ...]) -> None:
     for s, _ in sc[3]:
         r = Scheduler().explain(snap, s).rejections
         assert r.fit + sum(c for _, c in r.counts) == len(nodes)
+
+
+def _even_feasible(per_zone_cap: list[int], count: int) -> bool:
+    base, extra = divmod(count, len(per_zone_cap))
+    need = sorted([base + 1] * extra + [base] * (len(per_zone_cap) - extra), reverse=True)
+    return all(a >= b for a, b in zip(sorted(per_zone_cap, reverse=True), need, strict=True))
+
+
+@SETTINGS
+@given(
+    st.lists(st.tuples(st.integers(0, 2), st.sampled_from((1, 2, 4))), min_size=3, max_size=10),
+    st.integers(1, 30),
+    st.integers(0, 100),
+)
+def test_spread_even_whenever_feasible(
+    layout: list[tuple[int, int]], count: int, seed: int
+) -> None:
+    # node i sits in zone layout[i][0] and holds layout[i][1] one-cpu replicas
+    nodes = [node(f"n{i}", cpu=str(c), zone=f"z{z}") for i, (z, c) in enumerate(layout)]
+    zones = sorted({z for z, _ in layout})
+    cap = [sum(c for z, c in layout if z == k) for k in zones]
+    plan = Scheduler(rng=random.Random(seed)).place(
+        Snapshot.build(nodes), spec("w", cpu="1", memory="1Mi", spread=(spread_c("zone"),)), count
+    )
+    per = dict.fromkeys(zones, 0)
+    for a in plan.assignments:
+        per[layout[int(a.node_id[1:])][0]] += 1
+    if _even_feasible(cap, count):
+        assert plan.complete
+        assert max(per.values()) - min(per.values()) <= 1
