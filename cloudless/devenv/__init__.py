@@ -6,7 +6,12 @@ Public API: ``PrivateContainerd``, ``PrivateRegistry``, ``build_busybox_image``,
 """
 
 from cloudless.devenv.containerd import PrivateContainerd, containerd_available, remove_cgroups
-from cloudless.devenv.images import build_busybox_image, build_random_image, push_image
+from cloudless.devenv.images import (
+    build_busybox_image,
+    build_random_image,
+    busybox_layer_gz,
+    push_image,
+)
 from cloudless.devenv.registry import PrivateRegistry, htpasswd_line, registry_available
 
 __all__ = [
@@ -14,6 +19,7 @@ __all__ = [
     "PrivateRegistry",
     "build_busybox_image",
     "build_random_image",
+    "busybox_layer_gz",
     "containerd_available",
     "htpasswd_line",
     "push_image",

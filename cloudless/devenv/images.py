@@ -90,6 +90,12 @@ def busybox_layer(busybox: Path = BUSYBOX) -> bytes:
     return buf.getvalue()
 
 
+def busybox_layer_gz() -> tuple[bytes, str]:
+    """(gzip-compressed busybox layer, its diff ID) for serving from a custom registry."""
+    raw = busybox_layer()
+    return gzip.compress(raw, compresslevel=1, mtime=0), sha256_digest(raw)
+
+
 def random_layer(size: int, seed: bytes | None = None) -> bytes:
     """An uncompressed layer tar holding ``/data``: ``size`` random (incompressible) bytes."""
     buf = io.BytesIO()

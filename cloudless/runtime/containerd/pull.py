@@ -215,10 +215,13 @@ class Puller:
                     layer, chains[i], chains[i - 1] if i else "", config.diff_ids[i], lease
                 )
 
-        async with asyncio.TaskGroup() as tg:
-            for i, layer in enumerate(manifest.layers):
-                tg.create_task(fetch(i, layer))
-            tg.create_task(unpack())
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for i, layer in enumerate(manifest.layers):
+                    tg.create_task(fetch(i, layer))
+                tg.create_task(unpack())
+        except BaseExceptionGroup as eg:
+            raise first_error(eg) from None
 
         if chains:
             await self._set_labels(
@@ -444,6 +447,16 @@ class Puller:
             )
         except Exception:
             pass
+
+
+def first_error(eg: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first real failure in a task group (callers want one typed error, not a group)."""
+    for e in eg.exceptions:
+        if isinstance(e, BaseExceptionGroup):
+            return first_error(e)
+        if not isinstance(e, asyncio.CancelledError):
+            return e
+    return eg.exceptions[0]
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
