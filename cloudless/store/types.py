@@ -221,15 +221,21 @@ class TxnResult:
 
 
 def check_ops(ops: Sequence[TxnOp]) -> None:
-    """etcd refuses a transaction that writes one key twice; so do we (same error both)."""
+    """etcd refuses a transaction branch that puts one key twice, or puts a key that a
+    delete in the same branch covers; so do we (same error on both stores)."""
     from cloudless.store.errors import InvalidRequest
 
-    seen: set[str] = set()
+    puts: set[str] = set()
+    deletes = [op for op in ops if isinstance(op, Delete)]
     for op in ops:
-        if isinstance(op, Put):
-            if op.key in seen:
-                raise InvalidRequest(f"key {op.key!r} is written twice in one transaction")
-            seen.add(op.key)
+        if not isinstance(op, Put):
+            continue
+        if op.key in puts:
+            raise InvalidRequest(f"key {op.key!r} is written twice in one transaction")
+        puts.add(op.key)
+        for d in deletes:
+            if d.key == op.key or (d.prefix and op.key.startswith(d.key)):
+                raise InvalidRequest(f"key {op.key!r} is both put and deleted in one transaction")
 
 
 def prefix_end(prefix: str) -> bytes:
