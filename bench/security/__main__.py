@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -188,7 +189,10 @@ async def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller sample sizes")
     args = ap.parse_args()
     q = args.quick
-    results: dict[str, Any] = {"bcrypt_cost": args.bcrypt_cost}
+    results: dict[str, Any] = {
+        "bcrypt_cost": args.bcrypt_cost,
+        "load_average_1m_at_start": round(os.getloadavg()[0], 2),
+    }
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
         ca4096 = CertificateAuthority.init(Path(d) / "ca4096", root_key_size=4096)
@@ -226,6 +230,7 @@ async def main() -> None:
         "mark-used + sign_csr with the RSA-4096 root; the client's key/CSR generation is not "
         "included (see leaf_keygen)."
     )
+    results["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
     write_results("security", results)
 
 
