@@ -27,6 +27,7 @@ METHOD = "/cloudless.test.Echo/Hello"
 class GrpcServer:
     port: int
     pki: Pki
+    insecure_port: int = 0
 
 
 @pytest.fixture
@@ -54,9 +55,10 @@ async def grpc_server(pki: Pki) -> AsyncIterator[GrpcServer]:
     )
     creds = grpc_server_credentials(pki.server.cert_pem, pki.server.key_pem, pki.ca.bundle_pem)
     port = server.add_secure_port("127.0.0.1:0", creds)
+    insecure = server.add_insecure_port("127.0.0.1:0")  # only to prove handlers refuse it
     await server.start()
     try:
-        yield GrpcServer(port, pki)
+        yield GrpcServer(port, pki, insecure)
     finally:
         await server.stop(None)
 
@@ -117,3 +119,11 @@ async def test_grpc_client_rejects_wrong_server_name(pki: Pki, grpc_server: Grpc
         with pytest.raises(grpc.aio.AioRpcError) as exc:
             await ch.unary_unary(METHOD)(b"n1", timeout=10)
     assert exc.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_grpc_plaintext_caller_is_unauthenticated(grpc_server: GrpcServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_server.insecure_port}") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await ch.unary_unary(METHOD)(b"n1", timeout=10)
+    assert exc.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert (exc.value.details() or "").startswith("no_certificate: ")
