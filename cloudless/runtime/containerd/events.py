@@ -35,7 +35,13 @@ def subscribe_filters(namespace: str) -> list[str]:
 
 
 async def watch(rt: ContainerdRuntime) -> None:
-    """Subscribe forever; after each (re)subscribe, reconcile to catch exits missed meanwhile."""
+    """Subscribe forever; after each (re)subscribe, reconcile to catch exits missed meanwhile.
+
+    containerd sends no response headers until the first event, so "subscribed" cannot be
+    observed; we reconcile once the channel is ready and the call is in flight. An exit that
+    slips between that reconcile and the server registering us is caught by the periodic
+    reconcile (``reconcile_every``).
+    """
     delay = 0.1
     while True:
         c = rt.client
@@ -45,8 +51,8 @@ async def watch(rt: ContainerdRuntime) -> None:
             wait_for_ready=True,
         )
         try:
-            await call.initial_metadata()
-            rt._subscribed.set()
+            await c.channel.channel_ready()
+            await rt.clock.sleep(0.05)  # let the subscription reach the server
             with contextlib.suppress(Exception):
                 await rt.reconcile()
             delay = 0.1
@@ -55,7 +61,6 @@ async def watch(rt: ContainerdRuntime) -> None:
         except grpc.aio.AioRpcError:
             pass  # containerd went away; resubscribe below
         finally:
-            rt._subscribed.clear()
             call.cancel()
         await rt.clock.sleep(delay)
         delay = min(2.0, delay * 2)

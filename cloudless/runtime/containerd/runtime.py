@@ -110,7 +110,6 @@ class ContainerdRuntime:
         self._running: dict[str, int] = {}  # started by us or adopted: an exit is still due
         self._oom: set[str] = set()
         self._started_at: dict[str, float] = {}
-        self._subscribed = asyncio.Event()
         self._lease: tuple[str, float] | None = None
 
     # -- images --------------------------------------------------------------------------

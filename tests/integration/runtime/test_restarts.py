@@ -40,7 +40,7 @@ def alive(pid: int) -> bool:
 
 
 async def test_containerd_restart_keeps_containers_and_exits_still_arrive(env: Env) -> None:
-    rt = env.runtime()
+    rt = env.runtime(reconcile_every=60)  # only the resubscribe can catch the missed exit
     await rt.pull_image(env.image)
     exits = rt.exits()
     await rt.create_container(spec("long", env.image, SLEEPER))
