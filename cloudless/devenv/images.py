@@ -19,6 +19,10 @@ from pathlib import Path
 from cloudless.devenv.registry import PrivateRegistry
 from cloudless.runtime.oci.distribution import DistributionClient
 from cloudless.runtime.oci.image import (
+    MT_DOCKER_CONFIG,
+    MT_DOCKER_LAYER_GZIP,
+    MT_DOCKER_LIST,
+    MT_DOCKER_MANIFEST,
     MT_OCI_CONFIG,
     MT_OCI_INDEX,
     MT_OCI_LAYER_GZIP,
@@ -125,8 +129,17 @@ async def push_image(
     env: list[str] | None = None,
     as_index: bool = False,
     gzip_level: int = 1,
+    docker: bool = False,
 ) -> str:
-    """Push an image made of uncompressed ``layers``; returns ``host/name:tag``."""
+    """Push an image made of uncompressed ``layers``; returns ``host/name:tag``.
+
+    ``as_index`` wraps it in an image index with a decoy entry for another architecture;
+    ``docker`` uses Docker v2 schema 2 media types instead of OCI ones."""
+    mt_manifest, mt_config, mt_layer, mt_index = (
+        (MT_DOCKER_MANIFEST, MT_DOCKER_CONFIG, MT_DOCKER_LAYER_GZIP, MT_DOCKER_LIST)
+        if docker
+        else (MT_OCI_MANIFEST, MT_OCI_CONFIG, MT_OCI_LAYER_GZIP, MT_OCI_INDEX)
+    )
     ref = parse_reference(registry.ref(name, tag))
     client = DistributionClient(registry.registry_config())
     try:
@@ -137,9 +150,7 @@ async def push_image(
         layer_descs = []
         for blob in compressed:
             digest = await client.push_blob(ref, blob)
-            layer_descs.append(
-                {"mediaType": MT_OCI_LAYER_GZIP, "digest": digest, "size": len(blob)}
-            )
+            layer_descs.append({"mediaType": mt_layer, "digest": digest, "size": len(blob)})
 
         async def manifest_for(arch: str) -> bytes:
             config = {
@@ -152,9 +163,9 @@ async def push_image(
             config_digest = await client.push_blob(ref, config_bytes)
             manifest = {
                 "schemaVersion": 2,
-                "mediaType": MT_OCI_MANIFEST,
+                "mediaType": mt_manifest,
                 "config": {
-                    "mediaType": MT_OCI_CONFIG,
+                    "mediaType": mt_config,
                     "digest": config_digest,
                     "size": len(config_bytes),
                 },
@@ -164,34 +175,39 @@ async def push_image(
 
         mbytes = await manifest_for(go_arch())
         if not as_index:
-            await client.put_manifest(ref, tag, mbytes, MT_OCI_MANIFEST)
+            await client.put_manifest(ref, tag, mbytes, mt_manifest)
             return str(registry.ref(name, tag))
         entries = []
         # A decoy first: the puller must choose by platform, not by position.
         decoy_arch = "arm64" if go_arch() != "arm64" else "amd64"
         for arch, data in ((decoy_arch, await manifest_for(decoy_arch)), (go_arch(), mbytes)):
-            digest = await client.put_manifest(ref, f"{tag}-{arch}", data, MT_OCI_MANIFEST)
+            digest = await client.put_manifest(ref, f"{tag}-{arch}", data, mt_manifest)
             entries.append(
                 {
-                    "mediaType": MT_OCI_MANIFEST,
+                    "mediaType": mt_manifest,
                     "digest": digest,
                     "size": len(data),
                     "platform": {"architecture": arch, "os": "linux"},
                 }
             )
-        index = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": entries}
-        await client.put_manifest(ref, tag, json.dumps(index).encode(), MT_OCI_INDEX)
+        index = {"schemaVersion": 2, "mediaType": mt_index, "manifests": entries}
+        await client.put_manifest(ref, tag, json.dumps(index).encode(), mt_index)
         return str(registry.ref(name, tag))
     finally:
         await client.aclose()
 
 
 async def build_busybox_image(
-    registry: PrivateRegistry, name: str = "busybox", tag: str = "1", *, as_index: bool = False
+    registry: PrivateRegistry,
+    name: str = "busybox",
+    tag: str = "1",
+    *,
+    as_index: bool = False,
+    docker: bool = False,
 ) -> str:
     """Push a busybox image (``sh``, ``httpd``, ``sleep``, ``echo``…); returns its reference."""
     layer = await asyncio.to_thread(busybox_layer)
-    return await push_image(registry, name, tag, [layer], as_index=as_index)
+    return await push_image(registry, name, tag, [layer], as_index=as_index, docker=docker)
 
 
 async def build_random_image(

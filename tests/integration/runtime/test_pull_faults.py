@@ -123,11 +123,15 @@ async def test_https_registry_is_verified_against_its_ca(env: Env, tmp_path: Pat
         assert info.digest.startswith("sha256:")
 
 
-async def test_index_picks_this_platform_and_runs(env: Env) -> None:
-    ref = await build_busybox_image(env.registry, "multi", "1", as_index=True)
+@pytest.mark.parametrize("docker", [False, True], ids=["oci", "docker-schema2"])
+async def test_index_picks_this_platform_and_runs(env: Env, docker: bool) -> None:
+    ref = await build_busybox_image(env.registry, "multi", "1", as_index=True, docker=docker)
     rt = env.runtime()
     await rt.pull_image(ref)
     assert await run_to_exit(rt, "multi", ref, "exit 4") == 4
+    plain = await build_busybox_image(env.registry, "plain", "1", docker=docker)
+    await rt.pull_image(plain)
+    assert await run_to_exit(rt, "plain", plain, "exit 5") == 5
 
 
 async def test_corrupt_layer_is_refused_and_nothing_is_registered(env: Env) -> None:
