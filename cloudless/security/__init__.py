@@ -15,7 +15,8 @@ module             owns
 ``verify``         pure leaf verification: root, validity, usage, SPIFFE ID, revocation
 ``revocation``     ``RevocationList`` by serial and by identity
 ``authz``          ``Authorizer`` -> ``Decision`` (allowed, reason, code)
-``rotation``       ``renewal_due`` (pure) and ``renew_certificate``
+``rotation``       ``renewal_due`` (pure) and ``renew_certificate`` (CA side)
+``renewer``        ``Renewer.run``: the agent's renewal loop (new key each time, backoff)
 ``token_store``    ``TokenStore`` protocol, ``TokenRecord``, ``InMemoryTokenStore``
 ``tokens``         ``TokenManager`` (join tokens: JWT + bcrypt'd secret + CA digest pin)
 ``enrollment``     ``enroll``: the coordinator's token + CSR -> certificate path
