@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -12,6 +14,7 @@ from cloudless.security.ca import CertKind
 from cloudless.security.identity import SpiffeId
 from cloudless.security.tls import (
     authorize_grpc,
+    client_ssl_context,
     grpc_channel_credentials,
     grpc_channel_options,
     grpc_server_credentials,
@@ -127,3 +130,23 @@ async def test_grpc_plaintext_caller_is_unauthenticated(grpc_server: GrpcServer)
             await ch.unary_unary(METHOD)(b"n1", timeout=10)
     assert exc.value.code() is grpc.StatusCode.UNAUTHENTICATED
     assert (exc.value.details() or "").startswith("no_certificate: ")
+
+
+@pytest.mark.parametrize(
+    ("max_version", "negotiated"),
+    [(ssl.TLSVersion.MAXIMUM_SUPPORTED, "TLSv1.3"), (ssl.TLSVersion.TLSv1_2, "TLSv1.2")],
+)
+async def test_grpc_server_prefers_tls13_and_accepts_tls12(
+    pki: Pki, grpc_server: GrpcServer, max_version: ssl.TLSVersion, negotiated: str
+) -> None:
+    # a raw TLS client (offering h2, as gRPC does) shows what the gRPC server negotiates
+    leaf = pki.clients["valid"]
+    ctx = client_ssl_context(leaf.cert_pem, leaf.key_pem, pki.ca.bundle_pem)
+    ctx.maximum_version = max_version
+    ctx.set_alpn_protocols(["h2"])
+    _, writer = await asyncio.open_connection(
+        "127.0.0.1", grpc_server.port, ssl=ctx, server_hostname="localhost"
+    )
+    tls = writer.get_extra_info("ssl_object")
+    assert (tls.version(), tls.selected_alpn_protocol()) == (negotiated, "h2")
+    writer.close()
