@@ -148,42 +148,7 @@ class CertificateAuthority:
             )
         clock = clock or SystemClock()
         now = clock.now()
-        key = rsa.generate_private_key(public_exponent=65537, key_size=root_key_size)
-        name = x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Cloudless"),
-                x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, trust_domain),
-                x509.NameAttribute(
-                    NameOID.COMMON_NAME, f"Cloudless root CA {secrets.token_hex(4)}"
-                ),
-            ]
-        )
-        root = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(utc(now - BACKDATE_SECONDS))
-            .not_valid_after(utc(now + ROOT_TTL_SECONDS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-            .sign(key, hashes.SHA256())
-        )
+        key, root = new_root(trust_domain, now, root_key_size)
         ensure_private_dir(d)
         pw = _pw(passphrase)
         write_private(d / KEY_FILE, private_key_pem(key, pw))
@@ -211,25 +176,7 @@ class CertificateAuthority:
             trust_domain = str(meta["trust_domain"])
         except (ValueError, KeyError) as exc:
             raise CaStateError(f"{d / META_FILE} is corrupt ({exc})") from None
-        check_private_file(d / KEY_FILE)
-        pw = _pw(passphrase)
-        key_pem = (d / KEY_FILE).read_bytes()
-        try:
-            key = serialization.load_pem_private_key(key_pem, password=pw)
-        except TypeError:
-            if pw is None:
-                raise CaPassphraseError(
-                    f"the CA key in {d} is encrypted: pass its passphrase"
-                ) from None
-            raise CaPassphraseError(
-                f"the CA key in {d} is not encrypted: do not pass a passphrase"
-            ) from None
-        except ValueError:
-            raise CaPassphraseError(
-                f"could not decrypt the CA key in {d}: the passphrase is wrong"
-            ) from None
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise CaStateError(f"the CA key in {d} is not an RSA key")
+        key = load_root_key(d / KEY_FILE, _pw(passphrase))
         root = x509.load_pem_x509_certificate((d / CERT_FILE).read_bytes())
         if root.public_key() != key.public_key():
             raise CaStateError(f"{d / CERT_FILE} and {d / KEY_FILE} do not belong together")
@@ -432,6 +379,69 @@ class CertificateAuthority:
     def _signing_key(self) -> CertificateIssuerPrivateKeyTypes:
         """For tests and tools that must build unusual certificates with this root."""
         return self._key
+
+
+def new_root(
+    trust_domain: str, now: float, key_size: int = DEFAULT_ROOT_KEY_SIZE
+) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    """A fresh self-signed root: RSA ``key_size``, 10 years, ``CA:TRUE, pathlen:0``."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Cloudless"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, trust_domain),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"Cloudless root CA {secrets.token_hex(4)}"),
+        ]
+    )
+    root = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(utc(now - BACKDATE_SECONDS))
+        .not_valid_after(utc(now + ROOT_TTL_SECONDS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, root
+
+
+def load_root_key(path: Path, passphrase: bytes | None) -> rsa.RSAPrivateKey:
+    """Read a root key, refusing one others can read; passphrase errors say what to do."""
+    check_private_file(path)
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=passphrase)
+    except TypeError:
+        if passphrase is None:
+            raise CaPassphraseError(
+                f"the CA key {path} is encrypted: pass its passphrase"
+            ) from None
+        raise CaPassphraseError(
+            f"the CA key {path} is not encrypted: do not pass a passphrase"
+        ) from None
+    except ValueError:
+        raise CaPassphraseError(
+            f"could not decrypt the CA key {path}: the passphrase is wrong"
+        ) from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise CaStateError(f"the CA key {path} is not an RSA key")
+    return key
 
 
 def _check_csr_identity(csr: x509.CertificateSigningRequest, spiffe_id: SpiffeId) -> None:
