@@ -25,7 +25,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc.aio
@@ -90,6 +90,7 @@ class Puller:
         self.arch = arch
         self.now = now
         self._inflight: dict[str, asyncio.Future[ImageInfo]] = {}
+        self._blobs: dict[str, asyncio.Future[None]] = {}  # digest -> write in progress
 
     async def pull(self, ref_str: str, progress: ProgressCallback | None = None) -> ImageInfo:
         ref = parse_reference(ref_str)
@@ -205,7 +206,7 @@ class Puller:
                 advance(layer.size)
             else:
                 async with sem:
-                    await self._stream_blob(ref, layer, lease, advance)
+                    await self._shared_fetch(ref, layer, lease, advance)
             fetched[i].set()
 
         async def unpack() -> None:
@@ -299,7 +300,42 @@ class Puller:
             if labels:
                 await self._set_labels(desc.digest, labels)
             return
-        await self._write(desc, _once(data), lease, labels, lambda n: None)
+        await self._shared(desc, lambda: self._write(desc, _once(data), lease, {}, lambda n: None))
+        if labels:
+            await self._set_labels(desc.digest, labels)
+
+    async def _shared_fetch(
+        self, ref: Reference, desc: Descriptor, lease: str, advance: Callable[[int], None]
+    ) -> None:
+        if await self._shared(desc, lambda: self._stream_blob(ref, desc, lease, advance)):
+            advance(desc.size)  # someone else fetched it: count it as done here too
+
+    async def _shared(self, desc: Descriptor, write: Callable[[], Awaitable[None]]) -> bool:
+        """Write a blob unless another pull (of any image) is already writing it.
+
+        containerd locks an ingest ref while one writer holds it, so a second writer of the
+        same blob would fail; it waits for the first instead. Returns True if it waited.
+        """
+        shared = self._blobs.get(desc.digest)
+        if shared is not None:
+            await asyncio.shield(shared)
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._blobs[desc.digest] = fut
+        try:
+            await write()
+        except BaseException as e:
+            if isinstance(e, asyncio.CancelledError):
+                fut.cancel()
+            else:
+                fut.set_exception(e)
+                fut.exception()
+            raise
+        else:
+            fut.set_result(None)
+            return False
+        finally:
+            del self._blobs[desc.digest]
 
     async def _stream_blob(
         self, ref: Reference, desc: Descriptor, lease: str, advance: Callable[[int], None]

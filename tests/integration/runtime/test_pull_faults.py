@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import ipaddress
 from pathlib import Path
 
@@ -140,7 +141,7 @@ async def test_corrupt_layer_is_refused_and_nothing_is_registered(env: Env) -> N
     try:
         layer, diff_id = busybox_layer_gz()
         fake.add_image("bb", "1", layer, diff_id)
-        fake.corrupt.add("sha256:" + __import__("hashlib").sha256(layer).hexdigest())
+        fake.corrupt.add("sha256:" + hashlib.sha256(layer).hexdigest())
         rt = env.runtime(registry=RegistryConfig({fake.host: RegistryHost(plain_http=True)}))
         ref = f"{fake.host}/bb:1"
         with pytest.raises(DigestMismatch) as e:
@@ -166,11 +167,29 @@ async def test_bearer_token_registry_and_shared_concurrent_pulls(env: Env) -> No
         ref = f"{fake.host}/bb:1"
         a, b = await asyncio.gather(rt.pull_image(ref), rt.pull_image(ref))
         assert a == b
-        layer_digest = "sha256:" + __import__("hashlib").sha256(layer).hexdigest()
+        layer_digest = "sha256:" + hashlib.sha256(layer).hexdigest()
         assert fake.hits[f"blob:{layer_digest}"] == 1  # two pulls, one download
         assert fake.hits["token"] >= 1
         assert await run_to_exit(rt, "bearer", ref, "exit 0") == 0
         st = await rt.get_container("bearer")
         assert st.state is ContainerState.EXITED
+    finally:
+        await fake.stop()
+
+
+async def test_two_images_sharing_a_layer_download_it_once(env: Env) -> None:
+    fake = FakeRegistry()
+    await fake.start()
+    try:
+        layer, diff_id = busybox_layer_gz()
+        fake.add_image("one", "1", layer, diff_id)
+        fake.add_image("two", "1", layer, diff_id)
+        rt = env.runtime(registry=RegistryConfig({fake.host: RegistryHost(plain_http=True)}))
+        await asyncio.gather(
+            rt.pull_image(f"{fake.host}/one:1"), rt.pull_image(f"{fake.host}/two:1")
+        )
+        layer_digest = "sha256:" + hashlib.sha256(layer).hexdigest()
+        assert fake.hits[f"blob:{layer_digest}"] == 1
+        assert await run_to_exit(rt, "two", f"{fake.host}/two:1", "exit 0") == 0
     finally:
         await fake.stop()
