@@ -11,7 +11,8 @@ module             owns
 ``identity``       ``SpiffeId`` (``spiffe://<td>/<kind>/<name>``), ``CertKind``
 ``keys``           leaf keys (ECDSA P-256 default) and CSRs, made by their owner
 ``ca``             ``CertificateAuthority``: RSA root, leaf issuance from CSRs, 0600 state
-``bundle``         ``TrustBundle``: one or more trusted roots (root rotation ready)
+``bundle``         ``TrustBundle``: one or more trusted roots
+``root_rotation``  begin (trust next root) -> switch (next issues) -> retire (drop old)
 ``verify``         pure leaf verification: root, validity, usage, SPIFFE ID, revocation
 ``revocation``     ``RevocationList`` by serial and by identity
 ``authz``          ``Authorizer`` -> ``Decision`` (allowed, reason, code)

@@ -220,6 +220,34 @@ class CertificateAuthority:
         self._extra_roots = uniq.roots
         write_private(self.directory / EXTRA_ROOTS_FILE, uniq.pem)
 
+    def remove_trusted_root(self, digest: str) -> None:
+        """Stop trusting an extra root (never the issuing one); persisted."""
+        if digest == self._digest:
+            raise CaStateError("the issuing root cannot be untrusted: switch roots first")
+        keep = [r for r in self._extra_roots if certificate_digest(r) != digest]
+        if len(keep) == len(self._extra_roots):
+            raise CaStateError(f"no extra trusted root with sha256 {digest[:16]}…")
+        self._extra_roots = tuple(keep)
+        path = self.directory / EXTRA_ROOTS_FILE
+        if keep:
+            write_private(path, TrustBundle.of(keep).pem)
+        else:
+            path.unlink()
+
+    def _install_root(self, root: x509.Certificate, key: rsa.RSAPrivateKey) -> None:
+        """Switch the issuing root in memory; the previous one becomes an extra trusted root.
+
+        ``root_rotation`` persists the files first (extra roots, then key, then cert)."""
+        previous = self.root
+        self.root = root
+        self._key = key
+        self._digest = certificate_digest(root)
+        self._ski = x509.SubjectKeyIdentifier.from_public_key(root.public_key())
+        self._extra_roots = tuple(
+            r for r in (*self._extra_roots, previous) if certificate_digest(r) != self._digest
+        )
+        write_private(self.directory / EXTRA_ROOTS_FILE, TrustBundle.of(self._extra_roots).pem)
+
     def token_signing_key(self) -> bytes:
         """A 32-byte HMAC key for join tokens, derived from the root key (HKDF-SHA256).
 

@@ -176,7 +176,14 @@ class TokenManager:
         self.clock = clock
         self.bcrypt_cost = bcrypt_cost
         self._ids = ids or RandomIds()
-        self._key = ca.token_signing_key()
+        self._key_for: tuple[str, bytes] | None = None
+
+    @property
+    def _key(self) -> bytes:
+        """The HMAC key of the *current* root (re-derived after a root switch)."""
+        if self._key_for is None or self._key_for[0] != self.ca.digest:
+            self._key_for = (self.ca.digest, self.ca.token_signing_key())
+        return self._key_for[1]
 
     async def create(
         self,
