@@ -40,7 +40,7 @@ from cloudless.devenv import (
 )
 from cloudless.runtime.containerd import ContainerdRuntime
 
-TRIALS = int(os.environ.get("BENCH_RUNTIME_TRIALS", "3"))
+TRIALS = int(os.environ.get("BENCH_RUNTIME_TRIALS", "5"))
 LATENCY_N = int(os.environ.get("BENCH_RUNTIME_LATENCY_N", "30"))
 BURST = 50
 SLEEPER = ("sh", "-c", "trap 'exit 0' TERM; sleep 1000 & wait")

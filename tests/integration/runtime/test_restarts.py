@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +141,30 @@ async def test_delete_of_a_running_container_leaves_no_process(env: Env) -> None
     await rt.delete_container("run")
     assert not alive(pid)
     assert (await env.ctr("tasks", "ls")).count("\n") <= 1  # header only
+
+
+async def test_limits_land_in_the_cgroup(env: Env) -> None:
+    rt = env.runtime()
+    await rt.pull_image(env.image)
+    c = ContainerSpec(
+        id="limited",
+        image=env.image,
+        command=("sh", "-c", SLEEPER),
+        cpu_millicores=250,
+        memory_bytes=64 << 20,
+    )
+    await rt.create_container(c)
+    await rt.start_container("limited")
+    rel = rt.cgroups_path("limited").lstrip("/")
+    v1 = Path("/sys/fs/cgroup/cpu") / rel
+    if v1.is_dir():  # cgroup v1 (this machine); v2 would be /sys/fs/cgroup/<rel>/cpu.max
+        # 250 millicores -> 25_000 us quota per 100_000 us period.
+        assert (v1 / "cpu.cfs_quota_us").read_text().strip() == "25000"
+        assert (v1 / "cpu.cfs_period_us").read_text().strip() == "100000"
+        mem = Path("/sys/fs/cgroup/memory") / rel / "memory.limit_in_bytes"
+        assert int(mem.read_text()) == 64 << 20
+    else:
+        assert (Path("/sys/fs/cgroup") / rel / "cpu.max").read_text().split() == ["25000", "100000"]
+    stats = await rt.container_stats("limited")
+    assert stats.memory_limit_bytes == 64 << 20 and stats.pids >= 1
+    await rt.delete_container("limited")
