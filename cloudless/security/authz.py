@@ -61,7 +61,7 @@ def _deny(code: str, reason: str, sid: SpiffeId | None = None) -> Decision:
 class Authorizer:
     def __init__(
         self,
-        bundle: TrustBundle,
+        bundle: TrustBundle | Callable[[], TrustBundle],
         *,
         trust_domain: str,
         revocations: RevocationList | None = None,
@@ -76,6 +76,17 @@ class Authorizer:
         self.rules = tuple(rules)
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[bytes, Role, tuple[str, ...]], VerifiedPeer] = OrderedDict()
+
+    @property
+    def bundle(self) -> TrustBundle:
+        """The roots trusted right now: a fixed bundle, or read from a source on every call
+        (e.g. ``lambda: ca.trust_bundle``, so root rotations apply without rewiring)."""
+        src = self._bundle_source
+        return src if isinstance(src, TrustBundle) else src()
+
+    @bundle.setter
+    def bundle(self, value: TrustBundle | Callable[[], TrustBundle]) -> None:
+        self._bundle_source = value
 
     def authorize(
         self,
@@ -136,12 +147,13 @@ class Authorizer:
             raw = cert.fingerprint(hashes.SHA256())
         else:
             raw = cert.encode() if isinstance(cert, str) else bytes(cert)
-        key = (raw, role, self.bundle.digests)
+        bundle = self.bundle
+        key = (raw, role, bundle.digests)
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
-        peer = verify_static(load_certificate(cert), self.bundle, role)
+        peer = verify_static(load_certificate(cert), bundle, role)
         self._cache[key] = peer
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)

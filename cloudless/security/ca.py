@@ -120,6 +120,7 @@ class CertificateAuthority:
         self.trust_domain = trust_domain
         self.clock: Clock = clock or SystemClock()
         self._extra_roots = extra_roots
+        self._bundle: tuple[tuple[x509.Certificate, ...], TrustBundle] | None = None
         self._digest = certificate_digest(root)
         self._ski = x509.SubjectKeyIdentifier.from_public_key(root.public_key())
 
@@ -206,7 +207,10 @@ class CertificateAuthority:
     @property
     def trust_bundle(self) -> TrustBundle:
         """This root plus any extra trusted roots (two at once during a root rotation)."""
-        return TrustBundle.of((self.root, *self._extra_roots))
+        current = (self.root, *self._extra_roots)
+        if self._bundle is None or self._bundle[0] != current:
+            self._bundle = (current, TrustBundle.of(current))
+        return self._bundle[1]
 
     @property
     def bundle_pem(self) -> bytes:

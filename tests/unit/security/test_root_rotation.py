@@ -100,3 +100,18 @@ def test_encrypted_next_root(own_ca: CertificateAuthority) -> None:
         switch_to_next_root(own_ca)
     switch_to_next_root(own_ca, passphrase="pw")
     assert CertificateAuthority.load(own_ca.directory, passphrase="pw").digest == own_ca.digest
+
+
+def test_authorizer_following_the_ca_sees_rotations(own_ca: CertificateAuthority) -> None:
+    ca = own_ca
+    authz = Authorizer(lambda: ca.trust_bundle, trust_domain="cloudless", clock=ca.clock)
+    old_leaf = node_leaf(ca, "n1").cert_pem
+    assert authz.authorize(old_leaf).allowed
+    begin_root_rotation(ca, root_key_size=2048)
+    old_digest = ca.digest
+    switch_to_next_root(ca)
+    new_leaf = node_leaf(ca, "n1").cert_pem
+    assert authz.authorize(old_leaf).allowed and authz.authorize(new_leaf).allowed
+    retire_root(ca, old_digest)
+    assert authz.authorize(old_leaf).code == "untrusted_certificate"  # cache keyed by bundle
+    assert authz.authorize(new_leaf).allowed
