@@ -218,11 +218,16 @@ class CertificateAuthority:
 
     def add_trusted_root(self, pem: bytes) -> None:
         """Also trust another root (e.g. the next or the previous one); persisted 0600."""
-        roots = [*self._extra_roots, *load_pem_certificates(pem)]
-        TrustBundle.of(roots)  # validates: all CA certs
-        uniq = TrustBundle.of(r for r in roots if certificate_digest(r) != self._digest)
-        self._extra_roots = uniq.roots
-        write_private(self.directory / EXTRA_ROOTS_FILE, uniq.pem)
+        roots = TrustBundle.of([*self._extra_roots, *load_pem_certificates(pem)]).roots
+        self._set_extra_roots(tuple(r for r in roots if certificate_digest(r) != self._digest))
+
+    def _set_extra_roots(self, roots: tuple[x509.Certificate, ...]) -> None:
+        self._extra_roots = roots
+        path = self.directory / EXTRA_ROOTS_FILE
+        if roots:
+            write_private(path, TrustBundle.of(roots).pem)
+        elif path.exists():
+            path.unlink()
 
     def remove_trusted_root(self, digest: str) -> None:
         """Stop trusting an extra root (never the issuing one); persisted."""
@@ -231,12 +236,7 @@ class CertificateAuthority:
         keep = [r for r in self._extra_roots if certificate_digest(r) != digest]
         if len(keep) == len(self._extra_roots):
             raise CaStateError(f"no extra trusted root with sha256 {digest[:16]}…")
-        self._extra_roots = tuple(keep)
-        path = self.directory / EXTRA_ROOTS_FILE
-        if keep:
-            write_private(path, TrustBundle.of(keep).pem)
-        else:
-            path.unlink()
+        self._set_extra_roots(tuple(keep))
 
     def _install_root(self, root: x509.Certificate, key: rsa.RSAPrivateKey) -> None:
         """Switch the issuing root in memory; the previous one becomes an extra trusted root.
@@ -247,10 +247,11 @@ class CertificateAuthority:
         self._key = key
         self._digest = certificate_digest(root)
         self._ski = x509.SubjectKeyIdentifier.from_public_key(root.public_key())
-        self._extra_roots = tuple(
-            r for r in (*self._extra_roots, previous) if certificate_digest(r) != self._digest
+        self._set_extra_roots(
+            tuple(
+                r for r in (*self._extra_roots, previous) if certificate_digest(r) != self._digest
+            )
         )
-        write_private(self.directory / EXTRA_ROOTS_FILE, TrustBundle.of(self._extra_roots).pem)
 
     def token_signing_key(self) -> bytes:
         """A 32-byte HMAC key for join tokens, derived from the root key (HKDF-SHA256).

@@ -259,3 +259,14 @@ def test_init_rejects_bad_trust_domain(tmp_path: Path) -> None:
     with pytest.raises(InvalidSpiffeId, match="trust domain 'Bad Domain'"):
         make_ca(tmp_path, td="Bad Domain")
     assert not (tmp_path / "ca.key").exists()
+
+
+def test_trusting_the_issuing_root_again_is_a_no_op(ca_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    d = tmp_path / "ca"
+    shutil.copytree(ca_dir, d)
+    ca = CertificateAuthority.load(d)
+    ca.add_trusted_root(ca.ca_pem)
+    assert ca.trust_bundle.digests == (ca.digest,)
+    assert not (d / "trusted-roots.pem").exists()
