@@ -26,8 +26,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from bench.common import write_results
 from cloudless.devenv import (
     PrivateContainerd,
@@ -41,13 +39,6 @@ from cloudless.devenv import (
 from cloudless.runtime.containerd import ContainerdRuntime
 
 TRIALS = int(os.environ.get("BENCH_RUNTIME_TRIALS", "5"))
-LATENCY_N = int(os.environ.get("BENCH_RUNTIME_LATENCY_N", "30"))
-BURST = 50
-SLEEPER = ("sh", "-c", "trap 'exit 0' TERM; sleep 1000 & wait")
-
-
-def rss_mb() -> float:
-    return float(psutil.Process().memory_info().rss) / (1 << 20)
 
 
 async def bench_pull(cd: PrivateContainerd, reg: PrivateRegistry, tmp: Path) -> dict[str, Any]:
