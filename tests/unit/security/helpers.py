@@ -7,6 +7,7 @@ key (wrong key usage, arbitrary validity), which the real API refuses to do.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,6 @@ def forged_leaf(
     ips: tuple[str, ...] = (),
 ) -> Leaf:
     """A leaf signed by ``ca``'s key with whatever usages and validity the test wants."""
-    import ipaddress
 
     key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe_id.uri)]

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import shutil
 import stat
 from pathlib import Path
 
@@ -22,12 +24,13 @@ from cloudless.security.errors import (
     CaStateError,
     IdentityMismatch,
     InvalidCsr,
+    InvalidSpiffeId,
     SecurityError,
     TrustDomainMismatch,
     UnsupportedKey,
 )
 from cloudless.security.identity import SpiffeId
-from cloudless.security.keys import KeyType, make_csr, new_private_key
+from cloudless.security.keys import KeyType, make_csr, new_private_key, private_key_pem
 from tests.unit.security.helpers import T0, cert, make_ca
 
 
@@ -60,7 +63,6 @@ def test_root_4096_properties(tmp_path: Path) -> None:
     assert bc.critical and bc.value.ca and bc.value.path_length == 0
     ku = root.extensions.get_extension_for_class(x509.KeyUsage).value
     assert ku.key_cert_sign and ku.crl_sign
-    import hashlib
 
     assert ca.digest == hashlib.sha256(root.public_bytes(serialization.Encoding.DER)).hexdigest()
 
@@ -152,8 +154,6 @@ def _tampered_csr(sid: SpiffeId) -> bytes:
 
 
 def _csr_with_key(key: object, sid: SpiffeId) -> bytes:
-    from cloudless.security.keys import private_key_pem
-
     return make_csr(private_key_pem(key), sid)  # type: ignore[arg-type]
 
 
@@ -234,7 +234,6 @@ def test_all_supported_key_types_sign(ca: CertificateAuthority, kt: KeyType) -> 
 def test_extra_trusted_root_persists(
     ca: CertificateAuthority, foreign_ca: CertificateAuthority, ca_dir: Path
 ) -> None:
-    import shutil
 
     d = ca_dir.parent / "ca-copy"
     shutil.copytree(ca_dir, d, dirs_exist_ok=True)
@@ -254,16 +253,12 @@ def test_token_signing_key_is_stable_and_per_cluster(
 
 
 def test_init_rejects_bad_trust_domain(tmp_path: Path) -> None:
-    from cloudless.security.errors import InvalidSpiffeId
-
     with pytest.raises(InvalidSpiffeId, match="trust domain 'Bad Domain'"):
         make_ca(tmp_path, td="Bad Domain")
     assert not (tmp_path / "ca.key").exists()
 
 
 def test_trusting_the_issuing_root_again_is_a_no_op(ca_dir: Path, tmp_path: Path) -> None:
-    import shutil
-
     d = tmp_path / "ca"
     shutil.copytree(ca_dir, d)
     ca = CertificateAuthority.load(d)

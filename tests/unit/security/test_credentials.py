@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -37,8 +38,6 @@ def test_load_refusals(ca: CertificateAuthority, tmp_path: Path) -> None:
 
 
 def test_ca_key_readable_by_others_is_refused(ca_dir: Path, tmp_path: Path) -> None:
-    import shutil
-
     d = tmp_path / "ca"
     shutil.copytree(ca_dir, d)
     os.chmod(d / "ca.key", 0o640)

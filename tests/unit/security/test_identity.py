@@ -1,6 +1,12 @@
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from cloudless.security.ca import CertificateAuthority, CertKind
 from cloudless.security.errors import InvalidSpiffeId, MalformedCertificate
@@ -66,19 +72,12 @@ def test_from_certificate_pem_der_and_object(ca: CertificateAuthority) -> None:
     sid = SpiffeId.node("n7")
     _, pem = ca.issue(sid, CertKind.NODE)
     c = cert(pem)
-    from cryptography.hazmat.primitives.serialization import Encoding
 
     for form in (pem, pem.decode(), c, c.public_bytes(Encoding.DER)):
         assert SpiffeId.from_certificate(form) == sid
 
 
 def test_from_certificate_needs_exactly_one_spiffe_uri(ca: CertificateAuthority) -> None:
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     key = ec.generate_private_key(ec.SECP256R1())
 
     def build(sans: list[x509.GeneralName] | None) -> x509.Certificate:

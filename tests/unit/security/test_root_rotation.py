@@ -9,7 +9,7 @@ import pytest
 
 from cloudless.lib.clock import FakeClock
 from cloudless.security.ca import DAY, CertificateAuthority
-from cloudless.security.errors import CaStateError, TokenForeignCluster
+from cloudless.security.errors import CaPassphraseError, CaStateError, TokenForeignCluster
 from cloudless.security.identity import SpiffeId
 from cloudless.security.keys import make_csr, new_private_key
 from cloudless.security.root_rotation import (
@@ -94,7 +94,6 @@ def test_rotation_misuse(own_ca: CertificateAuthority) -> None:
 def test_encrypted_next_root(own_ca: CertificateAuthority) -> None:
     begin_root_rotation(own_ca, root_key_size=2048, passphrase="pw")
     assert b"ENCRYPTED" in (own_ca.directory / "next-ca.key").read_bytes()
-    from cloudless.security.errors import CaPassphraseError
 
     with pytest.raises(CaPassphraseError):
         switch_to_next_root(own_ca)

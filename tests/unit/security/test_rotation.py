@@ -3,6 +3,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from cryptography import x509
 
 from cloudless.lib.clock import FakeClock
 from cloudless.lib.errors import ValidationError
@@ -94,7 +95,6 @@ def test_renew_issues_fresh_certificate_for_same_identity(
     assert new.serial_number != old.serial_number
     assert new.public_key() != old.public_key()
     assert new.not_valid_after_utc.timestamp() == clock.now() + 365 * DAY
-    from cryptography import x509
 
     def sans(c: x509.Certificate) -> list[str]:
         v = c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
