@@ -13,10 +13,12 @@ from cloudless.devenv.images import (
     push_image,
 )
 from cloudless.devenv.registry import PrivateRegistry, htpasswd_line, registry_available
+from cloudless.devenv.token_server import TokenServer
 
 __all__ = [
     "PrivateContainerd",
     "PrivateRegistry",
+    "TokenServer",
     "build_busybox_image",
     "build_random_image",
     "busybox_layer_gz",

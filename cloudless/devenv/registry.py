@@ -3,7 +3,8 @@
     async with PrivateRegistry(users={"alice": "s3cret"}) as reg:
         ref = await build_busybox_image(reg, "busybox", "1")
 
-Options: ``users`` turns on htpasswd (basic) auth with bcrypt hashes generated here;
+Options: ``users`` turns on htpasswd (basic) auth with bcrypt hashes generated here, or with
+``token_auth=True`` the bearer-token scheme backed by an in-process ``TokenServer``;
 ``tls=(cert_file, key_file)`` serves HTTPS. ``registry_config()`` gives the
 ``RegistryConfig`` a client needs to reach it.
 """
@@ -21,6 +22,7 @@ from types import TracebackType
 import bcrypt
 
 from cloudless.devenv import _proc
+from cloudless.devenv.token_server import ISSUER, SERVICE, TokenServer
 from cloudless.runtime.oci.distribution import RegistryConfig, RegistryHost
 
 REGISTRY_BIN = "docker-registry"
@@ -51,6 +53,7 @@ class PrivateRegistry:
         users: dict[str, str] | None = None,
         tls: tuple[str, str] | None = None,
         ca_file: str | None = None,
+        token_auth: bool = False,
     ) -> None:
         self.port = port or free_port()
         self._own_root = root_dir is None
@@ -58,7 +61,11 @@ class PrivateRegistry:
         self.users = dict(users or {})
         self.tls = tls
         self.ca_file = ca_file
+        self.token_auth = token_auth
+        self.token_server: TokenServer | None = None
         self._proc: asyncio.subprocess.Process | None = None
+        if token_auth and not self.users:
+            raise ValueError("token_auth needs users (the token service checks their passwords)")
 
     @property
     def host(self) -> str:
@@ -100,7 +107,16 @@ class PrivateRegistry:
         ]
         if self.tls:
             lines += ["  tls:", f"    certificate: {self.tls[0]}", f"    key: {self.tls[1]}"]
-        if self.users:
+        if self.token_server is not None:
+            lines += [
+                "auth:",
+                "  token:",
+                f"    realm: {self.token_server.realm}",
+                f"    service: {SERVICE}",
+                f"    issuer: {ISSUER}",
+                f"    rootcertbundle: {self.token_server.bundle}",
+            ]
+        elif self.users:
             htpasswd = self.root / "htpasswd"
             htpasswd.write_text("".join(htpasswd_line(u, p) + "\n" for u, p in self.users.items()))
             lines += ["auth:", "  htpasswd:", "    realm: cloudless", f"    path: {htpasswd}"]
@@ -110,6 +126,9 @@ class PrivateRegistry:
         if not registry_available():
             raise RuntimeError("docker-registry is not installed")
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.token_auth and self.token_server is None:
+            self.token_server = TokenServer(self.users, self.root / "token")
+            await self.token_server.start()
         cfg = self.root / "config.yml"
         cfg.write_text(self.render_config())
         log = self.root / "registry.log"
@@ -131,6 +150,9 @@ class PrivateRegistry:
         if self._proc is not None:
             await _proc.stop(self._proc)
             self._proc = None
+        if self.token_server is not None:
+            await self.token_server.stop()
+            self.token_server = None
 
     async def close(self) -> None:
         await self.stop()

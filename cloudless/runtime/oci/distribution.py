@@ -88,12 +88,15 @@ class DistributionClient:
         """Send with auth (answering one challenge) and redirects; errors are typed."""
         scope = f"repository:{ref.path}:{'pull,push' if push else 'pull'}"
         key = (ref.host, scope)
+        answered = False
         for _ in range(6):
             hdrs = dict(headers or {})
             if key in self._auth:
                 hdrs["Authorization"] = self._auth[key]
             resp = await self._send(ref, method, url, hdrs, body)
-            if resp.status == 401 and key not in self._auth:
+            if resp.status == 401 and not answered and key != ("", ""):
+                # First challenge of this request (or a cached token went stale / lacks scope).
+                answered = True
                 await resp.read()
                 self._auth[key] = await self._answer(ref, resp.header("www-authenticate"), scope)
                 continue
@@ -140,9 +143,12 @@ class DistributionClient:
             raise RegistryUnauthorized(
                 f"registry {ref.host}: unsupported auth challenge {challenge!r}"
             )
-        query = {"scope": params.get("scope", scope)}
+        # Ask for the challenge's scope and ours (a HEAD before a push is challenged for pull
+        # only, but the token will be reused for the push).
+        scopes = list(dict.fromkeys([params.get("scope", scope), scope]))
+        query = [("scope", s) for s in scopes]
         if "service" in params:
-            query["service"] = params["service"]
+            query.append(("service", params["service"]))
         token_url = f"{params['realm']}?{urlencode(query)}"
         try:
             resp = await self.http.request(

@@ -193,3 +193,19 @@ async def test_two_images_sharing_a_layer_download_it_once(env: Env) -> None:
         assert await run_to_exit(rt, "two", f"{fake.host}/two:1", "exit 0") == 0
     finally:
         await fake.stop()
+
+
+async def test_docker_registry_with_token_auth(env: Env, tmp_path: Path) -> None:
+    users = {"alice": "s3cret"}
+    async with PrivateRegistry(root_dir=tmp_path / "tokreg", users=users, token_auth=True) as reg:
+        ref = await build_busybox_image(reg, "tokened", "1")
+        wrong = RegistryConfig(
+            {reg.host: RegistryHost(plain_http=True, username="alice", password="nope")}
+        )
+        with pytest.raises(RegistryUnauthorized) as e:
+            await env.runtime(registry=wrong).pull_image(ref)
+        assert "refused the credentials" in str(e.value)
+        rt = env.runtime(registry=reg.registry_config())
+        await rt.pull_image(ref)
+        assert reg.token_server is not None and reg.token_server.issued >= 2  # push + pull
+        assert await run_to_exit(rt, "tokened", ref, "exit 0") == 0
