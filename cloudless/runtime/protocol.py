@@ -18,7 +18,10 @@ Contract, shared by both:
   ``oom_killed`` telling a memory kill from an ordinary SIGKILL. ``run()`` must be running for
   exits to be observed; it is the runtime's long-lived loop (events, reconnects, log caps).
 * ``recover()`` (after an agent restart) returns the statuses of every container this runtime's
-  namespace holds that carry the managed label, so the agent can adopt them.
+  namespace holds that carry the managed label, so the agent can adopt them. Call it before
+  relying on ``exits()``: a new runtime object only reports exits of containers it started or
+  adopted; containers that exited while the agent was away come back from ``recover()`` as
+  exited, not on the exit stream.
 """
 
 from __future__ import annotations

@@ -208,3 +208,19 @@ async def test_starting_twice_is_refused_and_logs_follow_to_the_end(harness: Har
         await rt.start_container("c-twice")
     with pytest.raises(ContainerNotFound):
         await rt.container_stats("c-twice")
+
+
+async def test_unknown_containers_are_not_found_everywhere(harness: Harness) -> None:
+    rt = harness.runtime
+    for call in (
+        rt.get_container("ghost"),
+        rt.start_container("ghost"),
+        rt.stop_container("ghost"),
+        rt.delete_container("ghost"),
+        rt.container_stats("ghost"),
+    ):
+        with pytest.raises(ContainerNotFound):
+            await call
+    with pytest.raises(ContainerNotFound):
+        _ = [x async for x in rt.container_logs("ghost")]
+    assert [s for s in await rt.list_containers() if s.id == "ghost"] == []
