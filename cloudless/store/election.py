@@ -115,7 +115,9 @@ class Election:
     def _publish(self, state: Leadership) -> None:
         if state != self._state:
             self._state = state
-            log.info("election %s: leader=%s me=%s", self.key, state.leader, state.is_me)
+            log.info(
+                "election %s (%s): leader=%s me=%s", self.key, self.value, state.leader, state.is_me
+            )
             for q in self._subscribers:
                 q.put_nowait(state)
 
@@ -130,7 +132,12 @@ class Election:
                     await self._term()
                     attempt = 0
                 except* (StoreError, _TermOver) as group:
-                    log.warning("election %s: term ended: %s", self.key, group.exceptions[0])
+                    log.warning(
+                        "election %s (%s): term ended: %r",
+                        self.key,
+                        self.value,
+                        group.exceptions[0],
+                    )
                 self._publish(NO_LEADER if self._state.is_me else self._state)
                 await self._clock.sleep(self._backoff.delay(attempt, self._rng))
                 attempt = min(attempt + 1, 6)
@@ -196,7 +203,13 @@ class Election:
             except LeaseNotFound:
                 raise _TermOver(f"lease {lease.id:x} expired") from None
             except (TimeoutError, StoreError) as e:
-                log.warning("election %s: keepalive failed: %s", self.key, e)
+                log.warning(
+                    "election %s (%s): keepalive failed: %s %s",
+                    self.key,
+                    self.value,
+                    type(e).__name__,
+                    e,
+                )
                 continue
             self._valid_until = sent + lease.ttl * 0.8
 
