@@ -38,7 +38,7 @@ from cloudless.runtime.containerd.client import AlreadyExists, ContainerdClient
 from cloudless.runtime.containerd.images import ImageStore
 from cloudless.runtime.containerd.logfiles import FileLogSource, LogFiles
 from cloudless.runtime.containerd.pull import Puller, rfc3339
-from cloudless.runtime.containerd.stats import decode_metrics
+from cloudless.runtime.containerd.stats import decode_metrics, process_start_time
 from cloudless.runtime.errors import (
     ContainerExists,
     ContainerNotFound,
@@ -67,6 +67,7 @@ from cloudless.runtime.types import (
 
 RUNC_V2 = "io.containerd.runc.v2"
 LABEL_OOM = "io.cloudless.oom-killed"
+LABEL_IMAGE = "io.cloudless.image"  # the ref as the spec gave it (containerd stores it normalized)
 _KILL_WAIT = 10.0
 
 
@@ -153,7 +154,7 @@ class ContainerdRuntime:
             return await self.create_container(spec)
         record = cpb.Container(
             id=spec.id,
-            labels=spec.all_labels(),
+            labels={**spec.all_labels(), LABEL_IMAGE: spec.image},
             image=name,
             runtime=cpb.Container.Runtime(name=RUNC_V2),
             spec=any_pb2.Any(type_url=SPEC_TYPE_URL, value=json.dumps(oci).encode()),
@@ -405,12 +406,13 @@ class ContainerdRuntime:
     def _status(self, record: Any, proc: Any | None) -> ContainerStatus:
         labels = dict(record.labels)
         oom = labels.pop(LABEL_OOM, "") == "true" or record.id in self._oom
+        image = labels.pop(LABEL_IMAGE, record.image)
         created = (
             record.created_at.ToDatetime().timestamp() if record.HasField("created_at") else None
         )
         st = ContainerStatus(
             id=record.id,
-            image=record.image,
+            image=image,
             state=ContainerState.CREATED,
             labels=labels,
             created_at=created,
@@ -427,7 +429,8 @@ class ContainerdRuntime:
                 finished_at=proc.exited_at.ToDatetime().timestamp(),
             )
         if proc.status in (task_pb2.RUNNING, task_pb2.PAUSED, task_pb2.PAUSING):
-            return replace(st, state=ContainerState.RUNNING, pid=proc.pid)
+            started = st.started_at or process_start_time(proc.pid)
+            return replace(st, state=ContainerState.RUNNING, pid=proc.pid, started_at=started)
         return replace(st, state=ContainerState.UNKNOWN, reason="containerd reports UNKNOWN")
 
     async def _container(self, cid: str, *, missing_ok: bool = False) -> Any:

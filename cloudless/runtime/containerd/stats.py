@@ -56,3 +56,19 @@ def oom_killed_in_metrics(type_url: str, data: bytes) -> bool:
     if kind == V2_TYPE:
         return bool(v2.Metrics.FromString(data).memory_events.oom_kill > 0)
     return False
+
+
+def process_start_time(pid: int, proc_root: str = "/proc") -> float | None:
+    """Wall-clock start of ``pid`` from ``/proc`` (field 22 of stat, in clock ticks after boot
+    time ``btime``); None if it is gone. Used for ``started_at`` of adopted containers."""
+    import os
+
+    try:
+        with open(f"{proc_root}/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open(f"{proc_root}/stat") as f:
+            btime = next(int(x.split()[1]) for x in f if x.startswith("btime "))
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
+    # fields[0] is field 3 (state), so field 22 (starttime) is fields[19].
+    return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")

@@ -77,6 +77,7 @@ async def test_lifecycle_create_start_stop_delete(harness: Harness) -> None:
     spec = harness.sleeper("c-life", env={"A": "1"})
     created = await rt.create_container(spec)
     assert created.state is ContainerState.CREATED and created.pid is None
+    assert created.image == harness.image  # as given, not normalised
     running = await rt.start_container("c-life")
     assert running.state is ContainerState.RUNNING and running.pid
     assert (await rt.get_container("c-life")).state is ContainerState.RUNNING

@@ -74,7 +74,8 @@ async def test_agent_restart_adopts_without_orphans_or_duplicates(env: Env) -> N
     found = {s.id: s for s in await rt2.recover()}
     assert set(found) == {"keep", "done"}  # each once, none lost
     assert (found["keep"].state, found["keep"].pid) == (ContainerState.RUNNING, pid)
-    assert found["keep"].workload_id == "w1"
+    assert found["keep"].workload_id == "w1" and found["keep"].image == env.image
+    assert found["keep"].started_at is not None  # from /proc, the new runtime never saw it start
     assert (found["done"].state, found["done"].exit_code) == (ContainerState.EXITED, 3)
     assert "keep" in await env.ctr("tasks", "ls")  # cross-check with ctr
     lines = [x.text async for x in rt2.container_logs("keep")]
