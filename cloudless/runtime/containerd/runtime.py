@@ -34,7 +34,7 @@ from cloudless.lib.clock import Clock, SystemClock
 from cloudless.lib.errors import NotFound
 from cloudless.runtime._exits import ExitBroadcaster
 from cloudless.runtime.containerd import events
-from cloudless.runtime.containerd.client import AlreadyExists, ContainerdClient
+from cloudless.runtime.containerd.client import AlreadyExists, ContainerdClient, map_error
 from cloudless.runtime.containerd.images import ImageStore
 from cloudless.runtime.containerd.logfiles import FileLogSource, LogFiles
 from cloudless.runtime.containerd.pull import Puller, rfc3339
@@ -477,7 +477,7 @@ class ContainerdRuntime:
                 return False
             if e.code() == grpc.StatusCode.NOT_FOUND:
                 return True
-            raise
+            raise map_error(e, f"wait for {cid}") from None
         return True
 
     async def _delete_task(self, cid: str) -> None:
