@@ -14,7 +14,6 @@ new end restart from 0 (see ``logs._clamp``).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 from collections.abc import Awaitable, Callable
@@ -78,6 +77,7 @@ class FileLogSource:
     files: LogFiles
     container_id: str
     is_finished: Callable[[], Awaitable[bool]]
+    sleep: Callable[[float], Awaitable[None]]
     poll: float = 0.2
 
     def size(self, stream: LogStream) -> int:
@@ -98,4 +98,4 @@ class FileLogSource:
         return await self.is_finished()
 
     async def wait(self) -> None:
-        await asyncio.sleep(self.poll)
+        await self.sleep(self.poll)

@@ -319,7 +319,7 @@ class ContainerdRuntime:
             proc = await self._task(container_id)
             return proc is None or proc.status in (task_pb2.STOPPED, task_pb2.UNKNOWN)
 
-        src = FileLogSource(self.logs, container_id, finished)
+        src = FileLogSource(self.logs, container_id, finished, self.clock.sleep)
         async for line in read_logs(src, follow=follow, tail=tail, since=since):
             yield line
 
