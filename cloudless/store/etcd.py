@@ -135,6 +135,7 @@ class EtcdStore:
         self._lease = LeaseService(self.channel, max_attempts=1)
         self._watch = _rpc_grpc.WatchStub(self.channel)
         self._timeout = request_timeout
+        self.page_size = 1000
         self._retry_for = retry_for
         self._backoff = backoff
         self._rng = rng or random.Random()
@@ -205,17 +206,29 @@ class EtcdStore:
         return _kv(resp.kvs[0]) if resp.kvs else None
 
     async def list(self, prefix: str, *, revision: int = 0) -> Listing:
-        try:
-            resp = await self._call(
-                "list",
-                lambda: self._kv.get(
-                    prefix, prefix_end(prefix), revision=revision, timeout=self._timeout
-                ),
-                idempotent=True,
-            )
-        except Compacted:
-            raise Compacted(revision) from None
-        return Listing(tuple(_kv(kv) for kv in resp.kvs), resp.header.revision)
+        """Pages of ``page_size`` keys, all read at the first page's revision (one snapshot),
+        so large tables stay under gRPC's message size limit."""
+        kvs: list[KeyValue] = []
+        start: bytes = prefix.encode()
+        end = prefix_end(prefix)
+        at = revision
+        while True:
+            try:
+                resp = await self._call(
+                    "list",
+                    lambda k=start, r=at: self._kv.get(  # type: ignore[misc]
+                        k, end, revision=r, limit=self.page_size, timeout=self._timeout
+                    ),
+                    idempotent=True,
+                )
+            except Compacted:
+                raise Compacted(at) from None
+            kvs.extend(_kv(kv) for kv in resp.kvs)
+            if at == 0:
+                at = int(resp.header.revision)
+            if not resp.more or not resp.kvs:
+                return Listing(tuple(kvs), at)
+            start = resp.kvs[-1].key + b"\x00"
 
     async def revision(self) -> int:
         resp = await self._call(

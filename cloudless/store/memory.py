@@ -76,7 +76,10 @@ class MemoryStore:
 
     async def list(self, prefix: str, *, revision: int = 0) -> Listing:
         self._tick()
-        return Listing(self._range(prefix, revision), self._rev)
+        if revision > self._rev:
+            raise StoreError(f"revision {revision} is in the future (store is at {self._rev})")
+        at = revision if revision else self._rev
+        return Listing(self._range(prefix, revision), at)
 
     async def revision(self) -> int:
         self._tick()

@@ -28,7 +28,8 @@ class Store(Protocol):
         ...
 
     async def list(self, prefix: str, *, revision: int = 0) -> Listing:
-        """Every key starting with ``prefix`` (sorted), at ``revision`` (0 = now).
+        """Every key starting with ``prefix`` (sorted), as of ``revision`` (0 = now); the
+        listing's ``revision`` is the one it reflects. Consistent even when paged.
 
         Raises ``Compacted`` if ``revision`` is older than the compaction point.
         """

@@ -60,7 +60,7 @@ class WatchBatch:
 
 @dataclass(frozen=True)
 class Listing:
-    """A prefix read: every key at one consistent ``revision``, sorted by key."""
+    """A prefix read: every key as of one ``revision``, sorted by key."""
 
     kvs: tuple[KeyValue, ...]
     revision: int

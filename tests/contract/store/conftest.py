@@ -60,6 +60,7 @@ def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Bloc
 async def _etcd(server: tuple[BlockingEtcd, TestPki]) -> AsyncIterator[Harness]:
     etcd, pki = server
     store = EtcdStore(etcd.endpoints, pki.client())
+    store.page_size = 2  # every listing in the suite crosses pages
 
     async def advance(seconds: float) -> None:
         await asyncio.sleep(seconds)

@@ -122,7 +122,7 @@ async def apply(store: Store, prefix: str, base: int, step: tuple[str, Any]) -> 
         if name == "list_at":
             rev = base + arg if arg else 0
             listing = await store.list(prefix, revision=rev)
-            return ("list", norm(listing.kvs, base))
+            return ("list", norm(listing, base))
     except StoreError as e:
         return ("error", type(e).__name__)
     raise AssertionError(name)
@@ -132,6 +132,7 @@ async def apply(store: Store, prefix: str, base: int, step: tuple[str, Any]) -> 
 async def test_memory_matches_etcd(seed: int, etcd_server: tuple[BlockingEtcd, TestPki]) -> None:
     etcd, pki = etcd_server
     real = EtcdStore(etcd.endpoints, pki.client())
+    real.page_size = 2
     fake = MemoryStore(FakeClock())
     prefix = f"/diff/{uuid.uuid4().hex[:8]}/"
     base_real, base_fake = await real.revision(), await fake.revision()
