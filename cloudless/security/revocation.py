@@ -11,12 +11,15 @@ Two kinds of entry:
 The list is a plain value with a version number that moves on every change; the coordinator
 persists it (``to_json``/``from_json``, or ``save``/``load`` to a 0600 file) and hands the same
 object to its ``Authorizer``, so a revocation takes effect on the next check without a
-restart. Entries are kept until the certificate would have expired anyway (``prune``).
+restart. ``watch`` lets long-lived sessions (streams) end the moment their certificate is
+revoked (``tls.RevocationGuard``). Entries are kept until the certificate would have
+expired anyway (``prune``).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,7 +47,23 @@ class RevocationList:
     def __init__(self) -> None:
         self._by_serial: dict[int, Revocation] = {}
         self._by_identity: dict[str, Revocation] = {}
+        self._watchers: list[Callable[[Revocation], None]] = []
         self.version = 0
+
+    def watch(self, callback: Callable[[Revocation], None]) -> Callable[[], None]:
+        """Call ``callback(entry)`` after every new revocation; returns an unsubscribe."""
+        self._watchers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._watchers:
+                self._watchers.remove(callback)
+
+        return unsubscribe
+
+    def _changed(self, entry: Revocation) -> None:
+        self.version += 1
+        for cb in list(self._watchers):
+            cb(entry)
 
     # -- changes --------------------------------------------------------------------------------
 
@@ -53,7 +72,7 @@ class RevocationList:
     ) -> Revocation:
         entry = Revocation(reason=reason, revoked_at=at, serial=serial, expires_at=expires_at)
         self._by_serial[serial] = entry
-        self.version += 1
+        self._changed(entry)
         return entry
 
     def revoke_certificate(
@@ -68,7 +87,7 @@ class RevocationList:
         """Kill every certificate of ``spiffe_id`` issued at or before ``at``."""
         entry = Revocation(reason=reason, revoked_at=at, spiffe_id=spiffe_id.uri)
         self._by_identity[spiffe_id.uri] = entry
-        self.version += 1
+        self._changed(entry)
         return entry
 
     def prune(self, now: float) -> int:

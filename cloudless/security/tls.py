@@ -33,12 +33,14 @@ from cryptography import x509
 from cloudless.security.authz import Authorizer, Decision
 from cloudless.security.errors import PermissionDenied
 from cloudless.security.identity import CertKind, SpiffeId, load_certificate
+from cloudless.security.revocation import Revocation, RevocationList
 from cloudless.security.verify import Role
 
 __all__ = [
     "Authorizer",
     "Decision",
     "ReloadableServerCredentials",
+    "RevocationGuard",
     "authorize_grpc",
     "authorized_handler",
     "client_ssl_context",
@@ -162,6 +164,52 @@ def peer_identity_from_ssl(obj: ssl.SSLObject | ssl.SSLSocket | None) -> SpiffeI
     return SpiffeId.from_certificate(cert)
 
 
+class RevocationGuard:
+    """``async with RevocationGuard(revocations, cert):`` — a long-lived session (a stream,
+    a streaming RPC) that ends the moment ``cert`` is revoked.
+
+    The task running the block is cancelled when a matching revocation arrives; on exit that
+    cancellation is turned into ``PermissionDenied(reason_code="certificate_revoked")``, so
+    the caller can tell it apart from an ordinary cancellation. Validity and the rest of the
+    checks were done when the session started (``Authorizer``); this only watches revocations.
+    """
+
+    def __init__(self, revocations: RevocationList, cert: x509.Certificate | bytes | str) -> None:
+        self.revocations = revocations
+        self.cert = load_certificate(cert)
+        self.fired: Revocation | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+
+    async def __aenter__(self) -> RevocationGuard:
+        self._task = asyncio.current_task()
+        self._unsubscribe = self.revocations.watch(self._on_revocation)
+        entry = self.revocations.check(self.cert)
+        if entry is not None:
+            self._unsubscribe()
+            raise PermissionDenied(
+                f"certificate revoked ({entry.describe()})", reason_code="certificate_revoked"
+            )
+        return self
+
+    def _on_revocation(self, _: Revocation) -> None:
+        if self.fired is None and self._task is not None:
+            entry = self.revocations.check(self.cert)
+            if entry is not None:
+                self.fired = entry
+                self._task.cancel()
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self.fired is not None and exc_type is asyncio.CancelledError and self._task:
+            self._task.uncancel()
+            raise PermissionDenied(
+                f"session ended: certificate revoked ({self.fired.describe()})",
+                reason_code="certificate_revoked",
+            )
+
+
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, SpiffeId], Awaitable[None]]
 
 
@@ -175,8 +223,9 @@ def authorized_handler(
 ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
     """Wrap a stream handler: authorize the client first, close the connection on "no".
 
-    The handler receives the verified SPIFFE ID as a third argument. ``on_deny`` sees every
-    refusal (with its reason) for logging/metrics.
+    The handler receives the verified SPIFFE ID as a third argument and runs inside a
+    ``RevocationGuard``: revoking the client's certificate ends the connection at once.
+    ``on_deny`` sees every refusal (with its reason) for logging/metrics.
     """
 
     async def wrapped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -191,7 +240,14 @@ def authorized_handler(
             with contextlib.suppress(ConnectionError, ssl.SSLError):
                 await writer.wait_closed()
             return
-        await handler(reader, writer, decision.identity)
+        assert cert is not None  # an allowed decision always has one
+        try:
+            async with RevocationGuard(authorizer.revocations, cert):
+                await handler(reader, writer, decision.identity)
+        except PermissionDenied as denied:
+            if on_deny is not None:
+                on_deny(_deny_from(denied, decision.identity))
+            writer.close()
 
     return wrapped
 
@@ -225,6 +281,10 @@ async def open_mtls_connection(
             f"server at {host}:{port} refused: {decision.reason}", reason_code=decision.code
         )
     return reader, writer, decision.identity
+
+
+def _deny_from(denied: PermissionDenied, sid: SpiffeId | None) -> Decision:
+    return Decision(False, denied.message, denied.reason_code, sid)
 
 
 # -- gRPC (grpc.aio) ----------------------------------------------------------------------------

@@ -203,3 +203,32 @@ async def test_client_rejects_server_with_client_only_certificate(pki: Pki) -> N
             port, client_ssl_context(leaf.cert_pem, leaf.key_pem, pki.ca.bundle_pem)
         )
     assert got.startswith("ERR") and "unsuitable certificate purpose" in got, got
+
+
+async def test_open_connection_is_closed_when_the_node_is_removed(pki: Pki) -> None:
+    authz = pki.authorizer()
+    denied: list[Decision] = []
+
+    async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter, who: SpiffeId) -> None:
+        while line := await r.readline():
+            w.write(line)
+            await w.drain()
+
+    ctx = server_ssl_context(pki.server.cert_pem, pki.server.key_pem, pki.ca.bundle_pem)
+    srv = await asyncio.start_server(
+        authorized_handler(echo, authz, on_deny=denied.append), "127.0.0.1", 0, ssl=ctx
+    )
+    port = srv.sockets[0].getsockname()[1]
+    n6 = SpiffeId.node("n6")
+    key, cert = pki.ca.issue(n6, CertKind.NODE)
+    async with srv:
+        cctx = client_ssl_context(cert, key, pki.ca.bundle_pem)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=cctx, server_hostname="localhost"
+        )
+        writer.write(b"ping\n")
+        assert await asyncio.wait_for(reader.readline(), 5) == b"ping\n"
+        pki.revocations.revoke_identity(n6, reason="node removed", at=pki.ca.clock.now())
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # the server hung up at once
+        writer.close()
+    assert [d.code for d in denied] == ["certificate_revoked"]

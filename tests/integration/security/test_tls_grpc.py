@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -11,13 +12,16 @@ import grpc
 import pytest
 
 from cloudless.security.ca import CertKind
+from cloudless.security.errors import PermissionDenied
 from cloudless.security.identity import SpiffeId
 from cloudless.security.tls import (
+    RevocationGuard,
     authorize_grpc,
     client_ssl_context,
     grpc_channel_credentials,
     grpc_channel_options,
     grpc_server_credentials,
+    peer_certificate_from_grpc,
     peer_identity_from_grpc,
 )
 from tests.integration.security.conftest import Pki
@@ -150,3 +154,52 @@ async def test_grpc_server_prefers_tls13_and_accepts_tls12(
     tls = writer.get_extra_info("ssl_object")
     assert (tls.version(), tls.selected_alpn_protocol()) == (negotiated, "h2")
     writer.close()
+
+
+async def test_grpc_stream_ends_when_the_node_is_removed(pki: Pki) -> None:
+    authz = pki.authorizer()
+
+    async def ticks(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        await authorize_grpc(context, authz, expected_kind=CertKind.NODE)
+        cert = peer_certificate_from_grpc(context)
+        assert cert is not None
+        try:
+            async with RevocationGuard(authz.revocations, cert):
+                while True:
+                    yield b"tick"
+                    await asyncio.sleep(0.01)
+        except PermissionDenied as denied:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, f"{denied.reason_code}: {denied}"
+            )
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "cloudless.test.Echo", {"Ticks": grpc.unary_stream_rpc_method_handler(ticks)}
+            ),
+        )
+    )
+    creds = grpc_server_credentials(pki.server.cert_pem, pki.server.key_pem, pki.ca.bundle_pem)
+    port = server.add_secure_port("127.0.0.1:0", creds)
+    await server.start()
+    n7 = SpiffeId.node("n7")
+    key, cert_pem = pki.ca.issue(n7, CertKind.NODE)
+    try:
+        ch_creds = grpc_channel_credentials(cert_pem, key, pki.ca.bundle_pem)
+        async with grpc.aio.secure_channel(
+            f"127.0.0.1:{port}", ch_creds, options=grpc_channel_options("localhost")
+        ) as ch:
+            call = ch.unary_stream("/cloudless.test.Echo/Ticks")(b"", timeout=20)
+            got = 0
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                async for _ in call:
+                    got += 1
+                    if got == 3:
+                        authz.revocations.revoke_identity(n7, reason="node removed", at=time.time())
+            assert got >= 3
+            assert exc.value.code() is grpc.StatusCode.PERMISSION_DENIED
+            assert (exc.value.details() or "").startswith("certificate_revoked: ")
+    finally:
+        await server.stop(None)
