@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -29,21 +31,32 @@ def containerd_available() -> bool:
     return all(shutil.which(b) for b in (CONTAINERD_BIN, "runc", "containerd-shim-runc-v2"))
 
 
+def socket_dir(root: Path) -> Path:
+    """Where the sockets go: ``root`` itself, unless that would overflow the 108-byte limit of
+    a unix socket path; then a short directory in /tmp named after ``root``'s hash."""
+    if len(str(root)) <= 80:
+        return root
+    return (
+        Path(tempfile.gettempdir()) / f"cl-ctrd-{hashlib.sha1(str(root).encode()).hexdigest()[:12]}"
+    )
+
+
 def render_config(root: Path) -> str:
     """containerd 1.6 config (version 2) confined to ``root``; the CRI plugin is disabled."""
+    sock = socket_dir(root)
     return f"""version = 2
 root = "{root}/root"
 state = "{root}/state"
 disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 [grpc]
-  address = "{root}/containerd.sock"
+  address = "{sock}/containerd.sock"
 
 [ttrpc]
-  address = "{root}/containerd.sock.ttrpc"
+  address = "{sock}/containerd.sock.ttrpc"
 
 [debug]
-  address = "{root}/debug.sock"
+  address = "{sock}/debug.sock"
   level = "info"
 
 [metrics]
@@ -66,7 +79,7 @@ class PrivateContainerd:
     @property
     def address(self) -> str:
         """The gRPC socket path (``ctr -a <address>``)."""
-        return str(self.root / "containerd.sock")
+        return str(socket_dir(self.root) / "containerd.sock")
 
     @property
     def config_path(self) -> Path:
@@ -84,6 +97,7 @@ class PrivateContainerd:
         if not containerd_available():
             raise RuntimeError("containerd, runc or containerd-shim-runc-v2 is not installed")
         self.root.mkdir(parents=True, exist_ok=True)
+        socket_dir(self.root).mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(render_config(self.root))
         sock = Path(self.address)
         with contextlib.suppress(FileNotFoundError):
@@ -129,6 +143,8 @@ class PrivateContainerd:
                     mounts.append(target)
         for target in sorted(mounts, key=len, reverse=True):
             subprocess.run(["umount", "-l", target], check=False, capture_output=True)
+        if socket_dir(self.root) != self.root:
+            shutil.rmtree(socket_dir(self.root), ignore_errors=True)
 
     async def __aenter__(self) -> PrivateContainerd:
         await self.start()
