@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 
@@ -245,7 +246,7 @@ class FakeRuntime:
             raise b.pull_error
         if self.host.registry is not None and ref not in self.host.registry:
             raise ImageNotFound(f"image {ref!r} not found in its registry; check name and tag")
-        info = ImageInfo(ref, f"sha256:{abs(hash(ref)):064x}"[:71], b.image_size)
+        info = ImageInfo(ref, "sha256:" + hashlib.sha256(ref.encode()).hexdigest(), b.image_size)
         self.host.images[ref] = info
         if progress:
             progress(PullProgress(ref, b.image_size, b.image_size))

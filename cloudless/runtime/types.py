@@ -180,7 +180,8 @@ class ContainerStats:
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """A pulled image: its reference, manifest digest and unpacked size."""
+    """A pulled image: its name, the digest of its manifest (or index) and the bytes its
+    config and layers take in the registry (compressed)."""
 
     ref: str
     digest: str
