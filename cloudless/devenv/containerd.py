@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -24,6 +25,8 @@ from types import TracebackType
 from cloudless.devenv import _proc
 
 CONTAINERD_BIN = "containerd"
+SHIM_SOCKET_DIR = "/run/containerd/s"  # containerd 1.6 shims: sha256(<address>/<ns>/<id>)
+RUNC_STATE_DIR = "/run/containerd/runc"  # runc --root of the runc v2 shim, per namespace
 
 
 def containerd_available() -> bool:
@@ -129,12 +132,40 @@ class PrivateContainerd:
         await self.stop(cleanup=False)
         await self.start()
 
+    def _tasks(self) -> list[tuple[str, str, Path]]:
+        """(namespace, container id, bundle dir) of every task this daemon's shims run."""
+        base = self.root / "state" / "io.containerd.runtime.v2.task"
+        out = []
+        with contextlib.suppress(OSError):
+            for ns in base.iterdir():
+                for bundle in ns.iterdir():
+                    out.append((ns.name, bundle.name, bundle))
+        return out
+
     def _cleanup(self) -> None:
+        """Kill this daemon's shims and containers and remove what they leave behind: the
+        shim sockets in /run/containerd/s, runc state, cgroups, rootfs mounts."""
+        tasks = self._tasks()
+        cgroups = []
+        for _, _, bundle in tasks:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                cgroups.append(
+                    json.loads((bundle / "config.json").read_text())["linux"]["cgroupsPath"]
+                )
         for shim in _proc.pids_with_arg(self.address):
             for child in _proc.children_of(shim):
                 _proc.kill(child)
             _proc.kill(shim)
         time.sleep(0.1)
+        for ns, cid, _ in tasks:
+            digest = hashlib.sha256(os.path.join(self.address, ns, cid).encode()).hexdigest()
+            with contextlib.suppress(OSError):
+                os.unlink(f"{SHIM_SOCKET_DIR}/{digest}")
+            shutil.rmtree(f"{RUNC_STATE_DIR}/{ns}/{cid}", ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.rmdir(f"{RUNC_STATE_DIR}/{ns}")  # only if no other daemon uses it
+        for path in cgroups:
+            remove_cgroups(path)
         mounts = []
         with contextlib.suppress(OSError):
             for line in Path("/proc/mounts").read_text().splitlines():
