@@ -164,6 +164,10 @@ class PrivateContainerd:
             shutil.rmtree(f"{RUNC_STATE_DIR}/{ns}/{cid}", ignore_errors=True)
             with contextlib.suppress(OSError):
                 os.rmdir(f"{RUNC_STATE_DIR}/{ns}")  # only if no other daemon uses it
+        with contextlib.suppress(OSError):
+            for ns_dir in (self.root / "state" / "io.containerd.runtime.v2.task").iterdir():
+                with contextlib.suppress(OSError):
+                    os.rmdir(f"{RUNC_STATE_DIR}/{ns_dir.name}")  # only if empty
         for path in cgroups:
             remove_cgroups(path)
         mounts = []
