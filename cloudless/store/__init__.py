@@ -4,10 +4,13 @@ Owns: the ``Store`` seam (``protocol``) and its two implementations (``memory``,
 typed tables over it (``table``, ``tables/``), leader election with fencing (``election``),
 watch resync (``watching``), running and joining etcd members (``etcd_process``,
 ``membership``), backups (``backup``), and a ``TokenStore`` backed by the store (``tokens``).
+``EtcdStore``, the launcher and admin live in their modules (``etcd``, ``etcd_process``,
+``etcd_admin``, ``membership``, ``backup``) so that importing this package does not load gRPC.
 See docs/store.md.
 """
 
 from cloudless.store.codec import Codec, DataclassCodec, DictCodec, PydanticCodec
+from cloudless.store.election import Election, Leadership
 from cloudless.store.errors import (
     Compacted,
     DecodeError,
@@ -35,9 +38,11 @@ from cloudless.store.types import (
     TxnResult,
     WatchBatch,
 )
+from cloudless.store.watching import Changes, Resync, watch_table, watch_with_resync
 
 __all__ = [
     "NO_FENCE",
+    "Changes",
     "Codec",
     "Compacted",
     "Compare",
@@ -45,6 +50,7 @@ __all__ = [
     "DecodeError",
     "Delete",
     "DictCodec",
+    "Election",
     "Event",
     "EventType",
     "Fence",
@@ -52,6 +58,7 @@ __all__ = [
     "Get",
     "InvalidRequest",
     "KeyValue",
+    "Leadership",
     "Lease",
     "LeaseNotFound",
     "Listing",
@@ -60,6 +67,7 @@ __all__ = [
     "Put",
     "PydanticCodec",
     "Record",
+    "Resync",
     "Store",
     "StoreError",
     "Table",
@@ -69,4 +77,6 @@ __all__ = [
     "Unavailable",
     "WatchBatch",
     "fenced_txn",
+    "watch_table",
+    "watch_with_resync",
 ]
