@@ -52,6 +52,9 @@ class History:
     unavailable: int = 0
     kills: int = 0
     drain_seconds: float = 0.0
+    watched: dict[str, bytes] = field(default_factory=dict)
+    watched_revisions: list[int] = field(default_factory=list)
+    watch_duplicates: int = 0
 
     @property
     def acked(self) -> int:
@@ -88,6 +91,18 @@ async def writer(w: int, store: EtcdStore, h: History, stop: asyncio.Event, seed
         h.reads.append(Read(rkey, start, time.monotonic(), kv.mod_revision if kv else 0))
 
 
+async def watcher(store: EtcdStore, start: int, h: History) -> None:
+    """Follow every change from ``start`` through all the kills (the store resumes the watch)."""
+    async with contextlib.aclosing(store.watch("/chaos/", start_revision=start)) as batches:
+        async for batch in batches:
+            for e in batch.events:
+                if e.key.startswith("/chaos/u/"):
+                    if e.key in h.watched:
+                        h.watch_duplicates += 1
+                    h.watched[e.key] = e.kv.value
+                h.watched_revisions.append(e.revision)
+
+
 async def killer(c: SupervisedCluster, h: History, stop: asyncio.Event, every: float) -> None:
     rng = random.Random(7)
     while not stop.is_set():
@@ -107,20 +122,30 @@ async def run_chaos(
     h = History()
     async with SupervisedCluster(base, pki, 3) as c:
         stores = [c.client(retry_for=30.0) for _ in range(writers)]
+        watch_store = c.client(retry_for=30.0)
+        start = await watch_store.revision() + 1
         stop = asyncio.Event()
-        async with asyncio.TaskGroup() as tg:
-            for w in range(writers):
-                tg.create_task(writer(w, stores[w], h, stop, seed=w))
-            tg.create_task(killer(c, h, stop, kill_every))
-            await asyncio.sleep(seconds)
-            stop.set()
-            t0 = time.monotonic()
-        h.drain_seconds = time.monotonic() - t0
-        await c.wait_leader(within=60)
-        check = stores[0]
-        present = {kv.key: kv.value for kv in (await check.list("/chaos/u/")).kvs}
-        finals = {kv.key: kv for kv in (await check.list("/chaos/s/")).kvs}
-        for s in stores:
+        async with asyncio.TaskGroup() as outer:
+            watching = outer.create_task(watcher(watch_store, start, h))
+            async with asyncio.TaskGroup() as tg:
+                for w in range(writers):
+                    tg.create_task(writer(w, stores[w], h, stop, seed=w))
+                tg.create_task(killer(c, h, stop, kill_every))
+                await asyncio.sleep(seconds)
+                stop.set()
+                t0 = time.monotonic()
+            h.drain_seconds = time.monotonic() - t0
+            await c.wait_leader(within=60)
+            check = stores[0]
+            present = {kv.key: kv.value for kv in (await check.list("/chaos/u/")).kvs}
+            finals = {kv.key: kv for kv in (await check.list("/chaos/s/")).kvs}
+            end = await check.revision()
+            for _ in range(600):  # let the watch catch up with the last write (<= 30 s)
+                if h.watched_revisions and h.watched_revisions[-1] >= end:
+                    break
+                await asyncio.sleep(0.05)
+            watching.cancel()
+        for s in [*stores, watch_store]:
             await s.close()
     verify(h, present, finals)
     return h
@@ -139,6 +164,12 @@ def verify(h: History, present: dict[str, bytes], finals: dict) -> None:  # type
     for w, revs in h.writer_revisions.items():
         assert all(a < b for a, b in itertools.pairwise(revs)), f"writer {w} went back"
     check_reads_monotonic(h.reads)
+    # the watch saw every change once, in order, across every leader kill
+    missed = [k for k in present if k not in h.watched]
+    assert not missed, f"the watch missed {len(missed)} creations, e.g. {missed[:5]}"
+    assert h.watch_duplicates == 0, f"the watch delivered {h.watch_duplicates} creations twice"
+    revs = h.watched_revisions
+    assert all(a <= b for a, b in itertools.pairwise(revs)), "watch events out of order"
 
 
 def check_reads_monotonic(reads: list[Read]) -> None:

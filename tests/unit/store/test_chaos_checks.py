@@ -32,3 +32,11 @@ def test_shared_key_rolled_back_is_caught() -> None:
     final = {"/s/1": KeyValue("/s/1", b"old", 5, 15, 3)}
     with pytest.raises(AssertionError, match="final revision 15 < acked 20"):
         verify(h, {}, final)
+
+
+def test_watch_that_missed_a_creation_is_caught() -> None:
+    h = History()
+    h.unique = {"/u/1": b"a", "/u/2": b"b"}
+    h.watched = {"/u/1": b"a"}
+    with pytest.raises(AssertionError, match="the watch missed 1 creations"):
+        verify(h, {"/u/1": b"a", "/u/2": b"b"}, {})
