@@ -33,7 +33,7 @@ from cryptography import x509
 from cloudless.security.authz import Authorizer, Decision
 from cloudless.security.errors import PermissionDenied
 from cloudless.security.identity import CertKind, SpiffeId, load_certificate
-from cloudless.security.revocation import Revocation, RevocationList
+from cloudless.security.session import RevocationGuard
 from cloudless.security.verify import Role
 
 __all__ = [
@@ -164,52 +164,6 @@ def peer_identity_from_ssl(obj: ssl.SSLObject | ssl.SSLSocket | None) -> SpiffeI
     return SpiffeId.from_certificate(cert)
 
 
-class RevocationGuard:
-    """``async with RevocationGuard(revocations, cert):`` — a long-lived session (a stream,
-    a streaming RPC) that ends the moment ``cert`` is revoked.
-
-    The task running the block is cancelled when a matching revocation arrives; on exit that
-    cancellation is turned into ``PermissionDenied(reason_code="certificate_revoked")``, so
-    the caller can tell it apart from an ordinary cancellation. Validity and the rest of the
-    checks were done when the session started (``Authorizer``); this only watches revocations.
-    """
-
-    def __init__(self, revocations: RevocationList, cert: x509.Certificate | bytes | str) -> None:
-        self.revocations = revocations
-        self.cert = load_certificate(cert)
-        self.fired: Revocation | None = None
-        self._task: asyncio.Task[Any] | None = None
-        self._unsubscribe: Callable[[], None] | None = None
-
-    async def __aenter__(self) -> RevocationGuard:
-        self._task = asyncio.current_task()
-        self._unsubscribe = self.revocations.watch(self._on_revocation)
-        entry = self.revocations.check(self.cert)
-        if entry is not None:
-            self._unsubscribe()
-            raise PermissionDenied(
-                f"certificate revoked ({entry.describe()})", reason_code="certificate_revoked"
-            )
-        return self
-
-    def _on_revocation(self, _: Revocation) -> None:
-        if self.fired is None and self._task is not None:
-            entry = self.revocations.check(self.cert)
-            if entry is not None:
-                self.fired = entry
-                self._task.cancel()
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-        if self.fired is not None and exc_type is asyncio.CancelledError and self._task:
-            self._task.uncancel()
-            raise PermissionDenied(
-                f"session ended: certificate revoked ({self.fired.describe()})",
-                reason_code="certificate_revoked",
-            )
-
-
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, SpiffeId], Awaitable[None]]
 
 
@@ -224,7 +178,8 @@ def authorized_handler(
     """Wrap a stream handler: authorize the client first, close the connection on "no".
 
     The handler receives the verified SPIFFE ID as a third argument and runs inside a
-    ``RevocationGuard``: revoking the client's certificate ends the connection at once.
+    ``RevocationGuard``: revoking the client's certificate, or its expiry, ends the connection
+    at once.
     ``on_deny`` sees every refusal (with its reason) for logging/metrics.
     """
 
@@ -242,7 +197,7 @@ def authorized_handler(
             return
         assert cert is not None  # an allowed decision always has one
         try:
-            async with RevocationGuard(authorizer.revocations, cert):
+            async with RevocationGuard(authorizer.revocations, cert, clock=authorizer.clock):
                 await handler(reader, writer, decision.identity)
         except PermissionDenied as denied:
             if on_deny is not None:

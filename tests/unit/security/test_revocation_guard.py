@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from cloudless.lib.clock import FakeClock
-from cloudless.security.ca import CertificateAuthority
+from cloudless.security.ca import CertificateAuthority, CertKind
 from cloudless.security.errors import PermissionDenied
 from cloudless.security.identity import SpiffeId
 from cloudless.security.revocation import RevocationList
@@ -55,3 +55,57 @@ async def test_ordinary_cancellation_stays_a_cancellation(ca: CertificateAuthori
     with pytest.raises(asyncio.CancelledError):
         await task
     assert rl._watchers == []
+
+
+async def test_expiry_ends_the_session(ca: CertificateAuthority, clock: FakeClock) -> None:
+    rl = RevocationList()
+    _, pem = ca.issue(SpiffeId.node("n1"), CertKind.NODE, ttl_seconds=100)
+    started = asyncio.Event()
+
+    async def session() -> None:
+        async with RevocationGuard(rl, pem, clock=clock):
+            started.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(session())
+    await started.wait()
+    await clock.run_for(99, step=1.0)
+    assert not task.done()
+    await clock.run_for(2, step=1.0)  # notAfter = issue + 100 s
+    with pytest.raises(PermissionDenied, match="expired") as exc:
+        await task
+    assert exc.value.reason_code == "certificate_expired"
+    assert clock.sleepers == 0
+
+
+async def test_leaving_normally_stops_the_expiry_watch(
+    ca: CertificateAuthority, clock: FakeClock
+) -> None:
+    rl = RevocationList()
+    async with RevocationGuard(rl, node_leaf(ca, "n1").cert_pem, clock=clock) as guard:
+        await asyncio.sleep(0)
+        assert clock.sleepers == 1
+    assert guard.ended is None and clock.sleepers == 0 and rl._watchers == []
+    before = len(asyncio.all_tasks())
+    await asyncio.sleep(0)
+    assert len(asyncio.all_tasks()) == before
+
+
+async def test_race_mode_raises_without_cancelling(
+    ca: CertificateAuthority, clock: FakeClock
+) -> None:
+    rl = RevocationList()
+    leaf = node_leaf(ca, "n1")
+    async with RevocationGuard(rl, leaf.cert_pem, cancel_task=False) as guard:
+        assert await guard.race(asyncio.sleep(0, result="item")) == "item"
+        slow = asyncio.Event()
+        racing = asyncio.ensure_future(guard.race(slow.wait()))
+        await asyncio.sleep(0)
+        rl.revoke_identity(SpiffeId.node("n1"), reason="node removed", at=clock.now())
+        with pytest.raises(PermissionDenied, match="node removed"):
+            await racing
+        with pytest.raises(PermissionDenied):
+            guard.raise_if_ended()
+        with pytest.raises(PermissionDenied):  # ended: the coroutine is closed, not leaked
+            await guard.race(asyncio.sleep(0))
+        assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
