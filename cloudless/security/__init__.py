@@ -23,6 +23,7 @@ module             owns
 ``enrollment``     ``enroll``: the coordinator's token + CSR -> certificate path
 ``tls``            SSL contexts, gRPC credentials, peer identities, RPC authorization
 ``credentials``    a principal's own key/cert/bundle on disk (0600, pair checked)
+``session``        ``RevocationGuard``: end open sessions on revocation or expiry
 ``errors``         typed ``SecurityError`` family
 =================  ==========================================================================
 
