@@ -22,6 +22,7 @@ async def test_leader_kills_lose_no_acknowledged_write(tmp_path: Path) -> None:
     h = await run_chaos(tmp_path, TestPki(tmp_path / "pki"), seconds=60, writers=12, kill_every=4.0)
     print(
         f"chaos: {h.acked} acknowledged writes, {len(h.reads)} reads, {h.kills} leader kills, "
-        f"{h.unknown} outcome-unknown, {h.unavailable} unavailable"
+        f"{h.unknown} outcome-unknown, {h.unavailable} unavailable, "
+        f"{len(h.watched)} creations followed by the watch"
     )
     assert h.kills >= 8 and h.acked > 500
