@@ -17,9 +17,10 @@ signature -> expiry (injected clock) -> use -> store state -> bcrypt -> atomic m
 
 bcrypt cost: default ``DEFAULT_BCRYPT_COST = 10``. Why 10: the secret is 128 random bits,
 so bcrypt is defence in depth for a leaked store rather than the thing that stops guessing;
-10 is OWASP's floor and costs ~70 ms per check on the 2-core CI box (cost 12: ~275 ms), which
-keeps the enrolment critical path well under 100 ms at P50 and lets a coordinator admit
-~25 nodes/s per core during a mass join. bcrypt runs in a worker thread (it releases the GIL),
+10 is OWASP's floor and costs ~73 ms per check on the shared 2-core box (11: ~147 ms,
+12: ~300 ms; ``python -m bench.security``), which keeps the enrolment critical path near
+80-90 ms at P50 (cost 12: ~310 ms) and lets a coordinator admit ~13 nodes/s per core during
+a mass join. bcrypt runs in a worker thread (it releases the GIL),
 and only for tokens whose HMAC signature already verified, so it is not a cheap DoS lever.
 Raise the cost with ``bcrypt_cost=`` if tokens are long-lived or the store is exposed.
 """
