@@ -20,8 +20,8 @@ so bcrypt is defence in depth for a leaked store rather than the thing that stop
 10 is OWASP's floor and costs ~73 ms per check on the shared 2-core box (11: ~147 ms,
 12: ~300 ms; ``python -m bench.security``), which keeps the enrolment critical path near
 80-90 ms at P50 (cost 12: ~310 ms) and lets a coordinator admit ~13 nodes/s per core during
-a mass join. bcrypt runs in a worker thread (it releases the GIL),
-and only for tokens whose HMAC signature already verified, so it is not a cheap DoS lever.
+a mass join. bcrypt runs in a worker thread (it releases the GIL), and only for tokens whose
+HMAC signature already verified, so it is not a cheap DoS lever.
 Raise the cost with ``bcrypt_cost=`` if tokens are long-lived or the store is exposed.
 """
 
