@@ -14,7 +14,7 @@ import pytest
 
 from cloudless.store.backup import restore_snapshot, save_snapshot
 from cloudless.store.etcd_admin import EtcdAdmin
-from cloudless.store.etcd_process import EtcdMember, EtcdNotInstalled
+from cloudless.store.etcd_process import EtcdMember, EtcdNotInstalled, MemberRemoved
 from cloudless.store.membership import ensure_identity, join, remove
 from cloudless.store.tables.config import ClusterIdentity
 from cloudless.store.testing import SupervisedCluster, TestPki, free_ports, member_configs
@@ -132,3 +132,20 @@ async def test_snapshot_save_and_restore(tmp_path: Path, pki: TestPki) -> None:
         await restored.close()
     finally:
         await member.stop()
+
+
+async def test_removed_member_is_not_restarted(tmp_path: Path, pki: TestPki) -> None:
+    """Removing a running member makes etcd exit; its supervisor must report MemberRemoved
+    (a removed member's data dir must never be reused), not restart it forever."""
+    with pytest.raises(ExceptionGroup) as info:
+        async with SupervisedCluster(tmp_path, pki, 3) as c:
+            store = c.client()
+            admin = EtcdAdmin(store)
+            victim = next(m for m in await admin.members() if m.name == "m2")
+            await admin.remove_member(victim.id)
+            try:
+                await asyncio.sleep(20)  # cancelled when m2's supervisor raises
+            finally:
+                await store.close()
+    assert info.group_contains(MemberRemoved)
+    assert c.members[2].restarts == 0
