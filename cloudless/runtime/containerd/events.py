@@ -21,6 +21,7 @@ from cloudless.api.gen.containerd.services.containers.v1 import containers_pb2 a
 from cloudless.api.gen.containerd.services.events.v1 import events_pb2
 from cloudless.api.gen.containerd.services.tasks.v1 import tasks_pb2
 from cloudless.runtime.containerd.stats import oom_killed_in_metrics
+from cloudless.runtime.containerd.status import LABEL_OOM
 
 if TYPE_CHECKING:
     from cloudless.runtime.containerd.runtime import ContainerdRuntime
@@ -90,8 +91,6 @@ async def oom_in_metrics(rt: ContainerdRuntime, cid: str) -> bool:
 
 async def mark_oom(rt: ContainerdRuntime, cid: str) -> None:
     c = rt.client
-    from cloudless.runtime.containerd.runtime import LABEL_OOM
-
     with contextlib.suppress(Exception):
         await c.call(
             c.containers.Update,

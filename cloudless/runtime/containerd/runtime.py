@@ -38,7 +38,8 @@ from cloudless.runtime.containerd.client import AlreadyExists, ContainerdClient,
 from cloudless.runtime.containerd.images import ImageStore
 from cloudless.runtime.containerd.logfiles import FileLogSource, LogFiles
 from cloudless.runtime.containerd.pull import Puller, rfc3339
-from cloudless.runtime.containerd.stats import decode_metrics, process_start_time
+from cloudless.runtime.containerd.stats import decode_metrics
+from cloudless.runtime.containerd.status import LABEL_IMAGE, to_status
 from cloudless.runtime.errors import (
     ContainerExists,
     ContainerNotFound,
@@ -66,8 +67,6 @@ from cloudless.runtime.types import (
 )
 
 RUNC_V2 = "io.containerd.runc.v2"
-LABEL_OOM = "io.cloudless.oom-killed"
-LABEL_IMAGE = "io.cloudless.image"  # the ref as the spec gave it (containerd stores it normalized)
 _KILL_WAIT = 10.0
 
 
@@ -112,6 +111,7 @@ class ContainerdRuntime:
         self._oom: set[str] = set()
         self._started_at: dict[str, float] = {}
         self._lease: tuple[str, float] | None = None
+        self._fresh: dict[str, tuple[Any, list[Any]]] = {}  # created here, not yet started
 
     # -- images --------------------------------------------------------------------------
 
@@ -133,7 +133,7 @@ class ContainerdRuntime:
         c = self.client
         lease = await self._create_lease()
         try:
-            await c.call(
+            prepared = await c.call(
                 c.snapshots.Prepare,
                 snapshots_pb2.PrepareSnapshotRequest(
                     snapshotter=self.snapshotter, key=spec.id, parent=chain
@@ -174,40 +174,41 @@ class ContainerdRuntime:
             await self._remove_snapshot(spec.id)
             raise
         self.logs.create(spec.id)
+        # Remember what start needs (record and rootfs mounts) to save it three round trips.
+        self._fresh[spec.id] = (resp.container, list(prepared.mounts))
         return self._status(resp.container, None)
 
     async def start_container(self, container_id: str) -> ContainerStatus:
         check_container_id(container_id)
         c = self.client
-        record, proc = await asyncio.gather(self._container(container_id), self._task(container_id))
-        if proc is not None and proc.status != task_pb2.CREATED:
-            state = self._status(record, proc).state.value
-            raise InvalidState(
-                f"container {container_id!r} is {state}; only a created container can be "
-                "started (delete and create it again to rerun)"
-            )
-        if proc is None:
-            stdout, stderr = self.logs.create(container_id)
-            mounts = await c.call(
-                c.snapshots.Mounts,
-                snapshots_pb2.MountsRequest(snapshotter=self.snapshotter, key=record.snapshot_key),
-                f"rootfs mounts of {container_id}",
-            )
+        fresh = self._fresh.pop(container_id, None)
+        if fresh is not None:
+            # Created by this runtime and never started: no task can exist yet (if one does,
+            # Tasks.Create says so and we take the careful path below).
+            record, mounts = fresh
             try:
-                await c.call(
-                    c.tasks.Create,
-                    tasks_pb2.CreateTaskRequest(
-                        container_id=container_id,
-                        rootfs=mounts.mounts,
-                        stdout=stdout,
-                        stderr=stderr,
-                    ),
-                    f"create task {container_id}",
+                await self._create_task(container_id, record, mounts)
+            except AlreadyExists:
+                fresh = None
+        if fresh is None:
+            record, proc = await asyncio.gather(
+                self._container(container_id), self._task(container_id)
+            )
+            if proc is not None and proc.status != task_pb2.CREATED:
+                state = self._status(record, proc).state.value
+                raise InvalidState(
+                    f"container {container_id!r} is {state}; only a created container can be "
+                    "started (delete and create it again to rerun)"
                 )
-            except RuntimeFailure as e:
-                raise StartFailed(
-                    events.explain_start_failure(container_id, record, str(e))
-                ) from None
+            if proc is None:
+                resp = await c.call(
+                    c.snapshots.Mounts,
+                    snapshots_pb2.MountsRequest(
+                        snapshotter=self.snapshotter, key=record.snapshot_key
+                    ),
+                    f"rootfs mounts of {container_id}",
+                )
+                await self._create_task(container_id, record, list(resp.mounts))
         self._running[container_id] = 0
         try:
             started = await c.call(
@@ -265,6 +266,7 @@ class ContainerdRuntime:
             )
         await self._remove_snapshot(record.snapshot_key or container_id)
         await asyncio.to_thread(self.logs.remove, container_id)
+        self._fresh.pop(container_id, None)
         self._running.pop(container_id, None)
         self._oom.discard(container_id)
         self._started_at.pop(container_id, None)
@@ -348,6 +350,24 @@ class ContainerdRuntime:
 
     # -- internals -----------------------------------------------------------------------
 
+    async def _create_task(self, cid: str, record: Any, mounts: list[Any]) -> None:
+        stdout, stderr = self.logs.create(cid)
+        c = self.client
+        try:
+            await c.call(
+                c.tasks.Create,
+                tasks_pb2.CreateTaskRequest(
+                    container_id=cid, rootfs=mounts, stdout=stdout, stderr=stderr
+                ),
+                f"create task {cid}",
+            )
+        except AlreadyExists:
+            raise
+        except NotFound:
+            raise ContainerNotFound(cid) from None
+        except RuntimeFailure as e:
+            raise StartFailed(events.explain_start_failure(cid, record, str(e))) from None
+
     async def _lease_exists(self, lease: str) -> bool:
         c = self.client
         resp = await c.call(
@@ -404,34 +424,12 @@ class ContainerdRuntime:
         self._exits.publish(ContainerExit(cid, status, oom, exited_at or self.clock.now()))
 
     def _status(self, record: Any, proc: Any | None) -> ContainerStatus:
-        labels = dict(record.labels)
-        oom = labels.pop(LABEL_OOM, "") == "true" or record.id in self._oom
-        image = labels.pop(LABEL_IMAGE, record.image)
-        created = (
-            record.created_at.ToDatetime().timestamp() if record.HasField("created_at") else None
-        )
-        st = ContainerStatus(
-            id=record.id,
-            image=image,
-            state=ContainerState.CREATED,
-            labels=labels,
-            created_at=created,
+        return to_status(
+            record,
+            proc,
+            oom_seen=record.id in self._oom,
             started_at=self._started_at.get(record.id),
         )
-        if proc is None or proc.status == task_pb2.CREATED:
-            return st
-        if proc.status == task_pb2.STOPPED:
-            return replace(
-                st,
-                state=ContainerState.EXITED,
-                exit_code=proc.exit_status,
-                oom_killed=oom,
-                finished_at=proc.exited_at.ToDatetime().timestamp(),
-            )
-        if proc.status in (task_pb2.RUNNING, task_pb2.PAUSED, task_pb2.PAUSING):
-            started = st.started_at or process_start_time(proc.pid)
-            return replace(st, state=ContainerState.RUNNING, pid=proc.pid, started_at=started)
-        return replace(st, state=ContainerState.UNKNOWN, reason="containerd reports UNKNOWN")
 
     async def _container(self, cid: str, *, missing_ok: bool = False) -> Any:
         c = self.client
