@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ETCD = "/usr/bin/etcd"
 _DEFAULT_BACKOFF = Backoff(base=0.2, cap=5.0)
+_START_MARK = b"--- cloudless: starting etcd ---"
 
 
 class EtcdNotInstalled(StoreError):
@@ -168,6 +169,8 @@ class EtcdMember:
             raise EtcdNotInstalled(cfg.binary)
         cfg.data_dir.parent.mkdir(parents=True, exist_ok=True)
         logf = cfg.log_file.open("ab")
+        logf.write(_START_MARK + b"\n")
+        logf.flush()
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *cfg.argv(),
@@ -215,11 +218,13 @@ class EtcdMember:
         )
 
     def log_tail(self, lines: int = 8) -> str:
+        """The last ``lines`` lines the current (or last) etcd process logged."""
         try:
-            text = self.config.log_file.read_text(errors="replace")
+            text = self.config.log_file.read_bytes()
         except OSError:
             return ""
-        return "\n".join(text.splitlines()[-lines:])
+        mine = text.rsplit(_START_MARK, 1)[-1].decode(errors="replace")
+        return "\n".join(mine.strip().splitlines()[-lines:])
 
     def kill(self) -> None:
         """SIGKILL, for fault injection. The supervisor (``run``) will restart it."""
