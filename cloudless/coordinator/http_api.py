@@ -100,6 +100,7 @@ class UserApi:
         is_leader: Callable[[], bool],
         leader_api: Callable[[], str | None],
         agent_endpoints: Callable[[], list[str]],
+        enroll_endpoints: Callable[[], list[str]] | None = None,
         scheduler: Scheduler | None = None,
     ) -> None:
         self.state = state
@@ -112,6 +113,7 @@ class UserApi:
         self.is_leader = is_leader
         self.leader_api = leader_api
         self.agent_endpoints = agent_endpoints
+        self.enroll_endpoints = enroll_endpoints or agent_endpoints
         self.scheduler = scheduler or Scheduler()
 
     def app(self) -> web.Application:
@@ -201,6 +203,7 @@ class UserApi:
                 "ca_bundle_pem": self.ca.bundle_pem.decode(),
                 "ca_digest": self.ca.digest,
                 "agent_endpoints": self.agent_endpoints(),
+                "enroll_endpoints": self.enroll_endpoints(),
             }
         )
 

@@ -94,7 +94,7 @@ async def test_enroll_apply_run_and_replace_lost_node(cluster) -> None:  # type:
     await wait_for(
         lambda: [n["state"] for n in client.nodes()] == ["ready"] * 3, what="3 ready nodes"
     )
-    nodes = {n["id"]: n for n in client.nodes()}
+    nodes = {n["id"]: n for n in await asyncio.to_thread(client.nodes)}
     assert sorted(n["zone"] for n in nodes.values()) == ["zone-a", "zone-b", "zone-c"]
 
     res = await asyncio.to_thread(client.apply, HELLO)

@@ -1,0 +1,182 @@
+"""``cloudless agent``: one data-plane process.
+
+Enrolls once (token + CSR; key and certificate kept with 0600 permissions), then runs, in one
+TaskGroup: the container runtime's loop, the supervisor (converging containers on the last
+assignment, which is persisted, so work continues while the coordinator is unreachable), the
+resource monitor, the link to the coordinator, and certificate renewal (at 2/3 of the
+certificate's lifetime, with jitter, without a restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from cloudless.agent.facts import detect_facts
+from cloudless.agent.identity import AgentIdentity, channel_options, enroll
+from cloudless.agent.link import AssignmentFile, Link, Sample
+from cloudless.agent.monitor import ResourceMonitor
+from cloudless.agent.supervisor import Supervisor
+from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
+from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
+from cloudless.coordinator.convert import resources_to_pb
+from cloudless.lib.clock import Clock, SystemClock
+from cloudless.model.node import NodeConditions
+from cloudless.model.resources import Resources
+from cloudless.runtime.protocol import ContainerRuntime
+from cloudless.security.identity import SpiffeId
+from cloudless.security.keys import make_csr, new_private_key
+from cloudless.security.rotation import renewal_due
+
+log = logging.getLogger("cloudless.agent")
+
+
+@dataclass
+class AgentConfig:
+    data_dir: Path
+    join: str = ""  # coordinator API URL, for enrollment
+    token: str = ""
+    name: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    region: str = ""
+    zone: str = ""
+    address: str = ""
+    public: bool = False
+    cost_per_hour: float = 0.0
+    capacity_override: Resources | None = None
+    monitor_interval_s: float = 1.0
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        runtime: ContainerRuntime,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        monitor: ResourceMonitor | None = None,
+    ) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.clock: Clock = clock or SystemClock()
+        self.rng = rng or random.Random()
+        self.monitor = monitor or ResourceMonitor(
+            str(config.data_dir), clock=self.clock, override=config.capacity_override
+        )
+        self.identity: AgentIdentity | None = None
+        self.link: Link | None = None
+        self.supervisor: Supervisor | None = None
+
+    def facts(self) -> pb.NodeFacts:
+        c = self.config
+        d = detect_facts()
+        s = self.monitor.latest or self.monitor.sample()
+        labels = dict(c.labels)
+        if c.region:
+            labels.setdefault("region", c.region)
+        if c.zone:
+            labels.setdefault("zone", c.zone)
+        return pb.NodeFacts(
+            hostname=d.hostname,
+            arch=d.arch,
+            os=d.os,
+            kernel=d.kernel,
+            cpu_cores=d.cpu_cores,
+            device_class=d.device_class,
+            capacity=resources_to_pb(self.monitor.capacity(s)),
+            allocatable=resources_to_pb(self.monitor.allocatable(s)),
+            labels=labels,
+            region=c.region,
+            zone=c.zone,
+            address=c.address,
+            public=c.public,
+            cost_per_hour=c.cost_per_hour,
+        )
+
+    def sample(self) -> Sample:
+        s = self.monitor.latest
+        if s is None:
+            return Sample(Resources(), NodeConditions())
+        return Sample(s.usage(), self.monitor.conditions(s))
+
+    async def ensure_identity(self) -> AgentIdentity:
+        ident = AgentIdentity.load(self.config.data_dir)
+        if ident is not None:
+            return ident
+        c = self.config
+        if not c.join or not c.token:
+            raise SystemExit(
+                f"cloudless agent: not enrolled yet ({c.data_dir} holds no identity): pass "
+                "--join https://COORDINATOR:8443 --token TOKEN"
+            )
+        ident = await enroll(c.join, c.token, node_name=c.name or "node", facts=self.facts())
+        ident.save(c.data_dir)
+        log.info("enrolled as node %s", ident.node_id)
+        return ident
+
+    async def run(self) -> None:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.monitor.sample()
+        self.identity = await self.ensure_identity()
+        assignments = AssignmentFile(self.config.data_dir)
+        link_ref: list[Link] = []
+        self.supervisor = Supervisor(
+            self.runtime, self.clock, lambda: link_ref[0].on_change() if link_ref else None
+        )
+        self.link = Link(
+            self.identity,
+            self.supervisor,
+            self.runtime,
+            self.facts,
+            self.sample,
+            self.clock,
+            self.rng,
+            assignments,
+        )
+        link_ref.append(self.link)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.runtime.run())
+            tg.create_task(self.supervisor.run(assignments.load()))
+            tg.create_task(self.monitor.run(self.config.monitor_interval_s))
+            tg.create_task(self.link.run())
+            tg.create_task(self._renewal())
+
+    async def _renewal(self) -> None:
+        """Renew at the time drawn once per certificate (2/3 of its life, with jitter)."""
+        assert self.identity is not None and self.link is not None
+        while True:
+            d = renewal_due(self.identity.cert_pem, self.clock.now(), self.rng)
+            if d.expired:
+                log.error("certificate expired: %s", d.reason)
+                return
+            while self.clock.now() < d.renew_at:
+                await self.clock.sleep(min(3600.0, max(1.0, d.renew_at - self.clock.now())))
+            try:
+                await self.renew()
+            except (grpc.aio.AioRpcError, OSError) as e:
+                log.warning("certificate renewal failed, retrying in 60s: %s", e)
+                await self.clock.sleep(60)
+
+    async def renew(self) -> None:
+        """Renew now: a fresh key, a CSR for the same identity, new files, a new stream."""
+        ident = self.identity
+        assert ident is not None and self.link is not None
+        key = new_private_key()
+        csr = make_csr(key, SpiffeId.node(ident.node_id, ident.trust_domain))
+        target = self.link.leader_hint or ident.coordinators[0]
+        async with grpc.aio.secure_channel(
+            target, ident.channel_credentials(), options=channel_options()
+        ) as ch:
+            resp = await pbg.AgentControlStub(ch).Renew(pb.RenewRequest(csr_pem=csr), timeout=30)
+        ident.key_pem, ident.cert_pem = key, resp.cert_pem
+        if resp.ca_bundle_pem:
+            ident.ca_pem = resp.ca_bundle_pem
+        ident.save(self.config.data_dir)
+        self.link.reconnect()
+        log.info("certificate renewed")

@@ -1,0 +1,61 @@
+"""Coordinator configuration and on-disk layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from cloudless.coordinator.membership import MembershipConfig
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    data_dir: Path
+    name: str = "coord-1"
+    host: str = "127.0.0.1"  # the address this coordinator binds and advertises
+    api_port: int = 8443
+    agent_port: int = 7443  # mutual TLS: the agents' control stream
+    enroll_port: int = 7444  # server TLS only: enrollment of nodes without a certificate
+    etcd_client_port: int = 2379
+    etcd_peer_port: int = 2380
+    store: Literal["etcd", "memory"] = "etcd"
+    bootstrap: bool = False
+    join: str = ""  # API URL of a coordinator of the cluster to join
+    join_token: str = ""
+    trust_domain: str = "cloudless"
+    root_key_size: int = 4096
+    bcrypt_cost: int = 10
+    election_ttl: int = 3
+    leader_wait_s: float = 30.0
+    etcd_heartbeat_ms: int = 100
+    etcd_election_ms: int = 1000
+    membership: MembershipConfig = field(default_factory=MembershipConfig)
+
+    @property
+    def api_url(self) -> str:
+        return f"https://{self.host}:{self.api_port}"
+
+    @property
+    def agent_endpoint(self) -> str:
+        return f"{self.host}:{self.agent_port}"
+
+    @property
+    def enroll_endpoint(self) -> str:
+        return f"{self.host}:{self.enroll_port}"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.data_dir / "ca"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
+    def etcd_dir(self) -> Path:
+        return self.data_dir / "etcd" / self.name
+
+    @property
+    def admin_dir(self) -> Path:
+        return self.data_dir / "admin"

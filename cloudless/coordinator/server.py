@@ -1,0 +1,338 @@
+"""``cloudless coordinator``: one control-plane process.
+
+Start-up order: data dirs, CA, token manager, membership, scheduler, store (embedded etcd
+member, supervised); open the store and wait for a leader (``leader_wait_s``, then a clear
+error); bootstrap the cluster identity if asked; then serve the agent gRPC API and the user
+HTTPS API. Leader-only work (the agent hub and the reconciler) runs while the election says
+this coordinator leads, each write fenced by the election.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from pathlib import Path
+
+import grpc
+from aiohttp import web
+
+from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
+from cloudless.coordinator.agent_api import MAX_MESSAGE, AgentApi
+from cloudless.coordinator.config import CoordinatorConfig
+from cloudless.coordinator.http_api import UserApi, server_ssl_context
+from cloudless.coordinator.hub import AgentHub
+from cloudless.coordinator.placer import SchedulerPlacer
+from cloudless.coordinator.reconciler import Reconciler
+from cloudless.coordinator.state import ClusterState
+from cloudless.lib.clock import Clock, SystemClock
+from cloudless.lib.errors import CloudlessError
+from cloudless.lib.ids import IdSource, RandomIds
+from cloudless.scheduler.scheduler import Scheduler
+from cloudless.security.authz import Authorizer
+from cloudless.security.ca import CertificateAuthority
+from cloudless.security.identity import CertKind, SpiffeId
+from cloudless.security.revocation import RevocationList
+from cloudless.security.tokens import TokenManager
+from cloudless.store.election import Election
+from cloudless.store.errors import StoreError
+from cloudless.store.memory import MemoryStore
+from cloudless.store.protocol import Store
+from cloudless.store.tables.config import ClusterIdentity
+from cloudless.store.tables.revocations import REVOCATIONS
+from cloudless.store.tokens import StoreTokenStore
+from cloudless.store.types import EventType
+
+log = logging.getLogger("cloudless.coordinator")
+
+
+class StartupError(CloudlessError):
+    code = "startup"
+
+
+def write_private(path: Path, data: bytes) -> None:
+    from cloudless.agent.identity import _write_private
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _write_private(path, data)
+
+
+class Coordinator:
+    def __init__(
+        self,
+        config: CoordinatorConfig,
+        *,
+        clock: Clock | None = None,
+        ids: IdSource | None = None,
+        rng: random.Random | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.ids = ids or RandomIds()
+        self.rng = rng or random.Random()
+        self._store = store
+        self.revocations = RevocationList()
+        self.ready = asyncio.Event()
+        self.etcd: object | None = None
+        self.ca: CertificateAuthority
+        self.store: Store
+        self.state: ClusterState
+        self.election: Election
+        self.hub: AgentHub
+
+    # ---- pieces ----------------------------------------------------------------------------
+
+    def _load_ca(self) -> CertificateAuthority:
+        c = self.config
+        if (c.ca_dir / "ca.key").exists():
+            return CertificateAuthority.load(c.ca_dir, clock=self.clock)
+        if c.bootstrap:
+            log.info("creating the cluster CA (RSA-%d) in %s", c.root_key_size, c.ca_dir)
+            return CertificateAuthority.init(
+                c.ca_dir,
+                trust_domain=c.trust_domain,
+                clock=self.clock,
+                root_key_size=c.root_key_size,
+            )
+        raise StartupError(
+            f"no CA in {c.ca_dir}: start the first coordinator with --bootstrap, or join an "
+            "existing cluster with --join URL --token TOKEN"
+        )
+
+    def _issue_own_certs(self) -> None:
+        c = self.config
+        ips = sorted({c.host, "127.0.0.1"})
+        sid = SpiffeId.service(f"coordinator-{c.name}", c.trust_domain)
+        key, cert = self.ca.issue(sid, CertKind.SERVICE, dns_names=("localhost",), ip_addresses=ips)
+        write_private(c.tls_dir / "coordinator.key", key)
+        write_private(c.tls_dir / "coordinator.crt", cert)
+        write_private(c.tls_dir / "ca.pem", self.ca.bundle_pem)
+
+    def _write_admin_config(self) -> None:
+        c = self.config
+        if (c.admin_dir / "config.json").exists():
+            return
+        key, cert = self.ca.issue(SpiffeId.user("admin", c.trust_domain), CertKind.USER)
+        write_private(c.admin_dir / "admin.key", key)
+        write_private(c.admin_dir / "admin.crt", cert)
+        write_private(c.admin_dir / "ca.pem", self.ca.bundle_pem)
+        cfg = {"servers": [c.api_url], "ca": "ca.pem", "cert": "admin.crt", "key": "admin.key"}
+        write_private(c.admin_dir / "config.json", json.dumps(cfg, indent=2).encode())
+        log.info("admin client config written to %s", c.admin_dir / "config.json")
+
+    async def _open_store(self) -> Store:
+        if self._store is not None:
+            return self._store
+        if self.config.store == "memory":
+            return MemoryStore(clock=self.clock)
+        from cloudless.coordinator.embedded_etcd import start_embedded_etcd
+
+        member, store = await start_embedded_etcd(self.config, self.ca)
+        self.etcd = member
+        return store
+
+    def leader_info(self) -> dict[str, str]:
+        raw = self.election.leader() if hasattr(self, "election") else None
+        if not raw:
+            return {}
+        try:
+            info = json.loads(raw)
+        except ValueError:
+            return {}
+        return info if isinstance(info, dict) else {}
+
+    # ---- run -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        c = self.config
+        for d in (c.data_dir, c.tls_dir):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.ca = self._load_ca()
+        self._issue_own_certs()
+        self.store = await self._open_store()
+        self.state = ClusterState(self.store)
+        tokens = TokenManager(
+            self.ca, StoreTokenStore(self.store), self.clock, bcrypt_cost=c.bcrypt_cost
+        )
+        authorizer = Authorizer(
+            self.ca.trust_bundle,
+            trust_domain=c.trust_domain,
+            revocations=self.revocations,
+            clock=self.clock,
+        )
+        self.hub = AgentHub(self.state, self.clock, c.membership)
+        reconciler = Reconciler(self.state, SchedulerPlacer(Scheduler()), self.ids, self.clock)
+        me = json.dumps({"api": c.api_url, "agent": c.agent_endpoint, "name": c.name})
+        self.election = Election(self.store, me, ttl=c.election_ttl, clock=self.clock)
+
+        def endpoints() -> list[str]:
+            return [c.agent_endpoint]
+
+        agent_api = AgentApi(
+            state=self.state,
+            hub=self.hub,
+            ca=self.ca,
+            tokens=tokens,
+            authorizer=authorizer,
+            clock=self.clock,
+            leader_address=lambda: self.leader_info().get("agent"),
+            agent_endpoints=endpoints,
+        )
+        user_api = UserApi(
+            state=self.state,
+            hub=self.hub,
+            ca=self.ca,
+            tokens=tokens,
+            authorizer=authorizer,
+            revocations=self.revocations,
+            clock=self.clock,
+            is_leader=self.election.is_leader,
+            leader_api=lambda: self.leader_info().get("api"),
+            agent_endpoints=endpoints,
+            enroll_endpoints=lambda: [c.enroll_endpoint],
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                if self.etcd is not None:
+                    tg.create_task(self.etcd.run())  # type: ignore[attr-defined]
+                tg.create_task(self.election.run())
+                await self._wait_for_leader()
+                if c.bootstrap:
+                    from cloudless.store.membership import ensure_identity
+
+                    await ensure_identity(
+                        self.store,
+                        ClusterIdentity(
+                            self.ids.new_id("cl-"), c.trust_domain, self.clock.now(), self.ca.digest
+                        ),
+                    )
+                    self._write_admin_config()
+                tg.create_task(self._sync_revocations())
+                tg.create_task(self._lead(reconciler))
+                grpc_server = await self._serve_grpc(agent_api)
+                runner = await self._serve_http(user_api)
+                log.info(
+                    "coordinator %s serving: api %s, agents %s", c.name, c.api_url, c.agent_endpoint
+                )
+                self.ready.set()
+                try:
+                    await asyncio.Event().wait()
+                finally:
+                    await grpc_server.stop(grace=0.5)
+                    await runner.cleanup()
+        finally:
+            with contextlib.suppress(Exception):
+                await self.store.close()
+            if self.etcd is not None:
+                with contextlib.suppress(Exception):
+                    await self.etcd.stop()  # type: ignore[attr-defined]
+
+    async def _wait_for_leader(self) -> None:
+        deadline = time.monotonic() + self.config.leader_wait_s
+        while self.election.leader() is None:
+            if time.monotonic() > deadline:
+                raise StartupError(
+                    f"no coordinator leader within {self.config.leader_wait_s:.0f}s: the store "
+                    "has no quorum (are enough coordinators running and reachable?)"
+                )
+            await asyncio.sleep(0.05)
+
+    async def _lead(self, reconciler: Reconciler) -> None:
+        """Run the leader-only components while this coordinator leads."""
+        task: asyncio.Task[None] | None = None
+        try:
+            async for lead in self.election.changes():
+                if lead.is_me and task is None:
+                    log.info("coordinator %s is the leader (term %d)", self.config.name, lead.term)
+                    task = asyncio.create_task(self._leading(reconciler))
+                elif not lead.is_me and task is not None:
+                    log.info("coordinator %s is no longer the leader", self.config.name)
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                    task = None
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _leading(self, reconciler: Reconciler) -> None:
+        """The leader's loops; restarted after a failure for as long as we still lead."""
+        while self.election.is_leader():
+            try:
+                fence = self.election.fence()
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self.hub.lead(fence))
+                    tg.create_task(reconciler.lead(fence))
+            except* (StoreError, CloudlessError) as eg:
+                log.warning("leader loops stopped (%s); restarting", eg.exceptions[0])
+            await asyncio.sleep(0.2)
+
+    async def _sync_revocations(self) -> None:
+        table = REVOCATIONS.bind(self.store)
+        while True:
+            try:
+                listing = await table.list()
+                for rec in listing.records:
+                    self._apply_revocation(rec.value)
+                async for ev in table.watch(start_revision=listing.revision + 1):
+                    if ev.type is EventType.PUT and ev.record is not None:
+                        self._apply_revocation(ev.record.value)
+            except StoreError as e:
+                log.warning("revocation sync interrupted (%s); re-listing", e)
+                await asyncio.sleep(0.5)
+
+    def _apply_revocation(self, r: object) -> None:
+        from cloudless.store.tables.revocations import Revocation
+
+        assert isinstance(r, Revocation)
+        if r.subject.startswith("spiffe://"):
+            self.revocations.revoke_identity(
+                SpiffeId.parse(r.subject), reason=r.reason, at=r.revoked_at
+            )
+        else:
+            with contextlib.suppress(ValueError):
+                self.revocations.revoke_serial(
+                    int(r.subject, 16), reason=r.reason, at=r.revoked_at, expires_at=r.expires_at
+                )
+
+    async def _serve_grpc(self, api: AgentApi) -> grpc.aio.Server:
+        c = self.config
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE),
+                ("grpc.keepalive_time_ms", 10_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ]
+        )
+        pbg.add_EnrollmentServicer_to_server(api, server)
+        pbg.add_AgentControlServicer_to_server(api, server)
+        key = (c.tls_dir / "coordinator.key").read_bytes()
+        cert = (c.tls_dir / "coordinator.crt").read_bytes()
+        mtls = grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=self.ca.bundle_pem, require_client_auth=True
+        )
+        server_only = grpc.ssl_server_credentials([(key, cert)])
+        server.add_secure_port(f"{c.host}:{c.agent_port}", mtls)
+        server.add_secure_port(f"{c.host}:{c.enroll_port}", server_only)
+        await server.start()
+        return server
+
+    async def _serve_http(self, api: UserApi) -> web.AppRunner:
+        c = self.config
+        ctx = server_ssl_context(
+            str(c.tls_dir / "coordinator.crt"),
+            str(c.tls_dir / "coordinator.key"),
+            str(c.tls_dir / "ca.pem"),
+        )
+        runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, c.host, c.api_port, ssl_context=ctx, shutdown_timeout=1.0)
+        await site.start()
+        return runner
