@@ -55,8 +55,17 @@ class MemoryStore:
     """See module docstring. ``run()`` expires leases in the background (optional: every
     call also expires due leases first)."""
 
-    def __init__(self, clock: Clock | None = None, *, first_lease_id: int = 0x7E57_0000) -> None:
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        *,
+        first_lease_id: int = 0x7E57_0000,
+        retain_revisions: int | None = None,
+    ) -> None:
+        """``retain_revisions``: auto-compact like etcd's revision mode (keep at least that
+        many revisions of history), so long simulations do not grow without bound."""
         self._clock = clock or SystemClock()
+        self._retain = retain_revisions
         self._rev = 1  # etcd starts at revision 1 with an empty keyspace
         self._compacted = 0
         self._current: dict[str, KeyValue] = {}
@@ -179,6 +188,8 @@ class MemoryStore:
         self._events.extend(events)
         for w in self._watchers:
             self._deliver(w, events)
+        if self._retain is not None and rev - self._compacted >= 2 * self._retain:
+            self._compact(rev - self._retain)
 
     def _deliver(self, w: _Watcher, events: Sequence[Event]) -> None:
         mine = tuple(
@@ -197,6 +208,9 @@ class MemoryStore:
             raise StoreError(
                 f"cannot compact to revision {revision}: the store is only at {self._rev}"
             )
+        self._compact(revision)
+
+    def _compact(self, revision: int) -> None:
         self._compacted = revision
         self._events = [e for e in self._events if e.revision >= revision]
         for key, hist in list(self._history.items()):

@@ -59,3 +59,14 @@ async def test_watch_table_decodes() -> None:
         second = await anext(it)
     assert isinstance(second, TableChanges)
     assert [(e.name, e.record is not None) for e in second.events] == [("n2", True)]
+
+
+async def test_memory_auto_compaction_keeps_recent_history() -> None:
+    s = MemoryStore(FakeClock(), retain_revisions=10)
+    # revisions 2..41; whenever history reaches 20 revisions it is cut back to the last 10
+    # (at 21 -> 11, 31 -> 21, 41 -> 31)
+    for i in range(40):
+        await s.put("/p/k", b"%d" % i)
+    assert (await s.list("/p/", revision=35)).kvs[0].value == b"33"  # within history
+    async with contextlib.aclosing(watch_with_resync(s, "/p/", start_revision=3)) as it:
+        assert isinstance(await anext(it), Resync)  # rev 3 is long gone: re-list
