@@ -63,6 +63,7 @@ R = TypeVar("R")
 rpc_pb2: Any = _pb.rpc_pb2  # type: ignore[attr-defined]
 _rpc_grpc: Any = _pb.rpc_pb2_grpc  # type: ignore[attr-defined]
 _DEFAULT_BACKOFF = Backoff(base=0.05, cap=1.0)
+_MAX_RECEIVE = 256 * 1024 * 1024
 _TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 # A request that failed with one of these never left the client: safe to resend a write.
 _NOT_SENT = ("failed to connect", "connection refused", "connections to all backends failing")
@@ -125,6 +126,8 @@ class EtcdStore:
         manager = ConnectionManager(
             list(endpoints), keepalive_time_ms=2_000, keepalive_timeout_ms=2_000
         )
+        # Big watch batches and list pages must not trip gRPC's 4 MiB receive default.
+        manager.grpc_options.append(("grpc.max_receive_message_length", _MAX_RECEIVE))
         self.channel = manager.get_channel(
             ca_cert=tls.ca_pem,
             cert_key=tls.key_pem,
@@ -135,7 +138,7 @@ class EtcdStore:
         self._lease = LeaseService(self.channel, max_attempts=1)
         self._watch = _rpc_grpc.WatchStub(self.channel)
         self._timeout = request_timeout
-        self.page_size = 1000
+        self.page_size = 500
         self._retry_for = retry_for
         self._backoff = backoff
         self._rng = rng or random.Random()

@@ -6,6 +6,7 @@ All on loopback with mutual TLS, random free ports and tmp data dirs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -149,3 +150,22 @@ async def test_removed_member_is_not_restarted(tmp_path: Path, pki: TestPki) -> 
                 await store.close()
     assert info.group_contains(MemberRemoved)
     assert c.members[2].restarts == 0
+
+
+async def test_large_listing_and_watch_batches(tmp_path: Path, pki: TestPki) -> None:
+    """300 values of 20 KB: one page / watch catch-up batch is ~6 MB, over gRPC's 4 MiB
+    default receive limit."""
+    async with SupervisedCluster(tmp_path, pki, 1) as c:
+        store = c.client()
+        start = await store.revision() + 1
+        for i in range(300):
+            await store.put(f"/big/{i:04d}", b"x" * 20_000)
+        assert len((await store.list("/big/")).kvs) == 300
+        seen = 0
+        async with contextlib.aclosing(store.watch("/big/", start_revision=start)) as w:
+            async for batch in w:
+                seen += len(batch.events)
+                if seen >= 300:
+                    break
+        assert seen == 300
+        await store.close()
