@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 from cloudless.lib.errors import Conflict, ValidationError
 from cloudless.store.codec import Codec, dump, load
-from cloudless.store.errors import DecodeError
+from cloudless.store.errors import DecodeError, OutcomeUnknown
 from cloudless.store.fence import NO_FENCE, Fence, fenced_txn
 from cloudless.store.protocol import Store
 from cloudless.store.types import Compare, Delete, EventType, KeyValue, Put
@@ -180,7 +180,9 @@ class Table(Generic[T]):
         """Read-modify-write with compare-and-swap, retried on contention.
 
         ``change(current)`` returns the new value, or ``None`` to leave the record alone (the
-        current record is returned). It must be pure: it may run several times.
+        current record is returned). It must be pure: it may run several times. A lost answer
+        (``OutcomeUnknown``) is resolved by re-reading: if the record now holds exactly our
+        new value, our write landed and ``change`` is not applied again.
         """
         for _ in range(attempts):
             current = await self.get(name)
@@ -188,7 +190,15 @@ class Table(Generic[T]):
             if new is None:
                 return current
             expect = current.mod_revision if current else 0
-            rev = await self.cas(name, new, expect=expect, fence=fence)
+            try:
+                rev = await self.cas(name, new, expect=expect, fence=fence)
+            except OutcomeUnknown:
+                # The compare on ``expect`` makes a retry safe (the lost write and the retry
+                # cannot both apply); if the lost write did land, do not apply ``change`` twice.
+                again = await self.get(name)
+                if again is not None and again.mod_revision != expect and again.value == new:
+                    return again
+                continue
             if rev is not None:
                 return Record(
                     name,

@@ -19,6 +19,7 @@ from cloudless.store import (
     MemoryStore,
     Table,
 )
+from cloudless.store.errors import OutcomeUnknown
 from cloudless.store.tables.config import CLUSTER, IDENTITY, ClusterIdentity
 from cloudless.store.tables.nodes import NODES
 from cloudless.store.types import Compare
@@ -143,3 +144,29 @@ async def test_watch_decodes_and_reports_bad_records(store: MemoryStore) -> None
 def test_bad_names(store: MemoryStore, name: str) -> None:
     with pytest.raises(ValidationError):
         NODES.bind(store).key(name)
+
+
+class LosesAnswers(MemoryStore):
+    """Applies every ``lose``-th transaction but reports ``OutcomeUnknown`` (a lost reply)."""
+
+    def __init__(self, lose: set[int]) -> None:
+        super().__init__(FakeClock())
+        self.lose = lose
+        self.n = 0
+
+    async def txn(self, compares, success, failure=()):  # type: ignore[no-untyped-def]
+        self.n += 1
+        res = await super().txn(compares, success, failure)
+        if self.n in self.lose:
+            raise OutcomeUnknown("answer lost")
+        return res
+
+
+async def test_update_after_lost_answer_does_not_apply_twice() -> None:
+    s = LosesAnswers(lose={2})  # txn 1: create; txn 2: first increment, applied but lost
+    t = NODES.bind(s)
+    await t.create("n", {"id": "n", "count": 0})
+    rec = await t.update("n", lambda v: {**(v or {}), "count": (v or {})["count"] + 1})
+    assert rec is not None and rec.value["count"] == 1  # 0 + 1 once, not twice
+    got = await t.get("n")
+    assert got is not None and got.value["count"] == 1
