@@ -127,7 +127,10 @@ class Agent:
         assignments = AssignmentFile(self.config.data_dir)
         link_ref: list[Link] = []
         self.supervisor = Supervisor(
-            self.runtime, self.clock, lambda: link_ref[0].on_change() if link_ref else None
+            self.runtime,
+            self.clock,
+            lambda: link_ref[0].on_change() if link_ref else None,
+            advertise=self.config.address,
         )
         self.link = Link(
             self.identity,

@@ -118,9 +118,9 @@ async def fetch_pinned_ca(
         raise EnrollmentFailed(f"cannot reach the coordinator at {api_url}: {e}") from None
     ca = str(body.get("ca_bundle_pem", "")).encode()
     root = pinned_ca(token, ca)
-    endpoints = body.get("agent_endpoints", [])
+    endpoints = body.get("enroll_endpoints") or body.get("agent_endpoints", [])
     if not isinstance(endpoints, list) or not endpoints:
-        raise EnrollmentFailed(f"{api_url}/v1/ca announced no agent endpoint")
+        raise EnrollmentFailed(f"{api_url}/v1/ca announced no enrollment endpoint")
     return root, [str(e) for e in endpoints]
 
 
@@ -176,6 +176,6 @@ async def enroll(
             key_pem=key_pem,
             cert_pem=resp.cert_pem,
             ca_pem=resp.ca_bundle_pem or root,
-            coordinators=list(resp.coordinators) or endpoints,
+            coordinators=list(resp.coordinators),
         )
     raise EnrollmentFailed(f"no coordinator endpoint answered ({last})")

@@ -55,6 +55,7 @@ def status_pb(s: LocalStatus, clock_now: float) -> pb.ReplicaStatus:
         restarts=s.restarts,
         started_at=s.started_at,
         spec_version=s.spec_version,
+        endpoint=s.endpoint,
     )
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from cloudless.agent.ports import PortAllocator
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError
 from cloudless.model.replica import ReplicaState
@@ -30,6 +31,7 @@ from cloudless.runtime.types import ContainerSpec, ContainerState, ContainerStat
 log = logging.getLogger("cloudless.agent.supervisor")
 
 SPEC_VERSION_LABEL = "cloudless.spec-version"
+PORTS_LABEL = "cloudless.ports"  # "8080=20001,9090=20002": declared port = host port
 POLL_S = 2.0
 
 
@@ -54,13 +56,32 @@ class LocalStatus:
     exit_code: int | None = None
     restarts: int = 0
     started_at: float = 0.0
+    endpoint: str = ""
 
 
-def container_spec(a: Assigned, env_extra: dict[str, str] | None = None) -> ContainerSpec:
+def ports_label(ports: dict[int, int]) -> str:
+    return ",".join(f"{c}={h}" for c, h in sorted(ports.items()))
+
+
+def parse_ports_label(text: str) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for part in filter(None, text.split(",")):
+        c, _, h = part.partition("=")
+        if c.isdigit() and h.isdigit():
+            out[int(c)] = int(h)
+    return out
+
+
+def container_spec(a: Assigned, ports: dict[int, int] | None = None) -> ContainerSpec:
     env = dict(a.spec.env)
-    env.update(
-        {"CLOUDLESS_REPLICA": a.replica_id, "CLOUDLESS_WORKLOAD": a.workload, **(env_extra or {})}
-    )
+    env.update({"CLOUDLESS_REPLICA": a.replica_id, "CLOUDLESS_WORKLOAD": a.workload})
+    labels = {SPEC_VERSION_LABEL: str(a.spec_version)}
+    if ports:
+        first = ports[a.spec.ports[0]] if a.spec.ports else next(iter(ports.values()))
+        env["PORT"] = str(first)
+        for c, h in ports.items():
+            env[f"CLOUDLESS_PORT_{c}"] = str(h)
+        labels[PORTS_LABEL] = ports_label(ports)
     return ContainerSpec(
         id=a.replica_id,
         image=a.spec.image,
@@ -69,7 +90,7 @@ def container_spec(a: Assigned, env_extra: dict[str, str] | None = None) -> Cont
         env=env,
         cpu_millicores=a.spec.resources.cpu_millis,
         memory_bytes=a.spec.resources.memory_bytes,
-        labels={SPEC_VERSION_LABEL: str(a.spec_version)},
+        labels=labels,
         workload_id=a.workload,
         replica_id=a.replica_id,
     )
@@ -91,6 +112,9 @@ class ReplicaWorker:
     runtime: ContainerRuntime
     clock: Clock
     on_change: Callable[[], None]
+    ports: PortAllocator | None = None
+    advertise: str = ""
+    host_ports: dict[int, int] = field(default_factory=dict)
     status: LocalStatus = field(init=False)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
@@ -116,7 +140,8 @@ class ReplicaWorker:
                     self._set(ReplicaState.PULLING)
                     await self.runtime.pull_image(a.spec.image)
                     self._set(ReplicaState.STARTING)
-                    await self.runtime.create_container(container_spec(a))
+                    self._ensure_ports()
+                    await self.runtime.create_container(container_spec(a, self.host_ports))
                     self.exited.clear()
                     current = await self.runtime.start_container(rid)
                 except (StartFailed, CloudlessError) as e:
@@ -155,7 +180,31 @@ class ReplicaWorker:
             await self._remove_quietly()
             return None
         log.info("adopted container %s (%s)", st.id, st.state.value)
+        self.host_ports = parse_ports_label(st.labels.get(PORTS_LABEL, ""))
+        if self.ports is not None:
+            self.ports.reserve(self.host_ports.values())
+        self._publish_endpoint()
         return st
+
+    def _ensure_ports(self) -> None:
+        declared = list(self.assigned.spec.ports)
+        if not declared or self.host_ports:
+            return
+        if self.ports is None:
+            self.host_ports = {p: p for p in declared}
+        else:
+            self.host_ports = dict(zip(declared, self.ports.allocate(len(declared)), strict=True))
+        self._publish_endpoint()
+
+    def _publish_endpoint(self) -> None:
+        if self.host_ports and self.assigned.spec.ports:
+            port = self.host_ports.get(self.assigned.spec.ports[0])
+            if port:
+                self.status.endpoint = f"{self.advertise or '127.0.0.1'}:{port}"
+
+    def release_ports(self) -> None:
+        if self.ports is not None:
+            self.ports.release(self.host_ports.values())
 
     async def _wait_exit(self) -> ContainerStatus:
         rid = self.assigned.replica_id
@@ -189,6 +238,7 @@ class ReplicaWorker:
         except CloudlessError as e:
             log.warning("stopping %s: %s", rid, e)
         await self._remove_quietly()
+        self.release_ports()
 
 
 async def _first(*aws: Coroutine[Any, Any, Any]) -> None:
@@ -205,7 +255,17 @@ async def _first(*aws: Coroutine[Any, Any, Any]) -> None:
 class Supervisor:
     """Owns the workers; ``assign`` replaces the desired set (full-set semantics)."""
 
-    def __init__(self, runtime: ContainerRuntime, clock: Clock, on_change: Callable[[], None]):
+    def __init__(
+        self,
+        runtime: ContainerRuntime,
+        clock: Clock,
+        on_change: Callable[[], None],
+        *,
+        ports: PortAllocator | None = None,
+        advertise: str = "",
+    ):
+        self.ports = ports or PortAllocator()
+        self.advertise = advertise
         self.runtime = runtime
         self.clock = clock
         self.on_change = on_change
@@ -253,7 +313,9 @@ class Supervisor:
                 self._stop_worker(w)
         for rid, a in want.items():
             if rid not in self.workers:
-                w = ReplicaWorker(a, self.runtime, self.clock, self.on_change)
+                w = ReplicaWorker(
+                    a, self.runtime, self.clock, self.on_change, self.ports, self.advertise
+                )
                 self.workers[rid] = w
                 w.task = self._tg.create_task(self._guard(w))
         self.on_change()

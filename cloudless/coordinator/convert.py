@@ -73,6 +73,7 @@ def observe(r: Replica, s: pb.ReplicaStatus, now: float) -> Replica | None:
         and s.reason == r.reason
         and exit_code == r.exit_code
         and s.restarts == r.restarts
+        and s.endpoint == r.endpoint
     ):
         return None
     started = s.started_at if s.started_at else r.started_at
@@ -89,6 +90,7 @@ def observe(r: Replica, s: pb.ReplicaStatus, now: float) -> Replica | None:
         created_at=r.created_at,
         updated_at=now,
         started_at=started,
+        endpoint=s.endpoint,
     )
 
 

@@ -212,6 +212,7 @@ class AgentHub:
                 restarts=new.restarts,
                 started_at=new.started_at,
                 updated_at=new.updated_at,
+                endpoint=new.endpoint,
             )
 
         rec = await self.state.replicas.update(key, change, fence=self.fence())

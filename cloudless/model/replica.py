@@ -70,6 +70,7 @@ class Replica:
     created_at: float = 0.0
     updated_at: float = 0.0
     started_at: float = 0.0
+    endpoint: str = ""  # "ip:port" where it serves, as its agent reports
 
     def with_observed(
         self, state: ReplicaState, *, reason: str = "", exit_code: int | None = None, at: float
@@ -90,6 +91,7 @@ class Replica:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "started_at": self.started_at,
+            "endpoint": self.endpoint,
         }
 
     @classmethod
@@ -107,4 +109,5 @@ class Replica:
             created_at=float(d.get("created_at", 0.0)),
             updated_at=float(d.get("updated_at", 0.0)),
             started_at=float(d.get("started_at", 0.0)),
+            endpoint=str(d.get("endpoint", "")),
         )

@@ -156,3 +156,44 @@ async def test_agent_restart_adopts_and_removes_strays() -> None:
         [c] = await rt2.list_containers()
         assert (c.id, c.pid) == ("a", pid_a)  # adopted, not restarted
         assert state(sup2, "a") is ReplicaState.RUNNING
+
+
+async def test_declared_ports_get_distinct_host_ports_and_survive_restart() -> None:
+    from dataclasses import replace
+
+    from cloudless.agent.ports import PortAllocator
+
+    clock = FakeClock()
+    host = FakeHost()
+    rt = FakeRuntime(clock, host=host)
+    alloc = PortAllocator(30000, 30010, is_free=lambda p: p != 30001)  # 30001 is busy
+    sup = Supervisor(rt, clock, lambda: None, ports=alloc, advertise="10.0.0.5")
+    a = assigned("a")
+    a = replace(a, spec=replace(a.spec, ports=(8080,)))
+    b = replace(a, replica_id="b")
+    async with asyncio.TaskGroup() as tg:
+        t1 = tg.create_task(rt.run())
+        t2 = tg.create_task(sup.run())
+        await settle(clock)
+        sup.assign([a, b])
+        await settle(clock)
+        env_a = host.containers["a"].spec.env
+        env_b = host.containers["b"].spec.env
+        # ports handed out in order, skipping the busy 30001
+        assert (env_a["PORT"], env_b["PORT"]) == ("30000", "30002")
+        assert env_a["CLOUDLESS_PORT_8080"] == "30000"
+        assert sup.workers["a"].status.endpoint == "10.0.0.5:30000"
+        t1.cancel()
+        t2.cancel()
+    # a restarted agent adopts "a" and keeps its port
+    rt2 = FakeRuntime(clock, host=host)
+    alloc2 = PortAllocator(30000, 30010, is_free=lambda p: True)
+    sup2 = Supervisor(rt2, clock, lambda: None, ports=alloc2, advertise="10.0.0.5")
+    async with asyncio.TaskGroup() as tg:
+        t1 = tg.create_task(rt2.run())
+        t2 = tg.create_task(sup2.run([a]))
+        await settle(clock)
+        assert sup2.workers["a"].status.endpoint == "10.0.0.5:30000"
+        assert 30000 in alloc2.taken
+        t1.cancel()
+        t2.cancel()
