@@ -178,6 +178,7 @@ class Puller:
         manifest = parse_manifest(mdoc)
         config_bytes = await self.registry.get_blob(ref, manifest.config.digest)
         config = ImageConfig.from_json(parse_json(config_bytes, f"config of {name}"))
+        config.check_platform(self.arch, name)
         if len(config.diff_ids) != len(manifest.layers):
             raise RuntimeFailure(
                 f"image {name}: config lists {len(config.diff_ids)} layers, manifest "

@@ -136,6 +136,8 @@ class ImageConfig:
     working_dir: str = ""
     user: str = ""
     diff_ids: tuple[str, ...] = ()
+    os: str = ""
+    architecture: str = ""
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> ImageConfig:
@@ -148,4 +150,16 @@ class ImageConfig:
             working_dir=str(c.get("WorkingDir") or ""),
             user=str(c.get("User") or ""),
             diff_ids=tuple(rootfs.get("diff_ids") or ()),
+            os=str(doc.get("os") or ""),
+            architecture=str(doc.get("architecture") or ""),
         )
+
+    def check_platform(self, arch: str, ref: str) -> None:
+        """Refuse an image built for another OS/architecture (it would fail with the opaque
+        "exec format error" at start)."""
+        if (self.os and self.os != "linux") or (self.architecture and self.architecture != arch):
+            raise ImageNotFound(
+                f"image {ref!r} is built for {self.os or '?'}/{self.architecture or '?'}, but "
+                f"this node is linux/{arch}; push a linux/{arch} variant (or a multi-platform "
+                "index)"
+            )

@@ -178,3 +178,12 @@ def test_spec_validation_names_the_field(kw: dict[str, object], problem: str) ->
     with pytest.raises(ValidationError) as e:
         ContainerSpec(**base).validate()  # type: ignore[arg-type]
     assert problem in str(e.value)
+
+
+def test_foreign_platform_images_are_refused_with_the_fix() -> None:
+    cfg = ImageConfig.from_json({"os": "linux", "architecture": "arm64"})
+    cfg.check_platform("arm64", "r/a:1")  # matches: fine
+    ImageConfig.from_json({}).check_platform("amd64", "r/a:1")  # unknown: give it a chance
+    with pytest.raises(ImageNotFound) as e:
+        cfg.check_platform("amd64", "r/a:1")
+    assert "linux/arm64" in str(e.value) and "linux/amd64 variant" in str(e.value)
