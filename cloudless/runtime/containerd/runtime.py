@@ -402,12 +402,15 @@ class ContainerdRuntime:
 
     async def reconcile(self) -> None:
         """Report exits of tracked containers whose tasks stopped or vanished unseen."""
-        if not self._running:
+        # Only containers tracked *before* listing: one started meanwhile is not in the list
+        # yet and must not be mistaken for a vanished task.
+        tracked = list(self._running)
+        if not tracked:
             return
         c = self.client
         tasks = await c.call(c.tasks.List, tasks_pb2.ListTasksRequest(), "list tasks")
         by_id = {t.id: t for t in tasks.tasks}
-        for cid in list(self._running):
+        for cid in tracked:
             t = by_id.get(cid)
             if t is None:
                 await self._on_exit(cid, 255, self.clock.now())
