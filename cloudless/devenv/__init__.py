@@ -1,8 +1,11 @@
 """Reusable launchers for a developer/test environment: a private containerd, a private
-docker-registry, and images built and pushed from the host's busybox.
+docker-registry (plain, htpasswd, token auth or TLS), and images built and pushed from the host's
+busybox. Everything runs as child processes on private sockets, ports and directories.
 
-Public API: ``PrivateContainerd``, ``PrivateRegistry``, ``build_busybox_image``,
-``build_random_image``, ``push_image``, ``containerd_available``, ``registry_available``.
+Public API: ``PrivateContainerd``, ``PrivateRegistry``, ``TokenServer``, ``build_busybox_image``,
+``build_random_image``, ``push_image``, ``busybox_layer_gz``, ``containerd_available``,
+``registry_available``, ``remove_cgroups``, ``htpasswd_line``; CLI: ``python -m cloudless.devenv
+up``. (``cloudless.devenv.netns`` is a separate network-namespace lab.)
 """
 
 from cloudless.devenv.containerd import PrivateContainerd, containerd_available, remove_cgroups
