@@ -23,7 +23,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
-from google.protobuf import any_pb2  # type: ignore[import-untyped]
+from google.protobuf import any_pb2, empty_pb2  # type: ignore[import-untyped]
 
 from cloudless.api.gen.containerd.services.containers.v1 import containers_pb2 as cpb
 from cloudless.api.gen.containerd.services.leases.v1 import leases_pb2
@@ -112,6 +112,13 @@ class ContainerdRuntime:
         self._started_at: dict[str, float] = {}
         self._lease: tuple[str, float] | None = None
         self._fresh: dict[str, tuple[Any, list[Any]]] = {}  # created here, not yet started
+
+    async def version(self, timeout: float = 5.0) -> str:
+        """containerd's version (``"1.6.20~ds1"``); ``RuntimeUnavailable`` if it does not answer
+        within ``timeout`` seconds. A cheap health check for the agent's node report."""
+        c = self.client
+        resp = await c.call(c.version.Version, empty_pb2.Empty(), "version", timeout=timeout)
+        return str(resp.version)
 
     # -- images --------------------------------------------------------------------------
 

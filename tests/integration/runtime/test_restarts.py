@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from cloudless.runtime import ContainerExit, ContainerSpec, ContainerState, LogStream
+from cloudless.runtime import (
+    ContainerExit,
+    ContainerSpec,
+    ContainerState,
+    LogStream,
+    RuntimeUnavailable,
+)
 from tests.integration.runtime.conftest import Env
 
 pytestmark = pytest.mark.integration
@@ -42,6 +48,7 @@ def alive(pid: int) -> bool:
 
 async def test_containerd_restart_keeps_containers_and_exits_still_arrive(env: Env) -> None:
     rt = env.runtime(reconcile_every=60)  # only the resubscribe can catch the missed exit
+    assert (await rt.version()).startswith("1.")
     await rt.pull_image(env.image)
     exits = rt.exits()
     await rt.create_container(spec("long", env.image, SLEEPER))
@@ -50,7 +57,10 @@ async def test_containerd_restart_keeps_containers_and_exits_still_arrive(env: E
     await rt.start_container("short")
     # containerd is down while "short" exits: the exit must still be reported afterwards.
     await env.containerd.stop(cleanup=False)
-    await asyncio.sleep(1.5)
+    with pytest.raises(RuntimeUnavailable) as e:
+        await rt.version(timeout=0.5)
+    assert "containerd did not answer" in str(e.value)
+    await asyncio.sleep(1.0)
     await env.containerd.start()
     e = await exit_of(exits, "short")
     assert (e.exit_code, e.oom_killed) == (7, False)
