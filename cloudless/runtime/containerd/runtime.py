@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import secrets
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -26,7 +25,6 @@ import grpc.aio
 from google.protobuf import any_pb2, empty_pb2  # type: ignore[import-untyped]
 
 from cloudless.api.gen.containerd.services.containers.v1 import containers_pb2 as cpb
-from cloudless.api.gen.containerd.services.leases.v1 import leases_pb2
 from cloudless.api.gen.containerd.services.snapshots.v1 import snapshots_pb2
 from cloudless.api.gen.containerd.services.tasks.v1 import tasks_pb2
 from cloudless.api.gen.containerd.types.task import task_pb2
@@ -36,8 +34,9 @@ from cloudless.runtime._exits import ExitBroadcaster
 from cloudless.runtime.containerd import events
 from cloudless.runtime.containerd.client import AlreadyExists, ContainerdClient, map_error
 from cloudless.runtime.containerd.images import ImageStore
+from cloudless.runtime.containerd.leases import CreateLease
 from cloudless.runtime.containerd.logfiles import FileLogSource, LogFiles
-from cloudless.runtime.containerd.pull import Puller, rfc3339
+from cloudless.runtime.containerd.pull import Puller
 from cloudless.runtime.containerd.stats import decode_metrics
 from cloudless.runtime.containerd.status import LABEL_IMAGE, to_status
 from cloudless.runtime.errors import (
@@ -110,7 +109,7 @@ class ContainerdRuntime:
         self._running: dict[str, int] = {}  # started by us or adopted: an exit is still due
         self._oom: set[str] = set()
         self._started_at: dict[str, float] = {}
-        self._lease: tuple[str, float] | None = None
+        self._lease = CreateLease(self.client, self.clock)
         self._fresh: dict[str, tuple[Any, list[Any]]] = {}  # created here, not yet started
 
     async def version(self, timeout: float = 5.0) -> str:
@@ -138,7 +137,7 @@ class ContainerdRuntime:
             spec, config, cgroups_path=self.cgroups_path(spec.id), shim_group=self.shim_group
         )
         c = self.client
-        lease = await self._create_lease()
+        lease = await self._lease.get()
         try:
             prepared = await c.call(
                 c.snapshots.Prepare,
@@ -149,8 +148,8 @@ class ContainerdRuntime:
                 lease=lease,
             )
         except NotFound as e:
-            if not await self._lease_exists(lease):
-                self._lease = None  # our lease vanished (expired or removed): take a new one
+            if not await self._lease.exists(lease):
+                self._lease.forget()  # our lease vanished (expired or removed): take a new one
                 return await self.create_container(spec)
             raise ImageNotPulled(spec.image) from e
         except AlreadyExists:
@@ -374,31 +373,6 @@ class ContainerdRuntime:
             raise ContainerNotFound(cid) from None
         except RuntimeFailure as e:
             raise StartFailed(events.explain_start_failure(cid, record, str(e))) from None
-
-    async def _lease_exists(self, lease: str) -> bool:
-        c = self.client
-        resp = await c.call(
-            c.leases.List, leases_pb2.ListRequest(filters=[f"id=={lease}"]), "list leases"
-        )
-        return len(resp.leases) > 0
-
-    async def _create_lease(self) -> str:
-        """A lease protecting a new rootfs snapshot until its container record exists.
-
-        One lease serves every create for up to an hour (then a new one is made); each expires
-        by itself two hours after creation. Saves two metadata writes per create; snapshots of
-        deleted containers are removed explicitly, so the lease never keeps garbage for long.
-        """
-        now = self.clock.now()
-        if self._lease is None or now - self._lease[1] > 3600:
-            lease_id = f"cloudless-create-{int(now)}-{secrets.token_hex(3)}"
-            exp = {"containerd.io/gc.expire": rfc3339(now + 7200)}
-            c = self.client
-            await c.call(
-                c.leases.Create, leases_pb2.CreateRequest(id=lease_id, labels=exp), "lease"
-            )
-            self._lease = (lease_id, now)
-        return self._lease[0]
 
     async def _housekeeping(self) -> None:
         while True:
