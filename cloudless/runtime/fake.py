@@ -8,6 +8,20 @@ knobs (``run_for``, ``exit_code``, ``start_error``, ``pull_delay``, ``oom_after`
 
 Containers live on a ``FakeHost`` (the "machine"); a second ``FakeRuntime`` built on the same
 host models an agent restart, and its ``recover()`` finds the survivors.
+
+Example (a test)::
+
+    clock = FakeClock()
+    rt = FakeRuntime(clock, by_image={"web:1": FakeBehavior(run_for=5, exit_code=3)})
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(rt.run())
+        exits = rt.exits()
+        await rt.pull_image("web:1")
+        await rt.create_container(ContainerSpec(id="w1", image="web:1"))
+        await rt.start_container("w1")
+        await clock.run_for(5.1)
+        assert (await anext(exits)).exit_code == 3
+        ...
 """
 
 from __future__ import annotations
