@@ -1,13 +1,57 @@
-"""Entry point of the ``cloudless`` console script."""
+"""Entry point of the ``cloudless`` console script.
+
+Every command's errors end here: a ``CloudlessError`` (the API's refusals included), a
+connection or TLS failure, or bad input is printed as ``error: ...`` on stderr with exit
+code 1 — never a traceback. Ctrl-C exits 130.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+from typer import _click
+from typer.core import TyperGroup
 
-app = typer.Typer(no_args_is_help=True, help="Cloudless: one compute fabric from many devices.")
+from cloudless.cli import actions, daemons, resources, store_cmd, streams, tokens
+from cloudless.cli.output import print_error
 
 
-@app.command()
+def _leaf_error(e: BaseException) -> BaseException:
+    """The first meaningful exception inside (possibly nested) exception groups."""
+    while isinstance(e, BaseExceptionGroup) and e.exceptions:
+        e = e.exceptions[0]
+    return e
+
+
+class CloudlessGroup(TyperGroup):
+    """Turns every user-facing failure into ``error: ...`` and exit code 1."""
+
+    def invoke(self, ctx: _click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, _click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        except (Exception, BaseExceptionGroup) as e:
+            leaf = _leaf_error(e)
+            if isinstance(leaf, typer.Exit | typer.Abort | _click.ClickException):
+                raise leaf from None
+            print_error(leaf)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=CloudlessGroup,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Cloudless: one compute fabric from many devices.",
+)
+
+
+@app.command(rich_help_panel="Cluster")
 def version() -> None:
     """Print the Cloudless version."""
     from cloudless import __version__
@@ -15,5 +59,17 @@ def version() -> None:
     typer.echo(__version__)
 
 
+daemons.register(app)
+actions.register(app)
+resources.register(app)
+streams.register(app)
+tokens.register(app)
+store_cmd.register(app)
+
+
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

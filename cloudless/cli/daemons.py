@@ -1,0 +1,342 @@
+"""``cloudless coordinator`` and ``cloudless agent``: the two long-running processes.
+
+Each builds its config from flags, sets up logging and runs the component on an asyncio
+loop until it ends or SIGINT/SIGTERM arrives (then the main task is cancelled, every
+TaskGroup unwinds, and the process exits 0). A start-up failure is a CloudlessError that
+main.py prints as ``error: ...`` with exit code 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from cloudless.cli.fmt import parse_labels
+from cloudless.lib.errors import CloudlessError
+
+log = logging.getLogger("cloudless.cli")
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def setup_logging(level: str) -> None:
+    """One line per record on stderr: time, level, logger, message."""
+    lvl = level.lower()
+    if lvl not in LOG_LEVELS:
+        raise typer.BadParameter(f"{level!r} is not one of {', '.join(LOG_LEVELS)}")
+    logging.basicConfig(
+        level=getattr(logging, lvl.upper()),
+        format=LOG_FORMAT,
+        datefmt="%Y-%m-%dT%H:%M:%S",
+        force=True,
+    )
+    # Chatty libraries stay at warning unless we debug.
+    if lvl != "debug":
+        for noisy in ("aiohttp.access", "grpc", "asyncio"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def run_until_signal(main: Coroutine[Any, Any, None]) -> bool:
+    """Run ``main`` until it returns or SIGINT/SIGTERM cancels it; True if a signal did."""
+    task = asyncio.create_task(main)
+    loop = asyncio.get_running_loop()
+    got: list[str] = []
+
+    def stop(sig: signal.Signals) -> None:
+        if not got:
+            log.info("received %s: shutting down", sig.name)
+        got.append(sig.name)
+        task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not got:
+            raise
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return bool(got)
+
+
+def serve(main: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run`` with signal handling; a ``SystemExit("message")`` from inside becomes
+    a CloudlessError (printed as ``error: message``)."""
+    try:
+        asyncio.run(run_until_signal(main))
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            raise CloudlessError(e.code.removeprefix("cloudless agent: ")) from None
+        raise
+
+
+def default_dir(kind: str) -> Path:
+    return Path("~/.cloudless").expanduser() / kind
+
+
+# ---- coordinator --------------------------------------------------------------------------
+
+
+def coordinator(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="State dir (CA, TLS, etcd data). Default ~/.cloudless/coordinator."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Member name, unique in the cluster. Default: hostname.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind and advertise.")] = "127.0.0.1",
+    api_port: Annotated[int, typer.Option(help="User HTTPS API.")] = 8443,
+    agent_port: Annotated[int, typer.Option(help="Agents' mutual-TLS gRPC.")] = 7443,
+    enroll_port: Annotated[int, typer.Option(help="Enrollment gRPC (server TLS).")] = 7444,
+    etcd_client_port: Annotated[int, typer.Option(help="Embedded etcd client port.")] = 2379,
+    etcd_peer_port: Annotated[int, typer.Option(help="Embedded etcd peer port.")] = 2380,
+    bootstrap: Annotated[
+        bool, typer.Option("--bootstrap", help="Create a new cluster (CA, identity, admin).")
+    ] = False,
+    join: Annotated[str, typer.Option(help="API URL of a coordinator to join.")] = "",
+    token: Annotated[str, typer.Option(help="Coordinator-join token (with --join).")] = "",
+    store: Annotated[
+        str, typer.Option(help="etcd (embedded member, durable) or memory (dev/test only).")
+    ] = "etcd",
+    root_key_size: Annotated[int, typer.Option(help="RSA bits of a new root CA key.")] = 4096,
+    bcrypt_cost: Annotated[int, typer.Option(help="bcrypt cost of token hashes.")] = 10,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run a coordinator (control plane): store member, scheduler, APIs."""
+    config = coordinator_config(
+        data_dir=data_dir,
+        name=name,
+        host=host,
+        api_port=api_port,
+        agent_port=agent_port,
+        enroll_port=enroll_port,
+        etcd_client_port=etcd_client_port,
+        etcd_peer_port=etcd_peer_port,
+        bootstrap=bootstrap,
+        join=join,
+        token=token,
+        store=store,
+        root_key_size=root_key_size,
+        bcrypt_cost=bcrypt_cost,
+    )
+    setup_logging(log_level)
+    from cloudless.coordinator.server import Coordinator
+
+    serve(Coordinator(config).run())
+
+
+def coordinator_config(
+    *,
+    data_dir: Path | None,
+    name: str | None,
+    host: str,
+    api_port: int,
+    agent_port: int,
+    enroll_port: int,
+    etcd_client_port: int,
+    etcd_peer_port: int,
+    bootstrap: bool,
+    join: str,
+    token: str,
+    store: str,
+    root_key_size: int,
+    bcrypt_cost: int,
+) -> Any:
+    """The CoordinatorConfig for the flags; contradictory flags are refused with the fix."""
+    from cloudless.coordinator.config import CoordinatorConfig
+
+    if store not in ("etcd", "memory"):
+        raise typer.BadParameter(f"{store!r}: expected etcd or memory", param_hint="--store")
+    if bootstrap and join:
+        raise typer.BadParameter(
+            "--bootstrap creates a new cluster and --join joins one: pass only one",
+            param_hint="--bootstrap/--join",
+        )
+    if join and not token:
+        raise typer.BadParameter(
+            "--join needs --token (create one on the cluster with "
+            "`cloudless token create --use coordinator-join`)",
+            param_hint="--token",
+        )
+    ports = {
+        "--api-port": api_port,
+        "--agent-port": agent_port,
+        "--enroll-port": enroll_port,
+    }
+    if store == "etcd":
+        ports |= {"--etcd-client-port": etcd_client_port, "--etcd-peer-port": etcd_peer_port}
+    for flag, port in ports.items():
+        if not 0 < port < 65536:
+            raise typer.BadParameter(f"{port} is not a TCP port (1-65535)", param_hint=flag)
+    seen: dict[int, str] = {}
+    for flag, port in ports.items():
+        if port in seen:
+            raise typer.BadParameter(f"{port} is also {seen[port]}", param_hint=flag)
+        seen[port] = flag
+    store_kind: Literal["etcd", "memory"] = "etcd" if store == "etcd" else "memory"
+    return CoordinatorConfig(
+        data_dir=(data_dir or default_dir("coordinator")).expanduser(),
+        name=name or socket.gethostname().split(".")[0] or "coord-1",
+        host=host,
+        api_port=api_port,
+        agent_port=agent_port,
+        enroll_port=enroll_port,
+        etcd_client_port=etcd_client_port,
+        etcd_peer_port=etcd_peer_port,
+        store=store_kind,
+        bootstrap=bootstrap,
+        join=join,
+        join_token=token,
+        root_key_size=root_key_size,
+        bcrypt_cost=bcrypt_cost,
+    )
+
+
+# ---- agent --------------------------------------------------------------------------------
+
+
+def agent(
+    join: Annotated[
+        str, typer.Option(help="Coordinator API URL, e.g. https://10.0.0.1:8443 (to enroll).")
+    ] = "",
+    token: Annotated[str, typer.Option(help="Node-enrollment token (to enroll).")] = "",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="State dir (identity, assignment, logs). Default ~/.cloudless/agent."),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Node name. Default: hostname.")] = None,
+    zone: Annotated[str, typer.Option(help="Failure zone, e.g. eu-1a.")] = "",
+    region: Annotated[str, typer.Option(help="Region, e.g. eu-1.")] = "",
+    label: Annotated[
+        list[str] | None, typer.Option(help="Node label KEY=VALUE (repeatable).")
+    ] = None,
+    address: Annotated[str, typer.Option(help="Address other nodes reach this one at.")] = "",
+    runtime: Annotated[str, typer.Option(help="containerd or fake (testing).")] = "containerd",
+    containerd_socket: Annotated[
+        str, typer.Option(help="containerd's gRPC socket.")
+    ] = "/run/containerd/containerd.sock",
+    namespace: Annotated[str, typer.Option(help="containerd namespace.")] = "cloudless",
+    cpu: Annotated[
+        str | None, typer.Option(help="Declared CPU instead of measured (2, 1500m).")
+    ] = None,
+    memory: Annotated[
+        str | None, typer.Option(help="Declared memory instead of measured (4Gi).")
+    ] = None,
+    disk: Annotated[
+        str | None, typer.Option(help="Declared disk instead of measured (20Gi).")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run an agent (data plane): enroll once, then run what the coordinators assign."""
+    from cloudless.agent.agent import Agent
+
+    config = agent_config(
+        join=join,
+        token=token,
+        data_dir=data_dir,
+        name=name,
+        zone=zone,
+        region=region,
+        labels=label,
+        address=address,
+        cpu=cpu,
+        memory=memory,
+        disk=disk,
+    )
+    if runtime not in ("containerd", "fake"):
+        raise typer.BadParameter(
+            f"{runtime!r}: expected containerd or fake", param_hint="--runtime"
+        )
+    setup_logging(log_level)
+    rt = make_runtime(runtime, config.data_dir, containerd_socket, namespace)
+    serve(Agent(config, rt).run())
+
+
+def agent_config(
+    *,
+    join: str,
+    token: str,
+    data_dir: Path | None,
+    name: str | None,
+    zone: str,
+    region: str,
+    labels: list[str] | None,
+    address: str,
+    cpu: str | None,
+    memory: str | None,
+    disk: str | None,
+) -> Any:
+    """The AgentConfig for the flags; a bad label or quantity names the flag and the form."""
+    from cloudless.agent.agent import AgentConfig
+    from cloudless.model.resources import Resources, parse_cpu, parse_size
+
+    try:
+        parsed_labels = parse_labels(labels)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--label") from None
+    dims = []
+    for flag, raw, parse in (
+        ("--cpu", cpu, parse_cpu),
+        ("--memory", memory, parse_size),
+        ("--disk", disk, parse_size),
+    ):
+        try:
+            dims.append(parse(raw) if raw else 0)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint=flag) from None
+    override = Resources(dims[0], dims[1], dims[2], 0) if any(dims) else None
+    if join and not join.startswith("https://"):
+        raise typer.BadParameter(
+            f"{join!r}: expected the coordinator's API URL, https://HOST:PORT",
+            param_hint="--join",
+        )
+    return AgentConfig(
+        data_dir=(data_dir or default_dir("agent")).expanduser(),
+        join=join,
+        token=token,
+        name=name or socket.gethostname().split(".")[0] or "node",
+        labels=parsed_labels,
+        region=region,
+        zone=zone,
+        address=address,
+        capacity_override=override,
+    )
+
+
+def make_runtime(kind: str, data_dir: Path, socket_path: str, namespace: str) -> Any:
+    """The container runtime for ``--runtime``; containerd is imported only when chosen."""
+    from cloudless.lib.clock import SystemClock
+
+    if kind == "fake":
+        from cloudless.runtime.fake import FakeRuntime
+
+        return FakeRuntime(SystemClock())
+    try:
+        from cloudless.runtime.containerd import ContainerdRuntime
+    except ImportError as e:
+        raise CloudlessError(
+            f"the containerd runtime is not available in this build ({e}); use --runtime fake "
+            "to try Cloudless without containers"
+        ) from None
+    if not Path(socket_path).exists():
+        raise CloudlessError(
+            f"no containerd socket at {socket_path}: start containerd, or pass "
+            "--containerd-socket PATH"
+        )
+    return ContainerdRuntime(socket_path, data_dir=data_dir, namespace=namespace)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(rich_help_panel="Processes")(coordinator)
+    app.command(rich_help_panel="Processes")(agent)

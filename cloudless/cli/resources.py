@@ -1,0 +1,237 @@
+"""``cloudless get`` and ``cloudless describe``: reading cluster state."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cloudless.cli import fmt
+from cloudless.cli.client import Client
+from cloudless.cli.output import Format, out, print_document, print_table, table
+from cloudless.cli.session import ConfigOpt, OutputOpt, connect, find_node, node_names, now
+
+get_app = typer.Typer(no_args_is_help=True, help="List nodes, workloads or replicas.")
+describe_app = typer.Typer(no_args_is_help=True, help="Show one node or workload in detail.")
+
+
+# ---- get ----------------------------------------------------------------------------------
+
+
+@get_app.command("nodes")
+def get_nodes(
+    name: Annotated[str | None, typer.Argument(help="A node id or name.")] = None,
+    config: ConfigOpt = None,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """Nodes: state, place, architecture, CPU and memory in use, last heartbeat."""
+    client = connect(config)
+    nodes = client.nodes()
+    if name:
+        nodes = [find_node(nodes, name)]
+    if output is not Format.TABLE:
+        print_document(nodes[0] if name else {"nodes": nodes}, output)
+        return
+    t = now()
+    print_table(fmt.NODE_HEADERS, [fmt.node_row(n, t) for n in nodes], what="nodes")
+
+
+@get_app.command("workloads")
+def get_workloads(
+    name: Annotated[str | None, typer.Argument(help="A workload name.")] = None,
+    config: ConfigOpt = None,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """Workloads: replicas running/wanted, spec version, what could not be placed and why."""
+    client = connect(config)
+    if name:
+        wls = [client.workload(name)]
+    else:
+        wls = list(client.call("GET", "/v1/workloads")["workloads"])
+    if output is not Format.TABLE:
+        print_document(wls[0] if name else {"workloads": wls}, output)
+        return
+    t = now()
+    print_table(fmt.WORKLOAD_HEADERS, [fmt.workload_row(w, t) for w in wls], what="workloads")
+
+
+@get_app.command("replicas")
+def get_replicas(
+    name: Annotated[str | None, typer.Argument(help="A replica id.")] = None,
+    workload: Annotated[str | None, typer.Option("--workload", "-w", help="Only of it.")] = None,
+    node: Annotated[str | None, typer.Option("--node", "-n", help="Only on it (id/name).")] = None,
+    config: ConfigOpt = None,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """Replicas: where each runs, desired and observed state, restarts, the latest reason."""
+    client = connect(config)
+    nodes = client.nodes()
+    query = []
+    if workload:
+        query.append(f"workload={workload}")
+    if node:
+        query.append(f"node={find_node(nodes, node)['id']}")
+    path = "/v1/replicas" + ("?" + "&".join(query) if query else "")
+    reps = list(client.call("GET", path)["replicas"])
+    if name:
+        reps = [r for r in reps if r["id"] == name or str(r["id"]).startswith(name)]
+        if not reps:
+            from cloudless.lib.errors import NotFound
+
+            raise NotFound(f"replica {name!r} not found: list them with `cloudless get replicas`")
+    if output is not Format.TABLE:
+        print_document({"replicas": reps}, output)
+        return
+    t, names = now(), node_names(nodes)
+    print_table(fmt.REPLICA_HEADERS, [fmt.replica_row(r, t, names) for r in reps], what="replicas")
+
+
+# ---- describe -----------------------------------------------------------------------------
+
+
+def _fields(pairs: list[tuple[str, str]]) -> Table:
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="bold")
+    t.add_column()
+    for k, v in pairs:
+        t.add_row(k, v)
+    return t
+
+
+def recent_events(client: Client, *, node: str = "", workload: str = "", n: int = 10) -> list[Any]:
+    """The last ``n`` of the newest 500 events that concern the node or workload."""
+    evs = [json.loads(line) for line in client.stream("/v1/events?tail=500") if line.strip()]
+    return [e for e in evs if fmt.event_concerns(e, node=node, workload=workload)][-n:]
+
+
+def _events_table(events: list[Any]) -> None:
+    if not events:
+        out.print("Events: none recorded")
+        return
+    rows = [
+        [fmt.clock_time(float(e.get("at", 0))), str(e.get("kind", "")), e["message"]]
+        for e in events
+    ]
+    out.print(table(["TIME", "KIND", "MESSAGE"], rows, title="Events"))
+
+
+def _resources(r: dict[str, Any]) -> str:
+    return (
+        f"cpu {fmt.human_cpu(int(r.get('cpu_millis', 0)))}, "
+        f"memory {fmt.human_size(int(r.get('memory_bytes', 0)))}, "
+        f"disk {fmt.human_size(int(r.get('disk_bytes', 0)))}"
+    )
+
+
+@describe_app.command("node")
+def describe_node(
+    name: Annotated[str, typer.Argument(help="A node id or name.")],
+    config: ConfigOpt = None,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """A node: facts, capacity and usage, conditions, its replicas and recent events."""
+    client = connect(config)
+    nodes = client.nodes()
+    node_id = str(find_node(nodes, name)["id"])
+    n = client.call("GET", f"/v1/nodes/{node_id}")
+    events = recent_events(client, node=node_id)
+    if output is not Format.TABLE:
+        print_document({**n, "events": events}, output)
+        return
+    t = now()
+    conditions = [k for k, v in (n.get("conditions") or {}).items() if v]
+    labels = ", ".join(f"{k}={v}" for k, v in sorted((n.get("labels") or {}).items()))
+    out.print(
+        _fields(
+            [
+                ("Node", f"{n['name']} ({n['id']})"),
+                ("State", str(n.get("state", ""))),
+                ("Zone / region", f"{n.get('zone') or '-'} / {n.get('region') or '-'}"),
+                (
+                    "Platform",
+                    f"{n.get('os', '')}/{n.get('arch', '')} ({n.get('device_class', '')})",
+                ),
+                ("Address", str(n.get("address") or "-")),
+                ("Labels", labels or "-"),
+                ("Capacity", _resources(n.get("capacity", {}))),
+                ("Allocatable", _resources(n.get("allocatable", {}))),
+                ("Usage", _resources(n.get("usage", {}))),
+                ("Conditions", ", ".join(conditions) or "none"),
+                ("Reliability", f"{float(n.get('reliability', 0)):.2f}"),
+                ("Enrolled", f"{fmt.age(t, n.get('enrolled_at'))} ago"),
+                ("Last heartbeat", f"{fmt.age(t, n.get('last_heartbeat'))} ago"),
+            ]
+        )
+    )
+    reps = n.get("replicas") or []
+    names = node_names(nodes)
+    out.print()
+    if reps:
+        rows = [fmt.replica_row(r, t, names) for r in reps]
+        out.print(table(fmt.REPLICA_HEADERS, rows, title="Replicas"))
+    else:
+        out.print("Replicas: none")
+    _events_table(events)
+
+
+@describe_app.command("workload")
+def describe_workload(
+    name: Annotated[str, typer.Argument(help="A workload name.")],
+    config: ConfigOpt = None,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """A workload: status, spec, its replicas and recent events."""
+    client = connect(config)
+    w = client.workload(name)
+    events = recent_events(client, workload=name)
+    if output is not Format.TABLE:
+        print_document({**w, "events": events}, output)
+        return
+    t = now()
+    unplaced = int(w.get("unplaced", 0))
+    out.print(
+        _fields(
+            [
+                ("Workload", str(w["name"]) + ("  (deleting)" if w.get("deleted") else "")),
+                ("Version", str(w.get("version", ""))),
+                (
+                    "Replicas",
+                    f"{w.get('replicas_running', 0)} running / {w['replicas_wanted']} wanted",
+                ),
+                ("Unplaced", f"{unplaced}: {w.get('unplaced_reason')}" if unplaced else "0"),
+                ("Created", f"{fmt.age(t, w.get('created_at'))} ago"),
+                ("Updated", f"{fmt.age(t, w.get('updated_at'))} ago"),
+            ]
+        )
+    )
+    out.print("\n[bold]Spec[/bold]")
+    out.print(fmt_indent(print_spec(w.get("spec", {}))), markup=False)
+    reps = w.get("replicas") or []
+    if reps:
+        names = node_names(client.nodes())
+        rows = [fmt.replica_row(r, t, names) for r in reps]
+        out.print(table(fmt.REPLICA_HEADERS, rows, title="Replicas"))
+    else:
+        out.print("Replicas: none")
+    _events_table(events)
+
+
+def print_spec(spec: dict[str, Any]) -> str:
+    from cloudless.cli.output import document
+
+    return document(spec, Format.YAML)
+
+
+def fmt_indent(text: str, pad: str = "  ") -> str:
+    return "\n".join(pad + line for line in text.splitlines())
+
+
+def register(app: typer.Typer) -> None:
+    # kubectl accepts singular names too: `get node`, `get workload`.
+    get_app.command("node", hidden=True)(get_nodes)
+    get_app.command("workload", hidden=True)(get_workloads)
+    get_app.command("replica", hidden=True)(get_replicas)
+    app.add_typer(get_app, name="get", rich_help_panel="Cluster state")
+    app.add_typer(describe_app, name="describe", rich_help_panel="Cluster state")
