@@ -26,7 +26,11 @@ class Harness(Protocol):
     unpulled_image: str  # exists in the registry, never pulled
 
     def sleeper(self, cid: str, **kw: Any) -> ContainerSpec:
-        """Runs until stopped; exits 0 on SIGTERM."""
+        """Runs until stopped; exits 0 on SIGTERM (once ``ready``)."""
+        ...
+
+    async def ready(self, cid: str) -> None:
+        """Wait until a started sleeper has installed its SIGTERM handler."""
         ...
 
     def exiter(self, cid: str, code: int, stdout: list[str], stderr: list[str]) -> ContainerSpec:
@@ -74,6 +78,9 @@ class FakeHarness:
 
     def sleeper(self, cid: str, **kw: Any) -> ContainerSpec:
         return self._spec(cid, FakeBehavior(sigterm_exit_code=0), **kw)
+
+    async def ready(self, cid: str) -> None:
+        return None
 
     def exiter(self, cid: str, code: int, stdout: list[str], stderr: list[str]) -> ContainerSpec:
         out = "".join(f"{x}\n" for x in stdout).encode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import tempfile
 from collections.abc import AsyncIterator, Awaitable
@@ -25,7 +26,7 @@ from tests.contract.runtime.harness import start_loop, stop_loop
 
 T = TypeVar("T")
 
-SLEEPER = "trap 'exit 0' TERM; sleep 1000 & wait"
+SLEEPER = "trap 'exit 0' TERM; echo ready; sleep 1000 & wait"
 STUBBORN = "trap '' TERM; sleep 1000 & wait; sleep 1000 & wait"
 
 
@@ -58,6 +59,13 @@ class ContainerdHarness:
 
     def sleeper(self, cid: str, **kw: Any) -> ContainerSpec:
         return self._spec(cid, SLEEPER, **kw)
+
+    async def ready(self, cid: str) -> None:
+        # PID 1 ignores SIGTERM until the shell's trap exists; "ready" is printed after it.
+        async with asyncio.timeout(10):
+            async for line in self.runtime.container_logs(cid, follow=True):
+                if line.text == "ready":
+                    return
 
     def exiter(self, cid: str, code: int, stdout: list[str], stderr: list[str]) -> ContainerSpec:
         lines = [f"echo {x}" for x in stdout] + [f"echo {x} >&2" for x in stderr]

@@ -79,6 +79,7 @@ async def test_lifecycle_create_start_stop_delete(harness: Harness) -> None:
     assert created.state is ContainerState.CREATED and created.pid is None
     assert created.image == harness.image  # as given, not normalised
     running = await rt.start_container("c-life")
+    await harness.ready("c-life")
     assert running.state is ContainerState.RUNNING and running.pid
     assert (await rt.get_container("c-life")).state is ContainerState.RUNNING
     assert "c-life" in [s.id for s in await rt.list_containers()]
@@ -168,6 +169,7 @@ async def test_stats_of_a_running_container(harness: Harness) -> None:
     await rt.pull_image(harness.image)
     await rt.create_container(harness.sleeper("c-stats", memory_bytes=64 << 20))
     await rt.start_container("c-stats")
+    await harness.ready("c-stats")
     s = await rt.container_stats("c-stats")
     assert s.pids >= 1 and s.memory_bytes > 0 and s.memory_limit_bytes == 64 << 20
     await harness.drive(rt.stop_container("c-stats"), 1)
@@ -181,6 +183,7 @@ async def test_recover_adopts_survivors_after_an_agent_restart(harness: Harness)
     await rt.pull_image(harness.image)
     await rt.create_container(harness.sleeper("c-rec", labels={"team": "a"}))
     await rt.start_container("c-rec")
+    await harness.ready("c-rec")
     rt2 = await harness.reopen()
     found = [s for s in await rt2.recover() if s.id == "c-rec"]
     assert len(found) == 1
@@ -199,6 +202,7 @@ async def test_starting_twice_is_refused_and_logs_follow_to_the_end(harness: Har
     await rt.pull_image(harness.image)
     await rt.create_container(harness.sleeper("c-twice"))
     await rt.start_container("c-twice")
+    await harness.ready("c-twice")
     with pytest.raises(InvalidState):
         await rt.start_container("c-twice")
     await harness.drive(rt.stop_container("c-twice"), 1)
