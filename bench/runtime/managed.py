@@ -23,7 +23,7 @@ from cloudless.runtime.oci.distribution import RegistryConfig, RegistryHost
 
 LATENCY_N = int(os.environ.get("BENCH_RUNTIME_LATENCY_N", "30"))
 BURST = 50
-SLEEPER = ("sh", "-c", "trap 'exit 0' TERM; sleep 1000 & wait")
+SLEEPER = ("sh", "-c", "trap 'exit 0' TERM; echo ready; sleep 1000 & wait")
 
 
 def rss_mb() -> float:
@@ -40,7 +40,9 @@ async def bench_lifecycle(rt: ContainerdRuntime, image: str) -> dict[str, Any]:
         st = await rt.start_container(cid)
         start_ms.append((time.perf_counter() - t) * 1000)
         assert st.state is ContainerState.RUNNING
-        await asyncio.sleep(0.05)  # let the shell install its trap
+        async for line in rt.container_logs(cid, follow=True):  # its SIGTERM trap is set
+            if line.text == "ready":
+                break
         t = time.perf_counter()
         st = await rt.stop_container(cid, timeout=10)
         stop_ms.append((time.perf_counter() - t) * 1000)
