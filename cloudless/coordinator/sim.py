@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import random
 import traceback
@@ -61,6 +62,17 @@ from cloudless.store.types import Compare, Lease, Listing, TxnOp, TxnResult, Wat
 log = logging.getLogger("cloudless.sim")
 
 NODE_SIZE = Resources(4000, 8 << 30, 100 << 30, 10**9)
+
+
+class SimClock(FakeClock):
+    """A ``FakeClock`` that can say when its next sleeper is due, so the harness can step
+    exactly to each deadline instead of quantizing every timer to its step."""
+
+    def next_deadline(self) -> float | None:
+        heap = self._sleepers
+        while heap and heap[0][2].done():
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
 
 class SimError(AssertionError):
@@ -156,7 +168,7 @@ class Brain:
         self,
         name: str,
         store: MemoryStore,
-        clock: FakeClock,
+        clock: SimClock,
         membership: MembershipConfig,
         rng: random.Random,
         election_ttl: int,
@@ -456,6 +468,7 @@ class SimView:
     replicas: dict[str, Replica]
     containers: dict[str, dict[str, str]]  # node id -> {running container id: workload}
     at: float  # simulated seconds since start
+    cut_off: dict[str, str] = field(default_factory=dict)  # node id -> "down" | "partitioned"
 
     def of(self, workload: str) -> list[Replica]:
         return sorted(
@@ -480,7 +493,13 @@ class SimView:
 
     def containers_of(self, workload: str) -> list[str]:
         """Running containers of ``workload`` on all hosts (duplicates count)."""
-        return sorted(c for cs in self.containers.values() for c, w in cs.items() if w == workload)
+        return sorted(
+            c
+            for n, cs in self.containers.items()
+            if n not in self.cut_off
+            for c, w in cs.items()
+            if w == workload
+        )
 
     def dump(self, limit: int = 60) -> str:
         lines = [f"cluster at t={self.at:.2f}s:"]
@@ -501,7 +520,10 @@ class SimView:
                 for r in self.on_node(nid)
             )
             ctrs = ",".join(self.containers.get(nid, {})) or "-"
-            lines.append(f"  {nid} {n.state.value:9} {n.zone or '-':6} {held or '-'} | run: {ctrs}")
+            agent = f" (agent {self.cut_off[nid]})" if nid in self.cut_off else ""
+            lines.append(
+                f"  {nid} {n.state.value:9} {n.zone or '-':6} {held or '-'} | run: {ctrs}{agent}"
+            )
         return "\n".join(lines)
 
 
@@ -520,7 +542,7 @@ def problems(view: SimView) -> list[str]:
             out.append(f"{name}: {len(ready)} replicas running, wants {want}")
         ctrs = view.containers_of(name)
         if len(ctrs) != want:
-            out.append(f"{name}: {len(ctrs)} containers run on the hosts, wants {want}")
+            out.append(f"{name}: {len(ctrs)} containers run on reachable hosts, wants {want}")
     used: dict[str, Resources] = {}
     for r in view.replicas.values():
         node = view.nodes.get(r.node_id)
@@ -538,6 +560,8 @@ def problems(view: SimView) -> list[str]:
                 f"node {nid} is over-committed: {u} assigned, {node.allocatable} allocatable"
             )
     for nid, cs in sorted(view.containers.items()):
+        if nid in view.cut_off:
+            continue  # nobody can tell that host to stop anything
         for c in cs:
             rep = view.replicas.get(c)
             if rep is None or rep.node_id != nid or rep.desired is not DesiredState.RUNNING:
@@ -558,9 +582,13 @@ class SimCluster:
         membership: MembershipConfig | None = None,
         seed: int = 0,
         step_s: float = 0.05,
+        exact: bool = True,
         election_ttl: int = 5,
     ) -> None:
-        self.clock = FakeClock()
+        """``exact``: step the clock to every timer's deadline (timings exact to the float);
+        otherwise in fixed ``step_s`` steps (cheaper with thousands of agents)."""
+        self.clock = SimClock()
+        self.exact = exact
         self.rng = random.Random(seed)
         self.step_s = step_s
         self.membership = membership or MembershipConfig()
@@ -733,12 +761,22 @@ class SimCluster:
             if ready is not None and not ready:
                 return
 
+    async def _step(self, limit: float) -> None:
+        """Advance to the next timer deadline (or by ``step_s``), at most to ``limit``; then
+        run everything that became ready."""
+        target = min(self.now + self.step_s, limit)
+        if self.exact:
+            due = self.clock.next_deadline()
+            if due is not None:
+                target = min(target, max(due, self.now))
+        self.clock.advance(max(0.0, target - self.now))
+        await self.settle_loop()
+        self._raise_failures()
+
     async def run_for(self, seconds: float) -> None:
         end = self.now + seconds
         while self.now < end - 1e-9:
-            self.clock.advance(min(self.step_s, end - self.now))
-            await self.settle_loop()
-            self._raise_failures()
+            await self._step(end)
 
     async def until(
         self,
@@ -759,9 +797,10 @@ class SimCluster:
                 next_check = self.now + every
             if self.now - start >= within:
                 raise SimError(f"not within {within:g}s (simulated): {what}\n{await self._dump()}")
-            self.clock.advance(self.step_s)
-            await self.settle_loop()
-            self._raise_failures()
+            limit = start + within
+            if next_check > self.now:
+                limit = min(limit, next_check)
+            await self._step(limit)
 
     def _raise_failures(self) -> None:
         if self._failures:
@@ -774,9 +813,14 @@ class SimCluster:
     async def view(self) -> SimView:
         rev = await self.store.revision()
         containers = {nid: a.running() for nid, a in self.agents.items()}
+        cut_off = {
+            nid: "down" if not a.up else "partitioned"
+            for nid, a in self.agents.items()
+            if not a.up or a.partitioned
+        }
         if self._view is not None and self._view[0] == rev:
             v = self._view[1]
-            if v.containers == containers:
+            if v.containers == containers and v.cut_off == cut_off:
                 return replace(v, at=self.now)
         snap = await self.state.snapshot()
         v = SimView(
@@ -785,6 +829,7 @@ class SimCluster:
             replicas=dict(snap.view.replicas),
             containers=containers,
             at=self.now,
+            cut_off=cut_off,
         )
         self._view = (rev, v)
         return v
