@@ -333,8 +333,10 @@ class SimAgent:
             self.by_image[image] = behavior
         else:
             self.default = behavior
-            if self.runtime is not None:
-                self.runtime.default = behavior
+        if self.runtime is not None:  # it keeps its own copies of the tables
+            self.runtime.default = self.default
+            self.runtime.by_image.update(self.by_image)
+            self.runtime.by_container.update(self.by_container)
 
     # -- observation ---------------------------------------------------------------------------
 
