@@ -102,6 +102,21 @@ def percent(used: int, total: int) -> str:
     return "-" if total <= 0 else f"{round(100 * used / total)}%"
 
 
+def compact(spec: Any, keep: frozenset[str] = frozenset({"replicas"})) -> Any:
+    """A spec without its defaults' noise: empty lists and maps, zeros, ``false`` and empty
+    strings are dropped at every level, except keys in ``keep`` (``replicas: 0`` matters)."""
+    if isinstance(spec, dict):
+        out = {}
+        for k, v in spec.items():
+            c = compact(v, keep)
+            if k in keep or c not in ({}, [], 0, False, "", None):
+                out[k] = c
+        return out
+    if isinstance(spec, list):
+        return [compact(v, keep) for v in spec]
+    return spec
+
+
 # ---- tables -------------------------------------------------------------------------------
 
 NODE_HEADERS = ["ID", "NAME", "STATE", "ZONE", "REGION", "ARCH", "CPU", "MEMORY", "HEARTBEAT"]
@@ -221,10 +236,13 @@ def event_line(e: dict[str, Any]) -> str:
     return f"{clock_time(float(e.get('at', 0)))}  {e.get('kind', ''):<9} {e.get('message', '')}"
 
 
+_WORDS = re.compile(r"[\s:,;()]+")
+
+
 def event_concerns(e: dict[str, Any], *, node: str = "", workload: str = "") -> bool:
     """Whether an event is about ``node`` (its id) or ``workload``: tagged with it, or naming
     it in the message (events about replicas name both)."""
-    msg = str(e.get("message", ""))
-    if node and (e.get("node") == node or node in msg.split()):
+    words = set(_WORDS.split(str(e.get("message", ""))))
+    if node and (e.get("node") == node or node in words):
         return True
-    return bool(workload and (e.get("workload") == workload or workload in msg.split()))
+    return bool(workload and (e.get("workload") == workload or workload in words))

@@ -99,6 +99,10 @@ def error_lines(e: BaseException) -> list[str]:
         return ["error: invalid input:", *(f"  {p}" for p in e.problems)]
     if isinstance(e, CloudlessError):
         return [f"error: {e.message}"]
+    code, details = getattr(e, "code", None), getattr(e, "details", None)
+    if callable(code) and callable(details):  # a gRPC error: its status and details only
+        status = code()
+        return [f"error: {getattr(status, 'name', status)}: {details()}"]
     if isinstance(e, ssl.SSLError):
         return [f"error: TLS failed: {e} (is --config the right cluster's client config?)"]
     if isinstance(e, FileNotFoundError) and e.filename:

@@ -107,6 +107,7 @@ def recent_events(client: Client, *, node: str = "", workload: str = "", n: int 
 
 
 def _events_table(events: list[Any]) -> None:
+    out.print()
     if not events:
         out.print("Events: none recorded")
         return
@@ -221,7 +222,7 @@ def describe_workload(
 def print_spec(spec: dict[str, Any]) -> str:
     from cloudless.cli.output import document
 
-    return document(spec, Format.YAML)
+    return document(fmt.compact(spec), Format.YAML)
 
 
 def fmt_indent(text: str, pad: str = "  ") -> str:

@@ -67,4 +67,5 @@ def revoke(
 
 
 def register(app: typer.Typer) -> None:
+    token_app.command("ls", hidden=True)(list_tokens)
     app.add_typer(token_app, name="token", rich_help_panel="Cluster")

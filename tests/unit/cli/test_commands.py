@@ -1,0 +1,237 @@
+"""Argument parsing and error rendering, through typer's CliRunner (no cluster needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from cloudless.cli import daemons
+from cloudless.cli.client import ApiError
+from cloudless.cli.main import app
+from cloudless.cli.output import error_lines
+from cloudless.lib.errors import CloudlessError, ValidationError
+
+runner = CliRunner()
+
+
+def run(*args: str, input: str | None = None) -> Any:
+    return runner.invoke(
+        app, list(args), input=input, env={"CLOUDLESS_CONFIG": "/nonexistent.json"}
+    )
+
+
+@pytest.mark.parametrize(
+    ("e", "lines"),
+    [
+        (ApiError(404, "not_found", "workload 'x' not found"), ["error: workload 'x' not found"]),
+        # a validation refusal lists each problem (its message is the problems joined)
+        (
+            ApiError(400, "invalid", "a: bad; b: worse", ["a: bad", "b: worse"]),
+            ["error: the request was refused:", "  a: bad", "  b: worse"],
+        ),
+        (
+            ApiError(400, "invalid", "spec refused", ["a: bad"]),
+            ["error: spec refused", "  a: bad"],
+        ),
+        (ValidationError(["x: 1", "y: 2"]), ["error: invalid input:", "  x: 1", "  y: 2"]),
+        (CloudlessError("no coordinator answered"), ["error: no coordinator answered"]),
+        (ConnectionRefusedError(111, "Connection refused"), [
+            "error: the connection failed: [Errno 111] Connection refused"
+        ]),
+        (FileNotFoundError(2, "No such file", "/x/ca.pem"), ["error: /x/ca.pem: no such file"]),
+        (ssl.SSLError(1, "bad cert"), [
+            "error: TLS failed: bad cert (is --config the right cluster's client config?)"
+        ]),
+    ],
+)  # fmt: skip
+def test_error_lines(e: BaseException, lines: list[str]) -> None:
+    assert error_lines(e) == lines
+
+
+def test_grpc_style_error_shows_status_and_details() -> None:
+    class FakeRpcError(Exception):
+        def code(self) -> Any:
+            class S:
+                name = "UNAUTHENTICATED"
+
+            return S()
+
+        def details(self) -> str:
+            return "certificate revoked"
+
+    assert error_lines(FakeRpcError()) == ["error: UNAUTHENTICATED: certificate revoked"]
+
+
+def test_missing_config_is_one_line_exit_1() -> None:
+    r = run("get", "nodes")
+    assert r.exit_code == 1
+    assert r.stderr.startswith("error: no client config at /nonexistent.json")
+    assert "Traceback" not in r.output
+
+
+def test_config_naming_missing_cert(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"servers": ["https://127.0.0.1:1"], "ca": "ca.pem",
+                               "cert": "c.crt", "key": "c.key"}))  # fmt: skip
+    r = runner.invoke(app, ["get", "nodes", "--config", str(cfg)])
+    assert r.exit_code == 1
+    assert f"error: client config names {tmp_path / 'ca.pem'}, which does not exist" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["token", "create", "--ttl", "soon"], "'soon' is not a duration"),
+        (
+            ["token", "create", "--use", "admin"],
+            "expected one of node-enrollment, coordinator-join",
+        ),
+        (["token", "create", "--label", "nokey"], "expected KEY=VALUE"),
+        (["get", "nodes", "-o", "xml"], "xml"),
+        (["scale", "web", "-1"], "-1"),
+        (["agent", "--label", "x", "--runtime", "fake"], "expected KEY=VALUE"),
+        (["agent", "--cpu", "lots"], "--cpu"),
+        (["agent", "--memory", "12XB"], "is not a size"),
+        (["agent", "--join", "http://x:8443"], "expected the coordinator's API URL"),
+        (["agent", "--runtime", "docker"], "expected containerd or fake"),
+        (["coordinator", "--store", "sqlite"], "expected etcd or memory"),
+        (["coordinator", "--bootstrap", "--join", "https://a:1", "--token", "t"], "only one"),
+        (["coordinator", "--join", "https://a:1"], "--join needs --token"),
+        (["coordinator", "--api-port", "7443"], "--agent-port: 7443 is also --api-port"),
+        (["coordinator", "--api-port", "70000"], "not a TCP port"),
+        (["coordinator", "--log-level", "loud"], "'loud' is not one of"),
+    ],
+)
+def test_bad_flags_are_usage_errors(args: list[str], needle: str) -> None:
+    r = run(*args)
+    assert r.exit_code == 2, r.output
+    words = re.sub("[\u2500-\u257f]", " ", r.stderr).split()  # rich boxes wrap: unbox
+    assert needle in " ".join(words), r.stderr
+
+
+def test_explain_needs_name_or_file() -> None:
+    r = run("explain")
+    assert r.exit_code == 1
+    assert "give a workload NAME or -f FILE" in r.stderr
+
+
+def test_apply_missing_file() -> None:
+    r = run("apply", "-f", "/no/such.yaml")
+    assert r.exit_code == 1
+    assert r.stderr.strip() == "error: /no/such.yaml: no such file"
+
+
+def test_help_lists_the_commands() -> None:
+    r = runner.invoke(app, ["--help"])
+    assert r.exit_code == 0
+    for cmd in ("coordinator", "agent", "apply", "get", "describe", "delete", "scale", "logs",
+                "cordon", "uncordon", "drain", "remove", "token", "explain", "events", "wait",
+                "store", "version"):  # fmt: skip
+        assert cmd in r.stdout
+
+
+def test_coordinator_flags_build_the_config(tmp_path: Path) -> None:
+    c = daemons.coordinator_config(
+        data_dir=tmp_path, name="c1", host="10.0.0.1", api_port=1, agent_port=2, enroll_port=3,
+        etcd_client_port=4, etcd_peer_port=5, bootstrap=True, join="", token="",
+        store="memory", root_key_size=2048, bcrypt_cost=4,
+    )  # fmt: skip
+    assert (c.data_dir, c.name, c.api_url, c.agent_endpoint) == (
+        tmp_path, "c1", "https://10.0.0.1:1", "10.0.0.1:2"
+    )  # fmt: skip
+    assert (c.store, c.bootstrap, c.root_key_size, c.bcrypt_cost) == ("memory", True, 2048, 4)
+
+
+def test_agent_flags_build_the_config(tmp_path: Path) -> None:
+    a = daemons.agent_config(
+        join="https://c:8443", token="T", data_dir=tmp_path, name="pi", zone="z", region="r",
+        labels=["gpu=no"], address="10.0.0.9", cpu="1500m", memory="2Gi", disk=None,
+    )  # fmt: skip
+    assert (a.join, a.token, a.name, a.zone, a.region, a.address) == (
+        "https://c:8443", "T", "pi", "z", "r", "10.0.0.9"
+    )  # fmt: skip
+    assert a.labels == {"gpu": "no"}
+    # declared dimensions replace measured ones; 0 keeps the measurement (disk, bandwidth)
+    assert a.capacity_override is not None
+    assert a.capacity_override.to_dict() == {
+        "cpu_millis": 1500, "memory_bytes": 2 << 30, "disk_bytes": 0, "bandwidth_bps": 0
+    }  # fmt: skip
+    none = daemons.agent_config(
+        join="", token="", data_dir=None, name=None, zone="", region="", labels=None,
+        address="", cpu=None, memory=None, disk=None,
+    )  # fmt: skip
+    assert none.capacity_override is None
+    assert none.data_dir.name == "agent"
+
+
+class _FailingCoordinator:
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    async def run(self) -> None:
+        from cloudless.coordinator.server import StartupError
+
+        async with asyncio.TaskGroup() as tg:  # errors arrive wrapped in groups
+            tg.create_task(asyncio.sleep(10))
+            raise StartupError("no CA in /x/ca: start the first coordinator with --bootstrap")
+
+
+def test_coordinator_startup_error_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cloudless.coordinator.server as server
+
+    monkeypatch.setattr(server, "Coordinator", _FailingCoordinator)
+    r = run("coordinator", "--data-dir", str(tmp_path), "--store", "memory")
+    assert r.exit_code == 1
+    assert r.stderr.strip().splitlines()[-1] == (
+        "error: no CA in /x/ca: start the first coordinator with --bootstrap"
+    )
+    assert "Traceback" not in r.output
+
+
+def test_agent_without_identity_or_token_says_how_to_join(tmp_path: Path) -> None:
+    r = run("agent", "--data-dir", str(tmp_path / "a"), "--runtime", "fake")
+    assert r.exit_code == 1
+    assert "not enrolled yet" in r.stderr
+    assert "--join https://COORDINATOR:8443 --token TOKEN" in r.stderr
+    assert "Traceback" not in r.output
+
+
+def test_agent_containerd_socket_missing(tmp_path: Path) -> None:
+    r = run("agent", "--data-dir", str(tmp_path), "--containerd-socket", str(tmp_path / "no.sock"))
+    assert r.exit_code == 1
+    assert f"no containerd socket at {tmp_path / 'no.sock'}" in r.stderr
+
+
+async def test_run_until_signal_cancels_on_sigterm() -> None:
+    import os
+    import signal
+
+    started = asyncio.Event()
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    async def send() -> None:
+        await started.wait()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    sender = asyncio.create_task(send())
+    assert await daemons.run_until_signal(forever()) is True
+    await sender
+
+
+async def test_run_until_signal_returns_when_main_ends() -> None:
+    async def quick() -> None:
+        return None
+
+    assert await daemons.run_until_signal(quick()) is False
