@@ -57,3 +57,42 @@ def test_subscribe_filters_and_within_or_across() -> None:
         'namespace=="ns",topic=="/tasks/exit"',
         'namespace=="ns",topic=="/tasks/oom"',
     ]
+
+
+def _record(**labels: str) -> cpb.Container:
+    return cpb.Container(id="c", image="docker.io/library/busybox:latest", labels=labels)
+
+
+def test_status_mapping_table() -> None:
+    from google.protobuf import timestamp_pb2  # type: ignore[import-untyped]
+
+    from cloudless.api.gen.containerd.types.task import task_pb2 as tpb
+    from cloudless.runtime.containerd.status import LABEL_IMAGE, LABEL_OOM, to_status
+    from cloudless.runtime.types import ContainerState
+
+    rec = _record(**{LABEL_IMAGE: "busybox", "team": "a"})
+    exited = timestamp_pb2.Timestamp(seconds=100)
+    cases = [
+        # (task, oom label, oom seen, expected state, exit code, oom verdict)
+        (None, False, False, ContainerState.CREATED, None, False),
+        (tpb.Process(status=tpb.CREATED), False, False, ContainerState.CREATED, None, False),
+        (tpb.Process(status=tpb.RUNNING, pid=7), False, False, ContainerState.RUNNING, None, False),
+        (tpb.Process(status=tpb.PAUSED, pid=7), False, False, ContainerState.RUNNING, None, False),
+        (tpb.Process(status=tpb.STOPPED, exit_status=3, exited_at=exited), False, False,
+         ContainerState.EXITED, 3, False),
+        (tpb.Process(status=tpb.STOPPED, exit_status=137, exited_at=exited), True, False,
+         ContainerState.EXITED, 137, True),  # verdict persisted as a label
+        (tpb.Process(status=tpb.STOPPED, exit_status=137, exited_at=exited), False, True,
+         ContainerState.EXITED, 137, True),  # verdict seen in this process
+        (tpb.Process(status=tpb.UNKNOWN), False, False, ContainerState.UNKNOWN, None, False),
+    ]  # fmt: skip
+    for proc, label, seen, state, code, oom in cases:
+        r = cpb.Container()
+        r.CopyFrom(rec)
+        if label:
+            r.labels[LABEL_OOM] = "true"
+        st = to_status(r, proc, oom_seen=seen, started_at=5.0)
+        assert (st.state, st.exit_code, st.oom_killed) == (state, code, oom), (proc, label, seen)
+        assert st.image == "busybox" and dict(st.labels) == {"team": "a"}  # private labels hidden
+        if state is ContainerState.EXITED:
+            assert st.finished_at == 100.0
