@@ -471,6 +471,8 @@ class SimView:
     containers: dict[str, dict[str, str]]  # node id -> {running container id: workload}
     at: float  # simulated seconds since start
     cut_off: dict[str, str] = field(default_factory=dict)  # node id -> "down" | "partitioned"
+    unconnected: frozenset[str] = frozenset()  # agents up but without a session
+    leader: str | None = None  # the leading coordinator's name
 
     def of(self, workload: str) -> list[Replica]:
         return sorted(
@@ -504,7 +506,7 @@ class SimView:
         )
 
     def dump(self, limit: int = 60) -> str:
-        lines = [f"cluster at t={self.at:.2f}s:"]
+        lines = [f"cluster at t={self.at:.2f}s, leader {self.leader or 'none'}:"]
         for name, rec in sorted(self.workloads.items()):
             reps = self.of(name)
             lines.append(
@@ -523,6 +525,7 @@ class SimView:
             )
             ctrs = ",".join(self.containers.get(nid, {})) or "-"
             agent = f" (agent {self.cut_off[nid]})" if nid in self.cut_off else ""
+            agent += " (not connected)" if nid in self.unconnected else ""
             lines.append(
                 f"  {nid} {n.state.value:9} {n.zone or '-':6} {held or '-'} | run: {ctrs}{agent}"
             )
@@ -532,6 +535,9 @@ class SimView:
 def problems(view: SimView) -> list[str]:
     """Invariants of a settled cluster; each problem is a sentence naming what is wrong."""
     out: list[str] = []
+    if view.leader is None:
+        out.append("no coordinator leads")
+    out.extend(f"agent of {n} is up but not connected" for n in sorted(view.unconnected))
     specs = {n: r.spec for n, r in view.workloads.items()}
     for name, rec in sorted(view.workloads.items()):
         if rec.deleted:
@@ -660,6 +666,20 @@ class SimCluster:
             with contextlib.suppress(asyncio.CancelledError):
                 await b.task
         b.task = None
+
+    def replace_brain(self, b: Brain) -> Brain:
+        """A crashed coordinator comes back as a fresh process (same name, empty memory)."""
+        fresh = Brain(
+            b.name,
+            self.store,
+            self.clock,
+            self.membership,
+            random.Random(self.rng.getrandbits(32)),
+            b.election.ttl,
+        )
+        self.brains[self.brains.index(b)] = fresh
+        self.start_brain(fresh)
+        return fresh
 
     def fence(self) -> Fence:
         b = self.leader()
@@ -820,9 +840,21 @@ class SimCluster:
             for nid, a in self.agents.items()
             if not a.up or a.partitioned
         }
+        unconnected = frozenset(
+            nid
+            for nid, a in self.agents.items()
+            if a.up and not a.partitioned and a.session is None
+        )
+        brain = self.leader()
+        leader = brain.name if brain else None
         if self._view is not None and self._view[0] == rev:
             v = self._view[1]
-            if v.containers == containers and v.cut_off == cut_off:
+            if (v.containers, v.cut_off, v.unconnected, v.leader) == (
+                containers,
+                cut_off,
+                unconnected,
+                leader,
+            ):
                 return replace(v, at=self.now)
         snap = await self.state.snapshot()
         v = SimView(
@@ -832,6 +864,8 @@ class SimCluster:
             containers=containers,
             at=self.now,
             cut_off=cut_off,
+            unconnected=unconnected,
+            leader=leader,
         )
         self._view = (rev, v)
         return v
