@@ -60,11 +60,17 @@ async def test_fenced_writes_never_go_back_a_term(tmp_path: Path, pki: TestPki) 
                 leader = await c.leader_index()
                 if leader is not None:
                     c.kill(leader)
-            runs[0].cancel()  # coordinator 0 resigns: coordinator 1 must take over
-            # (if the resignation's revoke is lost in an etcd election, coordinator 0's lease
-            # must expire first: TTL 3 s, extended when the etcd leader changes)
             for _ in range(300):
-                if electors[1].is_leader():
+                if any(e.is_leader() for e in electors):
+                    break
+                await asyncio.sleep(0.05)
+            lead = 0 if electors[0].is_leader() else 1
+            survivor = electors[1 - lead]
+            runs[lead].cancel()  # the leading coordinator resigns: the other must take over
+            # (if the resignation's revoke is lost in an etcd election, the old lease must
+            # expire first: TTL 3 s, extended when the etcd leader changes)
+            for _ in range(300):
+                if survivor.is_leader():
                     break
                 await asyncio.sleep(0.05)
             await asyncio.sleep(1)
@@ -78,4 +84,4 @@ async def test_fenced_writes_never_go_back_a_term(tmp_path: Path, pki: TestPki) 
     terms = [t for _, t, _ in log]
     assert terms == sorted(terms), "a deposed leader's write landed after its successor's"
     assert len(log) > 50 and len(set(terms)) >= 2
-    assert log[-1][2] == "coord-1:7443"  # the survivor leads at the end
+    assert log[-1][2] == survivor.value  # the survivor leads at the end
