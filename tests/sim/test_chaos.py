@@ -6,6 +6,7 @@ failed or removed node, and no host runs a container no replica wants."""
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -15,7 +16,9 @@ from cloudless.model.node import NodeState
 from cloudless.model.workload import Placement, SpreadConstraint
 from cloudless.runtime.fake import FakeBehavior
 
-SEEDS = list(range(8))
+SEEDS = list(
+    range(int(os.environ.get("SIM_SEEDS_FROM", "0")), int(os.environ.get("SIM_SEEDS_TO", "8")))
+)
 
 
 async def _scenario(seed: int) -> tuple[float, list[str]]:
