@@ -108,6 +108,20 @@ class _FakeContainer:
         default_factory=lambda: {LogStream.STDOUT: bytearray(), LogStream.STDERR: bytearray()}
     )
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: (time, size after the write) for every write, per stream: exact ``since=<time>``.
+    marks: dict[LogStream, list[tuple[float, int]]] = field(
+        default_factory=lambda: {LogStream.STDOUT: [], LogStream.STDERR: []}
+    )
+
+    def write(self, stream: LogStream, data: bytes, now: float) -> None:
+        if data:
+            self.logs[stream] += data
+            self.marks[stream].append((now, len(self.logs[stream])))
+            self.changed.set()
+
+    def offset_at(self, stream: LogStream, when: float) -> int:
+        """Size after the last write strictly before ``when``."""
+        return max((size for ts, size in self.marks[stream] if ts < when), default=0)
 
     def deadline(self) -> tuple[float, bool] | None:
         """(monotonic time of the self-inflicted exit, is it an OOM kill), if any."""
@@ -294,8 +308,8 @@ class FakeRuntime:
         self.host.next_pid += 1
         c.started_mono = self.clock.monotonic()
         c.started_at = self.clock.now()
-        c.logs[LogStream.STDOUT] += c.behavior.stdout
-        c.logs[LogStream.STDERR] += c.behavior.stderr
+        c.write(LogStream.STDOUT, c.behavior.stdout, c.started_at)
+        c.write(LogStream.STDERR, c.behavior.stderr, c.started_at)
         c.changed.set()
         self._changed.set()
         self._settle()
@@ -361,9 +375,14 @@ class FakeRuntime:
         *,
         follow: bool = False,
         tail: int | None = None,
-        since: LogCursor | None = None,
+        since: LogCursor | float | None = None,
     ) -> AsyncIterator[LogLine]:
-        src = _FakeLogs(self, self._get(container_id))
+        c = self._get(container_id)
+        if isinstance(since, int | float):
+            since = LogCursor(
+                c.offset_at(LogStream.STDOUT, since), c.offset_at(LogStream.STDERR, since)
+            )
+        src = _FakeLogs(self, c)
         return read_logs(src, follow=follow, tail=tail, since=since)
 
     async def recover(self) -> list[ContainerStatus]:
@@ -379,9 +398,7 @@ class FakeRuntime:
 
     def write_log(self, container_id: str, stream: LogStream, data: bytes) -> None:
         """Append output as if the container had written it."""
-        c = self.host.containers[container_id]
-        c.logs[stream] += data
-        c.changed.set()
+        self.host.containers[container_id].write(stream, data, self.clock.now())
 
     def kill_externally(self, container_id: str, exit_code: int = SIGKILL_EXIT) -> None:
         """The container dies for a reason outside the agent (someone ran ``kill``)."""

@@ -73,12 +73,15 @@ class ContainerRuntime(Protocol):
         *,
         follow: bool = False,
         tail: int | None = None,
-        since: LogCursor | None = None,
+        since: LogCursor | float | None = None,
     ) -> AsyncIterator[LogLine]:
         """Lines of stdout then stderr (history), then both as they come if ``follow``.
 
-        ``tail`` keeps the last N lines of each stream; ``since`` resumes after a cursor.
-        Following ends when the container has exited and both streams are drained.
+        ``tail`` keeps the last N lines of each stream. ``since`` is either a ``LogCursor``
+        (resume exactly after a line already seen) or a wall-clock time: output written at or
+        after it, possibly with up to about a second of earlier output (containerd keeps no
+        per-line timestamps; see ``containerd/logfiles.py``). Following ends when the container
+        has exited and both streams are drained.
         """
         ...
 

@@ -61,6 +61,7 @@ from cloudless.runtime.types import (
     ImageInfo,
     LogCursor,
     LogLine,
+    LogStream,
     ProgressCallback,
     check_container_id,
 )
@@ -216,6 +217,7 @@ class ContainerdRuntime:
                 )
                 await self._create_task(container_id, record, list(resp.mounts))
         self._running[container_id] = 0
+        self.logs.checkpoint(container_id, self.clock.now(), force=True)
         try:
             started = await c.call(
                 c.tasks.Start,
@@ -318,10 +320,15 @@ class ContainerdRuntime:
         *,
         follow: bool = False,
         tail: int | None = None,
-        since: LogCursor | None = None,
+        since: LogCursor | float | None = None,
     ) -> AsyncIterator[LogLine]:
         check_container_id(container_id)
         await self._container(container_id)
+        if isinstance(since, int | float):
+            since = LogCursor(
+                self.logs.offset_at(container_id, LogStream.STDOUT, since),
+                self.logs.offset_at(container_id, LogStream.STDERR, since),
+            )
 
         async def finished() -> bool:
             proc = await self._task(container_id)
@@ -349,6 +356,7 @@ class ContainerdRuntime:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(events.watch(self))
             tg.create_task(self._housekeeping())
+            tg.create_task(self._index_logs())
 
     async def close(self) -> None:
         await self.dist.aclose()
@@ -373,6 +381,14 @@ class ContainerdRuntime:
             raise ContainerNotFound(cid) from None
         except RuntimeFailure as e:
             raise StartFailed(events.explain_start_failure(cid, record, str(e))) from None
+
+    async def _index_logs(self, every: float = 1.0) -> None:
+        """Time-index the logs of running containers (for ``container_logs(since=<time>)``)."""
+        while True:
+            await self.clock.sleep(every)
+            now = self.clock.now()
+            for cid in list(self._running):
+                self.logs.checkpoint(cid, now)
 
     async def _housekeeping(self) -> None:
         while True:
@@ -401,6 +417,7 @@ class ContainerdRuntime:
     async def _on_exit(self, cid: str, status: int, exited_at: float) -> None:
         if self._running.pop(cid, None) is None:
             return
+        self.logs.checkpoint(cid, self.clock.now())
         oom = cid in self._oom or (status == 137 and await events.oom_in_metrics(self, cid))
         if oom:
             self._oom.add(cid)

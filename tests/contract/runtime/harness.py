@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from cloudless.lib.clock import FakeClock
-from cloudless.runtime import ContainerRuntime, ContainerSpec, FakeBehavior, FakeHost, FakeRuntime
+from cloudless.runtime import (
+    ContainerRuntime,
+    ContainerSpec,
+    FakeBehavior,
+    FakeHost,
+    FakeRuntime,
+    LogStream,
+)
 
 T = TypeVar("T")
 
@@ -39,6 +46,14 @@ class Harness(Protocol):
 
     def stubborn(self, cid: str) -> ContainerSpec:
         """Ignores SIGTERM."""
+        ...
+
+    def early_late(self, cid: str) -> ContainerSpec:
+        """Prints "early" (stdout) and "early-err" (stderr) at once, "late" ~2.5 s later."""
+        ...
+
+    async def mid_then_late(self, cid: str) -> float:
+        """Let 1.5 s pass, note the wall time ("mid"), then wait until "late" is written."""
         ...
 
     def memory_hog(self, cid: str) -> ContainerSpec:
@@ -89,6 +104,16 @@ class FakeHarness:
 
     def stubborn(self, cid: str) -> ContainerSpec:
         return self._spec(cid, FakeBehavior(ignore_sigterm=True))
+
+    def early_late(self, cid: str) -> ContainerSpec:
+        return self._spec(cid, FakeBehavior(stdout=b"early\n", stderr=b"early-err\n"))
+
+    async def mid_then_late(self, cid: str) -> float:
+        await self.clock.run_for(1.5)
+        mid = self.clock.now()
+        await self.clock.run_for(1.0)
+        self.runtime.write_log(cid, LogStream.STDOUT, b"late\n")
+        return mid
 
     def memory_hog(self, cid: str) -> ContainerSpec:
         return self._spec(cid, FakeBehavior(oom_after=0.0), memory_bytes=16 << 20)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,18 @@ class ContainerdHarness:
 
     def stubborn(self, cid: str) -> ContainerSpec:
         return self._spec(cid, STUBBORN)
+
+    def early_late(self, cid: str) -> ContainerSpec:
+        return self._spec(cid, "echo early; echo early-err >&2; sleep 2.5; echo late; sleep 1000")
+
+    async def mid_then_late(self, cid: str) -> float:
+        await asyncio.sleep(1.5)
+        mid = time.time()
+        async with asyncio.timeout(10):
+            async for line in self.runtime.container_logs(cid, follow=True, since=mid):
+                if line.text == "late":
+                    break
+        return mid
 
     def memory_hog(self, cid: str) -> ContainerSpec:
         return self._spec(cid, "dd if=/dev/zero of=/dev/null bs=64M count=1", memory_bytes=16 << 20)

@@ -229,3 +229,17 @@ async def test_unknown_containers_are_not_found_everywhere(harness: Harness) -> 
     with pytest.raises(ContainerNotFound):
         _ = [x async for x in rt.container_logs("ghost")]
     assert [s for s in await rt.list_containers() if s.id == "ghost"] == []
+
+
+async def test_logs_since_a_time(harness: Harness) -> None:
+    rt = harness.runtime
+    await rt.pull_image(harness.image)
+    await rt.create_container(harness.early_late("c-since"))
+    await rt.start_container("c-since")
+    mid = await harness.mid_then_late("c-since")
+    # "early" lines were written ~1.5 s before mid, "late" ~1 s after it.
+    after = [(x.stream, x.text) async for x in rt.container_logs("c-since", since=mid)]
+    assert after == [(LogStream.STDOUT, "late")]
+    everything = [x.text async for x in rt.container_logs("c-since", since=0.0)]
+    assert everything == ["early", "late", "early-err"]
+    await harness.drive(rt.delete_container("c-since"), 1)

@@ -107,3 +107,34 @@ def test_cap_keeps_the_tail(tmp_path: pytest.TempPathFactory) -> None:
     assert len(data) == 50 and data.endswith(b"END\n")
     _keep_tail(files.path("c1", OUT), 10)
     assert open(out, "rb").read() == b"xxxxxxEND\n"
+
+
+@pytest.mark.parametrize(
+    ("when", "offset"),
+    [(9.0, 0), (10.0, 6), (11.5, 6), (12.0, 20), (99.0, 20)],
+)
+def test_offset_for_time(when: float, offset: int) -> None:
+    from cloudless.runtime.containerd.logfiles import offset_for_time
+
+    # Checkpoints: 6 bytes written by t=10, 20 by t=12.
+    assert offset_for_time([(10.0, 6), (12.0, 20)], when) == offset
+
+
+def test_time_index_survives_the_cap(tmp_path: pytest.TempPathFactory) -> None:
+    from cloudless.runtime.containerd.logfiles import shift_index
+
+    files = LogFiles(tmp_path, max_bytes=100)  # type: ignore[arg-type]
+    out, _ = files.create("c1")
+    files.checkpoint("c1", 1.0, force=True)  # 0 bytes at t=1
+    with open(out, "ab") as f:
+        f.write(b"a" * 60 + b"\n")
+    files.checkpoint("c1", 2.0)  # 61 bytes at t=2
+    files.checkpoint("c1", 2.5)  # unchanged: no new entry
+    with open(out, "ab") as f:
+        f.write(b"b" * 60 + b"\n")
+    files.checkpoint("c1", 3.0)  # 122 bytes at t=3
+    assert files.offset_at("c1", OUT, 2.7) == 61
+    files.enforce_cap()  # 122 > 100: keep the last 50, so 72 bytes are cut from the head
+    assert files.offset_at("c1", OUT, 2.7) == 0  # 61 - 72 < 0 -> from the start
+    assert files.offset_at("c1", OUT, 3.0) == 50  # 122 - 72
+    assert shift_index("1.000 10\n2.000 30\n", 15) == "1.000 0\n2.000 15\n"
