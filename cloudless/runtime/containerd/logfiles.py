@@ -29,6 +29,9 @@ from pathlib import Path
 
 from cloudless.runtime.types import LogStream
 
+#: An index line is ~20 bytes: 256 KiB holds ~3.6 hours of once-a-second checkpoints.
+MAX_INDEX_BYTES = 256 << 10
+
 
 class LogFiles:
     def __init__(self, root: Path, max_bytes: int = 16 << 20) -> None:
@@ -46,8 +49,13 @@ class LogFiles:
                 size = self.path(container_id, s).stat().st_size
                 if not force and self._sizes.get((container_id, s)) == size:
                     continue
-                with self.index_path(container_id, s).open("a") as f:
+                idx = self.index_path(container_id, s)
+                with idx.open("a") as f:
                     f.write(f"{now:.3f} {size}\n")
+                    grown = f.tell() > MAX_INDEX_BYTES
+                if grown:  # forget the oldest half: old times then read from the start
+                    lines = idx.read_text().splitlines(keepends=True)
+                    idx.write_text("".join(lines[len(lines) // 2 :]))
                 self._sizes[(container_id, s)] = size
             except OSError:
                 continue
