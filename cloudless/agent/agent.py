@@ -143,6 +143,8 @@ class Agent:
             assignments,
         )
         link_ref.append(self.link)
+        ident = self.identity
+        self.link.on_identity_change = lambda: ident.save(self.config.data_dir)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.runtime.run())
             tg.create_task(self.supervisor.run(assignments.load()))

@@ -17,6 +17,7 @@ import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -118,11 +119,13 @@ class Link:
         self.assignments = assignments
         self.backoff = backoff or Backoff(base=0.2, cap=5.0)
         self.server_name = server_name
+        self.on_identity_change: Callable[[], None] | None = None
         self.interval = 0.5
         self.leader_hint: str | None = None
         self.changed = asyncio.Event()
         self.connected = asyncio.Event()
         self.seq = 0
+        self.last_rx = 0.0
         self._log_tasks: dict[str, asyncio.Task[None]] = {}
         self._renewed = asyncio.Event()
 
@@ -156,6 +159,8 @@ class Link:
             attempt += 1
 
     async def _session(self, target: str) -> None:
+        """One stream: ends on a redirect, a broken stream, a silent coordinator (no message
+        for ``silence_limit()`` seconds: a cut link sends no FIN) or a renewed certificate."""
         creds = self.identity.channel_credentials()
         async with grpc.aio.secure_channel(
             target, creds, options=channel_options(self.server_name)
@@ -165,23 +170,34 @@ class Link:
             outbox.put_nowait(self._hello())
             call = stub.Connect(_drain(outbox))
             self._renewed.clear()
-            async with asyncio.TaskGroup() as tg:
-                hb = tg.create_task(self._heartbeats(outbox))
-                renew = tg.create_task(self._renewed.wait())
-                try:
-                    async for msg in call:
-                        self.connected.set()
-                        if self._handle(msg, outbox, tg, target):
-                            break
-                        if renew.done():
-                            break
-                finally:
-                    hb.cancel()
-                    renew.cancel()
-                    call.cancel()
-                    for t in self._log_tasks.values():
-                        t.cancel()
-                    self._log_tasks.clear()
+            self.last_rx = self.clock.monotonic()
+            recv = asyncio.create_task(self._receive(call, outbox, target))
+            hb = asyncio.create_task(self._heartbeats(outbox))
+            renew = asyncio.create_task(self._renewed.wait())
+            try:
+                await asyncio.wait({recv, hb, renew}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                call.cancel()
+                for t in (recv, hb, renew, *self._log_tasks.values()):
+                    t.cancel()
+                await asyncio.gather(recv, hb, renew, return_exceptions=True)
+                self._log_tasks.clear()
+            if hb.done() and not hb.cancelled() and hb.exception() is None:
+                raise ConnectionError(f"{target} sent nothing for {self.silence_limit():.1f}s")
+            if recv.done() and not recv.cancelled() and recv.exception() is not None:
+                raise recv.exception()  # type: ignore[misc]
+
+    def silence_limit(self) -> float:
+        return max(3.0, 4 * self.interval)
+
+    async def _receive(
+        self, call: Any, outbox: asyncio.Queue[pb.AgentMessage], target: str
+    ) -> None:
+        async for msg in call:
+            self.last_rx = self.clock.monotonic()
+            self.connected.set()
+            if self._handle(msg, outbox, target):
+                return
 
     def _hello(self) -> pb.AgentMessage:
         now = self.clock.now()
@@ -195,7 +211,10 @@ class Link:
         )
 
     async def _heartbeats(self, outbox: asyncio.Queue[pb.AgentMessage]) -> None:
+        """Send heartbeats; return (ending the session) when the coordinator falls silent."""
         while True:
+            if self.clock.monotonic() - self.last_rx > self.silence_limit():
+                return
             self.changed.clear()
             self.seq += 1
             s = self.sample()
@@ -223,11 +242,7 @@ class Link:
                 await self.clock.sleep(0.02)  # coalesce a burst of changes
 
     def _handle(
-        self,
-        msg: pb.CoordinatorMessage,
-        outbox: asyncio.Queue[pb.AgentMessage],
-        tg: asyncio.TaskGroup,
-        target: str,
+        self, msg: pb.CoordinatorMessage, outbox: asyncio.Queue[pb.AgentMessage], target: str
     ) -> bool:
         """Act on one message; True ends the session."""
         kind = msg.WhichOneof("kind")
@@ -237,6 +252,11 @@ class Link:
         elif kind == "ack":
             if msg.ack.interval_s > 0:
                 self.interval = min(max(msg.ack.interval_s, 0.05), 60.0)
+            known = list(msg.ack.coordinators)
+            if known and known != self.identity.coordinators:
+                self.identity.coordinators = known
+                if self.on_identity_change is not None:
+                    self.on_identity_change()
         elif kind == "logs":
             req = msg.logs
             if req.cancel:
@@ -244,7 +264,7 @@ class Link:
                 if t:
                     t.cancel()
             else:
-                self._log_tasks[req.request_id] = tg.create_task(self._send_logs(req, outbox))
+                self._log_tasks[req.request_id] = asyncio.create_task(self._send_logs(req, outbox))
         elif kind == "redirect":
             hint = msg.redirect.leader_address
             log.info("redirected by %s to %s (%s)", target, hint or "?", msg.redirect.reason)

@@ -120,8 +120,18 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             node_id=node_id,
             cert_pem=cert,
             ca_bundle_pem=self.ca.bundle_pem,
-            coordinators=self.agent_endpoints(),
+            coordinators=await self._all_agent_endpoints(),
         )
+
+    async def _all_agent_endpoints(self) -> list[str]:
+        from cloudless.coordinator.joining import known_coordinators
+
+        mine = self.agent_endpoints()
+        try:
+            others = [c.agent for c in await known_coordinators(self.state.store)]
+        except Exception:
+            others = []
+        return list(dict.fromkeys([*mine, *others]))
 
     # ---- control ---------------------------------------------------------------------------
 
@@ -201,6 +211,7 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
                 await self.hub.on_hello(session, msg.hello)
             elif kind == "heartbeat":
                 ack = await self.hub.on_heartbeat(session, msg.heartbeat)
+                ack.coordinators.extend(self.agent_endpoints())
                 session.outbox.put_nowait(pb.CoordinatorMessage(ack=ack))
             elif kind == "log":
                 self.hub.on_log(msg.log)

@@ -59,3 +59,21 @@ async def start_embedded_etcd(
     member = EtcdMember(mc)
     await member.start()
     return member, EtcdStore([mc.endpoint], client_tls)
+
+
+async def join_embedded_etcd(
+    config: CoordinatorConfig, ca: CertificateAuthority, endpoints: list[str]
+) -> tuple[EtcdMember, EtcdStore]:
+    """Join the etcd cluster reachable at ``endpoints`` as a learner, then get promoted."""
+    from cloudless.store.etcd_admin import EtcdAdmin
+    from cloudless.store.membership import join
+
+    member_tls, client_tls = etcd_tls(config, ca)
+    mc = member_config(config, member_tls)
+    config.etcd_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    existing = EtcdStore(endpoints, client_tls)
+    try:
+        member, _ = await join(EtcdAdmin(existing), mc)
+    finally:
+        await existing.close()
+    return member, EtcdStore([mc.endpoint, *endpoints], client_tls)

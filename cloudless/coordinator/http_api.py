@@ -141,6 +141,8 @@ class UserApi:
         r.add_get("/v1/tokens", self.list_tokens)
         r.add_delete("/v1/tokens/{id}", self.revoke_token)
         r.add_get("/v1/events", self.events)
+        r.add_post("/v1/cluster/join", self.join_cluster)
+        r.add_get("/v1/cluster/coordinators", self.list_coordinators)
         return app
 
     # ---- middleware ------------------------------------------------------------------------
@@ -168,7 +170,7 @@ class UserApi:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in ("/healthz", "/v1/ca", "/openapi.json"):
+        if request.path in ("/healthz", "/v1/ca", "/openapi.json", "/v1/cluster/join"):
             return await handler(request)
         der = _peer_der(request)
         decision = self.authorizer.authorize(
@@ -491,6 +493,48 @@ class UserApi:
         rec = await self.tokens.revoke(request.match_info["id"])
         await self.hub.emit("token", f"token {rec.token_id} revoked")
         return _json({"record": rec.to_dict()})
+
+    # ---- cluster ---------------------------------------------------------------------------
+
+    async def join_cluster(self, request: web.Request) -> web.Response:
+        """A new coordinator spends a coordinator-join token and receives the CA material and
+        the etcd endpoints (K3s-style bootstrap data). Any coordinator can answer: the token
+        is spent atomically in the replicated store."""
+        try:
+            body = await request.json()
+            token, name = str(body["token"]), str(body["name"])
+        except (ValueError, KeyError, TypeError):
+            raise ValidationError('body: expected {"token": ..., "name": ...}') from None
+        from cloudless.coordinator.joining import ca_material, known_coordinators
+        from cloudless.lib.ids import is_valid_id
+
+        if not is_valid_id(name):
+            raise ValidationError(f"name: {name!r} must be a DNS label (a-z, 0-9, '-')")
+        try:
+            claims = await self.tokens.verify(token, TokenUse.COORDINATOR_JOIN)
+            others = await known_coordinators(self.state.store)
+            if any(c.name == name for c in others):
+                raise Conflict(f"a coordinator named {name} is already a member")
+            await self.tokens.redeem(claims, consumer=f"coordinator/{name}")
+        except CloudlessError as e:
+            security_log.warning("coordinator join from %s refused: %s", request.remote, e)
+            raise ApiError(403, e.code, e.message) from None
+        await self.hub.emit("cluster", f"coordinator {name} joining")
+        return _json(
+            {
+                "ca": ca_material(self.ca.directory),
+                "etcd_endpoints": [c.etcd_client for c in others if c.etcd_client],
+                "trust_domain": self.ca.trust_domain,
+            }
+        )
+
+    async def list_coordinators(self, request: web.Request) -> web.Response:
+        from dataclasses import asdict
+
+        from cloudless.coordinator.joining import known_coordinators
+
+        cs = await known_coordinators(self.state.store)
+        return _json({"coordinators": [asdict(c) for c in cs], "leader": self.leader_api()})
 
     # ---- events ----------------------------------------------------------------------------
 

@@ -25,6 +25,13 @@ from cloudless.coordinator.agent_api import MAX_MESSAGE, AgentApi
 from cloudless.coordinator.config import CoordinatorConfig
 from cloudless.coordinator.http_api import UserApi, server_ssl_context
 from cloudless.coordinator.hub import AgentHub
+from cloudless.coordinator.joining import (
+    CoordinatorInfo,
+    known_coordinators,
+    register,
+    request_join,
+    write_ca,
+)
 from cloudless.coordinator.placer import SchedulerPlacer
 from cloudless.coordinator.reconciler import Reconciler
 from cloudless.coordinator.state import ClusterState
@@ -78,6 +85,8 @@ class Coordinator:
         self.revocations = RevocationList()
         self.ready = asyncio.Event()
         self.etcd: object | None = None
+        self._join_etcd: list[str] = []
+        self.coordinators: list[CoordinatorInfo] = []
         self.ca: CertificateAuthority
         self.store: Store
         self.state: ClusterState
@@ -129,9 +138,14 @@ class Coordinator:
             return self._store
         if self.config.store == "memory":
             return MemoryStore(clock=self.clock)
-        from cloudless.coordinator.embedded_etcd import start_embedded_etcd
+        from cloudless.coordinator.embedded_etcd import join_embedded_etcd, start_embedded_etcd
 
-        member, store = await start_embedded_etcd(self.config, self.ca)
+        c = self.config
+        fresh = not c.etcd_dir.exists() or not any(c.etcd_dir.iterdir())
+        if self._join_etcd and fresh:
+            member, store = await join_embedded_etcd(c, self.ca, self._join_etcd)
+        else:
+            member, store = await start_embedded_etcd(c, self.ca)
         self.etcd = member
         return store
 
@@ -151,6 +165,13 @@ class Coordinator:
         c = self.config
         for d in (c.data_dir, c.tls_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if c.join and not (c.ca_dir / "ca.key").exists():
+            if not c.join_token:
+                raise StartupError("--join needs --token: a coordinator-join token")
+            answer = await request_join(c.join, c.join_token, c.name)
+            write_ca(c.ca_dir, answer["ca"])
+            self._join_etcd = [str(e) for e in answer["etcd_endpoints"]]
+            log.info("joined cluster via %s; etcd members at %s", c.join, self._join_etcd)
         self.ca = self._load_ca()
         self._issue_own_certs()
         self.store = await self._open_store()
@@ -170,7 +191,12 @@ class Coordinator:
         self.election = Election(self.store, me, ttl=c.election_ttl, clock=self.clock)
 
         def endpoints() -> list[str]:
-            return [c.agent_endpoint]
+            others = [i.agent for i in self.coordinators if i.agent != c.agent_endpoint]
+            return [c.agent_endpoint, *others]
+
+        def enroll_endpoints() -> list[str]:
+            others = [i.enroll for i in self.coordinators if i.enroll != c.enroll_endpoint]
+            return [c.enroll_endpoint, *others]
 
         agent_api = AgentApi(
             state=self.state,
@@ -193,7 +219,7 @@ class Coordinator:
             is_leader=self.election.is_leader,
             leader_api=lambda: self.leader_info().get("api"),
             agent_endpoints=endpoints,
-            enroll_endpoints=lambda: [c.enroll_endpoint],
+            enroll_endpoints=enroll_endpoints,
         )
         try:
             async with asyncio.TaskGroup() as tg:
@@ -211,6 +237,14 @@ class Coordinator:
                         ),
                     )
                     self._write_admin_config()
+                etcd_ep = f"{c.host}:{c.etcd_client_port}" if c.store == "etcd" else ""
+                await register(
+                    self.store,
+                    CoordinatorInfo(
+                        c.name, c.api_url, c.agent_endpoint, c.enroll_endpoint, etcd_ep
+                    ),
+                )
+                tg.create_task(self._refresh_coordinators())
                 tg.create_task(self._sync_revocations())
                 tg.create_task(self._lead(reconciler))
                 grpc_server = await self._serve_grpc(agent_api)
@@ -272,6 +306,12 @@ class Coordinator:
             except* (StoreError, CloudlessError) as eg:
                 log.warning("leader loops stopped (%s); restarting", eg.exceptions[0])
             await asyncio.sleep(0.2)
+
+    async def _refresh_coordinators(self) -> None:
+        while True:
+            with contextlib.suppress(StoreError):
+                self.coordinators = await known_coordinators(self.store)
+            await asyncio.sleep(2.0)
 
     async def _sync_revocations(self) -> None:
         table = REVOCATIONS.bind(self.store)

@@ -202,12 +202,14 @@ class Assignments(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaAssignment, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatAck(_message.Message):
-    __slots__ = ("seq", "interval_s")
+    __slots__ = ("seq", "interval_s", "coordinators")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    COORDINATORS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     interval_s: float
-    def __init__(self, seq: _Optional[int] = ..., interval_s: _Optional[float] = ...) -> None: ...
+    coordinators: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, seq: _Optional[int] = ..., interval_s: _Optional[float] = ..., coordinators: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LogRequest(_message.Message):
     __slots__ = ("request_id", "replica_id", "follow", "tail", "since", "cancel")

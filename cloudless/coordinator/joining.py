@@ -1,0 +1,115 @@
+"""Adding a coordinator to a running cluster (the K3s embedded-etcd model).
+
+The joiner holds a one-time ``coordinator-join`` token. It fetches the CA bundle from any
+coordinator's ``/v1/ca`` and keeps only the root the token pins (nothing is sent before
+that); it then posts the token to ``/v1/cluster/join`` over TLS verified against that root.
+The coordinator spends the token atomically and answers with the cluster's CA material and
+the etcd client endpoints. With the CA the joiner mints its own certificates, adds its etcd
+member as a learner through an existing member, starts it with
+``--initial-cluster-state=existing`` and promotes it once it has caught up
+(``cloudless.store.membership.join``; membership changes are retried with backoff).
+
+Every coordinator registers itself under ``config/coordinator-<name>`` so that agents and
+clients learn every coordinator's endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from cloudless.agent.identity import fetch_pinned_ca
+from cloudless.lib.errors import CloudlessError
+from cloudless.store.codec import DictCodec
+from cloudless.store.protocol import Store
+from cloudless.store.table import Table
+from cloudless.store.tables import ROOT
+
+CA_FILES = ("ca.crt", "ca.key", "ca.json")
+
+
+class JoinFailed(CloudlessError):
+    code = "join_failed"
+
+
+@dataclass(frozen=True)
+class CoordinatorInfo:
+    name: str
+    api: str
+    agent: str
+    enroll: str
+    etcd_client: str = ""
+
+
+def coordinators_table(store: Store) -> Table[dict[str, Any]]:
+    return Table(store, ROOT + "coordinators/", DictCodec("coordinator", required=("name",)))
+
+
+async def register(store: Store, info: CoordinatorInfo) -> None:
+    await coordinators_table(store).put(info.name, asdict(info))
+
+
+async def known_coordinators(store: Store) -> list[CoordinatorInfo]:
+    listing = await coordinators_table(store).list()
+    out = []
+    for r in listing.records:
+        try:
+            out.append(CoordinatorInfo(**r.value))
+        except TypeError:
+            continue
+    return out
+
+
+def ca_material(ca_dir: Path) -> dict[str, str]:
+    return {name: (ca_dir / name).read_text() for name in CA_FILES}
+
+
+def _post_join(api_url: str, root_pem: bytes, body: dict[str, Any], timeout: float) -> Any:
+    ctx = ssl.create_default_context(cadata=root_pem.decode())
+    ctx.check_hostname = False  # the certificate is checked against the pinned root
+    req = urllib.request.Request(
+        f"{api_url.rstrip('/')}/v1/cluster/join",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=timeout) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        try:
+            msg = json.loads(e.read())["error"]["message"]
+        except Exception:
+            msg = str(e)
+        raise JoinFailed(f"join refused by {api_url}: {msg}") from None
+
+
+async def request_join(
+    api_url: str, token: str, name: str, timeout: float = 30.0
+) -> dict[str, Any]:
+    """Fetch and pin the CA, then spend the token; returns the join answer."""
+    root, _ = await fetch_pinned_ca(api_url, token)
+    try:
+        answer = await asyncio.to_thread(
+            _post_join, api_url, root, {"token": token, "name": name}, timeout
+        )
+    except OSError as e:
+        raise JoinFailed(f"cannot reach {api_url}: {e}") from None
+    if not isinstance(answer, dict) or "ca" not in answer or "etcd_endpoints" not in answer:
+        raise JoinFailed(f"{api_url} gave a malformed join answer")
+    return answer
+
+
+def write_ca(ca_dir: Path, files: dict[str, str]) -> None:
+    from cloudless.agent.identity import _write_private
+
+    ca_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for name in CA_FILES:
+        if name not in files:
+            raise JoinFailed(f"join answer lacks CA file {name}")
+        _write_private(ca_dir / name, files[name].encode())
