@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -324,3 +328,53 @@ def test_cordon_uncordon_drain_delete(cluster: Cluster) -> None:
         "replicas asked to stop",
     )
     assert reps
+
+
+def follow(cluster: Cluster, *args: str) -> subprocess.Popen[str]:
+    """A follow command in its own process, so the test can read it and then press Ctrl-C.
+    A watchdog kills it after 20s, so a line that never comes fails the test, not hangs it."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "cloudless.cli.main", *args, "--config", str(cluster.client_config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    watchdog = threading.Timer(20, p.kill)
+    watchdog.daemon = True
+    watchdog.start()
+    return p
+
+
+def interrupt(p: subprocess.Popen[str]) -> tuple[int, str]:
+    p.send_signal(signal.SIGINT)
+    try:
+        _, err = p.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise AssertionError("did not stop on Ctrl-C") from None
+    return p.returncode, err
+
+
+def test_follow_events_and_logs_until_ctrl_c(cluster: Cluster) -> None:
+    p = follow(cluster, "events", "-f", "--tail", "0")
+    try:
+        time.sleep(1.0)  # let it connect and start watching
+        cli(cluster, "apply", "-f", "-", input=WEB.replace("name: web", "name: followed"))
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        assert line.rstrip().endswith("workload followed created (version 1)"), line
+    finally:
+        rc, err = interrupt(p)
+    assert rc == 130 and "Traceback" not in err, err
+
+    cli(cluster, "wait", "workload", "followed", "--timeout", "20")
+    rid = doc(cluster, "get", "replicas", "-w", "followed")["replicas"][0]["id"]
+    p = follow(cluster, "logs", rid, "-f")
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline() == GREETING.decode()
+    finally:
+        rc, err = interrupt(p)
+    assert rc == 130 and "Traceback" not in err, err
