@@ -54,7 +54,9 @@ class PrivateRegistry:
         tls: tuple[str, str] | None = None,
         ca_file: str | None = None,
         token_auth: bool = False,
+        bind: str = "127.0.0.1",
     ) -> None:
+        self.bind = bind  # the address it listens on (a lab bridge for network namespaces)
         self.port = port or free_port()
         self._own_root = root_dir is None
         self.root = Path(root_dir or tempfile.mkdtemp(prefix="cloudless-registry-"))
@@ -69,8 +71,8 @@ class PrivateRegistry:
 
     @property
     def host(self) -> str:
-        """``127.0.0.1:<port>``: the host part of image references."""
-        return f"127.0.0.1:{self.port}"
+        """``<bind>:<port>``: the host part of image references."""
+        return f"{self.bind}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -102,7 +104,7 @@ class PrivateRegistry:
             "  delete:",
             "    enabled: true",
             "http:",
-            f"  addr: 127.0.0.1:{self.port}",
+            f"  addr: {self.bind}:{self.port}",
             "  secret: cloudless-devenv",
         ]
         if self.tls:
