@@ -138,7 +138,7 @@ class PrivateRegistry:
         deadline = time.monotonic() + 15.0
         while time.monotonic() < deadline and self._proc.returncode is None:
             try:
-                _, w = await asyncio.open_connection("127.0.0.1", self.port)
+                _, w = await asyncio.open_connection(self.bind, self.port)
             except OSError:
                 await asyncio.sleep(0.05)
                 continue
