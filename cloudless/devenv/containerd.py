@@ -74,9 +74,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 
 class PrivateContainerd:
-    def __init__(self, root_dir: Path | str, *, start_timeout: float = 20.0) -> None:
+    def __init__(
+        self, root_dir: Path | str, *, start_timeout: float = 20.0, netns: str | None = None
+    ) -> None:
         self.root = Path(root_dir).resolve()
         self.start_timeout = start_timeout
+        self.netns = netns  # run inside this network namespace (a lab host), so do its tasks
         self._proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -105,8 +108,9 @@ class PrivateContainerd:
         sock = Path(self.address)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sock)
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         self._proc = await _proc.start(
-            [CONTAINERD_BIN, "--config", str(self.config_path)], self.log_path
+            [*prefix, CONTAINERD_BIN, "--config", str(self.config_path)], self.log_path
         )
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
