@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 
@@ -61,17 +63,24 @@ async def join(
     promote_within: float = 120.0,
 ) -> tuple[EtcdMember, int]:
     """Add ``config`` as a learner, start it, promote it. Returns the running member (start
-    supervising it with ``member.run()``) and its etcd member id."""
+    supervising it with ``member.run()``) and its etcd member id. On failure the learner is
+    removed again (and its data dir wiped) before the error is raised."""
     if config.data_dir.exists() and any(config.data_dir.iterdir()):
         raise StoreError(
             f"data dir {config.data_dir} is not empty: a member joins with a fresh data dir "
             "(a removed member's data is never reused); delete it or choose another"
         )
     added, members = await admin.add_member(config.peer_url, learner=True)
-    final = joining_config(config, members)
-    member = EtcdMember(final)
-    await member.start()
-    await admin.promote_member(added.id, within=promote_within)
+    member = EtcdMember(joining_config(config, members))
+    try:
+        await member.start()
+        await admin.promote_member(added.id, within=promote_within)
+    except BaseException:
+        # Leave no half-joined learner behind: undo, then report the original failure.
+        log.warning("etcd member %s failed to join; removing it again", config.name)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(remove(admin, added.id, member))
+        raise
     log.info("etcd member %s (%x) joined and promoted", config.name, added.id)
     return member, added.id
 

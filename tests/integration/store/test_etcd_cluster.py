@@ -15,7 +15,12 @@ import pytest
 
 from cloudless.store.backup import restore_snapshot, save_snapshot
 from cloudless.store.etcd_admin import EtcdAdmin
-from cloudless.store.etcd_process import EtcdMember, EtcdNotInstalled, MemberRemoved
+from cloudless.store.etcd_process import (
+    EtcdMember,
+    EtcdNotInstalled,
+    EtcdStartFailed,
+    MemberRemoved,
+)
 from cloudless.store.membership import ensure_identity, join, remove
 from cloudless.store.tables.config import ClusterIdentity
 from cloudless.store.testing import SupervisedCluster, TestPki, free_ports, member_configs
@@ -168,4 +173,25 @@ async def test_large_listing_and_watch_batches(tmp_path: Path, pki: TestPki) -> 
                 if seen >= 300:
                     break
         assert seen == 300
+        await store.close()
+
+
+async def test_failed_join_leaves_no_learner_behind(tmp_path: Path, pki: TestPki) -> None:
+    async with SupervisedCluster(tmp_path / "seed", pki, 1) as c:
+        store = c.client()
+        admin = EtcdAdmin(store)
+        p1, p2 = free_ports(2)
+        broken = dataclasses.replace(
+            c.configs[0],
+            name="j1",
+            data_dir=tmp_path / "j1.etcd",
+            client_port=p1,
+            peer_port=p2,
+            tls=pki.member("j1"),
+            binary="/bin/false",  # "etcd" exits at once
+        )
+        with pytest.raises(EtcdStartFailed, match="j1 exited"):
+            await join(admin, broken)
+        assert [m.name for m in await admin.members()] == ["m0"]
+        await store.put("/still-writable", b"x")  # quorum is still 1 of 1
         await store.close()
