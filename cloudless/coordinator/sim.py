@@ -74,6 +74,11 @@ class SimClock(FakeClock):
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
+    def wake(self, seconds: float, fut: asyncio.Future[None]) -> None:
+        """Resolve ``fut`` after ``seconds`` unless something else resolves it first (a
+        sleep that another event can cut short, without a task per sleep)."""
+        heapq.heappush(self._sleepers, (self._mono + seconds, next(self._seq), fut))
+
 
 class SimError(AssertionError):
     """A scenario expectation failed; the message carries the cluster picture."""
@@ -260,7 +265,13 @@ class SimAgent:
         self._healed = asyncio.Event()
         self._healed.set()
         self._cut = asyncio.Event()
-        self._changed = asyncio.Event()
+        self._changed = False
+        self._nap: asyncio.Future[None] | None = None
+
+    def _on_change(self) -> None:
+        self._changed = True
+        if self._nap is not None and not self._nap.done():
+            self._nap.set_result(None)
 
     # -- process -----------------------------------------------------------------------------
 
@@ -279,7 +290,7 @@ class SimAgent:
             by_container=self.by_container,
             host=self.host,
         )
-        self.supervisor = Supervisor(self.runtime, self.clock, self._changed.set)
+        self.supervisor = Supervisor(self.runtime, self.clock, self._on_change)
         self.task = self.cluster.spawn(self._process(), f"agent {self.node_id}")
 
     async def _process(self) -> None:
@@ -409,7 +420,7 @@ class SimAgent:
         assert self.supervisor is not None
         while not s.closed:
             await self._thawed()
-            self._changed.clear()
+            self._changed = False
             self.seq += 1
             now = self.clock.now()
             hb = pb.Heartbeat(
@@ -426,8 +437,14 @@ class SimAgent:
                 self.interval = min(max(ack.interval_s, 0.05), 60.0)
                 if not self.stats.intervals or self.stats.intervals[-1] != self.interval:
                     self.stats.intervals.append(self.interval)
-            changed = await _race(self.clock.sleep(self.interval), self._changed.wait())
-            if changed == 1:
+            if not self._changed:  # next beat after the interval, or at once on a change
+                self._nap = asyncio.get_running_loop().create_future()
+                self.clock.wake(self.interval, self._nap)
+                try:
+                    await self._nap
+                finally:
+                    self._nap = None
+            if self._changed:
                 await self.clock.sleep(0.02)  # coalesce a burst, as the real link does
 
     async def _reader(self, s: Session) -> None:
