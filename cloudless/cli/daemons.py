@@ -227,6 +227,10 @@ def agent(
         str, typer.Option(help="containerd's gRPC socket.")
     ] = "/run/containerd/containerd.sock",
     namespace: Annotated[str, typer.Option(help="containerd namespace.")] = "cloudless",
+    insecure_registry: Annotated[
+        list[str] | None,
+        typer.Option(help="Registry HOST:PORT reached over plain HTTP (repeatable)."),
+    ] = None,
     cpu: Annotated[
         str | None, typer.Option(help="Declared CPU instead of measured (2, 1500m).")
     ] = None,
@@ -259,7 +263,9 @@ def agent(
             f"{runtime!r}: expected containerd or fake", param_hint="--runtime"
         )
     setup_logging(log_level)
-    rt = make_runtime(runtime, config.data_dir, containerd_socket, namespace)
+    rt = make_runtime(
+        runtime, config.data_dir, containerd_socket, namespace, insecure_registry or []
+    )
     serve(Agent(config, rt).run())
 
 
@@ -314,7 +320,13 @@ def agent_config(
     )
 
 
-def make_runtime(kind: str, data_dir: Path, socket_path: str, namespace: str) -> Any:
+def make_runtime(
+    kind: str,
+    data_dir: Path,
+    socket_path: str,
+    namespace: str,
+    insecure_registries: list[str] | None = None,
+) -> Any:
     """The container runtime for ``--runtime``; containerd is imported only when chosen."""
     from cloudless.lib.clock import SystemClock
 
@@ -334,7 +346,12 @@ def make_runtime(kind: str, data_dir: Path, socket_path: str, namespace: str) ->
             f"no containerd socket at {socket_path}: start containerd, or pass "
             "--containerd-socket PATH"
         )
-    return ContainerdRuntime(socket_path, data_dir=data_dir, namespace=namespace)
+    from cloudless.runtime.oci.distribution import RegistryConfig, RegistryHost
+
+    registry = RegistryConfig(
+        {h: RegistryHost(plain_http=True) for h in (insecure_registries or [])}
+    )
+    return ContainerdRuntime(socket_path, data_dir=data_dir, namespace=namespace, registry=registry)
 
 
 def register(app: typer.Typer) -> None:
