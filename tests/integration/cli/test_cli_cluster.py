@@ -358,13 +358,17 @@ def interrupt(p: subprocess.Popen[str]) -> tuple[int, str]:
 
 
 def test_follow_events_and_logs_until_ctrl_c(cluster: Cluster) -> None:
-    p = follow(cluster, "events", "-f", "--tail", "0")
+    p = follow(cluster, "events", "-f", "--tail", "1")
     try:
-        time.sleep(1.0)  # let it connect and start watching
-        cli(cluster, "apply", "-f", "-", input=WEB.replace("name: web", "name: followed"))
         assert p.stdout is not None
-        line = p.stdout.readline()
-        assert line.rstrip().endswith("workload followed created (version 1)"), line
+        # The first (old) line proves the listing is done: every later event is followed.
+        assert p.stdout.readline()
+        cli(cluster, "apply", "-f", "-", input=WEB.replace("name: web", "name: followed"))
+        wanted = "workload followed created (version 1)"
+        lines = [p.stdout.readline().rstrip() for _ in range(1)]
+        while lines[-1] and not lines[-1].endswith(wanted):
+            lines.append(p.stdout.readline().rstrip())
+        assert lines[-1].endswith(wanted), lines
     finally:
         rc, err = interrupt(p)
     assert rc == 130 and "Traceback" not in err, err
