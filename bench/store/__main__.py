@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from etcd3aio import Etcd3Client
+from etcd3aio.kv import KVService
 
 from bench.common import percentile, write_results
 from cloudless.store.errors import StoreError
 from cloudless.store.etcd import EtcdStore
 from cloudless.store.testing import SupervisedCluster, TestPki
 from cloudless.store.tls import ETCD_SERVER_NAME
+from cloudless.store.types import Compare, Put
 
 SEQ = 600
 CONC_TOTAL = 2400
@@ -77,9 +79,16 @@ async def write_rates(c: SupervisedCluster) -> dict[str, Any]:
     async def raw_put(k: str, v: bytes) -> None:
         await raw_kv.put(k, v)
 
+    async def ours_cas(k: str, v: bytes) -> None:
+        await ours.txn([Compare.absent(k)], [Put(k, v)])
+
+    async def raw_cas(k: str, v: bytes) -> None:
+        await raw_kv.txn([KVService.txn_compare_version(k, 0)], [KVService.txn_op_put(k, v)])
+
     await seq_rate(ours_put, "warm")  # warm connections and etcd
     await seq_rate(raw_put, "warm")
-    res: dict[str, list[float]] = {k: [] for k in ("seq_ours", "seq_raw", "conc_ours", "conc_raw")}
+    keys = ("seq_ours", "seq_raw", "conc_ours", "conc_raw", "cas_ours", "cas_raw")
+    res: dict[str, list[float]] = {k: [] for k in keys}
     for r in range(ROUNDS):
         order = [("ours", ours_put), ("raw", raw_put)]
         if r % 2:
@@ -88,6 +97,11 @@ async def write_rates(c: SupervisedCluster) -> dict[str, Any]:
             res[f"seq_{name}"].append(await seq_rate(put, f"s{r}{name}"))
         for name, put in order:
             res[f"conc_{name}"].append(await conc_rate(put, f"c{r}{name}"))
+        cas_order = [("ours", ours_cas), ("raw", raw_cas)]
+        if r % 2:
+            cas_order.reverse()
+        for name, cas in cas_order:
+            res[f"cas_{name}"].append(await conc_rate(cas, f"x{r}{name}"))
     await ours.delete("/bench/", prefix=True)
     await ours.close()
     await raw.close()
@@ -101,6 +115,12 @@ async def write_rates(c: SupervisedCluster) -> dict[str, Any]:
         },
         "overhead_ratio_sequential": round(med["seq_raw"] / med["seq_ours"], 3),
         "overhead_ratio_concurrent": round(med["conc_raw"] / med["conc_ours"], 3),
+        "concurrent_cas_txn_per_s": {
+            "ours": round(med["cas_ours"]),
+            "raw": round(med["cas_raw"]),
+            "what": "create-if-absent transactions, 16 writers",
+        },
+        "overhead_ratio_cas": round(med["cas_raw"] / med["cas_ours"], 3),
         "overhead_target": 1.3,
         "rounds": ROUNDS,
         "per_round": {k: [round(x) for x in v] for k, v in res.items()},
