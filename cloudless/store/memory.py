@@ -49,6 +49,7 @@ class _Watcher:
     prefix: str
     prev_kv: bool
     queue: asyncio.Queue[WatchBatch | None]
+    min_revision: int = 0  # etcd delivers nothing older, even when asked for a future one
 
 
 class MemoryStore:
@@ -195,7 +196,7 @@ class MemoryStore:
         mine = tuple(
             e if w.prev_kv else replace(e, prev_kv=None)
             for e in events
-            if e.key.startswith(w.prefix)
+            if e.key.startswith(w.prefix) and e.revision >= w.min_revision
         )
         if mine:
             w.queue.put_nowait(WatchBatch(mine, self._rev))
@@ -231,7 +232,7 @@ class MemoryStore:
         self._tick()
         if start_revision and start_revision < self._compacted:
             raise Compacted(start_revision, self._compacted)
-        w = _Watcher(prefix, prev_kv, asyncio.Queue())
+        w = _Watcher(prefix, prev_kv, asyncio.Queue(), start_revision)
         if start_revision:
             i = bisect.bisect_left(self._events, start_revision, key=lambda e: e.revision)
             backlog = self._events[i:]

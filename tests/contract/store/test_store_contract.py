@@ -241,3 +241,14 @@ async def test_watcher_sees_lease_expiry(harness: Harness, p: str) -> None:
         await harness.advance(lease.ttl + 2.5)
         batch = await task
     assert [(e.type, e.key) for e in batch.events] == [(EventType.DELETE, p + "leader")]
+
+
+async def test_watch_from_a_future_revision_waits_for_it(harness: Harness, p: str) -> None:
+    s = harness.store
+    now = await s.revision()
+    async with contextlib.aclosing(s.watch(p, start_revision=now + 3)) as w:
+        await s.put(p + "a", b"1")  # now + 1: before the start, not delivered
+        await s.put(p + "a", b"2")  # now + 2: not delivered
+        r3 = await s.put(p + "a", b"3")
+        batch = await next_batch(w)
+    assert [(e.revision, e.kv.value) for e in batch.events] == [(r3, b"3")]
