@@ -133,7 +133,10 @@ def coordinator(
     setup_logging(log_level)
     from cloudless.coordinator.server import Coordinator
 
-    serve(Coordinator(config).run())
+    async def main() -> None:
+        await Coordinator(config).run()
+
+    serve(main())
 
 
 def coordinator_config(
@@ -263,10 +266,15 @@ def agent(
             f"{runtime!r}: expected containerd or fake", param_hint="--runtime"
         )
     setup_logging(log_level)
-    rt = make_runtime(
-        runtime, config.data_dir, containerd_socket, namespace, insecure_registry or []
-    )
-    serve(Agent(config, rt).run())
+
+    async def main() -> None:
+        # Built on the running loop: the containerd client's gRPC channel binds to it.
+        rt = make_runtime(
+            runtime, config.data_dir, containerd_socket, namespace, insecure_registry or []
+        )
+        await Agent(config, rt).run()
+
+    serve(main())
 
 
 def agent_config(
@@ -327,7 +335,8 @@ def make_runtime(
     namespace: str,
     insecure_registries: list[str] | None = None,
 ) -> Any:
-    """The container runtime for ``--runtime``; containerd is imported only when chosen."""
+    """The container runtime for ``--runtime``; containerd is imported only when chosen.
+    ``insecure_registries`` (``HOST:PORT``) are pulled from over plain HTTP."""
     from cloudless.lib.clock import SystemClock
 
     if kind == "fake":
