@@ -565,6 +565,9 @@ def problems(view: SimView) -> list[str]:
         ]
         if len(ready) != want:
             out.append(f"{name}: {len(ready)} replicas running, wants {want}")
+        stale = [r.id for r in ready if r.spec_version != rec.version]
+        if stale:
+            out.append(f"{name}: {len(stale)} running replicas not on spec v{rec.version}")
         ctrs = view.containers_of(name)
         if len(ctrs) != want:
             out.append(f"{name}: {len(ctrs)} containers run on reachable hosts, wants {want}")

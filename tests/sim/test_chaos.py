@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import random
+from dataclasses import replace
+from types import MappingProxyType
 
 import pytest
 
@@ -47,7 +49,7 @@ async def _scenario(seed: int) -> tuple[float, list[str]]:
             a = rng.choice(agents)
             fault = rng.choice(
                 ["kill", "crash_host", "restart", "freeze", "partition", "heal", "container",
-                 "scale", "drain", "uncordon", "leader", "slow_pull"]
+                 "scale", "drain", "uncordon", "leader", "slow_pull", "update"]
             )  # fmt: skip
             if fault == "kill" and a.up:
                 await a.kill()
@@ -82,6 +84,14 @@ async def _scenario(seed: int) -> tuple[float, list[str]]:
                 await sim.run_for(rng.uniform(0.0, 3.0))
                 sim.replace_brain(old)
                 note(f"{old.name} restarted")
+                continue
+            elif fault == "update" and sim.leader() is not None:
+                name = rng.choice(sorted(workloads))
+                w = workloads[name]
+                workloads[name] = replace(w, env=MappingProxyType({"V": str(sim.now)}))
+                await sim.apply(workloads[name])
+                note(f"update {name}")
+                await sim.run_for(rng.choice([0.2, 1.0, 3.0]))
                 continue
             elif fault == "slow_pull":
                 a.set_behavior(FakeBehavior(pull_delay=rng.uniform(1, 8)))
@@ -118,8 +128,6 @@ def _problems(v):  # type: ignore[no-untyped-def]
 
 
 def spec_with(w, replicas: int):  # type: ignore[no-untyped-def]
-    from dataclasses import replace
-
     return replace(w, replicas=replicas)
 
 
