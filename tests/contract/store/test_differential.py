@@ -6,6 +6,7 @@ This is what "MemoryStore faithfully models etcd" means, checked rather than cla
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import random
@@ -51,6 +52,7 @@ class Script:
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
         self.rel_rev = 0  # writes so far (upper bound of relative revisions)
+        self.compacted_rel = 0  # history before this is gone
 
     def _op(self) -> TxnOp:
         r = self.rng
@@ -143,7 +145,32 @@ async def test_memory_matches_etcd(seed: int, etcd_server: tuple[BlockingEtcd, T
             got_fake = await apply(fake, prefix, base_fake, step)
             got_real = await apply(real, prefix, base_real, step)
             assert got_fake == got_real, f"seed {seed} step {i}: {step}"
+            if step[0] == "compact" and got_fake == ("compact", None):
+                script.compacted_rel = max(script.compacted_rel, step[1])
             script.rel_rev = (await fake.revision()) - base_fake
             assert (await real.revision()) - base_real == script.rel_rev
+        # and the whole history, as a watch from the start replays it (with prev_kv)
+        frm, upto = script.compacted_rel + 1, script.rel_rev
+        events_fake = await history(fake, prefix, base_fake, frm, upto)
+        events_real = await history(real, prefix, base_real, frm, upto)
+        assert events_fake == events_real, f"seed {seed}: watch histories differ"
     finally:
         await real.close()
+
+
+async def history(store: Store, prefix: str, base: int, frm: int, upto: int) -> Any:
+    """Every event from ``base + frm`` to ``base + upto`` (after the compaction point)."""
+    if upto < frm:
+        return []
+    out: list[Any] = []
+    try:
+        async with contextlib.aclosing(
+            store.watch(prefix, start_revision=base + frm, prev_kv=True)
+        ) as batches:
+            async for batch in batches:
+                out.extend(norm(e, base) for e in batch.events)
+                if batch.events[-1].revision >= base + upto:
+                    return out
+    except StoreError as e:
+        return ("error", type(e).__name__)
+    raise AssertionError("watch ended early")
