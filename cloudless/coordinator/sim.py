@@ -259,6 +259,7 @@ class SimAgent:
         self.session: Session | None = None
         self.stats = AgentStats()
         self.interval = 0.5
+        self.leader_hint: str | None = None
         self.seq = 0
         self.frozen_until = -1.0
         self.partitioned = False
@@ -370,34 +371,48 @@ class SimAgent:
         while (left := self.frozen_until - self.clock.monotonic()) > 0:
             await self.clock.sleep(left)
 
+    def _targets(self) -> list[Brain]:
+        """Reachable coordinators, the last known leader first (as the real link orders
+        its known endpoints)."""
+        up = [b for b in self.cluster.brains if b.task is not None and not b.task.done()]
+        hint = [b for b in up if b.name == self.leader_hint]
+        return hint + [b for b in up if b.name != self.leader_hint]
+
     async def _link(self) -> None:
+        """Like ``Link.run``: try each coordinator in turn; a follower's redirect names the
+        leader to go to next; back off with jitter after a full round of failures."""
         attempt = 0
         while True:
             await self._healed.wait()
             await self._thawed()
-            brain = self.cluster.leader()
-            s: Session | None = None
-            if brain is not None:
+            for brain in self._targets():
                 try:
                     s = await brain.hub.open_session(self.node_id)
                 except NotLeader:
-                    s = None
+                    leader = brain.election.leader()
+                    if leader and leader != brain.name:
+                        self.leader_hint = leader
+                        break  # redirected: straight to the leader after the backoff
+                    continue
+                except StoreError:
+                    continue  # that coordinator cannot serve: the call fails, try the next
                 except PermissionError as e:
                     self.stats.refused = str(e)
                     return  # a removed node's agent stops talking
-            if s is None:
-                await self.clock.sleep(self.backoff.delay(attempt, self.rng))
-                attempt += 1
-                continue
-            attempt = 0
-            self.stats.sessions += 1
-            self.session = s
-            try:
-                await self._serve(brain.hub, s)  # type: ignore[union-attr]
-            finally:
-                self.session = None
-                if not self.partitioned:
-                    brain.hub.close_session(s)  # type: ignore[union-attr]
+                attempt = 0
+                self.leader_hint = brain.name
+                self.stats.sessions += 1
+                self.session = s
+                try:
+                    await self._serve(brain.hub, s)
+                finally:
+                    self.session = None
+                    if not self.partitioned:
+                        brain.hub.close_session(s)
+                if self.partitioned or self.frozen_until > self.clock.monotonic():
+                    break
+            await self.clock.sleep(self.backoff.delay(attempt, self.rng))
+            attempt += 1
 
     async def _serve(self, hub: AgentHub, s: Session) -> None:
         """One session: Hello, then heartbeats and incoming messages, until the stream ends
@@ -686,6 +701,11 @@ class SimCluster:
             with contextlib.suppress(asyncio.CancelledError):
                 await b.task
         b.task = None
+
+    def isolate_brain(self, b: Brain) -> None:
+        """The coordinator loses the store (etcd partition) but keeps running and stays
+        reachable by agents. Undo with ``b.link.cut = False``."""
+        b.link.cut = True
 
     def replace_brain(self, b: Brain) -> Brain:
         """A crashed coordinator comes back as a fresh process (same name, empty memory)."""

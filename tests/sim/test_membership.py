@@ -246,3 +246,34 @@ def _spread():  # type: ignore[no-untyped-def]
     from cloudless.model.workload import Placement, SpreadConstraint
 
     return Placement(spread=(SpreadConstraint("zone"),))
+
+
+async def test_leader_cut_from_store_hands_agents_over_without_alarms() -> None:
+    """The leader loses the store (not the agents): its loops fail on the next store call
+    (the reconciler's 1 s round at the latest) and drop every session; agents try the other
+    coordinator, which leads once the old lease lapses (<= 5 s) and grants 5 s of grace."""
+    async with SimCluster(coordinators=2) as sim:
+        agents = await sim.add_agents(8)
+        await sim.apply(spec("web", 8))
+        await sim.until(lambda v: len(v.running("web")) == 8, within=5, what="8 running")
+        starts = sum(a.starts for a in agents)
+        old = sim.leader()
+        assert old is not None
+        sim.isolate_brain(old)
+        took = await sim.until(
+            lambda v: v.leader not in (None, old.name), within=10, what="new leader"
+        )
+        assert took <= 5.0 + LATE
+        assert not old.hub.sessions  # the isolated coordinator serves nobody
+        await sim.until(
+            lambda v: all(a.session is not None and a.leader_hint == v.leader for a in agents),
+            within=6,
+            what="agents on the new leader",
+        )
+        await sim.run_for(10)
+        assert not [e for e in await sim.events("node") if "offline" in e]
+        assert sum(a.starts for a in agents) == starts
+        old.link.cut = False  # the store comes back: the old coordinator follows
+        await sim.run_for(5)
+        assert sim.leader() is not old
+        await sim.check()
