@@ -108,7 +108,9 @@ class PrivateContainerd:
         sock = Path(self.address)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sock)
-        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        # nsenter joins only the network namespace: "ip netns exec" would also remount /sys
+        # in a new mount namespace without the cgroup hierarchy, which runc needs.
+        prefix = ["nsenter", f"--net=/var/run/netns/{self.netns}"] if self.netns else []
         self._proc = await _proc.start(
             [*prefix, CONTAINERD_BIN, "--config", str(self.config_path)], self.log_path
         )
