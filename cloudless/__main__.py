@@ -1,0 +1,5 @@
+"""``python -m cloudless`` is the ``cloudless`` command."""
+
+from cloudless.cli.main import main
+
+main()
