@@ -57,31 +57,73 @@ def map_error(e: grpc.aio.AioRpcError, what: str) -> CloudlessError:
 
 
 class ContainerdClient:
+    """Stubs are made on first use, so the object may be built outside the event loop that
+    later uses it (the gRPC channel binds to the loop it is created in)."""
+
     def __init__(self, address: str, namespace: str, *, timeout: float = 30.0) -> None:
         self.address = address
         self.namespace = namespace
         self.timeout = timeout
-        target = address if address.startswith("unix:") else f"unix://{address}"
-        self.channel = grpc.aio.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_receive_message_length", _MAX_MSG),
-                ("grpc.max_send_message_length", _MAX_MSG),
-                ("grpc.enable_http_proxy", 0),
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", 1000),
-            ],
-        )
-        ch = self.channel
-        self.containers = containers_pb2_grpc.ContainersStub(ch)
-        self.content = content_pb2_grpc.ContentStub(ch)
-        self.diff = diff_pb2_grpc.DiffStub(ch)
-        self.events = events_pb2_grpc.EventsStub(ch)
-        self.images = images_pb2_grpc.ImagesStub(ch)
-        self.leases = leases_pb2_grpc.LeasesStub(ch)
-        self.snapshots = snapshots_pb2_grpc.SnapshotsStub(ch)
-        self.tasks = tasks_pb2_grpc.TasksStub(ch)
-        self.version = version_pb2_grpc.VersionStub(ch)
+        self._channel: grpc.aio.Channel | None = None
+        self._stubs: dict[str, Any] = {}
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            target = self.address if self.address.startswith("unix:") else f"unix://{self.address}"
+            self._channel = grpc.aio.insecure_channel(
+                target,
+                options=[
+                    ("grpc.max_receive_message_length", _MAX_MSG),
+                    ("grpc.max_send_message_length", _MAX_MSG),
+                    ("grpc.enable_http_proxy", 0),
+                    ("grpc.initial_reconnect_backoff_ms", 100),
+                    ("grpc.max_reconnect_backoff_ms", 1000),
+                ],
+            )
+        return self._channel
+
+    def _stub(self, name: str, factory: Any) -> Any:
+        stub = self._stubs.get(name)
+        if stub is None:
+            stub = self._stubs[name] = factory(self.channel)
+        return stub
+
+    @property
+    def containers(self) -> Any:
+        return self._stub("containers", containers_pb2_grpc.ContainersStub)
+
+    @property
+    def content(self) -> Any:
+        return self._stub("content", content_pb2_grpc.ContentStub)
+
+    @property
+    def diff(self) -> Any:
+        return self._stub("diff", diff_pb2_grpc.DiffStub)
+
+    @property
+    def events(self) -> Any:
+        return self._stub("events", events_pb2_grpc.EventsStub)
+
+    @property
+    def images(self) -> Any:
+        return self._stub("images", images_pb2_grpc.ImagesStub)
+
+    @property
+    def leases(self) -> Any:
+        return self._stub("leases", leases_pb2_grpc.LeasesStub)
+
+    @property
+    def snapshots(self) -> Any:
+        return self._stub("snapshots", snapshots_pb2_grpc.SnapshotsStub)
+
+    @property
+    def tasks(self) -> Any:
+        return self._stub("tasks", tasks_pb2_grpc.TasksStub)
+
+    @property
+    def version(self) -> Any:
+        return self._stub("version", version_pb2_grpc.VersionStub)
 
     def metadata(self, lease: str | None = None) -> tuple[tuple[str, str], ...]:
         md: tuple[tuple[str, str], ...] = (("containerd-namespace", self.namespace),)
@@ -110,4 +152,7 @@ class ContainerdClient:
             raise map_error(e, what) from None
 
     async def close(self) -> None:
-        await self.channel.close()
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+            self._stubs.clear()
