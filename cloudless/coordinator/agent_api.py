@@ -87,7 +87,7 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             await self.tokens.redeem(claims, consumer=node_id)
             cert = self.ca.sign_csr(request.csr_pem, spiffe, CertKind.NODE)
         except CloudlessError as e:
-            security_log.warning("enrollment from %s refused: %s", peer, e)
+            await self._refused(f"enrollment from {peer} refused: {e}")
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
             raise  # unreachable: abort raises
         facts = request.facts
@@ -133,12 +133,17 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             others = []
         return list(dict.fromkeys([*mine, *others]))
 
+    async def _refused(self, message: str) -> None:
+        """A security refusal: logged, and recorded in the event stream."""
+        security_log.warning(message)
+        await self.hub.emit("security", message)
+
     # ---- control ---------------------------------------------------------------------------
 
     async def _authorize_node(self, context: grpc.aio.ServicerContext) -> str:
         decision = self.authorizer.authorize(peer_certificate(context), expected_kind=CertKind.NODE)
         if not decision.allowed:
-            security_log.warning("agent call from %s refused: %s", context.peer(), decision.reason)
+            await self._refused(f"agent call from {context.peer()} refused: {decision.reason}")
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, decision.reason)
         assert decision.identity is not None
         return decision.identity.name
@@ -171,7 +176,7 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             )
             return
         except PermissionError as e:
-            security_log.warning("connect from %s refused: %s", node_id, e)
+            await self._refused(f"connect from {node_id} refused: {e}")
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
             return
         reader = asyncio.ensure_future(self._read(node_id, session, request_iterator))
@@ -187,7 +192,9 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
                 else:
                     get.cancel()
                     exc = reader.exception()
-                    if exc is not None and not isinstance(exc, asyncio.CancelledError):
+                    if isinstance(exc, PermissionError):
+                        await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+                    if exc is not None:
                         log.info("stream from %s ended: %s", node_id, exc)
                     return
         finally:
@@ -204,8 +211,8 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             kind = msg.WhichOneof("kind")
             if kind == "hello":
                 if msg.hello.node_id and msg.hello.node_id != node_id:
-                    security_log.warning(
-                        "node %s claimed to be %s in its hello; refused", node_id, msg.hello.node_id
+                    await self._refused(
+                        f"node {node_id} claimed to be {msg.hello.node_id} in its hello; refused"
                     )
                     raise PermissionError(f"{node_id} may not speak as {msg.hello.node_id}")
                 await self.hub.on_hello(session, msg.hello)

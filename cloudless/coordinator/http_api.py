@@ -178,13 +178,9 @@ class UserApi:
             expected_kind=(CertKind.USER, CertKind.SERVICE),
         )
         if not decision.allowed:
-            security_log.warning(
-                "API %s %s from %s refused: %s",
-                request.method,
-                request.path,
-                request.remote,
-                decision.reason,
-            )
+            msg = f"API {request.method} {request.path} from {request.remote} refused: "
+            security_log.warning(msg + decision.reason)
+            await self.hub.emit("security", msg + decision.reason)
             return _error(401 if der is None else 403, decision.code, decision.reason)
         request["identity"] = decision.identity
         if request.method not in ("GET", "HEAD") and not self.is_leader():
@@ -518,6 +514,7 @@ class UserApi:
             await self.tokens.redeem(claims, consumer=f"coordinator/{name}")
         except CloudlessError as e:
             security_log.warning("coordinator join from %s refused: %s", request.remote, e)
+            await self.hub.emit("security", f"coordinator join from {request.remote} refused: {e}")
             raise ApiError(403, e.code, e.message) from None
         await self.hub.emit("cluster", f"coordinator {name} joining")
         return _json(

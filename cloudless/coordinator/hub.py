@@ -104,6 +104,8 @@ class AgentHub:
         self._fence: Fence | None = None
         self._ready = asyncio.Event()
         self._log_waiters: dict[str, asyncio.Queue[pb.LogChunk]] = {}
+        self._sec_window = -1
+        self._sec_count = 0
 
     # ---- leadership ------------------------------------------------------------------------
 
@@ -393,7 +395,18 @@ class AgentHub:
 
     # ---- events ----------------------------------------------------------------------------
 
+    SECURITY_EVENTS_PER_S = 20
+
     async def emit(self, kind: str, message: str, **fields: str) -> None:
+        """Record an event in the store (and the log). Security refusals are rate-limited to
+        ``SECURITY_EVENTS_PER_S`` so a flood of bad requests cannot become a flood of writes."""
+        if kind == "security":
+            second = int(self.clock.monotonic())
+            if second != self._sec_window:
+                self._sec_window, self._sec_count = second, 0
+            self._sec_count += 1
+            if self._sec_count > self.SECURITY_EVENTS_PER_S:
+                return
         name, body = event(kind, message, self.clock.now(), **fields)
         log.info(message)
         try:

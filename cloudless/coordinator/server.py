@@ -225,6 +225,8 @@ class Coordinator:
             async with asyncio.TaskGroup() as tg:
                 if self.etcd is not None:
                     tg.create_task(self.etcd.run())  # type: ignore[attr-defined]
+                if isinstance(self.store, MemoryStore):
+                    tg.create_task(self.store.run())  # expire leases on time
                 tg.create_task(self.election.run())
                 await self._wait_for_leader()
                 if c.bootstrap:

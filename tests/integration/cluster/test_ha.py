@@ -67,8 +67,11 @@ async def test_three_coordinators_failover(tmp_path: Path) -> None:
             tok = await asyncio.to_thread(client.create_token)
             a = Agent(agent_config(tmp_path, c1.config.api_url, tok, i), FakeRuntime(SystemClock()))
             agents.append(asyncio.create_task(a.run()))
-        await wait_for(lambda: [n["state"] for n in client.nodes()] == ["ready"] * 3,
-                       timeout=30, what="3 ready nodes")
+        await wait_for(
+            lambda: [n["state"] for n in client.nodes()] == ["ready"] * 3,
+            timeout=30,
+            what="3 ready nodes",
+        )
 
         leader = next(n for n, c in coords.items() if c.election.is_leader())
         # kill -9 the leader's etcd and stop the leader coordinator
@@ -78,15 +81,19 @@ async def test_three_coordinators_failover(tmp_path: Path) -> None:
         rest = [n for n in coords if n != leader]
         cfg.servers = [coords[n].config.api_url for n in rest]
         client = Client(cfg)
-        await wait_for(lambda: any(coords[n].election.is_leader() for n in rest), timeout=30,
-                       what="a new leader")
+        await wait_for(
+            lambda: any(coords[n].election.is_leader() for n in rest),
+            timeout=30,
+            what="a new leader",
+        )
         failover = time.monotonic() - t0
         # scheduling resumes on the new leader: apply through a follower (redirected)
         spec = b"name: web\nimage: busybox\nreplicas: 2\nresources: {cpu: 10m, memory: 8Mi}\n"
         await wait_for(lambda: _try_apply(client, spec), timeout=30, what="apply accepted")
         await wait_for(
-            lambda: sum(r["observed"] == "running" for r in client.workload("web")["replicas"])
-            == 2,
+            lambda: (
+                sum(r["observed"] == "running" for r in client.workload("web")["replicas"]) == 2
+            ),
             timeout=30,
             what="2 running replicas under the new leader",
         )
