@@ -17,7 +17,7 @@ from cloudless.cli.client import ApiError
 from cloudless.security.ca import CertificateAuthority
 from cloudless.security.identity import CertKind, SpiffeId
 
-from .test_local_cluster import agent_config, cluster, wait_for  # noqa: F401 (fixture)
+from .harness import agent_config, wait_for
 
 
 def events(client) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]

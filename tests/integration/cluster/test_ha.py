@@ -19,7 +19,7 @@ from cloudless.lib.clock import SystemClock
 from cloudless.lib.net import free_port
 from cloudless.runtime.fake import FakeRuntime
 
-from .test_local_cluster import agent_config, wait_for
+from .harness import agent_config, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd not installed")
 

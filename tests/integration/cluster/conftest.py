@@ -1,0 +1,38 @@
+"""The ``cluster`` fixture: a coordinator (in-memory store, real mTLS gRPC + HTTPS on
+loopback) and a way to start fake-runtime agents against it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from cloudless.agent.agent import Agent
+from cloudless.cli.client import Client, ClientConfig
+from cloudless.coordinator.server import Coordinator
+from cloudless.lib.clock import SystemClock
+from cloudless.runtime.fake import FakeRuntime
+
+from .harness import agent_config, coordinator_config
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path):  # type: ignore[no-untyped-def]
+    coord = Coordinator(coordinator_config(tmp_path))
+    task = asyncio.create_task(coord.run())
+    await asyncio.wait_for(coord.ready.wait(), 30)
+    client = Client(ClientConfig.load(tmp_path / "coord" / "admin" / "config.json"))
+    agents: dict[int, asyncio.Task[None]] = {}
+
+    async def start_agent(i: int) -> None:
+        token = await asyncio.to_thread(client.create_token)
+        cfg = agent_config(tmp_path, coord.config.api_url, token, i)
+        agents[i] = asyncio.create_task(Agent(cfg, FakeRuntime(SystemClock())).run())
+
+    try:
+        yield coord, client, agents, start_agent
+    finally:
+        for t in [*agents.values(), task]:
+            t.cancel()
+        await asyncio.gather(*agents.values(), task, return_exceptions=True)
