@@ -124,7 +124,7 @@ async def main() -> int:
     if not (containerd_available() and registry_available()):
         print("containerd/runc/docker-registry not installed; cannot benchmark", file=sys.stderr)
         return 1
-    with tempfile.TemporaryDirectory(prefix="cl-bench-rt-") as tmp_s:
+    with tempfile.TemporaryDirectory(prefix="cl-bench-rt-", ignore_cleanup_errors=True) as tmp_s:
         tmp = Path(tmp_s)
         async with (
             PrivateRegistry(root_dir=tmp / "reg") as reg,

@@ -106,7 +106,7 @@ class ContainerdHarness:
 async def containerd_harness() -> AsyncIterator[ContainerdHarness]:
     if not containerd_available() or not registry_available():
         pytest.skip("containerd/runc or docker-registry binaries are not installed")
-    with tempfile.TemporaryDirectory(prefix="cl-rt-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="cl-rt-", ignore_cleanup_errors=True) as tmp:
         root = Path(tmp)
         ns = f"ct-{secrets.token_hex(3)}"
         async with PrivateRegistry(root_dir=root / "reg") as reg:
