@@ -9,6 +9,7 @@ decides. The verdict is saved as a container label so it survives agent restarts
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,8 @@ from cloudless.runtime.containerd.status import LABEL_OOM
 
 if TYPE_CHECKING:
     from cloudless.runtime.containerd.runtime import ContainerdRuntime
+
+log = logging.getLogger(__name__)
 
 TOPIC_EXIT = "/tasks/exit"
 TOPIC_OOM = "/tasks/oom"
@@ -61,6 +64,8 @@ async def watch(rt: ContainerdRuntime) -> None:
                 await handle(rt, env.topic, env.event.value)
         except grpc.aio.AioRpcError:
             pass  # containerd went away; resubscribe below
+        except Exception:  # a long-lived loop must outlive one bad event or call
+            log.warning("exit watch failed; resubscribing", exc_info=True)
         finally:
             call.cancel()
         await rt.clock.sleep(delay)

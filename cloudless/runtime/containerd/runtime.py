@@ -388,14 +388,16 @@ class ContainerdRuntime:
             await self.clock.sleep(every)
             now = self.clock.now()
             for cid in list(self._running):
-                self.logs.checkpoint(cid, now)
+                with contextlib.suppress(Exception):
+                    self.logs.checkpoint(cid, now)
 
     async def _housekeeping(self) -> None:
         while True:
             await self.clock.sleep(self.reconcile_every)
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # retried next round
                 await self.reconcile()
-            await asyncio.to_thread(self.logs.enforce_cap)
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.logs.enforce_cap)
 
     async def reconcile(self) -> None:
         """Report exits of tracked containers whose tasks stopped or vanished unseen."""
