@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import socket
+import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,17 +28,29 @@ LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of the record (not at set-up)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def setup_logging(level: str) -> None:
     """One line per record on stderr: time, level, logger, message."""
     lvl = level.lower()
     if lvl not in LOG_LEVELS:
         raise typer.BadParameter(f"{level!r} is not one of {', '.join(LOG_LEVELS)}")
-    logging.basicConfig(
-        level=getattr(logging, lvl.upper()),
-        format=LOG_FORMAT,
-        datefmt="%Y-%m-%dT%H:%M:%S",
-        force=True,
-    )
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S"))
+    logging.basicConfig(level=getattr(logging, lvl.upper()), handlers=[handler], force=True)
     # Chatty libraries stay at warning unless we debug.
     if lvl != "debug":
         for noisy in ("aiohttp.access", "grpc", "asyncio"):

@@ -11,20 +11,18 @@ import sys
 import time
 from pathlib import Path
 
+from typer.testing import CliRunner, Result
+
+from cloudless.cli.main import app
 from cloudless.lib.net import free_port
 
 CLI = [sys.executable, "-m", "cloudless.cli.main"]
 ENV = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
 
 
-def cli(*args: str, config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=ENV,
-    )
+def cli(*args: str, config: Path) -> Result:
+    """Client commands run in-process; the daemons are the separate processes here."""
+    return CliRunner().invoke(app, [*args, "--config", str(config)])
 
 
 def wait_for(pred, what: str, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
@@ -59,9 +57,9 @@ def test_coordinator_and_agent_processes(tmp_path: Path) -> None:
         config = tmp_path / "c" / "admin" / "config.json"
         wait_for(lambda: config.exists() or coord.poll() is not None, "the admin config")
         assert coord.poll() is None
-        wait_for(lambda: cli("token", "list", config=config).returncode == 0, "the API")
+        wait_for(lambda: cli("token", "list", config=config).exit_code == 0, "the API")
         made = cli("token", "create", config=config)
-        assert made.returncode == 0, made.stderr
+        assert made.exit_code == 0, made.stderr
         token = made.stdout.strip()
         agent = subprocess.Popen(
             [*CLI, "agent", "--join", f"https://127.0.0.1:{api}", "--token", token,
@@ -91,13 +89,14 @@ def test_coordinator_and_agent_processes(tmp_path: Path) -> None:
 
 
 def test_coordinator_without_ca_or_bootstrap_says_what_to_do(tmp_path: Path) -> None:
-    r = subprocess.run(
-        [*CLI, "coordinator", "--data-dir", str(tmp_path), "--store", "memory",
+    # In-process (the real Coordinator, through the CLI), to spare a Python start-up.
+    r = CliRunner().invoke(
+        app,
+        ["coordinator", "--data-dir", str(tmp_path), "--store", "memory",
          "--api-port", str(free_port()), "--agent-port", str(free_port()),
          "--enroll-port", str(free_port())],
-        capture_output=True, text=True, timeout=30, env=ENV,
     )  # fmt: skip
-    assert r.returncode == 1
+    assert r.exit_code == 1
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: no CA in {tmp_path / 'ca'}: start the first coordinator")
-    assert "Traceback" not in r.stderr
+    assert "Traceback" not in r.output

@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from cloudless.cli.main import app
 from cloudless.lib.net import free_port
 
 CLI = [sys.executable, "-m", "cloudless.cli.main"]
@@ -41,22 +43,16 @@ def test_snapshot_save_from_an_etcd_backed_coordinator(tmp_path: Path) -> None:
             time.sleep(0.2)
         dest = tmp_path / "backup.db"
         args = ["store", "snapshot", "save", str(dest), "--data-dir", str(data)]
-        r = subprocess.run(
-            [*CLI, *args, "--endpoint", f"127.0.0.1:{etcd_port}"],
-            capture_output=True, text=True, timeout=60, env=ENV,
-        )  # fmt: skip
-        assert r.returncode == 0, r.stderr
+        r = CliRunner().invoke(app, [*args, "--endpoint", f"127.0.0.1:{etcd_port}"])
+        assert r.exit_code == 0, r.output
         digest = hashlib.sha256(dest.read_bytes()).hexdigest()
         assert r.stdout.startswith(f"snapshot saved to {dest} (")
         assert r.stdout.strip().endswith(f"sha256 {digest})")
         assert dest.stat().st_size > 0
 
         # The same file again is refused rather than overwritten.
-        again = subprocess.run(
-            [*CLI, *args, "--endpoint", f"127.0.0.1:{etcd_port}"],
-            capture_output=True, text=True, timeout=60, env=ENV,
-        )  # fmt: skip
-        assert again.returncode == 1
+        again = CliRunner().invoke(app, [*args, "--endpoint", f"127.0.0.1:{etcd_port}"])
+        assert again.exit_code == 1
         assert again.stderr.strip() == f"error: {dest} already exists: choose a new file name"
     finally:
         coord.send_signal(signal.SIGTERM)
@@ -70,11 +66,10 @@ def test_snapshot_save_from_an_etcd_backed_coordinator(tmp_path: Path) -> None:
 
 
 def test_snapshot_save_needs_a_coordinator_data_dir(tmp_path: Path) -> None:
-    r = subprocess.run(
-        [*CLI, "store", "snapshot", "save", str(tmp_path / "x.db"), "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=30, env=ENV,
-    )  # fmt: skip
-    assert r.returncode == 1
+    r = CliRunner().invoke(
+        app, ["store", "snapshot", "save", str(tmp_path / "x.db"), "--data-dir", str(tmp_path)]
+    )
+    assert r.exit_code == 1
     assert r.stderr.strip() == (
         f"error: {tmp_path / 'tls' / 'etcd-ca.pem'} does not exist: --data-dir must be the "
         "data dir of a coordinator that runs the etcd store (not --store memory)"
