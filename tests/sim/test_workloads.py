@@ -137,7 +137,6 @@ async def test_drain_replaces_first_then_stops() -> None:
         assert took >= 1.0  # the replacements' 1 s pull came before the stop
         v = await sim.view()
         assert all(v.replicas[r].desired is DesiredState.STOPPED for r in drained)
-        assert v.state(target) is S.DRAINING  # no automatic draining -> cordoned step yet
         await sim.scale("web", 6)
         await sim.until(lambda v: len(v.running("web")) == 6, within=5, what="6 running")
         assert not [r for r in (await sim.view()).on_node(target) if r.id not in drained]
@@ -346,3 +345,19 @@ async def test_removed_node_is_refused_and_its_replicas_replaced() -> None:
         assert "not a member of this cluster" in agent.stats.refused
         # Nobody tells a removed node to stop: its container runs on, unmanaged.
         assert len(agent.running()) == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="MISSING: the node model documents 'draining -> cordoned (drain finished)' but "
+    "nothing makes that move: a drained node stays 'draining' forever",
+)
+async def test_drained_node_becomes_cordoned() -> None:
+    async with SimCluster() as sim:
+        await sim.add_agents(3)
+        await sim.apply(spec("web", 3))
+        await sim.until(lambda v: len(v.running("web")) == 3, within=5, what="3 running")
+        target = (await sim.view()).running("web")[0].node_id
+        await sim.set_node_state(target, S.DRAINING)
+        await sim.until(lambda v: not v.containers[target], within=5, what="drained")
+        await sim.until(lambda v: v.state(target) is S.CORDONED, within=10, what="cordoned")
