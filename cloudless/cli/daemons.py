@@ -147,7 +147,18 @@ def coordinator(
     from cloudless.coordinator.server import Coordinator
 
     async def main() -> None:
-        await Coordinator(config).run()
+        coord = Coordinator(config)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(coord.run())
+            await coord.ready.wait()
+            admin = config.admin_dir / "config.json"
+            if admin.exists():
+                log.info(
+                    "ready. Use the cluster with: export CLOUDLESS_CONFIG=%s; add a node with: "
+                    "cloudless agent --join %s --token $(cloudless token create)",
+                    admin,
+                    config.api_url,
+                )
 
     serve(main())
 

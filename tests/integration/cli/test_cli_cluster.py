@@ -388,3 +388,20 @@ def test_follow_events_and_logs_until_ctrl_c(cluster: Cluster) -> None:
     finally:
         rc, err = interrupt(p)
     assert rc == 130 and "Traceback" not in err, err
+
+
+def test_no_coordinator_answering_names_the_server(cluster: Cluster, tmp_path: Path) -> None:
+    raw = json.loads(cluster.client_config.read_text())
+    dead = f"https://127.0.0.1:{free_port()}"
+    base = cluster.client_config.parent
+    cfg = tmp_path / "config.json"
+    cfg.write_text(
+        json.dumps({"servers": [dead], **{k: str(base / raw[k]) for k in ("ca", "cert", "key")}})
+    )
+    r = runner.invoke(app, ["get", "nodes", "--config", str(cfg)])
+    assert r.exit_code == 1
+    assert r.stderr.startswith("error: no coordinator answered (")
+    assert dead in r.stderr and "Traceback" not in r.output
+    # A dead server first, then the live one: the client fails over.
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "servers": [dead, *raw["servers"]]}))
+    assert runner.invoke(app, ["get", "nodes", "--config", str(cfg)]).exit_code == 0

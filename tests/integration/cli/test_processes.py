@@ -80,6 +80,7 @@ def test_coordinator_and_agent_processes(tmp_path: Path) -> None:
         rc, err = stop(coord)
         assert rc == 0, err
         assert "coordinator c1 serving" in err
+        assert f"export CLOUDLESS_CONFIG={config}" in err  # the next step, for a human
         assert "received SIGTERM: shutting down" in err and "Traceback" not in err
     finally:
         for p in procs:

@@ -174,6 +174,7 @@ def test_agent_flags_build_the_config(tmp_path: Path) -> None:
 class _FailingCoordinator:
     def __init__(self, config: Any) -> None:
         self.config = config
+        self.ready = asyncio.Event()
 
     async def run(self) -> None:
         from cloudless.coordinator.server import StartupError
