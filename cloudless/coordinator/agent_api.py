@@ -180,6 +180,7 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
             return
         reader = asyncio.ensure_future(self._read(node_id, session, request_iterator))
+        get: asyncio.Future[pb.CoordinatorMessage] | None = None
         try:
             while True:
                 get = asyncio.ensure_future(session.outbox.get())
@@ -190,7 +191,6 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
                     if msg.WhichOneof("kind") == "redirect":
                         return
                 else:
-                    get.cancel()
                     exc = reader.exception()
                     if isinstance(exc, PermissionError):
                         await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
@@ -198,7 +198,9 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
                         log.info("stream from %s ended: %s", node_id, exc)
                     return
         finally:
-            reader.cancel()
+            for t in (get, reader):
+                if t is not None and not t.done():
+                    t.cancel()
             self.hub.close_session(session)
 
     async def _read(
