@@ -47,6 +47,13 @@ def split_documents(data: bytes) -> list[bytes]:
     return [json.dumps(d).encode() for d in docs]
 
 
+def duration_option(text: str, flag: str = "--timeout") -> float:
+    try:
+        return fmt.parse_duration(text)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint=flag) from None
+
+
 def running_count(w: dict[str, Any]) -> int:
     return sum(1 for r in w.get("replicas") or [] if r.get("observed") == "running")
 
@@ -76,11 +83,12 @@ def wait_running(client: Client, name: str, want: int | None, timeout: float) ->
 def apply(
     filename: FileOpt,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until every replica runs.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to --wait.")] = 120.0,
+    timeout: Annotated[str, typer.Option(help="How long to --wait: 90s, 5m.")] = "2m",
     config: ConfigOpt = None,
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Create or update workloads from a spec file (several YAML documents allowed)."""
+    seconds = duration_option(timeout)
     bodies = split_documents(read_spec(filename))
     client = connect(config)
     results = []
@@ -92,7 +100,7 @@ def apply(
             out.print(f"workload/{w['name']} {res['result']} (version {w['version']})")
     if wait:
         for res in results:
-            w = wait_running(client, res["workload"]["name"], None, timeout)
+            w = wait_running(client, res["workload"]["name"], None, seconds)
             note(f"workload/{w['name']}: {running_count(w)}/{w['replicas_wanted']} running")
     if output is not Format.TABLE:
         print_document(results[0] if len(results) == 1 else {"results": results}, output)
@@ -155,11 +163,12 @@ def wait_workload(
     running: Annotated[
         int | None, typer.Option(help="Replicas that must run (default: all wanted).", min=0)
     ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds before giving up (exit 1).")] = 60.0,
+    timeout: Annotated[str, typer.Option(help="Give up after (exit 1): 60s, 5m.")] = "60s",
     config: ConfigOpt = None,
 ) -> None:
     """Wait until a workload has N running replicas."""
-    w = wait_running(connect(config), name, running, timeout)
+    seconds = duration_option(timeout)
+    w = wait_running(connect(config), name, running, seconds)
     out.print(f"workload/{name}: {running_count(w)}/{w['replicas_wanted']} running")
 
 

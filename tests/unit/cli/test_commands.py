@@ -107,6 +107,7 @@ def test_config_naming_missing_cert(tmp_path: Path) -> None:
         (["coordinator", "--api-port", "7443"], "--agent-port: 7443 is also --api-port"),
         (["coordinator", "--api-port", "70000"], "not a TCP port"),
         (["coordinator", "--log-level", "loud"], "'loud' is not one of"),
+        (["wait", "workload", "w", "--timeout", "forever"], "'forever' is not a duration"),
     ],
 )
 def test_bad_flags_are_usage_errors(args: list[str], needle: str) -> None:
