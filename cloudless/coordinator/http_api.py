@@ -291,7 +291,7 @@ class UserApi:
     async def apply(self, request: web.Request) -> web.Response:
         body = await request.read()
         spec = parse_workload_data(load_document(body))
-        self._check_placeable(spec)
+        await self._check_placeable(spec)
         now = self.clock.now()
         created: list[bool] = []
 
@@ -315,13 +315,13 @@ class UserApi:
             {"result": what, "workload": workload_view(rec.value)}, status=201 if created else 200
         )
 
-    def _check_placeable(self, spec: WorkloadSpec) -> None:
-        """Refuse specs that can never fit (validation-time 'no', with the reason)."""
-        problems = []
-        if spec.resources.memory_bytes and spec.resources.memory_bytes < 4 << 20:
-            problems.append(
-                "spec.resources.memory: below 4Mi no container can start; ask for at least 4Mi"
-            )
+    async def _check_placeable(self, spec: WorkloadSpec) -> None:
+        """Refuse specs that can never fit on any node of the cluster (offline ones count:
+        they may come back), with the scheduler's reasons. An empty cluster accepts all."""
+        from cloudless.scheduler.validate import validate_placeable
+
+        nodes = [r.value for r in (await self.state.nodes.list()).records]
+        problems = validate_placeable(spec, Snapshot.build(nodes, (), {spec.name: spec}))
         if problems:
             raise ValidationError(problems)
 

@@ -133,3 +133,18 @@ async def test_removed_node_is_refused_at_once(cluster, tmp_path: Path) -> None:
     with pytest.raises(ApiError) as ae:
         await asyncio.to_thread(client.call, "POST", f"/v1/nodes/{ident.node_id}/uncordon")
     assert ae.value.status == 409  # a removed node cannot come back without a new token
+
+
+async def test_spec_that_can_never_fit_is_refused(cluster) -> None:  # type: ignore[no-untyped-def]
+    _coord, client, _agents, start_agent = cluster
+    await start_agent(0)
+    await wait_for(lambda: [n["state"] for n in client.nodes()] == ["ready"], what="ready")
+    # the agent declares 2 CPUs; 64 can never fit
+    spec = b"name: huge\nimage: x\nresources: {cpu: 64}\n"
+    with pytest.raises(ApiError) as ei:
+        await asyncio.to_thread(client.apply, spec)
+    assert ei.value.status == 400
+    assert "no node can ever run huge" in ei.value.message
+    assert "cpu allocatable below the request" in ei.value.message
+    with pytest.raises(ApiError):
+        await asyncio.to_thread(client.workload, "huge")  # nothing was stored
