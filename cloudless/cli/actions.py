@@ -197,9 +197,9 @@ def explain(
     if output is not Format.TABLE:
         print_document(ex, output)
         return
-    out.print(f"workload {ex['workload']}: {ex['summary']}", markup=False)
+    out.print(f"workload {ex['workload']}: {ex['summary']}")
     for n in ex.get("notes") or []:
-        out.print(f"  note: {n}", markup=False)
+        out.print(f"  note: {n}")
     best = ex.get("best") or []
     if best:
         names = node_names(client.nodes())

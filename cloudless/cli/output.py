@@ -17,6 +17,7 @@ import yaml
 from rich import box
 from rich.console import Console, ConsoleDimensions
 from rich.table import Table
+from rich.text import Text
 
 from cloudless.cli.client import ApiError
 from cloudless.lib.errors import CloudlessError, ValidationError
@@ -40,6 +41,7 @@ class _Console(Console):
         Console.size.fset(self, new_size)  # type: ignore[attr-defined]
 
 
+# Markup is off: names, reasons and log lines are data ("zone not in [eu-1a]"), never styles.
 out = _Console(highlight=False, soft_wrap=True)
 err = _Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -58,7 +60,7 @@ def document(data: Any, fmt: Format) -> str:
 
 
 def print_document(data: Any, fmt: Format) -> None:
-    out.print(document(data, fmt), markup=False)
+    out.print(document(data, fmt))
 
 
 def table(headers: list[str], rows: list[list[str]], title: str | None = None) -> Table:
@@ -68,7 +70,7 @@ def table(headers: list[str], rows: list[list[str]], title: str | None = None) -
     for h in headers:
         t.add_column(h, overflow="fold")
     for r in rows:
-        t.add_row(*r)
+        t.add_row(*(Text(c) for c in r))  # literal text: never parsed as markup
     return t
 
 
@@ -81,7 +83,7 @@ def print_table(headers: list[str], rows: list[list[str]], what: str) -> None:
 
 
 def note(message: str) -> None:
-    err.print(message, markup=False)
+    err.print(message)
 
 
 def error_lines(e: BaseException) -> list[str]:
@@ -114,4 +116,4 @@ def error_lines(e: BaseException) -> list[str]:
 
 def print_error(e: BaseException) -> None:
     for line in error_lines(e):
-        err.print(line, markup=False, style="red" if line.startswith("error") else None)
+        err.print(line, style="red" if line.startswith("error") else None)

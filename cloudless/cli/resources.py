@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from cloudless.cli import fmt
 from cloudless.cli.client import Client
@@ -96,7 +97,7 @@ def _fields(pairs: list[tuple[str, str]]) -> Table:
     t.add_column(style="bold")
     t.add_column()
     for k, v in pairs:
-        t.add_row(k, v)
+        t.add_row(Text(k), Text(v))  # literal text: never parsed as markup
     return t
 
 
@@ -207,8 +208,9 @@ def describe_workload(
             ]
         )
     )
-    out.print("\n[bold]Spec[/bold]")
-    out.print(fmt_indent(print_spec(w.get("spec", {}))), markup=False)
+    out.print()
+    out.print("Spec", style="bold")
+    out.print(fmt_indent(print_spec(w.get("spec", {}))))
     reps = w.get("replicas") or []
     if reps:
         names = node_names(client.nodes())

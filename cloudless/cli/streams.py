@@ -72,11 +72,11 @@ def events(
             continue
         text = json.dumps(e) if output is not Format.TABLE else fmt.event_line(e)
         if follow:
-            out.print(text, markup=False)
+            out.print(text)
         else:
             shown.append(text)
     for text in shown[-tail:] if tail else []:
-        out.print(text, markup=False)
+        out.print(text)
 
 
 def register(app: typer.Typer) -> None:

@@ -42,7 +42,7 @@ def create(
         return
     rec = res["record"]
     note(f"token {rec['token_id']} ({rec['use']}) expires in {fmt.human_duration(seconds)}")
-    out.print(res["token"], markup=False, soft_wrap=True)
+    out.print(res["token"], soft_wrap=True)
 
 
 @token_app.command("list")
