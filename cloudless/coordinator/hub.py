@@ -30,6 +30,7 @@ from cloudless.coordinator.convert import (
 )
 from cloudless.coordinator.membership import Membership, MembershipConfig, NodeTransition
 from cloudless.coordinator.records import WorkloadRecord
+from cloudless.coordinator.reliability import ReliabilityTracker
 from cloudless.coordinator.state import ClusterState, event
 from cloudless.lib.clock import Clock
 from cloudless.model.node import Node, NodeState, transition
@@ -106,6 +107,8 @@ class AgentHub:
         self._log_waiters: dict[str, asyncio.Queue[pb.LogChunk]] = {}
         self._sec_window = -1
         self._sec_count = 0
+        self.reliability = ReliabilityTracker()
+        self._nodes: dict[str, Node] = {}  # as last read from the store (for scores)
 
     # ---- leadership ------------------------------------------------------------------------
 
@@ -120,12 +123,14 @@ class AgentHub:
             nodes = await self.state.nodes.list()
             self.membership = Membership(self.config)
             self.membership.load([r.value for r in nodes.records], self.clock.monotonic())
+            self._nodes = {r.name: r.value for r in nodes.records}
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._watch_replicas())
                 tg.create_task(self._watch_workloads())
                 tg.create_task(self._watch_nodes(nodes.revision + 1))
                 tg.create_task(self._tick_loop())
                 tg.create_task(self._push_loop())
+                tg.create_task(self._reliability_loop())
         finally:
             self._fence = None
             self._ready.clear()
@@ -173,11 +178,16 @@ class AgentHub:
         self._heard(s)
 
     async def on_heartbeat(self, s: Session, hb: pb.Heartbeat) -> pb.HeartbeatAck:
+        now = self.clock.monotonic()
+        interval = self.config.interval_for(len(self.membership))
+        self.reliability.heartbeat(s.node_id, now, interval)
+        node = self._nodes.get(s.node_id)
+        if node is not None:
+            self.reliability.usage(s.node_id, resources_from_pb(hb.usage), node.allocatable, now)
         transitions = self._heard(s)
         await self._write_transitions(transitions)
         await self._apply_statuses(s, hb.replicas)
         await self._maybe_write_usage(s, hb)
-        interval = self.config.interval_for(len(self.membership))
         return pb.HeartbeatAck(seq=hb.seq, interval_s=interval)
 
     def _heard(self, s: Session) -> list[NodeTransition]:
@@ -219,6 +229,10 @@ class AgentHub:
 
         rec = await self.state.replicas.update(key, change, fence=self.fence())
         if rec and rec.value.observed is not seen.observed:
+            if new.observed in (ReplicaState.RUNNING, ReplicaState.FAILED):
+                self.reliability.replica_outcome(
+                    new.node_id, new.observed is ReplicaState.FAILED, self.clock.monotonic()
+                )
             await self.emit(
                 "replica",
                 f"replica {new.id} on {new.node_id}: {seen.observed.value} -> {new.observed.value}"
@@ -281,6 +295,11 @@ class AgentHub:
                 log.warning("could not record %s -> %s for %s: %s", t.old, t.new, t.node_id, e)
                 continue
             if rec is not None and rec.value.state is t.new:
+                mono = self.clock.monotonic()
+                if t.new in (NodeState.OFFLINE, NodeState.FAILED):
+                    self.reliability.down(t.node_id, mono)
+                else:
+                    self.reliability.up(t.node_id, mono)
                 await self.emit(
                     "node",
                     f"node {t.node_id}: {t.old.value} -> {t.new.value} ({t.reason})",
@@ -321,7 +340,10 @@ class AgentHub:
         async for ev in self.state.nodes.watch(start_revision=start):
             if ev.type is EventType.DELETE:
                 self.membership.forget(ev.name)
+                self._nodes.pop(ev.name, None)
+                self.reliability.forget(ev.name)
             elif ev.record is not None:
+                self._nodes[ev.name] = ev.record.value
                 self.membership.upsert(ev.record.value, self.clock.monotonic())
                 if ev.record.value.state is NodeState.REMOVED:
                     s = self.sessions.pop(ev.name, None)
@@ -330,6 +352,26 @@ class AgentHub:
                         s.outbox.put_nowait(
                             pb.CoordinatorMessage(redirect=pb.Redirect(reason="node removed"))
                         )
+
+    RELIABILITY_EVERY_S = 15.0
+
+    async def _reliability_loop(self) -> None:
+        """Write each node's reliability score when it moved by more than 0.02."""
+        for node_id, n in self._nodes.items():
+            if n.state in (NodeState.READY, NodeState.CORDONED, NodeState.DRAINING):
+                self.reliability.up(node_id, self.clock.monotonic())
+        while True:
+            await self.clock.sleep(self.RELIABILITY_EVERY_S)
+            now = self.clock.monotonic()
+            for node_id, n in list(self._nodes.items()):
+                score = round(self.reliability.score(node_id, now), 3)
+                if abs(score - n.reliability) <= 0.02:
+                    continue
+
+                def change(cur: Node | None, score: float = score) -> Node | None:
+                    return None if cur is None else replace(cur, reliability=score)
+
+                await self.state.nodes.update(node_id, change, fence=self.fence())
 
     def _mark(self, node_id: str) -> None:
         if node_id in self.sessions:
