@@ -1,1 +1,4 @@
-"""Cloudless benchmarks. ``python -m bench`` runs every suite; each writes bench/results/<name>.json."""
+"""Cloudless benchmarks.
+
+``python -m bench`` runs every suite; each writes ``bench/results/<name>.json``.
+"""

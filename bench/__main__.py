@@ -15,9 +15,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def suites() -> list[str]:
-    return sorted(
-        p.name for p in HERE.iterdir() if p.is_dir() and (p / "__main__.py").exists()
-    )
+    return sorted(p.name for p in HERE.iterdir() if p.is_dir() and (p / "__main__.py").exists())
 
 
 def main(argv: list[str]) -> int:
