@@ -1,0 +1,83 @@
+"""One coordinator brain: the real leader machinery, without servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+
+from cloudless.coordinator.hub import AgentHub
+from cloudless.coordinator.membership import MembershipConfig
+from cloudless.coordinator.placer import SchedulerPlacer
+from cloudless.coordinator.reconciler import Reconciler
+from cloudless.coordinator.sim.base import GatedStore, SimClock
+from cloudless.coordinator.state import ClusterState
+from cloudless.lib.errors import CloudlessError
+from cloudless.lib.ids import RandomIds
+from cloudless.store.election import Election
+from cloudless.store.errors import StoreError
+from cloudless.store.memory import MemoryStore
+
+log = logging.getLogger("cloudless.sim")
+
+
+class Brain:
+    """One coordinator's leader machinery, wired as ``Coordinator`` wires it (no servers)."""
+
+    def __init__(
+        self,
+        name: str,
+        store: MemoryStore,
+        clock: SimClock,
+        membership: MembershipConfig,
+        rng: random.Random,
+        election_ttl: int,
+    ) -> None:
+        self.name = name
+        self.clock = clock
+        self.link = GatedStore(store)
+        self.state = ClusterState(self.link)
+        self.election = Election(self.link, name, ttl=election_ttl, clock=clock, rng=rng)
+        self.hub = AgentHub(self.state, clock, membership)
+        self.reconciler = Reconciler(self.state, SchedulerPlacer(), RandomIds(rng), clock)
+        self.task: asyncio.Task[None] | None = None
+        self.terms = 0
+
+    @property
+    def leading(self) -> bool:
+        return self.hub.active and self.election.is_leader()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.election.run())
+            tg.create_task(self._follow())
+
+    async def _follow(self) -> None:
+        task: asyncio.Task[None] | None = None
+        try:
+            async for lead in self.election.changes():
+                if lead.is_me and task is None:
+                    self.terms += 1
+                    task = asyncio.create_task(self._leading())
+                elif not lead.is_me and task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                    task = None
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _leading(self) -> None:
+        while self.election.is_leader():
+            try:
+                fence = self.election.fence()
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self.hub.lead(fence))
+                    tg.create_task(self.reconciler.lead(fence))
+            except* (StoreError, CloudlessError) as eg:
+                log.info("%s: leader loops stopped (%s)", self.name, eg.exceptions[0])
+            await self.clock.sleep(0.2)
