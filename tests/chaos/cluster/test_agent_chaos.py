@@ -59,3 +59,131 @@ async def test_kill9_agent_replaced_then_adopted_without_duplicates(cluster: Net
         rejoin_s=back,
         settle_after_rejoin_s=settle,
     )
+
+
+async def _watch_states(c: NetnsCluster, i: int, seconds: float) -> set[str]:
+    """Node ``i``'s states seen by polling every 0.1 s for ``seconds``."""
+    seen: set[str] = set()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        seen.add(await asyncio.to_thread(c.node_state, i))
+        await asyncio.sleep(0.1)
+    return seen
+
+
+async def test_short_freeze_is_not_an_outage(cluster: NetnsCluster) -> None:
+    """SIGSTOP an agent for 1.5 s (under the 2.5 s heartbeat grace): the node never goes
+    offline and no replica is replaced."""
+    c = cluster
+    w = await _deploy(c)
+    i, _ = _victim(c)
+    before = {r["id"] for r in running_replicas(c, "web")}
+    c.freeze_agent(i)
+    try:
+        seen = await _watch_states(c, i, 1.5)
+    finally:
+        c.thaw_agent(i)
+    seen |= await _watch_states(c, i, 3.0)  # and nothing happens late either
+    assert seen == {"ready"}, f"node states during a 1.5 s freeze: {seen}"
+    assert {r["id"] for r in running_replicas(c, "web")} == before, "a replica was replaced"
+    await assert_settles(c, w, 30)
+    report("freeze-1.5s", states="/".join(sorted(seen)), replaced=0)
+
+
+async def test_long_freeze_replaced_then_no_duplicates_after_thaw(cluster: NetnsCluster) -> None:
+    """SIGSTOP an agent for 8 s: offline after the heartbeat grace, replacement elsewhere;
+    after SIGCONT the superseded container is stopped (no duplicates, no orphans)."""
+    c = cluster
+    w = await _deploy(c)
+    i, rid = _victim(c)
+    t0 = time.monotonic()
+    c.freeze_agent(i)
+    try:
+        offline = await timed("node offline", lambda: c.node_state(i) == "offline", 8)
+        await timed(
+            "a replacement elsewhere",
+            lambda: (
+                len([r for r in running_replicas(c, "web") if r["node_id"] != c.node_ids[i]]) == 3
+            ),
+            30,
+        )
+        replaced = time.monotonic() - t0
+        assert c.tasks(i).get(rid) == "RUNNING", "a frozen agent's container keeps running"
+        await asyncio.sleep(max(0.0, 8 - (time.monotonic() - t0)))
+    finally:
+        c.thaw_agent(i)
+    t1 = time.monotonic()
+    await timed("node ready after thaw", lambda: c.node_state(i) == "ready", 30)
+    back = time.monotonic() - t1
+    settle = await assert_settles(c, w, 60)
+    report(
+        "freeze-8s",
+        offline_s=offline,
+        replaced_s=replaced,
+        ready_after_thaw_s=back,
+        settle_after_thaw_s=settle,
+    )
+
+
+async def test_cut_off_then_healed(cluster: NetnsCluster) -> None:
+    """Drop all traffic of an agent's host for 10 s: the node goes offline and its replica is
+    replaced while its container keeps running on the island; after healing the agent
+    reconnects and the extra container is stopped."""
+    c = cluster
+    w = await _deploy(c)
+    i, rid = _victim(c)
+    t0 = time.monotonic()
+    c.cut(i)
+    try:
+        offline = await timed("node offline", lambda: c.node_state(i) == "offline", 10)
+        await timed(
+            "a replacement elsewhere",
+            lambda: (
+                len([r for r in running_replicas(c, "web") if r["node_id"] != c.node_ids[i]]) == 3
+            ),
+            30,
+        )
+        replaced = time.monotonic() - t0
+        assert c.tasks(i).get(rid) == "RUNNING", "an island keeps running its containers"
+        assert await asyncio.to_thread(w.apply, "api", 2)
+        await asyncio.sleep(max(0.0, 10 - (time.monotonic() - t0)))
+    finally:
+        c.heal(i)
+    t1 = time.monotonic()
+    await timed("node ready after heal", lambda: c.node_state(i) == "ready", 40)
+    back = time.monotonic() - t1
+    settle = await assert_settles(c, w, 60)
+    report(
+        "cut-10s",
+        offline_s=offline,
+        replaced_s=replaced,
+        ready_after_heal_s=back,
+        settle_after_heal_s=settle,
+    )
+
+
+async def test_containerd_restart_under_an_agent(cluster: NetnsCluster) -> None:
+    """Restart the containerd under an agent: its containers keep running (same tasks), no
+    replica is replaced, statuses stay running, and the agent can start new containers
+    through the new daemon."""
+    c = cluster
+    w = await _deploy(c)
+    i, _ = _victim(c)
+    before = {r["id"] for r in running_replicas(c, "web")}
+    tasks_before = {k: v for k, v in c.tasks(i).items() if v == "RUNNING"}
+    t0 = time.monotonic()
+    await c.restart_containerd(i)
+    restart = time.monotonic() - t0
+    assert {k: v for k, v in c.tasks(i).items() if v == "RUNNING"} == tasks_before
+    seen = await _watch_states(c, i, 3.0)
+    assert seen == {"ready"}, f"node states after a containerd restart: {seen}"
+    assert {r["id"] for r in running_replicas(c, "web")} == before, "a replica was replaced"
+    # the agent still drives containerd: 6 replicas put a second one on every node
+    t1 = time.monotonic()
+    assert await asyncio.to_thread(w.apply, "web", 6)
+    await assert_settles(c, w, 60)
+    scale = time.monotonic() - t1
+    assert any(
+        r["node_id"] == c.node_ids[i] and r["id"] not in before for r in running_replicas(c, "web")
+    ), "no new container on the restarted node"
+    report("containerd-restart", restart_s=restart, scale_to_6_s=scale)
