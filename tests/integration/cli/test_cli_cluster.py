@@ -84,7 +84,7 @@ class Cluster:
                 name=name,
                 zone=zone,
                 region="local",
-                capacity_override=Resources(2000, 2 << 30, 10 << 30, 10**9),
+                capacity_override=Resources(4000, 2 << 30, 10 << 30, 10**9),
                 monitor_interval_s=0.5,
             )
             rt = FakeRuntime(SystemClock(), default=FakeBehavior(stdout=GREETING))
@@ -163,8 +163,8 @@ def test_get_nodes_table(cluster: Cluster) -> None:
     assert sorted(rows) == ["n1", "n2"]
     assert rows["n1"][2:5] == ["ready", "zone-a", "local"]
     # allocatable = declared capacity minus the agent's reserve (100m CPU, 256Mi memory):
-    # 2000m - 100m = 1900m; 2Gi - 256Mi = 1792Mi = 1.75Gi, shown as 1.8Gi
-    assert rows["n1"][6].split("/")[1] == "1900m"
+    # 4000m - 100m = 3900m; 2Gi - 256Mi = 1792Mi = 1.75Gi, shown as 1.8Gi
+    assert rows["n1"][6].split("/")[1] == "3900m"
     assert rows["n1"][8].split("/")[1] == "1.8Gi"
     one = cli(cluster, "get", "node", "n2", "-o", "yaml").stdout
     assert yaml.safe_load(one)["zone"] == "zone-b"
@@ -207,14 +207,31 @@ def test_scale_and_wait(cluster: Cluster) -> None:
     assert (w["replicas_wanted"], w["replicas_running"]) == (3, 3)
 
 
-def test_wait_times_out_with_the_reason(cluster: Cluster) -> None:
+def test_a_spec_no_node_can_ever_run_is_refused(cluster: Cluster) -> None:
     huge = WEB.replace("name: web", "name: huge").replace("memory: 16Mi", "memory: 64Gi")
-    cli(cluster, "apply", "-f", "-", input=huge)
-    r = cli(cluster, "wait", "workload", "huge", "--timeout", "1", ok=False)
+    r = cli(cluster, "apply", "-f", "-", input=huge, ok=False)
     assert r.exit_code == 1
-    assert "error: timed out after 1s: huge has 0/2 replicas running" in r.stderr
-    explain = cli(cluster, "explain", "huge").stdout
-    assert explain.splitlines()[0] == "workload huge: 0/2 nodes fit: 2 insufficient memory"
+    assert r.stderr.splitlines()[1].startswith("  spec.resources: no node can ever run huge")
+    assert cli(cluster, "explain", "-f", "-", input=huge).stdout.splitlines()[0] == (
+        "workload huge: 0/2 nodes fit: 2 insufficient memory"
+    )
+
+
+def test_wait_times_out_with_the_reason(cluster: Cluster) -> None:
+    # 2500m each, 3900m allocatable per node: one per node, so of 3 replicas on 2 nodes, 2
+    # run and 1 stays unplaced (the 100m replicas of the other tests still fit beside them)
+    crowded = (
+        WEB.replace("name: web", "name: crowded")
+        .replace("replicas: 2", "replicas: 3")
+        .replace("cpu: 100m", "cpu: 2500m")
+    )
+    cli(cluster, "apply", "-f", "-", input=crowded)
+    r = cli(cluster, "wait", "workload", "crowded", "--timeout", "2s", ok=False)
+    assert r.exit_code == 1
+    assert r.stderr.startswith("error: timed out after 2s: crowded has 2/3 replicas running")
+    assert "1 unplaced: " in r.stderr
+    row = cli(cluster, "get", "workloads", "crowded").stdout.splitlines()[2]
+    assert row.split()[:3] == ["crowded", "2/3", "1"] and "1: " in row
 
 
 def test_explain_a_file_and_best_nodes(cluster: Cluster, tmp_path: Path) -> None:
