@@ -1,0 +1,366 @@
+"""One growing cluster: a real coordinator (embedded etcd) and N simulated agents, measured
+at each step of N. See ``__main__`` for the command line and ``docs/performance.md``."""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cloudless.cli.client import Client
+from cloudless.coordinator.membership import MembershipConfig
+
+from .cluster import (
+    CoordinatorProc,
+    EventFollower,
+    Worker,
+    admin_client,
+    make_tokens,
+    proc_cpu,
+    proc_rss,
+)
+from .measure import Event, first_after, split_counts, summary
+
+PER_WORKER = 700  # agents per bulk worker process
+
+
+def spec(name: str, replicas: int, selector: str = "") -> bytes:
+    sel = (
+        f"  node_selector: [{{key: bench-role, operator: in, values: [{selector}]}}]\n"
+        if selector
+        else ""
+    )
+    return (
+        f"name: {name}\nimage: busybox:latest\ncommand: [sleep, '3600']\n"
+        f"resources: {{cpu: 10m, memory: 8Mi}}\nreplicas: {replicas}\n"
+        f"placement:\n{sel}  max_per_node: 1\n"
+    ).encode()
+
+
+def went(node: str, t0: float, state: str) -> Callable[[list[Event]], Event | None]:
+    """A predicate: the first event after ``t0`` recording ``node`` entering ``state``."""
+    return lambda evs: first_after(evs, t0, kind="node", node=node, state=state)
+
+
+def replacement_running(wl: str, dead: str, t0: float) -> Callable[[list[Event]], Event | None]:
+    """A predicate: a replica of ``wl`` placed after ``t0`` off ``dead`` and reported running."""
+
+    def pred(evs: list[Event]) -> Event | None:
+        for p in evs:
+            if (
+                p.kind == "placement"
+                and p.fields.get("workload") == wl
+                and p.at >= t0
+                and p.fields.get("node") != dead
+                and "replica" in p.fields
+            ):
+                ev = first_after(
+                    evs, t0, kind="replica", replica=p.fields["replica"], state="running"
+                )
+                if ev:
+                    return ev
+        return None
+
+    return pred
+
+
+def _after(ev: Event | None, t0: float) -> str:
+    return f"+{ev.at - t0:.3f}s" if ev else "never (timed out)"
+
+
+class ScaleRun:
+    def __init__(self, root: Path, log: Any) -> None:
+        self.root = root
+        self.log = log
+        self.coord = CoordinatorProc("c1", root / "c1")
+        self.tokens = root / "tokens.txt"
+        self.workers: list[Worker] = []
+        self.used_tokens = 0
+        self.client: Client
+        self.events: EventFollower
+        self.rng = random.Random(7)
+        self.dead: set[str] = set()
+
+    # ---- setup -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.coord.data.mkdir(parents=True)
+        self.coord.start(bootstrap=True)
+        self.client = admin_client(self.coord)
+        self.events = EventFollower(self.client)
+
+    def add_workers(self, counts: list[int], role: str) -> list[Worker]:
+        need = sum(counts)
+        make_tokens(self.client, need, self.tokens)
+        out = []
+        for c in counts:
+            w = Worker(self.coord.api, self.tokens, self.used_tokens, c, self.root / "agents", role)
+            self.used_tokens += c
+            out.append(w)
+        self.workers += out
+        return out
+
+    def enrolled(self) -> int:
+        return sum(len(w.nodes) for w in self.workers)
+
+    def ready_count(self) -> int:
+        return sum(1 for n in self.client.nodes() if n["state"] == "ready")
+
+    def owner(self, node_id: str) -> Worker | None:
+        return next((w for w in self.workers if node_id in w.nodes), None)
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
+        self.coord.stop()
+
+    # ---- measurements --------------------------------------------------------------------
+
+    def grow(self, n: int, timeout: float) -> dict[str, Any]:
+        """Add agents until ``n`` nodes are ready; the time it took and any failure."""
+        t0 = time.monotonic()
+        if not self.workers:  # a few one-agent processes to kill -9 and to freeze
+            self.add_workers([1] * 8, "kill9")
+            self.add_workers([1] * 7, "freeze")
+        delta = n - self.used_tokens
+        if delta > 0:
+            self.add_workers(split_counts(delta, -(-delta // PER_WORKER)), "bulk")
+        deadline = time.monotonic() + timeout
+        ready = 0
+        while time.monotonic() < deadline:
+            ready = self.ready_count()
+            if ready >= n:
+                break
+            time.sleep(1.0)
+        errors = [e for w in self.workers for e in w.errors]
+        out = {
+            "target": n,
+            "ready": ready,
+            "enrolled": self.enrolled(),
+            "seconds": round(time.monotonic() - t0, 1),
+            "enroll_errors": len(errors),
+            "first_errors": errors[:3],
+        }
+        self.log(f"grow -> {out}")
+        return out
+
+    def heartbeat_cost(self, seconds: float) -> dict[str, Any]:
+        etcd = self.coord.etcd_pids()
+        wpids = [w.proc.pid for w in self.workers]
+        c0, e0 = proc_cpu(self.coord.pid), sum(proc_cpu(p) for p in etcd)
+        w0 = sum(proc_cpu(p) for p in wpids)
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        dt = time.monotonic() - t0
+        out = {
+            "window_s": round(dt, 1),
+            "coordinator_cores": round((proc_cpu(self.coord.pid) - c0) / dt, 3),
+            "etcd_cores": round((sum(proc_cpu(p) for p in etcd) - e0) / dt, 3),
+            "agent_workers_cores": round((sum(proc_cpu(p) for p in wpids) - w0) / dt, 3),
+            "coordinator_rss_mb": round(proc_rss(self.coord.pid) / 2**20, 1),
+            "etcd_rss_mb": round(sum(proc_rss(p) for p in etcd) / 2**20, 1),
+            "agent_workers_rss_mb": round(sum(proc_rss(p) for p in wpids) / 2**20, 1),
+        }
+        self.log(f"heartbeat cost: {out}")
+        return out
+
+    def scheduling(self, n: int, workloads: int, replicas: int) -> tuple[dict[str, Any], list[str]]:
+        """Apply workloads one at a time; per replica, apply -> placement committed."""
+        lat: list[float] = []
+        whole: list[float] = []
+        names = []
+        for k in range(workloads):
+            name = f"sched-{n}-{k}"
+            names.append(name)
+            t0 = time.time()
+            self.client.apply(spec(name, replicas))
+
+            def placed(evs: list[Event], name: str = name, t0: float = t0) -> list[Event] | None:
+                got = [
+                    e
+                    for e in evs
+                    if e.kind == "placement"
+                    and e.fields.get("workload") == name
+                    and "replica" in e.fields
+                    and e.at >= t0 - 1
+                ]
+                return got if len(got) >= replicas else None
+
+            got = self.events.wait(placed, 60) or []
+            lat += [e.at - t0 for e in got]
+            if got:
+                whole.append(max(e.at for e in got) - t0)
+        out = {
+            "workloads": workloads,
+            "replicas_each": replicas,
+            "per_replica_s": summary(lat, 0.020, 0.050),
+            "whole_workload_s": summary(whole),
+            # the goal is per replica: a whole workload's time divided by its replica count
+            "amortized_per_replica_s": summary([w / replicas for w in whole], 0.020, 0.050),
+        }
+        self.log(f"scheduling: {out}")
+        return out, names
+
+    def _running_nodes(self, names: list[str]) -> dict[str, tuple[str, str]]:
+        """node -> (workload, replica) of running replicas."""
+        out = {}
+        for name in names:
+            for r in self.client.workload(name)["replicas"]:
+                if r["observed"] == "running":
+                    out[r["node_id"]] = (name, r["id"])
+        return out
+
+    def reschedule(self, names: list[str], victims: int) -> dict[str, Any]:
+        """Kill agents holding running replicas (stream closed abruptly), one at a time."""
+        deadline = time.monotonic() + 30
+        running: dict[str, tuple[str, str]] = {}
+        while time.monotonic() < deadline:
+            running = self._running_nodes(names)
+            if len(running) >= victims:
+                break
+            time.sleep(0.5)
+        offline, replaced = [], []
+        for node in [n for n in running if n not in self.dead][:victims]:
+            w = self.owner(node)
+            if w is None:
+                continue
+            wl, _rid = running[node]
+            w.kill_agent(node)
+            tk = self._wait_killed(w, node)
+            if tk is None:
+                continue
+            self.dead.add(node)
+            off = self.events.wait(went(node, tk, "offline"), 30)
+            if off:
+                offline.append(off.at - tk)
+
+            rep = self.events.wait(replacement_running(wl, node, tk), 30)
+            if rep:
+                replaced.append(rep.at - tk)
+            self.log(
+                f"  killed {node}: offline {_after(off, tk)}, replacement running {_after(rep, tk)}"
+            )
+        return {
+            "victims": victims,
+            "offline_after_stream_break_s": summary(offline, 2.0, 4.0),
+            "replacement_running_s": summary(replaced, 2.5, 5.0),
+        }
+
+    @staticmethod
+    def _wait_killed(w: Worker, node: str) -> float | None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with w.lock:
+                if node in w.killed:
+                    return w.killed[node]
+            time.sleep(0.01)
+        return None
+
+    def kill9(self, count: int) -> dict[str, Any]:
+        lat = []
+        pool = [
+            w
+            for w in self.workers
+            if w.role == "kill9"
+            and w.proc.poll() is None
+            and w.nodes
+            and not (set(w.nodes) & self.dead)
+        ]
+        for w in pool[:count]:
+            node = next(iter(w.nodes))
+            tk = time.time()
+            w.signal(signal.SIGKILL)
+            self.dead.add(node)
+            off = self.events.wait(went(node, tk, "offline"), 30)
+            if off:
+                lat.append(off.at - tk)
+            self.log(f"  kill -9 {node}: offline {_after(off, tk)}")
+        return {"kills": len(lat), "offline_s": summary(lat, 2.0, 4.0)}
+
+    def cutoff(self, n: int) -> dict[str, Any]:
+        """Freeze one agent process (SIGSTOP: the stream stays open, heartbeats stop)."""
+        w = next(w for w in self.workers if w.role == "freeze" and w.nodes)
+        node = next(iter(w.nodes))
+        expected = MembershipConfig().offline_after_for(n)
+        tk = time.time()
+        w.signal(signal.SIGSTOP)
+        off = self.events.wait(went(node, tk, "offline"), expected + 20)
+        w.signal(signal.SIGCONT)
+        back = self.events.wait(went(node, tk, "ready"), 30)
+        out = {
+            "offline_s": summary([off.at - tk] if off else [], 2.0, 4.0),
+            "configured_silence_limit_s": expected,
+            "back_ready": back is not None,
+        }
+        self.log(f"cut-off: {out}")
+        return out
+
+    def false_alarms(self, n: int, seconds: float) -> dict[str, Any]:
+        """Freeze agents for 1-2 s at random; count wrong offline marks and needless moves."""
+        frz = [w for w in self.workers if w.role == "freeze" and w.nodes]
+        name = f"fa-{n}"
+        self.client.apply(spec(name, len(frz), selector="freeze"))
+        self.events.wait(
+            lambda evs: (
+                len(
+                    [
+                        e
+                        for e in evs
+                        if e.kind == "replica"
+                        and e.fields.get("workload") == name
+                        and e.fields.get("state") == "running"
+                    ]
+                )
+                >= len(frz)
+            ),
+            30,
+        )
+        nodes = {next(iter(w.nodes)) for w in frz}
+        t0 = time.time()
+        freezes = 0
+        stop_at = time.monotonic() + seconds
+
+        def freezer(w: Worker) -> None:
+            nonlocal freezes
+            rng = random.Random(hash(w.proc.pid))
+            while time.monotonic() < stop_at:
+                time.sleep(rng.uniform(0.5, 2.0))
+                w.signal(signal.SIGSTOP)
+                time.sleep(rng.uniform(1.0, 2.0))
+                w.signal(signal.SIGCONT)
+                freezes += 1
+
+        ts = [threading.Thread(target=freezer, args=(w,)) for w in frz]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        time.sleep(3.0)
+        evs = [e for e in self.events.snapshot() if e.at >= t0]
+        wrong = [
+            e
+            for e in evs
+            if e.kind == "node"
+            and e.fields.get("state") == "offline"
+            and e.fields.get("node") in nodes
+        ]
+        moved = [
+            e
+            for e in evs
+            if e.kind == "placement" and e.fields.get("workload") == name and "replica" in e.fields
+        ]
+        out = {
+            "frozen_agents": len(frz),
+            "freezes": freezes,
+            "freeze_s": [1.0, 2.0],
+            "nodes_wrongly_offline": len(wrong),
+            "replicas_needlessly_replaced": len(moved),
+            "silence_limit_s": MembershipConfig().offline_after_for(n),
+        }
+        self.log(f"false alarms: {out}")
+        self.client.call("DELETE", f"/v1/workloads/{name}")
+        return out

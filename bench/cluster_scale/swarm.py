@@ -1,0 +1,143 @@
+"""A worker process hosting many simulated agents: ``python -m bench.cluster_scale.swarm``.
+
+Each agent is a real ``cloudless.agent.Agent`` (real enrollment: GET /v1/ca then gRPC
+``Enroll``; a real mutual-TLS ``Connect`` stream; real heartbeats) on the ``FakeRuntime`` and a
+constant resource monitor (no psutil reads: 5,000 monitors sampling /proc would measure the
+harness, not the coordinator).
+
+Protocol with the parent, one JSON object per line:
+
+* stdout: ``{"enrolled": idx, "node": node_id}`` once per agent, ``{"error": ...}`` on an
+  enrollment failure, ``{"killed": node_id, "t": wall}`` after a kill command;
+* stdin: ``{"kill": node_id}`` cancels that agent's task (its stream closes abruptly: the
+  coordinator sees a broken stream, as after kill -9 of a real agent). EOF on stdin ends the
+  process (the parent is gone or done).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from cloudless.agent.agent import Agent, AgentConfig
+from cloudless.lib.clock import SystemClock
+from cloudless.model.node import NodeConditions
+from cloudless.model.resources import Resources
+from cloudless.runtime.fake import FakeRuntime
+
+CAPACITY = Resources(2000, 2 << 30, 10 << 30, 10**9)
+
+
+class _Sample:
+    def usage(self) -> Resources:
+        return Resources()
+
+
+class ConstantMonitor:
+    """Duck-typed stand-in for ``ResourceMonitor``: fixed capacity, zero usage, no probes."""
+
+    def __init__(self, capacity: Resources) -> None:
+        self.cap = capacity
+        self.latest = _Sample()
+
+    def sample(self) -> _Sample:
+        return self.latest
+
+    def capacity(self, s: object) -> Resources:
+        return self.cap
+
+    def allocatable(self, s: object) -> Resources:
+        return self.cap
+
+    def conditions(self, s: object) -> NodeConditions:
+        return NodeConditions()
+
+    async def run(self, interval: float, on_sample: object = None) -> None:
+        await asyncio.Event().wait()
+
+
+def say(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+async def main(a: argparse.Namespace, tokens: list[str]) -> None:
+    clock = SystemClock()
+    sem = asyncio.Semaphore(a.concurrency)
+    tasks: dict[str, asyncio.Task[None]] = {}
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def one(idx: int, token: str) -> None:
+        cfg = AgentConfig(
+            data_dir=Path(a.data) / f"a{idx}",
+            join=a.api,
+            token=token,
+            name=f"{a.prefix}{idx}",
+            zone=f"zone-{'abc'[idx % 3]}",
+            region="local",
+            labels={"bench-role": a.role},
+            capacity_override=CAPACITY,
+        )
+        agent = Agent(cfg, FakeRuntime(clock), monitor=ConstantMonitor(CAPACITY))  # type: ignore[arg-type]
+        for attempt in range(5):
+            try:
+                async with sem:
+                    ident = await agent.ensure_identity()
+                break
+            except Exception as e:  # report, retry a few times, then give up on this agent
+                say({"error": f"enroll {idx} attempt {attempt}: {type(e).__name__}: {e}"})
+                await asyncio.sleep(1.0 + attempt)
+        else:
+            return
+        say({"enrolled": idx, "node": ident.node_id})
+        t = asyncio.current_task()
+        assert t is not None
+        tasks[ident.node_id] = t
+        await agent.run()
+
+    def on_line(line: str) -> None:
+        try:
+            cmd = json.loads(line)
+        except ValueError:
+            return
+        if "kill" in cmd:
+            t = tasks.pop(cmd["kill"], None)
+            if t is not None:
+                t.cancel()
+                say({"killed": cmd["kill"], "t": time.time()})
+
+    def reader() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(on_line, line)
+        loop.call_soon_threadsafe(stop.set)
+
+    threading.Thread(target=reader, daemon=True).start()
+    runners = [asyncio.create_task(one(a.first + i, tok)) for i, tok in enumerate(tokens)]
+    await stop.wait()
+    for t in runners:
+        t.cancel()
+    await asyncio.gather(*runners, return_exceptions=True)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--api", required=True)
+    p.add_argument("--tokens", required=True)
+    p.add_argument("--first", type=int, required=True)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--prefix", default="sim")
+    p.add_argument("--role", default="bulk")
+    p.add_argument("--concurrency", type=int, default=16)
+    logging.basicConfig(level=logging.ERROR)
+    args = p.parse_args()
+    toks = Path(args.tokens).read_text().split()[args.first : args.first + args.count]
+    asyncio.run(main(args, toks))
