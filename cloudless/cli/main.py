@@ -15,13 +15,20 @@ from typer.core import TyperGroup
 
 from cloudless.cli import actions, daemons, resources, store_cmd, streams, tokens
 from cloudless.cli.output import print_error
+from cloudless.lib.errors import CloudlessError
+
+
+def _leaves(e: BaseException) -> list[BaseException]:
+    if isinstance(e, BaseExceptionGroup):
+        return [leaf for sub in e.exceptions for leaf in _leaves(sub)]
+    return [e]
 
 
 def _leaf_error(e: BaseException) -> BaseException:
-    """The first meaningful exception inside (possibly nested) exception groups."""
-    while isinstance(e, BaseExceptionGroup) and e.exceptions:
-        e = e.exceptions[0]
-    return e
+    """The error to show from (possibly nested) exception groups: the first user-facing
+    CloudlessError, else the first exception."""
+    leaves = _leaves(e) or [e]
+    return next((x for x in leaves if isinstance(x, CloudlessError)), leaves[0])
 
 
 class CloudlessGroup(TyperGroup):

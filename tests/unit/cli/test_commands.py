@@ -237,3 +237,14 @@ async def test_run_until_signal_returns_when_main_ends() -> None:
         return None
 
     assert await daemons.run_until_signal(quick()) is False
+
+
+def test_the_user_facing_error_is_picked_from_exception_groups() -> None:
+    from cloudless.cli.main import _leaf_error
+
+    inner = CloudlessError("the store has no quorum")
+    group = BaseExceptionGroup("x", [RuntimeError("side effect"), ExceptionGroup("y", [inner])])
+    assert _leaf_error(group) is inner
+    plain = ValueError("v")
+    assert _leaf_error(ExceptionGroup("z", [plain])) is plain
+    assert _leaf_error(plain) is plain
