@@ -70,3 +70,31 @@ def find_node(nodes: list[dict[str, Any]], ref: str) -> dict[str, Any]:
 
 def resolve_node_id(client: Client, ref: str) -> str:
     return str(find_node(client.nodes(), ref)["id"])
+
+
+def pick_replica(replicas: list[dict[str, Any]], ref: str) -> tuple[str, str]:
+    """The replica ``ref`` means, and a note when it was not named exactly.
+
+    In order: a replica id; a workload name (its first running replica by id, else its first
+    replica); a unique replica id prefix. Anything else is NotFound, an ambiguous prefix too.
+    """
+    ids = sorted(str(r["id"]) for r in replicas)
+    if ref in ids:
+        return ref, ""
+    mine = sorted(
+        (r for r in replicas if r.get("workload") == ref),
+        key=lambda r: (r.get("observed") != "running", str(r["id"])),
+    )
+    if mine:
+        rid = str(mine[0]["id"])
+        return rid, f"replica {rid} of workload {ref} ({len(mine)} replicas)"
+    matches = [i for i in ids if i.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0], ""
+    if matches:
+        shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+        raise NotFound(f"replica prefix {ref!r} is ambiguous: {shown}")
+    raise NotFound(
+        f"replica {ref!r} not found (by id, workload or id prefix): list them with "
+        "`cloudless get replicas`"
+    )

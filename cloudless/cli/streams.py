@@ -10,13 +10,14 @@ from urllib.parse import quote
 import typer
 
 from cloudless.cli import fmt
-from cloudless.cli.output import Format, out
-from cloudless.cli.session import ConfigOpt, OutputOpt, connect, find_node
-from cloudless.lib.errors import NotFound
+from cloudless.cli.output import Format, note, out
+from cloudless.cli.session import ConfigOpt, OutputOpt, connect, find_node, pick_replica
 
 
 def logs(
-    replica: Annotated[str, typer.Argument(help="Replica id (or a unique prefix of one).")],
+    replica: Annotated[
+        str, typer.Argument(help="Replica id, a unique prefix of one, or a workload name.")
+    ],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming.")] = False,
     tail: Annotated[
         int, typer.Option(help="Only the last N lines (0: everything kept).", min=0)
@@ -25,17 +26,9 @@ def logs(
 ) -> None:
     """Print a replica's output (stdout and stderr), fetched from its node."""
     client = connect(config)
-    reps = client.call("GET", "/v1/replicas")["replicas"]
-    ids = [str(r["id"]) for r in reps]
-    if replica not in ids:
-        matches = [i for i in ids if i.startswith(replica)]
-        if len(matches) > 1:
-            raise NotFound(f"replica prefix {replica!r} is ambiguous: {', '.join(matches[:5])}")
-        if not matches:
-            raise NotFound(
-                f"replica {replica!r} not found: list them with `cloudless get replicas`"
-            )
-        replica = matches[0]
+    replica, how = pick_replica(client.call("GET", "/v1/replicas")["replicas"], replica)
+    if how:
+        note(how)
     q = f"?tail={tail}" + ("&follow=1" if follow else "")
     sink = sys.stdout.buffer
     for chunk in client.stream(f"/v1/replicas/{quote(replica)}/logs{q}"):

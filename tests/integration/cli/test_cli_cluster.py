@@ -287,6 +287,9 @@ def test_logs_of_a_fake_container(cluster: Cluster) -> None:
     )
     assert out == GREETING.decode()
     assert cli(cluster, "logs", rid[:-3]).stdout == GREETING.decode()  # a unique id prefix
+    by_workload = cli(cluster, "logs", "talker")  # like `kubectl logs deploy/talker`
+    assert by_workload.stdout == GREETING.decode()
+    assert by_workload.stderr.startswith("replica talker-") and "(2 replicas)" in by_workload.stderr
 
 
 def test_tokens_list_and_revoke(cluster: Cluster) -> None:
