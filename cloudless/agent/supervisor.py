@@ -273,6 +273,7 @@ class Supervisor:
         self._tg: asyncio.TaskGroup | None = None
         self._removals: set[asyncio.Task[None]] = set()
         self._removing: dict[str, asyncio.Task[None]] = {}
+        self.stopped: dict[str, LocalStatus] = {}  # stopped on request, reported until dropped
 
     async def run(self, initial: list[Assigned] | None = None) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -303,14 +304,32 @@ class Supervisor:
                 )
 
     def assign(self, desired: list[Assigned]) -> None:
+        """Converge on ``desired`` (the full set for this node).
+
+        Replicas assigned with desired state *stopped* are stopped (SIGTERM, timeout, SIGKILL)
+        and then reported ``exited`` ("stopped") for as long as they stay in the set, so the
+        coordinator learns they are gone and can drop their records.
+        """
         assert self._tg is not None, "Supervisor.run() must be running"
         want = {a.replica_id: a for a in desired if a.running}
+        stop = {a.replica_id: a for a in desired if not a.running}
         for rid in list(self.workers):
             w = self.workers[rid]
             a = want.get(rid)
             if a is None or a.spec_version != w.assigned.spec_version:
                 del self.workers[rid]
+                if rid in stop:
+                    self.stopped[rid] = w.status  # reported as it is until it has stopped
                 self._stop_worker(w)
+        for rid in list(self.stopped):
+            if rid not in stop:
+                del self.stopped[rid]
+        for rid, a in stop.items():
+            if rid not in self.stopped and rid not in self.workers:
+                # Nothing of it runs here (anymore): report it stopped right away.
+                self.stopped[rid] = LocalStatus(
+                    rid, a.workload, a.spec_version, ReplicaState.EXITED, "stopped"
+                )
         for rid, a in want.items():
             if rid not in self.workers:
                 w = ReplicaWorker(
@@ -344,6 +363,10 @@ class Supervisor:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await prev
             await w.remove()
+            st = self.stopped.get(w.assigned.replica_id)
+            if st is not None:
+                st.state, st.reason = ReplicaState.EXITED, "stopped"
+                self.on_change()
 
         rid = w.assigned.replica_id
         t = self._tg.create_task(removal())
@@ -364,7 +387,8 @@ class Supervisor:
                 w.exited.set()
 
     def statuses(self) -> list[LocalStatus]:
-        return [w.status for _, w in sorted(self.workers.items())]
+        live = {rid: w.status for rid, w in self.workers.items()}
+        return [st for _, st in sorted({**self.stopped, **live}.items())]
 
     async def idle(self) -> None:
         """Wait for pending removals (tests)."""

@@ -348,6 +348,13 @@ class AgentHub:
                 if ev.record.value.state is NodeState.REMOVED:
                     s = self.sessions.pop(ev.name, None)
                     if s:
+                        # An empty set first: the removed node stops its containers.
+                        s.generation += 1
+                        s.outbox.put_nowait(
+                            pb.CoordinatorMessage(
+                                assignments=pb.Assignments(generation=s.generation)
+                            )
+                        )
                         s.closed = True
                         s.outbox.put_nowait(
                             pb.CoordinatorMessage(redirect=pb.Redirect(reason="node removed"))

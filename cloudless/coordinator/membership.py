@@ -31,7 +31,9 @@ class MembershipConfig:
     offline_after_s: float = 2.5
     disconnect_grace_s: float = 1.0
     failed_after_s: float = 60.0
-    leader_grace_s: float = 5.0
+    # Longer than the agents' reconnect backoff cap (5 s) plus a heartbeat interval, so
+    # every agent finds a new leader before it is judged.
+    leader_grace_s: float = 8.0
     # Heartbeat intervals stretch as the cluster grows so the leader handles at most this
     # many heartbeats per second; detection timeouts stretch with them.
     max_heartbeats_per_s: float = 2500.0

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from cloudless.coordinator.reconcile import PlaceResult
 from cloudless.model.node import Node
-from cloudless.model.replica import Replica
+from cloudless.model.replica import Replica, ReplicaState
 from cloudless.model.workload import WorkloadSpec
 from cloudless.scheduler.scheduler import Scheduler
 from cloudless.scheduler.snapshot import Snapshot
@@ -24,7 +24,11 @@ class SchedulerPlacer:
         spec: WorkloadSpec,
         count: int,
     ) -> PlaceResult:
-        snap = Snapshot.build(nodes, replicas, {**workloads, spec.name: spec})
+        # Lost replicas sit on offline nodes: they hold no capacity anyone can use and must
+        # not count for spread or per-domain limits, or they would block their own
+        # replacement until their node is declared failed.
+        placed = [r for r in replicas if r.observed is not ReplicaState.LOST]
+        snap = Snapshot.build(nodes, placed, {**workloads, spec.name: spec})
         plan = self.scheduler.place(snap, spec, count)
         reason = plan.unplaced[0].reason if plan.unplaced else ""
         return PlaceResult(tuple(plan.node_ids()), reason)

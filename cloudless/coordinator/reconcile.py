@@ -100,9 +100,17 @@ class DeleteWorkload:
     workload: str
 
 
-Action = CreateReplica | UpdateReplica | DeleteReplica | SetUnplaced | DeleteWorkload
+@dataclass(frozen=True)
+class SetNodeState:
+    node_id: str
+    state: NodeState
+    reason: str
+
+
+Action = CreateReplica | UpdateReplica | DeleteReplica | SetUnplaced | DeleteWorkload | SetNodeState
 
 _HEALTHY = frozenset({NodeState.READY, NodeState.CORDONED, NodeState.DRAINING})
+MIN_READY_S = 10.0  # a rolled-out replica must run this long before the next batch goes
 _GONE = frozenset({NodeState.FAILED, NodeState.REMOVED})
 
 
@@ -154,7 +162,16 @@ def reconcile(view: ClusterView, placer: Placer, ids: IdSource, now: float) -> l
                 work.actions.append(DeleteWorkload(name))
             continue
         _reconcile_workload(work, view, rec, current, nodes, specs, placer, ids, now)
+    _finish_drains(work, view)
     return work.actions
+
+
+def _finish_drains(work: _Work, view: ClusterView) -> None:
+    """A draining node whose replicas have all gone becomes cordoned (drain finished)."""
+    holding = {r.node_id for r in work.replicas.values()}
+    for node in sorted(view.nodes.values(), key=lambda n: n.id):
+        if node.state is NodeState.DRAINING and node.id not in holding:
+            work.actions.append(SetNodeState(node.id, NodeState.CORDONED, "drain finished"))
 
 
 def _live(r: Replica, nodes: Mapping[str, Node]) -> bool:
@@ -234,9 +251,14 @@ def _roll_out(work: _Work, rec: WorkloadRecord, settled: list[Replica], now: flo
     stale = [r for r in kept if r.spec_version != rec.version]
     if not stale:
         return
-    # Replicas already on the new version but not yet running are the batch in flight.
+    # Replicas already on the new version that have not run steadily for MIN_READY_S are the
+    # batch in flight: a crash-looping version is briefly "running" after each restart, and
+    # must not be mistaken for a healthy one, or a broken version would reach every replica.
     in_flight = [
-        r for r in kept if r.spec_version == rec.version and r.observed is not ReplicaState.RUNNING
+        r
+        for r in kept
+        if r.spec_version == rec.version
+        and (r.observed is not ReplicaState.RUNNING or now - r.updated_at < MIN_READY_S)
     ]
     batch = max(1, rec.spec.replicas // 4) - len(in_flight)
     for r in sorted(stale, key=lambda r: r.id)[: max(0, batch)]:

@@ -18,6 +18,7 @@ from cloudless.coordinator.reconcile import (
     DeleteReplica,
     DeleteWorkload,
     Placer,
+    SetNodeState,
     SetUnplaced,
     UpdateReplica,
     reconcile,
@@ -26,6 +27,7 @@ from cloudless.coordinator.records import WorkloadRecord
 from cloudless.coordinator.state import ClusterState, event
 from cloudless.lib.clock import Clock
 from cloudless.lib.ids import IdSource
+from cloudless.model.node import Node, NodeState, transition
 from cloudless.model.replica import Replica, ReplicaState
 from cloudless.store.errors import Fenced, StoreError
 from cloudless.store.fence import Fence
@@ -154,6 +156,21 @@ class Reconciler:
                         "placement",
                         f"{count} replica(s) of {name} cannot be placed: {reason}",
                         workload=name,
+                    )
+            case SetNodeState(node_id=node_id, state=target, reason=reason):
+
+                def move(cur: Node | None, target: NodeState = target) -> Node | None:
+                    if cur is None:
+                        return None
+                    t = transition(cur.state, target)
+                    return (
+                        replace(cur, state=t.state) if t.ok and t.state is not cur.state else None
+                    )
+
+                rec = await st.nodes.update(node_id, move, fence=fence)
+                if rec is not None and rec.value.state is target:
+                    await self._emit(
+                        "node", f"node {node_id}: {target.value} ({reason})", node=node_id
                     )
             case DeleteWorkload(workload=name):
                 await st.workloads.delete(name, fence=fence)

@@ -169,3 +169,25 @@ def test_orphan_replica_deleted() -> None:
     )
     acts = reconcile(view, FakePlacer(), SequentialIds(), 0.0)
     assert acts == [DeleteReplica("x-1", "x", "its workload no longer exists")]
+
+
+def test_drained_node_becomes_cordoned() -> None:
+    from cloudless.coordinator.reconcile import SetNodeState
+
+    acts = run([node(0, S.DRAINING), node(1)], wl(1), [rep(1, "n1")])
+    assert SetNodeState("n0", S.CORDONED, "drain finished") in acts
+
+
+def test_rollout_waits_for_the_batch_to_run_steadily() -> None:
+    # now = 100; a replica on the new version running since 95 (5 s < MIN_READY_S = 10)
+    # is still in flight: 8 // 4 = 2 per batch, 2 in flight -> nothing new.
+    reps = [rep(i, f"n{i}") for i in range(8)]
+    reps[0] = replace(reps[0], spec_version=2, observed=R.RUNNING, updated_at=95.0)
+    reps[1] = replace(reps[1], spec_version=2, observed=R.RUNNING, updated_at=95.0)
+    acts = run([node(i) for i in range(8)], wl(8, version=2), reps)
+    assert [a for a in acts if isinstance(a, UpdateReplica)] == []
+    # once they have run for 10 s, the next batch goes
+    reps[0] = replace(reps[0], updated_at=90.0)
+    reps[1] = replace(reps[1], updated_at=90.0)
+    acts = run([node(i) for i in range(8)], wl(8, version=2), reps)
+    assert [a.replica.id for a in acts if isinstance(a, UpdateReplica)] == ["web-r2", "web-r3"]
