@@ -46,6 +46,7 @@ log = logging.getLogger("cloudless.coordinator.http")
 security_log = logging.getLogger("cloudless.security")
 
 MAX_BODY = 1 << 20
+IDENTITY = web.RequestKey("identity", SpiffeId)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -182,7 +183,8 @@ class UserApi:
             security_log.warning(msg + decision.reason)
             await self.hub.emit("security", msg + decision.reason)
             return _error(401 if der is None else 403, decision.code, decision.reason)
-        request["identity"] = decision.identity
+        assert decision.identity is not None
+        request[IDENTITY] = decision.identity
         if request.method not in ("GET", "HEAD") and not self.is_leader():
             leader = self.leader_api()
             if not leader:

@@ -373,8 +373,10 @@ class Coordinator:
             str(c.tls_dir / "coordinator.key"),
             str(c.tls_dir / "ca.pem"),
         )
-        runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            api.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await runner.setup()
-        site = web.TCPSite(runner, c.host, c.api_port, ssl_context=ctx, shutdown_timeout=1.0)
+        site = web.TCPSite(runner, c.host, c.api_port, ssl_context=ctx)
         await site.start()
         return runner
