@@ -202,9 +202,10 @@ class Worker:
             "--data", str(data), "--role", role, "--prefix", f"{role}-",
             "--concurrency", str(concurrency),
         ]  # fmt: skip
+        errlog = open(data.parent / f"worker-{role}-{first}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            start_new_session=True,
+            cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errlog,
+            text=True, start_new_session=True,
         )  # fmt: skip
         threading.Thread(target=self._read, daemon=True).start()
 
