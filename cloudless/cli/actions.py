@@ -12,13 +12,24 @@ import typer
 import yaml
 
 from cloudless.cli import fmt
-from cloudless.cli.client import Client
-from cloudless.cli.output import Format, err, note, out, print_document, print_table
+from cloudless.cli.client import ApiError, Client
+from cloudless.cli.output import (
+    Format,
+    err,
+    note,
+    out,
+    print_document,
+    print_error,
+    print_table,
+)
 from cloudless.cli.session import ConfigOpt, OutputOpt, connect, node_names, resolve_node_id
 from cloudless.lib.errors import CloudlessError, ValidationError
 
 FileOpt = Annotated[
-    str, typer.Option("--filename", "-f", help="Workload spec (YAML or JSON); - reads stdin.")
+    str,
+    typer.Option(
+        "--filename", "-f", help="Workload spec (YAML or JSON), a directory of them, or - (stdin)."
+    ),
 ]
 
 
@@ -33,6 +44,26 @@ def read_spec(path: str) -> bytes:
         raise CloudlessError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise CloudlessError(f"{path}: is a directory; pass a YAML or JSON file") from None
+
+
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def read_specs(path: str) -> list[tuple[str, bytes]]:
+    """``(source, body)`` per workload in ``path``: a file (several YAML documents allowed),
+    ``-`` for stdin, or a directory (its .yaml/.yml/.json files, by name, not recursive).
+    ``source`` is ``file`` or ``file#2`` for the second document of a file."""
+    p = Path(path).expanduser()
+    if path != "-" and p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix in SPEC_SUFFIXES and f.is_file())
+        if not files:
+            raise CloudlessError(f"{path}: no .yaml, .yml or .json files in this directory")
+        return [item for f in files for item in read_specs(str(f))]
+    name = "stdin" if path == "-" else path
+    bodies = split_documents(read_spec(path))
+    if len(bodies) == 1:
+        return [(name, bodies[0])]
+    return [(f"{name}#{i}", b) for i, b in enumerate(bodies, 1)]
 
 
 def split_documents(data: bytes) -> list[bytes]:
@@ -87,13 +118,22 @@ def apply(
     config: ConfigOpt = None,
     output: OutputOpt = Format.TABLE,
 ) -> None:
-    """Create or update workloads from a spec file (several YAML documents allowed)."""
+    """Create or update workloads from a file (several YAML documents allowed), a directory
+    of spec files, or stdin."""
     seconds = duration_option(timeout)
-    bodies = split_documents(read_spec(filename))
+    specs = read_specs(filename)
     client = connect(config)
-    results = []
-    for body in bodies:
-        res = client.apply(body)
+    results, failed = [], 0
+    for source, body in specs:
+        try:
+            res = client.apply(body)
+        except ApiError as e:
+            if len(specs) == 1:
+                raise
+            failed += 1  # the others still go in, like kubectl apply
+            note(f"{source}:")
+            print_error(e)
+            continue
         results.append(res)
         w = res["workload"]
         if output is Format.TABLE:
@@ -103,7 +143,9 @@ def apply(
             w = wait_running(client, res["workload"]["name"], None, seconds)
             note(f"workload/{w['name']}: {running_count(w)}/{w['replicas_wanted']} running")
     if output is not Format.TABLE:
-        print_document(results[0] if len(results) == 1 else {"results": results}, output)
+        print_document(results[0] if len(specs) == 1 else {"results": results}, output)
+    if failed:
+        raise CloudlessError(f"{failed} of {len(specs)} workloads were not applied")
 
 
 def scale(

@@ -249,6 +249,18 @@ def test_explain_a_file_and_best_nodes(cluster: Cluster, tmp_path: Path) -> None
     assert "give a workload NAME or -f FILE (one of them)" in r.stderr
 
 
+def test_apply_several_documents_one_bad(cluster: Cluster) -> None:
+    good = WEB.replace("name: web", "name: multi").replace("replicas: 2", "replicas: 1")
+    bad = "name: multi-bad\nimage: x\nreplicas: many\n"
+    r = cli(cluster, "apply", "-f", "-", input=good + "---\n" + bad, ok=False)
+    assert r.exit_code == 1
+    assert r.stdout.strip() == "workload/multi created (version 1)"  # the good one went in
+    lines = r.stderr.splitlines()
+    assert lines[0] == "stdin#2:"
+    assert any(line.startswith("  spec.replicas:") for line in lines)
+    assert lines[-1] == "error: 1 of 2 workloads were not applied"
+
+
 def test_bad_input_shows_field_paths(cluster: Cluster) -> None:
     bad = "name: bad\nimage: x\nresources: {memory: 12XB}\nreplicas: -1\n"
     r = cli(cluster, "apply", "-f", "-", input=bad, ok=False)

@@ -248,3 +248,26 @@ def test_the_user_facing_error_is_picked_from_exception_groups() -> None:
     plain = ValueError("v")
     assert _leaf_error(ExceptionGroup("z", [plain])) is plain
     assert _leaf_error(plain) is plain
+
+
+def test_read_specs_from_files_documents_and_directories(tmp_path: Path) -> None:
+    from cloudless.cli.actions import read_specs
+
+    (tmp_path / "b.yaml").write_text("name: b\nimage: x\n---\nname: c\nimage: y\n")
+    (tmp_path / "a.json").write_text('{"name": "a", "image": "x"}')
+    (tmp_path / "notes.txt").write_text("ignored")
+    single = read_specs(str(tmp_path / "a.json"))
+    assert single == [(str(tmp_path / "a.json"), b'{"name": "a", "image": "x"}')]  # as is
+    specs = read_specs(str(tmp_path))
+    # by file name; a file's documents become one JSON body each, named file#n
+    assert [s for s, _ in specs] == [
+        str(tmp_path / "a.json"), f"{tmp_path / 'b.yaml'}#1", f"{tmp_path / 'b.yaml'}#2"
+    ]  # fmt: skip
+    assert json.loads(specs[2][1]) == {"name": "c", "image": "y"}
+    # text that does not parse goes as is, so the server names the problem
+    (tmp_path / "bad.yml").write_text("name: [unclosed\n")
+    assert read_specs(str(tmp_path / "bad.yml"))[0][1] == b"name: [unclosed\n"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CloudlessError, match=r"no \.yaml, \.yml or \.json files"):
+        read_specs(str(empty))
