@@ -115,12 +115,28 @@ def running(client: Client) -> list[dict[str, Any]]:
     return [r for r in reps if r["observed"] == "running" and r["desired"] == "running"]
 
 
-class Demo:
-    def __init__(self, work: Path) -> None:
+class LocalCluster:
+    """Three devices in network namespaces, each with its own containerd and agent, a
+    private registry with a busybox image, and one coordinator with its embedded etcd, all
+    on one machine. ``up()`` starts it (steps 1-4 of the demo), ``down()`` removes every
+    trace (processes, namespaces, mounts, cgroups). ``cloudless dev up`` keeps one running."""
+
+    def __init__(self, work: Path, *, devices: int = 3, say: Callable[[int, str], None] = step):
         self.work = work
+        self.devices = devices
+        self.say = say
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs = work / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
+        self.lab: Any = None
+        self.registry: Any = None
+        self.daemons: list[Any] = []
+        self.hosts: list[Any] = []
+        self.agents: dict[str, subprocess.Popen[bytes]] = {}
+        self.client: Client | None = None
+        self.image = ""
+        self.api_url = ""
+        self.admin_config = work / "coordinator" / "admin" / "config.json"
 
     def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.logs / f"{name}.log", "wb")
@@ -128,191 +144,168 @@ class Demo:
         self.procs.append(p)
         return p
 
-    async def run(self) -> float:
+    async def up(self) -> Client:
         from cloudless.devenv import PrivateContainerd, PrivateRegistry, build_busybox_image
         from cloudless.devenv.netns import NetnsLab, free_subnet
 
         preflight()
-        step(1, "three devices: network namespaces on a bridge")
-        lab = NetnsLab("cldemo", free_subnet(skip=0))
-        await asyncio.to_thread(lab.setup)
-        registry: PrivateRegistry | None = None
-        daemons: list[PrivateContainerd] = []
+        self.say(1, f"{self.devices} devices: network namespaces on a bridge")
+        self.lab = NetnsLab("cldemo", free_subnet(skip=0))
+        await asyncio.to_thread(self.lab.setup)
+        self.hosts = [await self.lab.add_host_async(f"dev{i + 1}") for i in range(self.devices)]
+        gw = self.lab.gateway
+        zones = [ZONES[i % len(ZONES)] for i in range(self.devices)]
+        for h, z in zip(self.hosts, zones, strict=True):
+            console.print(f"  {h.name}: {h.ip} ({z})")
+
+        self.say(2, f"a private OCI registry on {gw}, seeded with busybox")
+        self.registry = PrivateRegistry(bind=gw, root_dir=self.work / "registry")
+        await self.registry.start()
+        self.image = await build_busybox_image(self.registry, "busybox", "1")
+        console.print(f"  pushed {self.image}")
+
+        self.say(3, f"the coordinator on {gw} (embedded etcd, new RSA-4096 CA)")
+        api_port = free_port(gw)
+        self.api_url = f"https://{gw}:{api_port}"
+        py = [sys.executable, "-m", "cloudless"]
+        ports = {
+            "--api-port": api_port,
+            "--agent-port": free_port(gw),
+            "--enroll-port": free_port(gw),
+            "--etcd-client-port": free_port(gw),
+            "--etcd-peer-port": free_port(gw),
+        }
+        argv = [*py, "coordinator", "--bootstrap", "--name", "coord-1", "--host", gw]
+        argv += ["--data-dir", str(self.work / "coordinator")]
+        for flag, port in ports.items():
+            argv += [flag, str(port)]
+        self.spawn("coordinator", argv)
+        await wait_until("the coordinator's admin config", self.admin_config.exists, 90)
+        client = self.client = Client(ClientConfig.load(self.admin_config))
+        await wait_until(
+            "the coordinator API", lambda: client.call("GET", "/healthz")["is_leader"], 60
+        )
+        console.print(f"  API {self.api_url}, admin config {self.admin_config}")
+
+        self.say(4, f"{self.devices} agents, each with its own containerd, enrolled with tokens")
+        for i, (h, zone) in enumerate(zip(self.hosts, zones, strict=True)):
+            ctrd = PrivateContainerd(self.work / f"containerd-{h.name}", netns=h.netns)
+            await ctrd.start()
+            self.daemons.append(ctrd)
+            token = await asyncio.to_thread(client.create_token, ttl_seconds=600)
+            argv = ["nsenter", f"--net=/var/run/netns/{h.netns}", *py, "agent"]
+            argv += ["--join", self.api_url, "--token", token, "--zone", zone]
+            argv += ["--data-dir", str(self.work / f"agent-{h.name}"), "--name", f"device-{i + 1}"]
+            argv += ["--region", "home", "--address", h.ip, "--containerd-socket", ctrd.address]
+            argv += ["--insecure-registry", self.registry.host]
+            self.agents[h.name] = self.spawn(f"agent-{h.name}", argv)
+        n = self.devices
+        await wait_until(
+            f"{n} ready nodes",
+            lambda: sum(x["state"] == "ready" for x in client.nodes()) == n,
+            60,
+        )
+        return client
+
+    async def down(self) -> None:
+        from cloudless.devenv.containerd import remove_cgroups
+
+        for p in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            try:
+                await asyncio.to_thread(p.wait, 10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+        for d in self.daemons:
+            with contextlib.suppress(Exception):
+                await d.stop(cleanup=True)
+        if self.registry is not None:
+            await self.registry.stop()
+        if self.lab is not None:
+            await asyncio.to_thread(self.lab.teardown)
+        remove_cgroups("/cloudless")
+
+
+class Demo:
+    def __init__(self, work: Path) -> None:
+        self.cluster = LocalCluster(work)
+
+    async def run(self) -> float:
+        lc = self.cluster
         try:
-            hosts = [await lab.add_host_async(f"dev{i + 1}") for i in range(3)]
-            gw = lab.gateway
-            for h, z in zip(hosts, ZONES, strict=True):
-                console.print(f"  {h.name}: {h.ip} ({z})")
-
-            step(2, f"a private OCI registry on {gw}, seeded with busybox")
-            registry = PrivateRegistry(bind=gw, root_dir=self.work / "registry")
-            await registry.start()
-            image = await build_busybox_image(registry, "busybox", "1")
-            console.print(f"  pushed {image}")
-
-            step(3, f"the coordinator on {gw} (embedded etcd, new RSA-4096 CA)")
-            api_port = free_port(gw)
-            coord_dir = self.work / "coordinator"
-            py = [sys.executable, "-m", "cloudless"]
-            self.spawn(
-                "coordinator",
-                [
-                    *py,
-                    "coordinator",
-                    "--bootstrap",
-                    "--data-dir",
-                    str(coord_dir),
-                    "--name",
-                    "coord-1",
-                    "--host",
-                    gw,
-                    "--api-port",
-                    str(api_port),
-                    "--agent-port",
-                    str(free_port(gw)),
-                    "--enroll-port",
-                    str(free_port(gw)),
-                    "--etcd-client-port",
-                    str(free_port(gw)),
-                    "--etcd-peer-port",
-                    str(free_port(gw)),
-                ],
-            )
-            admin = coord_dir / "admin" / "config.json"
-            await wait_until("the coordinator's admin config", admin.exists, 90)
-            client = Client(ClientConfig.load(admin))
-            await wait_until(
-                "the coordinator API", lambda: client.call("GET", "/healthz")["is_leader"], 60
-            )
-            console.print(f"  API https://{gw}:{api_port}, admin config {admin}")
-
-            step(4, "three agents, each with its own containerd, enrolled with one-time tokens")
-            agents = {}
-            for i, (h, zone) in enumerate(zip(hosts, ZONES, strict=True)):
-                ctrd = PrivateContainerd(self.work / f"containerd-{h.name}", netns=h.netns)
-                await ctrd.start()
-                daemons.append(ctrd)
-                token = await asyncio.to_thread(client.create_token, ttl_seconds=600)
-                agents[h.name] = self.spawn(
-                    f"agent-{h.name}",
-                    [
-                        "nsenter",
-                        f"--net=/var/run/netns/{h.netns}",
-                        *py,
-                        "agent",
-                        "--join",
-                        f"https://{gw}:{api_port}",
-                        "--token",
-                        token,
-                        "--data-dir",
-                        str(self.work / f"agent-{h.name}"),
-                        "--name",
-                        f"device-{i + 1}",
-                        "--zone",
-                        zone,
-                        "--region",
-                        "home",
-                        "--address",
-                        h.ip,
-                        "--containerd-socket",
-                        ctrd.address,
-                        "--insecure-registry",
-                        registry.host,
-                    ],
-                )
-            nodes_ready = await wait_until(
-                "3 ready nodes",
-                lambda: (
-                    (ns := client.nodes()) and sum(n["state"] == "ready" for n in ns) == 3 and ns
-                ),
-                60,
-            )
-            nodes = {n["id"]: n for n in nodes_ready}
+            client = await lc.up()
+            nodes = {n["id"]: n for n in await asyncio.to_thread(client.nodes)}
             t = Table(title="nodes")
             for col in ("id", "name", "zone", "address", "state"):
                 t.add_column(col)
             for n in nodes.values():
                 t.add_row(n["id"], n["name"], n["zone"], n["address"], n["state"])
             console.print(t)
-
-            step(5, "apply examples/hello.yaml: 3 HTTP servers spread over 3 zones")
-            spec = EXAMPLE.read_text().replace("127.0.0.1:5000/busybox:1", image)
-            res = await asyncio.to_thread(client.apply, spec.encode())
-            console.print(f"  workload hello {res['result']}")
-            reps = await wait_until(
-                "3 running replicas", lambda: len(r := running(client)) == 3 and r, 120
-            )
-            console.print(placement_table(client, nodes))
-            zones = sorted(nodes[r["node_id"]]["zone"] for r in reps)
-            if zones != list(ZONES):
-                raise DemoFailed(f"replicas are not spread over the three zones: {zones}")
-            for r in reps:
-                body = await wait_until(
-                    f"an answer from {r['endpoint']}", functools.partial(fetch, r["endpoint"]), 30
-                )
-                console.print(f"  GET http://{r['endpoint']}/ -> {body!r}")
-
-            step(6, "a device dies: every process in its namespace is killed")
-            victim = reps[0]
-            vnode = nodes[victim["node_id"]]
-            vhost = next(h for h in hosts if h.ip == vnode["address"])
-            console.print(
-                f"  killing {vhost.name} ({vnode['name']}, {vnode['zone']}), "
-                f"which runs {victim['id']}"
-            )
-            t0 = time.monotonic()
-            await asyncio.to_thread(vhost.kill_all)
-            await wait_until(
-                f"{vnode['name']} offline",
-                lambda: any(
-                    n["id"] == vnode["id"] and n["state"] == "offline" for n in client.nodes()
-                ),
-                60,
-                interval=0.05,
-            )
-            detected = time.monotonic() - t0
-            replaced = await wait_until(
-                "a replacement running elsewhere",
-                lambda: (
-                    len(r := [x for x in running(client) if x["node_id"] != vnode["id"]]) == 3 and r
-                ),
-                60,
-                interval=0.05,
-            )
-            took = time.monotonic() - t0
-            console.print(
-                f"  node offline after {detected:.2f}s; "
-                f"replacement running after [bold]{took:.2f}s[/]"
-            )
-            console.print(placement_table(client, nodes))
-            new = [r for r in replaced if r["id"] not in {x["id"] for x in reps}]
-            for r in new:
-                body = await wait_until(
-                    f"an answer from {r['endpoint']}", functools.partial(fetch, r["endpoint"]), 30
-                )
-                console.print(f"  GET http://{r['endpoint']}/ -> {body!r}")
-            return took
+            return await self.scenario(client, nodes)
         finally:
             step(7, "tear down")
-            for p in self.procs:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGTERM)
-            for p in self.procs:
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(p.pid, signal.SIGKILL)
-            for d in daemons:
-                with contextlib.suppress(Exception):
-                    await d.stop(cleanup=True)
-            if registry is not None:
-                await registry.stop()
-            await asyncio.to_thread(lab.teardown)
-            from cloudless.devenv.containerd import remove_cgroups
-
-            remove_cgroups("/cloudless")
+            await lc.down()
             console.print("  done")
+
+    async def scenario(self, client: Client, nodes: dict[str, dict[str, Any]]) -> float:
+        hosts = self.cluster.hosts
+        image = self.cluster.image
+        step(5, "apply examples/hello.yaml: 3 HTTP servers spread over 3 zones")
+        spec = EXAMPLE.read_text().replace("127.0.0.1:5000/busybox:1", image)
+        res = await asyncio.to_thread(client.apply, spec.encode())
+        console.print(f"  workload hello {res['result']}")
+        reps = await wait_until(
+            "3 running replicas", lambda: len(r := running(client)) == 3 and r, 120
+        )
+        console.print(placement_table(client, nodes))
+        zones = sorted(nodes[r["node_id"]]["zone"] for r in reps)
+        if zones != list(ZONES):
+            raise DemoFailed(f"replicas are not spread over the three zones: {zones}")
+        for r in reps:
+            body = await wait_until(
+                f"an answer from {r['endpoint']}", functools.partial(fetch, r["endpoint"]), 30
+            )
+            console.print(f"  GET http://{r['endpoint']}/ -> {body!r}")
+
+        step(6, "a device dies: every process in its namespace is killed")
+        victim = reps[0]
+        vnode = nodes[victim["node_id"]]
+        vhost = next(h for h in hosts if h.ip == vnode["address"])
+        console.print(
+            f"  killing {vhost.name} ({vnode['name']}, {vnode['zone']}), which runs {victim['id']}"
+        )
+        t0 = time.monotonic()
+        await asyncio.to_thread(vhost.kill_all)
+        await wait_until(
+            f"{vnode['name']} offline",
+            lambda: any(n["id"] == vnode["id"] and n["state"] == "offline" for n in client.nodes()),
+            60,
+            interval=0.05,
+        )
+        detected = time.monotonic() - t0
+        replaced = await wait_until(
+            "a replacement running elsewhere",
+            lambda: (
+                len(r := [x for x in running(client) if x["node_id"] != vnode["id"]]) == 3 and r
+            ),
+            60,
+            interval=0.05,
+        )
+        took = time.monotonic() - t0
+        console.print(
+            f"  node offline after {detected:.2f}s; replacement running after [bold]{took:.2f}s[/]"
+        )
+        console.print(placement_table(client, nodes))
+        new = [r for r in replaced if r["id"] not in {x["id"] for x in reps}]
+        for r in new:
+            body = await wait_until(
+                f"an answer from {r['endpoint']}", functools.partial(fetch, r["endpoint"]), 30
+            )
+            console.print(f"  GET http://{r['endpoint']}/ -> {body!r}")
+        return took
 
 
 def main() -> int:
