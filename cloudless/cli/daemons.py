@@ -117,8 +117,12 @@ def coordinator(
     bootstrap: Annotated[
         bool, typer.Option("--bootstrap", help="Create a new cluster (CA, identity, admin).")
     ] = False,
-    join: Annotated[str, typer.Option(help="API URL of a coordinator to join.")] = "",
-    token: Annotated[str, typer.Option(help="Coordinator-join token (with --join).")] = "",
+    join: Annotated[
+        str, typer.Option(metavar="URL", help="API URL of a coordinator to join.")
+    ] = "",
+    token: Annotated[
+        str, typer.Option(metavar="TOKEN", help="Coordinator-join token (with --join).")
+    ] = "",
     store: Annotated[
         str, typer.Option(help="etcd (embedded member, durable) or memory (dev/test only).")
     ] = "etcd",
@@ -235,9 +239,14 @@ def coordinator_config(
 
 def agent(
     join: Annotated[
-        str, typer.Option(help="Coordinator API URL, e.g. https://10.0.0.1:8443 (to enroll).")
+        str,
+        typer.Option(
+            metavar="URL", help="Coordinator API URL, e.g. https://10.0.0.1:8443 (to enroll)."
+        ),
     ] = "",
-    token: Annotated[str, typer.Option(help="Node-enrollment token (to enroll).")] = "",
+    token: Annotated[
+        str, typer.Option(metavar="TOKEN", help="Node-enrollment token (to enroll).")
+    ] = "",
     data_dir: Annotated[
         Path | None,
         typer.Option(help="State dir (identity, assignment, logs). Default ~/.cloudless/agent."),
@@ -246,7 +255,7 @@ def agent(
     zone: Annotated[str, typer.Option(help="Failure zone, e.g. eu-1a.")] = "",
     region: Annotated[str, typer.Option(help="Region, e.g. eu-1.")] = "",
     label: Annotated[
-        list[str] | None, typer.Option(help="Node label KEY=VALUE (repeatable).")
+        list[str] | None, typer.Option(metavar="KEY=VALUE", help="Node label (repeatable).")
     ] = None,
     address: Annotated[str, typer.Option(help="Address other nodes reach this one at.")] = "",
     runtime: Annotated[str, typer.Option(help="containerd or fake (testing).")] = "containerd",
@@ -256,16 +265,16 @@ def agent(
     namespace: Annotated[str, typer.Option(help="containerd namespace.")] = "cloudless",
     insecure_registry: Annotated[
         list[str] | None,
-        typer.Option(help="Registry HOST:PORT reached over plain HTTP (repeatable)."),
+        typer.Option(metavar="HOST:PORT", help="Registry reached over plain HTTP (repeatable)."),
     ] = None,
     cpu: Annotated[
-        str | None, typer.Option(help="Declared CPU instead of measured (2, 1500m).")
+        str | None, typer.Option(metavar="CPU", help="Declared CPU instead of measured (2, 1500m).")
     ] = None,
     memory: Annotated[
-        str | None, typer.Option(help="Declared memory instead of measured (4Gi).")
+        str | None, typer.Option(metavar="SIZE", help="Declared memory instead of measured (4Gi).")
     ] = None,
     disk: Annotated[
-        str | None, typer.Option(help="Declared disk instead of measured (20Gi).")
+        str | None, typer.Option(metavar="SIZE", help="Declared disk instead of measured (20Gi).")
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:

@@ -20,7 +20,8 @@ def create(
     use: Annotated[str, typer.Option(help="node-enrollment or coordinator-join.")] = USES[0],
     ttl: Annotated[str, typer.Option(help="Lifetime: 30m, 24h, 7d.")] = "24h",
     label: Annotated[
-        list[str] | None, typer.Option(help="Label KEY=VALUE given to the node (repeatable).")
+        list[str] | None,
+        typer.Option(metavar="KEY=VALUE", help="Label given to the node (repeatable)."),
     ] = None,
     description: Annotated[str, typer.Option(help="A note for `token list`.")] = "",
     config: ConfigOpt = None,
