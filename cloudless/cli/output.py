@@ -7,6 +7,7 @@ Data goes to stdout and everything else (progress, notes, errors) to stderr, so
 from __future__ import annotations
 
 import enum
+import errno
 import http.client
 import json
 import os
@@ -109,8 +110,12 @@ def error_lines(e: BaseException) -> list[str]:
         return [f"error: TLS failed: {e} (is --config the right cluster's client config?)"]
     if isinstance(e, FileNotFoundError) and e.filename:
         return [f"error: {e.filename}: no such file"]
-    if isinstance(e, OSError | http.client.HTTPException):
+    if isinstance(e, OSError) and e.errno == errno.EADDRINUSE:
+        return [f"error: {e}: another process (a coordinator already running?) uses that port"]
+    if isinstance(e, ConnectionError | http.client.HTTPException):
         return [f"error: the connection failed: {e}"]
+    if isinstance(e, OSError):
+        return [f"error: {e}"]
     return [f"error: {e}"]
 
 

@@ -46,6 +46,13 @@ def run(*args: str, input: str | None = None) -> Any:
             "error: the connection failed: [Errno 111] Connection refused"
         ]),
         (FileNotFoundError(2, "No such file", "/x/ca.pem"), ["error: /x/ca.pem: no such file"]),
+        (OSError(98, "error while attempting to bind on address ('127.0.0.1', 8443)"), [
+            "error: [Errno 98] error while attempting to bind on address ('127.0.0.1', 8443): "
+            "another process (a coordinator already running?) uses that port"
+        ]),
+        (PermissionError(13, "Permission denied", "/var/lib/x"), [
+            "error: [Errno 13] Permission denied: '/var/lib/x'"
+        ]),
         (ssl.SSLError(1, "bad cert"), [
             "error: TLS failed: bad cert (is --config the right cluster's client config?)"
         ]),
