@@ -1,0 +1,76 @@
+"""The harness's pure parts: /proc parsing, event matching, summaries, worker splits."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.cluster_scale.measure import (
+    Event,
+    cpu_seconds,
+    first_after,
+    parse_event,
+    rss_bytes,
+    split_counts,
+    summary,
+)
+
+# /proc/<pid>/stat with a command name holding a space and a ')': utime=250, stime=150 ticks.
+STAT = "1234 (py thon) x) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 150 0 0 20 0 3 0 99 1 2"
+
+
+def test_cpu_seconds_counts_fields_after_the_last_paren() -> None:
+    # (250 + 150) ticks / 100 ticks per second = 4.0 s
+    assert cpu_seconds(STAT, 100) == 4.0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Name:\tpython\nVmRSS:\t  2048 kB\nThreads: 3\n", 2048 * 1024),
+        ("Name:\tzombie\n", 0),  # a zombie has no VmRSS line
+    ],
+)
+def test_rss_bytes(text: str, expected: int) -> None:
+    assert rss_bytes(text) == expected
+
+
+def ev(at: float, kind: str = "node", **f: str) -> Event:
+    return parse_event({"at": at, "kind": kind, "message": "m", **f})
+
+
+def test_first_after_picks_the_earliest_matching_event_not_before_t0() -> None:
+    evs = [
+        ev(9.0, node="a", state="offline"),  # before t0: ignored
+        ev(12.0, node="a", state="offline"),
+        ev(11.0, node="b", state="offline"),  # other node
+        ev(10.5, node="a", state="ready"),  # other state
+        ev(11.5, node="a", state="offline"),  # earliest match (list order does not matter)
+    ]
+    got = first_after(evs, 10.0, kind="node", node="a", state="offline")
+    assert got is not None and got.at == 11.5
+    assert first_after(evs, 10.0, kind="replica", node="a") is None
+
+
+@pytest.mark.parametrize(
+    ("values", "p50", "p95", "ok"),
+    [
+        # sorted 1..5: p50 = 3; p95 at rank 0.95*4 = 3.8 -> 4 + 0.8*(5-4) = 4.8
+        ([5.0, 1.0, 3.0, 2.0, 4.0], 3.0, 4.8, False),  # 4.8 > goal 4
+        ([1.0, 2.0, 3.0], 2.0, 2.9, True),  # rank 1.9 -> 2 + 0.9 = 2.9
+    ],
+)
+def test_summary_against_goals(values: list[float], p50: float, p95: float, ok: bool) -> None:
+    s = summary(values, 3.0, 4.0)
+    assert (s["n"], s["p50"], s["p95"], s["pass"]) == (len(values), p50, p95, ok)
+
+
+def test_summary_of_nothing_has_no_verdict() -> None:
+    assert summary([], 1.0, 2.0) == {"n": 0, "p50": None, "p95": None, "max": None}
+
+
+@pytest.mark.parametrize(
+    ("total", "parts", "expected"),
+    [(10, 3, [4, 3, 3]), (2, 5, [1, 1]), (0, 3, []), (700, 1, [700])],
+)
+def test_split_counts(total: int, parts: int, expected: list[int]) -> None:
+    assert split_counts(total, parts) == expected
