@@ -247,8 +247,18 @@ class Link:
         """Act on one message; True ends the session."""
         kind = msg.WhichOneof("kind")
         if kind == "assignments":
-            self.assignments.save(msg.assignments)
+            # Obey first: the file only serves a restart while offline. A full disk must not
+            # end the session (the same set would be resent and fail again, forever).
             self.supervisor.assign(assignments_from_pb(msg.assignments))
+            try:
+                self.assignments.save(msg.assignments)
+            except OSError as e:
+                log.warning(
+                    "could not persist assignments to %s (a restart would start from the "
+                    "previous set): %s",
+                    self.assignments.path,
+                    e,
+                )
         elif kind == "ack":
             if msg.ack.interval_s > 0:
                 self.interval = min(max(msg.ack.interval_s, 0.05), 60.0)
