@@ -29,9 +29,11 @@ SKIP = (
 
 
 def spec(name: str, image: str, replicas: int) -> bytes:
-    """A long-running busybox workload, one replica per zone where possible."""
+    """A long-running busybox workload, one replica per zone where possible. It exits within
+    a second of SIGTERM, so stopping an extra replica does not wait for the kill grace."""
     return (
-        f"name: {name}\nimage: {image}\ncommand: [sh, -c, 'exec sleep 100000']\n"
+        f"name: {name}\nimage: {image}\n"
+        "command: [sh, -c, 'trap \"exit 0\" TERM; while true; do sleep 1; done']\n"
         f"resources: {{cpu: 10m, memory: 8Mi}}\nreplicas: {replicas}\n"
         "restart: {policy: always}\n"
         "placement:\n  spread:\n    - topology_key: zone\n"
@@ -45,10 +47,32 @@ class Writes:
         self.c = cluster
         self.acked: dict[str, int] = {}
         self.failed = 0
+        self.created: list[str] = []  # workloads whose creation was acknowledged
+
+    def create(self, name: str) -> bool:
+        """Create an empty workload (0 replicas): one acknowledged write, checked by name."""
+        try:
+            self.c.api.apply(spec(name, self.c.image, 0))
+        except Exception:
+            self.failed += 1
+            return False
+        self.created.append(name)
+        return True
 
     def apply(self, name: str, replicas: int) -> bool:
         try:
             self.c.api.apply(spec(name, self.c.image, replicas))
+        except Exception:
+            self.failed += 1
+            return False
+        self.acked[name] = replicas
+        return True
+
+    def scale(self, name: str, replicas: int) -> bool:
+        """Scale through ``/scale`` (keeps the spec version: no rolling restart; a changed
+        ``replicas`` in an apply bumps the version and restarts every replica)."""
+        try:
+            self.c.api.call("POST", f"/v1/workloads/{name}/scale", {"replicas": replicas})
         except Exception:
             self.failed += 1
             return False
@@ -75,6 +99,11 @@ def settled(c: NetnsCluster, w: Writes) -> str:
     dup = {k: v for k, v in counts.items() if v > 1}
     if dup:
         return f"duplicate containers: {dup}"
+    if w.created:
+        have = {x["name"] for x in c.api.call("GET", "/v1/workloads")["workloads"]}
+        lost = [n for n in w.created if n not in have]
+        if lost:
+            return f"acknowledged creations lost: {lost}"
     wanted_ids: dict[str, str] = {}
     for name, n in w.acked.items():
         wl = c.api.workload(name)

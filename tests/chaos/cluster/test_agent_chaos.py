@@ -5,6 +5,7 @@ itself and checks the invariants of ``conftest.settled`` afterwards."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 
 import pytest
@@ -180,10 +181,57 @@ async def test_containerd_restart_under_an_agent(cluster: NetnsCluster) -> None:
     assert {r["id"] for r in running_replicas(c, "web")} == before, "a replica was replaced"
     # the agent still drives containerd: 6 replicas put a second one on every node
     t1 = time.monotonic()
-    assert await asyncio.to_thread(w.apply, "web", 6)
+    assert await asyncio.to_thread(w.scale, "web", 6)
     await assert_settles(c, w, 60)
     scale = time.monotonic() - t1
     assert any(
         r["node_id"] == c.node_ids[i] and r["id"] not in before for r in running_replicas(c, "web")
     ), "no new container on the restarted node"
     report("containerd-restart", restart_s=restart, scale_to_6_s=scale)
+
+
+async def test_full_data_disk(cluster: NetnsCluster) -> None:
+    """Fill an agent's data filesystem (a 64 MiB tmpfs) to the last byte: the node reports
+    DiskPressure (an event names it), it stays ready, gets no new replicas, and still obeys
+    a change it cannot persist (scale to 0: its container stops). After the disk is freed and
+    the agent restarted it comes back with its identity and converges: nothing corrupted."""
+    c = cluster
+    w = await _deploy(c)
+    i, rid = _victim(c)
+    t0 = time.monotonic()
+    c.fill_disk(i, leave_bytes=0)
+    try:
+        seen = await timed(
+            "DiskPressure on the node", lambda: c.node(i)["conditions"]["disk_pressure"], 30
+        )
+        events = c.api.open("GET", "/v1/events?tail=200").read().decode()
+        assert f"node {c.node_ids[i]} conditions: DiskPressure" in events
+        assert c.node_state(i) == "ready"
+        assert await asyncio.to_thread(w.scale, "web", 6)
+        await assert_settles(c, w, 60)
+        on_full = [r["id"] for r in running_replicas(c, "web") if r["node_id"] == c.node_ids[i]]
+        assert on_full == [rid], f"new replicas were placed on a node with DiskPressure: {on_full}"
+        assert await asyncio.to_thread(w.scale, "web", 0)
+        stopped = await timed(
+            "its container stopped", lambda: rid not in c.running_containers(), 30
+        )
+        p = c.agents[i]
+        assert p is not None and p.alive(), f"the agent died on a full disk: see {p and p.log}"
+    finally:
+        c.free_disk(i)
+    cleared = await timed(
+        "DiskPressure cleared", lambda: not c.node(i)["conditions"]["disk_pressure"], 30
+    )
+    c.kill_agent(i, signal.SIGTERM)
+    await c.start_agent(i)
+    await timed("node ready after restart", lambda: c.node_state(i) == "ready", 30)
+    assert await asyncio.to_thread(w.scale, "web", 3)
+    settle = await assert_settles(c, w, 60)
+    report(
+        "full-disk",
+        disk_pressure_reported_s=seen,
+        stop_obeyed_on_full_disk_s=stopped,
+        pressure_cleared_s=cleared,
+        settle_after_restart_s=settle,
+        total_s=time.monotonic() - t0,
+    )

@@ -1,0 +1,126 @@
+"""Control-plane chaos: three coordinators (each with its etcd member, each in a network
+namespace of its own), three agents with containerd. A writer keeps applying through the
+API while a coordinator or an etcd member is killed; every acknowledged write must survive,
+and the data plane must not notice beyond a pause."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import pytest
+
+from cloudless.devenv.cluster import NetnsCluster, wait_until
+
+from .conftest import Writes, assert_settles, report
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
+
+
+async def _writer(w: Writes, stop: asyncio.Event, lat: list[float]) -> None:
+    """Until ``stop``: create workload ``w-<n>`` (0 replicas) and, every third write, scale
+    ``load`` between 1 and 3. Every acknowledged write is recorded in ``w``."""
+    n = 0
+    while not stop.is_set():
+        n += 1
+        t0 = time.monotonic()
+        if n % 3:
+            ok = await asyncio.to_thread(w.create, f"w-{n}")
+        else:
+            ok = await asyncio.to_thread(w.scale, "load", 1 + n % 3)
+        if ok:
+            lat.append(time.monotonic() - t0)
+        await asyncio.sleep(0.1)
+
+
+async def _setup(c: NetnsCluster) -> Writes:
+    w = Writes(c)
+    assert await asyncio.to_thread(w.apply, "web", 3)
+    assert await asyncio.to_thread(w.apply, "load", 1)
+    await assert_settles(c, w, 90)
+    return w
+
+
+async def test_kill9_leader_coordinator(ha_cluster: NetnsCluster) -> None:
+    """kill -9 every process of the leader coordinator's host (coordinator + etcd member):
+    a follower takes over, writes resume, no acknowledged write is lost, containers are not
+    restarted and no node is judged offline for good."""
+    c = ha_cluster
+    w = await _setup(c)
+    leader = c.leader()
+    assert leader is not None
+    containers_before = c.running_containers()
+    stop, lat = asyncio.Event(), []
+    writer = asyncio.create_task(_writer(w, stop, lat))
+    await asyncio.sleep(2)
+    acked_before = len(lat)
+    t0 = time.monotonic()
+    c.kill_coordinator(leader)
+    try:
+        new = await wait_until("a new leader", lambda: c.leader(), 30, interval=0.1)
+        failover = time.monotonic() - t0
+        n0 = len(lat)
+        await wait_until("a write acknowledged after failover", lambda: len(lat) > n0, 30)
+        write_gap = time.monotonic() - t0
+        await asyncio.sleep(3)
+    finally:
+        stop.set()
+        await writer
+    assert new != leader
+    settle = await assert_settles(c, w, 60)
+    web_now = {k for k in c.running_containers() if k.startswith("web-")}
+    assert web_now == {k for k in containers_before if k.startswith("web-")}, (
+        "web containers were replaced or restarted by a control-plane failover"
+    )
+    report(
+        "kill9-leader-coordinator",
+        failover_s=failover,
+        first_write_after_kill_s=write_gap,
+        acked_writes=len(lat),
+        acked_before_kill=acked_before,
+        failed_writes=w.failed,
+        settle_s=settle,
+    )
+
+
+async def test_kill_etcd_member(ha_cluster: NetnsCluster) -> None:
+    """kill -9 the etcd member of a follower and then of the leader: writes go on (quorum
+    2/3), the coordinator notices, no acknowledged write is lost."""
+    c = ha_cluster
+    w = await _setup(c)
+    leader = c.leader()
+    assert leader is not None
+    follower = next(n for n in c.coords if n != leader)
+    stop, lat = asyncio.Event(), []
+    writer = asyncio.create_task(_writer(w, stop, lat))
+    killed: list[int] = []
+    try:
+        await asyncio.sleep(2)
+        killed.append(c.kill_etcd(follower))
+        await asyncio.sleep(4)
+        n0 = len(lat)
+        await wait_until("writes with a follower's etcd dead", lambda: len(lat) > n0 + 3, 20)
+        respawn_f = c.etcd_pid(follower)
+        t0 = time.monotonic()
+        killed.append(c.kill_etcd(leader))
+        n1 = len(lat)
+        await wait_until("writes after the leader's etcd died", lambda: len(lat) > n1, 45)
+        gap = time.monotonic() - t0
+        await asyncio.sleep(3)
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await writer
+    settle = await assert_settles(c, w, 60)
+    new_leader = c.leader()
+    report(
+        "kill-etcd-member",
+        follower_etcd_respawned=str(respawn_f is not None and respawn_f not in killed),
+        writes_resumed_after_leader_etcd_kill_s=gap,
+        leader_before=leader,
+        leader_after=str(new_leader),
+        acked_writes=len(lat),
+        failed_writes=w.failed,
+        settle_s=settle,
+    )
