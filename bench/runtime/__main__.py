@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import percentile, write_results
+from bench.common import write_results
 from cloudless.devenv import (
     PrivateContainerd,
     PrivateRegistry,
@@ -94,32 +94,6 @@ async def bench_pull(cd: PrivateContainerd, reg: PrivateRegistry, tmp: Path) -> 
     }
 
 
-async def ctr_run_baseline(cd: PrivateContainerd, image: str, n: int = 15) -> dict[str, Any]:
-    """``ctr run -d`` of the same sleeper: containerd's own create-to-running (plus ctr's
-    process start), for context next to ours."""
-    base = ["ctr", "-a", cd.address, "-n", "bench-ctr"]
-
-    async def ctr(*args: str) -> None:
-        p = await asyncio.create_subprocess_exec(
-            *base, *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        await p.wait()
-
-    await ctr("images", "pull", "--plain-http", image)
-    times = []
-    for i in range(n):
-        t = time.perf_counter()
-        await ctr(
-            "run", "-d", image, f"ctr-{i}", "sh", "-c", "trap 'exit 0' TERM; sleep 1000 & wait"
-        )
-        times.append((time.perf_counter() - t) * 1000)
-        await ctr("tasks", "kill", "-s", "SIGKILL", f"ctr-{i}")
-        await asyncio.sleep(0.05)
-        await ctr("tasks", "rm", "-f", f"ctr-{i}")
-        await ctr("containers", "rm", f"ctr-{i}")
-    return {"n": n, "p50": percentile(times, 50), "p95": percentile(times, 95)}
-
-
 async def main() -> int:
     if not (containerd_available() and registry_available()):
         print("containerd/runc/docker-registry not installed; cannot benchmark", file=sys.stderr)
@@ -148,7 +122,6 @@ async def main() -> int:
                 raise RuntimeError("bench.runtime.managed failed")
             managed = json.loads(out.decode().strip().splitlines()[-1])
             lifecycle, burst = managed["lifecycle"], managed["burst"]
-            lifecycle["create_to_running_ms"]["ctr_run_d_ms"] = await ctr_run_baseline(cd, image)
             print(lifecycle, burst, sep="\n", flush=True)
         for ns in ("bench",):
             remove_cgroups(f"/cloudless/{ns}")

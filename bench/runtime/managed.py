@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import time
 from typing import Any
@@ -30,10 +31,34 @@ def rss_mb() -> float:
     return float(psutil.Process().memory_info().rss) / (1 << 20)
 
 
-async def bench_lifecycle(rt: ContainerdRuntime, image: str) -> dict[str, Any]:
+async def ctr_run(address: str, image: str, cid: str) -> float:
+    """``ctr run -d`` of the same sleeper (containerd's own path plus ctr's process start), in
+    ms; the container is removed afterwards."""
+    base = ["ctr", "-a", address, "-n", "bench-ctr"]
+
+    async def ctr(*args: str) -> None:
+        p = await asyncio.create_subprocess_exec(
+            *base, *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        await p.wait()
+
+    t = time.perf_counter()
+    await ctr("run", "-d", image, cid, *SLEEPER)
+    dt = (time.perf_counter() - t) * 1000
+    await ctr("tasks", "kill", "-s", "SIGKILL", cid)
+    await asyncio.sleep(0.05)
+    await ctr("tasks", "rm", "-f", cid)
+    await ctr("containers", "rm", cid)
+    return dt
+
+
+async def bench_lifecycle(rt: ContainerdRuntime, image: str, address: str) -> dict[str, Any]:
+    """Ours and ``ctr run -d`` alternate sample by sample, so both see the same machine load."""
     start_ms: list[float] = []
     stop_ms: list[float] = []
+    ctr_ms: list[float] = []
     for i in range(LATENCY_N):
+        ctr_ms.append(await ctr_run(address, image, f"ctr-{i}"))
         cid = f"lat-{i}"
         t = time.perf_counter()
         await rt.create_container(ContainerSpec(id=cid, image=image, command=SLEEPER))
@@ -55,6 +80,7 @@ async def bench_lifecycle(rt: ContainerdRuntime, image: str) -> dict[str, Any]:
             "p95": percentile(start_ms, 95),
             "target_p50": 100,
             "ok": percentile(start_ms, 50) <= 100,
+            "ctr_run_d_ms": {"p50": percentile(ctr_ms, 50), "p95": percentile(ctr_ms, 95)},
         },
         "stop_ms": {
             "p50": percentile(stop_ms, 50),
@@ -110,7 +136,12 @@ async def main(address: str, image: str, data_dir: str) -> None:
     loop = asyncio.create_task(rt.run())
     try:
         await rt.pull_image(image)
-        lifecycle = await bench_lifecycle(rt, image)
+        p = await asyncio.create_subprocess_exec(
+            "ctr", "-a", address, "-n", "bench-ctr", "images", "pull", "--plain-http", image,
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        await p.wait()
+        lifecycle = await bench_lifecycle(rt, image, address)
         burst = await bench_burst(rt, image)
     finally:
         loop.cancel()
