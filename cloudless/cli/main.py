@@ -45,6 +45,8 @@ class CloudlessGroup(TyperGroup):
             leaf = _leaf_error(e)
             if isinstance(leaf, typer.Exit | typer.Abort | _click.ClickException):
                 raise leaf from None
+            if isinstance(leaf, BrokenPipeError):  # `cloudless logs x -f | head`: end quietly
+                raise leaf from None
             print_error(leaf)
             raise typer.Exit(1) from None
 

@@ -278,3 +278,15 @@ def test_read_specs_from_files_documents_and_directories(tmp_path: Path) -> None
     empty.mkdir()
     with pytest.raises(CloudlessError, match=r"no \.yaml, \.yml or \.json files"):
         read_specs(str(empty))
+
+
+def test_a_closed_pipe_ends_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cloudless.cli.resources as resources
+
+    def closed(config: Any) -> Any:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(resources, "connect", closed)
+    r = run("get", "nodes")
+    assert r.exit_code == 1
+    assert "error" not in r.stderr and "Traceback" not in r.output
