@@ -83,7 +83,9 @@ def workload_view(rec: WorkloadRecord, replicas: list[Replica] | None = None) ->
     }
     if replicas is not None:
         out["replicas"] = [replica_view(r) for r in replicas]
-        out["replicas_running"] = sum(1 for r in replicas if r.observed.value == "running")
+        out["replicas_running"] = sum(
+            1 for r in replicas if r.observed.value == "running" and r.desired.value == "running"
+        )
     return out
 
 
@@ -434,15 +436,18 @@ class UserApi:
             async with cm as q:
                 resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
                 await resp.prepare(request)
-                while True:
-                    chunk = await q.get()
-                    if chunk.error:
-                        await resp.write(f"error: {chunk.error}\n".encode())
-                    if chunk.data:
-                        await resp.write(chunk.data)
-                    if chunk.eof:
-                        break
-                await resp.write_eof()
+                try:
+                    while True:
+                        chunk = await q.get()
+                        if chunk.error:
+                            await resp.write(f"error: {chunk.error}\n".encode())
+                        if chunk.data:
+                            await resp.write(chunk.data)
+                        if chunk.eof:
+                            break
+                    await resp.write_eof()
+                except ConnectionResetError:
+                    pass  # the client went away (Ctrl-C on `logs -f`)
                 return resp
         except LookupError as e:
             raise NotFound(str(e)) from None
@@ -543,13 +548,16 @@ class UserApi:
         tail = _int_q(request, "tail", 50)
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
-        for rec in listing.records[-tail:] if tail else []:
-            await resp.write(json.dumps(rec.value).encode() + b"\n")
-        if follow:
-            async for ev in self.state.events.watch(start_revision=listing.revision + 1):
-                if ev.type is EventType.PUT and ev.record is not None:
-                    await resp.write(json.dumps(ev.record.value).encode() + b"\n")
-        await resp.write_eof()
+        try:
+            for rec in listing.records[-tail:] if tail else []:
+                await resp.write(json.dumps(rec.value).encode() + b"\n")
+            if follow:
+                async for ev in self.state.events.watch(start_revision=listing.revision + 1):
+                    if ev.type is EventType.PUT and ev.record is not None:
+                        await resp.write(json.dumps(ev.record.value).encode() + b"\n")
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass  # the client went away (Ctrl-C on `events -f`): nothing to answer
         return resp
 
 
