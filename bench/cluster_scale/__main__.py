@@ -67,6 +67,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--quick", action="store_true", help="small and short: N=250, few samples")
     p.add_argument("--no-failover", action="store_true")
     p.add_argument("--no-scale", action="store_true")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
     p.add_argument("--failover-kills", type=int, default=0)
     a = p.parse_args(argv)
     nodes = [int(x) for x in a.nodes.split(",") if x] or ([250] if a.quick else [1000, 5000])
@@ -81,7 +82,10 @@ def main(argv: list[str]) -> int:
             kills = a.failover_kills or (2 if a.quick else 4)
             results["failover"] = failover(root / "failover", kills, agents=20, log=log)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if a.keep:
+            log(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
     write_results("cluster_scale", results)
     return 0
 

@@ -202,7 +202,7 @@ class Worker:
             "--data", str(data), "--role", role, "--prefix", f"{role}-",
             "--concurrency", str(concurrency),
         ]  # fmt: skip
-        errlog = open(data.parent / f"worker-{role}-{first}.log", "ab")  # noqa: SIM115
+        errlog = open(data.parent / f"worker-{role}-{first}.log", "ab")
         self.proc = subprocess.Popen(
             cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errlog,
             text=True, start_new_session=True,

@@ -131,11 +131,16 @@ class ScaleRun:
             self.add_workers(split_counts(delta, -(-delta // PER_WORKER)), "bulk")
         deadline = time.monotonic() + timeout
         ready = 0
+        last_log = 0.0
         while time.monotonic() < deadline:
-            ready = self.ready_count()
-            if ready >= n:
-                break
-            time.sleep(1.0)
+            if self.enrolled() >= n:  # cheap (worker reports) before asking the API
+                ready = self.ready_count()
+                if ready >= n:
+                    break
+            if time.monotonic() - last_log > 15:
+                last_log = time.monotonic()
+                self.log(f"  enrolled {self.enrolled()}/{n} after {time.monotonic() - t0:.0f}s")
+            time.sleep(2.0)
         errors = [e for w in self.workers for e in w.errors]
         out = {
             "target": n,
