@@ -147,15 +147,16 @@ async def timed(what: str, probe: Callable[[], Any], timeout: float) -> float:
 
 
 def report(name: str, **figures: float | int | str) -> None:
-    """Print a scenario's measured figures (``pytest -s``) and append them to a results
-    file, so the README's numbers come from runs, not from memory."""
+    """Print a scenario's measured figures (see them with ``pytest -s``); with
+    ``CHAOS_RESULTS=path`` also append them to that file, so the README's numbers come from
+    runs, not from memory."""
     line = " ".join(
         f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
     )
     print(f"\n[chaos] {name}: {line}")
-    out = Path(__file__).parent / "results.txt"
-    with out.open("a") as f:
-        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {name}: {line}\n")
+    if out := os.environ.get("CHAOS_RESULTS"):
+        with Path(out).open("a") as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {name}: {line}\n")
 
 
 async def _cluster(tmp_path: Path, coordinators: int) -> AsyncIterator[NetnsCluster]:
