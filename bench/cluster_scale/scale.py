@@ -110,6 +110,14 @@ class ScaleRun:
     def ready_count(self) -> int:
         return sum(1 for n in self.client.nodes() if n["state"] == "ready")
 
+    def link_failures(self) -> int:
+        """Agent streams ended so far (silent coordinator, broken stream): from worker logs."""
+        n = 0
+        for f in (self.root / "agents").parent.glob("worker-*.log"):
+            with f.open(errors="replace") as fh:
+                n += sum(1 for line in fh if "cloudless.agent.link link to" in line)
+        return n
+
     def owner(self, node_id: str) -> Worker | None:
         return next((w for w in self.workers if node_id in w.nodes), None)
 
@@ -148,6 +156,7 @@ class ScaleRun:
             "enrolled": self.enrolled(),
             "seconds": round(time.monotonic() - t0, 1),
             "enroll_errors": len(errors),
+            "agent_stream_drops_so_far": self.link_failures(),
             "first_errors": errors[:3],
         }
         self.log(f"grow -> {out}")
@@ -158,6 +167,7 @@ class ScaleRun:
         wpids = [w.proc.pid for w in self.workers]
         c0, e0 = proc_cpu(self.coord.pid), sum(proc_cpu(p) for p in etcd)
         w0 = sum(proc_cpu(p) for p in wpids)
+        drops0 = self.link_failures()
         t0 = time.monotonic()
         time.sleep(seconds)
         dt = time.monotonic() - t0
@@ -169,6 +179,8 @@ class ScaleRun:
             "coordinator_rss_mb": round(proc_rss(self.coord.pid) / 2**20, 1),
             "etcd_rss_mb": round(sum(proc_rss(p) for p in etcd) / 2**20, 1),
             "agent_workers_rss_mb": round(sum(proc_rss(p) for p in wpids) / 2**20, 1),
+            "agent_stream_drops_in_window": self.link_failures() - drops0,
+            "heartbeat_interval_s": MembershipConfig().interval_for(len(self.client.nodes())),
         }
         self.log(f"heartbeat cost: {out}")
         return out
