@@ -74,3 +74,31 @@ def test_summary_of_nothing_has_no_verdict() -> None:
 )
 def test_split_counts(total: int, parts: int, expected: list[int]) -> None:
     assert split_counts(total, parts) == expected
+
+
+def test_report_rows_name_misses_and_breaks() -> None:
+    from bench.cluster_scale.report import markdown, rows
+
+    results = {
+        "scale": {
+            "steps": [
+                {
+                    "nodes": 1000,
+                    "scheduling": {"per_replica_s": summary([0.010, 0.030], 0.020, 0.050)},
+                    "cutoff": {"offline_s": summary([2.2], 2.0, 4.0)},
+                },
+                {"nodes": 5000, "broke": "only 10/5000 nodes ready after 600s"},
+            ]
+        },
+        "failover": {"write_failure_window_s": summary([5.1], 3.0), "acknowledged_writes_lost": 0},
+    }
+    table = {(r[0], r[2]): r for r in rows(results)}
+    # per replica: p50 of 10 and 30 ms = 20 ms <= 20 ms; p95 = 29 ms <= 50 ms -> pass
+    sched = table[("scheduling: apply -> each replica placed", "1000")]
+    assert sched[4:] == ["20 ms", "29 ms", "pass"]
+    assert table[("membership: cut-off (SIGSTOP, stream open)", "1000")][-1] == "**miss**"
+    assert table[("membership: kill -9 of the agent process", "1000")][-1] == "not measured"
+    assert table[("scale-up", "5000")][-1].startswith("**broke**")
+    fo = table[("failover: API writes failing after kill -9 of leader", "3 coord.")]
+    assert fo[4:] == ["5.10 s", "0 lost", "**miss**"]
+    assert markdown(results).count("\n") == len(rows(results)) + 1

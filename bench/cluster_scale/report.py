@@ -1,0 +1,92 @@
+"""Render ``bench/results/cluster_scale.json`` as the Markdown table of docs/performance.md:
+``python -m bench.cluster_scale.report [results.json]``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.common import RESULTS
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1000:.0f} ms"
+
+
+def _s(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f} s"
+
+
+def _verdict(s: dict[str, Any]) -> str:
+    if s.get("n", 0) == 0:
+        return "not measured"
+    return {True: "pass", False: "**miss**"}.get(s.get("pass"), "-")
+
+
+def rows(results: dict[str, Any]) -> list[list[str]]:
+    """One row per (metric, N): metric, goal, N, samples, P50, P95, verdict."""
+    out: list[list[str]] = []
+    for st in results.get("scale", {}).get("steps", []):
+        n = str(st["nodes"])
+        if "broke" in st:
+            out.append(["scale-up", "-", n, "-", "-", "-", f"**broke**: {st['broke']}"])
+            continue
+        sch = st.get("scheduling", {})
+        for key, label in (
+            ("per_replica_s", "scheduling: apply -> each replica placed"),
+            ("amortized_per_replica_s", "scheduling: whole workload / replicas"),
+        ):
+            s = sch.get(key, {})
+            out.append([label, "20 / 50 ms", n, str(s.get("n", 0)), _ms(s.get("p50")),
+                        _ms(s.get("p95")), _verdict(s)])  # fmt: skip
+        table = [
+            ("membership: stream cut (agent task killed)", "2 / 4 s",
+             st.get("reschedule", {}).get("offline_after_stream_break_s", {})),
+            ("membership: kill -9 of the agent process", "2 / 4 s",
+             st.get("kill9", {}).get("offline_s", {})),
+            ("membership: cut-off (SIGSTOP, stream open)", "2 / 4 s",
+             st.get("cutoff", {}).get("offline_s", {})),
+            ("rescheduling: death -> replacement running", "2.5 / 5 s",
+             st.get("reschedule", {}).get("replacement_running_s", {})),
+        ]  # fmt: skip
+        for label, goal, s in table:
+            out.append([label, goal, n, str(s.get("n", 0)), _s(s.get("p50")), _s(s.get("p95")),
+                        _verdict(s)])  # fmt: skip
+        hb = st.get("heartbeat_cost", {})
+        if hb:
+            cores, rss = hb["coordinator_cores"], hb["coordinator_rss_mb"]
+            ok = "pass" if cores <= 1.0 and rss <= 1024 else "**miss**"
+            label = "heartbeat cost: coordinator CPU, RSS"
+            out.append([label, "<= 1 core, <= 1 GB", n, f"{hb['window_s']} s",
+                        f"{cores:.2f} cores", f"{rss:.0f} MB", ok])  # fmt: skip
+        fa = st.get("false_alarms", {})
+        if fa:
+            bad = fa["nodes_wrongly_offline"] + fa["replicas_needlessly_replaced"]
+            out.append(["false alarms: 1-2 s freezes", "no mass restarts", n,
+                        f"{fa['freezes']} freezes",
+                        f"{fa['nodes_wrongly_offline']} offline",
+                        f"{fa['replicas_needlessly_replaced']} replaced",
+                        "pass" if bad == 0 else "**miss**"])  # fmt: skip
+    fo = results.get("failover", {})
+    if fo:
+        s = fo.get("write_failure_window_s", {})
+        lost = fo.get("acknowledged_writes_lost")
+        label = "failover: API writes failing after kill -9 of leader"
+        out.append([label, "P50 <= 3 s; 0 lost",
+                    "3 coord.", str(s.get("n", 0)), _s(s.get("p50")), f"{lost} lost",
+                    _verdict(s) if lost == 0 else "**miss** (writes lost)"])  # fmt: skip
+    return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    head = ["metric", "goal P50 / P95", "N", "samples", "P50", "P95", "verdict"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows(results)]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS / "cluster_scale.json"
+    print(markdown(json.loads(path.read_text())))
