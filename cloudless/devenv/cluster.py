@@ -369,6 +369,26 @@ class NetnsCluster:
             self.coord_hosts[name].kill_all()
         p.reap()
 
+    def restart_coordinator(self, name: str) -> Proc:
+        """Start coordinator ``name`` again with its original arguments (its data dir holds
+        the CA and etcd data, so ``--bootstrap``/``--join`` are skipped by the coordinator)."""
+        old = self.coords[name]
+        if old.alive():
+            raise ClusterError(f"coordinator {name} is still running (pid {old.pid})")
+        p = self.spawn(name, old.argv)
+        self.coords[name] = p
+        return p
+
+    def etcd_pids(self, name: str) -> list[int]:
+        """Every etcd process serving coordinator ``name``'s data dir (orphans included)."""
+        etcd_dir = str(self.work / name / "etcd")
+        out = []
+        for pid in _pids_with_arg_under(etcd_dir):
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "etcd":
+                    out.append(pid)
+        return out
+
     def etcd_pid(self, name: str) -> int | None:
         """The pid of coordinator ``name``'s etcd member (its child process)."""
         for pid in _proc.children_of(self.coords[name].pid):
