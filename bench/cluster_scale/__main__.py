@@ -39,7 +39,7 @@ def run_scale(nodes: list[int], quick: bool, root: Path) -> dict[str, Any]:
             log(f"== step N={n}")
             step: dict[str, Any] = {"nodes": n}
             steps.append(step)
-            step["grow"] = g = run.grow(n, timeout=90 + n * 0.12)
+            step["grow"] = g = run.grow(n, timeout=90 + n * 0.06)
             if g["ready"] < n * 0.98:
                 step["broke"] = f"only {g['ready']}/{n} nodes ready after {g['seconds']}s"
                 log(step["broke"])
@@ -83,7 +83,7 @@ def main(argv: list[str]) -> int:
         if not a.no_scale:
             results["scale"] = run_scale(nodes, a.quick, root / "scale")
         if not a.no_failover:
-            kills = a.failover_kills or (2 if a.quick else 4)
+            kills = a.failover_kills or (2 if a.quick else 3)
             results["failover"] = failover(root / "failover", kills, agents=20, log=log)
     finally:
         if a.keep:

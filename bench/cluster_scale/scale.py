@@ -138,16 +138,22 @@ class ScaleRun:
         if delta > 0:
             self.add_workers(split_counts(delta, -(-delta // PER_WORKER)), "bulk")
         deadline = time.monotonic() + timeout
-        ready = 0
-        last_log = 0.0
+        last_log, progress_at, seen = 0.0, time.monotonic(), -1
         while time.monotonic() < deadline:
-            if self.enrolled() >= n:  # cheap (worker reports) before asking the API
-                ready = self.ready_count()
-                if ready >= n:
-                    break
+            got = self.enrolled()
+            if got != seen:
+                progress_at, seen = time.monotonic(), got
+            if got >= n or time.monotonic() - progress_at > 30:  # done, or agents gave up
+                break
             if time.monotonic() - last_log > 15:
                 last_log = time.monotonic()
-                self.log(f"  enrolled {self.enrolled()}/{n} after {time.monotonic() - t0:.0f}s")
+                self.log(f"  enrolled {got}/{n} after {time.monotonic() - t0:.0f}s")
+            time.sleep(2.0)
+        ready = 0
+        for _ in range(15):  # enrolled nodes turn ready at their first heartbeat
+            ready = self.ready_count()
+            if ready >= self.enrolled() - len(self.dead):
+                break
             time.sleep(2.0)
         errors = [e for w in self.workers for e in w.errors]
         out = {
