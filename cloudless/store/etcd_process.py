@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal
 
 from cloudless.lib.backoff import Backoff
 from cloudless.lib.clock import Clock, SystemClock
+from cloudless.lib.proc import die_with_parent
 from cloudless.store.errors import StoreError
 
 if TYPE_CHECKING:
@@ -178,6 +179,7 @@ class EtcdMember:
                 stdout=logf,
                 stderr=logf,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),  # never outlive the coordinator (kill -9)
             )
         finally:
             logf.close()
