@@ -150,7 +150,7 @@ class ScaleRun:
                 self.log(f"  enrolled {got}/{n} after {time.monotonic() - t0:.0f}s")
             time.sleep(2.0)
         ready = 0
-        for _ in range(15):  # enrolled nodes turn ready at their first heartbeat
+        for _ in range(45):  # enrolled nodes turn ready at their first heartbeat (or after a storm)
             ready = self.ready_count()
             if ready >= self.enrolled() - len(self.dead):
                 break
