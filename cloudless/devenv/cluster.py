@@ -12,10 +12,11 @@ Layout (``prefix`` defaults to ``clchaos``):
   holds ``busybox:1`` (``c.image``);
 * coordinators ``c1..cN`` each in namespace ``<prefix>-cN`` at its own address with the default
   ports (the first bootstraps with embedded etcd, the others join with coordinator-join
-  tokens). A namespace per coordinator rather than distinct ports on the gateway: a
-  coordinator's etcd member runs in its own session (it survives a ``kill -9`` of the
-  coordinator), so only "kill every process of that host" models a machine crash, and a host
-  can be cut off the network like any agent;
+  tokens). A namespace per coordinator rather than distinct ports on the gateway: each
+  coordinator has an address of its own as on real machines (agents and etcd peers learn
+  and redirect to those addresses), "kill every process of that host" models a machine
+  crash (coordinator and etcd member at once), a coordinator can be cut off the network like
+  any agent, and the default ports need no allocation;
 * agents ``a1..aN`` in namespaces ``<prefix>-aN``, node names ``node-N``, zones round-robin
   from ``zones``, each with a ``PrivateContainerd`` in its namespace and its data dir on a
   tmpfs of ``disk_mib`` MiB (so ``fill_disk`` can fill it without touching the machine's disk).
