@@ -247,7 +247,9 @@ class ScaleRun:
                 break
             time.sleep(0.5)
         offline, replaced = [], []
-        for node in [n for n in running if n not in self.dead][:victims]:
+        bulk = {n for w in self.workers if w.role == "bulk" for n in w.nodes}
+        order = sorted((n for n in running if n not in self.dead), key=lambda n: n not in bulk)
+        for node in order[:victims]:  # agents of the bulk workers first
             w = self.owner(node)
             if w is None:
                 continue
@@ -324,7 +326,11 @@ class ScaleRun:
 
     def false_alarms(self, n: int, seconds: float) -> dict[str, Any]:
         """Freeze agents for 1-2 s at random; count wrong offline marks and needless moves."""
-        frz = [w for w in self.workers if w.role == "freeze" and w.nodes]
+        frz = [
+            w
+            for w in self.workers
+            if w.role == "freeze" and w.nodes and not set(w.nodes) & self.dead
+        ]
         name = f"fa-{n}"
         self.client.apply(spec(name, len(frz), selector="freeze"))
         self.events.wait(
