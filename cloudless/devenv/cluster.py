@@ -361,6 +361,12 @@ class NetnsCluster:
     def heal(self, i: int) -> None:
         self.agent_hosts[i].heal()
 
+    def cut_coordinator(self, name: str) -> None:
+        self.coord_hosts[name].cut()
+
+    def heal_coordinator(self, name: str) -> None:
+        self.coord_hosts[name].heal()
+
     def kill_coordinator(self, name: str, *, whole_host: bool = True) -> None:
         """``kill -9`` coordinator ``name``; with ``whole_host`` every process of its namespace
         (the coordinator and its etcd member: a machine crash)."""

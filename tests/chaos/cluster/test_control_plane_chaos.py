@@ -169,3 +169,60 @@ async def test_kill9_coordinator_process_only_then_restart(ha_cluster: NetnsClus
         f"{leader}'s data dir is served by {etcds}, its own etcd child is {own}"
     )
     assert restarts <= 1, f"{leader} restarted its etcd {restarts} times in 5 s"
+
+
+async def test_leader_coordinator_cut_off_then_healed(ha_cluster: NetnsCluster) -> None:
+    """Drop all traffic of the leader coordinator's host for 15 s (its etcd member loses
+    quorum, its agents' streams go silent): the other two elect a leader, writes resume,
+    agents move over without their containers being replaced; after healing there is exactly
+    one leader and no acknowledged write is lost."""
+    c = ha_cluster
+    w = await _setup(c)
+    leader = c.leader()
+    assert leader is not None
+    web_before = {k for k in c.running_containers() if k.startswith("web-")}
+    stop, lat = asyncio.Event(), []
+    writer = asyncio.create_task(_writer(w, stop, lat))
+    await asyncio.sleep(1)
+    t0 = time.monotonic()
+    c.cut_coordinator(leader)
+    try:
+        new = await wait_until(
+            "a leader among the others",
+            lambda: next(
+                (
+                    n
+                    for n in c.coords
+                    if n != leader and c.healthz(n) and (c.healthz(n) or {}).get("is_leader")
+                ),
+                None,
+            ),
+            30,
+        )
+        failover = time.monotonic() - t0
+        n0 = len(lat)
+        await wait_until("a write acknowledged by the new leader", lambda: len(lat) > n0, 40)
+        write_gap = time.monotonic() - t0
+        await asyncio.sleep(max(0.0, 15 - (time.monotonic() - t0)))
+    finally:
+        c.heal_coordinator(leader)
+        stop.set()
+        with contextlib.suppress(Exception):
+            await writer
+    await asyncio.sleep(3)
+    leaders = [n for n in c.coords if (c.healthz(n) or {}).get("is_leader")]
+    settle = await assert_settles(c, w, 60)
+    web_now = {k for k in c.running_containers() if k.startswith("web-")}
+    report(
+        "cut-leader-coordinator-15s",
+        failover_s=failover,
+        first_write_after_cut_s=write_gap,
+        leaders_after_heal="/".join(leaders),
+        web_replaced=len(web_before - web_now),
+        acked_writes=len(lat),
+        failed_writes=w.failed,
+        settle_s=settle,
+    )
+    assert new != leader
+    assert len(leaders) == 1, f"leaders after healing: {leaders}"
+    assert web_now == web_before, "web containers were replaced by a control-plane partition"
