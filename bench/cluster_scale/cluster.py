@@ -141,8 +141,19 @@ def admin_client(
 def make_tokens(client: Client, n: int, path: Path, threads: int = 8) -> float:
     """Create ``n`` one-time node tokens, one per line in ``path``; returns seconds taken."""
     t0 = time.monotonic()
+
+    def one(_: int) -> str:
+        deadline = time.monotonic() + 60
+        while True:  # a coordinator whose leadership lapsed answers 503 for a few seconds
+            try:
+                return client.create_token()
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+
     with ThreadPoolExecutor(threads) as ex:
-        toks = list(ex.map(lambda _: client.create_token(), range(n)))
+        toks = list(ex.map(one, range(n)))
     with path.open("a") as f:
         f.write("\n".join(toks) + "\n")
     return time.monotonic() - t0

@@ -108,7 +108,10 @@ class ScaleRun:
         return sum(len(w.nodes) for w in self.workers)
 
     def ready_count(self) -> int:
-        return sum(1 for n in self.client.nodes() if n["state"] == "ready")
+        try:
+            return sum(1 for n in self.client.nodes() if n["state"] == "ready")
+        except Exception:  # no leader for a moment: count as none ready, ask again later
+            return 0
 
     def link_failures(self) -> int:
         """Agent streams ended so far (silent coordinator, broken stream): from worker logs."""
