@@ -65,15 +65,24 @@ class Client:
         ctx.check_hostname = False  # identity is checked by the SPIFFE SAN and CA, not DNS
         ctx.load_cert_chain(str(config.cert_file), str(config.key_file))
         self.ssl = ctx
+        self._last_good = ""
+
+    CONNECT_TIMEOUT = 3.0
 
     def _conn(self, url: str, timeout: float | None) -> http.client.HTTPSConnection:
+        """Connected within ``CONNECT_TIMEOUT`` (an unreachable coordinator is skipped
+        quickly), then reading with the full timeout."""
         u = urlsplit(url)
-        return http.client.HTTPSConnection(
+        conn = http.client.HTTPSConnection(
             u.hostname or "127.0.0.1",
             u.port or 8443,
             context=self.ssl,
-            timeout=timeout if timeout is not None else self.timeout,
+            timeout=self.CONNECT_TIMEOUT,
         )
+        conn.connect()
+        assert conn.sock is not None
+        conn.sock.settimeout(timeout if timeout is not None else self.timeout)
+        return conn
 
     def open(
         self,
@@ -87,6 +96,8 @@ class Client:
         """Send a request, following redirects and failing over between servers."""
         last: Exception | None = None
         servers = list(self.config.servers)
+        if self._last_good:  # the one that answered last (the leader, after a redirect) first
+            servers = [self._last_good, *(x for x in servers if x != self._last_good)]
         tried = 0
         while servers and tried < 8:
             base = servers.pop(0)
@@ -105,6 +116,7 @@ class Client:
                 u = urlsplit(loc)
                 servers.insert(0, f"{u.scheme}://{u.netloc}")
                 continue
+            self._last_good = base
             return resp
         raise CloudlessError(f"no coordinator answered ({last}); tried {self.config.servers}")
 

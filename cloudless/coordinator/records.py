@@ -27,9 +27,13 @@ class WorkloadRecord:
         return self.spec.name
 
     def with_spec(self, spec: WorkloadSpec, at: float) -> WorkloadRecord:
+        """The record after applying ``spec``. The version (what replicas run) changes only
+        when something other than the replica count changed: scaling restarts nothing."""
         if spec == self.spec and not self.deleted:
             return self
-        return replace(self, spec=spec, version=self.version + 1, deleted=False, updated_at=at)
+        same_template = replace(spec, replicas=self.spec.replicas) == self.spec
+        version = self.version if same_template else self.version + 1
+        return replace(self, spec=spec, version=version, deleted=False, updated_at=at)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -191,3 +191,10 @@ def test_rollout_waits_for_the_batch_to_run_steadily() -> None:
     reps[1] = replace(reps[1], updated_at=90.0)
     acts = run([node(i) for i in range(8)], wl(8, version=2), reps)
     assert [a.replica.id for a in acts if isinstance(a, UpdateReplica)] == ["web-r2", "web-r3"]
+
+
+def test_scaling_keeps_the_version_other_changes_bump_it() -> None:
+    rec = wl(3)
+    assert rec.with_spec(replace(rec.spec, replicas=5), 1.0).version == 1  # restarts nothing
+    assert rec.with_spec(replace(rec.spec, image="busybox:2"), 1.0).version == 2
+    assert rec.with_spec(rec.spec, 1.0) is rec
