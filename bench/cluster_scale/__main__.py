@@ -53,7 +53,7 @@ def run_scale(nodes: list[int], quick: bool, root: Path) -> dict[str, Any]:
             step["false_alarms"] = run.false_alarms(n, 10.0 if quick else 20.0)
             for name in names:
                 run.client.call("DELETE", f"/v1/workloads/{name}")
-    except Exception as e:  # record where it broke, then still write what was measured
+    except (Exception, KeyboardInterrupt) as e:  # record where it broke; write what we have
         out["error"] = f"{type(e).__name__}: {e}"
         log(f"scale run failed: {out['error']}")
     finally:

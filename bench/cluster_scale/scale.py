@@ -153,7 +153,8 @@ class ScaleRun:
                 self.log(f"  enrolled {got}/{n} after {time.monotonic() - t0:.0f}s")
             time.sleep(2.0)
         ready = 0
-        for _ in range(45):  # enrolled nodes turn ready at their first heartbeat (or after a storm)
+        settle_by = time.monotonic() + 90  # first heartbeats, or recovery after a storm
+        while time.monotonic() < settle_by:
             ready = self.ready_count()
             if ready >= self.enrolled() - len(self.dead):
                 break
