@@ -98,6 +98,7 @@ async def main() -> int:
     if not (containerd_available() and registry_available()):
         print("containerd/runc/docker-registry not installed; cannot benchmark", file=sys.stderr)
         return 1
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="cl-bench-rt-", ignore_cleanup_errors=True) as tmp_s:
         tmp = Path(tmp_s)
         async with (
@@ -129,6 +130,8 @@ async def main() -> int:
         "runtime",
         {
             "command": "python -m bench.runtime",
+            # The machine is shared: 1-minute load average (2 cores) before and after the run.
+            "load_average": {"start": load_start, "end": os.getloadavg()[0]},
             "containerd": "1.6.20 (Debian), runc 1.1.5, cgroup v1, overlayfs",
             "pull_64mb": pull,
             **lifecycle,
