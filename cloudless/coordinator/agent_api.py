@@ -201,6 +201,8 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             for t in (get, reader):
                 if t is not None and not t.done():
                     t.cancel()
+            if reader.done() and not reader.cancelled():
+                reader.exception()  # retrieved: the stream's end was already handled
             self.hub.close_session(session)
 
     async def _read(
@@ -219,9 +221,12 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
                     raise PermissionError(f"{node_id} may not speak as {msg.hello.node_id}")
                 await self.hub.on_hello(session, msg.hello)
             elif kind == "heartbeat":
-                ack = await self.hub.on_heartbeat(session, msg.heartbeat)
-                ack.coordinators.extend(self.agent_endpoints())
-                session.outbox.put_nowait(pb.CoordinatorMessage(ack=ack))
+
+                def send(ack: pb.HeartbeatAck) -> None:
+                    ack.coordinators.extend(self.agent_endpoints())
+                    session.outbox.put_nowait(pb.CoordinatorMessage(ack=ack))
+
+                await self.hub.on_heartbeat(session, msg.heartbeat, send)
             elif kind == "log":
                 self.hub.on_log(msg.log)
 

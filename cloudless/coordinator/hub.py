@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
@@ -177,7 +177,15 @@ class AgentHub:
         await self._apply_statuses(s, hello.replicas)
         self._heard(s)
 
-    async def on_heartbeat(self, s: Session, hb: pb.Heartbeat) -> pb.HeartbeatAck:
+    async def on_heartbeat(
+        self,
+        s: Session,
+        hb: pb.Heartbeat,
+        ack: Callable[[pb.HeartbeatAck], None] | None = None,
+    ) -> pb.HeartbeatAck:
+        """Take a heartbeat: liveness in memory first, and the ack handed to ``ack`` before
+        any store write (an agent's view of the link must not wait on an etcd round trip);
+        then the node transition, replica statuses and the periodic usage refresh."""
         now = self.clock.monotonic()
         interval = self.config.interval_for(len(self.membership))
         self.reliability.heartbeat(s.node_id, now, interval)
@@ -185,10 +193,13 @@ class AgentHub:
         if node is not None:
             self.reliability.usage(s.node_id, resources_from_pb(hb.usage), node.allocatable, now)
         transitions = self._heard(s)
+        reply = pb.HeartbeatAck(seq=hb.seq, interval_s=interval)
+        if ack is not None:
+            ack(reply)
         await self._write_transitions(transitions)
         await self._apply_statuses(s, hb.replicas)
         await self._maybe_write_usage(s, hb)
-        return pb.HeartbeatAck(seq=hb.seq, interval_s=interval)
+        return reply
 
     def _heard(self, s: Session) -> list[NodeTransition]:
         return self.membership.heartbeat(s.node_id, self.clock.monotonic())

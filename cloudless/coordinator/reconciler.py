@@ -64,9 +64,25 @@ class Reconciler:
             tg.create_task(self._loop(fence))
 
     async def _watch(self, prefix: str) -> None:
+        """Wake the loop on changes under ``prefix``. Node records also change for usage
+        refreshes (one per node every 10 s): those do not matter to placement and must not
+        each cost a round, so for nodes only a changed placement fingerprint wakes it."""
+        nodes = prefix.endswith("nodes/")
+        seen: dict[str, tuple[object, ...]] = {}
         rev = await self.state.store.revision()
-        async for _batch in self.state.store.watch(prefix, start_revision=rev + 1):
-            self._wake.set()
+        async for batch in self.state.store.watch(prefix, start_revision=rev + 1):
+            if not nodes:
+                self._wake.set()
+                continue
+            for ev in batch.events:
+                try:
+                    n = self.state.nodes.decode(ev.kv).value if ev.kv.value else None
+                except Exception:
+                    n = None
+                fp = _fingerprint(n) if n is not None else ("deleted",)
+                if seen.get(ev.key) != fp:
+                    seen[ev.key] = fp
+                    self._wake.set()
 
     async def _timer(self) -> None:
         while True:
@@ -180,3 +196,19 @@ class Reconciler:
         name, body = event(kind, message, self.clock.now(), **fields)
         log.info(message)
         await self.state.events.put(name, body)
+
+
+def _fingerprint(n: Node) -> tuple[object, ...]:
+    """What placement and reconciliation look at in a node (not usage or heartbeat time)."""
+    return (
+        n.state,
+        n.allocatable,
+        tuple(sorted(n.labels.items())),
+        n.zone,
+        n.region,
+        n.arch,
+        n.device_class,
+        n.conditions.memory_pressure,
+        n.conditions.disk_pressure,
+        round(n.reliability, 2),
+    )

@@ -193,25 +193,31 @@ class Election:
             return  # re-campaign: the txn re-reads the key
 
     async def _keepalive(self, lease: Lease) -> None:
+        """Renew every ttl/3. A renewal may take until our claim would lapse (a busy event
+        loop must not turn into a lost lease), and a failed one is retried at once."""
         interval = max(0.2, lease.ttl / 3)
         while True:
             await self._clock.sleep(interval)
-            sent = self._clock.monotonic()
-            try:
-                async with asyncio.timeout(interval):
-                    await self.store.keepalive(lease.id)
-            except LeaseNotFound:
-                raise _TermOver(f"lease {lease.id:x} expired") from None
-            except (TimeoutError, StoreError) as e:
-                log.warning(
-                    "election %s (%s): keepalive failed: %s %s",
-                    self.key,
-                    self.value,
-                    type(e).__name__,
-                    e,
-                )
-                continue
-            self._valid_until = sent + lease.ttl * 0.8
+            while True:
+                sent = self._clock.monotonic()
+                budget = max(interval, self._valid_until - sent)
+                try:
+                    async with asyncio.timeout(budget):
+                        await self.store.keepalive(lease.id)
+                except LeaseNotFound:
+                    raise _TermOver(f"lease {lease.id:x} expired") from None
+                except (TimeoutError, StoreError) as e:
+                    log.warning(
+                        "election %s (%s): keepalive failed: %s %s",
+                        self.key,
+                        self.value,
+                        type(e).__name__,
+                        e,
+                    )
+                    await self._clock.sleep(0.05)
+                    continue
+                self._valid_until = sent + lease.ttl * 0.8
+                break
 
     async def _resign(self) -> None:
         lease, self._lease = self._lease, None
