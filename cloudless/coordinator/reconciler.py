@@ -30,8 +30,9 @@ from cloudless.lib.ids import IdSource
 from cloudless.model.node import Node, NodeState, transition
 from cloudless.model.replica import Replica, ReplicaState
 from cloudless.store.errors import Fenced, StoreError
-from cloudless.store.fence import Fence
+from cloudless.store.fence import Fence, fenced_txn
 from cloudless.store.tables import ROOT
+from cloudless.store.types import Compare, TxnOp
 
 log = logging.getLogger("cloudless.coordinator.reconciler")
 
@@ -107,10 +108,50 @@ class Reconciler:
         for p in snap.problems:
             log.error("skipping undecodable record: %s", p)
         actions = reconcile(snap.view, self.placer, self.ids, self.clock.now())
-        for a in actions:
+        creates = [a for a in actions if isinstance(a, CreateReplica)]
+        actions_left: list[Action]
+        if len(creates) > 1 and await self._create_all(creates, fence):
+            actions_left = [a for a in actions if not isinstance(a, CreateReplica)]
+        else:
+            actions_left = actions
+        for a in actions_left:
             await self._apply(a, fence)
         self.rounds += 1
         return actions
+
+    MAX_BATCH = 100  # etcd's default limit is 128 operations per transaction
+
+    async def _create_all(self, creates: list[CreateReplica], fence: Fence) -> bool:
+        """Create a round's new replicas and their placement events in as few transactions
+        as possible (each replica still created only if absent). False if a batch lost a
+        race: the caller then falls back to one at a time, which skips the taken ones."""
+        st = self.state
+        now = self.clock.now()
+        for i in range(0, len(creates), self.MAX_BATCH // 2):
+            chunk = creates[i : i + self.MAX_BATCH // 2]
+            compares = []
+            puts: list[TxnOp] = []
+            for a in chunk:
+                r = a.replica
+                key = ClusterState.replica_key(r)
+                compares.append(Compare.absent(st.replicas.key(key)))
+                puts.append(st.replicas.put_op(key, r))
+                name, body = event(
+                    "placement",
+                    f"replica {r.id} of {r.workload} placed on {r.node_id}",
+                    now,
+                    replica=r.id,
+                    workload=r.workload,
+                    node=r.node_id,
+                )
+                puts.append(st.events.put_op(name, body))
+            res = await fenced_txn(st.store, fence, compares, puts)
+            if not res.succeeded:
+                return False  # one at a time now; the ones created above are skipped
+            for a in chunk:
+                r = a.replica
+                log.info("replica %s of %s placed on %s", r.id, r.workload, r.node_id)
+        return True
 
     async def _apply(self, a: Action, fence: Fence) -> None:
         st = self.state

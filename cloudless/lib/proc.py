@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import ctypes
-import os
-import signal
+import shutil
 import sys
-from collections.abc import Callable
-
-PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that has the kernel SIGKILL the child when its parent dies (Linux).
+def die_with_parent_argv() -> list[str]:
+    """An argv prefix that has the kernel SIGKILL the child when its parent dies (Linux).
 
     A coordinator killed with SIGKILL must not leave its etcd member running: the member
     would hold the coordinator's ports and data dir, and the restarted coordinator could not
-    start its own. Returns ``None`` where the platform has no such facility.
+    start its own. util-linux's ``setpriv --pdeathsig`` sets PR_SET_PDEATHSIG and execs the
+    program in place. (A Python ``preexec_fn`` would do the same but forces a plain fork()
+    of a process full of gRPC threads, which can deadlock the child before exec.) Empty
+    where ``setpriv`` is missing or the platform is not Linux.
     """
-    if not sys.platform.startswith("linux"):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
+    if not sys.platform.startswith("linux") or shutil.which("setpriv") is None:
+        return []
+    return ["setpriv", "--pdeathsig", "KILL", "--"]

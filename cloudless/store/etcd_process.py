@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Literal
 
 from cloudless.lib.backoff import Backoff
 from cloudless.lib.clock import Clock, SystemClock
-from cloudless.lib.proc import die_with_parent
+from cloudless.lib.proc import die_with_parent_argv
 from cloudless.store.errors import StoreError
 
 if TYPE_CHECKING:
@@ -174,12 +174,12 @@ class EtcdMember:
         logf.flush()
         try:
             self._proc = await asyncio.create_subprocess_exec(
+                *die_with_parent_argv(),  # never outlive the coordinator (kill -9)
                 *cfg.argv(),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=logf,
                 stderr=logf,
                 start_new_session=True,
-                preexec_fn=die_with_parent(),  # never outlive the coordinator (kill -9)
             )
         finally:
             logf.close()

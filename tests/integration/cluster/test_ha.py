@@ -101,7 +101,8 @@ async def test_three_coordinators_failover(tmp_path: Path) -> None:
     finally:
         for t in [*agents, *tasks.values()]:
             t.cancel()
-        await asyncio.gather(*agents, *tasks.values(), return_exceptions=True)
+        # bounded: a coordinator stuck in shutdown must fail this test, not hang the suite
+        await asyncio.wait_for(asyncio.gather(*agents, *tasks.values(), return_exceptions=True), 60)
 
 
 def _try_apply(client: Client, spec: bytes) -> bool:
