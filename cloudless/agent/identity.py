@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import secrets
 import ssl
@@ -26,6 +25,7 @@ import grpc
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.lib.errors import CloudlessError
+from cloudless.security._files import write_private
 from cloudless.security.identity import SpiffeId
 from cloudless.security.keys import make_csr, new_private_key
 from cloudless.security.tokens import pinned_ca
@@ -62,7 +62,7 @@ class AgentIdentity:
             ("ca.pem", self.ca_pem),
             ("node.json", json.dumps(meta).encode()),
         ):
-            _write_private(d / name, data)
+            write_private(d / name, data)
 
     @classmethod
     def load(cls, data_dir: Path) -> AgentIdentity | None:
@@ -85,16 +85,6 @@ class AgentIdentity:
             private_key=self.key_pem,
             certificate_chain=self.cert_pem,
         )
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _fetch_ca_blocking(api_url: str, timeout: float) -> dict[str, object]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 
-from cloudless.agent.identity import AgentIdentity, _write_private, channel_options
+from cloudless.agent.identity import AgentIdentity, channel_options
 from cloudless.agent.supervisor import Assigned, LocalStatus, Supervisor
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
@@ -33,6 +33,7 @@ from cloudless.model.node import NodeConditions
 from cloudless.model.resources import Resources
 from cloudless.model.workload import parse_workload
 from cloudless.runtime.protocol import ContainerRuntime
+from cloudless.security._files import write_private
 
 log = logging.getLogger("cloudless.agent.link")
 
@@ -80,7 +81,7 @@ class AssignmentFile:
 
     def save(self, msg: pb.Assignments) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _write_private(self.path, msg.SerializeToString())
+        write_private(self.path, msg.SerializeToString())
 
     def load(self) -> list[Assigned]:
         if not self.path.exists():

@@ -25,6 +25,7 @@ from typing import Any
 
 from cloudless.agent.identity import fetch_pinned_ca
 from cloudless.lib.errors import CloudlessError
+from cloudless.security._files import write_private
 from cloudless.store.codec import DictCodec
 from cloudless.store.protocol import Store
 from cloudless.store.table import Table
@@ -106,10 +107,8 @@ async def request_join(
 
 
 def write_ca(ca_dir: Path, files: dict[str, str]) -> None:
-    from cloudless.agent.identity import _write_private
-
     ca_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     for name in CA_FILES:
         if name not in files:
             raise JoinFailed(f"join answer lacks CA file {name}")
-        _write_private(ca_dir / name, files[name].encode())
+        write_private(ca_dir / name, files[name].encode())

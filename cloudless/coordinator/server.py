@@ -39,6 +39,7 @@ from cloudless.lib.clock import Clock, SystemClock
 from cloudless.lib.errors import CloudlessError
 from cloudless.lib.ids import IdSource, RandomIds
 from cloudless.scheduler.scheduler import Scheduler
+from cloudless.security._files import write_private as _write_file
 from cloudless.security.authz import Authorizer
 from cloudless.security.ca import CertificateAuthority
 from cloudless.security.identity import CertKind, SpiffeId
@@ -61,10 +62,9 @@ class StartupError(CloudlessError):
 
 
 def write_private(path: Path, data: bytes) -> None:
-    from cloudless.agent.identity import _write_private
-
+    """A 0600 file, its directory created 0700 if missing."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write_private(path, data)
+    _write_file(path, data)
 
 
 class Coordinator:

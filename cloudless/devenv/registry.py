@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import bcrypt
 
 from cloudless.devenv import _proc
 from cloudless.devenv.token_server import ISSUER, SERVICE, TokenServer
+from cloudless.lib.net import free_port as _free_port
 from cloudless.runtime.oci.distribution import RegistryConfig, RegistryHost
 
 REGISTRY_BIN = "docker-registry"
@@ -33,10 +33,7 @@ def registry_available() -> bool:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return _free_port("127.0.0.1")
 
 
 def htpasswd_line(user: str, password: str) -> str:
