@@ -25,6 +25,7 @@ import grpc
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.lib.errors import CloudlessError
+from cloudless.lib.keepalive import Keepalive
 from cloudless.security._files import write_private
 from cloudless.security.identity import SpiffeId
 from cloudless.security.keys import make_csr, new_private_key
@@ -121,15 +122,7 @@ def new_node_id(name: str) -> str:
 
 
 def channel_options(server_name: str | None = None) -> list[tuple[str, object]]:
-    opts: list[tuple[str, object]] = [
-        ("grpc.keepalive_time_ms", 10_000),
-        ("grpc.keepalive_timeout_ms", 5_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.max_receive_message_length", 16 << 20),
-    ]
-    if server_name:
-        opts.append(("grpc.ssl_target_name_override", server_name))
-    return opts
+    return Keepalive().client_options(server_name)
 
 
 async def enroll(

@@ -33,8 +33,6 @@ from cloudless.security.tokens import TokenManager, TokenUse
 log = logging.getLogger("cloudless.coordinator.agent_api")
 security_log = logging.getLogger("cloudless.security")
 
-MAX_MESSAGE = 4 << 20
-
 
 def peer_certificate(context: grpc.aio.ServicerContext) -> bytes | None:
     auth = context.auth_context() or {}

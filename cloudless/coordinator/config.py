@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from cloudless.coordinator.membership import MembershipConfig
+from cloudless.lib.keepalive import Keepalive
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class CoordinatorConfig:
     etcd_heartbeat_ms: int = 100
     etcd_election_ms: int = 1000
     membership: MembershipConfig = field(default_factory=MembershipConfig)
+    keepalive: Keepalive = field(default_factory=Keepalive)
 
     @property
     def api_url(self) -> str:

@@ -21,7 +21,7 @@ import grpc
 from aiohttp import web
 
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
-from cloudless.coordinator.agent_api import MAX_MESSAGE, AgentApi
+from cloudless.coordinator.agent_api import AgentApi
 from cloudless.coordinator.config import CoordinatorConfig
 from cloudless.coordinator.http_api import UserApi, server_ssl_context
 from cloudless.coordinator.hub import AgentHub
@@ -345,14 +345,7 @@ class Coordinator:
 
     async def _serve_grpc(self, api: AgentApi) -> grpc.aio.Server:
         c = self.config
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE),
-                ("grpc.keepalive_time_ms", 10_000),
-                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-            ]
-        )
+        server = grpc.aio.server(options=c.keepalive.server_options())
         pbg.add_EnrollmentServicer_to_server(api, server)
         pbg.add_AgentControlServicer_to_server(api, server)
         key = (c.tls_dir / "coordinator.key").read_bytes()
