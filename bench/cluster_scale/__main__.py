@@ -73,6 +73,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--no-scale", action="store_true")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
     p.add_argument("--failover-kills", type=int, default=0)
+    p.add_argument(
+        "--failover-only",
+        action="store_true",
+        help="only the failover run; writes bench/results/cluster_failover.json",
+    )
     a = p.parse_args(argv)
     nodes = [int(x) for x in a.nodes.split(",") if x] or ([250] if a.quick else [1000])
     root = Path(
@@ -80,7 +85,7 @@ def main(argv: list[str]) -> int:
     )
     results: dict[str, Any] = {"command": "python -m bench.cluster_scale " + " ".join(argv)}
     try:
-        if not a.no_scale:
+        if not a.no_scale and not a.failover_only:
             results["scale"] = run_scale(nodes, a.quick, root / "scale")
         if not a.no_failover:
             kills = a.failover_kills or (2 if a.quick else 3)
@@ -90,7 +95,7 @@ def main(argv: list[str]) -> int:
             log(f"kept {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
-    write_results("cluster_scale", results)
+    write_results("cluster_failover" if a.failover_only else "cluster_scale", results)
     return 0
 
 
