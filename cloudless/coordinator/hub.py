@@ -42,6 +42,14 @@ from cloudless.store.types import EventType
 log = logging.getLogger("cloudless.coordinator.hub")
 
 USAGE_REFRESH_S = 10.0
+# Usage refreshes stretch as the cluster grows so they cost at most this many node writes
+# per second (5,000 nodes: every 50 s). Condition changes are written at once regardless.
+MAX_USAGE_WRITES_PER_S = 100.0
+
+
+def usage_refresh_s(node_count: int) -> float:
+    """Seconds between two usage writes of one node: 10 s up to 1,000 nodes, then linear."""
+    return max(USAGE_REFRESH_S, node_count / MAX_USAGE_WRITES_PER_S)
 
 
 @dataclass
@@ -258,7 +266,8 @@ class AgentHub:
         now = self.clock.monotonic()
         conditions = conditions_from_pb(hb.conditions)
         active = tuple(conditions.active())
-        if active == s.conditions and now - s.last_usage_write < USAGE_REFRESH_S:
+        refresh = usage_refresh_s(len(self.membership))
+        if active == s.conditions and now - s.last_usage_write < refresh:
             return
         s.last_usage_write = now
         changed = active != s.conditions

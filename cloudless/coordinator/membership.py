@@ -1,20 +1,26 @@
-"""Node liveness, decided in pure code from heartbeats and stream events.
+"""Node liveness, decided in pure code from stream events, heartbeats and ticks.
 
 The leader keeps one ``Membership`` in memory. It is fed ``heartbeat``/``disconnected`` events
 and ``tick``s, each with the monotonic time, and returns the node-state transitions to write to
 the store. Timers never touch the store: only transitions do.
 
-Detection rules (defaults in ``MembershipConfig``):
+Whether an agent is still there is mostly decided *below* Python (``cloudless.lib.keepalive``):
+the agent's control stream ends when its process dies (the kernel closes the socket), when its
+link is cut (a keepalive PING goes unacknowledged by the peer's kernel: TCP_USER_TIMEOUT), and
+when its process has been frozen for several seconds (the PING goes unanswered). Membership
+turns those stream ends into node states, and keeps a slower heartbeat rule as a backstop:
 
-* a node whose control stream *breaks* (process killed, host reset: the kernel closes the
-  connection) and does not reconnect within ``disconnect_grace_s`` goes offline;
-* a node whose stream stays open but whose heartbeats stop (frozen process, cut cable: no FIN
-  arrives) goes offline after ``offline_after_s`` without a heartbeat;
+* a node whose control stream *ends* and does not reconnect within ``disconnect_grace_s``
+  goes offline;
+* a node whose stream stays open but whose heartbeats stop (an agent whose event loop hangs
+  while its gRPC core still answers PINGs) goes offline after ``offline_after_s`` without a
+  heartbeat;
 * an offline node goes failed after ``failed_after_s`` more;
 * a heartbeat brings it back (to cordoned if the user had cordoned it, else ready).
 
-After a leader change every known node is treated as just heard from (``leader_grace_s``), so
-that a new leader does not declare the whole cluster offline before agents have found it.
+After a leader change every known node is treated as just heard from and as disconnected
+``leader_grace_s - disconnect_grace_s`` from now: a node whose agent has not connected to the
+new leader within ``leader_grace_s`` goes offline, and none is declared offline sooner.
 """
 
 from __future__ import annotations
@@ -27,22 +33,26 @@ from cloudless.model.node import Node, NodeState
 
 @dataclass(frozen=True)
 class MembershipConfig:
-    heartbeat_interval_s: float = 0.5
-    offline_after_s: float = 2.5
-    disconnect_grace_s: float = 1.0
+    # Heartbeats carry usage and replica statuses (statuses also go out at once on a change);
+    # liveness comes from the stream itself, so they can be infrequent.
+    heartbeat_interval_s: float = 2.0
+    # The backstop: an open stream without heartbeats (5 intervals).
+    offline_after_s: float = 10.0
+    # A stream that ended: time for the agent to reconnect before its node is offline.
+    disconnect_grace_s: float = 0.5
     failed_after_s: float = 60.0
-    # Longer than the agents' reconnect backoff cap (5 s) plus a heartbeat interval, so
-    # every agent finds a new leader before it is judged.
+    # Longer than the agents' reconnect backoff cap (5 s), so every agent finds a new
+    # leader before it is judged.
     leader_grace_s: float = 8.0
     # Heartbeat intervals stretch as the cluster grows so the leader handles at most this
-    # many heartbeats per second; detection timeouts stretch with them.
-    max_heartbeats_per_s: float = 2500.0
+    # many heartbeats per second; the backstop stretches with them.
+    max_heartbeats_per_s: float = 500.0
 
     def interval_for(self, node_count: int) -> float:
         """The heartbeat interval for a cluster of ``node_count`` nodes.
 
-        0.5 s up to 1,250 nodes at the default rate (1,250 / 2,500 = 0.5), then linear:
-        5,000 nodes -> 2.0 s.
+        2 s up to 1,000 nodes at the default rate (1,000 / 500 = 2), then linear:
+        5,000 nodes -> 10 s.
         """
         return max(self.heartbeat_interval_s, node_count / self.max_heartbeats_per_s)
 
@@ -82,16 +92,19 @@ class Membership:
     def load(self, nodes: list[Node], now: float) -> None:
         """Start tracking ``nodes`` as they are in the store (on becoming leader).
 
-        Every node counts as heard from at ``now + leader_grace_s - offline_after``, so none is
-        declared offline before the grace period has passed.
+        Every node counts as heard from at ``now + leader_grace_s - offline_after`` and as
+        disconnected at ``now + leader_grace_s - disconnect_grace_s``: a node whose agent does
+        not connect within ``leader_grace_s`` goes offline then, and none goes sooner.
         """
-        after = self.config.offline_after_for(len(nodes))
-        seen = now + max(0.0, self.config.leader_grace_s - after)
+        cfg = self.config
+        after = cfg.offline_after_for(len(nodes))
+        seen = now + max(0.0, cfg.leader_grace_s - after)
+        gone = now + max(0.0, cfg.leader_grace_s - cfg.disconnect_grace_s)
         self._nodes = {}
         for n in nodes:
             if n.state is NodeState.REMOVED:
                 continue
-            live = _Liveness(n.state, n.state is NodeState.CORDONED, seen)
+            live = _Liveness(n.state, n.state is NodeState.CORDONED, seen, disconnected_at=gone)
             if n.state in (NodeState.OFFLINE, NodeState.FAILED):
                 live.offline_since = now
             self._nodes[n.id] = live

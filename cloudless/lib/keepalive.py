@@ -27,6 +27,7 @@ coordinator's ``disconnect_grace_s`` covers the reconnect).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,36 @@ class Keepalive:
     # The agent pings the coordinator after this long without reading anything; its own
     # heartbeats keep the link busy, so this only matters for an idle agent.
     agent_ping_every_ms: int = 10_000
+
+    # Linux's smallest retransmission timeout; it doubles on every retransmission.
+    MIN_RTO_S = 0.2
+
+    def unacked_close_s(self, rto_s: float = MIN_RTO_S) -> float:
+        """Seconds from an unacknowledged send to the kernel closing the connection: the
+        first retransmission timer at or past the limit (0.2, 0.6, 1.4, 3.0 s ... with the
+        minimum RTO). 0.5 s -> 0.6 s; 1.0 s -> 1.4 s."""
+        limit = self.unacked_limit_ms / 1000
+        t, rto = 0.0, rto_s
+        while t < limit:
+            t += rto
+            rto *= 2
+        return t
+
+    def next_ping(self, last_read: float, at: float) -> float:
+        """When the coordinator pings a stream last read at ``last_read``, first at or after
+        ``at``: idle streams are pinged every ``ping_every_ms``."""
+        every = self.ping_every_ms / 1000
+        k = max(1, math.ceil((at - last_read) / every - 1e-9))
+        return last_read + k * every
+
+    def cut_detected_at(self, last_read: float, cut_at: float) -> float:
+        """When a stream last read at ``last_read`` and cut at ``cut_at`` is closed."""
+        return self.next_ping(last_read, cut_at) + self.unacked_close_s()
+
+    def frozen_detected_at(self, last_read: float, frozen_at: float) -> float:
+        """When the stream of a process frozen at ``frozen_at`` (on a live host) is closed,
+        if it is still frozen then."""
+        return self.next_ping(last_read, frozen_at) + self.frozen_limit_ms / 1000
 
     def server_options(self) -> list[tuple[str, Any]]:
         """``grpc.aio.server`` options for the coordinator's agent-facing server."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +53,8 @@ class SimAgent:
         self.session: Session | None = None
         self.stats = AgentStats()
         self.interval = 0.5
+        self.last_read = 0.0  # when the coordinator last read from this agent's stream
+        self._hub: AgentHub | None = None
         self.leader_hint: str | None = None
         self.seq = 0
         self.frozen_until = -1.0
@@ -114,15 +116,40 @@ class SimAgent:
         self.start()
 
     def freeze(self, seconds: float) -> None:
-        """The process stops for ``seconds`` (no heartbeats, session left open)."""
-        self.frozen_until = self.clock.monotonic() + seconds
+        """The process stops for ``seconds`` (no heartbeats, session left open). Its host
+        still acknowledges TCP, so the transport closes the stream only if the freeze
+        outlasts the keepalive PING timeout (``Keepalive.frozen_detected_at``)."""
+        now = self.clock.monotonic()
+        self.frozen_until = now + seconds
+        s, hub = self.session, self._hub
+        if s is not None and hub is not None:
+            at = self.cluster.keepalive.frozen_detected_at(self.last_read, now)
+            if self.frozen_until > at:
+                self._transport_closes(hub, s, at, lambda: self.frozen_until > at)
 
     def partition(self) -> None:
-        """Cut the link without a FIN: the coordinator keeps the session open and hears
-        nothing; the supervisor goes on running containers."""
+        """Cut the link without a FIN: nothing more crosses it; the supervisor goes on
+        running containers. The coordinator's transport closes the stream once a keepalive
+        PING goes unacknowledged (``Keepalive.cut_detected_at``)."""
         self.partitioned = True
         self._healed.clear()
+        s, hub = self.session, self._hub
+        if s is not None and hub is not None:
+            at = self.cluster.keepalive.cut_detected_at(self.last_read, self.clock.monotonic())
+            self._transport_closes(hub, s, at, lambda: True)
         self._cut.set()
+
+    def _transport_closes(
+        self, hub: AgentHub, s: Session, at: float, still: Callable[[], bool]
+    ) -> None:
+        """The coordinator's gRPC core ends ``s`` at ``at`` if ``still()`` holds then."""
+
+        async def close() -> None:
+            await self.clock.sleep(max(0.0, at - self.clock.monotonic()))
+            if not s.closed and still():
+                hub.close_session(s)
+
+        self.cluster.spawn(close(), f"transport of {self.node_id}")
 
     def heal(self) -> None:
         self.partitioned = False
@@ -196,11 +223,11 @@ class SimAgent:
                 attempt = 0
                 self.leader_hint = brain.name
                 self.stats.sessions += 1
-                self.session = s
+                self.session, self._hub = s, brain.hub
                 try:
                     await self._serve(brain.hub, s)
                 finally:
-                    self.session = None
+                    self.session, self._hub = None, None
                     if not self.partitioned:
                         brain.hub.close_session(s)
                 if self.partitioned or self.frozen_until > self.clock.monotonic():
@@ -223,12 +250,15 @@ class SimAgent:
             )
         except (NotLeader, StoreError):
             return
+        self.last_read = self.clock.monotonic()
         await _race(self._heartbeats(hub, s), self._reader(s), self._cut.wait())
 
     async def _heartbeats(self, hub: AgentHub, s: Session) -> None:
         assert self.supervisor is not None
         while not s.closed:
             await self._thawed()
+            if s.closed:
+                return  # the transport ended the stream while this process was frozen
             self._changed = False
             self.seq += 1
             now = self.clock.now()
@@ -237,6 +267,7 @@ class SimAgent:
                 sent_at=now,
                 replicas=[status_pb(st, now) for st in self.supervisor.statuses()],
             )
+            self.last_read = self.clock.monotonic()
             try:
                 ack = await hub.on_heartbeat(s, hb)
             except (NotLeader, StoreError):

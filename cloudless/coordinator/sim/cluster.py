@@ -18,6 +18,7 @@ from cloudless.coordinator.sim.base import SimClock, SimError
 from cloudless.coordinator.sim.brain import Brain
 from cloudless.coordinator.sim.view import SimView, problems
 from cloudless.coordinator.state import ClusterState
+from cloudless.lib.keepalive import Keepalive
 from cloudless.model.node import Node, NodeState, transition
 from cloudless.model.resources import Resources
 from cloudless.model.workload import WorkloadSpec
@@ -40,6 +41,7 @@ class SimCluster:
         step_s: float = 0.05,
         exact: bool = True,
         election_ttl: int = 5,
+        keepalive: Keepalive | None = None,
     ) -> None:
         """``exact``: step the clock to every timer's deadline (timings exact to the float);
         otherwise in fixed ``step_s`` steps (cheaper with thousands of agents)."""
@@ -48,6 +50,7 @@ class SimCluster:
         self.rng = random.Random(seed)
         self.step_s = step_s
         self.membership = membership or MembershipConfig()
+        self.keepalive = keepalive or Keepalive()  # when the transport closes a silent stream
         self.store = MemoryStore(self.clock, retain_revisions=20_000)
         self.state = ClusterState(self.store)  # the harness's own, uncut, view of the store
         self.brains = [

@@ -111,8 +111,9 @@ async def _watch_states(c: NetnsCluster, i: int, seconds: float) -> set[str]:
 
 @pytest.mark.parametrize("seconds", [1.0, 2.0])
 async def test_short_freeze_is_not_an_outage(cluster: NetnsCluster, seconds: float) -> None:
-    """SIGSTOP an agent for 1-2 s (under the 2.5 s heartbeat grace; docs/architecture.md: "a
-    2 s freeze is not an outage"): the node never goes offline, no replica is replaced."""
+    """SIGSTOP an agent for 1-2 s: its host's kernel still acknowledges TCP, and the
+    coordinator's gRPC core waits 5 s for an unanswered PING before it ends the stream
+    (``cloudless.lib.keepalive``): the node never goes offline, no replica is replaced."""
     c = cluster
     w = await _deploy(c)
     i, _ = _victim(c)
@@ -130,7 +131,8 @@ async def test_short_freeze_is_not_an_outage(cluster: NetnsCluster, seconds: flo
 
 
 async def test_long_freeze_replaced_then_no_duplicates_after_thaw(cluster: NetnsCluster) -> None:
-    """SIGSTOP an agent for 8 s: offline after the heartbeat grace, replacement elsewhere;
+    """SIGSTOP an agent for 8 s: offline after the PING timeout (5-6 s) and the 0.5 s
+    disconnect grace, replacement elsewhere;
     after SIGCONT the superseded container is stopped (no duplicates, no orphans)."""
     c = cluster
     w = await _deploy(c)

@@ -10,6 +10,7 @@ CFG = MembershipConfig(
     disconnect_grace_s=1.0,
     failed_after_s=60.0,
     leader_grace_s=5.0,
+    max_heartbeats_per_s=2500.0,
 )
 
 
@@ -95,6 +96,33 @@ def test_cordoned_node_comes_back_cordoned() -> None:
 def test_interval_stretches_with_size(nodes: int, interval: float, offline_after: float) -> None:
     assert CFG.interval_for(nodes) == pytest.approx(interval)
     assert CFG.offline_after_for(nodes) == pytest.approx(offline_after)
+
+
+@pytest.mark.parametrize(
+    ("nodes", "interval", "offline_after"),
+    [
+        # the defaults: 2 s heartbeats up to 1,000 nodes (1,000 / 500 per s), backstop 10 s
+        (10, 2.0, 10.0),
+        (1000, 2.0, 10.0),
+        (5000, 10.0, 50.0),  # 5000 / 500 = 10 s; 10 * (10 / 2) = 50 s
+    ],
+)
+def test_default_interval_and_backstop(nodes: int, interval: float, offline_after: float) -> None:
+    cfg = MembershipConfig()
+    assert cfg.interval_for(nodes) == pytest.approx(interval)
+    assert cfg.offline_after_for(nodes) == pytest.approx(offline_after)
+
+
+def test_node_that_never_reconnects_to_a_new_leader_goes_offline_at_leader_grace() -> None:
+    # Defaults: grace 8 s, backstop 10 s. Loaded at t=0: seen at 0 + max(0, 8 - 10) = 0,
+    # disconnected at 8 - 0.5 = 7.5, so the disconnect rule fires at 7.5 + 0.5 = 8.0.
+    m = Membership(MembershipConfig())
+    m.load([Node.make("n0", state=S.READY), Node.make("n1", state=S.READY)], now=0.0)
+    m.heartbeat("n1", 3.0)  # n1's agent found the new leader
+    assert m.tick(7.9) == []
+    [t] = m.tick(8.0)
+    assert (t.node_id, t.new, "connection lost" in t.reason) == ("n0", S.OFFLINE, True)
+    assert m.tick(12.9) == []  # n1: heard at 3.0, connected, backstop at 13.0
 
 
 def test_unknown_and_removed_nodes_are_ignored() -> None:
