@@ -4,6 +4,9 @@ which writes fail, and whether any acknowledged write is missing afterwards."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -21,6 +24,28 @@ def _leader(client: Client, coords: list[CoordinatorProc]) -> CoordinatorProc | 
     except Exception:
         return None
     return next((c for c in coords if c.api == doc.get("leader")), None)
+
+
+def _etcd_raft_leader(c: CoordinatorProc) -> bool | None:
+    """Whether ``c``'s etcd member is the raft leader (``None``: could not tell)."""
+    etcdctl = shutil.which("etcdctl")
+    if etcdctl is None:
+        return None
+    tls = c.data / "tls"
+    cmd = [
+        etcdctl, f"--endpoints=https://127.0.0.1:{c.etcd_client}",
+        f"--cacert={tls / 'etcd-ca.pem'}", f"--cert={tls / 'etcd-client.crt'}",
+        f"--key={tls / 'etcd-client.key'}", "--command-timeout=2s",
+        "endpoint", "status", "-w", "json",
+    ]  # fmt: skip
+    try:
+        out = subprocess.run(
+            cmd, capture_output=True, timeout=5, check=True, env={"ETCDCTL_API": "3"}
+        )
+        status = json.loads(out.stdout)[0]["Status"]
+        return bool(status["header"]["member_id"] == status["leader"])
+    except (subprocess.SubprocessError, OSError, ValueError, KeyError, IndexError):
+        return None
 
 
 def _spec(name: str) -> bytes:
@@ -46,6 +71,7 @@ def failover(root: Path, kills: int, agents: int, log: Any) -> dict[str, Any]:
     coords = [CoordinatorProc(f"c{i + 1}", root / f"c{i + 1}") for i in range(3)]
     workers: list[Worker] = []
     windows: list[float] = []
+    kills_log: list[dict[str, Any]] = []  # per kill: window, whose etcd was the raft leader
     acked: list[str] = []
     try:
         for c in coords:
@@ -86,9 +112,10 @@ def failover(root: Path, kills: int, agents: int, log: Any) -> dict[str, Any]:
             if lead is None:
                 log("failover: no leader known; skipping a kill")
                 continue
+            raft_leader = _etcd_raft_leader(lead)
             tk = time.time()
             lead.kill9()
-            log(f"failover: killed leader {lead.name}")
+            log(f"failover: killed leader {lead.name} (its etcd member raft leader: {raft_leader})")
             deadline = time.monotonic() + 30
             ok = None
             while time.monotonic() < deadline and ok is None:
@@ -97,6 +124,13 @@ def failover(root: Path, kills: int, agents: int, log: Any) -> dict[str, Any]:
             if ok is not None:
                 windows.append(ok[1] - tk)
                 log(f"failover: first acknowledged write {windows[-1]:.2f}s after the kill")
+            kills_log.append(
+                {
+                    "killed": lead.name,
+                    "etcd_raft_leader_killed": raft_leader,
+                    "window_s": round(ok[1] - tk, 3) if ok is not None else None,
+                }
+            )
             lead.start()  # the machine comes back; it rejoins with its data dir
             _wait_member(client, lead.name, 60)
             time.sleep(5.0)
@@ -110,6 +144,8 @@ def failover(root: Path, kills: int, agents: int, log: Any) -> dict[str, Any]:
             "agents": agents,
             "kills": kills,
             "write_failure_window_s": summary(windows, 3.0),
+            "windows_s": [round(w, 3) for w in windows],
+            "per_kill": kills_log,
             "acknowledged_writes": len(acked),
             "failed_writes": sum(1 for a in attempts if not a[2]),
             "acknowledged_writes_lost": len(lost),

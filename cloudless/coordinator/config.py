@@ -28,6 +28,9 @@ class CoordinatorConfig:
     root_key_size: int = 4096
     bcrypt_cost: int = 10
     election_ttl: int = 3
+    # A follower that loses its connection to the leader's agent port and cannot re-make it
+    # within this grace deposes the leader's term (cloudless/coordinator/leader_watch.py).
+    leader_death_grace_s: float = 0.3
     leader_wait_s: float = 30.0
     etcd_heartbeat_ms: int = 100
     etcd_election_ms: int = 1000

@@ -32,6 +32,7 @@ from cloudless.coordinator.joining import (
     request_join,
     write_ca,
 )
+from cloudless.coordinator.leader_watch import GrpcLink, LeaderWatch, leader_link_options
 from cloudless.coordinator.placer import SchedulerPlacer
 from cloudless.coordinator.reconciler import Reconciler
 from cloudless.coordinator.state import ClusterState
@@ -249,6 +250,7 @@ class Coordinator:
                 tg.create_task(self._refresh_coordinators())
                 tg.create_task(self._sync_revocations())
                 tg.create_task(self._lead(reconciler))
+                tg.create_task(self._leader_watch().run())
                 grpc_server = await self._serve_grpc(agent_api)
                 runner = await self._serve_http(user_api)
                 log.info(
@@ -266,6 +268,32 @@ class Coordinator:
             if self.etcd is not None:
                 with contextlib.suppress(Exception):
                     await self.etcd.stop()  # type: ignore[attr-defined]
+
+    def _leader_watch(self) -> LeaderWatch:
+        """Followers hold a link to the leader's agent port and depose a leader whose link
+        breaks for good (see ``leader_watch``), instead of waiting out its lease."""
+        c = self.config
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=self.ca.bundle_pem,
+            private_key=(c.tls_dir / "coordinator.key").read_bytes(),
+            certificate_chain=(c.tls_dir / "coordinator.crt").read_bytes(),
+        )
+
+        def agent_address(value: str) -> str | None:
+            try:
+                info = json.loads(value)
+            except ValueError:
+                return None
+            agent = info.get("agent") if isinstance(info, dict) else None
+            return agent if isinstance(agent, str) and agent else None
+
+        return LeaderWatch(
+            self.election,
+            GrpcLink(creds, leader_link_options(c.keepalive)),
+            agent_address,
+            grace=c.leader_death_grace_s,
+            clock=self.clock,
+        )
 
     async def _wait_for_leader(self) -> None:
         deadline = time.monotonic() + self.config.leader_wait_s

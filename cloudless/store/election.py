@@ -8,6 +8,12 @@ Safety does not rest on ``is_leader()`` (a local belief, dropped conservatively 
 keepalives stop succeeding) but on the **fence**: every leader-only write carries
 ``Compare.lease(key) == our lease`` and ``Compare.create_revision(key) == our term's
 revision`` in the same transaction, so a deposed leader's writes are refused by the store.
+
+A follower that *observes* the leader's death (see ``cloudless.coordinator.leader_watch``)
+need not wait out the dead leader's lease: ``depose(term)`` deletes the election key if, and
+only if, it still belongs to that term, and the campaign starts at once. A wrong deposition
+(the leader was alive) costs one election, never a split brain: the deposed leader's fence
+names a term that no longer exists, so the store refuses its writes from that revision on.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from cloudless.store.errors import Compacted, Fenced, LeaseNotFound, StoreError
 from cloudless.store.fence import Fence
 from cloudless.store.protocol import Store
 from cloudless.store.tables import ROOT
-from cloudless.store.types import Compare, EventType, Get, GetResult, Lease, Put
+from cloudless.store.types import Compare, Delete, EventType, Get, GetResult, Lease, Put
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +126,42 @@ class Election:
             )
             for q in self._subscribers:
                 q.put_nowait(state)
+
+    # ---- deposing a dead leader -------------------------------------------------------------
+
+    async def depose(self, term: int, why: str) -> bool:
+        """End another coordinator's term ``term`` now, because its death was observed.
+
+        Deletes the election key in one transaction guarded by ``create_revision == term``:
+        a newer term (or our own) is never touched, and calling it twice is harmless. Returns
+        whether this call ended the term (``False`` with the reason logged: not that term any
+        more, or it is ours). Safety does not depend on ``why`` being right: a live leader that
+        is deposed loses its fence with the key and campaigns again like everyone else.
+        Raises ``StoreError`` if the store did not answer (the caller may retry).
+        """
+        if self._state.is_me or self._state.term != term:
+            log.info(
+                "election %s (%s): not deposing term %d: the current term is %d%s",
+                self.key,
+                self.value,
+                term,
+                self._state.term,
+                " (ours)" if self._state.is_me else "",
+            )
+            return False
+        res = await self.store.txn(
+            [Compare.create_revision(self.key, "==", term)], [Delete(self.key)], []
+        )
+        log.warning(
+            "election %s (%s): %s term %d of %s: %s",
+            self.key,
+            self.value,
+            "deposed" if res.succeeded else "term already over, not deposing",
+            term,
+            self._state.leader,
+            why,
+        )
+        return res.succeeded
 
     # ---- the loop --------------------------------------------------------------------------
 
