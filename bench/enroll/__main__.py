@@ -1,0 +1,97 @@
+"""``python -m bench.enroll [--n 300] [--concurrency 16,64] [--baseline DIR]`` ->
+bench/results/enroll.json.
+
+Enrollment throughput and latency against one real coordinator (see ``one.py``): for each
+concurrency, a fresh coordinator and ``n`` real enrollments from one client process.
+
+``--baseline DIR`` also measures another checkout of the repo (e.g. the commit before a change:
+``git worktree add /tmp/enroll-old <commit>``), interleaved with this tree's runs in one
+invocation, so that the two are compared side by side on the same (noisy, 2-core) machine;
+the report gives the ratio this/baseline per concurrency. The baseline checkout needs no copy
+of this benchmark: ``bench/enroll`` is copied into it when missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.common import write_results
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+
+
+def measure(tree: Path, n: int, concurrency: int) -> dict[str, Any]:
+    """Run ``bench.enroll.one`` with ``tree`` as the working directory (its code, both sides)."""
+    dst = tree / "bench" / "enroll"
+    if tree != REPO and not (dst / "one.py").exists():
+        shutil.copytree(HERE, dst, ignore=shutil.ignore_patterns("__pycache__"))
+    cmd = [sys.executable, "-m", "bench.enroll.one", "--n", str(n)]
+    cmd += ["--concurrency", str(concurrency)]
+    out = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        raise RuntimeError(f"bench.enroll.one in {tree} failed:\n{out.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    if not str(result.get("code", "")).startswith(str(tree)):
+        raise RuntimeError(f"measured {result.get('code')}, not the code in {tree}")
+    return result
+
+
+def commit_of(tree: Path) -> str:
+    out = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True
+    )
+    return out.stdout.strip()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--concurrency", default="16,64")
+    ap.add_argument("--baseline", type=Path, default=None)
+    a = ap.parse_args()
+    levels = [int(c) for c in a.concurrency.split(",")]
+    trees = {"this": REPO} | ({"baseline": a.baseline.resolve()} if a.baseline else {})
+    runs: dict[str, dict[str, Any]] = {name: {} for name in trees}
+    for c in levels:
+        for name, tree in trees.items():
+            r = measure(tree, a.n, c)
+            runs[name][str(c)] = r
+            print(
+                f"{name:8s} c={c:3d}: {r['enrollments_per_s']:7.2f}/s  "
+                f"P50 {r['p50_ms']:7.1f} ms  P95 {r['p95_ms']:7.1f} ms  "
+                f"errors {r['errors']}  coordinator CPU {r['coordinator_cpu_s']} s",
+                flush=True,
+            )
+    data: dict[str, Any] = {
+        "n": a.n,
+        "commits": {name: commit_of(tree) for name, tree in trees.items()},
+        "runs": runs,
+    }
+    if a.baseline:
+        data["ratio_this_over_baseline"] = {
+            str(c): {
+                "enrollments_per_s": round(
+                    runs["this"][str(c)]["enrollments_per_s"]
+                    / max(runs["baseline"][str(c)]["enrollments_per_s"], 1e-9),
+                    2,
+                ),
+                "p50": round(
+                    runs["this"][str(c)]["p50_ms"] / max(runs["baseline"][str(c)]["p50_ms"], 1e-9),
+                    2,
+                ),
+            }
+            for c in levels
+        }
+        print(json.dumps(data["ratio_this_over_baseline"]))
+    write_results("enroll", data)
+
+
+if __name__ == "__main__":
+    main()
