@@ -8,8 +8,11 @@ its usage/revocation state. The contract an implementation must keep (the shared
 * ``save`` creates a record; saving an id that exists raises ``Conflict``.
 * ``get`` returns the record or None.
 * ``mark_used`` is **atomic**: of any number of concurrent calls for one unused, unrevoked
-  token, exactly one returns ``won=True``; the others get ``ALREADY_USED`` (or ``REVOKED``,
-  ``NOT_FOUND``) and the record they lost to.
+  token, exactly one returns ``WON``; the others get ``ALREADY_USED`` (or ``REVOKED``,
+  ``NOT_FOUND``) and the record they lost to. A repeat by the consumer that won, naming the
+  same consumer *and* the same key fingerprint (``key``), is ``REPEATED`` (``won`` is true,
+  nothing is written): a retry after a lost answer gets its certificate, while anyone else
+  holding the used token (another node id, or the same id with another key) is refused.
 * ``list`` returns every record, ordered by ``created_at`` then id.
 * ``revoke`` marks a record revoked (idempotent: the first revocation's time and reason
   stay) and returns it, or None if there is no such token.
@@ -43,6 +46,7 @@ class TokenRecord:
     description: str = ""
     used_at: float | None = None
     used_by: str | None = None
+    used_by_key: str | None = None  # sha256 of the consumer's public key (SPKI DER), hex
     revoked_at: float | None = None
     revoked_reason: str | None = None
 
@@ -67,6 +71,7 @@ class TokenRecord:
             "description": self.description,
             "used_at": self.used_at,
             "used_by": self.used_by,
+            "used_by_key": self.used_by_key,
             "revoked_at": self.revoked_at,
             "revoked_reason": self.revoked_reason,
         }
@@ -83,6 +88,7 @@ class TokenRecord:
             description=str(d.get("description", "")),
             used_at=d.get("used_at"),
             used_by=d.get("used_by"),
+            used_by_key=d.get("used_by_key"),
             revoked_at=d.get("revoked_at"),
             revoked_reason=d.get("revoked_reason"),
         )
@@ -90,6 +96,7 @@ class TokenRecord:
 
 class MarkOutcome(enum.StrEnum):
     WON = "won"
+    REPEATED = "repeated"  # already used by this very consumer and key: nothing written
     ALREADY_USED = "already_used"
     REVOKED = "revoked"
     NOT_FOUND = "not_found"
@@ -102,7 +109,7 @@ class MarkResult:
 
     @property
     def won(self) -> bool:
-        return self.outcome is MarkOutcome.WON
+        return self.outcome in (MarkOutcome.WON, MarkOutcome.REPEATED)
 
 
 class TokenStore(Protocol):
@@ -110,22 +117,42 @@ class TokenStore(Protocol):
 
     async def get(self, token_id: str) -> TokenRecord | None: ...
 
-    async def mark_used(self, token_id: str, *, used_by: str, at: float) -> MarkResult: ...
+    async def mark_used(
+        self, token_id: str, *, used_by: str, at: float, key: str | None = None
+    ) -> MarkResult: ...
 
     async def list(self) -> list[TokenRecord]: ...
 
     async def revoke(self, token_id: str, *, at: float, reason: str) -> TokenRecord | None: ...
 
 
-def decide_mark(record: TokenRecord | None, *, used_by: str, at: float) -> MarkResult:
+def used_by_same(record: TokenRecord, *, used_by: str, key: str | None) -> bool:
+    """True iff ``record`` was used by ``used_by`` holding the key ``key``. Without a key
+    fingerprint on both sides it is never true: a node id alone is no proof of identity."""
+    return (
+        record.used_at is not None
+        and key is not None
+        and record.used_by_key is not None
+        and record.used_by == used_by
+        and record.used_by_key == key
+    )
+
+
+def decide_mark(
+    record: TokenRecord | None, *, used_by: str, at: float, key: str | None = None
+) -> MarkResult:
     """The pure core of ``mark_used``: what the outcome is and what the record becomes."""
     if record is None:
         return MarkResult(MarkOutcome.NOT_FOUND, None)
     if record.revoked_at is not None:
         return MarkResult(MarkOutcome.REVOKED, record)
     if record.used_at is not None:
+        if used_by_same(record, used_by=used_by, key=key):
+            return MarkResult(MarkOutcome.REPEATED, record)
         return MarkResult(MarkOutcome.ALREADY_USED, record)
-    return MarkResult(MarkOutcome.WON, replace(record, used_at=at, used_by=used_by))
+    return MarkResult(
+        MarkOutcome.WON, replace(record, used_at=at, used_by=used_by, used_by_key=key)
+    )
 
 
 def decide_revoke(record: TokenRecord, *, at: float, reason: str) -> TokenRecord:
@@ -148,9 +175,11 @@ class InMemoryTokenStore:
     async def get(self, token_id: str) -> TokenRecord | None:
         return self._records.get(token_id)
 
-    async def mark_used(self, token_id: str, *, used_by: str, at: float) -> MarkResult:
-        result = decide_mark(self._records.get(token_id), used_by=used_by, at=at)
-        if result.won and result.record is not None:
+    async def mark_used(
+        self, token_id: str, *, used_by: str, at: float, key: str | None = None
+    ) -> MarkResult:
+        result = decide_mark(self._records.get(token_id), used_by=used_by, at=at, key=key)
+        if result.outcome is MarkOutcome.WON and result.record is not None:
             self._records[token_id] = result.record
         return result
 

@@ -15,6 +15,12 @@ A token string is ``CLD1:<ca-digest>:<secret>:<jwt>``:
 Checks run cheapest first so that garbage never costs a bcrypt: format -> cluster digest ->
 signature -> expiry (injected clock) -> use -> store state -> bcrypt -> atomic mark-used.
 
+Redemption is idempotent for its consumer: the record keeps who used the token (``used_by``)
+and the SHA-256 of their public key (``used_by_key``). A retry by that same consumer with that
+same key (its first answer was lost: timeout, ``OutcomeUnknown``, a dropped connection) passes
+``verify`` and ``redeem`` again; anyone else presenting the used token (another node id, or the
+same node id with another key: a stolen token) is refused with ``TokenAlreadyUsed``.
+
 bcrypt cost: default ``DEFAULT_BCRYPT_COST = 10``. Why 10: the secret is 128 random bits,
 so bcrypt is defence in depth for a leaked store rather than the thing that stops guessing;
 10 is OWASP's floor and costs ~73 ms per check on the shared 2-core box (11: ~147 ms,
@@ -62,6 +68,7 @@ from cloudless.security.token_store import (
     TokenRecord,
     TokenStore,
     TokenUse,
+    used_by_same,
 )
 
 __all__ = [
@@ -75,6 +82,7 @@ __all__ = [
     "TokenRecord",
     "TokenStore",
     "TokenUse",
+    "check_state",
     "parse_token",
     "pinned_ca",
 ]
@@ -277,32 +285,65 @@ class TokenManager:
             )
         return parsed, claims
 
-    async def verify(self, token: str, use: TokenUse | None = None) -> TokenClaims:
-        """Everything short of consuming: signed checks, store state and the bcrypt secret."""
+    async def verify(
+        self,
+        token: str,
+        use: TokenUse | None = None,
+        *,
+        consumer: str | None = None,
+        key: str | None = None,
+    ) -> TokenClaims:
+        """Everything short of consuming: signed checks, store state and the bcrypt secret.
+
+        A token already used by ``consumer`` holding ``key`` (see ``check_record``) passes."""
         parsed, claims = self.check_signed(token, use)
         rec = await self.store.get(claims.token_id)
+        await self.check_record(parsed, claims, rec, consumer=consumer, key=key)
+        return claims
+
+    async def check_record(
+        self,
+        parsed: ParsedToken,
+        claims: TokenClaims,
+        rec: TokenRecord | None,
+        *,
+        consumer: str | None = None,
+        key: str | None = None,
+    ) -> bool:
+        """The stored half of ``verify`` against a record the caller read: state, then the
+        bcrypt secret (in a worker thread). True iff the token was already redeemed by this
+        very ``consumer`` and ``key`` (a retry); raises for every refusal."""
         if rec is None:
             raise TokenNotFound(f"join token {claims.token_id} is unknown to this cluster")
-        _raise_for_state(rec)
+        repeat = check_state(rec, consumer=consumer, key=key)
         ok = await asyncio.to_thread(bcrypt.checkpw, parsed.secret.encode(), rec.secret_hash)
         if not ok:
             raise TokenSecretMismatch(
                 f"join token {claims.token_id} secret is wrong: copy the whole token again"
             )
-        return claims
+        return repeat
 
-    async def consume(self, token: str, use: TokenUse, *, consumer: str) -> TokenClaims:
-        """``verify`` then atomically mark used: of concurrent consumers exactly one wins."""
-        return await self.redeem(await self.verify(token, use), consumer=consumer)
+    async def consume(
+        self, token: str, use: TokenUse, *, consumer: str, key: str | None = None
+    ) -> TokenClaims:
+        """``verify`` then atomically mark used: of concurrent consumers exactly one wins (a
+        retry by the winner with the same ``key`` wins again)."""
+        claims = await self.verify(token, use, consumer=consumer, key=key)
+        return await self.redeem(claims, consumer=consumer, key=key)
 
-    async def redeem(self, claims: TokenClaims, *, consumer: str) -> TokenClaims:
-        """Atomically mark a token that ``verify`` accepted as used by ``consumer``."""
-        result = await self.store.mark_used(claims.token_id, used_by=consumer, at=self.clock.now())
+    async def redeem(
+        self, claims: TokenClaims, *, consumer: str, key: str | None = None
+    ) -> TokenClaims:
+        """Atomically mark a token that ``verify`` accepted as used by ``consumer`` (holding
+        the public key whose fingerprint is ``key``). Idempotent for that consumer and key."""
+        result = await self.store.mark_used(
+            claims.token_id, used_by=consumer, at=self.clock.now(), key=key
+        )
         if result.won:
             return claims
         if result.outcome is MarkOutcome.NOT_FOUND or result.record is None:
             raise TokenNotFound(f"join token {claims.token_id} is unknown to this cluster")
-        _raise_for_state(result.record)
+        check_state(result.record, consumer=consumer, key=key)
         raise TokenAlreadyUsed(f"join token {claims.token_id} was already used")  # unreachable
 
     async def list(self) -> list[TokenRecord]:
@@ -315,16 +356,30 @@ class TokenManager:
         return rec
 
 
-def _raise_for_state(rec: TokenRecord) -> None:
+def check_state(rec: TokenRecord, *, consumer: str | None = None, key: str | None = None) -> bool:
+    """Pure: may ``consumer`` (holding ``key``) still use this record? False: it is unused;
+    True: it was used by this very consumer and key (a retry). Raises ``TokenRevoked`` or
+    ``TokenAlreadyUsed`` (saying why a retry does not count) otherwise."""
     if rec.revoked_at is not None:
         raise TokenRevoked(
             f"join token {rec.token_id} was revoked ({rec.revoked_reason}): ask for a new one"
         )
-    if rec.used_at is not None:
-        raise TokenAlreadyUsed(
-            f"join token {rec.token_id} was already used by {rec.used_by}: tokens are one-time; "
-            "create a new one"
+    if rec.used_at is None:
+        return False
+    if consumer is not None and used_by_same(rec, used_by=consumer, key=key):
+        return True
+    why = ""
+    if consumer is not None and rec.used_by == consumer:
+        why = (
+            " with another key (a retry must send the same CSR)"
+            if key is not None and rec.used_by_key is not None
+            else " (no key fingerprint to prove it is the same requester)"
         )
+    raise TokenAlreadyUsed(
+        f"join token {rec.token_id} was already used by {rec.used_by}; this request"
+        f"{' from ' + consumer if consumer else ''} may not reuse it{why}: tokens are one-time; "
+        "create a new one"
+    )
 
 
 def _claims(raw: dict[str, object]) -> TokenClaims:

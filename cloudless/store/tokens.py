@@ -2,7 +2,11 @@
 
 ``mark_used`` is a compare-and-swap on the record's mod revision, so exactly one of any
 number of concurrent callers (on any coordinator) wins. A lost answer (``OutcomeUnknown``) is
-resolved by re-reading: if the record now says it was used by us at our time, we won.
+resolved by re-reading: if the record now says it was used by us at our time, we won; with a
+key fingerprint, a record used by us with that key is ``REPEATED`` (no second write).
+
+``table`` is public so that a caller may put the redemption into a larger transaction
+(``cloudless.coordinator.enrollment`` writes token, node and event in one).
 """
 
 from __future__ import annotations
@@ -36,11 +40,15 @@ class StoreTokenStore:
         rec = await self.table.get(token_id)
         return rec.value if rec else None
 
-    async def mark_used(self, token_id: str, *, used_by: str, at: float) -> MarkResult:
+    async def mark_used(
+        self, token_id: str, *, used_by: str, at: float, key: str | None = None
+    ) -> MarkResult:
         for _ in range(self._attempts):
             current = await self.table.get(token_id)
-            result = decide_mark(current.value if current else None, used_by=used_by, at=at)
-            if not result.won or current is None or result.record is None:
+            result = decide_mark(
+                current.value if current else None, used_by=used_by, at=at, key=key
+            )
+            if result.outcome is not MarkOutcome.WON or current is None or result.record is None:
                 return result
             try:
                 rev = await self.table.cas(token_id, result.record, expect=current.mod_revision)
