@@ -204,6 +204,8 @@ class Worker:
     ) -> None:  # fmt: skip
         self.first, self.count, self.role = first, count, role
         self.nodes: dict[str, int] = {}
+        self.enroll_s: list[float] = []  # each enrollment's duration, in arrival order
+        self.limit = float(concurrency)  # the worker's adaptive in-flight limit
         self.errors: list[str] = []
         self.killed: dict[str, float] = {}
         self.lock = threading.Lock()
@@ -230,6 +232,8 @@ class Worker:
             with self.lock:
                 if "enrolled" in msg:
                     self.nodes[msg["node"]] = msg["enrolled"]
+                    self.enroll_s.append(float(msg.get("s", 0.0)))
+                    self.limit = float(msg.get("limit", self.limit))
                 elif "error" in msg:
                     self.errors.append(msg["error"])
                 elif "killed" in msg:
@@ -242,6 +246,10 @@ class Worker:
 
     def signal(self, sig: int) -> None:
         os.kill(self.proc.pid, sig)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def stop(self) -> None:
         if self.proc.poll() is None:

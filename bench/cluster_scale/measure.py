@@ -77,3 +77,30 @@ def split_counts(total: int, parts: int) -> list[int]:
         return []
     q, r = divmod(total, parts)
     return [q + 1 if i < r else q for i in range(parts)]
+
+
+class Aimd:
+    """An adaptive in-flight limit (additive increase, multiplicative decrease), as TCP does
+    it: each answer faster than ``slow_s`` adds ``1/limit`` (about one more per round of
+    answers), a slow answer multiplies by 0.7, a failure halves; always within [lo, hi].
+
+    Used by the agent workers so enrollments keep about as many requests in flight as the
+    coordinator answers quickly, instead of flooding it.
+    """
+
+    def __init__(self, start: float, lo: float = 1.0, hi: float = 64.0, slow_s: float = 3.0):
+        self.lo, self.hi, self.slow_s = lo, hi, slow_s
+        self.limit = min(hi, max(lo, start))
+
+    def answered(self, seconds: float) -> None:
+        if seconds > self.slow_s:
+            self.limit = max(self.lo, self.limit * 0.7)
+        else:
+            self.limit = min(self.hi, self.limit + 1.0 / self.limit)
+
+    def failed(self) -> None:
+        self.limit = max(self.lo, self.limit / 2)
+
+    @property
+    def window(self) -> int:
+        return int(self.limit)

@@ -24,8 +24,11 @@ from .cluster import (
     proc_rss,
 )
 from .measure import Event, first_after, split_counts, summary
+from .netcut import Cut
 
-PER_WORKER = 700  # agents per bulk worker process
+PER_WORKER = 1250  # agents per bulk worker process (one asyncio loop each)
+IN_FLIGHT = 24  # initial enrollments in flight over the bulk workers of one step
+KILL9_PROCS, CUT_PROCS, FREEZE_PROCS = 8, 4, 7  # one-agent processes
 
 
 def spec(name: str, replicas: int, selector: str = "") -> bytes:
@@ -93,12 +96,15 @@ class ScaleRun:
         self.client = admin_client(self.coord)
         self.events = EventFollower(self.client)
 
-    def add_workers(self, counts: list[int], role: str) -> list[Worker]:
+    def add_workers(self, counts: list[int], role: str, concurrency: int) -> list[Worker]:
         need = sum(counts)
         make_tokens(self.client, need, self.tokens)
         out = []
         for c in counts:
-            w = Worker(self.coord.api, self.tokens, self.used_tokens, c, self.root / "agents", role)
+            w = Worker(
+                self.coord.api, self.tokens, self.used_tokens, c, self.root / "agents", role,
+                concurrency,
+            )  # fmt: skip
             self.used_tokens += c
             out.append(w)
         self.workers += out
@@ -131,46 +137,89 @@ class ScaleRun:
 
     # ---- measurements --------------------------------------------------------------------
 
-    def grow(self, n: int, timeout: float) -> dict[str, Any]:
-        """Add agents until ``n`` nodes are ready; the time it took and any failure."""
+    def grow(self, n: int) -> dict[str, Any]:
+        """Add agents until ``n`` nodes are ready; the time it took and any failure.
+
+        Enrollment stops when every agent has enrolled, when none has for 60 s (the agents
+        gave up) or after ``max(300, n / 2)`` s; then up to 120 s for every enrolled node to
+        be ``ready``. A progress line every 15 s.
+        """
         t0 = time.monotonic()
-        if not self.workers:  # a few one-agent processes to kill -9 and to freeze
-            self.add_workers([1] * 8, "kill9")
-            self.add_workers([1] * 7, "freeze")
+        if not self.workers:  # one-agent processes to kill -9, to cut off and to freeze
+            self.add_workers([1] * KILL9_PROCS, "kill9", 1)
+            self.add_workers([1] * CUT_PROCS, "cut", 1)
+            self.add_workers([1] * FREEZE_PROCS, "freeze", 1)
         delta = n - self.used_tokens
+        new: list[Worker] = []
         if delta > 0:
-            self.add_workers(split_counts(delta, -(-delta // PER_WORKER)), "bulk")
-        deadline = time.monotonic() + timeout
-        last_log, progress_at, seen = 0.0, time.monotonic(), -1
+            parts = -(-delta // PER_WORKER)
+            new = self.add_workers(split_counts(delta, parts), "bulk", max(2, IN_FLIGHT // parts))
+        t_spawned = time.monotonic()
+        budget = max(300.0, n / 2)
+        deadline = t0 + budget
+        last = (time.monotonic(), self.enrolled(), proc_cpu(self.coord.pid), 0)
+        progress_at, seen = time.monotonic(), -1
+        stalled = False
         while time.monotonic() < deadline:
             got = self.enrolled()
             if got != seen:
                 progress_at, seen = time.monotonic(), got
-            if got >= n or time.monotonic() - progress_at > 30:  # done, or agents gave up
+            if got >= n:
                 break
-            if time.monotonic() - last_log > 15:
-                last_log = time.monotonic()
-                self.log(f"  enrolled {got}/{n} after {time.monotonic() - t0:.0f}s")
-            time.sleep(2.0)
+            if time.monotonic() - progress_at > 60:
+                stalled = True
+                break
+            if time.monotonic() - last[0] >= 15:
+                last = self._progress(n, t0, last, new)
+            time.sleep(1.0)
+        t_enrolled = time.monotonic()
         ready = 0
-        settle_by = time.monotonic() + 90  # first heartbeats, or recovery after a storm
+        settle_by = time.monotonic() + 120  # first heartbeats, or recovery after a storm
         while time.monotonic() < settle_by:
             ready = self.ready_count()
             if ready >= self.enrolled() - len(self.dead):
                 break
+            if time.monotonic() - last[0] >= 15:
+                last = self._progress(n, t0, last, new)
             time.sleep(2.0)
         errors = [e for w in self.workers for e in w.errors]
+        lat = [x for w in new for x in w.enroll_s]
+        enroll_s = t_enrolled - t_spawned
+        added = sum(len(w.nodes) for w in new)
         out = {
             "target": n,
             "ready": ready,
             "enrolled": self.enrolled(),
             "seconds": round(time.monotonic() - t0, 1),
+            "enroll_seconds": round(enroll_s, 1),
+            "enroll_rate_per_s": round(added / enroll_s, 1) if enroll_s > 0 else None,
+            "enroll_latency_s": summary(lat),
+            "enroll_in_flight_limits": [round(w.limit, 1) for w in new],
             "enroll_errors": len(errors),
+            "enroll_stalled": stalled,
             "agent_stream_drops_so_far": self.link_failures(),
+            "coordinator_rss_mb": round(proc_rss(self.coord.pid) / 2**20, 1),
             "first_errors": errors[:3],
         }
         self.log(f"grow -> {out}")
         return out
+
+    def _progress(
+        self, n: int, t0: float, last: tuple[float, int, float, int], new: list[Worker]
+    ) -> tuple[float, int, float, int]:
+        now, got, cpu = time.monotonic(), self.enrolled(), proc_cpu(self.coord.pid)
+        dt = now - last[0]
+        recent = [x for w in new for x in w.enroll_s[-50:]]
+        p50 = summary(recent).get("p50")
+        drops = self.link_failures()
+        self.log(
+            f"  N={n}: enrolled {got}, ready {self.ready_count()} after {now - t0:.0f}s; "
+            f"{(got - last[1]) / dt:.1f} nodes/s; coordinator {(cpu - last[2]) / dt:.2f} cores "
+            f"{proc_rss(self.coord.pid) / 2**20:.0f} MB; enroll P50 {p50}s, in flight <= "
+            f"{sum(w.limit for w in new if len(w.nodes) < w.count):.0f}; "
+            f"stream drops +{drops - last[3]}"
+        )
+        return now, got, cpu, drops
 
     def heartbeat_cost(self, seconds: float) -> dict[str, Any]:
         etcd = self.coord.etcd_pids()
@@ -310,23 +359,80 @@ class ScaleRun:
             self.log(f"  kill -9 {node}: offline {_after(off, tk)}")
         return {"kills": len(lat), "offline_s": summary(lat, 2.0, 4.0)}
 
-    def cutoff(self, n: int) -> dict[str, Any]:
-        """Freeze one agent process (SIGSTOP: the stream stays open, heartbeats stop)."""
-        w = next(w for w in self.workers if w.role == "freeze" and w.nodes)
-        node = next(iter(w.nodes))
-        expected = MembershipConfig().offline_after_for(n)
-        tk = time.time()
-        w.signal(signal.SIGSTOP)
-        off = self.events.wait(went(node, tk, "offline"), expected + 20)
-        w.signal(signal.SIGCONT)
-        back = self.events.wait(went(node, tk, "ready"), 30)
+    def cutoff(self, n: int, samples: int) -> dict[str, Any]:
+        """Cut one-agent processes off with iptables (no FIN; see ``netcut``), one at a time,
+        each holding a running replica: cut -> node ``offline``, cut -> replacement replica
+        ``running`` elsewhere; then heal and wait for the node to be ``ready`` again."""
+        cut = [w for w in self.workers if w.role == "cut" and w.nodes and w.alive]
+        name = f"cut-{n}"
+        replicas = max(1, len(cut) - 2)  # two spare nodes take the replacement
+        self.client.apply(spec(name, replicas, selector="cut"))
+        offline: list[float] = []
+        replaced: list[float] = []
+        back: list[float] = []
+        notes: list[str] = []
+        blocked_new = True
+        for i in range(samples):
+            victim = self._cut_victim(name, replicas, cut)
+            if victim is None:
+                notes.append(f"sample {i}: no cut-off node holds a running replica")
+                self.log(f"  cut-off {i}: {notes[-1]}")
+                continue
+            w, node = victim
+            try:
+                with Cut(w.proc.pid, self.coord.agent_port) as c:
+                    tk = c.t_cut
+                    blocked_new = blocked_new and c.new_connections_blocked
+                    off = self.events.wait(went(node, tk, "offline"), 30)
+                    rep = self.events.wait(replacement_running(name, node, tk), 30)
+                    conns = len(c.conns)
+            except RuntimeError as e:  # no connection found: the agent is reconnecting
+                notes.append(f"sample {i}: {e}")
+                self.log(f"  cut-off {i}: {e}")
+                time.sleep(2.0)
+                continue
+            th = time.time()
+            if off:
+                offline.append(off.at - tk)
+            if rep:
+                replaced.append(rep.at - tk)
+            ready = self.events.wait(went(node, th, "ready"), 60)
+            if ready:
+                back.append(ready.at - th)
+            self.log(
+                f"  cut-off {i} {node} ({conns} conn.): offline {_after(off, tk)}, "
+                f"replacement running {_after(rep, tk)}; healed -> ready {_after(ready, th)}"
+            )
+        self.client.call("DELETE", f"/v1/workloads/{name}")
         out = {
-            "offline_s": summary([off.at - tk] if off else [], 2.0, 4.0),
-            "configured_silence_limit_s": expected,
-            "back_ready": back is not None,
+            "method": "iptables DROP both directions on lo (no FIN) + new connections blocked",
+            "samples": samples,
+            "offline_s": summary(offline, 2.0, 4.0),
+            "replacement_running_s": summary(replaced, 2.5, 5.0),
+            "healed_to_ready_s": summary(back),
+            "new_connections_blocked": blocked_new,
+            "notes": notes,
         }
         self.log(f"cut-off: {out}")
         return out
+
+    def _cut_victim(self, name: str, replicas: int, cut: list[Worker]) -> tuple[Worker, str] | None:
+        """A cut-off process whose node is ready and holds a running replica of ``name``, once
+        the workload has settled (exactly ``replicas`` running: extras after a heal stopped)."""
+        by_node = {next(iter(w.nodes)): w for w in cut}
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            running = self._running_nodes([name])
+            held = [
+                nd
+                for nd in running
+                if nd in by_node and self.client.call("GET", f"/v1/nodes/{nd}")["state"] == "ready"
+            ]
+            if len(running) == replicas and held:
+                node = self.rng.choice(sorted(held))
+                return by_node[node], node
+            time.sleep(0.5)
+        return None
 
     def false_alarms(self, n: int, seconds: float) -> dict[str, Any]:
         """Freeze agents for 1-2 s at random; count wrong offline marks and needless moves."""

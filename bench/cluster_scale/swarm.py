@@ -7,8 +7,10 @@ harness, not the coordinator).
 
 Protocol with the parent, one JSON object per line:
 
-* stdout: ``{"enrolled": idx, "node": node_id}`` once per agent, ``{"error": ...}`` on an
-  enrollment failure, ``{"killed": node_id, "t": wall}`` after a kill command;
+* stdout: ``{"enrolled": idx, "node": node_id, "s": seconds, "limit": n}`` once per agent
+  (how long its enrollment took, and the worker's in-flight limit after it),
+  ``{"error": ...}`` on an enrollment failure, ``{"killed": node_id, "t": wall}`` after a
+  kill command;
 * stdin: ``{"kill": node_id}`` cancels that agent's task (its stream closes abruptly: the
   coordinator sees a broken stream, as after kill -9 of a real agent). EOF on stdin ends the
   process (the parent is gone or done).
@@ -21,6 +23,7 @@ import asyncio
 import functools
 import json
 import logging
+import resource
 import sys
 import threading
 import time
@@ -34,6 +37,8 @@ from cloudless.lib.clock import SystemClock
 from cloudless.model.node import NodeConditions
 from cloudless.model.resources import Resources
 from cloudless.runtime.fake import FakeRuntime
+
+from .measure import Aimd
 
 CAPACITY = Resources(2000, 2 << 30, 10 << 30, 10**9)
 
@@ -71,9 +76,45 @@ def say(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def raise_nofile(want: int = 65536) -> int:
+    """Raise this process's open-file limit (sockets) to ``want`` if allowed, else to the
+    hard limit; returns the soft limit now in force. Children inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= want:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class Limiter:
+    """At most ``aimd.window`` enrollments in flight; the window adapts to answer times."""
+
+    def __init__(self, aimd: Aimd) -> None:
+        self.aimd = aimd
+        self.busy = 0
+        self.cond = asyncio.Condition()
+
+    async def acquire(self) -> None:
+        async with self.cond:
+            await self.cond.wait_for(lambda: self.busy < max(1, self.aimd.window))
+            self.busy += 1
+
+    async def release(self, seconds: float | None) -> None:
+        async with self.cond:
+            self.busy -= 1
+            if seconds is None:
+                self.aimd.failed()
+            else:
+                self.aimd.answered(seconds)
+            self.cond.notify_all()
+
+
 async def main(a: argparse.Namespace, tokens: list[str]) -> None:
     clock = SystemClock()
-    sem = asyncio.Semaphore(a.concurrency)
+    lim = Limiter(Aimd(a.concurrency, lo=1, hi=max(2, 2 * a.concurrency), slow_s=a.slow_s))
     tasks: dict[str, asyncio.Task[None]] = {}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -90,17 +131,24 @@ async def main(a: argparse.Namespace, tokens: list[str]) -> None:
             capacity_override=CAPACITY,
         )
         agent = Agent(cfg, FakeRuntime(clock), monitor=ConstantMonitor(CAPACITY))  # type: ignore[arg-type]
+        took = 0.0
         for attempt in range(5):
+            await lim.acquire()
+            t0 = time.monotonic()
             try:
-                async with sem:
-                    ident = await agent.ensure_identity()
-                break
+                ident = await agent.ensure_identity()
             except Exception as e:  # report, retry a few times, then give up on this agent
+                await lim.release(None)
                 say({"error": f"enroll {idx} attempt {attempt}: {type(e).__name__}: {e}"})
                 await asyncio.sleep(1.0 + attempt)
+                continue
+            took = time.monotonic() - t0
+            await lim.release(took)
+            break
         else:
             return
-        say({"enrolled": idx, "node": ident.node_id})
+        say({"enrolled": idx, "node": ident.node_id, "s": round(took, 3),
+             "limit": round(lim.aimd.limit, 1)})  # fmt: skip
         t = asyncio.current_task()
         assert t is not None
         tasks[ident.node_id] = t
@@ -139,12 +187,15 @@ if __name__ == "__main__":
     p.add_argument("--data", required=True)
     p.add_argument("--prefix", default="sim")
     p.add_argument("--role", default="bulk")
-    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--concurrency", type=int, default=16, help="initial enrollments in flight")
+    p.add_argument("--slow-s", type=float, default=3.0, help="an enrollment slower than this "
+                   "shrinks the in-flight limit")  # fmt: skip
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("cloudless.agent.link").setLevel(logging.INFO)
     # Host facts are the same for every simulated agent of this host; probing them (which
     # runs systemd-detect-virt) on each connect would measure the harness, not the product.
     agent_mod.detect_facts = functools.cache(detect_facts)
     args = p.parse_args()
+    raise_nofile()
     toks = Path(args.tokens).read_text().split()[args.first : args.first + args.count]
     asyncio.run(main(args, toks))

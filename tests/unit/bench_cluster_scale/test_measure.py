@@ -102,3 +102,21 @@ def test_report_rows_name_misses_and_breaks() -> None:
     fo = table[("failover: API writes failing after kill -9 of leader", "3 coord.")]
     assert fo[4:] == ["5.10 s", "0 lost", "**miss**"]
     assert markdown(results).count("\n") == len(rows(results)) + 1
+
+
+def test_aimd_grows_by_about_one_per_round_and_backs_off() -> None:
+    from bench.cluster_scale.measure import Aimd
+
+    a = Aimd(4, lo=1, hi=6, slow_s=3.0)
+    for _ in range(4):  # one round of four fast answers: 4 + 1/4 + 1/4.25 + ... ~ 4.94
+        a.answered(0.5)
+    assert a.window == 4 and 4.9 < a.limit < 5.0
+    for _ in range(20):
+        a.answered(0.5)
+    assert a.limit == 6  # capped at hi
+    a.answered(5.0)  # slow: 6 * 0.7 = 4.2
+    assert a.window == 4
+    a.failed()  # 4.2 / 2 = 2.1
+    a.failed()  # 1.05
+    a.failed()  # floor at lo = 1
+    assert a.limit == 1.0
