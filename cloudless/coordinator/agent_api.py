@@ -14,21 +14,22 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 import grpc
-from cryptography import x509
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.coordinator.convert import resources_from_pb
+from cloudless.coordinator.enrollment import Enroller
 from cloudless.coordinator.hub import AgentHub, NotLeader
 from cloudless.coordinator.state import ClusterState
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError
-from cloudless.lib.ids import is_valid_id
 from cloudless.model.node import Node, NodeState
 from cloudless.security.authz import Authorizer
 from cloudless.security.ca import CertificateAuthority
 from cloudless.security.identity import CertKind, SpiffeId
-from cloudless.security.tokens import TokenManager, TokenUse
+from cloudless.security.tokens import TokenClaims, TokenManager
+from cloudless.store.errors import StoreError
+from cloudless.store.tokens import StoreTokenStore
 
 log = logging.getLogger("cloudless.coordinator.agent_api")
 security_log = logging.getLogger("cloudless.security")
@@ -41,6 +42,8 @@ def peer_certificate(context: grpc.aio.ServicerContext) -> bytes | None:
 
 
 class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
+    ENDPOINTS_TTL_S = 5.0  # how stale the coordinator list in an EnrollResponse may be
+
     def __init__(
         self,
         *,
@@ -61,6 +64,9 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
         self.clock = clock
         self.leader_address = leader_address
         self.agent_endpoints = agent_endpoints
+        self._enroll: Enroller | None = None
+        self._endpoints_lock = asyncio.Lock()
+        self._others: tuple[float, list[str]] | None = None  # (when listed, agent endpoints)
 
     # ---- enrollment ------------------------------------------------------------------------
 
@@ -72,64 +78,78 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
     async def Enroll(
         self, request: pb.EnrollRequest, context: grpc.aio.ServicerContext
     ) -> pb.EnrollResponse:
+        """See ``cloudless.coordinator.enrollment``: refusals are ``PERMISSION_DENIED`` with
+        the reason; a store that stays unsure is ``UNAVAILABLE`` (the agent retries with the
+        same CSR, and a retry after a landed write gets its certificate)."""
         peer = context.peer()
+        facts = request.facts
+
+        def node_for(node_id: str, claims: TokenClaims) -> Node:
+            labels = dict(facts.labels)
+            labels.update(claims.labels)  # labels pinned by the token win
+            return Node.make(
+                node_id,
+                name=request.node_name or node_id,
+                labels=labels,
+                region=labels.get("region", facts.region),
+                zone=labels.get("zone", facts.zone),
+                arch=facts.arch or "amd64",
+                os=facts.os or "linux",
+                device_class=facts.device_class or "server",
+                capacity=resources_from_pb(facts.capacity),
+                allocatable=resources_from_pb(facts.allocatable),
+                state=NodeState.ENROLLING,
+                address=facts.address,
+                public=facts.public,
+                nat=not facts.public,
+                cost_per_hour=facts.cost_per_hour,
+                enrolled_at=self.clock.now(),
+            )
+
         try:
-            node_id = _csr_node_id(request.csr_pem, self.ca.trust_domain)
-            claims = await self.tokens.verify(request.token, TokenUse.NODE_ENROLLMENT)
-            if await self.state.nodes.get(node_id) is not None:
-                raise CloudlessError(
-                    f"node id {node_id} is taken: enroll with a fresh data directory"
-                )
-            spiffe = SpiffeId.node(node_id, self.ca.trust_domain)
-            self.ca.check_csr(request.csr_pem, spiffe)
-            await self.tokens.redeem(claims, consumer=node_id)
-            cert = self.ca.sign_csr(request.csr_pem, spiffe, CertKind.NODE)
+            done = await self._enroller().enroll(request.token, request.csr_pem, node_for)
+        except StoreError as e:
+            log.warning("enrollment from %s not completed: %s", peer, e)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"cluster store busy ({e}); retry")
+            raise  # unreachable: abort raises
         except CloudlessError as e:
             await self._refused(f"enrollment from {peer} refused: {e}")
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
             raise  # unreachable: abort raises
-        facts = request.facts
-        labels = dict(facts.labels)
-        labels.update(claims.labels)  # labels pinned by the token win
-        now = self.clock.now()
-        node = Node.make(
-            node_id,
-            name=request.node_name or node_id,
-            labels=labels,
-            region=labels.get("region", facts.region),
-            zone=labels.get("zone", facts.zone),
-            arch=facts.arch or "amd64",
-            os=facts.os or "linux",
-            device_class=facts.device_class or "server",
-            capacity=resources_from_pb(facts.capacity),
-            allocatable=resources_from_pb(facts.allocatable),
-            state=NodeState.ENROLLING,
-            address=facts.address,
-            public=facts.public,
-            nat=not facts.public,
-            cost_per_hour=facts.cost_per_hour,
-            enrolled_at=now,
-        )
-        await self.state.nodes.create(node_id, node)
-        await self.hub.emit(
-            "node", f"node {node_id} enrolled ({node.name}, {node.zone or '-'})", node=node_id
-        )
         return pb.EnrollResponse(
-            node_id=node_id,
-            cert_pem=cert,
+            node_id=done.node.id,
+            cert_pem=done.cert_pem,
             ca_bundle_pem=self.ca.bundle_pem,
             coordinators=await self._all_agent_endpoints(),
         )
 
+    def _enroller(self) -> Enroller:
+        if self._enroll is None:
+            if not isinstance(self.tokens.store, StoreTokenStore):
+                raise TypeError("enrollment needs the join tokens in the cluster store")
+            self._enroll = Enroller(
+                state=self.state,
+                tokens=self.tokens,
+                token_table=self.tokens.store.table,
+                ca=self.ca,
+                clock=self.clock,
+            )
+        return self._enroll
+
     async def _all_agent_endpoints(self) -> list[str]:
+        """This coordinator's endpoints, then every registered coordinator's. The registry is
+        listed at most once per ``ENDPOINTS_TTL_S`` (not once per enrollment)."""
         from cloudless.coordinator.joining import known_coordinators
 
-        mine = self.agent_endpoints()
-        try:
-            others = [c.agent for c in await known_coordinators(self.state.store)]
-        except Exception:
-            others = []
-        return list(dict.fromkeys([*mine, *others]))
+        async with self._endpoints_lock:
+            now = self.clock.monotonic()
+            if self._others is None or now - self._others[0] >= self.ENDPOINTS_TTL_S:
+                try:
+                    others = [c.agent for c in await known_coordinators(self.state.store)]
+                except Exception:
+                    others = [] if self._others is None else self._others[1]
+                self._others = (now, others)
+        return list(dict.fromkeys([*self.agent_endpoints(), *self._others[1]]))
 
     async def _refused(self, message: str) -> None:
         """A security refusal: logged, and recorded in the event stream."""
@@ -227,21 +247,3 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
                 await self.hub.on_heartbeat(session, msg.heartbeat, send)
             elif kind == "log":
                 self.hub.on_log(msg.log)
-
-
-def _csr_node_id(csr_pem: bytes, trust_domain: str) -> str:
-    try:
-        csr = x509.load_pem_x509_csr(csr_pem)
-        uris = csr.extensions.get_extension_for_class(
-            x509.SubjectAlternativeName
-        ).value.get_values_for_type(x509.UniformResourceIdentifier)
-    except (ValueError, x509.ExtensionNotFound):
-        raise CloudlessError("the CSR is not a PEM CSR with a SPIFFE URI SAN") from None
-    if len(uris) != 1:
-        raise CloudlessError("the CSR must carry exactly one SPIFFE URI SAN")
-    sid = SpiffeId.parse(uris[0])
-    if sid.kind is not CertKind.NODE or sid.trust_domain != trust_domain:
-        raise CloudlessError(f"the CSR names {sid}; a node of {trust_domain} must be enrolled")
-    if not is_valid_id(sid.name):
-        raise CloudlessError(f"node id {sid.name!r} must be a DNS label (a-z, 0-9, '-')")
-    return sid.name
