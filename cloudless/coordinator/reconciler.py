@@ -4,6 +4,12 @@ It wakes on any change to nodes, workloads or replicas (debounced by ``debounce_
 least every ``period_s``. Each action is written with compare-and-swap on the revision the
 decision was made from, plus the leader fence; an action that lost a race is dropped and the
 next round decides again from fresh state.
+
+Rounds decide from a ``LiveView`` (``view.py``): the three tables kept in memory by one watch,
+so a round reads nothing from the store. After a round that wrote anything (or lost a race)
+the next one first reads the store's revision and waits until the view reflects it, so it
+always sees its own writes and the writes that beat it. ``incremental=False`` restores the
+old path (every round lists and decodes the three tables), kept for side-by-side benchmarks.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from cloudless.coordinator.reconcile import (
     reconcile,
 )
 from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.state import ClusterState, event
+from cloudless.coordinator.state import ClusterState, Snapshot, event
+from cloudless.coordinator.view import LiveView, placement_fingerprint
 from cloudless.lib.clock import Clock
 from cloudless.lib.ids import IdSource
 from cloudless.model.node import Node, NodeState, transition
@@ -47,22 +54,42 @@ class Reconciler:
         *,
         debounce_s: float = 0.02,
         period_s: float = 1.0,
+        incremental: bool = True,
+        catch_up_s: float = 2.0,
     ) -> None:
+        """``incremental``: decide from a watch-fed ``LiveView`` (default) instead of listing
+        the store every round. ``catch_up_s``: how long a round waits for the view to reach
+        the store's revision after a write before re-listing instead."""
         self.state = state
         self.placer = placer
         self.ids = ids
         self.clock = clock
         self.debounce_s = debounce_s
         self.period_s = period_s
+        self.incremental = incremental
+        self.catch_up_s = catch_up_s
         self._wake = asyncio.Event()
         self.rounds = 0
+        self.view: LiveView | None = None  # while leading incrementally
+        self._wrote = False  # the next round must first see this round's writes (or losses)
 
     async def lead(self, fence: Fence) -> None:
-        async with asyncio.TaskGroup() as tg:
-            for table in ("nodes/", "workloads/", "replicas/"):
-                tg.create_task(self._watch(ROOT + table))
-            tg.create_task(self._timer())
-            tg.create_task(self._loop(fence))
+        self._wrote = False
+        if not self.incremental:
+            async with asyncio.TaskGroup() as tg:
+                for table in ("nodes/", "workloads/", "replicas/"):
+                    tg.create_task(self._watch(ROOT + table))
+                tg.create_task(self._timer())
+                tg.create_task(self._loop(fence))
+            return
+        self.view = LiveView(self.state, self.clock, on_change=self._wake.set)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.view.run())
+                tg.create_task(self._timer())
+                tg.create_task(self._loop(fence))
+        finally:
+            self.view = None
 
     async def _watch(self, prefix: str) -> None:
         """Wake the loop on changes under ``prefix``. Node records also change for usage
@@ -80,7 +107,7 @@ class Reconciler:
                     n = self.state.nodes.decode(ev.kv).value if ev.kv.value else None
                 except Exception:
                     n = None
-                fp = _fingerprint(n) if n is not None else ("deleted",)
+                fp = placement_fingerprint(n) if n is not None else ("deleted",)
                 if seen.get(ev.key) != fp:
                     seen[ev.key] = fp
                     self._wake.set()
@@ -103,11 +130,34 @@ class Reconciler:
             except StoreError as e:
                 log.warning("reconcile round failed, retrying: %s", e)
 
+    async def snapshot(self) -> Snapshot:
+        """What the next decision is made from: the live view once it reflects everything
+        this reconciler wrote or lost a race to, else (not leading) a store listing."""
+        view = self.view
+        if view is None:
+            return await self.state.snapshot()
+        if self._wrote:
+            need = await self.state.store.revision()
+            if not await view.caught_up(need, self.catch_up_s):
+                log.warning(
+                    "view at revision %d did not reach %d in %.1f s: re-listing",
+                    view.revision,
+                    need,
+                    self.catch_up_s,
+                )
+                await view.reload()
+            self._wrote = False
+        elif not view.loaded and not await view.caught_up(1, self.catch_up_s):
+            await view.reload()
+        return view.snapshot()
+
     async def round(self, fence: Fence) -> list[Action]:
-        snap = await self.state.snapshot()
+        snap = await self.snapshot()
         for p in snap.problems:
             log.error("skipping undecodable record: %s", p)
         actions = reconcile(snap.view, self.placer, self.ids, self.clock.now())
+        if actions:
+            self._wrote = True  # set before writing: a failed write counts too
         creates = [a for a in actions if isinstance(a, CreateReplica)]
         actions_left: list[Action]
         if len(creates) > 1 and await self._create_all(creates, fence):
@@ -237,19 +287,3 @@ class Reconciler:
         name, body = event(kind, message, self.clock.now(), **fields)
         log.info(message)
         await self.state.events.put(name, body)
-
-
-def _fingerprint(n: Node) -> tuple[object, ...]:
-    """What placement and reconciliation look at in a node (not usage or heartbeat time)."""
-    return (
-        n.state,
-        n.allocatable,
-        tuple(sorted(n.labels.items())),
-        n.zone,
-        n.region,
-        n.arch,
-        n.device_class,
-        n.conditions.memory_pressure,
-        n.conditions.disk_pressure,
-        round(n.reliability, 2),
-    )
