@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -154,7 +154,6 @@ class LeaderWatch:
         self.address_of = address_of
         self.grace = grace
         self.clock = clock or SystemClock()
-        self.deposed: list[int] = []  # terms this watch ended (for tests and logs)
 
     async def run(self) -> None:
         task: asyncio.Task[None] | None = None
@@ -225,15 +224,40 @@ class LeaderWatch:
         await self._depose(lead, sighting.reason(self.clock.monotonic()))
 
     async def _depose(self, lead: Leadership, why: str) -> None:
-        """Retry until the store answers: the leader's etcd member may have died with it, and
-        the survivors need an etcd election before they accept the write. The task is
-        cancelled if the leadership changes meanwhile."""
+        """Retry until the store answers. If the leader's etcd member died with it, the
+        survivors first need an etcd election, and a request sent meanwhile is forwarded to
+        the dead raft leader and lost (it would hang for the store's whole request timeout):
+        so each attempt is abandoned after ``ATTEMPT_S`` and sent again (safe: the delete
+        is guarded by the term). The task is cancelled if the leadership changes meanwhile."""
         why = f"{lead.leader}: {why}"
+        attempt = 0
         while True:
+            budget = self.ATTEMPT_S if attempt < self.SHORT_ATTEMPTS else 2.0
+            attempt += 1
             try:
-                if await self.election.depose(lead.term, why):
-                    self.deposed.append(lead.term)
-                return
+                done = await self._within(budget, self.election.depose(lead.term, why))
             except StoreError as e:
                 log.info("deposing term %d: the store did not answer (%s); retrying", lead.term, e)
                 await self.clock.sleep(0.05)
+                continue
+            if done is None:
+                log.info("deposing term %d: no answer within %.1fs; retrying", lead.term, budget)
+                continue
+            return
+
+    ATTEMPT_S = 0.3  # an etcd write takes milliseconds here; an election 1-2 s
+    SHORT_ATTEMPTS = 20
+
+    async def _within(self, seconds: float, aw: Coroutine[Any, Any, bool]) -> bool | None:
+        """``aw``'s result, or ``None`` (and ``aw`` cancelled) after ``seconds`` on our clock."""
+        task: asyncio.Task[bool] = asyncio.ensure_future(aw)
+        timer = asyncio.ensure_future(self.clock.sleep(seconds))
+        try:
+            await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        return None if task.cancelled() else task.result()

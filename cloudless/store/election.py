@@ -78,6 +78,7 @@ class Election:
         self._lease: Lease | None = None
         self._valid_until = 0.0
         self._subscribers: list[asyncio.Queue[Leadership]] = []
+        self.deposed: list[int] = []  # terms this elector ended with ``depose``
 
     # ---- queries ---------------------------------------------------------------------------
 
@@ -152,6 +153,8 @@ class Election:
         res = await self.store.txn(
             [Compare.create_revision(self.key, "==", term)], [Delete(self.key)], []
         )
+        if res.succeeded:
+            self.deposed.append(term)
         log.warning(
             "election %s (%s): %s term %d of %s: %s",
             self.key,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from typing import Any
 
 import pytest
 
@@ -86,6 +87,13 @@ class Mortal(MemoryStore):
     def __init__(self, clock: FakeClock) -> None:
         super().__init__(clock)
         self.dead: set[int] = set()
+        self.lost_writes = 0  # the next n transactions are never answered
+
+    async def txn(self, *args: Any, **kw: Any) -> Any:
+        if self.lost_writes:
+            self.lost_writes -= 1
+            await asyncio.Event().wait()  # forwarded to a dead raft leader: no answer ever
+        return await super().txn(*args, **kw)
 
     async def keepalive(self, lease_id: int) -> int:
         if lease_id in self.dead:
@@ -110,12 +118,12 @@ class Cluster:
         self.tasks = [tg.create_task(self.store.run(tick=0.1))]
         self.runs: dict[str, asyncio.Task[None]] = {}
 
-    def start(self, who: str) -> tuple[Election, LeaderWatch]:
+    def start(self, who: str) -> Election:
         e = Election(self.store, who, ttl=TTL, clock=self.clock)
         w = LeaderWatch(e, self.link, addr, grace=GRACE, clock=self.clock)
         self.runs[who] = self.tg.create_task(e.run())
         self.tasks += [self.runs[who], self.tg.create_task(w.run())]
-        return e, w
+        return e
 
     def kill(self, e: Election) -> None:
         """kill -9: no more keepalives, no resignation."""
@@ -128,22 +136,22 @@ class Cluster:
             t.cancel()
 
 
-async def started(c: Cluster) -> tuple[Election, Election, LeaderWatch]:
+async def started(c: Cluster) -> tuple[Election, Election]:
     """a leads; b follows and is connected to a. t = 1.0 s afterwards."""
-    a, _ = c.start("a:7443")
+    a = c.start("a:7443")
     await c.clock.run_for(0.5)
     assert a.is_leader()
-    b, wb = c.start("b:7443")
+    b = c.start("b:7443")
     c.link.set("a:7443", True)
     await c.clock.run_for(0.5)
     assert b.leader() == "a:7443" and c.link.opened == ["a:7443"]
-    return a, b, wb
+    return a, b
 
 
 async def test_observed_death_deposes_within_the_grace() -> None:
     async with asyncio.TaskGroup() as tg:
         c = Cluster(tg)
-        a, b, wb = await started(c)
+        a, b = await started(c)
         assert a._lease is not None
         dead_lease = a._lease.id
         c.kill(a)
@@ -152,7 +160,7 @@ async def test_observed_death_deposes_within_the_grace() -> None:
         assert b.leader() == "a:7443" and not b.is_leader()
         await c.clock.run_for(0.3)  # 0.5 > 0.3: deposed; b campaigns at once
         assert b.is_leader()
-        assert len(wb.deposed) == 1
+        assert len(b.deposed) == 1
         # a's lease has not run out (TTL 6 s): the takeover came from the deposition
         assert await c.store.lease_ttl(dead_lease) > 0
         c.stop()
@@ -161,27 +169,27 @@ async def test_observed_death_deposes_within_the_grace() -> None:
 async def test_a_leader_never_reached_is_left_to_its_lease() -> None:
     async with asyncio.TaskGroup() as tg:
         c = Cluster(tg)
-        a, _ = c.start("a:7443")
+        a = c.start("a:7443")
         await c.clock.run_for(0.5)
-        b, wb = c.start("b:7443")  # the link to a never comes up (a partition, say)
+        b = c.start("b:7443")  # the link to a never comes up (a partition, say)
         await c.clock.run_for(0.5)
         c.kill(a)  # t = 1.0; a's last renewal was at t = 0 + 2 (every TTL/3)... at most
         await c.clock.run_for(2.0)
-        assert not b.is_leader() and wb.deposed == []
+        assert not b.is_leader() and b.deposed == []
         await c.clock.run_for(TTL + 1.0)  # the lease runs out
-        assert b.is_leader() and wb.deposed == []
+        assert b.is_leader() and b.deposed == []
         c.stop()
 
 
 async def test_reconnected_within_the_grace_is_not_deposed() -> None:
     async with asyncio.TaskGroup() as tg:
         c = Cluster(tg)
-        a, b, wb = await started(c)
+        a, b = await started(c)
         c.link.set("a:7443", False)
         await c.clock.run_for(0.1)
         c.link.set("a:7443", True)  # 0.1 < 0.3
         await c.clock.run_for(2.0)
-        assert a.is_leader() and b.leader() == "a:7443" and wb.deposed == []
+        assert a.is_leader() and b.leader() == "a:7443" and b.deposed == []
         c.stop()
 
 
@@ -192,20 +200,37 @@ async def test_a_wrong_deposition_costs_an_election_not_a_split_brain() -> None:
     key = "/t/owned"
     async with asyncio.TaskGroup() as tg:
         c = Cluster(tg)
-        a, b, wb = await started(c)
+        a, b = await started(c)
         stale = a.fence()
         await fenced_txn(c.store, stale, (), [Put(key, b"a-1")])
         c.link.set("a:7443", False)
         await c.clock.run_for(1.0)
-        assert len(wb.deposed) == 1
+        assert len(b.deposed) == 1
         with pytest.raises(Fenced, match="no longer the leader"):
             await fenced_txn(c.store, stale, (), [Put(key, b"a-2")])
         leaders = [e for e in (a, b) if e.is_leader()]
         assert len(leaders) == 1
         await fenced_txn(c.store, leaders[0].fence(), (), [Put(key, b"new")])
         await c.clock.run_for(5.0)  # link to a still down: no second deposition
-        assert len(wb.deposed) == 1
+        assert len(b.deposed) == 1
         assert [e for e in (a, b) if e.is_leader()] == leaders
         c.stop()
     kv = await c.store.get(key)
     assert kv is not None and kv.value == b"new"
+
+
+async def test_a_lost_deposition_is_sent_again() -> None:
+    """The leader's etcd member died with it: the first two attempts go to the dead raft
+    leader and are never answered. Each is abandoned after 0.3 s: lost at t, deposed at
+    t + 0.3 (grace) + 0.3 + 0.3 (two lost attempts) = t + 0.9."""
+    async with asyncio.TaskGroup() as tg:
+        c = Cluster(tg)
+        a, b = await started(c)
+        c.kill(a)
+        c.store.lost_writes = 2
+        c.link.set("a:7443", False)
+        await c.clock.run_for(0.85, step=0.01)
+        assert b.deposed == [] and not b.is_leader()
+        await c.clock.run_for(0.1, step=0.01)
+        assert len(b.deposed) == 1 and b.is_leader()
+        c.stop()
