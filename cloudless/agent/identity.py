@@ -7,16 +7,25 @@ Enrollment, as swarmkit and K3s do it: fetch the CA bundle from the coordinator'
 unauthenticated TLS, keep only the root whose digest the join token pins (nothing is sent
 before that check), then call ``Enrollment.Enroll`` over TLS that verifies the coordinator
 against that root, with the token and a CSR for a fresh key.
+
+A transient failure of ``Enroll`` (``UNAVAILABLE``, ``DEADLINE_EXCEEDED``, ...: the answer may
+have been lost after the coordinator redeemed the token) is retried with backoff, on every
+announced endpoint in turn, with the **same** key and CSR: the coordinator answers a retry by
+the node that redeemed the token with its certificate. A refusal (``PERMISSION_DENIED``...) is
+final and says why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import random
 import re
 import secrets
 import ssl
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +33,7 @@ import grpc
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
+from cloudless.lib.backoff import Backoff
 from cloudless.lib.errors import CloudlessError
 from cloudless.lib.keepalive import Keepalive
 from cloudless.security._files import write_private
@@ -88,10 +98,31 @@ class AgentIdentity:
         )
 
 
-def _fetch_ca_blocking(api_url: str, timeout: float) -> dict[str, object]:
-    ctx = ssl.create_default_context()
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+ENROLL_BACKOFF = Backoff(base=0.25, factor=2.0, cap=5.0, jitter=0.5)
+
+
+@functools.cache
+def _unverified_tls() -> ssl.SSLContext:
+    """A client context that verifies nothing (trust comes from the token's digest, checked
+    right after). Built once: ``ssl.create_default_context()`` would load the system's CA
+    store on every call, which cost more CPU than the whole enrollment."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # trust comes from the token's digest, checked next
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _fetch_ca_blocking(api_url: str, timeout: float) -> dict[str, object]:
+    ctx = _unverified_tls()
     with urllib.request.urlopen(f"{api_url.rstrip('/')}/v1/ca", context=ctx, timeout=timeout) as r:
         body = json.loads(r.read())
     if not isinstance(body, dict):
@@ -133,32 +164,63 @@ async def enroll(
     facts: pb.NodeFacts,
     node_id: str | None = None,
     timeout: float = 30.0,
+    attempts: int = 10,
 ) -> AgentIdentity:
+    """Enroll a new node: pinned CA, fresh key, CSR, ``Enroll`` (retried, see the module)."""
     root, endpoints = await fetch_pinned_ca(api_url, token)
     key_pem = new_private_key()
     # The node picks its id (as Nomad clients do); the coordinator refuses one already taken.
     node_id = node_id or new_node_id(node_name)
     csr = make_csr(key_pem, SpiffeId.node(node_id))
-    last: Exception | None = None
-    for ep in endpoints:
-        creds = grpc.ssl_channel_credentials(root_certificates=root)
+    request = pb.EnrollRequest(token=token, csr_pem=csr, node_name=node_name, facts=facts)
+    resp = await send_enroll(endpoints, root, request, timeout=timeout, attempts=attempts)
+    return AgentIdentity(
+        node_id=resp.node_id,
+        key_pem=key_pem,
+        cert_pem=resp.cert_pem,
+        ca_pem=resp.ca_bundle_pem or root,
+        coordinators=list(resp.coordinators),
+    )
+
+
+async def send_enroll(
+    endpoints: list[str],
+    root: bytes,
+    request: pb.EnrollRequest,
+    *,
+    timeout: float = 30.0,
+    attempts: int = 10,
+    backoff: Backoff = ENROLL_BACKOFF,
+    rng: random.Random | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> pb.EnrollResponse:
+    """Send the *same* ``request`` until one endpoint answers, at most ``attempts`` times.
+
+    Endpoints are tried in turn; after a round in which all failed transiently
+    (``RETRYABLE``) it waits ``backoff.delay(round)``. Any other status is a refusal:
+    ``EnrollmentFailed`` with the coordinator's reason, at once.
+    """
+    if not endpoints:
+        raise EnrollmentFailed("no enrollment endpoint to send to")
+    rng = rng or random.Random()
+    creds = grpc.ssl_channel_credentials(root_certificates=root)
+    last: grpc.aio.AioRpcError | None = None
+    for attempt in range(attempts):
+        if attempt and attempt % len(endpoints) == 0:
+            await sleep(backoff.delay(attempt // len(endpoints) - 1, rng))
+        ep = endpoints[attempt % len(endpoints)]
         async with grpc.aio.secure_channel(ep, creds, options=channel_options()) as ch:
-            stub = pbg.EnrollmentStub(ch)
             try:
-                resp = await stub.Enroll(
-                    pb.EnrollRequest(token=token, csr_pem=csr, node_name=node_name, facts=facts),
-                    timeout=timeout,
+                resp: pb.EnrollResponse = await pbg.EnrollmentStub(ch).Enroll(
+                    request, timeout=timeout
                 )
+                return resp
             except grpc.aio.AioRpcError as e:
-                if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    last = e
-                    continue
-                raise EnrollmentFailed(f"enrollment refused: {e.details()}") from None
-        return AgentIdentity(
-            node_id=resp.node_id,
-            key_pem=key_pem,
-            cert_pem=resp.cert_pem,
-            ca_pem=resp.ca_bundle_pem or root,
-            coordinators=list(resp.coordinators),
-        )
-    raise EnrollmentFailed(f"no coordinator endpoint answered ({last})")
+                if e.code() not in RETRYABLE:
+                    raise EnrollmentFailed(f"enrollment refused: {e.details()}") from None
+                last = e
+    detail = f"{last.code().name}: {last.details()}" if last is not None else "no answer"
+    raise EnrollmentFailed(
+        f"no coordinator endpoint completed the enrollment after {attempts} attempts "
+        f"({detail}); check that a coordinator is up and retry"
+    )
