@@ -25,6 +25,17 @@ def _verdict(s: dict[str, Any]) -> str:
     return {True: "pass", False: "**miss**"}.get(s.get("pass"), "-")
 
 
+def _cutoff_rows(cut: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Runs before the real cut-off (no ``method``) froze the process with SIGSTOP instead."""
+    if not cut:
+        return []
+    if "method" in cut:
+        label = "membership: cut-off (iptables DROP, no FIN)"
+    else:
+        label = "membership: cut-off (SIGSTOP, stream open)"
+    return [(label, "2 / 4 s", cut.get("offline_s", {}))]
+
+
 def rows(results: dict[str, Any]) -> list[list[str]]:
     """One row per (metric, N): metric, goal, N, samples, P50, P95, verdict."""
     out: list[list[str]] = []
@@ -33,6 +44,11 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         if "broke" in st:
             out.append(["scale-up", "-", n, "-", "-", "-", f"**broke**: {st['broke']}"])
             continue
+        g = st.get("grow", {})
+        if g.get("enroll_rate_per_s") is not None:
+            out.append(["scale-up: enroll until all ready", "-", n, f"{g.get('enrolled')} nodes",
+                        f"{g.get('seconds')} s", f"{g['enroll_rate_per_s']} nodes/s",
+                        f"{g.get('enroll_errors', 0)} errors"])  # fmt: skip
         sch = st.get("scheduling", {})
         for key, label in (
             ("per_replica_s", "scheduling: apply -> each replica placed"),
@@ -46,11 +62,13 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
              st.get("reschedule", {}).get("offline_after_stream_break_s", {})),
             ("membership: kill -9 of the agent process", "2 / 4 s",
              st.get("kill9", {}).get("offline_s", {})),
-            ("membership: cut-off (SIGSTOP, stream open)", "2 / 4 s",
-             st.get("cutoff", {}).get("offline_s", {})),
+            *_cutoff_rows(st.get("cutoff", {})),
             ("rescheduling: death -> replacement running", "2.5 / 5 s",
              st.get("reschedule", {}).get("replacement_running_s", {})),
         ]  # fmt: skip
+        if "method" in st.get("cutoff", {}):
+            table.append(("rescheduling: cut-off -> replacement running", "2.5 / 5 s",
+                          st["cutoff"].get("replacement_running_s", {})))  # fmt: skip
         for label, goal, s in table:
             out.append([label, goal, n, str(s.get("n", 0)), _s(s.get("p50")), _s(s.get("p95")),
                         _verdict(s)])  # fmt: skip
