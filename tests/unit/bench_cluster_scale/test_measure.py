@@ -85,7 +85,22 @@ def test_report_rows_name_misses_and_breaks() -> None:
                 {
                     "nodes": 1000,
                     "scheduling": {"per_replica_s": summary([0.010, 0.030], 0.020, 0.050)},
-                    "cutoff": {"offline_s": summary([2.2], 2.0, 4.0)},
+                    "cutoff": {"offline_s": summary([2.2], 2.0, 4.0)},  # an older SIGSTOP run
+                },
+                {
+                    "nodes": 2000,
+                    "grow": {
+                        "enrolled": 2000,
+                        "seconds": 180.0,
+                        "enroll_rate_per_s": 11.1,
+                        "enroll_errors": 0,
+                    },
+                    "cutoff": {
+                        "method": "iptables",
+                        # sorted 1.0, 1.5, 3.0: p50 1.5; p95 rank 1.9 -> 1.5 + 0.9 * 1.5 = 2.85
+                        "offline_s": summary([3.0, 1.0, 1.5], 2.0, 4.0),
+                        "replacement_running_s": summary([6.0], 2.5, 5.0),
+                    },
                 },
                 {"nodes": 5000, "broke": "only 10/5000 nodes ready after 600s"},
             ]
@@ -99,6 +114,11 @@ def test_report_rows_name_misses_and_breaks() -> None:
     assert table[("membership: cut-off (SIGSTOP, stream open)", "1000")][-1] == "**miss**"
     assert table[("membership: kill -9 of the agent process", "1000")][-1] == "not measured"
     assert table[("scale-up", "5000")][-1].startswith("**broke**")
+    cut = table[("membership: cut-off (iptables DROP, no FIN)", "2000")]
+    assert cut[3:] == ["3", "1.50 s", "2.85 s", "pass"]
+    assert table[("rescheduling: cut-off -> replacement running", "2000")][-1] == "**miss**"
+    assert table[("scale-up: enroll until all ready", "2000")][4:6] == ["180.0 s", "11.1 nodes/s"]
+    assert ("rescheduling: cut-off -> replacement running", "1000") not in table
     fo = table[("failover: API writes failing after kill -9 of leader", "3 coord.")]
     assert fo[4:] == ["5.10 s", "0 lost", "**miss**"]
     assert markdown(results).count("\n") == len(rows(results)) + 1
