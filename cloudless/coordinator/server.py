@@ -326,8 +326,15 @@ class Coordinator:
                     await task
 
     async def _leading(self, reconciler: Reconciler) -> None:
-        """The leader's loops; restarted after a failure for as long as we still lead."""
-        while self.election.is_leader():
+        """The leader's loops, for as long as the election names us (``_lead`` cancels this
+        when it stops doing so); restarted after any failure. While our belief in the lease
+        has lapsed (keepalives not getting through, e.g. during an etcd election right after
+        we won) they wait for it to come back rather than give up: nothing else would start
+        them again while the election still names us."""
+        while True:
+            if not self.election.is_leader():
+                await asyncio.sleep(0.05)
+                continue
             try:
                 fence = self.election.fence()
                 async with asyncio.TaskGroup() as tg:
@@ -335,6 +342,8 @@ class Coordinator:
                     tg.create_task(reconciler.lead(fence))
             except* (StoreError, CloudlessError) as eg:
                 log.warning("leader loops stopped (%s); restarting", eg.exceptions[0])
+            except* Exception as eg:
+                log.error("leader loops failed; restarting", exc_info=eg.exceptions[0])
             await asyncio.sleep(0.2)
 
     async def _refresh_coordinators(self) -> None:

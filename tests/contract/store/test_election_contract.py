@@ -92,3 +92,37 @@ async def test_deposed_leader_cannot_write(harness: Harness, name: str) -> None:
         tb.cancel()
     kv = await s.get(key)
     assert kv is not None and kv.value == b"b-1"
+
+
+async def test_depose_ends_only_the_named_term(harness: Harness, name: str) -> None:
+    """b deposes a's term T: the key goes, a's fence is refused, a new term begins. Deposing
+    a term that is not the current one, or our own, changes nothing."""
+    s = harness.store
+    a, b = election(harness, "a:7000", name), election(harness, "b:7000", name)
+    key = f"/t/{name}/owned"
+    async with asyncio.TaskGroup() as tg:
+        ta = tg.create_task(a.run())
+        await until(harness, a.is_leader)
+        tb = tg.create_task(b.run())
+        await until(harness, lambda: b.leader() == "a:7000")
+        stale = a.fence()
+        term = b._state.term
+        assert term > 0
+        assert not await b.depose(term + 1, "not the current term")
+        assert not await a.depose(term, "our own term")
+        assert a.is_leader() and b.deposed == []
+        assert await b.depose(term, "test")
+        assert b.deposed == [term]
+        with pytest.raises(Fenced, match="no longer the leader"):
+            await fenced_txn(s, stale, (), [Put(key, b"a-stale")])
+        # a may still believe it leads until its watch sees the delete: its fence says no
+        await until(harness, lambda: any(e.is_leader() and e._state.term > term for e in (a, b)))
+        lead = a if a.is_leader() else b
+        await fenced_txn(s, lead.fence(), (), [Put(key, b"new")])
+        # the old term again (a late retry): nothing happens to the new one
+        assert not await b.depose(term, "late retry")
+        assert lead.is_leader()
+        ta.cancel()
+        tb.cancel()
+    kv = await s.get(key)
+    assert kv is not None and kv.value == b"new"
