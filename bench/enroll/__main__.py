@@ -8,13 +8,18 @@ concurrency, a fresh coordinator and ``n`` real enrollments from one client proc
 ``git worktree add /tmp/enroll-old <commit>``), interleaved with this tree's runs in one
 invocation, so that the two are compared side by side on the same (noisy, 2-core) machine;
 the report gives the ratio this/baseline per concurrency. The baseline checkout needs no copy
-of this benchmark: ``bench/enroll`` is copied into it when missing.
+of this benchmark: ``bench/enroll`` is copied into it.
+
+``--repeat R`` measures each (tree, concurrency) R times, alternating which tree goes first,
+and reports the median run (by enrollments/s) with every run kept; the 1-minute load average
+before each run is recorded, since other work on the machine moves these figures a lot.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -30,8 +35,8 @@ REPO = HERE.parents[1]
 def measure(tree: Path, n: int, concurrency: int) -> dict[str, Any]:
     """Run ``bench.enroll.one`` with ``tree`` as the working directory (its code, both sides)."""
     dst = tree / "bench" / "enroll"
-    if tree != REPO and not (dst / "one.py").exists():
-        shutil.copytree(HERE, dst, ignore=shutil.ignore_patterns("__pycache__"))
+    if tree != REPO:  # the same measurement code on both sides
+        shutil.copytree(HERE, dst, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
     cmd = [sys.executable, "-m", "bench.enroll.one", "--n", str(n)]
     cmd += ["--concurrency", str(concurrency)]
     out = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, timeout=1800)
@@ -41,6 +46,10 @@ def measure(tree: Path, n: int, concurrency: int) -> dict[str, Any]:
     if not str(result.get("code", "")).startswith(str(tree)):
         raise RuntimeError(f"measured {result.get('code')}, not the code in {tree}")
     return result
+
+
+def median_run(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    return sorted(rs, key=lambda r: float(r["enrollments_per_s"]))[len(rs) // 2]
 
 
 def commit_of(tree: Path) -> str:
@@ -55,24 +64,35 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--concurrency", default="16,64")
     ap.add_argument("--baseline", type=Path, default=None)
+    ap.add_argument("--repeat", type=int, default=1)
     a = ap.parse_args()
     levels = [int(c) for c in a.concurrency.split(",")]
     trees = {"this": REPO} | ({"baseline": a.baseline.resolve()} if a.baseline else {})
-    runs: dict[str, dict[str, Any]] = {name: {} for name in trees}
+    every: dict[str, dict[str, list[dict[str, Any]]]] = {
+        name: {str(c): [] for c in levels} for name in trees
+    }
     for c in levels:
-        for name, tree in trees.items():
-            r = measure(tree, a.n, c)
-            runs[name][str(c)] = r
-            print(
-                f"{name:8s} c={c:3d}: {r['enrollments_per_s']:7.2f}/s  "
-                f"P50 {r['p50_ms']:7.1f} ms  P95 {r['p95_ms']:7.1f} ms  "
-                f"errors {r['errors']}  coordinator CPU {r['coordinator_cpu_s']} s",
-                flush=True,
-            )
+        for i in range(a.repeat):
+            order = list(trees.items())
+            for name, tree in order if i % 2 == 0 else order[::-1]:
+                load = os.getloadavg()[0]
+                r = measure(tree, a.n, c)
+                r["loadavg_1m_before"] = round(load, 2)
+                every[name][str(c)].append(r)
+                print(
+                    f"{name:8s} c={c:3d}: {r['enrollments_per_s']:7.2f}/s  "
+                    f"P50 {r['p50_ms']:7.1f} ms  P95 {r['p95_ms']:7.1f} ms  "
+                    f"errors {r['errors']}  coordinator CPU {r['coordinator_cpu_s']} s  "
+                    f"load {load:.1f}",
+                    flush=True,
+                )
+    runs = {name: {c: median_run(rs) for c, rs in by_c.items()} for name, by_c in every.items()}
     data: dict[str, Any] = {
         "n": a.n,
+        "repeat": a.repeat,
         "commits": {name: commit_of(tree) for name, tree in trees.items()},
         "runs": runs,
+        "all_runs": every,
     }
     if a.baseline:
         data["ratio_this_over_baseline"] = {
