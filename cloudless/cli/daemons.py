@@ -99,6 +99,15 @@ def default_dir(kind: str) -> Path:
 
 # ---- coordinator --------------------------------------------------------------------------
 
+LIVENESS_KEYS = {
+    "heartbeat": "heartbeat interval, default 2",
+    "grace": "offline after a stream ends, default 0.5",
+    "backstop": "offline after an open stream's silence, default 10",
+    "ping": "PING an idle stream after, default 1",
+    "unacked": "TCP_USER_TIMEOUT, default 0.5",
+    "frozen": "unanswered PING closes the stream after, default 5",
+}
+
 
 def coordinator(
     data_dir: Annotated[
@@ -128,6 +137,15 @@ def coordinator(
     ] = "etcd",
     root_key_size: Annotated[int, typer.Option(help="RSA bits of a new root CA key.")] = 4096,
     bcrypt_cost: Annotated[int, typer.Option(help="bcrypt cost of token hashes.")] = 10,
+    liveness: Annotated[
+        str,
+        typer.Option(
+            metavar="KEY=SECONDS,...",
+            help="Failure detection, e.g. 'grace=0.5,frozen=5' (keys: "
+            + ", ".join(f"{k} ({v})" for k, v in LIVENESS_KEYS.items())
+            + "). See docs/performance.md for the trade-off.",
+        ),
+    ] = "",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run a coordinator (control plane): store member, scheduler, APIs."""
@@ -146,6 +164,7 @@ def coordinator(
         store=store,
         root_key_size=root_key_size,
         bcrypt_cost=bcrypt_cost,
+        liveness=liveness,
     )
     setup_logging(log_level)
     from cloudless.coordinator.server import Coordinator
@@ -183,6 +202,7 @@ def coordinator_config(
     store: str,
     root_key_size: int,
     bcrypt_cost: int,
+    liveness: str = "",
 ) -> Any:
     """The CoordinatorConfig for the flags; contradictory flags are refused with the fix."""
     from cloudless.coordinator.config import CoordinatorConfig
@@ -231,7 +251,62 @@ def coordinator_config(
         join_token=token,
         root_key_size=root_key_size,
         bcrypt_cost=bcrypt_cost,
+        **parse_liveness(liveness),
     )
+
+
+def parse_liveness(text: str) -> dict[str, Any]:
+    """``--liveness`` as CoordinatorConfig fields (``membership``, ``keepalive``); {} if empty.
+
+    >>> parse_liveness("grace=1,frozen=8")["keepalive"].frozen_limit_ms
+    8000
+    """
+    from dataclasses import replace
+
+    from cloudless.coordinator.membership import MembershipConfig
+    from cloudless.lib.keepalive import Keepalive
+
+    if not text.strip():
+        return {}
+    values: dict[str, float] = {}
+    for part in text.split(","):
+        key, eq, raw = part.strip().partition("=")
+        if key not in LIVENESS_KEYS or not eq:
+            raise typer.BadParameter(
+                f"{part.strip()!r}: expected KEY=SECONDS with KEY one of "
+                + ", ".join(LIVENESS_KEYS),
+                param_hint="--liveness",
+            )
+        try:
+            v = float(raw)
+        except ValueError:
+            v = -1.0
+        if not 0 < v <= 3600:
+            raise typer.BadParameter(
+                f"{key}={raw!r}: expected seconds, more than 0 and at most 3600",
+                param_hint="--liveness",
+            )
+        values[key] = v
+    m, k = MembershipConfig(), Keepalive()
+    m = replace(
+        m,
+        heartbeat_interval_s=values.get("heartbeat", m.heartbeat_interval_s),
+        disconnect_grace_s=values.get("grace", m.disconnect_grace_s),
+        offline_after_s=values.get("backstop", m.offline_after_s),
+    )
+    ms = {key: int(values[key] * 1000) for key in ("ping", "unacked", "frozen") if key in values}
+    k = replace(
+        k,
+        ping_every_ms=ms.get("ping", k.ping_every_ms),
+        unacked_limit_ms=ms.get("unacked", k.unacked_limit_ms),
+        frozen_limit_ms=ms.get("frozen", k.frozen_limit_ms),
+    )
+    if m.offline_after_s <= m.heartbeat_interval_s:
+        raise typer.BadParameter(
+            f"backstop={m.offline_after_s:g} must exceed heartbeat={m.heartbeat_interval_s:g}",
+            param_hint="--liveness",
+        )
+    return {"membership": m, "keepalive": k}
 
 
 # ---- agent --------------------------------------------------------------------------------
