@@ -6,10 +6,12 @@ decision was made from, plus the leader fence; an action that lost a race is dro
 next round decides again from fresh state.
 
 Rounds decide from a ``LiveView`` (``view.py``): the three tables kept in memory by one watch,
-so a round reads nothing from the store. After a round that wrote anything (or lost a race)
-the next one first reads the store's revision and waits until the view reflects it, so it
-always sees its own writes and the writes that beat it. ``incremental=False`` restores the
-old path (every round lists and decodes the three tables), kept for side-by-side benchmarks.
+so a round reads nothing from the store. The next round waits until the view reflects every
+revision this one learned of (its own writes, the records its read-modify-writes saw); after a
+lost race or a failed write, where that is unknown, it reads the store's revision and waits
+for that. So a decision always sees this reconciler's writes and the writes that beat them.
+``incremental=False`` restores the old path (every round lists and decodes the three tables),
+kept for side-by-side benchmarks.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
+from typing import Any
 
 from cloudless.coordinator.reconcile import (
     Action,
@@ -38,6 +41,7 @@ from cloudless.model.node import Node, NodeState, transition
 from cloudless.model.replica import Replica, ReplicaState
 from cloudless.store.errors import Fenced, StoreError
 from cloudless.store.fence import Fence, fenced_txn
+from cloudless.store.table import Record
 from cloudless.store.tables import ROOT
 from cloudless.store.types import Compare, TxnOp
 
@@ -59,7 +63,7 @@ class Reconciler:
     ) -> None:
         """``incremental``: decide from a watch-fed ``LiveView`` (default) instead of listing
         the store every round. ``catch_up_s``: how long a round waits for the view to reach
-        the store's revision after a write before re-listing instead."""
+        the revision it must reflect before re-listing instead."""
         self.state = state
         self.placer = placer
         self.ids = ids
@@ -71,10 +75,13 @@ class Reconciler:
         self._wake = asyncio.Event()
         self.rounds = 0
         self.view: LiveView | None = None  # while leading incrementally
-        self._wrote = False  # the next round must first see this round's writes (or losses)
+        # What the next decision must see: at least revision ``_need``, and if ``_unsure``
+        # (a lost race or a failed write) whatever the store holds when it starts.
+        self._need = 0
+        self._unsure = False
 
     async def lead(self, fence: Fence) -> None:
-        self._wrote = False
+        self._need, self._unsure = 0, False
         if not self.incremental:
             async with asyncio.TaskGroup() as tg:
                 for table in ("nodes/", "workloads/", "replicas/"):
@@ -136,28 +143,33 @@ class Reconciler:
         view = self.view
         if view is None:
             return await self.state.snapshot()
-        if self._wrote:
-            need = await self.state.store.revision()
-            if not await view.caught_up(need, self.catch_up_s):
-                log.warning(
-                    "view at revision %d did not reach %d in %.1f s: re-listing",
-                    view.revision,
-                    need,
-                    self.catch_up_s,
-                )
-                await view.reload()
-            self._wrote = False
-        elif not view.loaded and not await view.caught_up(1, self.catch_up_s):
+        if self._unsure:
+            self._need = max(self._need, await self.state.store.revision())
+            self._unsure = False
+        need = max(self._need, 1)  # 1: the first listing is done
+        if not await view.caught_up(need, self.catch_up_s):
+            log.warning(
+                "view at revision %d did not reach %d in %.1f s: re-listing",
+                view.revision,
+                need,
+                self.catch_up_s,
+            )
             await view.reload()
         return view.snapshot()
+
+    def _saw(self, revision: int) -> None:
+        """The next decision must reflect ``revision`` (a write, or a record read)."""
+        self._need = max(self._need, revision)
 
     async def round(self, fence: Fence) -> list[Action]:
         snap = await self.snapshot()
         for p in snap.problems:
             log.error("skipping undecodable record: %s", p)
         actions = reconcile(snap.view, self.placer, self.ids, self.clock.now())
-        if actions:
-            self._wrote = True  # set before writing: a failed write counts too
+        # Until every action is applied with its outcome known, assume the worst: a write
+        # that raised may have landed, so the next round reads the store's revision.
+        self._unsure = self._unsure or bool(actions)
+        lost = False
         creates = [a for a in actions if isinstance(a, CreateReplica)]
         actions_left: list[Action]
         if len(creates) > 1 and await self._create_all(creates, fence):
@@ -165,7 +177,8 @@ class Reconciler:
         else:
             actions_left = actions
         for a in actions_left:
-            await self._apply(a, fence)
+            lost |= not await self._apply(a, fence)
+        self._unsure = lost
         self.rounds += 1
         return actions
 
@@ -198,25 +211,31 @@ class Reconciler:
             res = await fenced_txn(st.store, fence, compares, puts)
             if not res.succeeded:
                 return False  # one at a time now; the ones created above are skipped
+            self._saw(res.revision)
             for a in chunk:
                 r = a.replica
                 log.info("replica %s of %s placed on %s", r.id, r.workload, r.node_id)
         return True
 
-    async def _apply(self, a: Action, fence: Fence) -> None:
+    async def _apply(self, a: Action, fence: Fence) -> bool:
+        """Apply one action; False if the store did not hold what the decision assumed (a
+        lost race: the record was taken, changed or gone)."""
         st = self.state
         now = self.clock.now()
         match a:
             case CreateReplica(replica=r):
                 key = ClusterState.replica_key(r)
-                if await st.replicas.cas(key, r, expect=0, fence=fence) is not None:
-                    await self._emit(
-                        "placement",
-                        f"replica {r.id} of {r.workload} placed on {r.node_id}",
-                        replica=r.id,
-                        workload=r.workload,
-                        node=r.node_id,
-                    )
+                rev = await st.replicas.cas(key, r, expect=0, fence=fence)
+                if rev is None:
+                    return False
+                self._saw(rev)
+                await self._emit(
+                    "placement",
+                    f"replica {r.id} of {r.workload} placed on {r.node_id}",
+                    replica=r.id,
+                    workload=r.workload,
+                    node=r.node_id,
+                )
             case UpdateReplica(replica=r, reason=reason):
                 key = ClusterState.replica_key(r)
 
@@ -237,7 +256,8 @@ class Reconciler:
                         updated_at=now,
                     )
 
-                await st.replicas.update(key, change, fence=fence)
+                if not self._seen(await st.replicas.update(key, change, fence=fence)):
+                    return False
                 await self._emit(
                     "replica",
                     f"replica {r.id}: {reason}",
@@ -246,10 +266,11 @@ class Reconciler:
                     node=r.node_id,
                 )
             case DeleteReplica(replica_id=rid, workload=wl, reason=reason):
-                if await st.replicas.delete(f"{wl}/{rid}", fence=fence):
-                    await self._emit(
-                        "replica", f"replica {rid} removed: {reason}", replica=rid, workload=wl
-                    )
+                if not await st.replicas.delete(f"{wl}/{rid}", fence=fence):
+                    return False
+                await self._emit(
+                    "replica", f"replica {rid} removed: {reason}", replica=rid, workload=wl
+                )
             case SetUnplaced(workload=name, count=count, reason=reason):
 
                 def mark(cur: WorkloadRecord | None) -> WorkloadRecord | None:
@@ -257,7 +278,8 @@ class Reconciler:
                         return None
                     return replace(cur, unplaced=count, unplaced_reason=reason)
 
-                await st.workloads.update(name, mark, fence=fence)
+                if not self._seen(await st.workloads.update(name, mark, fence=fence)):
+                    return False
                 if count:
                     await self._emit(
                         "placement",
@@ -275,15 +297,26 @@ class Reconciler:
                     )
 
                 rec = await st.nodes.update(node_id, move, fence=fence)
+                if not self._seen(rec):
+                    return False
                 if rec is not None and rec.value.state is target:
                     await self._emit(
                         "node", f"node {node_id}: {target.value} ({reason})", node=node_id
                     )
             case DeleteWorkload(workload=name):
-                await st.workloads.delete(name, fence=fence)
+                if not await st.workloads.delete(name, fence=fence):
+                    return False
                 await self._emit("workload", f"workload {name} deleted", workload=name)
+        return True
+
+    def _seen(self, rec: Record[Any] | None) -> bool:
+        """Note a read-modify-write's outcome; False if the record was gone."""
+        if rec is None:
+            return False
+        self._saw(rec.mod_revision)
+        return True
 
     async def _emit(self, kind: str, message: str, **fields: str) -> None:
         name, body = event(kind, message, self.clock.now(), **fields)
         log.info(message)
-        await self.state.events.put(name, body)
+        self._saw(await self.state.events.put(name, body))

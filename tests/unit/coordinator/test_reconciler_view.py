@@ -44,7 +44,7 @@ def reconciler(st: ClusterState, clock: FakeClock, **kw: object) -> Reconciler:
     return Reconciler(st, FakePlacer(), SequentialIds(), clock, **kw)  # type: ignore[arg-type]
 
 
-async def replicas(st: ClusterState) -> list[Replica]:
+async def replicas_of(st: ClusterState) -> list[Replica]:
     return [r.value for r in (await st.replicas.list()).records]
 
 
@@ -78,7 +78,7 @@ async def test_rounds_read_the_view_not_the_store(incremental: bool, lists_per_r
         task = tg.create_task(rec.lead(NO_FENCE))
         await clock.run_for(5.0, step=0.01)  # period 1 s: a round a second at least
         task.cancel()
-    assert len(await replicas(st)) == 3
+    assert len(await replicas_of(st)) == 3
     assert rec.rounds >= 5
     first = 3 if incremental else 0
     assert store.lists - 1 == first + lists_per_round * rec.rounds  # -1: our replicas() above
@@ -98,30 +98,40 @@ async def test_next_round_sees_its_own_writes_when_the_watch_lags() -> None:
         assert await second == []  # not 3 more replicas
         assert view.relists == 2
         store.released.set()
-    assert len(await replicas(st)) == 3
+    assert len(await replicas_of(st)) == 3
 
 
-async def test_the_round_after_a_lost_race_sees_the_winner() -> None:
-    clock, store, st = await cluster()
+@pytest.mark.parametrize(
+    ("replicas", "ours"),
+    [
+        # web-1 lost; web-2 and web-3 written after the winner: waiting for our own last
+        # write already covers it.
+        (3, {"web-2": "n1", "web-3": "n2"}),
+        # The only write lost: nothing of ours to wait for, so the round reads the store's
+        # revision (else it would decide from the stale view and place a duplicate).
+        (1, {}),
+    ],
+)
+async def test_the_round_after_a_lost_race_sees_the_winner(
+    replicas: int, ours: dict[str, str]
+) -> None:
+    clock, store, st = await cluster(replicas=replicas)
     rec = reconciler(st, clock)
     async with with_view(rec) as view:
         store.released.clear()
         # Someone else takes the key this round will pick first (SequentialIds: web-1).
-        theirs = Replica(id="web-1", workload="web", node_id="n2")
-        await st.replicas.put("web/web-1", theirs)
-        first = await rec.round(NO_FENCE)  # decided without seeing it: web-1..3 on n0..n2
+        await st.replicas.put("web/web-1", Replica(id="web-1", workload="web", node_id="n2"))
+        first = await rec.round(NO_FENCE)  # decided without seeing it: web-1.. on n0..
         assert [a.replica.id for a in first if isinstance(a, CreateReplica)] == [
-            "web-1",
-            "web-2",
-            "web-3",
+            f"web-{i + 1}" for i in range(replicas)
         ]
         after_first = await store.revision()
         store.released.set()  # the watch now catches up; the next round waits for it
         second = await rec.round(NO_FENCE)
         assert view.revision >= after_first and view.relists == 1
         assert not [a for a in second if isinstance(a, CreateReplica)]
-    got = {r.id: r.node_id for r in await replicas(st)}
-    assert got == {"web-1": "n2", "web-2": "n1", "web-3": "n2"}  # the race winner kept
+    got = {r.id: r.node_id for r in await replicas_of(st)}
+    assert got == {"web-1": "n2", **ours}  # the race winner kept, no duplicate
 
 
 async def test_a_round_when_not_leading_lists_the_store() -> None:
