@@ -104,7 +104,15 @@ class Reconciler:
         each cost a round, so for nodes only a changed placement fingerprint wakes it."""
         nodes = prefix.endswith("nodes/")
         seen: dict[str, tuple[object, ...]] = {}
-        rev = await self.state.store.revision()
+        if nodes:  # so that each node's first usage refresh does not count as a change
+            listing = await self.state.nodes.list()
+            seen = {
+                self.state.nodes.key(r.name): placement_fingerprint(r.value)
+                for r in listing.records
+            }
+            rev = listing.revision
+        else:
+            rev = await self.state.store.revision()
         async for batch in self.state.store.watch(prefix, start_revision=rev + 1):
             if not nodes:
                 self._wake.set()
