@@ -26,11 +26,12 @@ def _leader(client: Client, coords: list[CoordinatorProc]) -> CoordinatorProc | 
     return next((c for c in coords if c.api == doc.get("leader")), None)
 
 
-def _etcd_raft_leader(c: CoordinatorProc) -> bool | None:
-    """Whether ``c``'s etcd member is the raft leader (``None``: could not tell)."""
+def _etcd_raft(c: CoordinatorProc) -> tuple[bool | None, int | None]:
+    """Whether ``c``'s etcd member is the raft leader, and the raft term it has seen (every
+    etcd election adds one: terms that grow between kills mean etcd itself flapped)."""
     etcdctl = shutil.which("etcdctl")
     if etcdctl is None:
-        return None
+        return None, None
     tls = c.data / "tls"
     cmd = [
         etcdctl, f"--endpoints=https://127.0.0.1:{c.etcd_client}",
@@ -43,9 +44,9 @@ def _etcd_raft_leader(c: CoordinatorProc) -> bool | None:
             cmd, capture_output=True, timeout=5, check=True, env={"ETCDCTL_API": "3"}
         )
         status = json.loads(out.stdout)[0]["Status"]
-        return bool(status["header"]["member_id"] == status["leader"])
+        return bool(status["header"]["member_id"] == status["leader"]), int(status["raft_term"])
     except (subprocess.SubprocessError, OSError, ValueError, KeyError, IndexError):
-        return None
+        return None, None
 
 
 def _spec(name: str) -> bytes:
@@ -112,10 +113,13 @@ def failover(root: Path, kills: int, agents: int, log: Any) -> dict[str, Any]:
             if lead is None:
                 log("failover: no leader known; skipping a kill")
                 continue
-            raft_leader = _etcd_raft_leader(lead)
+            raft_leader, raft_term = _etcd_raft(lead)
             tk = time.time()
             lead.kill9()
-            log(f"failover: killed leader {lead.name} (its etcd member raft leader: {raft_leader})")
+            log(
+                f"failover: killed leader {lead.name} (its etcd member raft leader: "
+                f"{raft_leader}, raft term {raft_term})"
+            )
             deadline = time.monotonic() + 30
             ok = None
             while time.monotonic() < deadline and ok is None:
@@ -128,6 +132,7 @@ def failover(root: Path, kills: int, agents: int, log: Any) -> dict[str, Any]:
                 {
                     "killed": lead.name,
                     "etcd_raft_leader_killed": raft_leader,
+                    "etcd_raft_term": raft_term,
                     "window_s": round(ok[1] - tk, 3) if ok is not None else None,
                 }
             )

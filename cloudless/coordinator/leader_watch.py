@@ -229,7 +229,6 @@ class LeaderWatch:
         the dead raft leader and lost (it would hang for the store's whole request timeout):
         so each attempt is abandoned after ``ATTEMPT_S`` and sent again (safe: the delete
         is guarded by the term). The task is cancelled if the leadership changes meanwhile."""
-        why = f"{lead.leader}: {why}"
         attempt = 0
         while True:
             budget = self.ATTEMPT_S if attempt < self.SHORT_ATTEMPTS else 2.0

@@ -150,6 +150,7 @@ class Election:
                 " (ours)" if self._state.is_me else "",
             )
             return False
+        leader = self._state.leader
         res = await self.store.txn(
             [Compare.create_revision(self.key, "==", term)], [Delete(self.key)], []
         )
@@ -161,7 +162,7 @@ class Election:
             self.value,
             "deposed" if res.succeeded else "term already over, not deposing",
             term,
-            self._state.leader,
+            leader,
             why,
         )
         return res.succeeded
