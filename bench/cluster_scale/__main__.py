@@ -15,6 +15,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,38 @@ T0 = time.monotonic()
 
 def log(msg: str) -> None:
     print(f"[{time.monotonic() - T0:7.1f}s] {msg}", flush=True)
+
+
+def _measure(step: dict[str, Any], key: str, fn: Callable[[], Any]) -> Any:
+    """Run one measurement; a failure is recorded in ``step["errors"]`` and the run goes on."""
+    try:
+        step[key] = fn()
+        return step[key]
+    except Exception as e:
+        step.setdefault("errors", {})[key] = f"{type(e).__name__}: {e}"
+        log(f"{key} failed: {step['errors'][key]}")
+        return None
+
+
+def measure_step(run: ScaleRun, n: int, quick: bool, step: dict[str, Any]) -> None:
+    """Every measurement of one step, in order, each recorded (or its failure)."""
+    _measure(step, "heartbeat_cost", lambda: run.heartbeat_cost(8.0 if quick else 20.0))
+    names: list[str] = []
+
+    def sched() -> dict[str, Any]:
+        out, got = run.scheduling(n, 3 if quick else 5, 10)
+        names.extend(got)
+        return out
+
+    _measure(step, "scheduling", sched)
+    _measure(step, "reschedule", lambda: run.reschedule(names, 2 if quick else 3))
+    _measure(step, "kill9", lambda: run.kill9(2))
+    _measure(step, "cutoff", lambda: run.cutoff(n, 3 if quick else 5))
+    _measure(step, "false_alarms", lambda: run.false_alarms(n, 10.0 if quick else 20.0))
+    for name in names:
+        _measure(step, "cleanup", lambda: run.client.call("DELETE", f"/v1/workloads/{name}"))  # noqa: B023
+    step["api_retries_so_far"] = run.client.retries
+    step["event_stream_reconnects_so_far"] = run.events.reconnects
 
 
 def run_scale(nodes: list[int], quick: bool, root: Path) -> dict[str, Any]:
@@ -47,14 +80,7 @@ def run_scale(nodes: list[int], quick: bool, root: Path) -> dict[str, Any]:
                 log(step["broke"])
                 break
             time.sleep(5.0 if quick else 10.0)  # settle: intervals stretch, enroll bursts end
-            step["heartbeat_cost"] = run.heartbeat_cost(8.0 if quick else 20.0)
-            step["scheduling"], names = run.scheduling(n, 3 if quick else 5, 10)
-            step["reschedule"] = run.reschedule(names, 2 if quick else 3)
-            step["kill9"] = run.kill9(2)
-            step["cutoff"] = run.cutoff(n, 3 if quick else 5)
-            step["false_alarms"] = run.false_alarms(n, 10.0 if quick else 20.0)
-            for name in names:
-                run.client.call("DELETE", f"/v1/workloads/{name}")
+            measure_step(run, n, quick, step)
     except (Exception, KeyboardInterrupt) as e:  # record where it broke; write what we have
         out["error"] = f"{type(e).__name__}: {e}"
         log(f"scale run failed: {out['error']}")

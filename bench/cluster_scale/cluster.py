@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cloudless.cli.client import Client, ClientConfig
+from cloudless.cli.client import ApiError, Client, ClientConfig
+from cloudless.lib.errors import CloudlessError
 from cloudless.lib.net import free_port
 
 from .measure import Event, cpu_seconds, parse_event, rss_bytes
@@ -159,27 +160,68 @@ def make_tokens(client: Client, n: int, path: Path, threads: int = 8) -> float:
     return time.monotonic() - t0
 
 
+class PatientClient(Client):
+    """A client that waits out a coordinator that is briefly unable to answer (5xx: its
+    leadership lapsed under load; or no answer at all) for up to ``patience`` seconds, so one
+    refused call does not end a long run. Retried calls are counted in ``retries``."""
+
+    patience = 60.0
+
+    def __init__(self, base: Client) -> None:
+        super().__init__(base.config, timeout=base.timeout)
+        self.retries = 0
+
+    def call(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
+        deadline = time.monotonic() + self.patience
+        tried = False
+        while True:
+            try:
+                return super().call(method, path, body, **kw)
+            except ApiError as e:
+                if method == "DELETE" and e.status == 404 and tried:
+                    return {}  # an earlier attempt did it
+                if e.status < 500 or time.monotonic() > deadline:
+                    raise
+            except CloudlessError:  # no coordinator answered
+                if time.monotonic() > deadline:
+                    raise
+            tried = True
+            self.retries += 1
+            time.sleep(1.0)
+
+
 class EventFollower:
-    """Follows ``/v1/events?follow=1`` in a thread; keeps every event with its ``at``."""
+    """Follows ``/v1/events?follow=1`` in a thread; keeps every event with its ``at``. A
+    broken stream is re-opened with the last events again (duplicates dropped)."""
 
     def __init__(self, client: Client) -> None:
         self.client = client
         self.events: list[Event] = []
+        self.seen: set[tuple[float, str, str]] = set()
+        self.reconnects = 0
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        try:
-            for line in self.client.stream("/v1/events?follow=1&tail=0"):
-                try:
-                    ev = parse_event(json.loads(line))
-                except (ValueError, KeyError):
-                    continue
-                with self.lock:
-                    self.events.append(ev)
-        except Exception:
-            return
+        tail = 0
+        while True:
+            try:
+                for line in self.client.stream(f"/v1/events?follow=1&tail={tail}"):
+                    try:
+                        ev = parse_event(json.loads(line))
+                    except (ValueError, KeyError):
+                        continue
+                    key = (ev.at, ev.kind, ev.message)
+                    with self.lock:
+                        if key not in self.seen:
+                            self.seen.add(key)
+                            self.events.append(ev)
+            except Exception:
+                pass
+            self.reconnects += 1
+            tail = 500
+            time.sleep(0.5)
 
     def snapshot(self) -> list[Event]:
         with self.lock:

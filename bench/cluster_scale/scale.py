@@ -11,12 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cloudless.cli.client import Client
 from cloudless.coordinator.membership import MembershipConfig
 
 from .cluster import (
     CoordinatorProc,
     EventFollower,
+    PatientClient,
     Worker,
     admin_client,
     make_tokens,
@@ -83,22 +83,35 @@ class ScaleRun:
         self.tokens = root / "tokens.txt"
         self.workers: list[Worker] = []
         self.used_tokens = 0
-        self.client: Client
+        self.client: PatientClient
         self.events: EventFollower
         self.rng = random.Random(7)
         self.dead: set[str] = set()
+        self._token_thread: threading.Thread | None = None
+        self.token_errors: list[str] = []
 
     # ---- setup -------------------------------------------------------------------------
 
     def start(self) -> None:
         self.coord.data.mkdir(parents=True)
         self.coord.start(bootstrap=True)
-        self.client = admin_client(self.coord)
+        self.client = PatientClient(admin_client(self.coord))
         self.events = EventFollower(self.client)
 
-    def add_workers(self, counts: list[int], role: str, concurrency: int) -> list[Worker]:
+    def add_workers(
+        self, counts: list[int], role: str, concurrency: int, stream: bool = False
+    ) -> list[Worker]:
+        """Start worker processes for ``counts`` agents. Their join tokens are created first,
+        or with ``stream``, in the background in chunks of 100 while the agents already
+        enroll (each waits for its line of the token file)."""
         need = sum(counts)
-        make_tokens(self.client, need, self.tokens)
+        if self._token_thread is not None:
+            self._token_thread.join()  # tokens are appended in order: one writer at a time
+        if stream:
+            self._token_thread = threading.Thread(target=self._make_tokens, args=(need,))
+            self._token_thread.start()
+        else:
+            make_tokens(self.client, need, self.tokens)
         out = []
         for c in counts:
             w = Worker(
@@ -109,6 +122,14 @@ class ScaleRun:
             out.append(w)
         self.workers += out
         return out
+
+    def _make_tokens(self, need: int) -> None:
+        try:
+            while need > 0:
+                make_tokens(self.client, min(100, need), self.tokens)
+                need -= min(100, need)
+        except Exception as e:  # the agents waiting for them stall; grow() reports that
+            self.token_errors.append(f"{type(e).__name__}: {e}")
 
     def enrolled(self) -> int:
         return sum(len(w.nodes) for w in self.workers)
@@ -131,6 +152,8 @@ class ScaleRun:
         return next((w for w in self.workers if node_id in w.nodes), None)
 
     def stop(self) -> None:
+        if self._token_thread is not None:
+            self._token_thread.join()
         for w in self.workers:
             w.stop()
         self.coord.stop()
@@ -153,7 +176,9 @@ class ScaleRun:
         new: list[Worker] = []
         if delta > 0:
             parts = -(-delta // PER_WORKER)
-            new = self.add_workers(split_counts(delta, parts), "bulk", max(2, IN_FLIGHT // parts))
+            new = self.add_workers(
+                split_counts(delta, parts), "bulk", max(2, IN_FLIGHT // parts), stream=True
+            )
         t_spawned = time.monotonic()
         budget = max(300.0, n / 2)
         deadline = t0 + budget
@@ -200,6 +225,7 @@ class ScaleRun:
             "agent_stream_drops_so_far": self.link_failures(),
             "coordinator_rss_mb": round(proc_rss(self.coord.pid) / 2**20, 1),
             "first_errors": errors[:3],
+            "token_errors": self.token_errors[:3],
         }
         self.log(f"grow -> {out}")
         return out

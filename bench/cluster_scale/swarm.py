@@ -112,14 +112,37 @@ class Limiter:
             self.cond.notify_all()
 
 
-async def main(a: argparse.Namespace, tokens: list[str]) -> None:
+class TokenFile:
+    """The join tokens, one a line, appended by the parent while agents already enroll:
+    ``await get(i)`` waits (re-reading the file every 0.5 s) until line ``i`` exists."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines: list[str] = []
+        self.read_at = -1.0
+
+    async def get(self, i: int) -> str:
+        while True:
+            if i < len(self.lines):
+                return self.lines[i]
+            if time.monotonic() - self.read_at >= 0.5:  # one read for all waiting agents
+                self.read_at = time.monotonic()
+                text = self.path.read_text()
+                # only whole lines: the parent may be half-way through appending one
+                self.lines = text[: text.rfind("\n") + 1].split()
+                continue
+            await asyncio.sleep(0.5)
+
+
+async def main(a: argparse.Namespace, tokens: TokenFile) -> None:
     clock = SystemClock()
     lim = Limiter(Aimd(a.concurrency, lo=1, hi=max(2, 2 * a.concurrency), slow_s=a.slow_s))
     tasks: dict[str, asyncio.Task[None]] = {}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
-    async def one(idx: int, token: str) -> None:
+    async def one(idx: int) -> None:
+        token = await tokens.get(idx)
         cfg = AgentConfig(
             data_dir=Path(a.data) / f"a{idx}",
             join=a.api,
@@ -171,7 +194,7 @@ async def main(a: argparse.Namespace, tokens: list[str]) -> None:
         loop.call_soon_threadsafe(stop.set)
 
     threading.Thread(target=reader, daemon=True).start()
-    runners = [asyncio.create_task(one(a.first + i, tok)) for i, tok in enumerate(tokens)]
+    runners = [asyncio.create_task(one(a.first + i)) for i in range(a.count)]
     await stop.wait()
     for t in runners:
         t.cancel()
@@ -197,5 +220,4 @@ if __name__ == "__main__":
     agent_mod.detect_facts = functools.cache(detect_facts)
     args = p.parse_args()
     raise_nofile()
-    toks = Path(args.tokens).read_text().split()[args.first : args.first + args.count]
-    asyncio.run(main(args, toks))
+    asyncio.run(main(args, TokenFile(Path(args.tokens))))
