@@ -18,9 +18,11 @@ Contract:
   ``UNAVAILABLE`` so the agent retries with the same CSR, which is then safe.
 
 Order, cheapest refusal first and never burning a token on a bad request:
-``inspect_csr`` (worker thread) -> ``TokenManager.check_signed`` (pure) -> one read of token and
-node -> ``TokenManager.check_record`` (state, bcrypt in a worker thread) -> ``decide`` (pure)
--> one write -> sign (worker thread).
+``csr_facts`` (parse only: node id, key fingerprint) -> ``TokenManager.check_signed`` (pure)
+-> one read of token and node -> ``TokenManager.check_record`` (state, bcrypt in a worker
+thread) -> ``decide`` (pure) -> sign (worker thread; ``sign_csr`` verifies the CSR's
+signature, identity and key, so a bad CSR is refused here, before the token is spent) -> one
+write. A certificate signed for a write that then fails is dropped, never sent.
 """
 
 from __future__ import annotations
@@ -67,10 +69,9 @@ class CsrFacts:
     key: str  # hex SHA-256 of the CSR's public key (SubjectPublicKeyInfo, DER)
 
 
-def csr_node_id(csr_pem: bytes, trust_domain: str) -> str:
+def csr_node_id(csr: x509.CertificateSigningRequest, trust_domain: str) -> str:
     """The node id a CSR's one SPIFFE URI SAN names; refuses anything else with a reason."""
     try:
-        csr = x509.load_pem_x509_csr(csr_pem)
         uris = csr.extensions.get_extension_for_class(
             x509.SubjectAlternativeName
         ).value.get_values_for_type(x509.UniformResourceIdentifier)
@@ -86,16 +87,18 @@ def csr_node_id(csr_pem: bytes, trust_domain: str) -> str:
     return sid.name
 
 
-def inspect_csr(csr_pem: bytes, ca: CertificateAuthority) -> CsrFacts:
-    """Pure (CPU only, releases the GIL in ``cryptography``): the node id, its SPIFFE ID and
-    the key fingerprint of a CSR that ``ca`` would sign; raises with a reason otherwise."""
-    node_id = csr_node_id(csr_pem, ca.trust_domain)
-    spiffe = SpiffeId.node(node_id, ca.trust_domain)
-    csr = ca.check_csr(csr_pem, spiffe)
+def csr_facts(csr_pem: bytes, trust_domain: str) -> CsrFacts:
+    """Pure and cheap (parsing only; the CSR's signature is verified when it is signed): the
+    node id, its SPIFFE ID and the key fingerprint a CSR asks for; raises with a reason."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError:
+        raise CloudlessError("the CSR is not a PEM CSR with a SPIFFE URI SAN") from None
+    node_id = csr_node_id(csr, trust_domain)
     der = csr.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    return CsrFacts(node_id, spiffe, hashlib.sha256(der).hexdigest())
+    return CsrFacts(node_id, SpiffeId.node(node_id, trust_domain), hashlib.sha256(der).hexdigest())
 
 
 class Action(enum.Enum):
@@ -164,18 +167,20 @@ class Enroller:
         self, token: str, csr_pem: bytes, node_for: Callable[[str, TokenClaims], Node]
     ) -> Enrolled:
         """``node_for(node_id, claims)`` builds the node record to create (pure)."""
-        facts = await asyncio.to_thread(inspect_csr, csr_pem, self.ca)
+        facts = csr_facts(csr_pem, self.ca.trust_domain)
         parsed, claims = self.tokens.check_signed(token, TokenUse.NODE_ENROLLMENT)
         tok, node = await self._read(claims.token_id, facts.node_id)
         await self.tokens.check_record(
             parsed, claims, tok.value if tok else None, consumer=facts.node_id, key=facts.key
         )
         now = self.clock.now()
+        decide(tok.value if tok else None, node is not None, node_id=facts.node_id,
+               key=facts.key, at=now)  # refuse before spending CPU on a signature  # fmt: skip
+        cert = await asyncio.to_thread(self.ca.sign_csr, csr_pem, facts.spiffe, CertKind.NODE)
         new_node = node_for(facts.node_id, claims)
         created, written = await self._commit(claims.token_id, facts, new_node, tok, node, now)
         if not created:
             log.info("node %s retried its enrollment; answered from the first", facts.node_id)
-        cert = await asyncio.to_thread(self.ca.sign_csr, csr_pem, facts.spiffe, CertKind.NODE)
         return Enrolled(written, cert, claims, created)
 
     async def _commit(

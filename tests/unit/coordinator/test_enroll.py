@@ -9,19 +9,22 @@ timeout. The real-etcd path is exercised by ``tests/integration/cluster`` and
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import base64
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from cloudless.coordinator.enrollment import (
     Action,
     Enroller,
     NodeIdTaken,
     NodeRemoved,
+    csr_facts,
     decide,
-    inspect_csr,
 )
 from cloudless.coordinator.state import ClusterState
 from cloudless.lib.clock import FakeClock
@@ -29,7 +32,12 @@ from cloudless.lib.errors import CloudlessError
 from cloudless.lib.ids import SequentialIds
 from cloudless.model.node import Node, NodeState
 from cloudless.security.ca import CertificateAuthority
-from cloudless.security.errors import TokenAlreadyUsed, TokenRevoked, TokenSecretMismatch
+from cloudless.security.errors import (
+    InvalidCsr,
+    TokenAlreadyUsed,
+    TokenRevoked,
+    TokenSecretMismatch,
+)
 from cloudless.security.identity import SpiffeId
 from cloudless.security.keys import make_csr, new_private_key
 from cloudless.security.token_store import TokenRecord, TokenUse
@@ -119,7 +127,7 @@ async def test_first_enrollment_writes_token_node_and_event_together(ctx: Ctx) -
     assert done.created and done.node.id == "n1" and done.node.labels["zone"] == "attic"
     assert SpiffeId.from_certificate(done.cert_pem) == SpiffeId.node("n1")
     (rec,) = await ctx.tokens.list()
-    assert rec.used_by == "n1" and rec.used_by_key == inspect_csr(req, ctx.ca).key
+    assert rec.used_by == "n1" and rec.used_by_key == csr_facts(req, ctx.ca.trust_domain).key
     assert (await ctx.state.nodes.get("n1")) is not None
     assert await events(ctx) == ["node n1 enrolled (n1, -)"]
 
@@ -224,6 +232,36 @@ async def test_wrong_secret_is_refused_even_for_the_node_that_used_it(ctx: Ctx) 
     parts[2] = "0" * 32
     with pytest.raises(TokenSecretMismatch):
         await ctx.enroller.enroll(":".join(parts), req, node_for)
+
+
+def spoiled(csr_pem: bytes) -> bytes:
+    """The same CSR with one bit of its signature flipped (still parses, no longer verifies)."""
+    der = bytearray(x509.load_pem_x509_csr(csr_pem).public_bytes(serialization.Encoding.DER))
+    der[-1] ^= 1
+    body = base64.encodebytes(bytes(der)).decode().replace("\n", "")
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    pem = "\n".join(["-----BEGIN CERTIFICATE REQUEST-----", *lines])
+    return (pem + "\n-----END CERTIFICATE REQUEST-----\n").encode()
+
+
+# bad CSRs: refused with a reason, the token stays unused
+BAD_CSRS = [
+    ("not PEM", lambda: b"garbage", CloudlessError, "not a PEM CSR"),
+    ("signature does not verify", lambda: spoiled(csr("n1")), InvalidCsr, "does not verify"),
+    ("a user, not a node", lambda: make_csr(new_private_key(), SpiffeId.user("eve")),
+     CloudlessError, "a node of cloudless must be enrolled"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "make", "err", "msg"), BAD_CSRS, ids=[b[0] for b in BAD_CSRS])
+async def test_bad_csr_does_not_spend_the_token(
+    ctx: Ctx, case: str, make: Callable[[], bytes], err: type[Exception], msg: str
+) -> None:
+    token = (await ctx.tokens.create(ENROL)).token
+    with pytest.raises(err, match=msg):
+        await ctx.enroller.enroll(token, make(), node_for)
+    assert (await ctx.tokens.list())[0].used_at is None
+    assert (await ctx.enroller.enroll(token, csr("n1"), node_for)).created
 
 
 async def test_taken_node_id_and_removed_node(ctx: Ctx) -> None:
