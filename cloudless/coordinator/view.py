@@ -197,7 +197,7 @@ class LiveView:
             self._pending = []
             try:
                 fresh = _Contents(self.state)
-                rev = await self._list_into(fresh)
+                rev = listed = await self._list_into(fresh)
                 for e in self._pending:
                     if e.revision > rev:
                         fresh.apply(e)
@@ -208,7 +208,7 @@ class LiveView:
                 # Same revision, different contents: a bug in applying changes.
                 log.error("view re-listed at revision %d: it had drifted from the store", rev)
             self._c = fresh
-            self._listed_at = max(self._listed_at, rev)
+            self._listed_at = max(self._listed_at, listed)
             self.relists += 1
             self._advance(rev)
             self.on_change()
