@@ -248,6 +248,7 @@ class Worker:
         self.nodes: dict[str, int] = {}
         self.enroll_s: list[float] = []  # each enrollment's duration, in arrival order
         self.limit = float(concurrency)  # the worker's adaptive in-flight limit
+        self.lags: list[tuple[float, float]] = []  # (monotonic, worst loop lag of 5 s)
         self.errors: list[str] = []
         self.killed: dict[str, float] = {}
         self.lock = threading.Lock()
@@ -276,6 +277,8 @@ class Worker:
                     self.nodes[msg["node"]] = msg["enrolled"]
                     self.enroll_s.append(float(msg.get("s", 0.0)))
                     self.limit = float(msg.get("limit", self.limit))
+                elif "lag" in msg:
+                    self.lags.append((time.monotonic(), float(msg["lag"])))
                 elif "error" in msg:
                     self.errors.append(msg["error"])
                 elif "killed" in msg:
@@ -288,6 +291,11 @@ class Worker:
 
     def signal(self, sig: int) -> None:
         os.kill(self.proc.pid, sig)
+
+    def max_lag(self, since: float) -> float:
+        """The worst event-loop lag this worker reported since ``since`` (monotonic)."""
+        with self.lock:
+            return max((lag for t, lag in self.lags if t >= since), default=0.0)
 
     @property
     def alive(self) -> bool:

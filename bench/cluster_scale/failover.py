@@ -44,7 +44,7 @@ def _etcd_raft(c: CoordinatorProc) -> tuple[bool | None, int | None]:
             cmd, capture_output=True, timeout=5, check=True, env={"ETCDCTL_API": "3"}
         )
         status = json.loads(out.stdout)[0]["Status"]
-        return bool(status["header"]["member_id"] == status["leader"]), int(status["raft_term"])
+        return bool(status["header"]["member_id"] == status["leader"]), int(status["raftTerm"])
     except (subprocess.SubprocessError, OSError, ValueError, KeyError, IndexError):
         return None, None
 

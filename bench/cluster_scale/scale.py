@@ -3,6 +3,7 @@ at each step of N. See ``__main__`` for the command line and ``docs/performance.
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import threading
@@ -148,6 +149,10 @@ class ScaleRun:
                 n += sum(1 for line in fh if "cloudless.agent.link link to" in line)
         return n
 
+    def max_lag(self, since: float) -> float:
+        """The worst event-loop lag of the bulk workers since ``since`` (monotonic)."""
+        return max((w.max_lag(since) for w in self.workers if w.role == "bulk"), default=0.0)
+
     def owner(self, node_id: str) -> Worker | None:
         return next((w for w in self.workers if node_id in w.nodes), None)
 
@@ -223,6 +228,8 @@ class ScaleRun:
             "enroll_errors": len(errors),
             "enroll_stalled": stalled,
             "agent_stream_drops_so_far": self.link_failures(),
+            "worker_max_loop_lag_s": self.max_lag(t0),
+            "load_average_1m": round(os.getloadavg()[0], 1),  # the machine is shared
             "coordinator_rss_mb": round(proc_rss(self.coord.pid) / 2**20, 1),
             "first_errors": errors[:3],
             "token_errors": self.token_errors[:3],
@@ -243,7 +250,8 @@ class ScaleRun:
             f"{(got - last[1]) / dt:.1f} nodes/s; coordinator {(cpu - last[2]) / dt:.2f} cores "
             f"{proc_rss(self.coord.pid) / 2**20:.0f} MB; enroll P50 {p50}s, in flight <= "
             f"{sum(w.limit for w in new if len(w.nodes) < w.count):.0f}; "
-            f"stream drops +{drops - last[3]}"
+            f"stream drops +{drops - last[3]}; worker loop lag <= {self.max_lag(last[0]):.1f}s; "
+            f"load {os.getloadavg()[0]:.0f}"
         )
         return now, got, cpu, drops
 
@@ -265,6 +273,8 @@ class ScaleRun:
             "etcd_rss_mb": round(sum(proc_rss(p) for p in etcd) / 2**20, 1),
             "agent_workers_rss_mb": round(sum(proc_rss(p) for p in wpids) / 2**20, 1),
             "agent_stream_drops_in_window": self.link_failures() - drops0,
+            "worker_max_loop_lag_s": self.max_lag(t0),
+            "load_average_1m": round(os.getloadavg()[0], 1),
             "heartbeat_interval_s": MembershipConfig().interval_for(len(self.client.nodes())),
         }
         self.log(f"heartbeat cost: {out}")

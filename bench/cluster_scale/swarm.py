@@ -134,6 +134,20 @@ class TokenFile:
             await asyncio.sleep(0.5)
 
 
+async def watch_lag(every: float = 0.5, report: float = 5.0) -> None:
+    """How late this worker's event loop wakes up: the largest lag of each ``report``
+    seconds goes to the parent (``{"lag": s}``). A lagging worker reads acks late, so its
+    agents may judge a healthy coordinator silent: the harness, not the product, is slow."""
+    worst, since = 0.0, time.monotonic()
+    while True:
+        t0 = time.monotonic()
+        await asyncio.sleep(every)
+        worst = max(worst, time.monotonic() - t0 - every)
+        if time.monotonic() - since >= report:
+            say({"lag": round(worst, 3)})
+            worst, since = 0.0, time.monotonic()
+
+
 async def main(a: argparse.Namespace, tokens: TokenFile) -> None:
     clock = SystemClock()
     lim = Limiter(Aimd(a.concurrency, lo=1, hi=max(2, 2 * a.concurrency), slow_s=a.slow_s))
@@ -195,6 +209,7 @@ async def main(a: argparse.Namespace, tokens: TokenFile) -> None:
 
     threading.Thread(target=reader, daemon=True).start()
     runners = [asyncio.create_task(one(a.first + i)) for i in range(a.count)]
+    runners.append(asyncio.create_task(watch_lag()))
     await stop.wait()
     for t in runners:
         t.cancel()
