@@ -4,6 +4,7 @@ which writes fail, and whether any acknowledged write is missing afterwards."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -137,7 +138,9 @@ def failover(root: Path, kills: int, agents: int, log: Any) -> dict[str, Any]:
                 }
             )
             lead.start()  # the machine comes back; it rejoins with its data dir
-            _wait_member(client, lead.name, 60)
+            # its registration survives it: wait until it answers itself (serving again)
+            own = Client(dataclasses.replace(client.config, servers=[lead.api]), timeout=2.0)
+            _wait_member(own, lead.name, 60)
             time.sleep(5.0)
         stop.set()
         th.join(10)

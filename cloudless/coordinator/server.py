@@ -241,8 +241,7 @@ class Coordinator:
                     )
                     self._write_admin_config()
                 etcd_ep = f"{c.host}:{c.etcd_client_port}" if c.store == "etcd" else ""
-                await register(
-                    self.store,
+                await self._register(
                     CoordinatorInfo(
                         c.name, c.api_url, c.agent_endpoint, c.enroll_endpoint, etcd_ep
                     ),
@@ -295,6 +294,18 @@ class Coordinator:
             clock=self.clock,
         )
 
+    async def _register(self, info: CoordinatorInfo) -> None:
+        """Register (an idempotent put), retrying while the store does not answer: a
+        coordinator that restarts during another's failover meets an etcd election, and
+        must wait it out rather than exit."""
+        while True:
+            try:
+                await register(self.store, info)
+                return
+            except StoreError as e:
+                log.warning("registering coordinator %s: %s; retrying", info.name, e)
+                await asyncio.sleep(0.5)
+
     async def _wait_for_leader(self) -> None:
         deadline = time.monotonic() + self.config.leader_wait_s
         while self.election.leader() is None:
@@ -344,6 +355,11 @@ class Coordinator:
                 log.warning("leader loops stopped (%s); restarting", eg.exceptions[0])
             except* Exception as eg:
                 log.error("leader loops failed; restarting", exc_info=eg.exceptions[0])
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # a TaskGroup that was cancelled while a child failed raises the failure,
+                # not CancelledError: honour the cancellation ourselves
+                raise asyncio.CancelledError
             await asyncio.sleep(0.2)
 
     async def _refresh_coordinators(self) -> None:

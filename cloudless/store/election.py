@@ -213,6 +213,8 @@ class Election:
             if res.succeeded:
                 self._publish(Leadership(self.value, True, res.revision))
                 since = res.revision
+                if not self.is_leader():
+                    await self._confirm(lease)
             else:
                 got = res.results[0]
                 assert isinstance(got, GetResult)
@@ -262,8 +264,25 @@ class Election:
                     )
                     await self._clock.sleep(0.05)
                     continue
-                self._valid_until = sent + lease.ttl * 0.8
+                self._valid_until = max(self._valid_until, sent + lease.ttl * 0.8)
                 break
+
+    async def _confirm(self, lease: Lease, attempts: int = 5, each: float = 0.3) -> None:
+        """We won while our belief in the lease had lapsed (its keepalives failed, e.g.
+        during an etcd election, and the keepalive loop may be waiting on a request that
+        will never be answered): renew now with short attempts so that we can lead at once
+        rather than when the loop's next renewal gets through. Gives up quietly."""
+        for _ in range(attempts):
+            sent = self._clock.monotonic()
+            try:
+                async with asyncio.timeout(each):
+                    await self.store.keepalive(lease.id)
+            except LeaseNotFound:
+                raise _TermOver(f"lease {lease.id:x} expired") from None
+            except (TimeoutError, StoreError):
+                continue
+            self._valid_until = max(self._valid_until, sent + lease.ttl * 0.8)
+            return
 
     async def _resign(self) -> None:
         lease, self._lease = self._lease, None

@@ -47,3 +47,41 @@ async def test_partitioned_leader_steps_down_before_its_lease_ends() -> None:
         assert b.is_leader() and not a.is_leader()
         for t in tasks:
             t.cancel()
+
+
+class LosesOneKeepalive(MemoryStore):
+    """The first keepalive sent for a lease in ``lose`` is never answered (it went to a dead
+    etcd leader); later ones get through."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.lose: set[int] = set()
+
+    async def keepalive(self, lease_id: int) -> int:
+        if lease_id in self.lose:
+            self.lose.discard(lease_id)
+            await asyncio.Event().wait()
+        return await super().keepalive(lease_id)
+
+
+async def test_a_winner_whose_belief_lapsed_renews_at_once() -> None:
+    """b's keepalive loop is stuck on a lost request when b wins: b renews at once and
+    leads, instead of when the stuck request times out (``interval`` of real time)."""
+    clock = FakeClock()
+    store = LosesOneKeepalive(clock)
+    a = Election(store, "a:1", ttl=6, clock=clock)
+    b = Election(store, "b:1", ttl=6, clock=clock)
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(store.run(tick=0.1)), tg.create_task(a.run())]
+        await clock.run_for(0.5)
+        tasks.append(tg.create_task(b.run()))  # t=0.5: b's lease granted, lives to 6.5
+        await clock.run_for(0.1)
+        assert b._lease is not None
+        store.lose.add(b._lease.id)  # b's first renewal (t=2.5) is lost
+        # b's belief: 0.5 + 0.8 x 6 = 5.3; its lease in the store: 0.5 + 6 = 6.5
+        await clock.run_for(4.9)  # t=5.5
+        tasks[1].cancel()  # a resigns: b wins with a lapsed belief but a live lease
+        await clock.run_for(0.3)
+        assert b.leader() == "b:1" and b.is_leader()
+        for t in tasks:
+            t.cancel()
