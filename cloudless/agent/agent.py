@@ -50,6 +50,9 @@ class AgentConfig:
     cost_per_hour: float = 0.0
     capacity_override: Resources | None = None
     monitor_interval_s: float = 1.0
+    # On a clean stop (cancellation), ask the coordinator to hold the node this long
+    # (``Goodbye``); 0 says nothing, so the node is judged as if the agent had died.
+    restart_hold_s: float = 0.0
 
 
 class Agent:
@@ -141,6 +144,7 @@ class Agent:
             self.clock,
             self.rng,
             assignments,
+            goodbye_hold_s=self.config.restart_hold_s,
         )
         link_ref.append(self.link)
         ident = self.identity

@@ -11,6 +11,7 @@ The supervisor keeps running meanwhile; nothing here stops a container.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -109,6 +110,7 @@ class Link:
         *,
         backoff: Backoff | None = None,
         server_name: str | None = None,
+        goodbye_hold_s: float = 0.0,
     ) -> None:
         self.identity = identity
         self.supervisor = supervisor
@@ -120,6 +122,7 @@ class Link:
         self.assignments = assignments
         self.backoff = backoff or Backoff(base=0.2, cap=5.0)
         self.server_name = server_name
+        self.goodbye_hold_s = goodbye_hold_s
         self.on_identity_change: Callable[[], None] | None = None
         self.interval = 0.5
         self.leader_hint: str | None = None
@@ -169,7 +172,13 @@ class Link:
             stub = pbg.AgentControlStub(ch)
             outbox: asyncio.Queue[pb.AgentMessage] = asyncio.Queue()
             outbox.put_nowait(self._hello())
-            call = stub.Connect(_drain(outbox))
+            said_goodbye = asyncio.Event()
+
+            def sent(msg: pb.AgentMessage) -> None:
+                if msg.WhichOneof("kind") == "goodbye":
+                    said_goodbye.set()
+
+            call = stub.Connect(_drain(outbox, sent))
             self._renewed.clear()
             self.last_rx = self.clock.monotonic()
             recv = asyncio.create_task(self._receive(call, outbox, target))
@@ -177,6 +186,10 @@ class Link:
             renew = asyncio.create_task(self._renewed.wait())
             try:
                 await asyncio.wait({recv, hb, renew}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                if self.goodbye_hold_s > 0 and self.connected.is_set():
+                    await self._goodbye(outbox, said_goodbye)
+                raise
             finally:
                 call.cancel()
                 for t in (recv, hb, renew, *self._log_tasks.values()):
@@ -187,6 +200,20 @@ class Link:
                 raise ConnectionError(f"{target} sent nothing for {self.silence_limit():.1f}s")
             if recv.done() and not recv.cancelled() and recv.exception() is not None:
                 raise recv.exception()  # type: ignore[misc]
+
+    async def _goodbye(self, outbox: asyncio.Queue[pb.AgentMessage], said: asyncio.Event) -> None:
+        """A clean stop: ask the coordinator to hold this node for ``goodbye_hold_s``; wait
+        (at most 1 s) until the message has been written to the stream."""
+        outbox.put_nowait(
+            pb.AgentMessage(
+                goodbye=pb.Goodbye(back_within_s=self.goodbye_hold_s, reason="agent stopping")
+            )
+        )
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            async with asyncio.timeout(1.0):
+                await said.wait()
+                await asyncio.sleep(0.05)  # let the HTTP/2 frame leave the socket
+        log.info("said goodbye (hold %.0fs)", self.goodbye_hold_s)
 
     def silence_limit(self) -> float:
         return max(3.0, 4 * self.interval)
@@ -312,9 +339,16 @@ class Link:
             self._log_tasks.pop(req.request_id, None)
 
 
-async def _drain(q: asyncio.Queue[pb.AgentMessage]) -> AsyncIterator[pb.AgentMessage]:
+async def _drain(
+    q: asyncio.Queue[pb.AgentMessage], sent: Callable[[pb.AgentMessage], None] | None = None
+) -> AsyncIterator[pb.AgentMessage]:
+    """The outbox as a request stream; ``sent(msg)`` once gRPC has taken ``msg`` (it asks for
+    the next message only after writing the previous one)."""
     while True:
-        yield await q.get()
+        msg = await q.get()
+        yield msg
+        if sent is not None:
+            sent(msg)
 
 
 def _short(e: BaseException) -> str:

@@ -351,6 +351,15 @@ def agent(
     disk: Annotated[
         str | None, typer.Option(metavar="SIZE", help="Declared disk instead of measured (20Gi).")
     ] = None,
+    restart_hold: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            help="On a clean stop (SIGTERM: upgrade, restart) ask the coordinator to keep this "
+            "node's replicas this long before replacing them; 0 replaces at once. A killed "
+            "agent is replaced at once regardless.",
+        ),
+    ] = 30.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run an agent (data plane): enroll once, then run what the coordinators assign."""
@@ -368,6 +377,7 @@ def agent(
         cpu=cpu,
         memory=memory,
         disk=disk,
+        restart_hold=restart_hold,
     )
     if runtime not in ("containerd", "fake"):
         raise typer.BadParameter(
@@ -398,6 +408,7 @@ def agent_config(
     cpu: str | None,
     memory: str | None,
     disk: str | None,
+    restart_hold: float = 0.0,
 ) -> Any:
     """The AgentConfig for the flags; a bad label or quantity names the flag and the form."""
     from cloudless.agent.agent import AgentConfig
@@ -418,6 +429,10 @@ def agent_config(
         except ValueError as e:
             raise typer.BadParameter(str(e), param_hint=flag) from None
     override = Resources(dims[0], dims[1], dims[2], 0) if any(dims) else None
+    if not 0 <= restart_hold <= 300:
+        raise typer.BadParameter(
+            f"{restart_hold:g}: expected seconds from 0 to 300", param_hint="--restart-hold"
+        )
     if join and not join.startswith("https://"):
         raise typer.BadParameter(
             f"{join!r}: expected the coordinator's API URL, https://HOST:PORT",
@@ -433,6 +448,7 @@ def agent_config(
         zone=zone,
         address=address,
         capacity_override=override,
+        restart_hold_s=restart_hold,
     )
 
 

@@ -247,3 +247,5 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
                 await self.hub.on_heartbeat(session, msg.heartbeat, send)
             elif kind == "log":
                 self.hub.on_log(msg.log)
+            elif kind == "goodbye":
+                await self.hub.on_goodbye(session, msg.goodbye)

@@ -209,6 +209,16 @@ class AgentHub:
         await self._maybe_write_usage(s, hb)
         return reply
 
+    async def on_goodbye(self, s: Session, bye: pb.Goodbye) -> None:
+        """The agent stops cleanly and asks to be held (``Membership.goodbye``)."""
+        hold = self.membership.goodbye(s.node_id, self.clock.monotonic(), bye.back_within_s)
+        await self.emit(
+            "node",
+            f"node {s.node_id}: agent stopping ({bye.reason or 'no reason given'}); "
+            f"its replicas are kept for {hold:.0f}s",
+            node=s.node_id,
+        )
+
     def _heard(self, s: Session) -> list[NodeTransition]:
         return self.membership.heartbeat(s.node_id, self.clock.monotonic())
 

@@ -16,7 +16,9 @@ turns those stream ends into node states, and keeps a slower heartbeat rule as a
   while its gRPC core still answers PINGs) goes offline after ``offline_after_s`` without a
   heartbeat;
 * an offline node goes failed after ``failed_after_s`` more;
-* a heartbeat brings it back (to cordoned if the user had cordoned it, else ready).
+* a heartbeat brings it back (to cordoned if the user had cordoned it, else ready);
+* an agent that stops cleanly (``Goodbye``: an upgrade, a restart) is held for the time it
+  asks for (at most ``MAX_HOLD_S``) before either rule applies; a killed one is not.
 
 After a leader change every known node is treated as just heard from and as disconnected
 ``leader_grace_s - disconnect_grace_s`` from now: a node whose agent has not connected to the
@@ -79,6 +81,7 @@ class _Liveness:
     connected: bool = False
     disconnected_at: float = math.inf
     offline_since: float = math.inf
+    held_until: float = -math.inf  # a clean stop: not judged before this
 
 
 _HEALTHY = (NodeState.READY, NodeState.CORDONED, NodeState.DRAINING)
@@ -142,6 +145,7 @@ class Membership:
         live.last_seen = now
         live.connected = True
         live.disconnected_at = math.inf
+        live.held_until = -math.inf
         if live.state in (NodeState.ENROLLING, NodeState.OFFLINE, NodeState.FAILED):
             old = live.state
             live.state = NodeState.CORDONED if live.cordoned else NodeState.READY
@@ -149,6 +153,18 @@ class Membership:
             why = "first heartbeat" if old is NodeState.ENROLLING else "heartbeat resumed"
             return [NodeTransition(node_id, old, live.state, why)]
         return []
+
+    # The longest hold an agent may ask for when it stops cleanly.
+    MAX_HOLD_S = 300.0
+
+    def goodbye(self, node_id: str, now: float, back_within_s: float) -> float:
+        """The agent is stopping cleanly and will be back within ``back_within_s`` (capped at
+        ``MAX_HOLD_S``): the node is not judged offline before then. Returns the hold."""
+        live = self._nodes.get(node_id)
+        hold = min(max(0.0, back_within_s), self.MAX_HOLD_S)
+        if live is not None:
+            live.held_until = now + hold
+        return hold
 
     def disconnected(self, node_id: str, now: float) -> None:
         live = self._nodes.get(node_id)
@@ -168,6 +184,8 @@ class Membership:
                 # Fast path (every node, ten times a second): nothing is due.
                 if live.last_seen > silent_before and live.disconnected_at > gone_before:
                     continue
+                if now < live.held_until:
+                    continue  # stopped cleanly, coming back
                 silent = now - live.last_seen
                 gone = now - live.disconnected_at
                 reason = ""

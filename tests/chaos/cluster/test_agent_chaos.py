@@ -275,3 +275,22 @@ async def test_full_data_disk(cluster: NetnsCluster) -> None:
         settle_after_restart_s=settle,
         total_s=time.monotonic() - t0,
     )
+
+
+async def test_sigterm_restart_keeps_replicas(cluster: NetnsCluster) -> None:
+    """SIGTERM an agent (an upgrade, ``systemctl restart``) and start it 3 s later: it says
+    goodbye with the default 30 s hold, so the node never goes offline, nothing is replaced,
+    and the new process adopts its container (same task)."""
+    c = cluster
+    w = await _deploy(c)
+    i, rid = _victim(c)
+    pid_before = _task_pid(c, i, rid)
+    c.kill_agent(i, signal.SIGTERM)
+    seen = await _watch_states(c, i, 3.0)
+    await c.start_agent(i)
+    seen |= await _watch_states(c, i, 3.0)
+    assert seen == {"ready"}, f"node states around a clean restart: {seen}"
+    settle = await assert_settles(c, w, 60)
+    assert rid in {r["id"] for r in running_replicas(c, "web")}
+    assert _task_pid(c, i, rid) == pid_before, "the restarted agent adopts the same task"
+    report("sigterm-restart", states="ready", settle_s=settle, adopted="True")

@@ -4,7 +4,9 @@ loopback) and a way to start fake-runtime agents against it."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,9 +27,9 @@ async def cluster(tmp_path: Path):  # type: ignore[no-untyped-def]
     client = Client(ClientConfig.load(tmp_path / "coord" / "admin" / "config.json"))
     agents: dict[int, asyncio.Task[None]] = {}
 
-    async def start_agent(i: int) -> None:
+    async def start_agent(i: int, **overrides: Any) -> None:
         token = await asyncio.to_thread(client.create_token)
-        cfg = agent_config(tmp_path, coord.config.api_url, token, i)
+        cfg = replace(agent_config(tmp_path, coord.config.api_url, token, i), **overrides)
         agents[i] = asyncio.create_task(Agent(cfg, FakeRuntime(SystemClock())).run())
 
     try:

@@ -130,3 +130,27 @@ def test_unknown_and_removed_nodes_are_ignored() -> None:
     assert len(m) == 0
     assert m.heartbeat("n0", 1.0) == []
     assert m.heartbeat("ghost", 1.0) == []
+
+
+def test_goodbye_holds_the_node_until_it_is_back_or_the_hold_ends() -> None:
+    m = tracker(S.READY, S.READY)
+    m.heartbeat("n0", 10.0)
+    m.heartbeat("n1", 10.0)
+    assert m.goodbye("n0", 10.1, 30.0) == 30.0  # a clean stop: back within 30 s
+    m.disconnected("n0", 10.2)
+    m.disconnected("n1", 10.2)  # n1 was killed: no goodbye
+    [t] = m.tick(11.2)  # 1.0 s grace
+    assert t.node_id == "n1" and t.new is S.OFFLINE
+    assert m.tick(40.0) == []  # n0 held until 10.1 + 30 = 40.1
+    [t] = m.tick(40.1)
+    assert t.node_id == "n0" and "connection lost" in t.reason
+
+
+def test_goodbye_is_capped_and_cleared_by_the_next_heartbeat() -> None:
+    m = tracker(S.READY)
+    m.heartbeat("n0", 10.0)
+    assert m.goodbye("n0", 10.0, 10_000.0) == Membership.MAX_HOLD_S
+    m.heartbeat("n0", 12.0)  # back: the hold is over
+    m.disconnected("n0", 13.0)
+    [t] = m.tick(14.0)
+    assert t.new is S.OFFLINE
