@@ -1,5 +1,5 @@
-"""``python -m bench.enroll [--n 300] [--concurrency 16,64] [--baseline DIR]`` ->
-bench/results/enroll.json.
+"""``python -m bench.enroll [--n 300] [--concurrency 16,64] [--repeat R]
+[--baseline [NAME=]DIR ...]`` -> bench/results/enroll.json.
 
 Enrollment throughput and latency against one real coordinator (see ``one.py``): for each
 concurrency, a fresh coordinator and ``n`` real enrollments from one client process.
@@ -10,7 +10,11 @@ invocation, so that the two are compared side by side on the same (noisy, 2-core
 the report gives the ratio this/baseline per concurrency. The baseline checkout needs no copy
 of this benchmark: ``bench/enroll`` is copied into it.
 
-``--repeat R`` measures each (tree, concurrency) R times, alternating which tree goes first,
+``--baseline`` may be given several times (``NAME=DIR``; plain ``DIR`` is named "baseline"),
+e.g. the old commit and the old commit plus only the client-side change, to tell the client's
+share of a gain from the coordinator's; ratios are given against each.
+
+``--repeat R`` measures each (tree, concurrency) R times, rotating which tree goes first,
 and reports the median run (by enrollments/s) with every run kept; the 1-minute load average
 before each run is recorded, since other work on the machine moves these figures a lot.
 """
@@ -48,6 +52,10 @@ def measure(tree: Path, n: int, concurrency: int) -> dict[str, Any]:
     return result
 
 
+def ratio(runs: dict[str, dict[str, Any]], base: str, c: int, key: str) -> float:
+    return round(float(runs["this"][str(c)][key]) / max(float(runs[base][str(c)][key]), 1e-9), 2)
+
+
 def median_run(rs: list[dict[str, Any]]) -> dict[str, Any]:
     return sorted(rs, key=lambda r: float(r["enrollments_per_s"]))[len(rs) // 2]
 
@@ -63,18 +71,21 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--concurrency", default="16,64")
-    ap.add_argument("--baseline", type=Path, default=None)
+    ap.add_argument("--baseline", action="append", default=[])
     ap.add_argument("--repeat", type=int, default=1)
     a = ap.parse_args()
     levels = [int(c) for c in a.concurrency.split(",")]
-    trees = {"this": REPO} | ({"baseline": a.baseline.resolve()} if a.baseline else {})
+    trees = {"this": REPO}
+    for b in a.baseline:
+        name, _, path = b.rpartition("=")
+        trees[name or "baseline"] = Path(path).resolve()
     every: dict[str, dict[str, list[dict[str, Any]]]] = {
         name: {str(c): [] for c in levels} for name in trees
     }
     for c in levels:
         for i in range(a.repeat):
             order = list(trees.items())
-            for name, tree in order if i % 2 == 0 else order[::-1]:
+            for name, tree in order[i % len(order) :] + order[: i % len(order)]:
                 load = os.getloadavg()[0]
                 r = measure(tree, a.n, c)
                 r["loadavg_1m_before"] = round(load, 2)
@@ -94,22 +105,17 @@ def main() -> None:
         "runs": runs,
         "all_runs": every,
     }
-    if a.baseline:
-        data["ratio_this_over_baseline"] = {
+    for base in [t for t in trees if t != "this"]:
+        data[f"ratio_this_over_{base}"] = ratios = {
             str(c): {
-                "enrollments_per_s": round(
-                    runs["this"][str(c)]["enrollments_per_s"]
-                    / max(runs["baseline"][str(c)]["enrollments_per_s"], 1e-9),
-                    2,
-                ),
-                "p50": round(
-                    runs["this"][str(c)]["p50_ms"] / max(runs["baseline"][str(c)]["p50_ms"], 1e-9),
-                    2,
-                ),
+                "enrollments_per_s": ratio(runs, base, c, "enrollments_per_s"),
+                "p50": ratio(runs, base, c, "p50_ms"),
+                "p95": ratio(runs, base, c, "p95_ms"),
+                "coordinator_cpu_s": ratio(runs, base, c, "coordinator_cpu_s"),
             }
             for c in levels
         }
-        print(json.dumps(data["ratio_this_over_baseline"]))
+        print(f"this / {base}: {json.dumps(ratios)}")
     write_results("enroll", data)
 
 
