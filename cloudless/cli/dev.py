@@ -26,24 +26,22 @@ def up(
 ) -> None:
     """Start a coordinator, a registry with busybox and DEVICES agents (each in its own
     network namespace with its own containerd); run until Ctrl-C, then remove everything."""
-    from cloudless.demo import LocalCluster
+    from cloudless.demo import demo_cluster, preflight
 
     if not 1 <= devices <= 12:
         raise typer.BadParameter("between 1 and 12", param_hint="--devices")
     work = work_dir or Path(tempfile.mkdtemp(prefix="cloudless-dev-"))
     work.mkdir(parents=True, exist_ok=True)
 
-    def say(n: int, text: str) -> None:
-        console.print(f"[bold cyan][{n}/4][/] {text}")
-
     async def main() -> None:
-        cluster = LocalCluster(work, devices=devices, say=say)
+        cluster = demo_cluster(work, devices, lambda line: console.print(f"  {line}"))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await cluster.up()
+            preflight()
+            await cluster.start()
             console.print(
                 "\n[bold green]cluster up.[/] In another shell:\n"
                 f"  export CLOUDLESS_CONFIG={cluster.admin_config}\n"
@@ -55,7 +53,9 @@ def up(
             await stop.wait()
         finally:
             console.print("stopping…")
-            await cluster.down()
+            await cluster.close()
+            for left in cluster.leftovers():
+                console.print(f"[yellow]left behind:[/] {left}")
 
     asyncio.run(main())
     if not keep and work_dir is None:

@@ -122,9 +122,19 @@ class NetnsCluster:
         namespace: str = "",
         disk_mib: int = 64,
         subnet: str | None = None,
+        node_name: str = "node",
+        region: str = "lab",
+        root_key_size: int = 2048,
+        bcrypt_cost: int = 4,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
+        """``root_key_size``/``bcrypt_cost``: test-speed defaults (the demo uses the product's
+        4096/10); ``progress`` hears one line per bring-up step."""
         if coordinators < 1 or agents < 0 or not zones:
             raise ClusterError("need at least one coordinator and one zone")
+        self.node_name, self.region = node_name, region
+        self.root_key_size, self.bcrypt_cost = root_key_size, bcrypt_cost
+        self.progress = progress or (lambda line: None)
         self.work = Path(work_dir).resolve()
         self.n_coord, self.n_agents, self.zones = coordinators, agents, tuple(zones)
         self.namespace = namespace or prefix  # containerd namespace and cgroup parent
@@ -166,14 +176,21 @@ class NetnsCluster:
         self.registry = PrivateRegistry(bind=gw, root_dir=self.work / "registry")
         await self.registry.start()
         self.image = await build_busybox_image(self.registry, "busybox", "1")
+        self.progress(f"registry on {gw}, holding {self.image}")
         for i in range(self.n_coord):
             self.coord_hosts[f"c{i + 1}"] = await self.lab.add_host_async(f"c{i + 1}")
         for i in range(self.n_agents):
             self.agent_hosts.append(await self.lab.add_host_async(f"a{i + 1}"))
+        hosts = [*self.coord_hosts.values(), *self.agent_hosts]
+        self.progress("hosts (network namespaces): " + ", ".join(f"{h.name} {h.ip}" for h in hosts))
         await self._start_coordinators()
+        self.progress(
+            f"{self.n_coord} coordinator(s) with embedded etcd, RSA-{self.root_key_size} CA; "
+            f"API {self.api_url(next(iter(self.coord_hosts)))}"
+        )
         for i in range(self.n_agents):
             await self._start_agent_first(i)
-        names = {f"node-{i + 1}": i for i in range(self.n_agents)}
+        names = {f"{self.node_name}-{i + 1}": i for i in range(self.n_agents)}
         ready = await wait_until(
             f"{self.n_agents} ready nodes",
             lambda: (
@@ -186,6 +203,9 @@ class NetnsCluster:
         self.node_ids = [""] * self.n_agents
         for n in ready:
             self.node_ids[names[n["name"]]] = n["id"]
+        self.progress(
+            f"{self.n_agents} agents enrolled with one-time tokens, each with its containerd"
+        )
 
     @property
     def api(self) -> Client:
@@ -195,6 +215,11 @@ class NetnsCluster:
 
     def api_url(self, name: str) -> str:
         return f"https://{self.coord_hosts[name].ip}:{API_PORT}"
+
+    @property
+    def admin_config(self) -> Path:
+        """The admin client config the first coordinator wrote (``CLOUDLESS_CONFIG``)."""
+        return self.work / next(iter(self.coord_hosts)) / "admin" / "config.json"
 
     def spawn(self, name: str, argv: list[str], netns: str | None = None) -> Proc:
         """Start ``argv`` (inside ``netns`` if given: network namespace only, via nsenter,
@@ -213,8 +238,8 @@ class NetnsCluster:
         common = [
             *("--api-port", str(API_PORT), "--agent-port", str(AGENT_PORT)),
             *("--enroll-port", str(ENROLL_PORT), "--etcd-client-port", str(ETCD_CLIENT)),
-            *("--etcd-peer-port", str(ETCD_PEER), "--root-key-size", "2048"),
-            *("--bcrypt-cost", "4"),
+            *("--etcd-peer-port", str(ETCD_PEER), "--root-key-size", str(self.root_key_size)),
+            *("--bcrypt-cost", str(self.bcrypt_cost)),
         ]
         first = "c1"
         for name, host in self.coord_hosts.items():
@@ -265,8 +290,8 @@ class NetnsCluster:
         host = self.agent_hosts[i]
         argv = [
             *(sys.executable, "-m", "cloudless", "agent", "--data-dir", str(self.agent_dir(i))),
-            *("--name", f"node-{i + 1}", "--zone", self.zones[i % len(self.zones)]),
-            *("--region", "lab", "--address", host.ip),
+            *("--name", f"{self.node_name}-{i + 1}", "--zone", self.zones[i % len(self.zones)]),
+            *("--region", self.region, "--address", host.ip),
             *("--containerd-socket", self.containerds[i].address),
             *("--namespace", self.namespace, "--insecure-registry", self.registry.host),
         ]
