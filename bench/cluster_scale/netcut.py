@@ -181,6 +181,28 @@ def process_connections(pid: int, port: int) -> list[TcpConn]:
     return connections_to(conns, inodes, port)
 
 
+def server_side_open(conn: TcpConn) -> bool:
+    """Whether the coordinator's end of ``conn`` is still established (it leaves that state
+    when the kernel gives up on unacknowledged data, TCP_USER_TIMEOUT, or when gRPC closes
+    it); asks the kernel with a filtered ``ss`` (netlink: cheap with thousands of sockets)."""
+    flt = f"( sport = :{conn.remote[1]} and dport = :{conn.local[1]} )"
+    out = subprocess.run(
+        ["ss", "-tnH", "state", "established", flt], capture_output=True, text=True, check=False
+    ).stdout
+    return bool(out.strip())
+
+
+def watch_server_side(conns: list[TcpConn], timeout: float, poll: float = 0.05) -> float | None:
+    """Wall time at which the coordinator's end of every connection in ``conns`` was gone
+    (closed by TCP_USER_TIMEOUT or gRPC's PING timeout), or None after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(server_side_open(c) for c in conns):
+            return time.time()
+        time.sleep(poll)
+    return None
+
+
 class Cut:
     """``with Cut(pid, agent_port) as c:`` the process ``pid`` is cut off from the
     coordinator's agent port until the block ends (rules removed in any case).

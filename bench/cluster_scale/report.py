@@ -57,21 +57,26 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
             s = sch.get(key, {})
             out.append([label, "20 / 50 ms", n, str(s.get("n", 0)), _ms(s.get("p50")),
                         _ms(s.get("p95")), _verdict(s)])  # fmt: skip
+        cut = st.get("cutoff", {})
+        sock = cut.get("coordinator_socket_closed_s", {})
         table = [
             ("membership: stream cut (agent task killed)", "2 / 4 s",
              st.get("reschedule", {}).get("offline_after_stream_break_s", {})),
             ("membership: kill -9 of the agent process", "2 / 4 s",
              st.get("kill9", {}).get("offline_s", {})),
-            *_cutoff_rows(st.get("cutoff", {})),
+            *_cutoff_rows(cut),
+            # where a cut-off's time goes: the transport, then the disconnect grace
+            *([("  of which: cut -> coordinator's socket closed", "-", sock)] if sock else []),
             ("rescheduling: death -> replacement running", "2.5 / 5 s",
              st.get("reschedule", {}).get("replacement_running_s", {})),
         ]  # fmt: skip
-        if "method" in st.get("cutoff", {}):
+        if "method" in cut:
             table.append(("rescheduling: cut-off -> replacement running", "2.5 / 5 s",
-                          st["cutoff"].get("replacement_running_s", {})))  # fmt: skip
+                          cut.get("replacement_running_s", {})))  # fmt: skip
         for label, goal, s in table:
+            verdict = _verdict(s) if goal != "-" else "-"
             out.append([label, goal, n, str(s.get("n", 0)), _s(s.get("p50")), _s(s.get("p95")),
-                        _verdict(s)])  # fmt: skip
+                        verdict])  # fmt: skip
         hb = st.get("heartbeat_cost", {})
         if hb:
             cores, rss = hb["coordinator_cores"], hb["coordinator_rss_mb"]

@@ -25,7 +25,7 @@ from .cluster import (
     proc_rss,
 )
 from .measure import Event, first_after, split_counts, summary
-from .netcut import Cut
+from .netcut import Cut, watch_server_side
 
 PER_WORKER = 1250  # agents per bulk worker process (one asyncio loop each)
 IN_FLIGHT = 24  # initial enrollments in flight over the bulk workers of one step
@@ -413,6 +413,7 @@ class ScaleRun:
         replicas = max(1, len(cut) - 2)  # two spare nodes take the replacement
         self.client.apply(spec(name, replicas, selector="cut"))
         offline: list[float] = []
+        transport: list[float] = []  # cut -> the coordinator's end of the connection closed
         replaced: list[float] = []
         back: list[float] = []
         notes: list[str] = []
@@ -428,7 +429,13 @@ class ScaleRun:
                 with Cut(w.proc.pid, self.coord.agent_port) as c:
                     tk = c.t_cut
                     blocked_new = blocked_new and c.new_connections_blocked
+                    closed: list[float | None] = []
+                    watcher = threading.Thread(
+                        target=lambda c=c, out=closed: out.append(watch_server_side(c.conns, 30))
+                    )
+                    watcher.start()
                     off = self.events.wait(went(node, tk, "offline"), 30)
+                    watcher.join()
                     rep = self.events.wait(replacement_running(name, node, tk), 30)
                     conns = len(c.conns)
             except RuntimeError as e:  # no connection found: the agent is reconnecting
@@ -437,6 +444,9 @@ class ScaleRun:
                 time.sleep(2.0)
                 continue
             th = time.time()
+            gone = closed[0] if closed else None
+            if gone is not None:
+                transport.append(gone - tk)
             if off:
                 offline.append(off.at - tk)
             if rep:
@@ -445,7 +455,8 @@ class ScaleRun:
             if ready:
                 back.append(ready.at - th)
             self.log(
-                f"  cut-off {i} {node} ({conns} conn.): offline {_after(off, tk)}, "
+                f"  cut-off {i} {node} ({conns} conn.): coordinator's socket closed "
+                f"{'+%.3fs' % (gone - tk) if gone else 'never'}, offline {_after(off, tk)}, "
                 f"replacement running {_after(rep, tk)}; healed -> ready {_after(ready, th)}"
             )
         self.client.call("DELETE", f"/v1/workloads/{name}")
@@ -453,6 +464,7 @@ class ScaleRun:
             "method": "iptables DROP both directions on lo (no FIN) + new connections blocked",
             "samples": samples,
             "offline_s": summary(offline, 2.0, 4.0),
+            "coordinator_socket_closed_s": summary(transport),
             "replacement_running_s": summary(replaced, 2.5, 5.0),
             "healed_to_ready_s": summary(back),
             "new_connections_blocked": blocked_new,
