@@ -7,8 +7,9 @@ fence is empty) while usage refreshes are written in the background, as the hub 
 (``--usage-rate`` node writes per second). Workloads of 10 replicas are then applied one
 after another, each once the previous one's replicas are all committed; a watcher on another
 client timestamps each replica record's creation. Reported per replica: time from the
-workload write to its record committed (P50/P95); per round: its duration and the part spent
-building the snapshot. Modes alternate in blocks so machine noise hits both.
+workload write to its record committed (P50/P95); per round that placed something: its
+duration and the part spent getting the snapshot; and the duration of rounds that found
+nothing to do (a settled cluster). Modes alternate in blocks so machine noise hits both.
 
 Run from the repo root: ``python -m bench.reconcile`` -> ``bench/results/reconcile.json``.
 ``--quick`` runs N = 1,000 only with fewer workloads.
@@ -58,6 +59,7 @@ class TimedReconciler(Reconciler):
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.round_s: list[float] = []
+        self.idle_round_s: list[float] = []  # rounds that found nothing to do
         self.snapshot_s: list[float] = []
 
     async def snapshot(self) -> Snapshot:
@@ -69,10 +71,9 @@ class TimedReconciler(Reconciler):
 
     async def round(self, fence: Fence) -> list[Action]:
         t = time.perf_counter()
-        try:
-            return await super().round(fence)
-        finally:
-            self.round_s.append(time.perf_counter() - t)
+        actions = await super().round(fence)
+        (self.round_s if actions else self.idle_round_s).append(time.perf_counter() - t)
+        return actions
 
 
 def make_node(i: int, rng: random.Random) -> Node:
@@ -176,7 +177,7 @@ async def block(
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.2)
         rec.round_s.clear()
-        rec.snapshot_s.clear()
+        rec.snapshot_s.clear()  # idle rounds of the warm-up are kept: settled cluster
         t0 = time.perf_counter()
         for k in range(workloads):
             name = f"{BENCH_PREFIX}{tag}-{k}"
@@ -199,6 +200,7 @@ async def block(
     return {
         "latency_s": lat,
         "round_s": rec.round_s,
+        "idle_round_s": rec.idle_round_s[1:],  # not the first: the view's first listing
         "snapshot_s": rec.snapshot_s,
         "rounds": rounds,
         "wall_s": wall,
@@ -211,16 +213,19 @@ def summary(parts: list[dict[str, Any]]) -> dict[str, Any]:
     lat = [x * 1000 for p in parts for x in p["latency_s"]]
     rounds = [x * 1000 for p in parts for x in p["round_s"]]
     snaps = [x * 1000 for p in parts for x in p["snapshot_s"]]
+    idle = [x * 1000 for p in parts for x in p["idle_round_s"]]
     wall = sum(p["wall_s"] for p in parts)
     return {
         "replicas": len(lat),
         "replica_p50_ms": round(percentile(lat, 50), 1),
         "replica_p95_ms": round(percentile(lat, 95), 1),
         "replica_max_ms": round(max(lat), 1) if lat else None,
-        "rounds": len(rounds),
-        "rounds_per_s": round(len(rounds) / wall, 1) if wall else None,
+        "placing_rounds": len(rounds),
         "round_p50_ms": round(percentile(rounds, 50), 1),
         "round_p95_ms": round(percentile(rounds, 95), 1),
+        "idle_rounds": len(idle),
+        "idle_round_p50_ms": round(percentile(idle, 50), 1),
+        "wall_s": round(wall, 1),
         "snapshot_p50_ms": round(percentile(snaps, 50), 2),
         "snapshot_p95_ms": round(percentile(snaps, 95), 2),
         "timeouts": sum(p["timeouts"] for p in parts),
@@ -247,13 +252,14 @@ async def one_size(
                 print(
                     f"N={n} {mode:8s} block {b}: replica P50 {s['replica_p50_ms']} ms "
                     f"P95 {s['replica_p95_ms']} ms; round P50 {s['round_p50_ms']} ms "
-                    f"(snapshot {s['snapshot_p50_ms']} ms), {s['rounds']} rounds; "
+                    f"(snapshot {s['snapshot_p50_ms']} ms), {s['placing_rounds']} placing rounds; "
+                    f"idle round P50 {s['idle_round_p50_ms']} ms; "
                     f"slowest workloads (s): {part['slowest']}",
                     flush=True,
                 )
         usage.cancel()
-    for s in (store, observer, writer):
-        await s.close()
+    for client in (store, observer, writer):
+        await client.close()
     view, old = summary(parts["view"]), summary(parts["snapshot"])
     return {
         "nodes": n,
@@ -265,6 +271,7 @@ async def one_size(
             "replica_p50": round(old["replica_p50_ms"] / view["replica_p50_ms"], 2),
             "replica_p95": round(old["replica_p95_ms"] / view["replica_p95_ms"], 2),
             "round_p50": round(old["round_p50_ms"] / view["round_p50_ms"], 2),
+            "idle_round_p50": round(old["idle_round_p50_ms"] / view["idle_round_p50_ms"], 1),
             "snapshot_p50": round(old["snapshot_p50_ms"] / max(view["snapshot_p50_ms"], 1e-3), 1),
         },
     }
