@@ -74,6 +74,13 @@ def run_scale(nodes: list[int], quick: bool, root: Path) -> dict[str, Any]:
             log(f"== step N={n}")
             step: dict[str, Any] = {"nodes": n}
             steps.append(step)
+            if steps[:-1] and not run.healthy(60.0):  # no use growing a cluster in a storm
+                step["broke"] = (
+                    f"not grown: after the N={steps[-2]['nodes']} measurements only "
+                    f"{run.ready_count()} of {run.enrolled() - len(run.dead)} nodes were ready"
+                )
+                log(step["broke"])
+                break
             step["grow"] = g = run.grow(n)
             if g["ready"] < n * 0.98:
                 step["broke"] = f"only {g['ready']}/{n} nodes ready after {g['seconds']}s"

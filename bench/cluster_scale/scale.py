@@ -141,6 +141,16 @@ class ScaleRun:
         except Exception:  # no leader for a moment: count as none ready, ask again later
             return 0
 
+    def healthy(self, wait: float) -> bool:
+        """Whether at least 98 % of the live enrolled nodes are ready within ``wait`` s."""
+        deadline = time.monotonic() + wait
+        while True:
+            if self.ready_count() >= 0.98 * (self.enrolled() - len(self.dead)):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(5.0)
+
     def link_failures(self) -> int:
         """Agent streams ended so far (silent coordinator, broken stream): from worker logs."""
         n = 0
