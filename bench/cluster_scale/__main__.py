@@ -60,6 +60,8 @@ def measure_step(run: ScaleRun, n: int, quick: bool, step: dict[str, Any]) -> No
     _measure(step, "false_alarms", lambda: run.false_alarms(n, 10.0 if quick else 20.0))
     for name in names:
         _measure(step, "cleanup", lambda: run.client.call("DELETE", f"/v1/workloads/{name}"))  # noqa: B023
+    step["coordinator_leadership_lapses_so_far"] = run.term_ends()
+    step["agent_stream_drops_so_far"] = run.link_failures()
     step["api_retries_so_far"] = run.client.retries
     step["event_stream_reconnects_so_far"] = run.events.reconnects
 

@@ -92,6 +92,9 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                         f"{fa['nodes_wrongly_offline']} offline",
                         f"{fa['replicas_needlessly_replaced']} replaced",
                         "pass" if bad == 0 else "**miss**"])  # fmt: skip
+    err = results.get("scale", {}).get("error")
+    if err:
+        out.append(["scale run ended early", "-", "-", "-", "-", "-", f"**{err}**"])
     fo = results.get("failover", {})
     if fo:
         s = fo.get("write_failure_window_s", {})

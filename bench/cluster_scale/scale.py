@@ -141,6 +141,14 @@ class ScaleRun:
         except Exception:  # no leader for a moment: count as none ready, ask again later
             return 0
 
+    def term_ends(self) -> int:
+        """How often the coordinator lost its leadership so far (its log: "term ended")."""
+        try:
+            with (self.root / "c1.log").open(errors="replace") as fh:
+                return sum(1 for line in fh if "term ended" in line)
+        except OSError:
+            return 0
+
     def healthy(self, wait: float) -> bool:
         """Whether at least 98 % of the live enrolled nodes are ready within ``wait`` s."""
         deadline = time.monotonic() + wait
@@ -241,6 +249,7 @@ class ScaleRun:
             "enroll_errors": len(errors),
             "enroll_stalled": stalled,
             "agent_stream_drops_so_far": self.link_failures(),
+            "coordinator_leadership_lapses_so_far": self.term_ends(),
             "worker_max_loop_lag_s": self.max_lag(t0),
             "load_average_1m": round(os.getloadavg()[0], 1),  # the machine is shared
             "coordinator_rss_mb": round(proc_rss(self.coord.pid) / 2**20, 1),
@@ -292,6 +301,7 @@ class ScaleRun:
             "etcd_rss_mb": round(sum(proc_rss(p) for p in etcd) / 2**20, 1),
             "agent_workers_rss_mb": round(sum(proc_rss(p) for p in wpids) / 2**20, 1),
             "agent_stream_drops_in_window": self.link_failures() - drops0,
+            "coordinator_leadership_lapses_so_far": self.term_ends(),
             "worker_max_loop_lag_s": self.max_lag(t0),
             "load_average_1m": round(os.getloadavg()[0], 1),
             "heartbeat_interval_s": MembershipConfig().interval_for(len(self.client.nodes())),
