@@ -50,6 +50,7 @@ from cloudless.store.types import Delete, EventType
 
 NODE = Resources(4000, 8 << 30, 100 << 30, 10**9)
 SMALL = Resources(100, 64 << 20)
+DEBOUNCE_S = [0.02]  # --debounce-ms
 BENCH_PREFIX = "bw-"  # workloads applied during measurement (deleted after each block)
 
 
@@ -144,7 +145,12 @@ async def block(
     """Lead with one reconciler, apply ``workloads`` workloads of 10 one after another."""
     st = ClusterState(store)
     rec = TimedReconciler(
-        st, SchedulerPlacer(), RandomIds(random.Random(1)), SystemClock(), incremental=incremental
+        st,
+        SchedulerPlacer(),
+        RandomIds(random.Random(1)),
+        SystemClock(),
+        incremental=incremental,
+        debounce_s=DEBOUNCE_S[0],
     )
     fence: Fence = NO_FENCE
     lat: list[float] = []
@@ -283,8 +289,10 @@ async def main(argv: list[str]) -> None:
     ap.add_argument("--workloads", type=int, default=5, help="per block and mode")
     ap.add_argument("--blocks", type=int, default=4)
     ap.add_argument("--usage-rate", type=float, default=100.0, help="node writes/s")
+    ap.add_argument("--debounce-ms", type=float, default=20.0, help="the reconciler's")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
+    DEBOUNCE_S[0] = args.debounce_ms / 1000
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     sizes = [1000] if args.quick else [int(x) for x in args.sizes.split(",")]
     workloads = 3 if args.quick else args.workloads
@@ -305,6 +313,7 @@ async def main(argv: list[str]) -> None:
                 "fence": "none (no election)",
                 "workload": "10 replicas of 100m CPU / 64 MiB, applied one after another",
                 "usage_refresh_writes_per_s": args.usage_rate,
+                "debounce_ms": args.debounce_ms,
                 "blocks_per_mode": args.blocks,
                 "modes": {
                     "view": "rounds decide from the watch-fed LiveView (default)",
