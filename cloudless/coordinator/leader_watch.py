@@ -48,6 +48,14 @@ from cloudless.store.errors import StoreError
 log = logging.getLogger(__name__)
 
 
+def _honour_cancellation() -> None:
+    """Raise ``CancelledError`` if our task was asked to stop (a cancellation lost below us
+    must not leave a retry loop running past its owner's shutdown)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 # ---- decide ---------------------------------------------------------------------------------
 
 
@@ -200,6 +208,7 @@ class LeaderWatch:
             nxt: asyncio.Task[bool] | None = None
             try:
                 while True:
+                    _honour_cancellation()
                     at = sighting.depose_at()
                     if nxt is None:
                         nxt = asyncio.ensure_future(anext(states))
@@ -231,6 +240,7 @@ class LeaderWatch:
         is guarded by the term). The task is cancelled if the leadership changes meanwhile."""
         attempt = 0
         while True:
+            _honour_cancellation()
             budget = self.ATTEMPT_S if attempt < self.SHORT_ATTEMPTS else 2.0
             attempt += 1
             try:

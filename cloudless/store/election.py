@@ -55,6 +55,15 @@ class _TermOver(Exception):
     pass
 
 
+def _honour_cancellation() -> None:
+    """Raise ``CancelledError`` if our task was asked to stop. A cancellation can be lost
+    below us (3.11's ``wait_for`` returns a result that raced with it); a retry loop that
+    did not check would then outlive its owner and hang its shutdown."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Election:
     def __init__(
         self,
@@ -247,6 +256,7 @@ class Election:
         while True:
             await self._clock.sleep(interval)
             while True:
+                _honour_cancellation()
                 sent = self._clock.monotonic()
                 budget = max(interval, self._valid_until - sent)
                 try:
@@ -273,6 +283,7 @@ class Election:
         will never be answered): renew now with short attempts so that we can lead at once
         rather than when the loop's next renewal gets through. Gives up quietly."""
         for _ in range(attempts):
+            _honour_cancellation()
             sent = self._clock.monotonic()
             try:
                 async with asyncio.timeout(each):
