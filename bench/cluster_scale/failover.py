@@ -170,6 +170,10 @@ def failover(root: Path, kills: int, agents: int, log: Any) -> dict[str, Any]:
         return {
             "error": f"{type(e).__name__}: {e}",
             "write_failure_window_s": summary(windows, 3.0),
+            "windows_s": [round(w, 3) for w in windows],
+            "per_kill": kills_log,
+            "acknowledged_writes": len(acked),
+            "acknowledged_writes_lost": None,  # not checked: the run broke
         }
     finally:
         for w in workers:
