@@ -9,12 +9,24 @@ from cloudless.model.node import Node
 from cloudless.model.replica import Replica, ReplicaState
 from cloudless.model.workload import WorkloadSpec
 from cloudless.scheduler.scheduler import Scheduler
-from cloudless.scheduler.snapshot import Snapshot
+from cloudless.scheduler.snapshot import NodeColumns, Snapshot
 
 
 class SchedulerPlacer:
-    def __init__(self, scheduler: Scheduler | None = None) -> None:
+    """Keeps the node columns of its last call (``NodeColumns``) and updates them from the
+    next call's nodes: a round re-reads only the node records that changed since. The result
+    is the same as building every snapshot afresh."""
+
+    def __init__(self, scheduler: Scheduler | None = None, *, reuse: bool = True) -> None:
+        """``reuse=False`` builds every snapshot afresh (for side-by-side benchmarks)."""
         self.scheduler = scheduler or Scheduler()
+        self.reuse = reuse
+        self._columns: NodeColumns | None = None
+
+    def columns(self, nodes: Sequence[Node]) -> NodeColumns:
+        prev = self._columns if self.reuse else None
+        self._columns = prev.update(nodes) if prev is not None else NodeColumns.build(nodes)
+        return self._columns
 
     def place(
         self,
@@ -28,7 +40,7 @@ class SchedulerPlacer:
         # not count for spread or per-domain limits, or they would block their own
         # replacement until their node is declared failed.
         placed = [r for r in replicas if r.observed is not ReplicaState.LOST]
-        snap = Snapshot.build(nodes, placed, {**workloads, spec.name: spec})
+        snap = Snapshot.build(self.columns(nodes), placed, {**workloads, spec.name: spec})
         plan = self.scheduler.place(snap, spec, count)
         reason = plan.unplaced[0].reason if plan.unplaced else ""
         return PlaceResult(tuple(plan.node_ids()), reason)
@@ -46,7 +58,7 @@ class SchedulerPlacer:
         nodes that would no longer accept the replica rank last."""
         cand_ids = {r.id for r in candidates}
         others = [r for r in replicas if r.id not in cand_ids]
-        snap = Snapshot.build(nodes, others, {**workloads, spec.name: spec})
+        snap = Snapshot.build(self.columns(nodes), others, {**workloads, spec.name: spec})
         ex = self.scheduler.explain(snap, spec, top=len(nodes))
         score = {ns.node_id: ns.components.total for ns in ex.best}
         return sorted(candidates, key=lambda r: (-score.get(r.node_id, -1.0), r.id))

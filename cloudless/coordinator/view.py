@@ -105,10 +105,12 @@ class _Contents:
 
     def _node(self, e: Event) -> bool:
         name = self.st.nodes.name_of(e.key)
-        old = self.nodes.pop(name, None)
+        old = self.nodes.get(name)
         new = self._decode(self.st.nodes, e)
         if new is not None:
-            self.nodes[name] = new
+            self.nodes[name] = new  # in place: the order of nodes stays put across updates
+        else:
+            self.nodes.pop(name, None)
         if old is None or new is None:
             return True
         return placement_fingerprint(old) != placement_fingerprint(new)
