@@ -1,9 +1,11 @@
 """The leader's reconcile loop: snapshot, decide (``reconcile``), apply, repeat.
 
-It wakes on any change to nodes, workloads or replicas (debounced by ``debounce_s``) and at
-least every ``period_s``. Each action is written with compare-and-swap on the revision the
-decision was made from, plus the leader fence; an action that lost a race is dropped and the
-next round decides again from fresh state.
+It wakes on any change to nodes, workloads or replicas and at least every ``period_s``; a
+change after a quiet spell starts a round at once, and rounds follow each other no closer
+than ``debounce_s`` (changes arriving meanwhile are decided together). Each action is
+written with compare-and-swap on the revision the decision was made from, plus the leader
+fence; an action that lost a race is dropped and the next round decides again from fresh
+state.
 
 Rounds decide from a ``LiveView`` (``view.py``): the three tables kept in memory by one watch,
 so a round reads nothing from the store. The next round waits until the view reflects every
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -134,9 +137,14 @@ class Reconciler:
 
     async def _loop(self, fence: Fence) -> None:
         self._wake.set()
+        last = -math.inf
         while True:
             await self._wake.wait()
-            await self.clock.sleep(self.debounce_s)
+            # Leading edge: a change after a quiet spell is decided at once; changes that
+            # come while rounds run back to back are batched, one round per debounce_s.
+            gap = self.debounce_s - (self.clock.monotonic() - last)
+            if gap > 0:
+                await self.clock.sleep(gap)
             self._wake.clear()
             try:
                 await self.round(fence)
@@ -144,6 +152,8 @@ class Reconciler:
                 raise
             except StoreError as e:
                 log.warning("reconcile round failed, retrying: %s", e)
+            finally:
+                last = self.clock.monotonic()
 
     async def snapshot(self) -> Snapshot:
         """What the next decision is made from: the live view once it reflects everything
