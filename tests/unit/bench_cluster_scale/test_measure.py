@@ -140,3 +140,17 @@ def test_aimd_grows_by_about_one_per_round_and_backs_off() -> None:
     a.failed()  # 1.05
     a.failed()  # floor at lo = 1
     assert a.limit == 1.0
+
+
+def test_report_names_a_run_that_ended_early() -> None:
+    from bench.cluster_scale.report import rows
+
+    results = {
+        "scale": {
+            "steps": [{"nodes": 2000, "broke": "not grown: only 325 of 995 nodes were ready"}],
+            "error": "KeyboardInterrupt: signal 15",
+        }
+    }
+    got = rows(results)
+    assert got[0][0] == "scale-up" and "not grown" in got[0][-1]
+    assert got[-1][0] == "scale run ended early" and "signal 15" in got[-1][-1]
