@@ -197,6 +197,9 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             await self._refused(f"connect from {node_id} refused: {e}")
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
             return
+        except StoreError as e:  # the agent retries with backoff; nothing to log per agent
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"store unavailable: {e}")
+            return
         reader = asyncio.ensure_future(self._read(node_id, session, request_iterator))
         get: asyncio.Future[pb.CoordinatorMessage] | None = None
         try:

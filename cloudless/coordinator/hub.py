@@ -159,8 +159,13 @@ class AgentHub:
     async def open_session(self, node_id: str) -> Session:
         if not self.active:
             raise NotLeader("not the leader")
-        node = await self.state.nodes.get(node_id)
-        if node is None or node.value.state is NodeState.REMOVED:
+        # The nodes watch keeps ``_nodes`` current: a reconnect storm of thousands of agents
+        # must not cost a store read each. A node enrolled a moment ago may not be there yet.
+        known = self._nodes.get(node_id)
+        if known is None:
+            rec = await self.state.nodes.get(node_id)
+            known = rec.value if rec is not None else None
+        if known is None or known.state is NodeState.REMOVED:
             raise PermissionError(f"node {node_id} is not a member of this cluster (removed?)")
         old = self.sessions.pop(node_id, None)
         if old:
@@ -171,7 +176,7 @@ class AgentHub:
         s = Session(node_id)
         self.sessions[node_id] = s
         if self.membership.state(node_id) is None:
-            self.membership.upsert(node.value, self.clock.monotonic())
+            self.membership.upsert(known, self.clock.monotonic())
         self._mark(node_id)
         return s
 
