@@ -89,6 +89,7 @@ class ScaleRun:
         self.rng = random.Random(7)
         self.dead: set[str] = set()
         self._token_thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         self.token_errors: list[str] = []
 
     # ---- setup -------------------------------------------------------------------------
@@ -103,13 +104,15 @@ class ScaleRun:
         self, counts: list[int], role: str, concurrency: int, stream: bool = False
     ) -> list[Worker]:
         """Start worker processes for ``counts`` agents. Their join tokens are created first,
-        or with ``stream``, in the background in chunks of 100 while the agents already
+        or with ``stream``, in the background in chunks of 20 while the agents already
         enroll (each waits for its line of the token file)."""
         need = sum(counts)
         if self._token_thread is not None:
             self._token_thread.join()  # tokens are appended in order: one writer at a time
         if stream:
-            self._token_thread = threading.Thread(target=self._make_tokens, args=(need,))
+            self._token_thread = threading.Thread(
+                target=self._make_tokens, args=(need,), daemon=True
+            )
             self._token_thread.start()
         else:
             make_tokens(self.client, need, self.tokens)
@@ -126,9 +129,9 @@ class ScaleRun:
 
     def _make_tokens(self, need: int) -> None:
         try:
-            while need > 0:
-                make_tokens(self.client, min(100, need), self.tokens)
-                need -= min(100, need)
+            while need > 0 and not self._stopping.is_set():
+                make_tokens(self.client, min(20, need), self.tokens)
+                need -= min(20, need)
         except Exception as e:  # the agents waiting for them stall; grow() reports that
             self.token_errors.append(f"{type(e).__name__}: {e}")
 
@@ -175,8 +178,9 @@ class ScaleRun:
         return next((w for w in self.workers if node_id in w.nodes), None)
 
     def stop(self) -> None:
-        if self._token_thread is not None:
-            self._token_thread.join()
+        self._stopping.set()
+        if self._token_thread is not None:  # at most one chunk of tokens more
+            self._token_thread.join(timeout=30)
         for w in self.workers:
             w.stop()
         self.coord.stop()
