@@ -85,7 +85,11 @@ def run_scale(nodes: list[int], quick: bool, root: Path) -> dict[str, Any]:
                 break
             step["grow"] = g = run.grow(n)
             if g["ready"] < n * 0.98:
-                step["broke"] = f"only {g['ready']}/{n} nodes ready after {g['seconds']}s"
+                step["broke"] = (
+                    f"only {g['ready']}/{n} nodes ready after {g['seconds']}s "
+                    f"({g['coordinator_leadership_lapses_so_far']} leadership lapses, "
+                    f"{g['agent_stream_drops_so_far']} agent stream drops so far)"
+                )
                 log(step["broke"])
                 break
             time.sleep(5.0 if quick else 10.0)  # settle: intervals stretch, enroll bursts end
