@@ -44,6 +44,9 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         if "broke" in st:
             out.append(["scale-up", "-", n, "-", "-", "-", f"**broke**: {st['broke']}"])
             continue
+        if set(st) <= {"nodes", "errors"}:  # stopped before anything was measured
+            out.append(["scale-up", "-", n, "-", "-", "-", "**interrupted while growing**"])
+            continue
         g = st.get("grow", {})
         if g.get("enroll_rate_per_s") is not None:
             out.append(["scale-up: enroll until all ready", "-", n, f"{g.get('enrolled')} nodes",

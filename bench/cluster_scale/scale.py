@@ -190,7 +190,8 @@ class ScaleRun:
     def grow(self, n: int) -> dict[str, Any]:
         """Add agents until ``n`` nodes are ready; the time it took and any failure.
 
-        Enrollment stops when every agent has enrolled, when fewer than 10 have in 60 s (the
+        Enrollment stops when every agent has enrolled, when fewer than max(10, 1 % of the
+        step) have in 60 s (the
         agents gave up, or the coordinator is in a reconnect storm) or after
         ``max(300, n / 2)`` s; then up to 120 s for every enrolled node to be ``ready``. A
         progress line every 15 s.
@@ -209,13 +210,14 @@ class ScaleRun:
             )
         t_spawned = time.monotonic()
         budget = max(300.0, n / 2)
+        trickle = max(10, delta // 100)  # fewer enrolled in 60 s: stalled (1 % of the step)
         deadline = t0 + budget
         last = (time.monotonic(), self.enrolled(), proc_cpu(self.coord.pid), 0)
         progress_at, seen = time.monotonic(), -1
         stalled = False
         while time.monotonic() < deadline:
             got = self.enrolled()
-            if got >= seen + 10 or seen < 0:  # a trickle (< 10 per minute) is a stall
+            if got >= seen + trickle or seen < 0:  # a trickle is a stall
                 progress_at, seen = time.monotonic(), got
             if got >= n:
                 break
