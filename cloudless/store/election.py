@@ -250,9 +250,23 @@ class Election:
             return  # re-campaign: the txn re-reads the key
 
     async def _keepalive(self, lease: Lease) -> None:
-        """Renew every ttl/3. A renewal may take until our claim would lapse (a busy event
-        loop must not turn into a lost lease), and a failed one is retried at once."""
+        """Renew every ttl/3. A store that can renew from a thread of its own
+        (``lease_keeper``: etcd) does, so a lagging event loop cannot lose the lease; this
+        loop then only follows the keeper. Otherwise a renewal may take until our claim
+        would lapse, and a failed one is retried at once."""
         interval = max(0.2, lease.ttl / 3)
+        make_keeper = getattr(self.store, "lease_keeper", None)
+        if make_keeper is not None:
+            keeper = make_keeper(lease.id, interval)
+            try:
+                while True:
+                    await self._clock.sleep(min(interval, 0.2))
+                    if keeper.expired:
+                        raise _TermOver(f"lease {lease.id:x} expired")
+                    if keeper.last_ok is not None:
+                        self._valid_until = max(self._valid_until, keeper.last_ok + lease.ttl * 0.8)
+            finally:
+                keeper.stop()
         while True:
             await self._clock.sleep(interval)
             while True:

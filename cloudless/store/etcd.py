@@ -35,6 +35,7 @@ from cloudless.store.errors import (
     StoreError,
     Unavailable,
 )
+from cloudless.store.lease_keeper import LeaseKeeper
 from cloudless.store.tls import ClientTls
 from cloudless.store.types import (
     Compare,
@@ -123,6 +124,7 @@ class EtcdStore:
         if not endpoints:
             raise ValueError("EtcdStore needs at least one endpoint (host:port)")
         self.endpoints = tuple(endpoints)
+        self._tls = tls
         manager = ConnectionManager(
             list(endpoints), keepalive_time_ms=2_000, keepalive_timeout_ms=2_000
         )
@@ -328,6 +330,11 @@ class EtcdStore:
             "lease grant", lambda: self._lease.grant(ttl, timeout=self._timeout), idempotent=True
         )
         return Lease(int(resp.ID), int(resp.TTL))
+
+    def lease_keeper(self, lease_id: int, interval: float) -> LeaseKeeper:
+        """Renew ``lease_id`` every ``interval`` from a thread of its own (``LeaseKeeper``),
+        independent of this event loop; ``stop()`` it when the lease is no longer wanted."""
+        return LeaseKeeper(self.endpoints, self._tls, lease_id, interval, self._timeout)
 
     async def keepalive(self, lease_id: int) -> int:
         async def once() -> int:
