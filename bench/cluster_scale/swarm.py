@@ -23,6 +23,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import resource
 import sys
 import threading
@@ -235,4 +236,7 @@ if __name__ == "__main__":
     agent_mod.detect_facts = functools.cache(detect_facts)
     args = p.parse_args()
     raise_nofile()
+    # The simulated agents stand for other machines: on this shared box they run below the
+    # coordinator they measure (nice 10), so they do not starve it of CPU.
+    os.nice(10)
     asyncio.run(main(args, TokenFile(Path(args.tokens))))

@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 from cryptography import x509
 
-from cloudless.coordinator.hub import AgentHub
+from cloudless.coordinator.hub import AgentHub, NotLeader
 from cloudless.coordinator.records import WorkloadRecord
 from cloudless.coordinator.state import ClusterState
 from cloudless.lib.clock import Clock
@@ -164,8 +164,8 @@ class UserApi:
             return _error(404, "not_found", e.message)
         except Conflict as e:
             return _error(409, "conflict", e.message)
-        except Fenced as e:
-            return _error(503, "not_leader", str(e))
+        except (Fenced, NotLeader) as e:
+            return _error(503, "not_leader", f"{e}: retry, or ask the leader")
         except StoreError as e:
             return _error(503, "store_unavailable", f"the cluster store did not answer: {e}")
         except CloudlessError as e:
