@@ -63,8 +63,12 @@ def generate(out: Path) -> None:
 
 def same_tree(a: Path, b: Path) -> list[str]:
     diffs: list[str] = []
-    files_a = {p.relative_to(a) for p in a.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
-    files_b = {p.relative_to(b) for p in b.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    files_a = {
+        p.relative_to(a) for p in a.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    }
+    files_b = {
+        p.relative_to(b) for p in b.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    }
     for rel in sorted(files_a ^ files_b):
         diffs.append(f"only in one tree: {rel}")
     for rel in sorted(files_a & files_b):
