@@ -27,7 +27,7 @@ from cloudless.coordinator.records import WorkloadRecord
 from cloudless.coordinator.state import ClusterState
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError, Conflict, NotFound, ValidationError
-from cloudless.model.node import Node, NodeState, transition
+from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica
 from cloudless.model.workload import WorkloadSpec
 from cloudless.model.workload_codec import load_document, parse_workload_data, workload_to_dict
@@ -245,11 +245,10 @@ class UserApi:
         def change(cur: Node | None) -> Node | None:
             if cur is None:
                 return None
-            t = transition(cur.state, target)
-            if not t.ok:
-                refusal.append(t.reason)
-                return None
-            return None if t.state is cur.state else replace(cur, state=t.state)
+            new, why = cur.moved_to(target)
+            if why:
+                refusal.append(why)
+            return new
 
         rec = await self.state.nodes.update(node_id, change, fence=self.hub.fence())
         if refusal:

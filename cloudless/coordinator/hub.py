@@ -33,7 +33,7 @@ from cloudless.coordinator.records import WorkloadRecord
 from cloudless.coordinator.reliability import ReliabilityTracker
 from cloudless.coordinator.state import ClusterState, event
 from cloudless.lib.clock import Clock
-from cloudless.model.node import Node, NodeState, transition
+from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica, ReplicaState
 from cloudless.store.errors import Fenced, StoreError
 from cloudless.store.fence import Fence
@@ -315,12 +315,8 @@ class AgentHub:
             wall = self.clock.now()
 
             def change(cur: Node | None, t: NodeTransition = t, wall: float = wall) -> Node | None:
-                if cur is None:
-                    return None
-                step = transition(cur.state, t.new)
-                if not step.ok or step.state is cur.state:
-                    return None
-                return replace(cur, state=step.state, last_heartbeat=wall)
+                new = None if cur is None else cur.moved_to(t.new)[0]
+                return None if new is None else replace(new, last_heartbeat=wall)
 
             try:
                 rec = await self.state.nodes.update(t.node_id, change, fence=self.fence())

@@ -40,7 +40,7 @@ from cloudless.coordinator.state import ClusterState, Snapshot, event
 from cloudless.coordinator.view import LiveView, placement_fingerprint
 from cloudless.lib.clock import Clock
 from cloudless.lib.ids import IdSource
-from cloudless.model.node import Node, NodeState, transition
+from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica, ReplicaState
 from cloudless.store.errors import Fenced, StoreError
 from cloudless.store.fence import Fence, fenced_txn
@@ -307,12 +307,7 @@ class Reconciler:
             case SetNodeState(node_id=node_id, state=target, reason=reason):
 
                 def move(cur: Node | None, target: NodeState = target) -> Node | None:
-                    if cur is None:
-                        return None
-                    t = transition(cur.state, target)
-                    return (
-                        replace(cur, state=t.state) if t.ok and t.state is not cur.state else None
-                    )
+                    return None if cur is None else cur.moved_to(target)[0]
 
                 rec = await st.nodes.update(node_id, move, fence=fence)
                 if not self._seen(rec):

@@ -144,6 +144,14 @@ class Node:
     def with_state(self, state: NodeState) -> Node:
         return replace(self, state=state)
 
+    def moved_to(self, target: NodeState) -> tuple[Node | None, str]:
+        """This node asked to become ``target`` (``transition``): the new record, or ``None``
+        with the refusal reason ("" when it is already in that state)."""
+        t = transition(self.state, target)
+        if not t.ok:
+            return None, t.reason
+        return (None if t.state is self.state else replace(self, state=t.state)), ""
+
     def label(self, key: str) -> str | None:
         """Labels, with the well-known keys ``node``, ``zone``, ``region``, ``arch`` and
         ``device_class`` answered from the node's own fields."""

@@ -19,7 +19,7 @@ from cloudless.coordinator.sim.brain import Brain
 from cloudless.coordinator.sim.view import SimView, problems
 from cloudless.coordinator.state import ClusterState
 from cloudless.lib.keepalive import Keepalive
-from cloudless.model.node import Node, NodeState, transition
+from cloudless.model.node import Node, NodeState
 from cloudless.model.resources import Resources
 from cloudless.model.workload import WorkloadSpec
 from cloudless.runtime.fake import FakeBehavior
@@ -214,11 +214,10 @@ class SimCluster:
         def change(cur: Node | None) -> Node | None:
             if cur is None:
                 return None
-            t = transition(cur.state, target)
-            if not t.ok:
-                refusal.append(t.reason)
-                return None
-            return None if t.state is cur.state else replace(cur, state=t.state)
+            new, why = cur.moved_to(target)
+            if why:
+                refusal.append(why)
+            return new
 
         await self.state.nodes.update(node_id, change, fence=self.fence())
         if refusal:

@@ -80,3 +80,19 @@ def test_reliability_weights() -> None:
 )
 def test_response_component(latency: float, target: float, expected: float) -> None:
     assert response_component(latency, target) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("current", "target", "becomes", "why"),
+    [
+        (NodeState.READY, NodeState.CORDONED, NodeState.CORDONED, ""),  # a change
+        (NodeState.READY, NodeState.READY, None, ""),  # already there: nothing to write
+        (NodeState.REMOVED, NodeState.READY, None, "node was removed"),  # refused, with why
+    ],
+)
+def test_moved_to(
+    current: NodeState, target: NodeState, becomes: NodeState | None, why: str
+) -> None:
+    new, reason = Node.make("n1", state=current).moved_to(target)
+    assert (new.state if new else None) == becomes
+    assert reason.startswith(why) and bool(reason) == bool(why)
