@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.cluster_scale.cluster import EventFollower
-from bench.cluster_scale.measure import Event, first_after, summary
+from bench.cluster_scale.measure import first_after, summary
+from bench.cluster_scale.scale import replacement_running
 from bench.common import write_results
 from cloudless.devenv.cluster import NetnsCluster, wait_until
 
@@ -44,20 +45,6 @@ def spec(image: str, replicas: int) -> bytes:
         "restart: {policy: always}\n"
         "placement:\n  max_per_node: 1\n"
     ).encode()
-
-
-def replacement(evs: list[Event], dead: str, t0: float) -> Event | None:
-    """The first replica of ``web`` placed off ``dead`` after ``t0`` and reported running."""
-    best: Event | None = None
-    for p in evs:
-        if p.kind != "placement" or p.at < t0 or p.fields.get("workload") != "web":
-            continue
-        if p.fields.get("node") == dead or "replica" not in p.fields:
-            continue
-        ev = first_after(evs, t0, kind="replica", replica=p.fields["replica"], state="running")
-        if ev and (best is None or ev.at < best.at):
-            best = ev
-    return best
 
 
 def running(c: NetnsCluster) -> list[dict[str, Any]]:
@@ -110,7 +97,7 @@ async def churn(rounds: int, seed: int) -> dict[str, Any]:
                         )
                         rep = await asyncio.to_thread(
                             follower.wait,
-                            lambda evs, node=node, t0=t0: replacement(evs, node, t0),
+                            replacement_running("web", node, t0),
                             30,
                         )
                     finally:

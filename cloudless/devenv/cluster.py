@@ -35,6 +35,7 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,19 +49,33 @@ from typing import Any
 
 from cloudless.cli.client import Client, ClientConfig
 from cloudless.devenv import _proc
-from cloudless.devenv.containerd import PrivateContainerd, remove_cgroups
+from cloudless.devenv.containerd import PrivateContainerd, containerd_available, remove_cgroups
 from cloudless.devenv.images import build_busybox_image
-from cloudless.devenv.netns import Host, NetnsLab, free_subnet
+from cloudless.devenv.netns import Host, NetnsLab, free_subnet, netns_unavailable_reason
 from cloudless.devenv.registry import PrivateRegistry
 from cloudless.lib.errors import CloudlessError
 
-__all__ = ["ClusterError", "NetnsCluster", "Proc", "wait_until"]
+__all__ = ["ClusterError", "NetnsCluster", "Proc", "unavailable_reason", "wait_until"]
 
 API_PORT, AGENT_PORT, ENROLL_PORT, ETCD_CLIENT, ETCD_PEER = 8443, 7443, 7444, 2379, 2380
 
 
 class ClusterError(CloudlessError):
     code = "cluster"
+
+
+def unavailable_reason() -> str | None:
+    """Why a ``NetnsCluster`` cannot run on this machine, or ``None`` if it can (for test
+    skips): root, network namespaces, containerd and runc, etcd, docker-registry, ctr."""
+    if os.geteuid() != 0:
+        return "run as root"
+    return (
+        netns_unavailable_reason()
+        or ("containerd/runc missing" if not containerd_available() else None)
+        or ("etcd missing" if shutil.which("etcd") is None else None)
+        or ("docker-registry missing" if shutil.which("docker-registry") is None else None)
+        or ("ctr missing" if shutil.which("ctr") is None else None)
+    )
 
 
 async def wait_until(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,19 +12,9 @@ from typing import Any
 
 import pytest
 
-from cloudless.devenv.cluster import NetnsCluster, wait_until
-from cloudless.devenv.containerd import containerd_available
-from cloudless.devenv.netns import netns_unavailable_reason
+from cloudless.devenv.cluster import NetnsCluster, unavailable_reason, wait_until
 
-SKIP = (
-    "run as root"
-    if os.geteuid() != 0
-    else netns_unavailable_reason()
-    or ("containerd/runc missing" if not containerd_available() else None)
-    or ("etcd missing" if shutil.which("etcd") is None else None)
-    or ("docker-registry missing" if shutil.which("docker-registry") is None else None)
-    or ("ctr missing" if shutil.which("ctr") is None else None)
-)
+SKIP = unavailable_reason()
 
 
 def spec(name: str, image: str, replicas: int) -> bytes:

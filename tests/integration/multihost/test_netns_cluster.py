@@ -9,26 +9,14 @@ runs each fault on its own, with timings."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 from pathlib import Path
 
 import pytest
 
-from cloudless.devenv.cluster import NetnsCluster, wait_until
-from cloudless.devenv.containerd import containerd_available
-from cloudless.devenv.netns import netns_unavailable_reason
+from cloudless.devenv.cluster import NetnsCluster, unavailable_reason, wait_until
 
-SKIP = (
-    "needs root"
-    if os.geteuid() != 0
-    else netns_unavailable_reason()
-    or ("containerd/runc missing" if not containerd_available() else None)
-    or ("etcd missing" if shutil.which("etcd") is None else None)
-    or ("docker-registry missing" if shutil.which("docker-registry") is None else None)
-    or ("ctr missing" if shutil.which("ctr") is None else None)
-)
+SKIP = unavailable_reason()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(bool(SKIP), reason=SKIP or "")]
 
 
