@@ -29,6 +29,7 @@ from cloudless.lib.backoff import Backoff
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.store.errors import Compacted, Fenced, LeaseNotFound, StoreError
 from cloudless.store.fence import Fence
+from cloudless.store.lease_keeper import LeaseKeeper
 from cloudless.store.protocol import Store
 from cloudless.store.tables import ROOT
 from cloudless.store.types import Compare, Delete, EventType, Get, GetResult, Lease, Put
@@ -257,16 +258,8 @@ class Election:
         interval = max(0.2, lease.ttl / 3)
         make_keeper = getattr(self.store, "lease_keeper", None)
         if make_keeper is not None:
-            keeper = make_keeper(lease.id, interval)
-            try:
-                while True:
-                    await self._clock.sleep(min(interval, 0.2))
-                    if keeper.expired:
-                        raise _TermOver(f"lease {lease.id:x} expired")
-                    if keeper.last_ok is not None:
-                        self._valid_until = max(self._valid_until, keeper.last_ok + lease.ttl * 0.8)
-            finally:
-                keeper.stop()
+            await self._follow_keeper(lease, make_keeper(lease.id, interval), interval)
+            return
         while True:
             await self._clock.sleep(interval)
             while True:
@@ -290,6 +283,19 @@ class Election:
                     continue
                 self._valid_until = max(self._valid_until, sent + lease.ttl * 0.8)
                 break
+
+    async def _follow_keeper(self, lease: Lease, keeper: LeaseKeeper, interval: float) -> None:
+        """Turn the keeper thread's renewals into our belief in the lease, until it expires
+        (or we are cancelled: the keeper stops with us)."""
+        try:
+            while True:
+                await self._clock.sleep(min(interval, 0.2))
+                if keeper.expired:
+                    raise _TermOver(f"lease {lease.id:x} expired")
+                if keeper.last_ok is not None:
+                    self._valid_until = max(self._valid_until, keeper.last_ok + lease.ttl * 0.8)
+        finally:
+            keeper.stop()
 
     async def _confirm(self, lease: Lease, attempts: int = 5, each: float = 0.3) -> None:
         """We won while our belief in the lease had lapsed (its keepalives failed, e.g.
