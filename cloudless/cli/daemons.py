@@ -20,7 +20,9 @@ from typing import Annotated, Any, Literal
 import typer
 
 from cloudless.cli.fmt import parse_labels
+from cloudless.coordinator.membership import MembershipConfig
 from cloudless.lib.errors import CloudlessError
+from cloudless.lib.keepalive import Keepalive
 
 log = logging.getLogger("cloudless.cli")
 
@@ -99,13 +101,15 @@ def default_dir(kind: str) -> Path:
 
 # ---- coordinator --------------------------------------------------------------------------
 
+_M, _K = MembershipConfig(), Keepalive()
+# --liveness keys: what each sets, with the default read from the configs themselves.
 LIVENESS_KEYS = {
-    "heartbeat": "heartbeat interval, default 2",
-    "grace": "offline after a stream ends, default 0.5",
-    "backstop": "offline after an open stream's silence, default 10",
-    "ping": "PING an idle stream after, default 1",
-    "unacked": "TCP_USER_TIMEOUT, default 0.5",
-    "frozen": "unanswered PING closes the stream after, default 5",
+    "heartbeat": f"heartbeat interval, default {_M.heartbeat_interval_s:g}",
+    "grace": f"offline after a stream ends, default {_M.disconnect_grace_s:g}",
+    "backstop": f"offline after an open stream's silence, default {_M.offline_after_s:g}",
+    "ping": f"PING an idle stream after, default {_K.ping_every_ms / 1000:g}",
+    "unacked": f"TCP_USER_TIMEOUT, default {_K.unacked_limit_ms / 1000:g}",
+    "frozen": f"unanswered PING closes the stream after, default {_K.frozen_limit_ms / 1000:g}",
 }
 
 
@@ -262,9 +266,6 @@ def parse_liveness(text: str) -> dict[str, Any]:
     8000
     """
     from dataclasses import replace
-
-    from cloudless.coordinator.membership import MembershipConfig
-    from cloudless.lib.keepalive import Keepalive
 
     if not text.strip():
         return {}
