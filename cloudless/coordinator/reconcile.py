@@ -168,9 +168,12 @@ def reconcile(view: ClusterView, placer: Placer, ids: IdSource, now: float) -> l
 
 def _finish_drains(work: _Work, view: ClusterView) -> None:
     """A draining node whose replicas have all gone becomes cordoned (drain finished)."""
+    draining = [n for n in view.nodes.values() if n.state is NodeState.DRAINING]
+    if not draining:  # the usual case: no pass over every replica, no sort of every node
+        return
     holding = {r.node_id for r in work.replicas.values()}
-    for node in sorted(view.nodes.values(), key=lambda n: n.id):
-        if node.state is NodeState.DRAINING and node.id not in holding:
+    for node in sorted(draining, key=lambda n: n.id):
+        if node.id not in holding:
             work.actions.append(SetNodeState(node.id, NodeState.CORDONED, "drain finished"))
 
 

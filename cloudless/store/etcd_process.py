@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import random
 import shutil
@@ -250,8 +251,10 @@ class EtcdMember:
         return await self._proc.wait()
 
     async def run(self, *, health_interval: float = 2.0, unhealthy_after: float = 30.0) -> None:
-        """Supervise: keep the member running, restart it (with backoff) when it exits or has
-        not answered for ``unhealthy_after`` seconds; on cancellation stop it cleanly.
+        """Supervise: keep the member running, restart it (with backoff) when it exits or is
+        hung (``hung_verdict``: no answer for ``unhealthy_after`` seconds and no CPU used
+        meanwhile, or no answer for ``BUSY_SILENCE_LIMIT_S``); on cancellation stop it
+        cleanly.
 
         Raises ``MemberRemoved`` (and does not restart) when etcd says it was removed.
         """
@@ -290,18 +293,84 @@ class EtcdMember:
             watchdog.cancel()
 
     async def _watchdog(self, interval: float, unhealthy_after: float) -> None:
+        """Return when the member should be restarted (``hung_verdict``): silent and idle
+        for ``unhealthy_after``, or silent for ``BUSY_SILENCE_LIMIT`` however busy."""
         from cloudless.store.etcd_admin import member_status
 
         last_ok = self._clock.monotonic()
+        cpu_at_ok = self.cpu_seconds()
+        warned_at = -1e18
         while True:
             await self._clock.sleep(interval)
             try:
                 self.last_status = await member_status(self.config, rpc_timeout=interval)
                 last_ok = self.last_healthy_at = self._clock.monotonic()
+                cpu_at_ok = self.cpu_seconds()
+                continue
             except StoreError:
-                if self._clock.monotonic() - last_ok > unhealthy_after:
-                    log.warning("etcd %s unresponsive for %.0fs", self.config.name, unhealthy_after)
-                    return
+                pass
+            now = self._clock.monotonic()
+            cpu = self.cpu_seconds()
+            used = None if cpu is None or cpu_at_ok is None else cpu - cpu_at_ok
+            verdict = hung_verdict(now - last_ok, used, unhealthy_after)
+            if verdict is Verdict.RESTART:
+                log.warning(
+                    "etcd %s unresponsive for %.0fs (%s CPU s meanwhile); restarting it",
+                    self.config.name,
+                    now - last_ok,
+                    "?" if used is None else f"{used:.2f}",
+                )
+                return
+            if verdict is Verdict.SLOW and now - warned_at >= unhealthy_after:
+                warned_at = now
+                log.warning(
+                    "etcd %s has not answered for %.0fs but is working (%.1f CPU s "
+                    "meanwhile): slow, not hung; not restarting it",
+                    self.config.name,
+                    now - last_ok,
+                    used or 0.0,
+                )
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the member's process has used so far (``None``: not running/unknown)."""
+        pid = self.pid
+        if pid is None:
+            return None
+        try:
+            import psutil
+
+            t = psutil.Process(pid).cpu_times()
+            return float(t.user + t.system)
+        except Exception:  # gone meanwhile, or /proc unreadable: unknown
+            return None
+
+
+class Verdict(enum.Enum):
+    HEALTHY = "healthy"  # silent for less than the limit
+    SLOW = "slow"  # silent past the limit but using CPU: starved or overloaded, not hung
+    RESTART = "restart"
+
+
+# A member that has not answered for this long is restarted even if it keeps using CPU.
+BUSY_SILENCE_LIMIT_S = 300.0
+# Less CPU than this over the silent window counts as idle (hung, frozen, deadlocked).
+IDLE_CPU_S = 0.05
+
+
+def hung_verdict(silent_s: float, cpu_used_s: float | None, unhealthy_after: float) -> Verdict:
+    """Whether a member that has not answered health checks for ``silent_s`` is hung.
+
+    Restarting a member that is merely slow (starved of CPU on a loaded machine) makes
+    things worse: it loses its caches, replays its log and may cost the cluster its raft
+    leader. So silence alone restarts it only after ``BUSY_SILENCE_LIMIT_S``; before that it
+    must also have used (almost) no CPU since its last answer. ``cpu_used_s`` unknown counts
+    as idle (the old rule: silence for ``unhealthy_after``).
+    """
+    if silent_s <= unhealthy_after:
+        return Verdict.HEALTHY
+    if cpu_used_s is None or cpu_used_s < IDLE_CPU_S or silent_s >= BUSY_SILENCE_LIMIT_S:
+        return Verdict.RESTART
+    return Verdict.SLOW
 
 
 def wipe_data_dir(config: MemberConfig) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -150,6 +150,28 @@ class Table(Generic[T]):
             fence,
             [self.unchanged(name, expect)],
             [self.put_op(name, value, lease=lease)],
+        )
+        return res.revision if res.succeeded else None
+
+    # etcd refuses transactions of more than 128 compares or operations (``--max-txn-ops``),
+    # and the fence adds its own compares.
+    MAX_BATCH = 100
+
+    async def cas_many(
+        self, items: Sequence[tuple[str, T, int]], *, fence: Fence = NO_FENCE
+    ) -> int | None:
+        """Write every ``(name, value, expect)`` iff each record is still at its ``expect``
+        revision (0: absent), all in one transaction or none. Returns the new revision, or
+        ``None`` if any record had changed. At most ``MAX_BATCH`` items."""
+        if len(items) > self.MAX_BATCH:
+            raise ValueError(f"cas_many: {len(items)} items, at most {self.MAX_BATCH} per call")
+        if not items:
+            return None
+        res = await fenced_txn(
+            self.store,
+            fence,
+            [self.unchanged(name, expect) for name, _, expect in items],
+            [self.put_op(name, value) for name, value, _ in items],
         )
         return res.revision if res.succeeded else None
 

@@ -290,3 +290,20 @@ async def test_leader_cut_from_store_hands_agents_over_without_alarms() -> None:
         await sim.run_for(5)
         assert sim.leader() is not old
         await sim.check()
+
+
+async def test_usage_refreshes_are_written_in_batches_and_keep_user_changes() -> None:
+    """Every node's usage is refreshed every ``USAGE_REFRESH_S`` = 10 s; the refreshes due
+    together go to the store in one transaction (one revision), compared against the revision
+    the leader last saw, so a cordon written meanwhile is kept."""
+    async with SimCluster() as sim:
+        await sim.add_agents(12)
+        await sim.until(all_ready, within=1, what="12 ready nodes", every=0)
+        await sim.set_node_state("node-0003", S.CORDONED)
+        before = {r.name: r.value.last_heartbeat for r in (await sim.state.nodes.list()).records}
+        await sim.run_for(11.0)  # one refresh of every node
+        after = (await sim.state.nodes.list()).records
+        assert all(r.value.last_heartbeat > before[r.name] for r in after)
+        # 12 nodes refreshed by at most 2 transactions (the agents started together)
+        assert len({r.mod_revision for r in after if r.name != "node-0003"}) <= 2
+        assert {r.name: r.value.state for r in after}["node-0003"] is S.CORDONED

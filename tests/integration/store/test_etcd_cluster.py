@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -50,6 +52,35 @@ async def test_supervisor_restarts_killed_member(tmp_path: Path, pki: TestPki) -
         kv = await store.get("/k")  # retried through the restart
         assert kv is not None and kv.value == b"before"
         await store.close()
+
+
+async def test_supervisor_restarts_frozen_member(tmp_path: Path, pki: TestPki) -> None:
+    """SIGSTOP: silent and using no CPU, so hung (``hung_verdict``), not merely slow."""
+    (cfg,) = member_configs(tmp_path, pki, 1)
+    m = EtcdMember(cfg)
+    task = asyncio.create_task(m.run(health_interval=0.3, unhealthy_after=1.5))
+    try:
+        for _ in range(500):  # run() starts it
+            if m.pid is not None:
+                break
+            await asyncio.sleep(0.02)
+        await m.wait_ready()
+        old_pid = m.pid
+        assert old_pid is not None
+        cpu0 = m.cpu_seconds()
+        assert cpu0 is not None
+        os.kill(old_pid, signal.SIGSTOP)
+        await asyncio.sleep(0.5)
+        assert m.cpu_seconds() == pytest.approx(cpu0, abs=0.05)  # a frozen member uses none
+        for _ in range(300):
+            if m.restarts and m.pid not in (None, old_pid) and m.healthy():
+                break
+            await asyncio.sleep(0.05)
+        assert m.restarts == 1 and m.healthy()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def test_three_members_leader_kill_then_kill_all(tmp_path: Path, pki: TestPki) -> None:

@@ -100,6 +100,33 @@ async def test_create_cas_delete_update(store: MemoryStore) -> None:
     assert await nodes.delete("n1") is False
 
 
+async def test_cas_many_is_all_or_nothing(store: MemoryStore) -> None:
+    nodes = NODES.bind(store)
+    r1 = await nodes.create("n1", {"id": "n1", "cpu": 1})
+    r2 = await nodes.create("n2", {"id": "n2", "cpu": 1})
+    # n2 expected at r1 (stale): neither is written
+    assert (
+        await nodes.cas_many(
+            [("n1", {"id": "n1", "cpu": 2}, r1), ("n2", {"id": "n2", "cpu": 2}, r1)]
+        )
+        is None
+    )
+    assert [(await nodes.get(n)).value["cpu"] for n in ("n1", "n2")] == [1, 1]  # type: ignore[union-attr]
+    rev = await nodes.cas_many(
+        [
+            ("n1", {"id": "n1", "cpu": 3}, r1),
+            ("n2", {"id": "n2", "cpu": 3}, r2),
+            ("n3", {"id": "n3"}, 0),
+        ]
+    )
+    assert rev == r2 + 1  # one transaction, one revision
+    got = {n: await nodes.get(n) for n in ("n1", "n2", "n3")}
+    assert all(r is not None and r.mod_revision == rev for r in got.values())
+    assert await nodes.cas_many([]) is None
+    with pytest.raises(ValueError, match="at most 100"):
+        await nodes.cas_many([(f"x{i}", {"id": f"x{i}"}, 0) for i in range(101)])
+
+
 async def test_fence_refuses_deposed_writer(store: MemoryStore) -> None:
     nodes = NODES.bind(store)
     await store.put("/e/leader", b"me")
