@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
@@ -94,15 +94,20 @@ class NotLeader(Exception):
     pass
 
 
-def _with_usage(
-    usage: Resources, conditions: NodeConditions, wall: float
-) -> Callable[[Node | None], Node | None]:
-    def change(cur: Node | None) -> Node | None:
-        if cur is None:
-            return None
-        return replace(cur, usage=usage, conditions=conditions, last_heartbeat=wall)
+NodeChange = Callable[[Node], Node]
 
-    return change
+
+def _with_usage(usage: Resources, conditions: NodeConditions, wall: float) -> NodeChange:
+    return lambda cur: replace(cur, usage=usage, conditions=conditions, last_heartbeat=wall)
+
+
+def _with_reliability(score: float) -> NodeChange:
+    return lambda cur: replace(cur, reliability=score)
+
+
+def _if_present(change: NodeChange) -> Callable[[Node | None], Node | None]:
+    """``change`` for ``Table.update``: a node that is gone stays gone."""
+    return lambda cur: None if cur is None else change(cur)
 
 
 class AgentHub:
@@ -132,6 +137,7 @@ class AgentHub:
         self._node_revs: dict[str, int] = {}  # their mod revisions (for batched usage writes)
         self._usage_due: dict[str, tuple[Resources, NodeConditions, float]] = {}
         self._usage_event = asyncio.Event()
+        self._nodes_from: int | None = None  # where _watch_nodes starts (None: list first)
 
     # ---- leadership ------------------------------------------------------------------------
 
@@ -149,14 +155,18 @@ class AgentHub:
             self._nodes = {r.name: r.value for r in nodes.records}
             self._node_revs = {r.name: r.mod_revision for r in nodes.records}
             self._usage_due = {}
+            self._nodes_from = nodes.revision + 1
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._watch_replicas())
-                tg.create_task(self._watch_workloads())
-                tg.create_task(self._watch_nodes(nodes.revision + 1))
-                tg.create_task(self._tick_loop())
-                tg.create_task(self._push_loop())
-                tg.create_task(self._reliability_loop())
-                tg.create_task(self._usage_loop())
+                for loop in (
+                    self._watch_replicas,
+                    self._watch_workloads,
+                    self._watch_nodes,
+                    self._tick_loop,
+                    self._push_loop,
+                    self._reliability_loop,
+                    self._usage_loop,
+                ):
+                    tg.create_task(self._keep(loop))
         finally:
             self._fence = None
             self._ready.clear()
@@ -166,6 +176,24 @@ class AgentHub:
                     pb.CoordinatorMessage(redirect=pb.Redirect(reason="leader changed"))
                 )
             self.sessions.clear()
+
+    # How long a leader loop that failed on a store error waits before it starts again.
+    LOOP_RESTART_S = 1.0
+
+    async def _keep(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run one leader loop; a store error (a slow or briefly unavailable etcd) restarts
+        that loop alone. Ending ``lead`` instead would drop every agent's session, and at
+        thousands of nodes their reconnects are a storm that keeps the store slow. Only a
+        broken fence (another leader) ends it."""
+        while True:
+            try:
+                await loop()
+                return
+            except (Fenced, NotLeader):
+                raise
+            except StoreError as e:
+                log.warning("leader loop %s failed (%s); restarting it", loop.__name__, e)
+                await self.clock.sleep(self.LOOP_RESTART_S)
 
     def known_nodes(self) -> list[Node] | None:
         """Every node as the leader's nodes watch last saw it (``None`` when not leading).
@@ -303,7 +331,7 @@ class AgentHub:
 
     async def _maybe_write_usage(self, s: Session, hb: pb.Heartbeat) -> None:
         """A condition change is written at once; a periodic usage refresh is queued for
-        ``_usage_loop``, which writes many nodes in one transaction."""
+        ``_usage_loop``, which writes many nodes per transaction (``_write_node_batch``)."""
         now = self.clock.monotonic()
         conditions = conditions_from_pb(hb.conditions)
         active = tuple(conditions.active())
@@ -321,7 +349,7 @@ class AgentHub:
             return
         self._usage_due.pop(s.node_id, None)
         await self.state.nodes.update(
-            s.node_id, _with_usage(usage, conditions, wall), fence=self.fence()
+            s.node_id, _if_present(_with_usage(usage, conditions, wall)), fence=self.fence()
         )
         await self.emit(
             "node",
@@ -341,40 +369,37 @@ class AgentHub:
             await self._usage_event.wait()
             self._usage_event.clear()
             due, self._usage_due = self._usage_due, {}
-            ids = sorted(due)
-            step = self.state.nodes.MAX_BATCH
-            for i in range(0, len(ids), step):
-                await self._write_usage_batch({n: due[n] for n in ids[i : i + step]})
+            await self._write_node_batch({n: _with_usage(u, c, w) for n, (u, c, w) in due.items()})
             await self.clock.sleep(self.USAGE_FLUSH_S)
 
-    async def _write_usage_batch(
-        self, due: dict[str, tuple[Resources, NodeConditions, float]]
-    ) -> None:
-        items = [
-            (
-                node_id,
-                replace(self._nodes[node_id], usage=u, conditions=c, last_heartbeat=w),
-                self._node_revs[node_id],
-            )
-            for node_id, (u, c, w) in due.items()
-            if node_id in self._nodes and node_id in self._node_revs
-        ]
-        try:
-            if await self.state.nodes.cas_many(items, fence=self.fence()) is not None:
-                return
-        except (Fenced, NotLeader):
-            raise
-        except StoreError as e:  # OutcomeUnknown included: the node-by-node path re-reads
-            log.info(
-                "batched usage write of %d nodes failed (%s); writing one by one", len(items), e
-            )
-        for node_id, (u, c, w) in due.items():
+    async def _write_node_batch(self, changes: dict[str, NodeChange]) -> None:
+        """Apply ``changes`` to the nodes as the nodes watch last saw them, in transactions
+        of up to ``Table.MAX_BATCH`` nodes compared against the watched revisions. A batch
+        that loses a race (a user cordoned one of its nodes a moment ago) or whose outcome
+        is unknown is written node by node (read, change, compare-and-swap)."""
+        ids = sorted(changes)
+        step = self.state.nodes.MAX_BATCH
+        for i in range(0, len(ids), step):
+            chunk = ids[i : i + step]
+            items = [
+                (n, changes[n](self._nodes[n]), self._node_revs[n])
+                for n in chunk
+                if n in self._nodes and n in self._node_revs
+            ]
             try:
-                await self.state.nodes.update(node_id, _with_usage(u, c, w), fence=self.fence())
+                if await self.state.nodes.cas_many(items, fence=self.fence()) is not None:
+                    continue
             except (Fenced, NotLeader):
                 raise
-            except StoreError as e:
-                log.warning("usage of %s not recorded: %s", node_id, e)
+            except StoreError as e:  # OutcomeUnknown included: node by node re-reads
+                log.info("batched write of %d nodes failed (%s); one by one", len(items), e)
+            for n in chunk:
+                try:
+                    await self.state.nodes.update(n, _if_present(changes[n]), fence=self.fence())
+                except (Fenced, NotLeader):
+                    raise
+                except StoreError as e:
+                    log.warning("node %s not updated: %s", n, e)
 
     # ---- leader loops ----------------------------------------------------------------------
 
@@ -413,8 +438,13 @@ class AgentHub:
 
     async def _watch_replicas(self) -> None:
         listing = await self.state.replicas.list()
+        index = _Index(workloads=self._index.workloads)
         for rec in listing.records:
-            self._index.put(rec.value)
+            index.put(rec.value)
+        restarted, self._index = self._ready.is_set(), index
+        if restarted:  # after a failed watch: changes may have been missed; resend every set
+            for node_id in self.sessions:
+                self._mark(node_id)
         self._ready.set()
         async for ev in self.state.replicas.watch(start_revision=listing.revision + 1):
             if ev.type is EventType.DELETE:
@@ -440,7 +470,18 @@ class AgentHub:
                     if r.workload == ev.name:
                         self._mark(r.node_id)
 
-    async def _watch_nodes(self, start: int) -> None:
+    async def _watch_nodes(self) -> None:
+        """Follow the nodes table from ``_nodes_from`` (the revision after ``lead``'s
+        listing); when restarted after an error, list again first."""
+        if self._nodes_from is None:
+            nodes = await self.state.nodes.list()
+            now = self.clock.monotonic()
+            for r in nodes.records:
+                self.membership.upsert(r.value, now)
+            self._nodes = {r.name: r.value for r in nodes.records}
+            self._node_revs = {r.name: r.mod_revision for r in nodes.records}
+            self._nodes_from = nodes.revision + 1
+        start, self._nodes_from = self._nodes_from, None
         async for ev in self.state.nodes.watch(start_revision=start):
             if ev.type is EventType.DELETE:
                 self.membership.forget(ev.name)
@@ -469,22 +510,20 @@ class AgentHub:
     RELIABILITY_EVERY_S = 15.0
 
     async def _reliability_loop(self) -> None:
-        """Write each node's reliability score when it moved by more than 0.02."""
+        """Write each node's reliability score when it moved by more than 0.02 (batched:
+        when thousands of nodes join at once, thousands of scores move together)."""
         for node_id, n in self._nodes.items():
             if n.state in (NodeState.READY, NodeState.CORDONED, NodeState.DRAINING):
                 self.reliability.up(node_id, self.clock.monotonic())
         while True:
             await self.clock.sleep(self.RELIABILITY_EVERY_S)
             now = self.clock.monotonic()
+            moved: dict[str, NodeChange] = {}
             for node_id, n in list(self._nodes.items()):
                 score = round(self.reliability.score(node_id, now), 3)
-                if abs(score - n.reliability) <= 0.02:
-                    continue
-
-                def change(cur: Node | None, score: float = score) -> Node | None:
-                    return None if cur is None else replace(cur, reliability=score)
-
-                await self.state.nodes.update(node_id, change, fence=self.fence())
+                if abs(score - n.reliability) > 0.02:
+                    moved[node_id] = _with_reliability(score)
+            await self._write_node_batch(moved)
 
     def _mark(self, node_id: str) -> None:
         if node_id in self.sessions:

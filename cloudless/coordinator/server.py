@@ -15,6 +15,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -48,6 +49,7 @@ from cloudless.security.revocation import RevocationList
 from cloudless.security.tokens import TokenManager
 from cloudless.store.election import Election
 from cloudless.store.errors import StoreError
+from cloudless.store.fence import Fence
 from cloudless.store.memory import MemoryStore
 from cloudless.store.protocol import Store
 from cloudless.store.tables.config import ClusterIdentity
@@ -337,24 +339,28 @@ class Coordinator:
                     await task
 
     async def _leading(self, reconciler: Reconciler) -> None:
-        """The leader's loops, for as long as the election names us (``_lead`` cancels this
-        when it stops doing so); restarted after any failure. While our belief in the lease
-        has lapsed (keepalives not getting through, e.g. during an etcd election right after
-        we won) they wait for it to come back rather than give up: nothing else would start
-        them again while the election still names us."""
+        """The leader's components, for as long as the election names us (``_lead`` cancels
+        this when it stops doing so). The agent hub and the reconciler are restarted each on
+        its own: a reconciler failing on a slow store must not drop every agent's session."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._keep_leading("agent hub", self.hub.lead))
+            tg.create_task(self._keep_leading("reconciler", reconciler.lead))
+
+    async def _keep_leading(self, what: str, lead: Callable[[Fence], Awaitable[None]]) -> None:
+        """Run ``lead`` while we lead; restart it after any failure. While our belief in the
+        lease has lapsed (keepalives not getting through, e.g. during an etcd election right
+        after we won) wait for it to come back rather than give up: nothing else would start
+        it again while the election still names us."""
         while True:
             if not self.election.is_leader():
                 await asyncio.sleep(0.05)
                 continue
             try:
-                fence = self.election.fence()
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self.hub.lead(fence))
-                    tg.create_task(reconciler.lead(fence))
+                await lead(self.election.fence())
             except* (StoreError, CloudlessError) as eg:
-                log.warning("leader loops stopped (%s); restarting", eg.exceptions[0])
+                log.warning("%s stopped (%s); restarting it", what, _first_leaf(eg))
             except* Exception as eg:
-                log.error("leader loops failed; restarting", exc_info=eg.exceptions[0])
+                log.error("%s failed; restarting it", what, exc_info=_first_leaf(eg))
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 # a TaskGroup that was cancelled while a child failed raises the failure,
@@ -426,3 +432,11 @@ class Coordinator:
         site = web.TCPSite(runner, c.host, c.api_port, ssl_context=ctx)
         await site.start()
         return runner
+
+
+def _first_leaf(eg: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception that is not a group: what actually failed, for the log."""
+    e: BaseException = eg
+    while isinstance(e, BaseExceptionGroup):
+        e = e.exceptions[0]
+    return e

@@ -48,7 +48,7 @@ class _Lease:
 class _Watcher:
     prefix: str
     prev_kv: bool
-    queue: asyncio.Queue[WatchBatch | None]
+    queue: asyncio.Queue[WatchBatch | StoreError | None]
     min_revision: int = 0  # etcd delivers nothing older, even when asked for a future one
 
 
@@ -244,9 +244,19 @@ class MemoryStore:
                 batch = await w.queue.get()
                 if batch is None:
                     return
+                if isinstance(batch, StoreError):
+                    raise batch
                 yield batch
         finally:
             self._watchers.remove(w)
+
+    def break_watches(self, prefix: str, error: StoreError) -> int:
+        """Fault injection: every open watch under ``prefix`` raises ``error`` after what it
+        has already been sent (as an etcd watch stream that breaks). Returns how many."""
+        hit = [w for w in self._watchers if w.prefix.startswith(prefix)]
+        for w in hit:
+            w.queue.put_nowait(error)
+        return len(hit)
 
     # ---- leases ----------------------------------------------------------------------------
 

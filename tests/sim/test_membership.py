@@ -19,6 +19,7 @@ from cloudless.coordinator.sim import SimCluster, SimView, spec
 from cloudless.lib.keepalive import Keepalive
 from cloudless.model.node import NodeState
 from cloudless.model.replica import ReplicaState
+from cloudless.store.errors import Unavailable
 
 S = NodeState
 LATE = 0.1 + 1e-6  # one hub tick
@@ -307,3 +308,26 @@ async def test_usage_refreshes_are_written_in_batches_and_keep_user_changes() ->
         # 12 nodes refreshed by at most 2 transactions (the agents started together)
         assert len({r.mod_revision for r in after if r.name != "node-0003"}) <= 2
         assert {r.name: r.value.state for r in after}["node-0003"] is S.CORDONED
+
+
+async def test_a_broken_store_watch_restarts_one_leader_loop_not_every_session() -> None:
+    """The hub's nodes and replicas watches break (etcd overloaded): each loop starts again
+    on its own after ``LOOP_RESTART_S`` = 1 s. No agent loses its session (at thousands of
+    nodes, dropping them all is a reconnect storm), and changes made meanwhile still arrive:
+    a cordon reaches membership, a new workload reaches the agents."""
+    async with SimCluster() as sim:
+        agents = await sim.add_agents(4)
+        await sim.until(all_ready, within=1, what="4 ready nodes", every=0)
+        leader = sim.leader()
+        assert leader is not None
+        sessions = [a.stats.sessions for a in agents]
+        broke = sim.store.break_watches("/cloudless/nodes/", Unavailable("watch broken"))
+        broke += sim.store.break_watches("/cloudless/replicas/", Unavailable("watch broken"))
+        assert broke >= 2
+        await sim.set_node_state("node-0001", S.CORDONED)  # while the nodes watch is down
+        await sim.apply(spec("web", 3))
+        await sim.until(lambda v: len(v.running("web")) == 3, within=5, what="3 running")
+        await sim.run_for(2.0)
+        assert leader.hub.membership.state("node-0001") is S.CORDONED
+        assert [a.stats.sessions for a in agents] == sessions
+        assert sim.leader() is leader
