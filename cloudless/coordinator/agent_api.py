@@ -46,6 +46,10 @@ def peer_certificate(context: grpc.aio.ServicerContext) -> bytes | None:
 
 class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
     ENDPOINTS_TTL_S = 5.0  # how stale the coordinator list in an EnrollResponse may be
+    # An agent connecting while no leader is known is held this long (its stream open)
+    # before it is told to retry elsewhere; an empty message every NUDGE_S meanwhile.
+    HOLD_WITHOUT_LEADER_S = 10.0
+    NUDGE_S = 2.0  # agents end a session after >= 3 s without a message
 
     def __init__(
         self,
@@ -126,6 +130,10 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             coordinators=await self._all_agent_endpoints(),
         )
 
+    def _own_endpoint(self) -> str:
+        mine = self.agent_endpoints()
+        return mine[0] if mine else ""
+
     def _enroller(self) -> Enroller:
         if self._enroll is None:
             if not isinstance(self.tokens.store, StoreTokenStore):
@@ -187,15 +195,32 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
         self, request_iterator: AsyncIterator[pb.AgentMessage], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.CoordinatorMessage]:
         node_id = await self._authorize_node(context)
+        held_until = self.clock.monotonic() + self.HOLD_WITHOUT_LEADER_S
+        nudge_at = self.clock.monotonic() + self.NUDGE_S
         try:
-            session = await self.hub.open_session(node_id)
-        except NotLeader:
-            yield pb.CoordinatorMessage(
-                redirect=pb.Redirect(
-                    leader_address=self.leader_address() or "", reason="not the leader"
-                )
-            )
-            return
+            while True:
+                try:
+                    session = await self.hub.open_session(node_id)
+                    break
+                except NotLeader:
+                    leader = self.leader_address() or ""
+                    now = self.clock.monotonic()
+                    if now >= held_until or (leader and leader != self._own_endpoint()):
+                        yield pb.CoordinatorMessage(
+                            redirect=pb.Redirect(
+                                leader_address=leader,
+                                reason="not the leader" if leader else "no leader elected yet",
+                            )
+                        )
+                        return
+                    # No leader yet, or it is us and the hub is starting: hold the stream.
+                    # Redirected now, the agent would only come back; thousands doing so
+                    # after a leader change are a reconnect storm that keeps the machine
+                    # too busy to elect one. An empty message keeps its silence timer fed.
+                    if now >= nudge_at:
+                        nudge_at = now + self.NUDGE_S
+                        yield pb.CoordinatorMessage()
+                    await self.hub.wait_active(max(0.0, min(nudge_at, held_until) - now))
         except PermissionError as e:
             await self._refused(f"connect from {node_id} refused: {e}")
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))

@@ -27,7 +27,11 @@ class CoordinatorConfig:
     trust_domain: str = "cloudless"
     root_key_size: int = 4096
     bcrypt_cost: int = 10
-    election_ttl: int = 3
+    # The leader's lease. A leader that dies is deposed by the followers within ~0.3 s
+    # (below); the TTL only bounds how long a leader that is cut off, or frozen, keeps the
+    # role. 5 s rides out the multi-second stalls of a loaded machine (at 3 s a 5,000-node
+    # run lost its leader to one and every agent reconnected at once).
+    election_ttl: int = 5
     # A follower that loses its connection to the leader's agent port and cannot re-make it
     # within this grace deposes the leader's term (cloudless/coordinator/leader_watch.py).
     leader_death_grace_s: float = 0.3

@@ -32,15 +32,16 @@ from cloudless.model.replica import Replica
 from cloudless.model.workload import WorkloadSpec
 from cloudless.model.workload_codec import load_document, parse_workload_data, workload_to_dict
 from cloudless.scheduler.scheduler import Scheduler
-from cloudless.scheduler.snapshot import Snapshot
+from cloudless.scheduler.snapshot import NodeColumns, Snapshot
 from cloudless.security.authz import Authorizer
 from cloudless.security.ca import CertificateAuthority
 from cloudless.security.identity import CertKind, SpiffeId
 from cloudless.security.revocation import RevocationList
 from cloudless.security.tokens import TokenManager, TokenUse
-from cloudless.store.errors import Fenced, StoreError
+from cloudless.store.errors import DecodeError, Fenced, StoreError
+from cloudless.store.table import Table
 from cloudless.store.tables.revocations import Revocation as StoredRevocation
-from cloudless.store.types import EventType
+from cloudless.store.types import EventType, Listing
 
 log = logging.getLogger("cloudless.coordinator.http")
 security_log = logging.getLogger("cloudless.security")
@@ -58,7 +59,48 @@ class ApiError(CloudlessError):
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, indent=1))
+    # Compact: ``indent`` makes the json module fall back from its C encoder to pure Python
+    # (measured: a 3,500-node listing spent more time in the encoder than anywhere else).
+    return web.json_response(data, status=status, dumps=json.dumps)
+
+
+class NodeListingCache:
+    """Each node's JSON as last listed, by its record's mod revision: a listing re-encodes
+    only the nodes written since the previous one (usage refreshes touch ~100 nodes/s, so
+    at 5,000 nodes a listing every few seconds reuses most of them)."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, tuple[int, bytes]] = {}
+
+    def render(self, table: Table[Node], listing: Listing) -> bytes:
+        parts: list[bytes] = []
+        problems: list[str] = []
+        seen: dict[str, tuple[int, bytes]] = {}
+        for kv in listing.kvs:
+            hit = self._by_key.get(kv.key)
+            if hit is None or hit[0] != kv.mod_revision:
+                try:
+                    node = table.decode(kv).value
+                except DecodeError as e:
+                    problems.append(str(e))
+                    continue
+                hit = (
+                    kv.mod_revision,
+                    b""
+                    if node.state is NodeState.REMOVED
+                    else json.dumps(node_view(node)).encode(),
+                )
+            seen[kv.key] = hit
+            if hit[1]:
+                parts.append(hit[1])
+        self._by_key = seen
+        return (
+            b'{"nodes": ['
+            + b", ".join(parts)
+            + b'], "problems": '
+            + json.dumps(problems).encode()
+            + b"}"
+        )
 
 
 def node_view(n: Node) -> dict[str, Any]:
@@ -118,6 +160,8 @@ class UserApi:
         self.agent_endpoints = agent_endpoints
         self.enroll_endpoints = enroll_endpoints or agent_endpoints
         self.scheduler = scheduler or Scheduler()
+        self._node_listing = NodeListingCache()
+        self._columns: NodeColumns | None = None  # for _check_placeable
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors, self._auth], client_max_size=MAX_BODY)
@@ -217,11 +261,9 @@ class UserApi:
     # ---- nodes -----------------------------------------------------------------------------
 
     async def list_nodes(self, request: web.Request) -> web.Response:
-        listing = await self.state.nodes.list()
-        nodes = [
-            node_view(r.value) for r in listing.records if r.value.state is not NodeState.REMOVED
-        ]
-        return _json({"nodes": nodes, "problems": [str(e) for e in listing.errors]})
+        listing = await self.state.store.list(self.state.nodes.prefix)
+        body = self._node_listing.render(self.state.nodes, listing)
+        return web.Response(body=body, content_type="application/json")
 
     async def _node(self, node_id: str) -> Node:
         rec = await self.state.nodes.get(node_id)
@@ -328,7 +370,12 @@ class UserApi:
         nodes = self.hub.known_nodes()
         if nodes is None:
             nodes = [r.value for r in (await self.state.nodes.list()).records]
-        problems = validate_placeable(spec, Snapshot.build(nodes, (), {spec.name: spec}))
+        # Node columns reused from the previous apply for every node record that is the
+        # same object (``NodeColumns.update``): building them for 5,000 nodes took longer
+        # than the rest of the apply.
+        cols = self._columns.update(nodes) if self._columns else NodeColumns.build(nodes)
+        self._columns = cols
+        problems = validate_placeable(spec, Snapshot.build(cols, (), {spec.name: spec}))
         if problems:
             raise ValidationError(problems)
 

@@ -201,6 +201,14 @@ class AgentHub:
         change, such as whether a spec can fit anywhere."""
         return list(self._nodes.values()) if self.active else None
 
+    async def wait_active(self, timeout: float) -> bool:
+        """Wait until this hub serves agents (we lead and the replicas are loaded), at most
+        ``timeout`` seconds; whether it does."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
+        return self.active
+
     def fence(self) -> Fence:
         if self._fence is None:
             raise NotLeader("not the leader")

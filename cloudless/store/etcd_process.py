@@ -13,6 +13,7 @@ auto-compaction keeping the last 10 000 revisions.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import logging
@@ -294,24 +295,32 @@ class EtcdMember:
 
     async def _watchdog(self, interval: float, unhealthy_after: float) -> None:
         """Return when the member should be restarted (``hung_verdict``): silent and idle
-        for ``unhealthy_after``, or silent for ``BUSY_SILENCE_LIMIT`` however busy."""
+        for ``unhealthy_after`` (no CPU used in the last ``unhealthy_after``), or silent for
+        ``BUSY_SILENCE_LIMIT_S`` however busy."""
         from cloudless.store.etcd_admin import member_status
 
         last_ok = self._clock.monotonic()
-        cpu_at_ok = self.cpu_seconds()
+        # (time, CPU seconds) of the process; the oldest kept is the newest at or before
+        # ``unhealthy_after`` ago, so ``used`` covers at least that window.
+        samples: collections.deque[tuple[float, float | None]] = collections.deque(
+            [(last_ok, self.cpu_seconds())]
+        )
         warned_at = -1e18
         while True:
             await self._clock.sleep(interval)
+            now, cpu = self._clock.monotonic(), self.cpu_seconds()
+            samples.append((now, cpu))
+            while len(samples) > 2 and samples[1][0] <= now - unhealthy_after:
+                samples.popleft()
             try:
                 self.last_status = await member_status(self.config, rpc_timeout=interval)
                 last_ok = self.last_healthy_at = self._clock.monotonic()
-                cpu_at_ok = self.cpu_seconds()
                 continue
             except StoreError:
                 pass
             now = self._clock.monotonic()
-            cpu = self.cpu_seconds()
-            used = None if cpu is None or cpu_at_ok is None else cpu - cpu_at_ok
+            anchor = samples[0][1]
+            used = None if cpu is None or anchor is None else cpu - anchor
             verdict = hung_verdict(now - last_ok, used, unhealthy_after)
             if verdict is Verdict.RESTART:
                 log.warning(
@@ -358,13 +367,14 @@ IDLE_CPU_S = 0.05
 
 
 def hung_verdict(silent_s: float, cpu_used_s: float | None, unhealthy_after: float) -> Verdict:
-    """Whether a member that has not answered health checks for ``silent_s`` is hung.
+    """Whether a member that has not answered health checks for ``silent_s``, and used
+    ``cpu_used_s`` of CPU over the last ``unhealthy_after`` seconds, is hung.
 
     Restarting a member that is merely slow (starved of CPU on a loaded machine) makes
     things worse: it loses its caches, replays its log and may cost the cluster its raft
     leader. So silence alone restarts it only after ``BUSY_SILENCE_LIMIT_S``; before that it
-    must also have used (almost) no CPU since its last answer. ``cpu_used_s`` unknown counts
-    as idle (the old rule: silence for ``unhealthy_after``).
+    must also have used (almost) no CPU over the last ``unhealthy_after`` seconds.
+    ``cpu_used_s`` unknown counts as idle (the old rule: silence for ``unhealthy_after``).
     """
     if silent_s <= unhealthy_after:
         return Verdict.HEALTHY
