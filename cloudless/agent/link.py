@@ -124,7 +124,10 @@ class Link:
         self.server_name = server_name
         self.goodbye_hold_s = goodbye_hold_s
         self.on_identity_change: Callable[[], None] | None = None
-        self.interval = 0.5
+        # The coordinators' default until the first ack says otherwise: a new agent must not
+        # heartbeat faster, nor give up on a busy coordinator sooner (silence_limit), than its
+        # peers do.
+        self.interval = 2.0
         self.leader_hint: str | None = None
         self.changed = asyncio.Event()
         self.connected = asyncio.Event()

@@ -125,20 +125,30 @@ class EtcdStore:
             raise ValueError("EtcdStore needs at least one endpoint (host:port)")
         self.endpoints = tuple(endpoints)
         self._tls = tls
-        manager = ConnectionManager(
-            list(endpoints), keepalive_time_ms=2_000, keepalive_timeout_ms=2_000
-        )
-        # Big watch batches and list pages must not trip gRPC's 4 MiB receive default.
-        manager.grpc_options.append(("grpc.max_receive_message_length", _MAX_RECEIVE))
-        self.channel = manager.get_channel(
-            ca_cert=tls.ca_pem,
-            cert_key=tls.key_pem,
-            cert_chain=tls.cert_pem,
-            tls_server_name=tls.server_name,
-        )
+
+        def channel(*extra: tuple[str, Any]) -> grpc.aio.Channel:
+            manager = ConnectionManager(
+                list(endpoints), keepalive_time_ms=2_000, keepalive_timeout_ms=2_000
+            )
+            # Big watch batches and list pages must not trip gRPC's 4 MiB receive default.
+            manager.grpc_options.append(("grpc.max_receive_message_length", _MAX_RECEIVE))
+            manager.grpc_options.extend(extra)
+            return manager.get_channel(
+                ca_cert=tls.ca_pem,
+                cert_key=tls.key_pem,
+                cert_chain=tls.cert_pem,
+                tls_server_name=tls.server_name,
+            )
+
+        self.channel = channel()
+        # Watches get a connection of their own. On a shared one, watch events that a busy
+        # event loop reads late fill HTTP/2's connection-level flow-control window, and then
+        # etcd cannot send the answer to any request: reads, writes and lease grants time
+        # out while etcd sits idle (seen at ~3,500 nodes: the leader lost its lease that way).
+        self._watch_channel = channel(("grpc.use_local_subchannel_pool", 1))
         self._kv = KVService(self.channel, max_attempts=1)
         self._lease = LeaseService(self.channel, max_attempts=1)
-        self._watch = _rpc_grpc.WatchStub(self.channel)
+        self._watch = _rpc_grpc.WatchStub(self._watch_channel)
         self._timeout = request_timeout
         self.page_size = 500
         self._retry_for = retry_for
@@ -419,4 +429,5 @@ class EtcdStore:
         return Event(kind, _kv(e.kv), prev)
 
     async def close(self) -> None:
+        await self._watch_channel.close()
         await self.channel.close()

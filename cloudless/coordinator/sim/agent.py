@@ -52,7 +52,10 @@ class SimAgent:
         self.task: asyncio.Task[None] | None = None
         self.session: Session | None = None
         self.stats = AgentStats()
-        self.interval = 0.5
+        # The coordinators' default until the first ack says otherwise: a new agent must not
+        # heartbeat faster, nor give up on a busy coordinator sooner (silence_limit), than its
+        # peers do.
+        self.interval = 2.0
         self.last_read = 0.0  # when the coordinator last read from this agent's stream
         self._hub: AgentHub | None = None
         self.leader_hint: str | None = None

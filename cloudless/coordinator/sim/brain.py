@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Awaitable, Callable
 
 from cloudless.coordinator.hub import AgentHub
 from cloudless.coordinator.membership import MembershipConfig
@@ -17,6 +18,7 @@ from cloudless.lib.errors import CloudlessError
 from cloudless.lib.ids import RandomIds
 from cloudless.store.election import Election
 from cloudless.store.errors import StoreError
+from cloudless.store.fence import Fence
 from cloudless.store.memory import MemoryStore
 
 log = logging.getLogger("cloudless.sim")
@@ -72,12 +74,15 @@ class Brain:
                     await task
 
     async def _leading(self) -> None:
+        """As ``Coordinator._leading``: the hub and the reconciler restart each on its own."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._keep_leading(self.hub.lead))
+            tg.create_task(self._keep_leading(self.reconciler.lead))
+
+    async def _keep_leading(self, lead: Callable[[Fence], Awaitable[None]]) -> None:
         while self.election.is_leader():
             try:
-                fence = self.election.fence()
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self.hub.lead(fence))
-                    tg.create_task(self.reconciler.lead(fence))
+                await lead(self.election.fence())
             except* (StoreError, CloudlessError) as eg:
-                log.info("%s: leader loops stopped (%s)", self.name, eg.exceptions[0])
+                log.info("%s: leader loop stopped (%s)", self.name, eg.exceptions[0])
             await self.clock.sleep(0.2)
