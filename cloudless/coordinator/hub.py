@@ -37,7 +37,7 @@ from cloudless.model.node import Node, NodeConditions, NodeState
 from cloudless.model.replica import Replica, ReplicaState
 from cloudless.model.resources import Resources
 from cloudless.store.errors import Fenced, StoreError
-from cloudless.store.fence import Fence
+from cloudless.store.fence import Fence, fenced_txn
 from cloudless.store.types import EventType
 
 log = logging.getLogger("cloudless.coordinator.hub")
@@ -419,6 +419,13 @@ class AgentHub:
     async def _write_transitions(self, transitions: list[NodeTransition]) -> None:
         for t in transitions:
             wall = self.clock.now()
+            try:
+                if await self._write_transition_at_once(t, wall):
+                    continue
+            except (Fenced, NotLeader):
+                raise
+            except StoreError as e:  # OutcomeUnknown included: the path below re-reads
+                log.info("transition of %s not written at once (%s); re-reading", t.node_id, e)
 
             def change(cur: Node | None, t: NodeTransition = t, wall: float = wall) -> Node | None:
                 new = None if cur is None else cur.moved_to(t.new)[0]
@@ -432,17 +439,49 @@ class AgentHub:
                 log.warning("could not record %s -> %s for %s: %s", t.old, t.new, t.node_id, e)
                 continue
             if rec is not None and rec.value.state is t.new:
-                mono = self.clock.monotonic()
-                if t.new in (NodeState.OFFLINE, NodeState.FAILED):
-                    self.reliability.down(t.node_id, mono)
-                else:
-                    self.reliability.up(t.node_id, mono)
+                self._note_transition(t)
                 await self.emit(
                     "node",
                     f"node {t.node_id}: {t.old.value} -> {t.new.value} ({t.reason})",
                     node=t.node_id,
                     state=t.new.value,
                 )
+
+    async def _write_transition_at_once(self, t: NodeTransition, wall: float) -> bool:
+        """The transition and its event in one transaction, against the node as the nodes
+        watch last saw it (one round trip instead of a read, a write and an event: on a
+        loaded leader each costs a turn of the event loop). False when the watched record is
+        missing or stale, or refuses the move: the caller reads and retries."""
+        cur, rev = self._nodes.get(t.node_id), self._node_revs.get(t.node_id)
+        if cur is None or rev is None:
+            return False
+        moved = cur.moved_to(t.new)[0]
+        if moved is None or moved.state is not t.new:
+            return False
+        message = f"node {t.node_id}: {t.old.value} -> {t.new.value} ({t.reason})"
+        name, body = event("node", message, wall, node=t.node_id, state=t.new.value)
+        nodes = self.state.nodes
+        res = await fenced_txn(
+            self.state.store,
+            self.fence(),
+            [nodes.unchanged(t.node_id, rev)],
+            [
+                nodes.put_op(t.node_id, replace(moved, last_heartbeat=wall)),
+                self.state.events.put_op(name, body),
+            ],
+        )
+        if not res.succeeded:
+            return False
+        self._note_transition(t)
+        log.info(message)
+        return True
+
+    def _note_transition(self, t: NodeTransition) -> None:
+        mono = self.clock.monotonic()
+        if t.new in (NodeState.OFFLINE, NodeState.FAILED):
+            self.reliability.down(t.node_id, mono)
+        else:
+            self.reliability.up(t.node_id, mono)
 
     async def _watch_replicas(self) -> None:
         listing = await self.state.replicas.list()

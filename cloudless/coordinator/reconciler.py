@@ -66,7 +66,9 @@ class Reconciler:
     ) -> None:
         """``incremental``: decide from a watch-fed ``LiveView`` (default) instead of listing
         the store every round. ``catch_up_s``: how long a round waits for the view to reach
-        the revision it must reflect before re-listing instead."""
+        the revision it must reflect before re-listing instead (while the view's watch
+        delivers nothing; one that delivers, only late, is waited for up to
+        ``MAX_CATCH_UP_S``)."""
         self.state = state
         self.placer = placer
         self.ids = ids
@@ -165,15 +167,29 @@ class Reconciler:
             self._need = max(self._need, await self.state.store.revision())
             self._unsure = False
         need = max(self._need, 1)  # 1: the first listing is done
-        if not await view.caught_up(need, self.catch_up_s):
+        waited = 0.0
+        while True:
+            before = view.revision
+            if await view.caught_up(need, self.catch_up_s):
+                break
+            waited += self.catch_up_s
+            if view.revision > before and waited < self.MAX_CATCH_UP_S:
+                # The watch delivers, only late (a loaded loop): keep waiting. Re-listing
+                # thousands of records would add seconds of work to the lag it waits out.
+                continue
             log.warning(
-                "view at revision %d did not reach %d in %.1f s: re-listing",
+                "view at revision %d did not reach %d in %.1f s%s: re-listing",
                 view.revision,
                 need,
-                self.catch_up_s,
+                waited,
+                "" if view.revision > before else " (its watch delivered nothing)",
             )
             await view.reload()
+            break
         return view.snapshot()
+
+    # The longest a round waits for a view whose watch is delivering, but behind.
+    MAX_CATCH_UP_S = 10.0
 
     def _saw(self, revision: int) -> None:
         """The next decision must reflect ``revision`` (a write, or a record read)."""

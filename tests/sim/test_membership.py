@@ -331,3 +331,24 @@ async def test_a_broken_store_watch_restarts_one_leader_loop_not_every_session()
         assert leader.hub.membership.state("node-0001") is S.CORDONED
         assert [a.stats.sessions for a in agents] == sessions
         assert sim.leader() is leader
+
+
+async def test_a_transition_and_its_event_are_one_transaction() -> None:
+    """The leader writes a node's new state and its event together, compared against the
+    record its nodes watch last saw: one round trip on the way to a replacement."""
+    async with SimCluster() as sim:
+        agents = await sim.add_agents(3)
+        await sim.until(all_ready, within=1, what="3 ready nodes", every=0)
+        victim = agents[0].node_id
+        await agents[0].kill()
+        await sim.until(
+            lambda v: v.nodes[victim].state is S.OFFLINE, within=2, what="victim offline"
+        )
+        rec = await sim.state.nodes.get(victim)
+        assert rec is not None
+        offline = [
+            e
+            for e in (await sim.state.events.list()).records
+            if e.value.get("node") == victim and e.value.get("state") == "offline"
+        ]
+        assert len(offline) == 1 and offline[0].mod_revision == rec.mod_revision

@@ -140,3 +140,42 @@ async def test_a_round_when_not_leading_lists_the_store() -> None:
     actions = await rec.round(NO_FENCE)
     assert sum(isinstance(a, CreateReplica) for a in actions) == 3
     assert store.lists == 3 and rec.view is None
+
+
+class SlowView:
+    """A view whose watch advances ``step`` revisions per wait of ``catch_up_s``."""
+
+    def __init__(self, step: int) -> None:
+        self.revision, self.step, self.waits, self.relists = 10, step, 0, 0
+
+    async def caught_up(self, revision: int, within: float) -> bool:
+        self.waits += 1
+        self.revision += self.step
+        return self.revision >= revision
+
+    async def reload(self) -> None:
+        self.relists += 1
+
+    def snapshot(self) -> str:
+        return "snapshot"
+
+
+@pytest.mark.parametrize(
+    ("step", "waits", "relists"),
+    [
+        # need 13 from 10: +1 per 2 s wait -> caught up on the 3rd wait (6 s < 10 s), no relist
+        (1, 3, 0),
+        # nothing delivered in the first 2 s: the watch is stuck, re-list at once
+        (0, 1, 1),
+    ],
+)
+async def test_a_late_but_delivering_view_is_waited_for_a_stuck_one_relisted(
+    step: int, waits: int, relists: int
+) -> None:
+    clock, _, st = await cluster()
+    rec = reconciler(st, clock, catch_up_s=2.0)
+    view = SlowView(step)
+    rec.view = view  # type: ignore[assignment]
+    rec._saw(13)
+    assert await rec.snapshot() == "snapshot"  # type: ignore[comparison-overlap]
+    assert (view.waits, view.relists) == (waits, relists)
