@@ -85,3 +85,51 @@ async def test_a_winner_whose_belief_lapsed_renews_at_once() -> None:
         assert b.leader() == "b:1" and b.is_leader()
         for t in tasks:
             t.cancel()
+
+
+class StuckWatches(MemoryStore):
+    """Watches opened while ``stuck`` is set deliver nothing, ever (a watch stream that sits
+    on an etcd member cut off with the old leader)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.stuck = False
+
+    async def watch(self, prefix: str, *, start_revision: int = 0, prev_kv: bool = False):  # type: ignore[no-untyped-def, override]
+        if self.stuck:
+            await asyncio.Event().wait()
+        async for batch in super().watch(prefix, start_revision=start_revision, prev_kv=prev_kv):
+            yield batch
+
+
+async def test_a_follower_whose_watch_is_stuck_learns_the_new_leader_when_it_deposes() -> None:
+    """b's watch never shows a's term ending; c deposes a and takes over. When b then tries to
+    depose a itself and finds that term already over, it re-reads the key at once and names
+    c, instead of naming (and redirecting agents to) the dead a until its watch recovers."""
+    clock = FakeClock()
+    store = StuckWatches(clock)
+    a = Election(store, "a:1", ttl=6, clock=clock)
+    b = Election(store, "b:1", ttl=6, clock=clock)
+    c = Election(store, "c:1", ttl=6, clock=clock)
+    async with asyncio.TaskGroup() as tg:
+        a_task = tg.create_task(a.run())
+        tasks = [tg.create_task(store.run(tick=0.1))]
+        await clock.run_for(0.5)
+        assert a.is_leader()
+        term = a._state.term
+        store.stuck = True  # b's watch, opened now, will never deliver
+        tasks.append(tg.create_task(b.run()))
+        await clock.run_for(0.5)
+        store.stuck = False
+        tasks.append(tg.create_task(c.run()))
+        await clock.run_for(0.5)
+        assert b.leader() == "a:1" and c.leader() == "a:1"
+        a_task.cancel()  # a's term ends (it resigns: its key is deleted)
+        await clock.run_for(0.5)
+        assert c.is_leader()
+        assert b.leader() == "a:1"  # b's watch still shows nothing
+        assert not await b.depose(term, "a's host is gone")  # already over
+        await clock.run_for(0.2, step=0.01)  # no timer involved: a few turns of the loop
+        assert b.leader() == "c:1" and not b.is_leader()
+        for t in tasks:
+            t.cancel()
