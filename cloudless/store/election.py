@@ -89,9 +89,6 @@ class Election:
         self._valid_until = 0.0
         self._subscribers: list[asyncio.Queue[Leadership]] = []
         self.deposed: list[int] = []  # terms this elector ended with ``depose``
-        # Set when we learn that the term we follow is over by other means than our watch
-        # (``depose`` found it gone): the follower re-reads the key at once.
-        self._recheck = asyncio.Event()
 
     # ---- queries ---------------------------------------------------------------------------
 
@@ -165,15 +162,12 @@ class Election:
             return False
         leader = self._state.leader
         res = await self.store.txn(
-            [Compare.create_revision(self.key, "==", term)], [Delete(self.key)], []
+            [Compare.create_revision(self.key, "==", term)], [Delete(self.key)], [Get(self.key)]
         )
         if res.succeeded:
             self.deposed.append(term)
         else:
-            # Our watch has not shown the end of that term (it may sit on an etcd member cut
-            # off with the old leader): re-read the key now rather than keep naming a dead
-            # leader, to which this coordinator would redirect every agent that asks.
-            self._recheck.set()
+            self._learn(res.results[0])
         log.warning(
             "election %s (%s): %s term %d of %s: %s",
             self.key,
@@ -184,6 +178,21 @@ class Election:
             why,
         )
         return res.succeeded
+
+    def _learn(self, got: object) -> None:
+        """Publish who holds the key now, read by ``depose`` when the term it meant to end
+        was already over: our watch has not shown that (it may sit on an etcd member cut
+        off with the old leader), and until it does we would name a dead leader and
+        redirect every agent that asks to it. The campaign loop re-reads the key in any case
+        once its watch moves."""
+        if not isinstance(got, GetResult):
+            return
+        if not got.kvs:
+            self._publish(NO_LEADER)
+            return
+        kv = got.kvs[0]
+        mine = self._lease is not None and kv.lease == self._lease.id
+        self._publish(Leadership(kv.value.decode(), mine, kv.create_revision))
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -245,22 +254,7 @@ class Election:
             await self._until_vacant(since)
 
     async def _until_vacant(self, since: int) -> None:
-        """Return when the election key is deleted (watching from ``since + 1``), or when
-        ``_recheck`` asks for the key to be read again (the caller re-campaigns, which
-        re-reads it)."""
-        self._recheck.clear()
-        watch = asyncio.ensure_future(self._watch_vacant(since))
-        recheck = asyncio.ensure_future(self._recheck.wait())
-        try:
-            await asyncio.wait({watch, recheck}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for t in (watch, recheck):
-                t.cancel()
-            await asyncio.gather(watch, recheck, return_exceptions=True)
-        if watch.done() and not watch.cancelled() and watch.exception() is not None:
-            raise watch.exception()  # type: ignore[misc]
-
-    async def _watch_vacant(self, since: int) -> None:
+        """Return when the election key is deleted (watching from ``since + 1``)."""
         try:
             async with contextlib.aclosing(
                 self.store.watch(self.key, start_revision=since + 1)
