@@ -38,6 +38,7 @@ from cloudless.model.replica import Replica, ReplicaState
 from cloudless.model.resources import Resources
 from cloudless.store.errors import Fenced, StoreError
 from cloudless.store.fence import Fence, fenced_txn
+from cloudless.store.table import TableListing
 from cloudless.store.types import EventType
 
 log = logging.getLogger("cloudless.coordinator.hub")
@@ -105,6 +106,17 @@ def _with_reliability(score: float) -> NodeChange:
     return lambda cur: replace(cur, reliability=score)
 
 
+def _moved(cur: Node, t: NodeTransition, wall: float) -> Node | None:
+    """``cur`` moved to ``t.new`` and stamped with ``wall``; ``None`` if the move is refused
+    or changes nothing (``Node.moved_to``)."""
+    new = cur.moved_to(t.new)[0]
+    return None if new is None else replace(new, last_heartbeat=wall)
+
+
+def _transition_message(t: NodeTransition) -> str:
+    return f"node {t.node_id}: {t.old.value} -> {t.new.value} ({t.reason})"
+
+
 def _if_present(change: NodeChange) -> Callable[[Node | None], Node | None]:
     """``change`` for ``Table.update``: a node that is gone stays gone."""
     return lambda cur: None if cur is None else change(cur)
@@ -152,10 +164,9 @@ class AgentHub:
             nodes = await self.state.nodes.list()
             self.membership = Membership(self.config)
             self.membership.load([r.value for r in nodes.records], self.clock.monotonic())
-            self._nodes = {r.name: r.value for r in nodes.records}
-            self._node_revs = {r.name: r.mod_revision for r in nodes.records}
-            self._usage_due = {}
+            self._take_nodes(nodes)
             self._nodes_from = nodes.revision + 1
+            self._usage_due = {}
             async with asyncio.TaskGroup() as tg:
                 for loop in (
                     self._watch_replicas,
@@ -428,8 +439,7 @@ class AgentHub:
                 log.info("transition of %s not written at once (%s); re-reading", t.node_id, e)
 
             def change(cur: Node | None, t: NodeTransition = t, wall: float = wall) -> Node | None:
-                new = None if cur is None else cur.moved_to(t.new)[0]
-                return None if new is None else replace(new, last_heartbeat=wall)
+                return None if cur is None else _moved(cur, t, wall)
 
             try:
                 rec = await self.state.nodes.update(t.node_id, change, fence=self.fence())
@@ -440,12 +450,7 @@ class AgentHub:
                 continue
             if rec is not None and rec.value.state is t.new:
                 self._note_transition(t)
-                await self.emit(
-                    "node",
-                    f"node {t.node_id}: {t.old.value} -> {t.new.value} ({t.reason})",
-                    node=t.node_id,
-                    state=t.new.value,
-                )
+                await self.emit("node", _transition_message(t), node=t.node_id, state=t.new.value)
 
     async def _write_transition_at_once(self, t: NodeTransition, wall: float) -> bool:
         """The transition and its event in one transaction, against the node as the nodes
@@ -455,10 +460,10 @@ class AgentHub:
         cur, rev = self._nodes.get(t.node_id), self._node_revs.get(t.node_id)
         if cur is None or rev is None:
             return False
-        moved = cur.moved_to(t.new)[0]
+        moved = _moved(cur, t, wall)
         if moved is None or moved.state is not t.new:
             return False
-        message = f"node {t.node_id}: {t.old.value} -> {t.new.value} ({t.reason})"
+        message = _transition_message(t)
         name, body = event("node", message, wall, node=t.node_id, state=t.new.value)
         nodes = self.state.nodes
         res = await fenced_txn(
@@ -466,7 +471,7 @@ class AgentHub:
             self.fence(),
             [nodes.unchanged(t.node_id, rev)],
             [
-                nodes.put_op(t.node_id, replace(moved, last_heartbeat=wall)),
+                nodes.put_op(t.node_id, moved),
                 self.state.events.put_op(name, body),
             ],
         )
@@ -517,18 +522,22 @@ class AgentHub:
                     if r.workload == ev.name:
                         self._mark(r.node_id)
 
+    def _take_nodes(self, listing: TableListing[Node]) -> None:
+        """The nodes as listed, with the revisions batched writes compare against."""
+        self._nodes = {r.name: r.value for r in listing.records}
+        self._node_revs = {r.name: r.mod_revision for r in listing.records}
+
     async def _watch_nodes(self) -> None:
         """Follow the nodes table from ``_nodes_from`` (the revision after ``lead``'s
         listing); when restarted after an error, list again first."""
-        if self._nodes_from is None:
+        start, self._nodes_from = self._nodes_from, None
+        if start is None:
             nodes = await self.state.nodes.list()
             now = self.clock.monotonic()
             for r in nodes.records:
                 self.membership.upsert(r.value, now)
-            self._nodes = {r.name: r.value for r in nodes.records}
-            self._node_revs = {r.name: r.mod_revision for r in nodes.records}
-            self._nodes_from = nodes.revision + 1
-        start, self._nodes_from = self._nodes_from, None
+            self._take_nodes(nodes)
+            start = nodes.revision + 1
         async for ev in self.state.nodes.watch(start_revision=start):
             if ev.type is EventType.DELETE:
                 self.membership.forget(ev.name)

@@ -44,7 +44,7 @@ from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica, ReplicaState
 from cloudless.store.errors import Fenced, StoreError
 from cloudless.store.fence import Fence, fenced_txn
-from cloudless.store.table import Record
+from cloudless.store.table import Record, Table
 from cloudless.store.tables import ROOT
 from cloudless.store.types import Compare, TxnOp
 
@@ -216,7 +216,7 @@ class Reconciler:
         self.rounds += 1
         return actions
 
-    MAX_BATCH = 100  # etcd's default limit is 128 operations per transaction
+    MAX_BATCH = Table.MAX_BATCH  # etcd's limit on operations per transaction, with room
 
     async def _create_all(self, creates: list[CreateReplica], fence: Fence) -> bool:
         """Create a round's new replicas and their placement events in as few transactions

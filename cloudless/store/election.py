@@ -32,7 +32,7 @@ from cloudless.store.fence import Fence
 from cloudless.store.lease_keeper import LeaseKeeper
 from cloudless.store.protocol import Store
 from cloudless.store.tables import ROOT
-from cloudless.store.types import Compare, Delete, EventType, Get, GetResult, Lease, Put
+from cloudless.store.types import Compare, Delete, EventType, Get, GetResult, KeyValue, Lease, Put
 
 log = logging.getLogger(__name__)
 
@@ -185,14 +185,13 @@ class Election:
         off with the old leader), and until it does we would name a dead leader and
         redirect every agent that asks to it. The campaign loop re-reads the key in any case
         once its watch moves."""
-        if not isinstance(got, GetResult):
-            return
-        if not got.kvs:
-            self._publish(NO_LEADER)
-            return
-        kv = got.kvs[0]
+        if isinstance(got, GetResult):
+            self._publish(self._holder(got.kvs[0]) if got.kvs else NO_LEADER)
+
+    def _holder(self, kv: KeyValue) -> Leadership:
+        """The leadership the election key ``kv`` names (ours if it holds our lease)."""
         mine = self._lease is not None and kv.lease == self._lease.id
-        self._publish(Leadership(kv.value.decode(), mine, kv.create_revision))
+        return Leadership(kv.value.decode(), mine, kv.create_revision)
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -248,8 +247,7 @@ class Election:
                 if not got.kvs:
                     continue
                 kv = got.kvs[0]
-                mine = kv.lease == lease.id
-                self._publish(Leadership(kv.value.decode(), mine, kv.create_revision))
+                self._publish(self._holder(kv))
                 since = kv.mod_revision
             await self._until_vacant(since)
 
