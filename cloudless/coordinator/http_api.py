@@ -3,7 +3,14 @@
 Every coordinator serves it. Reads are answered locally from the store; every mutating call
 on a follower is answered ``307 Temporary Redirect`` to the same path on the leader. Errors
 are JSON ``{"error": {"code", "message", "problems"?}}`` with a status that fits: 400 invalid
-input, 401 no or bad certificate, 403 not allowed, 404 unknown, 409 conflict, 503 no leader.
+input, 401 no or bad certificate, 403 not allowed, 404 unknown, 405 wrong method, 409
+conflict, 413 body too large, 503 no leader; ``problems`` lists ``<field path>: <reason>``.
+Every error, the framework's own included, has that shape (a handler's bug is a JSON 500
+``internal``), and repeats at most ``MAX_ERROR_CHARS`` of what it was sent.
+
+Bodies are parsed by ``cloudless.lib.bounded`` (depth, size, alias expansion and number
+bounds) before anything walks them, on unauthenticated routes too; JSON bodies are then
+validated by the request models of ``api_models``, which ``openapi.py`` publishes.
 
 ``/v1/ca`` and ``/healthz`` need no certificate: a joining node fetches the CA bundle there
 and checks it against the digest in its token before it trusts anything.
@@ -13,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import ssl
 from collections.abc import Awaitable, Callable
@@ -20,11 +28,20 @@ from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 from cryptography import x509
 
+from cloudless.coordinator.api_models import (
+    JoinRequest,
+    ScaleRequest,
+    TokenRequest,
+    parse_request,
+)
 from cloudless.coordinator.hub import AgentHub, NotLeader
 from cloudless.coordinator.records import WorkloadRecord
 from cloudless.coordinator.state import ClusterState
+from cloudless.lib.bounded import load_json, show
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError, Conflict, NotFound, ValidationError
 from cloudless.model.node import Node, NodeState
@@ -35,6 +52,7 @@ from cloudless.scheduler.scheduler import Scheduler
 from cloudless.scheduler.snapshot import NodeColumns, Snapshot
 from cloudless.security.authz import Authorizer
 from cloudless.security.ca import CertificateAuthority
+from cloudless.security.errors import TokenNotFound
 from cloudless.security.identity import CertKind, SpiffeId
 from cloudless.security.revocation import RevocationList
 from cloudless.security.tokens import TokenManager, TokenUse
@@ -47,6 +65,16 @@ log = logging.getLogger("cloudless.coordinator.http")
 security_log = logging.getLogger("cloudless.security")
 
 MAX_BODY = 1 << 20
+MAX_ERROR_CHARS = 4096  # of message and problems together
+MAX_TAIL = 100_000
+_PATH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
 IDENTITY = web.RequestKey("identity", SpiffeId)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -198,8 +226,13 @@ class UserApi:
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
-        except web.HTTPException:
-            raise
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise  # redirects
+            resp = _error(e.status, _HTTP_CODES.get(e.status, f"http_{e.status}"), _reason(e))
+            if "Allow" in e.headers:
+                resp.headers["Allow"] = e.headers["Allow"]
+            return resp
         except ApiError as e:
             return _error(e.status, e.code, e.message, e.problems)
         except ValidationError as e:
@@ -214,6 +247,9 @@ class UserApi:
             return _error(503, "store_unavailable", f"the cluster store did not answer: {e}")
         except CloudlessError as e:
             return _error(400, e.code, e.message)
+        except Exception:
+            log.exception("API %s %s failed", request.method, request.path)
+            return _error(500, "internal", "the coordinator failed on this request; see its log")
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -266,6 +302,7 @@ class UserApi:
         return web.Response(body=body, content_type="application/json")
 
     async def _node(self, node_id: str) -> Node:
+        _check_id(node_id, "path.id")
         rec = await self.state.nodes.get(node_id)
         if rec is None:
             raise NotFound(f"node {node_id!r} not found: list nodes with `cloudless get nodes`")
@@ -390,6 +427,7 @@ class UserApi:
         )
 
     async def _workload(self, name: str) -> WorkloadRecord:
+        _check_id(name, "path.name")
         rec = await self.state.workloads.get(name)
         if rec is None:
             raise NotFound(f"workload {name!r} not found: list them with `cloudless get workloads`")
@@ -406,13 +444,7 @@ class UserApi:
 
     async def scale(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        try:
-            body = await request.json()
-            n = body["replicas"]
-        except (ValueError, KeyError, TypeError):
-            raise ValidationError('body: expected {"replicas": <n>}') from None
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 10_000:
-            raise ValidationError(f"replicas: {n!r} must be a whole number in [0, 10000]")
+        n = parse_request(ScaleRequest, load_json(await request.read())).replicas
         await self._workload(name)
         now = self.clock.now()
 
@@ -474,6 +506,7 @@ class UserApi:
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
         rid = request.match_info["id"]
+        _check_id(rid, "path.id")
         if not self.is_leader():
             leader = self.leader_api()
             if not leader:
@@ -507,45 +540,31 @@ class UserApi:
     # ---- tokens ----------------------------------------------------------------------------
 
     async def create_token(self, request: web.Request) -> web.Response:
-        try:
-            body = await request.json() if request.can_read_body else {}
-        except ValueError:
-            raise ValidationError("body: not JSON") from None
-        if not isinstance(body, dict):
-            raise ValidationError("body: expected a JSON object")
-        use_raw = body.get("use", TokenUse.NODE_ENROLLMENT.value)
-        try:
-            use = TokenUse(use_raw)
-        except ValueError:
-            uses = ", ".join(u.value for u in TokenUse)
-            raise ValidationError(f"use: {use_raw!r} is not one of {uses}") from None
-        ttl = body.get("ttl_seconds", 24 * 3600)
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
-            raise ValidationError(f"ttl_seconds: {ttl!r} must be a positive number")
-        labels = body.get("labels", {})
-        if not isinstance(labels, dict):
-            raise ValidationError("labels: expected an object of strings")
-        try:
-            issued = await self.tokens.create(
-                use,
-                ttl_seconds=float(ttl),
-                labels={str(k): str(v) for k, v in labels.items()},
-                description=str(body.get("description", "")),
-            )
-        except ValueError as e:
-            raise ValidationError(str(e)) from None
-        await self.hub.emit("token", f"token {issued.record.token_id} created ({use.value})")
-        return _json({"token": issued.token, "record": issued.record.to_dict()}, status=201)
+        raw = await request.read()
+        body = parse_request(TokenRequest, load_json(raw) if raw.strip() else {})
+        issued = await self.tokens.create(
+            body.use,
+            ttl_seconds=body.ttl_seconds,
+            labels=body.labels,
+            description=body.description,
+        )
+        await self.hub.emit("token", f"token {issued.record.token_id} created ({body.use.value})")
+        return _json({"token": issued.token, "record": issued.record.public_dict()}, status=201)
 
     async def list_tokens(self, request: web.Request) -> web.Response:
         recs = await self.tokens.list()
         now = self.clock.now()
-        return _json({"tokens": [{**r.to_dict(), "state": r.state(now)} for r in recs]})
+        return _json({"tokens": [{**r.public_dict(), "state": r.state(now)} for r in recs]})
 
     async def revoke_token(self, request: web.Request) -> web.Response:
-        rec = await self.tokens.revoke(request.match_info["id"])
+        token_id = request.match_info["id"]
+        _check_id(token_id, "path.id")
+        try:
+            rec = await self.tokens.revoke(token_id)
+        except TokenNotFound as e:
+            raise NotFound(e.message) from None
         await self.hub.emit("token", f"token {rec.token_id} revoked")
-        return _json({"record": rec.to_dict()})
+        return _json({"record": rec.public_dict()})
 
     # ---- cluster ---------------------------------------------------------------------------
 
@@ -553,16 +572,10 @@ class UserApi:
         """A new coordinator spends a coordinator-join token and receives the CA material and
         the etcd endpoints (K3s-style bootstrap data). Any coordinator can answer: the token
         is spent atomically in the replicated store."""
-        try:
-            body = await request.json()
-            token, name = str(body["token"]), str(body["name"])
-        except (ValueError, KeyError, TypeError):
-            raise ValidationError('body: expected {"token": ..., "name": ...}') from None
+        body = parse_request(JoinRequest, load_json(await request.read()))
+        token, name = body.token, body.name
         from cloudless.coordinator.joining import ca_material, known_coordinators
-        from cloudless.lib.ids import is_valid_id
 
-        if not is_valid_id(name):
-            raise ValidationError(f"name: {name!r} must be a DNS label (a-z, 0-9, '-')")
         try:
             claims = await self.tokens.verify(token, TokenUse.COORDINATOR_JOIN)
             others = await known_coordinators(self.state.store)
@@ -611,24 +624,92 @@ class UserApi:
         return resp
 
 
-def _int_q(request: web.Request, name: str, default: int) -> int:
+def _int_q(request: web.Request, name: str, default: int, hi: int = MAX_TAIL) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
-    try:
-        v = int(raw)
-    except ValueError:
-        raise ValidationError(f"query {name}: {raw!r} is not a whole number") from None
-    if v < 0:
-        raise ValidationError(f"query {name}: {v} is negative")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 12):
+        raise ValidationError(f"query.{name}: {show(raw)} is not a whole number")
+    v = int(raw)
+    if v > hi:
+        raise ValidationError(f"query.{name}: {v} is out of range [0, {hi}]")
     return v
 
 
+def _check_id(value: str, path: str) -> None:
+    """A name or id in a URL path: refused with the path before it reaches a store key."""
+    if not _PATH_ID.match(value):
+        raise ValidationError(
+            f"{path}: {show(value)} is not a name or id (letters, digits, '.', '_', '-')"
+        )
+
+
+def _reason(e: web.HTTPException) -> str:
+    if e.status == 413:
+        return f"the request body is larger than the limit of {MAX_BODY:,} bytes"
+    if e.status == 405:
+        return f"method not allowed here (allowed: {e.headers.get('Allow', 'none')})"
+    if e.status == 404:
+        return "no such route: see /openapi.json for the API's routes"
+    return e.reason
+
+
+def _capped(text: str, budget: int) -> str:
+    return text if len(text) <= budget else text[: max(0, budget)] + "... (cut)"
+
+
 def _error(status: int, code: str, message: str, problems: list[str] | None = None) -> web.Response:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if problems:
-        body["problems"] = problems
+    """The documented error object, repeating at most ``MAX_ERROR_CHARS`` of the input."""
+    budget = MAX_ERROR_CHARS
+    shown: list[str] = []
+    for p in problems or []:
+        if budget <= 0:
+            shown.append(f"... and {len(problems or []) - len(shown)} more problems")
+            break
+        shown.append(_capped(p, min(budget, 512)))
+        budget -= len(shown[-1])
+    if shown:
+        message = "; ".join(shown)
+    body: dict[str, Any] = {"code": code, "message": _capped(message, MAX_ERROR_CHARS)}
+    if shown:
+        body["problems"] = shown
     return _json({"error": body}, status=status)
+
+
+class _JsonErrorHandler(RequestHandler):
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500:
+            super().handle_error(request, status, exc, message)  # logs the traceback
+        elif request.writer.output_size > 0:
+            raise ConnectionError("an answer was already sent; cannot send the error")
+        else:  # a malformed request: the client's fault, one line in the log
+            log.info("bad HTTP request from %s: %s", request.remote, " ".join(str(message).split()))
+        code = _HTTP_CODES.get(status, "internal" if status == 500 else f"http_{status}")
+        text = "the coordinator failed on this request" if status == 500 else message
+        resp = _error(status, code, text or "the request is not valid HTTP")
+        resp.force_close()
+        return resp
+
+
+class _JsonErrorServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+
+
+class JsonErrorRunner(web.AppRunner):
+    """An ``AppRunner`` whose connections answer the errors aiohttp finds before any route
+    runs (a malformed request line, header or chunk) with the JSON error object too."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _JsonErrorServer
+        return server
 
 
 def _peer_der(request: web.Request) -> bytes | None:
