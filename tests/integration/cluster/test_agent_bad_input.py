@@ -17,6 +17,7 @@ import pytest
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
+from cloudless.coordinator.api_models import NodeDetail
 from cloudless.lib.ids import RandomIds
 from cloudless.security.identity import SpiffeId
 from cloudless.security.keys import make_csr, new_private_key
@@ -111,6 +112,7 @@ def test_good_enrollment_still_works_and_token_labels_win(api: Running) -> None:
     node_id, _key, resp = enroll(api, tok, "kitchen-pi", facts)
     assert resp.node_id == node_id
     node = api.raw("GET", f"/v1/nodes/{node_id}").json()
+    NodeDetail.model_validate(node)
     assert node["labels"] == {"zone": "z1", "disk": "ssd"} and node["name"] == "kitchen-pi"
 
 

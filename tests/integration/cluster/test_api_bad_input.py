@@ -20,10 +20,17 @@ from hypothesis import strategies as st
 
 from cloudless.coordinator.api_models import (
     Applied,
+    CaInfo,
+    CoordinatorList,
     ErrorBody,
+    Event,
+    Explanation,
+    Health,
     NodeList,
+    ReplicaList,
     TokenCreated,
     TokenList,
+    WorkloadList,
     WorkloadView,
 )
 from cloudless.coordinator.http_api import MAX_ERROR_CHARS
@@ -530,6 +537,23 @@ def test_good_answers_match_the_published_models(api: Running) -> None:
     Applied.model_validate(applied.json())
     WorkloadView.model_validate(api.raw("GET", "/v1/workloads/web").json())
     NodeList.model_validate(api.raw("GET", "/v1/nodes").json())
+    for path, model in (
+        ("/healthz", Health),
+        ("/v1/ca", CaInfo),
+        ("/v1/workloads", WorkloadList),
+        ("/v1/replicas", ReplicaList),
+        ("/v1/cluster/coordinators", CoordinatorList),
+        ("/v1/workloads/web/explain?top=3", Explanation),
+    ):
+        a = api.raw("GET", path)
+        assert a.status == 200, (path, a.body[:200])
+        model.model_validate(a.json())
+    scaled = api.raw("POST", "/v1/workloads/web/scale", b'{"replicas": 1}')
+    WorkloadView.model_validate(scaled.json())
+    lines = api.raw("GET", "/v1/events?tail=5").body.splitlines()
+    assert lines and all(Event.model_validate(json.loads(line)) for line in lines)
+    doc = api.raw("GET", "/openapi.json").json()
+    assert "/v1/cluster/join" in doc["paths"] and "TokenRequest" in doc["components"]["schemas"]
 
 
 # ---- fuzzing: a few hundred random requests --------------------------------------------------
