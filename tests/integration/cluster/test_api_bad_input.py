@@ -642,3 +642,37 @@ def test_random_paths_and_queries_never_get_a_server_error(
         assert a.headers.get("content-type", "").startswith(
             ("application/json", "application/x-ndjson")
         )
+
+
+MALFORMED_HTTP = [
+    ("bad-method", b"GARBAGE\r\n\r\n"),
+    ("bad-content-length", b"POST /v1/tokens HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n"),
+    ("header-too-long", b"GET /v1/nodes HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20_000 + b"\r\n\r\n"),
+    (
+        "bad-chunk",
+        b"POST /v1/tokens HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ),
+    ("control-in-path", b"GET /v1/\x01 HTTP/1.1\r\nHost: x\r\n\r\n"),
+]
+
+
+@pytest.mark.parametrize("raw", [m[1] for m in MALFORMED_HTTP], ids=[m[0] for m in MALFORMED_HTTP])
+def test_malformed_http_gets_the_json_error_object(api: Running, raw: bytes) -> None:
+    import socket
+
+    before = api.state()
+    with (
+        socket.create_connection((api.host, api.port), timeout=10) as sock,
+        api.client.ssl.wrap_socket(sock) as tls,
+    ):
+        tls.sendall(raw)
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"400", head
+    assert b"content-type: application/json" in head.lower()
+    assert len(body) <= MAX_ERROR_BODY
+    ErrorBody.model_validate(json.loads(body))
+    assert json.loads(body)["error"]["code"] == "bad_request"
+    assert api.state() == before
