@@ -35,11 +35,25 @@ MAX_ITEMS = 1024  # command words, arguments, environment variables, list entrie
 
 
 class _Problems:
-    def __init__(self) -> None:
+    def __init__(self, stored: bool = False) -> None:
         self.items: list[str] = []
+        self.stored = stored
 
     def add(self, path: str, reason: str) -> None:
         self.items.append(f"{path}: {reason}")
+
+    def rule(self, path: str, reason: str) -> bool:
+        """A shape rule (text, label, image, size) that records stored by an earlier version
+        may break: a problem in input (True: drop the value), ignored in a stored spec, which
+        keeps its value (False)."""
+        if self.stored:
+            return False
+        self.add(path, reason)
+        return True
+
+    def rules(self, problems: list[str]) -> None:
+        if not self.stored:
+            self.items.extend(problems)
 
 
 def _known(d: dict[str, Any], path: str, allowed: set[str], p: _Problems) -> None:
@@ -66,8 +80,7 @@ def _line(v: Any, path: str, p: _Problems, *, required: bool = False) -> str:
     """A short one-line name (a label key or value, a workload, a topology key)."""
     s = _str(v, path, p, required=required)
     why = text_problem(s) if s else None
-    if why:
-        p.add(path, why)
+    if why and p.rule(path, why):
         return ""
     return s
 
@@ -75,11 +88,9 @@ def _line(v: Any, path: str, p: _Problems, *, required: bool = False) -> str:
 def _arg(v: str, path: str, p: _Problems) -> bool:
     """A command word, argument or environment value: any text but NUL, up to ``MAX_ARG``."""
     if "\x00" in v:
-        p.add(path, f"{show(v)} holds a NUL character")
-        return False
+        return not p.rule(path, f"{show(v)} holds a NUL character")
     if len(v) > MAX_ARG:
-        p.add(path, f"{show(v)} is longer than {MAX_ARG} characters")
-        return False
+        return not p.rule(path, f"{show(v)} is longer than {MAX_ARG} characters")
     return True
 
 
@@ -122,8 +133,7 @@ def _list(v: Any, path: str, p: _Problems) -> list[Any]:
     if not isinstance(v, list):
         p.add(path, f"expected a list, got {type(v).__name__}")
         return []
-    if len(v) > MAX_ITEMS:
-        p.add(path, f"{len(v)} entries is more than the limit of {MAX_ITEMS}")
+    if len(v) > MAX_ITEMS and p.rule(path, f"{len(v)} entries is more than {MAX_ITEMS}"):
         return []
     return v
 
@@ -134,8 +144,7 @@ def _map(v: Any, path: str, p: _Problems) -> dict[str, Any]:
     if not isinstance(v, dict):
         p.add(path, f"expected a mapping, got {type(v).__name__}")
         return {}
-    if len(v) > MAX_ITEMS:
-        p.add(path, f"{len(v)} entries is more than the limit of {MAX_ITEMS}")
+    if len(v) > MAX_ITEMS and p.rule(path, f"{len(v)} entries is more than {MAX_ITEMS}"):
         return {}
     return v
 
@@ -156,8 +165,7 @@ def _strings(
         text = str(item)
         if check is None:
             why = text_problem(text)
-            if why:
-                p.add(ip, why)
+            if why and p.rule(ip, why):
                 continue
         elif not check(text, ip, p):
             continue
@@ -177,8 +185,7 @@ def _str_map(v: Any, path: str, p: _Problems) -> dict[str, str]:
 
 def _labels(v: Any, path: str, p: _Problems) -> MappingProxyType[str, str]:
     out = _str_map(v, path, p)
-    for why in labels_problems(dict(out), path):
-        p.items.append(why)
+    p.rules(labels_problems(out, path))
     return MappingProxyType(out)
 
 
@@ -187,7 +194,7 @@ def _env(v: Any, path: str, p: _Problems) -> MappingProxyType[str, str]:
     for k, val in out.items():
         kp = f"{path}.{path_key(k)}"
         if not k or "=" in k or len(k) > 256 or not k.isprintable():
-            p.add(kp, f"variable name {show(k)} must be 1-256 printable characters without '='")
+            p.rule(kp, f"variable name {show(k)} must be 1-256 printable characters without '='")
         else:
             _arg(val, kp, p)
     return MappingProxyType(out)
@@ -317,8 +324,7 @@ def _placement(v: Any, path: str, p: _Problems) -> Placement:
             spread.append(SpreadConstraint(key, skew))
     per_domain = []
     domains = _map(d.get("max_per_domain"), f"{path}.max_per_domain", p)
-    for why in labels_problems({k: "" for k in domains}, f"{path}.max_per_domain"):
-        p.items.append(why)
+    p.rules(labels_problems({k: "" for k in domains}, f"{path}.max_per_domain"))
     for k, val in domains.items():
         kp = f"{path}.max_per_domain.{path_key(k)}"
         per_domain.append((str(k), _int(val, kp, p, 1, MAX_REPLICAS, 1)))
@@ -396,21 +402,23 @@ def load_document(data: Any) -> Any:
     return data
 
 
-def parse_workload_data(data: Any, path: str = "spec") -> WorkloadSpec:
+def parse_workload_data(data: Any, path: str = "spec", *, stored: bool = False) -> WorkloadSpec:
+    """``stored``: a spec this cluster accepted before (a store record, an assignment): the
+    shape rules newer than some such records (``_Problems.rule``) do not refuse it."""
     data = load_document(data)
-    p = _Problems()
+    p = _Problems(stored)
     d = _map(data, path, p)
     if p.items:
         raise ValidationError(p.items)
     _known(d, path, _TOP, p)
     name = _str(d.get("name"), f"{path}.name", p, required=True)
     if name and not is_valid_id(name):
-        p.add(f"{path}.name", f'"{name}" must be lowercase letters, digits and "-", 1-63 long')
+        p.add(f"{path}.name", f'{show(name)} must be lowercase letters, digits and "-", 1-63 long')
     image = _str(d.get("image"), f"{path}.image", p, required=True)
     if image:
         why = image_problem(image)
         if why:
-            p.add(f"{path}.image", why)
+            p.rule(f"{path}.image", why)
     ports = []
     for i, port in enumerate(_list(d.get("ports"), f"{path}.ports", p)):
         ports.append(_int(port, f"{path}.ports[{i}]", p, 1, 65535, 0))
