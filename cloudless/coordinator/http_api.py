@@ -18,6 +18,7 @@ and checks it against the digest in its token before it trusts anything.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -47,7 +48,7 @@ from cloudless.lib.errors import CloudlessError, Conflict, NotFound, ValidationE
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica
 from cloudless.model.workload import WorkloadSpec
-from cloudless.model.workload_codec import load_document, parse_workload_data, workload_to_dict
+from cloudless.model.workload_codec import parse_workload_data, workload_to_dict
 from cloudless.scheduler.scheduler import Scheduler
 from cloudless.scheduler.snapshot import NodeColumns, Snapshot
 from cloudless.security.authz import Authorizer
@@ -371,8 +372,7 @@ class UserApi:
     # ---- workloads -------------------------------------------------------------------------
 
     async def apply(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        spec = parse_workload_data(load_document(body))
+        spec = await _spec(await request.read())
         await self._check_placeable(spec)
         now = self.clock.now()
         created: list[bool] = []
@@ -494,7 +494,7 @@ class UserApi:
         return await self._explain(rec.spec, _int_q(request, "top", 10))
 
     async def explain_spec(self, request: web.Request) -> web.Response:
-        spec = parse_workload_data(load_document(await request.read()))
+        spec = await _spec(await request.read())
         return await self._explain(spec, _int_q(request, "top", 10))
 
     async def list_replicas(self, request: web.Request) -> web.Response:
@@ -622,6 +622,17 @@ class UserApi:
         except ConnectionResetError:
             pass  # the client went away (Ctrl-C on `events -f`): nothing to answer
         return resp
+
+
+THREAD_BODY = 64 * 1024
+
+
+async def _spec(body: bytes) -> WorkloadSpec:
+    """A spec body parsed (and validated); one larger than ``THREAD_BODY`` in a worker
+    thread, so that its parse never holds up the agents' streams on this loop."""
+    if len(body) > THREAD_BODY:
+        return await asyncio.to_thread(parse_workload_data, body)
+    return parse_workload_data(body)
 
 
 def _int_q(request: web.Request, name: str, default: int, hi: int = MAX_TAIL) -> int:

@@ -96,13 +96,21 @@ CASES = [
         "POST",
         "/v1/workloads",
         jspec()[:-1] + b', "replicas": Infinity}',
-        field="spec",
+        field="spec.replicas",
     ),
     Case(
-        "json-nan", "POST", "/v1/workloads", jspec()[:-1] + b', "stop_timeout": NaN}', field="spec"
+        "json-nan",
+        "POST",
+        "/v1/workloads",
+        jspec()[:-1] + b', "stop_timeout": NaN}',
+        field="spec.stop_timeout",
     ),
     Case(
-        "json-1e999", "POST", "/v1/workloads", jspec()[:-1] + b', "replicas": 1e999}', field="spec"
+        "json-1e999",
+        "POST",
+        "/v1/workloads",
+        jspec()[:-1] + b', "replicas": 1e999}',
+        field="spec.replicas",
     ),
     Case(
         "json-5000-digits",
@@ -204,9 +212,19 @@ CASES = [
         field="spec.placement.min_bandwidth",
     ),
     Case(
-        "scale-infinity", "POST", "/v1/workloads/web/scale", b'{"replicas": Infinity}', field="body"
+        "scale-infinity",
+        "POST",
+        "/v1/workloads/web/scale",
+        b'{"replicas": Infinity}',
+        field="body.replicas",
     ),
-    Case("scale-1e999", "POST", "/v1/workloads/web/scale", b'{"replicas": 1e999}', field="body"),
+    Case(
+        "scale-1e999",
+        "POST",
+        "/v1/workloads/web/scale",
+        b'{"replicas": 1e999}',
+        field="body.replicas",
+    ),
     Case(
         "scale-digits",
         "POST",
@@ -244,8 +262,10 @@ CASES = [
     ),
     Case("scale-not-object", "POST", "/v1/workloads/web/scale", b"[3]", field="body"),
     Case("scale-missing", "POST", "/v1/workloads/web/scale", b"{}", field="body.replicas"),
-    Case("ttl-infinity", "POST", "/v1/tokens", b'{"ttl_seconds": Infinity}', field="body"),
-    Case("ttl-nan", "POST", "/v1/tokens", b'{"ttl_seconds": NaN}', field="body"),
+    Case(
+        "ttl-infinity", "POST", "/v1/tokens", b'{"ttl_seconds": Infinity}', field="body.ttl_seconds"
+    ),
+    Case("ttl-nan", "POST", "/v1/tokens", b'{"ttl_seconds": NaN}', field="body.ttl_seconds"),
     Case("ttl-huge", "POST", "/v1/tokens", b'{"ttl_seconds": 1e300}', field="body.ttl_seconds"),
     Case(
         "ttl-string-inf", "POST", "/v1/tokens", b'{"ttl_seconds": "inf"}', field="body.ttl_seconds"
@@ -446,7 +466,7 @@ CASES = [
         field="body.name",
         auth=False,
     ),
-    Case("join-nan", "POST", "/v1/cluster/join", b'{"token": NaN}', field="body", auth=False),
+    Case("join-nan", "POST", "/v1/cluster/join", b'{"token": NaN}', field="body.token", auth=False),
     # -- framework errors, absent objects and path parameters --------------------------------
     Case("no-route", "GET", "/v1/nope", status=404, code="not_found"),
     Case("wrong-method", "PATCH", "/v1/workloads", b"{}", status=405, code="method_not_allowed"),
