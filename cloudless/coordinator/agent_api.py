@@ -21,6 +21,7 @@ import grpc
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.coordinator.agent_input import (
+    clean_goodbye,
     clean_statuses,
     enrollment_problems,
     heartbeat_problems,
@@ -315,4 +316,5 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
                         f"node {node_id} sent a log chunk for a request it was not sent; dropped"
                     )
             elif kind == "goodbye":
+                clean_goodbye(msg.goodbye)
                 await self.hub.on_goodbye(session, msg.goodbye)

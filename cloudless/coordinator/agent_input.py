@@ -11,8 +11,10 @@ a spec (``cloudless.model.labels``, bounded quantities). Pure functions, no I/O.
   ends with ``INVALID_ARGUMENT``).
 * ``clean_statuses``: replica statuses carry free text from the container runtime (an
   image pull's error); it is cut to ``MAX_REASON`` characters and control characters other
-  than line breaks and tabs become spaces, in place; a status whose endpoint is not one
-  ``host:port`` line is dropped (the replica keeps its last known status).
+  than line breaks and tabs become spaces, in place; a negative restart count or a start
+  time that is not a finite non-negative number is a status dropped, as is one whose
+  endpoint or replica id is not one short printable line (the replica keeps its last known
+  status). ``clean_goodbye`` cuts a goodbye's reason the same way.
 """
 
 from __future__ import annotations
@@ -95,7 +97,11 @@ def clean_statuses(statuses: MutableSequence[pb.ReplicaStatus]) -> list[str]:
         if len(st.reason) > MAX_REASON or not st.reason.isprintable():
             st.reason = _clean_text(st.reason)
         why = None
-        if st.endpoint:
+        if st.restarts < 0:
+            why = f"restarts {st.restarts} is negative"
+        elif not (math.isfinite(st.started_at) and st.started_at >= 0):
+            why = f"started_at {st.started_at} is not a time"
+        elif st.endpoint:
             why = text_problem(st.endpoint, what="endpoint")
         if not why and st.replica_id:
             why = text_problem(st.replica_id, what="replica id")
@@ -105,3 +111,9 @@ def clean_statuses(statuses: MutableSequence[pb.ReplicaStatus]) -> list[str]:
             continue
         i += 1
     return dropped
+
+
+def clean_goodbye(bye: pb.Goodbye) -> None:
+    """Cut a goodbye's reason (it goes into an event) like a status's, in place."""
+    if len(bye.reason) > MAX_REASON or not bye.reason.isprintable():
+        bye.reason = _clean_text(bye.reason)

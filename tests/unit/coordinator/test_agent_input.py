@@ -8,7 +8,12 @@ import asyncio
 import pytest
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
-from cloudless.coordinator.agent_input import MAX_REASON, clean_statuses, heartbeat_problems
+from cloudless.coordinator.agent_input import (
+    MAX_REASON,
+    clean_goodbye,
+    clean_statuses,
+    heartbeat_problems,
+)
 from cloudless.coordinator.hub import AgentHub, Session
 from cloudless.coordinator.state import ClusterState
 from cloudless.lib.clock import FakeClock
@@ -53,6 +58,28 @@ def test_heartbeat_usage_is_bounded(usage: pb.Resources, problems: list[str]) ->
     got = heartbeat_problems(pb.Heartbeat(usage=usage))
     assert len(got) == len(problems)
     assert all(g.startswith(p) for g, p in zip(got, problems, strict=True))
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        pb.ReplicaStatus(replica_id="r1", restarts=-1),
+        pb.ReplicaStatus(replica_id="r1", started_at=float("nan")),
+        pb.ReplicaStatus(replica_id="r1", started_at=float("inf")),
+        pb.ReplicaStatus(replica_id="r1", started_at=-5.0),
+        pb.ReplicaStatus(replica_id="r\n1"),
+    ],
+)
+def test_statuses_that_make_no_sense_are_dropped(status: pb.ReplicaStatus) -> None:
+    holder = pb.Heartbeat(replicas=[status, pb.ReplicaStatus(replica_id="r2")])
+    assert len(clean_statuses(holder.replicas)) == 1
+    assert [s.replica_id for s in holder.replicas] == ["r2"]  # the good one is kept
+
+
+def test_goodbye_reason_is_cut() -> None:
+    bye = pb.Goodbye(reason="x\x00" * 4000)
+    clean_goodbye(bye)
+    assert len(bye.reason) == MAX_REASON + 3 and "\x00" not in bye.reason
 
 
 async def test_log_chunks_only_from_the_node_asked() -> None:
