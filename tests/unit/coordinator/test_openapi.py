@@ -52,6 +52,12 @@ def refs(node: Any) -> list[str]:
     return []
 
 
+def test_document_is_valid_openapi_3_1() -> None:
+    from openapi_spec_validator import validate
+
+    validate(spec())  # raises with the offending path
+
+
 def test_every_ref_resolves() -> None:
     doc = spec()
     for ref in refs(doc):
@@ -86,3 +92,21 @@ def test_token_ttl_schema_is_bounded() -> None:
 def test_spec_schema_takes_the_canonical_form() -> None:
     canonical = workload_to_dict(parse_workload(FULL))
     assert WorkloadSpecDoc.model_validate(canonical).name == "hello"
+
+
+@pytest.mark.parametrize(
+    ("model", "doc"),
+    [
+        (ScaleRequest, {"replicas": 3, "extra": 1}),  # unknown field
+        (ScaleRequest, {"replicas": 10_001}),  # MAX_REPLICAS + 1
+        (TokenRequest, {"ttl_seconds": 0}),
+        (WorkloadSpecDoc, {"name": "Bad Name", "image": "x"}),
+    ],
+)
+def test_the_published_schema_refuses_what_the_server_refuses(model: type, doc: Any) -> None:
+    from jsonschema import Draft202012Validator
+
+    schemas = spec()["components"]["schemas"]
+    schema = {**schemas[model.__name__], "components": {"schemas": schemas}}
+    errors = list(Draft202012Validator(schema).iter_errors(doc))
+    assert errors, doc
