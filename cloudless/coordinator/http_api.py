@@ -5,8 +5,7 @@ on a follower is answered ``307 Temporary Redirect`` to the same path on the lea
 are JSON ``{"error": {"code", "message", "problems"?}}`` with a status that fits: 400 invalid
 input, 401 no or bad certificate, 403 not allowed, 404 unknown, 405 wrong method, 409
 conflict, 413 body too large, 503 no leader; ``problems`` lists ``<field path>: <reason>``.
-Every error, the framework's own included, has that shape (a handler's bug is a JSON 500
-``internal``), and repeats at most ``MAX_ERROR_CHARS`` of what it was sent.
+Every error, the framework's own included, has that shape (``http_errors``).
 
 Bodies are parsed by ``cloudless.lib.bounded`` (depth, size, alias expansion and number
 bounds) before anything walks them, on unauthenticated routes too; JSON bodies are then
@@ -29,8 +28,6 @@ from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
-from aiohttp.web_request import BaseRequest
 from cryptography import x509
 
 from cloudless.coordinator.api_models import (
@@ -39,7 +36,14 @@ from cloudless.coordinator.api_models import (
     TokenRequest,
     parse_request,
 )
-from cloudless.coordinator.hub import AgentHub, NotLeader
+from cloudless.coordinator.http_errors import (
+    MAX_BODY,
+    ApiError,
+    error_response,
+    errors,
+    json_response,
+)
+from cloudless.coordinator.hub import AgentHub
 from cloudless.coordinator.records import WorkloadRecord
 from cloudless.coordinator.state import ClusterState
 from cloudless.lib.bounded import load_json, show
@@ -57,7 +61,7 @@ from cloudless.security.errors import TokenNotFound
 from cloudless.security.identity import CertKind, SpiffeId
 from cloudless.security.revocation import RevocationList
 from cloudless.security.tokens import TokenManager, TokenUse
-from cloudless.store.errors import DecodeError, Fenced, StoreError
+from cloudless.store.errors import DecodeError
 from cloudless.store.table import Table
 from cloudless.store.tables.revocations import Revocation as StoredRevocation
 from cloudless.store.types import EventType, Listing
@@ -65,32 +69,10 @@ from cloudless.store.types import EventType, Listing
 log = logging.getLogger("cloudless.coordinator.http")
 security_log = logging.getLogger("cloudless.security")
 
-MAX_BODY = 1 << 20
-MAX_ERROR_CHARS = 4096  # of message and problems together
 MAX_TAIL = 100_000
 _PATH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
-_HTTP_CODES = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "too_large",
-    415: "unsupported_media_type",
-}
 IDENTITY = web.RequestKey("identity", SpiffeId)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class ApiError(CloudlessError):
-    def __init__(self, status: int, code: str, message: str, problems: list[str] | None = None):
-        super().__init__(message, code=code)
-        self.status = status
-        self.problems = problems or []
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    # Compact: ``indent`` makes the json module fall back from its C encoder to pure Python
-    # (measured: a 3,500-node listing spent more time in the encoder than anywhere else).
-    return web.json_response(data, status=status, dumps=json.dumps)
 
 
 class NodeListingCache:
@@ -193,7 +175,7 @@ class UserApi:
         self._columns: NodeColumns | None = None  # for _check_placeable
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors, self._auth], client_max_size=MAX_BODY)
+        app = web.Application(middlewares=[errors, self._auth], client_max_size=MAX_BODY)
         r = app.router
         r.add_get("/healthz", self.healthz)
         r.add_get("/v1/ca", self.get_ca)
@@ -224,35 +206,6 @@ class UserApi:
     # ---- middleware ------------------------------------------------------------------------
 
     @web.middleware
-    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except web.HTTPException as e:
-            if e.status < 400:
-                raise  # redirects
-            resp = _error(e.status, _HTTP_CODES.get(e.status, f"http_{e.status}"), _reason(e))
-            if "Allow" in e.headers:
-                resp.headers["Allow"] = e.headers["Allow"]
-            return resp
-        except ApiError as e:
-            return _error(e.status, e.code, e.message, e.problems)
-        except ValidationError as e:
-            return _error(400, "invalid", e.message, e.problems)
-        except NotFound as e:
-            return _error(404, "not_found", e.message)
-        except Conflict as e:
-            return _error(409, "conflict", e.message)
-        except (Fenced, NotLeader) as e:
-            return _error(503, "not_leader", f"{e}: retry, or ask the leader")
-        except StoreError as e:
-            return _error(503, "store_unavailable", f"the cluster store did not answer: {e}")
-        except CloudlessError as e:
-            return _error(400, e.code, e.message)
-        except Exception:
-            log.exception("API %s %s failed", request.method, request.path)
-            return _error(500, "internal", "the coordinator failed on this request; see its log")
-
-    @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in ("/healthz", "/v1/ca", "/openapi.json", "/v1/cluster/join"):
             return await handler(request)
@@ -265,23 +218,27 @@ class UserApi:
             msg = f"API {request.method} {request.path} from {request.remote} refused: "
             security_log.warning(msg + decision.reason)
             await self.hub.emit("security", msg + decision.reason)
-            return _error(401 if der is None else 403, decision.code, decision.reason)
+            return error_response(401 if der is None else 403, decision.code, decision.reason)
         assert decision.identity is not None
         request[IDENTITY] = decision.identity
         if request.method not in ("GET", "HEAD") and not self.is_leader():
             leader = self.leader_api()
             if not leader:
-                return _error(503, "no_leader", "no leader elected yet; retry in a few seconds")
+                return error_response(
+                    503, "no_leader", "no leader elected yet; retry in a few seconds"
+                )
             raise web.HTTPTemporaryRedirect(leader.rstrip("/") + str(request.rel_url))
         return await handler(request)
 
     # ---- misc ------------------------------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return _json({"ok": True, "is_leader": self.is_leader(), "leader": self.leader_api()})
+        return json_response(
+            {"ok": True, "is_leader": self.is_leader(), "leader": self.leader_api()}
+        )
 
     async def get_ca(self, request: web.Request) -> web.Response:
-        return _json(
+        return json_response(
             {
                 "ca_bundle_pem": self.ca.bundle_pem.decode(),
                 "ca_digest": self.ca.digest,
@@ -293,7 +250,7 @@ class UserApi:
     async def openapi(self, request: web.Request) -> web.Response:
         from cloudless.coordinator.openapi import spec
 
-        return _json(spec())
+        return json_response(spec())
 
     # ---- nodes -----------------------------------------------------------------------------
 
@@ -316,7 +273,7 @@ class UserApi:
             for r in (await self.state.replicas.list()).records
             if r.value.node_id == node.id
         ]
-        return _json({**node_view(node), "replicas": [replica_view(r) for r in replicas]})
+        return json_response({**node_view(node), "replicas": [replica_view(r) for r in replicas]})
 
     async def _set_node_state(self, node_id: str, target: NodeState, verb: str) -> web.Response:
         await self._node(node_id)
@@ -335,7 +292,7 @@ class UserApi:
             raise Conflict(f"cannot {verb} node {node_id}: {refusal[0]}")
         await self.hub.emit("node", f"node {node_id} {verb}ed by {self._who()}", node=node_id)
         assert rec is not None
-        return _json(node_view(rec.value))
+        return json_response(node_view(rec.value))
 
     def _who(self) -> str:
         return "user"
@@ -367,7 +324,7 @@ class UserApi:
         await self.hub.emit(
             "node", f"node {node_id} removed; its certificate is revoked", node=node_id
         )
-        return _json({"removed": node_id})
+        return json_response({"removed": node_id})
 
     # ---- workloads -------------------------------------------------------------------------
 
@@ -393,7 +350,7 @@ class UserApi:
             f"workload {spec.name} {what} (version {rec.value.version})",
             workload=spec.name,
         )
-        return _json(
+        return json_response(
             {"result": what, "workload": workload_view(rec.value)}, status=201 if created else 200
         )
 
@@ -422,7 +379,7 @@ class UserApi:
         by: dict[str, list[Replica]] = {}
         for r in reps.records:
             by.setdefault(r.value.workload, []).append(r.value)
-        return _json(
+        return json_response(
             {"workloads": [workload_view(r.value, by.get(r.name, [])) for r in wls.records]}
         )
 
@@ -440,7 +397,7 @@ class UserApi:
             for r in (await self.state.replicas.list()).records
             if r.value.workload == rec.name
         ]
-        return _json(workload_view(rec, reps))
+        return json_response(workload_view(rec, reps))
 
     async def scale(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -458,7 +415,7 @@ class UserApi:
         rec = await self.state.workloads.update(name, change, fence=self.hub.fence())
         assert rec is not None
         await self.hub.emit("workload", f"workload {name} scaled to {n}", workload=name)
-        return _json(workload_view(rec.value))
+        return json_response(workload_view(rec.value))
 
     async def delete_workload(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -469,7 +426,7 @@ class UserApi:
 
         await self.state.workloads.update(name, change, fence=self.hub.fence())
         await self.hub.emit("workload", f"workload {name} deleting", workload=name)
-        return _json({"deleted": name})
+        return json_response({"deleted": name})
 
     async def _explain(self, spec: WorkloadSpec, top: int) -> web.Response:
         snap = await self.state.snapshot()
@@ -478,7 +435,7 @@ class UserApi:
         specs[spec.name] = spec
         sched_snap = Snapshot.build(list(v.nodes.values()), list(v.replicas.values()), specs)
         ex = self.scheduler.explain(sched_snap, spec, top=top)
-        return _json(
+        return json_response(
             {
                 "workload": spec.name,
                 "summary": ex.rejections.message(),
@@ -502,7 +459,7 @@ class UserApi:
         node = request.query.get("node")
         reps = [r.value for r in (await self.state.replicas.list()).records]
         reps = [r for r in reps if (not wl or r.workload == wl) and (not node or r.node_id == node)]
-        return _json({"replicas": [replica_view(r) for r in reps]})
+        return json_response({"replicas": [replica_view(r) for r in reps]})
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
         rid = request.match_info["id"]
@@ -549,12 +506,14 @@ class UserApi:
             description=body.description,
         )
         await self.hub.emit("token", f"token {issued.record.token_id} created ({body.use.value})")
-        return _json({"token": issued.token, "record": issued.record.public_dict()}, status=201)
+        return json_response(
+            {"token": issued.token, "record": issued.record.public_dict()}, status=201
+        )
 
     async def list_tokens(self, request: web.Request) -> web.Response:
         recs = await self.tokens.list()
         now = self.clock.now()
-        return _json({"tokens": [{**r.public_dict(), "state": r.state(now)} for r in recs]})
+        return json_response({"tokens": [{**r.public_dict(), "state": r.state(now)} for r in recs]})
 
     async def revoke_token(self, request: web.Request) -> web.Response:
         token_id = request.match_info["id"]
@@ -564,7 +523,7 @@ class UserApi:
         except TokenNotFound as e:
             raise NotFound(e.message) from None
         await self.hub.emit("token", f"token {rec.token_id} revoked")
-        return _json({"record": rec.public_dict()})
+        return json_response({"record": rec.public_dict()})
 
     # ---- cluster ---------------------------------------------------------------------------
 
@@ -587,7 +546,7 @@ class UserApi:
             await self.hub.emit("security", f"coordinator join from {request.remote} refused: {e}")
             raise ApiError(403, e.code, e.message) from None
         await self.hub.emit("cluster", f"coordinator {name} joining")
-        return _json(
+        return json_response(
             {
                 "ca": ca_material(self.ca.directory),
                 "etcd_endpoints": [c.etcd_client for c in others if c.etcd_client],
@@ -601,7 +560,7 @@ class UserApi:
         from cloudless.coordinator.joining import known_coordinators
 
         cs = await known_coordinators(self.state.store)
-        return _json({"coordinators": [asdict(c) for c in cs], "leader": self.leader_api()})
+        return json_response({"coordinators": [asdict(c) for c in cs], "leader": self.leader_api()})
 
     # ---- events ----------------------------------------------------------------------------
 
@@ -653,74 +612,6 @@ def _check_id(value: str, path: str) -> None:
         raise ValidationError(
             f"{path}: {show(value)} is not a name or id (letters, digits, '.', '_', '-')"
         )
-
-
-def _reason(e: web.HTTPException) -> str:
-    if e.status == 413:
-        return f"the request body is larger than the limit of {MAX_BODY:,} bytes"
-    if e.status == 405:
-        return f"method not allowed here (allowed: {e.headers.get('Allow', 'none')})"
-    if e.status == 404:
-        return "no such route: see /openapi.json for the API's routes"
-    return e.reason
-
-
-def _capped(text: str, budget: int) -> str:
-    return text if len(text) <= budget else text[: max(0, budget)] + "... (cut)"
-
-
-def _error(status: int, code: str, message: str, problems: list[str] | None = None) -> web.Response:
-    """The documented error object, repeating at most ``MAX_ERROR_CHARS`` of the input."""
-    budget = MAX_ERROR_CHARS
-    shown: list[str] = []
-    for p in problems or []:
-        if budget <= 0:
-            shown.append(f"... and {len(problems or []) - len(shown)} more problems")
-            break
-        shown.append(_capped(p, min(budget, 512)))
-        budget -= len(shown[-1])
-    if shown:
-        message = "; ".join(shown)
-    body: dict[str, Any] = {"code": code, "message": _capped(message, MAX_ERROR_CHARS)}
-    if shown:
-        body["problems"] = shown
-    return _json({"error": body}, status=status)
-
-
-class _JsonErrorHandler(RequestHandler):
-    def handle_error(
-        self,
-        request: BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if status >= 500:
-            super().handle_error(request, status, exc, message)  # logs the traceback
-        elif request.writer.output_size > 0:
-            raise ConnectionError("an answer was already sent; cannot send the error")
-        else:  # a malformed request: the client's fault, one line in the log
-            log.info("bad HTTP request from %s: %s", request.remote, " ".join(str(message).split()))
-        code = _HTTP_CODES.get(status, "internal" if status == 500 else f"http_{status}")
-        text = "the coordinator failed on this request" if status == 500 else message
-        resp = _error(status, code, text or "the request is not valid HTTP")
-        resp.force_close()
-        return resp
-
-
-class _JsonErrorServer(web.Server):
-    def __call__(self) -> RequestHandler:
-        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
-
-
-class JsonErrorRunner(web.AppRunner):
-    """An ``AppRunner`` whose connections answer the errors aiohttp finds before any route
-    runs (a malformed request line, header or chunk) with the JSON error object too."""
-
-    async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        server.__class__ = _JsonErrorServer
-        return server
 
 
 def _peer_der(request: web.Request) -> bytes | None:

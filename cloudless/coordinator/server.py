@@ -24,7 +24,8 @@ from aiohttp import web
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.coordinator.agent_api import AgentApi
 from cloudless.coordinator.config import CoordinatorConfig
-from cloudless.coordinator.http_api import JsonErrorRunner, UserApi, server_ssl_context
+from cloudless.coordinator.http_api import UserApi, server_ssl_context
+from cloudless.coordinator.http_errors import JsonErrorRunner
 from cloudless.coordinator.hub import AgentHub
 from cloudless.coordinator.joining import (
     CoordinatorInfo,

@@ -33,7 +33,7 @@ from cloudless.coordinator.api_models import (
     WorkloadList,
     WorkloadView,
 )
-from cloudless.coordinator.http_api import MAX_ERROR_CHARS
+from cloudless.coordinator.http_errors import MAX_ERROR_CHARS
 
 from .threaded import Answer, Running, running_coordinator
 
