@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, TypeVar
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 from cloudless.lib.bounded import path_key, show
 from cloudless.lib.errors import ValidationError
@@ -189,31 +189,35 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-Quantity = StrictStr | StrictInt | float
+Scalar = StrictStr | StrictInt | StrictFloat
+Strings = list[Scalar] | StrictStr | None  # a lone string is a list of one
+Quantity = StrictStr | StrictInt | StrictFloat | None  # 500m, 2, 0.5; 512Mi, 1G; 100Mbps
 
 
 class WorkloadSpecDoc(BaseModel):
     """A workload spec as ``POST /v1/workloads`` takes it (YAML or JSON) and as answers carry
-    it (``spec``). The server's parser (``cloudless.model.workload_codec``) also takes the
-    shorthands documented in ``docs/`` (a lone string for a list, ``restart: never``)."""
+    it (``spec``). The server's parser (``cloudless.model.workload_codec``) is the validator:
+    this schema takes everything it takes (``test_openapi`` checks that property) and is
+    stricter only where it can say so simply; ``placement`` and ``restart`` are described in
+    ``docs/scheduler.md``."""
 
     model_config = _REQUEST
     name: StrictStr = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
     image: StrictStr = Field(
         min_length=1, max_length=512, description="OCI reference: [host[:port]/]path[:tag][@digest]"
     )
-    command: list[StrictStr] = Field(default_factory=list)
-    args: list[StrictStr] = Field(default_factory=list)
-    env: dict[StrictStr, StrictStr] = Field(default_factory=dict)
-    resources: dict[Literal["cpu", "memory", "disk", "bandwidth"], Quantity] = Field(
-        default_factory=dict
+    command: Strings = None
+    args: Strings = None
+    env: dict[StrictStr, Scalar] | None = None
+    resources: dict[Literal["cpu", "memory", "disk", "bandwidth"], Quantity] | None = None
+    replicas: Annotated[StrictInt, Field(ge=0, le=MAX_REPLICAS)] | None = 1
+    restart: dict[str, Any] | StrictStr | None = Field(
+        None, description="always | on-failure | never, or {policy, max_restarts, backoff, ...}"
     )
-    replicas: StrictInt = Field(1, ge=0, le=MAX_REPLICAS)
-    restart: dict[str, Any] | Literal["always", "on-failure", "never"] = "always"
-    placement: dict[str, Any] = Field(default_factory=dict)
-    labels: dict[StrictStr, StrictStr] = Field(default_factory=dict)
-    ports: list[Annotated[StrictInt, Field(ge=1, le=65535)]] = Field(default_factory=list)
-    stop_timeout: float = Field(10.0, ge=0, le=3600)
+    placement: dict[str, Any] | None = None
+    labels: dict[StrictStr, Scalar] | None = None
+    ports: list[Annotated[StrictInt, Field(ge=1, le=65535)]] | None = None
+    stop_timeout: Annotated[StrictInt | StrictFloat, Field(ge=0, le=3600)] | None = 10.0
 
 
 class WorkloadView(BaseModel):

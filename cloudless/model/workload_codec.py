@@ -421,6 +421,9 @@ def parse_workload_data(data: Any, path: str = "spec", *, stored: bool = False) 
             p.rule(f"{path}.image", why)
     ports = []
     for i, port in enumerate(_list(d.get("ports"), f"{path}.ports", p)):
+        if port is None:
+            p.add(f"{path}.ports[{i}]", "is empty: a port is a number in [1, 65535]")
+            continue
         ports.append(_int(port, f"{path}.ports[{i}]", p, 1, 65535, 0))
     spec = WorkloadSpec(
         name=name,

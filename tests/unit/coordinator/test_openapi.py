@@ -3,13 +3,17 @@ that validate requests; every ``$ref`` resolves; the spec schema takes what answ
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cloudless.coordinator.api_models import ScaleRequest, TokenRequest, WorkloadSpecDoc
 from cloudless.coordinator.http_api import UserApi
 from cloudless.coordinator.openapi import spec
+from cloudless.lib.errors import ValidationError
 from cloudless.model.workload import parse_workload
 from cloudless.model.workload_codec import workload_to_dict
 
@@ -94,6 +98,50 @@ def test_spec_schema_takes_the_canonical_form() -> None:
     assert WorkloadSpecDoc.model_validate(canonical).name == "hello"
 
 
+VALUES = st.none() | st.booleans() | st.integers(-5, 70_000) | st.floats(-1, 5000)
+TEXTS = st.sampled_from(["", "x", "sh", "500m", "1Gi", "100Mbps", "always", "never", "a b"])
+SCALARS = VALUES | TEXTS
+FIELD_VALUES = {
+    "command": SCALARS | st.lists(SCALARS, max_size=3),
+    "args": SCALARS | st.lists(SCALARS, max_size=3),
+    "env": SCALARS | st.dictionaries(st.sampled_from(["A", "B=C", "a b"]), SCALARS, max_size=2),
+    "labels": SCALARS | st.dictionaries(st.sampled_from(["tier", "a b"]), SCALARS, max_size=2),
+    "resources": SCALARS
+    | st.dictionaries(st.sampled_from(["cpu", "memory", "disk", "gpu"]), SCALARS, max_size=3),
+    "replicas": SCALARS,
+    "restart": SCALARS | st.fixed_dictionaries({"policy": SCALARS}),
+    "placement": SCALARS | st.fixed_dictionaries({"max_per_node": SCALARS}),
+    "ports": SCALARS | st.lists(SCALARS, max_size=2),
+    "stop_timeout": SCALARS,
+}
+DOCS = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["web", "a-1", "Web", ""]),
+        "image": st.sampled_from(["busybox", "127.0.0.1:5000/x:1", "Busybox", ""]),
+    },
+    optional=FIELD_VALUES,
+)
+
+
+@cache
+def validator(name: str) -> Any:
+    from jsonschema import Draft202012Validator
+
+    schemas = spec()["components"]["schemas"]
+    return Draft202012Validator({**schemas[name], "components": {"schemas": schemas}})
+
+
+@settings(max_examples=200, deadline=None)
+@given(DOCS)
+def test_the_spec_schema_takes_every_spec_the_server_takes(doc: dict[str, Any]) -> None:
+    try:
+        parse_workload(doc)
+    except ValidationError:
+        return
+    WorkloadSpecDoc.model_validate(doc)
+    assert not list(validator("WorkloadSpecDoc").iter_errors(doc)), doc
+
+
 @pytest.mark.parametrize(
     ("model", "doc"),
     [
@@ -104,9 +152,4 @@ def test_spec_schema_takes_the_canonical_form() -> None:
     ],
 )
 def test_the_published_schema_refuses_what_the_server_refuses(model: type, doc: Any) -> None:
-    from jsonschema import Draft202012Validator
-
-    schemas = spec()["components"]["schemas"]
-    schema = {**schemas[model.__name__], "components": {"schemas": schemas}}
-    errors = list(Draft202012Validator(schema).iter_errors(doc))
-    assert errors, doc
+    assert list(validator(model.__name__).iter_errors(doc)), doc

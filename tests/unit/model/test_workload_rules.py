@@ -57,6 +57,7 @@ def test_stored_record_with_an_old_shape_decodes() -> None:
         ({"stop_timeout": float("nan")}, "spec.stop_timeout: nan is out of range"),
         ({"placement": {"needs_public": "no"}}, "spec.placement.needs_public: 'no' is not true"),
         ({"name": "n" * 100_000}, "spec.name: 'nnnn"),
+        ({"ports": [None]}, "spec.ports[0]: is empty"),  # was taken as port 0
     ],
 )
 def test_numbers_and_names_refused_even_when_stored(extra: dict[str, Any], problem: str) -> None:
