@@ -24,7 +24,7 @@ from collections.abc import MutableSequence
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.lib.bounded import show
-from cloudless.model.labels import labels_problems, text_problem
+from cloudless.model.labels import MAX_TEXT, labels_problems, text_problem
 from cloudless.model.resources import MAX_BPS, MAX_BYTES, MAX_CPU_MILLIS
 
 MAX_REASON = 1024
@@ -77,7 +77,15 @@ def enrollment_problems(node_name: str, facts: pb.NodeFacts) -> list[str]:
 
 
 def heartbeat_problems(hb: pb.Heartbeat) -> list[str]:
-    return resources_problems(hb.usage, "heartbeat.usage")
+    u = hb.usage
+    if (
+        0 <= u.cpu_millis <= MAX_CPU_MILLIS
+        and 0 <= u.memory_bytes <= MAX_BYTES
+        and 0 <= u.disk_bytes <= MAX_BYTES
+        and 0 <= u.bandwidth_bps <= MAX_BPS
+    ):
+        return []  # every heartbeat: checked inline, without building a list per field
+    return resources_problems(u, "heartbeat.usage")
 
 
 def _clean_text(text: str) -> str:
@@ -88,8 +96,25 @@ def _clean_text(text: str) -> str:
     return "".join(c if c.isprintable() or c in "\n\t" else " " for c in text)
 
 
+def _fine(st: pb.ReplicaStatus) -> bool:
+    """The common case, checked cheaply: nothing to clean or drop."""
+    reason, endpoint, rid = st.reason, st.endpoint, st.replica_id
+    return (
+        len(reason) <= MAX_REASON
+        and len(endpoint) <= MAX_TEXT
+        and len(rid) <= MAX_TEXT
+        and reason.isprintable()
+        and endpoint.isprintable()
+        and rid.isprintable()
+        and st.restarts >= 0
+        and 0 <= st.started_at < math.inf
+    )
+
+
 def clean_statuses(statuses: MutableSequence[pb.ReplicaStatus]) -> list[str]:
     """Clean ``statuses`` in place (see the module docstring); what was dropped, and why."""
+    if all(_fine(st) for st in statuses):
+        return []
     dropped = []
     i = 0
     while i < len(statuses):
