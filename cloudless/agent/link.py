@@ -66,7 +66,7 @@ def assignments_from_pb(msg: pb.Assignments) -> list[Assigned]:
     out = []
     for a in msg.replicas:
         try:
-            spec = parse_workload(json.loads(a.spec_json))
+            spec = parse_workload(json.loads(a.spec_json), stored=True)
         except (ValueError, ValidationError) as e:
             log.error("ignoring assignment %s with a bad spec: %s", a.replica_id, e)
             continue

@@ -4,7 +4,9 @@ One ``grpc.aio`` server serves both services on the agent port; every ``AgentCon
 checks the peer certificate itself through the ``Authorizer`` (a call with no certificate,
 a foreign CA, an expired or revoked certificate, or a node speaking for another node's id is
 refused with ``UNAUTHENTICATED``/``PERMISSION_DENIED`` and a reason). Followers answer
-``Connect`` with a redirect to the leader.
+``Connect`` with a redirect to the leader. What an agent reports is checked by
+``agent_input`` (bad facts: ``INVALID_ARGUMENT`` naming each field), and a log chunk is taken
+only from the node its request was sent to.
 """
 
 from __future__ import annotations
@@ -12,11 +14,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
+from cloudless.coordinator.agent_input import (
+    clean_goodbye,
+    clean_statuses,
+    enrollment_problems,
+    heartbeat_problems,
+)
 from cloudless.coordinator.convert import resources_from_pb
 from cloudless.coordinator.enrollment import Enroller
 from cloudless.coordinator.hub import AgentHub, NotLeader
@@ -36,6 +45,16 @@ security_log = logging.getLogger("cloudless.security")
 
 # Put in a session's outbox when the agent's side of the stream has ended.
 _READER_DONE = pb.CoordinatorMessage()
+MAX_DETAILS = 2048  # of a refusal's gRPC details
+
+
+class BadAgentInput(ValueError):
+    """An agent's message failed ``agent_input``'s checks: the stream ends INVALID_ARGUMENT."""
+
+
+def _details(problems: list[str]) -> str:
+    text = "; ".join(problems)
+    return text if len(text) <= MAX_DETAILS else text[:MAX_DETAILS] + "... (cut)"
 
 
 def peer_certificate(context: grpc.aio.ServicerContext) -> bytes | None:
@@ -90,6 +109,10 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
         same CSR, and a retry after a landed write gets its certificate)."""
         peer = context.peer()
         facts = request.facts
+        problems = enrollment_problems(request.node_name, facts)
+        if problems:
+            await self._refused(f"enrollment from {peer} refused: {_details(problems)}")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _details(problems))
 
         def node_for(node_id: str, claims: TokenClaims) -> Node:
             labels = dict(facts.labels)
@@ -239,6 +262,8 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
                     exc = None if reader.cancelled() else reader.exception()
                     if isinstance(exc, PermissionError):
                         await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+                    if isinstance(exc, BadAgentInput):
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
                     if exc is not None:
                         log.info("stream from %s ended: %s", node_id, exc)
                     return
@@ -251,6 +276,11 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             elif not reader.cancelled():
                 reader.exception()  # retrieved: the stream's end was already handled
             self.hub.close_session(session)
+
+    @staticmethod
+    def _clean(node_id: str, statuses: Any) -> None:
+        for why in clean_statuses(statuses):
+            log.warning("node %s: %s; status dropped", node_id, why)
 
     async def _read(
         self, node_id: str, session: object, it: AsyncIterator[pb.AgentMessage]
@@ -266,8 +296,14 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
                         f"node {node_id} claimed to be {msg.hello.node_id} in its hello; refused"
                     )
                     raise PermissionError(f"{node_id} may not speak as {msg.hello.node_id}")
+                self._clean(node_id, msg.hello.replicas)
                 await self.hub.on_hello(session, msg.hello)
             elif kind == "heartbeat":
+                problems = heartbeat_problems(msg.heartbeat)
+                if problems:
+                    await self._refused(f"node {node_id}: heartbeat refused: {_details(problems)}")
+                    raise BadAgentInput(_details(problems))
+                self._clean(node_id, msg.heartbeat.replicas)
 
                 def send(ack: pb.HeartbeatAck) -> None:
                     ack.coordinators.extend(self.agent_endpoints())
@@ -275,6 +311,10 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
 
                 await self.hub.on_heartbeat(session, msg.heartbeat, send)
             elif kind == "log":
-                self.hub.on_log(msg.log)
+                if not self.hub.on_log(node_id, msg.log):
+                    await self._refused(
+                        f"node {node_id} sent a log chunk for a request it was not sent; dropped"
+                    )
             elif kind == "goodbye":
+                clean_goodbye(msg.goodbye)
                 await self.hub.on_goodbye(session, msg.goodbye)

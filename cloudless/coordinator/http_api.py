@@ -3,7 +3,13 @@
 Every coordinator serves it. Reads are answered locally from the store; every mutating call
 on a follower is answered ``307 Temporary Redirect`` to the same path on the leader. Errors
 are JSON ``{"error": {"code", "message", "problems"?}}`` with a status that fits: 400 invalid
-input, 401 no or bad certificate, 403 not allowed, 404 unknown, 409 conflict, 503 no leader.
+input, 401 no or bad certificate, 403 not allowed, 404 unknown, 405 wrong method, 409
+conflict, 413 body too large, 503 no leader; ``problems`` lists ``<field path>: <reason>``.
+Every error, the framework's own included, has that shape (``http_errors``).
+
+Bodies are parsed by ``cloudless.lib.bounded`` (depth, size, alias expansion and number
+bounds) before anything walks them, on unauthenticated routes too; JSON bodies are then
+validated by the request models of ``api_models``, which ``openapi.py`` publishes.
 
 ``/v1/ca`` and ``/healthz`` need no certificate: a joining node fetches the CA bundle there
 and checks it against the digest in its token before it trusts anything.
@@ -11,8 +17,10 @@ and checks it against the digest in its token before it trusts anything.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import re
 import secrets
 import ssl
 from collections.abc import Awaitable, Callable
@@ -22,23 +30,38 @@ from typing import Any
 from aiohttp import web
 from cryptography import x509
 
-from cloudless.coordinator.hub import AgentHub, NotLeader
+from cloudless.coordinator.api_models import (
+    JoinRequest,
+    ScaleRequest,
+    TokenRequest,
+    parse_request,
+)
+from cloudless.coordinator.http_errors import (
+    MAX_BODY,
+    ApiError,
+    error_response,
+    errors,
+    json_response,
+)
+from cloudless.coordinator.hub import AgentHub
 from cloudless.coordinator.records import WorkloadRecord
 from cloudless.coordinator.state import ClusterState
+from cloudless.lib.bounded import load_json, show
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError, Conflict, NotFound, ValidationError
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica
 from cloudless.model.workload import WorkloadSpec
-from cloudless.model.workload_codec import load_document, parse_workload_data, workload_to_dict
+from cloudless.model.workload_codec import parse_workload_data, workload_to_dict
 from cloudless.scheduler.scheduler import Scheduler
 from cloudless.scheduler.snapshot import NodeColumns, Snapshot
 from cloudless.security.authz import Authorizer
 from cloudless.security.ca import CertificateAuthority
+from cloudless.security.errors import TokenNotFound
 from cloudless.security.identity import CertKind, SpiffeId
 from cloudless.security.revocation import RevocationList
 from cloudless.security.tokens import TokenManager, TokenUse
-from cloudless.store.errors import DecodeError, Fenced, StoreError
+from cloudless.store.errors import DecodeError
 from cloudless.store.table import Table
 from cloudless.store.tables.revocations import Revocation as StoredRevocation
 from cloudless.store.types import EventType, Listing
@@ -46,22 +69,10 @@ from cloudless.store.types import EventType, Listing
 log = logging.getLogger("cloudless.coordinator.http")
 security_log = logging.getLogger("cloudless.security")
 
-MAX_BODY = 1 << 20
+MAX_TAIL = 100_000
+_PATH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 IDENTITY = web.RequestKey("identity", SpiffeId)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class ApiError(CloudlessError):
-    def __init__(self, status: int, code: str, message: str, problems: list[str] | None = None):
-        super().__init__(message, code=code)
-        self.status = status
-        self.problems = problems or []
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    # Compact: ``indent`` makes the json module fall back from its C encoder to pure Python
-    # (measured: a 3,500-node listing spent more time in the encoder than anywhere else).
-    return web.json_response(data, status=status, dumps=json.dumps)
 
 
 class NodeListingCache:
@@ -164,7 +175,7 @@ class UserApi:
         self._columns: NodeColumns | None = None  # for _check_placeable
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors, self._auth], client_max_size=MAX_BODY)
+        app = web.Application(middlewares=[errors, self._auth], client_max_size=MAX_BODY)
         r = app.router
         r.add_get("/healthz", self.healthz)
         r.add_get("/v1/ca", self.get_ca)
@@ -195,27 +206,6 @@ class UserApi:
     # ---- middleware ------------------------------------------------------------------------
 
     @web.middleware
-    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except web.HTTPException:
-            raise
-        except ApiError as e:
-            return _error(e.status, e.code, e.message, e.problems)
-        except ValidationError as e:
-            return _error(400, "invalid", e.message, e.problems)
-        except NotFound as e:
-            return _error(404, "not_found", e.message)
-        except Conflict as e:
-            return _error(409, "conflict", e.message)
-        except (Fenced, NotLeader) as e:
-            return _error(503, "not_leader", f"{e}: retry, or ask the leader")
-        except StoreError as e:
-            return _error(503, "store_unavailable", f"the cluster store did not answer: {e}")
-        except CloudlessError as e:
-            return _error(400, e.code, e.message)
-
-    @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in ("/healthz", "/v1/ca", "/openapi.json", "/v1/cluster/join"):
             return await handler(request)
@@ -228,23 +218,27 @@ class UserApi:
             msg = f"API {request.method} {request.path} from {request.remote} refused: "
             security_log.warning(msg + decision.reason)
             await self.hub.emit("security", msg + decision.reason)
-            return _error(401 if der is None else 403, decision.code, decision.reason)
+            return error_response(401 if der is None else 403, decision.code, decision.reason)
         assert decision.identity is not None
         request[IDENTITY] = decision.identity
         if request.method not in ("GET", "HEAD") and not self.is_leader():
             leader = self.leader_api()
             if not leader:
-                return _error(503, "no_leader", "no leader elected yet; retry in a few seconds")
+                return error_response(
+                    503, "no_leader", "no leader elected yet; retry in a few seconds"
+                )
             raise web.HTTPTemporaryRedirect(leader.rstrip("/") + str(request.rel_url))
         return await handler(request)
 
     # ---- misc ------------------------------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return _json({"ok": True, "is_leader": self.is_leader(), "leader": self.leader_api()})
+        return json_response(
+            {"ok": True, "is_leader": self.is_leader(), "leader": self.leader_api()}
+        )
 
     async def get_ca(self, request: web.Request) -> web.Response:
-        return _json(
+        return json_response(
             {
                 "ca_bundle_pem": self.ca.bundle_pem.decode(),
                 "ca_digest": self.ca.digest,
@@ -256,7 +250,7 @@ class UserApi:
     async def openapi(self, request: web.Request) -> web.Response:
         from cloudless.coordinator.openapi import spec
 
-        return _json(spec())
+        return json_response(spec())
 
     # ---- nodes -----------------------------------------------------------------------------
 
@@ -266,6 +260,7 @@ class UserApi:
         return web.Response(body=body, content_type="application/json")
 
     async def _node(self, node_id: str) -> Node:
+        _check_id(node_id, "path.id")
         rec = await self.state.nodes.get(node_id)
         if rec is None:
             raise NotFound(f"node {node_id!r} not found: list nodes with `cloudless get nodes`")
@@ -278,7 +273,7 @@ class UserApi:
             for r in (await self.state.replicas.list()).records
             if r.value.node_id == node.id
         ]
-        return _json({**node_view(node), "replicas": [replica_view(r) for r in replicas]})
+        return json_response({**node_view(node), "replicas": [replica_view(r) for r in replicas]})
 
     async def _set_node_state(self, node_id: str, target: NodeState, verb: str) -> web.Response:
         await self._node(node_id)
@@ -297,7 +292,7 @@ class UserApi:
             raise Conflict(f"cannot {verb} node {node_id}: {refusal[0]}")
         await self.hub.emit("node", f"node {node_id} {verb}ed by {self._who()}", node=node_id)
         assert rec is not None
-        return _json(node_view(rec.value))
+        return json_response(node_view(rec.value))
 
     def _who(self) -> str:
         return "user"
@@ -329,13 +324,12 @@ class UserApi:
         await self.hub.emit(
             "node", f"node {node_id} removed; its certificate is revoked", node=node_id
         )
-        return _json({"removed": node_id})
+        return json_response({"removed": node_id})
 
     # ---- workloads -------------------------------------------------------------------------
 
     async def apply(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        spec = parse_workload_data(load_document(body))
+        spec = await _spec(await request.read())
         await self._check_placeable(spec)
         now = self.clock.now()
         created: list[bool] = []
@@ -356,7 +350,7 @@ class UserApi:
             f"workload {spec.name} {what} (version {rec.value.version})",
             workload=spec.name,
         )
-        return _json(
+        return json_response(
             {"result": what, "workload": workload_view(rec.value)}, status=201 if created else 200
         )
 
@@ -385,11 +379,12 @@ class UserApi:
         by: dict[str, list[Replica]] = {}
         for r in reps.records:
             by.setdefault(r.value.workload, []).append(r.value)
-        return _json(
+        return json_response(
             {"workloads": [workload_view(r.value, by.get(r.name, [])) for r in wls.records]}
         )
 
     async def _workload(self, name: str) -> WorkloadRecord:
+        _check_id(name, "path.name")
         rec = await self.state.workloads.get(name)
         if rec is None:
             raise NotFound(f"workload {name!r} not found: list them with `cloudless get workloads`")
@@ -402,17 +397,11 @@ class UserApi:
             for r in (await self.state.replicas.list()).records
             if r.value.workload == rec.name
         ]
-        return _json(workload_view(rec, reps))
+        return json_response(workload_view(rec, reps))
 
     async def scale(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        try:
-            body = await request.json()
-            n = body["replicas"]
-        except (ValueError, KeyError, TypeError):
-            raise ValidationError('body: expected {"replicas": <n>}') from None
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 10_000:
-            raise ValidationError(f"replicas: {n!r} must be a whole number in [0, 10000]")
+        n = parse_request(ScaleRequest, load_json(await request.read())).replicas
         await self._workload(name)
         now = self.clock.now()
 
@@ -426,7 +415,7 @@ class UserApi:
         rec = await self.state.workloads.update(name, change, fence=self.hub.fence())
         assert rec is not None
         await self.hub.emit("workload", f"workload {name} scaled to {n}", workload=name)
-        return _json(workload_view(rec.value))
+        return json_response(workload_view(rec.value))
 
     async def delete_workload(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -437,7 +426,7 @@ class UserApi:
 
         await self.state.workloads.update(name, change, fence=self.hub.fence())
         await self.hub.emit("workload", f"workload {name} deleting", workload=name)
-        return _json({"deleted": name})
+        return json_response({"deleted": name})
 
     async def _explain(self, spec: WorkloadSpec, top: int) -> web.Response:
         snap = await self.state.snapshot()
@@ -446,7 +435,7 @@ class UserApi:
         specs[spec.name] = spec
         sched_snap = Snapshot.build(list(v.nodes.values()), list(v.replicas.values()), specs)
         ex = self.scheduler.explain(sched_snap, spec, top=top)
-        return _json(
+        return json_response(
             {
                 "workload": spec.name,
                 "summary": ex.rejections.message(),
@@ -462,7 +451,7 @@ class UserApi:
         return await self._explain(rec.spec, _int_q(request, "top", 10))
 
     async def explain_spec(self, request: web.Request) -> web.Response:
-        spec = parse_workload_data(load_document(await request.read()))
+        spec = await _spec(await request.read())
         return await self._explain(spec, _int_q(request, "top", 10))
 
     async def list_replicas(self, request: web.Request) -> web.Response:
@@ -470,10 +459,11 @@ class UserApi:
         node = request.query.get("node")
         reps = [r.value for r in (await self.state.replicas.list()).records]
         reps = [r for r in reps if (not wl or r.workload == wl) and (not node or r.node_id == node)]
-        return _json({"replicas": [replica_view(r) for r in reps]})
+        return json_response({"replicas": [replica_view(r) for r in reps]})
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
         rid = request.match_info["id"]
+        _check_id(rid, "path.id")
         if not self.is_leader():
             leader = self.leader_api()
             if not leader:
@@ -507,45 +497,33 @@ class UserApi:
     # ---- tokens ----------------------------------------------------------------------------
 
     async def create_token(self, request: web.Request) -> web.Response:
-        try:
-            body = await request.json() if request.can_read_body else {}
-        except ValueError:
-            raise ValidationError("body: not JSON") from None
-        if not isinstance(body, dict):
-            raise ValidationError("body: expected a JSON object")
-        use_raw = body.get("use", TokenUse.NODE_ENROLLMENT.value)
-        try:
-            use = TokenUse(use_raw)
-        except ValueError:
-            uses = ", ".join(u.value for u in TokenUse)
-            raise ValidationError(f"use: {use_raw!r} is not one of {uses}") from None
-        ttl = body.get("ttl_seconds", 24 * 3600)
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
-            raise ValidationError(f"ttl_seconds: {ttl!r} must be a positive number")
-        labels = body.get("labels", {})
-        if not isinstance(labels, dict):
-            raise ValidationError("labels: expected an object of strings")
-        try:
-            issued = await self.tokens.create(
-                use,
-                ttl_seconds=float(ttl),
-                labels={str(k): str(v) for k, v in labels.items()},
-                description=str(body.get("description", "")),
-            )
-        except ValueError as e:
-            raise ValidationError(str(e)) from None
-        await self.hub.emit("token", f"token {issued.record.token_id} created ({use.value})")
-        return _json({"token": issued.token, "record": issued.record.to_dict()}, status=201)
+        raw = await request.read()
+        body = parse_request(TokenRequest, load_json(raw) if raw.strip() else {})
+        issued = await self.tokens.create(
+            body.use,
+            ttl_seconds=body.ttl_seconds,
+            labels=body.labels,
+            description=body.description,
+        )
+        await self.hub.emit("token", f"token {issued.record.token_id} created ({body.use.value})")
+        return json_response(
+            {"token": issued.token, "record": issued.record.public_dict()}, status=201
+        )
 
     async def list_tokens(self, request: web.Request) -> web.Response:
         recs = await self.tokens.list()
         now = self.clock.now()
-        return _json({"tokens": [{**r.to_dict(), "state": r.state(now)} for r in recs]})
+        return json_response({"tokens": [{**r.public_dict(), "state": r.state(now)} for r in recs]})
 
     async def revoke_token(self, request: web.Request) -> web.Response:
-        rec = await self.tokens.revoke(request.match_info["id"])
+        token_id = request.match_info["id"]
+        _check_id(token_id, "path.id")
+        try:
+            rec = await self.tokens.revoke(token_id)
+        except TokenNotFound as e:
+            raise NotFound(e.message) from None
         await self.hub.emit("token", f"token {rec.token_id} revoked")
-        return _json({"record": rec.to_dict()})
+        return json_response({"record": rec.public_dict()})
 
     # ---- cluster ---------------------------------------------------------------------------
 
@@ -553,16 +531,10 @@ class UserApi:
         """A new coordinator spends a coordinator-join token and receives the CA material and
         the etcd endpoints (K3s-style bootstrap data). Any coordinator can answer: the token
         is spent atomically in the replicated store."""
-        try:
-            body = await request.json()
-            token, name = str(body["token"]), str(body["name"])
-        except (ValueError, KeyError, TypeError):
-            raise ValidationError('body: expected {"token": ..., "name": ...}') from None
+        body = parse_request(JoinRequest, load_json(await request.read()))
+        token, name = body.token, body.name
         from cloudless.coordinator.joining import ca_material, known_coordinators
-        from cloudless.lib.ids import is_valid_id
 
-        if not is_valid_id(name):
-            raise ValidationError(f"name: {name!r} must be a DNS label (a-z, 0-9, '-')")
         try:
             claims = await self.tokens.verify(token, TokenUse.COORDINATOR_JOIN)
             others = await known_coordinators(self.state.store)
@@ -574,7 +546,7 @@ class UserApi:
             await self.hub.emit("security", f"coordinator join from {request.remote} refused: {e}")
             raise ApiError(403, e.code, e.message) from None
         await self.hub.emit("cluster", f"coordinator {name} joining")
-        return _json(
+        return json_response(
             {
                 "ca": ca_material(self.ca.directory),
                 "etcd_endpoints": [c.etcd_client for c in others if c.etcd_client],
@@ -588,7 +560,7 @@ class UserApi:
         from cloudless.coordinator.joining import known_coordinators
 
         cs = await known_coordinators(self.state.store)
-        return _json({"coordinators": [asdict(c) for c in cs], "leader": self.leader_api()})
+        return json_response({"coordinators": [asdict(c) for c in cs], "leader": self.leader_api()})
 
     # ---- events ----------------------------------------------------------------------------
 
@@ -611,24 +583,35 @@ class UserApi:
         return resp
 
 
-def _int_q(request: web.Request, name: str, default: int) -> int:
+THREAD_BODY = 64 * 1024
+
+
+async def _spec(body: bytes) -> WorkloadSpec:
+    """A spec body parsed (and validated); one larger than ``THREAD_BODY`` in a worker
+    thread, so that its parse never holds up the agents' streams on this loop."""
+    if len(body) > THREAD_BODY:
+        return await asyncio.to_thread(parse_workload_data, body)
+    return parse_workload_data(body)
+
+
+def _int_q(request: web.Request, name: str, default: int, hi: int = MAX_TAIL) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
-    try:
-        v = int(raw)
-    except ValueError:
-        raise ValidationError(f"query {name}: {raw!r} is not a whole number") from None
-    if v < 0:
-        raise ValidationError(f"query {name}: {v} is negative")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 12):
+        raise ValidationError(f"query.{name}: {show(raw)} is not a whole number")
+    v = int(raw)
+    if v > hi:
+        raise ValidationError(f"query.{name}: {v} is out of range [0, {hi}]")
     return v
 
 
-def _error(status: int, code: str, message: str, problems: list[str] | None = None) -> web.Response:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if problems:
-        body["problems"] = problems
-    return _json({"error": body}, status=status)
+def _check_id(value: str, path: str) -> None:
+    """A name or id in a URL path: refused with the path before it reaches a store key."""
+    if not _PATH_ID.match(value):
+        raise ValidationError(
+            f"{path}: {show(value)} is not a name or id (letters, digits, '.', '_', '-')"
+        )
 
 
 def _peer_der(request: web.Request) -> bytes | None:

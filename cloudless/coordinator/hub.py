@@ -141,7 +141,8 @@ class AgentHub:
         self._dirty_event = asyncio.Event()
         self._fence: Fence | None = None
         self._ready = asyncio.Event()
-        self._log_waiters: dict[str, asyncio.Queue[pb.LogChunk]] = {}
+        # request id -> (the node it was sent to, where its chunks go)
+        self._log_waiters: dict[str, tuple[str, asyncio.Queue[pb.LogChunk]]] = {}
         self._sec_window = -1
         self._sec_count = 0
         self.reliability = ReliabilityTracker()
@@ -621,7 +622,7 @@ class AgentHub:
         if s is None:
             raise ConnectionError(f"node {r.node_id} holding {replica_id} is not connected")
         q: asyncio.Queue[pb.LogChunk] = asyncio.Queue()
-        self._log_waiters[request_id] = q
+        self._log_waiters[request_id] = (r.node_id, q)
         s.outbox.put_nowait(
             pb.CoordinatorMessage(
                 logs=pb.LogRequest(
@@ -638,10 +639,17 @@ class AgentHub:
                     pb.CoordinatorMessage(logs=pb.LogRequest(request_id=request_id, cancel=True))
                 )
 
-    def on_log(self, chunk: pb.LogChunk) -> None:
-        q = self._log_waiters.get(chunk.request_id)
-        if q is not None:
-            q.put_nowait(chunk)
+    def on_log(self, node_id: str, chunk: pb.LogChunk) -> bool:
+        """Hand ``chunk`` to its request's reader if ``node_id`` is the node the request was
+        sent to; False (dropped) for a chunk from any other node. A chunk for a request that
+        has ended is dropped quietly (True): the node had not seen the cancel yet."""
+        waiter = self._log_waiters.get(chunk.request_id)
+        if waiter is None:
+            return True
+        if waiter[0] != node_id:
+            return False
+        waiter[1].put_nowait(chunk)
+        return True
 
     # ---- events ----------------------------------------------------------------------------
 

@@ -1,133 +1,215 @@
-"""The OpenAPI 3.1 description of the user API, served at ``/openapi.json``."""
+"""The OpenAPI 3.1 description of the user API, served at ``/openapi.json``.
+
+Request and response schemas are generated from the pydantic models in ``api_models`` (the
+request models are the ones the handlers validate with); ``ROUTES`` lists every route the
+API serves, which ``tests/unit/coordinator/test_openapi.py`` checks against the router.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
-_ERR = {"$ref": "#/components/responses/Error"}
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from cloudless.coordinator import api_models as m
+
+_REF = "#/components/schemas/{model}"
+YAML = "application/yaml"
+JSON = "application/json"
 
 
-def _op(
-    summary: str,
-    *,
-    body: str | None = None,
-    ok: str = "200",
-    stream: bool = False,
-    params: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    summary: str
+    ok: type[BaseModel] | str  # a model, or a media type for streams
+    body: type[BaseModel] | None = None
+    body_type: str = JSON
+    status: int = 200
+    query: tuple[tuple[str, str, str], ...] = ()  # (name, type, description)
+    public: bool = False  # no client certificate needed
+    errors: tuple[int, ...] = field(default=(400, 401, 403, 404, 405, 413, 503))
+
+
+_TOP = (("top", "integer", "how many best nodes to show (0-100000)"),)
+_TAIL = ("tail", "integer", "how many of the latest to send first (0-100000)")
+_FOLLOW = ("follow", "boolean", "keep the stream open and send new ones (1, true, yes)")
+
+ROUTES: tuple[Route, ...] = (
+    Route("get", "/healthz", "Liveness and leadership", m.Health, public=True),
+    Route("get", "/v1/ca", "CA bundle and agent endpoints", m.CaInfo, public=True),
+    Route("get", "/openapi.json", "This document", "application/json", public=True),
+    Route("get", "/v1/nodes", "List nodes", m.NodeList),
+    Route("get", "/v1/nodes/{id}", "Get a node with its replicas", m.NodeDetail),
+    Route("delete", "/v1/nodes/{id}", "Remove a node and revoke its certificate", m.NodeRemoved),
+    Route("post", "/v1/nodes/{id}/cordon", "Cordon: no new replicas", m.NodeView),
+    Route("post", "/v1/nodes/{id}/uncordon", "Uncordon", m.NodeView),
+    Route("post", "/v1/nodes/{id}/drain", "Drain: move its replicas away", m.NodeView),
+    Route("get", "/v1/workloads", "List workloads", m.WorkloadList),
+    Route(
+        "post",
+        "/v1/workloads",
+        "Apply a workload spec (YAML or JSON); 201 when created, 200 when changed",
+        m.Applied,
+        body=m.WorkloadSpecDoc,
+        body_type=YAML,
+        status=201,
+    ),
+    Route("get", "/v1/workloads/{name}", "Get a workload with its replicas", m.WorkloadView),
+    Route("delete", "/v1/workloads/{name}", "Delete a workload", m.WorkloadDeleted),
+    Route(
+        "post",
+        "/v1/workloads/{name}/scale",
+        "Scale a workload",
+        m.WorkloadView,
+        body=m.ScaleRequest,
+    ),
+    Route("get", "/v1/workloads/{name}/explain", "Explain placement", m.Explanation, query=_TOP),
+    Route(
+        "post",
+        "/v1/explain",
+        "Explain placement of a spec without applying it",
+        m.Explanation,
+        body=m.WorkloadSpecDoc,
+        body_type=YAML,
+        query=_TOP,
+    ),
+    Route(
+        "get",
+        "/v1/replicas",
+        "List replicas",
+        m.ReplicaList,
+        query=(("workload", "string", "only this workload's"), ("node", "string", "only on")),
+    ),
+    Route(
+        "get",
+        "/v1/replicas/{id}/logs",
+        "A replica's logs (text), optionally followed",
+        "text/plain",
+        query=(_FOLLOW, _TAIL),
+    ),
+    Route(
+        "post",
+        "/v1/tokens",
+        "Create a join token",
+        m.TokenCreated,
+        body=m.TokenRequest,
+        status=201,
+    ),
+    Route("get", "/v1/tokens", "List join tokens (never their secrets)", m.TokenList),
+    Route("delete", "/v1/tokens/{id}", "Revoke a join token", m.TokenRevoked),
+    Route(
+        "get",
+        "/v1/events",
+        "Events (NDJSON, one Event per line), optionally followed",
+        "application/x-ndjson",
+        query=(_FOLLOW, _TAIL),
+    ),
+    Route(
+        "post",
+        "/v1/cluster/join",
+        "A coordinator joins with a coordinator-join token",
+        m.Joined,
+        body=m.JoinRequest,
+        public=True,
+    ),
+    Route("get", "/v1/cluster/coordinators", "List coordinators", m.CoordinatorList),
+)
+
+_EXTRA_MODELS: tuple[type[BaseModel], ...] = (m.ErrorBody, m.Event)
+
+
+def _models() -> list[type[BaseModel]]:
+    seen: dict[str, type[BaseModel]] = {}
+    for r in ROUTES:
+        for model in (r.ok, r.body):
+            if isinstance(model, type):
+                seen[model.__name__] = model
+    for model in _EXTRA_MODELS:
+        seen[model.__name__] = model
+    return list(seen.values())
+
+
+def _operation(r: Route) -> dict[str, Any]:
+    ok: dict[str, Any]
+    if isinstance(r.ok, str):
+        schema: dict[str, Any] = {"type": "string"} if r.ok == "text/plain" else {}
+        if r.ok == "application/x-ndjson":
+            schema = {"$ref": _REF.format(model="Event")}
+        ok = {"description": "OK", "content": {r.ok: {"schema": schema}}}
+    else:
+        ok = {
+            "description": "OK",
+            "content": {JSON: {"schema": {"$ref": _REF.format(model=r.ok.__name__)}}},
+        }
+    responses: dict[str, Any] = {str(r.status): ok}
+    for code in r.errors:
+        responses[str(code)] = {"$ref": "#/components/responses/Error"}
     op: dict[str, Any] = {
-        "summary": summary,
-        "responses": {
-            ok: {
-                "description": "OK",
-                "content": {
-                    "application/x-ndjson" if stream else "application/json": {"schema": {}}
-                },
-            },
-            "400": _ERR,
-            "401": _ERR,
-            "403": _ERR,
-            "404": _ERR,
-            "409": _ERR,
-            "503": _ERR,
-        },
+        "summary": r.summary,
+        "operationId": f"{r.method}_{r.path.strip('/').replace('/', '_').replace('.', '_')}",
+        "responses": responses,
     }
-    if body:
-        op["requestBody"] = {"required": True, "content": {body: {"schema": {}}}}
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _path_params(r.path)
+    ]
+    params += [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": desc,
+            "schema": {"type": typ},
+        }
+        for name, typ, desc in r.query
+    ]
     if params:
         op["parameters"] = params
+    if r.body is not None:
+        ref = {"$ref": _REF.format(model=r.body.__name__)}
+        content = {r.body_type: {"schema": ref}}
+        if r.body_type == YAML:
+            content[JSON] = {"schema": ref}
+        op["requestBody"] = {"required": r.body is not m.TokenRequest, "content": content}
+    if r.public:
+        op["security"] = []
     return op
 
 
-def _path(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+def _path_params(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{")]
 
 
-def _query(name: str, typ: str = "string") -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": {"type": typ}}
-
-
+@cache
 def spec() -> dict[str, Any]:
+    _, defs = models_json_schema([(model, "validation") for model in _models()], ref_template=_REF)
+    paths: dict[str, dict[str, Any]] = {}
+    for r in ROUTES:
+        paths.setdefault(r.path, {})[r.method] = _operation(r)
+    error_ref = {"$ref": _REF.format(model="ErrorBody")}
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Cloudless user API", "version": "1"},
+        "info": {
+            "title": "Cloudless user API",
+            "version": "1",
+            "description": (
+                "Every error is the ErrorBody object; problems name each field as "
+                "'<path>: <reason>' (spec.* for a workload spec, body.* for a JSON body, "
+                "query.* and path.* for URL parts)."
+            ),
+        },
         "components": {
             "securitySchemes": {"mtls": {"type": "mutualTLS"}},
+            "schemas": defs.get("$defs", {}),
             "responses": {
-                "Error": {
-                    "description": "error",
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "error": {
-                                        "type": "object",
-                                        "properties": {
-                                            "code": {"type": "string"},
-                                            "message": {"type": "string"},
-                                            "problems": {
-                                                "type": "array",
-                                                "items": {"type": "string"},
-                                            },
-                                        },
-                                    }
-                                },
-                            }
-                        }
-                    },
-                }
+                "Error": {"description": "error", "content": {JSON: {"schema": error_ref}}}
             },
         },
         "security": [{"mtls": []}],
-        "paths": {
-            "/healthz": {"get": {**_op("Liveness and leadership"), "security": []}},
-            "/v1/ca": {"get": {**_op("CA bundle and agent endpoints (no auth)"), "security": []}},
-            "/v1/nodes": {"get": _op("List nodes")},
-            "/v1/nodes/{id}": {
-                "get": _op("Get a node", params=[_path("id")]),
-                "delete": _op("Remove a node and revoke it", params=[_path("id")]),
-            },
-            "/v1/nodes/{id}/cordon": {"post": _op("Cordon", params=[_path("id")])},
-            "/v1/nodes/{id}/uncordon": {"post": _op("Uncordon", params=[_path("id")])},
-            "/v1/nodes/{id}/drain": {"post": _op("Drain", params=[_path("id")])},
-            "/v1/workloads": {
-                "get": _op("List workloads"),
-                "post": _op(
-                    "Apply a workload spec (YAML or JSON)", body="application/yaml", ok="201"
-                ),
-            },
-            "/v1/workloads/{name}": {
-                "get": _op("Get a workload with replicas", params=[_path("name")]),
-                "delete": _op("Delete a workload", params=[_path("name")]),
-            },
-            "/v1/workloads/{name}/scale": {
-                "post": _op("Scale", body="application/json", params=[_path("name")])
-            },
-            "/v1/workloads/{name}/explain": {
-                "get": _op("Explain placement", params=[_path("name"), _query("top", "integer")])
-            },
-            "/v1/explain": {"post": _op("Explain placement of a spec", body="application/yaml")},
-            "/v1/replicas": {
-                "get": _op("List replicas", params=[_query("workload"), _query("node")])
-            },
-            "/v1/replicas/{id}/logs": {
-                "get": _op(
-                    "Replica logs",
-                    params=[_path("id"), _query("follow", "boolean"), _query("tail", "integer")],
-                )
-            },
-            "/v1/tokens": {
-                "get": _op("List tokens"),
-                "post": _op("Create a token", body="application/json", ok="201"),
-            },
-            "/v1/tokens/{id}": {"delete": _op("Revoke a token", params=[_path("id")])},
-            "/v1/events": {
-                "get": _op(
-                    "Events (NDJSON), optionally followed",
-                    stream=True,
-                    params=[_query("follow", "boolean"), _query("tail", "integer")],
-                )
-            },
-        },
+        "paths": paths,
     }

@@ -49,7 +49,7 @@ class WorkloadRecord:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> WorkloadRecord:
         return cls(
-            spec=parse_workload(d["spec"]),
+            spec=parse_workload(d["spec"], stored=True),
             version=int(d.get("version", 1)),
             deleted=bool(d.get("deleted", False)),
             created_at=float(d.get("created_at", 0.0)),

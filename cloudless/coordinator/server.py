@@ -25,6 +25,7 @@ from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.coordinator.agent_api import AgentApi
 from cloudless.coordinator.config import CoordinatorConfig
 from cloudless.coordinator.http_api import UserApi, server_ssl_context
+from cloudless.coordinator.http_errors import JsonErrorRunner
 from cloudless.coordinator.hub import AgentHub
 from cloudless.coordinator.joining import (
     CoordinatorInfo,
@@ -425,7 +426,7 @@ class Coordinator:
             str(c.tls_dir / "coordinator.key"),
             str(c.tls_dir / "ca.pem"),
         )
-        runner = web.AppRunner(
+        runner = JsonErrorRunner(
             api.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
         await runner.setup()

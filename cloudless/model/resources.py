@@ -7,6 +7,7 @@ dimensions that do not fit, which is what a scheduler's "no" is made of.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, fields
 
@@ -46,14 +47,37 @@ _RATE_UNITS = {
 }
 
 
+# The largest amount any one dimension may hold: far beyond any machine (a million cores,
+# an exbibyte, a petabit per second), and small enough that sums over 10,000 replicas stay
+# exact in a float and a node's figures fit the agent protocol's int64.
+MAX_CPU_MILLIS = 10**9
+MAX_BYTES = 2**60
+MAX_BPS = 10**15
+
+
+def _bounded(n: int, hi: int, shown: object) -> int:
+    if n > hi:
+        raise ValueError(f"{_show(shown)} is more than the limit of {hi:,}")
+    return n
+
+
+def _show(value: object) -> str:
+    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
 def parse_size(value: object) -> int:
     """Bytes from ``512Mi``, ``1G``, ``1.5GiB`` or a plain integer. Raises ValueError."""
-    return _parse_quantity(value, _SIZE_UNITS, "a size (e.g. 512Mi, 1G)")
+    return _bounded(
+        _parse_quantity(value, _SIZE_UNITS, "a size (e.g. 512Mi, 1G)"), MAX_BYTES, value
+    )
 
 
 def parse_rate(value: object) -> int:
     """Bits per second from ``100M``, ``1Gbps`` or a plain integer. Raises ValueError."""
-    return _parse_quantity(value, _RATE_UNITS, "a bandwidth (e.g. 100Mbps)")
+    return _bounded(
+        _parse_quantity(value, _RATE_UNITS, "a bandwidth (e.g. 100Mbps)"), MAX_BPS, value
+    )
 
 
 def _parse_quantity(value: object, units: dict[str, int], what: str) -> int:
@@ -64,15 +88,17 @@ def _parse_quantity(value: object, units: dict[str, int], what: str) -> int:
             raise ValueError(f"{value} is negative")
         return value
     if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value} is not a finite number")
         if value < 0:
             raise ValueError(f"{value} is negative")
-        return int(value)
+        return int(min(value, 2.0**64))
     if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not {what}")
-    m = _SIZE_RE.match(value)
+        raise ValueError(f"{_show(value)} is not {what}")
+    m = _SIZE_RE.match(value) if len(value) <= 64 else None
     if not m or m.group(2).lower() not in units:
-        raise ValueError(f'"{value}" is not {what}')
-    return int(float(m.group(1)) * units[m.group(2).lower()])
+        raise ValueError(f"{_show(value)} is not {what}")
+    return int(min(float(m.group(1)), 2.0**64) * units[m.group(2).lower()])
 
 
 def parse_cpu(value: object) -> int:
@@ -80,22 +106,29 @@ def parse_cpu(value: object) -> int:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a CPU amount")
     if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{value} is not a finite number")
         if value < 0:
             raise ValueError(f"{value} is negative")
-        return round(value * 1000)
+        return _bounded(round(min(value, 2.0**64) * 1000), MAX_CPU_MILLIS, value)
     if isinstance(value, str):
         s = value.strip()
         try:
+            if len(s) > 64:
+                raise ValueError
             if s.endswith("m"):
                 n = int(s[:-1])
             else:
-                n = round(float(s) * 1000)
+                f = float(s)
+                if not math.isfinite(f):
+                    raise ValueError
+                n = round(min(f, 2.0**64) * 1000)
         except ValueError:
-            raise ValueError(f'"{value}" is not a CPU amount (e.g. 500m, 2)') from None
+            raise ValueError(f"{_show(value)} is not a CPU amount (e.g. 500m, 2)") from None
         if n < 0:
-            raise ValueError(f'"{value}" is negative')
-        return n
-    raise ValueError(f"{value!r} is not a CPU amount (e.g. 500m, 2)")
+            raise ValueError(f"{_show(value)} is negative")
+        return _bounded(n, MAX_CPU_MILLIS, value)
+    raise ValueError(f"{_show(value)} is not a CPU amount (e.g. 500m, 2)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -181,14 +181,15 @@ class WorkloadSpec:
         return workload_to_dict(self)
 
 
-def parse_workload(data: Any, path: str = "spec") -> WorkloadSpec:
+def parse_workload(data: Any, path: str = "spec", *, stored: bool = False) -> WorkloadSpec:
     """Parse and validate a spec from a dict (or a YAML/JSON string).
 
     Raises ``cloudless.lib.errors.ValidationError`` listing every problem with its path.
+    ``stored``: a spec the cluster accepted before; see ``parse_workload_data``.
     """
     from cloudless.model.workload_codec import parse_workload_data
 
-    return parse_workload_data(data, path)
+    return parse_workload_data(data, path, stored=stored)
 
 
 __all__ = [

@@ -6,15 +6,14 @@ stops at the first one and never lets a Python exception escape as a traceback.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-import yaml
-
+from cloudless.lib.bounded import load_any, path_key, show
 from cloudless.lib.errors import ValidationError
 from cloudless.lib.ids import is_valid_id
+from cloudless.model.labels import labels_problems, text_problem
 from cloudless.model.resources import Resources, parse_cpu, parse_rate, parse_size
 from cloudless.model.workload import (
     _OP_ALIASES,
@@ -31,20 +30,36 @@ from cloudless.model.workload import (
 
 T = TypeVar("T")
 MAX_REPLICAS = 10_000
+MAX_ARG = 32 * 1024  # one command word, argument or environment value
+MAX_ITEMS = 1024  # command words, arguments, environment variables, list entries
 
 
 class _Problems:
-    def __init__(self) -> None:
+    def __init__(self, stored: bool = False) -> None:
         self.items: list[str] = []
+        self.stored = stored
 
     def add(self, path: str, reason: str) -> None:
         self.items.append(f"{path}: {reason}")
+
+    def rule(self, path: str, reason: str) -> bool:
+        """A shape rule (text, label, image, size) that records stored by an earlier version
+        may break: a problem in input (True: drop the value), ignored in a stored spec, which
+        keeps its value (False)."""
+        if self.stored:
+            return False
+        self.add(path, reason)
+        return True
+
+    def rules(self, problems: list[str]) -> None:
+        if not self.stored:
+            self.items.extend(problems)
 
 
 def _known(d: dict[str, Any], path: str, allowed: set[str], p: _Problems) -> None:
     for k in d:
         if k not in allowed:
-            p.add(f"{path}.{k}", f"unknown field (known: {', '.join(sorted(allowed))})")
+            p.add(f"{path}.{path_key(k)}", f"unknown field (known: {', '.join(sorted(allowed))})")
 
 
 def _str(v: Any, path: str, p: _Problems, *, required: bool = False) -> str:
@@ -53,19 +68,40 @@ def _str(v: Any, path: str, p: _Problems, *, required: bool = False) -> str:
             p.add(path, "is required")
         return ""
     if not isinstance(v, str) or (required and not v.strip()):
-        p.add(path, f"{v!r} is not a non-empty string" if required else f"{v!r} is not a string")
+        p.add(
+            path,
+            f"{show(v)} is not a non-empty string" if required else f"{show(v)} is not a string",
+        )
         return ""
     return v
+
+
+def _line(v: Any, path: str, p: _Problems, *, required: bool = False) -> str:
+    """A short one-line name (a label key or value, a workload, a topology key)."""
+    s = _str(v, path, p, required=required)
+    why = text_problem(s) if s else None
+    if why and p.rule(path, why):
+        return ""
+    return s
+
+
+def _arg(v: str, path: str, p: _Problems) -> bool:
+    """A command word, argument or environment value: any text but NUL, up to ``MAX_ARG``."""
+    if "\x00" in v:
+        return not p.rule(path, f"{show(v)} holds a NUL character")
+    if len(v) > MAX_ARG:
+        return not p.rule(path, f"{show(v)} is longer than {MAX_ARG} characters")
+    return True
 
 
 def _int(v: Any, path: str, p: _Problems, lo: int, hi: int, default: int) -> int:
     if v is None:
         return default
     if isinstance(v, bool) or not isinstance(v, int):
-        p.add(path, f"{v!r} is not a whole number")
+        p.add(path, f"{show(v)} is not a whole number")
         return default
     if not lo <= v <= hi:
-        p.add(path, f"{v} is out of range [{lo}, {hi}]")
+        p.add(path, f"{show(v)} is out of range [{lo}, {hi}]")
         return default
     return v
 
@@ -74,12 +110,21 @@ def _num(v: Any, path: str, p: _Problems, lo: float, hi: float, default: float) 
     if v is None:
         return default
     if isinstance(v, bool) or not isinstance(v, int | float):
-        p.add(path, f"{v!r} is not a number")
+        p.add(path, f"{show(v)} is not a number")
         return default
-    if not lo <= v <= hi:
-        p.add(path, f"{v} is out of range [{lo}, {hi}]")
+    if not lo <= v <= hi:  # false for NaN too
+        p.add(path, f"{show(v)} is out of range [{lo}, {hi}]")
         return default
     return float(v)
+
+
+def _bool(v: Any, path: str, p: _Problems, default: bool = False) -> bool:
+    if v is None:
+        return default
+    if not isinstance(v, bool):
+        p.add(path, f"{show(v)} is not true or false")
+        return default
+    return v
 
 
 def _list(v: Any, path: str, p: _Problems) -> list[Any]:
@@ -87,6 +132,8 @@ def _list(v: Any, path: str, p: _Problems) -> list[Any]:
         return []
     if not isinstance(v, list):
         p.add(path, f"expected a list, got {type(v).__name__}")
+        return []
+    if len(v) > MAX_ITEMS and p.rule(path, f"{len(v)} entries is more than {MAX_ITEMS}"):
         return []
     return v
 
@@ -97,28 +144,59 @@ def _map(v: Any, path: str, p: _Problems) -> dict[str, Any]:
     if not isinstance(v, dict):
         p.add(path, f"expected a mapping, got {type(v).__name__}")
         return {}
+    if len(v) > MAX_ITEMS and p.rule(path, f"{len(v)} entries is more than {MAX_ITEMS}"):
+        return {}
     return v
 
 
-def _strings(v: Any, path: str, p: _Problems) -> tuple[str, ...]:
+def _strings(
+    v: Any, path: str, p: _Problems, check: Callable[[str, str, _Problems], bool] | None = None
+) -> tuple[str, ...]:
+    """A list of strings (a lone string is a list of one); each passes ``check`` (default:
+    one short printable line)."""
     if isinstance(v, str):
-        return (v,)
+        v = [v]
     out = []
     for i, item in enumerate(_list(v, path, p)):
+        ip = f"{path}[{i}]"
         if isinstance(item, bool) or not isinstance(item, str | int | float):
-            p.add(f"{path}[{i}]", f"{item!r} is not a string")
-        else:
-            out.append(str(item))
+            p.add(ip, f"{show(item)} is not a string")
+            continue
+        text = str(item)
+        if check is None:
+            why = text_problem(text)
+            if why and p.rule(ip, why):
+                continue
+        elif not check(text, ip, p):
+            continue
+        out.append(text)
     return tuple(out)
 
 
-def _str_map(v: Any, path: str, p: _Problems) -> MappingProxyType[str, str]:
+def _str_map(v: Any, path: str, p: _Problems) -> dict[str, str]:
     out = {}
     for k, val in _map(v, path, p).items():
         if isinstance(val, bool) or not isinstance(val, str | int | float):
-            p.add(f"{path}.{k}", f"{val!r} is not a string")
+            p.add(f"{path}.{path_key(k)}", f"{show(val)} is not a string")
         else:
             out[str(k)] = str(val)
+    return out
+
+
+def _labels(v: Any, path: str, p: _Problems) -> MappingProxyType[str, str]:
+    out = _str_map(v, path, p)
+    p.rules(labels_problems(out, path))
+    return MappingProxyType(out)
+
+
+def _env(v: Any, path: str, p: _Problems) -> MappingProxyType[str, str]:
+    out = _str_map(v, path, p)
+    for k, val in out.items():
+        kp = f"{path}.{path_key(k)}"
+        if not k or "=" in k or len(k) > 256 or not k.isprintable():
+            p.rule(kp, f"variable name {show(k)} must be 1-256 printable characters without '='")
+        else:
+            _arg(val, kp, p)
     return MappingProxyType(out)
 
 
@@ -137,12 +215,12 @@ def _expr(v: Any, path: str, p: _Problems) -> LabelExpr | None:
     if not d:
         return None
     _known(d, path, {"key", "operator", "values", "value"}, p)
-    key = _str(d.get("key"), f"{path}.key", p, required=True)
+    key = _line(d.get("key"), f"{path}.key", p, required=True)
     raw_op = d.get("operator", "=" if "value" in d else "in")
     op = _OP_ALIASES.get(str(raw_op).lower()) if isinstance(raw_op, str) else None
     if op is None:
         ops = "=, !=, in, notin, exists, !exists"
-        p.add(f"{path}.operator", f"{raw_op!r} is not an operator (one of {ops})")
+        p.add(f"{path}.operator", f"{show(raw_op)} is not an operator (one of {ops})")
         return None
     values = _strings(d.get("values", d.get("value")), f"{path}.values", p)
     if op in (Operator.EQ, Operator.NE) and len(values) != 1:
@@ -160,9 +238,7 @@ def _expr(v: Any, path: str, p: _Problems) -> LabelExpr | None:
 def _exprs(v: Any, path: str, p: _Problems) -> tuple[LabelExpr, ...]:
     if isinstance(v, dict) and "key" not in v:
         # shorthand: {zone: eu-1a, arch: arm64}
-        return tuple(
-            LabelExpr(str(k), Operator.EQ, (str(val),)) for k, val in _str_map(v, path, p).items()
-        )
+        return tuple(LabelExpr(k, Operator.EQ, (val,)) for k, val in _labels(v, path, p).items())
     out = []
     for i, item in enumerate(_list(v, path, p)):
         e = _expr(item, f"{path}[{i}]", p)
@@ -192,8 +268,8 @@ def _wl_affinity(v: Any, path: str, p: _Problems, anti: bool) -> list[WorkloadAf
         ip = f"{path}[{i}]"
         d = _map(item, ip, p)
         _known(d, ip, {"workload", "topology_key", "weight"}, p)
-        wl = _str(d.get("workload"), f"{ip}.workload", p, required=True)
-        key = _str(d.get("topology_key"), f"{ip}.topology_key", p) or "node"
+        wl = _line(d.get("workload"), f"{ip}.workload", p, required=True)
+        key = _line(d.get("topology_key"), f"{ip}.topology_key", p) or "node"
         weight = _int(d.get("weight"), f"{ip}.weight", p, 1, 100, 50)
         if wl:
             out.append(WorkloadAffinity(wl, key, anti, weight))
@@ -242,13 +318,16 @@ def _placement(v: Any, path: str, p: _Problems) -> Placement:
             item = {"topology_key": item}
         sd = _map(item, ip, p)
         _known(sd, ip, {"topology_key", "max_skew"}, p)
-        key = _str(sd.get("topology_key"), f"{ip}.topology_key", p, required=True)
+        key = _line(sd.get("topology_key"), f"{ip}.topology_key", p, required=True)
         skew = _int(sd.get("max_skew"), f"{ip}.max_skew", p, 1, 1000, 1)
         if key:
             spread.append(SpreadConstraint(key, skew))
     per_domain = []
-    for k, val in _map(d.get("max_per_domain"), f"{path}.max_per_domain", p).items():
-        per_domain.append((str(k), _int(val, f"{path}.max_per_domain.{k}", p, 1, MAX_REPLICAS, 1)))
+    domains = _map(d.get("max_per_domain"), f"{path}.max_per_domain", p)
+    p.rules(labels_problems({k: "" for k in domains}, f"{path}.max_per_domain"))
+    for k, val in domains.items():
+        kp = f"{path}.max_per_domain.{path_key(k)}"
+        per_domain.append((str(k), _int(val, kp, p, 1, MAX_REPLICAS, 1)))
     return Placement(
         node_selector=_exprs(d.get("node_selector"), f"{path}.node_selector", p),
         required_node_affinity=_terms(aff.get("required_nodes"), f"{ap}.required_nodes", p, False),
@@ -265,7 +344,7 @@ def _placement(v: Any, path: str, p: _Problems) -> Placement:
         arch=_strings(d.get("arch"), f"{path}.arch", p),
         device_classes=_strings(d.get("device_classes"), f"{path}.device_classes", p),
         min_bandwidth_bps=_quantity(d.get("min_bandwidth"), f"{path}.min_bandwidth", p, parse_rate),
-        needs_public=bool(d.get("needs_public", False)),
+        needs_public=_bool(d.get("needs_public"), f"{path}.needs_public", p),
     )
 
 
@@ -278,7 +357,7 @@ def _restart(v: Any, path: str, p: _Problems) -> RestartPolicy:
     try:
         mode = RestartMode(str(raw).lower().replace("_", "-"))
     except ValueError:
-        p.add(f"{path}.policy", f"{raw!r} is not one of always, on-failure, never")
+        p.add(f"{path}.policy", f"{show(raw)} is not one of always, on-failure, never")
         mode = RestartMode.ALWAYS
     return RestartPolicy(
         mode=mode,
@@ -316,55 +395,64 @@ _TOP = {
 
 
 def load_document(data: Any) -> Any:
-    """YAML or JSON text to plain data; a dict passes through. Raises ValidationError."""
-    if isinstance(data, bytes):
-        try:
-            data = data.decode()
-        except UnicodeDecodeError:
-            raise ValidationError("spec: is not UTF-8 text") from None
-    if isinstance(data, str):
-        try:
-            return json.loads(data) if data.lstrip().startswith("{") else yaml.safe_load(data)
-        except (yaml.YAMLError, json.JSONDecodeError) as e:
-            raise ValidationError(
-                f"spec: is not valid YAML or JSON ({e})".replace("\n", " ")
-            ) from None
+    """YAML or JSON text to plain data within ``cloudless.lib.bounded``'s limits (depth,
+    size, alias expansion, finite numbers); a dict passes through. Raises ValidationError."""
+    if isinstance(data, bytes | str):
+        return load_any(data, "spec")
     return data
 
 
-def parse_workload_data(data: Any, path: str = "spec") -> WorkloadSpec:
+def parse_workload_data(data: Any, path: str = "spec", *, stored: bool = False) -> WorkloadSpec:
+    """``stored``: a spec this cluster accepted before (a store record, an assignment): the
+    shape rules newer than some such records (``_Problems.rule``) do not refuse it."""
     data = load_document(data)
-    p = _Problems()
+    p = _Problems(stored)
     d = _map(data, path, p)
     if p.items:
         raise ValidationError(p.items)
     _known(d, path, _TOP, p)
     name = _str(d.get("name"), f"{path}.name", p, required=True)
     if name and not is_valid_id(name):
-        p.add(f"{path}.name", f'"{name}" must be lowercase letters, digits and "-", 1-63 long')
+        p.add(f"{path}.name", f'{show(name)} must be lowercase letters, digits and "-", 1-63 long')
     image = _str(d.get("image"), f"{path}.image", p, required=True)
-    if image and any(c.isspace() for c in image):
-        p.add(f"{path}.image", f'"{image}" is not an image reference')
+    if image:
+        why = image_problem(image)
+        if why:
+            p.rule(f"{path}.image", why)
     ports = []
     for i, port in enumerate(_list(d.get("ports"), f"{path}.ports", p)):
+        if port is None:
+            p.add(f"{path}.ports[{i}]", "is empty: a port is a number in [1, 65535]")
+            continue
         ports.append(_int(port, f"{path}.ports[{i}]", p, 1, 65535, 0))
     spec = WorkloadSpec(
         name=name,
         image=image,
-        command=_strings(d.get("command"), f"{path}.command", p),
-        args=_strings(d.get("args"), f"{path}.args", p),
-        env=_str_map(d.get("env"), f"{path}.env", p),
+        command=_strings(d.get("command"), f"{path}.command", p, _arg),
+        args=_strings(d.get("args"), f"{path}.args", p, _arg),
+        env=_env(d.get("env"), f"{path}.env", p),
         resources=_resources(d.get("resources"), f"{path}.resources", p),
         replicas=_int(d.get("replicas"), f"{path}.replicas", p, 0, MAX_REPLICAS, 1),
         restart=_restart(d.get("restart"), f"{path}.restart", p),
         placement=_placement(d.get("placement"), f"{path}.placement", p),
-        labels=_str_map(d.get("labels"), f"{path}.labels", p),
+        labels=_labels(d.get("labels"), f"{path}.labels", p),
         ports=tuple(ports),
         stop_timeout_s=_num(d.get("stop_timeout"), f"{path}.stop_timeout", p, 0.0, 3600.0, 10.0),
     )
     if p.items:
         raise ValidationError(p.items)
     return spec
+
+
+def image_problem(ref: str) -> str | None:
+    """Why ``ref`` is not an image reference under the OCI distribution grammar, or None."""
+    from cloudless.runtime.oci.reference import parse_reference
+
+    try:
+        parse_reference(ref)
+    except ValidationError as e:
+        return e.message
+    return None
 
 
 def _expr_dict(e: LabelExpr) -> dict[str, Any]:

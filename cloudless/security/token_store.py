@@ -60,6 +60,12 @@ class TokenRecord:
             return "expired"
         return "active"
 
+    def public_dict(self) -> dict[str, Any]:
+        """``to_dict`` without the secret's hash: what the API may show."""
+        d = self.to_dict()
+        del d["secret_hash"]
+        return d
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "token_id": self.token_id,

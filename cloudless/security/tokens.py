@@ -89,6 +89,7 @@ __all__ = [
 
 PREFIX = "CLD1"
 DEFAULT_TOKEN_TTL = 24 * 3600
+MAX_TOKEN_TTL = 366 * 24 * 3600  # a join token lives at most a year
 DEFAULT_BCRYPT_COST = 10
 ALGORITHM = "HS256"
 AUDIENCE = "cloudless-join"
@@ -202,8 +203,11 @@ class TokenManager:
         labels: Mapping[str, str] | None = None,
         description: str = "",
     ) -> IssuedToken:
-        if ttl_seconds <= 0:
-            raise ValidationError(f"ttl_seconds={ttl_seconds} must be positive (default 24 h)")
+        if not 0 < ttl_seconds <= MAX_TOKEN_TTL:  # false for NaN too
+            raise ValidationError(
+                f"ttl_seconds: {ttl_seconds!r} must be in (0, {MAX_TOKEN_TTL}] seconds "
+                "(default 24 h, at most a year)"
+            )
         pinned = dict(labels or {})
         for k in pinned:
             if not _LABEL_KEY.match(k):
