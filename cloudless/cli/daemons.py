@@ -12,7 +12,6 @@ import asyncio
 import logging
 import signal
 import socket
-import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,37 +25,15 @@ from cloudless.lib.keepalive import Keepalive
 
 log = logging.getLogger("cloudless.cli")
 
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
+def setup_logging(level: str, fmt: str = "console") -> None:
+    """Logs on stderr (``cloudless.observability.logs``); a bad value names the flag."""
+    from cloudless.observability import logs
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stderr`` is at the time of the record (not at set-up)."""
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: Any) -> None:
-        pass
-
-
-def setup_logging(level: str) -> None:
-    """One line per record on stderr: time, level, logger, message."""
-    lvl = level.lower()
-    if lvl not in LOG_LEVELS:
-        raise typer.BadParameter(f"{level!r} is not one of {', '.join(LOG_LEVELS)}")
-    handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S"))
-    logging.basicConfig(level=getattr(logging, lvl.upper()), handlers=[handler], force=True)
-    # Chatty libraries stay at warning unless we debug.
-    if lvl != "debug":
-        for noisy in ("aiohttp.access", "grpc", "asyncio"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        logs.setup(level, fmt)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--log-level/--log-format") from None
 
 
 async def run_until_signal(main: Coroutine[Any, Any, None]) -> bool:
@@ -150,7 +127,17 @@ def coordinator(
             + "). See docs/performance.md for the trade-off.",
         ),
     ] = "",
+    metrics_listen: Annotated[
+        str,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="Also serve /metrics here in plain HTTP (default: only on the API, mTLS).",
+        ),
+    ] = "",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[
+        str, typer.Option(help="console (one plain line per record) or json (JSON lines).")
+    ] = "console",
 ) -> None:
     """Run a coordinator (control plane): store member, scheduler, APIs."""
     config = coordinator_config(
@@ -169,8 +156,9 @@ def coordinator(
         root_key_size=root_key_size,
         bcrypt_cost=bcrypt_cost,
         liveness=liveness,
+        metrics_listen=metrics_listen,
     )
-    setup_logging(log_level)
+    setup_logging(log_level, log_format)
     from cloudless.coordinator.server import Coordinator
 
     async def main() -> None:
@@ -207,6 +195,7 @@ def coordinator_config(
     root_key_size: int,
     bcrypt_cost: int,
     liveness: str = "",
+    metrics_listen: str = "",
 ) -> Any:
     """The CoordinatorConfig for the flags; contradictory flags are refused with the fix."""
     from cloudless.coordinator.config import CoordinatorConfig
@@ -256,6 +245,7 @@ def coordinator_config(
         root_key_size=root_key_size,
         bcrypt_cost=bcrypt_cost,
         **parse_liveness(liveness),
+        metrics_listen=_listen_flag(metrics_listen),
     )
 
 
@@ -361,7 +351,20 @@ def agent(
             "agent is replaced at once regardless.",
         ),
     ] = 30.0,
+    metrics_listen: Annotated[
+        str,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="Serve /metrics here (mutual TLS with the node certificate; see --metrics-plain).",
+        ),
+    ] = "",
+    metrics_plain: Annotated[
+        bool, typer.Option("--metrics-plain", help="Serve --metrics-listen in plain HTTP.")
+    ] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[
+        str, typer.Option(help="console (one plain line per record) or json (JSON lines).")
+    ] = "console",
 ) -> None:
     """Run an agent (data plane): enroll once, then run what the coordinators assign."""
     from cloudless.agent.agent import Agent
@@ -379,12 +382,14 @@ def agent(
         memory=memory,
         disk=disk,
         restart_hold=restart_hold,
+        metrics_listen=metrics_listen,
+        metrics_plain=metrics_plain,
     )
     if runtime not in ("containerd", "fake"):
         raise typer.BadParameter(
             f"{runtime!r}: expected containerd or fake", param_hint="--runtime"
         )
-    setup_logging(log_level)
+    setup_logging(log_level, log_format)
 
     async def main() -> None:
         # Built on the running loop: the containerd client's gRPC channel binds to it.
@@ -410,6 +415,8 @@ def agent_config(
     memory: str | None,
     disk: str | None,
     restart_hold: float = 0.0,
+    metrics_listen: str = "",
+    metrics_plain: bool = False,
 ) -> Any:
     """The AgentConfig for the flags; a bad label or quantity names the flag and the form."""
     from cloudless.agent.agent import AgentConfig
@@ -450,7 +457,21 @@ def agent_config(
         address=address,
         capacity_override=override,
         restart_hold_s=restart_hold,
+        metrics_listen=_listen_flag(metrics_listen),
+        metrics_tls=not metrics_plain,
     )
+
+
+def _listen_flag(value: str) -> str:
+    """``--metrics-listen``: HOST:PORT or empty, checked here so a typo fails at start."""
+    from cloudless.observability.http import parse_listen
+
+    if value:
+        try:
+            parse_listen(value)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--metrics-listen") from None
+    return value
 
 
 def make_runtime(

@@ -42,6 +42,7 @@ from cloudless.lib.clock import Clock
 from cloudless.lib.ids import IdSource
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica, ReplicaState
+from cloudless.observability.metrics import RECONCILE_DURATION, RECONCILE_ROUNDS
 from cloudless.store.errors import Fenced, StoreError
 from cloudless.store.fence import Fence, fenced_txn
 from cloudless.store.table import Record, Table
@@ -196,6 +197,14 @@ class Reconciler:
         self._need = max(self._need, revision)
 
     async def round(self, fence: Fence) -> list[Action]:
+        t0 = self.clock.monotonic()
+        try:
+            return await self._round(fence)
+        finally:
+            RECONCILE_ROUNDS.inc()
+            RECONCILE_DURATION.observe(self.clock.monotonic() - t0)
+
+    async def _round(self, fence: Fence) -> list[Action]:
         snap = await self.snapshot()
         for p in snap.problems:
             log.error("skipping undecodable record: %s", p)
