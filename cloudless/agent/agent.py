@@ -56,10 +56,11 @@ class AgentConfig:
     # On a clean stop (cancellation), ask the coordinator to hold the node this long
     # (``Goodbye``); 0 says nothing, so the node is judged as if the agent had died.
     restart_hold_s: float = 0.0
-    # "HOST:PORT": serve /metrics there; "" serves none. Over mutual TLS with the node's
-    # certificate (the scraper presents one from the cluster's CA) unless metrics_tls is off.
+    # "HOST:PORT": serve /metrics there in plain HTTP (bind it where only the operator's
+    # Prometheus reaches); "" serves none. metrics_tls: mutual TLS instead, with the node's
+    # certificate; the scraper must present a certificate from the cluster's CA.
     metrics_listen: str = ""
-    metrics_tls: bool = True
+    metrics_tls: bool = False
 
 
 class Agent:

@@ -50,15 +50,25 @@ async def run_until_signal(main: Coroutine[Any, Any, None]) -> bool:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop, sig)
+    # Log level at run time, without a restart: SIGUSR1 debug, SIGUSR2 back to info.
+    for sig, level in ((signal.SIGUSR1, "debug"), (signal.SIGUSR2, "info")):
+        loop.add_signal_handler(sig, _set_level, level)
     try:
         await task
     except asyncio.CancelledError:
         if not got:
             raise
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
             loop.remove_signal_handler(sig)
     return bool(got)
+
+
+def _set_level(level: str) -> None:
+    from cloudless.observability import logs
+
+    logs.set_level(level)
+    log.warning("log level set to %s (SIGUSR1: debug, SIGUSR2: info)", level)
 
 
 def serve(main: Coroutine[Any, Any, None]) -> None:
@@ -355,11 +365,15 @@ def agent(
         str,
         typer.Option(
             metavar="HOST:PORT",
-            help="Serve /metrics here (mutual TLS with the node certificate; see --metrics-plain).",
+            help="Serve /metrics here, in plain HTTP unless --metrics-tls.",
         ),
     ] = "",
-    metrics_plain: Annotated[
-        bool, typer.Option("--metrics-plain", help="Serve --metrics-listen in plain HTTP.")
+    metrics_tls: Annotated[
+        bool,
+        typer.Option(
+            "--metrics-tls",
+            help="Serve --metrics-listen over mutual TLS (scrapers need a cluster certificate).",
+        ),
     ] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
@@ -383,7 +397,7 @@ def agent(
         disk=disk,
         restart_hold=restart_hold,
         metrics_listen=metrics_listen,
-        metrics_plain=metrics_plain,
+        metrics_tls=metrics_tls,
     )
     if runtime not in ("containerd", "fake"):
         raise typer.BadParameter(
@@ -416,7 +430,7 @@ def agent_config(
     disk: str | None,
     restart_hold: float = 0.0,
     metrics_listen: str = "",
-    metrics_plain: bool = False,
+    metrics_tls: bool = False,
 ) -> Any:
     """The AgentConfig for the flags; a bad label or quantity names the flag and the form."""
     from cloudless.agent.agent import AgentConfig
@@ -458,7 +472,7 @@ def agent_config(
         capacity_override=override,
         restart_hold_s=restart_hold,
         metrics_listen=_listen_flag(metrics_listen),
-        metrics_tls=not metrics_plain,
+        metrics_tls=metrics_tls,
     )
 
 
