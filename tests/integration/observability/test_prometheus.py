@@ -60,6 +60,19 @@ def prometheus_config(api: str, admin: Path) -> dict[str, Any]:
     }
 
 
+def start_prometheus(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            str(PROMETHEUS),
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "prometheus.log").open("wb"),
+    )
+
+
 def query(port: int, q: str) -> list[dict[str, Any]]:
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": q})
     try:
@@ -87,16 +100,7 @@ async def test_prometheus_scrapes_cluster_through_sd(cluster, tmp_path: Path) ->
         json.dumps(prometheus_config(coord.config.api_url, admin))  # YAML is a JSON superset
     )
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            str(PROMETHEUS),
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "prometheus.log").open("wb"),
-    )
+    proc = start_prometheus(tmp_path, port)
     try:
         # Every target found through SD and up: 1 coordinator + 3 agents.
         await wait_for(
