@@ -31,6 +31,7 @@ from cloudless.observability.metrics import (
     PULL_BYTES,
     PULL_DURATION,
 )
+from cloudless.observability.tracing import child_of, tracer
 from cloudless.runtime.errors import ContainerNotFound, StartFailed
 from cloudless.runtime.protocol import ContainerRuntime
 from cloudless.runtime.types import ContainerSpec, ContainerState, ContainerStatus, PullProgress
@@ -49,6 +50,7 @@ class Assigned:
     spec_version: int
     spec: WorkloadSpec
     running: bool = True  # desired state
+    trace: str = ""  # traceparent to start the container under ("" untraced)
 
 
 @dataclass
@@ -141,17 +143,12 @@ class ReplicaWorker:
         rid = a.replica_id
         policy = a.spec.restart
         current = await self._existing()
+        trace = a.trace  # only the first start joins the apply's trace
         while True:
             if current is None:
+                attempt, trace = trace, ""
                 try:
-                    self._set(ReplicaState.PULLING)
-                    await self._pull(a.spec.image)
-                    self._set(ReplicaState.STARTING)
-                    self._ensure_ports()
-                    await self.runtime.create_container(container_spec(a, self.host_ports))
-                    self.exited.clear()
-                    current = await self.runtime.start_container(rid)
-                    CONTAINER_STARTS.inc()
+                    current = await self._start(attempt)
                 except (StartFailed, CloudlessError) as e:
                     await self._remove_quietly()
                     current = None
@@ -180,6 +177,26 @@ class ReplicaWorker:
             CONTAINER_RESTARTS.inc()
             await self._remove_quietly()
             current = None
+
+    async def _start(self, trace: str) -> ContainerStatus:
+        """Pull, create and start; each step a span when ``trace`` names a parent."""
+        a = self.assigned
+        tr = tracer()
+        with child_of(trace), tr.start_as_current_span("replica.start") as span:
+            span.set_attribute("cloudless.replica", a.replica_id)
+            span.set_attribute("cloudless.image", a.spec.image)
+            self._set(ReplicaState.PULLING)
+            with tr.start_as_current_span("pull"):
+                await self._pull(a.spec.image)
+            self._set(ReplicaState.STARTING)
+            self._ensure_ports()
+            with tr.start_as_current_span("create"):
+                await self.runtime.create_container(container_spec(a, self.host_ports))
+            self.exited.clear()
+            with tr.start_as_current_span("start"):
+                current = await self.runtime.start_container(a.replica_id)
+            CONTAINER_STARTS.inc()
+            return current
 
     async def _pull(self, image: str) -> None:
         t0 = self.clock.monotonic()

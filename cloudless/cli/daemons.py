@@ -36,6 +36,13 @@ def setup_logging(level: str, fmt: str = "console") -> None:
         raise typer.BadParameter(str(e), param_hint="--log-level/--log-format") from None
 
 
+def setup_tracing(endpoint: str, service: str) -> None:
+    from cloudless.observability import tracing
+
+    if tracing.setup(endpoint, service):
+        log.info("exporting traces to %s", endpoint)
+
+
 async def run_until_signal(main: Coroutine[Any, Any, None]) -> bool:
     """Run ``main`` until it returns or SIGINT/SIGTERM cancels it; True if a signal did."""
     task = asyncio.create_task(main)
@@ -144,6 +151,14 @@ def coordinator(
             help="Also serve /metrics here in plain HTTP (default: only on the API, mTLS).",
         ),
     ] = "",
+    otlp_endpoint: Annotated[
+        str,
+        typer.Option(
+            metavar="HOST:PORT",
+            envvar="OTEL_EXPORTER_OTLP_ENDPOINT",
+            help="Export traces over OTLP/gRPC there (default: tracing off).",
+        ),
+    ] = "",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str, typer.Option(help="console (one plain line per record) or json (JSON lines).")
@@ -169,6 +184,7 @@ def coordinator(
         metrics_listen=metrics_listen,
     )
     setup_logging(log_level, log_format)
+    setup_tracing(otlp_endpoint, "cloudless-coordinator")
     from cloudless.coordinator.server import Coordinator
 
     async def main() -> None:
@@ -375,6 +391,14 @@ def agent(
             help="Serve --metrics-listen over mutual TLS (scrapers need a cluster certificate).",
         ),
     ] = False,
+    otlp_endpoint: Annotated[
+        str,
+        typer.Option(
+            metavar="HOST:PORT",
+            envvar="OTEL_EXPORTER_OTLP_ENDPOINT",
+            help="Export traces over OTLP/gRPC there (default: tracing off).",
+        ),
+    ] = "",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str, typer.Option(help="console (one plain line per record) or json (JSON lines).")
@@ -404,6 +428,7 @@ def agent(
             f"{runtime!r}: expected containerd or fake", param_hint="--runtime"
         )
     setup_logging(log_level, log_format)
+    setup_tracing(otlp_endpoint, "cloudless-agent")
 
     async def main() -> None:
         # Built on the running loop: the containerd client's gRPC channel binds to it.

@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 from cryptography import x509
+from opentelemetry.trace import Span
 
 from cloudless.coordinator.hub import AgentHub, NotLeader
 from cloudless.coordinator.records import WorkloadRecord
@@ -31,6 +32,7 @@ from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica
 from cloudless.model.workload import WorkloadSpec
 from cloudless.model.workload_codec import load_document, parse_workload_data, workload_to_dict
+from cloudless.observability.tracing import traceparent, tracer
 from cloudless.scheduler.scheduler import Scheduler
 from cloudless.scheduler.snapshot import NodeColumns, Snapshot
 from cloudless.security.authz import Authorizer
@@ -334,9 +336,16 @@ class UserApi:
     # ---- workloads -------------------------------------------------------------------------
 
     async def apply(self, request: web.Request) -> web.Response:
+        with tracer().start_as_current_span("apply") as span:
+            return await self._apply(request, span)
+
+    async def _apply(self, request: web.Request, span: Span) -> web.Response:
         body = await request.read()
-        spec = parse_workload_data(load_document(body))
-        await self._check_placeable(spec)
+        with tracer().start_as_current_span("validate"):
+            spec = parse_workload_data(load_document(body))
+            await self._check_placeable(spec)
+        span.set_attribute("cloudless.workload", spec.name)
+        trace = traceparent(span)  # "" when tracing is off: nothing stored
         now = self.clock.now()
         created: list[bool] = []
 
@@ -344,11 +353,12 @@ class UserApi:
             created.clear()
             if cur is None:
                 created.append(True)
-                return WorkloadRecord(spec=spec, created_at=now, updated_at=now)
+                return WorkloadRecord(spec=spec, created_at=now, updated_at=now, trace=trace)
             new = cur.with_spec(spec, now)
-            return None if new is cur else new
+            return None if new is cur else replace(new, trace=trace)
 
-        rec = await self.state.workloads.update(spec.name, change, fence=self.hub.fence())
+        with tracer().start_as_current_span("commit"):
+            rec = await self.state.workloads.update(spec.name, change, fence=self.hub.fence())
         assert rec is not None
         what = "created" if created else "configured"
         await self.hub.emit(
