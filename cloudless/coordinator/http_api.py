@@ -33,6 +33,7 @@ from cloudless.model.replica import Replica
 from cloudless.model.workload import WorkloadSpec
 from cloudless.model.workload_codec import load_document, parse_workload_data, workload_to_dict
 from cloudless.observability.tracing import traceparent, tracer
+from cloudless.scheduler.plan import Explanation
 from cloudless.scheduler.scheduler import Scheduler
 from cloudless.scheduler.snapshot import NodeColumns, Snapshot
 from cloudless.security.authz import Authorizer
@@ -221,6 +222,8 @@ class UserApi:
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in ("/healthz", "/v1/ca", "/openapi.json", "/v1/cluster/join"):
             return await handler(request)
+        if request.path == "/ui" or request.path.startswith("/ui/"):
+            return await handler(request)  # the console checks its session cookie itself
         der = _peer_der(request)
         decision = self.authorizer.authorize(
             x509.load_der_x509_certificate(der) if der else None,
@@ -449,13 +452,17 @@ class UserApi:
         await self.hub.emit("workload", f"workload {name} deleting", workload=name)
         return _json({"deleted": name})
 
-    async def _explain(self, spec: WorkloadSpec, top: int) -> web.Response:
+    async def explanation(self, spec: WorkloadSpec, top: int) -> Explanation:
+        """Where one more replica of ``spec`` would go now, and why other nodes would not."""
         snap = await self.state.snapshot()
         v = snap.view
         specs = {n: r.spec for n, r in v.workloads.items() if not r.deleted}
         specs[spec.name] = spec
         sched_snap = Snapshot.build(list(v.nodes.values()), list(v.replicas.values()), specs)
-        ex = self.scheduler.explain(sched_snap, spec, top=top)
+        return self.scheduler.explain(sched_snap, spec, top=top)
+
+    async def _explain(self, spec: WorkloadSpec, top: int) -> web.Response:
+        ex = await self.explanation(spec, top)
         return _json(
             {
                 "workload": spec.name,

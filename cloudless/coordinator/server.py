@@ -24,7 +24,8 @@ from aiohttp import web
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.coordinator.agent_api import AgentApi
 from cloudless.coordinator.config import CoordinatorConfig
-from cloudless.coordinator.http_api import UserApi, server_ssl_context
+from cloudless.coordinator.console.routes import Console
+from cloudless.coordinator.http_api import IDENTITY, UserApi, server_ssl_context
 from cloudless.coordinator.hub import AgentHub
 from cloudless.coordinator.joining import (
     CoordinatorInfo,
@@ -41,6 +42,7 @@ from cloudless.coordinator.telemetry import CoordinatorTelemetry
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.lib.errors import CloudlessError
 from cloudless.lib.ids import IdSource, RandomIds
+from cloudless.model.workload import WorkloadSpec
 from cloudless.observability.http import parse_listen, serve_metrics
 from cloudless.observability.metrics import IS_LEADER, LEADER_CHANGES
 from cloudless.observability.store import MeasuredStore
@@ -455,6 +457,18 @@ class Coordinator:
         )
         app = api.app()
         self.telemetry.install(app)
+
+        async def explain(spec: WorkloadSpec) -> str:
+            return (await api.explanation(spec, 5)).render()
+
+        Console(
+            state=self.state,
+            clock=self.clock,
+            revocations=self.revocations,
+            identity_of=lambda request: request[IDENTITY].uri,
+            explain=explain,
+            logs=api.logs,
+        ).install(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, c.host, c.api_port, ssl_context=ctx)
