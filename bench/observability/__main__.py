@@ -14,9 +14,11 @@
    (``apply``, ``validate``, ``commit``, and ``schedule`` for 3 replicas) with the no-op
    tracer against a recording tracer with an in-memory exporter, 2,000 each, alternating.
 
+4. **Console**: first contentful paint of the overview in headless Chromium, and the time
+   from a node cordoned through the API to its event shown in the page's feed.
+
 Run: ``python -m bench.observability`` -> ``bench/results/observability.json``. ``--quick``:
-fewer repetitions. The console's first paint and event latency are measured by the browser
-test's timings (``tests/integration/observability/test_console.py``), not here.
+fewer repetitions.
 """
 
 from __future__ import annotations
@@ -209,6 +211,10 @@ async def main(argv: list[str]) -> int:
         out["scrape"].append(r)
     out["tracing"] = tracing_cost(500 if args.quick else 2000, 3)
     print(f"tracing: {out['tracing']}", flush=True)
+    from bench.observability.console import console_timings
+
+    out["console"] = await console_timings(5 if args.quick else 20)
+    print(f"console: {out['console']}", flush=True)
     out["instruments_cpu"] = await sim_cpu(
         1000 if not args.quick else 300, 20 if args.quick else 60, 1 if args.quick else 3
     )
