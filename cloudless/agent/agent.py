@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,12 +23,14 @@ from cloudless.agent.identity import AgentIdentity, channel_options, enroll
 from cloudless.agent.link import AssignmentFile, Link, Sample
 from cloudless.agent.monitor import ResourceMonitor
 from cloudless.agent.supervisor import Supervisor
+from cloudless.agent.telemetry import AgentTelemetry, agent_tls_context
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.coordinator.convert import resources_to_pb
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.model.node import NodeConditions
 from cloudless.model.resources import Resources
+from cloudless.observability.http import parse_listen, serve_metrics
 from cloudless.runtime.protocol import ContainerRuntime
 from cloudless.security.identity import SpiffeId
 from cloudless.security.keys import make_csr, new_private_key
@@ -53,6 +56,11 @@ class AgentConfig:
     # On a clean stop (cancellation), ask the coordinator to hold the node this long
     # (``Goodbye``); 0 says nothing, so the node is judged as if the agent had died.
     restart_hold_s: float = 0.0
+    # "HOST:PORT": serve /metrics there in plain HTTP (bind it where only the operator's
+    # Prometheus reaches); "" serves none. metrics_tls: mutual TLS instead, with the node's
+    # certificate; the scraper must present a certificate from the cluster's CA.
+    metrics_listen: str = ""
+    metrics_tls: bool = False
 
 
 class Agent:
@@ -75,6 +83,7 @@ class Agent:
         self.identity: AgentIdentity | None = None
         self.link: Link | None = None
         self.supervisor: Supervisor | None = None
+        self._metrics_tls: ssl.SSLContext | None = None
 
     def facts(self) -> pb.NodeFacts:
         c = self.config
@@ -100,7 +109,21 @@ class Agent:
             address=c.address,
             public=c.public,
             cost_per_hour=c.cost_per_hour,
+            metrics_address=self.metrics_address(),
         )
+
+    def metrics_address(self) -> str:
+        """Where this agent serves ``/metrics``, as advertised to the coordinator: the
+        listen address, with the node's address in place of a wildcard host."""
+        c = self.config
+        if not c.metrics_listen:
+            return ""
+        host, port = parse_listen(c.metrics_listen)
+        if host in ("0.0.0.0", "::", ""):
+            host = c.address or "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if c.metrics_tls else 'http'}://{host}:{port}"
 
     def sample(self) -> Sample:
         s = self.monitor.latest
@@ -155,6 +178,27 @@ class Agent:
             tg.create_task(self.monitor.run(self.config.monitor_interval_s))
             tg.create_task(self.link.run())
             tg.create_task(self._renewal())
+            if self.config.metrics_listen:
+                tg.create_task(self._serve_metrics())
+
+    async def _serve_metrics(self) -> None:
+        """``/metrics`` until cancelled; the TLS context follows certificate renewals."""
+        assert self.supervisor is not None
+        c = self.config
+        ident_dir = AgentIdentity.dir(c.data_dir)
+        tele = AgentTelemetry(
+            self.runtime,
+            self.supervisor.statuses,
+            {"node": ident_dir / "node.crt", "ca": ident_dir / "ca.pem"},
+        )
+        host, port = parse_listen(c.metrics_listen)
+        self._metrics_tls = agent_tls_context(ident_dir) if c.metrics_tls else None
+        runner = await serve_metrics(tele.page, host, port, self._metrics_tls)
+        log.info("serving metrics at %s", self.metrics_address())
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
 
     async def _renewal(self) -> None:
         """Renew at the time drawn once per certificate (2/3 of its life, with jitter)."""
@@ -187,5 +231,8 @@ class Agent:
         if resp.ca_bundle_pem:
             ident.ca_pem = resp.ca_bundle_pem
         ident.save(self.config.data_dir)
+        if self._metrics_tls is not None:
+            d = AgentIdentity.dir(self.config.data_dir)
+            self._metrics_tls.load_cert_chain(str(d / "node.crt"), str(d / "node.key"))
         self.link.reconnect()
         log.info("certificate renewed")

@@ -70,7 +70,16 @@ def assignments_from_pb(msg: pb.Assignments) -> list[Assigned]:
         except (ValueError, ValidationError) as e:
             log.error("ignoring assignment %s with a bad spec: %s", a.replica_id, e)
             continue
-        out.append(Assigned(a.replica_id, a.workload, a.spec_version, spec, a.desired == "running"))
+        out.append(
+            Assigned(
+                a.replica_id,
+                a.workload,
+                a.spec_version,
+                spec,
+                a.desired == "running",
+                a.traceparent,
+            )
+        )
     return out
 
 

@@ -24,9 +24,17 @@ from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError
 from cloudless.model.replica import ReplicaState
 from cloudless.model.workload import WorkloadSpec
+from cloudless.observability.metrics import (
+    CONTAINER_EXITS,
+    CONTAINER_RESTARTS,
+    CONTAINER_STARTS,
+    PULL_BYTES,
+    PULL_DURATION,
+)
+from cloudless.observability.tracing import child_of, tracer
 from cloudless.runtime.errors import ContainerNotFound, StartFailed
 from cloudless.runtime.protocol import ContainerRuntime
-from cloudless.runtime.types import ContainerSpec, ContainerState, ContainerStatus
+from cloudless.runtime.types import ContainerSpec, ContainerState, ContainerStatus, PullProgress
 
 log = logging.getLogger("cloudless.agent.supervisor")
 
@@ -42,6 +50,7 @@ class Assigned:
     spec_version: int
     spec: WorkloadSpec
     running: bool = True  # desired state
+    trace: str = ""  # traceparent to start the container under ("" untraced)
 
 
 @dataclass
@@ -134,16 +143,12 @@ class ReplicaWorker:
         rid = a.replica_id
         policy = a.spec.restart
         current = await self._existing()
+        trace = a.trace  # only the first start joins the apply's trace
         while True:
             if current is None:
+                attempt, trace = trace, ""
                 try:
-                    self._set(ReplicaState.PULLING)
-                    await self.runtime.pull_image(a.spec.image)
-                    self._set(ReplicaState.STARTING)
-                    self._ensure_ports()
-                    await self.runtime.create_container(container_spec(a, self.host_ports))
-                    self.exited.clear()
-                    current = await self.runtime.start_container(rid)
+                    current = await self._start(attempt)
                 except (StartFailed, CloudlessError) as e:
                     await self._remove_quietly()
                     current = None
@@ -152,6 +157,7 @@ class ReplicaWorker:
                         return
                     await self.clock.sleep(policy.delay(self.status.restarts))
                     self.status.restarts += 1
+                    CONTAINER_RESTARTS.inc()
                     continue
             if current.state is ContainerState.RUNNING:
                 self.status.started_at = current.started_at or self.clock.now()
@@ -163,12 +169,51 @@ class ReplicaWorker:
             code = current.exit_code if current.exit_code is not None else -1
             terminal = ReplicaState.EXITED if code == 0 else ReplicaState.FAILED
             self._set(terminal, exit_reason(current), code)
+            CONTAINER_EXITS.labels("oom" if current.oom_killed else terminal.value).inc()
             if not policy.should_restart(code, self.status.restarts):
                 return
             await self.clock.sleep(policy.delay(self.status.restarts))
             self.status.restarts += 1
+            CONTAINER_RESTARTS.inc()
             await self._remove_quietly()
             current = None
+
+    async def _start(self, trace: str) -> ContainerStatus:
+        """Pull, create and start; each step a span when ``trace`` names a parent."""
+        a = self.assigned
+        tr = tracer()
+        with child_of(trace), tr.start_as_current_span("replica.start") as span:
+            span.set_attribute("cloudless.replica", a.replica_id)
+            span.set_attribute("cloudless.image", a.spec.image)
+            self._set(ReplicaState.PULLING)
+            with tr.start_as_current_span("pull"):
+                await self._pull(a.spec.image)
+            self._set(ReplicaState.STARTING)
+            self._ensure_ports()
+            with tr.start_as_current_span("create"):
+                await self.runtime.create_container(container_spec(a, self.host_ports))
+            self.exited.clear()
+            with tr.start_as_current_span("start"):
+                current = await self.runtime.start_container(a.replica_id)
+            CONTAINER_STARTS.inc()
+            return current
+
+    async def _pull(self, image: str) -> None:
+        t0 = self.clock.monotonic()
+        outcome = "failed"
+        seen = 0
+
+        def progress(p: PullProgress) -> None:
+            nonlocal seen
+            if p.done_bytes > seen:
+                PULL_BYTES.inc(p.done_bytes - seen)
+                seen = p.done_bytes
+
+        try:
+            await self.runtime.pull_image(image, progress)
+            outcome = "pulled"
+        finally:
+            PULL_DURATION.labels(outcome).observe(self.clock.monotonic() - t0)
 
     async def _existing(self) -> ContainerStatus | None:
         try:

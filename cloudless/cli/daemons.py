@@ -12,7 +12,6 @@ import asyncio
 import logging
 import signal
 import socket
-import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,37 +25,22 @@ from cloudless.lib.keepalive import Keepalive
 
 log = logging.getLogger("cloudless.cli")
 
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-LOG_LEVELS = ("debug", "info", "warning", "error")
+
+def setup_logging(level: str, fmt: str = "console") -> None:
+    """Logs on stderr (``cloudless.observability.logs``); a bad value names the flag."""
+    from cloudless.observability import logs
+
+    try:
+        logs.setup(level, fmt)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--log-level/--log-format") from None
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stderr`` is at the time of the record (not at set-up)."""
+def setup_tracing(endpoint: str, service: str) -> None:
+    from cloudless.observability import tracing
 
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: Any) -> None:
-        pass
-
-
-def setup_logging(level: str) -> None:
-    """One line per record on stderr: time, level, logger, message."""
-    lvl = level.lower()
-    if lvl not in LOG_LEVELS:
-        raise typer.BadParameter(f"{level!r} is not one of {', '.join(LOG_LEVELS)}")
-    handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S"))
-    logging.basicConfig(level=getattr(logging, lvl.upper()), handlers=[handler], force=True)
-    # Chatty libraries stay at warning unless we debug.
-    if lvl != "debug":
-        for noisy in ("aiohttp.access", "grpc", "asyncio"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    if tracing.setup(endpoint, service):
+        log.info("exporting traces to %s", endpoint)
 
 
 async def run_until_signal(main: Coroutine[Any, Any, None]) -> bool:
@@ -73,15 +57,25 @@ async def run_until_signal(main: Coroutine[Any, Any, None]) -> bool:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop, sig)
+    # Log level at run time, without a restart: SIGUSR1 debug, SIGUSR2 back to info.
+    for sig, level in ((signal.SIGUSR1, "debug"), (signal.SIGUSR2, "info")):
+        loop.add_signal_handler(sig, _set_level, level)
     try:
         await task
     except asyncio.CancelledError:
         if not got:
             raise
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
             loop.remove_signal_handler(sig)
     return bool(got)
+
+
+def _set_level(level: str) -> None:
+    from cloudless.observability import logs
+
+    logs.set_level(level)
+    log.warning("log level set to %s (SIGUSR1: debug, SIGUSR2: info)", level)
 
 
 def serve(main: Coroutine[Any, Any, None]) -> None:
@@ -150,7 +144,25 @@ def coordinator(
             + "). See docs/performance.md for the trade-off.",
         ),
     ] = "",
+    metrics_listen: Annotated[
+        str,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="Also serve /metrics here in plain HTTP (default: only on the API, mTLS).",
+        ),
+    ] = "",
+    otlp_endpoint: Annotated[
+        str,
+        typer.Option(
+            metavar="HOST:PORT",
+            envvar="OTEL_EXPORTER_OTLP_ENDPOINT",
+            help="Export traces over OTLP/gRPC there (default: tracing off).",
+        ),
+    ] = "",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[
+        str, typer.Option(help="console (one plain line per record) or json (JSON lines).")
+    ] = "console",
 ) -> None:
     """Run a coordinator (control plane): store member, scheduler, APIs."""
     config = coordinator_config(
@@ -169,8 +181,10 @@ def coordinator(
         root_key_size=root_key_size,
         bcrypt_cost=bcrypt_cost,
         liveness=liveness,
+        metrics_listen=metrics_listen,
     )
-    setup_logging(log_level)
+    setup_logging(log_level, log_format)
+    setup_tracing(otlp_endpoint, "cloudless-coordinator")
     from cloudless.coordinator.server import Coordinator
 
     async def main() -> None:
@@ -207,6 +221,7 @@ def coordinator_config(
     root_key_size: int,
     bcrypt_cost: int,
     liveness: str = "",
+    metrics_listen: str = "",
 ) -> Any:
     """The CoordinatorConfig for the flags; contradictory flags are refused with the fix."""
     from cloudless.coordinator.config import CoordinatorConfig
@@ -256,6 +271,7 @@ def coordinator_config(
         root_key_size=root_key_size,
         bcrypt_cost=bcrypt_cost,
         **parse_liveness(liveness),
+        metrics_listen=_listen_flag(metrics_listen),
     )
 
 
@@ -361,7 +377,32 @@ def agent(
             "agent is replaced at once regardless.",
         ),
     ] = 30.0,
+    metrics_listen: Annotated[
+        str,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="Serve /metrics here, in plain HTTP unless --metrics-tls.",
+        ),
+    ] = "",
+    metrics_tls: Annotated[
+        bool,
+        typer.Option(
+            "--metrics-tls",
+            help="Serve --metrics-listen over mutual TLS (scrapers need a cluster certificate).",
+        ),
+    ] = False,
+    otlp_endpoint: Annotated[
+        str,
+        typer.Option(
+            metavar="HOST:PORT",
+            envvar="OTEL_EXPORTER_OTLP_ENDPOINT",
+            help="Export traces over OTLP/gRPC there (default: tracing off).",
+        ),
+    ] = "",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[
+        str, typer.Option(help="console (one plain line per record) or json (JSON lines).")
+    ] = "console",
 ) -> None:
     """Run an agent (data plane): enroll once, then run what the coordinators assign."""
     from cloudless.agent.agent import Agent
@@ -379,12 +420,15 @@ def agent(
         memory=memory,
         disk=disk,
         restart_hold=restart_hold,
+        metrics_listen=metrics_listen,
+        metrics_tls=metrics_tls,
     )
     if runtime not in ("containerd", "fake"):
         raise typer.BadParameter(
             f"{runtime!r}: expected containerd or fake", param_hint="--runtime"
         )
-    setup_logging(log_level)
+    setup_logging(log_level, log_format)
+    setup_tracing(otlp_endpoint, "cloudless-agent")
 
     async def main() -> None:
         # Built on the running loop: the containerd client's gRPC channel binds to it.
@@ -410,6 +454,8 @@ def agent_config(
     memory: str | None,
     disk: str | None,
     restart_hold: float = 0.0,
+    metrics_listen: str = "",
+    metrics_tls: bool = False,
 ) -> Any:
     """The AgentConfig for the flags; a bad label or quantity names the flag and the form."""
     from cloudless.agent.agent import AgentConfig
@@ -450,7 +496,21 @@ def agent_config(
         address=address,
         capacity_override=override,
         restart_hold_s=restart_hold,
+        metrics_listen=_listen_flag(metrics_listen),
+        metrics_tls=metrics_tls,
     )
+
+
+def _listen_flag(value: str) -> str:
+    """``--metrics-listen``: HOST:PORT or empty, checked here so a typo fails at start."""
+    from cloudless.observability.http import parse_listen
+
+    if value:
+        try:
+            parse_listen(value)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--metrics-listen") from None
+    return value
 
 
 def make_runtime(

@@ -72,6 +72,23 @@ def events(
         out.print(text)
 
 
+def ui(
+    open_browser: Annotated[
+        bool, typer.Option("--open/--no-open", help="Open the link in a browser.")
+    ] = True,
+    config: ConfigOpt = None,
+) -> None:
+    """Print a one-time login link (valid 60 s) to the web console, and open it."""
+    client = connect(config)
+    url = str(client.call("POST", "/v1/ui/login")["url"])
+    typer.echo(url)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+
+
 def register(app: typer.Typer) -> None:
     app.command(rich_help_panel="Workloads")(logs)
     app.command(rich_help_panel="Cluster state")(events)
+    app.command(rich_help_panel="Cluster state")(ui)

@@ -31,8 +31,10 @@ from cloudless.coordinator.enrollment import Enroller
 from cloudless.coordinator.hub import AgentHub, NotLeader
 from cloudless.coordinator.state import ClusterState
 from cloudless.lib.clock import Clock
-from cloudless.lib.errors import CloudlessError
+from cloudless.lib.errors import CloudlessError, ValidationError
 from cloudless.model.node import Node, NodeState
+from cloudless.observability.http import metrics_address_problem
+from cloudless.observability.metrics import ENROLLMENTS
 from cloudless.security.authz import Authorizer
 from cloudless.security.ca import CertificateAuthority
 from cloudless.security.identity import CertKind, SpiffeId
@@ -115,6 +117,9 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _details(problems))
 
         def node_for(node_id: str, claims: TokenClaims) -> Node:
+            problem = metrics_address_problem(facts.metrics_address)
+            if problem:
+                raise ValidationError(f"node facts: {problem}")
             labels = dict(facts.labels)
             labels.update(claims.labels)  # labels pinned by the token win
             return Node.make(
@@ -134,18 +139,22 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
                 nat=not facts.public,
                 cost_per_hour=facts.cost_per_hour,
                 enrolled_at=self.clock.now(),
+                metrics_address=facts.metrics_address,
             )
 
         try:
             done = await self._enroller().enroll(request.token, request.csr_pem, node_for)
         except StoreError as e:
+            ENROLLMENTS.labels("unavailable").inc()
             log.warning("enrollment from %s not completed: %s", peer, e)
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"cluster store busy ({e}); retry")
             raise  # unreachable: abort raises
         except CloudlessError as e:
+            ENROLLMENTS.labels("refused").inc()
             await self._refused(f"enrollment from {peer} refused: {e}")
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
             raise  # unreachable: abort raises
+        ENROLLMENTS.labels("enrolled").inc()
         return pb.EnrollResponse(
             node_id=done.node.id,
             cert_pem=done.cert_pem,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, TypeVar
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictFloat, StrictInt, StrictStr
 
 from cloudless.lib.bounded import path_key, show
 from cloudless.lib.errors import ValidationError
@@ -320,6 +320,24 @@ class CoordinatorList(BaseModel):
     model_config = _RESPONSE
     coordinators: list[CoordinatorView]
     leader: str | None
+
+
+class ConsoleLogin(BaseModel):
+    model_config = _RESPONSE
+    url: str
+    expires_in: int
+
+
+class ScrapeTargetGroup(BaseModel):
+    """One group of Prometheus's ``http_sd_configs`` format."""
+
+    model_config = _RESPONSE
+    targets: list[str]
+    labels: dict[str, str]
+
+
+class ScrapeTargets(RootModel[list[ScrapeTargetGroup]]):
+    pass
 
 
 class Event(_Open):

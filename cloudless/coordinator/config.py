@@ -40,6 +40,9 @@ class CoordinatorConfig:
     etcd_election_ms: int = 1000
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     keepalive: Keepalive = field(default_factory=Keepalive)
+    # "HOST:PORT": also serve /metrics there, in plain HTTP (bind it where only the
+    # operator's Prometheus reaches); "" serves /metrics only on the user API (mutual TLS).
+    metrics_listen: str = ""
 
     @property
     def api_url(self) -> str:

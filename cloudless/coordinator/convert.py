@@ -101,4 +101,5 @@ def assignment(r: Replica, spec: WorkloadSpec) -> pb.ReplicaAssignment:
         desired=r.desired.value,
         spec_version=r.spec_version,
         spec_json=json.dumps(workload_to_dict(spec), sort_keys=True).encode(),
+        traceparent=r.trace,
     )

@@ -29,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 from cryptography import x509
+from opentelemetry.trace import Span
 
 from cloudless.coordinator.api_models import (
     JoinRequest,
@@ -53,6 +54,8 @@ from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica
 from cloudless.model.workload import WorkloadSpec
 from cloudless.model.workload_codec import parse_workload_data, workload_to_dict
+from cloudless.observability.tracing import traceparent, tracer
+from cloudless.scheduler.plan import Explanation
 from cloudless.scheduler.scheduler import Scheduler
 from cloudless.scheduler.snapshot import NodeColumns, Snapshot
 from cloudless.security.authz import Authorizer
@@ -209,6 +212,8 @@ class UserApi:
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in ("/healthz", "/v1/ca", "/openapi.json", "/v1/cluster/join"):
             return await handler(request)
+        if request.path == "/ui" or request.path.startswith("/ui/"):
+            return await handler(request)  # the console checks its session cookie itself
         der = _peer_der(request)
         decision = self.authorizer.authorize(
             x509.load_der_x509_certificate(der) if der else None,
@@ -329,8 +334,15 @@ class UserApi:
     # ---- workloads -------------------------------------------------------------------------
 
     async def apply(self, request: web.Request) -> web.Response:
-        spec = await _spec(await request.read())
-        await self._check_placeable(spec)
+        with tracer().start_as_current_span("apply") as span:
+            return await self._apply(request, span)
+
+    async def _apply(self, request: web.Request, span: Span) -> web.Response:
+        with tracer().start_as_current_span("validate"):
+            spec = await _spec(await request.read())
+            await self._check_placeable(spec)
+        span.set_attribute("cloudless.workload", spec.name)
+        trace = traceparent(span)  # "" when tracing is off: nothing stored
         now = self.clock.now()
         created: list[bool] = []
 
@@ -338,11 +350,12 @@ class UserApi:
             created.clear()
             if cur is None:
                 created.append(True)
-                return WorkloadRecord(spec=spec, created_at=now, updated_at=now)
+                return WorkloadRecord(spec=spec, created_at=now, updated_at=now, trace=trace)
             new = cur.with_spec(spec, now)
-            return None if new is cur else new
+            return None if new is cur else replace(new, trace=trace)
 
-        rec = await self.state.workloads.update(spec.name, change, fence=self.hub.fence())
+        with tracer().start_as_current_span("commit"):
+            rec = await self.state.workloads.update(spec.name, change, fence=self.hub.fence())
         assert rec is not None
         what = "created" if created else "configured"
         await self.hub.emit(
@@ -428,13 +441,17 @@ class UserApi:
         await self.hub.emit("workload", f"workload {name} deleting", workload=name)
         return json_response({"deleted": name})
 
-    async def _explain(self, spec: WorkloadSpec, top: int) -> web.Response:
+    async def explanation(self, spec: WorkloadSpec, top: int) -> Explanation:
+        """Where one more replica of ``spec`` would go now, and why other nodes would not."""
         snap = await self.state.snapshot()
         v = snap.view
         specs = {n: r.spec for n, r in v.workloads.items() if not r.deleted}
         specs[spec.name] = spec
         sched_snap = Snapshot.build(list(v.nodes.values()), list(v.replicas.values()), specs)
-        ex = self.scheduler.explain(sched_snap, spec, top=top)
+        return self.scheduler.explain(sched_snap, spec, top=top)
+
+    async def _explain(self, spec: WorkloadSpec, top: int) -> web.Response:
+        ex = await self.explanation(spec, top)
         return json_response(
             {
                 "workload": spec.name,

@@ -36,6 +36,8 @@ from cloudless.lib.clock import Clock
 from cloudless.model.node import Node, NodeConditions, NodeState
 from cloudless.model.replica import Replica, ReplicaState
 from cloudless.model.resources import Resources
+from cloudless.observability.http import metrics_address_problem
+from cloudless.observability.metrics import AGENT_SESSIONS, HEARTBEATS, HEARTBEATS_LATE
 from cloudless.store.errors import Fenced, StoreError
 from cloudless.store.fence import Fence, fenced_txn
 from cloudless.store.table import TableListing
@@ -62,6 +64,7 @@ class Session:
     last_usage_write: float = -1e18
     conditions: tuple[str, ...] = ()
     closed: bool = False
+    last_beat: float = 0.0  # monotonic time of the last heartbeat (0: none yet)
 
 
 @dataclass
@@ -247,6 +250,7 @@ class AgentHub:
             )
         s = Session(node_id)
         self.sessions[node_id] = s
+        AGENT_SESSIONS.set(len(self.sessions))
         if self.membership.state(node_id) is None:
             self.membership.upsert(known, self.clock.monotonic())
         self._mark(node_id)
@@ -257,10 +261,31 @@ class AgentHub:
         if self.sessions.get(s.node_id) is s:
             del self.sessions[s.node_id]
             self.membership.disconnected(s.node_id, self.clock.monotonic())
+            AGENT_SESSIONS.set(len(self.sessions))
 
     async def on_hello(self, s: Session, hello: pb.Hello) -> None:
         await self._apply_statuses(s, hello.replicas)
         self._heard(s)
+        await self._note_metrics_address(s.node_id, hello.facts.metrics_address)
+
+    async def _note_metrics_address(self, node_id: str, address: str) -> None:
+        """Record where the agent serves metrics when it differs from the node record (an
+        agent restarted with another ``--metrics-listen``); the address was checked at
+        enrollment's rules (``metrics_address_problem``) and is ignored when bad."""
+        known = self._nodes.get(node_id)
+        if known is None or known.metrics_address == address:
+            return
+        problem = metrics_address_problem(address)
+        if problem:
+            log.warning("node %s: metrics address ignored: %s", node_id, problem)
+            return
+
+        def change(n: Node | None) -> Node | None:
+            if n is None or n.metrics_address == address:
+                return None
+            return replace(n, metrics_address=address)
+
+        await self.state.nodes.update(node_id, change, fence=self.fence())
 
     async def on_heartbeat(
         self,
@@ -273,6 +298,10 @@ class AgentHub:
         then the node transition, replica statuses and the periodic usage refresh."""
         now = self.clock.monotonic()
         interval = self.config.interval_for(len(self.membership))
+        HEARTBEATS.inc()
+        if s.last_beat and now - s.last_beat > 2 * interval:
+            HEARTBEATS_LATE.inc()
+        s.last_beat = now
         self.reliability.heartbeat(s.node_id, now, interval)
         node = self._nodes.get(s.node_id)
         if node is not None:

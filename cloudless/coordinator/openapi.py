@@ -118,6 +118,24 @@ ROUTES: tuple[Route, ...] = (
         public=True,
     ),
     Route("get", "/v1/cluster/coordinators", "List coordinators", m.CoordinatorList),
+    Route(
+        "get",
+        "/metrics",
+        "This coordinator's Prometheus metrics (text format, or OpenMetrics when accepted)",
+        "text/plain",
+    ),
+    Route(
+        "get",
+        "/v1/sd/prometheus",
+        "Prometheus HTTP service discovery: every coordinator and agent metrics target",
+        m.ScrapeTargets,
+    ),
+    Route(
+        "post",
+        "/v1/ui/login",
+        "A one-time link (60 s) that logs a browser into the web console",
+        m.ConsoleLogin,
+    ),
 )
 
 _EXTRA_MODELS: tuple[type[BaseModel], ...] = (m.ErrorBody, m.Event)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
 from cloudless.coordinator.reconcile import PlaceResult
 from cloudless.model.node import Node
 from cloudless.model.replica import Replica, ReplicaState
 from cloudless.model.workload import WorkloadSpec
+from cloudless.observability.metrics import SCHEDULING, SCHEDULING_DURATION
 from cloudless.scheduler.scheduler import Scheduler
 from cloudless.scheduler.snapshot import NodeColumns, Snapshot
 
@@ -40,10 +42,16 @@ class SchedulerPlacer:
         # not count for spread or per-domain limits, or they would block their own
         # replacement until their node is declared failed.
         placed = [r for r in replicas if r.observed is not ReplicaState.LOST]
+        t0 = time.perf_counter()
         snap = Snapshot.build(self.columns(nodes), placed, {**workloads, spec.name: spec})
         plan = self.scheduler.place(snap, spec, count)
+        SCHEDULING_DURATION.observe(time.perf_counter() - t0)
+        ids = plan.node_ids()
+        SCHEDULING.labels("placed").inc(len(ids))
+        if plan.unplaced:
+            SCHEDULING.labels("unplaced").inc(len(plan.unplaced))
         reason = plan.unplaced[0].reason if plan.unplaced else ""
-        return PlaceResult(tuple(plan.node_ids()), reason)
+        return PlaceResult(tuple(ids), reason)
 
     def rank(
         self,

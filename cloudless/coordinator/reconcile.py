@@ -215,6 +215,7 @@ def _reconcile_workload(
                 spec_version=rec.version,
                 created_at=now,
                 updated_at=now,
+                trace=rec.trace,
             )
             work.replicas[r.id] = r
             work.actions.append(CreateReplica(r))

@@ -42,6 +42,8 @@ from cloudless.lib.clock import Clock
 from cloudless.lib.ids import IdSource
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica, ReplicaState
+from cloudless.observability.metrics import RECONCILE_DURATION, RECONCILE_ROUNDS
+from cloudless.observability.tracing import child_of, traceparent, tracer
 from cloudless.store.errors import Fenced, StoreError
 from cloudless.store.fence import Fence, fenced_txn
 from cloudless.store.table import Record, Table
@@ -196,10 +198,20 @@ class Reconciler:
         self._need = max(self._need, revision)
 
     async def round(self, fence: Fence) -> list[Action]:
+        t0 = self.clock.monotonic()
+        try:
+            return await self._round(fence)
+        finally:
+            RECONCILE_ROUNDS.inc()
+            RECONCILE_DURATION.observe(self.clock.monotonic() - t0)
+
+    async def _round(self, fence: Fence) -> list[Action]:
+        started = int(self.clock.now() * 1e9)
         snap = await self.snapshot()
         for p in snap.problems:
             log.error("skipping undecodable record: %s", p)
-        actions = reconcile(snap.view, self.placer, self.ids, self.clock.now())
+        decided = reconcile(snap.view, self.placer, self.ids, self.clock.now())
+        actions = [_traced(a, started) for a in decided]
         # Until every action is applied with its outcome known, assume the worst: a write
         # that raised may have landed, so the next round reads the store's revision.
         self._unsure = self._unsure or bool(actions)
@@ -349,3 +361,20 @@ class Reconciler:
         name, body = event(kind, message, self.clock.now(), **fields)
         log.info(message)
         self._saw(await self.state.events.put(name, body))
+
+
+def _traced(a: Action, started_ns: int) -> Action:
+    """A new replica of a traced apply gets a ``schedule`` span in that trace, and carries
+    the span's own ``traceparent`` to its agent (the agent's spans become its children)."""
+    if not isinstance(a, CreateReplica) or not a.replica.trace:
+        return a
+    r = a.replica
+    with (
+        child_of(r.trace),
+        tracer().start_as_current_span("schedule", start_time=started_ns) as span,
+    ):
+        span.set_attribute("cloudless.workload", r.workload)
+        span.set_attribute("cloudless.replica", r.id)
+        span.set_attribute("cloudless.node", r.node_id)
+        span.set_attribute("cloudless.spec_version", r.spec_version)
+        return CreateReplica(replace(r, trace=traceparent(span)))

@@ -21,6 +21,7 @@ class WorkloadRecord:
     updated_at: float = 0.0
     unplaced: int = 0
     unplaced_reason: str = ""
+    trace: str = ""  # W3C traceparent of the apply that wrote this version ("" untraced)
 
     @property
     def name(self) -> str:
@@ -44,6 +45,7 @@ class WorkloadRecord:
             "updated_at": self.updated_at,
             "unplaced": self.unplaced,
             "unplaced_reason": self.unplaced_reason,
+            "trace": self.trace,
         }
 
     @classmethod
@@ -56,4 +58,5 @@ class WorkloadRecord:
             updated_at=float(d.get("updated_at", 0.0)),
             unplaced=int(d.get("unplaced", 0)),
             unplaced_reason=str(d.get("unplaced_reason", "")),
+            trace=str(d.get("trace", "")),
         )

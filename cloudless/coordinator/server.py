@@ -24,7 +24,8 @@ from aiohttp import web
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.coordinator.agent_api import AgentApi
 from cloudless.coordinator.config import CoordinatorConfig
-from cloudless.coordinator.http_api import UserApi, server_ssl_context
+from cloudless.coordinator.console.routes import Console
+from cloudless.coordinator.http_api import IDENTITY, UserApi, server_ssl_context
 from cloudless.coordinator.http_errors import JsonErrorRunner
 from cloudless.coordinator.hub import AgentHub
 from cloudless.coordinator.joining import (
@@ -38,9 +39,14 @@ from cloudless.coordinator.leader_watch import GrpcLink, LeaderWatch, leader_lin
 from cloudless.coordinator.placer import SchedulerPlacer
 from cloudless.coordinator.reconciler import Reconciler
 from cloudless.coordinator.state import ClusterState
+from cloudless.coordinator.telemetry import CoordinatorTelemetry
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.lib.errors import CloudlessError
 from cloudless.lib.ids import IdSource, RandomIds
+from cloudless.model.workload import WorkloadSpec
+from cloudless.observability.http import parse_listen, serve_metrics
+from cloudless.observability.metrics import IS_LEADER, LEADER_CHANGES
+from cloudless.observability.store import MeasuredStore
 from cloudless.scheduler.scheduler import Scheduler
 from cloudless.security._files import write_private as _write_file
 from cloudless.security.authz import Authorizer
@@ -93,6 +99,7 @@ class Coordinator:
         self.coordinators: list[CoordinatorInfo] = []
         self.ca: CertificateAuthority
         self.store: Store
+        self.telemetry: CoordinatorTelemetry
         self.state: ClusterState
         self.election: Election
         self.hub: AgentHub
@@ -178,8 +185,13 @@ class Coordinator:
             log.info("joined cluster via %s; etcd members at %s", c.join, self._join_etcd)
         self.ca = self._load_ca()
         self._issue_own_certs()
-        self.store = await self._open_store()
+        raw_store = await self._open_store()
+        self.store = MeasuredStore(raw_store)
         self.state = ClusterState(self.store)
+        self.telemetry = CoordinatorTelemetry(
+            self.state,
+            {"ca": c.tls_dir / "ca.pem", "coordinator": c.tls_dir / "coordinator.crt"},
+        )
         tokens = TokenManager(
             self.ca, StoreTokenStore(self.store), self.clock, bcrypt_cost=c.bcrypt_cost
         )
@@ -229,8 +241,8 @@ class Coordinator:
             async with asyncio.TaskGroup() as tg:
                 if self.etcd is not None:
                     tg.create_task(self.etcd.run())  # type: ignore[attr-defined]
-                if isinstance(self.store, MemoryStore):
-                    tg.create_task(self.store.run())  # expire leases on time
+                if isinstance(raw_store, MemoryStore):
+                    tg.create_task(raw_store.run())  # expire leases on time
                 tg.create_task(self.election.run())
                 await self._wait_for_leader()
                 if c.bootstrap:
@@ -255,6 +267,7 @@ class Coordinator:
                 tg.create_task(self._leader_watch().run())
                 grpc_server = await self._serve_grpc(agent_api)
                 runner = await self._serve_http(user_api)
+                metrics_runner = await self._serve_metrics()
                 log.info(
                     "coordinator %s serving: api %s, agents %s", c.name, c.api_url, c.agent_endpoint
                 )
@@ -264,6 +277,8 @@ class Coordinator:
                 finally:
                     await grpc_server.stop(grace=0.5)
                     await runner.cleanup()
+                    if metrics_runner is not None:
+                        await metrics_runner.cleanup()
         finally:
             with contextlib.suppress(Exception):
                 await self.store.close()
@@ -322,8 +337,13 @@ class Coordinator:
     async def _lead(self, reconciler: Reconciler) -> None:
         """Run the leader-only components while this coordinator leads."""
         task: asyncio.Task[None] | None = None
+        term = 0
         try:
             async for lead in self.election.changes():
+                if lead.term and lead.term != term:
+                    term = lead.term
+                    LEADER_CHANGES.inc()
+                IS_LEADER.set(1 if lead.is_me else 0)
                 if lead.is_me and task is None:
                     log.info("coordinator %s is the leader (term %d)", self.config.name, lead.term)
                     task = asyncio.create_task(self._leading(reconciler))
@@ -419,6 +439,16 @@ class Coordinator:
         await server.start()
         return server
 
+    async def _serve_metrics(self) -> web.AppRunner | None:
+        """The plain-HTTP ``/metrics`` listener, when the operator asked for one."""
+        if not self.config.metrics_listen:
+            return None
+        try:
+            host, port = parse_listen(self.config.metrics_listen)
+        except ValueError as e:
+            raise StartupError(f"--metrics-listen: {e}") from None
+        return await serve_metrics(self.telemetry.page, host, port)
+
     async def _serve_http(self, api: UserApi) -> web.AppRunner:
         c = self.config
         ctx = server_ssl_context(
@@ -426,9 +456,21 @@ class Coordinator:
             str(c.tls_dir / "coordinator.key"),
             str(c.tls_dir / "ca.pem"),
         )
-        runner = JsonErrorRunner(
-            api.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
-        )
+        app = api.app()
+        self.telemetry.install(app)
+
+        async def explain(spec: WorkloadSpec) -> str:
+            return (await api.explanation(spec, 5)).render()
+
+        Console(
+            state=self.state,
+            clock=self.clock,
+            revocations=self.revocations,
+            identity_of=lambda request: request[IDENTITY].uri,
+            explain=explain,
+            logs=api.logs,
+        ).install(app)
+        runner = JsonErrorRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, c.host, c.api_port, ssl_context=ctx)
         await site.start()

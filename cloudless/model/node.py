@@ -136,6 +136,7 @@ class Node:
     nat: bool = True
     cost_per_hour: float = 0.0
     enrolled_at: float = 0.0
+    metrics_address: str = ""  # "http(s)://host:port" of the agent's /metrics, or ""
 
     @staticmethod
     def make(id: str, *, labels: dict[str, str] | None = None, **kw: Any) -> Node:
@@ -192,6 +193,7 @@ class Node:
             "nat": self.nat,
             "cost_per_hour": self.cost_per_hour,
             "enrolled_at": self.enrolled_at,
+            "metrics_address": self.metrics_address,
         }
 
     @classmethod
@@ -217,4 +219,5 @@ class Node:
             nat=bool(d.get("nat", True)),
             cost_per_hour=float(d.get("cost_per_hour", 0.0)),
             enrolled_at=float(d.get("enrolled_at", 0.0)),
+            metrics_address=str(d.get("metrics_address", "")),
         )

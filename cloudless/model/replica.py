@@ -71,6 +71,7 @@ class Replica:
     updated_at: float = 0.0
     started_at: float = 0.0
     endpoint: str = ""  # "ip:port" where it serves, as its agent reports
+    trace: str = ""  # W3C traceparent of the decision that created it ("" untraced)
 
     def with_observed(
         self, state: ReplicaState, *, reason: str = "", exit_code: int | None = None, at: float
@@ -92,6 +93,7 @@ class Replica:
             "updated_at": self.updated_at,
             "started_at": self.started_at,
             "endpoint": self.endpoint,
+            "trace": self.trace,
         }
 
     @classmethod
@@ -110,4 +112,5 @@ class Replica:
             updated_at=float(d.get("updated_at", 0.0)),
             started_at=float(d.get("started_at", 0.0)),
             endpoint=str(d.get("endpoint", "")),
+            trace=str(d.get("trace", "")),
         )

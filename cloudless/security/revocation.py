@@ -119,6 +119,12 @@ class RevocationList:
         issued_at = cert.not_valid_before_utc.timestamp() + BACKDATE_SECONDS
         return entry if issued_at <= entry.revoked_at else None
 
+    def identity_revoked(self, uri: str, issued_at: float) -> Revocation | None:
+        """The entry that revokes identity ``uri`` for something issued at ``issued_at``
+        (a certificate, a console session), or None. Pure lookup, no clock."""
+        entry = self._by_identity.get(uri)
+        return entry if entry is not None and issued_at <= entry.revoked_at else None
+
     def is_revoked(self, cert: x509.Certificate | bytes | str) -> bool:
         return self.check(load_certificate(cert)) is not None
 

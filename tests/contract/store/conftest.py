@@ -43,7 +43,16 @@ async def _memory() -> AsyncIterator[Harness]:
     expirer.cancel()
 
 
-IMPLEMENTATIONS = ["memory", "etcd"]
+async def _measured() -> AsyncIterator[Harness]:
+    """``MeasuredStore`` (the metrics wrapper) over the memory store: a wrapper must keep
+    the contract of what it wraps."""
+    from cloudless.observability.store import MeasuredStore
+
+    async for h in _memory():
+        yield Harness(MeasuredStore(h.store), h.advance, "measured", h.clock)  # type: ignore[arg-type]
+
+
+IMPLEMENTATIONS = ["memory", "measured", "etcd"]
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +82,9 @@ async def _etcd(server: tuple[BlockingEtcd, TestPki]) -> AsyncIterator[Harness]:
 async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     if request.param == "memory":
         async for h in _memory():
+            yield h
+    elif request.param == "measured":
+        async for h in _measured():
             yield h
     else:
         async for h in _etcd(request.getfixturevalue("etcd_server")):

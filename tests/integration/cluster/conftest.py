@@ -27,10 +27,12 @@ async def cluster(tmp_path: Path):  # type: ignore[no-untyped-def]
     client = Client(ClientConfig.load(tmp_path / "coord" / "admin" / "config.json"))
     agents: dict[int, asyncio.Task[None]] = {}
 
-    async def start_agent(i: int, **overrides: Any) -> None:
+    async def start_agent(i: int, **overrides: Any) -> FakeRuntime:
         token = await asyncio.to_thread(client.create_token)
         cfg = replace(agent_config(tmp_path, coord.config.api_url, token, i), **overrides)
-        agents[i] = asyncio.create_task(Agent(cfg, FakeRuntime(SystemClock())).run())
+        runtime = FakeRuntime(SystemClock())
+        agents[i] = asyncio.create_task(Agent(cfg, runtime).run())
+        return runtime
 
     try:
         yield coord, client, agents, start_agent

@@ -11,11 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cloudless.coordinator.api_models import ScaleRequest, TokenRequest, WorkloadSpecDoc
+from cloudless.coordinator.console.routes import Console
 from cloudless.coordinator.http_api import UserApi
 from cloudless.coordinator.openapi import spec
+from cloudless.coordinator.state import ClusterState
+from cloudless.coordinator.telemetry import CoordinatorTelemetry
+from cloudless.lib.clock import FakeClock
 from cloudless.lib.errors import ValidationError
 from cloudless.model.workload import parse_workload
 from cloudless.model.workload_codec import workload_to_dict
+from cloudless.security.revocation import RevocationList
+from cloudless.store.memory import MemoryStore
 
 FULL = """
 name: hello
@@ -34,11 +40,29 @@ ports: [8080]
 
 
 def served_routes() -> set[tuple[str, str]]:
+    """Every API route the coordinator serves: the user API's own, its telemetry's and the
+    console's login route (the console's ``/ui`` pages are for browsers, not the API)."""
     app = UserApi.__new__(UserApi).app()  # routes only: no handler runs
+    state = ClusterState(MemoryStore(FakeClock()))
+    CoordinatorTelemetry(state, {}).install(app)
+
+    async def nothing(*_: object) -> Any:
+        raise AssertionError("no handler runs")
+
+    Console(
+        state=state,
+        clock=FakeClock(),
+        revocations=RevocationList(),
+        identity_of=lambda _: "",
+        explain=nothing,
+        logs=nothing,
+    ).install(app)
     return {
         (r.method.lower(), r.resource.canonical)
         for r in app.router.routes()
-        if r.resource is not None and r.method != "HEAD"
+        if r.resource is not None
+        and r.method != "HEAD"
+        and not (r.resource.canonical == "/ui" or r.resource.canonical.startswith("/ui/"))
     }
 
 

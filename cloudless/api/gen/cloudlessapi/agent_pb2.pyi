@@ -33,7 +33,7 @@ class NodeConditions(_message.Message):
     def __init__(self, memory_pressure: _Optional[bool] = ..., disk_pressure: _Optional[bool] = ..., pid_pressure: _Optional[bool] = ..., network_unavailable: _Optional[bool] = ..., on_battery: _Optional[bool] = ...) -> None: ...
 
 class NodeFacts(_message.Message):
-    __slots__ = ("hostname", "arch", "os", "kernel", "cpu_cores", "device_class", "capacity", "allocatable", "labels", "region", "zone", "address", "public", "cost_per_hour")
+    __slots__ = ("hostname", "arch", "os", "kernel", "cpu_cores", "device_class", "capacity", "allocatable", "labels", "region", "zone", "address", "public", "cost_per_hour", "metrics_address")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,7 @@ class NodeFacts(_message.Message):
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_FIELD_NUMBER: _ClassVar[int]
     COST_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     hostname: str
     arch: str
     os: str
@@ -69,7 +70,8 @@ class NodeFacts(_message.Message):
     address: str
     public: bool
     cost_per_hour: float
-    def __init__(self, hostname: _Optional[str] = ..., arch: _Optional[str] = ..., os: _Optional[str] = ..., kernel: _Optional[str] = ..., cpu_cores: _Optional[int] = ..., device_class: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocatable: _Optional[_Union[Resources, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., region: _Optional[str] = ..., zone: _Optional[str] = ..., address: _Optional[str] = ..., public: _Optional[bool] = ..., cost_per_hour: _Optional[float] = ...) -> None: ...
+    metrics_address: str
+    def __init__(self, hostname: _Optional[str] = ..., arch: _Optional[str] = ..., os: _Optional[str] = ..., kernel: _Optional[str] = ..., cpu_cores: _Optional[int] = ..., device_class: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocatable: _Optional[_Union[Resources, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., region: _Optional[str] = ..., zone: _Optional[str] = ..., address: _Optional[str] = ..., public: _Optional[bool] = ..., cost_per_hour: _Optional[float] = ..., metrics_address: _Optional[str] = ...) -> None: ...
 
 class GetCARequest(_message.Message):
     __slots__ = ()
@@ -190,18 +192,20 @@ class AgentMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., log: _Optional[_Union[LogChunk, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ...) -> None: ...
 
 class ReplicaAssignment(_message.Message):
-    __slots__ = ("replica_id", "workload", "desired", "spec_version", "spec_json")
+    __slots__ = ("replica_id", "workload", "desired", "spec_version", "spec_json", "traceparent")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     DESIRED_FIELD_NUMBER: _ClassVar[int]
     SPEC_VERSION_FIELD_NUMBER: _ClassVar[int]
     SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     workload: str
     desired: str
     spec_version: int
     spec_json: bytes
-    def __init__(self, replica_id: _Optional[str] = ..., workload: _Optional[str] = ..., desired: _Optional[str] = ..., spec_version: _Optional[int] = ..., spec_json: _Optional[bytes] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, replica_id: _Optional[str] = ..., workload: _Optional[str] = ..., desired: _Optional[str] = ..., spec_version: _Optional[int] = ..., spec_json: _Optional[bytes] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class Assignments(_message.Message):
     __slots__ = ("generation", "replicas")
