@@ -144,6 +144,7 @@ class ReplicaView(BaseModel):
     updated_at: float
     started_at: float | None
     endpoint: str
+    trace: str = ""  # W3C traceparent of the decision that created it ("" untraced)
 
 
 class NodeView(BaseModel):
@@ -168,6 +169,7 @@ class NodeView(BaseModel):
     nat: bool
     cost_per_hour: float
     enrolled_at: float
+    metrics_address: str = ""
 
 
 class NodeDetail(NodeView):

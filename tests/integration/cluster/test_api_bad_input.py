@@ -10,6 +10,7 @@ One coordinator (in-memory store, real mTLS on loopback) serves the whole module
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,12 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         assert ok.status == 201, ok.body
         ok = running.raw("POST", "/v1/tokens", b'{"description": "seed"}')
         assert ok.status == 201, ok.body
+        # The reconciler marks the seed workload unplaced (no nodes) on its own time: let
+        # it, so no case sees that write as a change its bad request made.
+        deadline = time.monotonic() + 20
+        while json.loads(running.raw("GET", "/v1/workloads/web").body)["unplaced"] != 1:
+            assert time.monotonic() < deadline, "the seed workload was never marked unplaced"
+            time.sleep(0.05)
         yield running
 
 
