@@ -148,8 +148,11 @@ class Client:
             )
         return doc
 
-    def stream(self, path: str) -> Iterator[bytes]:
+    def stream(self, path: str, headers: dict[str, str] | None = None) -> Iterator[bytes]:
+        """The response's lines; ``headers``, if given, is filled with the response's."""
         resp = self.open("GET", path, timeout=3600)
+        if headers is not None:
+            headers.update(resp.getheaders())
         if resp.status >= 400:
             doc = json.loads(resp.read() or b"{}")
             err = doc.get("error", {})

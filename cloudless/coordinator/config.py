@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from cloudless.coordinator.eventlog.window import EventBounds
 from cloudless.coordinator.membership import MembershipConfig
 from cloudless.lib.keepalive import Keepalive
 
@@ -40,6 +41,8 @@ class CoordinatorConfig:
     etcd_election_ms: int = 1000
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     keepalive: Keepalive = field(default_factory=Keepalive)
+    # The events the cluster keeps (count and age); the leader deletes the rest.
+    events: EventBounds = field(default_factory=EventBounds)
 
     @property
     def api_url(self) -> str:

@@ -124,9 +124,18 @@ def spec() -> dict[str, Any]:
             "/v1/tokens/{id}": {"delete": _op("Revoke a token", params=[_path("id")])},
             "/v1/events": {
                 "get": _op(
-                    "Events (NDJSON), optionally followed",
+                    "Events (NDJSON, each with its revision), paged, filtered, optionally "
+                    "followed; the Cloudless-Continue header is the next page's since",
                     stream=True,
-                    params=[_query("follow", "boolean"), _query("tail", "integer")],
+                    params=[
+                        _query("follow", "boolean"),
+                        _query("tail", "integer"),
+                        _query("since", "integer"),
+                        _query("continue", "integer"),
+                        _query("limit", "integer"),
+                        _query("kind"),
+                        _query("object"),
+                    ],
                 )
             },
         },

@@ -95,6 +95,15 @@ class MemoryStore:
         self._tick()
         return self._rev
 
+    def size_bytes(self) -> int:
+        """Bytes of keys and values held: every version kept since the compaction point
+        (the current keyspace among them) and the watch backlog; what etcd's database size
+        grows with."""
+        held = 0
+        for key, hist in self._history.items():
+            held += sum(len(key) + (len(kv.value) if kv else 0) for _, kv in hist)
+        return held + sum(len(e.key) + len(e.kv.value) for e in self._events)
+
     def _range(self, prefix: str, revision: int) -> tuple[KeyValue, ...]:
         if revision == 0 or revision >= self._rev:
             return tuple(self._current[k] for k in sorted(self._current) if k.startswith(prefix))
