@@ -1,7 +1,7 @@
 """Events stay bounded: 1,000,000 events written against a real etcd member (our launcher,
 loopback, mTLS) and against ``MemoryStore``, while the leader's ``EventCompactor`` keeps the
-window (5,000 events) and the store drops history older than 100 revisions (10,000 events). Reports the
-store's size (etcd: its database file) as the writes go on.
+window (5,000 events) and the store drops history older than 100 revisions (10,000 events).
+Reports the store's size (etcd: its database file) as the writes go on.
 
 Run from the repo root: ``python -m bench.events [TOTAL]`` -> ``bench/results/events.json``.
 """

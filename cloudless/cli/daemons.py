@@ -14,12 +14,14 @@ import signal
 import socket
 import sys
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 
 from cloudless.cli.fmt import parse_labels
+from cloudless.coordinator.eventlog.window import EventBounds
 from cloudless.coordinator.membership import MembershipConfig
 from cloudless.lib.errors import CloudlessError
 from cloudless.lib.keepalive import Keepalive
@@ -101,7 +103,7 @@ def default_dir(kind: str) -> Path:
 
 # ---- coordinator --------------------------------------------------------------------------
 
-_M, _K = MembershipConfig(), Keepalive()
+_M, _K, _E = MembershipConfig(), Keepalive(), EventBounds()
 # --liveness keys: what each sets, with the default read from the configs themselves.
 LIVENESS_KEYS = {
     "heartbeat": f"heartbeat interval, default {_M.heartbeat_interval_s:g}",
@@ -150,6 +152,24 @@ def coordinator(
             + "). See docs/performance.md for the trade-off.",
         ),
     ] = "",
+    keep_events: Annotated[
+        int,
+        typer.Option(
+            metavar="COUNT",
+            help="Events kept: the leader deletes older ones beyond this many.",
+            min=1,
+            max=10_000_000,
+        ),
+    ] = _E.max_count,
+    events_max_age: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            help="Events kept at most this long (default 7 days).",
+            min=1.0,
+            max=10 * 365 * 86400.0,
+        ),
+    ] = _E.max_age_s,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run a coordinator (control plane): store member, scheduler, APIs."""
@@ -169,6 +189,8 @@ def coordinator(
         root_key_size=root_key_size,
         bcrypt_cost=bcrypt_cost,
         liveness=liveness,
+        keep_events=keep_events,
+        events_max_age=events_max_age,
     )
     setup_logging(log_level)
     from cloudless.coordinator.server import Coordinator
@@ -207,6 +229,8 @@ def coordinator_config(
     root_key_size: int,
     bcrypt_cost: int,
     liveness: str = "",
+    keep_events: int = _E.max_count,
+    events_max_age: float = _E.max_age_s,
 ) -> Any:
     """The CoordinatorConfig for the flags; contradictory flags are refused with the fix."""
     from cloudless.coordinator.config import CoordinatorConfig
@@ -255,6 +279,7 @@ def coordinator_config(
         join_token=token,
         root_key_size=root_key_size,
         bcrypt_cost=bcrypt_cost,
+        events=replace(_E, max_count=keep_events, max_age_s=events_max_age),
         **parse_liveness(liveness),
     )
 
@@ -265,8 +290,6 @@ def parse_liveness(text: str) -> dict[str, Any]:
     >>> parse_liveness("grace=1,frozen=8")["keepalive"].frozen_limit_ms
     8000
     """
-    from dataclasses import replace
-
     if not text.strip():
         return {}
     values: dict[str, float] = {}
