@@ -157,11 +157,14 @@ class Client:
             doc = json.loads(resp.read() or b"{}")
             err = doc.get("error", {})
             raise ApiError(resp.status, err.get("code", "error"), err.get("message", ""))
-        while True:
-            line = resp.readline()
-            if not line:
-                return
-            yield line
+        try:
+            while True:
+                line = resp.readline()
+                if not line:
+                    return
+                yield line
+        finally:
+            resp.close()  # a reader that stops early closes the connection
 
     # -- conveniences ---------------------------------------------------------------------
 
