@@ -72,9 +72,9 @@ def events(
     def show(e: dict[str, Any]) -> None:
         out.print(json.dumps(e) if output is not Format.TABLE else fmt.event_line(e))
 
-    since = print_events(client, filters, tail, show)
+    after = print_events(client, filters, tail, show)
     if follow:
-        follow_events(client, filters, since, show)
+        follow_events(client, filters, after, show)
 
 
 CONTINUE_HEADER = "cloudless-continue"  # cloudless.coordinator.eventlog.query.CONTINUE_HEADER
@@ -82,45 +82,46 @@ CONTINUE_HEADER = "cloudless-continue"  # cloudless.coordinator.eventlog.query.C
 
 def print_events(
     client: Client, filters: dict[str, str], tail: int, show: Callable[[dict[str, Any]], None]
-) -> int:
-    """Show the newest ``tail`` matching events; returns the revision to follow on from."""
+) -> str:
+    """Show the newest ``tail`` matching events; returns the position to follow on from."""
     headers: dict[str, str] = {}
     lines = list(client.stream("/v1/events?" + urlencode({**filters, "tail": tail}), headers))
     for line in lines:
         if line.strip():
             show(json.loads(line))
     found = {k.lower(): v for k, v in headers.items()}.get(CONTINUE_HEADER, "")
-    if not found.isdigit():
+    if not found[:1].isdigit():
         raise CloudlessError(
             "the coordinator did not say where its events end (no Cloudless-Continue header): "
             "is it older than this client?"
         )
-    return int(found)
+    return found
 
 
 def follow_events(
     client: Client,
     filters: dict[str, str],
-    since: int,
+    after: str,
     show: Callable[[dict[str, Any]], None],
     *,
     sleep: Callable[[float], None] = time.sleep,
     attempts: int | None = None,
-) -> int:
-    """Show every matching event written after revision ``since``, as it is written. A lost
-    connection (or a coordinator that is restarting) is retried with ``since`` = the last
-    event shown, so nothing is shown twice or skipped. Returns (only when ``attempts``
-    connections have ended) the last revision shown."""
+) -> str:
+    """Show every matching event after position ``after`` (a ``Cloudless-Continue`` token),
+    as it is written. A lost connection (or a coordinator that is restarting) is retried from
+    the last event shown (its ``revision:id``), so nothing is shown twice or skipped, even
+    when the cut falls between two events one transaction wrote. Returns (only when
+    ``attempts`` connections have ended) the position of the last event shown."""
     pause, tries = 0.2, 0
     while attempts is None or tries < attempts:
         tries += 1
-        query = urlencode({**filters, "since": since, "follow": 1})
+        query = urlencode({**filters, "continue": after, "follow": 1})
         try:
             for line in client.stream("/v1/events?" + query):
                 if line.strip():
                     e = json.loads(line)
                     show(e)
-                    since = int(e["revision"])
+                    after = f"{int(e['revision'])}:{e['id']}"
                     pause = 0.2
         except ApiError as e:
             if e.status < 500:
@@ -130,7 +131,7 @@ def follow_events(
             note(f"events: connection lost ({e}); reconnecting")
         sleep(pause)
         pause = min(pause * 2, 5.0)
-    return since
+    return after
 
 
 def register(app: typer.Typer) -> None:

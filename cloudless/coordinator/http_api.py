@@ -601,12 +601,12 @@ class UserApi:
     # ---- events ----------------------------------------------------------------------------
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        """NDJSON, one event a line with its ``revision``; paging and filters in
-        ``cloudless.coordinator.eventlog.query``. ``Cloudless-Continue`` carries the revision to
-        pass as ``since`` for the next page (or to follow on from, without a gap)."""
+        """NDJSON, one event a line with its ``revision`` and ``id``; paging and filters in
+        ``cloudless.coordinator.eventlog.query``. ``Cloudless-Continue`` carries the position
+        to pass as ``continue`` for the next page (or to follow on from, without a gap)."""
         query = EventQuery.parse(request.query)
         got = await read_page(self.state.events, query)
-        headers = {"Content-Type": "application/x-ndjson", CONTINUE_HEADER: str(got.next_since)}
+        headers = {"Content-Type": "application/x-ndjson", CONTINUE_HEADER: got.next.token}
         if got.more:
             headers[MORE_HEADER] = "1"
         resp = web.StreamResponse(headers=headers)
@@ -615,9 +615,7 @@ class UserApi:
             for body in got.events:
                 await resp.write(json.dumps(body).encode() + b"\n")
             if query.follow:
-                async with contextlib.aclosing(
-                    feed(self.state.events, query, got.next_since)
-                ) as bodies:
+                async with contextlib.aclosing(feed(self.state.events, query, got.next)) as bodies:
                     async for body in bodies:
                         await resp.write(json.dumps(body).encode() + b"\n")
             await resp.write_eof()

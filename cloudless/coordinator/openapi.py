@@ -125,13 +125,13 @@ def spec() -> dict[str, Any]:
             "/v1/events": {
                 "get": _op(
                     "Events (NDJSON, each with its revision), paged, filtered, optionally "
-                    "followed; the Cloudless-Continue header is the next page's since",
+                    "followed; the Cloudless-Continue header is the next page's continue",
                     stream=True,
                     params=[
                         _query("follow", "boolean"),
                         _query("tail", "integer"),
                         _query("since", "integer"),
-                        _query("continue", "integer"),
+                        _query("continue"),
                         _query("limit", "integer"),
                         _query("kind"),
                         _query("object"),
