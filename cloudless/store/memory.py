@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import heapq
 import itertools
 import math
 from collections.abc import AsyncGenerator, Sequence
@@ -24,6 +25,7 @@ from cloudless.store.types import (
     EventType,
     Get,
     GetResult,
+    KeyListing,
     KeyValue,
     Lease,
     Listing,
@@ -90,6 +92,13 @@ class MemoryStore:
             raise StoreError(f"revision {revision} is in the future (store is at {self._rev})")
         at = revision if revision else self._rev
         return Listing(self._range(prefix, revision), at)
+
+    async def keys(self, prefix: str, *, limit: int) -> KeyListing:
+        self._tick()
+        if limit < 1:
+            raise StoreError(f"keys: limit must be at least 1, got {limit}")
+        found = [k for k in self._current if k.startswith(prefix)]
+        return KeyListing(tuple(heapq.nsmallest(limit, found)), len(found), self._rev)
 
     async def revision(self) -> int:
         self._tick()

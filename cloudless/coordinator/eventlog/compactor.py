@@ -1,8 +1,10 @@
 """``EventCompactor``: the leader keeps the events table inside its window.
 
-Each pass lists the table's keys, asks ``outside_window`` what to delete and deletes it in
-fenced transactions of ``bounds.batch`` keys. Deleting a key that is already gone is a no-op,
-so a pass that overlaps another coordinator's (a leadership change mid-pass) is harmless.
+Each pass reads the table's oldest keys a slice at a time with the table's count, asks
+``outside_window`` which to delete and deletes them in fenced transactions of
+``bounds.batch`` keys, until a slice is not wholly outside the window. Deleting a key that
+is already gone is a no-op, so a pass that overlaps another coordinator's (a leadership
+change mid-pass) is harmless.
 The store's own history of the deleted events is dropped by etcd's revision auto-compaction
 (``cloudless/store/etcd_process.py``) or ``MemoryStore(retain_revisions=...)``.
 """
@@ -52,20 +54,28 @@ class EventCompactor:
                 )
             await self.clock.sleep(self.bounds.interval_s)
 
+    # Keys read per look at the table: ten delete batches' worth.
+    LOOK = 10
+
     async def compact_once(self) -> int:
-        """One pass; returns how many events it deleted."""
-        listing = await self.store.list(self.prefix)
-        names = [kv.key[len(self.prefix) :] for kv in listing.kvs]
-        doomed = outside_window([(event_time(n), n) for n in names], self.bounds, self.clock.now())
-        size = self.bounds.batch
-        for i in range(0, len(doomed), size):
-            ops = [Delete(self.prefix + n) for n in doomed[i : i + size]]
-            await fenced_txn(self.store, self.fence, (), ops)
-            self.deleted += len(ops)
-        if doomed:
-            log.info(
-                "deleted %d events outside the window (%d kept)",
-                len(doomed),
-                len(names) - len(doomed),
+        """One pass; returns how many events it deleted. Looks at the table's oldest keys a
+        slice at a time (``Store.keys``: the first keys and the count of all, no values), so
+        a pass with nothing to do is one small read whatever the table's size."""
+        deleted, size = 0, self.bounds.batch
+        look = size * self.LOOK
+        while True:
+            head = await self.store.keys(self.prefix, limit=look)
+            names = [k[len(self.prefix) :] for k in head.keys]
+            doomed = outside_window(
+                [(event_time(n), n) for n in names], head.count, self.bounds, self.clock.now()
             )
-        return len(doomed)
+            for i in range(0, len(doomed), size):
+                ops = [Delete(self.prefix + n) for n in doomed[i : i + size]]
+                await fenced_txn(self.store, self.fence, (), ops)
+                deleted += len(ops)
+                self.deleted += len(ops)
+            if len(doomed) < look:
+                break  # the rest of the table is inside the window
+        if deleted:
+            log.info("deleted %d events outside the window", deleted)
+        return deleted

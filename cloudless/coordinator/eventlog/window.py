@@ -39,7 +39,8 @@ class EventBounds:
 def event_time(name: str) -> float:
     """An event's time from its record name (``cloudless.coordinator.state.event`` names an
     event by its time in microseconds, zero-padded to 20 digits). A name not in that form
-    is not an event this cluster wrote: it counts as infinitely old, so it is deleted."""
+    is not an event this cluster wrote: it counts as infinitely old, so it is deleted when a
+    pass sees it."""
     head = name[:20]
     if len(head) == 20 and head.isdigit():
         return int(head) / 1e6
@@ -47,13 +48,16 @@ def event_time(name: str) -> float:
 
 
 def outside_window(
-    events: Sequence[tuple[float, str]], bounds: EventBounds, now: float
+    oldest: Sequence[tuple[float, str]], total: int, bounds: EventBounds, now: float
 ) -> list[str]:
-    """The names of the events to delete, oldest first: every event older than
-    ``now - max_age_s``, and the oldest ones beyond ``max_count``. ``events`` are
-    ``(time, name)`` pairs in any order; ties in time are broken by name."""
-    ordered = sorted(events)
-    excess = len(ordered) - bounds.max_count
+    """Which of the ``oldest`` events of a table of ``total`` to delete, oldest first: every
+    one older than ``now - max_age_s``, and the oldest ones beyond ``max_count``.
+
+    ``oldest`` are ``(time, name)`` pairs, in any order, of the table's oldest events (all
+    of them, or its first keys: event names sort by time); ties in time are broken by name.
+    Deciding on the oldest slice only is exact: whatever lies beyond it is newer."""
+    ordered = sorted(oldest)
+    excess = total - bounds.max_count
     cutoff = now - bounds.max_age_s
     doomed: list[str] = []
     for i, (at, name) in enumerate(ordered):

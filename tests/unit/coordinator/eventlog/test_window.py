@@ -44,13 +44,54 @@ def test_outside_window(
     ages: tuple[float, ...], count: int, age: float, deleted: list[str]
 ) -> None:
     bounds = EventBounds(max_count=count, max_age_s=age)
-    assert outside_window(at(*ages), bounds, NOW) == deleted
+    assert outside_window(at(*ages), len(ages), bounds, NOW) == deleted
+
+
+@pytest.mark.parametrize(
+    ("total", "deleted"),
+    [
+        # the 3 oldest of a table of 10, keep 8: the 2 oldest go (10 - 8), the third stays
+        (10, ["e0", "e1"]),
+        # of a table of 20, keep 8: all 3 of the slice go (12 are beyond the count)
+        (20, ["e0", "e1", "e2"]),
+        # of a table of 5: within the count, and young
+        (5, []),
+    ],
+)
+def test_deciding_on_the_oldest_slice(total: int, deleted: list[str]) -> None:
+    oldest = at(30, 20, 10)  # e0 oldest
+    assert outside_window(oldest, total, EventBounds(max_count=8), NOW) == deleted
+
+
+@given(
+    ages=st.lists(st.integers(min_value=0, max_value=1000), min_size=1, max_size=40),
+    count=st.integers(min_value=1, max_value=50),
+    age=st.integers(min_value=1, max_value=1000),
+    slice_=st.integers(min_value=1, max_value=40),
+)
+def test_slices_decide_as_the_whole_table(
+    ages: list[int], count: int, age: int, slice_: int
+) -> None:
+    """Deciding slice by slice (oldest first, as the compactor reads) deletes exactly what
+    deciding on the whole table deletes."""
+    table = sorted(at(*ages))
+    bounds = EventBounds(max_count=count, max_age_s=age)
+    whole = outside_window(table, len(table), bounds, NOW)
+    by_slices: list[str] = []
+    while True:
+        head = table[:slice_]
+        doomed = outside_window(head, len(table), bounds, NOW)
+        by_slices += doomed
+        table = [e for e in table if e[1] not in doomed]
+        if len(doomed) < slice_:
+            break
+    assert by_slices == whole
 
 
 def test_same_time_ties_broken_by_name() -> None:
     # three events in the same microsecond, keep 1: the two smallest names go
     events = [(NOW, "b"), (NOW, "c"), (NOW, "a")]
-    assert outside_window(events, EventBounds(max_count=1), NOW) == ["a", "b"]
+    assert outside_window(events, 3, EventBounds(max_count=1), NOW) == ["a", "b"]
 
 
 def test_event_time_from_the_name_the_writer_gives() -> None:
@@ -59,7 +100,7 @@ def test_event_time_from_the_name_the_writer_gives() -> None:
     # not an event name this cluster writes: infinitely old, so the next pass deletes it
     assert event_time("junk") == -math.inf
     assert event_time("0000000000000000000x-1") == -math.inf
-    assert outside_window([(event_time("junk"), "junk")], EventBounds(), NOW) == ["junk"]
+    assert outside_window([(event_time("junk"), "junk")], 1, EventBounds(), NOW) == ["junk"]
 
 
 @pytest.mark.parametrize(
@@ -85,7 +126,8 @@ def test_bad_bounds_are_refused_naming_the_field(kw: dict[str, float], problem: 
 )
 def test_keeps_exactly_the_newest_young_events(ages: list[int], count: int, age: int) -> None:
     events = at(*ages)
-    doomed = set(outside_window(events, EventBounds(max_count=count, max_age_s=age), NOW))
+    bounds = EventBounds(max_count=count, max_age_s=age)
+    doomed = set(outside_window(events, len(events), bounds, NOW))
     newest = sorted(events)[-count:]
     kept = {n for t, n in newest if t >= NOW - age}
     assert {n for _, n in events} - doomed == kept
