@@ -1,6 +1,6 @@
 """A worker process hosting many simulated agents: ``python -m bench.cluster_scale.swarm``.
 
-Each agent is a real ``cloudless.agent.Agent`` (real enrollment: GET /v1/ca then gRPC
+Each agent is a real ``cloudless.agent.agent.Agent`` (real enrollment: GET /v1/ca then gRPC
 ``Enroll``; a real mutual-TLS ``Connect`` stream; real heartbeats) on the ``FakeRuntime`` and a
 constant resource monitor (no psutil reads: 5,000 monitors sampling /proc would measure the
 harness, not the coordinator).

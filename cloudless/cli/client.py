@@ -148,17 +148,23 @@ class Client:
             )
         return doc
 
-    def stream(self, path: str) -> Iterator[bytes]:
+    def stream(self, path: str, headers: dict[str, str] | None = None) -> Iterator[bytes]:
+        """The response's lines; ``headers``, if given, is filled with the response's."""
         resp = self.open("GET", path, timeout=3600)
+        if headers is not None:
+            headers.update(resp.getheaders())
         if resp.status >= 400:
             doc = json.loads(resp.read() or b"{}")
             err = doc.get("error", {})
             raise ApiError(resp.status, err.get("code", "error"), err.get("message", ""))
-        while True:
-            line = resp.readline()
-            if not line:
-                return
-            yield line
+        try:
+            while True:
+                line = resp.readline()
+                if not line:
+                    return
+                yield line
+        finally:
+            resp.close()  # a reader that stops early closes the connection
 
     # -- conveniences ---------------------------------------------------------------------
 

@@ -13,12 +13,14 @@ import logging
 import signal
 import socket
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 
 from cloudless.cli.fmt import parse_labels
+from cloudless.coordinator.eventlog.window import EventBounds
 from cloudless.coordinator.membership import MembershipConfig
 from cloudless.lib.errors import CloudlessError
 from cloudless.lib.keepalive import Keepalive
@@ -95,7 +97,7 @@ def default_dir(kind: str) -> Path:
 
 # ---- coordinator --------------------------------------------------------------------------
 
-_M, _K = MembershipConfig(), Keepalive()
+_M, _K, _E = MembershipConfig(), Keepalive(), EventBounds()
 # --liveness keys: what each sets, with the default read from the configs themselves.
 LIVENESS_KEYS = {
     "heartbeat": f"heartbeat interval, default {_M.heartbeat_interval_s:g}",
@@ -159,6 +161,24 @@ def coordinator(
             help="Export traces over OTLP/gRPC there (default: tracing off).",
         ),
     ] = "",
+    keep_events: Annotated[
+        int,
+        typer.Option(
+            metavar="COUNT",
+            help="Events kept: the leader deletes older ones beyond this many.",
+            min=1,
+            max=10_000_000,
+        ),
+    ] = _E.max_count,
+    events_max_age: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            help="Events kept at most this long (default 7 days).",
+            min=1.0,
+            max=10 * 365 * 86400.0,
+        ),
+    ] = _E.max_age_s,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str, typer.Option(help="console (one plain line per record) or json (JSON lines).")
@@ -182,6 +202,8 @@ def coordinator(
         bcrypt_cost=bcrypt_cost,
         liveness=liveness,
         metrics_listen=metrics_listen,
+        keep_events=keep_events,
+        events_max_age=events_max_age,
     )
     setup_logging(log_level, log_format)
     setup_tracing(otlp_endpoint, "cloudless-coordinator")
@@ -222,6 +244,8 @@ def coordinator_config(
     bcrypt_cost: int,
     liveness: str = "",
     metrics_listen: str = "",
+    keep_events: int = _E.max_count,
+    events_max_age: float = _E.max_age_s,
 ) -> Any:
     """The CoordinatorConfig for the flags; contradictory flags are refused with the fix."""
     from cloudless.coordinator.config import CoordinatorConfig
@@ -270,6 +294,7 @@ def coordinator_config(
         join_token=token,
         root_key_size=root_key_size,
         bcrypt_cost=bcrypt_cost,
+        events=replace(_E, max_count=keep_events, max_age_s=events_max_age),
         **parse_liveness(liveness),
         metrics_listen=_listen_flag(metrics_listen),
     )
@@ -281,8 +306,6 @@ def parse_liveness(text: str) -> dict[str, Any]:
     >>> parse_liveness("grace=1,frozen=8")["keepalive"].frozen_limit_ms
     8000
     """
-    from dataclasses import replace
-
     if not text.strip():
         return {}
     values: dict[str, float] = {}

@@ -234,15 +234,3 @@ def explain_rows(best: list[dict[str, Any]], node_names: dict[str, str] | None =
 def event_line(e: dict[str, Any]) -> str:
     """``2026-11-25 19:40:03  workload  workload hello created (version 1)``."""
     return f"{clock_time(float(e.get('at', 0)))}  {e.get('kind', ''):<9} {e.get('message', '')}"
-
-
-_WORDS = re.compile(r"[\s:,;()]+")
-
-
-def event_concerns(e: dict[str, Any], *, node: str = "", workload: str = "") -> bool:
-    """Whether an event is about ``node`` (its id) or ``workload``: tagged with it, or naming
-    it in the message (events about replicas name both)."""
-    words = set(_WORDS.split(str(e.get("message", ""))))
-    if node and (e.get("node") == node or node in words):
-        return True
-    return bool(workload and (e.get("workload") == workload or workload in words))

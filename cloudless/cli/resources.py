@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import typer
 from rich.table import Table
@@ -102,9 +103,10 @@ def _fields(pairs: list[tuple[str, str]]) -> Table:
 
 
 def recent_events(client: Client, *, node: str = "", workload: str = "", n: int = 10) -> list[Any]:
-    """The last ``n`` of the newest 500 events that concern the node or workload."""
-    evs = [json.loads(line) for line in client.stream("/v1/events?tail=500") if line.strip()]
-    return [e for e in evs if fmt.event_concerns(e, node=node, workload=workload)][-n:]
+    """The last ``n`` events that concern the node (by id) or else the workload."""
+    obj = f"node/{node}" if node else f"workload/{workload}"
+    path = "/v1/events?" + urlencode({"object": obj, "tail": n})
+    return [json.loads(line) for line in client.stream(path) if line.strip()]
 
 
 def _events_table(events: list[Any]) -> None:

@@ -1,7 +1,7 @@
 """The user API's JSON bodies as pydantic models: the request models validate what the
 handlers accept (unknown fields refused, numbers finite and bounded), and every model is what
 ``openapi.py`` publishes as the route's schema. Response models describe what the handlers
-send; ``tests/unit/coordinator/test_api_bad_input.py`` checks real answers against them.
+send; ``tests/integration/cluster/test_api_bad_input.py`` checks real answers against them.
 
 ``parse_request(model, data)`` is the one way a handler turns a parsed body into a request model:
 a refusal is a ``ValidationError`` whose problems read ``<field path>: <reason>``.

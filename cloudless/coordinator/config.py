@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from cloudless.coordinator.eventlog.window import EventBounds
 from cloudless.coordinator.membership import MembershipConfig
 from cloudless.lib.keepalive import Keepalive
 
@@ -43,6 +44,8 @@ class CoordinatorConfig:
     # "HOST:PORT": also serve /metrics there, in plain HTTP (bind it where only the
     # operator's Prometheus reaches); "" serves /metrics only on the user API (mutual TLS).
     metrics_listen: str = ""
+    # The events the cluster keeps (count and age); the leader deletes the rest.
+    events: EventBounds = field(default_factory=EventBounds)
 
     @property
     def api_url(self) -> str:

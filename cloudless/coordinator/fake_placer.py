@@ -1,7 +1,9 @@
 """A small, obviously-correct placer for reconciliation tests (the seam's fake).
 
-It places on ready nodes with room, fewest replicas of the workload first, then by node id,
-and ranks replicas by node id. The real placer is ``SchedulerPlacer``; both pass
+It places on ready nodes with room, fewest replicas of the workload first, then by node id;
+every replica holds room until its record is deleted (a stopping one still runs), except a
+lost one (its node went away). It ranks replicas on nodes that would still take them first,
+then by node id. The real placer is ``SchedulerPlacer``; both pass
 ``tests/contract/coordinator/test_placer_contract.py``.
 """
 
@@ -11,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from cloudless.coordinator.reconcile import PlaceResult
 from cloudless.model.node import Node, NodeState
-from cloudless.model.replica import DesiredState, Replica
+from cloudless.model.replica import Replica, ReplicaState
 from cloudless.model.resources import Resources
 from cloudless.model.workload import WorkloadSpec
 
@@ -28,7 +30,7 @@ class FakePlacer:
         used: dict[str, Resources] = {}
         mine: dict[str, int] = {}
         for r in replicas:
-            if r.desired is DesiredState.RUNNING and r.workload in workloads:
+            if r.observed is not ReplicaState.LOST and r.workload in workloads:
                 res = workloads[r.workload].resources
                 used[r.node_id] = used.get(r.node_id, Resources()) + res
                 if r.workload == spec.name:
@@ -64,4 +66,5 @@ class FakePlacer:
         spec: WorkloadSpec,
         candidates: Sequence[Replica],
     ) -> list[Replica]:
-        return sorted(candidates, key=lambda r: (r.node_id, r.id))
+        ready = {n.id for n in nodes if n.state is NodeState.READY}
+        return sorted(candidates, key=lambda r: (r.node_id not in ready, r.node_id, r.id))

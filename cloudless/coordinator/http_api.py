@@ -18,6 +18,7 @@ and checks it against the digest in its token before it trusts anything.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -36,6 +37,13 @@ from cloudless.coordinator.api_models import (
     ScaleRequest,
     TokenRequest,
     parse_request,
+)
+from cloudless.coordinator.eventlog.query import (
+    CONTINUE_HEADER,
+    MORE_HEADER,
+    EventQuery,
+    feed,
+    read_page,
 )
 from cloudless.coordinator.http_errors import (
     MAX_BODY,
@@ -67,7 +75,7 @@ from cloudless.security.tokens import TokenManager, TokenUse
 from cloudless.store.errors import DecodeError
 from cloudless.store.table import Table
 from cloudless.store.tables.revocations import Revocation as StoredRevocation
-from cloudless.store.types import EventType, Listing
+from cloudless.store.types import Listing
 
 log = logging.getLogger("cloudless.coordinator.http")
 security_log = logging.getLogger("cloudless.security")
@@ -582,18 +590,23 @@ class UserApi:
     # ---- events ----------------------------------------------------------------------------
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        follow = request.query.get("follow") in ("1", "true", "yes")
-        listing = await self.state.events.list()
-        tail = _int_q(request, "tail", 50)
-        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        """NDJSON, one event a line with its ``revision`` and ``id``; paging and filters in
+        ``cloudless.coordinator.eventlog.query``. ``Cloudless-Continue`` carries the position
+        to pass as ``continue`` for the next page (or to follow on from, without a gap)."""
+        query = EventQuery.parse(request.query)
+        got = await read_page(self.state.events, query)
+        headers = {"Content-Type": "application/x-ndjson", CONTINUE_HEADER: got.next.token}
+        if got.more:
+            headers[MORE_HEADER] = "1"
+        resp = web.StreamResponse(headers=headers)
         await resp.prepare(request)
         try:
-            for rec in listing.records[-tail:] if tail else []:
-                await resp.write(json.dumps(rec.value).encode() + b"\n")
-            if follow:
-                async for ev in self.state.events.watch(start_revision=listing.revision + 1):
-                    if ev.type is EventType.PUT and ev.record is not None:
-                        await resp.write(json.dumps(ev.record.value).encode() + b"\n")
+            for body in got.events:
+                await resp.write(json.dumps(body).encode() + b"\n")
+            if query.follow:
+                async with contextlib.aclosing(feed(self.state.events, query, got.next)) as bodies:
+                    async for body in bodies:
+                        await resp.write(json.dumps(body).encode() + b"\n")
             await resp.write_eof()
         except ConnectionResetError:
             pass  # the client went away (Ctrl-C on `events -f`): nothing to answer

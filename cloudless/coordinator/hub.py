@@ -344,25 +344,34 @@ class AgentHub:
             await self._update_replica(new, r)
 
     async def _update_replica(self, new: Replica, seen: Replica) -> None:
+        """Write an agent's report onto the stored replica. Observed state only moves forward
+        within an incarnation (``Replica.advance``): a backward report is logged and dropped."""
         key = ClusterState.replica_key(new)
+        backward: list[ReplicaState] = []
 
         def change(cur: Replica | None) -> Replica | None:
+            backward.clear()
             if cur is None or cur.node_id != new.node_id:
                 return None
             if cur.spec_version != new.spec_version and new.observed is not ReplicaState.FAILED:
                 return None
-            return replace(
-                cur,
-                observed=new.observed,
-                reason=new.reason,
-                exit_code=new.exit_code,
-                restarts=new.restarts,
-                started_at=new.started_at,
-                updated_at=new.updated_at,
-                endpoint=new.endpoint,
-            )
+            moved = cur.advance(new)
+            if moved is None:
+                backward.append(cur.observed)
+            return moved
 
         rec = await self.state.replicas.update(key, change, fence=self.fence())
+        if backward:
+            log.warning(
+                "node %s: replica %s reported %s after %s (restarts %d): dropped, observed "
+                "state only moves forward",
+                new.node_id,
+                new.id,
+                new.observed.value,
+                backward[0].value,
+                new.restarts,
+            )
+            return
         if rec and rec.value.observed is not seen.observed:
             if new.observed in (ReplicaState.RUNNING, ReplicaState.FAILED):
                 self.reliability.replica_outcome(

@@ -105,9 +105,18 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "get",
         "/v1/events",
-        "Events (NDJSON, one Event per line), optionally followed",
+        "Events (NDJSON, one Event per line, each with its revision), paged, filtered, "
+        "optionally followed; the Cloudless-Continue header is the next page's continue",
         "application/x-ndjson",
-        query=(_FOLLOW, _TAIL),
+        query=(
+            _FOLLOW,
+            _TAIL,
+            ("since", "integer", "events after this store revision"),
+            ("continue", "string", "resume after this position (REVISION:ID)"),
+            ("limit", "integer", "at most this many (up to 1000)"),
+            ("kind", "string", "only this kind"),
+            ("object", "string", "only about node/ID, workload/NAME, replica/ID or a name"),
+        ),
     ),
     Route(
         "post",

@@ -3,8 +3,8 @@
 Start-up order: data dirs, CA, token manager, membership, scheduler, store (embedded etcd
 member, supervised); open the store and wait for a leader (``leader_wait_s``, then a clear
 error); bootstrap the cluster identity if asked; then serve the agent gRPC API and the user
-HTTPS API. Leader-only work (the agent hub and the reconciler) runs while the election says
-this coordinator leads, each write fenced by the election.
+HTTPS API. Leader-only work (the agent hub, the reconciler, the event compactor) runs while
+the election says this coordinator leads, each write fenced by the election.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.coordinator.agent_api import AgentApi
 from cloudless.coordinator.config import CoordinatorConfig
 from cloudless.coordinator.console.routes import Console
+from cloudless.coordinator.eventlog.compactor import EventCompactor
 from cloudless.coordinator.http_api import IDENTITY, UserApi, server_ssl_context
 from cloudless.coordinator.http_errors import JsonErrorRunner
 from cloudless.coordinator.hub import AgentHub
@@ -38,7 +39,7 @@ from cloudless.coordinator.joining import (
 from cloudless.coordinator.leader_watch import GrpcLink, LeaderWatch, leader_link_options
 from cloudless.coordinator.placer import SchedulerPlacer
 from cloudless.coordinator.reconciler import Reconciler
-from cloudless.coordinator.state import ClusterState
+from cloudless.coordinator.state import EVENTS_PREFIX, ClusterState
 from cloudless.coordinator.telemetry import CoordinatorTelemetry
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.lib.errors import CloudlessError
@@ -366,6 +367,12 @@ class Coordinator:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._keep_leading("agent hub", self.hub.lead))
             tg.create_task(self._keep_leading("reconciler", reconciler.lead))
+            tg.create_task(self._keep_leading("event compactor", self._compact_events))
+
+    async def _compact_events(self, fence: Fence) -> None:
+        await EventCompactor(
+            self.store, EVENTS_PREFIX, self.config.events, self.clock, fence=fence
+        ).run()
 
     async def _keep_leading(self, what: str, lead: Callable[[Fence], Awaitable[None]]) -> None:
         """Run ``lead`` while we lead; restart it after any failure. While our belief in the

@@ -78,6 +78,25 @@ class Replica:
     ) -> Replica:
         return replace(self, observed=state, reason=reason, exit_code=exit_code, updated_at=at)
 
+    def advance(self, report: Replica) -> Replica | None:
+        """This replica with the agent-owned fields of ``report`` (its observed state, reason,
+        exit code, restarts, start time, endpoint and when it was seen), or ``None`` when the
+        report would move observed state backward within one incarnation (same ``restarts``,
+        see ``advance`` above): a late or reordered report, to be dropped. The
+        coordinator-owned fields (assignment, desired state, spec version) are kept."""
+        if not advance(self.observed, report.observed, report.restarts == self.restarts):
+            return None
+        return replace(
+            self,
+            observed=report.observed,
+            reason=report.reason,
+            exit_code=report.exit_code,
+            restarts=report.restarts,
+            started_at=report.started_at,
+            updated_at=report.updated_at,
+            endpoint=report.endpoint,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,

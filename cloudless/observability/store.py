@@ -14,7 +14,16 @@ from typing import Any, TypeVar
 
 from cloudless.observability.metrics import STORE_DURATION, STORE_ERRORS
 from cloudless.store.protocol import Store
-from cloudless.store.types import Compare, KeyValue, Lease, Listing, TxnOp, TxnResult, WatchBatch
+from cloudless.store.types import (
+    Compare,
+    KeyListing,
+    KeyValue,
+    Lease,
+    Listing,
+    TxnOp,
+    TxnResult,
+    WatchBatch,
+)
 
 T = TypeVar("T")
 
@@ -42,6 +51,9 @@ class MeasuredStore:
 
     async def list(self, prefix: str, *, revision: int = 0) -> Listing:
         return await self._measure("list", self.inner.list(prefix, revision=revision))
+
+    async def keys(self, prefix: str, *, limit: int) -> KeyListing:
+        return await self._measure("keys", self.inner.keys(prefix, limit=limit))
 
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
         return await self._measure("put", self.inner.put(key, value, lease=lease))

@@ -45,6 +45,7 @@ from cloudless.store.types import (
     EventType,
     Get,
     GetResult,
+    KeyListing,
     KeyValue,
     Lease,
     Listing,
@@ -244,6 +245,23 @@ class EtcdStore:
             if not resp.more or not resp.kvs:
                 return Listing(tuple(kvs), at)
             start = resp.kvs[-1].key + b"\x00"
+
+    async def keys(self, prefix: str, *, limit: int) -> KeyListing:
+        if limit < 1:
+            raise StoreError(f"keys: limit must be at least 1, got {limit}")
+        resp = await self._call(
+            "keys",
+            lambda: self._kv.get(
+                prefix.encode(),
+                prefix_end(prefix),
+                limit=limit,
+                keys_only=True,
+                timeout=self._timeout,
+            ),
+            idempotent=True,
+        )
+        found = tuple(kv.key.decode() for kv in resp.kvs)
+        return KeyListing(found, int(resp.count), int(resp.header.revision))
 
     async def revision(self) -> int:
         resp = await self._call(

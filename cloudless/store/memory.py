@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import heapq
 import itertools
 import math
 from collections.abc import AsyncGenerator, Sequence
@@ -24,6 +25,7 @@ from cloudless.store.types import (
     EventType,
     Get,
     GetResult,
+    KeyListing,
     KeyValue,
     Lease,
     Listing,
@@ -91,9 +93,25 @@ class MemoryStore:
         at = revision if revision else self._rev
         return Listing(self._range(prefix, revision), at)
 
+    async def keys(self, prefix: str, *, limit: int) -> KeyListing:
+        self._tick()
+        if limit < 1:
+            raise StoreError(f"keys: limit must be at least 1, got {limit}")
+        found = [k for k in self._current if k.startswith(prefix)]
+        return KeyListing(tuple(heapq.nsmallest(limit, found)), len(found), self._rev)
+
     async def revision(self) -> int:
         self._tick()
         return self._rev
+
+    def size_bytes(self) -> int:
+        """Bytes of keys and values held: every version kept since the compaction point
+        (the current keyspace among them) and the watch backlog; what etcd's database size
+        grows with."""
+        held = 0
+        for key, hist in self._history.items():
+            held += sum(len(key) + (len(kv.value) if kv else 0) for _, kv in hist)
+        return held + sum(len(e.key) + len(e.kv.value) for e in self._events)
 
     def _range(self, prefix: str, revision: int) -> tuple[KeyValue, ...]:
         if revision == 0 or revision >= self._rev:

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from cloudless.store.types import (
     Compare,
+    KeyListing,
     KeyValue,
     Lease,
     Listing,
@@ -33,6 +34,11 @@ class Store(Protocol):
 
         Raises ``Compacted`` if ``revision`` is older than the compaction point.
         """
+        ...
+
+    async def keys(self, prefix: str, *, limit: int) -> KeyListing:
+        """The first ``limit`` keys starting with ``prefix`` (sorted, no values) and how many
+        there are in all, in one read of now: a bounded look at a table of any size."""
         ...
 
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:

@@ -67,6 +67,16 @@ class Listing:
 
 
 @dataclass(frozen=True)
+class KeyListing:
+    """The first keys under a prefix (sorted, without values), how many keys the prefix
+    holds in all, and the ``revision`` both reflect."""
+
+    keys: tuple[str, ...]
+    count: int
+    revision: int
+
+
+@dataclass(frozen=True)
 class Lease:
     id: int
     ttl: int

@@ -17,12 +17,13 @@ from aiohttp import web
 
 from cloudless.coordinator.console import pages
 from cloudless.coordinator.console.session import SESSION_TTL_S, LoginLinks, Sessions
+from cloudless.coordinator.eventlog.query import EventQuery, Position, feed, read_page
 from cloudless.coordinator.state import ClusterState
 from cloudless.lib.clock import Clock
+from cloudless.lib.errors import ValidationError
 from cloudless.model.workload import WorkloadSpec
 from cloudless.security.revocation import RevocationList
-from cloudless.store.errors import Compacted, StoreError
-from cloudless.store.types import EventType
+from cloudless.store.errors import StoreError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 WHO = web.RequestKey("console_who", str)
@@ -166,8 +167,8 @@ class Console:
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-Sent Events: the last few events, then each new one as it is written. The
-        event id is its store revision, so a reconnecting browser (``Last-Event-ID``)
-        resumes after the last one it saw, without gaps or repeats."""
+        event id is its position in the log (``REVISION:ID``), so a reconnecting browser
+        (``Last-Event-ID``) resumes after the last one it saw, without gaps or repeats."""
         resp = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -176,31 +177,29 @@ class Console:
             }
         )
         await resp.prepare(request)
-        last = _int_header(request.headers.get("Last-Event-ID", ""))
+        last = request.headers.get("Last-Event-ID", "")
         try:
-            listing = await self.state.events.list()
-            records = list(listing.records)
-            backlog = (
-                [r for r in records if r.mod_revision > last] if last else records[-EVENTS_BACKLOG:]
+            after = Position.parse(last, "Last-Event-ID") if last else None
+        except ValidationError:
+            after = None  # a forged or stale id: start from the newest events
+        try:
+            first = await read_page(
+                self.state.events, EventQuery(after=after, tail=EVENTS_BACKLOG, follow=True)
             )
-            for rec in backlog:
-                await resp.write(_sse(rec.mod_revision, rec.value))
-            async for ev in self.state.events.watch(start_revision=listing.revision + 1):
-                if ev.type is EventType.PUT and ev.record is not None:
-                    await resp.write(_sse(ev.revision, ev.record.value))
+            for body in first.events:
+                await resp.write(_sse(body))
+            async for body in feed(self.state.events, EventQuery(follow=True), first.next):
+                await resp.write(_sse(body))
         except (ConnectionResetError, asyncio.CancelledError):
             pass
-        except (Compacted, StoreError) as e:
+        except StoreError as e:
             await resp.write(f"event: error\ndata: {json.dumps(str(e))}\n\n".encode())
         return resp
 
 
-def _sse(revision: int, value: Any) -> bytes:
-    return f"id: {revision}\ndata: {json.dumps(value)}\n\n".encode()
-
-
-def _int_header(raw: str) -> int:
-    return int(raw) if raw.isdigit() and len(raw) < 20 else 0
+def _sse(body: dict[str, Any]) -> bytes:
+    position = Position(int(body["revision"]), str(body["id"])).token
+    return f"id: {position}\ndata: {json.dumps(body)}\n\n".encode()
 
 
 def _page(body: str, status: int = 200, nonce: str = "") -> web.Response:

@@ -11,7 +11,15 @@ from typing import Any
 from cloudless.lib.clock import FakeClock
 from cloudless.store.errors import StoreError
 from cloudless.store.memory import MemoryStore
-from cloudless.store.types import Compare, Lease, Listing, TxnOp, TxnResult, WatchBatch
+from cloudless.store.types import (
+    Compare,
+    KeyListing,
+    Lease,
+    Listing,
+    TxnOp,
+    TxnResult,
+    WatchBatch,
+)
 
 
 class SimClock(FakeClock):
@@ -53,6 +61,10 @@ class GatedStore:
     async def list(self, prefix: str, *, revision: int = 0) -> Listing:
         self._check()
         return await self.inner.list(prefix, revision=revision)
+
+    async def keys(self, prefix: str, *, limit: int) -> KeyListing:
+        self._check()
+        return await self.inner.keys(prefix, limit=limit)
 
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
         self._check()

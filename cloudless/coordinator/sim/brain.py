@@ -8,12 +8,13 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
+from cloudless.coordinator.eventlog import EventBounds, EventCompactor
 from cloudless.coordinator.hub import AgentHub
 from cloudless.coordinator.membership import MembershipConfig
 from cloudless.coordinator.placer import SchedulerPlacer
 from cloudless.coordinator.reconciler import Reconciler
 from cloudless.coordinator.sim.base import GatedStore, SimClock
-from cloudless.coordinator.state import ClusterState
+from cloudless.coordinator.state import EVENTS_PREFIX, ClusterState
 from cloudless.lib.errors import CloudlessError
 from cloudless.lib.ids import RandomIds
 from cloudless.store.election import Election
@@ -74,10 +75,15 @@ class Brain:
                     await task
 
     async def _leading(self) -> None:
-        """As ``Coordinator._leading``: the hub and the reconciler restart each on its own."""
+        """As ``Coordinator._leading``: the hub, the reconciler and the event compactor
+        restart each on its own."""
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._keep_leading(self.hub.lead))
             tg.create_task(self._keep_leading(self.reconciler.lead))
+            tg.create_task(self._keep_leading(self._compact_events))
+
+    async def _compact_events(self, fence: Fence) -> None:
+        await EventCompactor(self.link, EVENTS_PREFIX, EventBounds(), self.clock, fence=fence).run()
 
     async def _keep_leading(self, lead: Callable[[Fence], Awaitable[None]]) -> None:
         while self.election.is_leader():

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from cloudless.store.errors import Compacted, InvalidRequest, LeaseNotFound
+from cloudless.store.errors import Compacted, InvalidRequest, LeaseNotFound, StoreError
 from cloudless.store.types import (
     Compare,
     Delete,
@@ -20,6 +20,7 @@ from cloudless.store.types import (
     EventType,
     Get,
     GetResult,
+    KeyListing,
     Put,
     PutResult,
     WatchBatch,
@@ -76,6 +77,21 @@ async def test_list_prefix_sorted_and_delete_prefix(harness: Harness, p: str) ->
     assert listing.revision == await s.revision()
     assert await s.delete(p + "c/", prefix=True) == 2
     assert [kv.key for kv in (await s.list(p)).kvs] == [p + "a", p + "b"]
+    await s.delete(p[:-1] + "x")
+
+
+async def test_keys_are_the_first_few_and_the_count_of_all(harness: Harness, p: str) -> None:
+    s = harness.store
+    for k in ["d", "b", "a", "c", "e"]:
+        await s.put(p + k, b"x" * 1000)
+    await s.put(p[:-1] + "x", b"outside")
+    first = await s.keys(p, limit=2)  # the 2 smallest of 5, no values, the count of all 5
+    assert (first.keys, first.count, first.revision) == ((p + "a", p + "b"), 5, await s.revision())
+    everything = await s.keys(p, limit=100)  # fewer than the limit: all of them
+    assert everything.keys == tuple(p + k for k in "abcde") and everything.count == 5
+    assert await s.keys(p + "none/", limit=1) == KeyListing((), 0, await s.revision())
+    with pytest.raises(StoreError, match="limit"):
+        await s.keys(p, limit=0)
     await s.delete(p[:-1] + "x")
 
 
