@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import struct
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, cast
@@ -40,6 +41,7 @@ class DnsServer:
         forward_timeout: float = 2.0,
         index: DnsIndex | None = None,
         cache: bool = True,
+        sockets: tuple[socket.socket, socket.socket] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -48,6 +50,7 @@ class DnsServer:
         self.forward_timeout = forward_timeout
         self.index = index or DnsIndex([])
         self.ready = asyncio.Event()
+        self._sockets = sockets  # pre-bound (UDP, listening TCP), e.g. inside another netns
         # request bytes after the ID (+ asker's namespace) -> reply bytes after the ID, for
         # answers from the index; cleared with every index swap.
         self._cache: dict[tuple[bytes, str | None], bytes] = {}
@@ -75,6 +78,11 @@ class DnsServer:
     async def _bind(self) -> tuple[asyncio.DatagramTransport, asyncio.Server]:
         """UDP and TCP on one port (a free one for both when ``port`` is 0)."""
         loop = asyncio.get_running_loop()
+        if self._sockets is not None:
+            udp, tcp_sock = self._sockets
+            transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=udp)
+            self.port = int(udp.getsockname()[1])
+            return transport, await asyncio.start_server(self._tcp_client, sock=tcp_sock)
         for _ in range(20):
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: _Udp(self), local_addr=(self.host, self.port)
