@@ -389,3 +389,18 @@ class FakeContainerNetwork:
 
     async def leases(self) -> dict[str, str]:
         return {a.ip: cid for cid, a in self.leased.items()}
+
+
+def stale_containers(attached: Sequence[str], leases: dict[str, str], live: set[str]) -> list[str]:
+    """Containers holding an attachment or an IPAM lease that are not running any more (they
+    died while the agent was down): each needs a CNI DEL."""
+    return sorted((set(attached) | set(leases.values())) - live - {""})
+
+
+async def collect_garbage(net: ContainerNetwork, live: set[str]) -> list[str]:
+    """DEL every stale container's attachment (see ``stale_containers``); returns their IDs.
+    Their namespaces are gone, so the DEL runs without one (the spec allows it)."""
+    stale = stale_containers(await net.attached(), await net.leases(), live)
+    for cid in stale:
+        await net.delete(cid, "")
+    return stale

@@ -17,6 +17,7 @@ from cloudless.network.cni import (
     FakeContainerNetwork,
     PortMapping,
     bridge_conflist,
+    collect_garbage,
 )
 from cloudless.network.errors import NetworkEdgeError
 from cloudless.network.testing import Namespaces, run
@@ -131,3 +132,13 @@ async def test_real_interface_has_overlay_mtu_and_no_masquerade(rig: Rig) -> Non
     dev = path.replace("-c1", "-dev")
     nat = run(["ip", "netns", "exec", os.path.basename(dev), "iptables-save", "-t", "nat"])
     assert "MASQUERADE" not in nat  # ipMasq off: cluster traffic keeps its source
+
+
+async def test_garbage_of_containers_that_died_is_collected(rig: Rig) -> None:
+    keep = await rig.net.add("keep", rig.new_netns("keep"))
+    path = rig.new_netns("dead")
+    await rig.net.add("dead", path)
+    rig.gone_netns(path)  # died while the agent was down
+    assert await collect_garbage(rig.net, {"keep"}) == ["dead"]
+    assert await rig.net.leases() == {keep.ip: "keep"}
+    assert await collect_garbage(rig.net, {"keep"}) == []

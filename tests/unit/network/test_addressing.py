@@ -143,3 +143,21 @@ def test_allocation_is_stable_and_unique(ops: list[tuple[bool, int]]) -> None:
         else:
             held = release(held, dev)
         assert len(set(held.values())) == len(held)
+
+
+STALE = [
+    # (attached, leases, live, stale)
+    (["a", "b"], {"10.42.1.2": "a", "10.42.1.3": "b"}, {"a", "b"}, []),
+    (["a", "b"], {"10.42.1.2": "a", "10.42.1.3": "b"}, {"a"}, ["b"]),
+    ([], {"10.42.1.9": "c"}, set(), ["c"]),  # a lease without a cached result: still DEL
+    (["d"], {}, set(), ["d"]),
+]
+
+
+@pytest.mark.parametrize(("attached", "leases", "live", "stale"), STALE)
+def test_stale_containers(
+    attached: list[str], leases: dict[str, str], live: set[str], stale: list[str]
+) -> None:
+    from cloudless.network.cni import stale_containers
+
+    assert stale_containers(attached, leases, live) == stale
