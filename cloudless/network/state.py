@@ -31,6 +31,7 @@ from cloudless.network.services import (
     validate_service,
 )
 from cloudless.store.codec import DataclassCodec
+from cloudless.store.fence import NO_FENCE, Fence, fenced_txn
 from cloudless.store.protocol import Store
 from cloudless.store.tables import TableSpec
 from cloudless.store.types import Compare
@@ -103,7 +104,9 @@ def service_name(key: ServiceKey) -> str:
     return f"{key.namespace}.{key.name}"
 
 
-async def assign_device(store: Store, plan: AddressPlan, node_id: str) -> DeviceAddresses:
+async def assign_device(
+    store: Store, plan: AddressPlan, node_id: str, *, fence: Fence = NO_FENCE
+) -> DeviceAddresses:
     """The device's addresses: the ones it holds, else a newly taken slot (see module)."""
     slots, devices = SLOTS.bind(store), DEVICES.bind(store)
     for _ in range(ATTEMPTS):
@@ -114,7 +117,9 @@ async def assign_device(store: Store, plan: AddressPlan, node_id: str) -> Device
         held = {r.value.node_id: int(r.name) for r in listing.records}
         a = allocate(plan, held, node_id)
         rec = DeviceNet(a.slot, str(a.overlay_ip), str(a.container_subnet))
-        res = await store.txn(
+        res = await fenced_txn(
+            store,
+            fence,
             [Compare.absent(slots.key(str(a.slot))), Compare.absent(devices.key(node_id))],
             [slots.put_op(str(a.slot), SlotOwner(node_id)), devices.put_op(node_id, rec)],
         )
@@ -123,13 +128,15 @@ async def assign_device(store: Store, plan: AddressPlan, node_id: str) -> Device
     raise Conflict(f"could not take an address slot for {node_id}: contention; retry")
 
 
-async def release_device(store: Store, node_id: str) -> bool:
+async def release_device(store: Store, node_id: str, *, fence: Fence = NO_FENCE) -> bool:
     """Free the device's slot (node removed). False when it held none."""
     slots, devices = SLOTS.bind(store), DEVICES.bind(store)
     mine = await devices.get(node_id)
     if mine is None:
         return False
-    res = await store.txn(
+    res = await fenced_txn(
+        store,
+        fence,
         [devices.unchanged(node_id, mine.mod_revision)],
         [slots.delete_op(str(mine.value.slot)), devices.delete_op(node_id)],
     )
@@ -141,7 +148,12 @@ async def device_slots(store: Store) -> dict[str, int]:
 
 
 async def assign_service(
-    store: Store, plan: AddressPlan, spec: ServiceSpec, requested_vip: str | None = None
+    store: Store,
+    plan: AddressPlan,
+    spec: ServiceSpec,
+    requested_vip: str | None = None,
+    *,
+    fence: Fence = NO_FENCE,
 ) -> ServiceRecord:
     """Create or update the service's record, keeping its VIP (see module)."""
     validate_service(spec)
@@ -166,13 +178,15 @@ async def assign_service(
                 current.value.endpoints,
                 current.value.total,
             )
-            if await services.cas(name, rec, expect=current.mod_revision) is not None:
+            if await services.cas(name, rec, expect=current.mod_revision, fence=fence) is not None:
                 return rec
             continue
         rec = ServiceRecord(
             spec.key.namespace, spec.key.name, str(vip), ports, spec.stateful, spec.balance
         )
-        res = await store.txn(
+        res = await fenced_txn(
+            store,
+            fence,
             [Compare.absent(vips.key(str(vip))), Compare.absent(services.key(name))],
             [vips.put_op(str(vip), VipOwner(str(spec.key))), services.put_op(name, rec)],
         )
@@ -182,7 +196,12 @@ async def assign_service(
 
 
 async def set_endpoints(
-    store: Store, key: ServiceKey, endpoints: tuple[Endpoint, ...], total: int
+    store: Store,
+    key: ServiceKey,
+    endpoints: tuple[Endpoint, ...],
+    total: int,
+    *,
+    fence: Fence = NO_FENCE,
 ) -> ServiceRecord:
     eps = tuple(EndpointRecord(str(e.ip), e.replica, e.device_id) for e in endpoints)
 
@@ -195,18 +214,20 @@ async def set_endpoints(
             cur.namespace, cur.name, cur.vip, cur.ports, cur.stateful, cur.balance, eps, total
         )
 
-    rec = await SERVICES.bind(store).update(service_name(key), change)
+    rec = await SERVICES.bind(store).update(service_name(key), change, fence=fence)
     assert rec is not None
     return rec.value
 
 
-async def delete_service(store: Store, key: ServiceKey) -> bool:
+async def delete_service(store: Store, key: ServiceKey, *, fence: Fence = NO_FENCE) -> bool:
     vips, services = VIPS.bind(store), SERVICES.bind(store)
     name = service_name(key)
     cur = await services.get(name)
     if cur is None:
         return False
-    res = await store.txn(
+    res = await fenced_txn(
+        store,
+        fence,
         [services.unchanged(name, cur.mod_revision)],
         [vips.delete_op(cur.value.vip), services.delete_op(name)],
     )
