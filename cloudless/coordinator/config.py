@@ -8,6 +8,7 @@ from typing import Literal
 
 from cloudless.coordinator.membership import MembershipConfig
 from cloudless.lib.keepalive import Keepalive
+from cloudless.network.addressing import AddressPlanConfig
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class CoordinatorConfig:
     etcd_election_ms: int = 1000
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     keepalive: Keepalive = field(default_factory=Keepalive)
+    # Container networking (cloudless/network): None leaves the network controller off.
+    network: AddressPlanConfig | None = None
 
     @property
     def api_url(self) -> str:

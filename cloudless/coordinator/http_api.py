@@ -31,6 +31,7 @@ from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica
 from cloudless.model.workload import WorkloadSpec
 from cloudless.model.workload_codec import load_document, parse_workload_data, workload_to_dict
+from cloudless.network import state as network_state
 from cloudless.scheduler.scheduler import Scheduler
 from cloudless.scheduler.snapshot import NodeColumns, Snapshot
 from cloudless.security.authz import Authorizer
@@ -183,6 +184,7 @@ class UserApi:
         r.add_get("/v1/workloads/{name}/explain", self.explain)
         r.add_post("/v1/explain", self.explain_spec)
         r.add_get("/v1/replicas", self.list_replicas)
+        r.add_get("/v1/services", self.list_services)
         r.add_get("/v1/replicas/{id}/logs", self.logs)
         r.add_post("/v1/tokens", self.create_token)
         r.add_get("/v1/tokens", self.list_tokens)
@@ -388,6 +390,11 @@ class UserApi:
         return _json(
             {"workloads": [workload_view(r.value, by.get(r.name, [])) for r in wls.records]}
         )
+
+    async def list_services(self, request: web.Request) -> web.Response:
+        """Services (cloudless/network): VIP, ports, endpoints ready/total."""
+        records = await network_state.list_services(self.state.store)
+        return _json({"services": [network_state.service_view(s) for s in records]})
 
     async def _workload(self, name: str) -> WorkloadRecord:
         rec = await self.state.workloads.get(name)

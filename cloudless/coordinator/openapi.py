@@ -91,6 +91,7 @@ def spec() -> dict[str, Any]:
             "/v1/nodes/{id}/cordon": {"post": _op("Cordon", params=[_path("id")])},
             "/v1/nodes/{id}/uncordon": {"post": _op("Uncordon", params=[_path("id")])},
             "/v1/nodes/{id}/drain": {"post": _op("Drain", params=[_path("id")])},
+            "/v1/services": {"get": _op("List services: VIP, ports, endpoints ready/total")},
             "/v1/workloads": {
                 "get": _op("List workloads"),
                 "post": _op(

@@ -40,6 +40,7 @@ from cloudless.coordinator.state import ClusterState
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.lib.errors import CloudlessError
 from cloudless.lib.ids import IdSource, RandomIds
+from cloudless.network.controller import NetworkController
 from cloudless.scheduler.scheduler import Scheduler
 from cloudless.security._files import write_private as _write_file
 from cloudless.security.authz import Authorizer
@@ -95,6 +96,7 @@ class Coordinator:
         self.state: ClusterState
         self.election: Election
         self.hub: AgentHub
+        self.network: NetworkController | None = None
 
     # ---- pieces ----------------------------------------------------------------------------
 
@@ -190,6 +192,9 @@ class Coordinator:
         )
         self.hub = AgentHub(self.state, self.clock, c.membership)
         reconciler = Reconciler(self.state, SchedulerPlacer(Scheduler()), self.ids, self.clock)
+        self.network = (
+            NetworkController(self.state, c.network.plan(), self.clock) if c.network else None
+        )
         me = json.dumps({"api": c.api_url, "agent": c.agent_endpoint, "name": c.name})
         self.election = Election(self.store, me, ttl=c.election_ttl, clock=self.clock)
 
@@ -345,6 +350,8 @@ class Coordinator:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._keep_leading("agent hub", self.hub.lead))
             tg.create_task(self._keep_leading("reconciler", reconciler.lead))
+            if self.network is not None:
+                tg.create_task(self._keep_leading("network", self.network.lead))
 
     async def _keep_leading(self, what: str, lead: Callable[[Fence], Awaitable[None]]) -> None:
         """Run ``lead`` while we lead; restart it after any failure. While our belief in the

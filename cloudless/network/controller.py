@@ -27,6 +27,7 @@ from cloudless.lib.clock import Clock
 from cloudless.model.node import NodeState
 from cloudless.model.replica import DesiredState, Replica, ReplicaState
 from cloudless.network.addressing import AddressPlan, DeviceAddresses
+from cloudless.network.errors import AddressExhausted
 from cloudless.network.services import (
     Endpoint,
     ReplicaAddress,
@@ -141,6 +142,7 @@ class NetworkController:
         self.clock = clock
         self.period = period
         self.last: NetworkPlan | None = None
+        self.problems: tuple[str, ...] = ()
         self._wake = asyncio.Event()
 
     async def lead(self, fence: Fence) -> None:
@@ -180,10 +182,15 @@ class NetworkController:
             self.plan,
         )
         self.last = plan
+        self.problems = plan.problems
         for node_id in plan.release:
             await release_device(store, node_id, fence=fence)
         for node_id in plan.assign:
-            await assign_device(store, self.plan, node_id, fence=fence)
+            try:
+                await assign_device(store, self.plan, node_id, fence=fence)
+            except AddressExhausted as e:  # every later node waits for a freed slot too
+                self.problems = (f"node {node_id}: no address slot: {e}",)
+                break
         for key in plan.delete:
             await delete_service(store, key, fence=fence)
         for spec in plan.upsert:

@@ -239,3 +239,33 @@ async def list_services(store: Store) -> list[ServiceRecord]:
         (r.value for r in (await SERVICES.bind(store).list()).records),
         key=lambda s: (s.namespace, s.name),
     )
+
+
+def service_view(s: ServiceRecord) -> dict[str, object]:
+    """A service as the user API shows it."""
+    return {
+        "name": s.name,
+        "namespace": s.namespace,
+        "dns": f"{s.name}.{s.namespace}.cloudless",
+        "vip": s.vip,
+        "ports": [f"{p.port}/{p.protocol}" for p in s.ports],
+        "endpoints": [{"ip": e.ip, "replica": e.replica, "node": e.device_id} for e in s.endpoints],
+        "ready": len(s.endpoints),
+        "total": s.total,
+    }
+
+
+SERVICE_HEADERS = ["NAME", "NAMESPACE", "VIP", "PORTS", "ENDPOINTS"]
+
+
+def service_row(v: dict[str, object]) -> list[str]:
+    """One ``cloudless get services`` row from a ``service_view``."""
+    ports = v.get("ports") or []
+    assert isinstance(ports, list)
+    return [
+        str(v.get("name", "")),
+        str(v.get("namespace", "")),
+        str(v.get("vip", "")),
+        ",".join(str(p) for p in ports),
+        f"{v.get('ready', 0)}/{v.get('total', 0)}",
+    ]
