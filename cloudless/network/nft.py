@@ -11,6 +11,9 @@ Contract of the rendered document (one ``nft -f`` transaction):
   ``source-hash``) through a verdict map and DNATs to ``endpoint:port`` in the endpoint's chain.
 * A VIP port without endpoints is in ``no_endpoints`` and gets a TCP reset / ICMP
   port-unreachable from the filter chains (a fast "connection refused", not a timeout).
+* Unless ``isolate`` is off, table ``bridge <table>`` drops frames the bridge would forward
+  from one container of the device straight to another: containers on one device reach each
+  other only through a VIP or a published port.
 * ``postrouting`` masquerades (a) DNATed traffic whose source and destination are both in this
   device's container subnet (hairpin: the reply would otherwise bypass the NAT on the bridge),
   and (b) container traffic to destinations outside every cluster range. Cluster traffic keeps
@@ -28,6 +31,7 @@ from cloudless.network.addressing import IPv4Net
 from cloudless.network.services import Service
 
 TABLE = "cloudless"
+DNAT_MARK = 0x10000000  # set on DNATed packets for the bridge table's isolation rule
 _PICKERS = {"random": "numgen random mod", "source-hash": "jhash ip saddr mod"}
 _REFUSE = (
     "\t\tmeta l4proto tcp ip daddr . meta l4proto . th dport @no_endpoints reject with tcp reset",
@@ -43,6 +47,7 @@ class NftContext:
     container_cidr: IPv4Net
     cluster_ranges: tuple[IPv4Net, ...]
     table: str = TABLE
+    isolate: bool = True  # containers on this bridge cannot reach each other directly
 
 
 def _chain_names(i: int, j: int) -> str:
@@ -101,6 +106,10 @@ def render(ctx: NftContext, services: Sequence[Service]) -> str:
         "\t\ttype nat hook output priority -100; policy accept;",
         "\t\tip daddr . meta l4proto . th dport vmap @services",
         "\t}",
+        "\tchain mark_dnat {",
+        "\t\ttype filter hook prerouting priority -90; policy accept;",
+        f"\t\tct status dnat meta mark set meta mark | {DNAT_MARK:#x}",
+        "\t}",
         "\tchain postrouting {",
         "\t\ttype nat hook postrouting priority srcnat; policy accept;",
         f"\t\tct status dnat ip saddr {ctx.local_subnet} ip daddr {ctx.local_subnet} masquerade",
@@ -116,14 +125,36 @@ def render(ctx: NftContext, services: Sequence[Service]) -> str:
         "\t}",
         *chains,
         "}",
+        f"table bridge {t}",
+        f"delete table bridge {t}",
+        *(_isolation(t, ctx.local_subnet) if ctx.isolate else []),
         "",
     ]
     return "\n".join(out)
 
 
+def _isolation(table: str, subnet: IPv4Net) -> list[str]:
+    """Frames the bridge forwards from one container straight to another are dropped, unless
+    they were DNATed (to a VIP or a published port: ``mark_dnat`` marks them). With
+    br_netfilter loaded the IP hooks DNAT bridged frames and the bridge then forwards them
+    straight to the backend; the bridge family here cannot read conntrack itself."""
+    return [
+        f"table bridge {table} {{",
+        "\tchain forward {",
+        "\t\ttype filter hook forward priority filter; policy accept;",
+        f"\t\tmeta mark & {DNAT_MARK:#x} == {DNAT_MARK:#x} accept",
+        f"\t\tip saddr {subnet} ip daddr {subnet} drop",
+        "\t}",
+        "}",
+    ]
+
+
 def delete_document(table: str = TABLE) -> str:
-    """An ``nft -f`` document that removes the table if present (and only it)."""
-    return f"table ip {table}\ndelete table ip {table}\n"
+    """An ``nft -f`` document that removes the tables if present (and only them)."""
+    return (
+        f"table ip {table}\ndelete table ip {table}\n"
+        f"table bridge {table}\ndelete table bridge {table}\n"
+    )
 
 
 def stale_conntrack(before: Iterable[Service], after: Iterable[Service]) -> list[list[str]]:

@@ -135,8 +135,11 @@ _ALLOWED = [
     for p in (
         r"^$",
         r"^\}$",
-        r"^table ip \w+( \{)?$",
-        r"^delete table ip \w+$",
+        r"^table (ip|bridge) \w+( \{)?$",
+        r"^delete table (ip|bridge) \w+$",
+        r"^ip saddr \S+ ip daddr \S+ drop$",
+        r"^meta mark & 0x[0-9a-f]+ == 0x[0-9a-f]+ accept$",
+        r"^ct status dnat meta mark set meta mark \| 0x[0-9a-f]+$",
         r"^(map|set|chain) \w+ \{$",
         r"^type .*$",
         r"^elements = \{ .* \}$",

@@ -127,6 +127,9 @@ async def test_service_vip_and_name_across_devices(lab: NetLab, tmp_path: Path) 
         # hairpin: the backend is on the client's own bridge; masqueraded to the gateway
         got = lab.sh(cns, "timeout 3 busybox wget -qO- http://10.43.0.2/cgi-bin/ip")
         assert remote_addr(got) == str(d1.addresses.gateway)
+        # ...but not straight to its address: containers of one device are isolated
+        direct = lab.sh(cns, f"timeout 2 busybox wget -qO- http://{loc.ip}/", check=False)
+        assert direct == ""
 
         # DNS from the responder on d1's bridge address
         gw = str(d1.addresses.gateway)

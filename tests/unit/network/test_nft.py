@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from cloudless.network.nft import delete_document, render, stale_conntrack
@@ -17,7 +19,10 @@ def test_document_replaces_the_table_in_one_transaction() -> None:
     # create-if-absent, delete, define: one nft -f run is one transaction
     assert doc[:3] == ["table ip cloudless", "delete table ip cloudless", "table ip cloudless {"]
     assert doc.count("delete table ip cloudless") == 1
-    assert delete_document() == "table ip cloudless\ndelete table ip cloudless\n"
+    assert delete_document() == (
+        "table ip cloudless\ndelete table ip cloudless\n"
+        "table bridge cloudless\ndelete table bridge cloudless\n"
+    )
 
 
 CASES = [
@@ -112,3 +117,17 @@ def test_stale_conntrack(before: list, after: list, gone: list[list[str]]) -> No
     assert [[a[5], a[3], a[7], a[9]] for a in got] == gone
     for a in got:
         assert a[:3] == ["conntrack", "-D", "-p"]
+
+
+def test_isolation_between_containers_of_one_device() -> None:
+    doc = lines(render(CTX, []))
+    i = doc.index("table bridge cloudless {")
+    assert doc[i - 2 : i] == ["table bridge cloudless", "delete table bridge cloudless"]
+    assert "ip saddr 10.42.1.0/24 ip daddr 10.42.1.0/24 drop" in doc  # slot 1's subnet
+    # ...except what was DNATed (VIP, published port): marked in the ip table, let through
+    assert "ct status dnat meta mark set meta mark | 0x10000000" in doc
+    accept = doc.index("meta mark & 0x10000000 == 0x10000000 accept")
+    assert accept < doc.index("ip saddr 10.42.1.0/24 ip daddr 10.42.1.0/24 drop")
+    off = lines(render(replace(CTX, isolate=False), []))
+    assert "delete table bridge cloudless" in off  # an older isolation table goes too
+    assert "table bridge cloudless {" not in off
