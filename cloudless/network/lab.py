@@ -158,7 +158,6 @@ class NetLab:
             (etc / "resolv.conf").write_text(
                 f"nameserver {dns}\nsearch default.cloudless cloudless\noptions ndots:2\n"
             )
-        # the service range reaches the device (its nft table DNATs it)
         return a
 
     def container_ns(self, dev: Device, name: str) -> str:
