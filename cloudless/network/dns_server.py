@@ -107,6 +107,13 @@ class DnsServer:
         hit = self._cache.get(key)
         if hit is not None:
             return data[:2] + hit, None
+        fast = self.index.fast(data, ns)
+        if fast:
+            if self._cache_limit:
+                if len(self._cache) >= self._cache_limit:
+                    self._cache.clear()
+                self._cache[key] = fast[2:]
+            return fast, None
         try:
             request = DNSRecord.parse(data)
         except (DNSError, struct.error, IndexError, ValueError):

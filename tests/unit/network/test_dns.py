@@ -92,3 +92,51 @@ def test_non_query_opcode_not_implemented() -> None:
     q.header.opcode = 2  # STATUS
     r = INDEX.answer(q)
     assert r is not None and r.header.rcode == RCODE.NOTIMP
+
+
+@pytest.mark.parametrize(("name", "qtype", "ns", "rcode", "answers"), CASES)
+def test_fast_path_equals_dnslib_path(
+    name: str, qtype: str, ns: str | None, rcode: int, answers: list[str]
+) -> None:
+    from cloudless.network.dns import FORWARD
+
+    q = DNSRecord.question(name, qtype)
+    fast = INDEX.fast(bytes(q.pack()), ns)
+    if qtype not in ("A", "AAAA"):
+        assert fast is None  # SRV and the rest take the dnslib path
+        return
+    assert fast not in (None, FORWARD)
+    r = DNSRecord.parse(fast)
+    slow = INDEX.answer(q, ns)
+    assert slow is not None
+    assert (r.header.id, r.header.rcode, r.header.aa, r.header.rd, r.header.ra) == (
+        slow.header.id,
+        slow.header.rcode,
+        slow.header.aa,
+        slow.header.rd,
+        slow.header.ra,
+    )
+    assert rendered(r) == rendered(slow) == sorted(answers)
+    assert str(r.q.qname) == str(q.q.qname)  # the question comes back as asked
+
+
+FAST_DECLINES = [
+    # (packet, why the fast path declines: None, or FORWARD for outside the zone)
+    (b"\x00\x01", None),  # too short
+    (bytes(DNSRecord.question("example.com", "A").pack()), b""),  # outside the zone: forward
+    (bytes(DNSRecord.question("web.default.cloudless", "MX").pack()), None),
+]
+
+
+@pytest.mark.parametrize(("packet", "want"), FAST_DECLINES)
+def test_fast_path_declines(packet: bytes, want: bytes | None) -> None:
+    assert INDEX.fast(packet) == want
+
+
+def test_fast_path_declines_a_reply_and_other_opcodes() -> None:
+    q = DNSRecord.question("web.default.cloudless", "A")
+    q.header.qr = 1
+    assert INDEX.fast(bytes(q.pack())) is None
+    q = DNSRecord.question("web.default.cloudless", "A")
+    q.header.opcode = 2
+    assert INDEX.fast(bytes(q.pack())) is None
