@@ -10,8 +10,6 @@ import pytest
 from cloudless.network.cni import CNI_PATH
 from cloudless.network.testing import sweep_dead_runs, unavailable_reason
 
-pytestmark = pytest.mark.netns
-
 
 def lab_unavailable_reason() -> str | None:
     reason = unavailable_reason()

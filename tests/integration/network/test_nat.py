@@ -25,6 +25,8 @@ from tests.integration.network.test_overlay_services import (
     www,
 )
 
+pytestmark = pytest.mark.netns
+
 
 @pytest.fixture
 async def lab(tmp_path: Path) -> AsyncIterator[NetLab]:

@@ -26,6 +26,8 @@ from cloudless.network.nft_apply import NftApplier
 from cloudless.network.services import Endpoint, Service, ServiceKey, ServicePort, ServiceSpec
 from cloudless.network.testing import run
 
+pytestmark = pytest.mark.netns
+
 PLAN = AddressPlanConfig(overlay_cidr="100.64.0.0/24", container_cidr="10.42.0.0/20").plan()
 # (busybox-static's `wget -T` segfaults on Debian 12: timeouts come from `timeout` instead)
 CGI = '#!/bin/sh\necho "Content-type: text/plain"\necho\necho "$REMOTE_ADDR"\n'

@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cloudless.network.nft import delete_document, render, stale_conntrack
+from cloudless.network.nft_apply import FakeNftTable
 from tests.unit.network.builders import CTX, svc
 
 
@@ -131,3 +134,40 @@ def test_isolation_between_containers_of_one_device() -> None:
     off = lines(render(replace(CTX, isolate=False), []))
     assert "delete table bridge cloudless" in off  # an older isolation table goes too
     assert "table bridge cloudless {" not in off
+
+
+def _expected(services: list) -> dict[str, list[str]]:  # type: ignore[type-arg]
+    out: dict[str, list[str]] = {}
+    for s in services:
+        for p in s.spec.ports:
+            out[f"{s.vip} {p.protocol} {p.port}"] = sorted(f"{e.ip}:{p.port}" for e in s.endpoints)
+    return out
+
+
+@st.composite
+def service_sets(draw: st.DrawFn) -> list:  # type: ignore[type-arg]
+    n = draw(st.integers(0, 6))
+    out = []
+    for i in range(n):
+        ports = tuple(sorted(draw(st.sets(st.integers(1, 65535), min_size=1, max_size=3))))
+        eps = sorted(draw(st.sets(st.integers(2, 250), max_size=4)))
+        out.append(
+            svc(
+                f"s{i}",
+                f"10.43.0.{i + 1}",
+                *(f"10.42.{i}.{e}" for e in eps),
+                ports=ports,
+                proto=draw(st.sampled_from(["tcp", "udp"])),
+                balance=draw(st.sampled_from(["random", "source-hash"])),
+            )
+        )
+    return out
+
+
+@given(service_sets())
+async def test_render_then_read_back_is_the_service_table(services: list) -> None:  # type: ignore[type-arg]
+    """Whatever the services, the programmed table (as the fake reads a rendered document)
+    maps every VIP port to exactly its endpoints."""
+    table = FakeNftTable()
+    await table.apply(render(CTX, services))
+    assert await table.programmed() == _expected(services)
