@@ -150,6 +150,14 @@ def coordinator(
             + "). See docs/performance.md for the trade-off.",
         ),
     ] = "",
+    network: Annotated[
+        str,
+        typer.Option(
+            metavar="on|KEY=CIDR,...",
+            help="Container networking (address slots, service VIPs): 'on' for the defaults, "
+            "or overlay=,containers=,prefix=,services= (see docs/network.md). Default off.",
+        ),
+    ] = "",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run a coordinator (control plane): store member, scheduler, APIs."""
@@ -169,6 +177,7 @@ def coordinator(
         root_key_size=root_key_size,
         bcrypt_cost=bcrypt_cost,
         liveness=liveness,
+        network=network,
     )
     setup_logging(log_level)
     from cloudless.coordinator.server import Coordinator
@@ -207,6 +216,7 @@ def coordinator_config(
     root_key_size: int,
     bcrypt_cost: int,
     liveness: str = "",
+    network: str = "",
 ) -> Any:
     """The CoordinatorConfig for the flags; contradictory flags are refused with the fix."""
     from cloudless.coordinator.config import CoordinatorConfig
@@ -239,6 +249,13 @@ def coordinator_config(
         if port in seen:
             raise typer.BadParameter(f"{port} is also {seen[port]}", param_hint=flag)
         seen[port] = flag
+    from cloudless.network.addressing import parse_network_flag
+    from cloudless.network.errors import NetworkConfigError
+
+    try:
+        network_config = parse_network_flag(network)
+    except NetworkConfigError as e:
+        raise typer.BadParameter(str(e), param_hint="--network") from None
     store_kind: Literal["etcd", "memory"] = "etcd" if store == "etcd" else "memory"
     return CoordinatorConfig(
         data_dir=(data_dir or default_dir("coordinator")).expanduser(),
@@ -255,6 +272,7 @@ def coordinator_config(
         join_token=token,
         root_key_size=root_key_size,
         bcrypt_cost=bcrypt_cost,
+        network=network_config,
         **parse_liveness(liveness),
     )
 

@@ -227,3 +227,41 @@ def allocate(plan: AddressPlan, slots: Mapping[str, int], device_id: str) -> Dev
 def release(slots: Mapping[str, int], device_id: str) -> dict[str, int]:
     """``slots`` without ``device_id`` (its slot becomes free for the next new device)."""
     return {d: k for d, k in slots.items() if d != device_id}
+
+
+_FLAG_KEYS = {
+    "overlay": "overlay_cidr",
+    "containers": "container_cidr",
+    "prefix": "container_prefix",
+    "services": "service_cidr",
+}
+
+
+def parse_network_flag(text: str) -> AddressPlanConfig | None:
+    """``--network`` as a config: "" is off, "on" the defaults, else ``key=value,...`` with keys
+    overlay, containers, prefix, services. The ranges are validated here (plan())."""
+    text = text.strip()
+    if not text:
+        return None
+    if text == "on":
+        cfg = AddressPlanConfig()
+        cfg.plan()
+        return cfg
+    fields: dict[str, object] = {}
+    for part in text.split(","):
+        key, eq, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or key not in _FLAG_KEYS:
+            raise NetworkConfigError(
+                f"--network: {part.strip()!r} is not key=value with a key among "
+                f"{', '.join(_FLAG_KEYS)} (or pass 'on' for the defaults)"
+            )
+        if key == "prefix":
+            if not value.isdigit():
+                raise NetworkConfigError(f"--network: prefix={value!r} is not a number like 24")
+            fields[_FLAG_KEYS[key]] = int(value)
+        else:
+            fields[_FLAG_KEYS[key]] = value
+    cfg = AddressPlanConfig(**fields)  # type: ignore[arg-type]
+    cfg.plan()
+    return cfg

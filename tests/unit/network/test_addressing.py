@@ -161,3 +161,30 @@ def test_stale_containers(
     from cloudless.network.cni import stale_containers
 
     assert stale_containers(attached, leases, live) == stale
+
+
+FLAGS = [
+    # (flag text, expected config or error fragment)
+    ("", None),
+    ("on", AddressPlanConfig()),
+    (
+        "containers=10.50.0.0/16,prefix=26",
+        AddressPlanConfig(container_cidr="10.50.0.0/16", container_prefix=26),
+    ),
+    ("services=10.60.0.0/20", AddressPlanConfig(service_cidr="10.60.0.0/20")),
+    ("bogus=1", "is not key=value with a key among"),
+    ("containers", "is not key=value"),
+    ("prefix=big", "prefix='big' is not a number"),
+    ("services=10.42.0.0/24", "overlaps"),  # checked at once, not at first use
+]
+
+
+@pytest.mark.parametrize(("text", "want"), FLAGS)
+def test_network_flag(text: str, want: object) -> None:
+    from cloudless.network.addressing import parse_network_flag
+
+    if isinstance(want, str):
+        with pytest.raises(NetworkConfigError, match=want):
+            parse_network_flag(text)
+    else:
+        assert parse_network_flag(text) == want
