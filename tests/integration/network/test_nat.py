@@ -15,7 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from cloudless.network.device import ServicesProgrammer
 from cloudless.network.lab import NetLab
+from cloudless.network.nft import NftContext
+from cloudless.network.nft_apply import NftApplier
+from cloudless.network.testing import run
 from tests.integration.network.test_overlay_services import (
     PLAN,
     eventually,
@@ -64,8 +68,12 @@ async def test_service_behind_symmetric_nat(lab: NetLab, tmp_path: Path) -> None
         for d in lab.devices.values():
             assert d.nebula is not None
             await d.nebula.wait_active(15)
-        for dev in (d1, d3):
-            await program(dev, [service("back", "10.43.0.5", (back.ip, "back-0"))])
+        # d1 through the agent-side programmer (rules + conntrack + DNS), d3 directly
+        ctx = NftContext(d1.addresses.container_subnet, PLAN.containers, PLAN.cluster_ranges())
+        prog = ServicesProgrammer(ctx, NftApplier(host_argv=d1.argv))
+        await program(d1, [])  # the service-range route
+        await prog.apply([service("back", "10.43.0.5", (back.ip, "back-0"))])
+        await program(d3, [service("back", "10.43.0.5", (back.ip, "back-0"))])
 
         cns = lab.container_ns(d1, "client")
         took = await eventually(
@@ -108,8 +116,14 @@ async def test_service_behind_symmetric_nat(lab: NetLab, tmp_path: Path) -> None
         lab.nss.popen(
             lab.container_ns(d3, "back1"), ["busybox", "httpd", "-f", "-p", "80", "-h", str(site)]
         )
-        for dev in (d1, d3):
-            await program(dev, [service("back", "10.43.0.5", (back1.ip, "back-1"))])
+
+        def flows_to(ip: str) -> str:
+            return run([*d1.argv, "conntrack", "-L", "--reply-src", ip], check=False)
+
+        assert back.ip in flows_to(back.ip)  # the client's connections through the VIP
+        await prog.apply([service("back", "10.43.0.5", (back1.ip, "back-1"))])
+        assert back.ip not in flows_to(back.ip)  # the gone endpoint's entries were deleted
+        await program(d3, [service("back", "10.43.0.5", (back1.ip, "back-1"))])
         took = await eventually(
             "the VIP keeps working once the replacement is ready",
             lambda: (
