@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cloudless.network.dns import DnsIndex
 from tests.unit.network.builders import svc
@@ -140,3 +142,29 @@ def test_fast_path_declines_a_reply_and_other_opcodes() -> None:
     q = DNSRecord.question("web.default.cloudless", "A")
     q.header.opcode = 2
     assert INDEX.fast(bytes(q.pack())) is None
+
+
+_LABELS = st.sampled_from(["web", "WEB", "db", "db-1", "Db-0", "default", "shop", "nope", "x"])
+
+
+@given(
+    st.lists(_LABELS, min_size=1, max_size=4),
+    st.sampled_from(["", ".cloudless", ".CLOUDLESS", ".example"]),
+    st.sampled_from(["A", "AAAA"]),
+    st.sampled_from([None, "default", "shop"]),
+)
+def test_fast_path_agrees_with_dnslib_on_any_name(
+    labels: list[str], suffix: str, qtype: str, ns: str | None
+) -> None:
+    from cloudless.network.dns import FORWARD
+
+    name = ".".join(labels) + suffix
+    q = DNSRecord.question(name, qtype)
+    fast = INDEX.fast(bytes(q.pack()), ns)
+    slow = INDEX.answer(q, ns)
+    if slow is None:
+        assert fast == FORWARD
+        return
+    assert fast not in (None, FORWARD)
+    r = DNSRecord.parse(fast)
+    assert (r.header.rcode, rendered(r)) == (slow.header.rcode, rendered(slow))
