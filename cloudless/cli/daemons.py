@@ -179,6 +179,14 @@ def coordinator(
             max=10 * 365 * 86400.0,
         ),
     ] = _E.max_age_s,
+    network: Annotated[
+        str,
+        typer.Option(
+            metavar="on|KEY=CIDR,...",
+            help="Container networking (address slots, service VIPs): 'on' for the defaults, "
+            "or overlay=,containers=,prefix=,services= (see docs/network.md). Default off.",
+        ),
+    ] = "",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str, typer.Option(help="console (one plain line per record) or json (JSON lines).")
@@ -204,6 +212,7 @@ def coordinator(
         metrics_listen=metrics_listen,
         keep_events=keep_events,
         events_max_age=events_max_age,
+        network=network,
     )
     setup_logging(log_level, log_format)
     setup_tracing(otlp_endpoint, "cloudless-coordinator")
@@ -246,6 +255,7 @@ def coordinator_config(
     metrics_listen: str = "",
     keep_events: int = _E.max_count,
     events_max_age: float = _E.max_age_s,
+    network: str = "",
 ) -> Any:
     """The CoordinatorConfig for the flags; contradictory flags are refused with the fix."""
     from cloudless.coordinator.config import CoordinatorConfig
@@ -278,6 +288,13 @@ def coordinator_config(
         if port in seen:
             raise typer.BadParameter(f"{port} is also {seen[port]}", param_hint=flag)
         seen[port] = flag
+    from cloudless.network.addressing import parse_network_flag
+    from cloudless.network.errors import NetworkConfigError
+
+    try:
+        network_config = parse_network_flag(network)
+    except NetworkConfigError as e:
+        raise typer.BadParameter(str(e), param_hint="--network") from None
     store_kind: Literal["etcd", "memory"] = "etcd" if store == "etcd" else "memory"
     return CoordinatorConfig(
         data_dir=(data_dir or default_dir("coordinator")).expanduser(),
@@ -295,6 +312,7 @@ def coordinator_config(
         root_key_size=root_key_size,
         bcrypt_cost=bcrypt_cost,
         events=replace(_E, max_count=keep_events, max_age_s=events_max_age),
+        network=network_config,
         **parse_liveness(liveness),
         metrics_listen=_listen_flag(metrics_listen),
     )

@@ -90,6 +90,21 @@ def get_replicas(
     print_table(fmt.REPLICA_HEADERS, [fmt.replica_row(r, t, names) for r in reps], what="replicas")
 
 
+@get_app.command("services")
+def get_services(
+    config: ConfigOpt = None,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """Services: virtual IP, ports, endpoints ready/total (workloads with ports)."""
+    from cloudless.network.state import SERVICE_HEADERS, service_row
+
+    svcs = list(connect(config).call("GET", "/v1/services")["services"])
+    if output is not Format.TABLE:
+        print_document({"services": svcs}, output)
+        return
+    print_table(SERVICE_HEADERS, [service_row(s) for s in svcs], what="services")
+
+
 # ---- describe -----------------------------------------------------------------------------
 
 

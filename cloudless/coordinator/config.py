@@ -9,6 +9,7 @@ from typing import Literal
 from cloudless.coordinator.eventlog.window import EventBounds
 from cloudless.coordinator.membership import MembershipConfig
 from cloudless.lib.keepalive import Keepalive
+from cloudless.network.addressing import AddressPlanConfig
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class CoordinatorConfig:
     metrics_listen: str = ""
     # The events the cluster keeps (count and age); the leader deletes the rest.
     events: EventBounds = field(default_factory=EventBounds)
+    # Container networking (cloudless/network): None leaves the network controller off.
+    network: AddressPlanConfig | None = None
 
     @property
     def api_url(self) -> str:

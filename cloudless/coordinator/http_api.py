@@ -62,6 +62,7 @@ from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica
 from cloudless.model.workload import WorkloadSpec
 from cloudless.model.workload_codec import parse_workload_data, workload_to_dict
+from cloudless.network import state as network_state
 from cloudless.observability.tracing import traceparent, tracer
 from cloudless.scheduler.plan import Explanation
 from cloudless.scheduler.scheduler import Scheduler
@@ -205,6 +206,7 @@ class UserApi:
         r.add_get("/v1/workloads/{name}/explain", self.explain)
         r.add_post("/v1/explain", self.explain_spec)
         r.add_get("/v1/replicas", self.list_replicas)
+        r.add_get("/v1/services", self.list_services)
         r.add_get("/v1/replicas/{id}/logs", self.logs)
         r.add_post("/v1/tokens", self.create_token)
         r.add_get("/v1/tokens", self.list_tokens)
@@ -403,6 +405,11 @@ class UserApi:
         return json_response(
             {"workloads": [workload_view(r.value, by.get(r.name, [])) for r in wls.records]}
         )
+
+    async def list_services(self, request: web.Request) -> web.Response:
+        """Services (cloudless/network): VIP, ports, endpoints ready/total."""
+        records = await network_state.list_services(self.state.store)
+        return json_response({"services": [network_state.service_view(s) for s in records]})
 
     async def _workload(self, name: str) -> WorkloadRecord:
         _check_id(name, "path.name")

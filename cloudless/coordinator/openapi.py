@@ -49,6 +49,12 @@ ROUTES: tuple[Route, ...] = (
     Route("post", "/v1/nodes/{id}/cordon", "Cordon: no new replicas", m.NodeView),
     Route("post", "/v1/nodes/{id}/uncordon", "Uncordon", m.NodeView),
     Route("post", "/v1/nodes/{id}/drain", "Drain: move its replicas away", m.NodeView),
+    Route(
+        "get",
+        "/v1/services",
+        "List services: VIP, ports, endpoints ready/total",
+        "application/json",
+    ),
     Route("get", "/v1/workloads", "List workloads", m.WorkloadList),
     Route(
         "post",

@@ -45,6 +45,7 @@ from cloudless.lib.clock import Clock, SystemClock
 from cloudless.lib.errors import CloudlessError
 from cloudless.lib.ids import IdSource, RandomIds
 from cloudless.model.workload import WorkloadSpec
+from cloudless.network.controller import NetworkController
 from cloudless.observability.http import parse_listen, serve_metrics
 from cloudless.observability.metrics import IS_LEADER, LEADER_CHANGES
 from cloudless.observability.store import MeasuredStore
@@ -104,6 +105,7 @@ class Coordinator:
         self.state: ClusterState
         self.election: Election
         self.hub: AgentHub
+        self.network: NetworkController | None = None
 
     # ---- pieces ----------------------------------------------------------------------------
 
@@ -204,6 +206,9 @@ class Coordinator:
         )
         self.hub = AgentHub(self.state, self.clock, c.membership)
         reconciler = Reconciler(self.state, SchedulerPlacer(Scheduler()), self.ids, self.clock)
+        self.network = (
+            NetworkController(self.state, c.network.plan(), self.clock) if c.network else None
+        )
         me = json.dumps({"api": c.api_url, "agent": c.agent_endpoint, "name": c.name})
         self.election = Election(self.store, me, ttl=c.election_ttl, clock=self.clock)
 
@@ -368,6 +373,8 @@ class Coordinator:
             tg.create_task(self._keep_leading("agent hub", self.hub.lead))
             tg.create_task(self._keep_leading("reconciler", reconciler.lead))
             tg.create_task(self._keep_leading("event compactor", self._compact_events))
+            if self.network is not None:
+                tg.create_task(self._keep_leading("network", self.network.lead))
 
     async def _compact_events(self, fence: Fence) -> None:
         await EventCompactor(
