@@ -150,6 +150,15 @@ def coordinator(
             + "). See docs/performance.md for the trade-off.",
         ),
     ] = "",
+    scheduler: Annotated[
+        str,
+        typer.Option(
+            metavar="KEY=VALUE,...",
+            help="Placement defaults, e.g. 'strategy=pack,reliability=0.5,cost=0' (strategy: "
+            "pack, best_fit, spread or score; weights of locality, reliability, cost, "
+            "utilization, network). See docs/scheduler.md.",
+        ),
+    ] = "",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run a coordinator (control plane): store member, scheduler, APIs."""
@@ -169,6 +178,7 @@ def coordinator(
         root_key_size=root_key_size,
         bcrypt_cost=bcrypt_cost,
         liveness=liveness,
+        scheduler=scheduler,
     )
     setup_logging(log_level)
     from cloudless.coordinator.server import Coordinator
@@ -207,9 +217,17 @@ def coordinator_config(
     root_key_size: int,
     bcrypt_cost: int,
     liveness: str = "",
+    scheduler: str = "",
 ) -> Any:
     """The CoordinatorConfig for the flags; contradictory flags are refused with the fix."""
     from cloudless.coordinator.config import CoordinatorConfig
+    from cloudless.lib.errors import ValidationError
+    from cloudless.scheduler.config import SchedulerConfig
+
+    try:
+        sched = SchedulerConfig.parse(scheduler)
+    except ValidationError as e:
+        raise typer.BadParameter(str(e), param_hint="--scheduler") from None
 
     if store not in ("etcd", "memory"):
         raise typer.BadParameter(f"{store!r}: expected etcd or memory", param_hint="--store")
@@ -255,6 +273,7 @@ def coordinator_config(
         join_token=token,
         root_key_size=root_key_size,
         bcrypt_cost=bcrypt_cost,
+        scheduler=sched,
         **parse_liveness(liveness),
     )
 

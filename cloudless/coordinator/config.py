@@ -8,6 +8,7 @@ from typing import Literal
 
 from cloudless.coordinator.membership import MembershipConfig
 from cloudless.lib.keepalive import Keepalive
+from cloudless.scheduler.config import SchedulerConfig
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class CoordinatorConfig:
     etcd_election_ms: int = 1000
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     keepalive: Keepalive = field(default_factory=Keepalive)
+    # Default placement strategy and the five factor weights (``--scheduler``).
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
     @property
     def api_url(self) -> str:

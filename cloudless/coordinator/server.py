@@ -189,7 +189,9 @@ class Coordinator:
             clock=self.clock,
         )
         self.hub = AgentHub(self.state, self.clock, c.membership)
-        reconciler = Reconciler(self.state, SchedulerPlacer(Scheduler()), self.ids, self.clock)
+        reconciler = Reconciler(
+            self.state, SchedulerPlacer(Scheduler(c.scheduler)), self.ids, self.clock
+        )
         me = json.dumps({"api": c.api_url, "agent": c.agent_endpoint, "name": c.name})
         self.election = Election(self.store, me, ttl=c.election_ttl, clock=self.clock)
 
@@ -223,6 +225,7 @@ class Coordinator:
             leader_api=lambda: self.leader_info().get("api"),
             agent_endpoints=endpoints,
             enroll_endpoints=enroll_endpoints,
+            scheduler=Scheduler(self.config.scheduler),
         )
         try:
             async with asyncio.TaskGroup() as tg:

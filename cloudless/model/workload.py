@@ -134,6 +134,7 @@ class Placement:
     device_classes: tuple[str, ...] = ()
     min_bandwidth_bps: int = 0
     needs_public: bool = False
+    strategy: str = ""  # pack | best_fit | spread | score; "" = the cluster's default
 
 
 class RestartMode(enum.StrEnum):

@@ -214,6 +214,7 @@ def _placement(v: Any, path: str, p: _Problems) -> Placement:
         "device_classes",
         "min_bandwidth",
         "needs_public",
+        "strategy",
     }
     _known(d, path, fields, p)
     aff = _map(d.get("affinity"), f"{path}.affinity", p)
@@ -266,7 +267,20 @@ def _placement(v: Any, path: str, p: _Problems) -> Placement:
         device_classes=_strings(d.get("device_classes"), f"{path}.device_classes", p),
         min_bandwidth_bps=_quantity(d.get("min_bandwidth"), f"{path}.min_bandwidth", p, parse_rate),
         needs_public=bool(d.get("needs_public", False)),
+        strategy=_strategy(d.get("strategy"), f"{path}.strategy", p),
     )
+
+
+#: The placement strategies a spec may name (cloudless.scheduler.config.STRATEGY_NAMES).
+STRATEGIES = ("pack", "first_fit", "best_fit", "spread", "score")
+
+
+def _strategy(v: Any, path: str, p: _Problems) -> str:
+    text = _str(v, path, p).strip().lower().replace("-", "_")
+    if text and text not in STRATEGIES:
+        p.add(path, f"{v!r} is not a strategy (choose one of {', '.join(STRATEGIES)})")
+        return ""
+    return text
 
 
 def _restart(v: Any, path: str, p: _Problems) -> RestartPolicy:
@@ -426,6 +440,7 @@ def workload_to_dict(s: WorkloadSpec) -> dict[str, Any]:
             "device_classes": list(pl.device_classes),
             "min_bandwidth": pl.min_bandwidth_bps,
             "needs_public": pl.needs_public,
+            "strategy": pl.strategy,
         },
         "labels": dict(s.labels),
         "ports": list(s.ports),

@@ -37,6 +37,7 @@ from cloudless.scheduler.plugins.pin import reason as pin_reason
 from cloudless.scheduler.registry import FACTOR_NAMES
 from cloudless.scheduler.search import Pin, Pins, search
 from cloudless.scheduler.snapshot import occupies
+from cloudless.scheduler.strategy import resolve
 
 Vec = list[int]
 
@@ -75,7 +76,7 @@ class ReferenceScheduler:
         existing: Iterable[Replica] | None = None,
         strategy: Strategy | None = None,
     ) -> Plan:
-        strat = strategy or self.config.strategy
+        spec, strat = resolve(spec, strategy, self.config.strategy)
         reps = list(replicas)
         mine = list(existing) if existing is not None else None
 
@@ -90,7 +91,7 @@ class ReferenceScheduler:
             a, u = self._group(st, spec, count, 0, strat, None, pins.get(0))
             return Plan(tuple(a), (u,) if u else ())
 
-        return search(nodes, [(spec, count)], strat, attempt)
+        return search(nodes, [(spec, count)], strat is not Strategy.SCORE, attempt)
 
     def schedule_many(
         self,
@@ -101,7 +102,7 @@ class ReferenceScheduler:
         *,
         strategy: Strategy | None = None,
     ) -> Plan:
-        strat = strategy or self.config.strategy
+        how = [resolve(s, strategy, self.config.strategy) for s, _ in groups]
         reps = list(replicas)
 
         def attempt(order: Sequence[int], pins: Pins) -> Plan:
@@ -120,7 +121,7 @@ class ReferenceScheduler:
             assigned: list[Assignment] = []
             unplaced: list[Unplaced] = []
             for k, i in enumerate(order):
-                spec, count = groups[i]
+                (spec, strat), count = how[i], groups[i][1]
                 first = nxt.get(spec.name, 0)
                 a, u = self._group(st, spec, count, first, strat, tails[k], pins.get(i))
                 nxt[spec.name] = first + count
@@ -129,7 +130,8 @@ class ReferenceScheduler:
                     unplaced.append(u)
             return Plan(tuple(assigned), tuple(unplaced))
 
-        return search(nodes, groups, strat, attempt)
+        packer = any(st is not Strategy.SCORE for _, st in how)
+        return search(nodes, groups, packer, attempt)
 
     # --- one workload -------------------------------------------------------------------
 
@@ -290,10 +292,14 @@ class _Eval:
         raw = hint(spec) if hint else {}
         self.hint = {k: min(1.0, max(0.0, float(v))) for k, v in raw.items()}
         self.static_ok = [self._static_failure(j) is None for j in range(len(st.nodes))]
+        could = [
+            ok and all(a >= d for a, d in zip(_vec(x.allocatable), self.demand, strict=True))
+            for ok, x in zip(self.static_ok, st.nodes, strict=True)
+        ]
         self.eligible = {
             c.topology_key: {
                 v
-                for k, ok in enumerate(self.static_ok)
+                for k, ok in enumerate(could)
                 if ok and (v := st.nodes[k].label(c.topology_key)) is not None
             }
             for c in spec.placement.spread

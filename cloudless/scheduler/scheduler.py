@@ -21,6 +21,7 @@ from cloudless.scheduler.plan import Assignment, Explanation, NodeScore, Plan, U
 from cloudless.scheduler.registry import FACTOR_NAMES
 from cloudless.scheduler.search import Pins, search
 from cloudless.scheduler.snapshot import F64, Snapshot, demand_vector
+from cloudless.scheduler.strategy import resolve
 
 
 def plan_tails(groups: Sequence[tuple[WorkloadSpec, int]]) -> list[F64]:
@@ -66,7 +67,7 @@ class Scheduler:
         ``existing``: the workload's current replicas, counted for spread, per-node and
         per-domain limits and self-affinity (default: its replicas in the snapshot). Their
         resources are the snapshot's business (``Snapshot.build`` counts them)."""
-        strat = strategy or self.config.strategy
+        spec, strat = resolve(spec, strategy, self.config.strategy)
         reps = list(existing) if existing is not None else None
 
         def attempt(order: Sequence[int], pins: Pins) -> Plan:
@@ -87,7 +88,7 @@ class Scheduler:
             )
             return Plan(tuple(assigned), (unplaced,) if unplaced else ())
 
-        return search(snapshot.nodes, [(spec, count)], strat, attempt)
+        return search(snapshot.nodes, [(spec, count)], strat is not Strategy.SCORE, attempt)
 
     def schedule_many(
         self,
@@ -99,7 +100,8 @@ class Scheduler:
         """One plan for several workloads, larger replicas first; each group sees the
         placements of the groups before it. The order, and the repair of a plan that leaves
         replicas unplaced, are ``search``'s (cloudless/scheduler/search.py)."""
-        strat = strategy or self.config.strategy
+        how = [resolve(s, strategy, self.config.strategy) for s, _ in groups]
+        counts = [c for _, c in groups]
 
         def attempt(order: Sequence[int], pins: Pins) -> Plan:
             ws = WorkState(snapshot)
@@ -108,7 +110,7 @@ class Scheduler:
             assigned: list[Assignment] = []
             unplaced: list[Unplaced] = []
             for k, i in enumerate(order):
-                spec, count = groups[i]
+                (spec, strat), count = how[i], counts[i]
                 first = nxt.get(spec.name, 0)
                 a, u = place_group(
                     ws,
@@ -129,7 +131,8 @@ class Scheduler:
                     unplaced.append(u)
             return Plan(tuple(assigned), tuple(unplaced))
 
-        return search(snapshot.nodes, groups, strat, attempt)
+        packer = any(st is not Strategy.SCORE for _, st in how)
+        return search(snapshot.nodes, groups, packer, attempt)
 
     def explain(self, snapshot: Snapshot, spec: WorkloadSpec, top: int = 10) -> Explanation:
         """The ``top`` best nodes for one more replica (with their score components) and every

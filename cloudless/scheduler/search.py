@@ -8,11 +8,16 @@ Rules:
   largest node (``sum_size``); ties keep the input order;
 * the packers (``first_fit``, ``best_fit``) also try the dominant-share order
   (``dominant_size``) and keep the plan with fewer unplaced replicas, then fewer nodes;
-* a plan that leaves replicas unplaced is repaired, at most ``MAX_REPAIRS`` attempts: the
-  unplaced groups placed first (all of them, then each alone), and a group with required
-  affinity to itself pinned, in turn, to each of its ``PIN_DOMAINS`` roomiest domains (so
-  its first replica cannot trap the rest on a small device). A repair is adopted only when
-  it places every replica, so reasons for what stays unplaced are always the first plan's;
+* a plan that leaves replicas unplaced is repaired, at most ``MAX_REPAIRS`` attempts, in
+  rounds (each round repairs the previous round's attempt with the fewest unplaced
+  replicas, keeping its pins, so a repair that moves the trap elsewhere is repaired in
+  turn). A round tries: the unplaced groups first (all of them, then each alone); the most
+  constrained groups first (fewest nodes matching their selector and arch, ``eligible``);
+  each unplaced group first, pinned in turn to each of its ``PIN_DOMAINS`` roomiest domains
+  of every key it has required affinity to itself on (so its first replica cannot trap the
+  rest on a small device) or required anti-affinity with another group on (so it leaves
+  the other domains to that group instead of touching them all). A repair is adopted only
+  when it places every replica, so the reasons for what stays unplaced are the first plan's;
 * ``score`` plans that are complete are returned as made (no extra work).
 """
 
@@ -22,14 +27,13 @@ from collections.abc import Callable, Mapping, Sequence
 
 from cloudless.model.node import Node, NodeState
 from cloudless.model.workload import WorkloadSpec
-from cloudless.scheduler.config import Strategy
 from cloudless.scheduler.plan import Plan
 
 Pin = tuple[str, str]  # (topology key, value): the group may only use nodes in that domain
 Pins = Mapping[int, Pin]  # group index (in the caller's list) -> its pin
 Attempt = Callable[[Sequence[int], Pins], Plan]
 
-MAX_REPAIRS = 8
+MAX_REPAIRS = 16
 PIN_DOMAINS = 3
 
 
@@ -71,22 +75,42 @@ def orders(
     return by_sum, by_dom
 
 
-def self_affinity_keys(spec: WorkloadSpec) -> list[str]:
-    return [
+def pin_keys(groups: Sequence[tuple[WorkloadSpec, int]], i: int) -> list[str]:
+    """Topology keys worth pinning group ``i`` on: its required affinity to itself, and every
+    required anti-affinity between it and another group of the plan (either side's term)."""
+    me = groups[i][0]
+    names = {s.name for s, _ in groups}
+    keys = [
         t.topology_key
-        for t in spec.placement.required_workload_affinity
-        if t.workload == spec.name and not t.anti
+        for t in me.placement.required_workload_affinity
+        if t.workload == me.name and not t.anti
     ]
+    keys += [
+        t.topology_key
+        for t in me.placement.required_workload_affinity
+        if t.anti and t.workload != me.name and t.workload in names
+    ]
+    for s, _ in groups:
+        if s.name != me.name:
+            keys += [
+                t.topology_key
+                for t in s.placement.required_workload_affinity
+                if t.anti and t.workload == me.name
+            ]
+    return list(dict.fromkeys(keys))
 
 
 def pin_domains(nodes: Sequence[Node], spec: WorkloadSpec, key: str) -> list[str]:
-    """The ``PIN_DOMAINS`` domains of ``key`` whose ready nodes could hold the most replicas
-    of ``spec`` by allocatable (ignoring load), roomiest first, ties by name."""
+    """The ``PIN_DOMAINS`` domains of ``key`` whose ready nodes matching the node selector
+    could hold the most replicas of ``spec`` by allocatable (ignoring load), roomiest first,
+    ties by name."""
     want = (spec.resources.cpu_millis, spec.resources.memory_bytes, spec.resources.disk_bytes)
     room: dict[str, int] = {}
     for x in nodes:
         v = x.label(key)
         if v is None or x.state is not NodeState.READY:
+            continue
+        if not all(e.matches(x) for e in spec.placement.node_selector):
             continue
         have = _dims(x)
         fits = min((have[d] // want[d] for d in range(3) if want[d] > 0), default=1_000_000)
@@ -95,41 +119,91 @@ def pin_domains(nodes: Sequence[Node], spec: WorkloadSpec, key: str) -> list[str
     return [v for v in ranked if room[v] > 0][:PIN_DOMAINS]
 
 
+def eligible(nodes: Sequence[Node], spec: WorkloadSpec) -> int:
+    """How many ready nodes match ``spec``'s node selector and arch (the "most constrained
+    first" order of the repair)."""
+    p = spec.placement
+    return sum(
+        1
+        for x in nodes
+        if x.state is NodeState.READY
+        and (not p.arch or x.label("arch") in p.arch)
+        and all(e.matches(x) for e in p.node_selector)
+    )
+
+
 def _unplaced(plan: Plan) -> int:
     return sum(u.count for u in plan.unplaced)
+
+
+Try = tuple[list[int], dict[int, Pin]]
+
+
+def _tries(
+    nodes: Sequence[Node],
+    groups: Sequence[tuple[WorkloadSpec, int]],
+    base: Try,
+    plan: Plan,
+    room: Sequence[int],
+) -> list[Try]:
+    """The repairs of ``plan`` (made by ``base``), in the order they are tried."""
+    order, pins = base
+    failed = {u.workload for u in plan.unplaced}
+    stuck = [i for i in order if groups[i][0].name in failed and i not in pins]
+    rest = [i for i in order if i not in stuck]
+    tight = sorted(order, key=lambda i: room[i])  # stable: ties keep the current order
+    out: list[Try] = []
+    if stuck and rest:
+        out.append((stuck + rest, pins))
+        if len(stuck) > 1:
+            out += [([i] + [k for k in order if k != i], pins) for i in stuck]
+    if tight != order:
+        out.append((tight, pins))
+    for i in stuck:
+        first = [i] + [k for k in tight if k != i]
+        for key in pin_keys(groups, i):
+            for v in pin_domains(nodes, groups[i][0], key):
+                out.append((first, {**pins, i: (key, v)}))
+    return out
 
 
 def search(
     nodes: Sequence[Node],
     groups: Sequence[tuple[WorkloadSpec, int]],
-    strategy: Strategy,
+    packer: bool,
     attempt: Attempt,
 ) -> Plan:
-    """The best plan found (see the module rules); ``attempt(order, pins)`` makes one."""
+    """The best plan found (see the module rules); ``attempt(order, pins)`` makes one.
+    ``packer``: some group is placed by ``first_fit`` or ``best_fit``."""
     by_sum, by_dom = orders(nodes, groups)
     best = attempt(by_sum, {})
-    packer = strategy is not Strategy.SCORE
+    base: Try = (by_sum, {})
     if packer and by_dom != by_sum:
         alt = attempt(by_dom, {})
         if (_unplaced(alt), len(alt.nodes_used())) < (_unplaced(best), len(best.nodes_used())):
-            best = alt
+            best, base = alt, (by_dom, {})
     if best.complete:
         return best
-    failed = {u.workload for u in best.unplaced}
-    stuck = [i for i in by_sum if groups[i][0].name in failed]
-    rest = [i for i in by_sum if i not in stuck]
-    tries: list[tuple[list[int], dict[int, Pin]]] = []
-    if rest:
-        tries.append((stuck + rest, {}))
-        if len(stuck) > 1:
-            tries += [([i] + [k for k in by_sum if k != i], {}) for i in stuck]
-    for i in stuck:
-        spec = groups[i][0]
-        for key in self_affinity_keys(spec):
-            for v in pin_domains(nodes, spec, key):
-                tries.append((stuck + rest, {i: (key, v)}))
-    for order, pins in tries[:MAX_REPAIRS]:
-        plan = attempt(order, pins)
-        if plan.complete:
-            return plan
+    room = [eligible(nodes, s) for s, _ in groups]
+    seen: set[tuple[tuple[int, ...], tuple[tuple[int, Pin], ...]]] = {(tuple(base[0]), ())}
+    budget = MAX_REPAIRS
+    plan = best
+    while budget > 0:
+        nxt: tuple[int, Try, Plan] | None = None
+        for t in _tries(nodes, groups, base, plan, room):
+            key = (tuple(t[0]), tuple(sorted(t[1].items())))
+            if key in seen:
+                continue
+            if budget == 0:
+                break
+            seen.add(key)
+            budget -= 1
+            got = attempt(*t)
+            if got.complete:
+                return got
+            if nxt is None or _unplaced(got) < nxt[0]:
+                nxt = (_unplaced(got), t, got)
+        if nxt is None:
+            break
+        _, base, plan = nxt
     return best
