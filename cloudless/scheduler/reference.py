@@ -91,7 +91,7 @@ class ReferenceScheduler:
             a, u = self._group(st, spec, count, 0, strat, None, pins.get(0))
             return Plan(tuple(a), (u,) if u else ())
 
-        return search(nodes, [(spec, count)], strat is not Strategy.SCORE, attempt)
+        return search(nodes, [(spec, count)], attempt)
 
     def schedule_many(
         self,
@@ -130,8 +130,7 @@ class ReferenceScheduler:
                     unplaced.append(u)
             return Plan(tuple(assigned), tuple(unplaced))
 
-        packer = any(st is not Strategy.SCORE for _, st in how)
-        return search(nodes, groups, packer, attempt)
+        return search(nodes, groups, attempt)
 
     # --- one workload -------------------------------------------------------------------
 

@@ -88,7 +88,7 @@ class Scheduler:
             )
             return Plan(tuple(assigned), (unplaced,) if unplaced else ())
 
-        return search(snapshot.nodes, [(spec, count)], strat is not Strategy.SCORE, attempt)
+        return search(snapshot.nodes, [(spec, count)], attempt)
 
     def schedule_many(
         self,
@@ -131,8 +131,8 @@ class Scheduler:
                     unplaced.append(u)
             return Plan(tuple(assigned), tuple(unplaced))
 
-        packer = any(st is not Strategy.SCORE for _, st in how)
-        return search(snapshot.nodes, groups, packer, attempt)
+        tops = [float(snapshot.alloc[d].max()) if snapshot.n else 0.0 for d in range(3)]
+        return search(snapshot.nodes, groups, attempt, tops)
 
     def explain(self, snapshot: Snapshot, spec: WorkloadSpec, top: int = 10) -> Explanation:
         """The ``top`` best nodes for one more replica (with their score components) and every

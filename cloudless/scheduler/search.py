@@ -6,8 +6,6 @@ Rules:
 
 * groups are placed largest first, by the sum of their cpu, memory and disk shares of the
   largest node (``sum_size``); ties keep the input order;
-* the packers (``first_fit``, ``best_fit``) also try the dominant-share order
-  (``dominant_size``) and keep the plan with fewer unplaced replicas, then fewer nodes;
 * a plan that leaves replicas unplaced is repaired, at most ``MAX_REPAIRS`` attempts, in
   rounds (each round repairs the previous round's attempt with the fewest unplaced
   replicas, keeping its pins, so a repair that moves the trap elsewhere is repaired in
@@ -16,9 +14,11 @@ Rules:
   each unplaced group first, pinned in turn to each of its ``PIN_DOMAINS`` roomiest domains
   of every key it has required affinity to itself on (so its first replica cannot trap the
   rest on a small device) or required anti-affinity with another group on (so it leaves
-  the other domains to that group instead of touching them all). A repair is adopted only
-  when it places every replica, so the reasons for what stays unplaced are the first plan's;
-* ``score`` plans that are complete are returned as made (no extra work).
+  the other domains to that group instead of touching them all); then each of those
+  anti-affinity partners, placed first and pinned the same way (so the unplaced group gets
+  the other domains). A repair is adopted only when it places every replica, so the
+  reasons for what stays unplaced are the first plan's;
+* a complete plan is returned as made (no extra work).
 """
 
 from __future__ import annotations
@@ -55,24 +55,18 @@ def sum_size(tops: Sequence[float], spec: WorkloadSpec) -> float:
     return out
 
 
-def dominant_size(tops: Sequence[float], spec: WorkloadSpec) -> float:
-    r = spec.resources
-    out = 0.0
-    for d, v in enumerate((r.cpu_millis, r.memory_bytes, r.disk_bytes)):
-        if v > 0 and tops[d] > 0:
-            out = max(out, v / tops[d])
-    return out
-
-
-def orders(
-    nodes: Sequence[Node], groups: Sequence[tuple[WorkloadSpec, int]]
-) -> tuple[list[int], list[int]]:
-    """Group indices largest first by ``sum_size``, and by ``dominant_size``."""
-    tops = _tops(nodes)
-    idx = range(len(groups))
-    by_sum = sorted(idx, key=lambda i: -sum_size(tops, groups[i][0]))
-    by_dom = sorted(idx, key=lambda i: -dominant_size(tops, groups[i][0]))
-    return by_sum, by_dom
+def order(
+    nodes: Sequence[Node],
+    groups: Sequence[tuple[WorkloadSpec, int]],
+    tops: Sequence[float] | None = None,
+) -> list[int]:
+    """Group indices largest first by ``sum_size`` (stable). ``tops``: the largest
+    allocatable cpu, memory and disk, if the caller has them at hand."""
+    if len(groups) <= 1:
+        return list(range(len(groups)))
+    if tops is None:
+        tops = _tops(nodes)
+    return sorted(range(len(groups)), key=lambda i: -sum_size(tops, groups[i][0]))
 
 
 def pin_keys(groups: Sequence[tuple[WorkloadSpec, int]], i: int) -> list[str]:
@@ -98,6 +92,23 @@ def pin_keys(groups: Sequence[tuple[WorkloadSpec, int]], i: int) -> list[str]:
                 if t.anti and t.workload == me.name
             ]
     return list(dict.fromkeys(keys))
+
+
+def partners(groups: Sequence[tuple[WorkloadSpec, int]], i: int) -> list[tuple[int, str]]:
+    """``(j, key)`` for every other group ``j`` of the plan in a required anti-affinity with
+    group ``i`` on ``key`` (either side's term), in plan order."""
+    me = groups[i][0]
+    out = []
+    for j, (s, _) in enumerate(groups):
+        if s.name == me.name:
+            continue
+        for t in me.placement.required_workload_affinity:
+            if t.anti and t.workload == s.name:
+                out.append((j, t.topology_key))
+        for t in s.placement.required_workload_affinity:
+            if t.anti and t.workload == me.name:
+                out.append((j, t.topology_key))
+    return list(dict.fromkeys(out))
 
 
 def pin_domains(nodes: Sequence[Node], spec: WorkloadSpec, key: str) -> list[str]:
@@ -164,24 +175,26 @@ def _tries(
         for key in pin_keys(groups, i):
             for v in pin_domains(nodes, groups[i][0], key):
                 out.append((first, {**pins, i: (key, v)}))
+    for i in stuck:
+        for j, key in partners(groups, i):
+            if j in pins:
+                continue
+            first = [j] + [k for k in tight if k != j]
+            for v in pin_domains(nodes, groups[j][0], key):
+                out.append((first, {**pins, j: (key, v)}))
     return out
 
 
 def search(
     nodes: Sequence[Node],
     groups: Sequence[tuple[WorkloadSpec, int]],
-    packer: bool,
     attempt: Attempt,
+    tops: Sequence[float] | None = None,
 ) -> Plan:
-    """The best plan found (see the module rules); ``attempt(order, pins)`` makes one.
-    ``packer``: some group is placed by ``first_fit`` or ``best_fit``."""
-    by_sum, by_dom = orders(nodes, groups)
+    """The best plan found (see the module rules); ``attempt(order, pins)`` makes one."""
+    by_sum = order(nodes, groups, tops)
     best = attempt(by_sum, {})
     base: Try = (by_sum, {})
-    if packer and by_dom != by_sum:
-        alt = attempt(by_dom, {})
-        if (_unplaced(alt), len(alt.nodes_used())) < (_unplaced(best), len(best.nodes_used())):
-            best, base = alt, (by_dom, {})
     if best.complete:
         return best
     room = [eligible(nodes, s) for s, _ in groups]
