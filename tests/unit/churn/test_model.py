@@ -151,3 +151,21 @@ def test_placer_counts_the_workloads_live_replicas() -> None:
 def test_hour_of_week() -> None:
     assert hour_of_week(0.0) == 0
     assert hour_of_week(WEEK + 3 * HOUR_S + 5) == 3
+
+
+def test_session_log_learns_what_it_saw() -> None:
+    # up at 0, down at 1 h, up at 2 h, asked at 3 h: sessions (0, 1 h) and (2 h, 3 h) open;
+    # hours 0 and 2 online, hour 1 not: p(1 h) = (0 + 300) / (3600 + 600), give or take
+    # the 14-day decay (weights within 0.3% of 1 over 3 h)
+    from cloudless.churn.log import SessionLog
+
+    log = SessionLog()
+    log.up("n", 0.0)
+    log.down("n", HOUR_S)
+    log.up("n", 2 * HOUR_S)
+    m = log.model("n", 3 * HOUR_S)
+    assert m is not None
+    assert m.p_online(HOUR_S) == pytest.approx(300 / 4200, rel=1e-2)
+    assert m.age_s == HOUR_S
+    assert log.model("unknown", 1.0) is None
+    assert set(log.models(3 * HOUR_S)) == {"n"}
