@@ -57,9 +57,34 @@ def run(seed: int, announce_s: float) -> dict[str, Any]:
     return out
 
 
+FIGURES = (
+    "availability_any",
+    "availability_quorum",
+    "moves_per_day",
+    "replicas_lost_at_planned_departures",
+    "outage_after_planned_departure_s",
+)
+
+
+def summary(runs: dict[str, Any]) -> dict[str, Any]:
+    """Mean over seeds, per announcement mode, policy and replica count; worst availability
+    over seeds and services."""
+    out: dict[str, Any] = {}
+    seeds = list(runs.values())
+    for mode in ("announced", "not_announced"):
+        for policy in seeds[0][mode]:
+            for r in (k for k in seeds[0][mode][policy] if k.startswith("R")):
+                rows = [s[mode][policy][r] for s in seeds]
+                row = {f: sum(x[f] for x in rows) / len(rows) for f in FIGURES}
+                row["worst_availability_any"] = min(x["worst_availability_any"] for x in rows)
+                row["worst_availability_quorum"] = min(x["worst_availability_quorum"] for x in rows)
+                out.setdefault(mode, {}).setdefault(policy, {})[r] = row
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=6)
     args = ap.parse_args()
     _, traces = fleet(random.Random(0))
     avail = {d: t.availability(WEEK_S, 2 * WEEK_S) for d, t in traces.items()}
@@ -78,6 +103,7 @@ def main() -> int:
             "announced": run(seed, 300.0),
             "not_announced": run(seed, 0.0),
         }
+    out["summary"] = summary(out["runs"])
     write_results("churn", out)
     return 0
 

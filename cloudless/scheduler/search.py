@@ -33,7 +33,7 @@ Pin = tuple[str, str]  # (topology key, value): the group may only use nodes in 
 Pins = Mapping[int, Pin]  # group index (in the caller's list) -> its pin
 Attempt = Callable[[Sequence[int], Pins], Plan]
 
-MAX_REPAIRS = 16
+MAX_REPAIRS = 24
 PIN_DOMAINS = 3
 
 
