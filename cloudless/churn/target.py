@@ -15,7 +15,8 @@ Rules:
   availability of the workload's live replicas the most, ties by the scheduler's score;
 * a node's reliability, as the scheduler sees it, is ``availability * p_stay`` over the
   window (so the scorer also prefers devices likely to stay up);
-* the target is met when the prediction reaches it; ``explain`` says which.
+* the target is the spec's ``placement.availability_target``, else the placer's; it is met
+  when the prediction reaches it, and ``last.explain()`` says which.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from cloudless.churn.model import HOUR_S, AvailabilityModel
 from cloudless.coordinator.placer import SchedulerPlacer
 from cloudless.coordinator.reconcile import PlaceResult
 from cloudless.model.node import Node
-from cloudless.model.replica import Replica, ReplicaState
+from cloudless.model.replica import DesiredState, Replica, ReplicaState
 from cloudless.model.workload import WorkloadSpec
 from cloudless.scheduler import Scheduler, Snapshot
 
@@ -125,7 +126,7 @@ class AvailabilityPlacer:
         mine = [
             r.node_id
             for r in placed
-            if r.workload == spec.name and r.desired.value == "running" and r.node_id
+            if r.workload == spec.name and r.desired is DesiredState.RUNNING and r.node_id
         ]
         chosen: list[str] = []
         extra: list[Replica] = []
@@ -149,7 +150,7 @@ class AvailabilityPlacer:
         self.last = Prediction(
             tuple(mine + chosen),
             predicted([self._window(n) for n in mine + chosen], self.quorum),
-            self.target,
+            spec.placement.availability_target or self.target,
             self.quorum,
         )
         return PlaceResult(tuple(chosen), reason)

@@ -135,6 +135,7 @@ class Placement:
     min_bandwidth_bps: int = 0
     needs_public: bool = False
     strategy: str = ""  # pack | best_fit | spread | score; "" = the cluster's default
+    availability_target: float = 0.0  # e.g. 0.999: P(enough replicas up); 0 = none
 
 
 class RestartMode(enum.StrEnum):

@@ -215,6 +215,7 @@ def _placement(v: Any, path: str, p: _Problems) -> Placement:
         "min_bandwidth",
         "needs_public",
         "strategy",
+        "availability_target",
     }
     _known(d, path, fields, p)
     aff = _map(d.get("affinity"), f"{path}.affinity", p)
@@ -268,6 +269,7 @@ def _placement(v: Any, path: str, p: _Problems) -> Placement:
         min_bandwidth_bps=_quantity(d.get("min_bandwidth"), f"{path}.min_bandwidth", p, parse_rate),
         needs_public=bool(d.get("needs_public", False)),
         strategy=_strategy(d.get("strategy"), f"{path}.strategy", p),
+        availability_target=_target(d.get("availability_target"), f"{path}.availability_target", p),
     )
 
 
@@ -281,6 +283,22 @@ def _strategy(v: Any, path: str, p: _Problems) -> str:
         p.add(path, f"{v!r} is not a strategy (choose one of {', '.join(STRATEGIES)})")
         return ""
     return text
+
+
+def _target(v: Any, path: str, p: _Problems) -> float:
+    """``0.999`` or ``"99.9%"``: strictly between 0 and 1 (0 or absent = no target)."""
+    if v is None:
+        return 0.0
+    raw = v
+    if isinstance(v, str) and v.strip().endswith("%"):
+        try:
+            v = float(v.strip()[:-1]) / 100.0
+        except ValueError:
+            v = None
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= v < 1.0:
+        p.add(path, f"{raw!r} is not an availability (a fraction like 0.999 or '99.9%', below 1)")
+        return 0.0
+    return float(v)
 
 
 def _restart(v: Any, path: str, p: _Problems) -> RestartPolicy:
@@ -441,6 +459,7 @@ def workload_to_dict(s: WorkloadSpec) -> dict[str, Any]:
             "min_bandwidth": pl.min_bandwidth_bps,
             "needs_public": pl.needs_public,
             "strategy": pl.strategy,
+            "availability_target": pl.availability_target,
         },
         "labels": dict(s.labels),
         "ports": list(s.ports),

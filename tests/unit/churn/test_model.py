@@ -169,3 +169,16 @@ def test_session_log_learns_what_it_saw() -> None:
     assert m.age_s == HOUR_S
     assert log.model("unknown", 1.0) is None
     assert set(log.models(3 * HOUR_S)) == {"n"}
+
+
+def test_placer_takes_the_specs_target() -> None:
+    # an always-on device seen for 10 days: lam = 0 (no departure), each hour of the week
+    # seen once or twice -> p ~0.90-0.95; the prediction (~0.9) is judged against the
+    # spec's target 0.5 (met), not the placer's 0.999999
+    now = 10 * DAY
+    m = AvailabilityModel.learn([(0.0, now)], 0.0, now)
+    p = AvailabilityPlacer(target=0.999999)
+    p.update({"a": m}, now)
+    p.place([node("a")], [], {}, spec("w", availability_target=0.5), 1)
+    assert p.last is not None and p.last.target == 0.5
+    assert 0.85 < p.last.availability < 0.99 and p.last.met
