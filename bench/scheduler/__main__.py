@@ -4,7 +4,9 @@
 - batch throughput: 10,000 mixed replicas onto 5,000 nodes, per strategy;
 - peak memory of building a 20k-node snapshot (tracemalloc);
 - the plain-Python reference on the same inputs: same placements, and the speed-up;
-- packing quality against an exact ILP, and spread evenness.
+- packing quality against an exact ILP, and spread evenness;
+- mixed fleets (phones, laptops, servers, VPS): packers' device count over the optimum;
+- constrained plans up to 50 nodes: replicas left unplaced although a full placement exists.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import tracemalloc
 from typing import Any
 
 from bench.common import percentile, write_results
+from bench.scheduler.constrained import constrained_quality
+from bench.scheduler.mixed import mixed_packing
 from bench.scheduler.quality import packing_quality, spread_quality
 from cloudless.model.node import Node
 from cloudless.model.replica import Replica
@@ -179,6 +183,10 @@ def main() -> int:
     print(f"quality: {out['packing_quality']}", flush=True)
     out["spread_quality"] = spread_quality(200)
     print(f"spread: {out['spread_quality']}", flush=True)
+    out["mixed_fleet_packing"] = mixed_packing(100)
+    print(f"mixed fleet: {out['mixed_fleet_packing']}", flush=True)
+    out["constrained_plans"] = constrained_quality(200)
+    print(f"constrained: {out['constrained_plans']}", flush=True)
     write_results("scheduler", out)
     return 0
 

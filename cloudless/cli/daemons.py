@@ -187,6 +187,15 @@ def coordinator(
             "or overlay=,containers=,prefix=,services= (see docs/network.md). Default off.",
         ),
     ] = "",
+    scheduler: Annotated[
+        str,
+        typer.Option(
+            metavar="KEY=VALUE,...",
+            help="Placement defaults, e.g. 'strategy=pack,reliability=0.5,cost=0' (strategy: "
+            "pack, best_fit, spread or score; weights of locality, reliability, cost, "
+            "utilization, network). See docs/scheduler.md.",
+        ),
+    ] = "",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str, typer.Option(help="console (one plain line per record) or json (JSON lines).")
@@ -213,6 +222,7 @@ def coordinator(
         keep_events=keep_events,
         events_max_age=events_max_age,
         network=network,
+        scheduler=scheduler,
     )
     setup_logging(log_level, log_format)
     setup_tracing(otlp_endpoint, "cloudless-coordinator")
@@ -256,9 +266,17 @@ def coordinator_config(
     keep_events: int = _E.max_count,
     events_max_age: float = _E.max_age_s,
     network: str = "",
+    scheduler: str = "",
 ) -> Any:
     """The CoordinatorConfig for the flags; contradictory flags are refused with the fix."""
     from cloudless.coordinator.config import CoordinatorConfig
+    from cloudless.lib.errors import ValidationError
+    from cloudless.scheduler.config import SchedulerConfig
+
+    try:
+        sched = SchedulerConfig.parse(scheduler)
+    except ValidationError as e:
+        raise typer.BadParameter(str(e), param_hint="--scheduler") from None
 
     if store not in ("etcd", "memory"):
         raise typer.BadParameter(f"{store!r}: expected etcd or memory", param_hint="--store")
@@ -313,6 +331,7 @@ def coordinator_config(
         bcrypt_cost=bcrypt_cost,
         events=replace(_E, max_count=keep_events, max_age_s=events_max_age),
         network=network_config,
+        scheduler=sched,
         **parse_liveness(liveness),
         metrics_listen=_listen_flag(metrics_listen),
     )

@@ -10,6 +10,7 @@ from cloudless.coordinator.eventlog.window import EventBounds
 from cloudless.coordinator.membership import MembershipConfig
 from cloudless.lib.keepalive import Keepalive
 from cloudless.network.addressing import AddressPlanConfig
+from cloudless.scheduler.config import SchedulerConfig
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class CoordinatorConfig:
     events: EventBounds = field(default_factory=EventBounds)
     # Container networking (cloudless/network): None leaves the network controller off.
     network: AddressPlanConfig | None = None
+    # Default placement strategy and the five factor weights (``--scheduler``).
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
     @property
     def api_url(self) -> str:

@@ -205,7 +205,9 @@ class Coordinator:
             clock=self.clock,
         )
         self.hub = AgentHub(self.state, self.clock, c.membership)
-        reconciler = Reconciler(self.state, SchedulerPlacer(Scheduler()), self.ids, self.clock)
+        reconciler = Reconciler(
+            self.state, SchedulerPlacer(Scheduler(c.scheduler)), self.ids, self.clock
+        )
         self.network = (
             NetworkController(self.state, c.network.plan(), self.clock) if c.network else None
         )
@@ -242,6 +244,7 @@ class Coordinator:
             leader_api=lambda: self.leader_info().get("api"),
             agent_endpoints=endpoints,
             enroll_endpoints=enroll_endpoints,
+            scheduler=Scheduler(self.config.scheduler),
         )
         try:
             async with asyncio.TaskGroup() as tg:

@@ -134,6 +134,8 @@ class Placement:
     device_classes: tuple[str, ...] = ()
     min_bandwidth_bps: int = 0
     needs_public: bool = False
+    strategy: str = ""  # pack | best_fit | spread | score; "" = the cluster's default
+    availability_target: float = 0.0  # e.g. 0.999: P(enough replicas up); 0 = none
 
 
 class RestartMode(enum.StrEnum):

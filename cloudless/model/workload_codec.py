@@ -290,6 +290,8 @@ def _placement(v: Any, path: str, p: _Problems) -> Placement:
         "device_classes",
         "min_bandwidth",
         "needs_public",
+        "strategy",
+        "availability_target",
     }
     _known(d, path, fields, p)
     aff = _map(d.get("affinity"), f"{path}.affinity", p)
@@ -345,7 +347,37 @@ def _placement(v: Any, path: str, p: _Problems) -> Placement:
         device_classes=_strings(d.get("device_classes"), f"{path}.device_classes", p),
         min_bandwidth_bps=_quantity(d.get("min_bandwidth"), f"{path}.min_bandwidth", p, parse_rate),
         needs_public=_bool(d.get("needs_public"), f"{path}.needs_public", p),
+        strategy=_strategy(d.get("strategy"), f"{path}.strategy", p),
+        availability_target=_target(d.get("availability_target"), f"{path}.availability_target", p),
     )
+
+
+#: The placement strategies a spec may name (cloudless.scheduler.config.STRATEGY_NAMES).
+STRATEGIES = ("pack", "first_fit", "best_fit", "spread", "score")
+
+
+def _strategy(v: Any, path: str, p: _Problems) -> str:
+    text = _str(v, path, p).strip().lower().replace("-", "_")
+    if text and text not in STRATEGIES:
+        p.add(path, f"{v!r} is not a strategy (choose one of {', '.join(STRATEGIES)})")
+        return ""
+    return text
+
+
+def _target(v: Any, path: str, p: _Problems) -> float:
+    """``0.999`` or ``"99.9%"``: strictly between 0 and 1 (0 or absent = no target)."""
+    if v is None:
+        return 0.0
+    raw = v
+    if isinstance(v, str) and v.strip().endswith("%"):
+        try:
+            v = float(v.strip()[:-1]) / 100.0
+        except ValueError:
+            v = None
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= v < 1.0:
+        p.add(path, f"{raw!r} is not an availability (a fraction like 0.999 or '99.9%', below 1)")
+        return 0.0
+    return float(v)
 
 
 def _restart(v: Any, path: str, p: _Problems) -> RestartPolicy:
@@ -514,6 +546,8 @@ def workload_to_dict(s: WorkloadSpec) -> dict[str, Any]:
             "device_classes": list(pl.device_classes),
             "min_bandwidth": pl.min_bandwidth_bps,
             "needs_public": pl.needs_public,
+            "strategy": pl.strategy,
+            "availability_target": pl.availability_target,
         },
         "labels": dict(s.labels),
         "ports": list(s.ports),

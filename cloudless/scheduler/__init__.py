@@ -16,7 +16,7 @@ Filters and score factors are plugins (``plugins/``) wired in ``registry.py``;
 
 from cloudless.scheduler.config import DEFAULT_WEIGHTS, SchedulerConfig, Strategy
 from cloudless.scheduler.evict import choose_replicas_to_stop
-from cloudless.scheduler.packers import pack, pack_best_fit, pack_with_spread, with_spread
+from cloudless.scheduler.packers import pack, pack_best_fit, pack_with_spread
 from cloudless.scheduler.plan import (
     Assignment,
     Explanation,
@@ -28,6 +28,7 @@ from cloudless.scheduler.plan import (
 )
 from cloudless.scheduler.scheduler import Scheduler, explain, schedule_many
 from cloudless.scheduler.snapshot import Snapshot
+from cloudless.scheduler.strategy import with_spread
 from cloudless.scheduler.validate import validate_placeable
 
 __all__ = [

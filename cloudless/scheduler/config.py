@@ -18,14 +18,39 @@ from cloudless.lib.errors import ValidationError
 class Strategy(enum.StrEnum):
     """How a node is chosen among those that pass every filter.
 
-    ``score``: highest total score. ``first_fit``: first-fit decreasing, bins in a fixed order
-    (nodes already in use first, then by score). ``best_fit``: the node in use with the least
-    capacity left after the placement; only when none has room, the best-scored empty node.
+    ``score``: highest total score. ``first_fit`` (also spelled ``pack``): first-fit
+    decreasing, bins in a fixed order (nodes already in use first, then empty nodes biggest
+    first). ``best_fit``: the node in use with the least capacity left after the placement;
+    only when none has room, the biggest empty node. ``spread``: the node holding the fewest
+    replicas of the workload, then the highest score (a soft spread over nodes).
     """
 
     SCORE = "score"
     FIRST_FIT = "first_fit"
     BEST_FIT = "best_fit"
+    SPREAD = "spread"
+
+
+#: Accepted spellings of each strategy (specs and the cluster config).
+STRATEGY_NAMES: Mapping[str, Strategy] = MappingProxyType(
+    {
+        "score": Strategy.SCORE,
+        "pack": Strategy.FIRST_FIT,
+        "first_fit": Strategy.FIRST_FIT,
+        "best_fit": Strategy.BEST_FIT,
+        "spread": Strategy.SPREAD,
+    }
+)
+
+
+def parse_strategy(text: str, path: str) -> Strategy:
+    """``text`` as a Strategy; ValidationError naming ``path`` and the choices otherwise."""
+    s = STRATEGY_NAMES.get(str(text).strip().lower().replace("-", "_"))
+    if s is None:
+        raise ValidationError(
+            f"{path}: unknown strategy {text!r} (choose one of {', '.join(STRATEGY_NAMES)})"
+        )
+    return s
 
 
 #: Default factor weights (normalised to sum to 1 before use).
@@ -65,3 +90,36 @@ class SchedulerConfig:
     strategy: Strategy = Strategy.SCORE
     affinity_scale: float = 0.1
     node_affinity_scale: float = 0.2
+
+    @classmethod
+    def parse(cls, text: str, path: str = "--scheduler") -> SchedulerConfig:
+        """The cluster's scheduler settings from ``strategy=pack,locality=0.4,cost=0``
+        (``KEY=VALUE`` pairs: ``strategy`` and any of the five factor weights; weights not
+        named keep their defaults). Raises ValidationError naming the key and the fix."""
+        strategy = Strategy.SCORE
+        weights = dict(DEFAULT_WEIGHTS)
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            key, eq, raw = part.partition("=")
+            key = key.strip()
+            if not eq:
+                raise ValidationError(f"{path}: {part!r}: expected KEY=VALUE")
+            if key == "strategy":
+                strategy = parse_strategy(raw, f"{path}.strategy")
+                continue
+            if key not in DEFAULT_WEIGHTS:
+                raise ValidationError(
+                    f"{path}: unknown key {key!r} (known: strategy, {', '.join(DEFAULT_WEIGHTS)})"
+                )
+            try:
+                v = float(raw)
+            except ValueError:
+                v = float("nan")
+            if not 0 <= v <= 1000:
+                raise ValidationError(
+                    f"{path}.{key}: expected a weight from 0 to 1000 (got {raw!r})"
+                )
+            weights[key] = v
+        normalize_weights(weights, tuple(DEFAULT_WEIGHTS))
+        return cls(weights=MappingProxyType(weights), strategy=strategy)

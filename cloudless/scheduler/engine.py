@@ -21,13 +21,15 @@ from cloudless.scheduler.context import Group, WorkState
 from cloudless.scheduler.plan import Assignment, Rejections, ScoreComponents, Unplaced
 from cloudless.scheduler.plugins.affinity_prefs import has_step_terms, static_adjust, step_adjust
 from cloudless.scheduler.plugins.base import Filter, Refresh
+from cloudless.scheduler.plugins.pin import PinFilter
 from cloudless.scheduler.plugins.spread import narrow
 from cloudless.scheduler.registry import FACTOR_NAMES, FACTORS, FILTERS
+from cloudless.scheduler.search import Pin
 from cloudless.scheduler.snapshot import F64, Bool, Snapshot
 
-#: Best-fit keys: nodes in use score BF_IN_USE + (1 - leftover); empty nodes their total
-#: score capped at BF_CAP, so any node in use with room beats every empty one.
-BF_IN_USE, BF_CAP = 3.0, 2.0
+#: Best-fit keys: nodes in use score BF_IN_USE + (1 - leftover); empty nodes minus their
+#: rank in the opening order (<= 0), so any node in use with room beats every empty one.
+BF_IN_USE = 3.0
 
 LocalityHint = Callable[[WorkloadSpec], Mapping[str, float]]
 
@@ -43,15 +45,15 @@ def hint_array(snap: Snapshot, hint: LocalityHint | None, spec: WorkloadSpec) ->
     return out
 
 
-def item_size(snap: Snapshot, spec: WorkloadSpec) -> float:
-    """Dominant share of one replica against the largest node: FFD's "size"."""
-    r = spec.resources
-    size = 0.0
-    for d, v in enumerate((r.cpu_millis, r.memory_bytes, r.disk_bytes)):
+def node_sizes(snap: Snapshot) -> F64:
+    """Each node's capacity as the mean of its cpu and memory shares of the largest node's:
+    the packers open the biggest empty node first."""
+    out: F64 = np.zeros(snap.n)
+    for d in (0, 1):
         top = float(snap.alloc[d].max()) if snap.n else 0.0
-        if v > 0 and top > 0:
-            size = max(size, v / top)
-    return size
+        out = out + (snap.alloc[d] / top if top > 0 else np.zeros(snap.n))
+    res: F64 = out / 2.0
+    return res
 
 
 def count_rejections(g: Group, filters: list[Filter]) -> Rejections:
@@ -81,12 +83,15 @@ class GroupRun:
         hint: F64 | None,
         strategy: Strategy,
         r: int,
+        pin: Pin | None = None,
     ) -> None:
         g = self.g = Group(ws, spec, hint, (config.affinity_scale, config.node_affinity_scale))
         self.weights = weights
         self.strategy = strategy
         self.r = r
         self.filters = [f for f in FILTERS if f.applies(spec)]
+        if pin is not None:
+            self.filters.append(PinFilter(*pin))
         self.node_filters = [f for f in self.filters if f.refresh is Refresh.NODE]
         self.step_filters = [f for f in self.filters if f.refresh is Refresh.STEP]
         ok = np.ones(g.snap.n, dtype=np.bool_)
@@ -105,9 +110,11 @@ class GroupRun:
         self.total = self._total(slice(None))
         self.has_step_adj = has_step_terms(g)
         self.spread = bool(spec.placement.spread)
+        self.in_use0 = int(np.count_nonzero(self.g.ws.in_use()))
         if strategy is Strategy.FIRST_FIT:
-            self.key = self._ffd_key()
+            self.key = -self._open_rank()
         elif strategy is Strategy.BEST_FIT:
+            self.rank = self._open_rank()
             self.key = self._bf_key(slice(None))
         else:
             self.key = self.total
@@ -134,7 +141,7 @@ class GroupRun:
         used: list[float] = g.ws.used[:2, j].tolist()
         d: list[float] = g.demand_list
         if not g.ws.in_use()[j]:
-            return min(float(self.total[j]), BF_CAP)
+            return -float(self.rank[j])
         lc = (a[0] - used[0] - d[0]) / (a[0] if a[0] > 0 else 1.0)
         lm = (a[1] - used[1] - d[1]) / (a[1] if a[1] > 0 else 1.0)
         return BF_IN_USE + (1.0 - (lc + lm) / 2.0)
@@ -142,7 +149,9 @@ class GroupRun:
     def _step_adj(self) -> F64 | None:
         return step_adjust(self.g) if self.has_step_adj else None
 
-    def _ffd_key(self) -> F64:
+    def _open_rank(self) -> F64:
+        """The packers' bin order, fixed for the group: nodes in use first (by score), then
+        empty nodes biggest first (``node_sizes``), then by score; rotation breaks ties."""
         n = self.g.snap.n
         score = self.total
         sa = self._step_adj()
@@ -150,11 +159,11 @@ class GroupRun:
             score = score + sa
         rot = (np.arange(n) - self.r) % max(n, 1)
         in_use = self.g.ws.in_use()
-        order = np.lexsort((rot, -score, -in_use.astype(np.int8)))
+        size = np.where(in_use, 0.0, node_sizes(self.g.snap))
+        order = np.lexsort((rot, -score, -size, -in_use.astype(np.int8)))
         rank = np.empty(n, dtype=np.float64)
         rank[order] = np.arange(n, dtype=np.float64)
-        out: F64 = -rank
-        return out
+        return rank
 
     def _bf_key(self, s: slice) -> F64:
         g = self.g
@@ -162,9 +171,7 @@ class GroupRun:
         lc = (a[0] - used[0] - d[0]) / np.where(a[0] > 0, a[0], 1.0)
         lm = (a[1] - used[1] - d[1]) / np.where(a[1] > 0, a[1], 1.0)
         leftover = (lc + lm) / 2.0
-        out: F64 = np.where(
-            g.ws.in_use()[s], BF_IN_USE + (1.0 - leftover), np.minimum(self.total[s], BF_CAP)
-        )
+        out: F64 = np.where(g.ws.in_use()[s], BF_IN_USE + (1.0 - leftover), -self.rank[s])
         return out
 
     def candidates(self) -> Bool:
@@ -187,14 +194,32 @@ class GroupRun:
             return self.r + k
         return int(s.argmax())
 
+    def snug(self, cand: Bool, j: int, need: F64) -> int:
+        in_use = self.g.ws.in_use()
+        if in_use[j]:
+            return j
+        free = self.g.snap.alloc - self.g.ws.used
+        holds = cand & ~in_use & (free >= need[:, None]).all(axis=0)
+        if not holds.any():
+            return j
+        rank = -self.key if self.strategy is Strategy.FIRST_FIT else self.rank
+        idx = np.flatnonzero(holds)
+        size = node_sizes(self.g.snap)[idx]
+        best = np.lexsort((rank[idx], size))[0]
+        return int(idx[best])
+
     def components(self, j: int, step_adj: F64 | None) -> ScoreComponents:
         adj = float(self.adj[j]) + (float(step_adj[j]) if step_adj is not None else 0.0)
         total = float(self.total[j]) + (float(step_adj[j]) if step_adj is not None else 0.0)
         factors = tuple((n, float(c[j])) for n, c in zip(FACTOR_NAMES, self.comps, strict=True))
         return ScoreComponents(factors, adj, total)
 
-    def step(self) -> tuple[int, ScoreComponents] | None:
-        """Choose and commit a node for one more replica, or None if none passes."""
+    def step(self, need: F64 | None = None) -> tuple[int, ScoreComponents] | None:
+        """Choose and commit a node for one more replica, or None if none passes.
+
+        ``need``: what the rest of the plan asks for, this replica included; a packer about
+        to open an empty node opens instead the smallest empty candidate that holds all of
+        it, if there is one (``snug``)."""
         cand = self.candidates()
         if not cand.any():
             return None
@@ -203,6 +228,11 @@ class GroupRun:
         if sa is not None and self.strategy is Strategy.SCORE:
             key = key + sa
         j = self.pick(cand, key)
+        if need is not None and self.strategy is not Strategy.SCORE:
+            k = self.snug(cand, j, need)
+            if k != j and self.strategy is Strategy.FIRST_FIT:
+                self.key[k] = 0.5 - self.in_use0  # after the nodes in use, before the empty
+            j = k
         comp = self.components(j, sa)
         self.commit(j)
         return j, comp
@@ -233,18 +263,23 @@ def place_group(
     rng: random.Random,
     strategy: Strategy,
     hint: LocalityHint | None = None,
+    tail: F64 | None = None,
+    pin: Pin | None = None,
 ) -> tuple[list[Assignment], Unplaced | None]:
     """Place ``count`` replicas of ``spec`` onto ``ws`` (mutating it). Stops at the first
-    replica no node can take; the rest are reported unplaced with the reasons."""
+    replica no node can take; the rest are reported unplaced with the reasons. ``tail``: the
+    demand of the groups still to come in this plan (for the packers' ``snug`` choice);
+    ``pin``: a domain the group is held to (``search``'s repair)."""
     snap = ws.snap
     ws.specs[spec.name] = spec
     if count <= 0:
         return [], None
     r = rng.randrange(snap.n) if snap.n else 0
-    run = GroupRun(ws, spec, config, weights, hint_array(snap, hint, spec), strategy, r)
+    run = GroupRun(ws, spec, config, weights, hint_array(snap, hint, spec), strategy, r, pin)
     out: list[Assignment] = []
+    after = tail if tail is not None else np.zeros(4)
     for i in range(count):
-        res = run.step()
+        res = run.step(run.g.demand * float(count - i) + after)
         if res is None:
             un = Unplaced(spec.name, first_index + i, count - i, run.rejections())
             return out, un

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 
 from cloudless.model.replica import Replica
-from cloudless.model.workload import SpreadConstraint, WorkloadSpec
+from cloudless.model.workload import WorkloadSpec
 from cloudless.scheduler.config import SchedulerConfig, Strategy
 from cloudless.scheduler.plan import Plan
 from cloudless.scheduler.scheduler import Scheduler
 from cloudless.scheduler.snapshot import Snapshot
+from cloudless.scheduler.strategy import with_spread
 
 
 def pack(
@@ -41,14 +41,6 @@ def pack_best_fit(
     rng: random.Random | None = None,
 ) -> Plan:
     return Scheduler(config, rng).schedule_many(snapshot, groups, strategy=Strategy.BEST_FIT)
-
-
-def with_spread(spec: WorkloadSpec, topology_key: str, max_skew: int = 1) -> WorkloadSpec:
-    """``spec`` with a spread constraint on ``topology_key`` (unless it already has one)."""
-    if any(c.topology_key == topology_key for c in spec.placement.spread):
-        return spec
-    extra = (*spec.placement.spread, SpreadConstraint(topology_key, max_skew))
-    return replace(spec, placement=replace(spec.placement, spread=extra))
 
 
 def pack_with_spread(

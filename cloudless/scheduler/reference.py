@@ -18,7 +18,7 @@ from cloudless.model.replica import Replica
 from cloudless.model.resources import Resources
 from cloudless.model.workload import WorkloadSpec
 from cloudless.scheduler.config import SchedulerConfig, Strategy, normalize_weights
-from cloudless.scheduler.engine import BF_CAP, BF_IN_USE, LocalityHint
+from cloudless.scheduler.engine import BF_IN_USE, LocalityHint
 from cloudless.scheduler.plan import Assignment, Plan, Rejections, ScoreComponents, Unplaced
 from cloudless.scheduler.plugins import (
     max_per_domain,
@@ -33,8 +33,11 @@ from cloudless.scheduler.plugins import (
 from cloudless.scheduler.plugins.arch import arch_reason, device_reason
 from cloudless.scheduler.plugins.labels import expr_failure
 from cloudless.scheduler.plugins.network import NOT_PUBLIC, bandwidth_reason
+from cloudless.scheduler.plugins.pin import reason as pin_reason
 from cloudless.scheduler.registry import FACTOR_NAMES
+from cloudless.scheduler.search import Pin, Pins, search
 from cloudless.scheduler.snapshot import occupies
+from cloudless.scheduler.strategy import resolve
 
 Vec = list[int]
 
@@ -73,15 +76,22 @@ class ReferenceScheduler:
         existing: Iterable[Replica] | None = None,
         strategy: Strategy | None = None,
     ) -> Plan:
-        st = _State(nodes, replicas, workloads)
-        if existing is not None:
-            st.counts[spec.name] = [0] * len(nodes)
-            for r in existing:
-                j = st.index.get(r.node_id, -1)
-                if j >= 0 and occupies(r):
-                    st.counts[spec.name][j] += 1
-        a, u = self._group(st, spec, count, 0, strategy or self.config.strategy)
-        return Plan(tuple(a), (u,) if u else ())
+        spec, strat = resolve(spec, strategy, self.config.strategy)
+        reps = list(replicas)
+        mine = list(existing) if existing is not None else None
+
+        def attempt(order: Sequence[int], pins: Pins) -> Plan:
+            st = _State(nodes, reps, workloads)
+            if mine is not None:
+                st.counts[spec.name] = [0] * len(nodes)
+                for r in mine:
+                    j = st.index.get(r.node_id, -1)
+                    if j >= 0 and occupies(r):
+                        st.counts[spec.name][j] += 1
+            a, u = self._group(st, spec, count, 0, strat, None, pins.get(0))
+            return Plan(tuple(a), (u,) if u else ())
+
+        return search(nodes, [(spec, count)], attempt)
 
     def schedule_many(
         self,
@@ -92,52 +102,79 @@ class ReferenceScheduler:
         *,
         strategy: Strategy | None = None,
     ) -> Plan:
-        st = _State(nodes, replicas, workloads)
-        tops = [max((float(_vec(x.allocatable)[d]) for x in nodes), default=0.0) for d in range(3)]
+        how = [resolve(s, strategy, self.config.strategy) for s, _ in groups]
+        reps = list(replicas)
 
-        def size(s: WorkloadSpec) -> float:
-            out = 0.0
-            for d, v in enumerate(_vec(s.resources)[:3]):
-                if v > 0 and tops[d] > 0:
-                    out = max(out, v / tops[d])
-            return out
+        def attempt(order: Sequence[int], pins: Pins) -> Plan:
+            st = _State(nodes, reps, workloads)
+            tails: list[list[float]] = []
+            acc = [0.0, 0.0, 0.0, 0.0]
+            for i in reversed(order):
+                tails.append(list(acc))
+                s_i, cnt = groups[i]
+                acc = [
+                    a + float(v) * float(max(cnt, 0))
+                    for a, v in zip(acc, _vec(s_i.resources), strict=True)
+                ]
+            tails.reverse()
+            nxt: dict[str, int] = {}
+            assigned: list[Assignment] = []
+            unplaced: list[Unplaced] = []
+            for k, i in enumerate(order):
+                (spec, strat), count = how[i], groups[i][1]
+                first = nxt.get(spec.name, 0)
+                a, u = self._group(st, spec, count, first, strat, tails[k], pins.get(i))
+                nxt[spec.name] = first + count
+                assigned.extend(a)
+                if u:
+                    unplaced.append(u)
+            return Plan(tuple(assigned), tuple(unplaced))
 
-        order = sorted(range(len(groups)), key=lambda i: -size(groups[i][0]))
-        nxt: dict[str, int] = {}
-        assigned: list[Assignment] = []
-        unplaced: list[Unplaced] = []
-        for i in order:
-            spec, count = groups[i]
-            first = nxt.get(spec.name, 0)
-            a, u = self._group(st, spec, count, first, strategy or self.config.strategy)
-            nxt[spec.name] = first + count
-            assigned.extend(a)
-            if u:
-                unplaced.append(u)
-        return Plan(tuple(assigned), tuple(unplaced))
+        return search(nodes, groups, attempt)
 
     # --- one workload -------------------------------------------------------------------
 
     def _group(
-        self, st: _State, spec: WorkloadSpec, count: int, first: int, strategy: Strategy
+        self,
+        st: _State,
+        spec: WorkloadSpec,
+        count: int,
+        first: int,
+        strategy: Strategy,
+        tail: list[float] | None = None,
+        pin: Pin | None = None,
     ) -> tuple[list[Assignment], Unplaced | None]:
         st.specs[spec.name] = spec
         if count <= 0:
             return [], None
         n = len(st.nodes)
         r = self.rng.randrange(n) if n else 0
-        ev = _Eval(st, spec, self.config, self.weights, self.hint)
-        order: dict[int, int] = {}
-        if strategy is Strategy.FIRST_FIT:
+        ev = _Eval(st, spec, self.config, self.weights, self.hint, pin)
+        order: dict[int, float] = {}
+        in_use0 = sum(1 for j in range(n) if st.in_use(j))
+        if strategy in (Strategy.FIRST_FIT, Strategy.BEST_FIT):
+            tops = [
+                max((float(_vec(x.allocatable)[d]) for x in st.nodes), default=0.0) for d in (0, 1)
+            ]
+
+            def size(j: int) -> float:
+                a = _vec(st.nodes[j].allocatable)
+                acc = 0.0
+                for d in (0, 1):
+                    acc = acc + (a[d] / tops[d] if tops[d] > 0 else 0.0)
+                return acc / 2.0
+
             keyed = sorted(
                 range(n),
                 key=lambda j: (
                     -int(st.in_use(j)),
+                    -(0.0 if st.in_use(j) else size(j)),
                     -(ev.total(j) + ev.step_adj(j)),
                     (j - r) % n,
                 ),
             )
-            order = {j: k for k, j in enumerate(keyed)}
+            order = {j: float(k) for k, j in enumerate(keyed)}
+            ev.rank = order
         out: list[Assignment] = []
         for i in range(count):
             cand = [j for j in range(n) if ev.first_failure(j) is None]
@@ -149,7 +186,7 @@ class ReferenceScheduler:
             if not cand:
                 return out, Unplaced(spec.name, first + i, count - i, ev.rejections())
             if strategy is Strategy.FIRST_FIT:
-                keys = {j: -float(order[j]) for j in cand}
+                keys = {j: -order[j] for j in cand}
             elif strategy is Strategy.BEST_FIT:
                 keys = {j: ev.best_fit_key(j) for j in cand}
             else:
@@ -157,6 +194,23 @@ class ReferenceScheduler:
             best = max(keys.values())
             ties = sorted(j for j in cand if keys[j] == best)
             j = next((t for t in ties if t >= r), ties[0])
+            if strategy is not Strategy.SCORE and not st.in_use(j):
+                after = tail or [0.0, 0.0, 0.0, 0.0]
+                need = [float(ev.demand[d]) * float(count - i) + after[d] for d in range(4)]
+                holds = [
+                    k
+                    for k in cand
+                    if not st.in_use(k)
+                    and all(
+                        float(_vec(st.nodes[k].allocatable)[d]) - float(st.used[k][d]) >= need[d]
+                        for d in range(4)
+                    )
+                ]
+                if holds:
+                    k = min(holds, key=lambda k: (size(k), order[k]))
+                    if k != j and strategy is Strategy.FIRST_FIT:
+                        order[k] = in_use0 - 0.5
+                    j = k
             comp = ev.components(j)
             out.append(Assignment(spec.name, first + i, st.nodes[j].id, comp.total, comp))
             st.add(spec.name, j, ev.demand)
@@ -227,17 +281,24 @@ class _Eval:
         config: SchedulerConfig,
         weights: tuple[float, ...],
         hint: LocalityHint | None,
+        pin: Pin | None = None,
     ) -> None:
         self.st, self.spec, self.name = st, spec, spec.name
+        self.pin = pin
         self.config, self.weights = config, weights
+        self.rank: dict[int, float] = {}
         self.demand = _vec(spec.resources)
         raw = hint(spec) if hint else {}
         self.hint = {k: min(1.0, max(0.0, float(v))) for k, v in raw.items()}
         self.static_ok = [self._static_failure(j) is None for j in range(len(st.nodes))]
+        could = [
+            ok and all(a >= d for a, d in zip(_vec(x.allocatable), self.demand, strict=True))
+            for ok, x in zip(self.static_ok, st.nodes, strict=True)
+        ]
         self.eligible = {
             c.topology_key: {
                 v
-                for k, ok in enumerate(self.static_ok)
+                for k, ok in enumerate(could)
                 if ok and (v := st.nodes[k].label(c.topology_key)) is not None
             }
             for c in spec.placement.spread
@@ -276,6 +337,8 @@ class _Eval:
         for owner, key in workload_affinity.symmetric_terms(self.st.specs, self.name):
             if self.present(owner, key, j):
                 return workload_affinity.symmetric_reason(owner, key)
+        if self.pin is not None and x.label(self.pin[0]) != self.pin[1]:
+            return pin_reason(*self.pin)
         return None
 
     def first_failure(self, j: int) -> str | None:
@@ -406,7 +469,7 @@ class _Eval:
         lm = float(a[1] - used[1] - d[1]) / _safe(a[1])
         if self.st.in_use(j):
             return BF_IN_USE + (1.0 - (lc + lm) / 2.0)
-        return min(self.total(j), BF_CAP)
+        return -float(self.rank[j])
 
     def components(self, j: int) -> ScoreComponents:
         sa = self.step_adj(j)

@@ -16,10 +16,22 @@ from cloudless.model.replica import Replica
 from cloudless.model.workload import WorkloadSpec
 from cloudless.scheduler.config import SchedulerConfig, Strategy, normalize_weights
 from cloudless.scheduler.context import WorkState
-from cloudless.scheduler.engine import GroupRun, LocalityHint, hint_array, item_size, place_group
+from cloudless.scheduler.engine import GroupRun, LocalityHint, hint_array, place_group
 from cloudless.scheduler.plan import Assignment, Explanation, NodeScore, Plan, Unplaced
 from cloudless.scheduler.registry import FACTOR_NAMES
-from cloudless.scheduler.snapshot import Snapshot
+from cloudless.scheduler.search import Pins, search
+from cloudless.scheduler.snapshot import F64, Snapshot, demand_vector
+from cloudless.scheduler.strategy import resolve
+
+
+def plan_tails(groups: Sequence[tuple[WorkloadSpec, int]]) -> list[F64]:
+    """For each group (in placing order) the total demand of the groups after it."""
+    out: list[F64] = []
+    acc = np.zeros(4)
+    for spec, count in reversed(groups):
+        out.append(acc.copy())
+        acc = acc + np.array(demand_vector(spec.resources)) * float(max(count, 0))
+    return out[::-1]
 
 
 class Scheduler:
@@ -55,21 +67,28 @@ class Scheduler:
         ``existing``: the workload's current replicas, counted for spread, per-node and
         per-domain limits and self-affinity (default: its replicas in the snapshot). Their
         resources are the snapshot's business (``Snapshot.build`` counts them)."""
-        ws = WorkState(snapshot)
-        if existing is not None:
-            ws.set_counts(spec.name, existing)
-        assigned, unplaced = place_group(
-            ws,
-            spec,
-            count,
-            0,
-            config=self.config,
-            weights=self.weights,
-            rng=self.rng,
-            strategy=strategy or self.config.strategy,
-            hint=self.locality_hint,
-        )
-        return Plan(tuple(assigned), (unplaced,) if unplaced else ())
+        spec, strat = resolve(spec, strategy, self.config.strategy)
+        reps = list(existing) if existing is not None else None
+
+        def attempt(order: Sequence[int], pins: Pins) -> Plan:
+            ws = WorkState(snapshot)
+            if reps is not None:
+                ws.set_counts(spec.name, reps)
+            assigned, unplaced = place_group(
+                ws,
+                spec,
+                count,
+                0,
+                config=self.config,
+                weights=self.weights,
+                rng=self.rng,
+                strategy=strat,
+                hint=self.locality_hint,
+                pin=pins.get(0),
+            )
+            return Plan(tuple(assigned), (unplaced,) if unplaced else ())
+
+        return search(snapshot.nodes, [(spec, count)], attempt)
 
     def schedule_many(
         self,
@@ -78,33 +97,42 @@ class Scheduler:
         *,
         strategy: Strategy | None = None,
     ) -> Plan:
-        """One plan for several workloads. Larger replicas go first (first-fit decreasing by
-        dominant share of the largest node; equal sizes keep their input order); each group
-        sees the placements of the groups before it."""
-        ws = WorkState(snapshot)
-        order = sorted(range(len(groups)), key=lambda i: -item_size(snapshot, groups[i][0]))
-        nxt: dict[str, int] = {}
-        assigned: list[Assignment] = []
-        unplaced: list[Unplaced] = []
-        for i in order:
-            spec, count = groups[i]
-            first = nxt.get(spec.name, 0)
-            a, u = place_group(
-                ws,
-                spec,
-                count,
-                first,
-                config=self.config,
-                weights=self.weights,
-                rng=self.rng,
-                strategy=strategy or self.config.strategy,
-                hint=self.locality_hint,
-            )
-            nxt[spec.name] = first + count
-            assigned.extend(a)
-            if u:
-                unplaced.append(u)
-        return Plan(tuple(assigned), tuple(unplaced))
+        """One plan for several workloads, larger replicas first; each group sees the
+        placements of the groups before it. The order, and the repair of a plan that leaves
+        replicas unplaced, are ``search``'s (cloudless/scheduler/search.py)."""
+        how = [resolve(s, strategy, self.config.strategy) for s, _ in groups]
+        counts = [c for _, c in groups]
+
+        def attempt(order: Sequence[int], pins: Pins) -> Plan:
+            ws = WorkState(snapshot)
+            tails = plan_tails([groups[i] for i in order])
+            nxt: dict[str, int] = {}
+            assigned: list[Assignment] = []
+            unplaced: list[Unplaced] = []
+            for k, i in enumerate(order):
+                (spec, strat), count = how[i], counts[i]
+                first = nxt.get(spec.name, 0)
+                a, u = place_group(
+                    ws,
+                    spec,
+                    count,
+                    first,
+                    config=self.config,
+                    weights=self.weights,
+                    rng=self.rng,
+                    strategy=strat,
+                    hint=self.locality_hint,
+                    tail=tails[k],
+                    pin=pins.get(i),
+                )
+                nxt[spec.name] = first + count
+                assigned.extend(a)
+                if u:
+                    unplaced.append(u)
+            return Plan(tuple(assigned), tuple(unplaced))
+
+        tops = [float(snapshot.alloc[d].max()) if snapshot.n else 0.0 for d in range(3)]
+        return search(snapshot.nodes, groups, attempt, tops)
 
     def explain(self, snapshot: Snapshot, spec: WorkloadSpec, top: int = 10) -> Explanation:
         """The ``top`` best nodes for one more replica (with their score components) and every

@@ -1,10 +1,11 @@
 """Filter + preference: spread replicas evenly over the domains of a topology key.
 
 Hard part (a filter): placing on a node must not make ``count[domain] + 1 - min`` exceed
-``max_skew``, where ``min`` is the smallest count over *eligible* domains (domains with at
-least one node that passes the static filters). Soft part (``narrow``): among the nodes that
-pass every filter, keep those in the least-loaded domain(s); the strategy then chooses
-among them by score. So whenever an even spread is feasible, max - min <= 1.
+``max_skew``, where ``min`` is the smallest count over *eligible* domains: domains with at
+least one node that passes the static filters and whose allocatable could hold a replica
+(a domain that can never hold one must not hold the others back). Soft part (``narrow``):
+among the nodes that pass every filter, keep those in the least-loaded domain(s); the
+strategy then chooses among them by score. So whenever an even spread is feasible, max - min <= 1.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ def reason(c: SpreadConstraint) -> str:
 def eligible_domains(g: Group, key: str) -> Bool:
     col = g.snap.column(key)
     out = np.zeros(len(col.values) + 1, dtype=np.bool_)
-    out[col.codes[g.static_ok]] = True
+    could = g.static_ok & (g.snap.alloc >= g.demand[:, None]).all(axis=0)
+    out[col.codes[could]] = True
     out[0] = False
     return out
 

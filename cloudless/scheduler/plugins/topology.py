@@ -1,5 +1,7 @@
-"""Filter: nodes without the label a spread or per-domain limit is keyed on are in no domain,
-so they cannot take part (as in Kubernetes' topology spread)."""
+"""Filter: a node without the label that one of the workload's own placement rules is keyed
+on (spread, per-domain limit, required (anti-)affinity to itself or to another workload) is
+in no domain, so the rule cannot be checked there and the node takes no replica. ``node`` is
+every node's own label, so node-keyed rules never exclude anything."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ def missing_reason(key: str) -> str:
 def topology_keys(spec: WorkloadSpec) -> list[str]:
     p = spec.placement
     keys = [c.topology_key for c in p.spread] + [k for k, _ in p.max_per_domain]
+    keys += [t.topology_key for t in p.required_workload_affinity]
     return list(dict.fromkeys(keys))
 
 
