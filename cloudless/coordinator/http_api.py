@@ -190,6 +190,9 @@ class UserApi:
         r.add_get("/v1/events", self.events)
         r.add_post("/v1/cluster/join", self.join_cluster)
         r.add_get("/v1/cluster/coordinators", self.list_coordinators)
+        from cloudless.policy.access import install
+
+        install(app, self)  # roles on every route, audit of writes, /v1/users|roles|audit
         return app
 
     # ---- middleware ------------------------------------------------------------------------
@@ -385,9 +388,9 @@ class UserApi:
         by: dict[str, list[Replica]] = {}
         for r in reps.records:
             by.setdefault(r.value.workload, []).append(r.value)
-        return _json(
-            {"workloads": [workload_view(r.value, by.get(r.name, [])) for r in wls.records]}
-        )
+        ns = request.query.get("namespace")
+        recs = [r for r in wls.records if not ns or r.value.spec.namespace == ns]
+        return _json({"workloads": [workload_view(r.value, by.get(r.name, [])) for r in recs]})
 
     async def _workload(self, name: str) -> WorkloadRecord:
         rec = await self.state.workloads.get(name)

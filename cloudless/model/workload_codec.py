@@ -312,6 +312,7 @@ _TOP = {
     "labels",
     "ports",
     "stop_timeout",
+    "namespace",
 }
 
 
@@ -345,6 +346,9 @@ def parse_workload_data(data: Any, path: str = "spec") -> WorkloadSpec:
     image = _str(d.get("image"), f"{path}.image", p, required=True)
     if image and any(c.isspace() for c in image):
         p.add(f"{path}.image", f'"{image}" is not an image reference')
+    namespace = _str(d.get("namespace", "default"), f"{path}.namespace", p)
+    if "namespace" in d and not is_valid_id(namespace):
+        p.add(f"{path}.namespace", f'"{namespace}" must be lowercase letters, digits and "-"')
     ports = []
     for i, port in enumerate(_list(d.get("ports"), f"{path}.ports", p)):
         ports.append(_int(port, f"{path}.ports[{i}]", p, 1, 65535, 0))
@@ -361,6 +365,7 @@ def parse_workload_data(data: Any, path: str = "spec") -> WorkloadSpec:
         labels=_str_map(d.get("labels"), f"{path}.labels", p),
         ports=tuple(ports),
         stop_timeout_s=_num(d.get("stop_timeout"), f"{path}.stop_timeout", p, 0.0, 3600.0, 10.0),
+        namespace=namespace or "default",
     )
     if p.items:
         raise ValidationError(p.items)
@@ -430,4 +435,5 @@ def workload_to_dict(s: WorkloadSpec) -> dict[str, Any]:
         "labels": dict(s.labels),
         "ports": list(s.ports),
         "stop_timeout": s.stop_timeout_s,
+        "namespace": s.namespace,
     }
