@@ -13,7 +13,17 @@ import typer
 from typer import _click
 from typer.core import TyperGroup
 
-from cloudless.cli import actions, daemons, dev, resources, store_cmd, streams, tokens, users
+from cloudless.cli import (
+    actions,
+    daemons,
+    dev,
+    policies,
+    resources,
+    store_cmd,
+    streams,
+    tokens,
+    users,
+)
 from cloudless.cli.output import print_error
 from cloudless.lib.errors import CloudlessError
 
@@ -74,6 +84,7 @@ resources.register(app)
 streams.register(app)
 tokens.register(app)
 users.register(app)
+policies.register(app)
 store_cmd.register(app)
 dev.register(app)
 

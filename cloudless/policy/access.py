@@ -32,6 +32,7 @@ from cloudless.coordinator.http_api import IDENTITY, ApiError, Handler, _error, 
 from cloudless.lib.errors import CloudlessError, Conflict, NotFound, ValidationError
 from cloudless.lib.ids import is_valid_id
 from cloudless.model.workload_codec import load_document
+from cloudless.policy.admission_api import AdmissionControl, install_routes
 from cloudless.policy.audit import AuditEntry, AuditLog
 from cloudless.policy.rbac import (
     ALL_NAMESPACES,
@@ -101,6 +102,7 @@ class AccessControl:
         self.users: Table[dict[str, Any]] = Table(store, f"{ROOT}users/", DictCodec("user"))
         self.roles: Table[dict[str, Any]] = Table(store, f"{ROOT}roles/", DictCodec("role"))
         self.audit = AuditLog(store, api.clock)
+        self.admission = AdmissionControl(api)
         self._cache: dict[str, tuple[float, UserRecord | None]] = {}
 
     # ---- who -------------------------------------------------------------------------------
@@ -202,10 +204,11 @@ class AccessControl:
         if sid is None or request.path in PUBLIC:
             return await handler(request)
         info = request.match_info.route.resource
-        ra = classify(request.method, info.canonical if info is not None else request.path)
+        pattern = info.canonical if info is not None else request.path
+        ra = classify(request.method, pattern)
         user = await self.user_of(sid)
+        request[CALLER] = user
         if request.path in SELF:
-            request[CALLER] = user
             return await handler(request)
         if isinstance(user, str):
             await self._audit(request, sid, "", AccessRequest(ra.verb, ra.resource), False, user)
@@ -221,10 +224,16 @@ class AccessControl:
                 return _error(403, "forbidden", why)
         if not ra.write:
             return await handler(request)
+        denied, warnings = await self.admission.check((request.method, pattern), request, user)
+        if denied is not None:
+            await self._audit(request, sid, user.role, reqs[0], False, denied.message, 403)
+            return _error(403, denied.code, denied.message, denied.problems)
         status = 500
         try:
             resp = await handler(request)
             status = resp.status
+            if warnings:
+                resp.headers["Cloudless-Warning"] = "; ".join(warnings)[:4000]
             return resp
         except web.HTTPException as e:
             status = e.status
@@ -432,4 +441,5 @@ def install(app: web.Application, api: UserApi) -> AccessControl:
     r.add_get("/v1/roles", ac.list_roles)
     r.add_delete("/v1/roles/{name}", ac.delete_role)
     r.add_get("/v1/audit", ac.list_audit)
+    install_routes(app, ac.admission)
     return ac

@@ -71,7 +71,6 @@ ROUTES: dict[tuple[str, str], RouteAccess] = {
     ("POST", "/v1/policies"): _r("create", "policies"),
     ("GET", "/v1/policies"): _r("list", "policies"),
     ("DELETE", "/v1/policies/{name}"): _r("delete", "policies"),
-    ("POST", "/v1/policies/dry-run"): RouteAccess("get", "policies", write=False),
 }
 
 

@@ -1,0 +1,212 @@
+"""CEL admission policies: the issue's examples as a table, bad expressions, run-time
+errors, time budgets, dry-run and namespace scoping."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cloudless.lib.errors import ValidationError
+from cloudless.model.workload_codec import parse_workload_data, workload_to_dict
+from cloudless.policy.admission import admit, parse_policy, request_variables
+from cloudless.policy.expressions import ExpressionError, compile_expression, nesting
+
+DEV = {"name": "dana", "role": "developer", "namespaces": ["web"]}
+ADMIN = {"name": "admin", "role": "admin", "namespaces": ["*"]}
+
+
+def spec(**over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "name": "shop",
+        "image": "registry.local/shop:1",
+        "namespace": "web",
+        "labels": {"team": "a"},
+        "resources": {"cpu": "500m", "memory": "256Mi"},
+        "replicas": 2,
+    }
+    base.update(over)
+    return workload_to_dict(parse_workload_data(base))
+
+
+def policy(expr: str, **over: Any) -> Any:
+    return parse_policy(
+        {"name": "p", "validations": [{"expression": expr, "message": "no"}], **over}
+    )
+
+
+REGISTRY = '["registry.local/", "127.0.0.1:5000/"].exists(r, object.image.startsWith(r))'
+NO_HOST_NET = '!("host-network" in object.labels) || object.labels["host-network"] != "true"'
+CEILING = 'object.namespace != "web" || object.resources.memory <= 512 * 1024 * 1024'
+LABELS = '["team"].all(k, k in object.labels)'
+OWNED = (
+    'user.role == "admin" || object.placement.node_selector.exists(e, e.key == "owner" '
+    "&& e.values == [user.name])"
+)
+REPLICAS = 'request.verb == "create" || object.replicas <= oldObject.replicas * 2'
+
+# (expression, object, user, allowed)  -- why
+CASES = [
+    (REGISTRY, spec(), DEV, True),  # registry.local/ prefix
+    (REGISTRY, spec(image="docker.io/evil:1"), DEV, False),  # not a listed registry
+    (NO_HOST_NET, spec(), DEV, True),
+    (NO_HOST_NET, spec(labels={"team": "a", "host-network": "true"}), DEV, False),
+    (CEILING, spec(), DEV, True),  # 256 Mi <= 512 Mi
+    (CEILING, spec(resources={"cpu": "1", "memory": "1Gi"}), DEV, False),  # 1 Gi > 512 Mi
+    (CEILING, spec(namespace="batch", resources={"cpu": "1", "memory": "1Gi"}), DEV, True),
+    (LABELS, spec(), DEV, True),
+    (LABELS, spec(labels={}), DEV, False),  # team missing
+    (OWNED, spec(), ADMIN, True),  # admin places anywhere
+    (OWNED, spec(), DEV, False),  # no owner selector
+    (
+        OWNED,
+        spec(placement={"node_selector": [{"key": "owner", "operator": "in", "values": ["dana"]}]}),
+        DEV,
+        True,
+    ),
+]
+
+
+@pytest.mark.parametrize(("expr", "obj", "user", "allowed"), CASES)
+def test_examples(expr: str, obj: dict[str, Any], user: dict[str, Any], allowed: bool) -> None:
+    v = admit([policy(expr)], request_variables(obj, user))
+    assert v.allowed is allowed, v.denials
+    if not allowed:
+        assert "policy p: no (expression: " in v.message()
+        assert expr in v.message()  # names the failing expression
+
+
+def test_old_object_and_verb() -> None:
+    p = policy(REPLICAS)
+    old = spec(replicas=2)
+    # 2 -> 4 is at most double; 2 -> 5 is not; a create has no old object to compare
+    assert admit([p], request_variables(spec(replicas=4), DEV, old=old, verb="update")).allowed
+    assert not admit([p], request_variables(spec(replicas=5), DEV, old=old, verb="update")).allowed
+    assert admit([p], request_variables(spec(replicas=50), DEV)).allowed
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("object.image.startsWith(", "does not compile"),
+        ("object.image ==", "does not compile"),
+        ("", "is empty"),
+        ("x" * 5000, "at most 4096"),
+        ('obj.image == "x"', "unknown variable(s) obj"),
+        (
+            "object.ports.all(a, object.ports.all(b, object.ports.all(c, a + b + c > 0)))",
+            "nested 3 deep",
+        ),
+    ],
+)
+def test_bad_expressions_are_refused(expr: str, expected: str) -> None:
+    with pytest.raises(ExpressionError, match=None) as e:
+        compile_expression(expr)
+    assert expected in e.value.message
+
+
+@pytest.mark.parametrize(
+    ("source", "depth"),
+    [
+        ("object.replicas > 1", 0),
+        ("object.ports.all(p, p > 0)", 1),
+        ("object.ports.all(a, object.ports.exists(b, a == b))", 2),
+        ('object.image.startsWith(".all(")', 0),  # inside a string: not a macro
+        ("size(object.ports.filter(p, p > 1)) > 0 && object.env.all(k, k != '')", 1),
+    ],
+)
+def test_nesting(source: str, depth: int) -> None:
+    assert nesting(source) == depth
+
+
+def test_policy_document_problems_are_listed_with_paths() -> None:
+    with pytest.raises(ValidationError) as e:
+        parse_policy(
+            {
+                "name": "Bad",
+                "mode": "sometimes",
+                "validations": [{"expression": "object.("}, {"expr": "true"}],
+            }
+        )
+    text = e.value.message
+    for part in (
+        "policy.name",
+        "policy.mode",
+        "validations[0].expression: does not compile",
+        "validations[1]",
+    ):
+        assert part in text
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ('object.labels["owner"] == "x"', "no such key or field 'owner'"),  # missing key
+        ("object.replicas / (object.replicas - 2) > 0", "ZeroDivisionError"),  # 2 replicas
+        ("object.image + 1 == 2", "TypeError"),  # no such overload
+        ("object.replicas", "returned 2, not true or false"),
+    ],
+)
+def test_run_time_errors_deny_and_say_why(expr: str, expected: str) -> None:
+    v = admit([policy(expr)], request_variables(spec(), DEV))
+    assert not v.allowed
+    assert "evaluation error" in v.denials[0].message and expected in v.denials[0].message
+
+
+def _ticks(*values: float) -> Iterator[float]:
+    yield from values
+
+
+def test_over_budget_denies_even_when_true() -> None:
+    # the injected timer says the evaluation took 20 ms against a 10 ms budget
+    t = _ticks(0.0, 0.020)
+    v = admit(
+        [policy("true")], request_variables(spec(), DEV), budget_s=0.010, timer=lambda: next(t)
+    )
+    assert not v.allowed and "timed out: evaluation took 20.0 ms" in v.denials[0].message
+
+
+def test_a_really_slow_policy_times_out() -> None:
+    # 2 nested comprehensions over 300 ports: 90,000 steps, far over a 1 ms budget
+    slow = policy("object.ports.all(a, object.ports.all(b, a + b > 0))")
+    obj = spec(ports=list(range(1, 301)))
+    v = admit([slow], request_variables(obj, DEV), budget_s=0.001)
+    assert not v.allowed and "timed out" in v.denials[0].message
+
+
+def test_dry_run_reports_without_denying_and_namespaces_scope() -> None:
+    warn = policy(LABELS, mode="dry-run")
+    v = admit([warn], request_variables(spec(labels={}), DEV))
+    assert v.allowed and v.warnings and v.warnings[0].policy == "p"
+    scoped = policy(LABELS, namespaces=["batch"])
+    assert admit([scoped], request_variables(spec(labels={}), DEV)).allowed  # web: not in scope
+    assert not admit([scoped], request_variables(spec(labels={}, namespace="batch"), DEV)).allowed
+
+
+@pytest.mark.parametrize(
+    ("source", "fields"),
+    [
+        ('"team" in object.labels && object.image != ""', {"object": {"labels", "image"}}),
+        ('object.image.startsWith("object.secret")', {"object": {"image"}}),  # in a string
+        ("size(object) > 0", {"object": None}),  # the whole value
+        ('object["image"] == "x"', {"object": None}),
+        (
+            "object.replicas <= oldObject.replicas",
+            {"object": {"replicas"}, "oldObject": {"replicas"}},
+        ),
+        ('user.name == "x"', {}),
+    ],
+)
+def test_fields_read(source: str, fields: dict[str, Any]) -> None:
+    from cloudless.policy.expressions import fields_read
+
+    got = {k: (set(v) if v is not None else None) for k, v in fields_read(source).items()}
+    assert got == fields
+
+
+def test_trimmed_values_give_the_same_answers_as_whole_ones() -> None:
+    # only labels is converted for the first; the whole object for the second
+    obj = spec()
+    for expr in ['"team" in object.labels', "size(object) > 3", 'object["image"] != ""']:
+        assert admit([policy(expr)], request_variables(obj, DEV)).allowed, expr
