@@ -173,7 +173,9 @@ class Agent:
                 await self.clock.sleep(60)
 
     async def renew(self) -> None:
-        """Renew now: a fresh key, a CSR for the same identity, new files, a new stream."""
+        """Renew now: a fresh key, a CSR for the same identity, new files. The open stream is
+        kept (the old certificate still has a third of its life); the next connection uses
+        the new certificate."""
         ident = self.identity
         assert ident is not None and self.link is not None
         key = new_private_key()
@@ -187,5 +189,4 @@ class Agent:
         if resp.ca_bundle_pem:
             ident.ca_pem = resp.ca_bundle_pem
         ident.save(self.config.data_dir)
-        self.link.reconnect()
         log.info("certificate renewed")
