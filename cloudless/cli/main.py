@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 
 from cloudless.cli import (
     actions,
+    ca_cmd,
     daemons,
     dev,
     policies,
@@ -85,6 +86,7 @@ streams.register(app)
 tokens.register(app)
 users.register(app)
 policies.register(app)
+ca_cmd.register(app)
 store_cmd.register(app)
 dev.register(app)
 

@@ -190,8 +190,10 @@ class UserApi:
         r.add_get("/v1/events", self.events)
         r.add_post("/v1/cluster/join", self.join_cluster)
         r.add_get("/v1/cluster/coordinators", self.list_coordinators)
+        from cloudless.clusterops.api import install as install_ops
         from cloudless.policy.access import install
 
+        install_ops(app, self)  # /v1/ca/status, DELETE /v1/cluster/coordinators/{name}
         install(app, self)  # roles on every route, audit of writes, /v1/users|roles|audit
         return app
 

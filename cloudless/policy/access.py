@@ -71,6 +71,7 @@ class UserRecord:
     created_at: float
     created_by: str
     serial: str
+    expires_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +81,7 @@ class UserRecord:
             "created_at": self.created_at,
             "created_by": self.created_by,
             "serial": self.serial,
+            "expires_at": self.expires_at,
         }
 
     @classmethod
@@ -92,6 +94,7 @@ class UserRecord:
             float(d.get("created_at", 0.0)),
             str(d.get("created_by", "")),
             str(d.get("serial", "")),
+            float(d.get("expires_at", 0.0)),
         )
 
 
@@ -318,9 +321,15 @@ class AccessControl:
             raise ApiError(400, e.code, f"csr_pem: {e.message}") from None
         from cryptography import x509
 
-        serial = format(x509.load_pem_x509_certificate(cert).serial_number, "x")
+        leaf = x509.load_pem_x509_certificate(cert)
         rec = UserRecord(
-            name, role_name, namespaces, self.api.clock.now(), _caller(request), serial
+            name,
+            role_name,
+            namespaces,
+            self.api.clock.now(),
+            _caller(request),
+            format(leaf.serial_number, "x"),
+            leaf.not_valid_after_utc.timestamp(),
         )
         await self.users.create(name, rec.to_dict())
         self._cache.pop(name, None)

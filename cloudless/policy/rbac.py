@@ -36,6 +36,7 @@ RESOURCES = (
     "events",
     "tokens",
     "coordinators",
+    "ca",
     "users",
     "roles",
     "policies",
@@ -118,7 +119,7 @@ def _rule(verbs: Iterable[str], resources: Iterable[str]) -> Rule:
     return Rule(frozenset(verbs), frozenset(resources))
 
 
-_READABLE = ("nodes", "workloads", "replicas", "logs", "events", "coordinators", "policies")
+_READABLE = ("nodes", "workloads", "replicas", "logs", "events", "coordinators", "ca", "policies")
 BUILTIN_ROLES: Mapping[str, Role] = {
     r.name: r
     for r in (
@@ -144,7 +145,7 @@ BUILTIN_ROLES: Mapping[str, Role] = {
         Role(
             "viewer",
             (_rule(READ_VERBS, _READABLE),),
-            "read-only: nodes, workloads, replicas, logs, events, coordinators, policies",
+            "read-only: nodes, workloads, replicas, logs, events, coordinators, ca, policies",
             builtin=True,
         ),
     )

@@ -61,6 +61,8 @@ ROUTES: dict[tuple[str, str], RouteAccess] = {
     ("DELETE", "/v1/tokens/{id}"): _r("delete", "tokens"),
     ("GET", "/v1/events"): _r("list", "events"),
     ("GET", "/v1/cluster/coordinators"): _r("list", "coordinators"),
+    ("DELETE", "/v1/cluster/coordinators/{name}"): _r("delete", "coordinators"),
+    ("GET", "/v1/ca/status"): _r("get", "ca"),
     ("POST", "/v1/users"): _r("create", "users"),
     ("GET", "/v1/users"): _r("list", "users"),
     ("DELETE", "/v1/users/{name}"): _r("delete", "users"),
