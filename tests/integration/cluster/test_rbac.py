@@ -12,6 +12,10 @@ import pytest
 
 from cloudless.cli.client import ApiError, Client, ClientConfig
 from cloudless.cli.users import issue_user
+from cloudless.lib.errors import CloudlessError
+from cloudless.security.ca import CertificateAuthority
+from cloudless.security.identity import CertKind, SpiffeId
+from cloudless.security.keys import make_csr, new_private_key
 
 SPEC = "name: {name}\nimage: busybox\nnamespace: {ns}\nresources: {{cpu: 10m, memory: 1Mi}}\n"
 
@@ -110,3 +114,56 @@ def _scenario(admin: Client, tmp: Path) -> None:
 async def test_roles_audit_and_revocation(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     _coord, admin, _agents, _start = cluster
     await asyncio.to_thread(_scenario, admin, tmp_path)
+
+
+def _bad_input(admin: Client, tmp: Path, foreign: CertificateAuthority) -> None:
+    key = new_private_key()
+    csr = make_csr(key, SpiffeId.user("eve")).decode()
+    good = {"name": "eve", "role": "viewer", "csr_pem": csr}
+    # (body, status, fragment) -- each refused, naming the field
+    cases: list[tuple[dict[str, Any], int, str]] = [
+        ({**good, "name": "Eve!"}, 400, "name:"),
+        ({**good, "name": "admin"}, 400, "reserved"),
+        ({**good, "role": "root"}, 400, "role: 'root' does not exist"),
+        ({**good, "namespaces": ["Not A Label"]}, 400, "not a namespace name"),
+        ({**good, "csr_pem": "hello"}, 400, "csr_pem: required"),
+        ({**good, "ttl_seconds": -5}, 400, "ttl_seconds"),
+        # a CSR for another identity: the CA refuses to certify eve's name on it
+        ({**good, "name": "mallory"}, 400, "identity_mismatch"),
+    ]
+    for body, status, fragment in cases:
+        with pytest.raises(ApiError) as e:
+            admin.call("POST", "/v1/users", body)
+        assert e.value.status == status, (body, e.value)
+        assert fragment in e.value.message or fragment == e.value.code, (fragment, e.value)
+    assert admin.call("GET", "/v1/users")["users"] == []  # nothing was created
+
+    # a user certificate from another cluster's CA, even one naming admin: refused at TLS
+    key_pem, cert_pem = foreign.issue(SpiffeId.user("admin"), CertKind.USER)
+    d = tmp / "foreign"
+    d.mkdir()
+    (d / "k.pem").write_bytes(key_pem)
+    (d / "c.pem").write_bytes(cert_pem)
+    (d / "ca.pem").write_text(admin.call("GET", "/v1/ca")["ca_bundle_pem"])
+    c = Client(ClientConfig([admin.config.servers[0]], d / "ca.pem", d / "c.pem", d / "k.pem"))
+    with pytest.raises((ApiError, CloudlessError)) as e:
+        c.call("POST", "/v1/tokens", {})
+    assert "no coordinator answered" in str(e.value)  # the handshake itself fails
+    assert admin.call("GET", "/v1/tokens")["tokens"] == []  # nothing was created
+
+
+async def test_bad_user_input_and_foreign_certificates(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    coord, admin, _agents, _start = cluster
+    foreign = CertificateAuthority.init(tmp_path / "evil-ca", root_key_size=2048)
+    await asyncio.to_thread(_bad_input, admin, tmp_path, foreign)
+    # one of our certificates for a user that was never created: refused, naming the fix
+    key, cert = coord.ca.issue(SpiffeId.user("ghost", coord.ca.trust_domain), CertKind.USER)
+    d = tmp_path / "ghost"
+    d.mkdir()
+    (d / "k.pem").write_bytes(key)
+    (d / "c.pem").write_bytes(cert)
+    (d / "ca.pem").write_bytes(coord.ca.bundle_pem)
+    ghost = Client(ClientConfig([admin.config.servers[0]], d / "ca.pem", d / "c.pem", d / "k.pem"))
+    with pytest.raises(ApiError) as e:
+        await asyncio.to_thread(ghost.call, "GET", "/v1/nodes")
+    assert e.value.status == 403 and "cloudless user create ghost" in e.value.message
