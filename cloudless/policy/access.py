@@ -236,7 +236,10 @@ class AccessControl:
             resp = await handler(request)
             status = resp.status
             if warnings:
-                resp.headers["Cloudless-Warning"] = "; ".join(warnings)[:4000]
+                text = "; ".join(warnings)[:4000]
+                resp.headers["Cloudless-Warning"] = text.encode(
+                    "ascii", "backslashreplace"
+                ).decode()
             return resp
         except web.HTTPException as e:
             status = e.status

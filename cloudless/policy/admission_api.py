@@ -3,7 +3,9 @@ every workload write (apply and scale) after the caller's role allowed it.
 
 Policies live in ``/cloudless/policies/<name>`` as the document the user applied. Each
 coordinator compiles a policy the first time it sees a version of it (by the record's mod
-revision) and keeps the compiled form until the record changes. A refusal is
+revision) and keeps the compiled form until the record changes; the list is re-read at most
+once a second, and at once after a policy write through this coordinator (every write goes
+through the leader). A refusal is
 ``403 {"error": {"code": "policy_denied", "message": ..., "problems": [one per policy]}}``;
 a dry-run policy's would-be refusal is answered in the ``Cloudless-Warning`` header and
 recorded as a ``policy`` event.
@@ -38,6 +40,7 @@ log = logging.getLogger("cloudless.policy")
 
 APPLY = ("POST", "/v1/workloads")
 SCALE = ("POST", "/v1/workloads/{name}/scale")
+LIST_EVERY_S = 1.0
 
 
 def user_variables(user: User) -> dict[str, Any]:
@@ -55,8 +58,14 @@ class AdmissionControl:
             api.state.store, f"{ROOT}policies/", DictCodec("policy")
         )
         self._compiled: dict[str, tuple[int, Policy]] = {}
+        self._listed: tuple[float, list[Policy]] | None = None
 
     async def policies(self) -> list[Policy]:
+        """The stored policies, compiled; listed at most once per ``LIST_EVERY_S`` (writes
+        go through the leader, whose own policy writes drop this at once)."""
+        now = self.api.clock.monotonic()
+        if self._listed is not None and now - self._listed[0] < LIST_EVERY_S:
+            return self._listed[1]
         listing = await self.table.list()
         out: list[Policy] = []
         seen: dict[str, tuple[int, Policy]] = {}
@@ -71,6 +80,7 @@ class AdmissionControl:
             seen[rec.name] = hit
             out.append(hit[1])
         self._compiled = seen
+        self._listed = (now, out)
         return out
 
     async def _variables(self, key: tuple[str, str], request: web.Request, user: User) -> Any:
@@ -132,6 +142,7 @@ class AdmissionControl:
         would = await self.would_deny(policy, request)
         if not dry_run:
             await self.table.put(policy.name, policy.to_dict())
+            self._listed = None
             await self.api.hub.emit("policy", f"policy {policy.name} applied ({policy.mode})")
         return _json(
             {"policy": policy.to_dict(), "dry_run": dry_run, "would_deny": would},
@@ -165,6 +176,7 @@ class AdmissionControl:
         name = request.match_info["name"]
         with contextlib.suppress(ValueError):
             if await self.table.delete(name):
+                self._listed = None
                 await self.api.hub.emit("policy", f"policy {name} deleted")
                 return _json({"deleted": name})
         raise NotFound(f"policy {name!r} not found: list them with `cloudless policy list`")
