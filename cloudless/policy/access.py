@@ -28,7 +28,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from cloudless.coordinator.http_api import IDENTITY, ApiError, Handler, _error, _int_q, _json
+from cloudless.coordinator.http_api import (
+    IDENTITY,
+    ApiError,
+    Handler,
+    _error,
+    _int_q,
+    _json,
+    _peer_der,
+)
 from cloudless.lib.errors import CloudlessError, Conflict, NotFound, ValidationError
 from cloudless.lib.ids import is_valid_id
 from cloudless.model.workload_codec import load_document
@@ -47,8 +55,9 @@ from cloudless.policy.rbac import (
     role_to_data,
 )
 from cloudless.policy.routes import PUBLIC, SELF, UNMAPPED_HINT, NsFrom, RouteAccess, classify
-from cloudless.security.errors import SecurityError
+from cloudless.security.errors import PermissionDenied, SecurityError
 from cloudless.security.identity import CertKind, SpiffeId
+from cloudless.security.session import RevocationGuard
 from cloudless.store.codec import DictCodec
 from cloudless.store.table import Table
 from cloudless.store.tables import ROOT
@@ -226,6 +235,8 @@ class AccessControl:
                     await self._audit(request, sid, user.role, req, False, why, 403)
                 return _error(403, "forbidden", why)
         if not ra.write:
+            if request.query.get("follow") in ("1", "true", "yes"):
+                return await self._guarded(request, handler)
             return await handler(request)
         denied, warnings = await self.admission.check((request.method, pattern), request, user)
         if denied is not None:
@@ -252,6 +263,20 @@ class AccessControl:
             raise
         finally:
             await self._audit(request, sid, user.role, reqs[0], True, "", status)
+
+    async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """A followed stream (``events -f``, ``logs -f``) ends the moment the caller's
+        certificate is revoked or expires, not at its next request."""
+        der = _peer_der(request)
+        if der is None:
+            return await handler(request)
+        try:
+            async with RevocationGuard(self.api.revocations, der, clock=self.api.clock):
+                return await handler(request)
+        except PermissionDenied as e:
+            if request.transport is not None:
+                request.transport.close()
+            raise web.HTTPForbidden(reason=e.code) from None
 
     async def _audit(
         self,

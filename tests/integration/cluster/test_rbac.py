@@ -5,6 +5,8 @@ namespace; every write audited; a revoked user refused on its very next request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +111,22 @@ def _scenario(admin: Client, tmp: Path) -> None:
     with pytest.raises(ApiError) as dup:
         issue_user(admin, "vic", "viewer", tmp / "again")
     assert dup.value.status == 409
+
+    # a followed stream ends the moment its user is revoked, not at its next request
+    ended = threading.Event()
+
+    def follow() -> None:
+        with contextlib.suppress(Exception):
+            for _ in view.stream("/v1/events?follow=1&tail=1"):
+                pass
+        ended.set()
+
+    t = threading.Thread(target=follow, daemon=True)
+    t.start()
+    assert not ended.wait(1.0)  # streaming
+    admin.call("DELETE", "/v1/users/vic")
+    assert ended.wait(5.0), "the revoked user's stream is still open"
+    t.join(5)
 
 
 async def test_roles_audit_and_revocation(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
