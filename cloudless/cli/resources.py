@@ -42,6 +42,9 @@ def get_nodes(
 @get_app.command("workloads")
 def get_workloads(
     name: Annotated[str | None, typer.Argument(help="A workload name.")] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="Only this namespace's.")
+    ] = None,
     config: ConfigOpt = None,
     output: OutputOpt = Format.TABLE,
 ) -> None:
@@ -50,7 +53,8 @@ def get_workloads(
     if name:
         wls = [client.workload(name)]
     else:
-        wls = list(client.call("GET", "/v1/workloads")["workloads"])
+        path = "/v1/workloads" + (f"?namespace={namespace}" if namespace else "")
+        wls = list(client.call("GET", path)["workloads"])
     if output is not Format.TABLE:
         print_document(wls[0] if name else {"workloads": wls}, output)
         return

@@ -184,7 +184,7 @@ def decide(user: User, role: Role | None, req: AccessRequest) -> AccessDecision:
     if not _in(req.namespace, user.namespaces):
         bound = ", ".join(user.namespaces or ())
         hint = (
-            "name a namespace (?namespace=NS)"
+            "name a namespace (`get workloads -n NS`, ?namespace=NS)"
             if req.namespace == ALL_NAMESPACES
             else f"bind the user to namespace {req.namespace}"
         )

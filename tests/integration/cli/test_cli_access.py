@@ -52,6 +52,10 @@ def test_user_role_policy_audit_and_ca(cluster: Cluster, tmp_path: Path) -> None
     spec.write_text("name: shop2\nimage: busybox\n")  # namespace default: not dana's
     r = run(dana, "apply", "-f", str(spec), ok=False)
     assert "role developer" in r.output and "namespace default" in r.output
+    r = run(dana, "get", "workloads", ok=False)  # every namespace: not dana's to list
+    assert "-n NS" in r.output
+    listed = json.loads(run(dana, "get", "workloads", "-n", "web", "-o", "json").stdout)
+    assert [w["name"] for w in listed["workloads"]] == ["shop"]
     users = json.loads(run(admin, "user", "list", "-o", "json").stdout)["users"]
     assert [(u["name"], u["role"], u["namespaces"]) for u in users] == [
         ("dana", "developer", ["web"])
