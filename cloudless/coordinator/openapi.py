@@ -92,7 +92,7 @@ def spec() -> dict[str, Any]:
             "/v1/nodes/{id}/uncordon": {"post": _op("Uncordon", params=[_path("id")])},
             "/v1/nodes/{id}/drain": {"post": _op("Drain", params=[_path("id")])},
             "/v1/workloads": {
-                "get": _op("List workloads"),
+                "get": _op("List workloads", params=[_query("namespace")]),
                 "post": _op(
                     "Apply a workload spec (YAML or JSON)", body="application/yaml", ok="201"
                 ),
@@ -129,5 +129,12 @@ def spec() -> dict[str, Any]:
                     params=[_query("follow", "boolean"), _query("tail", "integer")],
                 )
             },
+            **_access_paths(),
         },
     }
+
+
+def _access_paths() -> dict[str, Any]:
+    from cloudless.policy.openapi_paths import paths
+
+    return paths()

@@ -81,3 +81,17 @@ async def test_audit_log_is_bounded_and_denials_rate_limited() -> None:
     for _ in range(10):  # one second, 10 denials: 3 recorded
         await log.record(_entry(clock.now(), allowed=False))
     assert sum(1 for e in await log.tail(0) if not e["allowed"]) == 3
+
+
+def test_every_route_is_described_in_openapi() -> None:
+    from cloudless.coordinator.openapi import spec
+
+    paths = spec()["paths"]
+    missing = []
+    for route in _api().app().router.routes():
+        pattern = route.resource.canonical if route.resource else ""
+        if route.method == "HEAD" or pattern == "/openapi.json":
+            continue
+        if route.method.lower() not in paths.get(pattern, {}):
+            missing.append(f"{route.method} {pattern}")
+    assert missing == []
