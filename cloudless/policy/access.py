@@ -59,6 +59,7 @@ from cloudless.security.errors import PermissionDenied, SecurityError
 from cloudless.security.identity import CertKind, SpiffeId
 from cloudless.security.session import RevocationGuard
 from cloudless.store.codec import DictCodec
+from cloudless.store.errors import StoreError
 from cloudless.store.table import Table
 from cloudless.store.tables import ROOT
 from cloudless.store.tables.revocations import Revocation as StoredRevocation
@@ -444,7 +445,13 @@ class AccessControl:
 
 
 def _status_of(e: CloudlessError) -> int:
-    for cls, status in ((ValidationError, 400), (NotFound, 404), (Conflict, 409)):
+    known: tuple[tuple[type[CloudlessError], int], ...] = (
+        (ValidationError, 400),
+        (NotFound, 404),
+        (Conflict, 409),
+        (StoreError, 503),
+    )
+    for cls, status in known:
         if isinstance(e, cls):
             return status
     return 400
