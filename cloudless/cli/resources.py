@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.table import Table
@@ -53,7 +54,7 @@ def get_workloads(
     if name:
         wls = [client.workload(name)]
     else:
-        path = "/v1/workloads" + (f"?namespace={namespace}" if namespace else "")
+        path = "/v1/workloads" + (f"?namespace={quote(namespace)}" if namespace else "")
         wls = list(client.call("GET", path)["workloads"])
     if output is not Format.TABLE:
         print_document(wls[0] if name else {"workloads": wls}, output)
