@@ -9,8 +9,10 @@ column where the parser points:
 * a variable other than ``VARIABLES`` (comprehension variables such as ``r`` in
   ``list.exists(r, ...)`` are fine);
 * comprehensions nested deeper than ``MAX_NESTING``: the evaluator holds the GIL and cannot
-  be interrupted, so anything whose cost grows with a power of the input is refused up front
-  (see ``admission`` for the run-time budget, the second line).
+  be interrupted, so cost must be bounded before evaluation. ``cost_exponent`` gives each
+  expression an upper bound on how its cost grows with the request's largest list or
+  string; ``admission`` refuses to evaluate what would exceed its step cap on a given
+  request, and checks a time budget afterwards.
 
 ``evaluate`` runs a program over an already built ``cel.Context`` and returns ``True``,
 ``False`` or an ``ExpressionError`` naming what went wrong at run time (a missing field, a
@@ -45,6 +47,8 @@ class Expression:
     program: Any  # cel.Program
     # per large variable (object, oldObject): the top-level fields read, or None for all
     fields: dict[str, frozenset[str] | None] = field(default_factory=dict)
+    # evaluation steps grow at most like (largest list or string in the request) ** this
+    cost_exponent: int = 0
 
 
 _STRING = re.compile(r"('''|\"\"\"|'|\").*?(?<!\\)\1", re.S)
@@ -92,6 +96,28 @@ def nesting(source: str) -> int:
     return deepest
 
 
+_LINEAR = re.compile(r"\bin\b|\.(?:contains|startsWith|endsWith|matches)\s*\(|\+")
+
+
+def cost_exponent(source: str) -> int:
+    """An upper bound ``e`` such that evaluating ``source`` takes at most ~``n ** e`` steps,
+    ``n`` being the largest list, map or string it can reach: one per enclosing comprehension,
+    plus one where a linear operation (``in``, ``contains``, ``startsWith``, ``endsWith``,
+    ``matches``, ``+``) runs inside a comprehension. 0: constant or linear, always cheap."""
+    text = _STRING.sub(lambda m: " " * len(m.group(0)), source)
+    linear = {m.start() for m in _LINEAR.finditer(text)}
+    stack: list[bool] = []
+    worst = 0
+    for i, c in enumerate(text):
+        if c == "(":
+            stack.append(bool(_MACRO.search(text[max(0, i - 12) : i + 1])))
+        elif c == ")" and stack:
+            stack.pop()
+        depth = sum(stack)
+        worst = max(worst, depth + (1 if depth and i in linear else 0))
+    return worst
+
+
 def compile_expression(source: str) -> Expression:
     if not isinstance(source, str) or not source.strip():
         raise ExpressionError(
@@ -120,7 +146,7 @@ def compile_expression(source: str) -> Expression:
             f"comprehensions nested {depth} deep ({', '.join(MACROS)} inside one another); at "
             f"most {MAX_NESTING}: their cost multiplies with the size of each list"
         )
-    return Expression(source, program, fields_read(source))
+    return Expression(source, program, fields_read(source), cost_exponent(source))
 
 
 def context(variables: dict[str, Any]) -> Any:

@@ -178,7 +178,7 @@ def test_over_budget_denies_even_when_true() -> None:
 
 def test_a_really_slow_policy_times_out() -> None:
     # 2 nested comprehensions over 300 ports: 90,000 steps, far over a 1 ms budget
-    slow = policy("object.ports.all(a, object.ports.all(b, a + b > 0))")
+    slow = policy("object.ports.all(a, object.ports.all(b, a != 0 && b != 0))")
     obj = spec(ports=list(range(1, 301)))
     v = admit([slow], request_variables(obj, DEV), budget_s=0.001, timer=time.thread_time)
     assert not v.allowed and "timed out" in v.denials[0].message
@@ -219,3 +219,35 @@ def test_trimmed_values_give_the_same_answers_as_whole_ones() -> None:
     obj = spec()
     for expr in ['"team" in object.labels', "size(object) > 3", 'object["image"] != ""']:
         assert admit([policy(expr)], request_variables(obj, DEV)).allowed, expr
+
+
+@pytest.mark.parametrize(
+    ("source", "exponent"),
+    [
+        ('"team" in object.labels', 0),  # linear at the top: always cheap
+        ("object.ports.all(p, p > 0)", 1),  # n steps
+        ("object.ports.all(p, p in [80, 443])", 2),  # `in` inside: n * n (conservative)
+        ('object.env.all(k, k.startsWith("A"))', 2),  # a string scan inside: n * len
+        ("object.ports.all(a, object.ports.all(b, a != b))", 2),
+        ("object.ports.all(a, object.ports.all(b, a + b > 0))", 3),
+        ('object.image.startsWith("x") && object.ports.all(p, p > 0)', 1),
+        ('object.ports.all(p, p > 0) && "+" != "in"', 1),  # operators in strings: not counted
+    ],
+)
+def test_cost_exponent(source: str, exponent: int) -> None:
+    from cloudless.policy.expressions import cost_exponent
+
+    assert cost_exponent(source) == exponent
+
+
+def test_a_policy_too_costly_for_the_request_is_not_evaluated() -> None:
+    # n^2 over 2,000 ports = 4,000,000 steps > 200,000: refused before evaluating
+    quadratic = policy("object.ports.all(a, object.ports.all(b, a != b || a == b))")
+    big = spec(ports=list(range(1, 2001)))
+    started = time.perf_counter()
+    v = admit([quadratic], request_variables(big, DEV), timer=time.thread_time)
+    assert time.perf_counter() - started < 1.0  # evaluating would take seconds
+    assert not v.allowed and "too costly" in v.denials[0].message
+    assert "2000^2" in v.denials[0].message
+    # 100 ports: 10,000 steps, evaluated
+    assert admit([quadratic], request_variables(spec(ports=list(range(1, 101))), DEV)).allowed
