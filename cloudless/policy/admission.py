@@ -203,14 +203,10 @@ def admit(
         enforced = p.mode is Mode.ENFORCE
         exponent = max(v.expression.cost_exponent for v in p.validations)
         if exponent:
-            largest = largest if largest is not None else _largest(variables)
-            if largest**exponent > MAX_STEPS:
+            largest = largest if largest is not None else _largest(slim)
+            why = _too_costly(largest, exponent)
+            if why:
                 source = max(p.validations, key=lambda v: v.expression.cost_exponent).source
-                why = (
-                    f"too costly for this request: its comprehensions over up to {largest} "
-                    f"items or characters could take ~{largest}^{exponent} steps, over "
-                    f"{MAX_STEPS:,} (a smaller spec, or a flatter policy)"
-                )
                 (denials if enforced else warnings).append(Denial(p.name, source, why, enforced))
                 continue
         started = timer()
@@ -219,7 +215,12 @@ def admit(
             result = evaluate(v.expression, ctx)
             if isinstance(result, ExpressionError) and full is not ctx:
                 # the field analysis is a heuristic: an error on the trimmed values is
-                # checked against the whole request before it counts
+                # checked against the whole request (if affordable) before it counts
+                e = v.expression.cost_exponent
+                why = _too_costly(_largest(variables), e) if e else None
+                if why:
+                    hit = Denial(p.name, v.source, why, enforced)
+                    break
                 full = full if full is not None else context(dict(variables))
                 result = evaluate(v.expression, full)
             if isinstance(result, ExpressionError):
@@ -260,6 +261,16 @@ def _slim(variables: Mapping[str, Any], exprs: Sequence[Expression]) -> dict[str
             wanted |= f
         out[var] = {k: value[k] for k in wanted if k in value}
     return out
+
+
+def _too_costly(largest: int, exponent: int) -> str | None:
+    if largest**exponent <= MAX_STEPS:
+        return None
+    return (
+        f"too costly for this request: its comprehensions over up to {largest} items or "
+        f"characters could take ~{largest}^{exponent} steps, over {MAX_STEPS:,} (a smaller "
+        "spec, or a flatter policy)"
+    )
 
 
 def _largest(value: Any) -> int:
