@@ -274,17 +274,22 @@ def _too_costly(largest: int, exponent: int) -> str | None:
 
 
 def _largest(value: Any) -> int:
-    """The longest list, map or string anywhere in ``value`` (at least 1)."""
+    """The longest list, map or string anywhere in ``value`` (at least 1). Exact type checks
+    first: this runs on every request a comprehension policy sees."""
     best, todo = 1, [value]
     while todo:
         v = todo.pop()
-        if isinstance(v, str):
+        t = type(v)
+        if t is str:
             best = max(best, len(v))
-        elif isinstance(v, Mapping):
+        elif t is dict or (t is not list and t is not tuple and isinstance(v, Mapping)):
             best = max(best, len(v))
-            todo.extend(v.keys())
-            todo.extend(v.values())
-        elif isinstance(v, list | tuple):
+            todo.extend(k for k in v if type(k) is str and len(k) > best)
+            todo.extend(x for x in v.values() if type(x) in _CONTAINERS)
+        elif t is list or t is tuple:
             best = max(best, len(v))
-            todo.extend(v)
+            todo.extend(x for x in v if type(x) in _CONTAINERS)
     return best
+
+
+_CONTAINERS = frozenset({str, dict, list, tuple})
