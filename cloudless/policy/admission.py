@@ -259,8 +259,29 @@ def _slim(variables: Mapping[str, Any], exprs: Sequence[Expression]) -> dict[str
                 wanted = set(value)
                 break
             wanted |= f
-        out[var] = {k: value[k] for k in wanted if k in value}
+        out[var] = {k: _trim(value[k], var, k, exprs) for k in wanted if k in value}
     return out
+
+
+def _trim(value: Any, var: str, top: str, exprs: Sequence[Expression]) -> Any:
+    """A map field cut to the keys read one level down (``object.resources.memory``), when
+    every expression reads it only that way and every name read is one of its keys."""
+    if type(value) is not dict:
+        return value
+    names: set[str] = set()
+    for e in exprs:
+        per = e.subfields.get(var, {})
+        if top not in per:
+            if top in (e.fields.get(var) or ()) or e.fields.get(var, frozenset()) is None:
+                return value
+            continue
+        sub = per[top]
+        if sub is None:
+            return value
+        names |= sub
+    if not names or not names <= value.keys():
+        return value
+    return {k: value[k] for k in names}
 
 
 def _too_costly(largest: int, exponent: int) -> str | None:
@@ -276,19 +297,29 @@ def _too_costly(largest: int, exponent: int) -> str | None:
 def _largest(value: Any) -> int:
     """The longest list, map or string anywhere in ``value`` (at least 1). Exact type checks
     first: this runs on every request a comprehension policy sees."""
-    best, todo = 1, [value]
+    best = 1
+    todo = [value]
     while todo:
         v = todo.pop()
         t = type(v)
         if t is str:
-            best = max(best, len(v))
-        elif t is dict or (t is not list and t is not tuple and isinstance(v, Mapping)):
-            best = max(best, len(v))
-            todo.extend(k for k in v if type(k) is str and len(k) > best)
-            todo.extend(x for x in v.values() if type(x) in _CONTAINERS)
+            if len(v) > best:
+                best = len(v)
+            continue
+        if t is dict or (t is not list and t is not tuple and isinstance(v, Mapping)):
+            if len(v) > best:
+                best = len(v)
+            for k, x in v.items():
+                if type(k) is str and len(k) > best:
+                    best = len(k)
+                if type(x) in _CONTAINERS:
+                    todo.append(x)
         elif t is list or t is tuple:
-            best = max(best, len(v))
-            todo.extend(x for x in v if type(x) in _CONTAINERS)
+            if len(v) > best:
+                best = len(v)
+            for x in v:
+                if type(x) in _CONTAINERS:
+                    todo.append(x)
     return best
 
 

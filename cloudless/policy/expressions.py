@@ -49,6 +49,9 @@ class Expression:
     fields: dict[str, frozenset[str] | None] = field(default_factory=dict)
     # evaluation steps grow at most like (largest list or string in the request) ** this
     cost_exponent: int = 0
+    # per large variable, per top-level field: the names read one level down (``.name``), or
+    # None where the field is used otherwise (whole, indexed, iterated, a method called...)
+    subfields: dict[str, dict[str, frozenset[str] | None]] = field(default_factory=dict)
 
 
 _STRING = re.compile(r"('''|\"\"\"|'|\").*?(?<!\\)\1", re.S)
@@ -71,6 +74,35 @@ def fields_read(source: str) -> dict[str, frozenset[str] | None]:
             assert cur is not None
             cur.add(name)
     return {k: (frozenset(v) if v is not None else None) for k, v in out.items()}
+
+
+_SUBFIELD_USE = re.compile(
+    r"\b(object|oldObject)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)"
+    r"(?:\s*\.\s*([A-Za-z_][A-Za-z0-9_]*))?"
+)
+
+
+def subfields_read(source: str) -> dict[str, dict[str, frozenset[str] | None]]:
+    """For ``object.a.b``: ``{"object": {"a": {"b"}}}``; ``a`` used in any other way (or
+    ``b`` followed by a call, e.g. ``object.labels.exists(...)``) gives ``None`` for ``a``.
+    ``admission`` trims a map field to these keys only when every name is one of its keys,
+    so a method name (``object.image.size()``) never trims anything."""
+    text = _STRING.sub(lambda m: " " * len(m.group(0)), source)
+    out: dict[str, dict[str, set[str] | None]] = {}
+    for m in _SUBFIELD_USE.finditer(text):
+        var, top, sub = m.group(1), m.group(2), m.group(3)
+        per = out.setdefault(var, {})
+        after = text[m.end() :].lstrip()
+        if sub is None or after.startswith("("):
+            per[top] = None
+        elif per.get(top, set()) is not None:
+            cur = per.setdefault(top, set())
+            assert cur is not None
+            cur.add(sub)
+    return {
+        v: {t: (frozenset(x) if x is not None else None) for t, x in per.items()}
+        for v, per in out.items()
+    }
 
 
 def nesting(source: str) -> int:
@@ -146,7 +178,9 @@ def compile_expression(source: str) -> Expression:
             f"comprehensions nested {depth} deep ({', '.join(MACROS)} inside one another); at "
             f"most {MAX_NESTING}: their cost multiplies with the size of each list"
         )
-    return Expression(source, program, fields_read(source), cost_exponent(source))
+    return Expression(
+        source, program, fields_read(source), cost_exponent(source), subfields_read(source)
+    )
 
 
 def context(variables: dict[str, Any]) -> Any:

@@ -251,3 +251,62 @@ def test_a_policy_too_costly_for_the_request_is_not_evaluated() -> None:
     assert "2000^2" in v.denials[0].message
     # 100 ports: 10,000 steps, evaluated
     assert admit([quadratic], request_variables(spec(ports=list(range(1, 101))), DEV)).allowed
+
+
+@pytest.mark.parametrize(
+    ("source", "subfields"),
+    [
+        ("object.resources.memory > 0", {"object": {"resources": {"memory"}}}),
+        (
+            'object.placement.node_selector.exists(e, e.key == "a")',
+            {"object": {"placement": {"node_selector"}}},
+        ),
+        ('object.labels.exists(k, k == "a")', {"object": {"labels": None}}),  # a macro call
+        ('"a" in object.labels', {"object": {"labels": None}}),  # the map as a whole
+        ("object.image.size() > 0", {"object": {"image": None}}),  # a method on the field
+        (
+            "object.resources.cpu > 0 && size(object.resources) > 1",
+            {"object": {"resources": None}},
+        ),
+    ],
+)
+def test_subfields_read(source: str, subfields: dict[str, Any]) -> None:
+    from cloudless.policy.expressions import subfields_read
+
+    got = {
+        v: {t: (set(x) if x is not None else None) for t, x in per.items()}
+        for v, per in subfields_read(source).items()
+    }
+    assert got == subfields
+
+
+TRIM_CASES = [
+    "object.resources.memory <= 512 * 1024 * 1024",
+    "has(object.resources.memory) && !has(object.resources.gpu)",
+    'has(object.labels.team) && object.labels.team == "a"',
+    "has(object.labels.nobody)",
+    "size(object.resources) == 4",
+    'object.placement.node_selector.exists(e, e.key == "owner") || true',
+    "object.placement.max_per_node == 0 && object.resources.cpu == '500m'",
+    "size(object.placement) > 3 && object.placement.max_per_node == 0",
+    'object.labels.exists(k, k == "team")',
+]
+
+
+@pytest.mark.parametrize("expr", TRIM_CASES)
+def test_trimming_never_changes_an_answer(expr: str) -> None:
+    from cloudless.policy.expressions import compile_expression, context, evaluate
+
+    full = evaluate(compile_expression(expr), context(request_variables(spec(), DEV)))
+    v = admit([policy(expr)], request_variables(spec(), DEV))
+    assert v.allowed is (full is True), (expr, full, v)
+
+
+def test_trimming_takes_every_policy_into_account() -> None:
+    # the first would trim labels to {team}; the second needs every label
+    a = parse_policy({"name": "a", "validations": [{"expression": "has(object.labels.team)"}]})
+    b = parse_policy(
+        {"name": "b", "validations": [{"expression": 'object.labels.exists(k, k == "app")'}]}
+    )
+    obj = spec(labels={"team": "x", "app": "y"})
+    assert admit([a, b], request_variables(obj, DEV)).allowed
