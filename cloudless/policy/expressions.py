@@ -52,6 +52,7 @@ class Expression:
     # per large variable, per top-level field: the names read one level down (``.name``), or
     # None where the field is used otherwise (whole, indexed, iterated, a method called...)
     subfields: dict[str, dict[str, frozenset[str] | None]] = field(default_factory=dict)
+    variables: frozenset[str] = frozenset(VARIABLES)  # the ones it references
 
 
 _STRING = re.compile(r"('''|\"\"\"|'|\").*?(?<!\\)\1", re.S)
@@ -179,7 +180,12 @@ def compile_expression(source: str) -> Expression:
             f"most {MAX_NESTING}: their cost multiplies with the size of each list"
         )
     return Expression(
-        source, program, fields_read(source), cost_exponent(source), subfields_read(source)
+        source,
+        program,
+        fields_read(source),
+        cost_exponent(source),
+        subfields_read(source),
+        frozenset(v for v in program.variables() if v in VARIABLES),
     )
 
 
