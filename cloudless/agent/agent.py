@@ -217,7 +217,9 @@ class Agent:
                 await self.clock.sleep(60)
 
     async def renew(self) -> None:
-        """Renew now: a fresh key, a CSR for the same identity, new files, a new stream."""
+        """Renew now: a fresh key, a CSR for the same identity, new files. The open stream is
+        kept (the old certificate still has a third of its life); the next connection uses
+        the new certificate."""
         ident = self.identity
         assert ident is not None and self.link is not None
         key = new_private_key()
@@ -234,5 +236,4 @@ class Agent:
         if self._metrics_tls is not None:
             d = AgentIdentity.dir(self.config.data_dir)
             self._metrics_tls.load_cert_chain(str(d / "node.crt"), str(d / "node.key"))
-        self.link.reconnect()
         log.info("certificate renewed")

@@ -13,7 +13,18 @@ import typer
 from typer import _click
 from typer.core import TyperGroup
 
-from cloudless.cli import actions, daemons, dev, resources, store_cmd, streams, tokens
+from cloudless.cli import (
+    actions,
+    ca_cmd,
+    daemons,
+    dev,
+    policies,
+    resources,
+    store_cmd,
+    streams,
+    tokens,
+    users,
+)
 from cloudless.cli.output import print_error
 from cloudless.lib.errors import CloudlessError
 
@@ -73,6 +84,9 @@ actions.register(app)
 resources.register(app)
 streams.register(app)
 tokens.register(app)
+users.register(app)
+policies.register(app)
+ca_cmd.register(app)
 store_cmd.register(app)
 dev.register(app)
 

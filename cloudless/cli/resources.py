@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import typer
 from rich.table import Table
@@ -43,6 +43,9 @@ def get_nodes(
 @get_app.command("workloads")
 def get_workloads(
     name: Annotated[str | None, typer.Argument(help="A workload name.")] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="Only this namespace's.")
+    ] = None,
     config: ConfigOpt = None,
     output: OutputOpt = Format.TABLE,
 ) -> None:
@@ -51,7 +54,8 @@ def get_workloads(
     if name:
         wls = [client.workload(name)]
     else:
-        wls = list(client.call("GET", "/v1/workloads")["workloads"])
+        path = "/v1/workloads" + (f"?namespace={quote(namespace)}" if namespace else "")
+        wls = list(client.call("GET", path)["workloads"])
     if output is not Format.TABLE:
         print_document(wls[0] if name else {"workloads": wls}, output)
         return

@@ -220,6 +220,9 @@ class WorkloadSpecDoc(BaseModel):
     labels: dict[StrictStr, Scalar] | None = None
     ports: list[Annotated[StrictInt, Field(ge=1, le=65535)]] | None = None
     stop_timeout: Annotated[StrictInt | StrictFloat, Field(ge=0, le=3600)] | None = 10.0
+    namespace: StrictStr | None = Field(
+        None, description="the namespace the workload lives in (default: default)"
+    )
 
 
 class WorkloadView(BaseModel):

@@ -214,6 +214,11 @@ class UserApi:
         r.add_get("/v1/events", self.events)
         r.add_post("/v1/cluster/join", self.join_cluster)
         r.add_get("/v1/cluster/coordinators", self.list_coordinators)
+        from cloudless.clusterops.api import install as install_ops
+        from cloudless.policy.access import install
+
+        install_ops(app, self)  # /v1/ca/status, DELETE /v1/cluster/coordinators/{name}
+        install(app, self)  # roles on every route, audit of writes, /v1/users|roles|audit
         return app
 
     # ---- middleware ------------------------------------------------------------------------
@@ -402,8 +407,10 @@ class UserApi:
         by: dict[str, list[Replica]] = {}
         for r in reps.records:
             by.setdefault(r.value.workload, []).append(r.value)
+        ns = request.query.get("namespace")
+        recs = [r for r in wls.records if not ns or r.value.spec.namespace == ns]
         return json_response(
-            {"workloads": [workload_view(r.value, by.get(r.name, [])) for r in wls.records]}
+            {"workloads": [workload_view(r.value, by.get(r.name, [])) for r in recs]}
         )
 
     async def list_services(self, request: web.Request) -> web.Response:

@@ -222,7 +222,9 @@ def _path_params(path: str) -> list[str]:
 def spec() -> dict[str, Any]:
     _, defs = models_json_schema([(model, "validation") for model in _models()], ref_template=_REF)
     paths: dict[str, dict[str, Any]] = {}
-    for r in ROUTES:
+    from cloudless.policy.openapi_paths import routes as access_routes
+
+    for r in (*ROUTES, *access_routes()):
         paths.setdefault(r.path, {})[r.method] = _operation(r)
     error_ref = {"$ref": _REF.format(model="ErrorBody")}
     return {

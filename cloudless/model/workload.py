@@ -176,6 +176,7 @@ class WorkloadSpec:
     labels: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
     ports: tuple[int, ...] = ()
     stop_timeout_s: float = 10.0
+    namespace: str = "default"  # who may manage it (RBAC); names stay unique cluster-wide
 
     def to_dict(self) -> dict[str, Any]:
         from cloudless.model.workload_codec import workload_to_dict

@@ -423,6 +423,7 @@ _TOP = {
     "labels",
     "ports",
     "stop_timeout",
+    "namespace",
 }
 
 
@@ -451,6 +452,9 @@ def parse_workload_data(data: Any, path: str = "spec", *, stored: bool = False) 
         why = image_problem(image)
         if why:
             p.rule(f"{path}.image", why)
+    namespace = _str(d.get("namespace", "default"), f"{path}.namespace", p)
+    if "namespace" in d and not is_valid_id(namespace):
+        p.add(f"{path}.namespace", f'"{namespace}" must be lowercase letters, digits and "-"')
     ports = []
     for i, port in enumerate(_list(d.get("ports"), f"{path}.ports", p)):
         if port is None:
@@ -470,6 +474,7 @@ def parse_workload_data(data: Any, path: str = "spec", *, stored: bool = False) 
         labels=_labels(d.get("labels"), f"{path}.labels", p),
         ports=tuple(ports),
         stop_timeout_s=_num(d.get("stop_timeout"), f"{path}.stop_timeout", p, 0.0, 3600.0, 10.0),
+        namespace=namespace or "default",
     )
     if p.items:
         raise ValidationError(p.items)
@@ -552,4 +557,5 @@ def workload_to_dict(s: WorkloadSpec) -> dict[str, Any]:
         "labels": dict(s.labels),
         "ports": list(s.ports),
         "stop_timeout": s.stop_timeout_s,
+        "namespace": s.namespace,
     }

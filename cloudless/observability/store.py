@@ -28,6 +28,12 @@ from cloudless.store.types import (
 T = TypeVar("T")
 
 
+def unwrapped(store: Store) -> Store:
+    """The store a ``MeasuredStore`` wraps (or ``store`` itself): for code that needs the
+    concrete implementation (etcd member administration)."""
+    return store.inner if isinstance(store, MeasuredStore) else store
+
+
 class MeasuredStore:
     def __init__(self, inner: Store, *, timer: Callable[[], float] = time.perf_counter) -> None:
         self.inner = inner

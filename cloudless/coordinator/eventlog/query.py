@@ -61,7 +61,7 @@ class Position:
         rev, sep, name = raw.partition(":")
         if not _is_count(rev, 19):
             raise ValidationError(
-                f"query {what}: {raw[:40]!r} is not a position (REVISION or REVISION:ID, as "
+                f"query.{what}: {raw[:40]!r} is not a position (REVISION or REVISION:ID, as "
                 "the Cloudless-Continue header gives it)"
             )
         if not sep:
@@ -69,7 +69,7 @@ class Position:
         try:
             check_name(name)
         except ValidationError:
-            raise ValidationError(f"query {what}: {raw[:40]!r} names no event") from None
+            raise ValidationError(f"query.{what}: {raw[:40]!r} names no event") from None
         return cls(int(rev), name)
 
 
@@ -88,28 +88,28 @@ class EventQuery:
         since = q.get("since")
         if since is not None and not _is_count(since, 19):
             raise ValidationError(
-                f"query since: {since[:40]!r} is not a store revision (0 or more)"
+                f"query.since: {since[:40]!r} is not a store revision (0 or more)"
             )
         token = q.get("continue")
         if since is not None and token is not None:
-            raise ValidationError("query since and continue: pass only one")
+            raise ValidationError("query.continue: pass since or continue, not both")
         after = Position(int(since)) if since is not None else None
         if token is not None:
             after = Position.parse(token, "continue")
         kind = q.get("kind")
         if kind is not None and not _KINDS.match(kind):
             raise ValidationError(
-                f"query kind: {kind[:40]!r} is not an event kind (e.g. node, workload, security)"
+                f"query.kind: {kind[:40]!r} is not an event kind (e.g. node, workload, security)"
             )
         obj = q.get("object")
         if obj is not None and not (0 < len(obj) <= 300 and obj.isprintable()):
             raise ValidationError(
-                "query object: expected KIND/NAME (node/ID, workload/NAME, replica/ID) or a "
+                "query.object: expected KIND/NAME (node/ID, workload/NAME, replica/ID) or a "
                 "NAME, 1-300 printable characters"
             )
         follow = q.get("follow", "")
         if follow not in ("", "0", "1", "true", "false", "yes", "no"):
-            raise ValidationError(f"query follow: {follow[:40]!r} is not a boolean (1 or 0)")
+            raise ValidationError(f"query.follow: {follow[:40]!r} is not a boolean (1 or 0)")
         return cls(
             after=after,
             kind=kind,
@@ -205,6 +205,6 @@ def _count(q: Mapping[str, str], name: str, default: int, *, low: int) -> int:
         return default
     if not _is_count(raw, 7) or not low <= int(raw) <= MAX_LIMIT:
         raise ValidationError(
-            f"query {name}: {raw[:40]!r} must be a whole number from {low} to {MAX_LIMIT}"
+            f"query.{name}: {raw[:40]!r} must be a whole number from {low} to {MAX_LIMIT}"
         )
     return int(raw)

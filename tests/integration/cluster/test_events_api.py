@@ -62,7 +62,7 @@ async def test_pages_filters_and_bad_queries(cluster) -> None:  # type: ignore[n
     # a bad query is a 400 with the JSON error naming the parameter
     with pytest.raises(ApiError) as e:
         await asyncio.to_thread(get, client, "limit=Infinity")
-    assert e.value.status == 400 and "query limit" in str(e.value)
+    assert e.value.status == 400 and "query.limit" in str(e.value)
 
 
 async def test_follow_resumes_across_cut_connections(cluster) -> None:  # type: ignore[no-untyped-def]

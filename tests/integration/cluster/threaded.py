@@ -78,11 +78,13 @@ class Running:
             conn.close()
 
     def state(self) -> dict[str, bytes]:
-        """Every key under the cluster root except the event log (refusals are events)."""
+        """Every key under the cluster root except the event and audit logs (refusals are
+        events, and every write attempt is audited)."""
+        skip = (EVENTS_PREFIX, f"{ROOT}audit/")
 
         async def read() -> dict[str, bytes]:
             listing = await self.coord.store.list(ROOT)
-            return {kv.key: kv.value for kv in listing.kvs if not kv.key.startswith(EVENTS_PREFIX)}
+            return {kv.key: kv.value for kv in listing.kvs if not kv.key.startswith(skip)}
 
         return self.run(read())
 

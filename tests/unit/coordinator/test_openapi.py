@@ -42,8 +42,10 @@ ports: [8080]
 def served_routes() -> set[tuple[str, str]]:
     """Every API route the coordinator serves: the user API's own, its telemetry's and the
     console's login route (the console's ``/ui`` pages are for browsers, not the API)."""
-    app = UserApi.__new__(UserApi).app()  # routes only: no handler runs
     state = ClusterState(MemoryStore(FakeClock()))
+    api = UserApi.__new__(UserApi)  # routes only: no handler runs
+    api.state, api.clock = state, FakeClock()
+    app = api.app()
     CoordinatorTelemetry(state, {}).install(app)
 
     async def nothing(*_: object) -> Any:

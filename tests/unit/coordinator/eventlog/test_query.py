@@ -47,27 +47,27 @@ def test_parse(query: dict[str, str], want: EventQuery) -> None:
 @pytest.mark.parametrize(
     ("query", "named"),
     [
-        ({"since": "-1"}, "query since"),
-        ({"since": "1e3"}, "query since"),
-        ({"since": "9" * 30}, "query since"),  # beyond any revision (and int64)
-        ({"since": "\u0661\u0662"}, "query since"),  # Arabic-Indic digits: not ASCII
-        ({"since": "4:x"}, "query since"),  # a position is a continue token
-        ({"continue": "abc"}, "query continue"),
-        ({"continue": "4:"}, "query continue"),  # no event id
-        ({"continue": "4:/x"}, "query continue"),
-        ({"continue": "4:a\nb"}, "query continue"),
-        ({"since": "1", "continue": "2"}, "pass only one"),
-        ({"limit": "0"}, "query limit"),
-        ({"limit": str(MAX_LIMIT + 1)}, "query limit"),
-        ({"limit": "Infinity"}, "query limit"),
-        ({"tail": "NaN"}, "query tail"),
-        ({"tail": "9" * 5000}, "query tail"),  # beyond Python's int digit limit
-        ({"kind": "Node!"}, "query kind"),
-        ({"kind": "x" * 100}, "query kind"),
-        ({"object": ""}, "query object"),
-        ({"object": "node/\n"}, "query object"),
-        ({"object": "x" * 301}, "query object"),
-        ({"follow": "maybe"}, "query follow"),
+        ({"since": "-1"}, "query.since"),
+        ({"since": "1e3"}, "query.since"),
+        ({"since": "9" * 30}, "query.since"),  # beyond any revision (and int64)
+        ({"since": "\u0661\u0662"}, "query.since"),  # Arabic-Indic digits: not ASCII
+        ({"since": "4:x"}, "query.since"),  # a position is a continue token
+        ({"continue": "abc"}, "query.continue"),
+        ({"continue": "4:"}, "query.continue"),  # no event id
+        ({"continue": "4:/x"}, "query.continue"),
+        ({"continue": "4:a\nb"}, "query.continue"),
+        ({"since": "1", "continue": "2"}, "not both"),
+        ({"limit": "0"}, "query.limit"),
+        ({"limit": str(MAX_LIMIT + 1)}, "query.limit"),
+        ({"limit": "Infinity"}, "query.limit"),
+        ({"tail": "NaN"}, "query.tail"),
+        ({"tail": "9" * 5000}, "query.tail"),  # beyond Python's int digit limit
+        ({"kind": "Node!"}, "query.kind"),
+        ({"kind": "x" * 100}, "query.kind"),
+        ({"object": ""}, "query.object"),
+        ({"object": "node/\n"}, "query.object"),
+        ({"object": "x" * 301}, "query.object"),
+        ({"follow": "maybe"}, "query.follow"),
     ],
 )
 def test_bad_query_is_refused_naming_the_parameter(query: dict[str, str], named: str) -> None:
