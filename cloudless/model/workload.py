@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 from cloudless.lib.ids import is_valid_id
+from cloudless.model.health import HealthChecks
 from cloudless.model.node import Node
 from cloudless.model.resources import Resources
 
@@ -174,6 +175,7 @@ class WorkloadSpec:
     labels: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
     ports: tuple[int, ...] = ()
     stop_timeout_s: float = 10.0
+    health: HealthChecks = HealthChecks()
 
     def to_dict(self) -> dict[str, Any]:
         from cloudless.model.workload_codec import workload_to_dict

@@ -15,6 +15,7 @@ import yaml
 
 from cloudless.lib.errors import ValidationError
 from cloudless.lib.ids import is_valid_id
+from cloudless.model.health_codec import health_to_dict, parse_health
 from cloudless.model.resources import Resources, parse_cpu, parse_rate, parse_size
 from cloudless.model.workload import (
     _OP_ALIASES,
@@ -312,6 +313,7 @@ _TOP = {
     "labels",
     "ports",
     "stop_timeout",
+    "health",
 }
 
 
@@ -361,6 +363,7 @@ def parse_workload_data(data: Any, path: str = "spec") -> WorkloadSpec:
         labels=_str_map(d.get("labels"), f"{path}.labels", p),
         ports=tuple(ports),
         stop_timeout_s=_num(d.get("stop_timeout"), f"{path}.stop_timeout", p, 0.0, 3600.0, 10.0),
+        health=parse_health(d.get("health"), f"{path}.health", p.add, tuple(ports)),
     )
     if p.items:
         raise ValidationError(p.items)
@@ -378,7 +381,7 @@ def workload_to_dict(s: WorkloadSpec) -> dict[str, Any]:
     def wl(a: WorkloadAffinity) -> dict[str, Any]:
         return {"workload": a.workload, "topology_key": a.topology_key, "weight": a.weight}
 
-    return {
+    out: dict[str, Any] = {
         "name": s.name,
         "image": s.image,
         "command": list(s.command),
@@ -431,3 +434,6 @@ def workload_to_dict(s: WorkloadSpec) -> dict[str, Any]:
         "ports": list(s.ports),
         "stop_timeout": s.stop_timeout_s,
     }
+    if s.health:  # absent when unset, so agents without health checks still parse the spec
+        out["health"] = health_to_dict(s.health)
+    return out
