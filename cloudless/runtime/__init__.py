@@ -18,7 +18,7 @@ from cloudless.runtime.errors import (
     RuntimeUnavailable,
     StartFailed,
 )
-from cloudless.runtime.fake import FakeBehavior, FakeHost, FakeRuntime
+from cloudless.runtime.fake import FakeBehavior, FakeExec, FakeHost, FakeRuntime
 from cloudless.runtime.protocol import ContainerRuntime
 from cloudless.runtime.types import (
     LABEL_MANAGED,
@@ -29,6 +29,7 @@ from cloudless.runtime.types import (
     ContainerState,
     ContainerStats,
     ContainerStatus,
+    ExecResult,
     ImageInfo,
     LogCursor,
     LogLine,
@@ -50,7 +51,9 @@ __all__ = [
     "ContainerStats",
     "ContainerStatus",
     "DigestMismatch",
+    "ExecResult",
     "FakeBehavior",
+    "FakeExec",
     "FakeHost",
     "FakeRuntime",
     "ImageInfo",

@@ -178,6 +178,21 @@ class ContainerStats:
     timestamp: float
 
 
+#: Most output an exec keeps (the start of it): a probe needs a reason, not a transcript.
+MAX_EXEC_OUTPUT = 4096
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """A command run inside a running container. ``timed_out``: it was killed at the deadline
+    (``exit_code`` is then -1). ``output`` is stdout and stderr together, at most
+    ``MAX_EXEC_OUTPUT`` bytes, decoded leniently."""
+
+    exit_code: int
+    output: str = ""
+    timed_out: bool = False
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     """A pulled image: its name, the digest of its manifest (or index) and the bytes its
