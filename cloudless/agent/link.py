@@ -59,6 +59,8 @@ def status_pb(s: LocalStatus, clock_now: float) -> pb.ReplicaStatus:
         started_at=s.started_at,
         spec_version=s.spec_version,
         endpoint=s.endpoint,
+        ready=s.ready,
+        health=s.health,
     )
 
 

@@ -6,6 +6,10 @@ then SIGKILL after the spec's stop timeout) and delete. The supervisor keeps wor
 last assignment it saw while the coordinator is unreachable: edge nodes lose their uplink
 often, and their containers must keep running and restarting by policy meanwhile.
 
+Health checks (``cloudless.agent.health``) run beside each running container: a replica with
+a readiness check is ``ready`` only while it passes (without one, while it runs), and a failing
+liveness check stops the container and counts as a failed exit for the restart policy.
+
 Container ids are replica ids. A container whose ``cloudless.spec-version`` label differs from
 the assignment's is replaced; one that matches is adopted (agent restart).
 """
@@ -19,6 +23,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from cloudless.agent.health.probes import Prober
+from cloudless.agent.health.runner import HealthRunner
 from cloudless.agent.ports import PortAllocator
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError
@@ -57,6 +63,8 @@ class LocalStatus:
     restarts: int = 0
     started_at: float = 0.0
     endpoint: str = ""
+    ready: bool = False  # running, and passing its readiness check if it has one
+    health: str = ""  # why it is not ready, or why liveness restarted it
 
 
 def ports_label(ports: dict[int, int]) -> str:
@@ -123,11 +131,26 @@ class ReplicaWorker:
         a = self.assigned
         self.status = LocalStatus(a.replica_id, a.workload, a.spec_version)
 
-    def _set(self, state: ReplicaState, reason: str = "", exit_code: int | None = None) -> None:
+    def _set(
+        self,
+        state: ReplicaState,
+        reason: str = "",
+        exit_code: int | None = None,
+        *,
+        ready: bool = False,
+        health: str | None = None,
+    ) -> None:
         s = self.status
-        if (s.state, s.reason, s.exit_code) != (state, reason, exit_code):
-            s.state, s.reason, s.exit_code = state, reason, exit_code
+        health = s.health if health is None else health
+        ready = ready and state is ReplicaState.RUNNING
+        new = (state, reason, exit_code, ready, health)
+        if (s.state, s.reason, s.exit_code, s.ready, s.health) != new:
+            s.state, s.reason, s.exit_code, s.ready, s.health = new
             self.on_change()
+
+    def _on_ready(self, ready: bool, detail: str) -> None:
+        if self.status.state is ReplicaState.RUNNING:
+            self._set(ReplicaState.RUNNING, ready=ready, health=detail)
 
     async def run(self) -> None:
         a = self.assigned
@@ -153,16 +176,23 @@ class ReplicaWorker:
                     await self.clock.sleep(policy.delay(self.status.restarts))
                     self.status.restarts += 1
                     continue
+            unhealthy: str | None = None
             if current.state is ContainerState.RUNNING:
                 self.status.started_at = current.started_at or self.clock.now()
-                self._set(ReplicaState.RUNNING)
-                current = await self._wait_exit()
+                no_readiness = a.spec.health.readiness is None
+                self._set(ReplicaState.RUNNING, ready=no_readiness, health="")
+                current, unhealthy = await self._watch()
             if current.state is ContainerState.CREATED:
                 current = await self.runtime.start_container(rid)
                 continue
             code = current.exit_code if current.exit_code is not None else -1
-            terminal = ReplicaState.EXITED if code == 0 else ReplicaState.FAILED
-            self._set(terminal, exit_reason(current), code)
+            if unhealthy is not None:
+                # Stopped for failing liveness: a failure whatever the process answered.
+                code = code or 1
+                self._set(ReplicaState.FAILED, unhealthy, code, health=unhealthy)
+            else:
+                terminal = ReplicaState.EXITED if code == 0 else ReplicaState.FAILED
+                self._set(terminal, exit_reason(current), code)
             if not policy.should_restart(code, self.status.restarts):
                 return
             await self.clock.sleep(policy.delay(self.status.restarts))
@@ -205,6 +235,38 @@ class ReplicaWorker:
     def release_ports(self) -> None:
         if self.ports is not None:
             self.ports.release(self.host_ports.values())
+
+    async def _watch(self) -> tuple[ContainerStatus, str | None]:
+        """Wait for the container to exit while its health checks run. If liveness fails
+        first, stop it (SIGTERM, then SIGKILL after the stop timeout) and say why."""
+        health = self.assigned.spec.health
+        if not health:
+            return await self._wait_exit(), None
+        since_start = max(0.0, self.clock.now() - (self.status.started_at or self.clock.now()))
+        runner = HealthRunner(
+            health,
+            Prober(self.runtime, self.assigned.replica_id, host_ports=dict(self.host_ports)),
+            self.clock,
+            self._on_ready,
+            started_at=self.clock.monotonic() - since_start,
+        )
+        exited = asyncio.ensure_future(self._wait_exit())
+        failing = asyncio.ensure_future(runner.run())
+        try:
+            await asyncio.wait({exited, failing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (exited, failing):
+                t.cancel()
+            await asyncio.gather(exited, failing, return_exceptions=True)
+        if exited.done() and not exited.cancelled():
+            return exited.result(), None  # an error waiting for the exit propagates as before
+        reason = failing.result()
+        log.info("replica %s: %s; restarting it", self.assigned.replica_id, reason)
+        self._set(ReplicaState.RUNNING, ready=False, health=reason)
+        st = await self.runtime.stop_container(
+            self.assigned.replica_id, timeout=self.assigned.spec.stop_timeout_s
+        )
+        return st, reason
 
     async def _wait_exit(self) -> ContainerStatus:
         rid = self.assigned.replica_id

@@ -74,6 +74,8 @@ def observe(r: Replica, s: pb.ReplicaStatus, now: float) -> Replica | None:
         and exit_code == r.exit_code
         and s.restarts == r.restarts
         and s.endpoint == r.endpoint
+        and (s.ready and state is ReplicaState.RUNNING) == r.ready
+        and s.health == r.health
     ):
         return None
     started = s.started_at if s.started_at else r.started_at
@@ -91,6 +93,8 @@ def observe(r: Replica, s: pb.ReplicaStatus, now: float) -> Replica | None:
         updated_at=now,
         started_at=started,
         endpoint=s.endpoint,
+        ready=s.ready and state is ReplicaState.RUNNING,
+        health=s.health,
     )
 
 

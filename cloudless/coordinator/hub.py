@@ -330,6 +330,8 @@ class AgentHub:
                 started_at=new.started_at,
                 updated_at=new.updated_at,
                 endpoint=new.endpoint,
+                ready=new.ready,
+                health=new.health,
             )
 
         rec = await self.state.replicas.update(key, change, fence=self.fence())

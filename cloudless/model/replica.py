@@ -71,6 +71,8 @@ class Replica:
     updated_at: float = 0.0
     started_at: float = 0.0
     endpoint: str = ""  # "ip:port" where it serves, as its agent reports
+    ready: bool = False  # running and passing its readiness check, as its agent reports
+    health: str = ""  # why it is not ready / was restarted by its liveness check
 
     def with_observed(
         self, state: ReplicaState, *, reason: str = "", exit_code: int | None = None, at: float
@@ -92,6 +94,8 @@ class Replica:
             "updated_at": self.updated_at,
             "started_at": self.started_at,
             "endpoint": self.endpoint,
+            "ready": self.ready,
+            "health": self.health,
         }
 
     @classmethod
@@ -110,4 +114,6 @@ class Replica:
             updated_at=float(d.get("updated_at", 0.0)),
             started_at=float(d.get("started_at", 0.0)),
             endpoint=str(d.get("endpoint", "")),
+            ready=bool(d.get("ready", False)),
+            health=str(d.get("health", "")),
         )

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63loudlessapi/agent.proto\x12\x12\x63loudless.agent.v1\"`\n\tResources\x12\x12\n\ncpu_millis\x18\x01 \x01(\x03\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x12\n\ndisk_bytes\x18\x03 \x01(\x03\x12\x15\n\rbandwidth_bps\x18\x04 \x01(\x03\"\x87\x01\n\x0eNodeConditions\x12\x17\n\x0fmemory_pressure\x18\x01 \x01(\x08\x12\x15\n\rdisk_pressure\x18\x02 \x01(\x08\x12\x14\n\x0cpid_pressure\x18\x03 \x01(\x08\x12\x1b\n\x13network_unavailable\x18\x04 \x01(\x08\x12\x12\n\non_battery\x18\x05 \x01(\x08\"\x95\x03\n\tNodeFacts\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x0c\n\x04\x61rch\x18\x02 \x01(\t\x12\n\n\x02os\x18\x03 \x01(\t\x12\x0e\n\x06kernel\x18\x04 \x01(\t\x12\x11\n\tcpu_cores\x18\x05 \x01(\x05\x12\x14\n\x0c\x64\x65vice_class\x18\x06 \x01(\t\x12/\n\x08\x63\x61pacity\x18\x07 \x01(\x0b\x32\x1d.cloudless.agent.v1.Resources\x12\x32\n\x0b\x61llocatable\x18\x08 \x01(\x0b\x32\x1d.cloudless.agent.v1.Resources\x12\x39\n\x06labels\x18\t \x03(\x0b\x32).cloudless.agent.v1.NodeFacts.LabelsEntry\x12\x0e\n\x06region\x18\n \x01(\t\x12\x0c\n\x04zone\x18\x0b \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x0c \x01(\t\x12\x0e\n\x06public\x18\r \x01(\x08\x12\x15\n\rcost_per_hour\x18\x0e \x01(\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x0e\n\x0cGetCARequest\"&\n\rGetCAResponse\x12\x15\n\rca_bundle_pem\x18\x01 \x01(\x0c\"p\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x11\n\tnode_name\x18\x03 \x01(\t\x12,\n\x05\x66\x61\x63ts\x18\x04 \x01(\x0b\x32\x1d.cloudless.agent.v1.NodeFacts\"`\n\x0e\x45nrollResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x65rt_pem\x18\x02 \x01(\x0c\x12\x15\n\rca_bundle_pem\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63oordinators\x18\x04 \x03(\t\"\xcc\x01\n\rReplicaStatus\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x10\n\x08workload\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x11\n\texit_code\x18\x05 \x01(\x05\x12\x15\n\rhas_exit_code\x18\x06 \x01(\x08\x12\x10\n\x08restarts\x18\x07 \x01(\x05\x12\x12\n\nstarted_at\x18\x08 \x01(\x01\x12\x14\n\x0cspec_version\x18\t \x01(\x03\x12\x10\n\x08\x65ndpoint\x18\n \x01(\t\"\x92\x01\n\x05Hello\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12,\n\x05\x66\x61\x63ts\x18\x02 \x01(\x0b\x32\x1d.cloudless.agent.v1.NodeFacts\x12\x33\n\x08replicas\x18\x03 \x03(\x0b\x32!.cloudless.agent.v1.ReplicaStatus\x12\x15\n\ragent_version\x18\x04 \x01(\t\"\xc4\x01\n\tHeartbeat\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0f\n\x07sent_at\x18\x02 \x01(\x01\x12,\n\x05usage\x18\x03 \x01(\x0b\x32\x1d.cloudless.agent.v1.Resources\x12\x36\n\nconditions\x18\x04 \x01(\x0b\x32\".cloudless.agent.v1.NodeConditions\x12\x33\n\x08replicas\x18\x05 \x03(\x0b\x32!.cloudless.agent.v1.ReplicaStatus\"X\n\x08LogChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0b\n\x03\x65of\x18\x04 \x01(\x08\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"0\n\x07Goodbye\x12\x15\n\rback_within_s\x18\x01 \x01(\x01\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xd3\x01\n\x0c\x41gentMessage\x12*\n\x05hello\x18\x01 \x01(\x0b\x32\x19.cloudless.agent.v1.HelloH\x00\x12\x32\n\theartbeat\x18\x02 \x01(\x0b\x32\x1d.cloudless.agent.v1.HeartbeatH\x00\x12+\n\x03log\x18\x03 \x01(\x0b\x32\x1c.cloudless.agent.v1.LogChunkH\x00\x12.\n\x07goodbye\x18\x04 \x01(\x0b\x32\x1b.cloudless.agent.v1.GoodbyeH\x00\x42\x06\n\x04kind\"s\n\x11ReplicaAssignment\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x10\n\x08workload\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65sired\x18\x03 \x01(\t\x12\x14\n\x0cspec_version\x18\x04 \x01(\x03\x12\x11\n\tspec_json\x18\x05 \x01(\x0c\"Z\n\x0b\x41ssignments\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12\x37\n\x08replicas\x18\x02 \x03(\x0b\x32%.cloudless.agent.v1.ReplicaAssignment\"E\n\x0cHeartbeatAck\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x12\n\ninterval_s\x18\x02 \x01(\x01\x12\x14\n\x0c\x63oordinators\x18\x03 \x03(\t\"q\n\nLogRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nreplica_id\x18\x02 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\x12\x0c\n\x04tail\x18\x04 \x01(\x05\x12\r\n\x05since\x18\x05 \x01(\x01\x12\x0e\n\x06\x63\x61ncel\x18\x06 \x01(\x08\"2\n\x08Redirect\x12\x16\n\x0eleader_address\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xe7\x01\n\x12\x43oordinatorMessage\x12/\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32 .cloudless.agent.v1.HeartbeatAckH\x00\x12\x36\n\x0b\x61ssignments\x18\x02 \x01(\x0b\x32\x1f.cloudless.agent.v1.AssignmentsH\x00\x12.\n\x04logs\x18\x03 \x01(\x0b\x32\x1e.cloudless.agent.v1.LogRequestH\x00\x12\x30\n\x08redirect\x18\x04 \x01(\x0b\x32\x1c.cloudless.agent.v1.RedirectH\x00\x42\x06\n\x04kind\"\x1f\n\x0cRenewRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\"8\n\rRenewResponse\x12\x10\n\x08\x63\x65rt_pem\x18\x01 \x01(\x0c\x12\x15\n\rca_bundle_pem\x18\x02 \x01(\x0c\x32\xab\x01\n\nEnrollment\x12L\n\x05GetCA\x12 .cloudless.agent.v1.GetCARequest\x1a!.cloudless.agent.v1.GetCAResponse\x12O\n\x06\x45nroll\x12!.cloudless.agent.v1.EnrollRequest\x1a\".cloudless.agent.v1.EnrollResponse2\xb5\x01\n\x0c\x41gentControl\x12W\n\x07\x43onnect\x12 .cloudless.agent.v1.AgentMessage\x1a&.cloudless.agent.v1.CoordinatorMessage(\x01\x30\x01\x12L\n\x05Renew\x12 .cloudless.agent.v1.RenewRequest\x1a!.cloudless.agent.v1.RenewResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63loudlessapi/agent.proto\x12\x12\x63loudless.agent.v1\"`\n\tResources\x12\x12\n\ncpu_millis\x18\x01 \x01(\x03\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x12\n\ndisk_bytes\x18\x03 \x01(\x03\x12\x15\n\rbandwidth_bps\x18\x04 \x01(\x03\"\x87\x01\n\x0eNodeConditions\x12\x17\n\x0fmemory_pressure\x18\x01 \x01(\x08\x12\x15\n\rdisk_pressure\x18\x02 \x01(\x08\x12\x14\n\x0cpid_pressure\x18\x03 \x01(\x08\x12\x1b\n\x13network_unavailable\x18\x04 \x01(\x08\x12\x12\n\non_battery\x18\x05 \x01(\x08\"\x95\x03\n\tNodeFacts\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x0c\n\x04\x61rch\x18\x02 \x01(\t\x12\n\n\x02os\x18\x03 \x01(\t\x12\x0e\n\x06kernel\x18\x04 \x01(\t\x12\x11\n\tcpu_cores\x18\x05 \x01(\x05\x12\x14\n\x0c\x64\x65vice_class\x18\x06 \x01(\t\x12/\n\x08\x63\x61pacity\x18\x07 \x01(\x0b\x32\x1d.cloudless.agent.v1.Resources\x12\x32\n\x0b\x61llocatable\x18\x08 \x01(\x0b\x32\x1d.cloudless.agent.v1.Resources\x12\x39\n\x06labels\x18\t \x03(\x0b\x32).cloudless.agent.v1.NodeFacts.LabelsEntry\x12\x0e\n\x06region\x18\n \x01(\t\x12\x0c\n\x04zone\x18\x0b \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x0c \x01(\t\x12\x0e\n\x06public\x18\r \x01(\x08\x12\x15\n\rcost_per_hour\x18\x0e \x01(\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x0e\n\x0cGetCARequest\"&\n\rGetCAResponse\x12\x15\n\rca_bundle_pem\x18\x01 \x01(\x0c\"p\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x11\n\tnode_name\x18\x03 \x01(\t\x12,\n\x05\x66\x61\x63ts\x18\x04 \x01(\x0b\x32\x1d.cloudless.agent.v1.NodeFacts\"`\n\x0e\x45nrollResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x65rt_pem\x18\x02 \x01(\x0c\x12\x15\n\rca_bundle_pem\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63oordinators\x18\x04 \x03(\t\"\xeb\x01\n\rReplicaStatus\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x10\n\x08workload\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x11\n\texit_code\x18\x05 \x01(\x05\x12\x15\n\rhas_exit_code\x18\x06 \x01(\x08\x12\x10\n\x08restarts\x18\x07 \x01(\x05\x12\x12\n\nstarted_at\x18\x08 \x01(\x01\x12\x14\n\x0cspec_version\x18\t \x01(\x03\x12\x10\n\x08\x65ndpoint\x18\n \x01(\t\x12\r\n\x05ready\x18\x0b \x01(\x08\x12\x0e\n\x06health\x18\x0c \x01(\t\"\x92\x01\n\x05Hello\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12,\n\x05\x66\x61\x63ts\x18\x02 \x01(\x0b\x32\x1d.cloudless.agent.v1.NodeFacts\x12\x33\n\x08replicas\x18\x03 \x03(\x0b\x32!.cloudless.agent.v1.ReplicaStatus\x12\x15\n\ragent_version\x18\x04 \x01(\t\"\xc4\x01\n\tHeartbeat\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0f\n\x07sent_at\x18\x02 \x01(\x01\x12,\n\x05usage\x18\x03 \x01(\x0b\x32\x1d.cloudless.agent.v1.Resources\x12\x36\n\nconditions\x18\x04 \x01(\x0b\x32\".cloudless.agent.v1.NodeConditions\x12\x33\n\x08replicas\x18\x05 \x03(\x0b\x32!.cloudless.agent.v1.ReplicaStatus\"X\n\x08LogChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0b\n\x03\x65of\x18\x04 \x01(\x08\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"0\n\x07Goodbye\x12\x15\n\rback_within_s\x18\x01 \x01(\x01\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xd3\x01\n\x0c\x41gentMessage\x12*\n\x05hello\x18\x01 \x01(\x0b\x32\x19.cloudless.agent.v1.HelloH\x00\x12\x32\n\theartbeat\x18\x02 \x01(\x0b\x32\x1d.cloudless.agent.v1.HeartbeatH\x00\x12+\n\x03log\x18\x03 \x01(\x0b\x32\x1c.cloudless.agent.v1.LogChunkH\x00\x12.\n\x07goodbye\x18\x04 \x01(\x0b\x32\x1b.cloudless.agent.v1.GoodbyeH\x00\x42\x06\n\x04kind\"s\n\x11ReplicaAssignment\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x10\n\x08workload\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65sired\x18\x03 \x01(\t\x12\x14\n\x0cspec_version\x18\x04 \x01(\x03\x12\x11\n\tspec_json\x18\x05 \x01(\x0c\"Z\n\x0b\x41ssignments\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12\x37\n\x08replicas\x18\x02 \x03(\x0b\x32%.cloudless.agent.v1.ReplicaAssignment\"E\n\x0cHeartbeatAck\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x12\n\ninterval_s\x18\x02 \x01(\x01\x12\x14\n\x0c\x63oordinators\x18\x03 \x03(\t\"q\n\nLogRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nreplica_id\x18\x02 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\x12\x0c\n\x04tail\x18\x04 \x01(\x05\x12\r\n\x05since\x18\x05 \x01(\x01\x12\x0e\n\x06\x63\x61ncel\x18\x06 \x01(\x08\"2\n\x08Redirect\x12\x16\n\x0eleader_address\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xe7\x01\n\x12\x43oordinatorMessage\x12/\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32 .cloudless.agent.v1.HeartbeatAckH\x00\x12\x36\n\x0b\x61ssignments\x18\x02 \x01(\x0b\x32\x1f.cloudless.agent.v1.AssignmentsH\x00\x12.\n\x04logs\x18\x03 \x01(\x0b\x32\x1e.cloudless.agent.v1.LogRequestH\x00\x12\x30\n\x08redirect\x18\x04 \x01(\x0b\x32\x1c.cloudless.agent.v1.RedirectH\x00\x42\x06\n\x04kind\"\x1f\n\x0cRenewRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\"8\n\rRenewResponse\x12\x10\n\x08\x63\x65rt_pem\x18\x01 \x01(\x0c\x12\x15\n\rca_bundle_pem\x18\x02 \x01(\x0c\x32\xab\x01\n\nEnrollment\x12L\n\x05GetCA\x12 .cloudless.agent.v1.GetCARequest\x1a!.cloudless.agent.v1.GetCAResponse\x12O\n\x06\x45nroll\x12!.cloudless.agent.v1.EnrollRequest\x1a\".cloudless.agent.v1.EnrollResponse2\xb5\x01\n\x0c\x41gentControl\x12W\n\x07\x43onnect\x12 .cloudless.agent.v1.AgentMessage\x1a&.cloudless.agent.v1.CoordinatorMessage(\x01\x30\x01\x12L\n\x05Renew\x12 .cloudless.agent.v1.RenewRequest\x1a!.cloudless.agent.v1.RenewResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,35 +50,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENROLLRESPONSE']._serialized_start=862
   _globals['_ENROLLRESPONSE']._serialized_end=958
   _globals['_REPLICASTATUS']._serialized_start=961
-  _globals['_REPLICASTATUS']._serialized_end=1165
-  _globals['_HELLO']._serialized_start=1168
-  _globals['_HELLO']._serialized_end=1314
-  _globals['_HEARTBEAT']._serialized_start=1317
-  _globals['_HEARTBEAT']._serialized_end=1513
-  _globals['_LOGCHUNK']._serialized_start=1515
-  _globals['_LOGCHUNK']._serialized_end=1603
-  _globals['_GOODBYE']._serialized_start=1605
-  _globals['_GOODBYE']._serialized_end=1653
-  _globals['_AGENTMESSAGE']._serialized_start=1656
-  _globals['_AGENTMESSAGE']._serialized_end=1867
-  _globals['_REPLICAASSIGNMENT']._serialized_start=1869
-  _globals['_REPLICAASSIGNMENT']._serialized_end=1984
-  _globals['_ASSIGNMENTS']._serialized_start=1986
-  _globals['_ASSIGNMENTS']._serialized_end=2076
-  _globals['_HEARTBEATACK']._serialized_start=2078
-  _globals['_HEARTBEATACK']._serialized_end=2147
-  _globals['_LOGREQUEST']._serialized_start=2149
-  _globals['_LOGREQUEST']._serialized_end=2262
-  _globals['_REDIRECT']._serialized_start=2264
-  _globals['_REDIRECT']._serialized_end=2314
-  _globals['_COORDINATORMESSAGE']._serialized_start=2317
-  _globals['_COORDINATORMESSAGE']._serialized_end=2548
-  _globals['_RENEWREQUEST']._serialized_start=2550
-  _globals['_RENEWREQUEST']._serialized_end=2581
-  _globals['_RENEWRESPONSE']._serialized_start=2583
-  _globals['_RENEWRESPONSE']._serialized_end=2639
-  _globals['_ENROLLMENT']._serialized_start=2642
-  _globals['_ENROLLMENT']._serialized_end=2813
-  _globals['_AGENTCONTROL']._serialized_start=2816
-  _globals['_AGENTCONTROL']._serialized_end=2997
+  _globals['_REPLICASTATUS']._serialized_end=1196
+  _globals['_HELLO']._serialized_start=1199
+  _globals['_HELLO']._serialized_end=1345
+  _globals['_HEARTBEAT']._serialized_start=1348
+  _globals['_HEARTBEAT']._serialized_end=1544
+  _globals['_LOGCHUNK']._serialized_start=1546
+  _globals['_LOGCHUNK']._serialized_end=1634
+  _globals['_GOODBYE']._serialized_start=1636
+  _globals['_GOODBYE']._serialized_end=1684
+  _globals['_AGENTMESSAGE']._serialized_start=1687
+  _globals['_AGENTMESSAGE']._serialized_end=1898
+  _globals['_REPLICAASSIGNMENT']._serialized_start=1900
+  _globals['_REPLICAASSIGNMENT']._serialized_end=2015
+  _globals['_ASSIGNMENTS']._serialized_start=2017
+  _globals['_ASSIGNMENTS']._serialized_end=2107
+  _globals['_HEARTBEATACK']._serialized_start=2109
+  _globals['_HEARTBEATACK']._serialized_end=2178
+  _globals['_LOGREQUEST']._serialized_start=2180
+  _globals['_LOGREQUEST']._serialized_end=2293
+  _globals['_REDIRECT']._serialized_start=2295
+  _globals['_REDIRECT']._serialized_end=2345
+  _globals['_COORDINATORMESSAGE']._serialized_start=2348
+  _globals['_COORDINATORMESSAGE']._serialized_end=2579
+  _globals['_RENEWREQUEST']._serialized_start=2581
+  _globals['_RENEWREQUEST']._serialized_end=2612
+  _globals['_RENEWRESPONSE']._serialized_start=2614
+  _globals['_RENEWRESPONSE']._serialized_end=2670
+  _globals['_ENROLLMENT']._serialized_start=2673
+  _globals['_ENROLLMENT']._serialized_end=2844
+  _globals['_AGENTCONTROL']._serialized_start=2847
+  _globals['_AGENTCONTROL']._serialized_end=3028
 # @@protoc_insertion_point(module_scope)

@@ -106,7 +106,7 @@ class EnrollResponse(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., cert_pem: _Optional[bytes] = ..., ca_bundle_pem: _Optional[bytes] = ..., coordinators: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("replica_id", "workload", "state", "reason", "exit_code", "has_exit_code", "restarts", "started_at", "spec_version", "endpoint")
+    __slots__ = ("replica_id", "workload", "state", "reason", "exit_code", "has_exit_code", "restarts", "started_at", "spec_version", "endpoint", "ready", "health")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,8 @@ class ReplicaStatus(_message.Message):
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     SPEC_VERSION_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     workload: str
     state: str
@@ -127,7 +129,9 @@ class ReplicaStatus(_message.Message):
     started_at: float
     spec_version: int
     endpoint: str
-    def __init__(self, replica_id: _Optional[str] = ..., workload: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., restarts: _Optional[int] = ..., started_at: _Optional[float] = ..., spec_version: _Optional[int] = ..., endpoint: _Optional[str] = ...) -> None: ...
+    ready: bool
+    health: str
+    def __init__(self, replica_id: _Optional[str] = ..., workload: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., restarts: _Optional[int] = ..., started_at: _Optional[float] = ..., spec_version: _Optional[int] = ..., endpoint: _Optional[str] = ..., ready: _Optional[bool] = ..., health: _Optional[str] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("node_id", "facts", "replicas", "agent_version")
