@@ -27,6 +27,7 @@ from cloudless.lib.ids import is_valid_id
 from cloudless.model.health import HealthChecks
 from cloudless.model.node import Node
 from cloudless.model.resources import Resources
+from cloudless.model.volumes import NodeLoss, Volume
 
 TOPOLOGY_KEYS = ("node", "zone", "region")
 
@@ -176,6 +177,8 @@ class WorkloadSpec:
     ports: tuple[int, ...] = ()
     stop_timeout_s: float = 10.0
     health: HealthChecks = HealthChecks()
+    volumes: tuple[Volume, ...] = ()
+    on_node_loss: NodeLoss = NodeLoss.WAIT
 
     def to_dict(self) -> dict[str, Any]:
         from cloudless.model.workload_codec import workload_to_dict

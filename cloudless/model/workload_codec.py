@@ -17,6 +17,7 @@ from cloudless.lib.errors import ValidationError
 from cloudless.lib.ids import is_valid_id
 from cloudless.model.health_codec import health_to_dict, parse_health
 from cloudless.model.resources import Resources, parse_cpu, parse_rate, parse_size
+from cloudless.model.volumes_codec import parse_node_loss, parse_volumes, volume_to_dict
 from cloudless.model.workload import (
     _OP_ALIASES,
     AffinityTerm,
@@ -314,6 +315,8 @@ _TOP = {
     "ports",
     "stop_timeout",
     "health",
+    "volumes",
+    "on_node_loss",
 }
 
 
@@ -350,6 +353,7 @@ def parse_workload_data(data: Any, path: str = "spec") -> WorkloadSpec:
     ports = []
     for i, port in enumerate(_list(d.get("ports"), f"{path}.ports", p)):
         ports.append(_int(port, f"{path}.ports[{i}]", p, 1, 65535, 0))
+    volumes = parse_volumes(d.get("volumes"), f"{path}.volumes", p.add)
     spec = WorkloadSpec(
         name=name,
         image=image,
@@ -364,6 +368,10 @@ def parse_workload_data(data: Any, path: str = "spec") -> WorkloadSpec:
         ports=tuple(ports),
         stop_timeout_s=_num(d.get("stop_timeout"), f"{path}.stop_timeout", p, 0.0, 3600.0, 10.0),
         health=parse_health(d.get("health"), f"{path}.health", p.add, tuple(ports)),
+        volumes=volumes,
+        on_node_loss=parse_node_loss(
+            d.get("on_node_loss"), f"{path}.on_node_loss", p.add, bool(d.get("volumes"))
+        ),
     )
     if p.items:
         raise ValidationError(p.items)
@@ -436,4 +444,7 @@ def workload_to_dict(s: WorkloadSpec) -> dict[str, Any]:
     }
     if s.health:  # absent when unset, so agents without health checks still parse the spec
         out["health"] = health_to_dict(s.health)
+    if s.volumes:  # likewise
+        out["volumes"] = [volume_to_dict(v) for v in s.volumes]
+        out["on_node_loss"] = s.on_node_loss.value
     return out
