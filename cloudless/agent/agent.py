@@ -134,6 +134,7 @@ class Agent:
             self.clock,
             lambda: link_ref[0].on_change() if link_ref else None,
             advertise=self.config.address,
+            volumes_root=self.config.data_dir / "volumes",
         )
         self.link = Link(
             self.identity,

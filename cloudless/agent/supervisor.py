@@ -21,8 +21,10 @@ import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from cloudless.agent import volumes
 from cloudless.agent.health.probes import Prober
 from cloudless.agent.health.runner import HealthRunner
 from cloudless.agent.ports import PortAllocator
@@ -32,7 +34,7 @@ from cloudless.model.replica import ReplicaState
 from cloudless.model.workload import WorkloadSpec
 from cloudless.runtime.errors import ContainerNotFound, StartFailed
 from cloudless.runtime.protocol import ContainerRuntime
-from cloudless.runtime.types import ContainerSpec, ContainerState, ContainerStatus
+from cloudless.runtime.types import BindMount, ContainerSpec, ContainerState, ContainerStatus
 
 log = logging.getLogger("cloudless.agent.supervisor")
 
@@ -80,7 +82,9 @@ def parse_ports_label(text: str) -> dict[int, int]:
     return out
 
 
-def container_spec(a: Assigned, ports: dict[int, int] | None = None) -> ContainerSpec:
+def container_spec(
+    a: Assigned, ports: dict[int, int] | None = None, mounts: tuple[BindMount, ...] = ()
+) -> ContainerSpec:
     env = dict(a.spec.env)
     env.update({"CLOUDLESS_REPLICA": a.replica_id, "CLOUDLESS_WORKLOAD": a.workload})
     labels = {SPEC_VERSION_LABEL: str(a.spec_version)}
@@ -101,6 +105,7 @@ def container_spec(a: Assigned, ports: dict[int, int] | None = None) -> Containe
         labels=labels,
         workload_id=a.workload,
         replica_id=a.replica_id,
+        mounts=mounts,
     )
 
 
@@ -122,6 +127,7 @@ class ReplicaWorker:
     on_change: Callable[[], None]
     ports: PortAllocator | None = None
     advertise: str = ""
+    volumes_root: Path | None = None
     host_ports: dict[int, int] = field(default_factory=dict)
     status: LocalStatus = field(init=False)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
@@ -164,7 +170,8 @@ class ReplicaWorker:
                     await self.runtime.pull_image(a.spec.image)
                     self._set(ReplicaState.STARTING)
                     self._ensure_ports()
-                    await self.runtime.create_container(container_spec(a, self.host_ports))
+                    mounts = await self._volumes()
+                    await self.runtime.create_container(container_spec(a, self.host_ports, mounts))
                     self.exited.clear()
                     current = await self.runtime.start_container(rid)
                 except (StartFailed, CloudlessError) as e:
@@ -215,6 +222,21 @@ class ReplicaWorker:
             self.ports.reserve(self.host_ports.values())
         self._publish_endpoint()
         return st
+
+    async def _volumes(self) -> tuple[BindMount, ...]:
+        a = self.assigned
+        if not a.spec.volumes:
+            return ()
+        if self.volumes_root is None:
+            raise CloudlessError(
+                f"replica {a.replica_id} declares volumes, and this agent has no volume directory"
+            )
+        try:
+            return await asyncio.to_thread(
+                volumes.prepare, self.volumes_root, a.workload, a.replica_id, a.spec
+            )
+        except OSError as e:
+            raise CloudlessError(f"cannot prepare the volumes of {a.replica_id}: {e}") from None
 
     def _ensure_ports(self) -> None:
         declared = list(self.assigned.spec.ports)
@@ -325,7 +347,9 @@ class Supervisor:
         *,
         ports: PortAllocator | None = None,
         advertise: str = "",
+        volumes_root: Path | None = None,
     ):
+        self.volumes_root = volumes_root
         self.ports = ports or PortAllocator()
         self.advertise = advertise
         self.runtime = runtime
@@ -395,7 +419,13 @@ class Supervisor:
         for rid, a in want.items():
             if rid not in self.workers:
                 w = ReplicaWorker(
-                    a, self.runtime, self.clock, self.on_change, self.ports, self.advertise
+                    a,
+                    self.runtime,
+                    self.clock,
+                    self.on_change,
+                    self.ports,
+                    self.advertise,
+                    self.volumes_root,
                 )
                 self.workers[rid] = w
                 w.task = self._tg.create_task(self._guard(w))
