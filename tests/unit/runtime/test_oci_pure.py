@@ -159,20 +159,6 @@ def test_runtime_spec_limits_and_defaults() -> None:
     assert "memory" not in unlimited["linux"]["resources"]
 
 
-@pytest.mark.parametrize(
-    ("kw", "problem"),
-    [
-        ({"id": "Bad Id"}, "container id"),
-        ({"id": "a" * 77}, "at most 76"),
-        ({"image": ""}, "image: required"),
-        ({"memory_bytes": 1000}, "below the minimum"),
-        ({"cpu_millicores": -1}, "negative"),
-        ({"working_dir": "rel"}, "absolute"),
-        ({"env": {"A=B": "x"}}, "env"),
-        ({"labels": {"io.cloudless.managed": "x"}}, "reserved"),
-        ({"mounts": (BindMount("rel", "/data"),)}, "mounts[0]: source 'rel'"),
-    ],
-)
 def test_bind_mounts_follow_the_spec() -> None:
     spec = ContainerSpec(
         id="db-0",
@@ -187,6 +173,20 @@ def test_bind_mounts_follow_the_spec() -> None:
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("kw", "problem"),
+    [
+        ({"id": "Bad Id"}, "container id"),
+        ({"id": "a" * 77}, "at most 76"),
+        ({"image": ""}, "image: required"),
+        ({"memory_bytes": 1000}, "below the minimum"),
+        ({"cpu_millicores": -1}, "negative"),
+        ({"working_dir": "rel"}, "absolute"),
+        ({"env": {"A=B": "x"}}, "env"),
+        ({"labels": {"io.cloudless.managed": "x"}}, "reserved"),
+        ({"mounts": (BindMount("rel", "/data"),)}, "mounts[0]: source 'rel'"),
+    ],
+)
 def test_spec_validation_names_the_field(kw: dict[str, object], problem: str) -> None:
     base: dict[str, object] = {"id": "ok", "image": "img"}
     base.update(kw)
