@@ -15,7 +15,9 @@ transactions; agents act on the store's new contents. Rules, per workload:
   run elsewhere;
 * a changed spec rolls out in place, a quarter of the replicas (at least one) at a time, the
   next batch only once the previous one runs;
-* a deleted workload has all its replicas stopped, then its record removed.
+* a deleted workload has all its replicas stopped, then its record removed;
+* a workload with volumes keeps stable replica ids on the nodes holding their data
+  (``stateful``: its own rules for placement, node loss and scale down).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from cloudless.coordinator.records import WorkloadRecord
+from cloudless.coordinator.stateful import keep_lost, plan_stateful, replica_id
 from cloudless.lib.ids import IdSource
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import DesiredState, Replica, ReplicaState
@@ -134,7 +137,11 @@ def reconcile(view: ClusterView, placer: Placer, ids: IdSource, now: float) -> l
         state = node.state if node else NodeState.REMOVED
         if r.workload not in view.workloads:
             _delete(work, r, "its workload no longer exists")
-        elif state in _GONE and (r.observed is ReplicaState.LOST or state is NodeState.REMOVED):
+        elif (
+            state in _GONE
+            and (r.observed is ReplicaState.LOST or state is NodeState.REMOVED)
+            and not _waits_for_its_node(view, r, state)
+        ):
             _delete(work, r, f"node {r.node_id or '?'} is {state.value}")
         elif state not in _HEALTHY and r.observed is not ReplicaState.LOST and not r.node_id == "":
             _update(
@@ -164,6 +171,11 @@ def reconcile(view: ClusterView, placer: Placer, ids: IdSource, now: float) -> l
         _reconcile_workload(work, view, rec, current, nodes, specs, placer, ids, now)
     _finish_drains(work, view)
     return work.actions
+
+
+def _waits_for_its_node(view: ClusterView, r: Replica, state: NodeState) -> bool:
+    rec = view.workloads.get(r.workload)
+    return rec is not None and not rec.deleted and keep_lost(rec.spec, r, state)
 
 
 def _finish_drains(work: _Work, view: ClusterView) -> None:
@@ -199,6 +211,9 @@ def _reconcile_workload(
     now: float,
 ) -> None:
     spec = rec.spec
+    if spec.volumes:
+        _reconcile_stateful(work, view, rec, current, nodes, specs, placer, now)
+        return
     live = [r for r in current if _live(r, view.nodes)]
     draining = [r for r in live if view.nodes[r.node_id].state is NodeState.DRAINING]
     settled = [r for r in live if view.nodes[r.node_id].state is not NodeState.DRAINING]
@@ -245,6 +260,47 @@ def _reconcile_workload(
             )
 
     _roll_out(work, rec, settled, now)
+
+
+def _reconcile_stateful(
+    work: _Work,
+    view: ClusterView,
+    rec: WorkloadRecord,
+    current: list[Replica],
+    nodes: list[Node],
+    specs: Mapping[str, WorkloadSpec],
+    placer: Placer,
+    now: float,
+) -> None:
+    spec = rec.spec
+    plan = plan_stateful(spec, current, view.nodes, now)
+    for r, why in plan.update:
+        _update(work, r, why)
+    for r, why in plan.delete:
+        _delete(work, r, why)
+    unplaced, reasons = len(plan.waiting), list(plan.waiting)
+    # An ordinal whose record is deleted this round is created the next: one key, one change.
+    plan.place = [n for n in plan.place if replica_id(spec.name, n) not in view.replicas]
+    if plan.place:
+        result = placer.place(nodes, list(work.replicas.values()), specs, spec, len(plan.place))
+        for ordinal, node_id in zip(plan.place, result.node_ids, strict=False):
+            r = Replica(
+                id=replica_id(spec.name, ordinal),
+                workload=spec.name,
+                node_id=node_id,
+                spec_version=rec.version,
+                created_at=now,
+                updated_at=now,
+            )
+            work.replicas[r.id] = r
+            work.actions.append(CreateReplica(r))
+        if len(result.node_ids) < len(plan.place):
+            unplaced += len(plan.place) - len(result.node_ids)
+            reasons.append(result.reason)
+    reason = "; ".join(x for x in reasons if x)
+    if (unplaced, reason) != (rec.unplaced, rec.unplaced_reason):
+        work.actions.append(SetUnplaced(spec.name, unplaced, reason))
+    _roll_out(work, rec, plan.live, now)
 
 
 def _roll_out(work: _Work, rec: WorkloadRecord, settled: list[Replica], now: float) -> None:
