@@ -192,6 +192,25 @@ def replica_row(r: dict[str, Any], now: float, node_names: dict[str, str] | None
     ]
 
 
+VOLUME_HEADERS = ["VOLUME", "WORKLOAD", "NODE", "MOUNT", "SIZE", "MODE", "REPLICA"]
+
+
+def volume_row(v: dict[str, Any], node_names: dict[str, str] | None = None) -> Row:
+    """SIZE is the spec's hint (``-`` without one); REPLICA is its replica's observed state
+    (``lost``: waiting for its node)."""
+    node_id = str(v.get("node_id") or "")
+    size = int(v.get("size_hint_bytes") or 0)
+    return [
+        str(v.get("name", "")),
+        str(v.get("workload", "")),
+        (node_names or {}).get(node_id, node_id) or "-",
+        str(v.get("mount_path", "")),
+        human_size(size) if size else "-",
+        "ro" if v.get("read_only") else "rw",
+        str(v.get("replica_state", "")),
+    ]
+
+
 TOKEN_HEADERS = ["ID", "USE", "STATE", "EXPIRES", "LABELS", "USED BY"]
 
 

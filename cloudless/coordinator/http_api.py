@@ -25,6 +25,7 @@ from cryptography import x509
 from cloudless.coordinator.hub import AgentHub, NotLeader
 from cloudless.coordinator.records import WorkloadRecord
 from cloudless.coordinator.state import ClusterState
+from cloudless.coordinator.volume_listing import volume_rows
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError, Conflict, NotFound, ValidationError
 from cloudless.model.node import Node, NodeState
@@ -183,6 +184,7 @@ class UserApi:
         r.add_get("/v1/workloads/{name}/explain", self.explain)
         r.add_post("/v1/explain", self.explain_spec)
         r.add_get("/v1/replicas", self.list_replicas)
+        r.add_get("/v1/volumes", self.list_volumes)
         r.add_get("/v1/replicas/{id}/logs", self.logs)
         r.add_post("/v1/tokens", self.create_token)
         r.add_get("/v1/tokens", self.list_tokens)
@@ -471,6 +473,13 @@ class UserApi:
         reps = [r.value for r in (await self.state.replicas.list()).records]
         reps = [r for r in reps if (not wl or r.workload == wl) and (not node or r.node_id == node)]
         return _json({"replicas": [replica_view(r) for r in reps]})
+
+    async def list_volumes(self, request: web.Request) -> web.Response:
+        wls = await self.state.workloads.list()
+        reps = await self.state.replicas.list(revision=wls.revision)
+        rows = volume_rows((w.value for w in wls.records), (r.value for r in reps.records))
+        wl = request.query.get("workload")
+        return _json({"volumes": [v for v in rows if not wl or v["workload"] == wl]})
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
         rid = request.match_info["id"]
