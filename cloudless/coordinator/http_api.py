@@ -441,7 +441,8 @@ class UserApi:
         await self.hub.emit("workload", f"workload {name} deleting", workload=name)
         return _json({"deleted": name})
 
-    async def _explain(self, spec: WorkloadSpec, top: int) -> web.Response:
+    async def _explain(self, spec: WorkloadSpec, top: int, first: str = "") -> web.Response:
+        """``first``: a note that leads (a stateful replica waiting for its node)."""
         snap = await self.state.snapshot()
         v = snap.view
         specs = {n: r.spec for n, r in v.workloads.items() if not r.deleted}
@@ -454,14 +455,15 @@ class UserApi:
                 "summary": ex.rejections.message(),
                 "rejections": ex.rejections.as_dict(),
                 "best": [{"node": ns.node_id, **ns.components.to_dict()} for ns in ex.best],
-                "notes": list(ex.notes),
-                "text": ex.render(),
+                "notes": [first, *ex.notes] if first else list(ex.notes),
+                "text": f"{first}\n{ex.render()}" if first else ex.render(),
             }
         )
 
     async def explain(self, request: web.Request) -> web.Response:
         rec = await self._workload(request.match_info["name"])
-        return await self._explain(rec.spec, _int_q(request, "top", 10))
+        waiting = rec.unplaced_reason if rec.spec.volumes and rec.unplaced else ""
+        return await self._explain(rec.spec, _int_q(request, "top", 10), waiting)
 
     async def explain_spec(self, request: web.Request) -> web.Response:
         spec = parse_workload_data(load_document(await request.read()))
