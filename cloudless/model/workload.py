@@ -27,6 +27,7 @@ from cloudless.lib.ids import is_valid_id
 from cloudless.model.health import HealthChecks
 from cloudless.model.node import Node
 from cloudless.model.resources import Resources
+from cloudless.model.secrets import SecretRef
 from cloudless.model.volumes import NodeLoss, Volume
 
 TOPOLOGY_KEYS = ("node", "zone", "region")
@@ -179,6 +180,7 @@ class WorkloadSpec:
     health: HealthChecks = HealthChecks()
     volumes: tuple[Volume, ...] = ()
     on_node_loss: NodeLoss = NodeLoss.WAIT
+    secrets: tuple[SecretRef, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         from cloudless.model.workload_codec import workload_to_dict
