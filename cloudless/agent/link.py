@@ -72,7 +72,16 @@ def assignments_from_pb(msg: pb.Assignments) -> list[Assigned]:
         except (ValueError, ValidationError) as e:
             log.error("ignoring assignment %s with a bad spec: %s", a.replica_id, e)
             continue
-        out.append(Assigned(a.replica_id, a.workload, a.spec_version, spec, a.desired == "running"))
+        out.append(
+            Assigned(
+                a.replica_id,
+                a.workload,
+                a.spec_version,
+                spec,
+                a.desired == "running",
+                secrets=dict(a.secrets),
+            )
+        )
     return out
 
 
@@ -83,7 +92,12 @@ class AssignmentFile:
         self.path = data_dir / "assignments.bin"
 
     def save(self, msg: pb.Assignments) -> None:
+        """Persist ``msg`` without secret values: those live in memory and on tmpfs only."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if any(r.secrets for r in msg.replicas):
+            msg = pb.Assignments.FromString(msg.SerializeToString())
+            for r in msg.replicas:
+                r.secrets.clear()
         write_private(self.path, msg.SerializeToString())
 
     def load(self) -> list[Assigned]:

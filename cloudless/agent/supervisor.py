@@ -19,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cloudless.agent import volumes
+from cloudless.agent import secret_files, volumes
 from cloudless.agent.health.probes import Prober
 from cloudless.agent.health.runner import HealthRunner
 from cloudless.agent.ports import PortAllocator
@@ -50,6 +50,8 @@ class Assigned:
     spec_version: int
     spec: WorkloadSpec
     running: bool = True  # desired state
+    #: Values of the secrets the spec refers to; never shown (repr) nor written to disk here.
+    secrets: Mapping[str, bytes] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass
@@ -83,9 +85,12 @@ def parse_ports_label(text: str) -> dict[int, int]:
 
 
 def container_spec(
-    a: Assigned, ports: dict[int, int] | None = None, mounts: tuple[BindMount, ...] = ()
+    a: Assigned,
+    ports: dict[int, int] | None = None,
+    mounts: tuple[BindMount, ...] = (),
+    secret_env: Mapping[str, str] | None = None,
 ) -> ContainerSpec:
-    env = dict(a.spec.env)
+    env = {**a.spec.env, **(secret_env or {})}
     env.update({"CLOUDLESS_REPLICA": a.replica_id, "CLOUDLESS_WORKLOAD": a.workload})
     labels = {SPEC_VERSION_LABEL: str(a.spec_version)}
     if ports:
@@ -128,6 +133,7 @@ class ReplicaWorker:
     ports: PortAllocator | None = None
     advertise: str = ""
     volumes_root: Path | None = None
+    secrets_root: Path | None = None
     host_ports: dict[int, int] = field(default_factory=dict)
     status: LocalStatus = field(init=False)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
@@ -171,7 +177,13 @@ class ReplicaWorker:
                     self._set(ReplicaState.STARTING)
                     self._ensure_ports()
                     mounts = await self._volumes()
-                    await self.runtime.create_container(container_spec(a, self.host_ports, mounts))
+                    fresh = self.assigned  # secret values may have been refreshed since
+                    secret_mounts, secret_env = await asyncio.to_thread(
+                        secret_files.prepare, self.secrets_root, rid, a.spec, fresh.secrets
+                    )
+                    await self.runtime.create_container(
+                        container_spec(fresh, self.host_ports, mounts + secret_mounts, secret_env)
+                    )
                     self.exited.clear()
                     current = await self.runtime.start_container(rid)
                 except (StartFailed, CloudlessError) as e:
@@ -323,6 +335,7 @@ class ReplicaWorker:
             log.warning("stopping %s: %s", rid, e)
         await self._remove_quietly()
         self.release_ports()
+        await asyncio.to_thread(secret_files.remove, self.secrets_root, rid)
 
 
 async def _first(*aws: Coroutine[Any, Any, Any]) -> None:
@@ -348,8 +361,10 @@ class Supervisor:
         ports: PortAllocator | None = None,
         advertise: str = "",
         volumes_root: Path | None = None,
+        secrets_root: Path | None = None,
     ):
         self.volumes_root = volumes_root
+        self.secrets_root = secrets_root
         self.ports = ports or PortAllocator()
         self.advertise = advertise
         self.runtime = runtime
@@ -402,6 +417,8 @@ class Supervisor:
         for rid in list(self.workers):
             w = self.workers[rid]
             a = want.get(rid)
+            if a is not None and a.spec_version == w.assigned.spec_version:
+                self._refresh_secrets(w, a)
             if a is None or a.spec_version != w.assigned.spec_version:
                 del self.workers[rid]
                 if rid in stop:
@@ -426,10 +443,33 @@ class Supervisor:
                     self.ports,
                     self.advertise,
                     self.volumes_root,
+                    self.secrets_root,
                 )
                 self.workers[rid] = w
                 w.task = self._tg.create_task(self._guard(w))
         self.on_change()
+
+    def _refresh_secrets(self, w: ReplicaWorker, a: Assigned) -> None:
+        """New secret values for a running replica: its files are rewritten in place."""
+        if a.secrets and a.secrets != w.assigned.secrets:
+            w.assigned = a
+            if any(ref.path for ref in a.spec.secrets) and self._tg is not None:
+                files = [
+                    (r.name, a.secrets[r.name])
+                    for r in a.spec.secrets
+                    if r.path and r.name in a.secrets
+                ]
+                self._tg.create_task(self._rewrite(a.replica_id, files))
+
+    async def _rewrite(self, rid: str, files: list[tuple[str, bytes]]) -> None:
+        root = self.secrets_root
+        for name, value in files:
+            f = root / rid / name if root is not None else None
+            if f is not None and f.exists():
+                try:
+                    await asyncio.to_thread(secret_files.write_file, f, value)
+                except OSError as e:
+                    log.warning("rewriting secret %s of %s: %s", name, rid, e)
 
     async def _guard(self, w: ReplicaWorker) -> None:
         pending = self._removing.get(w.assigned.replica_id)

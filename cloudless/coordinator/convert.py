@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.model.node import NodeConditions
@@ -98,11 +99,14 @@ def observe(r: Replica, s: pb.ReplicaStatus, now: float) -> Replica | None:
     )
 
 
-def assignment(r: Replica, spec: WorkloadSpec) -> pb.ReplicaAssignment:
+def assignment(
+    r: Replica, spec: WorkloadSpec, secrets: Mapping[str, bytes] | None = None
+) -> pb.ReplicaAssignment:
     return pb.ReplicaAssignment(
         replica_id=r.id,
         workload=r.workload,
         desired=r.desired.value,
         spec_version=r.spec_version,
         spec_json=json.dumps(workload_to_dict(spec), sort_keys=True).encode(),
+        secrets=dict(secrets or {}),
     )

@@ -24,6 +24,7 @@ from cryptography import x509
 
 from cloudless.coordinator.hub import AgentHub, NotLeader
 from cloudless.coordinator.records import WorkloadRecord
+from cloudless.coordinator.secrets_api import SecretsApi
 from cloudless.coordinator.state import ClusterState
 from cloudless.coordinator.volume_listing import volume_rows
 from cloudless.lib.clock import Clock
@@ -38,6 +39,7 @@ from cloudless.security.authz import Authorizer
 from cloudless.security.ca import CertificateAuthority
 from cloudless.security.identity import CertKind, SpiffeId
 from cloudless.security.revocation import RevocationList
+from cloudless.security.secretbox import SecretBox
 from cloudless.security.tokens import TokenManager, TokenUse
 from cloudless.store.errors import DecodeError, Fenced, StoreError
 from cloudless.store.table import Table
@@ -163,6 +165,9 @@ class UserApi:
         self.scheduler = scheduler or Scheduler()
         self._node_listing = NodeListingCache()
         self._columns: NodeColumns | None = None  # for _check_placeable
+        self.secrets = SecretsApi(
+            state.store, SecretBox(ca.secrets_key), clock, hub.fence, hub.emit
+        )
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors, self._auth], client_max_size=MAX_BODY)
@@ -185,6 +190,7 @@ class UserApi:
         r.add_post("/v1/explain", self.explain_spec)
         r.add_get("/v1/replicas", self.list_replicas)
         r.add_get("/v1/volumes", self.list_volumes)
+        self.secrets.add_routes(r)
         r.add_get("/v1/replicas/{id}/logs", self.logs)
         r.add_post("/v1/tokens", self.create_token)
         r.add_get("/v1/tokens", self.list_tokens)
@@ -338,6 +344,7 @@ class UserApi:
     async def apply(self, request: web.Request) -> web.Response:
         body = await request.read()
         spec = parse_workload_data(load_document(body))
+        await self.secrets.check_refs(spec)
         await self._check_placeable(spec)
         now = self.clock.now()
         created: list[bool] = []

@@ -36,6 +36,7 @@ from cloudless.coordinator.joining import (
 from cloudless.coordinator.leader_watch import GrpcLink, LeaderWatch, leader_link_options
 from cloudless.coordinator.placer import SchedulerPlacer
 from cloudless.coordinator.reconciler import Reconciler
+from cloudless.coordinator.secret_cache import SecretCache
 from cloudless.coordinator.state import ClusterState
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.lib.errors import CloudlessError
@@ -46,6 +47,7 @@ from cloudless.security.authz import Authorizer
 from cloudless.security.ca import CertificateAuthority
 from cloudless.security.identity import CertKind, SpiffeId
 from cloudless.security.revocation import RevocationList
+from cloudless.security.secretbox import SecretBox
 from cloudless.security.tokens import TokenManager
 from cloudless.store.election import Election
 from cloudless.store.errors import StoreError
@@ -189,6 +191,10 @@ class Coordinator:
             clock=self.clock,
         )
         self.hub = AgentHub(self.state, self.clock, c.membership)
+        self.secret_cache = SecretCache(
+            self.store, SecretBox(self.ca.secrets_key), self.hub.secrets_changed
+        )
+        self.hub.secret_values = self.secret_cache.get
         reconciler = Reconciler(self.state, SchedulerPlacer(Scheduler()), self.ids, self.clock)
         me = json.dumps({"api": c.api_url, "agent": c.agent_endpoint, "name": c.name})
         self.election = Election(self.store, me, ttl=c.election_ttl, clock=self.clock)
@@ -250,6 +256,7 @@ class Coordinator:
                 )
                 tg.create_task(self._refresh_coordinators())
                 tg.create_task(self._sync_revocations())
+                tg.create_task(self.secret_cache.run())
                 tg.create_task(self._lead(reconciler))
                 tg.create_task(self._leader_watch().run())
                 grpc_server = await self._serve_grpc(agent_api)
