@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,11 @@ def container_spec(
     )
 
 
+def same_template(a: WorkloadSpec, b: WorkloadSpec) -> bool:
+    """Whether two specs run the same containers (they may differ in replica count only)."""
+    return replace(a, replicas=0) == replace(b, replicas=0)
+
+
 def exit_reason(st: ContainerStatus) -> str:
     if st.oom_killed:
         return "OOM killed (memory limit exceeded)"
@@ -178,8 +183,12 @@ class ReplicaWorker:
                     self._ensure_ports()
                     mounts = await self._volumes()
                     fresh = self.assigned  # secret values may have been refreshed since
-                    secret_mounts, secret_env = await asyncio.to_thread(
-                        secret_files.prepare, self.secrets_root, rid, a.spec, fresh.secrets
+                    secret_mounts, secret_env = (
+                        await asyncio.to_thread(
+                            secret_files.prepare, self.secrets_root, rid, a.spec, fresh.secrets
+                        )
+                        if a.spec.secrets
+                        else ((), {})
                     )
                     await self.runtime.create_container(
                         container_spec(fresh, self.host_ports, mounts + secret_mounts, secret_env)
@@ -335,7 +344,8 @@ class ReplicaWorker:
             log.warning("stopping %s: %s", rid, e)
         await self._remove_quietly()
         self.release_ports()
-        await asyncio.to_thread(secret_files.remove, self.secrets_root, rid)
+        if self.assigned.spec.secrets:
+            await asyncio.to_thread(secret_files.remove, self.secrets_root, rid)
 
 
 async def _first(*aws: Coroutine[Any, Any, Any]) -> None:
@@ -417,6 +427,14 @@ class Supervisor:
         for rid in list(self.workers):
             w = self.workers[rid]
             a = want.get(rid)
+            if (
+                a is not None
+                and a.spec_version != w.assigned.spec_version
+                and same_template(a.spec, w.assigned.spec)
+            ):
+                # A new version with the same spec (a rollback, an undo): relabel, no restart.
+                w.assigned = replace(a, secrets=a.secrets or w.assigned.secrets)
+                w.status.spec_version = a.spec_version
             if a is not None and a.spec_version == w.assigned.spec_version:
                 self._refresh_secrets(w, a)
             if a is None or a.spec_version != w.assigned.spec_version:

@@ -13,8 +13,8 @@ transactions; agents act on the store's new contents. Rules, per workload:
   the extras are stopped, never all restarted;
 * replicas on a draining node get replacements first and are stopped once enough replicas
   run elsewhere;
-* a changed spec rolls out in place, a quarter of the replicas (at least one) at a time, the
-  next batch only once the previous one runs;
+* a changed spec rolls out in place, in batches gated on readiness, and rolls back
+  automatically when a batch fails (``rollout.decide_rollout`` has the rules);
 * a deleted workload has all its replicas stopped, then its record removed;
 * a workload with volumes keeps stable replica ids on the nodes holding their data
   (``stateful``: its own rules for placement, node loss and scale down).
@@ -27,10 +27,12 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from cloudless.coordinator.records import WorkloadRecord
+from cloudless.coordinator.rollout import decide_rollout
 from cloudless.coordinator.stateful import keep_lost, plan_stateful, replica_id
 from cloudless.lib.ids import IdSource
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import DesiredState, Replica, ReplicaState
+from cloudless.model.rollout import Rollout
 from cloudless.model.workload import WorkloadSpec
 
 
@@ -104,16 +106,42 @@ class DeleteWorkload:
 
 
 @dataclass(frozen=True)
+class SetRollout:
+    """Record the roll-out's progress (complete, failed, last batch time) on the workload."""
+
+    workload: str
+    rollout: Rollout
+
+
+@dataclass(frozen=True)
+class RollBack:
+    """The roll-out of ``from_version`` failed: make ``spec`` (the previous one) a new version."""
+
+    workload: str
+    from_version: int
+    spec: WorkloadSpec
+    reason: str
+
+
+@dataclass(frozen=True)
 class SetNodeState:
     node_id: str
     state: NodeState
     reason: str
 
 
-Action = CreateReplica | UpdateReplica | DeleteReplica | SetUnplaced | DeleteWorkload | SetNodeState
+Action = (
+    CreateReplica
+    | UpdateReplica
+    | DeleteReplica
+    | SetUnplaced
+    | DeleteWorkload
+    | SetNodeState
+    | SetRollout
+    | RollBack
+)
 
 _HEALTHY = frozenset({NodeState.READY, NodeState.CORDONED, NodeState.DRAINING})
-MIN_READY_S = 10.0  # a rolled-out replica must run this long before the next batch goes
 _GONE = frozenset({NodeState.FAILED, NodeState.REMOVED})
 
 
@@ -304,28 +332,22 @@ def _reconcile_stateful(
 
 
 def _roll_out(work: _Work, rec: WorkloadRecord, settled: list[Replica], now: float) -> None:
+    """Apply the roll-out decider (``rollout.decide_rollout``) to the replicas that stay."""
     kept = [
         work.replicas[r.id] for r in settled if work.replicas[r.id].desired is DesiredState.RUNNING
     ]
-    stale = [r for r in kept if r.spec_version != rec.version]
-    if not stale:
-        return
-    # Replicas already on the new version that have not run steadily for MIN_READY_S are the
-    # batch in flight: a crash-looping version is briefly "running" after each restart, and
-    # must not be mistaken for a healthy one, or a broken version would reach every replica.
-    in_flight = [
-        r
-        for r in kept
-        if r.spec_version == rec.version
-        and (r.observed is not ReplicaState.RUNNING or now - r.updated_at < MIN_READY_S)
-    ]
-    batch = max(1, rec.spec.replicas // 4) - len(in_flight)
-    for r in sorted(stale, key=lambda r: r.id)[: max(0, batch)]:
+    plan = decide_rollout(rec, kept, now)
+    for r in plan.roll:
         _update(
             work,
             replace(r, spec_version=rec.version, observed=ReplicaState.PENDING, updated_at=now),
             f"rolling out spec version {rec.version}",
         )
+    if plan.status is not None:
+        work.actions.append(SetRollout(rec.name, plan.status))
+    if plan.rollback is not None:
+        b = plan.rollback
+        work.actions.append(RollBack(rec.name, b.from_version, b.spec, b.reason))
 
 
 def _update(work: _Work, r: Replica, reason: str) -> None:

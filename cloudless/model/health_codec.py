@@ -217,3 +217,7 @@ def health_to_dict(h: HealthChecks) -> dict[str, Any]:
     if h.readiness is not None:
         out["readiness"] = probe_to_dict(h.readiness)
     return out
+
+
+#: For other spec parsers: a duration field with bounds and a default.
+duration_field = _duration

@@ -27,6 +27,7 @@ from cloudless.lib.ids import is_valid_id
 from cloudless.model.health import HealthChecks
 from cloudless.model.node import Node
 from cloudless.model.resources import Resources
+from cloudless.model.rollout import UpdatePolicy
 from cloudless.model.secrets import SecretRef
 from cloudless.model.volumes import NodeLoss, Volume
 
@@ -181,6 +182,7 @@ class WorkloadSpec:
     volumes: tuple[Volume, ...] = ()
     on_node_loss: NodeLoss = NodeLoss.WAIT
     secrets: tuple[SecretRef, ...] = ()
+    update: UpdatePolicy = UpdatePolicy()
 
     def to_dict(self) -> dict[str, Any]:
         from cloudless.model.workload_codec import workload_to_dict

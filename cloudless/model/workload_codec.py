@@ -17,6 +17,7 @@ from cloudless.lib.errors import ValidationError
 from cloudless.lib.ids import is_valid_id
 from cloudless.model.health_codec import health_to_dict, parse_health
 from cloudless.model.resources import Resources, parse_cpu, parse_rate, parse_size
+from cloudless.model.rollout import UpdatePolicy, parse_update, update_to_dict
 from cloudless.model.secrets_codec import parse_secrets, secret_to_dict
 from cloudless.model.volumes_codec import parse_node_loss, parse_volumes, volume_to_dict
 from cloudless.model.workload import (
@@ -319,6 +320,7 @@ _TOP = {
     "volumes",
     "on_node_loss",
     "secrets",
+    "update",
 }
 
 
@@ -375,6 +377,7 @@ def parse_workload_data(data: Any, path: str = "spec") -> WorkloadSpec:
             d.get("on_node_loss"), f"{path}.on_node_loss", p.add, bool(d.get("volumes"))
         ),
         secrets=parse_secrets(d.get("secrets"), f"{path}.secrets", p.add),
+        update=parse_update(d.get("update"), f"{path}.update", p.add),
     )
     if p.items:
         raise ValidationError(p.items)
@@ -452,4 +455,6 @@ def workload_to_dict(s: WorkloadSpec) -> dict[str, Any]:
         out["on_node_loss"] = s.on_node_loss.value
     if s.secrets:  # likewise (references only: values never travel in a spec)
         out["secrets"] = [secret_to_dict(r) for r in s.secrets]
+    if s.update != UpdatePolicy():  # likewise
+        out["update"] = update_to_dict(s.update)
     return out

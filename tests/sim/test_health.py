@@ -41,7 +41,8 @@ async def test_liveness_restarts_go_on_while_the_node_is_cut_off() -> None:
         await sim.until(lambda v: len(v.running("db")) == 1, within=5, what="running")
         starts = agent.starts
         agent.partition()
-        await sim.run_for(10)
-        # Each incarnation fails at its second probe (t=1 after start) and waits its backoff
-        # (1, 2, 4 s ...): at least 3 more starts in 10 s with no coordinator in reach.
+        await sim.run_for(12)
+        # Each incarnation fails at its second probe (1 s after its start), then waits its
+        # backoff (1, 2, 4 s): starts at +2, +5 and +10 s, 3 more in 12 s, all while the node
+        # has no coordinator in reach.
         assert agent.starts >= starts + 3
