@@ -13,7 +13,17 @@ import typer
 from typer import _click
 from typer.core import TyperGroup
 
-from cloudless.cli import actions, daemons, dev, resources, secrets_cmd, store_cmd, streams, tokens
+from cloudless.cli import (
+    actions,
+    daemons,
+    dev,
+    resources,
+    rollout_cmd,
+    secrets_cmd,
+    store_cmd,
+    streams,
+    tokens,
+)
 from cloudless.cli.output import print_error
 from cloudless.lib.errors import CloudlessError
 
@@ -74,6 +84,7 @@ resources.register(app)
 streams.register(app)
 tokens.register(app)
 secrets_cmd.register(app)
+rollout_cmd.register(app)
 store_cmd.register(app)
 dev.register(app)
 

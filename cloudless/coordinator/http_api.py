@@ -24,6 +24,7 @@ from cryptography import x509
 
 from cloudless.coordinator.hub import AgentHub, NotLeader
 from cloudless.coordinator.records import WorkloadRecord
+from cloudless.coordinator.rollout_api import RolloutApi
 from cloudless.coordinator.secrets_api import SecretsApi
 from cloudless.coordinator.state import ClusterState
 from cloudless.coordinator.volume_listing import volume_rows
@@ -122,6 +123,7 @@ def workload_view(rec: WorkloadRecord, replicas: list[Replica] | None = None) ->
         "replicas_wanted": rec.spec.replicas,
         "unplaced": rec.unplaced,
         "unplaced_reason": rec.unplaced_reason,
+        "rollout": rec.rollout.to_dict(),
         "created_at": rec.created_at,
         "updated_at": rec.updated_at,
         "spec": workload_to_dict(rec.spec),
@@ -191,6 +193,7 @@ class UserApi:
         r.add_get("/v1/replicas", self.list_replicas)
         r.add_get("/v1/volumes", self.list_volumes)
         self.secrets.add_routes(r)
+        RolloutApi(self.state, self.clock, self.hub.fence, self.hub.emit).add_routes(r)
         r.add_get("/v1/replicas/{id}/logs", self.logs)
         r.add_post("/v1/tokens", self.create_token)
         r.add_get("/v1/tokens", self.list_tokens)

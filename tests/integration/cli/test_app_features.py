@@ -11,6 +11,7 @@ import json
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,7 @@ APP = (
 )
 
 
-def db_spec(image: str, secret: str = "db-pass") -> str:
+def db_spec(image: str, secret: str = "db-pass", ready_file: str = "/tmp/ready") -> str:
     return json.dumps(
         {
             "name": "db",
@@ -47,7 +48,8 @@ def db_spec(image: str, secret: str = "db-pass") -> str:
                 {"name": secret, "path": "/run/secrets/db-pass"},
                 {"name": secret, "env": "DB_PASSWORD"},
             ],
-            "health": {"readiness": {"exec": "test -f /tmp/ready", "interval": "300ms"}},
+            "health": {"readiness": {"exec": f"test -f {ready_file}", "interval": "300ms"}},
+            "update": {"progress_deadline": "3s"},
         }
     )
 
@@ -140,6 +142,36 @@ async def test_volume_secret_and_readiness_end_to_end(tmp_path: Path) -> None:
                 assert [(s["name"], s["size"]) for s in listed["secrets"]] == [
                     ("db-pass", len(VALUE))
                 ]
+
+                # A change that never becomes ready: rolled back automatically (a new version
+                # with the old spec), then an undo to version 1 restarts nothing.
+                broken = db_spec(image, ready_file="/tmp/never")
+                applied = await cli("apply", "-f", "-", config=config, stdin=broken)
+                assert applied.exit_code == 0, applied.output
+
+                async def rollout() -> dict[str, Any]:
+                    out = await cli("rollout", "status", "db", "-o", "json", config=config)
+                    return dict(json.loads(out.stdout))
+
+                for _ in range(150):
+                    ro = await rollout()
+                    if ro["version"] == 3 and ro["rollout"]["state"] == "complete":
+                        break
+                    await asyncio.sleep(0.2)
+                assert ro["version"] == 3, ro
+                assert str(ro["cause"]).startswith(
+                    "automatic rollback of version 2: db-0 not ready"
+                )
+                hist = await cli("rollout", "history", "db", config=config)
+                assert "automatic rollback of version 2" in hist.output, hist.output
+                undone = await cli("rollout", "undo", "db", "--to-version", "1", config=config)
+                assert undone.exit_code == 0 and "version 1 is back, as version 4" in undone.output
+                for _ in range(100):
+                    ro = await rollout()
+                    if ro["rollout"]["state"] == "complete":
+                        break
+                    await asyncio.sleep(0.2)
+                assert ro["version"] == 4 and ro["replicas"]["ready"] == 1, ro
 
                 deleted = await cli("delete", "workload", "db", config=config)
                 assert deleted.exit_code == 0, deleted.output
