@@ -17,7 +17,6 @@ from pathlib import Path
 
 import grpc
 
-from cloudless.agent import secret_files
 from cloudless.agent.facts import detect_facts
 from cloudless.agent.identity import AgentIdentity, channel_options, enroll
 from cloudless.agent.link import AssignmentFile, Link, Sample
@@ -124,17 +123,6 @@ class Agent:
         log.info("enrolled as node %s", ident.node_id)
         return ident
 
-    async def _secrets_tmpfs(self) -> Path | None:
-        """``<data dir>/secrets`` as a tmpfs, or None (replicas with secret files then fail
-        with the reason) when it cannot be mounted (not root)."""
-        path = self.config.data_dir / "secrets"
-        try:
-            await asyncio.to_thread(secret_files.ensure_tmpfs, path)
-        except OSError as e:
-            log.warning("secret files disabled: %s", e)
-            return None
-        return path
-
     async def run(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.monitor.sample()
@@ -147,7 +135,7 @@ class Agent:
             lambda: link_ref[0].on_change() if link_ref else None,
             advertise=self.config.address,
             volumes_root=self.config.data_dir / "volumes",
-            secrets_root=await self._secrets_tmpfs(),
+            secrets_root=self.config.data_dir / "secrets",  # a tmpfs, mounted on first use
         )
         self.link = Link(
             self.identity,

@@ -46,6 +46,7 @@ class LocalStatus:
     endpoint: str = ""
     ready: bool = False  # running, and passing its readiness check if it has one
     health: str = ""  # why it is not ready, or why liveness restarted it
+    volume_bytes: dict[str, int] = field(default_factory=dict)  # used, per volume name
 
 
 def ports_label(ports: dict[int, int]) -> str:

@@ -61,6 +61,7 @@ def status_pb(s: LocalStatus, clock_now: float) -> pb.ReplicaStatus:
         endpoint=s.endpoint,
         ready=s.ready,
         health=s.health,
+        volume_bytes=s.volume_bytes,
     )
 
 

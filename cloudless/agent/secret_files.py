@@ -1,10 +1,12 @@
 """Secret values on this node: files on a tmpfs, or environment variables.
 
 ``<root>/<replica id>/<secret name>``, mode 0400, owned by the agent's user (root), with
-``root`` a tmpfs the agent mounts at ``<data dir>/secrets`` (``ensure_tmpfs``): values never
-touch a disk. Each file is bind-mounted read-only at the path the spec names. A file is
-rewritten in place (same inode) when the secret's value changes, so a running container sees
-the new value without a restart; environment variables only change with a new container.
+``root`` a tmpfs the agent mounts at ``<data dir>/secrets`` the first time a replica needs a
+secret file (``ensure_tmpfs``), and leaves mounted (files outlive an agent restart): values
+never touch a disk. An agent that never runs such a replica mounts nothing. Each file is
+bind-mounted read-only at the path the spec names. A file is rewritten in place (same inode)
+when the secret's value changes, so a running container sees the new value without a
+restart; environment variables only change with a new container.
 
 Values reach the agent in assignments and stay in memory (never in the assignment file). After
 an agent restart, before the coordinator has sent them again, a replica recreated meanwhile
@@ -90,11 +92,15 @@ def prepare(
                     "instead of env"
                 ) from None
             continue
-        if root is None or not is_tmpfs(root):
+        if root is None:
             raise CloudlessError(
-                f"secret {ref.name!r} needs a tmpfs for its file, and this agent has none "
-                f"({root or 'no secrets directory'})"
+                f"secret {ref.name!r} needs a tmpfs for its file, and this agent has no "
+                "secrets directory"
             )
+        try:
+            ensure_tmpfs(root)
+        except OSError as e:
+            raise CloudlessError(f"secret {ref.name!r} needs a tmpfs for its file: {e}") from None
         d = root / replica_id
         d.mkdir(mode=0o700, exist_ok=True)
         f = d / ref.name

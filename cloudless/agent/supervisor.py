@@ -64,6 +64,8 @@ __all__ = [  # the values live in ``assignment``; re-exported for the link and t
 ]
 
 POLL_S = 2.0
+VOLUME_USAGE_S = 30.0
+MIB = 1 << 20
 
 
 @dataclass
@@ -327,6 +329,7 @@ class Supervisor:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             tg.create_task(self._dispatch_exits())
+            tg.create_task(self._measure_volumes())
             await self._adopt_orphans_check(initial or [])
             self.assign(initial or [])
             await asyncio.Event().wait()
@@ -466,6 +469,20 @@ class Supervisor:
                 del self._removing[rid]
 
         t.add_done_callback(done)
+
+    async def _measure_volumes(self) -> None:
+        """Every ``VOLUME_USAGE_S``, the disk use of each running replica's volumes (rounded
+        up to MiB, so the record changes rarely); it goes with the next heartbeat."""
+        while True:
+            await self.clock.sleep(VOLUME_USAGE_S)
+            root = self.volumes_root
+            for w in list(self.workers.values()):
+                a = w.assigned
+                if root is not None and a.spec.volumes:
+                    used = await asyncio.to_thread(
+                        volumes.usage, root, a.workload, a.replica_id, a.spec
+                    )
+                    w.status.volume_bytes = {n: -(-b // MIB) * MIB for n, b in used.items()}
 
     async def _dispatch_exits(self) -> None:
         async for ex in self.runtime.exits():

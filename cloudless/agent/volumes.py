@@ -43,3 +43,10 @@ def usage_bytes(path: Path) -> int:
             except OSError:
                 continue
     return total
+
+
+def usage(root: Path, workload: str, replica_id: str, spec: WorkloadSpec) -> dict[str, int]:
+    """Bytes used by each of the replica's volumes, by name (blocking: run it in a thread)."""
+    return {
+        v.name: usage_bytes(volume_dir(root, workload, replica_id, v.name)) for v in spec.volumes
+    }

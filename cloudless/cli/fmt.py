@@ -192,12 +192,13 @@ def replica_row(r: dict[str, Any], now: float, node_names: dict[str, str] | None
     ]
 
 
-VOLUME_HEADERS = ["VOLUME", "WORKLOAD", "NODE", "MOUNT", "SIZE", "MODE", "REPLICA"]
+VOLUME_HEADERS = ["VOLUME", "WORKLOAD", "NODE", "MOUNT", "USED/SIZE", "MODE", "REPLICA"]
 
 
 def volume_row(v: dict[str, Any], node_names: dict[str, str] | None = None) -> Row:
-    """SIZE is the spec's hint (``-`` without one); REPLICA is its replica's observed state
-    (``lost``: waiting for its node)."""
+    """USED/SIZE: bytes used as its agent last measured (``?`` before) over the spec's size
+    hint (``-`` without one); REPLICA is its replica's observed state (``lost``: waiting for
+    its node)."""
     node_id = str(v.get("node_id") or "")
     size = int(v.get("size_hint_bytes") or 0)
     return [
@@ -205,7 +206,9 @@ def volume_row(v: dict[str, Any], node_names: dict[str, str] | None = None) -> R
         str(v.get("workload", "")),
         (node_names or {}).get(node_id, node_id) or "-",
         str(v.get("mount_path", "")),
-        human_size(size) if size else "-",
+        ("?" if v.get("used_bytes") is None else human_size(int(v["used_bytes"])))
+        + "/"
+        + (human_size(size) if size else "-"),
         "ro" if v.get("read_only") else "rw",
         str(v.get("replica_state", "")),
     ]

@@ -77,6 +77,7 @@ def observe(r: Replica, s: pb.ReplicaStatus, now: float) -> Replica | None:
         and s.endpoint == r.endpoint
         and (s.ready and state is ReplicaState.RUNNING) == r.ready
         and s.health == r.health
+        and tuple(sorted(s.volume_bytes.items())) == r.volume_bytes
     ):
         return None
     started = s.started_at if s.started_at else r.started_at
@@ -96,6 +97,7 @@ def observe(r: Replica, s: pb.ReplicaStatus, now: float) -> Replica | None:
         endpoint=s.endpoint,
         ready=s.ready and state is ReplicaState.RUNNING,
         health=s.health,
+        volume_bytes=tuple(sorted(s.volume_bytes.items())),
     )
 
 

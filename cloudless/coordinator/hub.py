@@ -334,6 +334,7 @@ class AgentHub:
                 endpoint=new.endpoint,
                 ready=new.ready,
                 health=new.health,
+                volume_bytes=new.volume_bytes,
             )
 
         rec = await self.state.replicas.update(key, change, fence=self.fence())

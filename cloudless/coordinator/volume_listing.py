@@ -1,6 +1,7 @@
 """``GET /v1/volumes``: the persistent volumes the cluster holds, one row per replica volume.
 
-Pure: workload and replica records in, rows out. A volume lives where its replica's record
+Pure: workload and replica records in, rows out. ``used_bytes`` is what the replica's agent
+last measured (``None`` until it has). A volume lives where its replica's record
 places it (``stateful``), so the listing is derived from those records: a replica waiting for
 its node shows that node and its ``lost`` state.
 """
@@ -36,6 +37,7 @@ def volume_rows(
                     "size_hint_bytes": v.size_bytes,
                     "read_only": v.read_only,
                     "replica_state": r.observed.value,
+                    "used_bytes": dict(r.volume_bytes).get(v.name),  # None: not reported yet
                 }
             )
     return rows

@@ -73,6 +73,7 @@ class Replica:
     endpoint: str = ""  # "ip:port" where it serves, as its agent reports
     ready: bool = False  # running and passing its readiness check, as its agent reports
     health: str = ""  # why it is not ready / was restarted by its liveness check
+    volume_bytes: tuple[tuple[str, int], ...] = ()  # (volume, bytes used), sorted by name
 
     def with_observed(
         self, state: ReplicaState, *, reason: str = "", exit_code: int | None = None, at: float
@@ -96,6 +97,7 @@ class Replica:
             "endpoint": self.endpoint,
             "ready": self.ready,
             "health": self.health,
+            "volume_bytes": dict(self.volume_bytes),
         }
 
     @classmethod
@@ -116,4 +118,7 @@ class Replica:
             endpoint=str(d.get("endpoint", "")),
             ready=bool(d.get("ready", False)),
             health=str(d.get("health", "")),
+            volume_bytes=tuple(
+                sorted((str(k), int(v)) for k, v in (d.get("volume_bytes") or {}).items())
+            ),
         )

@@ -153,3 +153,34 @@ async def test_a_probe_over_its_timeout_fails() -> None:
         await settle(clock, 1.0)
         st = sup.workers["db-0"].status
         assert not st.ready and st.health == "readiness exec slow: timed out after 0.5s"
+
+
+async def test_volume_usage_is_measured_and_rounded_up_to_mib(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from cloudless.agent.supervisor import VOLUME_USAGE_S
+    from cloudless.model.volumes import Volume
+
+    root = Path(str(tmp_path))
+    clock = FakeClock()
+    rt = FakeRuntime(clock)
+    spec = WorkloadSpec(name="db", image="img", volumes=(Volume("data", "/data"),))
+    sup = Supervisor(rt, clock, lambda: None, volumes_root=root)
+    async with asyncio.TaskGroup() as tg:
+        t1, t2 = tg.create_task(rt.run()), tg.create_task(sup.run())
+        await settle(clock)
+        sup.assign([Assigned("db-0", "db", 1, spec)])
+        for _ in range(200):  # the volume directory is made in a thread: real time
+            if (root / "db" / "db-0" / "data").exists():
+                break
+            await asyncio.sleep(0.01)
+        (root / "db" / "db-0" / "data" / "blob").write_bytes(b"x" * (3 << 19))  # 1.5 MiB
+        await settle(clock, VOLUME_USAGE_S + 0.1)
+        st = sup.workers["db-0"].status
+        for _ in range(200):
+            if st.volume_bytes:
+                break
+            await asyncio.sleep(0.01)
+        assert st.volume_bytes == {"data": 2 << 20}  # 1.5 MiB on disk, rounded up to 2 MiB
+        t1.cancel()
+        t2.cancel()

@@ -22,7 +22,9 @@ def test_one_row_per_replica_volume_with_its_node() -> None:
     wls = [WorkloadRecord(spec=DB, version=1), WorkloadRecord(spec=WEB, version=1)]
     reps = [
         Replica("db-1", "db", "n2", observed=ReplicaState.LOST),
-        Replica("db-0", "db", "n1", observed=ReplicaState.RUNNING),
+        Replica(
+            "db-0", "db", "n1", observed=ReplicaState.RUNNING, volume_bytes=(("data", 3 << 20),)
+        ),
         Replica("web-x1", "web", "n1"),  # no volumes: not listed
         Replica("db-extra", "db", "n3"),  # not an ordinal id: not a volume holder
     ]
@@ -34,6 +36,7 @@ def test_one_row_per_replica_volume_with_its_node() -> None:
         ("db-1/seed", "n2", "lost"),
     ]
     assert fmt.volume_row(rows[0], {"n1": "pi-kitchen"}) == [
-        "db-0/data", "db", "pi-kitchen", "/data", "1Gi", "rw", "running"
+        "db-0/data", "db", "pi-kitchen", "/data", "3Mi/1Gi", "rw", "running"
     ]  # fmt: skip
-    assert fmt.volume_row(rows[1])[4:6] == ["-", "ro"]  # no size hint; read-only
+    # not measured yet, no size hint; read-only
+    assert fmt.volume_row(rows[1])[4:6] == ["?/-", "ro"]

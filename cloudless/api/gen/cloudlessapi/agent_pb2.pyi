@@ -106,7 +106,14 @@ class EnrollResponse(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., cert_pem: _Optional[bytes] = ..., ca_bundle_pem: _Optional[bytes] = ..., coordinators: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("replica_id", "workload", "state", "reason", "exit_code", "has_exit_code", "restarts", "started_at", "spec_version", "endpoint", "ready", "health")
+    __slots__ = ("replica_id", "workload", "state", "reason", "exit_code", "has_exit_code", "restarts", "started_at", "spec_version", "endpoint", "ready", "health", "volume_bytes")
+    class VolumeBytesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +126,7 @@ class ReplicaStatus(_message.Message):
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_BYTES_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     workload: str
     state: str
@@ -131,7 +139,8 @@ class ReplicaStatus(_message.Message):
     endpoint: str
     ready: bool
     health: str
-    def __init__(self, replica_id: _Optional[str] = ..., workload: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., restarts: _Optional[int] = ..., started_at: _Optional[float] = ..., spec_version: _Optional[int] = ..., endpoint: _Optional[str] = ..., ready: _Optional[bool] = ..., health: _Optional[str] = ...) -> None: ...
+    volume_bytes: _containers.ScalarMap[str, int]
+    def __init__(self, replica_id: _Optional[str] = ..., workload: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., restarts: _Optional[int] = ..., started_at: _Optional[float] = ..., spec_version: _Optional[int] = ..., endpoint: _Optional[str] = ..., ready: _Optional[bool] = ..., health: _Optional[str] = ..., volume_bytes: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("node_id", "facts", "replicas", "agent_version")
