@@ -7,7 +7,7 @@ from typing import Any
 
 from cloudless.lib.ids import is_valid_id
 from cloudless.model.secrets import ENV_NAME, MAX_SECRET_REFS, SecretRef
-from cloudless.model.volumes import mount_path_problem
+from cloudless.model.volumes import Volume, mount_path_problem
 
 Add = Callable[[str, str], None]
 
@@ -40,7 +40,11 @@ def _ref(v: Any, path: str, add: Add) -> SecretRef | None:
     return SecretRef(str(name), path=str(file or ""), env=str(env or ""))
 
 
-def parse_secrets(v: Any, path: str, add: Add) -> tuple[SecretRef, ...]:
+def parse_secrets(
+    v: Any, path: str, add: Add, volumes: tuple[Volume, ...] = ()
+) -> tuple[SecretRef, ...]:
+    """``volumes``: a secret file may not sit in (or on) one: the mount point would be made
+    inside the volume's directory on the node, and the value written to disk."""
     if v is None:
         return ()
     if not isinstance(v, list):
@@ -58,6 +62,21 @@ def parse_secrets(v: Any, path: str, add: Add) -> tuple[SecretRef, ...]:
         where = f"path {ref.path!r}" if ref.path else f"env {ref.env!r}"
         if where in seen:
             add(f"{path}[{i}]", f"{where} is already used by {path}[{seen[where]}]")
+            continue
+        inside = next(
+            (
+                vol
+                for vol in volumes
+                if ref.path and (ref.path + "/").startswith(vol.mount_path.rstrip("/") + "/")
+            ),
+            None,
+        )
+        if inside is not None:
+            add(
+                f"{path}[{i}].path",
+                f"{ref.path!r} is inside volume {inside.name!r} (mounted at "
+                f"{inside.mount_path}); put secret files outside volumes, e.g. /run/secrets",
+            )
             continue
         seen[where] = i
         out.append(ref)

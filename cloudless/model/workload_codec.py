@@ -376,7 +376,7 @@ def parse_workload_data(data: Any, path: str = "spec") -> WorkloadSpec:
         on_node_loss=parse_node_loss(
             d.get("on_node_loss"), f"{path}.on_node_loss", p.add, bool(d.get("volumes"))
         ),
-        secrets=parse_secrets(d.get("secrets"), f"{path}.secrets", p.add),
+        secrets=parse_secrets(d.get("secrets"), f"{path}.secrets", p.add, volumes),
         update=parse_update(d.get("update"), f"{path}.update", p.add),
     )
     if p.items:

@@ -46,6 +46,22 @@ BAD: list[tuple[Any, str]] = [
 ]
 
 
+@pytest.mark.parametrize("secret_path", ["/data", "/data/pass", "/data/x/y"])
+def test_a_secret_file_may_not_sit_in_a_volume(secret_path: str) -> None:
+    doc = {
+        **spec([{"name": "x", "path": secret_path}]),
+        "volumes": [{"name": "data", "mount_path": "/data"}],
+    }
+    with pytest.raises(ValidationError) as e:
+        parse_workload(doc)
+    assert e.value.problems == [
+        f"spec.secrets[0].path: {secret_path!r} is inside volume 'data' (mounted at /data); "
+        "put secret files outside volumes, e.g. /run/secrets"
+    ]
+    doc["secrets"] = [{"name": "x", "path": "/database"}]  # a sibling, not inside: fine
+    parse_workload(doc)
+
+
 @pytest.mark.parametrize(("secrets", "problem"), BAD)
 def test_bad_input_names_the_field(secrets: Any, problem: str) -> None:
     with pytest.raises(ValidationError) as e:
