@@ -29,6 +29,7 @@ class Assigned:
     running: bool = True  # desired state
     #: Values of the secrets the spec refers to; never shown (repr) nor written to disk here.
     secrets: Mapping[str, bytes] = field(default_factory=dict, repr=False, compare=False)
+    drop_volumes: bool = False  # stopped for good: delete its volumes' data once stopped
 
 
 @dataclass

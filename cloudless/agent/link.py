@@ -81,6 +81,7 @@ def assignments_from_pb(msg: pb.Assignments) -> list[Assigned]:
                 spec,
                 a.desired == "running",
                 secrets=dict(a.secrets),
+                drop_volumes=a.drop_volumes,
             )
         )
     return out

@@ -324,6 +324,7 @@ class Supervisor:
         self._removals: set[asyncio.Task[None]] = set()
         self._removing: dict[str, asyncio.Task[None]] = {}
         self.stopped: dict[str, LocalStatus] = {}  # stopped on request, reported until dropped
+        self._dropping: set[str] = set()  # replicas whose volumes are being deleted
 
     async def run(self, initial: list[Assigned] | None = None) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -386,6 +387,9 @@ class Supervisor:
             if rid not in stop:
                 del self.stopped[rid]
         for rid, a in stop.items():
+            if a.drop_volumes and a.spec.volumes and rid not in self._dropping:
+                self._dropping.add(rid)
+                self._tg.create_task(self._drop_volumes(a))
             if rid not in self.stopped and rid not in self.workers:
                 # Nothing of it runs here (anymore): report it stopped right away.
                 self.stopped[rid] = LocalStatus(
@@ -469,6 +473,16 @@ class Supervisor:
                 del self._removing[rid]
 
         t.add_done_callback(done)
+
+    async def _drop_volumes(self, a: Assigned) -> None:
+        """Delete a replica's volumes once its container is gone (``delete --volumes``)."""
+        pending = self._removing.get(a.replica_id)
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pending)
+        if self.volumes_root is not None:
+            await asyncio.to_thread(volumes.drop, self.volumes_root, a.workload, a.replica_id)
+            log.info("deleted the volumes of %s (workload deleted with its volumes)", a.replica_id)
 
     async def _measure_volumes(self) -> None:
         """Every ``VOLUME_USAGE_S``, the disk use of each running replica's volumes (rounded

@@ -3,13 +3,15 @@
 ``<root>/<workload>/<replica id>/<volume name>``, with ``root`` the agent's
 ``<data dir>/volumes``. Replica ids of workloads with volumes are stable (``db-0``), so the
 directory outlives every container of the replica: restarts, recreations, image updates (the
-replica is rolled in place) and agent restarts. Nothing here deletes a volume; removing a
-workload's containers leaves its data where it is.
+replica is rolled in place) and agent restarts. Removing a replica's containers leaves its
+data where it is; only ``drop`` deletes it, for a workload deleted with ``--volumes``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 from pathlib import Path
 
 from cloudless.model.workload import WorkloadSpec
@@ -31,6 +33,13 @@ def prepare(
         d.mkdir(parents=True, exist_ok=True, mode=0o755)
         out.append(BindMount(os.fspath(d), v.mount_path, v.read_only))
     return tuple(out)
+
+
+def drop(root: Path, workload: str, replica_id: str) -> None:
+    """Delete all of a replica's volumes (blocking). Only on an explicit ``delete --volumes``."""
+    shutil.rmtree(root / workload / replica_id, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (root / workload).rmdir()  # the workload's directory, once empty
 
 
 def usage_bytes(path: Path) -> int:

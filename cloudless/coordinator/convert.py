@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.model.node import NodeConditions
-from cloudless.model.replica import Replica, ReplicaState
+from cloudless.model.replica import DesiredState, Replica, ReplicaState
 from cloudless.model.resources import Resources
 from cloudless.model.workload import WorkloadSpec
 from cloudless.model.workload_codec import workload_to_dict
@@ -102,7 +102,10 @@ def observe(r: Replica, s: pb.ReplicaStatus, now: float) -> Replica | None:
 
 
 def assignment(
-    r: Replica, spec: WorkloadSpec, secrets: Mapping[str, bytes] | None = None
+    r: Replica,
+    spec: WorkloadSpec,
+    secrets: Mapping[str, bytes] | None = None,
+    drop_volumes: bool = False,
 ) -> pb.ReplicaAssignment:
     return pb.ReplicaAssignment(
         replica_id=r.id,
@@ -111,4 +114,5 @@ def assignment(
         spec_version=r.spec_version,
         spec_json=json.dumps(workload_to_dict(spec), sort_keys=True).encode(),
         secrets=dict(secrets or {}),
+        drop_volumes=drop_volumes and r.desired is DesiredState.STOPPED,
     )

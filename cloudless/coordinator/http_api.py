@@ -443,12 +443,16 @@ class UserApi:
     async def delete_workload(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         await self._workload(name)
+        drop = request.query.get("volumes") in ("1", "true", "yes")
 
         def change(cur: WorkloadRecord | None) -> WorkloadRecord | None:
-            return None if cur is None or cur.deleted else replace(cur, deleted=True)
+            if cur is None or (cur.deleted and cur.delete_volumes >= drop):
+                return None
+            return replace(cur, deleted=True, delete_volumes=cur.delete_volumes or drop)
 
         await self.state.workloads.update(name, change, fence=self.hub.fence())
-        await self.hub.emit("workload", f"workload {name} deleting", workload=name)
+        what = " and its volumes" if drop else ""
+        await self.hub.emit("workload", f"workload {name}{what} deleting", workload=name)
         return _json({"deleted": name})
 
     async def _explain(self, spec: WorkloadSpec, top: int, first: str = "") -> web.Response:

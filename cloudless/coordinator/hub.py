@@ -620,7 +620,8 @@ class AgentHub:
             values = {
                 ref.name: v for ref in rec.spec.secrets if (v := self.secret_values(ref.name))
             }
-            out.append(assignment(r, rec.spec, values))
+            drop = rec.deleted and rec.delete_volumes
+            out.append(assignment(r, rec.spec, values, drop_volumes=drop))
         return pb.CoordinatorMessage(
             assignments=pb.Assignments(generation=s.generation, replicas=out)
         )

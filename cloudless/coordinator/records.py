@@ -53,6 +53,7 @@ class WorkloadRecord:
     history: tuple[Revision, ...] = ()  # earlier specs, newest last, at most MAX_HISTORY
     rollout: Rollout = Rollout()
     cause: str = "applied"  # why the current spec is the current one
+    delete_volumes: bool = False  # deleted with --volumes: agents drop the replicas' data
 
     @property
     def name(self) -> str:
@@ -65,7 +66,7 @@ class WorkloadRecord:
             return self
         same_template = replace(spec, replicas=self.spec.replicas) == self.spec
         if same_template:
-            return replace(self, spec=spec, deleted=False, updated_at=at)
+            return replace(self, spec=spec, deleted=False, delete_volumes=False, updated_at=at)
         return self.next_version(spec, at)
 
     def next_version(
@@ -79,6 +80,7 @@ class WorkloadRecord:
             spec=spec,
             version=version,
             deleted=False,
+            delete_volumes=False,
             updated_at=at,
             history=(*self.history, old)[-MAX_HISTORY:],
             rollout=Rollout(RolloutState.PROGRESSING, version, at, at, "", rollback_of),
@@ -97,6 +99,7 @@ class WorkloadRecord:
             "history": [r.to_dict() for r in self.history],
             "rollout": self.rollout.to_dict(),
             "cause": self.cause,
+            "delete_volumes": self.delete_volumes,
         }
 
     @classmethod
@@ -112,4 +115,5 @@ class WorkloadRecord:
             history=tuple(Revision.from_dict(r) for r in d.get("history") or []),
             rollout=Rollout.from_dict(d.get("rollout") or {"version": d.get("version", 1)}),
             cause=str(d.get("cause", "applied")),
+            delete_volumes=bool(d.get("delete_volumes", False)),
         )

@@ -3,6 +3,11 @@ away waits for it (and comes back in place) or is recreated elsewhere, as the sp
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
+from cloudless.coordinator.records import WorkloadRecord
 from cloudless.coordinator.sim import SimCluster, spec
 from cloudless.model.replica import ReplicaState
 from cloudless.model.volumes import NodeLoss, Volume
@@ -54,3 +59,34 @@ async def test_recreate_moves_the_replica_empty_to_another_node() -> None:
             what="db-1 recreated elsewhere",
         )
         assert sorted(r.id for r in (await sim.view()).of("db")) == ["db-0", "db-1"]
+
+
+def found(root: Path, pattern: str) -> int:
+    return len(list(root.glob(pattern)))
+
+
+async def test_delete_keeps_volumes_unless_asked() -> None:
+    async with SimCluster() as sim:
+        await sim.add_agents(2)
+        await sim.apply(spec("db", 2, volumes=DATA))
+        await sim.apply(spec("kv", 1, volumes=DATA))
+        await sim.until(
+            lambda v: len(v.running("db")) + len(v.running("kv")) == 3, within=5, what="running"
+        )
+        root = Path(sim.volumes.name)
+        assert found(root, "*/db/db-*/data") == 2
+        await sim.delete("kv")  # plain delete: the data stays on its node
+        await sim.until(lambda v: "kv" not in v.workloads, within=10, what="kv gone")
+        assert found(root, "*/kv/kv-0/data") == 1
+
+        def with_volumes(cur: WorkloadRecord | None) -> WorkloadRecord | None:
+            return None if cur is None else replace(cur, deleted=True, delete_volumes=True)
+
+        await sim.state.workloads.update("db", with_volumes, fence=sim.fence())  # as the API
+        await sim.until(lambda v: "db" not in v.workloads, within=10, what="db gone")
+        for _ in range(200):  # deleted in a thread: real time
+            if not found(root, "*/db"):
+                break
+            await asyncio.sleep(0.01)
+        assert found(root, "*/db") == 0  # its replicas' data, then the workload's directory
+        assert found(root, "*/kv/kv-0/data") == 1  # the other workload's is kept

@@ -203,7 +203,7 @@ class AgentMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., log: _Optional[_Union[LogChunk, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ...) -> None: ...
 
 class ReplicaAssignment(_message.Message):
-    __slots__ = ("replica_id", "workload", "desired", "spec_version", "spec_json", "secrets")
+    __slots__ = ("replica_id", "workload", "desired", "spec_version", "spec_json", "secrets", "drop_volumes")
     class SecretsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -217,13 +217,15 @@ class ReplicaAssignment(_message.Message):
     SPEC_VERSION_FIELD_NUMBER: _ClassVar[int]
     SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
     SECRETS_FIELD_NUMBER: _ClassVar[int]
+    DROP_VOLUMES_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     workload: str
     desired: str
     spec_version: int
     spec_json: bytes
     secrets: _containers.ScalarMap[str, bytes]
-    def __init__(self, replica_id: _Optional[str] = ..., workload: _Optional[str] = ..., desired: _Optional[str] = ..., spec_version: _Optional[int] = ..., spec_json: _Optional[bytes] = ..., secrets: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
+    drop_volumes: bool
+    def __init__(self, replica_id: _Optional[str] = ..., workload: _Optional[str] = ..., desired: _Optional[str] = ..., spec_version: _Optional[int] = ..., spec_json: _Optional[bytes] = ..., secrets: _Optional[_Mapping[str, bytes]] = ..., drop_volumes: _Optional[bool] = ...) -> None: ...
 
 class Assignments(_message.Message):
     __slots__ = ("generation", "replicas")
