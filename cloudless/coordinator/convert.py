@@ -78,6 +78,7 @@ def observe(r: Replica, s: pb.ReplicaStatus, now: float) -> Replica | None:
         and (s.ready and state is ReplicaState.RUNNING) == r.ready
         and s.health == r.health
         and tuple(sorted(s.volume_bytes.items())) == r.volume_bytes
+        and s.spec_version == r.observed_version
     ):
         return None
     started = s.started_at if s.started_at else r.started_at
@@ -98,6 +99,7 @@ def observe(r: Replica, s: pb.ReplicaStatus, now: float) -> Replica | None:
         ready=s.ready and state is ReplicaState.RUNNING,
         health=s.health,
         volume_bytes=tuple(sorted(s.volume_bytes.items())),
+        observed_version=s.spec_version,
     )
 
 

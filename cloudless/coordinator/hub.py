@@ -335,6 +335,7 @@ class AgentHub:
                 ready=new.ready,
                 health=new.health,
                 volume_bytes=new.volume_bytes,
+                observed_version=new.observed_version,
             )
 
         rec = await self.state.replicas.update(key, change, fence=self.fence())

@@ -51,7 +51,8 @@ def healthy(rec: WorkloadRecord, r: Replica, now: float) -> bool:
 
 
 def _why_bad(rec: WorkloadRecord, r: Replica, now: float) -> str | None:
-    if r.observed is ReplicaState.FAILED:
+    if r.observed is ReplicaState.FAILED and r.observed_version == rec.version:
+        # (a failure its agent reported for the version it ran before does not count)
         return f"{r.id} failed on version {rec.version}" + (f" ({r.reason})" if r.reason else "")
     if r.restarts > 0:
         return f"{r.id} restarted {r.restarts} time(s) on version {rec.version}"

@@ -74,6 +74,7 @@ class Replica:
     ready: bool = False  # running and passing its readiness check, as its agent reports
     health: str = ""  # why it is not ready / was restarted by its liveness check
     volume_bytes: tuple[tuple[str, int], ...] = ()  # (volume, bytes used), sorted by name
+    observed_version: int = 0  # the spec version the agent's last applied status was about
 
     def with_observed(
         self, state: ReplicaState, *, reason: str = "", exit_code: int | None = None, at: float
@@ -98,6 +99,7 @@ class Replica:
             "ready": self.ready,
             "health": self.health,
             "volume_bytes": dict(self.volume_bytes),
+            "observed_version": self.observed_version,
         }
 
     @classmethod
@@ -117,6 +119,7 @@ class Replica:
             started_at=float(d.get("started_at", 0.0)),
             endpoint=str(d.get("endpoint", "")),
             ready=bool(d.get("ready", False)),
+            observed_version=int(d.get("observed_version", 0)),
             health=str(d.get("health", "")),
             volume_bytes=tuple(
                 sorted((str(k), int(v)) for k, v in (d.get("volume_bytes") or {}).items())

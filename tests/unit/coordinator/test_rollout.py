@@ -33,6 +33,7 @@ def record(replicas: int = 4, **update: object) -> WorkloadRecord:
 
 def rep(i: int, version: int, observed: ReplicaState = R.RUNNING, **kw: object) -> Replica:
     kw.setdefault("ready", True)
+    kw.setdefault("observed_version", version)
     return Replica(f"web-{i}", "web", f"n{i}", observed=observed, spec_version=version, **kw)  # type: ignore[arg-type]
 
 
@@ -87,6 +88,16 @@ def test_a_failing_batch_rolls_back_to_the_previous_spec(bad: Replica, reason: s
     assert plan.rollback is not None
     assert plan.rollback.spec.image == "web:1" and plan.rollback.from_version == 2
     assert plan.rollback.reason == reason
+
+
+def test_a_failure_reported_for_the_old_version_does_not_count() -> None:
+    # web-0 was rolled to v2, but its agent's last status (FAILED) was about v1: it crashed
+    # just before the new assignment arrived. Not a failure of v2 (a fix for a crash loop
+    # must not be rolled back because of the crash loop it fixes).
+    rec = record(4)
+    stale_failure = rep(0, 2, R.FAILED, observed_version=1, ready=False)
+    plan = decide_rollout(rec, [stale_failure, *[rep(i, 1) for i in range(1, 4)]], NOW - 95)
+    assert plan.rollback is None and plan.status is None
 
 
 def test_not_ready_within_the_deadline_is_not_a_failure_yet() -> None:
