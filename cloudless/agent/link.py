@@ -62,6 +62,7 @@ def status_pb(s: LocalStatus, clock_now: float) -> pb.ReplicaStatus:
         ready=s.ready,
         health=s.health,
         volume_bytes=s.volume_bytes,
+        reports_ready=True,
     )
 
 

@@ -120,7 +120,7 @@ class ReplicaWorker:
                     await self.runtime.pull_image(a.spec.image)
                     self._set(ReplicaState.STARTING)
                     self._ensure_ports()
-                    mounts = await self._volumes()
+                    mounts = self._volumes()
                     fresh = self.assigned  # secret values may have been refreshed since
                     secret_mounts, secret_env = (
                         await asyncio.to_thread(
@@ -183,7 +183,9 @@ class ReplicaWorker:
         self._publish_endpoint()
         return st
 
-    async def _volumes(self) -> tuple[BindMount, ...]:
+    def _volumes(self) -> tuple[BindMount, ...]:
+        """The replica's volume mounts, their directories made if missing. In the loop, not a
+        thread: a few ``mkdir`` calls, and the simulation stays deterministic."""
         a = self.assigned
         if not a.spec.volumes:
             return ()
@@ -192,9 +194,7 @@ class ReplicaWorker:
                 f"replica {a.replica_id} declares volumes, and this agent has no volume directory"
             )
         try:
-            return await asyncio.to_thread(
-                volumes.prepare, self.volumes_root, a.workload, a.replica_id, a.spec
-            )
+            return volumes.prepare(self.volumes_root, a.workload, a.replica_id, a.spec)
         except OSError as e:
             raise CloudlessError(f"cannot prepare the volumes of {a.replica_id}: {e}") from None
 

@@ -67,6 +67,7 @@ def observe(r: Replica, s: pb.ReplicaStatus, now: float) -> Replica | None:
     """
     state = status_state(s)
     exit_code = s.exit_code if s.has_exit_code else None
+    ready = (s.ready if s.reports_ready else True) and state is ReplicaState.RUNNING
     if s.spec_version != r.spec_version and state is not ReplicaState.FAILED:
         return None
     if (
@@ -75,7 +76,7 @@ def observe(r: Replica, s: pb.ReplicaStatus, now: float) -> Replica | None:
         and exit_code == r.exit_code
         and s.restarts == r.restarts
         and s.endpoint == r.endpoint
-        and (s.ready and state is ReplicaState.RUNNING) == r.ready
+        and ready == r.ready
         and s.health == r.health
         and tuple(sorted(s.volume_bytes.items())) == r.volume_bytes
         and s.spec_version == r.observed_version
@@ -96,7 +97,7 @@ def observe(r: Replica, s: pb.ReplicaStatus, now: float) -> Replica | None:
         updated_at=now,
         started_at=started,
         endpoint=s.endpoint,
-        ready=s.ready and state is ReplicaState.RUNNING,
+        ready=ready,
         health=s.health,
         volume_bytes=tuple(sorted(s.volume_bytes.items())),
         observed_version=s.spec_version,
