@@ -157,6 +157,8 @@ class Agent:
             self.clock,
             lambda: link_ref[0].on_change() if link_ref else None,
             advertise=self.config.address,
+            volumes_root=self.config.data_dir / "volumes",
+            secrets_root=self.config.data_dir / "secrets",  # a tmpfs, mounted on first use
         )
         self.link = Link(
             self.identity,

@@ -59,6 +59,10 @@ def status_pb(s: LocalStatus, clock_now: float) -> pb.ReplicaStatus:
         started_at=s.started_at,
         spec_version=s.spec_version,
         endpoint=s.endpoint,
+        ready=s.ready,
+        health=s.health,
+        volume_bytes=s.volume_bytes,
+        reports_ready=True,
     )
 
 
@@ -77,7 +81,9 @@ def assignments_from_pb(msg: pb.Assignments) -> list[Assigned]:
                 a.spec_version,
                 spec,
                 a.desired == "running",
-                a.traceparent,
+                secrets=dict(a.secrets),
+                drop_volumes=a.drop_volumes,
+                trace=a.traceparent,
             )
         )
     return out
@@ -90,7 +96,12 @@ class AssignmentFile:
         self.path = data_dir / "assignments.bin"
 
     def save(self, msg: pb.Assignments) -> None:
+        """Persist ``msg`` without secret values: those live in memory and on tmpfs only."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if any(r.secrets for r in msg.replicas):
+            msg = pb.Assignments.FromString(msg.SerializeToString())
+            for r in msg.replicas:
+                r.secrets.clear()
         write_private(self.path, msg.SerializeToString())
 
     def load(self) -> list[Assigned]:

@@ -6,6 +6,10 @@ then SIGKILL after the spec's stop timeout) and delete. The supervisor keeps wor
 last assignment it saw while the coordinator is unreachable: edge nodes lose their uplink
 often, and their containers must keep running and restarting by policy meanwhile.
 
+Health checks (``cloudless.agent.health``) run beside each running container: a replica with
+a readiness check is ``ready`` only while it passes (without one, while it runs), and a failing
+liveness check stops the container and counts as a failed exit for the restart policy.
+
 Container ids are replica ids. A container whose ``cloudless.spec-version`` label differs from
 the assignment's is replaced; one that matches is adopted (agent restart).
 """
@@ -16,9 +20,24 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
+from cloudless.agent import secret_files, volumes
+from cloudless.agent.assignment import (
+    PORTS_LABEL,
+    SPEC_VERSION_LABEL,
+    Assigned,
+    LocalStatus,
+    container_spec,
+    exit_reason,
+    parse_ports_label,
+    ports_label,
+    same_template,
+)
+from cloudless.agent.health.probes import Prober
+from cloudless.agent.health.runner import HealthRunner
 from cloudless.agent.ports import PortAllocator
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError
@@ -34,85 +53,27 @@ from cloudless.observability.metrics import (
 from cloudless.observability.tracing import child_of, tracer
 from cloudless.runtime.errors import ContainerNotFound, StartFailed
 from cloudless.runtime.protocol import ContainerRuntime
-from cloudless.runtime.types import ContainerSpec, ContainerState, ContainerStatus, PullProgress
+from cloudless.runtime.types import BindMount, ContainerState, ContainerStatus, PullProgress
 
 log = logging.getLogger("cloudless.agent.supervisor")
 
-SPEC_VERSION_LABEL = "cloudless.spec-version"
-PORTS_LABEL = "cloudless.ports"  # "8080=20001,9090=20002": declared port = host port
+__all__ = [  # the values live in ``assignment``; re-exported for the link and tests
+    "PORTS_LABEL",
+    "SPEC_VERSION_LABEL",
+    "Assigned",
+    "LocalStatus",
+    "ReplicaWorker",
+    "Supervisor",
+    "container_spec",
+    "exit_reason",
+    "parse_ports_label",
+    "ports_label",
+    "same_template",
+]
+
 POLL_S = 2.0
-
-
-@dataclass(frozen=True)
-class Assigned:
-    replica_id: str
-    workload: str
-    spec_version: int
-    spec: WorkloadSpec
-    running: bool = True  # desired state
-    trace: str = ""  # traceparent to start the container under ("" untraced)
-
-
-@dataclass
-class LocalStatus:
-    """What this node reports for a replica (the agent's observed state)."""
-
-    replica_id: str
-    workload: str
-    spec_version: int
-    state: ReplicaState = ReplicaState.PENDING
-    reason: str = ""
-    exit_code: int | None = None
-    restarts: int = 0
-    started_at: float = 0.0
-    endpoint: str = ""
-
-
-def ports_label(ports: dict[int, int]) -> str:
-    return ",".join(f"{c}={h}" for c, h in sorted(ports.items()))
-
-
-def parse_ports_label(text: str) -> dict[int, int]:
-    out: dict[int, int] = {}
-    for part in filter(None, text.split(",")):
-        c, _, h = part.partition("=")
-        if c.isdigit() and h.isdigit():
-            out[int(c)] = int(h)
-    return out
-
-
-def container_spec(a: Assigned, ports: dict[int, int] | None = None) -> ContainerSpec:
-    env = dict(a.spec.env)
-    env.update({"CLOUDLESS_REPLICA": a.replica_id, "CLOUDLESS_WORKLOAD": a.workload})
-    labels = {SPEC_VERSION_LABEL: str(a.spec_version)}
-    if ports:
-        first = ports[a.spec.ports[0]] if a.spec.ports else next(iter(ports.values()))
-        env["PORT"] = str(first)
-        for c, h in ports.items():
-            env[f"CLOUDLESS_PORT_{c}"] = str(h)
-        labels[PORTS_LABEL] = ports_label(ports)
-    return ContainerSpec(
-        id=a.replica_id,
-        image=a.spec.image,
-        command=a.spec.command,
-        args=a.spec.args,
-        env=env,
-        cpu_millicores=a.spec.resources.cpu_millis,
-        memory_bytes=a.spec.resources.memory_bytes,
-        labels=labels,
-        workload_id=a.workload,
-        replica_id=a.replica_id,
-    )
-
-
-def exit_reason(st: ContainerStatus) -> str:
-    if st.oom_killed:
-        return "OOM killed (memory limit exceeded)"
-    if st.exit_code == 0:
-        return "completed"
-    if st.exit_code is not None and st.exit_code > 128:
-        return f"killed by signal {st.exit_code - 128} (exit code {st.exit_code})"
-    return f"exit code {st.exit_code}"
+VOLUME_USAGE_S = 30.0
+MIB = 1 << 20
 
 
 @dataclass
@@ -123,6 +84,8 @@ class ReplicaWorker:
     on_change: Callable[[], None]
     ports: PortAllocator | None = None
     advertise: str = ""
+    volumes_root: Path | None = None
+    secrets_root: Path | None = None
     host_ports: dict[int, int] = field(default_factory=dict)
     status: LocalStatus = field(init=False)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
@@ -132,11 +95,26 @@ class ReplicaWorker:
         a = self.assigned
         self.status = LocalStatus(a.replica_id, a.workload, a.spec_version)
 
-    def _set(self, state: ReplicaState, reason: str = "", exit_code: int | None = None) -> None:
+    def _set(
+        self,
+        state: ReplicaState,
+        reason: str = "",
+        exit_code: int | None = None,
+        *,
+        ready: bool = False,
+        health: str | None = None,
+    ) -> None:
         s = self.status
-        if (s.state, s.reason, s.exit_code) != (state, reason, exit_code):
-            s.state, s.reason, s.exit_code = state, reason, exit_code
+        health = s.health if health is None else health
+        ready = ready and state is ReplicaState.RUNNING
+        new = (state, reason, exit_code, ready, health)
+        if (s.state, s.reason, s.exit_code, s.ready, s.health) != new:
+            s.state, s.reason, s.exit_code, s.ready, s.health = new
             self.on_change()
+
+    def _on_ready(self, ready: bool, detail: str) -> None:
+        if self.status.state is ReplicaState.RUNNING:
+            self._set(ReplicaState.RUNNING, ready=ready, health=detail)
 
     async def run(self) -> None:
         a = self.assigned
@@ -159,17 +137,25 @@ class ReplicaWorker:
                     self.status.restarts += 1
                     CONTAINER_RESTARTS.inc()
                     continue
+            unhealthy: str | None = None
             if current.state is ContainerState.RUNNING:
                 self.status.started_at = current.started_at or self.clock.now()
-                self._set(ReplicaState.RUNNING)
-                current = await self._wait_exit()
+                no_readiness = a.spec.health.readiness is None
+                self._set(ReplicaState.RUNNING, ready=no_readiness, health="")
+                current, unhealthy = await self._watch()
             if current.state is ContainerState.CREATED:
                 current = await self.runtime.start_container(rid)
                 continue
             code = current.exit_code if current.exit_code is not None else -1
-            terminal = ReplicaState.EXITED if code == 0 else ReplicaState.FAILED
-            self._set(terminal, exit_reason(current), code)
-            CONTAINER_EXITS.labels("oom" if current.oom_killed else terminal.value).inc()
+            if unhealthy is not None:
+                # Stopped for failing liveness: a failure whatever the process answered.
+                code = code or 1
+                self._set(ReplicaState.FAILED, unhealthy, code, health=unhealthy)
+            else:
+                terminal = ReplicaState.EXITED if code == 0 else ReplicaState.FAILED
+                self._set(terminal, exit_reason(current), code)
+            how = "oom" if current.oom_killed else self.status.state.value
+            CONTAINER_EXITS.labels(how).inc()
             if not policy.should_restart(code, self.status.restarts):
                 return
             await self.clock.sleep(policy.delay(self.status.restarts))
@@ -181,20 +167,32 @@ class ReplicaWorker:
     async def _start(self, trace: str) -> ContainerStatus:
         """Pull, create and start; each step a span when ``trace`` names a parent."""
         a = self.assigned
+        rid = a.replica_id
         tr = tracer()
         with child_of(trace), tr.start_as_current_span("replica.start") as span:
-            span.set_attribute("cloudless.replica", a.replica_id)
+            span.set_attribute("cloudless.replica", rid)
             span.set_attribute("cloudless.image", a.spec.image)
             self._set(ReplicaState.PULLING)
             with tr.start_as_current_span("pull"):
                 await self._pull(a.spec.image)
             self._set(ReplicaState.STARTING)
             self._ensure_ports()
+            mounts = self._volumes()
+            fresh = self.assigned  # secret values may have been refreshed since
+            secret_mounts, secret_env = (
+                await asyncio.to_thread(
+                    secret_files.prepare, self.secrets_root, rid, a.spec, fresh.secrets
+                )
+                if a.spec.secrets
+                else ((), {})
+            )
             with tr.start_as_current_span("create"):
-                await self.runtime.create_container(container_spec(a, self.host_ports))
+                await self.runtime.create_container(
+                    container_spec(fresh, self.host_ports, mounts + secret_mounts, secret_env)
+                )
             self.exited.clear()
             with tr.start_as_current_span("start"):
-                current = await self.runtime.start_container(a.replica_id)
+                current = await self.runtime.start_container(rid)
             CONTAINER_STARTS.inc()
             return current
 
@@ -231,6 +229,21 @@ class ReplicaWorker:
         self._publish_endpoint()
         return st
 
+    def _volumes(self) -> tuple[BindMount, ...]:
+        """The replica's volume mounts, their directories made if missing. In the loop, not a
+        thread: a few ``mkdir`` calls, and the simulation stays deterministic."""
+        a = self.assigned
+        if not a.spec.volumes:
+            return ()
+        if self.volumes_root is None:
+            raise CloudlessError(
+                f"replica {a.replica_id} declares volumes, and this agent has no volume directory"
+            )
+        try:
+            return volumes.prepare(self.volumes_root, a.workload, a.replica_id, a.spec)
+        except OSError as e:
+            raise CloudlessError(f"cannot prepare the volumes of {a.replica_id}: {e}") from None
+
     def _ensure_ports(self) -> None:
         declared = list(self.assigned.spec.ports)
         if not declared or self.host_ports:
@@ -250,6 +263,38 @@ class ReplicaWorker:
     def release_ports(self) -> None:
         if self.ports is not None:
             self.ports.release(self.host_ports.values())
+
+    async def _watch(self) -> tuple[ContainerStatus, str | None]:
+        """Wait for the container to exit while its health checks run. If liveness fails
+        first, stop it (SIGTERM, then SIGKILL after the stop timeout) and say why."""
+        health = self.assigned.spec.health
+        if not health:
+            return await self._wait_exit(), None
+        since_start = max(0.0, self.clock.now() - (self.status.started_at or self.clock.now()))
+        runner = HealthRunner(
+            health,
+            Prober(self.runtime, self.assigned.replica_id, host_ports=dict(self.host_ports)),
+            self.clock,
+            self._on_ready,
+            started_at=self.clock.monotonic() - since_start,
+        )
+        exited = asyncio.ensure_future(self._wait_exit())
+        failing = asyncio.ensure_future(runner.run())
+        try:
+            await asyncio.wait({exited, failing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (exited, failing):
+                t.cancel()
+            await asyncio.gather(exited, failing, return_exceptions=True)
+        if exited.done() and not exited.cancelled():
+            return exited.result(), None  # an error waiting for the exit propagates as before
+        reason = failing.result()
+        log.info("replica %s: %s; restarting it", self.assigned.replica_id, reason)
+        self._set(ReplicaState.RUNNING, ready=False, health=reason)
+        st = await self.runtime.stop_container(
+            self.assigned.replica_id, timeout=self.assigned.spec.stop_timeout_s
+        )
+        return st, reason
 
     async def _wait_exit(self) -> ContainerStatus:
         rid = self.assigned.replica_id
@@ -284,6 +329,8 @@ class ReplicaWorker:
             log.warning("stopping %s: %s", rid, e)
         await self._remove_quietly()
         self.release_ports()
+        if self.assigned.spec.secrets:
+            await asyncio.to_thread(secret_files.remove, self.secrets_root, rid)
 
 
 async def _first(*aws: Coroutine[Any, Any, Any]) -> None:
@@ -308,7 +355,11 @@ class Supervisor:
         *,
         ports: PortAllocator | None = None,
         advertise: str = "",
+        volumes_root: Path | None = None,
+        secrets_root: Path | None = None,
     ):
+        self.volumes_root = volumes_root
+        self.secrets_root = secrets_root
         self.ports = ports or PortAllocator()
         self.advertise = advertise
         self.runtime = runtime
@@ -319,11 +370,13 @@ class Supervisor:
         self._removals: set[asyncio.Task[None]] = set()
         self._removing: dict[str, asyncio.Task[None]] = {}
         self.stopped: dict[str, LocalStatus] = {}  # stopped on request, reported until dropped
+        self._dropping: set[str] = set()  # replicas whose volumes are being deleted
 
     async def run(self, initial: list[Assigned] | None = None) -> None:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             tg.create_task(self._dispatch_exits())
+            tg.create_task(self._measure_volumes())
             await self._adopt_orphans_check(initial or [])
             self.assign(initial or [])
             await asyncio.Event().wait()
@@ -361,6 +414,16 @@ class Supervisor:
         for rid in list(self.workers):
             w = self.workers[rid]
             a = want.get(rid)
+            if (
+                a is not None
+                and a.spec_version != w.assigned.spec_version
+                and same_template(a.spec, w.assigned.spec)
+            ):
+                # A new version with the same spec (a rollback, an undo): relabel, no restart.
+                w.assigned = replace(a, secrets=a.secrets or w.assigned.secrets)
+                w.status.spec_version = a.spec_version
+            if a is not None and a.spec_version == w.assigned.spec_version:
+                self._refresh_secrets(w, a)
             if a is None or a.spec_version != w.assigned.spec_version:
                 del self.workers[rid]
                 if rid in stop:
@@ -370,6 +433,9 @@ class Supervisor:
             if rid not in stop:
                 del self.stopped[rid]
         for rid, a in stop.items():
+            if a.drop_volumes and a.spec.volumes and rid not in self._dropping:
+                self._dropping.add(rid)
+                self._tg.create_task(self._drop_volumes(a))
             if rid not in self.stopped and rid not in self.workers:
                 # Nothing of it runs here (anymore): report it stopped right away.
                 self.stopped[rid] = LocalStatus(
@@ -378,11 +444,40 @@ class Supervisor:
         for rid, a in want.items():
             if rid not in self.workers:
                 w = ReplicaWorker(
-                    a, self.runtime, self.clock, self.on_change, self.ports, self.advertise
+                    a,
+                    self.runtime,
+                    self.clock,
+                    self.on_change,
+                    self.ports,
+                    self.advertise,
+                    self.volumes_root,
+                    self.secrets_root,
                 )
                 self.workers[rid] = w
                 w.task = self._tg.create_task(self._guard(w))
         self.on_change()
+
+    def _refresh_secrets(self, w: ReplicaWorker, a: Assigned) -> None:
+        """New secret values for a running replica: its files are rewritten in place."""
+        if a.secrets and a.secrets != w.assigned.secrets:
+            w.assigned = a
+            if any(ref.path for ref in a.spec.secrets) and self._tg is not None:
+                files = [
+                    (r.name, a.secrets[r.name])
+                    for r in a.spec.secrets
+                    if r.path and r.name in a.secrets
+                ]
+                self._tg.create_task(self._rewrite(a.replica_id, files))
+
+    async def _rewrite(self, rid: str, files: list[tuple[str, bytes]]) -> None:
+        root = self.secrets_root
+        for name, value in files:
+            f = root / rid / name if root is not None else None
+            if f is not None and f.exists():
+                try:
+                    await asyncio.to_thread(secret_files.write_file, f, value)
+                except OSError as e:
+                    log.warning("rewriting secret %s of %s: %s", name, rid, e)
 
     async def _guard(self, w: ReplicaWorker) -> None:
         pending = self._removing.get(w.assigned.replica_id)
@@ -424,6 +519,30 @@ class Supervisor:
                 del self._removing[rid]
 
         t.add_done_callback(done)
+
+    async def _drop_volumes(self, a: Assigned) -> None:
+        """Delete a replica's volumes once its container is gone (``delete --volumes``)."""
+        pending = self._removing.get(a.replica_id)
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pending)
+        if self.volumes_root is not None:
+            await asyncio.to_thread(volumes.drop, self.volumes_root, a.workload, a.replica_id)
+            log.info("deleted the volumes of %s (workload deleted with its volumes)", a.replica_id)
+
+    async def _measure_volumes(self) -> None:
+        """Every ``VOLUME_USAGE_S``, the disk use of each running replica's volumes (rounded
+        up to MiB, so the record changes rarely); it goes with the next heartbeat."""
+        while True:
+            await self.clock.sleep(VOLUME_USAGE_S)
+            root = self.volumes_root
+            for w in list(self.workers.values()):
+                a = w.assigned
+                if root is not None and a.spec.volumes:
+                    used = await asyncio.to_thread(
+                        volumes.usage, root, a.workload, a.replica_id, a.spec
+                    )
+                    w.status.volume_bytes = {n: -(-b // MIB) * MIB for n, b in used.items()}
 
     async def _dispatch_exits(self) -> None:
         async for ex in self.runtime.exits():

@@ -164,11 +164,17 @@ remove_app = typer.Typer(no_args_is_help=True, help="Remove a node from the clus
 
 @delete_app.command("workload")
 def delete_workload(
-    name: Annotated[str, typer.Argument(help="Workload name.")], config: ConfigOpt = None
+    name: Annotated[str, typer.Argument(help="Workload name.")],
+    volumes: Annotated[
+        bool, typer.Option("--volumes", help="Also delete its persistent volumes' data.")
+    ] = False,
+    config: ConfigOpt = None,
 ) -> None:
-    """Stop a workload's replicas and delete it."""
-    connect(config).call("DELETE", f"/v1/workloads/{name}")
-    out.print(f"workload/{name} deleting (its replicas are being stopped)")
+    """Stop a workload's replicas and delete it. Its volumes' data stays on the nodes unless
+    --volumes is given."""
+    connect(config).call("DELETE", f"/v1/workloads/{name}" + ("?volumes=true" if volumes else ""))
+    what = " and their volumes" if volumes else ""
+    out.print(f"workload/{name} deleting (its replicas{what} are being stopped)")
 
 
 @remove_app.command("node")

@@ -161,26 +161,56 @@ def workload_row(w: dict[str, Any], now: float) -> Row:
     ]
 
 
-REPLICA_HEADERS = ["ID", "WORKLOAD", "NODE", "DESIRED", "OBSERVED", "RESTARTS", "AGE", "REASON"]
+REPLICA_HEADERS = [
+    "ID", "WORKLOAD", "NODE", "DESIRED", "OBSERVED", "READY", "RESTARTS", "AGE", "REASON"
+]  # fmt: skip
 
 
 def replica_row(r: dict[str, Any], now: float, node_names: dict[str, str] | None = None) -> Row:
     """NODE shows the node's name when known (else its id, or ``-`` when unplaced); AGE counts
-    from the start of the current run, or from creation if it never started."""
+    from the start of the current run, or from creation if it never started. READY is yes/no
+    for a running replica (no: failing its readiness check, the reason says why), else -."""
     node_id = str(r.get("node_id") or "")
     node = (node_names or {}).get(node_id, node_id) or "-"
     reason = str(r.get("reason") or "")
     if r.get("exit_code") is not None and r.get("observed") in ("exited", "failed"):
         reason = f"exit {r['exit_code']}" + (f": {reason}" if reason else "")
+    running = r.get("observed") == "running"
+    ready = ("yes" if r.get("ready") else "no") if running else "-"
+    if running and not r.get("ready") and not reason:
+        reason = str(r.get("health") or "")
     return [
         str(r.get("id", "")),
         str(r.get("workload", "")),
         node,
         str(r.get("desired", "")),
         str(r.get("observed", "")),
+        ready,
         str(r.get("restarts", 0)),
         age(now, r.get("started_at") or r.get("created_at")),
         reason or "-",
+    ]
+
+
+VOLUME_HEADERS = ["VOLUME", "WORKLOAD", "NODE", "MOUNT", "USED/SIZE", "MODE", "REPLICA"]
+
+
+def volume_row(v: dict[str, Any], node_names: dict[str, str] | None = None) -> Row:
+    """USED/SIZE: bytes used as its agent last measured (``?`` before) over the spec's size
+    hint (``-`` without one); REPLICA is its replica's observed state (``lost``: waiting for
+    its node)."""
+    node_id = str(v.get("node_id") or "")
+    size = int(v.get("size_hint_bytes") or 0)
+    return [
+        str(v.get("name", "")),
+        str(v.get("workload", "")),
+        (node_names or {}).get(node_id, node_id) or "-",
+        str(v.get("mount_path", "")),
+        ("?" if v.get("used_bytes") is None else human_size(int(v["used_bytes"])))
+        + "/"
+        + (human_size(size) if size else "-"),
+        "ro" if v.get("read_only") else "rw",
+        str(v.get("replica_state", "")),
     ]
 
 

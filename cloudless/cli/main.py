@@ -20,6 +20,8 @@ from cloudless.cli import (
     dev,
     policies,
     resources,
+    rollout_cmd,
+    secrets_cmd,
     store_cmd,
     streams,
     tokens,
@@ -87,6 +89,8 @@ tokens.register(app)
 users.register(app)
 policies.register(app)
 ca_cmd.register(app)
+secrets_cmd.register(app)
+rollout_cmd.register(app)
 store_cmd.register(app)
 dev.register(app)
 

@@ -15,7 +15,7 @@ from cloudless.cli.client import Client
 from cloudless.cli.output import Format, out, print_document, print_table, table
 from cloudless.cli.session import ConfigOpt, OutputOpt, connect, find_node, node_names, now
 
-get_app = typer.Typer(no_args_is_help=True, help="List nodes, workloads or replicas.")
+get_app = typer.Typer(no_args_is_help=True, help="List nodes, workloads, replicas or volumes.")
 describe_app = typer.Typer(no_args_is_help=True, help="Show one node or workload in detail.")
 
 
@@ -107,6 +107,23 @@ def get_services(
         print_document({"services": svcs}, output)
         return
     print_table(SERVICE_HEADERS, [service_row(s) for s in svcs], what="services")
+
+
+@get_app.command("volumes")
+def get_volumes(
+    workload: Annotated[str | None, typer.Option("--workload", "-w", help="Only of it.")] = None,
+    config: ConfigOpt = None,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """Persistent volumes: one per replica and volume name, with the node that holds it."""
+    client = connect(config)
+    path = "/v1/volumes" + (f"?workload={workload}" if workload else "")
+    vols = list(client.call("GET", path)["volumes"])
+    if output is not Format.TABLE:
+        print_document({"volumes": vols}, output)
+        return
+    names = node_names(client.nodes())
+    print_table(fmt.VOLUME_HEADERS, [fmt.volume_row(v, names) for v in vols], what="volumes")
 
 
 # ---- describe -----------------------------------------------------------------------------

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.model.node import NodeConditions
-from cloudless.model.replica import Replica, ReplicaState
+from cloudless.model.replica import DesiredState, Replica, ReplicaState
 from cloudless.model.resources import Resources
 from cloudless.model.workload import WorkloadSpec
 from cloudless.model.workload_codec import workload_to_dict
@@ -66,6 +67,7 @@ def observe(r: Replica, s: pb.ReplicaStatus, now: float) -> Replica | None:
     """
     state = status_state(s)
     exit_code = s.exit_code if s.has_exit_code else None
+    ready = (s.ready if s.reports_ready else True) and state is ReplicaState.RUNNING
     if s.spec_version != r.spec_version and state is not ReplicaState.FAILED:
         return None
     if (
@@ -74,6 +76,10 @@ def observe(r: Replica, s: pb.ReplicaStatus, now: float) -> Replica | None:
         and exit_code == r.exit_code
         and s.restarts == r.restarts
         and s.endpoint == r.endpoint
+        and ready == r.ready
+        and s.health == r.health
+        and tuple(sorted(s.volume_bytes.items())) == r.volume_bytes
+        and s.spec_version == r.observed_version
     ):
         return None
     started = s.started_at if s.started_at else r.started_at
@@ -91,10 +97,19 @@ def observe(r: Replica, s: pb.ReplicaStatus, now: float) -> Replica | None:
         updated_at=now,
         started_at=started,
         endpoint=s.endpoint,
+        ready=ready,
+        health=s.health,
+        volume_bytes=tuple(sorted(s.volume_bytes.items())),
+        observed_version=s.spec_version,
     )
 
 
-def assignment(r: Replica, spec: WorkloadSpec) -> pb.ReplicaAssignment:
+def assignment(
+    r: Replica,
+    spec: WorkloadSpec,
+    secrets: Mapping[str, bytes] | None = None,
+    drop_volumes: bool = False,
+) -> pb.ReplicaAssignment:
     return pb.ReplicaAssignment(
         replica_id=r.id,
         workload=r.workload,
@@ -102,4 +117,6 @@ def assignment(r: Replica, spec: WorkloadSpec) -> pb.ReplicaAssignment:
         spec_version=r.spec_version,
         spec_json=json.dumps(workload_to_dict(spec), sort_keys=True).encode(),
         traceparent=r.trace,
+        secrets=dict(secrets or {}),
+        drop_volumes=drop_volumes and r.desired is DesiredState.STOPPED,
     )

@@ -54,7 +54,10 @@ from cloudless.coordinator.http_errors import (
 )
 from cloudless.coordinator.hub import AgentHub
 from cloudless.coordinator.records import WorkloadRecord
+from cloudless.coordinator.rollout_api import RolloutApi
+from cloudless.coordinator.secrets_api import SecretsApi
 from cloudless.coordinator.state import ClusterState
+from cloudless.coordinator.volume_listing import volume_rows
 from cloudless.lib.bounded import load_json, show
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError, Conflict, NotFound, ValidationError
@@ -72,6 +75,7 @@ from cloudless.security.ca import CertificateAuthority
 from cloudless.security.errors import TokenNotFound
 from cloudless.security.identity import CertKind, SpiffeId
 from cloudless.security.revocation import RevocationList
+from cloudless.security.secretbox import SecretBox
 from cloudless.security.tokens import TokenManager, TokenUse
 from cloudless.store.errors import DecodeError
 from cloudless.store.table import Table
@@ -142,6 +146,7 @@ def workload_view(rec: WorkloadRecord, replicas: list[Replica] | None = None) ->
         "replicas_wanted": rec.spec.replicas,
         "unplaced": rec.unplaced,
         "unplaced_reason": rec.unplaced_reason,
+        "rollout": rec.rollout.to_dict(),
         "created_at": rec.created_at,
         "updated_at": rec.updated_at,
         "spec": workload_to_dict(rec.spec),
@@ -185,6 +190,9 @@ class UserApi:
         self.scheduler = scheduler or Scheduler()
         self._node_listing = NodeListingCache()
         self._columns: NodeColumns | None = None  # for _check_placeable
+        self.secrets = SecretsApi(
+            state.store, SecretBox(ca.secrets_key), clock, hub.fence, hub.emit
+        )
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[errors, self._auth], client_max_size=MAX_BODY)
@@ -207,6 +215,9 @@ class UserApi:
         r.add_post("/v1/explain", self.explain_spec)
         r.add_get("/v1/replicas", self.list_replicas)
         r.add_get("/v1/services", self.list_services)
+        r.add_get("/v1/volumes", self.list_volumes)
+        self.secrets.add_routes(r)
+        RolloutApi(self.state, self.clock, self.hub.fence, self.hub.emit).add_routes(r)
         r.add_get("/v1/replicas/{id}/logs", self.logs)
         r.add_post("/v1/tokens", self.create_token)
         r.add_get("/v1/tokens", self.list_tokens)
@@ -355,6 +366,7 @@ class UserApi:
     async def _apply(self, request: web.Request, span: Span) -> web.Response:
         with tracer().start_as_current_span("validate"):
             spec = await _spec(await request.read())
+            await self.secrets.check_refs(spec)
             await self._check_placeable(spec)
         span.set_attribute("cloudless.workload", spec.name)
         trace = traceparent(span)  # "" when tracing is off: nothing stored
@@ -455,12 +467,16 @@ class UserApi:
     async def delete_workload(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         await self._workload(name)
+        drop = request.query.get("volumes") in ("1", "true", "yes")
 
         def change(cur: WorkloadRecord | None) -> WorkloadRecord | None:
-            return None if cur is None or cur.deleted else replace(cur, deleted=True)
+            if cur is None or (cur.deleted and cur.delete_volumes >= drop):
+                return None
+            return replace(cur, deleted=True, delete_volumes=cur.delete_volumes or drop)
 
         await self.state.workloads.update(name, change, fence=self.hub.fence())
-        await self.hub.emit("workload", f"workload {name} deleting", workload=name)
+        what = " and its volumes" if drop else ""
+        await self.hub.emit("workload", f"workload {name}{what} deleting", workload=name)
         return json_response({"deleted": name})
 
     async def explanation(self, spec: WorkloadSpec, top: int) -> Explanation:
@@ -472,7 +488,8 @@ class UserApi:
         sched_snap = Snapshot.build(list(v.nodes.values()), list(v.replicas.values()), specs)
         return self.scheduler.explain(sched_snap, spec, top=top)
 
-    async def _explain(self, spec: WorkloadSpec, top: int) -> web.Response:
+    async def _explain(self, spec: WorkloadSpec, top: int, first: str = "") -> web.Response:
+        """``first``: a note that leads (a stateful replica waiting for its node)."""
         ex = await self.explanation(spec, top)
         return json_response(
             {
@@ -480,14 +497,15 @@ class UserApi:
                 "summary": ex.rejections.message(),
                 "rejections": ex.rejections.as_dict(),
                 "best": [{"node": ns.node_id, **ns.components.to_dict()} for ns in ex.best],
-                "notes": list(ex.notes),
-                "text": ex.render(),
+                "notes": [first, *ex.notes] if first else list(ex.notes),
+                "text": f"{first}\n{ex.render()}" if first else ex.render(),
             }
         )
 
     async def explain(self, request: web.Request) -> web.Response:
         rec = await self._workload(request.match_info["name"])
-        return await self._explain(rec.spec, _int_q(request, "top", 10))
+        waiting = rec.unplaced_reason if rec.spec.volumes and rec.unplaced else ""
+        return await self._explain(rec.spec, _int_q(request, "top", 10), waiting)
 
     async def explain_spec(self, request: web.Request) -> web.Response:
         spec = await _spec(await request.read())
@@ -499,6 +517,13 @@ class UserApi:
         reps = [r.value for r in (await self.state.replicas.list()).records]
         reps = [r for r in reps if (not wl or r.workload == wl) and (not node or r.node_id == node)]
         return json_response({"replicas": [replica_view(r) for r in reps]})
+
+    async def list_volumes(self, request: web.Request) -> web.Response:
+        wls = await self.state.workloads.list()
+        reps = await self.state.replicas.list(revision=wls.revision)
+        rows = volume_rows((w.value for w in wls.records), (r.value for r in reps.records))
+        wl = request.query.get("workload")
+        return json_response({"volumes": [v for v in rows if not wl or v["workload"] == wl]})
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
         rid = request.match_info["id"]

@@ -154,6 +154,8 @@ class AgentHub:
         self._usage_due: dict[str, tuple[Resources, NodeConditions, float]] = {}
         self._usage_event = asyncio.Event()
         self._nodes_from: int | None = None  # where _watch_nodes starts (None: list first)
+        #: Secret values by name (``SecretCache.get``), for replicas whose spec refers to them.
+        self.secret_values: Callable[[str], bytes | None] = lambda name: None
 
     # ---- leadership ------------------------------------------------------------------------
 
@@ -635,6 +637,15 @@ class AgentHub:
                 if s is not None and not s.closed:
                     s.outbox.put_nowait(self.assignments_for(s))
 
+    def secrets_changed(self, names: set[str]) -> None:
+        """Re-push the assignments of nodes running a replica that uses one of ``names``."""
+        for node_id in list(self.sessions):
+            for r in self._index.for_node(node_id):
+                rec = self._index.workloads.get(r.workload)
+                if rec is not None and any(ref.name in names for ref in rec.spec.secrets):
+                    self._mark(node_id)
+                    break
+
     def assignments_for(self, s: Session) -> pb.CoordinatorMessage:
         s.generation += 1
         out = []
@@ -642,7 +653,11 @@ class AgentHub:
             rec = self._index.workloads.get(r.workload)
             if rec is None:
                 continue
-            out.append(assignment(r, rec.spec))
+            values = {
+                ref.name: v for ref in rec.spec.secrets if (v := self.secret_values(ref.name))
+            }
+            drop = rec.deleted and rec.delete_volumes
+            out.append(assignment(r, rec.spec, values, drop_volumes=drop))
         return pb.CoordinatorMessage(
             assignments=pb.Assignments(generation=s.generation, replicas=out)
         )

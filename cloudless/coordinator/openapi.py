@@ -49,6 +49,13 @@ ROUTES: tuple[Route, ...] = (
     Route("post", "/v1/nodes/{id}/cordon", "Cordon: no new replicas", m.NodeView),
     Route("post", "/v1/nodes/{id}/uncordon", "Uncordon", m.NodeView),
     Route("post", "/v1/nodes/{id}/drain", "Drain: move its replicas away", m.NodeView),
+    Route("get", "/v1/volumes", "Persistent volumes: node, mount, size, usage", JSON),
+    Route("get", "/v1/secrets", "Secrets: names, sizes, generations (never values)", JSON),
+    Route("post", "/v1/secrets", "Create or update a secret", JSON, status=201),
+    Route("delete", "/v1/secrets/{name}", "Delete a secret", JSON),
+    Route("post", "/v1/secrets/rotate", "Re-seal every secret under a new key", JSON),
+    Route("get", "/v1/workloads/{name}/rollout", "Roll-out status and history", JSON),
+    Route("post", "/v1/workloads/{name}/undo", "Roll back to the previous spec", JSON),
     Route(
         "get",
         "/v1/services",

@@ -13,9 +13,11 @@ transactions; agents act on the store's new contents. Rules, per workload:
   the extras are stopped, never all restarted;
 * replicas on a draining node get replacements first and are stopped once enough replicas
   run elsewhere;
-* a changed spec rolls out in place, a quarter of the replicas (at least one) at a time, the
-  next batch only once the previous one runs;
-* a deleted workload has all its replicas stopped, then its record removed.
+* a changed spec rolls out in place, in batches gated on readiness, and rolls back
+  automatically when a batch fails (``rollout.decide_rollout`` has the rules);
+* a deleted workload has all its replicas stopped, then its record removed;
+* a workload with volumes keeps stable replica ids on the nodes holding their data
+  (``stateful``: its own rules for placement, node loss and scale down).
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from cloudless.coordinator.records import WorkloadRecord
+from cloudless.coordinator.rollout import decide_rollout
+from cloudless.coordinator.stateful import keep_lost, plan_stateful, replica_id
 from cloudless.lib.ids import IdSource
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import DesiredState, Replica, ReplicaState
+from cloudless.model.rollout import Rollout
 from cloudless.model.workload import WorkloadSpec
 
 
@@ -101,16 +106,42 @@ class DeleteWorkload:
 
 
 @dataclass(frozen=True)
+class SetRollout:
+    """Record the roll-out's progress (complete, failed, last batch time) on the workload."""
+
+    workload: str
+    rollout: Rollout
+
+
+@dataclass(frozen=True)
+class RollBack:
+    """The roll-out of ``from_version`` failed: make ``spec`` (the previous one) a new version."""
+
+    workload: str
+    from_version: int
+    spec: WorkloadSpec
+    reason: str
+
+
+@dataclass(frozen=True)
 class SetNodeState:
     node_id: str
     state: NodeState
     reason: str
 
 
-Action = CreateReplica | UpdateReplica | DeleteReplica | SetUnplaced | DeleteWorkload | SetNodeState
+Action = (
+    CreateReplica
+    | UpdateReplica
+    | DeleteReplica
+    | SetUnplaced
+    | DeleteWorkload
+    | SetNodeState
+    | SetRollout
+    | RollBack
+)
 
 _HEALTHY = frozenset({NodeState.READY, NodeState.CORDONED, NodeState.DRAINING})
-MIN_READY_S = 10.0  # a rolled-out replica must run this long before the next batch goes
 _GONE = frozenset({NodeState.FAILED, NodeState.REMOVED})
 
 
@@ -134,7 +165,11 @@ def reconcile(view: ClusterView, placer: Placer, ids: IdSource, now: float) -> l
         state = node.state if node else NodeState.REMOVED
         if r.workload not in view.workloads:
             _delete(work, r, "its workload no longer exists")
-        elif state in _GONE and (r.observed is ReplicaState.LOST or state is NodeState.REMOVED):
+        elif (
+            state in _GONE
+            and (r.observed is ReplicaState.LOST or state is NodeState.REMOVED)
+            and not _waits_for_its_node(view, r, state)
+        ):
             _delete(work, r, f"node {r.node_id or '?'} is {state.value}")
         elif state not in _HEALTHY and r.observed is not ReplicaState.LOST and not r.node_id == "":
             _update(
@@ -164,6 +199,11 @@ def reconcile(view: ClusterView, placer: Placer, ids: IdSource, now: float) -> l
         _reconcile_workload(work, view, rec, current, nodes, specs, placer, ids, now)
     _finish_drains(work, view)
     return work.actions
+
+
+def _waits_for_its_node(view: ClusterView, r: Replica, state: NodeState) -> bool:
+    rec = view.workloads.get(r.workload)
+    return rec is not None and not rec.deleted and keep_lost(rec.spec, r, state)
 
 
 def _finish_drains(work: _Work, view: ClusterView) -> None:
@@ -199,6 +239,9 @@ def _reconcile_workload(
     now: float,
 ) -> None:
     spec = rec.spec
+    if spec.volumes:
+        _reconcile_stateful(work, view, rec, current, nodes, specs, placer, now)
+        return
     live = [r for r in current if _live(r, view.nodes)]
     draining = [r for r in live if view.nodes[r.node_id].state is NodeState.DRAINING]
     settled = [r for r in live if view.nodes[r.node_id].state is not NodeState.DRAINING]
@@ -248,29 +291,64 @@ def _reconcile_workload(
     _roll_out(work, rec, settled, now)
 
 
+def _reconcile_stateful(
+    work: _Work,
+    view: ClusterView,
+    rec: WorkloadRecord,
+    current: list[Replica],
+    nodes: list[Node],
+    specs: Mapping[str, WorkloadSpec],
+    placer: Placer,
+    now: float,
+) -> None:
+    spec = rec.spec
+    plan = plan_stateful(spec, current, view.nodes, now)
+    for r, why in plan.update:
+        _update(work, r, why)
+    for r, why in plan.delete:
+        _delete(work, r, why)
+    unplaced, reasons = len(plan.waiting), list(plan.waiting)
+    # An ordinal whose record is deleted this round is created the next: one key, one change.
+    plan.place = [n for n in plan.place if replica_id(spec.name, n) not in view.replicas]
+    if plan.place:
+        result = placer.place(nodes, list(work.replicas.values()), specs, spec, len(plan.place))
+        for ordinal, node_id in zip(plan.place, result.node_ids, strict=False):
+            r = Replica(
+                id=replica_id(spec.name, ordinal),
+                workload=spec.name,
+                node_id=node_id,
+                spec_version=rec.version,
+                created_at=now,
+                updated_at=now,
+            )
+            work.replicas[r.id] = r
+            work.actions.append(CreateReplica(r))
+        if len(result.node_ids) < len(plan.place):
+            unplaced += len(plan.place) - len(result.node_ids)
+            reasons.append(result.reason)
+    reason = "; ".join(x for x in reasons if x)
+    if (unplaced, reason) != (rec.unplaced, rec.unplaced_reason):
+        work.actions.append(SetUnplaced(spec.name, unplaced, reason))
+    _roll_out(work, rec, plan.live, now)
+
+
 def _roll_out(work: _Work, rec: WorkloadRecord, settled: list[Replica], now: float) -> None:
+    """Apply the roll-out decider (``rollout.decide_rollout``) to the replicas that stay."""
     kept = [
         work.replicas[r.id] for r in settled if work.replicas[r.id].desired is DesiredState.RUNNING
     ]
-    stale = [r for r in kept if r.spec_version != rec.version]
-    if not stale:
-        return
-    # Replicas already on the new version that have not run steadily for MIN_READY_S are the
-    # batch in flight: a crash-looping version is briefly "running" after each restart, and
-    # must not be mistaken for a healthy one, or a broken version would reach every replica.
-    in_flight = [
-        r
-        for r in kept
-        if r.spec_version == rec.version
-        and (r.observed is not ReplicaState.RUNNING or now - r.updated_at < MIN_READY_S)
-    ]
-    batch = max(1, rec.spec.replicas // 4) - len(in_flight)
-    for r in sorted(stale, key=lambda r: r.id)[: max(0, batch)]:
+    plan = decide_rollout(rec, kept, now)
+    for r in plan.roll:
         _update(
             work,
             replace(r, spec_version=rec.version, observed=ReplicaState.PENDING, updated_at=now),
             f"rolling out spec version {rec.version}",
         )
+    if plan.status is not None:
+        work.actions.append(SetRollout(rec.name, plan.status))
+    if plan.rollback is not None:
+        b = plan.rollback
+        work.actions.append(RollBack(rec.name, b.from_version, b.spec, b.reason))
 
 
 def _update(work: _Work, r: Replica, reason: str) -> None:

@@ -30,7 +30,9 @@ from cloudless.coordinator.reconcile import (
     DeleteReplica,
     DeleteWorkload,
     Placer,
+    RollBack,
     SetNodeState,
+    SetRollout,
     SetUnplaced,
     UpdateReplica,
     reconcile,
@@ -42,6 +44,7 @@ from cloudless.lib.clock import Clock
 from cloudless.lib.ids import IdSource
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica, ReplicaState
+from cloudless.model.rollout import RolloutState
 from cloudless.observability.metrics import RECONCILE_DURATION, RECONCILE_ROUNDS
 from cloudless.observability.tracing import child_of, traceparent, tracer
 from cloudless.store.errors import Fenced, StoreError
@@ -289,9 +292,10 @@ class Reconciler:
                     if cur is None:
                         return None
                     # Keep what the agent reported meanwhile unless this action changes it.
-                    observed = cur.observed
+                    observed, restarts, ready = cur.observed, cur.restarts, cur.ready
                     if r.spec_version != cur.spec_version:
-                        observed = ReplicaState.PENDING  # rolled to a new spec
+                        # rolled to a new spec: a new incarnation, judged afresh by roll-outs
+                        observed, restarts, ready = ReplicaState.PENDING, 0, False
                     elif r.observed is ReplicaState.LOST:
                         observed = ReplicaState.LOST
                     return replace(
@@ -299,6 +303,8 @@ class Reconciler:
                         desired=r.desired,
                         spec_version=r.spec_version,
                         observed=observed,
+                        restarts=restarts,
+                        ready=ready,
                         updated_at=now,
                     )
 
@@ -348,6 +354,40 @@ class Reconciler:
                 if not await st.workloads.delete(name, fence=fence):
                     return False
                 await self._emit("workload", f"workload {name} deleted", workload=name)
+            case SetRollout(workload=name, rollout=ro):
+
+                def progress(cur: WorkloadRecord | None) -> WorkloadRecord | None:
+                    if cur is None or cur.version != ro.version or cur.rollout == ro:
+                        return None
+                    return replace(cur, rollout=ro)
+
+                if not self._seen(await st.workloads.update(name, progress, fence=fence)):
+                    return False
+                if ro.state is not RolloutState.PROGRESSING:
+                    why = f": {ro.reason}" if ro.reason else ""
+                    await self._emit(
+                        "rollout",
+                        f"roll-out of {name} version {ro.version} {ro.state.value}{why}",
+                        workload=name,
+                    )
+            case RollBack(workload=name, from_version=old, spec=spec, reason=reason):
+                now = self.clock.now()
+
+                def back(cur: WorkloadRecord | None) -> WorkloadRecord | None:
+                    if cur is None or cur.version != old or cur.deleted:
+                        return None  # the user applied something else meanwhile
+                    spec_now = replace(spec, replicas=cur.spec.replicas)
+                    cause = f"automatic rollback of version {old}: {reason}"
+                    return cur.next_version(spec_now, now, cause=cause, rollback_of=old)
+
+                wrec = await st.workloads.update(name, back, fence=fence)
+                if not self._seen(wrec):
+                    return False
+                await self._emit(
+                    "rollout",
+                    f"roll-out of {name} version {old} failed ({reason}); rolling back",
+                    workload=name,
+                )
         return True
 
     def _seen(self, rec: Record[Any] | None) -> bool:

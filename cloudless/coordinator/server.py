@@ -39,6 +39,7 @@ from cloudless.coordinator.joining import (
 from cloudless.coordinator.leader_watch import GrpcLink, LeaderWatch, leader_link_options
 from cloudless.coordinator.placer import SchedulerPlacer
 from cloudless.coordinator.reconciler import Reconciler
+from cloudless.coordinator.secret_cache import SecretCache
 from cloudless.coordinator.state import EVENTS_PREFIX, ClusterState
 from cloudless.coordinator.telemetry import CoordinatorTelemetry
 from cloudless.lib.clock import Clock, SystemClock
@@ -55,6 +56,7 @@ from cloudless.security.authz import Authorizer
 from cloudless.security.ca import CertificateAuthority
 from cloudless.security.identity import CertKind, SpiffeId
 from cloudless.security.revocation import RevocationList
+from cloudless.security.secretbox import SecretBox
 from cloudless.security.tokens import TokenManager
 from cloudless.store.election import Election
 from cloudless.store.errors import StoreError
@@ -205,6 +207,10 @@ class Coordinator:
             clock=self.clock,
         )
         self.hub = AgentHub(self.state, self.clock, c.membership)
+        self.secret_cache = SecretCache(
+            self.store, SecretBox(self.ca.secrets_key), self.hub.secrets_changed
+        )
+        self.hub.secret_values = self.secret_cache.get
         reconciler = Reconciler(
             self.state, SchedulerPlacer(Scheduler(c.scheduler)), self.ids, self.clock
         )
@@ -272,6 +278,7 @@ class Coordinator:
                 )
                 tg.create_task(self._refresh_coordinators())
                 tg.create_task(self._sync_revocations())
+                tg.create_task(self.secret_cache.run())
                 tg.create_task(self._lead(reconciler))
                 tg.create_task(self._leader_watch().run())
                 grpc_server = await self._serve_grpc(agent_api)

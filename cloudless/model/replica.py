@@ -72,6 +72,10 @@ class Replica:
     started_at: float = 0.0
     endpoint: str = ""  # "ip:port" where it serves, as its agent reports
     trace: str = ""  # W3C traceparent of the decision that created it ("" untraced)
+    ready: bool = False  # running and passing its readiness check, as its agent reports
+    health: str = ""  # why it is not ready / was restarted by its liveness check
+    volume_bytes: tuple[tuple[str, int], ...] = ()  # (volume, bytes used), sorted by name
+    observed_version: int = 0  # the spec version the agent's last applied status was about
 
     def with_observed(
         self, state: ReplicaState, *, reason: str = "", exit_code: int | None = None, at: float
@@ -80,7 +84,8 @@ class Replica:
 
     def advance(self, report: Replica) -> Replica | None:
         """This replica with the agent-owned fields of ``report`` (its observed state, reason,
-        exit code, restarts, start time, endpoint and when it was seen), or ``None`` when the
+        exit code, restarts, start time, endpoint, readiness and health, volume usage, the
+        spec version it was about, and when it was seen), or ``None`` when the
         report would move observed state backward within one incarnation (same ``restarts``,
         see ``advance`` above): a late or reordered report, to be dropped. The
         coordinator-owned fields (assignment, desired state, spec version) are kept."""
@@ -95,6 +100,10 @@ class Replica:
             started_at=report.started_at,
             updated_at=report.updated_at,
             endpoint=report.endpoint,
+            ready=report.ready,
+            health=report.health,
+            volume_bytes=report.volume_bytes,
+            observed_version=report.observed_version,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,6 +122,10 @@ class Replica:
             "started_at": self.started_at,
             "endpoint": self.endpoint,
             "trace": self.trace,
+            "ready": self.ready,
+            "health": self.health,
+            "volume_bytes": dict(self.volume_bytes),
+            "observed_version": self.observed_version,
         }
 
     @classmethod
@@ -132,4 +145,10 @@ class Replica:
             started_at=float(d.get("started_at", 0.0)),
             endpoint=str(d.get("endpoint", "")),
             trace=str(d.get("trace", "")),
+            ready=bool(d.get("ready", False)),
+            observed_version=int(d.get("observed_version", 0)),
+            health=str(d.get("health", "")),
+            volume_bytes=tuple(
+                sorted((str(k), int(v)) for k, v in (d.get("volume_bytes") or {}).items())
+            ),
         )

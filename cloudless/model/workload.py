@@ -24,8 +24,12 @@ from types import MappingProxyType
 from typing import Any
 
 from cloudless.lib.ids import is_valid_id
+from cloudless.model.health import HealthChecks
 from cloudless.model.node import Node
 from cloudless.model.resources import Resources
+from cloudless.model.rollout import UpdatePolicy
+from cloudless.model.secrets import SecretRef
+from cloudless.model.volumes import NodeLoss, Volume
 
 TOPOLOGY_KEYS = ("node", "zone", "region")
 
@@ -177,6 +181,11 @@ class WorkloadSpec:
     ports: tuple[int, ...] = ()
     stop_timeout_s: float = 10.0
     namespace: str = "default"  # who may manage it (RBAC); names stay unique cluster-wide
+    health: HealthChecks = HealthChecks()
+    volumes: tuple[Volume, ...] = ()
+    on_node_loss: NodeLoss = NodeLoss.WAIT
+    secrets: tuple[SecretRef, ...] = ()
+    update: UpdatePolicy = UpdatePolicy()
 
     def to_dict(self) -> dict[str, Any]:
         from cloudless.model.workload_codec import workload_to_dict

@@ -13,8 +13,12 @@ from typing import Any, TypeVar
 from cloudless.lib.bounded import load_any, path_key, show
 from cloudless.lib.errors import ValidationError
 from cloudless.lib.ids import is_valid_id
+from cloudless.model.health_codec import health_to_dict, parse_health
 from cloudless.model.labels import labels_problems, text_problem
 from cloudless.model.resources import Resources, parse_cpu, parse_rate, parse_size
+from cloudless.model.rollout import UpdatePolicy, parse_update, update_to_dict
+from cloudless.model.secrets_codec import parse_secrets, secret_to_dict
+from cloudless.model.volumes_codec import parse_node_loss, parse_volumes, volume_to_dict
 from cloudless.model.workload import (
     _OP_ALIASES,
     AffinityTerm,
@@ -424,6 +428,11 @@ _TOP = {
     "ports",
     "stop_timeout",
     "namespace",
+    "health",
+    "volumes",
+    "on_node_loss",
+    "secrets",
+    "update",
 }
 
 
@@ -461,6 +470,7 @@ def parse_workload_data(data: Any, path: str = "spec", *, stored: bool = False) 
             p.add(f"{path}.ports[{i}]", "is empty: a port is a number in [1, 65535]")
             continue
         ports.append(_int(port, f"{path}.ports[{i}]", p, 1, 65535, 0))
+    volumes = parse_volumes(d.get("volumes"), f"{path}.volumes", p.add)
     spec = WorkloadSpec(
         name=name,
         image=image,
@@ -475,6 +485,13 @@ def parse_workload_data(data: Any, path: str = "spec", *, stored: bool = False) 
         ports=tuple(ports),
         stop_timeout_s=_num(d.get("stop_timeout"), f"{path}.stop_timeout", p, 0.0, 3600.0, 10.0),
         namespace=namespace or "default",
+        health=parse_health(d.get("health"), f"{path}.health", p.add, tuple(ports)),
+        volumes=volumes,
+        on_node_loss=parse_node_loss(
+            d.get("on_node_loss"), f"{path}.on_node_loss", p.add, bool(d.get("volumes"))
+        ),
+        secrets=parse_secrets(d.get("secrets"), f"{path}.secrets", p.add, volumes),
+        update=parse_update(d.get("update"), f"{path}.update", p.add),
     )
     if p.items:
         raise ValidationError(p.items)
@@ -503,7 +520,7 @@ def workload_to_dict(s: WorkloadSpec) -> dict[str, Any]:
     def wl(a: WorkloadAffinity) -> dict[str, Any]:
         return {"workload": a.workload, "topology_key": a.topology_key, "weight": a.weight}
 
-    return {
+    out: dict[str, Any] = {
         "name": s.name,
         "image": s.image,
         "command": list(s.command),
@@ -559,3 +576,13 @@ def workload_to_dict(s: WorkloadSpec) -> dict[str, Any]:
         "stop_timeout": s.stop_timeout_s,
         "namespace": s.namespace,
     }
+    if s.health:  # absent when unset, so agents without health checks still parse the spec
+        out["health"] = health_to_dict(s.health)
+    if s.volumes:  # likewise
+        out["volumes"] = [volume_to_dict(v) for v in s.volumes]
+        out["on_node_loss"] = s.on_node_loss.value
+    if s.secrets:  # likewise (references only: values never travel in a spec)
+        out["secrets"] = [secret_to_dict(r) for r in s.secrets]
+    if s.update != UpdatePolicy():  # likewise
+        out["update"] = update_to_dict(s.update)
+    return out

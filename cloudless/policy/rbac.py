@@ -44,6 +44,8 @@ RESOURCES = (
     "metrics",  # /metrics and the Prometheus SD document
     "console",  # a web console login (the console shows the whole cluster, read-only)
     "services",  # service VIPs and endpoints (cloudless/network)
+    "volumes",  # persistent volumes of replicas (listing; deleted with their workload)
+    "secrets",  # cluster secrets: names and metadata; values are never answered
 )
 NAMESPACED = frozenset({"workloads", "replicas", "logs"})
 ALL = "*"
@@ -134,6 +136,7 @@ _READABLE = (
     "metrics",
     "console",
     "services",
+    "volumes",
 )
 BUILTIN_ROLES: Mapping[str, Role] = {
     r.name: r
@@ -142,7 +145,7 @@ BUILTIN_ROLES: Mapping[str, Role] = {
         Role(
             "operator",
             (
-                _rule(VERBS, ["nodes", "workloads", "replicas", "logs"]),
+                _rule(VERBS, ["nodes", "workloads", "replicas", "logs", "secrets"]),
                 _rule(READ_VERBS, [*_READABLE, "roles"]),
             ),
             "nodes and workloads: cordon, drain, remove nodes; run and scale workloads",

@@ -78,6 +78,13 @@ ROUTES: dict[tuple[str, str], RouteAccess] = {
     # a login link for the read-only console: a POST that writes no cluster state
     ("POST", "/v1/ui/login"): RouteAccess("get", "console", NsFrom.NONE, write=False),
     ("GET", "/v1/services"): _r("list", "services"),
+    ("GET", "/v1/volumes"): _r("list", "volumes", NsFrom.QUERY),
+    ("POST", "/v1/secrets"): _r("create", "secrets"),
+    ("GET", "/v1/secrets"): _r("list", "secrets"),
+    ("DELETE", "/v1/secrets/{name}"): _r("delete", "secrets"),
+    ("POST", "/v1/secrets/rotate"): _r("update", "secrets"),
+    ("GET", "/v1/workloads/{name}/rollout"): _r("get", "workloads", NsFrom.WORKLOAD),
+    ("POST", "/v1/workloads/{name}/undo"): _r("update", "workloads", NsFrom.WORKLOAD),
 }
 
 

@@ -18,17 +18,19 @@ from cloudless.runtime.errors import (
     RuntimeUnavailable,
     StartFailed,
 )
-from cloudless.runtime.fake import FakeBehavior, FakeHost, FakeRuntime
+from cloudless.runtime.fake import FakeBehavior, FakeExec, FakeHost, FakeRuntime
 from cloudless.runtime.protocol import ContainerRuntime
 from cloudless.runtime.types import (
     LABEL_MANAGED,
     LABEL_REPLICA,
     LABEL_WORKLOAD,
+    BindMount,
     ContainerExit,
     ContainerSpec,
     ContainerState,
     ContainerStats,
     ContainerStatus,
+    ExecResult,
     ImageInfo,
     LogCursor,
     LogLine,
@@ -41,6 +43,7 @@ __all__ = [
     "LABEL_MANAGED",
     "LABEL_REPLICA",
     "LABEL_WORKLOAD",
+    "BindMount",
     "ContainerExists",
     "ContainerExit",
     "ContainerNotFound",
@@ -50,7 +53,9 @@ __all__ = [
     "ContainerStats",
     "ContainerStatus",
     "DigestMismatch",
+    "ExecResult",
     "FakeBehavior",
+    "FakeExec",
     "FakeHost",
     "FakeRuntime",
     "ImageInfo",

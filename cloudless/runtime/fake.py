@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from cloudless.lib.clock import Clock
@@ -50,6 +50,7 @@ from cloudless.runtime.types import (
     ContainerState,
     ContainerStats,
     ContainerStatus,
+    ExecResult,
     ImageInfo,
     LogCursor,
     LogLine,
@@ -75,6 +76,8 @@ class FakeBehavior:
     * ``pull_delay`` / ``pull_error`` / ``image_size``: how pulling its image goes.
     * ``stdout`` / ``stderr``: bytes it writes when started.
     * ``memory_bytes`` / ``cpu_millicores``: what ``container_stats`` reports while running.
+    * ``exec``: what ``exec_in_container`` does, given the command: a ``FakeExec`` (default:
+      exit 0 at once). The callable may read test state, so one behaviour can turn unhealthy.
     """
 
     run_for: float | None = None
@@ -90,6 +93,16 @@ class FakeBehavior:
     stderr: bytes = b""
     memory_bytes: int = 10 * 1024 * 1024
     cpu_millicores: int = 100
+    exec: Callable[[tuple[str, ...]], FakeExec] | None = None
+
+
+@dataclass(frozen=True)
+class FakeExec:
+    """One exec's outcome: ``duration`` seconds of (clock) time, then ``exit_code``."""
+
+    exit_code: int = 0
+    output: str = ""
+    duration: float = 0.0
 
 
 @dataclass
@@ -160,6 +173,7 @@ class FakeHost:
         self.containers: dict[str, _FakeContainer] = {}
         self.next_pid = 1000
         self.pull_count = 0
+        self.exec_count = 0
 
 
 class FakeRuntime:
@@ -369,6 +383,24 @@ class FakeRuntime:
             timestamp=self.clock.now(),
         )
 
+    async def exec_in_container(
+        self, container_id: str, command: Sequence[str], timeout: float = 10.0
+    ) -> ExecResult:
+        c = self._get(container_id)
+        if c.state is not ContainerState.RUNNING:
+            raise InvalidState(
+                f"container {container_id!r} is {c.state.value}; commands run only in a "
+                "running container"
+            )
+        self.host.exec_count += 1
+        fx = c.behavior.exec(tuple(command)) if c.behavior.exec else FakeExec()
+        if fx.duration > timeout:
+            await self.clock.sleep(timeout)
+            return ExecResult(-1, "", timed_out=True)
+        if fx.duration:
+            await self.clock.sleep(fx.duration)
+        return ExecResult(fx.exit_code, fx.output)
+
     def container_logs(
         self,
         container_id: str,
@@ -425,4 +457,4 @@ class _FakeLogs:
         await self.c.changed.wait()
 
 
-__all__ = ["SIGKILL_EXIT", "SIGTERM_EXIT", "FakeBehavior", "FakeHost", "FakeRuntime"]
+__all__ = ["SIGKILL_EXIT", "SIGTERM_EXIT", "FakeBehavior", "FakeExec", "FakeHost", "FakeRuntime"]

@@ -17,6 +17,10 @@ Contract, shared by both:
 * ``exits()`` yields every exit that happens while the iterator is open, at once, with
   ``oom_killed`` telling a memory kill from an ordinary SIGKILL. ``run()`` must be running for
   exits to be observed; it is the runtime's long-lived loop (events, reconnects, log caps).
+* ``exec_in_container`` runs a command inside a *running* container (``InvalidState``
+  otherwise) with the container's environment, user and working directory, and returns its
+  exit code and the start of its output; past ``timeout`` seconds it is killed and reported
+  ``timed_out``. It never affects the container's own process or its exit.
 * ``recover()`` (after an agent restart) returns the statuses of every container this runtime's
   namespace holds that carry the managed label, so the agent can adopt them. Call it before
   relying on ``exits()``: a new runtime object only reports exits of containers it started or
@@ -26,7 +30,7 @@ Contract, shared by both:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol, runtime_checkable
 
 from cloudless.runtime.types import (
@@ -34,6 +38,7 @@ from cloudless.runtime.types import (
     ContainerSpec,
     ContainerStats,
     ContainerStatus,
+    ExecResult,
     ImageInfo,
     LogCursor,
     LogLine,
@@ -66,6 +71,10 @@ class ContainerRuntime(Protocol):
     async def list_containers(self) -> list[ContainerStatus]: ...
 
     async def container_stats(self, container_id: str) -> ContainerStats: ...
+
+    async def exec_in_container(
+        self, container_id: str, command: Sequence[str], timeout: float = 10.0
+    ) -> ExecResult: ...
 
     def container_logs(
         self,

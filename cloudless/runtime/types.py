@@ -49,6 +49,15 @@ def check_container_id(container_id: str) -> None:
 
 
 @dataclass(frozen=True)
+class BindMount:
+    """A host directory (``source``) mounted at ``destination`` inside the container."""
+
+    source: str
+    destination: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """One container to run. Restarting is not the runtime's job: the agent decides that.
 
@@ -68,8 +77,10 @@ class ContainerSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     workload_id: str = ""
     replica_id: str = ""
+    mounts: tuple[BindMount, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "mounts", tuple(self.mounts))
         object.__setattr__(self, "command", tuple(self.command))
         object.__setattr__(self, "args", tuple(self.args))
         object.__setattr__(self, "env", _frozen(self.env))
@@ -99,6 +110,12 @@ class ContainerSpec:
         for k in self.env:
             if not k or "=" in k:
                 problems.append(f"env: name {k!r} must be non-empty and contain no '='")
+        for i, m in enumerate(self.mounts):
+            if not m.source.startswith("/") or not m.destination.startswith("/"):
+                problems.append(
+                    f"mounts[{i}]: source {m.source!r} and destination {m.destination!r} must "
+                    "both be absolute paths"
+                )
         for k in self.labels:
             if k.startswith("io.cloudless."):
                 problems.append(f"labels: {k!r} is reserved for the runtime; choose another prefix")
@@ -176,6 +193,21 @@ class ContainerStats:
     memory_limit_bytes: int
     pids: int
     timestamp: float
+
+
+#: Most output an exec keeps (the start of it): a probe needs a reason, not a transcript.
+MAX_EXEC_OUTPUT = 4096
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """A command run inside a running container. ``timed_out``: it was killed at the deadline
+    (``exit_code`` is then -1). ``output`` is stdout and stderr together, at most
+    ``MAX_EXEC_OUTPUT`` bytes, decoded leniently."""
+
+    exit_code: int
+    output: str = ""
+    timed_out: bool = False
 
 
 @dataclass(frozen=True)

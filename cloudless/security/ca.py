@@ -272,6 +272,22 @@ class CertificateAuthority:
         )
         return hkdf.derive(ikm)
 
+    def secrets_key(self, generation: int) -> bytes:
+        """The 32-byte AES key of secrets generation ``generation`` (``security.secretbox``),
+        derived from the root key like ``token_signing_key``: only coordinators hold it."""
+        ikm = self._key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        hkdf = HKDF(
+            algorithm=hashes.SHA256(),
+            length=32,
+            salt=bytes.fromhex(self._digest),
+            info=f"cloudless/secrets/v1/{generation}".encode(),
+        )
+        return hkdf.derive(ikm)
+
     # -- issuance -----------------------------------------------------------------------------
 
     def sign_csr(

@@ -107,7 +107,8 @@ async def test_rolling_update_goes_in_batches_of_a_quarter() -> None:
 
         took = await sim.until(done, within=60, what="rolled out", every=0.1)
         # batch = max(1, 8 // 4) = 2 replicas at a time; each batch pulls for 2 s and must
-        # then run MIN_READY_S = 10 s before the next goes: 3 x (2 + 10) + 2 = 38 s
+        # then run (ready, no readiness check) min_ready = 10 s before the next goes:
+        # 3 x (2 + 10) + 2 = 38 s
         assert most_in_flight == 2
         assert least_running >= 6
         assert 36.0 <= took <= 42.0
@@ -280,21 +281,39 @@ async def test_lost_replica_does_not_block_its_replacement_by_spread() -> None:
         )
 
 
-async def test_broken_rollout_stops_after_the_first_batch() -> None:
+async def test_broken_rollout_rolls_back_after_the_first_batch() -> None:
     async with SimCluster() as sim:
         agents = await sim.add_agents(8)
         await sim.apply(spec("web", 8, image="web:v1"))
         await sim.until(lambda v: len(v.running("web")) == 8, within=5, what="8 running")
+        first = {cid for a in agents for cid in a.running()}
+        starts = sum(a.starts for a in agents)
         for a in agents:  # v2 dies 0.5 s after every start
             a.set_behavior(FakeBehavior(run_for=0.5, exit_code=1), image="web:v2")
         await sim.apply(spec("web", 8, image="web:v2"))
-        await sim.run_for(30)
+        # batch = max(1, 8 // 4) = 2: the first batch fails (exit 1, then restarts), the
+        # roll-out rolls back: version 3 runs web:v1 again, in 4 batches of 2, each waiting
+        # min_ready = 10 s (no readiness check): about 4 x 10 s.
+        took = await sim.until(
+            lambda v: (
+                v.workloads["web"].version == 3
+                and len([r for r in v.running("web") if r.spec_version == 3 and r.ready]) == 8
+            ),
+            within=60,
+            what="rolled back to web:v1",
+        )
+        assert took <= 50.0
         v = await sim.view()
-        new = [r for r in v.of("web") if r.spec_version == 2]
-        # batch = max(1, 8 // 4) = 2: the first batch crash-loops and the roll-out waits.
-        assert len(new) == 2, v.dump()
-        assert len([r for r in v.running("web") if r.spec_version == 1]) == 6
-        assert len(v.of("web")) == 8  # crash-looping replicas are restarted, not replaced
+        rec = v.workloads["web"]
+        assert rec.spec.image == "web:v1" and rec.rollout.rollback_of == 2
+        assert rec.history[-1].version == 2 and rec.history[-1].spec.image == "web:v2"
+        # Only the 2 replicas of the failed batch ran web:v2; the other 6 were relabelled to
+        # version 3 in place (same spec: no restart), the 2 restarted once more on web:v1.
+        assert len(first & {cid for a in agents for cid in a.running()}) == 8  # same ids
+        v2_starts = sum(a.starts for a in agents) - starts
+        assert 2 + 2 <= v2_starts <= 2 * 4, v2_starts  # 2 on v2 (+ their restarts), 2 on v1
+        events = await sim.events("rollout")
+        assert any("roll-out of web version 2 failed (web-" in e for e in events), events
 
 
 async def test_scale_to_zero_stops_everything() -> None:

@@ -7,6 +7,7 @@ import contextlib
 import random
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudless.agent.link import assignments_from_pb, status_pb
@@ -90,7 +91,12 @@ class SimAgent:
             by_container=self.by_container,
             host=self.host,
         )
-        self.supervisor = Supervisor(self.runtime, self.clock, self._on_change)
+        self.supervisor = Supervisor(
+            self.runtime,
+            self.clock,
+            self._on_change,
+            volumes_root=Path(self.cluster.volumes.name) / self.node_id,
+        )
         self.task = self.cluster.spawn(self._process(), f"agent {self.node_id}")
 
     async def _process(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import tempfile
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
@@ -68,6 +69,8 @@ class SimCluster:
         self._tasks: set[asyncio.Task[None]] = set()
         self._failures: list[str] = []
         self._view: tuple[int, SimView] | None = None
+        #: Each host's volume directories (``<root>/<node id>``), removed with the cluster.
+        self.volumes = tempfile.TemporaryDirectory(prefix="cl-sim-volumes-")
 
     async def __aenter__(self) -> SimCluster:
         self.spawn(self.store.run(), "store")
@@ -80,6 +83,7 @@ class SimCluster:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.volumes.cleanup()
 
     def spawn(self, coro: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
         """Run ``coro`` until the cluster closes; an unexpected error fails the scenario."""

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from cloudless.lib.errors import NotFound
 from cloudless.runtime._exits import ExitBroadcaster
 from cloudless.runtime.containerd import events
 from cloudless.runtime.containerd.client import AlreadyExists, ContainerdClient, map_error
+from cloudless.runtime.containerd.execs import Execs
 from cloudless.runtime.containerd.images import ImageStore
 from cloudless.runtime.containerd.leases import CreateLease
 from cloudless.runtime.containerd.logfiles import FileLogSource, LogFiles
@@ -58,6 +59,7 @@ from cloudless.runtime.types import (
     ContainerState,
     ContainerStats,
     ContainerStatus,
+    ExecResult,
     ImageInfo,
     LogCursor,
     LogLine,
@@ -112,6 +114,7 @@ class ContainerdRuntime:
         self._started_at: dict[str, float] = {}
         self._lease = CreateLease(self.client, self.clock)
         self._fresh: dict[str, tuple[Any, list[Any]]] = {}  # created here, not yet started
+        self._execs = Execs(self.client, self.logs.dir)
 
     async def version(self, timeout: float = 5.0) -> str:
         """containerd's version (``"1.6.20~ds1"``); ``RuntimeUnavailable`` if it does not answer
@@ -278,6 +281,13 @@ class ContainerdRuntime:
         self._running.pop(container_id, None)
         self._oom.discard(container_id)
         self._started_at.pop(container_id, None)
+        self._execs.forget(container_id)
+
+    async def exec_in_container(
+        self, container_id: str, command: Sequence[str], timeout: float = 10.0
+    ) -> ExecResult:
+        check_container_id(container_id)
+        return await self._execs.run(container_id, command, timeout)
 
     # -- observation ---------------------------------------------------------------------
 

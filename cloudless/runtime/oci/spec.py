@@ -145,6 +145,19 @@ def parse_user(user: str) -> tuple[int, int]:
     return uid, gid
 
 
+def bind_mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
+    """The spec's host directories as OCI bind mounts (recursive; ``ro`` when read-only)."""
+    return [
+        {
+            "destination": m.destination,
+            "type": "bind",
+            "source": m.source,
+            "options": ["rbind", "ro" if m.read_only else "rw"],
+        }
+        for m in spec.mounts
+    ]
+
+
 def build_runtime_spec(
     spec: ContainerSpec,
     image: ImageConfig,
@@ -183,7 +196,7 @@ def build_runtime_spec(
         },
         "root": {"path": "rootfs"},
         "hostname": spec.id[:63],
-        "mounts": default_mounts() + list(extra_mounts or []),
+        "mounts": default_mounts() + list(extra_mounts or []) + bind_mounts(spec),
         "linux": {
             "resources": resources,
             "cgroupsPath": cgroups_path,

@@ -18,6 +18,7 @@ from cloudless.runtime import (
     ContainerRuntime,
     ContainerSpec,
     FakeBehavior,
+    FakeExec,
     FakeHost,
     FakeRuntime,
     LogStream,
@@ -61,6 +62,11 @@ class Harness(Protocol):
         ...
 
     def missing_command(self, cid: str) -> ContainerSpec: ...
+
+    def execer(self, cid: str) -> ContainerSpec:
+        """A sleeper in which ``sh -c "echo out; exit 3"`` exits 3 printing "out", ``sleep 5``
+        takes 5 s and ``no-such-cmd`` is not in the image."""
+        ...
 
     async def drive(self, aw: Awaitable[T], seconds: float) -> T:
         """Await ``aw`` while letting ``seconds`` of (fake or real) time pass."""
@@ -121,6 +127,18 @@ class FakeHarness:
     def missing_command(self, cid: str) -> ContainerSpec:
         b = FakeBehavior(start_error='command "no-such-cmd" not found in the image')
         return self._spec(cid, b, command=("no-such-cmd",))
+
+    def execer(self, cid: str) -> ContainerSpec:
+        def run(argv: tuple[str, ...]) -> FakeExec:
+            if argv == ("sh", "-c", "echo out; exit 3"):
+                return FakeExec(3, "out\n")
+            if argv == ("sleep", "5"):
+                return FakeExec(0, "", duration=5.0)
+            if argv[0] == "no-such-cmd":
+                return FakeExec(127, 'exec: "no-such-cmd": executable file not found in $PATH')
+            return FakeExec()
+
+        return self._spec(cid, FakeBehavior(sigterm_exit_code=0, exec=run))
 
     async def drive(self, aw: Awaitable[T], seconds: float) -> T:
         task = asyncio.ensure_future(aw)

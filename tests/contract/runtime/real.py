@@ -61,6 +61,9 @@ class ContainerdHarness:
     def sleeper(self, cid: str, **kw: Any) -> ContainerSpec:
         return self._spec(cid, SLEEPER, **kw)
 
+    def execer(self, cid: str) -> ContainerSpec:
+        return self.sleeper(cid)
+
     async def ready(self, cid: str) -> None:
         # PID 1 ignores SIGTERM until the shell's trap exists; "ready" is printed after it.
         async with asyncio.timeout(10):

@@ -178,6 +178,26 @@ async def test_stats_of_a_running_container(harness: Harness) -> None:
     await rt.delete_container("c-stats")
 
 
+async def test_exec_runs_a_command_in_a_running_container(harness: Harness) -> None:
+    rt = harness.runtime
+    await rt.pull_image(harness.image)
+    await rt.create_container(harness.execer("c-exec"))
+    with pytest.raises(InvalidState):  # created, not running
+        await rt.exec_in_container("c-exec", ["true"])
+    await rt.start_container("c-exec")
+    await harness.ready("c-exec")
+    r = await rt.exec_in_container("c-exec", ["sh", "-c", "echo out; exit 3"], timeout=5)
+    assert (r.exit_code, r.timed_out) == (3, False) and "out" in r.output
+    r = await harness.drive(rt.exec_in_container("c-exec", ["sleep", "5"], timeout=0.5), 1)
+    assert r.timed_out and r.exit_code == -1
+    r = await rt.exec_in_container("c-exec", ["no-such-cmd"], timeout=5)
+    assert r.exit_code == 127 and "no-such-cmd" in r.output
+    assert (await rt.get_container("c-exec")).state is ContainerState.RUNNING  # untouched
+    with pytest.raises(ContainerNotFound):
+        await rt.exec_in_container("c-nope", ["true"])
+    await harness.drive(rt.delete_container("c-exec"), 1)
+
+
 async def test_recover_adopts_survivors_after_an_agent_restart(harness: Harness) -> None:
     rt = harness.runtime
     await rt.pull_image(harness.image)

@@ -131,12 +131,27 @@ async def test_spec_version_change_replaces_container() -> None:
     async with running(rt, clock) as sup:
         sup.assign([assigned("a", 1)])
         await settle(clock)
-        sup.assign([assigned("a", 2)])
+        sup.assign([assigned("a", 2, image="img:2")])
         await settle(clock)
         await sup.idle()
         await settle(clock)
         [c] = await rt.list_containers()
-        assert c.labels["cloudless.spec-version"] == "2"
+        assert c.labels["cloudless.spec-version"] == "2" and c.image == "img:2"
+        assert state(sup, "a") is ReplicaState.RUNNING
+
+
+async def test_a_new_version_with_the_same_spec_restarts_nothing() -> None:
+    # a rollback or an undo to the spec a replica already runs: relabelled in place
+    clock = FakeClock()
+    rt = FakeRuntime(clock)
+    async with running(rt, clock) as sup:
+        sup.assign([assigned("a", 1)])
+        await settle(clock)
+        pid = (await rt.get_container("a")).pid
+        sup.assign([assigned("a", 3)])
+        await settle(clock)
+        assert (await rt.get_container("a")).pid == pid
+        assert sup.workers["a"].status.spec_version == 3
         assert state(sup, "a") is ReplicaState.RUNNING
 
 

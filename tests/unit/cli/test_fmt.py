@@ -173,22 +173,30 @@ def test_workload_row(w: dict[str, object], row: list[str]) -> None:
         (
             {"id": "web-1", "workload": "web", "node_id": "n1-abc", "desired": "running",
              "observed": "running", "restarts": 2, "started_at": NOW - 10,
-             "created_at": NOW - 100, "reason": ""},
-            ["web-1", "web", "n1", "running", "running", "2", "10s", "-"],
+             "created_at": NOW - 100, "reason": "", "ready": True},
+            ["web-1", "web", "n1", "running", "running", "yes", "2", "10s", "-"],
+        ),
+        # running but failing its readiness check: READY no, the check's words as the reason
+        (
+            {"id": "web-4", "workload": "web", "node_id": "n1-abc", "desired": "running",
+             "observed": "running", "restarts": 0, "started_at": NOW - 10, "ready": False,
+             "health": "readiness http GET :8080/: HTTP 503"},
+            ["web-4", "web", "n1", "running", "running", "no", "0", "10s",
+             "readiness http GET :8080/: HTTP 503"],
         ),
         # unplaced: no node; age from creation
         (
             {"id": "web-2", "workload": "web", "node_id": "", "desired": "running",
              "observed": "pending", "restarts": 0, "started_at": 0,
              "created_at": NOW - 100, "reason": "0/3 nodes fit"},
-            ["web-2", "web", "-", "running", "pending", "0", "1m40s", "0/3 nodes fit"],
+            ["web-2", "web", "-", "running", "pending", "-", "0", "1m40s", "0/3 nodes fit"],
         ),
         # failed with an exit code: the code leads the reason; unknown node shown by id
         (
             {"id": "web-3", "workload": "web", "node_id": "n9", "desired": "running",
              "observed": "failed", "restarts": 5, "exit_code": 137,
              "created_at": NOW - 5, "reason": "OOM killed"},
-            ["web-3", "web", "n9", "running", "failed", "5", "5s", "exit 137: OOM killed"],
+            ["web-3", "web", "n9", "running", "failed", "-", "5", "5s", "exit 137: OOM killed"],
         ),
     ],
 )  # fmt: skip

@@ -12,16 +12,14 @@ from hypothesis import strategies as st
 
 from cloudless.coordinator.api_models import ScaleRequest, TokenRequest, WorkloadSpecDoc
 from cloudless.coordinator.console.routes import Console
-from cloudless.coordinator.http_api import UserApi
 from cloudless.coordinator.openapi import spec
-from cloudless.coordinator.state import ClusterState
 from cloudless.coordinator.telemetry import CoordinatorTelemetry
 from cloudless.lib.clock import FakeClock
 from cloudless.lib.errors import ValidationError
 from cloudless.model.workload import parse_workload
 from cloudless.model.workload_codec import workload_to_dict
 from cloudless.security.revocation import RevocationList
-from cloudless.store.memory import MemoryStore
+from tests.unit.coordinator.route_api import route_only_api
 
 FULL = """
 name: hello
@@ -42,9 +40,8 @@ ports: [8080]
 def served_routes() -> set[tuple[str, str]]:
     """Every API route the coordinator serves: the user API's own, its telemetry's and the
     console's login route (the console's ``/ui`` pages are for browsers, not the API)."""
-    state = ClusterState(MemoryStore(FakeClock()))
-    api = UserApi.__new__(UserApi)  # routes only: no handler runs
-    api.state, api.clock = state, FakeClock()
+    api = route_only_api()  # routes only: no handler runs
+    state = api.state
     app = api.app()
     CoordinatorTelemetry(state, {}).install(app)
 

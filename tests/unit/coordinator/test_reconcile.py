@@ -149,8 +149,10 @@ def test_rolling_update_in_batches() -> None:
     bumped = [a.replica.id for a in acts if isinstance(a, UpdateReplica)]
     assert bumped == ["web-r0", "web-r1"]  # 8 // 4 = 2 at a time
     reps[0] = replace(reps[0], spec_version=2, observed=R.PENDING)
-    reps[1] = replace(reps[1], spec_version=2, observed=R.RUNNING)
+    reps[1] = replace(reps[1], spec_version=2, observed=R.RUNNING, ready=True)
     acts = run(nodes, wl(8, version=2), reps)
+    # r1 is healthy (running, ready, since t=0: 100 s >= min_ready 10 s), r0 is in flight:
+    # room = 2 - 1 = 1
     assert [a.replica.id for a in acts if isinstance(a, UpdateReplica)] == ["web-r2"]
 
 
@@ -179,11 +181,11 @@ def test_drained_node_becomes_cordoned() -> None:
 
 
 def test_rollout_waits_for_the_batch_to_run_steadily() -> None:
-    # now = 100; a replica on the new version running since 95 (5 s < MIN_READY_S = 10)
-    # is still in flight: 8 // 4 = 2 per batch, 2 in flight -> nothing new.
+    # now = 100; a replica on the new version running (and ready: no readiness check) since
+    # 95 (5 s < min_ready 10 s) is still in flight: 8 // 4 = 2 per batch, 2 in flight -> none.
     reps = [rep(i, f"n{i}") for i in range(8)]
-    reps[0] = replace(reps[0], spec_version=2, observed=R.RUNNING, updated_at=95.0)
-    reps[1] = replace(reps[1], spec_version=2, observed=R.RUNNING, updated_at=95.0)
+    reps[0] = replace(reps[0], spec_version=2, observed=R.RUNNING, updated_at=95.0, ready=True)
+    reps[1] = replace(reps[1], spec_version=2, observed=R.RUNNING, updated_at=95.0, ready=True)
     acts = run([node(i) for i in range(8)], wl(8, version=2), reps)
     assert [a for a in acts if isinstance(a, UpdateReplica)] == []
     # once they have run for 10 s, the next batch goes

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from cloudless.coordinator.http_api import UserApi
-from cloudless.coordinator.state import ClusterState
 from cloudless.lib.clock import FakeClock
 from cloudless.policy.audit import AuditEntry, AuditLog, overflow
 from cloudless.policy.routes import PUBLIC, ROUTES, SELF, classify
 from cloudless.store.memory import MemoryStore
+from tests.unit.coordinator.route_api import route_only_api
 
 
 def _api() -> UserApi:
-    none: Any = None
-    return UserApi(
-        state=ClusterState(MemoryStore(clock=FakeClock(0.0))),
-        hub=none,
-        ca=none,
-        tokens=none,
-        authorizer=none,
-        revocations=none,
-        clock=FakeClock(0.0),
-        is_leader=lambda: True,
-        leader_api=lambda: None,
-        agent_endpoints=list,
-    )
+    return route_only_api()
 
 
 def test_every_route_is_classified() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cloudless.lib.errors import ValidationError
-from cloudless.runtime import ContainerSpec
+from cloudless.runtime import BindMount, ContainerSpec
 from cloudless.runtime.errors import ImageNotFound
 from cloudless.runtime.oci.image import (
     MT_DOCKER_MANIFEST,
@@ -159,6 +159,20 @@ def test_runtime_spec_limits_and_defaults() -> None:
     assert "memory" not in unlimited["linux"]["resources"]
 
 
+def test_bind_mounts_follow_the_spec() -> None:
+    spec = ContainerSpec(
+        id="db-0",
+        image="i",
+        mounts=(BindMount("/agent/volumes/db/db-0/data", "/data"), BindMount("/s", "/seed", True)),
+    )
+    oci = build_runtime_spec(spec, IMG, cgroups_path="/x")
+    assert oci["mounts"][-2:] == [
+        {"destination": "/data", "type": "bind", "source": "/agent/volumes/db/db-0/data",
+         "options": ["rbind", "rw"]},
+        {"destination": "/seed", "type": "bind", "source": "/s", "options": ["rbind", "ro"]},
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("kw", "problem"),
     [
@@ -170,6 +184,7 @@ def test_runtime_spec_limits_and_defaults() -> None:
         ({"working_dir": "rel"}, "absolute"),
         ({"env": {"A=B": "x"}}, "env"),
         ({"labels": {"io.cloudless.managed": "x"}}, "reserved"),
+        ({"mounts": (BindMount("rel", "/data"),)}, "mounts[0]: source 'rel'"),
     ],
 )
 def test_spec_validation_names_the_field(kw: dict[str, object], problem: str) -> None:

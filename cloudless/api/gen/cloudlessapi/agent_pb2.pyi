@@ -108,7 +108,14 @@ class EnrollResponse(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., cert_pem: _Optional[bytes] = ..., ca_bundle_pem: _Optional[bytes] = ..., coordinators: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("replica_id", "workload", "state", "reason", "exit_code", "has_exit_code", "restarts", "started_at", "spec_version", "endpoint")
+    __slots__ = ("replica_id", "workload", "state", "reason", "exit_code", "has_exit_code", "restarts", "started_at", "spec_version", "endpoint", "ready", "health", "volume_bytes", "reports_ready")
+    class VolumeBytesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +126,10 @@ class ReplicaStatus(_message.Message):
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     SPEC_VERSION_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_READY_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     workload: str
     state: str
@@ -129,7 +140,11 @@ class ReplicaStatus(_message.Message):
     started_at: float
     spec_version: int
     endpoint: str
-    def __init__(self, replica_id: _Optional[str] = ..., workload: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., restarts: _Optional[int] = ..., started_at: _Optional[float] = ..., spec_version: _Optional[int] = ..., endpoint: _Optional[str] = ...) -> None: ...
+    ready: bool
+    health: str
+    volume_bytes: _containers.ScalarMap[str, int]
+    reports_ready: bool
+    def __init__(self, replica_id: _Optional[str] = ..., workload: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., restarts: _Optional[int] = ..., started_at: _Optional[float] = ..., spec_version: _Optional[int] = ..., endpoint: _Optional[str] = ..., ready: _Optional[bool] = ..., health: _Optional[str] = ..., volume_bytes: _Optional[_Mapping[str, int]] = ..., reports_ready: _Optional[bool] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("node_id", "facts", "replicas", "agent_version")
@@ -192,20 +207,31 @@ class AgentMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., log: _Optional[_Union[LogChunk, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ...) -> None: ...
 
 class ReplicaAssignment(_message.Message):
-    __slots__ = ("replica_id", "workload", "desired", "spec_version", "spec_json", "traceparent")
+    __slots__ = ("replica_id", "workload", "desired", "spec_version", "spec_json", "traceparent", "secrets", "drop_volumes")
+    class SecretsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     DESIRED_FIELD_NUMBER: _ClassVar[int]
     SPEC_VERSION_FIELD_NUMBER: _ClassVar[int]
     SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
+    DROP_VOLUMES_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     workload: str
     desired: str
     spec_version: int
     spec_json: bytes
     traceparent: str
-    def __init__(self, replica_id: _Optional[str] = ..., workload: _Optional[str] = ..., desired: _Optional[str] = ..., spec_version: _Optional[int] = ..., spec_json: _Optional[bytes] = ..., traceparent: _Optional[str] = ...) -> None: ...
+    secrets: _containers.ScalarMap[str, bytes]
+    drop_volumes: bool
+    def __init__(self, replica_id: _Optional[str] = ..., workload: _Optional[str] = ..., desired: _Optional[str] = ..., spec_version: _Optional[int] = ..., spec_json: _Optional[bytes] = ..., traceparent: _Optional[str] = ..., secrets: _Optional[_Mapping[str, bytes]] = ..., drop_volumes: _Optional[bool] = ...) -> None: ...
 
 class Assignments(_message.Message):
     __slots__ = ("generation", "replicas")

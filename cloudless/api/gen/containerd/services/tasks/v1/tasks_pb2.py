@@ -31,7 +31,7 @@ from cloudless.api.gen.containerd.types import descriptor_pb2 as containerd_dot_
 from cloudless.api.gen.containerd.types.task import task_pb2 as containerd_dot_types_dot_task_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(containerd/services/tasks/v1/tasks.proto\x12\x1c\x63ontainerd.services.tasks.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1c\x63ontainerd/types/mount.proto\x1a\x1e\x63ontainerd/types/metrics.proto\x1a!containerd/types/descriptor.proto\x1a containerd/types/task/task.proto\"\x82\x02\n\x11\x43reateTaskRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\'\n\x06rootfs\x18\x03 \x03(\x0b\x32\x17.containerd.types.Mount\x12\r\n\x05stdin\x18\x04 \x01(\t\x12\x0e\n\x06stdout\x18\x05 \x01(\t\x12\x0e\n\x06stderr\x18\x06 \x01(\t\x12\x10\n\x08terminal\x18\x07 \x01(\x08\x12\x30\n\ncheckpoint\x18\x08 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12%\n\x07options\x18\t \x01(\x0b\x32\x14.google.protobuf.Any\x12\x14\n\x0cruntime_path\x18\n \x01(\t\"7\n\x12\x43reateTaskResponse\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\r\"5\n\x0cStartRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"\x1c\n\rStartResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\")\n\x11\x44\x65leteTaskRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"m\n\x0e\x44\x65leteResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\r\x12\x13\n\x0b\x65xit_status\x18\x03 \x01(\r\x12-\n\texited_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"3\n\nGetRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"<\n\x0bGetResponse\x12-\n\x07process\x18\x01 \x01(\x0b\x32\x1c.containerd.v1.types.Process\"\"\n\x10ListTasksRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\"@\n\x11ListTasksResponse\x12+\n\x05tasks\x18\x01 \x03(\x0b\x32\x1c.containerd.v1.types.Process\"Q\n\x0bKillRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x0e\n\x06signal\x18\x03 \x01(\r\x12\x0b\n\x03\x61ll\x18\x04 \x01(\x08\"!\n\x0eMetricsRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x03(\t\"<\n\x0fMetricsResponse\x12)\n\x07metrics\x18\x01 \x03(\x0b\x32\x18.containerd.types.Metric\"4\n\x0bWaitRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"R\n\x0cWaitResponse\x12\x13\n\x0b\x65xit_status\x18\x01 \x01(\r\x12-\n\texited_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x96\x06\n\x05Tasks\x12k\n\x06\x43reate\x12/.containerd.services.tasks.v1.CreateTaskRequest\x1a\x30.containerd.services.tasks.v1.CreateTaskResponse\x12`\n\x05Start\x12*.containerd.services.tasks.v1.StartRequest\x1a+.containerd.services.tasks.v1.StartResponse\x12g\n\x06\x44\x65lete\x12/.containerd.services.tasks.v1.DeleteTaskRequest\x1a,.containerd.services.tasks.v1.DeleteResponse\x12Z\n\x03Get\x12(.containerd.services.tasks.v1.GetRequest\x1a).containerd.services.tasks.v1.GetResponse\x12g\n\x04List\x12..containerd.services.tasks.v1.ListTasksRequest\x1a/.containerd.services.tasks.v1.ListTasksResponse\x12I\n\x04Kill\x12).containerd.services.tasks.v1.KillRequest\x1a\x16.google.protobuf.Empty\x12\x66\n\x07Metrics\x12,.containerd.services.tasks.v1.MetricsRequest\x1a-.containerd.services.tasks.v1.MetricsResponse\x12]\n\x04Wait\x12).containerd.services.tasks.v1.WaitRequest\x1a*.containerd.services.tasks.v1.WaitResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(containerd/services/tasks/v1/tasks.proto\x12\x1c\x63ontainerd.services.tasks.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1c\x63ontainerd/types/mount.proto\x1a\x1e\x63ontainerd/types/metrics.proto\x1a!containerd/types/descriptor.proto\x1a containerd/types/task/task.proto\"\x82\x02\n\x11\x43reateTaskRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\'\n\x06rootfs\x18\x03 \x03(\x0b\x32\x17.containerd.types.Mount\x12\r\n\x05stdin\x18\x04 \x01(\t\x12\x0e\n\x06stdout\x18\x05 \x01(\t\x12\x0e\n\x06stderr\x18\x06 \x01(\t\x12\x10\n\x08terminal\x18\x07 \x01(\x08\x12\x30\n\ncheckpoint\x18\x08 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12%\n\x07options\x18\t \x01(\x0b\x32\x14.google.protobuf.Any\x12\x14\n\x0cruntime_path\x18\n \x01(\t\"7\n\x12\x43reateTaskResponse\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\r\"5\n\x0cStartRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"\x1c\n\rStartResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\")\n\x11\x44\x65leteTaskRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"m\n\x0e\x44\x65leteResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\r\x12\x13\n\x0b\x65xit_status\x18\x03 \x01(\r\x12-\n\texited_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x14\x44\x65leteProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"3\n\nGetRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"<\n\x0bGetResponse\x12-\n\x07process\x18\x01 \x01(\x0b\x32\x1c.containerd.v1.types.Process\"\"\n\x10ListTasksRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\"@\n\x11ListTasksResponse\x12+\n\x05tasks\x18\x01 \x03(\x0b\x32\x1c.containerd.v1.types.Process\"Q\n\x0bKillRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x0e\n\x06signal\x18\x03 \x01(\r\x12\x0b\n\x03\x61ll\x18\x04 \x01(\x08\"\xa0\x01\n\x12\x45xecProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\r\n\x05stdin\x18\x02 \x01(\t\x12\x0e\n\x06stdout\x18\x03 \x01(\t\x12\x0e\n\x06stderr\x18\x04 \x01(\t\x12\x10\n\x08terminal\x18\x05 \x01(\x08\x12\"\n\x04spec\x18\x06 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x0f\n\x07\x65xec_id\x18\x07 \x01(\t\"!\n\x0eMetricsRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x03(\t\"<\n\x0fMetricsResponse\x12)\n\x07metrics\x18\x01 \x03(\x0b\x32\x18.containerd.types.Metric\"4\n\x0bWaitRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"R\n\x0cWaitResponse\x12\x13\n\x0b\x65xit_status\x18\x01 \x01(\r\x12-\n\texited_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xdb\x07\n\x05Tasks\x12k\n\x06\x43reate\x12/.containerd.services.tasks.v1.CreateTaskRequest\x1a\x30.containerd.services.tasks.v1.CreateTaskResponse\x12`\n\x05Start\x12*.containerd.services.tasks.v1.StartRequest\x1a+.containerd.services.tasks.v1.StartResponse\x12g\n\x06\x44\x65lete\x12/.containerd.services.tasks.v1.DeleteTaskRequest\x1a,.containerd.services.tasks.v1.DeleteResponse\x12q\n\rDeleteProcess\x12\x32.containerd.services.tasks.v1.DeleteProcessRequest\x1a,.containerd.services.tasks.v1.DeleteResponse\x12Z\n\x03Get\x12(.containerd.services.tasks.v1.GetRequest\x1a).containerd.services.tasks.v1.GetResponse\x12g\n\x04List\x12..containerd.services.tasks.v1.ListTasksRequest\x1a/.containerd.services.tasks.v1.ListTasksResponse\x12I\n\x04Kill\x12).containerd.services.tasks.v1.KillRequest\x1a\x16.google.protobuf.Empty\x12P\n\x04\x45xec\x12\x30.containerd.services.tasks.v1.ExecProcessRequest\x1a\x16.google.protobuf.Empty\x12\x66\n\x07Metrics\x12,.containerd.services.tasks.v1.MetricsRequest\x1a-.containerd.services.tasks.v1.MetricsResponse\x12]\n\x04Wait\x12).containerd.services.tasks.v1.WaitRequest\x1a*.containerd.services.tasks.v1.WaitResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,24 +50,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETETASKREQUEST']._serialized_end=738
   _globals['_DELETERESPONSE']._serialized_start=740
   _globals['_DELETERESPONSE']._serialized_end=849
-  _globals['_GETREQUEST']._serialized_start=851
-  _globals['_GETREQUEST']._serialized_end=902
-  _globals['_GETRESPONSE']._serialized_start=904
-  _globals['_GETRESPONSE']._serialized_end=964
-  _globals['_LISTTASKSREQUEST']._serialized_start=966
-  _globals['_LISTTASKSREQUEST']._serialized_end=1000
-  _globals['_LISTTASKSRESPONSE']._serialized_start=1002
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1066
-  _globals['_KILLREQUEST']._serialized_start=1068
-  _globals['_KILLREQUEST']._serialized_end=1149
-  _globals['_METRICSREQUEST']._serialized_start=1151
-  _globals['_METRICSREQUEST']._serialized_end=1184
-  _globals['_METRICSRESPONSE']._serialized_start=1186
-  _globals['_METRICSRESPONSE']._serialized_end=1246
-  _globals['_WAITREQUEST']._serialized_start=1248
-  _globals['_WAITREQUEST']._serialized_end=1300
-  _globals['_WAITRESPONSE']._serialized_start=1302
-  _globals['_WAITRESPONSE']._serialized_end=1384
-  _globals['_TASKS']._serialized_start=1387
-  _globals['_TASKS']._serialized_end=2177
+  _globals['_DELETEPROCESSREQUEST']._serialized_start=851
+  _globals['_DELETEPROCESSREQUEST']._serialized_end=912
+  _globals['_GETREQUEST']._serialized_start=914
+  _globals['_GETREQUEST']._serialized_end=965
+  _globals['_GETRESPONSE']._serialized_start=967
+  _globals['_GETRESPONSE']._serialized_end=1027
+  _globals['_LISTTASKSREQUEST']._serialized_start=1029
+  _globals['_LISTTASKSREQUEST']._serialized_end=1063
+  _globals['_LISTTASKSRESPONSE']._serialized_start=1065
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1129
+  _globals['_KILLREQUEST']._serialized_start=1131
+  _globals['_KILLREQUEST']._serialized_end=1212
+  _globals['_EXECPROCESSREQUEST']._serialized_start=1215
+  _globals['_EXECPROCESSREQUEST']._serialized_end=1375
+  _globals['_METRICSREQUEST']._serialized_start=1377
+  _globals['_METRICSREQUEST']._serialized_end=1410
+  _globals['_METRICSRESPONSE']._serialized_start=1412
+  _globals['_METRICSRESPONSE']._serialized_end=1472
+  _globals['_WAITREQUEST']._serialized_start=1474
+  _globals['_WAITREQUEST']._serialized_end=1526
+  _globals['_WAITRESPONSE']._serialized_start=1528
+  _globals['_WAITRESPONSE']._serialized_end=1610
+  _globals['_TASKS']._serialized_start=1613
+  _globals['_TASKS']._serialized_end=2600
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,1 @@
+"""Benchmarks of running workloads on an agent (health-check overhead)."""

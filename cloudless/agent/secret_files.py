@@ -1,0 +1,119 @@
+"""Secret values on this node: files on a tmpfs, or environment variables.
+
+``<root>/<replica id>/<secret name>``, mode 0400, owned by the agent's user (root), with
+``root`` a tmpfs the agent mounts at ``<data dir>/secrets`` the first time a replica needs a
+secret file (``ensure_tmpfs``), and leaves mounted (files outlive an agent restart): values
+never touch a disk. An agent that never runs such a replica mounts nothing. Each file is
+bind-mounted read-only at the path the spec names. A file is rewritten in place (same inode)
+when the secret's value changes, so a running container sees the new value without a
+restart; environment variables only change with a new container.
+
+Values reach the agent in assignments and stay in memory (never in the assignment file). After
+an agent restart, before the coordinator has sent them again, a replica recreated meanwhile
+reuses the files still on the tmpfs; one that needs a value as an environment variable waits
+for the coordinator, with a reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from cloudless.lib.errors import CloudlessError
+from cloudless.model.workload import WorkloadSpec
+from cloudless.runtime.types import BindMount
+
+TMPFS_OPTIONS = "mode=0700,size=16m,nosuid,nodev,noexec"
+
+
+def is_tmpfs(path: Path) -> bool:
+    target = os.path.realpath(path)
+    try:
+        with open("/proc/self/mounts") as f:
+            return any(
+                (p := line.split())[1] == target and p[2] == "tmpfs" for line in f if line.strip()
+            )
+    except OSError:
+        return False
+
+
+def ensure_tmpfs(path: Path) -> None:
+    """Make ``path`` a private tmpfs (blocking); raise OSError saying why it cannot be."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if is_tmpfs(path):
+        return
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", TMPFS_OPTIONS, "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if r.returncode != 0:
+        raise OSError(f"cannot mount a tmpfs at {path}: {r.stderr.strip() or r.returncode}")
+
+
+def unmount(path: Path) -> None:
+    subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def write_file(path: Path, value: bytes) -> None:
+    """Write ``value`` to ``path`` in place (same inode), mode 0400."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o400)
+    try:
+        os.fchmod(fd, 0o400)
+        os.write(fd, value)
+    finally:
+        os.close(fd)
+
+
+def prepare(
+    root: Path | None, replica_id: str, spec: WorkloadSpec, values: Mapping[str, bytes]
+) -> tuple[tuple[BindMount, ...], dict[str, str]]:
+    """Write the replica's secret files and return their bind mounts and its secret
+    environment (blocking: run it in a thread). Raises CloudlessError naming what is missing."""
+    mounts: list[BindMount] = []
+    env: dict[str, str] = {}
+    for ref in spec.secrets:
+        value = values.get(ref.name)
+        if ref.env:
+            if value is None:
+                raise CloudlessError(
+                    f"secret {ref.name!r} has not reached this node yet (waiting for the "
+                    "coordinator)"
+                )
+            try:
+                env[ref.env] = value.decode()
+            except UnicodeDecodeError:
+                raise CloudlessError(
+                    f"secret {ref.name!r} is not UTF-8 text: mount it as a file (path:) "
+                    "instead of env"
+                ) from None
+            continue
+        if root is None:
+            raise CloudlessError(
+                f"secret {ref.name!r} needs a tmpfs for its file, and this agent has no "
+                "secrets directory"
+            )
+        try:
+            ensure_tmpfs(root)
+        except OSError as e:
+            raise CloudlessError(f"secret {ref.name!r} needs a tmpfs for its file: {e}") from None
+        d = root / replica_id
+        d.mkdir(mode=0o700, exist_ok=True)
+        f = d / ref.name
+        if value is not None:
+            write_file(f, value)
+        elif not f.exists():
+            raise CloudlessError(
+                f"secret {ref.name!r} has not reached this node yet (waiting for the coordinator)"
+            )
+        mounts.append(BindMount(os.fspath(f), ref.path, read_only=True))
+    return tuple(mounts), env
+
+
+def remove(root: Path | None, replica_id: str) -> None:
+    if root is not None:
+        shutil.rmtree(root / replica_id, ignore_errors=True)

@@ -1,0 +1,143 @@
+"""The user API for secrets: create or update, list (metadata only), delete, rotate the key.
+
+``POST /v1/secrets`` ``{"name", "data": <base64>}`` seals the value (``security.secretbox``) and
+stores it; an existing secret gets version + 1. ``GET /v1/secrets`` shows name, size, version,
+generation and times, never a value, and no call returns one. ``POST /v1/secrets/rotate``
+moves to the next key generation and re-seals every secret. Events name secrets, never values.
+
+``check_refs(spec)`` is what ``apply`` calls: a workload referring to a secret that does not
+exist is refused with the field path of every such reference.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from cloudless.lib.clock import Clock
+from cloudless.lib.errors import NotFound, ValidationError
+from cloudless.lib.ids import is_valid_id
+from cloudless.model.workload import WorkloadSpec
+from cloudless.security.secretbox import Sealed, SecretBox
+from cloudless.store.fence import Fence
+from cloudless.store.protocol import Store
+from cloudless.store.table import Table
+from cloudless.store.tables.config import CONFIG
+from cloudless.store.tables.secrets import GENERATION, SECRETS
+
+Emit = Callable[..., Awaitable[None]]
+
+
+class SecretsApi:
+    def __init__(
+        self, store: Store, box: SecretBox, clock: Clock, fence: Callable[[], Fence], emit: Emit
+    ) -> None:
+        self.table: Table[dict[str, Any]] = SECRETS.bind(store)
+        self.config: Table[dict[str, Any]] = CONFIG.bind(store)
+        self.box = box
+        self.clock = clock
+        self.fence = fence
+        self.emit = emit
+
+    def add_routes(self, r: web.UrlDispatcher) -> None:
+        r.add_post("/v1/secrets", self.put)
+        r.add_get("/v1/secrets", self.list)
+        r.add_post("/v1/secrets/rotate", self.rotate)
+        r.add_delete("/v1/secrets/{name}", self.delete)
+
+    async def generation(self) -> int:
+        rec = await self.config.get(GENERATION)
+        return int(rec.value.get("generation", 1)) if rec else 1
+
+    async def _box(self, generation: int | None = None) -> SecretBox:
+        """A box sealing under ``generation`` (default: the store's current one)."""
+        return SecretBox(self.box.key_for, generation or await self.generation())
+
+    async def put(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise ValidationError('body: is not JSON ({"name": ..., "data": <base64>})') from None
+        if not isinstance(body, dict):
+            raise ValidationError("body: expected an object with name and data")
+        name, data = body.get("name"), body.get("data")
+        problems = []
+        if not isinstance(name, str) or not is_valid_id(name):
+            problems.append(f'name: {name!r} must be lowercase letters, digits and "-", 1-63 long')
+        value = b""
+        try:
+            value = base64.b64decode(data, validate=True) if isinstance(data, str) else b""
+        except (binascii.Error, ValueError):
+            problems.append("data: is not base64")
+        if not isinstance(data, str):
+            problems.append("data: is required (the value, base64-encoded)")
+        if problems:
+            raise ValidationError(problems)
+        assert isinstance(name, str)
+        now = self.clock.now()
+        sealed = (await self._box()).seal(
+            name, value, now=now
+        )  # refuses values over the size limit
+        versions: list[int] = []
+
+        def change(cur: dict[str, Any] | None) -> dict[str, Any]:
+            old = Sealed.from_dict(cur) if cur else None
+            version = old.version + 1 if old else 1
+            versions[:] = [version]
+            created = old.created_at if old else now
+            return Sealed(
+                name, sealed.generation, sealed.nonce, sealed.ciphertext, len(value), version,
+                created, now,
+            ).to_dict()  # fmt: skip
+
+        await self.table.update(name, change, fence=self.fence())
+        what = "created" if versions[0] == 1 else f"updated (version {versions[0]})"
+        await self.emit("secret", f"secret {name} {what}, {len(value)} bytes")
+        status = 201 if versions[0] == 1 else 200
+        return web.json_response(
+            {"name": name, "version": versions[0], "size": len(value)}, status=status
+        )
+
+    async def list(self, request: web.Request) -> web.Response:
+        rows = [Sealed.from_dict(r.value).metadata() for r in (await self.table.list()).records]
+        return web.json_response({"secrets": rows})
+
+    async def delete(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if await self.table.get(name) is None:
+            raise NotFound(f"secret {name!r} not found: list them with `cloudless secret list`")
+        await self.table.delete(name, fence=self.fence())
+        await self.emit("secret", f"secret {name} deleted")
+        return web.json_response({"deleted": name})
+
+    async def rotate(self, request: web.Request) -> web.Response:
+        gen = await self.generation() + 1
+        box = await self._box(gen)
+        now = self.clock.now()
+
+        def reseal(cur: dict[str, Any] | None) -> dict[str, Any] | None:
+            return box.reseal(Sealed.from_dict(cur), now).to_dict() if cur else None
+
+        n = 0
+        for rec in (await self.table.list()).records:
+            await self.table.update(rec.name, reseal, fence=self.fence())
+            n += 1
+        await self.config.put(GENERATION, {"generation": gen}, fence=self.fence())
+        await self.emit("secret", f"secrets key rotated to generation {gen}; {n} re-sealed")
+        return web.json_response({"generation": gen, "resealed": n})
+
+    async def check_refs(self, spec: WorkloadSpec) -> None:
+        if not spec.secrets:
+            return
+        missing = [
+            f"spec.secrets[{i}].name: secret {ref.name!r} does not exist; create it with "
+            f"`cloudless secret create {ref.name} --from-literal ...`"
+            for i, ref in enumerate(spec.secrets)
+            if await self.table.get(ref.name) is None
+        ]
+        if missing:
+            raise ValidationError(missing)

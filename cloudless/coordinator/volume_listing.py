@@ -1,0 +1,43 @@
+"""``GET /v1/volumes``: the persistent volumes the cluster holds, one row per replica volume.
+
+Pure: workload and replica records in, rows out. ``used_bytes`` is what the replica's agent
+last measured (``None`` until it has). A volume lives where its replica's record
+places it (``stateful``), so the listing is derived from those records: a replica waiting for
+its node shows that node and its ``lost`` state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from cloudless.coordinator.records import WorkloadRecord
+from cloudless.coordinator.stateful import ordinal_of
+from cloudless.model.replica import Replica
+
+
+def volume_rows(
+    workloads: Iterable[WorkloadRecord], replicas: Iterable[Replica]
+) -> list[dict[str, Any]]:
+    specs = {w.name: w.spec for w in workloads if w.spec.volumes}
+    rows = []
+    for r in sorted(replicas, key=lambda r: (r.workload, r.id)):
+        spec = specs.get(r.workload)
+        if spec is None or ordinal_of(r.workload, r.id) is None:
+            continue
+        for v in spec.volumes:
+            rows.append(
+                {
+                    "name": f"{r.id}/{v.name}",
+                    "workload": r.workload,
+                    "replica": r.id,
+                    "volume": v.name,
+                    "node_id": r.node_id,
+                    "mount_path": v.mount_path,
+                    "size_hint_bytes": v.size_bytes,
+                    "read_only": v.read_only,
+                    "replica_state": r.observed.value,
+                    "used_bytes": dict(r.volume_bytes).get(v.name),  # None: not reported yet
+                }
+            )
+    return rows

@@ -1,0 +1,158 @@
+"""Running a command inside a running container (``Tasks.Exec``), for health probes.
+
+The process spec is the container's own (environment, user, working directory, capabilities)
+with the arguments replaced and no terminal, cached per container until it is deleted. Output
+(stdout and stderr together) goes to a regular file in the container's log directory, which
+the shim opens for appending (see ``logfiles``), and is read and removed once the command has
+exited. Every exec process is deleted afterwards, also on timeout or cancellation, so none
+lingers in the shim. A command that cannot start (not in the image) is reported like a shell
+would: exit 127 with runc's reason as output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+from google.protobuf import any_pb2  # type: ignore[import-untyped]
+
+from cloudless.api.gen.containerd.services.containers.v1 import containers_pb2 as cpb
+from cloudless.api.gen.containerd.services.tasks.v1 import tasks_pb2
+from cloudless.api.gen.containerd.types.task import task_pb2
+from cloudless.lib.errors import CloudlessError, NotFound
+from cloudless.runtime.containerd.client import ContainerdClient, map_error
+from cloudless.runtime.errors import ContainerNotFound, InvalidState
+from cloudless.runtime.types import MAX_EXEC_OUTPUT, ExecResult
+
+PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
+NOT_STARTED_EXIT = 127  # what a shell answers for a command it cannot run
+
+
+class Execs:
+    def __init__(self, client: ContainerdClient, log_dir: Any) -> None:
+        self.client = client
+        self.log_dir = log_dir  # container id -> its log directory (Path)
+        self._process: dict[str, dict[str, Any]] = {}
+        self._ids = itertools.count(1)
+        self._salt = os.urandom(3).hex()
+
+    def forget(self, container_id: str) -> None:
+        self._process.pop(container_id, None)
+
+    async def _spec(self, cid: str) -> dict[str, Any]:
+        spec = self._process.get(cid)
+        if spec is None:
+            c = self.client
+            try:
+                resp = await c.call(c.containers.Get, cpb.GetContainerRequest(id=cid), f"get {cid}")
+            except NotFound:
+                raise ContainerNotFound(cid) from None
+            spec = dict(json.loads(resp.container.spec.value).get("process") or {})
+            self._process[cid] = spec
+        return spec
+
+    async def run(self, cid: str, command: Sequence[str], timeout: float) -> ExecResult:
+        c = self.client
+        try:
+            task = await c.call(c.tasks.Get, tasks_pb2.GetRequest(container_id=cid), f"task {cid}")
+        except NotFound:
+            await self._spec(cid)  # ContainerNotFound if the container itself is missing
+            task = None
+        if task is None or task.process.status != task_pb2.RUNNING:
+            raise InvalidState(
+                f"container {cid!r} is not running; commands run only in a running container"
+            )
+        process = {**await self._spec(cid), "args": list(command), "terminal": False}
+        exec_id = f"exec-{self._salt}-{next(self._ids)}"
+        out: Path = self.log_dir(cid) / f"{exec_id}.out"
+        await asyncio.to_thread(_touch, out)
+        try:
+            await c.call(
+                c.tasks.Exec,
+                tasks_pb2.ExecProcessRequest(
+                    container_id=cid,
+                    exec_id=exec_id,
+                    stdout=str(out),
+                    stderr=str(out),
+                    spec=any_pb2.Any(type_url=PROCESS_TYPE_URL, value=json.dumps(process).encode()),
+                ),
+                f"exec in {cid}",
+            )
+            try:
+                await c.call(
+                    c.tasks.Start,
+                    tasks_pb2.StartRequest(container_id=cid, exec_id=exec_id),
+                    f"start exec in {cid}",
+                )
+            except CloudlessError as e:
+                return ExecResult(NOT_STARTED_EXIT, _cut(str(e)))
+            code = await self._wait(cid, exec_id, timeout)
+            if code is None:
+                with contextlib.suppress(CloudlessError):
+                    await c.call(
+                        c.tasks.Kill,
+                        tasks_pb2.KillRequest(
+                            container_id=cid, exec_id=exec_id, signal=int(signal.SIGKILL)
+                        ),
+                        f"kill exec in {cid}",
+                    )
+                    await self._wait(cid, exec_id, 5.0)
+                return ExecResult(-1, await asyncio.to_thread(_read, out), timed_out=True)
+            return ExecResult(code, await asyncio.to_thread(_read, out))
+        finally:
+            with contextlib.suppress(CloudlessError):
+                await asyncio.shield(
+                    c.call(
+                        c.tasks.DeleteProcess,
+                        tasks_pb2.DeleteProcessRequest(container_id=cid, exec_id=exec_id),
+                        f"delete exec in {cid}",
+                    )
+                )
+            _remove(out)  # one unlink: not worth a thread, and it must run when cancelled
+
+    async def _wait(self, cid: str, exec_id: str, timeout: float) -> int | None:
+        """The exit status, or None if it still runs after ``timeout`` seconds."""
+        c = self.client
+        try:
+            resp = await c.tasks.Wait(
+                tasks_pb2.WaitRequest(container_id=cid, exec_id=exec_id),
+                metadata=c.metadata(),
+                timeout=max(0.01, timeout),
+                wait_for_ready=True,
+            )
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED or "deadline" in (e.details() or ""):
+                return None
+            raise map_error(e, f"wait for exec in {cid}") from None
+        return int(resp.exit_status)
+
+
+def _touch(p: Path) -> None:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.touch(mode=0o600)
+
+
+def _remove(p: Path) -> None:
+    with contextlib.suppress(OSError):
+        p.unlink()
+
+
+def _read(p: Path) -> str:
+    try:
+        with p.open("rb") as f:
+            return _cut(f.read(MAX_EXEC_OUTPUT).decode(errors="replace"))
+    except OSError:
+        return ""
+
+
+def _cut(text: str) -> str:
+    return text[:MAX_EXEC_OUTPUT]

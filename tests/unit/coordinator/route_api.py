@@ -1,0 +1,30 @@
+"""A ``UserApi`` built only to list its routes (no handler runs): stand-ins for the parts
+its constructor touches, the real store-backed state."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from cloudless.coordinator.http_api import UserApi
+from cloudless.coordinator.state import ClusterState
+from cloudless.lib.clock import FakeClock
+from cloudless.store.memory import MemoryStore
+
+
+def route_only_api() -> UserApi:
+    none: Any = None
+    ca: Any = SimpleNamespace(secrets_key=lambda generation: b"k" * 32)
+    hub: Any = SimpleNamespace(fence=lambda: None, emit=None)
+    return UserApi(
+        state=ClusterState(MemoryStore(clock=FakeClock(0.0))),
+        hub=hub,
+        ca=ca,
+        tokens=none,
+        authorizer=none,
+        revocations=none,
+        clock=FakeClock(0.0),
+        is_leader=lambda: True,
+        leader_api=lambda: None,
+        agent_endpoints=list,
+    )
