@@ -1,0 +1,66 @@
+"""Blocks on disk: atomic writes, hash-checked reads, reference counts, delayed GC."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cloudless.objectstore.blocks import BlockStore, CorruptBlock, MissingBlock, block_hash
+from cloudless.objectstore.metadb import MetaDb
+
+
+@pytest.fixture
+def blocks(tmp_path: Path) -> BlockStore:
+    return BlockStore(tmp_path / "blocks", MetaDb(tmp_path / "meta.db", "n1"), gc_delay=600)
+
+
+async def test_write_read_dedupe(blocks: BlockStore) -> None:
+    data = b"x" * 5000
+    h = block_hash(data)
+    assert await blocks.write(h, data) is True
+    assert await blocks.write(h, data) is False  # same content, same name: nothing to do
+    assert await blocks.read(h) == data
+    assert list(blocks.path(h).parent.iterdir()) == [blocks.path(h)]  # no temp file left
+
+
+async def test_corrupt_block_is_detected_and_quarantined(blocks: BlockStore) -> None:
+    data = b"hello" * 100
+    h = block_hash(data)
+    await blocks.write(h, data)
+    blocks.path(h).write_bytes(b"jello" * 100)  # bit rot
+    with pytest.raises(CorruptBlock, match="failed its hash check"):
+        await blocks.read(h)
+    assert not blocks.has(h) and (blocks.root / "corrupt" / h).exists()
+    with pytest.raises(MissingBlock):
+        await blocks.read(h)
+
+
+def test_crash_leftovers_are_invisible_and_cleaned(blocks: BlockStore) -> None:
+    h = block_hash(b"a")
+    blocks.path(h).parent.mkdir(parents=True)
+    blocks.path(h).with_name(h + ".tmp.dead").write_bytes(b"partial")  # died before rename
+    assert not blocks.has(h)
+    assert blocks.remove_temps() == 1
+
+
+def test_bad_hash_names_are_refused(blocks: BlockStore) -> None:
+    with pytest.raises(ValueError, match="64 lowercase hex"):
+        blocks.path("../../etc/passwd")
+
+
+def test_refcounts_and_delayed_gc(blocks: BlockStore) -> None:
+    h = block_hash(b"data")
+    blocks.write_sync(h, b"data")
+    blocks.add_ref(h, "v1", now=1000.0)
+    blocks.add_ref(h, "v2", now=1000.0)
+    assert blocks.refcount(h) == 2
+    blocks.drop_ref(h, "v1", now=1001.0)
+    assert blocks.refcount(h) == 1 and blocks.collect(now=99999.0) == []
+    blocks.drop_ref(h, "v2", now=1002.0)  # count 0: due at 1002 + 600 = 1602
+    assert blocks.collect(now=1601.0) == [] and blocks.has(h)
+    # rescued: a new reference before the delay ends keeps the block
+    blocks.add_ref(h, "v3", now=1500.0)
+    assert blocks.collect(now=1700.0) == [] and blocks.has(h)
+    blocks.drop_ref(h, "v3", now=1800.0)  # due 2400
+    assert blocks.collect(now=2400.0) == [h] and not blocks.has(h)
