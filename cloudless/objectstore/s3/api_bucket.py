@@ -142,7 +142,7 @@ class BucketApi:
         after = ctx.query.get("start-after", "")
         if token is not None:
             try:
-                after = base64.urlsafe_b64decode(token.encode()).decode()
+                after = base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
             except (binascii.Error, UnicodeDecodeError, ValueError):
                 raise S3Error("InvalidArgument", "continuation-token is not valid") from None
         page = self.s.engine.list_keys(
