@@ -8,9 +8,9 @@
 * ``read`` re-hashes what it read; a mismatch moves the file to ``corrupt/`` and raises
   ``CorruptBlock`` (the caller reads another replica and the resync brings a good copy back).
 * References are rows ``<hash>/<version>`` of the ``block_refs`` LWW table (so they replicate
-  like any metadata); a block whose count reaches zero is queued for deletion ``gc_delay``
-  seconds later, and deleted then only if still unreferenced (a re-upload in between rescues
-  it).
+  like any metadata); whenever one changes, ``reconsider`` queues a block whose count is zero
+  for deletion ``gc_delay`` seconds later, and ``collect`` deletes it then only if still
+  unreferenced (a re-upload in between rescues it).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from pathlib import Path
 import blake3
 
 from cloudless.lib.errors import CloudlessError
-from cloudless.objectstore.layout import partition_of
 from cloudless.objectstore.metadb import MetaDb
 
 BLOCK_SIZE = 1 << 20
@@ -110,14 +109,6 @@ class BlockStore:
 
     def refcount(self, h: str) -> int:
         return sum(1 for _, e in self.refs.range("", prefix=h + "/", limit=1 << 30) if e.value)
-
-    def add_ref(self, h: str, version: str, now: float) -> None:
-        self.refs.put(f"{h}/{version}", partition_of(bytes.fromhex(h)), b"1", int(now * 1000))
-        self.db.execute("DELETE FROM block_gc WHERE hash = ?", (h,))
-
-    def drop_ref(self, h: str, version: str, now: float) -> None:
-        self.refs.put(f"{h}/{version}", partition_of(bytes.fromhex(h)), None, int(now * 1000))
-        self.reconsider(h, now)
 
     def reconsider(self, h: str, now: float) -> None:
         """Queue ``h`` for deletion if nothing references it (after a local or merged change)."""

@@ -23,8 +23,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 from cloudless.lib.clock import Clock
-from cloudless.objectstore.blocks import BLOCK_SIZE, INLINE_MAX, BlockStore, block_hash
-from cloudless.objectstore.metadb import MetaDb
+from cloudless.objectstore.blocks import BLOCK_SIZE, INLINE_MAX, block_hash
+from cloudless.objectstore.crdt import Entry
+from cloudless.objectstore.layout import partition_of
+from cloudless.objectstore.local import BLOCK_REFS
 from cloudless.objectstore.records import (
     OBJECTS,
     PARTS,
@@ -40,6 +42,7 @@ from cloudless.objectstore.records import (
     partition,
 )
 from cloudless.objectstore.s3.errors import S3Error
+from cloudless.objectstore.seams import Blocks, Tables
 
 MAX_PARTS = 10_000
 MIN_PART_SIZE = 5 << 20
@@ -62,23 +65,40 @@ class Listing:
 class Engine:
     def __init__(
         self,
-        meta: MetaDb,
-        blocks: BlockStore,
+        tables: Tables,
+        blocks: Blocks,
         clock: Clock,
         *,
         min_part_size: int = MIN_PART_SIZE,
     ) -> None:
-        self.meta = meta
         self.blocks = blocks
         self.clock = clock
         self.min_part_size = min_part_size
-        self.objects = meta.table(OBJECTS)
-        self.version_blocks = meta.table(VERSION_BLOCKS)
-        self.uploads = meta.table(UPLOADS)
-        self.parts = meta.table(PARTS)
+        self.objects = tables.table(OBJECTS)
+        self.version_blocks = tables.table(VERSION_BLOCKS)
+        self.uploads = tables.table(UPLOADS)
+        self.parts = tables.table(PARTS)
+        self.refs = tables.table(BLOCK_REFS)
 
     def _ms(self) -> int:
         return int(self.clock.now() * 1000)
+
+    async def _ref(self, h: str, version: str, live: bool) -> None:
+        pk = f"{h}/{version}"
+        await self.refs.put(pk, partition_of(bytes.fromhex(h)), b"1" if live else None, self._ms())
+
+    async def _rows(self, prefix: str) -> list[tuple[str, Entry]]:
+        """Every row under ``prefix``, paging through the table."""
+        out: list[tuple[str, Entry]] = []
+        start, include = prefix, True
+        while True:
+            page = await self.version_blocks.range(
+                start, prefix=prefix, limit=1000, include_start=include
+            )
+            out += page
+            if len(page) < 1000:
+                return out
+            start, include = page[-1][0], False
 
     # ---- writing data ----------------------------------------------------------------------
 
@@ -110,9 +130,8 @@ class Engine:
             if buf:
                 rows.append(await self._put_block(version, part, offset, bytes(buf), hashes))
         except BaseException:
-            now = self.clock.now()
             for h in hashes:
-                self.blocks.drop_ref(h, version, now)
+                await self._ref(h, version, False)
             raise
         return size, md5.hexdigest(), None, hashes
 
@@ -121,33 +140,32 @@ class Engine:
     ) -> tuple[str, BlockRef]:
         h = block_hash(data)
         await self.blocks.write(h, data)
-        self.blocks.add_ref(h, version, self.clock.now())
+        await self._ref(h, version, True)
         hashes.append(h)
         ref = BlockRef(h, len(data))
         pk = block_pk(version, part, offset)
-        self.version_blocks.put(pk, partition(version), ref.encode(), self._ms())
+        await self.version_blocks.put(pk, partition(version), ref.encode(), self._ms())
         return pk, ref
 
-    def _release(self, version: str) -> None:
+    async def _release(self, version: str) -> None:
         """Drop a version's block rows and references (it was replaced or deleted)."""
-        now, ms = self.clock.now(), self._ms()
-        for pk, e in self.version_blocks.range("", prefix=version + "/", limit=1 << 30):
+        for pk, e in await self._rows(version + "/"):
             if e.value is None:
                 continue
-            self.blocks.drop_ref(BlockRef.decode(e.value).hash, version, now)
-            self.version_blocks.put(pk, partition(version), None, ms)
+            await self._ref(BlockRef.decode(e.value).hash, version, False)
+            await self.version_blocks.put(pk, partition(version), None, self._ms())
 
-    def _commit(self, bucket: str, key: str, obj: ObjectMeta) -> ObjectMeta:
+    async def _commit(self, bucket: str, key: str, obj: ObjectMeta) -> ObjectMeta:
         pk = object_pk(bucket, key)
-        before = self.objects.entry(pk)
-        mine = self.objects.stamp(pk, obj.encode(), self._ms())
-        after = self.objects.merge(pk, partition(bucket), mine)
+        before = await self.objects.entry(pk)
+        mine = await self.objects.put(pk, partition(bucket), obj.encode(), self._ms())
+        after = await self.objects.entry(pk)
         if after != mine:  # lost to a concurrent, later write
-            self._release(obj.version)
+            await self._release(obj.version)
         elif before is not None and before.value is not None:
             old = ObjectMeta.decode(before.value)
             if old.version != obj.version:
-                self._release(old.version)
+                await self._release(old.version)
         return obj
 
     async def put(
@@ -172,13 +190,13 @@ class Engine:
             inline=inline,
             checksums=checksums or {},
         )
-        return self._commit(bucket, key, obj)
+        return await self._commit(bucket, key, obj)
 
     # ---- reading ---------------------------------------------------------------------------
 
-    def head(self, bucket: str, key: str) -> ObjectMeta | None:
-        raw = self.objects.get(object_pk(bucket, key))
-        return None if raw is None else ObjectMeta.decode(raw)
+    async def head(self, bucket: str, key: str) -> ObjectMeta | None:
+        e = await self.objects.entry(object_pk(bucket, key))
+        return None if e is None or e.value is None else ObjectMeta.decode(e.value)
 
     async def read(self, obj: ObjectMeta, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes ``start`` to ``end`` (exclusive) of ``obj``."""
@@ -186,7 +204,7 @@ class Engine:
             yield obj.inline[start:end]
             return
         pos = 0
-        for _, e in self.version_blocks.range("", prefix=obj.version + "/", limit=1 << 30):
+        for _, e in await self._rows(obj.version + "/"):
             if e.value is None:
                 continue
             ref = BlockRef.decode(e.value)
@@ -199,15 +217,15 @@ class Engine:
             data = await self.blocks.read(ref.hash)
             yield data[max(0, start - lo) : min(ref.size, end - lo)]
 
-    def delete(self, bucket: str, key: str) -> None:
+    async def delete(self, bucket: str, key: str) -> None:
         pk = object_pk(bucket, key)
-        before = self.objects.entry(pk)
+        before = await self.objects.entry(pk)
         if before is None or before.value is None:
             return
-        self.objects.put(pk, partition(bucket), None, self._ms())
-        self._release(ObjectMeta.decode(before.value).version)
+        await self.objects.put(pk, partition(bucket), None, self._ms())
+        await self._release(ObjectMeta.decode(before.value).version)
 
-    def copy(
+    async def copy(
         self,
         src: ObjectMeta,
         bucket: str,
@@ -218,26 +236,31 @@ class Engine:
     ) -> ObjectMeta:
         """A new version sharing ``src``'s blocks (content addressing: no data is copied)."""
         version = new_version()
-        now, ms = self.clock.now(), self._ms()
         if src.inline is None:
-            for pk, e in self.version_blocks.range("", prefix=src.version + "/", limit=1 << 30):
+            for pk, e in await self._rows(src.version + "/"):
                 if e.value is None:
                     continue
                 ref = BlockRef.decode(e.value)
-                self.blocks.add_ref(ref.hash, version, now)
+                await self._ref(ref.hash, version, True)
                 tail = pk[len(src.version) :]
-                self.version_blocks.put(version + tail, partition(version), e.value, ms)
+                await self.version_blocks.put(
+                    version + tail, partition(version), e.value, self._ms()
+                )
         obj = replace(
-            src, version=version, mtime=now, content_type=content_type, user_meta=user_meta
+            src,
+            version=version,
+            mtime=self.clock.now(),
+            content_type=content_type,
+            user_meta=user_meta,
         )
-        return self._commit(bucket, key, obj)
+        return await self._commit(bucket, key, obj)
 
     # ---- listing ---------------------------------------------------------------------------
 
-    def is_empty(self, bucket: str) -> bool:
-        return not self.list_keys(bucket, prefix="", delimiter="", after="", limit=1).keys
+    async def is_empty(self, bucket: str) -> bool:
+        return not (await self.list_keys(bucket, prefix="", delimiter="", after="", limit=1)).keys
 
-    def list_keys(
+    async def list_keys(
         self, bucket: str, *, prefix: str, delimiter: str, after: str, limit: int
     ) -> Listing:
         """Keys of ``bucket`` under ``prefix`` strictly after ``after``, in byte order, keys
@@ -249,7 +272,9 @@ class Engine:
         prefixes: list[str] = []
         last = ""
         while len(keys) + len(prefixes) < limit:
-            rows = self.objects.range(start, prefix=base + prefix, limit=256, include_start=include)
+            rows = await self.objects.range(
+                start, prefix=base + prefix, limit=256, include_start=include
+            )
             if not rows:
                 return Listing(keys, prefixes, False, last)
             include = False
@@ -279,29 +304,33 @@ class Engine:
                 last = key
             if not jumped and len(rows) < 256:
                 return Listing(keys, prefixes, False, last)
-        more = self.objects.range(start, prefix=base + prefix, limit=256, include_start=include)
+        more = await self.objects.range(
+            start, prefix=base + prefix, limit=256, include_start=include
+        )
         return Listing(keys, prefixes, any(e.value is not None for _, e in more), last)
 
     # ---- multipart -------------------------------------------------------------------------
 
-    def create_upload(
+    async def create_upload(
         self, bucket: str, key: str, *, content_type: str, user_meta: dict[str, str]
     ) -> str:
         upload_id = new_version()
         up = Upload(upload_id, self.clock.now(), content_type, user_meta)
-        self.uploads.put(f"{bucket}/{key}/{upload_id}", partition(bucket), up.encode(), self._ms())
+        await self.uploads.put(
+            f"{bucket}/{key}/{upload_id}", partition(bucket), up.encode(), self._ms()
+        )
         return upload_id
 
-    def _upload(self, bucket: str, key: str, upload_id: str) -> Upload:
-        raw = self.uploads.get(f"{bucket}/{key}/{upload_id}")
-        if raw is None:
+    async def _upload(self, bucket: str, key: str, upload_id: str) -> Upload:
+        e = await self.uploads.entry(f"{bucket}/{key}/{upload_id}")
+        if e is None or e.value is None:
             raise S3Error(
                 "NoSuchUpload",
                 f"upload {upload_id!r} of {bucket}/{key} does not exist or was completed or "
                 "aborted",
                 resource=f"/{bucket}/{key}",
             )
-        return Upload.decode(raw)
+        return Upload.decode(e.value)
 
     @staticmethod
     def check_part_number(number: int) -> None:
@@ -312,38 +341,40 @@ class Engine:
         self, bucket: str, key: str, upload_id: str, number: int, body: AsyncIterator[bytes]
     ) -> Part:
         self.check_part_number(number)
-        self._upload(bucket, key, upload_id)
+        await self._upload(bucket, key, upload_id)
         version = new_version()
         size, etag, _, _ = await self._store_stream(version, 0, body, inline_ok=False)
         part = Part(number, etag, size, version, self.clock.now())
         ms = self._ms()
-        self.parts.put(part_pk(upload_id, number, ms), partition(upload_id), part.encode(), ms)
+        await self.parts.put(
+            part_pk(upload_id, number, ms), partition(upload_id), part.encode(), ms
+        )
         return part
 
-    def _attempts(self, upload_id: str) -> list[Part]:
-        rows = self.parts.range("", prefix=upload_id + "/", limit=1 << 30)
+    async def _attempts(self, upload_id: str) -> list[Part]:
+        rows = await self.parts.range(upload_id + "/", prefix=upload_id + "/", limit=100_000)
         return [Part.decode(e.value) for _, e in rows if e.value is not None]
 
-    def list_parts(self, bucket: str, key: str, upload_id: str) -> list[Part]:
+    async def list_parts(self, bucket: str, key: str, upload_id: str) -> list[Part]:
         """The latest attempt of each part, by part number."""
-        self._upload(bucket, key, upload_id)
+        await self._upload(bucket, key, upload_id)
         latest: dict[int, Part] = {}
-        for p in self._attempts(upload_id):
+        for p in await self._attempts(upload_id):
             latest[p.number] = p  # rows are in (number, timestamp) order
         return [latest[n] for n in sorted(latest)]
 
-    def complete(
+    async def complete(
         self, bucket: str, key: str, upload_id: str, chosen: list[tuple[int, str]]
     ) -> ObjectMeta:
         """Assemble the parts the client names (number, ETag) into the object."""
-        up = self._upload(bucket, key, upload_id)
+        up = await self._upload(bucket, key, upload_id)
         if not chosen:
             raise S3Error("MalformedXML", "CompleteMultipartUpload lists no parts")
         numbers = [n for n, _ in chosen]
         if numbers != sorted(set(numbers)):
             raise S3Error("InvalidPartOrder", "parts must be listed in ascending order, once each")
         attempts: dict[tuple[int, str], Part] = {}
-        for p in self._attempts(upload_id):
+        for p in await self._attempts(upload_id):
             attempts[(p.number, p.etag)] = p
         picked: list[Part] = []
         for i, (n, etag) in enumerate(chosen):
@@ -359,16 +390,16 @@ class Engine:
                 )
             picked.append(part)
         version = new_version()
-        now, ms = self.clock.now(), self._ms()
+        now = self.clock.now()
         for part in picked:
-            for pk, e in self.version_blocks.range("", prefix=part.version + "/", limit=1 << 30):
+            for pk, e in await self._rows(part.version + "/"):
                 if e.value is None:
                     continue
                 ref = BlockRef.decode(e.value)
                 offset = int(pk.rsplit("/", 1)[1])
-                self.blocks.add_ref(ref.hash, version, now)
-                self.version_blocks.put(
-                    block_pk(version, part.number, offset), partition(version), e.value, ms
+                await self._ref(ref.hash, version, True)
+                await self.version_blocks.put(
+                    block_pk(version, part.number, offset), partition(version), e.value, self._ms()
                 )
         md5s = b"".join(bytes.fromhex(p.etag) for p in picked)
         obj = ObjectMeta(
@@ -380,21 +411,26 @@ class Engine:
             user_meta=up.user_meta,
             parts=len(picked),
         )
-        self._finish_upload(bucket, key, upload_id)
-        return self._commit(bucket, key, obj)
+        obj = await self._commit(bucket, key, obj)
+        await self._finish_upload(bucket, key, upload_id)
+        return obj
 
-    def abort(self, bucket: str, key: str, upload_id: str) -> None:
-        self._upload(bucket, key, upload_id)
-        self._finish_upload(bucket, key, upload_id)
+    async def abort(self, bucket: str, key: str, upload_id: str) -> None:
+        await self._upload(bucket, key, upload_id)
+        await self._finish_upload(bucket, key, upload_id)
 
-    def _finish_upload(self, bucket: str, key: str, upload_id: str) -> None:
+    async def _finish_upload(self, bucket: str, key: str, upload_id: str) -> None:
         """Close the upload and release every part attempt's own references."""
-        self.uploads.put(f"{bucket}/{key}/{upload_id}", partition(bucket), None, self._ms())
-        for p in self._attempts(upload_id):
-            self._release(p.version)
+        await self.uploads.put(f"{bucket}/{key}/{upload_id}", partition(bucket), None, self._ms())
+        for p in await self._attempts(upload_id):
+            await self._release(p.version)
 
-    def list_uploads(self, bucket: str, *, prefix: str, limit: int) -> list[tuple[str, Upload]]:
-        rows = self.uploads.range("", prefix=f"{bucket}/{prefix}", limit=limit * 4 + 16)
+    async def list_uploads(
+        self, bucket: str, *, prefix: str, limit: int
+    ) -> list[tuple[str, Upload]]:
+        rows = await self.uploads.range(
+            f"{bucket}/{prefix}", prefix=f"{bucket}/{prefix}", limit=limit * 4 + 16
+        )
         out = []
         for pk, e in rows:
             if e.value is None:

@@ -16,6 +16,7 @@ from aiohttp import web
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.objectstore.blocks import BlockStore
 from cloudless.objectstore.engine import MIN_PART_SIZE, Engine
+from cloudless.objectstore.local import LocalBlocks, LocalStore
 from cloudless.objectstore.metadb import MetaDb
 from cloudless.objectstore.s3.iam import AccessKey, Iam
 from cloudless.objectstore.s3.server import S3Server
@@ -47,7 +48,8 @@ class Node:
         meta = MetaDb(data_dir / "meta.db", name)
         blocks = BlockStore(data_dir / "blocks", meta)
         blocks.remove_temps()
-        engine = Engine(meta, blocks, clock, min_part_size=min_part_size)
+        local = LocalStore(meta, blocks, clock)
+        engine = Engine(local, LocalBlocks(blocks), clock, min_part_size=min_part_size)
         iam = Iam(store, clock)
         return cls(name, meta, blocks, engine, iam, S3Server(engine, iam, clock))
 

@@ -105,7 +105,7 @@ class BucketApi:
 
     async def delete(self, ctx: Ctx) -> web.StreamResponse:
         await self.s.bucket_for(ctx, "owner")
-        if not self.s.engine.is_empty(ctx.bucket):
+        if not await self.s.engine.is_empty(ctx.bucket):
             raise S3Error(
                 "BucketNotEmpty",
                 f"bucket {ctx.bucket!r} is not empty: delete its objects first",
@@ -145,7 +145,7 @@ class BucketApi:
                 after = base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
             except (binascii.Error, UnicodeDecodeError, ValueError):
                 raise S3Error("InvalidArgument", "continuation-token is not valid") from None
-        page = self.s.engine.list_keys(
+        page = await self.s.engine.list_keys(
             ctx.bucket, prefix=prefix, delimiter=delim, after=after, limit=limit
         )
         parts = [
@@ -180,7 +180,7 @@ class BucketApi:
         delim = ctx.query.get("delimiter", "")
         marker = ctx.query.get("marker", "")
         limit = max_keys(ctx)
-        page = self.s.engine.list_keys(
+        page = await self.s.engine.list_keys(
             ctx.bucket, prefix=prefix, delimiter=delim, after=marker, limit=limit
         )
         parts = [
@@ -207,7 +207,7 @@ class BucketApi:
         await self.s.bucket_for(ctx, "read")
         prefix = ctx.query.get("prefix", "")
         limit = max_keys(ctx, "max-uploads")
-        ups = self.s.engine.list_uploads(ctx.bucket, prefix=prefix, limit=limit)
+        ups = await self.s.engine.list_uploads(ctx.bucket, prefix=prefix, limit=limit)
         items = "".join(
             "<Upload>"
             + el("Key", k)
@@ -258,7 +258,7 @@ class BucketApi:
                     + "</Error>"
                 )
                 continue
-            self.s.engine.delete(ctx.bucket, key)
+            await self.s.engine.delete(ctx.bucket, key)
             if not quiet:
                 done.append("<Deleted>" + el("Key", key) + "</Deleted>")
         return xml(doc("DeleteResult", *done, *errors))

@@ -150,9 +150,9 @@ class ObjectApi:
         if m == "DELETE":
             await self.s.bucket_for(ctx, "write")
             if "uploadId" in q:
-                self.engine.abort(ctx.bucket, ctx.key, q["uploadId"])
+                await self.engine.abort(ctx.bucket, ctx.key, q["uploadId"])
             else:
-                self.engine.delete(ctx.bucket, ctx.key)
+                await self.engine.delete(ctx.bucket, ctx.key)
             return web.Response(status=204)
         if m == "POST":
             if "uploads" in q:
@@ -199,7 +199,7 @@ class ObjectApi:
             raise S3Error("NoSuchBucket", f"source bucket {src_bucket!r} does not exist")
         if not src_ctx_bucket.permits(ctx.key_id, "read"):
             raise S3Error("AccessDenied", f"key {ctx.key_id} cannot read bucket {src_bucket!r}")
-        src = self.engine.head(src_bucket, src_key)
+        src = await self.engine.head(src_bucket, src_key)
         if src is None:
             raise S3Error("NoSuchKey", f"source {src_bucket}/{src_key} does not exist")
         check_conditions(src, ctx.headers, prefix="x-amz-copy-source-if-")
@@ -217,7 +217,7 @@ class ObjectApi:
         else:
             ct = ctx.headers.get("content-type", "binary/octet-stream")
             meta = user_meta(ctx)
-        obj = self.engine.copy(src, ctx.bucket, ctx.key, content_type=ct, user_meta=meta)
+        obj = await self.engine.copy(src, ctx.bucket, ctx.key, content_type=ct, user_meta=meta)
         body = doc(
             "CopyObjectResult", el("LastModified", iso(obj.mtime)), el("ETag", f'"{obj.etag}"')
         )
@@ -225,7 +225,7 @@ class ObjectApi:
 
     async def get(self, ctx: Ctx, *, head: bool) -> web.StreamResponse:
         await self.s.bucket_for(ctx, "read")
-        obj = self.engine.head(ctx.bucket, ctx.key)
+        obj = await self.engine.head(ctx.bucket, ctx.key)
         if obj is None:
             raise S3Error("NoSuchKey", f"key {ctx.key!r} does not exist", resource=ctx.resource)
         check_conditions(obj, ctx.headers)
@@ -270,7 +270,7 @@ class ObjectApi:
             alg = ctx.headers["x-amz-checksum-algorithm"].lower()
             if alg not in ("crc32", "sha1", "sha256"):
                 raise not_implemented(f"multipart checksum algorithm {alg}")
-        upload_id = self.engine.create_upload(
+        upload_id = await self.engine.create_upload(
             ctx.bucket,
             ctx.key,
             content_type=ctx.headers.get("content-type", "binary/octet-stream"),
@@ -320,7 +320,7 @@ class ObjectApi:
             if etag is None:
                 raise S3Error("MalformedXML", f"part {n} has no ETag")
             chosen.append((n, etag.strip().strip('"')))
-        obj = self.engine.complete(ctx.bucket, ctx.key, ctx.query["uploadId"], chosen)
+        obj = await self.engine.complete(ctx.bucket, ctx.key, ctx.query["uploadId"], chosen)
         body = doc(
             "CompleteMultipartUploadResult",
             el("Location", f"/{ctx.bucket}/{ctx.key}"),
@@ -332,7 +332,7 @@ class ObjectApi:
 
     async def list_parts(self, ctx: Ctx) -> web.StreamResponse:
         await self.s.bucket_for(ctx, "read")
-        parts = self.engine.list_parts(ctx.bucket, ctx.key, ctx.query["uploadId"])
+        parts = await self.engine.list_parts(ctx.bucket, ctx.key, ctx.query["uploadId"])
         try:
             marker = int(ctx.query.get("part-number-marker", "0"))
             limit = min(1000, int(ctx.query.get("max-parts", "1000")))

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from cloudless.lib.clock import FakeClock
 from cloudless.objectstore.blocks import BlockStore, CorruptBlock, MissingBlock, block_hash
+from cloudless.objectstore.local import LocalStore
 from cloudless.objectstore.metadb import MetaDb
 
 
@@ -49,18 +51,27 @@ def test_bad_hash_names_are_refused(blocks: BlockStore) -> None:
         blocks.path("../../etc/passwd")
 
 
-def test_refcounts_and_delayed_gc(blocks: BlockStore) -> None:
+async def test_refcounts_and_delayed_gc(tmp_path: Path) -> None:
+    clock = FakeClock(start=1000.0)
+    meta = MetaDb(tmp_path / "meta.db", "n1")
+    blocks = BlockStore(tmp_path / "blocks", meta, gc_delay=600)
+    refs = LocalStore(meta, blocks, clock).table("block_refs")
     h = block_hash(b"data")
     blocks.write_sync(h, b"data")
-    blocks.add_ref(h, "v1", now=1000.0)
-    blocks.add_ref(h, "v2", now=1000.0)
+
+    async def ref(version: str, live: bool, at: float) -> None:
+        clock.advance(at - clock.now())
+        await refs.put(f"{h}/{version}", 0, b"1" if live else None, int(at * 1000))
+
+    await ref("v1", True, 1000.0)
+    await ref("v2", True, 1000.0)
     assert blocks.refcount(h) == 2
-    blocks.drop_ref(h, "v1", now=1001.0)
+    await ref("v1", False, 1001.0)
     assert blocks.refcount(h) == 1 and blocks.collect(now=99999.0) == []
-    blocks.drop_ref(h, "v2", now=1002.0)  # count 0: due at 1002 + 600 = 1602
+    await ref("v2", False, 1002.0)  # count 0: due at 1002 + 600 = 1602
     assert blocks.collect(now=1601.0) == [] and blocks.has(h)
     # rescued: a new reference before the delay ends keeps the block
-    blocks.add_ref(h, "v3", now=1500.0)
+    await ref("v3", True, 1500.0)
     assert blocks.collect(now=1700.0) == [] and blocks.has(h)
-    blocks.drop_ref(h, "v3", now=1800.0)  # due 2400
+    await ref("v3", False, 1800.0)  # due 2400
     assert blocks.collect(now=2400.0) == [h] and not blocks.has(h)

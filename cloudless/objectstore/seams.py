@@ -1,0 +1,44 @@
+"""The engine's two seams: metadata tables and block storage.
+
+``local.py`` implements both on one node's disk; ``replication.py`` implements both over the
+nodes a layout assigns, with read and write quorums. The engine cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from cloudless.objectstore.crdt import Entry
+
+
+class MetaTable(Protocol):
+    name: str
+
+    async def entry(self, pk: str) -> Entry | None:
+        """The row's current state (tombstones included), or None if never written."""
+        ...
+
+    async def put(self, pk: str, partition: int, value: bytes | None, now_ms: int) -> Entry:
+        """Write the row (``None``: tombstone) stamped ``max(now, previous + 1)``; returns the
+        entry written. Raises ``S3Error('ServiceUnavailable')`` without a write quorum."""
+        ...
+
+    async def range(
+        self, start: str, *, prefix: str = "", limit: int = 1000, include_start: bool = True
+    ) -> list[tuple[str, Entry]]:
+        """Rows from ``start`` under ``prefix`` in byte order, tombstones included."""
+        ...
+
+
+class Tables(Protocol):
+    def table(self, name: str) -> MetaTable: ...
+
+
+class Blocks(Protocol):
+    async def write(self, h: str, data: bytes) -> None:
+        """Store block ``h`` durably (on a write quorum of its nodes when replicated)."""
+        ...
+
+    async def read(self, h: str) -> bytes:
+        """Block ``h``'s bytes, hash-checked; raises ``MissingBlock`` if no node has it."""
+        ...
