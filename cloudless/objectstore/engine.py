@@ -87,13 +87,14 @@ class Engine:
         pk = f"{h}/{version}"
         await self.refs.put(pk, partition_of(bytes.fromhex(h)), b"1" if live else None, self._ms())
 
-    async def _rows(self, prefix: str) -> list[tuple[str, Entry]]:
-        """Every row under ``prefix``, paging through the table."""
+    async def _rows(self, version: str) -> list[tuple[str, Entry]]:
+        """Every block row of ``version``, in order, paging through the table."""
         out: list[tuple[str, Entry]] = []
+        prefix = version + "/"
         start, include = prefix, True
         while True:
             page = await self.version_blocks.range(
-                start, prefix=prefix, limit=1000, include_start=include
+                partition(version), start, prefix=prefix, limit=1000, include_start=include
             )
             out += page
             if len(page) < 1000:
@@ -149,7 +150,7 @@ class Engine:
 
     async def _release(self, version: str) -> None:
         """Drop a version's block rows and references (it was replaced or deleted)."""
-        for pk, e in await self._rows(version + "/"):
+        for pk, e in await self._rows(version):
             if e.value is None:
                 continue
             await self._ref(BlockRef.decode(e.value).hash, version, False)
@@ -157,9 +158,9 @@ class Engine:
 
     async def _commit(self, bucket: str, key: str, obj: ObjectMeta) -> ObjectMeta:
         pk = object_pk(bucket, key)
-        before = await self.objects.entry(pk)
+        before = await self.objects.entry(pk, partition(bucket))
         mine = await self.objects.put(pk, partition(bucket), obj.encode(), self._ms())
-        after = await self.objects.entry(pk)
+        after = await self.objects.entry(pk, partition(bucket))
         if after != mine:  # lost to a concurrent, later write
             await self._release(obj.version)
         elif before is not None and before.value is not None:
@@ -195,7 +196,7 @@ class Engine:
     # ---- reading ---------------------------------------------------------------------------
 
     async def head(self, bucket: str, key: str) -> ObjectMeta | None:
-        e = await self.objects.entry(object_pk(bucket, key))
+        e = await self.objects.entry(object_pk(bucket, key), partition(bucket))
         return None if e is None or e.value is None else ObjectMeta.decode(e.value)
 
     async def read(self, obj: ObjectMeta, start: int, end: int) -> AsyncIterator[bytes]:
@@ -204,7 +205,7 @@ class Engine:
             yield obj.inline[start:end]
             return
         pos = 0
-        for _, e in await self._rows(obj.version + "/"):
+        for _, e in await self._rows(obj.version):
             if e.value is None:
                 continue
             ref = BlockRef.decode(e.value)
@@ -219,7 +220,7 @@ class Engine:
 
     async def delete(self, bucket: str, key: str) -> None:
         pk = object_pk(bucket, key)
-        before = await self.objects.entry(pk)
+        before = await self.objects.entry(pk, partition(bucket))
         if before is None or before.value is None:
             return
         await self.objects.put(pk, partition(bucket), None, self._ms())
@@ -237,7 +238,7 @@ class Engine:
         """A new version sharing ``src``'s blocks (content addressing: no data is copied)."""
         version = new_version()
         if src.inline is None:
-            for pk, e in await self._rows(src.version + "/"):
+            for pk, e in await self._rows(src.version):
                 if e.value is None:
                     continue
                 ref = BlockRef.decode(e.value)
@@ -273,7 +274,7 @@ class Engine:
         last = ""
         while len(keys) + len(prefixes) < limit:
             rows = await self.objects.range(
-                start, prefix=base + prefix, limit=256, include_start=include
+                partition(bucket), start, prefix=base + prefix, limit=256, include_start=include
             )
             if not rows:
                 return Listing(keys, prefixes, False, last)
@@ -305,7 +306,7 @@ class Engine:
             if not jumped and len(rows) < 256:
                 return Listing(keys, prefixes, False, last)
         more = await self.objects.range(
-            start, prefix=base + prefix, limit=256, include_start=include
+            partition(bucket), start, prefix=base + prefix, limit=256, include_start=include
         )
         return Listing(keys, prefixes, any(e.value is not None for _, e in more), last)
 
@@ -322,7 +323,7 @@ class Engine:
         return upload_id
 
     async def _upload(self, bucket: str, key: str, upload_id: str) -> Upload:
-        e = await self.uploads.entry(f"{bucket}/{key}/{upload_id}")
+        e = await self.uploads.entry(f"{bucket}/{key}/{upload_id}", partition(bucket))
         if e is None or e.value is None:
             raise S3Error(
                 "NoSuchUpload",
@@ -352,7 +353,9 @@ class Engine:
         return part
 
     async def _attempts(self, upload_id: str) -> list[Part]:
-        rows = await self.parts.range(upload_id + "/", prefix=upload_id + "/", limit=100_000)
+        rows = await self.parts.range(
+            partition(upload_id), upload_id + "/", prefix=upload_id + "/", limit=100_000
+        )
         return [Part.decode(e.value) for _, e in rows if e.value is not None]
 
     async def list_parts(self, bucket: str, key: str, upload_id: str) -> list[Part]:
@@ -392,7 +395,7 @@ class Engine:
         version = new_version()
         now = self.clock.now()
         for part in picked:
-            for pk, e in await self._rows(part.version + "/"):
+            for pk, e in await self._rows(part.version):
                 if e.value is None:
                     continue
                 ref = BlockRef.decode(e.value)
@@ -429,7 +432,10 @@ class Engine:
         self, bucket: str, *, prefix: str, limit: int
     ) -> list[tuple[str, Upload]]:
         rows = await self.uploads.range(
-            f"{bucket}/{prefix}", prefix=f"{bucket}/{prefix}", limit=limit * 4 + 16
+            partition(bucket),
+            f"{bucket}/{prefix}",
+            prefix=f"{bucket}/{prefix}",
+            limit=limit * 4 + 16,
         )
         out = []
         for pk, e in rows:

@@ -47,7 +47,7 @@ class LocalTable:
         self.name = name
         self.rows = store.raw(name)
 
-    async def entry(self, pk: str) -> Entry | None:
+    async def entry(self, pk: str, partition: int) -> Entry | None:
         return self.rows.entry(pk)
 
     async def put(self, pk: str, partition: int, value: bytes | None, now_ms: int) -> Entry:
@@ -56,7 +56,13 @@ class LocalTable:
         return e
 
     async def range(
-        self, start: str, *, prefix: str = "", limit: int = 1000, include_start: bool = True
+        self,
+        partition: int,
+        start: str,
+        *,
+        prefix: str = "",
+        limit: int = 1000,
+        include_start: bool = True,
     ) -> list[tuple[str, Entry]]:
         return self.rows.range(start, prefix=prefix, limit=limit, include_start=include_start)
 

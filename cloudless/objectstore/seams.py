@@ -14,8 +14,9 @@ from cloudless.objectstore.crdt import Entry
 class MetaTable(Protocol):
     name: str
 
-    async def entry(self, pk: str) -> Entry | None:
-        """The row's current state (tombstones included), or None if never written."""
+    async def entry(self, pk: str, partition: int) -> Entry | None:
+        """The row's current state (tombstones included), or None if never written.
+        Replicated: the merge of a read quorum's answers."""
         ...
 
     async def put(self, pk: str, partition: int, value: bytes | None, now_ms: int) -> Entry:
@@ -24,9 +25,16 @@ class MetaTable(Protocol):
         ...
 
     async def range(
-        self, start: str, *, prefix: str = "", limit: int = 1000, include_start: bool = True
+        self,
+        partition: int,
+        start: str,
+        *,
+        prefix: str = "",
+        limit: int = 1000,
+        include_start: bool = True,
     ) -> list[tuple[str, Entry]]:
-        """Rows from ``start`` under ``prefix`` in byte order, tombstones included."""
+        """Rows of ``partition`` from ``start`` under ``prefix`` in byte order, tombstones
+        included, at most ``limit``."""
         ...
 
 

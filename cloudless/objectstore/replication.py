@@ -1,0 +1,188 @@
+"""The engine's seams over several nodes: every metadata row and block lives on the nodes a
+layout version assigns to its partition; writes wait for a write quorum, reads merge a read
+quorum (``quorum.py``). The local node is called directly, peers through ``rpc.Peer``.
+
+Contracts:
+
+* ``put`` stamps ``max(now, newest seen by a read quorum + 1)`` and is acknowledged only after
+  ``W`` replicas merged it; otherwise it raises ``ServiceUnavailable`` (the write may still
+  have landed on fewer replicas: LWW makes a retry safe);
+* ``entry``/``range`` merge the answers of at least ``Rq`` replicas, and write the winner back
+  to a replica that answered with an older state (read repair);
+* each call waits for every replica it sent to (bounded by the peer timeout), so no request
+  outlives the operation that made it.
+
+Not here yet: overlapping layout versions during a transition, hinted handoff, anti-entropy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from cloudless.objectstore import quorum
+from cloudless.objectstore.blocks import CorruptBlock, MissingBlock, block_hash
+from cloudless.objectstore.crdt import Entry, merge, next_timestamp
+from cloudless.objectstore.layout import LayoutVersion, partition_of
+from cloudless.objectstore.local import LocalStore
+from cloudless.objectstore.rpc import Peer, PeerError
+
+T = TypeVar("T")
+
+
+class Cluster:
+    """This node's view of the others: the layout and a ``Peer`` per remote node."""
+
+    def __init__(self, me: str, local: LocalStore, layout: LayoutVersion, peers: dict[str, Peer]):
+        self.me = me
+        self.local = local
+        self.layout = layout
+        self.peers = peers
+        self._tables: dict[str, ReplicatedTable] = {}
+
+    def nodes(self, partition: int) -> tuple[str, ...]:
+        return self.layout.partitions[partition]
+
+    @property
+    def replication(self) -> int:
+        return self.layout.replication
+
+    async def each(
+        self,
+        nodes: tuple[str, ...],
+        local: Callable[[], Awaitable[T]],
+        remote: Callable[[Peer], Awaitable[T]],
+    ) -> tuple[dict[str, T], dict[str, str]]:
+        """Run the call on every node; answers and failures by node."""
+
+        async def one(n: str) -> T:
+            if n == self.me:
+                return await local()
+            peer = self.peers.get(n)
+            if peer is None:
+                raise PeerError(f"no address for node {n}")
+            return await remote(peer)
+
+        results = await asyncio.gather(*(one(n) for n in nodes), return_exceptions=True)
+        ok: dict[str, T] = {}
+        failed: dict[str, str] = {}
+        for n, r in zip(nodes, results, strict=True):
+            if isinstance(r, PeerError | MissingBlock | CorruptBlock | OSError):
+                failed[n] = str(r)
+            elif isinstance(r, BaseException):
+                raise r
+            else:
+                ok[n] = r
+        return ok, failed
+
+    def table(self, name: str) -> ReplicatedTable:
+        if name not in self._tables:
+            self._tables[name] = ReplicatedTable(self, name)
+        return self._tables[name]
+
+
+class ReplicatedTable:
+    def __init__(self, cluster: Cluster, name: str) -> None:
+        self.c = cluster
+        self.name = name
+        self.rows = cluster.local.raw(name)
+
+    async def _write(self, pk: str, partition: int, e: Entry, nodes: tuple[str, ...]) -> None:
+        async def local() -> None:
+            self.c.local.merge(self.name, pk, partition, e)
+
+        _, failed = await self.c.each(
+            nodes, local, lambda p: p.merge(self.name, [(pk, partition, e)])
+        )
+        quorum.check(
+            f"write {self.name}/{pk}", quorum.write_quorum(self.c.replication), nodes, failed
+        )
+
+    async def entry(self, pk: str, partition: int) -> Entry | None:
+        nodes = self.c.nodes(partition)
+
+        async def local() -> Entry | None:
+            return self.rows.entry(pk)
+
+        answers, failed = await self.c.each(nodes, local, lambda p: p.entry(self.name, pk))
+        quorum.check(
+            f"read {self.name}/{pk}", quorum.read_quorum(self.c.replication), nodes, failed
+        )
+        winner: Entry | None = None
+        for e in answers.values():
+            if e is not None:
+                winner = merge(winner, e)
+        stale = tuple(n for n, e in answers.items() if winner is not None and e != winner)
+        if winner is not None and stale:
+            await self.c.each(
+                stale,
+                lambda: self._repair_local(pk, partition, winner),
+                lambda p: p.merge(self.name, [(pk, partition, winner)]),
+            )
+        return winner
+
+    async def _repair_local(self, pk: str, partition: int, e: Entry) -> None:
+        self.c.local.merge(self.name, pk, partition, e)
+
+    async def put(self, pk: str, partition: int, value: bytes | None, now_ms: int) -> Entry:
+        prev = await self.entry(pk, partition)
+        e = Entry(next_timestamp(now_ms, prev), self.c.me, value)
+        await self._write(pk, partition, e, self.c.nodes(partition))
+        return e
+
+    async def range(
+        self,
+        partition: int,
+        start: str,
+        *,
+        prefix: str = "",
+        limit: int = 1000,
+        include_start: bool = True,
+    ) -> list[tuple[str, Entry]]:
+        nodes = self.c.nodes(partition)
+
+        async def local() -> list[tuple[str, Entry]]:
+            return self.rows.range(start, prefix=prefix, limit=limit, include_start=include_start)
+
+        answers, failed = await self.c.each(
+            nodes, local, lambda p: p.range(self.name, start, prefix, limit, include_start)
+        )
+        quorum.check(
+            f"list {self.name}/{prefix}", quorum.read_quorum(self.c.replication), nodes, failed
+        )
+        merged: dict[str, Entry] = {}
+        for rows in answers.values():
+            for pk, e in rows:
+                merged[pk] = merge(merged.get(pk), e)
+        return sorted(merged.items())[:limit]
+
+
+class ReplicatedBlocks:
+    def __init__(self, cluster: Cluster) -> None:
+        self.c = cluster
+
+    async def write(self, h: str, data: bytes) -> None:
+        nodes = self.c.nodes(partition_of(bytes.fromhex(h)))
+
+        async def local() -> None:
+            await self.c.local.blocks.write(h, data)
+
+        _, failed = await self.c.each(nodes, local, lambda p: p.put_block(h, data))
+        quorum.check(f"write block {h}", quorum.write_quorum(self.c.replication), nodes, failed)
+
+    async def read(self, h: str) -> bytes:
+        nodes = self.c.nodes(partition_of(bytes.fromhex(h)))
+        order = sorted(nodes, key=lambda n: n != self.c.me)
+        problems = []
+        for n in order:
+            try:
+                if n == self.c.me:
+                    return await self.c.local.blocks.read(h)
+                data = await self.c.peers[n].get_block(h)
+                if block_hash(data) == h:
+                    return data
+                problems.append(f"{n}: corrupt copy")
+            except (PeerError, MissingBlock, CorruptBlock, KeyError) as e:
+                problems.append(f"{n}: {e}")
+        raise MissingBlock(f"block {h}: no replica answered ({'; '.join(problems)})")
