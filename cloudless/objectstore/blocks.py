@@ -29,6 +29,9 @@ from cloudless.objectstore.metadb import MetaDb
 BLOCK_SIZE = 1 << 20
 INLINE_MAX = 3072
 GC_DELAY = 600.0
+SYNC_MAX = 64 << 10
+"""Blocks up to this size are read and written on the event loop: a thread hand-off costs
+more than the I/O (and on a loaded machine, milliseconds)."""
 
 
 class CorruptBlock(CloudlessError):
@@ -78,6 +81,8 @@ class BlockStore:
         return True
 
     async def write(self, h: str, data: bytes) -> bool:
+        if len(data) <= SYNC_MAX:
+            return self.write_sync(h, data)
         return await asyncio.to_thread(self.write_sync, h, data)
 
     def read_sync(self, h: str) -> bytes:
@@ -92,7 +97,15 @@ class BlockStore:
         return data
 
     async def read(self, h: str) -> bytes:
+        if self._small(h):
+            return self.read_sync(h)
         return await asyncio.to_thread(self.read_sync, h)
+
+    def _small(self, h: str) -> bool:
+        try:
+            return self.path(h).stat().st_size <= SYNC_MAX
+        except FileNotFoundError:
+            return True
 
     def has(self, h: str) -> bool:
         return self.path(h).exists()

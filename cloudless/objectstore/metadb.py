@@ -103,10 +103,19 @@ class LwwTable:
         lo = start
         if prefix > start:
             op, lo = ">=", prefix
-        rows = self.db.execute(
-            f"SELECT pk, ts, writer, value FROM {self.name} WHERE pk {op} ? ORDER BY pk LIMIT ?",
-            (lo, limit),
-        ).fetchall()
+        upper = _successor(prefix)
+        if upper is None:
+            sql = (
+                f"SELECT pk, ts, writer, value FROM {self.name} WHERE pk {op} ? ORDER BY pk LIMIT ?"
+            )
+            args: tuple[object, ...] = (lo, limit)
+        else:
+            sql = (
+                f"SELECT pk, ts, writer, value FROM {self.name} WHERE pk {op} ? AND pk < ?"
+                " ORDER BY pk LIMIT ?"
+            )
+            args = (lo, upper, limit)
+        rows = self.db.execute(sql, args).fetchall()
         out = []
         for pk, ts, writer, value in rows:
             if not pk.startswith(prefix):
@@ -142,3 +151,14 @@ class LwwTable:
             )
             dropped += cur.rowcount
         return dropped
+
+
+def _successor(prefix: str) -> str | None:
+    """The least string greater than every string starting with ``prefix`` (None: no bound).
+    Code point order is UTF-8 byte order, SQLite's BINARY collation."""
+    if not prefix or prefix[-1] == "\U0010ffff":
+        return None
+    nxt = ord(prefix[-1]) + 1
+    if 0xD800 <= nxt <= 0xDFFF:  # surrogates cannot be stored; the next code point is U+E000
+        nxt = 0xE000
+    return prefix[:-1] + chr(nxt)
