@@ -17,6 +17,8 @@ bucket, key, upload or part at fault.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import secrets
 from collections.abc import AsyncIterator
@@ -47,6 +49,17 @@ from cloudless.objectstore.seams import Blocks, Tables
 MAX_PARTS = 10_000
 MIN_PART_SIZE = 5 << 20
 MAX_OBJECT = 5 << 40
+PIPELINE = 4
+"""Blocks of one upload being stored at once (their fsyncs and replica writes overlap)."""
+
+
+def _first(e: BaseException) -> BaseException:
+    """The error to report from a failed upload: an S3 error if any, else the first one."""
+    if isinstance(e, BaseExceptionGroup):
+        flat = [_first(x) for x in e.exceptions]
+        s3 = [x for x in flat if isinstance(x, S3Error)]
+        return (s3 or flat)[0]
+    return e
 
 
 def new_version() -> str:
@@ -106,47 +119,64 @@ class Engine:
     async def _store_stream(
         self, version: str, part: int, body: AsyncIterator[bytes], *, inline_ok: bool
     ) -> tuple[int, str, bytes | None, list[str]]:
-        """Read ``body`` into blocks of ``version``; returns (size, md5 hex, inline data or
-        None, block hashes written). On any error the written blocks are released."""
+        """Read ``body`` into blocks of ``version`` (up to ``PIPELINE`` blocks being stored at
+        once while the body keeps streaming); returns (size, md5 hex, inline data or None,
+        block hashes). On any error the blocks' references are dropped (GC reclaims them)
+        and the first error is raised as itself."""
         md5 = hashlib.md5()
         buf = bytearray()
         size = 0
         offset = 0
         hashes: list[str] = []
-        rows: list[tuple[str, BlockRef]] = []
+        inline: bytes | None = None
+        slots = asyncio.Semaphore(PIPELINE)
         try:
-            async for piece in body:
-                md5.update(piece)
-                size += len(piece)
-                if size > MAX_OBJECT:
-                    raise S3Error("EntityTooLarge", f"object exceeds {MAX_OBJECT} bytes")
-                buf += piece
-                while len(buf) >= BLOCK_SIZE:
-                    data = bytes(buf[:BLOCK_SIZE])
-                    del buf[:BLOCK_SIZE]
-                    rows.append(await self._put_block(version, part, offset, data, hashes))
-                    offset += len(data)
-            if inline_ok and size <= INLINE_MAX:
-                return size, md5.hexdigest(), bytes(buf), []
-            if buf:
-                rows.append(await self._put_block(version, part, offset, bytes(buf), hashes))
-        except BaseException:
-            for h in hashes:
-                await self._ref(h, version, False)
-            raise
-        return size, md5.hexdigest(), None, hashes
+            async with asyncio.TaskGroup() as tg:
+
+                async def block(data: bytes, at: int) -> None:
+                    await slots.acquire()
+                    tg.create_task(self._put_block(slots, version, part, at, data, hashes))
+
+                async for piece in body:
+                    md5.update(piece)
+                    size += len(piece)
+                    if size > MAX_OBJECT:
+                        raise S3Error("EntityTooLarge", f"object exceeds {MAX_OBJECT} bytes")
+                    buf += piece
+                    while len(buf) >= BLOCK_SIZE:
+                        await block(bytes(buf[:BLOCK_SIZE]), offset)
+                        del buf[:BLOCK_SIZE]
+                        offset += BLOCK_SIZE
+                if inline_ok and size <= INLINE_MAX:
+                    inline = bytes(buf)
+                elif buf:
+                    await block(bytes(buf), offset)
+        except BaseException as e:
+            with contextlib.suppress(S3Error):
+                for h in hashes:
+                    await self._ref(h, version, False)
+            raise _first(e) from None
+        return size, md5.hexdigest(), inline, hashes
 
     async def _put_block(
-        self, version: str, part: int, offset: int, data: bytes, hashes: list[str]
-    ) -> tuple[str, BlockRef]:
-        h = block_hash(data)
-        await self.blocks.write(h, data)
-        await self._ref(h, version, True)
-        hashes.append(h)
-        ref = BlockRef(h, len(data))
-        pk = block_pk(version, part, offset)
-        await self.version_blocks.put(pk, partition(version), ref.encode(), self._ms())
-        return pk, ref
+        self,
+        slots: asyncio.Semaphore,
+        version: str,
+        part: int,
+        offset: int,
+        data: bytes,
+        hashes: list[str],
+    ) -> None:
+        try:
+            h = block_hash(data)
+            hashes.append(h)
+            await self.blocks.write(h, data)
+            await self._ref(h, version, True)
+            ref = BlockRef(h, len(data))
+            pk = block_pk(version, part, offset)
+            await self.version_blocks.put(pk, partition(version), ref.encode(), self._ms())
+        finally:
+            slots.release()
 
     async def _release(self, version: str) -> None:
         """Drop a version's block rows and references (it was replaced or deleted)."""
