@@ -12,7 +12,11 @@ Contracts:
 * each call waits for every replica it sent to (bounded by the peer timeout), so no request
   outlives the operation that made it.
 
-Not here yet: overlapping layout versions during a transition, hinted handoff, anti-entropy.
+* with ``hints`` on (the default at R=2), an owner that does not answer a write is replaced
+  for that write by a fallback node keeping a hint (``handoff.py``), and the hint counts
+  toward the write quorum.
+
+Not here yet: overlapping layout versions during a transition, anti-entropy.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import TypeVar
 from cloudless.objectstore import quorum
 from cloudless.objectstore.blocks import CorruptBlock, MissingBlock, block_hash
 from cloudless.objectstore.crdt import Entry, merge, next_timestamp
+from cloudless.objectstore.handoff import HintStore, fallbacks
 from cloudless.objectstore.layout import LayoutVersion, partition_of
 from cloudless.objectstore.local import LocalStore
 from cloudless.objectstore.rpc import Peer, PeerError
@@ -34,12 +39,56 @@ T = TypeVar("T")
 class Cluster:
     """This node's view of the others: the layout and a ``Peer`` per remote node."""
 
-    def __init__(self, me: str, local: LocalStore, layout: LayoutVersion, peers: dict[str, Peer]):
+    def __init__(
+        self,
+        me: str,
+        local: LocalStore,
+        layout: LayoutVersion,
+        peers: dict[str, Peer],
+        *,
+        hints: HintStore | None = None,
+        hinted_handoff: bool | None = None,
+    ):
         self.me = me
         self.local = local
         self.layout = layout
         self.peers = peers
+        self.hints = hints
+        self.hinted_handoff = (
+            layout.replication == 2 if hinted_handoff is None else hinted_handoff
+        ) and hints is not None
         self._tables: dict[str, ReplicatedTable] = {}
+
+    async def cover(
+        self,
+        partition: int,
+        missed: dict[str, str],
+        keep_local: Callable[[str], Awaitable[None]],
+        keep_remote: Callable[[Peer, str], Awaitable[None]],
+    ) -> dict[str, str]:
+        """Ask fallback nodes to keep hints for the owners in ``missed``; returns the owners
+        still uncovered (with why)."""
+        if not self.hinted_handoff or not missed:
+            return missed
+        owners = self.nodes(partition)
+        spare = fallbacks(partition, owners, sorted(self.layout.roles))
+        left: dict[str, str] = {}
+        for owner, why in missed.items():
+            while spare:
+                fb = spare.pop(0)
+                try:
+                    if fb == self.me:
+                        await keep_local(owner)
+                    elif fb in self.peers:
+                        await keep_remote(self.peers[fb], owner)
+                    else:
+                        continue
+                    break
+                except PeerError:
+                    continue
+            else:
+                left[owner] = f"{why}; no fallback took a hint"
+        return left
 
     def nodes(self, partition: int) -> tuple[str, ...]:
         return self.layout.partitions[partition]
@@ -94,6 +143,18 @@ class ReplicatedTable:
 
         _, failed = await self.c.each(
             nodes, local, lambda p: p.merge(self.name, [(pk, partition, e)])
+        )
+        hints = self.c.hints
+
+        async def keep_local(owner: str) -> None:
+            assert hints is not None
+            hints.add(owner, self.name, pk, partition, e)
+
+        failed = await self.c.cover(
+            partition,
+            failed,
+            keep_local,
+            lambda p, owner: p.hint(owner, self.name, [(pk, partition, e)]),
         )
         quorum.check(
             f"write {self.name}/{pk}", quorum.write_quorum(self.c.replication), nodes, failed
@@ -169,6 +230,18 @@ class ReplicatedBlocks:
             await self.c.local.blocks.write(h, data)
 
         _, failed = await self.c.each(nodes, local, lambda p: p.put_block(h, data))
+        hints = self.c.hints
+
+        async def keep_local(owner: str) -> None:
+            assert hints is not None
+            await hints.add_block(owner, h, data)
+
+        failed = await self.c.cover(
+            partition_of(bytes.fromhex(h)),
+            failed,
+            keep_local,
+            lambda p, owner: p.put_block(h, data, for_node=owner),
+        )
         quorum.check(f"write block {h}", quorum.write_quorum(self.c.replication), nodes, failed)
 
     async def read(self, h: str) -> bytes:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -22,6 +22,9 @@ from aiohttp import web
 from cloudless.objectstore.blocks import MissingBlock, block_hash
 from cloudless.objectstore.crdt import Entry
 from cloudless.objectstore.local import LocalStore
+
+if TYPE_CHECKING:
+    from cloudless.objectstore.handoff import HintStore
 from cloudless.security.errors import PermissionDenied
 from cloudless.security.identity import SpiffeId
 from cloudless.security.tls import peer_identity_from_ssl
@@ -44,9 +47,15 @@ def row_in(r: list[Any]) -> Entry:
 class RpcServer:
     """Serves this node's ``LocalStore`` to its peers."""
 
-    def __init__(self, local: LocalStore, allowed: Callable[[SpiffeId], bool]) -> None:
+    def __init__(
+        self,
+        local: LocalStore,
+        allowed: Callable[[SpiffeId], bool],
+        hints: HintStore | None = None,
+    ) -> None:
         self.local = local
         self.allowed = allowed
+        self.hints = hints
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._authorize])
@@ -55,6 +64,8 @@ class RpcServer:
         app.router.add_post("/rpc/range", self.range)
         app.router.add_put("/rpc/block/{h}", self.put_block)
         app.router.add_get("/rpc/block/{h}", self.get_block)
+        app.router.add_post("/rpc/hint", self.hint)
+        app.router.add_put("/rpc/hintblock/{target}/{h}", self.hint_block)
         return app
 
     @web.middleware
@@ -95,6 +106,24 @@ class RpcServer:
         if block_hash(data) != h:
             return web.json_response({"error": f"block {h}: body does not hash to it"}, status=400)
         await self.local.blocks.write(h, data)
+        return web.json_response({"ok": True})
+
+    async def hint(self, request: web.Request) -> web.Response:
+        if self.hints is None:
+            return web.json_response({"error": "this node keeps no hints"}, status=409)
+        body = await request.json()
+        for pk, part, *row in body["rows"]:
+            self.hints.add(str(body["target"]), body["table"], str(pk), int(part), row_in(row))
+        return web.json_response({"ok": True})
+
+    async def hint_block(self, request: web.Request) -> web.Response:
+        if self.hints is None:
+            return web.json_response({"error": "this node keeps no hints"}, status=409)
+        h = request.match_info["h"]
+        data = await request.read()
+        if block_hash(data) != h:
+            return web.json_response({"error": f"block {h}: body does not hash to it"}, status=400)
+        await self.hints.add_block(request.match_info["target"], h, data)
         return web.json_response({"ok": True})
 
     async def get_block(self, request: web.Request) -> web.Response:
@@ -163,11 +192,14 @@ class Peer:
         rows = (await self._json("/rpc/range", {**body, "include": include}))["rows"]
         return [(r[0], row_in(r[1:])) for r in rows]
 
-    async def put_block(self, h: str, data: bytes) -> None:
+    async def hint(self, target: str, table: str, rows: list[tuple[str, int, Entry]]) -> None:
+        body = [[pk, part, *row_out(e)] for pk, part, e in rows]
+        await self._json("/rpc/hint", {"target": target, "table": table, "rows": body})
+
+    async def put_block(self, h: str, data: bytes, *, for_node: str | None = None) -> None:
+        path = f"/rpc/block/{h}" if for_node is None else f"/rpc/hintblock/{for_node}/{h}"
         try:
-            async with self.session.put(
-                f"{self.url}/rpc/block/{h}", data=data, timeout=self.timeout
-            ) as r:
+            async with self.session.put(self.url + path, data=data, timeout=self.timeout) as r:
                 self._check(r)
                 if r.status != 200:
                     raise PeerError(f"peer {self.name}: block {h} refused ({r.status})")

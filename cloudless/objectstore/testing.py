@@ -2,11 +2,12 @@
 certificates from a throwaway cluster CA: for replication tests and benchmarks.
 
 ``kill(name)`` stops a node's peer server at once (its in-flight calls fail); the node's data
-stays on disk.
+stays on disk and ``restart(name)`` serves it again on the same port.
 """
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from cloudless.lib.clock import Clock, SystemClock
 from cloudless.objectstore.assign import assign
 from cloudless.objectstore.blocks import BlockStore
 from cloudless.objectstore.engine import MIN_PART_SIZE, Engine
+from cloudless.objectstore.handoff import Handoff, HintStore
 from cloudless.objectstore.layout import LayoutVersion, NodeRole
 from cloudless.objectstore.local import LocalStore
 from cloudless.objectstore.metadb import MetaDb
@@ -36,8 +38,11 @@ class LoopbackNode:
     runner: web.AppRunner
     port: int
     client: aiohttp.ClientSession
+    server_ssl: ssl.SSLContext
+    hints: HintStore
     engine: Engine | None = None
     cluster: Cluster | None = None
+    handoff: Handoff | None = None
     alive: bool = True
 
 
@@ -55,10 +60,6 @@ class LoopbackCluster:
         ca = CertificateAuthority.init(
             self.base / "ca", trust_domain=TRUST_DOMAIN, root_key_size=2048
         )
-        names = set(self.roles)
-
-        def allowed(peer: SpiffeId) -> bool:
-            return peer in {SpiffeId.node(n, TRUST_DOMAIN) for n in names}
 
         for name in sorted(self.roles):
             key, cert = ca.issue(
@@ -67,17 +68,12 @@ class LoopbackCluster:
             meta = MetaDb(self.base / name / "meta.db", name) if self._mkdir(name) else None
             assert meta is not None
             local = LocalStore(meta, BlockStore(self.base / name / "blocks", meta), self.clock)
-            runner = web.AppRunner(
-                RpcServer(local, allowed).app(), access_log=None, shutdown_timeout=0.1
-            )
-            await runner.setup()
-            site = web.TCPSite(
-                runner, "127.0.0.1", 0, ssl_context=server_ssl_context(cert, key, ca.bundle_pem)
-            )
-            await site.start()
+            hints = HintStore(local)
+            server_ssl = server_ssl_context(cert, key, ca.bundle_pem)
+            runner = await self._serve(local, hints, server_ssl, 0)
             port = runner.addresses[0][1]
             client = session(client_ssl_context(cert, key, ca.bundle_pem))
-            self.nodes[name] = LoopbackNode(name, local, runner, port, client)
+            self.nodes[name] = LoopbackNode(name, local, runner, port, client, server_ssl, hints)
         plan = assign(self.roles, self.replication)
         self.layout = LayoutVersion(1, self.replication, dict(self.roles), plan.partitions)
         for name, node in self.nodes.items():
@@ -92,7 +88,8 @@ class LoopbackCluster:
                 for other, o in self.nodes.items()
                 if other != name
             }
-            node.cluster = Cluster(name, node.local, self.layout, peers)
+            node.cluster = Cluster(name, node.local, self.layout, peers, hints=node.hints)
+            node.handoff = Handoff(node.hints, peers, self.clock)
             node.engine = Engine(
                 node.cluster,
                 ReplicatedBlocks(node.cluster),
@@ -100,6 +97,23 @@ class LoopbackCluster:
                 min_part_size=self.min_part_size,
             )
         return self
+
+    async def _serve(
+        self, local: LocalStore, hints: HintStore, ctx: ssl.SSLContext, port: int
+    ) -> web.AppRunner:
+        names = {SpiffeId.node(n, TRUST_DOMAIN) for n in self.roles}
+        server = RpcServer(local, lambda peer: peer in names, hints)
+        runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
+        return runner
+
+    async def restart(self, name: str) -> None:
+        """Serve a killed node again on its old port, with the data it had."""
+        node = self.nodes[name]
+        if not node.alive:
+            node.runner = await self._serve(node.local, node.hints, node.server_ssl, node.port)
+            node.alive = True
 
     def _mkdir(self, name: str) -> bool:
         (self.base / name).mkdir(parents=True, exist_ok=True)

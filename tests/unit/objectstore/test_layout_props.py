@@ -73,7 +73,7 @@ def test_shares_follow_capacity_within_two_copies(
 
 @FAST
 @given(clusters(), st.sampled_from(CAPACITIES), st.integers(0, 3))
-def test_adding_a_node_in_a_known_zone_moves_copies_only_to_it(
+def test_adding_a_node_moves_at_most_a_tenth_more_than_it_then_holds(
     cluster: tuple[dict[str, NodeRole], int], capacity: int, zone_pick: int
 ) -> None:
     roles, replication = cluster

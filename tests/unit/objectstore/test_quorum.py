@@ -28,3 +28,21 @@ def test_check_names_every_failed_replica() -> None:
         quorum.check("write x", 2, ("a", "b", "c"), {"b": "refused", "c": "down"})
     assert e.value.code == "ServiceUnavailable"
     assert "1 of 3 replicas answered, 2 needed (b: refused; c: down)" in e.value.message
+
+
+FALLBACKS = [
+    # (partition, owners, nodes, fallbacks): non-owners, rotated by partition % len
+    (0, ("a", "b"), ("a", "b", "c", "d"), ["c", "d"]),
+    (1, ("a", "b"), ("a", "b", "c", "d"), ["d", "c"]),
+    (5, ("c",), ("a", "b", "c"), ["b", "a"]),  # others [a, b], 5 % 2 = 1
+    (3, ("a", "b"), ("a", "b"), []),  # nobody to hold a hint
+]
+
+
+@pytest.mark.parametrize(("p", "owners", "nodes", "want"), FALLBACKS)
+def test_fallbacks(
+    p: int, owners: tuple[str, ...], nodes: tuple[str, ...], want: list[str]
+) -> None:
+    from cloudless.objectstore.handoff import fallbacks
+
+    assert fallbacks(p, owners, nodes) == want
