@@ -10,6 +10,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -136,3 +137,47 @@ class LoopbackCluster:
                 await node.runner.cleanup()
             await node.client.close()
             node.local.meta.close()
+
+
+class ThreadedCluster:
+    """A ``LoopbackCluster`` on its own event-loop thread with an S3 front on every node
+    (``endpoint(name)``), for synchronous clients such as boto3."""
+
+    def __init__(self, base: Path, roles: dict[str, NodeRole], replication: int) -> None:
+        import asyncio
+        import threading
+
+        from cloudless.objectstore.s3.iam import Iam
+        from cloudless.objectstore.s3.server import S3Server
+        from cloudless.store.memory import MemoryStore
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.cluster = LoopbackCluster(base, roles, replication)
+        self.call(self.cluster.start())
+        self.store = MemoryStore(self.cluster.clock)
+        self.iam = Iam(self.store, self.cluster.clock)
+        self.fronts: dict[str, tuple[web.AppRunner, int]] = {}
+        for name in self.cluster.nodes:
+            server = S3Server(self.cluster.engine(name), self.iam, self.cluster.clock)
+            runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=0.1)
+            self.call(runner.setup())
+            self.call(web.TCPSite(runner, "127.0.0.1", 0).start())
+            self.fronts[name] = (runner, runner.addresses[0][1])
+
+    def call(self, coro: Any) -> Any:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    def endpoint(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.fronts[name][1]}"
+
+    def close(self) -> None:
+        for runner, _ in self.fronts.values():
+            self.call(runner.cleanup())
+        self.call(self.cluster.close())
+        self.call(self.store.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
