@@ -12,11 +12,16 @@ Contracts:
 * each call waits for every replica it sent to (bounded by the peer timeout), so no request
   outlives the operation that made it.
 
+* during a layout transition (several live versions in the ``LayoutHistory``) a write goes to
+  the union of every live version's owners and needs a write quorum *in each* version; reads
+  use ``read_version()``, the newest version whose nodes have all synced, so a value written
+  during the transition is readable under either version (Garage's update trackers);
 * with ``hints`` on (the default at R=2), an owner that does not answer a write is replaced
   for that write by a fallback node keeping a hint (``handoff.py``), and the hint counts
   toward the write quorum.
 
-Not here yet: overlapping layout versions during a transition, anti-entropy.
+Not here yet: the data sync that moves existing rows and blocks to new owners (anti-entropy),
+so a node acknowledges a version only once the operator or a future sync worker says so.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from cloudless.objectstore import quorum
 from cloudless.objectstore.blocks import CorruptBlock, MissingBlock, block_hash
 from cloudless.objectstore.crdt import Entry, merge, next_timestamp
 from cloudless.objectstore.handoff import HintStore, fallbacks
+from cloudless.objectstore.history import LayoutHistory
 from cloudless.objectstore.layout import LayoutVersion, partition_of
 from cloudless.objectstore.local import LocalStore
 from cloudless.objectstore.rpc import Peer, PeerError
@@ -43,7 +49,7 @@ class Cluster:
         self,
         me: str,
         local: LocalStore,
-        layout: LayoutVersion,
+        layout: LayoutVersion | LayoutHistory,
         peers: dict[str, Peer],
         *,
         hints: HintStore | None = None,
@@ -51,11 +57,11 @@ class Cluster:
     ):
         self.me = me
         self.local = local
-        self.layout = layout
+        self.history = layout if isinstance(layout, LayoutHistory) else _single(layout)
         self.peers = peers
         self.hints = hints
         self.hinted_handoff = (
-            layout.replication == 2 if hinted_handoff is None else hinted_handoff
+            self.layout.replication == 2 if hinted_handoff is None else hinted_handoff
         ) and hints is not None
         self._tables: dict[str, ReplicatedTable] = {}
 
@@ -70,7 +76,7 @@ class Cluster:
         still uncovered (with why)."""
         if not self.hinted_handoff or not missed:
             return missed
-        owners = self.nodes(partition)
+        owners = self.write_targets(partition)
         spare = fallbacks(partition, owners, sorted(self.layout.roles))
         left: dict[str, str] = {}
         for owner, why in missed.items():
@@ -90,12 +96,43 @@ class Cluster:
                 left[owner] = f"{why}; no fallback took a hint"
         return left
 
+    @property
+    def layout(self) -> LayoutVersion:
+        """The newest live layout version."""
+        assert self.history.current is not None
+        return self.history.current
+
+    def set_history(self, history: LayoutHistory) -> None:
+        if history.current is None:
+            raise ValueError("a cluster needs at least one layout version")
+        self.history = history
+
     def nodes(self, partition: int) -> tuple[str, ...]:
-        return self.layout.partitions[partition]
+        """The owners reads ask: those of the newest fully synced version."""
+        v = self.history.read_version()
+        assert v is not None
+        return v.partitions[partition]
 
     @property
     def replication(self) -> int:
-        return self.layout.replication
+        v = self.history.read_version()
+        assert v is not None
+        return v.replication
+
+    def write_targets(self, partition: int) -> tuple[str, ...]:
+        """Every live version's owners of ``partition``, each once."""
+        out: list[str] = []
+        for v in self.history.write_versions():
+            out += [n for n in v.partitions[partition] if n not in out]
+        return tuple(out)
+
+    def check_writes(self, what: str, partition: int, failed: dict[str, str]) -> None:
+        """A write quorum in every live version, or ``ServiceUnavailable`` naming it."""
+        for v in self.history.write_versions():
+            owners = v.partitions[partition]
+            missed = {n: failed[n] for n in owners if n in failed}
+            label = what if len(self.history.versions) == 1 else f"{what} (layout v{v.version})"
+            quorum.check(label, quorum.write_quorum(v.replication), owners, missed)
 
     async def each(
         self,
@@ -137,10 +174,11 @@ class ReplicatedTable:
         self.name = name
         self.rows = cluster.local.raw(name)
 
-    async def _write(self, pk: str, partition: int, e: Entry, nodes: tuple[str, ...]) -> None:
+    async def _write(self, pk: str, partition: int, e: Entry) -> None:
         async def local() -> None:
             self.c.local.merge(self.name, pk, partition, e)
 
+        nodes = self.c.write_targets(partition)
         _, failed = await self.c.each(
             nodes, local, lambda p: p.merge(self.name, [(pk, partition, e)])
         )
@@ -156,9 +194,7 @@ class ReplicatedTable:
             keep_local,
             lambda p, owner: p.hint(owner, self.name, [(pk, partition, e)]),
         )
-        quorum.check(
-            f"write {self.name}/{pk}", quorum.write_quorum(self.c.replication), nodes, failed
-        )
+        self.c.check_writes(f"write {self.name}/{pk}", partition, failed)
 
     async def entry(self, pk: str, partition: int) -> Entry | None:
         nodes = self.c.nodes(partition)
@@ -189,7 +225,7 @@ class ReplicatedTable:
     async def put(self, pk: str, partition: int, value: bytes | None, now_ms: int) -> Entry:
         prev = await self.entry(pk, partition)
         e = Entry(next_timestamp(now_ms, prev), self.c.me, value)
-        await self._write(pk, partition, e, self.c.nodes(partition))
+        await self._write(pk, partition, e)
         return e
 
     async def range(
@@ -224,7 +260,7 @@ class ReplicatedBlocks:
         self.c = cluster
 
     async def write(self, h: str, data: bytes) -> None:
-        nodes = self.c.nodes(partition_of(bytes.fromhex(h)))
+        nodes = self.c.write_targets(partition_of(bytes.fromhex(h)))
 
         async def local() -> None:
             await self.c.local.blocks.write(h, data)
@@ -242,7 +278,7 @@ class ReplicatedBlocks:
             keep_local,
             lambda p, owner: p.put_block(h, data, for_node=owner),
         )
-        quorum.check(f"write block {h}", quorum.write_quorum(self.c.replication), nodes, failed)
+        self.c.check_writes(f"write block {h}", partition_of(bytes.fromhex(h)), failed)
 
     async def read(self, h: str) -> bytes:
         nodes = self.c.nodes(partition_of(bytes.fromhex(h)))
@@ -259,3 +295,8 @@ class ReplicatedBlocks:
             except (PeerError, MissingBlock, CorruptBlock, KeyError) as e:
                 problems.append(f"{n}: {e}")
         raise MissingBlock(f"block {h}: no replica answered ({'; '.join(problems)})")
+
+
+def _single(v: LayoutVersion) -> LayoutHistory:
+    """A history holding only ``v``, every node synced to it."""
+    return LayoutHistory(versions=(v,), synced={n: v.version for n in v.roles})
