@@ -4,11 +4,13 @@ and multipart uploads (create, upload part, complete, abort, list parts)."""
 from __future__ import annotations
 
 import email.utils
+import logging
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from aiohttp import web
 
+from cloudless.lib.errors import CloudlessError
 from cloudless.objectstore.engine import Engine
 from cloudless.objectstore.records import ObjectMeta
 from cloudless.objectstore.s3.errors import S3Error, not_implemented
@@ -41,6 +43,7 @@ OVERRIDES = {
 STORED_HEADERS = ("cache-control", "content-disposition", "content-encoding", "content-language",
                   "expires")  # fmt: skip
 MAX_META = 2048
+log = logging.getLogger(__name__)
 
 
 def user_meta(ctx: Ctx) -> dict[str, str]:
@@ -257,8 +260,16 @@ class ObjectApi:
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = end - start
         await resp.prepare(ctx.request)
-        async for piece in self.engine.read(obj, start, end):
-            await resp.write(piece)
+        try:
+            async for piece in self.engine.read(obj, start, end):
+                await resp.write(piece)
+        except (S3Error, CloudlessError) as e:
+            # Headers are out: the only honest signal left is a cut connection (the client
+            # sees fewer bytes than Content-Length and retries).
+            log.warning("GET %s cut after headers: %s", ctx.resource, e)
+            if ctx.request.transport is not None:
+                ctx.request.transport.close()
+            return resp
         await resp.write_eof()
         return resp
 

@@ -256,3 +256,18 @@ def test_permissions_per_bucket(s3env: S3Env, s3: Any) -> None:
         bob.delete_object(Bucket="private", Key="k")
     assert code_of(e) == "AccessDenied"
     assert "private" in [b["Name"] for b in bob.list_buckets()["Buckets"]]  # now allowed
+
+
+def test_a_corrupt_block_cuts_the_response_and_is_quarantined(s3env: S3Env, s3: Any) -> None:
+    from botocore.exceptions import ResponseStreamingError
+
+    from cloudless.objectstore.blocks import block_hash
+
+    s3.create_bucket(Bucket="rot")
+    data = os.urandom(2 << 20)  # two blocks
+    s3.put_object(Bucket="rot", Key="k", Body=data)
+    second = block_hash(data[1 << 20 :])
+    s3env.node.node.blocks.path(second).write_bytes(bytes(1 << 20))  # bit rot on disk
+    with pytest.raises(ResponseStreamingError):  # never bad bytes with a 200
+        s3.get_object(Bucket="rot", Key="k")["Body"].read()
+    assert (s3env.node.node.blocks.root / "corrupt" / second).exists()
