@@ -2,8 +2,9 @@
 
 * A block is at most ``BLOCK_SIZE`` bytes named by its blake3 hash; objects up to
   ``INLINE_MAX`` bytes never become blocks (they live inline in the object's metadata).
-* ``write`` puts the bytes in a temporary file in the block's directory, fsyncs it and renames
-  it into place: a block file either does not exist or is complete. Writing an existing block
+* ``write`` puts the bytes in a temporary file in the block's directory, fsyncs it, renames
+  it into place and fsyncs the directory: once ``write`` returns the block survives a power
+  cut, and a block file either does not exist or is complete. Writing an existing block
   is a no-op (same name, same content).
 * ``read`` re-hashes what it read; a mismatch moves the file to ``corrupt/`` and raises
   ``CorruptBlock`` (the caller reads another replica and the resync brings a good copy back).
@@ -42,6 +43,14 @@ class MissingBlock(CloudlessError):
     code = "missing_block"
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def block_hash(data: bytes) -> str:
     return blake3.blake3(data, max_threads=1).hexdigest()
 
@@ -75,6 +84,7 @@ class BlockStore:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, final)
+            _fsync_dir(final.parent)  # the rename itself must survive a power cut
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
