@@ -29,12 +29,12 @@ from bench.common import percentile, write_results
 from bench.objectstore.servers import run_baseline, run_store
 
 MIB = 1 << 20
-ROUNDS = 2
+ROUNDS = 3
 WORKLOADS = {
     # name: (object size, count, concurrency)
-    "1MiB": (MIB, 32, 4),
+    "1MiB": (MIB, 24, 4),
     "64MiB": (64 * MIB, 2, 1),
-    "4KiB": (4096, 600, 16),
+    "4KiB": (4096, 400, 16),
 }
 GOALS = {  # the goals, store / baseline (or ops/s per core for 4 KiB)
     "GET 64MiB": 0.9,
@@ -119,7 +119,7 @@ async def run(
     return time.perf_counter() - t0, lat
 
 
-async def measure(targets: list[Target]) -> dict[str, Any]:
+async def measure(targets: list[Target]) -> dict[str, dict[str, list[float]]]:
     results: dict[str, dict[str, list[float]]] = {t.name: {} for t in targets}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
         for rnd in range(ROUNDS):
@@ -143,10 +143,7 @@ async def measure(targets: list[Target]) -> dict[str, Any]:
                                 percentile(lat, 50) * 1000
                             )
                     del bodies
-    return {
-        name: {k: round(statistics.median(v), 1) for k, v in r.items()}
-        for name, r in results.items()
-    }
+    return results
 
 
 def main() -> None:
@@ -159,12 +156,15 @@ def main() -> None:
             procs.append(p2)
             targets = [Target("baseline", port1, "", ""), Target("store", port2, key_id, secret)]
             load_before = os.getloadavg()
-            figures = asyncio.run(measure(targets))
+            raw = asyncio.run(measure(targets))
             load_after = os.getloadavg()
         finally:
             for p in procs:
                 p.kill()
                 p.join(10)
+    figures = {
+        name: {k: round(statistics.median(v), 1) for k, v in r.items()} for name, r in raw.items()
+    }
     base, store = figures["baseline"], figures["store"]
     ratios = {}
     for key in (
@@ -194,6 +194,9 @@ def main() -> None:
             "baseline": base,
             "store": store,
             "store_over_baseline": ratios,
+            "every_round": {
+                name: {k: [round(x, 1) for x in v] for k, v in r.items()} for name, r in raw.items()
+            },
             "goals": goals,
         },
     )
