@@ -71,8 +71,10 @@ class BlockStore:
 
     # ---- data ------------------------------------------------------------------------------
 
-    def write_sync(self, h: str, data: bytes) -> bool:
-        """Store ``data`` as block ``h`` (its hash); False if it was already there."""
+    def write_sync(self, h: str, data: bytes, *, durable: bool = True) -> bool:
+        """Store ``data`` as block ``h`` (its hash); False if it was already there. With
+        ``durable=False`` nothing is fsynced: the caller must ``sync`` before relying on it
+        (group commit: one journal flush for a whole upload instead of two per block)."""
         final = self.path(h)
         if final.exists():
             return False
@@ -81,19 +83,41 @@ class BlockStore:
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    f.flush()
+                    os.fsync(f.fileno())
             os.replace(tmp, final)
-            _fsync_dir(final.parent)  # the rename itself must survive a power cut
+            if durable:
+                _fsync_dir(final.parent)  # the rename itself must survive a power cut
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         return True
 
-    async def write(self, h: str, data: bytes) -> bool:
-        if len(data) <= SYNC_MAX:
+    async def write(self, h: str, data: bytes, *, durable: bool = True) -> bool:
+        if len(data) <= SYNC_MAX and durable:
             return self.write_sync(h, data)
-        return await asyncio.to_thread(self.write_sync, h, data)
+        if len(data) <= SYNC_MAX:
+            return self.write_sync(h, data, durable=False)
+        return await asyncio.to_thread(self.write_sync, h, data, durable=durable)
+
+    def sync_sync(self, hashes: list[str]) -> None:
+        """Make blocks written with ``durable=False`` (and their renames) durable."""
+        dirs: set[Path] = set()
+        for h in dict.fromkeys(hashes):
+            p = self.path(h)
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            dirs.add(p.parent)
+        for d in sorted(dirs):
+            _fsync_dir(d)
+
+    async def sync(self, hashes: list[str]) -> None:
+        if hashes:
+            await asyncio.to_thread(self.sync_sync, list(hashes))
 
     def read_sync(self, h: str) -> bytes:
         p = self.path(h)

@@ -154,6 +154,7 @@ class Engine:
                     inline = bytes(buf)
                 elif buf:
                     await block(bytes(buf), offset)
+            await self.blocks.sync(hashes)  # one group commit before the object is committed
         except BaseException as e:
             with contextlib.suppress(S3Error):
                 for h in hashes:
@@ -173,7 +174,7 @@ class Engine:
         try:
             h = block_hash(data)
             hashes.append(h)
-            await self.blocks.write(h, data)
+            await self.blocks.write(h, data, durable=False)
             await self._ref(h, version, True)
             ref = BlockRef(h, len(data))
             pk = block_pk(version, part, offset)

@@ -71,8 +71,11 @@ class LocalBlocks:
     def __init__(self, blocks: BlockStore) -> None:
         self.blocks = blocks
 
-    async def write(self, h: str, data: bytes) -> None:
-        await self.blocks.write(h, data)
+    async def write(self, h: str, data: bytes, *, durable: bool = True) -> None:
+        await self.blocks.write(h, data, durable=durable)
+
+    async def sync(self, hashes: list[str]) -> None:
+        await self.blocks.sync(hashes)
 
     async def read(self, h: str) -> bytes:
         return await self.blocks.read(h)

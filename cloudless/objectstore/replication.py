@@ -259,7 +259,11 @@ class ReplicatedBlocks:
     def __init__(self, cluster: Cluster) -> None:
         self.c = cluster
 
-    async def write(self, h: str, data: bytes) -> None:
+    async def sync(self, hashes: list[str]) -> None:
+        """Replicated writes are durable when acknowledged: nothing to do."""
+
+    async def write(self, h: str, data: bytes, *, durable: bool = True) -> None:
+        """Always durable: every replica fsyncs before it answers (``durable`` is ignored)."""
         nodes = self.c.write_targets(partition_of(bytes.fromhex(h)))
 
         async def local() -> None:

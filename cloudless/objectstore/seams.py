@@ -43,8 +43,13 @@ class Tables(Protocol):
 
 
 class Blocks(Protocol):
-    async def write(self, h: str, data: bytes) -> None:
-        """Store block ``h`` durably (on a write quorum of its nodes when replicated)."""
+    async def write(self, h: str, data: bytes, *, durable: bool = True) -> None:
+        """Store block ``h`` (on a write quorum of its nodes when replicated); durable on
+        return unless ``durable=False``, which defers that to ``sync``."""
+        ...
+
+    async def sync(self, hashes: list[str]) -> None:
+        """Make the blocks written with ``durable=False`` durable (a no-op if all are)."""
         ...
 
     async def read(self, h: str) -> bytes:

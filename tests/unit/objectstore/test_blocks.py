@@ -75,3 +75,12 @@ async def test_refcounts_and_delayed_gc(tmp_path: Path) -> None:
     assert blocks.collect(now=1700.0) == [] and blocks.has(h)
     await ref("v3", False, 1800.0)  # due 2400
     assert blocks.collect(now=2400.0) == [h] and not blocks.has(h)
+
+
+async def test_group_commit_writes_then_syncs(blocks: BlockStore) -> None:
+    datas = [bytes([i]) * 100_000 for i in range(3)]
+    hashes = [block_hash(d) for d in datas]
+    for h, d in zip(hashes, datas, strict=True):
+        assert await blocks.write(h, d, durable=False) is True
+    await blocks.sync([*hashes, hashes[0]])  # duplicates are synced once
+    assert [await blocks.read(h) for h in hashes] == datas
