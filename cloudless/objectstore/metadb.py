@@ -131,6 +131,15 @@ class LwwTable:
         ):
             yield pk, Entry(ts, writer, value)
 
+    def page(self, partition: int, after: str, limit: int) -> list[tuple[str, Entry]]:
+        """Rows of ``partition`` with ``pk > after``, in order, at most ``limit``."""
+        rows = self.db.execute(
+            f"SELECT pk, ts, writer, value FROM {self.name} WHERE part = ? AND pk > ?"
+            " ORDER BY pk LIMIT ?",
+            (partition, after, limit),
+        ).fetchall()
+        return [(pk, Entry(ts, w, v)) for pk, ts, w, v in rows]
+
     def digest(self, partition: int) -> bytes:
         """A hash of the partition's whole state: equal digests mean equal rows."""
         h = blake3.blake3()

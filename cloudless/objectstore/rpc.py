@@ -62,6 +62,7 @@ class RpcServer:
         app.router.add_post("/rpc/merge", self.merge)
         app.router.add_post("/rpc/entry", self.entry)
         app.router.add_post("/rpc/range", self.range)
+        app.router.add_post("/rpc/partition", self.partition)
         app.router.add_put("/rpc/block/{h}", self.put_block)
         app.router.add_get("/rpc/block/{h}", self.get_block)
         app.router.add_post("/rpc/hint", self.hint)
@@ -98,6 +99,11 @@ class RpcServer:
         rows = self.local.raw(b["table"]).range(
             b["start"], prefix=b["prefix"], limit=int(b["limit"]), include_start=b["include"]
         )
+        return web.json_response({"rows": [[pk, *row_out(e)] for pk, e in rows]})
+
+    async def partition(self, request: web.Request) -> web.Response:
+        b = await request.json()
+        rows = self.local.raw(b["table"]).page(int(b["partition"]), b["after"], int(b["limit"]))
         return web.json_response({"rows": [[pk, *row_out(e)] for pk, e in rows]})
 
     async def put_block(self, request: web.Request) -> web.Response:
@@ -190,6 +196,13 @@ class Peer:
     ) -> list[tuple[str, Entry]]:
         body = {"table": table, "start": start, "prefix": prefix, "limit": limit}
         rows = (await self._json("/rpc/range", {**body, "include": include}))["rows"]
+        return [(r[0], row_in(r[1:])) for r in rows]
+
+    async def partition_page(
+        self, table: str, partition: int, after: str, limit: int
+    ) -> list[tuple[str, Entry]]:
+        body = {"table": table, "partition": partition, "after": after, "limit": limit}
+        rows = (await self._json("/rpc/partition", body))["rows"]
         return [(r[0], row_in(r[1:])) for r in rows]
 
     async def hint(self, target: str, table: str, rows: list[tuple[str, int, Entry]]) -> None:

@@ -5,18 +5,22 @@ during the transition."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from cloudless.objectstore import history as h
-from cloudless.objectstore.layout import NodeRole
+from cloudless.objectstore.blocks import block_hash
+from cloudless.objectstore.layout import NodeRole, partition_of
 from cloudless.objectstore.records import object_pk, partition
 from cloudless.objectstore.s3.errors import S3Error
+from cloudless.objectstore.sync import PartitionSync
 from cloudless.objectstore.testing import LoopbackCluster
 
 GB = 10**9
+BUCKETS = ("b", "c", "d", "e")
 ROLES = {f"n{i}": NodeRole(f"zone{i}", 100 * GB) for i in range(1, 5)}
 
 
@@ -39,11 +43,52 @@ def share(cluster: LoopbackCluster, hist: h.LayoutHistory) -> None:
         node.cluster.set_history(hist)
 
 
-async def test_writes_need_a_quorum_in_every_live_version(cluster: LoopbackCluster) -> None:
+def first_layout() -> h.LayoutHistory:
     hist = h.stage_replication(h.LayoutHistory(), 3)
     for n in ("n1", "n2", "n3"):
         hist = h.stage(hist, n, ROLES[n])
     v1, _ = h.apply(hist, 0)
+    return v1
+
+
+async def test_a_new_owner_pulls_its_partitions_before_acknowledging(
+    cluster: LoopbackCluster,
+) -> None:
+    v1 = first_layout()
+    share(cluster, v1)
+    e1 = cluster.engine("n1")
+    big = os.urandom(3_000_000)  # three blocks, spread over partitions
+    for b in BUCKETS:
+        await e1.put(b, "small", body(b"before the transition"), content_type="x", user_meta={})
+        await e1.put(b, "big", body(big), content_type="x", user_meta={})
+    v2, _ = h.apply(h.stage(v1, "n4", ROLES["n4"]), 1)
+    share(cluster, v2)
+    n4 = cluster.nodes["n4"]
+    assert n4.cluster is not None
+    report = await PartitionSync(n4.cluster).sync_to(v2.versions[1])
+    assert report.failed == () and report.partitions > 0 and report.blocks > 0
+    new = v2.versions[1]
+    for b in BUCKETS:
+        if "n4" in new.partitions[partition(b)]:
+            assert n4.local.raw("objects").get(object_pk(b, "small")) is not None
+    for start in range(0, len(big), 1 << 20):
+        hb = block_hash(big[start : start + (1 << 20)])
+        if "n4" in new.partitions[partition_of(bytes.fromhex(hb))]:
+            assert n4.local.blocks.has(hb)
+    # acknowledged by all: reads move to v2 and find everything written before the transition
+    done = v2
+    for n in ROLES:
+        done = h.ack_synced(done, n, 2)
+    share(cluster, done)
+    e4 = cluster.engine("n4")
+    for b in BUCKETS:
+        obj = await e4.head(b, "big")
+        assert obj is not None
+        assert b"".join([p async for p in e4.read(obj, 0, obj.size)]) == big
+
+
+async def test_writes_need_a_quorum_in_every_live_version(cluster: LoopbackCluster) -> None:
+    v1 = first_layout()
     v2, plan = h.apply(h.stage(v1, "n4", ROLES["n4"]), 1)
     share(cluster, v2)
     assert [v.version for v in v2.versions] == [1, 2]
