@@ -13,7 +13,7 @@ import typer
 from typer import _click
 from typer.core import TyperGroup
 
-from cloudless.cli import actions, daemons, dev, resources, store_cmd, streams, tokens
+from cloudless.cli import actions, daemons, dev, resources, s3_cmd, store_cmd, streams, tokens
 from cloudless.cli.output import print_error
 from cloudless.lib.errors import CloudlessError
 
@@ -74,6 +74,7 @@ resources.register(app)
 streams.register(app)
 tokens.register(app)
 store_cmd.register(app)
+s3_cmd.register(app)
 dev.register(app)
 
 
