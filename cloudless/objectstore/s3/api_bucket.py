@@ -19,7 +19,7 @@ UNSUPPORTED = {
     "accelerate", "acl", "analytics", "cors", "encryption", "intelligent-tiering",
     "inventory", "lifecycle", "logging", "metrics", "notification", "object-lock",
     "ownershipControls", "policy", "policyStatus", "publicAccessBlock", "replication",
-    "requestPayment", "tagging", "website", "versions",
+    "requestPayment", "tagging", "website",
 }  # fmt: skip
 MAX_KEYS = 1000
 
@@ -68,6 +68,8 @@ class BucketApi:
                 return xml(doc("VersioningConfiguration"))
             if "uploads" in ctx.query:
                 return await self.list_uploads(ctx)
+            if "versions" in ctx.query:
+                return await self.list_versions(ctx)
             if ctx.query.get("list-type") == "2":
                 return await self.list_v2(ctx)
             if "list-type" in ctx.query:
@@ -172,6 +174,55 @@ class BucketApi:
             for p in page.prefixes
         ]
         return xml(doc("ListBucketResult", *parts))
+
+    async def list_versions(self, ctx: Ctx) -> web.StreamResponse:
+        """ListObjectVersions on an unversioned bucket: each object is its only version,
+        ``VersionId`` "null", latest."""
+        await self.s.bucket_for(ctx, "read")
+        enc = self._encoding(ctx)
+        if ctx.query.get("version-id-marker"):
+            raise not_implemented("version-id-marker (buckets are unversioned)")
+        prefix = ctx.query.get("prefix", "")
+        delim = ctx.query.get("delimiter", "")
+        marker = ctx.query.get("key-marker", "")
+        limit = max_keys(ctx)
+        page = await self.s.engine.list_keys(
+            ctx.bucket, prefix=prefix, delimiter=delim, after=marker, limit=limit
+        )
+        parts = [
+            el("Name", ctx.bucket),
+            el("Prefix", url_encoded(prefix, enc)),
+            el("KeyMarker", url_encoded(marker, enc)),
+            el("VersionIdMarker", ""),
+            el("MaxKeys", limit),
+            el("IsTruncated", page.truncated),
+        ]
+        if delim:
+            parts.append(el("Delimiter", url_encoded(delim, enc)))
+        if page.truncated:
+            parts += [
+                el("NextKeyMarker", url_encoded(page.last, enc)),
+                el("NextVersionIdMarker", "null"),
+            ]
+        if enc:
+            parts.append(el("EncodingType", "url"))
+        parts += [
+            "<Version>"
+            + el("Key", url_encoded(k, enc))
+            + el("VersionId", "null")
+            + el("IsLatest", True)
+            + el("LastModified", iso(o.mtime))
+            + el("ETag", f'"{o.etag}"')
+            + el("Size", o.size)
+            + el("StorageClass", "STANDARD")
+            + "</Version>"
+            for k, o in page.keys
+        ]
+        parts += [
+            "<CommonPrefixes>" + el("Prefix", url_encoded(p, enc)) + "</CommonPrefixes>"
+            for p in page.prefixes
+        ]
+        return xml(doc("ListVersionsResult", *parts))
 
     async def list_v1(self, ctx: Ctx) -> web.StreamResponse:
         await self.s.bucket_for(ctx, "read")

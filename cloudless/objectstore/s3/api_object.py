@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import re
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
@@ -195,17 +196,8 @@ class ObjectApi:
         return bucket, key
 
     async def copy(self, ctx: Ctx) -> web.StreamResponse:
-        src_bucket, src_key = self._source(ctx)
         await self.s.bucket_for(ctx, "write")
-        src_ctx_bucket = await self.s.iam.bucket(src_bucket)
-        if src_ctx_bucket is None:
-            raise S3Error("NoSuchBucket", f"source bucket {src_bucket!r} does not exist")
-        if not src_ctx_bucket.permits(ctx.key_id, "read"):
-            raise S3Error("AccessDenied", f"key {ctx.key_id} cannot read bucket {src_bucket!r}")
-        src = await self.engine.head(src_bucket, src_key)
-        if src is None:
-            raise S3Error("NoSuchKey", f"source {src_bucket}/{src_key} does not exist")
-        check_conditions(src, ctx.headers, prefix="x-amz-copy-source-if-")
+        src_bucket, src_key, src = await self._readable_source(ctx)
         directive = ctx.headers.get("x-amz-metadata-directive", "COPY").upper()
         if directive not in ("COPY", "REPLACE"):
             raise S3Error("InvalidArgument", f"x-amz-metadata-directive {directive!r}")
@@ -310,13 +302,50 @@ class ObjectApi:
             raise S3Error("InvalidArgument", "upload part needs both partNumber and uploadId")
         n = self._part_number(ctx)
         if "x-amz-copy-source" in ctx.headers:
-            raise not_implemented("UploadPartCopy")
+            return await self.upload_part_copy(ctx, n)
         part = await self.engine.upload_part(
             ctx.bucket, ctx.key, ctx.query["uploadId"], n, self.s.body(ctx)
         )
         headers = {"ETag": f'"{part.etag}"'}
         headers.update({f"x-amz-checksum-{k}": v for k, v in ctx.checksums.items()})
         return web.Response(headers=headers)
+
+    async def _readable_source(self, ctx: Ctx) -> tuple[str, str, ObjectMeta]:
+        """The copy source named by ``x-amz-copy-source``, readable by this key, with its
+        ``x-amz-copy-source-if-*`` conditions checked."""
+        src_bucket, src_key = self._source(ctx)
+        b = await self.s.iam.bucket(src_bucket)
+        if b is None:
+            raise S3Error("NoSuchBucket", f"source bucket {src_bucket!r} does not exist")
+        if not b.permits(ctx.key_id, "read"):
+            raise S3Error("AccessDenied", f"key {ctx.key_id} cannot read bucket {src_bucket!r}")
+        src = await self.engine.head(src_bucket, src_key)
+        if src is None:
+            raise S3Error("NoSuchKey", f"source {src_bucket}/{src_key} does not exist")
+        check_conditions(src, ctx.headers, prefix="x-amz-copy-source-if-")
+        return src_bucket, src_key, src
+
+    async def upload_part_copy(self, ctx: Ctx, n: int) -> web.StreamResponse:
+        """A part made of (a byte range of) an existing object, streamed block by block."""
+        _, _, src = await self._readable_source(ctx)
+        start, end = 0, src.size
+        raw = ctx.headers.get("x-amz-copy-source-range")
+        if raw is not None:
+            m = re.fullmatch(r"bytes=(\d+)-(\d+)", raw.strip())
+            if not m or int(m[1]) > int(m[2]) or int(m[2]) >= src.size:
+                raise S3Error(
+                    "InvalidArgument",
+                    f"x-amz-copy-source-range {raw!r}: bytes=first-last within the "
+                    f"{src.size}-byte source",
+                )
+            start, end = int(m[1]), int(m[2]) + 1
+        part = await self.engine.upload_part(
+            ctx.bucket, ctx.key, ctx.query["uploadId"], n, self.engine.read(src, start, end)
+        )
+        body = doc(
+            "CopyPartResult", el("LastModified", iso(part.mtime)), el("ETag", f'"{part.etag}"')
+        )
+        return web.Response(body=body, content_type="application/xml")
 
     async def complete(self, ctx: Ctx) -> web.StreamResponse:
         await self.s.bucket_for(ctx, "write")

@@ -271,3 +271,45 @@ def test_a_corrupt_block_cuts_the_response_and_is_quarantined(s3env: S3Env, s3: 
     with pytest.raises(ResponseStreamingError):  # never bad bytes with a 200
         s3.get_object(Bucket="rot", Key="k")["Body"].read()
     assert (s3env.node.node.blocks.root / "corrupt" / second).exists()
+
+
+def test_list_object_versions_is_an_unversioned_view(s3: Any) -> None:
+    s3.create_bucket(Bucket="vers")
+    for k in ["a", "b/c"]:
+        s3.put_object(Bucket="vers", Key=k, Body=k.encode())
+    r = s3.list_object_versions(Bucket="vers")
+    assert [(v["Key"], v["VersionId"], v["IsLatest"]) for v in r["Versions"]] == [
+        ("a", "null", True),
+        ("b/c", "null", True),
+    ]
+    r = s3.list_object_versions(Bucket="vers", Delimiter="/")
+    assert [p["Prefix"] for p in r["CommonPrefixes"]] == ["b/"]
+
+
+def test_upload_part_copy_with_a_range(s3: Any) -> None:
+    s3.create_bucket(Bucket="partcopy")
+    src = os.urandom(6 << 20)
+    s3.put_object(Bucket="partcopy", Key="src", Body=src)
+    up = s3.create_multipart_upload(Bucket="partcopy", Key="dst")["UploadId"]
+    # part 1: bytes 0..(5 MiB - 1) of src; part 2: the last 1000 bytes
+    p1 = s3.upload_part_copy(
+        Bucket="partcopy", Key="dst", UploadId=up, PartNumber=1,
+        CopySource={"Bucket": "partcopy", "Key": "src"}, CopySourceRange=f"bytes=0-{(5 << 20) - 1}",
+    )["CopyPartResult"]["ETag"]  # fmt: skip
+    p2 = s3.upload_part_copy(
+        Bucket="partcopy", Key="dst", UploadId=up, PartNumber=2,
+        CopySource="partcopy/src", CopySourceRange=f"bytes={len(src) - 1000}-{len(src) - 1}",
+    )["CopyPartResult"]["ETag"]  # fmt: skip
+    with pytest.raises(ClientError) as e:
+        s3.upload_part_copy(
+            Bucket="partcopy", Key="dst", UploadId=up, PartNumber=3,
+            CopySource="partcopy/src", CopySourceRange="bytes=10-5",
+        )  # fmt: skip
+    assert code_of(e) == "InvalidArgument"  # last before first
+    s3.complete_multipart_upload(
+        Bucket="partcopy", Key="dst", UploadId=up,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": p1}, {"PartNumber": 2, "ETag": p2}]},
+    )  # fmt: skip
+    assert (
+        s3.get_object(Bucket="partcopy", Key="dst")["Body"].read() == src[: 5 << 20] + src[-1000:]
+    )
