@@ -21,6 +21,7 @@ from cloudless.cli import (
     policies,
     resources,
     rollout_cmd,
+    s3_cmd,
     secrets_cmd,
     store_cmd,
     streams,
@@ -92,6 +93,7 @@ ca_cmd.register(app)
 secrets_cmd.register(app)
 rollout_cmd.register(app)
 store_cmd.register(app)
+s3_cmd.register(app)
 dev.register(app)
 
 

@@ -1,0 +1,210 @@
+"""Object store vs a plain aiohttp file server, one node, side by side in one run.
+
+Both servers run in their own process on loopback; one async client (aiohttp) drives both
+with the same requests: the store through SigV4 presigned URLs (auth checked on every
+request), the baseline without auth. Rounds alternate baseline/store to spread machine noise;
+each figure is the median of the rounds.
+
+Workloads: PUT and GET of 1 MiB objects (4 concurrent), of 64 MiB objects (one at a time),
+and of 4 KiB objects (16 concurrent: ops/s and P50 latency). Every object holds distinct
+random bytes (the store deduplicates identical blocks).
+
+Run from the repo root: ``python -m bench.objectstore`` -> ``bench/results/objectstore.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from bench.common import percentile, write_results
+from bench.objectstore.servers import run_baseline, run_store
+
+MIB = 1 << 20
+ROUNDS = 3
+WORKLOADS = {
+    # name: (object size, count, concurrency)
+    "1MiB": (MIB, 24, 4),
+    "64MiB": (64 * MIB, 2, 1),
+    "4KiB": (4096, 400, 16),
+}
+GOALS = {  # the issue's goals, store / baseline (or ops/s per core for 4 KiB)
+    "GET 64MiB": 0.9,
+    "PUT 64MiB": 0.8,
+    "GET 1MiB": 0.8,
+    "PUT 1MiB": 0.6,
+    "GET 4KiB ops/s": 3000,
+    "PUT 4KiB ops/s": 1000,
+}
+
+
+def start(
+    target: Callable[[str, Any], None], root: str
+) -> tuple[mp.process.BaseProcess, tuple[int, str, str]]:
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=target, args=(root, child), daemon=True)
+    proc.start()
+    if not parent.poll(60):
+        raise RuntimeError(f"{target.__name__} did not start")
+    return proc, parent.recv()
+
+
+class Target:
+    def __init__(self, name: str, port: int, key_id: str, secret: str) -> None:
+        self.name = name
+        self.base = f"http://127.0.0.1:{port}"
+        self.s3 = None
+        if key_id:
+            import boto3
+            from botocore.config import Config
+
+            self.s3 = boto3.client(
+                "s3",
+                endpoint_url=self.base,
+                aws_access_key_id=key_id,
+                aws_secret_access_key=secret,
+                region_name="cloudless",
+                config=Config(s3={"addressing_style": "path"}),
+            )
+
+    def url(self, method: str, key: str) -> str:
+        if self.s3 is None:
+            return f"{self.base}/{key}"
+        op = "put_object" if method == "PUT" else "get_object"
+        return str(
+            self.s3.generate_presigned_url(
+                op, Params={"Bucket": "bench", "Key": key}, ExpiresIn=3600
+            )
+        )
+
+
+async def run(
+    session: aiohttp.ClientSession,
+    method: str,
+    urls: list[str],
+    bodies: list[bytes] | None,
+    concurrency: int,
+) -> tuple[float, list[float]]:
+    sem = asyncio.Semaphore(concurrency)
+    lat: list[float] = []
+
+    async def one(i: int) -> None:
+        async with sem:
+            t = time.perf_counter()
+            if method == "PUT":
+                assert bodies is not None
+                async with session.put(urls[i], data=bodies[i]) as r:
+                    await r.read()
+                    if r.status != 200:
+                        raise RuntimeError(f"PUT {r.status}: {(await r.text())[:200]}")
+            else:
+                async with session.get(urls[i]) as r:
+                    if r.status != 200:
+                        raise RuntimeError(f"GET {r.status}")
+                    async for _ in r.content.iter_chunked(1 << 20):
+                        pass
+            lat.append(time.perf_counter() - t)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(len(urls))))
+    return time.perf_counter() - t0, lat
+
+
+async def measure(targets: list[Target]) -> dict[str, dict[str, list[float]]]:
+    results: dict[str, dict[str, list[float]]] = {t.name: {} for t in targets}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+        for rnd in range(ROUNDS):
+            order = targets if rnd % 2 == 0 else list(reversed(targets))
+            for wl, (size, count, conc) in WORKLOADS.items():
+                for t in order:
+                    keys = [f"r{rnd}-{wl}-{i}" for i in range(count)]
+                    bodies = [os.urandom(size) for _ in keys]
+                    puts = [t.url("PUT", k) for k in keys]
+                    gets = [t.url("GET", k) for k in keys]
+                    for method, urls in (("PUT", puts), ("GET", gets)):
+                        elapsed, lat = await run(session, method, urls, bodies, conc)
+                        r = results[t.name]
+                        if size >= MIB:
+                            r.setdefault(f"{method} {wl} MiB/s", []).append(
+                                size * count / MIB / elapsed
+                            )
+                        else:
+                            r.setdefault(f"{method} {wl} ops/s", []).append(count / elapsed)
+                            r.setdefault(f"{method} {wl} p50 ms", []).append(
+                                percentile(lat, 50) * 1000
+                            )
+                    del bodies
+    return results
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-objectstore-") as tmp:
+        procs = []
+        try:
+            p1, (port1, _, _) = start(run_baseline, f"{tmp}/baseline")
+            procs.append(p1)
+            p2, (port2, key_id, secret) = start(run_store, f"{tmp}/store")
+            procs.append(p2)
+            targets = [Target("baseline", port1, "", ""), Target("store", port2, key_id, secret)]
+            load_before = os.getloadavg()
+            raw = asyncio.run(measure(targets))
+            load_after = os.getloadavg()
+        finally:
+            for p in procs:
+                p.kill()
+                p.join(10)
+    figures = {
+        name: {k: round(statistics.median(v), 1) for k, v in r.items()} for name, r in raw.items()
+    }
+    base, store = figures["baseline"], figures["store"]
+    ratios = {}
+    for key in (
+        "GET 64MiB MiB/s",
+        "PUT 64MiB MiB/s",
+        "GET 1MiB MiB/s",
+        "PUT 1MiB MiB/s",
+        "GET 4KiB ops/s",
+        "PUT 4KiB ops/s",
+    ):
+        ratios[key.replace(" MiB/s", "")] = round(store[key] / base[key], 2)
+    goals = {}
+    for goal, want in GOALS.items():
+        have = store[goal] if goal.endswith("ops/s") else ratios[goal]
+        goals[goal] = {"goal": want, "measured": have, "met": have >= want}
+    write_results(
+        "objectstore",
+        {
+            "command": "python -m bench.objectstore",
+            "setup": "one node, R=1, loopback, server and baseline each in one process (one "
+            "event loop); SigV4 presigned URLs for the store; client: aiohttp in a third "
+            f"process; median of {ROUNDS} alternating rounds; cpus={os.cpu_count()}",
+            "load_average_1_5_15": {"before": load_before, "after": load_after},
+            "workloads": {
+                k: {"size": s, "count": c, "concurrency": n} for k, (s, c, n) in WORKLOADS.items()
+            },
+            "baseline": base,
+            "store": store,
+            "store_over_baseline": ratios,
+            "every_round": {
+                name: {k: [round(x, 1) for x in v] for k, v in r.items()} for name, r in raw.items()
+            },
+            "goals": goals,
+        },
+    )
+    for k in base:
+        print(f"{k:24s} baseline {base[k]:>9} store {store[k]:>9}")
+    for g, v in goals.items():
+        print(f"goal {g:18s} {v}")
+
+
+if __name__ == "__main__":
+    main()

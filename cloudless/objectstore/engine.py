@@ -1,0 +1,482 @@
+"""The object engine of one node: objects, copies, listings and multipart uploads over the
+node's metadata tables (``metadb.py``) and blocks (``blocks.py``).
+
+Contracts:
+
+* a PUT commits its metadata only after the whole body was read and every block written; a
+  body that fails (bad checksum, cut connection) leaves no object and its blocks are queued
+  for GC;
+* a reader sees either the old or the new version of a key, never a mix;
+* objects up to ``INLINE_MAX`` bytes live inline in their metadata row; larger ones are split
+  into ``BLOCK_SIZE`` blocks, one ``version_blocks`` row each;
+* the version that loses a concurrent overwrite (LWW) releases its block references.
+
+Errors are ``S3Error``s because the engine's only caller is the S3 API; the messages name the
+bucket, key, upload or part at fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+
+from cloudless.lib.clock import Clock
+from cloudless.objectstore.blocks import BLOCK_SIZE, INLINE_MAX, block_hash
+from cloudless.objectstore.crdt import Entry
+from cloudless.objectstore.layout import partition_of
+from cloudless.objectstore.local import BLOCK_REFS
+from cloudless.objectstore.records import (
+    OBJECTS,
+    PARTS,
+    UPLOADS,
+    VERSION_BLOCKS,
+    BlockRef,
+    ObjectMeta,
+    Part,
+    Upload,
+    block_pk,
+    object_pk,
+    part_pk,
+    partition,
+)
+from cloudless.objectstore.s3.errors import S3Error
+from cloudless.objectstore.seams import Blocks, Tables
+
+MAX_PARTS = 10_000
+MIN_PART_SIZE = 5 << 20
+MAX_OBJECT = 5 << 40
+PIPELINE = 4
+"""Blocks of one upload being stored at once (their fsyncs and replica writes overlap)."""
+
+
+def _first(e: BaseException) -> BaseException:
+    """The error to report from a failed upload: an S3 error if any, else the first one."""
+    if isinstance(e, BaseExceptionGroup):
+        flat = [_first(x) for x in e.exceptions]
+        s3 = [x for x in flat if isinstance(x, S3Error)]
+        return (s3 or flat)[0]
+    return e
+
+
+def new_version() -> str:
+    return secrets.token_hex(16)
+
+
+@dataclass(frozen=True)
+class Listing:
+    keys: list[tuple[str, ObjectMeta]]
+    prefixes: list[str]
+    truncated: bool
+    last: str
+    """The last key or common prefix returned (the next page starts after it)."""
+
+
+class Engine:
+    def __init__(
+        self,
+        tables: Tables,
+        blocks: Blocks,
+        clock: Clock,
+        *,
+        min_part_size: int = MIN_PART_SIZE,
+    ) -> None:
+        self.blocks = blocks
+        self.clock = clock
+        self.min_part_size = min_part_size
+        self.objects = tables.table(OBJECTS)
+        self.version_blocks = tables.table(VERSION_BLOCKS)
+        self.uploads = tables.table(UPLOADS)
+        self.parts = tables.table(PARTS)
+        self.refs = tables.table(BLOCK_REFS)
+
+    def _ms(self) -> int:
+        return int(self.clock.now() * 1000)
+
+    async def _ref(self, h: str, version: str, live: bool) -> None:
+        pk = f"{h}/{version}"
+        await self.refs.put(pk, partition_of(bytes.fromhex(h)), b"1" if live else None, self._ms())
+
+    async def _rows(self, version: str) -> list[tuple[str, Entry]]:
+        """Every block row of ``version``, in order, paging through the table."""
+        out: list[tuple[str, Entry]] = []
+        prefix = version + "/"
+        start, include = prefix, True
+        while True:
+            page = await self.version_blocks.range(
+                partition(version), start, prefix=prefix, limit=1000, include_start=include
+            )
+            out += page
+            if len(page) < 1000:
+                return out
+            start, include = page[-1][0], False
+
+    # ---- writing data ----------------------------------------------------------------------
+
+    async def _store_stream(
+        self, version: str, part: int, body: AsyncIterator[bytes], *, inline_ok: bool
+    ) -> tuple[int, str, bytes | None, list[str]]:
+        """Read ``body`` into blocks of ``version`` (up to ``PIPELINE`` blocks being stored at
+        once while the body keeps streaming); returns (size, md5 hex, inline data or None,
+        block hashes). On any error the blocks' references are dropped (GC reclaims them)
+        and the first error is raised as itself."""
+        md5 = hashlib.md5()
+        buf = bytearray()
+        size = 0
+        offset = 0
+        hashes: list[str] = []
+        inline: bytes | None = None
+        slots = asyncio.Semaphore(PIPELINE)
+        try:
+            async with asyncio.TaskGroup() as tg:
+
+                async def block(data: bytes, at: int) -> None:
+                    await slots.acquire()
+                    tg.create_task(self._put_block(slots, version, part, at, data, hashes))
+
+                async for piece in body:
+                    size += len(piece)
+                    if size > MAX_OBJECT:
+                        raise S3Error("EntityTooLarge", f"object exceeds {MAX_OBJECT} bytes")
+                    buf += piece
+                    while len(buf) >= BLOCK_SIZE:
+                        data = bytes(buf[:BLOCK_SIZE])
+                        del buf[:BLOCK_SIZE]
+                        # MD5 (the S3 ETag) costs ~2 ms/MiB: off the loop, a block at a time
+                        await asyncio.to_thread(md5.update, data)
+                        await block(data, offset)
+                        offset += BLOCK_SIZE
+                md5.update(buf)
+                if inline_ok and size <= INLINE_MAX:
+                    inline = bytes(buf)
+                elif buf:
+                    await block(bytes(buf), offset)
+            await self.blocks.sync(hashes)  # one group commit before the object is committed
+        except BaseException as e:
+            with contextlib.suppress(S3Error):
+                for h in hashes:
+                    await self._ref(h, version, False)
+            raise _first(e) from None
+        return size, md5.hexdigest(), inline, hashes
+
+    async def _put_block(
+        self,
+        slots: asyncio.Semaphore,
+        version: str,
+        part: int,
+        offset: int,
+        data: bytes,
+        hashes: list[str],
+    ) -> None:
+        try:
+            h = block_hash(data)
+            hashes.append(h)
+            await self.blocks.write(h, data, durable=False)
+            await self._ref(h, version, True)
+            ref = BlockRef(h, len(data))
+            pk = block_pk(version, part, offset)
+            await self.version_blocks.put(pk, partition(version), ref.encode(), self._ms())
+        finally:
+            slots.release()
+
+    async def _release(self, version: str) -> None:
+        """Drop a version's block rows and references (it was replaced or deleted)."""
+        for pk, e in await self._rows(version):
+            if e.value is None:
+                continue
+            await self._ref(BlockRef.decode(e.value).hash, version, False)
+            await self.version_blocks.put(pk, partition(version), None, self._ms())
+
+    async def _commit(self, bucket: str, key: str, obj: ObjectMeta) -> ObjectMeta:
+        pk = object_pk(bucket, key)
+        before = await self.objects.entry(pk, partition(bucket))
+        mine = await self.objects.put(pk, partition(bucket), obj.encode(), self._ms())
+        after = await self.objects.entry(pk, partition(bucket))
+        if after != mine:  # lost to a concurrent, later write
+            await self._release(obj.version)
+        elif before is not None and before.value is not None:
+            old = ObjectMeta.decode(before.value)
+            if old.version != obj.version:
+                await self._release(old.version)
+        return obj
+
+    async def put(
+        self,
+        bucket: str,
+        key: str,
+        body: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        user_meta: dict[str, str],
+        checksums: dict[str, str] | None = None,
+    ) -> ObjectMeta:
+        version = new_version()
+        size, etag, inline, _ = await self._store_stream(version, 0, body, inline_ok=True)
+        obj = ObjectMeta(
+            version=version,
+            size=size,
+            etag=etag,
+            mtime=self.clock.now(),
+            content_type=content_type,
+            user_meta=user_meta,
+            inline=inline,
+            checksums=checksums or {},
+        )
+        return await self._commit(bucket, key, obj)
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    async def head(self, bucket: str, key: str) -> ObjectMeta | None:
+        e = await self.objects.entry(object_pk(bucket, key), partition(bucket))
+        return None if e is None or e.value is None else ObjectMeta.decode(e.value)
+
+    async def read(self, obj: ObjectMeta, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes ``start`` to ``end`` (exclusive) of ``obj``."""
+        if obj.inline is not None:
+            yield obj.inline[start:end]
+            return
+        pos = 0
+        for _, e in await self._rows(obj.version):
+            if e.value is None:
+                continue
+            ref = BlockRef.decode(e.value)
+            lo, hi = pos, pos + ref.size
+            pos = hi
+            if hi <= start:
+                continue
+            if lo >= end:
+                break
+            data = await self.blocks.read(ref.hash)
+            yield data[max(0, start - lo) : min(ref.size, end - lo)]
+
+    async def delete(self, bucket: str, key: str) -> None:
+        pk = object_pk(bucket, key)
+        before = await self.objects.entry(pk, partition(bucket))
+        if before is None or before.value is None:
+            return
+        await self.objects.put(pk, partition(bucket), None, self._ms())
+        await self._release(ObjectMeta.decode(before.value).version)
+
+    async def copy(
+        self,
+        src: ObjectMeta,
+        bucket: str,
+        key: str,
+        *,
+        content_type: str,
+        user_meta: dict[str, str],
+    ) -> ObjectMeta:
+        """A new version sharing ``src``'s blocks (content addressing: no data is copied)."""
+        version = new_version()
+        if src.inline is None:
+            for pk, e in await self._rows(src.version):
+                if e.value is None:
+                    continue
+                ref = BlockRef.decode(e.value)
+                await self._ref(ref.hash, version, True)
+                tail = pk[len(src.version) :]
+                await self.version_blocks.put(
+                    version + tail, partition(version), e.value, self._ms()
+                )
+        obj = replace(
+            src,
+            version=version,
+            mtime=self.clock.now(),
+            content_type=content_type,
+            user_meta=user_meta,
+        )
+        return await self._commit(bucket, key, obj)
+
+    # ---- listing ---------------------------------------------------------------------------
+
+    async def is_empty(self, bucket: str) -> bool:
+        return not (await self.list_keys(bucket, prefix="", delimiter="", after="", limit=1)).keys
+
+    async def list_keys(
+        self, bucket: str, *, prefix: str, delimiter: str, after: str, limit: int
+    ) -> Listing:
+        """Keys of ``bucket`` under ``prefix`` strictly after ``after``, in byte order, keys
+        sharing a ``delimiter``-ended prefix rolled into one common prefix."""
+        base = bucket + "/"
+        start = base + max(after, prefix)
+        include = after < prefix
+        keys: list[tuple[str, ObjectMeta]] = []
+        prefixes: list[str] = []
+        last = ""
+        while len(keys) + len(prefixes) < limit:
+            rows = await self.objects.range(
+                partition(bucket), start, prefix=base + prefix, limit=256, include_start=include
+            )
+            if not rows:
+                return Listing(keys, prefixes, False, last)
+            include = False
+            jumped = False
+            for pk, e in rows:
+                start = pk
+                if e.value is None:
+                    continue
+                key = pk[len(base) :]
+                if delimiter:
+                    cut = key.find(delimiter, len(prefix))
+                    if cut >= 0:
+                        common = key[: cut + len(delimiter)]
+                        if prefixes and prefixes[-1] == common:
+                            continue
+                        if len(keys) + len(prefixes) >= limit:
+                            return Listing(keys, prefixes, True, last)
+                        prefixes.append(common)
+                        last = common
+                        # skip everything under the common prefix
+                        start = base + common + "\U0010ffff"
+                        jumped = True
+                        break
+                if len(keys) + len(prefixes) >= limit:
+                    return Listing(keys, prefixes, True, last)
+                keys.append((key, ObjectMeta.decode(e.value)))
+                last = key
+            if not jumped and len(rows) < 256:
+                return Listing(keys, prefixes, False, last)
+        more = await self.objects.range(
+            partition(bucket), start, prefix=base + prefix, limit=256, include_start=include
+        )
+        return Listing(keys, prefixes, any(e.value is not None for _, e in more), last)
+
+    # ---- multipart -------------------------------------------------------------------------
+
+    async def create_upload(
+        self, bucket: str, key: str, *, content_type: str, user_meta: dict[str, str]
+    ) -> str:
+        upload_id = new_version()
+        up = Upload(upload_id, self.clock.now(), content_type, user_meta)
+        await self.uploads.put(
+            f"{bucket}/{key}/{upload_id}", partition(bucket), up.encode(), self._ms()
+        )
+        return upload_id
+
+    async def _upload(self, bucket: str, key: str, upload_id: str) -> Upload:
+        e = await self.uploads.entry(f"{bucket}/{key}/{upload_id}", partition(bucket))
+        if e is None or e.value is None:
+            raise S3Error(
+                "NoSuchUpload",
+                f"upload {upload_id!r} of {bucket}/{key} does not exist or was completed or "
+                "aborted",
+                resource=f"/{bucket}/{key}",
+            )
+        return Upload.decode(e.value)
+
+    @staticmethod
+    def check_part_number(number: int) -> None:
+        if not 1 <= number <= MAX_PARTS:
+            raise S3Error("InvalidArgument", f"part number {number}: must be 1..{MAX_PARTS}")
+
+    async def upload_part(
+        self, bucket: str, key: str, upload_id: str, number: int, body: AsyncIterator[bytes]
+    ) -> Part:
+        self.check_part_number(number)
+        await self._upload(bucket, key, upload_id)
+        version = new_version()
+        size, etag, _, _ = await self._store_stream(version, 0, body, inline_ok=False)
+        part = Part(number, etag, size, version, self.clock.now())
+        ms = self._ms()
+        await self.parts.put(
+            part_pk(upload_id, number, ms), partition(upload_id), part.encode(), ms
+        )
+        return part
+
+    async def _attempts(self, upload_id: str) -> list[Part]:
+        rows = await self.parts.range(
+            partition(upload_id), upload_id + "/", prefix=upload_id + "/", limit=100_000
+        )
+        return [Part.decode(e.value) for _, e in rows if e.value is not None]
+
+    async def list_parts(self, bucket: str, key: str, upload_id: str) -> list[Part]:
+        """The latest attempt of each part, by part number."""
+        await self._upload(bucket, key, upload_id)
+        latest: dict[int, Part] = {}
+        for p in await self._attempts(upload_id):
+            latest[p.number] = p  # rows are in (number, timestamp) order
+        return [latest[n] for n in sorted(latest)]
+
+    async def complete(
+        self, bucket: str, key: str, upload_id: str, chosen: list[tuple[int, str]]
+    ) -> ObjectMeta:
+        """Assemble the parts the client names (number, ETag) into the object."""
+        up = await self._upload(bucket, key, upload_id)
+        if not chosen:
+            raise S3Error("MalformedXML", "CompleteMultipartUpload lists no parts")
+        numbers = [n for n, _ in chosen]
+        if numbers != sorted(set(numbers)):
+            raise S3Error("InvalidPartOrder", "parts must be listed in ascending order, once each")
+        attempts: dict[tuple[int, str], Part] = {}
+        for p in await self._attempts(upload_id):
+            attempts[(p.number, p.etag)] = p
+        picked: list[Part] = []
+        for i, (n, etag) in enumerate(chosen):
+            self.check_part_number(n)
+            part = attempts.get((n, etag.strip('"')))
+            if part is None:
+                raise S3Error("InvalidPart", f"part {n} with ETag {etag} was not uploaded")
+            if i < len(chosen) - 1 and part.size < self.min_part_size:
+                raise S3Error(
+                    "EntityTooSmall",
+                    f"part {n} is {part.size} bytes; every part but the last needs at least "
+                    f"{self.min_part_size}",
+                )
+            picked.append(part)
+        version = new_version()
+        now = self.clock.now()
+        for part in picked:
+            for pk, e in await self._rows(part.version):
+                if e.value is None:
+                    continue
+                ref = BlockRef.decode(e.value)
+                offset = int(pk.rsplit("/", 1)[1])
+                await self._ref(ref.hash, version, True)
+                await self.version_blocks.put(
+                    block_pk(version, part.number, offset), partition(version), e.value, self._ms()
+                )
+        md5s = b"".join(bytes.fromhex(p.etag) for p in picked)
+        obj = ObjectMeta(
+            version=version,
+            size=sum(p.size for p in picked),
+            etag=f"{hashlib.md5(md5s).hexdigest()}-{len(picked)}",
+            mtime=now,
+            content_type=up.content_type,
+            user_meta=up.user_meta,
+            parts=len(picked),
+        )
+        obj = await self._commit(bucket, key, obj)
+        await self._finish_upload(bucket, key, upload_id)
+        return obj
+
+    async def abort(self, bucket: str, key: str, upload_id: str) -> None:
+        await self._upload(bucket, key, upload_id)
+        await self._finish_upload(bucket, key, upload_id)
+
+    async def _finish_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        """Close the upload and release every part attempt's own references."""
+        await self.uploads.put(f"{bucket}/{key}/{upload_id}", partition(bucket), None, self._ms())
+        for p in await self._attempts(upload_id):
+            await self._release(p.version)
+
+    async def list_uploads(
+        self, bucket: str, *, prefix: str, limit: int
+    ) -> list[tuple[str, Upload]]:
+        rows = await self.uploads.range(
+            partition(bucket),
+            f"{bucket}/{prefix}",
+            prefix=f"{bucket}/{prefix}",
+            limit=limit * 4 + 16,
+        )
+        out = []
+        for pk, e in rows:
+            if e.value is None:
+                continue
+            key = pk[len(bucket) + 1 : pk.rfind("/")]
+            out.append((key, Upload.decode(e.value)))
+            if len(out) >= limit:
+                break
+        return out

@@ -1,0 +1,163 @@
+"""The layout history: live layout versions, staged changes and sync trackers. Pure
+transitions over an immutable ``LayoutHistory``; ``layout_store.py`` keeps it in etcd.
+
+Rules (after Garage's layout history and update trackers):
+
+* changes are staged first (``stage``), previewed (``preview``: the plan and what it moves)
+  and applied as one new version (``apply``), never computed implicitly;
+* while an older version is live (some of its new version's nodes have not finished syncing),
+  writes go to every live version's nodes and reads use ``read_version``: the newest version
+  every one of whose storage nodes has synced; so read-after-write holds across a transition;
+* one transition at a time: ``apply`` refuses while an older version is still live;
+* a version is dropped once every storage node of the newest version has acknowledged it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from cloudless.lib.errors import Conflict
+from cloudless.objectstore.assign import assign
+from cloudless.objectstore.layout import (
+    MAX_REPLICATION,
+    LayoutError,
+    LayoutVersion,
+    NodeRole,
+    Plan,
+    check_role,
+)
+
+
+@dataclass(frozen=True)
+class LayoutHistory:
+    versions: tuple[LayoutVersion, ...] = ()
+    """Live versions, oldest first; the last is the current one. Empty before the first."""
+    staged_roles: dict[str, NodeRole | None] = field(default_factory=dict)
+    """Pending role changes; ``None`` removes the node."""
+    staged_replication: int | None = None
+    synced: dict[str, int] = field(default_factory=dict)
+    """The highest layout version each node has fully synced (holds all its data for)."""
+
+    @property
+    def current(self) -> LayoutVersion | None:
+        return self.versions[-1] if self.versions else None
+
+    def version(self) -> int:
+        return self.current.version if self.current else 0
+
+    def write_versions(self) -> tuple[LayoutVersion, ...]:
+        """Every live version: a write needs a quorum in each."""
+        return self.versions
+
+    def read_version(self) -> LayoutVersion | None:
+        """The newest version whose storage nodes have all synced to it (or the oldest live
+        one if none has finished)."""
+        for v in reversed(self.versions):
+            if all(self.synced.get(n, 0) >= v.version for n in _holders(v)):
+                return v
+        return self.versions[0] if self.versions else None
+
+
+def _holders(v: LayoutVersion) -> set[str]:
+    return {n for nodes in v.partitions for n in nodes}
+
+
+def stage(history: LayoutHistory, node: str, role: NodeRole | None) -> LayoutHistory:
+    """Stage ``node``'s new role (``None``: remove it). Raises ``LayoutError`` on a bad role."""
+    if role is not None:
+        problems = check_role(node, role)
+        if problems:
+            raise LayoutError(problems)
+    elif history.current is None or node not in history.current.roles:
+        if node not in history.staged_roles:
+            raise LayoutError(f"node {node!r}: not in the layout, nothing to remove")
+    return replace(history, staged_roles={**history.staged_roles, node: role})
+
+
+def stage_replication(history: LayoutHistory, replication: int) -> LayoutHistory:
+    if not 1 <= replication <= MAX_REPLICATION:
+        raise LayoutError(f"replication {replication}: must be 1..{MAX_REPLICATION}")
+    return replace(history, staged_replication=replication)
+
+
+def staged_roles(history: LayoutHistory) -> dict[str, NodeRole]:
+    roles = dict(history.current.roles) if history.current else {}
+    for node, role in history.staged_roles.items():
+        if role is None:
+            roles.pop(node, None)
+        else:
+            roles[node] = role
+    return roles
+
+
+def preview(history: LayoutHistory) -> Plan:
+    """The plan ``apply`` would commit now. Raises ``LayoutError`` if there is nothing to do
+    or the staged layout is impossible."""
+    if not history.staged_roles and history.staged_replication is None:
+        raise LayoutError("nothing staged: stage a node role or a replication factor first")
+    cur = history.current
+    replication = history.staged_replication or (cur.replication if cur else 0)
+    if replication == 0:
+        raise LayoutError("no replication factor: stage one with the first layout")
+    previous = cur.partitions if cur else None
+    return assign(staged_roles(history), replication, previous)
+
+
+def apply(history: LayoutHistory, expect_version: int) -> tuple[LayoutHistory, Plan]:
+    """Commit the staged changes as version ``expect_version + 1``.
+
+    Raises ``Conflict`` if the current version is not ``expect_version`` (someone applied
+    first: preview again) or an older version is still syncing (one transition at a time).
+    """
+    if history.version() != expect_version:
+        raise Conflict(
+            f"layout is at version {history.version()}, not {expect_version}: someone applied "
+            "a change first; preview again"
+        )
+    if len(history.versions) > 1:
+        cur = history.versions[-1]
+        waiting = sorted(n for n in _holders(cur) if history.synced.get(n, 0) < cur.version)
+        raise Conflict(
+            f"layout version {cur.version} is still syncing on {', '.join(waiting)}: one "
+            "transition at a time; apply again once they have caught up"
+        )
+    plan = preview(history)
+    new = LayoutVersion(
+        version=history.version() + 1,
+        replication=plan.replication,
+        roles=staged_roles(history),
+        partitions=plan.partitions,
+    )
+    synced = dict(history.synced)
+    if history.current is None:
+        # A first layout has no data to sync.
+        synced.update({n: new.version for n in _holders(new)})
+    nxt = LayoutHistory(
+        versions=(*history.versions, new),
+        staged_roles={},
+        staged_replication=None,
+        synced=synced,
+    )
+    return _prune(nxt), plan
+
+
+def ack_synced(history: LayoutHistory, node: str, version: int) -> LayoutHistory:
+    """``node`` holds everything layout ``version`` assigns it; drop versions nobody needs."""
+    if version > history.version():
+        raise LayoutError(
+            f"node {node!r}: cannot have synced version {version}, newest is {history.version()}"
+        )
+    if history.synced.get(node, 0) >= version:
+        return history
+    return _prune(replace(history, synced={**history.synced, node: version}))
+
+
+def _prune(history: LayoutHistory) -> LayoutHistory:
+    versions = history.versions
+    while len(versions) > 1:
+        newest = versions[-1]
+        if all(history.synced.get(n, 0) >= newest.version for n in _holders(newest)):
+            versions = versions[-1:]
+        else:
+            break
+    return replace(history, versions=versions)

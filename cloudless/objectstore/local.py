@@ -1,0 +1,81 @@
+"""One node's storage behind the engine's seams: its SQLite tables and its block directory.
+
+Every metadata change, local or received from a peer, goes through ``LocalStore.merge``,
+which also re-checks a block's reference count when one of its ``block_refs`` rows changes
+(queueing it for delayed GC at zero, rescuing it otherwise).
+"""
+
+from __future__ import annotations
+
+from cloudless.lib.clock import Clock
+from cloudless.objectstore.blocks import BlockStore
+from cloudless.objectstore.crdt import Entry, next_timestamp
+from cloudless.objectstore.metadb import LwwTable, MetaDb
+
+BLOCK_REFS = "block_refs"
+
+
+class LocalStore:
+    def __init__(self, meta: MetaDb, blocks: BlockStore, clock: Clock) -> None:
+        self.meta = meta
+        self.blocks = blocks
+        self.clock = clock
+        self._tables: dict[str, LocalTable] = {}
+
+    @property
+    def writer(self) -> str:
+        return self.meta.writer
+
+    def raw(self, name: str) -> LwwTable:
+        return self.meta.table(name)
+
+    def merge(self, table: str, pk: str, partition: int, entry: Entry) -> Entry:
+        after = self.meta.table(table).merge(pk, partition, entry)
+        if table == BLOCK_REFS:
+            self.blocks.reconsider(pk.split("/", 1)[0], self.clock.now())
+        return after
+
+    def table(self, name: str) -> LocalTable:
+        if name not in self._tables:
+            self._tables[name] = LocalTable(self, name)
+        return self._tables[name]
+
+
+class LocalTable:
+    def __init__(self, store: LocalStore, name: str) -> None:
+        self.store = store
+        self.name = name
+        self.rows = store.raw(name)
+
+    async def entry(self, pk: str, partition: int) -> Entry | None:
+        return self.rows.entry(pk)
+
+    async def put(self, pk: str, partition: int, value: bytes | None, now_ms: int) -> Entry:
+        e = Entry(next_timestamp(now_ms, self.rows.entry(pk)), self.store.writer, value)
+        self.store.merge(self.name, pk, partition, e)
+        return e
+
+    async def range(
+        self,
+        partition: int,
+        start: str,
+        *,
+        prefix: str = "",
+        limit: int = 1000,
+        include_start: bool = True,
+    ) -> list[tuple[str, Entry]]:
+        return self.rows.range(start, prefix=prefix, limit=limit, include_start=include_start)
+
+
+class LocalBlocks:
+    def __init__(self, blocks: BlockStore) -> None:
+        self.blocks = blocks
+
+    async def write(self, h: str, data: bytes, *, durable: bool = True) -> None:
+        await self.blocks.write(h, data, durable=durable)
+
+    async def sync(self, hashes: list[str]) -> None:
+        await self.blocks.sync(hashes)
+
+    async def read(self, h: str) -> bytes:
+        return await self.blocks.read(h)

@@ -1,0 +1,173 @@
+"""The node-local metadata database: LWW tables (``crdt.py``) in one SQLite file (WAL).
+
+Each table row is ``(pk, partition, timestamp, writer, value)``; ``pk`` orders rows (UTF-8
+byte order, which is S3's listing order) and ``partition`` groups them for replication and
+anti-entropy. Every change goes through ``merge``, locally stamped writes included, so a row's
+state depends only on the set of entries it has seen.
+
+Calls are synchronous and short (one row or one indexed range); callers on an event loop keep
+batches small. The file is opened with ``journal_mode=WAL`` and ``synchronous=NORMAL``: a
+committed merge survives a process crash; an OS crash may lose the last transactions, which
+replication and anti-entropy repair.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import blake3
+
+from cloudless.objectstore.crdt import Entry, merge, next_timestamp
+
+_TABLE = re.compile(r"^[a-z_]{1,32}$")
+
+
+class MetaDb:
+    def __init__(self, path: Path | str, writer: str) -> None:
+        self.writer = writer
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self._tables: set[str] = set()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def table(self, name: str) -> LwwTable:
+        if not _TABLE.match(name):
+            raise ValueError(f"table name {name!r}: 1-32 lowercase letters or '_'")
+        if name not in self._tables:
+            self.db.execute(
+                f"CREATE TABLE IF NOT EXISTS {name} (pk TEXT PRIMARY KEY, part INTEGER NOT NULL,"
+                " ts INTEGER NOT NULL, writer TEXT NOT NULL, value BLOB)"
+            )
+            self.db.execute(f"CREATE INDEX IF NOT EXISTS {name}_part ON {name}(part, pk)")
+            self._tables.add(name)
+        return LwwTable(self, name)
+
+
+class LwwTable:
+    """One LWW table. ``get`` hides tombstones; ``entry`` and ``entries`` show them."""
+
+    def __init__(self, db: MetaDb, name: str) -> None:
+        self.meta = db
+        self.db = db.db
+        self.name = name
+
+    def entry(self, pk: str) -> Entry | None:
+        row = self.db.execute(
+            f"SELECT ts, writer, value FROM {self.name} WHERE pk = ?", (pk,)
+        ).fetchone()
+        return None if row is None else Entry(row[0], row[1], row[2])
+
+    def get(self, pk: str) -> bytes | None:
+        e = self.entry(pk)
+        return None if e is None else e.value
+
+    def merge(self, pk: str, partition: int, incoming: Entry) -> Entry:
+        """Fold ``incoming`` into row ``pk``; returns the row's state after."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            current = self.entry(pk)
+            winner = merge(current, incoming)
+            if winner is not current:
+                self.db.execute(
+                    f"INSERT INTO {self.name}(pk, part, ts, writer, value) VALUES (?,?,?,?,?)"
+                    " ON CONFLICT(pk) DO UPDATE SET part=excluded.part, ts=excluded.ts,"
+                    " writer=excluded.writer, value=excluded.value",
+                    (pk, partition, winner.timestamp, winner.writer, winner.value),
+                )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return winner
+
+    def stamp(self, pk: str, value: bytes | None, now_ms: int) -> Entry:
+        """A local write's entry: this node as writer, ``max(now, previous + 1)``."""
+        return Entry(next_timestamp(now_ms, self.entry(pk)), self.meta.writer, value)
+
+    def put(self, pk: str, partition: int, value: bytes | None, now_ms: int) -> Entry:
+        """Write locally (``None``: tombstone) and return the entry to replicate."""
+        return self.merge(pk, partition, self.stamp(pk, value, now_ms))
+
+    def range(
+        self, start: str, *, prefix: str = "", limit: int = 1000, include_start: bool = True
+    ) -> list[tuple[str, Entry]]:
+        """Rows with ``pk >= start`` (or ``>``) starting with ``prefix``, in order, tombstones
+        included (callers skip them but must count them to page)."""
+        op = ">=" if include_start else ">"
+        lo = start
+        if prefix > start:
+            op, lo = ">=", prefix
+        upper = _successor(prefix)
+        if upper is None:
+            sql = (
+                f"SELECT pk, ts, writer, value FROM {self.name} WHERE pk {op} ? ORDER BY pk LIMIT ?"
+            )
+            args: tuple[object, ...] = (lo, limit)
+        else:
+            sql = (
+                f"SELECT pk, ts, writer, value FROM {self.name} WHERE pk {op} ? AND pk < ?"
+                " ORDER BY pk LIMIT ?"
+            )
+            args = (lo, upper, limit)
+        rows = self.db.execute(sql, args).fetchall()
+        out = []
+        for pk, ts, writer, value in rows:
+            if not pk.startswith(prefix):
+                break
+            out.append((pk, Entry(ts, writer, value)))
+        return out
+
+    def entries(self, partition: int) -> Iterator[tuple[str, Entry]]:
+        """Every row of ``partition`` in ``pk`` order (for anti-entropy and handoff)."""
+        for pk, ts, writer, value in self.db.execute(
+            f"SELECT pk, ts, writer, value FROM {self.name} WHERE part = ? ORDER BY pk",
+            (partition,),
+        ):
+            yield pk, Entry(ts, writer, value)
+
+    def page(self, partition: int, after: str, limit: int) -> list[tuple[str, Entry]]:
+        """Rows of ``partition`` with ``pk > after``, in order, at most ``limit``."""
+        rows = self.db.execute(
+            f"SELECT pk, ts, writer, value FROM {self.name} WHERE part = ? AND pk > ?"
+            " ORDER BY pk LIMIT ?",
+            (partition, after, limit),
+        ).fetchall()
+        return [(pk, Entry(ts, w, v)) for pk, ts, w, v in rows]
+
+    def digest(self, partition: int) -> bytes:
+        """A hash of the partition's whole state: equal digests mean equal rows."""
+        h = blake3.blake3()
+        for pk, e in self.entries(partition):
+            value = b"-" if e.value is None else blake3.blake3(e.value).digest()
+            h.update(f"{len(pk)}:{pk}:{e.timestamp}:{len(e.writer)}:{e.writer}:".encode())
+            h.update(value)
+        return h.digest()
+
+    def collect_tombstones(self, older_than_ms: int, acknowledged: set[str]) -> int:
+        """Drop tombstones stamped before ``older_than_ms`` whose deletion every replica has
+        acknowledged (``acknowledged`` pks). Returns how many were dropped."""
+        dropped = 0
+        for pk in sorted(acknowledged):
+            cur = self.db.execute(
+                f"DELETE FROM {self.name} WHERE pk = ? AND value IS NULL AND ts < ?",
+                (pk, older_than_ms),
+            )
+            dropped += cur.rowcount
+        return dropped
+
+
+def _successor(prefix: str) -> str | None:
+    """The least string greater than every string starting with ``prefix`` (None: no bound).
+    Code point order is UTF-8 byte order, SQLite's BINARY collation."""
+    if not prefix or prefix[-1] == "\U0010ffff":
+        return None
+    nxt = ord(prefix[-1]) + 1
+    if 0xD800 <= nxt <= 0xDFFF:  # surrogates cannot be stored; the next code point is U+E000
+        nxt = 0xE000
+    return prefix[:-1] + chr(nxt)

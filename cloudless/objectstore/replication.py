@@ -1,0 +1,306 @@
+"""The engine's seams over several nodes: every metadata row and block lives on the nodes a
+layout version assigns to its partition; writes wait for a write quorum, reads merge a read
+quorum (``quorum.py``). The local node is called directly, peers through ``rpc.Peer``.
+
+Contracts:
+
+* ``put`` stamps ``max(now, newest seen by a read quorum + 1)`` and is acknowledged only after
+  ``W`` replicas merged it; otherwise it raises ``ServiceUnavailable`` (the write may still
+  have landed on fewer replicas: LWW makes a retry safe);
+* ``entry``/``range`` merge the answers of at least ``Rq`` replicas, and write the winner back
+  to a replica that answered with an older state (read repair);
+* each call waits for every replica it sent to (bounded by the peer timeout), so no request
+  outlives the operation that made it.
+
+* during a layout transition (several live versions in the ``LayoutHistory``) a write goes to
+  the union of every live version's owners and needs a write quorum *in each* version; reads
+  use ``read_version()``, the newest version whose nodes have all synced, so a value written
+  during the transition is readable under either version (Garage's update trackers);
+* with ``hints`` on (the default at R=2), an owner that does not answer a write is replaced
+  for that write by a fallback node keeping a hint (``handoff.py``), and the hint counts
+  toward the write quorum.
+
+Not here yet: the data sync that moves existing rows and blocks to new owners (anti-entropy),
+so a node acknowledges a version only once the operator or a future sync worker says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from cloudless.objectstore import quorum
+from cloudless.objectstore.blocks import CorruptBlock, MissingBlock, block_hash
+from cloudless.objectstore.crdt import Entry, merge, next_timestamp
+from cloudless.objectstore.handoff import HintStore, fallbacks
+from cloudless.objectstore.history import LayoutHistory
+from cloudless.objectstore.layout import LayoutVersion, partition_of
+from cloudless.objectstore.local import LocalStore
+from cloudless.objectstore.rpc import Peer, PeerError
+
+T = TypeVar("T")
+
+
+class Cluster:
+    """This node's view of the others: the layout and a ``Peer`` per remote node."""
+
+    def __init__(
+        self,
+        me: str,
+        local: LocalStore,
+        layout: LayoutVersion | LayoutHistory,
+        peers: dict[str, Peer],
+        *,
+        hints: HintStore | None = None,
+        hinted_handoff: bool | None = None,
+    ):
+        self.me = me
+        self.local = local
+        self.history = layout if isinstance(layout, LayoutHistory) else _single(layout)
+        self.peers = peers
+        self.hints = hints
+        self.hinted_handoff = (
+            self.layout.replication == 2 if hinted_handoff is None else hinted_handoff
+        ) and hints is not None
+        self._tables: dict[str, ReplicatedTable] = {}
+
+    async def cover(
+        self,
+        partition: int,
+        missed: dict[str, str],
+        keep_local: Callable[[str], Awaitable[None]],
+        keep_remote: Callable[[Peer, str], Awaitable[None]],
+    ) -> dict[str, str]:
+        """Ask fallback nodes to keep hints for the owners in ``missed``; returns the owners
+        still uncovered (with why)."""
+        if not self.hinted_handoff or not missed:
+            return missed
+        owners = self.write_targets(partition)
+        spare = fallbacks(partition, owners, sorted(self.layout.roles))
+        left: dict[str, str] = {}
+        for owner, why in missed.items():
+            while spare:
+                fb = spare.pop(0)
+                try:
+                    if fb == self.me:
+                        await keep_local(owner)
+                    elif fb in self.peers:
+                        await keep_remote(self.peers[fb], owner)
+                    else:
+                        continue
+                    break
+                except PeerError:
+                    continue
+            else:
+                left[owner] = f"{why}; no fallback took a hint"
+        return left
+
+    @property
+    def layout(self) -> LayoutVersion:
+        """The newest live layout version."""
+        assert self.history.current is not None
+        return self.history.current
+
+    def set_history(self, history: LayoutHistory) -> None:
+        if history.current is None:
+            raise ValueError("a cluster needs at least one layout version")
+        self.history = history
+
+    def nodes(self, partition: int) -> tuple[str, ...]:
+        """The owners reads ask: those of the newest fully synced version."""
+        v = self.history.read_version()
+        assert v is not None
+        return v.partitions[partition]
+
+    @property
+    def replication(self) -> int:
+        v = self.history.read_version()
+        assert v is not None
+        return v.replication
+
+    def write_targets(self, partition: int) -> tuple[str, ...]:
+        """Every live version's owners of ``partition``, each once."""
+        out: list[str] = []
+        for v in self.history.write_versions():
+            out += [n for n in v.partitions[partition] if n not in out]
+        return tuple(out)
+
+    def check_writes(self, what: str, partition: int, failed: dict[str, str]) -> None:
+        """A write quorum in every live version, or ``ServiceUnavailable`` naming it."""
+        for v in self.history.write_versions():
+            owners = v.partitions[partition]
+            missed = {n: failed[n] for n in owners if n in failed}
+            label = what if len(self.history.versions) == 1 else f"{what} (layout v{v.version})"
+            quorum.check(label, quorum.write_quorum(v.replication), owners, missed)
+
+    async def each(
+        self,
+        nodes: tuple[str, ...],
+        local: Callable[[], Awaitable[T]],
+        remote: Callable[[Peer], Awaitable[T]],
+    ) -> tuple[dict[str, T], dict[str, str]]:
+        """Run the call on every node; answers and failures by node."""
+
+        async def one(n: str) -> T:
+            if n == self.me:
+                return await local()
+            peer = self.peers.get(n)
+            if peer is None:
+                raise PeerError(f"no address for node {n}")
+            return await remote(peer)
+
+        results = await asyncio.gather(*(one(n) for n in nodes), return_exceptions=True)
+        ok: dict[str, T] = {}
+        failed: dict[str, str] = {}
+        for n, r in zip(nodes, results, strict=True):
+            if isinstance(r, PeerError | MissingBlock | CorruptBlock | OSError):
+                failed[n] = str(r)
+            elif isinstance(r, BaseException):
+                raise r
+            else:
+                ok[n] = r
+        return ok, failed
+
+    def table(self, name: str) -> ReplicatedTable:
+        if name not in self._tables:
+            self._tables[name] = ReplicatedTable(self, name)
+        return self._tables[name]
+
+
+class ReplicatedTable:
+    def __init__(self, cluster: Cluster, name: str) -> None:
+        self.c = cluster
+        self.name = name
+        self.rows = cluster.local.raw(name)
+
+    async def _write(self, pk: str, partition: int, e: Entry) -> None:
+        async def local() -> None:
+            self.c.local.merge(self.name, pk, partition, e)
+
+        nodes = self.c.write_targets(partition)
+        _, failed = await self.c.each(
+            nodes, local, lambda p: p.merge(self.name, [(pk, partition, e)])
+        )
+        hints = self.c.hints
+
+        async def keep_local(owner: str) -> None:
+            assert hints is not None
+            hints.add(owner, self.name, pk, partition, e)
+
+        failed = await self.c.cover(
+            partition,
+            failed,
+            keep_local,
+            lambda p, owner: p.hint(owner, self.name, [(pk, partition, e)]),
+        )
+        self.c.check_writes(f"write {self.name}/{pk}", partition, failed)
+
+    async def entry(self, pk: str, partition: int) -> Entry | None:
+        nodes = self.c.nodes(partition)
+
+        async def local() -> Entry | None:
+            return self.rows.entry(pk)
+
+        answers, failed = await self.c.each(nodes, local, lambda p: p.entry(self.name, pk))
+        quorum.check(
+            f"read {self.name}/{pk}", quorum.read_quorum(self.c.replication), nodes, failed
+        )
+        winner: Entry | None = None
+        for e in answers.values():
+            if e is not None:
+                winner = merge(winner, e)
+        stale = tuple(n for n, e in answers.items() if winner is not None and e != winner)
+        if winner is not None and stale:
+            await self.c.each(
+                stale,
+                lambda: self._repair_local(pk, partition, winner),
+                lambda p: p.merge(self.name, [(pk, partition, winner)]),
+            )
+        return winner
+
+    async def _repair_local(self, pk: str, partition: int, e: Entry) -> None:
+        self.c.local.merge(self.name, pk, partition, e)
+
+    async def put(self, pk: str, partition: int, value: bytes | None, now_ms: int) -> Entry:
+        prev = await self.entry(pk, partition)
+        e = Entry(next_timestamp(now_ms, prev), self.c.me, value)
+        await self._write(pk, partition, e)
+        return e
+
+    async def range(
+        self,
+        partition: int,
+        start: str,
+        *,
+        prefix: str = "",
+        limit: int = 1000,
+        include_start: bool = True,
+    ) -> list[tuple[str, Entry]]:
+        nodes = self.c.nodes(partition)
+
+        async def local() -> list[tuple[str, Entry]]:
+            return self.rows.range(start, prefix=prefix, limit=limit, include_start=include_start)
+
+        answers, failed = await self.c.each(
+            nodes, local, lambda p: p.range(self.name, start, prefix, limit, include_start)
+        )
+        quorum.check(
+            f"list {self.name}/{prefix}", quorum.read_quorum(self.c.replication), nodes, failed
+        )
+        merged: dict[str, Entry] = {}
+        for rows in answers.values():
+            for pk, e in rows:
+                merged[pk] = merge(merged.get(pk), e)
+        return sorted(merged.items())[:limit]
+
+
+class ReplicatedBlocks:
+    def __init__(self, cluster: Cluster) -> None:
+        self.c = cluster
+
+    async def sync(self, hashes: list[str]) -> None:
+        """Replicated writes are durable when acknowledged: nothing to do."""
+
+    async def write(self, h: str, data: bytes, *, durable: bool = True) -> None:
+        """Always durable: every replica fsyncs before it answers (``durable`` is ignored)."""
+        nodes = self.c.write_targets(partition_of(bytes.fromhex(h)))
+
+        async def local() -> None:
+            await self.c.local.blocks.write(h, data)
+
+        _, failed = await self.c.each(nodes, local, lambda p: p.put_block(h, data))
+        hints = self.c.hints
+
+        async def keep_local(owner: str) -> None:
+            assert hints is not None
+            await hints.add_block(owner, h, data)
+
+        failed = await self.c.cover(
+            partition_of(bytes.fromhex(h)),
+            failed,
+            keep_local,
+            lambda p, owner: p.put_block(h, data, for_node=owner),
+        )
+        self.c.check_writes(f"write block {h}", partition_of(bytes.fromhex(h)), failed)
+
+    async def read(self, h: str) -> bytes:
+        nodes = self.c.nodes(partition_of(bytes.fromhex(h)))
+        order = sorted(nodes, key=lambda n: n != self.c.me)
+        problems = []
+        for n in order:
+            try:
+                if n == self.c.me:
+                    return await self.c.local.blocks.read(h)
+                data = await self.c.peers[n].get_block(h)
+                if block_hash(data) == h:
+                    return data
+                problems.append(f"{n}: corrupt copy")
+            except (PeerError, MissingBlock, CorruptBlock, KeyError) as e:
+                problems.append(f"{n}: {e}")
+        raise MissingBlock(f"block {h}: no replica answered ({'; '.join(problems)})")
+
+
+def _single(v: LayoutVersion) -> LayoutHistory:
+    """A history holding only ``v``, every node synced to it."""
+    return LayoutHistory(versions=(v,), synced={n: v.version for n in v.roles})

@@ -1,0 +1,236 @@
+"""Node-to-node calls of the object store, over HTTP on the cluster's mutual TLS.
+
+Both ends present node certificates issued by the cluster CA (``cloudless.security``). The
+server serves only peers whose SPIFFE ID is a node it knows (``allowed``); the client checks
+that the server it reached is the node it meant (SPIFFE ID ``spiffe://<td>/node/<name>``).
+
+Calls: ``merge`` rows into a table, read one row (``entry``), read a ``range`` of a
+partition's rows, ``put_block`` (hash-checked on arrival) and ``get_block``. Metadata travels
+as JSON, blocks as raw bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import ssl
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+
+from cloudless.objectstore.blocks import MissingBlock, block_hash
+from cloudless.objectstore.crdt import Entry
+from cloudless.objectstore.local import LocalStore
+
+if TYPE_CHECKING:
+    from cloudless.objectstore.handoff import HintStore
+from cloudless.security.errors import PermissionDenied
+from cloudless.security.identity import SpiffeId
+from cloudless.security.tls import peer_identity_from_ssl
+
+MAX_BODY = 8 << 20
+
+
+class PeerError(Exception):
+    """A peer could not be reached or refused; the message names the peer and why."""
+
+
+def row_out(e: Entry) -> list[Any]:
+    return [e.timestamp, e.writer, None if e.value is None else base64.b64encode(e.value).decode()]
+
+
+def row_in(r: list[Any]) -> Entry:
+    return Entry(int(r[0]), str(r[1]), None if r[2] is None else base64.b64decode(r[2]))
+
+
+class RpcServer:
+    """Serves this node's ``LocalStore`` to its peers."""
+
+    def __init__(
+        self,
+        local: LocalStore,
+        allowed: Callable[[SpiffeId], bool],
+        hints: HintStore | None = None,
+    ) -> None:
+        self.local = local
+        self.allowed = allowed
+        self.hints = hints
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._authorize])
+        app.router.add_post("/rpc/merge", self.merge)
+        app.router.add_post("/rpc/entry", self.entry)
+        app.router.add_post("/rpc/range", self.range)
+        app.router.add_post("/rpc/partition", self.partition)
+        app.router.add_put("/rpc/block/{h}", self.put_block)
+        app.router.add_get("/rpc/block/{h}", self.get_block)
+        app.router.add_post("/rpc/hint", self.hint)
+        app.router.add_put("/rpc/hintblock/{target}/{h}", self.hint_block)
+        return app
+
+    @web.middleware
+    async def _authorize(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        transport = request.transport
+        ssl_obj = transport.get_extra_info("ssl_object") if transport else None
+        try:
+            peer = peer_identity_from_ssl(ssl_obj)
+        except PermissionDenied as e:
+            return web.json_response({"error": str(e)}, status=403)
+        if not self.allowed(peer):
+            return web.json_response({"error": f"{peer} is not a storage peer"}, status=403)
+        resp: web.StreamResponse = await handler(request)
+        return resp
+
+    async def merge(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        table = body["table"]
+        for pk, part, *row in body["rows"]:
+            self.local.merge(table, str(pk), int(part), row_in(row))
+        return web.json_response({"ok": True})
+
+    async def entry(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        e = self.local.raw(body["table"]).entry(body["pk"])
+        return web.json_response({"row": None if e is None else row_out(e)})
+
+    async def range(self, request: web.Request) -> web.Response:
+        b = await request.json()
+        rows = self.local.raw(b["table"]).range(
+            b["start"], prefix=b["prefix"], limit=int(b["limit"]), include_start=b["include"]
+        )
+        return web.json_response({"rows": [[pk, *row_out(e)] for pk, e in rows]})
+
+    async def partition(self, request: web.Request) -> web.Response:
+        b = await request.json()
+        rows = self.local.raw(b["table"]).page(int(b["partition"]), b["after"], int(b["limit"]))
+        return web.json_response({"rows": [[pk, *row_out(e)] for pk, e in rows]})
+
+    async def put_block(self, request: web.Request) -> web.Response:
+        h = request.match_info["h"]
+        data = await request.read()
+        if block_hash(data) != h:
+            return web.json_response({"error": f"block {h}: body does not hash to it"}, status=400)
+        await self.local.blocks.write(h, data)
+        return web.json_response({"ok": True})
+
+    async def hint(self, request: web.Request) -> web.Response:
+        if self.hints is None:
+            return web.json_response({"error": "this node keeps no hints"}, status=409)
+        body = await request.json()
+        for pk, part, *row in body["rows"]:
+            self.hints.add(str(body["target"]), body["table"], str(pk), int(part), row_in(row))
+        return web.json_response({"ok": True})
+
+    async def hint_block(self, request: web.Request) -> web.Response:
+        if self.hints is None:
+            return web.json_response({"error": "this node keeps no hints"}, status=409)
+        h = request.match_info["h"]
+        data = await request.read()
+        if block_hash(data) != h:
+            return web.json_response({"error": f"block {h}: body does not hash to it"}, status=400)
+        await self.hints.add_block(request.match_info["target"], h, data)
+        return web.json_response({"ok": True})
+
+    async def get_block(self, request: web.Request) -> web.Response:
+        try:
+            data = await self.local.blocks.read(request.match_info["h"])
+        except MissingBlock as e:
+            return web.json_response({"error": str(e)}, status=404)
+        return web.Response(body=data)
+
+
+class Peer:
+    """Calls to one remote node."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        session: aiohttp.ClientSession,
+        expect: SpiffeId,
+        *,
+        timeout: float = 5.0,
+    ) -> None:
+        self.name = name
+        self.url = url
+        self.session = session
+        self.expect = expect
+        self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=1.0)
+
+    def _check(self, resp: aiohttp.ClientResponse) -> None:
+        """The server must be the node we meant. aiohttp releases a connection as soon as a
+        small body is in, so the transport is taken from the response's protocol then."""
+        conn = resp.connection
+        transport = conn.transport if conn else None
+        if transport is None:
+            transport = getattr(getattr(resp, "_protocol", None), "transport", None)
+        ssl_obj = transport.get_extra_info("ssl_object") if transport else None
+        if ssl_obj is None:
+            raise PeerError(f"peer {self.name}: cannot see the server's certificate")
+        if peer_identity_from_ssl(ssl_obj) != self.expect:
+            raise PeerError(f"peer {self.name}: server is not {self.expect}")
+
+    async def _json(self, path: str, body: dict[str, Any]) -> Any:
+        try:
+            async with self.session.post(self.url + path, json=body, timeout=self.timeout) as r:
+                self._check(r)
+                if r.status != 200:
+                    raise PeerError(f"peer {self.name}: {path} answered {r.status}")
+                return await r.json()
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            raise PeerError(f"peer {self.name}: {type(e).__name__}: {e}") from None
+
+    async def merge(self, table: str, rows: list[tuple[str, int, Entry]]) -> None:
+        await self._json(
+            "/rpc/merge",
+            {"table": table, "rows": [[pk, part, *row_out(e)] for pk, part, e in rows]},
+        )
+
+    async def entry(self, table: str, pk: str) -> Entry | None:
+        r = (await self._json("/rpc/entry", {"table": table, "pk": pk}))["row"]
+        return None if r is None else row_in(r)
+
+    async def range(
+        self, table: str, start: str, prefix: str, limit: int, include: bool
+    ) -> list[tuple[str, Entry]]:
+        body = {"table": table, "start": start, "prefix": prefix, "limit": limit}
+        rows = (await self._json("/rpc/range", {**body, "include": include}))["rows"]
+        return [(r[0], row_in(r[1:])) for r in rows]
+
+    async def partition_page(
+        self, table: str, partition: int, after: str, limit: int
+    ) -> list[tuple[str, Entry]]:
+        body = {"table": table, "partition": partition, "after": after, "limit": limit}
+        rows = (await self._json("/rpc/partition", body))["rows"]
+        return [(r[0], row_in(r[1:])) for r in rows]
+
+    async def hint(self, target: str, table: str, rows: list[tuple[str, int, Entry]]) -> None:
+        body = [[pk, part, *row_out(e)] for pk, part, e in rows]
+        await self._json("/rpc/hint", {"target": target, "table": table, "rows": body})
+
+    async def put_block(self, h: str, data: bytes, *, for_node: str | None = None) -> None:
+        path = f"/rpc/block/{h}" if for_node is None else f"/rpc/hintblock/{for_node}/{h}"
+        try:
+            async with self.session.put(self.url + path, data=data, timeout=self.timeout) as r:
+                self._check(r)
+                if r.status != 200:
+                    raise PeerError(f"peer {self.name}: block {h} refused ({r.status})")
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            raise PeerError(f"peer {self.name}: {type(e).__name__}: {e}") from None
+
+    async def get_block(self, h: str) -> bytes:
+        try:
+            async with self.session.get(f"{self.url}/rpc/block/{h}", timeout=self.timeout) as r:
+                self._check(r)
+                if r.status == 404:
+                    raise MissingBlock(f"block {h} is not on {self.name}")
+                if r.status != 200:
+                    raise PeerError(f"peer {self.name}: block {h}: {r.status}")
+                return await r.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            raise PeerError(f"peer {self.name}: {type(e).__name__}: {e}") from None
+
+
+def session(client_ctx: ssl.SSLContext) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ctx, limit=64))

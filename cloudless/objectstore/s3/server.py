@@ -1,0 +1,260 @@
+"""The S3 HTTP front: one aiohttp handler that authenticates, routes and turns every failure
+into an S3 error document (never a traceback or a bare 500).
+
+Path-style addressing only (``/<bucket>/<key>``); virtual-host style and every sub-resource
+this store does not implement answer ``NotImplemented`` (501).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import secrets
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from cloudless.lib.clock import Clock
+from cloudless.objectstore.engine import Engine
+from cloudless.objectstore.s3 import chunked, sigv4
+from cloudless.objectstore.s3.errors import S3Error, not_implemented
+from cloudless.objectstore.s3.iam import Bucket, Iam
+from cloudless.objectstore.s3.names import check_bucket, check_key
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 1 << 18
+
+
+class _Digest:
+    """A running checksum with ``update`` and a base64 ``result`` (S3's encoding)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.crc = 0
+        self.h = hashlib.new(name) if name in ("sha1", "sha256") else None
+
+    def update(self, data: bytes) -> None:
+        if self.h is not None:
+            self.h.update(data)
+        else:
+            self.crc = zlib.crc32(data, self.crc)
+
+    def result(self) -> str:
+        raw = self.h.digest() if self.h is not None else self.crc.to_bytes(4, "big")
+        return base64.b64encode(raw).decode()
+
+
+SUPPORTED_CHECKSUMS = ("crc32", "sha1", "sha256")
+KNOWN_CHECKSUMS = ("crc32", "crc32c", "crc64nvme", "sha1", "sha256")
+
+
+@dataclass
+class Ctx:
+    """One authenticated request, routed."""
+
+    request: web.Request
+    key_id: str
+    verified: sigv4.Verified
+    bucket: str
+    key: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    checksums: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def resource(self) -> str:
+        return f"/{self.bucket}/{self.key}" if self.key else f"/{self.bucket}"
+
+
+Handler = Callable[[Ctx], Awaitable[web.StreamResponse]]
+
+
+class S3Server:
+    def __init__(
+        self, engine: Engine, iam: Iam, clock: Clock, *, region: str = "cloudless"
+    ) -> None:
+        self.engine = engine
+        self.iam = iam
+        self.clock = clock
+        self.region = region
+        from cloudless.objectstore.s3 import api_bucket, api_object
+
+        self.buckets = api_bucket.BucketApi(self)
+        self.objects = api_object.ObjectApi(self)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=1 << 20)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        rid = secrets.token_hex(8).upper()
+        try:
+            resp = await self.dispatch(request)
+        except S3Error as e:
+            resp = self.error(request, e, rid)
+        except (ConnectionResetError, web.HTTPException):
+            raise
+        except Exception:
+            log.exception("s3 request %s %s failed", request.method, request.raw_path[:200])
+            resp = self.error(request, S3Error("InternalError", "internal error; retry"), rid)
+        resp.headers["x-amz-request-id"] = rid
+        return resp
+
+    def error(self, request: web.Request, e: S3Error, rid: str) -> web.Response:
+        headers = {"x-amz-request-id": rid}
+        if e.code == "NotModified":
+            return web.Response(status=304, headers=headers)
+        if request.method == "HEAD":
+            return web.Response(status=e.status, headers=headers)
+        return web.Response(
+            status=e.status,
+            body=e.to_xml(rid),
+            content_type="application/xml",
+            headers=headers,
+        )
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        headers = {k.lower(): ",".join(request.headers.getall(k)) for k in set(request.headers)}
+        sreq = sigv4.Request(request.method, raw_path, raw_query, headers)
+        parsed = sigv4.parse(sreq)
+        if parsed is None:
+            raise S3Error("AccessDenied", "anonymous requests are not allowed; sign with SigV4")
+        key = await self.iam.key(parsed.key_id)
+        if key is None:
+            raise S3Error("InvalidAccessKeyId", f"access key {parsed.key_id!r} does not exist")
+        verified = sigv4.verify(sreq, parsed, key.secret, self.clock.now())
+        path = unquote(raw_path)
+        if not path.startswith("/"):
+            raise S3Error("InvalidRequest", "request path must start with '/'")
+        bucket, _, obj_key = path[1:].partition("/")
+        query = dict(sigv4.query_pairs(raw_query))
+        ctx = Ctx(request, key.key_id, verified, bucket, obj_key, query, headers)
+        if not bucket:
+            if request.method != "GET":
+                raise S3Error("MethodNotAllowed", f"{request.method} / is not allowed")
+            return await self.buckets.list_buckets(ctx)
+        check_bucket(bucket)
+        if not obj_key:
+            return await self.buckets.dispatch(ctx)
+        check_key(obj_key)
+        return await self.objects.dispatch(ctx)
+
+    async def bucket_for(self, ctx: Ctx, need: str) -> Bucket:
+        b = await self.iam.bucket(ctx.bucket)
+        if b is None:
+            raise S3Error(
+                "NoSuchBucket", f"bucket {ctx.bucket!r} does not exist", resource=ctx.resource
+            )
+        if not b.permits(ctx.key_id, need):
+            raise S3Error(
+                "AccessDenied",
+                f"key {ctx.key_id} lacks {need} permission on bucket {ctx.bucket!r}",
+                resource=ctx.resource,
+            )
+        return b
+
+    # ---- request bodies --------------------------------------------------------------------
+
+    def expected_checksums(self, ctx: Ctx) -> list[str]:
+        """The checksum algorithms the client declared (header value or trailer)."""
+        names = [
+            h[len("x-amz-checksum-") :]
+            for h in ctx.headers
+            if h.startswith("x-amz-checksum-")
+            and h != "x-amz-checksum-mode"
+            and h != "x-amz-checksum-type"
+        ]
+        trailer = ctx.headers.get("x-amz-trailer", "")
+        names += [
+            t.strip().lower()[len("x-amz-checksum-") :]
+            for t in trailer.split(",")
+            if t.strip().lower().startswith("x-amz-checksum-")
+        ]
+        for n in names:
+            if n not in KNOWN_CHECKSUMS:
+                raise S3Error("InvalidRequest", f"unknown checksum algorithm x-amz-checksum-{n}")
+            if n not in SUPPORTED_CHECKSUMS:
+                raise not_implemented(f"x-amz-checksum-{n}")
+        return names
+
+    async def body(self, ctx: Ctx) -> AsyncIterator[bytes]:
+        """The request body, verified: a mismatch raises at the end of the stream, before the
+        caller can commit anything."""
+        request, v = ctx.request, ctx.verified
+        content_md5 = ctx.headers.get("content-md5")
+        want_md5 = None
+        if content_md5 is not None:
+            try:
+                want_md5 = base64.b64decode(content_md5, validate=True)
+            except ValueError:
+                raise S3Error("InvalidDigest", "Content-MD5 is not valid base64") from None
+            if len(want_md5) != 16:
+                raise S3Error("InvalidDigest", "Content-MD5 is not 16 bytes")
+        if "content-length" not in ctx.headers and "chunked" not in ctx.headers.get(
+            "transfer-encoding", ""
+        ):
+            raise S3Error("MissingContentLength", "Content-Length header is required")
+        algs = self.expected_checksums(ctx)
+        digests = [_Digest(a) for a in algs]
+        md5 = hashlib.md5() if want_md5 is not None else None
+        sha = hashlib.sha256() if len(v.payload) == 64 else None
+        trailers: dict[str, str] = {}
+        if v.payload.startswith("STREAMING-"):
+            source: AsyncIterator[bytes] = chunked.decode(request.content, v, trailers)
+        else:
+            source = request.content.iter_chunked(READ_SIZE)
+        size = 0
+        async for piece in source:
+            size += len(piece)
+            for d in digests:
+                d.update(piece)
+            if md5 is not None:
+                md5.update(piece)
+            if sha is not None:
+                sha.update(piece)
+            yield piece
+        if v.payload.startswith("STREAMING-"):
+            declared = ctx.headers.get("x-amz-decoded-content-length")
+            if declared is not None and declared != str(size):
+                raise S3Error(
+                    "IncompleteBody",
+                    f"x-amz-decoded-content-length says {declared} bytes, body had {size}",
+                )
+        elif "content-length" in ctx.headers and ctx.headers["content-length"] != str(size):
+            raise S3Error("IncompleteBody", "body shorter than its Content-Length")
+        if sha is not None and sha.hexdigest() != v.payload:
+            raise S3Error(
+                "XAmzContentSHA256Mismatch",
+                "the body's SHA-256 does not match x-amz-content-sha256",
+            )
+        if md5 is not None and md5.digest() != want_md5:
+            raise S3Error("BadDigest", "the Content-MD5 you specified did not match the body")
+        for d in digests:
+            want = ctx.headers.get(f"x-amz-checksum-{d.name}") or trailers.get(
+                f"x-amz-checksum-{d.name}"
+            )
+            if want is None:
+                raise S3Error(
+                    "InvalidRequest", f"x-amz-checksum-{d.name} was announced but not sent"
+                )
+            if want != d.result():
+                raise S3Error(
+                    "BadDigest",
+                    f"the {d.name.upper()} you specified did not match the calculated checksum",
+                )
+            ctx.checksums[d.name] = want
+
+    async def small_body(self, ctx: Ctx, limit: int = 1 << 20) -> bytes:
+        out = bytearray()
+        async for piece in self.body(ctx):
+            out += piece
+            if len(out) > limit:
+                raise S3Error("InvalidRequest", f"request body over {limit} bytes")
+        return bytes(out)

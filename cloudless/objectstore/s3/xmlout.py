@@ -1,0 +1,60 @@
+"""Building S3's XML answers and reading its small XML requests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import xml.etree.ElementTree as ET
+from urllib.parse import quote
+from xml.sax.saxutils import escape
+
+from cloudless.objectstore.s3.errors import S3Error
+
+NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+MAX_XML = 1 << 20
+
+
+def iso(ts: float) -> str:
+    t = dt.datetime.fromtimestamp(ts, tz=dt.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def http_date(ts: float) -> str:
+    return email.utils.formatdate(ts, usegmt=True)
+
+
+def el(tag: str, value: object) -> str:
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    return f"<{tag}>{escape(str(value))}</{tag}>"
+
+
+def doc(root: str, *children: str) -> bytes:
+    body = "".join(children)
+    return f'<?xml version="1.0" encoding="UTF-8"?>\n<{root} xmlns="{NS}">{body}</{root}>'.encode()
+
+
+def url_encoded(value: str, encode: bool) -> str:
+    """``encoding-type=url``: keys and prefixes percent-encoded (``/`` kept)."""
+    return quote(value, safe="/") if encode else value
+
+
+def parse(body: bytes, root: str) -> ET.Element:
+    if len(body) > MAX_XML:
+        raise S3Error("MalformedXML", f"request XML is over {MAX_XML} bytes")
+    try:
+        tree = ET.fromstring(body)
+    except ET.ParseError as e:
+        raise S3Error("MalformedXML", f"request XML does not parse: {e}") from None
+    if tree.tag.split("}")[-1] != root:
+        raise S3Error("MalformedXML", f"expected a <{root}> document, got <{tree.tag}>")
+    return tree
+
+
+def children(node: ET.Element, tag: str) -> list[ET.Element]:
+    return [c for c in node if c.tag.split("}")[-1] == tag]
+
+
+def text(node: ET.Element, tag: str) -> str | None:
+    found = children(node, tag)
+    return None if not found else (found[0].text or "")

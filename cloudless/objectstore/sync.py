@@ -1,0 +1,91 @@
+"""Partition sync: a node copies the partitions a new layout version gives it from their
+previous owners, so it can acknowledge the version (``history.ack_synced``).
+
+``pull(partition, source)`` merges every row of the partition, in every metadata table, from
+``source`` into this node, then fetches each block a live ``block_refs`` row names that this
+node lacks. Merging is idempotent, so a pull interrupted half-way is simply run again.
+``sync_to(version)`` pulls each partition this node owns in ``version`` but did not own in
+the version reads still use, from a read quorum of that version's owners (an acknowledged
+write is on a write quorum, which every read quorum meets).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cloudless.objectstore import quorum
+from cloudless.objectstore.blocks import block_hash
+from cloudless.objectstore.layout import PARTITIONS, LayoutVersion
+from cloudless.objectstore.local import BLOCK_REFS
+from cloudless.objectstore.records import OBJECTS, PARTS, UPLOADS, VERSION_BLOCKS
+from cloudless.objectstore.replication import Cluster
+from cloudless.objectstore.rpc import PeerError
+
+TABLES = (OBJECTS, VERSION_BLOCKS, UPLOADS, PARTS, BLOCK_REFS)
+PAGE = 500
+
+
+@dataclass
+class SyncReport:
+    partitions: int = 0
+    rows: int = 0
+    blocks: int = 0
+    failed: tuple[int, ...] = ()
+    """Partitions no previous owner could serve (the version must not be acknowledged)."""
+
+
+class PartitionSync:
+    def __init__(self, cluster: Cluster) -> None:
+        self.c = cluster
+
+    async def pull(self, partition: int, source: str) -> tuple[int, int]:
+        """Copy ``partition`` from ``source``; returns (rows merged, blocks fetched). Raises
+        ``PeerError`` if ``source`` does not answer."""
+        peer = self.c.peers[source]
+        rows = blocks = 0
+        for table in TABLES:
+            after = ""
+            while True:
+                page = await peer.partition_page(table, partition, after, PAGE)
+                for pk, e in page:
+                    self.c.local.merge(table, pk, partition, e)
+                    rows += 1
+                    if table == BLOCK_REFS and e.value is not None:
+                        h = pk.split("/", 1)[0]
+                        if not self.c.local.blocks.has(h):
+                            data = await peer.get_block(h)
+                            if block_hash(data) != h:
+                                raise PeerError(f"{source} sent a corrupt copy of block {h}")
+                            await self.c.local.blocks.write(h, data)
+                            blocks += 1
+                if len(page) < PAGE:
+                    break
+                after = page[-1][0]
+        return rows, blocks
+
+    async def sync_to(self, version: LayoutVersion) -> SyncReport:
+        old = self.c.history.read_version()
+        assert old is not None
+        report = SyncReport()
+        failed = []
+        for p in range(PARTITIONS):
+            if self.c.me not in version.partitions[p] or self.c.me in old.partitions[p]:
+                continue
+            report.partitions += 1
+            # A write was acknowledged by W old owners, not all: pull from a read quorum of
+            # them so every acknowledged write is seen at least once.
+            need, got = quorum.read_quorum(old.replication), 0
+            for source in old.partitions[p]:
+                if got >= need:
+                    break
+                try:
+                    rows, blocks = await self.pull(p, source)
+                except PeerError:
+                    continue
+                got += 1
+                report.rows += rows
+                report.blocks += blocks
+            if got < need:
+                failed.append(p)
+        report.failed = tuple(failed)
+        return report

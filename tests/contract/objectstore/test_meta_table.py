@@ -1,0 +1,69 @@
+"""The ``MetaTable`` seam's contract, run on one node's local tables and on tables replicated
+over three loopback nodes (R=3, mutual TLS)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from cloudless.lib.clock import FakeClock
+from cloudless.objectstore.blocks import BlockStore
+from cloudless.objectstore.crdt import Entry
+from cloudless.objectstore.layout import NodeRole
+from cloudless.objectstore.local import LocalStore
+from cloudless.objectstore.metadb import MetaDb
+from cloudless.objectstore.seams import Tables
+from cloudless.objectstore.testing import LoopbackCluster
+
+
+@pytest.fixture(params=["local", "replicated"])
+async def tables(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Tables]:
+    if request.param == "local":
+        meta = MetaDb(tmp_path / "m.db", "n1")
+        yield LocalStore(meta, BlockStore(tmp_path / "b", meta), FakeClock())
+        meta.close()
+        return
+    roles = {f"n{i}": NodeRole(f"z{i}", 1) for i in range(1, 4)}
+    c = await LoopbackCluster(tmp_path, roles, replication=3).start()
+    try:
+        cl = c.nodes["n1"].cluster
+        assert cl is not None
+        yield cl
+    finally:
+        await c.close()
+
+
+async def test_put_then_entry(tables: Tables) -> None:
+    t = tables.table("objects")
+    assert await t.entry("b/k", 7) is None
+    e = await t.put("b/k", 7, b"v1", now_ms=1000)
+    assert e == Entry(1000, "n1", b"v1") and await t.entry("b/k", 7) == e
+
+
+async def test_a_write_supersedes_what_it_read_even_with_a_slow_clock(tables: Tables) -> None:
+    t = tables.table("objects")
+    await t.put("b/k", 7, b"v1", now_ms=5000)
+    e = await t.put("b/k", 7, b"v2", now_ms=1000)  # clock went back: max(1000, 5000 + 1)
+    assert e.timestamp == 5001 and (await t.entry("b/k", 7)) == e
+
+
+async def test_tombstones_are_entries_without_value(tables: Tables) -> None:
+    t = tables.table("objects")
+    await t.put("b/k", 7, b"v1", now_ms=1)
+    await t.put("b/k", 7, None, now_ms=2)
+    e = await t.entry("b/k", 7)
+    assert e is not None and e.deleted and e.timestamp == 2
+
+
+async def test_range_orders_pages_and_filters(tables: Tables) -> None:
+    t = tables.table("objects")
+    for k in ["b/c", "b/a", "b/b", "c/a"]:
+        await t.put(k, 3, b"x", now_ms=1)
+    assert [pk for pk, _ in await t.range(3, "b/", prefix="b/")] == ["b/a", "b/b", "b/c"]
+    assert [pk for pk, _ in await t.range(3, "b/a", prefix="b/", include_start=False)] == [
+        "b/b",
+        "b/c",
+    ]
+    assert [pk for pk, _ in await t.range(3, "b/", prefix="b/", limit=2)] == ["b/a", "b/b"]

@@ -1,0 +1,127 @@
+"""A layout transition on four loopback nodes (mutual TLS): adding n4 to a 3-node R=3 layout.
+While both versions are live, writes need a quorum in each and reads use the old one; once
+every node has acknowledged the new version, reads move to it and find what was written
+during the transition."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from cloudless.objectstore import history as h
+from cloudless.objectstore.blocks import block_hash
+from cloudless.objectstore.layout import NodeRole, partition_of
+from cloudless.objectstore.records import object_pk, partition
+from cloudless.objectstore.s3.errors import S3Error
+from cloudless.objectstore.sync import PartitionSync
+from cloudless.objectstore.testing import LoopbackCluster
+
+GB = 10**9
+BUCKETS = ("b", "c", "d", "e")
+ROLES = {f"n{i}": NodeRole(f"zone{i}", 100 * GB) for i in range(1, 5)}
+
+
+async def body(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[LoopbackCluster]:
+    c = await LoopbackCluster(tmp_path, ROLES, replication=3).start()
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def share(cluster: LoopbackCluster, hist: h.LayoutHistory) -> None:
+    for node in cluster.nodes.values():
+        assert node.cluster is not None
+        node.cluster.set_history(hist)
+
+
+def first_layout() -> h.LayoutHistory:
+    hist = h.stage_replication(h.LayoutHistory(), 3)
+    for n in ("n1", "n2", "n3"):
+        hist = h.stage(hist, n, ROLES[n])
+    v1, _ = h.apply(hist, 0)
+    return v1
+
+
+async def test_a_new_owner_pulls_its_partitions_before_acknowledging(
+    cluster: LoopbackCluster,
+) -> None:
+    v1 = first_layout()
+    share(cluster, v1)
+    e1 = cluster.engine("n1")
+    big = os.urandom(3_000_000)  # three blocks, spread over partitions
+    for b in BUCKETS:
+        await e1.put(b, "small", body(b"before the transition"), content_type="x", user_meta={})
+        await e1.put(b, "big", body(big), content_type="x", user_meta={})
+    v2, _ = h.apply(h.stage(v1, "n4", ROLES["n4"]), 1)
+    share(cluster, v2)
+    n4 = cluster.nodes["n4"]
+    assert n4.cluster is not None
+    report = await PartitionSync(n4.cluster).sync_to(v2.versions[1])
+    assert report.failed == () and report.partitions > 0 and report.blocks > 0
+    new = v2.versions[1]
+    for b in BUCKETS:
+        if "n4" in new.partitions[partition(b)]:
+            assert n4.local.raw("objects").get(object_pk(b, "small")) is not None
+    for start in range(0, len(big), 1 << 20):
+        hb = block_hash(big[start : start + (1 << 20)])
+        if "n4" in new.partitions[partition_of(bytes.fromhex(hb))]:
+            assert n4.local.blocks.has(hb)
+    # acknowledged by all: reads move to v2 and find everything written before the transition
+    done = v2
+    for n in ROLES:
+        done = h.ack_synced(done, n, 2)
+    share(cluster, done)
+    e4 = cluster.engine("n4")
+    for b in BUCKETS:
+        obj = await e4.head(b, "big")
+        assert obj is not None
+        assert b"".join([p async for p in e4.read(obj, 0, obj.size)]) == big
+
+
+async def test_writes_need_a_quorum_in_every_live_version(cluster: LoopbackCluster) -> None:
+    v1 = first_layout()
+    v2, plan = h.apply(h.stage(v1, "n4", ROLES["n4"]), 1)
+    share(cluster, v2)
+    assert [v.version for v in v2.versions] == [1, 2]
+    new = v2.versions[1]
+    # a bucket whose metadata partition moves to n4 in v2 (4 zones, R=3: 192 of 256 do)
+    bucket = next(b for b in ("b", "c", "d", "e", "f", "g") if "n4" in new.partitions[partition(b)])
+    owners_v2 = new.partitions[partition(bucket)]
+
+    e1 = cluster.engine("n1")
+    await e1.put(bucket, "during", body(b"written mid-transition"), content_type="x", user_meta={})
+    for n in ("n1", "n2", "n3", *owners_v2):  # v1 owners and v2 owners all hold it
+        assert cluster.nodes[n].local.raw("objects").get(object_pk(bucket, "during")) is not None
+
+    # v1 still has a quorum (n1 + one more), v2 does not: the write is refused, naming v2
+    (gone,) = [n for n in owners_v2 if n not in ("n1", "n4")][:1]
+    await cluster.kill("n4")
+    await cluster.kill(gone)
+    with pytest.raises(S3Error) as e:
+        await e1.put(bucket, "refused", body(b"x"), content_type="x", user_meta={})
+    assert e.value.code == "ServiceUnavailable" and "layout v2" in e.value.message
+    # reads still use v1, which has a read quorum
+    assert (await e1.head(bucket, "during")) is not None
+
+    # Every node acknowledges v2: v1 is dropped and reads move to v2's owners.
+    await cluster.restart("n4")
+    await cluster.restart(gone)
+    done = v2
+    for n in ROLES:
+        done = h.ack_synced(done, n, 2)
+    assert [v.version for v in done.versions] == [2]
+    share(cluster, done)
+    # reads now ask v2's owners: with one of them (not n4) down, n4 is part of every quorum
+    await cluster.kill(gone)
+    obj = await cluster.engine("n4").head(bucket, "during")
+    assert obj is not None and obj.inline == b"written mid-transition"
+    assert len(plan.moves) > 0
