@@ -289,7 +289,11 @@ class Supervisor:
             tg.create_task(self._dispatch_exits())
             await self._adopt_orphans_check(initial or [])
             self._started = True
-            first, self._early = (self._early if self._early is not None else initial or []), None
+            first, self._early = self._early, None
+            if first is None:
+                first = initial or []
+            else:
+                log.info("the coordinator's set came while starting: the persisted one is stale")
             self.assign(first)
             await asyncio.Event().wait()
 
