@@ -293,7 +293,12 @@ class Supervisor:
             if first is None:
                 first = initial or []
             else:
-                log.info("the coordinator's set came while starting: the persisted one is stale")
+                log.info(
+                    "starting from the coordinator's set (%d replicas, received while starting), "
+                    "not the %d persisted",
+                    len(first),
+                    len(initial or []),
+                )
             self.assign(first)
             await asyncio.Event().wait()
 
