@@ -371,24 +371,44 @@ class Supervisor:
         self._removing: dict[str, asyncio.Task[None]] = {}
         self.stopped: dict[str, LocalStatus] = {}  # stopped on request, reported until dropped
         self._dropping: set[str] = set()  # replicas whose volumes are being deleted
+        # A set ``assign`` received before ``run`` applied its initial one (None: none yet).
+        self._early: list[Assigned] | None = None
+        self._started = False
 
     async def run(self, initial: list[Assigned] | None = None) -> None:
+        """Converge on ``initial`` (the set persisted by the previous process), unless the
+        coordinator's set arrived while this was starting: that one is newer, and applying
+        the persisted set after it would stop what the coordinator just assigned and run what
+        it had removed, with nothing to correct it (the coordinator pushes a set only when it
+        changes)."""
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             tg.create_task(self._dispatch_exits())
             tg.create_task(self._measure_volumes())
             await self._adopt_orphans_check(initial or [])
-            self.assign(initial or [])
+            self._started = True
+            first, self._early = self._early, None
+            if first is None:
+                first = initial or []
+            else:
+                log.info(
+                    "starting from the coordinator's set (%d replicas, received while starting), "
+                    "not the %d persisted",
+                    len(first),
+                    len(initial or []),
+                )
+            self.assign(first)
             await asyncio.Event().wait()
 
     async def _adopt_orphans_check(self, initial: list[Assigned]) -> None:
         """After a restart: containers this node holds that are not assigned are stopped."""
-        wanted = {a.replica_id for a in initial if a.running}
         try:
             found = await self.runtime.recover()
         except CloudlessError as e:
             log.warning("recover failed: %s", e)
             return
+        latest = self._early if self._early is not None else initial
+        wanted = {a.replica_id for a in latest if a.running}
         for st in found:
             if st.id not in wanted:
                 log.info("removing unassigned container %s found at start", st.id)
@@ -407,7 +427,12 @@ class Supervisor:
         Replicas assigned with desired state *stopped* are stopped (SIGTERM, timeout, SIGKILL)
         and then reported ``exited`` ("stopped") for as long as they stay in the set, so the
         coordinator learns they are gone and can drop their records.
+
+        Before ``run`` has applied its initial set, the set is kept and applied instead of it.
         """
+        if not self._started:
+            self._early = list(desired)
+            return
         assert self._tg is not None, "Supervisor.run() must be running"
         want = {a.replica_id: a for a in desired if a.running}
         stop = {a.replica_id: a for a in desired if not a.running}

@@ -89,6 +89,8 @@ class Election:
         self._valid_until = 0.0
         self._subscribers: list[asyncio.Queue[Leadership]] = []
         self.deposed: list[int] = []  # terms this elector ended with ``depose``
+        # Set by ``depose``: the campaign re-reads the key now instead of waiting on its watch.
+        self._recheck = asyncio.Event()
 
     # ---- queries ---------------------------------------------------------------------------
 
@@ -168,6 +170,9 @@ class Election:
             self.deposed.append(term)
         else:
             self._learn(res.results[0])
+        # Either way the campaign must not wait for its watch to show the term's end: the
+        # watch may sit on the etcd member cut off with the old leader and deliver nothing.
+        self._recheck.set()
         log.warning(
             "election %s (%s): %s term %d of %s: %s",
             self.key,
@@ -231,6 +236,7 @@ class Election:
 
     async def _campaign(self, lease: Lease) -> None:
         while True:
+            self._recheck.clear()  # this transaction reads the key: any later news counts
             res = await self.store.txn(
                 [Compare.absent(self.key)],
                 [Put(self.key, self.value.encode(), lease.id)],
@@ -252,7 +258,35 @@ class Election:
             await self._until_vacant(since)
 
     async def _until_vacant(self, since: int) -> None:
-        """Return when the election key is deleted (watching from ``since + 1``)."""
+        """Return when the election key is deleted (watching from ``since + 1``), when
+        ``depose`` asks for a re-read, or after ``ttl`` seconds at the latest; the campaign's
+        transaction then reads the key again through any member.
+
+        The watch alone is not enough: etcd streams a watch from one member, and a member cut
+        off from the quorum delivers nothing, and, behind a dropped link, not even the error
+        that would move the watch elsewhere. Without the bound, a follower whose watch sat
+        there never saw the old term end and never campaigned (chaos: no new leader 30 s
+        after the leader's host was cut off). A vacancy is therefore seen within one lease
+        TTL whatever the watch does, at the cost of one read per TTL per follower. The leader
+        does not re-read: its own key ends only with its lease, which its keepalive watches,
+        and a read that timed out under load would end its term for nothing."""
+        waits = {
+            asyncio.ensure_future(self._watch_vacancy(since)),
+            asyncio.ensure_future(self._recheck.wait()),
+        }
+        if not self._state.is_me:
+            waits.add(asyncio.ensure_future(self._clock.sleep(self.ttl)))
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Not awaited: the campaign goes on at once (a deposition's takeover is measured
+            # in loop turns); the cancelled waits finish on their own.
+            for w in waits:
+                w.cancel()
+        for w in done:
+            w.result()  # a failed watch ends the term like any store error
+
+    async def _watch_vacancy(self, since: int) -> None:
         try:
             async with contextlib.aclosing(
                 self.store.watch(self.key, start_revision=since + 1)

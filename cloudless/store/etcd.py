@@ -70,6 +70,30 @@ _TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 # A request that failed with one of these never left the client: safe to resend a write.
 _NOT_SENT = ("failed to connect", "connection refused", "connections to all backends failing")
 _HASLEADER = (("hasleader", "true"),)
+# Every connection to a member is pinged every KEEPALIVE_TIME_MS while a call or a watch is
+# open on it, and closed when a ping goes unanswered for KEEPALIVE_TIMEOUT_MS (gRPC also
+# sets TCP_USER_TIMEOUT from it); its calls and watches then fail over to another member.
+# Members must accept pings that often (``etcd_process.GRPC_KEEPALIVE_MIN_TIME_MS``).
+KEEPALIVE_TIME_MS = 2_000
+KEEPALIVE_TIMEOUT_MS = 2_000
+
+
+def channel_options(base: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """etcd3aio's channel options with our keepalive. gRPC's default lets a client send at
+    most 2 pings while it sends no data, and a watch sends nothing after its create request:
+    a watch on a member behind a dropped link (a partition) then waited in silence, not
+    failing over, for as long as the partition lasted (chaos: 38 s, the whole cut). With no
+    such limit the watch fails within KEEPALIVE_TIME_MS + KEEPALIVE_TIMEOUT_MS and resumes
+    on a member that has the quorum. Pings only while calls are open: etcd refuses pings on
+    an idle connection (``too_many_pings``)."""
+    ours = {
+        "grpc.keepalive_time_ms": KEEPALIVE_TIME_MS,
+        "grpc.keepalive_timeout_ms": KEEPALIVE_TIMEOUT_MS,
+        "grpc.keepalive_permit_without_calls": 0,
+        "grpc.http2.max_pings_without_data": 0,
+    }
+    return [(k, v) for k, v in base if k not in ours] + list(ours.items())
+
 
 _TARGET = {
     Target.VALUE: rpc_pb2.Compare.VALUE,
@@ -128,9 +152,8 @@ class EtcdStore:
         self._tls = tls
 
         def channel(*extra: tuple[str, Any]) -> grpc.aio.Channel:
-            manager = ConnectionManager(
-                list(endpoints), keepalive_time_ms=2_000, keepalive_timeout_ms=2_000
-            )
+            manager = ConnectionManager(list(endpoints))
+            manager.grpc_options = channel_options(manager.grpc_options)
             # Big watch batches and list pages must not trip gRPC's 4 MiB receive default.
             manager.grpc_options.append(("grpc.max_receive_message_length", _MAX_RECEIVE))
             manager.grpc_options.extend(extra)

@@ -60,6 +60,13 @@ class EtcdStartFailed(StoreError):
     code = "etcd_start_failed"
 
 
+# The shortest interval at which a member accepts client pings. etcd's default (5 s) is
+# longer than our clients' ping interval (``etcd.KEEPALIVE_TIME_MS``): it would answer their
+# pings with ``too_many_pings`` and close the connection, and gRPC would then stretch the
+# interval, so a member behind a dropped link would be noticed later and later.
+GRPC_KEEPALIVE_MIN_TIME_MS = 1_000
+
+
 @dataclass(frozen=True)
 class MemberConfig:
     name: str
@@ -121,6 +128,7 @@ class MemberConfig:
             f"--heartbeat-interval={self.heartbeat_ms}",
             f"--election-timeout={self.election_ms}",
             f"--snapshot-count={self.snapshot_count}",
+            f"--grpc-keepalive-min-time={GRPC_KEEPALIVE_MIN_TIME_MS}ms",
             "--pre-vote",
             f"--quota-backend-bytes={self.quota_bytes}",
             "--auto-compaction-mode=revision",

@@ -152,6 +152,9 @@ async def _cluster(tmp_path: Path, coordinators: int) -> AsyncIterator[NetnsClus
     if SKIP:
         pytest.skip(SKIP)
     c = NetnsCluster(tmp_path / "cl", coordinators=coordinators, agents=3)
+    # pytest keeps the last 3 runs' tmp_path: every coordinator's, agent's, etcd's and
+    # containerd's log of a failed scenario stays there (README: "Logs").
+    print(f"\n[chaos] logs: {c.logs}, {c.work}/c*/etcd/*.log, {c.work}/containerd-a*/")
     try:
         async with asyncio.timeout(240):
             await c.__aenter__()

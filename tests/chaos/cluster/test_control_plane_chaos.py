@@ -17,6 +17,22 @@ from .conftest import Writes, assert_settles, report
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 
+# Bounds derived from configured timeouts, each doubled for a loaded 2-core machine:
+# * a new leader after the leader's host is cut off: the cut leader's key lives at most its
+#   lease TTL (Election ttl, 5 s) when no follower deposes it; a follower re-reads the key at
+#   least once per TTL (5 s) even if its etcd watch is stuck; the two remaining etcd members
+#   elect a raft leader within a few election timeouts (1 s each, --pre-vote); an etcd request
+#   times out after 2 s. 5 + 5 + 3 + 2 = 15 s, x2 = 30 s.
+NEW_LEADER_S = 30
+# * a write acknowledged after the cut: the new leader (15 s above) plus one client timeout
+#   (Client(timeout=10) tries the servers in order, and the cut one costs all of it), 25 s;
+#   x2 would be 50, 40 is kept from the first round with the 25 s margin above that sum.
+FIRST_WRITE_S = 40
+# * invariants after healing: an agent gives up on a silent coordinator after
+#   max(3, 4 x 2 s) = 8 s, reconnects with backoff capped at 5 s, and the leader replaces
+#   nothing within its 8 s grace; 8 + 5 + 8 = 21 s, x2 = 42, rounded up to 60 s.
+SETTLE_S = 60
+
 
 async def _writer(w: Writes, stop: asyncio.Event, lat: list[float]) -> None:
     """Until ``stop``: create workload ``w-<n>`` (0 replicas) and, every third write, scale
@@ -197,11 +213,13 @@ async def test_leader_coordinator_cut_off_then_healed(ha_cluster: NetnsCluster) 
                 ),
                 None,
             ),
-            30,
+            NEW_LEADER_S,
         )
         failover = time.monotonic() - t0
         n0 = len(lat)
-        await wait_until("a write acknowledged by the new leader", lambda: len(lat) > n0, 40)
+        await wait_until(
+            "a write acknowledged by the new leader", lambda: len(lat) > n0, FIRST_WRITE_S
+        )
         write_gap = time.monotonic() - t0
         await asyncio.sleep(max(0.0, 15 - (time.monotonic() - t0)))
     finally:
@@ -211,7 +229,7 @@ async def test_leader_coordinator_cut_off_then_healed(ha_cluster: NetnsCluster) 
             await writer
     await asyncio.sleep(3)
     leaders = [n for n in c.coords if (c.healthz(n) or {}).get("is_leader")]
-    settle = await assert_settles(c, w, 60)
+    settle = await assert_settles(c, w, SETTLE_S)
     web_now = {k for k in c.running_containers() if k.startswith("web-")}
     report(
         "cut-leader-coordinator-15s",

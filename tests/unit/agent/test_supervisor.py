@@ -212,3 +212,40 @@ async def test_declared_ports_get_distinct_host_ports_and_survive_restart() -> N
         assert 30000 in alloc2.taken
         t1.cancel()
         t2.cancel()
+
+
+class SlowRecover(FakeRuntime):
+    """``recover`` (listing containerd's containers at agent start) waits for ``release``:
+    a loaded host, where the link connects and receives its set before it returns."""
+
+    def __init__(self, clock: FakeClock, host: FakeHost) -> None:
+        super().__init__(clock, host=host)
+        self.release = asyncio.Event()
+
+    async def recover(self):  # type: ignore[no-untyped-def]
+        await self.release.wait()
+        return await super().recover()
+
+
+async def test_a_set_received_while_starting_is_not_overwritten_by_the_persisted_one() -> None:
+    """Chaos 'fill an agent's data disk': the persisted set is stale ("old", whose replica
+    the coordinator removed while the disk was full). The restarted agent's link receives the
+    coordinator's set ("new") while the supervisor is still recovering; the persisted set
+    must not then replace it, or "new" is stopped and never comes back (the coordinator
+    pushes only changes) and "old" is run again."""
+    clock = FakeClock()
+    rt = SlowRecover(clock, FakeHost())
+    sup = Supervisor(rt, clock, lambda: None)
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(rt.run()), tg.create_task(sup.run([assigned("old")]))]
+        await settle(clock)
+        sup.assign([assigned("new")])  # the coordinator's set, during recover()
+        await settle(clock)
+        rt.release.set()
+        await settle(clock, 1.0)
+        await sup.idle()
+        assert set(sup.workers) == {"new"}
+        assert state(sup, "new") is ReplicaState.RUNNING
+        assert [c.id for c in await rt.list_containers()] == ["new"]
+        for t in tasks:
+            t.cancel()

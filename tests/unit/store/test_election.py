@@ -133,3 +133,82 @@ async def test_a_follower_whose_watch_is_stuck_learns_the_new_leader_when_it_dep
         assert b.leader() == "c:1" and not b.is_leader()
         for t in tasks:
             t.cancel()
+
+
+class StuckWatchesCrashes(StuckWatches):
+    """Also: revoking a lease in ``crashed`` fails, as when its holder's host went away
+    (its key then lives until the lease expires)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.crashed: set[int] = set()
+
+    async def revoke_lease(self, lease_id: int) -> None:
+        if lease_id in self.crashed:
+            raise Unavailable("the holder is gone")
+        await super().revoke_lease(lease_id)
+
+
+async def test_followers_whose_watches_are_stuck_still_elect_a_leader_after_a_deposition() -> None:
+    """Chaos 'cut the leader coordinator off': both followers' election watches sit on the
+    cut-off member and never deliver. c deposes a's term, b then finds it over. Neither may
+    wait for its watch: the deposition makes each re-read the key at once, so one of them
+    leads a few loop turns later (no timer involved) instead of never."""
+    clock = FakeClock()
+    store = StuckWatchesCrashes(clock)
+    a = Election(store, "a:1", ttl=6, clock=clock)
+    b = Election(store, "b:1", ttl=6, clock=clock)
+    c = Election(store, "c:1", ttl=6, clock=clock)
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(store.run(tick=0.1))]
+        a_task = tg.create_task(a.run())
+        await clock.run_for(0.5)
+        assert a.is_leader() and a._lease is not None
+        term = a._state.term
+        store.stuck = True  # every watch opened from now on delivers nothing
+        tasks += [tg.create_task(b.run()), tg.create_task(c.run())]
+        await clock.run_for(0.5)
+        assert b.leader() == "a:1" and c.leader() == "a:1"
+        store.crashed.add(a._lease.id)
+        a_task.cancel()  # a is cut off: its key stays until its lease expires (t=6)
+        await clock.run_for(0.1)
+        assert await c.depose(term, "a's link is down")  # t=1.0: the key is deleted now
+        await clock.run_for(0.2, step=0.01)
+        assert c.is_leader(), "c's campaign waited on its stuck watch"
+        assert not await b.depose(term, "a's link is down")
+        await clock.run_for(0.2, step=0.01)
+        assert b.leader() == "c:1" and not b.is_leader()
+        for t in tasks:
+            t.cancel()
+
+
+async def test_a_vacancy_is_seen_within_one_ttl_whatever_the_watch_does() -> None:
+    """Nobody deposes (no follower was connected to the leader) and every watch is stuck:
+    the leader's key vanishes with its lease, and the follower sees the vacancy at its next
+    re-read, one TTL after it last read the key at the latest. Without that bound it never
+    campaigns.
+
+    ttl = 6 s: a's lease is granted at t=0 and renewed every 2 s; a dies at t=1.0, so its
+    last renewal is the grant and its key expires at t=6. b read the key at t=0.5, so it
+    re-reads at t=0.5 + 6 = 6.5 and wins."""
+    clock = FakeClock()
+    store = StuckWatchesCrashes(clock)
+    a = Election(store, "a:1", ttl=6, clock=clock)
+    b = Election(store, "b:1", ttl=6, clock=clock)
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(store.run(tick=0.1))]
+        a_task = tg.create_task(a.run())
+        await clock.run_for(0.5)
+        assert a.is_leader() and a._lease is not None
+        store.stuck = True
+        tasks.append(tg.create_task(b.run()))
+        await clock.run_for(0.5)
+        assert b.leader() == "a:1"
+        store.crashed.add(a._lease.id)
+        a_task.cancel()  # t=1.0: a is gone; its key stays until its lease expires
+        await clock.run_for(5.2)  # t=6.2: the key has expired; b has not re-read yet
+        assert b.leader() == "a:1" and not b.is_leader()
+        await clock.run_for(0.8)  # t=7.0: b re-read at t=6.5
+        assert b.is_leader(), "b never noticed the vacancy through its stuck watch"
+        for t in tasks:
+            t.cancel()
