@@ -152,7 +152,15 @@ COORDINATOR_INSTRUMENTS: tuple[Collector, ...] = (
     IS_LEADER,
     ENROLLMENTS,
 )
+PROBE_RESULTS = Counter(
+    "cloudless_agent_probe_results_total",
+    "Health probe results, by check (liveness, readiness), probe kind and result.",
+    ["check", "kind", "result"],
+    registry=None,
+)
+
 AGENT_INSTRUMENTS: tuple[Collector, ...] = (
+    PROBE_RESULTS,
     CONTAINER_STARTS,
     CONTAINER_RESTARTS,
     CONTAINER_EXITS,

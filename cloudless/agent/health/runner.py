@@ -20,6 +20,7 @@ from cloudless.agent.health import machine
 from cloudless.agent.health.machine import ProbeState, Verdict
 from cloudless.lib.clock import Clock
 from cloudless.model.health import HealthChecks, Probe
+from cloudless.observability.metrics import PROBE_RESULTS
 
 ProbeFn = Callable[[Probe], Awaitable[tuple[bool, str]]]
 
@@ -51,6 +52,7 @@ class HealthRunner:
             due = [(n, p) for n, p in checks if machine.due(states[n], now)]
             results = await asyncio.gather(*(self.probe(p) for _, p in due))
             for (name, p), (ok, detail) in zip(due, results, strict=True):
+                PROBE_RESULTS.labels(name, p.kind.value, "success" if ok else "failure").inc()
                 states[name], change = machine.observe(states[name], p, now, ok, detail)
                 if name == "readiness" and change is not None:
                     ready = change is Verdict.PASSING
