@@ -145,6 +145,10 @@ class ReplicaView(BaseModel):
     started_at: float | None
     endpoint: str
     trace: str = ""  # W3C traceparent of the decision that created it ("" untraced)
+    ready: bool = False
+    health: str = ""
+    volume_bytes: dict[str, int] = Field(default_factory=dict)
+    observed_version: int = 0
 
 
 class NodeView(BaseModel):
@@ -223,6 +227,19 @@ class WorkloadSpecDoc(BaseModel):
     namespace: StrictStr | None = Field(
         None, description="the namespace the workload lives in (default: default)"
     )
+    health: dict[str, Any] | None = Field(
+        None, description="liveness and readiness probes (docs/workloads.md)"
+    )
+    volumes: list[dict[str, Any]] | None = Field(
+        None, description="persistent volumes: name, mount_path, size, read_only"
+    )
+    on_node_loss: Literal["wait", "recreate"] | None = None
+    secrets: list[dict[str, Any]] | None = Field(
+        None, description="secret references: name, and a file path or an env name"
+    )
+    update: dict[str, Any] | None = Field(
+        None, description="roll-out policy: max_unavailable, batch, progress deadline..."
+    )
 
 
 class WorkloadView(BaseModel):
@@ -238,6 +255,7 @@ class WorkloadView(BaseModel):
     spec: WorkloadSpecDoc
     replicas: list[ReplicaView] | None = None
     replicas_running: int | None = None
+    rollout: dict[str, Any] | None = None
 
 
 class WorkloadList(BaseModel):
