@@ -53,6 +53,21 @@ class SchedulerPlacer:
         reason = plan.unplaced[0].reason if plan.unplaced else ""
         return PlaceResult(tuple(ids), reason)
 
+    def scores(
+        self,
+        nodes: Sequence[Node],
+        replicas: Sequence[Replica],
+        workloads: Mapping[str, WorkloadSpec],
+        spec: WorkloadSpec,
+    ) -> dict[str, dict[str, float]]:
+        """Each eligible node's score components for one more replica of ``spec``, by node
+        id: what a placement decision weighed (trace attributes; only asked for traced
+        applies)."""
+        placed = [r for r in replicas if r.observed is not ReplicaState.LOST]
+        snap = Snapshot.build(self.columns(nodes), placed, {**workloads, spec.name: spec})
+        ex = self.scheduler.explain(snap, spec, top=len(nodes))
+        return {ns.node_id: ns.components.to_dict() for ns in ex.best}
+
     def rank(
         self,
         nodes: Sequence[Node],

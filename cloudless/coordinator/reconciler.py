@@ -26,6 +26,7 @@ from typing import Any
 
 from cloudless.coordinator.reconcile import (
     Action,
+    ClusterView,
     CreateReplica,
     DeleteReplica,
     DeleteWorkload,
@@ -214,7 +215,8 @@ class Reconciler:
         for p in snap.problems:
             log.error("skipping undecodable record: %s", p)
         decided = reconcile(snap.view, self.placer, self.ids, self.clock.now())
-        actions = [_traced(a, started) for a in decided]
+        scores = self._scores(snap.view, decided)
+        actions = [_traced(a, started, scores) for a in decided]
         # Until every action is applied with its outcome known, assume the worst: a write
         # that raised may have landed, so the next round reads the store's revision.
         self._unsure = self._unsure or bool(actions)
@@ -232,6 +234,20 @@ class Reconciler:
         return actions
 
     MAX_BATCH = Table.MAX_BATCH  # etcd's limit on operations per transaction, with room
+
+    def _scores(self, view: ClusterView, actions: list[Action]) -> Scores:
+        """Score components of every node for the workloads whose new replicas are traced
+        (none when tracing is off, so this costs nothing then)."""
+        traced = {
+            a.replica.workload for a in actions if isinstance(a, CreateReplica) and a.replica.trace
+        }
+        scores_of = getattr(self.placer, "scores", None)
+        if not traced or scores_of is None:
+            return {}
+        nodes = list(view.nodes.values())
+        replicas = list(view.replicas.values())
+        specs = {n: w.spec for n, w in view.workloads.items() if not w.deleted}
+        return {w: scores_of(nodes, replicas, specs, specs[w]) for w in traced if w in specs}
 
     async def _create_all(self, creates: list[CreateReplica], fence: Fence) -> bool:
         """Create a round's new replicas and their placement events in as few transactions
@@ -403,12 +419,18 @@ class Reconciler:
         self._saw(await self.state.events.put(name, body))
 
 
-def _traced(a: Action, started_ns: int) -> Action:
-    """A new replica of a traced apply gets a ``schedule`` span in that trace, and carries
-    the span's own ``traceparent`` to its agent (the agent's spans become its children)."""
+Scores = dict[str, dict[str, dict[str, float]]]  # workload -> node -> score components
+
+
+def _traced(a: Action, started_ns: int, scores: Scores) -> Action:
+    """A new replica of a traced apply gets a ``schedule`` span in that trace, with the
+    chosen node's score components as the round saw them (``cloudless.score.*``), and
+    carries the span's own ``traceparent`` to its agent (the agent's spans become its
+    children)."""
     if not isinstance(a, CreateReplica) or not a.replica.trace:
         return a
     r = a.replica
+    components = scores.get(r.workload, {}).get(r.node_id, {})
     with (
         child_of(r.trace),
         tracer().start_as_current_span("schedule", start_time=started_ns) as span,
@@ -417,4 +439,6 @@ def _traced(a: Action, started_ns: int) -> Action:
         span.set_attribute("cloudless.replica", r.id)
         span.set_attribute("cloudless.node", r.node_id)
         span.set_attribute("cloudless.spec_version", r.spec_version)
+        for name, value in components.items():
+            span.set_attribute(f"cloudless.score.{name}", value)
         return CreateReplica(replace(r, trace=traceparent(span)))

@@ -70,6 +70,10 @@ async def test_one_trace_per_apply(cluster, spans: InMemorySpanExporter) -> None
     for s in in_trace:
         if s.name in ("validate", "commit", "schedule"):
             assert parent(s) is apply
+        if s.name == "schedule":
+            # what the decision weighed: the chosen node's score components
+            assert s.attributes["cloudless.score.total"] > 0
+            assert "cloudless.score.reliability" in s.attributes
         elif s.name == "replica.start":
             assert parent(s).name == "schedule"  # across the gRPC stream
             assert parent(s).attributes["cloudless.replica"] == s.attributes["cloudless.replica"]
