@@ -144,6 +144,10 @@ class AgentHub:
         self._dirty_event = asyncio.Event()
         self._fence: Fence | None = None
         self._ready = asyncio.Event()
+        # Set once the workloads table is loaded: an assignment needs each replica's spec,
+        # and a replica whose workload is unknown is left out of its node's set (which tells
+        # the agent to stop it), so no set may be built before the workloads are known.
+        self._workloads_loaded = asyncio.Event()
         # request id -> (the node it was sent to, where its chunks go)
         self._log_waiters: dict[str, tuple[str, asyncio.Queue[pb.LogChunk]]] = {}
         self._sec_window = -1
@@ -187,6 +191,7 @@ class AgentHub:
         finally:
             self._fence = None
             self._ready.clear()
+            self._workloads_loaded.clear()
             for s in list(self.sessions.values()):
                 s.closed = True
                 s.outbox.put_nowait(
@@ -530,6 +535,7 @@ class AgentHub:
             self.reliability.up(t.node_id, mono)
 
     async def _watch_replicas(self) -> None:
+        await self._workloads_loaded.wait()
         listing = await self.state.replicas.list()
         index = _Index(workloads=self._index.workloads)
         for rec in listing.records:
@@ -554,6 +560,11 @@ class AgentHub:
     async def _watch_workloads(self) -> None:
         listing = await self.state.workloads.list()
         self._index.workloads = {r.name: r.value for r in listing.records}
+        if self._workloads_loaded.is_set():
+            # after a failed watch: changes may have been missed; resend every set
+            for node_id in self.sessions:
+                self._mark(node_id)
+        self._workloads_loaded.set()
         async for ev in self.state.workloads.watch(start_revision=listing.revision + 1):
             if ev.type is EventType.DELETE:
                 self._index.workloads.pop(ev.name, None)
