@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from cloudless.agent.supervisor import LocalStatus
 from cloudless.lib.errors import CloudlessError
 from cloudless.model.replica import ReplicaState
 from cloudless.observability.certs import CertExpiry
-from cloudless.observability.http import MetricsPage
-from cloudless.observability.metrics import AGENT_INSTRUMENTS, registry
+from cloudless.observability.http import MetricsPage, mtls_context
+from cloudless.observability.metrics import AGENT_INSTRUMENTS, FamiliesCollector, registry
 from cloudless.runtime.protocol import ContainerRuntime
 from cloudless.runtime.types import ContainerStats
 
@@ -68,17 +67,6 @@ def replica_families(
     return [f_state, f_restarts, f_cpu, f_mem, f_lim]
 
 
-class _Families(Collector):
-    def __init__(self) -> None:
-        self.families: list[Family] = []
-
-    def collect(self) -> Iterator[Family]:
-        return iter(self.families)
-
-    def describe(self) -> list[Family]:
-        return []
-
-
 class AgentTelemetry:
     """The agent's registry and page. ``statuses`` is the supervisor's live list."""
 
@@ -92,7 +80,7 @@ class AgentTelemetry:
     ) -> None:
         self.runtime = runtime
         self.statuses = statuses
-        self._replicas = _Families()
+        self._replicas = FamiliesCollector()
         self.registry = registry(AGENT_INSTRUMENTS, self._replicas, CertExpiry(cert_files))
         self.page = MetricsPage(self.registry, [self.refresh])
 
@@ -110,14 +98,12 @@ class AgentTelemetry:
 
         samples = await asyncio.gather(*(one(r) for r in running))
         stats = {r: s for r, s in zip(running, samples, strict=True) if s is not None}
-        self._replicas.families = replica_families(statuses, stats)
+        self._replicas.update(replica_families(statuses, stats))
 
 
 def agent_tls_context(identity_dir: Path) -> ssl.SSLContext:
     """Mutual TLS with the node's own certificate; the scraper needs a certificate from
     the cluster's CA (a user or service identity)."""
-    from cloudless.observability.http import mtls_context
-
     return mtls_context(
         str(identity_dir / "node.crt"), str(identity_dir / "node.key"), str(identity_dir / "ca.pem")
     )

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter as Tally
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Generic, TypeVar
 
 from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from cloudless.coordinator.joining import known_coordinators
 from cloudless.coordinator.reconcile import ClusterView
@@ -27,7 +26,7 @@ from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import DesiredState, Replica, ReplicaState
 from cloudless.observability.certs import CertExpiry
 from cloudless.observability.http import MetricsPage, request_metrics, sd_targets
-from cloudless.observability.metrics import COORDINATOR_INSTRUMENTS, registry
+from cloudless.observability.metrics import COORDINATOR_INSTRUMENTS, FamiliesCollector, registry
 from cloudless.store.errors import DecodeError
 from cloudless.store.table import Table
 
@@ -103,23 +102,6 @@ def cluster_families(view: ClusterView) -> GaugeFamilies:
     return [f_nodes, f_zone, f_cpu, f_mem, f_rep, f_want, f_run, f_unplaced]
 
 
-class SnapshotCollector(Collector):
-    """Serves the families of the last view handed to ``update`` (the HTTP handler reads
-    the store before each scrape, since collection itself cannot await)."""
-
-    def __init__(self) -> None:
-        self._families: GaugeFamilies = []
-
-    def update(self, families: GaugeFamilies) -> None:
-        self._families = families
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        return iter(self._families)
-
-    def describe(self) -> list[GaugeMetricFamily]:
-        return []  # unchecked: the families change with each update
-
-
 class DecodedTable(Generic[T]):
     """A table's records by name as of the last ``read``, each decoded once per change
     (kept by mod revision). Undecodable records are left out."""
@@ -156,7 +138,7 @@ class CoordinatorTelemetry:
         self.nodes: DecodedTable[Node] = DecodedTable(state.nodes)
         self.workloads: DecodedTable[WorkloadRecord] = DecodedTable(state.workloads)
         self.replicas: DecodedTable[Replica] = DecodedTable(state.replicas)
-        self.cluster = SnapshotCollector()
+        self.cluster = FamiliesCollector()
         self.registry = registry(COORDINATOR_INSTRUMENTS, self.cluster, CertExpiry(cert_files))
         self.page = MetricsPage(self.registry, [self.refresh])
 

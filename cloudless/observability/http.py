@@ -16,7 +16,6 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -79,12 +78,6 @@ class MetricsPage:
         resp = web.Response(body=body)
         resp.headers["Content-Type"] = ctype
         return resp
-
-
-@dataclass(frozen=True)
-class ScrapeTarget:
-    address: str  # host:port
-    labels: dict[str, str]
 
 
 def sd_targets(

@@ -13,7 +13,7 @@ component-specific part.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -23,6 +23,7 @@ from prometheus_client import (
     disable_created_metrics,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.registry import Collector
@@ -167,6 +168,26 @@ AGENT_INSTRUMENTS: tuple[Collector, ...] = (
     PULL_BYTES,
     PULL_DURATION,
 )
+
+
+Family = Metric  # a pre-computed metric family (gauge, counter)
+
+
+class FamiliesCollector(Collector):
+    """Serves the families last handed to ``update``: for figures computed before a scrape
+    (from the store, the runtime), since collection itself cannot await."""
+
+    def __init__(self) -> None:
+        self._families: list[Family] = []
+
+    def update(self, families: Iterable[Family]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterator[Family]:
+        return iter(self._families)
+
+    def describe(self) -> list[Family]:
+        return []  # unchecked: the families change with each update
 
 
 def registry(instruments: Iterable[Collector], *extra: Collector) -> CollectorRegistry:

@@ -151,7 +151,6 @@ class Console:
 
     async def logs_stream(self, request: web.Request) -> web.StreamResponse:
         """The API's log stream of the replica (followed), answered by the leader."""
-        request.match_info["id"]
         proxied = request.clone(rel_url=request.rel_url.with_query({"follow": "1", "tail": "200"}))
         try:
             return await self.logs_handler(proxied)

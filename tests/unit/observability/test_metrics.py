@@ -11,13 +11,13 @@ from cloudless.agent.supervisor import LocalStatus
 from cloudless.agent.telemetry import replica_families
 from cloudless.coordinator.reconcile import ClusterView
 from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.telemetry import SnapshotCollector, cluster_families
+from cloudless.coordinator.telemetry import cluster_families
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import DesiredState, Replica, ReplicaState
 from cloudless.model.resources import Resources
 from cloudless.model.workload import WorkloadSpec
 from cloudless.observability.http import metrics_address_problem, parse_listen, sd_targets
-from cloudless.observability.metrics import exposition
+from cloudless.observability.metrics import FamiliesCollector, exposition
 from cloudless.runtime.types import ContainerStats
 
 
@@ -39,7 +39,7 @@ def rep(i: str, w: str, obs: ReplicaState, desired: DesiredState = DesiredState.
 
 def samples(families: list) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:  # type: ignore[type-arg]
     reg = CollectorRegistry()
-    col = SnapshotCollector()
+    col = FamiliesCollector()
     col.update(families)
     reg.register(col)
     text = exposition(reg)[0].decode()
