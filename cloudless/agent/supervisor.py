@@ -534,7 +534,14 @@ class Supervisor:
                 self.on_change()
 
         rid = w.assigned.replica_id
-        t = self._tg.create_task(removal())
+        coro = removal()
+        try:
+            t = self._tg.create_task(coro)
+        except RuntimeError:
+            # The group is shutting down (the agent stops): containers are left as they are
+            # and the next start adopts or removes them.
+            coro.close()
+            return
         self._removals.add(t)
         self._removing[rid] = t
 

@@ -75,6 +75,7 @@ class Execs:
         exec_id = f"exec-{self._salt}-{next(self._ids)}"
         out: Path = self.log_dir(cid) / f"{exec_id}.out"
         await asyncio.to_thread(_touch, out)
+        exited = False  # known to have exited (or never started): no kill needed
         try:
             await c.call(
                 c.tasks.Exec,
@@ -94,30 +95,50 @@ class Execs:
                     f"start exec in {cid}",
                 )
             except CloudlessError as e:
+                exited = True
                 return ExecResult(NOT_STARTED_EXIT, _cut(str(e)))
             code = await self._wait(cid, exec_id, timeout)
             if code is None:
-                with contextlib.suppress(CloudlessError):
-                    await c.call(
-                        c.tasks.Kill,
-                        tasks_pb2.KillRequest(
-                            container_id=cid, exec_id=exec_id, signal=int(signal.SIGKILL)
-                        ),
-                        f"kill exec in {cid}",
-                    )
-                    await self._wait(cid, exec_id, 5.0)
+                await self._kill(cid, exec_id)
+                exited = True
                 return ExecResult(-1, await asyncio.to_thread(_read, out), timed_out=True)
+            exited = True
             return ExecResult(code, await asyncio.to_thread(_read, out))
         finally:
+            # Also when cancelled (a probe stopped with its replica, the agent shutting down):
+            # the clean-up runs to its end in its own task, a running exec is killed before
+            # it is deleted (containerd refuses to delete a running process), and whatever
+            # the clean-up raises is consumed there, never left unretrieved.
+            cleanup = asyncio.ensure_future(self._discard(cid, exec_id, out, kill=not exited))
+            cleanup.add_done_callback(_consume)
+            await asyncio.shield(cleanup)
+
+    async def _kill(self, cid: str, exec_id: str) -> None:
+        """SIGKILL the exec process and wait (briefly) for it to be gone; errors ignored."""
+        c = self.client
+        with contextlib.suppress(CloudlessError):
+            await c.call(
+                c.tasks.Kill,
+                tasks_pb2.KillRequest(
+                    container_id=cid, exec_id=exec_id, signal=int(signal.SIGKILL)
+                ),
+                f"kill exec in {cid}",
+            )
+            await self._wait(cid, exec_id, 5.0)
+
+    async def _discard(self, cid: str, exec_id: str, out: Path, *, kill: bool) -> None:
+        c = self.client
+        try:
+            if kill:
+                await self._kill(cid, exec_id)
             with contextlib.suppress(CloudlessError):
-                await asyncio.shield(
-                    c.call(
-                        c.tasks.DeleteProcess,
-                        tasks_pb2.DeleteProcessRequest(container_id=cid, exec_id=exec_id),
-                        f"delete exec in {cid}",
-                    )
+                await c.call(
+                    c.tasks.DeleteProcess,
+                    tasks_pb2.DeleteProcessRequest(container_id=cid, exec_id=exec_id),
+                    f"delete exec in {cid}",
                 )
-            _remove(out)  # one unlink: not worth a thread, and it must run when cancelled
+        finally:
+            _remove(out)
 
     async def _wait(self, cid: str, exec_id: str, timeout: float) -> int | None:
         """The exit status, or None if it still runs after ``timeout`` seconds."""
@@ -134,6 +155,11 @@ class Execs:
                 return None
             raise map_error(e, f"wait for exec in {cid}") from None
         return int(resp.exit_status)
+
+
+def _consume(t: asyncio.Future[None]) -> None:
+    if not t.cancelled():
+        t.exception()  # retrieved: a failed clean-up is not an error of the caller
 
 
 def _touch(p: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import Callable
 
@@ -114,3 +115,50 @@ async def test_tcp_check_on_containerd(env: Env) -> None:
             await task
         with contextlib.suppress(Exception):
             await rt.delete_container("tcp-0")
+
+
+async def test_a_cancelled_exec_is_killed_and_deleted_without_a_stray_error(env: Env) -> None:
+    """A probe cancelled while its command runs (the replica stops, the agent shuts down),
+    even cancelled twice: the exec process is killed and deleted (containerd refuses to
+    delete a running one), and nothing is left as an unretrieved task exception."""
+    rt = env.runtime()
+    spec = parse_workload({"name": "x", "image": env.image, "command": ["sleep", "300"]})
+    sup = Supervisor(rt, SystemClock(), lambda: None)
+    task = asyncio.create_task(sup.run([Assigned("x-0", "x", 1, spec)]))
+    loop = asyncio.get_running_loop()
+    stray: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, ctx: stray.append(ctx))
+    try:
+        await until("started", lambda: "x-0" in sup.workers)
+        st = sup.workers["x-0"].status
+        await until("running", lambda: st.state is ReplicaState.RUNNING)
+        before = await env.ctr("task", "ps", "x-0")
+        probe = asyncio.create_task(rt.exec_in_container("x-0", ["sleep", "123"], timeout=60))
+        for _ in range(100):
+            if (await env.ctr("task", "ps", "x-0")).count("\n") > before.count("\n"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the exec never showed in the container's processes")
+        probe.cancel()
+        await asyncio.sleep(0)
+        probe.cancel()  # a second cancel leaves the clean-up on its own
+        with contextlib.suppress(asyncio.CancelledError):
+            await probe
+        for _ in range(100):
+            if (await env.ctr("task", "ps", "x-0")).count("\n") == before.count("\n"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the exec process outlived its cancellation")
+        await asyncio.sleep(0.5)
+        gc.collect()
+        await asyncio.sleep(0)
+        assert stray == []
+    finally:
+        loop.set_exception_handler(None)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        with contextlib.suppress(Exception):
+            await rt.delete_container("x-0")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import warnings
 from collections.abc import AsyncIterator
 
 import pytest
@@ -249,3 +251,27 @@ async def test_a_set_received_while_starting_is_not_overwritten_by_the_persisted
         assert [c.id for c in await rt.list_containers()] == ["new"]
         for t in tasks:
             t.cancel()
+
+
+async def test_a_set_arriving_while_the_agent_shuts_down_leaves_containers_alone() -> None:
+    """The task group is aborting (SIGTERM): a set that would remove a replica neither raises
+    nor leaves a coroutine that is never awaited; the container stays for the next start."""
+    clock = FakeClock()
+    rt = FakeRuntime(clock)
+    sup = Supervisor(rt, clock, lambda: None)
+    rt_task = asyncio.create_task(rt.run())
+    task = asyncio.create_task(sup.run([assigned("a")]))
+    await settle(clock)
+    assert [c.id for c in await rt.list_containers()] == ["a"]
+    task.cancel()
+    await asyncio.sleep(0)  # the group is now aborting, its workers being cancelled
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sup.assign([])
+        gc.collect()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert [c.id for c in await rt.list_containers()] == ["a"]
+    rt_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await rt_task
