@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -123,12 +123,13 @@ class GrpcAgentEnd(AgentEnd):
 
 
 class GrpcDialer(Dialer):
-    """Dials coordinators with the node's certificate (``credentials``) and channel options
+    """Dials coordinators with the node's certificate (``credentials()``, asked at every
+    connect: a renewed certificate is used from the next session on) and channel options
     (keepalive, server name override)."""
 
     def __init__(
         self,
-        credentials: grpc.ChannelCredentials,
+        credentials: Callable[[], grpc.ChannelCredentials],
         options: list[tuple[str, object]] | None = None,
     ) -> None:
         self.credentials = credentials
@@ -138,7 +139,7 @@ class GrpcDialer(Dialer):
     async def connect(self, target: str) -> AsyncIterator[AgentEnd]:
         try:
             async with grpc.aio.secure_channel(
-                target, self.credentials, options=self.options
+                target, self.credentials(), options=self.options
             ) as ch:
                 end = GrpcAgentEnd(pbg.AgentControlStub(ch).Connect())
                 try:

@@ -72,7 +72,7 @@ class _Pipe(Generic[T]):
 
     async def get(self) -> T:
         while True:
-            if self.rx_error is not None:
+            if self.rx_error is not None and not self.reader_held:
                 raise self.rx_error
             if self.items and not self.reader_held:
                 item = self.items.popleft()
@@ -90,11 +90,13 @@ class _Pipe(Generic[T]):
 
     async def put(self, item: T) -> None:
         while True:
-            if self.tx_error is not None:
+            if self.writer_held:
+                pass  # a frozen writer waits, whatever happened meanwhile
+            elif self.tx_error is not None:
                 raise self.tx_error
-            if self.dropping:
+            elif self.dropping:
                 return
-            if len(self.items) < self.capacity and not self.writer_held:
+            elif len(self.items) < self.capacity:
                 self.items.append(item)
                 if self._getter is not None and not self._getter.done():
                     self._getter.set_result(None)

@@ -243,7 +243,7 @@ async def test_leader_change_gives_grace_and_scheduling_resumes() -> None:
         new = sim.leader()
         assert new is not None and new is not old
         await sim.until(
-            lambda v: all(a.session is not None for a in agents),
+            lambda v: all(a.connected for a in agents),
             within=6,
             what="agents reconnected",
         )
@@ -280,7 +280,7 @@ async def test_leader_cut_from_store_hands_agents_over_without_alarms() -> None:
         assert took <= 5.0 + LATE
         assert not old.hub.sessions  # the isolated coordinator serves nobody
         await sim.until(
-            lambda v: all(a.session is not None and a.leader_hint == v.leader for a in agents),
+            lambda v: all(a.connected and a.leader_hint == v.leader for a in agents),
             within=6,
             what="agents on the new leader",
         )

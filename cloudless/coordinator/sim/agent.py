@@ -1,40 +1,122 @@
-"""A simulated agent: the real supervisor on a fake runtime, and an in-process link."""
+"""A simulated node: the real agent (``Supervisor`` and ``Link``) on a fake runtime, linked
+to the coordinators through the in-memory transport, and the faults a node can suffer."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from cloudless.agent.link import assignments_from_pb, status_pb
+from cloudless.agent.identity import AgentIdentity
+from cloudless.agent.link import AssignmentFile, Link, Sample, assignments_from_pb
 from cloudless.agent.supervisor import Assigned, Supervisor
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
-from cloudless.coordinator.hub import AgentHub, NotLeader, Session
 from cloudless.lib.backoff import Backoff
-from cloudless.model.node import Node
+from cloudless.lib.clock import Clock
+from cloudless.model.node import Node, NodeConditions
+from cloudless.model.resources import Resources
 from cloudless.runtime.fake import FakeBehavior, FakeHost, FakeRuntime
 from cloudless.runtime.types import ContainerState
-from cloudless.store.errors import StoreError
+from cloudless.transport.channel import AgentEnd, Dialer, Refused
+from cloudless.transport.memory import MemoryConnection, MemoryDialer
 
 if TYPE_CHECKING:
-    from cloudless.coordinator.sim.brain import Brain
     from cloudless.coordinator.sim.cluster import SimCluster
 
 
 @dataclass
 class AgentStats:
-    sessions: int = 0
-    heartbeats: int = 0
-    intervals: list[float] = field(default_factory=list)  # every interval_s acked
-    refused: str = ""
+    """What crossed this agent's link (counted at the agent's end of the channel)."""
+
+    sessions: int = 0  # sessions that got a heartbeat ack
+    heartbeats: int = 0  # heartbeats sent
+    intervals: list[float] = field(default_factory=list)  # every new interval_s acked
+    refused: str = ""  # the last refusal's message
+
+
+class PausableClock:
+    """The agent process's view of time: sleeps do not end while the process is frozen."""
+
+    def __init__(self, inner: Clock) -> None:
+        self.inner = inner
+        self.thawed = asyncio.Event()
+        self.thawed.set()
+
+    def now(self) -> float:
+        return self.inner.now()
+
+    def monotonic(self) -> float:
+        return self.inner.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+        await self.thawed.wait()
+
+
+class MemoryAssignmentFile(AssignmentFile):
+    """The agent's assignments file, kept in memory (survives a restart of the process)."""
+
+    def __init__(self) -> None:
+        self.path = Path("<memory>")
+        self.saved: list[Assigned] = []
+
+    def save(self, msg: pb.Assignments) -> None:
+        self.saved = assignments_from_pb(msg)
+
+    def load(self) -> list[Assigned]:
+        return list(self.saved)
+
+
+class _TappedEnd(AgentEnd):
+    """The agent's end of a channel, counted into ``AgentStats``."""
+
+    def __init__(self, inner: AgentEnd, stats: AgentStats) -> None:
+        self.inner = inner
+        self.stats = stats
+        self.acked = False
+
+    async def send(self, msg: pb.AgentMessage) -> None:
+        await self.inner.send(msg)
+        if msg.WhichOneof("kind") == "heartbeat":
+            self.stats.heartbeats += 1
+
+    async def receive(self) -> pb.CoordinatorMessage:
+        try:
+            msg = await self.inner.receive()
+        except Refused as e:
+            self.stats.refused = e.message
+            raise
+        if msg.WhichOneof("kind") == "ack":
+            if not self.acked:
+                self.acked = True
+                self.stats.sessions += 1
+            if msg.ack.interval_s > 0:
+                interval = min(max(msg.ack.interval_s, 0.05), 60.0)  # as Link takes it
+                if not self.stats.intervals or self.stats.intervals[-1] != interval:
+                    self.stats.intervals.append(interval)
+        return msg
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _TappedDialer(Dialer):
+    def __init__(self, inner: MemoryDialer, stats: AgentStats) -> None:
+        self.inner = inner
+        self.stats = stats
+
+    @contextlib.asynccontextmanager
+    async def connect(self, target: str) -> AsyncIterator[AgentEnd]:
+        async with self.inner.connect(target) as end:
+            yield _TappedEnd(end, self.stats)
 
 
 class SimAgent:
-    """A node: supervisor + fake runtime on a ``FakeHost``, and an in-process link."""
+    """A node: the real supervisor and link over a fake runtime on a ``FakeHost``."""
 
     def __init__(self, cluster: SimCluster, node: Node, behavior: FakeBehavior) -> None:
         self.cluster = cluster
@@ -46,33 +128,16 @@ class SimAgent:
         self.by_image: dict[str, FakeBehavior] = {}
         self.by_container: dict[str, FakeBehavior] = {}
         self.rng = random.Random(cluster.rng.getrandbits(32))
-        self.backoff = Backoff(base=0.2, cap=5.0)
-        self.saved: list[Assigned] = []  # the agent's assignments file
+        self.assignments = MemoryAssignmentFile()
+        self.dialer = cluster.network.dialer(node.id)
+        self.process_clock = PausableClock(cluster.clock)
         self.runtime: FakeRuntime | None = None
         self.supervisor: Supervisor | None = None
+        self.link: Link | None = None
         self.task: asyncio.Task[None] | None = None
-        self.session: Session | None = None
         self.stats = AgentStats()
-        # The coordinators' default until the first ack says otherwise: a new agent must not
-        # heartbeat faster, nor give up on a busy coordinator sooner (silence_limit), than its
-        # peers do.
-        self.interval = 2.0
-        self.last_read = 0.0  # when the coordinator last read from this agent's stream
-        self._hub: AgentHub | None = None
-        self.leader_hint: str | None = None
-        self.seq = 0
         self.frozen_until = -1.0
         self.partitioned = False
-        self._healed = asyncio.Event()
-        self._healed.set()
-        self._cut = asyncio.Event()
-        self._changed = False
-        self._nap: asyncio.Future[None] | None = None
-
-    def _on_change(self) -> None:
-        self._changed = True
-        if self._nap is not None and not self._nap.done():
-            self._nap.set_result(None)
 
     # -- process -----------------------------------------------------------------------------
 
@@ -80,8 +145,22 @@ class SimAgent:
     def up(self) -> bool:
         return self.task is not None and not self.task.done()
 
+    @property
+    def connected(self) -> bool:
+        """The link has a session that the coordinator answers."""
+        return self.link is not None and self.link.connected.is_set()
+
+    @property
+    def leader_hint(self) -> str | None:
+        return None if self.link is None else self.link.leader_hint
+
+    @property
+    def saved(self) -> list[Assigned]:
+        """The agent's assignments file."""
+        return self.assignments.saved
+
     def start(self) -> None:
-        """Start the agent process (a new runtime and supervisor on this node's host)."""
+        """Start the agent process (a new runtime, supervisor and link on this host)."""
         if self.up:
             raise RuntimeError(f"agent {self.node_id} is already running")
         self.runtime = FakeRuntime(
@@ -91,20 +170,37 @@ class SimAgent:
             by_container=self.by_container,
             host=self.host,
         )
+        link_ref: list[Link] = []
         self.supervisor = Supervisor(
             self.runtime,
             self.clock,
-            self._on_change,
+            lambda: link_ref[0].on_change() if link_ref else None,
             volumes_root=Path(self.cluster.volumes.name) / self.node_id,
         )
+        identity = AgentIdentity(
+            self.node_id, b"", b"", b"", coordinators=[b.name for b in self.cluster.brains]
+        )
+        self.link = Link(
+            identity,
+            self.supervisor,
+            self.runtime,
+            pb.NodeFacts,
+            lambda: Sample(Resources(), NodeConditions()),
+            self.process_clock,
+            self.rng,
+            self.assignments,
+            backoff=Backoff(base=0.2, cap=5.0),
+            dialer=_TappedDialer(self.dialer, self.stats),
+        )
+        link_ref.append(self.link)
         self.task = self.cluster.spawn(self._process(), f"agent {self.node_id}")
 
     async def _process(self) -> None:
-        assert self.runtime is not None and self.supervisor is not None
+        assert self.runtime and self.supervisor and self.link
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.runtime.run())
-            tg.create_task(self.supervisor.run(list(self.saved)))
-            tg.create_task(self._link())
+            tg.create_task(self.supervisor.run(self.assignments.load()))
+            tg.create_task(self.link.run())
 
     async def kill(self) -> None:
         """The agent process dies: the kernel closes its stream; containers stay on the host."""
@@ -124,46 +220,55 @@ class SimAgent:
         await self.kill()
         self.start()
 
+    # -- faults of the link --------------------------------------------------------------------
+
+    def _connections(self) -> list[MemoryConnection]:
+        return list(self.dialer.connections)
+
     def freeze(self, seconds: float) -> None:
-        """The process stops for ``seconds`` (no heartbeats, session left open). Its host
-        still acknowledges TCP, so the transport closes the stream only if the freeze
-        outlasts the keepalive PING timeout (``Keepalive.frozen_detected_at``)."""
+        """The agent process stops for ``seconds``: its link neither sends nor reads (the
+        supervisor goes on). Its host still acknowledges TCP, so the coordinator's transport
+        closes the stream only if the freeze outlasts the keepalive PING timeout
+        (``Keepalive.frozen_detected_at``)."""
         now = self.clock.monotonic()
         self.frozen_until = now + seconds
-        s, hub = self.session, self._hub
-        if s is not None and hub is not None:
-            at = self.cluster.keepalive.frozen_detected_at(self.last_read, now)
+        self.process_clock.thawed.clear()
+        for c in self._connections():
+            c.hold()
+            at = self.cluster.keepalive.frozen_detected_at(c.last_read, now)
             if self.frozen_until > at:
-                self._transport_closes(hub, s, at, lambda: self.frozen_until > at)
+                self._later(at, lambda c=c, at=at: self.frozen_until > at and c.vanish())  # type: ignore[misc]
+        self._later(self.frozen_until, self._thaw)
+
+    def _thaw(self) -> None:
+        if self.clock.monotonic() + 1e-9 >= self.frozen_until:
+            self.process_clock.thawed.set()
+            for c in self._connections():
+                c.release()
 
     def partition(self) -> None:
-        """Cut the link without a FIN: nothing more crosses it; the supervisor goes on
-        running containers. The coordinator's transport closes the stream once a keepalive
-        PING goes unacknowledged (``Keepalive.cut_detected_at``)."""
+        """Cut the link without a FIN: nothing more crosses it and new connections fail;
+        the supervisor goes on running containers. The coordinator's transport closes the
+        stream once a keepalive PING goes unacknowledged (``Keepalive.cut_detected_at``)."""
         self.partitioned = True
-        self._healed.clear()
-        s, hub = self.session, self._hub
-        if s is not None and hub is not None:
-            at = self.cluster.keepalive.cut_detected_at(self.last_read, self.clock.monotonic())
-            self._transport_closes(hub, s, at, lambda: True)
-        self._cut.set()
-
-    def _transport_closes(
-        self, hub: AgentHub, s: Session, at: float, still: Callable[[], bool]
-    ) -> None:
-        """The coordinator's gRPC core ends ``s`` at ``at`` if ``still()`` holds then."""
-
-        async def close() -> None:
-            await self.clock.sleep(max(0.0, at - self.clock.monotonic()))
-            if not s.closed and still():
-                hub.close_session(s)
-
-        self.cluster.spawn(close(), f"transport of {self.node_id}")
+        self.dialer.unreachable = True
+        now = self.clock.monotonic()
+        for c in self._connections():
+            c.cut()
+            at = self.cluster.keepalive.cut_detected_at(c.last_read, now)
+            self._later(at, c.break_coordinator_end)
 
     def heal(self) -> None:
+        """The link is back: the agent's next connection attempt gets through."""
         self.partitioned = False
-        self._cut.clear()
-        self._healed.set()
+        self.dialer.unreachable = False
+
+    def _later(self, at: float, fn: Callable[[], object]) -> None:
+        async def run() -> None:
+            await self.clock.sleep(max(0.0, at - self.clock.monotonic()))
+            fn()
+
+        self.cluster.spawn(run(), f"link fault of {self.node_id}")
 
     def set_behavior(
         self, behavior: FakeBehavior, *, image: str | None = None, container: str | None = None
@@ -194,131 +299,3 @@ class SimAgent:
             for cid, c in sorted(self.host.containers.items())
             if c.state is ContainerState.RUNNING
         }
-
-    # -- the link ------------------------------------------------------------------------------
-
-    async def _thawed(self) -> None:
-        while (left := self.frozen_until - self.clock.monotonic()) > 0:
-            await self.clock.sleep(left)
-
-    def _targets(self) -> list[Brain]:
-        """Reachable coordinators, the last known leader first (as the real link orders
-        its known endpoints)."""
-        up = [b for b in self.cluster.brains if b.task is not None and not b.task.done()]
-        hint = [b for b in up if b.name == self.leader_hint]
-        return hint + [b for b in up if b.name != self.leader_hint]
-
-    async def _link(self) -> None:
-        """Like ``Link.run``: try each coordinator in turn; a follower's redirect names the
-        leader to go to next; back off with jitter after a full round of failures."""
-        attempt = 0
-        while True:
-            await self._healed.wait()
-            await self._thawed()
-            for brain in self._targets():
-                try:
-                    s = await brain.hub.open_session(self.node_id)
-                except NotLeader:
-                    leader = brain.election.leader()
-                    if leader and leader != brain.name:
-                        self.leader_hint = leader
-                        break  # redirected: straight to the leader after the backoff
-                    continue
-                except StoreError:
-                    continue  # that coordinator cannot serve: the call fails, try the next
-                except PermissionError as e:
-                    self.stats.refused = str(e)
-                    return  # a removed node's agent stops talking
-                attempt = 0
-                self.leader_hint = brain.name
-                self.stats.sessions += 1
-                self.session, self._hub = s, brain.hub
-                try:
-                    await self._serve(brain.hub, s)
-                finally:
-                    self.session, self._hub = None, None
-                    if not self.partitioned:
-                        brain.hub.close_session(s)
-                if self.partitioned or self.frozen_until > self.clock.monotonic():
-                    break
-            await self.clock.sleep(self.backoff.delay(attempt, self.rng))
-            attempt += 1
-
-    async def _serve(self, hub: AgentHub, s: Session) -> None:
-        """One session: Hello, then heartbeats and incoming messages, until the stream ends
-        (redirect, hub error) or the link is cut."""
-        assert self.supervisor is not None
-        now = self.clock.now()
-        try:
-            await hub.on_hello(
-                s,
-                pb.Hello(
-                    node_id=self.node_id,
-                    replicas=[status_pb(st, now) for st in self.supervisor.statuses()],
-                ),
-            )
-        except (NotLeader, StoreError):
-            return
-        self.last_read = self.clock.monotonic()
-        await _race(self._heartbeats(hub, s), self._reader(s), self._cut.wait())
-
-    async def _heartbeats(self, hub: AgentHub, s: Session) -> None:
-        assert self.supervisor is not None
-        while not s.closed:
-            await self._thawed()
-            if s.closed:
-                return  # the transport ended the stream while this process was frozen
-            self._changed = False
-            self.seq += 1
-            now = self.clock.now()
-            hb = pb.Heartbeat(
-                seq=self.seq,
-                sent_at=now,
-                replicas=[status_pb(st, now) for st in self.supervisor.statuses()],
-            )
-            self.last_read = self.clock.monotonic()
-            try:
-                ack = await hub.on_heartbeat(s, hb)
-            except (NotLeader, StoreError):
-                return  # the stream ends; the link reconnects
-            self.stats.heartbeats += 1
-            if ack.interval_s > 0:
-                self.interval = min(max(ack.interval_s, 0.05), 60.0)
-                if not self.stats.intervals or self.stats.intervals[-1] != self.interval:
-                    self.stats.intervals.append(self.interval)
-            if not self._changed:  # next beat after the interval, or at once on a change
-                self._nap = asyncio.get_running_loop().create_future()
-                self.clock.wake(self.interval, self._nap)
-                try:
-                    await self._nap
-                finally:
-                    self._nap = None
-            if self._changed:
-                await self.clock.sleep(0.02)  # coalesce a burst, as the real link does
-
-    async def _reader(self, s: Session) -> None:
-        assert self.supervisor is not None
-        while True:
-            msg = await s.outbox.get()
-            await self._thawed()
-            kind = msg.WhichOneof("kind")
-            if kind == "assignments":
-                self.saved = assignments_from_pb(msg.assignments)
-                self.supervisor.assign(list(self.saved))
-            elif kind == "redirect":
-                return
-
-
-async def _race(*aws: Coroutine[Any, Any, Any]) -> int:
-    """Run ``aws`` until the first finishes; cancel the rest; return the winner's index
-    (re-raising its exception)."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    winner = next(i for i, t in enumerate(tasks) if t in done)
-    tasks[winner].result()
-    return winner

@@ -1,4 +1,5 @@
-"""One coordinator brain: the real leader machinery, without servers."""
+"""One coordinator brain: the real leader machinery, serving agents on the in-memory
+transport at its name."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
+from cloudless.coordinator.agent_sessions import AgentSessions
 from cloudless.coordinator.eventlog import EventBounds, EventCompactor
 from cloudless.coordinator.hub import AgentHub
 from cloudless.coordinator.membership import MembershipConfig
@@ -21,6 +23,7 @@ from cloudless.store.election import Election
 from cloudless.store.errors import StoreError
 from cloudless.store.fence import Fence
 from cloudless.store.memory import MemoryStore
+from cloudless.transport.memory import MemoryNetwork
 
 log = logging.getLogger("cloudless.sim")
 
@@ -36,7 +39,10 @@ class Brain:
         membership: MembershipConfig,
         rng: random.Random,
         election_ttl: int,
+        network: MemoryNetwork,
+        peers: Callable[[], list[str]],
     ) -> None:
+        """``peers()``: every coordinator's agent address (this one's is ``name``)."""
         self.name = name
         self.clock = clock
         self.link = GatedStore(store)
@@ -44,8 +50,20 @@ class Brain:
         self.election = Election(self.link, name, ttl=election_ttl, clock=clock, rng=rng)
         self.hub = AgentHub(self.state, clock, membership)
         self.reconciler = Reconciler(self.state, SchedulerPlacer(), RandomIds(rng), clock)
+        self.sessions = AgentSessions(
+            hub=self.hub,
+            clock=clock,
+            leader_address=self.election.leader,
+            agent_endpoints=lambda: [name, *(p for p in peers() if p != name)],
+            refused=self._refused,
+        )
+        self.listener = network.listener(name, self.sessions.serve)
         self.task: asyncio.Task[None] | None = None
         self.terms = 0
+
+    async def _refused(self, message: str) -> None:
+        log.warning(message)
+        await self.hub.emit("security", message)
 
     @property
     def leading(self) -> bool:
@@ -55,6 +73,7 @@ class Brain:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.election.run())
             tg.create_task(self._follow())
+            tg.create_task(self.listener.run())
 
     async def _follow(self) -> None:
         task: asyncio.Task[None] | None = None

@@ -26,6 +26,7 @@ from cloudless.model.workload import WorkloadSpec
 from cloudless.runtime.fake import FakeBehavior
 from cloudless.store.fence import Fence
 from cloudless.store.memory import MemoryStore
+from cloudless.transport.memory import MemoryNetwork
 
 NODE_SIZE = Resources(4000, 8 << 30, 100 << 30, 10**9)
 
@@ -54,17 +55,8 @@ class SimCluster:
         self.keepalive = keepalive or Keepalive()  # when the transport closes a silent stream
         self.store = MemoryStore(self.clock, retain_revisions=20_000)
         self.state = ClusterState(self.store)  # the harness's own, uncut, view of the store
-        self.brains = [
-            Brain(
-                f"coord-{i}",
-                self.store,
-                self.clock,
-                self.membership,
-                random.Random(self.rng.getrandbits(32)),
-                election_ttl,
-            )
-            for i in range(coordinators)
-        ]
+        self.network = MemoryNetwork(self.clock)  # agents reach brains at their names
+        self.brains = [self._brain(f"coord-{i}", election_ttl) for i in range(coordinators)]
         self.agents: dict[str, SimAgent] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._failures: list[str] = []
@@ -103,6 +95,18 @@ class SimCluster:
 
     # -- brains --------------------------------------------------------------------------------
 
+    def _brain(self, name: str, election_ttl: int) -> Brain:
+        return Brain(
+            name,
+            self.store,
+            self.clock,
+            self.membership,
+            random.Random(self.rng.getrandbits(32)),
+            election_ttl,
+            self.network,
+            lambda: [b.name for b in self.brains],
+        )
+
     def leader(self) -> Brain | None:
         for b in self.brains:
             if b.task is not None and not b.task.done() and b.leading:
@@ -129,14 +133,7 @@ class SimCluster:
 
     def replace_brain(self, b: Brain) -> Brain:
         """A crashed coordinator comes back as a fresh process (same name, empty memory)."""
-        fresh = Brain(
-            b.name,
-            self.store,
-            self.clock,
-            self.membership,
-            random.Random(self.rng.getrandbits(32)),
-            b.election.ttl,
-        )
+        fresh = self._brain(b.name, b.election.ttl)
         self.brains[self.brains.index(b)] = fresh
         self.start_brain(fresh)
         return fresh
@@ -300,9 +297,7 @@ class SimCluster:
             if not a.up or a.partitioned
         }
         unconnected = frozenset(
-            nid
-            for nid, a in self.agents.items()
-            if a.up and not a.partitioned and a.session is None
+            nid for nid, a in self.agents.items() if a.up and not a.partitioned and not a.connected
         )
         brain = self.leader()
         leader = brain.name if brain else None

@@ -137,7 +137,7 @@ class GrpcHarness(ChannelHarness):
         key = new_private_key()
         cert = self.ca.sign_csr(make_csr(key, sid), sid, CertKind.NODE)
         creds = grpc_channel_credentials(cert, key, self.ca.bundle_pem)
-        return GrpcDialer(creds, grpc_channel_options("localhost"))
+        return GrpcDialer(lambda: creds, grpc_channel_options("localhost"))
 
     async def vanish_server(self) -> None:
         if self.server is not None:
