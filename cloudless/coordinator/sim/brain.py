@@ -4,23 +4,21 @@ transport at its name."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from cloudless.coordinator.agent_sessions import AgentSessions
 from cloudless.coordinator.eventlog import EventBounds, EventCompactor
 from cloudless.coordinator.hub import AgentHub
+from cloudless.coordinator.leadership import Leadership
 from cloudless.coordinator.membership import MembershipConfig
 from cloudless.coordinator.placer import SchedulerPlacer
 from cloudless.coordinator.reconciler import Reconciler
 from cloudless.coordinator.sim.base import GatedStore, SimClock
 from cloudless.coordinator.state import EVENTS_PREFIX, ClusterState
-from cloudless.lib.errors import CloudlessError
 from cloudless.lib.ids import RandomIds
 from cloudless.store.election import Election
-from cloudless.store.errors import StoreError
 from cloudless.store.fence import Fence
 from cloudless.store.memory import MemoryStore
 from cloudless.transport.memory import MemoryNetwork
@@ -29,7 +27,8 @@ log = logging.getLogger("cloudless.sim")
 
 
 class Brain:
-    """One coordinator's leader machinery, wired as ``Coordinator`` wires it (no servers)."""
+    """One coordinator: the real election, ``Leadership`` (hub, reconciler, event compactor)
+    and ``AgentSessions``, over the shared store through a ``GatedStore`` a test can cut."""
 
     def __init__(
         self,
@@ -58,8 +57,17 @@ class Brain:
             refused=self._refused,
         )
         self.listener = network.listener(name, self.sessions.serve)
+        self.leadership = Leadership(
+            self.election,
+            clock,
+            [
+                ("agent hub", self.hub.lead),
+                ("reconciler", self.reconciler.lead),
+                ("event compactor", self._compact_events),
+            ],
+            name=name,
+        )
         self.task: asyncio.Task[None] | None = None
-        self.terms = 0
 
     async def _refused(self, message: str) -> None:
         log.warning(message)
@@ -69,45 +77,15 @@ class Brain:
     def leading(self) -> bool:
         return self.hub.active and self.election.is_leader()
 
+    @property
+    def terms(self) -> int:
+        return self.leadership.terms
+
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.election.run())
-            tg.create_task(self._follow())
+            tg.create_task(self.leadership.run())
             tg.create_task(self.listener.run())
-
-    async def _follow(self) -> None:
-        task: asyncio.Task[None] | None = None
-        try:
-            async for lead in self.election.changes():
-                if lead.is_me and task is None:
-                    self.terms += 1
-                    task = asyncio.create_task(self._leading())
-                elif not lead.is_me and task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-                    task = None
-        finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-    async def _leading(self) -> None:
-        """As ``Coordinator._leading``: the hub, the reconciler and the event compactor
-        restart each on its own."""
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._keep_leading(self.hub.lead))
-            tg.create_task(self._keep_leading(self.reconciler.lead))
-            tg.create_task(self._keep_leading(self._compact_events))
 
     async def _compact_events(self, fence: Fence) -> None:
         await EventCompactor(self.link, EVENTS_PREFIX, EventBounds(), self.clock, fence=fence).run()
-
-    async def _keep_leading(self, lead: Callable[[Fence], Awaitable[None]]) -> None:
-        while self.election.is_leader():
-            try:
-                await lead(self.election.fence())
-            except* (StoreError, CloudlessError) as eg:
-                log.info("%s: leader loop stopped (%s)", self.name, eg.exceptions[0])
-            await self.clock.sleep(0.2)
