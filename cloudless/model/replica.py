@@ -91,9 +91,7 @@ class Replica:
         to be dropped. A report about another spec version is another container (an update
         replaces it and its restart count starts over), so it may start over. The
         coordinator-owned fields (assignment, desired state, spec version) are kept."""
-        same = (
-            report.restarts == self.restarts and report.observed_version == self.observed_version
-        )
+        same = report.restarts == self.restarts and report.observed_version == self.observed_version
         if not advance(self.observed, report.observed, same):
             return None
         return replace(

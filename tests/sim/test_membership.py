@@ -15,11 +15,11 @@ from __future__ import annotations
 import pytest
 
 from cloudless.coordinator.membership import MembershipConfig
-from cloudless.coordinator.sim import SimCluster, SimView, spec
 from cloudless.lib.keepalive import Keepalive
 from cloudless.model.node import NodeState
 from cloudless.model.replica import ReplicaState
 from cloudless.store.errors import Unavailable
+from cloudless.testing.sim import SimCluster, SimView, spec
 
 S = NodeState
 LATE = 0.1 + 1e-6  # one hub tick

@@ -8,9 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.sim import SimCluster, spec
 from cloudless.model.replica import ReplicaState
 from cloudless.model.volumes import NodeLoss, Volume
+from cloudless.testing.sim import SimCluster, spec
 
 DATA = (Volume("data", "/data"),)
 

@@ -7,7 +7,6 @@ from collections import Counter
 
 import pytest
 
-from cloudless.coordinator.sim import SimCluster, SimView, spec
 from cloudless.model.node import NodeState
 from cloudless.model.replica import DesiredState, ReplicaState
 from cloudless.model.workload import (
@@ -17,6 +16,7 @@ from cloudless.model.workload import (
     SpreadConstraint,
 )
 from cloudless.runtime.fake import FakeBehavior
+from cloudless.testing.sim import SimCluster, SimView, spec
 
 S = NodeState
 R = ReplicaState

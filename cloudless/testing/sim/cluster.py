@@ -14,10 +14,6 @@ from typing import Any
 
 from cloudless.coordinator.membership import MembershipConfig
 from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.sim.agent import SimAgent
-from cloudless.coordinator.sim.base import SimClock, SimError
-from cloudless.coordinator.sim.brain import Brain
-from cloudless.coordinator.sim.view import SimView, problems
 from cloudless.coordinator.state import ClusterState
 from cloudless.lib.keepalive import Keepalive
 from cloudless.model.node import Node, NodeState
@@ -26,6 +22,10 @@ from cloudless.model.workload import WorkloadSpec
 from cloudless.runtime.fake import FakeBehavior
 from cloudless.store.fence import Fence
 from cloudless.store.memory import MemoryStore
+from cloudless.testing.sim.agent import SimAgent
+from cloudless.testing.sim.base import SimClock, SimError
+from cloudless.testing.sim.brain import Brain
+from cloudless.testing.sim.view import SimView, problems
 from cloudless.transport.memory import MemoryNetwork
 
 NODE_SIZE = Resources(4000, 8 << 30, 100 << 30, 10**9)

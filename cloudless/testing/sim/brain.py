@@ -15,12 +15,12 @@ from cloudless.coordinator.leadership import Leadership
 from cloudless.coordinator.membership import MembershipConfig
 from cloudless.coordinator.placer import SchedulerPlacer
 from cloudless.coordinator.reconciler import Reconciler
-from cloudless.coordinator.sim.base import GatedStore, SimClock
 from cloudless.coordinator.state import EVENTS_PREFIX, ClusterState
 from cloudless.lib.ids import RandomIds
 from cloudless.store.election import Election
 from cloudless.store.fence import Fence
 from cloudless.store.memory import MemoryStore
+from cloudless.testing.sim.base import GatedStore, SimClock
 from cloudless.transport.memory import MemoryNetwork
 
 log = logging.getLogger("cloudless.sim")

@@ -25,7 +25,7 @@ from cloudless.transport.channel import AgentEnd, Dialer, Refused
 from cloudless.transport.memory import MemoryConnection, MemoryDialer
 
 if TYPE_CHECKING:
-    from cloudless.coordinator.sim.cluster import SimCluster
+    from cloudless.testing.sim.cluster import SimCluster
 
 
 @dataclass

@@ -22,11 +22,11 @@ cluster picture every harness failure message carries, and ``SimCluster.problems
 the invariants that must hold once the cluster has settled.
 """
 
-from cloudless.coordinator.sim.agent import AgentStats, SimAgent
-from cloudless.coordinator.sim.base import GatedStore, SimClock, SimError
-from cloudless.coordinator.sim.brain import Brain
-from cloudless.coordinator.sim.cluster import NODE_SIZE, SimCluster, spec
-from cloudless.coordinator.sim.view import SimView, problems
+from cloudless.testing.sim.agent import AgentStats, SimAgent
+from cloudless.testing.sim.base import GatedStore, SimClock, SimError
+from cloudless.testing.sim.brain import Brain
+from cloudless.testing.sim.cluster import NODE_SIZE, SimCluster, spec
+from cloudless.testing.sim.view import SimView, problems
 
 __all__ = [
     "NODE_SIZE",
