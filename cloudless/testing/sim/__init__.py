@@ -1,21 +1,20 @@
-"""A simulated cluster on one ``FakeClock``: real coordinator brains, simulated agents.
+"""A simulated cluster on one ``FakeClock``, running the product's own code.
 
 ``SimCluster`` runs, in one event loop, one or more coordinator *brains* (the real
-``Election``, ``AgentHub`` and ``Reconciler`` with the real ``SchedulerPlacer``, over one
-shared ``MemoryStore``) and many *agents*, each the real ``Supervisor`` over a ``FakeRuntime``
-on its own ``FakeHost`` plus a small in-process link that does what
-``cloudless.agent.link.Link`` does without gRPC: open a session on the leader's hub, send a
-Hello and heartbeats with the replica statuses, and hand every ``Assignments`` message to the
-supervisor. Time moves only when the harness advances the clock (``run_for``/``until``), and
-after each step the loop is run until it has nothing left to do, so minutes of cluster time
-pass in about a second and nothing sleeps for real.
+``Election``, ``Leadership`` with ``AgentHub``, ``Reconciler`` and the real
+``SchedulerPlacer``, and ``AgentSessions`` serving agents, over one shared ``MemoryStore``)
+and many *agents*, each the real ``Supervisor`` over a ``FakeRuntime`` on its own ``FakeHost``
+and the real ``Link``, connected through the in-memory transport
+(``cloudless.transport.memory``) instead of gRPC. Time moves only when the harness advances
+the clock (``run_for``/``until``), and after each step the loop is run until it has nothing
+left to do, so minutes of cluster time pass in about a second and nothing sleeps for real.
 
-Faults, per agent (``SimAgent``): ``kill`` (process gone, stream breaks), ``crash_host``
-(the machine too: its containers vanish), ``freeze`` (no heartbeats, session left open),
-``partition``/``heal`` (link cut without a FIN while the supervisor and its containers go
-on; heal reconnects with a new session), ``restart`` (new supervisor and runtime on the same
-host: they adopt the containers), and ``FakeBehavior`` knobs for crashing containers and slow
-pulls. Per brain: ``crash`` (dies without resigning: its lease must lapse first).
+Faults, per agent (``SimAgent``): ``kill`` (process gone, its channel closes), ``crash_host``
+(the machine too: its containers vanish), ``freeze`` (the link's clock and channel stop),
+``partition``/``heal`` (the channel is cut without a FIN while the supervisor and its
+containers go on), ``restart`` (new supervisor, runtime and link on the same host: they
+adopt the containers), and ``FakeBehavior`` knobs for crashing containers and slow pulls.
+Per brain: ``crash`` (dies without resigning: its lease must lapse first).
 
 ``SimCluster.view()`` reads the store into a ``SimView``; ``SimView.dump()`` is the readable
 cluster picture every harness failure message carries, and ``SimCluster.problems()`` checks
