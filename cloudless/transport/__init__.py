@@ -8,9 +8,9 @@ end. ``grpc_channel`` implements it over the ``AgentControl.Connect`` stream wit
 faults a test can inject: a cut link, a frozen peer, a vanished peer. Both pass the one
 conformance suite in ``cloudless.testing.channel_checks``.
 
-What travels over a channel (Hello, heartbeats, assignments, redirects...) is the business of
-``cloudless.agent.link`` and ``cloudless.coordinator.agent_api``; this package never looks
-inside a message.
+What travels over a channel (Hello, heartbeats, assignments, redirects...) is the business
+of ``cloudless.agent.link`` and ``cloudless.coordinator.agentapi.sessions``; this package
+never looks inside a message.
 """
 
 from cloudless.transport.channel import (

@@ -8,14 +8,14 @@ import logging
 import random
 from collections.abc import Callable
 
-from cloudless.coordinator.agent_sessions import AgentSessions
+from cloudless.coordinator.agentapi.sessions import AgentSessions
+from cloudless.coordinator.deciders.membership import MembershipConfig
+from cloudless.coordinator.deciders.placer import SchedulerPlacer
+from cloudless.coordinator.dispatcher.hub import AgentHub
 from cloudless.coordinator.eventlog import EventBounds, EventCompactor
-from cloudless.coordinator.hub import AgentHub
-from cloudless.coordinator.leadership import Leadership
-from cloudless.coordinator.membership import MembershipConfig
-from cloudless.coordinator.placer import SchedulerPlacer
-from cloudless.coordinator.reconciler import Reconciler
-from cloudless.coordinator.state import EVENTS_PREFIX, ClusterState
+from cloudless.coordinator.loops.reconcile_loop import Reconciler
+from cloudless.coordinator.state.cluster import EVENTS_PREFIX, ClusterState
+from cloudless.coordinator.wiring.leadership import Leadership
 from cloudless.lib.ids import RandomIds
 from cloudless.store.election import Election
 from cloudless.store.fence import Fence

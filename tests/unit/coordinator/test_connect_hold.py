@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
-from cloudless.coordinator.agent_sessions import AgentSessions
-from cloudless.coordinator.hub import NotLeader, Session
+from cloudless.coordinator.agentapi.sessions import AgentSessions
+from cloudless.coordinator.dispatcher.hub import NotLeader, Session
 from cloudless.lib.clock import SystemClock
 from cloudless.transport.channel import AgentEnd
 from cloudless.transport.memory import MemoryNetwork

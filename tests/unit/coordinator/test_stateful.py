@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloudless.coordinator.reconcile import (
+from cloudless.coordinator.deciders.reconcile import (
     Action,
     ClusterView,
     CreateReplica,
@@ -14,8 +14,8 @@ from cloudless.coordinator.reconcile import (
     UpdateReplica,
     reconcile,
 )
-from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.stateful import ordinal_of
+from cloudless.coordinator.deciders.stateful import ordinal_of
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.ids import SequentialIds
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import DesiredState, Replica, ReplicaState

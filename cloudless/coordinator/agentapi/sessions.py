@@ -18,13 +18,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
-from cloudless.coordinator.agent_input import clean_goodbye, clean_statuses, heartbeat_problems
-from cloudless.coordinator.hub import AgentHub, NotLeader, Session
+from cloudless.coordinator.agentapi.checks import clean_goodbye, clean_statuses, heartbeat_problems
+from cloudless.coordinator.dispatcher.hub import AgentHub, NotLeader, Session
 from cloudless.lib.clock import Clock
 from cloudless.store.errors import StoreError
 from cloudless.transport.channel import ChannelError, CoordinatorEnd, RefusalCode, Refused
 
-log = logging.getLogger("cloudless.coordinator.agent_api")
+log = logging.getLogger("cloudless.coordinator.agentapi.sessions")
 
 # Put in a session's outbox when the agent's side of the stream has ended.
 _READER_DONE = pb.CoordinatorMessage()
