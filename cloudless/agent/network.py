@@ -156,9 +156,7 @@ class AgentNetwork:
         self.live_containers = live_containers
         self.prerequisite = prerequisite
         self.host_netns = host_netns
-        self.host_argv: tuple[str, ...] = (
-            ("ip", "netns", "exec", host_netns) if host_netns else ()
-        )
+        self.host_argv: tuple[str, ...] = ("ip", "netns", "exec", host_netns) if host_netns else ()
         self.netns_prefix = netns_prefix
         self.dns_port = dns_port
         self.attach_timeout = attach_timeout

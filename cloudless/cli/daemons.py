@@ -184,7 +184,8 @@ def coordinator(
         typer.Option(
             metavar="on|KEY=CIDR,...",
             help="Container networking (address slots, service VIPs): 'on' for the defaults, "
-            "or overlay=,containers=,prefix=,services= (see docs/network.md). Default off.",
+            "or overlay=,containers=,prefix=,services=,lighthouse=IP:PORT (where devices reach "
+            "this coordinator's Nebula lighthouse; see docs/network.md). Default off.",
         ),
     ] = "",
     scheduler: Annotated[

@@ -160,6 +160,8 @@ class AgentHub:
         self._nodes_from: int | None = None  # where _watch_nodes starts (None: list first)
         #: Secret values by name (``SecretCache.get``), for replicas whose spec refers to them.
         self.secret_values: Callable[[str], bytes | None] = lambda name: None
+        #: The node's container network (``network.publisher``), sent with its set; None: off.
+        self.network_for: Callable[[str], pb.NetworkConfig | None] = lambda node_id: None
 
     # ---- leadership ------------------------------------------------------------------------
 
@@ -648,6 +650,11 @@ class AgentHub:
                 if s is not None and not s.closed:
                     s.outbox.put_nowait(self.assignments_for(s))
 
+    def repush(self, node_ids: Iterable[str]) -> None:
+        """Send these nodes their set again (their network changed)."""
+        for node_id in node_ids:
+            self._mark(node_id)
+
     def secrets_changed(self, names: set[str]) -> None:
         """Re-push the assignments of nodes running a replica that uses one of ``names``."""
         for node_id in list(self.sessions):
@@ -669,9 +676,11 @@ class AgentHub:
             }
             drop = rec.deleted and rec.delete_volumes
             out.append(assignment(r, rec.spec, values, drop_volumes=drop))
-        return pb.CoordinatorMessage(
-            assignments=pb.Assignments(generation=s.generation, replicas=out)
-        )
+        msg = pb.Assignments(generation=s.generation, replicas=out)
+        net = self.network_for(s.node_id)
+        if net is not None:
+            msg.network.CopyFrom(net)
+        return pb.CoordinatorMessage(assignments=msg)
 
     # ---- logs ------------------------------------------------------------------------------
 

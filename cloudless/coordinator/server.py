@@ -47,6 +47,7 @@ from cloudless.lib.errors import CloudlessError
 from cloudless.lib.ids import IdSource, RandomIds
 from cloudless.model.workload import WorkloadSpec
 from cloudless.network.controller import NetworkController
+from cloudless.network.lighthouse import network_publisher
 from cloudless.observability.http import parse_listen, serve_metrics
 from cloudless.observability.metrics import IS_LEADER, LEADER_CHANGES
 from cloudless.observability.store import MeasuredStore
@@ -217,6 +218,9 @@ class Coordinator:
         self.network = (
             NetworkController(self.state, c.network.plan(), self.clock) if c.network else None
         )
+        self.network_publisher, self.lighthouse = network_publisher(
+            c.network, c.ca_dir, self.store, self.clock, self.hub
+        )
         me = json.dumps({"api": c.api_url, "agent": c.agent_endpoint, "name": c.name})
         self.election = Election(self.store, me, ttl=c.election_ttl, clock=self.clock)
 
@@ -280,6 +284,8 @@ class Coordinator:
                 tg.create_task(self._sync_revocations())
                 tg.create_task(self.secret_cache.run())
                 tg.create_task(self._lead(reconciler))
+                if self.lighthouse is not None:
+                    tg.create_task(self.lighthouse.run())
                 tg.create_task(self._leader_watch().run())
                 grpc_server = await self._serve_grpc(agent_api)
                 runner = await self._serve_http(user_api)
@@ -385,6 +391,8 @@ class Coordinator:
             tg.create_task(self._keep_leading("event compactor", self._compact_events))
             if self.network is not None:
                 tg.create_task(self._keep_leading("network", self.network.lead))
+            if self.network_publisher is not None:
+                tg.create_task(self._keep_leading("network publisher", self.network_publisher.lead))
 
     async def _compact_events(self, fence: Fence) -> None:
         await EventCompactor(
