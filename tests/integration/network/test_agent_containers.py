@@ -88,9 +88,9 @@ async def lab(tmp_path: Path) -> AsyncIterator[NetLab]:
         lab.close()
 
 
-def workload(name: str, image: str, command: str, ports: list[int]) -> Assigned:
+def workload(name: str, image: str, command: str, ports: tuple[int, ...]) -> Assigned:
     spec = WorkloadSpec(
-        name=name, image=image, command=["sh", "-c", command], ports=ports, stop_timeout_s=1
+        name=name, image=image, command=("sh", "-c", command), ports=ports, stop_timeout_s=1
     )
     return Assigned(f"{name}-0", name, 1, spec)
 
@@ -169,8 +169,8 @@ async def test_container_reaches_a_service_behind_nat_by_name(lab: NetLab, tmp_p
                     await nets[name].bring_up(pub.config_for(name))
                     assert nets[name].state == "up", nets[name].reason
 
-                sups["d2"].assign([workload("web", image, WEB_CMD, [80])])
-                sups["d1"].assign([workload("client", image, "exec sleep 600", [])])
+                sups["d2"].assign([workload("web", image, WEB_CMD, (80,))])
+                sups["d1"].assign([workload("client", image, "exec sleep 600", ())])
 
                 def status(sup: Supervisor, rid: str) -> ReplicaState:
                     w = sup.workers.get(rid)

@@ -18,7 +18,7 @@ from tests.unit.agent.test_supervisor import settle
 
 def web(rid: str, version: int = 1) -> Assigned:
     spec = WorkloadSpec(
-        name="web", image="img", ports=[8080, 9090], stop_timeout_s=5,
+        name="web", image="img", ports=(8080, 9090), stop_timeout_s=5,
         restart=RestartPolicy(backoff_base_s=1.0),
     )  # fmt: skip
     return Assigned(rid, "web", version, spec)
