@@ -256,6 +256,7 @@ class Coordinator:
             enroll_endpoints=enroll_endpoints,
             scheduler=Scheduler(self.config.scheduler),
         )
+        user_api.network_config = c.network
         try:
             async with asyncio.TaskGroup() as tg:
                 if self.etcd is not None:
