@@ -111,13 +111,13 @@ async def test_slots_services_and_vips(cluster, tmp_path: Path) -> None:  # type
 
     # the same through the CLI, as a user types it
     config = str(tmp_path / "coord" / "admin" / "config.json")
-    for args, words in (
+    for args, expected in (
         (["describe", "service", "web"], ["10.43.0.1", "web.default.cloudless", "0 ready / 2"]),
         (["net", "status"], ["2 used of 256", "10.42.1.0/24", "Lighthouse"]),
     ):
         r = await asyncio.to_thread(CliRunner().invoke, app, [*args, "--config", config])
         assert r.exit_code == 0, r.output
-        for w in words:
+        for w in expected:
             assert w in r.output, r.output
 
     await asyncio.to_thread(client.call, "DELETE", "/v1/workloads/web")
