@@ -65,6 +65,7 @@ class AgentConfig:
     # Container networking when the coordinator sends a network (its own namespace, address
     # and DNS per container); False keeps containers on the device's network regardless.
     container_network: bool = True
+    netns_prefix: str = "cl-"  # the containers' network namespaces: <prefix><replica id>
 
 
 class Agent:
@@ -164,6 +165,7 @@ class Agent:
                 public=self.config.public,
                 clock=self.clock,
                 live_containers=self._live_containers,
+                netns_prefix=self.config.netns_prefix,
             )
             # the persisted network first: adopted and restarted replicas wait for it
             self.network.update(assignments.load_network())
