@@ -279,6 +279,8 @@ def parse_network_flag(text: str) -> AddressPlanConfig | None:
         return cfg
     fields: dict[str, object] = {}
     for part in text.split(","):
+        if part.strip() == "on":  # "on,lighthouse=...": the defaults plus the given keys
+            continue
         key, eq, value = part.partition("=")
         key, value = key.strip(), value.strip()
         if not eq or key not in _FLAG_KEYS:
