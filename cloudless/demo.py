@@ -1,7 +1,8 @@
 """The main job (``make demo``): a local cluster running a sample workload, end to end.
 
 1. a local cluster (``cloudless.devenv.cluster.NetnsCluster``): a coordinator host and three
-   "devices", each a network namespace on a bridge with its own address; a private OCI
+   "devices", each a network namespace on a bridge with its own address, the last one behind
+   a NAT router namespace; a private OCI
    registry on the bridge seeded with busybox; the coordinator with its embedded etcd and a
    fresh RSA-4096 CA; three agents, one per device, each with its own containerd, enrolled
    with one-time tokens and labelled with a zone;
@@ -146,6 +147,7 @@ def demo_cluster(work: Path, devices: int, progress: Callable[[str], None]) -> N
         bcrypt_cost=10,
         progress=progress,
         network="on",
+        nat_agents=1 if devices > 1 else 0,
     )
 
 
@@ -156,7 +158,10 @@ class Demo:
     async def run(self) -> float:
         c = self.cluster
         try:
-            step(1, "a local cluster: 3 devices, a registry, a coordinator, 3 agents")
+            step(
+                1,
+                "a local cluster: 3 devices (one behind NAT), a registry, a coordinator, 3 agents",
+            )
             preflight()
             await c.start()
             client = c.api

@@ -151,12 +151,14 @@ class NetnsCluster:
         bcrypt_cost: int = 4,
         progress: Callable[[str], None] | None = None,
         network: str = "",
+        nat_agents: int = 0,
     ) -> None:
         """``root_key_size``/``bcrypt_cost``: test-speed defaults (the demo uses the product's
         4096/10); ``progress`` hears one line per bring-up step. ``network``: the first
         coordinator's ``--network`` ("on" or key=value,...; "" off), with its lighthouse added
         on its own address; agents' container namespaces then carry the lab prefix and
-        their hosts forward container traffic."""
+        their hosts forward container traffic. ``nat_agents``: the last that many agents'
+        hosts sit behind NAT routers of their own (``NetnsLab.add_host_behind_nat``)."""
         if coordinators < 1 or agents < 0 or not zones:
             raise ClusterError("need at least one coordinator and one zone")
         self.node_name, self.region = node_name, region
@@ -181,6 +183,7 @@ class NetnsCluster:
         self.logs = self.work / "logs"
         self._spawned = 0
         self.network = network
+        self.nat_agents = nat_agents
         self.network_plan = parse_network_flag(network) if network else None
 
     # -- bring-up ---------------------------------------------------------------------------
@@ -209,9 +212,18 @@ class NetnsCluster:
         for i in range(self.n_coord):
             self.coord_hosts[f"c{i + 1}"] = await self.lab.add_host_async(f"c{i + 1}")
         for i in range(self.n_agents):
-            self.agent_hosts.append(await self.lab.add_host_async(f"a{i + 1}"))
+            if i >= self.n_agents - self.nat_agents:
+                h = await self.lab.add_host_behind_nat_async(f"a{i + 1}", f"r{i + 1}")
+            else:
+                h = await self.lab.add_host_async(f"a{i + 1}")
+            self.agent_hosts.append(h)
         hosts = [*self.coord_hosts.values(), *self.agent_hosts]
-        self.progress("hosts (network namespaces): " + ", ".join(f"{h.name} {h.ip}" for h in hosts))
+        self.progress(
+            "hosts (network namespaces): "
+            + ", ".join(
+                f"{h.name} {h.ip}" + ("" if h.veth else " behind a NAT router") for h in hosts
+            )
+        )
         await self._start_coordinators()
         self.progress(
             f"{self.n_coord} coordinator(s) with embedded etcd, RSA-{self.root_key_size} CA; "

@@ -9,7 +9,8 @@ real ``ContainerdRuntime`` (one private containerd, a containerd namespace per d
 ``web-0`` (busybox httpd on its declared port 80) on d2, ``client-0`` on d1. The client
 container resolves ``web`` through d1's DNS responder (its resolv.conf), reaches the VIP, is
 DNATed to web-0's container address and carried by Nebula through the NAT to d2; web-0 sees
-the client container's own address.
+the client container's own address. Then web-0 is replaced by web-1 (another address): the
+name answers again once web-1 is published.
 
 Slots: d1 = 0 (10.42.0.0/24, overlay 100.64.0.1), d2 = 1 (10.42.1.0/24, 100.64.0.2); the
 lighthouse holds the overlay's last address, 100.64.0.254 (/24: .255 is the broadcast).
@@ -88,11 +89,13 @@ async def lab(tmp_path: Path) -> AsyncIterator[NetLab]:
         lab.close()
 
 
-def workload(name: str, image: str, command: str, ports: tuple[int, ...]) -> Assigned:
+def workload(
+    name: str, image: str, command: str, ports: tuple[int, ...], index: int = 0
+) -> Assigned:
     spec = WorkloadSpec(
         name=name, image=image, command=("sh", "-c", command), ports=ports, stop_timeout_s=1
     )
-    return Assigned(f"{name}-0", name, 1, spec)
+    return Assigned(f"{name}-{index}", name, 1, spec)
 
 
 async def wait_for(pred: object, timeout: float, what: str) -> None:
@@ -187,29 +190,37 @@ async def test_container_reaches_a_service_behind_nat_by_name(lab: NetLab, tmp_p
                 ip = web.endpoint.rsplit(":", 1)[0]
                 assert web.endpoint.endswith(":80") and ip.startswith("10.42.1.")
 
-                # what the controller does with the replica's report: an endpoint in d2's subnet
-                es = endpoint_set(
-                    web_key, [ReplicaAddress("web-0", "d2", ip)], {"d2": PLAN.addresses(1)}
-                )
-                assert es.ignored == ()
-                await set_endpoints(store, web_key, es.endpoints, es.total)
-                assert await pub.refresh() == ["d1", "d2"]  # both devices get the new table
-                await asyncio.sleep(0.5)
+                async def publish(replica: str, ip: str) -> None:
+                    # what the controller does with the replica's report: an endpoint in d2's
+                    # subnet; the publisher sends both devices the new table
+                    es = endpoint_set(
+                        web_key, [ReplicaAddress(replica, "d2", ip)], {"d2": PLAN.addresses(1)}
+                    )
+                    assert es.ignored == ()
+                    await set_endpoints(store, web_key, es.endpoints, es.total)
+                    assert await pub.refresh() == ["d1", "d2"]
+                    await asyncio.sleep(0.5)
 
                 client_ip = sups["d1"].workers["client-0"].net
                 assert client_ip is not None and client_ip.ip.startswith("10.42.0.")
                 rt1 = runtimes["d1"]
-                got = ""
-                for _ in range(40):  # the tunnel through the NAT comes up on first use
-                    r = await rt1.exec_in_container(
-                        "client-0",
-                        ["busybox", "timeout", "3", "busybox", "wget", "-qO-", WEB_URL],
-                        5,
-                    )
-                    got = r.output
-                    if r.exit_code == 0 and got.strip():
-                        break
-                    await asyncio.sleep(0.5)
+
+                async def fetch_by_name() -> str:
+                    got = ""
+                    for _ in range(40):  # the tunnel through the NAT comes up on first use
+                        r = await rt1.exec_in_container(
+                            "client-0",
+                            ["busybox", "timeout", "3", "busybox", "wget", "-qO-", WEB_URL],
+                            5,
+                        )
+                        got = r.output
+                        if r.exit_code == 0 and got.strip():
+                            break
+                        await asyncio.sleep(0.5)
+                    return got
+
+                await publish("web-0", ip)
+                got = await fetch_by_name()
                 assert remote_addr(got) == client_ip.ip, got
                 r = await rt1.exec_in_container(
                     "client-0", ["busybox", "nslookup", "web.default.cloudless"], 5
@@ -218,11 +229,22 @@ async def test_container_reaches_a_service_behind_nat_by_name(lab: NetLab, tmp_p
                 r = await rt1.exec_in_container("client-0", ["cat", "/etc/resolv.conf"], 5)
                 assert r.output.startswith("nameserver 10.42.0.1"), r.output
 
-                # removal: the container, its namespace and its address go
-                sups["d2"].assign([])
+                # the replica is replaced: web-0's container, namespace and address go, web-1
+                # gets an address of its own, and the name works again once it is published
+                sups["d2"].assign([workload("web", image, WEB_CMD, (80,), index=1)])
                 await wait_for(
                     lambda: _gone(lab, f"{lab.nss.prefix}-d2-c-web-0"), 30, "web-0's netns gone"
                 )
+
+                async def web1_running() -> bool:
+                    return status(sups["d2"], "web-1") is ReplicaState.RUNNING
+
+                await wait_for(web1_running, 60, "web-1 running")
+                ip1 = sups["d2"].workers["web-1"].status.endpoint.rsplit(":", 1)[0]
+                assert ip1 != ip and ip1.startswith("10.42.1.")
+                await publish("web-1", ip1)
+                got = await fetch_by_name()
+                assert remote_addr(got) == client_ip.ip, got
             finally:
                 for t in tasks:
                     t.cancel()
