@@ -202,7 +202,7 @@ class Demo:
                 30,
             )
             console.print(f"  GET http://{r['endpoint']}/ (from {here.name}) -> {body!r}")
-        crid = await self.start_client(client, nodes)
+        await self.start_client(client, nodes)
 
         step(3, "a device dies: every process in its namespace is killed")
         victim = reps[0]
@@ -245,43 +245,48 @@ class Demo:
                 30,
             )
             console.print(f"  GET http://{r['endpoint']}/ (from {alive.name}) -> {body!r}")
-        await self.show_client(client, nodes, crid, exclude=victim["id"])
+        await self.show_client(client, nodes, exclude=victim["id"])
         return took
 
-    async def start_client(self, client: Client, nodes: dict[str, dict[str, Any]]) -> str:
+    async def start_client(self, client: Client, nodes: dict[str, dict[str, Any]]) -> None:
         c = self.cluster
         await asyncio.to_thread(client.apply, CLIENT.replace("IMAGE", c.image).encode())
-        reps = await wait_until(
-            "the client running",
-            lambda: [
-                r for r in client.workload("client")["replicas"] if r["observed"] == "running"
-            ],
-            60,
-        )
-        crid = str(reps[0]["id"])
-        cnode = nodes.get(reps[0]["node_id"], {}).get("name", "?")
-        console.print(f"  client {crid} on {cnode} runs: wget http://hello:8080/ every second")
-        await self.show_client(client, nodes, crid)
-        return crid
+        rid, node = await wait_until("the client running", functools.partial(client_at, client), 60)
+        cnode = nodes.get(node, {}).get("name", "?")
+        console.print(f"  client {rid} on {cnode} runs: wget http://hello:8080/ every second")
+        await self.show_client(client, nodes)
 
     async def show_client(
-        self, client: Client, nodes: dict[str, dict[str, Any]], crid: str, exclude: str = ""
+        self, client: Client, nodes: dict[str, dict[str, Any]], exclude: str = ""
     ) -> None:
-        """Wait for the client to print an answer from a replica other than ``exclude``."""
-        svc = await asyncio.to_thread(client.call, "GET", "/v1/services/hello")
+        """Wait for the (current) client replica to print an answer from a replica other
+        than ``exclude``."""
 
-        def answered() -> str | None:
-            lines = client_says(client, crid)
+        def answered() -> tuple[str, str] | None:
+            at = client_at(client)
+            if at is None:
+                return None
+            lines = client_says(client, at[0])
             ok = [x for x in lines if x.startswith("hello from") and not (exclude and exclude in x)]
-            return ok[-1] if ok else None
+            return (ok[-1], at[1]) if ok else None
 
-        line = await wait_until("the client to reach hello by name", answered, 60)
+        line, cnode = await wait_until("the client to reach hello by name", answered, 60)
+        svc = await asyncio.to_thread(client.call, "GET", "/v1/services/hello")
         who = line.removeprefix("hello from ").strip()
         where = (await asyncio.to_thread(replica_nodes, client, nodes)).get(who, "?")
+        name = nodes.get(cnode, {}).get("name", "?")
         console.print(
             f"  hello.default.cloudless = {svc['vip']} ({svc['ready']}/{svc['total']} endpoints);"
-            f" the client got {line!r} (a replica on {where})"
+            f" the client on {name} got {line!r} (a replica on {where})"
         )
+
+
+def client_at(client: Client) -> tuple[str, str] | None:
+    """(replica id, node id) of the running client replica, if one runs."""
+    for r in client.workload("client")["replicas"]:
+        if r["observed"] == "running" and r["desired"] == "running":
+            return str(r["id"]), str(r["node_id"])
+    return None
 
 
 def main() -> int:
