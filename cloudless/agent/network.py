@@ -216,8 +216,8 @@ class AgentNetwork:
                 continue
             try:
                 await self._serve(cfg)
-            except* (NetworkEdgeError, OSError) as eg:
-                why = "; ".join(str(e) for e in eg.exceptions)
+            except* Exception as eg:  # the agent keeps running; the network retries
+                why = "; ".join(f"{type(e).__name__}: {e}" for e in eg.exceptions)
                 self._set("waiting", f"device network failed, retrying in {RETRY_S:.0f}s: {why}")
                 log.warning("%s", self.reason)
                 await self.clock.sleep(RETRY_S)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import shutil
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from cloudless.agent.network import AgentNetwork, missing_prerequisite, upstream_resolver
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.lib.clock import FakeClock
+from cloudless.lib.errors import CloudlessError
 from cloudless.network.addressing import AddressPlanConfig
 from cloudless.network.errors import NetworkConfigError
 from cloudless.network.nebula import NebulaCA
@@ -133,3 +135,32 @@ async def test_publisher_pushes_each_nodes_network(tmp_path: Path) -> None:
         assert await pub.refresh() == ["n1", "n2"]
         assert len(pub.config_for("n1").blocklist) == 1
     assert pushed[0] == ["n1", "n2"]
+
+
+async def test_agent_network_that_cannot_come_up_says_why_and_fails_attach(
+    tmp_path: Path,
+) -> None:
+    if shutil.which("ip") is None:
+        pytest.skip("needs iproute2")
+    net = AgentNetwork(
+        tmp_path,
+        "n1",
+        clock=FakeClock(),  # the retry waits on it: one attempt in this test
+        prerequisite=lambda: None,
+        host_netns="cl14-no-such-namespace",
+        attach_timeout=0.5,
+    )
+    task = asyncio.create_task(net.run())
+    try:
+        net.update(network_config(CFG, 1, [WEB], nebula=None, lighthouses={}))
+        for _ in range(100):
+            if "failed" in net.reason:
+                break
+            await asyncio.sleep(0.05)
+        assert net.state == "waiting"
+        assert "device network failed, retrying in 5s" in net.reason
+        with pytest.raises(CloudlessError, match="the device network is not up: device"):
+            await net.attach("web-0")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
