@@ -189,6 +189,9 @@ class Agent:
             assignments,
             goodbye_hold_s=self.config.restart_hold_s,
             network=self.network.update if self.network is not None else None,
+            network_state=(
+                self.network.describe if self.network is not None else lambda: "off: disabled"
+            ),
         )
         link_ref.append(self.link)
         ident = self.identity

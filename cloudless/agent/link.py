@@ -143,9 +143,11 @@ class Link:
         server_name: str | None = None,
         goodbye_hold_s: float = 0.0,
         network: Callable[[pb.NetworkConfig | None], None] | None = None,
+        network_state: Callable[[], str] = lambda: "",
     ) -> None:
         self.identity = identity
         self.network = network
+        self.network_state = network_state
         self.supervisor = supervisor
         self.runtime = runtime
         self.facts = facts
@@ -291,6 +293,7 @@ class Link:
                         usage=resources_to_pb(s.usage),
                         conditions=conditions_to_pb(s.conditions),
                         replicas=[status_pb(st, now) for st in self.supervisor.statuses()],
+                        network_state=self.network_state(),
                     )
                 )
             )

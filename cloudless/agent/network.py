@@ -184,6 +184,10 @@ class AgentNetwork:
             self._set("waiting", "bringing the device network up")
         self._wake.set()
 
+    def describe(self) -> str:
+        """``up``, or ``<state>: <reason>`` (what the agent reports with its heartbeats)."""
+        return self.state if self.state == "up" else f"{self.state}: {self.reason}"
+
     def _set(self, state: str, reason: str) -> None:
         if (state, reason) != (self.state, self.reason):
             log.info("network %s%s", state, f": {reason}" if reason else "")

@@ -37,7 +37,10 @@ def network_status(
     config: AddressPlanConfig | None,
     devices: Mapping[str, DeviceNet],
     node_names: Mapping[str, str],
+    reported: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """``reported``: each node's network as its agent says (the leader's memory; "" when
+    not known here, e.g. on a follower)."""
     if config is None:
         return {"enabled": False, "reason": "the coordinator runs without --network"}
     plan = config.plan()
@@ -59,17 +62,24 @@ def network_status(
                 "slot": d.slot,
                 "overlay_ip": d.overlay_ip,
                 "subnet": d.container_subnet,
+                "agent": (reported or {}).get(node_id, ""),
             }
             for node_id, d in sorted(devices.items(), key=lambda kv: kv[1].slot)
         ],
     }
 
 
-NET_HEADERS = ["NODE", "SLOT", "OVERLAY IP", "CONTAINER SUBNET"]
+NET_HEADERS = ["NODE", "SLOT", "OVERLAY IP", "CONTAINER SUBNET", "AGENT SAYS"]
 
 
 def net_rows(view: Mapping[str, Any]) -> list[list[str]]:
     return [
-        [str(n["name"]), str(n["slot"]), str(n["overlay_ip"]), str(n["subnet"])]
+        [
+            str(n["name"]),
+            str(n["slot"]),
+            str(n["overlay_ip"]),
+            str(n["subnet"]),
+            str(n.get("agent") or "?"),
+        ]
         for n in view.get("nodes", [])
     ]

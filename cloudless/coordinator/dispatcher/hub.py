@@ -162,6 +162,8 @@ class AgentHub:
         self.secret_values: Callable[[str], bytes | None] = lambda name: None
         #: The node's container network (``network.publisher``), sent with its set; None: off.
         self.network_for: Callable[[str], pb.NetworkConfig | None] = lambda node_id: None
+        #: Each node's container network as its agent last reported it (observed, in memory).
+        self.network_states: dict[str, str] = {}
 
     # ---- leadership ------------------------------------------------------------------------
 
@@ -308,6 +310,8 @@ class AgentHub:
         now = self.clock.monotonic()
         interval = self.config.interval_for(len(self.membership))
         HEARTBEATS.inc()
+        if hb.network_state:
+            self.network_states[s.node_id] = hb.network_state
         if s.last_beat and now - s.last_beat > 2 * interval:
             HEARTBEATS_LATE.inc()
         s.last_beat = now

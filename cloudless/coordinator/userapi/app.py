@@ -457,7 +457,10 @@ class UserApi:
     async def network_status(self, request: web.Request) -> web.Response:
         """The address plan, the lighthouse and every node's slot."""
         devices = await network_state.list_devices(self.state.store)
-        return json_response(network_status(self.network_config, devices, await self._node_names()))
+        names = await self._node_names()
+        return json_response(
+            network_status(self.network_config, devices, names, self.hub.network_states)
+        )
 
     async def _node_names(self) -> dict[str, str]:
         return {r.name: r.value.name for r in (await self.state.nodes.list()).records}

@@ -108,12 +108,20 @@ async def test_slots_services_and_vips(cluster, tmp_path: Path) -> None:  # type
     assert net["enabled"] and net["slots"] == {"used": 2, "total": 256}
     assert [n["subnet"] for n in net["nodes"]] == ["10.42.0.0/24", "10.42.1.0/24"]
     assert net["lighthouse"] is None  # no lighthouse=IP:PORT given
+    # what the agents report with their heartbeats (they run --no-container-network here)
+    await wait_for(
+        lambda: (
+            [n["agent"] for n in client.call("GET", "/v1/network")["nodes"]]
+            == ["off: disabled"] * 2
+        ),
+        what="the agents' network state",
+    )
 
     # the same through the CLI, as a user types it
     config = str(tmp_path / "coord" / "admin" / "config.json")
     for args, expected in (
         (["describe", "service", "web"], ["10.43.0.1", "web.default.cloudless", "0 ready / 2"]),
-        (["net", "status"], ["2 used of 256", "10.42.1.0/24", "Lighthouse"]),
+        (["net", "status"], ["2 used of 256", "10.42.1.0/24", "Lighthouse", "off: disabled"]),
     ):
         r = await asyncio.to_thread(CliRunner().invoke, app, [*args, "--config", config])
         assert r.exit_code == 0, r.output

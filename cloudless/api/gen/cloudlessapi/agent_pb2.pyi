@@ -159,18 +159,20 @@ class Hello(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., facts: _Optional[_Union[NodeFacts, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., agent_version: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("seq", "sent_at", "usage", "conditions", "replicas")
+    __slots__ = ("seq", "sent_at", "usage", "conditions", "replicas", "network_state")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_STATE_FIELD_NUMBER: _ClassVar[int]
     seq: int
     sent_at: float
     usage: Resources
     conditions: NodeConditions
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaStatus]
-    def __init__(self, seq: _Optional[int] = ..., sent_at: _Optional[float] = ..., usage: _Optional[_Union[Resources, _Mapping]] = ..., conditions: _Optional[_Union[NodeConditions, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ...) -> None: ...
+    network_state: str
+    def __init__(self, seq: _Optional[int] = ..., sent_at: _Optional[float] = ..., usage: _Optional[_Union[Resources, _Mapping]] = ..., conditions: _Optional[_Union[NodeConditions, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., network_state: _Optional[str] = ...) -> None: ...
 
 class LogChunk(_message.Message):
     __slots__ = ("request_id", "stream", "data", "eof", "error")
