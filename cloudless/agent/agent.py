@@ -22,6 +22,7 @@ from cloudless.agent.facts import detect_facts
 from cloudless.agent.identity import AgentIdentity, channel_options, enroll
 from cloudless.agent.link import AssignmentFile, Link, Sample
 from cloudless.agent.monitor import ResourceMonitor
+from cloudless.agent.network import AgentNetwork
 from cloudless.agent.supervisor import Supervisor
 from cloudless.agent.telemetry import AgentTelemetry, agent_tls_context
 from cloudless.api.convert import resources_to_pb
@@ -61,6 +62,10 @@ class AgentConfig:
     # certificate; the scraper must present a certificate from the cluster's CA.
     metrics_listen: str = ""
     metrics_tls: bool = False
+    # Container networking when the coordinator sends a network (its own namespace, address
+    # and DNS per container); False keeps containers on the device's network regardless.
+    container_network: bool = True
+    netns_prefix: str = "cl-"  # the containers' network namespaces: <prefix><replica id>
 
 
 class Agent:
@@ -83,6 +88,7 @@ class Agent:
         self.identity: AgentIdentity | None = None
         self.link: Link | None = None
         self.supervisor: Supervisor | None = None
+        self.network: AgentNetwork | None = None
         self._metrics_tls: ssl.SSLContext | None = None
 
     def facts(self) -> pb.NodeFacts:
@@ -152,6 +158,17 @@ class Agent:
         self.identity = await self.ensure_identity()
         assignments = AssignmentFile(self.config.data_dir)
         link_ref: list[Link] = []
+        if self.config.container_network:
+            self.network = AgentNetwork(
+                self.config.data_dir,
+                self.identity.node_id,
+                public=self.config.public,
+                clock=self.clock,
+                live_containers=self._live_containers,
+                netns_prefix=self.config.netns_prefix,
+            )
+            # the persisted network first: adopted and restarted replicas wait for it
+            self.network.update(assignments.load_network())
         self.supervisor = Supervisor(
             self.runtime,
             self.clock,
@@ -159,6 +176,7 @@ class Agent:
             advertise=self.config.address,
             volumes_root=self.config.data_dir / "volumes",
             secrets_root=self.config.data_dir / "secrets",  # a tmpfs, mounted on first use
+            network=self.network,
         )
         self.link = Link(
             self.identity,
@@ -170,6 +188,10 @@ class Agent:
             self.rng,
             assignments,
             goodbye_hold_s=self.config.restart_hold_s,
+            network=self.network.update if self.network is not None else None,
+            network_state=(
+                self.network.describe if self.network is not None else lambda: "off: disabled"
+            ),
         )
         link_ref.append(self.link)
         ident = self.identity
@@ -180,8 +202,13 @@ class Agent:
             tg.create_task(self.monitor.run(self.config.monitor_interval_s))
             tg.create_task(self.link.run())
             tg.create_task(self._renewal())
+            if self.network is not None:
+                tg.create_task(self.network.run())
             if self.config.metrics_listen:
                 tg.create_task(self._serve_metrics())
+
+    async def _live_containers(self) -> set[str]:
+        return {st.id for st in await self.runtime.list_containers()}
 
     async def _serve_metrics(self) -> None:
         """``/metrics`` until cancelled; the TLS context follows certificate renewals."""

@@ -116,6 +116,17 @@ class AssignmentFile:
             return []
         return assignments_from_pb(msg)
 
+    def load_network(self) -> pb.NetworkConfig | None:
+        """The network config persisted with the last set (None: none, or no file)."""
+        if not self.path.exists():
+            return None
+        msg = pb.Assignments()
+        try:
+            msg.ParseFromString(self.path.read_bytes())
+        except Exception:
+            return None  # load() already says so
+        return msg.network if msg.HasField("network") else None
+
 
 class Link:
     def __init__(
@@ -133,8 +144,12 @@ class Link:
         server_name: str | None = None,
         goodbye_hold_s: float = 0.0,
         dialer: Dialer | None = None,
+        network: Callable[[pb.NetworkConfig | None], None] | None = None,
+        network_state: Callable[[], str] = lambda: "",
     ) -> None:
         self.identity = identity
+        self.network = network
+        self.network_state = network_state
         self.supervisor = supervisor
         self.runtime = runtime
         self.facts = facts
@@ -290,6 +305,7 @@ class Link:
                         usage=resources_to_pb(s.usage),
                         conditions=conditions_to_pb(s.conditions),
                         replicas=[status_pb(st, now) for st in self.supervisor.statuses()],
+                        network_state=self.network_state(),
                     )
                 )
             )
@@ -312,6 +328,10 @@ class Link:
         if kind == "assignments":
             # Obey first: the file only serves a restart while offline. A full disk must not
             # end the session (the same set would be resent and fail again, forever).
+            # The network first: a replica of this set must start on the right network.
+            if self.network is not None:
+                a = msg.assignments
+                self.network(a.network if a.HasField("network") else None)
             self.supervisor.assign(assignments_from_pb(msg.assignments))
             try:
                 self.assignments.save(msg.assignments)

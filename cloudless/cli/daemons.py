@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import socket
 from collections.abc import Coroutine
@@ -184,7 +185,8 @@ def coordinator(
         typer.Option(
             metavar="on|KEY=CIDR,...",
             help="Container networking (address slots, service VIPs): 'on' for the defaults, "
-            "or overlay=,containers=,prefix=,services= (see docs/network.md). Default off.",
+            "or overlay=,containers=,prefix=,services=,lighthouse=IP:PORT (where devices reach "
+            "this coordinator's Nebula lighthouse; see docs/network.md). Default off.",
         ),
     ] = "",
     scheduler: Annotated[
@@ -459,6 +461,18 @@ def agent(
             help="Export traces over OTLP/gRPC there (default: tracing off).",
         ),
     ] = "",
+    container_network: Annotated[
+        bool,
+        typer.Option(
+            "--container-network/--no-container-network",
+            help="Give each container its own network namespace, address and DNS when the "
+            "coordinator runs with --network (needs root, nft, nebula, the CNI plugins).",
+        ),
+    ] = True,
+    netns_prefix: Annotated[
+        str,
+        typer.Option(metavar="PREFIX", help="Name prefix of the containers' network namespaces."),
+    ] = "cl-",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str, typer.Option(help="console (one plain line per record) or json (JSON lines).")
@@ -482,6 +496,8 @@ def agent(
         restart_hold=restart_hold,
         metrics_listen=metrics_listen,
         metrics_tls=metrics_tls,
+        container_network=container_network,
+        netns_prefix=netns_prefix,
     )
     if runtime not in ("containerd", "fake"):
         raise typer.BadParameter(
@@ -516,6 +532,8 @@ def agent_config(
     restart_hold: float = 0.0,
     metrics_listen: str = "",
     metrics_tls: bool = False,
+    container_network: bool = True,
+    netns_prefix: str = "cl-",
 ) -> Any:
     """The AgentConfig for the flags; a bad label or quantity names the flag and the form."""
     from cloudless.agent.agent import AgentConfig
@@ -540,6 +558,12 @@ def agent_config(
         raise typer.BadParameter(
             f"{restart_hold:g}: expected seconds from 0 to 300", param_hint="--restart-hold"
         )
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,19}", netns_prefix):
+        raise typer.BadParameter(
+            f"{netns_prefix!r}: expected 1-20 lowercase letters, digits and '-', starting with "
+            "a letter (e.g. cl-)",
+            param_hint="--netns-prefix",
+        )
     if join and not join.startswith("https://"):
         raise typer.BadParameter(
             f"{join!r}: expected the coordinator's API URL, https://HOST:PORT",
@@ -558,6 +582,8 @@ def agent_config(
         restart_hold_s=restart_hold,
         metrics_listen=_listen_flag(metrics_listen),
         metrics_tls=metrics_tls,
+        container_network=container_network,
+        netns_prefix=netns_prefix,
     )
 
 

@@ -160,6 +160,10 @@ class AgentHub:
         self._nodes_from: int | None = None  # where _watch_nodes starts (None: list first)
         #: Secret values by name (``SecretCache.get``), for replicas whose spec refers to them.
         self.secret_values: Callable[[str], bytes | None] = lambda name: None
+        #: The node's container network (``network.publisher``), sent with its set; None: off.
+        self.network_for: Callable[[str], pb.NetworkConfig | None] = lambda node_id: None
+        #: Each node's container network as its agent last reported it (observed, in memory).
+        self.network_states: dict[str, str] = {}
 
     # ---- leadership ------------------------------------------------------------------------
 
@@ -314,6 +318,8 @@ class AgentHub:
         now = self.clock.monotonic()
         interval = self.config.interval_for(len(self.membership))
         HEARTBEATS.inc()
+        if hb.network_state:
+            self.network_states[s.node_id] = hb.network_state
         if s.last_beat and now - s.last_beat > 2 * interval:
             HEARTBEATS_LATE.inc()
         s.last_beat = now
@@ -656,6 +662,11 @@ class AgentHub:
                 if s is not None and not s.closed:
                     s.outbox.put_nowait(self.assignments_for(s))
 
+    def repush(self, node_ids: Iterable[str]) -> None:
+        """Send these nodes their set again (their network changed)."""
+        for node_id in node_ids:
+            self._mark(node_id)
+
     def secrets_changed(self, names: set[str]) -> None:
         """Re-push the assignments of nodes running a replica that uses one of ``names``."""
         for node_id in list(self.sessions):
@@ -677,9 +688,11 @@ class AgentHub:
             }
             drop = rec.deleted and rec.delete_volumes
             out.append(assignment(r, rec.spec, values, drop_volumes=drop))
-        return pb.CoordinatorMessage(
-            assignments=pb.Assignments(generation=s.generation, replicas=out)
-        )
+        msg = pb.Assignments(generation=s.generation, replicas=out)
+        net = self.network_for(s.node_id)
+        if net is not None:
+            msg.network.CopyFrom(net)
+        return pb.CoordinatorMessage(assignments=msg)
 
     # ---- logs ------------------------------------------------------------------------------
 

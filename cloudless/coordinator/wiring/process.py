@@ -47,6 +47,7 @@ from cloudless.lib.errors import CloudlessError
 from cloudless.lib.ids import IdSource, RandomIds
 from cloudless.model.workload import WorkloadSpec
 from cloudless.network.controller import NetworkController
+from cloudless.network.lighthouse import network_publisher
 from cloudless.observability.http import parse_listen, serve_metrics
 from cloudless.observability.store import MeasuredStore
 from cloudless.scheduler.scheduler import Scheduler
@@ -219,6 +220,9 @@ class Coordinator:
         self.network = (
             NetworkController(self.state, c.network.plan(), self.clock) if c.network else None
         )
+        self.network_publisher, self.lighthouse = network_publisher(
+            c.network, c.ca_dir, self.store, self.clock, self.hub
+        )
         me = json.dumps({"api": c.api_url, "agent": c.agent_endpoint, "name": c.name})
         self.election = Election(self.store, me, ttl=c.election_ttl, clock=self.clock)
 
@@ -254,6 +258,7 @@ class Coordinator:
             enroll_endpoints=enroll_endpoints,
             scheduler=Scheduler(self.config.scheduler),
         )
+        user_api.network_config = c.network
         try:
             async with asyncio.TaskGroup() as tg:
                 if self.etcd is not None:
@@ -282,6 +287,8 @@ class Coordinator:
                 tg.create_task(self._sync_revocations())
                 tg.create_task(self.secret_cache.run())
                 tg.create_task(self._leadership(reconciler).run())
+                if self.lighthouse is not None:
+                    tg.create_task(self.lighthouse.run())
                 tg.create_task(self._leader_watch().run())
                 grpc_server = await self._serve_grpc(agent_api)
                 runner = await self._serve_http(user_api)
@@ -361,6 +368,8 @@ class Coordinator:
         ]
         if self.network is not None:
             loops.append(("network", self.network.lead))
+        if self.network_publisher is not None:
+            loops.append(("network publisher", self.network_publisher.lead))
         return Leadership(self.election, self.clock, loops, name=self.config.name)
 
     async def _compact_events(self, fence: Fence) -> None:
