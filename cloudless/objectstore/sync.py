@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cloudless.objectstore import quorum
-from cloudless.objectstore.blocks import block_hash
+from cloudless.objectstore.blocks import MissingBlock, block_hash
 from cloudless.objectstore.layout import PARTITIONS, LayoutVersion
 from cloudless.objectstore.local import BLOCK_REFS
 from cloudless.objectstore.records import OBJECTS, PARTS, UPLOADS, VERSION_BLOCKS
-from cloudless.objectstore.replication import Cluster
+from cloudless.objectstore.replication import Cluster, ReplicatedBlocks
 from cloudless.objectstore.rpc import PeerError
 
 TABLES = (OBJECTS, VERSION_BLOCKS, UPLOADS, PARTS, BLOCK_REFS)
@@ -53,15 +53,26 @@ class PartitionSync:
                     if table == BLOCK_REFS and e.value is not None:
                         h = pk.split("/", 1)[0]
                         if not self.c.local.blocks.has(h):
-                            data = await peer.get_block(h)
-                            if block_hash(data) != h:
-                                raise PeerError(f"{source} sent a corrupt copy of block {h}")
-                            await self.c.local.blocks.write(h, data)
+                            await self.c.local.blocks.write(h, await self._block(source, h))
                             blocks += 1
                 if len(page) < PAGE:
                     break
                 after = page[-1][0]
         return rows, blocks
+
+    async def _block(self, source: str, h: str) -> bytes:
+        """Block ``h`` from ``source``, or from any replica if ``source`` lacks it (a row's
+        write quorum need not be its block's: the block may still be on its way there)."""
+        try:
+            data = await self.c.peers[source].get_block(h)
+            if block_hash(data) == h:
+                return data
+        except MissingBlock:
+            pass
+        try:
+            return await ReplicatedBlocks(self.c).read(h)
+        except MissingBlock as e:
+            raise PeerError(f"block {h}: not on {source} nor any replica ({e})") from None
 
     async def sync_to(self, version: LayoutVersion) -> SyncReport:
         old = self.c.history.read_version()
