@@ -127,9 +127,7 @@ def decide(
             )
         roles: dict[str, NodeRole | None] = {n: r.role for n, r in sorted(present.items())}
         return Decision(Change(roles, replication, "first layout"), "first layout")
-    changed = {
-        n: r.role for n, r in sorted(present.items()) if cur.roles.get(n) != r.role
-    }
+    changed = {n: r.role for n, r in sorted(present.items()) if cur.roles.get(n) != r.role}
     if changed:
         names = ", ".join(changed)
         return Decision(Change(dict(changed), None, f"add {names}"), f"add {names}")

@@ -70,9 +70,7 @@ def may_write(node: str, key: str) -> str | None:
         return None
     if key.startswith(BUCKETS_PREFIX) and len(key) > len(BUCKETS_PREFIX):
         return None
-    return (
-        f"{key!r}: node {node} may write only {LAYOUT_KEY}, {NODES_PREFIX}{node} and buckets"
-    )
+    return f"{key!r}: node {node} may write only {LAYOUT_KEY}, {NODES_PREFIX}{node} and buckets"
 
 
 # ---- JSON codec ------------------------------------------------------------------------------
