@@ -9,6 +9,7 @@ back with the identity it enrolled with. ``etcd()`` opens the coordinator's etcd
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -46,6 +47,12 @@ class AgentProc:
     s3_port: int
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def node_id(self) -> str:
+        """The id the coordinator gave the node at enrollment (the name and a suffix)."""
+        meta = json.loads((self.data / "identity" / "node.json").read_text())
+        return str(meta["node_id"])
 
     @property
     def s3(self) -> str:

@@ -98,15 +98,12 @@ def cluster(tmp_path: Path) -> Iterator[StoreCluster]:
 
 def test_agents_run_a_replicated_store(cluster: StoreCluster) -> None:
     hist = wait_for(lambda: (h := history(cluster)).current and h, "the first layout", 120)
-    assert hist.current.replication == 3 and sorted(hist.current.roles) == [
-        "node-1",
-        "node-2",
-        "node-3",
-    ]
+    a1, a2, a3 = cluster.agents
+    assert hist.current.replication == 3
+    assert sorted(hist.current.roles) == sorted(a.node_id for a in (a1, a2, a3))
     clock = SystemClock()
     key = etcd_call(cluster, lambda s: admin.create_key(s, clock, "tester"))
     etcd_call(cluster, lambda s: admin.create_bucket(s, clock, BUCKET, key.key_id))
-    a1, a2, a3 = cluster.agents
     for a in (a1, a2, a3):
         wait_for(lambda a=a: s3_up(a.s3, key), f"{a.name}'s S3 API", 90)
     status = "\n".join(etcd_call(cluster, admin.status))
@@ -154,11 +151,12 @@ def test_agents_run_a_replicated_store(cluster: StoreCluster) -> None:
     # A fourth node in zone z1 joins: a layout change, synced, then acknowledged.
     a4 = cluster.add("z1")
     v = hist.current.version
+    wait_for(lambda: (a4.data / "identity" / "node.json").exists(), "node-4 to enroll")
 
     def joined() -> bool:
         h = history(cluster)
         return bool(
-            h.current and "node-4" in h.current.roles and len(h.versions) == 1
+            h.current and a4.node_id in h.current.roles and len(h.versions) == 1
         ) and h.current.version > v
 
     hist = wait_for(joined, "node-4 in the layout, synced", 180) and history(cluster)
@@ -171,11 +169,11 @@ def test_agents_run_a_replicated_store(cluster: StoreCluster) -> None:
 
     def replaced() -> bool:
         h = history(cluster)
-        return bool(h.current and "node-2" not in h.current.roles and len(h.versions) == 1)
+        return bool(h.current and a2.node_id not in h.current.roles and len(h.versions) == 1)
 
     hist = wait_for(replaced, "node-2 replaced and the new layout synced", 240) and history(cluster)
     assert hist.current.version == v + 1  # one transition
-    assert sorted(hist.current.roles) == ["node-1", "node-3", "node-4"]
+    assert sorted(hist.current.roles) == sorted(a.node_id for a in (a1, a3, a4))
     for p in hist.current.partitions:
         assert len(set(p)) == 3
     check_all(a4.s3)
