@@ -12,8 +12,9 @@ Contracts:
 * a write returns as soon as a write quorum of every live version acknowledged it (quorum
   early return); the calls to the other replicas go on in the background (``Cluster``
   keeps them and cancels them on ``close``), their failures left to anti-entropy;
-* reads wait for every replica they asked (bounded by the peer timeout); while this node is
-  catching up after downtime (``serving_reads`` false) its own copy is not used for reads.
+* reads ask every owner and return once a read quorum answered (the slower calls finish in
+  the background); while this node is catching up after downtime (``serving_reads``
+  false) its own copy is not used for reads.
 
 * during a layout transition (several live versions in the ``LayoutHistory``) a write goes to
   the union of every live version's owners and needs a write quorum *in each* version; reads
@@ -263,10 +264,11 @@ class ReplicatedTable:
             self.c.own_copy()
             return self.rows.entry(pk)
 
-        answers, failed = await self.c.each(nodes, local, lambda p: p.entry(self.name, pk))
-        quorum.check(
-            f"read {self.name}/{pk}", quorum.read_quorum(self.c.replication), nodes, failed
+        need = quorum.read_quorum(self.c.replication)
+        answers, failed = await self.c.each(
+            nodes, local, lambda p: p.entry(self.name, pk), enough=lambda ok: len(ok) >= need
         )
+        quorum.check(f"read {self.name}/{pk}", need, nodes, failed)
         winner: Entry | None = None
         for e in answers.values():
             if e is not None:
@@ -304,12 +306,14 @@ class ReplicatedTable:
             self.c.own_copy()
             return self.rows.range(start, prefix=prefix, limit=limit, include_start=include_start)
 
+        need = quorum.read_quorum(self.c.replication)
         answers, failed = await self.c.each(
-            nodes, local, lambda p: p.range(self.name, start, prefix, limit, include_start)
+            nodes,
+            local,
+            lambda p: p.range(self.name, start, prefix, limit, include_start),
+            enough=lambda ok: len(ok) >= need,
         )
-        quorum.check(
-            f"list {self.name}/{prefix}", quorum.read_quorum(self.c.replication), nodes, failed
-        )
+        quorum.check(f"list {self.name}/{prefix}", need, nodes, failed)
         merged: dict[str, Entry] = {}
         for rows in answers.values():
             for pk, e in rows:

@@ -155,9 +155,10 @@ def test_agents_run_a_replicated_store(cluster: StoreCluster) -> None:
 
     def joined() -> bool:
         h = history(cluster)
-        return bool(
-            h.current and a4.node_id in h.current.roles and len(h.versions) == 1
-        ) and h.current.version > v
+        return (
+            bool(h.current and a4.node_id in h.current.roles and len(h.versions) == 1)
+            and h.current.version > v
+        )
 
     hist = wait_for(joined, "node-4 in the layout, synced", 180) and history(cluster)
     wait_for(lambda: s3_up(a4.s3, key), "node-4's S3 API", 60)
