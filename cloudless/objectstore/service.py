@@ -125,6 +125,7 @@ class StorageService:
         self._beat = 0
         self._layout_ready = asyncio.Event()
         self._caught_up = asyncio.Event()
+        self._returning = False
 
     # ---- assembly ------------------------------------------------------------------------
 
@@ -156,6 +157,7 @@ class StorageService:
 
     async def run(self) -> None:
         local = self._open()
+        self._returning = (self.cfg.data_dir / "alive").exists()
         hints = self.hints = HintStore(local)
         t = self.tls
         server = RpcServer(local, self._allowed, hints, readable=lambda: self._caught_up.is_set())
@@ -211,9 +213,21 @@ class StorageService:
         log.info("object store node %s: S3 API on %s", self.me, self._s3_url())
         return runner
 
+    def _must_catch_up(self) -> bool:
+        """A node may have missed writes if it ran before: the ``alive`` marker its beats
+        keep exists. A node starting on empty data has nothing stale to serve (a wiped disk
+        of a node still in the layout reads as missing rows until anti-entropy fills it)."""
+        return self._returning
+
+    def _mark_alive(self) -> None:
+        marker = self.cfg.data_dir / "alive"
+        marker.write_text(f"{self.clock.now():.0f}\n")
+
     async def _catch_up_then(self, ae: AntiEntropy) -> None:
         assert self.cluster is not None
-        while True:
+        if self.cluster.serving_reads:
+            log.info("nothing to catch up: this node starts fresh")
+        while not self.cluster.serving_reads:
             r = await ae.catch_up()
             if self.cluster.serving_reads:
                 log.info(
@@ -222,11 +236,11 @@ class StorageService:
                     r.rows,
                     r.blocks,
                 )
-                self._caught_up.set()
-                self.status.serving_reads = True
                 break
             log.info("catching up: %d partitions met no other owner yet", len(r.unreached))
             await self.clock.sleep(self.cfg.beat_s)
+        self._caught_up.set()
+        self.status.serving_reads = True
         await ae.run()
 
     async def _block_gc(self, local: LocalStore) -> None:
@@ -249,6 +263,7 @@ class StorageService:
     async def control_once(self, local: LocalStore, client: aiohttp.ClientSession) -> None:
         """One beat: register, refresh the layout and peers, sync and act on churn."""
         await self._register()
+        await asyncio.to_thread(self._mark_alive)
         history = await self.layouts.show()
         nodes = {r.name: r.value for r in (await self.registry.list()).records}
         self.known = set(nodes)
@@ -269,7 +284,7 @@ class StorageService:
             return
         if self.cluster is None:
             self.cluster = Cluster(self.me, local, history, self.peers, hints=self.hints)
-            self.cluster.serving_reads = False
+            self.cluster.serving_reads = not self._must_catch_up()
             self._layout_ready.set()
         else:
             self.cluster.set_history(history)

@@ -179,3 +179,47 @@ def test_agents_run_a_replicated_store(cluster: StoreCluster) -> None:
         assert len(set(p)) == 3
     check_all(a4.s3)
     check_all(a1.s3)
+
+
+@pytest.fixture
+def cluster_r2(tmp_path: Path) -> Iterator[StoreCluster]:
+    c = StoreCluster(tmp_path, ["z1", "z2", "z3"], replication=2, grace_s=600.0)
+    try:
+        yield c.start()
+    finally:
+        c.close()
+
+
+def test_r2_stays_writable_with_a_node_down(cluster_r2: StoreCluster) -> None:
+    """R=2 over three agents: with one killed, every PUT is acknowledged (hinted handoff to
+    the third node); back, it gets what it missed; with another node killed, it serves
+    everything hash-identical."""
+    cluster = cluster_r2
+    hist = wait_for(lambda: (h := history(cluster)).current and h, "the first layout", 120)
+    assert hist.current.replication == 2
+    clock = SystemClock()
+    key = etcd_call(cluster, lambda s: admin.create_key(s, clock, "tester"))
+    etcd_call(cluster, lambda s: admin.create_bucket(s, clock, BUCKET, key.key_id))
+    a1, a2, a3 = cluster.agents
+    for a in (a1, a2, a3):
+        wait_for(lambda a=a: s3_up(a.s3, key), f"{a.name}'s S3 API", 90)
+    cluster.kill(1)
+    objects = {}
+    for i in range(12):
+        data = os.urandom(200 if i % 2 else 1_100_000)
+        s3(a1.s3, key).put_object(Bucket=BUCKET, Key=f"k{i}", Body=data)
+        objects[f"k{i}"] = data
+    cluster.start_agent(1)
+    wait_for(lambda: s3_up(a2.s3, key), "node-2's S3 API again", 90)
+    owners = history(cluster).current.partitions
+    from cloudless.objectstore.records import partition
+
+    if a2.node_id in owners[partition(BUCKET)]:
+        pks = [object_pk(BUCKET, k) for k in objects]
+        wait_for(lambda: all(has_row(a2.data, pk) for pk in pks), "node-2 to get what it missed")
+    cluster.kill(0)
+    time.sleep(1)
+    c = s3(a2.s3, key)
+    for name, data in objects.items():
+        got = c.get_object(Bucket=BUCKET, Key=name)["Body"].read()
+        assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest(), name
