@@ -39,6 +39,7 @@ class RepairReport:
     differed: int = 0
     rows: int = 0
     blocks: int = 0
+    block_bytes: int = 0
     unreached: list[int] = field(default_factory=list)
     """Partitions no other owner answered for (at R >= 2)."""
 
@@ -91,9 +92,11 @@ class AntiEntropy:
 
     async def round(self) -> RepairReport:
         report = RepairReport()
+        before = self.sync.block_bytes
         for p in self.owned():
             report.partitions += 1
             await self.repair(p, report)
+        report.block_bytes = self.sync.block_bytes - before
         return report
 
     async def catch_up(self) -> RepairReport:

@@ -231,10 +231,11 @@ class StorageService:
             r = await ae.catch_up()
             if self.cluster.serving_reads:
                 log.info(
-                    "caught up: %d partitions compared, %d rows and %d blocks pulled",
+                    "caught up: %d partitions compared, %d rows and %d blocks (%d bytes) pulled",
                     r.partitions,
                     r.rows,
                     r.blocks,
+                    r.block_bytes,
                 )
                 break
             log.info("catching up: %d partitions met no other owner yet", len(r.unreached))
@@ -339,13 +340,15 @@ class StorageService:
             return
         holds = any(self.me in p for p in cur.partitions)
         if holds and len(history.versions) > 1:
-            report = await PartitionSync(self.cluster).sync_to(cur)
+            sync = PartitionSync(self.cluster)
+            report = await sync.sync_to(cur)
             if report.failed:
                 log.info("layout v%d: %d partitions not synced yet", cur.version,
                          len(report.failed))  # fmt: skip
                 return
-            log.info("layout v%d synced: %d partitions, %d rows, %d blocks", cur.version,
-                     report.partitions, report.rows, report.blocks)  # fmt: skip
+            log.info("layout v%d synced: %d partitions, %d rows, %d blocks (%d bytes)",
+                     cur.version, report.partitions, report.rows, report.blocks,
+                     sync.block_bytes)  # fmt: skip
         new = await self.layouts.ack_synced(self.me, cur.version)
         self.cluster.set_history(new)
 

@@ -37,6 +37,8 @@ class SyncReport:
 class PartitionSync:
     def __init__(self, cluster: Cluster) -> None:
         self.c = cluster
+        self.block_bytes = 0
+        """Bytes of blocks fetched so far (catch-up and repair traffic, for measurements)."""
 
     async def pull(self, partition: int, source: str) -> tuple[int, int]:
         """Copy ``partition`` from ``source``; returns (rows merged, blocks fetched). Raises
@@ -53,7 +55,9 @@ class PartitionSync:
                     if table == BLOCK_REFS and e.value is not None:
                         h = pk.split("/", 1)[0]
                         if not self.c.local.blocks.has(h):
-                            await self.c.local.blocks.write(h, await self._block(source, h))
+                            data = await self._block(source, h)
+                            await self.c.local.blocks.write(h, data)
+                            self.block_bytes += len(data)
                             blocks += 1
                 if len(page) < PAGE:
                     break
