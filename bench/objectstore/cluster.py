@@ -22,6 +22,7 @@ Run from the repo root: ``python -m bench.objectstore.cluster``; the figures go 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
@@ -199,8 +200,7 @@ def main() -> None:
             key = etcd_call(cluster, lambda s: admin.create_key(s, clock, "bench"))
             etcd_call(cluster, lambda s: admin.create_bucket(s, clock, "bench", key.key_id))
             for a in cluster.agents:
-                endpoint = a.s3
-                wait_for(lambda: s3_up(endpoint, key), f"{a.name}'s S3 API", 120)
+                wait_for(functools.partial(s3_up, a.s3, key), f"{a.name}'s S3 API", 120)
             p1, (port1, _, _) = start(run_baseline, f"{tmp}/baseline")
             procs.append(p1)
             p2, (port2, kid, secret) = start(run_store, f"{tmp}/store")

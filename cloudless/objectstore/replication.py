@@ -285,11 +285,22 @@ class ReplicatedTable:
     async def _repair_local(self, pk: str, partition: int, e: Entry) -> None:
         self.c.local.merge(self.name, pk, partition, e)
 
-    async def put(self, pk: str, partition: int, value: bytes | None, now_ms: int) -> Entry:
+    async def put(
+        self, pk: str, partition: int, value: bytes | None, now_ms: int, *, fresh: bool = False
+    ) -> Entry:
+        if fresh:
+            e = Entry(now_ms, self.c.me, value)
+            await self._write(pk, partition, e)
+            return e
+        return (await self.swap(pk, partition, value, now_ms))[1]
+
+    async def swap(
+        self, pk: str, partition: int, value: bytes | None, now_ms: int
+    ) -> tuple[Entry | None, Entry]:
         prev = await self.entry(pk, partition)
         e = Entry(next_timestamp(now_ms, prev), self.c.me, value)
         await self._write(pk, partition, e)
-        return e
+        return prev, e
 
     async def range(
         self,
