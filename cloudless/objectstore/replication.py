@@ -119,6 +119,7 @@ class Cluster:
         spare = fallbacks(partition, owners, sorted(self.layout.roles))
         left: dict[str, str] = {}
         for owner, why in missed.items():
+            refused: list[str] = []
             while spare:
                 fb = spare.pop(0)
                 try:
@@ -127,12 +128,15 @@ class Cluster:
                     elif fb in self.peers:
                         await keep_remote(self.peers[fb], owner)
                     else:
+                        refused.append(f"{fb}: no address")
                         continue
                     break
-                except PeerError:
+                except PeerError as e:
+                    refused.append(str(e))
                     continue
             else:
-                left[owner] = f"{why}; no fallback took a hint"
+                tried = f" ({'; '.join(refused)})" if refused else " (no fallback node)"
+                left[owner] = f"{why}; no fallback took a hint{tried}"
         return left
 
     @property

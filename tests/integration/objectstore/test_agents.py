@@ -76,6 +76,11 @@ def s3_up(endpoint: str, key: Any) -> bool:
         return False
 
 
+def caught_up(a: Any) -> bool:
+    """The agent logged the end of its catch-up pass (reads open again)."""
+    return "caught up:" in a.log.read_text()
+
+
 def has_row(data: Path, pk: str) -> bool:
     db = sqlite3.connect(f"file:{data / 'objectstore' / 'meta.db'}?mode=ro", uri=True)
     try:
@@ -140,6 +145,7 @@ def test_agents_run_a_replicated_store(cluster: StoreCluster) -> None:
     wait_for(
         lambda: all(has_row(a3.data, pk) for pk in missed), "node-3 to catch up what it missed"
     )
+    wait_for(lambda: caught_up(a3), "node-3 to open reads", 120)
     # With node-1 down, reads need node-3's copy (Rq=2 of node-2, node-3).
     cluster.kill(0)
     time.sleep(1)
@@ -195,12 +201,20 @@ def test_r2_stays_writable_with_a_node_down(cluster_r2: StoreCluster) -> None:
     the third node); back, it gets what it missed; with another node killed, it serves
     everything hash-identical."""
     cluster = cluster_r2
-    hist = wait_for(lambda: (h := history(cluster)).current and h, "the first layout", 120)
-    assert hist.current.replication == 2
+    a1, a2, a3 = cluster.agents
+
+    def all_three() -> bool:
+        # R=2: the first layout comes with the first two nodes, the third joins by a change
+        h = history(cluster)
+        return bool(h.current and len(h.current.roles) == 3 and len(h.versions) == 1)
+
+    wait_for(all_three, "a synced layout of the three nodes", 180)
+    time.sleep(6)  # every node re-reads the layout each 5 s beat: let them see v1 retired
+    hist = history(cluster)
+    assert hist.current.replication == 2 and hist.version() == 2
     clock = SystemClock()
     key = etcd_call(cluster, lambda s: admin.create_key(s, clock, "tester"))
     etcd_call(cluster, lambda s: admin.create_bucket(s, clock, BUCKET, key.key_id))
-    a1, a2, a3 = cluster.agents
     for a in (a1, a2, a3):
         wait_for(lambda a=a: s3_up(a.s3, key), f"{a.name}'s S3 API", 90)
     cluster.kill(1)
@@ -217,6 +231,7 @@ def test_r2_stays_writable_with_a_node_down(cluster_r2: StoreCluster) -> None:
     if a2.node_id in owners[partition(BUCKET)]:
         pks = [object_pk(BUCKET, k) for k in objects]
         wait_for(lambda: all(has_row(a2.data, pk) for pk in pks), "node-2 to get what it missed")
+    wait_for(lambda: caught_up(a2), "node-2 to open reads", 120)
     cluster.kill(0)
     time.sleep(1)
     c = s3(a2.s3, key)
