@@ -483,6 +483,13 @@ def agent(
             help="A storage node absent longer is replaced. Default 900 at R=3, 300 at R=2.",
         ),
     ] = None,
+    storage_repair_rate: Annotated[
+        str,
+        typer.Option(
+            metavar="SIZE",
+            help="Per second: the most this node pulls to sync and repair (0: no limit).",
+        ),
+    ] = "64Mi",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str, typer.Option(help="console (one plain line per record) or json (JSON lines).")
@@ -511,6 +518,12 @@ def agent(
         config.storage = storage_config(
             config, storage, storage_listen, s3_listen, storage_replication, storage_grace
         )
+        from cloudless.model.resources import parse_size
+
+        try:
+            config.storage.repair_rate = float(parse_size(storage_repair_rate))
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--storage-repair-rate") from None
     if runtime not in ("containerd", "fake"):
         raise typer.BadParameter(
             f"{runtime!r}: expected containerd or fake", param_hint="--runtime"

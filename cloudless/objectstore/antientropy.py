@@ -52,12 +52,13 @@ class AntiEntropy:
         *,
         interval: float = 60.0,
         tombstone_grace: float = TOMBSTONE_GRACE_S,
+        repair_rate: float = 0.0,
     ) -> None:
         self.c = cluster
         self.clock = clock
         self.interval = interval
         self.tombstone_grace = tombstone_grace
-        self.sync = PartitionSync(cluster)
+        self.sync = PartitionSync(cluster, clock, repair_rate)
 
     def owned(self) -> list[int]:
         cur = self.c.history.current

@@ -91,6 +91,8 @@ class StorageConfig:
     anti_entropy_s: float = 60.0
     tombstone_grace_s: float = TOMBSTONE_GRACE_S
     block_gc_s: float = 60.0
+    repair_rate: float = 64 << 20
+    """Bytes per second of blocks pulled by sync and anti-entropy (0: unthrottled)."""
     min_part_size: int = MIN_PART_SIZE
 
 
@@ -198,6 +200,7 @@ class StorageService:
             self.clock,
             interval=self.cfg.anti_entropy_s,
             tombstone_grace=self.cfg.tombstone_grace_s,
+            repair_rate=self.cfg.repair_rate,
         )
         tg.create_task(self._catch_up_then(ae))
         tg.create_task(Handoff(hints, self.peers, self.clock).run())
@@ -340,7 +343,7 @@ class StorageService:
             return
         holds = any(self.me in p for p in cur.partitions)
         if holds and len(history.versions) > 1:
-            sync = PartitionSync(self.cluster)
+            sync = PartitionSync(self.cluster, self.clock, self.cfg.repair_rate)
             report = await sync.sync_to(cur)
             if report.failed:
                 log.info("layout v%d: %d partitions not synced yet", cur.version,

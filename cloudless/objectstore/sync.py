@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cloudless.lib.clock import Clock
 from cloudless.objectstore import quorum
 from cloudless.objectstore.blocks import MissingBlock, block_hash
 from cloudless.objectstore.layout import PARTITIONS, LayoutVersion
@@ -35,10 +36,28 @@ class SyncReport:
 
 
 class PartitionSync:
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, clock: Clock | None = None, rate: float = 0.0) -> None:
+        """``rate``: the repair bandwidth in block bytes per second (0: unthrottled), paced
+        on ``clock`` so a replacement or a catch-up never floods the links."""
         self.c = cluster
+        self.clock = clock
+        self.rate = rate
         self.block_bytes = 0
         """Bytes of blocks fetched so far (catch-up and repair traffic, for measurements)."""
+        self._start: float | None = None
+        self._paced = 0
+
+    async def _pace(self, n: int) -> None:
+        """Sleep until ``n`` more bytes fit the rate since the first paced byte."""
+        if self.clock is None or self.rate <= 0:
+            return
+        now = self.clock.monotonic()
+        if self._start is None:
+            self._start = now
+        self._paced += n
+        due = self._start + self._paced / self.rate
+        if due > now:
+            await self.clock.sleep(due - now)
 
     async def pull(self, partition: int, source: str) -> tuple[int, int]:
         """Copy ``partition`` from ``source``; returns (rows merged, blocks fetched). Raises
@@ -59,6 +78,7 @@ class PartitionSync:
                             await self.c.local.blocks.write(h, data)
                             self.block_bytes += len(data)
                             blocks += 1
+                            await self._pace(len(data))
                 if len(page) < PAGE:
                     break
                 after = page[-1][0]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cloudless.lib.clock import SystemClock
 from cloudless.objectstore.antientropy import AntiEntropy
 from cloudless.objectstore.layout import NodeRole
 from cloudless.objectstore.records import OBJECTS, object_pk, partition
@@ -141,3 +142,32 @@ async def test_a_write_returns_once_a_quorum_acked(cluster: LoopbackCluster) -> 
         await c1.close()
         assert not c1._background
         server.close()
+
+
+class RecordingClock(SystemClock):
+    """Real time, but sleeps are recorded and skipped (monotonic moves by what was slept)."""
+
+    def __init__(self) -> None:
+        self.slept = 0.0
+
+    def monotonic(self) -> float:
+        return super().monotonic() + self.slept
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept += seconds
+
+
+async def test_repair_is_paced_to_the_configured_rate(cluster: LoopbackCluster) -> None:
+    e1 = cluster.engine("n1")
+    await cluster.kill("n3")
+    data = os.urandom(3 * (1 << 20))  # three 1 MiB blocks
+    await e1.put(BUCKET, "big", body(data), content_type="x", user_meta={})
+    await cluster.restart("n3")
+    n3 = cluster.nodes["n3"].cluster
+    assert n3 is not None
+    clock = RecordingClock()
+    report = await AntiEntropy(n3, clock, repair_rate=1 << 20).round()
+    # 3 MiB at 1 MiB/s: the third block is due 3 s after the first byte; the pull itself
+    # takes some real time, so the pauses add up to a little under 3 s
+    assert report.block_bytes == 3 << 20
+    assert 2.0 < clock.slept <= 3.0, clock.slept
