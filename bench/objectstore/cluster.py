@@ -13,7 +13,11 @@ Measured, side by side in one run:
   changes (must be 0) and the bytes of blocks it pulls on return (catch-up log) over the
   bytes written while it was away;
 * a fourth agent joining zone z1 -> the bytes of blocks it pulls while syncing over the
-  bytes of blocks it ends up holding, and the partitions every other node pulled (must be 0).
+  bytes of blocks it ends up holding, and the partitions every other node pulled (must be 0);
+* an agent killed for good -> replaced after the grace period (60 s here); each new owner's
+  pull rate (bytes over the time from the layout change to its synced log line) against the
+  configured repair rate (``--storage-repair-rate 4Mi`` here, so the limit binds on
+  loopback).
 
 Run from the repo root: ``python -m bench.objectstore.cluster``; the figures go to the
 ``cluster`` section of ``bench/results/objectstore.json`` (the rest of the file is kept).
@@ -116,6 +120,18 @@ async def round_trip(base: Target) -> float:
     return percentile(lat, 50) * 1000
 
 
+def _ts(stamp: str) -> float:
+    import datetime
+
+    return datetime.datetime.fromisoformat(stamp).timestamp()
+
+
+def parse_rate(size: str) -> float:
+    from cloudless.model.resources import parse_size
+
+    return float(parse_size(size))
+
+
 def block_bytes(data: Path) -> int:
     root = data / "objectstore" / "blocks"
     return sum(p.stat().st_size for p in root.glob("??/??/*") if p.is_file())
@@ -165,7 +181,46 @@ def churn(cluster: Any, key: Any) -> dict[str, Any]:
         a.name: sum(int(x.group(2)) for x in log_lines(a.log, sync_rx) if x.group(1) == version)
         for a in cluster.agents[:3]
     }
+    # node-2 gone for good: replaced past the grace period, its copies re-pulled at the
+    # configured repair rate (per pulling node).
+    a2 = cluster.agents[1]
+    gone = a2.node_id
+    cluster.kill(1)
+    t_kill = time.monotonic()
+
+    def replaced() -> bool:
+        h = history(cluster)
+        return bool(h.current and gone not in h.current.roles and len(h.versions) == 1)
+
+    wait_for(replaced, "node-2 replaced and synced", 600)
+    restored_after = time.monotonic() - t_kill
+    rv = str(history(cluster).version())
+    apply_rx = r"^(\S+) .*layout v(\d+) applied \(replace"
+    applied = [m for a in cluster.agents for m in log_lines(a.log, apply_rx) if m.group(2) == rv]
+    t0 = _ts(applied[0].group(1))
+    pulls = []
+    for a in cluster.agents:
+        if a is a2:
+            continue
+        for m in log_lines(a.log, r"^(\S+) .*" + sync_rx):
+            if m.group(2) == rv and int(m.group(4)) > 0:
+                secs = max(1.0, _ts(m.group(1)) - t0)
+                pulls.append({"node": a.name, "bytes": int(m.group(4)), "seconds": secs,
+                              "MiB/s": round(int(m.group(4)) / MIB / secs, 2)})  # fmt: skip
+    rate = parse_rate(cluster.repair_rate)
+    best = max((p["bytes"] / p["seconds"] for p in pulls), default=0.0)
     return {
+        "replacement": {
+            "grace_s": cluster.grace_s,
+            "kill_to_full_R_s": round(restored_after, 1),
+            "repair_rate_configured_MiB/s": rate / MIB,
+            "pulls": pulls,
+            "fastest_pull_over_configured": round(best / rate, 2),
+            "goal": "full R restored at >= 50% of the configured repair bandwidth",
+            "met": best >= 0.5 * rate,
+            "note": "per node, from the layout change to that node's synced line (1 s log "
+            "resolution)",
+        },
         "offline_below_grace": {
             "written_while_away_bytes": written,
             "catch_up_block_bytes": pulled,
@@ -191,7 +246,9 @@ def main() -> None:
     from cloudless.objectstore.procs import StoreCluster, wait_for
 
     with tempfile.TemporaryDirectory(prefix="bench-objectstore-cluster-") as tmp:
-        cluster = StoreCluster(Path(tmp), ["z1", "z2", "z3"], replication=3, grace_s=600)
+        cluster = StoreCluster(
+            Path(tmp), ["z1", "z2", "z3"], replication=3, grace_s=60, repair_rate="4Mi"
+        )
         procs = []
         try:
             cluster.start()

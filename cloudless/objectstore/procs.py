@@ -66,6 +66,7 @@ class StoreCluster:
     replication: int = 3
     grace_s: float = 600.0
     capacity: str = "1Gi"
+    repair_rate: str = "64Mi"
     agents: list[AgentProc] = field(default_factory=list)
     coord: subprocess.Popen[bytes] | None = None
     etcd_port: int = 0
@@ -121,7 +122,7 @@ class StoreCluster:
              "--restart-hold", "0", "--storage", a.capacity,
              "--storage-listen", f"127.0.0.1:{a.rpc_port}", "--s3-listen", f"127.0.0.1:{a.s3_port}",
              "--storage-replication", str(self.replication),
-             "--storage-grace", str(self.grace_s)],
+             "--storage-grace", str(self.grace_s), "--storage-repair-rate", self.repair_rate],
             stdout=subprocess.DEVNULL, stderr=open(a.log, "ab"), env=ENV,
         )  # fmt: skip
 
