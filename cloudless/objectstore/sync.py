@@ -11,6 +11,7 @@ write is on a write quorum, which every read quorum meets).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from cloudless.lib.clock import Clock
@@ -98,29 +99,42 @@ class PartitionSync:
         except MissingBlock as e:
             raise PeerError(f"block {h}: not on {source} nor any replica ({e})") from None
 
-    async def sync_to(self, version: LayoutVersion) -> SyncReport:
+    async def sync_to(self, version: LayoutVersion, *, parallel: int = 4) -> SyncReport:
+        """Pull every partition ``version`` gives this node, ``parallel`` at a time (their
+        row pages overlap the pacing of their blocks)."""
         old = self.c.history.read_version()
         assert old is not None
         report = SyncReport()
-        failed = []
-        for p in range(PARTITIONS):
-            if self.c.me not in version.partitions[p] or self.c.me in old.partitions[p]:
-                continue
-            report.partitions += 1
-            # A write was acknowledged by W old owners, not all: pull from a read quorum of
-            # them so every acknowledged write is seen at least once.
-            need, got = quorum.read_quorum(old.replication), 0
-            for source in old.partitions[p]:
-                if got >= need:
-                    break
-                try:
-                    rows, blocks = await self.pull(p, source)
-                except PeerError:
-                    continue
-                got += 1
-                report.rows += rows
-                report.blocks += blocks
-            if got < need:
-                failed.append(p)
+        failed: list[int] = []
+        slots = asyncio.Semaphore(parallel)
+
+        async def one(p: int) -> None:
+            async with slots:
+                # A write was acknowledged by W old owners, not all: pull from a read quorum
+                # of them so every acknowledged write is seen at least once.
+                need, got = quorum.read_quorum(old.replication), 0
+                for source in old.partitions[p]:
+                    if got >= need:
+                        break
+                    try:
+                        rows, blocks = await self.pull(p, source)
+                    except PeerError:
+                        continue
+                    got += 1
+                    report.rows += rows
+                    report.blocks += blocks
+                if got < need:
+                    failed.append(p)
+
+        gained = [
+            p
+            for p in range(PARTITIONS)
+            if self.c.me in version.partitions[p] and self.c.me not in old.partitions[p]
+        ]
+        report.partitions = len(gained)
+        async with asyncio.TaskGroup() as tg:
+            for p in gained:
+                tg.create_task(one(p))
+        failed.sort()
         report.failed = tuple(failed)
         return report
