@@ -3,8 +3,9 @@
 Enrolls once (token + CSR; key and certificate kept with 0600 permissions), then runs, in one
 TaskGroup: the container runtime's loop, the supervisor (converging containers on the last
 assignment, which is persisted, so work continues while the coordinator is unreachable), the
-resource monitor, the link to the coordinator, and certificate renewal (at 2/3 of the
-certificate's lifetime, with jitter, without a restart).
+resource monitor, the link to the coordinator, certificate renewal (at 2/3 of the
+certificate's lifetime, with jitter, without a restart) and, when storage is enabled, the
+object-store node with its S3 gateway (``cloudless.agent.storage``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.model.node import NodeConditions
 from cloudless.model.resources import Resources
+from cloudless.objectstore.service import StorageConfig, StorageService
 from cloudless.observability.http import parse_listen, serve_metrics
 from cloudless.runtime.protocol import ContainerRuntime
 from cloudless.security.identity import SpiffeId
@@ -66,6 +68,8 @@ class AgentConfig:
     # and DNS per container); False keeps containers on the device's network regardless.
     container_network: bool = True
     netns_prefix: str = "cl-"  # the containers' network namespaces: <prefix><replica id>
+    # The object-store node (storage or S3 gateway) this agent runs; None runs none.
+    storage: StorageConfig | None = None
 
 
 class Agent:
@@ -90,6 +94,7 @@ class Agent:
         self.supervisor: Supervisor | None = None
         self.network: AgentNetwork | None = None
         self._metrics_tls: ssl.SSLContext | None = None
+        self.storage: StorageService | None = None
 
     def facts(self) -> pb.NodeFacts:
         c = self.config
@@ -206,6 +211,22 @@ class Agent:
                 tg.create_task(self.network.run())
             if self.config.metrics_listen:
                 tg.create_task(self._serve_metrics())
+            if self.config.storage is not None:
+                tg.create_task(self._storage(self.config.storage))
+
+    async def _storage(self, cfg: StorageConfig) -> None:
+        """The object-store node until cancelled (``cloudless.agent.storage``)."""
+        from cloudless.agent.storage import CoordinatorSend, node_tls
+        from cloudless.objectstore.store_proxy import ProxyStore
+
+        assert self.identity is not None and self.link is not None
+        link = self.link
+        send = CoordinatorSend(self.identity, lambda: link.leader_hint)
+        self.storage = StorageService(cfg, node_tls(self.identity), ProxyStore(send), self.clock)
+        try:
+            await self.storage.run()
+        finally:
+            await send.close()
 
     async def _live_containers(self) -> set[str]:
         return {st.id for st in await self.runtime.list_containers()}

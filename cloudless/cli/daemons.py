@@ -473,6 +473,37 @@ def agent(
         str,
         typer.Option(metavar="PREFIX", help="Name prefix of the containers' network namespaces."),
     ] = "cl-",
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SIZE",
+            help="Run an object-store node offering SIZE of this disk (e.g. 100Gi); 0 runs an "
+            "S3 gateway only. Its zone is --zone.",
+        ),
+    ] = None,
+    storage_listen: Annotated[
+        str, typer.Option(metavar="HOST:PORT", help="Object-store peer traffic (mutual TLS).")
+    ] = "0.0.0.0:3901",
+    s3_listen: Annotated[
+        str, typer.Option(metavar="HOST:PORT", help="The S3 API of this node.")
+    ] = "0.0.0.0:3900",
+    storage_replication: Annotated[
+        int, typer.Option(help="Copies per object, for the store's first layout (1-7).")
+    ] = 3,
+    storage_grace: Annotated[
+        float | None,
+        typer.Option(
+            metavar="SECONDS",
+            help="A storage node absent longer is replaced. Default 900 at R=3, 300 at R=2.",
+        ),
+    ] = None,
+    storage_repair_rate: Annotated[
+        str,
+        typer.Option(
+            metavar="SIZE",
+            help="Per second: the most this node pulls to sync and repair (0: no limit).",
+        ),
+    ] = "64Mi",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str, typer.Option(help="console (one plain line per record) or json (JSON lines).")
@@ -499,6 +530,16 @@ def agent(
         container_network=container_network,
         netns_prefix=netns_prefix,
     )
+    if storage is not None:
+        config.storage = storage_config(
+            config, storage, storage_listen, s3_listen, storage_replication, storage_grace
+        )
+        from cloudless.model.resources import parse_size
+
+        try:
+            config.storage.repair_rate = float(parse_size(storage_repair_rate))
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--storage-repair-rate") from None
     if runtime not in ("containerd", "fake"):
         raise typer.BadParameter(
             f"{runtime!r}: expected containerd or fake", param_hint="--runtime"
@@ -584,6 +625,52 @@ def agent_config(
         metrics_tls=metrics_tls,
         container_network=container_network,
         netns_prefix=netns_prefix,
+    )
+
+
+def storage_config(
+    config: Any, size: str, listen: str, s3: str, replication: int, grace: float | None
+) -> Any:
+    """The agent's ``StorageConfig`` for ``--storage`` and its companion flags; a bad value
+    names the flag."""
+    from cloudless.model.resources import parse_size
+    from cloudless.objectstore.layout import MAX_REPLICATION
+    from cloudless.objectstore.service import StorageConfig
+    from cloudless.observability.http import parse_listen
+
+    try:
+        capacity = parse_size(size)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--storage") from None
+    ends = []
+    for flag, value in (("--storage-listen", listen), ("--s3-listen", s3)):
+        try:
+            ends.append(parse_listen(value))
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint=flag) from None
+    if not 1 <= replication <= MAX_REPLICATION:
+        raise typer.BadParameter(
+            f"{replication}: expected 1..{MAX_REPLICATION}", param_hint="--storage-replication"
+        )
+    if grace is not None and grace < 0:
+        raise typer.BadParameter(f"{grace:g}: expected seconds >= 0", param_hint="--storage-grace")
+    if capacity > 0 and not config.zone:
+        raise typer.BadParameter(
+            "a storage node needs a zone (a home, an office, a region): pass --zone",
+            param_hint="--zone",
+        )
+    (rpc_host, rpc_port), (s3_host, s3_port) = ends
+    return StorageConfig(
+        data_dir=config.data_dir / "objectstore",
+        zone=config.zone or "gateway",
+        capacity=capacity,
+        rpc_host=rpc_host,
+        rpc_port=rpc_port,
+        advertise=config.address,
+        s3_host=s3_host,
+        s3_port=s3_port,
+        replication=replication,
+        grace_s=grace,
     )
 
 

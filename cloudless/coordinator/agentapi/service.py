@@ -207,6 +207,26 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
         await self.hub.emit("node", f"node {node_id} renewed its certificate", node=node_id)
         return pb.RenewResponse(cert_pem=cert, ca_bundle_pem=self.ca.bundle_pem)
 
+    async def StoreProxy(
+        self, request: pb.StoreProxyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StoreProxyResponse:
+        """The object store's keys for a storage or gateway node (``objectstore.store_proxy``:
+        what a node may read and write is checked there, a refusal is PERMISSION_DENIED)."""
+        from cloudless.objectstore import store_proxy
+
+        node_id = await self._authorize_node(context)
+        try:
+            body = store_proxy.decode(request.request_json)
+            answer = await store_proxy.serve(self.state.store, node_id, body)
+        except store_proxy.ProxyRefused as e:
+            await self._refused(f"node {node_id}: {e}")
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
+            raise
+        except (ValueError, KeyError, TypeError) as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"store proxy request: {e}")
+            raise
+        return pb.StoreProxyResponse(response_json=store_proxy.encode(answer))
+
     async def Connect(
         self,
         request_iterator: AsyncIterator[pb.AgentMessage],

@@ -378,3 +378,15 @@ class RenewResponse(_message.Message):
     cert_pem: bytes
     ca_bundle_pem: bytes
     def __init__(self, cert_pem: _Optional[bytes] = ..., ca_bundle_pem: _Optional[bytes] = ...) -> None: ...
+
+class StoreProxyRequest(_message.Message):
+    __slots__ = ("request_json",)
+    REQUEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    request_json: bytes
+    def __init__(self, request_json: _Optional[bytes] = ...) -> None: ...
+
+class StoreProxyResponse(_message.Message):
+    __slots__ = ("response_json",)
+    RESPONSE_JSON_FIELD_NUMBER: _ClassVar[int]
+    response_json: bytes
+    def __init__(self, response_json: _Optional[bytes] = ...) -> None: ...
