@@ -84,6 +84,7 @@ class Agent:
         self.link: Link | None = None
         self.supervisor: Supervisor | None = None
         self._metrics_tls: ssl.SSLContext | None = None
+        self._renew_now = asyncio.Event()  # the coordinator asked for a renewal (ack)
 
     def facts(self) -> pb.NodeFacts:
         c = self.config
@@ -174,6 +175,7 @@ class Agent:
         link_ref.append(self.link)
         ident = self.identity
         self.link.on_identity_change = lambda: ident.save(self.config.data_dir)
+        self.link.on_renew_requested = self._renew_now.set
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.runtime.run())
             tg.create_task(self.supervisor.run(assignments.load()))
@@ -210,13 +212,27 @@ class Agent:
             if d.expired:
                 log.error("certificate expired: %s", d.reason)
                 return
-            while self.clock.now() < d.renew_at:
-                await self.clock.sleep(min(3600.0, max(1.0, d.renew_at - self.clock.now())))
+            while self.clock.now() < d.renew_at and not self._renew_now.is_set():
+                await self._sleep_or_renew_request(
+                    min(3600.0, max(1.0, d.renew_at - self.clock.now()))
+                )
+            self._renew_now.clear()
             try:
                 await self.renew()
             except (grpc.aio.AioRpcError, OSError) as e:
                 log.warning("certificate renewal failed, retrying in 60s: %s", e)
                 await self.clock.sleep(60)
+
+    async def _sleep_or_renew_request(self, seconds: float) -> None:
+        """Sleep on the clock, or less if the coordinator asks for a renewal (root rotation)."""
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        asked = asyncio.ensure_future(self._renew_now.wait())
+        try:
+            await asyncio.wait([sleeper, asked], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            asked.cancel()
+            await asyncio.gather(sleeper, asked, return_exceptions=True)
 
     async def renew(self) -> None:
         """Renew now: a fresh key, a CSR for the same identity, new files. The open stream is

@@ -29,12 +29,13 @@ from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.coordinator.convert import conditions_to_pb, resources_to_pb
 from cloudless.lib.backoff import Backoff
 from cloudless.lib.clock import Clock
-from cloudless.lib.errors import ValidationError
+from cloudless.lib.errors import CloudlessError, ValidationError
 from cloudless.model.node import NodeConditions
 from cloudless.model.resources import Resources
 from cloudless.model.workload import parse_workload
 from cloudless.runtime.protocol import ContainerRuntime
 from cloudless.security._files import write_private
+from cloudless.security.bundle import trust_report
 
 log = logging.getLogger("cloudless.agent.link")
 
@@ -144,6 +145,8 @@ class Link:
         self.server_name = server_name
         self.goodbye_hold_s = goodbye_hold_s
         self.on_identity_change: Callable[[], None] | None = None
+        self.on_renew_requested: Callable[[], None] | None = None
+        self._trust_cache: tuple[bytes, bytes, list[str], str] | None = None
         # The coordinators' default until the first ack says otherwise: a new agent must not
         # heartbeat faster, nor give up on a busy coordinator sooner (silence_limit), than its
         # peers do.
@@ -158,6 +161,19 @@ class Link:
 
     def on_change(self) -> None:
         self.changed.set()
+
+    def _trust_report(self) -> tuple[list[str], str]:
+        """The digests of the trusted roots and of the one that signed our certificate,
+        recomputed only when the certificate or the bundle changes."""
+        cert, ca = self.identity.cert_pem, self.identity.ca_pem
+        c = self._trust_cache
+        if c is None or c[0] is not cert or c[1] is not ca:
+            try:
+                trusted, issuer = trust_report(cert, ca)
+            except (ValueError, CloudlessError):
+                trusted, issuer = [], ""
+            c = self._trust_cache = (cert, ca, trusted, issuer)
+        return c[2], c[3]
 
     def reconnect(self) -> None:
         """Drop the current stream (new credentials after renewal)."""
@@ -270,6 +286,7 @@ class Link:
             self.seq += 1
             s = self.sample()
             now = self.clock.now()
+            trusted, issuer = self._trust_report()
             outbox.put_nowait(
                 pb.AgentMessage(
                     heartbeat=pb.Heartbeat(
@@ -278,6 +295,8 @@ class Link:
                         usage=resources_to_pb(s.usage),
                         conditions=conditions_to_pb(s.conditions),
                         replicas=[status_pb(st, now) for st in self.supervisor.statuses()],
+                        trusted_roots=trusted,
+                        cert_issuer=issuer,
                     )
                 )
             )
@@ -314,10 +333,19 @@ class Link:
             if msg.ack.interval_s > 0:
                 self.interval = min(max(msg.ack.interval_s, 0.05), 60.0)
             known = list(msg.ack.coordinators)
+            changed = False
             if known and known != self.identity.coordinators:
                 self.identity.coordinators = known
-                if self.on_identity_change is not None:
-                    self.on_identity_change()
+                changed = True
+            if msg.ack.ca_bundle_pem and msg.ack.ca_bundle_pem != self.identity.ca_pem:
+                # root rotation: trust what the coordinator (verified by mTLS) says from the
+                # next connection on; the open stream is kept
+                self.identity.ca_pem = msg.ack.ca_bundle_pem
+                changed = True
+            if changed and self.on_identity_change is not None:
+                self.on_identity_change()
+            if msg.ack.renew_now and self.on_renew_requested is not None:
+                self.on_renew_requested()
         elif kind == "logs":
             req = msg.logs
             if req.cancel:

@@ -159,18 +159,22 @@ class Hello(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., facts: _Optional[_Union[NodeFacts, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., agent_version: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("seq", "sent_at", "usage", "conditions", "replicas")
+    __slots__ = ("seq", "sent_at", "usage", "conditions", "replicas", "trusted_roots", "cert_issuer")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    TRUSTED_ROOTS_FIELD_NUMBER: _ClassVar[int]
+    CERT_ISSUER_FIELD_NUMBER: _ClassVar[int]
     seq: int
     sent_at: float
     usage: Resources
     conditions: NodeConditions
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaStatus]
-    def __init__(self, seq: _Optional[int] = ..., sent_at: _Optional[float] = ..., usage: _Optional[_Union[Resources, _Mapping]] = ..., conditions: _Optional[_Union[NodeConditions, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ...) -> None: ...
+    trusted_roots: _containers.RepeatedScalarFieldContainer[str]
+    cert_issuer: str
+    def __init__(self, seq: _Optional[int] = ..., sent_at: _Optional[float] = ..., usage: _Optional[_Union[Resources, _Mapping]] = ..., conditions: _Optional[_Union[NodeConditions, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., trusted_roots: _Optional[_Iterable[str]] = ..., cert_issuer: _Optional[str] = ...) -> None: ...
 
 class LogChunk(_message.Message):
     __slots__ = ("request_id", "stream", "data", "eof", "error")
@@ -242,14 +246,18 @@ class Assignments(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaAssignment, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatAck(_message.Message):
-    __slots__ = ("seq", "interval_s", "coordinators")
+    __slots__ = ("seq", "interval_s", "coordinators", "ca_bundle_pem", "renew_now")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     COORDINATORS_FIELD_NUMBER: _ClassVar[int]
+    CA_BUNDLE_PEM_FIELD_NUMBER: _ClassVar[int]
+    RENEW_NOW_FIELD_NUMBER: _ClassVar[int]
     seq: int
     interval_s: float
     coordinators: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, seq: _Optional[int] = ..., interval_s: _Optional[float] = ..., coordinators: _Optional[_Iterable[str]] = ...) -> None: ...
+    ca_bundle_pem: bytes
+    renew_now: bool
+    def __init__(self, seq: _Optional[int] = ..., interval_s: _Optional[float] = ..., coordinators: _Optional[_Iterable[str]] = ..., ca_bundle_pem: _Optional[bytes] = ..., renew_now: _Optional[bool] = ...) -> None: ...
 
 class LogRequest(_message.Message):
     __slots__ = ("request_id", "replica_id", "follow", "tail", "since", "cancel")
