@@ -16,7 +16,9 @@ issue      issues from the new root; re-issues its own            every coordina
                                                                   new root and ``overlap_s``
                                                                   has passed since the switch
 retire     stops trusting the old root; agents get the one-root  every coordinator applied
-           bundle                                                 it
+           bundle                                                 it and no ready node
+                                                                  reports trusting the old
+                                                                  root
 done       nothing left to do                                     (final)
 =========  =====================================================  ==========================
 
@@ -158,7 +160,14 @@ def next_step(view: RotationView) -> Step:
         if left > 0:
             return Step(None, f"every certificate renewed; the old root is retired in {left:.0f}s")
         return Step("retire", f"every coordinator and ready node renewed{note}")
-    return Step("done", "every coordinator stopped trusting the old root")
+    lagging = [n.node_id for n in ready if rot.old_digest in n.trusted]
+    if lagging:
+        return Step(
+            None,
+            f"{len(lagging)} of {len(ready)} ready nodes still trust the old root: "
+            f"{_names(lagging)}{note}",
+        )
+    return Step("done", f"every coordinator and ready node stopped trusting the old root{note}")
 
 
 def advanced(rot: Rotation, step: Step, now: float) -> Rotation:

@@ -27,8 +27,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
@@ -48,11 +47,16 @@ from cloudless.lib.errors import Conflict
 from cloudless.lib.ids import IdSource, RandomIds
 from cloudless.model.node import NodeState
 from cloudless.security._files import write_private
-from cloudless.security.bundle import TrustBundle, certificate_digest, load_pem_certificates
+from cloudless.security.bundle import certificate_digest
 from cloudless.security.ca import CertificateAuthority, new_root
 from cloudless.security.errors import CaStateError
 from cloudless.security.keys import private_key_pem
-from cloudless.security.root_rotation import NEXT_CERT_FILE, NEXT_KEY_FILE, switch_to_next_root
+from cloudless.security.root_rotation import (
+    NEXT_CERT_FILE,
+    NEXT_KEY_FILE,
+    endorse,
+    switch_to_next_root,
+)
 from cloudless.security.rotation import renewal_due
 from cloudless.store.codec import DictCodec
 from cloudless.store.errors import StoreError
@@ -81,44 +85,6 @@ def open_root_key(ca: CertificateAuthority, rot: Rotation) -> bytes:
     """The new root's key; needs the *old* root key (call before switching)."""
     raw = rot.sealed_bytes()
     return AESGCM(ca.derived_key(SEAL_PURPOSE)).decrypt(raw[:12], raw[12:], rot.id.encode())
-
-
-def endorse(ca: CertificateAuthority, new: x509.Certificate) -> bytes:
-    """The new root's subject and key certified by the issuing root: a client that trusts
-    the old root can check a new root it is offered (``endorsed_roots``) with no other
-    channel. (Not a chain for TLS: the roots are ``pathlen:0``.)"""
-    old = ca.root
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(new.subject)
-        .issuer_name(old.subject)
-        .public_key(new.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(new.not_valid_before_utc)
-        .not_valid_after(min(new.not_valid_after_utc, old.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca._signing_key(), hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def endorsed_roots(
-    offered: list[x509.Certificate], trusted: list[x509.Certificate], endorsements: bytes
-) -> list[x509.Certificate]:
-    """The offered roots we trust or that a trusted root endorsed (same subject and key)."""
-    crosses = load_pem_certificates(endorsements) if endorsements.strip() else []
-    out = []
-    for root in offered:
-        if any(certificate_digest(root) == certificate_digest(t) for t in trusted):
-            out.append(root)
-            continue
-        for cross in crosses:
-            if cross.subject != root.subject or cross.public_key() != root.public_key():
-                continue
-            if TrustBundle.of(trusted).issuer_of(cross) is not None:
-                out.append(root)
-                break
-    return out
 
 
 class RootRotation:
