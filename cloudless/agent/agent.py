@@ -254,4 +254,5 @@ class Agent:
         if self._metrics_tls is not None:
             d = AgentIdentity.dir(self.config.data_dir)
             self._metrics_tls.load_cert_chain(str(d / "node.crt"), str(d / "node.key"))
+        self.link.on_change()  # the next heartbeat, sent now, reports the new issuer
         log.info("certificate renewed")

@@ -342,6 +342,7 @@ class Link:
                 # next connection on; the open stream is kept
                 self.identity.ca_pem = msg.ack.ca_bundle_pem
                 changed = True
+                self.changed.set()  # report the new trust at once, not a heartbeat later
             if changed and self.on_identity_change is not None:
                 self.on_identity_change()
             if msg.ack.renew_now and self.on_renew_requested is not None:
