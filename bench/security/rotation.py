@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,14 +49,14 @@ async def one_size(n: int, root_bits: int, tmp: Path) -> dict[str, Any]:
     )
     coord = Coordinator(cfg)
     task = asyncio.create_task(coord.run())
-    worker: subprocess.Popen[bytes] | None = None
+    worker: asyncio.subprocess.Process | None = None
     try:
         await asyncio.wait_for(coord.ready.wait(), 60)
         client = Client(ClientConfig.load(tmp / "coord" / "admin" / "config.json"))
         tokens = [await asyncio.to_thread(client.create_token) for _ in range(n)]
         (tmp / "tokens").write_text("\n".join(tokens) + "\n")
-        worker = subprocess.Popen(
-            [
+        worker = await asyncio.create_subprocess_exec(
+            *[
                 sys.executable,
                 "-m",
                 "bench.cluster_scale.swarm",
@@ -72,9 +71,9 @@ async def one_size(n: int, root_bits: int, tmp: Path) -> dict[str, Any]:
                 "--data",
                 str(tmp / "agents"),
             ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         t_enrol = time.monotonic()
         await _until(lambda: len(coord.hub.sessions) >= n, 600, f"{n} agent sessions", 0.5)
@@ -84,9 +83,7 @@ async def one_size(n: int, root_bits: int, tmp: Path) -> dict[str, Any]:
         sessions = dict(coord.hub.sessions)
 
         t0 = time.monotonic()
-        rot = await asyncio.to_thread(
-            client.call, "POST", "/v1/ca/rotate", {"overlap_s": 0}
-        )
+        rot = await asyncio.to_thread(client.call, "POST", "/v1/ca/rotate", {"overlap_s": 0})
         start_s = time.monotonic() - t0
         phases: dict[str, float] = {"trust": start_s}
         while True:
@@ -115,7 +112,7 @@ async def one_size(n: int, root_bits: int, tmp: Path) -> dict[str, Any]:
     finally:
         if worker is not None:
             worker.terminate()
-            worker.wait(10)
+            await asyncio.wait_for(worker.wait(), 10)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
