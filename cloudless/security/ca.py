@@ -10,7 +10,7 @@ kind       extendedKeyUsage      why
 =========  ====================  =====================================
 node       serverAuth, clientAuth  agents serve (exec, logs) and dial
 service    serverAuth, clientAuth  coordinator, etcd, registry …
-workload   clientAuth            workloads only dial the platform
+workload   serverAuth, clientAuth  replicas do mutual TLS with each other
 user       clientAuth            people only dial the platform
 =========  ====================  =====================================
 
@@ -89,7 +89,7 @@ SERVER_KINDS = frozenset({CertKind.NODE, CertKind.SERVICE})
 _EKU = {
     CertKind.NODE: [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
     CertKind.SERVICE: [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-    CertKind.WORKLOAD: [ExtendedKeyUsageOID.CLIENT_AUTH],
+    CertKind.WORKLOAD: [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
     CertKind.USER: [ExtendedKeyUsageOID.CLIENT_AUTH],
 }
 

@@ -308,3 +308,25 @@ class RenewResponse(_message.Message):
     cert_pem: bytes
     ca_bundle_pem: bytes
     def __init__(self, cert_pem: _Optional[bytes] = ..., ca_bundle_pem: _Optional[bytes] = ...) -> None: ...
+
+class WorkloadIdentityRequest(_message.Message):
+    __slots__ = ("replica_id", "csr_pem", "ttl_seconds", "workload")
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    replica_id: str
+    csr_pem: bytes
+    ttl_seconds: int
+    workload: str
+    def __init__(self, replica_id: _Optional[str] = ..., csr_pem: _Optional[bytes] = ..., ttl_seconds: _Optional[int] = ..., workload: _Optional[str] = ...) -> None: ...
+
+class WorkloadIdentityResponse(_message.Message):
+    __slots__ = ("cert_pem", "ca_bundle_pem", "expires_at")
+    CERT_PEM_FIELD_NUMBER: _ClassVar[int]
+    CA_BUNDLE_PEM_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    cert_pem: bytes
+    ca_bundle_pem: bytes
+    expires_at: float
+    def __init__(self, cert_pem: _Optional[bytes] = ..., ca_bundle_pem: _Optional[bytes] = ..., expires_at: _Optional[float] = ...) -> None: ...
