@@ -24,6 +24,7 @@ from cloudless.agent.link import AssignmentFile, Link, Sample
 from cloudless.agent.monitor import ResourceMonitor
 from cloudless.agent.supervisor import Supervisor
 from cloudless.agent.telemetry import AgentTelemetry, agent_tls_context
+from cloudless.agent.workload_identity import WorkloadIdentities
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.coordinator.convert import resources_to_pb
@@ -61,6 +62,10 @@ class AgentConfig:
     # certificate; the scraper must present a certificate from the cluster's CA.
     metrics_listen: str = ""
     metrics_tls: bool = False
+    # Each replica's own SVID under <data_dir>/identities, mounted at /run/cloudless/identity
+    # (``security.svid``); its lifetime, within the coordinator's 1 min .. 1 day.
+    workload_identity: bool = True
+    workload_identity_ttl_s: int = 3600
 
 
 class Agent:
@@ -85,6 +90,7 @@ class Agent:
         self.supervisor: Supervisor | None = None
         self._metrics_tls: ssl.SSLContext | None = None
         self._renew_now = asyncio.Event()  # the coordinator asked for a renewal (ack)
+        self.identities: WorkloadIdentities | None = None
 
     def facts(self) -> pb.NodeFacts:
         c = self.config
@@ -153,6 +159,18 @@ class Agent:
         self.identity = await self.ensure_identity()
         assignments = AssignmentFile(self.config.data_dir)
         link_ref: list[Link] = []
+        self.identities = (
+            WorkloadIdentities(
+                self.config.data_dir / "identities",
+                self.issue_workload_identity,
+                self.clock,
+                self.rng,
+                trust_domain=self.identity.trust_domain,
+                ttl_s=self.config.workload_identity_ttl_s,
+            )
+            if self.config.workload_identity
+            else None
+        )
         self.supervisor = Supervisor(
             self.runtime,
             self.clock,
@@ -160,6 +178,7 @@ class Agent:
             advertise=self.config.address,
             volumes_root=self.config.data_dir / "volumes",
             secrets_root=self.config.data_dir / "secrets",  # a tmpfs, mounted on first use
+            identities=self.identities,
         )
         self.link = Link(
             self.identity,
@@ -174,7 +193,14 @@ class Agent:
         )
         link_ref.append(self.link)
         ident = self.identity
-        self.link.on_identity_change = lambda: ident.save(self.config.data_dir)
+        ids = self.identities
+
+        def identity_changed() -> None:
+            ident.save(self.config.data_dir)
+            if ids is not None:
+                ids.renew_all()  # new trust bundle (root rotation): into every container
+
+        self.link.on_identity_change = identity_changed
         self.link.on_renew_requested = self._renew_now.set
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.runtime.run())
@@ -182,6 +208,8 @@ class Agent:
             tg.create_task(self.monitor.run(self.config.monitor_interval_s))
             tg.create_task(self.link.run())
             tg.create_task(self._renewal())
+            if self.identities is not None:
+                tg.create_task(self.identities.run())
             if self.config.metrics_listen:
                 tg.create_task(self._serve_metrics())
 
@@ -223,6 +251,22 @@ class Agent:
                 log.warning("certificate renewal failed, retrying in 60s: %s", e)
                 await self.clock.sleep(60)
 
+    async def issue_workload_identity(
+        self, workload: str, replica_id: str, csr: bytes, ttl_s: int
+    ) -> tuple[bytes, bytes]:
+        """Ask a coordinator for a replica's SVID (``IssueWorkloadIdentity``)."""
+        ident = self.identity
+        assert ident is not None
+        target = (self.link.leader_hint if self.link else None) or ident.coordinators[0]
+        request = pb.WorkloadIdentityRequest(
+            replica_id=replica_id, workload=workload, csr_pem=csr, ttl_seconds=ttl_s
+        )
+        async with grpc.aio.secure_channel(
+            target, ident.channel_credentials(), options=channel_options()
+        ) as ch:
+            resp = await pbg.AgentControlStub(ch).IssueWorkloadIdentity(request, timeout=30)
+        return resp.cert_pem, resp.ca_bundle_pem
+
     async def _sleep_or_renew_request(self, seconds: float) -> None:
         """Sleep on the clock, or less if the coordinator asks for a renewal (root rotation)."""
         sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
@@ -255,4 +299,6 @@ class Agent:
             d = AgentIdentity.dir(self.config.data_dir)
             self._metrics_tls.load_cert_chain(str(d / "node.crt"), str(d / "node.key"))
         self.link.on_change()  # the next heartbeat, sent now, reports the new issuer
+        if self.identities is not None:
+            self.identities.renew_all()  # from the root that issued ours (root rotation)
         log.info("certificate renewed")

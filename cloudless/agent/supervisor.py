@@ -39,6 +39,7 @@ from cloudless.agent.assignment import (
 from cloudless.agent.health.probes import Prober
 from cloudless.agent.health.runner import HealthRunner
 from cloudless.agent.ports import PortAllocator
+from cloudless.agent.workload_identity import WorkloadIdentities
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError
 from cloudless.model.replica import ReplicaState
@@ -86,6 +87,7 @@ class ReplicaWorker:
     advertise: str = ""
     volumes_root: Path | None = None
     secrets_root: Path | None = None
+    identities: WorkloadIdentities | None = None
     host_ports: dict[int, int] = field(default_factory=dict)
     status: LocalStatus = field(init=False)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
@@ -186,6 +188,11 @@ class ReplicaWorker:
                 if a.spec.secrets
                 else ((), {})
             )
+            if self.identities is not None:
+                secret_mounts = (
+                    *secret_mounts,
+                    await self.identities.prepare(a.workload, rid),
+                )
             with tr.start_as_current_span("create"):
                 await self.runtime.create_container(
                     container_spec(fresh, self.host_ports, mounts + secret_mounts, secret_env)
@@ -331,6 +338,8 @@ class ReplicaWorker:
         self.release_ports()
         if self.assigned.spec.secrets:
             await asyncio.to_thread(secret_files.remove, self.secrets_root, rid)
+        if self.identities is not None:
+            self.identities.remove(rid)
 
 
 async def _first(*aws: Coroutine[Any, Any, Any]) -> None:
@@ -357,9 +366,11 @@ class Supervisor:
         advertise: str = "",
         volumes_root: Path | None = None,
         secrets_root: Path | None = None,
+        identities: WorkloadIdentities | None = None,
     ):
         self.volumes_root = volumes_root
         self.secrets_root = secrets_root
+        self.identities = identities
         self.ports = ports or PortAllocator()
         self.advertise = advertise
         self.runtime = runtime
@@ -477,6 +488,7 @@ class Supervisor:
                     self.advertise,
                     self.volumes_root,
                     self.secrets_root,
+                    self.identities,
                 )
                 self.workers[rid] = w
                 w.task = self._tg.create_task(self._guard(w))
