@@ -11,7 +11,7 @@ it, then "same namespace: accept", then "drop" — the order ``netpolicy.decide`
   transaction) and touches nothing else;
 * the ``forward`` hook (priority filter) accepts established and related packets, and sends a
   packet *from the container range* to a local workload's address through that workload's
-  chain (a verdict map on the destination address). Traffic from outside the container range
+  chain (the verdict map ``by_destination``). Traffic from outside the container range
   (the device itself, clients of published ports) is not policed here, and neither is
   traffic that never reaches the forward hook (two containers bridged on one device: the
   services table keeps those apart).
@@ -121,7 +121,7 @@ def render(
         f"table inet {table}",
         f"delete table inet {table}",
         f"table inet {table} {{",
-        "\tmap dst {",
+        "\tmap by_destination {",
         "\t\ttype ipv4_addr : verdict",
     ]
     if elems:
@@ -131,7 +131,7 @@ def render(
         "\tchain forward {",
         "\t\ttype filter hook forward priority filter; policy accept;",
         "\t\tct state established,related accept",
-        f"\t\tip saddr {container_cidr} ip daddr vmap @dst",
+        f"\t\tip saddr {container_cidr} ip daddr vmap @by_destination",
         "\t}",
     ]
     for w, lines in compiled.items():

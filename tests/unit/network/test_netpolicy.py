@@ -130,7 +130,7 @@ def test_render_is_one_atomic_table() -> None:
         "table inet cloudless_policy {",
     ]
     assert "\t\telements = { 10.8.2.2 : goto to_0 }" in lines
-    assert "\t\tip saddr 10.8.0.0/16 ip daddr vmap @dst" in lines
+    assert "\t\tip saddr 10.8.0.0/16 ip daddr vmap @by_destination" in lines
     # allow web's two front-end replicas on 5432, then the namespace, then drop
     chain = lines[lines.index("\tchain to_0 {") + 1 : -2]
     assert chain == [
