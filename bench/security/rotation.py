@@ -4,8 +4,9 @@ Root rotation time on a live cluster: one real coordinator (in-memory store; rea
 gRPC and HTTPS on loopback) and N simulated agents in a worker process
 (``bench.cluster_scale.swarm``: real ``Agent`` objects, real enrollment, streams and
 heartbeats, the fake runtime). For each N: start ``POST /v1/ca/rotate`` with no overlap and
-time each phase until ``done``; count agent sessions re-opened during the rotation (goal 0)
-and renewals signed. The figures are merged into ``bench/results/security.json`` under
+time each phase until ``done``; count agent sessions re-opened during the rotation (goal 0),
+and, for contrast, during a quiet window of the same order before it (a loaded machine drops
+streams on its own). The figures are merged into ``bench/results/security.json`` under
 ``ca_rotation`` (the other suites' figures there are kept).
 """
 
@@ -36,7 +37,7 @@ async def _until(pred: Any, timeout: float, what: str, every: float = 0.2) -> No
         await asyncio.sleep(every)
 
 
-async def one_size(n: int, root_bits: int, tmp: Path) -> dict[str, Any]:
+async def one_size(n: int, root_bits: int, tmp: Path, baseline_s: float) -> dict[str, Any]:
     cfg = CoordinatorConfig(
         data_dir=tmp / "coord",
         store="memory",
@@ -80,6 +81,11 @@ async def one_size(n: int, root_bits: int, tmp: Path) -> dict[str, Any]:
         enrol_s = time.monotonic() - t_enrol
         interval = cfg.membership.interval_for(n)
         await asyncio.sleep(2 * interval)  # every agent has reported its trust once
+        # baseline: sessions re-opened in a quiet window as long as a rotation takes, to tell
+        # a loaded machine's churn from the rotation's
+        quiet = dict(coord.hub.sessions)
+        await asyncio.sleep(baseline_s)
+        churn = sum(coord.hub.sessions.get(k) is not s for k, s in quiet.items())
         sessions = dict(coord.hub.sessions)
 
         t0 = time.monotonic()
@@ -107,6 +113,8 @@ async def one_size(n: int, root_bits: int, tmp: Path) -> dict[str, Any]:
             "phase_reached_at_s": {k: round(v, 2) for k, v in phases.items()},
             "start_request_s": round(start_s, 3),
             "sessions_reopened": reopened,
+            "sessions_reopened_in_quiet_window": churn,
+            "quiet_window_s": baseline_s,
             "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         }
     finally:
@@ -121,11 +129,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nodes", default="100,300")
     p.add_argument("--root-bits", type=int, default=4096)
+    p.add_argument("--quiet-window", type=float, default=20.0)
     a = p.parse_args()
     runs = []
     for n in (int(x) for x in a.nodes.split(",")):
         with tempfile.TemporaryDirectory(prefix="cl18-rot-") as d:
-            r = asyncio.run(one_size(n, a.root_bits, Path(d)))
+            r = asyncio.run(one_size(n, a.root_bits, Path(d), a.quiet_window))
         print(json.dumps(r), flush=True)
         runs.append(r)
     path = RESULTS / "security.json"
