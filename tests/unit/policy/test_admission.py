@@ -168,8 +168,9 @@ def _ticks(*values: float) -> Iterator[float]:
 
 
 def test_over_budget_denies_even_when_true() -> None:
-    # the injected timer says the evaluation took 20 ms against a 10 ms budget
-    t = _ticks(0.0, 0.020)
+    # the injected timer says the request took 20 ms against a 10 ms budget (first pass:
+    # before and after the request), then, timing the policy alone, 20 ms again
+    t = _ticks(0.0, 0.020, 0.0, 0.020)
     v = admit(
         [policy("true")], request_variables(spec(), DEV), budget_s=0.010, timer=lambda: next(t)
     )
@@ -311,3 +312,15 @@ def test_trimming_takes_every_policy_into_account() -> None:
     )
     obj = spec(labels={"team": "x", "app": "y"})
     assert admit([a, b], request_variables(obj, DEV)).allowed
+
+
+def test_the_cpu_clock_is_read_twice_per_request_under_budget() -> None:
+    reads: list[float] = []
+
+    def timer() -> float:
+        reads.append(0.0)
+        return 0.0
+
+    pols = [policy("true"), policy("object.replicas > 0"), policy("user.name != ''")]
+    assert admit(pols, request_variables(spec(), DEV), timer=timer).allowed
+    assert len(reads) == 2  # before and after the request, not around every policy
