@@ -211,7 +211,7 @@ def _admit(
     """One pass over the policies; with ``timer``, each policy is timed (rule 5)."""
     slim = _slim(variables, _plan(tuple(v.expression for p in applicable for v in p.validations)))
     ctx = context(slim)
-    full: Any = ctx if slim == variables else None
+    full: Any = None  # the whole request's context, built only if an error needs it
     denials: list[Denial] = []
     warnings: list[Denial] = []
     timings: dict[str, float] = {}
@@ -265,6 +265,7 @@ def _admit(
     return Verdict(tuple(denials), tuple(warnings), timings)
 
 
+CUT_VARIABLES = ("object", "oldObject", "user")
 # what each variable is cut to: None keeps every top-level field; otherwise top field ->
 # None (kept whole) or the keys read one level down (kept if the value is a dict holding them)
 _Cut = dict[str, dict[str, frozenset[str] | None] | None]
@@ -280,7 +281,7 @@ def _plan(exprs: tuple[Expression, ...]) -> tuple[frozenset[str], _Cut]:
         return hit[1], hit[2]
     used = frozenset().union(*(e.variables for e in exprs)) if exprs else frozenset()
     cut: _Cut = {}
-    for var in ("object", "oldObject"):
+    for var in CUT_VARIABLES:
         if any(e.fields.get(var, frozenset()) is None for e in exprs):
             cut[var] = None
             continue
@@ -312,11 +313,11 @@ def _subkeys(var: str, top: str, exprs: Sequence[Expression]) -> frozenset[str] 
 
 
 def _slim(variables: Mapping[str, Any], plan: tuple[frozenset[str], _Cut]) -> dict[str, Any]:
-    """``variables`` with ``object``/``oldObject`` cut to what the expressions read
+    """``variables`` with ``object``/``oldObject``/``user`` cut to what the expressions read
     (converting the whole spec costs ~140 µs; a few fields, a few µs)."""
     used, cut = plan
     out = {k: v for k, v in variables.items() if k in used}
-    for var in ("object", "oldObject"):
+    for var in CUT_VARIABLES:
         value = out.get(var)
         if value is None or not isinstance(value, Mapping):
             continue

@@ -63,8 +63,7 @@ def routes() -> tuple[Route, ...]:
         r(
             "post",
             "/v1/users/renew",
-            "Renew the caller's own user certificate: {csr_pem}; answers {cert_pem, "
-            "ca_bundle_pem}",
+            "Renew the caller's own user certificate: {csr_pem}; answers {cert_pem, ca_bundle_pem}",
         ),
         r(
             "delete",

@@ -205,7 +205,8 @@ def test_dry_run_reports_without_denying_and_namespaces_scope() -> None:
             "object.replicas <= oldObject.replicas",
             {"object": {"replicas"}, "oldObject": {"replicas"}},
         ),
-        ('user.name == "x"', {}),
+        ('user.name == "x"', {"user": {"name"}}),
+        ('size(user) == 3 && user.role != ""', {"user": None}),
     ],
 )
 def test_fields_read(source: str, fields: dict[str, Any]) -> None:
@@ -292,6 +293,12 @@ TRIM_CASES = [
     "object.placement.max_per_node == 0 && object.resources.cpu == '500m'",
     "size(object.placement) > 3 && object.placement.max_per_node == 0",
     'object.labels.exists(k, k == "team")',
+    'user.name == "dana"',
+    "size(user) == 3",
+    'user["role"] == "developer"',
+    "has(user.nobody)",
+    '"web" in user.namespaces && user.role == "developer"',
+    'user.namespaces.exists(n, n == "web") && object.replicas > 0',
 ]
 
 
