@@ -24,8 +24,8 @@ from typing import Any
 
 from bench.common import RESULTS, write_results
 from cloudless.cli.client import Client, ClientConfig
-from cloudless.coordinator.config import CoordinatorConfig
-from cloudless.coordinator.server import Coordinator
+from cloudless.coordinator.wiring.config import CoordinatorConfig
+from cloudless.coordinator.wiring.process import Coordinator
 from cloudless.lib.net import free_port
 
 

@@ -28,10 +28,10 @@ from cryptography import x509
 from cloudless.clusterops.quorum import Voter, removal_refusal
 from cloudless.clusterops.rotation_plan import Rotation
 from cloudless.clusterops.status import ca_status
-from cloudless.coordinator.http_api import IDENTITY
-from cloudless.coordinator.http_errors import ApiError
-from cloudless.coordinator.http_errors import json_response as _json
-from cloudless.coordinator.joining import coordinators_table, known_coordinators
+from cloudless.coordinator.userapi.app import IDENTITY
+from cloudless.coordinator.userapi.errors import ApiError
+from cloudless.coordinator.userapi.errors import json_response as _json
+from cloudless.coordinator.wiring.joining import coordinators_table, known_coordinators
 from cloudless.lib.errors import Conflict, NotFound, ValidationError
 from cloudless.policy.access import CALLER
 from cloudless.security.ca import BACKDATE_SECONDS
@@ -46,7 +46,7 @@ from cloudless.store.tables import ROOT
 from cloudless.store.tables.revocations import Revocation as StoredRevocation
 
 if TYPE_CHECKING:
-    from cloudless.coordinator.http_api import UserApi
+    from cloudless.coordinator.userapi.app import UserApi
     from cloudless.store.etcd import EtcdStore
 
 REVOCATION_KEEP_S = 366 * 24 * 3600

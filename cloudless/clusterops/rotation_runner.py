@@ -41,7 +41,7 @@ from cloudless.clusterops.rotation_plan import (
     next_step,
     phase_index,
 )
-from cloudless.coordinator.joining import known_coordinators
+from cloudless.coordinator.wiring.joining import known_coordinators
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import Conflict
 from cloudless.lib.ids import IdSource, RandomIds
@@ -211,7 +211,7 @@ class RootRotation:
             await self.clock.sleep(self.poll_s)
 
     async def view(self, rot: Rotation) -> RotationView:
-        from cloudless.coordinator.state import ClusterState
+        from cloudless.coordinator.state.cluster import ClusterState
 
         listing = await self.table.list()
         applied: dict[str, tuple[str, str]] = {}
