@@ -68,16 +68,18 @@ class OpsApi:
         own_path = ca.directory.parent / "tls" / "coordinator.crt"
         own = x509.load_pem_x509_certificate(own_path.read_bytes()) if own_path.exists() else None
         users = Table(self.api.state.store, f"{ROOT}users/", DictCodec("user"))
+        rotation = self.api.rotation
+        current = await rotation.current() if rotation is not None else None
+        trusting = current is not None and current.phase == "trust"
         doc = ca_status(
             roots=ca.trust_bundle.roots,
             issuing=ca.digest,
-            next_digest=rot.next_digest,
+            # during `ca rotate`'s trust phase the new root is trusted, not yet issuing
+            next_digest=current.new_digest if current is not None and trusting else rot.next_digest,
             own=own,
             users=[r.value for r in (await users.list()).records],
             now=self.api.clock.now(),
         )
-        rotation = self.api.rotation
-        current = await rotation.current() if rotation is not None else None
         if current is not None:
             doc["rotation_run"] = public_rotation(current)
         return _json({"trust_domain": ca.trust_domain, **doc})
