@@ -257,14 +257,17 @@ class Agent:
         """Ask a coordinator for a replica's SVID (``IssueWorkloadIdentity``)."""
         ident = self.identity
         assert ident is not None
-        target = (self.link.leader_hint if self.link else None) or ident.coordinators[0]
+        if self.link is None or not self.link.connected.is_set():
+            # offline: do not hold a container's start; the identity follows (retried)
+            raise ConnectionError("no coordinator connection")
+        target = self.link.leader_hint or ident.coordinators[0]
         request = pb.WorkloadIdentityRequest(
             replica_id=replica_id, workload=workload, csr_pem=csr, ttl_seconds=ttl_s
         )
         async with grpc.aio.secure_channel(
             target, ident.channel_credentials(), options=channel_options()
         ) as ch:
-            resp = await pbg.AgentControlStub(ch).IssueWorkloadIdentity(request, timeout=30)
+            resp = await pbg.AgentControlStub(ch).IssueWorkloadIdentity(request, timeout=10)
         return resp.cert_pem, resp.ca_bundle_pem
 
     async def _sleep_or_renew_request(self, seconds: float) -> None:
