@@ -26,6 +26,7 @@ from cloudless.agent.monitor import ResourceMonitor
 from cloudless.agent.network import AgentNetwork
 from cloudless.agent.supervisor import Supervisor
 from cloudless.agent.telemetry import AgentTelemetry, agent_tls_context
+from cloudless.agent.workload_identity import WorkloadIdentities
 from cloudless.api.convert import resources_to_pb
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
@@ -70,6 +71,10 @@ class AgentConfig:
     netns_prefix: str = "cl-"  # the containers' network namespaces: <prefix><replica id>
     # The object-store node (storage or S3 gateway) this agent runs; None runs none.
     storage: StorageConfig | None = None
+    # Each replica's own SVID under <data_dir>/identities, mounted at /run/cloudless/identity
+    # (``security.svid``); its lifetime, within the coordinator's 1 min .. 1 day.
+    workload_identity: bool = True
+    workload_identity_ttl_s: int = 3600
 
 
 class Agent:
@@ -95,6 +100,8 @@ class Agent:
         self.network: AgentNetwork | None = None
         self._metrics_tls: ssl.SSLContext | None = None
         self.storage: StorageService | None = None
+        self._renew_now = asyncio.Event()  # the coordinator asked for a renewal (ack)
+        self.identities: WorkloadIdentities | None = None
 
     def facts(self) -> pb.NodeFacts:
         c = self.config
@@ -174,6 +181,18 @@ class Agent:
             )
             # the persisted network first: adopted and restarted replicas wait for it
             self.network.update(assignments.load_network())
+        self.identities = (
+            WorkloadIdentities(
+                self.config.data_dir / "identities",
+                self.issue_workload_identity,
+                self.clock,
+                self.rng,
+                trust_domain=self.identity.trust_domain,
+                ttl_s=self.config.workload_identity_ttl_s,
+            )
+            if self.config.workload_identity
+            else None
+        )
         self.supervisor = Supervisor(
             self.runtime,
             self.clock,
@@ -182,6 +201,7 @@ class Agent:
             volumes_root=self.config.data_dir / "volumes",
             secrets_root=self.config.data_dir / "secrets",  # a tmpfs, mounted on first use
             network=self.network,
+            identities=self.identities,
         )
         self.link = Link(
             self.identity,
@@ -200,7 +220,15 @@ class Agent:
         )
         link_ref.append(self.link)
         ident = self.identity
-        self.link.on_identity_change = lambda: ident.save(self.config.data_dir)
+        ids = self.identities
+
+        def identity_changed() -> None:
+            ident.save(self.config.data_dir)
+            if ids is not None:
+                ids.renew_all()  # new trust bundle (root rotation): into every container
+
+        self.link.on_identity_change = identity_changed
+        self.link.on_renew_requested = self._renew_now.set
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.runtime.run())
             tg.create_task(self.supervisor.run(assignments.load()))
@@ -209,6 +237,8 @@ class Agent:
             tg.create_task(self._renewal())
             if self.network is not None:
                 tg.create_task(self.network.run())
+            if self.identities is not None:
+                tg.create_task(self.identities.run())
             if self.config.metrics_listen:
                 tg.create_task(self._serve_metrics())
             if self.config.storage is not None:
@@ -258,13 +288,46 @@ class Agent:
             if d.expired:
                 log.error("certificate expired: %s", d.reason)
                 return
-            while self.clock.now() < d.renew_at:
-                await self.clock.sleep(min(3600.0, max(1.0, d.renew_at - self.clock.now())))
+            while self.clock.now() < d.renew_at and not self._renew_now.is_set():
+                await self._sleep_or_renew_request(
+                    min(3600.0, max(1.0, d.renew_at - self.clock.now()))
+                )
+            self._renew_now.clear()
             try:
                 await self.renew()
             except (grpc.aio.AioRpcError, OSError) as e:
                 log.warning("certificate renewal failed, retrying in 60s: %s", e)
                 await self.clock.sleep(60)
+
+    async def issue_workload_identity(
+        self, workload: str, replica_id: str, csr: bytes, ttl_s: int
+    ) -> tuple[bytes, bytes]:
+        """Ask a coordinator for a replica's SVID (``IssueWorkloadIdentity``)."""
+        ident = self.identity
+        assert ident is not None
+        if self.link is None or not self.link.connected.is_set():
+            # offline: do not hold a container's start; the identity follows (retried)
+            raise ConnectionError("no coordinator connection")
+        target = self.link.leader_hint or ident.coordinators[0]
+        request = pb.WorkloadIdentityRequest(
+            replica_id=replica_id, workload=workload, csr_pem=csr, ttl_seconds=ttl_s
+        )
+        async with grpc.aio.secure_channel(
+            target, ident.channel_credentials(), options=channel_options()
+        ) as ch:
+            resp = await pbg.AgentControlStub(ch).IssueWorkloadIdentity(request, timeout=10)
+        return resp.cert_pem, resp.ca_bundle_pem
+
+    async def _sleep_or_renew_request(self, seconds: float) -> None:
+        """Sleep on the clock, or less if the coordinator asks for a renewal (root rotation)."""
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        asked = asyncio.ensure_future(self._renew_now.wait())
+        try:
+            await asyncio.wait([sleeper, asked], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            asked.cancel()
+            await asyncio.gather(sleeper, asked, return_exceptions=True)
 
     async def renew(self) -> None:
         """Renew now: a fresh key, a CSR for the same identity, new files. The open stream is
@@ -286,4 +349,7 @@ class Agent:
         if self._metrics_tls is not None:
             d = AgentIdentity.dir(self.config.data_dir)
             self._metrics_tls.load_cert_chain(str(d / "node.crt"), str(d / "node.key"))
+        self.link.on_change()  # the next heartbeat, sent now, reports the new issuer
+        if self.identities is not None:
+            self.identities.renew_all()  # from the root that issued ours (root rotation)
         log.info("certificate renewed")

@@ -28,12 +28,13 @@ from cloudless.api.convert import conditions_to_pb, resources_to_pb
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.lib.backoff import Backoff
 from cloudless.lib.clock import Clock
-from cloudless.lib.errors import ValidationError
+from cloudless.lib.errors import CloudlessError, ValidationError
 from cloudless.model.node import NodeConditions
 from cloudless.model.resources import Resources
 from cloudless.model.workload import parse_workload
 from cloudless.runtime.protocol import ContainerRuntime
 from cloudless.security._files import write_private
+from cloudless.security.bundle import trust_report
 from cloudless.transport.channel import AgentEnd, ChannelError, Dialer
 from cloudless.transport.grpc_channel import GrpcDialer
 
@@ -166,6 +167,8 @@ class Link:
         #: Why the last session attempt failed ("" after a session that ended cleanly).
         self.last_failure = ""
         self.on_identity_change: Callable[[], None] | None = None
+        self.on_renew_requested: Callable[[], None] | None = None
+        self._trust_cache: tuple[bytes, bytes, list[str], str] | None = None
         # The coordinators' default until the first ack says otherwise: a new agent must not
         # heartbeat faster, nor give up on a busy coordinator sooner (silence_limit), than its
         # peers do.
@@ -180,6 +183,19 @@ class Link:
 
     def on_change(self) -> None:
         self.changed.set()
+
+    def _trust_report(self) -> tuple[list[str], str]:
+        """The digests of the trusted roots and of the one that signed our certificate,
+        recomputed only when the certificate or the bundle changes."""
+        cert, ca = self.identity.cert_pem, self.identity.ca_pem
+        c = self._trust_cache
+        if c is None or c[0] is not cert or c[1] is not ca:
+            try:
+                trusted, issuer = trust_report(cert, ca)
+            except (ValueError, CloudlessError):
+                trusted, issuer = [], ""
+            c = self._trust_cache = (cert, ca, trusted, issuer)
+        return c[2], c[3]
 
     def reconnect(self) -> None:
         """Drop the current stream (new credentials after renewal)."""
@@ -297,6 +313,7 @@ class Link:
             self.seq += 1
             s = self.sample()
             now = self.clock.now()
+            trusted, issuer = self._trust_report()
             outbox.put_nowait(
                 pb.AgentMessage(
                     heartbeat=pb.Heartbeat(
@@ -306,6 +323,8 @@ class Link:
                         conditions=conditions_to_pb(s.conditions),
                         replicas=[status_pb(st, now) for st in self.supervisor.statuses()],
                         network_state=self.network_state(),
+                        trusted_roots=trusted,
+                        cert_issuer=issuer,
                     )
                 )
             )
@@ -346,10 +365,20 @@ class Link:
             if msg.ack.interval_s > 0:
                 self.interval = min(max(msg.ack.interval_s, 0.05), 60.0)
             known = list(msg.ack.coordinators)
+            changed = False
             if known and known != self.identity.coordinators:
                 self.identity.coordinators = known
-                if self.on_identity_change is not None:
-                    self.on_identity_change()
+                changed = True
+            if msg.ack.ca_bundle_pem and msg.ack.ca_bundle_pem != self.identity.ca_pem:
+                # root rotation: trust what the coordinator (verified by mTLS) says from the
+                # next connection on; the open stream is kept
+                self.identity.ca_pem = msg.ack.ca_bundle_pem
+                changed = True
+                self.changed.set()  # report the new trust at once, not a heartbeat later
+            if changed and self.on_identity_change is not None:
+                self.on_identity_change()
+            if msg.ack.renew_now and self.on_renew_requested is not None:
+                self.on_renew_requested()
         elif kind == "logs":
             req = msg.logs
             if req.cancel:

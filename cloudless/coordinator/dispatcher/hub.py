@@ -19,6 +19,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from cloudless.api.convert import (
     BadStatus,
@@ -54,6 +55,14 @@ MAX_USAGE_WRITES_PER_S = 100.0
 def usage_refresh_s(node_count: int) -> float:
     """Seconds between two usage writes of one node: 10 s up to 1,000 nodes, then linear."""
     return max(USAGE_REFRESH_S, node_count / MAX_USAGE_WRITES_PER_S)
+
+
+class TrustAdvice(Protocol):
+    """Fills an ack with trust advice for the agent, and records what it reported."""
+
+    def advise(self, hb: pb.Heartbeat, reply: pb.HeartbeatAck) -> None: ...
+
+    async def record(self, node_id: str, hb: pb.Heartbeat, fence: Fence) -> None: ...
 
 
 @dataclass
@@ -136,6 +145,8 @@ class AgentHub:
         self.state = state
         self.clock = clock
         self.config = config or MembershipConfig()
+        # root rotation: what to tell agents about trust in acks (``clusterops``)
+        self.trust: TrustAdvice | None = None
         self.tick_s = tick_s
         self.membership = Membership(self.config)
         self.sessions: dict[str, Session] = {}
@@ -329,8 +340,12 @@ class AgentHub:
             self.reliability.usage(s.node_id, resources_from_pb(hb.usage), node.allocatable, now)
         transitions = self._heard(s)
         reply = pb.HeartbeatAck(seq=hb.seq, interval_s=interval)
+        if self.trust is not None:
+            self.trust.advise(hb, reply)
         if ack is not None:
             ack(reply)
+        if self.trust is not None:
+            await self.trust.record(s.node_id, hb, self.fence())
         await self._write_transitions(transitions)
         await self._apply_statuses(s, hb.replicas)
         await self._maybe_write_usage(s, hb)

@@ -26,7 +26,7 @@ import secrets
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from cryptography import x509
@@ -70,6 +70,7 @@ from cloudless.network.addressing import AddressPlanConfig
 from cloudless.network.services import ServiceKey, label_problem
 from cloudless.network.views import network_status, service_detail
 from cloudless.observability.tracing import traceparent, tracer
+from cloudless.policy.routes import PUBLIC
 from cloudless.scheduler.plan import Explanation
 from cloudless.scheduler.scheduler import Scheduler
 from cloudless.scheduler.snapshot import NodeColumns, Snapshot
@@ -84,6 +85,9 @@ from cloudless.store.errors import DecodeError
 from cloudless.store.table import Table
 from cloudless.store.tables.revocations import Revocation as StoredRevocation
 from cloudless.store.types import Listing
+
+if TYPE_CHECKING:
+    from cloudless.clusterops.rotation_runner import RootRotation
 
 log = logging.getLogger("cloudless.coordinator.http")
 security_log = logging.getLogger("cloudless.security")
@@ -194,6 +198,7 @@ class UserApi:
         #: The cluster's network ranges (None: the coordinator runs without --network).
         self.network_config: AddressPlanConfig | None = None
         self._node_listing = NodeListingCache()
+        self.rotation: RootRotation | None = None  # POST /v1/ca/rotate; set by the server
         self._columns: NodeColumns | None = None  # for _check_placeable
         self.secrets = SecretsApi(
             state.store, SecretBox(ca.secrets_key), clock, hub.fence, hub.emit
@@ -243,7 +248,7 @@ class UserApi:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in ("/healthz", "/v1/ca", "/openapi.json", "/v1/cluster/join"):
+        if request.path in PUBLIC:
             return await handler(request)
         if request.path == "/ui" or request.path.startswith("/ui/"):
             return await handler(request)  # the console checks its session cookie itself
