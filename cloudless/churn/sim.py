@@ -182,7 +182,9 @@ class ChurnSim:
             if r.node_id != d or r.desired is not DesiredState.RUNNING:
                 continue
             if r.started_at > 0:  # it was running: the agent kept it
-                st.replicas[r.id] = replace(r, observed=ReplicaState.RUNNING, updated_at=now)
+                st.replicas[r.id] = replace(
+                    r, observed=ReplicaState.RUNNING, ready=True, updated_at=now
+                )
             else:
                 st.replicas[r.id] = replace(r, observed=ReplicaState.PENDING, updated_at=now)
                 self._at(now + self.cfg.start_delay_s, "ready", r.id)
@@ -282,7 +284,7 @@ class ChurnSim:
             r = st.replicas.get(what)
             if r and r.observed is ReplicaState.PENDING and st.online.get(r.node_id, False):
                 st.replicas[what] = replace(
-                    r, observed=ReplicaState.RUNNING, started_at=t, updated_at=t
+                    r, observed=ReplicaState.RUNNING, ready=True, started_at=t, updated_at=t
                 )
         elif kind == "learn":
             self._learn(t)

@@ -22,9 +22,11 @@ from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.coordinator.agent_input import (
     clean_goodbye,
+    clean_leave,
     clean_statuses,
     enrollment_problems,
     heartbeat_problems,
+    reserved_problems,
 )
 from cloudless.coordinator.convert import resources_from_pb
 from cloudless.coordinator.enrollment import Enroller
@@ -120,6 +122,8 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             problem = metrics_address_problem(facts.metrics_address)
             if problem:
                 raise ValidationError(f"node facts: {problem}")
+            for p in reserved_problems(facts.reserved_hours):
+                raise ValidationError(f"node {p}")
             labels = dict(facts.labels)
             labels.update(claims.labels)  # labels pinned by the token win
             return Node.make(
@@ -140,6 +144,7 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
                 cost_per_hour=facts.cost_per_hour,
                 enrolled_at=self.clock.now(),
                 metrics_address=facts.metrics_address,
+                reserved_hours=frozenset(facts.reserved_hours),
             )
 
         try:
@@ -327,3 +332,6 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             elif kind == "goodbye":
                 clean_goodbye(msg.goodbye)
                 await self.hub.on_goodbye(session, msg.goodbye)
+            elif kind == "leave":
+                clean_leave(msg.leave)
+                await self.hub.on_leave(session, msg.leave)

@@ -151,6 +151,14 @@ class ReplicaView(BaseModel):
     observed_version: int = 0
 
 
+class DepartureView(BaseModel):
+    model_config = _RESPONSE
+    kind: Literal["leave", "drain", "reserved"]
+    reason: str
+    announced_at: float
+    deadline: float
+
+
 class NodeView(BaseModel):
     model_config = _RESPONSE
     id: str
@@ -165,7 +173,9 @@ class NodeView(BaseModel):
     allocatable: ResourcesView
     usage: ResourcesView
     conditions: NodeConditionsView
-    state: Literal["enrolling", "ready", "draining", "cordoned", "offline", "failed", "removed"]
+    state: Literal[
+        "enrolling", "ready", "draining", "cordoned", "offline", "failed", "departed", "removed"
+    ]
     last_heartbeat: float
     address: str
     reliability: float
@@ -174,6 +184,8 @@ class NodeView(BaseModel):
     cost_per_hour: float
     enrolled_at: float
     metrics_address: str = ""
+    departure: DepartureView | None = None
+    reserved_hours: list[int] = Field(default_factory=list)
 
 
 class NodeDetail(NodeView):

@@ -133,12 +133,15 @@ def test_max_per_node() -> None:
     assert [a.count for a in acts if isinstance(a, SetUnplaced)] == [1]
 
 
-def test_drain_replaces_first_then_stops() -> None:
-    reps = [rep(0, "n0"), rep(1, "n1")]
+def test_drain_replaces_first_then_stops_once_ready() -> None:
+    reps = [rep(0, "n0", ready=True), rep(1, "n1", ready=True)]
     nodes = [node(0, S.DRAINING), node(1), node(2)]
     acts = run(nodes, wl(2), reps)
     assert creates(acts) == ["n2"] and stops(acts) == []
+    # running but not ready yet (its readiness check has not passed): the old one stays
     reps.append(rep(2, "n2"))
+    assert stops(run(nodes, wl(2), reps)) == []
+    reps[-1] = rep(2, "n2", ready=True)
     assert stops(run(nodes, wl(2), reps)) == ["web-r0"]
 
 
