@@ -61,6 +61,14 @@ class ScaleRequest(BaseModel):
     replicas: StrictInt = Field(ge=0, le=MAX_REPLICAS)
 
 
+class DrainRequest(BaseModel):
+    """``POST /v1/nodes/{id}/drain``, body optional: with ``deadline_s``, replicas still on the
+    node then are stopped even if their replacements are not ready."""
+
+    model_config = _REQUEST
+    deadline_s: float | None = Field(None, gt=0, le=7 * 86400, allow_inf_nan=False)
+
+
 class TokenRequest(BaseModel):
     model_config = _REQUEST
     use: TokenUse = TokenUse.NODE_ENROLLMENT

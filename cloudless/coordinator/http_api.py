@@ -33,6 +33,7 @@ from cryptography import x509
 from opentelemetry.trace import Span
 
 from cloudless.coordinator.api_models import (
+    DrainRequest,
     JoinRequest,
     ScaleRequest,
     TokenRequest,
@@ -61,6 +62,7 @@ from cloudless.coordinator.volume_listing import volume_rows
 from cloudless.lib.bounded import load_json, show
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError, Conflict, NotFound, ValidationError
+from cloudless.model.departure import Departure, DepartureKind
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica
 from cloudless.model.workload import WorkloadSpec
@@ -306,7 +308,11 @@ class UserApi:
         ]
         return json_response({**node_view(node), "replicas": [replica_view(r) for r in replicas]})
 
-    async def _set_node_state(self, node_id: str, target: NodeState, verb: str) -> web.Response:
+    async def _set_node_state(
+        self, node_id: str, target: NodeState, verb: str, departure: Departure | None = None
+    ) -> web.Response:
+        """Move the node to ``target``; a drain may carry a deadline (``departure``), and any
+        user move clears a ``drain`` departure set before."""
         await self._node(node_id)
         refusal: list[str] = []
 
@@ -316,6 +322,14 @@ class UserApi:
             new, why = cur.moved_to(target)
             if why:
                 refusal.append(why)
+                return None
+            dep = cur.departure
+            if departure is not None:
+                dep = departure
+            elif dep is not None and dep.kind is DepartureKind.DRAIN:
+                dep = None
+            if dep != cur.departure:
+                new = replace(new or cur, departure=dep)
             return new
 
         rec = await self.state.nodes.update(node_id, change, fence=self.hub.fence())
@@ -335,7 +349,14 @@ class UserApi:
         return await self._set_node_state(request.match_info["id"], NodeState.READY, "uncordon")
 
     async def drain(self, request: web.Request) -> web.Response:
-        return await self._set_node_state(request.match_info["id"], NodeState.DRAINING, "drain")
+        body = await request.read()
+        ask = parse_request(DrainRequest, load_json(body)) if body.strip() else DrainRequest()
+        dep = None
+        if ask.deadline_s is not None:
+            now = self.clock.now()
+            dep = Departure(DepartureKind.DRAIN, "drained by user", now, now + ask.deadline_s)
+        node_id = request.match_info["id"]
+        return await self._set_node_state(node_id, NodeState.DRAINING, "drain", dep)
 
     async def remove_node(self, request: web.Request) -> web.Response:
         node_id = request.match_info["id"]
