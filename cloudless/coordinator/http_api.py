@@ -350,7 +350,11 @@ class UserApi:
 
     async def drain(self, request: web.Request) -> web.Response:
         body = await request.read()
-        ask = parse_request(DrainRequest, load_json(body)) if body.strip() else DrainRequest()
+        ask = (
+            parse_request(DrainRequest, load_json(body))
+            if body.strip()
+            else DrainRequest(deadline_s=None)
+        )
         dep = None
         if ask.deadline_s is not None:
             now = self.clock.now()
