@@ -683,9 +683,14 @@ def leave(
         return
     until = time.monotonic() + seconds + 60.0
     while time.monotonic() < until:
+        # The agent removes its pid file as it exits (the process may linger as a zombie
+        # of whoever started it).
         try:
             os.kill(pid, 0)
+            gone = not (d / PID_FILE).exists()
         except ProcessLookupError:
+            gone = True
+        if gone:
             typer.echo(f"agent {pid}: left")
             return
         time.sleep(0.2)
