@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,9 @@ def one(replicas: int = 1) -> list[WorkloadSpec]:
     return services((replicas,), copies=1)
 
 
-def run(traces: list[Trace], announce_s: float, svcs: list[WorkloadSpec] | None = None) -> dict:
+def run(
+    traces: list[Trace], announce_s: float, svcs: list[WorkloadSpec] | None = None
+) -> dict[str, Any]:
     nodes = [node(t.device, cpu="4", memory="8Gi") for t in traces]
     cfg = SimConfig(start_s=W, end_s=END, warmup_s=3600.0, announce_s=announce_s)
     sim = ChurnSim(
