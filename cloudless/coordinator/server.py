@@ -22,6 +22,9 @@ import grpc
 from aiohttp import web
 
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
+from cloudless.churn.keeper import AvailabilityKeeper
+from cloudless.churn.route import StrategyPlacer
+from cloudless.churn.target import AvailabilityPlacer
 from cloudless.coordinator.agent_api import AgentApi
 from cloudless.coordinator.config import CoordinatorConfig
 from cloudless.coordinator.console.routes import Console
@@ -37,7 +40,6 @@ from cloudless.coordinator.joining import (
     write_ca,
 )
 from cloudless.coordinator.leader_watch import GrpcLink, LeaderWatch, leader_link_options
-from cloudless.coordinator.placer import SchedulerPlacer
 from cloudless.coordinator.reconciler import Reconciler
 from cloudless.coordinator.secret_cache import SecretCache
 from cloudless.coordinator.state import EVENTS_PREFIX, ClusterState
@@ -108,6 +110,7 @@ class Coordinator:
         self.election: Election
         self.hub: AgentHub
         self.network: NetworkController | None = None
+        self.availability: AvailabilityKeeper
 
     # ---- pieces ----------------------------------------------------------------------------
 
@@ -211,8 +214,13 @@ class Coordinator:
             self.store, SecretBox(self.ca.secrets_key), self.hub.secrets_changed
         )
         self.hub.secret_values = self.secret_cache.get
+        scheduler = Scheduler(c.scheduler)
+        availability = AvailabilityPlacer(scheduler)
+        self.availability = AvailabilityKeeper(
+            self.store, self.state.nodes, self.clock, availability
+        )
         reconciler = Reconciler(
-            self.state, SchedulerPlacer(Scheduler(c.scheduler)), self.ids, self.clock
+            self.state, StrategyPlacer(scheduler, availability), self.ids, self.clock
         )
         self.network = (
             NetworkController(self.state, c.network.plan(), self.clock) if c.network else None
@@ -383,6 +391,7 @@ class Coordinator:
             tg.create_task(self._keep_leading("agent hub", self.hub.lead))
             tg.create_task(self._keep_leading("reconciler", reconciler.lead))
             tg.create_task(self._keep_leading("event compactor", self._compact_events))
+            tg.create_task(self._keep_leading("availability history", self.availability.lead))
             if self.network is not None:
                 tg.create_task(self._keep_leading("network", self.network.lead))
 
