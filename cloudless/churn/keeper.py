@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -99,7 +100,7 @@ def describe_node(node: Node, history: Mapping[str, Any] | None, now: float) -> 
     m = with_reserved(m, node.reserved_hours)
     summary = m.describe(now)
     out["model"] = {
-        **{k: round(v, 4) for k, v in summary.items()},
+        **{k: round(v, 4) if math.isfinite(v) else None for k, v in summary.items()},
         "next_hours": [
             {"hour_of_week": hour_of_week(now + i * HOUR_S), "p_online": round(p, 3)}
             for i, p in enumerate(m.window(now, 12 * HOUR_S))

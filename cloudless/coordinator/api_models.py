@@ -196,8 +196,36 @@ class NodeView(BaseModel):
     reserved_hours: list[int] = Field(default_factory=list)
 
 
+class HourForecast(BaseModel):
+    model_config = _RESPONSE
+    hour_of_week: int
+    p_online: float
+
+
+class AvailabilityModelView(BaseModel):
+    model_config = _RESPONSE
+    availability_week: float
+    p_online_now: float
+    availability_next_24h: float
+    mean_session_h: float | None  # None: no session has ended yet
+    p_stay_up_next_1h: float
+    history_h: float
+    next_hours: list[HourForecast]
+    sessions: int
+
+
+class NodeAvailabilityView(BaseModel):
+    """The node's learned availability (``cloudless.churn.keeper.describe_node``)."""
+
+    model_config = _RESPONSE
+    reserved_hours: list[str]
+    departure: DepartureView | None
+    model: AvailabilityModelView | None
+
+
 class NodeDetail(NodeView):
     replicas: list[ReplicaView]
+    availability: NodeAvailabilityView | None = None
 
 
 class NodeList(BaseModel):

@@ -32,6 +32,7 @@ from aiohttp import web
 from cryptography import x509
 from opentelemetry.trace import Span
 
+from cloudless.churn.keeper import describe_node, history_table
 from cloudless.coordinator.api_models import (
     DrainRequest,
     JoinRequest,
@@ -306,7 +307,15 @@ class UserApi:
             for r in (await self.state.replicas.list()).records
             if r.value.node_id == node.id
         ]
-        return json_response({**node_view(node), "replicas": [replica_view(r) for r in replicas]})
+        history = await history_table(self.state.store).get(node.id)
+        availability = describe_node(node, history.value if history else None, self.clock.now())
+        return json_response(
+            {
+                **node_view(node),
+                "replicas": [replica_view(r) for r in replicas],
+                "availability": availability,
+            }
+        )
 
     async def _set_node_state(
         self, node_id: str, target: NodeState, verb: str, departure: Departure | None = None
