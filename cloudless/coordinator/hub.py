@@ -342,12 +342,9 @@ class AgentHub:
     async def on_goodbye(self, s: Session, bye: pb.Goodbye) -> None:
         """The agent stops cleanly and asks to be held (``Membership.goodbye``)."""
         hold = self.membership.goodbye(s.node_id, self.clock.monotonic(), bye.back_within_s)
-        await self.emit(
-            "node",
-            f"node {s.node_id}: agent stopping ({bye.reason or 'no reason given'}); "
-            f"its replicas are kept for {hold:.0f}s",
-            node=s.node_id,
-        )
+        why = bye.reason or "no reason given"
+        kept = f"; its replicas are kept for {hold:.0f}s" if hold > 0 else ""
+        await self.emit("node", f"node {s.node_id}: agent stopping ({why}){kept}", node=s.node_id)
 
     async def on_leave(self, s: Session, leave: pb.Leave) -> None:
         """The agent is about to leave: record a ``leave`` departure on its node and set it

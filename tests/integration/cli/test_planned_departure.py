@@ -9,6 +9,7 @@ show the replacement running before the old replica is told to stop."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -56,7 +57,8 @@ def test_agent_leave_moves_its_replica_before_stopping_it(tmp_path: Path) -> Non
     coord = subprocess.Popen(
         [*CLI, "coordinator", "--data-dir", str(tmp_path / "c"), "--name", "c1", "--bootstrap",
          "--store", "memory", "--api-port", str(api), "--agent-port", str(free_port()),
-         "--enroll-port", str(free_port()), "--root-key-size", "2048", "--bcrypt-cost", "4"],
+         "--enroll-port", str(free_port()), "--root-key-size", "2048", "--bcrypt-cost", "4",
+         "--scheduler", "availability"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV,
     )  # fmt: skip
     procs: list[subprocess.Popen[str]] = [coord]
@@ -71,13 +73,16 @@ def test_agent_leave_moves_its_replica_before_stopping_it(tmp_path: Path) -> Non
         )
         client = connect(config)
         agents: dict[str, subprocess.Popen[str]] = {}
+        # owner-reserved hours 12 h from now (local time), so they do not act during the test
+        later = datetime.datetime.now() + datetime.timedelta(hours=12)
+        reserved = f"{later.strftime('%a')} {later.hour}-{later.hour + 1}"
         for i in (1, 2):
             token = runner.invoke(app, ["token", "create", "--config", str(config)])
             agents[f"edge-{i}"] = subprocess.Popen(
                 [*CLI, "agent", "--join", f"https://127.0.0.1:{api}",
                  "--token", token.stdout.strip(), "--data-dir", str(tmp_path / f"a{i}"),
                  "--name", f"edge-{i}", "--zone", f"z{i}", "--runtime", "fake",
-                 "--cpu", "1", "--memory", "1Gi"],
+                 "--cpu", "1", "--memory", "1Gi", "--reserved-hours", reserved],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV,
             )  # fmt: skip
             procs.append(agents[f"edge-{i}"])
@@ -143,6 +148,12 @@ def test_agent_leave_moves_its_replica_before_stopping_it(tmp_path: Path) -> Non
         assert any("-> departed (left as announced)" in m for m in events), events
         # no reliability penalty: the departed node is not judged down
         assert states() == {leaving: "departed", names[new["node_id"]]: "ready"}
+        # describe node shows the learned model, the reserved hours and the departure
+        shown = runner.invoke(app, ["describe", "node", leaving, "--config", str(config)])
+        assert shown.exit_code == 0, shown.output
+        assert "departed" in shown.stdout and "leave (owner reclaimed it)" in shown.stdout
+        assert "Availability" in shown.stdout and "Next hours (UTC)" in shown.stdout
+        assert "Reserved hours" in shown.stdout and "UTC" in shown.stdout
         print(
             f"\nleave took {took:.2f}s; {len(samples)} samples every 20 ms, "
             f"min ready replicas {min(n for _, n in samples)}"
