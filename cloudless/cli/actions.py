@@ -222,7 +222,9 @@ def drain(
     client = connect(config)
     node_id = resolve_node_id(client, node)
     n = client.call("POST", f"/v1/nodes/{node_id}/drain", body)
-    out.print(f"node/{n.get('name') or node_id} ({node_id}) draining: state {n.get('state')}")
+    dep = n.get("departure") or {}
+    by = f", deadline in {dep['deadline'] - dep['announced_at']:.0f}s" if dep else ""
+    out.print(f"node/{n.get('name') or node_id} ({node_id}) draining: state {n.get('state')}{by}")
 
 
 wait_app = typer.Typer(no_args_is_help=True, help="Wait for a condition (for scripts).")
