@@ -12,7 +12,9 @@ draining in the same write. Rules, per node:
 * while a node with a departure drains, the reconciler starts each replacement first and
   stops the node's replicas once enough replicas are ready elsewhere (make-before-break);
 * past the deadline, replicas still meant to run on the node are stopped regardless (the
-  deadline bounds the wait: a replacement that cannot be placed or never gets ready);
+  deadline bounds the wait: a replacement that cannot be placed or never gets ready), except
+  those of workloads with volumes (``keep``): their data is on the node, they stay until it
+  goes and ``on_node_loss`` decides then;
 * a leaving node (``leave``) whose agent has gone (offline) is ``departed``: not failed, so
   no reliability penalty; its replicas are lost and deleted, replacements go elsewhere;
 * a ``leave`` or ``drain`` departure on a node that is ready again (a user uncordoned it,
@@ -66,7 +68,9 @@ def decide_departures(
     replicas: Iterable[Replica],
     now: float,
     lead_s: float = RESERVED_LEAD_S,
+    keep: frozenset[str] = frozenset(),
 ) -> DepartureDecision:
+    """``keep``: workloads whose replicas the deadline does not stop (with volumes)."""
     writes: list[SetDeparture] = []
     stop: list[StopReplica] = []
     watched = [n for n in nodes.values() if n.departure is not None or n.reserved_hours]
@@ -83,7 +87,7 @@ def decide_departures(
         d = node.departure
         if d is not None and now >= d.deadline and node.state is NodeState.DRAINING:
             for r in sorted(on_node.get(node.id, []), key=lambda r: r.id):
-                if r.desired is DesiredState.RUNNING:
+                if r.desired is DesiredState.RUNNING and r.workload not in keep:
                     stop.append(StopReplica(r, f"node {node.id}: {_late(d)}"))
     return DepartureDecision(writes, stop)
 

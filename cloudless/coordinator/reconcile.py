@@ -163,7 +163,8 @@ def reconcile(view: ClusterView, placer: Placer, ids: IdSource, now: float) -> l
         by_workload.setdefault(r.workload, []).append(r)
     nodes = list(view.nodes.values())
 
-    departures = decide_departures(view.nodes, view.replicas.values(), now)
+    stateful = frozenset(n for n, rec in view.workloads.items() if rec.spec.volumes)
+    departures = decide_departures(view.nodes, view.replicas.values(), now, keep=stateful)
     work.actions.extend(departures.nodes)
     for stop in departures.stop:
         _update(

@@ -310,3 +310,11 @@ def test_departure_round_trips_in_the_record() -> None:
     n = node(0, S.DRAINING, departure=dep(K.DRAIN, T + 60, at=T), reserved_hours=RES)
     assert Node.from_dict(n.to_dict()) == n
     assert Node.from_dict(replace(n, departure=None).to_dict()).departure is None
+
+
+def test_deadline_spares_replicas_of_workloads_with_volumes() -> None:
+    # their data is on the node: they stay until it goes, on_node_loss decides then
+    n = node(0, S.DRAINING, departure=dep(K.LEAVE, T))
+    db = replace(rep(0, "n0"), workload="db", id="db-0")
+    got = decide_departures({"n0": n}, [db, rep(1, "n0")], T, keep=frozenset({"db"}))
+    assert [s.replica.id for s in got.stop] == ["web-r1"]
