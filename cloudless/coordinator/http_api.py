@@ -32,7 +32,8 @@ from aiohttp import web
 from cryptography import x509
 from opentelemetry.trace import Span
 
-from cloudless.churn.keeper import describe_node, history_table
+from cloudless.churn.keeper import describe_node, history_model, history_table, with_reserved
+from cloudless.churn.target import predict
 from cloudless.coordinator.api_models import (
     DrainRequest,
     JoinRequest,
@@ -65,7 +66,7 @@ from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError, Conflict, NotFound, ValidationError
 from cloudless.model.departure import Departure, DepartureKind
 from cloudless.model.node import Node, NodeState
-from cloudless.model.replica import Replica
+from cloudless.model.replica import DesiredState, Replica, ReplicaState
 from cloudless.model.workload import WorkloadSpec
 from cloudless.model.workload_codec import parse_workload_data, workload_to_dict
 from cloudless.network import state as network_state
@@ -525,16 +526,45 @@ class UserApi:
     async def _explain(self, spec: WorkloadSpec, top: int, first: str = "") -> web.Response:
         """``first``: a note that leads (a stateful replica waiting for its node)."""
         ex = await self.explanation(spec, top)
+        notes = [first, *ex.notes] if first else list(ex.notes)
+        text = f"{first}\n{ex.render()}" if first else ex.render()
+        predicted = await self._predicted_availability(spec)
+        if predicted:
+            notes.append(predicted)
+            text = f"{text}\n{predicted}"
         return json_response(
             {
                 "workload": spec.name,
                 "summary": ex.rejections.message(),
                 "rejections": ex.rejections.as_dict(),
                 "best": [{"node": ns.node_id, **ns.components.to_dict()} for ns in ex.best],
-                "notes": [first, *ex.notes] if first else list(ex.notes),
-                "text": f"{first}\n{ex.render()}" if first else ex.render(),
+                "notes": notes,
+                "text": text,
             }
         )
+
+    async def _predicted_availability(self, spec: WorkloadSpec) -> str:
+        """What the workload's live replicas are predicted to give over the next 6 h, from
+        the nodes' learned availability (``churn.keeper``); "" without live replicas."""
+        v = (await self.state.snapshot()).view
+        live = sorted(
+            r.node_id
+            for r in v.replicas.values()
+            if r.workload == spec.name
+            and r.desired is DesiredState.RUNNING
+            and r.observed is not ReplicaState.LOST
+            and r.node_id in v.nodes
+        )
+        if not live:
+            return ""
+        now = self.clock.now()
+        models = {}
+        for rec in (await history_table(self.state.store).list()).records:
+            m = history_model(rec.value, now) if rec.name in v.nodes else None
+            if m is not None:
+                models[rec.name] = with_reserved(m, v.nodes[rec.name].reserved_hours)
+        target = spec.placement.availability_target or 0.999
+        return predict(live, models, now, target=target).explain() + " over the next 6 h"
 
     async def explain(self, request: web.Request) -> web.Response:
         rec = await self._workload(request.match_info["name"])

@@ -154,6 +154,12 @@ def test_agent_leave_moves_its_replica_before_stopping_it(tmp_path: Path) -> Non
         assert "departed" in shown.stdout and "leave (owner reclaimed it)" in shown.stdout
         assert "Availability" in shown.stdout and "Next hours (UTC)" in shown.stdout
         assert "Reserved hours" in shown.stdout and "UTC" in shown.stdout
+        # explain says what availability the live replicas are predicted to give
+        ex = runner.invoke(app, ["explain", "web", "--config", str(config)])
+        assert ex.exit_code == 0, ex.output
+        assert (
+            "predicted availability" in ex.stdout and "(at least 1 of 1 replicas up)" in ex.stdout
+        )
         print(
             f"\nleave took {took:.2f}s; {len(samples)} samples every 20 ms, "
             f"min ready replicas {min(n for _, n in samples)}"

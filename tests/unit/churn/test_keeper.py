@@ -119,3 +119,18 @@ def test_strategy_placer_routes_availability_workloads() -> None:
     # --scheduler availability (a bare name) and strategy=availability both parse
     assert SchedulerConfig.parse("availability").strategy is Strategy.AVAILABILITY
     assert SchedulerConfig.parse("strategy=availability").strategy is Strategy.AVAILABILITY
+
+
+def test_predict_names_the_target_and_the_replicas() -> None:
+    from cloudless.churn.target import predict
+
+    steady = AvailabilityModel(tuple([0.99] * 168), 1 / (30 * 86400), 7 * 86400.0)
+    # two steady devices: P(at least one up) ~ 1 - 0.01^2 per hour, minus the small chance
+    # of leaving within 6 h; a device without a model counts as 0.5
+    p = predict(["a", "b"], {"a": steady, "b": steady}, 0.0, target=0.999)
+    assert p.met and p.availability > 0.999
+    weak = predict(["x"], {}, 0.0, target=0.999)
+    assert weak.availability == 0.5 and not weak.met
+    assert weak.explain() == (
+        "predicted availability 0.50000 (at least 1 of 1 replicas up) misses the target 0.99900"
+    )
