@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from cloudless.churn.target import AvailabilityPlacer
-from cloudless.coordinator.placer import SchedulerPlacer
-from cloudless.coordinator.reconcile import Placer, PlaceResult
+from cloudless.coordinator.deciders.placer import SchedulerPlacer
+from cloudless.coordinator.deciders.reconcile import Placer, PlaceResult
 from cloudless.model.node import Node
 from cloudless.model.replica import Replica
 from cloudless.model.workload import WorkloadSpec

@@ -5,7 +5,7 @@ announced it is leaving (``cloudless agent leave``, a sleep hook, SIGTERM with `
 stop``), a user drained it with a deadline, or its owner reserved the coming hours. While it
 is set, the coordinator moves the node's replicas away make-before-break (a replacement is
 ready before the old replica is stopped) until ``deadline``; after the deadline what is left
-is stopped regardless (``cloudless.coordinator.departures`` has the rules).
+is stopped regardless (``cloudless.coordinator.deciders.departures`` has the rules).
 
 Reserved hours are bins of the week in the same frame as ``cloudless.churn.model`` (168
 one-hour bins, bin 0 = the hour-of-week of Unix time 0, a Thursday 00:00 UTC).

@@ -7,16 +7,16 @@ from dataclasses import replace
 
 import pytest
 
-from cloudless.coordinator.departures import SetDeparture, decide_departures
-from cloudless.coordinator.fake_placer import FakePlacer
-from cloudless.coordinator.reconcile import (
+from cloudless.coordinator.deciders.departures import SetDeparture, decide_departures
+from cloudless.coordinator.deciders.fake_placer import FakePlacer
+from cloudless.coordinator.deciders.reconcile import (
     ClusterView,
     CreateReplica,
     DeleteReplica,
     UpdateReplica,
     reconcile,
 )
-from cloudless.coordinator.records import WorkloadRecord
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.errors import ValidationError
 from cloudless.lib.ids import SequentialIds
 from cloudless.model.departure import (

@@ -12,7 +12,7 @@ from cloudless.churn.keeper import AvailabilityKeeper, describe_node, history_ta
 from cloudless.churn.model import AvailabilityModel
 from cloudless.churn.route import StrategyPlacer
 from cloudless.churn.target import AvailabilityPlacer
-from cloudless.coordinator.state import ClusterState
+from cloudless.coordinator.state.cluster import ClusterState
 from cloudless.lib.clock import FakeClock
 from cloudless.model.departure import parse_reserved
 from cloudless.model.node import Node, NodeState

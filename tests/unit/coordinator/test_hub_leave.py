@@ -4,8 +4,8 @@ one write; a repeat (after a reconnect) changes nothing; the stream's end depart
 from __future__ import annotations
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
-from cloudless.coordinator.hub import AgentHub, Session
-from cloudless.coordinator.state import ClusterState
+from cloudless.coordinator.dispatcher.hub import AgentHub, Session
+from cloudless.coordinator.state.cluster import ClusterState
 from cloudless.lib.clock import FakeClock
 from cloudless.model.departure import DepartureKind
 from cloudless.model.node import Node, NodeState

@@ -24,8 +24,8 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from cloudless.coordinator.departures import SetDeparture
-from cloudless.coordinator.reconcile import (
+from cloudless.coordinator.deciders.departures import SetDeparture
+from cloudless.coordinator.deciders.reconcile import (
     Action,
     ClusterView,
     CreateReplica,
@@ -39,9 +39,9 @@ from cloudless.coordinator.reconcile import (
     UpdateReplica,
     reconcile,
 )
-from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.state import ClusterState, Snapshot, event
-from cloudless.coordinator.view import LiveView, placement_fingerprint
+from cloudless.coordinator.state.cluster import ClusterState, Snapshot, event
+from cloudless.coordinator.state.live_view import LiveView, placement_fingerprint
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.clock import Clock
 from cloudless.lib.ids import IdSource
 from cloudless.model.departure import Departure
@@ -56,7 +56,7 @@ from cloudless.store.table import Record, Table
 from cloudless.store.tables import ROOT
 from cloudless.store.types import Compare, TxnOp
 
-log = logging.getLogger("cloudless.coordinator.reconciler")
+log = logging.getLogger("cloudless.coordinator.loops.reconcile_loop")
 
 
 class Reconciler:

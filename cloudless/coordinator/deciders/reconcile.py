@@ -27,10 +27,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from cloudless.coordinator.departures import SetDeparture, decide_departures
-from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.rollout import decide_rollout
-from cloudless.coordinator.stateful import keep_lost, plan_stateful, replica_id
+from cloudless.coordinator.deciders.departures import SetDeparture, decide_departures
+from cloudless.coordinator.deciders.rollout import decide_rollout
+from cloudless.coordinator.deciders.stateful import keep_lost, plan_stateful, replica_id
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.ids import IdSource
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import DesiredState, Replica, ReplicaState
