@@ -8,7 +8,6 @@ from dataclasses import replace
 import pytest
 
 from cloudless.coordinator.deciders.departures import SetDeparture, decide_departures
-from cloudless.coordinator.deciders.fake_placer import FakePlacer
 from cloudless.coordinator.deciders.reconcile import (
     ClusterView,
     CreateReplica,
@@ -32,6 +31,7 @@ from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import DesiredState, Replica, ReplicaState
 from cloudless.model.resources import Resources
 from cloudless.model.workload import WorkloadSpec
+from cloudless.testing.fake_placer import FakePlacer
 
 S = NodeState
 K = DepartureKind

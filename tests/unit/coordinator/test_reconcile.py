@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from cloudless.coordinator.deciders.fake_placer import FakePlacer
 from cloudless.coordinator.deciders.reconcile import (
     Action,
     ClusterView,
@@ -21,6 +20,7 @@ from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import DesiredState, Replica, ReplicaState
 from cloudless.model.resources import Resources
 from cloudless.model.workload import Placement, WorkloadSpec
+from cloudless.testing.fake_placer import FakePlacer
 
 S = NodeState
 R = ReplicaState
@@ -33,15 +33,24 @@ def node(i: int, state: NodeState = S.READY) -> Node:
 
 def wl(replicas: int = 3, version: int = 1, deleted: bool = False, **kw: object) -> WorkloadRecord:
     spec = WorkloadSpec(
-        name="web", image="busybox", replicas=replicas, resources=Resources(100, 1 << 20), **kw
-    )  # type: ignore[arg-type]
+        name="web",
+        image="busybox",
+        replicas=replicas,
+        resources=Resources(100, 1 << 20),
+        **kw,  # type: ignore[arg-type]
+    )
     return WorkloadRecord(spec=spec, version=version, deleted=deleted)
 
 
 def rep(i: int, node_id: str, observed: ReplicaState = R.RUNNING, **kw: object) -> Replica:
     return Replica(
-        id=f"web-r{i}", workload="web", node_id=node_id, observed=observed, spec_version=1, **kw
-    )  # type: ignore[arg-type]
+        id=f"web-r{i}",
+        workload="web",
+        node_id=node_id,
+        observed=observed,
+        spec_version=1,
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 def run(nodes: list[Node], rec: WorkloadRecord, replicas: list[Replica]) -> list[Action]:
