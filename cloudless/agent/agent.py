@@ -6,12 +6,20 @@ assignment, which is persisted, so work continues while the coordinator is unrea
 resource monitor, the link to the coordinator, certificate renewal (at 2/3 of the
 certificate's lifetime, with jitter, without a restart) and, when storage is enabled, the
 object-store node with its S3 gateway (``cloudless.agent.storage``).
+
+Leaving (``request_leave``: ``cloudless agent leave``, SIGTERM with ``--leave-on-stop``): the
+agent announces it (``Leave``), keeps running what it holds until the coordinator's set no
+longer holds it (each replica is stopped there once its replacement is ready elsewhere) or
+until the deadline, stops what is left, says goodbye without a hold and ``run`` returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
+import os
 import random
 import ssl
 from dataclasses import dataclass, field
@@ -75,6 +83,19 @@ class AgentConfig:
     # (``security.svid``); its lifetime, within the coordinator's 1 min .. 1 day.
     workload_identity: bool = True
     workload_identity_ttl_s: int = 3600
+    # Owner-reserved hours (``cloudless.model.departure`` week bins): no work then.
+    reserved_hours: frozenset[int] = frozenset()
+    # On SIGTERM, leave (move replicas away first) instead of a plain stop.
+    leave_on_stop: bool = False
+    leave_deadline_s: float = 300.0
+
+
+LEAVE_FILE = "leave.json"  # written by ``cloudless agent leave`` before it signals the agent
+PID_FILE = "agent.pid"
+
+
+class _Left(Exception):
+    """Ends ``Agent.run``'s task group once the agent has left."""
 
 
 class Agent:
@@ -102,6 +123,9 @@ class Agent:
         self.storage: StorageService | None = None
         self._renew_now = asyncio.Event()  # the coordinator asked for a renewal (ack)
         self.identities: WorkloadIdentities | None = None
+        self._leave = asyncio.Event()
+        self._leave_args: tuple[float, str] = (config.leave_deadline_s, "agent leaving")
+        self.left = False
 
     def facts(self) -> pb.NodeFacts:
         c = self.config
@@ -128,6 +152,7 @@ class Agent:
             public=c.public,
             cost_per_hour=c.cost_per_hour,
             metrics_address=self.metrics_address(),
+            reserved_hours=sorted(c.reserved_hours),
         )
 
     def metrics_address(self) -> str:
@@ -229,20 +254,28 @@ class Agent:
 
         self.link.on_identity_change = identity_changed
         self.link.on_renew_requested = self._renew_now.set
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.runtime.run())
-            tg.create_task(self.supervisor.run(assignments.load()))
-            tg.create_task(self.monitor.run(self.config.monitor_interval_s))
-            tg.create_task(self.link.run())
-            tg.create_task(self._renewal())
-            if self.network is not None:
-                tg.create_task(self.network.run())
-            if self.identities is not None:
-                tg.create_task(self.identities.run())
-            if self.config.metrics_listen:
-                tg.create_task(self._serve_metrics())
-            if self.config.storage is not None:
-                tg.create_task(self._storage(self.config.storage))
+        pid = self.config.data_dir / PID_FILE
+        pid.write_text(f"{os.getpid()}\n")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.runtime.run())
+                tg.create_task(self.supervisor.run(assignments.load()))
+                tg.create_task(self.monitor.run(self.config.monitor_interval_s))
+                tg.create_task(self.link.run())
+                tg.create_task(self._renewal())
+                tg.create_task(self._leaving())
+                if self.network is not None:
+                    tg.create_task(self.network.run())
+                if self.identities is not None:
+                    tg.create_task(self.identities.run())
+                if self.config.metrics_listen:
+                    tg.create_task(self._serve_metrics())
+                if self.config.storage is not None:
+                    tg.create_task(self._storage(self.config.storage))
+        except* _Left:
+            self.left = True
+        finally:
+            pid.unlink(missing_ok=True)
 
     async def _storage(self, cfg: StorageConfig) -> None:
         """The object-store node until cancelled (``cloudless.agent.storage``)."""
@@ -260,6 +293,56 @@ class Agent:
 
     async def _live_containers(self) -> set[str]:
         return {st.id for st in await self.runtime.list_containers()}
+
+    def request_leave(self, deadline_s: float | None = None, reason: str = "") -> None:
+        """Leave the cluster: replicas move away first (see the module docstring)."""
+        self._leave_args = (
+            self.config.leave_deadline_s if deadline_s is None else deadline_s,
+            reason or "agent leaving",
+        )
+        self._leave.set()
+
+    def leave_requested_by_file(self) -> bool:
+        """SIGTERM: leave if ``cloudless agent leave`` asked (its file) or ``leave_on_stop``;
+        True if a leave started (the caller then does not cancel the agent)."""
+        f = self.config.data_dir / LEAVE_FILE
+        if f.exists():
+            try:
+                ask = json.loads(f.read_text())
+                self.request_leave(float(ask.get("deadline_s", 300.0)), str(ask.get("reason", "")))
+            except (OSError, ValueError, TypeError) as e:
+                log.warning("%s unreadable (%s): leaving with the defaults", f, e)
+                self.request_leave()
+            f.unlink(missing_ok=True)
+            return True
+        if self.config.leave_on_stop:
+            self.request_leave(reason="agent stopping (--leave-on-stop)")
+            return True
+        return False
+
+    LEAVE_POLL_S = 0.1
+
+    async def _leaving(self) -> None:
+        await self._leave.wait()
+        assert self.link is not None and self.supervisor is not None
+        deadline_s, reason = self._leave_args
+        log.info("leaving (%s): moving replicas away within %.0fs", reason, deadline_s)
+        self.link.announce_leave(deadline_s, reason)
+        until = self.clock.monotonic() + deadline_s
+        while self.supervisor.workers and self.clock.monotonic() < until:
+            await self.clock.sleep(self.LEAVE_POLL_S)
+        if self.supervisor.workers:
+            log.warning(
+                "leave deadline passed with %d replica(s) here: stopping them",
+                len(self.supervisor.workers),
+            )
+        self.supervisor.assign([])
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30.0):
+                await self.supervisor.idle()
+        await self.link.say_goodbye(f"left: {reason}")
+        log.info("left the cluster")
+        raise _Left()
 
     async def _serve_metrics(self) -> None:
         """``/metrics`` until cancelled; the TLS context follows certificate renewals."""

@@ -180,6 +180,10 @@ class Link:
         self.last_rx = 0.0
         self._log_tasks: dict[str, asyncio.Task[None]] = {}
         self._renewed = asyncio.Event()
+        # Set by ``announce_leave``: sent now and again on every new session until we go.
+        self.leave: pb.Leave | None = None
+        self._outbox: asyncio.Queue[pb.AgentMessage] | None = None
+        self._said_goodbye: asyncio.Event | None = None
 
     def on_change(self) -> None:
         self.changed.set()
@@ -231,7 +235,10 @@ class Link:
         async with self.dialer.connect(target) as ch:
             outbox: asyncio.Queue[pb.AgentMessage] = asyncio.Queue()
             outbox.put_nowait(self._hello())
+            if self.leave is not None:
+                outbox.put_nowait(pb.AgentMessage(leave=self.leave))
             said_goodbye = asyncio.Event()
+            self._outbox, self._said_goodbye = outbox, said_goodbye
             self._renewed.clear()
             self.last_rx = self.clock.monotonic()
             send = asyncio.create_task(self._send(ch, outbox, said_goodbye))
@@ -242,10 +249,11 @@ class Link:
             try:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             except asyncio.CancelledError:
-                if self.goodbye_hold_s > 0 and self.connected.is_set():
+                if self.goodbye_hold_s > 0 and self.connected.is_set() and self.leave is None:
                     await self._goodbye(outbox, said_goodbye)
                 raise
             finally:
+                self._outbox = self._said_goodbye = None
                 for t in (*tasks, *self._log_tasks.values()):
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -267,19 +275,38 @@ class Link:
             if msg.WhichOneof("kind") == "goodbye":
                 said_goodbye.set()
 
-    async def _goodbye(self, outbox: asyncio.Queue[pb.AgentMessage], said: asyncio.Event) -> None:
-        """A clean stop: ask the coordinator to hold this node for ``goodbye_hold_s``; wait
-        (at most 1 s) until the message has been written to the stream."""
-        outbox.put_nowait(
-            pb.AgentMessage(
-                goodbye=pb.Goodbye(back_within_s=self.goodbye_hold_s, reason="agent stopping")
-            )
-        )
+    def announce_leave(self, deadline_s: float, reason: str) -> None:
+        """Tell the coordinator this node is leaving (``Leave``): now if connected, and on
+        every session opened until the agent stops."""
+        self.leave = pb.Leave(deadline_s=deadline_s, reason=reason)
+        if self._outbox is not None:
+            self._outbox.put_nowait(pb.AgentMessage(leave=self.leave))
+
+    async def say_goodbye(self, reason: str) -> bool:
+        """The last word of a leaving agent (no hold: the node is departed, not awaited);
+        False when not connected."""
+        if self._outbox is None or self._said_goodbye is None:
+            return False
+        await self._goodbye(self._outbox, self._said_goodbye, hold=0.0, reason=reason)
+        return True
+
+    async def _goodbye(
+        self,
+        outbox: asyncio.Queue[pb.AgentMessage],
+        said: asyncio.Event,
+        *,
+        hold: float | None = None,
+        reason: str = "agent stopping",
+    ) -> None:
+        """A clean stop: ask the coordinator to hold this node for ``goodbye_hold_s`` (or
+        ``hold``); wait (at most 1 s) until the message has been written to the stream."""
+        hold = self.goodbye_hold_s if hold is None else hold
+        outbox.put_nowait(pb.AgentMessage(goodbye=pb.Goodbye(back_within_s=hold, reason=reason)))
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             async with asyncio.timeout(1.0):
                 await said.wait()
                 await asyncio.sleep(0.05)  # let the HTTP/2 frame leave the socket
-        log.info("said goodbye (hold %.0fs)", self.goodbye_hold_s)
+        log.info("said goodbye (hold %.0fs)", hold)
 
     def silence_limit(self) -> float:
         return max(3.0, 4 * self.interval)

@@ -21,7 +21,7 @@ from cryptography import x509
 from cloudless.api.convert import resources_from_pb
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
-from cloudless.coordinator.agentapi.checks import enrollment_problems
+from cloudless.coordinator.agentapi.checks import enrollment_problems, reserved_problems
 from cloudless.coordinator.agentapi.enrollment import Enroller
 from cloudless.coordinator.agentapi.sessions import AgentSessions
 from cloudless.coordinator.agentapi.sessions import details as _details
@@ -111,6 +111,8 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             problem = metrics_address_problem(facts.metrics_address)
             if problem:
                 raise ValidationError(f"node facts: {problem}")
+            for p in reserved_problems(facts.reserved_hours):
+                raise ValidationError(f"node {p}")
             labels = dict(facts.labels)
             labels.update(claims.labels)  # labels pinned by the token win
             return Node.make(
@@ -131,6 +133,7 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
                 cost_per_hour=facts.cost_per_hour,
                 enrolled_at=self.clock.now(),
                 metrics_address=facts.metrics_address,
+                reserved_hours=frozenset(facts.reserved_hours),
             )
 
         try:

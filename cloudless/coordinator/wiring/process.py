@@ -21,9 +21,11 @@ import grpc
 from aiohttp import web
 
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
+from cloudless.churn.keeper import AvailabilityKeeper
+from cloudless.churn.route import StrategyPlacer
+from cloudless.churn.target import AvailabilityPlacer
 from cloudless.clusterops.rotation_runner import AgentTrust, RootRotation
 from cloudless.coordinator.agentapi.service import AgentApi
-from cloudless.coordinator.deciders.placer import SchedulerPlacer
 from cloudless.coordinator.dispatcher.hub import AgentHub
 from cloudless.coordinator.eventlog.compactor import EventCompactor
 from cloudless.coordinator.loops.leader_watch import GrpcLink, LeaderWatch, leader_link_options
@@ -113,6 +115,7 @@ class Coordinator:
         self.rotation: RootRotation
         self._grpc_creds: list[ReloadableServerCredentials] = []
         self._https: ReloadableServerContext | None = None
+        self.availability: AvailabilityKeeper
 
     # ---- pieces ----------------------------------------------------------------------------
 
@@ -244,8 +247,13 @@ class Coordinator:
             self.store, SecretBox(self.ca.secrets_key), self.hub.secrets_changed
         )
         self.hub.secret_values = self.secret_cache.get
+        scheduler = Scheduler(c.scheduler)
+        availability = AvailabilityPlacer(scheduler)
+        self.availability = AvailabilityKeeper(
+            self.store, self.state.nodes, self.clock, availability
+        )
         reconciler = Reconciler(
-            self.state, SchedulerPlacer(Scheduler(c.scheduler)), self.ids, self.clock
+            self.state, StrategyPlacer(scheduler, availability), self.ids, self.clock
         )
         self.network = (
             NetworkController(self.state, c.network.plan(), self.clock) if c.network else None
@@ -401,6 +409,7 @@ class Coordinator:
             ("reconciler", reconciler.lead),
             ("event compactor", self._compact_events),
             ("root rotation", self.rotation.lead),
+            ("availability history", self.availability.lead),
         ]
         if self.network is not None:
             loops.append(("network", self.network.lead))
