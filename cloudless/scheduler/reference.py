@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica
@@ -37,7 +38,7 @@ from cloudless.scheduler.plugins.pin import reason as pin_reason
 from cloudless.scheduler.registry import FACTOR_NAMES
 from cloudless.scheduler.search import Pin, Pins, search
 from cloudless.scheduler.snapshot import occupies
-from cloudless.scheduler.strategy import resolve
+from cloudless.scheduler.strategy import fallback_engines, resolve
 
 Vec = list[int]
 
@@ -105,7 +106,7 @@ class ReferenceScheduler:
         how = [resolve(s, strategy, self.config.strategy) for s, _ in groups]
         reps = list(replicas)
 
-        def attempt(order: Sequence[int], pins: Pins) -> Plan:
+        def attempt(order: Sequence[int], pins: Pins, engine: Strategy | None = None) -> Plan:
             st = _State(nodes, reps, workloads)
             tails: list[list[float]] = []
             acc = [0.0, 0.0, 0.0, 0.0]
@@ -123,14 +124,15 @@ class ReferenceScheduler:
             for k, i in enumerate(order):
                 (spec, strat), count = how[i], groups[i][1]
                 first = nxt.get(spec.name, 0)
-                a, u = self._group(st, spec, count, first, strat, tails[k], pins.get(i))
+                a, u = self._group(st, spec, count, first, engine or strat, tails[k], pins.get(i))
                 nxt[spec.name] = first + count
                 assigned.extend(a)
                 if u:
                     unplaced.append(u)
             return Plan(tuple(assigned), tuple(unplaced))
 
-        return search(nodes, groups, attempt)
+        others = [partial(attempt, engine=e) for e in fallback_engines([e for _, e in how])]
+        return search(nodes, groups, attempt, None, others)
 
     # --- one workload -------------------------------------------------------------------
 

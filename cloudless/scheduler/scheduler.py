@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
+from functools import partial
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from cloudless.scheduler.plan import Assignment, Explanation, NodeScore, Plan, U
 from cloudless.scheduler.registry import FACTOR_NAMES
 from cloudless.scheduler.search import Pins, search
 from cloudless.scheduler.snapshot import F64, Snapshot, demand_vector
-from cloudless.scheduler.strategy import resolve
+from cloudless.scheduler.strategy import fallback_engines, resolve
 
 
 def plan_tails(groups: Sequence[tuple[WorkloadSpec, int]]) -> list[F64]:
@@ -103,7 +104,7 @@ class Scheduler:
         how = [resolve(s, strategy, self.config.strategy) for s, _ in groups]
         counts = [c for _, c in groups]
 
-        def attempt(order: Sequence[int], pins: Pins) -> Plan:
+        def attempt(order: Sequence[int], pins: Pins, engine: Strategy | None = None) -> Plan:
             ws = WorkState(snapshot)
             tails = plan_tails([groups[i] for i in order])
             nxt: dict[str, int] = {}
@@ -120,7 +121,7 @@ class Scheduler:
                     config=self.config,
                     weights=self.weights,
                     rng=self.rng,
-                    strategy=strat,
+                    strategy=engine or strat,
                     hint=self.locality_hint,
                     tail=tails[k],
                     pin=pins.get(i),
@@ -132,7 +133,8 @@ class Scheduler:
             return Plan(tuple(assigned), tuple(unplaced))
 
         tops = [float(snapshot.alloc[d].max()) if snapshot.n else 0.0 for d in range(3)]
-        return search(snapshot.nodes, groups, attempt, tops)
+        others = [partial(attempt, engine=e) for e in fallback_engines([e for _, e in how])]
+        return search(snapshot.nodes, groups, attempt, tops, others)
 
     def explain(self, snapshot: Snapshot, spec: WorkloadSpec, top: int = 10) -> Explanation:
         """The ``top`` best nodes for one more replica (with their score components) and every

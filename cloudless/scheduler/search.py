@@ -35,6 +35,7 @@ Attempt = Callable[[Sequence[int], Pins], Plan]
 
 MAX_REPAIRS = 24
 PIN_DOMAINS = 3
+FALLBACK_SHARE = 4  # attempts kept for each fallback engine out of MAX_REPAIRS
 
 
 def _tops(nodes: Sequence[Node]) -> list[float]:
@@ -185,38 +186,70 @@ def _tries(
     return out
 
 
+def _repair(
+    nodes: Sequence[Node],
+    groups: Sequence[tuple[WorkloadSpec, int]],
+    attempt: Attempt,
+    first: Try,
+    plan: Plan,
+    budget: int,
+) -> tuple[Plan | None, int]:
+    """Repair rounds from ``plan`` (made by ``first``) with at most ``budget`` attempts: the
+    complete plan found, or None; and the attempts used."""
+    room = [eligible(nodes, s) for s, _ in groups]
+    seen: set[tuple[tuple[int, ...], tuple[tuple[int, Pin], ...]]] = {(tuple(first[0]), ())}
+    base = first
+    waiting: list[tuple[int, int, Try, Plan]] = []  # attempts not yet repaired, in made order
+    used = 0
+    while used < budget:
+        made: list[tuple[int, int, Try, Plan]] = []
+        for t in _tries(nodes, groups, base, plan, room):
+            key = (tuple(t[0]), tuple(sorted(t[1].items())))
+            if key in seen:
+                continue
+            if used == budget:
+                break
+            seen.add(key)
+            used += 1
+            got = attempt(*t)
+            if got.complete:
+                return got, used
+            made.append((_unplaced(got), used, t, got))
+        waiting += made
+        pool = made or waiting
+        if not pool:
+            break
+        nxt = min(pool, key=lambda m: (m[0], m[1]))
+        waiting.remove(nxt)
+        _, _, base, plan = nxt
+    return None, used
+
+
 def search(
     nodes: Sequence[Node],
     groups: Sequence[tuple[WorkloadSpec, int]],
     attempt: Attempt,
     tops: Sequence[float] | None = None,
+    fallbacks: Sequence[Attempt] = (),
 ) -> Plan:
-    """The best plan found (see the module rules); ``attempt(order, pins)`` makes one."""
+    """The best plan found (see the module rules); ``attempt(order, pins)`` makes one;
+    ``fallbacks``: other ways to make one (another engine's node choice), tried in turn with
+    what is left of the budget when the repair of ``attempt``'s plan falls short."""
     by_sum = order(nodes, groups, tops)
     best = attempt(by_sum, {})
-    base: Try = (by_sum, {})
     if best.complete:
         return best
-    room = [eligible(nodes, s) for s, _ in groups]
-    seen: set[tuple[tuple[int, ...], tuple[tuple[int, Pin], ...]]] = {(tuple(base[0]), ())}
-    budget = MAX_REPAIRS
-    plan = best
-    while budget > 0:
-        nxt: tuple[int, Try, Plan] | None = None
-        for t in _tries(nodes, groups, base, plan, room):
-            key = (tuple(t[0]), tuple(sorted(t[1].items())))
-            if key in seen:
-                continue
-            if budget == 0:
-                break
-            seen.add(key)
-            budget -= 1
-            got = attempt(*t)
-            if got.complete:
-                return got
-            if nxt is None or _unplaced(got) < nxt[0]:
-                nxt = (_unplaced(got), t, got)
-        if nxt is None:
+    left = MAX_REPAIRS
+    reserve = min(FALLBACK_SHARE * len(fallbacks), left)
+    got, used = _repair(nodes, groups, attempt, (by_sum, {}), best, left - reserve)
+    left -= used
+    for k, other in enumerate(fallbacks):
+        share = left // (len(fallbacks) - k)
+        if got is not None or share == 0:
             break
-        _, base, plan = nxt
-    return best
+        plan = other(by_sum, {})
+        if plan.complete:
+            return plan
+        got, used = _repair(nodes, groups, other, (by_sum, {}), plan, share - 1)
+        left -= used + 1
+    return got if got is not None else best

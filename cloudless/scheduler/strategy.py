@@ -5,6 +5,7 @@ preference acts: the node with the fewest replicas of the workload, then the bes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 from cloudless.model.workload import SpreadConstraint, WorkloadSpec
@@ -41,3 +42,13 @@ def resolve(
     if s is Strategy.AVAILABILITY:
         return spec, Strategy.SCORE
     return spec, s
+
+
+#: The strategies the engine places with (``resolve`` maps the others onto ``SCORE``).
+ENGINES = (Strategy.BEST_FIT, Strategy.FIRST_FIT, Strategy.SCORE)
+
+
+def fallback_engines(used: Sequence[Strategy]) -> list[Strategy]:
+    """The engines a plan the repair leaves incomplete is made once more with (every group
+    placed by it): each engine that does not already place every group, packers first."""
+    return [e for e in ENGINES if any(u is not e for u in used)]

@@ -14,7 +14,7 @@ import random
 from unittest.mock import patch
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import cloudless.scheduler.search as search_mod
@@ -30,6 +30,10 @@ SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 
 @SETTINGS
 @given(st.integers(0, 10**6), st.integers(3, 8))
+# Score plans the reorder repair cannot complete (every order it reaches spreads memory too
+# thin); the packers' node choice, tried with the rest of the budget, completes them.
+@example(seed=100001, n=3)
+@example(seed=100187, n=6)
 def test_mixed_fleet_complete_whenever_it_fits(seed: int, n: int) -> None:
     nodes, groups = mixed_instance(random.Random(seed), n)
     opt = optimal_nodes(nodes, groups, time_limit=10)
