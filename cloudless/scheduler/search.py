@@ -16,8 +16,13 @@ Rules:
   rest on a small device) or required anti-affinity with another group on (so it leaves
   the other domains to that group instead of touching them all); then each of those
   anti-affinity partners, placed first and pinned the same way (so the unplaced group gets
-  the other domains). A repair is adopted only when it places every replica, so the
+  the other domains). When a round has nothing new to try, the rounds go on from the best
+  attempt not yet repaired. A repair is adopted only when it places every replica, so the
   reasons for what stays unplaced are the first plan's;
+* ``FALLBACK_SHARE`` attempts per fallback (another engine's node choice, given by the
+  caller) are kept out of ``MAX_REPAIRS``; when the repair falls short, each fallback makes
+  the plan in the greedy order and repairs it with its share of what is left (a plan that
+  every order spreads too thin for the score strategy is often complete when packed);
 * a complete plan is returned as made (no extra work).
 """
 
