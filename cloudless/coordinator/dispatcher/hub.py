@@ -229,10 +229,18 @@ class AgentHub:
 
     async def wait_active(self, timeout: float) -> bool:
         """Wait until this hub serves agents (we lead and the replicas are loaded), at most
-        ``timeout`` seconds; whether it does."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._ready.wait()
+        ``timeout`` seconds (on the injected clock); whether it does."""
+        if not self._ready.is_set():
+            waits = (
+                asyncio.ensure_future(self._ready.wait()),
+                asyncio.ensure_future(self.clock.sleep(timeout)),
+            )
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+                await asyncio.gather(*waits, return_exceptions=True)
         return self.active
 
     def fence(self) -> Fence:
