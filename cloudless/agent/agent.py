@@ -3,8 +3,9 @@
 Enrolls once (token + CSR; key and certificate kept with 0600 permissions), then runs, in one
 TaskGroup: the container runtime's loop, the supervisor (converging containers on the last
 assignment, which is persisted, so work continues while the coordinator is unreachable), the
-resource monitor, the link to the coordinator, and certificate renewal (at 2/3 of the
-certificate's lifetime, with jitter, without a restart).
+resource monitor, the link to the coordinator, certificate renewal (at 2/3 of the
+certificate's lifetime, with jitter, without a restart) and, when storage is enabled, the
+object-store node with its S3 gateway (``cloudless.agent.storage``).
 
 Leaving (``request_leave``: ``cloudless agent leave``, SIGTERM with ``--leave-on-stop``): the
 agent announces it (``Leave``), keeps running what it holds until the coordinator's set no
@@ -30,14 +31,17 @@ from cloudless.agent.facts import detect_facts
 from cloudless.agent.identity import AgentIdentity, channel_options, enroll
 from cloudless.agent.link import AssignmentFile, Link, Sample
 from cloudless.agent.monitor import ResourceMonitor
+from cloudless.agent.network import AgentNetwork
 from cloudless.agent.supervisor import Supervisor
 from cloudless.agent.telemetry import AgentTelemetry, agent_tls_context
+from cloudless.agent.workload_identity import WorkloadIdentities
 from cloudless.api.convert import resources_to_pb
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.model.node import NodeConditions
 from cloudless.model.resources import Resources
+from cloudless.objectstore.service import StorageConfig, StorageService
 from cloudless.observability.http import parse_listen, serve_metrics
 from cloudless.runtime.protocol import ContainerRuntime
 from cloudless.security.identity import SpiffeId
@@ -69,6 +73,16 @@ class AgentConfig:
     # certificate; the scraper must present a certificate from the cluster's CA.
     metrics_listen: str = ""
     metrics_tls: bool = False
+    # Container networking when the coordinator sends a network (its own namespace, address
+    # and DNS per container); False keeps containers on the device's network regardless.
+    container_network: bool = True
+    netns_prefix: str = "cl-"  # the containers' network namespaces: <prefix><replica id>
+    # The object-store node (storage or S3 gateway) this agent runs; None runs none.
+    storage: StorageConfig | None = None
+    # Each replica's own SVID under <data_dir>/identities, mounted at /run/cloudless/identity
+    # (``security.svid``); its lifetime, within the coordinator's 1 min .. 1 day.
+    workload_identity: bool = True
+    workload_identity_ttl_s: int = 3600
     # Owner-reserved hours (``cloudless.model.departure`` week bins): no work then.
     reserved_hours: frozenset[int] = frozenset()
     # On SIGTERM, leave (move replicas away first) instead of a plain stop.
@@ -104,7 +118,11 @@ class Agent:
         self.identity: AgentIdentity | None = None
         self.link: Link | None = None
         self.supervisor: Supervisor | None = None
+        self.network: AgentNetwork | None = None
         self._metrics_tls: ssl.SSLContext | None = None
+        self.storage: StorageService | None = None
+        self._renew_now = asyncio.Event()  # the coordinator asked for a renewal (ack)
+        self.identities: WorkloadIdentities | None = None
         self._leave = asyncio.Event()
         self._leave_args: tuple[float, str] = (config.leave_deadline_s, "agent leaving")
         self.left = False
@@ -177,6 +195,29 @@ class Agent:
         self.identity = await self.ensure_identity()
         assignments = AssignmentFile(self.config.data_dir)
         link_ref: list[Link] = []
+        if self.config.container_network:
+            self.network = AgentNetwork(
+                self.config.data_dir,
+                self.identity.node_id,
+                public=self.config.public,
+                clock=self.clock,
+                live_containers=self._live_containers,
+                netns_prefix=self.config.netns_prefix,
+            )
+            # the persisted network first: adopted and restarted replicas wait for it
+            self.network.update(assignments.load_network())
+        self.identities = (
+            WorkloadIdentities(
+                self.config.data_dir / "identities",
+                self.issue_workload_identity,
+                self.clock,
+                self.rng,
+                trust_domain=self.identity.trust_domain,
+                ttl_s=self.config.workload_identity_ttl_s,
+            )
+            if self.config.workload_identity
+            else None
+        )
         self.supervisor = Supervisor(
             self.runtime,
             self.clock,
@@ -184,6 +225,8 @@ class Agent:
             advertise=self.config.address,
             volumes_root=self.config.data_dir / "volumes",
             secrets_root=self.config.data_dir / "secrets",  # a tmpfs, mounted on first use
+            network=self.network,
+            identities=self.identities,
         )
         self.link = Link(
             self.identity,
@@ -195,10 +238,22 @@ class Agent:
             self.rng,
             assignments,
             goodbye_hold_s=self.config.restart_hold_s,
+            network=self.network.update if self.network is not None else None,
+            network_state=(
+                self.network.describe if self.network is not None else lambda: "off: disabled"
+            ),
         )
         link_ref.append(self.link)
         ident = self.identity
-        self.link.on_identity_change = lambda: ident.save(self.config.data_dir)
+        ids = self.identities
+
+        def identity_changed() -> None:
+            ident.save(self.config.data_dir)
+            if ids is not None:
+                ids.renew_all()  # new trust bundle (root rotation): into every container
+
+        self.link.on_identity_change = identity_changed
+        self.link.on_renew_requested = self._renew_now.set
         pid = self.config.data_dir / PID_FILE
         pid.write_text(f"{os.getpid()}\n")
         try:
@@ -209,12 +264,35 @@ class Agent:
                 tg.create_task(self.link.run())
                 tg.create_task(self._renewal())
                 tg.create_task(self._leaving())
+                if self.network is not None:
+                    tg.create_task(self.network.run())
+                if self.identities is not None:
+                    tg.create_task(self.identities.run())
                 if self.config.metrics_listen:
                     tg.create_task(self._serve_metrics())
+                if self.config.storage is not None:
+                    tg.create_task(self._storage(self.config.storage))
         except* _Left:
             self.left = True
         finally:
             pid.unlink(missing_ok=True)
+
+    async def _storage(self, cfg: StorageConfig) -> None:
+        """The object-store node until cancelled (``cloudless.agent.storage``)."""
+        from cloudless.agent.storage import CoordinatorSend, node_tls
+        from cloudless.objectstore.store_proxy import ProxyStore
+
+        assert self.identity is not None and self.link is not None
+        link = self.link
+        send = CoordinatorSend(self.identity, lambda: link.leader_hint)
+        self.storage = StorageService(cfg, node_tls(self.identity), ProxyStore(send), self.clock)
+        try:
+            await self.storage.run()
+        finally:
+            await send.close()
+
+    async def _live_containers(self) -> set[str]:
+        return {st.id for st in await self.runtime.list_containers()}
 
     def request_leave(self, deadline_s: float | None = None, reason: str = "") -> None:
         """Leave the cluster: replicas move away first (see the module docstring)."""
@@ -293,13 +371,46 @@ class Agent:
             if d.expired:
                 log.error("certificate expired: %s", d.reason)
                 return
-            while self.clock.now() < d.renew_at:
-                await self.clock.sleep(min(3600.0, max(1.0, d.renew_at - self.clock.now())))
+            while self.clock.now() < d.renew_at and not self._renew_now.is_set():
+                await self._sleep_or_renew_request(
+                    min(3600.0, max(1.0, d.renew_at - self.clock.now()))
+                )
+            self._renew_now.clear()
             try:
                 await self.renew()
             except (grpc.aio.AioRpcError, OSError) as e:
                 log.warning("certificate renewal failed, retrying in 60s: %s", e)
                 await self.clock.sleep(60)
+
+    async def issue_workload_identity(
+        self, workload: str, replica_id: str, csr: bytes, ttl_s: int
+    ) -> tuple[bytes, bytes]:
+        """Ask a coordinator for a replica's SVID (``IssueWorkloadIdentity``)."""
+        ident = self.identity
+        assert ident is not None
+        if self.link is None or not self.link.connected.is_set():
+            # offline: do not hold a container's start; the identity follows (retried)
+            raise ConnectionError("no coordinator connection")
+        target = self.link.leader_hint or ident.coordinators[0]
+        request = pb.WorkloadIdentityRequest(
+            replica_id=replica_id, workload=workload, csr_pem=csr, ttl_seconds=ttl_s
+        )
+        async with grpc.aio.secure_channel(
+            target, ident.channel_credentials(), options=channel_options()
+        ) as ch:
+            resp = await pbg.AgentControlStub(ch).IssueWorkloadIdentity(request, timeout=10)
+        return resp.cert_pem, resp.ca_bundle_pem
+
+    async def _sleep_or_renew_request(self, seconds: float) -> None:
+        """Sleep on the clock, or less if the coordinator asks for a renewal (root rotation)."""
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        asked = asyncio.ensure_future(self._renew_now.wait())
+        try:
+            await asyncio.wait([sleeper, asked], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            asked.cancel()
+            await asyncio.gather(sleeper, asked, return_exceptions=True)
 
     async def renew(self) -> None:
         """Renew now: a fresh key, a CSR for the same identity, new files. The open stream is
@@ -321,4 +432,7 @@ class Agent:
         if self._metrics_tls is not None:
             d = AgentIdentity.dir(self.config.data_dir)
             self._metrics_tls.load_cert_chain(str(d / "node.crt"), str(d / "node.key"))
+        self.link.on_change()  # the next heartbeat, sent now, reports the new issuer
+        if self.identities is not None:
+            self.identities.renew_all()  # from the root that issued ours (root rotation)
         log.info("certificate renewed")

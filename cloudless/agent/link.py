@@ -28,12 +28,13 @@ from cloudless.api.convert import conditions_to_pb, resources_to_pb
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.lib.backoff import Backoff
 from cloudless.lib.clock import Clock
-from cloudless.lib.errors import ValidationError
+from cloudless.lib.errors import CloudlessError, ValidationError
 from cloudless.model.node import NodeConditions
 from cloudless.model.resources import Resources
 from cloudless.model.workload import parse_workload
 from cloudless.runtime.protocol import ContainerRuntime
 from cloudless.security._files import write_private
+from cloudless.security.bundle import trust_report
 from cloudless.transport.channel import AgentEnd, ChannelError, Dialer
 from cloudless.transport.grpc_channel import GrpcDialer
 
@@ -116,6 +117,17 @@ class AssignmentFile:
             return []
         return assignments_from_pb(msg)
 
+    def load_network(self) -> pb.NetworkConfig | None:
+        """The network config persisted with the last set (None: none, or no file)."""
+        if not self.path.exists():
+            return None
+        msg = pb.Assignments()
+        try:
+            msg.ParseFromString(self.path.read_bytes())
+        except Exception:
+            return None  # load() already says so
+        return msg.network if msg.HasField("network") else None
+
 
 class Link:
     def __init__(
@@ -133,8 +145,12 @@ class Link:
         server_name: str | None = None,
         goodbye_hold_s: float = 0.0,
         dialer: Dialer | None = None,
+        network: Callable[[pb.NetworkConfig | None], None] | None = None,
+        network_state: Callable[[], str] = lambda: "",
     ) -> None:
         self.identity = identity
+        self.network = network
+        self.network_state = network_state
         self.supervisor = supervisor
         self.runtime = runtime
         self.facts = facts
@@ -151,6 +167,8 @@ class Link:
         #: Why the last session attempt failed ("" after a session that ended cleanly).
         self.last_failure = ""
         self.on_identity_change: Callable[[], None] | None = None
+        self.on_renew_requested: Callable[[], None] | None = None
+        self._trust_cache: tuple[bytes, bytes, list[str], str] | None = None
         # The coordinators' default until the first ack says otherwise: a new agent must not
         # heartbeat faster, nor give up on a busy coordinator sooner (silence_limit), than its
         # peers do.
@@ -169,6 +187,19 @@ class Link:
 
     def on_change(self) -> None:
         self.changed.set()
+
+    def _trust_report(self) -> tuple[list[str], str]:
+        """The digests of the trusted roots and of the one that signed our certificate,
+        recomputed only when the certificate or the bundle changes."""
+        cert, ca = self.identity.cert_pem, self.identity.ca_pem
+        c = self._trust_cache
+        if c is None or c[0] is not cert or c[1] is not ca:
+            try:
+                trusted, issuer = trust_report(cert, ca)
+            except (ValueError, CloudlessError):
+                trusted, issuer = [], ""
+            c = self._trust_cache = (cert, ca, trusted, issuer)
+        return c[2], c[3]
 
     def reconnect(self) -> None:
         """Drop the current stream (new credentials after renewal)."""
@@ -309,6 +340,7 @@ class Link:
             self.seq += 1
             s = self.sample()
             now = self.clock.now()
+            trusted, issuer = self._trust_report()
             outbox.put_nowait(
                 pb.AgentMessage(
                     heartbeat=pb.Heartbeat(
@@ -317,6 +349,9 @@ class Link:
                         usage=resources_to_pb(s.usage),
                         conditions=conditions_to_pb(s.conditions),
                         replicas=[status_pb(st, now) for st in self.supervisor.statuses()],
+                        network_state=self.network_state(),
+                        trusted_roots=trusted,
+                        cert_issuer=issuer,
                     )
                 )
             )
@@ -339,6 +374,10 @@ class Link:
         if kind == "assignments":
             # Obey first: the file only serves a restart while offline. A full disk must not
             # end the session (the same set would be resent and fail again, forever).
+            # The network first: a replica of this set must start on the right network.
+            if self.network is not None:
+                a = msg.assignments
+                self.network(a.network if a.HasField("network") else None)
             self.supervisor.assign(assignments_from_pb(msg.assignments))
             try:
                 self.assignments.save(msg.assignments)
@@ -353,10 +392,20 @@ class Link:
             if msg.ack.interval_s > 0:
                 self.interval = min(max(msg.ack.interval_s, 0.05), 60.0)
             known = list(msg.ack.coordinators)
+            changed = False
             if known and known != self.identity.coordinators:
                 self.identity.coordinators = known
-                if self.on_identity_change is not None:
-                    self.on_identity_change()
+                changed = True
+            if msg.ack.ca_bundle_pem and msg.ack.ca_bundle_pem != self.identity.ca_pem:
+                # root rotation: trust what the coordinator (verified by mTLS) says from the
+                # next connection on; the open stream is kept
+                self.identity.ca_pem = msg.ack.ca_bundle_pem
+                changed = True
+                self.changed.set()  # report the new trust at once, not a heartbeat later
+            if changed and self.on_identity_change is not None:
+                self.on_identity_change()
+            if msg.ack.renew_now and self.on_renew_requested is not None:
+                self.on_renew_requested()
         elif kind == "logs":
             req = msg.logs
             if req.cancel:

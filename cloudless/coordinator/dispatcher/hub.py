@@ -19,6 +19,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from cloudless.api.convert import (
     BadStatus,
@@ -55,6 +56,14 @@ MAX_USAGE_WRITES_PER_S = 100.0
 def usage_refresh_s(node_count: int) -> float:
     """Seconds between two usage writes of one node: 10 s up to 1,000 nodes, then linear."""
     return max(USAGE_REFRESH_S, node_count / MAX_USAGE_WRITES_PER_S)
+
+
+class TrustAdvice(Protocol):
+    """Fills an ack with trust advice for the agent, and records what it reported."""
+
+    def advise(self, hb: pb.Heartbeat, reply: pb.HeartbeatAck) -> None: ...
+
+    async def record(self, node_id: str, hb: pb.Heartbeat, fence: Fence) -> None: ...
 
 
 @dataclass
@@ -137,6 +146,8 @@ class AgentHub:
         self.state = state
         self.clock = clock
         self.config = config or MembershipConfig()
+        # root rotation: what to tell agents about trust in acks (``clusterops``)
+        self.trust: TrustAdvice | None = None
         self.tick_s = tick_s
         self.membership = Membership(self.config)
         self.sessions: dict[str, Session] = {}
@@ -161,6 +172,10 @@ class AgentHub:
         self._nodes_from: int | None = None  # where _watch_nodes starts (None: list first)
         #: Secret values by name (``SecretCache.get``), for replicas whose spec refers to them.
         self.secret_values: Callable[[str], bytes | None] = lambda name: None
+        #: The node's container network (``network.publisher``), sent with its set; None: off.
+        self.network_for: Callable[[str], pb.NetworkConfig | None] = lambda node_id: None
+        #: Each node's container network as its agent last reported it (observed, in memory).
+        self.network_states: dict[str, str] = {}
 
     # ---- leadership ------------------------------------------------------------------------
 
@@ -331,6 +346,8 @@ class AgentHub:
         now = self.clock.monotonic()
         interval = self.config.interval_for(len(self.membership))
         HEARTBEATS.inc()
+        if hb.network_state:
+            self.network_states[s.node_id] = hb.network_state
         if s.last_beat and now - s.last_beat > 2 * interval:
             HEARTBEATS_LATE.inc()
         s.last_beat = now
@@ -340,8 +357,12 @@ class AgentHub:
             self.reliability.usage(s.node_id, resources_from_pb(hb.usage), node.allocatable, now)
         transitions = self._heard(s)
         reply = pb.HeartbeatAck(seq=hb.seq, interval_s=interval)
+        if self.trust is not None:
+            self.trust.advise(hb, reply)
         if ack is not None:
             ack(reply)
+        if self.trust is not None:
+            await self.trust.record(s.node_id, hb, self.fence())
         await self._write_transitions(transitions)
         await self._apply_statuses(s, hb.replicas)
         await self._maybe_write_usage(s, hb)
@@ -700,6 +721,11 @@ class AgentHub:
                 if s is not None and not s.closed:
                     s.outbox.put_nowait(self.assignments_for(s))
 
+    def repush(self, node_ids: Iterable[str]) -> None:
+        """Send these nodes their set again (their network changed)."""
+        for node_id in node_ids:
+            self._mark(node_id)
+
     def secrets_changed(self, names: set[str]) -> None:
         """Re-push the assignments of nodes running a replica that uses one of ``names``."""
         for node_id in list(self.sessions):
@@ -721,9 +747,11 @@ class AgentHub:
             }
             drop = rec.deleted and rec.delete_volumes
             out.append(assignment(r, rec.spec, values, drop_volumes=drop))
-        return pb.CoordinatorMessage(
-            assignments=pb.Assignments(generation=s.generation, replicas=out)
-        )
+        msg = pb.Assignments(generation=s.generation, replicas=out)
+        net = self.network_for(s.node_id)
+        if net is not None:
+            msg.network.CopyFrom(net)
+        return pb.CoordinatorMessage(assignments=msg)
 
     # ---- logs ------------------------------------------------------------------------------
 
