@@ -34,6 +34,7 @@ from cloudless.agent.assignment import (
     exit_reason,
     parse_ports_label,
     ports_label,
+    pull_auth,
     same_template,
 )
 from cloudless.agent.health.probes import Prober
@@ -208,7 +209,8 @@ class ReplicaWorker:
                 seen = p.done_bytes
 
         try:
-            await self.runtime.pull_image(image, progress)
+            auth = pull_auth(self.assigned)  # the freshest value the coordinator sent
+            await self.runtime.pull_image(image, progress, auth=auth)
             outcome = "pulled"
         finally:
             PULL_DURATION.labels(outcome).observe(self.clock.monotonic() - t0)

@@ -240,6 +240,9 @@ class WorkloadSpecDoc(BaseModel):
     update: dict[str, Any] | None = Field(
         None, description="roll-out policy: max_unavailable, batch, progress deadline..."
     )
+    image_pull_secret: StrictStr | None = Field(
+        None, description="a registry secret holding credentials for the image's registry"
+    )
 
 
 class WorkloadView(BaseModel):

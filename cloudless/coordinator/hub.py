@@ -653,7 +653,7 @@ class AgentHub:
         for node_id in list(self.sessions):
             for r in self._index.for_node(node_id):
                 rec = self._index.workloads.get(r.workload)
-                if rec is not None and any(ref.name in names for ref in rec.spec.secrets):
+                if rec is not None and names & rec.spec.secret_names():
                     self._mark(node_id)
                     break
 
@@ -664,9 +664,7 @@ class AgentHub:
             rec = self._index.workloads.get(r.workload)
             if rec is None:
                 continue
-            values = {
-                ref.name: v for ref in rec.spec.secrets if (v := self.secret_values(ref.name))
-            }
+            values = {n: v for n in rec.spec.secret_names() if (v := self.secret_values(n))}
             drop = rec.deleted and rec.delete_volumes
             out.append(assignment(r, rec.spec, values, drop_volumes=drop))
         return pb.CoordinatorMessage(

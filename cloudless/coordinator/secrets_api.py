@@ -1,12 +1,18 @@
 """The user API for secrets: create or update, list (metadata only), delete, rotate the key.
 
-``POST /v1/secrets`` ``{"name", "data": <base64>}`` seals the value (``security.secretbox``) and
-stores it; an existing secret gets version + 1. ``GET /v1/secrets`` shows name, size, version,
-generation and times, never a value, and no call returns one. ``POST /v1/secrets/rotate``
-moves to the next key generation and re-seals every secret. Events name secrets, never values.
+``POST /v1/secrets`` ``{"name", "data": <base64>, "type"?}`` seals the value
+(``security.secretbox``) and stores it; an existing secret gets version + 1.
+``GET /v1/secrets`` shows name, type, size, version, generation and times, never a value, and
+no call returns one. ``POST /v1/secrets/rotate`` moves to the next key generation and re-seals
+every secret. Events name secrets, never values.
+
+A ``registry`` secret (``type: registry``) holds image-pull credentials in docker config.json
+shape (``model.registry_auth``); its value is checked before it is sealed, and a secret keeps
+its type across updates.
 
 ``check_refs(spec)`` is what ``apply`` calls: a workload referring to a secret that does not
-exist is refused with the field path of every such reference.
+exist is refused with the field path of every such reference; its ``image_pull_secret`` must be a
+registry secret holding credentials for the image's registry.
 """
 
 from __future__ import annotations
@@ -19,9 +25,16 @@ from typing import Any
 from aiohttp import web
 
 from cloudless.lib.clock import Clock
-from cloudless.lib.errors import NotFound, ValidationError
+from cloudless.lib.errors import CloudlessError, NotFound, ValidationError
 from cloudless.lib.ids import is_valid_id
+from cloudless.model.registry_auth import (
+    REGISTRY,
+    SECRET_TYPES,
+    normalize_host,
+    parse_registry_secret,
+)
 from cloudless.model.workload import WorkloadSpec
+from cloudless.runtime.oci.reference import parse_reference
 from cloudless.security.secretbox import Sealed, SecretBox
 from cloudless.store.fence import Fence
 from cloudless.store.protocol import Store
@@ -65,7 +78,10 @@ class SecretsApi:
         if not isinstance(body, dict):
             raise ValidationError("body: expected an object with name and data")
         name, data = body.get("name"), body.get("data")
+        kind = body.get("type", "opaque")
         problems = []
+        if kind not in SECRET_TYPES:
+            problems.append(f"type: {kind!r} is not a secret type ({', '.join(SECRET_TYPES)})")
         if not isinstance(name, str) or not is_valid_id(name):
             problems.append(f'name: {name!r} must be lowercase letters, digits and "-", 1-63 long')
         value = b""
@@ -75,6 +91,8 @@ class SecretsApi:
             problems.append("data: is not base64")
         if not isinstance(data, str):
             problems.append("data: is required (the value, base64-encoded)")
+        if not problems and kind == REGISTRY:
+            parse_registry_secret(value)  # raises naming the field, never the password
         if problems:
             raise ValidationError(problems)
         assert isinstance(name, str)
@@ -86,12 +104,17 @@ class SecretsApi:
 
         def change(cur: dict[str, Any] | None) -> dict[str, Any]:
             old = Sealed.from_dict(cur) if cur else None
+            if old is not None and old.type != kind:
+                raise ValidationError(
+                    f"type: secret {name!r} is a {old.type} secret; delete it first to make it "
+                    f"a {kind} one"
+                )
             version = old.version + 1 if old else 1
             versions[:] = [version]
             created = old.created_at if old else now
             return Sealed(
                 name, sealed.generation, sealed.nonce, sealed.ciphertext, len(value), version,
-                created, now,
+                created, now, str(kind),
             ).to_dict()  # fmt: skip
 
         await self.table.update(name, change, fence=self.fence())
@@ -131,13 +154,35 @@ class SecretsApi:
         return web.json_response({"generation": gen, "resealed": n})
 
     async def check_refs(self, spec: WorkloadSpec) -> None:
-        if not spec.secrets:
-            return
         missing = [
             f"spec.secrets[{i}].name: secret {ref.name!r} does not exist; create it with "
             f"`cloudless secret create {ref.name} --from-literal ...`"
             for i, ref in enumerate(spec.secrets)
             if await self.table.get(ref.name) is None
         ]
+        if spec.image_pull_secret:
+            why = await self._pull_secret_problem(spec.image_pull_secret, spec.image)
+            if why:
+                missing.append(f"spec.image_pull_secret: {why}")
         if missing:
             raise ValidationError(missing)
+
+    async def _pull_secret_problem(self, name: str, image: str) -> str | None:
+        rec = await self.table.get(name)
+        host = parse_reference(image).host
+        fix = f"cloudless secret create {name} --type registry --registry {host} --username ..."
+        if rec is None:
+            return f"secret {name!r} does not exist; create it with `{fix}`"
+        sealed = Sealed.from_dict(rec.value)
+        if sealed.type != REGISTRY:
+            return f"secret {name!r} is a {sealed.type} secret, not a registry one (`{fix}`)"
+        try:
+            hosts = parse_registry_secret(self.box.open(sealed))
+        except (CloudlessError, ValueError):
+            return f"secret {name!r} cannot be opened or read; create it again (`{fix}`)"
+        if normalize_host(host) not in hosts:
+            return (
+                f"secret {name!r} holds credentials for {', '.join(sorted(hosts))}, not for "
+                f"{host} (the registry of spec.image)"
+            )
+        return None

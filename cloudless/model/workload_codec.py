@@ -433,6 +433,7 @@ _TOP = {
     "on_node_loss",
     "secrets",
     "update",
+    "image_pull_secret",
 }
 
 
@@ -492,10 +493,19 @@ def parse_workload_data(data: Any, path: str = "spec", *, stored: bool = False) 
         ),
         secrets=parse_secrets(d.get("secrets"), f"{path}.secrets", p.add, volumes),
         update=parse_update(d.get("update"), f"{path}.update", p.add),
+        image_pull_secret=_pull_secret(d.get("image_pull_secret"), f"{path}.image_pull_secret", p),
     )
     if p.items:
         raise ValidationError(p.items)
     return spec
+
+
+def _pull_secret(v: Any, path: str, p: _Problems) -> str:
+    name = _str(v, path, p)
+    if name and not is_valid_id(name):
+        p.add(path, f'{show(name)} is not a secret name (lowercase letters, digits and "-")')
+        return ""
+    return name
 
 
 def image_problem(ref: str) -> str | None:
@@ -585,4 +595,6 @@ def workload_to_dict(s: WorkloadSpec) -> dict[str, Any]:
         out["secrets"] = [secret_to_dict(r) for r in s.secrets]
     if s.update != UpdatePolicy():  # likewise
         out["update"] = update_to_dict(s.update)
+    if s.image_pull_secret:  # likewise
+        out["image_pull_secret"] = s.image_pull_secret
     return out

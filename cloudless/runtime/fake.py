@@ -40,9 +40,11 @@ from cloudless.runtime.errors import (
     ImageNotFound,
     ImageNotPulled,
     InvalidState,
+    RegistryUnauthorized,
     StartFailed,
 )
 from cloudless.runtime.logs import read_logs
+from cloudless.runtime.oci.reference import parse_reference
 from cloudless.runtime.types import (
     LABEL_MANAGED,
     ContainerExit,
@@ -57,6 +59,7 @@ from cloudless.runtime.types import (
     LogStream,
     ProgressCallback,
     PullProgress,
+    RegistryAuth,
     check_container_id,
 )
 
@@ -169,6 +172,8 @@ class FakeHost:
     def __init__(self, images: Collection[str] | None = None) -> None:
         #: Refs a registry would serve; None means every ref exists.
         self.registry: set[str] | None = set(images) if images is not None else None
+        #: Registry hosts that want credentials, and the ones they accept.
+        self.registry_auth: dict[str, RegistryAuth] = {}
         self.images: dict[str, ImageInfo] = {}
         self.containers: dict[str, _FakeContainer] = {}
         self.next_pid = 1000
@@ -251,7 +256,14 @@ class FakeRuntime:
 
     # -- images --------------------------------------------------------------------------
 
-    async def pull_image(self, ref: str, progress: ProgressCallback | None = None) -> ImageInfo:
+    async def pull_image(
+        self,
+        ref: str,
+        progress: ProgressCallback | None = None,
+        *,
+        auth: RegistryAuth | None = None,
+    ) -> ImageInfo:
+        self._check_auth(ref, auth)
         if ref in self.host.images:
             info = self.host.images[ref]
             if progress:
@@ -276,6 +288,22 @@ class FakeRuntime:
             return info
         finally:
             del self._pulls[ref]
+
+    def _check_auth(self, ref: str, auth: RegistryAuth | None) -> None:
+        host = parse_reference(ref).host
+        wanted = self.host.registry_auth.get(host)
+        if wanted is None:
+            return
+        if auth is None:
+            raise RegistryUnauthorized(
+                f"registry {host} requires a username and password; set the workload's "
+                "image_pull_secret (cloudless secret create NAME --type registry)"
+            )
+        if auth != wanted:
+            raise RegistryUnauthorized(
+                f"registry {host} refused access to {ref} (HTTP 401); check the password of "
+                f"user {auth.username!r} for this registry"
+            )
 
     async def _do_pull(self, ref: str, progress: ProgressCallback | None) -> ImageInfo:
         b = self.by_image.get(ref) or self.default

@@ -7,6 +7,7 @@ spec is judged; both runtimes call it, so the fake refuses exactly what containe
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -230,6 +231,21 @@ class PullProgress:
 
 
 ProgressCallback = Callable[[PullProgress], None]
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    """Credentials for one pull from a private registry (basic auth, or the token service's
+    credentials under bearer auth). Held in memory for the pull; never logged (repr hides the
+    password) nor written to disk."""
+
+    username: str
+    password: str = field(repr=False)
+
+    def fingerprint(self) -> str:
+        """A short digest telling credentials apart (cache keys) without holding them."""
+        digest = hashlib.sha256(f"{self.username}\0{self.password}".encode()).hexdigest()
+        return digest[:16]
 
 
 class LogStream(enum.StrEnum):

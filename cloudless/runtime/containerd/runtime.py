@@ -65,6 +65,7 @@ from cloudless.runtime.types import (
     LogLine,
     LogStream,
     ProgressCallback,
+    RegistryAuth,
     check_container_id,
 )
 
@@ -125,8 +126,14 @@ class ContainerdRuntime:
 
     # -- images --------------------------------------------------------------------------
 
-    async def pull_image(self, ref: str, progress: ProgressCallback | None = None) -> ImageInfo:
-        return await self.puller.pull(ref, progress)
+    async def pull_image(
+        self,
+        ref: str,
+        progress: ProgressCallback | None = None,
+        *,
+        auth: RegistryAuth | None = None,
+    ) -> ImageInfo:
+        return await self.puller.pull(ref, progress, auth)
 
     # -- lifecycle -----------------------------------------------------------------------
 
