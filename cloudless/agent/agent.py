@@ -24,6 +24,7 @@ from cloudless.agent.link import AssignmentFile, Link, Sample
 from cloudless.agent.monitor import ResourceMonitor
 from cloudless.agent.supervisor import Supervisor
 from cloudless.agent.telemetry import AgentTelemetry, agent_tls_context
+from cloudless.agent.usage import UsageSampler
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.coordinator.convert import resources_to_pb
@@ -160,6 +161,7 @@ class Agent:
             volumes_root=self.config.data_dir / "volumes",
             secrets_root=self.config.data_dir / "secrets",  # a tmpfs, mounted on first use
         )
+        usage = UsageSampler(self.runtime, self.clock, lambda: self.link_interval())
         self.link = Link(
             self.identity,
             self.supervisor,
@@ -170,6 +172,7 @@ class Agent:
             self.rng,
             assignments,
             goodbye_hold_s=self.config.restart_hold_s,
+            usage=usage,
         )
         link_ref.append(self.link)
         ident = self.identity
@@ -179,9 +182,14 @@ class Agent:
             tg.create_task(self.supervisor.run(assignments.load()))
             tg.create_task(self.monitor.run(self.config.monitor_interval_s))
             tg.create_task(self.link.run())
+            tg.create_task(usage.run())
             tg.create_task(self._renewal())
             if self.config.metrics_listen:
                 tg.create_task(self._serve_metrics())
+
+    def link_interval(self) -> float:
+        """The heartbeat interval the coordinators asked for (usage is sampled as often)."""
+        return self.link.interval if self.link is not None else 2.0
 
     async def _serve_metrics(self) -> None:
         """``/metrics`` until cancelled; the TLS context follows certificate renewals."""

@@ -57,6 +57,7 @@ from cloudless.coordinator.records import WorkloadRecord
 from cloudless.coordinator.rollout_api import RolloutApi
 from cloudless.coordinator.secrets_api import SecretsApi
 from cloudless.coordinator.state import ClusterState
+from cloudless.coordinator.top_api import TopApi
 from cloudless.coordinator.volume_listing import volume_rows
 from cloudless.lib.bounded import load_json, show
 from cloudless.lib.clock import Clock
@@ -218,6 +219,7 @@ class UserApi:
         r.add_get("/v1/volumes", self.list_volumes)
         self.secrets.add_routes(r)
         RolloutApi(self.state, self.clock, self.hub.fence, self.hub.emit).add_routes(r)
+        TopApi(self.hub, self.is_leader, self.leader_api).add_routes(r)
         r.add_get("/v1/replicas/{id}/logs", self.logs)
         r.add_post("/v1/tokens", self.create_token)
         r.add_get("/v1/tokens", self.list_tokens)

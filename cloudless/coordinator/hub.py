@@ -32,6 +32,7 @@ from cloudless.coordinator.membership import Membership, MembershipConfig, NodeT
 from cloudless.coordinator.records import WorkloadRecord
 from cloudless.coordinator.reliability import ReliabilityTracker
 from cloudless.coordinator.state import ClusterState, event
+from cloudless.coordinator.usage_board import UsageBoard
 from cloudless.lib.clock import Clock
 from cloudless.model.node import Node, NodeConditions, NodeState
 from cloudless.model.replica import Replica, ReplicaState
@@ -158,6 +159,7 @@ class AgentHub:
         self._usage_due: dict[str, tuple[Resources, NodeConditions, float]] = {}
         self._usage_event = asyncio.Event()
         self._nodes_from: int | None = None  # where _watch_nodes starts (None: list first)
+        self.usage = UsageBoard()  # live replica usage from heartbeats (memory only)
         #: Secret values by name (``SecretCache.get``), for replicas whose spec refers to them.
         self.secret_values: Callable[[str], bytes | None] = lambda name: None
 
@@ -217,6 +219,17 @@ class AgentHub:
                 log.warning("leader loop %s failed (%s); restarting it", loop.__name__, e)
                 await self.clock.sleep(self.LOOP_RESTART_S)
 
+    def known_replicas(self, namespace: str = "") -> list[Replica] | None:
+        """Every replica (of a workload in ``namespace`` when given) as the leader's watches
+        last saw it; ``None`` when not leading."""
+        if not self.active:
+            return None
+        reps = list(self._index.replicas.values())
+        if namespace:
+            wls = self._index.workloads
+            reps = [r for r in reps if (w := wls.get(r.workload)) and w.spec.namespace == namespace]
+        return reps
+
     def known_nodes(self) -> list[Node] | None:
         """Every node as the leader's nodes watch last saw it (``None`` when not leading).
         Behind the store by the watch's delay: for checks that a node more or less does not
@@ -257,6 +270,7 @@ class AgentHub:
             )
         s = Session(node_id)
         self.sessions[node_id] = s
+        self.usage.forget_node(node_id)  # the new stream sends every replica's usage
         AGENT_SESSIONS.set(len(self.sessions))
         if self.membership.state(node_id) is None:
             self.membership.upsert(known, self.clock.monotonic())
@@ -267,6 +281,7 @@ class AgentHub:
         s.closed = True
         if self.sessions.get(s.node_id) is s:
             del self.sessions[s.node_id]
+            self.usage.forget_node(s.node_id)
             self.membership.disconnected(s.node_id, self.clock.monotonic())
             AGENT_SESSIONS.set(len(self.sessions))
 
@@ -318,6 +333,7 @@ class AgentHub:
         if ack is not None:
             ack(reply)
         await self._write_transitions(transitions)
+        self.usage.take(s.node_id, hb.replica_usage, hb.usage_gone, self._index.replicas)
         await self._apply_statuses(s, hb.replicas)
         await self._maybe_write_usage(s, hb)
         return reply

@@ -58,6 +58,18 @@ ROUTES: tuple[Route, ...] = (
     Route("post", "/v1/workloads/{name}/undo", "Roll back to the previous spec", JSON),
     Route(
         "get",
+        "/v1/top/replicas",
+        "Live usage of running replicas (CPU, memory, disk, network)",
+        JSON,
+        query=(
+            ("workload", "string", "only this workload's replicas"),
+            ("node", "string", "only replicas on this node"),
+            ("namespace", "string", "only replicas of workloads in this namespace"),
+        ),
+    ),
+    Route("get", "/v1/top/nodes", "Live usage of nodes and the replicas they run", JSON),
+    Route(
+        "get",
         "/v1/services",
         "List services: VIP, ports, endpoints ready/total",
         "application/json",

@@ -85,6 +85,8 @@ ROUTES: dict[tuple[str, str], RouteAccess] = {
     ("POST", "/v1/secrets/rotate"): _r("update", "secrets"),
     ("GET", "/v1/workloads/{name}/rollout"): _r("get", "workloads", NsFrom.WORKLOAD),
     ("POST", "/v1/workloads/{name}/undo"): _r("update", "workloads", NsFrom.WORKLOAD),
+    ("GET", "/v1/top/replicas"): _r("list", "replicas", NsFrom.QUERY),
+    ("GET", "/v1/top/nodes"): _r("list", "nodes"),
 }
 
 

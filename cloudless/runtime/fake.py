@@ -78,7 +78,8 @@ class FakeBehavior:
     * ``sigterm_exit_code``: exit code when it does obey SIGTERM (a shell trap may exit 0).
     * ``pull_delay`` / ``pull_error`` / ``image_size``: how pulling its image goes.
     * ``stdout`` / ``stderr``: bytes it writes when started.
-    * ``memory_bytes`` / ``cpu_millicores``: what ``container_stats`` reports while running.
+    * ``memory_bytes`` / ``cpu_millicores`` / ``disk_write_bps`` / ``net_rx_bps``: what
+      ``container_stats`` reports while running (counters grow at these rates).
     * ``exec``: what ``exec_in_container`` does, given the command: a ``FakeExec`` (default:
       exit 0 at once). The callable may read test state, so one behaviour can turn unhealthy.
     """
@@ -96,6 +97,8 @@ class FakeBehavior:
     stderr: bytes = b""
     memory_bytes: int = 10 * 1024 * 1024
     cpu_millicores: int = 100
+    disk_write_bps: int = 0
+    net_rx_bps: int = 0  # 0: shares the host network (not measured, -1 in the stats)
     exec: Callable[[tuple[str, ...]], FakeExec] | None = None
 
 
@@ -409,7 +412,19 @@ class FakeRuntime:
             memory_limit_bytes=c.spec.memory_bytes,
             pids=1,
             timestamp=self.clock.now(),
+            disk_write_bytes=int(c.behavior.disk_write_bps * elapsed),
+            net_rx_bytes=int(c.behavior.net_rx_bps * elapsed) if c.behavior.net_rx_bps else -1,
+            net_tx_bytes=0 if c.behavior.net_rx_bps else -1,
         )
+
+    async def stats_all(self) -> list[ContainerStats]:
+        self._settle()
+        running = [
+            c.spec.id
+            for c in sorted(self.host.containers.values(), key=lambda c: c.spec.id)
+            if c.state is ContainerState.RUNNING
+        ]
+        return [await self.container_stats(cid) for cid in running]
 
     async def exec_in_container(
         self, container_id: str, command: Sequence[str], timeout: float = 10.0

@@ -83,6 +83,10 @@ class ContainerRuntime(Protocol):
 
     async def container_stats(self, container_id: str) -> ContainerStats: ...
 
+    async def stats_all(self) -> list[ContainerStats]:
+        """A sample of every running container (by id), in a fixed number of calls."""
+        ...
+
     async def exec_in_container(
         self, container_id: str, command: Sequence[str], timeout: float = 10.0
     ) -> ExecResult: ...

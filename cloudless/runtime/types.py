@@ -186,7 +186,10 @@ class ContainerExit:
 
 @dataclass(frozen=True)
 class ContainerStats:
-    """A point-in-time sample. ``cpu_ns`` is cumulative CPU time; diff two samples for a rate."""
+    """A point-in-time sample. ``cpu_ns`` and the byte counters are cumulative; diff two
+    samples for a rate. ``disk_*``: block I/O through the cgroup (writes reach it when flushed
+    to a device; tmpfs and page-cache-only writes never do). ``net_*``: -1 when not measured
+    (the container shares the host's network namespace, so no counter is its own)."""
 
     id: str
     cpu_ns: int
@@ -194,6 +197,10 @@ class ContainerStats:
     memory_limit_bytes: int
     pids: int
     timestamp: float
+    disk_read_bytes: int = 0
+    disk_write_bytes: int = 0
+    net_rx_bytes: int = -1
+    net_tx_bytes: int = -1
 
 
 #: Most output an exec keeps (the start of it): a probe needs a reason, not a transcript.

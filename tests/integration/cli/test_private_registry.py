@@ -4,7 +4,8 @@ and ``cloudless agent --runtime containerd`` as processes, the CLI in-process.
 
 Without credentials and with a wrong password the replica fails with a reason naming the
 registry; fixing the secret's password lets the next restart pull and run. The password shows
-nowhere on the way back (secret list, get, describe, events, the daemons' logs)."""
+nowhere on the way back (secret list, get, describe, events, the daemons' logs). The running
+replica's live usage then shows in ``cloudless top``."""
 
 from __future__ import annotations
 
@@ -177,6 +178,23 @@ async def test_private_pull_with_image_pull_secret(tmp_path: Path) -> None:
             assert fixed.exit_code == 0 and "version 2" in fixed.output, fixed.output
             r = await until(cfg, lambda r: r["observed"] == "running", "running")
             assert r["spec_version"] == 2, r  # the version naming the pull secret
+
+            # Its live usage reaches `cloudless top` with the heartbeats (a sample per interval).
+            deadline = time.monotonic() + 30
+            while True:
+                top = await cli("top", "replicas", "-o", "json", config=cfg)
+                assert top.exit_code == 0, top.output
+                rows = json.loads(top.stdout)["replicas"]
+                if rows and rows[0]["measured"] and rows[0]["memory_bytes"] > 0:
+                    break
+                assert time.monotonic() < deadline, rows
+                await asyncio.sleep(0.5)
+            assert rows[0]["memory_limit_bytes"] == 16 << 20 and rows[0]["net_rx_bps"] == -1
+            nodes = json.loads((await cli("top", "nodes", "-o", "json", config=cfg)).stdout)
+            assert [(n["name"], n["replicas"]) for n in nodes["nodes"]] == [("box", 1)]
+            for args in (("top", "replicas", "--sort", "memory"), ("top", "nodes")):
+                shown = await cli(*args, config=cfg)
+                assert shown.exit_code == 0 and "box" in shown.output, shown.output
 
             listed = json.loads((await cli("secret", "list", "-o", "json", config=cfg)).stdout)
             types = {s["name"]: s["type"] for s in listed["secrets"]}
