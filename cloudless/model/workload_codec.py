@@ -495,6 +495,12 @@ def parse_workload_data(data: Any, path: str = "spec", *, stored: bool = False) 
         update=parse_update(d.get("update"), f"{path}.update", p.add),
         image_pull_secret=_pull_secret(d.get("image_pull_secret"), f"{path}.image_pull_secret", p),
     )
+    if spec.update.max_surge and spec.volumes:
+        p.add(
+            f"{path}.update.max_surge",
+            "a workload with volumes rolls in place (each replica keeps its identity and its "
+            "volume); remove max_surge, or the volumes",
+        )
     if p.items:
         raise ValidationError(p.items)
     return spec
