@@ -1,5 +1,6 @@
 """``cloudless secret``: create, list, delete secrets and rotate their key. Values go up, never
-come back: no command prints one."""
+come back: no command prints one. ``cloudless config``: the same for configs, whose values
+``config get`` does print."""
 
 from __future__ import annotations
 
@@ -146,5 +147,84 @@ def rotate_key(config: ConfigOpt = None) -> None:
     note(f"key generation {res['generation']}; {res['resealed']} secrets re-sealed")
 
 
+config_app = typer.Typer(
+    no_args_is_help=True,
+    help="Create, show, list and delete configs (non-secret files for workloads).",
+)
+CONFIG_HEADERS = ["NAME", "SIZE", "VERSION", "UPDATED"]
+
+
+@config_app.command("create")
+def create_config(
+    name: Annotated[str, typer.Argument(help="The config's name (lowercase, digits, -).")],
+    from_literal: Annotated[
+        str | None, typer.Option("--from-literal", help="The value, as given.")
+    ] = None,
+    from_file: Annotated[
+        Path | None, typer.Option("--from-file", help="The value: this file's bytes.")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Create a config, or give an existing one a new value (replicas mounting it as a file
+    see the new value in place). Workloads name it under configs: {name, path}."""
+    if (from_literal is None) == (from_file is None):
+        raise typer.BadParameter("give exactly one of --from-literal or --from-file")
+    if from_file is not None:
+        try:
+            value = from_file.read_bytes()
+        except OSError as e:
+            raise typer.BadParameter(
+                f"{from_file}: {e.strerror}", param_hint="--from-file"
+            ) from None
+    else:
+        value = (from_literal or "").encode()
+    body = {"name": name, "data": base64.b64encode(value).decode()}
+    res = connect(config).call("POST", "/v1/configs", body)
+    note(f"config {res['name']}: version {res['version']}, {res['size']} bytes")
+
+
+@config_app.command("get")
+def get_config(
+    name: Annotated[str, typer.Argument(help="The config's name.")],
+    config: ConfigOpt = None,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """Print a config's value (-o json/yaml: with its metadata, the value base64-encoded)."""
+    doc = connect(config).call("GET", f"/v1/configs/{name}")
+    if output is not Format.TABLE:
+        print_document(doc, output)
+        return
+    sys.stdout.buffer.write(base64.b64decode(doc["data"]))
+    sys.stdout.flush()
+
+
+@config_app.command("list")
+def list_configs(config: ConfigOpt = None, output: OutputOpt = Format.TABLE) -> None:
+    """Configs: name, size, version and last update."""
+    rows = connect(config).call("GET", "/v1/configs")["configs"]
+    if output is not Format.TABLE:
+        print_document({"configs": rows}, output)
+        return
+    t = now()
+    print_table(
+        CONFIG_HEADERS,
+        [
+            [r["name"], fmt.human_size(r["size"]), str(r["version"]), fmt.age(t, r["updated_at"])]
+            for r in rows
+        ],
+        what="configs",
+    )
+
+
+@config_app.command("delete")
+def delete_config(
+    name: Annotated[str, typer.Argument(help="The config's name.")], config: ConfigOpt = None
+) -> None:
+    """Delete a config (replicas already running keep their copy until they are replaced)."""
+    connect(config).call("DELETE", f"/v1/configs/{name}")
+    note(f"config {name} deleted")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(secret_app, name="secret", rich_help_panel="Workloads")
+    app.add_typer(config_app, name="config", rich_help_panel="Workloads")

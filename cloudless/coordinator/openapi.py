@@ -54,6 +54,10 @@ ROUTES: tuple[Route, ...] = (
     Route("post", "/v1/secrets", "Create or update a secret", JSON, status=201),
     Route("delete", "/v1/secrets/{name}", "Delete a secret", JSON),
     Route("post", "/v1/secrets/rotate", "Re-seal every secret under a new key", JSON),
+    Route("get", "/v1/configs", "Configs: names, sizes, versions", JSON),
+    Route("post", "/v1/configs", "Create or update a config", JSON, status=201),
+    Route("get", "/v1/configs/{name}", "A config with its value (base64)", JSON),
+    Route("delete", "/v1/configs/{name}", "Delete a config", JSON),
     Route("get", "/v1/workloads/{name}/rollout", "Roll-out status and history", JSON),
     Route("post", "/v1/workloads/{name}/undo", "Roll back to the previous spec", JSON),
     Route(

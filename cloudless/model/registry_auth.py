@@ -30,7 +30,8 @@ from cloudless.runtime.oci.reference import DOCKER_HUB
 from cloudless.runtime.types import RegistryAuth
 
 REGISTRY = "registry"  # the secret type
-SECRET_TYPES = ("opaque", REGISTRY)
+CONFIG_TYPE = "config"  # a config object: kept like a secret, readable back, mounted mode 0444
+SECRET_TYPES = ("opaque", REGISTRY, CONFIG_TYPE)
 _HUB_ALIASES = {"index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
 
 

@@ -187,10 +187,12 @@ class WorkloadSpec:
     secrets: tuple[SecretRef, ...] = ()
     update: UpdatePolicy = UpdatePolicy()
     image_pull_secret: str = ""  # a registry secret (model.registry_auth) for pulling image
+    configs: tuple[SecretRef, ...] = ()  # config objects, mounted like secrets (mode 0444)
 
     def secret_names(self) -> frozenset[str]:
-        """Every secret whose value the replicas' agents need (mounted ones and the pull's)."""
-        names = {ref.name for ref in self.secrets}
+        """Every secret or config whose value the replicas' agents need (mounted ones, and the
+        pull's)."""
+        names = {ref.name for ref in (*self.secrets, *self.configs)}
         if self.image_pull_secret:
             names.add(self.image_pull_secret)
         return frozenset(names)

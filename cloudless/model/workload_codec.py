@@ -434,6 +434,7 @@ _TOP = {
     "secrets",
     "update",
     "image_pull_secret",
+    "configs",
 }
 
 
@@ -494,7 +495,9 @@ def parse_workload_data(data: Any, path: str = "spec", *, stored: bool = False) 
         secrets=parse_secrets(d.get("secrets"), f"{path}.secrets", p.add, volumes),
         update=parse_update(d.get("update"), f"{path}.update", p.add),
         image_pull_secret=_pull_secret(d.get("image_pull_secret"), f"{path}.image_pull_secret", p),
+        configs=parse_secrets(d.get("configs"), f"{path}.configs", p.add, volumes),
     )
+    _clashes(spec, path, p)
     if spec.update.max_surge and spec.volumes:
         p.add(
             f"{path}.update.max_surge",
@@ -504,6 +507,16 @@ def parse_workload_data(data: Any, path: str = "spec", *, stored: bool = False) 
     if p.items:
         raise ValidationError(p.items)
     return spec
+
+
+def _clashes(spec: WorkloadSpec, path: str, p: _Problems) -> None:
+    """A config may not take a file path or variable a secret already has."""
+    used = {(r.path, r.env): i for i, r in enumerate(spec.secrets)}
+    for i, r in enumerate(spec.configs):
+        j = used.get((r.path, r.env))
+        if j is not None:
+            where = f"path {r.path!r}" if r.path else f"env {r.env!r}"
+            p.add(f"{path}.configs[{i}]", f"{where} is already used by {path}.secrets[{j}]")
 
 
 def _pull_secret(v: Any, path: str, p: _Problems) -> str:
@@ -603,4 +616,6 @@ def workload_to_dict(s: WorkloadSpec) -> dict[str, Any]:
         out["update"] = update_to_dict(s.update)
     if s.image_pull_secret:  # likewise
         out["image_pull_secret"] = s.image_pull_secret
+    if s.configs:  # likewise
+        out["configs"] = [secret_to_dict(r) for r in s.configs]
     return out

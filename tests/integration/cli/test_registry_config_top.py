@@ -1,10 +1,11 @@
-"""Pulling from a private registry with a workload's ``image_pull_secret``, through the whole
-path: Debian's docker-registry with htpasswd auth on a private port, ``cloudless coordinator``
-and ``cloudless agent --runtime containerd`` as processes, the CLI in-process.
+"""A private registry, a config and live usage through the whole path: Debian's
+docker-registry with htpasswd auth on a private port, ``cloudless coordinator`` and
+``cloudless agent --runtime containerd`` as processes, the CLI in-process.
 
 Without credentials and with a wrong password the replica fails with a reason naming the
-registry; fixing the secret's password lets the next restart pull and run. The password shows
-nowhere on the way back (secret list, get, describe, events, the daemons' logs). The running
+registry; fixing the ``image_pull_secret``'s password lets the next restart pull and run. The
+password shows nowhere on the way back (secret list, get, describe, events, the daemons' logs).
+A config is readable back (``config get``) and reaches the container as a file. The running
 replica's live usage then shows in ``cloudless top``."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from cloudless.agent import secret_files
 from cloudless.devenv import (
     PrivateContainerd,
     PrivateRegistry,
@@ -35,6 +37,7 @@ from tests.integration.cli.test_containerd_agent import CLI, ENV, cli, stop
 pytestmark = pytest.mark.integration
 
 PASSWORD = "pull-s3cret-e2e"
+SLEEP = "trap 'exit 0' TERM; sleep 3600 & wait"
 
 
 @dataclass
@@ -83,13 +86,15 @@ async def one_node(
             if p.returncode is None:
                 p.kill()
                 await p.communicate()
+        secret_files.unmount(tmp_path / "a" / "secrets")  # the agent leaves it mounted
 
 
 def web_spec(image: str, pull_secret: str | None) -> str:
     doc: dict[str, Any] = {
         "name": "web",
         "image": image,
-        "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
+        "command": ["sh", "-c", f"cat /etc/web/app.conf; echo; {SLEEP}"],
+        "configs": [{"name": "web-conf", "path": "/etc/web/app.conf"}],
         "resources": {"cpu": "50m", "memory": "16Mi"},
         "restart": {"policy": "always", "backoff": 0.5, "backoff_max": 1},
         # Kept on the new version while it fails to pull (no rollback to the version before).
@@ -137,6 +142,19 @@ async def test_private_pull_with_image_pull_secret(tmp_path: Path) -> None:
                     stdin=password + "\n",
                 )  # fmt: skip
 
+            # A config (not secret): readable back, and mounted as a file.
+            conf = await cli(
+                "config", "create", "web-conf", "--from-literal", "greeting=hello-config",
+                config=cfg,
+            )  # fmt: skip
+            assert conf.exit_code == 0, conf.output
+            shown = await cli("config", "get", "web-conf", config=cfg)
+            assert shown.stdout == "greeting=hello-config", shown.output
+            listed = json.loads((await cli("config", "list", "-o", "json", config=cfg)).stdout)
+            assert [c["name"] for c in listed["configs"]] == ["web-conf"]
+            clash = await cli("secret", "create", "web-conf", "--from-literal", "x", config=cfg)
+            assert clash.exit_code != 0 and "is already a config" in clash.output, clash.output
+
             # Bad references are refused at apply, each naming the field and the fix.
             made = await cli("secret", "create", "plain", "--from-literal", "x", config=cfg)
             assert made.exit_code == 0, made.output
@@ -178,6 +196,16 @@ async def test_private_pull_with_image_pull_secret(tmp_path: Path) -> None:
             assert fixed.exit_code == 0 and "version 2" in fixed.output, fixed.output
             r = await until(cfg, lambda r: r["observed"] == "running", "running")
             assert r["spec_version"] == 2, r  # the version naming the pull secret
+            for _ in range(50):
+                logs = await cli("logs", r["id"], config=cfg)
+                if "greeting=hello-config" in logs.output:  # the config's file
+                    break
+                await asyncio.sleep(0.2)
+            assert "greeting=hello-config" in logs.output, logs.output
+            as_secret = json.loads(web_spec(image, "regcred"))
+            as_secret["secrets"] = [{"name": "web-conf", "path": "/run/secrets/x"}]
+            bad = await cli("apply", "-f", "-", config=cfg, stdin=json.dumps(as_secret))
+            assert "spec.secrets[0].name: secret 'web-conf' is a config" in bad.output, bad.output
 
             # Its live usage reaches `cloudless top` with the heartbeats (a sample per interval).
             deadline = time.monotonic() + 30
@@ -197,7 +225,7 @@ async def test_private_pull_with_image_pull_secret(tmp_path: Path) -> None:
                 assert shown.exit_code == 0 and "box" in shown.output, shown.output
 
             listed = json.loads((await cli("secret", "list", "-o", "json", config=cfg)).stdout)
-            types = {s["name"]: s["type"] for s in listed["secrets"]}
+            types = {s["name"]: s["type"] for s in listed["secrets"]}  # configs are not listed
             assert types == {"plain": "opaque", "elsewhere": "registry", "regcred": "registry"}
             for args in (
                 ("secret", "list"),
