@@ -21,8 +21,8 @@ from cloudless.churn.fleet import DEFAULT_MIX, fleet, services
 from cloudless.churn.sim import ChurnSim, SimConfig
 from cloudless.churn.target import AvailabilityPlacer
 from cloudless.churn.traces import WEEK_S
-from cloudless.coordinator.placer import SchedulerPlacer
-from cloudless.coordinator.reconcile import Placer
+from cloudless.coordinator.deciders.placer import SchedulerPlacer
+from cloudless.coordinator.deciders.reconcile import Placer
 from cloudless.model.workload import WorkloadSpec
 from cloudless.scheduler import Scheduler
 

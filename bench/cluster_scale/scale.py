@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cloudless.coordinator.membership import MembershipConfig
+from cloudless.coordinator.deciders.membership import MembershipConfig
 
 from .cluster import (
     CoordinatorProc,

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from cloudless.coordinator.eventlog import EventBounds, EventCompactor
-from cloudless.coordinator.state import EVENTS_PREFIX
+from cloudless.coordinator.state.cluster import EVENTS_PREFIX
 from cloudless.lib.clock import FakeClock
 from cloudless.store.errors import Compacted
 from cloudless.store.protocol import Store

@@ -32,9 +32,9 @@ from typing import Any
 from prometheus_client.metrics import MetricWrapperBase
 
 from bench.common import percentile, write_results
-from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.state import ClusterState
-from cloudless.coordinator.telemetry import CoordinatorTelemetry
+from cloudless.coordinator.state.cluster import ClusterState
+from cloudless.coordinator.state.records import WorkloadRecord
+from cloudless.coordinator.userapi.telemetry import CoordinatorTelemetry
 from cloudless.lib.clock import SystemClock
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica, ReplicaState
@@ -110,7 +110,11 @@ class _Noop:
 
 def _instrumented_modules() -> list[Any]:
     from cloudless.agent import supervisor
-    from cloudless.coordinator import agent_api, hub, placer, reconciler, server
+    from cloudless.coordinator.agentapi import service as agent_api
+    from cloudless.coordinator.deciders import placer
+    from cloudless.coordinator.dispatcher import hub
+    from cloudless.coordinator.loops import reconcile_loop as reconciler
+    from cloudless.coordinator.wiring import process as server
     from cloudless.observability import store
 
     return [supervisor, agent_api, hub, placer, reconciler, server, store]

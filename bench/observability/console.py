@@ -23,7 +23,7 @@ async def console_timings(samples: int) -> dict[str, Any]:
 
     from cloudless.agent.agent import Agent
     from cloudless.cli.client import Client, ClientConfig
-    from cloudless.coordinator.server import Coordinator
+    from cloudless.coordinator.wiring.process import Coordinator
     from cloudless.lib.clock import SystemClock
     from cloudless.runtime.fake import FakeRuntime
     from tests.integration.cluster.harness import agent_config, coordinator_config, wait_for

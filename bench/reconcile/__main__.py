@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import percentile, write_results
-from cloudless.coordinator.placer import SchedulerPlacer
-from cloudless.coordinator.reconcile import Action
-from cloudless.coordinator.reconciler import Reconciler
-from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.state import ClusterState, Snapshot
+from cloudless.coordinator.deciders.placer import SchedulerPlacer
+from cloudless.coordinator.deciders.reconcile import Action
+from cloudless.coordinator.loops.reconcile_loop import Reconciler
+from cloudless.coordinator.state.cluster import ClusterState, Snapshot
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.clock import SystemClock
 from cloudless.lib.ids import RandomIds
 from cloudless.model.node import Node, NodeState

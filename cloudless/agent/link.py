@@ -25,9 +25,9 @@ import grpc
 from cloudless.agent.identity import AgentIdentity, channel_options
 from cloudless.agent.supervisor import Assigned, LocalStatus, Supervisor
 from cloudless.agent.usage import UsageOutbox, UsageSampler
+from cloudless.api.convert import conditions_to_pb, resources_to_pb
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
-from cloudless.coordinator.convert import conditions_to_pb, resources_to_pb
 from cloudless.lib.backoff import Backoff
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import ValidationError

@@ -1,5 +1,5 @@
 """The churn simulator: availability traces drive a cluster whose decisions are made by the
-real reconciler (``cloudless.coordinator.reconcile.reconcile``) through a real placer (the
+real reconciler (``cloudless.coordinator.deciders.reconcile.reconcile``) through a real placer (the
 scheduler, or the availability-aware placer), with the node states the membership rules
 give, and the real ``ReliabilityTracker`` feeding node reliability.
 
@@ -29,8 +29,8 @@ from typing import Any
 from cloudless.churn.model import AvailabilityModel
 from cloudless.churn.target import AvailabilityPlacer
 from cloudless.churn.traces import DAY_S, WEEK_S, Trace
-from cloudless.coordinator.membership import MembershipConfig
-from cloudless.coordinator.reconcile import (
+from cloudless.coordinator.deciders.membership import MembershipConfig
+from cloudless.coordinator.deciders.reconcile import (
     ClusterView,
     CreateReplica,
     DeleteReplica,
@@ -41,8 +41,8 @@ from cloudless.coordinator.reconcile import (
     UpdateReplica,
     reconcile,
 )
-from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.reliability import ReliabilityTracker
+from cloudless.coordinator.deciders.reliability import ReliabilityTracker
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.ids import SequentialIds
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import DesiredState, Replica, ReplicaState

@@ -25,8 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from cloudless.churn.model import HOUR_S, AvailabilityModel
-from cloudless.coordinator.placer import SchedulerPlacer
-from cloudless.coordinator.reconcile import PlaceResult
+from cloudless.coordinator.deciders.placer import SchedulerPlacer
+from cloudless.coordinator.deciders.reconcile import PlaceResult
 from cloudless.model.node import Node
 from cloudless.model.replica import DesiredState, Replica, ReplicaState
 from cloudless.model.workload import WorkloadSpec

@@ -20,8 +20,8 @@ from typing import Annotated, Any, Literal
 import typer
 
 from cloudless.cli.fmt import parse_labels
+from cloudless.coordinator.deciders.membership import MembershipConfig
 from cloudless.coordinator.eventlog.window import EventBounds
-from cloudless.coordinator.membership import MembershipConfig
 from cloudless.lib.errors import CloudlessError
 from cloudless.lib.keepalive import Keepalive
 
@@ -226,7 +226,7 @@ def coordinator(
     )
     setup_logging(log_level, log_format)
     setup_tracing(otlp_endpoint, "cloudless-coordinator")
-    from cloudless.coordinator.server import Coordinator
+    from cloudless.coordinator.wiring.process import Coordinator
 
     async def main() -> None:
         coord = Coordinator(config)
@@ -269,7 +269,7 @@ def coordinator_config(
     scheduler: str = "",
 ) -> Any:
     """The CoordinatorConfig for the flags; contradictory flags are refused with the fix."""
-    from cloudless.coordinator.config import CoordinatorConfig
+    from cloudless.coordinator.wiring.config import CoordinatorConfig
     from cloudless.lib.errors import ValidationError
     from cloudless.scheduler.config import SchedulerConfig
 

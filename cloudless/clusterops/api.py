@@ -21,8 +21,8 @@ from cryptography import x509
 
 from cloudless.clusterops.quorum import Voter, removal_refusal
 from cloudless.clusterops.status import ca_status
-from cloudless.coordinator.http_errors import json_response as _json
-from cloudless.coordinator.joining import coordinators_table, known_coordinators
+from cloudless.coordinator.userapi.errors import json_response as _json
+from cloudless.coordinator.wiring.joining import coordinators_table, known_coordinators
 from cloudless.lib.errors import Conflict, NotFound
 from cloudless.security.identity import SpiffeId
 from cloudless.security.root_rotation import rotation_status
@@ -33,7 +33,7 @@ from cloudless.store.tables import ROOT
 from cloudless.store.tables.revocations import Revocation as StoredRevocation
 
 if TYPE_CHECKING:
-    from cloudless.coordinator.http_api import UserApi
+    from cloudless.coordinator.userapi.app import UserApi
     from cloudless.store.etcd import EtcdStore
 
 REVOCATION_KEEP_S = 366 * 24 * 3600

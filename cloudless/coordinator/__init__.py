@@ -1,7 +1,16 @@
-"""The control plane.
+"""The control plane, laid out by what each part is (swarmkit's ``manager/`` is the model).
 
-Pure decision modules (``membership``, ``reconcile``) hold no I/O; the loops around them
-(``loops``), the agent gRPC API (``agent_api``), the user HTTPS API (``http_api``) and the
-process wiring (``server``) act at the edges. Components talk through the store, never to each
-other directly.
+* ``deciders``: pure decisions over a snapshot (reconcile, stateful placement, membership,
+  roll-outs, reliability, the placer seam). No ``await``, no clock, no store.
+* ``state``: the typed view of the store (``ClusterState``), per-workload records and the
+  watch-fed ``LiveView`` that readers share.
+* ``loops``: leader work that watches the store and acts (the reconcile loop, the leader
+  watch, the secret cache).
+* ``dispatcher``: the agent hub: live agent sessions, pushes, liveness, log routing.
+* ``eventlog``: the bounded event window, its compactor and its query.
+* ``agentapi`` and ``userapi``: the edges, the agents' gRPC API and the users' HTTPS API.
+* ``wiring``: one coordinator process: configuration, embedded etcd, joining, start-up.
+* ``sim``: a simulated cluster on a fake clock (for tests and benchmarks).
+
+Components talk through the store, never to each other directly.
 """

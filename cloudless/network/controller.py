@@ -22,7 +22,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cloudless.coordinator.state import ClusterState
+from cloudless.coordinator.state.cluster import ClusterState
 from cloudless.lib.clock import Clock
 from cloudless.model.node import NodeState
 from cloudless.model.replica import DesiredState, Replica, ReplicaState

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from cloudless.coordinator.http_api import IDENTITY, Handler, _int_q, _peer_der
-from cloudless.coordinator.http_errors import ApiError
-from cloudless.coordinator.http_errors import error_response as _error
-from cloudless.coordinator.http_errors import json_response as _json
+from cloudless.coordinator.userapi.app import IDENTITY, Handler, _int_q, _peer_der
+from cloudless.coordinator.userapi.errors import ApiError
+from cloudless.coordinator.userapi.errors import error_response as _error
+from cloudless.coordinator.userapi.errors import json_response as _json
 from cloudless.lib.errors import CloudlessError, Conflict, NotFound, ValidationError
 from cloudless.lib.ids import is_valid_id
 from cloudless.model.workload_codec import load_document
@@ -60,7 +60,7 @@ from cloudless.store.tables import ROOT
 from cloudless.store.tables.revocations import Revocation as StoredRevocation
 
 if TYPE_CHECKING:
-    from cloudless.coordinator.http_api import UserApi
+    from cloudless.coordinator.userapi.app import UserApi
 
 BOOTSTRAP_ADMIN = "admin"
 USER_CACHE_S = 1.0  # a role change reaches this coordinator within this; revocation: at once

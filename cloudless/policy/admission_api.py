@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from cloudless.coordinator.http_errors import ApiError
-from cloudless.coordinator.http_errors import json_response as _json
+from cloudless.coordinator.userapi.errors import ApiError
+from cloudless.coordinator.userapi.errors import json_response as _json
 from cloudless.lib.errors import CloudlessError, NotFound, ValidationError
 from cloudless.model.workload_codec import load_document, parse_workload_data, workload_to_dict
 from cloudless.policy.admission import Policy, Verdict, admit, parse_policy, request_variables
@@ -35,7 +35,7 @@ from cloudless.store.table import Table
 from cloudless.store.tables import ROOT
 
 if TYPE_CHECKING:
-    from cloudless.coordinator.http_api import UserApi
+    from cloudless.coordinator.userapi.app import UserApi
 
 log = logging.getLogger("cloudless.policy")
 

@@ -6,7 +6,7 @@ yet, only the routes, parameters and answers' content types."""
 
 from __future__ import annotations
 
-from cloudless.coordinator.openapi import JSON, Route
+from cloudless.coordinator.userapi.openapi import JSON, Route
 
 
 def routes() -> tuple[Route, ...]:

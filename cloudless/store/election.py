@@ -9,7 +9,7 @@ keepalives stop succeeding) but on the **fence**: every leader-only write carrie
 ``Compare.lease(key) == our lease`` and ``Compare.create_revision(key) == our term's
 revision`` in the same transaction, so a deposed leader's writes are refused by the store.
 
-A follower that *observes* the leader's death (see ``cloudless.coordinator.leader_watch``)
+A follower that *observes* the leader's death (see ``cloudless.coordinator.loops.leader_watch``)
 need not wait out the dead leader's lease: ``depose(term)`` deletes the election key if, and
 only if, it still belongs to that term, and the campaign starts at once. A wrong deposition
 (the leader was alive) costs one election, never a split brain: the deposed leader's fence

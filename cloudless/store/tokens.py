@@ -6,7 +6,7 @@ resolved by re-reading: if the record now says it was used by us at our time, we
 key fingerprint, a record used by us with that key is ``REPEATED`` (no second write).
 
 ``table`` is public so that a caller may put the redemption into a larger transaction
-(``cloudless.coordinator.enrollment`` writes token, node and event in one).
+(``cloudless.coordinator.agentapi.enrollment`` writes token, node and event in one).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from cloudless.churn.fleet import fleet, services
 from cloudless.churn.sim import ChurnSim, SimConfig
 from cloudless.churn.target import AvailabilityPlacer
 from cloudless.churn.traces import WEEK_S, Trace
-from cloudless.coordinator.placer import SchedulerPlacer
+from cloudless.coordinator.deciders.placer import SchedulerPlacer
 from cloudless.model.workload import WorkloadSpec
 from cloudless.scheduler import Scheduler
 from cloudless.scheduler.testing import node

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloudless.coordinator.membership import MembershipConfig
+from cloudless.coordinator.deciders.membership import MembershipConfig
 from cloudless.coordinator.sim import SimCluster, SimView, spec
 from cloudless.lib.keepalive import Keepalive
 from cloudless.model.node import NodeState

@@ -7,8 +7,8 @@ import asyncio
 from dataclasses import replace
 from pathlib import Path
 
-from cloudless.coordinator.records import WorkloadRecord
 from cloudless.coordinator.sim import SimCluster, spec
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.model.replica import ReplicaState
 from cloudless.model.volumes import NodeLoss, Volume
 

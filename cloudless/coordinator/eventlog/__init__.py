@@ -11,7 +11,7 @@ Owns three things, each in its own module:
   parsed from ``GET /v1/events`` and applied in pure code (``page``); ``feed`` follows the
   watch on from a page's end, with no gap and no duplicate between the two.
 
-Writers are unchanged: anything may put an event with ``cloudless.coordinator.state.event``.
+Writers are unchanged: anything may put an event with ``cloudless.coordinator.state.cluster.event``.
 """
 
 from cloudless.coordinator.eventlog.compactor import EventCompactor

@@ -37,7 +37,7 @@ class EventBounds:
 
 
 def event_time(name: str) -> float:
-    """An event's time from its record name (``cloudless.coordinator.state.event`` names an
+    """An event's time from its record name (``cloudless.coordinator.state.cluster.event`` names an
     event by its time in microseconds, zero-padded to 20 digits). A name not in that form
     is not an event this cluster wrote: it counts as infinitely old, so it is deleted when a
     pass sees it."""

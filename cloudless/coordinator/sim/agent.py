@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from cloudless.agent.link import assignments_from_pb, status_pb
 from cloudless.agent.supervisor import Assigned, Supervisor
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
-from cloudless.coordinator.hub import AgentHub, NotLeader, Session
+from cloudless.coordinator.dispatcher.hub import AgentHub, NotLeader, Session
 from cloudless.lib.backoff import Backoff
 from cloudless.model.node import Node
 from cloudless.runtime.fake import FakeBehavior, FakeHost, FakeRuntime

@@ -8,13 +8,13 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
+from cloudless.coordinator.deciders.membership import MembershipConfig
+from cloudless.coordinator.deciders.placer import SchedulerPlacer
+from cloudless.coordinator.dispatcher.hub import AgentHub
 from cloudless.coordinator.eventlog import EventBounds, EventCompactor
-from cloudless.coordinator.hub import AgentHub
-from cloudless.coordinator.membership import MembershipConfig
-from cloudless.coordinator.placer import SchedulerPlacer
-from cloudless.coordinator.reconciler import Reconciler
+from cloudless.coordinator.loops.reconcile_loop import Reconciler
 from cloudless.coordinator.sim.base import GatedStore, SimClock
-from cloudless.coordinator.state import EVENTS_PREFIX, ClusterState
+from cloudless.coordinator.state.cluster import EVENTS_PREFIX, ClusterState
 from cloudless.lib.errors import CloudlessError
 from cloudless.lib.ids import RandomIds
 from cloudless.store.election import Election

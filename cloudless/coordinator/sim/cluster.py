@@ -12,13 +12,13 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from typing import Any
 
-from cloudless.coordinator.membership import MembershipConfig
-from cloudless.coordinator.records import WorkloadRecord
+from cloudless.coordinator.deciders.membership import MembershipConfig
 from cloudless.coordinator.sim.agent import SimAgent
 from cloudless.coordinator.sim.base import SimClock, SimError
 from cloudless.coordinator.sim.brain import Brain
 from cloudless.coordinator.sim.view import SimView, problems
-from cloudless.coordinator.state import ClusterState
+from cloudless.coordinator.state.cluster import ClusterState
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.keepalive import Keepalive
 from cloudless.model.node import Node, NodeState
 from cloudless.model.resources import Resources

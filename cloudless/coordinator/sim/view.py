@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cloudless.coordinator.records import WorkloadRecord
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import DesiredState, Replica, ReplicaState
 from cloudless.model.resources import Resources

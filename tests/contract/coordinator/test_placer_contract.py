@@ -1,4 +1,4 @@
-"""The ``Placer`` contract (``cloudless.coordinator.reconcile.Placer``), run against the
+"""The ``Placer`` contract (``cloudless.coordinator.deciders.reconcile.Placer``), run against the
 seam's fake (``FakePlacer``) and the real one (``SchedulerPlacer``): what the reconciler
 relies on, whichever placer it is given. Cases are tables with the arithmetic beside them.
 
@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from cloudless.coordinator.fake_placer import FakePlacer
-from cloudless.coordinator.placer import SchedulerPlacer
-from cloudless.coordinator.reconcile import Placer
+from cloudless.coordinator.deciders.fake_placer import FakePlacer
+from cloudless.coordinator.deciders.placer import SchedulerPlacer
+from cloudless.coordinator.deciders.reconcile import Placer
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import DesiredState, Replica, ReplicaState
 from cloudless.model.resources import Resources

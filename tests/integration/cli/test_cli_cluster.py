@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 
 from cloudless.agent.agent import Agent, AgentConfig
 from cloudless.cli.main import app
-from cloudless.coordinator.config import CoordinatorConfig
-from cloudless.coordinator.server import Coordinator
+from cloudless.coordinator.wiring.config import CoordinatorConfig
+from cloudless.coordinator.wiring.process import Coordinator
 from cloudless.lib.clock import SystemClock
 from cloudless.lib.net import free_port
 from cloudless.model.resources import Resources

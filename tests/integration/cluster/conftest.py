@@ -12,7 +12,7 @@ import pytest
 
 from cloudless.agent.agent import Agent
 from cloudless.cli.client import Client, ClientConfig
-from cloudless.coordinator.server import Coordinator
+from cloudless.coordinator.wiring.process import Coordinator
 from cloudless.lib.clock import SystemClock
 from cloudless.runtime.fake import FakeRuntime
 

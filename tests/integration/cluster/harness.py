@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from cloudless.agent.agent import AgentConfig
-from cloudless.coordinator.config import CoordinatorConfig
+from cloudless.coordinator.wiring.config import CoordinatorConfig
 from cloudless.lib.net import free_port
 from cloudless.model.resources import Resources
 

@@ -17,7 +17,7 @@ import pytest
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
-from cloudless.coordinator.api_models import NodeDetail
+from cloudless.coordinator.userapi.models import NodeDetail
 from cloudless.lib.ids import RandomIds
 from cloudless.security.identity import SpiffeId
 from cloudless.security.keys import make_csr, new_private_key

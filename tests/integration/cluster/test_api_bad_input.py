@@ -19,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloudless.coordinator.api_models import (
+from cloudless.coordinator.userapi.errors import MAX_ERROR_CHARS
+from cloudless.coordinator.userapi.models import (
     Applied,
     CaInfo,
     CoordinatorList,
@@ -34,7 +35,6 @@ from cloudless.coordinator.api_models import (
     WorkloadList,
     WorkloadView,
 )
-from cloudless.coordinator.http_errors import MAX_ERROR_CHARS
 
 from .threaded import Answer, Running, running_coordinator
 

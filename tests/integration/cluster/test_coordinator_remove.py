@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cloudless.cli.client import ApiError, Client, ClientConfig
-from cloudless.coordinator.server import Coordinator
+from cloudless.coordinator.wiring.process import Coordinator
 from cloudless.observability.store import unwrapped
 from cloudless.store.etcd import EtcdStore
 from cloudless.store.etcd_admin import EtcdAdmin

@@ -14,8 +14,8 @@ import pytest
 
 from cloudless.cli.client import ApiError, Client
 from cloudless.cli.streams import follow_events, print_events
-from cloudless.coordinator.server import Coordinator
-from cloudless.coordinator.state import event
+from cloudless.coordinator.state.cluster import event
+from cloudless.coordinator.wiring.process import Coordinator
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import pytest
 
 from cloudless.agent.agent import Agent
 from cloudless.cli.client import Client, ClientConfig
-from cloudless.coordinator.config import CoordinatorConfig
-from cloudless.coordinator.server import Coordinator
+from cloudless.coordinator.wiring.config import CoordinatorConfig
+from cloudless.coordinator.wiring.process import Coordinator
 from cloudless.lib.clock import SystemClock
 from cloudless.lib.net import free_port
 from cloudless.runtime.fake import FakeRuntime

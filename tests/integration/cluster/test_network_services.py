@@ -13,7 +13,7 @@ import pytest
 
 from cloudless.agent.agent import Agent
 from cloudless.cli.client import Client, ClientConfig
-from cloudless.coordinator.server import Coordinator
+from cloudless.coordinator.wiring.process import Coordinator
 from cloudless.lib.clock import SystemClock
 from cloudless.network.addressing import AddressPlanConfig
 from cloudless.network.state import SERVICE_HEADERS, device_slots, service_row

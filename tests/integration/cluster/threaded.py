@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cloudless.cli.client import Client, ClientConfig
-from cloudless.coordinator.server import Coordinator
-from cloudless.coordinator.state import EVENTS_PREFIX
+from cloudless.coordinator.state.cluster import EVENTS_PREFIX
+from cloudless.coordinator.wiring.process import Coordinator
 from cloudless.store.tables import ROOT
 
 from .harness import coordinator_config

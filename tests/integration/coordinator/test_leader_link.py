@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator
 import grpc
 import pytest
 
-from cloudless.coordinator.leader_watch import GrpcLink, leader_link_options
+from cloudless.coordinator.loops.leader_watch import GrpcLink, leader_link_options
 from cloudless.lib.keepalive import Keepalive
 from cloudless.lib.net import free_port
 

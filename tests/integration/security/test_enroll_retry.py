@@ -22,7 +22,7 @@ from cloudless.agent.identity import ENROLL_BACKOFF, EnrollmentFailed, send_enro
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.cli.client import Client, ClientConfig
-from cloudless.coordinator.server import Coordinator
+from cloudless.coordinator.wiring.process import Coordinator
 from cloudless.lib.net import free_port
 from cloudless.security.identity import SpiffeId
 from cloudless.security.keys import make_csr, new_private_key

@@ -185,7 +185,7 @@ class _FailingCoordinator:
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
-        from cloudless.coordinator.server import StartupError
+        from cloudless.coordinator.wiring.process import StartupError
 
         async with asyncio.TaskGroup() as tg:  # errors arrive wrapped in groups
             tg.create_task(asyncio.sleep(10))
@@ -195,7 +195,7 @@ class _FailingCoordinator:
 def test_coordinator_startup_error_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cloudless.coordinator.server as server
+    import cloudless.coordinator.wiring.process as server
 
     monkeypatch.setattr(server, "Coordinator", _FailingCoordinator)
     r = run("coordinator", "--data-dir", str(tmp_path), "--store", "memory")

@@ -4,7 +4,7 @@ import pytest
 import typer
 
 from cloudless.cli.daemons import parse_liveness
-from cloudless.coordinator.membership import MembershipConfig
+from cloudless.coordinator.deciders.membership import MembershipConfig
 from cloudless.lib.keepalive import Keepalive
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from cloudless.coordinator.http_api import UserApi
-from cloudless.coordinator.state import ClusterState
+from cloudless.coordinator.state.cluster import ClusterState
+from cloudless.coordinator.userapi.app import UserApi
 from cloudless.lib.clock import FakeClock
 from cloudless.store.memory import MemoryStore
 

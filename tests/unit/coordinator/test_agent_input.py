@@ -8,14 +8,14 @@ import asyncio
 import pytest
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
-from cloudless.coordinator.agent_input import (
+from cloudless.coordinator.agentapi.checks import (
     MAX_REASON,
     clean_goodbye,
     clean_statuses,
     heartbeat_problems,
 )
-from cloudless.coordinator.hub import AgentHub, Session
-from cloudless.coordinator.state import ClusterState
+from cloudless.coordinator.dispatcher.hub import AgentHub, Session
+from cloudless.coordinator.state.cluster import ClusterState
 from cloudless.lib.clock import FakeClock
 from cloudless.model.replica import Replica
 from cloudless.store.memory import MemoryStore

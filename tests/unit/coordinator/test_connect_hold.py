@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
-from cloudless.coordinator.agent_api import AgentApi
-from cloudless.coordinator.hub import NotLeader, Session
+from cloudless.coordinator.agentapi.service import AgentApi
+from cloudless.coordinator.dispatcher.hub import NotLeader, Session
 from cloudless.lib.clock import SystemClock
 
 ME = "10.0.0.1:7443"

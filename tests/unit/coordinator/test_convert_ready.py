@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from cloudless.api.convert import observe
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
-from cloudless.coordinator.convert import observe
 from cloudless.model.replica import Replica, ReplicaState
 
 

@@ -18,7 +18,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from cloudless.coordinator.enrollment import (
+from cloudless.coordinator.agentapi.enrollment import (
     Action,
     Enroller,
     NodeIdTaken,
@@ -26,7 +26,7 @@ from cloudless.coordinator.enrollment import (
     csr_facts,
     decide,
 )
-from cloudless.coordinator.state import ClusterState
+from cloudless.coordinator.state.cluster import ClusterState
 from cloudless.lib.clock import FakeClock
 from cloudless.lib.errors import CloudlessError
 from cloudless.lib.ids import SequentialIds

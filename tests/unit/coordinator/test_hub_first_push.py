@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 
-from cloudless.coordinator.hub import AgentHub
-from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.state import ClusterState
+from cloudless.coordinator.dispatcher.hub import AgentHub
+from cloudless.coordinator.state.cluster import ClusterState
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.clock import FakeClock
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica, ReplicaState

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from cloudless.coordinator.hub import AgentHub
-from cloudless.coordinator.state import ClusterState
+from cloudless.coordinator.dispatcher.hub import AgentHub
+from cloudless.coordinator.state.cluster import ClusterState
 from cloudless.lib.clock import FakeClock
 from cloudless.model.replica import Replica, ReplicaState
 from cloudless.store.fence import NO_FENCE
@@ -46,7 +46,7 @@ async def test_reports_only_move_observed_state_forward(
     report = Replica(
         "web-1", "web", node_id="n1", spec_version=1, observed=reported, restarts=restarts
     )
-    with caplog.at_level(logging.WARNING, logger="cloudless.coordinator.hub"):
+    with caplog.at_level(logging.WARNING, logger="cloudless.coordinator.dispatcher.hub"):
         await hub._update_replica(report, cur)
     rec = await state.replicas.get(ClusterState.replica_key(cur))
     assert rec is not None and rec.value.observed is written

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cloudless.coordinator.leader_watch import LeaderWatch, Sighting
+from cloudless.coordinator.loops.leader_watch import LeaderWatch, Sighting
 from cloudless.lib.clock import FakeClock
 from cloudless.store import Election, MemoryStore, Unavailable
 from cloudless.store.errors import Fenced

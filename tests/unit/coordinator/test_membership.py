@@ -1,6 +1,6 @@
 import pytest
 
-from cloudless.coordinator.membership import Membership, MembershipConfig
+from cloudless.coordinator.deciders.membership import Membership, MembershipConfig
 from cloudless.model.node import Node, NodeState
 
 S = NodeState

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from cloudless.coordinator.http_api import NodeListingCache, node_view
-from cloudless.coordinator.state import ClusterState
+from cloudless.coordinator.state.cluster import ClusterState
+from cloudless.coordinator.userapi.app import NodeListingCache, node_view
 from cloudless.lib.clock import FakeClock
 from cloudless.model.node import Node, NodeState
 from cloudless.store.memory import MemoryStore
@@ -28,7 +28,7 @@ async def test_listing_reencodes_only_changed_nodes(monkeypatch: pytest.MonkeyPa
         encoded.append(n.id)
         return node_view(n)
 
-    import cloudless.coordinator.http_api as http_api
+    import cloudless.coordinator.userapi.app as http_api
 
     monkeypatch.setattr(http_api, "node_view", counting_view)
 

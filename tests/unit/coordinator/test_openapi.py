@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudless.coordinator.api_models import ScaleRequest, TokenRequest, WorkloadSpecDoc
-from cloudless.coordinator.console.routes import Console
-from cloudless.coordinator.openapi import spec
-from cloudless.coordinator.telemetry import CoordinatorTelemetry
+from cloudless.coordinator.userapi.console.routes import Console
+from cloudless.coordinator.userapi.models import ScaleRequest, TokenRequest, WorkloadSpecDoc
+from cloudless.coordinator.userapi.openapi import spec
+from cloudless.coordinator.userapi.telemetry import CoordinatorTelemetry
 from cloudless.lib.clock import FakeClock
 from cloudless.lib.errors import ValidationError
 from cloudless.model.workload import parse_workload

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from cloudless.coordinator.fake_placer import FakePlacer
-from cloudless.coordinator.reconcile import (
+from cloudless.coordinator.deciders.fake_placer import FakePlacer
+from cloudless.coordinator.deciders.reconcile import (
     Action,
     ClusterView,
     CreateReplica,
@@ -15,7 +15,7 @@ from cloudless.coordinator.reconcile import (
     UpdateReplica,
     reconcile,
 )
-from cloudless.coordinator.records import WorkloadRecord
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.ids import SequentialIds
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import DesiredState, Replica, ReplicaState
@@ -174,7 +174,7 @@ def test_orphan_replica_deleted() -> None:
 
 
 def test_drained_node_becomes_cordoned() -> None:
-    from cloudless.coordinator.reconcile import SetNodeState
+    from cloudless.coordinator.deciders.reconcile import SetNodeState
 
     acts = run([node(0, S.DRAINING), node(1)], wl(1), [rep(1, "n1")])
     assert SetNodeState("n0", S.CORDONED, "drain finished") in acts

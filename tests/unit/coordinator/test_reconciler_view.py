@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from cloudless.coordinator.fake_placer import FakePlacer
-from cloudless.coordinator.reconcile import CreateReplica
-from cloudless.coordinator.reconciler import Reconciler
-from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.state import ClusterState
-from cloudless.coordinator.view import LiveView
+from cloudless.coordinator.deciders.fake_placer import FakePlacer
+from cloudless.coordinator.deciders.reconcile import CreateReplica
+from cloudless.coordinator.loops.reconcile_loop import Reconciler
+from cloudless.coordinator.state.cluster import ClusterState
+from cloudless.coordinator.state.live_view import LiveView
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.clock import FakeClock
 from cloudless.lib.ids import SequentialIds
 from cloudless.model.node import Node, NodeState

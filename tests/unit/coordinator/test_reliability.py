@@ -1,6 +1,6 @@
 import pytest
 
-from cloudless.coordinator.reliability import ReliabilityTracker
+from cloudless.coordinator.deciders.reliability import ReliabilityTracker
 from cloudless.model.resources import Resources
 
 

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.rollout import decide_rollout
+from cloudless.coordinator.deciders.rollout import decide_rollout
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.model.health import HealthChecks, Probe, ProbeKind
 from cloudless.model.replica import Replica, ReplicaState
 from cloudless.model.rollout import RolloutState, UpdatePolicy

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from cloudless.coordinator.fake_placer import FakePlacer
-from cloudless.coordinator.reconcile import (
+from cloudless.coordinator.deciders.fake_placer import FakePlacer
+from cloudless.coordinator.deciders.reconcile import (
     Action,
     ClusterView,
     CreateReplica,
@@ -15,8 +15,8 @@ from cloudless.coordinator.reconcile import (
     UpdateReplica,
     reconcile,
 )
-from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.stateful import ordinal_of
+from cloudless.coordinator.deciders.stateful import ordinal_of
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.ids import SequentialIds
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import DesiredState, Replica, ReplicaState

@@ -4,7 +4,7 @@ taken, departures and closed streams drop values, and rows join usage with the r
 from __future__ import annotations
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
-from cloudless.coordinator.usage_board import UsageBoard, node_rows, replica_rows
+from cloudless.coordinator.dispatcher.usage_board import UsageBoard, node_rows, replica_rows
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica, ReplicaState
 from cloudless.model.resources import Resources

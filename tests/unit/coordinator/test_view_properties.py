@@ -11,9 +11,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.state import ClusterState
-from cloudless.coordinator.view import LiveView
+from cloudless.coordinator.state.cluster import ClusterState
+from cloudless.coordinator.state.live_view import LiveView
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.clock import FakeClock
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from cloudless.cli import fmt
-from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.volume_listing import volume_rows
+from cloudless.coordinator.state.records import WorkloadRecord
+from cloudless.coordinator.userapi.volumes import volume_rows
 from cloudless.model.replica import Replica, ReplicaState
 from cloudless.model.volumes import Volume
 from cloudless.model.workload import WorkloadSpec

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cloudless.coordinator.records import WorkloadRecord
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.errors import ValidationError
 from cloudless.model.workload import parse_workload
 from cloudless.model.workload_codec import MAX_ITEMS, workload_to_dict

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.state import ClusterState
+from cloudless.coordinator.state.cluster import ClusterState
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.clock import FakeClock
 from cloudless.model.node import NodeState
 from cloudless.model.replica import ReplicaState

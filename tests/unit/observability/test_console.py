@@ -6,10 +6,10 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from cloudless.coordinator.console import pages
-from cloudless.coordinator.console.session import LoginLinks, Sessions
-from cloudless.coordinator.reconcile import ClusterView
-from cloudless.coordinator.records import WorkloadRecord
+from cloudless.coordinator.deciders.reconcile import ClusterView
+from cloudless.coordinator.state.records import WorkloadRecord
+from cloudless.coordinator.userapi.console import pages
+from cloudless.coordinator.userapi.console.session import LoginLinks, Sessions
 from cloudless.lib.clock import FakeClock
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica, ReplicaState

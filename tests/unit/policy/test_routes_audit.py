@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cloudless.coordinator.http_api import UserApi
+from cloudless.coordinator.userapi.app import UserApi
 from cloudless.lib.clock import FakeClock
 from cloudless.policy.audit import AuditEntry, AuditLog, overflow
 from cloudless.policy.routes import PUBLIC, ROUTES, SELF, classify
@@ -70,7 +70,7 @@ async def test_audit_log_is_bounded_and_denials_rate_limited() -> None:
 
 
 def test_every_route_is_described_in_openapi() -> None:
-    from cloudless.coordinator.openapi import spec
+    from cloudless.coordinator.userapi.openapi import spec
 
     paths = spec()["paths"]
     missing = []

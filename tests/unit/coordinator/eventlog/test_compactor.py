@@ -10,7 +10,7 @@ import json
 import pytest
 
 from cloudless.coordinator.eventlog import EventBounds, EventCompactor
-from cloudless.coordinator.state import EVENTS_PREFIX, ClusterState, event
+from cloudless.coordinator.state.cluster import EVENTS_PREFIX, ClusterState, event
 from cloudless.lib.clock import FakeClock
 from cloudless.store.errors import Fenced
 from cloudless.store.fence import Fence

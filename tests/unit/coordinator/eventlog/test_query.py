@@ -18,7 +18,7 @@ from cloudless.coordinator.eventlog.query import (
     page,
     read_page,
 )
-from cloudless.coordinator.state import ClusterState, event
+from cloudless.coordinator.state.cluster import ClusterState, event
 from cloudless.lib.clock import FakeClock
 from cloudless.lib.errors import ValidationError
 from cloudless.store.errors import Compacted

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cloudless.coordinator.eventlog.window import EventBounds, event_time, outside_window
-from cloudless.coordinator.state import event
+from cloudless.coordinator.state.cluster import event
 
 NOW = 1_000_000.0
 

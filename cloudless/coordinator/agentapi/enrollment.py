@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from cloudless.coordinator.state import ClusterState, event
+from cloudless.coordinator.state.cluster import ClusterState, event
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError
 from cloudless.lib.ids import is_valid_id
@@ -51,7 +51,7 @@ from cloudless.store.errors import OutcomeUnknown, Unavailable
 from cloudless.store.table import Record, Table
 from cloudless.store.types import Get, GetResult, OpResult
 
-log = logging.getLogger("cloudless.coordinator.enrollment")
+log = logging.getLogger("cloudless.coordinator.agentapi.enrollment")
 
 
 class NodeIdTaken(CloudlessError):

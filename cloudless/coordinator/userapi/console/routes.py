@@ -15,10 +15,10 @@ from typing import Any
 
 from aiohttp import web
 
-from cloudless.coordinator.console import pages
-from cloudless.coordinator.console.session import SESSION_TTL_S, LoginLinks, Sessions
 from cloudless.coordinator.eventlog.query import EventQuery, Position, feed, read_page
-from cloudless.coordinator.state import ClusterState
+from cloudless.coordinator.state.cluster import ClusterState
+from cloudless.coordinator.userapi.console import pages
+from cloudless.coordinator.userapi.console.session import SESSION_TTL_S, LoginLinks, Sessions
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import ValidationError
 from cloudless.model.workload import WorkloadSpec

@@ -24,7 +24,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from cloudless.coordinator.reconcile import (
+from cloudless.coordinator.deciders.reconcile import (
     Action,
     ClusterView,
     CreateReplica,
@@ -38,9 +38,9 @@ from cloudless.coordinator.reconcile import (
     UpdateReplica,
     reconcile,
 )
-from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.state import ClusterState, Snapshot, event
-from cloudless.coordinator.view import LiveView, placement_fingerprint
+from cloudless.coordinator.state.cluster import ClusterState, Snapshot, event
+from cloudless.coordinator.state.live_view import LiveView, placement_fingerprint
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.clock import Clock
 from cloudless.lib.ids import IdSource
 from cloudless.model.node import Node, NodeState
@@ -54,7 +54,7 @@ from cloudless.store.table import Record, Table
 from cloudless.store.tables import ROOT
 from cloudless.store.types import Compare, TxnOp
 
-log = logging.getLogger("cloudless.coordinator.reconciler")
+log = logging.getLogger("cloudless.coordinator.loops.reconcile_loop")
 
 
 class Reconciler:

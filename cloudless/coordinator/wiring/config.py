@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from cloudless.coordinator.deciders.membership import MembershipConfig
 from cloudless.coordinator.eventlog.window import EventBounds
-from cloudless.coordinator.membership import MembershipConfig
 from cloudless.lib.keepalive import Keepalive
 from cloudless.network.addressing import AddressPlanConfig
 from cloudless.scheduler.config import SchedulerConfig
@@ -36,7 +36,7 @@ class CoordinatorConfig:
     # run lost its leader to one and every agent reconnected at once).
     election_ttl: int = 5
     # A follower that loses its connection to the leader's agent port and cannot re-make it
-    # within this grace deposes the leader's term (cloudless/coordinator/leader_watch.py).
+    # within this grace deposes the leader's term (cloudless/coordinator/loops/leader_watch.py).
     leader_death_grace_s: float = 0.3
     leader_wait_s: float = 30.0
     etcd_heartbeat_ms: int = 100

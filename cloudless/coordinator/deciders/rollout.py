@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from cloudless.coordinator.records import WorkloadRecord
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.model.replica import Replica, ReplicaState
 from cloudless.model.rollout import Rollout, RolloutState
 from cloudless.model.workload import WorkloadSpec

@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from cloudless.coordinator.http_errors import ApiError, json_response
-from cloudless.coordinator.hub import AgentHub
-from cloudless.coordinator.usage_board import node_rows, replica_rows
+from cloudless.coordinator.dispatcher.hub import AgentHub
+from cloudless.coordinator.dispatcher.usage_board import node_rows, replica_rows
+from cloudless.coordinator.userapi.errors import ApiError, json_response
 
 
 class TopApi:

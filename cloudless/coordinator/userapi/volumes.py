@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.stateful import ordinal_of
+from cloudless.coordinator.deciders.stateful import ordinal_of
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.model.replica import Replica
 
 

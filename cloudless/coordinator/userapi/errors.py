@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from cloudless.coordinator.hub import NotLeader
+from cloudless.coordinator.dispatcher.hub import NotLeader
 from cloudless.lib.errors import CloudlessError, Conflict, NotFound, ValidationError
 from cloudless.store.errors import Fenced, StoreError
 

@@ -20,19 +20,19 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
-from cloudless.coordinator.convert import (
+from cloudless.api.convert import (
     BadStatus,
     assignment,
     conditions_from_pb,
     observe,
     resources_from_pb,
 )
-from cloudless.coordinator.membership import Membership, MembershipConfig, NodeTransition
-from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.reliability import ReliabilityTracker
-from cloudless.coordinator.state import ClusterState, event
-from cloudless.coordinator.usage_board import UsageBoard
+from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
+from cloudless.coordinator.deciders.membership import Membership, MembershipConfig, NodeTransition
+from cloudless.coordinator.deciders.reliability import ReliabilityTracker
+from cloudless.coordinator.dispatcher.usage_board import UsageBoard
+from cloudless.coordinator.state.cluster import ClusterState, event
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.clock import Clock
 from cloudless.model.node import Node, NodeConditions, NodeState
 from cloudless.model.replica import Replica, ReplicaState
@@ -44,7 +44,7 @@ from cloudless.store.fence import Fence, fenced_txn
 from cloudless.store.table import TableListing
 from cloudless.store.types import EventType
 
-log = logging.getLogger("cloudless.coordinator.hub")
+log = logging.getLogger("cloudless.coordinator.dispatcher.hub")
 
 USAGE_REFRESH_S = 10.0
 # Usage refreshes stretch as the cluster grows so they cost at most this many node writes

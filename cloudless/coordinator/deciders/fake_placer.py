@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from cloudless.coordinator.reconcile import PlaceResult
+from cloudless.coordinator.deciders.reconcile import PlaceResult
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica, ReplicaState
 from cloudless.model.resources import Resources

@@ -16,8 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.state import ClusterState
+from cloudless.coordinator.state.cluster import ClusterState
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import NotFound, ValidationError
 from cloudless.model.replica import DesiredState, Replica, ReplicaState

@@ -33,9 +33,9 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
-from cloudless.coordinator.reconcile import ClusterView
-from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.state import ClusterState, Snapshot
+from cloudless.coordinator.deciders.reconcile import ClusterView
+from cloudless.coordinator.state.cluster import ClusterState, Snapshot
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.backoff import Backoff
 from cloudless.lib.clock import Clock
 from cloudless.model.node import Node
@@ -45,7 +45,7 @@ from cloudless.store.table import Table
 from cloudless.store.tables import ROOT
 from cloudless.store.types import Event, EventType, KeyValue
 
-log = logging.getLogger("cloudless.coordinator.view")
+log = logging.getLogger("cloudless.coordinator.state.live_view")
 
 T = TypeVar("T")
 WATCH_BACKOFF = Backoff(base=0.1, cap=2.0)  # between attempts to resume a failed watch

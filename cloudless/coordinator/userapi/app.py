@@ -32,12 +32,7 @@ from aiohttp import web
 from cryptography import x509
 from opentelemetry.trace import Span
 
-from cloudless.coordinator.api_models import (
-    JoinRequest,
-    ScaleRequest,
-    TokenRequest,
-    parse_request,
-)
+from cloudless.coordinator.dispatcher.hub import AgentHub
 from cloudless.coordinator.eventlog.query import (
     CONTINUE_HEADER,
     MORE_HEADER,
@@ -45,20 +40,25 @@ from cloudless.coordinator.eventlog.query import (
     feed,
     read_page,
 )
-from cloudless.coordinator.http_errors import (
+from cloudless.coordinator.state.cluster import ClusterState
+from cloudless.coordinator.state.records import WorkloadRecord
+from cloudless.coordinator.userapi.errors import (
     MAX_BODY,
     ApiError,
     error_response,
     errors,
     json_response,
 )
-from cloudless.coordinator.hub import AgentHub
-from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.rollout_api import RolloutApi
-from cloudless.coordinator.secrets_api import SecretsApi
-from cloudless.coordinator.state import ClusterState
-from cloudless.coordinator.top_api import TopApi
-from cloudless.coordinator.volume_listing import volume_rows
+from cloudless.coordinator.userapi.models import (
+    JoinRequest,
+    ScaleRequest,
+    TokenRequest,
+    parse_request,
+)
+from cloudless.coordinator.userapi.rollout_routes import RolloutApi
+from cloudless.coordinator.userapi.secrets_routes import SecretsApi
+from cloudless.coordinator.userapi.top_routes import TopApi
+from cloudless.coordinator.userapi.volumes import volume_rows
 from cloudless.lib.bounded import load_json, show
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError, Conflict, NotFound, ValidationError
@@ -281,7 +281,7 @@ class UserApi:
         )
 
     async def openapi(self, request: web.Request) -> web.Response:
-        from cloudless.coordinator.openapi import spec
+        from cloudless.coordinator.userapi.openapi import spec
 
         return json_response(spec())
 
@@ -599,7 +599,7 @@ class UserApi:
         is spent atomically in the replicated store."""
         body = parse_request(JoinRequest, load_json(await request.read()))
         token, name = body.token, body.name
-        from cloudless.coordinator.joining import ca_material, known_coordinators
+        from cloudless.coordinator.wiring.joining import ca_material, known_coordinators
 
         try:
             claims = await self.tokens.verify(token, TokenUse.COORDINATOR_JOIN)
@@ -623,7 +623,7 @@ class UserApi:
     async def list_coordinators(self, request: web.Request) -> web.Response:
         from dataclasses import asdict
 
-        from cloudless.coordinator.joining import known_coordinators
+        from cloudless.coordinator.wiring.joining import known_coordinators
 
         cs = await known_coordinators(self.state.store)
         return json_response({"coordinators": [asdict(c) for c in cs], "leader": self.leader_api()})

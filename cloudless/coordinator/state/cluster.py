@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from cloudless.coordinator.reconcile import ClusterView
-from cloudless.coordinator.records import WorkloadRecord
+from cloudless.coordinator.deciders.reconcile import ClusterView
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.model.node import Node
 from cloudless.model.replica import Replica
 from cloudless.store.codec import DictCodec, Migration

@@ -28,9 +28,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from cloudless.coordinator.records import WorkloadRecord
-from cloudless.coordinator.rollout import RolloutPlan, decide_rollout, surging
-from cloudless.coordinator.stateful import keep_lost, plan_stateful, replica_id
+from cloudless.coordinator.deciders.rollout import RolloutPlan, decide_rollout, surging
+from cloudless.coordinator.deciders.stateful import keep_lost, plan_stateful, replica_id
+from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.ids import IdSource
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import DesiredState, Replica, ReplicaState

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
-from cloudless.coordinator.reconcile import PlaceResult
+from cloudless.coordinator.deciders.reconcile import PlaceResult
 from cloudless.model.node import Node
 from cloudless.model.replica import Replica, ReplicaState
 from cloudless.model.workload import WorkloadSpec

@@ -22,26 +22,26 @@ import grpc
 from aiohttp import web
 
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
-from cloudless.coordinator.agent_api import AgentApi
-from cloudless.coordinator.config import CoordinatorConfig
-from cloudless.coordinator.console.routes import Console
+from cloudless.coordinator.agentapi.service import AgentApi
+from cloudless.coordinator.deciders.placer import SchedulerPlacer
+from cloudless.coordinator.dispatcher.hub import AgentHub
 from cloudless.coordinator.eventlog.compactor import EventCompactor
-from cloudless.coordinator.http_api import IDENTITY, UserApi, server_ssl_context
-from cloudless.coordinator.http_errors import JsonErrorRunner
-from cloudless.coordinator.hub import AgentHub
-from cloudless.coordinator.joining import (
+from cloudless.coordinator.loops.leader_watch import GrpcLink, LeaderWatch, leader_link_options
+from cloudless.coordinator.loops.reconcile_loop import Reconciler
+from cloudless.coordinator.loops.secret_cache import SecretCache
+from cloudless.coordinator.state.cluster import EVENTS_PREFIX, ClusterState
+from cloudless.coordinator.userapi.app import IDENTITY, UserApi, server_ssl_context
+from cloudless.coordinator.userapi.console.routes import Console
+from cloudless.coordinator.userapi.errors import JsonErrorRunner
+from cloudless.coordinator.userapi.telemetry import CoordinatorTelemetry
+from cloudless.coordinator.wiring.config import CoordinatorConfig
+from cloudless.coordinator.wiring.joining import (
     CoordinatorInfo,
     known_coordinators,
     register,
     request_join,
     write_ca,
 )
-from cloudless.coordinator.leader_watch import GrpcLink, LeaderWatch, leader_link_options
-from cloudless.coordinator.placer import SchedulerPlacer
-from cloudless.coordinator.reconciler import Reconciler
-from cloudless.coordinator.secret_cache import SecretCache
-from cloudless.coordinator.state import EVENTS_PREFIX, ClusterState
-from cloudless.coordinator.telemetry import CoordinatorTelemetry
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.lib.errors import CloudlessError
 from cloudless.lib.ids import IdSource, RandomIds
@@ -154,7 +154,10 @@ class Coordinator:
             return self._store
         if self.config.store == "memory":
             return MemoryStore(clock=self.clock)
-        from cloudless.coordinator.embedded_etcd import join_embedded_etcd, start_embedded_etcd
+        from cloudless.coordinator.wiring.embedded_etcd import (
+            join_embedded_etcd,
+            start_embedded_etcd,
+        )
 
         c = self.config
         fresh = not c.etcd_dir.exists() or not any(c.etcd_dir.iterdir())

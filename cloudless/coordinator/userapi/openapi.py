@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from cloudless.coordinator import api_models as m
+from cloudless.coordinator.userapi import models as m
 
 _REF = "#/components/schemas/{model}"
 YAML = "application/yaml"

@@ -18,18 +18,18 @@ from typing import Any
 
 import grpc
 
+from cloudless.api.convert import resources_from_pb
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
-from cloudless.coordinator.agent_input import (
+from cloudless.coordinator.agentapi.checks import (
     clean_goodbye,
     clean_statuses,
     enrollment_problems,
     heartbeat_problems,
 )
-from cloudless.coordinator.convert import resources_from_pb
-from cloudless.coordinator.enrollment import Enroller
-from cloudless.coordinator.hub import AgentHub, NotLeader
-from cloudless.coordinator.state import ClusterState
+from cloudless.coordinator.agentapi.enrollment import Enroller
+from cloudless.coordinator.dispatcher.hub import AgentHub, NotLeader
+from cloudless.coordinator.state.cluster import ClusterState
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError, ValidationError
 from cloudless.model.node import Node, NodeState
@@ -42,7 +42,7 @@ from cloudless.security.tokens import TokenClaims, TokenManager
 from cloudless.store.errors import StoreError
 from cloudless.store.tokens import StoreTokenStore
 
-log = logging.getLogger("cloudless.coordinator.agent_api")
+log = logging.getLogger("cloudless.coordinator.agentapi.service")
 security_log = logging.getLogger("cloudless.security")
 
 # Put in a session's outbox when the agent's side of the stream has ended.
@@ -106,9 +106,10 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
     async def Enroll(
         self, request: pb.EnrollRequest, context: grpc.aio.ServicerContext
     ) -> pb.EnrollResponse:
-        """See ``cloudless.coordinator.enrollment``: refusals are ``PERMISSION_DENIED`` with
-        the reason; a store that stays unsure is ``UNAVAILABLE`` (the agent retries with the
-        same CSR, and a retry after a landed write gets its certificate)."""
+        """See ``cloudless.coordinator.agentapi.enrollment``: refusals are
+        ``PERMISSION_DENIED`` with the reason; a store that stays unsure is ``UNAVAILABLE`` (the
+        agent retries with the same CSR, and a retry after a landed write gets its
+        certificate)."""
         peer = context.peer()
         facts = request.facts
         problems = enrollment_problems(request.node_name, facts)
@@ -182,7 +183,7 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
     async def _all_agent_endpoints(self) -> list[str]:
         """This coordinator's endpoints, then every registered coordinator's. The registry is
         listed at most once per ``ENDPOINTS_TTL_S`` (not once per enrollment)."""
-        from cloudless.coordinator.joining import known_coordinators
+        from cloudless.coordinator.wiring.joining import known_coordinators
 
         async with self._endpoints_lock:
             now = self.clock.monotonic()
@@ -294,7 +295,7 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
     async def _read(
         self, node_id: str, session: object, it: AsyncIterator[pb.AgentMessage]
     ) -> None:
-        from cloudless.coordinator.hub import Session
+        from cloudless.coordinator.dispatcher.hub import Session
 
         assert isinstance(session, Session)
         async for msg in it:
