@@ -3,8 +3,9 @@
 Enrolls once (token + CSR; key and certificate kept with 0600 permissions), then runs, in one
 TaskGroup: the container runtime's loop, the supervisor (converging containers on the last
 assignment, which is persisted, so work continues while the coordinator is unreachable), the
-resource monitor, the link to the coordinator, and certificate renewal (at 2/3 of the
-certificate's lifetime, with jitter, without a restart).
+resource monitor, the link to the coordinator, certificate renewal (at 2/3 of the
+certificate's lifetime, with jitter, without a restart) and, when storage is enabled, the
+object-store node with its S3 gateway (``cloudless.agent.storage``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from cloudless.agent.facts import detect_facts
 from cloudless.agent.identity import AgentIdentity, channel_options, enroll
 from cloudless.agent.link import AssignmentFile, Link, Sample
 from cloudless.agent.monitor import ResourceMonitor
+from cloudless.agent.network import AgentNetwork
 from cloudless.agent.supervisor import Supervisor
 from cloudless.agent.telemetry import AgentTelemetry, agent_tls_context
 from cloudless.agent.usage import UsageSampler
@@ -31,6 +33,7 @@ from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.model.node import NodeConditions
 from cloudless.model.resources import Resources
+from cloudless.objectstore.service import StorageConfig, StorageService
 from cloudless.observability.http import parse_listen, serve_metrics
 from cloudless.runtime.protocol import ContainerRuntime
 from cloudless.security.identity import SpiffeId
@@ -62,6 +65,12 @@ class AgentConfig:
     # certificate; the scraper must present a certificate from the cluster's CA.
     metrics_listen: str = ""
     metrics_tls: bool = False
+    # Container networking when the coordinator sends a network (its own namespace, address
+    # and DNS per container); False keeps containers on the device's network regardless.
+    container_network: bool = True
+    netns_prefix: str = "cl-"  # the containers' network namespaces: <prefix><replica id>
+    # The object-store node (storage or S3 gateway) this agent runs; None runs none.
+    storage: StorageConfig | None = None
 
 
 class Agent:
@@ -84,7 +93,9 @@ class Agent:
         self.identity: AgentIdentity | None = None
         self.link: Link | None = None
         self.supervisor: Supervisor | None = None
+        self.network: AgentNetwork | None = None
         self._metrics_tls: ssl.SSLContext | None = None
+        self.storage: StorageService | None = None
 
     def facts(self) -> pb.NodeFacts:
         c = self.config
@@ -153,6 +164,17 @@ class Agent:
         self.identity = await self.ensure_identity()
         assignments = AssignmentFile(self.config.data_dir)
         link_ref: list[Link] = []
+        if self.config.container_network:
+            self.network = AgentNetwork(
+                self.config.data_dir,
+                self.identity.node_id,
+                public=self.config.public,
+                clock=self.clock,
+                live_containers=self._live_containers,
+                netns_prefix=self.config.netns_prefix,
+            )
+            # the persisted network first: adopted and restarted replicas wait for it
+            self.network.update(assignments.load_network())
         self.supervisor = Supervisor(
             self.runtime,
             self.clock,
@@ -160,6 +182,7 @@ class Agent:
             advertise=self.config.address,
             volumes_root=self.config.data_dir / "volumes",
             secrets_root=self.config.data_dir / "secrets",  # a tmpfs, mounted on first use
+            network=self.network,
         )
         usage = UsageSampler(self.runtime, self.clock, lambda: self.link_interval())
         self.link = Link(
@@ -173,6 +196,10 @@ class Agent:
             assignments,
             goodbye_hold_s=self.config.restart_hold_s,
             usage=usage,
+            network=self.network.update if self.network is not None else None,
+            network_state=(
+                self.network.describe if self.network is not None else lambda: "off: disabled"
+            ),
         )
         link_ref.append(self.link)
         ident = self.identity
@@ -184,8 +211,29 @@ class Agent:
             tg.create_task(self.link.run())
             tg.create_task(usage.run())
             tg.create_task(self._renewal())
+            if self.network is not None:
+                tg.create_task(self.network.run())
             if self.config.metrics_listen:
                 tg.create_task(self._serve_metrics())
+            if self.config.storage is not None:
+                tg.create_task(self._storage(self.config.storage))
+
+    async def _storage(self, cfg: StorageConfig) -> None:
+        """The object-store node until cancelled (``cloudless.agent.storage``)."""
+        from cloudless.agent.storage import CoordinatorSend, node_tls
+        from cloudless.objectstore.store_proxy import ProxyStore
+
+        assert self.identity is not None and self.link is not None
+        link = self.link
+        send = CoordinatorSend(self.identity, lambda: link.leader_hint)
+        self.storage = StorageService(cfg, node_tls(self.identity), ProxyStore(send), self.clock)
+        try:
+            await self.storage.run()
+        finally:
+            await send.close()
+
+    async def _live_containers(self) -> set[str]:
+        return {st.id for st in await self.runtime.list_containers()}
 
     def link_interval(self) -> float:
         """The heartbeat interval the coordinators asked for (usage is sampled as often)."""

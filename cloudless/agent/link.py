@@ -6,6 +6,9 @@ full assignment set (pushed the moment it changes), heartbeat acks, log requests
 redirects to the leader. On any failure the link reconnects with exponential backoff and full
 jitter, to the leader it was told about first, then to every known coordinator in turn.
 The supervisor keeps running meanwhile; nothing here stops a container.
+
+The stream is a ``cloudless.transport`` channel from the link's ``Dialer``: gRPC with the
+node's certificate in the product, in memory in the simulator (the same code runs in both).
 """
 
 from __future__ import annotations
@@ -15,19 +18,15 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import grpc
 
 from cloudless.agent.identity import AgentIdentity, channel_options
 from cloudless.agent.supervisor import Assigned, LocalStatus, Supervisor
 from cloudless.agent.usage import UsageOutbox, UsageSampler
 from cloudless.api.convert import conditions_to_pb, resources_to_pb
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
-from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.lib.backoff import Backoff
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import ValidationError
@@ -37,6 +36,8 @@ from cloudless.model.usage import ReplicaUsage
 from cloudless.model.workload import parse_workload
 from cloudless.runtime.protocol import ContainerRuntime
 from cloudless.security._files import write_private
+from cloudless.transport.channel import AgentEnd, ChannelError, Dialer
+from cloudless.transport.grpc_channel import GrpcDialer
 
 log = logging.getLogger("cloudless.agent.link")
 
@@ -132,6 +133,17 @@ class AssignmentFile:
             return []
         return assignments_from_pb(msg)
 
+    def load_network(self) -> pb.NetworkConfig | None:
+        """The network config persisted with the last set (None: none, or no file)."""
+        if not self.path.exists():
+            return None
+        msg = pb.Assignments()
+        try:
+            msg.ParseFromString(self.path.read_bytes())
+        except Exception:
+            return None  # load() already says so
+        return msg.network if msg.HasField("network") else None
+
 
 class Link:
     def __init__(
@@ -148,9 +160,14 @@ class Link:
         backoff: Backoff | None = None,
         server_name: str | None = None,
         goodbye_hold_s: float = 0.0,
+        dialer: Dialer | None = None,
+        network: Callable[[pb.NetworkConfig | None], None] | None = None,
+        network_state: Callable[[], str] = lambda: "",
         usage: UsageSampler | None = None,
     ) -> None:
         self.identity = identity
+        self.network = network
+        self.network_state = network_state
         self.usage = usage
         self.supervisor = supervisor
         self.runtime = runtime
@@ -162,6 +179,11 @@ class Link:
         self.backoff = backoff or Backoff(base=0.2, cap=5.0)
         self.server_name = server_name
         self.goodbye_hold_s = goodbye_hold_s
+        self.dialer = dialer or GrpcDialer(
+            identity.channel_credentials, channel_options(server_name)
+        )
+        #: Why the last session attempt failed ("" after a session that ended cleanly).
+        self.last_failure = ""
         self.on_identity_change: Callable[[], None] | None = None
         # The coordinators' default until the first ack says otherwise: a new agent must not
         # heartbeat faster, nor give up on a busy coordinator sooner (silence_limit), than its
@@ -195,8 +217,10 @@ class Link:
                 try:
                     await self._session(target)
                     attempt = 0
-                except (grpc.aio.AioRpcError, ConnectionError, OSError) as e:
-                    log.info("link to %s failed: %s", target, _short(e))
+                    self.last_failure = ""
+                except (ChannelError, ConnectionError, OSError) as e:
+                    self.last_failure = str(e)
+                    log.info("link to %s failed: %s", target, e)
                 finally:
                     self.connected.clear()
                 if self.leader_hint and self.leader_hint != target:
@@ -207,41 +231,44 @@ class Link:
     async def _session(self, target: str) -> None:
         """One stream: ends on a redirect, a broken stream, a silent coordinator (no message
         for ``silence_limit()`` seconds: a cut link sends no FIN) or a renewed certificate."""
-        creds = self.identity.channel_credentials()
-        async with grpc.aio.secure_channel(
-            target, creds, options=channel_options(self.server_name)
-        ) as ch:
-            stub = pbg.AgentControlStub(ch)
+        async with self.dialer.connect(target) as ch:
             outbox: asyncio.Queue[pb.AgentMessage] = asyncio.Queue()
             outbox.put_nowait(self._hello())
             said_goodbye = asyncio.Event()
-
-            def sent(msg: pb.AgentMessage) -> None:
-                if msg.WhichOneof("kind") == "goodbye":
-                    said_goodbye.set()
-
-            call = stub.Connect(_drain(outbox, sent))
             self._renewed.clear()
             self.last_rx = self.clock.monotonic()
-            recv = asyncio.create_task(self._receive(call, outbox, target))
+            send = asyncio.create_task(self._send(ch, outbox, said_goodbye))
+            recv = asyncio.create_task(self._receive(ch, outbox, target))
             hb = asyncio.create_task(self._heartbeats(outbox))
             renew = asyncio.create_task(self._renewed.wait())
+            tasks = (send, recv, hb, renew)
             try:
-                await asyncio.wait({recv, hb, renew}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             except asyncio.CancelledError:
                 if self.goodbye_hold_s > 0 and self.connected.is_set():
                     await self._goodbye(outbox, said_goodbye)
                 raise
             finally:
-                call.cancel()
-                for t in (recv, hb, renew, *self._log_tasks.values()):
+                for t in (*tasks, *self._log_tasks.values()):
                     t.cancel()
-                await asyncio.gather(recv, hb, renew, return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
                 self._log_tasks.clear()
             if hb.done() and not hb.cancelled() and hb.exception() is None:
                 raise ConnectionError(f"{target} sent nothing for {self.silence_limit():.1f}s")
-            if recv.done() and not recv.cancelled() and recv.exception() is not None:
-                raise recv.exception()  # type: ignore[misc]
+            for t in (recv, send):
+                if t.done() and not t.cancelled() and (exc := t.exception()) is not None:
+                    raise exc
+
+    @staticmethod
+    async def _send(
+        ch: AgentEnd, outbox: asyncio.Queue[pb.AgentMessage], said_goodbye: asyncio.Event
+    ) -> None:
+        """The outbox onto the stream, in order (``send`` waits on flow control)."""
+        while True:
+            msg = await outbox.get()
+            await ch.send(msg)
+            if msg.WhichOneof("kind") == "goodbye":
+                said_goodbye.set()
 
     async def _goodbye(self, outbox: asyncio.Queue[pb.AgentMessage], said: asyncio.Event) -> None:
         """A clean stop: ask the coordinator to hold this node for ``goodbye_hold_s``; wait
@@ -261,9 +288,9 @@ class Link:
         return max(3.0, 4 * self.interval)
 
     async def _receive(
-        self, call: Any, outbox: asyncio.Queue[pb.AgentMessage], target: str
+        self, ch: AgentEnd, outbox: asyncio.Queue[pb.AgentMessage], target: str
     ) -> None:
-        async for msg in call:
+        async for msg in ch:
             self.last_rx = self.clock.monotonic()
             self.connected.set()
             if self._handle(msg, outbox, target):
@@ -299,6 +326,7 @@ class Link:
                         usage=resources_to_pb(s.usage),
                         conditions=conditions_to_pb(s.conditions),
                         replicas=[status_pb(st, now) for st in self.supervisor.statuses()],
+                        network_state=self.network_state(),
                         replica_usage=[usage_pb(u) for u in moved],
                         usage_gone=gone,
                     )
@@ -323,6 +351,10 @@ class Link:
         if kind == "assignments":
             # Obey first: the file only serves a restart while offline. A full disk must not
             # end the session (the same set would be resent and fail again, forever).
+            # The network first: a replica of this set must start on the right network.
+            if self.network is not None:
+                a = msg.assignments
+                self.network(a.network if a.HasField("network") else None)
             self.supervisor.assign(assignments_from_pb(msg.assignments))
             try:
                 self.assignments.save(msg.assignments)
@@ -383,21 +415,3 @@ class Link:
             )
         finally:
             self._log_tasks.pop(req.request_id, None)
-
-
-async def _drain(
-    q: asyncio.Queue[pb.AgentMessage], sent: Callable[[pb.AgentMessage], None] | None = None
-) -> AsyncIterator[pb.AgentMessage]:
-    """The outbox as a request stream; ``sent(msg)`` once gRPC has taken ``msg`` (it asks for
-    the next message only after writing the previous one)."""
-    while True:
-        msg = await q.get()
-        yield msg
-        if sent is not None:
-            sent(msg)
-
-
-def _short(e: BaseException) -> str:
-    if isinstance(e, grpc.aio.AioRpcError):
-        return f"{e.code().name}: {e.details()}"
-    return str(e)

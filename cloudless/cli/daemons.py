@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import socket
 from collections.abc import Coroutine
@@ -184,7 +185,8 @@ def coordinator(
         typer.Option(
             metavar="on|KEY=CIDR,...",
             help="Container networking (address slots, service VIPs): 'on' for the defaults, "
-            "or overlay=,containers=,prefix=,services= (see docs/network.md). Default off.",
+            "or overlay=,containers=,prefix=,services=,lighthouse=IP:PORT (where devices reach "
+            "this coordinator's Nebula lighthouse; see docs/network.md). Default off.",
         ),
     ] = "",
     scheduler: Annotated[
@@ -459,6 +461,49 @@ def agent(
             help="Export traces over OTLP/gRPC there (default: tracing off).",
         ),
     ] = "",
+    container_network: Annotated[
+        bool,
+        typer.Option(
+            "--container-network/--no-container-network",
+            help="Give each container its own network namespace, address and DNS when the "
+            "coordinator runs with --network (needs root, nft, nebula, the CNI plugins).",
+        ),
+    ] = True,
+    netns_prefix: Annotated[
+        str,
+        typer.Option(metavar="PREFIX", help="Name prefix of the containers' network namespaces."),
+    ] = "cl-",
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SIZE",
+            help="Run an object-store node offering SIZE of this disk (e.g. 100Gi); 0 runs an "
+            "S3 gateway only. Its zone is --zone.",
+        ),
+    ] = None,
+    storage_listen: Annotated[
+        str, typer.Option(metavar="HOST:PORT", help="Object-store peer traffic (mutual TLS).")
+    ] = "0.0.0.0:3901",
+    s3_listen: Annotated[
+        str, typer.Option(metavar="HOST:PORT", help="The S3 API of this node.")
+    ] = "0.0.0.0:3900",
+    storage_replication: Annotated[
+        int, typer.Option(help="Copies per object, for the store's first layout (1-7).")
+    ] = 3,
+    storage_grace: Annotated[
+        float | None,
+        typer.Option(
+            metavar="SECONDS",
+            help="A storage node absent longer is replaced. Default 900 at R=3, 300 at R=2.",
+        ),
+    ] = None,
+    storage_repair_rate: Annotated[
+        str,
+        typer.Option(
+            metavar="SIZE",
+            help="Per second: the most this node pulls to sync and repair (0: no limit).",
+        ),
+    ] = "64Mi",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str, typer.Option(help="console (one plain line per record) or json (JSON lines).")
@@ -482,7 +527,19 @@ def agent(
         restart_hold=restart_hold,
         metrics_listen=metrics_listen,
         metrics_tls=metrics_tls,
+        container_network=container_network,
+        netns_prefix=netns_prefix,
     )
+    if storage is not None:
+        config.storage = storage_config(
+            config, storage, storage_listen, s3_listen, storage_replication, storage_grace
+        )
+        from cloudless.model.resources import parse_size
+
+        try:
+            config.storage.repair_rate = float(parse_size(storage_repair_rate))
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--storage-repair-rate") from None
     if runtime not in ("containerd", "fake"):
         raise typer.BadParameter(
             f"{runtime!r}: expected containerd or fake", param_hint="--runtime"
@@ -516,6 +573,8 @@ def agent_config(
     restart_hold: float = 0.0,
     metrics_listen: str = "",
     metrics_tls: bool = False,
+    container_network: bool = True,
+    netns_prefix: str = "cl-",
 ) -> Any:
     """The AgentConfig for the flags; a bad label or quantity names the flag and the form."""
     from cloudless.agent.agent import AgentConfig
@@ -540,6 +599,12 @@ def agent_config(
         raise typer.BadParameter(
             f"{restart_hold:g}: expected seconds from 0 to 300", param_hint="--restart-hold"
         )
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,19}", netns_prefix):
+        raise typer.BadParameter(
+            f"{netns_prefix!r}: expected 1-20 lowercase letters, digits and '-', starting with "
+            "a letter (e.g. cl-)",
+            param_hint="--netns-prefix",
+        )
     if join and not join.startswith("https://"):
         raise typer.BadParameter(
             f"{join!r}: expected the coordinator's API URL, https://HOST:PORT",
@@ -558,6 +623,54 @@ def agent_config(
         restart_hold_s=restart_hold,
         metrics_listen=_listen_flag(metrics_listen),
         metrics_tls=metrics_tls,
+        container_network=container_network,
+        netns_prefix=netns_prefix,
+    )
+
+
+def storage_config(
+    config: Any, size: str, listen: str, s3: str, replication: int, grace: float | None
+) -> Any:
+    """The agent's ``StorageConfig`` for ``--storage`` and its companion flags; a bad value
+    names the flag."""
+    from cloudless.model.resources import parse_size
+    from cloudless.objectstore.layout import MAX_REPLICATION
+    from cloudless.objectstore.service import StorageConfig
+    from cloudless.observability.http import parse_listen
+
+    try:
+        capacity = parse_size(size)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--storage") from None
+    ends = []
+    for flag, value in (("--storage-listen", listen), ("--s3-listen", s3)):
+        try:
+            ends.append(parse_listen(value))
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint=flag) from None
+    if not 1 <= replication <= MAX_REPLICATION:
+        raise typer.BadParameter(
+            f"{replication}: expected 1..{MAX_REPLICATION}", param_hint="--storage-replication"
+        )
+    if grace is not None and grace < 0:
+        raise typer.BadParameter(f"{grace:g}: expected seconds >= 0", param_hint="--storage-grace")
+    if capacity > 0 and not config.zone:
+        raise typer.BadParameter(
+            "a storage node needs a zone (a home, an office, a region): pass --zone",
+            param_hint="--zone",
+        )
+    (rpc_host, rpc_port), (s3_host, s3_port) = ends
+    return StorageConfig(
+        data_dir=config.data_dir / "objectstore",
+        zone=config.zone or "gateway",
+        capacity=capacity,
+        rpc_host=rpc_host,
+        rpc_port=rpc_port,
+        advertise=config.address,
+        s3_host=s3_host,
+        s3_port=s3_port,
+        replication=replication,
+        grace_s=grace,
     )
 
 

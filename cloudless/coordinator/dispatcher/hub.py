@@ -162,6 +162,10 @@ class AgentHub:
         self.usage = UsageBoard()  # live replica usage from heartbeats (memory only)
         #: Secret values by name (``SecretCache.get``), for replicas whose spec refers to them.
         self.secret_values: Callable[[str], bytes | None] = lambda name: None
+        #: The node's container network (``network.publisher``), sent with its set; None: off.
+        self.network_for: Callable[[str], pb.NetworkConfig | None] = lambda node_id: None
+        #: Each node's container network as its agent last reported it (observed, in memory).
+        self.network_states: dict[str, str] = {}
 
     # ---- leadership ------------------------------------------------------------------------
 
@@ -238,10 +242,18 @@ class AgentHub:
 
     async def wait_active(self, timeout: float) -> bool:
         """Wait until this hub serves agents (we lead and the replicas are loaded), at most
-        ``timeout`` seconds; whether it does."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._ready.wait()
+        ``timeout`` seconds (on the injected clock); whether it does."""
+        if not self._ready.is_set():
+            waits = (
+                asyncio.ensure_future(self._ready.wait()),
+                asyncio.ensure_future(self.clock.sleep(timeout)),
+            )
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+                await asyncio.gather(*waits, return_exceptions=True)
         return self.active
 
     def fence(self) -> Fence:
@@ -321,6 +333,8 @@ class AgentHub:
         now = self.clock.monotonic()
         interval = self.config.interval_for(len(self.membership))
         HEARTBEATS.inc()
+        if hb.network_state:
+            self.network_states[s.node_id] = hb.network_state
         if s.last_beat and now - s.last_beat > 2 * interval:
             HEARTBEATS_LATE.inc()
         s.last_beat = now
@@ -664,6 +678,11 @@ class AgentHub:
                 if s is not None and not s.closed:
                     s.outbox.put_nowait(self.assignments_for(s))
 
+    def repush(self, node_ids: Iterable[str]) -> None:
+        """Send these nodes their set again (their network changed)."""
+        for node_id in node_ids:
+            self._mark(node_id)
+
     def secrets_changed(self, names: set[str]) -> None:
         """Re-push the assignments of nodes running a replica that uses one of ``names``."""
         for node_id in list(self.sessions):
@@ -683,9 +702,11 @@ class AgentHub:
             values = {n: v for n in rec.spec.secret_names() if (v := self.secret_values(n))}
             drop = rec.deleted and rec.delete_volumes
             out.append(assignment(r, rec.spec, values, drop_volumes=drop))
-        return pb.CoordinatorMessage(
-            assignments=pb.Assignments(generation=s.generation, replicas=out)
-        )
+        msg = pb.Assignments(generation=s.generation, replicas=out)
+        net = self.network_for(s.node_id)
+        if net is not None:
+            msg.network.CopyFrom(net)
+        return pb.CoordinatorMessage(assignments=msg)
 
     # ---- logs ------------------------------------------------------------------------------
 

@@ -67,6 +67,9 @@ from cloudless.model.replica import Replica
 from cloudless.model.workload import WorkloadSpec
 from cloudless.model.workload_codec import parse_workload_data, workload_to_dict
 from cloudless.network import state as network_state
+from cloudless.network.addressing import AddressPlanConfig
+from cloudless.network.services import ServiceKey, label_problem
+from cloudless.network.views import network_status, service_detail
 from cloudless.observability.tracing import traceparent, tracer
 from cloudless.scheduler.plan import Explanation
 from cloudless.scheduler.scheduler import Scheduler
@@ -189,6 +192,8 @@ class UserApi:
         self.agent_endpoints = agent_endpoints
         self.enroll_endpoints = enroll_endpoints or agent_endpoints
         self.scheduler = scheduler or Scheduler()
+        #: The cluster's network ranges (None: the coordinator runs without --network).
+        self.network_config: AddressPlanConfig | None = None
         self._node_listing = NodeListingCache()
         self._columns: NodeColumns | None = None  # for _check_placeable
         self.secrets = SecretsApi(
@@ -216,6 +221,8 @@ class UserApi:
         r.add_post("/v1/explain", self.explain_spec)
         r.add_get("/v1/replicas", self.list_replicas)
         r.add_get("/v1/services", self.list_services)
+        r.add_get("/v1/services/{name}", self.get_service)
+        r.add_get("/v1/network", self.network_status)
         r.add_get("/v1/volumes", self.list_volumes)
         self.secrets.add_routes(r)
         RolloutApi(self.state, self.clock, self.hub.fence, self.hub.emit).add_routes(r)
@@ -431,6 +438,34 @@ class UserApi:
         """Services (cloudless/network): VIP, ports, endpoints ready/total."""
         records = await network_state.list_services(self.state.store)
         return json_response({"services": [network_state.service_view(s) for s in records]})
+
+    async def get_service(self, request: web.Request) -> web.Response:
+        """One service: VIP, names, ports, endpoints with their nodes, why some are missing."""
+        name = request.match_info["name"]
+        ns = request.query.get("namespace", "default")
+        for field, value in (("path.name", name), ("query.namespace", ns)):
+            why = label_problem(field, value)
+            if why:
+                raise ValidationError(why)
+        rec = await network_state.get_service(self.state.store, ServiceKey(ns, name))
+        if rec is None:
+            raise NotFound(
+                f"service {name!r} not found in namespace {ns!r}: a workload with ports is a "
+                "service when the coordinator runs with --network; list them with "
+                "`cloudless get services`"
+            )
+        return json_response(service_detail(rec, await self._node_names()))
+
+    async def network_status(self, request: web.Request) -> web.Response:
+        """The address plan, the lighthouse and every node's slot."""
+        devices = await network_state.list_devices(self.state.store)
+        names = await self._node_names()
+        return json_response(
+            network_status(self.network_config, devices, names, self.hub.network_states)
+        )
+
+    async def _node_names(self) -> dict[str, str]:
+        return {r.name: r.value.name for r in (await self.state.nodes.list()).records}
 
     async def _workload(self, name: str) -> WorkloadRecord:
         _check_id(name, "path.name")

@@ -78,6 +78,8 @@ ROUTES: tuple[Route, ...] = (
         "List services: VIP, ports, endpoints ready/total",
         "application/json",
     ),
+    Route("get", "/v1/services/{name}", "A service: VIP, names, endpoints, why not ready", JSON),
+    Route("get", "/v1/network", "Address plan, lighthouse, each node's slot", JSON),
     Route("get", "/v1/workloads", "List workloads", m.WorkloadList),
     Route(
         "post",

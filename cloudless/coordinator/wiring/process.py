@@ -15,7 +15,6 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -42,13 +41,14 @@ from cloudless.coordinator.wiring.joining import (
     request_join,
     write_ca,
 )
+from cloudless.coordinator.wiring.leadership import LeaderLoop, Leadership
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.lib.errors import CloudlessError
 from cloudless.lib.ids import IdSource, RandomIds
 from cloudless.model.workload import WorkloadSpec
 from cloudless.network.controller import NetworkController
+from cloudless.network.lighthouse import network_publisher
 from cloudless.observability.http import parse_listen, serve_metrics
-from cloudless.observability.metrics import IS_LEADER, LEADER_CHANGES
 from cloudless.observability.store import MeasuredStore
 from cloudless.scheduler.scheduler import Scheduler
 from cloudless.security._files import write_private as _write_file
@@ -220,6 +220,9 @@ class Coordinator:
         self.network = (
             NetworkController(self.state, c.network.plan(), self.clock) if c.network else None
         )
+        self.network_publisher, self.lighthouse = network_publisher(
+            c.network, c.ca_dir, self.store, self.clock, self.hub
+        )
         me = json.dumps({"api": c.api_url, "agent": c.agent_endpoint, "name": c.name})
         self.election = Election(self.store, me, ttl=c.election_ttl, clock=self.clock)
 
@@ -255,6 +258,7 @@ class Coordinator:
             enroll_endpoints=enroll_endpoints,
             scheduler=Scheduler(self.config.scheduler),
         )
+        user_api.network_config = c.network
         try:
             async with asyncio.TaskGroup() as tg:
                 if self.etcd is not None:
@@ -282,7 +286,9 @@ class Coordinator:
                 tg.create_task(self._refresh_coordinators())
                 tg.create_task(self._sync_revocations())
                 tg.create_task(self.secret_cache.run())
-                tg.create_task(self._lead(reconciler))
+                tg.create_task(self._leadership(reconciler).run())
+                if self.lighthouse is not None:
+                    tg.create_task(self.lighthouse.run())
                 tg.create_task(self._leader_watch().run())
                 grpc_server = await self._serve_grpc(agent_api)
                 runner = await self._serve_http(user_api)
@@ -353,68 +359,23 @@ class Coordinator:
                 )
             await asyncio.sleep(0.05)
 
-    async def _lead(self, reconciler: Reconciler) -> None:
-        """Run the leader-only components while this coordinator leads."""
-        task: asyncio.Task[None] | None = None
-        term = 0
-        try:
-            async for lead in self.election.changes():
-                if lead.term and lead.term != term:
-                    term = lead.term
-                    LEADER_CHANGES.inc()
-                IS_LEADER.set(1 if lead.is_me else 0)
-                if lead.is_me and task is None:
-                    log.info("coordinator %s is the leader (term %d)", self.config.name, lead.term)
-                    task = asyncio.create_task(self._leading(reconciler))
-                elif not lead.is_me and task is not None:
-                    log.info("coordinator %s is no longer the leader", self.config.name)
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-                    task = None
-        finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-    async def _leading(self, reconciler: Reconciler) -> None:
-        """The leader's components, for as long as the election names us (``_lead`` cancels
-        this when it stops doing so). The agent hub and the reconciler are restarted each on
-        its own: a reconciler failing on a slow store must not drop every agent's session."""
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._keep_leading("agent hub", self.hub.lead))
-            tg.create_task(self._keep_leading("reconciler", reconciler.lead))
-            tg.create_task(self._keep_leading("event compactor", self._compact_events))
-            if self.network is not None:
-                tg.create_task(self._keep_leading("network", self.network.lead))
+    def _leadership(self, reconciler: Reconciler) -> Leadership:
+        """The leader-only components, run while this coordinator leads."""
+        loops: list[tuple[str, LeaderLoop]] = [
+            ("agent hub", self.hub.lead),
+            ("reconciler", reconciler.lead),
+            ("event compactor", self._compact_events),
+        ]
+        if self.network is not None:
+            loops.append(("network", self.network.lead))
+        if self.network_publisher is not None:
+            loops.append(("network publisher", self.network_publisher.lead))
+        return Leadership(self.election, self.clock, loops, name=self.config.name)
 
     async def _compact_events(self, fence: Fence) -> None:
         await EventCompactor(
             self.store, EVENTS_PREFIX, self.config.events, self.clock, fence=fence
         ).run()
-
-    async def _keep_leading(self, what: str, lead: Callable[[Fence], Awaitable[None]]) -> None:
-        """Run ``lead`` while we lead; restart it after any failure. While our belief in the
-        lease has lapsed (keepalives not getting through, e.g. during an etcd election right
-        after we won) wait for it to come back rather than give up: nothing else would start
-        it again while the election still names us."""
-        while True:
-            if not self.election.is_leader():
-                await asyncio.sleep(0.05)
-                continue
-            try:
-                await lead(self.election.fence())
-            except* (StoreError, CloudlessError) as eg:
-                log.warning("%s stopped (%s); restarting it", what, _first_leaf(eg))
-            except* Exception as eg:
-                log.error("%s failed; restarting it", what, exc_info=_first_leaf(eg))
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # a TaskGroup that was cancelled while a child failed raises the failure,
-                # not CancelledError: honour the cancellation ourselves
-                raise asyncio.CancelledError
-            await asyncio.sleep(0.2)
 
     async def _refresh_coordinators(self) -> None:
         while True:
@@ -502,11 +463,3 @@ class Coordinator:
         site = web.TCPSite(runner, c.host, c.api_port, ssl_context=ctx)
         await site.start()
         return runner
-
-
-def _first_leaf(eg: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first exception that is not a group: what actually failed, for the log."""
-    e: BaseException = eg
-    while isinstance(e, BaseExceptionGroup):
-        e = e.exceptions[0]
-    return e

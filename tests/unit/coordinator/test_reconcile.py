@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from cloudless.coordinator.deciders.fake_placer import FakePlacer
 from cloudless.coordinator.deciders.reconcile import (
     Action,
     ClusterView,
@@ -21,6 +20,7 @@ from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import DesiredState, Replica, ReplicaState
 from cloudless.model.resources import Resources
 from cloudless.model.workload import Placement, WorkloadSpec
+from cloudless.testing.fake_placer import FakePlacer
 
 S = NodeState
 R = ReplicaState
