@@ -47,6 +47,7 @@ from cloudless.agent.health.probes import Prober
 from cloudless.agent.health.runner import HealthRunner
 from cloudless.agent.network import ContainerNetworking, NetAttachment
 from cloudless.agent.ports import PortAllocator
+from cloudless.agent.workload_identity import WorkloadIdentities
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError
 from cloudless.model.replica import ReplicaState
@@ -96,6 +97,7 @@ class ReplicaWorker:
     volumes_root: Path | None = None
     secrets_root: Path | None = None
     network: ContainerNetworking | None = None
+    identities: WorkloadIdentities | None = None
     host_ports: dict[int, int] = field(default_factory=dict)
     net: NetAttachment | None = None
     status: LocalStatus = field(init=False)
@@ -200,6 +202,11 @@ class ReplicaWorker:
                 if a.spec.secrets or a.spec.configs
                 else ((), {})
             )
+            if self.identities is not None:
+                secret_mounts = (
+                    *secret_mounts,
+                    await self.identities.prepare(a.workload, rid),
+                )
             spec = container_spec(fresh, self.host_ports, mounts + secret_mounts, secret_env)
             if self.net is not None:
                 resolv = BindMount(self.net.resolv_conf, "/etc/resolv.conf", read_only=True)
@@ -364,6 +371,8 @@ class ReplicaWorker:
             self.net = None
         if self.assigned.spec.secrets or self.assigned.spec.configs:
             await asyncio.to_thread(secret_files.remove, self.secrets_root, rid)
+        if self.identities is not None:
+            self.identities.remove(rid)
 
 
 async def _first(*aws: Coroutine[Any, Any, Any]) -> None:
@@ -391,10 +400,12 @@ class Supervisor:
         volumes_root: Path | None = None,
         secrets_root: Path | None = None,
         network: ContainerNetworking | None = None,
+        identities: WorkloadIdentities | None = None,
     ):
         self.network = network
         self.volumes_root = volumes_root
         self.secrets_root = secrets_root
+        self.identities = identities
         self.ports = ports or PortAllocator()
         self.advertise = advertise
         self.runtime = runtime
@@ -514,6 +525,7 @@ class Supervisor:
                     self.volumes_root,
                     self.secrets_root,
                     self.network,
+                    self.identities,
                 )
                 self.workers[rid] = w
                 w.task = self._tg.create_task(self._guard(w))

@@ -19,6 +19,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from cloudless.api.convert import (
     BadStatus,
@@ -34,6 +35,7 @@ from cloudless.coordinator.dispatcher.usage_board import UsageBoard
 from cloudless.coordinator.state.cluster import ClusterState, event
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.clock import Clock
+from cloudless.model.departure import Departure, DepartureKind
 from cloudless.model.node import Node, NodeConditions, NodeState
 from cloudless.model.replica import Replica, ReplicaState
 from cloudless.model.resources import Resources
@@ -55,6 +57,14 @@ MAX_USAGE_WRITES_PER_S = 100.0
 def usage_refresh_s(node_count: int) -> float:
     """Seconds between two usage writes of one node: 10 s up to 1,000 nodes, then linear."""
     return max(USAGE_REFRESH_S, node_count / MAX_USAGE_WRITES_PER_S)
+
+
+class TrustAdvice(Protocol):
+    """Fills an ack with trust advice for the agent, and records what it reported."""
+
+    def advise(self, hb: pb.Heartbeat, reply: pb.HeartbeatAck) -> None: ...
+
+    async def record(self, node_id: str, hb: pb.Heartbeat, fence: Fence) -> None: ...
 
 
 @dataclass
@@ -137,6 +147,8 @@ class AgentHub:
         self.state = state
         self.clock = clock
         self.config = config or MembershipConfig()
+        # root rotation: what to tell agents about trust in acks (``clusterops``)
+        self.trust: TrustAdvice | None = None
         self.tick_s = tick_s
         self.membership = Membership(self.config)
         self.sessions: dict[str, Session] = {}
@@ -301,6 +313,22 @@ class AgentHub:
         await self._apply_statuses(s, hello.replicas)
         self._heard(s)
         await self._note_metrics_address(s.node_id, hello.facts.metrics_address)
+        await self._note_reserved(s.node_id, hello.facts.reserved_hours)
+
+    async def _note_reserved(self, node_id: str, hours: Iterable[int]) -> None:
+        """Record the owner-reserved hours an agent declares when they differ from the node
+        record's (an agent restarted with other ``--reserved-hours``); bad bins are ignored."""
+        want = frozenset(h for h in hours if 0 <= h < 168)
+        known = self._nodes.get(node_id)
+        if known is None or known.reserved_hours == want:
+            return
+
+        def change(n: Node | None) -> Node | None:
+            if n is None or n.reserved_hours == want:
+                return None
+            return replace(n, reserved_hours=want)
+
+        await self.state.nodes.update(node_id, change, fence=self.fence())
 
     async def _note_metrics_address(self, node_id: str, address: str) -> None:
         """Record where the agent serves metrics when it differs from the node record (an
@@ -344,8 +372,12 @@ class AgentHub:
             self.reliability.usage(s.node_id, resources_from_pb(hb.usage), node.allocatable, now)
         transitions = self._heard(s)
         reply = pb.HeartbeatAck(seq=hb.seq, interval_s=interval)
+        if self.trust is not None:
+            self.trust.advise(hb, reply)
         if ack is not None:
             ack(reply)
+        if self.trust is not None:
+            await self.trust.record(s.node_id, hb, self.fence())
         await self._write_transitions(transitions)
         self.usage.take(s.node_id, hb.replica_usage, hb.usage_gone, self._index.replicas)
         await self._apply_statuses(s, hb.replicas)
@@ -355,12 +387,35 @@ class AgentHub:
     async def on_goodbye(self, s: Session, bye: pb.Goodbye) -> None:
         """The agent stops cleanly and asks to be held (``Membership.goodbye``)."""
         hold = self.membership.goodbye(s.node_id, self.clock.monotonic(), bye.back_within_s)
-        await self.emit(
-            "node",
-            f"node {s.node_id}: agent stopping ({bye.reason or 'no reason given'}); "
-            f"its replicas are kept for {hold:.0f}s",
-            node=s.node_id,
-        )
+        why = bye.reason or "no reason given"
+        kept = f"; its replicas are kept for {hold:.0f}s" if hold > 0 else ""
+        await self.emit("node", f"node {s.node_id}: agent stopping ({why}){kept}", node=s.node_id)
+
+    async def on_leave(self, s: Session, leave: pb.Leave) -> None:
+        """The agent is about to leave: record a ``leave`` departure on its node and set it
+        draining in the same write (``departures.decide_departures`` takes it from there)."""
+        now = self.clock.now()
+        reason = leave.reason or "agent leaving"
+        dep = Departure(DepartureKind.LEAVE, reason, now, now + leave.deadline_s)
+        self.membership.leaving(s.node_id)
+
+        def change(cur: Node | None) -> Node | None:
+            if cur is None:
+                return None
+            if cur.departure is not None and cur.departure.kind is DepartureKind.LEAVE:
+                return None  # announced already (a repeat after a reconnect)
+            moved = cur.moved_to(NodeState.DRAINING)[0] or cur
+            return replace(moved, departure=dep)
+
+        rec = await self.state.nodes.update(s.node_id, change, fence=self.fence())
+        if rec is not None and rec.value.departure == dep:
+            await self.emit(
+                "node",
+                f"node {s.node_id}: leaving ({reason}); moving its replicas within "
+                f"{leave.deadline_s:.0f}s",
+                node=s.node_id,
+                state=rec.value.state.value,
+            )
 
     def _heard(self, s: Session) -> list[NodeTransition]:
         return self.membership.heartbeat(s.node_id, self.clock.monotonic())
@@ -559,7 +614,9 @@ class AgentHub:
 
     def _note_transition(self, t: NodeTransition) -> None:
         mono = self.clock.monotonic()
-        if t.new in (NodeState.OFFLINE, NodeState.FAILED):
+        if t.new is NodeState.DEPARTED:
+            self.reliability.away(t.node_id, mono)
+        elif t.new in (NodeState.OFFLINE, NodeState.FAILED):
             self.reliability.down(t.node_id, mono)
         else:
             self.reliability.up(t.node_id, mono)
@@ -630,6 +687,8 @@ class AgentHub:
                 self._nodes[ev.name] = ev.record.value
                 self._node_revs[ev.name] = ev.record.mod_revision
                 self.membership.upsert(ev.record.value, self.clock.monotonic())
+                if ev.record.value.state is NodeState.DEPARTED:
+                    self.reliability.away(ev.name, self.clock.monotonic())
                 if ev.record.value.state is NodeState.REMOVED:
                     s = self.sessions.pop(ev.name, None)
                     if s:

@@ -33,7 +33,7 @@ class NodeConditions(_message.Message):
     def __init__(self, memory_pressure: _Optional[bool] = ..., disk_pressure: _Optional[bool] = ..., pid_pressure: _Optional[bool] = ..., network_unavailable: _Optional[bool] = ..., on_battery: _Optional[bool] = ...) -> None: ...
 
 class NodeFacts(_message.Message):
-    __slots__ = ("hostname", "arch", "os", "kernel", "cpu_cores", "device_class", "capacity", "allocatable", "labels", "region", "zone", "address", "public", "cost_per_hour", "metrics_address")
+    __slots__ = ("hostname", "arch", "os", "kernel", "cpu_cores", "device_class", "capacity", "allocatable", "labels", "region", "zone", "address", "public", "cost_per_hour", "metrics_address", "reserved_hours")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class NodeFacts(_message.Message):
     PUBLIC_FIELD_NUMBER: _ClassVar[int]
     COST_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
     METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_HOURS_FIELD_NUMBER: _ClassVar[int]
     hostname: str
     arch: str
     os: str
@@ -71,7 +72,8 @@ class NodeFacts(_message.Message):
     public: bool
     cost_per_hour: float
     metrics_address: str
-    def __init__(self, hostname: _Optional[str] = ..., arch: _Optional[str] = ..., os: _Optional[str] = ..., kernel: _Optional[str] = ..., cpu_cores: _Optional[int] = ..., device_class: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocatable: _Optional[_Union[Resources, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., region: _Optional[str] = ..., zone: _Optional[str] = ..., address: _Optional[str] = ..., public: _Optional[bool] = ..., cost_per_hour: _Optional[float] = ..., metrics_address: _Optional[str] = ...) -> None: ...
+    reserved_hours: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, hostname: _Optional[str] = ..., arch: _Optional[str] = ..., os: _Optional[str] = ..., kernel: _Optional[str] = ..., cpu_cores: _Optional[int] = ..., device_class: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocatable: _Optional[_Union[Resources, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., region: _Optional[str] = ..., zone: _Optional[str] = ..., address: _Optional[str] = ..., public: _Optional[bool] = ..., cost_per_hour: _Optional[float] = ..., metrics_address: _Optional[str] = ..., reserved_hours: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class GetCARequest(_message.Message):
     __slots__ = ()
@@ -183,13 +185,15 @@ class ReplicaUsage(_message.Message):
     def __init__(self, replica_id: _Optional[str] = ..., cpu_millis: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., disk_read_bps: _Optional[int] = ..., disk_write_bps: _Optional[int] = ..., net_rx_bps: _Optional[int] = ..., net_tx_bps: _Optional[int] = ..., pids: _Optional[int] = ..., sampled_at: _Optional[float] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("seq", "sent_at", "usage", "conditions", "replicas", "network_state", "replica_usage", "usage_gone")
+    __slots__ = ("seq", "sent_at", "usage", "conditions", "replicas", "network_state", "trusted_roots", "cert_issuer", "replica_usage", "usage_gone")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     NETWORK_STATE_FIELD_NUMBER: _ClassVar[int]
+    TRUSTED_ROOTS_FIELD_NUMBER: _ClassVar[int]
+    CERT_ISSUER_FIELD_NUMBER: _ClassVar[int]
     REPLICA_USAGE_FIELD_NUMBER: _ClassVar[int]
     USAGE_GONE_FIELD_NUMBER: _ClassVar[int]
     seq: int
@@ -198,9 +202,11 @@ class Heartbeat(_message.Message):
     conditions: NodeConditions
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaStatus]
     network_state: str
+    trusted_roots: _containers.RepeatedScalarFieldContainer[str]
+    cert_issuer: str
     replica_usage: _containers.RepeatedCompositeFieldContainer[ReplicaUsage]
     usage_gone: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, seq: _Optional[int] = ..., sent_at: _Optional[float] = ..., usage: _Optional[_Union[Resources, _Mapping]] = ..., conditions: _Optional[_Union[NodeConditions, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., network_state: _Optional[str] = ..., replica_usage: _Optional[_Iterable[_Union[ReplicaUsage, _Mapping]]] = ..., usage_gone: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, seq: _Optional[int] = ..., sent_at: _Optional[float] = ..., usage: _Optional[_Union[Resources, _Mapping]] = ..., conditions: _Optional[_Union[NodeConditions, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., network_state: _Optional[str] = ..., trusted_roots: _Optional[_Iterable[str]] = ..., cert_issuer: _Optional[str] = ..., replica_usage: _Optional[_Iterable[_Union[ReplicaUsage, _Mapping]]] = ..., usage_gone: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LogChunk(_message.Message):
     __slots__ = ("request_id", "stream", "data", "eof", "error")
@@ -224,17 +230,27 @@ class Goodbye(_message.Message):
     reason: str
     def __init__(self, back_within_s: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class Leave(_message.Message):
+    __slots__ = ("deadline_s", "reason")
+    DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    deadline_s: float
+    reason: str
+    def __init__(self, deadline_s: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "heartbeat", "log", "goodbye")
+    __slots__ = ("hello", "heartbeat", "log", "goodbye", "leave")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
     GOODBYE_FIELD_NUMBER: _ClassVar[int]
+    LEAVE_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     heartbeat: Heartbeat
     log: LogChunk
     goodbye: Goodbye
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., log: _Optional[_Union[LogChunk, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ...) -> None: ...
+    leave: Leave
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., log: _Optional[_Union[LogChunk, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ..., leave: _Optional[_Union[Leave, _Mapping]] = ...) -> None: ...
 
 class ReplicaAssignment(_message.Message):
     __slots__ = ("replica_id", "workload", "desired", "spec_version", "spec_json", "traceparent", "secrets", "drop_volumes")
@@ -348,14 +364,18 @@ class NetworkConfig(_message.Message):
     def __init__(self, slot: _Optional[int] = ..., overlay_cidr: _Optional[str] = ..., container_cidr: _Optional[str] = ..., container_prefix: _Optional[int] = ..., service_cidr: _Optional[str] = ..., nebula_ca: _Optional[bytes] = ..., nebula_cert: _Optional[bytes] = ..., nebula_key: _Optional[bytes] = ..., lighthouses: _Optional[_Iterable[_Union[NetworkLighthouse, _Mapping]]] = ..., services: _Optional[_Iterable[_Union[NetworkService, _Mapping]]] = ..., reason: _Optional[str] = ..., blocklist: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class HeartbeatAck(_message.Message):
-    __slots__ = ("seq", "interval_s", "coordinators")
+    __slots__ = ("seq", "interval_s", "coordinators", "ca_bundle_pem", "renew_now")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     COORDINATORS_FIELD_NUMBER: _ClassVar[int]
+    CA_BUNDLE_PEM_FIELD_NUMBER: _ClassVar[int]
+    RENEW_NOW_FIELD_NUMBER: _ClassVar[int]
     seq: int
     interval_s: float
     coordinators: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, seq: _Optional[int] = ..., interval_s: _Optional[float] = ..., coordinators: _Optional[_Iterable[str]] = ...) -> None: ...
+    ca_bundle_pem: bytes
+    renew_now: bool
+    def __init__(self, seq: _Optional[int] = ..., interval_s: _Optional[float] = ..., coordinators: _Optional[_Iterable[str]] = ..., ca_bundle_pem: _Optional[bytes] = ..., renew_now: _Optional[bool] = ...) -> None: ...
 
 class LogRequest(_message.Message):
     __slots__ = ("request_id", "replica_id", "follow", "tail", "since", "cancel")
@@ -418,3 +438,25 @@ class StoreProxyResponse(_message.Message):
     RESPONSE_JSON_FIELD_NUMBER: _ClassVar[int]
     response_json: bytes
     def __init__(self, response_json: _Optional[bytes] = ...) -> None: ...
+
+class WorkloadIdentityRequest(_message.Message):
+    __slots__ = ("replica_id", "csr_pem", "ttl_seconds", "workload")
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    replica_id: str
+    csr_pem: bytes
+    ttl_seconds: int
+    workload: str
+    def __init__(self, replica_id: _Optional[str] = ..., csr_pem: _Optional[bytes] = ..., ttl_seconds: _Optional[int] = ..., workload: _Optional[str] = ...) -> None: ...
+
+class WorkloadIdentityResponse(_message.Message):
+    __slots__ = ("cert_pem", "ca_bundle_pem", "expires_at")
+    CERT_PEM_FIELD_NUMBER: _ClassVar[int]
+    CA_BUNDLE_PEM_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    cert_pem: bytes
+    ca_bundle_pem: bytes
+    expires_at: float
+    def __init__(self, cert_pem: _Optional[bytes] = ..., ca_bundle_pem: _Optional[bytes] = ..., expires_at: _Optional[float] = ...) -> None: ...
