@@ -34,6 +34,7 @@ from cloudless.agent.monitor import ResourceMonitor
 from cloudless.agent.network import AgentNetwork
 from cloudless.agent.supervisor import Supervisor
 from cloudless.agent.telemetry import AgentTelemetry, agent_tls_context
+from cloudless.agent.usage import UsageSampler
 from cloudless.agent.workload_identity import WorkloadIdentities
 from cloudless.api.convert import resources_to_pb
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
@@ -228,6 +229,7 @@ class Agent:
             network=self.network,
             identities=self.identities,
         )
+        usage = UsageSampler(self.runtime, self.clock, lambda: self.link_interval())
         self.link = Link(
             self.identity,
             self.supervisor,
@@ -238,6 +240,7 @@ class Agent:
             self.rng,
             assignments,
             goodbye_hold_s=self.config.restart_hold_s,
+            usage=usage,
             network=self.network.update if self.network is not None else None,
             network_state=(
                 self.network.describe if self.network is not None else lambda: "off: disabled"
@@ -262,6 +265,7 @@ class Agent:
                 tg.create_task(self.supervisor.run(assignments.load()))
                 tg.create_task(self.monitor.run(self.config.monitor_interval_s))
                 tg.create_task(self.link.run())
+                tg.create_task(usage.run())
                 tg.create_task(self._renewal())
                 tg.create_task(self._leaving())
                 if self.network is not None:
@@ -293,6 +297,10 @@ class Agent:
 
     async def _live_containers(self) -> set[str]:
         return {st.id for st in await self.runtime.list_containers()}
+
+    def link_interval(self) -> float:
+        """The heartbeat interval the coordinators asked for (usage is sampled as often)."""
+        return self.link.interval if self.link is not None else 2.0
 
     def request_leave(self, deadline_s: float | None = None, reason: str = "") -> None:
         """Leave the cluster: replicas move away first (see the module docstring)."""

@@ -40,6 +40,7 @@ from cloudless.agent.assignment import (
     exit_reason,
     parse_ports_label,
     ports_label,
+    pull_auth,
     same_template,
 )
 from cloudless.agent.health.probes import Prober
@@ -198,7 +199,7 @@ class ReplicaWorker:
                 await asyncio.to_thread(
                     secret_files.prepare, self.secrets_root, rid, a.spec, fresh.secrets
                 )
-                if a.spec.secrets
+                if a.spec.secrets or a.spec.configs
                 else ((), {})
             )
             if self.identities is not None:
@@ -235,7 +236,8 @@ class ReplicaWorker:
                 seen = p.done_bytes
 
         try:
-            await self.runtime.pull_image(image, progress)
+            auth = pull_auth(self.assigned)  # the freshest value the coordinator sent
+            await self.runtime.pull_image(image, progress, auth=auth)
             outcome = "pulled"
         finally:
             PULL_DURATION.labels(outcome).observe(self.clock.monotonic() - t0)
@@ -367,7 +369,7 @@ class ReplicaWorker:
         if self.network is not None:
             await self.network.detach(rid)
             self.net = None
-        if self.assigned.spec.secrets:
+        if self.assigned.spec.secrets or self.assigned.spec.configs:
             await asyncio.to_thread(secret_files.remove, self.secrets_root, rid)
         if self.identities is not None:
             self.identities.remove(rid)
@@ -530,24 +532,25 @@ class Supervisor:
         self.on_change()
 
     def _refresh_secrets(self, w: ReplicaWorker, a: Assigned) -> None:
-        """New secret values for a running replica: its files are rewritten in place."""
+        """New secret or config values for a running replica: its files are rewritten in
+        place."""
         if a.secrets and a.secrets != w.assigned.secrets:
             w.assigned = a
-            if any(ref.path for ref in a.spec.secrets) and self._tg is not None:
-                files = [
-                    (r.name, a.secrets[r.name])
-                    for r in a.spec.secrets
-                    if r.path and r.name in a.secrets
-                ]
+            files = [
+                (r.name, a.secrets[r.name], mode)
+                for r, mode, _ in secret_files.file_refs(a.spec)
+                if r.path and r.name in a.secrets
+            ]
+            if files and self._tg is not None:
                 self._tg.create_task(self._rewrite(a.replica_id, files))
 
-    async def _rewrite(self, rid: str, files: list[tuple[str, bytes]]) -> None:
+    async def _rewrite(self, rid: str, files: list[tuple[str, bytes, int]]) -> None:
         root = self.secrets_root
-        for name, value in files:
+        for name, value, mode in files:
             f = root / rid / name if root is not None else None
             if f is not None and f.exists():
                 try:
-                    await asyncio.to_thread(secret_files.write_file, f, value)
+                    await asyncio.to_thread(secret_files.write_file, f, value, mode)
                 except OSError as e:
                     log.warning("rewriting secret %s of %s: %s", name, rid, e)
 

@@ -31,6 +31,7 @@ from cloudless.api.convert import (
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.coordinator.deciders.membership import Membership, MembershipConfig, NodeTransition
 from cloudless.coordinator.deciders.reliability import ReliabilityTracker
+from cloudless.coordinator.dispatcher.usage_board import UsageBoard
 from cloudless.coordinator.state.cluster import ClusterState, event
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.clock import Clock
@@ -170,6 +171,7 @@ class AgentHub:
         self._usage_due: dict[str, tuple[Resources, NodeConditions, float]] = {}
         self._usage_event = asyncio.Event()
         self._nodes_from: int | None = None  # where _watch_nodes starts (None: list first)
+        self.usage = UsageBoard()  # live replica usage from heartbeats (memory only)
         #: Secret values by name (``SecretCache.get``), for replicas whose spec refers to them.
         self.secret_values: Callable[[str], bytes | None] = lambda name: None
         #: The node's container network (``network.publisher``), sent with its set; None: off.
@@ -233,6 +235,17 @@ class AgentHub:
                 log.warning("leader loop %s failed (%s); restarting it", loop.__name__, e)
                 await self.clock.sleep(self.LOOP_RESTART_S)
 
+    def known_replicas(self, namespace: str = "") -> list[Replica] | None:
+        """Every replica (of a workload in ``namespace`` when given) as the leader's watches
+        last saw it; ``None`` when not leading."""
+        if not self.active:
+            return None
+        reps = list(self._index.replicas.values())
+        if namespace:
+            wls = self._index.workloads
+            reps = [r for r in reps if (w := wls.get(r.workload)) and w.spec.namespace == namespace]
+        return reps
+
     def known_nodes(self) -> list[Node] | None:
         """Every node as the leader's nodes watch last saw it (``None`` when not leading).
         Behind the store by the watch's delay: for checks that a node more or less does not
@@ -281,6 +294,7 @@ class AgentHub:
             )
         s = Session(node_id)
         self.sessions[node_id] = s
+        self.usage.forget_node(node_id)  # the new stream sends every replica's usage
         AGENT_SESSIONS.set(len(self.sessions))
         if self.membership.state(node_id) is None:
             self.membership.upsert(known, self.clock.monotonic())
@@ -291,6 +305,7 @@ class AgentHub:
         s.closed = True
         if self.sessions.get(s.node_id) is s:
             del self.sessions[s.node_id]
+            self.usage.forget_node(s.node_id)
             self.membership.disconnected(s.node_id, self.clock.monotonic())
             AGENT_SESSIONS.set(len(self.sessions))
 
@@ -364,6 +379,7 @@ class AgentHub:
         if self.trust is not None:
             await self.trust.record(s.node_id, hb, self.fence())
         await self._write_transitions(transitions)
+        self.usage.take(s.node_id, hb.replica_usage, hb.usage_gone, self._index.replicas)
         await self._apply_statuses(s, hb.replicas)
         await self._maybe_write_usage(s, hb)
         return reply
@@ -731,7 +747,7 @@ class AgentHub:
         for node_id in list(self.sessions):
             for r in self._index.for_node(node_id):
                 rec = self._index.workloads.get(r.workload)
-                if rec is not None and any(ref.name in names for ref in rec.spec.secrets):
+                if rec is not None and names & rec.spec.secret_names():
                     self._mark(node_id)
                     break
 
@@ -742,9 +758,7 @@ class AgentHub:
             rec = self._index.workloads.get(r.workload)
             if rec is None:
                 continue
-            values = {
-                ref.name: v for ref in rec.spec.secrets if (v := self.secret_values(ref.name))
-            }
+            values = {n: v for n in rec.spec.secret_names() if (v := self.secret_values(n))}
             drop = rec.deleted and rec.delete_volumes
             out.append(assignment(r, rec.spec, values, drop_volumes=drop))
         msg = pb.Assignments(generation=s.generation, replicas=out)

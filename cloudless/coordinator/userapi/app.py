@@ -60,6 +60,7 @@ from cloudless.coordinator.userapi.models import (
 )
 from cloudless.coordinator.userapi.rollout_routes import RolloutApi
 from cloudless.coordinator.userapi.secrets_routes import SecretsApi
+from cloudless.coordinator.userapi.top_routes import TopApi
 from cloudless.coordinator.userapi.volumes import volume_rows
 from cloudless.lib.bounded import load_json, show
 from cloudless.lib.clock import Clock
@@ -234,6 +235,7 @@ class UserApi:
         r.add_get("/v1/volumes", self.list_volumes)
         self.secrets.add_routes(r)
         RolloutApi(self.state, self.clock, self.hub.fence, self.hub.emit).add_routes(r)
+        TopApi(self.hub, self.is_leader, self.leader_api).add_routes(r)
         r.add_get("/v1/replicas/{id}/logs", self.logs)
         r.add_post("/v1/tokens", self.create_token)
         r.add_get("/v1/tokens", self.list_tokens)

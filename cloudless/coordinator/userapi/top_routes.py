@@ -1,0 +1,53 @@
+"""``GET /v1/top/replicas`` and ``GET /v1/top/nodes``: live usage, like ``kubectl top``.
+
+Served by the leader from its heartbeat-fed ``UsageBoard`` (a follower redirects there, as for
+logs). ``?workload=``, ``?node=`` and ``?namespace=`` filter the replicas. Rows come in id
+order; the CLI sorts (``cloudless top replicas --sort cpu``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from cloudless.coordinator.dispatcher.hub import AgentHub
+from cloudless.coordinator.dispatcher.usage_board import node_rows, replica_rows
+from cloudless.coordinator.userapi.errors import ApiError, json_response
+
+
+class TopApi:
+    def __init__(
+        self, hub: AgentHub, is_leader: Callable[[], bool], leader_api: Callable[[], str | None]
+    ) -> None:
+        self.hub = hub
+        self.is_leader = is_leader
+        self.leader_api = leader_api
+
+    def add_routes(self, r: web.UrlDispatcher) -> None:
+        r.add_get("/v1/top/replicas", self.replicas)
+        r.add_get("/v1/top/nodes", self.nodes)
+
+    def _on_leader(self, request: web.Request) -> None:
+        if self.is_leader() and self.hub.active:
+            return
+        leader = self.leader_api()
+        if not leader or self.is_leader():
+            raise ApiError(503, "no_leader", "no leader serving agents yet; retry in a few seconds")
+        raise web.HTTPTemporaryRedirect(leader.rstrip("/") + str(request.rel_url))
+
+    async def replicas(self, request: web.Request) -> web.Response:
+        self._on_leader(request)
+        wl, node = request.query.get("workload"), request.query.get("node")
+        reps = [
+            r
+            for r in self.hub.known_replicas(request.query.get("namespace", "")) or []
+            if (not wl or r.workload == wl) and (not node or r.node_id == node)
+        ]
+        return json_response({"replicas": replica_rows(reps, self.hub.usage)})
+
+    async def nodes(self, request: web.Request) -> web.Response:
+        self._on_leader(request)
+        nodes = self.hub.known_nodes() or []
+        reps = self.hub.known_replicas() or []
+        return json_response({"nodes": node_rows(nodes, reps, self.hub.usage)})
