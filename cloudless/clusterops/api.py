@@ -77,7 +77,7 @@ class OpsApi:
         await self.api.state.revocations.put(
             f"coordinator:{name}", StoredRevocation(sid.uri, reason, now, now + REVOCATION_KEEP_S)
         )
-        await self.api.hub.emit(
+        await self.api.recorder.emit(
             "cluster", f"coordinator {name} removed (etcd member removed: {removed_member})"
         )
         return _json({"removed": name, "etcd_member_removed": removed_member})

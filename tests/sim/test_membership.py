@@ -278,7 +278,7 @@ async def test_leader_cut_from_store_hands_agents_over_without_alarms() -> None:
             lambda v: v.leader not in (None, old.name), within=10, what="new leader"
         )
         assert took <= 5.0 + LATE
-        assert not old.hub.sessions  # the isolated coordinator serves nobody
+        assert not old.dispatcher.sessions  # the isolated coordinator serves nobody
         await sim.until(
             lambda v: all(a.session is not None and a.leader_hint == v.leader for a in agents),
             within=6,
@@ -328,7 +328,7 @@ async def test_a_broken_store_watch_restarts_one_leader_loop_not_every_session()
         await sim.apply(spec("web", 3))
         await sim.until(lambda v: len(v.running("web")) == 3, within=5, what="3 running")
         await sim.run_for(2.0)
-        assert leader.hub.membership.state("node-0001") is S.CORDONED
+        assert leader.agents.liveness.membership.state("node-0001") is S.CORDONED
         assert [a.stats.sessions for a in agents] == sessions
         assert sim.leader() is leader
 

@@ -28,7 +28,8 @@ from cloudless.coordinator.agentapi.checks import (
     heartbeat_problems,
 )
 from cloudless.coordinator.agentapi.enrollment import Enroller
-from cloudless.coordinator.dispatcher.hub import AgentHub, NotLeader
+from cloudless.coordinator.dispatcher.dispatcher import Dispatcher, NotLeader, Session
+from cloudless.coordinator.eventlog.recorder import EventRecorder
 from cloudless.coordinator.state.cluster import ClusterState
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError, ValidationError
@@ -76,7 +77,8 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
         self,
         *,
         state: ClusterState,
-        hub: AgentHub,
+        dispatcher: Dispatcher,
+        events: EventRecorder,
         ca: CertificateAuthority,
         tokens: TokenManager,
         authorizer: Authorizer,
@@ -85,7 +87,8 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
         agent_endpoints: Callable[[], list[str]],
     ) -> None:
         self.state = state
-        self.hub = hub
+        self.dispatcher = dispatcher
+        self.events = events
         self.ca = ca
         self.tokens = tokens
         self.authorizer = authorizer
@@ -198,7 +201,7 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
     async def _refused(self, message: str) -> None:
         """A security refusal: logged, and recorded in the event stream."""
         security_log.warning(message)
-        await self.hub.emit("security", message)
+        await self.events.emit("security", message)
 
     # ---- control ---------------------------------------------------------------------------
 
@@ -221,7 +224,7 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
         except CloudlessError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             raise
-        await self.hub.emit("node", f"node {node_id} renewed its certificate", node=node_id)
+        await self.events.emit("node", f"node {node_id} renewed its certificate", node=node_id)
         return pb.RenewResponse(cert_pem=cert, ca_bundle_pem=self.ca.bundle_pem)
 
     async def Connect(
@@ -233,7 +236,7 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
         try:
             while True:
                 try:
-                    session = await self.hub.open_session(node_id)
+                    session = await self.dispatcher.open_session(node_id)
                     break
                 except NotLeader:
                     leader = self.leader_address() or ""
@@ -246,14 +249,14 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
                             )
                         )
                         return
-                    # No leader yet, or it is us and the hub is starting: hold the stream.
+                    # No leader yet, or it is us and the dispatcher is starting: hold the stream.
                     # Redirected now, the agent would only come back; thousands doing so
                     # after a leader change are a reconnect storm that keeps the machine
                     # too busy to elect one. An empty message keeps its silence timer fed.
                     if now >= nudge_at:
                         nudge_at = now + self.NUDGE_S
                         yield pb.CoordinatorMessage()
-                    await self.hub.wait_active(max(0.0, min(nudge_at, held_until) - now))
+                    await self.dispatcher.wait_active(max(0.0, min(nudge_at, held_until) - now))
         except PermissionError as e:
             await self._refused(f"connect from {node_id} refused: {e}")
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
@@ -285,7 +288,7 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
                 reader.cancel()
             elif not reader.cancelled():
                 reader.exception()  # retrieved: the stream's end was already handled
-            self.hub.close_session(session)
+            self.dispatcher.close_session(session)
 
     @staticmethod
     def _clean(node_id: str, statuses: Any) -> None:
@@ -293,11 +296,8 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             log.warning("node %s: %s; status dropped", node_id, why)
 
     async def _read(
-        self, node_id: str, session: object, it: AsyncIterator[pb.AgentMessage]
+        self, node_id: str, session: Session, it: AsyncIterator[pb.AgentMessage]
     ) -> None:
-        from cloudless.coordinator.dispatcher.hub import Session
-
-        assert isinstance(session, Session)
         async for msg in it:
             kind = msg.WhichOneof("kind")
             if kind == "hello":
@@ -307,7 +307,7 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
                     )
                     raise PermissionError(f"{node_id} may not speak as {msg.hello.node_id}")
                 self._clean(node_id, msg.hello.replicas)
-                await self.hub.on_hello(session, msg.hello)
+                await self.dispatcher.on_hello(session, msg.hello)
             elif kind == "heartbeat":
                 problems = heartbeat_problems(msg.heartbeat)
                 if problems:
@@ -319,12 +319,12 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
                     ack.coordinators.extend(self.agent_endpoints())
                     session.outbox.put_nowait(pb.CoordinatorMessage(ack=ack))
 
-                await self.hub.on_heartbeat(session, msg.heartbeat, send)
+                await self.dispatcher.on_heartbeat(session, msg.heartbeat, send)
             elif kind == "log":
-                if not self.hub.on_log(node_id, msg.log):
+                if not self.dispatcher.on_log(node_id, msg.log):
                     await self._refused(
                         f"node {node_id} sent a log chunk for a request it was not sent; dropped"
                     )
             elif kind == "goodbye":
                 clean_goodbye(msg.goodbye)
-                await self.hub.on_goodbye(session, msg.goodbye)
+                await self.dispatcher.on_goodbye(session, msg.goodbye)

@@ -1,9 +1,9 @@
-"""Decrypted secret values in the coordinator's memory, for the hub's assignments.
+"""Decrypted secret values in the coordinator's memory, for the dispatcher's assignments.
 
 The only place values exist in clear on a coordinator. ``run()`` lists the secrets table and
 follows its watch (re-listing after any store error), opening each sealed value with the
-cluster key; ``on_change(names)`` tells the hub which secrets changed so it re-pushes the
-assignments of the nodes whose replicas use them. A value that cannot be opened is left out
+cluster key; ``on_change(names)`` tells the dispatcher which secrets changed so it re-pushes
+the assignments of the nodes whose replicas use them. A value that cannot be opened is left out
 (the replica then fails on its node with a reason) and logged by name only.
 """
 

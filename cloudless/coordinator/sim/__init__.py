@@ -1,10 +1,10 @@
 """A simulated cluster on one ``FakeClock``: real coordinator brains, simulated agents.
 
 ``SimCluster`` runs, in one event loop, one or more coordinator *brains* (the real
-``Election``, ``AgentHub`` and ``Reconciler`` with the real ``SchedulerPlacer``, over one
+``Election``, ``AgentPlane`` and ``Reconciler`` with the real ``SchedulerPlacer``, over one
 shared ``MemoryStore``) and many *agents*, each the real ``Supervisor`` over a ``FakeRuntime``
 on its own ``FakeHost`` plus a small in-process link that does what
-``cloudless.agent.link.Link`` does without gRPC: open a session on the leader's hub, send a
+``cloudless.agent.link.Link`` does without gRPC: open a session on the leader's dispatcher, send a
 Hello and heartbeats with the replica statuses, and hand every ``Assignments`` message to the
 supervisor. Time moves only when the harness advances the clock (``run_for``/``until``), and
 after each step the loop is run until it has nothing left to do, so minutes of cluster time

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from cloudless.agent.link import assignments_from_pb, status_pb
 from cloudless.agent.supervisor import Assigned, Supervisor
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
-from cloudless.coordinator.dispatcher.hub import AgentHub, NotLeader, Session
+from cloudless.coordinator.dispatcher.dispatcher import Dispatcher, NotLeader, Session
 from cloudless.lib.backoff import Backoff
 from cloudless.model.node import Node
 from cloudless.runtime.fake import FakeBehavior, FakeHost, FakeRuntime
@@ -58,7 +58,7 @@ class SimAgent:
         # peers do.
         self.interval = 2.0
         self.last_read = 0.0  # when the coordinator last read from this agent's stream
-        self._hub: AgentHub | None = None
+        self._dispatcher: Dispatcher | None = None
         self.leader_hint: str | None = None
         self.seq = 0
         self.frozen_until = -1.0
@@ -130,11 +130,11 @@ class SimAgent:
         outlasts the keepalive PING timeout (``Keepalive.frozen_detected_at``)."""
         now = self.clock.monotonic()
         self.frozen_until = now + seconds
-        s, hub = self.session, self._hub
-        if s is not None and hub is not None:
+        s, dispatcher = self.session, self._dispatcher
+        if s is not None and dispatcher is not None:
             at = self.cluster.keepalive.frozen_detected_at(self.last_read, now)
             if self.frozen_until > at:
-                self._transport_closes(hub, s, at, lambda: self.frozen_until > at)
+                self._transport_closes(dispatcher, s, at, lambda: self.frozen_until > at)
 
     def partition(self) -> None:
         """Cut the link without a FIN: nothing more crosses it; the supervisor goes on
@@ -142,21 +142,21 @@ class SimAgent:
         PING goes unacknowledged (``Keepalive.cut_detected_at``)."""
         self.partitioned = True
         self._healed.clear()
-        s, hub = self.session, self._hub
-        if s is not None and hub is not None:
+        s, dispatcher = self.session, self._dispatcher
+        if s is not None and dispatcher is not None:
             at = self.cluster.keepalive.cut_detected_at(self.last_read, self.clock.monotonic())
-            self._transport_closes(hub, s, at, lambda: True)
+            self._transport_closes(dispatcher, s, at, lambda: True)
         self._cut.set()
 
     def _transport_closes(
-        self, hub: AgentHub, s: Session, at: float, still: Callable[[], bool]
+        self, dispatcher: Dispatcher, s: Session, at: float, still: Callable[[], bool]
     ) -> None:
         """The coordinator's gRPC core ends ``s`` at ``at`` if ``still()`` holds then."""
 
         async def close() -> None:
             await self.clock.sleep(max(0.0, at - self.clock.monotonic()))
             if not s.closed and still():
-                hub.close_session(s)
+                dispatcher.close_session(s)
 
         self.cluster.spawn(close(), f"transport of {self.node_id}")
 
@@ -217,7 +217,7 @@ class SimAgent:
             await self._thawed()
             for brain in self._targets():
                 try:
-                    s = await brain.hub.open_session(self.node_id)
+                    s = await brain.dispatcher.open_session(self.node_id)
                 except NotLeader:
                     leader = brain.election.leader()
                     if leader and leader != brain.name:
@@ -232,25 +232,25 @@ class SimAgent:
                 attempt = 0
                 self.leader_hint = brain.name
                 self.stats.sessions += 1
-                self.session, self._hub = s, brain.hub
+                self.session, self._dispatcher = s, brain.dispatcher
                 try:
-                    await self._serve(brain.hub, s)
+                    await self._serve(brain.dispatcher, s)
                 finally:
-                    self.session, self._hub = None, None
+                    self.session, self._dispatcher = None, None
                     if not self.partitioned:
-                        brain.hub.close_session(s)
+                        brain.dispatcher.close_session(s)
                 if self.partitioned or self.frozen_until > self.clock.monotonic():
                     break
             await self.clock.sleep(self.backoff.delay(attempt, self.rng))
             attempt += 1
 
-    async def _serve(self, hub: AgentHub, s: Session) -> None:
+    async def _serve(self, dispatcher: Dispatcher, s: Session) -> None:
         """One session: Hello, then heartbeats and incoming messages, until the stream ends
-        (redirect, hub error) or the link is cut."""
+        (redirect, dispatcher error) or the link is cut."""
         assert self.supervisor is not None
         now = self.clock.now()
         try:
-            await hub.on_hello(
+            await dispatcher.on_hello(
                 s,
                 pb.Hello(
                     node_id=self.node_id,
@@ -260,9 +260,9 @@ class SimAgent:
         except (NotLeader, StoreError):
             return
         self.last_read = self.clock.monotonic()
-        await _race(self._heartbeats(hub, s), self._reader(s), self._cut.wait())
+        await _race(self._heartbeats(dispatcher, s), self._reader(s), self._cut.wait())
 
-    async def _heartbeats(self, hub: AgentHub, s: Session) -> None:
+    async def _heartbeats(self, dispatcher: Dispatcher, s: Session) -> None:
         assert self.supervisor is not None
         while not s.closed:
             await self._thawed()
@@ -278,7 +278,7 @@ class SimAgent:
             )
             self.last_read = self.clock.monotonic()
             try:
-                ack = await hub.on_heartbeat(s, hb)
+                ack = await dispatcher.on_heartbeat(s, hb)
             except (NotLeader, StoreError):
                 return  # the stream ends; the link reconnects
             self.stats.heartbeats += 1

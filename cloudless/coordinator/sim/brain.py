@@ -10,11 +10,12 @@ from collections.abc import Awaitable, Callable
 
 from cloudless.coordinator.deciders.membership import MembershipConfig
 from cloudless.coordinator.deciders.placer import SchedulerPlacer
-from cloudless.coordinator.dispatcher.hub import AgentHub
 from cloudless.coordinator.eventlog import EventBounds, EventCompactor
+from cloudless.coordinator.eventlog.recorder import EventRecorder
 from cloudless.coordinator.loops.reconcile_loop import Reconciler
 from cloudless.coordinator.sim.base import GatedStore, SimClock
 from cloudless.coordinator.state.cluster import EVENTS_PREFIX, ClusterState
+from cloudless.coordinator.wiring.agent_plane import AgentPlane
 from cloudless.lib.errors import CloudlessError
 from cloudless.lib.ids import RandomIds
 from cloudless.store.election import Election
@@ -42,14 +43,15 @@ class Brain:
         self.link = GatedStore(store)
         self.state = ClusterState(self.link)
         self.election = Election(self.link, name, ttl=election_ttl, clock=clock, rng=rng)
-        self.hub = AgentHub(self.state, clock, membership)
+        self.agents = AgentPlane(self.state, clock, EventRecorder(self.state, clock), membership)
+        self.dispatcher = self.agents.dispatcher
         self.reconciler = Reconciler(self.state, SchedulerPlacer(), RandomIds(rng), clock)
         self.task: asyncio.Task[None] | None = None
         self.terms = 0
 
     @property
     def leading(self) -> bool:
-        return self.hub.active and self.election.is_leader()
+        return self.dispatcher.active and self.election.is_leader()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -75,10 +77,10 @@ class Brain:
                     await task
 
     async def _leading(self) -> None:
-        """As ``Coordinator._leading``: the hub, the reconciler and the event compactor
+        """As ``Coordinator._leading``: the agent plane, the reconciler and the event compactor
         restart each on its own."""
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._keep_leading(self.hub.lead))
+            tg.create_task(self._keep_leading(self.agents.lead))
             tg.create_task(self._keep_leading(self.reconciler.lead))
             tg.create_task(self._keep_leading(self._compact_events))
 

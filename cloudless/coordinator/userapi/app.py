@@ -25,14 +25,15 @@ import re
 import secrets
 import ssl
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from cryptography import x509
 from opentelemetry.trace import Span
 
-from cloudless.coordinator.dispatcher.hub import AgentHub
+from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.coordinator.eventlog.query import (
     CONTINUE_HEADER,
     MORE_HEADER,
@@ -40,7 +41,9 @@ from cloudless.coordinator.eventlog.query import (
     feed,
     read_page,
 )
+from cloudless.coordinator.eventlog.recorder import EventRecorder
 from cloudless.coordinator.state.cluster import ClusterState
+from cloudless.coordinator.state.node_view import NodeView
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.coordinator.userapi.errors import (
     MAX_BODY,
@@ -78,6 +81,7 @@ from cloudless.security.revocation import RevocationList
 from cloudless.security.secretbox import SecretBox
 from cloudless.security.tokens import TokenManager, TokenUse
 from cloudless.store.errors import DecodeError
+from cloudless.store.fence import Fence
 from cloudless.store.table import Table
 from cloudless.store.tables.revocations import Revocation as StoredRevocation
 from cloudless.store.types import Listing
@@ -159,12 +163,25 @@ def workload_view(rec: WorkloadRecord, replicas: list[Replica] | None = None) ->
     return out
 
 
+class LogSource(Protocol):
+    """Where ``GET /v1/replicas/{id}/logs`` gets a replica's logs (the dispatcher routes the
+    request to the agent holding it). ``LookupError``: no such replica; ``ConnectionError``:
+    its node is not connected."""
+
+    def __call__(
+        self, replica_id: str, *, follow: bool, tail: int, request_id: str
+    ) -> AbstractAsyncContextManager[asyncio.Queue[pb.LogChunk]]: ...
+
+
 class UserApi:
     def __init__(
         self,
         *,
         state: ClusterState,
-        hub: AgentHub,
+        fence: Callable[[], Fence],
+        recorder: EventRecorder,
+        live_nodes: NodeView | None = None,
+        log_source: LogSource | None = None,
         ca: CertificateAuthority,
         tokens: TokenManager,
         authorizer: Authorizer,
@@ -177,7 +194,11 @@ class UserApi:
         scheduler: Scheduler | None = None,
     ) -> None:
         self.state = state
-        self.hub = hub
+        #: The election's fence for every leader-only write (``Fenced`` when not leading).
+        self.fence = fence
+        self.recorder = recorder
+        self.live_nodes = live_nodes
+        self.log_source = log_source
         self.ca = ca
         self.tokens = tokens
         self.authorizer = authorizer
@@ -191,7 +212,7 @@ class UserApi:
         self._node_listing = NodeListingCache()
         self._columns: NodeColumns | None = None  # for _check_placeable
         self.secrets = SecretsApi(
-            state.store, SecretBox(ca.secrets_key), clock, hub.fence, hub.emit
+            state.store, SecretBox(ca.secrets_key), clock, fence, recorder.emit
         )
 
     def app(self) -> web.Application:
@@ -217,7 +238,7 @@ class UserApi:
         r.add_get("/v1/services", self.list_services)
         r.add_get("/v1/volumes", self.list_volumes)
         self.secrets.add_routes(r)
-        RolloutApi(self.state, self.clock, self.hub.fence, self.hub.emit).add_routes(r)
+        RolloutApi(self.state, self.clock, self.fence, self.recorder.emit).add_routes(r)
         r.add_get("/v1/replicas/{id}/logs", self.logs)
         r.add_post("/v1/tokens", self.create_token)
         r.add_get("/v1/tokens", self.list_tokens)
@@ -248,7 +269,7 @@ class UserApi:
         if not decision.allowed:
             msg = f"API {request.method} {request.path} from {request.remote} refused: "
             security_log.warning(msg + decision.reason)
-            await self.hub.emit("security", msg + decision.reason)
+            await self.recorder.emit("security", msg + decision.reason)
             return error_response(401 if der is None else 403, decision.code, decision.reason)
         assert decision.identity is not None
         request[IDENTITY] = decision.identity
@@ -318,10 +339,10 @@ class UserApi:
                 refusal.append(why)
             return new
 
-        rec = await self.state.nodes.update(node_id, change, fence=self.hub.fence())
+        rec = await self.state.nodes.update(node_id, change, fence=self.fence())
         if refusal:
             raise Conflict(f"cannot {verb} node {node_id}: {refusal[0]}")
-        await self.hub.emit("node", f"node {node_id} {verb}ed by {self._who()}", node=node_id)
+        await self.recorder.emit("node", f"node {node_id} {verb}ed by {self._who()}", node=node_id)
         assert rec is not None
         return json_response(node_view(rec.value))
 
@@ -351,8 +372,8 @@ class UserApi:
         def change(cur: Node | None) -> Node | None:
             return None if cur is None else replace(cur, state=NodeState.REMOVED)
 
-        await self.state.nodes.update(node_id, change, fence=self.hub.fence())
-        await self.hub.emit(
+        await self.state.nodes.update(node_id, change, fence=self.fence())
+        await self.recorder.emit(
             "node", f"node {node_id} removed; its certificate is revoked", node=node_id
         )
         return json_response({"removed": node_id})
@@ -382,10 +403,10 @@ class UserApi:
             return None if new is cur else replace(new, trace=trace)
 
         with tracer().start_as_current_span("commit"):
-            rec = await self.state.workloads.update(spec.name, change, fence=self.hub.fence())
+            rec = await self.state.workloads.update(spec.name, change, fence=self.fence())
         assert rec is not None
         what = "created" if created else "configured"
-        await self.hub.emit(
+        await self.recorder.emit(
             "workload",
             f"workload {spec.name} {what} (version {rec.value.version})",
             workload=spec.name,
@@ -399,9 +420,9 @@ class UserApi:
         they may come back), with the scheduler's reasons. An empty cluster accepts all."""
         from cloudless.scheduler.validate import validate_placeable
 
-        # The leader's nodes watch (``hub.known_nodes``) rather than a listing: at 5,000
-        # nodes a listing costs a store range and 5,000 decodes in front of every apply.
-        nodes = self.hub.known_nodes()
+        # The leader's nodes view rather than a listing: at 5,000 nodes a listing costs a
+        # store range and 5,000 decodes in front of every apply.
+        nodes = self.live_nodes.known() if self.live_nodes is not None else None
         if nodes is None:
             nodes = [r.value for r in (await self.state.nodes.list()).records]
         # Node columns reused from the previous apply for every node record that is the
@@ -459,9 +480,9 @@ class UserApi:
                 return None
             return replace(cur, spec=replace(cur.spec, replicas=n), updated_at=now)
 
-        rec = await self.state.workloads.update(name, change, fence=self.hub.fence())
+        rec = await self.state.workloads.update(name, change, fence=self.fence())
         assert rec is not None
-        await self.hub.emit("workload", f"workload {name} scaled to {n}", workload=name)
+        await self.recorder.emit("workload", f"workload {name} scaled to {n}", workload=name)
         return json_response(workload_view(rec.value))
 
     async def delete_workload(self, request: web.Request) -> web.Response:
@@ -474,9 +495,9 @@ class UserApi:
                 return None
             return replace(cur, deleted=True, delete_volumes=cur.delete_volumes or drop)
 
-        await self.state.workloads.update(name, change, fence=self.hub.fence())
+        await self.state.workloads.update(name, change, fence=self.fence())
         what = " and its volumes" if drop else ""
-        await self.hub.emit("workload", f"workload {name}{what} deleting", workload=name)
+        await self.recorder.emit("workload", f"workload {name}{what} deleting", workload=name)
         return json_response({"deleted": name})
 
     async def explanation(self, spec: WorkloadSpec, top: int) -> Explanation:
@@ -535,8 +556,10 @@ class UserApi:
             raise web.HTTPTemporaryRedirect(leader.rstrip("/") + str(request.rel_url))
         follow = request.query.get("follow") in ("1", "true", "yes")
         tail = _int_q(request, "tail", 0)
+        if self.log_source is None:
+            raise ApiError(503, "node_unreachable", "this coordinator routes no logs")
         try:
-            cm = self.hub.log_stream(rid, follow=follow, tail=tail, request_id=secrets.token_hex(8))
+            cm = self.log_source(rid, follow=follow, tail=tail, request_id=secrets.token_hex(8))
             async with cm as q:
                 resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
                 await resp.prepare(request)
@@ -569,7 +592,9 @@ class UserApi:
             labels=body.labels,
             description=body.description,
         )
-        await self.hub.emit("token", f"token {issued.record.token_id} created ({body.use.value})")
+        await self.recorder.emit(
+            "token", f"token {issued.record.token_id} created ({body.use.value})"
+        )
         return json_response(
             {"token": issued.token, "record": issued.record.public_dict()}, status=201
         )
@@ -586,7 +611,7 @@ class UserApi:
             rec = await self.tokens.revoke(token_id)
         except TokenNotFound as e:
             raise NotFound(e.message) from None
-        await self.hub.emit("token", f"token {rec.token_id} revoked")
+        await self.recorder.emit("token", f"token {rec.token_id} revoked")
         return json_response({"record": rec.public_dict()})
 
     # ---- cluster ---------------------------------------------------------------------------
@@ -607,9 +632,11 @@ class UserApi:
             await self.tokens.redeem(claims, consumer=f"coordinator/{name}")
         except CloudlessError as e:
             security_log.warning("coordinator join from %s refused: %s", request.remote, e)
-            await self.hub.emit("security", f"coordinator join from {request.remote} refused: {e}")
+            await self.recorder.emit(
+                "security", f"coordinator join from {request.remote} refused: {e}"
+            )
             raise ApiError(403, e.code, e.message) from None
-        await self.hub.emit("cluster", f"coordinator {name} joining")
+        await self.recorder.emit("cluster", f"coordinator {name} joining")
         return json_response(
             {
                 "ca": ca_material(self.ca.directory),

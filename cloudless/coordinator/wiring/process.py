@@ -3,7 +3,7 @@
 Start-up order: data dirs, CA, token manager, membership, scheduler, store (embedded etcd
 member, supervised); open the store and wait for a leader (``leader_wait_s``, then a clear
 error); bootstrap the cluster identity if asked; then serve the agent gRPC API and the user
-HTTPS API. Leader-only work (the agent hub, the reconciler, the event compactor) runs while
+HTTPS API. Leader-only work (the agent plane, the reconciler, the event compactor) runs while
 the election says this coordinator leads, each write fenced by the election.
 """
 
@@ -24,8 +24,8 @@ from aiohttp import web
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.coordinator.agentapi.service import AgentApi
 from cloudless.coordinator.deciders.placer import SchedulerPlacer
-from cloudless.coordinator.dispatcher.hub import AgentHub
 from cloudless.coordinator.eventlog.compactor import EventCompactor
+from cloudless.coordinator.eventlog.recorder import EventRecorder
 from cloudless.coordinator.loops.leader_watch import GrpcLink, LeaderWatch, leader_link_options
 from cloudless.coordinator.loops.reconcile_loop import Reconciler
 from cloudless.coordinator.loops.secret_cache import SecretCache
@@ -34,6 +34,7 @@ from cloudless.coordinator.userapi.app import IDENTITY, UserApi, server_ssl_cont
 from cloudless.coordinator.userapi.console.routes import Console
 from cloudless.coordinator.userapi.errors import JsonErrorRunner
 from cloudless.coordinator.userapi.telemetry import CoordinatorTelemetry
+from cloudless.coordinator.wiring.agent_plane import AgentPlane
 from cloudless.coordinator.wiring.config import CoordinatorConfig
 from cloudless.coordinator.wiring.joining import (
     CoordinatorInfo,
@@ -106,7 +107,8 @@ class Coordinator:
         self.telemetry: CoordinatorTelemetry
         self.state: ClusterState
         self.election: Election
-        self.hub: AgentHub
+        self.agents: AgentPlane
+        self.events: EventRecorder
         self.network: NetworkController | None = None
 
     # ---- pieces ----------------------------------------------------------------------------
@@ -209,11 +211,13 @@ class Coordinator:
             revocations=self.revocations,
             clock=self.clock,
         )
-        self.hub = AgentHub(self.state, self.clock, c.membership)
+        self.events = EventRecorder(self.state, self.clock)
+        self.agents = AgentPlane(self.state, self.clock, self.events, c.membership)
+        dispatcher = self.agents.dispatcher
         self.secret_cache = SecretCache(
-            self.store, SecretBox(self.ca.secrets_key), self.hub.secrets_changed
+            self.store, SecretBox(self.ca.secrets_key), dispatcher.secrets_changed
         )
-        self.hub.secret_values = self.secret_cache.get
+        dispatcher.secret_values = self.secret_cache.get
         reconciler = Reconciler(
             self.state, SchedulerPlacer(Scheduler(c.scheduler)), self.ids, self.clock
         )
@@ -233,7 +237,8 @@ class Coordinator:
 
         agent_api = AgentApi(
             state=self.state,
-            hub=self.hub,
+            dispatcher=dispatcher,
+            events=self.events,
             ca=self.ca,
             tokens=tokens,
             authorizer=authorizer,
@@ -243,7 +248,10 @@ class Coordinator:
         )
         user_api = UserApi(
             state=self.state,
-            hub=self.hub,
+            fence=self.election.fence,
+            recorder=self.events,
+            live_nodes=self.agents.nodes,
+            log_source=dispatcher.log_stream,
             ca=self.ca,
             tokens=tokens,
             authorizer=authorizer,
@@ -380,10 +388,10 @@ class Coordinator:
 
     async def _leading(self, reconciler: Reconciler) -> None:
         """The leader's components, for as long as the election names us (``_lead`` cancels
-        this when it stops doing so). The agent hub and the reconciler are restarted each on
+        this when it stops doing so). The agent plane and the reconciler are restarted each on
         its own: a reconciler failing on a slow store must not drop every agent's session."""
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._keep_leading("agent hub", self.hub.lead))
+            tg.create_task(self._keep_leading("agent plane", self.agents.lead))
             tg.create_task(self._keep_leading("reconciler", reconciler.lead))
             tg.create_task(self._keep_leading("event compactor", self._compact_events))
             if self.network is not None:

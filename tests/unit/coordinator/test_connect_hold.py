@@ -12,7 +12,7 @@ import pytest
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.coordinator.agentapi.service import AgentApi
-from cloudless.coordinator.dispatcher.hub import NotLeader, Session
+from cloudless.coordinator.dispatcher.dispatcher import NotLeader, Session
 from cloudless.lib.clock import SystemClock
 
 ME = "10.0.0.1:7443"
@@ -50,7 +50,7 @@ class FakeHub:
 
 def make_api(hub: FakeHub, leader: list[str]) -> AgentApi:
     api = AgentApi.__new__(AgentApi)
-    api.hub = hub  # type: ignore[assignment]
+    api.dispatcher = hub  # type: ignore[assignment]
     api.clock = SystemClock()
     api.leader_address = lambda: leader[0] or None
     api.agent_endpoints = lambda: [ME]
