@@ -26,14 +26,14 @@ import secrets
 import ssl
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 from cryptography import x509
 from opentelemetry.trace import Span
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
+from cloudless.coordinator.deciders import commands
 from cloudless.coordinator.eventlog.query import (
     CONTINUE_HEADER,
     MORE_HEADER,
@@ -161,6 +161,9 @@ def workload_view(rec: WorkloadRecord, replicas: list[Replica] | None = None) ->
             1 for r in replicas if r.observed.value == "running" and r.desired.value == "running"
         )
     return out
+
+
+T = TypeVar("T")
 
 
 class LogSource(Protocol):
@@ -327,36 +330,41 @@ class UserApi:
         ]
         return json_response({**node_view(node), "replicas": [replica_view(r) for r in replicas]})
 
-    async def _set_node_state(self, node_id: str, target: NodeState, verb: str) -> web.Response:
-        await self._node(node_id)
-        refusal: list[str] = []
+    async def _command(
+        self, table: Table[T], name: str, command: Callable[[T | None], commands.Decision[T]]
+    ) -> tuple[T, commands.Decision[T]]:
+        """Run a user command (``deciders.commands``) on ``name``'s record with compare-and-
+        swap and the election's fence; its refusal raised as the API's error."""
+        decided: list[commands.Decision[T]] = []
 
-        def change(cur: Node | None) -> Node | None:
-            if cur is None:
-                return None
-            new, why = cur.moved_to(target)
-            if why:
-                refusal.append(why)
-            return new
+        def change(cur: T | None) -> T | None:
+            decided[:] = [command(cur)]
+            return decided[0].write
 
-        rec = await self.state.nodes.update(node_id, change, fence=self.fence())
-        if refusal:
-            raise Conflict(f"cannot {verb} node {node_id}: {refusal[0]}")
-        await self.recorder.emit("node", f"node {node_id} {verb}ed by {self._who()}", node=node_id)
+        rec = await table.update(name, change, fence=self.fence())
+        decided[0].check()
         assert rec is not None
-        return json_response(node_view(rec.value))
+        return rec.value, decided[0]
+
+    async def _set_node_state(
+        self, node_id: str, command: Callable[[Node | None, str], commands.Decision[Node]]
+    ) -> web.Response:
+        await self._node(node_id)
+        node, d = await self._command(self.state.nodes, node_id, lambda c: command(c, node_id))
+        await self.recorder.emit("node", f"{d.event} by {self._who()}", node=node_id)
+        return json_response(node_view(node))
 
     def _who(self) -> str:
         return "user"
 
     async def cordon(self, request: web.Request) -> web.Response:
-        return await self._set_node_state(request.match_info["id"], NodeState.CORDONED, "cordon")
+        return await self._set_node_state(request.match_info["id"], commands.cordon)
 
     async def uncordon(self, request: web.Request) -> web.Response:
-        return await self._set_node_state(request.match_info["id"], NodeState.READY, "uncordon")
+        return await self._set_node_state(request.match_info["id"], commands.uncordon)
 
     async def drain(self, request: web.Request) -> web.Response:
-        return await self._set_node_state(request.match_info["id"], NodeState.DRAINING, "drain")
+        return await self._set_node_state(request.match_info["id"], commands.drain)
 
     async def remove_node(self, request: web.Request) -> web.Response:
         node_id = request.match_info["id"]
@@ -368,14 +376,8 @@ class UserApi:
             f"id:{node_id}",
             StoredRevocation(sid.uri, "node removed", now, now + 366 * 24 * 3600),
         )
-
-        def change(cur: Node | None) -> Node | None:
-            return None if cur is None else replace(cur, state=NodeState.REMOVED)
-
-        await self.state.nodes.update(node_id, change, fence=self.fence())
-        await self.recorder.emit(
-            "node", f"node {node_id} removed; its certificate is revoked", node=node_id
-        )
+        _, d = await self._command(self.state.nodes, node_id, lambda c: commands.remove(c, node_id))
+        await self.recorder.emit("node", d.event, node=node_id)
         return json_response({"removed": node_id})
 
     # ---- workloads -------------------------------------------------------------------------
@@ -392,27 +394,14 @@ class UserApi:
         span.set_attribute("cloudless.workload", spec.name)
         trace = traceparent(span)  # "" when tracing is off: nothing stored
         now = self.clock.now()
-        created: list[bool] = []
-
-        def change(cur: WorkloadRecord | None) -> WorkloadRecord | None:
-            created.clear()
-            if cur is None:
-                created.append(True)
-                return WorkloadRecord(spec=spec, created_at=now, updated_at=now, trace=trace)
-            new = cur.with_spec(spec, now)
-            return None if new is cur else replace(new, trace=trace)
-
         with tracer().start_as_current_span("commit"):
-            rec = await self.state.workloads.update(spec.name, change, fence=self.fence())
-        assert rec is not None
-        what = "created" if created else "configured"
-        await self.recorder.emit(
-            "workload",
-            f"workload {spec.name} {what} (version {rec.value.version})",
-            workload=spec.name,
-        )
+            rec, d = await self._command(
+                self.state.workloads, spec.name, lambda c: commands.apply(c, spec, now, trace)
+            )
+        await self.recorder.emit("workload", d.event, workload=spec.name)
+        what = "created" if d.created else "configured"
         return json_response(
-            {"result": what, "workload": workload_view(rec.value)}, status=201 if created else 200
+            {"result": what, "workload": workload_view(rec)}, status=201 if d.created else 200
         )
 
     async def _check_placeable(self, spec: WorkloadSpec) -> None:
@@ -472,32 +461,20 @@ class UserApi:
         n = parse_request(ScaleRequest, load_json(await request.read())).replicas
         await self._workload(name)
         now = self.clock.now()
-
-        def change(cur: WorkloadRecord | None) -> WorkloadRecord | None:
-            if cur is None or cur.deleted:
-                return None
-            if cur.spec.replicas == n:
-                return None
-            return replace(cur, spec=replace(cur.spec, replicas=n), updated_at=now)
-
-        rec = await self.state.workloads.update(name, change, fence=self.fence())
-        assert rec is not None
-        await self.recorder.emit("workload", f"workload {name} scaled to {n}", workload=name)
-        return json_response(workload_view(rec.value))
+        rec, d = await self._command(
+            self.state.workloads, name, lambda c: commands.scale(c, name, n, now)
+        )
+        await self.recorder.emit("workload", d.event, workload=name)
+        return json_response(workload_view(rec))
 
     async def delete_workload(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         await self._workload(name)
         drop = request.query.get("volumes") in ("1", "true", "yes")
-
-        def change(cur: WorkloadRecord | None) -> WorkloadRecord | None:
-            if cur is None or (cur.deleted and cur.delete_volumes >= drop):
-                return None
-            return replace(cur, deleted=True, delete_volumes=cur.delete_volumes or drop)
-
-        await self.state.workloads.update(name, change, fence=self.fence())
-        what = " and its volumes" if drop else ""
-        await self.recorder.emit("workload", f"workload {name}{what} deleting", workload=name)
+        _, d = await self._command(
+            self.state.workloads, name, lambda c: commands.delete(c, name, volumes=drop)
+        )
+        await self.recorder.emit("workload", d.event, workload=name)
         return json_response({"deleted": name})
 
     async def explanation(self, spec: WorkloadSpec, top: int) -> Explanation:
