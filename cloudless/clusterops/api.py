@@ -21,8 +21,8 @@ from cryptography import x509
 
 from cloudless.clusterops.quorum import Voter, removal_refusal
 from cloudless.clusterops.status import ca_status
+from cloudless.coordinator.state.coordinators import coordinators_table, known_coordinators
 from cloudless.coordinator.userapi.errors import json_response as _json
-from cloudless.coordinator.wiring.joining import coordinators_table, known_coordinators
 from cloudless.lib.errors import Conflict, NotFound
 from cloudless.security.identity import SpiffeId
 from cloudless.security.root_rotation import rotation_status

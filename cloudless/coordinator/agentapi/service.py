@@ -186,7 +186,7 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
     async def _all_agent_endpoints(self) -> list[str]:
         """This coordinator's endpoints, then every registered coordinator's. The registry is
         listed at most once per ``ENDPOINTS_TTL_S`` (not once per enrollment)."""
-        from cloudless.coordinator.wiring.joining import known_coordinators
+        from cloudless.coordinator.state.coordinators import known_coordinators
 
         async with self._endpoints_lock:
             now = self.clock.monotonic()

@@ -28,6 +28,7 @@ from typing import Protocol
 
 from cloudless.coordinator.deciders.rollout import decide_rollout
 from cloudless.coordinator.deciders.stateful import keep_lost, plan_stateful, replica_id
+from cloudless.coordinator.state.cluster_view import ClusterView
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.ids import IdSource
 from cloudless.model.node import Node, NodeState
@@ -64,13 +65,6 @@ class Placer(Protocol):
     ) -> list[Replica]:
         """``candidates`` best first (the ones to keep when there are too many)."""
         ...
-
-
-@dataclass(frozen=True)
-class ClusterView:
-    nodes: Mapping[str, Node]
-    workloads: Mapping[str, WorkloadRecord]
-    replicas: Mapping[str, Replica]
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ from typing import Any
 
 from cloudless.coordinator.deciders.reconcile import (
     Action,
-    ClusterView,
     CreateReplica,
     DeleteReplica,
     DeleteWorkload,
@@ -39,6 +38,7 @@ from cloudless.coordinator.deciders.reconcile import (
     reconcile,
 )
 from cloudless.coordinator.state.cluster import ClusterState, Snapshot, event
+from cloudless.coordinator.state.cluster_view import ClusterView
 from cloudless.coordinator.state.live_view import LiveView, placement_fingerprint
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.clock import Clock

@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cloudless.agent.link import assignments_from_pb, status_pb
 from cloudless.agent.supervisor import Assigned, Supervisor
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.coordinator.dispatcher.dispatcher import Dispatcher, NotLeader, Session
 from cloudless.lib.backoff import Backoff
+from cloudless.lib.first import first_of
 from cloudless.model.node import Node
 from cloudless.runtime.fake import FakeBehavior, FakeHost, FakeRuntime
 from cloudless.runtime.types import ContainerState
@@ -260,7 +261,7 @@ class SimAgent:
         except (NotLeader, StoreError):
             return
         self.last_read = self.clock.monotonic()
-        await _race(self._heartbeats(dispatcher, s), self._reader(s), self._cut.wait())
+        await first_of(self._heartbeats(dispatcher, s), self._reader(s), self._cut.wait())
 
     async def _heartbeats(self, dispatcher: Dispatcher, s: Session) -> None:
         assert self.supervisor is not None
@@ -307,18 +308,3 @@ class SimAgent:
                 self.supervisor.assign(list(self.saved))
             elif kind == "redirect":
                 return
-
-
-async def _race(*aws: Coroutine[Any, Any, Any]) -> int:
-    """Run ``aws`` until the first finishes; cancel the rest; return the winner's index
-    (re-raising its exception)."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    winner = next(i for i, t in enumerate(tasks) if t in done)
-    tasks[winner].result()
-    return winner

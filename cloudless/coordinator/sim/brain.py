@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -60,21 +59,21 @@ class Brain:
 
     async def _follow(self) -> None:
         task: asyncio.Task[None] | None = None
-        try:
-            async for lead in self.election.changes():
-                if lead.is_me and task is None:
-                    self.terms += 1
-                    task = asyncio.create_task(self._leading())
-                elif not lead.is_me and task is not None:
+        async with asyncio.TaskGroup() as tg:
+            try:
+                async for lead in self.election.changes():
+                    if lead.is_me and task is None:
+                        self.terms += 1
+                        task = tg.create_task(self._leading())
+                    elif not lead.is_me and task is not None:
+                        task.cancel()
+                        # until it ends; raises only if we are cancelled (suppressing the task's
+                        # CancelledError around ``await task`` would swallow ours too)
+                        await asyncio.wait([task])
+                        task = None
+            finally:
+                if task is not None:
                     task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-                    task = None
-        finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
 
     async def _leading(self) -> None:
         """As ``Coordinator._leading``: the agent plane, the reconciler and the event compactor

@@ -599,7 +599,8 @@ class UserApi:
         is spent atomically in the replicated store."""
         body = parse_request(JoinRequest, load_json(await request.read()))
         token, name = body.token, body.name
-        from cloudless.coordinator.wiring.joining import ca_material, known_coordinators
+        from cloudless.coordinator.state.coordinators import known_coordinators
+        from cloudless.coordinator.wiring.joining import ca_material
 
         try:
             claims = await self.tokens.verify(token, TokenUse.COORDINATOR_JOIN)
@@ -625,7 +626,7 @@ class UserApi:
     async def list_coordinators(self, request: web.Request) -> web.Response:
         from dataclasses import asdict
 
-        from cloudless.coordinator.wiring.joining import known_coordinators
+        from cloudless.coordinator.state.coordinators import known_coordinators
 
         cs = await known_coordinators(self.state.store)
         return json_response({"coordinators": [asdict(c) for c in cs], "leader": self.leader_api()})

@@ -14,9 +14,7 @@ import contextlib
 import json
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import grpc
 from aiohttp import web
@@ -30,19 +28,14 @@ from cloudless.coordinator.loops.leader_watch import GrpcLink, LeaderWatch, lead
 from cloudless.coordinator.loops.reconcile_loop import Reconciler
 from cloudless.coordinator.loops.secret_cache import SecretCache
 from cloudless.coordinator.state.cluster import EVENTS_PREFIX, ClusterState
+from cloudless.coordinator.state.coordinators import CoordinatorInfo, known_coordinators, register
 from cloudless.coordinator.userapi.app import IDENTITY, UserApi, server_ssl_context
 from cloudless.coordinator.userapi.console.routes import Console
 from cloudless.coordinator.userapi.errors import JsonErrorRunner
 from cloudless.coordinator.userapi.telemetry import CoordinatorTelemetry
 from cloudless.coordinator.wiring.agent_plane import AgentPlane
-from cloudless.coordinator.wiring.config import CoordinatorConfig
-from cloudless.coordinator.wiring.joining import (
-    CoordinatorInfo,
-    known_coordinators,
-    register,
-    request_join,
-    write_ca,
-)
+from cloudless.coordinator.wiring.config import CoordinatorConfig, write_private
+from cloudless.coordinator.wiring.joining import request_join, write_ca
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.lib.errors import CloudlessError
 from cloudless.lib.ids import IdSource, RandomIds
@@ -52,7 +45,6 @@ from cloudless.observability.http import parse_listen, serve_metrics
 from cloudless.observability.metrics import IS_LEADER, LEADER_CHANGES
 from cloudless.observability.store import MeasuredStore
 from cloudless.scheduler.scheduler import Scheduler
-from cloudless.security._files import write_private as _write_file
 from cloudless.security.authz import Authorizer
 from cloudless.security.ca import CertificateAuthority
 from cloudless.security.identity import CertKind, SpiffeId
@@ -74,12 +66,6 @@ log = logging.getLogger("cloudless.coordinator")
 
 class StartupError(CloudlessError):
     code = "startup"
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """A 0600 file, its directory created 0700 if missing."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write_file(path, data)
 
 
 class Coordinator:
@@ -215,7 +201,7 @@ class Coordinator:
         self.agents = AgentPlane(self.state, self.clock, self.events, c.membership)
         dispatcher = self.agents.dispatcher
         self.secret_cache = SecretCache(
-            self.store, SecretBox(self.ca.secrets_key), dispatcher.secrets_changed
+            self.store, SecretBox(self.ca.secrets_key), dispatcher.secrets_changed, self.clock
         )
         dispatcher.secret_values = self.secret_cache.get
         reconciler = Reconciler(
@@ -349,42 +335,45 @@ class Coordinator:
                 return
             except StoreError as e:
                 log.warning("registering coordinator %s: %s; retrying", info.name, e)
-                await asyncio.sleep(0.5)
+                await self.clock.sleep(0.5)
 
     async def _wait_for_leader(self) -> None:
-        deadline = time.monotonic() + self.config.leader_wait_s
+        deadline = self.clock.monotonic() + self.config.leader_wait_s
         while self.election.leader() is None:
-            if time.monotonic() > deadline:
+            if self.clock.monotonic() > deadline:
                 raise StartupError(
                     f"no coordinator leader within {self.config.leader_wait_s:.0f}s: the store "
                     "has no quorum (are enough coordinators running and reachable?)"
                 )
-            await asyncio.sleep(0.05)
+            await self.clock.sleep(0.05)
 
     async def _lead(self, reconciler: Reconciler) -> None:
-        """Run the leader-only components while this coordinator leads."""
+        """Run the leader-only components while this coordinator leads (in a task group of
+        their own: a term's work is one task, cancelled and awaited when the term ends)."""
         task: asyncio.Task[None] | None = None
         term = 0
-        try:
-            async for lead in self.election.changes():
-                if lead.term and lead.term != term:
-                    term = lead.term
-                    LEADER_CHANGES.inc()
-                IS_LEADER.set(1 if lead.is_me else 0)
-                if lead.is_me and task is None:
-                    log.info("coordinator %s is the leader (term %d)", self.config.name, lead.term)
-                    task = asyncio.create_task(self._leading(reconciler))
-                elif not lead.is_me and task is not None:
-                    log.info("coordinator %s is no longer the leader", self.config.name)
+        async with asyncio.TaskGroup() as tg:
+            try:
+                async for lead in self.election.changes():
+                    if lead.term and lead.term != term:
+                        term = lead.term
+                        LEADER_CHANGES.inc()
+                    IS_LEADER.set(1 if lead.is_me else 0)
+                    if lead.is_me and task is None:
+                        log.info(
+                            "coordinator %s is the leader (term %d)", self.config.name, lead.term
+                        )
+                        task = tg.create_task(self._leading(reconciler))
+                    elif not lead.is_me and task is not None:
+                        log.info("coordinator %s is no longer the leader", self.config.name)
+                        task.cancel()
+                        # until it ends; raises only if we are cancelled (suppressing the task's
+                        # CancelledError around ``await task`` would swallow ours too)
+                        await asyncio.wait([task])
+                        task = None
+            finally:
+                if task is not None:
                     task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-                    task = None
-        finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
 
     async def _leading(self, reconciler: Reconciler) -> None:
         """The leader's components, for as long as the election names us (``_lead`` cancels
@@ -409,7 +398,7 @@ class Coordinator:
         it again while the election still names us."""
         while True:
             if not self.election.is_leader():
-                await asyncio.sleep(0.05)
+                await self.clock.sleep(0.05)
                 continue
             try:
                 await lead(self.election.fence())
@@ -422,13 +411,13 @@ class Coordinator:
                 # a TaskGroup that was cancelled while a child failed raises the failure,
                 # not CancelledError: honour the cancellation ourselves
                 raise asyncio.CancelledError
-            await asyncio.sleep(0.2)
+            await self.clock.sleep(0.2)
 
     async def _refresh_coordinators(self) -> None:
         while True:
             with contextlib.suppress(StoreError):
                 self.coordinators = await known_coordinators(self.store)
-            await asyncio.sleep(2.0)
+            await self.clock.sleep(2.0)
 
     async def _sync_revocations(self) -> None:
         table = REVOCATIONS.bind(self.store)
@@ -442,7 +431,7 @@ class Coordinator:
                         self._apply_revocation(ev.record.value)
             except StoreError as e:
                 log.warning("revocation sync interrupted (%s); re-listing", e)
-                await asyncio.sleep(0.5)
+                await self.clock.sleep(0.5)
 
     def _apply_revocation(self, r: object) -> None:
         from cloudless.store.tables.revocations import Revocation

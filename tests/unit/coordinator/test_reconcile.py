@@ -7,7 +7,6 @@ from dataclasses import replace
 from cloudless.coordinator.deciders.fake_placer import FakePlacer
 from cloudless.coordinator.deciders.reconcile import (
     Action,
-    ClusterView,
     CreateReplica,
     DeleteReplica,
     DeleteWorkload,
@@ -15,6 +14,7 @@ from cloudless.coordinator.deciders.reconcile import (
     UpdateReplica,
     reconcile,
 )
+from cloudless.coordinator.state.cluster_view import ClusterView
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.ids import SequentialIds
 from cloudless.model.node import Node, NodeState
