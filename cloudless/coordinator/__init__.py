@@ -12,8 +12,10 @@
   ``EventRecorder`` every part writes events through.
 * ``agentapi`` and ``userapi``: the edges, the agents' gRPC API and the users' HTTPS API.
 * ``wiring``: one coordinator process: configuration, embedded etcd, joining, the agent
-  plane (node view + liveness + dispatcher, started per term), start-up.
-* ``sim``: a simulated cluster on a fake clock (for tests and benchmarks).
+  plane (node view + liveness + dispatcher, started per term), the leader loops
+  (``leadership``), start-up.
+
+The simulator that runs this code on a fake clock is ``cloudless.testing.sim``.
 
 Components talk through the store, never to each other directly.
 """

@@ -25,6 +25,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cloudless.api.convert import BadStatus, assignment, observe
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
@@ -34,6 +35,7 @@ from cloudless.coordinator.state.cluster import ClusterState
 from cloudless.coordinator.state.node_view import NodeView
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.clock import Clock
+from cloudless.lib.first import first_of
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica, ReplicaState
 from cloudless.observability.metrics import AGENT_SESSIONS
@@ -41,6 +43,14 @@ from cloudless.store.fence import Fence
 from cloudless.store.types import EventType
 
 log = logging.getLogger("cloudless.coordinator.dispatcher")
+
+
+class TrustAdvice(Protocol):
+    """Fills an ack with trust advice for the agent, and records what it reported."""
+
+    def advise(self, hb: pb.Heartbeat, reply: pb.HeartbeatAck) -> None: ...
+
+    async def record(self, node_id: str, hb: pb.Heartbeat, fence: Fence) -> None: ...
 
 
 class NotLeader(Exception):
@@ -110,6 +120,12 @@ class Dispatcher:
         self._log_waiters: dict[str, tuple[str, asyncio.Queue[pb.LogChunk]]] = {}
         #: Secret values by name (``SecretCache.get``), for replicas whose spec refers to them.
         self.secret_values: Callable[[str], bytes | None] = lambda name: None
+        #: Root rotation: what to tell agents about trust in acks (``clusterops``).
+        self.trust: TrustAdvice | None = None
+        #: The node's container network (``network.publisher``), sent with its set; None: off.
+        self.network_for: Callable[[str], pb.NetworkConfig | None] = lambda node_id: None
+        #: Each node's container network as its agent last reported it (observed, in memory).
+        self.network_states: dict[str, str] = {}
 
     # ---- leadership ------------------------------------------------------------------------
 
@@ -135,10 +151,9 @@ class Dispatcher:
 
     async def wait_active(self, timeout: float) -> bool:
         """Wait until this dispatcher serves agents (we lead and the replicas are loaded), at
-        most ``timeout`` seconds; whether it does."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._ready.wait()
+        most ``timeout`` seconds (on the injected clock); whether it does."""
+        if not self._ready.is_set():
+            await first_of(self._ready.wait(), self.clock.sleep(timeout))
         return self.active
 
     def fence(self) -> Fence:
@@ -183,6 +198,7 @@ class Dispatcher:
         await self._apply_statuses(s, hello.replicas)
         self.liveness.heard(s.node_id)
         await self.liveness.note_metrics_address(s.node_id, hello.facts.metrics_address)
+        await self.liveness.note_reserved(s.node_id, hello.facts.reserved_hours)
 
     async def on_heartbeat(
         self,
@@ -193,9 +209,15 @@ class Dispatcher:
         """Take a heartbeat: liveness in memory first, and the ack handed to ``ack`` before
         any store write (an agent's view of the link must not wait on an etcd round trip);
         then the node transition, replica statuses and the periodic usage refresh."""
+        if hb.network_state:
+            self.network_states[s.node_id] = hb.network_state
         reply, transitions = self.liveness.beat(s.node_id, s.beats, hb)
+        if self.trust is not None:
+            self.trust.advise(hb, reply)
         if ack is not None:
             ack(reply)
+        if self.trust is not None:
+            await self.trust.record(s.node_id, hb, self.fence())
         await self.liveness.write_transitions(transitions)
         await self._apply_statuses(s, hb.replicas)
         await self.liveness.maybe_write_usage(s.node_id, s.beats, hb)
@@ -203,6 +225,9 @@ class Dispatcher:
 
     async def on_goodbye(self, s: Session, bye: pb.Goodbye) -> None:
         await self.liveness.goodbye(s.node_id, bye)
+
+    async def on_leave(self, s: Session, leave: pb.Leave) -> None:
+        await self.liveness.leave(s.node_id, leave)
 
     async def _apply_statuses(self, s: Session, statuses: Iterable[pb.ReplicaStatus]) -> None:
         now = self.clock.now()
@@ -339,6 +364,11 @@ class Dispatcher:
                 if s is not None and not s.closed:
                     s.outbox.put_nowait(self.assignments_for(s))
 
+    def repush(self, node_ids: Iterable[str]) -> None:
+        """Send these nodes their set again (their network changed)."""
+        for node_id in node_ids:
+            self._mark(node_id)
+
     def secrets_changed(self, names: set[str]) -> None:
         """Re-push the assignments of nodes running a replica that uses one of ``names``."""
         for node_id in list(self.sessions):
@@ -360,9 +390,11 @@ class Dispatcher:
             }
             drop = rec.deleted and rec.delete_volumes
             out.append(assignment(r, rec.spec, values, drop_volumes=drop))
-        return pb.CoordinatorMessage(
-            assignments=pb.Assignments(generation=s.generation, replicas=out)
-        )
+        msg = pb.Assignments(generation=s.generation, replicas=out)
+        net = self.network_for(s.node_id)
+        if net is not None:
+            msg.network.CopyFrom(net)
+        return pb.CoordinatorMessage(assignments=msg)
 
     # ---- logs ------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from cloudless.api.convert import conditions_from_pb, resources_from_pb
@@ -32,6 +32,7 @@ from cloudless.coordinator.eventlog.recorder import EventRecorder
 from cloudless.coordinator.state.cluster import ClusterState, event
 from cloudless.coordinator.state.node_view import NodeView
 from cloudless.lib.clock import Clock
+from cloudless.model.departure import Departure, DepartureKind
 from cloudless.model.node import Node, NodeConditions, NodeState
 from cloudless.model.resources import Resources
 from cloudless.observability.http import metrics_address_problem
@@ -172,16 +173,56 @@ class Liveness:
     async def goodbye(self, node_id: str, bye: pb.Goodbye) -> None:
         """The agent stops cleanly and asks to be held (``Membership.goodbye``)."""
         hold = self.membership.goodbye(node_id, self.clock.monotonic(), bye.back_within_s)
+        why = bye.reason or "no reason given"
+        kept = f"; its replicas are kept for {hold:.0f}s" if hold > 0 else ""
         await self.events.emit(
-            "node",
-            f"node {node_id}: agent stopping ({bye.reason or 'no reason given'}); "
-            f"its replicas are kept for {hold:.0f}s",
-            node=node_id,
+            "node", f"node {node_id}: agent stopping ({why}){kept}", node=node_id
         )
+
+    async def leave(self, node_id: str, leave: pb.Leave) -> None:
+        """The agent is about to leave: record a ``leave`` departure on its node and set it
+        draining in the same write (``departures.decide_departures`` takes it from there)."""
+        now = self.clock.now()
+        reason = leave.reason or "agent leaving"
+        dep = Departure(DepartureKind.LEAVE, reason, now, now + leave.deadline_s)
+        self.membership.leaving(node_id)
+
+        def change(cur: Node | None) -> Node | None:
+            if cur is None:
+                return None
+            if cur.departure is not None and cur.departure.kind is DepartureKind.LEAVE:
+                return None  # announced already (a repeat after a reconnect)
+            moved = cur.moved_to(NodeState.DRAINING)[0] or cur
+            return replace(moved, departure=dep)
+
+        rec = await self.state.nodes.update(node_id, change, fence=self.fence())
+        if rec is not None and rec.value.departure == dep:
+            await self.events.emit(
+                "node",
+                f"node {node_id}: leaving ({reason}); moving its replicas within "
+                f"{leave.deadline_s:.0f}s",
+                node=node_id,
+                state=rec.value.state.value,
+            )
 
     def replica_outcome(self, node_id: str, failed: bool) -> None:
         """A replica on ``node_id`` reached running (or failed): counts for its reliability."""
         self.reliability.replica_outcome(node_id, failed, self.clock.monotonic())
+
+    async def note_reserved(self, node_id: str, hours: Iterable[int]) -> None:
+        """Record the owner-reserved hours an agent declares when they differ from the node
+        record's (an agent restarted with other ``--reserved-hours``); bad bins are ignored."""
+        want = frozenset(h for h in hours if 0 <= h < 168)
+        known = self.view.nodes.get(node_id)
+        if known is None or known.reserved_hours == want:
+            return
+
+        def change(n: Node | None) -> Node | None:
+            if n is None or n.reserved_hours == want:
+                return None
+            return replace(n, reserved_hours=want)
+
+        await self.state.nodes.update(node_id, change, fence=self.fence())
 
     async def note_metrics_address(self, node_id: str, address: str) -> None:
         """Record where the agent serves metrics when it differs from the node record (an
@@ -239,6 +280,8 @@ class Liveness:
 
     def node_changed(self, node_id: str, node: Node) -> None:
         self.membership.upsert(node, self.clock.monotonic())
+        if node.state is NodeState.DEPARTED:
+            self.reliability.away(node_id, self.clock.monotonic())
 
     def node_deleted(self, node_id: str) -> None:
         self.membership.forget(node_id)
@@ -362,7 +405,9 @@ class Liveness:
 
     def _note_transition(self, t: NodeTransition) -> None:
         mono = self.clock.monotonic()
-        if t.new in (NodeState.OFFLINE, NodeState.FAILED):
+        if t.new is NodeState.DEPARTED:
+            self.reliability.away(t.node_id, mono)
+        elif t.new in (NodeState.OFFLINE, NodeState.FAILED):
             self.reliability.down(t.node_id, mono)
         else:
             self.reliability.up(t.node_id, mono)

@@ -27,6 +27,8 @@ from cloudless.lib.errors import CloudlessError
 from cloudless.security._files import write_private
 
 CA_FILES = ("ca.crt", "ca.key", "ca.json")
+# present once a root rotation happened: the previous roots still trusted, secrets' key root
+OPTIONAL_CA_FILES = ("trusted-roots.pem", "secrets-root.key")
 
 
 class JoinFailed(CloudlessError):
@@ -34,7 +36,8 @@ class JoinFailed(CloudlessError):
 
 
 def ca_material(ca_dir: Path) -> dict[str, str]:
-    return {name: (ca_dir / name).read_text() for name in CA_FILES}
+    names = [*CA_FILES, *(n for n in OPTIONAL_CA_FILES if (ca_dir / n).exists())]
+    return {name: (ca_dir / name).read_text() for name in names}
 
 
 def _post_join(api_url: str, root_pem: bytes, body: dict[str, Any], timeout: float) -> Any:
@@ -79,3 +82,6 @@ def write_ca(ca_dir: Path, files: dict[str, str]) -> None:
         if name not in files:
             raise JoinFailed(f"join answer lacks CA file {name}")
         write_private(ca_dir / name, files[name].encode())
+    for name in OPTIONAL_CA_FILES:
+        if name in files:
+            write_private(ca_dir / name, files[name].encode())
