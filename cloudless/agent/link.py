@@ -30,6 +30,7 @@ from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.lib.backoff import Backoff
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError, ValidationError
+from cloudless.lib.first import first_of
 from cloudless.model.node import NodeConditions
 from cloudless.model.resources import Resources
 from cloudless.model.usage import ReplicaUsage
@@ -378,15 +379,8 @@ class Link:
                     )
                 )
             )
-            sleeper = asyncio.ensure_future(self.clock.sleep(self.interval))
-            changed = asyncio.ensure_future(self.changed.wait())
-            try:
-                await asyncio.wait([sleeper, changed], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeper.cancel()
-                changed.cancel()
-                await asyncio.gather(sleeper, changed, return_exceptions=True)
-            if changed.done() and not changed.cancelled():
+            which, _ = await first_of(self.changed.wait(), self.clock.sleep(self.interval))
+            if which == 0:
                 await self.clock.sleep(0.02)  # coalesce a burst of changes
 
     def _handle(

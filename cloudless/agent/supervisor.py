@@ -25,10 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from cloudless.agent import secret_files, volumes
 from cloudless.agent.assignment import (
@@ -50,6 +49,7 @@ from cloudless.agent.ports import PortAllocator
 from cloudless.agent.workload_identity import WorkloadIdentities
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError
+from cloudless.lib.first import first_of
 from cloudless.model.replica import ReplicaState
 from cloudless.model.workload import WorkloadSpec
 from cloudless.observability.metrics import (
@@ -315,17 +315,11 @@ class ReplicaWorker:
             self._on_ready,
             started_at=self.clock.monotonic() - since_start,
         )
-        exited = asyncio.ensure_future(self._wait_exit())
-        failing = asyncio.ensure_future(runner.run())
-        try:
-            await asyncio.wait({exited, failing}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for t in (exited, failing):
-                t.cancel()
-            await asyncio.gather(exited, failing, return_exceptions=True)
-        if exited.done() and not exited.cancelled():
-            return exited.result(), None  # an error waiting for the exit propagates as before
-        reason = failing.result()
+        # The exit first: when both end in the same turn, the exit is what happened.
+        which, value = await first_of(self._wait_exit(), runner.run())
+        if which == 0:
+            return value, None  # an error waiting for the exit propagates as before
+        reason = value
         log.info("replica %s: %s; restarting it", self.assigned.replica_id, reason)
         self._set(ReplicaState.RUNNING, ready=False, health=reason)
         st = await self.runtime.stop_container(
@@ -336,7 +330,7 @@ class ReplicaWorker:
     async def _wait_exit(self) -> ContainerStatus:
         rid = self.assigned.replica_id
         while True:
-            await _first(self.exited.wait(), self.clock.sleep(POLL_S))
+            await first_of(self.exited.wait(), self.clock.sleep(POLL_S))
             self.exited.clear()
             try:
                 st = await self.runtime.get_container(rid)
@@ -373,17 +367,6 @@ class ReplicaWorker:
             await asyncio.to_thread(secret_files.remove, self.secrets_root, rid)
         if self.identities is not None:
             self.identities.remove(rid)
-
-
-async def _first(*aws: Coroutine[Any, Any, Any]) -> None:
-    """Wait until the first of ``aws`` finishes; cancel the rest."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class Supervisor:

@@ -41,7 +41,7 @@ from cloudless.clusterops.rotation_plan import (
     next_step,
     phase_index,
 )
-from cloudless.coordinator.wiring.joining import known_coordinators
+from cloudless.coordinator.state.coordinators import known_coordinators
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import Conflict
 from cloudless.lib.ids import IdSource, RandomIds

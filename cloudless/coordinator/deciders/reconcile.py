@@ -32,6 +32,7 @@ from typing import Protocol
 from cloudless.coordinator.deciders.departures import SetDeparture, decide_departures
 from cloudless.coordinator.deciders.rollout import RolloutPlan, decide_rollout, surging
 from cloudless.coordinator.deciders.stateful import keep_lost, plan_stateful, replica_id
+from cloudless.coordinator.state.cluster_view import ClusterView
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.ids import IdSource
 from cloudless.model.node import Node, NodeState
@@ -68,13 +69,6 @@ class Placer(Protocol):
     ) -> list[Replica]:
         """``candidates`` best first (the ones to keep when there are too many)."""
         ...
-
-
-@dataclass(frozen=True)
-class ClusterView:
-    nodes: Mapping[str, Node]
-    workloads: Mapping[str, WorkloadRecord]
-    replicas: Mapping[str, Replica]
 
 
 @dataclass(frozen=True)

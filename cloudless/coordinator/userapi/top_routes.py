@@ -8,19 +8,38 @@ order; the CLI sorts (``cloudless top replicas --sort cpu``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import web
 
-from cloudless.coordinator.dispatcher.hub import AgentHub
-from cloudless.coordinator.dispatcher.usage_board import node_rows, replica_rows
+from cloudless.coordinator.dispatcher.usage_board import UsageBoard, node_rows, replica_rows
+from cloudless.coordinator.state.node_view import NodeView
 from cloudless.coordinator.userapi.errors import ApiError, json_response
+from cloudless.model.replica import Replica
+
+
+class LiveUsage(Protocol):
+    """What the leader's dispatcher knows live: whether it serves agents, the replicas its
+    watches last saw, and the usage their heartbeats carried."""
+
+    @property
+    def active(self) -> bool: ...
+
+    usage: UsageBoard
+
+    def known_replicas(self, namespace: str = "") -> list[Replica] | None: ...
 
 
 class TopApi:
     def __init__(
-        self, hub: AgentHub, is_leader: Callable[[], bool], leader_api: Callable[[], str | None]
+        self,
+        live: LiveUsage,
+        nodes: NodeView | None,
+        is_leader: Callable[[], bool],
+        leader_api: Callable[[], str | None],
     ) -> None:
-        self.hub = hub
+        self.live = live
+        self.live_nodes = nodes
         self.is_leader = is_leader
         self.leader_api = leader_api
 
@@ -29,7 +48,7 @@ class TopApi:
         r.add_get("/v1/top/nodes", self.nodes)
 
     def _on_leader(self, request: web.Request) -> None:
-        if self.is_leader() and self.hub.active:
+        if self.is_leader() and self.live.active:
             return
         leader = self.leader_api()
         if not leader or self.is_leader():
@@ -41,13 +60,13 @@ class TopApi:
         wl, node = request.query.get("workload"), request.query.get("node")
         reps = [
             r
-            for r in self.hub.known_replicas(request.query.get("namespace", "")) or []
+            for r in self.live.known_replicas(request.query.get("namespace", "")) or []
             if (not wl or r.workload == wl) and (not node or r.node_id == node)
         ]
-        return json_response({"replicas": replica_rows(reps, self.hub.usage)})
+        return json_response({"replicas": replica_rows(reps, self.live.usage)})
 
     async def nodes(self, request: web.Request) -> web.Response:
         self._on_leader(request)
-        nodes = self.hub.known_nodes() or []
-        reps = self.hub.known_replicas() or []
-        return json_response({"nodes": node_rows(nodes, reps, self.hub.usage)})
+        nodes = (self.live_nodes.known() if self.live_nodes is not None else None) or []
+        reps = self.live.known_replicas() or []
+        return json_response({"nodes": node_rows(nodes, reps, self.live.usage)})

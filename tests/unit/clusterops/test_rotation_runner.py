@@ -12,7 +12,7 @@ from cryptography import x509
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.clusterops.rotation_runner import AgentTrust, RootRotation, rotation_table
-from cloudless.coordinator.wiring.joining import CoordinatorInfo, register
+from cloudless.coordinator.state.coordinators import CoordinatorInfo, register
 from cloudless.lib.clock import FakeClock
 from cloudless.lib.errors import Conflict
 from cloudless.security.bundle import certificate_digest, load_pem_certificates

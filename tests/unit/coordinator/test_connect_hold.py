@@ -13,7 +13,7 @@ import pytest
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.coordinator.agentapi.sessions import AgentSessions
-from cloudless.coordinator.dispatcher.hub import NotLeader, Session
+from cloudless.coordinator.dispatcher.dispatcher import NotLeader, Session
 from cloudless.lib.clock import SystemClock
 from cloudless.transport.channel import AgentEnd
 from cloudless.transport.memory import MemoryNetwork
@@ -57,7 +57,7 @@ async def connected(hub: FakeHub, leader: list[str]) -> AsyncIterator[AgentEnd]:
         return None
 
     sessions = AgentSessions(
-        hub=hub,  # type: ignore[arg-type]
+        dispatcher=hub,  # type: ignore[arg-type]
         clock=SystemClock(),
         leader_address=lambda: leader[0] or None,
         agent_endpoints=lambda: [ME],

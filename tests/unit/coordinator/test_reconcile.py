@@ -6,7 +6,6 @@ from dataclasses import replace
 
 from cloudless.coordinator.deciders.reconcile import (
     Action,
-    ClusterView,
     CreateReplica,
     DeleteReplica,
     DeleteWorkload,
@@ -14,6 +13,7 @@ from cloudless.coordinator.deciders.reconcile import (
     UpdateReplica,
     reconcile,
 )
+from cloudless.coordinator.state.cluster_view import ClusterView
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.ids import SequentialIds
 from cloudless.model.node import Node, NodeState
