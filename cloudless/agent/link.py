@@ -28,12 +28,13 @@ from cloudless.api.convert import conditions_to_pb, resources_to_pb
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.lib.backoff import Backoff
 from cloudless.lib.clock import Clock
-from cloudless.lib.errors import ValidationError
+from cloudless.lib.errors import CloudlessError, ValidationError
 from cloudless.model.node import NodeConditions
 from cloudless.model.resources import Resources
 from cloudless.model.workload import parse_workload
 from cloudless.runtime.protocol import ContainerRuntime
 from cloudless.security._files import write_private
+from cloudless.security.bundle import trust_report
 from cloudless.transport.channel import AgentEnd, ChannelError, Dialer, EndOfChannel
 from cloudless.transport.grpc_channel import GrpcDialer
 
@@ -116,6 +117,17 @@ class AssignmentFile:
             return []
         return assignments_from_pb(msg)
 
+    def load_network(self) -> pb.NetworkConfig | None:
+        """The network config persisted with the last set (None: none, or no file)."""
+        if not self.path.exists():
+            return None
+        msg = pb.Assignments()
+        try:
+            msg.ParseFromString(self.path.read_bytes())
+        except Exception:
+            return None  # load() already says so
+        return msg.network if msg.HasField("network") else None
+
 
 class Link:
     def __init__(
@@ -133,8 +145,12 @@ class Link:
         server_name: str | None = None,
         goodbye_hold_s: float = 0.0,
         dialer: Dialer | None = None,
+        network: Callable[[pb.NetworkConfig | None], None] | None = None,
+        network_state: Callable[[], str] = lambda: "",
     ) -> None:
         self.identity = identity
+        self.network = network
+        self.network_state = network_state
         self.supervisor = supervisor
         self.runtime = runtime
         self.facts = facts
@@ -151,6 +167,8 @@ class Link:
         #: Why the last session attempt failed ("" after a session that ended cleanly).
         self.last_failure = ""
         self.on_identity_change: Callable[[], None] | None = None
+        self.on_renew_requested: Callable[[], None] | None = None
+        self._trust_cache: tuple[bytes, bytes, list[str], str] | None = None
         # The coordinators' default until the first ack says otherwise: a new agent must not
         # heartbeat faster, nor give up on a busy coordinator sooner (silence_limit), than its
         # peers do.
@@ -162,9 +180,26 @@ class Link:
         self.last_rx = 0.0
         self._log_tasks: dict[str, asyncio.Task[None]] = {}
         self._renewed = asyncio.Event()
+        # Set by ``announce_leave``: sent now and again on every new session until we go.
+        self.leave: pb.Leave | None = None
+        self._outbox: asyncio.Queue[pb.AgentMessage] | None = None
+        self._said_goodbye: asyncio.Event | None = None
 
     def on_change(self) -> None:
         self.changed.set()
+
+    def _trust_report(self) -> tuple[list[str], str]:
+        """The digests of the trusted roots and of the one that signed our certificate,
+        recomputed only when the certificate or the bundle changes."""
+        cert, ca = self.identity.cert_pem, self.identity.ca_pem
+        c = self._trust_cache
+        if c is None or c[0] is not cert or c[1] is not ca:
+            try:
+                trusted, issuer = trust_report(cert, ca)
+            except (ValueError, CloudlessError):
+                trusted, issuer = [], ""
+            c = self._trust_cache = (cert, ca, trusted, issuer)
+        return c[2], c[3]
 
     def reconnect(self) -> None:
         """Drop the current stream (new credentials after renewal)."""
@@ -200,7 +235,10 @@ class Link:
         async with self.dialer.connect(target) as ch:
             outbox: asyncio.Queue[pb.AgentMessage] = asyncio.Queue()
             outbox.put_nowait(self._hello())
+            if self.leave is not None:
+                outbox.put_nowait(pb.AgentMessage(leave=self.leave))
             said_goodbye = asyncio.Event()
+            self._outbox, self._said_goodbye = outbox, said_goodbye
             self._renewed.clear()
             self.last_rx = self.clock.monotonic()
             send = asyncio.create_task(self._send(ch, outbox, said_goodbye))
@@ -211,10 +249,11 @@ class Link:
             try:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             except asyncio.CancelledError:
-                if self.goodbye_hold_s > 0 and self.connected.is_set():
+                if self.goodbye_hold_s > 0 and self.connected.is_set() and self.leave is None:
                     await self._goodbye(outbox, said_goodbye)
                 raise
             finally:
+                self._outbox = self._said_goodbye = None
                 for t in (*tasks, *self._log_tasks.values()):
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -241,19 +280,38 @@ class Link:
             if msg.WhichOneof("kind") == "goodbye":
                 said_goodbye.set()
 
-    async def _goodbye(self, outbox: asyncio.Queue[pb.AgentMessage], said: asyncio.Event) -> None:
-        """A clean stop: ask the coordinator to hold this node for ``goodbye_hold_s``; wait
-        (at most 1 s) until the message has been written to the stream."""
-        outbox.put_nowait(
-            pb.AgentMessage(
-                goodbye=pb.Goodbye(back_within_s=self.goodbye_hold_s, reason="agent stopping")
-            )
-        )
+    def announce_leave(self, deadline_s: float, reason: str) -> None:
+        """Tell the coordinator this node is leaving (``Leave``): now if connected, and on
+        every session opened until the agent stops."""
+        self.leave = pb.Leave(deadline_s=deadline_s, reason=reason)
+        if self._outbox is not None:
+            self._outbox.put_nowait(pb.AgentMessage(leave=self.leave))
+
+    async def say_goodbye(self, reason: str) -> bool:
+        """The last word of a leaving agent (no hold: the node is departed, not awaited);
+        False when not connected."""
+        if self._outbox is None or self._said_goodbye is None:
+            return False
+        await self._goodbye(self._outbox, self._said_goodbye, hold=0.0, reason=reason)
+        return True
+
+    async def _goodbye(
+        self,
+        outbox: asyncio.Queue[pb.AgentMessage],
+        said: asyncio.Event,
+        *,
+        hold: float | None = None,
+        reason: str = "agent stopping",
+    ) -> None:
+        """A clean stop: ask the coordinator to hold this node for ``goodbye_hold_s`` (or
+        ``hold``); wait (at most 1 s) until the message has been written to the stream."""
+        hold = self.goodbye_hold_s if hold is None else hold
+        outbox.put_nowait(pb.AgentMessage(goodbye=pb.Goodbye(back_within_s=hold, reason=reason)))
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             async with asyncio.timeout(1.0):
                 await said.wait()
                 await asyncio.sleep(0.05)  # let the HTTP/2 frame leave the socket
-        log.info("said goodbye (hold %.0fs)", self.goodbye_hold_s)
+        log.info("said goodbye (hold %.0fs)", hold)
 
     def silence_limit(self) -> float:
         return max(3.0, 4 * self.interval)
@@ -287,6 +345,7 @@ class Link:
             self.seq += 1
             s = self.sample()
             now = self.clock.now()
+            trusted, issuer = self._trust_report()
             outbox.put_nowait(
                 pb.AgentMessage(
                     heartbeat=pb.Heartbeat(
@@ -295,6 +354,9 @@ class Link:
                         usage=resources_to_pb(s.usage),
                         conditions=conditions_to_pb(s.conditions),
                         replicas=[status_pb(st, now) for st in self.supervisor.statuses()],
+                        network_state=self.network_state(),
+                        trusted_roots=trusted,
+                        cert_issuer=issuer,
                     )
                 )
             )
@@ -317,6 +379,10 @@ class Link:
         if kind == "assignments":
             # Obey first: the file only serves a restart while offline. A full disk must not
             # end the session (the same set would be resent and fail again, forever).
+            # The network first: a replica of this set must start on the right network.
+            if self.network is not None:
+                a = msg.assignments
+                self.network(a.network if a.HasField("network") else None)
             self.supervisor.assign(assignments_from_pb(msg.assignments))
             try:
                 self.assignments.save(msg.assignments)
@@ -331,10 +397,20 @@ class Link:
             if msg.ack.interval_s > 0:
                 self.interval = min(max(msg.ack.interval_s, 0.05), 60.0)
             known = list(msg.ack.coordinators)
+            changed = False
             if known and known != self.identity.coordinators:
                 self.identity.coordinators = known
-                if self.on_identity_change is not None:
-                    self.on_identity_change()
+                changed = True
+            if msg.ack.ca_bundle_pem and msg.ack.ca_bundle_pem != self.identity.ca_pem:
+                # root rotation: trust what the coordinator (verified by mTLS) says from the
+                # next connection on; the open stream is kept
+                self.identity.ca_pem = msg.ack.ca_bundle_pem
+                changed = True
+                self.changed.set()  # report the new trust at once, not a heartbeat later
+            if changed and self.on_identity_change is not None:
+                self.on_identity_change()
+            if msg.ack.renew_now and self.on_renew_requested is not None:
+                self.on_renew_requested()
         elif kind == "logs":
             req = msg.logs
             if req.cancel:

@@ -16,11 +16,12 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 import grpc
+from cryptography import x509
 
 from cloudless.api.convert import resources_from_pb
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
-from cloudless.coordinator.agentapi.checks import enrollment_problems
+from cloudless.coordinator.agentapi.checks import enrollment_problems, reserved_problems
 from cloudless.coordinator.agentapi.enrollment import Enroller
 from cloudless.coordinator.agentapi.sessions import AgentSessions
 from cloudless.coordinator.agentapi.sessions import details as _details
@@ -31,11 +32,13 @@ from cloudless.lib.errors import CloudlessError, ValidationError
 from cloudless.model.node import Node, NodeState
 from cloudless.observability.http import metrics_address_problem
 from cloudless.observability.metrics import ENROLLMENTS
+from cloudless.security import svid
 from cloudless.security.authz import Authorizer
 from cloudless.security.ca import CertificateAuthority
 from cloudless.security.identity import CertKind, SpiffeId
 from cloudless.security.tokens import TokenClaims, TokenManager
 from cloudless.store.errors import StoreError
+from cloudless.store.tables.replicas import replica_name
 from cloudless.store.tokens import StoreTokenStore
 from cloudless.transport.grpc_channel import serve_connect
 
@@ -108,6 +111,8 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             problem = metrics_address_problem(facts.metrics_address)
             if problem:
                 raise ValidationError(f"node facts: {problem}")
+            for p in reserved_problems(facts.reserved_hours):
+                raise ValidationError(f"node {p}")
             labels = dict(facts.labels)
             labels.update(claims.labels)  # labels pinned by the token win
             return Node.make(
@@ -128,6 +133,7 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
                 cost_per_hour=facts.cost_per_hour,
                 enrolled_at=self.clock.now(),
                 metrics_address=facts.metrics_address,
+                reserved_hours=frozenset(facts.reserved_hours),
             )
 
         try:
@@ -206,6 +212,56 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             raise
         await self.hub.emit("node", f"node {node_id} renewed its certificate", node=node_id)
         return pb.RenewResponse(cert_pem=cert, ca_bundle_pem=self.ca.bundle_pem)
+
+    async def StoreProxy(
+        self, request: pb.StoreProxyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StoreProxyResponse:
+        """The object store's keys for a storage or gateway node (``objectstore.store_proxy``:
+        what a node may read and write is checked there, a refusal is PERMISSION_DENIED)."""
+        from cloudless.objectstore import store_proxy
+
+        node_id = await self._authorize_node(context)
+        try:
+            body = store_proxy.decode(request.request_json)
+            answer = await store_proxy.serve(self.state.store, node_id, body)
+        except store_proxy.ProxyRefused as e:
+            await self._refused(f"node {node_id}: {e}")
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
+            raise
+        except (ValueError, KeyError, TypeError) as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"store proxy request: {e}")
+            raise
+        return pb.StoreProxyResponse(response_json=store_proxy.encode(answer))
+
+    async def IssueWorkloadIdentity(
+        self, request: pb.WorkloadIdentityRequest, context: grpc.aio.ServicerContext
+    ) -> pb.WorkloadIdentityResponse:
+        """A replica's SVID, for the agent of the node it is assigned to (``security.svid``)."""
+        node_id = await self._authorize_node(context)
+        rec = await self.state.replicas.get(replica_name(request.workload, request.replica_id))
+        why = svid.issuance_refusal(
+            node_id, request.workload, request.replica_id, rec.value if rec else None
+        )
+        if why is not None:
+            await self._refused(f"workload identity for node {node_id} refused: {why}")
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+        try:
+            cert = self.ca.sign_csr(
+                request.csr_pem,
+                svid.workload_identity(request.replica_id, self.ca.trust_domain),
+                CertKind.WORKLOAD,
+                ttl_seconds=svid.clamp_ttl(request.ttl_seconds),
+                common_name=request.workload,
+            )
+        except CloudlessError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"csr_pem: {e}")
+            raise
+        leaf = x509.load_pem_x509_certificate(cert)
+        return pb.WorkloadIdentityResponse(
+            cert_pem=cert,
+            ca_bundle_pem=self.ca.bundle_pem,
+            expires_at=leaf.not_valid_after_utc.timestamp(),
+        )
 
     async def Connect(
         self,
