@@ -38,7 +38,7 @@ from cloudless.model.workload import parse_workload
 from cloudless.runtime.protocol import ContainerRuntime
 from cloudless.security._files import write_private
 from cloudless.security.bundle import trust_report
-from cloudless.transport.channel import AgentEnd, ChannelError, Dialer
+from cloudless.transport.channel import AgentEnd, ChannelError, Dialer, EndOfChannel
 from cloudless.transport.grpc_channel import GrpcDialer
 
 log = logging.getLogger("cloudless.agent.link")
@@ -288,10 +288,15 @@ class Link:
     async def _send(
         ch: AgentEnd, outbox: asyncio.Queue[pb.AgentMessage], said_goodbye: asyncio.Event
     ) -> None:
-        """The outbox onto the stream, in order (``send`` waits on flow control)."""
+        """The outbox onto the stream, in order (``send`` waits on flow control). Once the
+        coordinator has ended the stream cleanly it only waits: the receiving side reads
+        what was sent before the end (a redirect, say) and then ends the session."""
         while True:
             msg = await outbox.get()
-            await ch.send(msg)
+            try:
+                await ch.send(msg)
+            except EndOfChannel:
+                await asyncio.Event().wait()
             if msg.WhichOneof("kind") == "goodbye":
                 said_goodbye.set()
 
