@@ -20,7 +20,7 @@ from bench.events.drive import BODY, KEY_BYTES, Sample, drive
 from cloudless.coordinator.eventlog import EventBounds
 from cloudless.store.etcd_admin import member_status
 from cloudless.store.memory import MemoryStore
-from cloudless.store.testing import SupervisedCluster, TestPki
+from cloudless.testing.etcd import SupervisedCluster, TestPki
 
 # 100 revisions of 100-event transactions: 10,000 events of history, as etcd keeps 10,000
 # revisions of single-event writes.

@@ -134,7 +134,7 @@ def instruments(on: bool, saved: dict[tuple[Any, str], Any]) -> None:
 
 
 async def sim_block(nodes: int, seconds: float) -> float:
-    from cloudless.coordinator.sim.cluster import SimCluster
+    from cloudless.testing.sim.cluster import SimCluster
 
     async with SimCluster(exact=False, step_s=0.1) as sim:
         await sim.add_agents(nodes)

@@ -45,8 +45,8 @@ from cloudless.store.errors import StoreError
 from cloudless.store.etcd import EtcdStore
 from cloudless.store.fence import NO_FENCE, Fence
 from cloudless.store.tables import ROOT
-from cloudless.store.testing import SupervisedCluster, TestPki
 from cloudless.store.types import Delete, EventType
+from cloudless.testing.etcd import SupervisedCluster, TestPki
 
 NODE = Resources(4000, 8 << 30, 100 << 30, 10**9)
 SMALL = Resources(100, 64 << 20)
@@ -319,7 +319,7 @@ async def main(argv: list[str]) -> None:
         "reconcile",
         {
             "setup": {
-                "etcd": "1 member, loopback, mutual TLS (cloudless.store.testing)",
+                "etcd": "1 member, loopback, mutual TLS (cloudless.testing.etcd)",
                 "placer": "SchedulerPlacer (real scheduler)",
                 "fence": "none (no election)",
                 "workload": "10 replicas of 100m CPU / 64 MiB, applied one after another",

@@ -26,9 +26,9 @@ from etcd3aio.kv import KVService
 from bench.common import percentile, write_results
 from cloudless.store.errors import StoreError
 from cloudless.store.etcd import EtcdStore
-from cloudless.store.testing import SupervisedCluster, TestPki
 from cloudless.store.tls import ETCD_SERVER_NAME
 from cloudless.store.types import Compare, Put
+from cloudless.testing.etcd import SupervisedCluster, TestPki
 
 SEQ = 600
 CONC_TOTAL = 2400

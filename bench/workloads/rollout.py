@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from cloudless.coordinator.sim import SimCluster, SimView, spec
 from cloudless.model.health import HealthChecks, Probe, ProbeKind
 from cloudless.model.rollout import UpdatePolicy
+from cloudless.testing.sim import SimCluster, SimView, spec
 
 READY = HealthChecks(readiness=Probe(ProbeKind.EXEC, command=("true",), interval_s=1.0))
 

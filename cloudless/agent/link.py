@@ -6,6 +6,9 @@ full assignment set (pushed the moment it changes), heartbeat acks, log requests
 redirects to the leader. On any failure the link reconnects with exponential backoff and full
 jitter, to the leader it was told about first, then to every known coordinator in turn.
 The supervisor keeps running meanwhile; nothing here stops a container.
+
+The stream is a ``cloudless.transport`` channel from the link's ``Dialer``: gRPC with the
+node's certificate in the product, in memory in the simulator (the same code runs in both).
 """
 
 from __future__ import annotations
@@ -15,26 +18,25 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import grpc
 
 from cloudless.agent.identity import AgentIdentity, channel_options
 from cloudless.agent.supervisor import Assigned, LocalStatus, Supervisor
 from cloudless.api.convert import conditions_to_pb, resources_to_pb
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
-from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.lib.backoff import Backoff
 from cloudless.lib.clock import Clock
-from cloudless.lib.errors import ValidationError
+from cloudless.lib.errors import CloudlessError, ValidationError
 from cloudless.model.node import NodeConditions
 from cloudless.model.resources import Resources
 from cloudless.model.workload import parse_workload
 from cloudless.runtime.protocol import ContainerRuntime
 from cloudless.security._files import write_private
+from cloudless.security.bundle import trust_report
+from cloudless.transport.channel import AgentEnd, ChannelError, Dialer
+from cloudless.transport.grpc_channel import GrpcDialer
 
 log = logging.getLogger("cloudless.agent.link")
 
@@ -115,6 +117,17 @@ class AssignmentFile:
             return []
         return assignments_from_pb(msg)
 
+    def load_network(self) -> pb.NetworkConfig | None:
+        """The network config persisted with the last set (None: none, or no file)."""
+        if not self.path.exists():
+            return None
+        msg = pb.Assignments()
+        try:
+            msg.ParseFromString(self.path.read_bytes())
+        except Exception:
+            return None  # load() already says so
+        return msg.network if msg.HasField("network") else None
+
 
 class Link:
     def __init__(
@@ -131,8 +144,13 @@ class Link:
         backoff: Backoff | None = None,
         server_name: str | None = None,
         goodbye_hold_s: float = 0.0,
+        dialer: Dialer | None = None,
+        network: Callable[[pb.NetworkConfig | None], None] | None = None,
+        network_state: Callable[[], str] = lambda: "",
     ) -> None:
         self.identity = identity
+        self.network = network
+        self.network_state = network_state
         self.supervisor = supervisor
         self.runtime = runtime
         self.facts = facts
@@ -143,7 +161,14 @@ class Link:
         self.backoff = backoff or Backoff(base=0.2, cap=5.0)
         self.server_name = server_name
         self.goodbye_hold_s = goodbye_hold_s
+        self.dialer = dialer or GrpcDialer(
+            identity.channel_credentials, channel_options(server_name)
+        )
+        #: Why the last session attempt failed ("" after a session that ended cleanly).
+        self.last_failure = ""
         self.on_identity_change: Callable[[], None] | None = None
+        self.on_renew_requested: Callable[[], None] | None = None
+        self._trust_cache: tuple[bytes, bytes, list[str], str] | None = None
         # The coordinators' default until the first ack says otherwise: a new agent must not
         # heartbeat faster, nor give up on a busy coordinator sooner (silence_limit), than its
         # peers do.
@@ -155,9 +180,26 @@ class Link:
         self.last_rx = 0.0
         self._log_tasks: dict[str, asyncio.Task[None]] = {}
         self._renewed = asyncio.Event()
+        # Set by ``announce_leave``: sent now and again on every new session until we go.
+        self.leave: pb.Leave | None = None
+        self._outbox: asyncio.Queue[pb.AgentMessage] | None = None
+        self._said_goodbye: asyncio.Event | None = None
 
     def on_change(self) -> None:
         self.changed.set()
+
+    def _trust_report(self) -> tuple[list[str], str]:
+        """The digests of the trusted roots and of the one that signed our certificate,
+        recomputed only when the certificate or the bundle changes."""
+        cert, ca = self.identity.cert_pem, self.identity.ca_pem
+        c = self._trust_cache
+        if c is None or c[0] is not cert or c[1] is not ca:
+            try:
+                trusted, issuer = trust_report(cert, ca)
+            except (ValueError, CloudlessError):
+                trusted, issuer = [], ""
+            c = self._trust_cache = (cert, ca, trusted, issuer)
+        return c[2], c[3]
 
     def reconnect(self) -> None:
         """Drop the current stream (new credentials after renewal)."""
@@ -176,8 +218,10 @@ class Link:
                 try:
                     await self._session(target)
                     attempt = 0
-                except (grpc.aio.AioRpcError, ConnectionError, OSError) as e:
-                    log.info("link to %s failed: %s", target, _short(e))
+                    self.last_failure = ""
+                except (ChannelError, ConnectionError, OSError) as e:
+                    self.last_failure = str(e)
+                    log.info("link to %s failed: %s", target, e)
                 finally:
                     self.connected.clear()
                 if self.leader_hint and self.leader_hint != target:
@@ -188,63 +232,89 @@ class Link:
     async def _session(self, target: str) -> None:
         """One stream: ends on a redirect, a broken stream, a silent coordinator (no message
         for ``silence_limit()`` seconds: a cut link sends no FIN) or a renewed certificate."""
-        creds = self.identity.channel_credentials()
-        async with grpc.aio.secure_channel(
-            target, creds, options=channel_options(self.server_name)
-        ) as ch:
-            stub = pbg.AgentControlStub(ch)
+        async with self.dialer.connect(target) as ch:
             outbox: asyncio.Queue[pb.AgentMessage] = asyncio.Queue()
             outbox.put_nowait(self._hello())
+            if self.leave is not None:
+                outbox.put_nowait(pb.AgentMessage(leave=self.leave))
             said_goodbye = asyncio.Event()
-
-            def sent(msg: pb.AgentMessage) -> None:
-                if msg.WhichOneof("kind") == "goodbye":
-                    said_goodbye.set()
-
-            call = stub.Connect(_drain(outbox, sent))
+            self._outbox, self._said_goodbye = outbox, said_goodbye
             self._renewed.clear()
             self.last_rx = self.clock.monotonic()
-            recv = asyncio.create_task(self._receive(call, outbox, target))
+            send = asyncio.create_task(self._send(ch, outbox, said_goodbye))
+            recv = asyncio.create_task(self._receive(ch, outbox, target))
             hb = asyncio.create_task(self._heartbeats(outbox))
             renew = asyncio.create_task(self._renewed.wait())
+            tasks = (send, recv, hb, renew)
             try:
-                await asyncio.wait({recv, hb, renew}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             except asyncio.CancelledError:
-                if self.goodbye_hold_s > 0 and self.connected.is_set():
+                if self.goodbye_hold_s > 0 and self.connected.is_set() and self.leave is None:
                     await self._goodbye(outbox, said_goodbye)
                 raise
             finally:
-                call.cancel()
-                for t in (recv, hb, renew, *self._log_tasks.values()):
+                self._outbox = self._said_goodbye = None
+                for t in (*tasks, *self._log_tasks.values()):
                     t.cancel()
-                await asyncio.gather(recv, hb, renew, return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
                 self._log_tasks.clear()
             if hb.done() and not hb.cancelled() and hb.exception() is None:
                 raise ConnectionError(f"{target} sent nothing for {self.silence_limit():.1f}s")
-            if recv.done() and not recv.cancelled() and recv.exception() is not None:
-                raise recv.exception()  # type: ignore[misc]
+            for t in (recv, send):
+                if t.done() and not t.cancelled() and (exc := t.exception()) is not None:
+                    raise exc
 
-    async def _goodbye(self, outbox: asyncio.Queue[pb.AgentMessage], said: asyncio.Event) -> None:
-        """A clean stop: ask the coordinator to hold this node for ``goodbye_hold_s``; wait
-        (at most 1 s) until the message has been written to the stream."""
-        outbox.put_nowait(
-            pb.AgentMessage(
-                goodbye=pb.Goodbye(back_within_s=self.goodbye_hold_s, reason="agent stopping")
-            )
-        )
+    @staticmethod
+    async def _send(
+        ch: AgentEnd, outbox: asyncio.Queue[pb.AgentMessage], said_goodbye: asyncio.Event
+    ) -> None:
+        """The outbox onto the stream, in order (``send`` waits on flow control)."""
+        while True:
+            msg = await outbox.get()
+            await ch.send(msg)
+            if msg.WhichOneof("kind") == "goodbye":
+                said_goodbye.set()
+
+    def announce_leave(self, deadline_s: float, reason: str) -> None:
+        """Tell the coordinator this node is leaving (``Leave``): now if connected, and on
+        every session opened until the agent stops."""
+        self.leave = pb.Leave(deadline_s=deadline_s, reason=reason)
+        if self._outbox is not None:
+            self._outbox.put_nowait(pb.AgentMessage(leave=self.leave))
+
+    async def say_goodbye(self, reason: str) -> bool:
+        """The last word of a leaving agent (no hold: the node is departed, not awaited);
+        False when not connected."""
+        if self._outbox is None or self._said_goodbye is None:
+            return False
+        await self._goodbye(self._outbox, self._said_goodbye, hold=0.0, reason=reason)
+        return True
+
+    async def _goodbye(
+        self,
+        outbox: asyncio.Queue[pb.AgentMessage],
+        said: asyncio.Event,
+        *,
+        hold: float | None = None,
+        reason: str = "agent stopping",
+    ) -> None:
+        """A clean stop: ask the coordinator to hold this node for ``goodbye_hold_s`` (or
+        ``hold``); wait (at most 1 s) until the message has been written to the stream."""
+        hold = self.goodbye_hold_s if hold is None else hold
+        outbox.put_nowait(pb.AgentMessage(goodbye=pb.Goodbye(back_within_s=hold, reason=reason)))
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             async with asyncio.timeout(1.0):
                 await said.wait()
                 await asyncio.sleep(0.05)  # let the HTTP/2 frame leave the socket
-        log.info("said goodbye (hold %.0fs)", self.goodbye_hold_s)
+        log.info("said goodbye (hold %.0fs)", hold)
 
     def silence_limit(self) -> float:
         return max(3.0, 4 * self.interval)
 
     async def _receive(
-        self, call: Any, outbox: asyncio.Queue[pb.AgentMessage], target: str
+        self, ch: AgentEnd, outbox: asyncio.Queue[pb.AgentMessage], target: str
     ) -> None:
-        async for msg in call:
+        async for msg in ch:
             self.last_rx = self.clock.monotonic()
             self.connected.set()
             if self._handle(msg, outbox, target):
@@ -270,6 +340,7 @@ class Link:
             self.seq += 1
             s = self.sample()
             now = self.clock.now()
+            trusted, issuer = self._trust_report()
             outbox.put_nowait(
                 pb.AgentMessage(
                     heartbeat=pb.Heartbeat(
@@ -278,6 +349,9 @@ class Link:
                         usage=resources_to_pb(s.usage),
                         conditions=conditions_to_pb(s.conditions),
                         replicas=[status_pb(st, now) for st in self.supervisor.statuses()],
+                        network_state=self.network_state(),
+                        trusted_roots=trusted,
+                        cert_issuer=issuer,
                     )
                 )
             )
@@ -300,6 +374,10 @@ class Link:
         if kind == "assignments":
             # Obey first: the file only serves a restart while offline. A full disk must not
             # end the session (the same set would be resent and fail again, forever).
+            # The network first: a replica of this set must start on the right network.
+            if self.network is not None:
+                a = msg.assignments
+                self.network(a.network if a.HasField("network") else None)
             self.supervisor.assign(assignments_from_pb(msg.assignments))
             try:
                 self.assignments.save(msg.assignments)
@@ -314,10 +392,20 @@ class Link:
             if msg.ack.interval_s > 0:
                 self.interval = min(max(msg.ack.interval_s, 0.05), 60.0)
             known = list(msg.ack.coordinators)
+            changed = False
             if known and known != self.identity.coordinators:
                 self.identity.coordinators = known
-                if self.on_identity_change is not None:
-                    self.on_identity_change()
+                changed = True
+            if msg.ack.ca_bundle_pem and msg.ack.ca_bundle_pem != self.identity.ca_pem:
+                # root rotation: trust what the coordinator (verified by mTLS) says from the
+                # next connection on; the open stream is kept
+                self.identity.ca_pem = msg.ack.ca_bundle_pem
+                changed = True
+                self.changed.set()  # report the new trust at once, not a heartbeat later
+            if changed and self.on_identity_change is not None:
+                self.on_identity_change()
+            if msg.ack.renew_now and self.on_renew_requested is not None:
+                self.on_renew_requested()
         elif kind == "logs":
             req = msg.logs
             if req.cancel:
@@ -360,21 +448,3 @@ class Link:
             )
         finally:
             self._log_tasks.pop(req.request_id, None)
-
-
-async def _drain(
-    q: asyncio.Queue[pb.AgentMessage], sent: Callable[[pb.AgentMessage], None] | None = None
-) -> AsyncIterator[pb.AgentMessage]:
-    """The outbox as a request stream; ``sent(msg)`` once gRPC has taken ``msg`` (it asks for
-    the next message only after writing the previous one)."""
-    while True:
-        msg = await q.get()
-        yield msg
-        if sent is not None:
-            sent(msg)
-
-
-def _short(e: BaseException) -> str:
-    if isinstance(e, grpc.aio.AioRpcError):
-        return f"{e.code().name}: {e.details()}"
-    return str(e)

@@ -1,4 +1,4 @@
-"""``cloudless ca status`` and ``cloudless remove coordinator NAME``.
+"""``cloudless ca status``, ``cloudless ca rotate`` and ``cloudless remove coordinator NAME``.
 
 (``cloudless coordinator`` runs the coordinator process, so removing one is spelled like
 removing a node: ``cloudless remove coordinator NAME``.)
@@ -6,14 +6,19 @@ removing a node: ``cloudless remove coordinator NAME``.)
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
 
 from cloudless.cli import fmt
 from cloudless.cli.actions import remove_app
+from cloudless.cli.client import Client, ClientConfig
 from cloudless.cli.output import Format, note, out, print_document, print_table
 from cloudless.cli.session import ConfigOpt, OutputOpt, connect
+from cloudless.cli.trust import own_issuer, refresh_trust, renew_self, trust_also
+from cloudless.lib.errors import CloudlessError
 
 ca_app = typer.Typer(no_args_is_help=True, help="The cluster's certificate authority.")
 
@@ -38,7 +43,76 @@ def status(config: ConfigOpt = None, output: OutputOpt = Format.TABLE) -> None:
         when = fmt.clock_time(u["not_after"]) if u["not_after"] else "?"
         rows.append([f"user ({u['role']})", u["name"], when, left])
     note(f"trust domain {doc['trust_domain']}; root rotation: {doc['rotation']}")
+    run = doc.get("rotation_run")
+    if run and run["phase"] != "done":
+        note(f"rotation {run['id']}: {run['phase']}: {run.get('waiting', '')}")
     print_table(["CERTIFICATE", "ID", "EXPIRES", "LEFT"], rows, what="certificates")
+
+
+@ca_app.command("rotate")
+def rotate(
+    overlap: Annotated[
+        str,
+        typer.Option(
+            help="Keep the old root trusted this long after every certificate was re-issued "
+            "(time for other users to run `cloudless user renew`): 90s, 10m, 1h."
+        ),
+    ] = "60s",
+    wait: Annotated[bool, typer.Option(help="Follow the rotation until it is done.")] = True,
+    timeout: Annotated[str, typer.Option(help="Give up following after this long.")] = "30m",
+    config: ConfigOpt = None,
+) -> None:
+    """Rotate the root CA: trust a new root, re-issue every certificate, retire the old one.
+
+    Agents and coordinators follow on their own; this config trusts the new root at once
+    and renews its own certificate during the overlap."""
+    try:
+        overlap_s = fmt.parse_duration(overlap)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--overlap") from None
+    try:
+        timeout_s = fmt.parse_duration(timeout)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--timeout") from None
+    client = connect(config)
+    rot = client.call("POST", "/v1/ca/rotate", {"overlap_s": overlap_s})
+    note(f"root rotation {rot['id']} started: new root {rot['new_digest'][:16]}")
+    trust_also(client.config, str(rot["new_cert_pem"]).encode())
+    if not wait:
+        out.print("follow it with `cloudless ca status`")
+        return
+    for line in follow_rotation(client.config, str(rot["id"]), timeout_s):
+        out.print(line, soft_wrap=True)
+
+
+def follow_rotation(
+    cfg: ClientConfig, rotation_id: str, timeout_s: float, poll_s: float = 0.5
+) -> Iterator[str]:
+    """Follow a rotation to ``done``, renewing this config's certificate once the new root
+    issues; yields a line per change."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        doc = Client(cfg).call("GET", "/v1/ca/status")
+        run = doc.get("rotation_run") or {}
+        if run.get("id") != rotation_id:
+            raise CloudlessError(f"rotation {rotation_id} is no longer the current one")
+        line = f"{run['phase']}: {run.get('waiting', '')}"
+        if line != last:
+            yield line
+            last = line
+        if run["phase"] in ("issue", "retire", "done") and own_issuer(cfg) != run["new_digest"]:
+            renew_self(cfg)
+            yield "this config's certificate renewed from the new root"
+        if run["phase"] == "done":
+            refresh_trust(cfg)
+            yield f"root rotation {rotation_id} done; the old root is no longer trusted"
+            return
+        time.sleep(poll_s)
+    raise CloudlessError(
+        f"root rotation {rotation_id} is still at {last!r} after {timeout_s:.0f}s: see "
+        "`cloudless ca status`; it continues without this command"
+    )
 
 
 @remove_app.command("coordinator")

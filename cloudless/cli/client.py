@@ -57,6 +57,25 @@ class ClientConfig:
         )
 
 
+def _check_coordinator(url: str, der: bytes | None) -> None:
+    """The server's certificate (already verified against the CA) must name a coordinator:
+    a node's or a workload's certificate from the same CA must not pass for one."""
+    from cryptography import x509
+
+    from cloudless.security.identity import CertKind, SpiffeId
+
+    try:
+        cert = x509.load_der_x509_certificate(der or b"")
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        sid = SpiffeId.parse(san.get_values_for_type(x509.UniformResourceIdentifier)[0])
+    except (ValueError, IndexError, x509.ExtensionNotFound, CloudlessError):
+        raise CloudlessError(f"{url} presented a certificate with no SPIFFE ID") from None
+    if sid.kind is not CertKind.SERVICE or not sid.name.startswith("coordinator-"):
+        raise CloudlessError(
+            f"{url} presented {sid.uri}, which is not a coordinator: refusing to talk to it"
+        )
+
+
 class Client:
     def __init__(self, config: ClientConfig, timeout: float = 30.0) -> None:
         self.config = config
@@ -81,6 +100,7 @@ class Client:
         )
         conn.connect()
         assert conn.sock is not None
+        _check_coordinator(url, conn.sock.getpeercert(binary_form=True))
         conn.sock.settimeout(timeout if timeout is not None else self.timeout)
         return conn
 

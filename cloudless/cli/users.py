@@ -18,6 +18,7 @@ from cloudless.cli import fmt
 from cloudless.cli.client import Client
 from cloudless.cli.output import Format, note, out, print_document, print_table
 from cloudless.cli.session import ConfigOpt, OutputOpt, connect
+from cloudless.cli.trust import refresh_trust, renew_self
 from cloudless.lib.errors import CloudlessError
 from cloudless.security._files import write_private
 from cloudless.security.identity import SpiffeId
@@ -63,6 +64,17 @@ def issue_user(
     }
     write_private(cfg_path, json.dumps(cfg, indent=2).encode())
     return cfg_path, res
+
+
+@user_app.command("renew")
+def renew(config: ConfigOpt = None) -> None:
+    """Renew this config's own certificate (new key) and follow the cluster's trusted roots
+    (run it during a root rotation's overlap)."""
+    client = connect(config)
+    changed = refresh_trust(client.config)
+    renew_self(client.config)
+    extra = "; trusted roots updated" if changed else ""
+    out.print(f"certificate renewed ({client.config.cert_file}){extra}")
 
 
 @user_app.command("create")

@@ -1,11 +1,15 @@
 """cloudless.clusterops — operations on the cluster's control plane itself.
 
-==========  ====================================================================================
-module      owns
-==========  ====================================================================================
-``status``  ``ca_status`` (pure): roots and their roles in a rotation, certificate expiries
-``quorum``  ``removal_refusal`` (pure): may this etcd member go without losing quorum?
-``api``     ``install(app, api)``: ``GET /v1/ca/status``,
-            ``DELETE /v1/cluster/coordinators/{name}`` on the user API
-==========  ====================================================================================
+===================  ===========================================================================
+module               owns
+===================  ===========================================================================
+``status``           ``ca_status`` (pure): roots and their roles in a rotation, expiries
+``quorum``           ``removal_refusal`` (pure): may this etcd member go without losing quorum?
+``rotation_plan``    ``next_step`` (pure): when a root rotation moves to its next phase
+``rotation_runner``  ``RootRotation`` (start, follow, lead; the coordinator's own renewal) and
+                     ``AgentTrust`` (the bundle / renew advice in agents' heartbeat acks)
+``api``              ``install(app, api)``: ``GET /v1/ca/status``, ``POST /v1/ca/rotate``,
+                     ``GET /v1/ca/endorsements``, ``POST /v1/users/renew``,
+                     ``DELETE /v1/cluster/coordinators/{name}`` on the user API
+===================  ===========================================================================
 """

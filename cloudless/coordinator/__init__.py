@@ -9,8 +9,10 @@
 * ``dispatcher``: the agent hub: live agent sessions, pushes, liveness, log routing.
 * ``eventlog``: the bounded event window, its compactor and its query.
 * ``agentapi`` and ``userapi``: the edges, the agents' gRPC API and the users' HTTPS API.
-* ``wiring``: one coordinator process: configuration, embedded etcd, joining, start-up.
-* ``sim``: a simulated cluster on a fake clock (for tests and benchmarks).
+* ``wiring``: one coordinator process: configuration, embedded etcd, joining, the leader
+  loops (``leadership``), start-up.
+
+The simulator that runs this code on a fake clock is ``cloudless.testing.sim``.
 
 Components talk through the store, never to each other directly.
 """

@@ -86,10 +86,13 @@ class Replica:
         """This replica with the agent-owned fields of ``report`` (its observed state, reason,
         exit code, restarts, start time, endpoint, readiness and health, volume usage, the
         spec version it was about, and when it was seen), or ``None`` when the
-        report would move observed state backward within one incarnation (same ``restarts``,
-        see ``advance`` above): a late or reordered report, to be dropped. The
+        report would move observed state backward within one incarnation (same ``restarts``
+        and about the same spec version, see ``advance`` above): a late or reordered report,
+        to be dropped. A report about another spec version is another container (an update
+        replaces it and its restart count starts over), so it may start over. The
         coordinator-owned fields (assignment, desired state, spec version) are kept."""
-        if not advance(self.observed, report.observed, report.restarts == self.restarts):
+        same = report.restarts == self.restarts and report.observed_version == self.observed_version
+        if not advance(self.observed, report.observed, same):
             return None
         return replace(
             self,

@@ -56,12 +56,12 @@ class Expression:
 
 
 _STRING = re.compile(r"('''|\"\"\"|'|\").*?(?<!\\)\1", re.S)
-_FIELD_USE = re.compile(r"\b(object|oldObject)\b(\s*\.\s*([A-Za-z_][A-Za-z0-9_]*))?")
+_FIELD_USE = re.compile(r"\b(object|oldObject|user)\b(\s*\.\s*([A-Za-z_][A-Za-z0-9_]*))?")
 
 
 def fields_read(source: str) -> dict[str, frozenset[str] | None]:
-    """Which top-level fields of ``object``/``oldObject`` the expression reads (None: it
-    uses the whole value, e.g. ``size(object)`` or ``object["image"]``). Converting the
+    """Which top-level fields of ``object``/``oldObject``/``user`` the expression reads
+    (None: it uses the whole value, e.g. ``size(object)`` or ``object["image"]``). Converting the
     spec into CEL values is the dearest part of a request, so only these are converted."""
     text = _STRING.sub(lambda m: " " * len(m.group(0)), source)
     out: dict[str, set[str] | None] = {}

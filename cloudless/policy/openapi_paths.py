@@ -46,6 +46,25 @@ def routes() -> tuple[Route, ...]:
         ),
         r("delete", "/v1/policies/{name}", "Delete a policy"),
         r("get", "/v1/ca/status", "Trusted roots, rotation phase, certificate expiries"),
+        Route(
+            "get",
+            "/v1/ca/endorsements",
+            "The rotating-to root certified by the current one (PEM; empty when none)",
+            "application/x-pem-file",
+            public=True,
+        ),
+        r(
+            "post",
+            "/v1/ca/rotate",
+            "Start a root rotation: {overlap_s?} (seconds the old root stays trusted after "
+            "every certificate was re-issued)",
+            status=201,
+        ),
+        r(
+            "post",
+            "/v1/users/renew",
+            "Renew the caller's own user certificate: {csr_pem}; answers {cert_pem, ca_bundle_pem}",
+        ),
         r(
             "delete",
             "/v1/cluster/coordinators/{name}",

@@ -36,8 +36,10 @@ def _r(verb: str, resource: str, ns: NsFrom = NsFrom.NONE) -> RouteAccess:
     return RouteAccess(verb, resource, ns, write=verb not in ("get", "list"))
 
 
-PUBLIC = frozenset({"/healthz", "/v1/ca", "/openapi.json", "/v1/cluster/join"})
-SELF = frozenset({"/v1/users/whoami"})  # any authenticated caller, about itself
+PUBLIC = frozenset(
+    {"/healthz", "/v1/ca", "/v1/ca/endorsements", "/openapi.json", "/v1/cluster/join"}
+)
+SELF = frozenset({"/v1/users/whoami", "/v1/users/renew"})  # any authenticated caller, about itself
 
 ROUTES: dict[tuple[str, str], RouteAccess] = {
     ("GET", "/v1/nodes"): _r("list", "nodes"),
@@ -63,6 +65,7 @@ ROUTES: dict[tuple[str, str], RouteAccess] = {
     ("GET", "/v1/cluster/coordinators"): _r("list", "coordinators"),
     ("DELETE", "/v1/cluster/coordinators/{name}"): _r("delete", "coordinators"),
     ("GET", "/v1/ca/status"): _r("get", "ca"),
+    ("POST", "/v1/ca/rotate"): _r("create", "ca"),
     ("POST", "/v1/users"): _r("create", "users"),
     ("GET", "/v1/users"): _r("list", "users"),
     ("DELETE", "/v1/users/{name}"): _r("delete", "users"),
@@ -78,6 +81,8 @@ ROUTES: dict[tuple[str, str], RouteAccess] = {
     # a login link for the read-only console: a POST that writes no cluster state
     ("POST", "/v1/ui/login"): RouteAccess("get", "console", NsFrom.NONE, write=False),
     ("GET", "/v1/services"): _r("list", "services"),
+    ("GET", "/v1/services/{name}"): _r("get", "services", NsFrom.QUERY),
+    ("GET", "/v1/network"): _r("get", "services"),
     ("GET", "/v1/volumes"): _r("list", "volumes", NsFrom.QUERY),
     ("POST", "/v1/secrets"): _r("create", "secrets"),
     ("GET", "/v1/secrets"): _r("list", "secrets"),

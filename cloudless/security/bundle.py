@@ -89,3 +89,11 @@ def _basic_constraints(cert: x509.Certificate) -> x509.BasicConstraints | None:
         return cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
         return None
+
+
+def trust_report(cert_pem: bytes, ca_pem: bytes) -> tuple[list[str], str]:
+    """What a device reports about its trust: the digests of the roots in its bundle, and of
+    the one among them that signed its certificate ("" if none does)."""
+    bundle = TrustBundle.from_pem(ca_pem)
+    root = bundle.issuer_of(x509.load_pem_x509_certificate(cert_pem))
+    return list(bundle.digests), certificate_digest(root) if root is not None else ""

@@ -10,7 +10,7 @@ kind       extendedKeyUsage      why
 =========  ====================  =====================================
 node       serverAuth, clientAuth  agents serve (exec, logs) and dial
 service    serverAuth, clientAuth  coordinator, etcd, registry …
-workload   clientAuth            workloads only dial the platform
+workload   serverAuth, clientAuth  replicas do mutual TLS with each other
 user       clientAuth            people only dial the platform
 =========  ====================  =====================================
 
@@ -20,7 +20,9 @@ clock skew between devices and never outlive the root.
 
 State on disk (directory 0700, every file 0600): ``ca.crt`` (root), ``ca.key`` (PKCS#8, encrypted
 with the passphrase when one is given), ``ca.json`` (trust domain, creation time) and, during a
-root rotation, ``trusted-roots.pem`` (extra roots that are also trusted).
+root rotation, ``trusted-roots.pem`` (extra roots that are also trusted). After the first root
+switch, ``secrets-root.key`` keeps the key of the *first* root: secrets keys stay derived from
+it, so a root rotation does not make sealed secrets unreadable.
 """
 
 from __future__ import annotations
@@ -80,13 +82,14 @@ CERT_FILE = "ca.crt"
 KEY_FILE = "ca.key"
 META_FILE = "ca.json"
 EXTRA_ROOTS_FILE = "trusted-roots.pem"
+SECRETS_ROOT_FILE = "secrets-root.key"
 
 SERVER_KINDS = frozenset({CertKind.NODE, CertKind.SERVICE})
 
 _EKU = {
     CertKind.NODE: [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
     CertKind.SERVICE: [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-    CertKind.WORKLOAD: [ExtendedKeyUsageOID.CLIENT_AUTH],
+    CertKind.WORKLOAD: [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
     CertKind.USER: [ExtendedKeyUsageOID.CLIENT_AUTH],
 }
 
@@ -123,6 +126,8 @@ class CertificateAuthority:
         self._bundle: tuple[tuple[x509.Certificate, ...], TrustBundle] | None = None
         self._digest = certificate_digest(root)
         self._ski = x509.SubjectKeyIdentifier.from_public_key(root.public_key())
+        # (key, root digest) that secrets keys are derived from: the first root's
+        self._secrets_root: tuple[CertificateIssuerPrivateKeyTypes, str] = (key, self._digest)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -184,7 +189,7 @@ class CertificateAuthority:
         extra: tuple[x509.Certificate, ...] = ()
         if (d / EXTRA_ROOTS_FILE).exists():
             extra = tuple(load_pem_certificates((d / EXTRA_ROOTS_FILE).read_bytes()))
-        return cls(
+        ca = cls(
             directory=d,
             root=root,
             key=key,
@@ -192,6 +197,9 @@ class CertificateAuthority:
             extra_roots=extra,
             clock=clock,
         )
+        if (d / SECRETS_ROOT_FILE).exists():
+            ca._secrets_root = _load_secrets_root(d / SECRETS_ROOT_FILE)
+        return ca
 
     # -- public views ---------------------------------------------------------------------------
 
@@ -243,6 +251,10 @@ class CertificateAuthority:
 
         ``root_rotation`` persists the files first (extra roots, then key, then cert)."""
         previous = self.root
+        if not (self.directory / SECRETS_ROOT_FILE).exists():
+            skey, sdigest = self._secrets_root
+            pem = private_key_pem(skey)  # type: ignore[arg-type]
+            write_private(self.directory / SECRETS_ROOT_FILE, sdigest.encode() + b"\n" + pem)
         self.root = root
         self._key = key
         self._digest = certificate_digest(root)
@@ -275,6 +287,23 @@ class CertificateAuthority:
     def secrets_key(self, generation: int) -> bytes:
         """The 32-byte AES key of secrets generation ``generation`` (``security.secretbox``),
         derived from the root key like ``token_signing_key``: only coordinators hold it."""
+        key, digest = self._secrets_root
+        ikm = key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        hkdf = HKDF(
+            algorithm=hashes.SHA256(),
+            length=32,
+            salt=bytes.fromhex(digest),
+            info=f"cloudless/secrets/v1/{generation}".encode(),
+        )
+        return hkdf.derive(ikm)
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A 32-byte key for ``purpose`` derived from the *issuing* root key (HKDF-SHA256):
+        only coordinators holding this root can compute it."""
         ikm = self._key.private_bytes(
             serialization.Encoding.DER,
             serialization.PrivateFormat.PKCS8,
@@ -284,7 +313,7 @@ class CertificateAuthority:
             algorithm=hashes.SHA256(),
             length=32,
             salt=bytes.fromhex(self._digest),
-            info=f"cloudless/secrets/v1/{generation}".encode(),
+            info=f"cloudless/{purpose}/v1".encode(),
         )
         return hkdf.derive(ikm)
 
@@ -491,6 +520,19 @@ def load_root_key(path: Path, passphrase: bytes | None) -> rsa.RSAPrivateKey:
     if not isinstance(key, rsa.RSAPrivateKey):
         raise CaStateError(f"the CA key {path} is not an RSA key")
     return key
+
+
+def _load_secrets_root(path: Path) -> tuple[CertificateIssuerPrivateKeyTypes, str]:
+    """``secrets-root.key``: the first root's digest on one line, then its key (PEM)."""
+    check_private_file(path)
+    digest, _, pem = path.read_bytes().partition(b"\n")
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (TypeError, ValueError) as exc:
+        raise CaStateError(f"{path} is corrupt ({exc})") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise CaStateError(f"{path} does not hold an RSA key")
+    return key, digest.decode().strip()
 
 
 def _check_csr_identity(csr: x509.CertificateSigningRequest, spiffe_id: SpiffeId) -> None:

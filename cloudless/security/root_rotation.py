@@ -11,6 +11,9 @@
    trusting the old root. Leaves it signed are refused from then on.
 
 ``rotation_status`` reports where a CA is. Every step persists before it returns.
+``endorse`` certifies a new root with the issuing one, so a client that trusts only the old
+root can accept the new one it is offered (``endorsed_roots``); ``cloudless ca rotate``
+(``clusterops.rotation_runner``) drives these steps across a cluster.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 
 from cloudless.security._files import write_private
-from cloudless.security.bundle import certificate_digest
+from cloudless.security.bundle import TrustBundle, certificate_digest, load_pem_certificates
 from cloudless.security.ca import (
     CERT_FILE,
     DEFAULT_ROOT_KEY_SIZE,
@@ -98,3 +101,41 @@ def switch_to_next_root(ca: CertificateAuthority, *, passphrase: bytes | str | N
 def retire_root(ca: CertificateAuthority, digest: str) -> None:
     """Stop trusting a non-issuing root (after every leaf it signed has been renewed)."""
     ca.remove_trusted_root(digest)
+
+
+def endorse(ca: CertificateAuthority, new: x509.Certificate) -> bytes:
+    """The new root's subject and key certified by the issuing root: a client that trusts
+    the old root can check a new root it is offered (``endorsed_roots``) with no other
+    channel. (Not a chain for TLS: the roots are ``pathlen:0``.)"""
+    old = ca.root
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(new.subject)
+        .issuer_name(old.subject)
+        .public_key(new.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(new.not_valid_before_utc)
+        .not_valid_after(min(new.not_valid_after_utc, old.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca._signing_key(), hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def endorsed_roots(
+    offered: list[x509.Certificate], trusted: list[x509.Certificate], endorsements: bytes
+) -> list[x509.Certificate]:
+    """The offered roots we trust or that a trusted root endorsed (same subject and key)."""
+    crosses = load_pem_certificates(endorsements) if endorsements.strip() else []
+    out = []
+    for root in offered:
+        if any(certificate_digest(root) == certificate_digest(t) for t in trusted):
+            out.append(root)
+            continue
+        for cross in crosses:
+            if cross.subject != root.subject or cross.public_key() != root.public_key():
+                continue
+            if TrustBundle.of(trusted).issuer_of(cross) is not None:
+                out.append(root)
+                break
+    return out

@@ -265,9 +265,17 @@ class ReloadableServerCredentials:
     and to start trusting a second root during a root rotation.
     """
 
-    def __init__(self, cert_pem: bytes, key_pem: bytes, bundle_pem: bytes) -> None:
+    def __init__(
+        self,
+        cert_pem: bytes,
+        key_pem: bytes,
+        bundle_pem: bytes,
+        *,
+        require_client_auth: bool = True,
+    ) -> None:
         self._current = (cert_pem, key_pem, bundle_pem)
         self._pending: Any = None
+        self.require_client_auth = require_client_auth
 
     def update(
         self,
@@ -286,8 +294,32 @@ class ReloadableServerCredentials:
 
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.dynamic_ssl_server_credentials(
-            _server_config(*self._current), self._fetch, require_client_authentication=True
+            _server_config(*self._current),
+            self._fetch,
+            require_client_authentication=self.require_client_auth,
         )
+
+
+class ReloadableServerContext:
+    """An asyncio server ``SSLContext`` whose certificate and trust change without a restart.
+
+    Serve ``listening``; every new handshake is handed to the context ``make`` built last
+    (``reload``) from the server-name callback, which OpenSSL calls with or without SNI.
+    Established connections keep their session."""
+
+    def __init__(self, make: Callable[[], ssl.SSLContext]) -> None:
+        self._make = make
+        self.current = make()
+        self.listening = make()
+        self.listening.sni_callback = self._pick
+        self.reloads = 0
+
+    def _pick(self, sslobj: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
+        sslobj.context = self.current
+
+    def reload(self) -> None:
+        self.current = self._make()
+        self.reloads += 1
 
 
 def _server_config(cert_pem: bytes, key_pem: bytes, bundle_pem: bytes) -> Any:

@@ -1,6 +1,6 @@
 """Random fault sequences on a dozen agents and two coordinators, seeded so that every run
 repeats: after the faults are healed and the cluster has settled, the invariants hold
-(``cloudless.coordinator.sim.problems``): every workload runs exactly its replica count (in
+(``cloudless.testing.sim.problems``): every workload runs exactly its replica count (in
 the store and on the reachable hosts), no node is over-committed, no replica is assigned to a
 failed or removed node, and no host runs a container no replica wants."""
 
@@ -13,10 +13,10 @@ from types import MappingProxyType
 
 import pytest
 
-from cloudless.coordinator.sim import SimCluster, SimError, spec
 from cloudless.model.node import NodeState
 from cloudless.model.workload import Placement, SpreadConstraint
 from cloudless.runtime.fake import FakeBehavior
+from cloudless.testing.sim import SimCluster, SimError, spec
 
 SEEDS = list(
     range(int(os.environ.get("SIM_SEEDS_FROM", "0")), int(os.environ.get("SIM_SEEDS_TO", "8")))
@@ -122,7 +122,7 @@ async def _scenario(seed: int) -> tuple[float, list[str]]:
 
 
 def _problems(v):  # type: ignore[no-untyped-def]
-    from cloudless.coordinator.sim import problems
+    from cloudless.testing.sim import problems
 
     return problems(v)
 

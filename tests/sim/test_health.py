@@ -3,10 +3,10 @@ the real hub, and a node cut off from the coordinators keeps probing and restart
 
 from __future__ import annotations
 
-from cloudless.coordinator.sim import SimCluster, spec
 from cloudless.model.health import HealthChecks, Probe, ProbeKind
 from cloudless.model.replica import ReplicaState
 from cloudless.runtime.fake import FakeBehavior, FakeExec
+from cloudless.testing.sim import SimCluster, spec
 
 CHECK = Probe(ProbeKind.EXEC, command=("check",), interval_s=1.0, failure_threshold=2)
 

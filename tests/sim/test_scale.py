@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import time
 
-from cloudless.coordinator.sim import SimCluster, SimView, spec
 from cloudless.model.node import NodeState
 from cloudless.model.workload import Placement, SpreadConstraint
+from cloudless.testing.sim import SimCluster, SimView, spec
 
 AGENTS = 1000
 MIX = [

@@ -4,13 +4,11 @@ away waits for it (and comes back in place) or is recreated elsewhere, as the sp
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from pathlib import Path
 
-from cloudless.coordinator.sim import SimCluster, spec
-from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.model.replica import ReplicaState
 from cloudless.model.volumes import NodeLoss, Volume
+from cloudless.testing.sim import SimCluster, spec
 
 DATA = (Volume("data", "/data"),)
 
@@ -78,11 +76,7 @@ async def test_delete_keeps_volumes_unless_asked() -> None:
         await sim.delete("kv")  # plain delete: the data stays on its node
         await sim.until(lambda v: "kv" not in v.workloads, within=10, what="kv gone")
         assert found(root, "*/kv/kv-0/data") == 1
-
-        def with_volumes(cur: WorkloadRecord | None) -> WorkloadRecord | None:
-            return None if cur is None else replace(cur, deleted=True, delete_volumes=True)
-
-        await sim.state.workloads.update("db", with_volumes, fence=sim.fence())  # as the API
+        await sim.delete("db", volumes=True)
         await sim.until(lambda v: "db" not in v.workloads, within=10, what="db gone")
         for _ in range(200):  # deleted in a thread: real time
             if not found(root, "*/db"):

@@ -7,7 +7,6 @@ from collections import Counter
 
 import pytest
 
-from cloudless.coordinator.sim import SimCluster, SimView, spec
 from cloudless.model.node import NodeState
 from cloudless.model.replica import DesiredState, ReplicaState
 from cloudless.model.workload import (
@@ -17,6 +16,7 @@ from cloudless.model.workload import (
     SpreadConstraint,
 )
 from cloudless.runtime.fake import FakeBehavior
+from cloudless.testing.sim import SimCluster, SimView, spec
 
 S = NodeState
 R = ReplicaState
@@ -342,7 +342,7 @@ async def test_removed_node_is_refused_and_its_replicas_replaced() -> None:
         assert took <= 1.0  # no grace for a removal: the next reconcile round
         await sim.run_for(2)
         agent = sim.agents[victim]
-        assert agent.session is None
+        assert not agent.connected
         assert "not a member of this cluster" in agent.stats.refused
         # The hub sends a removed node an empty assignment before closing its stream:
         # it stops its containers rather than leaving them unmanaged.

@@ -5,8 +5,8 @@ checks the peer certificate itself through the ``Authorizer`` (a call with no ce
 a foreign CA, an expired or revoked certificate, or a node speaking for another node's id is
 refused with ``UNAUTHENTICATED``/``PERMISSION_DENIED`` and a reason). Followers answer
 ``Connect`` with a redirect to the leader. What an agent reports is checked by
-``agent_input`` (bad facts: ``INVALID_ARGUMENT`` naming each field), and a log chunk is taken
-only from the node its request was sent to.
+``agent_input`` (bad facts: ``INVALID_ARGUMENT`` naming each field). A ``Connect`` call is
+served by ``AgentSessions`` over the gRPC channel of ``cloudless.transport``.
 """
 
 from __future__ import annotations
@@ -14,49 +14,36 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import grpc
+from cryptography import x509
 
 from cloudless.api.convert import resources_from_pb
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
-from cloudless.coordinator.agentapi.checks import (
-    clean_goodbye,
-    clean_statuses,
-    enrollment_problems,
-    heartbeat_problems,
-)
+from cloudless.coordinator.agentapi.checks import enrollment_problems, reserved_problems
 from cloudless.coordinator.agentapi.enrollment import Enroller
-from cloudless.coordinator.dispatcher.hub import AgentHub, NotLeader
+from cloudless.coordinator.agentapi.sessions import AgentSessions
+from cloudless.coordinator.agentapi.sessions import details as _details
+from cloudless.coordinator.dispatcher.hub import AgentHub
 from cloudless.coordinator.state.cluster import ClusterState
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError, ValidationError
 from cloudless.model.node import Node, NodeState
 from cloudless.observability.http import metrics_address_problem
 from cloudless.observability.metrics import ENROLLMENTS
+from cloudless.security import svid
 from cloudless.security.authz import Authorizer
 from cloudless.security.ca import CertificateAuthority
 from cloudless.security.identity import CertKind, SpiffeId
 from cloudless.security.tokens import TokenClaims, TokenManager
 from cloudless.store.errors import StoreError
+from cloudless.store.tables.replicas import replica_name
 from cloudless.store.tokens import StoreTokenStore
+from cloudless.transport.grpc_channel import serve_connect
 
 log = logging.getLogger("cloudless.coordinator.agentapi.service")
 security_log = logging.getLogger("cloudless.security")
-
-# Put in a session's outbox when the agent's side of the stream has ended.
-_READER_DONE = pb.CoordinatorMessage()
-MAX_DETAILS = 2048  # of a refusal's gRPC details
-
-
-class BadAgentInput(ValueError):
-    """An agent's message failed ``agent_input``'s checks: the stream ends INVALID_ARGUMENT."""
-
-
-def _details(problems: list[str]) -> str:
-    text = "; ".join(problems)
-    return text if len(text) <= MAX_DETAILS else text[:MAX_DETAILS] + "... (cut)"
 
 
 def peer_certificate(context: grpc.aio.ServicerContext) -> bytes | None:
@@ -67,10 +54,6 @@ def peer_certificate(context: grpc.aio.ServicerContext) -> bytes | None:
 
 class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
     ENDPOINTS_TTL_S = 5.0  # how stale the coordinator list in an EnrollResponse may be
-    # An agent connecting while no leader is known is held this long (its stream open)
-    # before it is told to retry elsewhere; an empty message every NUDGE_S meanwhile.
-    HOLD_WITHOUT_LEADER_S = 10.0
-    NUDGE_S = 2.0  # agents end a session after >= 3 s without a message
 
     def __init__(
         self,
@@ -95,6 +78,13 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
         self._enroll: Enroller | None = None
         self._endpoints_lock = asyncio.Lock()
         self._others: tuple[float, list[str]] | None = None  # (when listed, agent endpoints)
+        self.sessions = AgentSessions(
+            hub=hub,
+            clock=clock,
+            leader_address=leader_address,
+            agent_endpoints=agent_endpoints,
+            refused=self._refused,
+        )
 
     # ---- enrollment ------------------------------------------------------------------------
 
@@ -107,8 +97,8 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
         self, request: pb.EnrollRequest, context: grpc.aio.ServicerContext
     ) -> pb.EnrollResponse:
         """See ``cloudless.coordinator.agentapi.enrollment``: refusals are
-        ``PERMISSION_DENIED`` with the reason; a store that stays unsure is ``UNAVAILABLE`` (the
-        agent retries with the same CSR, and a retry after a landed write gets its
+        ``PERMISSION_DENIED`` with the reason; a store that stays unsure is ``UNAVAILABLE``
+        (the agent retries with the same CSR, and a retry after a landed write gets its
         certificate)."""
         peer = context.peer()
         facts = request.facts
@@ -121,6 +111,8 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             problem = metrics_address_problem(facts.metrics_address)
             if problem:
                 raise ValidationError(f"node facts: {problem}")
+            for p in reserved_problems(facts.reserved_hours):
+                raise ValidationError(f"node {p}")
             labels = dict(facts.labels)
             labels.update(claims.labels)  # labels pinned by the token win
             return Node.make(
@@ -141,6 +133,7 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
                 cost_per_hour=facts.cost_per_hour,
                 enrolled_at=self.clock.now(),
                 metrics_address=facts.metrics_address,
+                reserved_hours=frozenset(facts.reserved_hours),
             )
 
         try:
@@ -162,10 +155,6 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             ca_bundle_pem=self.ca.bundle_pem,
             coordinators=await self._all_agent_endpoints(),
         )
-
-    def _own_endpoint(self) -> str:
-        mine = self.agent_endpoints()
-        return mine[0] if mine else ""
 
     def _enroller(self) -> Enroller:
         if self._enroll is None:
@@ -244,107 +233,41 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             raise
         return pb.StoreProxyResponse(response_json=store_proxy.encode(answer))
 
-    async def Connect(
-        self, request_iterator: AsyncIterator[pb.AgentMessage], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.CoordinatorMessage]:
+    async def IssueWorkloadIdentity(
+        self, request: pb.WorkloadIdentityRequest, context: grpc.aio.ServicerContext
+    ) -> pb.WorkloadIdentityResponse:
+        """A replica's SVID, for the agent of the node it is assigned to (``security.svid``)."""
         node_id = await self._authorize_node(context)
-        held_until = self.clock.monotonic() + self.HOLD_WITHOUT_LEADER_S
-        nudge_at = self.clock.monotonic() + self.NUDGE_S
+        rec = await self.state.replicas.get(replica_name(request.workload, request.replica_id))
+        why = svid.issuance_refusal(
+            node_id, request.workload, request.replica_id, rec.value if rec else None
+        )
+        if why is not None:
+            await self._refused(f"workload identity for node {node_id} refused: {why}")
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
         try:
-            while True:
-                try:
-                    session = await self.hub.open_session(node_id)
-                    break
-                except NotLeader:
-                    leader = self.leader_address() or ""
-                    now = self.clock.monotonic()
-                    if now >= held_until or (leader and leader != self._own_endpoint()):
-                        yield pb.CoordinatorMessage(
-                            redirect=pb.Redirect(
-                                leader_address=leader,
-                                reason="not the leader" if leader else "no leader elected yet",
-                            )
-                        )
-                        return
-                    # No leader yet, or it is us and the hub is starting: hold the stream.
-                    # Redirected now, the agent would only come back; thousands doing so
-                    # after a leader change are a reconnect storm that keeps the machine
-                    # too busy to elect one. An empty message keeps its silence timer fed.
-                    if now >= nudge_at:
-                        nudge_at = now + self.NUDGE_S
-                        yield pb.CoordinatorMessage()
-                    await self.hub.wait_active(max(0.0, min(nudge_at, held_until) - now))
-        except PermissionError as e:
-            await self._refused(f"connect from {node_id} refused: {e}")
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
-            return
-        except StoreError as e:  # the agent retries with backoff; nothing to log per agent
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"store unavailable: {e}")
-            return
-        reader = asyncio.ensure_future(self._read(node_id, session, request_iterator))
-        # The reader's end is one more item in the outbox: one queue wait per message, not an
-        # asyncio.wait over two futures (measured: ~17% less server CPU per message).
-        reader.add_done_callback(lambda _: session.outbox.put_nowait(_READER_DONE))
-        try:
-            while True:
-                msg = await session.outbox.get()
-                if msg is _READER_DONE:
-                    exc = None if reader.cancelled() else reader.exception()
-                    if isinstance(exc, PermissionError):
-                        await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
-                    if isinstance(exc, BadAgentInput):
-                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-                    if exc is not None:
-                        log.info("stream from %s ended: %s", node_id, exc)
-                    return
-                yield msg
-                if msg.WhichOneof("kind") == "redirect":
-                    return
-        finally:
-            if not reader.done():
-                reader.cancel()
-            elif not reader.cancelled():
-                reader.exception()  # retrieved: the stream's end was already handled
-            self.hub.close_session(session)
+            cert = self.ca.sign_csr(
+                request.csr_pem,
+                svid.workload_identity(request.replica_id, self.ca.trust_domain),
+                CertKind.WORKLOAD,
+                ttl_seconds=svid.clamp_ttl(request.ttl_seconds),
+                common_name=request.workload,
+            )
+        except CloudlessError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"csr_pem: {e}")
+            raise
+        leaf = x509.load_pem_x509_certificate(cert)
+        return pb.WorkloadIdentityResponse(
+            cert_pem=cert,
+            ca_bundle_pem=self.ca.bundle_pem,
+            expires_at=leaf.not_valid_after_utc.timestamp(),
+        )
 
-    @staticmethod
-    def _clean(node_id: str, statuses: Any) -> None:
-        for why in clean_statuses(statuses):
-            log.warning("node %s: %s; status dropped", node_id, why)
-
-    async def _read(
-        self, node_id: str, session: object, it: AsyncIterator[pb.AgentMessage]
+    async def Connect(
+        self,
+        request_iterator: AsyncIterator[pb.AgentMessage],
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> None:
-        from cloudless.coordinator.dispatcher.hub import Session
-
-        assert isinstance(session, Session)
-        async for msg in it:
-            kind = msg.WhichOneof("kind")
-            if kind == "hello":
-                if msg.hello.node_id and msg.hello.node_id != node_id:
-                    await self._refused(
-                        f"node {node_id} claimed to be {msg.hello.node_id} in its hello; refused"
-                    )
-                    raise PermissionError(f"{node_id} may not speak as {msg.hello.node_id}")
-                self._clean(node_id, msg.hello.replicas)
-                await self.hub.on_hello(session, msg.hello)
-            elif kind == "heartbeat":
-                problems = heartbeat_problems(msg.heartbeat)
-                if problems:
-                    await self._refused(f"node {node_id}: heartbeat refused: {_details(problems)}")
-                    raise BadAgentInput(_details(problems))
-                self._clean(node_id, msg.heartbeat.replicas)
-
-                def send(ack: pb.HeartbeatAck) -> None:
-                    ack.coordinators.extend(self.agent_endpoints())
-                    session.outbox.put_nowait(pb.CoordinatorMessage(ack=ack))
-
-                await self.hub.on_heartbeat(session, msg.heartbeat, send)
-            elif kind == "log":
-                if not self.hub.on_log(node_id, msg.log):
-                    await self._refused(
-                        f"node {node_id} sent a log chunk for a request it was not sent; dropped"
-                    )
-            elif kind == "goodbye":
-                clean_goodbye(msg.goodbye)
-                await self.hub.on_goodbye(session, msg.goodbye)
+        """Authenticate the node, then serve its session (``AgentSessions``) over the call."""
+        node_id = await self._authorize_node(context)
+        await serve_connect(context, node_id, self.sessions.serve)

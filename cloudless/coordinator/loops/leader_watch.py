@@ -123,13 +123,18 @@ class GrpcLink:
     """An idle HTTP/2 connection (mutual TLS) to the leader's agent port; no RPC is made.
     gRPC's C core owns the socket and its pings, so detection does not wait on our loop."""
 
-    def __init__(self, credentials: grpc.ChannelCredentials, options: list[tuple[str, Any]]):
+    def __init__(
+        self,
+        credentials: grpc.ChannelCredentials | Callable[[], grpc.ChannelCredentials],
+        options: list[tuple[str, Any]],
+    ):
         self._credentials = credentials
         self._options = options
 
     async def states(self, address: str) -> AsyncGenerator[bool, None]:
         ready = grpc.ChannelConnectivity.READY
-        async with grpc.aio.secure_channel(address, self._credentials, self._options) as ch:
+        creds = self._credentials() if callable(self._credentials) else self._credentials
+        async with grpc.aio.secure_channel(address, creds, self._options) as ch:
             state = ch.get_state(try_to_connect=True)
             last: bool | None = None
             while True:

@@ -32,6 +32,8 @@ from cloudless.store.table import Table
 from cloudless.store.tables import ROOT
 
 CA_FILES = ("ca.crt", "ca.key", "ca.json")
+# present once a root rotation happened: the previous roots still trusted, secrets' key root
+OPTIONAL_CA_FILES = ("trusted-roots.pem", "secrets-root.key")
 
 
 class JoinFailed(CloudlessError):
@@ -67,7 +69,8 @@ async def known_coordinators(store: Store) -> list[CoordinatorInfo]:
 
 
 def ca_material(ca_dir: Path) -> dict[str, str]:
-    return {name: (ca_dir / name).read_text() for name in CA_FILES}
+    names = [*CA_FILES, *(n for n in OPTIONAL_CA_FILES if (ca_dir / n).exists())]
+    return {name: (ca_dir / name).read_text() for name in names}
 
 
 def _post_join(api_url: str, root_pem: bytes, body: dict[str, Any], timeout: float) -> Any:
@@ -112,3 +115,6 @@ def write_ca(ca_dir: Path, files: dict[str, str]) -> None:
         if name not in files:
             raise JoinFailed(f"join answer lacks CA file {name}")
         write_private(ca_dir / name, files[name].encode())
+    for name in OPTIONAL_CA_FILES:
+        if name in files:
+            write_private(ca_dir / name, files[name].encode())

@@ -15,15 +15,17 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
 from aiohttp import web
 
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
+from cloudless.churn.keeper import AvailabilityKeeper
+from cloudless.churn.route import StrategyPlacer
+from cloudless.churn.target import AvailabilityPlacer
+from cloudless.clusterops.rotation_runner import AgentTrust, RootRotation
 from cloudless.coordinator.agentapi.service import AgentApi
-from cloudless.coordinator.deciders.placer import SchedulerPlacer
 from cloudless.coordinator.dispatcher.hub import AgentHub
 from cloudless.coordinator.eventlog.compactor import EventCompactor
 from cloudless.coordinator.loops.leader_watch import GrpcLink, LeaderWatch, leader_link_options
@@ -42,13 +44,14 @@ from cloudless.coordinator.wiring.joining import (
     request_join,
     write_ca,
 )
+from cloudless.coordinator.wiring.leadership import LeaderLoop, Leadership
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.lib.errors import CloudlessError
 from cloudless.lib.ids import IdSource, RandomIds
 from cloudless.model.workload import WorkloadSpec
 from cloudless.network.controller import NetworkController
+from cloudless.network.lighthouse import network_publisher
 from cloudless.observability.http import parse_listen, serve_metrics
-from cloudless.observability.metrics import IS_LEADER, LEADER_CHANGES
 from cloudless.observability.store import MeasuredStore
 from cloudless.scheduler.scheduler import Scheduler
 from cloudless.security._files import write_private as _write_file
@@ -57,6 +60,7 @@ from cloudless.security.ca import CertificateAuthority
 from cloudless.security.identity import CertKind, SpiffeId
 from cloudless.security.revocation import RevocationList
 from cloudless.security.secretbox import SecretBox
+from cloudless.security.tls import ReloadableServerContext, ReloadableServerCredentials
 from cloudless.security.tokens import TokenManager
 from cloudless.store.election import Election
 from cloudless.store.errors import StoreError
@@ -108,6 +112,10 @@ class Coordinator:
         self.election: Election
         self.hub: AgentHub
         self.network: NetworkController | None = None
+        self.rotation: RootRotation
+        self._grpc_creds: list[ReloadableServerCredentials] = []
+        self._https: ReloadableServerContext | None = None
+        self.availability: AvailabilityKeeper
 
     # ---- pieces ----------------------------------------------------------------------------
 
@@ -136,6 +144,18 @@ class Coordinator:
         write_private(c.tls_dir / "coordinator.key", key)
         write_private(c.tls_dir / "coordinator.crt", cert)
         write_private(c.tls_dir / "ca.pem", self.ca.bundle_pem)
+
+    def _reload_tls(self) -> None:
+        """Serve the current certificate and trust bundle from the next handshake on (after a
+        root rotation step or a renewal of our own certificate); open connections stay."""
+        c = self.config
+        write_private(c.tls_dir / "ca.pem", self.ca.bundle_pem)
+        key = (c.tls_dir / "coordinator.key").read_bytes()
+        cert = (c.tls_dir / "coordinator.crt").read_bytes()
+        for creds in self._grpc_creds:
+            creds.update(cert_pem=cert, key_pem=key, bundle_pem=self.ca.bundle_pem)
+        if self._https is not None:
+            self._https.reload()
 
     def _write_admin_config(self) -> None:
         c = self.config
@@ -204,21 +224,42 @@ class Coordinator:
             self.ca, StoreTokenStore(self.store), self.clock, bcrypt_cost=c.bcrypt_cost
         )
         authorizer = Authorizer(
-            self.ca.trust_bundle,
+            lambda: self.ca.trust_bundle,  # follows a root rotation
             trust_domain=c.trust_domain,
             revocations=self.revocations,
             clock=self.clock,
         )
         self.hub = AgentHub(self.state, self.clock, c.membership)
+        self.hub.trust = AgentTrust(self.store, self.ca)
+        self.rotation = RootRotation(
+            self.store,
+            self.ca,
+            c.name,
+            self.clock,
+            reissue_own=self._issue_own_certs,
+            reload=self._reload_tls,
+            own_certificate=lambda: (c.tls_dir / "coordinator.crt").read_bytes(),
+            ids=self.ids,
+            rng=self.rng,
+            emit=lambda message: self.hub.emit("ca", message),
+        )
         self.secret_cache = SecretCache(
             self.store, SecretBox(self.ca.secrets_key), self.hub.secrets_changed
         )
         self.hub.secret_values = self.secret_cache.get
+        scheduler = Scheduler(c.scheduler)
+        availability = AvailabilityPlacer(scheduler)
+        self.availability = AvailabilityKeeper(
+            self.store, self.state.nodes, self.clock, availability
+        )
         reconciler = Reconciler(
-            self.state, SchedulerPlacer(Scheduler(c.scheduler)), self.ids, self.clock
+            self.state, StrategyPlacer(scheduler, availability), self.ids, self.clock
         )
         self.network = (
             NetworkController(self.state, c.network.plan(), self.clock) if c.network else None
+        )
+        self.network_publisher, self.lighthouse = network_publisher(
+            c.network, c.ca_dir, self.store, self.clock, self.hub
         )
         me = json.dumps({"api": c.api_url, "agent": c.agent_endpoint, "name": c.name})
         self.election = Election(self.store, me, ttl=c.election_ttl, clock=self.clock)
@@ -255,6 +296,8 @@ class Coordinator:
             enroll_endpoints=enroll_endpoints,
             scheduler=Scheduler(self.config.scheduler),
         )
+        user_api.network_config = c.network
+        user_api.rotation = self.rotation
         try:
             async with asyncio.TaskGroup() as tg:
                 if self.etcd is not None:
@@ -281,8 +324,12 @@ class Coordinator:
                 )
                 tg.create_task(self._refresh_coordinators())
                 tg.create_task(self._sync_revocations())
+                tg.create_task(self.rotation.follow())
+                tg.create_task(self.rotation.keep_own_certificate())
                 tg.create_task(self.secret_cache.run())
-                tg.create_task(self._lead(reconciler))
+                tg.create_task(self._leadership(reconciler).run())
+                if self.lighthouse is not None:
+                    tg.create_task(self.lighthouse.run())
                 tg.create_task(self._leader_watch().run())
                 grpc_server = await self._serve_grpc(agent_api)
                 runner = await self._serve_http(user_api)
@@ -309,11 +356,13 @@ class Coordinator:
         """Followers hold a link to the leader's agent port and depose a leader whose link
         breaks for good (see ``leader_watch``), instead of waiting out its lease."""
         c = self.config
-        creds = grpc.ssl_channel_credentials(
-            root_certificates=self.ca.bundle_pem,
-            private_key=(c.tls_dir / "coordinator.key").read_bytes(),
-            certificate_chain=(c.tls_dir / "coordinator.crt").read_bytes(),
-        )
+
+        def creds() -> grpc.ChannelCredentials:  # current files: they follow renewals
+            return grpc.ssl_channel_credentials(
+                root_certificates=self.ca.bundle_pem,
+                private_key=(c.tls_dir / "coordinator.key").read_bytes(),
+                certificate_chain=(c.tls_dir / "coordinator.crt").read_bytes(),
+            )
 
         def agent_address(value: str) -> str | None:
             try:
@@ -353,68 +402,25 @@ class Coordinator:
                 )
             await asyncio.sleep(0.05)
 
-    async def _lead(self, reconciler: Reconciler) -> None:
-        """Run the leader-only components while this coordinator leads."""
-        task: asyncio.Task[None] | None = None
-        term = 0
-        try:
-            async for lead in self.election.changes():
-                if lead.term and lead.term != term:
-                    term = lead.term
-                    LEADER_CHANGES.inc()
-                IS_LEADER.set(1 if lead.is_me else 0)
-                if lead.is_me and task is None:
-                    log.info("coordinator %s is the leader (term %d)", self.config.name, lead.term)
-                    task = asyncio.create_task(self._leading(reconciler))
-                elif not lead.is_me and task is not None:
-                    log.info("coordinator %s is no longer the leader", self.config.name)
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-                    task = None
-        finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-    async def _leading(self, reconciler: Reconciler) -> None:
-        """The leader's components, for as long as the election names us (``_lead`` cancels
-        this when it stops doing so). The agent hub and the reconciler are restarted each on
-        its own: a reconciler failing on a slow store must not drop every agent's session."""
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._keep_leading("agent hub", self.hub.lead))
-            tg.create_task(self._keep_leading("reconciler", reconciler.lead))
-            tg.create_task(self._keep_leading("event compactor", self._compact_events))
-            if self.network is not None:
-                tg.create_task(self._keep_leading("network", self.network.lead))
+    def _leadership(self, reconciler: Reconciler) -> Leadership:
+        """The leader-only components, run while this coordinator leads."""
+        loops: list[tuple[str, LeaderLoop]] = [
+            ("agent hub", self.hub.lead),
+            ("reconciler", reconciler.lead),
+            ("event compactor", self._compact_events),
+            ("root rotation", self.rotation.lead),
+            ("availability history", self.availability.lead),
+        ]
+        if self.network is not None:
+            loops.append(("network", self.network.lead))
+        if self.network_publisher is not None:
+            loops.append(("network publisher", self.network_publisher.lead))
+        return Leadership(self.election, self.clock, loops, name=self.config.name)
 
     async def _compact_events(self, fence: Fence) -> None:
         await EventCompactor(
             self.store, EVENTS_PREFIX, self.config.events, self.clock, fence=fence
         ).run()
-
-    async def _keep_leading(self, what: str, lead: Callable[[Fence], Awaitable[None]]) -> None:
-        """Run ``lead`` while we lead; restart it after any failure. While our belief in the
-        lease has lapsed (keepalives not getting through, e.g. during an etcd election right
-        after we won) wait for it to come back rather than give up: nothing else would start
-        it again while the election still names us."""
-        while True:
-            if not self.election.is_leader():
-                await asyncio.sleep(0.05)
-                continue
-            try:
-                await lead(self.election.fence())
-            except* (StoreError, CloudlessError) as eg:
-                log.warning("%s stopped (%s); restarting it", what, _first_leaf(eg))
-            except* Exception as eg:
-                log.error("%s failed; restarting it", what, exc_info=_first_leaf(eg))
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # a TaskGroup that was cancelled while a child failed raises the failure,
-                # not CancelledError: honour the cancellation ourselves
-                raise asyncio.CancelledError
-            await asyncio.sleep(0.2)
 
     async def _refresh_coordinators(self) -> None:
         while True:
@@ -457,12 +463,13 @@ class Coordinator:
         pbg.add_AgentControlServicer_to_server(api, server)
         key = (c.tls_dir / "coordinator.key").read_bytes()
         cert = (c.tls_dir / "coordinator.crt").read_bytes()
-        mtls = grpc.ssl_server_credentials(
-            [(key, cert)], root_certificates=self.ca.bundle_pem, require_client_auth=True
+        mtls = ReloadableServerCredentials(cert, key, self.ca.bundle_pem)
+        server_only = ReloadableServerCredentials(
+            cert, key, self.ca.bundle_pem, require_client_auth=False
         )
-        server_only = grpc.ssl_server_credentials([(key, cert)])
-        server.add_secure_port(f"{c.host}:{c.agent_port}", mtls)
-        server.add_secure_port(f"{c.host}:{c.enroll_port}", server_only)
+        self._grpc_creds = [mtls, server_only]
+        server.add_secure_port(f"{c.host}:{c.agent_port}", mtls.credentials())
+        server.add_secure_port(f"{c.host}:{c.enroll_port}", server_only.credentials())
         await server.start()
         return server
 
@@ -478,11 +485,14 @@ class Coordinator:
 
     async def _serve_http(self, api: UserApi) -> web.AppRunner:
         c = self.config
-        ctx = server_ssl_context(
-            str(c.tls_dir / "coordinator.crt"),
-            str(c.tls_dir / "coordinator.key"),
-            str(c.tls_dir / "ca.pem"),
+        self._https = ReloadableServerContext(
+            lambda: server_ssl_context(
+                str(c.tls_dir / "coordinator.crt"),
+                str(c.tls_dir / "coordinator.key"),
+                str(c.tls_dir / "ca.pem"),
+            )
         )
+        ctx = self._https.listening
         app = api.app()
         self.telemetry.install(app)
 
@@ -502,11 +512,3 @@ class Coordinator:
         site = web.TCPSite(runner, c.host, c.api_port, ssl_context=ctx)
         await site.start()
         return runner
-
-
-def _first_leaf(eg: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first exception that is not a group: what actually failed, for the log."""
-    e: BaseException = eg
-    while isinstance(e, BaseExceptionGroup):
-        e = e.exceptions[0]
-    return e

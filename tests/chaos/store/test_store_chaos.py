@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cloudless.store.etcd_process import DEFAULT_ETCD
-from cloudless.store.testing import TestPki
+from cloudless.testing.etcd import TestPki
 
 from .workload import run_chaos
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from cloudless.store.errors import OutcomeUnknown, StoreError
 from cloudless.store.etcd import EtcdStore
-from cloudless.store.testing import SupervisedCluster, TestPki
 from cloudless.store.types import Compare, Put
+from cloudless.testing.etcd import SupervisedCluster, TestPki
 
 SHARED_KEYS = 16
 

@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from cloudless.coordinator.deciders.fake_placer import FakePlacer
 from cloudless.coordinator.deciders.placer import SchedulerPlacer
 from cloudless.coordinator.deciders.reconcile import Placer
 from cloudless.model.node import Node, NodeState
@@ -19,6 +18,7 @@ from cloudless.model.replica import DesiredState, Replica, ReplicaState
 from cloudless.model.resources import Resources
 from cloudless.model.workload import WorkloadSpec
 from cloudless.scheduler.testing import node, spec
+from cloudless.testing.fake_placer import FakePlacer
 
 WEB = spec("web", cpu="1", memory="1Gi")
 

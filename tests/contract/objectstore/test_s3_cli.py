@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from cloudless.cli.main import app
 from cloudless.store.etcd import EtcdStore
-from cloudless.store.testing import BlockingEtcd, TestPki
 from cloudless.store.tls import ClientTls
+from cloudless.testing.etcd import BlockingEtcd, TestPki
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from cloudless.store.etcd import EtcdStore
 from cloudless.store.etcd_process import DEFAULT_ETCD
 from cloudless.store.memory import MemoryStore
 from cloudless.store.protocol import Store
-from cloudless.store.testing import BlockingEtcd, TestPki, member_configs
+from cloudless.testing.etcd import BlockingEtcd, TestPki, member_configs
 
 
 @dataclass

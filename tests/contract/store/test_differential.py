@@ -20,8 +20,8 @@ from cloudless.store.errors import StoreError
 from cloudless.store.etcd import EtcdStore
 from cloudless.store.memory import MemoryStore
 from cloudless.store.protocol import Store
-from cloudless.store.testing import BlockingEtcd, TestPki
 from cloudless.store.types import Compare, Delete, Get, KeyValue, Put, TxnOp
+from cloudless.testing.etcd import BlockingEtcd, TestPki
 
 SEEDS = int(os.environ.get("STORE_DIFF_SEEDS", "12"))
 KEYS = ["a", "b", "c", "c/1", "c/2"]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from cloudless.store.etcd_process import DEFAULT_ETCD
-from cloudless.store.testing import TestPki
+from cloudless.testing.etcd import TestPki
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import pytest
 from cloudless.store.election import Election
 from cloudless.store.errors import Fenced, StoreError
 from cloudless.store.fence import fenced_txn
-from cloudless.store.testing import SupervisedCluster, TestPki
 from cloudless.store.types import Put
+from cloudless.testing.etcd import SupervisedCluster, TestPki
 
 pytestmark = pytest.mark.integration
 

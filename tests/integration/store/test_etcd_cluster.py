@@ -25,7 +25,7 @@ from cloudless.store.etcd_process import (
 )
 from cloudless.store.membership import ensure_identity, join, remove
 from cloudless.store.tables.config import ClusterIdentity
-from cloudless.store.testing import SupervisedCluster, TestPki, free_ports, member_configs
+from cloudless.testing.etcd import SupervisedCluster, TestPki, free_ports, member_configs
 
 pytestmark = pytest.mark.integration
 

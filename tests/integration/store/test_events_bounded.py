@@ -11,7 +11,7 @@ import pytest
 from bench.events.drive import drive
 from cloudless.coordinator.eventlog import EventBounds
 from cloudless.store.etcd_admin import member_status
-from cloudless.store.testing import SupervisedCluster, TestPki
+from cloudless.testing.etcd import SupervisedCluster, TestPki
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cloudless.store.election import Election
-from cloudless.store.testing import SupervisedCluster, TestPki
+from cloudless.testing.etcd import SupervisedCluster, TestPki
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cloudless.store.testing import TestPki
+from cloudless.testing.etcd import TestPki
 from tests.chaos.store.workload import run_chaos
 
 pytestmark = pytest.mark.integration

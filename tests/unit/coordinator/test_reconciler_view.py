@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from cloudless.coordinator.deciders.fake_placer import FakePlacer
 from cloudless.coordinator.deciders.reconcile import CreateReplica
 from cloudless.coordinator.loops.reconcile_loop import Reconciler
 from cloudless.coordinator.state.cluster import ClusterState
@@ -23,6 +22,7 @@ from cloudless.model.replica import Replica
 from cloudless.model.resources import Resources
 from cloudless.model.workload import WorkloadSpec
 from cloudless.store.fence import NO_FENCE
+from cloudless.testing.fake_placer import FakePlacer
 from tests.unit.coordinator.link_store import TestStore
 
 BIG = Resources(4000, 8 << 30, 100 << 30, 10**9)

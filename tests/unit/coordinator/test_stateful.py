@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from cloudless.coordinator.deciders.fake_placer import FakePlacer
 from cloudless.coordinator.deciders.reconcile import (
     Action,
     ClusterView,
@@ -23,6 +22,7 @@ from cloudless.model.replica import DesiredState, Replica, ReplicaState
 from cloudless.model.resources import Resources
 from cloudless.model.volumes import NodeLoss, Volume
 from cloudless.model.workload import WorkloadSpec
+from cloudless.testing.fake_placer import FakePlacer
 
 S = NodeState
 R = ReplicaState

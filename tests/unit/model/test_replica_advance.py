@@ -50,6 +50,21 @@ def test_advance(
         )
 
 
+def test_a_report_about_the_new_version_starts_over() -> None:
+    """The old version's container failed (restarts 0, about v2) while the replica was
+    already at v3; the v3 container then runs with restarts 0: another container, so its
+    running replaces the old one's failed (found by the simulator, chaos seed 3)."""
+    cur = Replica(
+        "web-1", "web", node_id="n1", spec_version=3, observed=R.FAILED, observed_version=2
+    )
+    report = Replica("web-1", "web", node_id="n1", observed=R.RUNNING, observed_version=3)
+    moved = cur.advance(report)
+    assert moved is not None and (moved.observed, moved.observed_version) == (R.RUNNING, 3)
+    # the same version's late report is still dropped
+    late = Replica("web-1", "web", node_id="n1", observed=R.STARTING, observed_version=2)
+    assert cur.advance(late) is None
+
+
 def test_advance_keeps_what_the_coordinator_owns() -> None:
     report = Replica(
         "web-1",

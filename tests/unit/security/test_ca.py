@@ -91,7 +91,7 @@ KINDS = [
     # kind              EKU granted                          DNS SANs allowed
     (CertKind.NODE, {EKU.SERVER_AUTH, EKU.CLIENT_AUTH}),
     (CertKind.SERVICE, {EKU.SERVER_AUTH, EKU.CLIENT_AUTH}),
-    (CertKind.WORKLOAD, {EKU.CLIENT_AUTH}),
+    (CertKind.WORKLOAD, {EKU.SERVER_AUTH, EKU.CLIENT_AUTH}),
     (CertKind.USER, {EKU.CLIENT_AUTH}),
 ]
 

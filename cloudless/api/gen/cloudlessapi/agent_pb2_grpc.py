@@ -164,6 +164,11 @@ class AgentControlStub:
                 request_serializer=cloudlessapi_dot_agent__pb2.StoreProxyRequest.SerializeToString,
                 response_deserializer=cloudlessapi_dot_agent__pb2.StoreProxyResponse.FromString,
                 _registered_method=True)
+        self.IssueWorkloadIdentity = channel.unary_unary(
+                '/cloudless.agent.v1.AgentControl/IssueWorkloadIdentity',
+                request_serializer=cloudlessapi_dot_agent__pb2.WorkloadIdentityRequest.SerializeToString,
+                response_deserializer=cloudlessapi_dot_agent__pb2.WorkloadIdentityResponse.FromString,
+                _registered_method=True)
 
 
 class AgentControlServicer:
@@ -187,6 +192,12 @@ class AgentControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueWorkloadIdentity(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -204,6 +215,11 @@ def add_AgentControlServicer_to_server(servicer, server):
                     servicer.StoreProxy,
                     request_deserializer=cloudlessapi_dot_agent__pb2.StoreProxyRequest.FromString,
                     response_serializer=cloudlessapi_dot_agent__pb2.StoreProxyResponse.SerializeToString,
+            ),
+            'IssueWorkloadIdentity': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueWorkloadIdentity,
+                    request_deserializer=cloudlessapi_dot_agent__pb2.WorkloadIdentityRequest.FromString,
+                    response_serializer=cloudlessapi_dot_agent__pb2.WorkloadIdentityResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -287,6 +303,33 @@ class AgentControl:
             '/cloudless.agent.v1.AgentControl/StoreProxy',
             cloudlessapi_dot_agent__pb2.StoreProxyRequest.SerializeToString,
             cloudlessapi_dot_agent__pb2.StoreProxyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueWorkloadIdentity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudless.agent.v1.AgentControl/IssueWorkloadIdentity',
+            cloudlessapi_dot_agent__pb2.WorkloadIdentityRequest.SerializeToString,
+            cloudlessapi_dot_agent__pb2.WorkloadIdentityResponse.FromString,
             options,
             channel_credentials,
             insecure,

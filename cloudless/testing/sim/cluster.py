@@ -10,13 +10,10 @@ import tempfile
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
+from cloudless.coordinator.deciders import commands
 from cloudless.coordinator.deciders.membership import MembershipConfig
-from cloudless.coordinator.sim.agent import SimAgent
-from cloudless.coordinator.sim.base import SimClock, SimError
-from cloudless.coordinator.sim.brain import Brain
-from cloudless.coordinator.sim.view import SimView, problems
 from cloudless.coordinator.state.cluster import ClusterState
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.keepalive import Keepalive
@@ -26,6 +23,14 @@ from cloudless.model.workload import WorkloadSpec
 from cloudless.runtime.fake import FakeBehavior
 from cloudless.store.fence import Fence
 from cloudless.store.memory import MemoryStore
+from cloudless.store.table import Record, Table
+from cloudless.testing.sim.agent import SimAgent
+from cloudless.testing.sim.base import SimClock, SimError
+from cloudless.testing.sim.brain import Brain
+from cloudless.testing.sim.view import SimView, problems
+from cloudless.transport.memory import MemoryNetwork
+
+T = TypeVar("T")
 
 NODE_SIZE = Resources(4000, 8 << 30, 100 << 30, 10**9)
 
@@ -54,17 +59,8 @@ class SimCluster:
         self.keepalive = keepalive or Keepalive()  # when the transport closes a silent stream
         self.store = MemoryStore(self.clock, retain_revisions=20_000)
         self.state = ClusterState(self.store)  # the harness's own, uncut, view of the store
-        self.brains = [
-            Brain(
-                f"coord-{i}",
-                self.store,
-                self.clock,
-                self.membership,
-                random.Random(self.rng.getrandbits(32)),
-                election_ttl,
-            )
-            for i in range(coordinators)
-        ]
+        self.network = MemoryNetwork(self.clock)  # agents reach brains at their names
+        self.brains = [self._brain(f"coord-{i}", election_ttl) for i in range(coordinators)]
         self.agents: dict[str, SimAgent] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._failures: list[str] = []
@@ -103,6 +99,18 @@ class SimCluster:
 
     # -- brains --------------------------------------------------------------------------------
 
+    def _brain(self, name: str, election_ttl: int) -> Brain:
+        return Brain(
+            name,
+            self.store,
+            self.clock,
+            self.membership,
+            random.Random(self.rng.getrandbits(32)),
+            election_ttl,
+            self.network,
+            lambda: [b.name for b in self.brains],
+        )
+
     def leader(self) -> Brain | None:
         for b in self.brains:
             if b.task is not None and not b.task.done() and b.leading:
@@ -129,14 +137,7 @@ class SimCluster:
 
     def replace_brain(self, b: Brain) -> Brain:
         """A crashed coordinator comes back as a fresh process (same name, empty memory)."""
-        fresh = Brain(
-            b.name,
-            self.store,
-            self.clock,
-            self.membership,
-            random.Random(self.rng.getrandbits(32)),
-            b.election.ttl,
-        )
+        fresh = self._brain(b.name, b.election.ttl)
         self.brains[self.brains.index(b)] = fresh
         self.start_brain(fresh)
         return fresh
@@ -182,50 +183,55 @@ class SimCluster:
             out.append(agent)
         return out
 
-    # -- user requests (as the HTTP API makes them) -------------------------------------------
+    # -- user requests (the API's own commands, ``deciders.commands``) ------------------------
+
+    async def _command(
+        self, table: Table[T], name: str, command: Callable[[T | None], commands.Decision[T]]
+    ) -> Record[T] | None:
+        """Run ``command`` as the user API does: inside a fenced compare-and-swap on the
+        leader; a refusal fails the scenario with its reason."""
+        decided: list[commands.Decision[T]] = []
+
+        def change(cur: T | None) -> T | None:
+            decided[:] = [command(cur)]
+            return decided[0].write
+
+        rec = await table.update(name, change, fence=self.fence())
+        refusal = decided[0].refused if decided else None
+        if refusal is not None:
+            raise SimError(f"refused ({refusal.code}): {refusal.reason}")
+        return rec
 
     async def apply(self, spec: WorkloadSpec) -> WorkloadRecord:
         now = self.clock.now()
-
-        def change(cur: WorkloadRecord | None) -> WorkloadRecord | None:
-            if cur is None:
-                return WorkloadRecord(spec=spec, created_at=now, updated_at=now)
-            new = cur.with_spec(spec, now)
-            return None if new is cur else new
-
-        rec = await self.state.workloads.update(spec.name, change, fence=self.fence())
+        rec = await self._command(
+            self.state.workloads, spec.name, lambda cur: commands.apply(cur, spec, now)
+        )
         assert rec is not None
         return rec.value
 
     async def scale(self, name: str, replicas: int) -> None:
-        def change(cur: WorkloadRecord | None) -> WorkloadRecord | None:
-            if cur is None or cur.deleted or cur.spec.replicas == replicas:
-                return None
-            return replace(cur, spec=replace(cur.spec, replicas=replicas))
+        now = self.clock.now()
+        await self._command(
+            self.state.workloads, name, lambda cur: commands.scale(cur, name, replicas, now)
+        )
 
-        await self.state.workloads.update(name, change, fence=self.fence())
-
-    async def delete(self, name: str) -> None:
-        def change(cur: WorkloadRecord | None) -> WorkloadRecord | None:
-            return None if cur is None or cur.deleted else replace(cur, deleted=True)
-
-        await self.state.workloads.update(name, change, fence=self.fence())
+    async def delete(self, name: str, *, volumes: bool = False) -> None:
+        await self._command(
+            self.state.workloads, name, lambda cur: commands.delete(cur, name, volumes=volumes)
+        )
 
     async def set_node_state(self, node_id: str, target: NodeState) -> None:
         """Cordon (``CORDONED``), drain (``DRAINING``), uncordon (``READY``) or remove."""
-        refusal: list[str] = []
-
-        def change(cur: Node | None) -> Node | None:
-            if cur is None:
-                return None
-            new, why = cur.moved_to(target)
-            if why:
-                refusal.append(why)
-            return new
-
-        await self.state.nodes.update(node_id, change, fence=self.fence())
-        if refusal:
-            raise SimError(f"cannot set {node_id} to {target.value}: {refusal[0]}")
+        command = {
+            NodeState.CORDONED: commands.cordon,
+            NodeState.DRAINING: commands.drain,
+            NodeState.READY: commands.uncordon,
+            NodeState.REMOVED: commands.remove,
+        }.get(target)
+        if command is None:
+            raise SimError(f"no user command moves a node to {target.value}")
+        await self._command(self.state.nodes, node_id, lambda cur: command(cur, node_id))
 
     # -- time ----------------------------------------------------------------------------------
 
@@ -300,9 +306,7 @@ class SimCluster:
             if not a.up or a.partitioned
         }
         unconnected = frozenset(
-            nid
-            for nid, a in self.agents.items()
-            if a.up and not a.partitioned and a.session is None
+            nid for nid, a in self.agents.items() if a.up and not a.partitioned and not a.connected
         )
         brain = self.leader()
         leader = brain.name if brain else None

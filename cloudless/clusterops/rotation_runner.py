@@ -1,0 +1,281 @@
+"""Root rotation and the coordinator's own certificate, acted out (``rotation_plan`` decides).
+
+Store keys under ``ca-rotation/``: ``rotation`` (the shared ``Rotation`` record),
+``applied-<coordinator>`` (the phase each coordinator has applied) and ``node-<id>`` (the
+roots each node reported trusting and the root that signed its certificate, written by the
+leader's hub when they change).
+
+* ``RootRotation.start`` (the leader, on ``POST /v1/ca/rotate``): a new root; its key sealed
+  under a key derived from the old root key, so only coordinators can open it.
+* ``RootRotation.follow`` (every coordinator): applies each phase to its own CA directory,
+  re-issues its own certificate after the switch, calls ``reload`` so its servers hand out
+  the new certificate and trust at the next handshake, then records the phase it applied.
+* ``RootRotation.lead`` (the leader): advances the record when ``next_step`` says so.
+* ``RootRotation.keep_own_certificate`` (every coordinator): re-issues this coordinator's
+  certificate at 2/3 of its life (``rotation.renewal_due``), without a restart.
+* ``AgentTrust`` (the leader's hub): fills a heartbeat's ack with the bundle the agent should
+  trust and whether to renew, and records what the agent reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
+from cloudless.clusterops.rotation_plan import (
+    APPLIED_PREFIX,
+    ROTATION_KEY,
+    NodeTrust,
+    Rotation,
+    RotationView,
+    advanced,
+    next_step,
+    phase_index,
+)
+from cloudless.coordinator.wiring.joining import known_coordinators
+from cloudless.lib.clock import Clock
+from cloudless.lib.errors import Conflict
+from cloudless.lib.ids import IdSource, RandomIds
+from cloudless.model.node import NodeState
+from cloudless.security._files import write_private
+from cloudless.security.bundle import certificate_digest
+from cloudless.security.ca import CertificateAuthority, new_root
+from cloudless.security.errors import CaStateError
+from cloudless.security.keys import private_key_pem
+from cloudless.security.root_rotation import (
+    NEXT_CERT_FILE,
+    NEXT_KEY_FILE,
+    endorse,
+    switch_to_next_root,
+)
+from cloudless.security.rotation import renewal_due
+from cloudless.store.codec import DictCodec
+from cloudless.store.errors import StoreError
+from cloudless.store.fence import NO_FENCE, Fence
+from cloudless.store.protocol import Store
+from cloudless.store.table import Table
+from cloudless.store.tables import ROOT
+
+log = logging.getLogger("cloudless.ca_rotation")
+
+SEAL_PURPOSE = "ca-rotation"
+NODE_PREFIX = "node-"
+
+
+def rotation_table(store: Store) -> Table[dict[str, Any]]:
+    return Table(store, ROOT + "ca-rotation/", DictCodec("ca_rotation"))
+
+
+def seal_root_key(ca: CertificateAuthority, key_pem: bytes, rotation_id: str) -> str:
+    nonce = os.urandom(12)
+    ct = AESGCM(ca.derived_key(SEAL_PURPOSE)).encrypt(nonce, key_pem, rotation_id.encode())
+    return base64.b64encode(nonce + ct).decode()
+
+
+def open_root_key(ca: CertificateAuthority, rot: Rotation) -> bytes:
+    """The new root's key; needs the *old* root key (call before switching)."""
+    raw = rot.sealed_bytes()
+    return AESGCM(ca.derived_key(SEAL_PURPOSE)).decrypt(raw[:12], raw[12:], rot.id.encode())
+
+
+class RootRotation:
+    def __init__(
+        self,
+        store: Store,
+        ca: CertificateAuthority,
+        name: str,
+        clock: Clock,
+        *,
+        reissue_own: Callable[[], None],
+        reload: Callable[[], None],
+        own_certificate: Callable[[], bytes],
+        ids: IdSource | None = None,
+        rng: random.Random | None = None,
+        emit: Callable[[str], Awaitable[None]] | None = None,
+        poll_s: float = 0.5,
+    ) -> None:
+        self.table = rotation_table(store)
+        self.store = store
+        self.ca = ca
+        self.name = name
+        self.clock = clock
+        self.reissue_own = reissue_own
+        self.reload = reload
+        self.own_certificate = own_certificate
+        self.ids = ids or RandomIds()
+        self.rng = rng or random.Random()
+        self.emit = emit
+        self.poll_s = poll_s
+        self.applied: tuple[str, str] | None = None
+        self.own_renewals = 0
+
+    # ---- start (leader, from the API) -------------------------------------------------------
+
+    async def current(self) -> Rotation | None:
+        rec = await self.table.get(ROTATION_KEY)
+        return Rotation.from_dict(rec.value) if rec is not None else None
+
+    async def start(self, *, overlap_s: float = 0.0, fence: Fence = NO_FENCE) -> Rotation:
+        cur = await self.current()
+        if cur is not None and cur.active:
+            raise Conflict(
+                f"root rotation {cur.id} is in phase {cur.phase} ({cur.waiting or 'starting'}): "
+                "wait for it to finish (`cloudless ca status`)"
+            )
+        if (self.ca.directory / NEXT_CERT_FILE).exists():
+            raise Conflict(
+                f"{self.ca.directory / NEXT_CERT_FILE} exists: a manual rotation is in progress "
+                "on this coordinator; finish it or remove the file"
+            )
+        size = self.ca.root.public_key().key_size  # type: ignore[union-attr]
+        key, root = await asyncio.to_thread(new_root, self.ca.trust_domain, self.clock.now(), size)
+        rid = self.ids.new_id("rot-")
+        now = self.clock.now()
+        rot = Rotation(
+            id=rid,
+            phase="trust",
+            old_digest=self.ca.digest,
+            new_digest=certificate_digest(root),
+            new_cert_pem=root.public_bytes(serialization.Encoding.PEM).decode(),
+            sealed_key=seal_root_key(self.ca, private_key_pem(key), rid),
+            cross_pem=endorse(self.ca, root).decode(),
+            started_at=now,
+            overlap_s=overlap_s,
+            updated_at=now,
+            waiting="coordinators start trusting the new root",
+        )
+        await self.table.put(ROTATION_KEY, rot.to_dict(), fence=fence)
+        return rot
+
+    # ---- follow (every coordinator) ---------------------------------------------------------
+
+    async def follow(self) -> None:
+        while True:
+            try:
+                rot = await self.current()
+                if rot is not None:
+                    await self.apply(rot)
+            except (StoreError, CaStateError) as e:
+                log.warning("root rotation: %s; retrying", e)
+            await self.clock.sleep(self.poll_s)
+
+    async def apply(self, rot: Rotation) -> None:
+        """Bring this coordinator's CA to ``rot.phase`` (idempotent), then record it."""
+        if self.applied == (rot.id, rot.phase):
+            return
+        here = phase_index(rot.phase)
+        ca, changed = self.ca, False
+        trusted = ca.trust_bundle.digests
+        if here < phase_index("retire") and rot.new_digest not in trusted:
+            ca.add_trusted_root(rot.new_cert_pem.encode())
+            changed = True
+        if here >= phase_index("issue") and ca.digest != rot.new_digest:
+            key_pem = open_root_key(ca, rot)
+            write_private(ca.directory / NEXT_KEY_FILE, key_pem)
+            write_private(ca.directory / NEXT_CERT_FILE, rot.new_cert_pem.encode())
+            switch_to_next_root(ca)
+            self.reissue_own()
+            changed = True
+        if here >= phase_index("retire") and rot.old_digest in ca.trust_bundle.digests:
+            ca.remove_trusted_root(rot.old_digest)
+            changed = True
+        if changed:
+            self.reload()
+            log.info("root rotation %s: applied %s", rot.id, rot.phase)
+        await self.table.put(APPLIED_PREFIX + self.name, {"id": rot.id, "phase": rot.phase})
+        self.applied = (rot.id, rot.phase)
+
+    # ---- lead (the leader) ------------------------------------------------------------------
+
+    async def lead(self, fence: Fence) -> None:
+        while True:
+            rot = await self.current()
+            if rot is not None and rot.active:
+                view = await self.view(rot)
+                new = advanced(rot, next_step(view), self.clock.now())
+                if new.phase != rot.phase or new.waiting != rot.waiting:
+                    await self.table.put(ROTATION_KEY, new.to_dict(), fence=fence)
+                if new.phase != rot.phase:
+                    log.info("root rotation %s: %s -> %s", rot.id, rot.phase, new.phase)
+                    if self.emit is not None:
+                        await self.emit(f"root rotation {rot.id}: {new.phase} ({new.waiting})")
+            await self.clock.sleep(self.poll_s)
+
+    async def view(self, rot: Rotation) -> RotationView:
+        from cloudless.coordinator.state.cluster import ClusterState
+
+        listing = await self.table.list()
+        applied: dict[str, tuple[str, str]] = {}
+        reported: dict[str, dict[str, Any]] = {}
+        for r in listing.records:
+            if r.name.startswith(APPLIED_PREFIX):
+                applied[r.name[len(APPLIED_PREFIX) :]] = (r.value["id"], r.value["phase"])
+            elif r.name.startswith(NODE_PREFIX):
+                reported[r.name[len(NODE_PREFIX) :]] = r.value
+        nodes = await ClusterState(self.store).nodes.list()
+        trust = tuple(
+            NodeTrust(
+                n.value.id,
+                n.value.state is NodeState.READY,
+                tuple(reported.get(n.value.id, {}).get("trusted", ())),
+                str(reported.get(n.value.id, {}).get("issuer", "")),
+            )
+            for n in nodes.records
+            if n.value.state is not NodeState.REMOVED
+        )
+        coords = tuple(c.name for c in await known_coordinators(self.store))
+        return RotationView(rot, self.clock.now(), coords, applied, trust)
+
+    # ---- the coordinator's own certificate --------------------------------------------------
+
+    async def keep_own_certificate(self) -> None:
+        """Re-issue this coordinator's certificate at 2/3 of its life, forever."""
+        while True:
+            plan = renewal_due(self.own_certificate(), self.clock.now(), self.rng)
+            if plan.renew_at > self.clock.now():
+                await self.clock.sleep(min(3600.0, plan.renew_at - self.clock.now()))
+                continue
+            self.reissue_own()
+            self.reload()
+            self.own_renewals += 1
+            log.info("coordinator %s renewed its own certificate", self.name)
+
+
+class AgentTrust:
+    """The leader hub's side of rotation for agents: pure advice per heartbeat, and a store
+    write only when what a node reports changes."""
+
+    def __init__(self, store: Store, ca: CertificateAuthority) -> None:
+        self.table = rotation_table(store)
+        self.ca = ca
+        self._last: dict[str, tuple[tuple[str, ...], str]] = {}
+
+    def advise(self, hb: pb.Heartbeat, reply: pb.HeartbeatAck) -> None:
+        """Agents that report nothing (older agents) are told nothing."""
+        if not hb.trusted_roots:
+            return
+        bundle = self.ca.trust_bundle
+        if set(hb.trusted_roots) != set(bundle.digests):
+            reply.ca_bundle_pem = bundle.pem
+        if hb.cert_issuer and hb.cert_issuer != self.ca.digest:
+            reply.renew_now = True
+
+    async def record(self, node_id: str, hb: pb.Heartbeat, fence: Fence) -> None:
+        if not hb.trusted_roots:
+            return
+        seen = (tuple(sorted(hb.trusted_roots)), hb.cert_issuer)
+        if self._last.get(node_id) == seen:
+            return
+        await self.table.put(
+            NODE_PREFIX + node_id, {"trusted": list(seen[0]), "issuer": seen[1]}, fence=fence
+        )
+        self._last[node_id] = seen

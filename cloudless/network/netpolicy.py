@@ -1,0 +1,228 @@
+"""Network policy: which workloads may connect to which, by namespace and labels (pure).
+
+A policy protects the workloads it selects (``namespace`` and ``selector``) with ingress
+rules; a rule allows or denies connections *from* workloads picked by namespace and labels,
+optionally only to some ports::
+
+    name: db-from-web
+    namespace: db
+    selector: {app: db}            # optional; default every workload in the namespace
+    ingress:
+      - action: allow              # or deny
+        from: [{namespace: web, selector: {tier: front}}]   # namespace "*": any
+        ports: [{port: 5432, protocol: tcp}]               # optional; default every port
+
+Decision for a connection from workload S to workload D on (protocol, port), in order:
+
+1. a ``deny`` rule of a policy selecting D that matches S and the port: **denied**;
+2. an ``allow`` rule of a policy selecting D that matches S and the port: **allowed**;
+3. S and D in the same namespace: **allowed** (default allow within a namespace);
+4. otherwise **denied** (default deny across namespaces).
+
+``decide`` returns the verdict with the reason naming the policy and rule (or the default).
+``parse_policy`` validates a document and names every problem's field; nothing is partial.
+``netpolicy_nft.render`` compiles the same rules to nftables for one device.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cloudless.lib.errors import ValidationError
+
+ACTIONS = ("allow", "deny")
+PROTOCOLS = ("tcp", "udp")
+ANY_NAMESPACE = "*"
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Workloads in ``namespace`` ("*": any) whose labels include every ``selector`` pair."""
+
+    namespace: str
+    selector: tuple[tuple[str, str], ...] = ()
+
+    def matches(self, w: WorkloadRef) -> bool:
+        if self.namespace not in (ANY_NAMESPACE, w.namespace):
+            return False
+        return all(w.labels.get(k) == v for k, v in self.selector)
+
+
+@dataclass(frozen=True)
+class PortRef:
+    port: int
+    protocol: str = "tcp"
+
+
+@dataclass(frozen=True)
+class Rule:
+    action: str
+    sources: tuple[Peer, ...]
+    ports: tuple[PortRef, ...] = ()  # empty: every port and protocol
+
+    def covers(self, protocol: str, port: int) -> bool:
+        return not self.ports or PortRef(port, protocol) in self.ports
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    name: str
+    namespace: str
+    selector: tuple[tuple[str, str], ...]
+    ingress: tuple[Rule, ...]
+
+    def selects(self, w: WorkloadRef) -> bool:
+        return Peer(self.namespace, self.selector).matches(w)
+
+
+@dataclass(frozen=True)
+class WorkloadRef:
+    name: str
+    namespace: str
+    labels: Mapping[str, str]
+
+    def __hash__(self) -> int:  # a workload is its namespace and name
+        return hash((self.namespace, self.name))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    reason: str
+
+
+def decide(
+    src: WorkloadRef,
+    dst: WorkloadRef,
+    protocol: str,
+    port: int,
+    policies: Iterable[NetworkPolicy],
+) -> Verdict:
+    """The rules of the module docstring, in order."""
+    applying = [p for p in sorted(policies, key=lambda p: p.name) if p.selects(dst)]
+    for action in ("deny", "allow"):
+        for p in applying:
+            for i, rule in enumerate(p.ingress):
+                if rule.action != action or not rule.covers(protocol, port):
+                    continue
+                if any(peer.matches(src) for peer in rule.sources):
+                    return Verdict(
+                        action == "allow",
+                        f"{action}ed by policy {p.name} (ingress[{i}]): "
+                        f"{src.namespace}/{src.name} -> {dst.namespace}/{dst.name} "
+                        f"{protocol}/{port}",
+                    )
+    if src.namespace == dst.namespace:
+        return Verdict(True, f"same namespace {dst.namespace}: allowed by default")
+    return Verdict(
+        False,
+        f"{src.namespace}/{src.name} -> {dst.namespace}/{dst.name}: other namespaces are "
+        f"denied by default; a policy in namespace {dst.namespace} must allow it",
+    )
+
+
+# ---- parsing ----------------------------------------------------------------------------
+
+
+def parse_policy(doc: Any) -> NetworkPolicy:
+    """A validated policy, or ``ValidationError`` listing every problem by its field."""
+    problems: list[str] = []
+    if not isinstance(doc, dict):
+        raise ValidationError("policy: expected a mapping with name, namespace and ingress")
+    _unknown(doc, ("name", "namespace", "selector", "ingress"), "", problems)
+    name = doc.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        problems.append(f"name: {name!r} must be a DNS label (a-z, 0-9, '-')")
+    ns = doc.get("namespace", "default")
+    if not isinstance(ns, str) or not _NAME.match(ns):
+        problems.append(f"namespace: {ns!r} must be a DNS label (a-z, 0-9, '-')")
+    selector = _selector(doc.get("selector"), "selector", problems)
+    raw_rules = doc.get("ingress")
+    rules: list[Rule] = []
+    if not isinstance(raw_rules, list) or not raw_rules:
+        problems.append("ingress: a non-empty list of rules is required")
+    else:
+        for i, r in enumerate(raw_rules):
+            rule = _rule(r, f"ingress[{i}]", problems)
+            if rule is not None:
+                rules.append(rule)
+    if problems:
+        raise ValidationError(problems)
+    assert isinstance(name, str) and isinstance(ns, str)
+    return NetworkPolicy(name, ns, selector, tuple(rules))
+
+
+def _unknown(d: dict[str, Any], known: tuple[str, ...], at: str, problems: list[str]) -> None:
+    for k in d:
+        if k not in known:
+            problems.append(f"{at}{k}: unknown field (known: {', '.join(known)})")
+
+
+def _selector(raw: Any, at: str, problems: list[str]) -> tuple[tuple[str, str], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        problems.append(f"{at}: expected a mapping of label to value")
+        return ()
+    out = []
+    for k, v in raw.items():
+        if not isinstance(k, str) or not _LABEL_KEY.match(k):
+            problems.append(f"{at}.{k}: {k!r} is not a label key")
+        elif not isinstance(v, str) or not _LABEL_VALUE.match(v):
+            problems.append(f"{at}.{k}: {v!r} is not a label value (a string)")
+        else:
+            out.append((k, v))
+    return tuple(sorted(out))
+
+
+def _rule(raw: Any, at: str, problems: list[str]) -> Rule | None:
+    if not isinstance(raw, dict):
+        problems.append(f"{at}: expected a mapping with action, from and ports")
+        return None
+    _unknown(raw, ("action", "from", "ports"), f"{at}.", problems)
+    action = raw.get("action", "allow")
+    if action not in ACTIONS:
+        problems.append(f"{at}.action: {action!r} is not one of allow, deny")
+    raw_from = raw.get("from")
+    peers: list[Peer] = []
+    if not isinstance(raw_from, list) or not raw_from:
+        problems.append(f"{at}.from: a non-empty list of {{namespace, selector}} is required")
+    else:
+        for j, p in enumerate(raw_from):
+            where = f"{at}.from[{j}]"
+            if not isinstance(p, dict) or not p:
+                problems.append(f"{where}: expected a mapping with namespace and/or selector")
+                continue
+            _unknown(p, ("namespace", "selector"), f"{where}.", problems)
+            pns = p.get("namespace", ANY_NAMESPACE if "selector" in p else None)
+            if pns != ANY_NAMESPACE and (not isinstance(pns, str) or not _NAME.match(pns)):
+                problems.append(f"{where}.namespace: {pns!r} must be a DNS label or '*'")
+                continue
+            peers.append(Peer(pns, _selector(p.get("selector"), f"{where}.selector", problems)))
+    ports: list[PortRef] = []
+    raw_ports = raw.get("ports", [])
+    if not isinstance(raw_ports, list):
+        problems.append(f"{at}.ports: expected a list of {{port, protocol}}")
+        raw_ports = []
+    for j, p in enumerate(raw_ports):
+        where = f"{at}.ports[{j}]"
+        if not isinstance(p, dict):
+            problems.append(f"{where}: expected a mapping with port and protocol")
+            continue
+        _unknown(p, ("port", "protocol"), f"{where}.", problems)
+        port, proto = p.get("port"), p.get("protocol", "tcp")
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            problems.append(f"{where}.port: {port!r} must be a whole number in 1..65535")
+        elif proto not in PROTOCOLS:
+            problems.append(f"{where}.protocol: {proto!r} is not one of tcp, udp")
+        else:
+            ports.append(PortRef(port, proto))
+    if action not in ACTIONS:
+        return None
+    return Rule(action, tuple(peers), tuple(dict.fromkeys(ports)))

@@ -1,0 +1,143 @@
+"""Network policies compiled to one device's nftables table (pure).
+
+``compile_rules`` turns the policies and the cluster's workload endpoints into, for every
+workload with a replica on this device, an ordered list of ``Match`` lines (source addresses,
+protocol and ports, verdict): the deny rules, then the allow rules of the policies selecting
+it, then "same namespace: accept", then "drop" — the order ``netpolicy.decide`` applies, so
+``evaluate`` over the lines answers as ``decide`` does (a property the unit tests check).
+``render`` writes them as one ``nft -f`` document for table ``inet <table>``:
+
+* it replaces the table atomically (``table``, ``delete table``, the definition, in one
+  transaction) and touches nothing else;
+* the ``forward`` hook (priority filter) accepts established and related packets, and sends a
+  packet *from the container range* to a local workload's address through that workload's
+  chain (the verdict map ``by_destination``). Traffic from outside the container range
+  (the device itself, clients of published ports) is not policed here, and neither is
+  traffic that never reaches the forward hook (two containers bridged on one device: the
+  services table keeps those apart).
+
+Sources are matched by address: a policy naming labels matches the addresses of the
+replicas that carry them *now*, so the table is re-rendered when replicas come and go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from cloudless.network.netpolicy import NetworkPolicy, Peer, WorkloadRef
+
+TABLE = "cloudless_policy"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    ip: str
+    workload: WorkloadRef
+
+
+@dataclass(frozen=True)
+class Match:
+    sources: tuple[str, ...] | None  # None: any source
+    protocol: str | None  # None: any protocol (ports then empty)
+    ports: tuple[int, ...]
+    verdict: str  # "accept" or "drop"
+    comment: str
+
+
+def compile_rules(
+    policies: Iterable[NetworkPolicy], cluster: Sequence[Endpoint], local: Sequence[Endpoint]
+) -> dict[WorkloadRef, list[Match]]:
+    """Per local destination workload, its ordered match lines (see the module)."""
+    pols = sorted(policies, key=lambda p: p.name)
+    out: dict[WorkloadRef, list[Match]] = {}
+    for dst in sorted({e.workload for e in local}, key=lambda w: (w.namespace, w.name)):
+        lines: list[Match] = []
+        applying = [p for p in pols if p.selects(dst)]
+        for action, verdict in (("deny", "drop"), ("allow", "accept")):
+            for p in applying:
+                for i, rule in enumerate(p.ingress):
+                    if rule.action != action:
+                        continue
+                    ips = _addresses(cluster, rule.sources)
+                    if not ips:
+                        continue
+                    note = f"{p.name} ingress[{i}] {action}"
+                    if not rule.ports:
+                        lines.append(Match(ips, None, (), verdict, note))
+                    for proto in ("tcp", "udp"):
+                        ports = tuple(sorted(r.port for r in rule.ports if r.protocol == proto))
+                        if ports:
+                            lines.append(Match(ips, proto, ports, verdict, note))
+        same = tuple(sorted({e.ip for e in cluster if e.workload.namespace == dst.namespace}))
+        if same:
+            lines.append(Match(same, None, (), "accept", f"same namespace {dst.namespace}"))
+        lines.append(Match(None, None, (), "drop", "other namespaces: denied by default"))
+        out[dst] = lines
+    return out
+
+
+def _addresses(cluster: Sequence[Endpoint], peers: Sequence[Peer]) -> tuple[str, ...]:
+    return tuple(sorted({e.ip for e in cluster if any(p.matches(e.workload) for p in peers)}))
+
+
+def evaluate(lines: Sequence[Match], src_ip: str, protocol: str, port: int) -> Match:
+    """The first line a packet from ``src_ip`` to ``protocol``/``port`` matches."""
+    for m in lines:
+        if m.sources is not None and src_ip not in m.sources:
+            continue
+        if m.protocol is not None and (m.protocol != protocol or port not in m.ports):
+            continue
+        return m
+    raise AssertionError("every chain ends with an unconditional line")
+
+
+def _line(m: Match) -> str:
+    parts = []
+    if m.sources is not None:
+        parts.append(f"ip saddr {{ {', '.join(m.sources)} }}")
+    if m.protocol is not None:
+        parts.append(f"meta l4proto {m.protocol} th dport {{ {', '.join(map(str, m.ports))} }}")
+    parts.append(m.verdict)
+    parts.append(f'comment "{m.comment}"')
+    return "\t\t" + " ".join(parts)
+
+
+def render(
+    policies: Iterable[NetworkPolicy],
+    cluster: Sequence[Endpoint],
+    local: Sequence[Endpoint],
+    container_cidr: str,
+    table: str = TABLE,
+) -> str:
+    """The device's policy table as one ``nft -f`` document (see the module contract)."""
+    compiled = compile_rules(policies, cluster, local)
+    index = {w: k for k, w in enumerate(compiled)}
+    elems = [
+        f"{e.ip} : goto to_{index[e.workload]}"
+        for e in sorted(local, key=lambda e: tuple(int(x) for x in e.ip.split(".")))
+    ]
+    out = [
+        f"table inet {table}",
+        f"delete table inet {table}",
+        f"table inet {table} {{",
+        "\tmap by_destination {",
+        "\t\ttype ipv4_addr : verdict",
+    ]
+    if elems:
+        out.append(f"\t\telements = {{ {', '.join(elems)} }}")
+    out += [
+        "\t}",
+        "\tchain forward {",
+        "\t\ttype filter hook forward priority filter; policy accept;",
+        "\t\tct state established,related accept",
+        f"\t\tip saddr {container_cidr} ip daddr vmap @by_destination",
+        "\t}",
+    ]
+    for w, lines in compiled.items():
+        out.append(f"\tchain to_{index[w]} {{")
+        out.append(f'\t\tcomment "{w.namespace}/{w.name}"')
+        out += [_line(m) for m in lines]
+        out.append("\t}")
+    out.append("}")
+    return "\n".join(out) + "\n"
