@@ -206,14 +206,15 @@ def test_r2_stays_writable_with_a_node_down(cluster_r2: StoreCluster) -> None:
     a1, a2, a3 = cluster.agents
 
     def all_three() -> bool:
-        # R=2: the first layout comes with the first two nodes, the third joins by a change
+        # R=2: the first layout may come with the first two nodes, the third joining after
         h = history(cluster)
         return bool(h.current and len(h.current.roles) == 3 and len(h.versions) == 1)
 
     wait_for(all_three, "a synced layout of the three nodes", 180)
     time.sleep(6)  # every node re-reads the layout each 5 s beat: let them see v1 retired
     hist = history(cluster)
-    assert hist.current.replication == 2 and hist.version() == 2
+    # v1 if all three registered before the first decision, else v2 (the third joined)
+    assert hist.current.replication == 2 and hist.version() in (1, 2)
     clock = SystemClock()
     key = etcd_call(cluster, lambda s: admin.create_key(s, clock, "tester"))
     etcd_call(cluster, lambda s: admin.create_bucket(s, clock, BUCKET, key.key_id))
