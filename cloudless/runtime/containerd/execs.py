@@ -1,12 +1,14 @@
 """Running a command inside a running container (``Tasks.Exec``), for health probes.
 
 The process spec is the container's own (environment, user, working directory, capabilities)
-with the arguments replaced and no terminal, cached per container until it is deleted. Output
-(stdout and stderr together) goes to a regular file in the container's log directory, which
-the shim opens for appending (see ``logfiles``), and is read and removed once the command has
-exited. Every exec process is deleted afterwards, also on timeout or cancellation, so none
-lingers in the shim. A command that cannot start (not in the image) is reported like a shell
-would: exit 127 with runc's reason as output.
+with the arguments replaced and no terminal, cached per container until it is deleted. Stdout
+and stderr go to two regular files in the container's log directory, which the shim opens for
+appending (see ``logfiles``); one file for both loses the output at times with containerd
+1.6's shim. The output is stdout followed by stderr, read once the exec process is deleted
+(the shim finishes copying then), and the files are removed. Every exec process is deleted
+afterwards, also on timeout or cancellation, so none lingers in the shim. A command that
+cannot start (not in the image) is reported like a shell would: exit 127 with runc's reason
+as output.
 """
 
 from __future__ import annotations
@@ -74,8 +76,10 @@ class Execs:
         process = {**await self._spec(cid), "args": list(command), "terminal": False}
         exec_id = f"exec-{self._salt}-{next(self._ids)}"
         out: Path = self.log_dir(cid) / f"{exec_id}.out"
-        await asyncio.to_thread(_touch, out)
-        exited = False  # known to have exited (or never started): no kill needed
+        err = out.with_suffix(".err")
+        await asyncio.to_thread(_touch, out, err)
+        ran: tuple[int, bool] | None = None  # (exit code, timed out) once known
+        not_started: str | None = None
         try:
             await c.call(
                 c.tasks.Exec,
@@ -83,7 +87,7 @@ class Execs:
                     container_id=cid,
                     exec_id=exec_id,
                     stdout=str(out),
-                    stderr=str(out),
+                    stderr=str(err),
                     spec=any_pb2.Any(type_url=PROCESS_TYPE_URL, value=json.dumps(process).encode()),
                 ),
                 f"exec in {cid}",
@@ -95,23 +99,27 @@ class Execs:
                     f"start exec in {cid}",
                 )
             except CloudlessError as e:
-                exited = True
-                return ExecResult(NOT_STARTED_EXIT, _cut(str(e)))
-            code = await self._wait(cid, exec_id, timeout)
-            if code is None:
-                await self._kill(cid, exec_id)
-                exited = True
-                return ExecResult(-1, await asyncio.to_thread(_read, out), timed_out=True)
-            exited = True
-            return ExecResult(code, await asyncio.to_thread(_read, out))
+                not_started = str(e)
+            else:
+                code = await self._wait(cid, exec_id, timeout)
+                if code is None:
+                    await self._kill(cid, exec_id)
+                    ran = (-1, True)
+                else:
+                    ran = (code, False)
         finally:
             # Also when cancelled (a probe stopped with its replica, the agent shutting down):
             # the clean-up runs to its end in its own task, a running exec is killed before
             # it is deleted (containerd refuses to delete a running process), and whatever
             # the clean-up raises is consumed there, never left unretrieved.
-            cleanup = asyncio.ensure_future(self._discard(cid, exec_id, out, kill=not exited))
+            kill = ran is None and not_started is None
+            cleanup = asyncio.ensure_future(self._discard(cid, exec_id, (out, err), kill=kill))
             cleanup.add_done_callback(_consume)
-            await asyncio.shield(cleanup)
+            output = await asyncio.shield(cleanup)
+        if not_started is not None:
+            return ExecResult(NOT_STARTED_EXIT, _cut(not_started))
+        assert ran is not None
+        return ExecResult(ran[0], output, timed_out=ran[1])
 
     async def _kill(self, cid: str, exec_id: str) -> None:
         """SIGKILL the exec process and wait (briefly) for it to be gone; errors ignored."""
@@ -126,7 +134,12 @@ class Execs:
             )
             await self._wait(cid, exec_id, 5.0)
 
-    async def _discard(self, cid: str, exec_id: str, out: Path, *, kill: bool) -> None:
+    async def _discard(
+        self, cid: str, exec_id: str, files: tuple[Path, Path], *, kill: bool
+    ) -> str:
+        """Delete the exec process (killing it first if it may still run) and return its
+        output. The output is read only after the delete: the shim finishes copying the
+        process's output when the process is deleted, not when its exit is reported."""
         c = self.client
         try:
             if kill:
@@ -137,8 +150,10 @@ class Execs:
                     tasks_pb2.DeleteProcessRequest(container_id=cid, exec_id=exec_id),
                     f"delete exec in {cid}",
                 )
+            return _cut("".join(await asyncio.to_thread(lambda: [_read(f) for f in files])))
         finally:
-            _remove(out)
+            for f in files:
+                _remove(f)
 
     async def _wait(self, cid: str, exec_id: str, timeout: float) -> int | None:
         """The exit status, or None if it still runs after ``timeout`` seconds."""
@@ -157,14 +172,15 @@ class Execs:
         return int(resp.exit_status)
 
 
-def _consume(t: asyncio.Future[None]) -> None:
+def _consume(t: asyncio.Future[str]) -> None:
     if not t.cancelled():
         t.exception()  # retrieved: a failed clean-up is not an error of the caller
 
 
-def _touch(p: Path) -> None:
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.touch(mode=0o600)
+def _touch(*paths: Path) -> None:
+    for p in paths:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.touch(mode=0o600)
 
 
 def _remove(p: Path) -> None:

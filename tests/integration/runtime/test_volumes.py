@@ -81,7 +81,8 @@ async def test_volume_survives_restart_recreate_update_and_agent_restart(env: En
     async with agent(rt, root, [v(1, "a")]) as sup:
         st = sup.workers["db-0"].status
         await until("first start counted", counted(1))
-        assert st.state is ReplicaState.RUNNING
+        # the container may count before the supervisor has seen its start return
+        await until("running", lambda: st.state is ReplicaState.RUNNING)
         # Read-only volume: writing to it fails inside the container.
         r = await rt.exec_in_container("db-0", ["sh", "-c", "echo x > /seed/f"])
         assert r.exit_code != 0 and "Read-only" in r.output
