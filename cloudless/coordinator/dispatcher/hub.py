@@ -60,7 +60,7 @@ def usage_refresh_s(node_count: int) -> float:
 class TrustAdvice(Protocol):
     """Fills an ack with trust advice for the agent, and records what it reported."""
 
-    def advise(self, hb: pb.Heartbeat, reply: pb.HeartbeatAck) -> None: ...
+    def advise(self, node_id: str, hb: pb.Heartbeat, reply: pb.HeartbeatAck) -> None: ...
 
     async def record(self, node_id: str, hb: pb.Heartbeat, fence: Fence) -> None: ...
 
@@ -335,7 +335,7 @@ class AgentHub:
         transitions = self._heard(s)
         reply = pb.HeartbeatAck(seq=hb.seq, interval_s=interval)
         if self.trust is not None:
-            self.trust.advise(hb, reply)
+            self.trust.advise(s.node_id, hb, reply)
         if ack is not None:
             ack(reply)
         if self.trust is not None:

@@ -226,7 +226,7 @@ class Coordinator:
             clock=self.clock,
         )
         self.hub = AgentHub(self.state, self.clock, c.membership)
-        self.hub.trust = AgentTrust(self.store, self.ca)
+        self.hub.trust = AgentTrust(self.store, self.ca, self.clock)
         self.rotation = RootRotation(
             self.store,
             self.ca,
