@@ -1,14 +1,19 @@
 """The main job (``make demo``): a local cluster running a sample workload, end to end.
 
 1. a local cluster (``cloudless.devenv.cluster.NetnsCluster``): a coordinator host and three
-   "devices", each a network namespace on a bridge with its own address; a private OCI
+   "devices", each a network namespace on a bridge with its own address, the last one behind
+   a NAT router namespace; a private OCI
    registry on the bridge seeded with busybox; the coordinator with its embedded etcd and a
    fresh RSA-4096 CA; three agents, one per device, each with its own containerd, enrolled
    with one-time tokens and labelled with a zone;
-2. ``examples/hello.yaml`` applied: three HTTP servers spread over the three zones; each is
-   fetched over the network to show it serves;
+2. ``examples/hello.yaml`` applied: three HTTP servers spread over the three zones, each in
+   a network namespace of its own with an address from its device's subnet; each is fetched
+   from the first device (the others' through the Nebula overlay, the coordinator being the
+   lighthouse); then a client container calls the ``hello`` service by name (cluster DNS,
+   virtual IP) and the demo shows which replica, on which device, answered;
 3. one device dies (every process in its namespace is killed: agent, containerd, containers);
-   the demo measures how long until its replica runs elsewhere, and fetches it;
+   the demo measures how long until its replica runs elsewhere, fetches it, and shows the
+   client still reaching ``hello`` by name;
 4. everything is torn down and checked to leave nothing behind; exit 0 only if every step
    succeeded.
 
@@ -25,7 +30,6 @@ import shutil
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,7 @@ from rich.table import Table
 
 from cloudless.cli.client import Client
 from cloudless.devenv.cluster import NetnsCluster, wait_until
+from cloudless.devenv.netns import Host
 from cloudless.lib.errors import CloudlessError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,9 +74,38 @@ def preflight() -> None:
         raise DemoFailed("cannot run the demo:\n  - " + "\n  - ".join(problems))
 
 
-def fetch(endpoint: str) -> str:
-    with urllib.request.urlopen(f"http://{endpoint}/index.html", timeout=3) as r:
-        return str(r.read().decode().strip())
+CLIENT = """
+name: client
+image: IMAGE
+command: [sh, -c, "while true; do busybox timeout 2 busybox wget -qO- http://hello:8080/ ||
+  echo no answer; busybox sleep 1; done"]
+resources: {cpu: 50m, memory: 16Mi}
+"""
+
+
+def fetch_from(host: Host, endpoint: str) -> str | None:
+    """GET the endpoint from inside a device's namespace (container addresses are routed
+    there: its own bridge, the other devices' subnets through the overlay)."""
+    url = f"http://{endpoint}/index.html"
+    p = host.run(["busybox", "timeout", "3", "busybox", "wget", "-qO-", url])
+    out = p.stdout.strip()
+    return out if p.returncode == 0 and out else None
+
+
+def client_says(client: Client, rid: str) -> list[str]:
+    """The last lines the client replica printed."""
+    try:
+        raw = b"".join(client.stream(f"/v1/replicas/{rid}/logs?tail=3"))
+    except CloudlessError:
+        return []
+    return [line for line in raw.decode(errors="replace").splitlines() if line.strip()]
+
+
+def replica_nodes(client: Client, nodes: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {
+        r["id"]: nodes.get(r["node_id"], {}).get("name", r["node_id"])
+        for r in client.workload("hello")["replicas"]
+    }
 
 
 def placement_table(client: Client, nodes: dict[str, dict[str, Any]]) -> Table:
@@ -104,13 +138,16 @@ def demo_cluster(work: Path, devices: int, progress: Callable[[str], None]) -> N
         coordinators=1,
         agents=devices,
         zones=ZONES,
-        prefix="cldemo",
-        namespace="cloudless-demo",
+        # another name lets two demos (two checkouts) run side by side
+        prefix=os.environ.get("CLOUDLESS_DEMO_PREFIX", "cldemo"),
+        namespace=os.environ.get("CLOUDLESS_DEMO_PREFIX", "cloudless-demo"),
         node_name="device",
         region="home",
         root_key_size=4096,
         bcrypt_cost=10,
         progress=progress,
+        network="on",
+        nat_agents=1 if devices > 1 else 0,
     )
 
 
@@ -121,7 +158,10 @@ class Demo:
     async def run(self) -> float:
         c = self.cluster
         try:
-            step(1, "a local cluster: 3 devices, a registry, a coordinator, 3 agents")
+            step(
+                1,
+                "a local cluster: 3 devices (one behind NAT), a registry, a coordinator, 3 agents",
+            )
             preflight()
             await c.start()
             client = c.api
@@ -154,11 +194,15 @@ class Demo:
         zones = sorted(nodes[r["node_id"]]["zone"] for r in reps)
         if zones != list(ZONES):
             raise DemoFailed(f"replicas are not spread over the three zones: {zones}")
+        here = c.agent_hosts[0]
         for r in reps:
             body = await wait_until(
-                f"an answer from {r['endpoint']}", functools.partial(fetch, r["endpoint"]), 30
+                f"an answer from {r['endpoint']}",
+                functools.partial(fetch_from, here, r["endpoint"]),
+                30,
             )
-            console.print(f"  GET http://{r['endpoint']}/ -> {body!r}")
+            console.print(f"  GET http://{r['endpoint']}/ (from {here.name}) -> {body!r}")
+        await self.start_client(client, nodes)
 
         step(3, "a device dies: every process in its namespace is killed")
         victim = reps[0]
@@ -191,12 +235,58 @@ class Demo:
         )
         console.print(placement_table(client, nodes))
         new = [r for r in replaced if r["id"] not in {x["id"] for x in reps}]
+        alive = next(
+            h for h, nid in zip(c.agent_hosts, c.node_ids, strict=True) if nid != vnode["id"]
+        )
         for r in new:
             body = await wait_until(
-                f"an answer from {r['endpoint']}", functools.partial(fetch, r["endpoint"]), 30
+                f"an answer from {r['endpoint']}",
+                functools.partial(fetch_from, alive, r["endpoint"]),
+                30,
             )
-            console.print(f"  GET http://{r['endpoint']}/ -> {body!r}")
+            console.print(f"  GET http://{r['endpoint']}/ (from {alive.name}) -> {body!r}")
+        await self.show_client(client, nodes, exclude=victim["id"])
         return took
+
+    async def start_client(self, client: Client, nodes: dict[str, dict[str, Any]]) -> None:
+        c = self.cluster
+        await asyncio.to_thread(client.apply, CLIENT.replace("IMAGE", c.image).encode())
+        rid, node = await wait_until("the client running", functools.partial(client_at, client), 60)
+        cnode = nodes.get(node, {}).get("name", "?")
+        console.print(f"  client {rid} on {cnode} runs: wget http://hello:8080/ every second")
+        await self.show_client(client, nodes)
+
+    async def show_client(
+        self, client: Client, nodes: dict[str, dict[str, Any]], exclude: str = ""
+    ) -> None:
+        """Wait for the (current) client replica to print an answer from a replica other
+        than ``exclude``."""
+
+        def answered() -> tuple[str, str] | None:
+            at = client_at(client)
+            if at is None:
+                return None
+            lines = client_says(client, at[0])
+            ok = [x for x in lines if x.startswith("hello from") and not (exclude and exclude in x)]
+            return (ok[-1], at[1]) if ok else None
+
+        line, cnode = await wait_until("the client to reach hello by name", answered, 60)
+        svc = await asyncio.to_thread(client.call, "GET", "/v1/services/hello")
+        who = line.removeprefix("hello from ").strip()
+        where = (await asyncio.to_thread(replica_nodes, client, nodes)).get(who, "?")
+        name = nodes.get(cnode, {}).get("name", "?")
+        console.print(
+            f"  hello.default.cloudless = {svc['vip']} ({svc['ready']}/{svc['total']} endpoints);"
+            f" the client on {name} got {line!r} (a replica on {where})"
+        )
+
+
+def client_at(client: Client) -> tuple[str, str] | None:
+    """(replica id, node id) of the running client replica, if one runs."""
+    for r in client.workload("client")["replicas"]:
+        if r["observed"] == "running" and r["desired"] == "running":
+            return str(r["id"]), str(r["node_id"])
+    return None
 
 
 def main() -> int:

@@ -3,9 +3,12 @@
 A simulated week (after a week of history the availability models learn from) of a home
 fleet (4 servers, 8 laptops, 6 IoT boards, 6 phones; no device above 90% available) running
 services with R = 1..5 replicas, once per placement policy: today's scorer, plain spread
-(over nodes) and availability-aware. Planned departures announced 5 min ahead (the node is
-drained first) and, for comparison, not announced. The real reconciler and scheduler make
-every decision (cloudless/churn/sim.py).
+(over nodes) and availability-aware. Planned departures announced 5 min ahead (a ``leave``
+departure: the real departure rules move the replicas make-before-break, deadline at the
+moment the device goes) and, side by side on the same traces, not announced. The real
+reconciler and scheduler make every decision (cloudless/churn/sim.py). ``planned`` sums, per
+policy, the replica-hours lost after planned departures and over the whole week, announced
+vs not, with their ratio.
 """
 
 from __future__ import annotations
@@ -63,7 +66,31 @@ FIGURES = (
     "moves_per_day",
     "replicas_lost_at_planned_departures",
     "outage_after_planned_departure_s",
+    "replica_hours_lost",
+    "replica_hours_lost_after_planned_departures",
 )
+
+
+def planned(runs: dict[str, Any]) -> dict[str, Any]:
+    """Per policy, summed over services and seeds: replica-hours lost (after planned
+    departures, and in all) and replicas still on a leaving device, announced vs not."""
+    out: dict[str, Any] = {}
+    seeds = list(runs.values())
+    for policy in seeds[0]["announced"]:
+        row: dict[str, Any] = {}
+        for mode in ("announced", "not_announced"):
+            per_r = [s[mode][policy][r] for s in seeds for r in s[mode][policy] if r[0] == "R"]
+            for f in (
+                "replica_hours_lost_after_planned_departures",
+                "replica_hours_lost",
+                "replicas_lost_at_planned_departures",
+            ):
+                row[f"{f}_{mode}"] = sum(x[f] * x["services"] for x in per_r)
+        for f in ("replica_hours_lost_after_planned_departures", "replica_hours_lost"):
+            a, n = row[f"{f}_announced"], row[f"{f}_not_announced"]
+            row[f"{f}_ratio_announced_to_not"] = a / n if n else None
+        out[policy] = row
+    return out
 
 
 def summary(runs: dict[str, Any]) -> dict[str, Any]:
@@ -104,6 +131,7 @@ def main() -> int:
             "not_announced": run(seed, 0.0),
         }
     out["summary"] = summary(out["runs"])
+    out["planned"] = planned(out["runs"])
     write_results("churn", out)
     return 0
 

@@ -1,9 +1,9 @@
-"""``python -m bench.network [--only dns,nft,iperf]``
+"""``python -m bench.network [--only dns,nft,swap,iperf]``
 
 Measures the network figures of issue 14 that run on one machine: DNS responder throughput and
-latency on loopback, the nft whole-table swap for 200 services x 3 endpoints, and TCP throughput
-between two namespaces plain-routed vs over Nebula (direct). Writes
-``bench/results/network.json``.
+latency on loopback, the nft whole-table swap for 200 services x 3 endpoints, swaps while a
+client keeps connecting to a VIP (misses), and TCP throughput between two namespaces
+plain-routed vs over Nebula (direct). Writes ``bench/results/network.json``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def now() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.network")
-    ap.add_argument("--only", default="dns,nft,iperf")
+    ap.add_argument("--only", default="dns,nft,swap,iperf")
     args = ap.parse_args()
     parts = set(args.only.split(","))
     # sections not re-run keep their last figures (and say when they were measured)
@@ -31,7 +31,7 @@ def main() -> None:
     prev = RESULTS / "network.json"
     if prev.exists():
         old = json.loads(prev.read_text())
-        for k in ("dns", "nft_swap", "throughput"):
+        for k in ("dns", "nft_swap", "swap_under_load", "throughput"):
             if k in old:
                 out[k] = {"measured": old.get("when"), **old[k]}
     if "dns" in parts:
@@ -44,6 +44,15 @@ def main() -> None:
 
         out["nft_swap"] = {"measured": now(), "loadavg_before": os.getloadavg()[0], **nft()}
         print("nft", json.dumps(out["nft_swap"]))
+    if "swap" in parts:
+        from bench.network.swap_under_load import measure as swap
+
+        out["swap_under_load"] = {
+            "measured": now(),
+            "loadavg_before": os.getloadavg()[0],
+            **swap(),
+        }
+        print("swap", json.dumps(out["swap_under_load"]))
     if "iperf" in parts:
         from bench.network.throughput import measure as iperf
 

@@ -9,12 +9,14 @@ Workloads: PUT and GET of 1 MiB objects (4 concurrent), of 64 MiB objects (one a
 and of 4 KiB objects (16 concurrent: ops/s and P50 latency). Every object holds distinct
 random bytes (the store deduplicates identical blocks).
 
-Run from the repo root: ``python -m bench.objectstore`` -> ``bench/results/objectstore.json``.
+Run from the repo root: ``python -m bench.objectstore`` -> ``bench/results/objectstore.json``
+(its ``cluster`` section, written by ``python -m bench.objectstore.cluster``, is kept).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing as mp
 import os
 import statistics
@@ -25,7 +27,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import percentile, write_results
+from bench.common import RESULTS, percentile, write_results
 from bench.objectstore.servers import run_baseline, run_store
 
 MIB = 1 << 20
@@ -180,9 +182,12 @@ def main() -> None:
     for goal, want in GOALS.items():
         have = store[goal] if goal.endswith("ops/s") else ratios[goal]
         goals[goal] = {"goal": want, "measured": have, "met": have >= want}
+    previous = RESULTS / "objectstore.json"
+    kept = json.loads(previous.read_text()).get("cluster") if previous.exists() else None
     write_results(
         "objectstore",
         {
+            **({"cluster": kept} if kept else {}),
             "command": "python -m bench.objectstore",
             "setup": "one node, R=1, loopback, server and baseline each in one process (one "
             "event loop); SigV4 presigned URLs for the store; client: aiohttp in a third "

@@ -3,14 +3,23 @@
 Enrolls once (token + CSR; key and certificate kept with 0600 permissions), then runs, in one
 TaskGroup: the container runtime's loop, the supervisor (converging containers on the last
 assignment, which is persisted, so work continues while the coordinator is unreachable), the
-resource monitor, the link to the coordinator, and certificate renewal (at 2/3 of the
-certificate's lifetime, with jitter, without a restart).
+resource monitor, the link to the coordinator, certificate renewal (at 2/3 of the
+certificate's lifetime, with jitter, without a restart) and, when storage is enabled, the
+object-store node with its S3 gateway (``cloudless.agent.storage``).
+
+Leaving (``request_leave``: ``cloudless agent leave``, SIGTERM with ``--leave-on-stop``): the
+agent announces it (``Leave``), keeps running what it holds until the coordinator's set no
+longer holds it (each replica is stopped there once its replacement is ready elsewhere) or
+until the deadline, stops what is left, says goodbye without a hold and ``run`` returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
+import os
 import random
 import ssl
 from dataclasses import dataclass, field
@@ -22,6 +31,7 @@ from cloudless.agent.facts import detect_facts
 from cloudless.agent.identity import AgentIdentity, channel_options, enroll
 from cloudless.agent.link import AssignmentFile, Link, Sample
 from cloudless.agent.monitor import ResourceMonitor
+from cloudless.agent.network import AgentNetwork
 from cloudless.agent.supervisor import Supervisor
 from cloudless.agent.telemetry import AgentTelemetry, agent_tls_context
 from cloudless.agent.workload_identity import WorkloadIdentities
@@ -31,6 +41,7 @@ from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.model.node import NodeConditions
 from cloudless.model.resources import Resources
+from cloudless.objectstore.service import StorageConfig, StorageService
 from cloudless.observability.http import parse_listen, serve_metrics
 from cloudless.runtime.protocol import ContainerRuntime
 from cloudless.security.identity import SpiffeId
@@ -62,10 +73,29 @@ class AgentConfig:
     # certificate; the scraper must present a certificate from the cluster's CA.
     metrics_listen: str = ""
     metrics_tls: bool = False
+    # Container networking when the coordinator sends a network (its own namespace, address
+    # and DNS per container); False keeps containers on the device's network regardless.
+    container_network: bool = True
+    netns_prefix: str = "cl-"  # the containers' network namespaces: <prefix><replica id>
+    # The object-store node (storage or S3 gateway) this agent runs; None runs none.
+    storage: StorageConfig | None = None
     # Each replica's own SVID under <data_dir>/identities, mounted at /run/cloudless/identity
     # (``security.svid``); its lifetime, within the coordinator's 1 min .. 1 day.
     workload_identity: bool = True
     workload_identity_ttl_s: int = 3600
+    # Owner-reserved hours (``cloudless.model.departure`` week bins): no work then.
+    reserved_hours: frozenset[int] = frozenset()
+    # On SIGTERM, leave (move replicas away first) instead of a plain stop.
+    leave_on_stop: bool = False
+    leave_deadline_s: float = 300.0
+
+
+LEAVE_FILE = "leave.json"  # written by ``cloudless agent leave`` before it signals the agent
+PID_FILE = "agent.pid"
+
+
+class _Left(Exception):
+    """Ends ``Agent.run``'s task group once the agent has left."""
 
 
 class Agent:
@@ -88,9 +118,14 @@ class Agent:
         self.identity: AgentIdentity | None = None
         self.link: Link | None = None
         self.supervisor: Supervisor | None = None
+        self.network: AgentNetwork | None = None
         self._metrics_tls: ssl.SSLContext | None = None
+        self.storage: StorageService | None = None
         self._renew_now = asyncio.Event()  # the coordinator asked for a renewal (ack)
         self.identities: WorkloadIdentities | None = None
+        self._leave = asyncio.Event()
+        self._leave_args: tuple[float, str] = (config.leave_deadline_s, "agent leaving")
+        self.left = False
 
     def facts(self) -> pb.NodeFacts:
         c = self.config
@@ -117,6 +152,7 @@ class Agent:
             public=c.public,
             cost_per_hour=c.cost_per_hour,
             metrics_address=self.metrics_address(),
+            reserved_hours=sorted(c.reserved_hours),
         )
 
     def metrics_address(self) -> str:
@@ -159,6 +195,17 @@ class Agent:
         self.identity = await self.ensure_identity()
         assignments = AssignmentFile(self.config.data_dir)
         link_ref: list[Link] = []
+        if self.config.container_network:
+            self.network = AgentNetwork(
+                self.config.data_dir,
+                self.identity.node_id,
+                public=self.config.public,
+                clock=self.clock,
+                live_containers=self._live_containers,
+                netns_prefix=self.config.netns_prefix,
+            )
+            # the persisted network first: adopted and restarted replicas wait for it
+            self.network.update(assignments.load_network())
         self.identities = (
             WorkloadIdentities(
                 self.config.data_dir / "identities",
@@ -178,6 +225,7 @@ class Agent:
             advertise=self.config.address,
             volumes_root=self.config.data_dir / "volumes",
             secrets_root=self.config.data_dir / "secrets",  # a tmpfs, mounted on first use
+            network=self.network,
             identities=self.identities,
         )
         self.link = Link(
@@ -190,6 +238,10 @@ class Agent:
             self.rng,
             assignments,
             goodbye_hold_s=self.config.restart_hold_s,
+            network=self.network.update if self.network is not None else None,
+            network_state=(
+                self.network.describe if self.network is not None else lambda: "off: disabled"
+            ),
         )
         link_ref.append(self.link)
         ident = self.identity
@@ -202,16 +254,95 @@ class Agent:
 
         self.link.on_identity_change = identity_changed
         self.link.on_renew_requested = self._renew_now.set
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.runtime.run())
-            tg.create_task(self.supervisor.run(assignments.load()))
-            tg.create_task(self.monitor.run(self.config.monitor_interval_s))
-            tg.create_task(self.link.run())
-            tg.create_task(self._renewal())
-            if self.identities is not None:
-                tg.create_task(self.identities.run())
-            if self.config.metrics_listen:
-                tg.create_task(self._serve_metrics())
+        pid = self.config.data_dir / PID_FILE
+        pid.write_text(f"{os.getpid()}\n")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.runtime.run())
+                tg.create_task(self.supervisor.run(assignments.load()))
+                tg.create_task(self.monitor.run(self.config.monitor_interval_s))
+                tg.create_task(self.link.run())
+                tg.create_task(self._renewal())
+                tg.create_task(self._leaving())
+                if self.network is not None:
+                    tg.create_task(self.network.run())
+                if self.identities is not None:
+                    tg.create_task(self.identities.run())
+                if self.config.metrics_listen:
+                    tg.create_task(self._serve_metrics())
+                if self.config.storage is not None:
+                    tg.create_task(self._storage(self.config.storage))
+        except* _Left:
+            self.left = True
+        finally:
+            pid.unlink(missing_ok=True)
+
+    async def _storage(self, cfg: StorageConfig) -> None:
+        """The object-store node until cancelled (``cloudless.agent.storage``)."""
+        from cloudless.agent.storage import CoordinatorSend, node_tls
+        from cloudless.objectstore.store_proxy import ProxyStore
+
+        assert self.identity is not None and self.link is not None
+        link = self.link
+        send = CoordinatorSend(self.identity, lambda: link.leader_hint)
+        self.storage = StorageService(cfg, node_tls(self.identity), ProxyStore(send), self.clock)
+        try:
+            await self.storage.run()
+        finally:
+            await send.close()
+
+    async def _live_containers(self) -> set[str]:
+        return {st.id for st in await self.runtime.list_containers()}
+
+    def request_leave(self, deadline_s: float | None = None, reason: str = "") -> None:
+        """Leave the cluster: replicas move away first (see the module docstring)."""
+        self._leave_args = (
+            self.config.leave_deadline_s if deadline_s is None else deadline_s,
+            reason or "agent leaving",
+        )
+        self._leave.set()
+
+    def leave_requested_by_file(self) -> bool:
+        """SIGTERM: leave if ``cloudless agent leave`` asked (its file) or ``leave_on_stop``;
+        True if a leave started (the caller then does not cancel the agent)."""
+        f = self.config.data_dir / LEAVE_FILE
+        if f.exists():
+            try:
+                ask = json.loads(f.read_text())
+                self.request_leave(float(ask.get("deadline_s", 300.0)), str(ask.get("reason", "")))
+            except (OSError, ValueError, TypeError) as e:
+                log.warning("%s unreadable (%s): leaving with the defaults", f, e)
+                self.request_leave()
+            f.unlink(missing_ok=True)
+            return True
+        if self.config.leave_on_stop:
+            self.request_leave(reason="agent stopping (--leave-on-stop)")
+            return True
+        return False
+
+    LEAVE_POLL_S = 0.1
+
+    async def _leaving(self) -> None:
+        await self._leave.wait()
+        assert self.link is not None and self.supervisor is not None
+        deadline_s, reason = self._leave_args
+        log.info("leaving (%s): moving replicas away within %.0fs", reason, deadline_s)
+        self.link.announce_leave(deadline_s, reason)
+        until = self.clock.monotonic() + deadline_s
+        while self.supervisor.workers and self.clock.monotonic() < until:
+            await self.clock.sleep(self.LEAVE_POLL_S)
+        if self.supervisor.workers:
+            log.warning(
+                "leave deadline passed with %d replica(s) here: stopping them",
+                len(self.supervisor.workers),
+            )
+        self.supervisor.assign([])
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30.0):
+                await self.supervisor.idle()
+        await self.link.say_goodbye(f"left: {reason}")
+        log.info("left the cluster")
+        raise _Left()
 
     async def _serve_metrics(self) -> None:
         """``/metrics`` until cancelled; the TLS context follows certificate renewals."""

@@ -117,6 +117,17 @@ class AssignmentFile:
             return []
         return assignments_from_pb(msg)
 
+    def load_network(self) -> pb.NetworkConfig | None:
+        """The network config persisted with the last set (None: none, or no file)."""
+        if not self.path.exists():
+            return None
+        msg = pb.Assignments()
+        try:
+            msg.ParseFromString(self.path.read_bytes())
+        except Exception:
+            return None  # load() already says so
+        return msg.network if msg.HasField("network") else None
+
 
 class Link:
     def __init__(
@@ -134,8 +145,12 @@ class Link:
         server_name: str | None = None,
         goodbye_hold_s: float = 0.0,
         dialer: Dialer | None = None,
+        network: Callable[[pb.NetworkConfig | None], None] | None = None,
+        network_state: Callable[[], str] = lambda: "",
     ) -> None:
         self.identity = identity
+        self.network = network
+        self.network_state = network_state
         self.supervisor = supervisor
         self.runtime = runtime
         self.facts = facts
@@ -165,6 +180,10 @@ class Link:
         self.last_rx = 0.0
         self._log_tasks: dict[str, asyncio.Task[None]] = {}
         self._renewed = asyncio.Event()
+        # Set by ``announce_leave``: sent now and again on every new session until we go.
+        self.leave: pb.Leave | None = None
+        self._outbox: asyncio.Queue[pb.AgentMessage] | None = None
+        self._said_goodbye: asyncio.Event | None = None
 
     def on_change(self) -> None:
         self.changed.set()
@@ -216,7 +235,10 @@ class Link:
         async with self.dialer.connect(target) as ch:
             outbox: asyncio.Queue[pb.AgentMessage] = asyncio.Queue()
             outbox.put_nowait(self._hello())
+            if self.leave is not None:
+                outbox.put_nowait(pb.AgentMessage(leave=self.leave))
             said_goodbye = asyncio.Event()
+            self._outbox, self._said_goodbye = outbox, said_goodbye
             self._renewed.clear()
             self.last_rx = self.clock.monotonic()
             send = asyncio.create_task(self._send(ch, outbox, said_goodbye))
@@ -227,10 +249,11 @@ class Link:
             try:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             except asyncio.CancelledError:
-                if self.goodbye_hold_s > 0 and self.connected.is_set():
+                if self.goodbye_hold_s > 0 and self.connected.is_set() and self.leave is None:
                     await self._goodbye(outbox, said_goodbye)
                 raise
             finally:
+                self._outbox = self._said_goodbye = None
                 for t in (*tasks, *self._log_tasks.values()):
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -252,19 +275,38 @@ class Link:
             if msg.WhichOneof("kind") == "goodbye":
                 said_goodbye.set()
 
-    async def _goodbye(self, outbox: asyncio.Queue[pb.AgentMessage], said: asyncio.Event) -> None:
-        """A clean stop: ask the coordinator to hold this node for ``goodbye_hold_s``; wait
-        (at most 1 s) until the message has been written to the stream."""
-        outbox.put_nowait(
-            pb.AgentMessage(
-                goodbye=pb.Goodbye(back_within_s=self.goodbye_hold_s, reason="agent stopping")
-            )
-        )
+    def announce_leave(self, deadline_s: float, reason: str) -> None:
+        """Tell the coordinator this node is leaving (``Leave``): now if connected, and on
+        every session opened until the agent stops."""
+        self.leave = pb.Leave(deadline_s=deadline_s, reason=reason)
+        if self._outbox is not None:
+            self._outbox.put_nowait(pb.AgentMessage(leave=self.leave))
+
+    async def say_goodbye(self, reason: str) -> bool:
+        """The last word of a leaving agent (no hold: the node is departed, not awaited);
+        False when not connected."""
+        if self._outbox is None or self._said_goodbye is None:
+            return False
+        await self._goodbye(self._outbox, self._said_goodbye, hold=0.0, reason=reason)
+        return True
+
+    async def _goodbye(
+        self,
+        outbox: asyncio.Queue[pb.AgentMessage],
+        said: asyncio.Event,
+        *,
+        hold: float | None = None,
+        reason: str = "agent stopping",
+    ) -> None:
+        """A clean stop: ask the coordinator to hold this node for ``goodbye_hold_s`` (or
+        ``hold``); wait (at most 1 s) until the message has been written to the stream."""
+        hold = self.goodbye_hold_s if hold is None else hold
+        outbox.put_nowait(pb.AgentMessage(goodbye=pb.Goodbye(back_within_s=hold, reason=reason)))
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             async with asyncio.timeout(1.0):
                 await said.wait()
                 await asyncio.sleep(0.05)  # let the HTTP/2 frame leave the socket
-        log.info("said goodbye (hold %.0fs)", self.goodbye_hold_s)
+        log.info("said goodbye (hold %.0fs)", hold)
 
     def silence_limit(self) -> float:
         return max(3.0, 4 * self.interval)
@@ -307,6 +349,7 @@ class Link:
                         usage=resources_to_pb(s.usage),
                         conditions=conditions_to_pb(s.conditions),
                         replicas=[status_pb(st, now) for st in self.supervisor.statuses()],
+                        network_state=self.network_state(),
                         trusted_roots=trusted,
                         cert_issuer=issuer,
                     )
@@ -331,6 +374,10 @@ class Link:
         if kind == "assignments":
             # Obey first: the file only serves a restart while offline. A full disk must not
             # end the session (the same set would be resent and fail again, forever).
+            # The network first: a replica of this set must start on the right network.
+            if self.network is not None:
+                a = msg.assignments
+                self.network(a.network if a.HasField("network") else None)
             self.supervisor.assign(assignments_from_pb(msg.assignments))
             try:
                 self.assignments.save(msg.assignments)

@@ -1,9 +1,10 @@
 """Host ports for replicas that declare ports (Nomad-style dynamic ports).
 
-Containers share the node's network namespace, so two replicas of one server on one node
-cannot both bind its declared port. Each declared port gets a host port from a range; the
-replica sees ``PORT`` (its first port) and ``CLOUDLESS_PORT_<declared>`` in its environment,
-and reports ``<node address>:<PORT>`` as its endpoint.
+Without container networking (``agent.network``) containers share the node's network
+namespace, so two replicas of one server on one node cannot both bind its declared port. Each
+declared port gets a host port from a range; the replica sees ``PORT`` (its first port) and
+``CLOUDLESS_PORT_<declared>`` in its environment, and reports ``<node address>:<PORT>`` as its
+endpoint.
 """
 
 from __future__ import annotations

@@ -12,6 +12,12 @@ liveness check stops the container and counts as a failed exit for the restart p
 
 Container ids are replica ids. A container whose ``cloudless.spec-version`` label differs from
 the assignment's is replaced; one that matches is adopted (agent restart).
+
+With container networking (``network``, an ``agent.network.ContainerNetworking``) a replica
+gets its own namespace and address before it is created, keeps them across restarts of its
+container, and loses them when it is removed; its declared ports are its container's own
+(``PORT`` is the first one) and its endpoint is ``<container ip>:<port>``. Without it (or
+while the device cannot network), declared ports map to host ports as before.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from cloudless.agent.assignment import (
 )
 from cloudless.agent.health.probes import Prober
 from cloudless.agent.health.runner import HealthRunner
+from cloudless.agent.network import ContainerNetworking, NetAttachment
 from cloudless.agent.ports import PortAllocator
 from cloudless.agent.workload_identity import WorkloadIdentities
 from cloudless.lib.clock import Clock
@@ -72,6 +79,7 @@ __all__ = [  # the values live in ``assignment``; re-exported for the link and t
     "same_template",
 ]
 
+NET_LABEL = "cloudless.net-ip"  # the container's own address (it has its own namespace)
 POLL_S = 2.0
 VOLUME_USAGE_S = 30.0
 MIB = 1 << 20
@@ -87,8 +95,10 @@ class ReplicaWorker:
     advertise: str = ""
     volumes_root: Path | None = None
     secrets_root: Path | None = None
+    network: ContainerNetworking | None = None
     identities: WorkloadIdentities | None = None
     host_ports: dict[int, int] = field(default_factory=dict)
+    net: NetAttachment | None = None
     status: LocalStatus = field(init=False)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
@@ -178,6 +188,9 @@ class ReplicaWorker:
             with tr.start_as_current_span("pull"):
                 await self._pull(a.spec.image)
             self._set(ReplicaState.STARTING)
+            if self.network is not None and self.net is None:
+                with tr.start_as_current_span("network"):
+                    self.net = await self.network.attach(rid)
             self._ensure_ports()
             mounts = self._volumes()
             fresh = self.assigned  # secret values may have been refreshed since
@@ -193,10 +206,17 @@ class ReplicaWorker:
                     *secret_mounts,
                     await self.identities.prepare(a.workload, rid),
                 )
-            with tr.start_as_current_span("create"):
-                await self.runtime.create_container(
-                    container_spec(fresh, self.host_ports, mounts + secret_mounts, secret_env)
+            spec = container_spec(fresh, self.host_ports, mounts + secret_mounts, secret_env)
+            if self.net is not None:
+                resolv = BindMount(self.net.resolv_conf, "/etc/resolv.conf", read_only=True)
+                spec = replace(
+                    spec,
+                    netns=self.net.netns,
+                    mounts=(*spec.mounts, resolv),
+                    labels={**spec.labels, NET_LABEL: self.net.ip},
                 )
+            with tr.start_as_current_span("create"):
+                await self.runtime.create_container(spec)
             self.exited.clear()
             with tr.start_as_current_span("start"):
                 current = await self.runtime.start_container(rid)
@@ -231,7 +251,9 @@ class ReplicaWorker:
             return None
         log.info("adopted container %s (%s)", st.id, st.state.value)
         self.host_ports = parse_ports_label(st.labels.get(PORTS_LABEL, ""))
-        if self.ports is not None:
+        if st.labels.get(NET_LABEL) and self.network is not None:
+            self.net = await self.network.attach(st.id)  # its cached attachment
+        elif self.ports is not None:
             self.ports.reserve(self.host_ports.values())
         self._publish_endpoint()
         return st
@@ -255,7 +277,7 @@ class ReplicaWorker:
         declared = list(self.assigned.spec.ports)
         if not declared or self.host_ports:
             return
-        if self.ports is None:
+        if self.ports is None or self.net is not None:  # its own namespace: ports as declared
             self.host_ports = {p: p for p in declared}
         else:
             self.host_ports = dict(zip(declared, self.ports.allocate(len(declared)), strict=True))
@@ -265,10 +287,11 @@ class ReplicaWorker:
         if self.host_ports and self.assigned.spec.ports:
             port = self.host_ports.get(self.assigned.spec.ports[0])
             if port:
-                self.status.endpoint = f"{self.advertise or '127.0.0.1'}:{port}"
+                host = self.net.ip if self.net else self.advertise or "127.0.0.1"
+                self.status.endpoint = f"{host}:{port}"
 
     def release_ports(self) -> None:
-        if self.ports is not None:
+        if self.ports is not None and self.net is None:
             self.ports.release(self.host_ports.values())
 
     async def _watch(self) -> tuple[ContainerStatus, str | None]:
@@ -280,7 +303,12 @@ class ReplicaWorker:
         since_start = max(0.0, self.clock.now() - (self.status.started_at or self.clock.now()))
         runner = HealthRunner(
             health,
-            Prober(self.runtime, self.assigned.replica_id, host_ports=dict(self.host_ports)),
+            Prober(
+                self.runtime,
+                self.assigned.replica_id,
+                host=self.net.ip if self.net else "127.0.0.1",
+                host_ports=dict(self.host_ports),
+            ),
             self.clock,
             self._on_ready,
             started_at=self.clock.monotonic() - since_start,
@@ -336,6 +364,9 @@ class ReplicaWorker:
             log.warning("stopping %s: %s", rid, e)
         await self._remove_quietly()
         self.release_ports()
+        if self.network is not None:
+            await self.network.detach(rid)
+            self.net = None
         if self.assigned.spec.secrets:
             await asyncio.to_thread(secret_files.remove, self.secrets_root, rid)
         if self.identities is not None:
@@ -366,8 +397,10 @@ class Supervisor:
         advertise: str = "",
         volumes_root: Path | None = None,
         secrets_root: Path | None = None,
+        network: ContainerNetworking | None = None,
         identities: WorkloadIdentities | None = None,
     ):
+        self.network = network
         self.volumes_root = volumes_root
         self.secrets_root = secrets_root
         self.identities = identities
@@ -429,6 +462,7 @@ class Supervisor:
                         self.runtime,
                         self.clock,
                         self.on_change,
+                        network=self.network,
                     )
                 )
 
@@ -488,6 +522,7 @@ class Supervisor:
                     self.advertise,
                     self.volumes_root,
                     self.secrets_root,
+                    self.network,
                     self.identities,
                 )
                 self.workers[rid] = w

@@ -1,9 +1,9 @@
 """Per-device session history, kept from the up/down events the leader already sees, and
 the device's ``AvailabilityModel`` learned from it. Pure bookkeeping: times are passed in.
 
-The coordinator would call ``up``/``down`` where it feeds ``ReliabilityTracker`` and pass
-``models(now)`` to an ``AvailabilityPlacer``; that wiring is not done yet (docs/churn.md).
-History older than ``keep_s`` (default 4 weeks) is dropped.
+The running coordinator keeps one in ``cloudless.churn.keeper`` (fed from the nodes table,
+persisted per node); the simulator learns from its traces directly. History older than
+``keep_s`` (default 4 weeks) is dropped.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from cloudless.churn.model import AvailabilityModel
 
 
 @dataclass
-class _Device:
+class DeviceHistory:
+    """One device: history starts at ``since``; ended ``sessions``; the open one, if up."""
+
     since: float
     sessions: list[tuple[float, float]] = field(default_factory=list)
     open_since: float | None = None
@@ -23,12 +25,12 @@ class _Device:
 @dataclass
 class SessionLog:
     keep_s: float = 28 * 86400.0
-    devices: dict[str, _Device] = field(default_factory=dict)
+    devices: dict[str, DeviceHistory] = field(default_factory=dict)
 
-    def _get(self, node_id: str, now: float) -> _Device:
+    def _get(self, node_id: str, now: float) -> DeviceHistory:
         d = self.devices.get(node_id)
         if d is None:
-            d = self.devices[node_id] = _Device(since=now)
+            d = self.devices[node_id] = DeviceHistory(since=now)
         return d
 
     def up(self, node_id: str, now: float) -> None:

@@ -8,14 +8,18 @@ coming back (from its trace), a new replica becoming ready ``start_delay_s`` aft
 created on an online device, a stopped replica exiting at once, a device that comes back
 within ``failed_after_s`` keeping its replicas (a blip is not a departure) and one that
 was gone longer coming back empty (its node failed, its replicas were deleted). Planned
-departures are announced ``announce_s`` ahead by setting the node draining, as the
-coordinator does on ``cloudless agent leave`` (replacements first, then the old replica is
-stopped). Time is event driven: nothing is computed between two events.
+departures are announced ``announce_s`` ahead by writing a ``leave`` departure (deadline:
+the moment the device goes) and setting the node draining, as the coordinator's hub does on
+an agent's ``Leave``; from there the real departure rules (``departures.decide_departures``,
+inside ``reconcile``) move its replicas make-before-break, stop what is left at the
+deadline, and the node is ``departed`` when it goes (its reliability is not judged while
+away). Time is event driven: nothing is computed between two events.
 
 Per service it reports the fraction of the measured window with at least one replica ready
 and with a quorum (a majority) ready, replicas created per day after the first placement
-("moves"), and what planned departures cost: replicas still on the device when it left,
-and outage seconds that followed one.
+("moves"), replica-hours lost (the integral of wanted minus ready replicas), and what
+planned departures cost: replicas still on the device when it left, outage seconds and
+replica-hours lost that followed one.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 from cloudless.churn.model import AvailabilityModel
 from cloudless.churn.target import AvailabilityPlacer
 from cloudless.churn.traces import DAY_S, WEEK_S, Trace
+from cloudless.coordinator.deciders.departures import RESERVED_LEAD_S, SetDeparture
 from cloudless.coordinator.deciders.membership import MembershipConfig
 from cloudless.coordinator.deciders.reconcile import (
     ClusterView,
@@ -44,6 +49,7 @@ from cloudless.coordinator.deciders.reconcile import (
 from cloudless.coordinator.deciders.reliability import ReliabilityTracker
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.ids import SequentialIds
+from cloudless.model.departure import HOUR_S, Departure, DepartureKind, week_bin
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import DesiredState, Replica, ReplicaState
 from cloudless.model.workload import WorkloadSpec
@@ -74,6 +80,8 @@ class ServiceStats:
     lost_at_planned: int = 0
     outage_after_planned_s: float = 0.0
     last_loss_planned: bool = False
+    deficit_s: float = 0.0  # replica-seconds wanted but not ready
+    deficit_after_planned_s: float = 0.0
 
     def report(self, window_s: float) -> dict[str, Any]:
         return {
@@ -84,6 +92,8 @@ class ServiceStats:
             "moves_per_day": self.moves / (window_s / DAY_S),
             "replicas_lost_at_planned_departures": self.lost_at_planned,
             "outage_after_planned_departure_s": self.outage_after_planned_s,
+            "replica_hours_lost": self.deficit_s / 3600.0,
+            "replica_hours_lost_after_planned_departures": self.deficit_after_planned_s / 3600.0,
         }
 
 
@@ -136,6 +146,18 @@ class ChurnSim:
                     self._at(e, "down", d)
                     if c.announce_s > 0 and e in tr.planned and e - c.announce_s > t0:
                         self._at(e - c.announce_s, "announce", d)
+        # Owner-reserved hours: a round when each stretch is due to be announced and when
+        # it ends (the rules are decided in ``reconcile``; the simulator only wakes it).
+        for n in self.st.nodes.values():
+            h = (t0 // HOUR_S) * HOUR_S
+            while n.reserved_hours and h < c.end_s:
+                now_in = week_bin(h) in n.reserved_hours
+                before = week_bin(h - HOUR_S) in n.reserved_hours
+                if now_in and not before and h - RESERVED_LEAD_S > t0:
+                    self._at(h - RESERVED_LEAD_S, "tick", n.id)
+                if before and not now_in:
+                    self._at(h, "tick", n.id)
+                h += HOUR_S
         t = t0 + c.relearn_s
         while t < c.end_s:
             self._at(t, "learn", "")
@@ -169,6 +191,12 @@ class ChurnSim:
         self._at(now + (c.detect_planned_s if planned else c.detect_unplanned_s), "offline", d)
 
     def _offline(self, d: str, now: float) -> None:
+        dep = self.st.nodes[d].departure
+        if dep is not None and dep.kind is DepartureKind.LEAVE:
+            # announced: membership departs it when its stream ends, not offline, not judged
+            self.tracker.away(d, now)
+            self._node(d, NodeState.DEPARTED, now)
+            return
         self.tracker.down(d, now)
         self._node(d, NodeState.OFFLINE, now)
         self._at(now + self.cfg.failed_after_s, "fail", d)
@@ -182,7 +210,9 @@ class ChurnSim:
             if r.node_id != d or r.desired is not DesiredState.RUNNING:
                 continue
             if r.started_at > 0:  # it was running: the agent kept it
-                st.replicas[r.id] = replace(r, observed=ReplicaState.RUNNING, updated_at=now)
+                st.replicas[r.id] = replace(
+                    r, observed=ReplicaState.RUNNING, ready=True, updated_at=now
+                )
             else:
                 st.replicas[r.id] = replace(r, observed=ReplicaState.PENDING, updated_at=now)
                 self._at(now + self.cfg.start_delay_s, "ready", r.id)
@@ -217,6 +247,12 @@ class ChurnSim:
                 self.records[a.workload] = replace(rec, unplaced=a.count, unplaced_reason=a.reason)
             elif isinstance(a, SetNodeState):
                 self._node(a.node_id, a.state, now)
+            elif isinstance(a, SetDeparture):
+                x = st.nodes[a.node_id]
+                moved = x.moved_to(a.state)[0] if a.state is not None else None
+                st.nodes[a.node_id] = replace(moved or x, departure=a.departure)
+                if a.departure is not None and a.departure.deadline > now:
+                    self._at(a.departure.deadline, "tick", a.node_id)
             elif isinstance(a, DeleteWorkload):  # pragma: no cover - services are never deleted
                 self.records.pop(a.workload, None)
 
@@ -277,15 +313,18 @@ class ChurnSim:
                     self._node(what, NodeState.FAILED, t)
         elif kind == "announce":
             if st.online[what] and st.nodes[what].state is NodeState.READY:
+                dep = Departure(DepartureKind.LEAVE, "planned", t, t + self.cfg.announce_s)
+                st.nodes[what] = replace(st.nodes[what], departure=dep)
                 self._node(what, NodeState.DRAINING, t)
         elif kind == "ready":
             r = st.replicas.get(what)
             if r and r.observed is ReplicaState.PENDING and st.online.get(r.node_id, False):
                 st.replicas[what] = replace(
-                    r, observed=ReplicaState.RUNNING, started_at=t, updated_at=t
+                    r, observed=ReplicaState.RUNNING, ready=True, started_at=t, updated_at=t
                 )
         elif kind == "learn":
             self._learn(t)
+        # "tick": nothing happens but a reconcile round (a departure's deadline, reserved hours)
 
     def _account(self, dt: float) -> None:
         if dt <= 0:
@@ -295,10 +334,16 @@ class ChurnSim:
             if self._ready(r):
                 ready[r.workload] += 1
         for name, s in self.stats.items():
+            short = max(0, s.replicas - ready[name]) * dt
+            s.deficit_s += short
+            if s.last_loss_planned:
+                s.deficit_after_planned_s += short
             if ready[name] >= 1:
                 s.up_s += dt
             elif s.last_loss_planned:
                 s.outage_after_planned_s += dt
+            if ready[name] >= s.replicas:
+                s.last_loss_planned = False  # whole again: later shortfalls have other causes
             if ready[name] >= s.quorum:
                 s.quorum_s += dt
 

@@ -53,6 +53,28 @@ def predicted(windows: Sequence[Sequence[float]], quorum: int = 1) -> float:
     return sum(at_least([w[h] for w in windows], quorum) for h in range(hours)) / hours
 
 
+def staying_window(m: AvailabilityModel | None, now: float, horizon_s: float) -> list[float]:
+    """Per hour of the window, the chance the device is still up (0.5 for a device without
+    a model)."""
+    if m is None:
+        return [0.5] * max(1, int(horizon_s // HOUR_S))
+    return m.staying(now, horizon_s)
+
+
+def predict(
+    node_ids: Sequence[str],
+    models: Mapping[str, AvailabilityModel],
+    now: float,
+    *,
+    horizon_s: float = 6 * HOUR_S,
+    target: float = 0.999,
+    quorum: int = 1,
+) -> Prediction:
+    """The predicted availability of replicas on ``node_ids`` over the next ``horizon_s``."""
+    windows = [staying_window(models.get(n), now, horizon_s) for n in node_ids]
+    return Prediction(tuple(node_ids), predicted(windows, quorum), target, quorum)
+
+
 @dataclass(frozen=True, slots=True)
 class Prediction:
     nodes: tuple[str, ...]
@@ -98,10 +120,7 @@ class AvailabilityPlacer:
         self.now = now
 
     def _window(self, node_id: str) -> list[float]:
-        m = self.models.get(node_id)
-        if m is None:
-            return [0.5] * max(1, int(self.horizon_s // HOUR_S))
-        return m.staying(self.now, self.horizon_s)
+        return staying_window(self.models.get(node_id), self.now, self.horizon_s)
 
     def _reliability(self, nodes: Sequence[Node]) -> list[Node]:
         out = []

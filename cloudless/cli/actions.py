@@ -202,6 +202,31 @@ def _node_op(verb: str, past: str, doc: str) -> Any:
     return op
 
 
+def drain(
+    node: Annotated[str, typer.Argument(help="Node id or name.")],
+    deadline: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="Stop what is still there after this long (10m), even if its replacement is "
+            "not ready; without it the drain waits for every replacement.",
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Move a node's replicas elsewhere (each stops once its replacement is ready) and cordon
+    it."""
+    body = None
+    if deadline is not None:
+        body = {"deadline_s": duration_option(deadline, "--deadline")}
+    client = connect(config)
+    node_id = resolve_node_id(client, node)
+    n = client.call("POST", f"/v1/nodes/{node_id}/drain", body)
+    dep = n.get("departure") or {}
+    by = f", deadline in {dep['deadline'] - dep['announced_at']:.0f}s" if dep else ""
+    out.print(f"node/{n.get('name') or node_id} ({node_id}) draining: state {n.get('state')}{by}")
+
+
 wait_app = typer.Typer(no_args_is_help=True, help="Wait for a condition (for scripts).")
 
 
@@ -268,8 +293,6 @@ def register(app: typer.Typer) -> None:
     app.command("uncordon", rich_help_panel=nodes)(
         _node_op("uncordon", "uncordoned", "Let the scheduler place replicas on a node again.")
     )
-    app.command("drain", rich_help_panel=nodes)(
-        _node_op("drain", "draining", "Move a node's replicas elsewhere and cordon it.")
-    )
+    app.command("drain", rich_help_panel=nodes)(drain)
     app.add_typer(remove_app, name="remove", rich_help_panel=nodes)
     delete_app.command("node", hidden=True)(remove_node)

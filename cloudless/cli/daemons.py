@@ -9,20 +9,26 @@ main.py prints as ``error: ...`` with exit code 1.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import json
 import logging
+import os
+import re
 import signal
 import socket
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 
-from cloudless.cli.fmt import parse_labels
+from cloudless.cli.fmt import parse_duration, parse_labels
+from cloudless.coordinator.agentapi.checks import MAX_LEAVE_S
 from cloudless.coordinator.deciders.membership import MembershipConfig
 from cloudless.coordinator.eventlog.window import EventBounds
-from cloudless.lib.errors import CloudlessError
+from cloudless.lib.errors import CloudlessError, ValidationError
 from cloudless.lib.keepalive import Keepalive
 
 log = logging.getLogger("cloudless.cli")
@@ -45,13 +51,23 @@ def setup_tracing(endpoint: str, service: str) -> None:
         log.info("exporting traces to %s", endpoint)
 
 
-async def run_until_signal(main: Coroutine[Any, Any, None]) -> bool:
-    """Run ``main`` until it returns or SIGINT/SIGTERM cancels it; True if a signal did."""
+async def run_until_signal(
+    main: Coroutine[Any, Any, None], on_term: Callable[[], bool] | None = None
+) -> bool:
+    """Run ``main`` until it returns or SIGINT/SIGTERM cancels it; True if a signal did.
+    ``on_term``: asked on the first SIGTERM; when it returns True it took the signal over (an
+    agent that leaves, then returns) and ``main`` is not cancelled; a second signal is."""
     task = asyncio.create_task(main)
     loop = asyncio.get_running_loop()
     got: list[str] = []
+    handed: list[str] = []
 
     def stop(sig: signal.Signals) -> None:
+        if sig is signal.SIGTERM and on_term is not None and not handed and not got:
+            handed.append(sig.name)
+            if on_term():
+                log.info("received SIGTERM: leaving the cluster first")
+                return
         if not got:
             log.info("received %s: shutting down", sig.name)
         got.append(sig.name)
@@ -80,11 +96,11 @@ def _set_level(level: str) -> None:
     log.warning("log level set to %s (SIGUSR1: debug, SIGUSR2: info)", level)
 
 
-def serve(main: Coroutine[Any, Any, None]) -> None:
+def serve(main: Coroutine[Any, Any, None], on_term: Callable[[], bool] | None = None) -> None:
     """``asyncio.run`` with signal handling; a ``SystemExit("message")`` from inside becomes
     a CloudlessError (printed as ``error: message``)."""
     try:
-        asyncio.run(run_until_signal(main))
+        asyncio.run(run_until_signal(main, on_term))
     except SystemExit as e:
         if isinstance(e.code, str):
             raise CloudlessError(e.code.removeprefix("cloudless agent: ")) from None
@@ -184,7 +200,8 @@ def coordinator(
         typer.Option(
             metavar="on|KEY=CIDR,...",
             help="Container networking (address slots, service VIPs): 'on' for the defaults, "
-            "or overlay=,containers=,prefix=,services= (see docs/network.md). Default off.",
+            "or overlay=,containers=,prefix=,services=,lighthouse=IP:PORT (where devices reach "
+            "this coordinator's Nebula lighthouse; see docs/network.md). Default off.",
         ),
     ] = "",
     scheduler: Annotated[
@@ -390,6 +407,7 @@ def parse_liveness(text: str) -> dict[str, Any]:
 
 
 def agent(
+    ctx: typer.Context,
     join: Annotated[
         str,
         typer.Option(
@@ -437,6 +455,29 @@ def agent(
             "agent is replaced at once regardless.",
         ),
     ] = 30.0,
+    reserved_hours: Annotated[
+        str,
+        typer.Option(
+            metavar="DAYS HH-HH[; ...]",
+            help="Owner-reserved hours in this machine's local time, when it takes no work "
+            "(its replicas move away before): e.g. 'Mon-Fri 18-23; Sat,Sun 10-24'.",
+        ),
+    ] = "",
+    leave_on_stop: Annotated[
+        bool,
+        typer.Option(
+            "--leave-on-stop",
+            help="On SIGTERM, leave the cluster (replicas move elsewhere first, make-before-"
+            "break) instead of a plain stop: for sleep hooks and machines reclaimed by owners.",
+        ),
+    ] = False,
+    leave_deadline: Annotated[
+        str,
+        typer.Option(
+            metavar="DURATION",
+            help="How long a leave may wait for replicas to move before stopping them: 5m.",
+        ),
+    ] = "5m",
     metrics_listen: Annotated[
         str,
         typer.Option(
@@ -459,12 +500,57 @@ def agent(
             help="Export traces over OTLP/gRPC there (default: tracing off).",
         ),
     ] = "",
+    container_network: Annotated[
+        bool,
+        typer.Option(
+            "--container-network/--no-container-network",
+            help="Give each container its own network namespace, address and DNS when the "
+            "coordinator runs with --network (needs root, nft, nebula, the CNI plugins).",
+        ),
+    ] = True,
+    netns_prefix: Annotated[
+        str,
+        typer.Option(metavar="PREFIX", help="Name prefix of the containers' network namespaces."),
+    ] = "cl-",
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SIZE",
+            help="Run an object-store node offering SIZE of this disk (e.g. 100Gi); 0 runs an "
+            "S3 gateway only. Its zone is --zone.",
+        ),
+    ] = None,
+    storage_listen: Annotated[
+        str, typer.Option(metavar="HOST:PORT", help="Object-store peer traffic (mutual TLS).")
+    ] = "0.0.0.0:3901",
+    s3_listen: Annotated[
+        str, typer.Option(metavar="HOST:PORT", help="The S3 API of this node.")
+    ] = "0.0.0.0:3900",
+    storage_replication: Annotated[
+        int, typer.Option(help="Copies per object, for the store's first layout (1-7).")
+    ] = 3,
+    storage_grace: Annotated[
+        float | None,
+        typer.Option(
+            metavar="SECONDS",
+            help="A storage node absent longer is replaced. Default 900 at R=3, 300 at R=2.",
+        ),
+    ] = None,
+    storage_repair_rate: Annotated[
+        str,
+        typer.Option(
+            metavar="SIZE",
+            help="Per second: the most this node pulls to sync and repair (0: no limit).",
+        ),
+    ] = "64Mi",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str, typer.Option(help="console (one plain line per record) or json (JSON lines).")
     ] = "console",
 ) -> None:
     """Run an agent (data plane): enroll once, then run what the coordinators assign."""
+    if ctx.invoked_subcommand is not None:
+        return
     from cloudless.agent.agent import Agent
 
     config = agent_config(
@@ -482,7 +568,22 @@ def agent(
         restart_hold=restart_hold,
         metrics_listen=metrics_listen,
         metrics_tls=metrics_tls,
+        container_network=container_network,
+        netns_prefix=netns_prefix,
+        reserved_hours=reserved_hours,
+        leave_on_stop=leave_on_stop,
+        leave_deadline=leave_deadline,
     )
+    if storage is not None:
+        config.storage = storage_config(
+            config, storage, storage_listen, s3_listen, storage_replication, storage_grace
+        )
+        from cloudless.model.resources import parse_size
+
+        try:
+            config.storage.repair_rate = float(parse_size(storage_repair_rate))
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--storage-repair-rate") from None
     if runtime not in ("containerd", "fake"):
         raise typer.BadParameter(
             f"{runtime!r}: expected containerd or fake", param_hint="--runtime"
@@ -490,14 +591,17 @@ def agent(
     setup_logging(log_level, log_format)
     setup_tracing(otlp_endpoint, "cloudless-agent")
 
+    agents: list[Any] = []
+
     async def main() -> None:
         # Built on the running loop: the containerd client's gRPC channel binds to it.
         rt = make_runtime(
             runtime, config.data_dir, containerd_socket, namespace, insecure_registry or []
         )
-        await Agent(config, rt).run()
+        agents.append(Agent(config, rt))
+        await agents[0].run()
 
-    serve(main())
+    serve(main(), lambda: bool(agents) and agents[0].leave_requested_by_file())
 
 
 def agent_config(
@@ -516,6 +620,11 @@ def agent_config(
     restart_hold: float = 0.0,
     metrics_listen: str = "",
     metrics_tls: bool = False,
+    container_network: bool = True,
+    netns_prefix: str = "cl-",
+    reserved_hours: str = "",
+    leave_on_stop: bool = False,
+    leave_deadline: str = "5m",
 ) -> Any:
     """The AgentConfig for the flags; a bad label or quantity names the flag and the form."""
     from cloudless.agent.agent import AgentConfig
@@ -540,6 +649,14 @@ def agent_config(
         raise typer.BadParameter(
             f"{restart_hold:g}: expected seconds from 0 to 300", param_hint="--restart-hold"
         )
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,19}", netns_prefix):
+        raise typer.BadParameter(
+            f"{netns_prefix!r}: expected 1-20 lowercase letters, digits and '-', starting with "
+            "a letter (e.g. cl-)",
+            param_hint="--netns-prefix",
+        )
+    reserved = _reserved_flag(reserved_hours)
+    leave_s = _duration_flag(leave_deadline, "--leave-deadline", MAX_LEAVE_S)
     if join and not join.startswith("https://"):
         raise typer.BadParameter(
             f"{join!r}: expected the coordinator's API URL, https://HOST:PORT",
@@ -558,7 +675,139 @@ def agent_config(
         restart_hold_s=restart_hold,
         metrics_listen=_listen_flag(metrics_listen),
         metrics_tls=metrics_tls,
+        container_network=container_network,
+        netns_prefix=netns_prefix,
+        reserved_hours=reserved,
+        leave_on_stop=leave_on_stop,
+        leave_deadline_s=leave_s,
     )
+
+
+def storage_config(
+    config: Any, size: str, listen: str, s3: str, replication: int, grace: float | None
+) -> Any:
+    """The agent's ``StorageConfig`` for ``--storage`` and its companion flags; a bad value
+    names the flag."""
+    from cloudless.model.resources import parse_size
+    from cloudless.objectstore.layout import MAX_REPLICATION
+    from cloudless.objectstore.service import StorageConfig
+    from cloudless.observability.http import parse_listen
+
+    try:
+        capacity = parse_size(size)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--storage") from None
+    ends = []
+    for flag, value in (("--storage-listen", listen), ("--s3-listen", s3)):
+        try:
+            ends.append(parse_listen(value))
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint=flag) from None
+    if not 1 <= replication <= MAX_REPLICATION:
+        raise typer.BadParameter(
+            f"{replication}: expected 1..{MAX_REPLICATION}", param_hint="--storage-replication"
+        )
+    if grace is not None and grace < 0:
+        raise typer.BadParameter(f"{grace:g}: expected seconds >= 0", param_hint="--storage-grace")
+    if capacity > 0 and not config.zone:
+        raise typer.BadParameter(
+            "a storage node needs a zone (a home, an office, a region): pass --zone",
+            param_hint="--zone",
+        )
+    (rpc_host, rpc_port), (s3_host, s3_port) = ends
+    return StorageConfig(
+        data_dir=config.data_dir / "objectstore",
+        zone=config.zone or "gateway",
+        capacity=capacity,
+        rpc_host=rpc_host,
+        rpc_port=rpc_port,
+        advertise=config.address,
+        s3_host=s3_host,
+        s3_port=s3_port,
+        replication=replication,
+        grace_s=grace,
+    )
+
+
+def _reserved_flag(value: str) -> frozenset[int]:
+    """``--reserved-hours`` in this machine's local time, as week bins."""
+    from cloudless.model.departure import parse_reserved
+
+    offset = datetime.datetime.now().astimezone().utcoffset()
+    try:
+        return parse_reserved(
+            value, offset.total_seconds() if offset else 0.0, field="--reserved-hours"
+        )
+    except ValidationError as e:
+        raise typer.BadParameter(
+            str(e).removeprefix("--reserved-hours: "), param_hint="--reserved-hours"
+        ) from None
+
+
+def _duration_flag(value: str, flag: str, most: float) -> float:
+    try:
+        seconds = parse_duration(value)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint=flag) from None
+    if not 0 <= seconds <= most:
+        raise typer.BadParameter(
+            f"{value!r}: expected a duration from 0s to {most:g}s", param_hint=flag
+        )
+    return seconds
+
+
+def leave(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="The agent's state dir. Default ~/.cloudless/agent."),
+    ] = None,
+    deadline: Annotated[
+        str,
+        typer.Option(
+            metavar="DURATION",
+            help="Longest wait for the replicas to be running elsewhere; then they stop anyway.",
+        ),
+    ] = "5m",
+    reason: Annotated[str, typer.Option(help="Why (shown in events).")] = "owner reclaimed it",
+    wait: Annotated[
+        bool, typer.Option(help="Wait until the agent has left (for sleep hooks).")
+    ] = True,
+) -> None:
+    """Leave the cluster: this node's replicas start elsewhere, and stop here only once they
+    are ready there (bounded by --deadline); then the agent exits and the node is departed."""
+    from cloudless.agent.agent import LEAVE_FILE, PID_FILE
+
+    seconds = _duration_flag(deadline, "--deadline", MAX_LEAVE_S)
+    d = (data_dir or default_dir("agent")).expanduser()
+    try:
+        pid = int((d / PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        raise CloudlessError(
+            f"no running agent found ({d / PID_FILE} missing or unreadable): pass --data-dir"
+        ) from None
+    (d / LEAVE_FILE).write_text(json.dumps({"deadline_s": seconds, "reason": reason}))
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        (d / LEAVE_FILE).unlink(missing_ok=True)
+        raise CloudlessError(f"agent process {pid} is not running") from None
+    typer.echo(f"agent {pid}: leaving (deadline {seconds:g}s)")
+    if not wait:
+        return
+    until = time.monotonic() + seconds + 60.0
+    while time.monotonic() < until:
+        # The agent removes its pid file as it exits (the process may linger as a zombie
+        # of whoever started it).
+        try:
+            os.kill(pid, 0)
+            gone = not (d / PID_FILE).exists()
+        except ProcessLookupError:
+            gone = True
+        if gone:
+            typer.echo(f"agent {pid}: left")
+            return
+        time.sleep(0.2)
+    raise CloudlessError(f"agent {pid} still running {seconds + 60:g}s after the leave request")
 
 
 def _listen_flag(value: str) -> str:
@@ -610,4 +859,9 @@ def make_runtime(
 
 def register(app: typer.Typer) -> None:
     app.command(rich_help_panel="Processes")(coordinator)
-    app.command(rich_help_panel="Processes")(agent)
+    agent_app = typer.Typer(
+        invoke_without_command=True, help="Run an agent (data plane); `agent leave` to leave."
+    )
+    agent_app.callback()(agent)
+    agent_app.command("leave")(leave)
+    app.add_typer(agent_app, name="agent", rich_help_panel="Processes")

@@ -18,6 +18,7 @@ from cloudless.cli import (
     ca_cmd,
     daemons,
     dev,
+    net_cmd,
     policies,
     resources,
     rollout_cmd,
@@ -85,6 +86,7 @@ def version() -> None:
 daemons.register(app)
 actions.register(app)
 resources.register(app)
+net_cmd.register(app)
 streams.register(app)
 tokens.register(app)
 users.register(app)

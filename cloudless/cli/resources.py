@@ -205,6 +205,7 @@ def describe_node(
             ]
         )
     )
+    _availability(n.get("availability"), t)
     reps = n.get("replicas") or []
     names = node_names(nodes)
     out.print()
@@ -214,6 +215,50 @@ def describe_node(
     else:
         out.print("Replicas: none")
     _events_table(events)
+
+
+_DAYS = ("Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed")  # bin 0: Unix time 0, a Thursday
+
+
+def _availability(a: dict[str, Any] | None, t: float) -> None:
+    """The learned availability model, reserved hours and a departure under way."""
+    if not a:
+        return
+    rows: list[tuple[str, str]] = []
+    m = a.get("model")
+    if m:
+        session = m.get("mean_session_h")
+        rows += [
+            (
+                "Availability",
+                f"now {m['p_online_now']:.2f}, next 24 h {m['availability_next_24h']:.2f}, "
+                f"week {m['availability_week']:.2f}",
+            ),
+            (
+                "Sessions",
+                f"mean {'-' if session is None else f'{session:.1f} h'}, "
+                f"P(up 1 h more) {m['p_stay_up_next_1h']:.2f}, "
+                f"{m['sessions']} ended in {m['history_h']:.0f} h of history",
+            ),
+            (
+                "Next hours (UTC)",
+                " ".join(
+                    f"{_DAYS[h['hour_of_week'] // 24]} {h['hour_of_week'] % 24:02d}h "
+                    f"{h['p_online']:.2f}"
+                    for h in m.get("next_hours", [])[:12]
+                ),
+            ),
+        ]
+    else:
+        rows.append(("Availability", "no history yet"))
+    rows.append(("Reserved hours", ", ".join(a.get("reserved_hours") or []) or "none"))
+    d = a.get("departure")
+    if d:
+        left = float(d["deadline"]) - t
+        when = f"deadline in {left:.0f}s" if left > 0 else "deadline passed"
+        rows.append(("Departure", f"{d['kind']} ({d['reason']}), {when}"))
+    out.print()
+    out.print(_fields(rows))
 
 
 @describe_app.command("workload")

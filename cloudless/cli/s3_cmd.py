@@ -164,6 +164,14 @@ def layout_apply(
     _print(_run(data_dir, endpoint, lambda s: admin.apply(s, version)))
 
 
+@s3_app.command("status")
+def status(data_dir: DataDir = None, endpoint: Endpoint = "127.0.0.1:2379") -> None:
+    """The object-store nodes agents registered (their S3 endpoints) and the layout."""
+    from cloudless.objectstore import admin
+
+    _print(_run(data_dir, endpoint, admin.status))
+
+
 def register(app: typer.Typer) -> None:
     s3_app.add_typer(key_app, name="key")
     s3_app.add_typer(bucket_app, name="bucket")

@@ -51,13 +51,21 @@ from cloudless.cli.client import Client, ClientConfig
 from cloudless.devenv import _proc
 from cloudless.devenv.containerd import PrivateContainerd, containerd_available, remove_cgroups
 from cloudless.devenv.images import build_busybox_image
-from cloudless.devenv.netns import Host, NetnsLab, free_subnet, netns_unavailable_reason
+from cloudless.devenv.netns import (
+    Host,
+    NetnsLab,
+    _apply_rules,
+    free_subnet,
+    netns_unavailable_reason,
+)
 from cloudless.devenv.registry import PrivateRegistry
 from cloudless.lib.errors import CloudlessError
+from cloudless.network.addressing import parse_network_flag
 
 __all__ = ["ClusterError", "NetnsCluster", "Proc", "unavailable_reason", "wait_until"]
 
 API_PORT, AGENT_PORT, ENROLL_PORT, ETCD_CLIENT, ETCD_PEER = 8443, 7443, 7444, 2379, 2380
+LIGHTHOUSE_PORT = 4242
 
 
 class ClusterError(CloudlessError):
@@ -142,9 +150,15 @@ class NetnsCluster:
         root_key_size: int = 2048,
         bcrypt_cost: int = 4,
         progress: Callable[[str], None] | None = None,
+        network: str = "",
+        nat_agents: int = 0,
     ) -> None:
         """``root_key_size``/``bcrypt_cost``: test-speed defaults (the demo uses the product's
-        4096/10); ``progress`` hears one line per bring-up step."""
+        4096/10); ``progress`` hears one line per bring-up step. ``network``: the first
+        coordinator's ``--network`` ("on" or key=value,...; "" off), with its lighthouse added
+        on its own address; agents' container namespaces then carry the lab prefix and
+        their hosts forward container traffic. ``nat_agents``: the last that many agents'
+        hosts sit behind NAT routers of their own (``NetnsLab.add_host_behind_nat``)."""
         if coordinators < 1 or agents < 0 or not zones:
             raise ClusterError("need at least one coordinator and one zone")
         self.node_name, self.region = node_name, region
@@ -168,6 +182,9 @@ class NetnsCluster:
         self.client: Client | None = None  # type: ignore[assignment]
         self.logs = self.work / "logs"
         self._spawned = 0
+        self.network = network
+        self.nat_agents = nat_agents
+        self.network_plan = parse_network_flag(network) if network else None
 
     # -- bring-up ---------------------------------------------------------------------------
 
@@ -195,9 +212,18 @@ class NetnsCluster:
         for i in range(self.n_coord):
             self.coord_hosts[f"c{i + 1}"] = await self.lab.add_host_async(f"c{i + 1}")
         for i in range(self.n_agents):
-            self.agent_hosts.append(await self.lab.add_host_async(f"a{i + 1}"))
+            if i >= self.n_agents - self.nat_agents:
+                h = await self.lab.add_host_behind_nat_async(f"a{i + 1}", f"r{i + 1}")
+            else:
+                h = await self.lab.add_host_async(f"a{i + 1}")
+            self.agent_hosts.append(h)
         hosts = [*self.coord_hosts.values(), *self.agent_hosts]
-        self.progress("hosts (network namespaces): " + ", ".join(f"{h.name} {h.ip}" for h in hosts))
+        self.progress(
+            "hosts (network namespaces): "
+            + ", ".join(
+                f"{h.name} {h.ip}" + ("" if h.veth else " behind a NAT router") for h in hosts
+            )
+        )
         await self._start_coordinators()
         self.progress(
             f"{self.n_coord} coordinator(s) with embedded etcd, RSA-{self.root_key_size} CA; "
@@ -259,6 +285,8 @@ class NetnsCluster:
         first = "c1"
         for name, host in self.coord_hosts.items():
             args = [*py, "--data-dir", str(self.work / name), "--name", name, "--host", host.ip]
+            if self.network and name == first:
+                args += ["--network", f"{self.network},lighthouse={host.ip}:{LIGHTHOUSE_PORT}"]
             if name == first:
                 self.coords[name] = self.spawn(name, [*args, "--bootstrap", *common], host.netns)
                 admin = self.work / first / "admin" / "config.json"
@@ -292,12 +320,24 @@ class NetnsCluster:
         mount = ["mount", "-t", "tmpfs", "-o", f"size={self.disk_mib}m,mode=0700", "tmpfs"]
         await asyncio.to_thread(subprocess.run, [*mount, str(data)], check=True)
         self.mounts.append(data)
+        if self.network_plan is not None:
+            await asyncio.to_thread(self._forward_container_traffic, host)
         ctrd = PrivateContainerd(self.work / f"containerd-a{i + 1}", netns=host.netns)
         self.containerds.append(ctrd)
         await ctrd.start()
         token = await asyncio.to_thread(self.api.create_token, ttl_seconds=600)
         self.agents.append(None)
         await self.start_agent(i, token=token)
+
+    def _forward_container_traffic(self, host: Host) -> None:
+        """Let the host forward to and from containers and services (the lab's hosts drop
+        forwarded packets otherwise)."""
+        assert self.network_plan is not None
+        p = self.network_plan
+        rules = "*filter\n"
+        for net in (p.container_cidr, p.service_cidr):
+            rules += f"-A FORWARD -s {net} -j ACCEPT\n-A FORWARD -d {net} -j ACCEPT\n"
+        _apply_rules(host.netns, rules + "COMMIT\n", noflush=True)
 
     async def start_agent(self, i: int, *, token: str = "") -> Proc:
         """(Re)start agent ``i``; without ``token`` it uses the identity on its data dir."""
@@ -310,6 +350,8 @@ class NetnsCluster:
             *("--containerd-socket", self.containerds[i].address),
             *("--namespace", self.namespace, "--insecure-registry", self.registry.host),
         ]
+        if self.network_plan is not None:
+            argv += ["--netns-prefix", f"{self.lab.prefix}-n{i + 1}-"]
         if token:
             argv += ["--join", self.api_url(next(iter(self.coord_hosts))), "--token", token]
         old = self.agents[i]

@@ -27,6 +27,11 @@ Contracts:
   namespace; the legacy backend is used only if the default one fails. ``limit_rate()`` gives
   a host a slow uplink (tc token bucket).
 
+``add_host_behind_nat(name, router)`` puts a host behind a NAT router: the router is an
+ordinary lab host that masquerades (a full-cone NAT, iptables ``MASQUERADE``) for a private
+link ``172.31.<n>.0/24`` to the host, whose default route is the router. Nothing there leaves
+the lab either: the host's guard still rejects any destination outside the lab's subnet.
+
 Do not send traffic to a lab's addresses after its teardown: without the bridge the machine
 would route them like any other private address.
 """
@@ -486,7 +491,8 @@ class NetnsLab:
     def _remove_host(self, host: Host) -> None:
         self.hosts.pop(host.name, None)
         _delete_netns(host.netns)
-        _delete_link(host.veth)
+        if host.veth:  # a host behind NAT has no link in the root namespace
+            _delete_link(host.veth)
 
     def remove_host(self, name: str) -> None:
         """Kill the host's processes, delete its namespace and veth. Unknown names: no-op."""
@@ -531,6 +537,51 @@ class NetnsLab:
     async def add_host_async(self, name: str) -> Host:
         """``add_host`` in a worker thread, for use from the event loop."""
         return await asyncio.to_thread(self.add_host, name)
+
+    def add_host_behind_nat(self, name: str, router: str) -> Host:
+        """A new router host (see ``add_host``) and host ``name`` behind it (module
+        docstring). The host's ``ip`` is its private address."""
+        with self._lock:
+            r = self._add_host(router)
+            n = len(self.hosts)
+            if n > 250:
+                raise NetnsError("no private link subnet left for another NAT host")
+            ip, gw = f"172.31.{n}.2", f"172.31.{n}.1"
+            host = Host(name, f"{self.prefix}-{name}", ip, "", self.subnet)
+            ns = host.netns
+            try:
+                _run(["ip", "netns", "add", ns])
+                self.hosts[name] = host
+                for q in ("all", "default"):
+                    cmd = ["sysctl", "-qw", f"net.ipv6.conf.{q}.disable_ipv6=1"]
+                    _run(["ip", "netns", "exec", ns, *cmd])
+                _run(
+                    [
+                        *("ip", "-n", r.netns, "link", "add", "lan0", "type", "veth"),
+                        *("peer", "name", "eth0", "netns", ns),
+                    ]
+                )
+                _run(["ip", "-n", r.netns, "addr", "add", f"{gw}/24", "dev", "lan0"])
+                _run(["ip", "-n", r.netns, "link", "set", "lan0", "up"])
+                _run(["ip", "netns", "exec", r.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+                _apply_rules(
+                    r.netns,
+                    "*nat\n-A POSTROUTING -o eth0 -j MASQUERADE\nCOMMIT\n"
+                    "*filter\n-A FORWARD -i lan0 -j ACCEPT\n-A FORWARD -o lan0 -j ACCEPT\nCOMMIT\n",
+                    noflush=True,
+                )
+                _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+                _run(["ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0"])
+                _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+                _run(["ip", "-n", ns, "route", "add", "default", "via", gw])
+                _apply_rules(ns, self._base_rules(), noflush=False)
+            except BaseException:
+                self._remove_host(host)
+                raise
+            return host
+
+    async def add_host_behind_nat_async(self, name: str, router: str) -> Host:
+        return await asyncio.to_thread(self.add_host_behind_nat, name, router)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,9 @@ A node moves through ``NodeState``:
     ready | offline -> cordoned | draining  (user)
     cordoned | draining -> ready            (uncordon)
     draining  -> cordoned                   (drain finished)
+    ready | draining | cordoned | offline -> departed
+                                            (left as announced: a planned departure)
+    departed  -> ready | cordoned           (it came back)
     any       -> removed                    (user removes it; terminal)
 
 ``transition(current, target)`` is the only way to compute a new state; an illegal move
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from cloudless.model.departure import Departure
 from cloudless.model.resources import Resources
 
 
@@ -32,6 +36,7 @@ class NodeState(enum.StrEnum):
     CORDONED = "cordoned"
     OFFLINE = "offline"
     FAILED = "failed"
+    DEPARTED = "departed"
     REMOVED = "removed"
 
     @property
@@ -42,18 +47,43 @@ class NodeState(enum.StrEnum):
 _LEGAL: dict[NodeState, frozenset[NodeState]] = {
     NodeState.ENROLLING: frozenset({NodeState.READY, NodeState.OFFLINE, NodeState.FAILED}),
     NodeState.READY: frozenset(
-        {NodeState.OFFLINE, NodeState.CORDONED, NodeState.DRAINING, NodeState.FAILED}
+        {
+            NodeState.OFFLINE,
+            NodeState.CORDONED,
+            NodeState.DRAINING,
+            NodeState.FAILED,
+            NodeState.DEPARTED,
+        }
     ),
     NodeState.OFFLINE: frozenset(
-        {NodeState.READY, NodeState.FAILED, NodeState.CORDONED, NodeState.DRAINING}
+        {
+            NodeState.READY,
+            NodeState.FAILED,
+            NodeState.CORDONED,
+            NodeState.DRAINING,
+            NodeState.DEPARTED,
+        }
     ),
     NodeState.FAILED: frozenset({NodeState.READY, NodeState.CORDONED}),
     NodeState.CORDONED: frozenset(
-        {NodeState.READY, NodeState.DRAINING, NodeState.OFFLINE, NodeState.FAILED}
+        {
+            NodeState.READY,
+            NodeState.DRAINING,
+            NodeState.OFFLINE,
+            NodeState.FAILED,
+            NodeState.DEPARTED,
+        }
     ),
     NodeState.DRAINING: frozenset(
-        {NodeState.READY, NodeState.CORDONED, NodeState.OFFLINE, NodeState.FAILED}
+        {
+            NodeState.READY,
+            NodeState.CORDONED,
+            NodeState.OFFLINE,
+            NodeState.FAILED,
+            NodeState.DEPARTED,
+        }
     ),
+    NodeState.DEPARTED: frozenset({NodeState.READY, NodeState.CORDONED}),
     NodeState.REMOVED: frozenset(),
 }
 
@@ -113,7 +143,9 @@ class Node:
     ``allocatable`` is what workloads may use (capacity minus system reserve); ``usage`` is
     the live usage from the last heartbeat. ``reliability`` is in [0, 1] (see
     ``cloudless.model.reliability``). ``cost_per_hour`` is the owner's cost of the machine in
-    arbitrary units (0 for machines the owner considers free).
+    arbitrary units (0 for machines the owner considers free). ``departure`` is set while the
+    node is on its way out (``cloudless.model.departure``); ``reserved_hours`` are the week
+    bins its owner keeps it for themselves.
     """
 
     id: str
@@ -137,6 +169,8 @@ class Node:
     cost_per_hour: float = 0.0
     enrolled_at: float = 0.0
     metrics_address: str = ""  # "http(s)://host:port" of the agent's /metrics, or ""
+    departure: Departure | None = None
+    reserved_hours: frozenset[int] = frozenset()
 
     @staticmethod
     def make(id: str, *, labels: dict[str, str] | None = None, **kw: Any) -> Node:
@@ -194,6 +228,8 @@ class Node:
             "cost_per_hour": self.cost_per_hour,
             "enrolled_at": self.enrolled_at,
             "metrics_address": self.metrics_address,
+            "departure": self.departure.to_dict() if self.departure else None,
+            "reserved_hours": sorted(self.reserved_hours),
         }
 
     @classmethod
@@ -220,4 +256,6 @@ class Node:
             cost_per_hour=float(d.get("cost_per_hour", 0.0)),
             enrolled_at=float(d.get("enrolled_at", 0.0)),
             metrics_address=str(d.get("metrics_address", "")),
+            departure=Departure.from_dict(d["departure"]) if d.get("departure") else None,
+            reserved_hours=frozenset(int(h) for h in d.get("reserved_hours") or ()),
         )

@@ -8,6 +8,8 @@ Rules:
   device can route *every* slot's container subnet through the overlay from the start
   (``all_routes``): Nebula 1.6 ignores ``unsafe_routes`` changes on reload, so the routes never
   need to change while devices come and go.
+* The overlay's last usable address (``lighthouse_ip``) is the coordinator's lighthouse; no
+  slot ever takes it.
 * ``allocate`` is stable: a device that already holds a slot gets the same one back. A new device
   gets the lowest free slot. ``release`` frees the slot of a removed device.
 * ``AddressPlanConfig.plan()`` refuses unusable ranges (not IPv4, host bits set, overlapping each
@@ -105,7 +107,12 @@ class AddressPlan:
     @property
     def slots(self) -> int:
         subnets = 1 << (self.container_prefix - self.containers.prefixlen)
-        return min(subnets, self.overlay.num_addresses - 2)
+        return min(subnets, self.overlay.num_addresses - 3)  # network, broadcast, lighthouse
+
+    @property
+    def lighthouse_ip(self) -> IPv4Addr:
+        """The coordinator's overlay address: the overlay's last usable one."""
+        return self.overlay.broadcast_address - 1
 
     def addresses(self, slot: int) -> DeviceAddresses:
         if not 0 <= slot < self.slots:
@@ -139,6 +146,8 @@ class AddressPlanConfig:
     container_prefix: int = 24
     service_cidr: str = DEFAULT_SERVICES
     avoid: tuple[str, ...] = ()  # ranges already in use (the LAN, a lab), checked for overlap
+    # "HOST:PORT" devices reach the coordinator's Nebula lighthouse at ("": no lighthouse)
+    lighthouse: str = ""
 
     def plan(self) -> AddressPlan:
         """The validated plan, or a NetworkConfigError listing every problem found."""
@@ -191,7 +200,7 @@ class AddressPlanConfig:
                 f"{MIN_SLOTS} devices' subnets (widen it or lengthen container_prefix)"
             )
         overlay = nets["network.overlay_cidr"]
-        if overlay.num_addresses - 2 < MIN_SLOTS:
+        if overlay.num_addresses - 3 < MIN_SLOTS:
             problems.append(
                 f"network.overlay_cidr {overlay} has room for fewer than {MIN_SLOTS} devices; "
                 "use /29 or wider (default 100.64.0.0/10)"
@@ -201,9 +210,29 @@ class AddressPlanConfig:
             problems.append(
                 f"network.service_cidr {services} is too small for services; use /29 or wider"
             )
+        why = lighthouse_problem(self.lighthouse)
+        if why:
+            problems.append(why)
         if problems:
             raise NetworkConfigError(problems)
         return AddressPlan(overlay, containers, p, services)
+
+
+def lighthouse_problem(value: str) -> str | None:
+    """None when ``value`` is "" or "HOST:PORT" with an IPv4 host, else why not."""
+    if not value:
+        return None
+    host, _, port = value.rpartition(":")
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return (
+            f"network.lighthouse: {value!r} is not IPV4:PORT (the address devices reach this "
+            "coordinator's lighthouse at, e.g. 192.168.1.10:4242)"
+        )
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return f"network.lighthouse: port {port!r} is not 1..65535"
+    return None
 
 
 def allocate(plan: AddressPlan, slots: Mapping[str, int], device_id: str) -> DeviceAddresses:
@@ -234,6 +263,7 @@ _FLAG_KEYS = {
     "containers": "container_cidr",
     "prefix": "container_prefix",
     "services": "service_cidr",
+    "lighthouse": "lighthouse",
 }
 
 
@@ -249,6 +279,8 @@ def parse_network_flag(text: str) -> AddressPlanConfig | None:
         return cfg
     fields: dict[str, object] = {}
     for part in text.split(","):
+        if part.strip() == "on":  # "on,lighthouse=...": the defaults plus the given keys
+            continue
         key, eq, value = part.partition("=")
         key, value = key.strip(), value.strip()
         if not eq or key not in _FLAG_KEYS:

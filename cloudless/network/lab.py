@@ -28,7 +28,7 @@ from cloudless.network.addressing import AddressPlan, DeviceAddresses
 from cloudless.network.cni import Attachment, CniInvoker, bridge_conflist
 from cloudless.network.nebula import NebulaCA, NebulaSupervisor
 from cloudless.network.nebula_config import NebulaSettings, groups_from_labels, render_config
-from cloudless.network.testing import Namespaces, run
+from cloudless.network.testing import PREFIX, Namespaces, run
 
 CLONE_NEWNET = 0x40000000
 
@@ -88,8 +88,8 @@ class Device:
 
 
 class NetLab:
-    def __init__(self, tag: str, workdir: Path, plan: AddressPlan) -> None:
-        self.nss = Namespaces(tag)
+    def __init__(self, tag: str, workdir: Path, plan: AddressPlan, base: str = PREFIX) -> None:
+        self.nss = Namespaces(tag, base)
         self.dir = workdir
         self.plan = plan
         self.devices: dict[str, Device] = {}

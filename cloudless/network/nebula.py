@@ -78,15 +78,17 @@ class NebulaCA:
         self.tool = tool
         self.crt = self.dir / "ca.crt"
         self.key = self.dir / "ca.key"
+        self._lock = asyncio.Lock()
 
     async def ensure(self, name: str = "cloudless") -> None:
-        """Create the CA unless it exists."""
-        if _exists(self.crt) and _exists(self.key):
-            return
-        _mkdir(self.dir)
-        argv = ca_argv(name, str(self.crt), str(self.key))
-        await _run([self.tool, *argv[1:]])
-        os.chmod(self.key, 0o600)
+        """Create the CA unless it exists (concurrent callers create it once)."""
+        async with self._lock:
+            if _exists(self.crt) and _exists(self.key):
+                return
+            _mkdir(self.dir)
+            argv = ca_argv(name, str(self.crt), str(self.key))
+            await _run([self.tool, *argv[1:]])
+            os.chmod(self.key, 0o600)
 
     async def issue(
         self,

@@ -143,6 +143,15 @@ async def release_device(store: Store, node_id: str, *, fence: Fence = NO_FENCE)
     return res.succeeded
 
 
+async def list_devices(store: Store) -> dict[str, DeviceNet]:
+    return {r.name: r.value for r in (await DEVICES.bind(store).list()).records}
+
+
+async def get_service(store: Store, key: ServiceKey) -> ServiceRecord | None:
+    rec = await SERVICES.bind(store).get(service_name(key))
+    return rec.value if rec is not None else None
+
+
 async def device_slots(store: Store) -> dict[str, int]:
     return {r.name: r.value.slot for r in (await DEVICES.bind(store).list()).records}
 

@@ -2,8 +2,9 @@
 
 ``Namespaces(prefix)`` creates ``<prefix>-<name>`` namespaces and removes every namespace and
 link carrying its prefix on ``close()`` (also after a failure half-way), killing the processes
-left inside. Prefixes start with ``clnet`` and carry the test process's pid, so two test runs
-never sweep each other; ``sweep_dead_runs()`` removes what killed runs left.
+left inside. Prefixes start with a base (``clnet`` unless a suite picks its own) and carry the
+test process's pid, so two test runs never sweep each other; ``sweep_dead_runs(base)`` removes
+what killed runs left.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from collections.abc import Sequence
 from typing import Any
 
 PREFIX = "clnet"
-_RUN = re.compile(rf"^({PREFIX}(\d+)[a-z]?)-")
 
 
 def unavailable_reason() -> str | None:
@@ -74,9 +74,10 @@ def remove_prefix(prefix: str) -> None:
                 run(["ip", "link", "del", name], check=False)
 
 
-def sweep_dead_runs() -> None:
+def sweep_dead_runs(base: str = PREFIX) -> None:
+    pattern = re.compile(rf"^({re.escape(base)}(\d+)[a-z]?)-")
     for ns in _names():
-        m = _RUN.match(ns)
+        m = pattern.match(ns)
         if m and not os.path.exists(f"/proc/{m.group(2)}"):
             remove_prefix(m.group(1))
 
@@ -84,8 +85,8 @@ def sweep_dead_runs() -> None:
 class Namespaces:
     """Namespaces named ``<prefix>-<name>``; see the module docstring."""
 
-    def __init__(self, tag: str = "") -> None:
-        self.prefix = f"{PREFIX}{os.getpid()}{tag}"
+    def __init__(self, tag: str = "", base: str = PREFIX) -> None:
+        self.prefix = f"{base}{os.getpid()}{tag}"
         self.created: list[str] = []
         self.procs: list[subprocess.Popen[Any]] = []
 

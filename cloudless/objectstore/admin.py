@@ -98,3 +98,22 @@ async def stage(store: Store, node: str, zone: str | None, capacity: int | None)
 async def apply(store: Store, expect_version: int) -> list[str]:
     hist, plan = await LayoutStore(store).apply(expect_version)
     return [f"applied layout version {hist.version()}", *render_plan(plan)]
+
+
+async def status(store: Store) -> list[str]:
+    """The registered store nodes (addresses, zone, capacity, beat counter, in the layout or
+    not) and the layout."""
+    from cloudless.objectstore.members import NODES
+
+    hist = await LayoutStore(store).show()
+    nodes = [r.value for r in (await NODES.bind(store).list()).records]
+    roles = hist.current.roles if hist.current else {}
+    lines = [f"{len(nodes)} registered object-store nodes"]
+    for n in sorted(nodes, key=lambda n: n.name):
+        kind = "gateway" if n.capacity == 0 else f"storage {n.capacity} bytes"
+        where = "in layout" if n.name in roles else "not in layout"
+        lines.append(
+            f"  {n.name}  zone {n.zone}  {kind}  {where}  beat {n.beat}  "
+            f"peer {n.rpc_url}  s3 {n.s3_url or '-'}"
+        )
+    return lines + render_history(hist)

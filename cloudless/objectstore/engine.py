@@ -96,9 +96,10 @@ class Engine:
     def _ms(self) -> int:
         return int(self.clock.now() * 1000)
 
-    async def _ref(self, h: str, version: str, live: bool) -> None:
+    async def _ref(self, h: str, version: str, live: bool, *, fresh: bool = False) -> None:
         pk = f"{h}/{version}"
-        await self.refs.put(pk, partition_of(bytes.fromhex(h)), b"1" if live else None, self._ms())
+        part = partition_of(bytes.fromhex(h))
+        await self.refs.put(pk, part, b"1" if live else None, self._ms(), fresh=fresh)
 
     async def _rows(self, version: str) -> list[tuple[str, Entry]]:
         """Every block row of ``version``, in order, paging through the table."""
@@ -175,10 +176,16 @@ class Engine:
             h = block_hash(data)
             hashes.append(h)
             await self.blocks.write(h, data, durable=False)
-            await self._ref(h, version, True)
+            # Both rows belong to a version made by this upload: never written before, so
+            # written blind, and in parallel (one round trip instead of four).
             ref = BlockRef(h, len(data))
             pk = block_pk(version, part, offset)
-            await self.version_blocks.put(pk, partition(version), ref.encode(), self._ms())
+            await asyncio.gather(
+                self._ref(h, version, True, fresh=True),
+                self.version_blocks.put(
+                    pk, partition(version), ref.encode(), self._ms(), fresh=True
+                ),
+            )
         finally:
             slots.release()
 
@@ -192,8 +199,7 @@ class Engine:
 
     async def _commit(self, bucket: str, key: str, obj: ObjectMeta) -> ObjectMeta:
         pk = object_pk(bucket, key)
-        before = await self.objects.entry(pk, partition(bucket))
-        mine = await self.objects.put(pk, partition(bucket), obj.encode(), self._ms())
+        before, mine = await self.objects.swap(pk, partition(bucket), obj.encode(), self._ms())
         after = await self.objects.entry(pk, partition(bucket))
         if after != mine:  # lost to a concurrent, later write
             await self._release(obj.version)

@@ -98,6 +98,28 @@ class LayoutStore:
         result = await self._update(change)
         return result, plans[-1]
 
+    async def apply_change(
+        self,
+        roles: Mapping[str, NodeRole | None],
+        replication: int | None,
+        expect_version: int,
+    ) -> tuple[h.LayoutHistory, Plan]:
+        """Stage ``roles`` (and ``replication``) and apply them as one compare-and-swap, so
+        no one else's staging is mixed in; refusals as ``apply``."""
+        plans: list[Plan] = []
+
+        def change(cur: h.LayoutHistory) -> h.LayoutHistory:
+            for node, role in roles.items():
+                cur = h.stage(cur, node, role)
+            if replication is not None:
+                cur = h.stage_replication(cur, replication)
+            nxt, plan = h.apply(cur, expect_version)
+            plans.append(plan)
+            return nxt
+
+        result = await self._update(change)
+        return result, plans[-1]
+
     async def ack_synced(self, node: str, version: int) -> h.LayoutHistory:
         return await self._update(lambda cur: h.ack_synced(cur, node, version))
 

@@ -50,10 +50,18 @@ class LocalTable:
     async def entry(self, pk: str, partition: int) -> Entry | None:
         return self.rows.entry(pk)
 
-    async def put(self, pk: str, partition: int, value: bytes | None, now_ms: int) -> Entry:
-        e = Entry(next_timestamp(now_ms, self.rows.entry(pk)), self.store.writer, value)
+    async def put(
+        self, pk: str, partition: int, value: bytes | None, now_ms: int, *, fresh: bool = False
+    ) -> Entry:
+        return (await self.swap(pk, partition, value, now_ms))[1]
+
+    async def swap(
+        self, pk: str, partition: int, value: bytes | None, now_ms: int
+    ) -> tuple[Entry | None, Entry]:
+        prev = self.rows.entry(pk)
+        e = Entry(next_timestamp(now_ms, prev), self.store.writer, value)
         self.store.merge(self.name, pk, partition, e)
-        return e
+        return prev, e
 
     async def range(
         self,

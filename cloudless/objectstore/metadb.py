@@ -149,6 +149,23 @@ class LwwTable:
             h.update(value)
         return h.digest()
 
+    def tombstones(self, partition: int, older_than_ms: int, limit: int) -> list[tuple[str, Entry]]:
+        """Tombstones of ``partition`` stamped before ``older_than_ms`` (candidates for GC)."""
+        rows = self.db.execute(
+            f"SELECT pk, ts, writer FROM {self.name} WHERE part = ? AND value IS NULL AND ts < ?"
+            " ORDER BY pk LIMIT ?",
+            (partition, older_than_ms, limit),
+        ).fetchall()
+        return [(pk, Entry(ts, w, None)) for pk, ts, w in rows]
+
+    def forget(self, pk: str, tombstone: Entry) -> bool:
+        """Drop row ``pk`` if it is exactly ``tombstone`` (a newer write is kept)."""
+        cur = self.db.execute(
+            f"DELETE FROM {self.name} WHERE pk = ? AND value IS NULL AND ts = ? AND writer = ?",
+            (pk, tombstone.timestamp, tombstone.writer),
+        )
+        return cur.rowcount > 0
+
     def collect_tombstones(self, older_than_ms: int, acknowledged: set[str]) -> int:
         """Drop tombstones stamped before ``older_than_ms`` whose deletion every replica has
         acknowledged (``acknowledged`` pks). Returns how many were dropped."""

@@ -9,8 +9,12 @@ Contracts:
   have landed on fewer replicas: LWW makes a retry safe);
 * ``entry``/``range`` merge the answers of at least ``Rq`` replicas, and write the winner back
   to a replica that answered with an older state (read repair);
-* each call waits for every replica it sent to (bounded by the peer timeout), so no request
-  outlives the operation that made it.
+* a write returns as soon as a write quorum of every live version acknowledged it (quorum
+  early return); the calls to the other replicas go on in the background (``Cluster``
+  keeps them and cancels them on ``close``), their failures left to anti-entropy;
+* reads ask every owner and return once a read quorum answered (the slower calls finish in
+  the background); while this node is catching up after downtime (``serving_reads``
+  false) its own copy is not used for reads.
 
 * during a layout transition (several live versions in the ``LayoutHistory``) a write goes to
   the union of every live version's owners and needs a write quorum *in each* version; reads
@@ -20,13 +24,14 @@ Contracts:
   for that write by a fallback node keeping a hint (``handoff.py``), and the hint counts
   toward the write quorum.
 
-Not here yet: the data sync that moves existing rows and blocks to new owners (anti-entropy),
-so a node acknowledges a version only once the operator or a future sync worker says so.
+Moving existing rows and blocks to new owners is ``sync.py``; repairing replicas that
+drifted apart is ``antientropy.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -40,6 +45,7 @@ from cloudless.objectstore.local import LocalStore
 from cloudless.objectstore.rpc import Peer, PeerError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class Cluster:
@@ -64,6 +70,39 @@ class Cluster:
             self.layout.replication == 2 if hinted_handoff is None else hinted_handoff
         ) and hints is not None
         self._tables: dict[str, ReplicatedTable] = {}
+        self.serving_reads = True
+        """False while this node catches up after downtime: reads skip its own copy."""
+        self._background: set[asyncio.Task[object]] = set()
+
+    def own_copy(self) -> None:
+        """Raise ``PeerError`` if this node's copy may not answer a read now."""
+        if not self.serving_reads:
+            raise PeerError(f"{self.me} is catching up after downtime")
+
+    async def close(self) -> None:
+        """Cancel the replica calls still running after their writes returned."""
+        for t in list(self._background):
+            t.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _finished(self, task: asyncio.Task[object]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("background replica write failed: %s", task.exception())
+
+    def write_done(self, partition: int) -> Callable[[set[str]], bool]:
+        """Whether the acknowledged nodes make a write quorum in every live version."""
+        versions = self.history.write_versions()
+
+        def enough(acked: set[str]) -> bool:
+            return all(
+                sum(1 for n in v.partitions[partition] if n in acked)
+                >= quorum.write_quorum(v.replication)
+                for v in versions
+            )
+
+        return enough
 
     async def cover(
         self,
@@ -80,6 +119,7 @@ class Cluster:
         spare = fallbacks(partition, owners, sorted(self.layout.roles))
         left: dict[str, str] = {}
         for owner, why in missed.items():
+            refused: list[str] = []
             while spare:
                 fb = spare.pop(0)
                 try:
@@ -88,12 +128,15 @@ class Cluster:
                     elif fb in self.peers:
                         await keep_remote(self.peers[fb], owner)
                     else:
+                        refused.append(f"{fb}: no address")
                         continue
                     break
-                except PeerError:
+                except PeerError as e:
+                    refused.append(str(e))
                     continue
             else:
-                left[owner] = f"{why}; no fallback took a hint"
+                tried = f" ({'; '.join(refused)})" if refused else " (no fallback node)"
+                left[owner] = f"{why}; no fallback took a hint{tried}"
         return left
 
     @property
@@ -139,8 +182,12 @@ class Cluster:
         nodes: tuple[str, ...],
         local: Callable[[], Awaitable[T]],
         remote: Callable[[Peer], Awaitable[T]],
+        *,
+        enough: Callable[[set[str]], bool] | None = None,
     ) -> tuple[dict[str, T], dict[str, str]]:
-        """Run the call on every node; answers and failures by node."""
+        """Run the call on every node; answers and failures by node. With ``enough``, return
+        once the nodes that answered satisfy it; the others continue in the background and
+        appear in neither dict."""
 
         async def one(n: str) -> T:
             if n == self.me:
@@ -150,16 +197,31 @@ class Cluster:
                 raise PeerError(f"no address for node {n}")
             return await remote(peer)
 
-        results = await asyncio.gather(*(one(n) for n in nodes), return_exceptions=True)
+        outcomes: dict[str, object]
+        if enough is None:
+            results = await asyncio.gather(*(one(n) for n in nodes), return_exceptions=True)
+            outcomes = dict(zip(nodes, results, strict=True))
+        else:
+            tasks: dict[asyncio.Future[T], str] = {asyncio.ensure_future(one(n)): n for n in nodes}
+            pending: set[asyncio.Future[T]] = set(tasks)
+            outcomes = {}
+            while pending and not enough({n for n, r in outcomes.items() if _answer(r)}):
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    exc = t.exception()
+                    outcomes[tasks[t]] = exc if exc is not None else t.result()
+            for t in pending:
+                self._background.add(t)  # type: ignore[arg-type]
+                t.add_done_callback(self._finished)  # type: ignore[arg-type]
         ok: dict[str, T] = {}
         failed: dict[str, str] = {}
-        for n, r in zip(nodes, results, strict=True):
+        for n, r in outcomes.items():
             if isinstance(r, PeerError | MissingBlock | CorruptBlock | OSError):
                 failed[n] = str(r)
             elif isinstance(r, BaseException):
                 raise r
             else:
-                ok[n] = r
+                ok[n] = r  # type: ignore[assignment]  # an answer of ``one``: a T
         return ok, failed
 
     def table(self, name: str) -> ReplicatedTable:
@@ -180,7 +242,10 @@ class ReplicatedTable:
 
         nodes = self.c.write_targets(partition)
         _, failed = await self.c.each(
-            nodes, local, lambda p: p.merge(self.name, [(pk, partition, e)])
+            nodes,
+            local,
+            lambda p: p.merge(self.name, [(pk, partition, e)]),
+            enough=self.c.write_done(partition),
         )
         hints = self.c.hints
 
@@ -200,12 +265,14 @@ class ReplicatedTable:
         nodes = self.c.nodes(partition)
 
         async def local() -> Entry | None:
+            self.c.own_copy()
             return self.rows.entry(pk)
 
-        answers, failed = await self.c.each(nodes, local, lambda p: p.entry(self.name, pk))
-        quorum.check(
-            f"read {self.name}/{pk}", quorum.read_quorum(self.c.replication), nodes, failed
+        need = quorum.read_quorum(self.c.replication)
+        answers, failed = await self.c.each(
+            nodes, local, lambda p: p.entry(self.name, pk), enough=lambda ok: len(ok) >= need
         )
+        quorum.check(f"read {self.name}/{pk}", need, nodes, failed)
         winner: Entry | None = None
         for e in answers.values():
             if e is not None:
@@ -222,11 +289,22 @@ class ReplicatedTable:
     async def _repair_local(self, pk: str, partition: int, e: Entry) -> None:
         self.c.local.merge(self.name, pk, partition, e)
 
-    async def put(self, pk: str, partition: int, value: bytes | None, now_ms: int) -> Entry:
+    async def put(
+        self, pk: str, partition: int, value: bytes | None, now_ms: int, *, fresh: bool = False
+    ) -> Entry:
+        if fresh:
+            e = Entry(now_ms, self.c.me, value)
+            await self._write(pk, partition, e)
+            return e
+        return (await self.swap(pk, partition, value, now_ms))[1]
+
+    async def swap(
+        self, pk: str, partition: int, value: bytes | None, now_ms: int
+    ) -> tuple[Entry | None, Entry]:
         prev = await self.entry(pk, partition)
         e = Entry(next_timestamp(now_ms, prev), self.c.me, value)
         await self._write(pk, partition, e)
-        return e
+        return prev, e
 
     async def range(
         self,
@@ -240,14 +318,17 @@ class ReplicatedTable:
         nodes = self.c.nodes(partition)
 
         async def local() -> list[tuple[str, Entry]]:
+            self.c.own_copy()
             return self.rows.range(start, prefix=prefix, limit=limit, include_start=include_start)
 
+        need = quorum.read_quorum(self.c.replication)
         answers, failed = await self.c.each(
-            nodes, local, lambda p: p.range(self.name, start, prefix, limit, include_start)
+            nodes,
+            local,
+            lambda p: p.range(self.name, start, prefix, limit, include_start),
+            enough=lambda ok: len(ok) >= need,
         )
-        quorum.check(
-            f"list {self.name}/{prefix}", quorum.read_quorum(self.c.replication), nodes, failed
-        )
+        quorum.check(f"list {self.name}/{prefix}", need, nodes, failed)
         merged: dict[str, Entry] = {}
         for rows in answers.values():
             for pk, e in rows:
@@ -269,7 +350,12 @@ class ReplicatedBlocks:
         async def local() -> None:
             await self.c.local.blocks.write(h, data)
 
-        _, failed = await self.c.each(nodes, local, lambda p: p.put_block(h, data))
+        _, failed = await self.c.each(
+            nodes,
+            local,
+            lambda p: p.put_block(h, data),
+            enough=self.c.write_done(partition_of(bytes.fromhex(h))),
+        )
         hints = self.c.hints
 
         async def keep_local(owner: str) -> None:
@@ -299,6 +385,10 @@ class ReplicatedBlocks:
             except (PeerError, MissingBlock, CorruptBlock, KeyError) as e:
                 problems.append(f"{n}: {e}")
         raise MissingBlock(f"block {h}: no replica answered ({'; '.join(problems)})")
+
+
+def _answer(r: object) -> bool:
+    return not isinstance(r, BaseException)
 
 
 def _single(v: LayoutVersion) -> LayoutHistory:

@@ -52,10 +52,12 @@ class RpcServer:
         local: LocalStore,
         allowed: Callable[[SpiffeId], bool],
         hints: HintStore | None = None,
+        readable: Callable[[], bool] = lambda: True,
     ) -> None:
         self.local = local
         self.allowed = allowed
         self.hints = hints
+        self.readable = readable
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._authorize])
@@ -67,6 +69,8 @@ class RpcServer:
         app.router.add_get("/rpc/block/{h}", self.get_block)
         app.router.add_post("/rpc/hint", self.hint)
         app.router.add_put("/rpc/hintblock/{target}/{h}", self.hint_block)
+        app.router.add_post("/rpc/digest", self.digest)
+        app.router.add_post("/rpc/forget", self.forget)
         return app
 
     @web.middleware
@@ -89,12 +93,22 @@ class RpcServer:
             self.local.merge(table, str(pk), int(part), row_in(row))
         return web.json_response({"ok": True})
 
+    def _catching_up(self) -> web.Response | None:
+        if self.readable():
+            return None
+        msg = f"{self.local.writer} is catching up after downtime: not serving reads yet"
+        return web.json_response({"error": msg}, status=503)
+
     async def entry(self, request: web.Request) -> web.Response:
+        if (refused := self._catching_up()) is not None:
+            return refused
         body = await request.json()
         e = self.local.raw(body["table"]).entry(body["pk"])
         return web.json_response({"row": None if e is None else row_out(e)})
 
     async def range(self, request: web.Request) -> web.Response:
+        if (refused := self._catching_up()) is not None:
+            return refused
         b = await request.json()
         rows = self.local.raw(b["table"]).range(
             b["start"], prefix=b["prefix"], limit=int(b["limit"]), include_start=b["include"]
@@ -105,6 +119,18 @@ class RpcServer:
         b = await request.json()
         rows = self.local.raw(b["table"]).page(int(b["partition"]), b["after"], int(b["limit"]))
         return web.json_response({"rows": [[pk, *row_out(e)] for pk, e in rows]})
+
+    async def digest(self, request: web.Request) -> web.Response:
+        b = await request.json()
+        part = int(b["partition"])
+        out = {t: self.local.raw(t).digest(part).hex() for t in b["tables"]}
+        return web.json_response({"digests": out})
+
+    async def forget(self, request: web.Request) -> web.Response:
+        b = await request.json()
+        table = self.local.raw(b["table"])
+        n = sum(table.forget(str(pk), row_in([ts, w, None])) for pk, ts, w in b["rows"])
+        return web.json_response({"forgotten": n})
 
     async def put_block(self, request: web.Request) -> web.Response:
         h = request.match_info["h"]
@@ -204,6 +230,14 @@ class Peer:
         body = {"table": table, "partition": partition, "after": after, "limit": limit}
         rows = (await self._json("/rpc/partition", body))["rows"]
         return [(r[0], row_in(r[1:])) for r in rows]
+
+    async def digests(self, partition: int, tables: list[str]) -> dict[str, str]:
+        body = {"partition": partition, "tables": tables}
+        return dict((await self._json("/rpc/digest", body))["digests"])
+
+    async def forget(self, table: str, rows: list[tuple[str, Entry]]) -> int:
+        body = [[pk, e.timestamp, e.writer] for pk, e in rows]
+        return int((await self._json("/rpc/forget", {"table": table, "rows": body}))["forgotten"])
 
     async def hint(self, target: str, table: str, rows: list[tuple[str, int, Entry]]) -> None:
         body = [[pk, part, *row_out(e)] for pk, part, e in rows]

@@ -19,9 +19,20 @@ class MetaTable(Protocol):
         Replicated: the merge of a read quorum's answers."""
         ...
 
-    async def put(self, pk: str, partition: int, value: bytes | None, now_ms: int) -> Entry:
+    async def put(
+        self, pk: str, partition: int, value: bytes | None, now_ms: int, *, fresh: bool = False
+    ) -> Entry:
         """Write the row (``None``: tombstone) stamped ``max(now, previous + 1)``; returns the
-        entry written. Raises ``S3Error('ServiceUnavailable')`` without a write quorum."""
+        entry written. ``fresh``: the caller guarantees ``pk`` was never written before (a
+        new version's rows), so no previous state is read and the stamp is ``now``. Raises
+        ``S3Error('ServiceUnavailable')`` without a write quorum."""
+        ...
+
+    async def swap(
+        self, pk: str, partition: int, value: bytes | None, now_ms: int
+    ) -> tuple[Entry | None, Entry]:
+        """``put`` that also returns the state it superseded (replicated: the merge of the
+        read quorum it stamped against), in one read and one write."""
         ...
 
     async def range(

@@ -11,14 +11,16 @@ write is on a write quorum, which every read quorum meets).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
+from cloudless.lib.clock import Clock
 from cloudless.objectstore import quorum
-from cloudless.objectstore.blocks import block_hash
+from cloudless.objectstore.blocks import MissingBlock, block_hash
 from cloudless.objectstore.layout import PARTITIONS, LayoutVersion
 from cloudless.objectstore.local import BLOCK_REFS
 from cloudless.objectstore.records import OBJECTS, PARTS, UPLOADS, VERSION_BLOCKS
-from cloudless.objectstore.replication import Cluster
+from cloudless.objectstore.replication import Cluster, ReplicatedBlocks
 from cloudless.objectstore.rpc import PeerError
 
 TABLES = (OBJECTS, VERSION_BLOCKS, UPLOADS, PARTS, BLOCK_REFS)
@@ -35,8 +37,28 @@ class SyncReport:
 
 
 class PartitionSync:
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, clock: Clock | None = None, rate: float = 0.0) -> None:
+        """``rate``: the repair bandwidth in block bytes per second (0: unthrottled), paced
+        on ``clock`` so a replacement or a catch-up never floods the links."""
         self.c = cluster
+        self.clock = clock
+        self.rate = rate
+        self.block_bytes = 0
+        """Bytes of blocks fetched so far (catch-up and repair traffic, for measurements)."""
+        self._start: float | None = None
+        self._paced = 0
+
+    async def _pace(self, n: int) -> None:
+        """Sleep until ``n`` more bytes fit the rate since the first paced byte."""
+        if self.clock is None or self.rate <= 0:
+            return
+        now = self.clock.monotonic()
+        if self._start is None:
+            self._start = now
+        self._paced += n
+        due = self._start + self._paced / self.rate
+        if due > now:
+            await self.clock.sleep(due - now)
 
     async def pull(self, partition: int, source: str) -> tuple[int, int]:
         """Copy ``partition`` from ``source``; returns (rows merged, blocks fetched). Raises
@@ -53,39 +75,66 @@ class PartitionSync:
                     if table == BLOCK_REFS and e.value is not None:
                         h = pk.split("/", 1)[0]
                         if not self.c.local.blocks.has(h):
-                            data = await peer.get_block(h)
-                            if block_hash(data) != h:
-                                raise PeerError(f"{source} sent a corrupt copy of block {h}")
+                            data = await self._block(source, h)
                             await self.c.local.blocks.write(h, data)
+                            self.block_bytes += len(data)
                             blocks += 1
+                            await self._pace(len(data))
                 if len(page) < PAGE:
                     break
                 after = page[-1][0]
         return rows, blocks
 
-    async def sync_to(self, version: LayoutVersion) -> SyncReport:
+    async def _block(self, source: str, h: str) -> bytes:
+        """Block ``h`` from ``source``, or from any replica if ``source`` lacks it (a row's
+        write quorum need not be its block's: the block may still be on its way there)."""
+        try:
+            data = await self.c.peers[source].get_block(h)
+            if block_hash(data) == h:
+                return data
+        except MissingBlock:
+            pass
+        try:
+            return await ReplicatedBlocks(self.c).read(h)
+        except MissingBlock as e:
+            raise PeerError(f"block {h}: not on {source} nor any replica ({e})") from None
+
+    async def sync_to(self, version: LayoutVersion, *, parallel: int = 4) -> SyncReport:
+        """Pull every partition ``version`` gives this node, ``parallel`` at a time (their
+        row pages overlap the pacing of their blocks)."""
         old = self.c.history.read_version()
         assert old is not None
         report = SyncReport()
-        failed = []
-        for p in range(PARTITIONS):
-            if self.c.me not in version.partitions[p] or self.c.me in old.partitions[p]:
-                continue
-            report.partitions += 1
-            # A write was acknowledged by W old owners, not all: pull from a read quorum of
-            # them so every acknowledged write is seen at least once.
-            need, got = quorum.read_quorum(old.replication), 0
-            for source in old.partitions[p]:
-                if got >= need:
-                    break
-                try:
-                    rows, blocks = await self.pull(p, source)
-                except PeerError:
-                    continue
-                got += 1
-                report.rows += rows
-                report.blocks += blocks
-            if got < need:
-                failed.append(p)
+        failed: list[int] = []
+        slots = asyncio.Semaphore(parallel)
+
+        async def one(p: int) -> None:
+            async with slots:
+                # A write was acknowledged by W old owners, not all: pull from a read quorum
+                # of them so every acknowledged write is seen at least once.
+                need, got = quorum.read_quorum(old.replication), 0
+                for source in old.partitions[p]:
+                    if got >= need:
+                        break
+                    try:
+                        rows, blocks = await self.pull(p, source)
+                    except PeerError:
+                        continue
+                    got += 1
+                    report.rows += rows
+                    report.blocks += blocks
+                if got < need:
+                    failed.append(p)
+
+        gained = [
+            p
+            for p in range(PARTITIONS)
+            if self.c.me in version.partitions[p] and self.c.me not in old.partitions[p]
+        ]
+        report.partitions = len(gained)
+        async with asyncio.TaskGroup() as tg:
+            for p in gained:
+                tg.create_task(one(p))
+        failed.sort()
         report.failed = tuple(failed)
         return report

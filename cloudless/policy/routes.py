@@ -81,6 +81,8 @@ ROUTES: dict[tuple[str, str], RouteAccess] = {
     # a login link for the read-only console: a POST that writes no cluster state
     ("POST", "/v1/ui/login"): RouteAccess("get", "console", NsFrom.NONE, write=False),
     ("GET", "/v1/services"): _r("list", "services"),
+    ("GET", "/v1/services/{name}"): _r("get", "services", NsFrom.QUERY),
+    ("GET", "/v1/network"): _r("get", "services"),
     ("GET", "/v1/volumes"): _r("list", "volumes", NsFrom.QUERY),
     ("POST", "/v1/secrets"): _r("create", "secrets"),
     ("GET", "/v1/secrets"): _r("list", "secrets"),

@@ -64,6 +64,8 @@ class ContainerSpec:
     ``command`` replaces the image's Entrypoint+Cmd when given; ``args`` alone replaces only Cmd
     (Docker's rule). ``env`` is merged over the image's Env. ``cpu_millicores`` becomes a CFS
     quota (1000 = one full core), ``memory_bytes`` a hard memory limit (0 = unlimited).
+    ``netns`` is the path of an existing network namespace to join (``/run/netns/<name>``);
+    empty shares the host's network.
     """
 
     id: str
@@ -78,6 +80,7 @@ class ContainerSpec:
     workload_id: str = ""
     replica_id: str = ""
     mounts: tuple[BindMount, ...] = ()
+    netns: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mounts", tuple(self.mounts))
@@ -116,6 +119,11 @@ class ContainerSpec:
                     f"mounts[{i}]: source {m.source!r} and destination {m.destination!r} must "
                     "both be absolute paths"
                 )
+        if self.netns and not self.netns.startswith("/"):
+            problems.append(
+                f"netns: {self.netns!r} must be the absolute path of a network namespace "
+                "(e.g. /run/netns/cl-web-0), or empty for the host network"
+            )
         for k in self.labels:
             if k.startswith("io.cloudless."):
                 problems.append(f"labels: {k!r} is reserved for the runtime; choose another prefix")

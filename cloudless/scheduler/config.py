@@ -23,12 +23,15 @@ class Strategy(enum.StrEnum):
     first). ``best_fit``: the node in use with the least capacity left after the placement;
     only when none has room, the biggest empty node. ``spread``: the node holding the fewest
     replicas of the workload, then the highest score (a soft spread over nodes).
+    ``availability``: among the nodes the score strategy accepts, the one that raises the
+    workload's predicted availability most (``cloudless.churn.target``; the engine scores).
     """
 
     SCORE = "score"
     FIRST_FIT = "first_fit"
     BEST_FIT = "best_fit"
     SPREAD = "spread"
+    AVAILABILITY = "availability"
 
 
 #: Accepted spellings of each strategy (specs and the cluster config).
@@ -39,6 +42,7 @@ STRATEGY_NAMES: Mapping[str, Strategy] = MappingProxyType(
         "first_fit": Strategy.FIRST_FIT,
         "best_fit": Strategy.BEST_FIT,
         "spread": Strategy.SPREAD,
+        "availability": Strategy.AVAILABILITY,
     }
 )
 
@@ -100,6 +104,9 @@ class SchedulerConfig:
         weights = dict(DEFAULT_WEIGHTS)
         for part in (p.strip() for p in text.split(",")):
             if not part:
+                continue
+            if "=" not in part and part.lower() in STRATEGY_NAMES:
+                strategy = parse_strategy(part, f"{path}.strategy")  # a bare strategy name
                 continue
             key, eq, raw = part.partition("=")
             key = key.strip()

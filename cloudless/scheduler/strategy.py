@@ -33,8 +33,11 @@ def chosen(spec: WorkloadSpec, explicit: Strategy | None, default: Strategy) -> 
 def resolve(
     spec: WorkloadSpec, explicit: Strategy | None, default: Strategy
 ) -> tuple[WorkloadSpec, Strategy]:
-    """The spec as placed and the engine strategy (never ``SPREAD``) for one group."""
+    """The spec as placed and the engine strategy (never ``SPREAD`` nor ``AVAILABILITY``:
+    the availability placer picks among what the score strategy accepts) for one group."""
     s = chosen(spec, explicit, default)
     if s is Strategy.SPREAD:
         return with_spread(spec, "node", SOFT_SKEW), Strategy.SCORE
+    if s is Strategy.AVAILABILITY:
+        return spec, Strategy.SCORE
     return spec, s

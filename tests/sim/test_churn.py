@@ -4,6 +4,8 @@ simulator only plays the devices. Times in seconds; W = the start of the measure
 from __future__ import annotations
 
 import random
+from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -25,7 +27,9 @@ def one(replicas: int = 1) -> list[WorkloadSpec]:
     return services((replicas,), copies=1)
 
 
-def run(traces: list[Trace], announce_s: float, svcs: list[WorkloadSpec] | None = None) -> dict:
+def run(
+    traces: list[Trace], announce_s: float, svcs: list[WorkloadSpec] | None = None
+) -> dict[str, Any]:
     nodes = [node(t.device, cpu="4", memory="8Gi") for t in traces]
     cfg = SimConfig(start_s=W, end_s=END, warmup_s=3600.0, announce_s=announce_s)
     sim = ChurnSim(
@@ -88,3 +92,59 @@ def test_fleet_day_runs_the_real_policies() -> None:
         r3 = sim.run()["R3"]
         assert r3["availability_any"] >= 0.999
         assert sim.reconciles > 0
+
+
+# ---- planned departures through the real departure rules ---------------------------------
+
+
+def test_announced_departure_costs_no_replica_hours_and_is_not_a_failure() -> None:
+    # lap leaves (planned) at W + 2 h; announced 300 s ahead its replica moves to srv first.
+    nodes = [node(t.device, cpu="4", memory="8Gi") for t in (LAP, SRV)]
+    figures = {}
+    for announce_s in (300.0, 0.0):
+        cfg = SimConfig(start_s=W, end_s=END, warmup_s=3600.0, announce_s=announce_s)
+        sim = ChurnSim({"lap": LAP, "srv": SRV}, nodes, one(), SchedulerPlacer(Scheduler()), cfg)
+        figures[announce_s] = sim.run()["R1"]
+        lap = sim.st.nodes["lap"]
+        if announce_s:
+            # departed as announced: not offline/failed, and its reliability not judged down
+            assert lap.state.value == "departed"
+            assert sim.tracker.components("lap", END).uptime == pytest.approx(1.0)
+        else:
+            assert lap.state.value == "failed"
+    # announced: nothing lost. Not announced: 1 replica short for 0.5 s detection + 30 s
+    # start = 30.5 s = 0.00847 replica-hours, all after the planned departure
+    assert figures[300.0]["replica_hours_lost_after_planned_departures"] == 0.0
+    assert figures[0.0]["replica_hours_lost_after_planned_departures"] == pytest.approx(30.5 / 3600)
+
+
+def test_owner_reserved_hours_drain_the_node_before_and_give_it_back_after() -> None:
+    from cloudless.model.departure import parse_reserved
+
+    # sim time 0 is the Unix epoch's week frame: W + 18 h is a Thursday 18:00 UTC
+    gpc = Trace("gpc", "server", ((0.0, 2 * W),))
+    srv = Trace("srv", "server", ((W + 1800.0, 2 * W),))  # up after the replica is on gpc
+    reserved = parse_reserved("Thu 18-20")
+    nodes = [
+        replace(node("gpc", cpu="4", memory="8Gi"), reserved_hours=reserved),
+        node("srv", cpu="4", memory="8Gi"),
+    ]
+    seen: list[tuple[float, str, str]] = []
+
+    def watch(t: float) -> None:
+        where = ",".join(sorted(r.node_id for r in sim.st.replicas.values()))
+        state = sim.st.nodes["gpc"].state.value
+        if not seen or seen[-1][1:] != (state, where):
+            seen.append((t, state, where))
+
+    cfg = SimConfig(start_s=W, end_s=END, warmup_s=3600.0, announce_s=0.0)
+    sim = ChurnSim({"gpc": gpc, "srv": srv}, nodes, one(), SchedulerPlacer(Scheduler()), cfg)
+    r1 = sim.run(progress=watch)["R1"]
+    # never without a ready replica: the move was make-before-break, 10 min before 18:00
+    assert r1["availability_any"] == 1.0
+    assert r1["replica_hours_lost"] == 0.0
+    drained = [t for t, state, where in seen if state == "cordoned" and where == "srv"]
+    assert drained and drained[0] <= W + 18 * 3600.0
+    # and at 20:00 gpc takes work again
+    assert sim.st.nodes["gpc"].state.value == "ready"
+    assert sim.st.nodes["gpc"].departure is None

@@ -20,7 +20,7 @@ a spec (``cloudless.model.labels``, bounded quantities). Pure functions, no I/O.
 from __future__ import annotations
 
 import math
-from collections.abc import MutableSequence
+from collections.abc import Iterable, MutableSequence
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.lib.bounded import show
@@ -142,3 +142,23 @@ def clean_goodbye(bye: pb.Goodbye) -> None:
     """Cut a goodbye's reason (it goes into an event) like a status's, in place."""
     if len(bye.reason) > MAX_REASON or not bye.reason.isprintable():
         bye.reason = _clean_text(bye.reason)
+
+
+# The longest an agent may ask the coordinator to wait for its replicas to move before it
+# leaves (``Leave.deadline_s``); a longer or non-finite ask is cut to this.
+MAX_LEAVE_S = 3600.0
+
+
+def clean_leave(leave: pb.Leave) -> None:
+    """Cut a leave's reason like a goodbye's and bound its deadline to [0, MAX_LEAVE_S], in
+    place."""
+    if len(leave.reason) > MAX_REASON or not leave.reason.isprintable():
+        leave.reason = _clean_text(leave.reason)
+    d = leave.deadline_s
+    leave.deadline_s = min(max(d, 0.0), MAX_LEAVE_S) if not math.isnan(d) else 0.0
+
+
+def reserved_problems(hours: Iterable[int]) -> list[str]:
+    """Owner-reserved hours outside the week's 168 bins."""
+    bad = sorted({h for h in hours if not 0 <= h < 168})
+    return [f"facts.reserved_hours: {bad[:5]} outside 0..167"] if bad else []

@@ -22,7 +22,7 @@ from cryptography import x509
 from cloudless.api.convert import resources_from_pb
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
-from cloudless.coordinator.agentapi.checks import enrollment_problems
+from cloudless.coordinator.agentapi.checks import enrollment_problems, reserved_problems
 from cloudless.coordinator.agentapi.enrollment import Enroller
 from cloudless.coordinator.agentapi.sessions import AgentSessions
 from cloudless.coordinator.agentapi.sessions import details as _details
@@ -112,6 +112,8 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             problem = metrics_address_problem(facts.metrics_address)
             if problem:
                 raise ValidationError(f"node facts: {problem}")
+            for p in reserved_problems(facts.reserved_hours):
+                raise ValidationError(f"node {p}")
             labels = dict(facts.labels)
             labels.update(claims.labels)  # labels pinned by the token win
             return Node.make(
@@ -132,6 +134,7 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
                 cost_per_hour=facts.cost_per_hour,
                 enrolled_at=self.clock.now(),
                 metrics_address=facts.metrics_address,
+                reserved_hours=frozenset(facts.reserved_hours),
             )
 
         try:
@@ -213,6 +216,26 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             raise
         await self.hub.emit("node", f"node {node_id} renewed its certificate", node=node_id)
         return pb.RenewResponse(cert_pem=cert, ca_bundle_pem=self.ca.bundle_pem)
+
+    async def StoreProxy(
+        self, request: pb.StoreProxyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StoreProxyResponse:
+        """The object store's keys for a storage or gateway node (``objectstore.store_proxy``:
+        what a node may read and write is checked there, a refusal is PERMISSION_DENIED)."""
+        from cloudless.objectstore import store_proxy
+
+        node_id = await self._authorize_node(context)
+        try:
+            body = store_proxy.decode(request.request_json)
+            answer = await store_proxy.serve(self.state.store, node_id, body)
+        except store_proxy.ProxyRefused as e:
+            await self._refused(f"node {node_id}: {e}")
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
+            raise
+        except (ValueError, KeyError, TypeError) as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"store proxy request: {e}")
+            raise
+        return pb.StoreProxyResponse(response_json=store_proxy.encode(answer))
 
     async def IssueWorkloadIdentity(
         self, request: pb.WorkloadIdentityRequest, context: grpc.aio.ServicerContext

@@ -18,7 +18,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
-from cloudless.coordinator.agentapi.checks import clean_goodbye, clean_statuses, heartbeat_problems
+from cloudless.coordinator.agentapi.checks import (
+    clean_goodbye,
+    clean_leave,
+    clean_statuses,
+    heartbeat_problems,
+)
 from cloudless.coordinator.dispatcher.hub import AgentHub, NotLeader, Session
 from cloudless.lib.clock import Clock
 from cloudless.store.errors import StoreError
@@ -168,3 +173,6 @@ class AgentSessions:
             elif kind == "goodbye":
                 clean_goodbye(msg.goodbye)
                 await self.hub.on_goodbye(session, msg.goodbye)
+            elif kind == "leave":
+                clean_leave(msg.leave)
+                await self.hub.on_leave(session, msg.leave)

@@ -16,7 +16,11 @@ turns those stream ends into node states, and keeps a slower heartbeat rule as a
   while its gRPC core still answers PINGs) goes offline after ``offline_after_s`` without a
   heartbeat;
 * an offline node goes failed after ``failed_after_s`` more;
-* a heartbeat brings it back (to cordoned if the user had cordoned it, else ready);
+* a heartbeat brings it back (to cordoned if the user had cordoned it, else ready; a
+  departed node to ready);
+* a node whose agent announced it is leaving (a ``leave`` departure on its record) and
+  whose stream then ends is ``departed`` after the same grace, not offline: a planned
+  departure is neither a failure nor a flap;
 * an agent that stops cleanly (``Goodbye``: an upgrade, a restart) is held for the time it
   asks for (at most ``MAX_HOLD_S``) before either rule applies; a killed one is not.
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from cloudless.model.departure import DepartureKind
 from cloudless.model.node import Node, NodeState
 
 
@@ -82,10 +87,16 @@ class _Liveness:
     disconnected_at: float = math.inf
     offline_since: float = math.inf
     held_until: float = -math.inf  # a clean stop: not judged before this
+    leaving: bool = False  # announced a departure (``DepartureKind.LEAVE``)
 
 
 _HEALTHY = (NodeState.READY, NodeState.CORDONED, NodeState.DRAINING)
 _WATCHED = frozenset((*_HEALTHY, NodeState.ENROLLING))
+_RETURNS = frozenset((NodeState.ENROLLING, NodeState.OFFLINE, NodeState.FAILED, NodeState.DEPARTED))
+
+
+def _leaving(n: Node) -> bool:
+    return n.departure is not None and n.departure.kind is DepartureKind.LEAVE
 
 
 @dataclass
@@ -111,6 +122,7 @@ class Membership:
             live = _Liveness(n.state, n.state is NodeState.CORDONED, seen, disconnected_at=gone)
             if n.state in (NodeState.OFFLINE, NodeState.FAILED):
                 live.offline_since = now
+            live.leaving = _leaving(n)
             self._nodes[n.id] = live
 
     def upsert(self, node: Node, now: float) -> None:
@@ -120,13 +132,22 @@ class Membership:
             self._nodes.pop(node.id, None)
             return
         if live is None:
-            self._nodes[node.id] = _Liveness(node.state, node.state is NodeState.CORDONED, now)
+            live = _Liveness(node.state, node.state is NodeState.CORDONED, now)
+            live.leaving = _leaving(node)
+            self._nodes[node.id] = live
             return
         live.state = node.state
+        live.leaving = _leaving(node)
         if node.state is NodeState.CORDONED:
             live.cordoned = True
         elif node.state is NodeState.READY:
             live.cordoned = False
+
+    def leaving(self, node_id: str) -> None:
+        """The node's agent announced it is leaving (before its record says so)."""
+        live = self._nodes.get(node_id)
+        if live is not None:
+            live.leaving = True
 
     def forget(self, node_id: str) -> None:
         self._nodes.pop(node_id, None)
@@ -146,8 +167,10 @@ class Membership:
         live.connected = True
         live.disconnected_at = math.inf
         live.held_until = -math.inf
-        if live.state in (NodeState.ENROLLING, NodeState.OFFLINE, NodeState.FAILED):
+        if live.state in _RETURNS:
             old = live.state
+            if old is NodeState.DEPARTED:
+                live.cordoned = False
             live.state = NodeState.CORDONED if live.cordoned else NodeState.READY
             live.offline_since = math.inf
             why = "first heartbeat" if old is NodeState.ENROLLING else "heartbeat resumed"
@@ -193,7 +216,13 @@ class Membership:
                     reason = f"connection lost {gone:.1f}s ago and not re-established"
                 elif silent >= after:
                     reason = f"no heartbeat for {silent:.1f}s (limit {after:.1f}s)"
-                if reason and live.state is not NodeState.ENROLLING:
+                if reason and live.leaving and gone >= cfg.disconnect_grace_s:
+                    old = live.state
+                    live.state = NodeState.DEPARTED
+                    out.append(
+                        NodeTransition(node_id, old, NodeState.DEPARTED, "left as announced")
+                    )
+                elif reason and live.state is not NodeState.ENROLLING:
                     old = live.state
                     live.state = NodeState.OFFLINE
                     live.offline_since = now

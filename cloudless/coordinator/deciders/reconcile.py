@@ -12,7 +12,8 @@ transactions; agents act on the store's new contents. Rules, per workload:
   were replaced) the placer ranks them and the best ``replicas`` are kept, running ones first:
   the extras are stopped, never all restarted;
 * replicas on a draining node get replacements first and are stopped once enough replicas
-  run elsewhere;
+  are ready elsewhere (make-before-break); planned departures and owner-reserved hours drain
+  nodes and bound the wait by a deadline (``departures.decide_departures`` has the rules);
 * a changed spec rolls out in place, in batches gated on readiness, and rolls back
   automatically when a batch fails (``rollout.decide_rollout`` has the rules);
 * a deleted workload has all its replicas stopped, then its record removed;
@@ -26,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from cloudless.coordinator.deciders.departures import SetDeparture, decide_departures
 from cloudless.coordinator.deciders.rollout import decide_rollout
 from cloudless.coordinator.deciders.stateful import keep_lost, plan_stateful, replica_id
 from cloudless.coordinator.state.records import WorkloadRecord
@@ -139,10 +141,11 @@ Action = (
     | SetNodeState
     | SetRollout
     | RollBack
+    | SetDeparture
 )
 
 _HEALTHY = frozenset({NodeState.READY, NodeState.CORDONED, NodeState.DRAINING})
-_GONE = frozenset({NodeState.FAILED, NodeState.REMOVED})
+_GONE = frozenset({NodeState.FAILED, NodeState.REMOVED, NodeState.DEPARTED})
 
 
 @dataclass
@@ -160,7 +163,15 @@ def reconcile(view: ClusterView, placer: Placer, ids: IdSource, now: float) -> l
         by_workload.setdefault(r.workload, []).append(r)
     nodes = list(view.nodes.values())
 
-    for r in sorted(view.replicas.values(), key=lambda r: r.id):
+    stateful = frozenset(n for n, rec in view.workloads.items() if rec.spec.volumes)
+    departures = decide_departures(view.nodes, view.replicas.values(), now, keep=stateful)
+    work.actions.extend(departures.nodes)
+    for stop in departures.stop:
+        _update(
+            work, replace(stop.replica, desired=DesiredState.STOPPED, updated_at=now), stop.reason
+        )
+
+    for r in sorted(work.replicas.values(), key=lambda r: r.id):
         node = view.nodes.get(r.node_id)
         state = node.state if node else NodeState.REMOVED
         if r.workload not in view.workloads:
@@ -268,8 +279,8 @@ def _reconcile_workload(
     elif rec.unplaced:
         work.actions.append(SetUnplaced(spec.name, 0, ""))
 
-    running_settled = [r for r in settled if r.observed is ReplicaState.RUNNING]
-    if draining and len(running_settled) >= spec.replicas:
+    ready_settled = [r for r in settled if r.observed is ReplicaState.RUNNING and r.ready]
+    if draining and len(ready_settled) >= spec.replicas:
         for r in draining:
             _update(work, replace(r, desired=DesiredState.STOPPED, updated_at=now), "node draining")
 

@@ -5,7 +5,7 @@ passed in. Components (each in [0, 1]; weights in ``cloudless.model.reliability`
 
 * uptime: the fraction of the observation window (``window_s``, default 1 h) the node was
   up (ready, cordoned or draining); a node seen for less than the window is judged on the
-  part it was seen;
+  part it was seen; time away after a planned departure (``away``) is not judged at all;
 * response: from the gap between consecutive heartbeats versus the interval asked for
   (``response_component`` with the interval as the target: on time = 1, ten times late = 0),
   smoothed with an exponential moving average;
@@ -42,6 +42,7 @@ class _NodeStats:
     failed: int = 0
     headroom: float = 1.0
     flaps: deque[float] = field(default_factory=deque)
+    away_since: float | None = None
 
 
 @dataclass
@@ -58,11 +59,25 @@ class ReliabilityTracker:
 
     def up(self, node_id: str, now: float) -> None:
         s = self._get(node_id, now)
+        if s.away_since is not None:  # back from a planned departure: skip the time away
+            s.since += now - s.away_since
+            s.away_since = None
         if not s.up:
             s.up, s.up_since = True, now
 
+    def away(self, node_id: str, now: float) -> None:
+        """A planned departure: not down, not a flap; the time until ``up`` is not judged."""
+        s = self._get(node_id, now)
+        if s.up:
+            s.up_total += now - s.up_since
+            s.up = False
+        if s.away_since is None:
+            s.away_since = now
+
     def down(self, node_id: str, now: float) -> None:
         s = self._get(node_id, now)
+        if s.away_since is not None:
+            return
         if s.up:
             s.up_total += now - s.up_since
             s.up = False
@@ -97,7 +112,8 @@ class ReliabilityTracker:
         s = self._get(node_id, now)
         while s.flaps and s.flaps[0] < now - self.window_s:
             s.flaps.popleft()
-        seen = min(self.window_s, max(1e-9, now - s.since))
+        judged = now if s.away_since is None else s.away_since  # away: frozen where it left
+        seen = min(self.window_s, max(1e-9, judged - s.since))
         up = s.up_total + (now - s.up_since if s.up else 0.0)
         return ReliabilityComponents(
             uptime=min(1.0, up / seen),

@@ -6,9 +6,10 @@ Pure, like ``reconcile`` (which calls it for every workload that declares volume
   is created, always with the lowest free ones first, and placed by the scheduler;
 * a replica's record is its volumes' address: while it exists the replica stays on its node
   (restarts, image updates and agent restarts happen there, and the data with them);
-* when that node is offline or failed, ``on_node_loss`` decides: ``wait`` (default) keeps the
-  record (lost) and reports the ordinal unplaced, naming the node it waits for; ``recreate``
-  deletes the record, and the next round creates the ordinal empty on another node. A node
+* when that node is offline, failed or departed, ``on_node_loss`` decides: ``wait``
+  (default) keeps the record (lost) and reports the ordinal unplaced, naming the node it
+  waits for; ``recreate`` deletes the record, and the next round creates the ordinal empty
+  on another node. A node
   that was *removed* never comes back: its replicas are recreated whatever the choice;
 * ordinals at or above ``replicas`` (scale down) are stopped, highest first, all at once; their
   volumes stay on their nodes;
@@ -100,6 +101,6 @@ def keep_lost(spec: WorkloadSpec, r: Replica, node_state: NodeState) -> bool:
     return (
         bool(spec.volumes)
         and spec.on_node_loss is NodeLoss.WAIT
-        and node_state is NodeState.FAILED
+        and node_state in (NodeState.FAILED, NodeState.DEPARTED)
         and ordinal_of(spec.name, r.id) is not None
     )

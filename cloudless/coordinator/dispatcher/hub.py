@@ -34,6 +34,7 @@ from cloudless.coordinator.deciders.reliability import ReliabilityTracker
 from cloudless.coordinator.state.cluster import ClusterState, event
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.clock import Clock
+from cloudless.model.departure import Departure, DepartureKind
 from cloudless.model.node import Node, NodeConditions, NodeState
 from cloudless.model.replica import Replica, ReplicaState
 from cloudless.model.resources import Resources
@@ -171,6 +172,10 @@ class AgentHub:
         self._nodes_from: int | None = None  # where _watch_nodes starts (None: list first)
         #: Secret values by name (``SecretCache.get``), for replicas whose spec refers to them.
         self.secret_values: Callable[[str], bytes | None] = lambda name: None
+        #: The node's container network (``network.publisher``), sent with its set; None: off.
+        self.network_for: Callable[[str], pb.NetworkConfig | None] = lambda node_id: None
+        #: Each node's container network as its agent last reported it (observed, in memory).
+        self.network_states: dict[str, str] = {}
 
     # ---- leadership ------------------------------------------------------------------------
 
@@ -293,6 +298,22 @@ class AgentHub:
         await self._apply_statuses(s, hello.replicas)
         self._heard(s)
         await self._note_metrics_address(s.node_id, hello.facts.metrics_address)
+        await self._note_reserved(s.node_id, hello.facts.reserved_hours)
+
+    async def _note_reserved(self, node_id: str, hours: Iterable[int]) -> None:
+        """Record the owner-reserved hours an agent declares when they differ from the node
+        record's (an agent restarted with other ``--reserved-hours``); bad bins are ignored."""
+        want = frozenset(h for h in hours if 0 <= h < 168)
+        known = self._nodes.get(node_id)
+        if known is None or known.reserved_hours == want:
+            return
+
+        def change(n: Node | None) -> Node | None:
+            if n is None or n.reserved_hours == want:
+                return None
+            return replace(n, reserved_hours=want)
+
+        await self.state.nodes.update(node_id, change, fence=self.fence())
 
     async def _note_metrics_address(self, node_id: str, address: str) -> None:
         """Record where the agent serves metrics when it differs from the node record (an
@@ -325,6 +346,8 @@ class AgentHub:
         now = self.clock.monotonic()
         interval = self.config.interval_for(len(self.membership))
         HEARTBEATS.inc()
+        if hb.network_state:
+            self.network_states[s.node_id] = hb.network_state
         if s.last_beat and now - s.last_beat > 2 * interval:
             HEARTBEATS_LATE.inc()
         s.last_beat = now
@@ -348,12 +371,35 @@ class AgentHub:
     async def on_goodbye(self, s: Session, bye: pb.Goodbye) -> None:
         """The agent stops cleanly and asks to be held (``Membership.goodbye``)."""
         hold = self.membership.goodbye(s.node_id, self.clock.monotonic(), bye.back_within_s)
-        await self.emit(
-            "node",
-            f"node {s.node_id}: agent stopping ({bye.reason or 'no reason given'}); "
-            f"its replicas are kept for {hold:.0f}s",
-            node=s.node_id,
-        )
+        why = bye.reason or "no reason given"
+        kept = f"; its replicas are kept for {hold:.0f}s" if hold > 0 else ""
+        await self.emit("node", f"node {s.node_id}: agent stopping ({why}){kept}", node=s.node_id)
+
+    async def on_leave(self, s: Session, leave: pb.Leave) -> None:
+        """The agent is about to leave: record a ``leave`` departure on its node and set it
+        draining in the same write (``departures.decide_departures`` takes it from there)."""
+        now = self.clock.now()
+        reason = leave.reason or "agent leaving"
+        dep = Departure(DepartureKind.LEAVE, reason, now, now + leave.deadline_s)
+        self.membership.leaving(s.node_id)
+
+        def change(cur: Node | None) -> Node | None:
+            if cur is None:
+                return None
+            if cur.departure is not None and cur.departure.kind is DepartureKind.LEAVE:
+                return None  # announced already (a repeat after a reconnect)
+            moved = cur.moved_to(NodeState.DRAINING)[0] or cur
+            return replace(moved, departure=dep)
+
+        rec = await self.state.nodes.update(s.node_id, change, fence=self.fence())
+        if rec is not None and rec.value.departure == dep:
+            await self.emit(
+                "node",
+                f"node {s.node_id}: leaving ({reason}); moving its replicas within "
+                f"{leave.deadline_s:.0f}s",
+                node=s.node_id,
+                state=rec.value.state.value,
+            )
 
     def _heard(self, s: Session) -> list[NodeTransition]:
         return self.membership.heartbeat(s.node_id, self.clock.monotonic())
@@ -552,7 +598,9 @@ class AgentHub:
 
     def _note_transition(self, t: NodeTransition) -> None:
         mono = self.clock.monotonic()
-        if t.new in (NodeState.OFFLINE, NodeState.FAILED):
+        if t.new is NodeState.DEPARTED:
+            self.reliability.away(t.node_id, mono)
+        elif t.new in (NodeState.OFFLINE, NodeState.FAILED):
             self.reliability.down(t.node_id, mono)
         else:
             self.reliability.up(t.node_id, mono)
@@ -623,6 +671,8 @@ class AgentHub:
                 self._nodes[ev.name] = ev.record.value
                 self._node_revs[ev.name] = ev.record.mod_revision
                 self.membership.upsert(ev.record.value, self.clock.monotonic())
+                if ev.record.value.state is NodeState.DEPARTED:
+                    self.reliability.away(ev.name, self.clock.monotonic())
                 if ev.record.value.state is NodeState.REMOVED:
                     s = self.sessions.pop(ev.name, None)
                     if s:
@@ -671,6 +721,11 @@ class AgentHub:
                 if s is not None and not s.closed:
                     s.outbox.put_nowait(self.assignments_for(s))
 
+    def repush(self, node_ids: Iterable[str]) -> None:
+        """Send these nodes their set again (their network changed)."""
+        for node_id in node_ids:
+            self._mark(node_id)
+
     def secrets_changed(self, names: set[str]) -> None:
         """Re-push the assignments of nodes running a replica that uses one of ``names``."""
         for node_id in list(self.sessions):
@@ -692,9 +747,11 @@ class AgentHub:
             }
             drop = rec.deleted and rec.delete_volumes
             out.append(assignment(r, rec.spec, values, drop_volumes=drop))
-        return pb.CoordinatorMessage(
-            assignments=pb.Assignments(generation=s.generation, replicas=out)
-        )
+        msg = pb.Assignments(generation=s.generation, replicas=out)
+        net = self.network_for(s.node_id)
+        if net is not None:
+            msg.network.CopyFrom(net)
+        return pb.CoordinatorMessage(assignments=msg)
 
     # ---- logs ------------------------------------------------------------------------------
 

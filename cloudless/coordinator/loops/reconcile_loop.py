@@ -24,6 +24,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
+from cloudless.coordinator.deciders.departures import SetDeparture
 from cloudless.coordinator.deciders.reconcile import (
     Action,
     ClusterView,
@@ -43,6 +44,7 @@ from cloudless.coordinator.state.live_view import LiveView, placement_fingerprin
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.clock import Clock
 from cloudless.lib.ids import IdSource
+from cloudless.model.departure import Departure
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica, ReplicaState
 from cloudless.model.rollout import RolloutState
@@ -365,6 +367,34 @@ class Reconciler:
                 if rec is not None and rec.value.state is target:
                     await self._emit(
                         "node", f"node {node_id}: {target.value} ({reason})", node=node_id
+                    )
+            case SetDeparture(node_id=node_id, departure=dep, state=target, reason=reason):
+                wrote: list[bool] = []
+
+                def depart(
+                    cur: Node | None,
+                    dep: Departure | None = dep,
+                    target: NodeState | None = target,
+                ) -> Node | None:
+                    wrote.clear()
+                    if cur is None:
+                        return None
+                    moved = cur.moved_to(target)[0] if target is not None else None
+                    new = replace(moved or cur, departure=dep)
+                    if new == cur:
+                        return None
+                    wrote.append(True)
+                    return new
+
+                rec = await st.nodes.update(node_id, depart, fence=fence)
+                if not self._seen(rec):
+                    return False
+                if wrote and rec is not None:
+                    await self._emit(
+                        "node",
+                        f"node {node_id}: {rec.value.state.value} ({reason})",
+                        node=node_id,
+                        state=rec.value.state.value,
                     )
             case DeleteWorkload(workload=name):
                 if not await st.workloads.delete(name, fence=fence):

@@ -65,6 +65,8 @@ def placement_fingerprint(n: Node) -> tuple[object, ...]:
         n.conditions.memory_pressure,
         n.conditions.disk_pressure,
         round(n.reliability, 2),
+        n.departure,
+        n.reserved_hours,
     )
 
 

@@ -32,6 +32,8 @@ from aiohttp import web
 from cryptography import x509
 from opentelemetry.trace import Span
 
+from cloudless.churn.keeper import describe_node, history_model, history_table, with_reserved
+from cloudless.churn.target import predict
 from cloudless.coordinator.dispatcher.hub import AgentHub
 from cloudless.coordinator.eventlog.query import (
     CONTINUE_HEADER,
@@ -50,6 +52,7 @@ from cloudless.coordinator.userapi.errors import (
     json_response,
 )
 from cloudless.coordinator.userapi.models import (
+    DrainRequest,
     JoinRequest,
     ScaleRequest,
     TokenRequest,
@@ -61,11 +64,15 @@ from cloudless.coordinator.userapi.volumes import volume_rows
 from cloudless.lib.bounded import load_json, show
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError, Conflict, NotFound, ValidationError
+from cloudless.model.departure import Departure, DepartureKind
 from cloudless.model.node import Node, NodeState
-from cloudless.model.replica import Replica
+from cloudless.model.replica import DesiredState, Replica, ReplicaState
 from cloudless.model.workload import WorkloadSpec
 from cloudless.model.workload_codec import parse_workload_data, workload_to_dict
 from cloudless.network import state as network_state
+from cloudless.network.addressing import AddressPlanConfig
+from cloudless.network.services import ServiceKey, label_problem
+from cloudless.network.views import network_status, service_detail
 from cloudless.observability.tracing import traceparent, tracer
 from cloudless.policy.routes import PUBLIC
 from cloudless.scheduler.plan import Explanation
@@ -192,6 +199,8 @@ class UserApi:
         self.agent_endpoints = agent_endpoints
         self.enroll_endpoints = enroll_endpoints or agent_endpoints
         self.scheduler = scheduler or Scheduler()
+        #: The cluster's network ranges (None: the coordinator runs without --network).
+        self.network_config: AddressPlanConfig | None = None
         self._node_listing = NodeListingCache()
         self.rotation: RootRotation | None = None  # POST /v1/ca/rotate; set by the server
         self._columns: NodeColumns | None = None  # for _check_placeable
@@ -220,6 +229,8 @@ class UserApi:
         r.add_post("/v1/explain", self.explain_spec)
         r.add_get("/v1/replicas", self.list_replicas)
         r.add_get("/v1/services", self.list_services)
+        r.add_get("/v1/services/{name}", self.get_service)
+        r.add_get("/v1/network", self.network_status)
         r.add_get("/v1/volumes", self.list_volumes)
         self.secrets.add_routes(r)
         RolloutApi(self.state, self.clock, self.hub.fence, self.hub.emit).add_routes(r)
@@ -309,9 +320,21 @@ class UserApi:
             for r in (await self.state.replicas.list()).records
             if r.value.node_id == node.id
         ]
-        return json_response({**node_view(node), "replicas": [replica_view(r) for r in replicas]})
+        history = await history_table(self.state.store).get(node.id)
+        availability = describe_node(node, history.value if history else None, self.clock.now())
+        return json_response(
+            {
+                **node_view(node),
+                "replicas": [replica_view(r) for r in replicas],
+                "availability": availability,
+            }
+        )
 
-    async def _set_node_state(self, node_id: str, target: NodeState, verb: str) -> web.Response:
+    async def _set_node_state(
+        self, node_id: str, target: NodeState, verb: str, departure: Departure | None = None
+    ) -> web.Response:
+        """Move the node to ``target``; a drain may carry a deadline (``departure``), and any
+        user move clears a ``drain`` departure set before."""
         await self._node(node_id)
         refusal: list[str] = []
 
@@ -321,6 +344,14 @@ class UserApi:
             new, why = cur.moved_to(target)
             if why:
                 refusal.append(why)
+                return None
+            dep = cur.departure
+            if departure is not None:
+                dep = departure
+            elif dep is not None and dep.kind is DepartureKind.DRAIN:
+                dep = None
+            if dep != cur.departure:
+                new = replace(new or cur, departure=dep)
             return new
 
         rec = await self.state.nodes.update(node_id, change, fence=self.hub.fence())
@@ -340,7 +371,18 @@ class UserApi:
         return await self._set_node_state(request.match_info["id"], NodeState.READY, "uncordon")
 
     async def drain(self, request: web.Request) -> web.Response:
-        return await self._set_node_state(request.match_info["id"], NodeState.DRAINING, "drain")
+        body = await request.read()
+        ask = (
+            parse_request(DrainRequest, load_json(body))
+            if body.strip()
+            else DrainRequest(deadline_s=None)
+        )
+        dep = None
+        if ask.deadline_s is not None:
+            now = self.clock.now()
+            dep = Departure(DepartureKind.DRAIN, "drained by user", now, now + ask.deadline_s)
+        node_id = request.match_info["id"]
+        return await self._set_node_state(node_id, NodeState.DRAINING, "drain", dep)
 
     async def remove_node(self, request: web.Request) -> web.Response:
         node_id = request.match_info["id"]
@@ -435,6 +477,34 @@ class UserApi:
         records = await network_state.list_services(self.state.store)
         return json_response({"services": [network_state.service_view(s) for s in records]})
 
+    async def get_service(self, request: web.Request) -> web.Response:
+        """One service: VIP, names, ports, endpoints with their nodes, why some are missing."""
+        name = request.match_info["name"]
+        ns = request.query.get("namespace", "default")
+        for field, value in (("path.name", name), ("query.namespace", ns)):
+            why = label_problem(field, value)
+            if why:
+                raise ValidationError(why)
+        rec = await network_state.get_service(self.state.store, ServiceKey(ns, name))
+        if rec is None:
+            raise NotFound(
+                f"service {name!r} not found in namespace {ns!r}: a workload with ports is a "
+                "service when the coordinator runs with --network; list them with "
+                "`cloudless get services`"
+            )
+        return json_response(service_detail(rec, await self._node_names()))
+
+    async def network_status(self, request: web.Request) -> web.Response:
+        """The address plan, the lighthouse and every node's slot."""
+        devices = await network_state.list_devices(self.state.store)
+        names = await self._node_names()
+        return json_response(
+            network_status(self.network_config, devices, names, self.hub.network_states)
+        )
+
+    async def _node_names(self) -> dict[str, str]:
+        return {r.name: r.value.name for r in (await self.state.nodes.list()).records}
+
     async def _workload(self, name: str) -> WorkloadRecord:
         _check_id(name, "path.name")
         rec = await self.state.workloads.get(name)
@@ -496,16 +566,45 @@ class UserApi:
     async def _explain(self, spec: WorkloadSpec, top: int, first: str = "") -> web.Response:
         """``first``: a note that leads (a stateful replica waiting for its node)."""
         ex = await self.explanation(spec, top)
+        notes = [first, *ex.notes] if first else list(ex.notes)
+        text = f"{first}\n{ex.render()}" if first else ex.render()
+        predicted = await self._predicted_availability(spec)
+        if predicted:
+            notes.append(predicted)
+            text = f"{text}\n{predicted}"
         return json_response(
             {
                 "workload": spec.name,
                 "summary": ex.rejections.message(),
                 "rejections": ex.rejections.as_dict(),
                 "best": [{"node": ns.node_id, **ns.components.to_dict()} for ns in ex.best],
-                "notes": [first, *ex.notes] if first else list(ex.notes),
-                "text": f"{first}\n{ex.render()}" if first else ex.render(),
+                "notes": notes,
+                "text": text,
             }
         )
+
+    async def _predicted_availability(self, spec: WorkloadSpec) -> str:
+        """What the workload's live replicas are predicted to give over the next 6 h, from
+        the nodes' learned availability (``churn.keeper``); "" without live replicas."""
+        v = (await self.state.snapshot()).view
+        live = sorted(
+            r.node_id
+            for r in v.replicas.values()
+            if r.workload == spec.name
+            and r.desired is DesiredState.RUNNING
+            and r.observed is not ReplicaState.LOST
+            and r.node_id in v.nodes
+        )
+        if not live:
+            return ""
+        now = self.clock.now()
+        models = {}
+        for rec in (await history_table(self.state.store).list()).records:
+            m = history_model(rec.value, now) if rec.name in v.nodes else None
+            if m is not None:
+                models[rec.name] = with_reserved(m, v.nodes[rec.name].reserved_hours)
+        target = spec.placement.availability_target or 0.999
+        return predict(live, models, now, target=target).explain() + " over the next 6 h"
 
     async def explain(self, request: web.Request) -> web.Response:
         rec = await self._workload(request.match_info["name"])

@@ -61,6 +61,14 @@ class ScaleRequest(BaseModel):
     replicas: StrictInt = Field(ge=0, le=MAX_REPLICAS)
 
 
+class DrainRequest(BaseModel):
+    """``POST /v1/nodes/{id}/drain``, body optional: with ``deadline_s``, replicas still on the
+    node then are stopped even if their replacements are not ready."""
+
+    model_config = _REQUEST
+    deadline_s: float | None = Field(None, gt=0, le=7 * 86400, allow_inf_nan=False)
+
+
 class TokenRequest(BaseModel):
     model_config = _REQUEST
     use: TokenUse = TokenUse.NODE_ENROLLMENT
@@ -151,6 +159,14 @@ class ReplicaView(BaseModel):
     observed_version: int = 0
 
 
+class DepartureView(BaseModel):
+    model_config = _RESPONSE
+    kind: Literal["leave", "drain", "reserved"]
+    reason: str
+    announced_at: float
+    deadline: float
+
+
 class NodeView(BaseModel):
     model_config = _RESPONSE
     id: str
@@ -165,7 +181,9 @@ class NodeView(BaseModel):
     allocatable: ResourcesView
     usage: ResourcesView
     conditions: NodeConditionsView
-    state: Literal["enrolling", "ready", "draining", "cordoned", "offline", "failed", "removed"]
+    state: Literal[
+        "enrolling", "ready", "draining", "cordoned", "offline", "failed", "departed", "removed"
+    ]
     last_heartbeat: float
     address: str
     reliability: float
@@ -174,10 +192,40 @@ class NodeView(BaseModel):
     cost_per_hour: float
     enrolled_at: float
     metrics_address: str = ""
+    departure: DepartureView | None = None
+    reserved_hours: list[int] = Field(default_factory=list)
+
+
+class HourForecast(BaseModel):
+    model_config = _RESPONSE
+    hour_of_week: int
+    p_online: float
+
+
+class AvailabilityModelView(BaseModel):
+    model_config = _RESPONSE
+    availability_week: float
+    p_online_now: float
+    availability_next_24h: float
+    mean_session_h: float | None  # None: no session has ended yet
+    p_stay_up_next_1h: float
+    history_h: float
+    next_hours: list[HourForecast]
+    sessions: int
+
+
+class NodeAvailabilityView(BaseModel):
+    """The node's learned availability (``cloudless.churn.keeper.describe_node``)."""
+
+    model_config = _RESPONSE
+    reserved_hours: list[str]
+    departure: DepartureView | None
+    model: AvailabilityModelView | None
 
 
 class NodeDetail(NodeView):
     replicas: list[ReplicaView]
+    availability: NodeAvailabilityView | None = None
 
 
 class NodeList(BaseModel):

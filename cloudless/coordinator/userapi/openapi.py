@@ -48,7 +48,13 @@ ROUTES: tuple[Route, ...] = (
     Route("delete", "/v1/nodes/{id}", "Remove a node and revoke its certificate", m.NodeRemoved),
     Route("post", "/v1/nodes/{id}/cordon", "Cordon: no new replicas", m.NodeView),
     Route("post", "/v1/nodes/{id}/uncordon", "Uncordon", m.NodeView),
-    Route("post", "/v1/nodes/{id}/drain", "Drain: move its replicas away", m.NodeView),
+    Route(
+        "post",
+        "/v1/nodes/{id}/drain",
+        "Drain: move its replicas away (make-before-break, optional deadline)",
+        m.NodeView,
+        body=m.DrainRequest,
+    ),
     Route("get", "/v1/volumes", "Persistent volumes: node, mount, size, usage", JSON),
     Route("get", "/v1/secrets", "Secrets: names, sizes, generations (never values)", JSON),
     Route("post", "/v1/secrets", "Create or update a secret", JSON, status=201),
@@ -62,6 +68,8 @@ ROUTES: tuple[Route, ...] = (
         "List services: VIP, ports, endpoints ready/total",
         "application/json",
     ),
+    Route("get", "/v1/services/{name}", "A service: VIP, names, endpoints, why not ready", JSON),
+    Route("get", "/v1/network", "Address plan, lighthouse, each node's slot", JSON),
     Route("get", "/v1/workloads", "List workloads", m.WorkloadList),
     Route(
         "post",

@@ -21,9 +21,11 @@ import grpc
 from aiohttp import web
 
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
+from cloudless.churn.keeper import AvailabilityKeeper
+from cloudless.churn.route import StrategyPlacer
+from cloudless.churn.target import AvailabilityPlacer
 from cloudless.clusterops.rotation_runner import AgentTrust, RootRotation
 from cloudless.coordinator.agentapi.service import AgentApi
-from cloudless.coordinator.deciders.placer import SchedulerPlacer
 from cloudless.coordinator.dispatcher.hub import AgentHub
 from cloudless.coordinator.eventlog.compactor import EventCompactor
 from cloudless.coordinator.loops.leader_watch import GrpcLink, LeaderWatch, leader_link_options
@@ -48,6 +50,7 @@ from cloudless.lib.errors import CloudlessError
 from cloudless.lib.ids import IdSource, RandomIds
 from cloudless.model.workload import WorkloadSpec
 from cloudless.network.controller import NetworkController
+from cloudless.network.lighthouse import network_publisher
 from cloudless.observability.http import parse_listen, serve_metrics
 from cloudless.observability.store import MeasuredStore
 from cloudless.scheduler.scheduler import Scheduler
@@ -112,6 +115,7 @@ class Coordinator:
         self.rotation: RootRotation
         self._grpc_creds: list[ReloadableServerCredentials] = []
         self._https: ReloadableServerContext | None = None
+        self.availability: AvailabilityKeeper
 
     # ---- pieces ----------------------------------------------------------------------------
 
@@ -243,11 +247,19 @@ class Coordinator:
             self.store, SecretBox(self.ca.secrets_key), self.hub.secrets_changed
         )
         self.hub.secret_values = self.secret_cache.get
+        scheduler = Scheduler(c.scheduler)
+        availability = AvailabilityPlacer(scheduler)
+        self.availability = AvailabilityKeeper(
+            self.store, self.state.nodes, self.clock, availability
+        )
         reconciler = Reconciler(
-            self.state, SchedulerPlacer(Scheduler(c.scheduler)), self.ids, self.clock
+            self.state, StrategyPlacer(scheduler, availability), self.ids, self.clock
         )
         self.network = (
             NetworkController(self.state, c.network.plan(), self.clock) if c.network else None
+        )
+        self.network_publisher, self.lighthouse = network_publisher(
+            c.network, c.ca_dir, self.store, self.clock, self.hub
         )
         me = json.dumps({"api": c.api_url, "agent": c.agent_endpoint, "name": c.name})
         self.election = Election(self.store, me, ttl=c.election_ttl, clock=self.clock)
@@ -284,6 +296,7 @@ class Coordinator:
             enroll_endpoints=enroll_endpoints,
             scheduler=Scheduler(self.config.scheduler),
         )
+        user_api.network_config = c.network
         user_api.rotation = self.rotation
         try:
             async with asyncio.TaskGroup() as tg:
@@ -315,6 +328,8 @@ class Coordinator:
                 tg.create_task(self.rotation.keep_own_certificate())
                 tg.create_task(self.secret_cache.run())
                 tg.create_task(self._leadership(reconciler).run())
+                if self.lighthouse is not None:
+                    tg.create_task(self.lighthouse.run())
                 tg.create_task(self._leader_watch().run())
                 grpc_server = await self._serve_grpc(agent_api)
                 runner = await self._serve_http(user_api)
@@ -394,9 +409,12 @@ class Coordinator:
             ("reconciler", reconciler.lead),
             ("event compactor", self._compact_events),
             ("root rotation", self.rotation.lead),
+            ("availability history", self.availability.lead),
         ]
         if self.network is not None:
             loops.append(("network", self.network.lead))
+        if self.network_publisher is not None:
+            loops.append(("network publisher", self.network_publisher.lead))
         return Leadership(self.election, self.clock, loops, name=self.config.name)
 
     async def _compact_events(self, fence: Fence) -> None:

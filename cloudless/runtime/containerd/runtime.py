@@ -76,7 +76,7 @@ class ContainerdRuntime:
     """Talks to containerd at ``address`` in ``namespace``; keeps logs under ``data_dir``.
 
     ``run()`` must run (in the agent's TaskGroup) for exits to be pushed on ``exits()``.
-    Containers share the host network namespace (no CNI yet).
+    A container joins the network namespace its spec names (``netns``), else the host's.
     """
 
     def __init__(

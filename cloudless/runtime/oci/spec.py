@@ -3,7 +3,8 @@
 Pure: no I/O. Defaults follow containerd 1.6's ``oci.populateDefaultUnixSpec``: /proc, /dev,
 /dev/pts, /dev/shm, /dev/mqueue, /sys and a read-only cgroup mount; the default capability set;
 masked and read-only /proc paths; RLIMIT_NOFILE 1024; pid, ipc, uts and mount namespaces.
-There is no network namespace: containers share the host network (see docs/runtime.md).
+The network namespace is the one ``ContainerSpec.netns`` names (made and wired by the agent's
+CNI code); without it the container shares the host network (see docs/runtime.md).
 """
 
 from __future__ import annotations
@@ -158,6 +159,13 @@ def bind_mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
     ]
 
 
+def _namespaces(spec: ContainerSpec) -> list[dict[str, str]]:
+    out = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    if spec.netns:
+        out.append({"type": "network", "path": spec.netns})
+    return out
+
+
 def build_runtime_spec(
     spec: ContainerSpec,
     image: ImageConfig,
@@ -200,7 +208,7 @@ def build_runtime_spec(
         "linux": {
             "resources": resources,
             "cgroupsPath": cgroups_path,
-            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")],
+            "namespaces": _namespaces(spec),
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
         },

@@ -49,6 +49,24 @@ async def test_a_write_supersedes_what_it_read_even_with_a_slow_clock(tables: Ta
     assert e.timestamp == 5001 and (await t.entry("b/k", 7)) == e
 
 
+async def test_swap_returns_what_it_superseded(tables: Tables) -> None:
+    t = tables.table("objects")
+    prev, first = await t.swap("b/s", 7, b"v1", now_ms=100)
+    assert prev is None and first == Entry(100, "n1", b"v1")
+    prev, second = await t.swap("b/s", 7, b"v2", now_ms=50)  # max(50, 100 + 1)
+    assert prev == first and second == Entry(101, "n1", b"v2")
+    assert await t.entry("b/s", 7) == second
+
+
+async def test_a_fresh_row_is_written_without_a_read(tables: Tables) -> None:
+    t = tables.table("version_blocks")
+    e = await t.put("ver1/0/0", 3, b"ref", now_ms=700, fresh=True)
+    assert e == Entry(700, "n1", b"ref") and await t.entry("ver1/0/0", 3) == e
+    # a later ordinary write over it reads it and supersedes it
+    gone = await t.put("ver1/0/0", 3, None, now_ms=10)
+    assert gone.timestamp == 701 and (await t.entry("ver1/0/0", 3)) == gone
+
+
 async def test_tombstones_are_entries_without_value(tables: Tables) -> None:
     t = tables.table("objects")
     await t.put("b/k", 7, b"v1", now_ms=1)

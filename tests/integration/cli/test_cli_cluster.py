@@ -340,8 +340,9 @@ def test_cordon_uncordon_drain_delete(cluster: Cluster) -> None:
 
     cli(cluster, "apply", "-f", "-", input=WEB.replace("name: web", "name: movable"))
     cli(cluster, "wait", "workload", "movable", "--timeout", "20")
-    cli(cluster, "drain", "n2")
-    assert state("n2") == "draining"
+    # what is still there at the deadline is stopped regardless
+    out = cli(cluster, "drain", "n2", "--deadline", "5m").stdout
+    assert out.strip().endswith("draining: state draining, deadline in 300s")
 
     def all_on_n1() -> bool:
         reps = doc(cluster, "get", "replicas", "-w", "movable")["replicas"]
@@ -350,6 +351,14 @@ def test_cordon_uncordon_drain_delete(cluster: Cluster) -> None:
         return len(live) == 2 and all(names[r["node_id"]] == "n1" for r in live)
 
     eventually(all_on_n1, "replicas moved off the drained node")
+    # drain finished: cordoned, and the deadline is dropped with it
+    eventually(
+        lambda: (
+            doc(cluster, "get", "nodes", "n2")["departure"] is None and state("n2") == "cordoned"
+        ),
+        "the drain to finish",
+    )
+    assert "deadline" in cli(cluster, "drain", "n2", "--deadline", "soon", ok=False).output
     r = cli(cluster, "delete", "workload", "movable")
     assert r.stdout.startswith("workload/movable deleting")
     # Deleting is asynchronous: the workload shows as deleting while its replicas stop,

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from cloudless.agent.agent import Agent
 from cloudless.cli.client import Client, ClientConfig
+from cloudless.cli.main import app
 from cloudless.coordinator.wiring.process import Coordinator
 from cloudless.lib.clock import SystemClock
 from cloudless.network.addressing import AddressPlanConfig
@@ -42,7 +44,10 @@ async def cluster(tmp_path: Path):  # type: ignore[no-untyped-def]
     try:
         for i in range(2):
             token = await asyncio.to_thread(client.create_token)
-            a = agent_config(tmp_path, cfg.api_url, token, i)
+            # containers stay on the device's network: a root test run must not build a
+            # bridge, nft table and DNS responder on the host (test_agent_containers does that
+            # in namespaces)
+            a = replace(agent_config(tmp_path, cfg.api_url, token, i), container_network=False)
             agents.append(asyncio.create_task(Agent(a, FakeRuntime(SystemClock())).run()))
         yield coord, client
     finally:
@@ -51,7 +56,7 @@ async def cluster(tmp_path: Path):  # type: ignore[no-untyped-def]
         await asyncio.gather(*agents, task, return_exceptions=True)
 
 
-async def test_slots_services_and_vips(cluster) -> None:  # type: ignore[no-untyped-def]
+async def test_slots_services_and_vips(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     coord, client = cluster
     await wait_for(lambda: len(client.nodes()) == 2, what="2 nodes")
 
@@ -83,6 +88,45 @@ async def test_slots_services_and_vips(cluster) -> None:  # type: ignore[no-unty
     assert now["ready"] == 0
     assert service_row(now)[2:] == ["10.43.0.1", "8080/tcp", "0/2"]
     assert len(SERVICE_HEADERS) == len(service_row(svc))
+
+    # describe service: names, SRV, and why no replica is an endpoint
+    d = await asyncio.to_thread(client.call, "GET", "/v1/services/web")
+    assert d["names"][0] == "web.default.cloudless"
+    assert d["srv"] == ["_8080._tcp.web.default.cloudless"]
+    assert d["not_ready"].startswith("2 of 2 replicas are not endpoints")
+    for path, words in (
+        ("/v1/services/nope", "service 'nope' not found"),
+        ("/v1/services/Web_1", "path.name: 'Web_1' is not a DNS label"),
+        ("/v1/services/web?namespace=a.b", "query.namespace"),
+    ):
+        with pytest.raises(Exception) as e:
+            await asyncio.to_thread(client.call, "GET", path)
+        assert words in str(e.value)
+
+    # net status: the plan and both nodes' slots
+    net = await asyncio.to_thread(client.call, "GET", "/v1/network")
+    assert net["enabled"] and net["slots"] == {"used": 2, "total": 256}
+    assert [n["subnet"] for n in net["nodes"]] == ["10.42.0.0/24", "10.42.1.0/24"]
+    assert net["lighthouse"] is None  # no lighthouse=IP:PORT given
+    # what the agents report with their heartbeats (they run --no-container-network here)
+    await wait_for(
+        lambda: (
+            [n["agent"] for n in client.call("GET", "/v1/network")["nodes"]]
+            == ["off: disabled"] * 2
+        ),
+        what="the agents' network state",
+    )
+
+    # the same through the CLI, as a user types it
+    config = str(tmp_path / "coord" / "admin" / "config.json")
+    for args, expected in (
+        (["describe", "service", "web"], ["10.43.0.1", "web.default.cloudless", "0 ready / 2"]),
+        (["net", "status"], ["2 used of 256", "10.42.1.0/24", "Lighthouse", "off: disabled"]),
+    ):
+        r = await asyncio.to_thread(CliRunner().invoke, app, [*args, "--config", config])
+        assert r.exit_code == 0, r.output
+        for w in expected:
+            assert w in r.output, r.output
 
     await asyncio.to_thread(client.call, "DELETE", "/v1/workloads/web")
     await wait_for(lambda: services() == [], what="service gone with its workload")

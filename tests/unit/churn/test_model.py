@@ -85,7 +85,9 @@ def test_p_stay(
         ([(0.0, 5.0), (4.0, 8.0)], 0.0, 10.0, "reversed or overlaps"),
     ],
 )
-def test_learn_bad_input(sessions: list, since: float, now: float, message: str) -> None:
+def test_learn_bad_input(
+    sessions: list[tuple[float, float]], since: float, now: float, message: str
+) -> None:
     with pytest.raises(ValidationError) as e:
         AvailabilityModel.learn(sessions, since, now)
     assert message in str(e.value)

@@ -239,6 +239,61 @@ async def test_run_until_signal_cancels_on_sigterm() -> None:
     await sender
 
 
+async def test_sigterm_taken_over_by_a_leave_then_a_second_one_stops() -> None:
+    """``on_term`` True (an agent that leaves): the first SIGTERM does not cancel ``main``
+    (it finishes its leave and returns); a second SIGTERM cancels it."""
+    import os
+    import signal
+
+    asked: list[int] = []
+    started, leaving = asyncio.Event(), asyncio.Event()
+
+    def on_term() -> bool:
+        asked.append(1)
+        leaving.set()
+        return True
+
+    async def leaves() -> None:
+        started.set()
+        await leaving.wait()  # the leave runs; main returns by itself
+
+    async def send() -> None:
+        await started.wait()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    sender = asyncio.create_task(send())
+    assert await daemons.run_until_signal(leaves(), on_term) is False  # it returned itself
+    await sender
+    assert asked == [1]
+
+    started.clear()
+
+    async def stuck() -> None:
+        started.set()
+        await asyncio.Event().wait()  # a leave that does not end: the second signal stops it
+
+    async def send_twice() -> None:
+        await started.wait()
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    sender = asyncio.create_task(send_twice())
+    assert await daemons.run_until_signal(stuck(), lambda: True) is True
+    await sender
+
+
+def test_agent_flags_for_leaving_refuse_bad_values(tmp_path: Path) -> None:
+    r = run("agent", "--data-dir", str(tmp_path), "--reserved-hours", "Funday 1-2")
+    assert (
+        r.exit_code == 2 and "--reserved-hours" in r.output and "'Funday' is not a day" in r.output
+    )
+    r = run("agent", "--data-dir", str(tmp_path), "--leave-deadline", "2h")
+    assert r.exit_code == 2 and "--leave-deadline" in r.output
+    r = run("agent", "leave", "--data-dir", str(tmp_path))
+    assert r.exit_code == 1 and "no running agent found" in r.output
+
+
 async def test_run_until_signal_returns_when_main_ends() -> None:
     async def quick() -> None:
         return None

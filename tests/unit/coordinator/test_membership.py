@@ -154,3 +154,33 @@ def test_goodbye_is_capped_and_cleared_by_the_next_heartbeat() -> None:
     m.disconnected("n0", 13.0)
     [t] = m.tick(14.0)
     assert t.new is S.OFFLINE
+
+
+def test_a_leaving_node_whose_stream_ends_departs_not_offline() -> None:
+    from cloudless.model.departure import Departure, DepartureKind
+
+    m = Membership(CFG)
+    leave = Departure(DepartureKind.LEAVE, "lid closing", 0.0, 300.0)
+    m.load([Node.make("n0", state=S.DRAINING, departure=leave), Node.make("n1", state=S.READY)], 0)
+    m.heartbeat("n0", 1.0)
+    m.heartbeat("n1", 1.0)
+    m.disconnected("n0", 2.0)
+    m.disconnected("n1", 2.0)
+    # grace 1 s: at 3.0 both streams have been gone long enough
+    got = {t.node_id: (t.new, t.reason) for t in m.tick(3.0)}
+    assert got["n0"] == (S.DEPARTED, "left as announced")
+    assert got["n1"][0] is S.OFFLINE
+    # departed is not watched: no failed 60 s later
+    assert [t.node_id for t in m.tick(100.0)] == ["n1"]
+    # it comes back ready
+    [back] = m.heartbeat("n0", 200.0)
+    assert (back.old, back.new) == (S.DEPARTED, S.READY)
+
+
+def test_leaving_told_before_the_record_says_so() -> None:
+    m = tracker(S.READY)
+    m.heartbeat("n0", 1.0)
+    m.leaving("n0")
+    m.disconnected("n0", 2.0)
+    [t] = m.tick(3.0)
+    assert t.new is S.DEPARTED

@@ -33,15 +33,24 @@ def node(i: int, state: NodeState = S.READY) -> Node:
 
 def wl(replicas: int = 3, version: int = 1, deleted: bool = False, **kw: object) -> WorkloadRecord:
     spec = WorkloadSpec(
-        name="web", image="busybox", replicas=replicas, resources=Resources(100, 1 << 20), **kw
-    )  # type: ignore[arg-type]
+        name="web",
+        image="busybox",
+        replicas=replicas,
+        resources=Resources(100, 1 << 20),
+        **kw,  # type: ignore[arg-type]
+    )
     return WorkloadRecord(spec=spec, version=version, deleted=deleted)
 
 
 def rep(i: int, node_id: str, observed: ReplicaState = R.RUNNING, **kw: object) -> Replica:
     return Replica(
-        id=f"web-r{i}", workload="web", node_id=node_id, observed=observed, spec_version=1, **kw
-    )  # type: ignore[arg-type]
+        id=f"web-r{i}",
+        workload="web",
+        node_id=node_id,
+        observed=observed,
+        spec_version=1,
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 def run(nodes: list[Node], rec: WorkloadRecord, replicas: list[Replica]) -> list[Action]:
@@ -133,12 +142,15 @@ def test_max_per_node() -> None:
     assert [a.count for a in acts if isinstance(a, SetUnplaced)] == [1]
 
 
-def test_drain_replaces_first_then_stops() -> None:
-    reps = [rep(0, "n0"), rep(1, "n1")]
+def test_drain_replaces_first_then_stops_once_ready() -> None:
+    reps = [rep(0, "n0", ready=True), rep(1, "n1", ready=True)]
     nodes = [node(0, S.DRAINING), node(1), node(2)]
     acts = run(nodes, wl(2), reps)
     assert creates(acts) == ["n2"] and stops(acts) == []
+    # running but not ready yet (its readiness check has not passed): the old one stays
     reps.append(rep(2, "n2"))
+    assert stops(run(nodes, wl(2), reps)) == []
+    reps[-1] = rep(2, "n2", ready=True)
     assert stops(run(nodes, wl(2), reps)) == ["web-r0"]
 
 

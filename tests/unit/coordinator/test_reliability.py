@@ -53,3 +53,17 @@ def test_old_flaps_leave_the_window() -> None:
     t.up("n", 2.0)
     assert t.components("n", 5.0).stability == pytest.approx(0.5)
     assert t.components("n", 12.0).stability == pytest.approx(1.0)
+
+
+def test_time_away_after_a_planned_departure_is_not_judged() -> None:
+    t = ReliabilityTracker(window_s=100.0, max_flaps=4)
+    t.up("n", 0.0)
+    t.away("n", 60.0)  # left as announced after 60 s up
+    t.down("n", 61.0)  # a late offline for the same departure: ignored
+    # while away the score stays where it was: uptime 60/60 = 1, no flap
+    assert t.components("n", 90.0).uptime == pytest.approx(1.0)
+    t.up("n", 150.0)  # back after 90 s away
+    c = t.components("n", 160.0)
+    # seen: 60 s before + 10 s after = 70 s, all up; no flap
+    assert c.uptime == pytest.approx(1.0)
+    assert c.stability == pytest.approx(1.0)

@@ -35,7 +35,7 @@ SIZES = [
     # (config kwargs, slots)
     ({}, 256),  # /16 split in /24s = 2^8; overlay /10 has 4M addresses
     ({"container_prefix": 26}, 1024),  # 2^(26-16)
-    ({"overlay_cidr": "100.64.0.0/29"}, 6),  # 8 addresses - network - broadcast
+    ({"overlay_cidr": "100.64.0.0/29"}, 5),  # 8 addresses - network - broadcast - lighthouse
     ({"container_cidr": "10.42.0.0/23"}, 2),  # two /24s
 ]
 
@@ -58,6 +58,10 @@ BAD = [
     ({"container_prefix": 8}, ["larger than network.container_cidr"]),
     ({"container_cidr": "10.42.0.0/24"}, ["holds one /24"]),  # 2^(24-24) = 1 slot
     ({"overlay_cidr": "100.64.0.0/31"}, ["room for fewer than 2 devices"]),  # 2 - 2 = 0
+    ({"overlay_cidr": "100.64.0.0/30"}, ["room for fewer than 2 devices"]),  # 4 - 3 = 1
+    ({"lighthouse": "coord:4242"}, ["network.lighthouse", "not IPV4:PORT"]),
+    ({"lighthouse": "192.168.1.10:0"}, ["network.lighthouse", "not 1..65535"]),
+    ({"lighthouse": "192.168.1.10"}, ["network.lighthouse"]),
     ({"service_cidr": "10.43.0.0/31"}, ["too small for services"]),
     ({"container_prefix": True}, ["not a prefix length"]),
 ]
@@ -121,9 +125,9 @@ def test_reported_address_checked(ip: str, why: str | None) -> None:
 
 
 def test_routes_cover_every_other_slot() -> None:
-    plan = AddressPlanConfig(overlay_cidr="100.64.0.0/29").plan()  # 6 slots
+    plan = AddressPlanConfig(overlay_cidr="100.64.0.0/29").plan()  # 5 slots (lighthouse .6)
     routes = plan.all_routes(own_slot=2)
-    assert len(routes) == 5
+    assert len(routes) == 4
     assert (ipaddress.IPv4Network("10.42.0.0/24"), ipaddress.IPv4Address("100.64.0.1")) in routes
     assert all(str(net) != "10.42.2.0/24" for net, _ in routes)
 

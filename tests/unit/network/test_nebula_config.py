@@ -38,8 +38,8 @@ def settings(slot: int = 2, **kw: Any) -> NebulaSettings:
 
 def test_routes_for_every_other_slot_from_the_start() -> None:
     routes = render_config(settings(slot=2))["tun"]["unsafe_routes"]
-    # 6 slots - own = 5; slot k: 10.42.k.0/24 via 100.64.0.(k+1)
-    assert len(routes) == 5
+    # 5 slots (the lighthouse holds .6) - own = 4; slot k: 10.42.k.0/24 via 100.64.0.(k+1)
+    assert len(routes) == 4
     assert {"route": "10.42.0.0/24", "via": "100.64.0.1", "mtu": 1300} in routes
     assert all(r["route"] != "10.42.2.0/24" for r in routes)
 

@@ -159,6 +159,12 @@ def test_runtime_spec_limits_and_defaults() -> None:
     assert "memory" not in unlimited["linux"]["resources"]
 
 
+def test_runtime_spec_joins_the_given_network_namespace() -> None:
+    spec = ContainerSpec(id="web-1", image="i", netns="/run/netns/cl-web-1")
+    oci = build_runtime_spec(spec, IMG, cgroups_path="/x")
+    assert {"type": "network", "path": "/run/netns/cl-web-1"} in oci["linux"]["namespaces"]
+
+
 def test_bind_mounts_follow_the_spec() -> None:
     spec = ContainerSpec(
         id="db-0",
@@ -185,6 +191,7 @@ def test_bind_mounts_follow_the_spec() -> None:
         ({"env": {"A=B": "x"}}, "env"),
         ({"labels": {"io.cloudless.managed": "x"}}, "reserved"),
         ({"mounts": (BindMount("rel", "/data"),)}, "mounts[0]: source 'rel'"),
+        ({"netns": "cl-web-0"}, "netns: 'cl-web-0' must be the absolute path"),
     ],
 )
 def test_spec_validation_names_the_field(kw: dict[str, object], problem: str) -> None:

@@ -33,7 +33,7 @@ class NodeConditions(_message.Message):
     def __init__(self, memory_pressure: _Optional[bool] = ..., disk_pressure: _Optional[bool] = ..., pid_pressure: _Optional[bool] = ..., network_unavailable: _Optional[bool] = ..., on_battery: _Optional[bool] = ...) -> None: ...
 
 class NodeFacts(_message.Message):
-    __slots__ = ("hostname", "arch", "os", "kernel", "cpu_cores", "device_class", "capacity", "allocatable", "labels", "region", "zone", "address", "public", "cost_per_hour", "metrics_address")
+    __slots__ = ("hostname", "arch", "os", "kernel", "cpu_cores", "device_class", "capacity", "allocatable", "labels", "region", "zone", "address", "public", "cost_per_hour", "metrics_address", "reserved_hours")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class NodeFacts(_message.Message):
     PUBLIC_FIELD_NUMBER: _ClassVar[int]
     COST_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
     METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_HOURS_FIELD_NUMBER: _ClassVar[int]
     hostname: str
     arch: str
     os: str
@@ -71,7 +72,8 @@ class NodeFacts(_message.Message):
     public: bool
     cost_per_hour: float
     metrics_address: str
-    def __init__(self, hostname: _Optional[str] = ..., arch: _Optional[str] = ..., os: _Optional[str] = ..., kernel: _Optional[str] = ..., cpu_cores: _Optional[int] = ..., device_class: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocatable: _Optional[_Union[Resources, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., region: _Optional[str] = ..., zone: _Optional[str] = ..., address: _Optional[str] = ..., public: _Optional[bool] = ..., cost_per_hour: _Optional[float] = ..., metrics_address: _Optional[str] = ...) -> None: ...
+    reserved_hours: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, hostname: _Optional[str] = ..., arch: _Optional[str] = ..., os: _Optional[str] = ..., kernel: _Optional[str] = ..., cpu_cores: _Optional[int] = ..., device_class: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocatable: _Optional[_Union[Resources, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., region: _Optional[str] = ..., zone: _Optional[str] = ..., address: _Optional[str] = ..., public: _Optional[bool] = ..., cost_per_hour: _Optional[float] = ..., metrics_address: _Optional[str] = ..., reserved_hours: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class GetCARequest(_message.Message):
     __slots__ = ()
@@ -159,12 +161,13 @@ class Hello(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., facts: _Optional[_Union[NodeFacts, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., agent_version: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("seq", "sent_at", "usage", "conditions", "replicas", "trusted_roots", "cert_issuer")
+    __slots__ = ("seq", "sent_at", "usage", "conditions", "replicas", "network_state", "trusted_roots", "cert_issuer")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_STATE_FIELD_NUMBER: _ClassVar[int]
     TRUSTED_ROOTS_FIELD_NUMBER: _ClassVar[int]
     CERT_ISSUER_FIELD_NUMBER: _ClassVar[int]
     seq: int
@@ -172,9 +175,10 @@ class Heartbeat(_message.Message):
     usage: Resources
     conditions: NodeConditions
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaStatus]
+    network_state: str
     trusted_roots: _containers.RepeatedScalarFieldContainer[str]
     cert_issuer: str
-    def __init__(self, seq: _Optional[int] = ..., sent_at: _Optional[float] = ..., usage: _Optional[_Union[Resources, _Mapping]] = ..., conditions: _Optional[_Union[NodeConditions, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., trusted_roots: _Optional[_Iterable[str]] = ..., cert_issuer: _Optional[str] = ...) -> None: ...
+    def __init__(self, seq: _Optional[int] = ..., sent_at: _Optional[float] = ..., usage: _Optional[_Union[Resources, _Mapping]] = ..., conditions: _Optional[_Union[NodeConditions, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., network_state: _Optional[str] = ..., trusted_roots: _Optional[_Iterable[str]] = ..., cert_issuer: _Optional[str] = ...) -> None: ...
 
 class LogChunk(_message.Message):
     __slots__ = ("request_id", "stream", "data", "eof", "error")
@@ -198,17 +202,27 @@ class Goodbye(_message.Message):
     reason: str
     def __init__(self, back_within_s: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class Leave(_message.Message):
+    __slots__ = ("deadline_s", "reason")
+    DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    deadline_s: float
+    reason: str
+    def __init__(self, deadline_s: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "heartbeat", "log", "goodbye")
+    __slots__ = ("hello", "heartbeat", "log", "goodbye", "leave")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
     GOODBYE_FIELD_NUMBER: _ClassVar[int]
+    LEAVE_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     heartbeat: Heartbeat
     log: LogChunk
     goodbye: Goodbye
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., log: _Optional[_Union[LogChunk, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ...) -> None: ...
+    leave: Leave
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., log: _Optional[_Union[LogChunk, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ..., leave: _Optional[_Union[Leave, _Mapping]] = ...) -> None: ...
 
 class ReplicaAssignment(_message.Message):
     __slots__ = ("replica_id", "workload", "desired", "spec_version", "spec_json", "traceparent", "secrets", "drop_volumes")
@@ -238,12 +252,88 @@ class ReplicaAssignment(_message.Message):
     def __init__(self, replica_id: _Optional[str] = ..., workload: _Optional[str] = ..., desired: _Optional[str] = ..., spec_version: _Optional[int] = ..., spec_json: _Optional[bytes] = ..., traceparent: _Optional[str] = ..., secrets: _Optional[_Mapping[str, bytes]] = ..., drop_volumes: _Optional[bool] = ...) -> None: ...
 
 class Assignments(_message.Message):
-    __slots__ = ("generation", "replicas")
+    __slots__ = ("generation", "replicas", "network")
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
     generation: int
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaAssignment]
-    def __init__(self, generation: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaAssignment, _Mapping]]] = ...) -> None: ...
+    network: NetworkConfig
+    def __init__(self, generation: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaAssignment, _Mapping]]] = ..., network: _Optional[_Union[NetworkConfig, _Mapping]] = ...) -> None: ...
+
+class NetworkServicePort(_message.Message):
+    __slots__ = ("port", "protocol", "name")
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    port: int
+    protocol: str
+    name: str
+    def __init__(self, port: _Optional[int] = ..., protocol: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class NetworkEndpoint(_message.Message):
+    __slots__ = ("ip", "replica", "node_id")
+    IP_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ip: str
+    replica: str
+    node_id: str
+    def __init__(self, ip: _Optional[str] = ..., replica: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
+
+class NetworkService(_message.Message):
+    __slots__ = ("namespace", "name", "vip", "ports", "endpoints", "stateful", "balance")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VIP_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    STATEFUL_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    name: str
+    vip: str
+    ports: _containers.RepeatedCompositeFieldContainer[NetworkServicePort]
+    endpoints: _containers.RepeatedCompositeFieldContainer[NetworkEndpoint]
+    stateful: bool
+    balance: str
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., vip: _Optional[str] = ..., ports: _Optional[_Iterable[_Union[NetworkServicePort, _Mapping]]] = ..., endpoints: _Optional[_Iterable[_Union[NetworkEndpoint, _Mapping]]] = ..., stateful: _Optional[bool] = ..., balance: _Optional[str] = ...) -> None: ...
+
+class NetworkLighthouse(_message.Message):
+    __slots__ = ("overlay_ip", "addresses")
+    OVERLAY_IP_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    overlay_ip: str
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, overlay_ip: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class NetworkConfig(_message.Message):
+    __slots__ = ("slot", "overlay_cidr", "container_cidr", "container_prefix", "service_cidr", "nebula_ca", "nebula_cert", "nebula_key", "lighthouses", "services", "reason", "blocklist")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    OVERLAY_CIDR_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_CIDR_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_CIDR_FIELD_NUMBER: _ClassVar[int]
+    NEBULA_CA_FIELD_NUMBER: _ClassVar[int]
+    NEBULA_CERT_FIELD_NUMBER: _ClassVar[int]
+    NEBULA_KEY_FIELD_NUMBER: _ClassVar[int]
+    LIGHTHOUSES_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    BLOCKLIST_FIELD_NUMBER: _ClassVar[int]
+    slot: int
+    overlay_cidr: str
+    container_cidr: str
+    container_prefix: int
+    service_cidr: str
+    nebula_ca: bytes
+    nebula_cert: bytes
+    nebula_key: bytes
+    lighthouses: _containers.RepeatedCompositeFieldContainer[NetworkLighthouse]
+    services: _containers.RepeatedCompositeFieldContainer[NetworkService]
+    reason: str
+    blocklist: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, slot: _Optional[int] = ..., overlay_cidr: _Optional[str] = ..., container_cidr: _Optional[str] = ..., container_prefix: _Optional[int] = ..., service_cidr: _Optional[str] = ..., nebula_ca: _Optional[bytes] = ..., nebula_cert: _Optional[bytes] = ..., nebula_key: _Optional[bytes] = ..., lighthouses: _Optional[_Iterable[_Union[NetworkLighthouse, _Mapping]]] = ..., services: _Optional[_Iterable[_Union[NetworkService, _Mapping]]] = ..., reason: _Optional[str] = ..., blocklist: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class HeartbeatAck(_message.Message):
     __slots__ = ("seq", "interval_s", "coordinators", "ca_bundle_pem", "renew_now")
@@ -308,6 +398,18 @@ class RenewResponse(_message.Message):
     cert_pem: bytes
     ca_bundle_pem: bytes
     def __init__(self, cert_pem: _Optional[bytes] = ..., ca_bundle_pem: _Optional[bytes] = ...) -> None: ...
+
+class StoreProxyRequest(_message.Message):
+    __slots__ = ("request_json",)
+    REQUEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    request_json: bytes
+    def __init__(self, request_json: _Optional[bytes] = ...) -> None: ...
+
+class StoreProxyResponse(_message.Message):
+    __slots__ = ("response_json",)
+    RESPONSE_JSON_FIELD_NUMBER: _ClassVar[int]
+    response_json: bytes
+    def __init__(self, response_json: _Optional[bytes] = ...) -> None: ...
 
 class WorkloadIdentityRequest(_message.Message):
     __slots__ = ("replica_id", "csr_pem", "ttl_seconds", "workload")

@@ -159,6 +159,11 @@ class AgentControlStub:
                 request_serializer=cloudlessapi_dot_agent__pb2.RenewRequest.SerializeToString,
                 response_deserializer=cloudlessapi_dot_agent__pb2.RenewResponse.FromString,
                 _registered_method=True)
+        self.StoreProxy = channel.unary_unary(
+                '/cloudless.agent.v1.AgentControl/StoreProxy',
+                request_serializer=cloudlessapi_dot_agent__pb2.StoreProxyRequest.SerializeToString,
+                response_deserializer=cloudlessapi_dot_agent__pb2.StoreProxyResponse.FromString,
+                _registered_method=True)
         self.IssueWorkloadIdentity = channel.unary_unary(
                 '/cloudless.agent.v1.AgentControl/IssueWorkloadIdentity',
                 request_serializer=cloudlessapi_dot_agent__pb2.WorkloadIdentityRequest.SerializeToString,
@@ -176,6 +181,12 @@ class AgentControlServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Renew(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StoreProxy(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -199,6 +210,11 @@ def add_AgentControlServicer_to_server(servicer, server):
                     servicer.Renew,
                     request_deserializer=cloudlessapi_dot_agent__pb2.RenewRequest.FromString,
                     response_serializer=cloudlessapi_dot_agent__pb2.RenewResponse.SerializeToString,
+            ),
+            'StoreProxy': grpc.unary_unary_rpc_method_handler(
+                    servicer.StoreProxy,
+                    request_deserializer=cloudlessapi_dot_agent__pb2.StoreProxyRequest.FromString,
+                    response_serializer=cloudlessapi_dot_agent__pb2.StoreProxyResponse.SerializeToString,
             ),
             'IssueWorkloadIdentity': grpc.unary_unary_rpc_method_handler(
                     servicer.IssueWorkloadIdentity,
@@ -260,6 +276,33 @@ class AgentControl:
             '/cloudless.agent.v1.AgentControl/Renew',
             cloudlessapi_dot_agent__pb2.RenewRequest.SerializeToString,
             cloudlessapi_dot_agent__pb2.RenewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StoreProxy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudless.agent.v1.AgentControl/StoreProxy',
+            cloudlessapi_dot_agent__pb2.StoreProxyRequest.SerializeToString,
+            cloudlessapi_dot_agent__pb2.StoreProxyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -222,7 +222,7 @@ th{background:#eef1f5}.cards{display:flex;gap:1em;flex-wrap:wrap}
 .card{background:#fff;padding:.6em 1em;border-radius:6px;min-width:12em;box-shadow:0 1px 2px #0002}
 .big{font-size:1.8em;margin:.2em 0}.pill{padding:0 .5em;border-radius:1em;background:#e3e6ea}
 .ready,.running{background:#d4f5dc}.offline,.failed,.lost{background:#fbd9d9}
-.draining,.cordoned,.pending,.pulling,.starting{background:#fff0c2}
+.draining,.cordoned,.departed,.pending,.pulling,.starting{background:#fff0c2}
 #events{list-style:none;padding:0;font-family:monospace;max-height:14em;overflow:auto}
 pre{background:#fff;padding:.6em;overflow:auto;max-height:30em}.error{color:#a00}
 """

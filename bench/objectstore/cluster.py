@@ -1,0 +1,313 @@
+"""The object store as agents run it: three ``cloudless agent --storage`` processes and a
+coordinator on loopback (``cloudless.objectstore.procs``), R=3 over three zones.
+
+Measured, side by side in one run:
+
+* PUT/GET 1 MiB (4 concurrent) through one agent's S3 endpoint at R=3, against the same
+  workload on a one-node R=1 store and on the plain aiohttp file server of
+  ``bench.objectstore`` (each in its own process, alternating rounds);
+* 4 KiB PUT/GET one at a time: P50 latency, against the P50 of one HTTP round trip on the
+  same loopback (a GET of a 1-byte file from the baseline server), for the issue's
+  "P50 <= 2 round trips + 5 ms";
+* churn: an agent killed for less than the grace period while N MiB are written -> layout
+  changes (must be 0) and the bytes of blocks it pulls on return (catch-up log) over the
+  bytes written while it was away;
+* a fourth agent joining zone z1 -> the bytes of blocks it pulls while syncing over the
+  bytes of blocks it ends up holding, and the partitions every other node pulled (must be 0);
+* an agent killed for good -> replaced after the grace period (60 s here); each new owner's
+  pull rate (bytes over the time from the layout change to its synced log line) against the
+  configured repair rate (``--storage-repair-rate 4Mi`` here, so the limit binds on
+  loopback).
+
+Run from the repo root: ``python -m bench.objectstore.cluster``; the figures go to the
+``cluster`` section of ``bench/results/objectstore.json`` (the rest of the file is kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.common import RESULTS, percentile
+from bench.objectstore.__main__ import Target, run, start
+from bench.objectstore.servers import run_baseline, run_store
+
+MIB = 1 << 20
+ROUNDS = 3
+
+
+def etcd_call(cluster: Any, fn: Any) -> Any:
+    async def go() -> Any:
+        store = cluster.etcd()
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def history(cluster: Any) -> Any:
+    from cloudless.objectstore.layout_store import LayoutStore
+
+    return etcd_call(cluster, lambda s: LayoutStore(s).show())
+
+
+def log_lines(path: Path, pattern: str) -> list[re.Match[str]]:
+    rx = re.compile(pattern)
+    return [m for line in path.read_text().splitlines() if (m := rx.search(line))]
+
+
+def s3_up(endpoint: str, key: Any) -> bool:
+    import boto3  # type: ignore[import-untyped]
+
+    try:
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=key.key_id,
+            aws_secret_access_key=key.secret,
+            region_name="cloudless",
+        ).list_buckets()
+        return True
+    except Exception:
+        return False
+
+
+async def throughput(targets: list[Target]) -> dict[str, dict[str, list[float]]]:
+    out: dict[str, dict[str, list[float]]] = {t.name: {} for t in targets}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+        for rnd in range(ROUNDS):
+            order = targets if rnd % 2 == 0 else list(reversed(targets))
+            for t in order:
+                keys = [f"r{rnd}-1m-{i}" for i in range(16)]
+                bodies = [os.urandom(MIB) for _ in keys]
+                for method in ("PUT", "GET"):
+                    urls = [t.url(method, k) for k in keys]
+                    elapsed, _ = await run(session, method, urls, bodies, 4)
+                    out[t.name].setdefault(f"{method} 1MiB MiB/s", []).append(16 / elapsed)
+                keys = [f"r{rnd}-4k-{i}" for i in range(60)]
+                bodies = [os.urandom(4096) for _ in keys]
+                for method in ("PUT", "GET"):
+                    urls = [t.url(method, k) for k in keys]
+                    _, lat = await run(session, method, urls, bodies, 1)
+                    out[t.name].setdefault(f"{method} 4KiB p50 ms", []).append(
+                        percentile(lat, 50) * 1000
+                    )
+    return out
+
+
+async def round_trip(base: Target) -> float:
+    async with aiohttp.ClientSession() as session:
+        async with session.put(base.url("PUT", "rtt"), data=b"x") as r:
+            await r.read()
+        lat = []
+        for _ in range(200):
+            t = time.perf_counter()
+            async with session.get(base.url("GET", "rtt")) as r:
+                await r.read()
+            lat.append(time.perf_counter() - t)
+    return percentile(lat, 50) * 1000
+
+
+def _ts(stamp: str) -> float:
+    import datetime
+
+    return datetime.datetime.fromisoformat(stamp).timestamp()
+
+
+def parse_rate(size: str) -> float:
+    from cloudless.model.resources import parse_size
+
+    return float(parse_size(size))
+
+
+def block_bytes(data: Path) -> int:
+    root = data / "objectstore" / "blocks"
+    return sum(p.stat().st_size for p in root.glob("??/??/*") if p.is_file())
+
+
+def churn(cluster: Any, key: Any) -> dict[str, Any]:
+    import boto3  # type: ignore[import-untyped]
+
+    from cloudless.objectstore.procs import wait_for
+
+    a1, _, a3 = cluster.agents
+    c = boto3.client(
+        "s3",
+        endpoint_url=a1.s3,
+        aws_access_key_id=key.key_id,
+        aws_secret_access_key=key.secret,
+        region_name="cloudless",
+    )
+    v_before = history(cluster).version()
+    cluster.kill(2)
+    written = 0
+    for i in range(24):
+        data = os.urandom(MIB if i % 3 else 100_000)
+        c.put_object(Bucket="bench", Key=f"away/{i}", Body=data)
+        written += len(data)
+    cluster.start_agent(2)
+    pattern = r"caught up: .* \((\d+) bytes\) pulled"
+    m = wait_for(lambda: log_lines(a3.log, pattern), "node-3 to catch up", 180)
+    pulled = int(m[-1].group(1))
+    v_after = history(cluster).version()
+
+    # A fourth node joins zone z1.
+    a4 = cluster.add("z1")
+    wait_for(lambda: (a4.data / "identity" / "node.json").exists(), "node-4 to enroll")
+
+    def synced() -> bool:
+        h = history(cluster)
+        return bool(h.current and a4.node_id in h.current.roles and len(h.versions) == 1)
+
+    wait_for(synced, "node-4 synced", 300)
+    sync_rx = r"layout v(\d+) synced: (\d+) partitions, \d+ rows, \d+ blocks \((\d+) bytes\)"
+    m4 = wait_for(lambda: log_lines(a4.log, sync_rx), "node-4's sync log line", 60)
+    moved = int(m4[-1].group(3))
+    held = block_bytes(a4.data)
+    version = m4[-1].group(1)
+    others = {
+        a.name: sum(int(x.group(2)) for x in log_lines(a.log, sync_rx) if x.group(1) == version)
+        for a in cluster.agents[:3]
+    }
+    # node-2 gone for good: replaced past the grace period, its copies re-pulled at the
+    # configured repair rate (per pulling node).
+    a2 = cluster.agents[1]
+    gone = a2.node_id
+    cluster.kill(1)
+    t_kill = time.monotonic()
+
+    def replaced() -> bool:
+        h = history(cluster)
+        return bool(h.current and gone not in h.current.roles and len(h.versions) == 1)
+
+    wait_for(replaced, "node-2 replaced and synced", 600)
+    restored_after = time.monotonic() - t_kill
+    rv = str(history(cluster).version())
+    apply_rx = r"^(\S+) .*layout v(\d+) applied \(replace"
+    applied = [m for a in cluster.agents for m in log_lines(a.log, apply_rx) if m.group(2) == rv]
+    t0 = _ts(applied[0].group(1))
+    pulls = []
+    for a in cluster.agents:
+        if a is a2:
+            continue
+        for m in log_lines(a.log, r"^(\S+) .*" + sync_rx):
+            if m.group(2) == rv and int(m.group(4)) > 0:
+                secs = max(1.0, _ts(m.group(1)) - t0)
+                pulls.append({"node": a.name, "bytes": int(m.group(4)), "seconds": secs,
+                              "MiB/s": round(int(m.group(4)) / MIB / secs, 2)})  # fmt: skip
+    rate = parse_rate(cluster.repair_rate)
+    best = max((p["bytes"] / p["seconds"] for p in pulls), default=0.0)
+    return {
+        "replacement": {
+            "grace_s": cluster.grace_s,
+            "kill_to_full_R_s": round(restored_after, 1),
+            "repair_rate_configured_MiB/s": rate / MIB,
+            "pulls": pulls,
+            "fastest_pull_over_configured": round(best / rate, 2),
+            "goal": "full R restored at >= 50% of the configured repair bandwidth",
+            "met": best >= 0.5 * rate,
+            "note": "per node, from the layout change to that node's synced line (1 s log "
+            "resolution)",
+        },
+        "offline_below_grace": {
+            "written_while_away_bytes": written,
+            "catch_up_block_bytes": pulled,
+            "catch_up_over_written": round(pulled / written, 3),
+            "layout_changes": v_after - v_before,
+            "goal": "0 layout changes, catch-up <= 1.1x the data written while away",
+            "met": v_after == v_before and pulled <= 1.1 * written,
+        },
+        "node_added": {
+            "pulled_block_bytes": moved,
+            "holds_block_bytes": held,
+            "pulled_over_held": round(moved / held, 3) if held else None,
+            "partitions_pulled_by_other_nodes": others,
+            "goal": "moves <= 1.1x what the new node holds, nothing between other nodes",
+            "met": held > 0 and moved <= 1.1 * held and not any(others.values()),
+        },
+    }
+
+
+def main() -> None:
+    from cloudless.lib.clock import SystemClock
+    from cloudless.objectstore import admin
+    from cloudless.objectstore.procs import StoreCluster, wait_for
+
+    with tempfile.TemporaryDirectory(prefix="bench-objectstore-cluster-") as tmp:
+        cluster = StoreCluster(
+            Path(tmp), ["z1", "z2", "z3"], replication=3, grace_s=60, repair_rate="4Mi"
+        )
+        procs = []
+        try:
+            cluster.start()
+            wait_for(lambda: history(cluster).current, "the first layout", 180)
+            clock = SystemClock()
+            key = etcd_call(cluster, lambda s: admin.create_key(s, clock, "bench"))
+            etcd_call(cluster, lambda s: admin.create_bucket(s, clock, "bench", key.key_id))
+            for a in cluster.agents:
+                wait_for(functools.partial(s3_up, a.s3, key), f"{a.name}'s S3 API", 120)
+            p1, (port1, _, _) = start(run_baseline, f"{tmp}/baseline")
+            procs.append(p1)
+            p2, (port2, kid, secret) = start(run_store, f"{tmp}/store")
+            procs.append(p2)
+            base = Target("baseline", port1, "", "")
+            one = Target("store R=1", port2, kid, secret)
+            three = Target("cluster R=3", int(cluster.agents[0].s3_port), key.key_id, key.secret)
+            load_before = os.getloadavg()
+            raw = asyncio.run(throughput([base, one, three]))
+            rtt = asyncio.run(round_trip(base))
+            load_mid = os.getloadavg()
+            churned = churn(cluster, key)
+            load_after = os.getloadavg()
+        finally:
+            for p in procs:
+                p.kill()
+                p.join(10)
+            cluster.close()
+    fig = {n: {k: round(statistics.median(v), 2) for k, v in r.items()} for n, r in raw.items()}
+    b, r1, r3 = fig["baseline"], fig["store R=1"], fig["cluster R=3"]
+    section = {
+        "command": "python -m bench.objectstore.cluster",
+        "setup": "coordinator (embedded etcd) + 3 agents --storage 1Gi in zones z1-z3 on "
+        "loopback, R=3, every one its own process; one-node R=1 store and aiohttp file "
+        f"server beside it; median of {ROUNDS} alternating rounds; cpus={os.cpu_count()}",
+        "load_average_1_5_15": {"before": load_before, "mid": load_mid, "after": load_after},
+        "figures": fig,
+        "every_round": {
+            n: {k: [round(x, 2) for x in v] for k, v in r.items()} for n, r in raw.items()
+        },
+        "ratios": {
+            "PUT 1MiB R=3 / R=1": round(r3["PUT 1MiB MiB/s"] / r1["PUT 1MiB MiB/s"], 2),
+            "PUT 1MiB R=3 / baseline": round(r3["PUT 1MiB MiB/s"] / b["PUT 1MiB MiB/s"], 2),
+            "GET 1MiB R=3 / R=1": round(r3["GET 1MiB MiB/s"] / r1["GET 1MiB MiB/s"], 2),
+        },
+        "small_objects": {
+            "round_trip_p50_ms": round(rtt, 2),
+            "goal_p50_ms": round(2 * rtt + 5, 2),
+            "PUT 4KiB p50 ms": r3["PUT 4KiB p50 ms"],
+            "GET 4KiB p50 ms": r3["GET 4KiB p50 ms"],
+            "met": max(r3["PUT 4KiB p50 ms"], r3["GET 4KiB p50 ms"]) <= 2 * rtt + 5,
+        },
+        "churn": churned,
+    }
+    out = RESULTS / "objectstore.json"
+    payload = json.loads(out.read_text()) if out.exists() else {"suite": "objectstore"}
+    payload["cluster"] = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **section}
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(json.dumps(section, indent=2))
+
+
+if __name__ == "__main__":
+    main()

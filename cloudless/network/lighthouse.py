@@ -1,0 +1,107 @@
+"""The coordinator's Nebula lighthouse and relay: ``Lighthouse.run()``.
+
+It holds the overlay's last usable address (``AddressPlan.lighthouse_ip``), listens where
+``network.lighthouse`` says devices reach it, answers lighthouse queries and relays for devices
+behind NAT. Its tun device is off: it forwards the overlay's encrypted packets, it routes no
+container traffic. ``network_publisher`` builds the coordinator's ``NetworkPublisher`` with
+the cluster's Nebula CA (``<ca_dir>/nebula``, kept like the X.509 CA) and this lighthouse.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import shutil
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
+from cloudless.lib.clock import Clock
+from cloudless.network.addressing import AddressPlan, AddressPlanConfig, DeviceAddresses
+from cloudless.network.nebula import NebulaCA, NebulaSupervisor
+from cloudless.network.nebula_config import NebulaSettings, groups_from_labels, render_config
+from cloudless.network.publisher import NetworkPublisher
+from cloudless.store.protocol import Store
+
+log = logging.getLogger(__name__)
+
+
+class Lighthouse:
+    def __init__(
+        self,
+        ca: NebulaCA,
+        plan: AddressPlan,
+        listen: str,
+        workdir: Path,
+        *,
+        host_argv: Sequence[str] = (),
+    ) -> None:
+        self.ca = ca
+        self.plan = plan
+        self.listen = listen
+        self.dir = workdir
+        self.nebula = NebulaSupervisor(workdir / "run", host_argv=host_argv)
+
+    def addresses(self) -> DeviceAddresses:
+        ip = self.plan.lighthouse_ip
+        return DeviceAddresses(-1, ip, self.plan.overlay, ipaddress.IPv4Network(f"{ip}/32"))
+
+    async def run(self) -> None:
+        await self.ca.ensure()
+        addrs = self.addresses()
+        groups = groups_from_labels({}, lighthouse=True)
+        crt, key = await self.ca.issue("lighthouse", addrs, groups, self.dir / "pki")
+        port = int(self.listen.rpartition(":")[2])
+        cfg = render_config(
+            NebulaSettings(
+                name="lighthouse",
+                addresses=addrs,
+                plan=self.plan,
+                ca_path=str(self.ca.crt),
+                cert_path=str(crt),
+                key_path=str(key),
+                lighthouses={str(addrs.overlay_ip): [self.listen]},
+                am_lighthouse=True,
+                listen_port=port,
+                extra={"tun": {"disabled": True}},
+            )
+        )
+        await self.nebula.apply(cfg)
+        log.info("nebula lighthouse %s listening on :%d", addrs.overlay_ip, port)
+        await self.nebula.run()
+
+
+class Hub(Protocol):
+    network_for: Callable[[str], pb.NetworkConfig | None]
+
+    def repush(self, node_ids: Iterable[str]) -> None: ...
+
+
+def network_publisher(
+    network: AddressPlanConfig | None, ca_dir: Path, store: Store, clock: Clock, hub: Hub
+) -> tuple[NetworkPublisher | None, Lighthouse | None]:
+    """The coordinator's publisher (None without networking) and lighthouse (None without
+    ``network.lighthouse`` or without ``nebula``/``nebula-cert``; logged with the reason)."""
+    if network is None:
+        return None, None
+    plan = network.plan()
+    ca: NebulaCA | None = None
+    lighthouse: Lighthouse | None = None
+    missing = [t for t in ("nebula", "nebula-cert") if shutil.which(t) is None]
+    if missing:
+        log.warning(
+            "no encrypted overlay: %s not installed (Debian package nebula); containers reach "
+            "services on their own device only",
+            " and ".join(missing),
+        )
+    else:
+        ca = NebulaCA(ca_dir / "nebula")
+        if network.lighthouse:
+            lighthouse = Lighthouse(ca, plan, network.lighthouse, ca_dir.parent / "nebula")
+        else:
+            log.warning("network.lighthouse not set: devices get no lighthouse, no overlay")
+    lighthouses = {str(plan.lighthouse_ip): [network.lighthouse]} if lighthouse else {}
+    pub = NetworkPublisher(store, network, clock, hub.repush, ca=ca, lighthouses=lighthouses)
+    hub.network_for = pub.config_for
+    return pub, lighthouse

@@ -1,0 +1,168 @@
+"""The coordinator's side of the agent stream for networking: ``NetworkPublisher``.
+
+As leader, it watches the device and service records (``state.py``) and keeps, per node, the
+``NetworkConfig`` its agent gets with its assignments (``config_for``, read by the agent hub
+when it builds a node's set): the node's slot, the plan, its Nebula certificate (issued once
+per node and slot by the cluster's Nebula CA, re-issued when the slot changes), the
+lighthouses, the blocklist (certificates of nodes that no longer hold a slot) and the whole
+service table. Nodes whose message changed are re-pushed (``repush``). A node without a slot
+yet gets a message that says so (``slot = -1``), so its agent waits instead of starting
+containers on the device's network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
+from cloudless.lib.clock import Clock
+from cloudless.network.addressing import AddressPlanConfig, DeviceAddresses
+from cloudless.network.errors import NetworkEdgeError
+from cloudless.network.nebula import NebulaCA
+from cloudless.network.nebula_config import groups_from_labels
+from cloudless.network.state import DEVICES, list_services
+from cloudless.network.wire import NebulaIdentity, network_config
+from cloudless.store.fence import Fence
+from cloudless.store.protocol import Store
+from cloudless.store.tables import ROOT
+
+log = logging.getLogger(__name__)
+WAITING = "waiting for an address slot (the network controller assigns one within seconds)"
+
+
+class NetworkPublisher:
+    def __init__(
+        self,
+        store: Store,
+        plan_config: AddressPlanConfig,
+        clock: Clock,
+        repush: Callable[[Iterable[str]], None],
+        *,
+        ca: NebulaCA | None = None,
+        lighthouses: Mapping[str, Sequence[str]] | None = None,
+        period: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.plan_config = plan_config
+        self.plan = plan_config.plan()
+        self.clock = clock
+        self.repush = repush
+        self.ca = ca
+        self.lighthouses = dict(lighthouses or {})
+        self.period = period
+        self.configs: dict[str, pb.NetworkConfig] = {}
+        self.problem = ""
+        self._wake = asyncio.Event()
+
+    def config_for(self, node_id: str) -> pb.NetworkConfig:
+        got = self.configs.get(node_id)
+        if got is not None:
+            return got
+        return network_config(
+            self.plan_config, None, (), nebula=None, lighthouses=self.lighthouses, reason=WAITING
+        )
+
+    async def lead(self, fence: Fence) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for table in ("network-devices/", "network-services/"):
+                tg.create_task(self._watch(ROOT + table))
+            tg.create_task(self._loop())
+
+    async def _watch(self, prefix: str) -> None:
+        rev = await self.store.revision()
+        async for _ in self.store.watch(prefix, start_revision=rev + 1):
+            self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            await self.refresh()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.period)
+            await self.clock.sleep(0.05)  # one round for a burst of endpoint changes
+
+    async def refresh(self) -> list[str]:
+        """Rebuild every node's message; re-push and return the nodes whose message changed."""
+        devices = {r.name: r.value.slot for r in (await DEVICES.bind(self.store).list()).records}
+        services = [r.service() for r in await list_services(self.store)]
+        blocklist = await self._blocklist(set(devices))
+        new: dict[str, pb.NetworkConfig] = {}
+        for node_id, slot in sorted(devices.items()):
+            ident = await self._identity(node_id, self.plan.addresses(slot))
+            new[node_id] = network_config(
+                self.plan_config,
+                slot,
+                services,
+                nebula=ident,
+                lighthouses=self.lighthouses,
+                blocklist=blocklist,
+            )
+        changed = [
+            n for n in sorted(set(new) | set(self.configs)) if new.get(n) != self.configs.get(n)
+        ]
+        self.configs = new
+        if changed:
+            self.repush(changed)
+        return changed
+
+    # ---- Nebula identities -----------------------------------------------------------------
+
+    def _issued(self, node_id: str) -> Path:
+        assert self.ca is not None
+        return self.ca.dir / "issued" / node_id
+
+    async def _identity(self, node_id: str, addrs: DeviceAddresses) -> NebulaIdentity | None:
+        if self.ca is None:
+            return None
+        d = self._issued(node_id)
+        try:
+            have = await asyncio.to_thread(_read_identity, d, self.ca.crt, addrs.slot)
+            if have is None:
+                await self.ca.ensure()
+                await self.ca.issue(node_id, addrs, groups_from_labels({}), d)
+                await asyncio.to_thread((d / "slot").write_text, str(addrs.slot))
+                with contextlib.suppress(FileNotFoundError):
+                    (d / "fingerprint").unlink()
+                have = await asyncio.to_thread(_read_identity, d, self.ca.crt, addrs.slot)
+        except (NetworkEdgeError, OSError) as e:
+            self.problem = f"node {node_id}: no Nebula certificate: {e}"
+            log.warning("%s", self.problem)
+            return None
+        return have
+
+    async def _blocklist(self, holders: set[str]) -> list[str]:
+        """Fingerprints of the certificates of nodes that hold no slot any more."""
+        if self.ca is None:
+            return []
+        root = self.ca.dir / "issued"
+        out = []
+        names = await asyncio.to_thread(lambda: sorted(p.name for p in root.glob("*")))
+        for name in names:
+            if name in holders:
+                continue
+            fp_file = root / name / "fingerprint"
+            try:
+                fp = await asyncio.to_thread(fp_file.read_text)
+            except FileNotFoundError:
+                try:
+                    fp = await self.ca.fingerprint(root / name / "host.crt")
+                except (NetworkEdgeError, OSError):
+                    continue
+                await asyncio.to_thread(fp_file.write_text, fp)
+            out.append(fp.strip())
+        return out
+
+
+def _read_identity(d: Path, ca_crt: Path, slot: int) -> NebulaIdentity | None:
+    try:
+        if int((d / "slot").read_text()) != slot:
+            return None
+        return NebulaIdentity(
+            ca_crt.read_bytes(), (d / "host.crt").read_bytes(), (d / "host.key").read_bytes()
+        )
+    except (FileNotFoundError, ValueError):
+        return None

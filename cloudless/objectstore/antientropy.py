@@ -1,0 +1,177 @@
+"""Anti-entropy, catch-up and tombstone collection between the owners of a partition.
+
+* ``repair(p)``: compare this node's per-(table, partition) digests (``LwwTable.digest``) with
+  every other owner's; from each owner whose digest differs, pull the partition
+  (``PartitionSync.pull``: rows merged, missing referenced blocks fetched). Each owner runs
+  its own rounds, so differences heal in both directions. The tree has one level: equal
+  digests skip the partition, a difference re-reads the whole partition from that owner
+  (merging is idempotent; blocks already here are not fetched again).
+* ``catch_up()``: one repair pass over every partition this node owns; it succeeds when
+  every partition was compared with at least one other owner (R >= 2). Until then the node
+  keeps ``Cluster.serving_reads`` false, so a node back from downtime is not read from
+  before it has what it missed.
+* ``collect_tombstones()``: for partitions whose *first* owner is this node, tombstones older
+  than the grace period are dropped once every owner holds exactly that tombstone: first on
+  the others, then here (Garage's GC: a tombstone no replica lacks can no longer be
+  resurrected by a merge). An owner holding an older state gets the tombstone pushed and the
+  row waits for the next round; nothing is collected during a layout transition.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from cloudless.lib.clock import Clock
+from cloudless.objectstore.layout import PARTITIONS
+from cloudless.objectstore.replication import Cluster
+from cloudless.objectstore.rpc import PeerError
+from cloudless.objectstore.sync import TABLES, PartitionSync
+
+log = logging.getLogger(__name__)
+TOMBSTONE_GRACE_S = 24 * 3600.0
+
+
+@dataclass
+class RepairReport:
+    partitions: int = 0
+    compared: int = 0
+    differed: int = 0
+    rows: int = 0
+    blocks: int = 0
+    block_bytes: int = 0
+    unreached: list[int] = field(default_factory=list)
+    """Partitions no other owner answered for (at R >= 2)."""
+
+
+class AntiEntropy:
+    def __init__(
+        self,
+        cluster: Cluster,
+        clock: Clock,
+        *,
+        interval: float = 60.0,
+        tombstone_grace: float = TOMBSTONE_GRACE_S,
+        repair_rate: float = 0.0,
+    ) -> None:
+        self.c = cluster
+        self.clock = clock
+        self.interval = interval
+        self.tombstone_grace = tombstone_grace
+        self.sync = PartitionSync(cluster, clock, repair_rate)
+
+    def owned(self) -> list[int]:
+        cur = self.c.history.current
+        if cur is None:
+            return []
+        return [p for p in range(PARTITIONS) if self.c.me in cur.partitions[p]]
+
+    def _owners(self, p: int) -> list[str]:
+        return [n for n in self.c.write_targets(p) if n != self.c.me]
+
+    async def repair(self, p: int, report: RepairReport) -> None:
+        mine = {t: self.c.local.raw(t).digest(p).hex() for t in TABLES}
+        reached = 0
+        for other in self._owners(p):
+            peer = self.c.peers.get(other)
+            if peer is None:
+                continue
+            try:
+                theirs = await peer.digests(p, list(TABLES))
+                reached += 1
+                report.compared += 1
+                if theirs != mine:
+                    report.differed += 1
+                    rows, blocks = await self.sync.pull(p, other)
+                    report.rows += rows
+                    report.blocks += blocks
+                    mine = {t: self.c.local.raw(t).digest(p).hex() for t in TABLES}
+            except PeerError as e:
+                log.debug("anti-entropy: partition %d with %s: %s", p, other, e)
+        if reached == 0 and self._owners(p):
+            report.unreached.append(p)
+
+    async def round(self) -> RepairReport:
+        report = RepairReport()
+        before = self.sync.block_bytes
+        for p in self.owned():
+            report.partitions += 1
+            await self.repair(p, report)
+        report.block_bytes = self.sync.block_bytes - before
+        return report
+
+    async def catch_up(self) -> RepairReport:
+        """One pass; ``serving_reads`` turns true only if every partition met another
+        owner."""
+        report = await self.round()
+        if not report.unreached:
+            self.c.serving_reads = True
+        return report
+
+    async def collect_tombstones(self) -> int:
+        if len(self.c.history.versions) != 1:
+            return 0
+        cur = self.c.layout
+        cutoff = int((self.clock.now() - self.tombstone_grace) * 1000)
+        dropped = 0
+        for p in range(PARTITIONS):
+            owners = cur.partitions[p]
+            if not owners or owners[0] != self.c.me:
+                continue
+            for table in TABLES:
+                dropped += await self._collect(table, p, cutoff)
+        return dropped
+
+    async def _collect(self, table: str, p: int, cutoff_ms: int) -> int:
+        rows = self.c.local.raw(table).tombstones(p, cutoff_ms, 200)
+        if not rows:
+            return 0
+        others = [n for n in self.c.layout.partitions[p] if n != self.c.me]
+        agreed = []
+        for pk, tomb in rows:
+            everywhere = True
+            for other in others:
+                peer = self.c.peers.get(other)
+                if peer is None:
+                    everywhere = False
+                    break
+                try:
+                    theirs = await peer.entry(table, pk)
+                    if theirs != tomb:
+                        everywhere = False
+                        if theirs is None or theirs.order() < tomb.order():
+                            await peer.merge(table, [(pk, p, tomb)])
+                except PeerError:
+                    everywhere = False
+                    break
+            if everywhere:
+                agreed.append((pk, tomb))
+        if not agreed:
+            return 0
+        for other in others:
+            try:
+                await self.c.peers[other].forget(table, agreed)
+            except PeerError:
+                return 0  # retried next round; a forget is idempotent
+        local = self.c.local.raw(table)
+        return sum(local.forget(pk, tomb) for pk, tomb in agreed)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                r = await self.round()
+                if r.differed:
+                    log.info(
+                        "anti-entropy: %d of %d comparisons differed; %d rows, %d blocks pulled",
+                        r.differed,
+                        r.compared,
+                        r.rows,
+                        r.blocks,
+                    )
+                if self.c.serving_reads:
+                    n = await self.collect_tombstones()
+                    if n:
+                        log.info("tombstone GC: %d tombstones dropped on every replica", n)
+            except Exception:
+                log.exception("anti-entropy round failed; retrying in %.0f s", self.interval)
+            await self.clock.sleep(self.interval)

@@ -1,0 +1,163 @@
+"""A real Cloudless cluster on loopback running the object store: one ``cloudless
+coordinator`` process (embedded etcd) and N ``cloudless agent --runtime fake --storage ...``
+processes, each on its own ports and data dir. For integration tests and benchmarks.
+
+``kill(i)`` is ``kill -9`` of agent ``i`` (its data stays on disk); ``start(i)`` brings it
+back with the identity it enrolled with. ``etcd()`` opens the coordinator's etcd as the
+``cloudless s3`` commands do, to read the layout and registry or create keys and buckets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cloudless.lib.net import free_port
+
+CLI = [sys.executable, "-m", "cloudless.cli.main"]
+ENV = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+
+
+def wait_for(pred: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.3)
+
+
+@dataclass
+class AgentProc:
+    name: str
+    zone: str
+    capacity: str
+    data: Path
+    rpc_port: int
+    s3_port: int
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def node_id(self) -> str:
+        """The id the coordinator gave the node at enrollment (the name and a suffix)."""
+        meta = json.loads((self.data / "identity" / "node.json").read_text())
+        return str(meta["node_id"])
+
+    @property
+    def s3(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+
+@dataclass
+class StoreCluster:
+    base: Path
+    zones: list[str]
+    replication: int = 3
+    grace_s: float = 600.0
+    capacity: str = "1Gi"
+    repair_rate: str = "64Mi"
+    agents: list[AgentProc] = field(default_factory=list)
+    coord: subprocess.Popen[bytes] | None = None
+    etcd_port: int = 0
+
+    def start(self) -> StoreCluster:
+        self.api = free_port()
+        self.etcd_port = free_port()
+        c = self.base / "c"
+        self.coord = subprocess.Popen(
+            [*CLI, "coordinator", "--data-dir", str(c), "--name", "c1", "--bootstrap",
+             "--api-port", str(self.api), "--agent-port", str(free_port()),
+             "--enroll-port", str(free_port()), "--etcd-client-port", str(self.etcd_port),
+             "--etcd-peer-port", str(free_port()), "--root-key-size", "2048",
+             "--bcrypt-cost", "4"],
+            stdout=subprocess.DEVNULL, stderr=open(self.base / "coordinator.log", "wb"), env=ENV,
+        )  # fmt: skip
+        self.config = c / "admin" / "config.json"
+        wait_for(lambda: self.config.exists() or self.coord.poll() is not None, "admin config")  # type: ignore[union-attr]
+        if self.coord.poll() is not None:
+            raise RuntimeError("coordinator exited: " + (self.base / "coordinator.log").read_text())
+        for i, zone in enumerate(self.zones):
+            self.add(zone, start=False)
+            self.agents[i].proc = self._spawn(self.agents[i], self._token())
+        return self
+
+    def add(self, zone: str, *, start: bool = True) -> AgentProc:
+        i = len(self.agents) + 1
+        a = AgentProc(
+            f"node-{i}", zone, self.capacity, self.base / f"a{i}", free_port(), free_port(),
+            self.base / f"a{i}.log",
+        )  # fmt: skip
+        self.agents.append(a)
+        if start:
+            a.proc = self._spawn(a, self._token())
+        return a
+
+    def _token(self) -> str:
+        def made() -> str:
+            r = subprocess.run(
+                [*CLI, "token", "create", "--config", str(self.config)],
+                capture_output=True, text=True, env=ENV,
+            )  # fmt: skip
+            return r.stdout.strip() if r.returncode == 0 else ""
+
+        token: str = wait_for(made, "a node-enrollment token")
+        return token
+
+    def _spawn(self, a: AgentProc, token: str = "") -> subprocess.Popen[bytes]:
+        enroll = ["--join", f"https://127.0.0.1:{self.api}", "--token", token] if token else []
+        return subprocess.Popen(
+            [*CLI, "agent", *enroll, "--data-dir", str(a.data), "--name", a.name,
+             "--zone", a.zone, "--runtime", "fake", "--cpu", "1", "--memory", "1Gi",
+             "--restart-hold", "0", "--storage", a.capacity,
+             "--storage-listen", f"127.0.0.1:{a.rpc_port}", "--s3-listen", f"127.0.0.1:{a.s3_port}",
+             "--storage-replication", str(self.replication),
+             "--storage-grace", str(self.grace_s), "--storage-repair-rate", self.repair_rate],
+            stdout=subprocess.DEVNULL, stderr=open(a.log, "ab"), env=ENV,
+        )  # fmt: skip
+
+    def kill(self, i: int) -> None:
+        p = self.agents[i].proc
+        if p is not None and p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+
+    def start_agent(self, i: int) -> None:
+        self.agents[i].proc = self._spawn(self.agents[i])
+
+    def etcd(self) -> Any:
+        from cloudless.cli.store_cmd import tls_files
+        from cloudless.store.etcd import EtcdStore
+        from cloudless.store.tls import ClientTls
+
+        files = tls_files(self.base / "c")
+        return EtcdStore([f"127.0.0.1:{self.etcd_port}"], ClientTls.from_files(*files))
+
+    def close(self) -> None:
+        for a in self.agents:
+            if a.proc is not None and a.proc.poll() is None:
+                a.proc.send_signal(signal.SIGTERM)
+        for a in self.agents:
+            if a.proc is not None:
+                try:
+                    a.proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    a.proc.kill()
+                    a.proc.wait()
+        if self.coord is not None and self.coord.poll() is None:
+            self.coord.send_signal(signal.SIGTERM)
+            try:
+                self.coord.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.coord.kill()
+                self.coord.wait()

@@ -1,0 +1,360 @@
+"""The object-store node service: what an agent with storage enabled runs (``Agent.run``).
+
+``StorageService.run()`` opens the node's metadata and blocks under ``data_dir``, serves the
+peer RPC on mutual TLS with the node's certificate, and runs, in one TaskGroup:
+
+* the control loop (every ``beat`` seconds): bump this node's registration
+  (``members.NODES``), read the layout history and the registry, point the replication
+  layer at them (peers by registered address), pull the partitions a new layout version
+  gives this node and acknowledge it (``sync.py``), and, on the one acting node, apply the
+  churn decision (``members.decide``: first layout, joins, replacement after the grace
+  period);
+* catch-up after start (``antientropy.catch_up``): the node serves no quorum reads until
+  it has compared every partition it owns with another owner; then anti-entropy rounds and
+  tombstone collection, hinted handoff, block GC and the throttled scrub;
+* the S3 gateway on ``s3_listen`` once a layout exists.
+
+The cluster store is reached through ``store`` (a ``ProxyStore`` over the coordinator in an
+agent, any ``Store`` in tests). Every loop takes its time from the injected clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from cloudless.lib.clock import Clock
+from cloudless.objectstore.antientropy import TOMBSTONE_GRACE_S, AntiEntropy
+from cloudless.objectstore.blocks import BlockStore
+from cloudless.objectstore.engine import MIN_PART_SIZE, Engine
+from cloudless.objectstore.handoff import Handoff, HintStore
+from cloudless.objectstore.history import LayoutHistory
+from cloudless.objectstore.layout import NodeRole
+from cloudless.objectstore.layout_store import LayoutStore
+from cloudless.objectstore.local import LocalStore
+from cloudless.objectstore.members import (
+    NODES,
+    Presence,
+    StorageNode,
+    absent_nodes,
+    actor,
+    decide,
+    default_grace,
+)
+from cloudless.objectstore.metadb import MetaDb
+from cloudless.objectstore.replication import Cluster, ReplicatedBlocks
+from cloudless.objectstore.rpc import Peer, RpcServer, session
+from cloudless.objectstore.s3.iam import Iam
+from cloudless.objectstore.s3.server import S3Server
+from cloudless.objectstore.scrub import Scrubber
+from cloudless.objectstore.sync import PartitionSync
+from cloudless.security.identity import CertKind, SpiffeId
+from cloudless.security.tls import client_ssl_context, server_ssl_context
+from cloudless.store.errors import StoreError
+from cloudless.store.protocol import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeTls:
+    node: str
+    trust_domain: str
+    cert_pem: bytes
+    key_pem: bytes
+    ca_pem: bytes
+
+
+@dataclass
+class StorageConfig:
+    data_dir: Path
+    zone: str
+    capacity: int
+    """Bytes offered to the store; 0 makes this node a gateway (S3 only, no data)."""
+    rpc_host: str = "127.0.0.1"
+    rpc_port: int = 0
+    advertise: str = ""
+    """The address peers reach this node at (default: ``rpc_host``)."""
+    s3_host: str = "127.0.0.1"
+    s3_port: int = 0
+    replication: int = 3
+    """For the first layout only; later changes keep the layout's own."""
+    grace_s: float | None = None
+    """Absent longer than this, a node is replaced; default 15 min at R=3, 5 min at R=2."""
+    beat_s: float = 5.0
+    anti_entropy_s: float = 60.0
+    tombstone_grace_s: float = TOMBSTONE_GRACE_S
+    block_gc_s: float = 60.0
+    repair_rate: float = 64 << 20
+    """Bytes per second of blocks pulled by sync and anti-entropy (0: unthrottled)."""
+    min_part_size: int = MIN_PART_SIZE
+
+
+@dataclass
+class Status:
+    """What this node knows, for logs and tests."""
+
+    layout_version: int = 0
+    synced_version: int = 0
+    serving_reads: bool = False
+    decision: str = ""
+    peers: dict[str, str] = field(default_factory=dict)
+
+
+class StorageService:
+    def __init__(self, config: StorageConfig, tls: NodeTls, store: Store, clock: Clock) -> None:
+        self.cfg = config
+        self.tls = tls
+        self.store = store
+        self.clock = clock
+        self.me = tls.node
+        self.layouts = LayoutStore(store)
+        self.registry = NODES.bind(store)
+        self.presence = Presence()
+        self.status = Status()
+        self.rpc_port = config.rpc_port
+        self.s3_port = config.s3_port
+        self.cluster: Cluster | None = None
+        self.hints: HintStore | None = None
+        self.peers: dict[str, Peer] = {}
+        self.known: set[str] = set()
+        self._beat = 0
+        self._layout_ready = asyncio.Event()
+        self._caught_up = asyncio.Event()
+        self._returning = False
+
+    # ---- assembly ------------------------------------------------------------------------
+
+    def _open(self) -> LocalStore:
+        d = self.cfg.data_dir
+        d.mkdir(parents=True, exist_ok=True)
+        meta = MetaDb(d / "meta.db", self.me)
+        blocks = BlockStore(d / "blocks", meta)
+        blocks.remove_temps()
+        return LocalStore(meta, blocks, self.clock)
+
+    def _allowed(self, peer: SpiffeId) -> bool:
+        return (
+            peer.kind is CertKind.NODE
+            and peer.trust_domain == self.tls.trust_domain
+            and peer.name in self.known
+        )
+
+    def _host(self, bound: str) -> str:
+        host = self.cfg.advertise or bound
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        return f"[{host}]" if ":" in host else host
+
+    def _url(self) -> str:
+        return f"https://{self._host(self.cfg.rpc_host)}:{self.rpc_port}"
+
+    def _s3_url(self) -> str:
+        return f"http://{self._host(self.cfg.s3_host)}:{self.s3_port}" if self.s3_port else ""
+
+    async def run(self) -> None:
+        local = self._open()
+        self._returning = (self.cfg.data_dir / "alive").exists()
+        hints = self.hints = HintStore(local)
+        t = self.tls
+        server = RpcServer(local, self._allowed, hints, readable=lambda: self._caught_up.is_set())
+        rpc = web.AppRunner(server.app(), access_log=None, shutdown_timeout=0.5)
+        await rpc.setup()
+        ctx = server_ssl_context(t.cert_pem, t.key_pem, t.ca_pem)
+        await web.TCPSite(rpc, self.cfg.rpc_host, self.rpc_port, ssl_context=ctx).start()
+        self.rpc_port = rpc.addresses[0][1]
+        s3 = web.AppRunner(web.Application(), access_log=None)
+        client = session(client_ssl_context(t.cert_pem, t.key_pem, t.ca_pem))
+        log.info("object store node %s: peer RPC on %s", self.me, self._url())
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._control(local, client))
+                await self._layout_ready.wait()
+                s3 = await self._serve_s3(local, hints, client, tg)
+                await asyncio.Event().wait()
+        finally:
+            if self.cluster is not None:
+                await self.cluster.close()
+            await s3.cleanup()
+            await rpc.cleanup()
+            await client.close()
+            local.meta.close()
+
+    async def _serve_s3(
+        self,
+        local: LocalStore,
+        hints: HintStore,
+        client: aiohttp.ClientSession,
+        tg: asyncio.TaskGroup,
+    ) -> web.AppRunner:
+        """Start the data-plane loops and the S3 front once the first layout is known."""
+        assert self.cluster is not None
+        c = self.cluster
+        ae = AntiEntropy(
+            c,
+            self.clock,
+            interval=self.cfg.anti_entropy_s,
+            tombstone_grace=self.cfg.tombstone_grace_s,
+            repair_rate=self.cfg.repair_rate,
+        )
+        tg.create_task(self._catch_up_then(ae))
+        tg.create_task(Handoff(hints, self.peers, self.clock).run())
+        tg.create_task(self._block_gc(local))
+        scrub = Scrubber(local.blocks, self.clock, repair=ReplicatedBlocks(c).read)
+        tg.create_task(scrub.run())
+        engine = Engine(c, ReplicatedBlocks(c), self.clock, min_part_size=self.cfg.min_part_size)
+        front = S3Server(engine, Iam(self.store, self.clock), self.clock)
+        runner = web.AppRunner(front.app(), access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        await web.TCPSite(runner, self.cfg.s3_host, self.s3_port).start()
+        self.s3_port = runner.addresses[0][1]
+        log.info("object store node %s: S3 API on %s", self.me, self._s3_url())
+        return runner
+
+    def _must_catch_up(self) -> bool:
+        """A node may have missed writes if it ran before: the ``alive`` marker its beats
+        keep exists. A node starting on empty data has nothing stale to serve (a wiped disk
+        of a node still in the layout reads as missing rows until anti-entropy fills it)."""
+        return self._returning
+
+    def _mark_alive(self) -> None:
+        marker = self.cfg.data_dir / "alive"
+        marker.write_text(f"{self.clock.now():.0f}\n")
+
+    async def _catch_up_then(self, ae: AntiEntropy) -> None:
+        assert self.cluster is not None
+        if self.cluster.serving_reads:
+            log.info("nothing to catch up: this node starts fresh")
+        while not self.cluster.serving_reads:
+            r = await ae.catch_up()
+            if self.cluster.serving_reads:
+                log.info(
+                    "caught up: %d partitions compared, %d rows and %d blocks (%d bytes) pulled",
+                    r.partitions,
+                    r.rows,
+                    r.blocks,
+                    r.block_bytes,
+                )
+                break
+            log.info("catching up: %d partitions met no other owner yet", len(r.unreached))
+            await self.clock.sleep(self.cfg.beat_s)
+        self._caught_up.set()
+        self.status.serving_reads = True
+        await ae.run()
+
+    async def _block_gc(self, local: LocalStore) -> None:
+        while True:
+            gone = await asyncio.to_thread(local.blocks.collect, self.clock.now())
+            if gone:
+                log.info("block GC: %d unreferenced blocks removed", len(gone))
+            await self.clock.sleep(self.cfg.block_gc_s)
+
+    # ---- control -------------------------------------------------------------------------
+
+    async def _control(self, local: LocalStore, client: aiohttp.ClientSession) -> None:
+        while True:
+            try:
+                await self.control_once(local, client)
+            except (StoreError, OSError) as e:
+                log.warning("object store control: %s; retrying in %.0f s", e, self.cfg.beat_s)
+            await self.clock.sleep(self.cfg.beat_s)
+
+    async def control_once(self, local: LocalStore, client: aiohttp.ClientSession) -> None:
+        """One beat: register, refresh the layout and peers, sync and act on churn."""
+        await self._register()
+        await asyncio.to_thread(self._mark_alive)
+        history = await self.layouts.show()
+        nodes = {r.name: r.value for r in (await self.registry.list()).records}
+        self.known = set(nodes)
+        self._update_peers(nodes, client)
+        now = self.clock.monotonic()
+        self.presence.observe(nodes, now)
+        cur = history.current
+        rep = cur.replication if cur else self.cfg.replication
+        grace = self.cfg.grace_s if self.cfg.grace_s is not None else default_grace(rep)
+        names = set(nodes) | (set(cur.roles) if cur else set())
+        absent = absent_nodes(self.presence, names - {self.me}, now, grace)
+        if actor(nodes, absent) == self.me:
+            d = decide(history, nodes, absent, self.cfg.replication)
+            self.status.decision = d.why
+            if d.change is not None:
+                history = await self._apply(history, d.change.roles, d.change.replication, d.why)
+        if history.current is None:
+            return
+        if self.cluster is None:
+            self.cluster = Cluster(self.me, local, history, self.peers, hints=self.hints)
+            self.cluster.serving_reads = not self._must_catch_up()
+            self._layout_ready.set()
+        else:
+            self.cluster.set_history(history)
+        await self._sync(history)
+        self.status.layout_version = history.version()
+        self.status.synced_version = history.synced.get(self.me, 0)
+
+    async def _apply(
+        self,
+        history: LayoutHistory,
+        roles: Mapping[str, NodeRole | None],
+        replication: int | None,
+        why: str,
+    ) -> LayoutHistory:
+        from cloudless.lib.errors import CloudlessError
+
+        try:
+            new, plan = await self.layouts.apply_change(
+                roles,
+                replication,
+                history.version(),
+            )
+        except CloudlessError as e:
+            log.info("layout change (%s) not applied: %s", why, e)
+            return history
+        log.info("layout v%d applied (%s): %d partition copies move", new.version(), why,
+                 len(plan.moves))  # fmt: skip
+        return new
+
+    async def _register(self) -> None:
+        self._beat += 1
+        me = StorageNode(
+            self.me, self.cfg.zone, self.cfg.capacity, self._url(), self._s3_url(), self._beat
+        )
+        await self.registry.put(self.me, me)
+
+    def _update_peers(self, nodes: dict[str, StorageNode], client: aiohttp.ClientSession) -> None:
+        for name, n in nodes.items():
+            if name == self.me:
+                continue
+            p = self.peers.get(name)
+            if p is None or p.url != n.rpc_url:
+                expect = SpiffeId.node(name, self.tls.trust_domain)
+                self.peers[name] = Peer(name, n.rpc_url, client, expect, timeout=10.0)
+        self.status.peers = {n: p.url for n, p in sorted(self.peers.items())}
+
+    async def _sync(self, history: LayoutHistory) -> None:
+        """Pull what the newest version gives this node, then acknowledge it."""
+        cur = history.current
+        assert cur is not None and self.cluster is not None
+        if history.synced.get(self.me, 0) >= cur.version:
+            return
+        holds = any(self.me in p for p in cur.partitions)
+        if holds and len(history.versions) > 1:
+            sync = PartitionSync(self.cluster, self.clock, self.cfg.repair_rate)
+            report = await sync.sync_to(cur)
+            if report.failed:
+                log.info("layout v%d: %d partitions not synced yet", cur.version,
+                         len(report.failed))  # fmt: skip
+                return
+            log.info("layout v%d synced: %d partitions, %d rows, %d blocks (%d bytes)",
+                     cur.version, report.partitions, report.rows, report.blocks,
+                     sync.block_bytes)  # fmt: skip
+        new = await self.layouts.ack_synced(self.me, cur.version)
+        self.cluster.set_history(new)
+
+
+def with_ports(cfg: StorageConfig, rpc_port: int, s3_port: int) -> StorageConfig:
+    return replace(cfg, rpc_port=rpc_port, s3_port=s3_port)

@@ -1,0 +1,174 @@
+"""Anti-entropy, catch-up gating, tombstone GC and quorum early return on three loopback nodes
+(R=3, mutual TLS)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from cloudless.lib.clock import SystemClock
+from cloudless.objectstore.antientropy import AntiEntropy
+from cloudless.objectstore.layout import NodeRole
+from cloudless.objectstore.records import OBJECTS, object_pk, partition
+from cloudless.objectstore.s3.errors import S3Error
+from cloudless.objectstore.sync import TABLES
+from cloudless.objectstore.testing import LoopbackCluster
+
+GB = 10**9
+BUCKET = "b"
+
+
+async def body(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[LoopbackCluster]:
+    roles = {f"n{i}": NodeRole(f"zone{i}", 100 * GB) for i in range(1, 4)}
+    c = await LoopbackCluster(tmp_path, roles, replication=3).start()
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def digests(cluster: LoopbackCluster, name: str, p: int) -> list[bytes]:
+    return [cluster.nodes[name].local.raw(t).digest(p) for t in TABLES]
+
+
+async def test_a_returning_node_catches_up_before_serving_reads(cluster: LoopbackCluster) -> None:
+    e1 = cluster.engine("n1")
+    await cluster.kill("n3")
+    for i in range(6):
+        data = os.urandom(100 if i % 2 else 1_100_000)
+        await e1.put(BUCKET, f"k{i}", body(data), content_type="x", user_meta={})
+    await cluster.restart("n3")
+    n3 = cluster.nodes["n3"]
+    assert n3.cluster is not None
+    p = partition(BUCKET)
+    assert digests(cluster, "n3", p) != digests(cluster, "n1", p)
+    assert n3.local.raw(OBJECTS).get(object_pk(BUCKET, "k0")) is None
+
+    # Catching up: n3's own (stale) copy does not count toward a read quorum, so with n1
+    # down a read through n3 has only n2 and is refused rather than risking a stale answer.
+    n3.cluster.serving_reads = False
+    await cluster.kill("n1")
+    with pytest.raises(S3Error) as e:
+        await cluster.engine("n3").head(BUCKET, "k0")
+    assert "catching up" in str(e.value) and e.value.code == "ServiceUnavailable"
+    await cluster.restart("n1")
+
+    report = await AntiEntropy(n3.cluster, cluster.clock).catch_up()
+    # 256 partitions compared with 2 other owners each; the differing ones pulled
+    assert report.partitions == 256 and report.compared == 512 and not report.unreached
+    # k0, k2, k4: 1,100,000 bytes each = a 1 MiB block and a 51,424-byte block -> 6 blocks
+    assert report.rows > 0 and report.blocks == 6
+    assert n3.cluster.serving_reads
+    assert digests(cluster, "n3", p) == digests(cluster, "n1", p) == digests(cluster, "n2", p)
+    await cluster.kill("n1")
+    meta = await cluster.engine("n3").head(BUCKET, "k0")
+    assert meta is not None and meta.size == 1_100_000
+
+
+async def test_tombstones_are_collected_once_every_replica_has_them(
+    cluster: LoopbackCluster,
+) -> None:
+    e1 = cluster.engine("n1")
+    for i in range(4):
+        await e1.put(BUCKET, f"t{i}", body(b"x" * 50), content_type="x", user_meta={})
+    await cluster.kill("n2")
+    for i in range(4):
+        await e1.delete(BUCKET, f"t{i}")
+    await cluster.restart("n2")
+    p = partition(BUCKET)
+    pk = object_pk(BUCKET, "t0")
+    assert cluster.nodes["n2"].local.raw(OBJECTS).entry(pk).value is not None  # type: ignore[union-attr]
+    layout = cluster.layout
+    assert layout is not None
+    first = layout.partitions[p][0]
+    node = cluster.nodes[first].cluster
+    assert node is not None
+    ae = AntiEntropy(node, cluster.clock, tombstone_grace=0.0)
+    # n2 still holds the live rows: the first round pushes the tombstones, drops nothing
+    if first != "n2":
+        assert await ae.collect_tombstones() == 0
+        assert cluster.nodes["n2"].local.raw(OBJECTS).entry(pk).value is None  # type: ignore[union-attr]
+    await asyncio.sleep(0.01)
+    assert await ae.collect_tombstones() >= 4
+    for name in ("n1", "n2", "n3"):
+        assert cluster.nodes[name].local.raw(OBJECTS).entry(pk) is None, name
+
+
+async def test_tombstones_within_the_grace_period_stay(cluster: LoopbackCluster) -> None:
+    e1 = cluster.engine("n1")
+    await e1.put(BUCKET, "young", body(b"x"), content_type="x", user_meta={})
+    await e1.delete(BUCKET, "young")
+    p = partition(BUCKET)
+    layout = cluster.layout
+    assert layout is not None
+    node = cluster.nodes[layout.partitions[p][0]].cluster
+    assert node is not None
+    assert await AntiEntropy(node, cluster.clock, tombstone_grace=3600).collect_tombstones() == 0
+
+
+async def test_a_write_returns_once_a_quorum_acked(cluster: LoopbackCluster) -> None:
+    # n3's address now leads to a server that accepts and never answers: without early
+    # return each write would wait for the 5 s peer timeout.
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client gives up and closes
+        writer.close()
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    c1 = cluster.nodes["n1"].cluster
+    assert c1 is not None
+    c1.peers["n3"].url = f"https://127.0.0.1:{port}"
+    try:
+        t0 = time.monotonic()
+        await cluster.engine("n1").put(
+            BUCKET, "fast", body(os.urandom(1_500_000)), content_type="x", user_meta={}
+        )
+        took = time.monotonic() - t0
+        assert took < 4.0, took
+        assert c1._background  # the calls to n3 still running
+        meta = await cluster.engine("n2").head(BUCKET, "fast")
+        assert meta is not None
+    finally:
+        await c1.close()
+        assert not c1._background
+        server.close()
+
+
+class RecordingClock(SystemClock):
+    """Real time, but sleeps are recorded and skipped (monotonic moves by what was slept)."""
+
+    def __init__(self) -> None:
+        self.slept = 0.0
+
+    def monotonic(self) -> float:
+        return super().monotonic() + self.slept
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept += seconds
+
+
+async def test_repair_is_paced_to_the_configured_rate(cluster: LoopbackCluster) -> None:
+    e1 = cluster.engine("n1")
+    await cluster.kill("n3")
+    data = os.urandom(3 * (1 << 20))  # three 1 MiB blocks
+    await e1.put(BUCKET, "big", body(data), content_type="x", user_meta={})
+    await cluster.restart("n3")
+    n3 = cluster.nodes["n3"].cluster
+    assert n3 is not None
+    clock = RecordingClock()
+    t0 = clock.monotonic()
+    report = await AntiEntropy(n3, clock, repair_rate=1 << 20).round()
+    # 3 MiB at 1 MiB/s: the pass lasts at least 3 s (real time plus pauses: the pull's own
+    # time counts toward the budget, so the pauses alone add up to at most 3 s)
+    assert report.block_bytes == 3 << 20
+    assert clock.monotonic() - t0 >= 3.0 and 0 < clock.slept <= 3.0, clock.slept

@@ -1,0 +1,40 @@
+"""The hub sends each node its network with its set, and re-sends the set when the network
+of a node changes (``repush``); without a network (``network_for`` None) the field is unset."""
+
+from __future__ import annotations
+
+import asyncio
+
+from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
+from cloudless.coordinator.dispatcher.hub import AgentHub
+from cloudless.coordinator.state.cluster import ClusterState
+from cloudless.lib.clock import FakeClock
+from cloudless.model.node import Node, NodeState
+from cloudless.store.fence import NO_FENCE
+from cloudless.store.memory import MemoryStore
+
+
+async def test_network_travels_with_the_set_and_changes_repush_it() -> None:
+    clock = FakeClock()
+    state = ClusterState(MemoryStore(clock))
+    for n in ("n1", "n2"):
+        await state.nodes.put(n, Node.make(n, state=NodeState.READY))
+    hub = AgentHub(state, clock)
+    lead = asyncio.create_task(hub.lead(NO_FENCE))
+    try:
+        assert await hub.wait_active(5)
+        s1, s2 = await hub.open_session("n1"), await hub.open_session("n2")
+        assert not hub.assignments_for(s1).assignments.HasField("network")  # networking off
+
+        nets = {"n1": pb.NetworkConfig(slot=0), "n2": pb.NetworkConfig(slot=1)}
+        hub.network_for = nets.get
+        for s in (s1, s2):  # the set each session gets when it opens
+            first = await asyncio.wait_for(s.outbox.get(), 5)
+            assert first.WhichOneof("kind") == "assignments"
+        hub.repush(["n2"])
+        msg = await asyncio.wait_for(s2.outbox.get(), 5)
+        assert msg.assignments.network.slot == 1
+        assert s1.outbox.empty()  # n1's network did not change: nothing sent
+    finally:
+        lead.cancel()
+        await asyncio.gather(lead, return_exceptions=True)

@@ -1,0 +1,181 @@
+"""The churn policy (``members.decide``) and presence tracking, as tables."""
+
+from __future__ import annotations
+
+import pytest
+
+from cloudless.objectstore import history as h
+from cloudless.objectstore.layout import NodeRole
+from cloudless.objectstore.members import (
+    Decision,
+    Presence,
+    StorageNode,
+    absent_nodes,
+    actor,
+    decide,
+    default_grace,
+)
+
+GiB = 1 << 30
+
+
+def node(name: str, zone: str, cap: int = GiB, beat: int = 1) -> StorageNode:
+    return StorageNode(name, zone, cap, f"https://{name}:3901", f"http://{name}:3900", beat)
+
+
+def registry(*nodes: StorageNode) -> dict[str, StorageNode]:
+    return {n.name: n for n in nodes}
+
+
+def layout(*nodes: StorageNode, replication: int = 3) -> h.LayoutHistory:
+    hist = h.stage_replication(h.LayoutHistory(), replication)
+    for n in nodes:
+        hist = h.stage(hist, n.name, NodeRole(n.zone, n.capacity))
+    return h.apply(hist, 0)[0]
+
+
+A, B, C, D = node("a", "z1"), node("b", "z2"), node("c", "z3"), node("d", "z1")
+
+CASES: list[tuple[str, h.LayoutHistory, dict[str, StorageNode], set[str], int, str, dict]] = [
+    # (id, history, registry, absent, R, expected why, expected role changes)
+    # no layout, 2 of the 3 nodes R=3 needs -> wait
+    (
+        "first waits",
+        h.LayoutHistory(),
+        registry(A, B),
+        set(),
+        3,
+        "waiting for 3 storage nodes before the first layout (2 registered)",
+        {},
+    ),
+    # no layout, 3 present -> first layout with all three
+    (
+        "first layout",
+        h.LayoutHistory(),
+        registry(A, B, C),
+        set(),
+        3,
+        "first layout",
+        {"a": A.role, "b": B.role, "c": C.role},
+    ),
+    # a gateway does not count toward the first layout (capacity 0)
+    (
+        "gateway not counted",
+        h.LayoutHistory(),
+        registry(A, B, node("g", "z9", 0)),
+        set(),
+        3,
+        "waiting for 3 storage nodes before the first layout (2 registered)",
+        {},
+    ),
+    # d registered, not in the layout, present -> added
+    ("join", layout(A, B, C), registry(A, B, C, D), set(), 3, "add d", {"d": D.role}),
+    # d registered but already absent (silent) -> not added
+    (
+        "absent not added",
+        layout(A, B, C),
+        registry(A, B, C, D),
+        {"d"},
+        3,
+        "layout matches the registered nodes",
+        {},
+    ),
+    # c changed capacity -> re-staged with the new role
+    (
+        "capacity change",
+        layout(A, B, C),
+        registry(A, B, node("c", "z3", 2 * GiB)),
+        set(),
+        3,
+        "add c",
+        {"c": NodeRole("z3", 2 * GiB)},
+    ),
+    # 4 nodes, d absent past the grace -> removed (3 left >= R)
+    ("replace", layout(A, B, C, D), registry(A, B, C, D), {"d"}, 3, "replace d", {"d": None}),
+    # 3 nodes at R=3, c absent -> removing it would leave 2 < 3: no change, with the reason
+    (
+        "too few to replace",
+        layout(A, B, C),
+        registry(A, B, C),
+        {"c"},
+        3,
+        "c absent past the grace period, but removing it would leave fewer than 3 storage nodes",
+        {},
+    ),
+    # everything in place
+    (
+        "steady",
+        layout(A, B, C),
+        registry(A, B, C),
+        set(),
+        3,
+        "layout matches the registered nodes",
+        {},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "hist,nodes,absent,r,why,roles", [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_decide(
+    hist: h.LayoutHistory,
+    nodes: dict[str, StorageNode],
+    absent: set[str],
+    r: int,
+    why: str,
+    roles: dict[str, NodeRole | None],
+) -> None:
+    d = decide(hist, nodes, absent, r)
+    assert d.why == why
+    assert (d.change.roles if d.change else {}) == roles
+
+
+def test_nothing_during_a_transition_or_with_staged_changes() -> None:
+    v1 = layout(A, B, C)
+    v2 = h.apply(h.stage(v1, "d", D.role), 1)[0]  # d has not synced: two live versions
+    assert decide(v2, registry(A, B, C, D), {"a"}, 3) == Decision(
+        None, "layout v2 is still syncing"
+    )
+    staged = h.stage(v1, "e", NodeRole("z4", GiB))
+    assert decide(staged, registry(A, B, C, D), set(), 3).why == (
+        "an operator staged a change: apply or revert it"
+    )
+
+
+def test_the_change_applies_and_moves_only_the_lost_copies() -> None:
+    v1 = layout(A, B, C, D)
+    d = decide(v1, registry(A, B, C, D), {"d"}, 3)
+    assert d.change is not None
+    hist = v1
+    for n, role in d.change.roles.items():
+        hist = h.stage(hist, n, role)
+    _, plan = h.apply(hist, 1)
+    # d held 128 copies (z1 shared by a and d: 256 / 2); each moves to a, the only other
+    # z1 node -> exactly 128 moves, all to a
+    assert len(plan.moves) == v1.current.counts()["d"] == 128  # type: ignore[union-attr]
+    assert {n for _, n in plan.moves} == {"a"}
+
+
+def test_presence_times_silence_on_the_observers_clock() -> None:
+    p = Presence()
+    p.observe(registry(node("a", "z1", beat=1), node("b", "z2", beat=1)), now=100.0)
+    p.observe(registry(node("a", "z1", beat=2), node("b", "z2", beat=1)), now=105.0)
+    # a beat at 105 -> silent 5 s at 110; b unchanged since 100 -> silent 10 s
+    assert p.silent_for("a", 110.0) == 5.0 and p.silent_for("b", 110.0) == 10.0
+    assert p.silent_for("never", 110.0) == float("inf")
+    assert absent_nodes(p, {"a", "b"}, 110.0, grace=10.0) == {"b"}
+    # b deregistered -> forgotten
+    p.observe(registry(node("a", "z1", beat=3)), now=111.0)
+    assert "b" not in p.seen
+
+
+def test_one_actor_the_smallest_present_storage_node() -> None:
+    nodes = registry(A, B, node("0gw", "z0", 0))
+    assert actor(nodes, set()) == "a"  # the gateway "0gw" sorts first but stores nothing
+    assert actor(nodes, {"a"}) == "b"
+    assert actor(nodes, {"a", "b"}) is None
+
+
+def test_grace_defaults_follow_the_issue() -> None:
+    assert default_grace(3) == 15 * 60 and default_grace(2) == 5 * 60
