@@ -383,6 +383,10 @@ class Agent:
                 await self._sleep_or_renew_request(
                     min(3600.0, max(1.0, d.renew_at - self.clock.now()))
                 )
+            if self._renew_now.is_set():
+                # asked by the coordinator (a root rotation asks every agent at once): spread
+                # the renewals over one heartbeat interval
+                await self.clock.sleep(self.rng.uniform(0.0, self.link.interval))
             self._renew_now.clear()
             try:
                 await self.renew()

@@ -12,6 +12,7 @@ served by ``AgentSessions`` over the gRPC channel of ``cloudless.transport``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -206,9 +207,12 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
         self, request: pb.RenewRequest, context: grpc.aio.ServicerContext
     ) -> pb.RenewResponse:
         node_id = await self._authorize_node(context)
-        try:
-            cert = self.ca.sign_csr(
-                request.csr_pem, SpiffeId.node(node_id, self.ca.trust_domain), CertKind.NODE
+        try:  # signing with the root key takes milliseconds: off the event loop
+            cert = await asyncio.to_thread(
+                self.ca.sign_csr,
+                request.csr_pem,
+                SpiffeId.node(node_id, self.ca.trust_domain),
+                CertKind.NODE,
             )
         except CloudlessError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
@@ -249,12 +253,15 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             await self._refused(f"workload identity for node {node_id} refused: {why}")
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
         try:
-            cert = self.ca.sign_csr(
-                request.csr_pem,
-                svid.workload_identity(request.replica_id, self.ca.trust_domain),
-                CertKind.WORKLOAD,
-                ttl_seconds=svid.clamp_ttl(request.ttl_seconds),
-                common_name=request.workload,
+            cert = await asyncio.to_thread(
+                functools.partial(
+                    self.ca.sign_csr,
+                    request.csr_pem,
+                    svid.workload_identity(request.replica_id, self.ca.trust_domain),
+                    CertKind.WORKLOAD,
+                    ttl_seconds=svid.clamp_ttl(request.ttl_seconds),
+                    common_name=request.workload,
+                )
             )
         except CloudlessError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"csr_pem: {e}")

@@ -49,7 +49,7 @@ log = logging.getLogger("cloudless.coordinator.dispatcher")
 class TrustAdvice(Protocol):
     """Fills an ack with trust advice for the agent, and records what it reported."""
 
-    def advise(self, hb: pb.Heartbeat, reply: pb.HeartbeatAck) -> None: ...
+    def advise(self, node_id: str, hb: pb.Heartbeat, reply: pb.HeartbeatAck) -> None: ...
 
     async def record(self, node_id: str, hb: pb.Heartbeat, fence: Fence) -> None: ...
 
@@ -228,7 +228,7 @@ class Dispatcher:
             self.network_states[s.node_id] = hb.network_state
         reply, transitions = self.liveness.beat(s.node_id, s.beats, hb)
         if self.trust is not None:
-            self.trust.advise(hb, reply)
+            self.trust.advise(s.node_id, hb, reply)
         if ack is not None:
             ack(reply)
         if self.trust is not None:

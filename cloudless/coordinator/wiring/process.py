@@ -220,7 +220,7 @@ class Coordinator:
         self.events = EventRecorder(self.state, self.clock)
         self.agents = AgentPlane(self.state, self.clock, self.events, c.membership)
         dispatcher = self.agents.dispatcher
-        dispatcher.trust = AgentTrust(self.store, self.ca)
+        dispatcher.trust = AgentTrust(self.store, self.ca, self.clock)
         self.rotation = RootRotation(
             self.store,
             self.ca,
