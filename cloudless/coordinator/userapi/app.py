@@ -216,7 +216,7 @@ class UserApi:
         self.recorder = recorder
         self.live_nodes = live_nodes
         self.log_source = log_source
-        #: The leader's live replica usage (``cloudless top``); None: the top routes are off.
+        #: The leader's live replica usage (``cloudless top``); None: those routes answer 503.
         self.live_usage = live_usage
         #: Each node's container network as its agent last reported it (the dispatcher's).
         self.network_states: Mapping[str, str] = (
@@ -267,8 +267,7 @@ class UserApi:
         r.add_get("/v1/volumes", self.list_volumes)
         self.secrets.add_routes(r)
         RolloutApi(self.state, self.clock, self.fence, self.recorder.emit).add_routes(r)
-        if self.live_usage is not None:
-            TopApi(self.live_usage, self.live_nodes, self.is_leader, self.leader_api).add_routes(r)
+        TopApi(self.live_usage, self.live_nodes, self.is_leader, self.leader_api).add_routes(r)
         r.add_get("/v1/replicas/{id}/logs", self.logs)
         r.add_post("/v1/tokens", self.create_token)
         r.add_get("/v1/tokens", self.list_tokens)

@@ -33,7 +33,7 @@ class LiveUsage(Protocol):
 class TopApi:
     def __init__(
         self,
-        live: LiveUsage,
+        live: LiveUsage | None,
         nodes: NodeView | None,
         is_leader: Callable[[], bool],
         leader_api: Callable[[], str | None],
@@ -47,26 +47,28 @@ class TopApi:
         r.add_get("/v1/top/replicas", self.replicas)
         r.add_get("/v1/top/nodes", self.nodes)
 
-    def _on_leader(self, request: web.Request) -> None:
+    def _on_leader(self, request: web.Request) -> LiveUsage:
+        if self.live is None:
+            raise ApiError(503, "no_leader", "this coordinator keeps no live usage")
         if self.is_leader() and self.live.active:
-            return
+            return self.live
         leader = self.leader_api()
         if not leader or self.is_leader():
             raise ApiError(503, "no_leader", "no leader serving agents yet; retry in a few seconds")
         raise web.HTTPTemporaryRedirect(leader.rstrip("/") + str(request.rel_url))
 
     async def replicas(self, request: web.Request) -> web.Response:
-        self._on_leader(request)
+        live = self._on_leader(request)
         wl, node = request.query.get("workload"), request.query.get("node")
         reps = [
             r
-            for r in self.live.known_replicas(request.query.get("namespace", "")) or []
+            for r in live.known_replicas(request.query.get("namespace", "")) or []
             if (not wl or r.workload == wl) and (not node or r.node_id == node)
         ]
-        return json_response({"replicas": replica_rows(reps, self.live.usage)})
+        return json_response({"replicas": replica_rows(reps, live.usage)})
 
     async def nodes(self, request: web.Request) -> web.Response:
-        self._on_leader(request)
+        live = self._on_leader(request)
         nodes = (self.live_nodes.known() if self.live_nodes is not None else None) or []
-        reps = self.live.known_replicas() or []
-        return json_response({"nodes": node_rows(nodes, reps, self.live.usage)})
+        reps = live.known_replicas() or []
+        return json_response({"nodes": node_rows(nodes, reps, live.usage)})
