@@ -32,6 +32,7 @@ from cloudless.agent.identity import AgentIdentity, channel_options, enroll
 from cloudless.agent.link import AssignmentFile, Link, Sample
 from cloudless.agent.monitor import ResourceMonitor
 from cloudless.agent.network import AgentNetwork
+from cloudless.agent.power import read_battery, watch_battery
 from cloudless.agent.supervisor import Supervisor
 from cloudless.agent.telemetry import AgentTelemetry, agent_tls_context
 from cloudless.agent.usage import UsageSampler
@@ -89,6 +90,8 @@ class AgentConfig:
     # On SIGTERM, leave (move replicas away first) instead of a plain stop.
     leave_on_stop: bool = False
     leave_deadline_s: float = 300.0
+    # Leave when on battery at or below this percentage (``agent.power``); 0: never.
+    leave_below_battery_pct: float = 0.0
 
 
 LEAVE_FILE = "leave.json"  # written by ``cloudless agent leave`` before it signals the agent
@@ -268,6 +271,8 @@ class Agent:
                 tg.create_task(usage.run())
                 tg.create_task(self._renewal())
                 tg.create_task(self._leaving())
+                if self.config.leave_below_battery_pct > 0:
+                    tg.create_task(self._battery_watch())
                 if self.network is not None:
                     tg.create_task(self.network.run())
                 if self.identities is not None:
@@ -329,6 +334,14 @@ class Agent:
         return False
 
     LEAVE_POLL_S = 0.1
+
+    async def _battery_watch(self) -> None:
+        await watch_battery(
+            self.clock,
+            lambda: asyncio.to_thread(read_battery),
+            self.config.leave_below_battery_pct,
+            lambda reason: self.request_leave(reason=reason),
+        )
 
     async def _leaving(self) -> None:
         await self._leave.wait()

@@ -338,6 +338,9 @@ def test_agent_flags_for_leaving_refuse_bad_values(tmp_path: Path) -> None:
     )
     r = run("agent", "--data-dir", str(tmp_path), "--leave-deadline", "2h")
     assert r.exit_code == 2 and "--leave-deadline" in r.output
+    for pct in ("100", "-1", "nan"):
+        r = run("agent", "--data-dir", str(tmp_path), "--leave-below-battery", pct)
+        assert r.exit_code == 2 and "--leave-below-battery" in r.output, (pct, r.output)
     r = run("agent", "leave", "--data-dir", str(tmp_path))
     assert r.exit_code == 1 and "no running agent found" in r.output
 
