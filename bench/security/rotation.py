@@ -77,16 +77,18 @@ async def one_size(n: int, root_bits: int, tmp: Path, baseline_s: float) -> dict
             stderr=asyncio.subprocess.DEVNULL,
         )
         t_enrol = time.monotonic()
-        await _until(lambda: len(coord.hub.sessions) >= n, 600, f"{n} agent sessions", 0.5)
+        await _until(
+            lambda: len(coord.agents.dispatcher.sessions) >= n, 600, f"{n} agent sessions", 0.5
+        )
         enrol_s = time.monotonic() - t_enrol
         interval = cfg.membership.interval_for(n)
         await asyncio.sleep(2 * interval)  # every agent has reported its trust once
         # baseline: sessions re-opened in a quiet window as long as a rotation takes, to tell
         # a loaded machine's churn from the rotation's
-        quiet = dict(coord.hub.sessions)
+        quiet = dict(coord.agents.dispatcher.sessions)
         await asyncio.sleep(baseline_s)
-        churn = sum(coord.hub.sessions.get(k) is not s for k, s in quiet.items())
-        sessions = dict(coord.hub.sessions)
+        churn = sum(coord.agents.dispatcher.sessions.get(k) is not s for k, s in quiet.items())
+        sessions = dict(coord.agents.dispatcher.sessions)
 
         t0 = time.monotonic()
         rot = await asyncio.to_thread(client.call, "POST", "/v1/ca/rotate", {"overlap_s": 0})
@@ -103,7 +105,9 @@ async def one_size(n: int, root_bits: int, tmp: Path, baseline_s: float) -> dict
                 raise TimeoutError(f"rotation stuck at {cur.phase}: {cur.waiting}")
             await asyncio.sleep(0.05)
         total = time.monotonic() - t0
-        reopened = sum(coord.hub.sessions.get(k) is not s for k, s in sessions.items())
+        reopened = sum(
+            coord.agents.dispatcher.sessions.get(k) is not s for k, s in sessions.items()
+        )
         return {
             "nodes": n,
             "root_bits": root_bits,

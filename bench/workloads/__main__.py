@@ -10,6 +10,8 @@ the cost of one probe.
 
 Second part (``rollout.py``): the time from an image change to all of 10 replicas on 3 nodes
 rolled and ready, in the simulated cluster (simulated seconds; see there).
+On a real 3-node cluster (network namespaces, containerd): ``python -m
+bench.workloads.real_rollout`` (needs root; writes its own key of ``workloads.json``).
 
 Not measured here: exec probes on containerd (each is a runc exec, costed by containerd and
 the shim, not by the agent).

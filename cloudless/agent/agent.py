@@ -32,8 +32,10 @@ from cloudless.agent.identity import AgentIdentity, channel_options, enroll
 from cloudless.agent.link import AssignmentFile, Link, Sample
 from cloudless.agent.monitor import ResourceMonitor
 from cloudless.agent.network import AgentNetwork
+from cloudless.agent.power import read_battery, watch_battery
 from cloudless.agent.supervisor import Supervisor
 from cloudless.agent.telemetry import AgentTelemetry, agent_tls_context
+from cloudless.agent.usage import UsageSampler
 from cloudless.agent.workload_identity import WorkloadIdentities
 from cloudless.api.convert import resources_to_pb
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
@@ -88,6 +90,8 @@ class AgentConfig:
     # On SIGTERM, leave (move replicas away first) instead of a plain stop.
     leave_on_stop: bool = False
     leave_deadline_s: float = 300.0
+    # Leave when on battery at or below this percentage (``agent.power``); 0: never.
+    leave_below_battery_pct: float = 0.0
 
 
 LEAVE_FILE = "leave.json"  # written by ``cloudless agent leave`` before it signals the agent
@@ -228,6 +232,7 @@ class Agent:
             network=self.network,
             identities=self.identities,
         )
+        usage = UsageSampler(self.runtime, self.clock, lambda: self.link_interval())
         self.link = Link(
             self.identity,
             self.supervisor,
@@ -238,6 +243,7 @@ class Agent:
             self.rng,
             assignments,
             goodbye_hold_s=self.config.restart_hold_s,
+            usage=usage,
             network=self.network.update if self.network is not None else None,
             network_state=(
                 self.network.describe if self.network is not None else lambda: "off: disabled"
@@ -262,8 +268,11 @@ class Agent:
                 tg.create_task(self.supervisor.run(assignments.load()))
                 tg.create_task(self.monitor.run(self.config.monitor_interval_s))
                 tg.create_task(self.link.run())
+                tg.create_task(usage.run())
                 tg.create_task(self._renewal())
                 tg.create_task(self._leaving())
+                if self.config.leave_below_battery_pct > 0:
+                    tg.create_task(self._battery_watch())
                 if self.network is not None:
                     tg.create_task(self.network.run())
                 if self.identities is not None:
@@ -294,6 +303,10 @@ class Agent:
     async def _live_containers(self) -> set[str]:
         return {st.id for st in await self.runtime.list_containers()}
 
+    def link_interval(self) -> float:
+        """The heartbeat interval the coordinators asked for (usage is sampled as often)."""
+        return self.link.interval if self.link is not None else 2.0
+
     def request_leave(self, deadline_s: float | None = None, reason: str = "") -> None:
         """Leave the cluster: replicas move away first (see the module docstring)."""
         self._leave_args = (
@@ -321,6 +334,14 @@ class Agent:
         return False
 
     LEAVE_POLL_S = 0.1
+
+    async def _battery_watch(self) -> None:
+        await watch_battery(
+            self.clock,
+            lambda: asyncio.to_thread(read_battery),
+            self.config.leave_below_battery_pct,
+            lambda reason: self.request_leave(reason=reason),
+        )
 
     async def _leaving(self) -> None:
         await self._leave.wait()
@@ -375,6 +396,10 @@ class Agent:
                 await self._sleep_or_renew_request(
                     min(3600.0, max(1.0, d.renew_at - self.clock.now()))
                 )
+            if self._renew_now.is_set():
+                # asked by the coordinator (a root rotation asks every agent at once): spread
+                # the renewals over one heartbeat interval
+                await self.clock.sleep(self.rng.uniform(0.0, self.link.interval))
             self._renew_now.clear()
             try:
                 await self.renew()

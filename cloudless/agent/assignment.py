@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from cloudless.lib.errors import CloudlessError, ValidationError
+from cloudless.model.registry_auth import auth_for
 from cloudless.model.replica import ReplicaState
 from cloudless.model.workload import WorkloadSpec
-from cloudless.runtime.types import BindMount, ContainerSpec, ContainerStatus
+from cloudless.runtime.oci.reference import parse_reference
+from cloudless.runtime.types import BindMount, ContainerSpec, ContainerStatus, RegistryAuth
 
 SPEC_VERSION_LABEL = "cloudless.spec-version"
 PORTS_LABEL = "cloudless.ports"  # "8080=20001,9090=20002": declared port = host port
@@ -49,6 +52,29 @@ class LocalStatus:
     ready: bool = False  # running, and passing its readiness check if it has one
     health: str = ""  # why it is not ready, or why liveness restarted it
     volume_bytes: dict[str, int] = field(default_factory=dict)  # used, per volume name
+
+
+def pull_auth(a: Assigned) -> RegistryAuth | None:
+    """Credentials for pulling ``a``'s image: its ``image_pull_secret``'s entry for the image's
+    registry (None without one). Raises ``CloudlessError`` naming the secret and registry when
+    the value is missing or has no entry for that registry."""
+    name = a.spec.image_pull_secret
+    if not name:
+        return None
+    host = parse_reference(a.spec.image).host
+    value = a.secrets.get(name)
+    if value is None:
+        raise CloudlessError(
+            f"image_pull_secret {name!r}: the coordinator sent no value (the secret is missing "
+            f"or cannot be opened); pull of {a.spec.image} not attempted"
+        )
+    try:
+        auth = auth_for(value, host)
+    except ValidationError as e:
+        raise CloudlessError(f"image_pull_secret {name!r}: {e.message}") from None
+    if auth is None:
+        raise CloudlessError(f"image_pull_secret {name!r} holds no credentials for {host}")
+    return auth
 
 
 def ports_label(ports: dict[int, int]) -> str:

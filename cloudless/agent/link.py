@@ -24,18 +24,21 @@ from pathlib import Path
 
 from cloudless.agent.identity import AgentIdentity, channel_options
 from cloudless.agent.supervisor import Assigned, LocalStatus, Supervisor
+from cloudless.agent.usage import UsageOutbox, UsageSampler
 from cloudless.api.convert import conditions_to_pb, resources_to_pb
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.lib.backoff import Backoff
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError, ValidationError
+from cloudless.lib.first import first_of
 from cloudless.model.node import NodeConditions
 from cloudless.model.resources import Resources
+from cloudless.model.usage import ReplicaUsage
 from cloudless.model.workload import parse_workload
 from cloudless.runtime.protocol import ContainerRuntime
 from cloudless.security._files import write_private
 from cloudless.security.bundle import trust_report
-from cloudless.transport.channel import AgentEnd, ChannelError, Dialer
+from cloudless.transport.channel import AgentEnd, ChannelError, Dialer, EndOfChannel
 from cloudless.transport.grpc_channel import GrpcDialer
 
 log = logging.getLogger("cloudless.agent.link")
@@ -65,6 +68,21 @@ def status_pb(s: LocalStatus, clock_now: float) -> pb.ReplicaStatus:
         health=s.health,
         volume_bytes=s.volume_bytes,
         reports_ready=True,
+    )
+
+
+def usage_pb(u: ReplicaUsage) -> pb.ReplicaUsage:
+    return pb.ReplicaUsage(
+        replica_id=u.replica_id,
+        cpu_millis=u.cpu_millis,
+        memory_bytes=u.memory_bytes,
+        memory_limit_bytes=u.memory_limit_bytes,
+        disk_read_bps=u.disk_read_bps,
+        disk_write_bps=u.disk_write_bps,
+        net_rx_bps=u.net_rx_bps,
+        net_tx_bps=u.net_tx_bps,
+        pids=u.pids,
+        sampled_at=u.at,
     )
 
 
@@ -147,10 +165,12 @@ class Link:
         dialer: Dialer | None = None,
         network: Callable[[pb.NetworkConfig | None], None] | None = None,
         network_state: Callable[[], str] = lambda: "",
+        usage: UsageSampler | None = None,
     ) -> None:
         self.identity = identity
         self.network = network
         self.network_state = network_state
+        self.usage = usage
         self.supervisor = supervisor
         self.runtime = runtime
         self.facts = facts
@@ -268,10 +288,15 @@ class Link:
     async def _send(
         ch: AgentEnd, outbox: asyncio.Queue[pb.AgentMessage], said_goodbye: asyncio.Event
     ) -> None:
-        """The outbox onto the stream, in order (``send`` waits on flow control)."""
+        """The outbox onto the stream, in order (``send`` waits on flow control). Once the
+        coordinator has ended the stream cleanly it only waits: the receiving side reads
+        what was sent before the end (a redirect, say) and then ends the session."""
         while True:
             msg = await outbox.get()
-            await ch.send(msg)
+            try:
+                await ch.send(msg)
+            except EndOfChannel:
+                await asyncio.Event().wait()
             if msg.WhichOneof("kind") == "goodbye":
                 said_goodbye.set()
 
@@ -333,6 +358,7 @@ class Link:
 
     async def _heartbeats(self, outbox: asyncio.Queue[pb.AgentMessage]) -> None:
         """Send heartbeats; return (ending the session) when the coordinator falls silent."""
+        usage = UsageOutbox()  # a new stream starts with every replica's usage
         while True:
             if self.clock.monotonic() - self.last_rx > self.silence_limit():
                 return
@@ -340,6 +366,7 @@ class Link:
             self.seq += 1
             s = self.sample()
             now = self.clock.now()
+            moved, gone = usage.take(self.usage.latest) if self.usage else ([], [])
             trusted, issuer = self._trust_report()
             outbox.put_nowait(
                 pb.AgentMessage(
@@ -350,20 +377,15 @@ class Link:
                         conditions=conditions_to_pb(s.conditions),
                         replicas=[status_pb(st, now) for st in self.supervisor.statuses()],
                         network_state=self.network_state(),
+                        replica_usage=[usage_pb(u) for u in moved],
+                        usage_gone=gone,
                         trusted_roots=trusted,
                         cert_issuer=issuer,
                     )
                 )
             )
-            sleeper = asyncio.ensure_future(self.clock.sleep(self.interval))
-            changed = asyncio.ensure_future(self.changed.wait())
-            try:
-                await asyncio.wait([sleeper, changed], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeper.cancel()
-                changed.cancel()
-                await asyncio.gather(sleeper, changed, return_exceptions=True)
-            if changed.done() and not changed.cancelled():
+            which, _ = await first_of(self.changed.wait(), self.clock.sleep(self.interval))
+            if which == 0:
                 await self.clock.sleep(0.02)  # coalesce a burst of changes
 
     def _handle(

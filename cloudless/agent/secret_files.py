@@ -1,6 +1,7 @@
-"""Secret values on this node: files on a tmpfs, or environment variables.
+"""Secret and config values on this node: files on a tmpfs, or environment variables.
 
-``<root>/<replica id>/<secret name>``, mode 0400, owned by the agent's user (root), with
+``<root>/<replica id>/<name>``, mode 0400 for a secret and 0444 for a config (any user in the
+container may read it), owned by the agent's user (root), with
 ``root`` a tmpfs the agent mounts at ``<data dir>/secrets`` the first time a replica needs a
 secret file (``ensure_tmpfs``), and leaves mounted (files outlive an agent restart): values
 never touch a disk. An agent that never runs such a replica mounts nothing. Each file is
@@ -23,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from cloudless.lib.errors import CloudlessError
+from cloudless.model.secrets import SecretRef
 from cloudless.model.workload import WorkloadSpec
 from cloudless.runtime.types import BindMount
 
@@ -59,11 +61,22 @@ def unmount(path: Path) -> None:
     subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
 
 
-def write_file(path: Path, value: bytes) -> None:
-    """Write ``value`` to ``path`` in place (same inode), mode 0400."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o400)
+SECRET_MODE = 0o400
+CONFIG_MODE = 0o444
+
+
+def file_refs(spec: WorkloadSpec) -> list[tuple[SecretRef, int, str]]:
+    """The spec's secret and config references, each with its file mode and its kind."""
+    return [(r, SECRET_MODE, "secret") for r in spec.secrets] + [
+        (r, CONFIG_MODE, "config") for r in spec.configs
+    ]
+
+
+def write_file(path: Path, value: bytes, mode: int = SECRET_MODE) -> None:
+    """Write ``value`` to ``path`` in place (same inode), with ``mode``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     try:
-        os.fchmod(fd, 0o400)
+        os.fchmod(fd, mode)
         os.write(fd, value)
     finally:
         os.close(fd)
@@ -72,43 +85,44 @@ def write_file(path: Path, value: bytes) -> None:
 def prepare(
     root: Path | None, replica_id: str, spec: WorkloadSpec, values: Mapping[str, bytes]
 ) -> tuple[tuple[BindMount, ...], dict[str, str]]:
-    """Write the replica's secret files and return their bind mounts and its secret
-    environment (blocking: run it in a thread). Raises CloudlessError naming what is missing."""
+    """Write the replica's secret and config files and return their bind mounts and its
+    environment from them (blocking: run it in a thread). Raises CloudlessError naming what is
+    missing."""
     mounts: list[BindMount] = []
     env: dict[str, str] = {}
-    for ref in spec.secrets:
+    for ref, mode, kind in file_refs(spec):
         value = values.get(ref.name)
         if ref.env:
             if value is None:
                 raise CloudlessError(
-                    f"secret {ref.name!r} has not reached this node yet (waiting for the "
+                    f"{kind} {ref.name!r} has not reached this node yet (waiting for the "
                     "coordinator)"
                 )
             try:
                 env[ref.env] = value.decode()
             except UnicodeDecodeError:
                 raise CloudlessError(
-                    f"secret {ref.name!r} is not UTF-8 text: mount it as a file (path:) "
+                    f"{kind} {ref.name!r} is not UTF-8 text: mount it as a file (path:) "
                     "instead of env"
                 ) from None
             continue
         if root is None:
             raise CloudlessError(
-                f"secret {ref.name!r} needs a tmpfs for its file, and this agent has no "
+                f"{kind} {ref.name!r} needs a tmpfs for its file, and this agent has no "
                 "secrets directory"
             )
         try:
             ensure_tmpfs(root)
         except OSError as e:
-            raise CloudlessError(f"secret {ref.name!r} needs a tmpfs for its file: {e}") from None
+            raise CloudlessError(f"{kind} {ref.name!r} needs a tmpfs for its file: {e}") from None
         d = root / replica_id
         d.mkdir(mode=0o700, exist_ok=True)
         f = d / ref.name
         if value is not None:
-            write_file(f, value)
+            write_file(f, value, mode)
         elif not f.exists():
             raise CloudlessError(
-                f"secret {ref.name!r} has not reached this node yet (waiting for the coordinator)"
+                f"{kind} {ref.name!r} has not reached this node yet (waiting for the coordinator)"
             )
         mounts.append(BindMount(os.fspath(f), ref.path, read_only=True))
     return tuple(mounts), env

@@ -25,10 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from cloudless.agent import secret_files, volumes
 from cloudless.agent.assignment import (
@@ -40,6 +39,7 @@ from cloudless.agent.assignment import (
     exit_reason,
     parse_ports_label,
     ports_label,
+    pull_auth,
     same_template,
 )
 from cloudless.agent.health.probes import Prober
@@ -49,6 +49,7 @@ from cloudless.agent.ports import PortAllocator
 from cloudless.agent.workload_identity import WorkloadIdentities
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError
+from cloudless.lib.first import first_of
 from cloudless.model.replica import ReplicaState
 from cloudless.model.workload import WorkloadSpec
 from cloudless.observability.metrics import (
@@ -198,7 +199,7 @@ class ReplicaWorker:
                 await asyncio.to_thread(
                     secret_files.prepare, self.secrets_root, rid, a.spec, fresh.secrets
                 )
-                if a.spec.secrets
+                if a.spec.secrets or a.spec.configs
                 else ((), {})
             )
             if self.identities is not None:
@@ -235,7 +236,8 @@ class ReplicaWorker:
                 seen = p.done_bytes
 
         try:
-            await self.runtime.pull_image(image, progress)
+            auth = pull_auth(self.assigned)  # the freshest value the coordinator sent
+            await self.runtime.pull_image(image, progress, auth=auth)
             outcome = "pulled"
         finally:
             PULL_DURATION.labels(outcome).observe(self.clock.monotonic() - t0)
@@ -313,17 +315,11 @@ class ReplicaWorker:
             self._on_ready,
             started_at=self.clock.monotonic() - since_start,
         )
-        exited = asyncio.ensure_future(self._wait_exit())
-        failing = asyncio.ensure_future(runner.run())
-        try:
-            await asyncio.wait({exited, failing}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for t in (exited, failing):
-                t.cancel()
-            await asyncio.gather(exited, failing, return_exceptions=True)
-        if exited.done() and not exited.cancelled():
-            return exited.result(), None  # an error waiting for the exit propagates as before
-        reason = failing.result()
+        # The exit first: when both end in the same turn, the exit is what happened.
+        which, value = await first_of(self._wait_exit(), runner.run())
+        if which == 0:
+            return value, None  # an error waiting for the exit propagates as before
+        reason = value
         log.info("replica %s: %s; restarting it", self.assigned.replica_id, reason)
         self._set(ReplicaState.RUNNING, ready=False, health=reason)
         st = await self.runtime.stop_container(
@@ -334,7 +330,7 @@ class ReplicaWorker:
     async def _wait_exit(self) -> ContainerStatus:
         rid = self.assigned.replica_id
         while True:
-            await _first(self.exited.wait(), self.clock.sleep(POLL_S))
+            await first_of(self.exited.wait(), self.clock.sleep(POLL_S))
             self.exited.clear()
             try:
                 st = await self.runtime.get_container(rid)
@@ -367,21 +363,10 @@ class ReplicaWorker:
         if self.network is not None:
             await self.network.detach(rid)
             self.net = None
-        if self.assigned.spec.secrets:
+        if self.assigned.spec.secrets or self.assigned.spec.configs:
             await asyncio.to_thread(secret_files.remove, self.secrets_root, rid)
         if self.identities is not None:
             self.identities.remove(rid)
-
-
-async def _first(*aws: Coroutine[Any, Any, Any]) -> None:
-    """Wait until the first of ``aws`` finishes; cancel the rest."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class Supervisor:
@@ -530,24 +515,25 @@ class Supervisor:
         self.on_change()
 
     def _refresh_secrets(self, w: ReplicaWorker, a: Assigned) -> None:
-        """New secret values for a running replica: its files are rewritten in place."""
+        """New secret or config values for a running replica: its files are rewritten in
+        place."""
         if a.secrets and a.secrets != w.assigned.secrets:
             w.assigned = a
-            if any(ref.path for ref in a.spec.secrets) and self._tg is not None:
-                files = [
-                    (r.name, a.secrets[r.name])
-                    for r in a.spec.secrets
-                    if r.path and r.name in a.secrets
-                ]
+            files = [
+                (r.name, a.secrets[r.name], mode)
+                for r, mode, _ in secret_files.file_refs(a.spec)
+                if r.path and r.name in a.secrets
+            ]
+            if files and self._tg is not None:
                 self._tg.create_task(self._rewrite(a.replica_id, files))
 
-    async def _rewrite(self, rid: str, files: list[tuple[str, bytes]]) -> None:
+    async def _rewrite(self, rid: str, files: list[tuple[str, bytes, int]]) -> None:
         root = self.secrets_root
-        for name, value in files:
+        for name, value, mode in files:
             f = root / rid / name if root is not None else None
             if f is not None and f.exists():
                 try:
-                    await asyncio.to_thread(secret_files.write_file, f, value)
+                    await asyncio.to_thread(secret_files.write_file, f, value, mode)
                 except OSError as e:
                     log.warning("rewriting secret %s of %s: %s", name, rid, e)
 

@@ -36,7 +36,6 @@ from cloudless.churn.traces import DAY_S, WEEK_S, Trace
 from cloudless.coordinator.deciders.departures import RESERVED_LEAD_S, SetDeparture
 from cloudless.coordinator.deciders.membership import MembershipConfig
 from cloudless.coordinator.deciders.reconcile import (
-    ClusterView,
     CreateReplica,
     DeleteReplica,
     DeleteWorkload,
@@ -47,6 +46,7 @@ from cloudless.coordinator.deciders.reconcile import (
     reconcile,
 )
 from cloudless.coordinator.deciders.reliability import ReliabilityTracker
+from cloudless.coordinator.state.cluster_view import ClusterView
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.ids import SequentialIds
 from cloudless.model.departure import HOUR_S, Departure, DepartureKind, week_bin

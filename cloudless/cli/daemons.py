@@ -478,6 +478,14 @@ def agent(
             help="How long a leave may wait for replicas to move before stopping them: 5m.",
         ),
     ] = "5m",
+    leave_below_battery: Annotated[
+        float,
+        typer.Option(
+            metavar="PERCENT",
+            help="Leave the cluster (replicas move first) when on battery at or below this "
+            "charge, e.g. 15; 0 never does.",
+        ),
+    ] = 0.0,
     metrics_listen: Annotated[
         str,
         typer.Option(
@@ -573,6 +581,7 @@ def agent(
         reserved_hours=reserved_hours,
         leave_on_stop=leave_on_stop,
         leave_deadline=leave_deadline,
+        leave_below_battery=leave_below_battery,
     )
     if storage is not None:
         config.storage = storage_config(
@@ -625,6 +634,7 @@ def agent_config(
     reserved_hours: str = "",
     leave_on_stop: bool = False,
     leave_deadline: str = "5m",
+    leave_below_battery: float = 0.0,
 ) -> Any:
     """The AgentConfig for the flags; a bad label or quantity names the flag and the form."""
     from cloudless.agent.agent import AgentConfig
@@ -657,6 +667,11 @@ def agent_config(
         )
     reserved = _reserved_flag(reserved_hours)
     leave_s = _duration_flag(leave_deadline, "--leave-deadline", MAX_LEAVE_S)
+    if not 0 <= leave_below_battery < 100:
+        raise typer.BadParameter(
+            f"{leave_below_battery:g}: expected a charge percentage from 0 (off) to 99",
+            param_hint="--leave-below-battery",
+        )
     if join and not join.startswith("https://"):
         raise typer.BadParameter(
             f"{join!r}: expected the coordinator's API URL, https://HOST:PORT",
@@ -680,6 +695,7 @@ def agent_config(
         reserved_hours=reserved,
         leave_on_stop=leave_on_stop,
         leave_deadline_s=leave_s,
+        leave_below_battery_pct=leave_below_battery,
     )
 
 

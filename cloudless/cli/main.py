@@ -27,6 +27,7 @@ from cloudless.cli import (
     store_cmd,
     streams,
     tokens,
+    top_cmd,
     users,
 )
 from cloudless.cli.output import print_error
@@ -94,6 +95,7 @@ policies.register(app)
 ca_cmd.register(app)
 secrets_cmd.register(app)
 rollout_cmd.register(app)
+top_cmd.register(app)
 store_cmd.register(app)
 s3_cmd.register(app)
 dev.register(app)

@@ -28,10 +28,10 @@ from cryptography import x509
 from cloudless.clusterops.quorum import Voter, removal_refusal
 from cloudless.clusterops.rotation_plan import Rotation
 from cloudless.clusterops.status import ca_status
+from cloudless.coordinator.state.coordinators import coordinators_table, known_coordinators
 from cloudless.coordinator.userapi.app import IDENTITY
 from cloudless.coordinator.userapi.errors import ApiError
 from cloudless.coordinator.userapi.errors import json_response as _json
-from cloudless.coordinator.wiring.joining import coordinators_table, known_coordinators
 from cloudless.lib.errors import Conflict, NotFound, ValidationError
 from cloudless.policy.access import CALLER
 from cloudless.security.ca import BACKDATE_SECONDS
@@ -112,8 +112,8 @@ class OpsApi:
         rotation = self.api.rotation
         if rotation is None:
             raise Conflict("this coordinator does not run root rotations")
-        rot = await rotation.start(overlap_s=float(overlap), fence=self.api.hub.fence())
-        await self.api.hub.emit(
+        rot = await rotation.start(overlap_s=float(overlap), fence=self.api.fence())
+        await self.api.recorder.emit(
             "ca", f"root rotation {rot.id} started (new root {rot.new_digest[:16]})"
         )
         return _json(public_rotation(rot), status=201)
@@ -176,7 +176,7 @@ class OpsApi:
         await self.api.state.revocations.put(
             f"coordinator:{name}", StoredRevocation(sid.uri, reason, now, now + REVOCATION_KEEP_S)
         )
-        await self.api.hub.emit(
+        await self.api.recorder.emit(
             "cluster", f"coordinator {name} removed (etcd member removed: {removed_member})"
         )
         return _json({"removed": name, "etcd_member_removed": removed_member})

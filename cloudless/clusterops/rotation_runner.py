@@ -41,7 +41,7 @@ from cloudless.clusterops.rotation_plan import (
     next_step,
     phase_index,
 )
-from cloudless.coordinator.wiring.joining import known_coordinators
+from cloudless.coordinator.state.coordinators import known_coordinators
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import Conflict
 from cloudless.lib.ids import IdSource, RandomIds
@@ -251,15 +251,34 @@ class RootRotation:
 
 
 class AgentTrust:
-    """The leader hub's side of rotation for agents: pure advice per heartbeat, and a store
-    write only when what a node reports changes."""
+    """The leader hub's side of rotation for agents: advice per heartbeat, and a store write
+    only when what a node reports changes.
 
-    def __init__(self, store: Store, ca: CertificateAuthority) -> None:
+    Renewals are paced: at most ``renewals_per_s`` agents are told ``renew_now`` per second
+    (a token bucket on the injected clock), and an agent told is not told again for
+    ``retell_s``, so a rotation of thousands of agents does not make them all renew (a TLS
+    handshake and a root-key signature each) in the same second."""
+
+    def __init__(
+        self,
+        store: Store,
+        ca: CertificateAuthority,
+        clock: Clock,
+        *,
+        renewals_per_s: float = 20.0,
+        retell_s: float = 30.0,
+    ) -> None:
         self.table = rotation_table(store)
         self.ca = ca
+        self.clock = clock
+        self.rate = renewals_per_s
+        self.retell_s = retell_s
         self._last: dict[str, tuple[tuple[str, ...], str]] = {}
+        self._told: dict[str, float] = {}
+        self._tokens = renewals_per_s
+        self._refilled = clock.monotonic()
 
-    def advise(self, hb: pb.Heartbeat, reply: pb.HeartbeatAck) -> None:
+    def advise(self, node_id: str, hb: pb.Heartbeat, reply: pb.HeartbeatAck) -> None:
         """Agents that report nothing (older agents) are told nothing."""
         if not hb.trusted_roots:
             return
@@ -267,7 +286,15 @@ class AgentTrust:
         if set(hb.trusted_roots) != set(bundle.digests):
             reply.ca_bundle_pem = bundle.pem
         if hb.cert_issuer and hb.cert_issuer != self.ca.digest:
-            reply.renew_now = True
+            now = self.clock.monotonic()
+            if now - self._told.get(node_id, -1e18) < self.retell_s:
+                return  # told already; its renewal is under way
+            self._tokens = min(self.rate, self._tokens + (now - self._refilled) * self.rate)
+            self._refilled = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                self._told[node_id] = now
+                reply.renew_now = True
 
     async def record(self, node_id: str, hb: pb.Heartbeat, fence: Fence) -> None:
         if not hb.trusted_roots:
@@ -275,6 +302,7 @@ class AgentTrust:
         seen = (tuple(sorted(hb.trusted_roots)), hb.cert_issuer)
         if self._last.get(node_id) == seen:
             return
+        self._told.pop(node_id, None)  # what it reports changed: advise afresh
         await self.table.put(
             NODE_PREFIX + node_id, {"trusted": list(seen[0]), "issuer": seen[1]}, fence=fence
         )

@@ -55,6 +55,18 @@ APPLETS = (
     "date",
     "tr",
     "seq",
+    # examples/webapp.yaml (a CGI key-value store)
+    "mkdir",
+    "cp",
+    "chmod",
+    "mv",
+    "rm",
+    "sed",
+    "printf",
+    "sync",
+    "test",
+    "[",
+    "wget",
 )
 
 

@@ -186,6 +186,16 @@ class WorkloadSpec:
     on_node_loss: NodeLoss = NodeLoss.WAIT
     secrets: tuple[SecretRef, ...] = ()
     update: UpdatePolicy = UpdatePolicy()
+    image_pull_secret: str = ""  # a registry secret (model.registry_auth) for pulling image
+    configs: tuple[SecretRef, ...] = ()  # config objects, mounted like secrets (mode 0444)
+
+    def secret_names(self) -> frozenset[str]:
+        """Every secret or config whose value the replicas' agents need (mounted ones, and the
+        pull's)."""
+        names = {ref.name for ref in (*self.secrets, *self.configs)}
+        if self.image_pull_secret:
+            names.add(self.image_pull_secret)
+        return frozenset(names)
 
     def to_dict(self) -> dict[str, Any]:
         from cloudless.model.workload_codec import workload_to_dict

@@ -433,6 +433,8 @@ _TOP = {
     "on_node_loss",
     "secrets",
     "update",
+    "image_pull_secret",
+    "configs",
 }
 
 
@@ -492,10 +494,37 @@ def parse_workload_data(data: Any, path: str = "spec", *, stored: bool = False) 
         ),
         secrets=parse_secrets(d.get("secrets"), f"{path}.secrets", p.add, volumes),
         update=parse_update(d.get("update"), f"{path}.update", p.add),
+        image_pull_secret=_pull_secret(d.get("image_pull_secret"), f"{path}.image_pull_secret", p),
+        configs=parse_secrets(d.get("configs"), f"{path}.configs", p.add, volumes),
     )
+    _clashes(spec, path, p)
+    if spec.update.max_surge and spec.volumes:
+        p.add(
+            f"{path}.update.max_surge",
+            "a workload with volumes rolls in place (each replica keeps its identity and its "
+            "volume); remove max_surge, or the volumes",
+        )
     if p.items:
         raise ValidationError(p.items)
     return spec
+
+
+def _clashes(spec: WorkloadSpec, path: str, p: _Problems) -> None:
+    """A config may not take a file path or variable a secret already has."""
+    used = {(r.path, r.env): i for i, r in enumerate(spec.secrets)}
+    for i, r in enumerate(spec.configs):
+        j = used.get((r.path, r.env))
+        if j is not None:
+            where = f"path {r.path!r}" if r.path else f"env {r.env!r}"
+            p.add(f"{path}.configs[{i}]", f"{where} is already used by {path}.secrets[{j}]")
+
+
+def _pull_secret(v: Any, path: str, p: _Problems) -> str:
+    name = _str(v, path, p)
+    if name and not is_valid_id(name):
+        p.add(path, f'{show(name)} is not a secret name (lowercase letters, digits and "-")')
+        return ""
+    return name
 
 
 def image_problem(ref: str) -> str | None:
@@ -585,4 +614,8 @@ def workload_to_dict(s: WorkloadSpec) -> dict[str, Any]:
         out["secrets"] = [secret_to_dict(r) for r in s.secrets]
     if s.update != UpdatePolicy():  # likewise
         out["update"] = update_to_dict(s.update)
+    if s.image_pull_secret:  # likewise
+        out["image_pull_secret"] = s.image_pull_secret
+    if s.configs:  # likewise
+        out["configs"] = [secret_to_dict(r) for r in s.configs]
     return out

@@ -1,7 +1,7 @@
 """Daemon logs: one record per line, JSON for machines or plain text for terminals.
 
 Every record carries the same keys, whichever component wrote it: ``time`` (ISO 8601,
-UTC), ``level``, ``component`` (the logger name, e.g. ``cloudless.coordinator.dispatcher.hub``),
+UTC), ``level``, ``component`` (the logger name, e.g. ``cloudless.coordinator.dispatcher``),
 ``message``, and, when known, ``node``, ``workload``, ``replica`` and ``trace_id``. Those
 context keys come from ``bind(...)`` (a context variable, so a task's values do not leak into
 another's) or from a record's ``extra``; the trace id from the current OpenTelemetry span.

@@ -357,7 +357,7 @@ class AccessControl:
         )
         await self.users.create(name, rec.to_dict())
         self._cache.pop(name, None)
-        await self.api.hub.emit("user", f"user {name} created with role {role_name}")
+        await self.api.recorder.emit("user", f"user {name} created with role {role_name}")
         return _json(
             {
                 "user": rec.to_dict(),
@@ -389,7 +389,7 @@ class AccessControl:
         )
         await self.users.delete(name)
         self._cache.pop(name, None)
-        await self.api.hub.emit("user", f"user {name} revoked; its certificates are refused")
+        await self.api.recorder.emit("user", f"user {name} revoked; its certificates are refused")
         return _json({"revoked": name})
 
     async def whoami(self, request: web.Request) -> web.Response:
@@ -411,7 +411,7 @@ class AccessControl:
             raise ValidationError([f"role: {p}" for p in e.problems]) from None
         role = parse_role(data)
         await self.roles.put(role.name, role_to_data(role))
-        await self.api.hub.emit("user", f"role {role.name} applied")
+        await self.api.recorder.emit("user", f"role {role.name} applied")
         return _json({"role": role.to_dict()}, status=201)
 
     async def list_roles(self, request: web.Request) -> web.Response:

@@ -124,7 +124,7 @@ class AdmissionControl:
         warnings = [w.describe() for w in verdict.warnings]
         name = variables["object"]["name"]
         for w in warnings:
-            await self.api.hub.emit("policy", f"workload {name} would be denied: {w}")
+            await self.api.recorder.emit("policy", f"workload {name} would be denied: {w}")
         if verdict.allowed:
             return None, warnings
         problems = [d.describe() for d in verdict.denials]
@@ -144,7 +144,7 @@ class AdmissionControl:
         if not dry_run:
             await self.table.put(policy.name, policy.to_dict())
             self._listed = None
-            await self.api.hub.emit("policy", f"policy {policy.name} applied ({policy.mode})")
+            await self.api.recorder.emit("policy", f"policy {policy.name} applied ({policy.mode})")
         return _json(
             {"policy": policy.to_dict(), "dry_run": dry_run, "would_deny": would},
             status=200 if dry_run else 201,
@@ -178,7 +178,7 @@ class AdmissionControl:
         with contextlib.suppress(ValueError):
             if await self.table.delete(name):
                 self._listed = None
-                await self.api.hub.emit("policy", f"policy {name} deleted")
+                await self.api.recorder.emit("policy", f"policy {name} deleted")
                 return _json({"deleted": name})
         raise NotFound(f"policy {name!r} not found: list them with `cloudless policy list`")
 

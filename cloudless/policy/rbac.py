@@ -46,6 +46,7 @@ RESOURCES = (
     "services",  # service VIPs and endpoints (cloudless/network)
     "volumes",  # persistent volumes of replicas (listing; deleted with their workload)
     "secrets",  # cluster secrets: names and metadata; values are never answered
+    "configs",  # config objects (non-secret files for workloads): values are readable
 )
 NAMESPACED = frozenset({"workloads", "replicas", "logs"})
 ALL = "*"
@@ -137,6 +138,7 @@ _READABLE = (
     "console",
     "services",
     "volumes",
+    "configs",
 )
 BUILTIN_ROLES: Mapping[str, Role] = {
     r.name: r
@@ -145,7 +147,7 @@ BUILTIN_ROLES: Mapping[str, Role] = {
         Role(
             "operator",
             (
-                _rule(VERBS, ["nodes", "workloads", "replicas", "logs", "secrets"]),
+                _rule(VERBS, ["nodes", "workloads", "replicas", "logs", "secrets", "configs"]),
                 _rule(READ_VERBS, [*_READABLE, "roles"]),
             ),
             "nodes and workloads: cordon, drain, remove nodes; run and scale workloads",

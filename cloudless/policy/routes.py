@@ -88,8 +88,14 @@ ROUTES: dict[tuple[str, str], RouteAccess] = {
     ("GET", "/v1/secrets"): _r("list", "secrets"),
     ("DELETE", "/v1/secrets/{name}"): _r("delete", "secrets"),
     ("POST", "/v1/secrets/rotate"): _r("update", "secrets"),
+    ("POST", "/v1/configs"): _r("create", "configs"),
+    ("GET", "/v1/configs"): _r("list", "configs"),
+    ("GET", "/v1/configs/{name}"): _r("get", "configs"),
+    ("DELETE", "/v1/configs/{name}"): _r("delete", "configs"),
     ("GET", "/v1/workloads/{name}/rollout"): _r("get", "workloads", NsFrom.WORKLOAD),
     ("POST", "/v1/workloads/{name}/undo"): _r("update", "workloads", NsFrom.WORKLOAD),
+    ("GET", "/v1/top/replicas"): _r("list", "replicas", NsFrom.QUERY),
+    ("GET", "/v1/top/nodes"): _r("list", "nodes"),
 }
 
 

@@ -40,9 +40,11 @@ from cloudless.runtime.errors import (
     ImageNotFound,
     ImageNotPulled,
     InvalidState,
+    RegistryUnauthorized,
     StartFailed,
 )
 from cloudless.runtime.logs import read_logs
+from cloudless.runtime.oci.reference import parse_reference
 from cloudless.runtime.types import (
     LABEL_MANAGED,
     ContainerExit,
@@ -57,6 +59,7 @@ from cloudless.runtime.types import (
     LogStream,
     ProgressCallback,
     PullProgress,
+    RegistryAuth,
     check_container_id,
 )
 
@@ -75,7 +78,8 @@ class FakeBehavior:
     * ``sigterm_exit_code``: exit code when it does obey SIGTERM (a shell trap may exit 0).
     * ``pull_delay`` / ``pull_error`` / ``image_size``: how pulling its image goes.
     * ``stdout`` / ``stderr``: bytes it writes when started.
-    * ``memory_bytes`` / ``cpu_millicores``: what ``container_stats`` reports while running.
+    * ``memory_bytes`` / ``cpu_millicores`` / ``disk_write_bps`` / ``net_rx_bps``: what
+      ``container_stats`` reports while running (counters grow at these rates).
     * ``exec``: what ``exec_in_container`` does, given the command: a ``FakeExec`` (default:
       exit 0 at once). The callable may read test state, so one behaviour can turn unhealthy.
     """
@@ -93,6 +97,8 @@ class FakeBehavior:
     stderr: bytes = b""
     memory_bytes: int = 10 * 1024 * 1024
     cpu_millicores: int = 100
+    disk_write_bps: int = 0
+    net_rx_bps: int = 0  # 0: shares the host network (not measured, -1 in the stats)
     exec: Callable[[tuple[str, ...]], FakeExec] | None = None
 
 
@@ -169,6 +175,8 @@ class FakeHost:
     def __init__(self, images: Collection[str] | None = None) -> None:
         #: Refs a registry would serve; None means every ref exists.
         self.registry: set[str] | None = set(images) if images is not None else None
+        #: Registry hosts that want credentials, and the ones they accept.
+        self.registry_auth: dict[str, RegistryAuth] = {}
         self.images: dict[str, ImageInfo] = {}
         self.containers: dict[str, _FakeContainer] = {}
         self.next_pid = 1000
@@ -251,7 +259,14 @@ class FakeRuntime:
 
     # -- images --------------------------------------------------------------------------
 
-    async def pull_image(self, ref: str, progress: ProgressCallback | None = None) -> ImageInfo:
+    async def pull_image(
+        self,
+        ref: str,
+        progress: ProgressCallback | None = None,
+        *,
+        auth: RegistryAuth | None = None,
+    ) -> ImageInfo:
+        self._check_auth(ref, auth)
         if ref in self.host.images:
             info = self.host.images[ref]
             if progress:
@@ -276,6 +291,22 @@ class FakeRuntime:
             return info
         finally:
             del self._pulls[ref]
+
+    def _check_auth(self, ref: str, auth: RegistryAuth | None) -> None:
+        host = parse_reference(ref).host
+        wanted = self.host.registry_auth.get(host)
+        if wanted is None:
+            return
+        if auth is None:
+            raise RegistryUnauthorized(
+                f"registry {host} requires a username and password; set the workload's "
+                "image_pull_secret (cloudless secret create NAME --type registry)"
+            )
+        if auth != wanted:
+            raise RegistryUnauthorized(
+                f"registry {host} refused access to {ref} (HTTP 401); check the password of "
+                f"user {auth.username!r} for this registry"
+            )
 
     async def _do_pull(self, ref: str, progress: ProgressCallback | None) -> ImageInfo:
         b = self.by_image.get(ref) or self.default
@@ -381,7 +412,19 @@ class FakeRuntime:
             memory_limit_bytes=c.spec.memory_bytes,
             pids=1,
             timestamp=self.clock.now(),
+            disk_write_bytes=int(c.behavior.disk_write_bps * elapsed),
+            net_rx_bytes=int(c.behavior.net_rx_bps * elapsed) if c.behavior.net_rx_bps else -1,
+            net_tx_bytes=0 if c.behavior.net_rx_bps else -1,
         )
+
+    async def stats_all(self) -> list[ContainerStats]:
+        self._settle()
+        running = [
+            c.spec.id
+            for c in sorted(self.host.containers.values(), key=lambda c: c.spec.id)
+            if c.state is ContainerState.RUNNING
+        ]
+        return [await self.container_stats(cid) for cid in running]
 
     async def exec_in_container(
         self, container_id: str, command: Sequence[str], timeout: float = 10.0

@@ -43,6 +43,7 @@ from cloudless.runtime.types import (
     LogCursor,
     LogLine,
     ProgressCallback,
+    RegistryAuth,
 )
 
 
@@ -52,7 +53,17 @@ class ContainerRuntime(Protocol):
         """Long-lived loop (run it in the agent's TaskGroup); returns only when cancelled."""
         ...
 
-    async def pull_image(self, ref: str, progress: ProgressCallback | None = None) -> ImageInfo: ...
+    async def pull_image(
+        self,
+        ref: str,
+        progress: ProgressCallback | None = None,
+        *,
+        auth: RegistryAuth | None = None,
+    ) -> ImageInfo:
+        """``auth``: credentials for the image's registry, used for this pull only. A registry
+        refusing them (or asking for some when none are given) raises ``RegistryUnauthorized``
+        naming the registry, even when the image is already on the node."""
+        ...
 
     async def create_container(self, spec: ContainerSpec) -> ContainerStatus: ...
 
@@ -71,6 +82,10 @@ class ContainerRuntime(Protocol):
     async def list_containers(self) -> list[ContainerStatus]: ...
 
     async def container_stats(self, container_id: str) -> ContainerStats: ...
+
+    async def stats_all(self) -> list[ContainerStats]:
+        """A sample of every running container (by id), in a fixed number of calls."""
+        ...
 
     async def exec_in_container(
         self, container_id: str, command: Sequence[str], timeout: float = 10.0

@@ -7,6 +7,7 @@ spec is judged; both runtimes call it, so the fake refuses exactly what containe
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -193,7 +194,10 @@ class ContainerExit:
 
 @dataclass(frozen=True)
 class ContainerStats:
-    """A point-in-time sample. ``cpu_ns`` is cumulative CPU time; diff two samples for a rate."""
+    """A point-in-time sample. ``cpu_ns`` and the byte counters are cumulative; diff two
+    samples for a rate. ``disk_*``: block I/O through the cgroup (writes reach it when flushed
+    to a device; tmpfs and page-cache-only writes never do). ``net_*``: -1 when not measured
+    (the container shares the host's network namespace, so no counter is its own)."""
 
     id: str
     cpu_ns: int
@@ -201,6 +205,10 @@ class ContainerStats:
     memory_limit_bytes: int
     pids: int
     timestamp: float
+    disk_read_bytes: int = 0
+    disk_write_bytes: int = 0
+    net_rx_bytes: int = -1
+    net_tx_bytes: int = -1
 
 
 #: Most output an exec keeps (the start of it): a probe needs a reason, not a transcript.
@@ -238,6 +246,21 @@ class PullProgress:
 
 
 ProgressCallback = Callable[[PullProgress], None]
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    """Credentials for one pull from a private registry (basic auth, or the token service's
+    credentials under bearer auth). Held in memory for the pull; never logged (repr hides the
+    password) nor written to disk."""
+
+    username: str
+    password: str = field(repr=False)
+
+    def fingerprint(self) -> str:
+        """A short digest telling credentials apart (cache keys) without holding them."""
+        digest = hashlib.sha256(f"{self.username}\0{self.password}".encode()).hexdigest()
+        return digest[:16]
 
 
 class LogStream(enum.StrEnum):

@@ -126,6 +126,8 @@ class CertificateAuthority:
         self._bundle: tuple[tuple[x509.Certificate, ...], TrustBundle] | None = None
         self._digest = certificate_digest(root)
         self._ski = x509.SubjectKeyIdentifier.from_public_key(root.public_key())
+        # what ``_issue`` signs with, replaced as one (signing runs in worker threads)
+        self._signer = (root, key, self._ski)
         # (key, root digest) that secrets keys are derived from: the first root's
         self._secrets_root: tuple[CertificateIssuerPrivateKeyTypes, str] = (key, self._digest)
 
@@ -259,6 +261,7 @@ class CertificateAuthority:
         self._key = key
         self._digest = certificate_digest(root)
         self._ski = x509.SubjectKeyIdentifier.from_public_key(root.public_key())
+        self._signer = (root, key, self._ski)
         self._set_extra_roots(
             tuple(
                 r for r in (*self._extra_roots, previous) if certificate_digest(r) != self._digest
@@ -408,8 +411,9 @@ class CertificateAuthority:
         ttl = LEAF_TTL_SECONDS if ttl_seconds is None else int(ttl_seconds)
         if ttl <= 0:
             raise SecurityError(f"ttl_seconds={ttl_seconds} must be positive")
+        root, signing_key, ski = self._signer
         now = self.clock.now()
-        not_after = min(utc(now + ttl), self.root.not_valid_after_utc)
+        not_after = min(utc(now + ttl), root.not_valid_after_utc)
         sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe_id.uri)]
         sans += [x509.DNSName(d) for d in dns]
         sans += [x509.IPAddress(i) for i in ips]
@@ -424,7 +428,7 @@ class CertificateAuthority:
                     ]
                 )
             )
-            .issuer_name(self.root.subject)
+            .issuer_name(root.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(utc(now - BACKDATE_SECONDS))
@@ -448,10 +452,10 @@ class CertificateAuthority:
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False)
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(self._ski), False
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False
             )
         )
-        cert = builder.sign(self._key, hashes.SHA256())
+        cert = builder.sign(signing_key, hashes.SHA256())
         return cert.public_bytes(serialization.Encoding.PEM)
 
     def _signing_key(self) -> CertificateIssuerPrivateKeyTypes:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -44,9 +44,11 @@ class Sealed:
     version: int = 1
     created_at: float = 0.0
     updated_at: float = 0.0
+    type: str = "opaque"  # or "registry": credentials for image pulls (model.registry_auth)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "type": self.type,
             "name": self.name,
             "generation": self.generation,
             "nonce": base64.b64encode(self.nonce).decode(),
@@ -68,12 +70,14 @@ class Sealed:
             version=int(d.get("version", 1)),
             created_at=float(d.get("created_at", 0.0)),
             updated_at=float(d.get("updated_at", 0.0)),
+            type=str(d.get("type", "opaque")),
         )
 
     def metadata(self) -> dict[str, Any]:
         """What the API shows: everything but the sealed bytes."""
         return {
             "name": self.name,
+            "type": self.type,
             "size": self.size,
             "version": self.version,
             "generation": self.generation,
@@ -110,6 +114,6 @@ class SecretBox:
     def reseal(self, s: Sealed, now: float = 0.0) -> Sealed:
         """``s`` under the current generation (same version: the value did not change)."""
         new = self.seal(s.name, self.open(s), version=s.version, now=now)
-        return Sealed(
-            s.name, new.generation, new.nonce, new.ciphertext, s.size, s.version, s.created_at, now
+        return replace(
+            s, generation=new.generation, nonce=new.nonce, ciphertext=new.ciphertext, updated_at=now
         )

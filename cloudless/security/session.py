@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from cryptography import x509
 
 from cloudless.lib.clock import Clock
+from cloudless.lib.first import first_of
 from cloudless.security.errors import PermissionDenied
 from cloudless.security.identity import load_certificate
 from cloudless.security.revocation import RevocationList
@@ -82,17 +83,15 @@ class RevocationGuard:
             if asyncio.iscoroutine(aw):
                 aw.close()  # never started: do not leave it un-awaited
             raise self.ended
-        work = asyncio.ensure_future(aw)
-        ended = asyncio.ensure_future(self._ended_event.wait())
         try:
-            await asyncio.wait({work, ended}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for f in (work, ended):
-                if not f.done():
-                    f.cancel()
-            await asyncio.gather(work, ended, return_exceptions=True)
+            which, value = await first_of(aw, self._ended_event.wait())
+        except Exception:
+            self.raise_if_ended()  # the session's end outranks the work's failure
+            raise
         self.raise_if_ended()
-        return work.result()
+        assert which == 0
+        result: T = value
+        return result
 
     def _on_revocation(self) -> None:
         entry = self.revocations.check(self.cert)

@@ -5,7 +5,7 @@ this package.
 * ``channel_checks``: the agent-coordinator channel contract (``cloudless.transport``),
   run against the gRPC and the in-memory implementation by ``tests/contract/transport``.
 * ``sim``: ``SimCluster``, a whole cluster on one fake clock running the real agent
-  (``Link``, ``Supervisor``) and the real coordinator (``Leadership``, ``AgentHub``,
+  (``Link``, ``Supervisor``) and the real coordinator (``Leadership``, ``AgentPlane``,
   ``Reconciler``, ``AgentSessions``) over the in-memory transport (``tests/sim``, benches).
 * ``fake_placer``: a scripted ``Placer`` for reconciler tests (it passes the placer
   contract suite, ``tests/contract/coordinator``).

@@ -4,7 +4,7 @@
 session with its ``SessionHandler`` in its own task group (``run()``); stopping it (cancelling
 ``run``) breaks every session it holds, as a coordinator process that dies does. A
 ``MemoryDialer`` connects as one node (the authenticated id the handler is given) and keeps
-its open ``MemoryConnection``\\ s, on which a test injects what a network does:
+its open connections (``MemoryConnection``), on which a test injects what a network does:
 
 * ``vanish()``: both ends break at once (a killed process whose kernel resets the socket);
 * ``cut()``: nothing crosses any more and nothing says so (no FIN); ``break_coordinator_end()``

@@ -26,9 +26,9 @@ LATE = 0.1 + 1e-6  # one hub tick
 
 
 def _sessions(sim: SimCluster) -> set[str]:
-    """The nodes with a session on the leader's hub."""
+    """The nodes with a session on the leader's dispatcher."""
     leader = sim.leader()
-    return set() if leader is None else set(leader.hub.sessions)
+    return set() if leader is None else set(leader.dispatcher.sessions)
 
 
 def all_ready(v: SimView) -> bool:
@@ -284,7 +284,7 @@ async def test_leader_cut_from_store_hands_agents_over_without_alarms() -> None:
             lambda v: v.leader not in (None, old.name), within=10, what="new leader"
         )
         assert took <= 5.0 + LATE
-        assert not old.hub.sessions  # the isolated coordinator serves nobody
+        assert not old.dispatcher.sessions  # the isolated coordinator serves nobody
         await sim.until(
             lambda v: all(a.connected and a.node_id in _sessions(sim) for a in agents),
             within=6,
@@ -334,7 +334,7 @@ async def test_a_broken_store_watch_restarts_one_leader_loop_not_every_session()
         await sim.apply(spec("web", 3))
         await sim.until(lambda v: len(v.running("web")) == 3, within=5, what="3 running")
         await sim.run_for(2.0)
-        assert leader.hub.membership.state("node-0001") is S.CORDONED
+        assert leader.agents.liveness.membership.state("node-0001") is S.CORDONED
         assert [a.stats.sessions for a in agents] == sessions
         assert sim.leader() is leader
 

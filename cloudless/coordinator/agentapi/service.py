@@ -12,6 +12,7 @@ served by ``AgentSessions`` over the gRPC channel of ``cloudless.transport``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -25,7 +26,8 @@ from cloudless.coordinator.agentapi.checks import enrollment_problems, reserved_
 from cloudless.coordinator.agentapi.enrollment import Enroller
 from cloudless.coordinator.agentapi.sessions import AgentSessions
 from cloudless.coordinator.agentapi.sessions import details as _details
-from cloudless.coordinator.dispatcher.hub import AgentHub
+from cloudless.coordinator.dispatcher.dispatcher import Dispatcher
+from cloudless.coordinator.eventlog.recorder import EventRecorder
 from cloudless.coordinator.state.cluster import ClusterState
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError, ValidationError
@@ -59,7 +61,8 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
         self,
         *,
         state: ClusterState,
-        hub: AgentHub,
+        dispatcher: Dispatcher,
+        events: EventRecorder,
         ca: CertificateAuthority,
         tokens: TokenManager,
         authorizer: Authorizer,
@@ -68,7 +71,8 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
         agent_endpoints: Callable[[], list[str]],
     ) -> None:
         self.state = state
-        self.hub = hub
+        self.dispatcher = dispatcher
+        self.events = events
         self.ca = ca
         self.tokens = tokens
         self.authorizer = authorizer
@@ -79,7 +83,7 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
         self._endpoints_lock = asyncio.Lock()
         self._others: tuple[float, list[str]] | None = None  # (when listed, agent endpoints)
         self.sessions = AgentSessions(
-            hub=hub,
+            dispatcher=dispatcher,
             clock=clock,
             leader_address=leader_address,
             agent_endpoints=agent_endpoints,
@@ -172,7 +176,7 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
     async def _all_agent_endpoints(self) -> list[str]:
         """This coordinator's endpoints, then every registered coordinator's. The registry is
         listed at most once per ``ENDPOINTS_TTL_S`` (not once per enrollment)."""
-        from cloudless.coordinator.wiring.joining import known_coordinators
+        from cloudless.coordinator.state.coordinators import known_coordinators
 
         async with self._endpoints_lock:
             now = self.clock.monotonic()
@@ -187,7 +191,7 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
     async def _refused(self, message: str) -> None:
         """A security refusal: logged, and recorded in the event stream."""
         security_log.warning(message)
-        await self.hub.emit("security", message)
+        await self.events.emit("security", message)
 
     # ---- control ---------------------------------------------------------------------------
 
@@ -203,14 +207,17 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
         self, request: pb.RenewRequest, context: grpc.aio.ServicerContext
     ) -> pb.RenewResponse:
         node_id = await self._authorize_node(context)
-        try:
-            cert = self.ca.sign_csr(
-                request.csr_pem, SpiffeId.node(node_id, self.ca.trust_domain), CertKind.NODE
+        try:  # signing with the root key takes milliseconds: off the event loop
+            cert = await asyncio.to_thread(
+                self.ca.sign_csr,
+                request.csr_pem,
+                SpiffeId.node(node_id, self.ca.trust_domain),
+                CertKind.NODE,
             )
         except CloudlessError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             raise
-        await self.hub.emit("node", f"node {node_id} renewed its certificate", node=node_id)
+        await self.events.emit("node", f"node {node_id} renewed its certificate", node=node_id)
         return pb.RenewResponse(cert_pem=cert, ca_bundle_pem=self.ca.bundle_pem)
 
     async def StoreProxy(
@@ -246,12 +253,15 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
             await self._refused(f"workload identity for node {node_id} refused: {why}")
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
         try:
-            cert = self.ca.sign_csr(
-                request.csr_pem,
-                svid.workload_identity(request.replica_id, self.ca.trust_domain),
-                CertKind.WORKLOAD,
-                ttl_seconds=svid.clamp_ttl(request.ttl_seconds),
-                common_name=request.workload,
+            cert = await asyncio.to_thread(
+                functools.partial(
+                    self.ca.sign_csr,
+                    request.csr_pem,
+                    svid.workload_identity(request.replica_id, self.ca.trust_domain),
+                    CertKind.WORKLOAD,
+                    ttl_seconds=svid.clamp_ttl(request.ttl_seconds),
+                    common_name=request.workload,
+                )
             )
         except CloudlessError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"csr_pem: {e}")

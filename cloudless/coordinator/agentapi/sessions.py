@@ -3,10 +3,11 @@
 Whatever the transport (gRPC with mutual TLS in the product, in memory in the simulator), a
 session is served the same way: while no leader is known the stream is held open (an empty
 message every ``NUDGE_S``) for up to ``HOLD_WITHOUT_LEADER_S``, then the agent is redirected
-(a follower redirects at once to the leader it knows); once the hub opens a session, one task
-reads the agent's messages (checked by ``agent_input``; a bad one ends the session
-``INVALID_ARGUMENT``, a node speaking for another ``PERMISSION_DENIED``) and the hub's outbox
-is written to the channel in order until a redirect, the agent's close or a refusal.
+(a follower redirects at once to the leader it knows); once the dispatcher opens a session,
+one task reads the agent's messages (checked by ``agentapi.checks``; a bad one ends the
+session ``INVALID_ARGUMENT``, a node speaking for another ``PERMISSION_DENIED``) and the
+dispatcher's outbox is written to the channel in order until a redirect, the agent's close
+or a refusal.
 Refusals are ``Refused`` with the reason, also recorded as security events.
 """
 
@@ -24,7 +25,7 @@ from cloudless.coordinator.agentapi.checks import (
     clean_statuses,
     heartbeat_problems,
 )
-from cloudless.coordinator.dispatcher.hub import AgentHub, NotLeader, Session
+from cloudless.coordinator.dispatcher.dispatcher import Dispatcher, NotLeader, Session
 from cloudless.lib.clock import Clock
 from cloudless.store.errors import StoreError
 from cloudless.transport.channel import ChannelError, CoordinatorEnd, RefusalCode, Refused
@@ -56,13 +57,13 @@ class AgentSessions:
     def __init__(
         self,
         *,
-        hub: AgentHub,
+        dispatcher: Dispatcher,
         clock: Clock,
         leader_address: Callable[[], str | None],
         agent_endpoints: Callable[[], list[str]],
         refused: Callable[[str], Awaitable[None]],
     ) -> None:
-        self.hub = hub
+        self.dispatcher = dispatcher
         self.clock = clock
         self.leader_address = leader_address
         self.agent_endpoints = agent_endpoints
@@ -100,16 +101,16 @@ class AgentSessions:
                 reader.cancel()
             elif not reader.cancelled():
                 reader.exception()  # retrieved: the stream's end was already handled
-            self.hub.close_session(session)
+            self.dispatcher.close_session(session)
 
     async def _open(self, node_id: str, ch: CoordinatorEnd) -> Session | None:
-        """The hub's session for ``node_id``; ``None`` once the agent has been redirected."""
+        """The dispatcher's session for ``node_id``; ``None`` once the agent has been redirected."""
         held_until = self.clock.monotonic() + self.HOLD_WITHOUT_LEADER_S
         nudge_at = self.clock.monotonic() + self.NUDGE_S
         try:
             while True:
                 try:
-                    return await self.hub.open_session(node_id)
+                    return await self.dispatcher.open_session(node_id)
                 except NotLeader:
                     leader = self.leader_address() or ""
                     now = self.clock.monotonic()
@@ -123,14 +124,14 @@ class AgentSessions:
                             )
                         )
                         return None
-                    # No leader yet, or it is us and the hub is starting: hold the stream.
+                    # No leader yet, or it is us and the dispatcher is starting: hold the stream.
                     # Redirected now, the agent would only come back; thousands doing so
                     # after a leader change are a reconnect storm that keeps the machine
                     # too busy to elect one. An empty message keeps its silence timer fed.
                     if now >= nudge_at:
                         nudge_at = now + self.NUDGE_S
                         await ch.send(pb.CoordinatorMessage())
-                    await self.hub.wait_active(max(0.0, min(nudge_at, held_until) - now))
+                    await self.dispatcher.wait_active(max(0.0, min(nudge_at, held_until) - now))
         except PermissionError as e:
             await self.refused(f"connect from {node_id} refused: {e}")
             raise Refused(RefusalCode.PERMISSION_DENIED, str(e)) from None
@@ -152,7 +153,7 @@ class AgentSessions:
                     )
                     raise PermissionError(f"{node_id} may not speak as {msg.hello.node_id}")
                 self._clean(node_id, msg.hello.replicas)
-                await self.hub.on_hello(session, msg.hello)
+                await self.dispatcher.on_hello(session, msg.hello)
             elif kind == "heartbeat":
                 problems = heartbeat_problems(msg.heartbeat)
                 if problems:
@@ -164,15 +165,15 @@ class AgentSessions:
                     ack.coordinators.extend(self.agent_endpoints())
                     session.outbox.put_nowait(pb.CoordinatorMessage(ack=ack))
 
-                await self.hub.on_heartbeat(session, msg.heartbeat, send)
+                await self.dispatcher.on_heartbeat(session, msg.heartbeat, send)
             elif kind == "log":
-                if not self.hub.on_log(node_id, msg.log):
+                if not self.dispatcher.on_log(node_id, msg.log):
                     await self.refused(
                         f"node {node_id} sent a log chunk for a request it was not sent; dropped"
                     )
             elif kind == "goodbye":
                 clean_goodbye(msg.goodbye)
-                await self.hub.on_goodbye(session, msg.goodbye)
+                await self.dispatcher.on_goodbye(session, msg.goodbye)
             elif kind == "leave":
                 clean_leave(msg.leave)
-                await self.hub.on_leave(session, msg.leave)
+                await self.dispatcher.on_leave(session, msg.leave)

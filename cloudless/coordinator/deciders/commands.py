@@ -17,7 +17,9 @@ Rules:
 * delete marks the workload deleted (the reconciler stops its replicas, then removes it);
   deleting again writes nothing unless it now also asks for the volumes.
 * cordon, uncordon and drain move a node as ``cloudless.model.node.transition`` allows;
-  a move it refuses is refused with its reason (409); a node already there is no write.
+  a move it refuses is refused with its reason (409); a node already there is no write. A
+  drain may carry a deadline (a ``drain`` departure); any other user move clears a
+  ``drain`` departure set before.
 * remove marks the node removed (its certificate is revoked by the caller).
 * a record that is not there is refused as not found (404).
 """
@@ -29,6 +31,7 @@ from typing import Generic, Literal, TypeVar
 
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.errors import CloudlessError, Conflict, NotFound
+from cloudless.model.departure import Departure, DepartureKind
 from cloudless.model.node import Node, NodeState
 from cloudless.model.workload import WorkloadSpec
 
@@ -117,13 +120,27 @@ def delete(cur: WorkloadRecord | None, name: str, *, volumes: bool) -> Decision[
 # ---- nodes ---------------------------------------------------------------------------------
 
 
-def set_node_state(cur: Node | None, node_id: str, target: NodeState, verb: str) -> Decision[Node]:
-    """Move ``node_id`` to ``target`` as ``transition`` allows (``verb`` names the command)."""
+def set_node_state(
+    cur: Node | None,
+    node_id: str,
+    target: NodeState,
+    verb: str,
+    departure: Departure | None = None,
+) -> Decision[Node]:
+    """Move ``node_id`` to ``target`` as ``transition`` allows (``verb`` names the command);
+    ``departure``: the drain's deadline, if any."""
     if cur is None:
         return Decision(refused=node_not_found(node_id))
     new, why = cur.moved_to(target)
     if why:
         return Decision(refused=Refusal("conflict", f"cannot {verb} node {node_id}: {why}"))
+    dep = cur.departure
+    if departure is not None:
+        dep = departure
+    elif dep is not None and dep.kind is DepartureKind.DRAIN:
+        dep = None
+    if dep != cur.departure:
+        new = replace(new or cur, departure=dep)
     return Decision(new, f"node {node_id} {verb}ed")
 
 
@@ -135,8 +152,8 @@ def uncordon(cur: Node | None, node_id: str) -> Decision[Node]:
     return set_node_state(cur, node_id, NodeState.READY, "uncordon")
 
 
-def drain(cur: Node | None, node_id: str) -> Decision[Node]:
-    return set_node_state(cur, node_id, NodeState.DRAINING, "drain")
+def drain(cur: Node | None, node_id: str, departure: Departure | None = None) -> Decision[Node]:
+    return set_node_state(cur, node_id, NodeState.DRAINING, "drain", departure)
 
 
 def remove(cur: Node | None, node_id: str) -> Decision[Node]:

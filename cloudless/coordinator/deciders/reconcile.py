@@ -14,8 +14,10 @@ transactions; agents act on the store's new contents. Rules, per workload:
 * replicas on a draining node get replacements first and are stopped once enough replicas
   are ready elsewhere (make-before-break); planned departures and owner-reserved hours drain
   nodes and bound the wait by a deadline (``departures.decide_departures`` has the rules);
-* a changed spec rolls out in place, in batches gated on readiness, and rolls back
-  automatically when a batch fails (``rollout.decide_rollout`` has the rules);
+* a changed spec rolls out in place, in batches gated on readiness, or start first with
+  ``update.max_surge`` (new replicas placed beside the old, which are stopped as the new ones
+  become ready, so the count runs over ``replicas`` on purpose), and rolls back automatically
+  when a batch fails (``rollout.decide_rollout`` has the rules);
 * a deleted workload has all its replicas stopped, then its record removed;
 * a workload with volumes keeps stable replica ids on the nodes holding their data
   (``stateful``: its own rules for placement, node loss and scale down).
@@ -28,8 +30,9 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from cloudless.coordinator.deciders.departures import SetDeparture, decide_departures
-from cloudless.coordinator.deciders.rollout import decide_rollout
+from cloudless.coordinator.deciders.rollout import RolloutPlan, decide_rollout, surging
 from cloudless.coordinator.deciders.stateful import keep_lost, plan_stateful, replica_id
+from cloudless.coordinator.state.cluster_view import ClusterView
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.ids import IdSource
 from cloudless.model.node import Node, NodeState
@@ -66,13 +69,6 @@ class Placer(Protocol):
     ) -> list[Replica]:
         """``candidates`` best first (the ones to keep when there are too many)."""
         ...
-
-
-@dataclass(frozen=True)
-class ClusterView:
-    nodes: Mapping[str, Node]
-    workloads: Mapping[str, WorkloadRecord]
-    replicas: Mapping[str, Replica]
 
 
 @dataclass(frozen=True)
@@ -258,21 +254,11 @@ def _reconcile_workload(
     settled = [r for r in live if view.nodes[r.node_id].state is not NodeState.DRAINING]
     missing = spec.replicas - len(settled)
 
+    created: list[Replica] = []
     if missing > 0:
         # Draining replicas hold their slot until a replacement exists.
         result = placer.place(nodes, list(work.replicas.values()), specs, spec, missing)
-        for node_id in result.node_ids:
-            r = Replica(
-                id=ids.new_id(f"{spec.name}-"),
-                workload=spec.name,
-                node_id=node_id,
-                spec_version=rec.version,
-                created_at=now,
-                updated_at=now,
-                trace=rec.trace,
-            )
-            work.replicas[r.id] = r
-            work.actions.append(CreateReplica(r))
+        created = _create(work, rec, result.node_ids, ids, now)
         unplaced = missing - len(result.node_ids)
         if (unplaced, result.reason if unplaced else "") != (rec.unplaced, rec.unplaced_reason):
             work.actions.append(SetUnplaced(spec.name, unplaced, result.reason if unplaced else ""))
@@ -284,7 +270,9 @@ def _reconcile_workload(
         for r in draining:
             _update(work, replace(r, desired=DesiredState.STOPPED, updated_at=now), "node draining")
 
-    if len(settled) > spec.replicas:
+    # Start-first roll-outs run over the count on purpose; the decider retires the old ones.
+    surplus_is_surge = surging(rec) and any(r.spec_version != rec.version for r in settled)
+    if len(settled) > spec.replicas and not surplus_is_surge:
         ranked = placer.rank(nodes, list(work.replicas.values()), specs, spec, settled)
         # Running replicas first, each group in the placer's order.
         order = {r.id: i for i, r in enumerate(ranked)}
@@ -299,7 +287,36 @@ def _reconcile_workload(
                 f"workload has {len(settled)} replicas, wants {spec.replicas}",
             )
 
-    _roll_out(work, rec, settled, now)
+    plan = _roll_out(work, rec, settled + created, now)
+    if plan.surge:
+        result = placer.place(nodes, list(work.replicas.values()), specs, spec, plan.surge)
+        _create(work, rec, result.node_ids, ids, now)
+    for r in plan.retire:
+        _update(
+            work,
+            replace(r, desired=DesiredState.STOPPED, updated_at=now),
+            f"replaced by a ready replica of spec version {rec.version}",
+        )
+
+
+def _create(
+    work: _Work, rec: WorkloadRecord, node_ids: Sequence[str], ids: IdSource, now: float
+) -> list[Replica]:
+    out = []
+    for node_id in node_ids:
+        r = Replica(
+            id=ids.new_id(f"{rec.name}-"),
+            workload=rec.name,
+            node_id=node_id,
+            spec_version=rec.version,
+            created_at=now,
+            updated_at=now,
+            trace=rec.trace,
+        )
+        work.replicas[r.id] = r
+        work.actions.append(CreateReplica(r))
+        out.append(r)
+    return out
 
 
 def _reconcile_stateful(
@@ -343,8 +360,9 @@ def _reconcile_stateful(
     _roll_out(work, rec, plan.live, now)
 
 
-def _roll_out(work: _Work, rec: WorkloadRecord, settled: list[Replica], now: float) -> None:
-    """Apply the roll-out decider (``rollout.decide_rollout``) to the replicas that stay."""
+def _roll_out(work: _Work, rec: WorkloadRecord, settled: list[Replica], now: float) -> RolloutPlan:
+    """Apply the roll-out decider (``rollout.decide_rollout``) to the replicas that stay; the
+    plan's surge and retirements are the caller's (stateless workloads only)."""
     kept = [
         work.replicas[r.id] for r in settled if work.replicas[r.id].desired is DesiredState.RUNNING
     ]
@@ -360,6 +378,7 @@ def _roll_out(work: _Work, rec: WorkloadRecord, settled: list[Replica], now: flo
     if plan.rollback is not None:
         b = plan.rollback
         work.actions.append(RollBack(rec.name, b.from_version, b.spec, b.reason))
+    return plan
 
 
 def _update(work: _Work, r: Replica, reason: str) -> None:

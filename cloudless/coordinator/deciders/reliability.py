@@ -1,6 +1,6 @@
 """Per-node reliability, measured by the leader and fed to the scheduler.
 
-``ReliabilityTracker`` is pure bookkeeping over events the hub already sees, with times
+``ReliabilityTracker`` is pure bookkeeping over events liveness already sees, with times
 passed in. Components (each in [0, 1]; weights in ``cloudless.model.reliability``):
 
 * uptime: the fraction of the observation window (``window_s``, default 1 h) the node was

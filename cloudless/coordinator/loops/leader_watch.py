@@ -41,6 +41,7 @@ import grpc
 import grpc.aio
 
 from cloudless.lib.clock import Clock, SystemClock
+from cloudless.lib.first import first_of
 from cloudless.lib.keepalive import Keepalive
 from cloudless.store.election import Election, Leadership
 from cloudless.store.errors import StoreError
@@ -171,25 +172,25 @@ class LeaderWatch:
     async def run(self) -> None:
         task: asyncio.Task[None] | None = None
         watched = 0
-        try:
-            async for lead in self.election.changes():
-                if lead.term == watched:
-                    continue
+        async with asyncio.TaskGroup() as tg:
+            try:
+                async for lead in self.election.changes():
+                    if lead.term == watched:
+                        continue
+                    if task is not None:
+                        task.cancel()
+                        # until it ends; raises only if we are cancelled (suppressing the task's
+                        # CancelledError around ``await task`` would swallow ours too)
+                        await asyncio.wait([task])
+                        task = None
+                    watched = 0
+                    address = self._address(lead)
+                    if address is not None:
+                        watched = lead.term
+                        task = tg.create_task(self._watch(lead, address))
+            finally:
                 if task is not None:
                     task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-                    task = None
-                watched = 0
-                address = self._address(lead)
-                if address is not None:
-                    watched = lead.term
-                    task = asyncio.create_task(self._watch(lead, address))
-        finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
 
     def _address(self, lead: Leadership) -> str | None:
         if lead.is_me or lead.leader is None or lead.term == 0:
@@ -220,14 +221,13 @@ class LeaderWatch:
                     if at is None:
                         up = await nxt
                     else:
-                        timer = asyncio.ensure_future(self.clock.sleep(at - self.clock.monotonic()))
-                        try:
-                            await asyncio.wait({nxt, timer}, return_when=asyncio.FIRST_COMPLETED)
-                        finally:
-                            timer.cancel()
-                        if not nxt.done():
+                        # the next sighting before the timer when both come in one turn
+                        which, up = await first_of(
+                            nxt, self.clock.sleep(at - self.clock.monotonic())
+                        )
+                        if which == 1:
+                            nxt = None  # cancelled and awaited by first_of
                             break
-                        up = nxt.result()
                     nxt = None
                     sighting.observe(up, self.clock.monotonic())
             finally:
@@ -264,14 +264,5 @@ class LeaderWatch:
 
     async def _within(self, seconds: float, aw: Coroutine[Any, Any, bool]) -> bool | None:
         """``aw``'s result, or ``None`` (and ``aw`` cancelled) after ``seconds`` on our clock."""
-        task: asyncio.Task[bool] = asyncio.ensure_future(aw)
-        timer = asyncio.ensure_future(self.clock.sleep(seconds))
-        try:
-            await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            timer.cancel()
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        return None if task.cancelled() else task.result()
+        which, value = await first_of(aw, self.clock.sleep(seconds))
+        return bool(value) if which == 0 else None

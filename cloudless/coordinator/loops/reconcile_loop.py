@@ -27,7 +27,6 @@ from typing import Any
 from cloudless.coordinator.deciders.departures import SetDeparture
 from cloudless.coordinator.deciders.reconcile import (
     Action,
-    ClusterView,
     CreateReplica,
     DeleteReplica,
     DeleteWorkload,
@@ -40,6 +39,7 @@ from cloudless.coordinator.deciders.reconcile import (
     reconcile,
 )
 from cloudless.coordinator.state.cluster import ClusterState, Snapshot, event
+from cloudless.coordinator.state.cluster_view import ClusterView
 from cloudless.coordinator.state.live_view import LiveView, placement_fingerprint
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.clock import Clock

@@ -1,19 +1,19 @@
-"""Decrypted secret values in the coordinator's memory, for the hub's assignments.
+"""Decrypted secret values in the coordinator's memory, for the dispatcher's assignments.
 
 The only place values exist in clear on a coordinator. ``run()`` lists the secrets table and
 follows its watch (re-listing after any store error), opening each sealed value with the
-cluster key; ``on_change(names)`` tells the hub which secrets changed so it re-pushes the
-assignments of the nodes whose replicas use them. A value that cannot be opened is left out
+cluster key; ``on_change(names)`` tells the dispatcher which secrets changed so it re-pushes
+the assignments of the nodes whose replicas use them. A value that cannot be opened is left out
 (the replica then fails on its node with a reason) and logged by name only.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
 
+from cloudless.lib.clock import Clock, SystemClock
 from cloudless.lib.errors import CloudlessError
 from cloudless.security.secretbox import Sealed, SecretBox
 from cloudless.store.errors import StoreError
@@ -27,8 +27,13 @@ log = logging.getLogger("cloudless.coordinator.secrets")
 
 class SecretCache:
     def __init__(
-        self, store: Store, box: SecretBox, on_change: Callable[[set[str]], None] = lambda n: None
+        self,
+        store: Store,
+        box: SecretBox,
+        on_change: Callable[[set[str]], None] = lambda n: None,
+        clock: Clock | None = None,
     ) -> None:
+        self.clock: Clock = clock or SystemClock()
         self.table: Table[dict[str, Any]] = SECRETS.bind(store)
         self.box = box
         self.on_change = on_change
@@ -67,4 +72,4 @@ class SecretCache:
                     self.on_change({ev.name})
             except StoreError as e:
                 log.warning("secrets watch: %s; listing again", e)
-                await asyncio.sleep(1.0)
+                await self.clock.sleep(1.0)

@@ -7,13 +7,14 @@ decision never mixes two moments.
 
 from __future__ import annotations
 
+import itertools
 import json
-import time
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from cloudless.coordinator.deciders.reconcile import ClusterView
+from cloudless.coordinator.state.cluster_view import ClusterView
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.model.node import Node
 from cloudless.model.replica import Replica
@@ -90,9 +91,16 @@ class ClusterState:
         return Snapshot(view, rev, problems)
 
 
+# Distinguishes two coordinators' events written in the same microsecond (three digits, as
+# the counter; the key keeps its former length).
+_EVENT_TAG = f"{os.getpid() % 1000:03d}"
+_EVENT_SEQ = itertools.count()
+
+
 def event(kind: str, message: str, at: float, **fields: Any) -> tuple[str, dict[str, Any]]:
-    """An event record and its key (time-ordered, unique enough across coordinators)."""
-    name = f"{int(at * 1e6):020d}-{time.perf_counter_ns() % 1_000_000:06d}"
+    """An event record and its key (time-ordered, unique enough across coordinators: the
+    microsecond, then this process's tag and a counter for events in the same microsecond)."""
+    name = f"{int(at * 1e6):020d}-{_EVENT_TAG}{next(_EVENT_SEQ) % 1000:03d}"
     body = {"kind": kind, "message": message, "at": at, **fields}
     json.dumps(body)  # must be JSON-able: fail here, not in the store
     return name, body

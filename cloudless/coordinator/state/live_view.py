@@ -33,11 +33,12 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
-from cloudless.coordinator.deciders.reconcile import ClusterView
 from cloudless.coordinator.state.cluster import ClusterState, Snapshot
+from cloudless.coordinator.state.cluster_view import ClusterView
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.backoff import Backoff
 from cloudless.lib.clock import Clock
+from cloudless.lib.first import first_of
 from cloudless.model.node import Node
 from cloudless.model.replica import Replica
 from cloudless.store.errors import Compacted, DecodeError, StoreError
@@ -278,16 +279,12 @@ class LiveView:
         does."""
         if self._revision >= revision:
             return True
-        timer = asyncio.ensure_future(self.clock.sleep(within))
-        try:
-            while self._revision < revision and not timer.done():
-                advanced = asyncio.ensure_future(self._advanced.wait())
-                try:
-                    await asyncio.wait({advanced, timer}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    advanced.cancel()
-        finally:
-            timer.cancel()
+        deadline = self.clock.monotonic() + within
+        while self._revision < revision:
+            left = deadline - self.clock.monotonic()
+            if left <= 0:
+                break
+            await first_of(self._advanced.wait(), self.clock.sleep(left))
         return self._revision >= revision
 
 

@@ -24,17 +24,18 @@ import logging
 import re
 import secrets
 import ssl
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aiohttp import web
 from cryptography import x509
 from opentelemetry.trace import Span
 
+from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.churn.keeper import describe_node, history_model, history_table, with_reserved
 from cloudless.churn.target import predict
-from cloudless.coordinator.dispatcher.hub import AgentHub
+from cloudless.coordinator.deciders import commands
 from cloudless.coordinator.eventlog.query import (
     CONTINUE_HEADER,
     MORE_HEADER,
@@ -42,7 +43,9 @@ from cloudless.coordinator.eventlog.query import (
     feed,
     read_page,
 )
+from cloudless.coordinator.eventlog.recorder import EventRecorder
 from cloudless.coordinator.state.cluster import ClusterState
+from cloudless.coordinator.state.node_view import NodeView
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.coordinator.userapi.errors import (
     MAX_BODY,
@@ -60,6 +63,7 @@ from cloudless.coordinator.userapi.models import (
 )
 from cloudless.coordinator.userapi.rollout_routes import RolloutApi
 from cloudless.coordinator.userapi.secrets_routes import SecretsApi
+from cloudless.coordinator.userapi.top_routes import LiveUsage, TopApi
 from cloudless.coordinator.userapi.volumes import volume_rows
 from cloudless.lib.bounded import load_json, show
 from cloudless.lib.clock import Clock
@@ -86,6 +90,7 @@ from cloudless.security.revocation import RevocationList
 from cloudless.security.secretbox import SecretBox
 from cloudless.security.tokens import TokenManager, TokenUse
 from cloudless.store.errors import DecodeError
+from cloudless.store.fence import Fence
 from cloudless.store.table import Table
 from cloudless.store.tables.revocations import Revocation as StoredRevocation
 from cloudless.store.types import Listing
@@ -170,12 +175,30 @@ def workload_view(rec: WorkloadRecord, replicas: list[Replica] | None = None) ->
     return out
 
 
+T = TypeVar("T")
+
+
+class LogSource(Protocol):
+    """Where ``GET /v1/replicas/{id}/logs`` gets a replica's logs (the dispatcher routes the
+    request to the agent holding it). ``LookupError``: no such replica; ``ConnectionError``:
+    its node is not connected."""
+
+    def __call__(
+        self, replica_id: str, *, follow: bool, tail: int, request_id: str
+    ) -> AbstractAsyncContextManager[asyncio.Queue[pb.LogChunk]]: ...
+
+
 class UserApi:
     def __init__(
         self,
         *,
         state: ClusterState,
-        hub: AgentHub,
+        fence: Callable[[], Fence],
+        recorder: EventRecorder,
+        live_nodes: NodeView | None = None,
+        log_source: LogSource | None = None,
+        network_states: Mapping[str, str] | None = None,
+        live_usage: LiveUsage | None = None,
         ca: CertificateAuthority,
         tokens: TokenManager,
         authorizer: Authorizer,
@@ -188,7 +211,17 @@ class UserApi:
         scheduler: Scheduler | None = None,
     ) -> None:
         self.state = state
-        self.hub = hub
+        #: The election's fence for every leader-only write (``Fenced`` when not leading).
+        self.fence = fence
+        self.recorder = recorder
+        self.live_nodes = live_nodes
+        self.log_source = log_source
+        #: The leader's live replica usage (``cloudless top``); None: those routes answer 503.
+        self.live_usage = live_usage
+        #: Each node's container network as its agent last reported it (the dispatcher's).
+        self.network_states: Mapping[str, str] = (
+            network_states if network_states is not None else {}
+        )
         self.ca = ca
         self.tokens = tokens
         self.authorizer = authorizer
@@ -205,7 +238,7 @@ class UserApi:
         self.rotation: RootRotation | None = None  # POST /v1/ca/rotate; set by the server
         self._columns: NodeColumns | None = None  # for _check_placeable
         self.secrets = SecretsApi(
-            state.store, SecretBox(ca.secrets_key), clock, hub.fence, hub.emit
+            state.store, SecretBox(ca.secrets_key), clock, fence, recorder.emit
         )
 
     def app(self) -> web.Application:
@@ -233,7 +266,8 @@ class UserApi:
         r.add_get("/v1/network", self.network_status)
         r.add_get("/v1/volumes", self.list_volumes)
         self.secrets.add_routes(r)
-        RolloutApi(self.state, self.clock, self.hub.fence, self.hub.emit).add_routes(r)
+        RolloutApi(self.state, self.clock, self.fence, self.recorder.emit).add_routes(r)
+        TopApi(self.live_usage, self.live_nodes, self.is_leader, self.leader_api).add_routes(r)
         r.add_get("/v1/replicas/{id}/logs", self.logs)
         r.add_post("/v1/tokens", self.create_token)
         r.add_get("/v1/tokens", self.list_tokens)
@@ -264,7 +298,7 @@ class UserApi:
         if not decision.allowed:
             msg = f"API {request.method} {request.path} from {request.remote} refused: "
             security_log.warning(msg + decision.reason)
-            await self.hub.emit("security", msg + decision.reason)
+            await self.recorder.emit("security", msg + decision.reason)
             return error_response(401 if der is None else 403, decision.code, decision.reason)
         assert decision.identity is not None
         request[IDENTITY] = decision.identity
@@ -330,45 +364,39 @@ class UserApi:
             }
         )
 
-    async def _set_node_state(
-        self, node_id: str, target: NodeState, verb: str, departure: Departure | None = None
-    ) -> web.Response:
-        """Move the node to ``target``; a drain may carry a deadline (``departure``), and any
-        user move clears a ``drain`` departure set before."""
-        await self._node(node_id)
-        refusal: list[str] = []
+    async def _command(
+        self, table: Table[T], name: str, command: Callable[[T | None], commands.Decision[T]]
+    ) -> tuple[T, commands.Decision[T]]:
+        """Run a user command (``deciders.commands``) on ``name``'s record with compare-and-
+        swap and the election's fence; its refusal raised as the API's error."""
+        decided: list[commands.Decision[T]] = []
 
-        def change(cur: Node | None) -> Node | None:
-            if cur is None:
-                return None
-            new, why = cur.moved_to(target)
-            if why:
-                refusal.append(why)
-                return None
-            dep = cur.departure
-            if departure is not None:
-                dep = departure
-            elif dep is not None and dep.kind is DepartureKind.DRAIN:
-                dep = None
-            if dep != cur.departure:
-                new = replace(new or cur, departure=dep)
-            return new
+        def change(cur: T | None) -> T | None:
+            decided[:] = [command(cur)]
+            return decided[0].write
 
-        rec = await self.state.nodes.update(node_id, change, fence=self.hub.fence())
-        if refusal:
-            raise Conflict(f"cannot {verb} node {node_id}: {refusal[0]}")
-        await self.hub.emit("node", f"node {node_id} {verb}ed by {self._who()}", node=node_id)
+        rec = await table.update(name, change, fence=self.fence())
+        decided[0].check()
         assert rec is not None
-        return json_response(node_view(rec.value))
+        return rec.value, decided[0]
+
+    async def _set_node_state(
+        self, node_id: str, command: Callable[[Node | None, str], commands.Decision[Node]]
+    ) -> web.Response:
+        """Run a node command (a drain may carry a deadline: ``commands.drain``)."""
+        await self._node(node_id)
+        node, d = await self._command(self.state.nodes, node_id, lambda c: command(c, node_id))
+        await self.recorder.emit("node", f"{d.event} by {self._who()}", node=node_id)
+        return json_response(node_view(node))
 
     def _who(self) -> str:
         return "user"
 
     async def cordon(self, request: web.Request) -> web.Response:
-        return await self._set_node_state(request.match_info["id"], NodeState.CORDONED, "cordon")
+        return await self._set_node_state(request.match_info["id"], commands.cordon)
 
     async def uncordon(self, request: web.Request) -> web.Response:
-        return await self._set_node_state(request.match_info["id"], NodeState.READY, "uncordon")
+        return await self._set_node_state(request.match_info["id"], commands.uncordon)
 
     async def drain(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -381,8 +409,9 @@ class UserApi:
         if ask.deadline_s is not None:
             now = self.clock.now()
             dep = Departure(DepartureKind.DRAIN, "drained by user", now, now + ask.deadline_s)
-        node_id = request.match_info["id"]
-        return await self._set_node_state(node_id, NodeState.DRAINING, "drain", dep)
+        return await self._set_node_state(
+            request.match_info["id"], lambda cur, node_id: commands.drain(cur, node_id, dep)
+        )
 
     async def remove_node(self, request: web.Request) -> web.Response:
         node_id = request.match_info["id"]
@@ -394,14 +423,8 @@ class UserApi:
             f"id:{node_id}",
             StoredRevocation(sid.uri, "node removed", now, now + 366 * 24 * 3600),
         )
-
-        def change(cur: Node | None) -> Node | None:
-            return None if cur is None else replace(cur, state=NodeState.REMOVED)
-
-        await self.state.nodes.update(node_id, change, fence=self.hub.fence())
-        await self.hub.emit(
-            "node", f"node {node_id} removed; its certificate is revoked", node=node_id
-        )
+        _, d = await self._command(self.state.nodes, node_id, lambda c: commands.remove(c, node_id))
+        await self.recorder.emit("node", d.event, node=node_id)
         return json_response({"removed": node_id})
 
     # ---- workloads -------------------------------------------------------------------------
@@ -418,27 +441,14 @@ class UserApi:
         span.set_attribute("cloudless.workload", spec.name)
         trace = traceparent(span)  # "" when tracing is off: nothing stored
         now = self.clock.now()
-        created: list[bool] = []
-
-        def change(cur: WorkloadRecord | None) -> WorkloadRecord | None:
-            created.clear()
-            if cur is None:
-                created.append(True)
-                return WorkloadRecord(spec=spec, created_at=now, updated_at=now, trace=trace)
-            new = cur.with_spec(spec, now)
-            return None if new is cur else replace(new, trace=trace)
-
         with tracer().start_as_current_span("commit"):
-            rec = await self.state.workloads.update(spec.name, change, fence=self.hub.fence())
-        assert rec is not None
-        what = "created" if created else "configured"
-        await self.hub.emit(
-            "workload",
-            f"workload {spec.name} {what} (version {rec.value.version})",
-            workload=spec.name,
-        )
+            rec, d = await self._command(
+                self.state.workloads, spec.name, lambda c: commands.apply(c, spec, now, trace)
+            )
+        await self.recorder.emit("workload", d.event, workload=spec.name)
+        what = "created" if d.created else "configured"
         return json_response(
-            {"result": what, "workload": workload_view(rec.value)}, status=201 if created else 200
+            {"result": what, "workload": workload_view(rec)}, status=201 if d.created else 200
         )
 
     async def _check_placeable(self, spec: WorkloadSpec) -> None:
@@ -446,9 +456,9 @@ class UserApi:
         they may come back), with the scheduler's reasons. An empty cluster accepts all."""
         from cloudless.scheduler.validate import validate_placeable
 
-        # The leader's nodes watch (``hub.known_nodes``) rather than a listing: at 5,000
-        # nodes a listing costs a store range and 5,000 decodes in front of every apply.
-        nodes = self.hub.known_nodes()
+        # The leader's nodes view rather than a listing: at 5,000 nodes a listing costs a
+        # store range and 5,000 decodes in front of every apply.
+        nodes = self.live_nodes.known() if self.live_nodes is not None else None
         if nodes is None:
             nodes = [r.value for r in (await self.state.nodes.list()).records]
         # Node columns reused from the previous apply for every node record that is the
@@ -499,7 +509,7 @@ class UserApi:
         devices = await network_state.list_devices(self.state.store)
         names = await self._node_names()
         return json_response(
-            network_status(self.network_config, devices, names, self.hub.network_states)
+            network_status(self.network_config, devices, names, self.network_states)
         )
 
     async def _node_names(self) -> dict[str, str]:
@@ -526,32 +536,20 @@ class UserApi:
         n = parse_request(ScaleRequest, load_json(await request.read())).replicas
         await self._workload(name)
         now = self.clock.now()
-
-        def change(cur: WorkloadRecord | None) -> WorkloadRecord | None:
-            if cur is None or cur.deleted:
-                return None
-            if cur.spec.replicas == n:
-                return None
-            return replace(cur, spec=replace(cur.spec, replicas=n), updated_at=now)
-
-        rec = await self.state.workloads.update(name, change, fence=self.hub.fence())
-        assert rec is not None
-        await self.hub.emit("workload", f"workload {name} scaled to {n}", workload=name)
-        return json_response(workload_view(rec.value))
+        rec, d = await self._command(
+            self.state.workloads, name, lambda c: commands.scale(c, name, n, now)
+        )
+        await self.recorder.emit("workload", d.event, workload=name)
+        return json_response(workload_view(rec))
 
     async def delete_workload(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         await self._workload(name)
         drop = request.query.get("volumes") in ("1", "true", "yes")
-
-        def change(cur: WorkloadRecord | None) -> WorkloadRecord | None:
-            if cur is None or (cur.deleted and cur.delete_volumes >= drop):
-                return None
-            return replace(cur, deleted=True, delete_volumes=cur.delete_volumes or drop)
-
-        await self.state.workloads.update(name, change, fence=self.hub.fence())
-        what = " and its volumes" if drop else ""
-        await self.hub.emit("workload", f"workload {name}{what} deleting", workload=name)
+        _, d = await self._command(
+            self.state.workloads, name, lambda c: commands.delete(c, name, volumes=drop)
+        )
+        await self.recorder.emit("workload", d.event, workload=name)
         return json_response({"deleted": name})
 
     async def explanation(self, spec: WorkloadSpec, top: int) -> Explanation:
@@ -639,8 +637,10 @@ class UserApi:
             raise web.HTTPTemporaryRedirect(leader.rstrip("/") + str(request.rel_url))
         follow = request.query.get("follow") in ("1", "true", "yes")
         tail = _int_q(request, "tail", 0)
+        if self.log_source is None:
+            raise ApiError(503, "node_unreachable", "this coordinator routes no logs")
         try:
-            cm = self.hub.log_stream(rid, follow=follow, tail=tail, request_id=secrets.token_hex(8))
+            cm = self.log_source(rid, follow=follow, tail=tail, request_id=secrets.token_hex(8))
             async with cm as q:
                 resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
                 await resp.prepare(request)
@@ -673,7 +673,9 @@ class UserApi:
             labels=body.labels,
             description=body.description,
         )
-        await self.hub.emit("token", f"token {issued.record.token_id} created ({body.use.value})")
+        await self.recorder.emit(
+            "token", f"token {issued.record.token_id} created ({body.use.value})"
+        )
         return json_response(
             {"token": issued.token, "record": issued.record.public_dict()}, status=201
         )
@@ -690,7 +692,7 @@ class UserApi:
             rec = await self.tokens.revoke(token_id)
         except TokenNotFound as e:
             raise NotFound(e.message) from None
-        await self.hub.emit("token", f"token {rec.token_id} revoked")
+        await self.recorder.emit("token", f"token {rec.token_id} revoked")
         return json_response({"record": rec.public_dict()})
 
     # ---- cluster ---------------------------------------------------------------------------
@@ -701,7 +703,8 @@ class UserApi:
         is spent atomically in the replicated store."""
         body = parse_request(JoinRequest, load_json(await request.read()))
         token, name = body.token, body.name
-        from cloudless.coordinator.wiring.joining import ca_material, known_coordinators
+        from cloudless.coordinator.state.coordinators import known_coordinators
+        from cloudless.coordinator.wiring.joining import ca_material
 
         try:
             claims = await self.tokens.verify(token, TokenUse.COORDINATOR_JOIN)
@@ -711,9 +714,11 @@ class UserApi:
             await self.tokens.redeem(claims, consumer=f"coordinator/{name}")
         except CloudlessError as e:
             security_log.warning("coordinator join from %s refused: %s", request.remote, e)
-            await self.hub.emit("security", f"coordinator join from {request.remote} refused: {e}")
+            await self.recorder.emit(
+                "security", f"coordinator join from {request.remote} refused: {e}"
+            )
             raise ApiError(403, e.code, e.message) from None
-        await self.hub.emit("cluster", f"coordinator {name} joining")
+        await self.recorder.emit("cluster", f"coordinator {name} joining")
         return json_response(
             {
                 "ca": ca_material(self.ca.directory),
@@ -725,7 +730,7 @@ class UserApi:
     async def list_coordinators(self, request: web.Request) -> web.Response:
         from dataclasses import asdict
 
-        from cloudless.coordinator.wiring.joining import known_coordinators
+        from cloudless.coordinator.state.coordinators import known_coordinators
 
         cs = await known_coordinators(self.state.store)
         return json_response({"coordinators": [asdict(c) for c in cs], "leader": self.leader_api()})

@@ -18,7 +18,6 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from cloudless.coordinator.dispatcher.hub import NotLeader
 from cloudless.lib.errors import CloudlessError, Conflict, NotFound, ValidationError
 from cloudless.store.errors import Fenced, StoreError
 
@@ -69,7 +68,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(404, "not_found", e.message)
     except Conflict as e:
         return error_response(409, "conflict", e.message)
-    except (Fenced, NotLeader) as e:
+    except Fenced as e:
         return error_response(503, "not_leader", f"{e}: retry, or ask the leader")
     except StoreError as e:
         return error_response(503, "store_unavailable", f"the cluster store did not answer: {e}")

@@ -288,6 +288,12 @@ class WorkloadSpecDoc(BaseModel):
     update: dict[str, Any] | None = Field(
         None, description="roll-out policy: max_unavailable, batch, progress deadline..."
     )
+    image_pull_secret: StrictStr | None = Field(
+        None, description="a registry secret holding credentials for the image's registry"
+    )
+    configs: list[dict[str, Any]] | None = Field(
+        None, description="config references: name, and a file path (mode 0444) or an env name"
+    )
 
 
 class WorkloadView(BaseModel):

@@ -1,12 +1,23 @@
 """The user API for secrets: create or update, list (metadata only), delete, rotate the key.
 
-``POST /v1/secrets`` ``{"name", "data": <base64>}`` seals the value (``security.secretbox``) and
-stores it; an existing secret gets version + 1. ``GET /v1/secrets`` shows name, size, version,
-generation and times, never a value, and no call returns one. ``POST /v1/secrets/rotate``
-moves to the next key generation and re-seals every secret. Events name secrets, never values.
+``POST /v1/secrets`` ``{"name", "data": <base64>, "type"?}`` seals the value
+(``security.secretbox``) and stores it; an existing secret gets version + 1.
+``GET /v1/secrets`` shows name, type, size, version, generation and times, never a value, and
+no call returns one. ``POST /v1/secrets/rotate`` moves to the next key generation and re-seals
+every secret. Events name secrets, never values.
+
+Configs (``/v1/configs``, like Swarm configs or ConfigMaps) are records of this table with type
+``config``: they share the secrets' names, sealing and delivery, but ``GET /v1/configs/{name}``
+returns the value, and replicas get them as files of mode 0444 (``spec.configs``). The secret
+routes neither list nor delete them, and the config routes touch nothing else.
+
+A ``registry`` secret (``type: registry``) holds image-pull credentials in docker config.json
+shape (``model.registry_auth``); its value is checked before it is sealed, and a secret keeps
+its type across updates.
 
 ``check_refs(spec)`` is what ``apply`` calls: a workload referring to a secret that does not
-exist is refused with the field path of every such reference.
+exist is refused with the field path of every such reference; its ``image_pull_secret`` must be a
+registry secret holding credentials for the image's registry.
 """
 
 from __future__ import annotations
@@ -19,9 +30,17 @@ from typing import Any
 from aiohttp import web
 
 from cloudless.lib.clock import Clock
-from cloudless.lib.errors import NotFound, ValidationError
+from cloudless.lib.errors import CloudlessError, NotFound, ValidationError
 from cloudless.lib.ids import is_valid_id
+from cloudless.model.registry_auth import (
+    CONFIG_TYPE,
+    REGISTRY,
+    SECRET_TYPES,
+    normalize_host,
+    parse_registry_secret,
+)
 from cloudless.model.workload import WorkloadSpec
+from cloudless.runtime.oci.reference import parse_reference
 from cloudless.security.secretbox import Sealed, SecretBox
 from cloudless.store.fence import Fence
 from cloudless.store.protocol import Store
@@ -48,6 +67,10 @@ class SecretsApi:
         r.add_get("/v1/secrets", self.list)
         r.add_post("/v1/secrets/rotate", self.rotate)
         r.add_delete("/v1/secrets/{name}", self.delete)
+        r.add_post("/v1/configs", self.put_config)
+        r.add_get("/v1/configs", self.list_configs)
+        r.add_get("/v1/configs/{name}", self.get_config)
+        r.add_delete("/v1/configs/{name}", self.delete_config)
 
     async def generation(self) -> int:
         rec = await self.config.get(GENERATION)
@@ -58,6 +81,12 @@ class SecretsApi:
         return SecretBox(self.box.key_for, generation or await self.generation())
 
     async def put(self, request: web.Request) -> web.Response:
+        return await self._put(request, config=False)
+
+    async def put_config(self, request: web.Request) -> web.Response:
+        return await self._put(request, config=True)
+
+    async def _put(self, request: web.Request, *, config: bool) -> web.Response:
         try:
             body = await request.json()
         except ValueError:
@@ -65,7 +94,12 @@ class SecretsApi:
         if not isinstance(body, dict):
             raise ValidationError("body: expected an object with name and data")
         name, data = body.get("name"), body.get("data")
+        kind = CONFIG_TYPE if config else body.get("type", "opaque")
         problems = []
+        if kind == CONFIG_TYPE and not config:
+            problems.append("type: create configs with POST /v1/configs (cloudless config create)")
+        elif kind not in SECRET_TYPES:
+            problems.append(f"type: {kind!r} is not a secret type ({', '.join(SECRET_TYPES)})")
         if not isinstance(name, str) or not is_valid_id(name):
             problems.append(f'name: {name!r} must be lowercase letters, digits and "-", 1-63 long')
         value = b""
@@ -75,6 +109,8 @@ class SecretsApi:
             problems.append("data: is not base64")
         if not isinstance(data, str):
             problems.append("data: is required (the value, base64-encoded)")
+        if not problems and kind == REGISTRY:
+            parse_registry_secret(value)  # raises naming the field, never the password
         if problems:
             raise ValidationError(problems)
         assert isinstance(name, str)
@@ -86,32 +122,62 @@ class SecretsApi:
 
         def change(cur: dict[str, Any] | None) -> dict[str, Any]:
             old = Sealed.from_dict(cur) if cur else None
+            if old is not None and old.type != kind:
+                what = "a config" if old.type == CONFIG_TYPE else f"a {old.type} secret"
+                raise ValidationError(
+                    f"name: {name!r} is already {what}; configs and secrets share names, so "
+                    f"delete it first or pick another name"
+                )
             version = old.version + 1 if old else 1
             versions[:] = [version]
             created = old.created_at if old else now
             return Sealed(
                 name, sealed.generation, sealed.nonce, sealed.ciphertext, len(value), version,
-                created, now,
+                created, now, str(kind),
             ).to_dict()  # fmt: skip
 
         await self.table.update(name, change, fence=self.fence())
         what = "created" if versions[0] == 1 else f"updated (version {versions[0]})"
-        await self.emit("secret", f"secret {name} {what}, {len(value)} bytes")
+        noun = "config" if config else "secret"
+        await self.emit("secret", f"{noun} {name} {what}, {len(value)} bytes")
         status = 201 if versions[0] == 1 else 200
         return web.json_response(
             {"name": name, "version": versions[0], "size": len(value)}, status=status
         )
 
+    async def _rows(self, config: bool) -> list[Sealed]:
+        rows = [Sealed.from_dict(r.value) for r in (await self.table.list()).records]
+        return [s for s in rows if (s.type == CONFIG_TYPE) == config]
+
     async def list(self, request: web.Request) -> web.Response:
-        rows = [Sealed.from_dict(r.value).metadata() for r in (await self.table.list()).records]
-        return web.json_response({"secrets": rows})
+        return web.json_response({"secrets": [s.metadata() for s in await self._rows(False)]})
+
+    async def list_configs(self, request: web.Request) -> web.Response:
+        return web.json_response({"configs": [s.metadata() for s in await self._rows(True)]})
+
+    async def _get(self, name: str, config: bool) -> Sealed:
+        rec = await self.table.get(name)
+        sealed = Sealed.from_dict(rec.value) if rec is not None else None
+        if sealed is None or (sealed.type == CONFIG_TYPE) != config:
+            noun = "config" if config else "secret"
+            raise NotFound(f"{noun} {name!r} not found: list them with `cloudless {noun} list`")
+        return sealed
+
+    async def get_config(self, request: web.Request) -> web.Response:
+        sealed = await self._get(request.match_info["name"], True)
+        value = self.box.open(sealed)
+        return web.json_response({**sealed.metadata(), "data": base64.b64encode(value).decode()})
 
     async def delete(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        if await self.table.get(name) is None:
-            raise NotFound(f"secret {name!r} not found: list them with `cloudless secret list`")
+        return await self._delete(request.match_info["name"], config=False)
+
+    async def delete_config(self, request: web.Request) -> web.Response:
+        return await self._delete(request.match_info["name"], config=True)
+
+    async def _delete(self, name: str, *, config: bool) -> web.Response:
+        await self._get(name, config)
         await self.table.delete(name, fence=self.fence())
-        await self.emit("secret", f"secret {name} deleted")
+        await self.emit("secret", f"{'config' if config else 'secret'} {name} deleted")
         return web.json_response({"deleted": name})
 
     async def rotate(self, request: web.Request) -> web.Response:
@@ -131,13 +197,46 @@ class SecretsApi:
         return web.json_response({"generation": gen, "resealed": n})
 
     async def check_refs(self, spec: WorkloadSpec) -> None:
-        if not spec.secrets:
-            return
-        missing = [
-            f"spec.secrets[{i}].name: secret {ref.name!r} does not exist; create it with "
-            f"`cloudless secret create {ref.name} --from-literal ...`"
-            for i, ref in enumerate(spec.secrets)
-            if await self.table.get(ref.name) is None
-        ]
+        missing = []
+        kinds = (("secrets", spec.secrets, False), ("configs", spec.configs, True))
+        for field, refs, config in kinds:
+            noun = "config" if config else "secret"
+            for i, ref in enumerate(refs):
+                rec = await self.table.get(ref.name)
+                kind = Sealed.from_dict(rec.value).type if rec is not None else None
+                if kind is None or (kind == CONFIG_TYPE) != config:
+                    what = (
+                        "does not exist"
+                        if kind is None
+                        else ("is a secret" if config else "is a config: list it under configs")
+                    )
+                    missing.append(
+                        f"spec.{field}[{i}].name: {noun} {ref.name!r} {what}; create it with "
+                        f"`cloudless {noun} create {ref.name} --from-literal ...`"
+                    )
+        if spec.image_pull_secret:
+            why = await self._pull_secret_problem(spec.image_pull_secret, spec.image)
+            if why:
+                missing.append(f"spec.image_pull_secret: {why}")
         if missing:
             raise ValidationError(missing)
+
+    async def _pull_secret_problem(self, name: str, image: str) -> str | None:
+        rec = await self.table.get(name)
+        host = parse_reference(image).host
+        fix = f"cloudless secret create {name} --type registry --registry {host} --username ..."
+        if rec is None:
+            return f"secret {name!r} does not exist; create it with `{fix}`"
+        sealed = Sealed.from_dict(rec.value)
+        if sealed.type != REGISTRY:
+            return f"secret {name!r} is a {sealed.type} secret, not a registry one (`{fix}`)"
+        try:
+            hosts = parse_registry_secret(self.box.open(sealed))
+        except (CloudlessError, ValueError):
+            return f"secret {name!r} cannot be opened or read; create it again (`{fix}`)"
+        if normalize_host(host) not in hosts:
+            return (
+                f"secret {name!r} holds credentials for {', '.join(sorted(hosts))}, not for "
+                f"{host} (the registry of spec.image)"
+            )
+        return None

@@ -18,10 +18,10 @@ from typing import Generic, TypeVar
 from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily
 
-from cloudless.coordinator.deciders.reconcile import ClusterView
 from cloudless.coordinator.state.cluster import ClusterState
+from cloudless.coordinator.state.cluster_view import ClusterView
+from cloudless.coordinator.state.coordinators import known_coordinators
 from cloudless.coordinator.state.records import WorkloadRecord
-from cloudless.coordinator.wiring.joining import known_coordinators
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import DesiredState, Replica, ReplicaState
 from cloudless.observability.certs import CertExpiry

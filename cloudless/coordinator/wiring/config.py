@@ -11,6 +11,7 @@ from cloudless.coordinator.eventlog.window import EventBounds
 from cloudless.lib.keepalive import Keepalive
 from cloudless.network.addressing import AddressPlanConfig
 from cloudless.scheduler.config import SchedulerConfig
+from cloudless.security._files import write_private as _write_file
 
 
 @dataclass(frozen=True)
@@ -80,3 +81,9 @@ class CoordinatorConfig:
     @property
     def admin_dir(self) -> Path:
         return self.data_dir / "admin"
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """A 0600 file, its directory created 0700 if missing."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _write_file(path, data)

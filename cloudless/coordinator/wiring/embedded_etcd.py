@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cloudless.coordinator.wiring.config import CoordinatorConfig
+from cloudless.coordinator.wiring.config import CoordinatorConfig, write_private
 from cloudless.security.ca import CertificateAuthority
 from cloudless.security.identity import CertKind, SpiffeId
 from cloudless.store.etcd import EtcdStore
@@ -12,8 +12,6 @@ from cloudless.store.tls import ETCD_SERVER_NAME, ClientTls, MemberTls
 
 def etcd_tls(config: CoordinatorConfig, ca: CertificateAuthority) -> tuple[MemberTls, ClientTls]:
     """Issue (or reuse) the member's serving certificate and this coordinator's client one."""
-    from cloudless.coordinator.wiring.process import write_private
-
     d = config.tls_dir
     if not (d / "etcd-member.crt").exists():
         sid = SpiffeId.service(f"etcd-{config.name}", config.trust_domain)

@@ -19,17 +19,12 @@ import asyncio
 import json
 import ssl
 import urllib.request
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from cloudless.agent.identity import fetch_pinned_ca
 from cloudless.lib.errors import CloudlessError
 from cloudless.security._files import write_private
-from cloudless.store.codec import DictCodec
-from cloudless.store.protocol import Store
-from cloudless.store.table import Table
-from cloudless.store.tables import ROOT
 
 CA_FILES = ("ca.crt", "ca.key", "ca.json")
 # present once a root rotation happened: the previous roots still trusted, secrets' key root
@@ -38,34 +33,6 @@ OPTIONAL_CA_FILES = ("trusted-roots.pem", "secrets-root.key")
 
 class JoinFailed(CloudlessError):
     code = "join_failed"
-
-
-@dataclass(frozen=True)
-class CoordinatorInfo:
-    name: str
-    api: str
-    agent: str
-    enroll: str
-    etcd_client: str = ""
-
-
-def coordinators_table(store: Store) -> Table[dict[str, Any]]:
-    return Table(store, ROOT + "coordinators/", DictCodec("coordinator", required=("name",)))
-
-
-async def register(store: Store, info: CoordinatorInfo) -> None:
-    await coordinators_table(store).put(info.name, asdict(info))
-
-
-async def known_coordinators(store: Store) -> list[CoordinatorInfo]:
-    listing = await coordinators_table(store).list()
-    out = []
-    for r in listing.records:
-        try:
-            out.append(CoordinatorInfo(**r.value))
-        except TypeError:
-            continue
-    return out
 
 
 def ca_material(ca_dir: Path) -> dict[str, str]:

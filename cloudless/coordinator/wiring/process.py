@@ -3,7 +3,7 @@
 Start-up order: data dirs, CA, token manager, membership, scheduler, store (embedded etcd
 member, supervised); open the store and wait for a leader (``leader_wait_s``, then a clear
 error); bootstrap the cluster identity if asked; then serve the agent gRPC API and the user
-HTTPS API. Leader-only work (the agent hub, the reconciler, the event compactor) runs while
+HTTPS API. Leader-only work (the agent plane, the reconciler, the event compactor) runs while
 the election says this coordinator leads, each write fenced by the election.
 """
 
@@ -14,8 +14,6 @@ import contextlib
 import json
 import logging
 import random
-import time
-from pathlib import Path
 
 import grpc
 from aiohttp import web
@@ -26,24 +24,20 @@ from cloudless.churn.route import StrategyPlacer
 from cloudless.churn.target import AvailabilityPlacer
 from cloudless.clusterops.rotation_runner import AgentTrust, RootRotation
 from cloudless.coordinator.agentapi.service import AgentApi
-from cloudless.coordinator.dispatcher.hub import AgentHub
 from cloudless.coordinator.eventlog.compactor import EventCompactor
+from cloudless.coordinator.eventlog.recorder import EventRecorder
 from cloudless.coordinator.loops.leader_watch import GrpcLink, LeaderWatch, leader_link_options
 from cloudless.coordinator.loops.reconcile_loop import Reconciler
 from cloudless.coordinator.loops.secret_cache import SecretCache
 from cloudless.coordinator.state.cluster import EVENTS_PREFIX, ClusterState
+from cloudless.coordinator.state.coordinators import CoordinatorInfo, known_coordinators, register
 from cloudless.coordinator.userapi.app import IDENTITY, UserApi, server_ssl_context
 from cloudless.coordinator.userapi.console.routes import Console
 from cloudless.coordinator.userapi.errors import JsonErrorRunner
 from cloudless.coordinator.userapi.telemetry import CoordinatorTelemetry
-from cloudless.coordinator.wiring.config import CoordinatorConfig
-from cloudless.coordinator.wiring.joining import (
-    CoordinatorInfo,
-    known_coordinators,
-    register,
-    request_join,
-    write_ca,
-)
+from cloudless.coordinator.wiring.agent_plane import AgentPlane
+from cloudless.coordinator.wiring.config import CoordinatorConfig, write_private
+from cloudless.coordinator.wiring.joining import request_join, write_ca
 from cloudless.coordinator.wiring.leadership import LeaderLoop, Leadership
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.lib.errors import CloudlessError
@@ -54,7 +48,6 @@ from cloudless.network.lighthouse import network_publisher
 from cloudless.observability.http import parse_listen, serve_metrics
 from cloudless.observability.store import MeasuredStore
 from cloudless.scheduler.scheduler import Scheduler
-from cloudless.security._files import write_private as _write_file
 from cloudless.security.authz import Authorizer
 from cloudless.security.ca import CertificateAuthority
 from cloudless.security.identity import CertKind, SpiffeId
@@ -77,12 +70,6 @@ log = logging.getLogger("cloudless.coordinator")
 
 class StartupError(CloudlessError):
     code = "startup"
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """A 0600 file, its directory created 0700 if missing."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write_file(path, data)
 
 
 class Coordinator:
@@ -110,7 +97,8 @@ class Coordinator:
         self.telemetry: CoordinatorTelemetry
         self.state: ClusterState
         self.election: Election
-        self.hub: AgentHub
+        self.agents: AgentPlane
+        self.events: EventRecorder
         self.network: NetworkController | None = None
         self.rotation: RootRotation
         self._grpc_creds: list[ReloadableServerCredentials] = []
@@ -229,8 +217,10 @@ class Coordinator:
             revocations=self.revocations,
             clock=self.clock,
         )
-        self.hub = AgentHub(self.state, self.clock, c.membership)
-        self.hub.trust = AgentTrust(self.store, self.ca)
+        self.events = EventRecorder(self.state, self.clock)
+        self.agents = AgentPlane(self.state, self.clock, self.events, c.membership)
+        dispatcher = self.agents.dispatcher
+        dispatcher.trust = AgentTrust(self.store, self.ca, self.clock)
         self.rotation = RootRotation(
             self.store,
             self.ca,
@@ -241,12 +231,12 @@ class Coordinator:
             own_certificate=lambda: (c.tls_dir / "coordinator.crt").read_bytes(),
             ids=self.ids,
             rng=self.rng,
-            emit=lambda message: self.hub.emit("ca", message),
+            emit=lambda message: self.events.emit("ca", message),
         )
         self.secret_cache = SecretCache(
-            self.store, SecretBox(self.ca.secrets_key), self.hub.secrets_changed
+            self.store, SecretBox(self.ca.secrets_key), dispatcher.secrets_changed, self.clock
         )
-        self.hub.secret_values = self.secret_cache.get
+        dispatcher.secret_values = self.secret_cache.get
         scheduler = Scheduler(c.scheduler)
         availability = AvailabilityPlacer(scheduler)
         self.availability = AvailabilityKeeper(
@@ -259,7 +249,7 @@ class Coordinator:
             NetworkController(self.state, c.network.plan(), self.clock) if c.network else None
         )
         self.network_publisher, self.lighthouse = network_publisher(
-            c.network, c.ca_dir, self.store, self.clock, self.hub
+            c.network, c.ca_dir, self.store, self.clock, dispatcher
         )
         me = json.dumps({"api": c.api_url, "agent": c.agent_endpoint, "name": c.name})
         self.election = Election(self.store, me, ttl=c.election_ttl, clock=self.clock)
@@ -274,7 +264,8 @@ class Coordinator:
 
         agent_api = AgentApi(
             state=self.state,
-            hub=self.hub,
+            dispatcher=dispatcher,
+            events=self.events,
             ca=self.ca,
             tokens=tokens,
             authorizer=authorizer,
@@ -284,7 +275,12 @@ class Coordinator:
         )
         user_api = UserApi(
             state=self.state,
-            hub=self.hub,
+            fence=self.election.fence,
+            recorder=self.events,
+            live_nodes=self.agents.nodes,
+            log_source=dispatcher.log_stream,
+            network_states=dispatcher.network_states,
+            live_usage=dispatcher,
             ca=self.ca,
             tokens=tokens,
             authorizer=authorizer,
@@ -390,22 +386,22 @@ class Coordinator:
                 return
             except StoreError as e:
                 log.warning("registering coordinator %s: %s; retrying", info.name, e)
-                await asyncio.sleep(0.5)
+                await self.clock.sleep(0.5)
 
     async def _wait_for_leader(self) -> None:
-        deadline = time.monotonic() + self.config.leader_wait_s
+        deadline = self.clock.monotonic() + self.config.leader_wait_s
         while self.election.leader() is None:
-            if time.monotonic() > deadline:
+            if self.clock.monotonic() > deadline:
                 raise StartupError(
                     f"no coordinator leader within {self.config.leader_wait_s:.0f}s: the store "
                     "has no quorum (are enough coordinators running and reachable?)"
                 )
-            await asyncio.sleep(0.05)
+            await self.clock.sleep(0.05)
 
     def _leadership(self, reconciler: Reconciler) -> Leadership:
         """The leader-only components, run while this coordinator leads."""
         loops: list[tuple[str, LeaderLoop]] = [
-            ("agent hub", self.hub.lead),
+            ("agent plane", self.agents.lead),
             ("reconciler", reconciler.lead),
             ("event compactor", self._compact_events),
             ("root rotation", self.rotation.lead),
@@ -426,7 +422,7 @@ class Coordinator:
         while True:
             with contextlib.suppress(StoreError):
                 self.coordinators = await known_coordinators(self.store)
-            await asyncio.sleep(2.0)
+            await self.clock.sleep(2.0)
 
     async def _sync_revocations(self) -> None:
         table = REVOCATIONS.bind(self.store)
@@ -440,7 +436,7 @@ class Coordinator:
                         self._apply_revocation(ev.record.value)
             except StoreError as e:
                 log.warning("revocation sync interrupted (%s); re-listing", e)
-                await asyncio.sleep(0.5)
+                await self.clock.sleep(0.5)
 
     def _apply_revocation(self, r: object) -> None:
         from cloudless.store.tables.revocations import Revocation

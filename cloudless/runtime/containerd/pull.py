@@ -52,7 +52,7 @@ from cloudless.runtime.oci.image import (
     pick_platform,
 )
 from cloudless.runtime.oci.reference import Reference, parse_reference
-from cloudless.runtime.types import ImageInfo, ProgressCallback, PullProgress
+from cloudless.runtime.types import ImageInfo, ProgressCallback, PullProgress, RegistryAuth
 
 _CHUNK = 1 << 20
 _PARALLEL_LAYERS = 3
@@ -89,22 +89,31 @@ class Puller:
         self.snapshotter = snapshotter
         self.arch = arch
         self.now = now
-        self._inflight: dict[str, asyncio.Future[ImageInfo]] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Future[ImageInfo]] = {}
         self._blobs: dict[str, asyncio.Future[None]] = {}  # digest -> write in progress
 
-    async def pull(self, ref_str: str, progress: ProgressCallback | None = None) -> ImageInfo:
+    async def pull(
+        self,
+        ref_str: str,
+        progress: ProgressCallback | None = None,
+        auth: RegistryAuth | None = None,
+    ) -> ImageInfo:
+        """Pull ``ref_str``; ``auth``: credentials for its registry, for this pull only.
+        Concurrent pulls of one image with the same credentials share the work."""
         ref = parse_reference(ref_str)
         name = str(ref)
-        shared = self._inflight.get(name)
+        dist = self.registry.with_auth(ref.host, auth) if auth else self.registry
+        key = (name, auth.fingerprint() if auth else "")
+        shared = self._inflight.get(key)
         if shared is not None:
             info = await asyncio.shield(shared)
             if progress:
                 progress(PullProgress(ref_str, info.size_bytes, info.size_bytes))
             return info
         fut: asyncio.Future[ImageInfo] = asyncio.get_running_loop().create_future()
-        self._inflight[name] = fut
+        self._inflight[key] = fut
         try:
-            info = await self._pull(ref, name, ref_str, progress)
+            info = await self._pull(dist, ref, name, ref_str, progress)
         except BaseException as e:
             if isinstance(e, asyncio.CancelledError):
                 fut.cancel()
@@ -116,13 +125,18 @@ class Puller:
             fut.set_result(info)
             return info
         finally:
-            del self._inflight[name]
+            del self._inflight[key]
 
     async def _pull(
-        self, ref: Reference, name: str, ref_str: str, progress: ProgressCallback | None
+        self,
+        dist: DistributionClient,
+        ref: Reference,
+        name: str,
+        ref_str: str,
+        progress: ProgressCallback | None,
     ) -> ImageInfo:
         try:
-            top_bytes, ctype, top_digest = await self.registry.get_manifest(ref, ref.object)
+            top_bytes, ctype, top_digest = await dist.get_manifest(ref, ref.object)
         except RegistryUnavailable:
             local = await self._local(name)
             if local is None:
@@ -138,7 +152,7 @@ class Puller:
         )
         try:
             return await self._pull_leased(
-                ref, name, ref_str, top_bytes, ctype, top_digest, lease, progress
+                dist, ref, name, ref_str, top_bytes, ctype, top_digest, lease, progress
             )
         finally:
             try:
@@ -150,6 +164,7 @@ class Puller:
 
     async def _pull_leased(
         self,
+        dist: DistributionClient,
         ref: Reference,
         name: str,
         ref_str: str,
@@ -165,7 +180,7 @@ class Puller:
         index_write: tuple[bytes, dict[str, str]] | None = None
         if top_type in INDEX_TYPES:
             chosen = pick_platform(doc, self.arch, ref=name)
-            m_bytes, m_ctype, m_digest = await self.registry.get_manifest(ref, chosen.digest)
+            m_bytes, m_ctype, m_digest = await dist.get_manifest(ref, chosen.digest)
             if m_digest != chosen.digest:
                 raise DigestMismatch(
                     f"manifest of {name}: got {m_digest}, index says {chosen.digest}"
@@ -176,7 +191,7 @@ class Puller:
         else:
             m_bytes, mdoc, mdesc = top_bytes, doc, top
         manifest = parse_manifest(mdoc)
-        config_bytes = await self.registry.get_blob(ref, manifest.config.digest)
+        config_bytes = await dist.get_blob(ref, manifest.config.digest)
         config = ImageConfig.from_json(parse_json(config_bytes, f"config of {name}"))
         config.check_platform(self.arch, name)
         if len(config.diff_ids) != len(manifest.layers):
@@ -207,7 +222,7 @@ class Puller:
                 advance(layer.size)
             else:
                 async with sem:
-                    await self._shared_fetch(ref, layer, lease, advance)
+                    await self._shared_fetch(dist, ref, layer, lease, advance)
             fetched[i].set()
 
         async def unpack() -> None:
@@ -306,9 +321,14 @@ class Puller:
             await self._set_labels(desc.digest, labels)
 
     async def _shared_fetch(
-        self, ref: Reference, desc: Descriptor, lease: str, advance: Callable[[int], None]
+        self,
+        dist: DistributionClient,
+        ref: Reference,
+        desc: Descriptor,
+        lease: str,
+        advance: Callable[[int], None],
     ) -> None:
-        if await self._shared(desc, lambda: self._stream_blob(ref, desc, lease, advance)):
+        if await self._shared(desc, lambda: self._stream_blob(dist, ref, desc, lease, advance)):
             advance(desc.size)  # someone else fetched it: count it as done here too
 
     async def _shared(self, desc: Descriptor, write: Callable[[], Awaitable[None]]) -> bool:
@@ -339,9 +359,14 @@ class Puller:
             del self._blobs[desc.digest]
 
     async def _stream_blob(
-        self, ref: Reference, desc: Descriptor, lease: str, advance: Callable[[int], None]
+        self,
+        dist: DistributionClient,
+        ref: Reference,
+        desc: Descriptor,
+        lease: str,
+        advance: Callable[[int], None],
     ) -> None:
-        resp = await self.registry.open_blob(ref, desc.digest)
+        resp = await dist.open_blob(ref, desc.digest)
         try:
             await self._write(desc, resp.iter_chunks(_CHUNK), lease, {}, advance)
         finally:

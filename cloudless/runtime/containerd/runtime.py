@@ -38,7 +38,7 @@ from cloudless.runtime.containerd.images import ImageStore
 from cloudless.runtime.containerd.leases import CreateLease
 from cloudless.runtime.containerd.logfiles import FileLogSource, LogFiles
 from cloudless.runtime.containerd.pull import Puller
-from cloudless.runtime.containerd.stats import decode_metrics
+from cloudless.runtime.containerd.stats import decode_metrics, net_counters
 from cloudless.runtime.containerd.status import LABEL_IMAGE, to_status
 from cloudless.runtime.errors import (
     ContainerExists,
@@ -65,11 +65,19 @@ from cloudless.runtime.types import (
     LogLine,
     LogStream,
     ProgressCallback,
+    RegistryAuth,
     check_container_id,
 )
 
 RUNC_V2 = "io.containerd.runc.v2"
 _KILL_WAIT = 10.0
+
+
+def _with_net(stats: ContainerStats, pid: int) -> ContainerStats:
+    counters = net_counters(pid) if pid else None
+    if counters is None:
+        return stats
+    return replace(stats, net_rx_bytes=counters[0], net_tx_bytes=counters[1])
 
 
 class ContainerdRuntime:
@@ -125,8 +133,14 @@ class ContainerdRuntime:
 
     # -- images --------------------------------------------------------------------------
 
-    async def pull_image(self, ref: str, progress: ProgressCallback | None = None) -> ImageInfo:
-        return await self.puller.pull(ref, progress)
+    async def pull_image(
+        self,
+        ref: str,
+        progress: ProgressCallback | None = None,
+        *,
+        auth: RegistryAuth | None = None,
+    ) -> ImageInfo:
+        return await self.puller.pull(ref, progress, auth)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -322,7 +336,25 @@ class ContainerdRuntime:
         if not resp.metrics:
             raise InvalidState(f"container {container_id!r} has no metrics (it just exited?)")
         m = resp.metrics[0]
-        return decode_metrics(container_id, m.data.type_url, m.data.value, self.clock.now())
+        stats = decode_metrics(container_id, m.data.type_url, m.data.value, self.clock.now())
+        return _with_net(stats, proc.pid)
+
+    async def stats_all(self) -> list[ContainerStats]:
+        """Two calls whatever the number of containers: the task list (pids, states) and the
+        metrics of every task in the namespace."""
+        c = self.client
+        tasks = await c.call(c.tasks.List, tasks_pb2.ListTasksRequest(), "list tasks")
+        pids = {t.id: t.pid for t in tasks.tasks if t.status == task_pb2.RUNNING}
+        if not pids:
+            return []
+        resp = await c.call(c.tasks.Metrics, tasks_pb2.MetricsRequest(), "metrics")
+        now = self.clock.now()
+        out = []
+        for m in resp.metrics:
+            if m.id in pids:
+                stats = decode_metrics(m.id, m.data.type_url, m.data.value, now)
+                out.append(_with_net(stats, pids[m.id]))
+        return sorted(out, key=lambda s: s.id)
 
     async def container_logs(
         self,

@@ -5,6 +5,11 @@ Auth follows the registry's lead: on ``401`` the ``WWW-Authenticate`` challenge 
 token from the realm, with credentials if configured, cache it per scope, retry). Every error
 is typed: unreachable -> ``RegistryUnavailable``, 401/403 -> ``RegistryUnauthorized``, missing
 manifest -> ``ImageNotFound``, bad bytes -> ``DigestMismatch``.
+
+Credentials come from the host's ``RegistryHost`` (set per agent) or, for one pull, from
+``with_auth`` (a workload's ``image_pull_secret``). Cached tokens are keyed by host, scope and
+a fingerprint of the credentials that earned them, so a pull never rides on a token obtained
+with another workload's credentials (or with none).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import json
 import re
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlencode, urljoin
 
 from cloudless.runtime.errors import (
@@ -27,6 +32,7 @@ from cloudless.runtime.errors import (
 from cloudless.runtime.oci.http import HttpClient, HttpError, Response
 from cloudless.runtime.oci.image import MANIFEST_ACCEPT, sha256_digest
 from cloudless.runtime.oci.reference import Reference
+from cloudless.runtime.types import RegistryAuth
 
 
 @dataclass(frozen=True)
@@ -66,10 +72,28 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 
 
 class DistributionClient:
-    def __init__(self, config: RegistryConfig | None = None, http: HttpClient | None = None):
+    def __init__(
+        self,
+        config: RegistryConfig | None = None,
+        http: HttpClient | None = None,
+        *,
+        auth_cache: dict[tuple[str, str, str], str] | None = None,
+    ):
         self.config = config or RegistryConfig()
         self.http = http or HttpClient(ssl_contexts=self.config.ssl_contexts())
-        self._auth: dict[tuple[str, str], str] = {}  # (host, scope) -> Authorization value
+        # (host, scope, credentials fingerprint) -> Authorization value
+        self._auth: dict[tuple[str, str, str], str] = {} if auth_cache is None else auth_cache
+
+    def with_auth(self, host: str, auth: RegistryAuth) -> DistributionClient:
+        """A client using ``auth`` for ``host`` (keeping the host's transport settings), sharing
+        this one's connections and token cache."""
+        h = replace(self.config.for_host(host), username=auth.username, password=auth.password)
+        config = RegistryConfig({**self.config.hosts, host: h})
+        return DistributionClient(config, self.http, auth_cache=self._auth)
+
+    def _fingerprint(self, host: str) -> str:
+        h = self.config.for_host(host)
+        return RegistryAuth(h.username, h.password).fingerprint() if h.username else ""
 
     def _base(self, ref: Reference) -> str:
         scheme = "http" if self.config.for_host(ref.host).plain_http else "https"
@@ -87,14 +111,14 @@ class DistributionClient:
     ) -> Response:
         """Send with auth (answering one challenge) and redirects; errors are typed."""
         scope = f"repository:{ref.path}:{'pull,push' if push else 'pull'}"
-        key = (ref.host, scope)
+        key = (ref.host, scope, self._fingerprint(ref.host))
         answered = False
         for _ in range(6):
             hdrs = dict(headers or {})
             if key in self._auth:
                 hdrs["Authorization"] = self._auth[key]
             resp = await self._send(ref, method, url, hdrs, body)
-            if resp.status == 401 and not answered and key != ("", ""):
+            if resp.status == 401 and not answered and key[0]:
                 # First challenge of this request (or a cached token went stale / lacks scope).
                 answered = True
                 await resp.read()
@@ -105,13 +129,13 @@ class DistributionClient:
                 self._auth.pop(key, None)
                 raise RegistryUnauthorized(
                     f"registry {ref.host} refused access to {ref.path} (HTTP {resp.status}); "
-                    "check the username and password configured for this registry"
+                    f"{self._whose(ref.host)}"
                 )
             if resp.status in (301, 302, 303, 307, 308) and resp.header("location"):
                 await resp.read()
                 url = urljoin(url, resp.header("location"))
                 if not url.startswith(self._base(ref).split("/v2/")[0]):
-                    key = ("", "")  # never send our credentials to another host
+                    key = ("", "", "")  # never send our credentials to another host
                 continue
             return resp
         raise RuntimeFailure(f"registry {ref.host}: too many redirects or auth rounds for {url}")
@@ -127,6 +151,12 @@ class DistributionClient:
                 "the node can reach it"
             ) from e
 
+    def _whose(self, host: str) -> str:
+        user = self.config.for_host(host).username
+        if not user:
+            return "no credentials were given: set the workload's image_pull_secret"
+        return f"check the password of user {user!r} for this registry"
+
     async def _answer(self, ref: Reference, challenge: str, scope: str) -> str:
         h = self.config.for_host(ref.host)
         scheme, params = parse_challenge(challenge)
@@ -136,7 +166,8 @@ class DistributionClient:
         if scheme == "basic":
             if not basic:
                 raise RegistryUnauthorized(
-                    f"registry {ref.host} requires a username and password; configure them"
+                    f"registry {ref.host} requires a username and password; set the "
+                    "workload's image_pull_secret (cloudless secret create NAME --type registry)"
                 )
             return basic
         if scheme != "bearer" or "realm" not in params:
@@ -160,7 +191,7 @@ class DistributionClient:
         if resp.status in (401, 403):
             raise RegistryUnauthorized(
                 f"token service for {ref.host} refused the credentials (HTTP {resp.status}); "
-                "check the username and password configured for this registry"
+                f"{self._whose(ref.host)}"
             )
         if resp.status != 200:
             raise RegistryUnavailable(f"token service for {ref.host} answered HTTP {resp.status}")

@@ -1,7 +1,7 @@
 """A simulated cluster on one ``FakeClock``, running the product's own code.
 
 ``SimCluster`` runs, in one event loop, one or more coordinator *brains* (the real
-``Election``, ``Leadership`` with ``AgentHub``, ``Reconciler`` and the real
+``Election``, ``Leadership`` with ``AgentPlane``, ``Reconciler`` and the real
 ``SchedulerPlacer``, and ``AgentSessions`` serving agents, over one shared ``MemoryStore``)
 and many *agents*, each the real ``Supervisor`` over a ``FakeRuntime`` on its own ``FakeHost``
 and the real ``Link``, connected through the in-memory transport

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from cloudless.coordinator.agentapi.sessions import AgentSessions
 from cloudless.coordinator.deciders.membership import MembershipConfig
 from cloudless.coordinator.deciders.placer import SchedulerPlacer
-from cloudless.coordinator.dispatcher.hub import AgentHub
 from cloudless.coordinator.eventlog import EventBounds, EventCompactor
+from cloudless.coordinator.eventlog.recorder import EventRecorder
 from cloudless.coordinator.loops.reconcile_loop import Reconciler
 from cloudless.coordinator.state.cluster import EVENTS_PREFIX, ClusterState
+from cloudless.coordinator.wiring.agent_plane import AgentPlane
 from cloudless.coordinator.wiring.leadership import Leadership
 from cloudless.lib.ids import RandomIds
 from cloudless.store.election import Election
@@ -27,7 +28,7 @@ log = logging.getLogger("cloudless.sim")
 
 
 class Brain:
-    """One coordinator: the real election, ``Leadership`` (hub, reconciler, event compactor)
+    """One coordinator: the real election, ``Leadership`` (agent plane, reconciler, event compactor)
     and ``AgentSessions``, over the shared store through a ``GatedStore`` a test can cut."""
 
     def __init__(
@@ -47,10 +48,12 @@ class Brain:
         self.link = GatedStore(store)
         self.state = ClusterState(self.link)
         self.election = Election(self.link, name, ttl=election_ttl, clock=clock, rng=rng)
-        self.hub = AgentHub(self.state, clock, membership)
+        self.events = EventRecorder(self.state, clock)
+        self.agents = AgentPlane(self.state, clock, self.events, membership)
+        self.dispatcher = self.agents.dispatcher
         self.reconciler = Reconciler(self.state, SchedulerPlacer(), RandomIds(rng), clock)
         self.sessions = AgentSessions(
-            hub=self.hub,
+            dispatcher=self.dispatcher,
             clock=clock,
             leader_address=self.election.leader,
             agent_endpoints=lambda: [name, *(p for p in peers() if p != name)],
@@ -61,7 +64,7 @@ class Brain:
             self.election,
             clock,
             [
-                ("agent hub", self.hub.lead),
+                ("agent plane", self.agents.lead),
                 ("reconciler", self.reconciler.lead),
                 ("event compactor", self._compact_events),
             ],
@@ -71,11 +74,11 @@ class Brain:
 
     async def _refused(self, message: str) -> None:
         log.warning(message)
-        await self.hub.emit("security", message)
+        await self.events.emit("security", message)
 
     @property
     def leading(self) -> bool:
-        return self.hub.active and self.election.is_leader()
+        return self.dispatcher.active and self.election.is_leader()
 
     @property
     def terms(self) -> int:

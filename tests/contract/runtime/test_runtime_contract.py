@@ -172,10 +172,16 @@ async def test_stats_of_a_running_container(harness: Harness) -> None:
     await harness.ready("c-stats")
     s = await rt.container_stats("c-stats")
     assert s.pids >= 1 and s.memory_bytes > 0 and s.memory_limit_bytes == 64 << 20
+    assert s.net_rx_bytes == -1  # containers share the host network: nothing of their own
+    await rt.create_container(harness.sleeper("c-idle"))  # created, never started
+    (every,) = await rt.stats_all()  # running containers only
+    assert every.id == "c-stats" and every.memory_limit_bytes == 64 << 20
     await harness.drive(rt.stop_container("c-stats"), 1)
     with pytest.raises(InvalidState):
         await rt.container_stats("c-stats")
+    assert await rt.stats_all() == []
     await rt.delete_container("c-stats")
+    await rt.delete_container("c-idle")
 
 
 async def test_exec_runs_a_command_in_a_running_container(harness: Harness) -> None:

@@ -60,8 +60,8 @@ async def test_agent_renews_at_two_thirds_and_keeps_its_stream(cluster, tmp_path
         await wait_for(lambda: agent.link is not None and agent.link.connected.is_set())
         assert agent.identity is not None
         node_id = agent.identity.node_id
-        await wait_for(lambda: node_id in coord.hub.sessions, what="a session")
-        session = coord.hub.sessions[node_id]
+        await wait_for(lambda: node_id in coord.agents.dispatcher.sessions, what="a session")
+        session = coord.agents.dispatcher.sessions[node_id]
         nb, na, serial = _validity(agent.identity.cert_pem)
         life = na - nb  # 1 year + the 5 min back-dating
         earliest = nb + life * (DEFAULT_FRACTION - DEFAULT_JITTER)  # 2/3 - 5 %: day ~225
@@ -79,7 +79,7 @@ async def test_agent_renews_at_two_thirds_and_keeps_its_stream(cluster, tmp_path
         assert saved is not None and saved.cert_pem == agent.identity.cert_pem  # on disk
 
         await asyncio.sleep(2.5)  # more than a heartbeat: the stream is still the same one
-        assert coord.hub.sessions.get(node_id) is session and not session.closed
+        assert coord.agents.dispatcher.sessions.get(node_id) is session and not session.closed
         assert agent.link.connected.is_set()
         node = await coord.state.nodes.get(node_id)
         assert node is not None and node.value.state.value == "ready"

@@ -9,7 +9,7 @@ import pytest
 
 from cloudless.cli.client import ApiError, Client
 from cloudless.cli.users import issue_user
-from cloudless.coordinator.wiring.joining import CoordinatorInfo, known_coordinators, register
+from cloudless.coordinator.state.coordinators import CoordinatorInfo, known_coordinators, register
 from cloudless.security.identity import SpiffeId
 
 

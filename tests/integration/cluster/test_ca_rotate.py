@@ -76,7 +76,9 @@ async def test_ca_rotate_keeps_links_and_workloads(cluster, tmp_path: Path) -> N
 
         await wait_for(lambda: running() == 3, what="3 running replicas")
         containers = await _containers(runtimes)
-        sessions = {a.identity.node_id: coord.hub.sessions[a.identity.node_id] for a in agents}  # type: ignore[union-attr]
+        sessions = {
+            a.identity.node_id: coord.agents.dispatcher.sessions[a.identity.node_id] for a in agents
+        }  # type: ignore[union-attr]
         old_node = (agents[0].identity.key_pem, agents[0].identity.cert_pem)  # type: ignore[union-attr]
 
         # -- rotate, as `cloudless ca rotate --overlap 2s` does -----------------------------
@@ -106,7 +108,7 @@ async def test_ca_rotate_keeps_links_and_workloads(cluster, tmp_path: Path) -> N
 
         # -- nothing was interrupted: same sessions (no stream re-opened), same containers --
         for node_id, s in sessions.items():
-            assert coord.hub.sessions.get(node_id) is s, f"{node_id} reconnected"
+            assert coord.agents.dispatcher.sessions.get(node_id) is s, f"{node_id} reconnected"
         assert await _containers(runtimes) == containers
         assert await asyncio.to_thread(running) == 3
         status = await asyncio.to_thread(Client(cfg).call, "GET", "/v1/ca/status")
@@ -119,7 +121,7 @@ async def test_ca_rotate_keeps_links_and_workloads(cluster, tmp_path: Path) -> N
         link.reconnect()
         node1 = agents[1].identity.node_id  # type: ignore[union-attr]
         await wait_for(
-            lambda: coord.hub.sessions.get(node1) not in (None, sessions[node1]),
+            lambda: coord.agents.dispatcher.sessions.get(node1) not in (None, sessions[node1]),
             what="agent 1 reconnected with its new certificate",
         )
         token = await asyncio.to_thread(Client(cfg).create_token)

@@ -143,9 +143,11 @@ def test_agents_run_a_replicated_store(cluster: StoreCluster) -> None:
     wait_for(lambda: s3_up(a3.s3, key), "node-3's S3 API again", 90)
     missed = [object_pk(BUCKET, f"during/{i}") for i in range(8)]
     wait_for(
-        lambda: all(has_row(a3.data, pk) for pk in missed), "node-3 to catch up what it missed"
+        lambda: all(has_row(a3.data, pk) for pk in missed),
+        "node-3 to catch up what it missed",
+        180,
     )
-    wait_for(lambda: caught_up(a3), "node-3 to open reads", 120)
+    wait_for(lambda: caught_up(a3), "node-3 to open reads", 180)
     # With node-1 down, reads need node-3's copy (Rq=2 of node-2, node-3).
     cluster.kill(0)
     time.sleep(1)
@@ -157,7 +159,7 @@ def test_agents_run_a_replicated_store(cluster: StoreCluster) -> None:
     # A fourth node in zone z1 joins: a layout change, synced, then acknowledged.
     a4 = cluster.add("z1")
     v = hist.current.version
-    wait_for(lambda: (a4.data / "identity" / "node.json").exists(), "node-4 to enroll")
+    wait_for(lambda: (a4.data / "identity" / "node.json").exists(), "node-4 to enroll", 120)
 
     def joined() -> bool:
         h = history(cluster)
@@ -167,7 +169,7 @@ def test_agents_run_a_replicated_store(cluster: StoreCluster) -> None:
         )
 
     hist = wait_for(joined, "node-4 in the layout, synced", 180) and history(cluster)
-    wait_for(lambda: s3_up(a4.s3, key), "node-4's S3 API", 60)
+    wait_for(lambda: s3_up(a4.s3, key), "node-4's S3 API", 120)
     check_all(a4.s3)
 
     # node-2 gone for good: past the grace period (12 s) it is replaced automatically.
@@ -204,14 +206,15 @@ def test_r2_stays_writable_with_a_node_down(cluster_r2: StoreCluster) -> None:
     a1, a2, a3 = cluster.agents
 
     def all_three() -> bool:
-        # R=2: the first layout comes with the first two nodes, the third joins by a change
+        # R=2: the first layout may come with the first two nodes, the third joining after
         h = history(cluster)
         return bool(h.current and len(h.current.roles) == 3 and len(h.versions) == 1)
 
     wait_for(all_three, "a synced layout of the three nodes", 180)
     time.sleep(6)  # every node re-reads the layout each 5 s beat: let them see v1 retired
     hist = history(cluster)
-    assert hist.current.replication == 2 and hist.version() == 2
+    # v1 if all three registered before the first decision, else v2 (the third joined)
+    assert hist.current.replication == 2 and hist.version() in (1, 2)
     clock = SystemClock()
     key = etcd_call(cluster, lambda s: admin.create_key(s, clock, "tester"))
     etcd_call(cluster, lambda s: admin.create_bucket(s, clock, BUCKET, key.key_id))
@@ -230,8 +233,10 @@ def test_r2_stays_writable_with_a_node_down(cluster_r2: StoreCluster) -> None:
 
     if a2.node_id in owners[partition(BUCKET)]:
         pks = [object_pk(BUCKET, k) for k in objects]
-        wait_for(lambda: all(has_row(a2.data, pk) for pk in pks), "node-2 to get what it missed")
-    wait_for(lambda: caught_up(a2), "node-2 to open reads", 120)
+        wait_for(
+            lambda: all(has_row(a2.data, pk) for pk in pks), "node-2 to get what it missed", 180
+        )
+    wait_for(lambda: caught_up(a2), "node-2 to open reads", 180)
     cluster.kill(0)
     time.sleep(1)
     c = s3(a2.s3, key)

@@ -1,6 +1,7 @@
 """Secrets on real containerd: a replica gets one secret as a file (tmpfs, 0400, read-only
-mount) and as an environment variable; a new value reaches the file without a restart; the
-files go with the replica; the agent's assignment file never holds a value."""
+mount) and as an environment variable, and a config as a file (0444); new values reach the
+files without a restart; the files go with the replica; the agent's assignment file never
+holds a value."""
 
 from __future__ import annotations
 
@@ -43,9 +44,11 @@ async def test_secret_file_and_env_on_containerd(env: Env) -> None:
                 {"name": "db-pass", "path": "/run/secrets/db-pass"},
                 {"name": "db-pass", "env": "DB_PASSWORD"},
             ],
+            "configs": [{"name": "web-conf", "path": "/etc/web/web.conf"}],
         }
     )
-    a = Assigned("web-0", "web", 1, spec, secrets={"db-pass": b"hunter2"})
+    values = {"db-pass": b"hunter2", "web-conf": b"listen 8080\n"}
+    a = Assigned("web-0", "web", 1, spec, secrets=values)
     assert "hunter2" not in repr(a)  # values are never shown
     sup = Supervisor(rt, SystemClock(), lambda: None, secrets_root=root)
     task = asyncio.create_task(sup.run([a]))
@@ -64,10 +67,20 @@ async def test_secret_file_and_env_on_containerd(env: Env) -> None:
         assert r.output.startswith("-r--------")
         r = await rt.exec_in_container("web-0", ["sh", "-c", "echo x > /run/secrets/db-pass"])
         assert r.exit_code != 0  # read-only mount (and 0400)
+        # A config: a file too, readable by any user of the container (0444), read-only.
+        conf = root / "web-0" / "web-conf"
+        assert stat.S_IMODE(conf.stat().st_mode) == 0o444
+        r = await rt.exec_in_container("web-0", ["cat", "/etc/web/web.conf"])
+        assert (r.exit_code, r.output) == (0, "listen 8080\n")
+        r = await rt.exec_in_container("web-0", ["ls", "-l", "/etc/web/web.conf"])
+        assert r.output.startswith("-r--r--r--")
+        r = await rt.exec_in_container("web-0", ["sh", "-c", "echo x > /etc/web/web.conf"])
+        assert r.exit_code != 0
 
-        # A new value: the file changes in place, the container is not restarted.
+        # New values: the files change in place, the container is not restarted.
         pid = (await rt.get_container("web-0")).pid
-        sup.assign([replace(a, secrets={"db-pass": b"correct horse"})])
+        new = {"db-pass": b"correct horse", "web-conf": b"listen 9090\n"}
+        sup.assign([replace(a, secrets=new)])
 
         async def seen() -> str:
             return (await rt.exec_in_container("web-0", ["cat", "/run/secrets/db-pass"])).output
@@ -77,6 +90,8 @@ async def test_secret_file_and_env_on_containerd(env: Env) -> None:
                 break
             await asyncio.sleep(0.05)
         assert await seen() == "correct horse"
+        r = await rt.exec_in_container("web-0", ["cat", "/etc/web/web.conf"])
+        assert r.output == "listen 9090\n" and stat.S_IMODE(conf.stat().st_mode) == 0o444
         assert (await rt.get_container("web-0")).pid == pid and st.restarts == 0
 
         sup.assign([])

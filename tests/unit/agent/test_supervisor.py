@@ -12,10 +12,11 @@ import pytest
 
 from cloudless.agent.supervisor import Assigned, Supervisor
 from cloudless.lib.clock import FakeClock
+from cloudless.model.registry_auth import registry_secret
 from cloudless.model.replica import ReplicaState
 from cloudless.model.workload import RestartMode, RestartPolicy, WorkloadSpec
 from cloudless.runtime.fake import FakeBehavior, FakeHost, FakeRuntime
-from cloudless.runtime.types import ContainerState
+from cloudless.runtime.types import ContainerState, RegistryAuth
 
 
 def assigned(rid: str, version: int = 1, image: str = "img", **restart: object) -> Assigned:
@@ -275,3 +276,36 @@ async def test_a_set_arriving_while_the_agent_shuts_down_leaves_containers_alone
     rt_task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await rt_task
+
+
+async def test_image_pull_secret_is_used_for_the_pull_and_refreshed_values_retried() -> None:
+    """A registry wanting credentials: without a value the replica fails naming the secret;
+    a wrong password fails naming the registry; the coordinator's new value (same spec
+    version) is used by the next restart, and the container runs."""
+    clock = FakeClock()
+    host = FakeHost()
+    host.registry_auth["reg:5000"] = RegistryAuth("deploy", "right")
+    rt = FakeRuntime(clock, host=host)
+    policy = RestartPolicy(backoff_base_s=1.0, backoff_cap_s=1.0)
+    spec = WorkloadSpec(
+        name="web", image="reg:5000/web:1", restart=policy, image_pull_secret="regcred"
+    )
+
+    def a(value: bytes | None) -> Assigned:
+        return Assigned("w", "web", 1, spec, secrets={"regcred": value} if value else {})
+
+    async with running(rt, clock) as sup:
+        sup.assign([a(None)])
+        await settle(clock)
+        assert state(sup, "w") is ReplicaState.FAILED
+        assert "image_pull_secret 'regcred': the coordinator sent no value" in (
+            sup.workers["w"].status.reason
+        )
+        sup.assign([a(registry_secret("reg:5000", "deploy", "wrong"))])
+        await settle(clock, 1.1)
+        reason = sup.workers["w"].status.reason
+        assert "registry reg:5000 refused access" in reason and "'deploy'" in reason
+        sup.assign([a(registry_secret("reg:5000", "deploy", "right"))])
+        await settle(clock, 1.1)
+        assert state(sup, "w") is ReplicaState.RUNNING
+        assert [c.id for c in await rt.list_containers()] == ["w"]

@@ -179,6 +179,54 @@ def test_agent_flags_build_the_config(tmp_path: Path) -> None:
     assert none.data_dir.name == "agent"
 
 
+STORAGE_BAD = [
+    # (size, listen, s3, replication, grace, zone, the flag the error names, words)
+    ("lots", "0.0.0.0:3901", "0.0.0.0:3900", 3, None, "z", "--storage", "lots"),
+    ("1Gi", "3901", "0.0.0.0:3900", 3, None, "z", "--storage-listen", "HOST:PORT"),
+    ("1Gi", "0.0.0.0:3901", "h:99999", 3, None, "z", "--s3-listen", "HOST:PORT"),
+    ("1Gi", "0.0.0.0:3901", "0.0.0.0:3900", 9, None, "z", "--storage-replication", "1..7"),
+    ("1Gi", "0.0.0.0:3901", "0.0.0.0:3900", 3, -1.0, "z", "--storage-grace", ">= 0"),
+    ("1Gi", "0.0.0.0:3901", "0.0.0.0:3900", 3, None, "", "--zone", "needs a zone"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("size,listen,s3,rep,grace,zone,flag,words", STORAGE_BAD)
+def test_storage_flags_name_the_bad_one(
+    tmp_path: Path,
+    size: str,
+    listen: str,
+    s3: str,
+    rep: int,
+    grace: float | None,
+    zone: str,
+    flag: str,
+    words: str,
+) -> None:
+    import typer
+
+    a = daemons.agent_config(
+        join="", token="", data_dir=tmp_path, name="pi", zone=zone, region="", labels=None,
+        address="", cpu=None, memory=None, disk=None,
+    )  # fmt: skip
+    with pytest.raises(typer.BadParameter) as e:
+        daemons.storage_config(a, size, listen, s3, rep, grace)
+    assert e.value.param_hint == flag and words in str(e.value)
+
+
+def test_storage_flags_build_the_node_config(tmp_path: Path) -> None:
+    a = daemons.agent_config(
+        join="", token="", data_dir=tmp_path, name="pi", zone="home", region="", labels=None,
+        address="10.0.0.9", cpu=None, memory=None, disk=None,
+    )  # fmt: skip
+    s = daemons.storage_config(a, "2Gi", "0.0.0.0:3901", "0.0.0.0:3900", 2, None)
+    assert (s.capacity, s.zone, s.rpc_port, s.s3_port, s.replication, s.advertise) == (
+        2 << 30, "home", 3901, 3900, 2, "10.0.0.9"
+    )  # fmt: skip
+    assert s.data_dir == tmp_path / "objectstore"
+    gateway = daemons.storage_config(a, "0", "0.0.0.0:3901", "0.0.0.0:3900", 3, None)
+    assert gateway.capacity == 0
+
+
 class _FailingCoordinator:
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -290,6 +338,9 @@ def test_agent_flags_for_leaving_refuse_bad_values(tmp_path: Path) -> None:
     )
     r = run("agent", "--data-dir", str(tmp_path), "--leave-deadline", "2h")
     assert r.exit_code == 2 and "--leave-deadline" in r.output
+    for pct in ("100", "-1", "nan"):
+        r = run("agent", "--data-dir", str(tmp_path), "--leave-below-battery", pct)
+        assert r.exit_code == 2 and "--leave-below-battery" in r.output, (pct, r.output)
     r = run("agent", "leave", "--data-dir", str(tmp_path))
     assert r.exit_code == 1 and "no running agent found" in r.output
 

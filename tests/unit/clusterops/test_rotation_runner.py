@@ -12,7 +12,7 @@ from cryptography import x509
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.clusterops.rotation_runner import AgentTrust, RootRotation, rotation_table
-from cloudless.coordinator.wiring.joining import CoordinatorInfo, register
+from cloudless.coordinator.state.coordinators import CoordinatorInfo, register
 from cloudless.lib.clock import FakeClock
 from cloudless.lib.errors import Conflict
 from cloudless.security.bundle import certificate_digest, load_pem_certificates
@@ -167,7 +167,7 @@ def test_agent_advice(
     names = {"ISSUING": ca.digest, "OLD": "o" * 64, "EXTRA": "e" * 64}
     hb = pb.Heartbeat(trusted_roots=[names[t] for t in trusted], cert_issuer=names.get(issuer, ""))
     reply = pb.HeartbeatAck()
-    AgentTrust(MemoryStore(), ca).advise(hb, reply)
+    AgentTrust(MemoryStore(), ca, FakeClock()).advise("n1", hb, reply)
     assert bool(reply.ca_bundle_pem) == bundle_sent
     assert reply.renew_now == renew
     if bundle_sent:
@@ -177,7 +177,7 @@ def test_agent_advice(
 async def test_agent_reports_are_written_once_per_change(tmp_path: Path) -> None:
     ca = CertificateAuthority.init(tmp_path / "ca", root_key_size=2048)
     store = MemoryStore()
-    trust = AgentTrust(store, ca)
+    trust = AgentTrust(store, ca, FakeClock())
     hb = pb.Heartbeat(trusted_roots=[ca.digest], cert_issuer=ca.digest)
     await trust.record("n1", hb, NO_FENCE)
     rev = (await rotation_table(store).get("node-n1")).mod_revision  # type: ignore[union-attr]
@@ -186,3 +186,24 @@ async def test_agent_reports_are_written_once_per_change(tmp_path: Path) -> None
     await trust.record("n1", pb.Heartbeat(trusted_roots=["x" * 64], cert_issuer=""), NO_FENCE)
     rec = await rotation_table(store).get("node-n1")
     assert rec is not None and rec.value == {"trusted": ["x" * 64], "issuer": ""}
+
+
+def test_renewals_are_paced(tmp_path: Path) -> None:
+    """4 per second, each agent told once per 30 s: 10 agents asking at once get 4 tells,
+    then one more per 0.25 s; a told agent is not told again until 30 s have passed."""
+    clock = FakeClock()
+    ca = CertificateAuthority.init(tmp_path / "ca", root_key_size=2048)
+    trust = AgentTrust(MemoryStore(), ca, clock, renewals_per_s=4, retell_s=30)
+    hb = pb.Heartbeat(trusted_roots=[ca.digest], cert_issuer="o" * 64)
+
+    def told(node: str) -> bool:
+        reply = pb.HeartbeatAck()
+        trust.advise(node, hb, reply)
+        return reply.renew_now
+
+    assert [told(f"n{i}") for i in range(10)] == [True] * 4 + [False] * 6  # bucket of 4
+    clock.advance(0.25)  # one token back
+    assert [told(f"n{i}") for i in range(4, 10)] == [True] + [False] * 5
+    assert not told("n0")  # told 0.25 s ago: its renewal is under way
+    clock.advance(30)
+    assert told("n0")  # not renewed within 30 s: told again

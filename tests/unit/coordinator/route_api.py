@@ -15,10 +15,11 @@ from cloudless.store.memory import MemoryStore
 def route_only_api() -> UserApi:
     none: Any = None
     ca: Any = SimpleNamespace(secrets_key=lambda generation: b"k" * 32)
-    hub: Any = SimpleNamespace(fence=lambda: None, emit=None)
+    recorder: Any = SimpleNamespace(emit=None)
     return UserApi(
         state=ClusterState(MemoryStore(clock=FakeClock(0.0))),
-        hub=hub,
+        fence=lambda: None,  # type: ignore[arg-type,return-value]
+        recorder=recorder,
         ca=ca,
         tokens=none,
         authorizer=none,

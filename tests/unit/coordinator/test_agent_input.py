@@ -14,8 +14,10 @@ from cloudless.coordinator.agentapi.checks import (
     clean_statuses,
     heartbeat_problems,
 )
-from cloudless.coordinator.dispatcher.hub import AgentHub, Session
+from cloudless.coordinator.dispatcher.dispatcher import Session
+from cloudless.coordinator.eventlog.recorder import EventRecorder
 from cloudless.coordinator.state.cluster import ClusterState
+from cloudless.coordinator.wiring.agent_plane import AgentPlane
 from cloudless.lib.clock import FakeClock
 from cloudless.model.replica import Replica
 from cloudless.store.memory import MemoryStore
@@ -83,7 +85,8 @@ def test_goodbye_reason_is_cut() -> None:
 
 
 async def test_log_chunks_only_from_the_node_asked() -> None:
-    hub = AgentHub(ClusterState(MemoryStore(FakeClock())), FakeClock())
+    state = ClusterState(MemoryStore(FakeClock()))
+    hub = AgentPlane(state, FakeClock(), EventRecorder(state, FakeClock())).dispatcher
     hub._index.put(Replica(id="r1", workload="w", node_id="a"))
     hub.sessions["a"] = Session("a")
     async with hub.log_stream("r1", follow=True, tail=0, request_id="rq") as q:

@@ -1,7 +1,7 @@
 """``AgentSessions.serve`` while no leader is known: the stream is held (not redirected at
 once) and becomes a session when this coordinator starts leading; a leader elsewhere gets a
 redirect at once; a hold that runs out is a redirect that says no leader was elected. Driven
-over the in-memory channel, as an agent sees it."""
+over the in-memory channel, as an agent sees it, on a fake clock."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.coordinator.agentapi.sessions import AgentSessions
-from cloudless.coordinator.dispatcher.hub import NotLeader, Session
-from cloudless.lib.clock import SystemClock
+from cloudless.coordinator.dispatcher.dispatcher import NotLeader, Session
+from cloudless.lib.clock import FakeClock
 from cloudless.transport.channel import AgentEnd
 from cloudless.transport.memory import MemoryNetwork
 
@@ -24,7 +24,8 @@ ME = "10.0.0.1:7443"
 class FakeHub:
     """Not leading until ``lead()``; then ``open_session`` gives a session."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
         self.ready = asyncio.Event()
         self.sessions: list[Session] = []
         self.opened = asyncio.Event()
@@ -42,8 +43,14 @@ class FakeHub:
         return self.sessions[-1]
 
     async def wait_active(self, timeout: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.ready.wait(), timeout)
+        waits = (
+            asyncio.ensure_future(self.ready.wait()),
+            asyncio.ensure_future(self.clock.sleep(timeout)),
+        )
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
         return self.ready.is_set()
 
     def close_session(self, s: Session) -> None:
@@ -57,8 +64,8 @@ async def connected(hub: FakeHub, leader: list[str]) -> AsyncIterator[AgentEnd]:
         return None
 
     sessions = AgentSessions(
-        hub=hub,  # type: ignore[arg-type]
-        clock=SystemClock(),
+        dispatcher=hub,  # type: ignore[arg-type]
+        clock=hub.clock,
         leader_address=lambda: leader[0] or None,
         agent_endpoints=lambda: [ME],
         refused=refused,
@@ -78,19 +85,34 @@ async def connected(hub: FakeHub, leader: list[str]) -> AsyncIterator[AgentEnd]:
             await serving
 
 
-async def first_kinds(ch: AgentEnd, until: str, within: float = 3.0) -> list[str]:
-    """Kinds of the messages received until one of kind ``until`` (or a redirect)."""
+async def run_for(clock: FakeClock, seconds: float) -> None:
+    """Advance in 0.1 s steps, letting everything that became ready run to completion."""
+    for _ in range(round(seconds / 0.1)):
+        clock.advance(0.1)
+        for _ in range(50):
+            await asyncio.sleep(0)
+
+
+async def kinds_until_redirect(ch: AgentEnd, clock: FakeClock, seconds: float) -> list[str]:
+    """Kinds of the messages received while ``seconds`` pass (up to a redirect)."""
     kinds: list[str] = []
-    async with asyncio.timeout(within):
+
+    async def read() -> None:
         async for msg in ch:
             kinds.append(msg.WhichOneof("kind") or "nudge")
-            if kinds[-1] in (until, "redirect"):
-                break
+            if kinds[-1] == "redirect":
+                return
+
+    reader = asyncio.create_task(read())
+    await run_for(clock, seconds)
+    reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reader
     return kinds
 
 
 async def test_held_until_this_coordinator_leads() -> None:
-    hub = FakeHub()
+    hub = FakeHub(FakeClock())
     async with connected(hub, [""]) as ch:
         kinds: list[str] = []
         assigned = asyncio.Event()
@@ -102,7 +124,7 @@ async def test_held_until_this_coordinator_leads() -> None:
                     assigned.set()
 
         task = asyncio.create_task(consume())
-        await asyncio.sleep(0.5)  # no leader for 0.5 s: nudges every 0.2 s, no redirect
+        await run_for(hub.clock, 0.5)  # no leader for 0.5 s: nudges at 0.2 and 0.4 s
         hub.lead()
         async with asyncio.timeout(1.0):
             await hub.opened.wait()
@@ -119,11 +141,15 @@ async def test_held_until_this_coordinator_leads() -> None:
 
 
 async def test_leader_elsewhere_is_a_redirect_at_once() -> None:
-    async with connected(FakeHub(), ["10.0.0.2:7443"]) as ch:
-        assert await first_kinds(ch, "redirect", within=0.5) == ["redirect"]
+    hub = FakeHub(FakeClock())
+    async with connected(hub, ["10.0.0.2:7443"]) as ch:
+        assert await kinds_until_redirect(ch, hub.clock, 0.1) == ["redirect"]
 
 
 async def test_hold_runs_out_with_no_leader_elected() -> None:
-    async with connected(FakeHub(), [""]) as ch:
-        kinds = await first_kinds(ch, "redirect", within=3.0)
-    assert kinds[-1] == "redirect" and 3 <= kinds.count("nudge") <= 5  # 1 s / 0.2 s
+    hub = FakeHub(FakeClock())
+    async with connected(hub, [""]) as ch:
+        kinds = await kinds_until_redirect(ch, hub.clock, 1.5)
+    # nudges at 0.2, 0.4, 0.6 and 0.8 s; at 1.0 s the hold runs out (a redirect), and a
+    # fifth nudge may come first (both fall due at 1.0 s, the 0.1 s float steps decide)
+    assert kinds[-1] == "redirect" and 4 <= kinds.count("nudge") <= 5, kinds

@@ -1,4 +1,4 @@
-"""A new leader's hub serves no agent before it knows every workload: an assignment built
+"""A new leader's dispatcher serves no agent before it knows every workload: an assignment built
 from replicas whose workload is not loaded yet leaves them out, and a node's set without
 them tells its agent to stop them (the chaos scenario "cut the leader coordinator off" lost
 every web container that way, with the records still saying running: nothing re-pushed)."""
@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 
-from cloudless.coordinator.dispatcher.hub import AgentHub
+from cloudless.coordinator.eventlog.recorder import EventRecorder
 from cloudless.coordinator.state.cluster import ClusterState
 from cloudless.coordinator.state.records import WorkloadRecord
+from cloudless.coordinator.wiring.agent_plane import AgentPlane
 from cloudless.lib.clock import FakeClock
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica, ReplicaState
@@ -37,8 +38,9 @@ async def test_no_session_until_workloads_are_loaded_then_the_full_set() -> None
         return await real_list(**kw)  # type: ignore[arg-type]
 
     state.workloads.list = slow_list  # type: ignore[method-assign]
-    hub = AgentHub(state, clock)
-    lead = asyncio.create_task(hub.lead(NO_FENCE))
+    plane = AgentPlane(state, clock, EventRecorder(state, clock))
+    hub = plane.dispatcher
+    lead = asyncio.create_task(plane.lead(NO_FENCE))
     try:
         await asyncio.wait_for(listed.wait(), 5)
         for _ in range(50):  # the replicas loop has every chance to finish meanwhile

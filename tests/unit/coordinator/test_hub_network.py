@@ -1,4 +1,4 @@
-"""The hub sends each node its network with its set, and re-sends the set when the network
+"""The dispatcher sends each node its network with its set, and re-sends the set when the network
 of a node changes (``repush``); without a network (``network_for`` None) the field is unset."""
 
 from __future__ import annotations
@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
-from cloudless.coordinator.dispatcher.hub import AgentHub
+from cloudless.coordinator.eventlog.recorder import EventRecorder
 from cloudless.coordinator.state.cluster import ClusterState
+from cloudless.coordinator.wiring.agent_plane import AgentPlane
 from cloudless.lib.clock import FakeClock
 from cloudless.model.node import Node, NodeState
 from cloudless.store.fence import NO_FENCE
@@ -19,8 +20,9 @@ async def test_network_travels_with_the_set_and_changes_repush_it() -> None:
     state = ClusterState(MemoryStore(clock))
     for n in ("n1", "n2"):
         await state.nodes.put(n, Node.make(n, state=NodeState.READY))
-    hub = AgentHub(state, clock)
-    lead = asyncio.create_task(hub.lead(NO_FENCE))
+    plane = AgentPlane(state, clock, EventRecorder(state, clock))
+    hub = plane.dispatcher
+    lead = asyncio.create_task(plane.lead(NO_FENCE))
     try:
         assert await hub.wait_active(5)
         s1, s2 = await hub.open_session("n1"), await hub.open_session("n2")

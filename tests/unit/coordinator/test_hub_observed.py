@@ -1,4 +1,4 @@
-"""The hub writes agents' replica reports through ``Replica.advance``: a report that moves
+"""The dispatcher writes agents' replica reports through ``Replica.advance``: a report that moves
 observed state backward within an incarnation is dropped (logged), the store unchanged."""
 
 from __future__ import annotations
@@ -7,8 +7,10 @@ import logging
 
 import pytest
 
-from cloudless.coordinator.dispatcher.hub import AgentHub
+from cloudless.coordinator.dispatcher.dispatcher import Dispatcher
+from cloudless.coordinator.eventlog.recorder import EventRecorder
 from cloudless.coordinator.state.cluster import ClusterState
+from cloudless.coordinator.wiring.agent_plane import AgentPlane
 from cloudless.lib.clock import FakeClock
 from cloudless.model.replica import Replica, ReplicaState
 from cloudless.store.fence import NO_FENCE
@@ -17,12 +19,13 @@ from cloudless.store.memory import MemoryStore
 R = ReplicaState
 
 
-async def hub_with(stored: Replica) -> tuple[AgentHub, ClusterState]:
+async def hub_with(stored: Replica) -> tuple[Dispatcher, ClusterState]:
     clock = FakeClock()
     state = ClusterState(MemoryStore(clock))
     await state.replicas.put(ClusterState.replica_key(stored), stored)
-    hub = AgentHub(state, clock)
-    hub._fence = NO_FENCE  # leading, as ``lead`` sets it
+    plane = AgentPlane(state, clock, EventRecorder(state, clock))
+    hub = plane.dispatcher
+    hub.start(NO_FENCE)  # leading, as ``AgentPlane.lead`` starts it
     return hub, state
 
 
@@ -46,7 +49,7 @@ async def test_reports_only_move_observed_state_forward(
     report = Replica(
         "web-1", "web", node_id="n1", spec_version=1, observed=reported, restarts=restarts
     )
-    with caplog.at_level(logging.WARNING, logger="cloudless.coordinator.dispatcher.hub"):
+    with caplog.at_level(logging.WARNING, logger="cloudless.coordinator.dispatcher"):
         await hub._update_replica(report, cur)
     rec = await state.replicas.get(ClusterState.replica_key(cur))
     assert rec is not None and rec.value.observed is written

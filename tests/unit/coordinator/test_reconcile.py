@@ -6,7 +6,6 @@ from dataclasses import replace
 
 from cloudless.coordinator.deciders.reconcile import (
     Action,
-    ClusterView,
     CreateReplica,
     DeleteReplica,
     DeleteWorkload,
@@ -14,6 +13,7 @@ from cloudless.coordinator.deciders.reconcile import (
     UpdateReplica,
     reconcile,
 )
+from cloudless.coordinator.state.cluster_view import ClusterView
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.ids import SequentialIds
 from cloudless.model.node import Node, NodeState
@@ -212,3 +212,35 @@ def test_scaling_keeps_the_version_other_changes_bump_it() -> None:
     assert rec.with_spec(replace(rec.spec, replicas=5), 1.0).version == 1  # restarts nothing
     assert rec.with_spec(replace(rec.spec, image="busybox:2"), 1.0).version == 2
     assert rec.with_spec(rec.spec, 1.0) is rec
+
+
+def test_start_first_roll_out_walks_to_the_new_version() -> None:
+    """3 replicas, max_surge 1, max_unavailable 0: each round, the actions are applied and the
+    new replicas become running and ready; at no point are fewer than 3 available or more
+    than 4 wanted running."""
+    from cloudless.model.rollout import RolloutState, UpdatePolicy
+
+    v1 = wl(3, update=UpdatePolicy(max_surge=1, min_ready_s=0.0))
+    rec = v1.next_version(replace(v1.spec, image="busybox:2"), at=50.0)
+    assert rec.rollout.state is RolloutState.PROGRESSING
+    nodes = [node(i) for i in range(4)]
+    reps = {r.id: r for r in (rep(i, f"n{i}", ready=True) for i in range(3))}
+    ids = SequentialIds()
+    rounds = []
+    for _ in range(10):
+        view = ClusterView({n.id: n for n in nodes}, {rec.name: rec}, dict(reps))
+        acts = reconcile(view, FakePlacer(), ids, now=100.0)
+        made, stopped = creates(acts), stops(acts)
+        rounds.append((len(made), len(stopped)))
+        for a in acts:
+            if isinstance(a, CreateReplica):  # started and ready by the next round
+                reps[a.replica.id] = replace(a.replica, observed=R.RUNNING, ready=True)
+            elif isinstance(a, UpdateReplica) and a.replica.desired is DesiredState.STOPPED:
+                del reps[a.replica.id]  # stopped and gone
+        running = list(reps.values())
+        assert 3 <= len(running) <= 4, running
+        if not made and not stopped:
+            break
+    # 1 new; then 1 stopped + 1 new, twice; then the last old one stopped.
+    assert rounds[:4] == [(1, 0), (1, 1), (1, 1), (0, 1)], rounds
+    assert sorted(r.spec_version for r in reps.values()) == [2, 2, 2]

@@ -138,3 +138,52 @@ def test_history_keeps_the_last_ten() -> None:
         rec = rec.next_version(replace(rec.spec, image=f"web:{i}"), float(i))
     assert len(rec.history) == 10 and rec.history[-1].version == rec.version - 1
     assert WorkloadRecord.from_dict(rec.to_dict()) == rec
+
+
+# Start first (max_surge): (replicas, max_surge, max_unavailable, new ready, new not ready,
+# stale) -> (surge, retired), with the arithmetic: available = ready new + stale;
+# retire = min(stale, available - (replicas - max_unavailable));
+# surge = min(replicas + max_surge - (all - retired), replicas - new).
+SURGE = [
+    # 3, +1, 0 down: start 1 new first (4 in all); nothing retired while it is not ready.
+    (3, 1, 0, 0, 0, 3, 1, 0),  # available 3 - 3 = 0 retired; 3 + 1 - 3 = 1 new
+    (3, 1, 0, 0, 1, 3, 0, 0),  # in flight: 3 + 1 - 4 = 0
+    (3, 1, 0, 1, 0, 3, 1, 1),  # ready: 4 - 3 = 1 retired; 4 - 3 = 1 more new
+    # 2 ready new, 1 stale: 3 available - 3 = 0 retired; min(3 + 1 - 3, 3 - 2) = 1 new.
+    (3, 1, 0, 2, 0, 1, 1, 0),
+    # 3, +1, 1 down: 1 retired and 2 new at once (3 + 1 - 2 = 2).
+    (3, 1, 1, 0, 0, 3, 2, 1),
+    # 4, +2, 0 down: 2 new first, then 2 for 2.
+    (4, 2, 0, 0, 0, 4, 2, 0),
+    (4, 2, 0, 2, 0, 4, 2, 2),  # 6 available - 4 = 2 retired; 4 + 2 - 4 = 2 new
+    # Never more new ones than replicas: 2 new of 2, 1 stale left: retire it, start none.
+    (2, 3, 0, 2, 0, 1, 0, 1),
+]
+
+
+@pytest.mark.parametrize(
+    ("want", "surge", "down", "ready", "unready", "stale", "start", "retired"), SURGE
+)
+def test_start_first_table(
+    want: int, surge: int, down: int, ready: int, unready: int, stale: int, start: int,
+    retired: int,
+) -> None:  # fmt: skip
+    rec = record(want, max_surge=surge, max_unavailable=down)
+    kept = [
+        *[rep(i, 2) for i in range(ready)],
+        *[rep(10 + i, 2, ready=False) for i in range(unready)],
+        *[rep(20 + i, 1) for i in range(stale)],
+    ]
+    plan = decide_rollout(rec, kept, NOW)
+    assert (plan.surge, len(plan.retire), plan.roll) == (start, retired, [])
+    assert ids(plan.retire) == [f"web-{20 + i}" for i in range(retired)]  # oldest ids first
+
+
+def test_start_first_relabels_replicas_already_on_the_current_spec() -> None:
+    """An undo back to version 1 (as version 3): replicas still on version 1 run the same
+    containers, so they are rolled in place (relabelled), not surged."""
+    rec = record(2, max_surge=1)
+    undone = rec.next_version(rec.history[-1].spec, at=950.0)
+    assert undone.version == 3
+    plan = decide_rollout(undone, [rep(0, 1), rep(1, 1)], NOW)
+    assert ids(plan.roll) == ["web-0"] and plan.surge == 0 and plan.retire == []

@@ -7,7 +7,6 @@ import pytest
 
 from cloudless.coordinator.deciders.reconcile import (
     Action,
-    ClusterView,
     CreateReplica,
     DeleteReplica,
     SetUnplaced,
@@ -15,6 +14,7 @@ from cloudless.coordinator.deciders.reconcile import (
     reconcile,
 )
 from cloudless.coordinator.deciders.stateful import ordinal_of
+from cloudless.coordinator.state.cluster_view import ClusterView
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.ids import SequentialIds
 from cloudless.model.node import Node, NodeState

@@ -67,3 +67,23 @@ def test_bad_input_names_the_field(secrets: Any, problem: str) -> None:
     with pytest.raises(ValidationError) as e:
         parse_workload(spec(secrets))
     assert any(problem in p for p in e.value.problems), e.value.problems
+
+
+def test_configs_parse_round_trip_and_may_not_take_a_secrets_place() -> None:
+    s = parse_workload({**spec([{"name": "pw", "env": "PW"}]), "configs": [
+        {"name": "web-conf", "path": "/etc/web.conf"}, {"name": "level", "env": "LOG_LEVEL"},
+    ]})  # fmt: skip
+    assert s.configs == (
+        SecretRef("web-conf", path="/etc/web.conf"),
+        SecretRef("level", env="LOG_LEVEL"),
+    )
+    assert s.secret_names() == {"pw", "web-conf", "level"}
+    assert parse_workload(workload_to_dict(s)) == s
+    with pytest.raises(ValidationError) as e:
+        parse_workload(
+            {**spec([{"name": "pw", "env": "PW"}]), "configs": [{"name": "c", "env": "PW"}]}
+        )
+    assert e.value.problems == ["spec.configs[0]: env 'PW' is already used by spec.secrets[0]"]
+    with pytest.raises(ValidationError) as e:
+        parse_workload({**spec(None), "configs": [{"name": "c", "path": "/etc"}]})
+    assert "spec.configs[0].path: '/etc' is a system path" in e.value.problems[0]

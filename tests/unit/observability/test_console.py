@@ -6,7 +6,7 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from cloudless.coordinator.deciders.reconcile import ClusterView
+from cloudless.coordinator.state.cluster_view import ClusterView
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.coordinator.userapi.console import pages
 from cloudless.coordinator.userapi.console.session import LoginLinks, Sessions

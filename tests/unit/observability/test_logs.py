@@ -27,7 +27,7 @@ def stderr(capsys: pytest.CaptureFixture[str]) -> Iterator[Err]:
 
 def test_json_lines_carry_the_shared_keys(stderr: Err) -> None:
     logs.setup("info", "json")
-    log = logging.getLogger("cloudless.coordinator.dispatcher.hub")
+    log = logging.getLogger("cloudless.coordinator.example")
     with logs.bind(node="n1", workload="web"):
         log.info("placed %s", "r1", extra={"replica": "r1"})
     log.debug("not shown at info")
@@ -36,7 +36,7 @@ def test_json_lines_carry_the_shared_keys(stderr: Err) -> None:
     rec = lines[0]
     assert rec["message"] == "placed r1"
     assert rec["level"] == "info"
-    assert rec["component"] == "cloudless.coordinator.dispatcher.hub"
+    assert rec["component"] == "cloudless.coordinator.example"
     assert (rec["node"], rec["workload"], rec["replica"]) == ("n1", "web", "r1")
     assert rec["time"].endswith("Z")
 

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cloudless.agent.supervisor import LocalStatus
 from cloudless.agent.telemetry import replica_families
-from cloudless.coordinator.deciders.reconcile import ClusterView
+from cloudless.coordinator.state.cluster_view import ClusterView
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.coordinator.userapi.telemetry import cluster_families
 from cloudless.model.node import Node, NodeState

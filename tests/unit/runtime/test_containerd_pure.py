@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from cloudless.api.gen.containerd.cgroups.v1 import metrics_pb2 as v1
 from cloudless.api.gen.containerd.cgroups.v2 import metrics_pb2 as v2
 from cloudless.api.gen.containerd.services.containers.v1 import containers_pb2 as cpb
 from cloudless.runtime.containerd.events import explain_start_failure, subscribe_filters
-from cloudless.runtime.containerd.stats import decode_metrics, oom_killed_in_metrics
+from cloudless.runtime.containerd.stats import (
+    decode_metrics,
+    net_counters,
+    oom_killed_in_metrics,
+)
 
 
 def test_decode_cgroup_v1_working_set() -> None:
@@ -31,6 +38,55 @@ def test_decode_cgroup_v2() -> None:
     s = decode_metrics("c", "types.x/io.containerd.cgroups.v2.Metrics", m.SerializeToString(), 1)
     # 7 us = 7_000 ns; 5_000 - 500 = 4_500 bytes working set.
     assert (s.cpu_ns, s.memory_bytes, s.memory_limit_bytes, s.pids) == (7_000, 4_500, 64 << 20, 2)
+
+
+def test_decode_block_io_summed_over_devices() -> None:
+    e1 = v1.BlkIOEntry
+    m1 = v1.Metrics(
+        blkio=v1.BlkIOStat(
+            io_service_bytes_recursive=[
+                e1(op="Read", major=8, value=100), e1(op="Write", major=8, value=4096),
+                e1(op="Read", major=9, value=1), e1(op="Write", major=9, value=4),
+                e1(op="Total", major=8, value=4196), e1(op="Sync", major=8, value=9),
+            ]
+        )
+    )  # fmt: skip
+    s1 = decode_metrics("c", "io.containerd.cgroups.v1.Metrics", m1.SerializeToString(), 1)
+    # Read 100 + 1; Write 4096 + 4; Total and Sync lines are not added again.
+    assert (s1.disk_read_bytes, s1.disk_write_bytes) == (101, 4100)
+    m2 = v2.Metrics(
+        io=v2.IOStat(
+            usage=[v2.IOEntry(major=8, rbytes=10, wbytes=20), v2.IOEntry(rbytes=1, wbytes=2)]
+        )
+    )
+    s2 = decode_metrics("c", "io.containerd.cgroups.v2.Metrics", m2.SerializeToString(), 1)
+    assert (s2.disk_read_bytes, s2.disk_write_bytes) == (11, 22)
+    assert s1.net_rx_bytes == s2.net_rx_bytes == -1  # not in cgroup metrics
+
+
+def test_net_counters_only_for_a_namespace_of_its_own(tmp_path: Path) -> None:
+    """A fake /proc: pid 7 in another network namespace, pid 8 in the host's."""
+    (tmp_path / "self" / "ns").mkdir(parents=True)
+    (tmp_path / "self" / "ns" / "net").write_text("host")
+    for pid in ("7", "8"):
+        (tmp_path / pid / "ns").mkdir(parents=True)
+        (tmp_path / pid / "net").mkdir()
+    (tmp_path / "7" / "ns" / "net").write_text("own")
+    os.link(tmp_path / "self" / "ns" / "net", tmp_path / "8" / "ns" / "net")  # same inode
+    dev = (
+        "Inter-|   Receive                            |  Transmit\n"
+        " face |bytes    packets errs drop fifo frame compressed multicast|bytes ...\n"
+        "    lo: 500 5 0 0 0 0 0 0 500 5 0 0 0 0 0 0\n"
+        "  eth0: 1000 10 0 0 0 0 0 0 2000 20 0 0 0 0 0 0\n"
+        "  eth1: 1 1 0 0 0 0 0 0 2 1 0 0 0 0 0 0\n"
+    )
+    for pid in ("7", "8"):
+        (tmp_path / pid / "net" / "dev").write_text(dev)
+    root = str(tmp_path)
+    # eth0 + eth1, loopback left out: received 1000 + 1, sent 2000 + 2.
+    assert net_counters(7, root) == (1001, 2002)
+    assert net_counters(8, root) is None  # the host's namespace: not the container's own
+    assert net_counters(9, root) is None  # gone
 
 
 def test_oom_counters() -> None:

@@ -17,6 +17,7 @@ from cloudless.runtime.oci.distribution import (
     parse_challenge,
 )
 from cloudless.runtime.oci.reference import parse_reference
+from cloudless.runtime.types import RegistryAuth
 from tests.unit.runtime.conftest import tiny_layer
 from tests.unit.runtime.fake_registry import FakeRegistry, digest_of
 
@@ -110,3 +111,33 @@ async def test_missing_image_and_unreachable_registry(fake_registry: FakeRegistr
         await dead.get_manifest(parse_reference("127.0.0.1:1/app:1"), "1")
     assert "unreachable" in str(e2.value)
     await dead.aclose()
+
+
+@pytest.mark.parametrize("auth", ["basic", "bearer"])
+async def test_per_pull_credentials_do_not_lend_their_token(
+    fake_registry: FakeRegistry, auth: str
+) -> None:
+    """A pull with a workload's credentials (``with_auth``) shares the connections and the
+    token cache, keyed by credentials: an anonymous request afterwards is still refused."""
+    fake_registry.auth = auth
+    fake_registry.add_image("app", "1", tiny_layer()[0], "sha256:" + "1" * 64)
+    ref = parse_reference(f"{fake_registry.host}/app:1")
+    base = client_for(fake_registry)
+    try:
+        authed = base.with_auth(ref.host, RegistryAuth("alice", "s3cret"))
+        await authed.get_manifest(ref, "1")
+        assert authed.config.for_host(ref.host).plain_http  # transport settings kept
+        with pytest.raises(RegistryUnauthorized) as e:
+            await base.get_manifest(ref, "1")
+        assert "image_pull_secret" in str(e.value)
+        with pytest.raises(RegistryUnauthorized) as e:
+            await base.with_auth(ref.host, RegistryAuth("alice", "nope")).get_manifest(ref, "1")
+        assert fake_registry.host in str(e.value)
+        assert "'alice'" in str(e.value) and "nope" not in str(e.value)
+        # The right credentials again: the cached token is reused (bearer: one token call).
+        await base.with_auth(ref.host, RegistryAuth("alice", "s3cret")).get_manifest(ref, "1")
+        if auth == "bearer":
+            # alice, anonymous, the wrong password: 3 token calls; alice's token was reused
+            assert fake_registry.hits["token"] == 3
+    finally:
+        await base.aclose()

@@ -18,6 +18,7 @@ from cloudless.runtime import (
     LogStream,
     RegistryUnauthorized,
 )
+from cloudless.runtime.types import RegistryAuth
 
 
 @pytest.fixture
@@ -109,3 +110,15 @@ async def test_logs_and_external_kill(env: tuple[FakeClock, FakeRuntime]) -> Non
     rt.kill_externally("l", 9)
     await asyncio.wait_for(task, 1)
     assert lines == ["a", "b", "c"]
+
+
+async def test_a_registry_wanting_credentials(env: tuple[FakeClock, FakeRuntime]) -> None:
+    """Checked on every pull, even of an image already on the node (like a manifest fetch)."""
+    _, rt = env
+    await rt.pull_image("img:1")
+    rt.host.registry_auth["docker.io"] = RegistryAuth("u", "p")
+    for auth, why in ((None, "requires a username"), (RegistryAuth("u", "x"), "refused access")):
+        with pytest.raises(RegistryUnauthorized) as e:
+            await rt.pull_image("img:1", auth=auth)
+        assert f"registry docker.io {why}" in str(e.value)
+    await rt.pull_image("img:1", auth=RegistryAuth("u", "p"))

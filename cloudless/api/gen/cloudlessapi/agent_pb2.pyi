@@ -160,8 +160,32 @@ class Hello(_message.Message):
     agent_version: str
     def __init__(self, node_id: _Optional[str] = ..., facts: _Optional[_Union[NodeFacts, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., agent_version: _Optional[str] = ...) -> None: ...
 
+class ReplicaUsage(_message.Message):
+    __slots__ = ("replica_id", "cpu_millis", "memory_bytes", "memory_limit_bytes", "disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps", "pids", "sampled_at")
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    CPU_MILLIS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DISK_READ_BPS_FIELD_NUMBER: _ClassVar[int]
+    DISK_WRITE_BPS_FIELD_NUMBER: _ClassVar[int]
+    NET_RX_BPS_FIELD_NUMBER: _ClassVar[int]
+    NET_TX_BPS_FIELD_NUMBER: _ClassVar[int]
+    PIDS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLED_AT_FIELD_NUMBER: _ClassVar[int]
+    replica_id: str
+    cpu_millis: int
+    memory_bytes: int
+    memory_limit_bytes: int
+    disk_read_bps: int
+    disk_write_bps: int
+    net_rx_bps: int
+    net_tx_bps: int
+    pids: int
+    sampled_at: float
+    def __init__(self, replica_id: _Optional[str] = ..., cpu_millis: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., disk_read_bps: _Optional[int] = ..., disk_write_bps: _Optional[int] = ..., net_rx_bps: _Optional[int] = ..., net_tx_bps: _Optional[int] = ..., pids: _Optional[int] = ..., sampled_at: _Optional[float] = ...) -> None: ...
+
 class Heartbeat(_message.Message):
-    __slots__ = ("seq", "sent_at", "usage", "conditions", "replicas", "network_state", "trusted_roots", "cert_issuer")
+    __slots__ = ("seq", "sent_at", "usage", "conditions", "replicas", "network_state", "trusted_roots", "cert_issuer", "replica_usage", "usage_gone")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +194,8 @@ class Heartbeat(_message.Message):
     NETWORK_STATE_FIELD_NUMBER: _ClassVar[int]
     TRUSTED_ROOTS_FIELD_NUMBER: _ClassVar[int]
     CERT_ISSUER_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_USAGE_FIELD_NUMBER: _ClassVar[int]
+    USAGE_GONE_FIELD_NUMBER: _ClassVar[int]
     seq: int
     sent_at: float
     usage: Resources
@@ -178,7 +204,9 @@ class Heartbeat(_message.Message):
     network_state: str
     trusted_roots: _containers.RepeatedScalarFieldContainer[str]
     cert_issuer: str
-    def __init__(self, seq: _Optional[int] = ..., sent_at: _Optional[float] = ..., usage: _Optional[_Union[Resources, _Mapping]] = ..., conditions: _Optional[_Union[NodeConditions, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., network_state: _Optional[str] = ..., trusted_roots: _Optional[_Iterable[str]] = ..., cert_issuer: _Optional[str] = ...) -> None: ...
+    replica_usage: _containers.RepeatedCompositeFieldContainer[ReplicaUsage]
+    usage_gone: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, seq: _Optional[int] = ..., sent_at: _Optional[float] = ..., usage: _Optional[_Union[Resources, _Mapping]] = ..., conditions: _Optional[_Union[NodeConditions, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., network_state: _Optional[str] = ..., trusted_roots: _Optional[_Iterable[str]] = ..., cert_issuer: _Optional[str] = ..., replica_usage: _Optional[_Iterable[_Union[ReplicaUsage, _Mapping]]] = ..., usage_gone: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LogChunk(_message.Message):
     __slots__ = ("request_id", "stream", "data", "eof", "error")

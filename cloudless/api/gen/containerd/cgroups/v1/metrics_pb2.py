@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#containerd/cgroups/v1/metrics.proto\x12\x18io.containerd.cgroups.v1\"\xe9\x01\n\x07Metrics\x12\x30\n\x04pids\x18\x02 \x01(\x0b\x32\".io.containerd.cgroups.v1.PidsStat\x12.\n\x03\x63pu\x18\x03 \x01(\x0b\x32!.io.containerd.cgroups.v1.CPUStat\x12\x34\n\x06memory\x18\x04 \x01(\x0b\x32$.io.containerd.cgroups.v1.MemoryStat\x12\x46\n\x12memory_oom_control\x18\t \x01(\x0b\x32*.io.containerd.cgroups.v1.MemoryOomControl\"*\n\x08PidsStat\x12\x0f\n\x07\x63urrent\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\x04\"<\n\x07\x43PUStat\x12\x31\n\x05usage\x18\x01 \x01(\x0b\x32\".io.containerd.cgroups.v1.CPUUsage\"7\n\x08\x43PUUsage\x12\r\n\x05total\x18\x01 \x01(\x04\x12\x0e\n\x06kernel\x18\x02 \x01(\x04\x12\x0c\n\x04user\x18\x03 \x01(\x04\"{\n\nMemoryStat\x12\r\n\x05\x63\x61\x63he\x18\x01 \x01(\x04\x12\x0b\n\x03rss\x18\x02 \x01(\x04\x12\x1b\n\x13total_inactive_file\x18\x1e \x01(\x04\x12\x34\n\x05usage\x18! \x01(\x0b\x32%.io.containerd.cgroups.v1.MemoryEntry\"I\n\x0bMemoryEntry\x12\r\n\x05limit\x18\x01 \x01(\x04\x12\r\n\x05usage\x18\x02 \x01(\x04\x12\x0b\n\x03max\x18\x03 \x01(\x04\x12\x0f\n\x07\x66\x61ilcnt\x18\x04 \x01(\x04\"Q\n\x10MemoryOomControl\x12\x18\n\x10oom_kill_disable\x18\x01 \x01(\x04\x12\x11\n\tunder_oom\x18\x02 \x01(\x04\x12\x10\n\x08oom_kill\x18\x03 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#containerd/cgroups/v1/metrics.proto\x12\x18io.containerd.cgroups.v1\"\x9d\x02\n\x07Metrics\x12\x30\n\x04pids\x18\x02 \x01(\x0b\x32\".io.containerd.cgroups.v1.PidsStat\x12.\n\x03\x63pu\x18\x03 \x01(\x0b\x32!.io.containerd.cgroups.v1.CPUStat\x12\x34\n\x06memory\x18\x04 \x01(\x0b\x32$.io.containerd.cgroups.v1.MemoryStat\x12\x32\n\x05\x62lkio\x18\x05 \x01(\x0b\x32#.io.containerd.cgroups.v1.BlkIOStat\x12\x46\n\x12memory_oom_control\x18\t \x01(\x0b\x32*.io.containerd.cgroups.v1.MemoryOomControl\"U\n\tBlkIOStat\x12H\n\x1aio_service_bytes_recursive\x18\x01 \x03(\x0b\x32$.io.containerd.cgroups.v1.BlkIOEntry\"U\n\nBlkIOEntry\x12\n\n\x02op\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\r\n\x05major\x18\x03 \x01(\x04\x12\r\n\x05minor\x18\x04 \x01(\x04\x12\r\n\x05value\x18\x05 \x01(\x04\"*\n\x08PidsStat\x12\x0f\n\x07\x63urrent\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\x04\"<\n\x07\x43PUStat\x12\x31\n\x05usage\x18\x01 \x01(\x0b\x32\".io.containerd.cgroups.v1.CPUUsage\"7\n\x08\x43PUUsage\x12\r\n\x05total\x18\x01 \x01(\x04\x12\x0e\n\x06kernel\x18\x02 \x01(\x04\x12\x0c\n\x04user\x18\x03 \x01(\x04\"{\n\nMemoryStat\x12\r\n\x05\x63\x61\x63he\x18\x01 \x01(\x04\x12\x0b\n\x03rss\x18\x02 \x01(\x04\x12\x1b\n\x13total_inactive_file\x18\x1e \x01(\x04\x12\x34\n\x05usage\x18! \x01(\x0b\x32%.io.containerd.cgroups.v1.MemoryEntry\"I\n\x0bMemoryEntry\x12\r\n\x05limit\x18\x01 \x01(\x04\x12\r\n\x05usage\x18\x02 \x01(\x04\x12\x0b\n\x03max\x18\x03 \x01(\x04\x12\x0f\n\x07\x66\x61ilcnt\x18\x04 \x01(\x04\"Q\n\x10MemoryOomControl\x12\x18\n\x10oom_kill_disable\x18\x01 \x01(\x04\x12\x11\n\tunder_oom\x18\x02 \x01(\x04\x12\x10\n\x08oom_kill\x18\x03 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,17 +32,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'containerd.cgroups.v1.metri
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_METRICS']._serialized_start=66
-  _globals['_METRICS']._serialized_end=299
-  _globals['_PIDSSTAT']._serialized_start=301
-  _globals['_PIDSSTAT']._serialized_end=343
-  _globals['_CPUSTAT']._serialized_start=345
-  _globals['_CPUSTAT']._serialized_end=405
-  _globals['_CPUUSAGE']._serialized_start=407
-  _globals['_CPUUSAGE']._serialized_end=462
-  _globals['_MEMORYSTAT']._serialized_start=464
-  _globals['_MEMORYSTAT']._serialized_end=587
-  _globals['_MEMORYENTRY']._serialized_start=589
-  _globals['_MEMORYENTRY']._serialized_end=662
-  _globals['_MEMORYOOMCONTROL']._serialized_start=664
-  _globals['_MEMORYOOMCONTROL']._serialized_end=745
+  _globals['_METRICS']._serialized_end=351
+  _globals['_BLKIOSTAT']._serialized_start=353
+  _globals['_BLKIOSTAT']._serialized_end=438
+  _globals['_BLKIOENTRY']._serialized_start=440
+  _globals['_BLKIOENTRY']._serialized_end=525
+  _globals['_PIDSSTAT']._serialized_start=527
+  _globals['_PIDSSTAT']._serialized_end=569
+  _globals['_CPUSTAT']._serialized_start=571
+  _globals['_CPUSTAT']._serialized_end=631
+  _globals['_CPUUSAGE']._serialized_start=633
+  _globals['_CPUUSAGE']._serialized_end=688
+  _globals['_MEMORYSTAT']._serialized_start=690
+  _globals['_MEMORYSTAT']._serialized_end=813
+  _globals['_MEMORYENTRY']._serialized_start=815
+  _globals['_MEMORYENTRY']._serialized_end=888
+  _globals['_MEMORYOOMCONTROL']._serialized_start=890
+  _globals['_MEMORYOOMCONTROL']._serialized_end=971
 # @@protoc_insertion_point(module_scope)

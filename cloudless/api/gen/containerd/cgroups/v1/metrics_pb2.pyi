@@ -1,21 +1,44 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Metrics(_message.Message):
-    __slots__ = ("pids", "cpu", "memory", "memory_oom_control")
+    __slots__ = ("pids", "cpu", "memory", "blkio", "memory_oom_control")
     PIDS_FIELD_NUMBER: _ClassVar[int]
     CPU_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
+    BLKIO_FIELD_NUMBER: _ClassVar[int]
     MEMORY_OOM_CONTROL_FIELD_NUMBER: _ClassVar[int]
     pids: PidsStat
     cpu: CPUStat
     memory: MemoryStat
+    blkio: BlkIOStat
     memory_oom_control: MemoryOomControl
-    def __init__(self, pids: _Optional[_Union[PidsStat, _Mapping]] = ..., cpu: _Optional[_Union[CPUStat, _Mapping]] = ..., memory: _Optional[_Union[MemoryStat, _Mapping]] = ..., memory_oom_control: _Optional[_Union[MemoryOomControl, _Mapping]] = ...) -> None: ...
+    def __init__(self, pids: _Optional[_Union[PidsStat, _Mapping]] = ..., cpu: _Optional[_Union[CPUStat, _Mapping]] = ..., memory: _Optional[_Union[MemoryStat, _Mapping]] = ..., blkio: _Optional[_Union[BlkIOStat, _Mapping]] = ..., memory_oom_control: _Optional[_Union[MemoryOomControl, _Mapping]] = ...) -> None: ...
+
+class BlkIOStat(_message.Message):
+    __slots__ = ("io_service_bytes_recursive",)
+    IO_SERVICE_BYTES_RECURSIVE_FIELD_NUMBER: _ClassVar[int]
+    io_service_bytes_recursive: _containers.RepeatedCompositeFieldContainer[BlkIOEntry]
+    def __init__(self, io_service_bytes_recursive: _Optional[_Iterable[_Union[BlkIOEntry, _Mapping]]] = ...) -> None: ...
+
+class BlkIOEntry(_message.Message):
+    __slots__ = ("op", "device", "major", "minor", "value")
+    OP_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    MAJOR_FIELD_NUMBER: _ClassVar[int]
+    MINOR_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    op: str
+    device: str
+    major: int
+    minor: int
+    value: int
+    def __init__(self, op: _Optional[str] = ..., device: _Optional[str] = ..., major: _Optional[int] = ..., minor: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
 
 class PidsStat(_message.Message):
     __slots__ = ("current", "limit")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#containerd/cgroups/v2/metrics.proto\x12\x18io.containerd.cgroups.v2\"\xe0\x01\n\x07Metrics\x12\x30\n\x04pids\x18\x01 \x01(\x0b\x32\".io.containerd.cgroups.v2.PidsStat\x12.\n\x03\x63pu\x18\x02 \x01(\x0b\x32!.io.containerd.cgroups.v2.CPUStat\x12\x34\n\x06memory\x18\x04 \x01(\x0b\x32$.io.containerd.cgroups.v2.MemoryStat\x12=\n\rmemory_events\x18\x08 \x01(\x0b\x32&.io.containerd.cgroups.v2.MemoryEvents\"*\n\x08PidsStat\x12\x0f\n\x07\x63urrent\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\x04\"E\n\x07\x43PUStat\x12\x12\n\nusage_usec\x18\x01 \x01(\x04\x12\x11\n\tuser_usec\x18\x02 \x01(\x04\x12\x13\n\x0bsystem_usec\x18\x03 \x01(\x04\"G\n\nMemoryStat\x12\x15\n\rinactive_file\x18\r \x01(\x04\x12\r\n\x05usage\x18  \x01(\x04\x12\x13\n\x0busage_limit\x18! \x01(\x04\":\n\x0cMemoryEvents\x12\x0b\n\x03max\x18\x03 \x01(\x04\x12\x0b\n\x03oom\x18\x04 \x01(\x04\x12\x10\n\x08oom_kill\x18\x05 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#containerd/cgroups/v2/metrics.proto\x12\x18io.containerd.cgroups.v2\"\x8e\x02\n\x07Metrics\x12\x30\n\x04pids\x18\x01 \x01(\x0b\x32\".io.containerd.cgroups.v2.PidsStat\x12.\n\x03\x63pu\x18\x02 \x01(\x0b\x32!.io.containerd.cgroups.v2.CPUStat\x12\x34\n\x06memory\x18\x04 \x01(\x0b\x32$.io.containerd.cgroups.v2.MemoryStat\x12,\n\x02io\x18\x06 \x01(\x0b\x32 .io.containerd.cgroups.v2.IOStat\x12=\n\rmemory_events\x18\x08 \x01(\x0b\x32&.io.containerd.cgroups.v2.MemoryEvents\":\n\x06IOStat\x12\x30\n\x05usage\x18\x01 \x03(\x0b\x32!.io.containerd.cgroups.v2.IOEntry\"c\n\x07IOEntry\x12\r\n\x05major\x18\x01 \x01(\x04\x12\r\n\x05minor\x18\x02 \x01(\x04\x12\x0e\n\x06rbytes\x18\x03 \x01(\x04\x12\x0e\n\x06wbytes\x18\x04 \x01(\x04\x12\x0c\n\x04rios\x18\x05 \x01(\x04\x12\x0c\n\x04wios\x18\x06 \x01(\x04\"*\n\x08PidsStat\x12\x0f\n\x07\x63urrent\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\x04\"E\n\x07\x43PUStat\x12\x12\n\nusage_usec\x18\x01 \x01(\x04\x12\x11\n\tuser_usec\x18\x02 \x01(\x04\x12\x13\n\x0bsystem_usec\x18\x03 \x01(\x04\"G\n\nMemoryStat\x12\x15\n\rinactive_file\x18\r \x01(\x04\x12\r\n\x05usage\x18  \x01(\x04\x12\x13\n\x0busage_limit\x18! \x01(\x04\":\n\x0cMemoryEvents\x12\x0b\n\x03max\x18\x03 \x01(\x04\x12\x0b\n\x03oom\x18\x04 \x01(\x04\x12\x10\n\x08oom_kill\x18\x05 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,13 +32,17 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'containerd.cgroups.v2.metri
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_METRICS']._serialized_start=66
-  _globals['_METRICS']._serialized_end=290
-  _globals['_PIDSSTAT']._serialized_start=292
-  _globals['_PIDSSTAT']._serialized_end=334
-  _globals['_CPUSTAT']._serialized_start=336
-  _globals['_CPUSTAT']._serialized_end=405
-  _globals['_MEMORYSTAT']._serialized_start=407
-  _globals['_MEMORYSTAT']._serialized_end=478
-  _globals['_MEMORYEVENTS']._serialized_start=480
-  _globals['_MEMORYEVENTS']._serialized_end=538
+  _globals['_METRICS']._serialized_end=336
+  _globals['_IOSTAT']._serialized_start=338
+  _globals['_IOSTAT']._serialized_end=396
+  _globals['_IOENTRY']._serialized_start=398
+  _globals['_IOENTRY']._serialized_end=497
+  _globals['_PIDSSTAT']._serialized_start=499
+  _globals['_PIDSSTAT']._serialized_end=541
+  _globals['_CPUSTAT']._serialized_start=543
+  _globals['_CPUSTAT']._serialized_end=612
+  _globals['_MEMORYSTAT']._serialized_start=614
+  _globals['_MEMORYSTAT']._serialized_end=685
+  _globals['_MEMORYEVENTS']._serialized_start=687
+  _globals['_MEMORYEVENTS']._serialized_end=745
 # @@protoc_insertion_point(module_scope)

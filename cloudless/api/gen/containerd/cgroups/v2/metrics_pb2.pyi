@@ -1,21 +1,46 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Metrics(_message.Message):
-    __slots__ = ("pids", "cpu", "memory", "memory_events")
+    __slots__ = ("pids", "cpu", "memory", "io", "memory_events")
     PIDS_FIELD_NUMBER: _ClassVar[int]
     CPU_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
+    IO_FIELD_NUMBER: _ClassVar[int]
     MEMORY_EVENTS_FIELD_NUMBER: _ClassVar[int]
     pids: PidsStat
     cpu: CPUStat
     memory: MemoryStat
+    io: IOStat
     memory_events: MemoryEvents
-    def __init__(self, pids: _Optional[_Union[PidsStat, _Mapping]] = ..., cpu: _Optional[_Union[CPUStat, _Mapping]] = ..., memory: _Optional[_Union[MemoryStat, _Mapping]] = ..., memory_events: _Optional[_Union[MemoryEvents, _Mapping]] = ...) -> None: ...
+    def __init__(self, pids: _Optional[_Union[PidsStat, _Mapping]] = ..., cpu: _Optional[_Union[CPUStat, _Mapping]] = ..., memory: _Optional[_Union[MemoryStat, _Mapping]] = ..., io: _Optional[_Union[IOStat, _Mapping]] = ..., memory_events: _Optional[_Union[MemoryEvents, _Mapping]] = ...) -> None: ...
+
+class IOStat(_message.Message):
+    __slots__ = ("usage",)
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    usage: _containers.RepeatedCompositeFieldContainer[IOEntry]
+    def __init__(self, usage: _Optional[_Iterable[_Union[IOEntry, _Mapping]]] = ...) -> None: ...
+
+class IOEntry(_message.Message):
+    __slots__ = ("major", "minor", "rbytes", "wbytes", "rios", "wios")
+    MAJOR_FIELD_NUMBER: _ClassVar[int]
+    MINOR_FIELD_NUMBER: _ClassVar[int]
+    RBYTES_FIELD_NUMBER: _ClassVar[int]
+    WBYTES_FIELD_NUMBER: _ClassVar[int]
+    RIOS_FIELD_NUMBER: _ClassVar[int]
+    WIOS_FIELD_NUMBER: _ClassVar[int]
+    major: int
+    minor: int
+    rbytes: int
+    wbytes: int
+    rios: int
+    wios: int
+    def __init__(self, major: _Optional[int] = ..., minor: _Optional[int] = ..., rbytes: _Optional[int] = ..., wbytes: _Optional[int] = ..., rios: _Optional[int] = ..., wios: _Optional[int] = ...) -> None: ...
 
 class PidsStat(_message.Message):
     __slots__ = ("current", "limit")
