@@ -22,6 +22,7 @@ from bench.scheduler.constrained import feasible
 from bench.scheduler.constrained import instance as constrained_instance
 from bench.scheduler.mixed import instance as mixed_instance
 from bench.scheduler.mixed import optimal_nodes
+from cloudless.model.workload import WorkloadSpec
 from cloudless.scheduler import Scheduler, Snapshot, Strategy
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -45,7 +46,9 @@ def test_mixed_fleet_complete_whenever_it_fits(seed: int, n: int) -> None:
         assert len(plan.nodes_used()) >= opt
 
 
-def _greedy(snap: Snapshot, groups: list, seed: int, strategy: Strategy) -> int:
+def _greedy(
+    snap: Snapshot, groups: list[tuple[WorkloadSpec, int]], seed: int, strategy: Strategy
+) -> int:
     """Replicas placed by the first greedy pass alone (no repair)."""
     with patch.object(search_mod, "MAX_REPAIRS", 0):
         plan = Scheduler(rng=random.Random(seed)).schedule_many(snap, groups, strategy=strategy)
