@@ -379,55 +379,5 @@ def _swap_back(
                             by_node[y] ^= {p, q}
                             improved = True
                             break
-                    else:
-                        chain = _hand_offs(held, by_node, previous, valid, y, x, p)
-                        if chain is not None:
-                            held[p] = back
-                            by_node[x].discard(p)
-                            by_node[y].add(p)
-                            for q, giver, taker in chain:
-                                held[q] = (held[q] - {giver}) | {taker}
-                                by_node[giver].discard(q)
-                                by_node.setdefault(taker, set()).add(q)
-                            improved = True
                     if (p, x) not in previous and x not in held[p]:
                         break
-
-
-def _hand_offs(
-    held: list[set[str]],
-    by_node: dict[str, set[int]],
-    previous: set[tuple[int, str]],
-    valid: Callable[[set[str]], bool],
-    start: str,
-    goal: str,
-    p: int,
-) -> list[tuple[int, str, str]] | None:
-    """The shortest chain of hand-offs ``(q, giver, taker)`` from ``start`` (which takes
-    ``p`` back) to ``goal`` (which gives ``p`` up): each taker held ``q`` in ``previous``, does
-    not hold it now, and the partition stays valid; every node keeps its count and no hand-off
-    adds a move. Partitions are distinct along the chain; None if there is none."""
-    came: dict[str, tuple[str, int]] = {start: (start, -1)}
-    frontier = [start]
-    used = {p}
-    while frontier:
-        nxt: list[str] = []
-        for u in frontier:
-            for q in sorted(by_node.get(u, set()) - used):
-                for v in sorted(n for n in by_node if (q, n) in previous):
-                    if v in came or q in by_node[v] or not valid((held[q] - {u}) | {v}):
-                        continue
-                    came[v] = (u, q)
-                    if v == goal:
-                        out: list[tuple[int, str, str]] = []
-                        w = v
-                        while w != start:
-                            giver, via = came[w]
-                            out.append((via, giver, w))
-                            w = giver
-                        qs = [q for q, _, _ in out]
-                        return out[::-1] if len(set(qs)) == len(qs) else None
-                    nxt.append(v)
-        used |= {c[1] for c in came.values()}
-        frontier = nxt
-    return None
