@@ -127,6 +127,30 @@ def decide(
     )
 
 
+def policy_to_dict(p: NetworkPolicy) -> dict[str, Any]:
+    """The document ``parse_policy`` reads back as ``p`` (stored, and answered by the API)."""
+    doc: dict[str, Any] = {"name": p.name, "namespace": p.namespace}
+    if p.selector:
+        doc["selector"] = dict(p.selector)
+    rules = []
+    for r in p.ingress:
+        rule: dict[str, Any] = {
+            "action": r.action,
+            "from": [
+                {
+                    "namespace": peer.namespace,
+                    **({"selector": dict(peer.selector)} if peer.selector else {}),
+                }
+                for peer in r.sources
+            ],
+        }
+        if r.ports:
+            rule["ports"] = [{"port": pr.port, "protocol": pr.protocol} for pr in r.ports]
+        rules.append(rule)
+    doc["ingress"] = rules
+    return doc
+
+
 # ---- parsing ----------------------------------------------------------------------------
 
 

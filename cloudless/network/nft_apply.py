@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from cloudless.network.errors import NetworkEdgeError
+from cloudless.network.netpolicy_nft import TABLE as POLICY_TABLE
+from cloudless.network.netpolicy_nft import delete_document as delete_policy_document
 from cloudless.network.nft import TABLE, delete_document
 
 Programmed = dict[str, list[str]]
@@ -94,6 +96,31 @@ class NftApplier:
             elif rc != 0:
                 raise NetworkEdgeError(f"`{' '.join(argv)}` failed: {err.strip()}")
         return deleted
+
+
+class NftPolicyTable:
+    """The device's ``inet`` policy table (``netpolicy_nft``): ``apply`` replaces it in one
+    transaction (a refused document leaves the old table as it was), ``remove`` deletes it
+    and only it (idempotent). ``document`` is what was last applied ("" after ``remove``)."""
+
+    def __init__(self, table: str = POLICY_TABLE, host_argv: Sequence[str] = ()) -> None:
+        self.table = table
+        self.host_argv = list(host_argv)
+        self.document = ""
+
+    async def apply(self, document: str) -> None:
+        rc, _, err = await _run([*self.host_argv, "nft", "-f", "-"], document)
+        if rc != 0:
+            raise NetworkEdgeError(f"nft refused the {self.table} table: {err.strip()[:2000]}")
+        self.document = document
+
+    async def remove(self) -> None:
+        rc, _, err = await _run(
+            [*self.host_argv, "nft", "-f", "-"], delete_policy_document(self.table)
+        )
+        if rc != 0:
+            raise NetworkEdgeError(f"nft could not delete table {self.table}: {err.strip()}")
+        self.document = ""
 
 
 def _elems(node: dict[str, Any]) -> list[Any]:
