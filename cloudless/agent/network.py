@@ -283,21 +283,20 @@ class AgentNetwork:
 
     async def _apply_policy(self, cfg: DeviceConfig) -> None:
         """Program the policy table the coordinator compiled (remove it when it sent none);
-        a document nft refuses leaves the previous table in place and is retried with the
-        next config."""
-        if not cfg.policy_chains:
-            if self.policy_table.document or not self._policy_cleared:
-                await self.policy_table.remove()
-                self._policy_cleared = True
-            return
-        compiled, local = render_inputs(cfg.policy_chains)
-        doc = render_compiled(compiled, local, str(cfg.plan.containers))
-        if doc == self.policy_table.document:
-            return
+        a failure leaves the previous table in place (logged) and is retried with the next
+        config; it never takes the device network down."""
         try:
-            await self.policy_table.apply(doc)
+            if not cfg.policy_chains:
+                if self.policy_table.document or not self._policy_cleared:
+                    await self.policy_table.remove()
+                    self._policy_cleared = True
+                return
+            compiled, local = render_inputs(cfg.policy_chains)
+            doc = render_compiled(compiled, local, str(cfg.plan.containers))
+            if doc != self.policy_table.document:
+                await self.policy_table.apply(doc)
         except NetworkEdgeError as e:
-            log.warning("network policy not applied, the previous table stays: %s", e)
+            log.warning("network policy not programmed, the previous table stays: %s", e)
 
     async def _collect(self, dn: DeviceNetwork) -> None:
         if self.live_containers is None:

@@ -64,12 +64,12 @@ WEB_CMD = (
     "\\necho\\necho $REMOTE_ADDR\\n' > /w/cgi-bin/ip && busybox chmod +x /w/cgi-bin/ip && "
     "exec httpd -f -p 80 -h /w"
 )
-DENY = {
+DENY: dict[str, object] = {
     "name": "shop-ingress",
     "namespace": "shop",
     "ingress": [{"action": "deny", "from": [{"namespace": "default"}]}],
 }
-ALLOW = {
+ALLOW: dict[str, object] = {
     "name": "shop-ingress",
     "namespace": "shop",
     "selector": {"app": "web"},
