@@ -162,7 +162,7 @@ BUILTIN_ROLES: Mapping[str, Role] = {
             "developer",
             (
                 _rule(VERBS, ["workloads", "replicas", "logs"]),
-                _rule(READ_VERBS, ["nodes", "policies"]),
+                _rule(READ_VERBS, ["nodes", "policies", "netpolicies"]),
             ),
             "workloads in the namespaces bound to the user (default: default); reads nodes",
             builtin=True,
