@@ -2,9 +2,10 @@
 
 Rules of ``device_chains``:
 
-* an endpoint is a replica that is desired and observed RUNNING and reports an address
-  (``Replica.endpoint`` "ip:port"; "ip:0" for a replica without ports), with its workload's
-  namespace and labels;
+* an endpoint is a replica that is desired and observed RUNNING and reports an address in
+  the container range (``Replica.endpoint`` "ip:port"; "ip:0" for a replica without ports;
+  a replica on its device's network reports the device's address and is not one), with its
+  workload's namespace and labels;
 * a namespace is *isolated* when at least one network policy lives in it; only workloads of
   isolated namespaces are policed (as a Kubernetes pod is isolated once a policy selects it),
   so a cluster without policies programs no table anywhere;
@@ -53,9 +54,12 @@ class ReplicaFacts:
 
 
 def endpoints(
-    replicas: Iterable[ReplicaFacts], workloads: Mapping[str, tuple[str, Mapping[str, str]]]
+    replicas: Iterable[ReplicaFacts],
+    workloads: Mapping[str, tuple[str, Mapping[str, str]]],
+    containers: ipaddress.IPv4Network,
 ) -> list[PlacedEndpoint]:
-    """Running replicas with an address, with their workload's (namespace, labels)."""
+    """Running replicas with an address in ``containers``, with their workload's (namespace,
+    labels)."""
     out = []
     for r in replicas:
         w = workloads.get(r.workload)
@@ -63,7 +67,8 @@ def endpoints(
             continue
         ip = r.endpoint.rsplit(":", 1)[0]
         try:
-            ipaddress.IPv4Address(ip)
+            if ipaddress.IPv4Address(ip) not in containers:
+                continue
         except ValueError:
             continue
         ns, labels = w

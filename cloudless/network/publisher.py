@@ -154,7 +154,7 @@ class NetworkPublisher:
             )
             for r in snap.view.replicas.values()
         ]
-        return policies, endpoints(facts, workloads)
+        return policies, endpoints(facts, workloads, self.plan.containers)
 
     # ---- Nebula identities -----------------------------------------------------------------
 

@@ -4,6 +4,7 @@ table the agent renders answering as ``decide`` does for every pair of a small c
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 
 import pytest
@@ -35,8 +36,10 @@ REPLICAS = [
     ReplicaFacts("db", "n2", "10.42.1.4:5432", False),
     ReplicaFacts("gone", "n2", "10.42.1.5:1", True),  # workload deleted: not an endpoint
     ReplicaFacts("web", "n1", "", True),  # no address reported yet
+    ReplicaFacts("web", "n1", "192.168.1.5:80", True),  # on the device's network
+    ReplicaFacts("web", "n1", "web:80", True),  # not an address
 ]
-CLUSTER = endpoints(REPLICAS, WORKLOADS)
+CLUSTER = endpoints(REPLICAS, WORKLOADS, ipaddress.IPv4Network("10.42.0.0/16"))
 
 DB_FROM_WEB = parse_policy(
     {
