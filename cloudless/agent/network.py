@@ -46,7 +46,7 @@ from cloudless.network.nebula import NebulaSupervisor
 from cloudless.network.nebula_config import NebulaSettings, render_config
 from cloudless.network.netpolicy_device import render_inputs
 from cloudless.network.netpolicy_nft import render_compiled
-from cloudless.network.nft_apply import NftApplier, NftPolicyTable
+from cloudless.network.nft_apply import NftApplier, NftPolicyTable, PolicyTable
 from cloudless.network.wire import DeviceConfig
 
 log = logging.getLogger("cloudless.agent.network")
@@ -169,7 +169,7 @@ class AgentNetwork:
         self.device: DeviceNetwork | None = None
         self.config: DeviceConfig | None = None
         self._desired: pb.NetworkConfig | None = None
-        self.policy_table = NftPolicyTable(host_argv=self.host_argv)
+        self.policy_table: PolicyTable = NftPolicyTable(host_argv=self.host_argv)
         self._policy_cleared = False  # a table left from before a restart was removed
         self._wake = asyncio.Event()
         self._settled = asyncio.Event()  # set while state is "off" or "up"
