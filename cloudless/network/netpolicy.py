@@ -36,6 +36,7 @@ from cloudless.lib.errors import ValidationError
 ACTIONS = ("allow", "deny")
 PROTOCOLS = ("tcp", "udp")
 ANY_NAMESPACE = "*"
+_PAST = {"allow": "allowed", "deny": "denied"}
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
@@ -114,7 +115,7 @@ def decide(
                 if any(peer.matches(src) for peer in rule.sources):
                     return Verdict(
                         action == "allow",
-                        f"{action}ed by policy {p.name} (ingress[{i}]): "
+                        f"{_PAST[action]} by policy {p.name} (ingress[{i}]): "
                         f"{src.namespace}/{src.name} -> {dst.namespace}/{dst.name} "
                         f"{protocol}/{port}",
                     )
