@@ -14,7 +14,11 @@
 3. one device dies (every process in its namespace is killed: agent, containerd, containers);
    the demo measures how long until its replica runs elsewhere, fetches it, and shows the
    client still reaching ``hello`` by name;
-4. everything is torn down and checked to leave nothing behind; exit 0 only if every step
+4. ``examples/webapp.yaml`` applied: a web tier that reaches its key-value tier by the service
+   name ``kv:8080``; a value written through the web tier is read back through it after the
+   kv container is killed (SIGKILL: restarted by its policy, its data on a volume) and after
+   the kv node's agent restarts (it adopts the running containers);
+5. everything is torn down and checked to leave nothing behind; exit 0 only if every step
    succeeded.
 
 Every process is a real one: ``cloudless coordinator`` and ``cloudless agent`` run as separate
@@ -24,9 +28,13 @@ processes, containers are runc containers started through containerd's gRPC API.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import os
+import secrets
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +45,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from cloudless.cli.actions import split_documents
 from cloudless.cli.client import Client
 from cloudless.devenv.cluster import NetnsCluster, wait_until
 from cloudless.devenv.netns import Host
@@ -44,6 +53,7 @@ from cloudless.lib.errors import CloudlessError
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "hello.yaml"
+WEBAPP = ROOT / "examples" / "webapp.yaml"
 ZONES = ("zone-a", "zone-b", "zone-c")
 console = Console(highlight=False)
 
@@ -53,7 +63,7 @@ class DemoFailed(CloudlessError):
 
 
 def step(n: int, text: str) -> None:
-    console.print(f"\n[bold cyan][{n}/4][/] [bold]{text}[/]")
+    console.print(f"\n[bold cyan][{n}/5][/] [bold]{text}[/]")
 
 
 def preflight() -> None:
@@ -81,6 +91,17 @@ command: [sh, -c, "while true; do busybox timeout 2 busybox wget -qO- http://hel
   echo no answer; busybox sleep 1; done"]
 resources: {cpu: 50m, memory: 16Mi}
 """
+
+
+def http_from(host: Host, url: str, post: str | None = None) -> str | None:
+    """The body of a GET (or of a POST of ``post``) from inside a device's namespace, or None
+    when there is no answer, an error status or an empty body."""
+    cmd = ["busybox", "timeout", "8", "busybox", "wget", "-qO-"]
+    if post is not None:
+        cmd += ["--post-data", post]
+    p = host.run([*cmd, url])
+    out = p.stdout.strip()
+    return out if p.returncode == 0 and out else None
 
 
 def fetch_from(host: Host, endpoint: str) -> str | None:
@@ -174,7 +195,7 @@ class Demo:
             console.print(t)
             return await self.scenario(client, nodes)
         finally:
-            step(4, "tear down")
+            step(5, "tear down")
             await c.close()
             left = c.leftovers()
             if left:
@@ -246,7 +267,101 @@ class Demo:
             )
             console.print(f"  GET http://{r['endpoint']}/ (from {alive.name}) -> {body!r}")
         await self.show_client(client, nodes, exclude=victim["id"])
+        await self.webapp(client, nodes, alive)
         return took
+
+    async def webapp(self, client: Client, nodes: dict[str, dict[str, Any]], here: Host) -> None:
+        """Step 4: the two-tier example; its data outlives a kill of the database container
+        and a restart of its node's agent."""
+        c = self.cluster
+        step(4, "apply examples/webapp.yaml: a web tier that reaches its kv tier by name")
+        password = secrets.token_urlsafe(18)
+        secret = {"name": "kv-pass", "data": b64(password.encode()), "type": "opaque"}
+        await asyncio.to_thread(client.call, "POST", "/v1/secrets", secret)
+        for name in ("kv", "web"):
+            cgi = b64((WEBAPP.parent / "webapp" / f"{name}.cgi").read_bytes())
+            await asyncio.to_thread(
+                client.call, "POST", "/v1/configs", {"name": f"{name}-cgi", "data": cgi}
+            )
+        spec = WEBAPP.read_text().replace("127.0.0.1:5000/busybox:1", c.image)
+        for body in split_documents(spec.encode()):
+            await asyncio.to_thread(client.apply, body)
+        console.print("  secret kv-pass, configs kv-cgi and web-cgi; workloads kv and web")
+        web, kv = await wait_until(
+            "kv-0 and 2 web replicas ready", functools.partial(webapp_ready, client), 120
+        )
+        console.print(webapp_table(client, nodes))
+        svc = await asyncio.to_thread(client.call, "GET", "/v1/services/kv")
+        console.print(f"  kv.default.cloudless = {svc['vip']}: web calls it as kv:8080")
+
+        write_url, read_url = (f"http://{w['endpoint']}/cgi-bin/app?key=greeting" for w in web)
+        value = f"written through {web[0]['id']} at {time.strftime('%H:%M:%S')}"
+        said = await wait_until(
+            f"{web[0]['id']} to store a value in kv",
+            functools.partial(http_from, here, write_url, value),
+            30,
+        )
+        if said != "stored":
+            raise DemoFailed(f"a write through {web[0]['id']} got {said!r}, not 'stored'")
+        console.print(f"  POST {write_url} {value!r} -> {said!r}")
+
+        async def read_back(when: str) -> float:
+            t0 = time.monotonic()
+            await wait_until(
+                f"{value!r} back through {web[1]['id']} {when}",
+                lambda: http_from(here, read_url) == value,
+                60,
+            )
+            return time.monotonic() - t0
+
+        await read_back("")
+        console.print(f"  GET {read_url} -> {value!r}")
+
+        i = c.node_ids.index(kv["node_id"])
+        where = nodes[kv["node_id"]]["name"]
+        kill = ["ctr", "-a", c.containerds[i].address, "-n", c.namespace]
+        kill += ["task", "kill", "-s", "SIGKILL", "kv-0"]
+        p = await asyncio.to_thread(subprocess.run, kill, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise DemoFailed(f"could not kill kv-0 on {where}: {p.stderr.strip()}")
+        t0 = time.monotonic()
+        again = await wait_until(
+            "kv-0 restarted and ready",
+            lambda: (
+                (r := kv_replica(client)) and r["restarts"] > kv["restarts"] and r["ready"] and r
+            ),
+            60,
+        )
+        await read_back("after the kill")
+        console.print(
+            f"  kv-0 on {where} killed (SIGKILL): restarted by its policy, at "
+            f"{again['endpoint']}; the value read back through web "
+            f"after [bold]{time.monotonic() - t0:.2f}s[/]"
+        )
+
+        t0, restarted_at = time.monotonic(), time.time()
+        await asyncio.to_thread(c.kill_agent, i, signal.SIGTERM)
+        if (old := c.agents[i]) is not None and old.alive():
+            raise DemoFailed(f"the agent on {where} did not stop within 10 s of SIGTERM")
+        await c.start_agent(i)
+        await wait_until(
+            f"the agent on {where} back (a heartbeat from the new process)",
+            lambda: c.node(i)["last_heartbeat"] > restarted_at + 0.5,
+            60,
+        )
+        after = await wait_until(
+            "kv-0 ready after the agent restart",
+            lambda: (r := kv_replica(client))["ready"] and r,
+            60,
+        )
+        # an adopted task's start time is read from /proc: within a second of the first
+        if abs(after["started_at"] - again["started_at"]) >= 1.0:
+            raise DemoFailed("the restarted agent recreated kv-0 instead of adopting it")
+        await read_back("after the agent restart")
+        console.print(
+            f"  the agent on {where} restarted (SIGTERM, then started again): kv-0 adopted, "
+            f"the value read back through web after [bold]{time.monotonic() - t0:.2f}s[/]"
+        )
 
     async def start_client(self, client: Client, nodes: dict[str, dict[str, Any]]) -> None:
         c = self.cluster
@@ -281,6 +396,41 @@ class Demo:
         )
 
 
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def kv_replica(client: Client) -> dict[str, Any]:
+    return next(r for r in client.workload("kv")["replicas"] if r["id"] == "kv-0")
+
+
+def webapp_ready(client: Client) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+    """(the 2 web replicas, kv-0) once all three run and pass their readiness checks."""
+    up = {
+        name: sorted(
+            (
+                r
+                for r in client.workload(name)["replicas"]
+                if r["desired"] == "running" and r["observed"] == "running" and r["ready"]
+            ),
+            key=lambda r: str(r["id"]),
+        )
+        for name in ("web", "kv")
+    }
+    return (up["web"], up["kv"][0]) if len(up["web"]) == 2 and len(up["kv"]) == 1 else None
+
+
+def webapp_table(client: Client, nodes: dict[str, dict[str, Any]]) -> Table:
+    t = Table(title="replicas of web and kv")
+    for col in ("replica", "node", "ready", "endpoint"):
+        t.add_column(col)
+    for name in ("web", "kv"):
+        for r in sorted(client.workload(name)["replicas"], key=lambda r: r["id"]):
+            n = nodes.get(r["node_id"], {}).get("name", r["node_id"])
+            t.add_row(r["id"], n, "yes" if r["ready"] else "no", r.get("endpoint", ""))
+    return t
+
+
 def client_at(client: Client) -> tuple[str, str] | None:
     """(replica id, node id) of the running client replica, if one runs."""
     for r in client.workload("client")["replicas"]:
@@ -300,7 +450,8 @@ def main() -> int:
     except KeyboardInterrupt:
         return 130
     console.print(
-        f"\n[bold green]demo passed[/]: a lost device's replica ran elsewhere after {took:.2f}s"
+        f"\n[bold green]demo passed[/]: a lost device's replica ran elsewhere after {took:.2f}s;"
+        " the web app's data outlived a kill of its database and an agent restart"
     )
     shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -11,8 +11,10 @@ States (``state``, with ``reason`` for every one but ``up``):
   failed and retrying). ``attach`` waits for ``up`` (at most ``attach_timeout`` seconds) and
   otherwise raises with the reason, so a replica is never started on the wrong network.
 * ``up``: the bridge, Nebula and the DNS responder run (``bringup.DeviceNetwork``); every new
-  config reprograms nft and DNS from its service table, re-applies Nebula (restart when the
-  certificate changed), and a changed address slot brings the device network up again.
+  config reprograms nft and DNS from its service table, replaces the network-policy table
+  (``inet cloudless_policy``, compiled by the coordinator; removed when it sends none),
+  re-applies Nebula (restart when the certificate changed), and a changed address slot
+  brings the device network up again.
 
 ``attach(replica)`` gives a container its namespace and interface (CNI) and a resolv.conf
 pointing at the device's DNS responder; it is idempotent (an adopted container gets its
@@ -42,7 +44,9 @@ from cloudless.network.device import ContainerNetworks, IpNetns
 from cloudless.network.errors import NetworkConfigError, NetworkEdgeError
 from cloudless.network.nebula import NebulaSupervisor
 from cloudless.network.nebula_config import NebulaSettings, render_config
-from cloudless.network.nft_apply import NftApplier
+from cloudless.network.netpolicy_device import render_inputs
+from cloudless.network.netpolicy_nft import render_compiled
+from cloudless.network.nft_apply import NftApplier, NftPolicyTable, PolicyTable
 from cloudless.network.wire import DeviceConfig
 
 log = logging.getLogger("cloudless.agent.network")
@@ -165,6 +169,8 @@ class AgentNetwork:
         self.device: DeviceNetwork | None = None
         self.config: DeviceConfig | None = None
         self._desired: pb.NetworkConfig | None = None
+        self.policy_table: PolicyTable = NftPolicyTable(host_argv=self.host_argv)
+        self._policy_cleared = False  # a table left from before a restart was removed
         self._wake = asyncio.Event()
         self._settled = asyncio.Event()  # set while state is "off" or "up"
         self._settled.set()
@@ -241,6 +247,7 @@ class AgentNetwork:
                 return  # run() ended: its error propagates through the group
             self.device, self.config = dn, cfg
             await dn.update_services(cfg.services)
+            await self._apply_policy(cfg)
             self._set("up", "")
             await self._collect(dn)
             try:
@@ -271,7 +278,25 @@ class AgentNetwork:
                 await asyncio.to_thread(self._write_nebula_files, new)
                 await dn.overlay.apply(self._nebula_config(new), cert_changed=cert_changed)
             await dn.update_services(new.services)
+            await self._apply_policy(new)
             cfg = self.config = new
+
+    async def _apply_policy(self, cfg: DeviceConfig) -> None:
+        """Program the policy table the coordinator compiled (remove it when it sent none);
+        a failure leaves the previous table in place (logged) and is retried with the next
+        config; it never takes the device network down."""
+        try:
+            if not cfg.policy_chains:
+                if self.policy_table.document or not self._policy_cleared:
+                    await self.policy_table.remove()
+                    self._policy_cleared = True
+                return
+            compiled, local = render_inputs(cfg.policy_chains)
+            doc = render_compiled(compiled, local, str(cfg.plan.containers))
+            if doc != self.policy_table.document:
+                await self.policy_table.apply(doc)
+        except NetworkEdgeError as e:
+            log.warning("network policy not programmed, the previous table stays: %s", e)
 
     async def _collect(self, dn: DeviceNetwork) -> None:
         if self.live_containers is None:

@@ -277,6 +277,8 @@ class ReplicaWorker:
 
     def _ensure_ports(self) -> None:
         declared = list(self.assigned.spec.ports)
+        if not declared and self.net is not None:  # no port, but an address policies match
+            self.status.endpoint = f"{self.net.ip}:0"
         if not declared or self.host_ports:
             return
         if self.ports is None or self.net is not None:  # its own namespace: ports as declared

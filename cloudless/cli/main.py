@@ -19,6 +19,7 @@ from cloudless.cli import (
     daemons,
     dev,
     net_cmd,
+    netpolicy_cmd,
     policies,
     resources,
     rollout_cmd,
@@ -88,6 +89,7 @@ daemons.register(app)
 actions.register(app)
 resources.register(app)
 net_cmd.register(app)
+netpolicy_cmd.register(app)
 streams.register(app)
 tokens.register(app)
 users.register(app)

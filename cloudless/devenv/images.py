@@ -67,6 +67,7 @@ APPLETS = (
     "test",
     "[",
     "wget",
+    "timeout",
 )
 
 

@@ -67,7 +67,12 @@ class DeviceNetwork:
     async def _bridge(self) -> None:
         gw = f"{self.addresses.gateway}/{self.addresses.container_subnet.prefixlen}"
         await self._sh("ip", "link", "add", BRIDGE, "type", "bridge", ok=("File exists",))
-        await self._sh("ip", "addr", "add", gw, "dev", BRIDGE, ok=("File exists",))
+        # a restarted agent finds its bridge as it left it: iproute2 says "File exists" or,
+        # from 6.x, "Address already assigned"
+        await self._sh(
+            *("ip", "addr", "add", gw, "dev", BRIDGE),
+            ok=("File exists", "Address already assigned"),
+        )
         await self._sh("ip", "link", "set", BRIDGE, "mtu", "1300", "up")
         await self._sh("sysctl", "-qw", "net.ipv4.ip_forward=1")
         await self._sh(

@@ -36,6 +36,7 @@ from cloudless.lib.errors import ValidationError
 ACTIONS = ("allow", "deny")
 PROTOCOLS = ("tcp", "udp")
 ANY_NAMESPACE = "*"
+_PAST = {"allow": "allowed", "deny": "denied"}
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
@@ -114,7 +115,7 @@ def decide(
                 if any(peer.matches(src) for peer in rule.sources):
                     return Verdict(
                         action == "allow",
-                        f"{action}ed by policy {p.name} (ingress[{i}]): "
+                        f"{_PAST[action]} by policy {p.name} (ingress[{i}]): "
                         f"{src.namespace}/{src.name} -> {dst.namespace}/{dst.name} "
                         f"{protocol}/{port}",
                     )
@@ -125,6 +126,30 @@ def decide(
         f"{src.namespace}/{src.name} -> {dst.namespace}/{dst.name}: other namespaces are "
         f"denied by default; a policy in namespace {dst.namespace} must allow it",
     )
+
+
+def policy_to_dict(p: NetworkPolicy) -> dict[str, Any]:
+    """The document ``parse_policy`` reads back as ``p`` (stored, and answered by the API)."""
+    doc: dict[str, Any] = {"name": p.name, "namespace": p.namespace}
+    if p.selector:
+        doc["selector"] = dict(p.selector)
+    rules = []
+    for r in p.ingress:
+        rule: dict[str, Any] = {
+            "action": r.action,
+            "from": [
+                {
+                    "namespace": peer.namespace,
+                    **({"selector": dict(peer.selector)} if peer.selector else {}),
+                }
+                for peer in r.sources
+            ],
+        }
+        if r.ports:
+            rule["ports"] = [{"port": pr.port, "protocol": pr.protocol} for pr in r.ports]
+        rules.append(rule)
+    doc["ingress"] = rules
+    return doc
 
 
 # ---- parsing ----------------------------------------------------------------------------

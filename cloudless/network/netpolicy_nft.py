@@ -22,7 +22,7 @@ replicas that carry them *now*, so the table is re-rendered when replicas come a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cloudless.network.netpolicy import NetworkPolicy, Peer, WorkloadRef
@@ -111,7 +111,16 @@ def render(
     table: str = TABLE,
 ) -> str:
     """The device's policy table as one ``nft -f`` document (see the module contract)."""
-    compiled = compile_rules(policies, cluster, local)
+    return render_compiled(compile_rules(policies, cluster, local), local, container_cidr, table)
+
+
+def render_compiled(
+    compiled: Mapping[WorkloadRef, Sequence[Match]],
+    local: Sequence[Endpoint],
+    container_cidr: str,
+    table: str = TABLE,
+) -> str:
+    """``render`` from lines already compiled (by the coordinator, sent to the agent)."""
     index = {w: k for k, w in enumerate(compiled)}
     elems = [
         f"{e.ip} : goto to_{index[e.workload]}"
@@ -141,3 +150,8 @@ def render(
         out.append("\t}")
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def delete_document(table: str = TABLE) -> str:
+    """An ``nft -f`` document that removes the policy table if present (and only it)."""
+    return f"table inet {table}\ndelete table inet {table}\n"

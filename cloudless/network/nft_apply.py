@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from cloudless.network.errors import NetworkEdgeError
+from cloudless.network.netpolicy_nft import TABLE as POLICY_TABLE
+from cloudless.network.netpolicy_nft import delete_document as delete_policy_document
 from cloudless.network.nft import TABLE, delete_document
 
 Programmed = dict[str, list[str]]
@@ -94,6 +96,102 @@ class NftApplier:
             elif rc != 0:
                 raise NetworkEdgeError(f"`{' '.join(argv)}` failed: {err.strip()}")
         return deleted
+
+
+class PolicyTable(Protocol):
+    """The device's ``inet`` policy table (``netpolicy_nft``): ``apply`` replaces it in one
+    transaction (a refused document raises NetworkEdgeError and leaves the old table as it
+    was), ``remove`` deletes it and only it (idempotent), ``destinations()`` lists the
+    addresses it polices now (sorted; empty when absent). ``document`` is what was last
+    applied ("" after ``remove``)."""
+
+    document: str
+
+    async def apply(self, document: str) -> None: ...
+
+    async def remove(self) -> None: ...
+
+    async def destinations(self) -> list[str]: ...
+
+
+class NftPolicyTable:
+    """The real ``PolicyTable``; ``host_argv`` prefixes each command (a namespace, in tests)."""
+
+    def __init__(self, table: str = POLICY_TABLE, host_argv: Sequence[str] = ()) -> None:
+        self.table = table
+        self.host_argv = list(host_argv)
+        self.document = ""
+
+    async def apply(self, document: str) -> None:
+        rc, _, err = await _run([*self.host_argv, "nft", "-f", "-"], document)
+        if rc != 0:
+            raise NetworkEdgeError(f"nft refused the {self.table} table: {err.strip()[:2000]}")
+        self.document = document
+
+    async def remove(self) -> None:
+        rc, _, err = await _run(
+            [*self.host_argv, "nft", "-f", "-"], delete_policy_document(self.table)
+        )
+        if rc != 0:
+            raise NetworkEdgeError(f"nft could not delete table {self.table}: {err.strip()}")
+        self.document = ""
+
+    async def destinations(self) -> list[str]:
+        argv = [*self.host_argv, "nft", "-j", "list", "map", "inet", self.table, "by_destination"]
+        rc, out, err = await _run(argv)
+        if rc != 0:
+            if "No such file" in err:
+                return []
+            raise NetworkEdgeError(f"nft could not list table {self.table}: {err.strip()}")
+        found: list[str] = []
+        for item in json.loads(out).get("nftables", []):
+            if "map" in item:
+                found += [e[0] for e in _elems(item["map"]) if isinstance(e, list)]
+        return sorted(found, key=_ip_key)
+
+
+_POLICY_ELEM = re.compile(r"^(\d+\.\d+\.\d+\.\d+) : goto to_\d+$")
+
+
+def _ip_key(ip: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in ip.split("."))
+
+
+class FakePolicyTable:
+    """In-memory ``PolicyTable`` for the documents ``netpolicy_nft`` writes: it refuses a
+    document that is not a whole-table replacement of ``table``, has unbalanced braces or a
+    map element that is not ``<IPv4> : goto to_<n>``."""
+
+    def __init__(self, table: str = POLICY_TABLE) -> None:
+        self.table = table
+        self.document = ""
+        self.applied = 0
+        self._destinations: list[str] = []
+
+    async def apply(self, document: str) -> None:
+        lines = [ln.strip() for ln in document.splitlines()]
+        if lines[:2] != [f"table inet {self.table}", f"delete table inet {self.table}"]:
+            raise NetworkEdgeError("nft refused the table: not a whole-table replacement")
+        if document.count("{") != document.count("}"):
+            raise NetworkEdgeError("nft refused the table: unbalanced braces")
+        found: list[str] = []
+        for ln in lines:
+            if ln.startswith("elements = {"):
+                for e in ln.removeprefix("elements = {").removesuffix("}").split(","):
+                    m = _POLICY_ELEM.match(e.strip())
+                    if m is None or any(int(x) > 255 for x in m.group(1).split(".")):
+                        raise NetworkEdgeError(f"nft refused the table: {e.strip()!r}")
+                    found.append(m.group(1))
+        self.document = document
+        self._destinations = sorted(found, key=_ip_key)
+        self.applied += 1
+
+    async def remove(self) -> None:
+        self.document = ""
+        self._destinations = []
+
+    async def destinations(self) -> list[str]:
+        return list(self._destinations)
 
 
 def _elems(node: dict[str, Any]) -> list[Any]:

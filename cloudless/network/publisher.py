@@ -5,7 +5,10 @@ As leader, it watches the device and service records (``state.py``) and keeps, p
 when it builds a node's set): the node's slot, the plan, its Nebula certificate (issued once
 per node and slot by the cluster's Nebula CA, re-issued when the slot changes), the
 lighthouses, the blocklist (certificates of nodes that no longer hold a slot) and the whole
-service table. Nodes whose message changed are re-pushed (``repush``). A node without a slot
+service table, and the node's network-policy chains (``netpolicy_device.device_chains`` over
+the stored policies and the running replicas). Nodes whose message changed are re-pushed
+(``repush``): a policy applied or deleted, or a replica coming or going, re-pushes exactly the
+nodes whose policy table changes. A node without a slot
 yet gets a message that says so (``slot = -1``), so its agent waits instead of starting
 containers on the device's network.
 """
@@ -19,12 +22,22 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
+from cloudless.coordinator.state.cluster import ClusterState
 from cloudless.lib.clock import Clock
+from cloudless.model.replica import DesiredState, ReplicaState
 from cloudless.network.addressing import AddressPlanConfig, DeviceAddresses
 from cloudless.network.errors import NetworkEdgeError
 from cloudless.network.nebula import NebulaCA
 from cloudless.network.nebula_config import groups_from_labels
-from cloudless.network.state import DEVICES, list_services
+from cloudless.network.netpolicy import NetworkPolicy
+from cloudless.network.netpolicy_device import (
+    PlacedEndpoint,
+    ReplicaFacts,
+    chains_to_pb,
+    device_chains,
+    endpoints,
+)
+from cloudless.network.state import DEVICES, list_services, stored_policies
 from cloudless.network.wire import NebulaIdentity, network_config
 from cloudless.store.fence import Fence
 from cloudless.store.protocol import Store
@@ -47,6 +60,7 @@ class NetworkPublisher:
         period: float = 10.0,
     ) -> None:
         self.store = store
+        self.state = ClusterState(store)
         self.plan_config = plan_config
         self.plan = plan_config.plan()
         self.clock = clock
@@ -68,7 +82,13 @@ class NetworkPublisher:
 
     async def lead(self, fence: Fence) -> None:
         async with asyncio.TaskGroup() as tg:
-            for table in ("network-devices/", "network-services/"):
+            for table in (
+                "network-devices/",
+                "network-services/",
+                "netpolicies/",
+                "replicas/",
+                "workloads/",
+            ):
                 tg.create_task(self._watch(ROOT + table))
             tg.create_task(self._loop())
 
@@ -90,6 +110,7 @@ class NetworkPublisher:
         devices = {r.name: r.value.slot for r in (await DEVICES.bind(self.store).list()).records}
         services = [r.service() for r in await list_services(self.store)]
         blocklist = await self._blocklist(set(devices))
+        policies, cluster = await self._policy_inputs()
         new: dict[str, pb.NetworkConfig] = {}
         for node_id, slot in sorted(devices.items()):
             ident = await self._identity(node_id, self.plan.addresses(slot))
@@ -101,6 +122,9 @@ class NetworkPublisher:
                 lighthouses=self.lighthouses,
                 blocklist=blocklist,
             )
+            new[node_id].policy_chains.extend(
+                chains_to_pb(device_chains(policies, cluster, node_id))
+            )
         changed = [
             n for n in sorted(set(new) | set(self.configs)) if new.get(n) != self.configs.get(n)
         ]
@@ -108,6 +132,29 @@ class NetworkPublisher:
         if changed:
             self.repush(changed)
         return changed
+
+    async def _policy_inputs(self) -> tuple[list[NetworkPolicy], list[PlacedEndpoint]]:
+        policies, problems = await stored_policies(self.state.netpolicies)
+        for p in problems:
+            log.warning("%s", p)
+        if not policies:
+            return [], []
+        snap = await self.state.snapshot()
+        workloads = {
+            n: (w.spec.namespace, dict(w.spec.labels))
+            for n, w in snap.view.workloads.items()
+            if not w.deleted
+        }
+        facts = [
+            ReplicaFacts(
+                r.workload,
+                r.node_id,
+                r.endpoint,
+                r.desired is DesiredState.RUNNING and r.observed is ReplicaState.RUNNING,
+            )
+            for r in snap.view.replicas.values()
+        ]
+        return policies, endpoints(facts, workloads, self.plan.containers)
 
     # ---- Nebula identities -----------------------------------------------------------------
 

@@ -7,6 +7,9 @@ Tables (under ``/cloudless/network/``)::
     network-vips/<ip>            VipOwner: which service holds a VIP
     network-services/<ns>.<name> ServiceRecord: ports, VIP and current endpoints
 
+Network policies live in ``/cloudless/netpolicies/<name>`` (``ClusterState.netpolicies``,
+the validated document); ``stored_policies`` reads them back.
+
 Uniqueness lives in the keys: a slot or a VIP is taken by creating its owner record and the
 device/service record in one transaction that requires both absent, so two coordinators (or
 two requests) can never hand out one slot or one VIP; the loser re-decides with the pure
@@ -18,9 +21,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Any
 
-from cloudless.lib.errors import Conflict, NotFound
+from cloudless.lib.errors import Conflict, NotFound, ValidationError
 from cloudless.network.addressing import AddressPlan, DeviceAddresses, allocate
+from cloudless.network.netpolicy import NetworkPolicy, parse_policy
 from cloudless.network.services import (
     Endpoint,
     Service,
@@ -33,6 +38,7 @@ from cloudless.network.services import (
 from cloudless.store.codec import DataclassCodec
 from cloudless.store.fence import NO_FENCE, Fence, fenced_txn
 from cloudless.store.protocol import Store
+from cloudless.store.table import Table
 from cloudless.store.tables import TableSpec
 from cloudless.store.types import Compare
 
@@ -278,3 +284,16 @@ def service_row(v: dict[str, object]) -> list[str]:
         ",".join(str(p) for p in ports),
         f"{v.get('ready', 0)}/{v.get('total', 0)}",
     ]
+
+
+async def stored_policies(table: Table[dict[str, Any]]) -> tuple[list[NetworkPolicy], list[str]]:
+    """Every stored policy, and a problem per record that no longer validates (by name)."""
+    out, problems = [], []
+    listing = await table.list()
+    for rec in listing.records:
+        try:
+            out.append(parse_policy(rec.value))
+        except ValidationError as e:
+            problems.append(f"network policy {rec.name}: {e}")
+    problems += [str(e) for e in listing.errors]
+    return out, problems

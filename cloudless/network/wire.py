@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.network.addressing import AddressPlan, AddressPlanConfig, DeviceAddresses
 from cloudless.network.errors import NetworkConfigError
+from cloudless.network.netpolicy_device import Chain, chains_from_pb
 from cloudless.network.services import Endpoint, Service, ServiceKey, ServicePort, ServiceSpec
 
 
@@ -103,6 +104,7 @@ class DeviceConfig:
     lighthouses: Mapping[str, tuple[str, ...]]
     services: tuple[Service, ...]
     blocklist: tuple[str, ...]
+    policy_chains: tuple[Chain, ...] = ()
 
     @classmethod
     def from_pb(cls, m: pb.NetworkConfig) -> DeviceConfig:
@@ -139,4 +141,5 @@ class DeviceConfig:
             lighthouses,
             services,
             tuple(m.blocklist),
+            chains_from_pb(m.policy_chains),
         )

@@ -44,6 +44,7 @@ RESOURCES = (
     "metrics",  # /metrics and the Prometheus SD document
     "console",  # a web console login (the console shows the whole cluster, read-only)
     "services",  # service VIPs and endpoints (cloudless/network)
+    "netpolicies",  # network policies: who may connect to whom (cloudless/network)
     "volumes",  # persistent volumes of replicas (listing; deleted with their workload)
     "secrets",  # cluster secrets: names and metadata; values are never answered
     "configs",  # config objects (non-secret files for workloads): values are readable
@@ -137,6 +138,7 @@ _READABLE = (
     "metrics",
     "console",
     "services",
+    "netpolicies",
     "volumes",
     "configs",
 )
@@ -147,7 +149,10 @@ BUILTIN_ROLES: Mapping[str, Role] = {
         Role(
             "operator",
             (
-                _rule(VERBS, ["nodes", "workloads", "replicas", "logs", "secrets", "configs"]),
+                _rule(
+                    VERBS,
+                    ["nodes", "workloads", "replicas", "logs", "secrets", "configs", "netpolicies"],
+                ),
                 _rule(READ_VERBS, [*_READABLE, "roles"]),
             ),
             "nodes and workloads: cordon, drain, remove nodes; run and scale workloads",
@@ -157,7 +162,7 @@ BUILTIN_ROLES: Mapping[str, Role] = {
             "developer",
             (
                 _rule(VERBS, ["workloads", "replicas", "logs"]),
-                _rule(READ_VERBS, ["nodes", "policies"]),
+                _rule(READ_VERBS, ["nodes", "policies", "netpolicies"]),
             ),
             "workloads in the namespaces bound to the user (default: default); reads nodes",
             builtin=True,

@@ -58,6 +58,7 @@ class Snapshot:
 
 
 EVENTS_PREFIX = f"{ROOT}events/"
+NETPOLICIES_PREFIX = f"{ROOT}netpolicies/"
 
 
 class ClusterState:
@@ -72,6 +73,10 @@ class ClusterState:
         )
         self.events: Table[dict[str, Any]] = Table(store, EVENTS_PREFIX, DictCodec("event"))
         self.revocations: Table[Revocation] = REVOCATIONS.bind(store)
+        # network policies as applied (``cloudless.network.netpolicy`` documents), by name
+        self.netpolicies: Table[dict[str, Any]] = Table(
+            store, NETPOLICIES_PREFIX, DictCodec("netpolicy")
+        )
 
     @staticmethod
     def replica_key(r: Replica) -> str:

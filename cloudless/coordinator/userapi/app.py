@@ -75,6 +75,7 @@ from cloudless.model.workload import WorkloadSpec
 from cloudless.model.workload_codec import parse_workload_data, workload_to_dict
 from cloudless.network import state as network_state
 from cloudless.network.addressing import AddressPlanConfig
+from cloudless.network.netpolicy_api import NetPolicyApi
 from cloudless.network.services import ServiceKey, label_problem
 from cloudless.network.views import network_status, service_detail
 from cloudless.observability.tracing import traceparent, tracer
@@ -266,6 +267,7 @@ class UserApi:
         r.add_get("/v1/network", self.network_status)
         r.add_get("/v1/volumes", self.list_volumes)
         self.secrets.add_routes(r)
+        NetPolicyApi(self.state, self.fence, self.recorder.emit).add_routes(r)
         RolloutApi(self.state, self.clock, self.fence, self.recorder.emit).add_routes(r)
         TopApi(self.live_usage, self.live_nodes, self.is_leader, self.leader_api).add_routes(r)
         r.add_get("/v1/replicas/{id}/logs", self.logs)

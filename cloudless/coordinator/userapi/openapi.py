@@ -86,6 +86,22 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("get", "/v1/services/{name}", "A service: VIP, names, endpoints, why not ready", JSON),
     Route("get", "/v1/network", "Address plan, lighthouse, each node's slot", JSON),
+    Route(
+        "get",
+        "/v1/netpolicies",
+        "Network policies (allow/deny ingress by namespace and labels)",
+        JSON,
+        query=(("namespace", "string", "only the policies of this namespace"),),
+    ),
+    Route(
+        "post",
+        "/v1/netpolicies",
+        "Apply a network policy (YAML or JSON); 201 when created, 200 when replaced",
+        JSON,
+        status=201,
+    ),
+    Route("get", "/v1/netpolicies/{name}", "A network policy", JSON),
+    Route("delete", "/v1/netpolicies/{name}", "Delete a network policy", JSON),
     Route("get", "/v1/workloads", "List workloads", m.WorkloadList),
     Route(
         "post",

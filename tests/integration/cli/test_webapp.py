@@ -1,9 +1,15 @@
-"""``examples/webapp.yaml`` end to end: a key-value store over HTTP with its data on a
-volume, its write password a secret and its program a config, health-checked. A value written
-through HTTP survives a kill of the container (restarted by its restart policy) and a restart of
-the agent (which adopts the running container and keeps the volume); the replica is ``kv-0``
-throughout. ``cloudless coordinator`` and ``cloudless agent --runtime containerd`` run as
-processes, the CLI in-process."""
+"""``examples/webapp.yaml`` end to end: a web tier (``web``, two replicas) in front of a
+key-value store over HTTP (``kv``) with its data on a volume, its write password a secret and
+its programs configs, both health-checked. A value written through the web tier survives a
+kill of the kv container (restarted by its policy) and a restart of the agent (which adopts
+the running containers and keeps the volume); the kv replica is ``kv-0`` throughout.
+``cloudless coordinator`` and ``cloudless agent --runtime containerd`` run as processes, the
+CLI in-process.
+
+This test runs without container networking, so there is no cluster DNS: the web tier's
+``KV`` variable is set to kv-0's endpoint (its host port, kept across the kill and the agent
+restart) instead of the service name ``kv:8080``. ``make demo`` runs the example as written,
+by name, with networking on."""
 
 from __future__ import annotations
 
@@ -44,28 +50,46 @@ def http(url: str, data: bytes | None = None, password: str = "") -> str:
         return str(r.read().decode().strip())
 
 
-async def replica(config: Path) -> dict[str, Any]:
-    rows = json.loads((await cli("get", "replicas", "-o", "json", config=config)).stdout)
-    return dict(rows["replicas"][0]) if rows["replicas"] else {}
+async def replicas(config: Path, workload: str) -> list[dict[str, Any]]:
+    out = await cli("get", "replicas", "-w", workload, "-o", "json", config=config)
+    return sorted(json.loads(out.stdout)["replicas"], key=lambda r: str(r["id"]))
+
+
+def ready(r: dict[str, Any]) -> bool:
+    return bool(r.get("ready")) and r.get("observed") == "running"
 
 
 async def until_ready(config: Path, what: str, pred: Any = None) -> dict[str, Any]:
+    """kv's replica once it is ready (and ``pred`` holds)."""
     deadline = time.monotonic() + 60
     r: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        r = await replica(config)
-        if r.get("ready") and r.get("observed") == "running" and (pred is None or pred(r)):
+        rows = await replicas(config, "kv")
+        r = rows[0] if rows else {}
+        if ready(r) and (pred is None or pred(r)):
             return r
         await asyncio.sleep(0.3)
     raise AssertionError(f"{what}: last seen {r}")
 
 
-async def get_value(endpoint: str) -> str:
-    """The stored greeting, retried while the server comes up after a restart."""
+async def until_web_ready(config: Path, want: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 60
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        rows = [r for r in await replicas(config, "web") if r["desired"] == "running"]
+        if len(rows) == want and all(ready(r) for r in rows):
+            return rows
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"{want} web replicas ready: last seen {rows}")
+
+
+async def get_value(endpoint: str, path: str = "/cgi-bin/app") -> str:
+    """The stored greeting (through the web tier by default), retried while the servers come
+    up after a restart (a web answer of 502 means kv did not answer it)."""
     deadline = time.monotonic() + 20
     while True:
         try:
-            return await asyncio.to_thread(http, f"http://{endpoint}/cgi-bin/kv?key=greeting")
+            return await asyncio.to_thread(http, f"http://{endpoint}{path}?key=greeting")
         except (urllib.error.URLError, OSError):
             assert time.monotonic() < deadline, endpoint
             await asyncio.sleep(0.3)
@@ -119,23 +143,40 @@ async def test_webapp_data_survives_container_kill_and_agent_restart(tmp_path: P
             # The example's own steps, with this test's registry and password.
             made = await cli("secret", "create", "kv-pass", "--from-literal", PASSWORD, config=cfg)
             assert made.exit_code == 0, made.output
-            cgi = ROOT / "examples" / "webapp" / "kv.cgi"
-            made = await cli("config", "create", "kv-cgi", "--from-file", str(cgi), config=cfg)
-            assert made.exit_code == 0, made.output
+            for name in ("kv", "web"):
+                cgi = ROOT / "examples" / "webapp" / f"{name}.cgi"
+                made = await cli(
+                    "config", "create", f"{name}-cgi", "--from-file", str(cgi), config=cfg
+                )
+                assert made.exit_code == 0, made.output
             spec = (ROOT / "examples" / "webapp.yaml").read_text()
-            spec = spec.replace("127.0.0.1:5000/busybox:1", image)
-            applied = await cli("apply", "-f", "-", config=cfg, stdin=spec)
+            kv_spec, web_spec = spec.replace("127.0.0.1:5000/busybox:1", image).split("\n---\n")
+            applied = await cli("apply", "-f", "-", config=cfg, stdin=kv_spec)
             assert applied.exit_code == 0, applied.output
             r = await until_ready(cfg, "kv-0 ready")
             assert r["id"] == "kv-0", r
-            url = f"http://{r['endpoint']}/cgi-bin/kv?key=greeting"
+            kv_url = f"http://{r['endpoint']}/cgi-bin/kv?key=greeting"
+            # No cluster DNS here: the web tier gets kv-0's endpoint instead of its name.
+            assert "KV: kv:8080" in web_spec
+            web_spec = web_spec.replace("KV: kv:8080", f"KV: {r['endpoint']}")
+            applied = await cli("apply", "-f", "-", config=cfg, stdin=web_spec)
+            assert applied.exit_code == 0, applied.output
+            web = await until_web_ready(cfg, 2)
+            front, other = web[0]["endpoint"], web[1]["endpoint"]
+            assert front != other, web
 
-            # Writes need the secret; the value lands on the volume.
-            assert await asyncio.to_thread(http, url, b"hello", "wrong") == "denied"
-            assert await asyncio.to_thread(http, url, b"hello, volume", PASSWORD) == "stored"
-            assert await get_value(r["endpoint"]) == "hello, volume"
+            # kv takes writes only with the secret; the web tier holds it, its users do not.
+            assert await asyncio.to_thread(http, kv_url, b"hello", "wrong") == "denied"
+            assert await get_value(front) == "missing"
+            app_url = f"http://{front}/cgi-bin/app?key=greeting"
+            assert await asyncio.to_thread(http, app_url, b"hello, volume") == "stored"
+            # Read back through the other web replica (the web tier keeps no state) and from
+            # kv itself; the value is on kv-0's volume.
+            assert await get_value(other) == "hello, volume"
+            assert await get_value(r["endpoint"], "/cgi-bin/kv") == "hello, volume"
             on_disk = tmp_path / "a" / "volumes" / "kv" / "kv-0" / "data" / "greeting"
             assert on_disk.read_text() == "hello, volume"
+            kv_endpoint = r["endpoint"]
 
             # 1. The container is killed (SIGKILL): restarted by its policy, data still there.
             p = await asyncio.create_subprocess_exec(
@@ -145,7 +186,8 @@ async def test_webapp_data_survives_container_kill_and_agent_restart(tmp_path: P
             out, _ = await p.communicate()
             assert p.returncode == 0, out
             r = await until_ready(cfg, "kv-0 restarted", lambda r: r["restarts"] >= 1)
-            assert await get_value(r["endpoint"]) == "hello, volume"
+            assert r["endpoint"] == kv_endpoint, r
+            assert await get_value(front) == "hello, volume"
 
             # 2. The agent restarts: it adopts the running container; data still there.
             rc, err = await stop(agent)
@@ -166,7 +208,8 @@ async def test_webapp_data_survives_container_kill_and_agent_restart(tmp_path: P
             assert r["id"] == "kv-0" and abs(r["started_at"] - before["started_at"]) < 1.0, (
                 before, r,
             )  # fmt: skip
-            assert await get_value(r["endpoint"]) == "hello, volume"
+            assert await get_value(front) == "hello, volume"
+            assert await get_value(other) == "hello, volume"
             vols = json.loads((await cli("get", "volumes", "-o", "json", config=cfg)).stdout)
             assert [v["name"] for v in vols["volumes"]] == ["kv-0/data"]
 
@@ -181,11 +224,16 @@ async def test_webapp_data_survives_container_kill_and_agent_restart(tmp_path: P
                     await p.communicate()
             secret_files.unmount(tmp_path / "a" / "secrets")
             # The agent leaves replicas running when it stops (they outlive it): clear them.
-            for cmd in (("task", "kill", "-s", "SIGKILL", "kv-0"), ("task", "rm", "-f", "kv-0"),
-                        ("container", "rm", "kv-0")):  # fmt: skip
-                k = await asyncio.create_subprocess_exec(
-                    "ctr", "-a", ctrd.address, "-n", ns, *cmd,
-                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-                )  # fmt: skip
-                await k.wait()
+            ls = await asyncio.create_subprocess_exec(
+                "ctr", "-a", ctrd.address, "-n", ns, "containers", "ls", "-q",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            for cid in (await ls.communicate())[0].decode().split():
+                for cmd in (("task", "kill", "-s", "SIGKILL", cid), ("task", "rm", "-f", cid),
+                            ("container", "rm", cid)):  # fmt: skip
+                    k = await asyncio.create_subprocess_exec(
+                        "ctr", "-a", ctrd.address, "-n", ns, *cmd,
+                        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                    )  # fmt: skip
+                    await k.wait()
     remove_cgroups(f"/cloudless/{ns}")

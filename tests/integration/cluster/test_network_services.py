@@ -130,3 +130,43 @@ async def test_slots_services_and_vips(cluster, tmp_path: Path) -> None:  # type
 
     await asyncio.to_thread(client.call, "DELETE", "/v1/workloads/web")
     await wait_for(lambda: services() == [], what="service gone with its workload")
+
+
+POLICY = b"""
+kind: NetworkPolicy
+name: db-from-web
+namespace: db
+selector: {app: db}
+ingress:
+  - from: [{namespace: web, selector: {tier: front}}]
+    ports: [{port: 5432}]
+"""
+
+
+async def test_netpolicy_through_the_cli(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    coord, _ = cluster
+    config = str(tmp_path / "coord" / "admin" / "config.json")
+
+    async def cli(*args: str) -> Any:
+        return await asyncio.to_thread(CliRunner().invoke, app, [*args, "--config", config])
+
+    good, bad = tmp_path / "p.yaml", tmp_path / "bad.yaml"
+    good.write_bytes(POLICY)
+    bad.write_bytes(POLICY.replace(b"port: 5432", b"port: 70000"))
+    r = await cli("netpolicy", "apply", "-f", str(bad))
+    assert r.exit_code == 1
+    assert "ingress[0].ports[0].port: 70000 must be a whole number in 1..65535" in r.output
+    assert (await coord.state.netpolicies.list()).records == ()  # nothing stored
+    r = await cli("netpolicy", "apply", "-f", str(good))
+    assert r.exit_code == 0, r.output
+    assert "network policy db-from-web applied (namespace db)" in r.output
+    r = await cli("netpolicy", "get")
+    assert r.exit_code == 0, r.output
+    for w in ("db-from-web", "app=db", "allow from web[tier=front] to tcp/5432"):
+        assert w in r.output, r.output
+    r = await cli("netpolicy", "get", "db-from-web", "-o", "json")
+    assert r.exit_code == 0 and '"namespace": "db"' in r.output, r.output
+    r = await cli("netpolicy", "delete", "db-from-web")
+    assert r.exit_code == 0, r.output
+    r = await cli("netpolicy", "delete", "db-from-web")
+    assert r.exit_code == 1 and "network policy 'db-from-web' not found" in r.output

@@ -62,10 +62,11 @@ async def test_one_trace_per_apply(cluster, spans: InMemorySpanExporter) -> None
 
     in_trace = [s for s in done if s.context is not None and s.context.trace_id == trace_id]
     names = sorted(s.name for s in in_trace)
-    # 1 apply, 1 validate, 1 commit; per replica: schedule, replica.start, pull, create, start
+    # 1 apply, 1 validate, 1 commit; per replica: schedule, replica.start, pull, network (the
+    # agent asks its container network for an attachment; none here), create, start
     assert names == sorted(
         ["apply", "validate", "commit"]
-        + ["schedule", "replica.start", "pull", "create", "start"] * 2
+        + ["schedule", "replica.start", "pull", "network", "create", "start"] * 2
     )
     for s in in_trace:
         if s.name in ("validate", "commit", "schedule"):
@@ -77,7 +78,7 @@ async def test_one_trace_per_apply(cluster, spans: InMemorySpanExporter) -> None
         elif s.name == "replica.start":
             assert parent(s).name == "schedule"  # across the gRPC stream
             assert parent(s).attributes["cloudless.replica"] == s.attributes["cloudless.replica"]
-        elif s.name in ("pull", "create", "start"):
+        elif s.name in ("pull", "network", "create", "start"):
             assert parent(s).name == "replica.start"
 
 

@@ -396,3 +396,25 @@ def test_a_closed_pipe_ends_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
     r = run("get", "nodes")
     assert r.exit_code == 1
     assert "error" not in r.stderr and "Traceback" not in r.output
+
+
+def test_netpolicy_apply_of_a_missing_file_names_it() -> None:
+    r = run("netpolicy", "apply", "-f", "/nonexistent/policy.yaml")
+    assert r.exit_code == 1
+    assert "cannot read /nonexistent/policy.yaml" in r.output
+
+
+def test_netpolicy_rules_read_as_one_line() -> None:
+    from cloudless.cli.netpolicy_cmd import _rules
+
+    doc = {
+        "ingress": [
+            {"action": "deny", "from": [{"namespace": "jobs"}]},
+            {
+                "action": "allow",
+                "from": [{"namespace": "web", "selector": {"tier": "front"}}],
+                "ports": [{"port": 5432, "protocol": "tcp"}],
+            },
+        ]
+    }
+    assert _rules(doc) == "deny from jobs to any; allow from web[tier=front] to tcp/5432"

@@ -71,7 +71,7 @@ CASES = [
     (WEB, CACHE, "tcp", 5432, [DB_FROM_WEB], False, "denied by default"),  # not selected
     (BATCH, DB, "tcp", 5432, [BATCH_ANYWHERE], True, "batch-anywhere"),  # "*" namespace
     # deny beats allow, whatever the policy names
-    (BATCH, DB, "tcp", 5432, [BATCH_ANYWHERE, NO_BATCH], False, "denyed by policy no-batch"),
+    (BATCH, DB, "tcp", 5432, [BATCH_ANYWHERE, NO_BATCH], False, "denied by policy no-batch"),
     # deny beats the same-namespace default, only on the port it names
     (DB, CACHE, "tcp", 22, [CACHE_LOCKDOWN], False, "cache-lockdown"),
     (DB, CACHE, "tcp", 6379, [CACHE_LOCKDOWN], True, "same namespace db"),

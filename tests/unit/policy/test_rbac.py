@@ -45,6 +45,11 @@ CASES = [
     (VIEWER, "delete", "nodes", "", False),
     (VIEWER, "list", "tokens", "", False),  # token records are not for viewers
     (VIEWER, "list", "audit", "", False),
+    (OPERATOR, "create", "netpolicies", "", True),  # network policies: operators write them
+    (DEV, "create", "netpolicies", "", False),  # cluster-scoped: a developer only reads
+    (DEV, "list", "netpolicies", "", True),  # (why is my traffic refused?)
+    (VIEWER, "get", "netpolicies", "", True),
+    (VIEWER, "delete", "netpolicies", "", False),
 ]
 
 

@@ -336,7 +336,7 @@ class NetworkLighthouse(_message.Message):
     def __init__(self, overlay_ip: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class NetworkConfig(_message.Message):
-    __slots__ = ("slot", "overlay_cidr", "container_cidr", "container_prefix", "service_cidr", "nebula_ca", "nebula_cert", "nebula_key", "lighthouses", "services", "reason", "blocklist")
+    __slots__ = ("slot", "overlay_cidr", "container_cidr", "container_prefix", "service_cidr", "nebula_ca", "nebula_cert", "nebula_key", "lighthouses", "services", "reason", "blocklist", "policy_chains")
     SLOT_FIELD_NUMBER: _ClassVar[int]
     OVERLAY_CIDR_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_CIDR_FIELD_NUMBER: _ClassVar[int]
@@ -349,6 +349,7 @@ class NetworkConfig(_message.Message):
     SERVICES_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     BLOCKLIST_FIELD_NUMBER: _ClassVar[int]
+    POLICY_CHAINS_FIELD_NUMBER: _ClassVar[int]
     slot: int
     overlay_cidr: str
     container_cidr: str
@@ -361,7 +362,36 @@ class NetworkConfig(_message.Message):
     services: _containers.RepeatedCompositeFieldContainer[NetworkService]
     reason: str
     blocklist: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, slot: _Optional[int] = ..., overlay_cidr: _Optional[str] = ..., container_cidr: _Optional[str] = ..., container_prefix: _Optional[int] = ..., service_cidr: _Optional[str] = ..., nebula_ca: _Optional[bytes] = ..., nebula_cert: _Optional[bytes] = ..., nebula_key: _Optional[bytes] = ..., lighthouses: _Optional[_Iterable[_Union[NetworkLighthouse, _Mapping]]] = ..., services: _Optional[_Iterable[_Union[NetworkService, _Mapping]]] = ..., reason: _Optional[str] = ..., blocklist: _Optional[_Iterable[str]] = ...) -> None: ...
+    policy_chains: _containers.RepeatedCompositeFieldContainer[NetworkPolicyChain]
+    def __init__(self, slot: _Optional[int] = ..., overlay_cidr: _Optional[str] = ..., container_cidr: _Optional[str] = ..., container_prefix: _Optional[int] = ..., service_cidr: _Optional[str] = ..., nebula_ca: _Optional[bytes] = ..., nebula_cert: _Optional[bytes] = ..., nebula_key: _Optional[bytes] = ..., lighthouses: _Optional[_Iterable[_Union[NetworkLighthouse, _Mapping]]] = ..., services: _Optional[_Iterable[_Union[NetworkService, _Mapping]]] = ..., reason: _Optional[str] = ..., blocklist: _Optional[_Iterable[str]] = ..., policy_chains: _Optional[_Iterable[_Union[NetworkPolicyChain, _Mapping]]] = ...) -> None: ...
+
+class NetworkPolicyChain(_message.Message):
+    __slots__ = ("namespace", "workload", "addresses", "lines")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    workload: str
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    lines: _containers.RepeatedCompositeFieldContainer[NetworkPolicyLine]
+    def __init__(self, namespace: _Optional[str] = ..., workload: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., lines: _Optional[_Iterable[_Union[NetworkPolicyLine, _Mapping]]] = ...) -> None: ...
+
+class NetworkPolicyLine(_message.Message):
+    __slots__ = ("any_source", "sources", "protocol", "ports", "verdict", "comment")
+    ANY_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    any_source: bool
+    sources: _containers.RepeatedScalarFieldContainer[str]
+    protocol: str
+    ports: _containers.RepeatedScalarFieldContainer[int]
+    verdict: str
+    comment: str
+    def __init__(self, any_source: _Optional[bool] = ..., sources: _Optional[_Iterable[str]] = ..., protocol: _Optional[str] = ..., ports: _Optional[_Iterable[int]] = ..., verdict: _Optional[str] = ..., comment: _Optional[str] = ...) -> None: ...
 
 class HeartbeatAck(_message.Message):
     __slots__ = ("seq", "interval_s", "coordinators", "ca_bundle_pem", "renew_now")
