@@ -16,8 +16,15 @@ CAPACITIES = [1, 2, 3, 5, 8, 100, 1000]
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-# Each oracle call solves an integer program (~0.1-0.8 s), so these run fewer examples.
-ORACLE = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Each oracle call solves an integer program (~0.1-0.8 s), so these run fewer examples. The
+# examples are the same on every run (derandomize): the failure this property found at random
+# is pinned below as a known bug, and CI must not pass or fail by the draw.
+ORACLE = settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+)
 
 
 @st.composite
@@ -138,4 +145,23 @@ def test_any_change_moves_no_more_than_the_exact_optimum(
     best = optimal_moves(
         changed, replication, before.partitions, after.counts(), after.zone_redundancy
     )
+    assert len(after.moves) == best
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: assign's swap-back tries single swaps between two nodes; undoing this "
+    "move needs a chain of three hand-offs (257 moves where 256 suffice)",
+)
+def test_a_second_zone_added_to_one_zone_moves_only_the_optimum() -> None:
+    """Found by the property above: 5 nodes in one zone (capacity 1, R=2), then a node in a
+    new zone. The optimum moves one copy of every partition to it (256); assign moves one
+    more copy to an old node for no reason."""
+    roles = {f"n{i}": NodeRole("z0", 1) for i in range(5)}
+    before = assign(roles, 2)
+    changed = {**roles, "extra": NodeRole("z9", 100)}
+    after = assign(changed, 2, before.partitions)
+    check_valid(changed, 2, after)
+    best = optimal_moves(changed, 2, before.partitions, after.counts(), after.zone_redundancy)
+    assert best == 256
     assert len(after.moves) == best

@@ -26,7 +26,14 @@ from cloudless.model.workload import WorkloadSpec
 from cloudless.scheduler import Scheduler, Snapshot, Strategy
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# The same examples on every run (derandomize): instances the repair still cannot complete
+# are pinned below as known bugs, and CI must not pass or fail by the draw.
+SETTINGS = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+)
 
 
 @SETTINGS
@@ -79,3 +86,26 @@ def test_repair_places_what_the_greedy_pass_traps(seed: int, n: int) -> None:
     assert _greedy(snap, groups, seed, Strategy.SCORE) < total
     plan = Scheduler(rng=random.Random(seed)).schedule_many(snap, groups)
     assert plan.complete
+
+
+@pytest.mark.parametrize(
+    ("seed", "n", "strategy"),
+    [
+        (100152, 6, Strategy.SCORE),
+        (100187, 6, Strategy.SCORE),
+        (100137, 7, Strategy.SPREAD),
+        (100225, 8, Strategy.SPREAD),
+    ],
+)
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: the bounded repair (reorders, then the packers' node choice) leaves "
+    "replicas unplaced on these mixed fleets although an exact placement exists",
+)
+def test_known_instances_the_repair_cannot_complete(seed: int, n: int, strategy: Strategy) -> None:
+    nodes, groups = mixed_instance(random.Random(seed), n)
+    assert optimal_nodes(nodes, groups, time_limit=10) is not None
+    plan = Scheduler(rng=random.Random(seed)).schedule_many(
+        Snapshot.build(nodes), groups, strategy=strategy
+    )
+    assert plan.complete, plan.unplaced
