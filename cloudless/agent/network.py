@@ -248,8 +248,10 @@ class AgentNetwork:
             self.device, self.config = dn, cfg
             await dn.update_services(cfg.services)
             await self._apply_policy(cfg)
-            self._set("up", "")
+            # Stale networks go before "up" lets attaches through: one made for a replica
+            # starting now is not a container yet and would look stale.
             await self._collect(dn)
+            self._set("up", "")
             try:
                 await self._follow(dn, cfg)
             finally:

@@ -216,11 +216,18 @@ class ReplicaWorker:
                     mounts=(*spec.mounts, resolv),
                     labels={**spec.labels, NET_LABEL: self.net.ip},
                 )
-            with tr.start_as_current_span("create"):
-                await self.runtime.create_container(spec)
-            self.exited.clear()
-            with tr.start_as_current_span("start"):
-                current = await self.runtime.start_container(rid)
+            try:
+                with tr.start_as_current_span("create"):
+                    await self.runtime.create_container(spec)
+                self.exited.clear()
+                with tr.start_as_current_span("start"):
+                    current = await self.runtime.start_container(rid)
+            except CloudlessError:
+                if self.net is not None and self.network is not None:
+                    # the next attempt attaches afresh (its namespace may be what failed)
+                    await self.network.detach(rid)
+                    self.net = None
+                raise
             CONTAINER_STARTS.inc()
             return current
 

@@ -95,3 +95,23 @@ async def test_networking_off_keeps_host_ports() -> None:
         port = int(spec.env["PORT"])
         assert port != 8080 and port in sup.ports.taken
         assert sup.workers["web-0"].status.endpoint == f"127.0.0.1:{port}"
+
+
+async def test_a_start_that_fails_attaches_afresh_on_the_next_attempt() -> None:
+    """A start failure (e.g. runc: the namespace path is gone) detaches the replica, so the
+    retry gets a new namespace instead of failing on the same one for ever."""
+    clock = FakeClock()
+    rt = FakeRuntime(clock)
+    net = FakeNetworking()
+    async with running(rt, clock, net) as sup:
+        rt.by_container["web-0"] = FakeBehavior(start_error="namespace path: no such file")
+        sup.assign([web("web-0")])
+        await settle(clock)
+        st = sup.workers["web-0"].status
+        assert st.state is ReplicaState.FAILED
+        assert net.detached == ["web-0"] and net.attached == {}
+        rt.by_container["web-0"] = FakeBehavior()
+        await settle(clock, 3)  # the restart backoff
+        assert sup.workers["web-0"].status.state.value == "running"
+        assert list(net.attached) == ["web-0"]
+        assert rt.host.containers["web-0"].spec.netns == "/fake/netns/web-0"
