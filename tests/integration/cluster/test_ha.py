@@ -5,6 +5,7 @@ scheduling resumes on the new leader; agents follow the redirect."""
 from __future__ import annotations
 
 import asyncio
+import io
 import shutil
 import time
 from pathlib import Path
@@ -101,8 +102,16 @@ async def test_three_coordinators_failover(tmp_path: Path) -> None:
     finally:
         for t in [*agents, *tasks.values()]:
             t.cancel()
-        # bounded: a coordinator stuck in shutdown must fail this test, not hang the suite
-        await asyncio.wait_for(asyncio.gather(*agents, *tasks.values(), return_exceptions=True), 60)
+        # Bounded, and without cancelling again (wait_for would, and then wait for ever on a
+        # task that ignores it): a coordinator or agent stuck in shutdown fails this test with
+        # its stack, instead of hanging the suite.
+        _, pending = await asyncio.wait([*agents, *tasks.values()], timeout=60)
+        stuck = []
+        for t in pending:
+            buf = io.StringIO()
+            t.print_stack(limit=20, file=buf)
+            stuck.append(buf.getvalue())
+        assert not pending, "stuck in shutdown:\n" + "\n".join(stuck)
 
 
 def _try_apply(client: Client, spec: bytes) -> bool:
