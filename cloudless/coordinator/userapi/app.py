@@ -53,6 +53,7 @@ from cloudless.coordinator.userapi.errors import (
     error_response,
     errors,
     json_response,
+    redirect_to_leader,
 )
 from cloudless.coordinator.userapi.models import (
     DrainRequest,
@@ -633,10 +634,7 @@ class UserApi:
         rid = request.match_info["id"]
         _check_id(rid, "path.id")
         if not self.is_leader():
-            leader = self.leader_api()
-            if not leader:
-                raise ApiError(503, "no_leader", "no leader elected yet; retry")
-            raise web.HTTPTemporaryRedirect(leader.rstrip("/") + str(request.rel_url))
+            redirect_to_leader(request, self.leader_api(), "no leader elected yet; retry")
         follow = request.query.get("follow") in ("1", "true", "yes")
         tail = _int_q(request, "tail", 0)
         if self.log_source is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -40,6 +40,14 @@ class ApiError(CloudlessError):
         super().__init__(message, code=code)
         self.status = status
         self.problems = problems or []
+
+
+def redirect_to_leader(request: web.Request, leader: str | None, unavailable: str) -> NoReturn:
+    """Send a leader-only request to the leader's API (307), or answer 503 ``no_leader`` with
+    ``unavailable`` when no leader is known."""
+    if not leader:
+        raise ApiError(503, "no_leader", unavailable)
+    raise web.HTTPTemporaryRedirect(leader.rstrip("/") + str(request.rel_url))
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from cloudless.coordinator.dispatcher.usage_board import UsageBoard, node_rows, replica_rows
 from cloudless.coordinator.state.node_view import NodeView
-from cloudless.coordinator.userapi.errors import ApiError, json_response
+from cloudless.coordinator.userapi.errors import ApiError, json_response, redirect_to_leader
 from cloudless.model.replica import Replica
 
 
@@ -52,10 +52,10 @@ class TopApi:
             raise ApiError(503, "no_leader", "this coordinator keeps no live usage")
         if self.is_leader() and self.live.active:
             return self.live
-        leader = self.leader_api()
-        if not leader or self.is_leader():
-            raise ApiError(503, "no_leader", "no leader serving agents yet; retry in a few seconds")
-        raise web.HTTPTemporaryRedirect(leader.rstrip("/") + str(request.rel_url))
+        unavailable = "no leader serving agents yet; retry in a few seconds"
+        if self.is_leader():  # leading, but not serving agents yet
+            raise ApiError(503, "no_leader", unavailable)
+        redirect_to_leader(request, self.leader_api(), unavailable)
 
     async def replicas(self, request: web.Request) -> web.Response:
         live = self._on_leader(request)
