@@ -58,6 +58,14 @@ def rotate(
             "(time for other users to run `cloudless user renew`): 90s, 10m, 1h."
         ),
     ] = "60s",
+    abort: Annotated[
+        bool,
+        typer.Option(
+            "--abort",
+            help="Abort the rotation in progress (only while the old root is still trusted: "
+            "phase trust or issue): the old root issues again, the new one is dropped.",
+        ),
+    ] = False,
     wait: Annotated[bool, typer.Option(help="Follow the rotation until it is done.")] = True,
     timeout: Annotated[str, typer.Option(help="Give up following after this long.")] = "30m",
     config: ConfigOpt = None,
@@ -65,7 +73,8 @@ def rotate(
     """Rotate the root CA: trust a new root, re-issue every certificate, retire the old one.
 
     Agents and coordinators follow on their own; this config trusts the new root at once
-    and renews its own certificate during the overlap."""
+    and renews its own certificate during the overlap. With --abort, the rotation goes back
+    to the old root and this config's certificate with it."""
     try:
         overlap_s = fmt.parse_duration(overlap)
     except ValueError as e:
@@ -75,9 +84,13 @@ def rotate(
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--timeout") from None
     client = connect(config)
-    rot = client.call("POST", "/v1/ca/rotate", {"overlap_s": overlap_s})
-    note(f"root rotation {rot['id']} started: new root {rot['new_digest'][:16]}")
-    trust_also(client.config, str(rot["new_cert_pem"]).encode())
+    if abort:
+        rot = client.call("POST", "/v1/ca/rotate/abort")
+        note(f"root rotation {rot['id']} aborted in phase {rot['aborted_from']}: {rot['waiting']}")
+    else:
+        rot = client.call("POST", "/v1/ca/rotate", {"overlap_s": overlap_s})
+        note(f"root rotation {rot['id']} started: new root {rot['new_digest'][:16]}")
+        trust_also(client.config, str(rot["new_cert_pem"]).encode())
     if not wait:
         out.print("follow it with `cloudless ca status`")
         return
@@ -88,8 +101,8 @@ def rotate(
 def follow_rotation(
     cfg: ClientConfig, rotation_id: str, timeout_s: float, poll_s: float = 0.5
 ) -> Iterator[str]:
-    """Follow a rotation to ``done``, renewing this config's certificate once the new root
-    issues; yields a line per change."""
+    """Follow a rotation to ``done`` (or ``aborted``), renewing this config's certificate
+    once the root it moves to issues; yields a line per change."""
     deadline = time.monotonic() + timeout_s
     last = ""
     while time.monotonic() < deadline:
@@ -101,12 +114,18 @@ def follow_rotation(
         if line != last:
             yield line
             last = line
-        if run["phase"] in ("issue", "retire", "done") and own_issuer(cfg) != run["new_digest"]:
+        back = run["phase"] in ("revert", "untrust", "aborted")
+        issuing = run["old_digest"] if back else run["new_digest"]
+        if run["phase"] != "trust" and own_issuer(cfg) != issuing:
             renew_self(cfg)
-            yield "this config's certificate renewed from the new root"
+            yield f"this config's certificate renewed from the {'old' if back else 'new'} root"
         if run["phase"] == "done":
             refresh_trust(cfg)
             yield f"root rotation {rotation_id} done; the old root is no longer trusted"
+            return
+        if run["phase"] == "aborted":
+            refresh_trust(cfg)
+            yield f"root rotation {rotation_id} aborted; the new root is no longer trusted"
             return
         time.sleep(poll_s)
     raise CloudlessError(

@@ -8,6 +8,9 @@
   (``rotation_runner``); ``409`` while one is in progress. ``{"overlap_s": N}`` keeps the old
   root trusted at least N seconds after every certificate was re-issued (time for users to
   run ``cloudless user renew``).
+* ``POST /v1/ca/rotate/abort`` (``cloudless ca rotate --abort``): take the current rotation
+  back to the old root while both are trusted (``trust``, ``issue``); ``409`` naming why
+  when there is none or it is too late (``rotation_plan.abort_refusal``).
 * ``POST /v1/users/renew`` (``cloudless user renew``): any caller renews its own user
   certificate from a CSR for the same identity and gets the current trust bundle.
 * ``DELETE /v1/cluster/coordinators/{name}`` (``cloudless coordinator remove NAME``):
@@ -19,12 +22,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from cryptography import x509
 
+from cloudless.clusterops.etcd_tls import healthy_members
 from cloudless.clusterops.quorum import Voter, removal_refusal
 from cloudless.clusterops.rotation_plan import Rotation
 from cloudless.clusterops.status import ca_status
@@ -40,14 +43,12 @@ from cloudless.security.identity import CertKind, SpiffeId
 from cloudless.security.root_rotation import rotation_status
 from cloudless.security.rotation import renew_certificate
 from cloudless.store.codec import DictCodec
-from cloudless.store.errors import StoreError
 from cloudless.store.table import Table
 from cloudless.store.tables import ROOT
 from cloudless.store.tables.revocations import Revocation as StoredRevocation
 
 if TYPE_CHECKING:
     from cloudless.coordinator.userapi.app import UserApi
-    from cloudless.store.etcd import EtcdStore
 
 REVOCATION_KEEP_S = 366 * 24 * 3600
 MAX_OVERLAP_S = 30 * 24 * 3600
@@ -117,6 +118,18 @@ class OpsApi:
             "ca", f"root rotation {rot.id} started (new root {rot.new_digest[:16]})"
         )
         return _json(public_rotation(rot), status=201)
+
+    async def abort(self, request: web.Request) -> web.Response:
+        if request.can_read_body and (await request.read()).strip() not in (b"", b"{}"):
+            raise ValidationError("body: POST /v1/ca/rotate/abort takes no body")
+        rotation = self.api.rotation
+        if rotation is None:
+            raise Conflict("this coordinator does not run root rotations")
+        rot = await rotation.abort(fence=self.api.fence())
+        await self.api.recorder.emit(
+            "ca", f"root rotation {rot.id} aborted in phase {rot.aborted_from}: {rot.waiting}"
+        )
+        return _json(public_rotation(rot))
 
     async def renew_user(self, request: web.Request) -> web.Response:
         body = await request.json() if request.can_read_body else None
@@ -198,7 +211,7 @@ class OpsApi:
             if not known:
                 raise NotFound(f"coordinator {name!r} is neither registered nor an etcd member")
             return False
-        healthy = await _healthy(store, members)
+        healthy = await healthy_members(store, members)
         voters = [Voter(m.id, m.name or f"{m.id:x}", m.is_learner) for m in members]
         why = removal_refusal(voters, healthy, target.id)
         if why:
@@ -207,27 +220,11 @@ class OpsApi:
         return True
 
 
-async def _healthy(store: EtcdStore, members: list[Any]) -> set[int]:
-    """Members that answer a status call within a second (over the store's client TLS)."""
-    from cloudless.store.etcd_admin import endpoint_status
-
-    async def one(m: Any) -> int | None:
-        for url in m.client_urls:
-            try:
-                st = await endpoint_status(url.split("://")[-1], store._tls, rpc_timeout=1.0)
-            except StoreError:
-                continue
-            return int(st.member_id) or int(m.id)
-        return None
-
-    answers = await asyncio.gather(*(one(m) for m in members))
-    return {a for a in answers if a is not None}
-
-
 def install(app: web.Application, api: UserApi) -> OpsApi:
     ops = OpsApi(api)
     app.router.add_get("/v1/ca/status", ops.ca_status)
     app.router.add_post("/v1/ca/rotate", ops.rotate)
+    app.router.add_post("/v1/ca/rotate/abort", ops.abort)
     app.router.add_get("/v1/ca/endorsements", ops.endorsements)
     app.router.add_post("/v1/users/renew", ops.renew_user)
     app.router.add_delete("/v1/cluster/coordinators/{name}", ops.remove_coordinator)

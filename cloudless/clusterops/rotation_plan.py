@@ -22,10 +22,31 @@ retire     stops trusting the old root; agents get the one-root  every coordinat
 done       nothing left to do                                     (final)
 =========  =====================================================  ==========================
 
+An abort (``cloudless ca rotate --abort``, ``aborting``) is possible while the old root is
+still trusted everywhere, i.e. in ``trust`` or ``issue``, and takes the rotation back:
+
+=========  =====================================================  ==========================
+phase      every coordinator, on seeing it                        leader advances when
+=========  =====================================================  ==========================
+revert     (from ``issue``) issues from the old root again,       every coordinator applied
+           re-issues its own certificate; both roots trusted;     it, every ready node's
+           agents are told to renew (their certificate is not     certificate comes from the
+           from the issuing root)                                 old root and ``overlap_s``
+                                                                  has passed since the abort
+untrust    stops trusting the new root; agents get the            every coordinator applied
+           one-root bundle                                        it and no ready node trusts
+                                                                  the new root
+aborted    nothing left to do                                     (final)
+=========  =====================================================  ==========================
+
+An abort from ``trust`` goes straight to ``untrust`` (nothing was issued from the new root).
+From ``retire`` on it is refused (``abort_refusal``): some coordinators and nodes have dropped
+the old root already, so certificates it signed are being refused.
+
 Rules:
 
 1. A coordinator that applied a later phase of the same rotation has applied the earlier
-   ones (phases only move forward).
+   ones (phases only move forward along the rotation's ``path``).
 2. Only nodes in state ``ready`` hold a step back; others are listed in the reason. A node
    that stays away until the old root is retired must re-enrol with a join token.
 3. Every wait says what it waits for, naming at most five coordinators or nodes.
@@ -40,7 +61,10 @@ from typing import Any
 
 from cloudless.lib.errors import ValidationError
 
-PHASES = ("trust", "issue", "retire", "done")
+PHASES = ("trust", "issue", "retire", "done", "revert", "untrust", "aborted")
+FORWARD = ("trust", "issue", "retire", "done")
+FINAL = ("done", "aborted")
+ABORTABLE = ("trust", "issue")
 ROTATION_KEY = "rotation"
 APPLIED_PREFIX = "applied-"
 
@@ -62,10 +86,33 @@ class Rotation:
     issued_at: float = 0.0  # when the leader moved to ``issue``
     updated_at: float = 0.0
     waiting: str = ""
+    aborted_from: str = ""  # "" or the phase the rotation was aborted in (trust, issue)
+    aborted_at: float = 0.0
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
             raise ValidationError(f"rotation.phase: {self.phase!r} is not one of {PHASES}")
+        if self.aborted_from not in ("", *ABORTABLE):
+            raise ValidationError(
+                f"rotation.aborted_from: {self.aborted_from!r} is not one of {ABORTABLE}"
+            )
+        if self.phase not in self.path:
+            raise ValidationError(
+                f"rotation.phase: {self.phase!r} is not on this rotation's path {self.path}"
+            )
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        """The phases this rotation moves through, in order."""
+        if self.aborted_from == "trust":
+            return ("trust", "untrust", "aborted")
+        if self.aborted_from == "issue":
+            return ("trust", "issue", "revert", "untrust", "aborted")
+        return FORWARD
+
+    def index(self, phase: str) -> int:
+        """Position of ``phase`` on this rotation's path (-1: not on it)."""
+        return self.path.index(phase) if phase in self.path else -1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,14 +127,43 @@ class Rotation:
 
     @property
     def active(self) -> bool:
-        return self.phase != "done"
+        return self.phase not in FINAL
 
     def sealed_bytes(self) -> bytes:
         return base64.b64decode(self.sealed_key)
 
 
-def phase_index(phase: str) -> int:
-    return PHASES.index(phase) if phase in PHASES else -1
+def abort_refusal(rot: Rotation | None) -> str | None:
+    """Why ``rot`` cannot be aborted now (``None``: it can)."""
+    if rot is None:
+        return "no root rotation has been started: nothing to abort"
+    if rot.phase in ABORTABLE:
+        return None
+    if rot.phase == "done":
+        return (
+            f"root rotation {rot.id} is done and the old root retired: too late to abort; "
+            "run `cloudless ca rotate` again to move to another root"
+        )
+    if rot.phase == "retire":
+        return (
+            f"root rotation {rot.id} is retiring the old root: coordinators and nodes are "
+            "dropping it and certificates it signed are refused, so it is too late to go back; "
+            "let it finish (`cloudless ca status`) and rotate again"
+        )
+    if rot.phase == "aborted":
+        return f"root rotation {rot.id} was aborted already: the old root is the only one"
+    return f"root rotation {rot.id} is being aborted already (phase {rot.phase})"
+
+
+def aborting(rot: Rotation, now: float) -> Rotation:
+    """The record of ``rot`` aborted at ``now`` (check ``abort_refusal`` first)."""
+    if rot.phase == "trust":
+        nxt, why = "untrust", "aborted before any certificate came from the new root"
+    else:
+        nxt, why = "revert", "aborted: the old root issues again; certificates are renewed"
+    return replace(
+        rot, phase=nxt, aborted_from=rot.phase, aborted_at=now, waiting=why, updated_at=now
+    )
 
 
 @dataclass(frozen=True)
@@ -124,11 +200,11 @@ def next_step(view: RotationView) -> Step:
     rot = view.rotation
     if not rot.active:
         return Step(None, "rotation finished")
-    here = phase_index(rot.phase)
+    here = rot.index(rot.phase)
     behind = [
         c
         for c in view.coordinators
-        if view.applied.get(c, ("", ""))[0] != rot.id or phase_index(view.applied[c][1]) < here
+        if view.applied.get(c, ("", ""))[0] != rot.id or rot.index(view.applied[c][1]) < here
     ]
     if behind:
         return Step(
@@ -160,6 +236,29 @@ def next_step(view: RotationView) -> Step:
         if left > 0:
             return Step(None, f"every certificate renewed; the old root is retired in {left:.0f}s")
         return Step("retire", f"every coordinator and ready node renewed{note}")
+    if rot.phase == "revert":
+        lagging = [n.node_id for n in ready if n.issuer != rot.old_digest]
+        if lagging:
+            return Step(
+                None,
+                f"aborting: {len(lagging)} of {len(ready)} ready nodes hold a certificate from "
+                f"the new root: {_names(lagging)}{note}",
+            )
+        left = rot.aborted_at + rot.overlap_s - view.now
+        if left > 0:
+            return Step(
+                None, f"aborting: every certificate renewed; the new root is dropped in {left:.0f}s"
+            )
+        return Step("untrust", f"every coordinator and ready node is back on the old root{note}")
+    if rot.phase == "untrust":
+        lagging = [n.node_id for n in ready if rot.new_digest in n.trusted]
+        if lagging:
+            return Step(
+                None,
+                f"aborting: {len(lagging)} of {len(ready)} ready nodes still trust the new "
+                f"root: {_names(lagging)}{note}",
+            )
+        return Step("aborted", f"every coordinator and ready node dropped the new root{note}")
     lagging = [n.node_id for n in ready if rot.old_digest in n.trusted]
     if lagging:
         return Step(

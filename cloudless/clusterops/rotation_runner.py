@@ -11,6 +11,10 @@ leader's hub when they change).
   re-issues its own certificate after the switch, calls ``reload`` so its servers hand out
   the new certificate and trust at the next handshake, then records the phase it applied.
 * ``RootRotation.lead`` (the leader): advances the record when ``next_step`` says so.
+* ``RootRotation.abort`` (the leader, on ``POST /v1/ca/rotate/abort``): turns the record back
+  towards the old root (``aborting``), compare-and-swap against the leader's own advance.
+* With an embedded etcd, ``follow`` also brings the member's TLS along (``etcd_tls``): its
+  certificates from the issuing root, its trusted-CA file restarted in, one member at a time.
 * ``RootRotation.keep_own_certificate`` (every coordinator): re-issues this coordinator's
   certificate at 2/3 of its life (``rotation.renewal_due``), without a restart.
 * ``AgentTrust`` (the leader's hub): fills a heartbeat's ack with the bundle the agent should
@@ -31,15 +35,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
+from cloudless.clusterops.etcd_tls import EtcdTlsFollower
 from cloudless.clusterops.rotation_plan import (
     APPLIED_PREFIX,
     ROTATION_KEY,
     NodeTrust,
     Rotation,
     RotationView,
+    abort_refusal,
+    aborting,
     advanced,
     next_step,
-    phase_index,
 )
 from cloudless.coordinator.state.coordinators import known_coordinators
 from cloudless.lib.clock import Clock
@@ -55,6 +61,9 @@ from cloudless.security.root_rotation import (
     NEXT_CERT_FILE,
     NEXT_KEY_FILE,
     endorse,
+    forget_previous_root,
+    keep_previous_root,
+    switch_back,
     switch_to_next_root,
 )
 from cloudless.security.rotation import renewal_due
@@ -102,7 +111,10 @@ class RootRotation:
         rng: random.Random | None = None,
         emit: Callable[[str], Awaitable[None]] | None = None,
         poll_s: float = 0.5,
+        etcd: EtcdTlsFollower | None = None,
     ) -> None:
+        self.etcd = etcd
+        self._etcd_wait = ""
         self.table = rotation_table(store)
         self.store = store
         self.ca = ca
@@ -169,42 +181,109 @@ class RootRotation:
             await self.clock.sleep(self.poll_s)
 
     async def apply(self, rot: Rotation) -> None:
-        """Bring this coordinator's CA to ``rot.phase`` (idempotent), then record it."""
+        """Bring this coordinator's CA (and its etcd member's TLS) to ``rot.phase``
+        (idempotent), then record it. Returns without recording while the etcd member waits
+        for its turn to restart."""
         if self.applied == (rot.id, rot.phase):
             return
-        here = phase_index(rot.phase)
-        ca, changed = self.ca, False
-        trusted = ca.trust_bundle.digests
-        if here < phase_index("retire") and rot.new_digest not in trusted:
+        if self._apply_ca(rot):
+            self.reload()
+            log.info("root rotation %s: applied %s", rot.id, rot.phase)
+        if self.etcd is not None:
+            wait = await self.etcd.follow(await self._before_me(rot))
+            if wait:
+                if wait != self._etcd_wait:
+                    log.info("root rotation %s (%s): %s", rot.id, rot.phase, wait)
+                self._etcd_wait = wait
+                return
+        self._etcd_wait = ""
+        await self.table.put(APPLIED_PREFIX + self.name, {"id": rot.id, "phase": rot.phase})
+        self.applied = (rot.id, rot.phase)
+
+    def _apply_ca(self, rot: Rotation) -> bool:
+        """Whether the CA changed. The new root is trusted from ``trust`` until ``retire``
+        (or ``untrust``); it issues in ``issue``..``done``; the old root issues again from
+        ``revert`` on and is dropped at ``retire``."""
+        ca, changed, phase = self.ca, False, rot.phase
+        if phase in ("trust", "issue", "revert") and rot.new_digest not in ca.trust_bundle.digests:
             ca.add_trusted_root(rot.new_cert_pem.encode())
             changed = True
-        if here >= phase_index("issue") and ca.digest != rot.new_digest:
+        if phase in ("issue", "retire", "done") and ca.digest != rot.new_digest:
             key_pem = open_root_key(ca, rot)
             write_private(ca.directory / NEXT_KEY_FILE, key_pem)
             write_private(ca.directory / NEXT_CERT_FILE, rot.new_cert_pem.encode())
+            keep_previous_root(ca)
             switch_to_next_root(ca)
             self.reissue_own()
             changed = True
-        if here >= phase_index("retire") and rot.old_digest in ca.trust_bundle.digests:
-            ca.remove_trusted_root(rot.old_digest)
+        if phase in ("revert", "untrust", "aborted") and ca.digest == rot.new_digest:
+            switch_back(ca, rot.old_digest)
+            self.reissue_own()
             changed = True
-        if changed:
-            self.reload()
-            log.info("root rotation %s: applied %s", rot.id, rot.phase)
-        await self.table.put(APPLIED_PREFIX + self.name, {"id": rot.id, "phase": rot.phase})
-        self.applied = (rot.id, rot.phase)
+        if phase in ("retire", "done") and rot.old_digest in ca.trust_bundle.digests:
+            ca.remove_trusted_root(rot.old_digest)
+            forget_previous_root(ca)
+            changed = True
+        if phase in ("untrust", "aborted") and rot.new_digest in ca.trust_bundle.digests:
+            ca.remove_trusted_root(rot.new_digest)
+            (ca.directory / NEXT_KEY_FILE).unlink(missing_ok=True)
+            (ca.directory / NEXT_CERT_FILE).unlink(missing_ok=True)
+            changed = True
+        return changed
+
+    async def _before_me(self, rot: Rotation) -> list[str]:
+        """Coordinators ahead of this one (by name) that have not applied ``rot.phase``: etcd
+        members restart one at a time, in name order."""
+        names = sorted(c.name for c in await known_coordinators(self.store))
+        applied = {
+            r.name[len(APPLIED_PREFIX) :]: r.value
+            for r in (await self.table.list()).records
+            if r.name.startswith(APPLIED_PREFIX)
+        }
+        here = rot.index(rot.phase)
+        return [
+            n
+            for n in names
+            if n < self.name
+            and (
+                applied.get(n, {}).get("id") != rot.id
+                or rot.index(str(applied[n].get("phase"))) < here
+            )
+        ]
+
+    async def abort(self, *, fence: Fence = NO_FENCE) -> Rotation:
+        """Take the current rotation back to the old root (``rotation_plan.aborting``);
+        ``Conflict`` naming why when it is too late or there is nothing to abort."""
+        for _ in range(8):
+            rec = await self.table.get(ROTATION_KEY)
+            rot = Rotation.from_dict(rec.value) if rec is not None else None
+            why = abort_refusal(rot)
+            if why:
+                raise Conflict(why)
+            assert rot is not None and rec is not None
+            new = aborting(rot, self.clock.now())
+            if await self.table.cas(
+                ROTATION_KEY, new.to_dict(), expect=rec.mod_revision, fence=fence
+            ):
+                return new
+        raise Conflict("the rotation record kept changing under the abort: try again")
 
     # ---- lead (the leader) ------------------------------------------------------------------
 
     async def lead(self, fence: Fence) -> None:
         while True:
-            rot = await self.current()
-            if rot is not None and rot.active:
+            rec = await self.table.get(ROTATION_KEY)
+            rot = Rotation.from_dict(rec.value) if rec is not None else None
+            if rec is not None and rot is not None and rot.active:
                 view = await self.view(rot)
                 new = advanced(rot, next_step(view), self.clock.now())
+                written: int | None = rec.mod_revision
                 if new.phase != rot.phase or new.waiting != rot.waiting:
-                    await self.table.put(ROTATION_KEY, new.to_dict(), fence=fence)
-                if new.phase != rot.phase:
+                    # an abort may have changed the record meanwhile: it wins
+                    written = await self.table.cas(
+                        ROTATION_KEY, new.to_dict(), expect=rec.mod_revision, fence=fence
+                    )
+                if written is not None and new.phase != rot.phase:
                     log.info("root rotation %s: %s -> %s", rot.id, rot.phase, new.phase)
                     if self.emit is not None:
                         await self.emit(f"root rotation {rot.id}: {new.phase} ({new.waiting})")

@@ -62,6 +62,12 @@ def routes() -> tuple[Route, ...]:
         ),
         r(
             "post",
+            "/v1/ca/rotate/abort",
+            "Abort the current root rotation while the old root is still trusted (trust or "
+            "issue phase): the old root issues again and the new one is dropped",
+        ),
+        r(
+            "post",
             "/v1/users/renew",
             "Renew the caller's own user certificate: {csr_pem}; answers {cert_pem, ca_bundle_pem}",
         ),

@@ -66,6 +66,7 @@ ROUTES: dict[tuple[str, str], RouteAccess] = {
     ("DELETE", "/v1/cluster/coordinators/{name}"): _r("delete", "coordinators"),
     ("GET", "/v1/ca/status"): _r("get", "ca"),
     ("POST", "/v1/ca/rotate"): _r("create", "ca"),
+    ("POST", "/v1/ca/rotate/abort"): _r("create", "ca"),
     ("POST", "/v1/users"): _r("create", "users"),
     ("GET", "/v1/users"): _r("list", "users"),
     ("DELETE", "/v1/users/{name}"): _r("delete", "users"),

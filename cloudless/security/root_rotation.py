@@ -10,6 +10,10 @@
 3. ``retire_root`` — once every leaf has been renewed (at most one leaf lifetime later), stop
    trusting the old root. Leaves it signed are refused from then on.
 
+A switch made by ``cloudless ca rotate`` keeps the old root's key as ``previous-ca.key``
+(``keep_previous_root``) until the old root is retired, so an abort can make it the issuing
+root again (``switch_back``); ``forget_previous_root`` deletes it.
+
 ``rotation_status`` reports where a CA is. Every step persists before it returns.
 ``endorse`` certifies a new root with the issuing one, so a client that trusts only the old
 root can accept the new one it is offered (``endorsed_roots``); ``cloudless ca rotate``
@@ -40,6 +44,8 @@ from cloudless.security.keys import private_key_pem
 
 NEXT_CERT_FILE = "next-ca.crt"
 NEXT_KEY_FILE = "next-ca.key"
+PREVIOUS_CERT_FILE = "previous-ca.crt"
+PREVIOUS_KEY_FILE = "previous-ca.key"
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,40 @@ def switch_to_next_root(ca: CertificateAuthority, *, passphrase: bytes | str | N
     ca._install_root(root, key)
     (d / NEXT_CERT_FILE).unlink()
     (d / NEXT_KEY_FILE).unlink()
+
+
+def keep_previous_root(ca: CertificateAuthority) -> None:
+    """Keep the issuing root's key and certificate as ``previous-ca.*`` (before a switch)."""
+    d = ca.directory
+    write_private(d / PREVIOUS_KEY_FILE, (d / KEY_FILE).read_bytes())
+    write_private(d / PREVIOUS_CERT_FILE, (d / CERT_FILE).read_bytes())
+
+
+def switch_back(ca: CertificateAuthority, digest: str) -> None:
+    """Make the kept previous root (sha256 ``digest``) the issuing root again; the root
+    issuing now stays trusted. Refused if the kept root is not that one."""
+    d = ca.directory
+    cert_path, key_path = d / PREVIOUS_CERT_FILE, d / PREVIOUS_KEY_FILE
+    if not cert_path.exists() or not key_path.exists():
+        raise CaStateError(
+            f"{cert_path} is missing: this coordinator no longer holds the old root's key, so "
+            "it cannot issue from it again; restore the CA directory from a backup"
+        )
+    root = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    if certificate_digest(root) != digest:
+        raise CaStateError(
+            f"{cert_path} holds root {certificate_digest(root)[:16]}, not {digest[:16]}: "
+            "refusing to switch back to another root"
+        )
+    write_private(d / NEXT_KEY_FILE, key_path.read_bytes())
+    write_private(d / NEXT_CERT_FILE, cert_path.read_bytes())
+    switch_to_next_root(ca)
+    forget_previous_root(ca)
+
+
+def forget_previous_root(ca: CertificateAuthority) -> None:
+    for name in (PREVIOUS_KEY_FILE, PREVIOUS_CERT_FILE):
+        (ca.directory / name).unlink(missing_ok=True)
 
 
 def retire_root(ca: CertificateAuthority, digest: str) -> None:

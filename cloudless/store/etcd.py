@@ -150,9 +150,19 @@ class EtcdStore:
             raise ValueError("EtcdStore needs at least one endpoint (host:port)")
         self.endpoints = tuple(endpoints)
         self._tls = tls
+        self._retired: list[grpc.aio.Channel] = []
+        self._open_channels()
+        self._timeout = request_timeout
+        self.page_size = 500
+        self._retry_for = retry_for
+        self._backoff = backoff
+        self._rng = rng or random.Random()
+
+    def _open_channels(self) -> None:
+        tls = self._tls
 
         def channel(*extra: tuple[str, Any]) -> grpc.aio.Channel:
-            manager = ConnectionManager(list(endpoints))
+            manager = ConnectionManager(list(self.endpoints))
             manager.grpc_options = channel_options(manager.grpc_options)
             # Big watch batches and list pages must not trip gRPC's 4 MiB receive default.
             manager.grpc_options.append(("grpc.max_receive_message_length", _MAX_RECEIVE))
@@ -173,11 +183,18 @@ class EtcdStore:
         self._kv = KVService(self.channel, max_attempts=1)
         self._lease = LeaseService(self.channel, max_attempts=1)
         self._watch = _rpc_grpc.WatchStub(self._watch_channel)
-        self._timeout = request_timeout
-        self.page_size = 500
-        self._retry_for = retry_for
-        self._backoff = backoff
-        self._rng = rng or random.Random()
+
+    async def reload_tls(self, tls: ClientTls) -> None:
+        """Use ``tls`` for every call from now on (new channels; lease keepers pick it up at
+        their next connection). Calls and watches open on the previous channels continue
+        until they end or break (a watch then resumes on the new channel); the channels
+        retired by the reload before this one are closed now."""
+        old = self._retired
+        self._retired = [self.channel, self._watch_channel]
+        self._tls = tls
+        self._open_channels()
+        for ch in old:
+            await ch.close()
 
     # ---- retry policy ----------------------------------------------------------------------
 
@@ -385,7 +402,7 @@ class EtcdStore:
     def lease_keeper(self, lease_id: int, interval: float) -> LeaseKeeper:
         """Renew ``lease_id`` every ``interval`` from a thread of its own (``LeaseKeeper``),
         independent of this event loop; ``stop()`` it when the lease is no longer wanted."""
-        return LeaseKeeper(self.endpoints, self._tls, lease_id, interval, self._timeout)
+        return LeaseKeeper(self.endpoints, lambda: self._tls, lease_id, interval, self._timeout)
 
     async def keepalive(self, lease_id: int) -> int:
         async def once() -> int:
@@ -470,5 +487,7 @@ class EtcdStore:
         return Event(kind, _kv(e.kv), prev)
 
     async def close(self) -> None:
+        for ch in self._retired:
+            await ch.close()
         await self._watch_channel.close()
         await self.channel.close()

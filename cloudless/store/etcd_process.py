@@ -160,6 +160,9 @@ class EtcdMember:
         self.stop_grace = 10.0  # SIGTERM lets a leader hand over; then SIGKILL
         self.last_status: MemberStatus | None = None  # from the supervisor's health checks
         self.last_healthy_at: float | None = None
+        self._supervised = False
+        self._planned_exit = False
+        self._restarted = asyncio.Event()
 
     @property
     def pid(self) -> int | None:
@@ -238,6 +241,41 @@ class EtcdMember:
         mine = text.rsplit(_START_MARK, 1)[-1].decode(errors="replace")
         return "\n".join(mine.strip().splitlines()[-lines:])
 
+    async def restart(self, *, ready_timeout: float = 30.0) -> None:
+        """Stop the member (SIGTERM: a leader hands over first) and start it again on the same
+        data dir, so it reads its files anew (its trusted-CA file is read only at start);
+        returns once it answers and knows a leader. Under ``run()`` the supervisor starts it
+        again at once (no backoff, not counted as a failure)."""
+        if not self._supervised:
+            await self.stop()
+            await self.start(ready_timeout=ready_timeout)
+        else:
+            self._restarted.clear()
+            self._planned_exit = True
+            await self.stop()
+            await asyncio.wait_for(self._restarted.wait(), ready_timeout)
+            await self.wait_ready(within=ready_timeout)
+        await self.wait_leader(within=ready_timeout)
+
+    async def wait_leader(self, within: float = 30.0) -> None:
+        """Until the member answers and reports a raft leader."""
+        from cloudless.store.etcd_admin import member_status
+
+        deadline = self._clock.monotonic() + within
+        while self._clock.monotonic() < deadline:
+            try:
+                st = await member_status(self.config, rpc_timeout=1.0)
+            except StoreError:
+                st = None
+            if st is not None and st.leader:
+                self.last_status, self.last_healthy_at = st, self._clock.monotonic()
+                return
+            await self._clock.sleep(0.1)
+        raise EtcdStartFailed(
+            f"etcd member {self.config.name} has no leader {within:.0f}s after its restart; "
+            f"see {self.config.log_file}"
+        )
+
     def kill(self) -> None:
         """SIGKILL, for fault injection. The supervisor (``run``) will restart it."""
         if self._proc is not None and self._proc.returncode is None:
@@ -268,6 +306,7 @@ class EtcdMember:
         Raises ``MemberRemoved`` (and does not restart) when etcd says it was removed.
         """
         attempt = 0
+        self._supervised = True
         try:
             if not self.running:
                 await self.start(wait_ready=False)
@@ -275,6 +314,11 @@ class EtcdMember:
                 await self._until_dead(health_interval, unhealthy_after)
                 if self.removed():
                     self._raise_exited()
+                if self._planned_exit:  # restart(): at once
+                    self._planned_exit = False
+                    await self.start(wait_ready=False)
+                    self._restarted.set()
+                    continue
                 delay = self._backoff.delay(attempt, self._rng)
                 attempt = min(attempt + 1, 8)
                 log.warning("etcd %s exited; restarting in %.2fs", self.config.name, delay)
@@ -285,6 +329,7 @@ class EtcdMember:
                     await self.wait_ready(within=unhealthy_after)
                     attempt = 0
         finally:
+            self._supervised = False
             await asyncio.shield(self.stop())
 
     def removed(self) -> bool:

@@ -22,6 +22,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -39,7 +40,7 @@ class LeaseKeeper:
     def __init__(
         self,
         endpoints: tuple[str, ...],
-        tls: ClientTls,
+        tls: Callable[[], ClientTls],
         lease_id: int,
         interval: float,
         timeout: float,
@@ -61,12 +62,13 @@ class LeaseKeeper:
         self._stop.set()
 
     def _channel(self, endpoint: str) -> grpc.Channel:
+        tls = self._tls()  # the store's current TLS: it follows a root rotation
         creds = grpc.ssl_channel_credentials(
-            root_certificates=self._tls.ca_pem,
-            private_key=self._tls.key_pem,
-            certificate_chain=self._tls.cert_pem,
+            root_certificates=tls.ca_pem,
+            private_key=tls.key_pem,
+            certificate_chain=tls.cert_pem,
         )
-        opts = [("grpc.ssl_target_name_override", self._tls.server_name)]
+        opts = [("grpc.ssl_target_name_override", tls.server_name)]
         return grpc.secure_channel(endpoint, creds, options=opts)
 
     def _run(self) -> None:

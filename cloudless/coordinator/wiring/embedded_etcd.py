@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cloudless.clusterops.etcd_tls import EtcdTlsFiles
 from cloudless.coordinator.wiring.config import CoordinatorConfig, write_private
 from cloudless.security.ca import CertificateAuthority
 from cloudless.security.identity import CertKind, SpiffeId
@@ -10,29 +11,42 @@ from cloudless.store.etcd_process import EtcdMember, MemberConfig
 from cloudless.store.tls import ETCD_SERVER_NAME, ClientTls, MemberTls
 
 
+def issue_etcd_certs(config: CoordinatorConfig, ca: CertificateAuthority) -> None:
+    """The member's serving certificate and this coordinator's client one, from the CA's
+    issuing root (etcd reads them again at its next handshake)."""
+    d = config.tls_dir
+    sid = SpiffeId.service(f"etcd-{config.name}", config.trust_domain)
+    key, cert = ca.issue(
+        sid,
+        CertKind.SERVICE,
+        dns_names=(ETCD_SERVER_NAME, "localhost"),
+        ip_addresses=sorted({config.host, "127.0.0.1"}),
+    )
+    write_private(d / "etcd-member.key", key)
+    write_private(d / "etcd-member.crt", cert)
+    ckey, ccert = ca.issue(
+        SpiffeId.service(f"coordinator-{config.name}-etcd-client", config.trust_domain),
+        CertKind.SERVICE,
+    )
+    write_private(d / "etcd-client.key", ckey)
+    write_private(d / "etcd-client.crt", ccert)
+
+
+def etcd_files(config: CoordinatorConfig) -> EtcdTlsFiles:
+    d = config.tls_dir
+    return EtcdTlsFiles(
+        d / "etcd-ca.pem", d / "etcd-member.crt", d / "etcd-client.crt", d / "etcd-client.key"
+    )
+
+
 def etcd_tls(config: CoordinatorConfig, ca: CertificateAuthority) -> tuple[MemberTls, ClientTls]:
     """Issue (or reuse) the member's serving certificate and this coordinator's client one."""
     d = config.tls_dir
     if not (d / "etcd-member.crt").exists():
-        sid = SpiffeId.service(f"etcd-{config.name}", config.trust_domain)
-        key, cert = ca.issue(
-            sid,
-            CertKind.SERVICE,
-            dns_names=(ETCD_SERVER_NAME, "localhost"),
-            ip_addresses=sorted({config.host, "127.0.0.1"}),
-        )
-        write_private(d / "etcd-member.key", key)
-        write_private(d / "etcd-member.crt", cert)
-        ckey, ccert = ca.issue(
-            SpiffeId.service(f"coordinator-{config.name}-etcd-client", config.trust_domain),
-            CertKind.SERVICE,
-        )
-        write_private(d / "etcd-client.key", ckey)
-        write_private(d / "etcd-client.crt", ccert)
+        issue_etcd_certs(config, ca)
     write_private(d / "etcd-ca.pem", ca.bundle_pem)
     member = MemberTls(d / "etcd-ca.pem", d / "etcd-member.crt", d / "etcd-member.key")
-    client = ClientTls.from_files(d / "etcd-ca.pem", d / "etcd-client.crt", d / "etcd-client.key")
-    return member, client
+    return member, etcd_files(config).client_tls()
 
 
 def member_config(config: CoordinatorConfig, tls: MemberTls) -> MemberConfig:

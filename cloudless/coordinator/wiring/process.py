@@ -22,6 +22,7 @@ from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.churn.keeper import AvailabilityKeeper
 from cloudless.churn.route import StrategyPlacer
 from cloudless.churn.target import AvailabilityPlacer
+from cloudless.clusterops.etcd_tls import EtcdTlsFollower
 from cloudless.clusterops.rotation_runner import AgentTrust, RootRotation
 from cloudless.coordinator.agentapi.service import AgentApi
 from cloudless.coordinator.eventlog.compactor import EventCompactor
@@ -176,6 +177,22 @@ class Coordinator:
         self.etcd = member
         return store
 
+    def _etcd_tls(self, store: Store) -> EtcdTlsFollower | None:
+        """The embedded etcd member's TLS follows root rotations (none without one)."""
+        from cloudless.coordinator.wiring.embedded_etcd import etcd_files, issue_etcd_certs
+        from cloudless.store.etcd import EtcdStore
+        from cloudless.store.etcd_process import EtcdMember
+
+        if not isinstance(self.etcd, EtcdMember) or not isinstance(store, EtcdStore):
+            return None
+        return EtcdTlsFollower(
+            self.ca,
+            etcd_files(self.config),
+            self.etcd,
+            store,
+            lambda: issue_etcd_certs(self.config, self.ca),
+        )
+
     def leader_info(self) -> dict[str, str]:
         raw = self.election.leader() if hasattr(self, "election") else None
         if not raw:
@@ -232,6 +249,7 @@ class Coordinator:
             ids=self.ids,
             rng=self.rng,
             emit=lambda message: self.events.emit("ca", message),
+            etcd=self._etcd_tls(raw_store),
         )
         self.secret_cache = SecretCache(
             self.store, SecretBox(self.ca.secrets_key), dispatcher.secrets_changed, self.clock
