@@ -52,12 +52,15 @@ def status(config: ConfigOpt = None, output: OutputOpt = Format.TABLE) -> None:
 @ca_app.command("rotate")
 def rotate(
     overlap: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="Keep the old root trusted this long after every certificate was re-issued "
-            "(time for other users to run `cloudless user renew`): 90s, 10m, 1h."
+            "(time for other users to run `cloudless user renew`): 90s, 10m, 1h. Default 60s; "
+            "with --abort, how long the new root stays trusted after every certificate is back "
+            "(default: the rotation's).",
+            show_default=False,
         ),
-    ] = "60s",
+    ] = None,
     abort: Annotated[
         bool,
         typer.Option(
@@ -76,7 +79,7 @@ def rotate(
     and renews its own certificate during the overlap. With --abort, the rotation goes back
     to the old root and this config's certificate with it."""
     try:
-        overlap_s = fmt.parse_duration(overlap)
+        overlap_s = fmt.parse_duration(overlap) if overlap is not None else None
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--overlap") from None
     try:
@@ -85,10 +88,13 @@ def rotate(
         raise typer.BadParameter(str(e), param_hint="--timeout") from None
     client = connect(config)
     if abort:
-        rot = client.call("POST", "/v1/ca/rotate/abort")
+        body = {} if overlap_s is None else {"overlap_s": overlap_s}
+        rot = client.call("POST", "/v1/ca/rotate/abort", body)
         note(f"root rotation {rot['id']} aborted in phase {rot['aborted_from']}: {rot['waiting']}")
     else:
-        rot = client.call("POST", "/v1/ca/rotate", {"overlap_s": overlap_s})
+        rot = client.call(
+            "POST", "/v1/ca/rotate", {"overlap_s": 60.0 if overlap_s is None else overlap_s}
+        )
         note(f"root rotation {rot['id']} started: new root {rot['new_digest'][:16]}")
         trust_also(client.config, str(rot["new_cert_pem"]).encode())
     if not wait:

@@ -10,7 +10,9 @@
   run ``cloudless user renew``).
 * ``POST /v1/ca/rotate/abort`` (``cloudless ca rotate --abort``): take the current rotation
   back to the old root while both are trusted (``trust``, ``issue``); ``409`` naming why
-  when there is none or it is too late (``rotation_plan.abort_refusal``).
+  when there is none or it is too late (``rotation_plan.abort_refusal``). ``{"overlap_s":
+  N}`` (default: the rotation's) keeps the new root trusted N seconds after every
+  certificate is back on the old one.
 * ``POST /v1/users/renew`` (``cloudless user renew``): any caller renews its own user
   certificate from a CSR for the same identity and gets the current trust bundle.
 * ``DELETE /v1/cluster/coordinators/{name}`` (``cloudless coordinator remove NAME``):
@@ -93,39 +95,24 @@ class OpsApi:
         return web.Response(text=pem, content_type="application/x-pem-file")
 
     async def rotate(self, request: web.Request) -> web.Response:
-        body: dict[str, Any] = {}
-        if request.can_read_body:
-            try:
-                raw = await request.json()
-            except ValueError:
-                raise ValidationError("body: not JSON") from None
-            if not isinstance(raw, dict):
-                raise ValidationError("body: expected a JSON object")
-            body = raw
-        unknown = sorted(set(body) - {"overlap_s"})
-        if unknown:
-            raise ValidationError([f"{k}: unknown field (known: overlap_s)" for k in unknown])
-        overlap = body.get("overlap_s", 0)
-        if isinstance(overlap, bool) or not isinstance(overlap, int | float):
-            raise ValidationError(f"overlap_s: {overlap!r} must be a number of seconds")
-        if not 0 <= overlap <= MAX_OVERLAP_S:
-            raise ValidationError(f"overlap_s: {overlap} must be between 0 and {MAX_OVERLAP_S}")
+        body = await _body(request, known=("overlap_s",))
+        overlap = _overlap(body)
         rotation = self.api.rotation
         if rotation is None:
             raise Conflict("this coordinator does not run root rotations")
-        rot = await rotation.start(overlap_s=float(overlap), fence=self.api.fence())
+        rot = await rotation.start(overlap_s=overlap, fence=self.api.fence())
         await self.api.recorder.emit(
             "ca", f"root rotation {rot.id} started (new root {rot.new_digest[:16]})"
         )
         return _json(public_rotation(rot), status=201)
 
     async def abort(self, request: web.Request) -> web.Response:
-        if request.can_read_body and (await request.read()).strip() not in (b"", b"{}"):
-            raise ValidationError("body: POST /v1/ca/rotate/abort takes no body")
+        body = await _body(request, known=("overlap_s",))
+        overlap = _overlap(body) if "overlap_s" in body else None
         rotation = self.api.rotation
         if rotation is None:
             raise Conflict("this coordinator does not run root rotations")
-        rot = await rotation.abort(fence=self.api.fence())
+        rot = await rotation.abort(overlap_s=overlap, fence=self.api.fence())
         await self.api.recorder.emit(
             "ca", f"root rotation {rot.id} aborted in phase {rot.aborted_from}: {rot.waiting}"
         )
@@ -218,6 +205,31 @@ class OpsApi:
             raise Conflict(f"cannot remove coordinator {name}: {why}")
         await admin.remove_member(target.id)
         return True
+
+
+async def _body(request: web.Request, *, known: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON object body (``{}`` when none), refusing unknown fields by name."""
+    if not request.can_read_body:
+        return {}
+    try:
+        raw = await request.json()
+    except ValueError:
+        raise ValidationError("body: not JSON") from None
+    if not isinstance(raw, dict):
+        raise ValidationError("body: expected a JSON object")
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ValidationError([f"{k}: unknown field (known: {', '.join(known)})" for k in unknown])
+    return raw
+
+
+def _overlap(body: dict[str, Any]) -> float:
+    overlap = body.get("overlap_s", 0)
+    if isinstance(overlap, bool) or not isinstance(overlap, int | float):
+        raise ValidationError(f"overlap_s: {overlap!r} must be a number of seconds")
+    if not 0 <= overlap <= MAX_OVERLAP_S:
+        raise ValidationError(f"overlap_s: {overlap} must be between 0 and {MAX_OVERLAP_S}")
+    return float(overlap)
 
 
 def install(app: web.Application, api: UserApi) -> OpsApi:

@@ -29,6 +29,7 @@ import logging
 import os
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -176,7 +177,7 @@ class RootRotation:
                 rot = await self.current()
                 if rot is not None:
                     await self.apply(rot)
-            except (StoreError, CaStateError) as e:
+            except (StoreError, CaStateError, TimeoutError) as e:
                 log.warning("root rotation: %s; retrying", e)
             await self.clock.sleep(self.poll_s)
 
@@ -251,9 +252,11 @@ class RootRotation:
             )
         ]
 
-    async def abort(self, *, fence: Fence = NO_FENCE) -> Rotation:
+    async def abort(self, *, overlap_s: float | None = None, fence: Fence = NO_FENCE) -> Rotation:
         """Take the current rotation back to the old root (``rotation_plan.aborting``);
-        ``Conflict`` naming why when it is too late or there is nothing to abort."""
+        ``overlap_s`` (default: the rotation's) keeps the new root trusted that long after
+        every certificate is back. ``Conflict`` naming why when it is too late or there is
+        nothing to abort."""
         for _ in range(8):
             rec = await self.table.get(ROTATION_KEY)
             rot = Rotation.from_dict(rec.value) if rec is not None else None
@@ -262,6 +265,8 @@ class RootRotation:
                 raise Conflict(why)
             assert rot is not None and rec is not None
             new = aborting(rot, self.clock.now())
+            if overlap_s is not None:
+                new = replace(new, overlap_s=overlap_s)
             if await self.table.cas(
                 ROTATION_KEY, new.to_dict(), expect=rec.mod_revision, fence=fence
             ):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloudless.clusterops.quorum import Voter, removal_refusal
+from cloudless.clusterops.quorum import Voter, removal_refusal, restart_refusal
 
 A, B, C, D, E = (Voter(i, n) for i, n in enumerate("abcde", start=1))
 L = Voter(9, "learner", is_learner=True)
@@ -28,6 +28,30 @@ CASES = [
 @pytest.mark.parametrize(("members", "healthy", "target", "refusal"), CASES)
 def test_removal(members: list[Voter], healthy: set[int], target: int, refusal: str | None) -> None:
     why = removal_refusal(members, healthy, target)
+    if refusal is None:
+        assert why is None
+    else:
+        assert why is not None and refusal in why
+
+
+# Restarting a member (to re-read its trusted-CA file): the *others* must hold a quorum of
+# all n voters while it is down.  (members, healthy ids, target, refusal fragment or None)
+RESTARTS = [
+    ([A, B, C], {1, 2, 3}, 1, None),  # n 3, quorum 2, others b c healthy: 2 >= 2
+    ([A, B, C], {1, 2}, 1, "1 of 3 voting members answering"),  # c dead: b alone < 2
+    ([A, B, C], {1, 2}, 3, None),  # restarting dead c itself: a b = 2 >= 2
+    ([A, B, C, D, E], {1, 2, 3, 4}, 1, None),  # n 5, quorum 3, others b c d = 3
+    ([A, B, C, D, E], {1, 2, 3}, 1, "down: d, e"),  # others b c = 2 < 3
+    ([A], {1}, 1, None),  # one voter: no restart keeps a quorum; allowed (store pauses)
+    ([A, B], {1}, 1, None),  # two voters: same
+    ([A, B, C, L], {1, 2, 3}, 9, None),  # a learner does not vote
+    ([A, B, C], {1, 2, 3}, 7, "not in the cluster"),
+]
+
+
+@pytest.mark.parametrize(("members", "healthy", "target", "refusal"), RESTARTS)
+def test_restart(members: list[Voter], healthy: set[int], target: int, refusal: str | None) -> None:
+    why = restart_refusal(members, healthy, target)
     if refusal is None:
         assert why is None
     else:

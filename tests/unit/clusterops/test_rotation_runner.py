@@ -207,3 +207,114 @@ def test_renewals_are_paced(tmp_path: Path) -> None:
     assert not told("n0")  # told 0.25 s ago: its renewal is under way
     clock.advance(30)
     assert told("n0")  # not renewed within 30 s: told again
+
+
+async def _run_until(rot: RootRotation, clock: FakeClock, final: str) -> list[str]:
+    """Drive the real follow and lead loops until the record reaches ``final``; the phases
+    seen, in order."""
+    phases: list[str] = []
+    async with asyncio.TaskGroup() as tg:
+        follow = tg.create_task(rot.follow())
+        lead = tg.create_task(rot.lead(NO_FENCE))
+        for _ in range(60):
+            await _spin(clock, 0.5)
+            cur = await rot.current()
+            assert cur is not None
+            if not phases or phases[-1] != cur.phase:
+                phases.append(cur.phase)
+            if cur.phase == final:
+                break
+        await _spin(clock, 1.0)
+        follow.cancel()
+        lead.cancel()
+    return phases
+
+
+async def test_abort_in_issue_goes_back_to_the_old_root(tmp_path: Path) -> None:
+    clock = FakeClock()
+    rot, own, store = _rotation(tmp_path, clock)
+    ca = rot.ca
+    await register(store, CoordinatorInfo("c1", "https://a", "a:1", "a:2"))
+    old_digest, tokens_before = ca.digest, ca.token_signing_key()
+    # a long overlap keeps the rotation in issue
+    started = await rot.start(overlap_s=3600.0)
+    assert await _run_until(rot, clock, "issue") == ["trust", "issue"]
+    assert ca.digest == started.new_digest
+    assert (ca.directory / "previous-ca.key").exists()  # kept for an abort
+    aborted = await rot.abort()
+    assert (aborted.phase, aborted.aborted_from) == ("revert", "issue")
+    with pytest.raises(Conflict, match="being aborted already"):
+        await rot.abort()
+    # revert waits the overlap from the abort (3600 s) before dropping the new root
+    await _spin(clock, 3.0)
+    cur = await rot.current()
+    assert cur is not None and cur.phase == "revert" and "dropped in" in cur.waiting
+    assert ca.digest == old_digest and set(ca.trust_bundle.digests) == {old_digest, cur.new_digest}
+    clock.advance(3600)
+    assert await _run_until(rot, clock, "aborted") == ["revert", "untrust", "aborted"]
+    assert ca.digest == old_digest and ca.trust_bundle.digests == (old_digest,)
+    assert x509.load_pem_x509_certificate(own.pem).issuer == ca.root.subject
+    assert ca.token_signing_key() == tokens_before  # join tokens from before work again
+    for name in ("previous-ca.key", "previous-ca.crt", "next-ca.key", "next-ca.crt"):
+        assert not (ca.directory / name).exists(), name
+    reloaded = CertificateAuthority.load(tmp_path / "ca", clock=clock)
+    assert reloaded.digest == old_digest and reloaded.trust_bundle.digests == (old_digest,)
+    applied = await rotation_table(store).get("applied-c1")
+    assert applied is not None and applied.value == {"id": started.id, "phase": "aborted"}
+    with pytest.raises(Conflict, match="was aborted already"):
+        await rot.abort()
+    # a new rotation may start after an aborted one
+    assert (await rot.start()).phase == "trust"
+
+
+async def test_abort_in_trust_drops_the_new_root(tmp_path: Path) -> None:
+    clock = FakeClock()
+    rot, _, store = _rotation(tmp_path, clock)
+    ca = rot.ca
+    await register(store, CoordinatorInfo("c1", "https://a", "a:1", "a:2"))
+    old_digest = ca.digest
+    started = await rot.start()
+    await rot.apply(started)  # trusts the new root; the leader has not moved on
+    assert started.new_digest in ca.trust_bundle.digests
+    assert (await rot.abort()).phase == "untrust"
+    assert await _run_until(rot, clock, "aborted") == ["untrust", "aborted"]
+    assert ca.digest == old_digest and ca.trust_bundle.digests == (old_digest,)
+
+
+async def test_abort_refused_when_too_late_and_wins_over_the_leader(tmp_path: Path) -> None:
+    clock = FakeClock()
+    rot, _, store = _rotation(tmp_path, clock)
+    await register(store, CoordinatorInfo("c1", "https://a", "a:1", "a:2"))
+    with pytest.raises(Conflict, match="no root rotation has been started"):
+        await rot.abort()
+    started = await rot.start()
+    table = rotation_table(store)
+    for phase, fragment in (("retire", "too late to go back"), ("done", "too late to abort")):
+        await table.put("rotation", {**started.to_dict(), "phase": phase})
+        with pytest.raises(Conflict, match=fragment):
+            await rot.abort()
+        cur = await rot.current()
+        assert cur is not None and cur.phase == phase  # nothing changed
+    # the leader read the record in trust, then the abort landed: the leader's advance to
+    # issue must not overwrite it (compare-and-swap on the record's revision)
+    await table.put("rotation", started.to_dict())
+    await rot.apply(started)
+    real_get = rot.table.get
+    aborted_once = False
+
+    async def get_then_abort(name: str):  # type: ignore[no-untyped-def]
+        nonlocal aborted_once
+        rec = await real_get(name)
+        if name == "rotation" and not aborted_once:
+            aborted_once = True
+            await rot.abort()
+        return rec
+
+    rot.table.get = get_then_abort  # type: ignore[method-assign]
+    lead = asyncio.create_task(rot.lead(NO_FENCE))
+    await _spin(clock, 1.0)
+    lead.cancel()
+    await asyncio.gather(lead, return_exceptions=True)
+    rot.table.get = real_get  # type: ignore[method-assign]
+    cur = await rot.current()
+    assert cur is not None and cur.phase == "untrust", cur
