@@ -38,7 +38,7 @@ from typing import Protocol
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.lib.errors import CloudlessError
-from cloudless.network.bringup import DeviceNetwork
+from cloudless.network.bringup import BRIDGE, DeviceNetwork
 from cloudless.network.cni import CNI_PATH, CniInvoker, bridge_conflist
 from cloudless.network.device import ContainerNetworks, IpNetns
 from cloudless.network.errors import NetworkConfigError, NetworkEdgeError
@@ -169,7 +169,7 @@ class AgentNetwork:
         self.device: DeviceNetwork | None = None
         self.config: DeviceConfig | None = None
         self._desired: pb.NetworkConfig | None = None
-        self.policy_table: PolicyTable = NftPolicyTable(host_argv=self.host_argv)
+        self.policy_table: PolicyTable = NftPolicyTable(host_argv=self.host_argv, bridge=BRIDGE)
         self._policy_cleared = False  # a table left from before a restart was removed
         self._wake = asyncio.Event()
         self._settled = asyncio.Event()  # set while state is "off" or "up"
@@ -293,8 +293,8 @@ class AgentNetwork:
                     await self.policy_table.remove()
                     self._policy_cleared = True
                 return
-            compiled, local = render_inputs(cfg.policy_chains)
-            doc = render_compiled(compiled, local, str(cfg.plan.containers))
+            compiled, local, egress = render_inputs(cfg.policy_chains)
+            doc = render_compiled(compiled, local, str(cfg.plan.containers), egress=egress)
             if doc != self.policy_table.document:
                 await self.policy_table.apply(doc)
         except NetworkEdgeError as e:

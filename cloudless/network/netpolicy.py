@@ -1,8 +1,8 @@
 """Network policy: which workloads may connect to which, by namespace and labels (pure).
 
-A policy protects the workloads it selects (``namespace`` and ``selector``) with ingress
-rules; a rule allows or denies connections *from* workloads picked by namespace and labels,
-optionally only to some ports::
+A policy selects workloads (``namespace`` and ``selector``) and gives them ingress rules
+(which connections they accept) and/or egress rules (which connections they may start); a
+rule allows or denies, optionally only some ports::
 
     name: db-from-web
     namespace: db
@@ -11,21 +11,37 @@ optionally only to some ports::
       - action: allow              # or deny
         from: [{namespace: web, selector: {tier: front}}]   # namespace "*": any
         ports: [{port: 5432, protocol: tcp}]               # optional; default every port
+    egress:
+      - action: allow
+        to: [{namespace: db}, {cidr: 203.0.113.0/24}]      # workloads, or IPv4 networks
+        ports: [{port: 443}]
 
-Decision for a connection from workload S to workload D on (protocol, port), in order:
+**Ingress** -- a connection from workload S to workload D on (protocol, port), in order:
 
 1. a ``deny`` rule of a policy selecting D that matches S and the port: **denied**;
 2. an ``allow`` rule of a policy selecting D that matches S and the port: **allowed**;
 3. S and D in the same namespace: **allowed** (default allow within a namespace);
 4. otherwise **denied** (default deny across namespaces).
 
-``decide`` returns the verdict with the reason naming the policy and rule (or the default).
-``parse_policy`` validates a document and names every problem's field; nothing is partial.
-``netpolicy_nft.render`` compiles the same rules to nftables for one device.
+**Egress** -- a connection S starts to an address A (a workload D's, or outside the cluster):
+
+1. no policy with egress rules selects S: **allowed** (egress is open by default);
+2. a ``deny`` egress rule of a policy selecting S that matches A (D, or a network holding A)
+   and the port: **denied**;
+3. an ``allow`` egress rule that matches: **allowed**;
+4. otherwise **denied** (S is egress-limited: only what its rules allow).
+
+A connection between workloads needs both: S's egress and D's ingress (``decide_both``).
+
+``decide`` (ingress) and ``decide_egress`` return the verdict with the reason naming the policy
+and rule (or the default). ``parse_policy`` validates a document and names every problem's
+field; nothing is partial. ``netpolicy_nft.render`` compiles the same rules to nftables for
+one device.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -63,12 +79,23 @@ class PortRef:
 
 @dataclass(frozen=True)
 class Rule:
+    """``sources``: the peers (``from`` of an ingress rule, ``to`` of an egress rule);
+    ``blocks``: IPv4 networks (egress rules only)."""
+
     action: str
     sources: tuple[Peer, ...]
     ports: tuple[PortRef, ...] = ()  # empty: every port and protocol
+    blocks: tuple[str, ...] = ()
 
     def covers(self, protocol: str, port: int) -> bool:
         return not self.ports or PortRef(port, protocol) in self.ports
+
+    def reaches(self, ip: str, dst: WorkloadRef | None) -> bool:
+        """Whether this (egress) rule names the destination ``ip`` (workload ``dst``)."""
+        if dst is not None and any(p.matches(dst) for p in self.sources):
+            return True
+        addr = ipaddress.IPv4Address(ip)
+        return any(addr in ipaddress.IPv4Network(b) for b in self.blocks)
 
 
 @dataclass(frozen=True)
@@ -77,6 +104,7 @@ class NetworkPolicy:
     namespace: str
     selector: tuple[tuple[str, str], ...]
     ingress: tuple[Rule, ...]
+    egress: tuple[Rule, ...] = ()
 
     def selects(self, w: WorkloadRef) -> bool:
         return Peer(self.namespace, self.selector).matches(w)
@@ -128,27 +156,79 @@ def decide(
     )
 
 
+def decide_egress(
+    src: WorkloadRef,
+    ip: str,
+    dst: WorkloadRef | None,
+    protocol: str,
+    port: int,
+    policies: Iterable[NetworkPolicy],
+) -> Verdict:
+    """Egress rules of the module docstring, in order; ``dst``: the workload at ``ip``
+    (``None``: an address outside the cluster's workloads)."""
+    limiting = [p for p in sorted(policies, key=lambda p: p.name) if p.egress and p.selects(src)]
+    target = f"{dst.namespace}/{dst.name} ({ip})" if dst is not None else ip
+    if not limiting:
+        return Verdict(True, f"no egress policy selects {src.namespace}/{src.name}: open")
+    for action in ("deny", "allow"):
+        for p in limiting:
+            for i, rule in enumerate(p.egress):
+                if rule.action != action or not rule.covers(protocol, port):
+                    continue
+                if rule.reaches(ip, dst):
+                    return Verdict(
+                        action == "allow",
+                        f"{_PAST[action]} by policy {p.name} (egress[{i}]): "
+                        f"{src.namespace}/{src.name} -> {target} {protocol}/{port}",
+                    )
+    names = ", ".join(p.name for p in limiting)
+    return Verdict(
+        False,
+        f"{src.namespace}/{src.name} -> {target} {protocol}/{port}: egress is limited by "
+        f"{names} and no egress rule allows it",
+    )
+
+
+def decide_both(
+    src: WorkloadRef,
+    dst: WorkloadRef,
+    ip: str,
+    protocol: str,
+    port: int,
+    policies: Iterable[NetworkPolicy],
+) -> Verdict:
+    """A connection between two workloads: the source's egress, then the destination's
+    ingress (the first refusal is the answer)."""
+    pols = list(policies)
+    out = decide_egress(src, ip, dst, protocol, port, pols)
+    return out if not out.allowed else decide(src, dst, protocol, port, pols)
+
+
 def policy_to_dict(p: NetworkPolicy) -> dict[str, Any]:
     """The document ``parse_policy`` reads back as ``p`` (stored, and answered by the API)."""
     doc: dict[str, Any] = {"name": p.name, "namespace": p.namespace}
     if p.selector:
         doc["selector"] = dict(p.selector)
-    rules = []
-    for r in p.ingress:
-        rule: dict[str, Any] = {
-            "action": r.action,
-            "from": [
-                {
-                    "namespace": peer.namespace,
-                    **({"selector": dict(peer.selector)} if peer.selector else {}),
-                }
-                for peer in r.sources
-            ],
-        }
-        if r.ports:
-            rule["ports"] = [{"port": pr.port, "protocol": pr.protocol} for pr in r.ports]
-        rules.append(rule)
-    doc["ingress"] = rules
+    for direction, key, rules in (("ingress", "from", p.ingress), ("egress", "to", p.egress)):
+        if not rules and direction == "egress":
+            continue
+        out = []
+        for r in rules:
+            rule: dict[str, Any] = {
+                "action": r.action,
+                key: [
+                    {
+                        "namespace": peer.namespace,
+                        **({"selector": dict(peer.selector)} if peer.selector else {}),
+                    }
+                    for peer in r.sources
+                ]
+                + [{"cidr": b} for b in r.blocks],
+            }
+            if r.ports:
+                rule["ports"] = [{"port": pr.port, "protocol": pr.protocol} for pr in r.ports]
+            out.append(rule)
+        doc[direction] = out
     return doc
 
 
@@ -159,8 +239,10 @@ def parse_policy(doc: Any) -> NetworkPolicy:
     """A validated policy, or ``ValidationError`` listing every problem by its field."""
     problems: list[str] = []
     if not isinstance(doc, dict):
-        raise ValidationError("policy: expected a mapping with name, namespace and ingress")
-    _unknown(doc, ("name", "namespace", "selector", "ingress"), "", problems)
+        raise ValidationError(
+            "policy: expected a mapping with name, namespace and ingress and/or egress"
+        )
+    _unknown(doc, ("name", "namespace", "selector", "ingress", "egress"), "", problems)
     name = doc.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
         problems.append(f"name: {name!r} must be a DNS label (a-z, 0-9, '-')")
@@ -168,19 +250,24 @@ def parse_policy(doc: Any) -> NetworkPolicy:
     if not isinstance(ns, str) or not _NAME.match(ns):
         problems.append(f"namespace: {ns!r} must be a DNS label (a-z, 0-9, '-')")
     selector = _selector(doc.get("selector"), "selector", problems)
-    raw_rules = doc.get("ingress")
-    rules: list[Rule] = []
-    if not isinstance(raw_rules, list) or not raw_rules:
-        problems.append("ingress: a non-empty list of rules is required")
-    else:
+    parsed: dict[str, list[Rule]] = {"ingress": [], "egress": []}
+    if "ingress" not in doc and "egress" not in doc:
+        problems.append("ingress: a non-empty list of rules is required (or egress)")
+    for direction in ("ingress", "egress"):
+        if direction not in doc:
+            continue
+        raw_rules = doc[direction]
+        if not isinstance(raw_rules, list) or not raw_rules:
+            problems.append(f"{direction}: a non-empty list of rules is required")
+            continue
         for i, r in enumerate(raw_rules):
-            rule = _rule(r, f"ingress[{i}]", problems)
+            rule = _rule(r, f"{direction}[{i}]", problems, egress=direction == "egress")
             if rule is not None:
-                rules.append(rule)
+                parsed[direction].append(rule)
     if problems:
         raise ValidationError(problems)
     assert isinstance(name, str) and isinstance(ns, str)
-    return NetworkPolicy(name, ns, selector, tuple(rules))
+    return NetworkPolicy(name, ns, selector, tuple(parsed["ingress"]), tuple(parsed["egress"]))
 
 
 def _unknown(d: dict[str, Any], known: tuple[str, ...], at: str, problems: list[str]) -> None:
@@ -206,25 +293,35 @@ def _selector(raw: Any, at: str, problems: list[str]) -> tuple[tuple[str, str], 
     return tuple(sorted(out))
 
 
-def _rule(raw: Any, at: str, problems: list[str]) -> Rule | None:
+def _rule(raw: Any, at: str, problems: list[str], *, egress: bool = False) -> Rule | None:
+    key = "to" if egress else "from"
     if not isinstance(raw, dict):
-        problems.append(f"{at}: expected a mapping with action, from and ports")
+        problems.append(f"{at}: expected a mapping with action, {key} and ports")
         return None
-    _unknown(raw, ("action", "from", "ports"), f"{at}.", problems)
+    _unknown(raw, ("action", key, "ports"), f"{at}.", problems)
     action = raw.get("action", "allow")
     if action not in ACTIONS:
         problems.append(f"{at}.action: {action!r} is not one of allow, deny")
-    raw_from = raw.get("from")
+    raw_peers = raw.get(key)
     peers: list[Peer] = []
-    if not isinstance(raw_from, list) or not raw_from:
-        problems.append(f"{at}.from: a non-empty list of {{namespace, selector}} is required")
+    blocks: list[str] = []
+    what = "{namespace, selector} or {cidr}" if egress else "{namespace, selector}"
+    if not isinstance(raw_peers, list) or not raw_peers:
+        problems.append(f"{at}.{key}: a non-empty list of {what} is required")
     else:
-        for j, p in enumerate(raw_from):
-            where = f"{at}.from[{j}]"
+        for j, p in enumerate(raw_peers):
+            where = f"{at}.{key}[{j}]"
             if not isinstance(p, dict) or not p:
-                problems.append(f"{where}: expected a mapping with namespace and/or selector")
+                problems.append(f"{where}: expected a mapping with {what}")
                 continue
-            _unknown(p, ("namespace", "selector"), f"{where}.", problems)
+            if "cidr" in p:
+                block = _cidr(p, where, egress, problems)
+                if block:
+                    blocks.append(block)
+                continue
+            _unknown(
+                p, ("namespace", "selector", *(("cidr",) if egress else ())), f"{where}.", problems
+            )
             pns = p.get("namespace", ANY_NAMESPACE if "selector" in p else None)
             if pns != ANY_NAMESPACE and (not isinstance(pns, str) or not _NAME.match(pns)):
                 problems.append(f"{where}.namespace: {pns!r} must be a DNS label or '*'")
@@ -250,4 +347,27 @@ def _rule(raw: Any, at: str, problems: list[str]) -> Rule | None:
             ports.append(PortRef(port, proto))
     if action not in ACTIONS:
         return None
-    return Rule(action, tuple(peers), tuple(dict.fromkeys(ports)))
+    return Rule(action, tuple(peers), tuple(dict.fromkeys(ports)), tuple(dict.fromkeys(blocks)))
+
+
+def _cidr(p: dict[str, Any], where: str, egress: bool, problems: list[str]) -> str | None:
+    if not egress:
+        problems.append(
+            f"{where}.cidr: only egress rules take networks (ingress is policed by the "
+            "sending workload's address)"
+        )
+        return None
+    extra = sorted(set(p) - {"cidr"})
+    if extra:
+        problems.append(f"{where}: cidr stands alone (remove {', '.join(extra)})")
+        return None
+    raw = p["cidr"]
+    try:
+        net = ipaddress.IPv4Network(raw, strict=True) if isinstance(raw, str) else None
+    except ValueError as e:
+        problems.append(f"{where}.cidr: {raw!r} is not an IPv4 network ({e})")
+        return None
+    if net is None:
+        problems.append(f"{where}.cidr: {raw!r} must be a string like 203.0.113.0/24")
+        return None
+    return str(net)

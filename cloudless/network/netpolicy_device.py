@@ -6,12 +6,15 @@ Rules of ``device_chains``:
   the container range (``Replica.endpoint`` "ip:port"; "ip:0" for a replica without ports;
   a replica on its device's network reports the device's address and is not one), with its
   workload's namespace and labels;
-* a namespace is *isolated* when at least one network policy lives in it; only workloads of
-  isolated namespaces are policed (as a Kubernetes pod is isolated once a policy selects it),
-  so a cluster without policies programs no table anywhere;
-* a device gets one chain per local workload of an isolated namespace, with the lines
+* a namespace is *isolated* when at least one network policy with ingress rules lives in it;
+  only workloads of isolated namespaces have their ingress policed (as a Kubernetes pod is
+  isolated once a policy selects it), so a cluster without policies programs no table;
+* a workload is *egress-limited* when a policy with egress rules selects it;
+* a device gets one ingress chain per local workload of an isolated namespace, with the lines
   ``netpolicy_nft.compile_rules`` gives it (deny rules, allow rules, same namespace, drop),
-  the sources resolved to the addresses of every endpoint in the cluster *now*;
+  the sources resolved to the addresses of every endpoint in the cluster *now*, and one
+  egress chain per local egress-limited workload (``compile_egress``: deny, allow, drop;
+  destinations are endpoint addresses and the rules' networks);
 * no chain: the agent removes its policy table.
 
 ``chains_to_pb``/``chains_from_pb`` carry the chains in ``NetworkConfig.policy_chains``; the
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.network.errors import NetworkConfigError
 from cloudless.network.netpolicy import NetworkPolicy, WorkloadRef
-from cloudless.network.netpolicy_nft import Endpoint, Match, compile_rules
+from cloudless.network.netpolicy_nft import Endpoint, Match, compile_egress, compile_rules
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Chain:
     workload: WorkloadRef
     addresses: tuple[str, ...]
     lines: tuple[Match, ...]
+    egress: bool = False  # lines match destinations of connections the workload starts
 
 
 @dataclass(frozen=True)
@@ -80,19 +84,21 @@ def device_chains(
     policies: Sequence[NetworkPolicy], cluster: Sequence[PlacedEndpoint], node_id: str
 ) -> list[Chain]:
     """The chains of ``node_id``'s table (the module's rules); empty: no table."""
-    isolated = {p.namespace for p in policies}
-    local = [
-        e.endpoint
-        for e in cluster
-        if e.node_id == node_id and e.endpoint.workload.namespace in isolated
-    ]
-    if not local:
-        return []
-    compiled = compile_rules(policies, [e.endpoint for e in cluster], local)
-    return [
-        Chain(w, tuple(sorted(e.ip for e in local if e.workload == w)), tuple(lines))
-        for w, lines in compiled.items()
-    ]
+    isolated = {p.namespace for p in policies if p.ingress}
+    mine = [e.endpoint for e in cluster if e.node_id == node_id]
+    local = [e for e in mine if e.workload.namespace in isolated]
+    everyone = [e.endpoint for e in cluster]
+    chains = []
+    if local:
+        compiled = compile_rules(policies, everyone, local)
+        chains += [
+            Chain(w, tuple(sorted(e.ip for e in local if e.workload == w)), tuple(lines))
+            for w, lines in compiled.items()
+        ]
+    for w, lines in compile_egress(policies, everyone, mine).items():
+        ips = tuple(sorted(e.ip for e in mine if e.workload == w))
+        chains.append(Chain(w, ips, tuple(lines), egress=True))
+    return chains
 
 
 def chains_to_pb(chains: Sequence[Chain]) -> list[pb.NetworkPolicyChain]:
@@ -101,6 +107,7 @@ def chains_to_pb(chains: Sequence[Chain]) -> list[pb.NetworkPolicyChain]:
             namespace=c.workload.namespace,
             workload=c.workload.name,
             addresses=list(c.addresses),
+            egress=c.egress,
             lines=[
                 pb.NetworkPolicyLine(
                     any_source=m.sources is None,
@@ -122,11 +129,21 @@ def chains_from_pb(msgs: Sequence[pb.NetworkPolicyChain]) -> tuple[Chain, ...]:
     out = []
     for i, c in enumerate(msgs):
         at = f"network.policy_chains[{i}]"
-        for ip in (*c.addresses, *(s for ln in c.lines for s in ln.sources)):
+        for ip in (
+            c.addresses if c.egress else (*c.addresses, *(s for ln in c.lines for s in ln.sources))
+        ):
             try:
                 ipaddress.IPv4Address(ip)
             except ValueError:
                 raise NetworkConfigError(f"{at}: {ip!r} is not an IPv4 address") from None
+        if c.egress:
+            for j, ln in enumerate(c.lines):
+                try:
+                    nets = [ipaddress.IPv4Network(x) for x in ln.sources]
+                except ValueError as e:
+                    raise NetworkConfigError(f"{at}.lines[{j}].sources: {e}") from None
+                if len(list(ipaddress.collapse_addresses(nets))) != len(nets):
+                    raise NetworkConfigError(f"{at}.lines[{j}].sources: overlapping networks")
         lines = []
         for j, ln in enumerate(c.lines):
             if ln.verdict not in ("accept", "drop"):
@@ -147,13 +164,22 @@ def chains_from_pb(msgs: Sequence[pb.NetworkPolicyChain]) -> tuple[Chain, ...]:
         if not lines or lines[-1].sources is not None or lines[-1].protocol is not None:
             raise NetworkConfigError(f"{at}.lines: must end with an unconditional line")
         out.append(
-            Chain(WorkloadRef(c.workload, c.namespace, {}), tuple(c.addresses), tuple(lines))
+            Chain(
+                WorkloadRef(c.workload, c.namespace, {}),
+                tuple(c.addresses),
+                tuple(lines),
+                egress=c.egress,
+            )
         )
     return tuple(out)
 
 
-def render_inputs(chains: Sequence[Chain]) -> tuple[dict[WorkloadRef, list[Match]], list[Endpoint]]:
-    """The arguments of ``netpolicy_nft.render_compiled`` for these chains."""
-    compiled = {c.workload: list(c.lines) for c in chains}
-    local = [Endpoint(ip, c.workload) for c in chains for ip in c.addresses]
-    return compiled, local
+def render_inputs(
+    chains: Sequence[Chain],
+) -> tuple[dict[WorkloadRef, list[Match]], list[Endpoint], dict[WorkloadRef, list[Match]]]:
+    """The arguments of ``netpolicy_nft.render_compiled`` for these chains: the ingress
+    lines, the local endpoints, the egress lines."""
+    compiled = {c.workload: list(c.lines) for c in chains if not c.egress}
+    egress = {c.workload: list(c.lines) for c in chains if c.egress}
+    local = list(dict.fromkeys(Endpoint(ip, c.workload) for c in chains for ip in c.addresses))
+    return compiled, local, egress

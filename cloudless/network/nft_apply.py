@@ -115,11 +115,21 @@ class PolicyTable(Protocol):
 
 
 class NftPolicyTable:
-    """The real ``PolicyTable``; ``host_argv`` prefixes each command (a namespace, in tests)."""
+    """The real ``PolicyTable``; ``host_argv`` prefixes each command (a namespace, in tests).
 
-    def __init__(self, table: str = POLICY_TABLE, host_argv: Sequence[str] = ()) -> None:
+    With ``bridge``, ``apply`` also makes that bridge hand its IPv4 frames to netfilter
+    (``nf_call_iptables``, for this bridge only), so traffic between two containers on it
+    passes the table's forward hook (and conntrack) like routed traffic."""
+
+    def __init__(
+        self,
+        table: str = POLICY_TABLE,
+        host_argv: Sequence[str] = (),
+        bridge: str | None = None,
+    ) -> None:
         self.table = table
         self.host_argv = list(host_argv)
+        self.bridge = bridge
         self.document = ""
 
     async def apply(self, document: str) -> None:
@@ -127,6 +137,15 @@ class NftPolicyTable:
         if rc != 0:
             raise NetworkEdgeError(f"nft refused the {self.table} table: {err.strip()[:2000]}")
         self.document = document
+        if self.bridge is not None:
+            argv = ["ip", "link", "set", self.bridge, "type", "bridge", "nf_call_iptables", "1"]
+            rc, _, err = await _run([*self.host_argv, *argv])
+            if rc != 0:
+                raise NetworkEdgeError(
+                    f"bridge {self.bridge}: could not hand its frames to netfilter "
+                    f"(nf_call_iptables): {err.strip()}; containers on it are not policed "
+                    "between each other"
+                )
 
     async def remove(self) -> None:
         rc, _, err = await _run(
@@ -150,7 +169,7 @@ class NftPolicyTable:
         return sorted(found, key=_ip_key)
 
 
-_POLICY_ELEM = re.compile(r"^(\d+\.\d+\.\d+\.\d+) : goto to_\d+$")
+_POLICY_ELEM = re.compile(r"^(\d+\.\d+\.\d+\.\d+) : (goto to_|jump from_)\d+$")
 
 
 def _ip_key(ip: str) -> tuple[int, ...]:
@@ -160,7 +179,8 @@ def _ip_key(ip: str) -> tuple[int, ...]:
 class FakePolicyTable:
     """In-memory ``PolicyTable`` for the documents ``netpolicy_nft`` writes: it refuses a
     document that is not a whole-table replacement of ``table``, has unbalanced braces or a
-    map element that is not ``<IPv4> : goto to_<n>``."""
+    map element that is not ``<IPv4> : goto to_<n>`` (ingress) or ``jump from_<n>`` (egress);
+    ``destinations`` are the ingress ones."""
 
     def __init__(self, table: str = POLICY_TABLE) -> None:
         self.table = table
@@ -181,7 +201,8 @@ class FakePolicyTable:
                     m = _POLICY_ELEM.match(e.strip())
                     if m is None or any(int(x) > 255 for x in m.group(1).split(".")):
                         raise NetworkEdgeError(f"nft refused the table: {e.strip()!r}")
-                    found.append(m.group(1))
+                    if m.group(2) == "goto to_":
+                        found.append(m.group(1))
         self.document = document
         self._destinations = sorted(found, key=_ip_key)
         self.applied += 1
