@@ -147,7 +147,8 @@ BAD = [
     ({"name": "Bad_Name", "ingress": [{"from": [{"namespace": "a"}]}]}, "name: 'Bad_Name'"),
     ({"name": "p", "namespace": "NS", "ingress": []}, "namespace: 'NS'"),
     ({"name": "p", "ingress": []}, "ingress: a non-empty list"),
-    ({"name": "p", "egress": [], "ingress": [{"from": [{}]}]}, "egress: unknown field"),
+    ({"name": "p", "egress": [], "ingress": [{"from": [{"namespace": "a"}]}]}, "egress: a non"),
+    ({"name": "p", "outgress": [], "ingress": [{"from": [{}]}]}, "outgress: unknown field"),
     (
         {"name": "p", "ingress": [{"action": "permit", "from": [{"namespace": "a"}]}]},
         "ingress[0].action: 'permit'",
