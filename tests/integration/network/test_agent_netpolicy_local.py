@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -130,11 +129,11 @@ async def test_same_device_and_egress(lab: NetLab, tmp_path: Path) -> None:
     www.mkdir()
     (www / "ok").write_text("outside\n")
     servers = [
-        subprocess.Popen(
-            [*lab.devices["lh"].argv, "busybox", "httpd", "-f", "-p", f"{OUTSIDE}:{port}"]
-            + ["-h", str(www)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        await asyncio.create_subprocess_exec(
+            *lab.devices["lh"].argv,
+            *("busybox", "httpd", "-f", "-p", f"{OUTSIDE}:{port}", "-h", str(www)),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         for port in (8443, 8080)
     ]
@@ -170,7 +169,7 @@ async def test_same_device_and_egress(lab: NetLab, tmp_path: Path) -> None:
     finally:
         for s in servers:
             s.terminate()
-            s.wait(5)
+            await s.wait()
 
 
 async def _scenario(lab, state, pub, net, sup, rt, web, client) -> None:  # type: ignore[no-untyped-def]
