@@ -322,7 +322,8 @@ class RootRotation:
     # ---- the coordinator's own certificate --------------------------------------------------
 
     async def keep_own_certificate(self) -> None:
-        """Re-issue this coordinator's certificate at 2/3 of its life, forever."""
+        """Re-issue this coordinator's certificate (and its etcd member's and etcd client's,
+        issued with it at the first start) at 2/3 of its life, forever."""
         while True:
             plan = renewal_due(self.own_certificate(), self.clock.now(), self.rng)
             if plan.renew_at > self.clock.now():
@@ -330,6 +331,11 @@ class RootRotation:
                 continue
             self.reissue_own()
             self.reload()
+            if self.etcd is not None:  # issued with it at the first start: as old
+                try:
+                    await self.etcd.renew()
+                except StoreError as e:
+                    log.warning("etcd certificates not renewed: %s", e)
             self.own_renewals += 1
             log.info("coordinator %s renewed its own certificate", self.name)
 
