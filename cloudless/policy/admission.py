@@ -35,11 +35,18 @@ Rules of ``admit``:
    policy, or a busy machine) is evaluated again policy by policy with ``timer`` around each
    (the evaluator is deterministic), so the common case reads no CPU clock at all: on a busy
    virtual machine one read of it cost more than evaluating a policy.
+
+Cost per request: the request's values are trimmed to the fields the applicable expressions
+read (``_plan``, worked out once per set of compiled policies), then converted into CEL
+values once for every policy; that conversion is most of the cost, so the context is kept in
+a ``ContextCache`` keyed by the trimmed values: a request whose trimmed values were seen
+recently (a re-apply, a scale, the same user and spec fields) converts nothing.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +55,7 @@ from typing import Any
 from cloudless.lib.errors import ValidationError
 from cloudless.lib.ids import is_valid_id
 from cloudless.policy.expressions import (
+    ContextCache,
     Expression,
     ExpressionError,
     compile_expression,
@@ -59,6 +67,7 @@ from cloudless.policy.rbac import parse_namespaces
 DEFAULT_BUDGET_S = 0.050
 MAX_STEPS = 200_000  # ~0.3 s of the evaluator's slowest steps (~1.7 µs each, measured)
 MAX_VALIDATIONS = 32
+CONTEXTS = ContextCache()  # the requests' CEL contexts, by their trimmed values
 
 
 class Mode(enum.StrEnum):
@@ -86,6 +95,12 @@ class Policy:
 
     def applies_to(self, namespace: str) -> bool:
         return self.namespaces is None or namespace in self.namespaces
+
+    @functools.cached_property
+    def cost(self) -> tuple[int, str]:
+        """The largest ``cost_exponent`` of its validations, and that validation's source."""
+        v = max(self.validations, key=lambda v: v.expression.cost_exponent)
+        return v.expression.cost_exponent, v.source
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -192,17 +207,19 @@ def admit(
     budget_s: float = DEFAULT_BUDGET_S,
     timer: Callable[[], float] = time.thread_time,
     wall: Callable[[], float] = time.perf_counter,
+    contexts: ContextCache | None = CONTEXTS,
 ) -> Verdict:
-    """Evaluate every applicable policy over one request (see the module rules)."""
+    """Evaluate every applicable policy over one request (see the module rules);
+    ``contexts=None`` converts the request afresh."""
     namespace = str(variables["object"].get("namespace", "default"))
     applicable = [p for p in policies if p.applies_to(namespace)]
     if not applicable:
         return Verdict()
     started = wall()
-    verdict = _admit(applicable, variables, budget_s, None)
+    verdict = _admit(applicable, variables, budget_s, None, contexts)
     if wall() - started <= budget_s:
         return verdict  # no policy can have overrun: CPU time <= wall time
-    return _admit(applicable, variables, budget_s, timer)
+    return _admit(applicable, variables, budget_s, timer, contexts)
 
 
 def _admit(
@@ -210,10 +227,11 @@ def _admit(
     variables: Mapping[str, Any],
     budget_s: float,
     timer: Callable[[], float] | None,
+    contexts: ContextCache | None,
 ) -> Verdict:
     """One pass over the policies; with ``timer``, each policy is timed (rule 5)."""
-    slim = _slim(variables, _plan(tuple(v.expression for p in applicable for v in p.validations)))
-    ctx = context(slim)
+    slim = _slim(variables, _plan(applicable))
+    ctx = contexts.get(slim) if contexts is not None else context(slim)
     full: Any = None  # the whole request's context, built only if an error needs it
     denials: list[Denial] = []
     warnings: list[Denial] = []
@@ -221,12 +239,11 @@ def _admit(
     largest: int | None = None
     for p in applicable:
         enforced = p.mode is Mode.ENFORCE
-        exponent = max(v.expression.cost_exponent for v in p.validations)
+        exponent, source = p.cost
         if exponent:
             largest = largest if largest is not None else _largest(slim)
             why = _too_costly(largest, exponent)
             if why:
-                source = max(p.validations, key=lambda v: v.expression.cost_exponent).source
                 (denials if enforced else warnings).append(Denial(p.name, source, why, enforced))
                 continue
         started = timer() if timer is not None else 0.0
@@ -272,16 +289,17 @@ CUT_VARIABLES = ("object", "oldObject", "user")
 # what each variable is cut to: None keeps every top-level field; otherwise top field ->
 # None (kept whole) or the keys read one level down (kept if the value is a dict holding them)
 _Cut = dict[str, dict[str, frozenset[str] | None] | None]
-_PLANS: dict[tuple[int, ...], tuple[tuple[Expression, ...], frozenset[str], _Cut]] = {}
+_PLANS: dict[tuple[int, ...], tuple[tuple[Policy, ...], frozenset[str], _Cut]] = {}
 
 
-def _plan(exprs: tuple[Expression, ...]) -> tuple[frozenset[str], _Cut]:
-    """Which variables and fields the expressions read: worked out once per set of
-    compiled expressions (a policy version), not on every request."""
-    key = tuple(id(e) for e in exprs)
+def _plan(policies: Sequence[Policy]) -> tuple[frozenset[str], _Cut]:
+    """Which variables and fields the policies' expressions read: worked out once per set
+    of compiled policies (policy versions), not on every request."""
+    key = tuple(map(id, policies))
     hit = _PLANS.get(key)
     if hit is not None:
         return hit[1], hit[2]
+    exprs = tuple(v.expression for p in policies for v in p.validations)
     used = frozenset().union(*(e.variables for e in exprs)) if exprs else frozenset()
     cut: _Cut = {}
     for var in CUT_VARIABLES:
@@ -294,7 +312,7 @@ def _plan(exprs: tuple[Expression, ...]) -> tuple[frozenset[str], _Cut]:
         cut[var] = {top: _subkeys(var, top, exprs) for top in tops}
     if len(_PLANS) >= 256:
         _PLANS.clear()
-    _PLANS[key] = (exprs, used, cut)  # the expressions are kept: their ids stay unique
+    _PLANS[key] = (tuple(policies), used, cut)  # kept alive: their ids stay unique
     return used, cut
 
 

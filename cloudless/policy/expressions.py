@@ -14,7 +14,10 @@ column where the parser points:
   string; ``admission`` refuses to evaluate what would exceed its step cap on a given
   request, and checks a time budget afterwards.
 
-``evaluate`` runs a program over an already built ``cel.Context`` and returns ``True``,
+``ContextCache`` keeps the contexts of requests seen recently, keyed by their values: the
+CEL-side environment is converted once per context and reused by every later request with
+the same (trimmed) values. ``evaluate`` runs a program over an already built
+``cel.Context`` and returns ``True``,
 ``False`` or an ``ExpressionError`` naming what went wrong at run time (a missing field, a
 type mismatch, a division by zero, a non-boolean result).
 """
@@ -22,6 +25,8 @@ type mismatch, a division by zero, a non-boolean result).
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,6 +197,44 @@ def compile_expression(source: str) -> Expression:
 def context(variables: dict[str, Any]) -> Any:
     """The evaluation context for one request, shared by every policy evaluated on it."""
     return cel.Context(variables)
+
+
+class ContextCache:
+    """The last ``size`` contexts built, by the ``repr`` of their variables, per thread
+    (``cel.Context`` is not thread-safe).
+
+    Converting a request's values into CEL values is most of a request's cost, and the
+    bindings convert a context once, on first use, then reuse it. ``repr`` tells apart every
+    value the converter treats differently (``1``, ``True``, ``1.0``, ``"1"``; dict keys by
+    type), so two requests share a context only if their variables convert to equal CEL
+    values. Values whose ``repr`` is not a pure function of their content (objects showing
+    an address) never hit."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._local = threading.local()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, variables: dict[str, Any]) -> Any:
+        entries: OrderedDict[str, Any] | None = getattr(self._local, "entries", None)
+        if entries is None:
+            entries = self._local.entries = OrderedDict()
+        key = repr(variables)
+        ctx = entries.get(key)
+        if ctx is not None:
+            entries.move_to_end(key)
+            self.hits += 1
+            return ctx
+        self.misses += 1
+        ctx = context(variables)
+        entries[key] = ctx
+        if len(entries) > self.size:
+            entries.popitem(last=False)
+        return ctx
+
+    def clear(self) -> None:
+        self._local = threading.local()
 
 
 def evaluate(expr: Expression, ctx: Any) -> bool | ExpressionError:
