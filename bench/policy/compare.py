@@ -1,12 +1,19 @@
-"""``python -m bench.policy.compare [--before REV] [--n N] [--rounds R]``
+"""``python -m bench.policy.compare [--before REV] [--n N] [--rounds R] [--key KEY]``
 
 ``admission.admit`` as it is now against ``cloudless/policy/admission.py`` at git revision
-``REV`` (default: the revision before the change that cut the CPU-clock reads and planned the
-field cuts once), side by side: the two are called alternately, request by request, over the
-same six policies and request as ``bench.policy``, so the machine's load hits both alike.
-Each round records per-request wall and CPU-time percentiles and the amortised per-policy
-figures; the JSON goes into ``bench/results/policy.json`` under ``admit_before_after`` (the
-other figures there are kept).
+``REV`` (default: the revision before the request contexts were cached), side by side: the
+two are called alternately, request by request, over the same six policies as
+``bench.policy``, so the machine's load hits both alike. Two kinds of traffic, each round:
+
+* ``repeat``: the same request every time (``bench.policy``'s spec and user): after the
+  first, the current code finds its context in the cache;
+* ``distinct``: every request a different spec (its image tag, which a policy reads, numbered
+  by the request): the current code never finds a context and converts each request, as
+  the revision before did.
+
+Each records per-request wall and CPU-time percentiles and the amortised per-policy figures;
+the JSON goes into ``bench/results/policy.json`` under ``KEY`` (default
+``admit_context_cache``; the other figures there are kept).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from bench.policy.__main__ import EXPRESSIONS, SPEC, USER
 from cloudless.model.workload_codec import parse_workload_data, workload_to_dict
 from cloudless.policy import admission
 
-BEFORE = "c6eca01"  # admission.py before "read the CPU clock twice per request"
+BEFORE = "f92d7b6"  # admission.py before the request contexts were cached
 
 
 def _load(rev: str) -> Any:
@@ -66,6 +73,7 @@ def main() -> None:
     p.add_argument("--before", default=BEFORE)
     p.add_argument("--n", type=int, default=20_000)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--key", default="admit_context_cache")
     a = p.parse_args()
     old = _load(a.before)
     obj = workload_to_dict(parse_workload_data(SPEC))
@@ -77,39 +85,47 @@ def main() -> None:
         ]
         for name, m in impls.items()
     }
-    variables = admission.request_variables(obj, USER)
     k = len(EXPRESSIONS)
+    traffic = {
+        "repeat": [admission.request_variables(obj, USER)] * a.n,
+        "distinct": [
+            admission.request_variables({**obj, "image": f"{obj['image']}-{i}"}, USER)
+            for i in range(a.n)
+        ],
+    }
     rounds = []
     for r in range(a.rounds):
-        wall: dict[str, list[float]] = {n: [] for n in impls}
-        cpu: dict[str, list[float]] = {n: [] for n in impls}
-        for name, m in impls.items():  # warm up
-            for _ in range(500):
-                assert m.admit(pols[name], variables).allowed
-        load = os.getloadavg()[0]
-        for _ in range(a.n):
-            for name, m in impls.items():
-                c = time.thread_time()
-                t = time.perf_counter()
-                m.admit(pols[name], variables)
-                wall[name].append(time.perf_counter() - t)
-                cpu[name].append(time.thread_time() - c)
-        row: dict[str, Any] = {"round": r, "load_average_1m": round(load, 2)}
-        for name in impls:
-            row[name] = {"wall": _stats(wall[name], k), "cpu": _stats(cpu[name], k)}
-        row["after_over_before_cpu_p99"] = round(
-            percentile(cpu["after"], 99) / percentile(cpu["before"], 99), 3
-        )
-        row["after_over_before_cpu_p50"] = round(
-            percentile(cpu["after"], 50) / percentile(cpu["before"], 50), 3
-        )
+        row: dict[str, Any] = {"round": r}
+        for kind, requests in traffic.items():
+            wall: dict[str, list[float]] = {n: [] for n in impls}
+            cpu: dict[str, list[float]] = {n: [] for n in impls}
+            for name, m in impls.items():  # warm up (other specs than the measured ones)
+                for i in range(500):
+                    warm = {**obj, "image": f"{obj['image']}-warm{i}"}
+                    assert m.admit(pols[name], admission.request_variables(warm, USER)).allowed
+            load = os.getloadavg()[0]
+            for variables in requests:
+                for name, m in impls.items():
+                    c = time.thread_time()
+                    t = time.perf_counter()
+                    m.admit(pols[name], variables)
+                    wall[name].append(time.perf_counter() - t)
+                    cpu[name].append(time.thread_time() - c)
+            part: dict[str, Any] = {"load_average_1m": round(load, 2)}
+            for name in impls:
+                part[name] = {"wall": _stats(wall[name], k), "cpu": _stats(cpu[name], k)}
+            for pct in (50, 99):
+                part[f"after_over_before_cpu_p{pct}"] = round(
+                    percentile(cpu["after"], pct) / percentile(cpu["before"], pct), 3
+                )
+            row[kind] = part
         print(json.dumps(row), flush=True)
         rounds.append(row)
     path = RESULTS / "policy.json"
     existing = json.loads(path.read_text()) if path.exists() else {}
     for key in ("suite", "when", "machine"):
         existing.pop(key, None)
-    existing["admit_before_after"] = {
+    existing[a.key] = {
         "before_revision": a.before,
         "policies": k,
         "requests_per_round": a.n,

@@ -21,6 +21,7 @@ from cryptography import x509
 from cloudless.agent.agent import Agent
 from cloudless.cli.ca_cmd import follow_rotation
 from cloudless.cli.client import ApiError, Client, ClientConfig
+from cloudless.cli.trust import own_issuer, renew_self, trust_also
 from cloudless.clusterops.etcd_tls import EtcdTlsFollower
 from cloudless.coordinator.wiring.process import Coordinator
 from cloudless.lib.clock import SystemClock
@@ -140,6 +141,7 @@ async def test_rotation_and_abort_carry_etcd_along(tmp_path: Path) -> None:
         # ---- a rotation to done ---------------------------------------------------------
         t0 = time.monotonic()
         rot = await asyncio.to_thread(Client(cfg).call, "POST", "/v1/ca/rotate", {"overlap_s": 0})
+        trust_also(cfg, rot["new_cert_pem"].encode())  # as `cloudless ca rotate` does
         lines = await asyncio.to_thread(_follow, cfg, rot["id"])
         took = time.monotonic() - t0
         root1 = rot["new_digest"]
@@ -178,11 +180,14 @@ async def test_rotation_and_abort_carry_etcd_along(tmp_path: Path) -> None:
             Client(cfg).call, "POST", "/v1/ca/rotate", {"overlap_s": 3600}
         )
         root2 = rot2["new_digest"]
+        trust_also(cfg, rot2["new_cert_pem"].encode())
         await wait_for(
             lambda: all(c.rotation.applied == (rot2["id"], "issue") for c in cs),
             timeout=120,
             what="every coordinator applied issue",
         )
+        await asyncio.to_thread(renew_self, cfg)  # as `ca rotate` following it would
+        assert own_digest(cfg) == root2
         assert all(_issuer(c, "etcd-member.crt") == root2 for c in cs)
         assert all(_etcd_roots(c) == {root1, root2} for c in cs)
         with pytest.raises(ApiError) as e:
@@ -232,6 +237,4 @@ async def test_rotation_and_abort_carry_etcd_along(tmp_path: Path) -> None:
 
 
 def own_digest(cfg: ClientConfig) -> str:
-    from cloudless.cli.trust import own_issuer
-
     return own_issuer(cfg)
