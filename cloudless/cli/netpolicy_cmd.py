@@ -36,20 +36,26 @@ def apply(
     out.print(f"network policy {p['name']} applied (namespace {p['namespace']})")
 
 
-def _peers(rule: dict[str, Any]) -> str:
+def _peers(peers: list[dict[str, Any]]) -> str:
     parts = []
-    for peer in rule["from"]:
+    for peer in peers:
+        if "cidr" in peer:
+            parts.append(str(peer["cidr"]))
+            continue
         sel = ",".join(f"{k}={v}" for k, v in (peer.get("selector") or {}).items())
         parts.append(peer["namespace"] + (f"[{sel}]" if sel else ""))
     return " ".join(parts)
 
 
-def _rules(p: dict[str, Any]) -> str:
+def _rules(p: dict[str, Any], direction: str) -> str:
     out_rules = []
-    for r in p["ingress"]:
+    for r in p.get(direction) or []:
         ports = ",".join(f"{x['protocol']}/{x['port']}" for x in r.get("ports", [])) or "any"
-        out_rules.append(f"{r['action']} from {_peers(r)} to {ports}")
-    return "; ".join(out_rules)
+        if direction == "ingress":
+            out_rules.append(f"{r['action']} from {_peers(r['from'])} to {ports}")
+        else:
+            out_rules.append(f"{r['action']} to {_peers(r['to'])} {ports}")
+    return "; ".join(out_rules) or "-"
 
 
 @netpolicy_app.command("get")
@@ -61,7 +67,7 @@ def get(
     config: ConfigOpt = None,
     output: OutputOpt = Format.TABLE,
 ) -> None:
-    """The policies: namespace, selected workloads and ingress rules."""
+    """The policies: namespace, selected workloads, ingress and egress rules."""
     client = connect(config)
     if name is not None:
         ps = [client.call("GET", f"/v1/netpolicies/{name}")["netpolicy"]]
@@ -78,11 +84,14 @@ def get(
             p["name"],
             p["namespace"],
             ",".join(f"{k}={v}" for k, v in (p.get("selector") or {}).items()) or "(all)",
-            _rules(p),
+            _rules(p, "ingress"),
+            _rules(p, "egress"),
         ]
         for p in ps
     ]
-    print_table(["NAME", "NAMESPACE", "SELECTOR", "INGRESS"], rows, what="network policies")
+    print_table(
+        ["NAME", "NAMESPACE", "SELECTOR", "INGRESS", "EGRESS"], rows, what="network policies"
+    )
     for pr in problems:
         note(pr)
 
