@@ -417,4 +417,16 @@ def test_netpolicy_rules_read_as_one_line() -> None:
             },
         ]
     }
-    assert _rules(doc) == "deny from jobs to any; allow from web[tier=front] to tcp/5432"
+    assert _rules(doc, "ingress") == (
+        "deny from jobs to any; allow from web[tier=front] to tcp/5432"
+    )
+    assert _rules(doc, "egress") == "-"
+    egress = {
+        "egress": [
+            {"action": "allow", "to": [{"namespace": "db"}, {"cidr": "203.0.113.0/24"}]},
+            {"action": "deny", "to": [{"cidr": "169.254.169.254/32"}]},
+        ]
+    }
+    assert _rules(egress, "egress") == (
+        "allow to db 203.0.113.0/24 any; deny to 169.254.169.254/32 any"
+    )
