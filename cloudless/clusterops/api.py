@@ -82,6 +82,11 @@ class OpsApi:
             own=own,
             users=[r.value for r in (await users.list()).records],
             now=self.api.clock.now(),
+            abandoned=(
+                current.new_digest
+                if current is not None and current.phase in ("revert", "untrust")
+                else None
+            ),
         )
         if current is not None:
             doc["rotation_run"] = public_rotation(current)

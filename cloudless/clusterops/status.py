@@ -22,7 +22,14 @@ def _cert(cert: x509.Certificate, now: float) -> dict[str, Any]:
     }
 
 
-def rotation_phase(issuing: str, next_digest: str | None, others: Sequence[str]) -> str:
+def rotation_phase(
+    issuing: str, next_digest: str | None, others: Sequence[str], abandoned: bool = False
+) -> str:
+    if abandoned:
+        return (
+            "aborting: the old root issues again; the abandoned one is dropped once every "
+            "certificate is back"
+        )
     if next_digest:
         return "begun: the next root is trusted, the current one still issues"
     if others:
@@ -38,12 +45,17 @@ def ca_status(
     own: x509.Certificate | None,
     users: Iterable[dict[str, Any]],
     now: float,
+    abandoned: str | None = None,
 ) -> dict[str, Any]:
+    """``abandoned``: the new root of a rotation being aborted (``revert``, ``untrust``)."""
     out_roots = []
     others = []
+    seen_abandoned = False
     for r in roots:
         d = certificate_digest(r)
         role = "issuing" if d == issuing else "next" if d == next_digest else "previous"
+        if d == abandoned and role != "issuing":
+            role, seen_abandoned = "abandoned", True
         if role == "previous":
             others.append(d)
         out_roots.append(
@@ -51,7 +63,7 @@ def ca_status(
         )
     doc: dict[str, Any] = {
         "roots": out_roots,
-        "rotation": rotation_phase(issuing, next_digest, others),
+        "rotation": rotation_phase(issuing, next_digest, others, seen_abandoned),
         "users": [
             {
                 "name": u.get("name"),
