@@ -82,8 +82,9 @@ def test_chains_survive_the_wire_and_render_as_decide_answers() -> None:
     msg = pb.NetworkConfig(policy_chains=chains_to_pb(chains))
     back = chains_from_pb(pb.NetworkConfig.FromString(msg.SerializeToString()).policy_chains)
     assert [(c.addresses, c.lines) for c in back] == [(c.addresses, c.lines) for c in chains]
-    compiled, local = render_inputs(back)
-    doc = render_compiled(compiled, local, "10.42.0.0/16")
+    compiled, local, egress = render_inputs(back)
+    assert egress == {}
+    doc = render_compiled(compiled, local, "10.42.0.0/16", egress=egress)
     assert "10.42.1.2 : goto to_0" in doc and "10.42.1.3 : goto to_0" in doc
     lines = back[0].lines
     db = WorkloadRef("db", "db", {"app": "db"})
