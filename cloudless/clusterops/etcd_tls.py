@@ -153,22 +153,23 @@ class EtcdTlsFollower:
         self._restart_owed = False  # the file was rewritten but the restart failed
 
     async def renew(self) -> None:
-        """New member and client certificates (with the coordinator's own renewal)."""
-        await self.follow((), renew=True)
+        """New member and client certificates from the issuing root (with the coordinator's
+        own renewal); never restarts the member."""
+        await self._reissue()
 
-    async def follow(self, before_me: Sequence[str], *, renew: bool = False) -> str:
-        """Bring the member's TLS to the CA's; ``""`` when it is there, else why it waits.
-        ``renew``: re-issue the certificates even if the issuing root signed them."""
+    async def _reissue(self) -> None:
+        self.reissue()
+        self.reissues += 1
+        await self.store.reload_tls(self.files.client_tls())
+        log.info("etcd %s: certificates re-issued from the issuing root", self.member.config.name)
+
+    async def follow(self, before_me: Sequence[str]) -> str:
+        """Bring the member's TLS to the CA's; ``""`` when it is there, else why it waits."""
         running_with = self.files.ca_file.read_bytes() if self.files.ca_file.exists() else b""
         state = read_state(self.ca, self.files, running_with)
         plan = etcd_tls_plan(state, self.ca.trust_bundle.digests, self.ca.digest, before_me)
-        if plan.reissue or renew:
-            self.reissue()
-            self.reissues += 1
-            await self.store.reload_tls(self.files.client_tls())
-            log.info(
-                "etcd %s: certificates re-issued from the issuing root", self.member.config.name
-            )
+        if plan.reissue:
+            await self._reissue()
         if not (plan.restart or self._restart_owed):
             return ""
         if plan.wait and not self._restart_owed:
