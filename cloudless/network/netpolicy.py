@@ -210,7 +210,7 @@ def policy_to_dict(p: NetworkPolicy) -> dict[str, Any]:
     if p.selector:
         doc["selector"] = dict(p.selector)
     for direction, key, rules in (("ingress", "from", p.ingress), ("egress", "to", p.egress)):
-        if not rules and direction == "egress":
+        if not rules:
             continue
         out = []
         for r in rules:

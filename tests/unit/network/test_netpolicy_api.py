@@ -87,7 +87,9 @@ BAD: list[tuple[Any, str]] = [
         "ingress[0].ports[0].protocol: 'sctp'",
     ),
     (bad(selector={"app": 3}), "selector.app: 3 is not a label value"),
-    (bad(egress=[]), "egress: unknown field"),
+    (bad(egress=[]), "egress: a non-empty list of rules is required"),
+    (bad(outgress=[]), "outgress: unknown field"),
+    (bad(egress=[{"to": [{"cidr": "10.0.0.1/8"}]}]), "egress[0].to[0].cidr: '10.0.0.1/8'"),
 ]
 
 

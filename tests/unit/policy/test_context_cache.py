@@ -26,7 +26,7 @@ def test_equal_values_share_a_context() -> None:
     ("x", "y", "expr"),
     [
         (1, True, "object.v == 1"),  # int vs bool: True == 1 in Python
-        (1, 1.0, "type(object.v) == int"),  # int vs double
+        (1, 1.0, "object.v / 2 == 0"),  # int vs double: 1 / 2 is 0, 1.0 / 2 is 0.5
         (1, "1", "object.v == 1"),  # int vs string
         ({1: "a"}, {"1": "a"}, '"1" in object.v'),  # map keys: int vs string
     ],

@@ -366,16 +366,18 @@ class NetworkConfig(_message.Message):
     def __init__(self, slot: _Optional[int] = ..., overlay_cidr: _Optional[str] = ..., container_cidr: _Optional[str] = ..., container_prefix: _Optional[int] = ..., service_cidr: _Optional[str] = ..., nebula_ca: _Optional[bytes] = ..., nebula_cert: _Optional[bytes] = ..., nebula_key: _Optional[bytes] = ..., lighthouses: _Optional[_Iterable[_Union[NetworkLighthouse, _Mapping]]] = ..., services: _Optional[_Iterable[_Union[NetworkService, _Mapping]]] = ..., reason: _Optional[str] = ..., blocklist: _Optional[_Iterable[str]] = ..., policy_chains: _Optional[_Iterable[_Union[NetworkPolicyChain, _Mapping]]] = ...) -> None: ...
 
 class NetworkPolicyChain(_message.Message):
-    __slots__ = ("namespace", "workload", "addresses", "lines")
+    __slots__ = ("namespace", "workload", "addresses", "lines", "egress")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     LINES_FIELD_NUMBER: _ClassVar[int]
+    EGRESS_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     workload: str
     addresses: _containers.RepeatedScalarFieldContainer[str]
     lines: _containers.RepeatedCompositeFieldContainer[NetworkPolicyLine]
-    def __init__(self, namespace: _Optional[str] = ..., workload: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., lines: _Optional[_Iterable[_Union[NetworkPolicyLine, _Mapping]]] = ...) -> None: ...
+    egress: bool
+    def __init__(self, namespace: _Optional[str] = ..., workload: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., lines: _Optional[_Iterable[_Union[NetworkPolicyLine, _Mapping]]] = ..., egress: _Optional[bool] = ...) -> None: ...
 
 class NetworkPolicyLine(_message.Message):
     __slots__ = ("any_source", "sources", "protocol", "ports", "verdict", "comment")
