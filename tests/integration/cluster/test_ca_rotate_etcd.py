@@ -195,11 +195,13 @@ async def test_rotation_and_abort_carry_etcd_along(tmp_path: Path) -> None:
                 Client(cfg).call, "POST", "/v1/ca/rotate/abort", {"overlap_s": "soon"}
             )
         assert e.value.status == 400 and "overlap_s: 'soon'" in e.value.message
+        t1 = time.monotonic()
         aborted = await asyncio.to_thread(
             Client(cfg).call, "POST", "/v1/ca/rotate/abort", {"overlap_s": 0}
         )
         assert (aborted["phase"], aborted["aborted_from"]) == ("revert", "issue")
         lines = await asyncio.to_thread(_follow, cfg, rot2["id"])
+        abort_took = time.monotonic() - t1
         assert lines[-1].endswith("the new root is no longer trusted"), lines
         assert any("renewed from the old root" in line for line in lines), lines
         await wait_for(
@@ -227,8 +229,9 @@ async def test_rotation_and_abort_carry_etcd_along(tmp_path: Path) -> None:
         assert e.value.status == 409 and "aborted already" in e.value.message
         assert root0 != root1 != root2
         print(
-            f"rotation with 3 etcd members and 2 agents: {took:.1f}s to done; "
-            f"fewest members answering in {watch.samples} samples: {watch.fewest}"
+            f"rotation with 3 etcd members and 2 agents: {took:.1f}s to done; abort in issue: "
+            f"{abort_took:.1f}s to aborted; fewest members answering in {watch.samples} "
+            f"samples: {watch.fewest}"
         )
     finally:
         for t in tasks:
