@@ -14,7 +14,7 @@ import typer
 
 from cloudless.cli import fmt
 from cloudless.cli.actions import remove_app
-from cloudless.cli.client import Client, ClientConfig
+from cloudless.cli.client import ApiError, Client, ClientConfig
 from cloudless.cli.output import Format, note, out, print_document, print_table
 from cloudless.cli.session import ConfigOpt, OutputOpt, connect
 from cloudless.cli.trust import own_issuer, refresh_trust, renew_self, trust_also
@@ -112,7 +112,14 @@ def follow_rotation(
     deadline = time.monotonic() + timeout_s
     last = ""
     while time.monotonic() < deadline:
-        doc = Client(cfg).call("GET", "/v1/ca/status")
+        try:
+            doc = Client(cfg).call("GET", "/v1/ca/status")
+        except ApiError as e:
+            if e.status not in (502, 503, 504):
+                raise
+            # no leader for a moment (an etcd member restarting): the rotation goes on
+            time.sleep(poll_s)
+            continue
         run = doc.get("rotation_run") or {}
         if run.get("id") != rotation_id:
             raise CloudlessError(f"rotation {rotation_id} is no longer the current one")

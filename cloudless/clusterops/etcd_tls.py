@@ -174,10 +174,13 @@ class EtcdTlsFollower:
             return ""
         if plan.wait and not self._restart_owed:
             return plan.wait
-        why = await self._quorum_refusal()
+        why, endpoints = await self._quorum_refusal()
         if why:
             return why
         from cloudless.security._files import write_private
+
+        # the coordinator's own etcd client reaches the other members while its own restarts
+        await self.store.reload_tls(self.files.client_tls(), endpoints)
 
         write_private(self.files.ca_file, self.ca.bundle_pem)
         self._restart_owed = True
@@ -189,19 +192,24 @@ class EtcdTlsFollower:
         await self.member.restart()
         self._restart_owed = False
         self.restarts += 1
-        await self.store.reload_tls(self.files.client_tls())
+        await self.store.reload_tls(self.files.client_tls(), endpoints)
         return ""
 
-    async def _quorum_refusal(self) -> str | None:
+    async def _quorum_refusal(self) -> tuple[str | None, list[str]]:
+        """Why the member may not restart now (None: it may), and every member's client
+        endpoint, this member's first."""
         from cloudless.store.etcd_admin import EtcdAdmin
 
         try:
             members = await EtcdAdmin(self.store).members()
         except StoreError as e:
-            return f"etcd membership unknown ({e}): not restarting the member"
+            return f"etcd membership unknown ({e}): not restarting the member", []
         me = next((m for m in members if m.name == self.member.config.name), None)
         if me is None:
-            return f"etcd member {self.member.config.name} is not in the cluster's member list"
+            why = f"etcd member {self.member.config.name} is not in the cluster's member list"
+            return why, []
         healthy = await healthy_members(self.store, members)
         voters = [Voter(m.id, m.name or f"{m.id:x}", m.is_learner) for m in members]
-        return restart_refusal(voters, healthy, me.id)
+        own = self.member.config.endpoint
+        others = [u.split("://")[-1] for m in members if m is not me for u in m.client_urls[:1]]
+        return restart_refusal(voters, healthy, me.id), [own, *(e for e in others if e != own)]

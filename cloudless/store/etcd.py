@@ -184,14 +184,17 @@ class EtcdStore:
         self._lease = LeaseService(self.channel, max_attempts=1)
         self._watch = _rpc_grpc.WatchStub(self._watch_channel)
 
-    async def reload_tls(self, tls: ClientTls) -> None:
-        """Use ``tls`` for every call from now on (new channels; lease keepers pick it up at
-        their next connection). Calls and watches open on the previous channels continue
-        until they end or break (a watch then resumes on the new channel); the channels
-        retired by the reload before this one are closed now."""
+    async def reload_tls(self, tls: ClientTls, endpoints: Sequence[str] = ()) -> None:
+        """Use ``tls`` (and ``endpoints``, if given) for every call from now on (new
+        channels; lease keepers pick them up at their next connection). Calls and watches
+        open on the previous channels continue until they end or break (a watch then
+        resumes on the new channel); the channels retired by the reload before this one are
+        closed now."""
         old = self._retired
         self._retired = [self.channel, self._watch_channel]
         self._tls = tls
+        if endpoints:
+            self.endpoints = tuple(endpoints)
         self._open_channels()
         for ch in old:
             await ch.close()
@@ -402,7 +405,9 @@ class EtcdStore:
     def lease_keeper(self, lease_id: int, interval: float) -> LeaseKeeper:
         """Renew ``lease_id`` every ``interval`` from a thread of its own (``LeaseKeeper``),
         independent of this event loop; ``stop()`` it when the lease is no longer wanted."""
-        return LeaseKeeper(self.endpoints, lambda: self._tls, lease_id, interval, self._timeout)
+        return LeaseKeeper(
+            lambda: self.endpoints, lambda: self._tls, lease_id, interval, self._timeout
+        )
 
     async def keepalive(self, lease_id: int) -> int:
         async def once() -> int:

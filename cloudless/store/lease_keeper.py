@@ -39,7 +39,7 @@ _rpc_grpc: Any = _pb.rpc_pb2_grpc  # type: ignore[attr-defined]
 class LeaseKeeper:
     def __init__(
         self,
-        endpoints: tuple[str, ...],
+        endpoints: Callable[[], tuple[str, ...]],
         tls: Callable[[], ClientTls],
         lease_id: int,
         interval: float,
@@ -74,7 +74,8 @@ class LeaseKeeper:
     def _run(self) -> None:
         i = 0
         while not self._stop.is_set() and not self.expired:
-            endpoint = self._endpoints[i % len(self._endpoints)]
+            endpoints = self._endpoints()  # the store's current ones
+            endpoint = endpoints[i % len(endpoints)]
             i += 1
             try:
                 with self._channel(endpoint) as ch:
