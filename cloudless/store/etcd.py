@@ -127,6 +127,12 @@ def _rpc_error(exc: BaseException) -> grpc.aio.AioRpcError | None:
     return None
 
 
+def _stream_reset(exc: grpc.aio.AioRpcError) -> bool:
+    """The member serving a stream went away mid-stream (stopped or restarted: gRPC reports
+    the reset as INTERNAL "Stream removed"); a watch resumes from its next revision."""
+    return exc.code() is grpc.StatusCode.INTERNAL and "Stream removed" in (exc.details() or "")
+
+
 def _kv(pb: Any) -> KeyValue:
     return KeyValue(
         pb.key.decode(), pb.value, pb.create_revision, pb.mod_revision, pb.version, pb.lease
@@ -478,7 +484,9 @@ class EtcdStore:
                     attempt = 0
                     yield WatchBatch(events, int(resp.header.revision))
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in (*_TRANSIENT, grpc.StatusCode.CANCELLED):
+                if exc.code() not in (*_TRANSIENT, grpc.StatusCode.CANCELLED) and not (
+                    _stream_reset(exc)
+                ):
                     raise self._map("watch", exc, exc) from None
             finally:
                 call.cancel()
