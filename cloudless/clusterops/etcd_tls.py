@@ -179,8 +179,9 @@ class EtcdTlsFollower:
             return why
         from cloudless.security._files import write_private
 
-        # the coordinator's own etcd client reaches the other members while its own restarts
-        await self.store.reload_tls(self.files.client_tls(), endpoints)
+        # the coordinator's own etcd client (and its lease keepers) move to the other
+        # members while its own restarts, then come back to it first
+        await self.store.reload_tls(self.files.client_tls(), [*endpoints[1:], endpoints[0]])
 
         write_private(self.files.ca_file, self.ca.bundle_pem)
         self._restart_owed = True

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -157,6 +158,7 @@ class EtcdStore:
         self.endpoints = tuple(endpoints)
         self._tls = tls
         self._retired: list[grpc.aio.Channel] = []
+        self._keepers: weakref.WeakSet[LeaseKeeper] = weakref.WeakSet()
         self._open_channels()
         self._timeout = request_timeout
         self.page_size = 500
@@ -192,16 +194,18 @@ class EtcdStore:
 
     async def reload_tls(self, tls: ClientTls, endpoints: Sequence[str] = ()) -> None:
         """Use ``tls`` (and ``endpoints``, if given) for every call from now on (new
-        channels; lease keepers pick them up at their next connection). Calls and watches
-        open on the previous channels continue until they end or break (a watch then
-        resumes on the new channel); the channels retired by the reload before this one are
-        closed now."""
+        channels; lease keepers reconnect to the first endpoint after their renewal under
+        way). Calls and watches open on the previous channels continue until they end or
+        break (a watch then resumes on the new channel); the channels retired by the reload
+        before this one are closed now."""
         old = self._retired
         self._retired = [self.channel, self._watch_channel]
         self._tls = tls
         if endpoints:
             self.endpoints = tuple(endpoints)
         self._open_channels()
+        for keeper in list(self._keepers):
+            keeper.reconnect()
         for ch in old:
             await ch.close()
 
@@ -411,9 +415,11 @@ class EtcdStore:
     def lease_keeper(self, lease_id: int, interval: float) -> LeaseKeeper:
         """Renew ``lease_id`` every ``interval`` from a thread of its own (``LeaseKeeper``),
         independent of this event loop; ``stop()`` it when the lease is no longer wanted."""
-        return LeaseKeeper(
+        keeper = LeaseKeeper(
             lambda: self.endpoints, lambda: self._tls, lease_id, interval, self._timeout
         )
+        self._keepers.add(keeper)
+        return keeper
 
     async def keepalive(self, lease_id: int) -> int:
         async def once() -> int:

@@ -53,6 +53,8 @@ class LeaseKeeper:
         self._endpoints = endpoints
         self._tls = tls
         self._stop = threading.Event()
+        self._move = threading.Event()  # reconnect: to the first of the current endpoints
+        self._wake = threading.Event()  # set with either
         self._thread = threading.Thread(
             target=self._run, name=f"lease-keeper-{lease_id:x}", daemon=True
         )
@@ -60,6 +62,13 @@ class LeaseKeeper:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
+
+    def reconnect(self) -> None:
+        """Leave the current connection after the renewal under way and connect to the
+        first of the store's endpoints with its current TLS (before a member restarts)."""
+        self._move.set()
+        self._wake.set()
 
     def _channel(self, endpoint: str) -> grpc.Channel:
         tls = self._tls()  # the store's current TLS: it follows a root rotation
@@ -74,6 +83,10 @@ class LeaseKeeper:
     def _run(self) -> None:
         i = 0
         while not self._stop.is_set() and not self.expired:
+            if self._move.is_set():
+                self._move.clear()
+                self._wake.clear()
+                i = 0
             endpoints = self._endpoints()  # the store's current ones
             endpoint = endpoints[i % len(endpoints)]
             i += 1
@@ -99,7 +112,7 @@ class LeaseKeeper:
 
         responses = stub.LeaseKeepAlive(feed())
         try:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and not self._move.is_set():
                 sent = time.monotonic()
                 requests.put(_rpc.LeaseKeepAliveRequest(ID=self.lease_id))
                 resp = _next_within(responses, self.timeout)
@@ -109,7 +122,7 @@ class LeaseKeeper:
                     self.expired = True
                     return
                 self.last_ok = sent
-                self._stop.wait(max(0.0, self.interval - (time.monotonic() - sent)))
+                self._wake.wait(max(0.0, self.interval - (time.monotonic() - sent)))
         finally:
             requests.put(None)
             responses.cancel()

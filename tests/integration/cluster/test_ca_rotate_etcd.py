@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -99,6 +101,23 @@ class QuorumWatch:
             await asyncio.sleep(0.2)
 
 
+def _retrying(fn: Callable[[], Any]) -> Any:
+    """``fn()``; a moment without a leader (503) is waited out for up to 20 s, as a user
+    would retry (leadership may move while an etcd member restarts under a 2 s TTL)."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return fn()
+        except ApiError as e:
+            if e.status != 503 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def _api(cfg: ClientConfig, method: str, path: str, body: object = None) -> Any:
+    return _retrying(lambda: Client(cfg).call(method, path, body))
+
+
 def _follow(cfg: ClientConfig, rotation_id: str) -> list[str]:
     return list(follow_rotation(cfg, rotation_id, timeout_s=240))
 
@@ -140,7 +159,7 @@ async def test_rotation_and_abort_carry_etcd_along(tmp_path: Path) -> None:
 
         # ---- a rotation to done ---------------------------------------------------------
         t0 = time.monotonic()
-        rot = await asyncio.to_thread(Client(cfg).call, "POST", "/v1/ca/rotate", {"overlap_s": 0})
+        rot = await asyncio.to_thread(_api, cfg, "POST", "/v1/ca/rotate", {"overlap_s": 0})
         trust_also(cfg, rot["new_cert_pem"].encode())  # as `cloudless ca rotate` does
         lines = await asyncio.to_thread(_follow, cfg, rot["id"])
         took = time.monotonic() - t0
@@ -169,16 +188,14 @@ async def test_rotation_and_abort_carry_etcd_along(tmp_path: Path) -> None:
         for a in agents:
             await wait_for(lambda a=a: _agent_trust(a) == ([root1], root1), what="agent on root1")
         spec = b"name: after\nimage: busybox\nresources: {cpu: 10m, memory: 1Mi}\n"
-        await asyncio.to_thread(Client(cfg).apply, spec)  # the store takes writes
+        await asyncio.to_thread(_retrying, lambda: Client(cfg).apply(spec))
         # too late to abort a finished rotation
         with pytest.raises(ApiError) as e:
-            await asyncio.to_thread(Client(cfg).call, "POST", "/v1/ca/rotate/abort")
+            await asyncio.to_thread(_api, cfg, "POST", "/v1/ca/rotate/abort")
         assert e.value.status == 409 and "too late to abort" in e.value.message
 
         # ---- a second rotation, aborted in issue ------------------------------------------
-        rot2 = await asyncio.to_thread(
-            Client(cfg).call, "POST", "/v1/ca/rotate", {"overlap_s": 3600}
-        )
+        rot2 = await asyncio.to_thread(_api, cfg, "POST", "/v1/ca/rotate", {"overlap_s": 3600})
         root2 = rot2["new_digest"]
         trust_also(cfg, rot2["new_cert_pem"].encode())
         await wait_for(
@@ -191,13 +208,11 @@ async def test_rotation_and_abort_carry_etcd_along(tmp_path: Path) -> None:
         assert all(_issuer(c, "etcd-member.crt") == root2 for c in cs)
         assert all(_etcd_roots(c) == {root1, root2} for c in cs)
         with pytest.raises(ApiError) as e:
-            await asyncio.to_thread(
-                Client(cfg).call, "POST", "/v1/ca/rotate/abort", {"overlap_s": "soon"}
-            )
+            await asyncio.to_thread(_api, cfg, "POST", "/v1/ca/rotate/abort", {"overlap_s": "soon"})
         assert e.value.status == 400 and "overlap_s: 'soon'" in e.value.message
         t1 = time.monotonic()
         aborted = await asyncio.to_thread(
-            Client(cfg).call, "POST", "/v1/ca/rotate/abort", {"overlap_s": 0}
+            _api, cfg, "POST", "/v1/ca/rotate/abort", {"overlap_s": 0}
         )
         assert (aborted["phase"], aborted["aborted_from"]) == ("revert", "issue")
         lines = await asyncio.to_thread(_follow, cfg, rot2["id"])
@@ -223,9 +238,9 @@ async def test_rotation_and_abort_carry_etcd_along(tmp_path: Path) -> None:
                 lambda a=a: _agent_trust(a) == ([root1], root1), what="agent back on root1"
             )
         assert own_digest(cfg) == root1
-        await asyncio.to_thread(Client(cfg).apply, spec.replace(b"after", b"after2"))
+        await asyncio.to_thread(_retrying, lambda: Client(cfg).apply(spec.replace(b"1Mi", b"2Mi")))
         with pytest.raises(ApiError) as e:
-            await asyncio.to_thread(Client(cfg).call, "POST", "/v1/ca/rotate/abort")
+            await asyncio.to_thread(_api, cfg, "POST", "/v1/ca/rotate/abort")
         assert e.value.status == 409 and "aborted already" in e.value.message
         assert root0 != root1 != root2
         print(
