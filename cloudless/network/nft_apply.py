@@ -118,8 +118,9 @@ class NftPolicyTable:
     """The real ``PolicyTable``; ``host_argv`` prefixes each command (a namespace, in tests).
 
     With ``bridge``, ``apply`` also makes that bridge hand its IPv4 frames to netfilter
-    (``nf_call_iptables``, for this bridge only), so traffic between two containers on it
-    passes the table's forward hook (and conntrack) like routed traffic."""
+    (``nf_call_iptables``, for this bridge only; the kernel's ``br_netfilter`` is loaded
+    first if it is a module), so traffic between two containers on it passes the table's
+    forward hook (and conntrack) like routed traffic."""
 
     def __init__(
         self,
@@ -138,6 +139,9 @@ class NftPolicyTable:
             raise NetworkEdgeError(f"nft refused the {self.table} table: {err.strip()[:2000]}")
         self.document = document
         if self.bridge is not None:
+            # the switch only works with the kernel's br_netfilter: load it if it is a module
+            with contextlib.suppress(OSError):  # no modprobe: built in, or not available
+                await _run([*self.host_argv, "modprobe", "-q", "br_netfilter"])
             argv = ["ip", "link", "set", self.bridge, "type", "bridge", "nf_call_iptables", "1"]
             rc, _, err = await _run([*self.host_argv, *argv])
             if rc != 0:

@@ -2,9 +2,11 @@
 three "container" namespaces (as the agent's ``cl0``), one container routed on its own subnet,
 and an "outside" namespace standing in for an address beyond the cluster.
 
-* Same device: two containers on one bridge talk at layer 2, past the forward hook. With the
-  table alone a denied connection between them still succeeds; once the bridge hands its
-  frames to netfilter (``NftPolicyTable(bridge=...)``), it fails and the allowed ones work.
+* Same device: two containers on one bridge talk at layer 2, past the forward hook (the lab
+  turns the host-wide ``bridge-nf-call-iptables`` off, as where ``br_netfilter`` is not
+  loaded). With the table alone a denied connection between them still succeeds; once the
+  bridge hands its frames to netfilter (``NftPolicyTable(bridge=...)``), it fails and the
+  allowed ones work.
 * Egress: a workload limited by an egress policy reaches the outside network only on the
   port its rule allows, another workload (no egress policy) reaches it on any port.
 
@@ -92,6 +94,9 @@ def lab() -> Iterator[None]:
         _sh("ip", "netns", "add", DEV)
         _sh("ip", "-n", DEV, "link", "set", "lo", "up")
         _sh("ip", "netns", "exec", DEV, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        # as on a host where bridges do not hand frames to netfilter (br_netfilter not
+        # loaded, or this sysctl off): only the per-bridge switch the agent sets turns it on
+        _sh("ip", "netns", "exec", DEV, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0")
         _sh("ip", "-n", DEV, "link", "add", BRIDGE, "type", "bridge")
         _sh("ip", "-n", DEV, "addr", "add", "10.219.1.1/24", "dev", BRIDGE)
         _sh("ip", "-n", DEV, "link", "set", BRIDGE, "up")
