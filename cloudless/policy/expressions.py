@@ -199,34 +199,63 @@ def context(variables: dict[str, Any]) -> Any:
     return cel.Context(variables)
 
 
+class _Lane:
+    """One thread's cache state."""
+
+    def __init__(self) -> None:
+        self.entries: OrderedDict[str, Any] = OrderedDict()
+        self.missed_in_row = 0
+        self.bypass = False
+        self.calls = 0
+
+
 class ContextCache:
     """The last ``size`` contexts built, by the ``repr`` of their variables, per thread
     (``cel.Context`` is not thread-safe).
 
     Converting a request's values into CEL values is most of a request's cost, and the
-    bindings convert a context once, on first use, then reuse it. ``repr`` tells apart every
-    value the converter treats differently (``1``, ``True``, ``1.0``, ``"1"``; dict keys by
-    type), so two requests share a context only if their variables convert to equal CEL
-    values. Values whose ``repr`` is not a pure function of their content (objects showing
-    an address) never hit."""
+    bindings convert a context once, when it is built, then reuse it. ``repr`` tells apart
+    every value the converter treats differently (``1``, ``True``, ``1.0``, ``"1"``; dict keys
+    by type), so two requests share a context only if their variables convert to equal CEL
+    values (they are plain JSON-like data: the spec's canonical form and the user record).
 
-    def __init__(self, size: int = 256) -> None:
+    When requests stop repeating (``bypass_after`` misses in a row), the key and the LRU cost
+    more than they save: the cache then only looks every ``probe_every``-th request, and
+    resumes on the first of those that hits."""
+
+    def __init__(self, size: int = 256, *, bypass_after: int = 32, probe_every: int = 16) -> None:
         self.size = size
+        self.bypass_after = bypass_after
+        self.probe_every = probe_every
         self._local = threading.local()
         self.hits = 0
         self.misses = 0
+        self.bypassed = 0
+
+    def _lane(self) -> _Lane:
+        lane: _Lane | None = getattr(self._local, "lane", None)
+        if lane is None:
+            lane = self._local.lane = _Lane()
+        return lane
 
     def get(self, variables: dict[str, Any]) -> Any:
-        entries: OrderedDict[str, Any] | None = getattr(self._local, "entries", None)
-        if entries is None:
-            entries = self._local.entries = OrderedDict()
+        lane = self._lane()
+        lane.calls += 1
+        if lane.bypass and lane.calls % self.probe_every:
+            self.bypassed += 1
+            return context(variables)
         key = repr(variables)
+        entries = lane.entries
         ctx = entries.get(key)
         if ctx is not None:
             entries.move_to_end(key)
             self.hits += 1
+            lane.missed_in_row, lane.bypass = 0, False
             return ctx
         self.misses += 1
+        lane.missed_in_row += 1
+        if lane.missed_in_row >= self.bypass_after:
+            lane.bypass = True
         ctx = context(variables)
         entries[key] = ctx
         if len(entries) > self.size:

@@ -67,3 +67,21 @@ def test_admit_answers_alike_with_and_without_the_cache() -> None:
                 without = admit([p], r, contexts=None, timer=lambda: 0.0)
                 assert with_cache.denials == without.denials, (p.name, r)
     assert cache.hits and cache.misses
+
+
+def test_requests_that_stop_repeating_bypass_the_cache_and_repeats_resume_it() -> None:
+    cache = ContextCache(bypass_after=4, probe_every=3)
+    for i in range(4):  # 4 misses in a row: bypass from now on
+        cache.get({"object": {"v": i}})
+    assert cache.misses == 4
+    for i in range(4, 10):  # calls 5..10: only calls 6 and 9 look (every 3rd)
+        cache.get({"object": {"v": i}})
+    assert (cache.misses, cache.bypassed) == (6, 4)
+    # the same request again and again (calls 11..16): probe 12 misses and keeps it, probe
+    # 15 hits, and caching resumes (16 looks and hits)
+    for _ in range(6):
+        cache.get({"object": {"v": 9}})
+    assert cache.hits == 2
+    hits = cache.hits
+    cache.get({"object": {"v": 9}})
+    assert cache.hits == hits + 1  # looked up every time again
