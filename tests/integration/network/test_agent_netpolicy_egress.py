@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -98,7 +99,7 @@ async def test_same_device_and_egress(lab: NetLab, tmp_path: Path) -> None:
         attach_timeout=60,
     )
 
-    def repush(nodes: list[str]) -> None:  # what the hub does: send the node its message
+    def repush(nodes: Iterable[str]) -> None:  # what the hub does: send the node its message
         for n in nodes:
             net.update(pub.config_for(n))
 
@@ -182,7 +183,7 @@ async def _scenario(lab, state, pub, net, sup, rt, web, client) -> None:  # type
                 "client-0", ["busybox", "timeout", "3", "busybox", "wget", "-qO-", url], 5
             )
             if r.exit_code == 0 and r.output.strip():
-                return r.output
+                return str(r.output)
             await asyncio.sleep(0.3)
         return ""
 
