@@ -11,6 +11,7 @@ after it is refused."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from cloudless.cli.ca_cmd import follow_rotation
 from cloudless.cli.client import ApiError, Client, ClientConfig
 from cloudless.cli.trust import own_issuer, renew_self, trust_also
 from cloudless.clusterops.etcd_tls import EtcdTlsFollower
+from cloudless.coordinator.wiring.config import CoordinatorConfig
 from cloudless.coordinator.wiring.process import Coordinator
 from cloudless.lib.clock import SystemClock
 from cloudless.runtime.fake import FakeRuntime
@@ -39,9 +41,15 @@ from cloudless.store.etcd_admin import endpoint_status
 from cloudless.store.tls import ClientTls
 
 from .harness import agent_config, wait_for
-from .test_ha import config
+from .test_ha import config as ha_config
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd not installed")
+
+
+def config(tmp: Path, name: str, **kw: Any) -> CoordinatorConfig:
+    """``test_ha``'s coordinator config with the default election TTL (5 s): each etcd member
+    restart may move the leadership, and a 2 s lease is shorter than a restart under load."""
+    return dataclasses.replace(ha_config(tmp, name, **kw), election_ttl=5)
 
 
 def _follower(c: Coordinator) -> EtcdTlsFollower:
