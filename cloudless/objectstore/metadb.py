@@ -69,6 +69,11 @@ class LwwTable:
 
     def merge(self, pk: str, partition: int, incoming: Entry) -> Entry:
         """Fold ``incoming`` into row ``pk``; returns the row's state after."""
+        return self.apply(pk, partition, incoming)[1]
+
+    def apply(self, pk: str, partition: int, incoming: Entry) -> tuple[Entry | None, Entry]:
+        """Fold ``incoming`` into row ``pk``; returns the row's state before and after (the
+        writer of ``incoming`` learns what it superseded, or that it lost)."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
             current = self.entry(pk)
@@ -84,7 +89,7 @@ class LwwTable:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        return winner
+        return current, winner
 
     def stamp(self, pk: str, value: bytes | None, now_ms: int) -> Entry:
         """A local write's entry: this node as writer, ``max(now, previous + 1)``."""

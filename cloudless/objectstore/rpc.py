@@ -87,11 +87,14 @@ class RpcServer:
         return resp
 
     async def merge(self, request: web.Request) -> web.Response:
+        """Merge rows; answers each row's state before and after (``[before|null, after]``)."""
         body = await request.json()
         table = body["table"]
+        out = []
         for pk, part, *row in body["rows"]:
-            self.local.merge(table, str(pk), int(part), row_in(row))
-        return web.json_response({"ok": True})
+            before, after = self.local.apply(table, str(pk), int(part), row_in(row))
+            out.append([None if before is None else row_out(before), row_out(after)])
+        return web.json_response({"ok": True, "rows": out})
 
     def _catching_up(self) -> web.Response | None:
         if self.readable():
@@ -207,11 +210,18 @@ class Peer:
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise PeerError(f"peer {self.name}: {type(e).__name__}: {e}") from None
 
-    async def merge(self, table: str, rows: list[tuple[str, int, Entry]]) -> None:
-        await self._json(
+    async def merge(
+        self, table: str, rows: list[tuple[str, int, Entry]]
+    ) -> list[tuple[Entry | None, Entry]] | None:
+        """Merge ``rows`` on the peer; each row's state there before and after (None from a
+        peer that does not report them)."""
+        answer = await self._json(
             "/rpc/merge",
             {"table": table, "rows": [[pk, part, *row_out(e)] for pk, part, e in rows]},
         )
+        if "rows" not in answer:
+            return None
+        return [(None if b is None else row_in(b), row_in(a)) for b, a in answer["rows"]]
 
     async def entry(self, table: str, pk: str) -> Entry | None:
         r = (await self._json("/rpc/entry", {"table": table, "pk": pk}))["row"]
