@@ -4,14 +4,16 @@ Both ends present node certificates issued by the cluster CA (``cloudless.securi
 server serves only peers whose SPIFFE ID is a node it knows (``allowed``); the client checks
 that the server it reached is the node it meant (SPIFFE ID ``spiffe://<td>/node/<name>``).
 
-Calls: ``merge`` rows into a table, read one row (``entry``), read a ``range`` of a
-partition's rows, ``put_block`` (hash-checked on arrival) and ``get_block``. Metadata travels
-as JSON, blocks as raw bytes.
+Calls: ``merge`` rows into a table (answering each row's state before and after), read one
+row (``entry``), read a ``range`` of a partition's rows, ``put_block`` (hash-checked on
+arrival) and ``get_block``, and the hash-tree comparison calls of ``treesync.py``. Metadata
+travels as JSON, blocks as raw bytes.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
+from cloudless.objectstore import treesync
 from cloudless.objectstore.blocks import MissingBlock, block_hash
 from cloudless.objectstore.crdt import Entry
 from cloudless.objectstore.local import LocalStore
@@ -30,6 +33,7 @@ from cloudless.security.identity import SpiffeId
 from cloudless.security.tls import peer_identity_from_ssl
 
 MAX_BODY = 8 << 20
+JSON = {"Content-Type": "application/json"}
 
 
 class PeerError(Exception):
@@ -69,7 +73,7 @@ class RpcServer:
         app.router.add_get("/rpc/block/{h}", self.get_block)
         app.router.add_post("/rpc/hint", self.hint)
         app.router.add_put("/rpc/hintblock/{target}/{h}", self.hint_block)
-        app.router.add_post("/rpc/digest", self.digest)
+        app.router.add_post("/rpc/tree/{call}", self.tree)
         app.router.add_post("/rpc/forget", self.forget)
         return app
 
@@ -123,11 +127,12 @@ class RpcServer:
         rows = self.local.raw(b["table"]).page(int(b["partition"]), b["after"], int(b["limit"]))
         return web.json_response({"rows": [[pk, *row_out(e)] for pk, e in rows]})
 
-    async def digest(self, request: web.Request) -> web.Response:
-        b = await request.json()
-        part = int(b["partition"])
-        out = {t: self.local.raw(t).digest(part).hex() for t in b["tables"]}
-        return web.json_response({"digests": out})
+    async def tree(self, request: web.Request) -> web.Response:
+        try:
+            out = treesync.answer(self.local, request.match_info["call"], await request.json())
+        except (KeyError, ValueError, TypeError) as e:
+            return web.json_response({"error": f"bad tree call: {e!r}"}, status=400)
+        return web.json_response(out)
 
     async def forget(self, request: web.Request) -> web.Response:
         b = await request.json()
@@ -169,7 +174,7 @@ class RpcServer:
         return web.Response(body=data)
 
 
-class Peer:
+class Peer(treesync.TreeCalls):
     """Calls to one remote node."""
 
     def __init__(
@@ -201,14 +206,26 @@ class Peer:
             raise PeerError(f"peer {self.name}: server is not {self.expect}")
 
     async def _json(self, path: str, body: dict[str, Any]) -> Any:
+        sent = json.dumps(body).encode()
         try:
-            async with self.session.post(self.url + path, json=body, timeout=self.timeout) as r:
+            async with self.session.post(
+                self.url + path, data=sent, headers=JSON, timeout=self.timeout
+            ) as r:
                 self._check(r)
                 if r.status != 200:
                     raise PeerError(f"peer {self.name}: {path} answered {r.status}")
-                return await r.json()
+                got = await r.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise PeerError(f"peer {self.name}: {type(e).__name__}: {e}") from None
+        treesync.count(len(sent), len(got))
+        try:
+            return json.loads(got)
+        except ValueError:
+            raise PeerError(f"peer {self.name}: {path} answered no JSON") from None
+
+    async def _call(self, call: str, body: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = await self._json(f"/rpc/tree/{call}", body)
+        return out
 
     async def merge(
         self, table: str, rows: list[tuple[str, int, Entry]]
@@ -241,10 +258,6 @@ class Peer:
         rows = (await self._json("/rpc/partition", body))["rows"]
         return [(r[0], row_in(r[1:])) for r in rows]
 
-    async def digests(self, partition: int, tables: list[str]) -> dict[str, str]:
-        body = {"partition": partition, "tables": tables}
-        return dict((await self._json("/rpc/digest", body))["digests"])
-
     async def forget(self, table: str, rows: list[tuple[str, Entry]]) -> int:
         body = [[pk, e.timestamp, e.writer] for pk, e in rows]
         return int((await self._json("/rpc/forget", {"table": table, "rows": body}))["forgotten"])
@@ -271,9 +284,11 @@ class Peer:
                     raise MissingBlock(f"block {h} is not on {self.name}")
                 if r.status != 200:
                     raise PeerError(f"peer {self.name}: block {h}: {r.status}")
-                return await r.read()
+                data = await r.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise PeerError(f"peer {self.name}: {type(e).__name__}: {e}") from None
+        treesync.count(0, len(data))
+        return data
 
 
 def session(client_ctx: ssl.SSLContext) -> aiohttp.ClientSession:

@@ -234,11 +234,14 @@ class StorageService:
             r = await ae.catch_up()
             if self.cluster.serving_reads:
                 log.info(
-                    "caught up: %d partitions compared, %d rows and %d blocks (%d bytes) pulled",
+                    "caught up: %d partitions compared, %d differed, %d rows and %d blocks"
+                    " (%d bytes) pulled, %d bytes moved in all",
                     r.partitions,
+                    r.differed,
                     r.rows,
                     r.blocks,
                     r.block_bytes,
+                    r.traffic,
                 )
                 break
             log.info("catching up: %d partitions met no other owner yet", len(r.unreached))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from cloudless.lib.clock import Clock
 from cloudless.objectstore import quorum
 from cloudless.objectstore.blocks import MissingBlock, block_hash
+from cloudless.objectstore.crdt import Entry
 from cloudless.objectstore.layout import PARTITIONS, LayoutVersion
 from cloudless.objectstore.local import BLOCK_REFS
 from cloudless.objectstore.records import OBJECTS, PARTS, UPLOADS, VERSION_BLOCKS
@@ -69,21 +70,30 @@ class PartitionSync:
             after = ""
             while True:
                 page = await peer.partition_page(table, partition, after, PAGE)
-                for pk, e in page:
-                    self.c.local.merge(table, pk, partition, e)
-                    rows += 1
-                    if table == BLOCK_REFS and e.value is not None:
-                        h = pk.split("/", 1)[0]
-                        if not self.c.local.blocks.has(h):
-                            data = await self._block(source, h)
-                            await self.c.local.blocks.write(h, data)
-                            self.block_bytes += len(data)
-                            blocks += 1
-                            await self._pace(len(data))
+                n, b = await self.absorb(table, partition, page, source)
+                rows, blocks = rows + n, blocks + b
                 if len(page) < PAGE:
                     break
                 after = page[-1][0]
         return rows, blocks
+
+    async def absorb(
+        self, table: str, partition: int, rows: list[tuple[str, Entry]], source: str
+    ) -> tuple[int, int]:
+        """Merge ``rows`` of ``source``'s and fetch the blocks live references among them
+        name that this node lacks (paced); returns (rows merged, blocks fetched)."""
+        blocks = 0
+        for pk, e in rows:
+            self.c.local.merge(table, pk, partition, e)
+            if table == BLOCK_REFS and e.value is not None:
+                h = pk.split("/", 1)[0]
+                if not self.c.local.blocks.has(h):
+                    data = await self._block(source, h)
+                    await self.c.local.blocks.write(h, data)
+                    self.block_bytes += len(data)
+                    blocks += 1
+                    await self._pace(len(data))
+        return len(rows), blocks
 
     async def _block(self, source: str, h: str) -> bytes:
         """Block ``h`` from ``source``, or from any replica if ``source`` lacks it (a row's

@@ -1,0 +1,133 @@
+"""The replicated PUT path on three loopback nodes (R=3, mutual TLS): how many rounds of
+node-to-node calls a PUT waits for, and that overwrites, concurrent ones included, release
+exactly the versions they superseded (learned from the replicas' merge answers, no
+read-back)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudless.objectstore.blocks import block_hash
+from cloudless.objectstore.layout import NodeRole
+from cloudless.objectstore.rpc import Peer
+from cloudless.objectstore.testing import LoopbackCluster
+
+GB = 10**9
+
+
+async def body(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[LoopbackCluster]:
+    roles = {f"n{i}": NodeRole(f"zone{i}", 100 * GB) for i in range(1, 4)}
+    c = await LoopbackCluster(tmp_path, roles, replication=3).start()
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+class Spans:
+    """Start and end of every call n1 makes to its peers."""
+
+    def __init__(self, peers: dict[str, Peer]) -> None:
+        self.spans: list[tuple[float, float]] = []
+        for peer in peers.values():
+            for kind in ("merge", "entry", "range", "put_block", "get_block"):
+                setattr(peer, kind, self._timed(getattr(peer, kind)))
+
+    def _timed(self, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return await inner(*args, **kwargs)
+            finally:
+                self.spans.append((t, time.perf_counter()))
+
+        return call
+
+    def rounds(self) -> int:
+        """Sequential waits: calls that overlap count once."""
+        n, end = 0, -1.0
+        for s, e in sorted(self.spans):
+            if s >= end:
+                n += 1
+            end = max(end, e)
+        return n
+
+
+async def settled(pred: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait (on the loop) for the background replica calls to land."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+ROUNDS = [
+    # (object size, rounds of calls a PUT of a new key waits for)
+    (100, 2),  # inline: read the key's row | write it
+    (4096, 2),  # a block: {block, its reference, its version row, read the key} | write
+    (1 << 20, 2),  # one 1 MiB block: the same
+    ((1 << 20) + 1, 2),  # two blocks, stored at once: the same
+]
+
+
+async def test_a_put_waits_for_two_rounds_of_calls(cluster: LoopbackCluster) -> None:
+    n1 = cluster.nodes["n1"].cluster
+    assert n1 is not None
+    spans = Spans(n1.peers)
+    e = cluster.engine("n1")
+    for size, want in ROUNDS:
+        await asyncio.sleep(0.3)  # the previous PUT's background calls are done
+        spans.spans.clear()
+        await e.put("b", f"k{size}", body(os.urandom(size)), content_type="x", user_meta={})
+        assert spans.rounds() == want, (size, spans.spans)
+
+
+def _refs(cluster: LoopbackCluster, h: str) -> list[int]:
+    return [n.local.blocks.refcount(h) for n in cluster.nodes.values()]
+
+
+async def test_an_overwrite_releases_the_old_version_everywhere(cluster: LoopbackCluster) -> None:
+    e = cluster.engine("n1")
+    old, new = os.urandom(5000), os.urandom(6000)
+    await e.put("b", "k", body(old), content_type="x", user_meta={})
+    await settled(lambda: _refs(cluster, block_hash(old)) == [1, 1, 1])
+    await cluster.engine("n2").put("b", "k", body(new), content_type="x", user_meta={})
+    await settled(lambda: _refs(cluster, block_hash(old)) == [0, 0, 0])
+    await settled(lambda: _refs(cluster, block_hash(new)) == [1, 1, 1])
+    await e.delete("b", "k")
+    await settled(lambda: _refs(cluster, block_hash(new)) == [0, 0, 0])
+
+
+async def test_concurrent_overwrites_leave_only_the_winner_referenced(
+    cluster: LoopbackCluster,
+) -> None:
+    # Two writers' acknowledging replicas (2 of 3 each) share one; whichever write reaches
+    # it second learns about the first there (superseded it, or lost to it).
+    for rnd in range(6):
+        datas = [os.urandom(4096 + i) for i in range(2)]
+        await asyncio.gather(
+            *(
+                cluster.engine(f"n{i + 1 + rnd % 2}").put(
+                    "b", f"race{rnd}", body(d), content_type="x", user_meta={}
+                )
+                for i, d in enumerate(datas)
+            )
+        )
+        meta = await cluster.engine("n1").head("b", f"race{rnd}")
+        assert meta is not None
+        winner = next(d for d in datas if len(d) == meta.size)
+        for d in datas:
+            want = [1, 1, 1] if d is winner else [0, 0, 0]
+            await settled(lambda d=d, want=want: _refs(cluster, block_hash(d)) == want)
