@@ -95,9 +95,9 @@ class BlockStore:
         return True
 
     async def write(self, h: str, data: bytes, *, durable: bool = True) -> bool:
-        if len(data) <= SYNC_MAX and durable:
-            return self.write_sync(h, data)
-        if len(data) <= SYNC_MAX:
+        """``write_sync``; in a thread unless small and not durable (an fsync never blocks
+        the event loop)."""
+        if len(data) <= SYNC_MAX and not durable:
             return self.write_sync(h, data, durable=False)
         return await asyncio.to_thread(self.write_sync, h, data, durable=durable)
 

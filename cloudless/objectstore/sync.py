@@ -48,18 +48,20 @@ class PartitionSync:
         """Bytes of blocks fetched so far (catch-up and repair traffic, for measurements)."""
         self._start: float | None = None
         self._paced = 0
+        self._pacing = asyncio.Lock()
 
     async def _pace(self, n: int) -> None:
         """Sleep until ``n`` more bytes fit the rate since the first paced byte."""
         if self.clock is None or self.rate <= 0:
             return
-        now = self.clock.monotonic()
-        if self._start is None:
-            self._start = now
-        self._paced += n
-        due = self._start + self._paced / self.rate
-        if due > now:
-            await self.clock.sleep(due - now)
+        async with self._pacing:  # concurrent pulls wait their turn, not all at once
+            now = self.clock.monotonic()
+            if self._start is None:
+                self._start = now
+            self._paced += n
+            due = self._start + self._paced / self.rate
+            if due > now:
+                await self.clock.sleep(due - now)
 
     async def pull(self, partition: int, source: str) -> tuple[int, int]:
         """Copy ``partition`` from ``source``; returns (rows merged, blocks fetched). Raises

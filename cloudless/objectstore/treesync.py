@@ -19,6 +19,7 @@ the tasks it starts: anti-entropy reports catch-up traffic with it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextvars
 import json
@@ -173,12 +174,19 @@ async def walk(
     want: list[str] = []
     while theirs:
         descend, listed = plan(mine, theirs)
-        if listed:
-            their_items = await peer.items(table, part, listed)
+        # one round trip per level: the listing and the next level's children together
+        try:
+            async with asyncio.TaskGroup() as tg:
+                items = tg.create_task(peer.items(table, part, listed)) if listed else None
+                below = tg.create_task(peer.children(table, part, descend)) if descend else None
+        except BaseExceptionGroup as e:
+            raise e.exceptions[0] from None  # the peer's error (PeerError), as itself
+        if items is not None:
+            their_items = items.result()
             want += wanted((item(pk, e) for pk, e in rows.under(part, listed)), their_items)
-        if not descend:
+        if below is None:
             break
-        theirs = await peer.children(table, part, descend)
+        theirs = below.result()
         mine = tree.children(table, part, descend)
     return want
 
