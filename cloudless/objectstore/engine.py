@@ -30,6 +30,7 @@ from cloudless.objectstore.crdt import Entry
 from cloudless.objectstore.layout import partition_of
 from cloudless.objectstore.local import BLOCK_REFS
 from cloudless.objectstore.records import (
+    EMBED_MAX,
     OBJECTS,
     PARTS,
     UPLOADS,
@@ -121,16 +122,17 @@ class Engine:
 
     async def _store_stream(
         self, version: str, part: int, body: AsyncIterator[bytes], *, inline_ok: bool
-    ) -> tuple[int, str, bytes | None, list[str]]:
+    ) -> tuple[int, str, bytes | None, list[BlockRef]]:
         """Read ``body`` into blocks of ``version`` (up to ``PIPELINE`` blocks being stored at
         once while the body keeps streaming); returns (size, md5 hex, inline data or None,
-        block hashes). On any error the blocks' references are dropped (GC reclaims them)
+        the blocks in order). On any error the blocks' references are dropped (GC reclaims them)
         and the first error is raised as itself."""
         md5 = hashlib.md5()
         buf = bytearray()
         size = 0
         offset = 0
         hashes: list[str] = []
+        placed: dict[int, BlockRef] = {}
         inline: bytes | None = None
         slots = asyncio.Semaphore(PIPELINE)
         try:
@@ -138,7 +140,7 @@ class Engine:
 
                 async def block(data: bytes, at: int) -> None:
                     await slots.acquire()
-                    tg.create_task(self._put_block(slots, version, part, at, data, hashes))
+                    tg.create_task(self._put_block(slots, version, part, at, data, hashes, placed))
 
                 async for piece in body:
                     size += len(piece)
@@ -163,7 +165,7 @@ class Engine:
                 for h in hashes:
                     await self._ref(h, version, False)
             raise _first(e) from None
-        return size, md5.hexdigest(), inline, hashes
+        return size, md5.hexdigest(), inline, [placed[at] for at in sorted(placed)]
 
     async def _put_block(
         self,
@@ -173,6 +175,7 @@ class Engine:
         offset: int,
         data: bytes,
         hashes: list[str],
+        placed: dict[int, BlockRef],
     ) -> None:
         try:
             h = block_hash(data)
@@ -180,7 +183,7 @@ class Engine:
             # The block and both rows go out together (one round trip): the rows belong to
             # a version made by this upload, never written before, so they are written
             # blind; a reference that arrives before its block only delays that block's GC.
-            ref = BlockRef(h, len(data))
+            ref = placed[offset] = BlockRef(h, len(data))
             pk = block_pk(version, part, offset)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.blocks.write(h, data, durable=False))
@@ -275,7 +278,7 @@ class Engine:
                 stored = tg.create_task(self._store_stream(version, 0, body, inline_ok=True))
         except BaseExceptionGroup as e:
             raise _first(e) from None
-        size, etag, inline, _ = stored.result()
+        size, etag, inline, refs = stored.result()
         obj = ObjectMeta(
             version=version,
             size=size,
@@ -285,6 +288,7 @@ class Engine:
             user_meta=user_meta,
             inline=inline,
             checksums=checksums or {},
+            blocks=tuple(refs) if inline is None and len(refs) <= EMBED_MAX else None,
         )
         return await self._commit(bucket, key, obj, prev.result())
 
@@ -299,11 +303,13 @@ class Engine:
         if obj.inline is not None:
             yield obj.inline[start:end]
             return
+        if obj.blocks is not None:
+            refs = list(obj.blocks)
+        else:
+            rows = await self._rows(obj.version)
+            refs = [BlockRef.decode(e.value) for _, e in rows if e.value is not None]
         pos = 0
-        for _, e in await self._rows(obj.version):
-            if e.value is None:
-                continue
-            ref = BlockRef.decode(e.value)
+        for ref in refs:
             lo, hi = pos, pos + ref.size
             pos = hi
             if hi <= start:
