@@ -131,3 +131,33 @@ async def test_concurrent_overwrites_leave_only_the_winner_referenced(
         for d in datas:
             want = [1, 1, 1] if d is winner else [0, 0, 0]
             await settled(lambda d=d, want=want: _refs(cluster, block_hash(d)) == want)
+
+
+async def test_a_get_of_a_small_object_waits_for_one_round(cluster: LoopbackCluster) -> None:
+    data = os.urandom(3 * (1 << 20) + 5)  # 4 blocks: listed in the object row
+    await cluster.engine("n1").put("b", "g", body(data), content_type="x", user_meta={})
+    await asyncio.sleep(0.3)
+    n2 = cluster.nodes["n2"].cluster
+    assert n2 is not None
+    spans = Spans(n2.peers)
+    e2 = cluster.engine("n2")
+    meta = await e2.head("b", "g")
+    assert meta is not None and meta.blocks is not None and len(meta.blocks) == 4
+    got = b"".join([piece async for piece in e2.read(meta, 0, meta.size)])
+    assert got == data
+    # the object row from a read quorum; every block is on n2 itself (R=3 over 3 nodes)
+    assert spans.rounds() == 1, spans.spans
+
+
+async def test_an_object_row_without_its_block_list_reads_the_version_rows(
+    cluster: LoopbackCluster,
+) -> None:
+    from dataclasses import replace
+
+    data = os.urandom(5000)
+    e1 = cluster.engine("n1")
+    meta = await e1.put("b", "old", body(data), content_type="x", user_meta={})
+    older = replace(meta, blocks=None)  # as a row written before block lists existed
+    assert older.encode() != meta.encode()
+    got = b"".join([piece async for piece in e1.read(older, 10, 4000)])
+    assert got == data[10:4000]
