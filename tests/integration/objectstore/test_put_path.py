@@ -36,33 +36,29 @@ async def cluster(tmp_path: Path) -> AsyncIterator[LoopbackCluster]:
         await c.close()
 
 
-class Spans:
-    """Start and end of every call n1 makes to its peers."""
+class Slow:
+    """Every call n1 makes to its peers takes ``delay`` longer, so a PUT's time counts the
+    rounds of calls it waits for one after the other (calls in flight together, or
+    overlapping local work, cost one delay)."""
 
-    def __init__(self, peers: dict[str, Peer]) -> None:
-        self.spans: list[tuple[float, float]] = []
+    def __init__(self, peers: dict[str, Peer], delay: float) -> None:
+        self.delay = delay
         for peer in peers.values():
             for kind in ("merge", "entry", "range", "put_block", "get_block"):
-                setattr(peer, kind, self._timed(getattr(peer, kind)))
+                setattr(peer, kind, self._slowed(getattr(peer, kind)))
 
-    def _timed(self, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    def _slowed(self, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def call(*args: Any, **kwargs: Any) -> Any:
-            t = time.perf_counter()
-            try:
-                return await inner(*args, **kwargs)
-            finally:
-                self.spans.append((t, time.perf_counter()))
+            await asyncio.sleep(self.delay)
+            return await inner(*args, **kwargs)
 
         return call
 
-    def rounds(self) -> int:
-        """Sequential waits: calls that overlap count once."""
-        n, end = 0, -1.0
-        for s, e in sorted(self.spans):
-            if s >= end:
-                n += 1
-            end = max(end, e)
-        return n
+    async def rounds(self, work: Awaitable[Any]) -> float:
+        """How many delays ``work`` took (its own time over the delay)."""
+        t = time.perf_counter()
+        await work
+        return (time.perf_counter() - t) / self.delay
 
 
 async def settled(pred: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -73,6 +69,7 @@ async def settled(pred: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
+DELAY = 0.3
 ROUNDS = [
     # (object size, rounds of calls a PUT of a new key waits for)
     (100, 2),  # inline: read the key's row | write it
@@ -85,13 +82,13 @@ ROUNDS = [
 async def test_a_put_waits_for_two_rounds_of_calls(cluster: LoopbackCluster) -> None:
     n1 = cluster.nodes["n1"].cluster
     assert n1 is not None
-    spans = Spans(n1.peers)
+    slow = Slow(n1.peers, DELAY)
     e = cluster.engine("n1")
     for size, want in ROUNDS:
-        await asyncio.sleep(0.3)  # the previous PUT's background calls are done
-        spans.spans.clear()
-        await e.put("b", f"k{size}", body(os.urandom(size)), content_type="x", user_meta={})
-        assert spans.rounds() == want, (size, spans.spans)
+        data = os.urandom(size)
+        took = await slow.rounds(e.put("b", f"k{size}", body(data), content_type="x", user_meta={}))
+        # want delays plus the PUT's own work (well under 0.6 of a delay here)
+        assert want <= took < want + 0.6, (size, took)
 
 
 def _refs(cluster: LoopbackCluster, h: str) -> list[int]:
@@ -139,14 +136,17 @@ async def test_a_get_of_a_small_object_waits_for_one_round(cluster: LoopbackClus
     await asyncio.sleep(0.3)
     n2 = cluster.nodes["n2"].cluster
     assert n2 is not None
-    spans = Spans(n2.peers)
+    slow = Slow(n2.peers, DELAY)
     e2 = cluster.engine("n2")
-    meta = await e2.head("b", "g")
-    assert meta is not None and meta.blocks is not None and len(meta.blocks) == 4
-    got = b"".join([piece async for piece in e2.read(meta, 0, meta.size)])
-    assert got == data
+
+    async def get() -> None:
+        meta = await e2.head("b", "g")
+        assert meta is not None and meta.blocks is not None and len(meta.blocks) == 4
+        assert b"".join([piece async for piece in e2.read(meta, 0, meta.size)]) == data
+
     # the object row from a read quorum; every block is on n2 itself (R=3 over 3 nodes)
-    assert spans.rounds() == 1, spans.spans
+    took = await slow.rounds(get())
+    assert 1 <= took < 1.6, took
 
 
 async def test_an_object_row_without_its_block_list_reads_the_version_rows(
