@@ -130,16 +130,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=50)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--no-profile", action="store_true", help="timings only (no cProfile)")
     args = ap.parse_args()
     prof = cProfile.Profile()
     out = []
     with tempfile.TemporaryDirectory(prefix="profile-put-") as tmp:
-        prof.enable()
+        if not args.no_profile:
+            prof.enable()
         for size in (4096, 1 << 20):
             out.append(asyncio.run(measure(Path(tmp) / str(size), size, args.count)))
         prof.disable()
     for r in out:
         print(r)
+    if args.no_profile:
+        return
     s = io.StringIO()
     pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(args.top)
     print(s.getvalue())

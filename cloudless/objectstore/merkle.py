@@ -152,21 +152,24 @@ class Tree:
                 args,
             )
         }
+        keep, drop = [], []
         for n in nodes:
             h, c = cur.get(n, (ZERO, 0))
             h, c = _xor(h, delta), c + dc
             if c == 0:
-                self.db.execute(
-                    "DELETE FROM merkle WHERE tbl = ? AND part = ? AND level = ? AND idx = ?",
-                    (table, part, *n),
-                )
+                drop.append((table, part, *n))
             else:
-                self.db.execute(
-                    "INSERT INTO merkle(tbl, part, level, idx, hash, count) VALUES (?,?,?,?,?,?)"
-                    " ON CONFLICT(tbl, part, level, idx) DO UPDATE SET hash = excluded.hash,"
-                    " count = excluded.count",
-                    (table, part, *n, h, c),
-                )
+                keep.append((table, part, *n, h, c))
+        self.db.executemany(
+            "INSERT INTO merkle(tbl, part, level, idx, hash, count) VALUES (?,?,?,?,?,?)"
+            " ON CONFLICT(tbl, part, level, idx) DO UPDATE SET hash = excluded.hash,"
+            " count = excluded.count",
+            keep,
+        )
+        if drop:
+            self.db.executemany(
+                "DELETE FROM merkle WHERE tbl = ? AND part = ? AND level = ? AND idx = ?", drop
+            )
 
     def rebuild(self, table: str, rows: Iterable[tuple[str, int, Entry]]) -> None:
         """Recompute ``table``'s trees from all its rows ``(pk, partition, entry)``."""
