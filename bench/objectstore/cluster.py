@@ -296,6 +296,7 @@ def start_cluster(base: Path, source: Path | None) -> tuple[Any, Any]:
     from cloudless.objectstore import admin
     from cloudless.objectstore.procs import StoreCluster, wait_for
 
+    base.mkdir(parents=True, exist_ok=True)
     cluster = StoreCluster(
         base, ["z1", "z2", "z3"], replication=3, grace_s=60, repair_rate="4Mi", source=source
     )
