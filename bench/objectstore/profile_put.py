@@ -74,9 +74,9 @@ async def body(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-async def measure(base: Path, size: int, count: int) -> dict[str, Any]:
+async def measure(base: Path, size: int, count: int, fsync: bool) -> dict[str, Any]:
     roles = {f"n{i}": NodeRole(f"z{i}", 1) for i in range(1, 4)}
-    cluster = await LoopbackCluster(base, roles, replication=3).start()
+    cluster = await LoopbackCluster(base, roles, replication=3, fsync_blocks=fsync).start()
     tracer = Tracer()
     try:
         for node in cluster.nodes.values():
@@ -131,14 +131,17 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=50)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--no-profile", action="store_true", help="timings only (no cProfile)")
+    ap.add_argument("--sizes", default="4096,1048576", help="object sizes, comma-separated")
+    ap.add_argument("--no-fsync", action="store_true", help="blocks flushed later, as agents do")
     args = ap.parse_args()
     prof = cProfile.Profile()
     out = []
     with tempfile.TemporaryDirectory(prefix="profile-put-") as tmp:
         if not args.no_profile:
             prof.enable()
-        for size in (4096, 1 << 20):
-            out.append(asyncio.run(measure(Path(tmp) / str(size), size, args.count)))
+        for size in (int(x) for x in args.sizes.split(",")):
+            run = measure(Path(tmp) / str(size), size, args.count, not args.no_fsync)
+            out.append(asyncio.run(run))
         prof.disable()
     for r in out:
         print(r)
