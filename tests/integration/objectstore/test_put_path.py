@@ -69,7 +69,7 @@ async def settled(pred: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-DELAY = 0.3
+DELAY = 0.5
 ROUNDS = [
     # (object size, rounds of calls a PUT of a new key waits for)
     (100, 2),  # inline: read the key's row | write it
@@ -87,8 +87,8 @@ async def test_a_put_waits_for_two_rounds_of_calls(cluster: LoopbackCluster) -> 
     for size, want in ROUNDS:
         data = os.urandom(size)
         took = await slow.rounds(e.put("b", f"k{size}", body(data), content_type="x", user_meta={}))
-        # want delays plus the PUT's own work (well under 0.6 of a delay here)
-        assert want <= took < want + 0.6, (size, took)
+        # want delays plus the PUT's own work (under 0.8 of a delay, 400 ms, here)
+        assert want <= took < want + 0.8, (size, took)
 
 
 def _refs(cluster: LoopbackCluster, h: str) -> list[int]:
