@@ -394,7 +394,9 @@ def main() -> None:
     if churned is not None:
         section["churn"] = churned
     out = RESULTS / "objectstore.json"
-    payload = json.loads(out.read_text()) if out.exists() else {"suite": "objectstore"}
+    payload: dict[str, Any] = (
+        json.loads(out.read_text()) if out.exists() else {"suite": "objectstore"}
+    )
     stamped = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **section}
     if args.quick:
         payload.setdefault("cluster_runs", []).append(stamped)

@@ -105,13 +105,13 @@ async def measure(base: Path, size: int, count: int, fsync: bool) -> dict[str, A
         by_kind: dict[str, list[float]] = defaultdict(list)
         for kind, s, e in tracer.spans:
             by_kind[kind].append(e - s)
-        fsync = []
+        durable: list[float] = []
         blocks = cluster.nodes["n1"].local.blocks
         for _ in range(20):
             data = os.urandom(size)
             t = time.perf_counter()
             blocks.write_sync(os.urandom(32).hex(), data)
-            fsync.append(time.perf_counter() - t)
+            durable.append(time.perf_counter() - t)
         return {
             "size": size,
             "put_p50_ms": round(statistics.median(latency) * 1000, 2),
@@ -120,7 +120,7 @@ async def measure(base: Path, size: int, count: int, fsync: bool) -> dict[str, A
             "call_p50_ms": {
                 k: round(statistics.median(v) * 1000, 2) for k, v in sorted(by_kind.items())
             },
-            "durable_block_write_p50_ms": round(statistics.median(fsync) * 1000, 2),
+            "durable_block_write_p50_ms": round(statistics.median(durable) * 1000, 2),
         }
     finally:
         await cluster.close()

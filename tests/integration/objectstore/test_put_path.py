@@ -6,6 +6,7 @@ read-back)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -69,7 +70,7 @@ async def settled(pred: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-DELAY = 0.5
+DELAY = 1.0
 ROUNDS = [
     # (object size, rounds of calls a PUT of a new key waits for)
     (100, 2),  # inline: read the key's row | write it
@@ -87,12 +88,16 @@ async def test_a_put_waits_for_two_rounds_of_calls(cluster: LoopbackCluster) -> 
     for size, want in ROUNDS:
         data = os.urandom(size)
         took = await slow.rounds(e.put("b", f"k{size}", body(data), content_type="x", user_meta={}))
-        # want delays plus the PUT's own work (under 0.8 of a delay, 400 ms, here)
-        assert want <= took < want + 0.8, (size, took)
+        # want delays plus the PUT's own work, three nodes' in one process (< 700 ms)
+        assert want <= took < want + 0.7, (size, took)
 
 
 def _refs(cluster: LoopbackCluster, h: str) -> list[int]:
     return [n.local.blocks.refcount(h) for n in cluster.nodes.values()]
+
+
+def _refs_are(cluster: LoopbackCluster, h: str, want: list[int]) -> bool:
+    return _refs(cluster, h) == want
 
 
 async def test_an_overwrite_releases_the_old_version_everywhere(cluster: LoopbackCluster) -> None:
@@ -127,7 +132,7 @@ async def test_concurrent_overwrites_leave_only_the_winner_referenced(
         winner = next(d for d in datas if len(d) == meta.size)
         for d in datas:
             want = [1, 1, 1] if d is winner else [0, 0, 0]
-            await settled(lambda d=d, want=want: _refs(cluster, block_hash(d)) == want)
+            await settled(functools.partial(_refs_are, cluster, block_hash(d), want))
 
 
 async def test_a_get_of_a_small_object_waits_for_one_round(cluster: LoopbackCluster) -> None:

@@ -12,7 +12,7 @@ MINE = Entry(200, "n1", b"mine")
 LATER = Entry(300, "n3", b"later")
 GONE = Entry(120, "n2", None)  # a tombstone: nothing to release
 
-CASES = [
+CASES: list[tuple[Entry | None, list[tuple[Entry | None, Entry]], bool, list[Entry]]] = [
     # (prev read, replies (before, after), lost, superseded)
     (None, [(None, MINE), (None, MINE)], False, []),  # a new key
     (OLD, [(OLD, MINE), (OLD, MINE)], False, [OLD]),  # a plain overwrite
