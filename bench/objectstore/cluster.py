@@ -93,9 +93,25 @@ def s3_up(endpoint: str, key: Any) -> bool:
         return False
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU the processes used so far."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        t = psutil.Process(pid).cpu_times()
+        total += t.user + t.system
+    return total
+
+
 async def throughput(
-    targets: list[Target], put_only: frozenset[str] = frozenset()
+    targets: list[Target],
+    put_only: frozenset[str] = frozenset(),
+    pids: dict[str, list[int]] | None = None,
 ) -> dict[str, dict[str, list[float]]]:
+    """Rounds of every workload on every target; with ``pids`` (the processes serving a
+    target), also the CPU they spent per MiB of 1 MiB PUTs."""
+    pids = pids or {}
     out: dict[str, dict[str, list[float]]] = {t.name: {} for t in targets}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
         for rnd in range(ROUNDS):
@@ -106,8 +122,13 @@ async def throughput(
                 bodies = [os.urandom(MIB) for _ in keys]
                 for method in methods:
                     urls = [t.url(method, k) for k in keys]
+                    procs = pids.get(t.name, [])
+                    cpu = cpu_seconds(procs)
                     elapsed, _ = await run(session, method, urls, bodies, 4)
                     out[t.name].setdefault(f"{method} 1MiB MiB/s", []).append(16 / elapsed)
+                    if procs and method == "PUT":
+                        per_mib = (cpu_seconds(procs) - cpu) * 1000 / 16
+                        out[t.name].setdefault("PUT 1MiB cpu ms/MiB", []).append(per_mib)
                 keys = [f"r{rnd}-4k-{i}" for i in range(60)]
                 bodies = [os.urandom(4096) for _ in keys]
                 for method in methods:
@@ -273,7 +294,8 @@ def export(ref: str, dest: Path) -> str:
 
 def ideal(tmp: Path, procs: list[Any]) -> Target:
     """The network-bound ideal of an R=3 PUT (``servers.run_fanout``): a gateway that
-    forwards each body to two mutual-TLS sinks and stores nothing."""
+    forwards each body to two mutual-TLS sinks and stores nothing; its three processes are
+    appended to ``procs``."""
     tls = tmp / "tls"
     tls.mkdir()
     make_tls(tls, ["sink1", "sink2", "gateway"])
@@ -337,8 +359,15 @@ def main() -> None:
             base = Target("baseline", port1, "", "")
             one = Target("store R=1", port2, kid, secret)
             fan = ideal(tmp, procs)
+            pids = {
+                IDEAL: [p.pid for p in procs[-3:] if p.pid is not None],
+                "store R=1": [p2.pid] if p2.pid is not None else [],
+                targets[0].name: [a.proc.pid for a in cluster.agents if a.proc is not None],
+            }
+            if args.compare:
+                pids[targets[1].name] = [a.proc.pid for a in old.agents if a.proc is not None]
             load_before = os.getloadavg()
-            raw = asyncio.run(throughput([base, one, fan, *targets], frozenset({IDEAL})))
+            raw = asyncio.run(throughput([base, one, fan, *targets], frozenset({IDEAL}), pids))
             rtt = asyncio.run(round_trip(base))
             load_mid = os.getloadavg()
             for c in clusters[1:]:
