@@ -426,7 +426,13 @@ def main() -> None:
     payload: dict[str, Any] = (
         json.loads(out.read_text()) if out.exists() else {"suite": "objectstore"}
     )
-    stamped = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **section}
+    root = Path(__file__).resolve().parents[2]
+    code = subprocess.run(
+        ["git", "-C", str(root), "describe", "--always", "--dirty"],
+        capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    stamped = {"when": when, "code": code, **section}
     if args.quick:
         payload.setdefault("cluster_runs", []).append(stamped)
     else:
