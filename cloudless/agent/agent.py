@@ -27,6 +27,7 @@ from pathlib import Path
 
 import grpc
 
+from cloudless.agent import volume_quota
 from cloudless.agent.facts import detect_facts
 from cloudless.agent.identity import AgentIdentity, channel_options, enroll
 from cloudless.agent.link import AssignmentFile, Link, Sample
@@ -92,6 +93,9 @@ class AgentConfig:
     leave_deadline_s: float = 300.0
     # Leave when on battery at or below this percentage (``agent.power``); 0: never.
     leave_below_battery_pct: float = 0.0
+    # Hold volumes with a size hint to it (loop-mounted ext4 images, where this node can:
+    # ``agent.volume_quota``); False only reports their usage against it.
+    volume_quota: bool = True
 
 
 LEAVE_FILE = "leave.json"  # written by ``cloudless agent leave`` before it signals the agent
@@ -222,12 +226,20 @@ class Agent:
             if self.config.workload_identity
             else None
         )
+        volume_store = (
+            volume_quota.volume_store()
+            if self.config.volume_quota
+            else volume_quota.PlainVolumes("quotas are off on this agent (--no-volume-quota)")
+        )
+        if volume_store.unsupported:
+            log.info("volume size hints are reported, not enforced: %s", volume_store.unsupported)
         self.supervisor = Supervisor(
             self.runtime,
             self.clock,
             lambda: link_ref[0].on_change() if link_ref else None,
             advertise=self.config.address,
             volumes_root=self.config.data_dir / "volumes",
+            volume_store=volume_store,
             secrets_root=self.config.data_dir / "secrets",  # a tmpfs, mounted on first use
             network=self.network,
             identities=self.identities,

@@ -520,6 +520,14 @@ def agent(
         str,
         typer.Option(metavar="PREFIX", help="Name prefix of the containers' network namespaces."),
     ] = "cl-",
+    volume_quota: Annotated[
+        bool,
+        typer.Option(
+            "--volume-quota/--no-volume-quota",
+            help="Hold each volume with a size hint to it (a loop-mounted ext4 image; needs "
+            "root and e2fsprogs). Off, or where it cannot, usage is only reported.",
+        ),
+    ] = True,
     storage: Annotated[
         str | None,
         typer.Option(
@@ -583,6 +591,7 @@ def agent(
         leave_deadline=leave_deadline,
         leave_below_battery=leave_below_battery,
     )
+    config.volume_quota = volume_quota
     if storage is not None:
         config.storage = storage_config(
             config, storage, storage_listen, s3_listen, storage_replication, storage_grace

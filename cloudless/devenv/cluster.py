@@ -47,6 +47,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from cloudless.agent.volume_quota import unmount_images
 from cloudless.cli.client import Client, ClientConfig
 from cloudless.devenv import _proc
 from cloudless.devenv.containerd import PrivateContainerd, containerd_available, remove_cgroups
@@ -544,6 +545,8 @@ class NetnsCluster:
         # etcd members run in sessions of their own: the namespace sweep kills them
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.lab.teardown)
+        with contextlib.suppress(Exception):  # volume images the agents left mounted
+            await unmount_images(self.work)
         for m in self.mounts:
             await asyncio.to_thread(subprocess.run, ["umount", "-l", str(m)], check=False)
         remove_cgroups(f"/cloudless/{self.namespace}")

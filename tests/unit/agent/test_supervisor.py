@@ -309,3 +309,38 @@ async def test_image_pull_secret_is_used_for_the_pull_and_refreshed_values_retri
         await settle(clock, 1.1)
         assert state(sup, "w") is ReplicaState.RUNNING
         assert [c.id for c in await rt.list_containers()] == ["w"]
+
+
+async def test_the_restart_count_goes_on_across_an_agent_restart() -> None:
+    """Each restart makes a new container labelled with the count so far; a restarted agent
+    adopts the container and counts on from its label instead of from 0."""
+    clock = FakeClock()
+    host = FakeHost()
+    behaviour = FakeBehavior(run_for=1.0, exit_code=3)
+    a = assigned("a", backoff_base_s=2.0)
+    rt = FakeRuntime(clock, default=behaviour, host=host)
+    async with running(rt, clock) as sup:
+        sup.assign([a])
+        # exits at 1, restarted at 3 (backoff 2 s); exits at 4, restarted at 8 (4 s)
+        await settle(clock, 8.3)
+        assert state(sup, "a") is ReplicaState.RUNNING
+        assert sup.workers["a"].status.restarts == 2
+    assert host.containers["a"].spec.labels["cloudless.restarts"] == "2"
+    rt2 = FakeRuntime(clock, default=behaviour, host=host)
+    async with running(rt2, clock, [a]) as sup2:
+        st = sup2.workers["a"].status
+        assert (st.state, st.restarts) == (ReplicaState.RUNNING, 2)  # adopted, not 0
+        # exits at 9.3 - 0.3 = 9, restarted after 2 * 2**2 = 8 s: the third restart
+        await settle(clock, 9.0)
+        assert (st.state, st.restarts) == (ReplicaState.RUNNING, 3)
+        assert host.containers["a"].spec.labels["cloudless.restarts"] == "3"
+
+
+async def test_a_first_container_has_no_restart_label() -> None:
+    clock = FakeClock()
+    host = FakeHost()
+    async with running(FakeRuntime(clock, host=host), clock) as sup:
+        sup.assign([assigned("a")])
+        await settle(clock)
+        assert "cloudless.restarts" not in host.containers["a"].spec.labels
+        assert sup.workers["a"].status.restarts == 0
