@@ -30,8 +30,8 @@ async def prepare(
     """Make the replica's volumes ready (``store.prepare``: created if missing, a new directory
     owned by the agent's user, mode 0755) and return their bind mounts and each volume's
     quota text (``Enforcement.text``) by name."""
-    out = []
-    quota = {}
+    out: list[BindMount] = []
+    quota: dict[str, str] = {}
     for v in spec.volumes:
         d = volume_dir(root, workload, replica_id, v.name)
         quota[v.name] = (await store.prepare(d, v.size_bytes)).text()

@@ -51,6 +51,7 @@ from cloudless.store.protocol import Store
 from cloudless.store.table import Record, Table
 from cloudless.store.tables.config import CONFIG
 from cloudless.store.tables.secrets import CONFIGS, GENERATION, SECRETS
+from cloudless.store.types import TxnOp
 
 Emit = Callable[..., Awaitable[None]]
 
@@ -163,7 +164,7 @@ class SecretsApi:
             return
         mine = await self.configs.get(name)
         compares = [self.table.unchanged(name, rec.mod_revision)]
-        ops = [self.table.delete_op(name)]
+        ops: list[TxnOp] = [self.table.delete_op(name)]
         if mine is None:
             compares.append(self.configs.unchanged(name, 0))
             ops.append(self.configs.put_op(name, rec.value))
