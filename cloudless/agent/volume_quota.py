@@ -8,10 +8,11 @@ replica's volumes (``drop``). Two implementations:
   directory (``nodev,nosuid``). A write past it fails inside the container with ENOSPC. ext4
   keeps a few percent of the image for its own metadata and journal, so a little less than the
   hint is usable; the image is sparse, so the host's disk is used only as data is written.
-  A larger hint grows the image (online ``resize2fs``) the next time the replica starts; a
-  smaller one keeps it (ext4 cannot shrink mounted, and shrinking could lose data). It needs
-  root, ``/dev/loop-control``, ``losetup``, ``mount`` and ``mkfs.ext4``/``resize2fs``
-  (e2fsprogs); ``image_support`` says which is missing.
+  A larger hint grows the image the next time the replica starts, before its container does:
+  unmounted, checked (``e2fsck``) and resized (``resize2fs``) offline, which needs no more
+  than root (an online resize also needs CAP_SYS_RESOURCE, which container hosts often drop);
+  a smaller one keeps it (shrinking could lose data). It needs root, ``/dev/loop-control``,
+  ``losetup``, ``mount`` and e2fsprogs; ``image_support`` says which is missing.
 - ``PlainVolumes`` keeps a plain directory and enforces nothing: usage is reported against
   the hint. It is the fallback, with the reason in the volume's quota text.
 
@@ -45,7 +46,8 @@ REPORT = "report"  # not enforced: usage reported against the hint
 IMAGE_SUFFIX = ".ext4"
 MIN_IMAGE_BYTES = 4 << 20  # smaller hints get an image this big (ext4 needs room for itself)
 MOUNT_OPTIONS = "nodev,nosuid"
-TOOLS = ("losetup", "mount", "umount", "mkfs.ext4", "resize2fs")
+TOOLS = ("losetup", "mount", "umount", "mkfs.ext4", "e2fsck", "resize2fs")
+DETACH_WAIT_S = 5.0  # the kernel clears an auto-clear loop device asynchronously
 COMMAND_TIMEOUT_S = 60.0
 
 
@@ -203,7 +205,7 @@ def image_support() -> str | None:
     return None
 
 
-async def _run(*argv: str) -> str:
+async def _run(*argv: str, ok: tuple[int, ...] = (0,)) -> str:
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -213,7 +215,7 @@ async def _run(*argv: str) -> str:
         proc.kill()
         await proc.wait()
         raise CloudlessError(f"{argv[0]} did not finish in {COMMAND_TIMEOUT_S:.0f} s") from None
-    if proc.returncode != 0:
+    if proc.returncode not in ok:
         text = (err or out).decode(errors="replace").strip()
         raise CloudlessError(f"{' '.join(argv)}: {text or f'exit code {proc.returncode}'}")
     return out.decode(errors="replace")
@@ -258,10 +260,13 @@ class ImageVolumes:
                 lost = volume_dir / "lost+found"  # keep a new volume empty, as a directory is
                 await asyncio.to_thread(shutil.rmtree, lost, True)
             elif d.action is Action.MOUNT_IMAGE:
+                if d.size_bytes:
+                    if mounted:
+                        await _run("umount", str(volume_dir))  # fails while a container uses it
+                    await self._grow(img, d.size_bytes)
+                    mounted = False
                 if not mounted:
                     await self._mount(img, volume_dir)
-                if d.size_bytes:
-                    await self._grow(img, d.size_bytes)
             return d.enforcement
 
     async def _create(self, img: Path, size: int) -> None:
@@ -288,11 +293,17 @@ class ImageVolumes:
             await _run("mount", "-o", f"loop,{MOUNT_OPTIONS}", str(img), str(volume_dir))
 
     async def _grow(self, img: Path, size: int) -> None:
+        """Grow the unmounted image's file system to ``size`` bytes, offline."""
+        for _ in range(int(DETACH_WAIT_S / 0.05)):
+            if not await self._device(img):
+                break
+            await asyncio.sleep(0.05)  # the kernel's detach sends no event to wait on
+        else:
+            raise CloudlessError(f"{img} is still in use (a loop device holds it); not grown")
+        # resize2fs wants a checked file system; e2fsck's 1 is "errors corrected"
+        await _run("e2fsck", "-f", "-p", str(img), ok=(0, 1))
         await asyncio.to_thread(_sparse, img, size)
-        dev = await self._device(img)
-        if dev:
-            await _run("losetup", "-c", dev)
-            await _run("resize2fs", dev)
+        await _run("resize2fs", str(img))
 
     async def drop(self, replica_dir: Path) -> None:
         for point in mounts_under(replica_dir):

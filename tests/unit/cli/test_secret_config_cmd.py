@@ -41,7 +41,7 @@ def rec(monkeypatch: pytest.MonkeyPatch) -> Recorder:
 def run(*args: str) -> Any:
     app = typer.Typer()
     secrets_cmd.register(app)
-    return CliRunner().invoke(app, list(args))
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "300"})
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,7 @@ def run(*args: str) -> Any:
 def test_list_and_delete_for_both_kinds(rec: Recorder, kind: str, cells: list[str]) -> None:
     out = run(kind, "list")
     assert out.exit_code == 0, out.output
-    assert out.stdout.split("\n")[1].split() == cells
+    assert out.stdout.splitlines()[2].split() == cells  # header, rule, then the row
     listed = run(kind, "list", "-o", "json")
     assert json.loads(listed.stdout)[f"{kind}s"][0]["name"] == "app"
     deleted = run(kind, "delete", "app")
