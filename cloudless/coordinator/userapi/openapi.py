@@ -55,7 +55,7 @@ ROUTES: tuple[Route, ...] = (
         m.NodeView,
         body=m.DrainRequest,
     ),
-    Route("get", "/v1/volumes", "Persistent volumes: node, mount, size, usage", JSON),
+    Route("get", "/v1/volumes", "Persistent volumes: node, mount, size, usage, quota mode", JSON),
     Route("get", "/v1/secrets", "Secrets: names, sizes, generations (never values)", JSON),
     Route("post", "/v1/secrets", "Create or update a secret", JSON, status=201),
     Route("delete", "/v1/secrets/{name}", "Delete a secret", JSON),
