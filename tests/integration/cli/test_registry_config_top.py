@@ -210,14 +210,11 @@ async def test_private_pull_with_image_pull_secret(tmp_path: Path) -> None:
             as_config = json.loads(web_spec(image, "regcred"))
             as_config["configs"].append({"name": "plain", "path": "/etc/web/plain"})
             bad = await cli("apply", "-f", "-", config=cfg, stdin=json.dumps(as_config))
-            assert (
-                bad.exit_code != 0
-                and (
-                    "spec.configs[1].name: config 'plain' does not exist (there is a secret of that "
-                    "name: refer to it under secrets)"
-                )
-                in bad.output
-            ), bad.output
+            why = (
+                "spec.configs[1].name: config 'plain' does not exist "
+                "(there is a secret of that name: refer to it under secrets)"
+            )
+            assert bad.exit_code != 0 and why in bad.output, bad.output
 
             # Its live usage reaches `cloudless top` with the heartbeats (a sample per interval).
             deadline = time.monotonic() + 30
@@ -232,8 +229,8 @@ async def test_private_pull_with_image_pull_secret(tmp_path: Path) -> None:
             assert rows[0]["memory_limit_bytes"] == 16 << 20 and rows[0]["net_rx_bps"] == -1
             nodes = json.loads((await cli("top", "nodes", "-o", "json", config=cfg)).stdout)
             assert [(n["name"], n["replicas"]) for n in nodes["nodes"]] == [("box", 1)]
-            for args in (("top", "replicas", "--sort", "memory"), ("top", "nodes")):
-                shown = await cli(*args, config=cfg)
+            for top_args in (("top", "replicas", "--sort", "memory"), ("top", "nodes")):
+                shown = await cli(*top_args, config=cfg)
                 assert shown.exit_code == 0 and "box" in shown.output, shown.output
 
             listed = json.loads((await cli("secret", "list", "-o", "json", config=cfg)).stdout)
