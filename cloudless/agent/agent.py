@@ -34,6 +34,7 @@ from cloudless.agent.link import AssignmentFile, Link, Sample
 from cloudless.agent.monitor import ResourceMonitor
 from cloudless.agent.network import AgentNetwork
 from cloudless.agent.power import read_battery, watch_battery
+from cloudless.agent.restart_ledger import RestartLedger
 from cloudless.agent.supervisor import Supervisor
 from cloudless.agent.telemetry import AgentTelemetry, agent_tls_context
 from cloudless.agent.usage import UsageSampler
@@ -243,6 +244,7 @@ class Agent:
             secrets_root=self.config.data_dir / "secrets",  # a tmpfs, mounted on first use
             network=self.network,
             identities=self.identities,
+            ledger=RestartLedger(self.config.data_dir),
         )
         usage = UsageSampler(self.runtime, self.clock, lambda: self.link_interval())
         self.link = Link(

@@ -12,7 +12,8 @@ liveness check stops the container and counts as a failed exit for the restart p
 
 Container ids are replica ids. A container whose ``cloudless.spec-version`` label differs from
 the assignment's is replaced; one that matches is adopted (agent restart), and the replica's
-restart count goes on from the one the container was made with (``cloudless.restarts``).
+restart count goes on from the one the container was made with (``cloudless.restarts``), or,
+with no container (between a failed start and the next), from the agent's ``RestartLedger``.
 
 With container networking (``network``, an ``agent.network.ContainerNetworking``) a replica
 gets its own namespace and address before it is created, keeps them across restarts of its
@@ -49,6 +50,7 @@ from cloudless.agent.health.probes import Prober
 from cloudless.agent.health.runner import HealthRunner
 from cloudless.agent.network import ContainerNetworking, NetAttachment
 from cloudless.agent.ports import PortAllocator
+from cloudless.agent.restart_ledger import RestartLedger
 from cloudless.agent.volume_quota import PlainVolumes, VolumeStore
 from cloudless.agent.workload_identity import WorkloadIdentities
 from cloudless.lib.clock import Clock
@@ -104,6 +106,7 @@ class ReplicaWorker:
     network: ContainerNetworking | None = None
     identities: WorkloadIdentities | None = None
     volume_store: VolumeStore = field(default_factory=PlainVolumes)
+    ledger: RestartLedger | None = None
     host_ports: dict[int, int] = field(default_factory=dict)
     net: NetAttachment | None = None
     status: LocalStatus = field(init=False)
@@ -113,6 +116,15 @@ class ReplicaWorker:
     def __post_init__(self) -> None:
         a = self.assigned
         self.status = LocalStatus(a.replica_id, a.workload, a.spec_version)
+        if self.ledger is not None:  # a container, if adopted, says it instead
+            self.status.restarts = self.ledger.get(a.replica_id, a.spec_version)
+
+    def _count_restart(self) -> None:
+        self.status.restarts += 1
+        CONTAINER_RESTARTS.inc()
+        if self.ledger is not None:
+            a = self.assigned
+            self.ledger.record(a.replica_id, a.spec_version, self.status.restarts)
 
     def _set(
         self,
@@ -153,8 +165,7 @@ class ReplicaWorker:
                     if not policy.should_restart(1, self.status.restarts):
                         return
                     await self.clock.sleep(policy.delay(self.status.restarts))
-                    self.status.restarts += 1
-                    CONTAINER_RESTARTS.inc()
+                    self._count_restart()
                     continue
             unhealthy: str | None = None
             if current.state is ContainerState.RUNNING:
@@ -178,8 +189,7 @@ class ReplicaWorker:
             if not policy.should_restart(code, self.status.restarts):
                 return
             await self.clock.sleep(policy.delay(self.status.restarts))
-            self.status.restarts += 1
-            CONTAINER_RESTARTS.inc()
+            self._count_restart()
             await self._remove_quietly()
             current = None
 
@@ -414,7 +424,9 @@ class Supervisor:
         secrets_root: Path | None = None,
         network: ContainerNetworking | None = None,
         identities: WorkloadIdentities | None = None,
+        ledger: RestartLedger | None = None,
     ):
+        self.ledger = ledger
         self.network = network
         self.volumes_root = volumes_root
         self.volume_store = volume_store or PlainVolumes()
@@ -541,6 +553,7 @@ class Supervisor:
                     self.network,
                     self.identities,
                     self.volume_store,
+                    self.ledger,
                 )
                 self.workers[rid] = w
                 w.task = self._tg.create_task(self._guard(w))
@@ -582,6 +595,8 @@ class Supervisor:
     def _stop_worker(self, w: ReplicaWorker) -> None:
         if w.task is not None:
             w.task.cancel()
+        if self.ledger is not None:  # gone from this node, or another version: counts anew
+            self.ledger.forget(w.assigned.replica_id)
         self._start_removal(w)
 
     def _start_removal(self, w: ReplicaWorker) -> None:

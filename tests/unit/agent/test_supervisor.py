@@ -348,3 +348,42 @@ async def test_a_first_container_has_no_restart_label() -> None:
         await settle(clock)
         assert "cloudless.restarts" not in host.containers["a"].spec.labels
         assert sup.workers["a"].status.restarts == 0
+
+
+async def test_a_restart_count_without_a_container_outlives_the_agent(tmp_path: object) -> None:
+    """Between failed starts there is no container to carry the count: the ledger in the
+    agent's data directory does, for the replica's spec version."""
+    from pathlib import Path
+
+    from cloudless.agent.restart_ledger import RestartLedger
+
+    data = Path(str(tmp_path))
+    clock = FakeClock()
+    host = FakeHost()
+    failing = FakeBehavior(start_error="exec format error")
+    a = assigned("a", backoff_base_s=2.0)
+    rt = FakeRuntime(clock, default=failing, host=host)
+    sup = Supervisor(rt, clock, lambda: None, ledger=RestartLedger(data))
+    async with asyncio.TaskGroup() as tg:
+        t1, t2 = tg.create_task(rt.run()), tg.create_task(sup.run([a]))
+        # fails at 0, retried after 2 s (1), fails, retried after 4 s (2) at about 6
+        await settle(clock, 6.5)
+        assert sup.workers["a"].status.restarts == 2
+        assert "a" not in host.containers  # nothing carries the count but the ledger
+        t1.cancel()
+        t2.cancel()
+    rt2 = FakeRuntime(clock, default=failing, host=host)
+    sup2 = Supervisor(rt2, clock, lambda: None, ledger=RestartLedger(data))
+    async with asyncio.TaskGroup() as tg:
+        t1, t2 = tg.create_task(rt2.run()), tg.create_task(sup2.run([a]))
+        await settle(clock)
+        assert sup2.workers["a"].status.restarts == 2  # not 0
+        await settle(clock, 8.5)  # the next failure, retried after 2 * 2**2 = 8 s
+        assert sup2.workers["a"].status.restarts == 3
+        # another version of the replica counts from 0; removing the replica forgets it
+        assert RestartLedger(data).get("a", 2) == 0 and RestartLedger(data).get("a", 1) == 3
+        sup2.assign([])
+        await settle(clock)
+        assert RestartLedger(data).get("a", 1) == 0
+        t1.cancel()
+        t2.cancel()
