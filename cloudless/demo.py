@@ -18,7 +18,7 @@
    name ``kv:8080``; a value written through the web tier is read back through it after the
    kv container is killed (SIGKILL: restarted by its policy, its data on a volume) and after
    the kv node's agent restarts (it adopts the running containers);
-5. everything is torn down and checked to leave nothing behind; exit 0 only if every step
+6. everything is torn down and checked to leave nothing behind; exit 0 only if every step
    succeeded.
 
 Every process is a real one: ``cloudless coordinator`` and ``cloudless agent`` run as separate
@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import hashlib
 import os
 import secrets
 import shutil
@@ -55,6 +56,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "hello.yaml"
 WEBAPP = ROOT / "examples" / "webapp.yaml"
 ZONES = ("zone-a", "zone-b", "zone-c")
+STEPS = 6
+BUCKET = "demo"
 console = Console(highlight=False)
 
 
@@ -63,7 +66,7 @@ class DemoFailed(CloudlessError):
 
 
 def step(n: int, text: str) -> None:
-    console.print(f"\n[bold cyan][{n}/5][/] [bold]{text}[/]")
+    console.print(f"\n[bold cyan][{n}/{STEPS}][/] [bold]{text}[/]")
 
 
 def preflight() -> None:
@@ -153,7 +156,8 @@ def running(client: Client) -> list[dict[str, Any]]:
 def demo_cluster(work: Path, devices: int, progress: Callable[[str], None]) -> NetnsCluster:
     """The demo's cluster (also ``cloudless dev up``): one coordinator host and ``devices``
     agent hosts, each in a network namespace with its own address, each agent with its own
-    containerd; a private registry with busybox; the product's own key sizes and costs."""
+    containerd and an object-store node in its zone (R=3, or the number of devices if
+    fewer); a private registry with busybox; the product's own key sizes and costs."""
     return NetnsCluster(
         work,
         coordinators=1,
@@ -169,6 +173,7 @@ def demo_cluster(work: Path, devices: int, progress: Callable[[str], None]) -> N
         progress=progress,
         network="on",
         nat_agents=1 if devices > 1 else 0,
+        storage="48Mi",  # within each device's 64 MiB data tmpfs
     )
 
 
@@ -195,7 +200,7 @@ class Demo:
             console.print(t)
             return await self.scenario(client, nodes)
         finally:
-            step(5, "tear down")
+            step(STEPS, "tear down")
             await c.close()
             left = c.leftovers()
             if left:
@@ -224,8 +229,9 @@ class Demo:
             )
             console.print(f"  GET http://{r['endpoint']}/ (from {here.name}) -> {body!r}")
         await self.start_client(client, nodes)
+        store = await self.object_store(nodes)
 
-        step(3, "a device dies: every process in its namespace is killed")
+        step(4, "a device dies: every process in its namespace is killed")
         victim = reps[0]
         vnode = nodes[victim["node_id"]]
         i = c.node_ids.index(vnode["id"])
@@ -267,14 +273,33 @@ class Demo:
             )
             console.print(f"  GET http://{r['endpoint']}/ (from {alive.name}) -> {body!r}")
         await self.show_client(client, nodes, exclude=victim["id"])
+        await store.survive(i)
         await self.webapp(client, nodes, alive)
         return took
+
+    async def object_store(self, nodes: dict[str, dict[str, Any]]) -> DemoStore:
+        """Step 3: the store's first layout, a key and a bucket made with ``cloudless s3``,
+        an object put and read back through boto3."""
+        c = self.cluster
+        step(3, "the object store: a storage node on each device, R=3 over three zones")
+        lines = await wait_until("the store's first layout", functools.partial(first_layout, c), 90)
+        for line in lines:
+            console.print(f"  {line}", markup=False)
+        out = await asyncio.to_thread(s3_cli, c, "key", "create", "demo")
+        key_id = out.split("access key id:")[1].split()[0]
+        secret = out.split("secret access key:")[1].split()[0]
+        console.print(f"  $ cloudless s3 key create demo -> access key id {key_id}")
+        out = await asyncio.to_thread(s3_cli, c, "bucket", "create", BUCKET, "--owner", key_id)
+        console.print(f"  $ cloudless s3 bucket create {BUCKET} --owner {key_id} -> {out.strip()}")
+        store = DemoStore(c, key_id, secret)
+        await store.put_and_get(0, "hello.txt", b"hello from the Cloudless object store\n" * 4)
+        return store
 
     async def webapp(self, client: Client, nodes: dict[str, dict[str, Any]], here: Host) -> None:
         """Step 4: the two-tier example; its data outlives a kill of the database container
         and a restart of its node's agent."""
         c = self.cluster
-        step(4, "apply examples/webapp.yaml: a web tier that reaches its kv tier by name")
+        step(5, "apply examples/webapp.yaml: a web tier that reaches its kv tier by name")
         password = secrets.token_urlsafe(18)
         secret = {"name": "kv-pass", "data": b64(password.encode()), "type": "opaque"}
         await asyncio.to_thread(client.call, "POST", "/v1/secrets", secret)
@@ -396,6 +421,104 @@ class Demo:
         )
 
 
+def first_layout(c: NetnsCluster) -> list[str] | None:
+    """``cloudless s3 status`` once the layout puts every partition on each of the (up to 3)
+    devices, else None."""
+    lines = s3_cli(c, "status").splitlines()
+    held = [x for x in lines if "256 partitions" in x]
+    return lines if len(held) == min(3, c.n_agents) else None
+
+
+def s3_cli(c: NetnsCluster, *args: str) -> str:
+    """Run ``cloudless s3 ARGS`` as the admin (the API, no etcd credentials); its output."""
+    cmd = [sys.executable, "-m", "cloudless", "s3", *args, "--config", str(c.admin_config)]
+    env = {**os.environ, "COLUMNS": "200"}
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    if p.returncode != 0:
+        raise DemoFailed(f"cloudless s3 {' '.join(args)}: {(p.stdout + p.stderr).strip()}")
+    return p.stdout
+
+
+class DemoStore:
+    """The demo's S3 client side: boto3 against the devices' S3 endpoints, every object it
+    wrote kept with its SHA-256 to check what comes back."""
+
+    def __init__(self, c: NetnsCluster, key_id: str, secret: str) -> None:
+        self.c, self.key_id, self.secret = c, key_id, secret
+        self.written: dict[str, str] = {}
+
+    def client(self, i: int) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.c.s3_endpoint(i),
+            aws_access_key_id=self.key_id,
+            aws_secret_access_key=self.secret,
+            region_name="cloudless",
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 1},
+                connect_timeout=3,
+                read_timeout=20,
+            ),
+        )
+
+    def _ready(self, i: int) -> bool:
+        try:
+            self.client(i).head_bucket(Bucket=BUCKET)
+            return True
+        except Exception:
+            return False
+
+    def _put(self, i: int, name: str, data: bytes) -> float:
+        t0 = time.monotonic()
+        self.client(i).put_object(Bucket=BUCKET, Key=name, Body=data)
+        self.written[name] = hashlib.sha256(data).hexdigest()
+        return time.monotonic() - t0
+
+    def _check(self, i: int, name: str) -> str:
+        got = self.client(i).get_object(Bucket=BUCKET, Key=name)["Body"].read()
+        digest = hashlib.sha256(got).hexdigest()
+        if digest != self.written[name]:
+            raise DemoFailed(f"s3://{BUCKET}/{name} read back from device {i + 1} is corrupt")
+        return digest
+
+    async def put_and_get(self, i: int, name: str, data: bytes) -> None:
+        url = self.c.s3_endpoint(i)
+        await wait_until(f"the S3 API at {url} to accept the key", lambda: self._ready(i), 60)
+        took = await asyncio.to_thread(self._put, i, name, data)
+        console.print(
+            f"  boto3 put_object s3://{BUCKET}/{name} ({len(data)} bytes) via {url}: "
+            f"acknowledged in {took * 1000:.0f} ms"
+        )
+        j = (i + 1) % self.c.n_agents
+        digest = await asyncio.to_thread(self._check, j, name)
+        console.print(
+            f"  boto3 get_object via {self.c.s3_endpoint(j)}: sha256 {digest[:16]}… matches"
+        )
+
+    async def survive(self, dead: int) -> None:
+        """After device ``dead`` died: every object reads back hash-identical from a surviving
+        device, and a new write is acknowledged (2 of 3 replicas) and reads back."""
+        alive = [i for i in range(self.c.n_agents) if i != dead]
+        for name in list(self.written):
+            digest = await asyncio.to_thread(self._check, alive[0], name)
+            console.print(
+                f"  with device-{dead + 1}'s storage node dead: s3://{BUCKET}/{name} read via "
+                f"{self.c.s3_endpoint(alive[0])}, sha256 {digest[:16]}… matches"
+            )
+        data = os.urandom(1 << 20)  # one block
+        took = await asyncio.to_thread(self._put, alive[-1], "after-the-death.bin", data)
+        await asyncio.to_thread(self._check, alive[0], "after-the-death.bin")
+        console.print(
+            f"  a new 1 MiB object written via {self.c.s3_endpoint(alive[-1])}: acknowledged "
+            f"by 2 of 3 replicas in {took * 1000:.0f} ms, read back (hash-checked) via "
+            f"{self.c.s3_endpoint(alive[0])}"
+        )
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -451,7 +574,8 @@ def main() -> int:
         return 130
     console.print(
         f"\n[bold green]demo passed[/]: a lost device's replica ran elsewhere after {took:.2f}s;"
-        " the web app's data outlived a kill of its database and an agent restart"
+        " the object store served and took writes without it; the web app's data outlived a"
+        " kill of its database and an agent restart"
     )
     shutil.rmtree(work, ignore_errors=True)
     return 0
