@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import threading
 import time
@@ -27,6 +28,7 @@ import pytest
 from botocore.config import Config
 
 from cloudless.devenv.netns import NetnsLab, free_subnet, netns_unavailable_reason
+from cloudless.lib.errors import CloudlessError
 from cloudless.lib.net import free_port
 from cloudless.objectstore.procs import AgentProc, StoreCluster, wait_for
 
@@ -110,17 +112,18 @@ def sha(data: bytes) -> str:
 
 def ready(cluster: NetnsStoreCluster) -> Any:
     """The four nodes in one layout, a key and bucket made through the API, every S3 API up."""
-    lines = wait_for(
-        lambda: (
-            (x := cluster.api("GET", "/v1/s3/status")["lines"])
-            and sum("partitions" in line and "synced" in line for line in x) == 4
-            and not any("staged:" in line for line in x)
-            and x
-        ),
-        "a layout of the four nodes",
-        240,
-    )
-    assert any("replication 3" in line for line in lines), lines
+
+    def settled() -> list[str] | None:
+        """Status lines once the four nodes are in one live layout version, nothing staged."""
+        try:
+            x: list[str] = cluster.api("GET", "/v1/s3/status")["lines"]
+        except CloudlessError:
+            return None
+        held = sum("partitions" in line and "synced" in line for line in x)
+        one = any(re.match(r"layout version \d+, replication 3, live versions \d+$", y) for y in x)
+        return x if held == 4 and one and not any("staged:" in y for y in x) else None
+
+    wait_for(settled, "one layout version holding the four nodes", 240)
     key = cluster.create_key("zones")
     cluster.create_bucket(BUCKET, key.key_id)
     for a in cluster.agents:
