@@ -104,6 +104,8 @@ def reveal(box: SecretBox, key: str, raw: bytes) -> bytes:
     except CloudlessError as e:
         log.warning("access key %s is not revealed to a node: %s", key, e)
         return raw
+
+
 BUCKETS = TableSpec("s3-buckets", DataclassCodec(Bucket, kind="s3_bucket"))
 
 
