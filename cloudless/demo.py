@@ -48,7 +48,7 @@ from rich.table import Table
 from cloudless.cli.actions import split_documents
 from cloudless.cli.client import Client
 from cloudless.demo_store import BUCKET, DemoStore, first_layout, s3_cli
-from cloudless.devenv.cluster import NetnsCluster, wait_until
+from cloudless.devenv.cluster import STORE_S3_PORT, NetnsCluster, wait_until
 from cloudless.devenv.netns import Host
 from cloudless.lib.errors import CloudlessError
 
@@ -228,7 +228,7 @@ class Demo:
             )
             console.print(f"  GET http://{r['endpoint']}/ (from {here.name}) -> {body!r}")
         await self.start_client(client, nodes)
-        store = await self.object_store(nodes)
+        store = await self.object_store(client, nodes)
 
         step(4, "a device dies: every process in its namespace is killed")
         victim = reps[0]
@@ -276,9 +276,10 @@ class Demo:
         await self.webapp(client, nodes, alive)
         return took
 
-    async def object_store(self, nodes: dict[str, dict[str, Any]]) -> DemoStore:
+    async def object_store(self, client: Client, nodes: dict[str, dict[str, Any]]) -> DemoStore:
         """Step 3: the store's first layout, a key and a bucket made with ``cloudless s3``,
-        an object put and read back through boto3."""
+        an object put and read back through boto3, then fetched by a workload from
+        ``s3.cloudless`` (its own device's S3 API) with a presigned URL."""
         c = self.cluster
         step(3, "the object store: a storage node on each device, R=3 over three zones")
         lines = await wait_until("the store's first layout", functools.partial(first_layout, c), 90)
@@ -291,7 +292,27 @@ class Demo:
         out = await asyncio.to_thread(s3_cli, c, "bucket", "create", BUCKET, "--owner", key_id)
         console.print(f"  $ cloudless s3 bucket create {BUCKET} --owner {key_id} -> {out.strip()}")
         store = DemoStore(c, key_id, secret, lambda line: console.print(f"  {line}"))
-        await store.put_and_get(0, "hello.txt", b"hello from the Cloudless object store\n" * 4)
+        await store.put_and_get(0, "hello.txt", (GREETING + "\n").encode() * 4)
+        url = store.presigned("hello.txt", f"http://s3.cloudless:{STORE_S3_PORT}")
+        spec = S3_READER.replace("IMAGE", c.image).replace("URL", url)
+        await asyncio.to_thread(client.apply, spec.encode())
+        rid, node = await wait_until(
+            "the s3-reader workload running",
+            functools.partial(running_replica, client, "s3-reader"),
+            60,
+        )
+        await wait_until(
+            f"{rid} to fetch the object from s3.cloudless",
+            lambda: GREETING in client_says(client, rid),
+            60,
+        )
+        where = nodes.get(node, {}).get("name", "?")
+        console.print(
+            f"  workload s3-reader ({rid} on {where}) fetched it by name: GET "
+            f"http://s3.cloudless:{STORE_S3_PORT}/{BUCKET}/hello.txt?X-Amz-Signature=… "
+            f"-> {GREETING!r}"
+        )
+        await asyncio.to_thread(client.call, "DELETE", "/v1/workloads/s3-reader")
         return store
 
     async def webapp(self, client: Client, nodes: dict[str, dict[str, Any]], here: Host) -> None:
@@ -420,6 +441,26 @@ class Demo:
         )
 
 
+GREETING = "hello from the Cloudless object store"
+# a workload reaching its own device's S3 API by name (``s3.cloudless``, answered by the
+# device's DNS with its gateway address) through a presigned URL
+S3_READER = """
+name: s3-reader
+image: IMAGE
+command: [sh, -c, "while true; do busybox timeout 5 busybox wget -qO- 'URL' ||
+  echo no answer; busybox sleep 2; done"]
+resources: {cpu: 50m, memory: 16Mi}
+"""
+
+
+def running_replica(client: Client, workload: str) -> tuple[str, str] | None:
+    """(replica id, node id) of a running replica of ``workload``, if one runs."""
+    for r in client.workload(workload)["replicas"]:
+        if r["observed"] == "running" and r["desired"] == "running":
+            return str(r["id"]), str(r["node_id"])
+    return None
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -457,10 +498,7 @@ def webapp_table(client: Client, nodes: dict[str, dict[str, Any]]) -> Table:
 
 def client_at(client: Client) -> tuple[str, str] | None:
     """(replica id, node id) of the running client replica, if one runs."""
-    for r in client.workload("client")["replicas"]:
-        if r["observed"] == "running" and r["desired"] == "running":
-            return str(r["id"]), str(r["node_id"])
-    return None
+    return running_replica(client, "client")
 
 
 def main() -> int:

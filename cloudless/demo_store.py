@@ -69,6 +69,25 @@ class DemoStore:
             ),
         )
 
+    def presigned(self, name: str, endpoint: str, expires: int = 3600) -> str:
+        """A presigned GET of ``name`` for clients that reach the store at ``endpoint``
+        (signed for that host; nothing is sent)."""
+        import boto3
+        from botocore.config import Config
+
+        c = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=self.key_id,
+            aws_secret_access_key=self.secret,
+            region_name="cloudless",
+            config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"),
+        )
+        url: str = c.generate_presigned_url(
+            "get_object", Params={"Bucket": BUCKET, "Key": name}, ExpiresIn=expires
+        )
+        return url
+
     def _ready(self, i: int) -> bool:
         try:
             self.client(i).head_bucket(Bucket=BUCKET)
