@@ -62,7 +62,8 @@ class Bucket:
 
 # v2 added ``sealed``: a v1 record reads unchanged (plaintext secret, empty ``sealed``)
 KEYS = TableSpec(
-    "s3-keys", DataclassCodec(AccessKey, kind="s3_access_key", version=2, migrations={1: dict})
+    "s3-keys",
+    DataclassCodec(AccessKey, kind="s3_access_key", version=2, migrations={1: lambda d: d}),
 )
 KEYS_PREFIX = KEYS.prefix
 
