@@ -52,8 +52,8 @@ class DemoStore:
         self.written: dict[str, str] = {}
 
     def client(self, i: int) -> Any:
-        import boto3
-        from botocore.config import Config
+        import boto3  # type: ignore[import-untyped]
+        from botocore.config import Config  # type: ignore[import-untyped]
 
         return boto3.client(
             "s3",
@@ -72,8 +72,8 @@ class DemoStore:
     def presigned(self, name: str, endpoint: str, expires: int = 3600) -> str:
         """A presigned GET of ``name`` for clients that reach the store at ``endpoint``
         (signed for that host; nothing is sent)."""
-        import boto3
-        from botocore.config import Config
+        import boto3  # type: ignore[import-untyped]
+        from botocore.config import Config  # type: ignore[import-untyped]
 
         c = boto3.client(
             "s3",

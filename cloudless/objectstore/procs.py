@@ -3,7 +3,7 @@ coordinator`` process (embedded etcd) and N ``cloudless agent --runtime fake --s
 processes, each on its own ports and data dir. For integration tests and benchmarks.
 
 ``kill(i)`` is ``kill -9`` of agent ``i`` (its data stays on disk); ``start(i)`` brings it
-back with the identity it enrolled with. ``api(method, path, body)`` calls the coordinator's
+back with the identity it enrolled with. ``call_api(method, path, body)`` calls the coordinator's
 user API as the admin (``cloudless s3`` does the same: keys, buckets, status); ``etcd()``
 opens the coordinator's etcd to read the layout and registry directly.
 """
@@ -148,7 +148,7 @@ class StoreCluster:
     def start_agent(self, i: int) -> None:
         self.agents[i].proc = self._spawn(self.agents[i])
 
-    def api(self, method: str, path: str, body: Any = None) -> Any:
+    def call_api(self, method: str, path: str, body: Any = None) -> Any:
         from cloudless.cli.client import Client, ClientConfig
 
         return Client(ClientConfig.load(self.config), timeout=15).call(method, path, body)
@@ -157,11 +157,11 @@ class StoreCluster:
         """A new access key through the API (stored sealed), with its secret."""
         from cloudless.objectstore.s3.iam import AccessKey
 
-        k = self.api("POST", "/v1/s3/keys", {"name": name})
+        k = self.call_api("POST", "/v1/s3/keys", {"name": name})
         return AccessKey(k["key_id"], k["secret"], k["name"], k["created"])
 
     def create_bucket(self, name: str, owner: str) -> None:
-        self.api("POST", "/v1/s3/buckets", {"name": name, "owner": owner})
+        self.call_api("POST", "/v1/s3/buckets", {"name": name, "owner": owner})
 
     def etcd(self) -> Any:
         from cloudless.cli.store_cmd import tls_files

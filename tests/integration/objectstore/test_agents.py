@@ -108,7 +108,7 @@ def test_agents_run_a_replicated_store(cluster: StoreCluster) -> None:
     cluster.create_bucket(BUCKET, key.key_id)
     for a in (a1, a2, a3):
         wait_for(lambda a=a: s3_up(a.s3, key), f"{a.name}'s S3 API", 90)
-    status = "\n".join(cluster.api("GET", "/v1/s3/status")["lines"])
+    status = "\n".join(cluster.call_api("GET", "/v1/s3/status")["lines"])
     assert "3 registered object-store nodes" in status and a1.s3 in status
 
     objects: dict[str, bytes] = {}

@@ -13,6 +13,7 @@ bridge, in three zones (z1: two nodes, z2, z3), R=3 (one copy per zone).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -23,9 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
+import boto3  # type: ignore[import-untyped]
 import pytest
-from botocore.config import Config
+from botocore.config import Config  # type: ignore[import-untyped]
 
 from cloudless.devenv.netns import NetnsLab, free_subnet, netns_unavailable_reason
 from cloudless.lib.errors import CloudlessError
@@ -76,7 +77,8 @@ def cluster(tmp_path: Path) -> Iterator[NetnsStoreCluster]:
     lab.setup()
     c = NetnsStoreCluster(tmp_path, ["z1", "z2", "z3", "z1"], lab)
     try:
-        yield c.start()
+        c.start()
+        yield c
     finally:
         c.close()
         lab.teardown()
@@ -116,7 +118,7 @@ def ready(cluster: NetnsStoreCluster) -> Any:
     def settled() -> list[str] | None:
         """Status lines once the four nodes are in one live layout version, nothing staged."""
         try:
-            x: list[str] = cluster.api("GET", "/v1/s3/status")["lines"]
+            x: list[str] = cluster.call_api("GET", "/v1/s3/status")["lines"]
         except CloudlessError:
             return None
         held = sum("partitions" in line and "synced" in line for line in x)
@@ -127,7 +129,7 @@ def ready(cluster: NetnsStoreCluster) -> Any:
     key = cluster.create_key("zones")
     cluster.create_bucket(BUCKET, key.key_id)
     for a in cluster.agents:
-        wait_for(lambda a=a: answers(a.s3, key), f"{a.name}'s S3 API at {a.s3}", 120)
+        wait_for(functools.partial(answers, a.s3, key), f"{a.name}'s S3 API at {a.s3}", 120)
     return key
 
 
@@ -159,7 +161,7 @@ def test_a_zone_cut_off_loses_no_acknowledged_write(cluster: NetnsStoreCluster) 
     cluster.heal(0)
     cluster.heal(3)
     for a in cluster.agents:
-        wait_for(lambda a=a: answers(a.s3, key), f"{a.name} reachable again", 60)
+        wait_for(functools.partial(answers, a.s3, key), f"{a.name} reachable again", 60)
     for a in cluster.agents:
         c = s3(a.s3, key)
         for name, digest in acked.items():
