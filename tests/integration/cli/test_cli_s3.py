@@ -77,6 +77,13 @@ def test_keys_buckets_permissions_and_roles(cluster: Cluster, tmp_path: Path) ->
     r = run(vic, "s3", "bucket", "list")
     assert "cli-bucket" in r.stdout
     run(vic, "s3", "key", "list", ok=False)  # key ids are not the viewer's to see
+    entries = json.loads(run(admin, "audit", "-o", "json").stdout)["entries"]
+    s3keys = [
+        (e["user"].rsplit("/", 1)[-1], e["verb"], e["allowed"])
+        for e in entries
+        if e["resource"] == "s3keys"
+    ]
+    assert ("admin", "create", True) in s3keys and ("vic", "create", False) in s3keys, s3keys
 
     run(admin, "s3", "key", "delete", bob)
     keys = json.loads(run(admin, "s3", "key", "list", "-o", "json").stdout)["keys"]
