@@ -4,37 +4,21 @@ while no leader is known."""
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from cloudless.coordinator.state.cluster import ClusterState
 from cloudless.coordinator.userapi.app import UserApi
-from cloudless.lib.clock import FakeClock
-from cloudless.store.memory import MemoryStore
+from tests.unit.coordinator.route_api import route_only_api
 
 
 def follower(leader: str | None) -> UserApi:
-    none: Any = None
-    allowed: Any = SimpleNamespace(
+    allowed = SimpleNamespace(
         authorize=lambda cert, expected_kind: SimpleNamespace(
             allowed=True, identity=SimpleNamespace(name="admin", kind="user"), code="", reason=""
         )
     )
-    return UserApi(
-        state=ClusterState(MemoryStore(clock=FakeClock(0.0))),
-        fence=lambda: None,  # type: ignore[arg-type,return-value]
-        recorder=SimpleNamespace(emit=None),  # type: ignore[arg-type]
-        ca=SimpleNamespace(secrets_key=lambda generation: b"k" * 32),  # type: ignore[arg-type]
-        tokens=none,
-        authorizer=allowed,
-        revocations=none,
-        clock=FakeClock(0.0),
-        is_leader=lambda: False,
-        leader_api=lambda: leader,
-        agent_endpoints=list,
-    )
+    return route_only_api(authorizer=allowed, is_leader=False, leader_api=leader)
 
 
 @pytest.mark.parametrize(
