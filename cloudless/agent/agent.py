@@ -99,6 +99,14 @@ class AgentConfig:
     volume_quota: bool = True
 
 
+def s3_local_name(storage: StorageConfig | None) -> tuple[str, ...]:
+    """``("s3",)`` when this agent serves S3 on every address of the device (the default
+    ``--s3-listen 0.0.0.0:3900``): its containers then reach it as ``s3.cloudless``."""
+    if storage is None or storage.s3_host not in ("0.0.0.0", "::", ""):
+        return ()
+    return ("s3",)
+
+
 LEAVE_FILE = "leave.json"  # written by ``cloudless agent leave`` before it signals the agent
 PID_FILE = "agent.pid"
 
@@ -212,6 +220,7 @@ class Agent:
                 clock=self.clock,
                 live_containers=self._live_containers,
                 netns_prefix=self.config.netns_prefix,
+                local_names=s3_local_name(self.config.storage),
             )
             # the persisted network first: adopted and restarted replicas wait for it
             self.network.update(assignments.load_network())
