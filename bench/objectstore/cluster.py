@@ -324,9 +324,13 @@ def start_cluster(base: Path, source: Path | None) -> tuple[Any, Any]:
     )
     cluster.start()
     wait_for(lambda: history(cluster).current, "the first layout", 180)
-    clock = SystemClock()
-    key = etcd_call(cluster, lambda s: admin.create_key(s, clock, "bench"))
-    etcd_call(cluster, lambda s: admin.create_bucket(s, clock, "bench", key.key_id))
+    if source is None:  # through the API: the key stored sealed, opened for the nodes
+        key = cluster.create_key("bench")
+        cluster.create_bucket("bench", key.key_id)
+    else:  # an older commit's coordinator: keys and buckets written to etcd as it expects
+        clock = SystemClock()
+        key = etcd_call(cluster, lambda s: admin.create_key(s, clock, "bench"))
+        etcd_call(cluster, lambda s: admin.create_bucket(s, clock, "bench", key.key_id))
     for a in cluster.agents:
         wait_for(functools.partial(s3_up, a.s3, key), f"{a.name}'s S3 API", 120)
     return cluster, key
