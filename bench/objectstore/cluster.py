@@ -311,11 +311,35 @@ def ideal(tmp: Path, procs: list[Any]) -> Target:
     return Target(IDEAL, port, "", "")
 
 
+def old_cli_key(cluster: Any, source: Path) -> Any:
+    """A key and the bucket ``bench`` made by ``source``'s own ``cloudless s3`` commands
+    (which wrote to etcd directly before the user API took them over)."""
+    from types import SimpleNamespace
+
+    from cloudless.objectstore.procs import CLI
+
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    where = ["--data-dir", str(cluster.base / "c"), "--endpoint", f"127.0.0.1:{cluster.etcd_port}"]
+
+    def run(*args: str) -> str:
+        return subprocess.run(
+            [*CLI, "s3", *args, *where], cwd=source, env=env, check=True,
+            capture_output=True, text=True,
+        ).stdout  # fmt: skip
+
+    lines = dict(
+        line.split(":", 1) for line in run("key", "create", "bench").splitlines() if ":" in line
+    )
+    key = SimpleNamespace(
+        key_id=lines["access key id"].strip(), secret=lines["secret access key"].strip()
+    )
+    run("bucket", "create", "bench", "--owner", key.key_id)
+    return key
+
+
 def start_cluster(base: Path, source: Path | None) -> tuple[Any, Any]:
     """A coordinator and three storage agents (R=3, zones z1-z3), a key and the bucket
     ``bench``; returns (cluster, key)."""
-    from cloudless.lib.clock import SystemClock
-    from cloudless.objectstore import admin
     from cloudless.objectstore.procs import StoreCluster, wait_for
 
     base.mkdir(parents=True, exist_ok=True)
@@ -327,10 +351,8 @@ def start_cluster(base: Path, source: Path | None) -> tuple[Any, Any]:
     if source is None:  # through the API: the key stored sealed, opened for the nodes
         key = cluster.create_key("bench")
         cluster.create_bucket("bench", key.key_id)
-    else:  # an older commit's coordinator: keys and buckets written to etcd as it expects
-        clock = SystemClock()
-        key = etcd_call(cluster, lambda s: admin.create_key(s, clock, "bench"))
-        etcd_call(cluster, lambda s: admin.create_bucket(s, clock, "bench", key.key_id))
+    else:  # an older commit: its own `cloudless s3` writes the key as its agents read it
+        key = old_cli_key(cluster, source)
     for a in cluster.agents:
         wait_for(functools.partial(s3_up, a.s3, key), f"{a.name}'s S3 API", 120)
     return cluster, key
