@@ -12,7 +12,7 @@ liveness check stops the container and counts as a failed exit for the restart p
 
 Container ids are replica ids. A container whose ``cloudless.spec-version`` label differs from
 the assignment's is replaced; one that matches is adopted (agent restart), and the replica's
-restart count goes on from the one the container was made with (``cloudless.restarts``), or,
+restart count goes on from the one the container was made with (its label 'cloudless.restarts'), or,
 with no container (between a failed start and the next), from the agent's ``RestartLedger``.
 
 With container networking (``network``, an ``agent.network.ContainerNetworking``) a replica
