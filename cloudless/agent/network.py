@@ -47,6 +47,7 @@ from cloudless.network.nebula_config import NebulaSettings, render_config
 from cloudless.network.netpolicy_device import render_inputs
 from cloudless.network.netpolicy_nft import render_compiled
 from cloudless.network.nft_apply import NftApplier, NftPolicyTable, PolicyTable
+from cloudless.network.service_updates import StaleServicesUpdate, apply_update
 from cloudless.network.wire import DeviceConfig
 
 log = logging.getLogger("cloudless.agent.network")
@@ -189,6 +190,22 @@ class AgentNetwork:
         if self.state == "off" and self.prerequisite() is None:
             self._set("waiting", "bringing the device network up")
         self._wake.set()
+
+    def update_services(self, update: pb.NetworkServicesUpdate) -> pb.NetworkConfig | None:
+        """A change to the service table of the latest config: the patched config (the loop
+        applies it), or None when it does not apply to the table held (logged; the
+        coordinator sends the whole config whenever a device's table is not the update's
+        base, so the next one repairs it)."""
+        if self._desired is None:
+            log.warning("a service table change arrived before any network config; ignored")
+            return None
+        try:
+            patched = apply_update(self._desired, update)
+        except StaleServicesUpdate as e:
+            log.warning("%s", e)
+            return None
+        self.update(patched)
+        return patched
 
     def describe(self) -> str:
         """``up``, or ``<state>: <reason>`` (what the agent reports with its heartbeats)."""

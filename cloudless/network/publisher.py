@@ -5,8 +5,10 @@ As leader, it watches the device and service records (``state.py``) and keeps, p
 when it builds a node's set): the node's slot, the plan, its Nebula certificate (issued once
 per node and slot by the cluster's Nebula CA, re-issued when the slot changes), the
 lighthouses, the blocklist (certificates of nodes that no longer hold a slot) and the whole
-service table, and the node's network-policy chains (``netpolicy_device.device_chains`` over
-the stored policies and the running replicas). Nodes whose message changed are re-pushed
+service table (numbered by ``services_revision``), and the node's network-policy chains
+(``netpolicy_device.device_chains`` over the stored policies and the running replicas). Nodes
+whose message changed only in the service table get the services that changed
+(``push_services``, see ``service_updates``); other changes re-push the node's whole message
 (``repush``): a policy applied or deleted, or a replica coming or going, re-pushes exactly the
 nodes whose policy table changes. A node without a slot
 yet gets a message that says so (``slot = -1``), so its agent waits instead of starting
@@ -37,8 +39,9 @@ from cloudless.network.netpolicy_device import (
     device_chains,
     endpoints,
 )
+from cloudless.network.service_updates import by_key, table_update
 from cloudless.network.state import DEVICES, list_services, stored_policies
-from cloudless.network.wire import NebulaIdentity, network_config
+from cloudless.network.wire import NebulaIdentity, network_config, service_to_pb
 from cloudless.store.fence import Fence
 from cloudless.store.protocol import Store
 from cloudless.store.tables import ROOT
@@ -58,6 +61,7 @@ class NetworkPublisher:
         ca: NebulaCA | None = None,
         lighthouses: Mapping[str, Sequence[str]] | None = None,
         period: float = 10.0,
+        push_services: Callable[[pb.NetworkServicesUpdate, Iterable[str]], None] | None = None,
     ) -> None:
         self.store = store
         self.state = ClusterState(store)
@@ -68,7 +72,12 @@ class NetworkPublisher:
         self.ca = ca
         self.lighthouses = dict(lighthouses or {})
         self.period = period
+        self.push_services = push_services
         self.configs: dict[str, pb.NetworkConfig] = {}
+        self.services_revision = 0  # of the service table, counted by this publisher
+        self._table: dict[str, pb.NetworkService] = {}
+        self._bases: dict[str, pb.NetworkConfig] = {}  # each node's message without services
+        self._identities: dict[str, tuple[int, NebulaIdentity | None]] = {}
         self.problem = ""
         self._wake = asyncio.Event()
 
@@ -106,31 +115,51 @@ class NetworkPublisher:
             await self.clock.sleep(0.05)  # one round for a burst of endpoint changes
 
     async def refresh(self) -> list[str]:
-        """Rebuild every node's message; re-push and return the nodes whose message changed."""
+        """Rebuild every node's message; push and return the nodes whose message changed.
+
+        A node whose message changed only in its service table gets the services that changed
+        (``push_services``, when the hub offers it); any other change re-pushes the node's whole
+        message (``repush``)."""
         devices = {r.name: r.value.slot for r in (await DEVICES.bind(self.store).list()).records}
-        services = [r.service() for r in await list_services(self.store)]
+        table = by_key(service_to_pb(r.service()) for r in await list_services(self.store))
+        update = None
+        if table != self._table:
+            rev = self.services_revision + 1
+            update = table_update(self._table, table, self.services_revision, rev)
+            self._table, self.services_revision = table, rev
+        ordered = [table[k] for k in sorted(table, key=lambda k: tuple(k.split("/", 1)))]
         blocklist = await self._blocklist(set(devices))
         policies, cluster = await self._policy_inputs()
+        bases: dict[str, pb.NetworkConfig] = {}
         new: dict[str, pb.NetworkConfig] = {}
         for node_id, slot in sorted(devices.items()):
             ident = await self._identity(node_id, self.plan.addresses(slot))
-            new[node_id] = network_config(
+            base = network_config(
                 self.plan_config,
                 slot,
-                services,
+                (),
                 nebula=ident,
                 lighthouses=self.lighthouses,
                 blocklist=blocklist,
             )
-            new[node_id].policy_chains.extend(
-                chains_to_pb(device_chains(policies, cluster, node_id))
-            )
+            base.policy_chains.extend(chains_to_pb(device_chains(policies, cluster, node_id)))
+            bases[node_id] = base
+            msg = new[node_id] = pb.NetworkConfig()
+            msg.CopyFrom(base)
+            msg.services.extend(ordered)
+            msg.services_revision = self.services_revision
         changed = [
             n for n in sorted(set(new) | set(self.configs)) if new.get(n) != self.configs.get(n)
         ]
-        self.configs = new
-        if changed:
-            self.repush(changed)
+        whole = [n for n in changed if bases.get(n) != self._bases.get(n)]
+        self.configs, self._bases = new, bases
+        if update is not None and self.push_services is not None:
+            if services_only := [n for n in changed if n not in set(whole)]:
+                self.push_services(update, services_only)
+        else:
+            whole = changed
+        if whole:
+            self.repush(whole)
         return changed
 
     async def _policy_inputs(self) -> tuple[list[NetworkPolicy], list[PlacedEndpoint]]:
@@ -165,6 +194,9 @@ class NetworkPublisher:
     async def _identity(self, node_id: str, addrs: DeviceAddresses) -> NebulaIdentity | None:
         if self.ca is None:
             return None
+        cached = self._identities.get(node_id)
+        if cached is not None and cached[0] == addrs.slot:
+            return cached[1]
         d = self._issued(node_id)
         try:
             have = await asyncio.to_thread(_read_identity, d, self.ca.crt, addrs.slot)
@@ -179,6 +211,8 @@ class NetworkPublisher:
             self.problem = f"node {node_id}: no Nebula certificate: {e}"
             log.warning("%s", self.problem)
             return None
+        if have is not None:
+            self._identities[node_id] = (addrs.slot, have)
         return have
 
     async def _blocklist(self, holders: set[str]) -> list[str]:
