@@ -17,7 +17,14 @@ from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.network.addressing import AddressPlan, AddressPlanConfig, DeviceAddresses
 from cloudless.network.errors import NetworkConfigError
 from cloudless.network.netpolicy_device import Chain, chains_from_pb
-from cloudless.network.services import Endpoint, Service, ServiceKey, ServicePort, ServiceSpec
+from cloudless.network.services import (
+    BALANCE,
+    Endpoint,
+    Service,
+    ServiceKey,
+    ServicePort,
+    ServiceSpec,
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,10 @@ def service_from_pb(m: pb.NetworkService, where: str) -> Service:
         )
     except ValueError as e:
         raise NetworkConfigError(f"{where}: {e}") from None
+    if m.balance and m.balance not in BALANCE:
+        raise NetworkConfigError(
+            f"{where}.balance: {m.balance!r} is not one of {', '.join(BALANCE)}"
+        )
     spec = ServiceSpec(
         ServiceKey(m.namespace, m.name),
         tuple(ServicePort(p.port, p.protocol or "tcp", p.name) for p in m.ports),

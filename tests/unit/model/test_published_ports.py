@@ -27,7 +27,9 @@ GOOD = [
 
 
 @pytest.mark.parametrize(("ports", "want_ports", "want_published"), GOOD)
-def test_accepted(ports: list[Any], want_ports: tuple[int, ...], want_published: tuple[()]) -> None:
+def test_accepted(
+    ports: list[Any], want_ports: tuple[int, ...], want_published: tuple[PublishedPort, ...]
+) -> None:
     s = parse_workload({**BASE, "ports": ports})
     assert (s.ports, s.published) == (want_ports, want_published)
     assert parse_workload(workload_to_dict(s)) == s  # the stored form reads back the same

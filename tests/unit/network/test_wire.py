@@ -49,6 +49,8 @@ def _bad(**kw: object) -> pb.NetworkConfig:
     for k, v in kw.items():
         if k == "vip":
             msg.services[0].vip = str(v)
+        elif k == "balance":
+            msg.services[0].balance = str(v)
         elif k == "lighthouse":
             msg.lighthouses[0].overlay_ip = str(v)
         else:
@@ -63,6 +65,7 @@ BAD = [
     ({"container_cidr": "10.42.0.0/33"}, ["network.container_cidr"]),
     ({"service_cidr": "10.42.0.0/16"}, ["overlaps"]),
     ({"vip": "10.43.0.300"}, ["network.services[0]"]),
+    ({"balance": "round-robin"}, ["network.services[0].balance: 'round-robin' is not one of"]),
     ({"lighthouse": "lh"}, ["network.lighthouses[0].overlay_ip"]),
 ]
 
