@@ -17,16 +17,17 @@ def host_ports(spec: WorkloadSpec) -> frozenset[int]:
     return frozenset(pp.host_port for pp in spec.published)
 
 
-def reason(ports: frozenset[int]) -> str:
-    return f"device port {', '.join(str(p) for p in sorted(ports))} already published there"
+def reason(spec: WorkloadSpec) -> str:
+    ports = sorted(host_ports(spec))
+    if len(ports) == 1:
+        return f"device port {ports[0]} already published there"
+    return f"one of device ports {', '.join(map(str, ports))} already published there"
 
 
-def _rivals(g: Group) -> list[tuple[str, frozenset[int]]]:
-    """Every workload (this one included, as it is being placed) sharing a device port with
-    ``g``, and the ports shared."""
-    mine = host_ports(g.spec)
-    specs = {**g.ws.specs, g.name: g.spec}
-    return [(n, both) for n, spec in specs.items() if (both := mine & host_ports(spec))]
+def rivals(specs: dict[str, WorkloadSpec], spec: WorkloadSpec) -> list[str]:
+    """Every workload (``spec``'s own included) publishing one of ``spec``'s device ports."""
+    mine = host_ports(spec)
+    return [n for n, s in {**specs, spec.name: spec}.items() if mine & host_ports(s)]
 
 
 class HostPortsFilter(Filter):
@@ -38,13 +39,9 @@ class HostPortsFilter(Filter):
 
     def check(self, g: Group, detail: bool) -> Checks:
         taken = np.zeros(g.snap.n, dtype=np.bool_)
-        clash: set[int] = set()
-        for name, both in _rivals(g):
-            here = g.ws.count(name) > 0
-            if here.any():
-                taken |= here
-                clash |= both
-        return [(reason(frozenset(clash) or host_ports(g.spec)), ~taken)]
+        for name in rivals(g.ws.specs, g.spec):
+            taken |= g.ws.count(name) > 0
+        return [(reason(g.spec), ~taken)]
 
     def check_at(self, g: Group, j: int) -> bool:
-        return all(g.ws.count(name)[j] == 0 for name, _ in _rivals(g))
+        return all(g.ws.count(name)[j] == 0 for name in rivals(g.ws.specs, g.spec))
