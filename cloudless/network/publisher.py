@@ -73,21 +73,36 @@ class NetworkPublisher:
         self.lighthouses = dict(lighthouses or {})
         self.period = period
         self.push_services = push_services
-        self.configs: dict[str, pb.NetworkConfig] = {}
         self.services_revision = 0  # of the service table, counted by this publisher
         self._table: dict[str, pb.NetworkService] = {}
+        self._ordered: list[pb.NetworkService] = []  # the table in message order
         self._bases: dict[str, pb.NetworkConfig] = {}  # each node's message without services
+        self._whole: dict[str, pb.NetworkConfig] = {}  # config_for's answers, built on demand
         self._identities: dict[str, tuple[int, NebulaIdentity | None]] = {}
         self.problem = ""
         self._wake = asyncio.Event()
 
     def config_for(self, node_id: str) -> pb.NetworkConfig:
-        got = self.configs.get(node_id)
-        if got is not None:
+        """The node's whole message: its own part with the current service table."""
+        got = self._whole.get(node_id)
+        if got is not None and got.services_revision == self.services_revision:
             return got
-        return network_config(
-            self.plan_config, None, (), nebula=None, lighthouses=self.lighthouses, reason=WAITING
-        )
+        base = self._bases.get(node_id)
+        if base is None:
+            return network_config(
+                self.plan_config,
+                None,
+                (),
+                nebula=None,
+                lighthouses=self.lighthouses,
+                reason=WAITING,
+            )
+        msg = pb.NetworkConfig()
+        msg.CopyFrom(base)
+        msg.services.extend(self._ordered)
+        msg.services_revision = self.services_revision
+        self._whole[node_id] = msg
+        return msg
 
     async def lead(self, fence: Fence) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -115,11 +130,12 @@ class NetworkPublisher:
             await self.clock.sleep(0.05)  # one round for a burst of endpoint changes
 
     async def refresh(self) -> list[str]:
-        """Rebuild every node's message; push and return the nodes whose message changed.
+        """Rebuild every node's own part and the service table; push and return the nodes whose
+        message changed.
 
-        A node whose message changed only in its service table gets the services that changed
+        When only the service table changed for a node it gets the services that changed
         (``push_services``, when the hub offers it); any other change re-pushes the node's whole
-        message (``repush``)."""
+        message (``repush``). The service table is built once per round, not per node."""
         devices = {r.name: r.value.slot for r in (await DEVICES.bind(self.store).list()).records}
         table = by_key(service_to_pb(r.service()) for r in await list_services(self.store))
         update = None
@@ -127,11 +143,10 @@ class NetworkPublisher:
             rev = self.services_revision + 1
             update = table_update(self._table, table, self.services_revision, rev)
             self._table, self.services_revision = table, rev
-        ordered = [table[k] for k in sorted(table, key=lambda k: tuple(k.split("/", 1)))]
+            self._ordered = [table[k] for k in sorted(table, key=lambda k: tuple(k.split("/", 1)))]
         blocklist = await self._blocklist(set(devices))
         policies, cluster = await self._policy_inputs()
         bases: dict[str, pb.NetworkConfig] = {}
-        new: dict[str, pb.NetworkConfig] = {}
         for node_id, slot in sorted(devices.items()):
             ident = await self._identity(node_id, self.plan.addresses(slot))
             base = network_config(
@@ -144,23 +159,21 @@ class NetworkPublisher:
             )
             base.policy_chains.extend(chains_to_pb(device_chains(policies, cluster, node_id)))
             bases[node_id] = base
-            msg = new[node_id] = pb.NetworkConfig()
-            msg.CopyFrom(base)
-            msg.services.extend(ordered)
-            msg.services_revision = self.services_revision
-        changed = [
-            n for n in sorted(set(new) | set(self.configs)) if new.get(n) != self.configs.get(n)
+        whole = [
+            n for n in sorted(set(bases) | set(self._bases)) if bases.get(n) != self._bases.get(n)
         ]
-        whole = [n for n in changed if bases.get(n) != self._bases.get(n)]
-        self.configs, self._bases = new, bases
-        if update is not None and self.push_services is not None:
-            if services_only := [n for n in changed if n not in set(whole)]:
-                self.push_services(update, services_only)
-        else:
-            whole = changed
+        services_only = sorted(set(bases) - set(whole)) if update is not None else []
+        self._bases = bases
+        for n in whole:
+            self._whole.pop(n, None)
+        if services_only and self.push_services is None:
+            whole, services_only = sorted(whole + services_only), []
+        if services_only:
+            assert update is not None and self.push_services is not None
+            self.push_services(update, services_only)
         if whole:
             self.repush(whole)
-        return changed
+        return sorted(whole + services_only)
 
     async def _policy_inputs(self) -> tuple[list[NetworkPolicy], list[PlacedEndpoint]]:
         policies, problems = await stored_policies(self.state.netpolicies)
