@@ -359,7 +359,11 @@ class FakeNftTable:
         self.document = document
         self.applied += 1
 
-    def _add_elements(self, m: _Model, n: int, ln: str, into: str, elems: list[str]) -> None:
+    def _add_elements(
+        self, m: _Model, n: int, ln: str, into: str, elems: list[str], *, command: bool = False
+    ) -> None:
+        """Elements of a table block may name chains defined later in it (checked at the end
+        of the document); an ``add element`` command needs the chain to exist already."""
         for e in elems:
             if into == "services":
                 key, _, chain = e.partition(" : goto ")
@@ -367,7 +371,7 @@ class FakeNftTable:
                     raise _refuse(n, ln, f"bad element {e!r}")
                 if m.mapped.get(key, chain) != chain:
                     raise _refuse(n, ln, "Device or resource busy")
-                if chain not in m.chains:
+                if command and chain not in m.chains:
                     raise _refuse(n, ln, f"no chain {chain}")
                 m.mapped[key] = chain
             elif into == "no_endpoints":
@@ -386,7 +390,7 @@ class FakeNftTable:
                 raise _refuse(n, ln, "syntax error")
             elems = [e.strip() for e in rest[2:-2].split(",")]
             if verb == "add":
-                self._add_elements(m, n, ln, name, elems)
+                self._add_elements(m, n, ln, name, elems, command=True)
                 return
             held: dict[str, str] | set[str] = m.mapped if name == "services" else m.empty
             for e in elems:
@@ -421,7 +425,7 @@ class FakeNftTable:
         self._m = _Model()
 
     async def programmed(self) -> Programmed:
-        out: Programmed = {key: [] for key in self._m.empty}
+        out: Programmed = {" ".join(key.split(" . ")): [] for key in self._m.empty}
         for key, chain in self._m.mapped.items():
             port = key.rsplit(" . ", 1)[1]
             ips: list[str] = []

@@ -336,7 +336,7 @@ class NetworkLighthouse(_message.Message):
     def __init__(self, overlay_ip: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class NetworkConfig(_message.Message):
-    __slots__ = ("slot", "overlay_cidr", "container_cidr", "container_prefix", "service_cidr", "nebula_ca", "nebula_cert", "nebula_key", "lighthouses", "services", "reason", "blocklist", "policy_chains")
+    __slots__ = ("slot", "overlay_cidr", "container_cidr", "container_prefix", "service_cidr", "nebula_ca", "nebula_cert", "nebula_key", "lighthouses", "services", "reason", "blocklist", "policy_chains", "services_revision")
     SLOT_FIELD_NUMBER: _ClassVar[int]
     OVERLAY_CIDR_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_CIDR_FIELD_NUMBER: _ClassVar[int]
@@ -350,6 +350,7 @@ class NetworkConfig(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     BLOCKLIST_FIELD_NUMBER: _ClassVar[int]
     POLICY_CHAINS_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_REVISION_FIELD_NUMBER: _ClassVar[int]
     slot: int
     overlay_cidr: str
     container_cidr: str
@@ -363,7 +364,20 @@ class NetworkConfig(_message.Message):
     reason: str
     blocklist: _containers.RepeatedScalarFieldContainer[str]
     policy_chains: _containers.RepeatedCompositeFieldContainer[NetworkPolicyChain]
-    def __init__(self, slot: _Optional[int] = ..., overlay_cidr: _Optional[str] = ..., container_cidr: _Optional[str] = ..., container_prefix: _Optional[int] = ..., service_cidr: _Optional[str] = ..., nebula_ca: _Optional[bytes] = ..., nebula_cert: _Optional[bytes] = ..., nebula_key: _Optional[bytes] = ..., lighthouses: _Optional[_Iterable[_Union[NetworkLighthouse, _Mapping]]] = ..., services: _Optional[_Iterable[_Union[NetworkService, _Mapping]]] = ..., reason: _Optional[str] = ..., blocklist: _Optional[_Iterable[str]] = ..., policy_chains: _Optional[_Iterable[_Union[NetworkPolicyChain, _Mapping]]] = ...) -> None: ...
+    services_revision: int
+    def __init__(self, slot: _Optional[int] = ..., overlay_cidr: _Optional[str] = ..., container_cidr: _Optional[str] = ..., container_prefix: _Optional[int] = ..., service_cidr: _Optional[str] = ..., nebula_ca: _Optional[bytes] = ..., nebula_cert: _Optional[bytes] = ..., nebula_key: _Optional[bytes] = ..., lighthouses: _Optional[_Iterable[_Union[NetworkLighthouse, _Mapping]]] = ..., services: _Optional[_Iterable[_Union[NetworkService, _Mapping]]] = ..., reason: _Optional[str] = ..., blocklist: _Optional[_Iterable[str]] = ..., policy_chains: _Optional[_Iterable[_Union[NetworkPolicyChain, _Mapping]]] = ..., services_revision: _Optional[int] = ...) -> None: ...
+
+class NetworkServicesUpdate(_message.Message):
+    __slots__ = ("base", "revision", "upserts", "removed")
+    BASE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    UPSERTS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    base: int
+    revision: int
+    upserts: _containers.RepeatedCompositeFieldContainer[NetworkService]
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, base: _Optional[int] = ..., revision: _Optional[int] = ..., upserts: _Optional[_Iterable[_Union[NetworkService, _Mapping]]] = ..., removed: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class NetworkPolicyChain(_message.Message):
     __slots__ = ("namespace", "workload", "addresses", "lines")
@@ -432,16 +446,18 @@ class Redirect(_message.Message):
     def __init__(self, leader_address: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class CoordinatorMessage(_message.Message):
-    __slots__ = ("ack", "assignments", "logs", "redirect")
+    __slots__ = ("ack", "assignments", "logs", "redirect", "services_update")
     ACK_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
     LOGS_FIELD_NUMBER: _ClassVar[int]
     REDIRECT_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_UPDATE_FIELD_NUMBER: _ClassVar[int]
     ack: HeartbeatAck
     assignments: Assignments
     logs: LogRequest
     redirect: Redirect
-    def __init__(self, ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., assignments: _Optional[_Union[Assignments, _Mapping]] = ..., logs: _Optional[_Union[LogRequest, _Mapping]] = ..., redirect: _Optional[_Union[Redirect, _Mapping]] = ...) -> None: ...
+    services_update: NetworkServicesUpdate
+    def __init__(self, ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., assignments: _Optional[_Union[Assignments, _Mapping]] = ..., logs: _Optional[_Union[LogRequest, _Mapping]] = ..., redirect: _Optional[_Union[Redirect, _Mapping]] = ..., services_update: _Optional[_Union[NetworkServicesUpdate, _Mapping]] = ...) -> None: ...
 
 class RenewRequest(_message.Message):
     __slots__ = ("csr_pem",)
