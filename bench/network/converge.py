@@ -73,9 +73,11 @@ class Hub:
     def __init__(self, devices: dict[str, Device]) -> None:
         self.devices = devices
         self.publisher: NetworkPublisher | None = None
+        self.pushed_at = 0.0  # when the publisher last handed messages over
 
     def repush(self, node_ids: Iterable[str]) -> None:
         assert self.publisher is not None
+        self.pushed_at = time.perf_counter()
         for n in node_ids:
             msg = pb.CoordinatorMessage(
                 assignments=pb.Assignments(network=self.publisher.config_for(n))
@@ -83,6 +85,7 @@ class Hub:
             self.devices[n].inbox.put_nowait(msg.SerializeToString())
 
     def push_services(self, update: pb.NetworkServicesUpdate, node_ids: Iterable[str]) -> None:
+        self.pushed_at = time.perf_counter()
         raw = pb.CoordinatorMessage(services_update=update).SerializeToString()
         for n in node_ids:
             self.devices[n].inbox.put_nowait(raw)
@@ -90,7 +93,7 @@ class Hub:
 
 async def _pipeline(
     mode: str, nss: Namespaces, devices_n: int, rounds: int
-) -> tuple[list[float], int]:
+) -> tuple[list[float], list[float], int]:
     plan_cfg = AddressPlanConfig()
     plan = plan_cfg.plan()
     store = MemoryStore(SystemClock())
@@ -120,6 +123,7 @@ async def _pipeline(
     )
     hub.publisher = pub
     times: list[float] = []
+    publisher_ms: list[float] = []
     async with asyncio.TaskGroup() as tg:
         tasks = [tg.create_task(d.run()) for d in devices.values()]
         lead = tg.create_task(pub.lead(NO_FENCE))
@@ -136,24 +140,27 @@ async def _pipeline(
             for d in devices.values():
                 await d.done.wait()
             times.append((time.perf_counter() - t0) * 1000)
+            publisher_ms.append((hub.pushed_at - t0) * 1000)
             await asyncio.sleep(0.2)  # let the publisher settle before the next change
         per_change = (sum(d.bytes_in for d in devices.values()) - bytes_before) / rounds
         lead.cancel()
         for t in tasks:
             t.cancel()
-    return times, round(per_change)
+    return times, publisher_ms, round(per_change)
 
 
 def measure(devices: int = 6, rounds: int = 15, repeats: int = 2) -> dict[str, Any]:
     out: dict[str, Any] = {"devices": devices, "services": 200, "endpoints_per_service": 3}
     runs: dict[str, list[float]] = {"whole": [], "delta": []}
+    pub_ms: dict[str, list[float]] = {"whole": [], "delta": []}
     wire: dict[str, int] = {}
     nss = Namespaces("c", base="cl14-")
     try:
         for rep in range(repeats):
             for mode in ("whole", "delta") if rep % 2 == 0 else ("delta", "whole"):
-                times, per_change = asyncio.run(_pipeline(mode, nss, devices, rounds))
+                times, publisher, per_change = asyncio.run(_pipeline(mode, nss, devices, rounds))
                 runs[mode] += times
+                pub_ms[mode] += publisher
                 wire[mode] = per_change
                 nss.close()
                 nss.created.clear()
@@ -165,6 +172,7 @@ def measure(devices: int = 6, rounds: int = 15, repeats: int = 2) -> dict[str, A
             "p95_ms": round(percentile(xs, 95), 1),
             "max_ms": round(max(xs), 1),
             "n": len(xs),
+            "store_write_to_publisher_push_p50_ms": round(percentile(pub_ms[mode], 50), 1),
             "bytes_to_all_devices_per_change": wire[mode],
         }
     out["whole_over_delta_p95"] = round(out["whole"]["p95_ms"] / out["delta"]["p95_ms"], 2)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import struct
@@ -60,10 +61,16 @@ class DnsServer:
         self._cache: dict[tuple[bytes, str | None], bytes] = {}
         self._cache_limit = CACHE_LIMIT if cache else 0
         self._tg: asyncio.TaskGroup | None = None
+        self._view: tuple[object, ...] | None = None  # what the index was built from
 
     def set_services(self, services: Iterable[Service]) -> None:
         """Answer from ``services`` from now on. Cached replies stay while the names answer as
         before (an endpoint moving in a service that has no per-replica names changes none)."""
+        services = tuple(services)
+        view = tuple(_named(s) for s in services)
+        if view == self._view:
+            return
+        self._view = view
         index = DnsIndex(services, self.index.zone, self.index.ttl)
         if index.same_answers(self.index):
             return
@@ -127,9 +134,9 @@ class DnsServer:
                 continue
             reply, request = self.answer_local(data, addr[0])
             if reply is not None:
-                _send(udp, _fit_udp(reply), addr)
+                _send(udp, _fit_udp(reply), addr=addr)
             elif request is not None:
-                self._spawn_forward(request, lambda r, a=addr: _send(udp, r, a))
+                self._spawn_forward(request, functools.partial(_send, udp, addr=addr))
 
     def answer_local(self, data: bytes, client_ip: str) -> tuple[bytes | None, DNSRecord | None]:
         """``(reply, None)`` when answered here (or unanswerable), ``(None, request)`` when the
@@ -231,7 +238,13 @@ def _fit_udp(reply: bytes) -> bytes:
     return bytes(r.pack())
 
 
-def _send(udp: socket.socket, reply: bytes, addr: tuple[str, int]) -> None:
+def _named(s: Service) -> object:
+    """What of a service its DNS names depend on (replica addresses only for stateful ones)."""
+    eps = tuple((e.replica, e.ip) for e in s.endpoints) if s.spec.stateful else ()
+    return (s.key, s.vip, s.spec.ports, s.spec.stateful, eps)
+
+
+def _send(udp: socket.socket, reply: bytes, *, addr: tuple[str, int]) -> None:
     """A reply the socket cannot take now is dropped, as UDP may (the client asks again)."""
     with contextlib.suppress(BlockingIOError, InterruptedError, OSError):
         udp.sendto(reply, addr)

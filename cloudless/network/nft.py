@@ -186,6 +186,8 @@ def render_delta(ctx: NftContext, before: Sequence[Service], after: Sequence[Ser
     add_mapped: list[str] = []
     add_empty: list[str] = []
     for vip in sorted(set(old) | set(new), key=_ip_order):
+        if old.get(vip) == new.get(vip):  # the same service renders the same
+            continue
         a, b = _Rendered.of(old.get(vip)), _Rendered.of(new.get(vip))
         if a == b:
             continue
@@ -258,7 +260,11 @@ def stale_conntrack(before: Iterable[Service], after: Iterable[Service]) -> list
             for e in s.endpoints
         }
 
-    was, now = pairs(before), pairs(after)
+    before, after = list(before), list(after)
+    old, new = {s.key: s for s in before}, {s.key: s for s in after}
+    # an unchanged service loses no endpoint (compared by key: equality, no hashing)
+    was = pairs(s for s in before if new.get(s.key) != s)
+    now = pairs(s for s in after if old.get(s.key) != s)
     gone = was - now
     left_entirely = {(v, e) for v, _, _, e in gone} - {(v, e) for v, _, _, e in now}
     out: list[list[str]] = [

@@ -40,8 +40,9 @@ from cloudless.network.netpolicy_device import (
     endpoints,
 )
 from cloudless.network.service_updates import by_key, table_update
-from cloudless.network.state import DEVICES, list_services, stored_policies
+from cloudless.network.state import DEVICES, SERVICES, stored_policies
 from cloudless.network.wire import NebulaIdentity, network_config, service_to_pb
+from cloudless.store.errors import DecodeError
 from cloudless.store.fence import Fence
 from cloudless.store.protocol import Store
 from cloudless.store.tables import ROOT
@@ -78,6 +79,7 @@ class NetworkPublisher:
         self._ordered: list[pb.NetworkService] = []  # the table in message order
         self._bases: dict[str, pb.NetworkConfig] = {}  # each node's message without services
         self._whole: dict[str, pb.NetworkConfig] = {}  # config_for's answers, built on demand
+        self._decoded: dict[str, tuple[int, pb.NetworkService]] = {}  # key -> (mod rev, wire)
         self._identities: dict[str, tuple[int, NebulaIdentity | None]] = {}
         self.problem = ""
         self._wake = asyncio.Event()
@@ -137,7 +139,7 @@ class NetworkPublisher:
         (``push_services``, when the hub offers it); any other change re-pushes the node's whole
         message (``repush``). The service table is built once per round, not per node."""
         devices = {r.name: r.value.slot for r in (await DEVICES.bind(self.store).list()).records}
-        table = by_key(service_to_pb(r.service()) for r in await list_services(self.store))
+        table = await self._service_table()
         update = None
         if table != self._table:
             rev = self.services_revision + 1
@@ -174,6 +176,25 @@ class NetworkPublisher:
         if whole:
             self.repush(whole)
         return sorted(whole + services_only)
+
+    async def _service_table(self) -> dict[str, pb.NetworkService]:
+        """The stored services in wire form; a record is decoded again only when it changed
+        (its ``mod_revision``), so a round with one changed service decodes one record."""
+        services = SERVICES.bind(self.store)
+        listing = await self.store.list(services.prefix)
+        decoded: dict[str, tuple[int, pb.NetworkService]] = {}
+        for kv in listing.kvs:
+            hit = self._decoded.get(kv.key)
+            if hit is None or hit[0] != kv.mod_revision:
+                try:
+                    rec = services.decode(kv)
+                except DecodeError as e:
+                    log.warning("ignoring a service record: %s", e)
+                    continue
+                hit = (kv.mod_revision, service_to_pb(rec.value.service()))
+            decoded[kv.key] = hit
+        self._decoded = decoded
+        return by_key(m for _, m in decoded.values())
 
     async def _policy_inputs(self) -> tuple[list[NetworkPolicy], list[PlacedEndpoint]]:
         policies, problems = await stored_policies(self.state.netpolicies)

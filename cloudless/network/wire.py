@@ -9,6 +9,7 @@ coordinator has not given the device addresses yet; ``reason`` says why.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -75,6 +76,20 @@ def service_from_pb(m: pb.NetworkService, where: str) -> Service:
     return Service(spec, vip, eps)
 
 
+@functools.lru_cache(maxsize=8192)
+def _service_bytes(raw: bytes) -> Service:
+    return service_from_pb(pb.NetworkService.FromString(raw), "network.services")
+
+
+def _service(m: pb.NetworkService, where: str) -> Service:
+    """``service_from_pb``, remembered by the message's bytes: a device reads its whole table
+    with every change, and most services did not change."""
+    try:
+        return _service_bytes(m.SerializeToString(deterministic=True))
+    except NetworkConfigError:
+        return service_from_pb(m, where)  # raises again, naming the entry
+
+
 def network_config(
     plan_config: AddressPlanConfig,
     slot: int | None,
@@ -139,9 +154,7 @@ class DeviceConfig:
                     f"network.lighthouses[{i}].overlay_ip: {lh.overlay_ip!r} is not IPv4"
                 ) from None
             lighthouses[lh.overlay_ip] = tuple(lh.addresses)
-        services = tuple(
-            service_from_pb(s, f"network.services[{i}]") for i, s in enumerate(m.services)
-        )
+        services = tuple(_service(s, f"network.services[{i}]") for i, s in enumerate(m.services))
         nebula = None
         if m.nebula_cert:
             nebula = NebulaIdentity(m.nebula_ca, m.nebula_cert, m.nebula_key)

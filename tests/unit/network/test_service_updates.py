@@ -91,8 +91,12 @@ def _tables() -> st.SearchStrategy[list[pb.NetworkService]]:
 def test_patching_gives_the_whole_new_table(
     old: list[pb.NetworkService], new: list[pb.NetworkService]
 ) -> None:
-    order = sorted(new, key=lambda s: (s.namespace, s.name))
-    cfg = pb.NetworkConfig(slot=0, services=sorted(old, key=lambda s: (s.namespace, s.name)))
+    def key(s: pb.NetworkService) -> tuple[str, str]:
+        return (s.namespace, s.name)
+
+    order = sorted(new, key=key)
+    held = sorted(old, key=key)
+    cfg = pb.NetworkConfig(slot=0, services=held)
     u = table_update(by_key(old), by_key(new), 0, 1)
     got = apply_update(cfg, u) if u is not None else cfg
     assert list(got.services) == order
