@@ -294,7 +294,7 @@ class Agent:
 
         assert self.identity is not None and self.link is not None
         link = self.link
-        send = CoordinatorSend(self.identity, lambda: link.leader_hint)
+        send = CoordinatorSend(self.identity, link.coordinator)
         self.storage = StorageService(cfg, node_tls(self.identity), ProxyStore(send), self.clock)
         try:
             await self.storage.run()
@@ -417,7 +417,7 @@ class Agent:
         if self.link is None or not self.link.connected.is_set():
             # offline: do not hold a container's start; the identity follows (retried)
             raise ConnectionError("no coordinator connection")
-        target = self.link.leader_hint or ident.coordinators[0]
+        target = self.link.coordinator() or ident.coordinators[0]
         request = pb.WorkloadIdentityRequest(
             replica_id=replica_id, workload=workload, csr_pem=csr, ttl_seconds=ttl_s
         )
@@ -446,7 +446,7 @@ class Agent:
         assert ident is not None and self.link is not None
         key = new_private_key()
         csr = make_csr(key, SpiffeId.node(ident.node_id, ident.trust_domain))
-        target = self.link.leader_hint or ident.coordinators[0]
+        target = self.link.coordinator() or ident.coordinators[0]
         async with grpc.aio.secure_channel(
             target, ident.channel_credentials(), options=channel_options()
         ) as ch:

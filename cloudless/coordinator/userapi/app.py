@@ -306,12 +306,9 @@ class UserApi:
         assert decision.identity is not None
         request[IDENTITY] = decision.identity
         if request.method not in ("GET", "HEAD") and not self.is_leader():
-            leader = self.leader_api()
-            if not leader:
-                return error_response(
-                    503, "no_leader", "no leader elected yet; retry in a few seconds"
-                )
-            raise web.HTTPTemporaryRedirect(leader.rstrip("/") + str(request.rel_url))
+            redirect_to_leader(
+                request, self.leader_api(), "no leader elected yet; retry in a few seconds"
+            )
         return await handler(request)
 
     # ---- misc ------------------------------------------------------------------------------
