@@ -3,13 +3,17 @@ patches its table, and that the patched table is the whole table at the new revi
 
 from __future__ import annotations
 
+import asyncio
+import random
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cloudless.agent.link import AssignmentFile
+from cloudless.agent.link import AssignmentFile, Link
 from cloudless.agent.network import AgentNetwork
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.lib.clock import FakeClock
@@ -117,3 +121,40 @@ async def test_agent_applies_a_change_only_to_its_base(tmp_path: Path) -> None:
     f.save(pb.Assignments(generation=2, network=pb.NetworkConfig(slot=0)))
     f.save_network(patched)
     assert f.load_network() == patched
+
+
+async def test_the_agent_link_hands_a_change_to_the_network_and_keeps_it(tmp_path: Path) -> None:
+    net = AgentNetwork(tmp_path, "n1", clock=FakeClock(), prerequisite=lambda: "no nft here")
+    f = AssignmentFile(tmp_path)
+    assigned: list[object] = []
+    link = Link(
+        cast(Any, SimpleNamespace()),
+        cast(Any, SimpleNamespace(assign=assigned.append)),
+        cast(Any, None),
+        pb.NodeFacts,
+        cast(Any, None),
+        FakeClock(),
+        random.Random(0),
+        f,
+        dialer=cast(Any, object()),
+        network=net.update,
+        services_update=net.update_services,
+    )
+    outbox: asyncio.Queue[pb.AgentMessage] = asyncio.Queue()
+    whole = pb.NetworkConfig(slot=0, services=[WEB, DB], services_revision=3)
+    link._handle(
+        pb.CoordinatorMessage(assignments=pb.Assignments(generation=1, network=whole)), outbox, ""
+    )
+    update = pb.NetworkServicesUpdate(base=3, revision=4, upserts=[WEB2])
+    link._handle(pb.CoordinatorMessage(services_update=update), outbox, "")
+    assert net._desired is not None and net._desired.services_revision == 4
+    assert list(net._desired.services) == [DB, WEB2]
+    on_disk = f.load_network()  # a restarted agent starts from the patched table
+    assert on_disk is not None and list(on_disk.services) == [DB, WEB2]
+    # an update from another base changes nothing, in memory or on disk
+    link._handle(
+        pb.CoordinatorMessage(services_update=pb.NetworkServicesUpdate(base=9, revision=10)),
+        outbox,
+        "",
+    )
+    assert net._desired.services_revision == 4 and f.load_network() == on_disk
