@@ -378,6 +378,7 @@ class Link:
                 facts=self.facts(),
                 replicas=[status_pb(s, now) for s in self.supervisor.statuses()],
                 agent_version=VERSION,
+                services_updates=self.services_update is not None,
             )
         )
 

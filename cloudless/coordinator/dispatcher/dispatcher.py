@@ -66,6 +66,7 @@ class Session:
     closed: bool = False
     beats: StreamBeats = field(default_factory=StreamBeats)
     services_revision: int = -1  # of the service table last sent (-1: none yet)
+    services_updates: bool = False  # its agent said (Hello) it applies NetworkServicesUpdate
 
 
 @dataclass
@@ -211,6 +212,7 @@ class Dispatcher:
             AGENT_SESSIONS.set(len(self.sessions))
 
     async def on_hello(self, s: Session, hello: pb.Hello) -> None:
+        s.services_updates = hello.services_updates
         await self._apply_statuses(s, hello.replicas)
         self.liveness.heard(s.node_id)
         await self.liveness.note_metrics_address(s.node_id, hello.facts.metrics_address)
@@ -388,12 +390,13 @@ class Dispatcher:
 
     def push_services(self, update: pb.NetworkServicesUpdate, node_ids: Iterable[str]) -> None:
         """Send these nodes a change of their service table: the change alone to a node whose
-        stream last carried the table it starts from, the whole set to any other."""
+        agent applies such changes (its Hello says so) and whose stream last carried the table
+        the change starts from; the whole set to any other."""
         for node_id in node_ids:
             s = self.sessions.get(node_id)
             if s is None or s.closed:
                 continue
-            if s.services_revision == update.base:
+            if s.services_updates and s.services_revision == update.base:
                 s.outbox.put_nowait(pb.CoordinatorMessage(services_update=update))
                 s.services_revision = update.revision
             else:

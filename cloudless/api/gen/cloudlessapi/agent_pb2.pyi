@@ -149,16 +149,18 @@ class ReplicaStatus(_message.Message):
     def __init__(self, replica_id: _Optional[str] = ..., workload: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., restarts: _Optional[int] = ..., started_at: _Optional[float] = ..., spec_version: _Optional[int] = ..., endpoint: _Optional[str] = ..., ready: _Optional[bool] = ..., health: _Optional[str] = ..., volume_bytes: _Optional[_Mapping[str, int]] = ..., reports_ready: _Optional[bool] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("node_id", "facts", "replicas", "agent_version")
+    __slots__ = ("node_id", "facts", "replicas", "agent_version", "services_updates")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     FACTS_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_UPDATES_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     facts: NodeFacts
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaStatus]
     agent_version: str
-    def __init__(self, node_id: _Optional[str] = ..., facts: _Optional[_Union[NodeFacts, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., agent_version: _Optional[str] = ...) -> None: ...
+    services_updates: bool
+    def __init__(self, node_id: _Optional[str] = ..., facts: _Optional[_Union[NodeFacts, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., agent_version: _Optional[str] = ..., services_updates: _Optional[bool] = ...) -> None: ...
 
 class ReplicaUsage(_message.Message):
     __slots__ = ("replica_id", "cpu_millis", "memory_bytes", "memory_limit_bytes", "disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps", "pids", "sampled_at")
