@@ -105,3 +105,12 @@ async def test_delta_for_another_table_is_refused_whole(table: RuleTable) -> Non
     with pytest.raises(NetworkEdgeError, match="refused"):
         await table.apply(render_delta(CTX, [WEB, DB], [moved]))
     assert await table.programmed() == before
+
+
+async def test_source_hash_over_several_endpoints(table: RuleTable) -> None:
+    sticky = svc("db", "10.43.0.2", "10.42.3.7", "10.42.4.7", ports=(5432,), balance="source-hash")
+    await table.apply(render(CTX, [sticky]))
+    assert await table.programmed() == {"10.43.0.2 tcp 5432": ["10.42.3.7:5432", "10.42.4.7:5432"]}
+    moved = svc("db", "10.43.0.2", "10.42.4.7", "10.42.5.7", ports=(5432,), balance="source-hash")
+    await table.apply(render_delta(CTX, [sticky], [moved]))
+    assert await table.programmed() == {"10.43.0.2 tcp 5432": ["10.42.4.7:5432", "10.42.5.7:5432"]}
