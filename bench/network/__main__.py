@@ -24,7 +24,7 @@ def now() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.network")
-    ap.add_argument("--only", default="dns,nft,converge,swap,iperf")
+    ap.add_argument("--only", default="dns,nft,publisher,converge,swap,iperf")
     args = ap.parse_args()
     parts = set(args.only.split(","))
     # sections not re-run keep their last figures (and say when they were measured)
@@ -32,7 +32,14 @@ def main() -> None:
     prev = RESULTS / "network.json"
     if prev.exists():
         old = json.loads(prev.read_text())
-        for k in ("dns", "nft_swap", "converge", "swap_under_load", "throughput"):
+        for k in (
+            "dns",
+            "nft_swap",
+            "publisher_round",
+            "converge",
+            "swap_under_load",
+            "throughput",
+        ):
             if k in old:
                 out[k] = {"measured": old.get("when"), **old[k]}
     if "dns" in parts:
@@ -45,6 +52,15 @@ def main() -> None:
 
         out["nft_swap"] = {"measured": now(), "loadavg_before": os.getloadavg()[0], **nft()}
         print("nft", json.dumps(out["nft_swap"]))
+    if "publisher" in parts:
+        from bench.network.publisher_round import measure as publisher
+
+        out["publisher_round"] = {
+            "measured": now(),
+            "loadavg_before": os.getloadavg()[0],
+            **publisher(),
+        }
+        print("publisher", json.dumps(out["publisher_round"]))
     if "converge" in parts:
         from bench.network.converge import measure as converge
 
