@@ -157,7 +157,7 @@ DOCS = st.fixed_dictionaries(
 
 @cache
 def validator(name: str) -> Any:
-    from jsonschema import Draft202012Validator
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
     schemas = spec()["components"]["schemas"]
     return Draft202012Validator({**schemas[name], "components": {"schemas": schemas}})
