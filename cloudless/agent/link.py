@@ -67,6 +67,7 @@ def status_pb(s: LocalStatus, clock_now: float) -> pb.ReplicaStatus:
         ready=s.ready,
         health=s.health,
         volume_bytes=s.volume_bytes,
+        volume_quota=s.volume_quota,
         reports_ready=True,
     )
 
