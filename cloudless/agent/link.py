@@ -67,6 +67,7 @@ def status_pb(s: LocalStatus, clock_now: float) -> pb.ReplicaStatus:
         ready=s.ready,
         health=s.health,
         volume_bytes=s.volume_bytes,
+        volume_quota=s.volume_quota,
         reports_ready=True,
     )
 
@@ -124,6 +125,19 @@ class AssignmentFile:
                 r.secrets.clear()
         write_private(self.path, msg.SerializeToString())
 
+    def save_network(self, network: pb.NetworkConfig) -> None:
+        """Replace the network config persisted with the last set (kept for a restart)."""
+        msg = pb.Assignments()
+        if self.path.exists():
+            try:
+                msg.ParseFromString(self.path.read_bytes())
+            except Exception as e:  # a corrupt file must not stop the agent
+                log.error("rewriting unreadable %s: %s", self.path, e)
+                msg = pb.Assignments()
+        msg.network.CopyFrom(network)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_private(self.path, msg.SerializeToString())
+
     def load(self) -> list[Assigned]:
         if not self.path.exists():
             return []
@@ -166,9 +180,12 @@ class Link:
         network: Callable[[pb.NetworkConfig | None], None] | None = None,
         network_state: Callable[[], str] = lambda: "",
         usage: UsageSampler | None = None,
+        services_update: Callable[[pb.NetworkServicesUpdate], pb.NetworkConfig | None]
+        | None = None,
     ) -> None:
         self.identity = identity
         self.network = network
+        self.services_update = services_update
         self.network_state = network_state
         self.usage = usage
         self.supervisor = supervisor
@@ -194,6 +211,7 @@ class Link:
         # peers do.
         self.interval = 2.0
         self.leader_hint: str | None = None
+        self.serving: str | None = None  # the coordinator of the open stream, while connected
         self.changed = asyncio.Event()
         self.connected = asyncio.Event()
         self.seq = 0
@@ -225,6 +243,12 @@ class Link:
         """Drop the current stream (new credentials after renewal)."""
         self._renewed.set()
 
+    def coordinator(self) -> str | None:
+        """Where a request to the leader goes: the coordinator serving the open stream (a
+        leader, or one holding the agent until a leader is known), else the last leader
+        named by a redirect (which may be gone: the stream moves on, a hint stays)."""
+        return self.serving or self.leader_hint
+
     def _targets(self) -> list[str]:
         known = list(self.identity.coordinators)
         if self.leader_hint:
@@ -244,6 +268,7 @@ class Link:
                     log.info("link to %s failed: %s", target, e)
                 finally:
                     self.connected.clear()
+                    self.serving = None
                 if self.leader_hint and self.leader_hint != target:
                     break  # redirected: go straight to the leader
             await self.clock.sleep(self.backoff.delay(attempt, self.rng))
@@ -342,6 +367,7 @@ class Link:
         async for msg in ch:
             self.last_rx = self.clock.monotonic()
             self.connected.set()
+            self.serving = target
             if self._handle(msg, outbox, target):
                 return
 
@@ -353,6 +379,7 @@ class Link:
                 facts=self.facts(),
                 replicas=[status_pb(s, now) for s in self.supervisor.statuses()],
                 agent_version=VERSION,
+                services_updates=self.services_update is not None,
             )
         )
 
@@ -410,6 +437,16 @@ class Link:
                     self.assignments.path,
                     e,
                 )
+        elif kind == "services_update":
+            # A change to the service table alone; the network says whether it applied (it
+            # keeps its table when the update starts from another one) and the file follows.
+            if self.services_update is not None:
+                cfg = self.services_update(msg.services_update)
+                if cfg is not None:
+                    try:
+                        self.assignments.save_network(cfg)
+                    except OSError as e:
+                        log.warning("could not persist the service table: %s", e)
         elif kind == "ack":
             if msg.ack.interval_s > 0:
                 self.interval = min(max(msg.ack.interval_s, 0.05), 60.0)

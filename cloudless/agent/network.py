@@ -30,7 +30,7 @@ import ipaddress
 import logging
 import os
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -39,7 +39,7 @@ from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.lib.errors import CloudlessError
 from cloudless.network.bringup import BRIDGE, DeviceNetwork
-from cloudless.network.cni import CNI_PATH, CniInvoker, bridge_conflist
+from cloudless.network.cni import CNI_PATH, CniInvoker, PortMapping, bridge_conflist
 from cloudless.network.device import ContainerNetworks, IpNetns
 from cloudless.network.errors import NetworkConfigError, NetworkEdgeError
 from cloudless.network.nebula import NebulaSupervisor
@@ -47,6 +47,7 @@ from cloudless.network.nebula_config import NebulaSettings, render_config
 from cloudless.network.netpolicy_device import render_inputs
 from cloudless.network.netpolicy_nft import render_compiled
 from cloudless.network.nft_apply import NftApplier, NftPolicyTable, PolicyTable
+from cloudless.network.service_updates import StaleServicesUpdate, apply_update
 from cloudless.network.wire import DeviceConfig
 
 log = logging.getLogger("cloudless.agent.network")
@@ -99,9 +100,13 @@ class NetAttachment:
 
 class ContainerNetworking(Protocol):
     """The supervisor's seam: ``attach`` is idempotent per replica and returns None when
-    containers use the device's network; ``detach`` of an unknown replica does nothing."""
+    containers use the device's network; ``published`` device ports forward to the
+    container's (CNI ``portmap``), fixed at the replica's first attach; ``detach`` of an
+    unknown replica does nothing."""
 
-    async def attach(self, replica_id: str) -> NetAttachment | None: ...
+    async def attach(
+        self, replica_id: str, published: Sequence[PortMapping] = ()
+    ) -> NetAttachment | None: ...
 
     async def detach(self, replica_id: str) -> None: ...
 
@@ -116,9 +121,12 @@ class FakeNetworking:
     down: str = ""
     attached: dict[str, NetAttachment] = field(default_factory=dict)
     detached: list[str] = field(default_factory=list)
+    published: dict[str, tuple[PortMapping, ...]] = field(default_factory=dict)
     _next: int = 2
 
-    async def attach(self, replica_id: str) -> NetAttachment | None:
+    async def attach(
+        self, replica_id: str, published: Sequence[PortMapping] = ()
+    ) -> NetAttachment | None:
         if self.off:
             return None
         if self.down:
@@ -130,6 +138,7 @@ class FakeNetworking:
             self.attached[replica_id] = NetAttachment(
                 f"/fake/netns/{replica_id}", ip, f"/fake/resolv/{replica_id}.conf"
             )
+            self.published[replica_id] = tuple(published)
         return self.attached[replica_id]
 
     async def detach(self, replica_id: str) -> None:
@@ -151,8 +160,11 @@ class AgentNetwork:
         netns_prefix: str = "cl-",
         dns_port: int = 53,
         attach_timeout: float = 60.0,
+        local_names: tuple[str, ...] = (),
     ) -> None:
-        """``host_netns``: run the device network inside this namespace (namespace labs)."""
+        """``host_netns``: run the device network inside this namespace (namespace labs);
+        ``local_names``: DNS names answering the device's own gateway address
+        (``DeviceNetwork.local_names``)."""
         self.dir = data_dir / "network"
         self.node_name = node_name
         self.public = public
@@ -163,6 +175,7 @@ class AgentNetwork:
         self.host_argv: tuple[str, ...] = ("ip", "netns", "exec", host_netns) if host_netns else ()
         self.netns_prefix = netns_prefix
         self.dns_port = dns_port
+        self.local_names = local_names
         self.attach_timeout = attach_timeout
         self.state = "off"
         self.reason = "the coordinator sent no network configuration"
@@ -189,6 +202,22 @@ class AgentNetwork:
         if self.state == "off" and self.prerequisite() is None:
             self._set("waiting", "bringing the device network up")
         self._wake.set()
+
+    def update_services(self, update: pb.NetworkServicesUpdate) -> pb.NetworkConfig | None:
+        """A change to the service table of the latest config: the patched config (the loop
+        applies it), or None when it does not apply to the table held (logged; the
+        coordinator sends the whole config whenever a device's table is not the update's
+        base, so the next one repairs it)."""
+        if self._desired is None:
+            log.warning("a service table change arrived before any network config; ignored")
+            return None
+        try:
+            patched = apply_update(self._desired, update)
+        except StaleServicesUpdate as e:
+            log.warning("%s", e)
+            return None
+        self.update(patched)
+        return patched
 
     def describe(self) -> str:
         """``up``, or ``<state>: <reason>`` (what the agent reports with its heartbeats)."""
@@ -336,6 +365,7 @@ class AgentNetwork:
             host_argv=self.host_argv,
             netns=self.host_netns,
             dns_port=self.dns_port,
+            local_names=self.local_names,
         )
         return dn
 
@@ -373,7 +403,9 @@ class AgentNetwork:
 
     # ---- containers ------------------------------------------------------------------------
 
-    async def attach(self, replica_id: str) -> NetAttachment | None:
+    async def attach(
+        self, replica_id: str, published: Sequence[PortMapping] = ()
+    ) -> NetAttachment | None:
         """The container's network, or None when containers use the device's network."""
         if self.state == "off":
             return None
@@ -384,7 +416,7 @@ class AgentNetwork:
             return None
         if self.state != "up" or dn is None:
             raise CloudlessError(f"the device network is not up: {self.reason}")
-        path, a, resolv = await dn.attach(replica_id, NAMESPACE)
+        path, a, resolv = await dn.attach(replica_id, NAMESPACE, published)
         conf = self.dir / "resolv" / f"{replica_id}.conf"
         await asyncio.to_thread(_write_text, conf, resolv)
         return NetAttachment(path, a.ip, str(conf))

@@ -28,7 +28,7 @@ from cloudless.model.health import HealthChecks
 from cloudless.model.node import Node
 from cloudless.model.resources import Resources
 from cloudless.model.rollout import UpdatePolicy
-from cloudless.model.secrets import SecretRef
+from cloudless.model.secrets import SecretRef, config_key
 from cloudless.model.volumes import NodeLoss, Volume
 
 TOPOLOGY_KEYS = ("node", "zone", "region")
@@ -167,6 +167,18 @@ class RestartPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class PublishedPort:
+    """A container port the device publishes on its own addresses (``ports: [{port: 8080,
+    publish: 18080}]``), through the CNI ``portmap`` plugin: an explicit choice, since a
+    container's ports are otherwise reached only through its service VIP or its address. One
+    device port carries one container: the scheduler keeps two replicas publishing the same
+    device port off one device."""
+
+    port: int  # the container's
+    host_port: int  # the device's
+
+
+@dataclass(frozen=True, slots=True)
 class WorkloadSpec:
     name: str
     image: str
@@ -188,11 +200,12 @@ class WorkloadSpec:
     update: UpdatePolicy = UpdatePolicy()
     image_pull_secret: str = ""  # a registry secret (model.registry_auth) for pulling image
     configs: tuple[SecretRef, ...] = ()  # config objects, mounted like secrets (mode 0444)
+    published: tuple[PublishedPort, ...] = ()  # ports (tcp) also published on the device
 
     def secret_names(self) -> frozenset[str]:
-        """Every secret or config whose value the replicas' agents need (mounted ones, and the
-        pull's)."""
-        names = {ref.name for ref in (*self.secrets, *self.configs)}
+        """The keys of every secret and config value the replicas' agents need (mounted ones,
+        and the pull's): a secret's name, a config's ``config_key``."""
+        names = {ref.name for ref in self.secrets} | {config_key(r.name) for r in self.configs}
         if self.image_pull_secret:
             names.add(self.image_pull_secret)
         return frozenset(names)
