@@ -212,7 +212,7 @@ async def test_rotation_and_abort_carry_etcd_along(tmp_path: Path) -> None:
             timeout=120,
             what="every coordinator applied issue",
         )
-        await asyncio.to_thread(renew_self, cfg)  # as `ca rotate` following it would
+        await asyncio.to_thread(_retrying, lambda: renew_self(cfg))  # as `ca rotate` would
         assert own_digest(cfg) == root2
         assert all(_issuer(c, "etcd-member.crt") == root2 for c in cs)
         assert all(_etcd_roots(c) == {root0, root1, root2} for c in cs)
