@@ -42,6 +42,11 @@ class CoordinatorConfig:
     leader_wait_s: float = 30.0
     etcd_heartbeat_ms: int = 100
     etcd_election_ms: int = 1000
+    # `cloudless ca rotate` also moves the embedded etcd member's TLS (clusterops.etcd_tls).
+    # Off by default: in tests the member restarts and store reloads it needs cost the
+    # leadership, and in most runs no coordinator was elected for tens of seconds after
+    # (docs/security.md, "The embedded etcd follows the rotation").
+    etcd_follows_rotation: bool = False
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     keepalive: Keepalive = field(default_factory=Keepalive)
     # "HOST:PORT": also serve /metrics there, in plain HTTP (bind it where only the

@@ -179,11 +179,14 @@ class Coordinator:
         return store
 
     def _etcd_tls(self, store: Store) -> EtcdTlsFollower | None:
-        """The embedded etcd member's TLS follows root rotations (none without one)."""
+        """The embedded etcd member's TLS follows root rotations (with an embedded member
+        and ``etcd_follows_rotation``)."""
         from cloudless.coordinator.wiring.embedded_etcd import etcd_files, issue_etcd_certs
         from cloudless.store.etcd import EtcdStore
         from cloudless.store.etcd_process import EtcdMember
 
+        if not self.config.etcd_follows_rotation:
+            return None
         if not isinstance(self.etcd, EtcdMember) or not isinstance(store, EtcdStore):
             return None
         return EtcdTlsFollower(
