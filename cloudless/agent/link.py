@@ -295,6 +295,10 @@ class Link:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             except asyncio.CancelledError:
                 if self.goodbye_hold_s > 0 and self.connected.is_set() and self.leave is None:
+                    # Nothing may follow the goodbye: a heartbeat after it (a change while the
+                    # agent stops) tells the coordinator the node is back, ending the hold.
+                    hb.cancel()
+                    await asyncio.gather(hb, return_exceptions=True)
                     await self._goodbye(outbox, said_goodbye)
                 raise
             finally:
