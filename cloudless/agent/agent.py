@@ -248,6 +248,7 @@ class Agent:
             network_state=(
                 self.network.describe if self.network is not None else lambda: "off: disabled"
             ),
+            overlay=self.network.overlay_report if self.network is not None else lambda: None,
         )
         link_ref.append(self.link)
         ident = self.identity

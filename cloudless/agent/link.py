@@ -165,11 +165,13 @@ class Link:
         dialer: Dialer | None = None,
         network: Callable[[pb.NetworkConfig | None], None] | None = None,
         network_state: Callable[[], str] = lambda: "",
+        overlay: Callable[[], pb.OverlayReport | None] = lambda: None,
         usage: UsageSampler | None = None,
     ) -> None:
         self.identity = identity
         self.network = network
         self.network_state = network_state
+        self.overlay = overlay
         self.usage = usage
         self.supervisor = supervisor
         self.runtime = runtime
@@ -368,22 +370,22 @@ class Link:
             now = self.clock.now()
             moved, gone = usage.take(self.usage.latest) if self.usage else ([], [])
             trusted, issuer = self._trust_report()
-            outbox.put_nowait(
-                pb.AgentMessage(
-                    heartbeat=pb.Heartbeat(
-                        seq=self.seq,
-                        sent_at=now,
-                        usage=resources_to_pb(s.usage),
-                        conditions=conditions_to_pb(s.conditions),
-                        replicas=[status_pb(st, now) for st in self.supervisor.statuses()],
-                        network_state=self.network_state(),
-                        replica_usage=[usage_pb(u) for u in moved],
-                        usage_gone=gone,
-                        trusted_roots=trusted,
-                        cert_issuer=issuer,
-                    )
-                )
+            hb = pb.Heartbeat(
+                seq=self.seq,
+                sent_at=now,
+                usage=resources_to_pb(s.usage),
+                conditions=conditions_to_pb(s.conditions),
+                replicas=[status_pb(st, now) for st in self.supervisor.statuses()],
+                network_state=self.network_state(),
+                replica_usage=[usage_pb(u) for u in moved],
+                usage_gone=gone,
+                trusted_roots=trusted,
+                cert_issuer=issuer,
             )
+            overlay = self.overlay()
+            if overlay is not None:
+                hb.overlay.CopyFrom(overlay)
+            outbox.put_nowait(pb.AgentMessage(heartbeat=hb))
             which, _ = await first_of(self.changed.wait(), self.clock.sleep(self.interval))
             if which == 0:
                 await self.clock.sleep(0.02)  # coalesce a burst of changes

@@ -14,7 +14,9 @@ States (``state``, with ``reason`` for every one but ``up``):
   config reprograms nft and DNS from its service table, replaces the network-policy table
   (``inet cloudless_policy``, compiled by the coordinator; removed when it sends none),
   re-applies Nebula (restart when the certificate changed), and a changed address slot
-  brings the device network up again.
+  brings the device network up again. While up, ``OverlayProbe`` reads Nebula's hostmap through
+  its admin interface (``sshd`` on loopback) and ``overlay_report`` is what the heartbeats
+  carry: each tunnel, direct or relayed, and how long no lighthouse has been reachable.
 
 ``attach(replica)`` gives a container its namespace and interface (CNI) and a resolv.conf
 pointing at the device's DNS responder; it is idempotent (an adopted container gets its
@@ -43,10 +45,18 @@ from cloudless.network.cni import CNI_PATH, CniInvoker, bridge_conflist
 from cloudless.network.device import ContainerNetworks, IpNetns
 from cloudless.network.errors import NetworkConfigError, NetworkEdgeError
 from cloudless.network.nebula import NebulaSupervisor
-from cloudless.network.nebula_config import NebulaSettings, render_config
+from cloudless.network.nebula_admin import AdminKeys, NebulaAdmin
+from cloudless.network.nebula_config import (
+    DEFAULT_PORT,
+    AdminSettings,
+    NebulaSettings,
+    render_config,
+)
 from cloudless.network.netpolicy_device import render_inputs
 from cloudless.network.netpolicy_nft import render_compiled
 from cloudless.network.nft_apply import NftApplier, NftPolicyTable, PolicyTable
+from cloudless.network.overlay_state import report_to_pb
+from cloudless.network.probe import OverlayProbe
 from cloudless.network.wire import DeviceConfig
 
 log = logging.getLogger("cloudless.agent.network")
@@ -171,6 +181,8 @@ class AgentNetwork:
         self._desired: pb.NetworkConfig | None = None
         self.policy_table: PolicyTable = NftPolicyTable(host_argv=self.host_argv)
         self._policy_cleared = False  # a table left from before a restart was removed
+        self.admin: AdminSettings | None = None
+        self.probe: OverlayProbe | None = None
         self._wake = asyncio.Event()
         self._settled = asyncio.Event()  # set while state is "off" or "up"
         self._settled.set()
@@ -189,6 +201,13 @@ class AgentNetwork:
         if self.state == "off" and self.prerequisite() is None:
             self._set("waiting", "bringing the device network up")
         self._wake.set()
+
+    def overlay_report(self) -> pb.OverlayReport | None:
+        """The overlay as Nebula last showed it (None while no overlay runs)."""
+        probe = self.probe
+        if probe is None or probe.report is None or self.state != "up":
+            return None
+        return report_to_pb(probe.report)
 
     def describe(self) -> str:
         """``up``, or ``<state>: <reason>`` (what the agent reports with its heartbeats)."""
@@ -252,10 +271,23 @@ class AgentNetwork:
             # starting now is not a container yet and would look stale.
             await self._collect(dn)
             self._set("up", "")
+            probe = None
+            if dn.overlay is not None and self.admin is not None:
+                self.probe = OverlayProbe(
+                    NebulaAdmin(
+                        AdminKeys(self._admin_dir()), DEFAULT_PORT, host_argv=self.host_argv
+                    ),
+                    lambda: self.config.lighthouses if self.config else (),
+                    self.clock,
+                )
+                probe = tg.create_task(self.probe.run())
             try:
                 await self._follow(dn, cfg)
             finally:
                 self.device = None
+                self.probe = None
+                if probe is not None:
+                    probe.cancel()
                 task.cancel()
 
     async def _follow(self, dn: DeviceNetwork, cfg: DeviceConfig) -> None:
@@ -319,6 +351,11 @@ class AgentNetwork:
         overlay = None
         if cfg.nebula is not None and cfg.lighthouses:
             self._write_nebula_files(cfg)
+            try:
+                self.admin = AdminKeys(self._admin_dir()).ensure(DEFAULT_PORT)
+            except (OSError, ValueError, NetworkEdgeError) as e:  # the overlay runs unobserved
+                log.warning("nebula admin keys: %s; the overlay is not reported", e)
+                self.admin = None
             overlay = NebulaSupervisor(
                 self.dir / "nebula-run", host_argv=self.host_argv, clock=self.clock
             )
@@ -338,6 +375,9 @@ class AgentNetwork:
             dns_port=self.dns_port,
         )
         return dn
+
+    def _admin_dir(self) -> Path:
+        return self.dir / "nebula-admin"
 
     def _nebula_paths(self) -> tuple[Path, Path, Path]:
         d = self.dir / "nebula"
@@ -368,6 +408,7 @@ class AgentNetwork:
                 behind_nat=not self.public,
                 relays=tuple(sorted(cfg.lighthouses)),
                 blocklist=cfg.blocklist,
+                admin=self.admin,
             )
         )
 

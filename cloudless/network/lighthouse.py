@@ -3,12 +3,17 @@
 It holds the overlay's last usable address (``AddressPlan.lighthouse_ip``), listens where
 ``network.lighthouse`` says devices reach it, answers lighthouse queries and relays for devices
 behind NAT. Its tun device is off: it forwards the overlay's encrypted packets, it routes no
-container traffic. ``network_publisher`` builds the coordinator's ``NetworkPublisher`` with
+container traffic. Its Nebula admin interface (``sshd`` on loopback, at the number of its UDP
+port) is read by ``LighthouseWatch``, which publishes the lighthouse's view of the devices
+(``observer``) for the NAT types and reachability the leader works out.
+``network_publisher`` builds the coordinator's ``NetworkPublisher`` with
 the cluster's Nebula CA (``<ca_dir>/nebula``, kept like the X.509 CA) and this lighthouse.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 import shutil
@@ -19,8 +24,11 @@ from typing import Protocol
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.lib.clock import Clock
 from cloudless.network.addressing import AddressPlan, AddressPlanConfig, DeviceAddresses
+from cloudless.network.errors import NetworkEdgeError
 from cloudless.network.nebula import NebulaCA, NebulaSupervisor
+from cloudless.network.nebula_admin import AdminKeys, NebulaAdmin
 from cloudless.network.nebula_config import NebulaSettings, groups_from_labels, render_config
+from cloudless.network.observer import LighthouseWatch
 from cloudless.network.publisher import NetworkPublisher
 from cloudless.store.protocol import Store
 
@@ -36,12 +44,19 @@ class Lighthouse:
         workdir: Path,
         *,
         host_argv: Sequence[str] = (),
+        store: Store | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        """``store`` and ``clock``: publish the lighthouse's view there (None: do not)."""
         self.ca = ca
         self.plan = plan
         self.listen = listen
         self.dir = workdir
+        self.host_argv = tuple(host_argv)
         self.nebula = NebulaSupervisor(workdir / "run", host_argv=host_argv)
+        self.store = store
+        self.clock = clock
+        self.watch: LighthouseWatch | None = None
 
     def addresses(self) -> DeviceAddresses:
         ip = self.plan.lighthouse_ip
@@ -53,6 +68,8 @@ class Lighthouse:
         groups = groups_from_labels({}, lighthouse=True)
         crt, key = await self.ca.issue("lighthouse", addrs, groups, self.dir / "pki")
         port = int(self.listen.rpartition(":")[2])
+        keys = AdminKeys(self.dir / "admin")
+        admin = await asyncio.to_thread(keys.ensure, port)
         cfg = render_config(
             NebulaSettings(
                 name="lighthouse",
@@ -64,12 +81,24 @@ class Lighthouse:
                 lighthouses={str(addrs.overlay_ip): [self.listen]},
                 am_lighthouse=True,
                 listen_port=port,
+                admin=admin,
                 extra={"tun": {"disabled": True}},
             )
         )
         await self.nebula.apply(cfg)
         log.info("nebula lighthouse %s listening on :%d", addrs.overlay_ip, port)
-        await self.nebula.run()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.nebula.run())
+            if self.store is not None and self.clock is not None:
+                with contextlib.suppress(NetworkEdgeError):  # the view says what is wrong
+                    await self.nebula.wait_active(30)
+                self.watch = LighthouseWatch(
+                    self.store,
+                    NebulaAdmin(keys, port, host_argv=self.host_argv),
+                    str(addrs.overlay_ip),
+                    self.clock,
+                )
+                tg.create_task(self.watch.run())
 
 
 class Hub(Protocol):
@@ -98,7 +127,9 @@ def network_publisher(
     else:
         ca = NebulaCA(ca_dir / "nebula")
         if network.lighthouse:
-            lighthouse = Lighthouse(ca, plan, network.lighthouse, ca_dir.parent / "nebula")
+            lighthouse = Lighthouse(
+                ca, plan, network.lighthouse, ca_dir.parent / "nebula", store=store, clock=clock
+            )
         else:
             log.warning("network.lighthouse not set: devices get no lighthouse, no overlay")
     lighthouses = {str(plan.lighthouse_ip): [network.lighthouse]} if lighthouse else {}

@@ -15,6 +15,9 @@ What the rendered config guarantees, with the Nebula 1.6 pitfall each point answ
   ranges given (the LAN, the NAT's inside), never container bridges or the overlay itself.
 * ``listen.read_buffer``/``write_buffer`` are raised (10 MiB) against drops under load.
 * The tun MTU is the overlay's (1300); container interfaces use the same MTU.
+* ``sshd`` (``AdminSettings``), when given, listens on loopback only with one authorized key:
+  the agent and the coordinator read the hostmap and the lighthouse's address map through it
+  (``nebula_admin``). Port 22 is refused (Nebula refuses it too).
 """
 
 from __future__ import annotations
@@ -58,6 +61,27 @@ class NebulaVersion:
 
 
 @dataclass(frozen=True)
+class AdminSettings:
+    """Nebula's ssh admin interface: where it listens, its host key file, the one user."""
+
+    listen: str  # "127.0.0.1:PORT"
+    host_key: str
+    user: str
+    public_key: str  # "ssh-ed25519 AAAA..."
+
+    def validate(self) -> None:
+        host, _, port = self.listen.rpartition(":")
+        if host not in ("127.0.0.1", "::1", "[::1]") or not port.isdigit():
+            raise NetworkConfigError(
+                f"sshd.listen {self.listen!r}: must be a loopback address with a port"
+            )
+        if not 0 < int(port) < 65536 or int(port) == 22:
+            raise NetworkConfigError(f"sshd.listen {self.listen!r}: port 1-65535, not 22")
+        if not self.public_key.startswith("ssh-ed25519 "):
+            raise NetworkConfigError("sshd.public_key: an ssh-ed25519 public key is expected")
+
+
+@dataclass(frozen=True)
 class NebulaSettings:
     name: str
     addresses: DeviceAddresses
@@ -77,6 +101,7 @@ class NebulaSettings:
     mtu: int = MTU
     buffer_bytes: int = BUFFER_BYTES
     log_level: str = "info"
+    admin: AdminSettings | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -133,6 +158,14 @@ def render_config(s: NebulaSettings) -> dict[str, Any]:
     if s.advertise:
         cfg["lighthouse"]["local_allow_list"] = {"0.0.0.0/0": False} | {
             r: True for r in s.advertise
+        }
+    if s.admin is not None:
+        s.admin.validate()
+        cfg["sshd"] = {
+            "enabled": True,
+            "listen": s.admin.listen,
+            "host_key": s.admin.host_key,
+            "authorized_users": [{"user": s.admin.user, "keys": [s.admin.public_key]}],
         }
     if s.am_lighthouse:
         # A lighthouse's own address must be the one in everyone's static_host_map.

@@ -9,6 +9,7 @@ import pytest
 from cloudless.network.addressing import AddressPlanConfig
 from cloudless.network.errors import NetworkConfigError
 from cloudless.network.nebula_config import (
+    AdminSettings,
     NebulaSettings,
     NebulaVersion,
     ca_argv,
@@ -165,3 +166,34 @@ def test_bad_cert_name_refused() -> None:
             out_crt="o",
             out_key="k",
         )
+
+
+ADMIN = AdminSettings("127.0.0.1:4242", "/x/ssh_host", "cloudless", "ssh-ed25519 AAAAC3Nza x")
+
+
+def test_admin_interface_on_loopback_with_one_key() -> None:
+    cfg = render_config(settings(admin=ADMIN))
+    assert cfg["sshd"] == {
+        "enabled": True,
+        "listen": "127.0.0.1:4242",
+        "host_key": "/x/ssh_host",
+        "authorized_users": [{"user": "cloudless", "keys": ["ssh-ed25519 AAAAC3Nza x"]}],
+    }
+    assert "sshd" not in render_config(settings())
+    # turning it on is a reload, not a restart (Nebula reconfigures its sshd on SIGHUP)
+    assert restart_needed(render_config(settings()), cfg, cert_changed=False) == "reload"
+
+
+@pytest.mark.parametrize(
+    ("admin", "field"),
+    [
+        (AdminSettings("0.0.0.0:4242", "/k", "u", "ssh-ed25519 A"), "loopback"),
+        (AdminSettings("127.0.0.1:22", "/k", "u", "ssh-ed25519 A"), "not 22"),
+        (AdminSettings("127.0.0.1:0", "/k", "u", "ssh-ed25519 A"), "port 1-65535"),
+        (AdminSettings("127.0.0.1", "/k", "u", "ssh-ed25519 A"), "loopback address with a port"),
+        (AdminSettings("127.0.0.1:4242", "/k", "u", "ssh-rsa A"), "sshd.public_key"),
+    ],
+)
+def test_admin_interface_refused(admin: AdminSettings, field: str) -> None:
+    with pytest.raises(NetworkConfigError, match=field):
+        render_config(settings(admin=admin))

@@ -1,0 +1,172 @@
+"""The overlay as the coordinators observe it, kept in the store.
+
+Tables (under ``/cloudless/``)::
+
+    network-lighthouses/<overlay ip>  LighthouseView: one lighthouse's direct tunnels (from which
+                                      address each device's packets come) and the addresses each
+                                      device reported; written by the coordinator running that
+                                      lighthouse when it changes and every ``REFRESH_S``
+    network-overlay/<node-id>         DeviceOverlay: the node's NAT type, paths, reachability;
+                                      written by the leader when it changes
+
+``LighthouseWatch.run()`` (beside the lighthouse's nebula) reads its admin interface every
+``period`` and publishes its view. ``OverlayObserver.lead(fence)`` (leader) classifies every
+device holding an address slot (``overlay_state.classify``) from the views not older than
+``STALE_S`` and the agents' reports (held by the dispatcher, in memory, while their session
+lasts), writes the records that changed and deletes those of devices without a slot. The
+network controller leaves the replicas of a device whose record says ``reachable: false``
+out of service endpoints; ``net status`` and ``describe node`` show the records.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+from cloudless.lib.clock import Clock
+from cloudless.network.addressing import AddressPlan
+from cloudless.network.errors import NetworkEdgeError
+from cloudless.network.nebula_admin import Admin, addrmap, hostmap
+from cloudless.network.overlay_state import (
+    Advertised,
+    DeviceOverlay,
+    LighthouseView,
+    OverlayReport,
+    Sighting,
+    classify,
+)
+from cloudless.network.state import DEVICES
+from cloudless.store.codec import DataclassCodec
+from cloudless.store.errors import Fenced, StoreError
+from cloudless.store.fence import Fence
+from cloudless.store.protocol import Store
+from cloudless.store.tables import TableSpec
+
+log = logging.getLogger(__name__)
+
+LIGHTHOUSES = TableSpec(
+    "network-lighthouses", DataclassCodec(LighthouseView, kind="network_lighthouse")
+)
+OVERLAY = TableSpec("network-overlay", DataclassCodec(DeviceOverlay, kind="network_overlay"))
+REFRESH_S = 60.0
+STALE_S = 180.0
+
+
+async def read_view(admin: Admin, lighthouse: str, now: float) -> LighthouseView:
+    """One look at a lighthouse through its admin interface (errors become the view's)."""
+    try:
+        tunnels = await hostmap(admin)
+        reported = await addrmap(admin)
+    except NetworkEdgeError as e:
+        return LighthouseView(lighthouse, observed_at=now, error=str(e))
+    return LighthouseView(
+        lighthouse,
+        tuple(Sighting(t.peer, t.remote) for t in tunnels if t.direct),
+        tuple(Advertised(ip, addrs) for ip, addrs in sorted(reported.items())),
+        observed_at=now,
+    )
+
+
+class LighthouseWatch:
+    def __init__(
+        self, store: Store, admin: Admin, lighthouse: str, clock: Clock, period: float = 10.0
+    ) -> None:
+        self.table = LIGHTHOUSES.bind(store)
+        self.admin = admin
+        self.lighthouse = lighthouse
+        self.clock = clock
+        self.period = period
+        self.last: LighthouseView | None = None
+
+    async def once(self) -> LighthouseView:
+        view = await read_view(self.admin, self.lighthouse, self.clock.now())
+        last = self.last
+        same = last is not None and (last.seen, last.reported, last.error) == (
+            view.seen,
+            view.reported,
+            view.error,
+        )
+        if same and last is not None and view.observed_at - last.observed_at < REFRESH_S:
+            return last
+        try:
+            await self.table.put(self.lighthouse, view)
+        except StoreError as e:  # the next round writes it again
+            log.warning("lighthouse view not stored: %s", e)
+            return view
+        self.last = view
+        return view
+
+    async def run(self) -> None:
+        while True:
+            await self.once()
+            await self.clock.sleep(self.period)
+
+
+def fresh_views(views: list[LighthouseView], now: float) -> list[LighthouseView]:
+    return [v for v in views if now - v.observed_at <= STALE_S and not v.error]
+
+
+class OverlayObserver:
+    def __init__(
+        self,
+        store: Store,
+        plan: AddressPlan,
+        clock: Clock,
+        reports: Callable[[], Mapping[str, OverlayReport]],
+        period: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.plan = plan
+        self.clock = clock
+        self.reports = reports  # node id -> its agent's latest report
+        self.period = period
+        self.table = OVERLAY.bind(store)
+
+    async def once(self, fence: Fence) -> dict[str, DeviceOverlay]:
+        """Classify every device; write what changed. Returns node id -> record."""
+        devices = {
+            r.name: str(self.plan.addresses(r.value.slot).overlay_ip)
+            for r in (await DEVICES.bind(self.store).list()).records
+        }
+        listing = await LIGHTHOUSES.bind(self.store).list()
+        views = fresh_views([r.value for r in listing.records], self.clock.now())
+        lighthouses = {v.lighthouse for v in views} | {str(self.plan.lighthouse_ip)}
+        by_node = self.reports()
+        reports = {devices[n]: r for n, r in by_node.items() if n in devices}
+        stored = (await self.table.list()).by_name()
+        out: dict[str, DeviceOverlay] = {}
+        for node_id, ip in sorted(devices.items()):
+            new = classify(ip, views, reports, lighthouses)
+            out[node_id] = new
+            old = stored.get(node_id)
+            if old is None or old.value != new:
+                await self.table.put(node_id, new, fence=fence)
+                if old is None or old.value.reachable != new.reachable:
+                    log.info(
+                        "node %s overlay: reachable=%s (%s)",
+                        node_id,
+                        new.reachable,
+                        new.reach_reason,
+                    )
+        for node_id in set(stored) - set(devices):
+            await self.table.delete(node_id, fence=fence)
+        return out
+
+    async def lead(self, fence: Fence) -> None:
+        while True:
+            try:
+                await self.once(fence)
+            except Fenced:
+                raise
+            except StoreError as e:  # the next round tries again
+                log.warning("overlay records not updated: %s", e)
+            await self.clock.sleep(self.period)
+
+
+async def overlay_records(store: Store) -> dict[str, DeviceOverlay]:
+    return {r.name: r.value for r in (await OVERLAY.bind(store).list()).records}
+
+
+def unreachable(records: Mapping[str, DeviceOverlay]) -> dict[str, str]:
+    """Node id -> why, for the devices positively known unreachable."""
+    return {n: r.reach_reason for n, r in records.items() if r.reachable is False}
