@@ -31,7 +31,7 @@ from cloudless.agent.facts import detect_facts
 from cloudless.agent.identity import AgentIdentity, channel_options, enroll
 from cloudless.agent.link import AssignmentFile, Link, Sample
 from cloudless.agent.monitor import ResourceMonitor
-from cloudless.agent.network import AgentNetwork
+from cloudless.agent.network import AgentNetwork, node_key_dir
 from cloudless.agent.power import read_battery, watch_battery
 from cloudless.agent.supervisor import Supervisor
 from cloudless.agent.telemetry import AgentTelemetry, agent_tls_context
@@ -43,6 +43,8 @@ from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.model.node import NodeConditions
 from cloudless.model.resources import Resources
+from cloudless.network.errors import NetworkEdgeError
+from cloudless.network.nebula_keys import NodeKey
 from cloudless.objectstore.service import StorageConfig, StorageService
 from cloudless.observability.http import parse_listen, serve_metrics
 from cloudless.runtime.protocol import ContainerRuntime
@@ -123,6 +125,7 @@ class Agent:
         self.link: Link | None = None
         self.supervisor: Supervisor | None = None
         self.network: AgentNetwork | None = None
+        self._nebula_pub: str | None = None
         self._metrics_tls: ssl.SSLContext | None = None
         self.storage: StorageService | None = None
         self._renew_now = asyncio.Event()  # the coordinator asked for a renewal (ack)
@@ -157,7 +160,21 @@ class Agent:
             cost_per_hour=c.cost_per_hour,
             metrics_address=self.metrics_address(),
             reserved_hours=sorted(c.reserved_hours),
+            nebula_public_key=self.nebula_public_key(),
         )
+
+    def nebula_public_key(self) -> str:
+        """The node's own Nebula public key (made once; the private key stays in the data
+        dir), or "" without container networking or when it cannot be made (logged)."""
+        if not self.config.container_network:
+            return ""
+        if self._nebula_pub is None:
+            try:
+                self._nebula_pub = NodeKey(node_key_dir(self.config.data_dir)).ensure()
+            except (OSError, NetworkEdgeError) as e:
+                log.warning("no Nebula key of its own: %s", e)
+                return ""
+        return self._nebula_pub
 
     def metrics_address(self) -> str:
         """Where this agent serves ``/metrics``, as advertised to the coordinator: the

@@ -52,6 +52,7 @@ from cloudless.network.nebula_config import (
     NebulaSettings,
     render_config,
 )
+from cloudless.network.nebula_keys import NodeKey
 from cloudless.network.netpolicy_device import render_inputs
 from cloudless.network.netpolicy_nft import render_compiled
 from cloudless.network.nft_apply import NftApplier, NftPolicyTable, PolicyTable
@@ -86,6 +87,11 @@ def missing_prerequisite(
     if not exists("/dev/net/tun"):
         return "/dev/net/tun is missing: nebula cannot create its interface"
     return None
+
+
+def node_key_dir(data_dir: Path) -> Path:
+    """Where the node keeps its own Nebula key pair (``nebula_keys.NodeKey``)."""
+    return data_dir / "network" / "nebula"
 
 
 def upstream_resolver(resolv_conf: str) -> tuple[str, int] | None:
@@ -350,6 +356,8 @@ class AgentNetwork:
         cni = CniInvoker(conf, str(self.dir / "cni"), host_argv=self.host_argv)
         overlay = None
         if cfg.nebula is not None and cfg.lighthouses:
+            if not cfg.nebula.key:
+                self.nebula_public_key()  # nebula then names a key that does not fit its cert
             self._write_nebula_files(cfg)
             try:
                 self.admin = AdminKeys(self._admin_dir()).ensure(DEFAULT_PORT)
@@ -376,18 +384,28 @@ class AgentNetwork:
         )
         return dn
 
+    def nebula_public_key(self) -> str:
+        """The node's own Nebula public key, the pair made if missing (blocking file I/O)."""
+        return NodeKey(self.dir / "nebula").ensure()
+
     def _admin_dir(self) -> Path:
         return self.dir / "nebula-admin"
 
-    def _nebula_paths(self) -> tuple[Path, Path, Path]:
+    def _nebula_paths(self, cfg: DeviceConfig) -> tuple[Path, Path, Path]:
+        """CA, certificate and key: the node's own key (``node.key``, made by this node and
+        never sent) unless the coordinator sent one (for an agent that sent no public key)."""
         d = self.dir / "nebula"
-        return d / "ca.crt", d / "host.crt", d / "host.key"
+        own = cfg.nebula is None or not cfg.nebula.key
+        return d / "ca.crt", d / "host.crt", NodeKey(d).key if own else d / "host.key"
 
     def _write_nebula_files(self, cfg: DeviceConfig) -> None:
         assert cfg.nebula is not None
-        ca, crt, key = self._nebula_paths()
+        ca, crt, key = self._nebula_paths(cfg)
         ca.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for path, data in ((ca, cfg.nebula.ca), (crt, cfg.nebula.cert), (key, cfg.nebula.key)):
+        files = [(ca, cfg.nebula.ca), (crt, cfg.nebula.cert)]
+        if cfg.nebula.key:
+            files.append((key, cfg.nebula.key))
+        for path, data in files:
             tmp = path.with_suffix(".tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as f:
@@ -395,7 +413,7 @@ class AgentNetwork:
             os.replace(tmp, path)
 
     def _nebula_config(self, cfg: DeviceConfig) -> dict[str, object]:
-        ca, crt, key = self._nebula_paths()
+        ca, crt, key = self._nebula_paths(cfg)
         return render_config(
             NebulaSettings(
                 name=self.node_name,

@@ -108,10 +108,18 @@ class Hub(Protocol):
 
 
 def network_publisher(
-    network: AddressPlanConfig | None, ca_dir: Path, store: Store, clock: Clock, hub: Hub
+    network: AddressPlanConfig | None,
+    ca_dir: Path,
+    store: Store,
+    clock: Clock,
+    hub: Hub,
+    *,
+    joined: bool = False,
 ) -> tuple[NetworkPublisher | None, Lighthouse | None]:
     """The coordinator's publisher (None without networking) and lighthouse (None without
-    ``network.lighthouse`` or without ``nebula``/``nebula-cert``; logged with the reason)."""
+    ``network.lighthouse`` or without ``nebula``/``nebula-cert``; logged with the reason).
+    ``joined``: this coordinator joined a cluster, so it uses the cluster's Nebula CA from
+    the join answer and never makes one."""
     if network is None:
         return None, None
     plan = network.plan()
@@ -125,7 +133,7 @@ def network_publisher(
             " and ".join(missing),
         )
     else:
-        ca = NebulaCA(ca_dir / "nebula")
+        ca = NebulaCA(ca_dir / "nebula", create=not joined)
         if network.lighthouse:
             lighthouse = Lighthouse(
                 ca, plan, network.lighthouse, ca_dir.parent / "nebula", store=store, clock=clock

@@ -195,6 +195,16 @@ def restart_needed(old: Mapping[str, Any], new: Mapping[str, Any], cert_changed:
     return "reload"
 
 
+RENEW_AT = 2 / 3  # of a certificate's life, as for node certificates (security.renewer)
+CERT_HOURS = 8760  # a device certificate's life: a node certificate's (one year)
+
+
+def renewal_due(issued_at: float, hours: int, now: float) -> bool:
+    """Whether a device certificate issued at ``issued_at`` for ``hours`` is due for
+    re-issue: 2/3 of its life gone (worked: 8760 h -> after 5840 h, day 243.3)."""
+    return now >= issued_at + hours * 3600 * RENEW_AT
+
+
 _GROUP = re.compile(r"^[A-Za-z0-9_.=:/-]{1,128}$")
 
 
@@ -228,16 +238,21 @@ def sign_argv(
     addresses: DeviceAddresses,
     groups: Sequence[str],
     out_crt: str,
-    out_key: str,
+    out_key: str = "",
+    in_pub: str = "",
     duration_hours: int = 8760,
 ) -> list[str]:
     """``nebula-cert sign`` for a device: its overlay IP, its container subnet in ``subnets``
-    (so peers accept packets from its containers), its groups."""
+    (so peers accept packets from its containers), its groups; for the public key in
+    ``in_pub`` (the node made its key) or else for a new key written to ``out_key``."""
+    if bool(out_key) == bool(in_pub):
+        raise NetworkConfigError("nebula-cert sign: exactly one of out_key and in_pub")
     if not re.match(r"^[A-Za-z0-9_.-]{1,253}$", name):
         raise NetworkConfigError(f"nebula certificate name {name!r}: letters, digits, _.- only")
     return [
         *("nebula-cert", "sign", "-ca-crt", ca_crt, "-ca-key", ca_key, "-name", name),
         *("-ip", addresses.overlay_cidr, "-subnets", str(addresses.container_subnet)),
         *("-groups", ",".join(groups), "-duration", f"{duration_hours}h"),
-        *("-out-crt", out_crt, "-out-key", out_key),
+        *("-out-crt", out_crt),
+        *(("-in-pub", in_pub) if in_pub else ("-out-key", out_key)),
     ]

@@ -28,7 +28,7 @@ from cloudless.model.replica import DesiredState, ReplicaState
 from cloudless.network.addressing import AddressPlanConfig, DeviceAddresses
 from cloudless.network.errors import NetworkEdgeError
 from cloudless.network.nebula import NebulaCA
-from cloudless.network.nebula_config import groups_from_labels
+from cloudless.network.nebula_config import CERT_HOURS, groups_from_labels, renewal_due
 from cloudless.network.netpolicy import NetworkPolicy
 from cloudless.network.netpolicy_device import (
     PlacedEndpoint,
@@ -58,6 +58,7 @@ class NetworkPublisher:
         ca: NebulaCA | None = None,
         lighthouses: Mapping[str, Sequence[str]] | None = None,
         period: float = 10.0,
+        cert_hours: int = CERT_HOURS,
     ) -> None:
         self.store = store
         self.state = ClusterState(store)
@@ -68,6 +69,7 @@ class NetworkPublisher:
         self.ca = ca
         self.lighthouses = dict(lighthouses or {})
         self.period = period
+        self.cert_hours = cert_hours
         self.configs: dict[str, pb.NetworkConfig] = {}
         self.problem = ""
         self._wake = asyncio.Event()
@@ -108,12 +110,13 @@ class NetworkPublisher:
     async def refresh(self) -> list[str]:
         """Rebuild every node's message; re-push and return the nodes whose message changed."""
         devices = {r.name: r.value.slot for r in (await DEVICES.bind(self.store).list()).records}
+        keys = {r.name: r.value.nebula_public_key for r in (await self.state.nodes.list()).records}
         services = [r.service() for r in await list_services(self.store)]
         blocklist = await self._blocklist(set(devices))
         policies, cluster = await self._policy_inputs()
         new: dict[str, pb.NetworkConfig] = {}
         for node_id, slot in sorted(devices.items()):
-            ident = await self._identity(node_id, self.plan.addresses(slot))
+            ident = await self._identity(node_id, self.plan.addresses(slot), keys.get(node_id, ""))
             new[node_id] = network_config(
                 self.plan_config,
                 slot,
@@ -162,19 +165,36 @@ class NetworkPublisher:
         assert self.ca is not None
         return self.ca.dir / "issued" / node_id
 
-    async def _identity(self, node_id: str, addrs: DeviceAddresses) -> NebulaIdentity | None:
+    async def _identity(
+        self, node_id: str, addrs: DeviceAddresses, public_key: str
+    ) -> NebulaIdentity | None:
+        """The node's certificate, issued for its slot and for the public key it sent (the
+        key stays on the node; the message carries no key), and issued again once 2/3 of its
+        life has gone (``renewal_due``; the agent restarts Nebula for a new certificate). A
+        node that sent no key (an agent from before node-made keys) gets a key made here,
+        sent over its mutual-TLS stream."""
         if self.ca is None:
             return None
         d = self._issued(node_id)
+        now = self.clock.now()
         try:
-            have = await asyncio.to_thread(_read_identity, d, self.ca.crt, addrs.slot)
+            have = await asyncio.to_thread(
+                _read_identity, d, self.ca.crt, addrs.slot, public_key, now
+            )
             if have is None:
                 await self.ca.ensure()
-                await self.ca.issue(node_id, addrs, groups_from_labels({}), d)
-                await asyncio.to_thread((d / "slot").write_text, str(addrs.slot))
-                with contextlib.suppress(FileNotFoundError):
-                    (d / "fingerprint").unlink()
-                have = await asyncio.to_thread(_read_identity, d, self.ca.crt, addrs.slot)
+                groups = groups_from_labels({})
+                if public_key:
+                    await self.ca.sign(node_id, addrs, groups, d, public_key, self.cert_hours)
+                else:
+                    log.warning("node %s sent no Nebula public key: its key is made here", node_id)
+                    await self.ca.issue(node_id, addrs, groups, d, self.cert_hours)
+                await asyncio.to_thread(
+                    _write_marks, d, addrs.slot, public_key, now, self.cert_hours
+                )
+                have = await asyncio.to_thread(
+                    _read_identity, d, self.ca.crt, addrs.slot, public_key, now
+                )
         except (NetworkEdgeError, OSError) as e:
             self.problem = f"node {node_id}: no Nebula certificate: {e}"
             log.warning("%s", self.problem)
@@ -204,12 +224,30 @@ class NetworkPublisher:
         return out
 
 
-def _read_identity(d: Path, ca_crt: Path, slot: int) -> NebulaIdentity | None:
+def _write_marks(d: Path, slot: int, public_key: str, at: float, hours: int) -> None:
+    """What the certificate in ``d`` was issued for (slot, public key; "" = a key made here)
+    and when, for how long."""
+    (d / "slot").write_text(str(slot))
+    (d / "for-key").write_text(public_key)
+    (d / "issued").write_text(f"{at} {hours}")
+    with contextlib.suppress(FileNotFoundError):
+        (d / "fingerprint").unlink()
+
+
+def _read_identity(
+    d: Path, ca_crt: Path, slot: int, public_key: str, now: float
+) -> NebulaIdentity | None:
+    """The identity issued in ``d`` if it was issued for this slot and key and is not due
+    for renewal, else None."""
     try:
         if int((d / "slot").read_text()) != slot:
             return None
-        return NebulaIdentity(
-            ca_crt.read_bytes(), (d / "host.crt").read_bytes(), (d / "host.key").read_bytes()
-        )
+        if (d / "for-key").read_text() != public_key:
+            return None
+        at, hours = (d / "issued").read_text().split()
+        if renewal_due(float(at), int(hours), now):
+            return None
+        key = b"" if public_key else (d / "host.key").read_bytes()
+        return NebulaIdentity(ca_crt.read_bytes(), (d / "host.crt").read_bytes(), key)
     except (FileNotFoundError, ValueError):
         return None

@@ -220,6 +220,7 @@ class Dispatcher:
         self.liveness.heard(s.node_id)
         await self.liveness.note_metrics_address(s.node_id, hello.facts.metrics_address)
         await self.liveness.note_reserved(s.node_id, hello.facts.reserved_hours)
+        await self.liveness.note_nebula_key(s.node_id, hello.facts.nebula_public_key)
 
     async def on_heartbeat(
         self,

@@ -250,7 +250,7 @@ class Coordinator:
             NetworkController(self.state, c.network.plan(), self.clock) if c.network else None
         )
         self.network_publisher, self.lighthouse = network_publisher(
-            c.network, c.ca_dir, self.store, self.clock, dispatcher
+            c.network, c.ca_dir, self.store, self.clock, dispatcher, joined=bool(c.join)
         )
         self.overlay_observer = (
             OverlayObserver(
