@@ -1,0 +1,166 @@
+"""A node's own Nebula key: made on the node, checked by the coordinator, signed without the
+private half ever leaving (real ``nebula-cert`` where installed), and certificates re-issued
+at 2/3 of their life."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cloudless.lib.clock import FakeClock
+from cloudless.network.addressing import AddressPlanConfig
+from cloudless.network.errors import NetworkEdgeError
+from cloudless.network.nebula import NebulaCA
+from cloudless.network.nebula_config import renewal_due
+from cloudless.network.nebula_keys import (
+    PRIVATE_BANNER,
+    PUBLIC_BANNER,
+    NodeKey,
+    make_keypair,
+    pem,
+    public_key_problem,
+)
+from cloudless.network.publisher import NetworkPublisher
+from cloudless.network.state import assign_device
+from cloudless.network.wire import DeviceConfig
+from cloudless.scheduler.testing import node
+from cloudless.store.memory import MemoryStore
+
+KEY32 = bytes(range(1, 33))
+NEEDS_CERT = pytest.mark.skipif(
+    shutil.which("nebula-cert") is None, reason="nebula-cert is not installed (Debian nebula)"
+)
+
+BAD_KEYS = [
+    # (text, words in the reason)
+    ("", "not a PEM block"),
+    ("AAAA", "not a PEM block"),
+    (pem(PRIVATE_BANNER, KEY32), "a NEBULA X25519 PRIVATE KEY block"),
+    (pem("NEBULA ED25519 PUBLIC KEY", KEY32), "a NEBULA ED25519 PUBLIC KEY block"),
+    (pem(PUBLIC_BANNER, KEY32[:31]), "31 bytes"),  # one short
+    (pem(PUBLIC_BANNER, KEY32 + b"x"), "33 bytes"),
+    (pem(PUBLIC_BANNER, bytes(32)), "all zeros"),
+    (pem(PUBLIC_BANNER, KEY32).replace("AQID", "AQ*D"), "not a PEM block"),  # '*' not base64
+    (pem(PUBLIC_BANNER, KEY32).replace("AQID", "AQI"), "not valid base64"),  # bad padding
+    ("k" * 100_000, "100000 characters"),
+    (pem(PUBLIC_BANNER, KEY32) + pem(PUBLIC_BANNER, KEY32), "not a PEM block"),  # two blocks
+]
+
+
+@pytest.mark.parametrize(("text", "words"), BAD_KEYS)
+def test_public_key_refused_with_the_reason(text: str, words: str) -> None:
+    got = public_key_problem(text)
+    assert got is not None and words in got, got
+
+
+def test_keypair_is_nebulas_format() -> None:
+    private, public = make_keypair()
+    assert public_key_problem(public) is None
+    assert private.startswith(f"-----BEGIN {PRIVATE_BANNER}-----\n")
+    assert len(private.splitlines()[1]) == 44  # 32 bytes in base64, one line as Go writes it
+
+
+def test_node_key_is_made_once_and_kept(tmp_path: Path) -> None:
+    k = NodeKey(tmp_path / "nebula")
+    pub = k.ensure()
+    assert k.ensure() == pub and k.pub.read_text() == pub
+    assert k.key.stat().st_mode & 0o777 == 0o600
+    k.pub.write_text("garbage")  # the public half follows from the private one
+    assert k.ensure() == pub and k.pub.read_text() == pub
+    k.key.write_text("not a key")
+    with pytest.raises(NetworkEdgeError, match=r"node\.key: not a PEM block"):
+        k.ensure()
+
+
+@NEEDS_CERT
+async def test_nebula_cert_signs_our_public_key(tmp_path: Path) -> None:
+    """The key made with ``cryptography`` is the one ``nebula-cert`` puts in the certificate
+    (the public key it prints is the X25519 of our private half)."""
+    import base64
+
+    ca = NebulaCA(tmp_path / "ca")
+    await ca.ensure()
+    _, public = make_keypair()
+    plan = AddressPlanConfig().plan()
+    crt = await ca.sign("n1", plan.addresses(0), ["cloudless"], tmp_path / "n1", public)
+    assert not (tmp_path / "n1" / "host.key").exists()  # no key made or kept here
+    out = await asyncio.to_thread(
+        lambda: (
+            subprocess.run(
+                ["nebula-cert", "print", "-json", "-path", str(crt)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+    )
+    details = json.loads(out)["details"]
+    raw = base64.b64decode(public.splitlines()[1])
+    assert details["publicKey"] == raw.hex()
+    assert details["ips"] == ["100.64.0.1/10"]
+    with pytest.raises(NetworkEdgeError, match="n2: Nebula public key: all zeros"):
+        await ca.sign("n2", plan.addresses(1), [], tmp_path / "n2", pem(PUBLIC_BANNER, bytes(32)))
+
+
+@pytest.mark.parametrize(
+    ("issued_at", "hours", "now", "due"),
+    [
+        # 2/3 of 8760 h = 5840 h = 21,024,000 s
+        (0.0, 8760, 21_023_999.0, False),
+        (0.0, 8760, 21_024_000.0, True),
+        (100.0, 3, 100.0 + 7199, False),  # 2/3 of 3 h = 7200 s
+        (100.0, 3, 100.0 + 7200, True),
+    ],
+)
+def test_renewal_due(issued_at: float, hours: int, now: float, due: bool) -> None:
+    assert renewal_due(issued_at, hours, now) is due
+
+
+@NEEDS_CERT
+async def test_publisher_signs_the_nodes_key_and_renews(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = MemoryStore(clock)
+    cfg = AddressPlanConfig()
+    from cloudless.coordinator.state.cluster import ClusterState
+
+    state = ClusterState(store)
+    _, pub = make_keypair()
+    await state.nodes.put("n1", node("n1", nebula_public_key=pub))
+    await state.nodes.put("n2", node("n2"))  # an agent that sent no key
+    await assign_device(store, cfg.plan(), "n1")
+    await assign_device(store, cfg.plan(), "n2")
+    pushed: list[list[str]] = []
+    lh = {"100.127.255.254": ["192.168.77.1:4242"]}
+    pub_ = NetworkPublisher(
+        store,
+        cfg,
+        clock,
+        lambda ns: pushed.append(list(ns)),
+        ca=NebulaCA(tmp_path / "nebula"),
+        lighthouses=lh,
+        cert_hours=3,
+    )
+    assert await pub_.refresh() == ["n1", "n2"]
+    n1 = DeviceConfig.from_pb(pub_.config_for("n1"))
+    assert n1.nebula is not None and n1.nebula.key == b""  # the key stays on the node
+    assert b"NEBULA CERTIFICATE" in n1.nebula.cert
+    n2 = DeviceConfig.from_pb(pub_.config_for("n2"))
+    assert n2.nebula is not None and b"NEBULA X25519 PRIVATE KEY" in n2.nebula.key
+    first = n1.nebula.cert
+
+    clock.advance(7199)  # 2/3 of 3 h is 7200 s: not yet
+    assert await pub_.refresh() == []
+    clock.advance(1)
+    assert await pub_.refresh() == ["n1", "n2"]  # both re-issued and re-pushed
+    n1 = DeviceConfig.from_pb(pub_.config_for("n1"))
+    assert n1.nebula is not None and n1.nebula.cert != first
+
+    # n1 lost its key and made a new one: the next hello records it, a new cert follows
+    _, pub2 = make_keypair()
+    await state.nodes.put("n1", node("n1", nebula_public_key=pub2))
+    assert await pub_.refresh() == ["n1"]
