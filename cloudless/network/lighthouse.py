@@ -1,12 +1,14 @@
 """The coordinator's Nebula lighthouse and relay: ``Lighthouse.run()``.
 
-It holds the overlay's last usable address (``AddressPlan.lighthouse_ip``), listens where
-``network.lighthouse`` says devices reach it, answers lighthouse queries and relays for devices
-behind NAT. Its tun device is off: it forwards the overlay's encrypted packets, it routes no
-container traffic. Its Nebula admin interface (``sshd`` on loopback, at the number of its UDP
-port) is read by ``LighthouseWatch``, which publishes the lighthouse's view of the devices
-(``observer``) for the NAT types and reachability the leader works out.
-``network_publisher`` builds the coordinator's ``NetworkPublisher`` with
+Every coordinator started with ``network.lighthouse`` runs one. It holds an overlay address
+of its own from the top of the overlay (``AddressPlan.lighthouse_ips``, claimed in the store
+under the coordinator's name: ``observer.claim_lighthouse``; without a store, the last usable
+address), listens where ``network.lighthouse`` says devices reach it, answers lighthouse
+queries and relays for devices behind NAT. Its tun device is off: it forwards the overlay's
+encrypted packets, it routes no container traffic. Its Nebula admin interface (``sshd`` on
+loopback, at the number of its UDP port) is read by ``LighthouseWatch``, which publishes the
+lighthouse's view of the devices (``observer``) for the NAT types and reachability the
+leader works out. ``network_publisher`` builds the coordinator's ``NetworkPublisher`` with
 the cluster's Nebula CA (``<ca_dir>/nebula``, kept like the X.509 CA) and this lighthouse.
 """
 
@@ -28,7 +30,7 @@ from cloudless.network.errors import NetworkEdgeError
 from cloudless.network.nebula import NebulaCA, NebulaSupervisor
 from cloudless.network.nebula_admin import AdminKeys, NebulaAdmin
 from cloudless.network.nebula_config import NebulaSettings, groups_from_labels, render_config
-from cloudless.network.observer import LighthouseWatch
+from cloudless.network.observer import LighthouseWatch, claim_lighthouse
 from cloudless.network.publisher import NetworkPublisher
 from cloudless.store.protocol import Store
 
@@ -46,8 +48,10 @@ class Lighthouse:
         host_argv: Sequence[str] = (),
         store: Store | None = None,
         clock: Clock | None = None,
+        coordinator: str = "",
     ) -> None:
-        """``store`` and ``clock``: publish the lighthouse's view there (None: do not)."""
+        """``store`` and ``clock``: register the lighthouse under ``coordinator`` and publish
+        its view there (None: neither; it takes the overlay's last usable address)."""
         self.ca = ca
         self.plan = plan
         self.listen = listen
@@ -56,23 +60,30 @@ class Lighthouse:
         self.nebula = NebulaSupervisor(workdir / "run", host_argv=host_argv)
         self.store = store
         self.clock = clock
+        self.coordinator = coordinator
+        self.overlay_ip = plan.lighthouse_ip
         self.watch: LighthouseWatch | None = None
 
     def addresses(self) -> DeviceAddresses:
-        ip = self.plan.lighthouse_ip
+        ip = self.overlay_ip
         return DeviceAddresses(-1, ip, self.plan.overlay, ipaddress.IPv4Network(f"{ip}/32"))
 
     async def run(self) -> None:
         await self.ca.ensure()
+        if self.store is not None:
+            self.overlay_ip = ipaddress.IPv4Address(
+                await claim_lighthouse(self.store, self.plan, self.coordinator, self.listen)
+            )
         addrs = self.addresses()
         groups = groups_from_labels({}, lighthouse=True)
-        crt, key = await self.ca.issue("lighthouse", addrs, groups, self.dir / "pki")
+        name = f"lighthouse-{self.coordinator}" if self.coordinator else "lighthouse"
+        crt, key = await self.ca.issue(name, addrs, groups, self.dir / "pki")
         port = int(self.listen.rpartition(":")[2])
         keys = AdminKeys(self.dir / "admin")
         admin = await asyncio.to_thread(keys.ensure, port)
         cfg = render_config(
             NebulaSettings(
-                name="lighthouse",
+                name=name,
                 addresses=addrs,
                 plan=self.plan,
                 ca_path=str(self.ca.crt),
@@ -97,6 +108,8 @@ class Lighthouse:
                     NebulaAdmin(keys, port, host_argv=self.host_argv),
                     str(addrs.overlay_ip),
                     self.clock,
+                    coordinator=self.coordinator,
+                    address=self.listen,
                 )
                 tg.create_task(self.watch.run())
 
@@ -115,6 +128,7 @@ def network_publisher(
     hub: Hub,
     *,
     joined: bool = False,
+    coordinator: str = "",
 ) -> tuple[NetworkPublisher | None, Lighthouse | None]:
     """The coordinator's publisher (None without networking) and lighthouse (None without
     ``network.lighthouse`` or without ``nebula``/``nebula-cert``; logged with the reason).
@@ -136,7 +150,13 @@ def network_publisher(
         ca = NebulaCA(ca_dir / "nebula", create=not joined)
         if network.lighthouse:
             lighthouse = Lighthouse(
-                ca, plan, network.lighthouse, ca_dir.parent / "nebula", store=store, clock=clock
+                ca,
+                plan,
+                network.lighthouse,
+                ca_dir.parent / "nebula",
+                store=store,
+                clock=clock,
+                coordinator=coordinator,
             )
         else:
             log.warning("network.lighthouse not set: devices get no lighthouse, no overlay")

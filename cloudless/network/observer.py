@@ -2,30 +2,38 @@
 
 Tables (under ``/cloudless/``)::
 
-    network-lighthouses/<overlay ip>  LighthouseView: one lighthouse's direct tunnels (from which
-                                      address each device's packets come) and the addresses each
-                                      device reported; written by the coordinator running that
-                                      lighthouse when it changes and every ``REFRESH_S``
+    network-lighthouses/<overlay ip>  LighthouseView: which coordinator runs the lighthouse at
+                                      that overlay IP and where devices reach it, its direct
+                                      tunnels (from which address each device's packets come) and
+                                      the addresses each device reported; created by
+                                      ``claim_lighthouse`` (create-if-absent: one IP, one
+                                      coordinator), written by that coordinator when its view
+                                      changes and every ``REFRESH_S``, deleted with the
+                                      coordinator (``release_lighthouse``)
     network-overlay/<node-id>         DeviceOverlay: the node's NAT type, paths, reachability;
                                       written by the leader when it changes
 
-``LighthouseWatch.run()`` (beside the lighthouse's nebula) reads its admin interface every
-``period`` and publishes its view. ``OverlayObserver.lead(fence)`` (leader) classifies every
-device holding an address slot (``overlay_state.classify``) from the views not older than
-``STALE_S`` and the agents' reports (held by the dispatcher, in memory, while their session
-lasts), writes the records that changed and deletes those of devices without a slot. The
-network controller leaves the replicas of a device whose record says ``reachable: false``
-out of service endpoints; ``net status`` and ``describe node`` show the records.
+Every coordinator started with a lighthouse address runs one; the publisher hands devices all
+registered lighthouses (each is also a relay). ``LighthouseWatch.run()`` (beside the
+lighthouse's nebula) reads its admin interface every ``period`` and publishes its view.
+``OverlayObserver.lead(fence)`` (leader) classifies every device holding an address slot
+(``overlay_state.classify``) from the views not older than ``STALE_S`` and the agents'
+reports (held by the dispatcher, in memory, while their session lasts), writes the records
+that changed and deletes those of devices without a slot. The network controller leaves the
+replicas of a device whose record says ``reachable: false`` out of service endpoints;
+``net status`` and ``describe node`` show the records.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from cloudless.lib.clock import Clock
+from cloudless.lib.errors import Conflict
 from cloudless.network.addressing import AddressPlan
-from cloudless.network.errors import NetworkEdgeError
+from cloudless.network.errors import AddressExhausted, NetworkEdgeError
 from cloudless.network.nebula_admin import Admin, addrmap, hostmap
 from cloudless.network.overlay_state import (
     Advertised,
@@ -49,6 +57,7 @@ LIGHTHOUSES = TableSpec(
 )
 OVERLAY = TableSpec("network-overlay", DataclassCodec(DeviceOverlay, kind="network_overlay"))
 REFRESH_S = 60.0
+ATTEMPTS = 16
 STALE_S = 180.0
 
 
@@ -67,19 +76,84 @@ async def read_view(admin: Admin, lighthouse: str, now: float) -> LighthouseView
     )
 
 
+async def claim_lighthouse(store: Store, plan: AddressPlan, coordinator: str, address: str) -> str:
+    """The overlay IP of ``coordinator``'s lighthouse: the one it holds, else the highest free
+    one of ``plan.lighthouse_ips()`` taken by create-if-absent (two coordinators never share
+    one); its ``address`` is kept current. ``AddressExhausted`` when all are taken."""
+    table = LIGHTHOUSES.bind(store)
+    for _ in range(ATTEMPTS):
+        listing = await table.list()
+        mine = [r for r in listing.records if r.value.coordinator == coordinator]
+        if mine:
+            r = mine[0]
+            if r.value.address == address:
+                return r.name
+            new = replace(r.value, address=address)
+            if await table.cas(r.name, new, expect=r.mod_revision) is not None:
+                return r.name
+            continue
+        taken = {r.name for r in listing.records}
+        free = [str(ip) for ip in plan.lighthouse_ips() if str(ip) not in taken]
+        if not free:
+            raise AddressExhausted(
+                f"every lighthouse address ({len(taken)}) is held by a coordinator; remove a "
+                "stopped coordinator (cloudless coordinator remove NAME) to free one"
+            )
+        view = LighthouseView(free[0], coordinator=coordinator, address=address)
+        try:
+            await table.create(free[0], view)
+            return free[0]
+        except Conflict:
+            continue
+    raise StoreError(f"lighthouse address for {coordinator}: the store kept changing")
+
+
+async def release_lighthouse(store: Store, coordinator: str) -> list[str]:
+    """Delete the lighthouse records of a removed coordinator; the overlay IPs freed."""
+    table = LIGHTHOUSES.bind(store)
+    gone = []
+    for r in (await table.list()).records:
+        if r.value.coordinator == coordinator and await table.delete(r.name):
+            gone.append(r.name)
+    return gone
+
+
+async def registered_lighthouses(store: Store) -> dict[str, tuple[str, ...]]:
+    """Overlay IP -> the addresses devices reach it at, for every registered lighthouse."""
+    return {
+        r.name: (r.value.address,)
+        for r in (await LIGHTHOUSES.bind(store).list()).records
+        if r.value.address
+    }
+
+
 class LighthouseWatch:
     def __init__(
-        self, store: Store, admin: Admin, lighthouse: str, clock: Clock, period: float = 10.0
+        self,
+        store: Store,
+        admin: Admin,
+        lighthouse: str,
+        clock: Clock,
+        period: float = 10.0,
+        *,
+        coordinator: str = "",
+        address: str = "",
     ) -> None:
         self.table = LIGHTHOUSES.bind(store)
         self.admin = admin
         self.lighthouse = lighthouse
         self.clock = clock
         self.period = period
+        self.coordinator = coordinator
+        self.address = address
         self.last: LighthouseView | None = None
 
     async def once(self) -> LighthouseView:
-        view = await read_view(self.admin, self.lighthouse, self.clock.now())
+        view = replace(
+            await read_view(self.admin, self.lighthouse, self.clock.now()),
+            coordinator=self.coordinator,
+            address=self.address,
+        )
         last = self.last
         same = last is not None and (last.seen, last.reported, last.error) == (
             view.seen,

@@ -96,6 +96,8 @@ class LighthouseView:
     reported: tuple[Advertised, ...] = ()
     observed_at: float = 0.0
     error: str = ""
+    coordinator: str = ""  # the coordinator running it
+    address: str = ""  # "ip:port" devices reach it at
 
     def seen_map(self) -> dict[str, str]:
         return {s.device: s.address for s in self.seen}

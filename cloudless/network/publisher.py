@@ -37,6 +37,7 @@ from cloudless.network.netpolicy_device import (
     device_chains,
     endpoints,
 )
+from cloudless.network.observer import registered_lighthouses
 from cloudless.network.state import DEVICES, list_services, stored_policies
 from cloudless.network.wire import NebulaIdentity, network_config
 from cloudless.store.fence import Fence
@@ -110,6 +111,8 @@ class NetworkPublisher:
     async def refresh(self) -> list[str]:
         """Rebuild every node's message; re-push and return the nodes whose message changed."""
         devices = {r.name: r.value.slot for r in (await DEVICES.bind(self.store).list()).records}
+        # every coordinator's registered lighthouse (the static map when none registered)
+        lighthouses = await registered_lighthouses(self.store) or self.lighthouses
         keys = {r.name: r.value.nebula_public_key for r in (await self.state.nodes.list()).records}
         services = [r.service() for r in await list_services(self.store)]
         blocklist = await self._blocklist(set(devices))
@@ -122,7 +125,7 @@ class NetworkPublisher:
                 slot,
                 services,
                 nebula=ident,
-                lighthouses=self.lighthouses,
+                lighthouses=lighthouses,
                 blocklist=blocklist,
             )
             new[node_id].policy_chains.extend(

@@ -250,7 +250,13 @@ class Coordinator:
             NetworkController(self.state, c.network.plan(), self.clock) if c.network else None
         )
         self.network_publisher, self.lighthouse = network_publisher(
-            c.network, c.ca_dir, self.store, self.clock, dispatcher, joined=bool(c.join)
+            c.network,
+            c.ca_dir,
+            self.store,
+            self.clock,
+            dispatcher,
+            joined=bool(c.join),
+            coordinator=c.name,
         )
         self.overlay_observer = (
             OverlayObserver(
