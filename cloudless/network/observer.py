@@ -66,7 +66,7 @@ async def read_view(admin: Admin, lighthouse: str, now: float) -> LighthouseView
     try:
         tunnels = await hostmap(admin)
         reported = await addrmap(admin)
-    except NetworkEdgeError as e:
+    except (NetworkEdgeError, OSError) as e:
         return LighthouseView(lighthouse, observed_at=now, error=str(e))
     return LighthouseView(
         lighthouse,
@@ -172,7 +172,10 @@ class LighthouseWatch:
 
     async def run(self) -> None:
         while True:
-            await self.once()
+            try:
+                await self.once()
+            except Exception:  # observing must never take the lighthouse down
+                log.exception("lighthouse view not published")
             await self.clock.sleep(self.period)
 
 
