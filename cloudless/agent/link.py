@@ -44,6 +44,7 @@ from cloudless.transport.grpc_channel import GrpcDialer
 log = logging.getLogger("cloudless.agent.link")
 
 VERSION = "0.1.0"
+OVERLAY_RESEND_S = 30.0  # an unchanged overlay report is sent again this often
 
 
 @dataclass(frozen=True)
@@ -361,6 +362,7 @@ class Link:
     async def _heartbeats(self, outbox: asyncio.Queue[pb.AgentMessage]) -> None:
         """Send heartbeats; return (ending the session) when the coordinator falls silent."""
         usage = UsageOutbox()  # a new stream starts with every replica's usage
+        overlay_sent: tuple[bytes, float] = (b"", -OVERLAY_RESEND_S)  # a new stream: at once
         while True:
             if self.clock.monotonic() - self.last_rx > self.silence_limit():
                 return
@@ -384,7 +386,11 @@ class Link:
             )
             overlay = self.overlay()
             if overlay is not None:
-                hb.overlay.CopyFrom(overlay)
+                # only when it changed, or every OVERLAY_RESEND_S: it lists every tunnel
+                raw, mono = overlay.SerializeToString(), self.clock.monotonic()
+                if raw != overlay_sent[0] or mono - overlay_sent[1] >= OVERLAY_RESEND_S:
+                    hb.overlay.CopyFrom(overlay)
+                    overlay_sent = (raw, mono)
             outbox.put_nowait(pb.AgentMessage(heartbeat=hb))
             which, _ = await first_of(self.changed.wait(), self.clock.sleep(self.interval))
             if which == 0:
