@@ -58,9 +58,10 @@ def service_detail(s: ServiceRecord, node_names: Mapping[str, str]) -> dict[str,
     ]
     missing = s.total - len(s.endpoints)
     v["not_ready"] = (
-        f"{missing} of {s.total} replicas are not endpoints: not running yet, not ready, or "
+        f"{missing} of {s.total} replicas are not endpoints: not running yet, not ready, "
         "reporting no address in their node's container subnet (a node without container "
-        "networking reports a host port, which a VIP cannot reach)"
+        "networking reports a host port, which a VIP cannot reach), or on a node no other "
+        "node can reach over the overlay (`cloudless describe node` says why)"
         if missing > 0
         else ""
     )
