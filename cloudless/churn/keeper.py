@@ -11,8 +11,11 @@ Rules:
   record, ``availability/<node-id>``, written when a session opens or closes, fenced by the
   leader's term: a new leader loads it and goes on (a session that was open when the old
   leader stopped and whose node is down now is closed at the new leader's start);
-* every ``relearn_s`` (and after each change) the models are re-learned, owner-reserved
-  hours set to 0 (``with_reserved``), and handed to the availability placer.
+* every ``relearn_s`` (and after each change) the placer is handed the models as of that
+  time, owner-reserved hours set to 0 (``with_reserved``). The hand-over costs nothing: a
+  model is learned when the placer first reads it (``LazyModels``), so a cluster whose
+  workloads never ask for availability placement never learns one, and a node's change
+  re-learns that node only (the others keep models learned at most ``relearn_s`` before).
 
 ``history_model(record, now)`` and ``describe_node`` turn one stored record into what
 ``cloudless describe node`` shows, on any coordinator (they read the store, not the
@@ -24,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -166,7 +169,7 @@ class AvailabilityKeeper:
                 await self.table.delete(ev.name, fence=fence)
             elif ev.record is not None:
                 if await self._see(ev.record.value, now, fence):
-                    self._relearn(now)
+                    self._relearn(now, changed=ev.name)
 
     async def _see(self, n: Node, now: float, fence: Fence) -> bool:
         """Take one node record; True if its history changed (and was written)."""
@@ -194,12 +197,58 @@ class AvailabilityKeeper:
             log.warning("availability history of %s not written: %s", n.id, e)
         return True
 
-    def models(self, now: float) -> dict[str, AvailabilityModel]:
-        return {
-            node_id: with_reserved(m, self._reserved.get(node_id, frozenset()))
-            for node_id, m in self.log.models(now).items()
-        }
+    def models(self, now: float) -> LazyModels:
+        return LazyModels(self.log, self._reserved, now)
 
-    def _relearn(self, now: float) -> None:
-        if self.placer is not None:
-            self.placer.update(self.models(now), now)
+    def _relearn(self, now: float, changed: str | None = None) -> None:
+        """Hand the placer the models as of ``now``: all afresh, or (``changed``, a node whose
+        history just changed) that node's afresh and the others' as learned before, if that
+        was less than ``relearn_s`` ago."""
+        if self.placer is None:
+            return
+        fresh = self.models(now)
+        before = self.placer.models
+        if changed is not None and isinstance(before, LazyModels):
+            fresh.keep(before, changed, now - self.relearn_s)
+        self.placer.update(fresh, now)
+
+
+class LazyModels(Mapping[str, AvailabilityModel]):
+    """The devices' models as of ``now``, each learned from the session log on first read
+    and kept; a device without enough history (``now`` not after its first sighting) has
+    none. Reads the log as it is when read: the keeper hands the placer a new one whenever
+    a device's history changes."""
+
+    def __init__(self, log: SessionLog, reserved: Mapping[str, frozenset[int]], now: float) -> None:
+        self.log = log
+        self.reserved = reserved
+        self.now = now
+        # node id -> (its model or None, when it was learned)
+        self._learned: dict[str, tuple[AvailabilityModel | None, float]] = {}
+
+    def keep(self, older: LazyModels, except_id: str, since: float) -> None:
+        """Reuse what ``older`` learned at or after ``since``, except ``except_id``'s."""
+        for node_id, got in older._learned.items():
+            if node_id != except_id and got[1] >= since:
+                self._learned.setdefault(node_id, got)
+
+    def _model(self, node_id: str) -> AvailabilityModel | None:
+        got = self._learned.get(node_id)
+        if got is None:
+            m = self.log.model(node_id, self.now)
+            if m is not None:
+                m = with_reserved(m, self.reserved.get(node_id, frozenset()))
+            got = self._learned[node_id] = (m, self.now)
+        return got[0]
+
+    def __getitem__(self, node_id: str) -> AvailabilityModel:
+        m = self._model(node_id)
+        if m is None:
+            raise KeyError(node_id)
+        return m
+
+    def __iter__(self) -> Iterator[str]:
+        return (n for n in list(self.log.devices) if self._model(n) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

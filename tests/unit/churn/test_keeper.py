@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 
 from cloudless.churn.keeper import AvailabilityKeeper, describe_node, history_table
+from cloudless.churn.log import SessionLog
 from cloudless.churn.model import AvailabilityModel
 from cloudless.churn.route import StrategyPlacer
 from cloudless.churn.target import AvailabilityPlacer
@@ -134,3 +135,52 @@ def test_predict_names_the_target_and_the_replicas() -> None:
     assert weak.explain() == (
         "predicted availability 0.50000 (at least 1 of 1 replicas up) misses the target 0.99900"
     )
+
+
+class CountingLog(SessionLog):
+    def __init__(self) -> None:
+        super().__init__()
+        self.learned: list[str] = []
+
+    def model(self, node_id: str, now: float) -> AvailabilityModel | None:
+        self.learned.append(node_id)
+        return super().model(node_id, now)
+
+
+async def test_models_are_learned_when_read_and_a_change_relearns_only_its_node() -> None:
+    """The keeper's hand-over costs nothing until the placer reads a model; then each model
+    is learned once, equal to learning it eagerly, and a node's change re-learns only that
+    node while the others' models are younger than ``relearn_s``."""
+    clock = FakeClock(start=1_000_000.0)
+    state = ClusterState(MemoryStore(clock))
+    for i in range(3):
+        await state.nodes.put(f"n{i}", Node.make(f"n{i}", state=S.READY))
+    placer = AvailabilityPlacer(Scheduler())
+    keeper = AvailabilityKeeper(state.store, state.nodes, clock, placer, relearn_s=60)
+    lead = asyncio.create_task(keeper.lead(NO_FENCE))
+    try:
+        await settle()
+        log = CountingLog()
+        log.devices = keeper.log.devices
+        keeper.log = log
+        clock.advance(30)
+        keeper._relearn(clock.now())  # as the timer does
+        assert log.learned == []  # handed over, nothing learned yet
+        eager = {n: SessionLog.model(log, n, clock.now()) for n in ("n0", "n1", "n2")}
+        assert dict(placer.models) == eager
+        assert sorted(log.learned) == ["n0", "n1", "n2"]
+        log.learned.clear()
+        dict(placer.models)
+        assert log.learned == []  # kept
+        clock.advance(10)
+        await set_state(state, "n1", S.OFFLINE)
+        assert dict(placer.models).keys() == {"n0", "n1", "n2"}
+        assert log.learned == ["n1"]  # the others are 10 s old: kept
+        log.learned.clear()
+        clock.advance(55)  # n0 and n2 were learned 65 s ago
+        await set_state(state, "n1", S.READY)
+        dict(placer.models)
+        assert sorted(log.learned) == ["n0", "n1", "n2"]
+    finally:
+        lead.cancel()
+        await asyncio.gather(lead, return_exceptions=True)
