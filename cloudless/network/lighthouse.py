@@ -24,17 +24,19 @@ from pathlib import Path
 from typing import Protocol
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
-from cloudless.lib.clock import Clock
+from cloudless.lib.clock import Clock, SystemClock
 from cloudless.network.addressing import AddressPlan, AddressPlanConfig, DeviceAddresses
-from cloudless.network.errors import NetworkEdgeError
+from cloudless.network.errors import AddressExhausted, NetworkEdgeError
 from cloudless.network.nebula import NebulaCA, NebulaSupervisor
 from cloudless.network.nebula_admin import AdminKeys, NebulaAdmin
 from cloudless.network.nebula_config import NebulaSettings, groups_from_labels, render_config
 from cloudless.network.observer import LighthouseWatch, claim_lighthouse
 from cloudless.network.publisher import NetworkPublisher
+from cloudless.store.errors import StoreError
 from cloudless.store.protocol import Store
 
 log = logging.getLogger(__name__)
+RETRY_S = 30.0
 
 
 class Lighthouse:
@@ -69,11 +71,25 @@ class Lighthouse:
         return DeviceAddresses(-1, ip, self.plan.overlay, ipaddress.IPv4Network(f"{ip}/32"))
 
     async def run(self) -> None:
-        await self.ca.ensure()
-        if self.store is not None:
-            self.overlay_ip = ipaddress.IPv4Address(
-                await claim_lighthouse(self.store, self.plan, self.coordinator, self.listen)
-            )
+        """Run until cancelled. What stops it from starting (no CA yet on a joined
+        coordinator, the store unavailable, every lighthouse address taken) is logged with
+        the reason and tried again every ``RETRY_S``: it never ends the coordinator."""
+        clock = self.clock or SystemClock()
+        while True:
+            try:
+                await self.ca.ensure()
+                if self.store is not None:
+                    ip = await claim_lighthouse(
+                        self.store, self.plan, self.coordinator, self.listen
+                    )
+                    self.overlay_ip = ipaddress.IPv4Address(ip)
+                break
+            except (NetworkEdgeError, AddressExhausted, StoreError, OSError) as e:
+                log.error("no nebula lighthouse yet, retrying in %.0fs: %s", RETRY_S, e)
+                await clock.sleep(RETRY_S)
+        await self._serve()
+
+    async def _serve(self) -> None:
         addrs = self.addresses()
         groups = groups_from_labels({}, lighthouse=True)
         name = f"lighthouse-{self.coordinator}" if self.coordinator else "lighthouse"
