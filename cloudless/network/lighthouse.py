@@ -21,7 +21,7 @@ import logging
 import shutil
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.lib.clock import Clock, SystemClock
@@ -64,6 +64,8 @@ class Lighthouse:
         self.clock = clock
         self.coordinator = coordinator
         self.overlay_ip = plan.lighthouse_ip
+        self.port = int(listen.rpartition(":")[2])
+        self.keys = AdminKeys(workdir / "admin")
         self.watch: LighthouseWatch | None = None
 
     def addresses(self) -> DeviceAddresses:
@@ -77,27 +79,25 @@ class Lighthouse:
         clock = self.clock or SystemClock()
         while True:
             try:
-                await self.ca.ensure()
-                if self.store is not None:
-                    ip = await claim_lighthouse(
-                        self.store, self.plan, self.coordinator, self.listen
-                    )
-                    self.overlay_ip = ipaddress.IPv4Address(ip)
+                cfg = await self._prepare()
                 break
             except (NetworkEdgeError, AddressExhausted, StoreError, OSError) as e:
                 log.error("no nebula lighthouse yet, retrying in %.0fs: %s", RETRY_S, e)
                 await clock.sleep(RETRY_S)
-        await self._serve()
+        await self._serve(cfg)
 
-    async def _serve(self) -> None:
+    async def _prepare(self) -> dict[str, Any]:
+        """The CA, the overlay address, the certificate and admin keys: Nebula's config."""
+        await self.ca.ensure()
+        if self.store is not None:
+            ip = await claim_lighthouse(self.store, self.plan, self.coordinator, self.listen)
+            self.overlay_ip = ipaddress.IPv4Address(ip)
         addrs = self.addresses()
         groups = groups_from_labels({}, lighthouse=True)
         name = f"lighthouse-{self.coordinator}" if self.coordinator else "lighthouse"
         crt, key = await self.ca.issue(name, addrs, groups, self.dir / "pki")
-        port = int(self.listen.rpartition(":")[2])
-        keys = AdminKeys(self.dir / "admin")
-        admin = await asyncio.to_thread(keys.ensure, port)
-        cfg = render_config(
+        admin = await asyncio.to_thread(self.keys.ensure, self.port)
+        return render_config(
             NebulaSettings(
                 name=name,
                 addresses=addrs,
@@ -107,13 +107,15 @@ class Lighthouse:
                 key_path=str(key),
                 lighthouses={str(addrs.overlay_ip): [self.listen]},
                 am_lighthouse=True,
-                listen_port=port,
+                listen_port=self.port,
                 admin=admin,
                 extra={"tun": {"disabled": True}},
             )
         )
+
+    async def _serve(self, cfg: dict[str, Any]) -> None:
         await self.nebula.apply(cfg)
-        log.info("nebula lighthouse %s listening on :%d", addrs.overlay_ip, port)
+        log.info("nebula lighthouse %s listening on :%d", self.overlay_ip, self.port)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.nebula.run())
             if self.store is not None and self.clock is not None:
@@ -121,8 +123,8 @@ class Lighthouse:
                     await self.nebula.wait_active(30)
                 self.watch = LighthouseWatch(
                     self.store,
-                    NebulaAdmin(keys, port, host_argv=self.host_argv),
-                    str(addrs.overlay_ip),
+                    NebulaAdmin(self.keys, self.port, host_argv=self.host_argv),
+                    str(self.overlay_ip),
                     self.clock,
                     coordinator=self.coordinator,
                     address=self.listen,
