@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 
 import grpc
 import pytest
@@ -57,7 +58,7 @@ def enroll(
 class Bad:
     id: str
     field: str  # the details must name it
-    facts: dict[str, object] = field(default_factory=dict)
+    facts: dict[str, object] = dataclasses.field(default_factory=dict)
     node_name: str = "ok"
 
 

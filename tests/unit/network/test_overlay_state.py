@@ -9,6 +9,7 @@ outside); d4 100.64.0.5 behind a symmetric NAT (192.168.99.10 inside, 192.168.77
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -141,7 +142,7 @@ def test_parse_addrmap() -> None:
 
 
 def view(
-    seen: dict[str, str], reported: dict[str, tuple[str, ...]], lh: str = LH
+    seen: Mapping[str, str], reported: Mapping[str, tuple[str, ...]], lh: str = LH
 ) -> LighthouseView:
     return LighthouseView(
         lh,
@@ -150,7 +151,7 @@ def view(
     )
 
 
-REPORTED = {
+REPORTED: dict[str, tuple[str, ...]] = {
     D1: ("192.168.77.11:4242",),
     D3: ("192.168.88.10:4242",),
     D4: ("192.168.99.10:4242",),
