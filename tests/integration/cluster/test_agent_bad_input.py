@@ -8,9 +8,9 @@ One coordinator (in-memory store, real mTLS gRPC on loopback) serves the whole m
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
-import dataclasses
 from dataclasses import dataclass
 
 import grpc
