@@ -5,7 +5,8 @@ Worked addresses (namespaces ``cl14n<pid>-...``): public switch 192.168.77.0/24 
 d1 .11 slot 1, d5 .15 slot 5, routers .253 and .254); behind the port-preserving "nata":
 192.168.88.0/24 (d3 .10, slot 3); behind the symmetric "nats" (``MASQUERADE --random-fully``):
 192.168.99.0/24 (d4 .10, slot 4). d5 is public but drops all UDP (a firewall): Nebula gets
-through to nobody, not even the relay.
+through to nobody, not even the relay. The same NAT types told apart by two lighthouses:
+``test_lighthouses.py``.
 """
 
 from __future__ import annotations
@@ -92,12 +93,20 @@ async def test_nat_types_paths_and_an_unreachable_device(lab: NetLab) -> None:
             )
 
         assert got["d1"].nat == "none"
-        assert got["d3"].nat == "cone"  # lighthouse and d1 see 192.168.77.253:4242
-        assert got["d4"].nat == "symmetric"  # lighthouse and d1 see two ports of .254
+        # With one lighthouse and Nebula 1.6.1, the tunnels between devices here all start
+        # relayed (the relay's handshake wins the race with hole punching, and 1.6 never moves
+        # a relayed tunnel to a direct path): the lighthouse is the only observer, so the NAT
+        # is seen but its mapping type is not known. The symmetric NAT shows in the mapping
+        # the lighthouse sees: a random port, where the port-preserving NAT keeps 4242.
+        assert got["d3"].nat in ("nat", "cone") and "192.168.77.253:4242" in got["d3"].nat_reason
+        assert got["d4"].nat in ("nat", "symmetric")
+        seen = view.seen_map()
+        assert seen[ip(d3)] == "192.168.77.253:4242"
+        assert seen[ip(d4)].startswith("192.168.77.254:") and not seen[ip(d4)].endswith(":4242")
         assert got["d4"].reachable is True and got["d3"].reachable is True
         paths = {p.peer: p for p in got["d3"].paths}
         assert paths[ip(d4)].direct is False and paths[ip(d4)].via == ip(lh)  # relayed
-        assert paths[ip(d1)].direct is True
+        assert paths[ip(lh)].direct is True
         # d5: no tunnel to the lighthouse for 31+ s and the lighthouse never saw it
         assert got["d5"].reachable is False, got["d5"].reach_reason
         assert "no tunnel to any lighthouse" in got["d5"].reach_reason
