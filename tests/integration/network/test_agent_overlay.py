@@ -109,6 +109,7 @@ async def test_own_keys_observed_overlay_and_renewal(lab: NetLab, tmp_path: Path
         assert str(lighthouse.overlay_ip) == "100.64.0.254"
         tasks = [tg.create_task(net.run()) for net in nets.values()]
         assert await pub.refresh() == ["d1", "d2"]
+        issued = time.time()
         for name in ("d1", "d2"):
             msg = pub.config_for(name)
             assert msg.nebula_cert and not msg.nebula_key  # the key never travels
@@ -148,6 +149,9 @@ async def test_own_keys_observed_overlay_and_renewal(lab: NetLab, tmp_path: Path
         assert overlay is not None
         pid = overlay.pid
         cert = pub.config_for("d2").nebula_cert
+        # nebula-cert stamps certificates with its wall clock in whole seconds: a renewal in
+        # the same second as the first issue would be the same certificate
+        await asyncio.sleep(max(0.0, issued + 1.1 - time.time()))
         pub_clock.advance(2400)
         assert await pub.refresh() == ["d1", "d2"]
         assert pub.config_for("d2").nebula_cert != cert
