@@ -12,6 +12,7 @@ through to nobody, not even the relay. The same NAT types told apart by two ligh
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -82,6 +83,13 @@ async def test_nat_types_paths_and_an_unreachable_device(lab: NetLab) -> None:
             return {k: await p.once() for k, p in probes.items()}
 
         reports = await looked()
+        t0 = time.monotonic()
+        for _ in range(5):
+            await probes[ip(d1)].once()
+        print(
+            f"one look at a device's hostmap (ssh + list-hostmap): "
+            f"{(time.monotonic() - t0) / 5 * 1000:.1f} ms"
+        )
         assert lh.admin is not None
         view = await read_view(lh.admin, ip(lh), clock.now())
         assert not view.error, view.error
