@@ -18,7 +18,7 @@
    name ``kv:8080``; a value written through the web tier is read back through it after the
    kv container is killed (SIGKILL: restarted by its policy, its data on a volume) and after
    the kv node's agent restarts (it adopts the running containers);
-5. everything is torn down and checked to leave nothing behind; exit 0 only if every step
+6. everything is torn down and checked to leave nothing behind; exit 0 only if every step
    succeeded.
 
 Every process is a real one: ``cloudless coordinator`` and ``cloudless agent`` run as separate
@@ -47,7 +47,8 @@ from rich.table import Table
 
 from cloudless.cli.actions import split_documents
 from cloudless.cli.client import Client
-from cloudless.devenv.cluster import NetnsCluster, wait_until
+from cloudless.demo_store import BUCKET, DemoStore, first_layout, s3_cli
+from cloudless.devenv.cluster import STORE_S3_PORT, NetnsCluster, wait_until
 from cloudless.devenv.netns import Host
 from cloudless.lib.errors import CloudlessError
 
@@ -55,6 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "hello.yaml"
 WEBAPP = ROOT / "examples" / "webapp.yaml"
 ZONES = ("zone-a", "zone-b", "zone-c")
+STEPS = 6
 console = Console(highlight=False)
 
 
@@ -63,7 +65,7 @@ class DemoFailed(CloudlessError):
 
 
 def step(n: int, text: str) -> None:
-    console.print(f"\n[bold cyan][{n}/5][/] [bold]{text}[/]")
+    console.print(f"\n[bold cyan][{n}/{STEPS}][/] [bold]{text}[/]")
 
 
 def preflight() -> None:
@@ -153,7 +155,8 @@ def running(client: Client) -> list[dict[str, Any]]:
 def demo_cluster(work: Path, devices: int, progress: Callable[[str], None]) -> NetnsCluster:
     """The demo's cluster (also ``cloudless dev up``): one coordinator host and ``devices``
     agent hosts, each in a network namespace with its own address, each agent with its own
-    containerd; a private registry with busybox; the product's own key sizes and costs."""
+    containerd and an object-store node in its zone (R=3, or the number of devices if
+    fewer); a private registry with busybox; the product's own key sizes and costs."""
     return NetnsCluster(
         work,
         coordinators=1,
@@ -169,6 +172,7 @@ def demo_cluster(work: Path, devices: int, progress: Callable[[str], None]) -> N
         progress=progress,
         network="on",
         nat_agents=1 if devices > 1 else 0,
+        storage="48Mi",  # within each device's 64 MiB data tmpfs
     )
 
 
@@ -195,7 +199,7 @@ class Demo:
             console.print(t)
             return await self.scenario(client, nodes)
         finally:
-            step(5, "tear down")
+            step(STEPS, "tear down")
             await c.close()
             left = c.leftovers()
             if left:
@@ -224,8 +228,9 @@ class Demo:
             )
             console.print(f"  GET http://{r['endpoint']}/ (from {here.name}) -> {body!r}")
         await self.start_client(client, nodes)
+        store = await self.object_store(client, nodes)
 
-        step(3, "a device dies: every process in its namespace is killed")
+        step(4, "a device dies: every process in its namespace is killed")
         victim = reps[0]
         vnode = nodes[victim["node_id"]]
         i = c.node_ids.index(vnode["id"])
@@ -267,14 +272,54 @@ class Demo:
             )
             console.print(f"  GET http://{r['endpoint']}/ (from {alive.name}) -> {body!r}")
         await self.show_client(client, nodes, exclude=victim["id"])
+        await store.survive(i)
         await self.webapp(client, nodes, alive)
         return took
 
+    async def object_store(self, client: Client, nodes: dict[str, dict[str, Any]]) -> DemoStore:
+        """Step 3: the store's first layout, a key and a bucket made with ``cloudless s3``,
+        an object put and read back through boto3, then fetched by a workload from
+        ``s3.cloudless`` (its own device's S3 API) with a presigned URL."""
+        c = self.cluster
+        step(3, "the object store: a storage node on each device, R=3 over three zones")
+        lines = await wait_until("the store's first layout", functools.partial(first_layout, c), 90)
+        for line in lines:
+            console.print(f"  {line}", markup=False)
+        out = await asyncio.to_thread(s3_cli, c, "key", "create", "demo")
+        key_id = out.split("access key id:")[1].split()[0]
+        secret = out.split("secret access key:")[1].split()[0]
+        console.print(f"  $ cloudless s3 key create demo -> access key id {key_id}")
+        out = await asyncio.to_thread(s3_cli, c, "bucket", "create", BUCKET, "--owner", key_id)
+        console.print(f"  $ cloudless s3 bucket create {BUCKET} --owner {key_id} -> {out.strip()}")
+        store = DemoStore(c, key_id, secret, lambda line: console.print(f"  {line}"))
+        await store.put_and_get(0, "hello.txt", (GREETING + "\n").encode() * 4)
+        url = store.presigned("hello.txt", f"http://s3.cloudless:{STORE_S3_PORT}")
+        spec = S3_READER.replace("IMAGE", c.image).replace("URL", url)
+        await asyncio.to_thread(client.apply, spec.encode())
+        rid, node = await wait_until(
+            "the s3-reader workload running",
+            functools.partial(running_replica, client, "s3-reader"),
+            60,
+        )
+        await wait_until(
+            f"{rid} to fetch the object from s3.cloudless",
+            lambda: GREETING in client_says(client, rid),
+            60,
+        )
+        where = nodes.get(node, {}).get("name", "?")
+        console.print(
+            f"  workload s3-reader ({rid} on {where}) fetched it by name: GET "
+            f"http://s3.cloudless:{STORE_S3_PORT}/{BUCKET}/hello.txt?X-Amz-Signature=… "
+            f"-> {GREETING!r}"
+        )
+        await asyncio.to_thread(client.call, "DELETE", "/v1/workloads/s3-reader")
+        return store
+
     async def webapp(self, client: Client, nodes: dict[str, dict[str, Any]], here: Host) -> None:
-        """Step 4: the two-tier example; its data outlives a kill of the database container
+        """Step 5: the two-tier example; its data outlives a kill of the database container
         and a restart of its node's agent."""
         c = self.cluster
-        step(4, "apply examples/webapp.yaml: a web tier that reaches its kv tier by name")
+        step(5, "apply examples/webapp.yaml: a web tier that reaches its kv tier by name")
         password = secrets.token_urlsafe(18)
         secret = {"name": "kv-pass", "data": b64(password.encode()), "type": "opaque"}
         await asyncio.to_thread(client.call, "POST", "/v1/secrets", secret)
@@ -396,6 +441,26 @@ class Demo:
         )
 
 
+GREETING = "hello from the Cloudless object store"
+# a workload reaching its own device's S3 API by name (``s3.cloudless``, answered by the
+# device's DNS with its gateway address) through a presigned URL
+S3_READER = """
+name: s3-reader
+image: IMAGE
+command: [sh, -c, "while true; do busybox timeout 5 busybox wget -qO- 'URL' ||
+  echo no answer; busybox sleep 2; done"]
+resources: {cpu: 50m, memory: 16Mi}
+"""
+
+
+def running_replica(client: Client, workload: str) -> tuple[str, str] | None:
+    """(replica id, node id) of a running replica of ``workload``, if one runs."""
+    for r in client.workload(workload)["replicas"]:
+        if r["observed"] == "running" and r["desired"] == "running":
+            return str(r["id"]), str(r["node_id"])
+    return None
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -433,10 +498,7 @@ def webapp_table(client: Client, nodes: dict[str, dict[str, Any]]) -> Table:
 
 def client_at(client: Client) -> tuple[str, str] | None:
     """(replica id, node id) of the running client replica, if one runs."""
-    for r in client.workload("client")["replicas"]:
-        if r["observed"] == "running" and r["desired"] == "running":
-            return str(r["id"]), str(r["node_id"])
-    return None
+    return running_replica(client, "client")
 
 
 def main() -> int:
@@ -451,7 +513,8 @@ def main() -> int:
         return 130
     console.print(
         f"\n[bold green]demo passed[/]: a lost device's replica ran elsewhere after {took:.2f}s;"
-        " the web app's data outlived a kill of its database and an agent restart"
+        " the object store served and took writes without it; the web app's data outlived a"
+        " kill of its database and an agent restart"
     )
     shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -60,6 +60,14 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
             s = sch.get(key, {})
             out.append([label, "20 / 50 ms", n, str(s.get("n", 0)), _ms(s.get("p50")),
                         _ms(s.get("p95")), _verdict(s)])  # fmt: skip
+        for key, label in (
+            ("apply_request_s", "  of which: the apply request (per workload)"),
+            ("commit_to_placed_s", "  of which: workload committed -> replica placed"),
+        ):
+            s = sch.get(key, {})
+            if s:
+                out.append([label, "-", n, str(s.get("n", 0)), _ms(s.get("p50")),
+                            _ms(s.get("p95")), "-"])  # fmt: skip
         cut = st.get("cutoff", {})
         sock = cut.get("coordinator_socket_closed_s", {})
         table = [
@@ -110,9 +118,34 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
 
 
 def markdown(results: dict[str, Any]) -> str:
+    if "runs" in results:
+        return _runs_markdown(results["runs"])
     head = ["metric", "goal P50 / P95", "N", "samples", "P50", "P95", "verdict"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows(results)]
+    return "\n".join(lines)
+
+
+def _runs_markdown(runs: list[dict[str, Any]]) -> str:
+    """Several runs (``bench.cluster_scale.combine``): per metric, each run's P50 / P95 and
+    verdict side by side."""
+    tables = [rows(r) for r in runs]
+    head = ["metric", "goal P50 / P95", "N"] + [
+        f"run {i + 1}: P50 / P95 (verdict)" for i in range(len(runs))
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    keys: list[tuple[str, str]] = []
+    cells: dict[tuple[str, str], list[str]] = {}
+    for i, table in enumerate(tables):
+        for metric, goal, n, _samples, p50, p95, verdict in table:
+            key = (metric, n)
+            if key not in cells:
+                keys.append(key)
+                cells[key] = [goal] + ["-"] * len(tables)
+            cells[key][1 + i] = f"{p50} / {p95} ({verdict})"
+    for key in keys:
+        goal, *per_run = cells[key]
+        lines.append("| " + " | ".join([key[0], goal, key[1], *per_run]) + " |")
     return "\n".join(lines)
 
 

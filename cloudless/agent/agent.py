@@ -27,12 +27,14 @@ from pathlib import Path
 
 import grpc
 
+from cloudless.agent import volume_quota
 from cloudless.agent.facts import detect_facts
 from cloudless.agent.identity import AgentIdentity, channel_options, enroll
 from cloudless.agent.link import AssignmentFile, Link, Sample
 from cloudless.agent.monitor import ResourceMonitor
 from cloudless.agent.network import AgentNetwork, node_key_dir
 from cloudless.agent.power import read_battery, watch_battery
+from cloudless.agent.restart_ledger import RestartLedger
 from cloudless.agent.supervisor import Supervisor
 from cloudless.agent.telemetry import AgentTelemetry, agent_tls_context
 from cloudless.agent.usage import UsageSampler
@@ -94,6 +96,17 @@ class AgentConfig:
     leave_deadline_s: float = 300.0
     # Leave when on battery at or below this percentage (``agent.power``); 0: never.
     leave_below_battery_pct: float = 0.0
+    # Hold volumes with a size hint to it (loop-mounted ext4 images, where this node can:
+    # ``agent.volume_quota``); False only reports their usage against it.
+    volume_quota: bool = True
+
+
+def s3_local_name(storage: StorageConfig | None) -> tuple[str, ...]:
+    """``("s3",)`` when this agent serves S3 on every address of the device (the default
+    ``--s3-listen 0.0.0.0:3900``): its containers then reach it as ``s3.cloudless``."""
+    if storage is None or storage.s3_host not in ("0.0.0.0", "::", ""):
+        return ()
+    return ("s3",)
 
 
 LEAVE_FILE = "leave.json"  # written by ``cloudless agent leave`` before it signals the agent
@@ -224,6 +237,7 @@ class Agent:
                 clock=self.clock,
                 live_containers=self._live_containers,
                 netns_prefix=self.config.netns_prefix,
+                local_names=s3_local_name(self.config.storage),
             )
             # the persisted network first: adopted and restarted replicas wait for it
             self.network.update(assignments.load_network())
@@ -239,15 +253,24 @@ class Agent:
             if self.config.workload_identity
             else None
         )
+        volume_store = (
+            volume_quota.volume_store()
+            if self.config.volume_quota
+            else volume_quota.PlainVolumes("quotas are off on this agent (--no-volume-quota)")
+        )
+        if volume_store.unsupported:
+            log.info("volume size hints are reported, not enforced: %s", volume_store.unsupported)
         self.supervisor = Supervisor(
             self.runtime,
             self.clock,
             lambda: link_ref[0].on_change() if link_ref else None,
             advertise=self.config.address,
             volumes_root=self.config.data_dir / "volumes",
+            volume_store=volume_store,
             secrets_root=self.config.data_dir / "secrets",  # a tmpfs, mounted on first use
             network=self.network,
             identities=self.identities,
+            ledger=RestartLedger(self.config.data_dir),
         )
         usage = UsageSampler(self.runtime, self.clock, lambda: self.link_interval())
         self.link = Link(
@@ -311,7 +334,7 @@ class Agent:
 
         assert self.identity is not None and self.link is not None
         link = self.link
-        send = CoordinatorSend(self.identity, lambda: link.leader_hint)
+        send = CoordinatorSend(self.identity, link.coordinator)
         self.storage = StorageService(cfg, node_tls(self.identity), ProxyStore(send), self.clock)
         try:
             await self.storage.run()
@@ -434,7 +457,7 @@ class Agent:
         if self.link is None or not self.link.connected.is_set():
             # offline: do not hold a container's start; the identity follows (retried)
             raise ConnectionError("no coordinator connection")
-        target = self.link.leader_hint or ident.coordinators[0]
+        target = self.link.coordinator() or ident.coordinators[0]
         request = pb.WorkloadIdentityRequest(
             replica_id=replica_id, workload=workload, csr_pem=csr, ttl_seconds=ttl_s
         )
@@ -463,7 +486,7 @@ class Agent:
         assert ident is not None and self.link is not None
         key = new_private_key()
         csr = make_csr(key, SpiffeId.node(ident.node_id, ident.trust_domain))
-        target = self.link.leader_hint or ident.coordinators[0]
+        target = self.link.coordinator() or ident.coordinators[0]
         async with grpc.aio.secure_channel(
             target, ident.channel_credentials(), options=channel_options()
         ) as ch:

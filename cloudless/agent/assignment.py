@@ -3,8 +3,10 @@ spec: plain values and pure functions shared by the supervisor and the link.
 
 ``container_spec`` adds the replica's identity and host ports to its environment, and labels
 the container with its spec version (``SPEC_VERSION_LABEL``: a mismatch means replace, except
-for a new version with the same spec, ``same_template``) and its host ports (``PORTS_LABEL``,
-so a restarted agent keeps them).
+for a new version with the same spec, ``same_template``), its host ports (``PORTS_LABEL``,
+so a restarted agent keeps them) and the replica's restart count when it was made
+(``RESTARTS_LABEL``: every restart makes a new container, so a restarted agent that adopts it
+goes on counting from there).
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ from cloudless.runtime.types import BindMount, ContainerSpec, ContainerStatus, R
 
 SPEC_VERSION_LABEL = "cloudless.spec-version"
 PORTS_LABEL = "cloudless.ports"  # "8080=20001,9090=20002": declared port = host port
+RESTARTS_LABEL = "cloudless.restarts"  # the replica's restarts before this container
+
+
+def restarts_from_label(labels: Mapping[str, str]) -> int:
+    """The restart count a container was made with (0 when absent or not a count)."""
+    text = labels.get(RESTARTS_LABEL, "")
+    return int(text) if text.isdigit() else 0
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,7 @@ class LocalStatus:
     ready: bool = False  # running, and passing its readiness check if it has one
     health: str = ""  # why it is not ready, or why liveness restarted it
     volume_bytes: dict[str, int] = field(default_factory=dict)  # used, per volume name
+    volume_quota: dict[str, str] = field(default_factory=dict)  # Enforcement.text, per volume
 
 
 def pull_auth(a: Assigned) -> RegistryAuth | None:
@@ -95,10 +105,13 @@ def container_spec(
     ports: dict[int, int] | None = None,
     mounts: tuple[BindMount, ...] = (),
     secret_env: Mapping[str, str] | None = None,
+    restarts: int = 0,
 ) -> ContainerSpec:
     env = {**a.spec.env, **(secret_env or {})}
     env.update({"CLOUDLESS_REPLICA": a.replica_id, "CLOUDLESS_WORKLOAD": a.workload})
     labels = {SPEC_VERSION_LABEL: str(a.spec_version)}
+    if restarts:
+        labels[RESTARTS_LABEL] = str(restarts)
     if ports:
         first = ports[a.spec.ports[0]] if a.spec.ports else next(iter(ports.values()))
         env["PORT"] = str(first)

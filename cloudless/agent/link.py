@@ -68,6 +68,7 @@ def status_pb(s: LocalStatus, clock_now: float) -> pb.ReplicaStatus:
         ready=s.ready,
         health=s.health,
         volume_bytes=s.volume_bytes,
+        volume_quota=s.volume_quota,
         reports_ready=True,
     )
 
@@ -197,6 +198,7 @@ class Link:
         # peers do.
         self.interval = 2.0
         self.leader_hint: str | None = None
+        self.serving: str | None = None  # the coordinator of the open stream, while connected
         self.changed = asyncio.Event()
         self.connected = asyncio.Event()
         self.seq = 0
@@ -228,6 +230,12 @@ class Link:
         """Drop the current stream (new credentials after renewal)."""
         self._renewed.set()
 
+    def coordinator(self) -> str | None:
+        """Where a request to the leader goes: the coordinator serving the open stream (a
+        leader, or one holding the agent until a leader is known), else the last leader
+        named by a redirect (which may be gone: the stream moves on, a hint stays)."""
+        return self.serving or self.leader_hint
+
     def _targets(self) -> list[str]:
         known = list(self.identity.coordinators)
         if self.leader_hint:
@@ -247,6 +255,7 @@ class Link:
                     log.info("link to %s failed: %s", target, e)
                 finally:
                     self.connected.clear()
+                    self.serving = None
                 if self.leader_hint and self.leader_hint != target:
                     break  # redirected: go straight to the leader
             await self.clock.sleep(self.backoff.delay(attempt, self.rng))
@@ -345,6 +354,7 @@ class Link:
         async for msg in ch:
             self.last_rx = self.clock.monotonic()
             self.connected.set()
+            self.serving = target
             if self._handle(msg, outbox, target):
                 return
 

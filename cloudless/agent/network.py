@@ -167,8 +167,11 @@ class AgentNetwork:
         netns_prefix: str = "cl-",
         dns_port: int = 53,
         attach_timeout: float = 60.0,
+        local_names: tuple[str, ...] = (),
     ) -> None:
-        """``host_netns``: run the device network inside this namespace (namespace labs)."""
+        """``host_netns``: run the device network inside this namespace (namespace labs);
+        ``local_names``: DNS names answering the device's own gateway address
+        (``DeviceNetwork.local_names``)."""
         self.dir = data_dir / "network"
         self.node_name = node_name
         self.public = public
@@ -179,6 +182,7 @@ class AgentNetwork:
         self.host_argv: tuple[str, ...] = ("ip", "netns", "exec", host_netns) if host_netns else ()
         self.netns_prefix = netns_prefix
         self.dns_port = dns_port
+        self.local_names = local_names
         self.attach_timeout = attach_timeout
         self.state = "off"
         self.reason = "the coordinator sent no network configuration"
@@ -381,6 +385,7 @@ class AgentNetwork:
             host_argv=self.host_argv,
             netns=self.host_netns,
             dns_port=self.dns_port,
+            local_names=self.local_names,
         )
         return dn
 

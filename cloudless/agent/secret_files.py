@@ -1,7 +1,8 @@
 """Secret and config values on this node: files on a tmpfs, or environment variables.
 
-``<root>/<replica id>/<name>``, mode 0400 for a secret and 0444 for a config (any user in the
-container may read it), owned by the agent's user (root), with
+``<root>/<replica id>/<name>`` for a secret (mode 0400) and ``<root>/<replica id>/config.<name>``
+for a config (0444: any user in the container may read it; configs have a name space of their
+own, and names hold no "."), owned by the agent's user (root), with
 ``root`` a tmpfs the agent mounts at ``<data dir>/secrets`` the first time a replica needs a
 secret file (``ensure_tmpfs``), and leaves mounted (files outlive an agent restart): values
 never touch a disk. An agent that never runs such a replica mounts nothing. Each file is
@@ -24,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from cloudless.lib.errors import CloudlessError
-from cloudless.model.secrets import SecretRef
+from cloudless.model.secrets import SecretRef, config_key
 from cloudless.model.workload import WorkloadSpec
 from cloudless.runtime.types import BindMount
 
@@ -72,6 +73,16 @@ def file_refs(spec: WorkloadSpec) -> list[tuple[SecretRef, int, str]]:
     ]
 
 
+def value_key(ref: SecretRef, kind: str) -> str:
+    """The key of ``ref``'s value in the assignment's values (``config_key`` for a config)."""
+    return config_key(ref.name) if kind == "config" else ref.name
+
+
+def file_name(ref: SecretRef, kind: str) -> str:
+    """The name of ``ref``'s file in the replica's directory."""
+    return f"config.{ref.name}" if kind == "config" else ref.name
+
+
 def write_file(path: Path, value: bytes, mode: int = SECRET_MODE) -> None:
     """Write ``value`` to ``path`` in place (same inode), with ``mode``."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
@@ -91,7 +102,7 @@ def prepare(
     mounts: list[BindMount] = []
     env: dict[str, str] = {}
     for ref, mode, kind in file_refs(spec):
-        value = values.get(ref.name)
+        value = values.get(value_key(ref, kind))
         if ref.env:
             if value is None:
                 raise CloudlessError(
@@ -117,7 +128,7 @@ def prepare(
             raise CloudlessError(f"{kind} {ref.name!r} needs a tmpfs for its file: {e}") from None
         d = root / replica_id
         d.mkdir(mode=0o700, exist_ok=True)
-        f = d / ref.name
+        f = d / file_name(ref, kind)
         if value is not None:
             write_file(f, value, mode)
         elif not f.exists():

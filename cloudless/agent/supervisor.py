@@ -11,7 +11,9 @@ a readiness check is ``ready`` only while it passes (without one, while it runs)
 liveness check stops the container and counts as a failed exit for the restart policy.
 
 Container ids are replica ids. A container whose ``cloudless.spec-version`` label differs from
-the assignment's is replaced; one that matches is adopted (agent restart).
+the assignment's is replaced; one that matches is adopted (agent restart), and the replica's
+restart count goes on from the one the container was made with (``cloudless.restarts``), or,
+with no container (between a failed start and the next), from the agent's ``RestartLedger``.
 
 With container networking (``network``, an ``agent.network.ContainerNetworking``) a replica
 gets its own namespace and address before it is created, keeps them across restarts of its
@@ -32,6 +34,7 @@ from pathlib import Path
 from cloudless.agent import secret_files, volumes
 from cloudless.agent.assignment import (
     PORTS_LABEL,
+    RESTARTS_LABEL,
     SPEC_VERSION_LABEL,
     Assigned,
     LocalStatus,
@@ -40,12 +43,15 @@ from cloudless.agent.assignment import (
     parse_ports_label,
     ports_label,
     pull_auth,
+    restarts_from_label,
     same_template,
 )
 from cloudless.agent.health.probes import Prober
 from cloudless.agent.health.runner import HealthRunner
 from cloudless.agent.network import ContainerNetworking, NetAttachment
 from cloudless.agent.ports import PortAllocator
+from cloudless.agent.restart_ledger import RestartLedger
+from cloudless.agent.volume_quota import PlainVolumes, VolumeStore
 from cloudless.agent.workload_identity import WorkloadIdentities
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError
@@ -68,6 +74,7 @@ log = logging.getLogger("cloudless.agent.supervisor")
 
 __all__ = [  # the values live in ``assignment``; re-exported for the link and tests
     "PORTS_LABEL",
+    "RESTARTS_LABEL",
     "SPEC_VERSION_LABEL",
     "Assigned",
     "LocalStatus",
@@ -98,6 +105,8 @@ class ReplicaWorker:
     secrets_root: Path | None = None
     network: ContainerNetworking | None = None
     identities: WorkloadIdentities | None = None
+    volume_store: VolumeStore = field(default_factory=PlainVolumes)
+    ledger: RestartLedger | None = None
     host_ports: dict[int, int] = field(default_factory=dict)
     net: NetAttachment | None = None
     status: LocalStatus = field(init=False)
@@ -107,6 +116,15 @@ class ReplicaWorker:
     def __post_init__(self) -> None:
         a = self.assigned
         self.status = LocalStatus(a.replica_id, a.workload, a.spec_version)
+        if self.ledger is not None:  # a container, if adopted, says it instead
+            self.status.restarts = self.ledger.get(a.replica_id, a.spec_version)
+
+    def _count_restart(self) -> None:
+        self.status.restarts += 1
+        CONTAINER_RESTARTS.inc()
+        if self.ledger is not None:
+            a = self.assigned
+            self.ledger.record(a.replica_id, a.spec_version, self.status.restarts)
 
     def _set(
         self,
@@ -147,8 +165,7 @@ class ReplicaWorker:
                     if not policy.should_restart(1, self.status.restarts):
                         return
                     await self.clock.sleep(policy.delay(self.status.restarts))
-                    self.status.restarts += 1
-                    CONTAINER_RESTARTS.inc()
+                    self._count_restart()
                     continue
             unhealthy: str | None = None
             if current.state is ContainerState.RUNNING:
@@ -172,8 +189,7 @@ class ReplicaWorker:
             if not policy.should_restart(code, self.status.restarts):
                 return
             await self.clock.sleep(policy.delay(self.status.restarts))
-            self.status.restarts += 1
-            CONTAINER_RESTARTS.inc()
+            self._count_restart()
             await self._remove_quietly()
             current = None
 
@@ -193,7 +209,7 @@ class ReplicaWorker:
                 with tr.start_as_current_span("network"):
                     self.net = await self.network.attach(rid)
             self._ensure_ports()
-            mounts = self._volumes()
+            mounts = await self._volumes()
             fresh = self.assigned  # secret values may have been refreshed since
             secret_mounts, secret_env = (
                 await asyncio.to_thread(
@@ -207,7 +223,9 @@ class ReplicaWorker:
                     *secret_mounts,
                     await self.identities.prepare(a.workload, rid),
                 )
-            spec = container_spec(fresh, self.host_ports, mounts + secret_mounts, secret_env)
+            spec = container_spec(
+                fresh, self.host_ports, mounts + secret_mounts, secret_env, self.status.restarts
+            )
             if self.net is not None:
                 resolv = BindMount(self.net.resolv_conf, "/etc/resolv.conf", read_only=True)
                 spec = replace(
@@ -259,17 +277,23 @@ class ReplicaWorker:
             await self._remove_quietly()
             return None
         log.info("adopted container %s (%s)", st.id, st.state.value)
+        self.status.restarts = restarts_from_label(st.labels)
         self.host_ports = parse_ports_label(st.labels.get(PORTS_LABEL, ""))
         if st.labels.get(NET_LABEL) and self.network is not None:
             self.net = await self.network.attach(st.id)  # its cached attachment
         elif self.ports is not None:
             self.ports.reserve(self.host_ports.values())
         self._publish_endpoint()
+        if self.assigned.spec.volumes:
+            try:  # its mounts stay as they are; this learns (and reports) their quota mode
+                await self._volumes()
+            except CloudlessError as e:
+                log.warning("adopted %s: %s", st.id, e)
         return st
 
-    def _volumes(self) -> tuple[BindMount, ...]:
-        """The replica's volume mounts, their directories made if missing. In the loop, not a
-        thread: a few ``mkdir`` calls, and the simulation stays deterministic."""
+    async def _volumes(self) -> tuple[BindMount, ...]:
+        """The replica's volume mounts, made ready by the volume store; how each is held to its
+        size hint goes in the status."""
         a = self.assigned
         if not a.spec.volumes:
             return ()
@@ -278,9 +302,15 @@ class ReplicaWorker:
                 f"replica {a.replica_id} declares volumes, and this agent has no volume directory"
             )
         try:
-            return volumes.prepare(self.volumes_root, a.workload, a.replica_id, a.spec)
-        except OSError as e:
+            mounts, quota = await volumes.prepare(
+                self.volume_store, self.volumes_root, a.workload, a.replica_id, a.spec
+            )
+        except (OSError, CloudlessError) as e:
             raise CloudlessError(f"cannot prepare the volumes of {a.replica_id}: {e}") from None
+        if quota != self.status.volume_quota:
+            self.status.volume_quota = quota
+            self.on_change()
+        return mounts
 
     def _ensure_ports(self) -> None:
         declared = list(self.assigned.spec.ports)
@@ -390,12 +420,16 @@ class Supervisor:
         ports: PortAllocator | None = None,
         advertise: str = "",
         volumes_root: Path | None = None,
+        volume_store: VolumeStore | None = None,
         secrets_root: Path | None = None,
         network: ContainerNetworking | None = None,
         identities: WorkloadIdentities | None = None,
+        ledger: RestartLedger | None = None,
     ):
+        self.ledger = ledger
         self.network = network
         self.volumes_root = volumes_root
+        self.volume_store = volume_store or PlainVolumes()
         self.secrets_root = secrets_root
         self.identities = identities
         self.ports = ports or PortAllocator()
@@ -518,6 +552,8 @@ class Supervisor:
                     self.secrets_root,
                     self.network,
                     self.identities,
+                    self.volume_store,
+                    self.ledger,
                 )
                 self.workers[rid] = w
                 w.task = self._tg.create_task(self._guard(w))
@@ -529,9 +565,9 @@ class Supervisor:
         if a.secrets and a.secrets != w.assigned.secrets:
             w.assigned = a
             files = [
-                (r.name, a.secrets[r.name], mode)
-                for r, mode, _ in secret_files.file_refs(a.spec)
-                if r.path and r.name in a.secrets
+                (secret_files.file_name(r, kind), a.secrets[key], mode)
+                for r, mode, kind in secret_files.file_refs(a.spec)
+                if r.path and (key := secret_files.value_key(r, kind)) in a.secrets
             ]
             if files and self._tg is not None:
                 self._tg.create_task(self._rewrite(a.replica_id, files))
@@ -559,6 +595,8 @@ class Supervisor:
     def _stop_worker(self, w: ReplicaWorker) -> None:
         if w.task is not None:
             w.task.cancel()
+        if self.ledger is not None:  # gone from this node, or another version: counts anew
+            self.ledger.forget(w.assigned.replica_id)
         self._start_removal(w)
 
     def _start_removal(self, w: ReplicaWorker) -> None:
@@ -601,7 +639,12 @@ class Supervisor:
             with contextlib.suppress(Exception):
                 await asyncio.shield(pending)
         if self.volumes_root is not None:
-            await asyncio.to_thread(volumes.drop, self.volumes_root, a.workload, a.replica_id)
+            try:
+                await volumes.drop(self.volume_store, self.volumes_root, a.workload, a.replica_id)
+            except CloudlessError as e:
+                log.warning("deleting the volumes of %s: %s", a.replica_id, e)
+                self._dropping.discard(a.replica_id)  # the next assignment tries again
+                return
             log.info("deleted the volumes of %s (workload deleted with its volumes)", a.replica_id)
 
     async def _measure_volumes(self) -> None:

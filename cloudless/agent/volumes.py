@@ -5,15 +5,17 @@
 directory outlives every container of the replica: restarts, recreations, image updates (the
 replica is rolled in place) and agent restarts. Removing a replica's containers leaves its
 data where it is; only ``drop`` deletes it, for a workload deleted with ``--volumes``.
+Whether a volume is held to its size hint is the ``VolumeStore``'s business
+(``cloudless.agent.volume_quota``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from pathlib import Path
 
+from cloudless.agent.volume_quota import VolumeStore
 from cloudless.model.workload import WorkloadSpec
 from cloudless.runtime.types import BindMount
 
@@ -22,22 +24,25 @@ def volume_dir(root: Path, workload: str, replica_id: str, name: str) -> Path:
     return root / workload / replica_id / name
 
 
-def prepare(
-    root: Path, workload: str, replica_id: str, spec: WorkloadSpec
-) -> tuple[BindMount, ...]:
-    """Create the replica's volume directories if missing (blocking: run it in a thread) and
-    return their bind mounts. A new directory is owned by the agent's user, mode 0755."""
-    out = []
+async def prepare(
+    store: VolumeStore, root: Path, workload: str, replica_id: str, spec: WorkloadSpec
+) -> tuple[tuple[BindMount, ...], dict[str, str]]:
+    """Make the replica's volumes ready (``store.prepare``: created if missing, a new directory
+    owned by the agent's user, mode 0755) and return their bind mounts and each volume's
+    quota text (``Enforcement.text``) by name."""
+    out: list[BindMount] = []
+    quota: dict[str, str] = {}
     for v in spec.volumes:
         d = volume_dir(root, workload, replica_id, v.name)
-        d.mkdir(parents=True, exist_ok=True, mode=0o755)
+        quota[v.name] = (await store.prepare(d, v.size_bytes)).text()
         out.append(BindMount(os.fspath(d), v.mount_path, v.read_only))
-    return tuple(out)
+    return tuple(out), quota
 
 
-def drop(root: Path, workload: str, replica_id: str) -> None:
-    """Delete all of a replica's volumes (blocking). Only on an explicit ``delete --volumes``."""
-    shutil.rmtree(root / workload / replica_id, ignore_errors=True)
+async def drop(store: VolumeStore, root: Path, workload: str, replica_id: str) -> None:
+    """Delete all of a replica's volumes, mounts included. Only on an explicit
+    ``delete --volumes``."""
+    await store.drop(root / workload / replica_id)
     with contextlib.suppress(OSError):
         (root / workload).rmdir()  # the workload's directory, once empty
 

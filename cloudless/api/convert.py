@@ -79,6 +79,7 @@ def observe(r: Replica, s: pb.ReplicaStatus, now: float) -> Replica | None:
         and ready == r.ready
         and s.health == r.health
         and tuple(sorted(s.volume_bytes.items())) == r.volume_bytes
+        and tuple(sorted(s.volume_quota.items())) == r.volume_quota
         and s.spec_version == r.observed_version
     ):
         return None
@@ -100,6 +101,7 @@ def observe(r: Replica, s: pb.ReplicaStatus, now: float) -> Replica | None:
         ready=ready,
         health=s.health,
         volume_bytes=tuple(sorted(s.volume_bytes.items())),
+        volume_quota=tuple(sorted(s.volume_quota.items())),
         observed_version=s.spec_version,
     )
 

@@ -520,6 +520,14 @@ def agent(
         str,
         typer.Option(metavar="PREFIX", help="Name prefix of the containers' network namespaces."),
     ] = "cl-",
+    volume_quota: Annotated[
+        bool,
+        typer.Option(
+            "--volume-quota/--no-volume-quota",
+            help="Hold each volume with a size hint to it (a loop-mounted ext4 image; needs "
+            "root and e2fsprogs). Off, or where it cannot, usage is only reported.",
+        ),
+    ] = True,
     storage: Annotated[
         str | None,
         typer.Option(
@@ -534,6 +542,14 @@ def agent(
     s3_listen: Annotated[
         str, typer.Option(metavar="HOST:PORT", help="The S3 API of this node.")
     ] = "0.0.0.0:3900",
+    storage_advertise: Annotated[
+        str,
+        typer.Option(
+            metavar="HOST",
+            help="Where other nodes and S3 clients reach this node's store (default --address): "
+            "e.g. a home router's public address that forwards the two store ports here.",
+        ),
+    ] = "",
     storage_replication: Annotated[
         int, typer.Option(help="Copies per object, for the store's first layout (1-7).")
     ] = 3,
@@ -583,9 +599,16 @@ def agent(
         leave_deadline=leave_deadline,
         leave_below_battery=leave_below_battery,
     )
+    config.volume_quota = volume_quota
     if storage is not None:
         config.storage = storage_config(
-            config, storage, storage_listen, s3_listen, storage_replication, storage_grace
+            config,
+            storage,
+            storage_listen,
+            s3_listen,
+            storage_replication,
+            storage_grace,
+            advertise=storage_advertise,
         )
         from cloudless.model.resources import parse_size
 
@@ -699,8 +722,28 @@ def agent_config(
     )
 
 
+_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+
+
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def storage_config(
-    config: Any, size: str, listen: str, s3: str, replication: int, grace: float | None
+    config: Any,
+    size: str,
+    listen: str,
+    s3: str,
+    replication: int,
+    grace: float | None,
+    *,
+    advertise: str = "",
 ) -> Any:
     """The agent's ``StorageConfig`` for ``--storage`` and its companion flags; a bad value
     names the flag."""
@@ -725,6 +768,12 @@ def storage_config(
         )
     if grace is not None and grace < 0:
         raise typer.BadParameter(f"{grace:g}: expected seconds >= 0", param_hint="--storage-grace")
+    if advertise and not (_HOST.match(advertise) or _is_ip(advertise)):
+        raise typer.BadParameter(
+            f"{advertise!r}: expected a host name or IP address, without scheme or port (the "
+            "ports are those of --storage-listen and --s3-listen)",
+            param_hint="--storage-advertise",
+        )
     if capacity > 0 and not config.zone:
         raise typer.BadParameter(
             "a storage node needs a zone (a home, an office, a region): pass --zone",
@@ -737,7 +786,7 @@ def storage_config(
         capacity=capacity,
         rpc_host=rpc_host,
         rpc_port=rpc_port,
-        advertise=config.address,
+        advertise=advertise or config.address,
         s3_host=s3_host,
         s3_port=s3_port,
         replication=replication,

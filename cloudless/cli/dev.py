@@ -48,6 +48,10 @@ def up(
                 "  cloudless get nodes\n"
                 f"  sed 's#127.0.0.1:5000/busybox:1#{cluster.image}#' examples/hello.yaml"
                 " | cloudless apply -f -\n"
+                "  cloudless s3 status     # the object store: a node per device\n"
+                "  cloudless s3 key create me\n"
+                "  cloudless s3 bucket create my-bucket --owner <key id>\n"
+                f"  S3 endpoints: {', '.join(cluster.s3_endpoint(i) for i in range(devices))}\n"
                 f"logs: {cluster.logs}\nCtrl-C stops and removes everything."
             )
             await stop.wait()

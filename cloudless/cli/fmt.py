@@ -192,13 +192,14 @@ def replica_row(r: dict[str, Any], now: float, node_names: dict[str, str] | None
     ]
 
 
-VOLUME_HEADERS = ["VOLUME", "WORKLOAD", "NODE", "MOUNT", "USED/SIZE", "MODE", "REPLICA"]
+VOLUME_HEADERS = ["VOLUME", "WORKLOAD", "NODE", "MOUNT", "USED/SIZE", "QUOTA", "MODE", "REPLICA"]
 
 
 def volume_row(v: dict[str, Any], node_names: dict[str, str] | None = None) -> Row:
     """USED/SIZE: bytes used as its agent last measured (``?`` before) over the spec's size
-    hint (``-`` without one); REPLICA is its replica's observed state (``lost``: waiting for
-    its node)."""
+    hint (``-`` without one); QUOTA is how its agent holds it to the hint (``image``: enforced,
+    ``report``: usage only reported, ``?``: not reported yet); REPLICA is its replica's observed
+    state (``lost``: waiting for its node)."""
     node_id = str(v.get("node_id") or "")
     size = int(v.get("size_hint_bytes") or 0)
     return [
@@ -209,6 +210,7 @@ def volume_row(v: dict[str, Any], node_names: dict[str, str] | None = None) -> R
         ("?" if v.get("used_bytes") is None else human_size(int(v["used_bytes"])))
         + "/"
         + (human_size(size) if size else "-"),
+        str(v.get("quota") or "?"),
         "ro" if v.get("read_only") else "rw",
         str(v.get("replica_state", "")),
     ]

@@ -1,84 +1,92 @@
-"""``cloudless s3``: access keys, buckets and the object-store layout, in the cluster store.
-
-Like ``cloudless store snapshot``, it talks to a coordinator's etcd directly with that
-coordinator's etcd client certificate, so run it on a coordinator host. The logic lives in
-``cloudless.objectstore.admin``.
-"""
+"""``cloudless s3``: access keys, buckets and the object-store layout, through the user API
+(``/v1/s3/...``, role-checked like every write): any user whose role allows it runs these
+from anywhere, no etcd credentials needed."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from cloudless.cli.daemons import default_dir
-from cloudless.cli.output import out
-from cloudless.cli.store_cmd import tls_files
-from cloudless.lib.clock import SystemClock
-from cloudless.lib.errors import ValidationError
-from cloudless.store.protocol import Store
+from cloudless.cli import fmt
+from cloudless.cli.output import Format, out, print_document, print_table
+from cloudless.cli.session import ConfigOpt, OutputOpt, connect, now
 
-T = TypeVar("T")
 s3_app = typer.Typer(no_args_is_help=True, help="The S3 object store: keys, buckets, layout.")
 key_app = typer.Typer(no_args_is_help=True, help="S3 access keys.")
 bucket_app = typer.Typer(no_args_is_help=True, help="S3 buckets and who may use them.")
 layout_app = typer.Typer(no_args_is_help=True, help="Which nodes store which partitions.")
 
-DataDir = Annotated[
-    Path | None, typer.Option(help="The coordinator's data dir. Default ~/.cloudless/coordinator.")
-]
-Endpoint = Annotated[str, typer.Option(help="etcd client endpoint HOST:PORT of that coordinator.")]
-
-
-def _run(data_dir: Path | None, endpoint: str, fn: Callable[[Store], Awaitable[T]]) -> T:
-    from cloudless.store.etcd import EtcdStore
-    from cloudless.store.tls import ClientTls
-
-    files = tls_files((data_dir or default_dir("coordinator")).expanduser())
-
-    async def go() -> T:
-        store = EtcdStore([endpoint], ClientTls.from_files(*files))
-        try:
-            return await fn(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
-
 
 def _print(lines: list[str]) -> None:
     for line in lines:
-        out.print(line, highlight=False)
+        out.print(line, highlight=False, markup=False)
+
+
+def _lines(config: Any, method: str, path: str, body: Any = None) -> None:
+    _print(connect(config).call(method, path, body)["lines"])
 
 
 @key_app.command("create")
 def key_create(
     name: Annotated[str, typer.Argument(help="Who the key is for.")],
-    data_dir: DataDir = None,
-    endpoint: Endpoint = "127.0.0.1:2379",
+    config: ConfigOpt = None,
 ) -> None:
     """Create an access key; prints its id and secret (the secret is shown only here)."""
-    from cloudless.objectstore import admin
+    k = connect(config).call("POST", "/v1/s3/keys", {"name": name})
+    _print([f"access key id:     {k['key_id']}", f"secret access key: {k['secret']}"])
 
-    k = _run(data_dir, endpoint, lambda s: admin.create_key(s, SystemClock(), name))
-    _print([f"access key id:     {k.key_id}", f"secret access key: {k.secret}"])
+
+@key_app.command("list")
+def key_list(config: ConfigOpt = None, output: OutputOpt = Format.TABLE) -> None:
+    """Access keys: id, who they are for, age (never a secret)."""
+    rows = connect(config).call("GET", "/v1/s3/keys")["keys"]
+    if output is not Format.TABLE:
+        print_document({"keys": rows}, output)
+        return
+    t = now()
+    print_table(
+        ["KEY ID", "NAME", "AGE"],
+        [[r["key_id"], r["name"], fmt.age(t, r["created"])] for r in rows],
+        what="access keys",
+    )
+
+
+@key_app.command("delete")
+def key_delete(
+    key_id: Annotated[str, typer.Argument(help="Access key id.")], config: ConfigOpt = None
+) -> None:
+    """Delete an access key (requests signed with it are refused within seconds)."""
+    connect(config).call("DELETE", f"/v1/s3/keys/{key_id}")
+    _print([f"access key {key_id} deleted"])
 
 
 @bucket_app.command("create")
 def bucket_create(
     name: Annotated[str, typer.Argument(help="Bucket name (S3 rules).")],
     owner: Annotated[str, typer.Option(help="Access key id that owns the bucket.")],
-    data_dir: DataDir = None,
-    endpoint: Endpoint = "127.0.0.1:2379",
+    config: ConfigOpt = None,
 ) -> None:
     """Create a bucket owned by an access key."""
-    from cloudless.objectstore import admin
+    b = connect(config).call("POST", "/v1/s3/buckets", {"name": name, "owner": owner})
+    _print([f"bucket {b['name']} created, owner {b['owner']}"])
 
-    b = _run(data_dir, endpoint, lambda s: admin.create_bucket(s, SystemClock(), name, owner))
-    _print([f"bucket {b.name} created, owner {b.owner}"])
+
+@bucket_app.command("list")
+def bucket_list(config: ConfigOpt = None, output: OutputOpt = Format.TABLE) -> None:
+    """Buckets, their owners and which keys may use them."""
+    rows = connect(config).call("GET", "/v1/s3/buckets")["buckets"]
+    if output is not Format.TABLE:
+        print_document({"buckets": rows}, output)
+        return
+    print_table(
+        ["NAME", "OWNER", "ALLOWED"],
+        [
+            [r["name"], r["owner"], ", ".join(f"{k}:{p}" for k, p in sorted(r["allow"].items()))]
+            for r in rows
+        ],
+        what="buckets",
+    )
 
 
 @bucket_app.command("allow")
@@ -86,26 +94,17 @@ def bucket_allow(
     name: Annotated[str, typer.Argument(help="Bucket name.")],
     key: Annotated[str, typer.Argument(help="Access key id.")],
     perm: Annotated[str, typer.Option(help="read, write or owner.")] = "read",
-    data_dir: DataDir = None,
-    endpoint: Endpoint = "127.0.0.1:2379",
+    config: ConfigOpt = None,
 ) -> None:
     """Give an access key read, write or owner permission on a bucket."""
-    from cloudless.objectstore import admin
-
-    b = _run(data_dir, endpoint, lambda s: admin.allow(s, SystemClock(), name, key, perm))
-    _print([f"{key}: {b.allow[key]} on bucket {b.name}"])
+    b = connect(config).call("POST", f"/v1/s3/buckets/{name}/allow", {"key": key, "perm": perm})
+    _print([f"{key}: {b['allow'][key]} on bucket {b['name']}"])
 
 
 @layout_app.command("show")
-def layout_show(data_dir: DataDir = None, endpoint: Endpoint = "127.0.0.1:2379") -> None:
+def layout_show(config: ConfigOpt = None) -> None:
     """Show the layout: versions, nodes, partitions held, staged changes."""
-    from cloudless.objectstore import admin
-    from cloudless.objectstore.layout_store import LayoutStore
-
-    async def show(s: Store) -> Any:
-        return admin.render_history(await LayoutStore(s).show())
-
-    _print(_run(data_dir, endpoint, show))
+    _lines(config, "GET", "/v1/s3/layout")
 
 
 @layout_app.command("stage")
@@ -117,59 +116,40 @@ def layout_stage(
     ] = None,
     remove: Annotated[bool, typer.Option(help="Remove the node from the layout.")] = False,
     replication: Annotated[int | None, typer.Option(help="Stage a replication factor.")] = None,
-    data_dir: DataDir = None,
-    endpoint: Endpoint = "127.0.0.1:2379",
+    config: ConfigOpt = None,
 ) -> None:
     """Stage a node's role (or its removal); see the effect with `preview`."""
-    from cloudless.model.resources import parse_size
-    from cloudless.objectstore import admin
-    from cloudless.objectstore.layout_store import LayoutStore
-
     if remove == (zone is not None):
-        raise ValidationError("give either --zone (with --capacity) or --remove")
-    try:
-        size = None if capacity is None else parse_size(capacity)
-    except ValueError as e:
-        raise ValidationError(f"--capacity: {e}") from None
-
-    async def go(s: Store) -> list[str]:
-        if replication is not None:
-            await LayoutStore(s).stage_replication(replication)
-        return await admin.stage(s, node, zone, size)
-
-    _print(_run(data_dir, endpoint, go))
+        raise typer.BadParameter("give either --zone (with --capacity) or --remove")
+    body: dict[str, Any] = {"node": node}
+    if remove:
+        body["remove"] = True
+    else:
+        body.update(zone=zone, capacity=capacity or "0")
+    if replication is not None:
+        body["replication"] = replication
+    _lines(config, "POST", "/v1/s3/layout/stage", body)
 
 
 @layout_app.command("preview")
-def layout_preview(data_dir: DataDir = None, endpoint: Endpoint = "127.0.0.1:2379") -> None:
+def layout_preview(config: ConfigOpt = None) -> None:
     """What applying the staged changes would do, and how many copies would move."""
-    from cloudless.objectstore import admin
-    from cloudless.objectstore.layout_store import LayoutStore
-
-    async def go(s: Store) -> list[str]:
-        return admin.render_plan(await LayoutStore(s).preview())
-
-    _print(_run(data_dir, endpoint, go))
+    _lines(config, "GET", "/v1/s3/layout/preview")
 
 
 @layout_app.command("apply")
 def layout_apply(
     version: Annotated[int, typer.Option(help="The current version you previewed against.")],
-    data_dir: DataDir = None,
-    endpoint: Endpoint = "127.0.0.1:2379",
+    config: ConfigOpt = None,
 ) -> None:
     """Apply the staged changes as the next layout version."""
-    from cloudless.objectstore import admin
-
-    _print(_run(data_dir, endpoint, lambda s: admin.apply(s, version)))
+    _lines(config, "POST", "/v1/s3/layout/apply", {"version": version})
 
 
 @s3_app.command("status")
-def status(data_dir: DataDir = None, endpoint: Endpoint = "127.0.0.1:2379") -> None:
+def status(config: ConfigOpt = None) -> None:
     """The object-store nodes agents registered (their S3 endpoints) and the layout."""
-    from cloudless.objectstore import admin
-
-    _print(_run(data_dir, endpoint, admin.status))
+    _lines(config, "GET", "/v1/s3/status")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,13 +1,15 @@
 """``cloudless secret``: create, list, delete secrets and rotate their key. Values go up, never
-come back: no command prints one. ``cloudless config``: the same for configs, whose values
-``config get`` does print."""
+come back: no command prints one. ``cloudless config``: the same for configs (a name space of
+their own), whose values ``config get`` does print. Both kinds share one implementation of
+reading a value, listing and deleting (``_value``, ``_list``, ``_delete``)."""
 
 from __future__ import annotations
 
 import base64
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -61,20 +63,42 @@ def create(
     --username deploy --password-stdin` (or --from-file ~/.docker/config.json)."""
     if registry is not None or username is not None or password_stdin:
         value = _registry_value(kind, registry, username, password_stdin, from_literal, from_file)
-    elif (from_literal is None) == (from_file is None):
-        raise typer.BadParameter("give exactly one of --from-literal or --from-file")
-    elif from_file is not None:
-        try:
-            value = from_file.read_bytes()
-        except OSError as e:
-            raise typer.BadParameter(
-                f"{from_file}: {e.strerror}", param_hint="--from-file"
-            ) from None
     else:
-        value = (from_literal or "").encode()
+        value = _value(from_literal, from_file)
     body = {"name": name, "data": base64.b64encode(value).decode(), "type": kind}
     res = connect(config).call("POST", "/v1/secrets", body)
     note(f"secret {res['name']}: version {res['version']}, {res['size']} bytes")
+
+
+def _value(from_literal: str | None, from_file: Path | None) -> bytes:
+    """The value given by exactly one of --from-literal and --from-file."""
+    if (from_literal is None) == (from_file is None):
+        raise typer.BadParameter("give exactly one of --from-literal or --from-file")
+    if from_file is None:
+        return (from_literal or "").encode()
+    try:
+        return from_file.read_bytes()
+    except OSError as e:
+        raise typer.BadParameter(f"{from_file}: {e.strerror}", param_hint="--from-file") from None
+
+
+Row = Callable[[dict[str, Any], float], list[str]]
+
+
+def _list(kind: str, headers: list[str], row: Row, config: Path | None, output: Format) -> None:
+    """``GET /v1/<kind>s`` as a table of ``row``s, or the document (-o json/yaml)."""
+    plural = f"{kind}s"
+    rows = connect(config).call("GET", f"/v1/{plural}")[plural]
+    if output is not Format.TABLE:
+        print_document({plural: rows}, output)
+        return
+    t = now()
+    print_table(headers, [row(r, t) for r in rows], what=plural)
+
+
+def _delete(kind: str, name: str, config: Path | None) -> None:
+    connect(config).call("DELETE", f"/v1/{kind}s/{name}")
+    note(f"{kind} {name} deleted")
 
 
 def _registry_value(
@@ -109,26 +133,16 @@ def _registry_value(
 
 @secret_app.command("list")
 def list_secrets(config: ConfigOpt = None, output: OutputOpt = Format.TABLE) -> None:
-    """Secrets: name, size, version and last update (never the value)."""
-    rows = connect(config).call("GET", "/v1/secrets")["secrets"]
-    if output is not Format.TABLE:
-        print_document({"secrets": rows}, output)
-        return
-    t = now()
-    print_table(
-        SECRET_HEADERS,
-        [
-            [
-                r["name"],
-                r.get("type", "opaque"),
-                fmt.human_size(r["size"]),
-                str(r["version"]),
-                fmt.age(t, r["updated_at"]),
-            ]
-            for r in rows
-        ],
-        what="secrets",
-    )
+    """Secrets: name, type, size, version and last update (never the value)."""
+
+    def row(r: dict[str, Any], t: float) -> list[str]:
+        return [r["name"], r.get("type", "opaque"), *_size_version_age(r, t)]
+
+    _list("secret", SECRET_HEADERS, row, config, output)
+
+
+def _size_version_age(r: dict[str, Any], t: float) -> list[str]:
+    return [fmt.human_size(r["size"]), str(r["version"]), fmt.age(t, r["updated_at"])]
 
 
 @secret_app.command("delete")
@@ -136,8 +150,7 @@ def delete(
     name: Annotated[str, typer.Argument(help="The secret's name.")], config: ConfigOpt = None
 ) -> None:
     """Delete a secret (replicas already running keep their copy until they are replaced)."""
-    connect(config).call("DELETE", f"/v1/secrets/{name}")
-    note(f"secret {name} deleted")
+    _delete("secret", name, config)
 
 
 @secret_app.command("rotate-key")
@@ -167,17 +180,7 @@ def create_config(
 ) -> None:
     """Create a config, or give an existing one a new value (replicas mounting it as a file
     see the new value in place). Workloads name it under configs: {name, path}."""
-    if (from_literal is None) == (from_file is None):
-        raise typer.BadParameter("give exactly one of --from-literal or --from-file")
-    if from_file is not None:
-        try:
-            value = from_file.read_bytes()
-        except OSError as e:
-            raise typer.BadParameter(
-                f"{from_file}: {e.strerror}", param_hint="--from-file"
-            ) from None
-    else:
-        value = (from_literal or "").encode()
+    value = _value(from_literal, from_file)
     body = {"name": name, "data": base64.b64encode(value).decode()}
     res = connect(config).call("POST", "/v1/configs", body)
     note(f"config {res['name']}: version {res['version']}, {res['size']} bytes")
@@ -201,18 +204,8 @@ def get_config(
 @config_app.command("list")
 def list_configs(config: ConfigOpt = None, output: OutputOpt = Format.TABLE) -> None:
     """Configs: name, size, version and last update."""
-    rows = connect(config).call("GET", "/v1/configs")["configs"]
-    if output is not Format.TABLE:
-        print_document({"configs": rows}, output)
-        return
-    t = now()
-    print_table(
-        CONFIG_HEADERS,
-        [
-            [r["name"], fmt.human_size(r["size"]), str(r["version"]), fmt.age(t, r["updated_at"])]
-            for r in rows
-        ],
-        what="configs",
+    _list(
+        "config", CONFIG_HEADERS, lambda r, t: [r["name"], *_size_version_age(r, t)], config, output
     )
 
 
@@ -221,8 +214,7 @@ def delete_config(
     name: Annotated[str, typer.Argument(help="The config's name.")], config: ConfigOpt = None
 ) -> None:
     """Delete a config (replicas already running keep their copy until they are replaced)."""
-    connect(config).call("DELETE", f"/v1/configs/{name}")
-    note(f"config {name} deleted")
+    _delete("config", name, config)
 
 
 def register(app: typer.Typer) -> None:

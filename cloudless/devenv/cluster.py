@@ -19,7 +19,12 @@ Layout (``prefix`` defaults to ``clchaos``):
   any agent, and the default ports need no allocation;
 * agents ``a1..aN`` in namespaces ``<prefix>-aN``, node names ``node-N``, zones round-robin
   from ``zones``, each with a ``PrivateContainerd`` in its namespace and its data dir on a
-  tmpfs of ``disk_mib`` MiB (so ``fill_disk`` can fill it without touching the machine's disk).
+  tmpfs of ``disk_mib`` MiB (so ``fill_disk`` can fill it without touching the machine's disk);
+* with ``storage`` (a size), every agent also runs an object-store node (``agent --storage``)
+  in its zone, peer RPC on ``STORE_RPC_PORT`` and S3 on ``STORE_S3_PORT`` of its address; an
+  agent behind NAT gets those two ports forwarded by its router and advertises the router's
+  address (as a home user would), so ``s3_endpoint(i)`` is reachable from the root namespace
+  and from every other host.
 
 Contracts: every method that injects a fault is synchronous and returns at once; waiting is the
 caller's business. ``close()`` (also on context exit, also after a failed start) kills every
@@ -47,6 +52,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from cloudless.agent.volume_quota import unmount_images
 from cloudless.cli.client import Client, ClientConfig
 from cloudless.devenv import _proc
 from cloudless.devenv.containerd import PrivateContainerd, containerd_available, remove_cgroups
@@ -65,6 +71,7 @@ from cloudless.network.addressing import parse_network_flag
 __all__ = ["ClusterError", "NetnsCluster", "Proc", "unavailable_reason", "wait_until"]
 
 API_PORT, AGENT_PORT, ENROLL_PORT, ETCD_CLIENT, ETCD_PEER = 8443, 7443, 7444, 2379, 2380
+STORE_S3_PORT, STORE_RPC_PORT = 3900, 3901
 LIGHTHOUSE_PORT = 4242
 
 
@@ -152,6 +159,8 @@ class NetnsCluster:
         progress: Callable[[str], None] | None = None,
         network: str = "",
         nat_agents: int = 0,
+        storage: str = "",
+        storage_grace: float | None = None,
     ) -> None:
         """``root_key_size``/``bcrypt_cost``: test-speed defaults (the demo uses the product's
         4096/10); ``progress`` hears one line per bring-up step. ``network``: the first
@@ -185,6 +194,7 @@ class NetnsCluster:
         self.network = network
         self.nat_agents = nat_agents
         self.network_plan = parse_network_flag(network) if network else None
+        self.storage, self.storage_grace = storage, storage_grace
 
     # -- bring-up ---------------------------------------------------------------------------
 
@@ -322,6 +332,8 @@ class NetnsCluster:
         self.mounts.append(data)
         if self.network_plan is not None:
             await asyncio.to_thread(self._forward_container_traffic, host)
+        if self.storage and not host.veth:
+            await asyncio.to_thread(self._forward_store_ports, i)
         ctrd = PrivateContainerd(self.work / f"containerd-a{i + 1}", netns=host.netns)
         self.containerds.append(ctrd)
         await ctrd.start()
@@ -339,6 +351,43 @@ class NetnsCluster:
             rules += f"-A FORWARD -s {net} -j ACCEPT\n-A FORWARD -d {net} -j ACCEPT\n"
         _apply_rules(host.netns, rules + "COMMIT\n", noflush=True)
 
+    def _router(self, i: int) -> Host | None:
+        """The NAT router in front of agent ``i``'s host, if it sits behind one."""
+        return None if self.agent_hosts[i].veth else self.lab.hosts[f"r{i + 1}"]
+
+    def _forward_store_ports(self, i: int) -> None:
+        """Port-forward the store's two ports on agent ``i``'s router to its host."""
+        router = self._router(i)
+        assert router is not None
+        ports = f"{STORE_S3_PORT},{STORE_RPC_PORT}"
+        rules = (
+            f"*nat\n-A PREROUTING -i eth0 -p tcp -m multiport --dports {ports} "
+            f"-j DNAT --to-destination {self.agent_hosts[i].ip}\nCOMMIT\n"
+        )
+        _apply_rules(router.netns, rules, noflush=True)
+
+    def store_address(self, i: int) -> str:
+        """Where other hosts reach agent ``i``'s store: its address, or its router's."""
+        router = self._router(i)
+        return router.ip if router is not None else self.agent_hosts[i].ip
+
+    def s3_endpoint(self, i: int) -> str:
+        return f"http://{self.store_address(i)}:{STORE_S3_PORT}"
+
+    def _storage_args(self, i: int) -> list[str]:
+        if not self.storage:
+            return []
+        args = [
+            *("--storage", self.storage, "--storage-replication", str(min(3, self.n_agents))),
+            *("--storage-listen", f"0.0.0.0:{STORE_RPC_PORT}"),
+            *("--s3-listen", f"0.0.0.0:{STORE_S3_PORT}"),
+        ]
+        if self.storage_grace is not None:
+            args += ["--storage-grace", f"{self.storage_grace:g}"]
+        if self._router(i) is not None:
+            args += ["--storage-advertise", self.store_address(i)]
+        return args
+
     async def start_agent(self, i: int, *, token: str = "") -> Proc:
         """(Re)start agent ``i``; without ``token`` it uses the identity on its data dir."""
         assert self.registry is not None
@@ -352,6 +401,7 @@ class NetnsCluster:
         ]
         if self.network_plan is not None:
             argv += ["--netns-prefix", f"{self.lab.prefix}-n{i + 1}-"]
+        argv += self._storage_args(i)
         if token:
             argv += ["--join", self.api_url(next(iter(self.coord_hosts))), "--token", token]
         old = self.agents[i]
@@ -544,6 +594,8 @@ class NetnsCluster:
         # etcd members run in sessions of their own: the namespace sweep kills them
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.lab.teardown)
+        with contextlib.suppress(Exception):  # volume images the agents left mounted
+            await unmount_images(self.work)
         for m in self.mounts:
             await asyncio.to_thread(subprocess.run, ["umount", "-l", str(m)], check=False)
         remove_cgroups(f"/cloudless/{self.namespace}")

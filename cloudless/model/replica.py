@@ -75,6 +75,7 @@ class Replica:
     ready: bool = False  # running and passing its readiness check, as its agent reports
     health: str = ""  # why it is not ready / was restarted by its liveness check
     volume_bytes: tuple[tuple[str, int], ...] = ()  # (volume, bytes used), sorted by name
+    volume_quota: tuple[tuple[str, str], ...] = ()  # (volume, quota text), sorted by name
     observed_version: int = 0  # the spec version the agent's last applied status was about
 
     def with_observed(
@@ -106,6 +107,7 @@ class Replica:
             ready=report.ready,
             health=report.health,
             volume_bytes=report.volume_bytes,
+            volume_quota=report.volume_quota,
             observed_version=report.observed_version,
         )
 
@@ -128,6 +130,7 @@ class Replica:
             "ready": self.ready,
             "health": self.health,
             "volume_bytes": dict(self.volume_bytes),
+            "volume_quota": dict(self.volume_quota),
             "observed_version": self.observed_version,
         }
 
@@ -153,5 +156,8 @@ class Replica:
             health=str(d.get("health", "")),
             volume_bytes=tuple(
                 sorted((str(k), int(v)) for k, v in (d.get("volume_bytes") or {}).items())
+            ),
+            volume_quota=tuple(
+                sorted((str(k), str(v)) for k, v in (d.get("volume_quota") or {}).items())
             ),
         )

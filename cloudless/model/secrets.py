@@ -15,8 +15,16 @@ import re
 from dataclasses import dataclass
 
 MAX_SECRET_BYTES = 64 * 1024
+CONFIG_KEY_PREFIX = "config/"
 MAX_SECRET_REFS = 32
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def config_key(name: str) -> str:
+    """The key of config ``name``'s value in an assignment's values (``Assigned.secrets``):
+    configs have a name space of their own, so a config and a secret may share a name. Secret
+    names are ids (no "/"), so a secret's key, its name, never looks like a config's."""
+    return CONFIG_KEY_PREFIX + name
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from cloudless.model.health import HealthChecks
 from cloudless.model.node import Node
 from cloudless.model.resources import Resources
 from cloudless.model.rollout import UpdatePolicy
-from cloudless.model.secrets import SecretRef
+from cloudless.model.secrets import SecretRef, config_key
 from cloudless.model.volumes import NodeLoss, Volume
 
 TOPOLOGY_KEYS = ("node", "zone", "region")
@@ -190,9 +190,9 @@ class WorkloadSpec:
     configs: tuple[SecretRef, ...] = ()  # config objects, mounted like secrets (mode 0444)
 
     def secret_names(self) -> frozenset[str]:
-        """Every secret or config whose value the replicas' agents need (mounted ones, and the
-        pull's)."""
-        names = {ref.name for ref in (*self.secrets, *self.configs)}
+        """The keys of every secret and config value the replicas' agents need (mounted ones,
+        and the pull's): a secret's name, a config's ``config_key``."""
+        names = {ref.name for ref in self.secrets} | {config_key(r.name) for r in self.configs}
         if self.image_pull_secret:
             names.add(self.image_pull_secret)
         return frozenset(names)

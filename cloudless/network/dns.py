@@ -8,6 +8,9 @@ Names, in zone ``cloudless`` (``DnsIndex.zone``):
 * ``<replica>.<svc>.<ns>.cloudless`` for stateful services: A = that replica's address, while it
   is an endpoint (running and ready).
 * ``<svc>`` (one label) asked by a client in namespace ``ns``: as ``<svc>.<ns>.cloudless``.
+* ``<name>.cloudless`` for each of the device's own ``hosts`` (``{"s3": gateway ip}``): A =
+  that address, the same for every client of this device (``s3.cloudless``: the object
+  store's S3 API on the device the client runs on).
 
 A name inside the zone that is none of these gets NXDOMAIN (authoritative); a known name asked
 for another type gets an empty NOERROR answer. ``answer`` returns None for a name outside the
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from dnslib import QTYPE, RCODE, RR, SRV, A, DNSLabel, DNSRecord
@@ -41,11 +44,20 @@ class _Name:
 class DnsIndex:
     """Every name of the zone, built once per service-table change."""
 
-    def __init__(self, services: Iterable[Service], zone: str = ZONE, ttl: int = TTL) -> None:
+    def __init__(
+        self,
+        services: Iterable[Service],
+        zone: str = ZONE,
+        ttl: int = TTL,
+        hosts: Mapping[str, str] | None = None,
+    ) -> None:
         self.zone = zone.strip(".").lower()
         self.ttl = ttl
+        self.hosts: dict[str, str] = dict(hosts or {})
         self._names: dict[str, _Name] = {}
         self._suffix = "." + self.zone
+        for label, ip in self.hosts.items():
+            self._name(f"{label}.{self.zone}").a.append(ip)
         for svc in services:
             base = f"{svc.key.name}.{svc.key.namespace}.{self.zone}"
             self._name(base).a.append(str(svc.vip))

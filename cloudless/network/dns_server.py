@@ -58,7 +58,7 @@ class DnsServer:
         self._tg: asyncio.TaskGroup | None = None
 
     def set_services(self, services: Iterable[Service]) -> None:
-        self.index = DnsIndex(services, self.index.zone, self.index.ttl)
+        self.index = DnsIndex(services, self.index.zone, self.index.ttl, self.index.hosts)
         self._cache.clear()
 
     async def run(self) -> None:

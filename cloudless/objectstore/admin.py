@@ -15,6 +15,7 @@ from cloudless.objectstore.layout import NodeRole, Plan
 from cloudless.objectstore.layout_store import LayoutStore
 from cloudless.objectstore.s3.errors import S3Error
 from cloudless.objectstore.s3.iam import AccessKey, Bucket, Iam
+from cloudless.security.secretbox import SecretBox
 from cloudless.store.protocol import Store
 
 
@@ -22,10 +23,14 @@ def _user_error(e: S3Error) -> CloudlessError:
     return CloudlessError(e.message, code=e.code)
 
 
-async def create_key(store: Store, clock: Clock, name: str) -> AccessKey:
+async def create_key(
+    store: Store, clock: Clock, name: str, box: SecretBox | None = None
+) -> AccessKey:
+    """A new key, its secret in clear in the answer only; stored sealed under ``box`` (the
+    coordinator's secret box; ``None`` stores it as is, for loopback test stores)."""
     if not name or len(name) > 64 or not name.isprintable():
         raise ValidationError(f"key name {name!r}: 1-64 printable characters")
-    return await Iam(store, clock).create_key(name)
+    return await Iam(store, clock).create_key(name, box)
 
 
 async def create_bucket(store: Store, clock: Clock, name: str, owner: str) -> Bucket:

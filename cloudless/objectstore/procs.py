@@ -3,8 +3,9 @@ coordinator`` process (embedded etcd) and N ``cloudless agent --runtime fake --s
 processes, each on its own ports and data dir. For integration tests and benchmarks.
 
 ``kill(i)`` is ``kill -9`` of agent ``i`` (its data stays on disk); ``start(i)`` brings it
-back with the identity it enrolled with. ``etcd()`` opens the coordinator's etcd as the
-``cloudless s3`` commands do, to read the layout and registry or create keys and buckets.
+back with the identity it enrolled with. ``call_api(method, path, body)`` calls the coordinator's
+user API as the admin (``cloudless s3`` does the same: keys, buckets, status); ``etcd()``
+opens the coordinator's etcd to read the layout and registry directly.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class AgentProc:
     s3_port: int
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    address: str = "127.0.0.1"
+    netns: str = ""
 
     @property
     def node_id(self) -> str:
@@ -56,7 +59,7 @@ class AgentProc:
 
     @property
     def s3(self) -> str:
-        return f"http://127.0.0.1:{self.s3_port}"
+        return f"http://{self.address}:{self.s3_port}"
 
 
 @dataclass
@@ -70,13 +73,19 @@ class StoreCluster:
     agents: list[AgentProc] = field(default_factory=list)
     coord: subprocess.Popen[bytes] | None = None
     etcd_port: int = 0
+    coord_host: str = "127.0.0.1"
+    coord_netns: str = ""
+
+    def _in(self, netns: str) -> list[str]:
+        return ["ip", "netns", "exec", netns] if netns else []
 
     def start(self) -> StoreCluster:
         self.api = free_port()
         self.etcd_port = free_port()
         c = self.base / "c"
         self.coord = subprocess.Popen(
-            [*CLI, "coordinator", "--data-dir", str(c), "--name", "c1", "--bootstrap",
+            [*self._in(self.coord_netns), *CLI, "coordinator", "--data-dir", str(c),
+             "--name", "c1", "--bootstrap", "--host", self.coord_host,
              "--api-port", str(self.api), "--agent-port", str(free_port()),
              "--enroll-port", str(free_port()), "--etcd-client-port", str(self.etcd_port),
              "--etcd-peer-port", str(free_port()), "--root-key-size", "2048",
@@ -115,12 +124,16 @@ class StoreCluster:
         return token
 
     def _spawn(self, a: AgentProc, token: str = "") -> subprocess.Popen[bytes]:
-        enroll = ["--join", f"https://127.0.0.1:{self.api}", "--token", token] if token else []
+        join = f"https://{self.coord_host}:{self.api}"
+        enroll = ["--join", join, "--token", token] if token else []
+        where = ["--address", a.address] if a.netns else []
         return subprocess.Popen(
-            [*CLI, "agent", *enroll, "--data-dir", str(a.data), "--name", a.name,
+            [*self._in(a.netns), *CLI, "agent", *enroll, *where, "--data-dir", str(a.data),
+             "--name", a.name,
              "--zone", a.zone, "--runtime", "fake", "--cpu", "1", "--memory", "1Gi",
              "--restart-hold", "0", "--storage", a.capacity,
-             "--storage-listen", f"127.0.0.1:{a.rpc_port}", "--s3-listen", f"127.0.0.1:{a.s3_port}",
+             "--storage-listen", f"{a.address}:{a.rpc_port}",
+             "--s3-listen", f"{a.address}:{a.s3_port}",
              "--storage-replication", str(self.replication),
              "--storage-grace", str(self.grace_s), "--storage-repair-rate", self.repair_rate],
             stdout=subprocess.DEVNULL, stderr=open(a.log, "ab"), env=ENV,
@@ -135,13 +148,28 @@ class StoreCluster:
     def start_agent(self, i: int) -> None:
         self.agents[i].proc = self._spawn(self.agents[i])
 
+    def call_api(self, method: str, path: str, body: Any = None) -> Any:
+        from cloudless.cli.client import Client, ClientConfig
+
+        return Client(ClientConfig.load(self.config), timeout=15).call(method, path, body)
+
+    def create_key(self, name: str) -> Any:
+        """A new access key through the API (stored sealed), with its secret."""
+        from cloudless.objectstore.s3.iam import AccessKey
+
+        k = self.call_api("POST", "/v1/s3/keys", {"name": name})
+        return AccessKey(k["key_id"], k["secret"], k["name"], k["created"])
+
+    def create_bucket(self, name: str, owner: str) -> None:
+        self.call_api("POST", "/v1/s3/buckets", {"name": name, "owner": owner})
+
     def etcd(self) -> Any:
         from cloudless.cli.store_cmd import tls_files
         from cloudless.store.etcd import EtcdStore
         from cloudless.store.tls import ClientTls
 
         files = tls_files(self.base / "c")
-        return EtcdStore([f"127.0.0.1:{self.etcd_port}"], ClientTls.from_files(*files))
+        return EtcdStore([f"{self.coord_host}:{self.etcd_port}"], ClientTls.from_files(*files))
 
     def close(self) -> None:
         for a in self.agents:

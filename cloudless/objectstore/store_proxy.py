@@ -9,7 +9,9 @@ So the coordinator answers one gRPC call (``AgentControl.StoreProxy``) carrying 
 * writes: the layout record, the caller's *own* registry record and buckets (S3
   CreateBucket/DeleteBucket), nothing else: a node cannot mint access keys or speak for
   another node's registration;
-* every refusal is a ``ProxyRefused`` naming the key and the rule.
+* every refusal is a ``ProxyRefused`` naming the key and the rule;
+* values read pass through ``reveal`` (the coordinator opens sealed access-key secrets there,
+  ``s3.iam.reveal``: the store holds them sealed, a node needs them to check signatures).
 
 ``ProxyStore`` is the node side: a ``Store`` whose ``get``/``list``/``txn``/``put``/``delete``
 go through a ``send`` function (the gRPC call in the agent, ``serve`` directly in tests), so
@@ -22,6 +24,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from cloudless.lib.errors import CloudlessError
@@ -167,26 +170,42 @@ def check(node: str, request: Any) -> None:
         raise ProxyRefused("store proxy: " + "; ".join(problems))
 
 
-async def serve(store: Store, node: str, request: Any) -> Any:
-    """Run a checked request on ``store``; the JSON answer. A store failure becomes
-    ``{"error": ..., "code": ...}`` (``OutcomeUnknown`` keeps its code so the node's
-    ``Table.update`` re-reads instead of retrying blindly)."""
+Reveal = Callable[[str, bytes], bytes]  # (key, stored value) -> the value a node reads
+
+
+def _shown(kv: KeyValue | None, reveal: Reveal | None) -> KeyValue | None:
+    if kv is None or reveal is None:
+        return kv
+    return replace(kv, value=reveal(kv.key, kv.value))
+
+
+async def serve(store: Store, node: str, request: Any, reveal: Reveal | None = None) -> Any:
+    """Run a checked request on ``store``; the JSON answer, every value read passed through
+    ``reveal``. A store failure becomes ``{"error": ..., "code": ...}`` (``OutcomeUnknown``
+    keeps its code so the node's ``Table.update`` re-reads instead of retrying blindly)."""
     check(node, request)
     try:
         if request["op"] == "get":
-            return {"kv": kv_out(await store.get(str(request["key"])))}
+            return {"kv": kv_out(_shown(await store.get(str(request["key"])), reveal))}
         if request["op"] == "list":
             listing = await store.list(str(request["key"]))
-            return {"kvs": [kv_out(kv) for kv in listing.kvs], "revision": listing.revision}
+            kvs = [kv_out(_shown(kv, reveal)) for kv in listing.kvs]
+            return {"kvs": kvs, "revision": listing.revision}
         res = await store.txn(
             [compare_in(c) for c in request["compares"]],
             [op_in(o) for o in request["success"]],
             [op_in(o) for o in request["failure"]],
         )
+        results = [
+            GetResult(tuple(kv for kv in (_shown(x, reveal) for x in r.kvs) if kv is not None))
+            if isinstance(r, GetResult)
+            else r
+            for r in res.results
+        ]
         return {
             "succeeded": res.succeeded,
             "revision": res.revision,
-            "results": [result_out(r) for r in res.results],
+            "results": [result_out(r) for r in results],
         }
     except OutcomeUnknown as e:
         return {"error": str(e), "code": "outcome_unknown"}

@@ -48,6 +48,9 @@ RESOURCES = (
     "volumes",  # persistent volumes of replicas (listing; deleted with their workload)
     "secrets",  # cluster secrets: names and metadata; values are never answered
     "configs",  # config objects (non-secret files for workloads): values are readable
+    "s3keys",  # object-store access keys (a secret is answered once, when created)
+    "s3buckets",  # object-store buckets and which keys may use them
+    "s3layout",  # which storage nodes hold which partitions; registered store nodes
 )
 NAMESPACED = frozenset({"workloads", "replicas", "logs"})
 ALL = "*"
@@ -141,6 +144,8 @@ _READABLE = (
     "netpolicies",
     "volumes",
     "configs",
+    "s3buckets",
+    "s3layout",
 )
 BUILTIN_ROLES: Mapping[str, Role] = {
     r.name: r
@@ -151,7 +156,10 @@ BUILTIN_ROLES: Mapping[str, Role] = {
             (
                 _rule(
                     VERBS,
-                    ["nodes", "workloads", "replicas", "logs", "secrets", "configs", "netpolicies"],
+                    [
+                        *("nodes", "workloads", "replicas", "logs", "secrets", "configs"),
+                        *("netpolicies", "s3keys", "s3buckets", "s3layout"),
+                    ],
                 ),
                 _rule(READ_VERBS, [*_READABLE, "roles"]),
             ),

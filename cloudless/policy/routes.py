@@ -100,6 +100,17 @@ ROUTES: dict[tuple[str, str], RouteAccess] = {
     ("POST", "/v1/workloads/{name}/undo"): _r("update", "workloads", NsFrom.WORKLOAD),
     ("GET", "/v1/top/replicas"): _r("list", "replicas", NsFrom.QUERY),
     ("GET", "/v1/top/nodes"): _r("list", "nodes"),
+    ("POST", "/v1/s3/keys"): _r("create", "s3keys"),
+    ("GET", "/v1/s3/keys"): _r("list", "s3keys"),
+    ("DELETE", "/v1/s3/keys/{id}"): _r("delete", "s3keys"),
+    ("POST", "/v1/s3/buckets"): _r("create", "s3buckets"),
+    ("GET", "/v1/s3/buckets"): _r("list", "s3buckets"),
+    ("POST", "/v1/s3/buckets/{name}/allow"): _r("update", "s3buckets"),
+    ("GET", "/v1/s3/layout"): _r("get", "s3layout"),
+    ("POST", "/v1/s3/layout/stage"): _r("update", "s3layout"),
+    ("GET", "/v1/s3/layout/preview"): _r("get", "s3layout"),
+    ("POST", "/v1/s3/layout/apply"): _r("update", "s3layout"),
+    ("GET", "/v1/s3/status"): _r("get", "s3layout"),
 }
 
 

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from cloudless.lib.backoff import Backoff
@@ -120,7 +120,7 @@ class Election:
             self.value,
         )
 
-    async def changes(self) -> AsyncIterator[Leadership]:
+    async def changes(self) -> AsyncGenerator[Leadership, None]:
         """The current leadership, then every change to it, until cancelled."""
         q: asyncio.Queue[Leadership] = asyncio.Queue()
         q.put_nowait(self._state)

@@ -253,6 +253,10 @@ async def test_leader_change_gives_grace_and_scheduling_resumes() -> None:
             within=6,
             what="agents reconnected",
         )
+        # Requests to the leader (renewals, workload identities) follow the open stream,
+        # not a redirect's hint that named the dead coordinator.
+        assert {a.link.coordinator() for a in agents if a.link} == {new.name}
+        assert any(a.leader_hint == old.name for a in agents)  # the stale hint the fix skips
         await sim.run_for(8)  # past the 5 s leader grace
         assert not [e for e in await sim.events("node") if "offline" in e]
         assert sum(a.starts for a in agents) == starts  # nothing restarted

@@ -227,11 +227,16 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
         """The object store's keys for a storage or gateway node (``objectstore.store_proxy``:
         what a node may read and write is checked there, a refusal is PERMISSION_DENIED)."""
         from cloudless.objectstore import store_proxy
+        from cloudless.objectstore.s3.iam import reveal
+        from cloudless.security.secretbox import SecretBox
 
         node_id = await self._authorize_node(context)
+        box = SecretBox(self.ca.secrets_key)
         try:
             body = store_proxy.decode(request.request_json)
-            answer = await store_proxy.serve(self.state.store, node_id, body)
+            answer = await store_proxy.serve(
+                self.state.store, node_id, body, functools.partial(reveal, box)
+            )
         except store_proxy.ProxyRefused as e:
             await self._refused(f"node {node_id}: {e}")
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))

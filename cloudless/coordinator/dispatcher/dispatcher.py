@@ -121,7 +121,8 @@ class Dispatcher:
         self._workloads_loaded = asyncio.Event()
         # request id -> (the node it was sent to, where its chunks go)
         self._log_waiters: dict[str, tuple[str, asyncio.Queue[pb.LogChunk]]] = {}
-        #: Secret values by name (``SecretCache.get``), for replicas whose spec refers to them.
+        #: Secret and config values by key (``WorkloadSpec.secret_names``: a secret's name, a
+        #: config's ``config_key``), for replicas whose spec refers to them.
         self.secret_values: Callable[[str], bytes | None] = lambda name: None
         #: Root rotation: what to tell agents about trust in acks (``clusterops``).
         self.trust: TrustAdvice | None = None
@@ -399,7 +400,8 @@ class Dispatcher:
             self._mark(node_id)
 
     def secrets_changed(self, names: set[str]) -> None:
-        """Re-push the assignments of nodes running a replica that uses one of ``names``."""
+        """Re-push the assignments of nodes running a replica that uses one of ``names`` (keys:
+        a secret's name, a config's ``config_key``)."""
         for node_id in list(self.sessions):
             for r in self._index.for_node(node_id):
                 rec = self._index.workloads.get(r.workload)

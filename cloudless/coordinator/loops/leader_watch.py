@@ -174,20 +174,21 @@ class LeaderWatch:
         watched = 0
         async with asyncio.TaskGroup() as tg:
             try:
-                async for lead in self.election.changes():
-                    if lead.term == watched:
-                        continue
-                    if task is not None:
-                        task.cancel()
-                        # until it ends; raises only if we are cancelled (suppressing the task's
-                        # CancelledError around ``await task`` would swallow ours too)
-                        await asyncio.wait([task])
-                        task = None
-                    watched = 0
-                    address = self._address(lead)
-                    if address is not None:
-                        watched = lead.term
-                        task = tg.create_task(self._watch(lead, address))
+                async with contextlib.aclosing(self.election.changes()) as changes:
+                    async for lead in changes:
+                        if lead.term == watched:
+                            continue
+                        if task is not None:
+                            task.cancel()
+                            # until it ends; raises only if we are cancelled (suppressing the task's
+                            # CancelledError around ``await task`` would swallow ours too)
+                            await asyncio.wait([task])
+                            task = None
+                        watched = 0
+                        address = self._address(lead)
+                        if address is not None:
+                            watched = lead.term
+                            task = tg.create_task(self._watch(lead, address))
             finally:
                 if task is not None:
                     task.cancel()

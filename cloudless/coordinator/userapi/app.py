@@ -63,6 +63,7 @@ from cloudless.coordinator.userapi.models import (
     parse_request,
 )
 from cloudless.coordinator.userapi.rollout_routes import RolloutApi
+from cloudless.coordinator.userapi.s3_routes import S3Api
 from cloudless.coordinator.userapi.secrets_routes import SecretsApi
 from cloudless.coordinator.userapi.top_routes import LiveUsage, TopApi
 from cloudless.coordinator.userapi.volumes import volume_rows
@@ -270,6 +271,7 @@ class UserApi:
         r.add_get("/v1/volumes", self.list_volumes)
         self.secrets.add_routes(r)
         NetPolicyApi(self.state, self.fence, self.recorder.emit).add_routes(r)
+        S3Api(self.state.store, self.secrets.box, self.clock, self.recorder.emit).add_routes(r)
         RolloutApi(self.state, self.clock, self.fence, self.recorder.emit).add_routes(r)
         TopApi(self.live_usage, self.live_nodes, self.is_leader, self.leader_api).add_routes(r)
         r.add_get("/v1/replicas/{id}/logs", self.logs)
@@ -307,12 +309,9 @@ class UserApi:
         assert decision.identity is not None
         request[IDENTITY] = decision.identity
         if request.method not in ("GET", "HEAD") and not self.is_leader():
-            leader = self.leader_api()
-            if not leader:
-                return error_response(
-                    503, "no_leader", "no leader elected yet; retry in a few seconds"
-                )
-            raise web.HTTPTemporaryRedirect(leader.rstrip("/") + str(request.rel_url))
+            redirect_to_leader(
+                request, self.leader_api(), "no leader elected yet; retry in a few seconds"
+            )
         return await handler(request)
 
     # ---- misc ------------------------------------------------------------------------------

@@ -156,6 +156,7 @@ class ReplicaView(BaseModel):
     ready: bool = False
     health: str = ""
     volume_bytes: dict[str, int] = Field(default_factory=dict)
+    volume_quota: dict[str, str] = Field(default_factory=dict)
     observed_version: int = 0
 
 

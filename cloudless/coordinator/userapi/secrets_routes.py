@@ -6,10 +6,14 @@
 no call returns one. ``POST /v1/secrets/rotate`` moves to the next key generation and re-seals
 every secret. Events name secrets, never values.
 
-Configs (``/v1/configs``, like Swarm configs or ConfigMaps) are records of this table with type
-``config``: they share the secrets' names, sealing and delivery, but ``GET /v1/configs/{name}``
-returns the value, and replicas get them as files of mode 0444 (``spec.configs``). The secret
-routes neither list nor delete them, and the config routes touch nothing else.
+Configs (``/v1/configs``, like Swarm configs or ConfigMaps) are sealed records of type
+``config`` in a table of their own (``configs/``), so a config and a secret may share a name.
+They share the secrets' sealing, key rotation and delivery, but ``GET /v1/configs/{name}``
+returns the value, and replicas get them as files of mode 0444 (``spec.configs``). A config
+written before configs had their own table is a record of type ``config`` in ``secrets/``: the
+config routes read, list and delete it there, the secret routes do not see it, and the next
+write under its name (of a config or a secret) first moves it to ``configs/`` in one
+transaction, as it is (no migration step; ``_move_legacy``).
 
 A ``registry`` secret (``type: registry``) holds image-pull credentials in docker config.json
 shape (``model.registry_auth``); its value is checked before it is sealed, and a secret keeps
@@ -42,11 +46,12 @@ from cloudless.model.registry_auth import (
 from cloudless.model.workload import WorkloadSpec
 from cloudless.runtime.oci.reference import parse_reference
 from cloudless.security.secretbox import Sealed, SecretBox
-from cloudless.store.fence import Fence
+from cloudless.store.fence import Fence, fenced_txn
 from cloudless.store.protocol import Store
-from cloudless.store.table import Table
+from cloudless.store.table import Record, Table
 from cloudless.store.tables.config import CONFIG
-from cloudless.store.tables.secrets import GENERATION, SECRETS
+from cloudless.store.tables.secrets import CONFIGS, GENERATION, SECRETS
+from cloudless.store.types import TxnOp
 
 Emit = Callable[..., Awaitable[None]]
 
@@ -55,7 +60,9 @@ class SecretsApi:
     def __init__(
         self, store: Store, box: SecretBox, clock: Clock, fence: Callable[[], Fence], emit: Emit
     ) -> None:
+        self.store = store
         self.table: Table[dict[str, Any]] = SECRETS.bind(store)
+        self.configs: Table[dict[str, Any]] = CONFIGS.bind(store)
         self.config: Table[dict[str, Any]] = CONFIG.bind(store)
         self.box = box
         self.clock = clock
@@ -118,14 +125,14 @@ class SecretsApi:
         sealed = (await self._box()).seal(
             name, value, now=now
         )  # refuses values over the size limit
+        await self._move_legacy(name)
         versions: list[int] = []
 
         def change(cur: dict[str, Any] | None) -> dict[str, Any]:
             old = Sealed.from_dict(cur) if cur else None
             if old is not None and old.type != kind:
-                what = "a config" if old.type == CONFIG_TYPE else f"a {old.type} secret"
                 raise ValidationError(
-                    f"name: {name!r} is already {what}; configs and secrets share names, so "
+                    f"type: {name!r} is a {old.type} secret; a secret keeps its type, so "
                     f"delete it first or pick another name"
                 )
             version = old.version + 1 if old else 1
@@ -136,7 +143,7 @@ class SecretsApi:
                 created, now, str(kind),
             ).to_dict()  # fmt: skip
 
-        await self.table.update(name, change, fence=self.fence())
+        await self._table(config).update(name, change, fence=self.fence())
         what = "created" if versions[0] == 1 else f"updated (version {versions[0]})"
         noun = "config" if config else "secret"
         await self.emit("secret", f"{noun} {name} {what}, {len(value)} bytes")
@@ -145,9 +152,32 @@ class SecretsApi:
             {"name": name, "version": versions[0], "size": len(value)}, status=status
         )
 
+    def _table(self, config: bool) -> Table[dict[str, Any]]:
+        return self.configs if config else self.table
+
+    async def _move_legacy(self, name: str) -> None:
+        """A config left in the secrets table under ``name`` moves to the configs table, as it
+        is (its sealing is bound to its name, not its table), in one transaction: the configs'
+        copy wins if there is one. Concurrent moves: one succeeds, the other finds nothing."""
+        rec = await self.table.get(name)
+        if rec is None or Sealed.from_dict(rec.value).type != CONFIG_TYPE:
+            return
+        mine = await self.configs.get(name)
+        compares = [self.table.unchanged(name, rec.mod_revision)]
+        ops: list[TxnOp] = [self.table.delete_op(name)]
+        if mine is None:
+            compares.append(self.configs.unchanged(name, 0))
+            ops.append(self.configs.put_op(name, rec.value))
+        await fenced_txn(self.store, self.fence(), compares, ops)
+
     async def _rows(self, config: bool) -> list[Sealed]:
+        """Secrets (not the configs left in their table), or configs (both tables')."""
         rows = [Sealed.from_dict(r.value) for r in (await self.table.list()).records]
-        return [s for s in rows if (s.type == CONFIG_TYPE) == config]
+        if not config:
+            return [s for s in rows if s.type != CONFIG_TYPE]
+        own = {r.name: Sealed.from_dict(r.value) for r in (await self.configs.list()).records}
+        legacy = {s.name: s for s in rows if s.type == CONFIG_TYPE and s.name not in own}
+        return [v for _, v in sorted({**own, **legacy}.items())]
 
     async def list(self, request: web.Request) -> web.Response:
         return web.json_response({"secrets": [s.metadata() for s in await self._rows(False)]})
@@ -155,13 +185,24 @@ class SecretsApi:
     async def list_configs(self, request: web.Request) -> web.Response:
         return web.json_response({"configs": [s.metadata() for s in await self._rows(True)]})
 
-    async def _get(self, name: str, config: bool) -> Sealed:
+    async def _find(self, name: str, config: bool) -> Sealed | None:
+        """The secret or config ``name`` (a config from its table, else one left in the
+        secrets table), or None."""
+        rec: Record[dict[str, Any]] | None = await self.configs.get(name) if config else None
+        if rec is not None:
+            return Sealed.from_dict(rec.value)
         rec = await self.table.get(name)
         sealed = Sealed.from_dict(rec.value) if rec is not None else None
         if sealed is None or (sealed.type == CONFIG_TYPE) != config:
+            return None
+        return sealed
+
+    async def _get(self, name: str, config: bool) -> Sealed:
+        found = await self._find(name, config)
+        if found is None:
             noun = "config" if config else "secret"
             raise NotFound(f"{noun} {name!r} not found: list them with `cloudless {noun} list`")
-        return sealed
+        return found
 
     async def get_config(self, request: web.Request) -> web.Response:
         sealed = await self._get(request.match_info["name"], True)
@@ -176,7 +217,12 @@ class SecretsApi:
 
     async def _delete(self, name: str, *, config: bool) -> web.Response:
         await self._get(name, config)
-        await self.table.delete(name, fence=self.fence())
+        if config:
+            await self.configs.delete(name, fence=self.fence())
+            await self._move_legacy(name)  # a leftover of the same name goes too:
+            await self.configs.delete(name, fence=self.fence())  # moved, then deleted
+        else:
+            await self.table.delete(name, fence=self.fence())
         await self.emit("secret", f"{'config' if config else 'secret'} {name} deleted")
         return web.json_response({"deleted": name})
 
@@ -189,9 +235,10 @@ class SecretsApi:
             return box.reseal(Sealed.from_dict(cur), now).to_dict() if cur else None
 
         n = 0
-        for rec in (await self.table.list()).records:
-            await self.table.update(rec.name, reseal, fence=self.fence())
-            n += 1
+        for table in (self.table, self.configs):
+            for rec in (await table.list()).records:
+                await table.update(rec.name, reseal, fence=self.fence())
+                n += 1
         await self.config.put(GENERATION, {"generation": gen}, fence=self.fence())
         await self.emit("secret", f"secrets key rotated to generation {gen}; {n} re-sealed")
         return web.json_response({"generation": gen, "resealed": n})
@@ -200,20 +247,17 @@ class SecretsApi:
         missing = []
         kinds = (("secrets", spec.secrets, False), ("configs", spec.configs, True))
         for field, refs, config in kinds:
-            noun = "config" if config else "secret"
+            noun, other = ("config", "secret") if config else ("secret", "config")
             for i, ref in enumerate(refs):
-                rec = await self.table.get(ref.name)
-                kind = Sealed.from_dict(rec.value).type if rec is not None else None
-                if kind is None or (kind == CONFIG_TYPE) != config:
-                    what = (
-                        "does not exist"
-                        if kind is None
-                        else ("is a secret" if config else "is a config: list it under configs")
-                    )
-                    missing.append(
-                        f"spec.{field}[{i}].name: {noun} {ref.name!r} {what}; create it with "
-                        f"`cloudless {noun} create {ref.name} --from-literal ...`"
-                    )
+                if await self._find(ref.name, config) is not None:
+                    continue
+                hint = ""
+                if await self._find(ref.name, not config) is not None:
+                    hint = f" (there is a {other} of that name: refer to it under {other}s)"
+                missing.append(
+                    f"spec.{field}[{i}].name: {noun} {ref.name!r} does not exist{hint}; create "
+                    f"it with `cloudless {noun} create {ref.name} --from-literal ...`"
+                )
         if spec.image_pull_secret:
             why = await self._pull_secret_problem(spec.image_pull_secret, spec.image)
             if why:

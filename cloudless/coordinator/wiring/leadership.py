@@ -13,6 +13,7 @@ The coordinator process and the simulator's brains run this same code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -51,22 +52,23 @@ class Leadership:
         term = 0
         async with asyncio.TaskGroup() as tg:  # the term's work: one task, ended with the term
             try:
-                async for lead in self.election.changes():
-                    if lead.term and lead.term != term:
-                        term = lead.term
-                        LEADER_CHANGES.inc()
-                    IS_LEADER.set(1 if lead.is_me else 0)
-                    if lead.is_me and task is None:
-                        log.info("coordinator %s is the leader (term %d)", self.name, lead.term)
-                        self.terms += 1
-                        task = tg.create_task(self._leading())
-                    elif not lead.is_me and task is not None:
-                        log.info("coordinator %s is no longer the leader", self.name)
-                        task.cancel()
-                        # until it ends; raises only if we are cancelled (suppressing the
-                        # task's CancelledError around ``await task`` would swallow ours too)
-                        await asyncio.wait([task])
-                        task = None
+                async with contextlib.aclosing(self.election.changes()) as changes:
+                    async for lead in changes:
+                        if lead.term and lead.term != term:
+                            term = lead.term
+                            LEADER_CHANGES.inc()
+                        IS_LEADER.set(1 if lead.is_me else 0)
+                        if lead.is_me and task is None:
+                            log.info("coordinator %s is the leader (term %d)", self.name, lead.term)
+                            self.terms += 1
+                            task = tg.create_task(self._leading())
+                        elif not lead.is_me and task is not None:
+                            log.info("coordinator %s is no longer the leader", self.name)
+                            task.cancel()
+                            # until it ends; raises only if we are cancelled (suppressing the
+                            # task's CancelledError around ``await task`` would swallow ours too)
+                            await asyncio.wait([task])
+                            task = None
             finally:
                 if task is not None:
                     task.cancel()

@@ -63,6 +63,7 @@ from cloudless.store.memory import MemoryStore
 from cloudless.store.protocol import Store
 from cloudless.store.tables.config import ClusterIdentity
 from cloudless.store.tables.revocations import REVOCATIONS
+from cloudless.store.tables.secrets import CONFIGS
 from cloudless.store.tokens import StoreTokenStore
 from cloudless.store.types import EventType
 
@@ -237,7 +238,18 @@ class Coordinator:
         self.secret_cache = SecretCache(
             self.store, SecretBox(self.ca.secrets_key), dispatcher.secrets_changed, self.clock
         )
-        dispatcher.secret_values = self.secret_cache.get
+        self.config_cache = SecretCache(
+            self.store,
+            SecretBox(self.ca.secrets_key),
+            dispatcher.secrets_changed,
+            self.clock,
+            table=CONFIGS,
+        )
+        secrets, configs = self.secret_cache, self.config_cache
+        # a config's key: its own table first, then one left in the secrets table
+        dispatcher.secret_values = lambda key: (
+            v if (v := configs.get(key)) is not None else secrets.get(key)
+        )
         scheduler = Scheduler(c.scheduler)
         availability = AvailabilityPlacer(scheduler)
         self.availability = AvailabilityKeeper(
@@ -337,6 +349,7 @@ class Coordinator:
                 tg.create_task(self.rotation.follow())
                 tg.create_task(self.rotation.keep_own_certificate())
                 tg.create_task(self.secret_cache.run())
+                tg.create_task(self.config_cache.run())
                 tg.create_task(self._leadership(reconciler).run())
                 if self.lighthouse is not None:
                     tg.create_task(self.lighthouse.run())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
@@ -31,7 +32,7 @@ from cloudless.api.gen.containerd.types.task import task_pb2
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.lib.errors import NotFound
 from cloudless.runtime._exits import ExitBroadcaster
-from cloudless.runtime.containerd import events
+from cloudless.runtime.containerd import events, io_accounting
 from cloudless.runtime.containerd.client import AlreadyExists, ContainerdClient, map_error
 from cloudless.runtime.containerd.execs import Execs
 from cloudless.runtime.containerd.images import ImageStore
@@ -69,6 +70,8 @@ from cloudless.runtime.types import (
     check_container_id,
 )
 
+log = logging.getLogger("cloudless.runtime.containerd")
+
 RUNC_V2 = "io.containerd.runc.v2"
 _KILL_WAIT = 10.0
 
@@ -101,8 +104,10 @@ class ContainerdRuntime:
         arch: str | None = None,
         reconcile_every: float = 5.0,
         shim_group: str = "",
+        count_block_io: bool = True,
     ) -> None:
         self.clock = clock or SystemClock()
+        self.count_block_io = count_block_io
         self.namespace = namespace
         self.snapshotter = snapshotter
         self.cgroup_parent = cgroup_parent.rstrip("/")
@@ -394,7 +399,12 @@ class ContainerdRuntime:
         return self._exits.subscribe()
 
     async def run(self) -> None:
-        """Watch exits (resubscribing across containerd restarts), reconcile, cap logs."""
+        """Watch exits (resubscribing across containerd restarts), reconcile, cap logs. First,
+        on cgroup v1, switch on the kernel's block I/O accounting (``io_accounting``)."""
+        if self.count_block_io:
+            on = await asyncio.to_thread(io_accounting.enable)
+            if on:
+                log.info("cgroup v1: block I/O accounting switched on for %s", ", ".join(on))
         async with asyncio.TaskGroup() as tg:
             tg.create_task(events.watch(self))
             tg.create_task(self._housekeeping())

@@ -4,6 +4,8 @@ Key layout (all under ``/cloudless/``)::
 
     cluster/identity          ClusterIdentity, written once at bootstrap (create-if-absent)
     config/<name>             cluster configuration documents
+    secrets/<name>            sealed secrets (``tables.secrets``)
+    configs/<name>            sealed configs, the workloads' (``tables.secrets``)
     nodes/<node-id>           nodes
     workloads/<workload-id>   workloads (desired state)
     replicas/<workload-id>/<replica-id>   replicas and their assignment to nodes

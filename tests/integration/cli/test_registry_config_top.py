@@ -152,8 +152,13 @@ async def test_private_pull_with_image_pull_secret(tmp_path: Path) -> None:
             assert shown.stdout == "greeting=hello-config", shown.output
             listed = json.loads((await cli("config", "list", "-o", "json", config=cfg)).stdout)
             assert [c["name"] for c in listed["configs"]] == ["web-conf"]
-            clash = await cli("secret", "create", "web-conf", "--from-literal", "x", config=cfg)
-            assert clash.exit_code != 0 and "is already a config" in clash.output, clash.output
+            # A secret of the same name: configs have their own name space, both stay.
+            same = await cli("secret", "create", "web-conf", "--from-literal", "x", config=cfg)
+            assert same.exit_code == 0, same.output
+            shown = await cli("config", "get", "web-conf", config=cfg)
+            assert shown.stdout == "greeting=hello-config", shown.output
+            listed = json.loads((await cli("secret", "list", "-o", "json", config=cfg)).stdout)
+            assert "web-conf" in [x["name"] for x in listed["secrets"]]
 
             # Bad references are refused at apply, each naming the field and the fix.
             made = await cli("secret", "create", "plain", "--from-literal", "x", config=cfg)
@@ -202,10 +207,14 @@ async def test_private_pull_with_image_pull_secret(tmp_path: Path) -> None:
                     break
                 await asyncio.sleep(0.2)
             assert "greeting=hello-config" in logs.output, logs.output
-            as_secret = json.loads(web_spec(image, "regcred"))
-            as_secret["secrets"] = [{"name": "web-conf", "path": "/run/secrets/x"}]
-            bad = await cli("apply", "-f", "-", config=cfg, stdin=json.dumps(as_secret))
-            assert "spec.secrets[0].name: secret 'web-conf' is a config" in bad.output, bad.output
+            as_config = json.loads(web_spec(image, "regcred"))
+            as_config["configs"].append({"name": "plain", "path": "/etc/web/plain"})
+            bad = await cli("apply", "-f", "-", config=cfg, stdin=json.dumps(as_config))
+            why = (
+                "spec.configs[1].name: config 'plain' does not exist "
+                "(there is a secret of that name: refer to it under secrets)"
+            )
+            assert bad.exit_code != 0 and why in bad.output, bad.output
 
             # Its live usage reaches `cloudless top` with the heartbeats (a sample per interval).
             deadline = time.monotonic() + 30
@@ -220,13 +229,16 @@ async def test_private_pull_with_image_pull_secret(tmp_path: Path) -> None:
             assert rows[0]["memory_limit_bytes"] == 16 << 20 and rows[0]["net_rx_bps"] == -1
             nodes = json.loads((await cli("top", "nodes", "-o", "json", config=cfg)).stdout)
             assert [(n["name"], n["replicas"]) for n in nodes["nodes"]] == [("box", 1)]
-            for args in (("top", "replicas", "--sort", "memory"), ("top", "nodes")):
-                shown = await cli(*args, config=cfg)
+            for top_args in (("top", "replicas", "--sort", "memory"), ("top", "nodes")):
+                shown = await cli(*top_args, config=cfg)
                 assert shown.exit_code == 0 and "box" in shown.output, shown.output
 
             listed = json.loads((await cli("secret", "list", "-o", "json", config=cfg)).stdout)
             types = {s["name"]: s["type"] for s in listed["secrets"]}  # configs are not listed
-            assert types == {"plain": "opaque", "elsewhere": "registry", "regcred": "registry"}
+            assert types == {
+                "plain": "opaque", "elsewhere": "registry", "regcred": "registry",
+                "web-conf": "opaque",  # the secret beside the config of that name
+            }  # fmt: skip
             for args in (
                 ("secret", "list"),
                 ("get", "workloads", "-o", "yaml"),

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from cloudless.agent import secret_files
+from cloudless.agent.volume_quota import image_support
 from cloudless.devenv import (
     PrivateContainerd,
     PrivateRegistry,
@@ -210,8 +211,13 @@ async def test_webapp_data_survives_container_kill_and_agent_restart(tmp_path: P
             )  # fmt: skip
             assert await get_value(front) == "hello, volume"
             assert await get_value(other) == "hello, volume"
+            # The restart count outlived the agent (the container's label), not back to 0.
+            assert r["restarts"] == before["restarts"] >= 1, (before, r)
             vols = json.loads((await cli("get", "volumes", "-o", "json", config=cfg)).stdout)
             assert [v["name"] for v in vols["volumes"]] == ["kv-0/data"]
+            # held to its 64Mi hint where this host can (root, e2fsprogs): an ext4 image
+            want = "image" if image_support() is None else "report"
+            assert vols["volumes"][0]["quota"] == want, vols
 
             rc, err = await stop(agent)
             assert rc == 0 and "Traceback" not in err and PASSWORD not in err, err

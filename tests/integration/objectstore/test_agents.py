@@ -25,8 +25,6 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from cloudless.lib.clock import SystemClock
-from cloudless.objectstore import admin
 from cloudless.objectstore.history import LayoutHistory
 from cloudless.objectstore.layout_store import LayoutStore
 from cloudless.objectstore.procs import StoreCluster, wait_for
@@ -106,12 +104,11 @@ def test_agents_run_a_replicated_store(cluster: StoreCluster) -> None:
     a1, a2, a3 = cluster.agents
     assert hist.current.replication == 3
     assert sorted(hist.current.roles) == sorted(a.node_id for a in (a1, a2, a3))
-    clock = SystemClock()
-    key = etcd_call(cluster, lambda s: admin.create_key(s, clock, "tester"))
-    etcd_call(cluster, lambda s: admin.create_bucket(s, clock, BUCKET, key.key_id))
+    key = cluster.create_key("tester")  # through the API: stored sealed, opened for nodes
+    cluster.create_bucket(BUCKET, key.key_id)
     for a in (a1, a2, a3):
         wait_for(lambda a=a: s3_up(a.s3, key), f"{a.name}'s S3 API", 90)
-    status = "\n".join(etcd_call(cluster, admin.status))
+    status = "\n".join(cluster.call_api("GET", "/v1/s3/status")["lines"])
     assert "3 registered object-store nodes" in status and a1.s3 in status
 
     objects: dict[str, bytes] = {}
@@ -215,9 +212,8 @@ def test_r2_stays_writable_with_a_node_down(cluster_r2: StoreCluster) -> None:
     hist = history(cluster)
     # v1 if all three registered before the first decision, else v2 (the third joined)
     assert hist.current.replication == 2 and hist.version() in (1, 2)
-    clock = SystemClock()
-    key = etcd_call(cluster, lambda s: admin.create_key(s, clock, "tester"))
-    etcd_call(cluster, lambda s: admin.create_bucket(s, clock, BUCKET, key.key_id))
+    key = cluster.create_key("tester")
+    cluster.create_bucket(BUCKET, key.key_id)
     for a in (a1, a2, a3):
         wait_for(lambda a=a: s3_up(a.s3, key), f"{a.name}'s S3 API", 90)
     cluster.kill(1)

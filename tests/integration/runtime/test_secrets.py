@@ -1,5 +1,6 @@
 """Secrets on real containerd: a replica gets one secret as a file (tmpfs, 0400, read-only
-mount) and as an environment variable, and a config as a file (0444); new values reach the
+mount) and as an environment variable, and a config of the same name as a file (0444: configs
+have a name space of their own, their values keyed ``config/<name>``); new values reach the
 files without a restart; the files go with the replica; the agent's assignment file never
 holds a value."""
 
@@ -44,10 +45,10 @@ async def test_secret_file_and_env_on_containerd(env: Env) -> None:
                 {"name": "db-pass", "path": "/run/secrets/db-pass"},
                 {"name": "db-pass", "env": "DB_PASSWORD"},
             ],
-            "configs": [{"name": "web-conf", "path": "/etc/web/web.conf"}],
+            "configs": [{"name": "db-pass", "path": "/etc/web/web.conf"}],
         }
     )
-    values = {"db-pass": b"hunter2", "web-conf": b"listen 8080\n"}
+    values = {"db-pass": b"hunter2", "config/db-pass": b"listen 8080\n"}
     a = Assigned("web-0", "web", 1, spec, secrets=values)
     assert "hunter2" not in repr(a)  # values are never shown
     sup = Supervisor(rt, SystemClock(), lambda: None, secrets_root=root)
@@ -68,7 +69,7 @@ async def test_secret_file_and_env_on_containerd(env: Env) -> None:
         r = await rt.exec_in_container("web-0", ["sh", "-c", "echo x > /run/secrets/db-pass"])
         assert r.exit_code != 0  # read-only mount (and 0400)
         # A config: a file too, readable by any user of the container (0444), read-only.
-        conf = root / "web-0" / "web-conf"
+        conf = root / "web-0" / "config.db-pass"
         assert stat.S_IMODE(conf.stat().st_mode) == 0o444
         r = await rt.exec_in_container("web-0", ["cat", "/etc/web/web.conf"])
         assert (r.exit_code, r.output) == (0, "listen 8080\n")
@@ -79,7 +80,7 @@ async def test_secret_file_and_env_on_containerd(env: Env) -> None:
 
         # New values: the files change in place, the container is not restarted.
         pid = (await rt.get_container("web-0")).pid
-        new = {"db-pass": b"correct horse", "web-conf": b"listen 9090\n"}
+        new = {"db-pass": b"correct horse", "config/db-pass": b"listen 9090\n"}
         sup.assign([replace(a, secrets=new)])
 
         async def seen() -> str:

@@ -309,3 +309,81 @@ async def test_image_pull_secret_is_used_for_the_pull_and_refreshed_values_retri
         await settle(clock, 1.1)
         assert state(sup, "w") is ReplicaState.RUNNING
         assert [c.id for c in await rt.list_containers()] == ["w"]
+
+
+async def test_the_restart_count_goes_on_across_an_agent_restart() -> None:
+    """Each restart makes a new container labelled with the count so far; a restarted agent
+    adopts the container and counts on from its label instead of from 0."""
+    clock = FakeClock()
+    host = FakeHost()
+    behaviour = FakeBehavior(run_for=1.0, exit_code=3)
+    a = assigned("a", backoff_base_s=2.0)
+    rt = FakeRuntime(clock, default=behaviour, host=host)
+    async with running(rt, clock) as sup:
+        sup.assign([a])
+        # exits at 1, restarted after 2 s (3); exits at 4, restarted after 4 s (8), plus the
+        # loop's latency on the fake clock (each step a little late): running until about 9
+        await settle(clock, 8.6)
+        assert state(sup, "a") is ReplicaState.RUNNING
+        assert sup.workers["a"].status.restarts == 2
+    assert host.containers["a"].spec.labels["cloudless.restarts"] == "2"
+    rt2 = FakeRuntime(clock, default=behaviour, host=host)
+    async with running(rt2, clock, [a]) as sup2:
+        st = sup2.workers["a"].status
+        assert (st.state, st.restarts) == (ReplicaState.RUNNING, 2)  # adopted, not 0
+        # exits at about 9, restarted 2 * 2**2 = 8 s later: the third restart, at about 17
+        for _ in range(40):
+            await settle(clock, 0.5)
+            if st.restarts == 3:
+                break
+        assert st.restarts == 3 and 16.5 < clock.monotonic() < 19.0, clock.monotonic()
+        assert host.containers["a"].spec.labels["cloudless.restarts"] == "3"
+
+
+async def test_a_first_container_has_no_restart_label() -> None:
+    clock = FakeClock()
+    host = FakeHost()
+    async with running(FakeRuntime(clock, host=host), clock) as sup:
+        sup.assign([assigned("a")])
+        await settle(clock)
+        assert "cloudless.restarts" not in host.containers["a"].spec.labels
+        assert sup.workers["a"].status.restarts == 0
+
+
+async def test_a_restart_count_without_a_container_outlives_the_agent(tmp_path: object) -> None:
+    """Between failed starts there is no container to carry the count: the ledger in the
+    agent's data directory does, for the replica's spec version."""
+    from pathlib import Path
+
+    from cloudless.agent.restart_ledger import RestartLedger
+
+    data = Path(str(tmp_path))
+    clock = FakeClock()
+    host = FakeHost()
+    failing = FakeBehavior(start_error="exec format error")
+    a = assigned("a", backoff_base_s=2.0)
+    rt = FakeRuntime(clock, default=failing, host=host)
+    sup = Supervisor(rt, clock, lambda: None, ledger=RestartLedger(data))
+    async with asyncio.TaskGroup() as tg:
+        t1, t2 = tg.create_task(rt.run()), tg.create_task(sup.run([a]))
+        # fails at 0, retried after 2 s (1), fails, retried after 4 s (2) at about 6
+        await settle(clock, 6.5)
+        assert sup.workers["a"].status.restarts == 2
+        assert "a" not in host.containers  # nothing carries the count but the ledger
+        t1.cancel()
+        t2.cancel()
+    rt2 = FakeRuntime(clock, default=failing, host=host)
+    sup2 = Supervisor(rt2, clock, lambda: None, ledger=RestartLedger(data))
+    async with asyncio.TaskGroup() as tg:
+        t1, t2 = tg.create_task(rt2.run()), tg.create_task(sup2.run([a]))
+        await settle(clock)
+        assert sup2.workers["a"].status.restarts == 2  # not 0
+        await settle(clock, 8.5)  # the next failure, retried after 2 * 2**2 = 8 s
+        assert sup2.workers["a"].status.restarts == 3
+        # another version of the replica counts from 0; removing the replica forgets it
+        assert RestartLedger(data).get("a", 2) == 0 and RestartLedger(data).get("a", 1) == 3
+        sup2.assign([])
+        await settle(clock)
+        assert RestartLedger(data).get("a", 1) == 0
+        t1.cancel()
+        t2.cancel()

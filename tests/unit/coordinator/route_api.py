@@ -1,5 +1,5 @@
-"""A ``UserApi`` built only to list its routes (no handler runs): stand-ins for the parts
-its constructor touches, the real store-backed state."""
+"""A ``UserApi`` built only to list its routes (no handler runs) or to run the middleware:
+stand-ins for the parts its constructor touches, the real store-backed state."""
 
 from __future__ import annotations
 
@@ -12,7 +12,12 @@ from cloudless.lib.clock import FakeClock
 from cloudless.store.memory import MemoryStore
 
 
-def route_only_api() -> UserApi:
+def route_only_api(
+    *,
+    authorizer: Any = None,
+    is_leader: bool = True,
+    leader_api: str | None = None,
+) -> UserApi:
     none: Any = None
     ca: Any = SimpleNamespace(secrets_key=lambda generation: b"k" * 32)
     recorder: Any = SimpleNamespace(emit=None)
@@ -22,10 +27,10 @@ def route_only_api() -> UserApi:
         recorder=recorder,
         ca=ca,
         tokens=none,
-        authorizer=none,
+        authorizer=authorizer,
         revocations=none,
         clock=FakeClock(0.0),
-        is_leader=lambda: True,
-        leader_api=lambda: None,
+        is_leader=lambda: is_leader,
+        leader_api=lambda: leader_api,
         agent_endpoints=list,
     )

@@ -29,3 +29,18 @@ def test_ready(state: str, ready: bool, reports: bool, want: bool) -> None:
     assert new is not None and new.ready is want and new.observed is ReplicaState(state)
     assert new.observed_version == 2
     assert observe(new, s, now=6.0) is None  # nothing changed: no write
+
+
+def test_volume_quota_modes_reach_the_record_and_round_trip() -> None:
+    r = Replica("db-0", "db", "n1", spec_version=1)
+    s = pb.ReplicaStatus(
+        replica_id="db-0", state="running", reports_ready=True, ready=True, spec_version=1,
+        volume_quota={"seed": "report: no size hint", "data": "image"},
+    )  # fmt: skip
+    new = observe(r, s, now=5.0)
+    assert new is not None
+    assert new.volume_quota == (("data", "image"), ("seed", "report: no size hint"))
+    assert observe(new, s, now=6.0) is None  # unchanged: no write
+    s.volume_quota["data"] = "report: quotas are off on this agent (--no-volume-quota)"
+    assert observe(new, s, now=7.0) is not None  # a mode change is a change
+    assert Replica.from_dict(new.to_dict()) == new

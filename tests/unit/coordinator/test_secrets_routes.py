@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from cloudless.lib.clock import FakeClock
 from cloudless.lib.errors import ValidationError
 from cloudless.model.registry_auth import registry_secret
 from cloudless.model.workload import parse_workload
-from cloudless.security.secretbox import SecretBox
+from cloudless.security.secretbox import Sealed, SecretBox
 from cloudless.store.fence import NO_FENCE
 from cloudless.store.memory import MemoryStore
 
@@ -72,26 +73,84 @@ async def test_bad_input_is_named_and_nothing_stored(
     assert resp.status == 400 and why in text, text
     assert "hunter2" not in text
     assert list((await api.table.list()).records) == []
+    assert list((await api.configs.list()).records) == []
 
 
-async def test_configs_and_secrets_share_names_and_stay_apart(
+async def test_a_config_and_a_secret_of_one_name_coexist(
     env: tuple[TestClient[Any, Any], SecretsApi],
 ) -> None:
-    client, _ = env
+    client, api = env
     assert (
-        await client.post("/v1/configs", json={"name": "conf", "data": b64(b"a=1")})
+        await client.post("/v1/configs", json={"name": "app", "data": b64(b"a=1")})
     ).status == 201
-    assert (await client.post("/v1/secrets", json={"name": "pw", "data": b64(b"s3")})).status == 201
-    clash = await client.post("/v1/secrets", json={"name": "conf", "data": b64(b"x")})
-    assert clash.status == 400 and "'conf' is already a config" in await clash.text()
-    got = await (await client.get("/v1/configs/conf")).json()
+    assert (
+        await client.post("/v1/secrets", json={"name": "app", "data": b64(b"s3")})
+    ).status == 201
+    assert (await client.post("/v1/secrets", json={"name": "pw", "data": b64(b"x")})).status == 201
+    got = await (await client.get("/v1/configs/app")).json()
     assert base64.b64decode(got["data"]) == b"a=1" and got["type"] == "config"
     assert (await client.get("/v1/configs/pw")).status == 404  # a secret is not a config
     secrets = await (await client.get("/v1/secrets")).json()
-    assert [s["name"] for s in secrets["secrets"]] == ["pw"]  # configs are not listed
+    assert [s["name"] for s in secrets["secrets"]] == ["app", "pw"]
     assert "data" not in json.dumps(secrets)
-    assert (await client.delete("/v1/secrets/conf")).status == 404  # nor deleted there
-    assert (await client.delete("/v1/configs/conf")).status == 200
+    configs = await (await client.get("/v1/configs")).json()
+    assert [c["name"] for c in configs["configs"]] == ["app"]
+    # each in its own table, each opening to its own value
+    rec = await api.table.get("app")
+    assert rec is not None and api.box.open(Sealed.from_dict(rec.value)) == b"s3"
+    # deleting one leaves the other
+    assert (await client.delete("/v1/configs/app")).status == 200
+    assert (await client.delete("/v1/configs/app")).status == 404
+    assert [s["name"] for s in (await (await client.get("/v1/secrets")).json())["secrets"]] == [
+        "app", "pw"
+    ]  # fmt: skip
+    assert (await client.delete("/v1/secrets/app")).status == 200
+
+
+async def legacy_config(api: SecretsApi, name: str, value: bytes) -> None:
+    """A config as an earlier version stored it: type config, in the secrets table."""
+    sealed = api.box.seal(name, value, now=1.0)
+    await api.table.put(name, replace(sealed, type="config").to_dict())
+
+
+async def test_a_config_left_in_the_secrets_table_is_read_where_it_is_and_moves_on_write(
+    env: tuple[TestClient[Any, Any], SecretsApi],
+) -> None:
+    client, api = env
+    await legacy_config(api, "old", b"v=1")
+    # read, listed and refused as a secret where it is: nothing moved yet
+    got = await (await client.get("/v1/configs/old")).json()
+    assert base64.b64decode(got["data"]) == b"v=1" and got["version"] == 1
+    assert [c["name"] for c in (await (await client.get("/v1/configs")).json())["configs"]] == [
+        "old"
+    ]  # fmt: skip
+    assert (await (await client.get("/v1/secrets")).json())["secrets"] == []
+    assert (await client.delete("/v1/secrets/old")).status == 404
+    assert await api.configs.get("old") is None
+    # a secret of its name: the config moves to its own table first, then both exist
+    made = await client.post("/v1/secrets", json={"name": "old", "data": b64(b"s")})
+    assert made.status == 201
+    moved = await api.configs.get("old")
+    assert moved is not None and api.box.open(Sealed.from_dict(moved.value)) == b"v=1"
+    got = await (await client.get("/v1/configs/old")).json()
+    assert base64.b64decode(got["data"]) == b"v=1"
+    # a config write on a left-over one continues its version
+    await legacy_config(api, "older", b"v=1")
+    resp = await client.post("/v1/configs", json={"name": "older", "data": b64(b"v=2")})
+    assert (resp.status, (await resp.json())["version"]) == (200, 2)
+    assert await api.table.get("older") is None
+    # deleting a left-over config deletes it where it is
+    await legacy_config(api, "gone", b"x")
+    assert (await client.delete("/v1/configs/gone")).status == 200
+    assert await api.table.get("gone") is None and await api.configs.get("gone") is None
+    # key rotation re-seals both tables
+    await legacy_config(api, "left", b"l")
+    rotated = await (await client.post("/v1/secrets/rotate", json={})).json()
+    # secrets table: old (the secret), left (a left-over config); configs table: old, older
+    assert rotated == {"generation": 2, "resealed": 4}
+    for name in ("old", "left"):
+        rec = await api.table.get(name)
+        assert rec is not None and Sealed.from_dict(rec.value).generation == 2
 
 
 async def test_apply_reference_checks(env: tuple[TestClient[Any, Any], SecretsApi]) -> None:
@@ -111,11 +170,13 @@ async def test_apply_reference_checks(env: tuple[TestClient[Any, Any], SecretsAp
     with pytest.raises(ValidationError) as e:
         await api.check_refs(spec)
     assert e.value.problems == [
-        "spec.secrets[0].name: secret 'conf' is a config: list it under configs; create it "
-        "with `cloudless secret create conf --from-literal ...`",
+        "spec.secrets[0].name: secret 'conf' does not exist (there is a config of that name: "
+        "refer to it under configs); create it with "
+        "`cloudless secret create conf --from-literal ...`",
         "spec.secrets[1].name: secret 'nope' does not exist; create it with "
         "`cloudless secret create nope --from-literal ...`",
-        "spec.configs[0].name: config 'pw' is a secret; create it with "
+        "spec.configs[0].name: config 'pw' does not exist (there is a secret of that name: "
+        "refer to it under secrets); create it with "
         "`cloudless config create pw --from-literal ...`",
         "spec.image_pull_secret: secret 'reg' holds credentials for ghcr.io, not for "
         "reg.example:5000 (the registry of spec.image)",

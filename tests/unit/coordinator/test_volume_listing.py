@@ -23,7 +23,12 @@ def test_one_row_per_replica_volume_with_its_node() -> None:
     reps = [
         Replica("db-1", "db", "n2", observed=ReplicaState.LOST),
         Replica(
-            "db-0", "db", "n1", observed=ReplicaState.RUNNING, volume_bytes=(("data", 3 << 20),)
+            "db-0",
+            "db",
+            "n1",
+            observed=ReplicaState.RUNNING,
+            volume_bytes=(("data", 3 << 20),),
+            volume_quota=(("data", "image"), ("seed", "report: no size hint")),
         ),
         Replica("web-x1", "web", "n1"),  # no volumes: not listed
         Replica("db-extra", "db", "n3"),  # not an ordinal id: not a volume holder
@@ -35,8 +40,12 @@ def test_one_row_per_replica_volume_with_its_node() -> None:
         ("db-1/data", "n2", "lost"),  # waiting for n2, which holds it
         ("db-1/seed", "n2", "lost"),
     ]
+    assert (rows[0]["quota"], rows[0]["quota_note"]) == ("image", "")
+    assert (rows[1]["quota"], rows[1]["quota_note"]) == ("report", "no size hint")
+    assert (rows[2]["quota"], rows[2]["quota_note"]) == ("", "")  # db-1: not reported yet
     assert fmt.volume_row(rows[0], {"n1": "pi-kitchen"}) == [
-        "db-0/data", "db", "pi-kitchen", "/data", "3Mi/1Gi", "rw", "running"
+        "db-0/data", "db", "pi-kitchen", "/data", "3Mi/1Gi", "image", "rw", "running"
     ]  # fmt: skip
-    # not measured yet, no size hint; read-only
-    assert fmt.volume_row(rows[1])[4:6] == ["?/-", "ro"]
+    # not measured yet, no size hint, report-only; read-only
+    assert fmt.volume_row(rows[1])[4:7] == ["?/-", "report", "ro"]
+    assert fmt.volume_row(rows[2])[5] == "?"  # quota mode not reported yet

@@ -77,8 +77,14 @@ def test_configs_parse_round_trip_and_may_not_take_a_secrets_place() -> None:
         SecretRef("web-conf", path="/etc/web.conf"),
         SecretRef("level", env="LOG_LEVEL"),
     )
-    assert s.secret_names() == {"pw", "web-conf", "level"}
+    # value keys: configs have a name space of their own
+    assert s.secret_names() == {"pw", "config/web-conf", "config/level"}
     assert parse_workload(workload_to_dict(s)) == s
+    # a secret and a config of one name, in one workload: two values, two files
+    both = parse_workload({**spec([{"name": "app", "path": "/run/secrets/app"}]), "configs": [
+        {"name": "app", "path": "/etc/app.conf"},
+    ]})  # fmt: skip
+    assert both.secret_names() == {"app", "config/app"}
     with pytest.raises(ValidationError) as e:
         parse_workload(
             {**spec([{"name": "pw", "env": "PW"}]), "configs": [{"name": "c", "env": "PW"}]}

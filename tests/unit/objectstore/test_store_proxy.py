@@ -4,6 +4,8 @@ rule), and the object store's etcd users (layout, registry, IAM) running unchang
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import pytest
@@ -12,7 +14,7 @@ from cloudless.lib.clock import SystemClock
 from cloudless.objectstore.layout import NodeRole
 from cloudless.objectstore.layout_store import LayoutStore
 from cloudless.objectstore.members import NODES, StorageNode
-from cloudless.objectstore.s3.iam import Iam
+from cloudless.objectstore.s3.iam import KEYS, Iam, open_key, reveal
 from cloudless.objectstore.store_proxy import (
     ProxyRefused,
     ProxyStore,
@@ -21,8 +23,10 @@ from cloudless.objectstore.store_proxy import (
     encode,
     serve,
 )
+from cloudless.security.secretbox import SecretBox, SecretUnreadable
 from cloudless.store.errors import InvalidRequest
 from cloudless.store.memory import MemoryStore
+from cloudless.store.types import Get, GetResult
 
 REFUSED = [
     # (id, request from node "n1", words the refusal must contain)
@@ -104,4 +108,40 @@ async def test_layout_registry_and_iam_run_over_the_proxy() -> None:
     assert await Iam(backing, clock).bucket("photos") is None
     with pytest.raises(InvalidRequest, match="watches are not proxied"):
         node.watch("/cloudless/objectstore/")
+    await backing.close()
+
+
+async def test_access_keys_are_sealed_in_the_store_and_opened_for_nodes() -> None:
+    """A key created with the cluster's box holds no secret in the store; a node reading it
+    through the proxy (get, list, txn get) gets the secret; a seal copied onto another key id
+    or made by another cluster does not open (the node then sees it sealed: no secret)."""
+    clock = SystemClock()
+    backing = MemoryStore(clock)
+    box = SecretBox(lambda g: bytes([g]) * 32)
+    key = await Iam(backing, clock).create_key("alice", box)
+    raw = await backing.get(KEYS.prefix + key.key_id)
+    assert raw is not None and key.secret.encode() not in raw.value
+    stored = await Iam(backing, clock).key(key.key_id)
+    assert stored is not None and stored.secret == "" and stored.sealed
+
+    async def send(request: Any) -> Any:
+        answer = await serve(backing, "n1", decode(encode(request)), partial(reveal, box))
+        return decode(encode(answer))
+
+    node = ProxyStore(send)
+    assert await Iam(node, clock).key(key.key_id) == key  # get: secret opened, seal dropped
+    listed = await KEYS.bind(node).list()
+    assert [r.value.secret for r in listed.records] == [key.secret]
+    res = await node.txn((), [Get(KEYS.prefix + key.key_id)])
+    got = res.results[0]
+    assert isinstance(got, GetResult) and key.secret.encode() in got.kvs[0].value
+
+    # the same seal under another key id: AES-GCM's associated data names the key id
+    moved = replace(stored, key_id="CLMOVED")
+    await KEYS.bind(backing).put("CLMOVED", moved)
+    assert (await Iam(node, clock).key("CLMOVED")) == moved  # still sealed, no secret
+    other = SecretBox(lambda g: bytes([g + 1]) * 32)  # another cluster's key
+    with pytest.raises(SecretUnreadable):
+        open_key(other, stored)
+    assert open_key(box, key) == key  # an unsealed (older) record reads as it is
     await backing.close()

@@ -112,7 +112,7 @@ class EnrollResponse(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., cert_pem: _Optional[bytes] = ..., ca_bundle_pem: _Optional[bytes] = ..., coordinators: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("replica_id", "workload", "state", "reason", "exit_code", "has_exit_code", "restarts", "started_at", "spec_version", "endpoint", "ready", "health", "volume_bytes", "reports_ready")
+    __slots__ = ("replica_id", "workload", "state", "reason", "exit_code", "has_exit_code", "restarts", "started_at", "spec_version", "endpoint", "ready", "health", "volume_bytes", "reports_ready", "volume_quota")
     class VolumeBytesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +120,13 @@ class ReplicaStatus(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class VolumeQuotaEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +141,7 @@ class ReplicaStatus(_message.Message):
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     VOLUME_BYTES_FIELD_NUMBER: _ClassVar[int]
     REPORTS_READY_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_QUOTA_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     workload: str
     state: str
@@ -148,7 +156,8 @@ class ReplicaStatus(_message.Message):
     health: str
     volume_bytes: _containers.ScalarMap[str, int]
     reports_ready: bool
-    def __init__(self, replica_id: _Optional[str] = ..., workload: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., restarts: _Optional[int] = ..., started_at: _Optional[float] = ..., spec_version: _Optional[int] = ..., endpoint: _Optional[str] = ..., ready: _Optional[bool] = ..., health: _Optional[str] = ..., volume_bytes: _Optional[_Mapping[str, int]] = ..., reports_ready: _Optional[bool] = ...) -> None: ...
+    volume_quota: _containers.ScalarMap[str, str]
+    def __init__(self, replica_id: _Optional[str] = ..., workload: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., restarts: _Optional[int] = ..., started_at: _Optional[float] = ..., spec_version: _Optional[int] = ..., endpoint: _Optional[str] = ..., ready: _Optional[bool] = ..., health: _Optional[str] = ..., volume_bytes: _Optional[_Mapping[str, int]] = ..., reports_ready: _Optional[bool] = ..., volume_quota: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("node_id", "facts", "replicas", "agent_version")
