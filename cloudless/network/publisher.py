@@ -2,9 +2,10 @@
 
 As leader, it watches the device and service records (``state.py``) and keeps, per node, the
 ``NetworkConfig`` its agent gets with its assignments (``config_for``, read by the agent hub
-when it builds a node's set): the node's slot, the plan, its Nebula certificate (issued once
-per node and slot by the cluster's Nebula CA, re-issued when the slot changes), the
-lighthouses, the blocklist (certificates of nodes that no longer hold a slot) and the whole
+when it builds a node's set): the node's slot, the plan, its Nebula certificate (signed by the
+cluster's Nebula CA for the node's own public key and slot, kept in the store by ``certs``,
+signed again when the slot or the key changes or 2/3 of its life has gone), every registered
+lighthouse, the blocklist (certificates of nodes that no longer hold a slot) and the whole
 service table, and the node's network-policy chains (``netpolicy_device.device_chains`` over
 the stored policies and the running replicas). Nodes whose message changed are re-pushed
 (``repush``): a policy applied or deleted, or a replica coming or going, re-pushes exactly the
@@ -26,9 +27,12 @@ from cloudless.coordinator.state.cluster import ClusterState
 from cloudless.lib.clock import Clock
 from cloudless.model.replica import DesiredState, ReplicaState
 from cloudless.network.addressing import AddressPlanConfig, DeviceAddresses
+from cloudless.network.certs import CERTS, IssuedCert, current
+from cloudless.network.certs import blocklist as cert_blocklist
+from cloudless.network.certs import expired as cert_expired
 from cloudless.network.errors import NetworkEdgeError
 from cloudless.network.nebula import NebulaCA
-from cloudless.network.nebula_config import CERT_HOURS, groups_from_labels, renewal_due
+from cloudless.network.nebula_config import CERT_HOURS, groups_from_labels
 from cloudless.network.netpolicy import NetworkPolicy
 from cloudless.network.netpolicy_device import (
     PlacedEndpoint,
@@ -40,6 +44,7 @@ from cloudless.network.netpolicy_device import (
 from cloudless.network.observer import registered_lighthouses
 from cloudless.network.state import DEVICES, list_services, stored_policies
 from cloudless.network.wire import NebulaIdentity, network_config
+from cloudless.store.errors import StoreError
 from cloudless.store.fence import Fence
 from cloudless.store.protocol import Store
 from cloudless.store.tables import ROOT
@@ -115,11 +120,14 @@ class NetworkPublisher:
         lighthouses = await registered_lighthouses(self.store) or self.lighthouses
         keys = {r.name: r.value.nebula_public_key for r in (await self.state.nodes.list()).records}
         services = [r.service() for r in await list_services(self.store)]
-        blocklist = await self._blocklist(set(devices))
+        certs = await self._certs(set(devices))
+        blocklist = cert_blocklist(certs, set(devices), self.clock.now())
         policies, cluster = await self._policy_inputs()
         new: dict[str, pb.NetworkConfig] = {}
         for node_id, slot in sorted(devices.items()):
-            ident = await self._identity(node_id, self.plan.addresses(slot), keys.get(node_id, ""))
+            ident = await self._identity(
+                node_id, self.plan.addresses(slot), keys.get(node_id, ""), certs.get(node_id)
+            )
             new[node_id] = network_config(
                 self.plan_config,
                 slot,
@@ -168,89 +176,64 @@ class NetworkPublisher:
         assert self.ca is not None
         return self.ca.dir / "issued" / node_id
 
+    async def _certs(self, holders: set[str]) -> dict[str, IssuedCert]:
+        """The issued certificates in the store; expired ones of removed nodes deleted."""
+        table = CERTS.bind(self.store)
+        now = self.clock.now()
+        out = {}
+        for r in (await table.list()).records:
+            if r.name not in holders and cert_expired(r.value, now):
+                await table.delete(r.name, expect=r.mod_revision)
+                continue
+            out[r.name] = r.value
+        return out
+
     async def _identity(
-        self, node_id: str, addrs: DeviceAddresses, public_key: str
+        self, node_id: str, addrs: DeviceAddresses, public_key: str, rec: IssuedCert | None
     ) -> NebulaIdentity | None:
-        """The node's certificate, issued for its slot and for the public key it sent (the
-        key stays on the node; the message carries no key), and issued again once 2/3 of its
-        life has gone (``renewal_due``; the agent restarts Nebula for a new certificate). A
-        node that sent no key (an agent from before node-made keys) gets a key made here,
+        """The node's certificate (``certs``: the stored one while current, else a new one
+        signed for its slot and the public key it sent, stored for every leader to see). The
+        key stays on the node; the message carries no key. A node that sent no key (an agent
+        from before node-made keys) gets a key made here, kept on this coordinator's disk and
         sent over its mutual-TLS stream."""
         if self.ca is None:
             return None
         d = self._issued(node_id)
         now = self.clock.now()
         try:
-            have = await asyncio.to_thread(
-                _read_identity, d, self.ca.crt, addrs.slot, public_key, now
-            )
-            if have is None:
-                await self.ca.ensure()
-                groups = groups_from_labels({})
-                if public_key:
-                    await self.ca.sign(node_id, addrs, groups, d, public_key, self.cert_hours)
-                else:
-                    log.warning("node %s sent no Nebula public key: its key is made here", node_id)
-                    await self.ca.issue(node_id, addrs, groups, d, self.cert_hours)
-                await asyncio.to_thread(
-                    _write_marks, d, addrs.slot, public_key, now, self.cert_hours
-                )
-                have = await asyncio.to_thread(
-                    _read_identity, d, self.ca.crt, addrs.slot, public_key, now
-                )
-        except (NetworkEdgeError, OSError) as e:
+            key = b""
+            if rec is not None and not public_key:
+                key = await asyncio.to_thread(_read_key, d, rec.cert)
+            if current(rec, addrs.slot, public_key, now) and (public_key or key):
+                ca_pem = await asyncio.to_thread(self.ca.crt.read_bytes)
+                assert rec is not None
+                return NebulaIdentity(ca_pem, rec.cert.encode(), key)
+            await self.ca.ensure()
+            groups = groups_from_labels({})
+            if public_key:
+                crt = await self.ca.sign(node_id, addrs, groups, d, public_key, self.cert_hours)
+            else:
+                log.warning("node %s sent no Nebula public key: its key is made here", node_id)
+                crt, key_path = await self.ca.issue(node_id, addrs, groups, d, self.cert_hours)
+                key = await asyncio.to_thread(key_path.read_bytes)
+            cert = await asyncio.to_thread(crt.read_text)
+            fingerprint = await self.ca.fingerprint(crt)
+            new = IssuedCert(addrs.slot, public_key, now, self.cert_hours, cert, fingerprint)
+            await CERTS.bind(self.store).put(node_id, new)
+            ca_pem = await asyncio.to_thread(self.ca.crt.read_bytes)
+            return NebulaIdentity(ca_pem, cert.encode(), key)
+        except (NetworkEdgeError, OSError, StoreError) as e:
             self.problem = f"node {node_id}: no Nebula certificate: {e}"
             log.warning("%s", self.problem)
             return None
-        return have
-
-    async def _blocklist(self, holders: set[str]) -> list[str]:
-        """Fingerprints of the certificates of nodes that hold no slot any more."""
-        if self.ca is None:
-            return []
-        root = self.ca.dir / "issued"
-        out = []
-        names = await asyncio.to_thread(lambda: sorted(p.name for p in root.glob("*")))
-        for name in names:
-            if name in holders:
-                continue
-            fp_file = root / name / "fingerprint"
-            try:
-                fp = await asyncio.to_thread(fp_file.read_text)
-            except FileNotFoundError:
-                try:
-                    fp = await self.ca.fingerprint(root / name / "host.crt")
-                except (NetworkEdgeError, OSError):
-                    continue
-                await asyncio.to_thread(fp_file.write_text, fp)
-            out.append(fp.strip())
-        return out
 
 
-def _write_marks(d: Path, slot: int, public_key: str, at: float, hours: int) -> None:
-    """What the certificate in ``d`` was issued for (slot, public key; "" = a key made here)
-    and when, for how long."""
-    (d / "slot").write_text(str(slot))
-    (d / "for-key").write_text(public_key)
-    (d / "issued").write_text(f"{at} {hours}")
-    with contextlib.suppress(FileNotFoundError):
-        (d / "fingerprint").unlink()
-
-
-def _read_identity(
-    d: Path, ca_crt: Path, slot: int, public_key: str, now: float
-) -> NebulaIdentity | None:
-    """The identity issued in ``d`` if it was issued for this slot and key and is not due
-    for renewal, else None."""
+def _read_key(d: Path, cert: str) -> bytes:
+    """The key this coordinator made for a node that sent none, if ``cert`` is the one it
+    issued with it (b"" otherwise: another leader issued it, or none was made here)."""
     try:
-        if int((d / "slot").read_text()) != slot:
-            return None
-        if (d / "for-key").read_text() != public_key:
-            return None
-        at, hours = (d / "issued").read_text().split()
-        if renewal_due(float(at), int(hours), now):
-            return None
-        key = b"" if public_key else (d / "host.key").read_bytes()
-        return NebulaIdentity(ca_crt.read_bytes(), (d / "host.crt").read_bytes(), key)
-    except (FileNotFoundError, ValueError):
-        return None
+        if (d / "host.crt").read_text() != cert:
+            return b""
+        return (d / "host.key").read_bytes()
+    except FileNotFoundError:
+        return b""

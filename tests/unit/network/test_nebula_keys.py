@@ -14,6 +14,7 @@ import pytest
 
 from cloudless.lib.clock import FakeClock
 from cloudless.network.addressing import AddressPlanConfig
+from cloudless.network.certs import CERTS
 from cloudless.network.errors import NetworkEdgeError
 from cloudless.network.nebula import NebulaCA
 from cloudless.network.nebula_config import renewal_due
@@ -158,10 +159,48 @@ async def test_publisher_signs_the_nodes_key_and_renews(tmp_path: Path) -> None:
     # both re-issued; n2 with a new key made here, so its message changes at once (n1's
     # certificate for the same key differs once nebula-cert's wall clock has moved a second)
     assert "n2" in await pub_.refresh()
-    marks = {n: (tmp_path / "nebula" / "issued" / n / "issued").read_text() for n in ("n1", "n2")}
-    assert marks == {n: f"{clock.now()} 3" for n in ("n1", "n2")}
+    recs = {r.name: r.value for r in (await CERTS.bind(store).list()).records}
+    assert {n: (r.issued_at, r.hours) for n, r in recs.items()} == {
+        n: (clock.now(), 3) for n in ("n1", "n2")
+    }
+    assert recs["n1"].for_key == pub and recs["n2"].for_key == ""
 
     # n1 lost its key and made a new one: the next hello records it, a new cert follows
     _, pub2 = make_keypair()
     await state.nodes.put("n1", node("n1", nebula_public_key=pub2))
     assert await pub_.refresh() == ["n1"]
+
+
+@NEEDS_CERT
+async def test_a_new_leader_reissues_nothing_and_keeps_the_blocklist(tmp_path: Path) -> None:
+    """Certificates live in the store: a second coordinator (the same Nebula CA from the join
+    answer, its own disk) leading after the first sends every node the same certificate and
+    still blocklists a node removed under the first."""
+    from cloudless.coordinator.state.cluster import ClusterState
+    from cloudless.network.state import release_device
+
+    clock = FakeClock()
+    store = MemoryStore(clock)
+    cfg = AddressPlanConfig()
+    state = ClusterState(store)
+    for n in ("n1", "n2"):
+        await state.nodes.put(n, node(n, nebula_public_key=make_keypair()[1]))
+        await assign_device(store, cfg.plan(), n)
+    lh = {"100.127.255.254": ["192.168.77.1:4242"]}
+    first_ca = NebulaCA(tmp_path / "c1" / "nebula")
+    first = NetworkPublisher(store, cfg, clock, lambda ns: None, ca=first_ca, lighthouses=lh)
+    await first.refresh()
+    await release_device(store, "n2")  # n2 removed while c1 leads
+    await first.refresh()
+    assert len(first.config_for("n1").blocklist) == 1
+
+    second_dir = tmp_path / "c2" / "nebula"
+    second_dir.mkdir(parents=True)
+    for name in ("ca.crt", "ca.key"):  # what the join answer carries
+        (second_dir / name).write_bytes((first_ca.dir / name).read_bytes())
+    second = NetworkPublisher(
+        store, cfg, clock, lambda ns: None, ca=NebulaCA(second_dir, create=False), lighthouses=lh
+    )
+    await second.refresh()
+    assert second.config_for("n1") == first.config_for("n1")  # same certificate, same blocklist
+    assert not (second_dir / "issued").exists()  # nothing signed again
