@@ -431,6 +431,7 @@ class AgentNetwork:
                 behind_nat=not self.public,
                 relays=tuple(sorted(cfg.lighthouses)),
                 blocklist=cfg.blocklist,
+                withhold=tuple(str(r) for r in cfg.plan.cluster_ranges()),
                 admin=self.admin,
             )
         )

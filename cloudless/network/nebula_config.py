@@ -12,7 +12,9 @@ What the rendered config guarantees, with the Nebula 1.6 pitfall each point answ
   relayed can stay relayed forever. Lighthouses are relays (``am_relay``); every device may use
   relays (``use_relays``) to reach a NATed one.
 * ``lighthouse.local_allow_list`` restricts the addresses advertised to lighthouses to the
-  ranges given (the LAN, the NAT's inside), never container bridges or the overlay itself.
+  ranges given (the LAN, the NAT's inside); without those, it withholds the ranges given in
+  ``withhold`` (the agent passes the cluster's: container bridges, the overlay, services),
+  so peers are never sent to a device's bridge address.
 * ``listen.read_buffer``/``write_buffer`` are raised (10 MiB) against drops under load.
 * The tun MTU is the overlay's (1300); container interfaces use the same MTU.
 * ``sshd`` (``AdminSettings``), when given, listens on loopback only with one authorized key:
@@ -95,6 +97,7 @@ class NebulaSettings:
     relays: tuple[str, ...] = ()  # overlay IPs of relays (the coordinators)
     blocklist: tuple[str, ...] = ()
     advertise: tuple[str, ...] = ()  # ranges whose addresses may be advertised (empty: all)
+    withhold: tuple[str, ...] = ()  # without ``advertise``: ranges never advertised
     listen_host: str = "0.0.0.0"
     listen_port: int = DEFAULT_PORT
     tun_dev: str = "nebula1"
@@ -159,6 +162,8 @@ def render_config(s: NebulaSettings) -> dict[str, Any]:
         cfg["lighthouse"]["local_allow_list"] = {"0.0.0.0/0": False} | {
             r: True for r in s.advertise
         }
+    elif s.withhold:  # all rules false: Nebula allows the rest
+        cfg["lighthouse"]["local_allow_list"] = {r: False for r in s.withhold}
     if s.admin is not None:
         s.admin.validate()
         cfg["sshd"] = {

@@ -142,6 +142,8 @@ async def test_own_keys_observed_overlay_and_renewal(lab: NetLab, tmp_path: Path
             print(f"{name}: nat={rec.nat} ({rec.nat_reason}); reachable={rec.reachable}")
         assert recs["d1"].nat == "none" and recs["d1"].reachable is True
         assert recs["d2"].nat in ("cone", "nat") and recs["d2"].reachable is True
+        # it advertised its LAN address only, not its container bridge (10.42.1.1)
+        assert "its own addresses: 192.168.88.11)" in recs["d2"].nat_reason
         assert any(p.direct and p.peer == "100.64.0.254" for p in recs["d2"].paths)
 
         # 2/3 of the certificates' hour later: both re-issued, each agent restarts Nebula

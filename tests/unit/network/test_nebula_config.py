@@ -64,6 +64,18 @@ PITFALLS = [
         ("lighthouse", "local_allow_list"),
         {"0.0.0.0/0": False, "192.168.1.0/24": True},
     ),
+    # the agent withholds the cluster's ranges: its bridge address is never advertised
+    (
+        {"withhold": ("10.42.0.0/16", "100.64.0.0/10")},
+        ("lighthouse", "local_allow_list"),
+        {"10.42.0.0/16": False, "100.64.0.0/10": False},
+    ),
+    # given both, the allow list wins (it already leaves the cluster's ranges out)
+    (
+        {"advertise": ("192.168.1.0/24",), "withhold": ("10.42.0.0/16",)},
+        ("lighthouse", "local_allow_list"),
+        {"0.0.0.0/0": False, "192.168.1.0/24": True},
+    ),
 ]
 
 
