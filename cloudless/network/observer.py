@@ -30,6 +30,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
+from cloudless.coordinator.state.cluster import ClusterState
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import Conflict
 from cloudless.network.addressing import AddressPlan
@@ -198,6 +199,7 @@ class OverlayObserver:
         self.reports = reports  # node id -> its agent's latest report
         self.period = period
         self.table = OVERLAY.bind(store)
+        self.nodes = ClusterState(store).nodes
 
     async def once(self, fence: Fence) -> dict[str, DeviceOverlay]:
         """Classify every device; write what changed. Returns node id -> record."""
@@ -209,11 +211,12 @@ class OverlayObserver:
         views = fresh_views([r.value for r in listing.records], self.clock.now())
         lighthouses = {v.lighthouse for v in views} | {str(self.plan.lighthouse_ip)}
         by_node = self.reports()
+        public = {r.name: r.value.public for r in (await self.nodes.list()).records}
         reports = {devices[n]: r for n, r in by_node.items() if n in devices}
         stored = (await self.table.list()).by_name()
         out: dict[str, DeviceOverlay] = {}
         for node_id, ip in sorted(devices.items()):
-            new = classify(ip, views, reports, lighthouses)
+            new = classify(ip, views, reports, lighthouses, public=public.get(node_id, False))
             out[node_id] = new
             old = stored.get(node_id)
             if old is None or old.value != new:

@@ -338,6 +338,12 @@ def paths(report: OverlayReport | None) -> tuple[OverlayPath, ...]:
     )
 
 
+PUBLIC_BEHIND_NAT = (
+    "; its agent runs with --public, so it offers no relays, yet it is behind NAT: devices "
+    "that cannot punch through to it have no path (restart its agent without --public)"
+)
+
+
 def classify(
     device: str,
     views: Sequence[LighthouseView],
@@ -345,9 +351,13 @@ def classify(
     lighthouses: Iterable[str],
     *,
     grace_s: float = GRACE_S,
+    public: bool = False,
 ) -> DeviceOverlay:
-    """One device's NAT type, paths and reachability (``reports`` by overlay IP)."""
+    """One device's NAT type, paths and reachability (``reports`` by overlay IP); a device
+    declared ``public`` that is seen behind NAT gets the mismatch named in its NAT reason."""
     nat, why = nat_type(device, views, reports)
+    if public and nat in (NAT_CONE, NAT_SYMMETRIC, NAT_UNKNOWN_TYPE):
+        why += PUBLIC_BEHIND_NAT
     report = reports.get(device)
     reach, reach_why = reachability(device, report, views, lighthouses, grace_s=grace_s)
     return DeviceOverlay(device, nat, why, paths(report), reach, reach_why)

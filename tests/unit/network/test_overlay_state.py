@@ -291,3 +291,9 @@ def test_report_round_trip() -> None:
 def test_report_from_pb_refuses_by_field(msg: pb.OverlayReport, field: str) -> None:
     with pytest.raises(NetworkConfigError, match=field):
         report_from_pb(msg)
+
+
+def test_public_device_seen_behind_nat_is_named() -> None:
+    o = classify(D3, [LH_VIEW], {}, [LH], public=True)
+    assert o.nat == "nat" and "runs with --public" in o.nat_reason
+    assert "--public" not in classify(D1, [LH_VIEW], {}, [LH], public=True).nat_reason
