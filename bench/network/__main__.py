@@ -3,7 +3,8 @@
 Measures the network figures of issue 14 that run on one machine: DNS responder throughput and
 latency on loopback, the nft whole-table swap for 200 services x 3 endpoints, swaps while a
 client keeps connecting to a VIP (misses), and TCP throughput between two namespaces
-plain-routed vs over Nebula (direct). Writes ``bench/results/network.json``.
+plain-routed vs over Nebula (direct), and endpoint convergence from the publisher to several
+devices (whole messages vs the change alone). Writes ``bench/results/network.json``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def now() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.network")
-    ap.add_argument("--only", default="dns,nft,swap,iperf")
+    ap.add_argument("--only", default="dns,nft,publisher,converge,swap,iperf")
     args = ap.parse_args()
     parts = set(args.only.split(","))
     # sections not re-run keep their last figures (and say when they were measured)
@@ -31,7 +32,14 @@ def main() -> None:
     prev = RESULTS / "network.json"
     if prev.exists():
         old = json.loads(prev.read_text())
-        for k in ("dns", "nft_swap", "swap_under_load", "throughput"):
+        for k in (
+            "dns",
+            "nft_swap",
+            "publisher_round",
+            "converge",
+            "swap_under_load",
+            "throughput",
+        ):
             if k in old:
                 out[k] = {"measured": old.get("when"), **old[k]}
     if "dns" in parts:
@@ -44,6 +52,20 @@ def main() -> None:
 
         out["nft_swap"] = {"measured": now(), "loadavg_before": os.getloadavg()[0], **nft()}
         print("nft", json.dumps(out["nft_swap"]))
+    if "publisher" in parts:
+        from bench.network.publisher_round import measure as publisher
+
+        out["publisher_round"] = {
+            "measured": now(),
+            "loadavg_before": os.getloadavg()[0],
+            **publisher(),
+        }
+        print("publisher", json.dumps(out["publisher_round"]))
+    if "converge" in parts:
+        from bench.network.converge import measure as converge
+
+        out["converge"] = {"measured": now(), "loadavg_before": os.getloadavg()[0], **converge()}
+        print("converge", json.dumps(out["converge"]))
     if "swap" in parts:
         from bench.network.swap_under_load import measure as swap
 

@@ -7,7 +7,7 @@ import multiprocessing as mp
 import os
 import socket
 import time
-from typing import Any
+from typing import Any, cast
 
 from dnslib import DNSRecord
 
@@ -33,9 +33,42 @@ def services(n: int = 200, eps: int = 3) -> list[Service]:
     return out
 
 
-def _serve(port_q: Any, stop: Any, cache: bool) -> None:
+class _Udp(asyncio.DatagramProtocol):
+    """The responder's UDP side as it was: an asyncio datagram protocol, one datagram per
+    wake-up of the loop (kept here only to measure side by side)."""
+
+    def __init__(self, server: DnsServer) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.transport is not None
+        reply, _ = self.server.answer_local(data, addr[0])
+        if reply is not None:
+            self.transport.sendto(reply, addr)
+
+
+class LegacyDnsServer(DnsServer):
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Udp(self), local_addr=(self.host, self.port)
+        )
+        self.port = int(transport.get_extra_info("sockname")[1])
+        self.ready.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            transport.close()
+
+
+def _serve(port_q: Any, stop: Any, cache: bool, legacy: bool) -> None:
     async def main() -> None:
-        server = DnsServer(index=DnsIndex(services()), cache=cache)
+        cls = LegacyDnsServer if legacy else DnsServer
+        server = cls(index=DnsIndex(services()), cache=cache)
         async with asyncio.TaskGroup() as tg:
             t = tg.create_task(server.run())
             await server.ready.wait()
@@ -55,12 +88,24 @@ def _queries(n: int) -> list[bytes]:
     return out
 
 
-def measure(seconds: float = 3.0, window: int = 32) -> dict[str, Any]:
+def measure(seconds: float = 3.0, window: int = 32, repeats: int = 2) -> dict[str, Any]:
     """Cached replies (the steady state: the same names asked again) and uncached (every
-    reply built with dnslib), each in a fresh server process."""
+    reply built from the index), each in a fresh server process; the responder now (UDP
+    datagrams drained in batches per wake-up) and as it was (``LegacyDnsServer``), alternating,
+    ``repeats`` times."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for rep in range(repeats):
+        order = [False, True] if rep % 2 == 0 else [True, False]
+        for legacy in order:
+            for cache in (True, False):
+                name = ("legacy_" if legacy else "") + ("cached" if cache else "uncached")
+                runs.setdefault(name, []).append(_measure(seconds, window, cache, legacy))
+    pairs = zip(runs["cached"], runs["legacy_cached"], strict=True)
     return {
-        "cached": _measure(seconds, window, cache=True),
-        "uncached": _measure(seconds, window, cache=False),
+        **{k: {"runs": v, "qps": [m["throughput_qps"] for m in v]} for k, v in runs.items()},
+        "now_over_legacy_qps_cached_per_repeat": [
+            round(a["throughput_qps"] / b["throughput_qps"], 2) for a, b in pairs
+        ],
         "services": 200,
         "names_in_index": len(DnsIndex(services())),
         "cpus": os.cpu_count(),
@@ -68,11 +113,11 @@ def measure(seconds: float = 3.0, window: int = 32) -> dict[str, Any]:
     }
 
 
-def _measure(seconds: float, window: int, cache: bool) -> dict[str, Any]:
+def _measure(seconds: float, window: int, cache: bool, legacy: bool) -> dict[str, Any]:
     ctx = mp.get_context("fork")
     port_q = ctx.Queue()
     stop = ctx.Event()
-    proc = ctx.Process(target=_serve, args=(port_q, stop, cache), daemon=True)
+    proc = ctx.Process(target=_serve, args=(port_q, stop, cache, legacy), daemon=True)
     proc.start()
     try:
         port = port_q.get(timeout=20)

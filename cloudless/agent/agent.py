@@ -285,6 +285,7 @@ class Agent:
             goodbye_hold_s=self.config.restart_hold_s,
             usage=usage,
             network=self.network.update if self.network is not None else None,
+            services_update=self.network.update_services if self.network is not None else None,
             network_state=(
                 self.network.describe if self.network is not None else lambda: "off: disabled"
             ),

@@ -126,6 +126,19 @@ class AssignmentFile:
                 r.secrets.clear()
         write_private(self.path, msg.SerializeToString())
 
+    def save_network(self, network: pb.NetworkConfig) -> None:
+        """Replace the network config persisted with the last set (kept for a restart)."""
+        msg = pb.Assignments()
+        if self.path.exists():
+            try:
+                msg.ParseFromString(self.path.read_bytes())
+            except Exception as e:  # a corrupt file must not stop the agent
+                log.error("rewriting unreadable %s: %s", self.path, e)
+                msg = pb.Assignments()
+        msg.network.CopyFrom(network)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_private(self.path, msg.SerializeToString())
+
     def load(self) -> list[Assigned]:
         if not self.path.exists():
             return []
@@ -169,9 +182,12 @@ class Link:
         network_state: Callable[[], str] = lambda: "",
         overlay: Callable[[], pb.OverlayReport | None] = lambda: None,
         usage: UsageSampler | None = None,
+        services_update: Callable[[pb.NetworkServicesUpdate], pb.NetworkConfig | None]
+        | None = None,
     ) -> None:
         self.identity = identity
         self.network = network
+        self.services_update = services_update
         self.network_state = network_state
         self.overlay = overlay
         self.usage = usage
@@ -366,6 +382,7 @@ class Link:
                 facts=self.facts(),
                 replicas=[status_pb(s, now) for s in self.supervisor.statuses()],
                 agent_version=VERSION,
+                services_updates=self.services_update is not None,
             )
         )
 
@@ -428,6 +445,16 @@ class Link:
                     self.assignments.path,
                     e,
                 )
+        elif kind == "services_update":
+            # A change to the service table alone; the network says whether it applied (it
+            # keeps its table when the update starts from another one) and the file follows.
+            if self.services_update is not None:
+                cfg = self.services_update(msg.services_update)
+                if cfg is not None:
+                    try:
+                        self.assignments.save_network(cfg)
+                    except OSError as e:
+                        log.warning("could not persist the service table: %s", e)
         elif kind == "ack":
             if msg.ack.interval_s > 0:
                 self.interval = min(max(msg.ack.interval_s, 0.05), 60.0)

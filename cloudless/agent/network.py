@@ -32,7 +32,7 @@ import ipaddress
 import logging
 import os
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -41,7 +41,7 @@ from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.lib.errors import CloudlessError
 from cloudless.network.bringup import DeviceNetwork
-from cloudless.network.cni import CNI_PATH, CniInvoker, bridge_conflist
+from cloudless.network.cni import CNI_PATH, CniInvoker, PortMapping, bridge_conflist
 from cloudless.network.device import ContainerNetworks, IpNetns
 from cloudless.network.errors import NetworkConfigError, NetworkEdgeError
 from cloudless.network.nebula import NebulaSupervisor
@@ -58,6 +58,7 @@ from cloudless.network.netpolicy_nft import render_compiled
 from cloudless.network.nft_apply import NftApplier, NftPolicyTable, PolicyTable
 from cloudless.network.overlay_state import report_to_pb
 from cloudless.network.probe import OverlayProbe
+from cloudless.network.service_updates import StaleServicesUpdate, apply_update
 from cloudless.network.wire import DeviceConfig
 
 log = logging.getLogger("cloudless.agent.network")
@@ -115,9 +116,13 @@ class NetAttachment:
 
 class ContainerNetworking(Protocol):
     """The supervisor's seam: ``attach`` is idempotent per replica and returns None when
-    containers use the device's network; ``detach`` of an unknown replica does nothing."""
+    containers use the device's network; ``published`` device ports forward to the
+    container's (CNI ``portmap``), fixed at the replica's first attach; ``detach`` of an
+    unknown replica does nothing."""
 
-    async def attach(self, replica_id: str) -> NetAttachment | None: ...
+    async def attach(
+        self, replica_id: str, published: Sequence[PortMapping] = ()
+    ) -> NetAttachment | None: ...
 
     async def detach(self, replica_id: str) -> None: ...
 
@@ -132,9 +137,12 @@ class FakeNetworking:
     down: str = ""
     attached: dict[str, NetAttachment] = field(default_factory=dict)
     detached: list[str] = field(default_factory=list)
+    published: dict[str, tuple[PortMapping, ...]] = field(default_factory=dict)
     _next: int = 2
 
-    async def attach(self, replica_id: str) -> NetAttachment | None:
+    async def attach(
+        self, replica_id: str, published: Sequence[PortMapping] = ()
+    ) -> NetAttachment | None:
         if self.off:
             return None
         if self.down:
@@ -146,6 +154,7 @@ class FakeNetworking:
             self.attached[replica_id] = NetAttachment(
                 f"/fake/netns/{replica_id}", ip, f"/fake/resolv/{replica_id}.conf"
             )
+            self.published[replica_id] = tuple(published)
         return self.attached[replica_id]
 
     async def detach(self, replica_id: str) -> None:
@@ -218,6 +227,22 @@ class AgentNetwork:
         if probe is None or probe.report is None or self.state != "up":
             return None
         return report_to_pb(probe.report)
+
+    def update_services(self, update: pb.NetworkServicesUpdate) -> pb.NetworkConfig | None:
+        """A change to the service table of the latest config: the patched config (the loop
+        applies it), or None when it does not apply to the table held (logged; the
+        coordinator sends the whole config whenever a device's table is not the update's
+        base, so the next one repairs it)."""
+        if self._desired is None:
+            log.warning("a service table change arrived before any network config; ignored")
+            return None
+        try:
+            patched = apply_update(self._desired, update)
+        except StaleServicesUpdate as e:
+            log.warning("%s", e)
+            return None
+        self.update(patched)
+        return patched
 
     def describe(self) -> str:
         """``up``, or ``<state>: <reason>`` (what the agent reports with its heartbeats)."""
@@ -438,7 +463,9 @@ class AgentNetwork:
 
     # ---- containers ------------------------------------------------------------------------
 
-    async def attach(self, replica_id: str) -> NetAttachment | None:
+    async def attach(
+        self, replica_id: str, published: Sequence[PortMapping] = ()
+    ) -> NetAttachment | None:
         """The container's network, or None when containers use the device's network."""
         if self.state == "off":
             return None
@@ -449,7 +476,7 @@ class AgentNetwork:
             return None
         if self.state != "up" or dn is None:
             raise CloudlessError(f"the device network is not up: {self.reason}")
-        path, a, resolv = await dn.attach(replica_id, NAMESPACE)
+        path, a, resolv = await dn.attach(replica_id, NAMESPACE, published)
         conf = self.dir / "resolv" / f"{replica_id}.conf"
         await asyncio.to_thread(_write_text, conf, resolv)
         return NetAttachment(path, a.ip, str(conf))

@@ -12,7 +12,7 @@ liveness check stops the container and counts as a failed exit for the restart p
 
 Container ids are replica ids. A container whose ``cloudless.spec-version`` label differs from
 the assignment's is replaced; one that matches is adopted (agent restart), and the replica's
-restart count goes on from the one the container was made with (``cloudless.restarts``), or,
+restart count goes on from the one the container was made with (its label 'cloudless.restarts'), or,
 with no container (between a failed start and the next), from the agent's ``RestartLedger``.
 
 With container networking (``network``, an ``agent.network.ContainerNetworking``) a replica
@@ -58,6 +58,7 @@ from cloudless.lib.errors import CloudlessError
 from cloudless.lib.first import first_of
 from cloudless.model.replica import ReplicaState
 from cloudless.model.workload import WorkloadSpec
+from cloudless.network.cni import PortMapping
 from cloudless.observability.metrics import (
     CONTAINER_EXITS,
     CONTAINER_RESTARTS,
@@ -88,6 +89,13 @@ __all__ = [  # the values live in ``assignment``; re-exported for the link and t
 ]
 
 NET_LABEL = "cloudless.net-ip"  # the container's own address (it has its own namespace)
+
+
+def _published(spec: WorkloadSpec) -> tuple[PortMapping, ...]:
+    """The device ports the spec publishes, as CNI ``portmap`` mappings (tcp)."""
+    return tuple(PortMapping(pp.host_port, pp.port) for pp in spec.published)
+
+
 POLL_S = 2.0
 VOLUME_USAGE_S = 30.0
 MIB = 1 << 20
@@ -207,7 +215,7 @@ class ReplicaWorker:
             self._set(ReplicaState.STARTING)
             if self.network is not None and self.net is None:
                 with tr.start_as_current_span("network"):
-                    self.net = await self.network.attach(rid)
+                    self.net = await self.network.attach(rid, _published(a.spec))
             self._ensure_ports()
             mounts = await self._volumes()
             fresh = self.assigned  # secret values may have been refreshed since
@@ -280,7 +288,8 @@ class ReplicaWorker:
         self.status.restarts = restarts_from_label(st.labels)
         self.host_ports = parse_ports_label(st.labels.get(PORTS_LABEL, ""))
         if st.labels.get(NET_LABEL) and self.network is not None:
-            self.net = await self.network.attach(st.id)  # its cached attachment
+            # its cached attachment
+            self.net = await self.network.attach(st.id, _published(self.assigned.spec))
         elif self.ports is not None:
             self.ports.reserve(self.host_ports.values())
         self._publish_endpoint()

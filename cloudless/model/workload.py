@@ -167,6 +167,18 @@ class RestartPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class PublishedPort:
+    """A container port the device publishes on its own addresses (``ports: [{port: 8080,
+    publish: 18080}]``), through the CNI ``portmap`` plugin: an explicit choice, since a
+    container's ports are otherwise reached only through its service VIP or its address. One
+    device port carries one container: the scheduler keeps two replicas publishing the same
+    device port off one device."""
+
+    port: int  # the container's
+    host_port: int  # the device's
+
+
+@dataclass(frozen=True, slots=True)
 class WorkloadSpec:
     name: str
     image: str
@@ -188,6 +200,7 @@ class WorkloadSpec:
     update: UpdatePolicy = UpdatePolicy()
     image_pull_secret: str = ""  # a registry secret (model.registry_auth) for pulling image
     configs: tuple[SecretRef, ...] = ()  # config objects, mounted like secrets (mode 0444)
+    published: tuple[PublishedPort, ...] = ()  # ports (tcp) also published on the device
 
     def secret_names(self) -> frozenset[str]:
         """The keys of every secret and config value the replicas' agents need (mounted ones,

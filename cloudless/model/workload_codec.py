@@ -25,6 +25,7 @@ from cloudless.model.workload import (
     LabelExpr,
     Operator,
     Placement,
+    PublishedPort,
     RestartMode,
     RestartPolicy,
     SpreadConstraint,
@@ -466,12 +467,7 @@ def parse_workload_data(data: Any, path: str = "spec", *, stored: bool = False) 
     namespace = _str(d.get("namespace", "default"), f"{path}.namespace", p)
     if "namespace" in d and not is_valid_id(namespace):
         p.add(f"{path}.namespace", f'"{namespace}" must be lowercase letters, digits and "-"')
-    ports = []
-    for i, port in enumerate(_list(d.get("ports"), f"{path}.ports", p)):
-        if port is None:
-            p.add(f"{path}.ports[{i}]", "is empty: a port is a number in [1, 65535]")
-            continue
-        ports.append(_int(port, f"{path}.ports[{i}]", p, 1, 65535, 0))
+    ports, published = _ports(d.get("ports"), f"{path}.ports", p)
     volumes = parse_volumes(d.get("volumes"), f"{path}.volumes", p.add)
     spec = WorkloadSpec(
         name=name,
@@ -496,6 +492,7 @@ def parse_workload_data(data: Any, path: str = "spec", *, stored: bool = False) 
         update=parse_update(d.get("update"), f"{path}.update", p.add),
         image_pull_secret=_pull_secret(d.get("image_pull_secret"), f"{path}.image_pull_secret", p),
         configs=parse_secrets(d.get("configs"), f"{path}.configs", p.add, volumes),
+        published=published,
     )
     _clashes(spec, path, p)
     if spec.update.max_surge and spec.volumes:
@@ -507,6 +504,53 @@ def parse_workload_data(data: Any, path: str = "spec", *, stored: bool = False) 
     if p.items:
         raise ValidationError(p.items)
     return spec
+
+
+_PORT_KEYS = {"port", "publish"}
+
+
+def _ports(v: Any, path: str, p: _Problems) -> tuple[list[int], tuple[PublishedPort, ...]]:
+    """``ports``: each a container port number, or ``{port: N, publish: M}`` to also publish
+    it on the device's port M."""
+    ports: list[int] = []
+    published: list[PublishedPort] = []
+    seen: dict[int, int] = {}
+    for i, entry in enumerate(_list(v, path, p)):
+        where = f"{path}[{i}]"
+        if entry is None:
+            p.add(where, "is empty: a port is a number in [1, 65535]")
+            continue
+        if isinstance(entry, dict):
+            _known(entry, where, _PORT_KEYS, p)
+            if entry.get("port") is None:
+                p.add(f"{where}.port", "is required: the container's port, a number in [1, 65535]")
+                continue
+            port = _int(entry.get("port"), f"{where}.port", p, 1, 65535, 0)
+            host = _int(entry.get("publish"), f"{where}.publish", p, 1, 65535, 0)
+            if host:
+                if host in seen:
+                    p.add(
+                        f"{where}.publish",
+                        f"device port {host} is already published by {path}[{seen[host]}]",
+                    )
+                else:
+                    seen[host] = i
+                    if port:
+                        published.append(PublishedPort(port, host))
+        else:
+            port = _int(entry, where, p, 1, 65535, 0)
+        ports.append(port)
+    return ports, tuple(published)
+
+
+def _ports_to_list(s: WorkloadSpec) -> list[Any]:
+    hosts: dict[int, list[int]] = {}
+    for pp in s.published:
+        hosts.setdefault(pp.port, []).append(pp.host_port)
+    out: list[Any] = []
+    for n in s.ports:
+        out.append({"port": n, "publish": hosts[n].pop(0)} if hosts.get(n) else n)
+    return out
 
 
 def _clashes(spec: WorkloadSpec, path: str, p: _Problems) -> None:
@@ -601,7 +645,7 @@ def workload_to_dict(s: WorkloadSpec) -> dict[str, Any]:
             "availability_target": pl.availability_target,
         },
         "labels": dict(s.labels),
-        "ports": list(s.ports),
+        "ports": _ports_to_list(s),
         "stop_timeout": s.stop_timeout_s,
         "namespace": s.namespace,
     }

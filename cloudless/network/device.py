@@ -1,10 +1,13 @@
 """The agent's side of the network on one device, built from the edges.
 
 ``ServicesProgrammer`` keeps the device's nft table, its DNS answers and conntrack in step with
-the service table the agent watches: ``apply(services)`` renders the table, loads it in one
-transaction, then deletes the conntrack entries of endpoints that went away and swaps the DNS
-index. If nft refuses the table nothing else changes (the previous rules and names stay) and
-the error is raised; applying the same table again does nothing.
+the service table the agent watches: ``apply(services)`` loads the change in one transaction,
+then deletes the conntrack entries of endpoints that went away and swaps the DNS index. The
+first apply replaces the whole table; later ones send only the services that changed
+(``nft.render_delta``), and replace the whole table again when nft refuses that (the table was
+changed behind the agent's back). If nft refuses the whole table nothing else changes (the
+previous rules and names stay) and the error is raised; applying the same table again does
+nothing.
 
 ``ContainerNetworks`` gives each container its own network namespace and CNI attachment:
 ``attach(id, ports)`` creates the namespace ``<prefix><id>`` and runs CNI ADD (removing the
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,11 +30,12 @@ from typing import Protocol
 from cloudless.network.cni import Attachment, ContainerNetwork, PortMapping, stale_containers
 from cloudless.network.dns_server import DnsServer
 from cloudless.network.errors import NetworkEdgeError
-from cloudless.network.nft import NftContext, render, stale_conntrack
+from cloudless.network.nft import NftContext, render, render_delta, stale_conntrack
 from cloudless.network.nft_apply import RuleTable
 from cloudless.network.services import Service
 
 NETNS_PREFIX = "cl-"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,24 +45,36 @@ class ServicesProgrammer:
     dns: DnsServer | None = None
     applied: tuple[Service, ...] = ()
     last_seconds: float = 0.0
-    _doc: str = field(default="", repr=False)
+    last_kind: str = ""  # "full" or "delta": how the last change reached the kernel
+    _known: bool = field(default=False, repr=False)  # the kernel holds render(ctx, applied)
 
     async def apply(self, services: Sequence[Service]) -> bool:
         """Make the device match ``services``; False when it already did."""
         t0 = time.perf_counter()
-        doc = render(self.ctx, services)
-        if doc == self._doc:
-            return False
-        await self.rules.apply(doc)
-        self._doc = doc
+        services = tuple(services)
+        kind = "full"
+        if self._known:
+            delta = render_delta(self.ctx, self.applied, services)
+            if not delta:
+                return False
+            try:
+                await self.rules.apply(delta)
+                kind = "delta"
+            except NetworkEdgeError as e:
+                log.warning("nft refused the change alone (%s); replacing the whole table", e)
+                self._known = False
+        if kind == "full":
+            await self.rules.apply(render(self.ctx, services))
+            self._known = True
         gone = stale_conntrack(self.applied, services)
-        self.applied = tuple(services)
+        self.applied = services
         if self.dns is not None:
             self.dns.set_services(services)
         if gone:
             with contextlib.suppress(NetworkEdgeError):  # best effort: rules are already right
                 await self.rules.flush_conntrack(gone)
         self.last_seconds = time.perf_counter() - t0
+        self.last_kind = kind
         return True
 
 

@@ -81,6 +81,10 @@ class DnsIndex:
     def __len__(self) -> int:
         return len(self._names)
 
+    def same_answers(self, other: DnsIndex) -> bool:
+        """Whether ``other`` answers every question as this index does."""
+        return (self.zone, self.ttl, self._names) == (other.zone, other.ttl, other._names)
+
     def answer(self, request: DNSRecord, client_namespace: str | None = None) -> DNSRecord | None:
         """The reply to ``request``, or None when its name is outside the zone (forward it)."""
         reply = request.reply()

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 import socket
 import struct
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from dnslib import QTYPE, RCODE, RR, A, DNSError, DNSHeader, DNSRecord
 
@@ -27,7 +29,10 @@ from cloudless.network.dns import DnsIndex
 from cloudless.network.services import Service
 
 UDP_LIMIT = 512
+UDP_READ = 4096
+BATCH = 64
 CACHE_LIMIT = 10_000
+log = logging.getLogger(__name__)
 
 
 class DnsServer:
@@ -56,48 +61,82 @@ class DnsServer:
         self._cache: dict[tuple[bytes, str | None], bytes] = {}
         self._cache_limit = CACHE_LIMIT if cache else 0
         self._tg: asyncio.TaskGroup | None = None
+        self._view: tuple[object, ...] | None = None  # what the index was built from
 
     def set_services(self, services: Iterable[Service]) -> None:
-        self.index = DnsIndex(services, self.index.zone, self.index.ttl, self.index.hosts)
+        """Answer from ``services`` from now on. Cached replies stay while the names answer as
+        before (an endpoint moving in a service that has no per-replica names changes none)."""
+        services = tuple(services)
+        view = tuple(_named(s) for s in services)
+        if view == self._view:
+            return
+        self._view = view
+        index = DnsIndex(services, self.index.zone, self.index.ttl, self.index.hosts)
+        if index.same_answers(self.index):
+            return
+        self.index = index
         self._cache.clear()
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
-            transport, tcp = await self._bind()
+            udp, tcp = await self._bind()
+            loop.add_reader(udp.fileno(), self._drain, udp)
             self.ready.set()
             try:
                 await asyncio.Event().wait()
             finally:
-                transport.close()
+                loop.remove_reader(udp.fileno())
+                udp.close()
                 tcp.close()
                 with contextlib.suppress(Exception):
                     await tcp.wait_closed()
                 self.ready.clear()
 
-    async def _bind(self) -> tuple[asyncio.DatagramTransport, asyncio.Server]:
+    async def _bind(self) -> tuple[socket.socket, asyncio.Server]:
         """UDP and TCP on one port (a free one for both when ``port`` is 0)."""
-        loop = asyncio.get_running_loop()
         if self._sockets is not None:
             udp, tcp_sock = self._sockets
-            transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=udp)
+            udp.setblocking(False)
             self.port = int(udp.getsockname()[1])
-            return transport, await asyncio.start_server(self._tcp_client, sock=tcp_sock)
+            return udp, await asyncio.start_server(self._tcp_client, sock=tcp_sock)
         for _ in range(20):
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Udp(self), local_addr=(self.host, self.port)
-            )
-            port = int(transport.get_extra_info("sockname")[1])
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.setblocking(False)
+            try:
+                udp.bind((self.host, self.port))
+            except OSError:
+                udp.close()
+                raise
+            port = int(udp.getsockname()[1])
             try:
                 tcp = await asyncio.start_server(self._tcp_client, self.host, port)
             except OSError:
-                transport.close()
+                udp.close()
                 if self.port:
                     raise
                 continue
             self.port = port
-            return transport, tcp
+            return udp, tcp
         raise OSError(f"no port free for both UDP and TCP on {self.host}")
+
+    def _drain(self, udp: socket.socket) -> None:
+        """Answer the datagrams waiting on ``udp``: up to ``BATCH`` per wake-up of the loop
+        (one wake-up per datagram costs more than the answer when the cache has it)."""
+        for _ in range(BATCH):
+            try:
+                data, addr = udp.recvfrom(UDP_READ)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.debug("dns: recvfrom: %s", e)
+                continue
+            reply, request = self.answer_local(data, addr[0])
+            if reply is not None:
+                _send(udp, _fit_udp(reply), addr=addr)
+            elif request is not None:
+                self._spawn_forward(request, functools.partial(_send, udp, addr=addr))
 
     def answer_local(self, data: bytes, client_ip: str) -> tuple[bytes | None, DNSRecord | None]:
         """``(reply, None)`` when answered here (or unanswerable), ``(None, request)`` when the
@@ -199,23 +238,16 @@ def _fit_udp(reply: bytes) -> bytes:
     return bytes(r.pack())
 
 
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, server: DnsServer) -> None:
-        self.server = server
-        self.transport: asyncio.DatagramTransport | None = None
+def _named(s: Service) -> object:
+    """What of a service its DNS names depend on (replica addresses only for stateful ones)."""
+    eps = tuple((e.replica, e.ip) for e in s.endpoints) if s.spec.stateful else ()
+    return (s.key, s.vip, s.spec.ports, s.spec.stateful, eps)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # (3.11's selector datagram transport is not a DatagramTransport subclass)
-        self.transport = cast(asyncio.DatagramTransport, transport)
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        transport = self.transport
-        assert transport is not None
-        reply, request = self.server.answer_local(data, addr[0])
-        if reply is not None:
-            transport.sendto(_fit_udp(reply), addr)
-        elif request is not None:
-            self.server._spawn_forward(request, lambda r: transport.sendto(r, addr))
+def _send(udp: socket.socket, reply: bytes, *, addr: tuple[str, int]) -> None:
+    """A reply the socket cannot take now is dropped, as UDP may (the client asks again)."""
+    with contextlib.suppress(BlockingIOError, InterruptedError, OSError):
+        udp.sendto(reply, addr)
 
 
 class _Forward(asyncio.DatagramProtocol):

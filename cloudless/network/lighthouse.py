@@ -137,6 +137,8 @@ class Hub(Protocol):
 
     def repush(self, node_ids: Iterable[str]) -> None: ...
 
+    def push_services(self, update: pb.NetworkServicesUpdate, node_ids: Iterable[str]) -> None: ...
+
 
 def network_publisher(
     network: AddressPlanConfig | None,
@@ -179,6 +181,14 @@ def network_publisher(
         else:
             log.warning("network.lighthouse not set: devices get no lighthouse, no overlay")
     lighthouses = {str(plan.lighthouse_ip): [network.lighthouse]} if lighthouse else {}
-    pub = NetworkPublisher(store, network, clock, hub.repush, ca=ca, lighthouses=lighthouses)
+    pub = NetworkPublisher(
+        store,
+        network,
+        clock,
+        hub.repush,
+        ca=ca,
+        lighthouses=lighthouses,
+        push_services=hub.push_services,
+    )
     hub.network_for = pub.config_for
     return pub, lighthouse

@@ -19,6 +19,7 @@ import contextlib
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cloudless.network.errors import NetworkEdgeError
@@ -27,6 +28,7 @@ from cloudless.network.netpolicy_nft import delete_document as delete_policy_doc
 from cloudless.network.nft import TABLE, delete_document
 
 Programmed = dict[str, list[str]]
+CONNTRACK_PARALLEL = 4
 
 
 class RuleTable(Protocol):
@@ -86,16 +88,21 @@ class NftApplier:
         return _from_json(json.loads(out))
 
     async def flush_conntrack(self, argvs: Sequence[Sequence[str]]) -> int:
-        deleted = 0
-        for argv in argvs:
-            rc, _, err = await _run([*self.host_argv, *argv])
+        """Runs the deletions a few at a time (each ``conntrack -D`` walks the whole table)."""
+        limit = asyncio.Semaphore(CONNTRACK_PARALLEL)
+
+        async def one(argv: Sequence[str]) -> int:
+            async with limit:
+                rc, _, err = await _run([*self.host_argv, *argv])
             # conntrack exits 1 with "0 flow entries have been deleted" when none matched
             m = re.search(r"(\d+) flow entr", err)
             if m:
-                deleted += int(m.group(1))
-            elif rc != 0:
+                return int(m.group(1))
+            if rc != 0:
                 raise NetworkEdgeError(f"`{' '.join(argv)}` failed: {err.strip()}")
-        return deleted
+            return 0
+
+        return sum(await asyncio.gather(*(one(a) for a in argvs)))
 
 
 class PolicyTable(Protocol):
@@ -204,31 +211,46 @@ def _key(concat: Any) -> str:
     return f"{vip} {proto} {port}"
 
 
+def _dnat_targets(addr: Any) -> list[str]:
+    """The endpoint addresses of a ``dnat to`` expression: one address, or the values of the
+    anonymous map its picker indexes."""
+    if isinstance(addr, str):
+        return [addr]
+    data = addr.get("map", {}).get("data", {})
+    arms = data.get("set", []) if isinstance(data, dict) else []
+    out = []
+    for arm in arms:
+        if isinstance(arm, list) and len(arm) == 2 and isinstance(arm[1], str):
+            out.append(arm[1])
+    return out
+
+
 def _from_json(doc: dict[str, Any]) -> Programmed:
-    svc_chains: dict[str, str] = {}  # chain -> key
-    arms: dict[str, list[str]] = {}  # chain -> endpoint chains
-    dnat: dict[str, str] = {}  # endpoint chain -> "ip:port"
+    svc_chains: dict[str, list[str]] = {}  # chain -> keys
+    dnat: dict[str, list[str]] = {}  # chain -> endpoint addresses
     out: Programmed = {}
     for item in doc.get("nftables", []):
         if "map" in item and item["map"]["name"] == "services":
             for k, v in _elems(item["map"]):
-                svc_chains[v["goto"]["target"]] = _key(k)
+                svc_chains.setdefault(v["goto"]["target"], []).append(_key(k))
         elif "set" in item and item["set"]["name"] == "no_endpoints":
             for k in _elems(item["set"]):
                 out[_key(k)] = []
         elif "rule" in item:
-            chain = item["rule"]["chain"]
             for e in item["rule"]["expr"]:
-                if "vmap" in e and isinstance(e["vmap"]["data"], dict):
-                    arms[chain] = [a[1]["goto"]["target"] for a in e["vmap"]["data"]["set"]]
                 if "dnat" in e:
-                    dnat[chain] = f"{e['dnat']['addr']}:{e['dnat']['port']}"
-    for chain, key in svc_chains.items():
-        out[key] = sorted(dnat[c] for c in arms.get(chain, []) if c in dnat)
+                    dnat[item["rule"]["chain"]] = _dnat_targets(e["dnat"]["addr"])
+    for chain, keys in svc_chains.items():
+        for key in keys:
+            port = key.rsplit(" ", 1)[1]
+            out[key] = sorted(f"{ip}:{port}" for ip in dnat.get(chain, []))
     return out
 
 
-_ALLOWED = [
+_IP = r"\d+\.\d+\.\d+\.\d+"
+_KEY = rf"{_IP} \. (tcp|udp) \. \d+"
+_RULE = rf'dnat to ({_IP}|(numgen random|jhash ip saddr) mod \d+ map \{{ .* \}}) comment ".*"'
+_FIXED = [
     re.compile(p)
     for p in (
         r"^$",
@@ -241,66 +263,176 @@ _ALLOWED = [
         r"^(map|set|chain) \w+ \{$",
         r"^type .*$",
         r"^elements = \{ .* \}$",
-        r'^comment ".*"$',
         r"^ip daddr \. meta l4proto \. th dport vmap @services$",
-        r"^(numgen random|jhash ip saddr) mod \d+ vmap \{ .* \}$",
-        r"^meta l4proto (tcp|udp) dnat to \d+\.\d+\.\d+\.\d+:\d+$",
         r".* masquerade$",
         r".*@no_endpoints reject( with tcp reset)?$",
+        rf"^{_RULE}$",
     )
 ]
+_COMMAND = re.compile(
+    r"^(?P<verb>add|delete|flush) (?P<what>element|chain|rule) ip (?P<table>\w+) (?P<name>\w+)"
+    r"(?: (?P<rest>.*))?$"
+)
+
+
+def _valid_ip(ip: str) -> bool:
+    return all(int(x) <= 255 for x in ip.split("."))
+
+
+@dataclass
+class _Model:
+    """What the fake holds: ``services`` key -> chain, ``no_endpoints`` keys, service chains."""
+
+    present: bool = False
+    mapped: dict[str, str] = field(default_factory=dict)
+    empty: set[str] = field(default_factory=set)
+    chains: dict[str, list[str]] = field(default_factory=dict)
+
+    def copy(self) -> _Model:
+        return _Model(
+            self.present,
+            dict(self.mapped),
+            set(self.empty),
+            {k: list(v) for k, v in self.chains.items()},
+        )
+
+
+def _refuse(n: int, ln: str, why: str) -> NetworkEdgeError:
+    return NetworkEdgeError(f"nft refused the table: line {n}: {why}: {ln}")
 
 
 class FakeNftTable:
-    """In-memory RuleTable that understands the documents ``nft.render`` writes (and refuses
-    any other line, as nft would refuse a syntax error)."""
+    """In-memory RuleTable that understands the documents ``nft.render`` and
+    ``nft.render_delta`` write, refusing what nft would: a line of another shape (a syntax
+    error), an address that is not one, an element deleted that is absent or added twice with
+    other data, a rule for or a goto to a chain that does not exist, a chain deleted while an
+    element still jumps to it. A refused document changes nothing."""
 
     def __init__(self) -> None:
-        self.document = ""
+        self.document = ""  # the last document applied
         self.applied = 0
         self.conntrack: list[list[str]] = []
+        self._m = _Model()
 
     async def apply(self, document: str) -> None:
-        lines = [ln.strip() for ln in document.splitlines()]
-        for n, ln in enumerate(lines, 1):
-            if not any(p.match(ln) for p in _ALLOWED):
-                raise NetworkEdgeError(f"nft refused the table: line {n}: syntax error: {ln}")
-        if document.count("{") != document.count("}"):
+        m = self._m.copy()
+        block: list[str] = []  # open blocks: "table ip", "table bridge", "map services", ...
+        for n, raw in enumerate(document.splitlines(), 1):
+            ln = raw.strip()
+            for ip in re.findall(_IP, ln):
+                if not _valid_ip(ip):
+                    raise _refuse(n, ln, f"{ip} is not an address")
+            if cmd := _COMMAND.match(ln):
+                self._command(m, n, ln, cmd)
+                continue
+            if not any(p.match(ln) for p in _FIXED):
+                raise _refuse(n, ln, "syntax error")
+            if ln == f"table ip {TABLE}":
+                m.present = True
+            elif ln == f"delete table ip {TABLE}":
+                if not m.present:
+                    raise _refuse(n, ln, "No such file or directory")
+                m = _Model()
+            elif ln.endswith("{") and not ln.startswith("elements"):
+                block.append(ln.removesuffix(" {"))
+                if ln == f"table ip {TABLE} {{":
+                    m.present = True
+                elif block[0] == f"table ip {TABLE}" and ln.startswith("chain vip_"):
+                    m.chains[ln.split()[1]] = []
+            elif ln == "}":
+                if not block:
+                    raise _refuse(n, ln, "unbalanced braces")
+                block.pop()
+            elif block[:1] == [f"table ip {TABLE}"] and len(block) == 2:
+                inner = block[1]
+                if ln.startswith("elements = {"):
+                    elems = ln.removeprefix("elements = {").removesuffix("}").split(",")
+                    self._add_elements(m, n, ln, inner.split()[1], [e.strip() for e in elems])
+                elif inner.startswith("chain vip_"):
+                    m.chains[inner.split()[1]].append(ln)
+        if block:
             raise NetworkEdgeError("nft refused the table: unbalanced braces")
-        if lines[:2] != [f"table ip {TABLE}", f"delete table ip {TABLE}"]:
-            raise NetworkEdgeError("nft refused the table: not a whole-table replacement")
+        for key, chain in m.mapped.items():
+            if chain not in m.chains:
+                raise NetworkEdgeError(f"nft refused the table: {key}: no chain {chain}")
+        self._m = m
         self.document = document
         self.applied += 1
 
+    def _add_elements(
+        self, m: _Model, n: int, ln: str, into: str, elems: list[str], *, command: bool = False
+    ) -> None:
+        """Elements of a table block may name chains defined later in it (checked at the end
+        of the document); an ``add element`` command needs the chain to exist already."""
+        for e in elems:
+            if into == "services":
+                key, _, chain = e.partition(" : goto ")
+                if not re.fullmatch(_KEY, key) or not chain:
+                    raise _refuse(n, ln, f"bad element {e!r}")
+                if m.mapped.get(key, chain) != chain:
+                    raise _refuse(n, ln, "Device or resource busy")
+                if command and chain not in m.chains:
+                    raise _refuse(n, ln, f"no chain {chain}")
+                m.mapped[key] = chain
+            elif into == "no_endpoints":
+                if not re.fullmatch(_KEY, e):
+                    raise _refuse(n, ln, f"bad element {e!r}")
+                m.empty.add(e)
+            else:
+                raise _refuse(n, ln, f"no set {into}")
+
+    def _command(self, m: _Model, n: int, ln: str, cmd: re.Match[str]) -> None:
+        verb, what, name, rest = cmd["verb"], cmd["what"], cmd["name"], cmd["rest"] or ""
+        if cmd["table"] != TABLE or not m.present:
+            raise _refuse(n, ln, "No such file or directory")
+        if what == "element":
+            if not (rest.startswith("{ ") and rest.endswith(" }")) or verb == "flush":
+                raise _refuse(n, ln, "syntax error")
+            elems = [e.strip() for e in rest[2:-2].split(",")]
+            if verb == "add":
+                self._add_elements(m, n, ln, name, elems, command=True)
+                return
+            held: dict[str, str] | set[str] = m.mapped if name == "services" else m.empty
+            for e in elems:
+                if e not in held:
+                    raise _refuse(n, ln, f"{e}: No such file or directory")
+                if isinstance(held, dict):
+                    del held[e]
+                else:
+                    held.discard(e)
+        elif what == "chain":
+            if rest or not name.startswith("vip_"):
+                raise _refuse(n, ln, "syntax error")
+            if verb == "add":
+                m.chains.setdefault(name, [])
+            elif name not in m.chains:
+                raise _refuse(n, ln, "No such file or directory")
+            elif verb == "flush":
+                m.chains[name] = []
+            elif name in m.mapped.values():
+                raise _refuse(n, ln, "Device or resource busy")
+            else:
+                del m.chains[name]
+        else:  # rule
+            if verb != "add" or not re.fullmatch(_RULE, rest):
+                raise _refuse(n, ln, "syntax error")
+            if name not in m.chains:
+                raise _refuse(n, ln, "No such file or directory")
+            m.chains[name].append(rest)
+
     async def remove(self) -> None:
         self.document = ""
+        self._m = _Model()
 
     async def programmed(self) -> Programmed:
-        out: Programmed = {}
-        chains: dict[str, list[str]] = {}
-        block = ""
-        svc_chains: dict[str, str] = {}
-        for ln in (x.strip() for x in self.document.splitlines()):
-            if m := re.match(r"^(map|set|chain) (\w+) \{$", ln):
-                block = m.group(2)
-                chains[block] = []
-            elif m := re.match(r"^elements = \{ (.*) \}$", ln):
-                for el in m.group(1).split(", "):
-                    parts = el.split(" : goto ")
-                    key = " ".join(parts[0].split(" . "))
-                    if block == "services":
-                        svc_chains[parts[1]] = key
-                    elif block == "no_endpoints":
-                        out[key] = []
-            elif block:
-                chains[block].append(ln)
-        for chain, key in svc_chains.items():
-            eps = []
-            for arm in re.findall(r"goto (\w+)", " ".join(chains.get(chain, []))):
-                for ln in chains.get(arm, []):
-                    if m := re.search(r"dnat to (\S+)$", ln):
-                        eps.append(m.group(1))
-            out[key] = sorted(eps)
+        out: Programmed = {" ".join(key.split(" . ")): [] for key in self._m.empty}
+        for key, chain in self._m.mapped.items():
+            port = key.rsplit(" . ", 1)[1]
+            ips: list[str] = []
+            for rule in self._m.chains[chain]:
+                target = rule.removeprefix("dnat to ").split(" comment ")[0]
+                ips += [target] if re.fullmatch(_IP, target) else re.findall(rf": ({_IP})", target)
+            out[" ".join(key.split(" . "))] = sorted(f"{ip}:{port}" for ip in ips)
         return out
 
     async def flush_conntrack(self, argvs: Sequence[Sequence[str]]) -> int:

@@ -9,6 +9,7 @@ coordinator has not given the device addresses yet; ``reason`` says why.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,14 @@ from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.network.addressing import AddressPlan, AddressPlanConfig, DeviceAddresses
 from cloudless.network.errors import NetworkConfigError
 from cloudless.network.netpolicy_device import Chain, chains_from_pb
-from cloudless.network.services import Endpoint, Service, ServiceKey, ServicePort, ServiceSpec
+from cloudless.network.services import (
+    BALANCE,
+    Endpoint,
+    Service,
+    ServiceKey,
+    ServicePort,
+    ServiceSpec,
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,10 @@ def service_from_pb(m: pb.NetworkService, where: str) -> Service:
         )
     except ValueError as e:
         raise NetworkConfigError(f"{where}: {e}") from None
+    if m.balance and m.balance not in BALANCE:
+        raise NetworkConfigError(
+            f"{where}.balance: {m.balance!r} is not one of {', '.join(BALANCE)}"
+        )
     spec = ServiceSpec(
         ServiceKey(m.namespace, m.name),
         tuple(ServicePort(p.port, p.protocol or "tcp", p.name) for p in m.ports),
@@ -62,6 +74,20 @@ def service_from_pb(m: pb.NetworkService, where: str) -> Service:
         m.balance or "random",
     )
     return Service(spec, vip, eps)
+
+
+@functools.lru_cache(maxsize=8192)
+def _service_bytes(raw: bytes) -> Service:
+    return service_from_pb(pb.NetworkService.FromString(raw), "network.services")
+
+
+def _service(m: pb.NetworkService, where: str) -> Service:
+    """``service_from_pb``, remembered by the message's bytes: a device reads its whole table
+    with every change, and most services did not change."""
+    try:
+        return _service_bytes(m.SerializeToString(deterministic=True))
+    except NetworkConfigError:
+        return service_from_pb(m, where)  # raises again, naming the entry
 
 
 def network_config(
@@ -128,9 +154,7 @@ class DeviceConfig:
                     f"network.lighthouses[{i}].overlay_ip: {lh.overlay_ip!r} is not IPv4"
                 ) from None
             lighthouses[lh.overlay_ip] = tuple(lh.addresses)
-        services = tuple(
-            service_from_pb(s, f"network.services[{i}]") for i, s in enumerate(m.services)
-        )
+        services = tuple(_service(s, f"network.services[{i}]") for i, s in enumerate(m.services))
         nebula = None
         if m.nebula_cert:
             nebula = NebulaIdentity(m.nebula_ca, m.nebula_cert, m.nebula_key)

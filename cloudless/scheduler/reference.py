@@ -22,6 +22,7 @@ from cloudless.scheduler.config import SchedulerConfig, Strategy, normalize_weig
 from cloudless.scheduler.engine import BF_IN_USE, LocalityHint
 from cloudless.scheduler.plan import Assignment, Plan, Rejections, ScoreComponents, Unplaced
 from cloudless.scheduler.plugins import (
+    host_ports,
     max_per_domain,
     max_per_node,
     node_affinity,
@@ -354,6 +355,10 @@ class _Eval:
         own = self.st.count(self.name)
         if p.max_per_node > 0 and own[j] >= p.max_per_node:
             return max_per_node.reason(p.max_per_node)
+        if self.spec.published and any(
+            self.st.count(w)[j] > 0 for w in host_ports.rivals(self.st.specs, self.spec)
+        ):
+            return host_ports.reason(self.spec)
         for key, n in p.max_per_domain:
             if self.own_dom(key, j) >= n:
                 return max_per_domain.reason(key, n)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from cloudless.scheduler.plugins.arch import ArchFilter
 from cloudless.scheduler.plugins.base import Factor, Filter
 from cloudless.scheduler.plugins.cost import CostFactor
+from cloudless.scheduler.plugins.host_ports import HostPortsFilter
 from cloudless.scheduler.plugins.locality import LocalityFactor
 from cloudless.scheduler.plugins.max_per_domain import MaxPerDomainFilter
 from cloudless.scheduler.plugins.max_per_node import MaxPerNodeFilter
@@ -39,6 +40,7 @@ FILTERS: tuple[Filter, ...] = (
     WorkloadAffinityFilter(),
     ResourcesFilter(),
     MaxPerNodeFilter(),
+    HostPortsFilter(),
     MaxPerDomainFilter(),
     SelfAffinityFilter(),
     SpreadFilter(),

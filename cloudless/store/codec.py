@@ -8,6 +8,7 @@ Older versions are upgraded by the codec's ``migrations`` (``{old_version: fn(da
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import typing
 from collections.abc import Callable, Mapping
@@ -135,13 +136,19 @@ class DataclassCodec(Generic[D]):
         return _build(self.cls, data)  # type: ignore[no-any-return]
 
 
+@functools.cache
+def _type_hints(tp: type) -> dict[str, Any]:
+    """A dataclass's resolved field types (resolving them is most of a record's decode)."""
+    return typing.get_type_hints(tp)
+
+
 def _build(tp: Any, data: Json) -> Any:
     """Rebuild nested dataclasses and tuples from JSON (``asdict`` flattens them)."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if not isinstance(data, dict):
             raise TypeError(f"{tp.__name__}: expected an object, got {type(data).__name__}")
-        hints = typing.get_type_hints(tp)
+        hints = _type_hints(tp)
         names = {f.name for f in dataclasses.fields(tp)}
         unknown = sorted(set(data) - names)
         if unknown:

@@ -67,6 +67,8 @@ class Session:
     generation: int = 0
     closed: bool = False
     beats: StreamBeats = field(default_factory=StreamBeats)
+    services_revision: int = -1  # of the service table last sent (-1: none yet)
+    services_updates: bool = False  # its agent said (Hello) it applies NetworkServicesUpdate
 
 
 @dataclass
@@ -217,6 +219,7 @@ class Dispatcher:
             AGENT_SESSIONS.set(len(self.sessions))
 
     async def on_hello(self, s: Session, hello: pb.Hello) -> None:
+        s.services_updates = hello.services_updates
         await self._apply_statuses(s, hello.replicas)
         self.liveness.heard(s.node_id)
         await self.liveness.note_metrics_address(s.node_id, hello.facts.metrics_address)
@@ -399,6 +402,20 @@ class Dispatcher:
         for node_id in node_ids:
             self._mark(node_id)
 
+    def push_services(self, update: pb.NetworkServicesUpdate, node_ids: Iterable[str]) -> None:
+        """Send these nodes a change of their service table: the change alone to a node whose
+        agent applies such changes (its Hello says so) and whose stream last carried the table
+        the change starts from; the whole set to any other."""
+        for node_id in node_ids:
+            s = self.sessions.get(node_id)
+            if s is None or s.closed:
+                continue
+            if s.services_updates and s.services_revision == update.base:
+                s.outbox.put_nowait(pb.CoordinatorMessage(services_update=update))
+                s.services_revision = update.revision
+            else:
+                self._mark(node_id)
+
     def secrets_changed(self, names: set[str]) -> None:
         """Re-push the assignments of nodes running a replica that uses one of ``names`` (keys:
         a secret's name, a config's ``config_key``)."""
@@ -421,8 +438,10 @@ class Dispatcher:
             out.append(assignment(r, rec.spec, values, drop_volumes=drop))
         msg = pb.Assignments(generation=s.generation, replicas=out)
         net = self.network_for(s.node_id)
+        s.services_revision = -1
         if net is not None:
             msg.network.CopyFrom(net)
+            s.services_revision = net.services_revision
         return pb.CoordinatorMessage(assignments=msg)
 
     # ---- logs ------------------------------------------------------------------------------

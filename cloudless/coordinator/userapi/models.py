@@ -272,6 +272,14 @@ Strings = list[Scalar] | StrictStr | None  # a lone string is a list of one
 Quantity = StrictStr | StrictInt | StrictFloat | None  # 500m, 2, 0.5; 512Mi, 1G; 100Mbps
 
 
+class PortDoc(BaseModel):
+    """A container port, optionally published on the device (CNI portmap)."""
+
+    model_config = _REQUEST
+    port: Annotated[StrictInt, Field(ge=1, le=65535)]
+    publish: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
+
+
 class WorkloadSpecDoc(BaseModel):
     """A workload spec as ``POST /v1/workloads`` takes it (YAML or JSON) and as answers carry
     it (``spec``). The server's parser (``cloudless.model.workload_codec``) is the validator:
@@ -294,7 +302,11 @@ class WorkloadSpecDoc(BaseModel):
     )
     placement: dict[str, Any] | None = None
     labels: dict[StrictStr, Scalar] | None = None
-    ports: list[Annotated[StrictInt, Field(ge=1, le=65535)]] | None = None
+    ports: list[Annotated[StrictInt, Field(ge=1, le=65535)] | PortDoc] | None = Field(
+        None,
+        description="container ports: a number, or {port, publish} to also publish it on the "
+        "device's port publish (docs/workloads.md)",
+    )
     stop_timeout: Annotated[StrictInt | StrictFloat, Field(ge=0, le=3600)] | None = 10.0
     namespace: StrictStr | None = Field(
         None, description="the namespace the workload lives in (default: default)"

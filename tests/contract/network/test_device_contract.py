@@ -97,6 +97,7 @@ async def test_programmer_keeps_rules_names_and_conntrack_in_step(rig: Rig) -> N
     assert await p.apply([two]) is False  # same table: nothing to do
     one = svc("web", "10.43.0.1", "10.42.2.5")
     assert await p.apply([one]) is True
+    assert p.last_kind == "delta"  # the first apply replaced the table, this one changed web
     assert await rig.rules.programmed() == {"10.43.0.1 tcp 80": ["10.42.2.5:80"]}
     if isinstance(rig.rules, FakeNftTable):
         assert [a[-1] for a in rig.rules.conntrack] == ["10.42.1.5"]  # the gone endpoint
@@ -111,6 +112,15 @@ async def test_refused_table_changes_nothing() -> None:
         await p.apply([svc("web", "10.43.0.1", "10.42.1.5")])
     assert p.applied == ()
     assert len(dns.index) == 0
+
+
+async def test_programmer_replaces_a_table_changed_behind_its_back(rig: Rig) -> None:
+    p = ServicesProgrammer(CTX, rig.rules)
+    await p.apply([svc("web", "10.43.0.1", "10.42.1.5"), svc("db", "10.43.0.2", "10.42.2.5")])
+    await rig.rules.remove()  # someone deleted the table: the change alone cannot apply
+    assert await p.apply([svc("web", "10.43.0.1", "10.42.1.6")]) is True
+    assert p.last_kind == "full"
+    assert await rig.rules.programmed() == {"10.43.0.1 tcp 80": ["10.42.1.6:80"]}
 
 
 def test_resolv_conf() -> None:

@@ -129,3 +129,43 @@ async def test_table_swap_takes_effect_at_once() -> None:
         server.set_services([svc("web", "10.43.0.9", "10.42.1.5")])
         assert a_records(await res.query("web.default.cloudless")) == ["10.43.0.9"]
         t.cancel()
+
+
+async def test_an_endpoint_move_keeps_cached_answers_and_a_replica_move_replaces_them() -> None:
+    server = DnsServer(index=DnsIndex(SERVICES))
+    async with asyncio.TaskGroup() as tg:
+        t = tg.create_task(server.run())
+        await server.ready.wait()
+        res = UdpResolver("127.0.0.1", server.port)
+        assert a_records(await res.query("web.default.cloudless")) == ["10.43.0.1"]
+        index = server.index
+        # web's endpoint moved: no name answers differently, the index and its cache stay
+        server.set_services([svc("web", "10.43.0.1", "10.42.2.5"), SERVICES[1]])
+        assert server.index is index and server._cache
+        # db is stateful: its replica's own name now answers with the new address
+        moved_db = svc("db", "10.43.0.2", "10.42.3.7", ports=(5432,), stateful=True)
+        server.set_services([SERVICES[0], moved_db])
+        assert server.index is not index and not server._cache
+        assert a_records(await res.query("db-0.db.default.cloudless")) == ["10.42.3.7"]
+        t.cancel()
+
+
+async def test_a_burst_of_queries_in_flight_is_answered_each() -> None:
+    server = DnsServer(index=DnsIndex(SERVICES))
+    async with asyncio.TaskGroup() as tg:
+        t = tg.create_task(server.run())
+        await server.ready.wait()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(2)
+            for i in range(200):  # more than one wake-up's batch, all sent before reading
+                q = DNSRecord.question("web.default.cloudless" if i % 2 else "nope.cloudless")
+                q.header.id = i
+                s.sendto(q.pack(), ("127.0.0.1", server.port))
+            got = {}
+            for _ in range(200):
+                r = DNSRecord.parse(await asyncio.to_thread(s.recv, 512))
+                got[r.header.id] = r
+        assert sorted(got) == list(range(200))
+        assert a_records(got[1]) == ["10.43.0.1"]
+        assert got[2].header.rcode == RCODE.NXDOMAIN
+        t.cancel()

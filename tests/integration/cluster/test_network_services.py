@@ -13,6 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cloudless.agent.agent import Agent
+from cloudless.agent.network import AgentNetwork
+from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.cli.client import Client, ClientConfig
 from cloudless.cli.main import app
 from cloudless.coordinator.wiring.process import Coordinator
@@ -190,3 +192,68 @@ async def test_netpolicy_through_the_cli(cluster, tmp_path: Path) -> None:  # ty
     assert r.exit_code == 0, r.output
     r = await cli("netpolicy", "delete", "db-from-web")
     assert r.exit_code == 1 and "network policy 'db-from-web' not found" in r.output
+
+
+class _NoHostNetwork(AgentNetwork):
+    """The agent's network with its prerequisites refused (no bridge, nft or DNS on the test
+    host: state ``off``) but its config followed, counting the service changes it applied."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **{**kw, "prerequisite": lambda: "test: no host networking"})
+        self.changes_alone = 0
+
+    def update_services(self, update: pb.NetworkServicesUpdate) -> pb.NetworkConfig | None:
+        got = super().update_services(update)
+        self.changes_alone += got is not None
+        return got
+
+
+async def test_service_changes_reach_agents_alone_over_the_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A coordinator and two real agents over gRPC: a service appearing and going is sent to
+    each agent as a change alone (``NetworkServicesUpdate``), and each agent's table then equals
+    the whole message the coordinator would send it."""
+    monkeypatch.setattr("cloudless.agent.agent.AgentNetwork", _NoHostNetwork)
+    cfg = replace(coordinator_config(tmp_path), network=AddressPlanConfig())
+    coord = Coordinator(cfg)
+    task = asyncio.create_task(coord.run())
+    await asyncio.wait_for(coord.ready.wait(), 30)
+    client = Client(ClientConfig.load(tmp_path / "coord" / "admin" / "config.json"))
+    agents: list[Agent] = []
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        for i in range(2):
+            token = await asyncio.to_thread(client.create_token)
+            a = replace(agent_config(tmp_path, cfg.api_url, token, i), container_network=True)
+            agents.append(Agent(a, FakeRuntime(SystemClock())))
+            tasks.append(asyncio.create_task(agents[-1].run()))
+        pub = coord.network_publisher
+        assert pub is not None
+
+        def nets() -> list[_NoHostNetwork]:
+            return [a.network for a in agents if isinstance(a.network, _NoHostNetwork)]
+
+        def in_step(names: list[str]) -> bool:
+            out = []
+            for n in nets():
+                held = n._desired
+                if held is None or n.node_name not in pub._bases:
+                    return False
+                out.append(
+                    [s.name for s in held.services] == names and held == pub.config_for(n.node_name)
+                )
+            return len(out) == 2 and all(out)
+
+        await wait_for(lambda: in_step([]), what="both agents hold their network")
+        # no replicas: nothing but the service table changes for the agents
+        await asyncio.to_thread(client.apply, WEB.replace(b"replicas: 2", b"replicas: 0"))
+        await wait_for(lambda: in_step(["web"]), what="both agents hold the web service")
+        assert [n.changes_alone for n in nets()] == [1, 1]
+        await asyncio.to_thread(client.call, "DELETE", "/v1/workloads/web")
+        await wait_for(lambda: in_step([]), what="web gone from both agents")
+        assert [n.changes_alone for n in nets()] == [2, 2]
+    finally:
+        for t in [*tasks, task]:
+            t.cancel()
+        await asyncio.gather(*tasks, task, return_exceptions=True)

@@ -9,7 +9,9 @@ real ``ContainerdRuntime`` (one private containerd, a containerd namespace per d
 ``web-0`` (busybox httpd on its declared port 80) on d2, ``client-0`` on d1. The client
 container resolves ``web`` through d1's DNS responder (its resolv.conf), reaches the VIP, is
 DNATed to web-0's container address and carried by Nebula through the NAT to d2; web-0 sees
-the client container's own address. Then web-0 is replaced by web-1 (another address): the
+the client container's own address. ``pub-0`` on d1 publishes its port 80 on d1's 18080
+(``ports: [{port: 80, publish: 18080}]``, CNI portmap): lh reaches it at d1's LAN address and
+pub-0 sees lh's own address. Then web-0 is replaced by web-1 (another address): the
 name answers again once web-1 is published.
 
 Slots: d1 = 0 (10.42.0.0/24, overlay 100.64.0.1), d2 = 1 (10.42.1.0/24, 100.64.0.2); the
@@ -22,6 +24,7 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -37,7 +40,7 @@ from cloudless.devenv import (
 )
 from cloudless.lib.clock import SystemClock
 from cloudless.model.replica import ReplicaState
-from cloudless.model.workload import WorkloadSpec
+from cloudless.model.workload import PublishedPort, WorkloadSpec
 from cloudless.network.addressing import AddressPlanConfig
 from cloudless.network.lab import NetLab
 from cloudless.network.lighthouse import Lighthouse
@@ -228,6 +231,33 @@ async def test_container_reaches_a_service_behind_nat_by_name(lab: NetLab, tmp_p
                 assert vip.vip in r.output, r.output
                 r = await rt1.exec_in_container("client-0", ["cat", "/etc/resolv.conf"], 5)
                 assert r.output.startswith("nameserver 10.42.0.1"), r.output
+
+                # a published port: d1's 18080 forwards to pub-0's 80 (CNI portmap); a host on
+                # the LAN (lh) reaches it at d1's own address and pub-0 sees lh's address
+                pub_spec = replace(
+                    workload("pub", image, WEB_CMD, (80,)).spec,
+                    published=(PublishedPort(80, 18080),),
+                )
+                sups["d1"].assign(
+                    [
+                        workload("client", image, "exec sleep 600", ()),
+                        Assigned("pub-0", "pub", 1, pub_spec),
+                    ]
+                )
+
+                async def pub_running() -> bool:
+                    return status(sups["d1"], "pub-0") is ReplicaState.RUNNING
+
+                await wait_for(pub_running, 60, "pub-0 running")
+                url = "http://192.168.77.11:18080/cgi-bin/ip"
+                wget = ["busybox", "timeout", "3", "busybox", "wget", "-qO-", url]
+                got = ""
+                for _ in range(20):
+                    got = await asyncio.to_thread(run, [*lh_dev.argv, *wget], check=False)
+                    if got.strip():
+                        break
+                    await asyncio.sleep(0.5)
+                assert remote_addr(got) == "192.168.77.1", got
 
                 # the replica is replaced: web-0's container, namespace and address go, web-1
                 # gets an address of its own, and the name works again once it is published

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from cloudless.agent.network import FakeNetworking
 from cloudless.agent.supervisor import NET_LABEL, Assigned, Supervisor
 from cloudless.lib.clock import FakeClock
 from cloudless.model.replica import ReplicaState
-from cloudless.model.workload import RestartPolicy, WorkloadSpec
+from cloudless.model.workload import PublishedPort, RestartPolicy, WorkloadSpec
+from cloudless.network.cni import PortMapping
 from cloudless.runtime.fake import FakeBehavior, FakeRuntime
 from cloudless.runtime.types import BindMount
 from tests.unit.agent.test_supervisor import settle
@@ -115,3 +117,18 @@ async def test_a_start_that_fails_attaches_afresh_on_the_next_attempt() -> None:
         assert sup.workers["web-0"].status.state.value == "running"
         assert list(net.attached) == ["web-0"]
         assert rt.host.containers["web-0"].spec.netns == "/fake/netns/web-0"
+
+
+async def test_published_ports_reach_the_container_network_as_port_mappings() -> None:
+    clock = FakeClock()
+    rt, net = FakeRuntime(clock), FakeNetworking()
+    a = web("web-0")
+    spec = replace(a.spec, published=(PublishedPort(8080, 18080),))
+    async with running(rt, clock, net) as sup:
+        sup.assign([replace(a, spec=spec), web("plain-0")])
+        await settle(clock)
+        # 18080 on the device -> 8080 in web-0; 9090 and plain-0's ports stay unpublished
+        assert net.published == {
+            "web-0": (PortMapping(18080, 8080),),
+            "plain-0": (),
+        }

@@ -119,6 +119,11 @@ def test_token_ttl_schema_is_bounded() -> None:
 def test_spec_schema_takes_the_canonical_form() -> None:
     canonical = workload_to_dict(parse_workload(FULL))
     assert WorkloadSpecDoc.model_validate(canonical).name == "hello"
+    ports = [53, {"port": 80, "publish": 8080}]
+    published = workload_to_dict(parse_workload({"name": "w", "image": "busybox", "ports": ports}))
+    assert published["ports"] == [53, {"port": 80, "publish": 8080}]
+    WorkloadSpecDoc.model_validate(published)
+    assert not list(validator("WorkloadSpecDoc").iter_errors(published))
 
 
 VALUES = st.none() | st.booleans() | st.integers(-5, 70_000) | st.floats(-1, 5000)
@@ -134,7 +139,11 @@ FIELD_VALUES = {
     "replicas": SCALARS,
     "restart": SCALARS | st.fixed_dictionaries({"policy": SCALARS}),
     "placement": SCALARS | st.fixed_dictionaries({"max_per_node": SCALARS}),
-    "ports": SCALARS | st.lists(SCALARS, max_size=2),
+    "ports": SCALARS
+    | st.lists(
+        SCALARS | st.fixed_dictionaries({"port": SCALARS}, optional={"publish": SCALARS}),
+        max_size=2,
+    ),
     "stop_timeout": SCALARS,
 }
 DOCS = st.fixed_dictionaries(
@@ -148,7 +157,7 @@ DOCS = st.fixed_dictionaries(
 
 @cache
 def validator(name: str) -> Any:
-    from jsonschema import Draft202012Validator
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
     schemas = spec()["components"]["schemas"]
     return Draft202012Validator({**schemas[name], "components": {"schemas": schemas}})

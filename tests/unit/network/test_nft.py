@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cloudless.network.nft import delete_document, render, stale_conntrack
+from cloudless.network.errors import NetworkEdgeError
+from cloudless.network.nft import delete_document, render, render_delta, stale_conntrack
 from cloudless.network.nft_apply import FakeNftTable
 from tests.unit.network.builders import CTX, svc
 
@@ -33,27 +34,27 @@ CASES = [
     (
         [svc("web", "10.43.0.1", "10.42.1.5", "10.42.2.5", "10.42.3.5")],
         [
-            "elements = { 10.43.0.1 . tcp . 80 : goto svc0_p0 }",
-            # 3 endpoints -> mod 3, arms 0..2
-            "numgen random mod 3 vmap { 0 : goto svc0_p0_e0, 1 : goto svc0_p0_e1, "
-            "2 : goto svc0_p0_e2 }",
-            "meta l4proto tcp dnat to 10.42.1.5:80",
-            "meta l4proto tcp dnat to 10.42.3.5:80",
+            # the chain is named after the VIP
+            "elements = { 10.43.0.1 . tcp . 80 : goto vip_10_43_0_1 }",
+            "chain vip_10_43_0_1 {",
+            # 3 endpoints -> mod 3, arms 0..2, the port kept
+            "dnat to numgen random mod 3 map { 0 : 10.42.1.5, 1 : 10.42.2.5, 2 : 10.42.3.5 } "
+            'comment "web.default"',
         ],
     ),
     (
         [svc("dns", "10.43.0.10", "10.42.1.5", ports=(53,), proto="udp")],
         [
-            "elements = { 10.43.0.10 . udp . 53 : goto svc0_p0 }",
-            "meta l4proto udp dnat to 10.42.1.5:53",
+            "elements = { 10.43.0.10 . udp . 53 : goto vip_10_43_0_10 }",
+            'dnat to 10.42.1.5 comment "dns.default"',  # one endpoint: no picker
         ],
     ),
     (
         [svc("db", "10.43.0.2", "10.42.1.5", "10.42.2.5", balance="source-hash")],
-        ["jhash ip saddr mod 2 vmap { 0 : goto svc0_p0_e0, 1 : goto svc0_p0_e1 }"],
+        ['dnat to jhash ip saddr mod 2 map { 0 : 10.42.1.5, 1 : 10.42.2.5 } comment "db.default"'],
     ),
     (
-        # no endpoints -> no DNAT, refused fast instead
+        # no endpoints -> no chain, no DNAT, refused fast instead
         [svc("idle", "10.43.0.3")],
         [
             "elements = { 10.43.0.3 . tcp . 80 }",
@@ -62,9 +63,13 @@ CASES = [
         ],
     ),
     (
-        # two ports -> two chains, each with its own endpoints' DNAT
+        # two ports -> two elements jumping to the service's one chain
         [svc("web", "10.43.0.1", "10.42.1.5", ports=(80, 443))],
-        ["meta l4proto tcp dnat to 10.42.1.5:80", "meta l4proto tcp dnat to 10.42.1.5:443"],
+        [
+            "elements = { 10.43.0.1 . tcp . 80 : goto vip_10_43_0_1, "
+            "10.43.0.1 . tcp . 443 : goto vip_10_43_0_1 }",
+            'dnat to 10.42.1.5 comment "web.default"',
+        ],
     ),
 ]
 
@@ -97,18 +102,31 @@ def test_same_services_in_any_order_render_the_same() -> None:
     assert render(CTX, [a, b]) == render(CTX, [b, a])
 
 
+_BY_VIP = ["conntrack", "-D", "--orig-dst"]
 STALE = [
     # (before, after, deletions)
     ([svc("w", "10.43.0.1", "10.42.1.5")], [svc("w", "10.43.0.1", "10.42.1.5")], []),
     (
-        [svc("w", "10.43.0.1", "10.42.1.5", "10.42.2.5")],
-        [svc("w", "10.43.0.1", "10.42.2.5")],
-        [["10.43.0.1", "tcp", "80", "10.42.1.5"]],
+        # an endpoint left on every port: one deletion for the (VIP, endpoint) pair
+        [svc("w", "10.43.0.1", "10.42.1.5", "10.42.2.5", ports=(80, 443))],
+        [svc("w", "10.43.0.1", "10.42.2.5", ports=(80, 443))],
+        [[*_BY_VIP, "10.43.0.1", "--reply-src", "10.42.1.5"]],
+    ),
+    (
+        # a port went, the endpoint stays on the other: that port's flows only
+        [svc("w", "10.43.0.1", "10.42.1.5", ports=(80, 443))],
+        [svc("w", "10.43.0.1", "10.42.1.5", ports=(80,))],
+        [
+            [
+                *("conntrack", "-D", "-p", "tcp", "--orig-dst", "10.43.0.1"),
+                *("--orig-port-dst", "443", "--reply-src", "10.42.1.5"),
+            ]
+        ],
     ),
     (
         [svc("w", "10.43.0.1", "10.42.1.5", ports=(53,), proto="udp")],
         [],  # service deleted: every endpoint's flows go
-        [["10.43.0.1", "udp", "53", "10.42.1.5"]],
+        [[*_BY_VIP, "10.43.0.1", "--reply-src", "10.42.1.5"]],
     ),
     ([], [svc("w", "10.43.0.1", "10.42.1.5")], []),  # new endpoints: nothing to flush
 ]
@@ -116,10 +134,7 @@ STALE = [
 
 @pytest.mark.parametrize(("before", "after", "gone"), STALE)
 def test_stale_conntrack(before: list, after: list, gone: list[list[str]]) -> None:  # type: ignore[type-arg]
-    got = stale_conntrack(before, after)
-    assert [[a[5], a[3], a[7], a[9]] for a in got] == gone
-    for a in got:
-        assert a[:3] == ["conntrack", "-D", "-p"]
+    assert stale_conntrack(before, after) == gone
 
 
 def test_isolation_between_containers_of_one_device() -> None:
@@ -171,3 +186,107 @@ async def test_render_then_read_back_is_the_service_table(services: list) -> Non
     table = FakeNftTable()
     await table.apply(render(CTX, services))
     assert await table.programmed() == _expected(services)
+
+
+WEB3 = svc("web", "10.43.0.1", "10.42.1.5", "10.42.2.5", "10.42.3.5")
+WEB2 = svc("web", "10.43.0.1", "10.42.2.5", "10.42.3.5")
+IDLE = svc("web", "10.43.0.1")
+DB = svc("db", "10.43.0.2", "10.42.4.7", ports=(5432,))
+_RULE3 = (
+    "dnat to numgen random mod 3 map { 0 : 10.42.1.5, 1 : 10.42.2.5, 2 : 10.42.3.5 } "
+    'comment "web.default"'
+)
+DELTAS = [
+    # (before, after, the whole delta document's lines)
+    ([WEB3, DB], [WEB3, DB], []),  # nothing changed: nothing sent
+    (
+        # one endpoint of web gone: only web's chain is rewritten; db is not mentioned
+        [WEB3, DB],
+        [WEB2, DB],
+        [
+            "flush chain ip cloudless vip_10_43_0_1",
+            "add rule ip cloudless vip_10_43_0_1 dnat to numgen random mod 2 map "
+            '{ 0 : 10.42.2.5, 1 : 10.42.3.5 } comment "web.default"',
+        ],
+    ),
+    (
+        # a new service: its chain, its rule, then the element jumping to it
+        [WEB3],
+        [WEB3, DB],
+        [
+            "add chain ip cloudless vip_10_43_0_2",
+            'add rule ip cloudless vip_10_43_0_2 dnat to 10.42.4.7 comment "db.default"',
+            "add element ip cloudless services { 10.43.0.2 . tcp . 5432 : goto vip_10_43_0_2 }",
+        ],
+    ),
+    (
+        # a service gone: its element first, then the chain nothing jumps to any more
+        [WEB3, DB],
+        [WEB3],
+        [
+            "delete element ip cloudless services { 10.43.0.2 . tcp . 5432 }",
+            "delete chain ip cloudless vip_10_43_0_2",
+        ],
+    ),
+    (
+        # last endpoint gone: the VIP port moves to no_endpoints (refused fast), chain deleted
+        [WEB3],
+        [IDLE],
+        [
+            "delete element ip cloudless services { 10.43.0.1 . tcp . 80 }",
+            "delete chain ip cloudless vip_10_43_0_1",
+            "add element ip cloudless no_endpoints { 10.43.0.1 . tcp . 80 }",
+        ],
+    ),
+    (
+        # first endpoints of an idle service: out of no_endpoints, into services
+        [IDLE],
+        [WEB3],
+        [
+            "delete element ip cloudless no_endpoints { 10.43.0.1 . tcp . 80 }",
+            "add chain ip cloudless vip_10_43_0_1",
+            f"add rule ip cloudless vip_10_43_0_1 {_RULE3}",
+            "add element ip cloudless services { 10.43.0.1 . tcp . 80 : goto vip_10_43_0_1 }",
+        ],
+    ),
+    (
+        # a port added, same endpoints: one element, the chain untouched
+        [WEB3],
+        [svc("web", "10.43.0.1", "10.42.1.5", "10.42.2.5", "10.42.3.5", ports=(80, 443))],
+        ["add element ip cloudless services { 10.43.0.1 . tcp . 443 : goto vip_10_43_0_1 }"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("before", "after", "want"), DELTAS)
+def test_delta_touches_only_what_changed(before: list, after: list, want: list[str]) -> None:  # type: ignore[type-arg]
+    doc = render_delta(CTX, before, after)
+    assert [ln for ln in doc.splitlines() if ln] == want
+
+
+def test_two_services_claiming_one_vip_render_once() -> None:
+    a = svc("a", "10.43.0.1", "10.42.1.5")
+    b = svc("b", "10.43.0.1", "10.42.2.5")  # refused upstream; the first by key keeps the VIP
+    doc = render(CTX, [b, a])
+    assert doc.count("chain vip_10_43_0_1 {") == 1
+    assert 'comment "a.default"' in doc and "b.default" not in doc
+
+
+@given(service_sets(), service_sets())
+async def test_delta_after_whole_table_is_the_whole_new_table(before: list, after: list) -> None:  # type: ignore[type-arg]
+    """Whatever the two service tables, the table for ``before`` plus the delta programs exactly
+    what the whole table for ``after`` programs."""
+    table = FakeNftTable()
+    await table.apply(render(CTX, before))
+    delta = render_delta(CTX, before, after)
+    if delta:
+        await table.apply(delta)
+    assert await table.programmed() == _expected(after)
+
+
+async def test_fake_refuses_a_delta_for_another_table_and_keeps_its_own() -> None:
+    table = FakeNftTable()
+    await table.apply(render(CTX, [WEB3]))
+    with pytest.raises(NetworkEdgeError, match="No such file"):
+        await table.apply(render_delta(CTX, [WEB3, DB], [WEB3]))  # db was never programmed
+    assert await table.programmed() == _expected([WEB3])

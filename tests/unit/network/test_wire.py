@@ -49,6 +49,8 @@ def _bad(**kw: object) -> pb.NetworkConfig:
     for k, v in kw.items():
         if k == "vip":
             msg.services[0].vip = str(v)
+        elif k == "balance":
+            msg.services[0].balance = str(v)
         elif k == "lighthouse":
             msg.lighthouses[0].overlay_ip = str(v)
         else:
@@ -63,6 +65,7 @@ BAD = [
     ({"container_cidr": "10.42.0.0/33"}, ["network.container_cidr"]),
     ({"service_cidr": "10.42.0.0/16"}, ["overlaps"]),
     ({"vip": "10.43.0.300"}, ["network.services[0]"]),
+    ({"balance": "round-robin"}, ["network.services[0].balance: 'round-robin' is not one of"]),
     ({"lighthouse": "lh"}, ["network.lighthouses[0].overlay_ip"]),
 ]
 
@@ -135,6 +138,50 @@ async def test_publisher_pushes_each_nodes_network(tmp_path: Path) -> None:
         assert await pub.refresh() == ["n1", "n2"]
         assert len(pub.config_for("n1").blocklist) == 1
     assert pushed[0] == ["n1", "n2"]
+
+
+async def test_publisher_sends_a_service_change_alone(tmp_path: Path) -> None:
+    store = MemoryStore(FakeClock())
+    plan = CFG.plan()
+    whole: list[list[str]] = []
+    alone: list[tuple[pb.NetworkServicesUpdate, list[str]]] = []
+    pub = NetworkPublisher(
+        store,
+        CFG,
+        FakeClock(),
+        lambda ns: whole.append(list(ns)),
+        lighthouses=LH,
+        push_services=lambda u, ns: alone.append((u, list(ns))),
+    )
+    db = ServiceSpec(ServiceKey("default", "db"), (ServicePort(5432),))
+    await assign_device(store, plan, "n1")
+    await assign_device(store, plan, "n2")
+    await assign_service(store, plan, WEB.spec)
+    await assign_service(store, plan, db)
+    await set_endpoints(store, WEB.key, WEB.endpoints, 1)
+    assert await pub.refresh() == ["n1", "n2"]
+    assert (whole, alone) == ([["n1", "n2"]], [])  # first messages: whole
+    rev = pub.services_revision
+    moved = (Endpoint(ipaddress.IPv4Address("10.42.0.9"), "web-0", "n1"),)
+    await set_endpoints(store, WEB.key, moved, 1)
+    assert await pub.refresh() == ["n1", "n2"]
+    assert whole == [["n1", "n2"]]  # nothing else changed: no whole message
+    [(update, nodes)] = alone
+    assert nodes == ["n1", "n2"]
+    # only web, whole, from the table every node was sent
+    assert (update.base, update.revision) == (rev, rev + 1) == (rev, pub.services_revision)
+    assert [(s.name, [e.ip for e in s.endpoints]) for s in update.upserts] == [
+        ("web", ["10.42.0.9"])
+    ]
+    assert list(update.removed) == []
+    # the whole message at the new revision carries the table the change leads to
+    n1 = pub.config_for("n1")
+    assert n1.services_revision == update.revision
+    assert [s.name for s in n1.services] == ["db", "web"]
+    # a node joining gets its whole message; the others nothing
+    await assign_device(store, plan, "n3")
+    assert await pub.refresh() == ["n3"]
+    assert whole[-1] == ["n3"] and len(alone) == 1
 
 
 async def test_agent_network_that_cannot_come_up_says_why_and_fails_attach(

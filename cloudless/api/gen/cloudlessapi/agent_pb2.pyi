@@ -160,16 +160,18 @@ class ReplicaStatus(_message.Message):
     def __init__(self, replica_id: _Optional[str] = ..., workload: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., restarts: _Optional[int] = ..., started_at: _Optional[float] = ..., spec_version: _Optional[int] = ..., endpoint: _Optional[str] = ..., ready: _Optional[bool] = ..., health: _Optional[str] = ..., volume_bytes: _Optional[_Mapping[str, int]] = ..., reports_ready: _Optional[bool] = ..., volume_quota: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("node_id", "facts", "replicas", "agent_version")
+    __slots__ = ("node_id", "facts", "replicas", "agent_version", "services_updates")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     FACTS_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_UPDATES_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     facts: NodeFacts
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaStatus]
     agent_version: str
-    def __init__(self, node_id: _Optional[str] = ..., facts: _Optional[_Union[NodeFacts, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., agent_version: _Optional[str] = ...) -> None: ...
+    services_updates: bool
+    def __init__(self, node_id: _Optional[str] = ..., facts: _Optional[_Union[NodeFacts, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., agent_version: _Optional[str] = ..., services_updates: _Optional[bool] = ...) -> None: ...
 
 class ReplicaUsage(_message.Message):
     __slots__ = ("replica_id", "cpu_millis", "memory_bytes", "memory_limit_bytes", "disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps", "pids", "sampled_at")
@@ -369,7 +371,7 @@ class NetworkLighthouse(_message.Message):
     def __init__(self, overlay_ip: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class NetworkConfig(_message.Message):
-    __slots__ = ("slot", "overlay_cidr", "container_cidr", "container_prefix", "service_cidr", "nebula_ca", "nebula_cert", "nebula_key", "lighthouses", "services", "reason", "blocklist", "policy_chains")
+    __slots__ = ("slot", "overlay_cidr", "container_cidr", "container_prefix", "service_cidr", "nebula_ca", "nebula_cert", "nebula_key", "lighthouses", "services", "reason", "blocklist", "policy_chains", "services_revision")
     SLOT_FIELD_NUMBER: _ClassVar[int]
     OVERLAY_CIDR_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_CIDR_FIELD_NUMBER: _ClassVar[int]
@@ -383,6 +385,7 @@ class NetworkConfig(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     BLOCKLIST_FIELD_NUMBER: _ClassVar[int]
     POLICY_CHAINS_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_REVISION_FIELD_NUMBER: _ClassVar[int]
     slot: int
     overlay_cidr: str
     container_cidr: str
@@ -396,7 +399,20 @@ class NetworkConfig(_message.Message):
     reason: str
     blocklist: _containers.RepeatedScalarFieldContainer[str]
     policy_chains: _containers.RepeatedCompositeFieldContainer[NetworkPolicyChain]
-    def __init__(self, slot: _Optional[int] = ..., overlay_cidr: _Optional[str] = ..., container_cidr: _Optional[str] = ..., container_prefix: _Optional[int] = ..., service_cidr: _Optional[str] = ..., nebula_ca: _Optional[bytes] = ..., nebula_cert: _Optional[bytes] = ..., nebula_key: _Optional[bytes] = ..., lighthouses: _Optional[_Iterable[_Union[NetworkLighthouse, _Mapping]]] = ..., services: _Optional[_Iterable[_Union[NetworkService, _Mapping]]] = ..., reason: _Optional[str] = ..., blocklist: _Optional[_Iterable[str]] = ..., policy_chains: _Optional[_Iterable[_Union[NetworkPolicyChain, _Mapping]]] = ...) -> None: ...
+    services_revision: int
+    def __init__(self, slot: _Optional[int] = ..., overlay_cidr: _Optional[str] = ..., container_cidr: _Optional[str] = ..., container_prefix: _Optional[int] = ..., service_cidr: _Optional[str] = ..., nebula_ca: _Optional[bytes] = ..., nebula_cert: _Optional[bytes] = ..., nebula_key: _Optional[bytes] = ..., lighthouses: _Optional[_Iterable[_Union[NetworkLighthouse, _Mapping]]] = ..., services: _Optional[_Iterable[_Union[NetworkService, _Mapping]]] = ..., reason: _Optional[str] = ..., blocklist: _Optional[_Iterable[str]] = ..., policy_chains: _Optional[_Iterable[_Union[NetworkPolicyChain, _Mapping]]] = ..., services_revision: _Optional[int] = ...) -> None: ...
+
+class NetworkServicesUpdate(_message.Message):
+    __slots__ = ("base", "revision", "upserts", "removed")
+    BASE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    UPSERTS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    base: int
+    revision: int
+    upserts: _containers.RepeatedCompositeFieldContainer[NetworkService]
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, base: _Optional[int] = ..., revision: _Optional[int] = ..., upserts: _Optional[_Iterable[_Union[NetworkService, _Mapping]]] = ..., removed: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class NetworkPolicyChain(_message.Message):
     __slots__ = ("namespace", "workload", "addresses", "lines")
@@ -465,16 +481,18 @@ class Redirect(_message.Message):
     def __init__(self, leader_address: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class CoordinatorMessage(_message.Message):
-    __slots__ = ("ack", "assignments", "logs", "redirect")
+    __slots__ = ("ack", "assignments", "logs", "redirect", "services_update")
     ACK_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
     LOGS_FIELD_NUMBER: _ClassVar[int]
     REDIRECT_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_UPDATE_FIELD_NUMBER: _ClassVar[int]
     ack: HeartbeatAck
     assignments: Assignments
     logs: LogRequest
     redirect: Redirect
-    def __init__(self, ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., assignments: _Optional[_Union[Assignments, _Mapping]] = ..., logs: _Optional[_Union[LogRequest, _Mapping]] = ..., redirect: _Optional[_Union[Redirect, _Mapping]] = ...) -> None: ...
+    services_update: NetworkServicesUpdate
+    def __init__(self, ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., assignments: _Optional[_Union[Assignments, _Mapping]] = ..., logs: _Optional[_Union[LogRequest, _Mapping]] = ..., redirect: _Optional[_Union[Redirect, _Mapping]] = ..., services_update: _Optional[_Union[NetworkServicesUpdate, _Mapping]] = ...) -> None: ...
 
 class RenewRequest(_message.Message):
     __slots__ = ("csr_pem",)
