@@ -4,8 +4,10 @@ coordinator on loopback (``cloudless.objectstore.procs``), R=3 over three zones.
 Measured, side by side in one run:
 
 * PUT/GET 1 MiB (4 concurrent) through one agent's S3 endpoint at R=3, against the same
-  workload on a one-node R=1 store and on the plain aiohttp file server of
-  ``bench.objectstore`` (each in its own process, alternating rounds);
+  workload on a one-node R=1 store, on the plain aiohttp file server of
+  ``bench.objectstore`` and on the network-bound ideal of an R=3 PUT (a gateway that
+  forwards each body to two mutual-TLS sinks storing nothing: every byte the PUT must move,
+  no storage work), each in its own processes, alternating rounds;
 * 4 KiB PUT/GET one at a time: P50 latency, against the P50 of one HTTP round trip on the
   same loopback (a GET of a 1-byte file from the baseline server), for the issue's
   "P50 <= 2 round trips + 5 ms";
@@ -21,16 +23,21 @@ Measured, side by side in one run:
 
 Run from the repo root: ``python -m bench.objectstore.cluster``; the figures go to the
 ``cluster`` section of ``bench/results/objectstore.json`` (the rest of the file is kept).
+``--compare REF`` also runs commit REF's code (a second coordinator and three agents from
+``git archive REF``) in the same rounds, for before/after figures side by side;
+``--quick`` skips the churn steps and appends the run to ``cluster_runs`` instead.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import functools
 import json
 import os
 import re
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -40,10 +47,12 @@ import aiohttp
 
 from bench.common import RESULTS, percentile
 from bench.objectstore.__main__ import Target, run, start
-from bench.objectstore.servers import run_baseline, run_store
+from bench.objectstore.servers import make_tls, run_baseline, run_fanout, run_sink, run_store
 
 MIB = 1 << 20
 ROUNDS = 3
+NOW = "cluster R=3"
+IDEAL = "ideal R=3 fan-out"
 
 
 def etcd_call(cluster: Any, fn: Any) -> Any:
@@ -84,21 +93,45 @@ def s3_up(endpoint: str, key: Any) -> bool:
         return False
 
 
-async def throughput(targets: list[Target]) -> dict[str, dict[str, list[float]]]:
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU the processes used so far."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        t = psutil.Process(pid).cpu_times()
+        total += t.user + t.system
+    return total
+
+
+async def throughput(
+    targets: list[Target],
+    put_only: frozenset[str] = frozenset(),
+    pids: dict[str, list[int]] | None = None,
+) -> dict[str, dict[str, list[float]]]:
+    """Rounds of every workload on every target; with ``pids`` (the processes serving a
+    target), also the CPU they spent per MiB of 1 MiB PUTs."""
+    pids = pids or {}
     out: dict[str, dict[str, list[float]]] = {t.name: {} for t in targets}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
         for rnd in range(ROUNDS):
             order = targets if rnd % 2 == 0 else list(reversed(targets))
             for t in order:
+                methods = ("PUT",) if t.name in put_only else ("PUT", "GET")
                 keys = [f"r{rnd}-1m-{i}" for i in range(16)]
                 bodies = [os.urandom(MIB) for _ in keys]
-                for method in ("PUT", "GET"):
+                for method in methods:
                     urls = [t.url(method, k) for k in keys]
+                    procs = pids.get(t.name, [])
+                    cpu = cpu_seconds(procs)
                     elapsed, _ = await run(session, method, urls, bodies, 4)
                     out[t.name].setdefault(f"{method} 1MiB MiB/s", []).append(16 / elapsed)
+                    if procs and method == "PUT":
+                        per_mib = (cpu_seconds(procs) - cpu) * 1000 / 16
+                        out[t.name].setdefault("PUT 1MiB cpu ms/MiB", []).append(per_mib)
                 keys = [f"r{rnd}-4k-{i}" for i in range(60)]
                 bodies = [os.urandom(4096) for _ in keys]
-                for method in ("PUT", "GET"):
+                for method in methods:
                     urls = [t.url(method, k) for k in keys]
                     _, lat = await run(session, method, urls, bodies, 1)
                     out[t.name].setdefault(f"{method} 4KiB p50 ms", []).append(
@@ -158,9 +191,10 @@ def churn(cluster: Any, key: Any) -> dict[str, Any]:
         c.put_object(Bucket="bench", Key=f"away/{i}", Body=data)
         written += len(data)
     cluster.start_agent(2)
-    pattern = r"caught up: .* \((\d+) bytes\) pulled"
+    pattern = r"caught up: .* \((\d+) bytes\) pulled, (\d+) bytes moved in all"
     m = wait_for(lambda: log_lines(a3.log, pattern), "node-3 to catch up", 180)
     pulled = int(m[-1].group(1))
+    moved_all = int(m[-1].group(2))
     v_after = history(cluster).version()
 
     # A fourth node joins zone z1.
@@ -224,10 +258,13 @@ def churn(cluster: Any, key: Any) -> dict[str, Any]:
         "offline_below_grace": {
             "written_while_away_bytes": written,
             "catch_up_block_bytes": pulled,
-            "catch_up_over_written": round(pulled / written, 3),
+            "catch_up_all_bytes": moved_all,
+            "catch_up_over_written": round(moved_all / written, 3),
             "layout_changes": v_after - v_before,
             "goal": "0 layout changes, catch-up <= 1.1x the data written while away",
-            "met": v_after == v_before and pulled <= 1.1 * written,
+            "met": v_after == v_before and moved_all <= 1.1 * written,
+            "note": "all bytes: tree comparisons, rows and blocks, both directions, JSON "
+            "bodies (not HTTP/TLS framing)",
         },
         "node_added": {
             "pulled_block_bytes": moved,
@@ -240,71 +277,192 @@ def churn(cluster: Any, key: Any) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    from cloudless.lib.clock import SystemClock
-    from cloudless.objectstore import admin
+def export(ref: str, dest: Path) -> str:
+    """``ref``'s tree (a commit of this repository) under ``dest``; returns its short id."""
+    root = Path(__file__).resolve().parents[2]
+    dest.mkdir(parents=True)
+    sha = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--short", ref],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", sha], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return sha
+
+
+def ideal(tmp: Path, procs: list[Any]) -> Target:
+    """The network-bound ideal of an R=3 PUT (``servers.run_fanout``): a gateway that
+    forwards each body to two mutual-TLS sinks and stores nothing; its three processes are
+    appended to ``procs``."""
+    tls = tmp / "tls"
+    tls.mkdir()
+    make_tls(tls, ["sink1", "sink2", "gateway"])
+    ports = []
+    for name in ("sink1", "sink2"):
+        p, (port, _, _) = start(run_sink, str(tls / name))
+        procs.append(p)
+        ports.append(str(port))
+    (tls / "fanout").mkdir()
+    (tls / "fanout" / "sinks").write_text(" ".join(ports))
+    p, (port, _, _) = start(run_fanout, str(tls / "fanout"))
+    procs.append(p)
+    return Target(IDEAL, port, "", "")
+
+
+def old_cli_key(cluster: Any, source: Path) -> Any:
+    """A key and the bucket ``bench`` made by ``source``'s own ``cloudless s3`` commands
+    (which wrote to etcd directly before the user API took them over)."""
+    from types import SimpleNamespace
+
+    from cloudless.objectstore.procs import CLI
+
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    where = ["--data-dir", str(cluster.base / "c"), "--endpoint", f"127.0.0.1:{cluster.etcd_port}"]
+
+    def run(*args: str) -> str:
+        return subprocess.run(
+            [*CLI, "s3", *args, *where], cwd=source, env=env, check=True,
+            capture_output=True, text=True,
+        ).stdout  # fmt: skip
+
+    lines = dict(
+        line.split(":", 1) for line in run("key", "create", "bench").splitlines() if ":" in line
+    )
+    key = SimpleNamespace(
+        key_id=lines["access key id"].strip(), secret=lines["secret access key"].strip()
+    )
+    run("bucket", "create", "bench", "--owner", key.key_id)
+    return key
+
+
+def start_cluster(base: Path, source: Path | None) -> tuple[Any, Any]:
+    """A coordinator and three storage agents (R=3, zones z1-z3), a key and the bucket
+    ``bench``; returns (cluster, key)."""
     from cloudless.objectstore.procs import StoreCluster, wait_for
 
-    with tempfile.TemporaryDirectory(prefix="bench-objectstore-cluster-") as tmp:
-        cluster = StoreCluster(
-            Path(tmp), ["z1", "z2", "z3"], replication=3, grace_s=60, repair_rate="4Mi"
-        )
-        procs = []
+    base.mkdir(parents=True, exist_ok=True)
+    cluster = StoreCluster(
+        base, ["z1", "z2", "z3"], replication=3, grace_s=60, repair_rate="4Mi", source=source
+    )
+    cluster.start()
+    wait_for(lambda: history(cluster).current, "the first layout", 180)
+    if source is None:  # through the API: the key stored sealed, opened for the nodes
+        key = cluster.create_key("bench")
+        cluster.create_bucket("bench", key.key_id)
+    else:  # an older commit: its own `cloudless s3` writes the key as its agents read it
+        key = old_cli_key(cluster, source)
+    for a in cluster.agents:
+        wait_for(functools.partial(s3_up, a.s3, key), f"{a.name}'s S3 API", 120)
+    return cluster, key
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--compare", metavar="REF", help="also run commit REF's code, side by side")
+    ap.add_argument("--quick", action="store_true", help="throughput and latency only, no churn")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-objectstore-cluster-") as tmpdir:
+        tmp = Path(tmpdir)
+        procs: list[Any] = []
+        clusters = []
         try:
-            cluster.start()
-            wait_for(lambda: history(cluster).current, "the first layout", 180)
-            clock = SystemClock()
-            key = etcd_call(cluster, lambda s: admin.create_key(s, clock, "bench"))
-            etcd_call(cluster, lambda s: admin.create_bucket(s, clock, "bench", key.key_id))
-            for a in cluster.agents:
-                wait_for(functools.partial(s3_up, a.s3, key), f"{a.name}'s S3 API", 120)
+            cluster, key = start_cluster(tmp / "now", None)
+            clusters.append(cluster)
+            targets = [Target(NOW, int(cluster.agents[0].s3_port), key.key_id, key.secret)]
+            before = ""
+            if args.compare:
+                before = export(args.compare, tmp / "src")
+                old, old_key = start_cluster(tmp / "before", tmp / "src")
+                clusters.append(old)
+                port = int(old.agents[0].s3_port)
+                targets.append(Target(f"{NOW} at {before}", port, old_key.key_id, old_key.secret))
             p1, (port1, _, _) = start(run_baseline, f"{tmp}/baseline")
             procs.append(p1)
             p2, (port2, kid, secret) = start(run_store, f"{tmp}/store")
             procs.append(p2)
             base = Target("baseline", port1, "", "")
             one = Target("store R=1", port2, kid, secret)
-            three = Target("cluster R=3", int(cluster.agents[0].s3_port), key.key_id, key.secret)
+            fan = ideal(tmp, procs)
+            pids = {
+                IDEAL: [p.pid for p in procs[-3:] if p.pid is not None],
+                "store R=1": [p2.pid] if p2.pid is not None else [],
+                targets[0].name: [a.proc.pid for a in cluster.agents if a.proc is not None],
+            }
+            if args.compare:
+                pids[targets[1].name] = [a.proc.pid for a in old.agents if a.proc is not None]
             load_before = os.getloadavg()
-            raw = asyncio.run(throughput([base, one, three]))
+            raw = asyncio.run(throughput([base, one, fan, *targets], frozenset({IDEAL}), pids))
             rtt = asyncio.run(round_trip(base))
             load_mid = os.getloadavg()
-            churned = churn(cluster, key)
+            for c in clusters[1:]:
+                c.close()
+            del clusters[1:]
+            churned = None if args.quick else churn(cluster, key)
             load_after = os.getloadavg()
         finally:
             for p in procs:
                 p.kill()
                 p.join(10)
-            cluster.close()
+            for c in clusters:
+                c.close()
     fig = {n: {k: round(statistics.median(v), 2) for k, v in r.items()} for n, r in raw.items()}
-    b, r1, r3 = fig["baseline"], fig["store R=1"], fig["cluster R=3"]
-    section = {
-        "command": "python -m bench.objectstore.cluster",
+    b, r1, ide = fig["baseline"], fig["store R=1"], fig[IDEAL]
+    ratios: dict[str, float] = {}
+    small: dict[str, Any] = {
+        "round_trip_p50_ms": round(rtt, 2),
+        "goal_p50_ms": round(2 * rtt + 5, 2),
+    }
+    for t in targets:
+        r3 = fig[t.name]
+        ratios[f"PUT 1MiB {t.name} / ideal"] = round(
+            r3["PUT 1MiB MiB/s"] / ide["PUT 1MiB MiB/s"], 2
+        )
+        ratios[f"PUT 1MiB {t.name} / R=1"] = round(r3["PUT 1MiB MiB/s"] / r1["PUT 1MiB MiB/s"], 2)
+        ratios[f"PUT 1MiB {t.name} / baseline"] = round(
+            r3["PUT 1MiB MiB/s"] / b["PUT 1MiB MiB/s"], 2
+        )
+        ratios[f"GET 1MiB {t.name} / R=1"] = round(r3["GET 1MiB MiB/s"] / r1["GET 1MiB MiB/s"], 2)
+        small[t.name] = {
+            "PUT 4KiB p50 ms": r3["PUT 4KiB p50 ms"],
+            "GET 4KiB p50 ms": r3["GET 4KiB p50 ms"],
+            "met": max(r3["PUT 4KiB p50 ms"], r3["GET 4KiB p50 ms"]) <= 2 * rtt + 5,
+        }
+    cmd = "python -m bench.objectstore.cluster" + (" --quick" if args.quick else "")
+    cmd += f" --compare {args.compare}" if args.compare else ""
+    section: dict[str, Any] = {
+        "command": cmd,
         "setup": "coordinator (embedded etcd) + 3 agents --storage 1Gi in zones z1-z3 on "
-        "loopback, R=3, every one its own process; one-node R=1 store and aiohttp file "
-        f"server beside it; median of {ROUNDS} alternating rounds; cpus={os.cpu_count()}",
+        "loopback, R=3, every one its own process (a second such cluster runs the compared "
+        "commit's code); one-node R=1 store, aiohttp file server and the network-bound ideal "
+        "(a gateway forwarding each body to two mutual-TLS sinks that store nothing) beside "
+        f"them; median of {ROUNDS} alternating rounds; cpus={os.cpu_count()}",
         "load_average_1_5_15": {"before": load_before, "mid": load_mid, "after": load_after},
         "figures": fig,
         "every_round": {
             n: {k: [round(x, 2) for x in v] for k, v in r.items()} for n, r in raw.items()
         },
-        "ratios": {
-            "PUT 1MiB R=3 / R=1": round(r3["PUT 1MiB MiB/s"] / r1["PUT 1MiB MiB/s"], 2),
-            "PUT 1MiB R=3 / baseline": round(r3["PUT 1MiB MiB/s"] / b["PUT 1MiB MiB/s"], 2),
-            "GET 1MiB R=3 / R=1": round(r3["GET 1MiB MiB/s"] / r1["GET 1MiB MiB/s"], 2),
-        },
-        "small_objects": {
-            "round_trip_p50_ms": round(rtt, 2),
-            "goal_p50_ms": round(2 * rtt + 5, 2),
-            "PUT 4KiB p50 ms": r3["PUT 4KiB p50 ms"],
-            "GET 4KiB p50 ms": r3["GET 4KiB p50 ms"],
-            "met": max(r3["PUT 4KiB p50 ms"], r3["GET 4KiB p50 ms"]) <= 2 * rtt + 5,
-        },
-        "churn": churned,
+        "ratios": {**ratios, "goal": "R=3 PUT >= 0.8x the network-bound ideal"},
+        "small_objects": small,
     }
+    if churned is not None:
+        section["churn"] = churned
     out = RESULTS / "objectstore.json"
-    payload = json.loads(out.read_text()) if out.exists() else {"suite": "objectstore"}
-    payload["cluster"] = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **section}
+    payload: dict[str, Any] = (
+        json.loads(out.read_text()) if out.exists() else {"suite": "objectstore"}
+    )
+    root = Path(__file__).resolve().parents[2]
+    code = subprocess.run(
+        ["git", "-C", str(root), "describe", "--always", "--dirty"],
+        capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    stamped = {"when": when, "code": code, **section}
+    if args.quick:
+        payload.setdefault("cluster_runs", []).append(stamped)
+    else:
+        payload["cluster"] = stamped
     out.write_text(json.dumps(payload, indent=2) + "\n")
     print(json.dumps(section, indent=2))
 

@@ -69,3 +69,87 @@ def run_store(root: str, conn: Connection) -> None:
         await asyncio.Event().wait()
 
     asyncio.run(main())
+
+
+def _tls(root: Path, name: str) -> tuple[bytes, bytes, bytes]:
+    """(cert, key, CA bundle) PEMs written by ``make_tls`` for ``name``."""
+    return (
+        (root / f"{name}.crt").read_bytes(),
+        (root / f"{name}.key").read_bytes(),
+        (root / "ca.pem").read_bytes(),
+    )
+
+
+def make_tls(root: Path, names: list[str]) -> None:
+    """A throwaway cluster CA and a node certificate per name, as PEM files under ``root``."""
+    from cloudless.security.ca import CertificateAuthority
+    from cloudless.security.identity import CertKind, SpiffeId
+
+    ca = CertificateAuthority.init(root / "ca", trust_domain="bench.test", root_key_size=2048)
+    (root / "ca.pem").write_bytes(ca.bundle_pem)
+    for n in names:
+        key, cert = ca.issue(
+            SpiffeId.node(n, "bench.test"), CertKind.NODE, ip_addresses=("127.0.0.1",)
+        )
+        (root / f"{n}.crt").write_bytes(cert)
+        (root / f"{n}.key").write_bytes(key)
+
+
+def run_sink(root: str, conn: Connection) -> None:
+    """A peer that accepts blocks over mutual TLS and keeps nothing (the network-bound
+    ideal's replica: what a replica must receive, no storage work)."""
+    from cloudless.security.tls import server_ssl_context
+
+    async def put(request: web.Request) -> web.Response:
+        async for _ in request.content.iter_chunked(1 << 18):
+            pass
+        return web.json_response({"ok": True})
+
+    async def main() -> None:
+        app = web.Application(client_max_size=8 << 20)
+        app.router.add_put("/{name:.+}", put)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        ctx = server_ssl_context(*_tls(Path(root).parent, Path(root).name))
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx).start()
+        conn.send((runner.addresses[0][1], "", ""))
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def run_fanout(root: str, conn: Connection) -> None:
+    """The network-bound ideal of an R=3 PUT through a gateway that holds one copy: plain
+    HTTP in from the client, the body forwarded to the two sinks (ports in
+    ``<root>/sinks``) over mutual TLS at once, answered when both acknowledged. Every byte
+    an R=3 PUT must move crosses the same stacks; nothing is hashed or stored."""
+    import aiohttp
+
+    from cloudless.security.tls import client_ssl_context
+
+    base = Path(root)
+    ports = [int(p) for p in (base / "sinks").read_text().split()]
+
+    async def main() -> None:
+        ctx = client_ssl_context(*_tls(base.parent, "gateway"))
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx, limit=64))
+
+        async def send(port: int, name: str, data: bytes) -> None:
+            async with session.put(f"https://127.0.0.1:{port}/{name}", data=data) as r:
+                await r.read()
+
+        async def put(request: web.Request) -> web.Response:
+            data = await request.read()
+            name = request.match_info["name"]
+            await asyncio.gather(*(send(p, name, data) for p in ports))
+            return web.Response()
+
+        app = web.Application(client_max_size=8 << 20)
+        app.router.add_put("/{name:.+}", put)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        conn.send((runner.addresses[0][1], "", ""))
+        await asyncio.Event().wait()
+
+    asyncio.run(main())

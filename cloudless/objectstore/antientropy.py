@@ -1,15 +1,15 @@
 """Anti-entropy, catch-up and tombstone collection between the owners of a partition.
 
-* ``repair(p)``: compare this node's per-(table, partition) digests (``LwwTable.digest``) with
-  every other owner's; from each owner whose digest differs, pull the partition
-  (``PartitionSync.pull``: rows merged, missing referenced blocks fetched). Each owner runs
-  its own rounds, so differences heal in both directions. The tree has one level: equal
-  digests skip the partition, a difference re-reads the whole partition from that owner
-  (merging is idempotent; blocks already here are not fetched again).
-* ``catch_up()``: one repair pass over every partition this node owns; it succeeds when
-  every partition was compared with at least one other owner (R >= 2). Until then the node
-  keeps ``Cluster.serving_reads`` false, so a node back from downtime is not read from
-  before it has what it missed.
+* ``round()``: with each other owner, one call fetches the hash-tree roots (``merkle.py``)
+  of every (table, partition) the two share; each that differs is walked down
+  (``treesync.walk``) to the rows this node lacks or holds an older state of, which are
+  pulled and merged, with the blocks their live references name (``PartitionSync.absorb``,
+  paced to the repair rate). Each owner runs its own rounds, so differences heal in both
+  directions; what moves grows with the difference, not with the partition.
+* ``catch_up()``: one round over every partition this node owns; it succeeds when every
+  partition was settled (compared, and whatever differed pulled) with at least one other
+  owner (R >= 2). Until then the node keeps ``Cluster.serving_reads`` false, so a node back
+  from downtime is not read from before it has what it missed.
 * ``collect_tombstones()``: for partitions whose *first* owner is this node, tombstones older
   than the grace period are dropped once every owner holds exactly that tombstone: first on
   the others, then here (Garage's GC: a tombstone no replica lacks can no longer be
@@ -19,11 +19,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
 from cloudless.lib.clock import Clock
+from cloudless.objectstore import treesync
 from cloudless.objectstore.layout import PARTITIONS
+from cloudless.objectstore.merkle import Summary
 from cloudless.objectstore.replication import Cluster
 from cloudless.objectstore.rpc import PeerError
 from cloudless.objectstore.sync import TABLES, PartitionSync
@@ -40,6 +43,8 @@ class RepairReport:
     rows: int = 0
     blocks: int = 0
     block_bytes: int = 0
+    traffic: int = 0
+    """Bytes of every comparison call, row and block this round moved (both directions)."""
     unreached: list[int] = field(default_factory=list)
     """Partitions no other owner answered for (at R >= 2)."""
 
@@ -53,11 +58,13 @@ class AntiEntropy:
         interval: float = 60.0,
         tombstone_grace: float = TOMBSTONE_GRACE_S,
         repair_rate: float = 0.0,
+        parallel: int = 4,
     ) -> None:
         self.c = cluster
         self.clock = clock
         self.interval = interval
         self.tombstone_grace = tombstone_grace
+        self.parallel = parallel
         self.sync = PartitionSync(cluster, clock, repair_rate)
 
     def owned(self) -> list[int]:
@@ -69,35 +76,63 @@ class AntiEntropy:
     def _owners(self, p: int) -> list[str]:
         return [n for n in self.c.write_targets(p) if n != self.c.me]
 
-    async def repair(self, p: int, report: RepairReport) -> None:
-        mine = {t: self.c.local.raw(t).digest(p).hex() for t in TABLES}
-        reached = 0
-        for other in self._owners(p):
-            peer = self.c.peers.get(other)
-            if peer is None:
-                continue
-            try:
-                theirs = await peer.digests(p, list(TABLES))
-                reached += 1
-                report.compared += 1
-                if theirs != mine:
-                    report.differed += 1
-                    rows, blocks = await self.sync.pull(p, other)
-                    report.rows += rows
-                    report.blocks += blocks
-                    mine = {t: self.c.local.raw(t).digest(p).hex() for t in TABLES}
-            except PeerError as e:
-                log.debug("anti-entropy: partition %d with %s: %s", p, other, e)
-        if reached == 0 and self._owners(p):
-            report.unreached.append(p)
+    async def compare(self, other: str, parts: list[int], report: RepairReport) -> set[int]:
+        """Compare the roots of ``parts`` with ``other`` in one call, walk down each that
+        differs and pull what this node lacks; returns the partitions settled with it."""
+        peer = self.c.peers.get(other)
+        if peer is None or not parts:
+            return set()
+        try:
+            differ = await treesync.differing(peer, self.c.local, list(TABLES), parts)
+        except PeerError as e:
+            log.debug("anti-entropy: roots from %s: %s", other, e)
+            return set()
+        report.compared += len(parts)
+        by_part: dict[int, list[tuple[str, Summary]]] = {}
+        for table, p, root in differ:
+            by_part.setdefault(p, []).append((table, root))
+        report.differed += len(by_part)
+        settled = set(parts) - set(by_part)
+        slots = asyncio.Semaphore(self.parallel)
+
+        async def one(p: int, tables: list[tuple[str, Summary]]) -> None:
+            async with slots:
+                try:
+                    for table, root in tables:
+                        rows = await treesync.fetch(peer, self.c.local, table, p, root)
+                        n, b = await self.sync.absorb(table, p, rows, other)
+                        report.rows += n
+                        report.blocks += b
+                    settled.add(p)
+                except PeerError as e:
+                    log.debug("anti-entropy: partition %d with %s: %s", p, other, e)
+
+        async with asyncio.TaskGroup() as tg:
+            for p, tables in sorted(by_part.items()):
+                tg.create_task(one(p, tables))
+        return settled
 
     async def round(self) -> RepairReport:
+        """Compare every partition this node owns with each other owner (pulling only)."""
         report = RepairReport()
         before = self.sync.block_bytes
-        for p in self.owned():
-            report.partitions += 1
-            await self.repair(p, report)
+        meter = treesync.Meter()
+        token = treesync.METER.set(meter)
+        try:
+            owned = self.owned()
+            report.partitions = len(owned)
+            shared: dict[str, list[int]] = {}
+            for p in owned:
+                for other in self._owners(p):
+                    shared.setdefault(other, []).append(p)
+            met: set[int] = set()
+            for other, parts in sorted(shared.items()):
+                met |= await self.compare(other, parts, report)
+            report.unreached = [p for p in owned if self._owners(p) and p not in met]
+        finally:
+            treesync.METER.reset(token)
         report.block_bytes = self.sync.block_bytes - before
+        report.traffic = meter.total
         return report
 
     async def catch_up(self) -> RepairReport:

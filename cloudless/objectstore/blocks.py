@@ -56,9 +56,16 @@ def block_hash(data: bytes) -> str:
 
 
 class BlockStore:
-    def __init__(self, root: Path, meta: MetaDb, *, gc_delay: float = GC_DELAY) -> None:
+    def __init__(
+        self, root: Path, meta: MetaDb, *, gc_delay: float = GC_DELAY, fsync_each: bool = True
+    ) -> None:
         self.root = root
         self.gc_delay = gc_delay
+        self.fsync_each = fsync_each
+        """False: a durable write's fsync is left to the next ``flush`` (group commit by
+        time, as SQLite's WAL leaves its own to checkpoints); the replicas in other zones
+        cover the window."""
+        self._deferred: dict[str, None] = {}
         self.refs = meta.table("block_refs")
         self.db = meta.db
         self.db.execute("CREATE TABLE IF NOT EXISTS block_gc (hash TEXT PRIMARY KEY, due REAL)")
@@ -95,18 +102,42 @@ class BlockStore:
         return True
 
     async def write(self, h: str, data: bytes, *, durable: bool = True) -> bool:
-        if len(data) <= SYNC_MAX and durable:
-            return self.write_sync(h, data)
-        if len(data) <= SYNC_MAX:
-            return self.write_sync(h, data, durable=False)
-        return await asyncio.to_thread(self.write_sync, h, data, durable=durable)
+        """``write_sync``; in a thread unless small and not synced now (an fsync never
+        blocks the event loop). With ``fsync_each`` off, a durable write is synced by the
+        next ``flush``."""
+        now = durable and self.fsync_each
+        if len(data) <= SYNC_MAX and not now:
+            new = self.write_sync(h, data, durable=False)
+        else:
+            new = await asyncio.to_thread(self.write_sync, h, data, durable=now)
+        if new and durable and not now:
+            self._deferred[h] = None
+        return new
 
-    def sync_sync(self, hashes: list[str]) -> None:
+    async def flush(self) -> int:
+        """fsync the blocks (and their directories) whose fsync ``write`` deferred; returns
+        how many. A block removed meanwhile is skipped."""
+        hashes = list(self._deferred)
+        self._deferred.clear()
+        if hashes:
+            try:
+                await asyncio.to_thread(self.sync_sync, hashes, missing_ok=True)
+            except OSError:
+                self._deferred.update(dict.fromkeys(hashes))  # the next flush tries again
+                raise
+        return len(hashes)
+
+    def sync_sync(self, hashes: list[str], *, missing_ok: bool = False) -> None:
         """Make blocks written with ``durable=False`` (and their renames) durable."""
         dirs: set[Path] = set()
         for h in dict.fromkeys(hashes):
             p = self.path(h)
-            fd = os.open(p, os.O_RDONLY)
+            try:
+                fd = os.open(p, os.O_RDONLY)
+            except FileNotFoundError:
+                if missing_ok:
+                    continue
+                raise
             try:
                 os.fsync(fd)
             finally:

@@ -30,6 +30,7 @@ from cloudless.objectstore.crdt import Entry
 from cloudless.objectstore.layout import partition_of
 from cloudless.objectstore.local import BLOCK_REFS
 from cloudless.objectstore.records import (
+    EMBED_MAX,
     OBJECTS,
     PARTS,
     UPLOADS,
@@ -44,13 +45,15 @@ from cloudless.objectstore.records import (
     partition,
 )
 from cloudless.objectstore.s3.errors import S3Error
-from cloudless.objectstore.seams import Blocks, Tables
+from cloudless.objectstore.seams import Blocks, Commit, Tables
 
 MAX_PARTS = 10_000
 MIN_PART_SIZE = 5 << 20
 MAX_OBJECT = 5 << 40
 PIPELINE = 4
 """Blocks of one upload being stored at once (their fsyncs and replica writes overlap)."""
+FANOUT = 16
+"""Row writes of one copy, completion or release in flight at once."""
 
 
 def _first(e: BaseException) -> BaseException:
@@ -119,16 +122,17 @@ class Engine:
 
     async def _store_stream(
         self, version: str, part: int, body: AsyncIterator[bytes], *, inline_ok: bool
-    ) -> tuple[int, str, bytes | None, list[str]]:
+    ) -> tuple[int, str, bytes | None, list[BlockRef]]:
         """Read ``body`` into blocks of ``version`` (up to ``PIPELINE`` blocks being stored at
         once while the body keeps streaming); returns (size, md5 hex, inline data or None,
-        block hashes). On any error the blocks' references are dropped (GC reclaims them)
+        the blocks in order). On any error the blocks' references are dropped (GC reclaims them)
         and the first error is raised as itself."""
         md5 = hashlib.md5()
         buf = bytearray()
         size = 0
         offset = 0
         hashes: list[str] = []
+        placed: dict[int, BlockRef] = {}
         inline: bytes | None = None
         slots = asyncio.Semaphore(PIPELINE)
         try:
@@ -136,7 +140,7 @@ class Engine:
 
                 async def block(data: bytes, at: int) -> None:
                     await slots.acquire()
-                    tg.create_task(self._put_block(slots, version, part, at, data, hashes))
+                    tg.create_task(self._put_block(slots, version, part, at, data, hashes, placed))
 
                 async for piece in body:
                     size += len(piece)
@@ -161,7 +165,7 @@ class Engine:
                 for h in hashes:
                     await self._ref(h, version, False)
             raise _first(e) from None
-        return size, md5.hexdigest(), inline, hashes
+        return size, md5.hexdigest(), inline, [placed[at] for at in sorted(placed)]
 
     async def _put_block(
         self,
@@ -171,43 +175,89 @@ class Engine:
         offset: int,
         data: bytes,
         hashes: list[str],
+        placed: dict[int, BlockRef],
     ) -> None:
         try:
             h = block_hash(data)
             hashes.append(h)
-            await self.blocks.write(h, data, durable=False)
-            # Both rows belong to a version made by this upload: never written before, so
-            # written blind, and in parallel (one round trip instead of four).
-            ref = BlockRef(h, len(data))
+            # The block and both rows go out together (one round trip): the rows belong to
+            # a version made by this upload, never written before, so they are written
+            # blind; a reference that arrives before its block only delays that block's GC.
+            ref = placed[offset] = BlockRef(h, len(data))
             pk = block_pk(version, part, offset)
-            await asyncio.gather(
-                self._ref(h, version, True, fresh=True),
-                self.version_blocks.put(
-                    pk, partition(version), ref.encode(), self._ms(), fresh=True
-                ),
-            )
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.blocks.write(h, data, durable=False))
+                tg.create_task(self._ref(h, version, True, fresh=True))
+                tg.create_task(
+                    self.version_blocks.put(
+                        pk, partition(version), ref.encode(), self._ms(), fresh=True
+                    )
+                )
         finally:
             slots.release()
 
     async def _release(self, version: str) -> None:
         """Drop a version's block rows and references (it was replaced or deleted)."""
-        for pk, e in await self._rows(version):
-            if e.value is None:
-                continue
-            await self._ref(BlockRef.decode(e.value).hash, version, False)
-            await self.version_blocks.put(pk, partition(version), None, self._ms())
+        slots = asyncio.Semaphore(FANOUT)
 
-    async def _commit(self, bucket: str, key: str, obj: ObjectMeta) -> ObjectMeta:
+        async def one(pk: str, h: str) -> None:
+            async with slots:
+                await self._ref(h, version, False)
+                await self.version_blocks.put(pk, partition(version), None, self._ms())
+
+        async with asyncio.TaskGroup() as tg:
+            for pk, e in await self._rows(version):
+                if e.value is not None:
+                    tg.create_task(one(pk, BlockRef.decode(e.value).hash))
+
+    async def _link(self, version: str, rows: list[tuple[str, bytes]]) -> None:
+        """Write a new version's block rows ``(pk, BlockRef bytes)`` and their references,
+        ``FANOUT`` at a time (fresh rows: written blind)."""
+        slots = asyncio.Semaphore(FANOUT)
+
+        async def one(pk: str, value: bytes) -> None:
+            async with slots:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(
+                        self._ref(BlockRef.decode(value).hash, version, True, fresh=True)
+                    )
+                    tg.create_task(
+                        self.version_blocks.put(
+                            pk, partition(version), value, self._ms(), fresh=True
+                        )
+                    )
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for pk, value in rows:
+                    tg.create_task(one(pk, value))
+        except BaseExceptionGroup as e:
+            raise _first(e) from None
+
+    async def _commit(
+        self, bucket: str, key: str, obj: ObjectMeta, prev: Entry | None
+    ) -> ObjectMeta:
+        """Write the object row over ``prev`` (read by the caller) and release what it
+        superseded, or this version if a concurrent later write beat it."""
         pk = object_pk(bucket, key)
-        before, mine = await self.objects.swap(pk, partition(bucket), obj.encode(), self._ms())
-        after = await self.objects.entry(pk, partition(bucket))
-        if after != mine:  # lost to a concurrent, later write
-            await self._release(obj.version)
-        elif before is not None and before.value is not None:
-            old = ObjectMeta.decode(before.value)
-            if old.version != obj.version:
-                await self._release(old.version)
+        c = await self.objects.commit(pk, partition(bucket), obj.encode(), self._ms(), prev)
+        await self._settle(pk, partition(bucket), c)
         return obj
+
+    async def _settle(self, pk: str, part: int, c: Commit) -> None:
+        lost = c.lost
+        if not c.complete:  # a replica did not report its states: read again
+            after = await self.objects.entry(pk, part)
+            lost = lost or after != c.entry
+        gone = [ObjectMeta.decode(e.value).version for e in c.superseded() if e.value]
+        if lost and c.entry.value is not None:
+            gone.append(ObjectMeta.decode(c.entry.value).version)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for v in dict.fromkeys(gone):
+                    tg.create_task(self._release(v))
+        except BaseExceptionGroup as e:
+            raise _first(e) from None
 
     async def put(
         self,
@@ -220,7 +270,15 @@ class Engine:
         checksums: dict[str, str] | None = None,
     ) -> ObjectMeta:
         version = new_version()
-        size, etag, inline, _ = await self._store_stream(version, 0, body, inline_ok=True)
+        # The object row's previous state is read while the body streams (a round trip
+        # less); what the commit superseded meanwhile comes back from the replicas.
+        try:
+            async with asyncio.TaskGroup() as tg:
+                prev = tg.create_task(self.objects.entry(object_pk(bucket, key), partition(bucket)))
+                stored = tg.create_task(self._store_stream(version, 0, body, inline_ok=True))
+        except BaseExceptionGroup as e:
+            raise _first(e) from None
+        size, etag, inline, refs = stored.result()
         obj = ObjectMeta(
             version=version,
             size=size,
@@ -230,8 +288,9 @@ class Engine:
             user_meta=user_meta,
             inline=inline,
             checksums=checksums or {},
+            blocks=tuple(refs) if inline is None and len(refs) <= EMBED_MAX else None,
         )
-        return await self._commit(bucket, key, obj)
+        return await self._commit(bucket, key, obj, prev.result())
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -244,11 +303,13 @@ class Engine:
         if obj.inline is not None:
             yield obj.inline[start:end]
             return
+        if obj.blocks is not None:
+            refs = list(obj.blocks)
+        else:
+            rows = await self._rows(obj.version)
+            refs = [BlockRef.decode(e.value) for _, e in rows if e.value is not None]
         pos = 0
-        for _, e in await self._rows(obj.version):
-            if e.value is None:
-                continue
-            ref = BlockRef.decode(e.value)
+        for ref in refs:
             lo, hi = pos, pos + ref.size
             pos = hi
             if hi <= start:
@@ -263,8 +324,8 @@ class Engine:
         before = await self.objects.entry(pk, partition(bucket))
         if before is None or before.value is None:
             return
-        await self.objects.put(pk, partition(bucket), None, self._ms())
-        await self._release(ObjectMeta.decode(before.value).version)
+        c = await self.objects.commit(pk, partition(bucket), None, self._ms(), before)
+        await self._settle(pk, partition(bucket), c)
 
     async def copy(
         self,
@@ -277,16 +338,14 @@ class Engine:
     ) -> ObjectMeta:
         """A new version sharing ``src``'s blocks (content addressing: no data is copied)."""
         version = new_version()
+        pk = object_pk(bucket, key)
+        prev = await self.objects.entry(pk, partition(bucket))
         if src.inline is None:
-            for pk, e in await self._rows(src.version):
-                if e.value is None:
-                    continue
-                ref = BlockRef.decode(e.value)
-                await self._ref(ref.hash, version, True)
-                tail = pk[len(src.version) :]
-                await self.version_blocks.put(
-                    version + tail, partition(version), e.value, self._ms()
-                )
+            rows = await self._rows(src.version)
+            await self._link(
+                version,
+                [(version + pk[len(src.version) :], e.value) for pk, e in rows if e.value],
+            )
         obj = replace(
             src,
             version=version,
@@ -294,7 +353,7 @@ class Engine:
             content_type=content_type,
             user_meta=user_meta,
         )
-        return await self._commit(bucket, key, obj)
+        return await self._commit(bucket, key, obj, prev)
 
     # ---- listing ---------------------------------------------------------------------------
 
@@ -434,16 +493,14 @@ class Engine:
             picked.append(part)
         version = new_version()
         now = self.clock.now()
+        prev = await self.objects.entry(object_pk(bucket, key), partition(bucket))
+        rows: list[tuple[str, bytes]] = []
         for part in picked:
             for pk, e in await self._rows(part.version):
-                if e.value is None:
-                    continue
-                ref = BlockRef.decode(e.value)
-                offset = int(pk.rsplit("/", 1)[1])
-                await self._ref(ref.hash, version, True)
-                await self.version_blocks.put(
-                    block_pk(version, part.number, offset), partition(version), e.value, self._ms()
-                )
+                if e.value is not None:
+                    offset = int(pk.rsplit("/", 1)[1])
+                    rows.append((block_pk(version, part.number, offset), e.value))
+        await self._link(version, rows)
         md5s = b"".join(bytes.fromhex(p.etag) for p in picked)
         obj = ObjectMeta(
             version=version,
@@ -454,7 +511,7 @@ class Engine:
             user_meta=up.user_meta,
             parts=len(picked),
         )
-        obj = await self._commit(bucket, key, obj)
+        obj = await self._commit(bucket, key, obj, prev)
         await self._finish_upload(bucket, key, upload_id)
         return obj
 
@@ -465,8 +522,12 @@ class Engine:
     async def _finish_upload(self, bucket: str, key: str, upload_id: str) -> None:
         """Close the upload and release every part attempt's own references."""
         await self.uploads.put(f"{bucket}/{key}/{upload_id}", partition(bucket), None, self._ms())
-        for p in await self._attempts(upload_id):
-            await self._release(p.version)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for p in await self._attempts(upload_id):
+                    tg.create_task(self._release(p.version))
+        except BaseExceptionGroup as e:
+            raise _first(e) from None
 
     async def list_uploads(
         self, bucket: str, *, prefix: str, limit: int

@@ -11,6 +11,7 @@ from cloudless.lib.clock import Clock
 from cloudless.objectstore.blocks import BlockStore
 from cloudless.objectstore.crdt import Entry, next_timestamp
 from cloudless.objectstore.metadb import LwwTable, MetaDb
+from cloudless.objectstore.seams import Commit
 
 BLOCK_REFS = "block_refs"
 
@@ -30,10 +31,16 @@ class LocalStore:
         return self.meta.table(name)
 
     def merge(self, table: str, pk: str, partition: int, entry: Entry) -> Entry:
-        after = self.meta.table(table).merge(pk, partition, entry)
+        return self.apply(table, pk, partition, entry)[1]
+
+    def apply(
+        self, table: str, pk: str, partition: int, entry: Entry
+    ) -> tuple[Entry | None, Entry]:
+        """``merge`` that also returns the row's state before it."""
+        before, after = self.meta.table(table).apply(pk, partition, entry)
         if table == BLOCK_REFS:
             self.blocks.reconsider(pk.split("/", 1)[0], self.clock.now())
-        return after
+        return before, after
 
     def table(self, name: str) -> LocalTable:
         if name not in self._tables:
@@ -59,9 +66,14 @@ class LocalTable:
         self, pk: str, partition: int, value: bytes | None, now_ms: int
     ) -> tuple[Entry | None, Entry]:
         prev = self.rows.entry(pk)
+        return prev, (await self.commit(pk, partition, value, now_ms, prev)).entry
+
+    async def commit(
+        self, pk: str, partition: int, value: bytes | None, now_ms: int, prev: Entry | None
+    ) -> Commit:
         e = Entry(next_timestamp(now_ms, prev), self.store.writer, value)
-        self.store.merge(self.name, pk, partition, e)
-        return prev, e
+        reply = self.store.apply(self.name, pk, partition, e)
+        return Commit(e, prev, (reply,), complete=True)
 
     async def range(
         self,

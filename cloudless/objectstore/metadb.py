@@ -3,7 +3,8 @@
 Each table row is ``(pk, partition, timestamp, writer, value)``; ``pk`` orders rows (UTF-8
 byte order, which is S3's listing order) and ``partition`` groups them for replication and
 anti-entropy. Every change goes through ``merge``, locally stamped writes included, so a row's
-state depends only on the set of entries it has seen.
+state depends only on the set of entries it has seen. Every change (merge, forget, tombstone
+collection) updates the partition's hash tree (``merkle.py``) in the same transaction.
 
 Calls are synchronous and short (one row or one indexed range); callers on an event loop keep
 batches small. The file is opened with ``journal_mode=WAL`` and ``synchronous=NORMAL``: a
@@ -15,12 +16,11 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import blake3
-
 from cloudless.objectstore.crdt import Entry, merge, next_timestamp
+from cloudless.objectstore.merkle import Node, Tree, key_hash, span
 
 _TABLE = re.compile(r"^[a-z_]{1,32}$")
 
@@ -31,6 +31,7 @@ class MetaDb:
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        self.tree = Tree(self.db)
         self._tables: set[str] = set()
 
     def close(self) -> None:
@@ -40,13 +41,45 @@ class MetaDb:
         if not _TABLE.match(name):
             raise ValueError(f"table name {name!r}: 1-32 lowercase letters or '_'")
         if name not in self._tables:
-            self.db.execute(
-                f"CREATE TABLE IF NOT EXISTS {name} (pk TEXT PRIMARY KEY, part INTEGER NOT NULL,"
-                " ts INTEGER NOT NULL, writer TEXT NOT NULL, value BLOB)"
-            )
-            self.db.execute(f"CREATE INDEX IF NOT EXISTS {name}_part ON {name}(part, pk)")
+            self._create(name)
             self._tables.add(name)
         return LwwTable(self, name)
+
+    def _create(self, name: str) -> None:
+        """The table, its indexes and its hash trees; a table from before the trees gets its
+        key-hash column and trees built once."""
+        self.db.execute(
+            f"CREATE TABLE IF NOT EXISTS {name} (pk TEXT PRIMARY KEY, part INTEGER NOT NULL,"
+            " ts INTEGER NOT NULL, writer TEXT NOT NULL, value BLOB, kh INTEGER NOT NULL)"
+        )
+        columns = [r[1] for r in self.db.execute(f"PRAGMA table_info({name})")]
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if "kh" not in columns:
+                self.db.execute(f"ALTER TABLE {name} ADD COLUMN kh INTEGER NOT NULL DEFAULT 0")
+                pks = [pk for (pk,) in self.db.execute(f"SELECT pk FROM {name}")]
+                self.db.executemany(
+                    f"UPDATE {name} SET kh = ? WHERE pk = ?", [(key_hash(pk), pk) for pk in pks]
+                )
+                rows = self.db.execute(f"SELECT pk, part, ts, writer, value FROM {name}")
+                self.tree.rebuild(name, ((pk, p, Entry(t, w, v)) for pk, p, t, w, v in rows))
+            self.db.execute(f"CREATE INDEX IF NOT EXISTS {name}_part ON {name}(part, pk)")
+            self.db.execute(f"CREATE INDEX IF NOT EXISTS {name}_kh ON {name}(part, kh)")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def rebuild_trees(self, name: str) -> None:
+        """Recompute ``name``'s hash trees from its rows (a check, or a repair)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = self.db.execute(f"SELECT pk, part, ts, writer, value FROM {name}")
+            self.tree.rebuild(name, ((pk, p, Entry(t, w, v)) for pk, p, t, w, v in rows))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
 
 class LwwTable:
@@ -69,22 +102,28 @@ class LwwTable:
 
     def merge(self, pk: str, partition: int, incoming: Entry) -> Entry:
         """Fold ``incoming`` into row ``pk``; returns the row's state after."""
+        return self.apply(pk, partition, incoming)[1]
+
+    def apply(self, pk: str, partition: int, incoming: Entry) -> tuple[Entry | None, Entry]:
+        """Fold ``incoming`` into row ``pk``; returns the row's state before and after (the
+        writer of ``incoming`` learns what it superseded, or that it lost)."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
             current = self.entry(pk)
             winner = merge(current, incoming)
             if winner is not current:
                 self.db.execute(
-                    f"INSERT INTO {self.name}(pk, part, ts, writer, value) VALUES (?,?,?,?,?)"
-                    " ON CONFLICT(pk) DO UPDATE SET part=excluded.part, ts=excluded.ts,"
-                    " writer=excluded.writer, value=excluded.value",
-                    (pk, partition, winner.timestamp, winner.writer, winner.value),
+                    f"INSERT INTO {self.name}(pk, part, ts, writer, value, kh)"
+                    " VALUES (?,?,?,?,?,?) ON CONFLICT(pk) DO UPDATE SET part=excluded.part,"
+                    " ts=excluded.ts, writer=excluded.writer, value=excluded.value",
+                    (pk, partition, winner.timestamp, winner.writer, winner.value, key_hash(pk)),
                 )
+                self.meta.tree.change(self.name, partition, pk, current, winner)
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        return winner
+        return current, winner
 
     def stamp(self, pk: str, value: bytes | None, now_ms: int) -> Entry:
         """A local write's entry: this node as writer, ``max(now, previous + 1)``."""
@@ -140,14 +179,29 @@ class LwwTable:
         ).fetchall()
         return [(pk, Entry(ts, w, v)) for pk, ts, w, v in rows]
 
-    def digest(self, partition: int) -> bytes:
-        """A hash of the partition's whole state: equal digests mean equal rows."""
-        h = blake3.blake3()
-        for pk, e in self.entries(partition):
-            value = b"-" if e.value is None else blake3.blake3(e.value).digest()
-            h.update(f"{len(pk)}:{pk}:{e.timestamp}:{len(e.writer)}:{e.writer}:".encode())
-            h.update(value)
-        return h.digest()
+    def under(self, partition: int, nodes: list[Node]) -> list[tuple[str, Entry]]:
+        """The rows of ``partition`` under the hash-tree ``nodes``, in key-hash order."""
+        out: list[tuple[str, Entry]] = []
+        for node in nodes:
+            lo, hi = span(node)
+            out += [
+                (pk, Entry(ts, w, v))
+                for pk, ts, w, v in self.db.execute(
+                    f"SELECT pk, ts, writer, value FROM {self.name} WHERE part = ? AND kh >= ?"
+                    " AND kh < ? ORDER BY kh, pk",
+                    (partition, lo, hi),
+                )
+            ]
+        return out
+
+    def rows(self, pks: list[str]) -> list[tuple[str, Entry]]:
+        """The rows ``pks`` that exist, in the order asked."""
+        out = []
+        for pk in pks:
+            e = self.entry(pk)
+            if e is not None:
+                out.append((pk, e))
+        return out
 
     def tombstones(self, partition: int, older_than_ms: int, limit: int) -> list[tuple[str, Entry]]:
         """Tombstones of ``partition`` stamped before ``older_than_ms`` (candidates for GC)."""
@@ -160,23 +214,31 @@ class LwwTable:
 
     def forget(self, pk: str, tombstone: Entry) -> bool:
         """Drop row ``pk`` if it is exactly ``tombstone`` (a newer write is kept)."""
-        cur = self.db.execute(
-            f"DELETE FROM {self.name} WHERE pk = ? AND value IS NULL AND ts = ? AND writer = ?",
-            (pk, tombstone.timestamp, tombstone.writer),
-        )
-        return cur.rowcount > 0
+        return self._drop(pk, lambda e: e == tombstone and e.value is None)
 
     def collect_tombstones(self, older_than_ms: int, acknowledged: set[str]) -> int:
         """Drop tombstones stamped before ``older_than_ms`` whose deletion every replica has
         acknowledged (``acknowledged`` pks). Returns how many were dropped."""
-        dropped = 0
-        for pk in sorted(acknowledged):
-            cur = self.db.execute(
-                f"DELETE FROM {self.name} WHERE pk = ? AND value IS NULL AND ts < ?",
-                (pk, older_than_ms),
-            )
-            dropped += cur.rowcount
-        return dropped
+        return sum(
+            self._drop(pk, lambda e: e.value is None and e.timestamp < older_than_ms)
+            for pk in sorted(acknowledged)
+        )
+
+    def _drop(self, pk: str, condition: Callable[[Entry], bool]) -> bool:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self.db.execute(
+                f"SELECT part, ts, writer, value FROM {self.name} WHERE pk = ?", (pk,)
+            ).fetchone()
+            gone = row is not None and condition(Entry(row[1], row[2], row[3]))
+            if gone:
+                self.db.execute(f"DELETE FROM {self.name} WHERE pk = ?", (pk,))
+                self.meta.tree.change(self.name, row[0], pk, Entry(row[1], row[2], row[3]), None)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return gone
 
 
 def _successor(prefix: str) -> str | None:

@@ -70,6 +70,9 @@ class StoreCluster:
     grace_s: float = 600.0
     capacity: str = "1Gi"
     repair_rate: str = "64Mi"
+    source: Path | None = None
+    """Run another checkout's code (its root: the processes' working directory and
+    ``PYTHONPATH``), e.g. an older commit beside this one in a benchmark."""
     agents: list[AgentProc] = field(default_factory=list)
     coord: subprocess.Popen[bytes] | None = None
     etcd_port: int = 0
@@ -90,7 +93,8 @@ class StoreCluster:
              "--enroll-port", str(free_port()), "--etcd-client-port", str(self.etcd_port),
              "--etcd-peer-port", str(free_port()), "--root-key-size", "2048",
              "--bcrypt-cost", "4"],
-            stdout=subprocess.DEVNULL, stderr=open(self.base / "coordinator.log", "wb"), env=ENV,
+            stdout=subprocess.DEVNULL, stderr=open(self.base / "coordinator.log", "wb"),
+            **self._where(),
         )  # fmt: skip
         self.config = c / "admin" / "config.json"
         wait_for(lambda: self.config.exists() or self.coord.poll() is not None, "admin config")  # type: ignore[union-attr]
@@ -116,7 +120,7 @@ class StoreCluster:
         def made() -> str:
             r = subprocess.run(
                 [*CLI, "token", "create", "--config", str(self.config)],
-                capture_output=True, text=True, env=ENV,
+                capture_output=True, text=True, **self._where(),
             )  # fmt: skip
             return r.stdout.strip() if r.returncode == 0 else ""
 
@@ -136,8 +140,13 @@ class StoreCluster:
              "--s3-listen", f"{a.address}:{a.s3_port}",
              "--storage-replication", str(self.replication),
              "--storage-grace", str(self.grace_s), "--storage-repair-rate", self.repair_rate],
-            stdout=subprocess.DEVNULL, stderr=open(a.log, "ab"), env=ENV,
+            stdout=subprocess.DEVNULL, stderr=open(a.log, "ab"), **self._where(),
         )  # fmt: skip
+
+    def _where(self) -> dict[str, Any]:
+        if self.source is None:
+            return {"env": ENV}
+        return {"env": {**ENV, "PYTHONPATH": str(self.source)}, "cwd": str(self.source)}
 
     def kill(self, i: int) -> None:
         p = self.agents[i].proc

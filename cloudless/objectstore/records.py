@@ -24,6 +24,8 @@ import blake3
 
 from cloudless.objectstore.layout import partition_of
 
+EMBED_MAX = 8
+"""Objects of up to this many blocks carry their block list in the object row."""
 OBJECTS = "objects"
 VERSION_BLOCKS = "version_blocks"
 UPLOADS = "uploads"
@@ -58,6 +60,9 @@ class ObjectMeta:
     checksums: dict[str, str] = field(default_factory=dict)
     parts: int = 0
     """How many multipart parts made the object (0: a single PUT)."""
+    blocks: tuple[BlockRef, ...] | None = None
+    """The block list of a small object (a copy of its ``version_blocks`` rows, at most
+    ``EMBED_MAX``), so a read needs no second lookup; None: read ``version_blocks``."""
 
     def encode(self) -> bytes:
         d: dict[str, Any] = {
@@ -72,6 +77,8 @@ class ObjectMeta:
         }
         if self.inline is not None:
             d["i"] = base64.b64encode(self.inline).decode()
+        if self.blocks is not None:
+            d["b"] = [[b.hash, b.size] for b in self.blocks]
         return json.dumps(d, separators=(",", ":")).encode()
 
     @classmethod
@@ -87,6 +94,7 @@ class ObjectMeta:
             inline=base64.b64decode(d["i"]) if "i" in d else None,
             checksums=d.get("c", {}),
             parts=d.get("p", 0),
+            blocks=tuple(BlockRef(h, n) for h, n in d["b"]) if "b" in d else None,
         )
 
 

@@ -43,6 +43,7 @@ from cloudless.objectstore.history import LayoutHistory
 from cloudless.objectstore.layout import LayoutVersion, partition_of
 from cloudless.objectstore.local import LocalStore
 from cloudless.objectstore.rpc import Peer, PeerError
+from cloudless.objectstore.seams import Commit
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -236,17 +237,21 @@ class ReplicatedTable:
         self.name = name
         self.rows = cluster.local.raw(name)
 
-    async def _write(self, pk: str, partition: int, e: Entry) -> None:
-        async def local() -> None:
-            self.c.local.merge(self.name, pk, partition, e)
+    async def _write(
+        self, pk: str, partition: int, e: Entry
+    ) -> dict[str, tuple[Entry | None, Entry] | None]:
+        """Write ``e`` to a write quorum of every live version; returns each acknowledging
+        owner's (before, after) merge states (None: the peer did not say)."""
+
+        async def local() -> tuple[Entry | None, Entry] | None:
+            return self.c.local.apply(self.name, pk, partition, e)
+
+        async def remote(p: Peer) -> tuple[Entry | None, Entry] | None:
+            replies = await p.merge(self.name, [(pk, partition, e)])
+            return None if replies is None else replies[0]
 
         nodes = self.c.write_targets(partition)
-        _, failed = await self.c.each(
-            nodes,
-            local,
-            lambda p: p.merge(self.name, [(pk, partition, e)]),
-            enough=self.c.write_done(partition),
-        )
+        acked, failed = await self.c.each(nodes, local, remote, enough=self.c.write_done(partition))
         hints = self.c.hints
 
         async def keep_local(owner: str) -> None:
@@ -260,6 +265,7 @@ class ReplicatedTable:
             lambda p, owner: p.hint(owner, self.name, [(pk, partition, e)]),
         )
         self.c.check_writes(f"write {self.name}/{pk}", partition, failed)
+        return acked
 
     async def entry(self, pk: str, partition: int) -> Entry | None:
         nodes = self.c.nodes(partition)
@@ -302,9 +308,15 @@ class ReplicatedTable:
         self, pk: str, partition: int, value: bytes | None, now_ms: int
     ) -> tuple[Entry | None, Entry]:
         prev = await self.entry(pk, partition)
+        return prev, (await self.commit(pk, partition, value, now_ms, prev)).entry
+
+    async def commit(
+        self, pk: str, partition: int, value: bytes | None, now_ms: int, prev: Entry | None
+    ) -> Commit:
         e = Entry(next_timestamp(now_ms, prev), self.c.me, value)
-        await self._write(pk, partition, e)
-        return prev, e
+        acked = await self._write(pk, partition, e)
+        replies = tuple(r for r in acked.values() if r is not None)
+        return Commit(e, prev, replies, complete=len(replies) == len(acked))
 
     async def range(
         self,

@@ -4,14 +4,16 @@ Both ends present node certificates issued by the cluster CA (``cloudless.securi
 server serves only peers whose SPIFFE ID is a node it knows (``allowed``); the client checks
 that the server it reached is the node it meant (SPIFFE ID ``spiffe://<td>/node/<name>``).
 
-Calls: ``merge`` rows into a table, read one row (``entry``), read a ``range`` of a
-partition's rows, ``put_block`` (hash-checked on arrival) and ``get_block``. Metadata travels
-as JSON, blocks as raw bytes.
+Calls: ``merge`` rows into a table (answering each row's state before and after), read one
+row (``entry``), read a ``range`` of a partition's rows, ``put_block`` (hash-checked on
+arrival) and ``get_block``, and the hash-tree comparison calls of ``treesync.py``. Metadata
+travels as JSON, blocks as raw bytes.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
+from cloudless.objectstore import treesync
 from cloudless.objectstore.blocks import MissingBlock, block_hash
 from cloudless.objectstore.crdt import Entry
 from cloudless.objectstore.local import LocalStore
@@ -30,10 +33,31 @@ from cloudless.security.identity import SpiffeId
 from cloudless.security.tls import peer_identity_from_ssl
 
 MAX_BODY = 8 << 20
+JSON = {"Content-Type": "application/json"}
 
 
 class PeerError(Exception):
     """A peer could not be reached or refused; the message names the peer and why."""
+
+
+_IDENTITIES: dict[bytes, SpiffeId] = {}
+"""Node certificates already parsed (DER -> SPIFFE ID): parsing one costs about as much as
+a small call itself, and a node talks to the same few peers all the time."""
+
+
+def identity(ssl_obj: Any) -> SpiffeId:
+    """The SPIFFE ID in the peer's certificate of a TLS connection (``PermissionDenied``
+    when it has none). The chain was verified by the handshake; this only reads the ID."""
+    der = ssl_obj.getpeercert(binary_form=True) if ssl_obj is not None else None
+    if not der:
+        return peer_identity_from_ssl(None)  # raises, naming the problem
+    sid = _IDENTITIES.get(der)
+    if sid is None:
+        sid = peer_identity_from_ssl(ssl_obj)
+        if len(_IDENTITIES) >= 1024:
+            _IDENTITIES.clear()
+        _IDENTITIES[der] = sid
+    return sid
 
 
 def row_out(e: Entry) -> list[Any]:
@@ -69,7 +93,7 @@ class RpcServer:
         app.router.add_get("/rpc/block/{h}", self.get_block)
         app.router.add_post("/rpc/hint", self.hint)
         app.router.add_put("/rpc/hintblock/{target}/{h}", self.hint_block)
-        app.router.add_post("/rpc/digest", self.digest)
+        app.router.add_post("/rpc/tree/{call}", self.tree)
         app.router.add_post("/rpc/forget", self.forget)
         return app
 
@@ -78,7 +102,7 @@ class RpcServer:
         transport = request.transport
         ssl_obj = transport.get_extra_info("ssl_object") if transport else None
         try:
-            peer = peer_identity_from_ssl(ssl_obj)
+            peer = identity(ssl_obj)
         except PermissionDenied as e:
             return web.json_response({"error": str(e)}, status=403)
         if not self.allowed(peer):
@@ -87,11 +111,14 @@ class RpcServer:
         return resp
 
     async def merge(self, request: web.Request) -> web.Response:
+        """Merge rows; answers each row's state before and after (``[before|null, after]``)."""
         body = await request.json()
         table = body["table"]
+        out = []
         for pk, part, *row in body["rows"]:
-            self.local.merge(table, str(pk), int(part), row_in(row))
-        return web.json_response({"ok": True})
+            before, after = self.local.apply(table, str(pk), int(part), row_in(row))
+            out.append([None if before is None else row_out(before), row_out(after)])
+        return web.json_response({"ok": True, "rows": out})
 
     def _catching_up(self) -> web.Response | None:
         if self.readable():
@@ -120,11 +147,12 @@ class RpcServer:
         rows = self.local.raw(b["table"]).page(int(b["partition"]), b["after"], int(b["limit"]))
         return web.json_response({"rows": [[pk, *row_out(e)] for pk, e in rows]})
 
-    async def digest(self, request: web.Request) -> web.Response:
-        b = await request.json()
-        part = int(b["partition"])
-        out = {t: self.local.raw(t).digest(part).hex() for t in b["tables"]}
-        return web.json_response({"digests": out})
+    async def tree(self, request: web.Request) -> web.Response:
+        try:
+            out = treesync.answer(self.local, request.match_info["call"], await request.json())
+        except (KeyError, ValueError, TypeError) as e:
+            return web.json_response({"error": f"bad tree call: {e!r}"}, status=400)
+        return web.json_response(out)
 
     async def forget(self, request: web.Request) -> web.Response:
         b = await request.json()
@@ -166,7 +194,7 @@ class RpcServer:
         return web.Response(body=data)
 
 
-class Peer:
+class Peer(treesync.TreeCalls):
     """Calls to one remote node."""
 
     def __init__(
@@ -194,24 +222,43 @@ class Peer:
         ssl_obj = transport.get_extra_info("ssl_object") if transport else None
         if ssl_obj is None:
             raise PeerError(f"peer {self.name}: cannot see the server's certificate")
-        if peer_identity_from_ssl(ssl_obj) != self.expect:
+        if identity(ssl_obj) != self.expect:
             raise PeerError(f"peer {self.name}: server is not {self.expect}")
 
     async def _json(self, path: str, body: dict[str, Any]) -> Any:
+        sent = json.dumps(body).encode()
         try:
-            async with self.session.post(self.url + path, json=body, timeout=self.timeout) as r:
+            async with self.session.post(
+                self.url + path, data=sent, headers=JSON, timeout=self.timeout
+            ) as r:
                 self._check(r)
                 if r.status != 200:
                     raise PeerError(f"peer {self.name}: {path} answered {r.status}")
-                return await r.json()
+                got = await r.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise PeerError(f"peer {self.name}: {type(e).__name__}: {e}") from None
+        treesync.count(len(sent), len(got))
+        try:
+            return json.loads(got)
+        except ValueError:
+            raise PeerError(f"peer {self.name}: {path} answered no JSON") from None
 
-    async def merge(self, table: str, rows: list[tuple[str, int, Entry]]) -> None:
-        await self._json(
+    async def _call(self, call: str, body: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = await self._json(f"/rpc/tree/{call}", body)
+        return out
+
+    async def merge(
+        self, table: str, rows: list[tuple[str, int, Entry]]
+    ) -> list[tuple[Entry | None, Entry]] | None:
+        """Merge ``rows`` on the peer; each row's state there before and after (None from a
+        peer that does not report them)."""
+        answer = await self._json(
             "/rpc/merge",
             {"table": table, "rows": [[pk, part, *row_out(e)] for pk, part, e in rows]},
         )
+        if "rows" not in answer:
+            return None
+        return [(None if b is None else row_in(b), row_in(a)) for b, a in answer["rows"]]
 
     async def entry(self, table: str, pk: str) -> Entry | None:
         r = (await self._json("/rpc/entry", {"table": table, "pk": pk}))["row"]
@@ -230,10 +277,6 @@ class Peer:
         body = {"table": table, "partition": partition, "after": after, "limit": limit}
         rows = (await self._json("/rpc/partition", body))["rows"]
         return [(r[0], row_in(r[1:])) for r in rows]
-
-    async def digests(self, partition: int, tables: list[str]) -> dict[str, str]:
-        body = {"partition": partition, "tables": tables}
-        return dict((await self._json("/rpc/digest", body))["digests"])
 
     async def forget(self, table: str, rows: list[tuple[str, Entry]]) -> int:
         body = [[pk, e.timestamp, e.writer] for pk, e in rows]
@@ -261,9 +304,11 @@ class Peer:
                     raise MissingBlock(f"block {h} is not on {self.name}")
                 if r.status != 200:
                     raise PeerError(f"peer {self.name}: block {h}: {r.status}")
-                return await r.read()
+                data = await r.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise PeerError(f"peer {self.name}: {type(e).__name__}: {e}") from None
+        treesync.count(0, len(data))
+        return data
 
 
 def session(client_ctx: ssl.SSLContext) -> aiohttp.ClientSession:

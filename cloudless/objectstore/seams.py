@@ -6,9 +6,53 @@ nodes a layout assigns, with read and write quorums. The engine cannot tell them
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
-from cloudless.objectstore.crdt import Entry
+from cloudless.objectstore.crdt import Entry, merge
+
+
+@dataclass(frozen=True)
+class Commit:
+    """What a ``MetaTable.commit`` did: the entry it wrote, the state the caller read before
+    (``prev``), and each acknowledging replica's ``(before, after)`` merge states.
+
+    ``complete`` is false when some acknowledging replica did not report its states (a peer
+    that predates these replies); the caller must then read the row again to learn whether
+    it lost."""
+
+    entry: Entry
+    prev: Entry | None
+    replies: tuple[tuple[Entry | None, Entry], ...]
+    complete: bool = True
+
+    @property
+    def winner(self) -> Entry:
+        """The latest state any acknowledging replica holds after the write."""
+        w = self.entry
+        for _, after in self.replies:
+            w = merge(w, after)
+        return w
+
+    @property
+    def lost(self) -> bool:
+        """A replica already held a later entry: the write is superseded."""
+        return self.winner != self.entry
+
+    def superseded(self) -> list[Entry]:
+        """Live states this write (or the one that beat it) replaced: the state read before
+        and every state a replica held before, except the winner. Releasing one twice is
+        harmless; missing one leaks it, so every replica's report counts."""
+        out: list[Entry] = []
+        for e in (self.prev, *(before for before, _ in self.replies)):
+            if (
+                e is not None
+                and e.value is not None
+                and e not in (self.winner, self.entry)
+                and e not in out
+            ):
+                out.append(e)
+        return out
 
 
 class MetaTable(Protocol):
@@ -33,6 +77,16 @@ class MetaTable(Protocol):
     ) -> tuple[Entry | None, Entry]:
         """``put`` that also returns the state it superseded (replicated: the merge of the
         read quorum it stamped against), in one read and one write."""
+        ...
+
+    async def commit(
+        self, pk: str, partition: int, value: bytes | None, now_ms: int, prev: Entry | None
+    ) -> Commit:
+        """Write the row over ``prev``, the state the caller read (``entry``, possibly while
+        doing other work): stamped ``max(now, prev + 1)``, one write round trip. The result
+        says what each acknowledging replica held before and after, so the caller learns
+        what it superseded and whether a concurrent later write beat it without reading
+        again."""
         ...
 
     async def range(

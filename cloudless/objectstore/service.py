@@ -94,6 +94,12 @@ class StorageConfig:
     repair_rate: float = 64 << 20
     """Bytes per second of blocks pulled by sync and anti-entropy (0: unthrottled)."""
     min_part_size: int = MIN_PART_SIZE
+    fsync_blocks: bool = False
+    """fsync every block before acknowledging it; off: blocks are flushed every
+    ``block_flush_s`` (an acknowledged write is in W zones' page caches meanwhile, and the
+    metadata row that makes it visible is SQLite WAL with ``synchronous=NORMAL`` either
+    way)."""
+    block_flush_s: float = 1.0
 
 
 @dataclass
@@ -135,7 +141,7 @@ class StorageService:
         d = self.cfg.data_dir
         d.mkdir(parents=True, exist_ok=True)
         meta = MetaDb(d / "meta.db", self.me)
-        blocks = BlockStore(d / "blocks", meta)
+        blocks = BlockStore(d / "blocks", meta, fsync_each=self.cfg.fsync_blocks)
         blocks.remove_temps()
         return LocalStore(meta, blocks, self.clock)
 
@@ -180,6 +186,7 @@ class StorageService:
         finally:
             if self.cluster is not None:
                 await self.cluster.close()
+            await local.blocks.flush()
             await s3.cleanup()
             await rpc.cleanup()
             await client.close()
@@ -205,6 +212,7 @@ class StorageService:
         tg.create_task(self._catch_up_then(ae))
         tg.create_task(Handoff(hints, self.peers, self.clock).run())
         tg.create_task(self._block_gc(local))
+        tg.create_task(self._flush_blocks(local))
         scrub = Scrubber(local.blocks, self.clock, repair=ReplicatedBlocks(c).read)
         tg.create_task(scrub.run())
         engine = Engine(c, ReplicatedBlocks(c), self.clock, min_part_size=self.cfg.min_part_size)
@@ -234,11 +242,14 @@ class StorageService:
             r = await ae.catch_up()
             if self.cluster.serving_reads:
                 log.info(
-                    "caught up: %d partitions compared, %d rows and %d blocks (%d bytes) pulled",
+                    "caught up: %d partitions compared, %d differed, %d rows and %d blocks"
+                    " (%d bytes) pulled, %d bytes moved in all",
                     r.partitions,
+                    r.differed,
                     r.rows,
                     r.blocks,
                     r.block_bytes,
+                    r.traffic,
                 )
                 break
             log.info("catching up: %d partitions met no other owner yet", len(r.unreached))
@@ -253,6 +264,14 @@ class StorageService:
             if gone:
                 log.info("block GC: %d unreferenced blocks removed", len(gone))
             await self.clock.sleep(self.cfg.block_gc_s)
+
+    async def _flush_blocks(self, local: LocalStore) -> None:
+        while True:
+            try:
+                await local.blocks.flush()
+            except OSError as e:
+                log.warning("block flush failed: %s; retrying in %.0f s", e, self.cfg.block_flush_s)
+            await self.clock.sleep(self.cfg.block_flush_s)
 
     # ---- control -------------------------------------------------------------------------
 

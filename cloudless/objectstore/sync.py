@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from cloudless.lib.clock import Clock
 from cloudless.objectstore import quorum
 from cloudless.objectstore.blocks import MissingBlock, block_hash
+from cloudless.objectstore.crdt import Entry
 from cloudless.objectstore.layout import PARTITIONS, LayoutVersion
 from cloudless.objectstore.local import BLOCK_REFS
 from cloudless.objectstore.records import OBJECTS, PARTS, UPLOADS, VERSION_BLOCKS
@@ -47,18 +48,20 @@ class PartitionSync:
         """Bytes of blocks fetched so far (catch-up and repair traffic, for measurements)."""
         self._start: float | None = None
         self._paced = 0
+        self._pacing = asyncio.Lock()
 
     async def _pace(self, n: int) -> None:
         """Sleep until ``n`` more bytes fit the rate since the first paced byte."""
         if self.clock is None or self.rate <= 0:
             return
-        now = self.clock.monotonic()
-        if self._start is None:
-            self._start = now
-        self._paced += n
-        due = self._start + self._paced / self.rate
-        if due > now:
-            await self.clock.sleep(due - now)
+        async with self._pacing:  # concurrent pulls wait their turn, not all at once
+            now = self.clock.monotonic()
+            if self._start is None:
+                self._start = now
+            self._paced += n
+            due = self._start + self._paced / self.rate
+            if due > now:
+                await self.clock.sleep(due - now)
 
     async def pull(self, partition: int, source: str) -> tuple[int, int]:
         """Copy ``partition`` from ``source``; returns (rows merged, blocks fetched). Raises
@@ -69,21 +72,30 @@ class PartitionSync:
             after = ""
             while True:
                 page = await peer.partition_page(table, partition, after, PAGE)
-                for pk, e in page:
-                    self.c.local.merge(table, pk, partition, e)
-                    rows += 1
-                    if table == BLOCK_REFS and e.value is not None:
-                        h = pk.split("/", 1)[0]
-                        if not self.c.local.blocks.has(h):
-                            data = await self._block(source, h)
-                            await self.c.local.blocks.write(h, data)
-                            self.block_bytes += len(data)
-                            blocks += 1
-                            await self._pace(len(data))
+                n, b = await self.absorb(table, partition, page, source)
+                rows, blocks = rows + n, blocks + b
                 if len(page) < PAGE:
                     break
                 after = page[-1][0]
         return rows, blocks
+
+    async def absorb(
+        self, table: str, partition: int, rows: list[tuple[str, Entry]], source: str
+    ) -> tuple[int, int]:
+        """Merge ``rows`` of ``source``'s and fetch the blocks live references among them
+        name that this node lacks (paced); returns (rows merged, blocks fetched)."""
+        blocks = 0
+        for pk, e in rows:
+            self.c.local.merge(table, pk, partition, e)
+            if table == BLOCK_REFS and e.value is not None:
+                h = pk.split("/", 1)[0]
+                if not self.c.local.blocks.has(h):
+                    data = await self._block(source, h)
+                    await self.c.local.blocks.write(h, data)
+                    self.block_bytes += len(data)
+                    blocks += 1
+                    await self._pace(len(data))
+        return len(rows), blocks
 
     async def _block(self, source: str, h: str) -> bytes:
         """Block ``h`` from ``source``, or from any replica if ``source`` lacks it (a row's

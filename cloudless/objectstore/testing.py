@@ -54,6 +54,8 @@ class LoopbackCluster:
     replication: int
     clock: Clock = field(default_factory=SystemClock)
     min_part_size: int = MIN_PART_SIZE
+    fsync_blocks: bool = True
+    """As ``StorageConfig.fsync_blocks`` (off: ``BlockStore.flush`` syncs them)."""
     nodes: dict[str, LoopbackNode] = field(default_factory=dict)
     layout: LayoutVersion | None = None
 
@@ -68,7 +70,8 @@ class LoopbackCluster:
             )
             meta = MetaDb(self.base / name / "meta.db", name) if self._mkdir(name) else None
             assert meta is not None
-            local = LocalStore(meta, BlockStore(self.base / name / "blocks", meta), self.clock)
+            blocks = BlockStore(self.base / name / "blocks", meta, fsync_each=self.fsync_blocks)
+            local = LocalStore(meta, blocks, self.clock)
             hints = HintStore(local)
             server_ssl = server_ssl_context(cert, key, ca.bundle_pem)
             runner = await self._serve(local, hints, server_ssl, 0)

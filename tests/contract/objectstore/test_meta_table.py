@@ -85,3 +85,17 @@ async def test_range_orders_pages_and_filters(tables: Tables) -> None:
         "b/c",
     ]
     assert [pk for pk, _ in await t.range(3, "b/", prefix="b/", limit=2)] == ["b/a", "b/b"]
+
+
+async def test_commit_learns_what_it_superseded_and_whether_it_lost(tables: Tables) -> None:
+    t = tables.table("objects")
+    first = await t.put("b/c", 7, b"v1", now_ms=100)
+    # The caller read nothing (a stale read): the replicas' answers name what it replaced.
+    c = await t.commit("b/c", 7, b"v2", 200, None)
+    assert c.entry == Entry(200, "n1", b"v2") and not c.lost and c.complete
+    assert c.superseded() == [first]
+    # Stamped 150 over a stale read: a replica already holds the later 200, so it lost.
+    late = await t.commit("b/c", 7, b"v0", 150, None)
+    assert late.lost and late.winner == c.entry
+    assert set(late.superseded()) <= {first}  # a replica still on v1 took v0 over it
+    assert await t.entry("b/c", 7) == c.entry

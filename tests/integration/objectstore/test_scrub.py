@@ -30,6 +30,10 @@ async def test_scrub_repairs_a_rotten_block_from_a_replica(tmp_path: Path) -> No
         n2 = c.nodes["n2"]
         assert n2.cluster is not None
         h = block_hash(data[: 1 << 20])
+        for _ in range(500):  # the PUT returned at a write quorum: n2's copies may be on the way
+            if n2.local.blocks.has(h) and n2.local.blocks.has(block_hash(data[1 << 20 :])):
+                break
+            await asyncio.sleep(0.02)
         good = n2.local.blocks.path(h).read_bytes()
         n2.local.blocks.path(h).write_bytes(b"\0" * len(good))  # rot on n2 only
         scrub = Scrubber(

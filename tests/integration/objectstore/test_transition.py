@@ -5,7 +5,9 @@ during the transition."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -99,8 +101,16 @@ async def test_writes_need_a_quorum_in_every_live_version(cluster: LoopbackClust
 
     e1 = cluster.engine("n1")
     await e1.put(bucket, "during", body(b"written mid-transition"), content_type="x", user_meta={})
-    for n in ("n1", "n2", "n3", *owners_v2):  # v1 owners and v2 owners all hold it
-        assert cluster.nodes[n].local.raw("objects").get(object_pk(bucket, "during")) is not None
+    # v1 owners and v2 owners all hold it (once the calls left running after the quorum
+    # acknowledged the write land)
+    holders = ("n1", "n2", "n3", *owners_v2)
+    deadline = time.monotonic() + 10
+    while any(
+        cluster.nodes[n].local.raw("objects").get(object_pk(bucket, "during")) is None
+        for n in holders
+    ):
+        assert time.monotonic() < deadline, "not every owner got the write"
+        await asyncio.sleep(0.02)
 
     # v1 still has a quorum (n1 + one more), v2 does not: the write is refused, naming v2
     (gone,) = [n for n in owners_v2 if n not in ("n1", "n4")][:1]

@@ -84,3 +84,39 @@ async def test_group_commit_writes_then_syncs(blocks: BlockStore) -> None:
         assert await blocks.write(h, d, durable=False) is True
     await blocks.sync([*hashes, hashes[0]])  # duplicates are synced once
     assert [await blocks.read(h) for h in hashes] == datas
+
+
+async def test_deferred_fsync_is_done_by_the_next_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocks = BlockStore(tmp_path / "b", MetaDb(tmp_path / "m.db", "n1"), fsync_each=False)
+    synced: list[int] = []
+    real = __import__("os").fsync
+    monkeypatch.setattr("cloudless.objectstore.blocks.os.fsync", lambda fd: synced.append(fd))
+    one, two, three = b"1" * 100, b"2" * 200_000, b"3" * 300
+    for data in (one, two, three):
+        assert await blocks.write(block_hash(data), data) is True
+    assert synced == []  # nothing synced while acknowledging
+    assert await blocks.write(block_hash(one), one) is False  # already there: not queued again
+    blocks.path(block_hash(three)).unlink()  # collected before the flush: skipped
+    assert await blocks.flush() == 3
+    # two files, then their directories (one each: distinct hash prefixes)
+    assert len(synced) == 2 + 2
+    assert await blocks.flush() == 0
+    monkeypatch.setattr("cloudless.objectstore.blocks.os.fsync", real)
+    assert await blocks.read(block_hash(two)) == two
+
+
+async def test_a_failed_flush_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = BlockStore(tmp_path / "b", MetaDb(tmp_path / "m.db", "n1"), fsync_each=False)
+    data = b"x" * 100
+    await blocks.write(block_hash(data), data)
+
+    def broken(fd: int) -> None:
+        raise OSError(5, "I/O error")
+
+    monkeypatch.setattr("cloudless.objectstore.blocks.os.fsync", broken)
+    with pytest.raises(OSError):
+        await blocks.flush()
+    monkeypatch.undo()
+    assert await blocks.flush() == 1

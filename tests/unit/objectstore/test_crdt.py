@@ -67,7 +67,7 @@ def test_tables_converge_whatever_the_order_and_duplicates(
     for pk, e in shuffled:
         two.merge(pk, 7, e)
     assert list(one.entries(7)) == list(two.entries(7))
-    assert one.digest(7) == two.digest(7)
+    assert one.meta.tree.roots("objects") == two.meta.tree.roots("objects")
     one.meta.close()
     two.meta.close()
 

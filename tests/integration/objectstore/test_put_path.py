@@ -1,0 +1,168 @@
+"""The replicated PUT path on three loopback nodes (R=3, mutual TLS): how many rounds of
+node-to-node calls a PUT waits for, and that overwrites, concurrent ones included, release
+exactly the versions they superseded (learned from the replicas' merge answers, no
+read-back)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudless.objectstore.blocks import block_hash
+from cloudless.objectstore.layout import NodeRole
+from cloudless.objectstore.rpc import Peer
+from cloudless.objectstore.testing import LoopbackCluster
+
+GB = 10**9
+
+
+async def body(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[LoopbackCluster]:
+    roles = {f"n{i}": NodeRole(f"zone{i}", 100 * GB) for i in range(1, 4)}
+    c = await LoopbackCluster(tmp_path, roles, replication=3).start()
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+class Slow:
+    """Every call n1 makes to its peers takes ``delay`` longer, so a PUT's time counts the
+    rounds of calls it waits for one after the other (calls in flight together, or
+    overlapping local work, cost one delay)."""
+
+    def __init__(self, peers: dict[str, Peer], delay: float) -> None:
+        self.delay = delay
+        for peer in peers.values():
+            for kind in ("merge", "entry", "range", "put_block", "get_block"):
+                setattr(peer, kind, self._slowed(getattr(peer, kind)))
+
+    def _slowed(self, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(self.delay)
+            return await inner(*args, **kwargs)
+
+        return call
+
+    async def rounds(self, work: Awaitable[Any]) -> float:
+        """How many delays ``work`` took (its own time over the delay)."""
+        t = time.perf_counter()
+        await work
+        return (time.perf_counter() - t) / self.delay
+
+
+async def settled(pred: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait (on the loop) for the background replica calls to land."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+DELAY = 1.0
+ROUNDS = [
+    # (object size, rounds of calls a PUT of a new key waits for)
+    (100, 2),  # inline: read the key's row | write it
+    (4096, 2),  # a block: {block, its reference, its version row, read the key} | write
+    (1 << 20, 2),  # one 1 MiB block: the same
+    ((1 << 20) + 1, 2),  # two blocks, stored at once: the same
+]
+
+
+async def test_a_put_waits_for_two_rounds_of_calls(cluster: LoopbackCluster) -> None:
+    n1 = cluster.nodes["n1"].cluster
+    assert n1 is not None
+    slow = Slow(n1.peers, DELAY)
+    e = cluster.engine("n1")
+    for size, want in ROUNDS:
+        data = os.urandom(size)
+        took = await slow.rounds(e.put("b", f"k{size}", body(data), content_type="x", user_meta={}))
+        # want delays plus the PUT's own work, three nodes' in one process (< 700 ms)
+        assert want <= took < want + 0.7, (size, took)
+
+
+def _refs(cluster: LoopbackCluster, h: str) -> list[int]:
+    return [n.local.blocks.refcount(h) for n in cluster.nodes.values()]
+
+
+def _refs_are(cluster: LoopbackCluster, h: str, want: list[int]) -> bool:
+    return _refs(cluster, h) == want
+
+
+async def test_an_overwrite_releases_the_old_version_everywhere(cluster: LoopbackCluster) -> None:
+    e = cluster.engine("n1")
+    old, new = os.urandom(5000), os.urandom(6000)
+    await e.put("b", "k", body(old), content_type="x", user_meta={})
+    await settled(lambda: _refs(cluster, block_hash(old)) == [1, 1, 1])
+    await cluster.engine("n2").put("b", "k", body(new), content_type="x", user_meta={})
+    await settled(lambda: _refs(cluster, block_hash(old)) == [0, 0, 0])
+    await settled(lambda: _refs(cluster, block_hash(new)) == [1, 1, 1])
+    await e.delete("b", "k")
+    await settled(lambda: _refs(cluster, block_hash(new)) == [0, 0, 0])
+
+
+async def test_concurrent_overwrites_leave_only_the_winner_referenced(
+    cluster: LoopbackCluster,
+) -> None:
+    # Two writers' acknowledging replicas (2 of 3 each) share one; whichever write reaches
+    # it second learns about the first there (superseded it, or lost to it).
+    for rnd in range(6):
+        datas = [os.urandom(4096 + i) for i in range(2)]
+        await asyncio.gather(
+            *(
+                cluster.engine(f"n{i + 1 + rnd % 2}").put(
+                    "b", f"race{rnd}", body(d), content_type="x", user_meta={}
+                )
+                for i, d in enumerate(datas)
+            )
+        )
+        meta = await cluster.engine("n1").head("b", f"race{rnd}")
+        assert meta is not None
+        winner = next(d for d in datas if len(d) == meta.size)
+        for d in datas:
+            want = [1, 1, 1] if d is winner else [0, 0, 0]
+            await settled(functools.partial(_refs_are, cluster, block_hash(d), want))
+
+
+async def test_a_get_of_a_small_object_waits_for_one_round(cluster: LoopbackCluster) -> None:
+    data = os.urandom(3 * (1 << 20) + 5)  # 4 blocks: listed in the object row
+    await cluster.engine("n1").put("b", "g", body(data), content_type="x", user_meta={})
+    await asyncio.sleep(0.3)
+    n2 = cluster.nodes["n2"].cluster
+    assert n2 is not None
+    slow = Slow(n2.peers, DELAY)
+    e2 = cluster.engine("n2")
+
+    async def get() -> None:
+        meta = await e2.head("b", "g")
+        assert meta is not None and meta.blocks is not None and len(meta.blocks) == 4
+        assert b"".join([piece async for piece in e2.read(meta, 0, meta.size)]) == data
+
+    # the object row from a read quorum; every block is on n2 itself (R=3 over 3 nodes)
+    took = await slow.rounds(get())
+    assert 1 <= took < 1.6, took
+
+
+async def test_an_object_row_without_its_block_list_reads_the_version_rows(
+    cluster: LoopbackCluster,
+) -> None:
+    from dataclasses import replace
+
+    data = os.urandom(5000)
+    e1 = cluster.engine("n1")
+    meta = await e1.put("b", "old", body(data), content_type="x", user_meta={})
+    older = replace(meta, blocks=None)  # as a row written before block lists existed
+    assert older.encode() != meta.encode()
+    got = b"".join([piece async for piece in e1.read(older, 10, 4000)])
+    assert got == data[10:4000]
