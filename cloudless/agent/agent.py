@@ -32,7 +32,7 @@ from cloudless.agent.facts import detect_facts
 from cloudless.agent.identity import AgentIdentity, channel_options, enroll
 from cloudless.agent.link import AssignmentFile, Link, Sample
 from cloudless.agent.monitor import ResourceMonitor
-from cloudless.agent.network import AgentNetwork
+from cloudless.agent.network import AgentNetwork, node_key_dir
 from cloudless.agent.power import read_battery, watch_battery
 from cloudless.agent.restart_ledger import RestartLedger
 from cloudless.agent.supervisor import Supervisor
@@ -45,6 +45,8 @@ from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.model.node import NodeConditions
 from cloudless.model.resources import Resources
+from cloudless.network.errors import NetworkEdgeError
+from cloudless.network.nebula_keys import NodeKey
 from cloudless.objectstore.service import StorageConfig, StorageService
 from cloudless.observability.http import parse_listen, serve_metrics
 from cloudless.runtime.protocol import ContainerRuntime
@@ -136,6 +138,7 @@ class Agent:
         self.link: Link | None = None
         self.supervisor: Supervisor | None = None
         self.network: AgentNetwork | None = None
+        self._nebula_pub: str | None = None
         self._metrics_tls: ssl.SSLContext | None = None
         self.storage: StorageService | None = None
         self._renew_now = asyncio.Event()  # the coordinator asked for a renewal (ack)
@@ -170,7 +173,21 @@ class Agent:
             cost_per_hour=c.cost_per_hour,
             metrics_address=self.metrics_address(),
             reserved_hours=sorted(c.reserved_hours),
+            nebula_public_key=self.nebula_public_key(),
         )
+
+    def nebula_public_key(self) -> str:
+        """The node's own Nebula public key (made once; the private key stays in the data
+        dir), or "" without container networking or when it cannot be made (logged)."""
+        if not self.config.container_network:
+            return ""
+        if self._nebula_pub is None:
+            try:
+                self._nebula_pub = NodeKey(node_key_dir(self.config.data_dir)).ensure()
+            except (OSError, NetworkEdgeError) as e:
+                log.warning("no Nebula key of its own: %s", e)
+                return ""
+        return self._nebula_pub
 
     def metrics_address(self) -> str:
         """Where this agent serves ``/metrics``, as advertised to the coordinator: the
@@ -272,6 +289,7 @@ class Agent:
             network_state=(
                 self.network.describe if self.network is not None else lambda: "off: disabled"
             ),
+            overlay=self.network.overlay_report if self.network is not None else lambda: None,
         )
         link_ref.append(self.link)
         ident = self.identity

@@ -44,6 +44,7 @@ from cloudless.transport.grpc_channel import GrpcDialer
 log = logging.getLogger("cloudless.agent.link")
 
 VERSION = "0.1.0"
+OVERLAY_RESEND_S = 30.0  # an unchanged overlay report is sent again this often
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,7 @@ class Link:
         dialer: Dialer | None = None,
         network: Callable[[pb.NetworkConfig | None], None] | None = None,
         network_state: Callable[[], str] = lambda: "",
+        overlay: Callable[[], pb.OverlayReport | None] = lambda: None,
         usage: UsageSampler | None = None,
         services_update: Callable[[pb.NetworkServicesUpdate], pb.NetworkConfig | None]
         | None = None,
@@ -187,6 +189,7 @@ class Link:
         self.network = network
         self.services_update = services_update
         self.network_state = network_state
+        self.overlay = overlay
         self.usage = usage
         self.supervisor = supervisor
         self.runtime = runtime
@@ -295,6 +298,10 @@ class Link:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             except asyncio.CancelledError:
                 if self.goodbye_hold_s > 0 and self.connected.is_set() and self.leave is None:
+                    # Nothing may follow the goodbye: a heartbeat after it (a change while the
+                    # agent stops) tells the coordinator the node is back, ending the hold.
+                    hb.cancel()
+                    await asyncio.gather(hb, return_exceptions=True)
                     await self._goodbye(outbox, said_goodbye)
                 raise
             finally:
@@ -386,6 +393,7 @@ class Link:
     async def _heartbeats(self, outbox: asyncio.Queue[pb.AgentMessage]) -> None:
         """Send heartbeats; return (ending the session) when the coordinator falls silent."""
         usage = UsageOutbox()  # a new stream starts with every replica's usage
+        overlay_sent: tuple[bytes, float] = (b"", -OVERLAY_RESEND_S)  # a new stream: at once
         while True:
             if self.clock.monotonic() - self.last_rx > self.silence_limit():
                 return
@@ -395,22 +403,26 @@ class Link:
             now = self.clock.now()
             moved, gone = usage.take(self.usage.latest) if self.usage else ([], [])
             trusted, issuer = self._trust_report()
-            outbox.put_nowait(
-                pb.AgentMessage(
-                    heartbeat=pb.Heartbeat(
-                        seq=self.seq,
-                        sent_at=now,
-                        usage=resources_to_pb(s.usage),
-                        conditions=conditions_to_pb(s.conditions),
-                        replicas=[status_pb(st, now) for st in self.supervisor.statuses()],
-                        network_state=self.network_state(),
-                        replica_usage=[usage_pb(u) for u in moved],
-                        usage_gone=gone,
-                        trusted_roots=trusted,
-                        cert_issuer=issuer,
-                    )
-                )
+            hb = pb.Heartbeat(
+                seq=self.seq,
+                sent_at=now,
+                usage=resources_to_pb(s.usage),
+                conditions=conditions_to_pb(s.conditions),
+                replicas=[status_pb(st, now) for st in self.supervisor.statuses()],
+                network_state=self.network_state(),
+                replica_usage=[usage_pb(u) for u in moved],
+                usage_gone=gone,
+                trusted_roots=trusted,
+                cert_issuer=issuer,
             )
+            overlay = self.overlay()
+            if overlay is not None:
+                # only when it changed, or every OVERLAY_RESEND_S: it lists every tunnel
+                raw, mono = overlay.SerializeToString(), self.clock.monotonic()
+                if raw != overlay_sent[0] or mono - overlay_sent[1] >= OVERLAY_RESEND_S:
+                    hb.overlay.CopyFrom(overlay)
+                    overlay_sent = (raw, mono)
+            outbox.put_nowait(pb.AgentMessage(heartbeat=hb))
             which, _ = await first_of(self.changed.wait(), self.clock.sleep(self.interval))
             if which == 0:
                 await self.clock.sleep(0.02)  # coalesce a burst of changes

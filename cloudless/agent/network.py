@@ -14,7 +14,9 @@ States (``state``, with ``reason`` for every one but ``up``):
   config reprograms nft and DNS from its service table, replaces the network-policy table
   (``inet cloudless_policy``, compiled by the coordinator; removed when it sends none),
   re-applies Nebula (restart when the certificate changed), and a changed address slot
-  brings the device network up again.
+  brings the device network up again. While up, ``OverlayProbe`` reads Nebula's hostmap through
+  its admin interface (``sshd`` on loopback) and ``overlay_report`` is what the heartbeats
+  carry: each tunnel, direct or relayed, and how long no lighthouse has been reachable.
 
 ``attach(replica)`` gives a container its namespace and interface (CNI) and a resolv.conf
 pointing at the device's DNS responder; it is idempotent (an adopted container gets its
@@ -43,10 +45,19 @@ from cloudless.network.cni import CNI_PATH, CniInvoker, PortMapping, bridge_conf
 from cloudless.network.device import ContainerNetworks, IpNetns
 from cloudless.network.errors import NetworkConfigError, NetworkEdgeError
 from cloudless.network.nebula import NebulaSupervisor
-from cloudless.network.nebula_config import NebulaSettings, render_config
+from cloudless.network.nebula_admin import AdminKeys, NebulaAdmin
+from cloudless.network.nebula_config import (
+    DEFAULT_PORT,
+    AdminSettings,
+    NebulaSettings,
+    render_config,
+)
+from cloudless.network.nebula_keys import NodeKey
 from cloudless.network.netpolicy_device import render_inputs
 from cloudless.network.netpolicy_nft import render_compiled
 from cloudless.network.nft_apply import NftApplier, NftPolicyTable, PolicyTable
+from cloudless.network.overlay_state import report_to_pb
+from cloudless.network.probe import OverlayProbe
 from cloudless.network.service_updates import StaleServicesUpdate, apply_update
 from cloudless.network.wire import DeviceConfig
 
@@ -77,6 +88,11 @@ def missing_prerequisite(
     if not exists("/dev/net/tun"):
         return "/dev/net/tun is missing: nebula cannot create its interface"
     return None
+
+
+def node_key_dir(data_dir: Path) -> Path:
+    """Where the node keeps its own Nebula key pair (``nebula_keys.NodeKey``)."""
+    return data_dir / "network" / "nebula"
 
 
 def upstream_resolver(resolv_conf: str) -> tuple[str, int] | None:
@@ -184,6 +200,8 @@ class AgentNetwork:
         self._desired: pb.NetworkConfig | None = None
         self.policy_table: PolicyTable = NftPolicyTable(host_argv=self.host_argv, bridge=BRIDGE)
         self._policy_cleared = False  # a table left from before a restart was removed
+        self.admin: AdminSettings | None = None
+        self.probe: OverlayProbe | None = None
         self._wake = asyncio.Event()
         self._settled = asyncio.Event()  # set while state is "off" or "up"
         self._settled.set()
@@ -202,6 +220,13 @@ class AgentNetwork:
         if self.state == "off" and self.prerequisite() is None:
             self._set("waiting", "bringing the device network up")
         self._wake.set()
+
+    def overlay_report(self) -> pb.OverlayReport | None:
+        """The overlay as Nebula last showed it (None while no overlay runs)."""
+        probe = self.probe
+        if probe is None or probe.report is None or self.state != "up":
+            return None
+        return report_to_pb(probe.report)
 
     def update_services(self, update: pb.NetworkServicesUpdate) -> pb.NetworkConfig | None:
         """A change to the service table of the latest config: the patched config (the loop
@@ -281,10 +306,23 @@ class AgentNetwork:
             # starting now is not a container yet and would look stale.
             await self._collect(dn)
             self._set("up", "")
+            probe = None
+            if dn.overlay is not None and self.admin is not None:
+                self.probe = OverlayProbe(
+                    NebulaAdmin(
+                        AdminKeys(self._admin_dir()), DEFAULT_PORT, host_argv=self.host_argv
+                    ),
+                    lambda: self.config.lighthouses if self.config else (),
+                    self.clock,
+                )
+                probe = tg.create_task(self.probe.run())
             try:
                 await self._follow(dn, cfg)
             finally:
                 self.device = None
+                self.probe = None
+                if probe is not None:
+                    probe.cancel()
                 task.cancel()
 
     async def _follow(self, dn: DeviceNetwork, cfg: DeviceConfig) -> None:
@@ -347,7 +385,14 @@ class AgentNetwork:
         cni = CniInvoker(conf, str(self.dir / "cni"), host_argv=self.host_argv)
         overlay = None
         if cfg.nebula is not None and cfg.lighthouses:
+            if not cfg.nebula.key:
+                self.nebula_public_key()  # nebula then names a key that does not fit its cert
             self._write_nebula_files(cfg)
+            try:
+                self.admin = AdminKeys(self._admin_dir()).ensure(DEFAULT_PORT)
+            except (OSError, ValueError, NetworkEdgeError) as e:  # the overlay runs unobserved
+                log.warning("nebula admin keys: %s; the overlay is not reported", e)
+                self.admin = None
             overlay = NebulaSupervisor(
                 self.dir / "nebula-run", host_argv=self.host_argv, clock=self.clock
             )
@@ -369,15 +414,28 @@ class AgentNetwork:
         )
         return dn
 
-    def _nebula_paths(self) -> tuple[Path, Path, Path]:
+    def nebula_public_key(self) -> str:
+        """The node's own Nebula public key, the pair made if missing (blocking file I/O)."""
+        return NodeKey(self.dir / "nebula").ensure()
+
+    def _admin_dir(self) -> Path:
+        return self.dir / "nebula-admin"
+
+    def _nebula_paths(self, cfg: DeviceConfig) -> tuple[Path, Path, Path]:
+        """CA, certificate and key: the node's own key (``node.key``, made by this node and
+        never sent) unless the coordinator sent one (for an agent that sent no public key)."""
         d = self.dir / "nebula"
-        return d / "ca.crt", d / "host.crt", d / "host.key"
+        own = cfg.nebula is None or not cfg.nebula.key
+        return d / "ca.crt", d / "host.crt", NodeKey(d).key if own else d / "host.key"
 
     def _write_nebula_files(self, cfg: DeviceConfig) -> None:
         assert cfg.nebula is not None
-        ca, crt, key = self._nebula_paths()
+        ca, crt, key = self._nebula_paths(cfg)
         ca.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for path, data in ((ca, cfg.nebula.ca), (crt, cfg.nebula.cert), (key, cfg.nebula.key)):
+        files = [(ca, cfg.nebula.ca), (crt, cfg.nebula.cert)]
+        if cfg.nebula.key:
+            files.append((key, cfg.nebula.key))
+        for path, data in files:
             tmp = path.with_suffix(".tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as f:
@@ -385,7 +443,7 @@ class AgentNetwork:
             os.replace(tmp, path)
 
     def _nebula_config(self, cfg: DeviceConfig) -> dict[str, object]:
-        ca, crt, key = self._nebula_paths()
+        ca, crt, key = self._nebula_paths(cfg)
         return render_config(
             NebulaSettings(
                 name=self.node_name,
@@ -398,6 +456,8 @@ class AgentNetwork:
                 behind_nat=not self.public,
                 relays=tuple(sorted(cfg.lighthouses)),
                 blocklist=cfg.blocklist,
+                withhold=tuple(str(r) for r in cfg.plan.cluster_ranges()),
+                admin=self.admin,
             )
         )
 

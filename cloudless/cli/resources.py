@@ -165,6 +165,39 @@ def _resources(r: dict[str, Any]) -> str:
     )
 
 
+def _overlay(o: dict[str, Any] | None) -> None:
+    """The node's overlay as the coordinators observe it (clusters with networking)."""
+    if not o:
+        return
+    reach = o.get("reachable")
+    reach_text = {True: "yes", False: "NO", None: "not known"}[reach]
+    direct = [p for p in o.get("paths") or [] if p.get("path") == "direct"]
+    relayed = [p for p in o.get("paths") or [] if p.get("path") != "direct"]
+    out.print()
+    out.print(
+        _fields(
+            [
+                ("Overlay IP", str(o.get("overlay_ip") or "-")),
+                ("NAT", f"{o.get('nat')}: {o.get('nat_reason', '')}"),
+                ("Reachable", f"{reach_text}: {o.get('reach_reason', '')}"),
+                (
+                    "Direct paths",
+                    ", ".join(f"{p['peer_name']} ({p['via']})" for p in direct) or "none",
+                ),
+                (
+                    "Relayed paths",
+                    ", ".join(f"{p['peer_name']} via {p['via']}" for p in relayed) or "none",
+                ),
+            ]
+        )
+    )
+    if reach is False:
+        out.print(
+            "This node is left out of service endpoints: other nodes cannot reach its "
+            "replicas over the overlay, not even through a relay."
+        )
+
+
 @describe_app.command("node")
 def describe_node(
     name: Annotated[str, typer.Argument(help="A node id or name.")],
@@ -206,6 +239,7 @@ def describe_node(
         )
     )
     _availability(n.get("availability"), t)
+    _overlay(n.get("overlay"))
     reps = n.get("replicas") or []
     names = node_names(nodes)
     out.print()

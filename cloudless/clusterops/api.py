@@ -38,6 +38,7 @@ from cloudless.coordinator.userapi.app import IDENTITY
 from cloudless.coordinator.userapi.errors import ApiError
 from cloudless.coordinator.userapi.errors import json_response as _json
 from cloudless.lib.errors import Conflict, NotFound, ValidationError
+from cloudless.network.observer import release_lighthouse
 from cloudless.policy.access import CALLER
 from cloudless.security.ca import BACKDATE_SECONDS
 from cloudless.security.errors import SecurityError
@@ -174,6 +175,8 @@ class OpsApi:
             )
         removed_member = await self._remove_member(name, known=info is not None)
         await coordinators_table(self.api.state.store).delete(name)
+        # its Nebula lighthouse goes from every device's list (and its overlay IP is freed)
+        await release_lighthouse(self.api.state.store, name)
         sid = SpiffeId.service(f"coordinator-{name}", self.api.ca.trust_domain)
         now = self.api.clock.now()
         reason = "coordinator removed"

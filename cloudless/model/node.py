@@ -171,6 +171,7 @@ class Node:
     metrics_address: str = ""  # "http(s)://host:port" of the agent's /metrics, or ""
     departure: Departure | None = None
     reserved_hours: frozenset[int] = frozenset()
+    nebula_public_key: str = ""  # the node's own Nebula key (PEM); "" when it sent none
 
     @staticmethod
     def make(id: str, *, labels: dict[str, str] | None = None, **kw: Any) -> Node:
@@ -230,6 +231,7 @@ class Node:
             "metrics_address": self.metrics_address,
             "departure": self.departure.to_dict() if self.departure else None,
             "reserved_hours": sorted(self.reserved_hours),
+            "nebula_public_key": self.nebula_public_key,
         }
 
     @classmethod
@@ -258,4 +260,5 @@ class Node:
             metrics_address=str(d.get("metrics_address", "")),
             departure=Departure.from_dict(d["departure"]) if d.get("departure") else None,
             reserved_hours=frozenset(int(h) for h in d.get("reserved_hours") or ()),
+            nebula_public_key=str(d.get("nebula_public_key", "")),
         )

@@ -95,6 +95,9 @@ class DeviceAddresses:
         return None
 
 
+MAX_LIGHTHOUSES = 7  # coordinators running a lighthouse (an HA cluster has 3 or 5)
+
+
 @dataclass(frozen=True)
 class AddressPlan:
     """A validated set of ranges; see the module docstring for the slot rule."""
@@ -111,8 +114,19 @@ class AddressPlan:
 
     @property
     def lighthouse_ip(self) -> IPv4Addr:
-        """The coordinator's overlay address: the overlay's last usable one."""
+        """The first coordinator's overlay address: the overlay's last usable one."""
         return self.overlay.broadcast_address - 1
+
+    def lighthouse_ips(self) -> list[IPv4Addr]:
+        """Addresses for coordinators' lighthouses, from the top down (at most
+        ``MAX_LIGHTHOUSES``), never one a device slot could hold. Worked: 100.64.0.0/10 ->
+        100.127.255.254, .253, ... .248; a /29 overlay with 5 slots (.1-.5) -> only .6."""
+        first_free = int(self.overlay.network_address) + self.slots + 1
+        top = int(self.overlay.broadcast_address) - 1
+        return [
+            ipaddress.IPv4Address(a)
+            for a in range(top, max(first_free, top - MAX_LIGHTHOUSES + 1) - 1, -1)
+        ]
 
     def addresses(self, slot: int) -> DeviceAddresses:
         if not 0 <= slot < self.slots:

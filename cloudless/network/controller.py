@@ -8,7 +8,9 @@ Rules of ``plan_network`` (pure, over one snapshot):
   a workload deleted or without ports is deleted (its VIP is freed);
 * a service's endpoints are its replicas that are desired and observed RUNNING and report an
   address (``Replica.endpoint`` "ip:port") inside their node's container subnet (others are
-  counted in ``total`` and their reason listed in ``problems``).
+  counted in ``total`` and their reason listed in ``problems``), except replicas on a device
+  the overlay observer found unreachable (``network-overlay/<node>`` says ``reachable:
+  false``: no lighthouse or relay reaches it), which are listed in ``problems`` with why.
 
 ``NetworkController.lead(fence)`` runs the plan on every change of workloads or replicas and
 every ``period`` seconds (for node joins and removals), as leader, fenced.
@@ -28,6 +30,7 @@ from cloudless.model.node import NodeState
 from cloudless.model.replica import DesiredState, Replica, ReplicaState
 from cloudless.network.addressing import AddressPlan, DeviceAddresses
 from cloudless.network.errors import AddressExhausted
+from cloudless.network.observer import overlay_records, unreachable
 from cloudless.network.services import (
     Endpoint,
     ReplicaAddress,
@@ -88,6 +91,7 @@ def plan_network(
     slots: Mapping[str, int],
     services: Mapping[ServiceKey, ServiceRecord],
     plan: AddressPlan,
+    unreachable: Mapping[str, str] | None = None,
 ) -> NetworkPlan:
     """What to write so the store matches the rules above (see the module docstring)."""
     live_nodes = {n for n, st in nodes.items() if st is not NodeState.REMOVED}
@@ -113,7 +117,7 @@ def plan_network(
     delete = tuple(sorted(set(services) - set(wanted)))
     updates: list[EndpointUpdate] = []
     for key in wanted:
-        es = endpoint_set(key, replicas.get(key.name, []), devices)
+        es = endpoint_set(key, replicas.get(key.name, []), devices, unreachable)
         problems.extend(f"service {key}: {i}" for i in es.ignored)
         rec = services.get(key)
         have = tuple((e.ip, e.replica) for e in rec.endpoints) if rec else None
@@ -147,7 +151,7 @@ class NetworkController:
 
     async def lead(self, fence: Fence) -> None:
         async with asyncio.TaskGroup() as tg:
-            for table in ("workloads/", "replicas/"):
+            for table in ("workloads/", "replicas/", "network-overlay/"):
                 tg.create_task(self._watch(ROOT + table))
             tg.create_task(self._loop(fence))
 
@@ -180,6 +184,7 @@ class NetworkController:
             slots,
             services,
             self.plan,
+            unreachable(await overlay_records(store)),
         )
         self.last = plan
         self.problems = plan.problems

@@ -8,7 +8,8 @@
   masquerading ``lan`` traffic (``--random-fully`` for a symmetric NAT);
 * **devices**: a namespace with ``eth0`` on a switch (default route via its router when NATed),
   forwarding on, a CNI bridge network for its slot and containers as namespaces;
-* **nebula** on every device from one CA, the first device the lighthouse and relay.
+* **nebula** on every device from one CA, the first device the lighthouse and relay; with
+  ``admin=True`` each also serves its admin interface (``Device.admin`` reads it).
 
 ``close()`` kills every process and removes every namespace with the lab's prefix (also after
 a failure half-way). Traffic never leaves the lab's namespaces.
@@ -27,6 +28,7 @@ from typing import Any
 from cloudless.network.addressing import AddressPlan, DeviceAddresses
 from cloudless.network.cni import Attachment, CniInvoker, bridge_conflist
 from cloudless.network.nebula import NebulaCA, NebulaSupervisor
+from cloudless.network.nebula_admin import AdminKeys, NebulaAdmin
 from cloudless.network.nebula_config import NebulaSettings, groups_from_labels, render_config
 from cloudless.network.testing import PREFIX, Namespaces, run
 
@@ -80,6 +82,7 @@ class Device:
     cni: CniInvoker
     behind_nat: bool = False
     nebula: NebulaSupervisor | None = None
+    admin: NebulaAdmin | None = None
     containers: dict[str, Attachment] = field(default_factory=dict)
 
     @property
@@ -163,7 +166,9 @@ class NetLab:
     def container_ns(self, dev: Device, name: str) -> str:
         return self.ns(f"{dev.name}-{name}")
 
-    async def nebula_everywhere(self, lighthouse: str, *, relays: bool = True) -> NebulaCA:
+    async def nebula_everywhere(
+        self, lighthouse: str, *, relays: bool = True, admin: bool = False
+    ) -> NebulaCA:
         ca = NebulaCA(self.dir / "nebula-ca")
         await ca.ensure("cloudless-lab")
         lh = self.devices[lighthouse]
@@ -175,6 +180,11 @@ class NetLab:
                 groups_from_labels({}, lighthouse=d.name == lighthouse),
                 self.dir / d.name / "nebula",
             )
+            settings = None
+            if admin:
+                keys = AdminKeys(self.dir / d.name / "admin")
+                settings = keys.ensure(4242)
+                d.admin = NebulaAdmin(keys, 4242, host_argv=d.argv)
             s = NebulaSettings(
                 name=d.name,
                 addresses=d.addresses,
@@ -186,6 +196,7 @@ class NetLab:
                 am_lighthouse=d.name == lighthouse,
                 behind_nat=d.behind_nat,
                 relays=(lh_ip,) if relays else (),
+                admin=settings,
             )
             d.nebula = NebulaSupervisor(self.dir / d.name / "nebula-run", host_argv=d.argv)
             await d.nebula.apply(render_config(s))

@@ -40,6 +40,7 @@ from cloudless.network.nebula_config import (
     sign_argv,
     to_yaml,
 )
+from cloudless.network.nebula_keys import public_key_problem
 
 ACTIVE_MARK = "Nebula interface is active"
 RESTART_BACKOFF = Backoff(base=0.5, cap=10.0)
@@ -73,9 +74,14 @@ async def nebula_version(binary: str = "nebula") -> NebulaVersion:
 class NebulaCA:
     """The cluster's Nebula CA in ``directory`` (``ca.crt``, ``ca.key``, mode 0600 key)."""
 
-    def __init__(self, directory: str | Path, tool: str = "nebula-cert") -> None:
+    def __init__(
+        self, directory: str | Path, tool: str = "nebula-cert", *, create: bool = True
+    ) -> None:
+        """``create=False``: never make a CA here (a coordinator that joined a cluster gets
+        the cluster's with the join answer; a second CA would split the overlay)."""
         self.dir = Path(directory)
         self.tool = tool
+        self.create = create
         self.crt = self.dir / "ca.crt"
         self.key = self.dir / "ca.key"
         self._lock = asyncio.Lock()
@@ -85,6 +91,12 @@ class NebulaCA:
         async with self._lock:
             if _exists(self.crt) and _exists(self.key):
                 return
+            if not self.create:
+                raise NetworkEdgeError(
+                    f"no Nebula CA in {self.dir}: this coordinator joined a cluster whose "
+                    "coordinators had none when it joined; copy ca.crt and ca.key from "
+                    "another coordinator's <ca-dir>/nebula (never make a second one)"
+                )
             _mkdir(self.dir)
             argv = ca_argv(name, str(self.crt), str(self.key))
             await _run([self.tool, *argv[1:]])
@@ -98,13 +110,47 @@ class NebulaCA:
         out_dir: str | Path,
         duration_hours: int = 8760,
     ) -> tuple[Path, Path]:
-        """Sign a certificate for a device (overwriting an older one); ``(crt, key)``."""
-        out = Path(out_dir)
+        """Sign a certificate for a new key made here (overwriting older ones): ``(crt, key)``.
+        For the coordinator's own lighthouse and labs; devices make their keys (``sign``)."""
+        crt, key = await self._sign(name, addresses, groups, Path(out_dir), duration_hours, "")
+        assert key is not None
+        return crt, key
+
+    async def sign(
+        self,
+        name: str,
+        addresses: DeviceAddresses,
+        groups: Sequence[str],
+        out_dir: str | Path,
+        public_key: str,
+        duration_hours: int = 8760,
+    ) -> Path:
+        """Sign a certificate for ``public_key`` (PEM: the device made its key, which never
+        leaves it); the certificate's path. A malformed key is a NetworkEdgeError naming it."""
+        problem = public_key_problem(public_key)
+        if problem:
+            raise NetworkEdgeError(f"{name}: Nebula public key: {problem}")
+        crt, _ = await self._sign(
+            name, addresses, groups, Path(out_dir), duration_hours, public_key
+        )
+        return crt
+
+    async def _sign(
+        self,
+        name: str,
+        addresses: DeviceAddresses,
+        groups: Sequence[str],
+        out: Path,
+        duration_hours: int,
+        public_key: str,
+    ) -> tuple[Path, Path | None]:
         _mkdir(out)
-        crt, key = out / "host.crt", out / "host.key"
-        for p in (crt, key):
+        crt, key, pub = out / "host.crt", out / "host.key", out / "host.pub"
+        for p in (crt, key, pub):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
+        if public_key:
+            pub.write_text(public_key)
         argv = sign_argv(
             ca_crt=str(self.crt),
             ca_key=str(self.key),
@@ -112,10 +158,13 @@ class NebulaCA:
             addresses=addresses,
             groups=groups,
             out_crt=str(crt),
-            out_key=str(key),
+            out_key="" if public_key else str(key),
+            in_pub=str(pub) if public_key else "",
             duration_hours=duration_hours,
         )
         await _run([self.tool, *argv[1:]])
+        if public_key:
+            return crt, None
         os.chmod(key, 0o600)
         return crt, key
 

@@ -12,9 +12,14 @@ What the rendered config guarantees, with the Nebula 1.6 pitfall each point answ
   relayed can stay relayed forever. Lighthouses are relays (``am_relay``); every device may use
   relays (``use_relays``) to reach a NATed one.
 * ``lighthouse.local_allow_list`` restricts the addresses advertised to lighthouses to the
-  ranges given (the LAN, the NAT's inside), never container bridges or the overlay itself.
+  ranges given (the LAN, the NAT's inside); without those, it withholds the ranges given in
+  ``withhold`` (the agent passes the cluster's: container bridges, the overlay, services),
+  so peers are never sent to a device's bridge address.
 * ``listen.read_buffer``/``write_buffer`` are raised (10 MiB) against drops under load.
 * The tun MTU is the overlay's (1300); container interfaces use the same MTU.
+* ``sshd`` (``AdminSettings``), when given, listens on loopback only with one authorized key:
+  the agent and the coordinator read the hostmap and the lighthouse's address map through it
+  (``nebula_admin``). Port 22 is refused (Nebula refuses it too).
 """
 
 from __future__ import annotations
@@ -58,6 +63,27 @@ class NebulaVersion:
 
 
 @dataclass(frozen=True)
+class AdminSettings:
+    """Nebula's ssh admin interface: where it listens, its host key file, the one user."""
+
+    listen: str  # "127.0.0.1:PORT"
+    host_key: str
+    user: str
+    public_key: str  # "ssh-ed25519 AAAA..."
+
+    def validate(self) -> None:
+        host, _, port = self.listen.rpartition(":")
+        if host not in ("127.0.0.1", "::1", "[::1]") or not port.isdigit():
+            raise NetworkConfigError(
+                f"sshd.listen {self.listen!r}: must be a loopback address with a port"
+            )
+        if not 0 < int(port) < 65536 or int(port) == 22:
+            raise NetworkConfigError(f"sshd.listen {self.listen!r}: port 1-65535, not 22")
+        if not self.public_key.startswith("ssh-ed25519 "):
+            raise NetworkConfigError("sshd.public_key: an ssh-ed25519 public key is expected")
+
+
+@dataclass(frozen=True)
 class NebulaSettings:
     name: str
     addresses: DeviceAddresses
@@ -71,12 +97,14 @@ class NebulaSettings:
     relays: tuple[str, ...] = ()  # overlay IPs of relays (the coordinators)
     blocklist: tuple[str, ...] = ()
     advertise: tuple[str, ...] = ()  # ranges whose addresses may be advertised (empty: all)
+    withhold: tuple[str, ...] = ()  # without ``advertise``: ranges never advertised
     listen_host: str = "0.0.0.0"
     listen_port: int = DEFAULT_PORT
     tun_dev: str = "nebula1"
     mtu: int = MTU
     buffer_bytes: int = BUFFER_BYTES
     log_level: str = "info"
+    admin: AdminSettings | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -134,6 +162,16 @@ def render_config(s: NebulaSettings) -> dict[str, Any]:
         cfg["lighthouse"]["local_allow_list"] = {"0.0.0.0/0": False} | {
             r: True for r in s.advertise
         }
+    elif s.withhold:  # all rules false: Nebula allows the rest
+        cfg["lighthouse"]["local_allow_list"] = {r: False for r in s.withhold}
+    if s.admin is not None:
+        s.admin.validate()
+        cfg["sshd"] = {
+            "enabled": True,
+            "listen": s.admin.listen,
+            "host_key": s.admin.host_key,
+            "authorized_users": [{"user": s.admin.user, "keys": [s.admin.public_key]}],
+        }
     if s.am_lighthouse:
         # A lighthouse's own address must be the one in everyone's static_host_map.
         cfg["lighthouse"].pop("local_allow_list", None)
@@ -160,6 +198,16 @@ def restart_needed(old: Mapping[str, Any], new: Mapping[str, Any], cert_changed:
     if old.get("relay") != new.get("relay"):
         return "restart"
     return "reload"
+
+
+RENEW_AT = 2 / 3  # of a certificate's life, as for node certificates (security.renewer)
+CERT_HOURS = 8760  # a device certificate's life: a node certificate's (one year)
+
+
+def renewal_due(issued_at: float, hours: int, now: float) -> bool:
+    """Whether a device certificate issued at ``issued_at`` for ``hours`` is due for
+    re-issue: 2/3 of its life gone (worked: 8760 h -> after 5840 h, day 243.3)."""
+    return now >= issued_at + hours * 3600 * RENEW_AT
 
 
 _GROUP = re.compile(r"^[A-Za-z0-9_.=:/-]{1,128}$")
@@ -195,16 +243,21 @@ def sign_argv(
     addresses: DeviceAddresses,
     groups: Sequence[str],
     out_crt: str,
-    out_key: str,
+    out_key: str = "",
+    in_pub: str = "",
     duration_hours: int = 8760,
 ) -> list[str]:
     """``nebula-cert sign`` for a device: its overlay IP, its container subnet in ``subnets``
-    (so peers accept packets from its containers), its groups."""
+    (so peers accept packets from its containers), its groups; for the public key in
+    ``in_pub`` (the node made its key) or else for a new key written to ``out_key``."""
+    if bool(out_key) == bool(in_pub):
+        raise NetworkConfigError("nebula-cert sign: exactly one of out_key and in_pub")
     if not re.match(r"^[A-Za-z0-9_.-]{1,253}$", name):
         raise NetworkConfigError(f"nebula certificate name {name!r}: letters, digits, _.- only")
     return [
         *("nebula-cert", "sign", "-ca-crt", ca_crt, "-ca-key", ca_key, "-name", name),
         *("-ip", addresses.overlay_cidr, "-subnets", str(addresses.container_subnet)),
         *("-groups", ",".join(groups), "-duration", f"{duration_hours}h"),
-        *("-out-crt", out_crt, "-out-key", out_key),
+        *("-out-crt", out_crt),
+        *(("-in-pub", in_pub) if in_pub else ("-out-key", out_key)),
     ]

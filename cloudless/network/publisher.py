@@ -2,9 +2,10 @@
 
 As leader, it watches the device and service records (``state.py``) and keeps, per node, the
 ``NetworkConfig`` its agent gets with its assignments (``config_for``, read by the agent hub
-when it builds a node's set): the node's slot, the plan, its Nebula certificate (issued once
-per node and slot by the cluster's Nebula CA, re-issued when the slot changes), the
-lighthouses, the blocklist (certificates of nodes that no longer hold a slot) and the whole
+when it builds a node's set): the node's slot, the plan, its Nebula certificate (signed by the
+cluster's Nebula CA for the node's own public key and slot, kept in the store by ``certs``,
+signed again when the slot or the key changes or 2/3 of its life has gone), every registered
+lighthouse, the blocklist (certificates of nodes that no longer hold a slot) and the whole
 service table (numbered by ``services_revision``), and the node's network-policy chains
 (``netpolicy_device.device_chains`` over the stored policies and the running replicas). Nodes
 whose message changed only in the service table get the services that changed
@@ -28,9 +29,12 @@ from cloudless.coordinator.state.cluster import ClusterState
 from cloudless.lib.clock import Clock
 from cloudless.model.replica import DesiredState, ReplicaState
 from cloudless.network.addressing import AddressPlanConfig, DeviceAddresses
+from cloudless.network.certs import CERTS, IssuedCert, current
+from cloudless.network.certs import blocklist as cert_blocklist
+from cloudless.network.certs import expired as cert_expired
 from cloudless.network.errors import NetworkEdgeError
 from cloudless.network.nebula import NebulaCA
-from cloudless.network.nebula_config import groups_from_labels
+from cloudless.network.nebula_config import CERT_HOURS, groups_from_labels
 from cloudless.network.netpolicy import NetworkPolicy
 from cloudless.network.netpolicy_device import (
     PlacedEndpoint,
@@ -39,10 +43,11 @@ from cloudless.network.netpolicy_device import (
     device_chains,
     endpoints,
 )
+from cloudless.network.observer import registered_lighthouses
 from cloudless.network.service_updates import by_key, table_update
 from cloudless.network.state import DEVICES, SERVICES, stored_policies
 from cloudless.network.wire import NebulaIdentity, network_config, service_to_pb
-from cloudless.store.errors import DecodeError
+from cloudless.store.errors import DecodeError, StoreError
 from cloudless.store.fence import Fence
 from cloudless.store.protocol import Store
 from cloudless.store.tables import ROOT
@@ -63,6 +68,7 @@ class NetworkPublisher:
         lighthouses: Mapping[str, Sequence[str]] | None = None,
         period: float = 10.0,
         push_services: Callable[[pb.NetworkServicesUpdate, Iterable[str]], None] | None = None,
+        cert_hours: int = CERT_HOURS,
     ) -> None:
         self.store = store
         self.state = ClusterState(store)
@@ -74,13 +80,16 @@ class NetworkPublisher:
         self.lighthouses = dict(lighthouses or {})
         self.period = period
         self.push_services = push_services
+        self.cert_hours = cert_hours
         self.services_revision = 0  # of the service table, counted by this publisher
         self._table: dict[str, pb.NetworkService] = {}
         self._ordered: list[pb.NetworkService] = []  # the table in message order
         self._bases: dict[str, pb.NetworkConfig] = {}  # each node's message without services
         self._whole: dict[str, pb.NetworkConfig] = {}  # config_for's answers, built on demand
         self._decoded: dict[str, tuple[int, pb.NetworkService]] = {}  # key -> (mod rev, wire)
-        self._identities: dict[str, tuple[int, NebulaIdentity | None]] = {}
+        # node -> (the stored certificate it was built from, the identity): no file read
+        # for a node whose certificate did not change
+        self._identities: dict[str, tuple[IssuedCert, NebulaIdentity]] = {}
         self.problem = ""
         self._wake = asyncio.Event()
 
@@ -146,17 +155,23 @@ class NetworkPublisher:
             update = table_update(self._table, table, self.services_revision, rev)
             self._table, self.services_revision = table, rev
             self._ordered = [table[k] for k in sorted(table, key=lambda k: tuple(k.split("/", 1)))]
-        blocklist = await self._blocklist(set(devices))
+        # every coordinator's registered lighthouse (the static map when none registered)
+        lighthouses = await registered_lighthouses(self.store) or self.lighthouses
+        keys = {r.name: r.value.nebula_public_key for r in (await self.state.nodes.list()).records}
+        certs = await self._certs(set(devices))
+        blocklist = cert_blocklist(certs, set(devices), self.clock.now())
         policies, cluster = await self._policy_inputs()
         bases: dict[str, pb.NetworkConfig] = {}
         for node_id, slot in sorted(devices.items()):
-            ident = await self._identity(node_id, self.plan.addresses(slot))
+            ident = await self._identity(
+                node_id, self.plan.addresses(slot), keys.get(node_id, ""), certs.get(node_id)
+            )
             base = network_config(
                 self.plan_config,
                 slot,
                 (),
                 nebula=ident,
-                lighthouses=self.lighthouses,
+                lighthouses=lighthouses,
                 blocklist=blocklist,
             )
             base.policy_chains.extend(chains_to_pb(device_chains(policies, cluster, node_id)))
@@ -225,59 +240,77 @@ class NetworkPublisher:
         assert self.ca is not None
         return self.ca.dir / "issued" / node_id
 
-    async def _identity(self, node_id: str, addrs: DeviceAddresses) -> NebulaIdentity | None:
+    async def _certs(self, holders: set[str]) -> dict[str, IssuedCert]:
+        """The issued certificates in the store; expired ones of removed nodes deleted."""
+        if self.ca is None:
+            return {}
+        table = CERTS.bind(self.store)
+        now = self.clock.now()
+        out = {}
+        for r in (await table.list()).records:
+            if r.name not in holders and cert_expired(r.value, now):
+                await table.delete(r.name, expect=r.mod_revision)
+                continue
+            out[r.name] = r.value
+        return out
+
+    async def _identity(
+        self, node_id: str, addrs: DeviceAddresses, public_key: str, rec: IssuedCert | None
+    ) -> NebulaIdentity | None:
+        """The node's certificate (``certs``: the stored one while current, else a new one
+        signed for its slot and the public key it sent, stored for every leader to see). The
+        key stays on the node; the message carries no key. A node that sent no key (an agent
+        from before node-made keys) gets a key made here, kept on this coordinator's disk and
+        sent over its mutual-TLS stream."""
         if self.ca is None:
             return None
-        cached = self._identities.get(node_id)
-        if cached is not None and cached[0] == addrs.slot:
-            return cached[1]
+        now = self.clock.now()
+        if rec is not None and current(rec, addrs.slot, public_key, now):
+            cached = self._identities.get(node_id)
+            if cached is not None and cached[0] == rec:
+                return cached[1]
         d = self._issued(node_id)
         try:
-            have = await asyncio.to_thread(_read_identity, d, self.ca.crt, addrs.slot)
-            if have is None:
-                await self.ca.ensure()
-                await self.ca.issue(node_id, addrs, groups_from_labels({}), d)
-                await asyncio.to_thread((d / "slot").write_text, str(addrs.slot))
-                with contextlib.suppress(FileNotFoundError):
-                    (d / "fingerprint").unlink()
-                have = await asyncio.to_thread(_read_identity, d, self.ca.crt, addrs.slot)
-        except (NetworkEdgeError, OSError) as e:
+            key = b""
+            if rec is not None and not public_key:
+                key = await asyncio.to_thread(_read_key, d, rec.cert)
+            if (
+                rec is not None
+                and current(rec, addrs.slot, public_key, now)
+                and (public_key or key)
+            ):
+                ca_pem = await asyncio.to_thread(self.ca.crt.read_bytes)
+                have = NebulaIdentity(ca_pem, rec.cert.encode(), key)
+                self._identities[node_id] = (rec, have)
+                return have
+            await self.ca.ensure()
+            groups = groups_from_labels({})
+            if public_key:
+                crt = await self.ca.sign(node_id, addrs, groups, d, public_key, self.cert_hours)
+            else:
+                log.warning("node %s sent no Nebula public key: its key is made here", node_id)
+                crt, key_path = await self.ca.issue(node_id, addrs, groups, d, self.cert_hours)
+                key = await asyncio.to_thread(key_path.read_bytes)
+            cert = await asyncio.to_thread(crt.read_text)
+            fingerprint = await self.ca.fingerprint(crt)
+            new = IssuedCert(addrs.slot, public_key, now, self.cert_hours, cert, fingerprint)
+            await CERTS.bind(self.store).put(node_id, new)
+            ca_pem = await asyncio.to_thread(self.ca.crt.read_bytes)
+            have = NebulaIdentity(ca_pem, cert.encode(), key)
+            self._identities[node_id] = (new, have)
+            return have
+        except (NetworkEdgeError, OSError, StoreError) as e:
             self.problem = f"node {node_id}: no Nebula certificate: {e}"
             log.warning("%s", self.problem)
             return None
-        if have is not None:
-            self._identities[node_id] = (addrs.slot, have)
-        return have
-
-    async def _blocklist(self, holders: set[str]) -> list[str]:
-        """Fingerprints of the certificates of nodes that hold no slot any more."""
-        if self.ca is None:
-            return []
-        root = self.ca.dir / "issued"
-        out = []
-        names = await asyncio.to_thread(lambda: sorted(p.name for p in root.glob("*")))
-        for name in names:
-            if name in holders:
-                continue
-            fp_file = root / name / "fingerprint"
-            try:
-                fp = await asyncio.to_thread(fp_file.read_text)
-            except FileNotFoundError:
-                try:
-                    fp = await self.ca.fingerprint(root / name / "host.crt")
-                except (NetworkEdgeError, OSError):
-                    continue
-                await asyncio.to_thread(fp_file.write_text, fp)
-            out.append(fp.strip())
-        return out
 
 
-def _read_identity(d: Path, ca_crt: Path, slot: int) -> NebulaIdentity | None:
+def _read_key(d: Path, cert: str) -> bytes:
+    """The key this coordinator made for a node that sent none, if ``cert`` is the one it
+    issued with it (b"" otherwise: another leader issued it, or none was made here)."""
     try:
-        if int((d / "slot").read_text()) != slot:
-            return None
-        return NebulaIdentity(
-            ca_crt.read_bytes(), (d / "host.crt").read_bytes(), (d / "host.key").read_bytes()
-        )
-    except (FileNotFoundError, ValueError):
-        return None
+        if (d / "host.crt").read_text() != cert:
+            return b""
+        return (d / "host.key").read_bytes()
+    except FileNotFoundError:
+        return b""

@@ -166,8 +166,10 @@ def endpoint_set(
     key: ServiceKey,
     replicas: Iterable[ReplicaAddress],
     devices: Mapping[str, DeviceAddresses],
+    unreachable: Mapping[str, str] | None = None,
 ) -> EndpointSet:
-    """The endpoints of ``key`` (see the module rules)."""
+    """The endpoints of ``key`` (see the module rules); ``unreachable``: devices no other
+    device can reach over the overlay (id -> why), whose replicas are left out."""
     eps: list[Endpoint] = []
     ignored: list[str] = []
     total = 0
@@ -182,6 +184,10 @@ def endpoint_set(
         why = dev.owns(r.ip)
         if why is not None:
             ignored.append(f"{r.name}: reported address ignored, {why}")
+            continue
+        cut_off = (unreachable or {}).get(r.device_id)
+        if cut_off is not None:
+            ignored.append(f"{r.name}: device {r.device_id} is unreachable: {cut_off}")
             continue
         eps.append(Endpoint(ipaddress.IPv4Address(r.ip), r.name, r.device_id))
     return EndpointSet(key, tuple(sorted(eps)), total, tuple(ignored))

@@ -26,6 +26,7 @@ from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.lib.bounded import show
 from cloudless.model.labels import MAX_TEXT, labels_problems, text_problem
 from cloudless.model.resources import MAX_BPS, MAX_BYTES, MAX_CPU_MILLIS
+from cloudless.network.nebula_keys import public_key_problem
 
 MAX_REASON = 1024
 MAX_SHORT = 64  # arch, os, device class, kernel
@@ -73,6 +74,8 @@ def enrollment_problems(node_name: str, facts: pb.NodeFacts) -> list[str]:
     c = facts.cost_per_hour
     if not (math.isfinite(c) and 0 <= c <= MAX_COST_PER_HOUR):
         out.append(f"facts.cost_per_hour: {c} is out of range [0, {MAX_COST_PER_HOUR:g}]")
+    if facts.nebula_public_key and (why := public_key_problem(facts.nebula_public_key)):
+        out.append(f"facts.nebula_public_key: {why}")
     return out
 
 

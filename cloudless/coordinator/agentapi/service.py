@@ -138,6 +138,7 @@ class AgentApi(pbg.EnrollmentServicer, pbg.AgentControlServicer):
                 enrolled_at=self.clock.now(),
                 metrics_address=facts.metrics_address,
                 reserved_hours=frozenset(facts.reserved_hours),
+                nebula_public_key=facts.nebula_public_key,
             )
 
         try:

@@ -39,6 +39,8 @@ from cloudless.lib.clock import Clock
 from cloudless.lib.first import first_of
 from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica, ReplicaState
+from cloudless.network.errors import NetworkConfigError
+from cloudless.network.overlay_state import OverlayReport, report_from_pb
 from cloudless.observability.metrics import AGENT_SESSIONS
 from cloudless.store.fence import Fence
 from cloudless.store.types import EventType
@@ -130,6 +132,9 @@ class Dispatcher:
         self.network_for: Callable[[str], pb.NetworkConfig | None] = lambda node_id: None
         #: Each node's container network as its agent last reported it (observed, in memory).
         self.network_states: dict[str, str] = {}
+        #: Each connected node's overlay as its agent last reported it (observed, in memory;
+        #: forgotten with the session). Read by the leader's ``OverlayObserver``.
+        self.overlay_reports: dict[str, OverlayReport] = {}
         self.usage = UsageBoard()  # live replica usage from heartbeats (memory only)
 
     # ---- leadership ------------------------------------------------------------------------
@@ -209,6 +214,7 @@ class Dispatcher:
         if self.sessions.get(s.node_id) is s:
             del self.sessions[s.node_id]
             self.usage.forget_node(s.node_id)
+            self.overlay_reports.pop(s.node_id, None)
             self.liveness.disconnected(s.node_id)
             AGENT_SESSIONS.set(len(self.sessions))
 
@@ -218,6 +224,7 @@ class Dispatcher:
         self.liveness.heard(s.node_id)
         await self.liveness.note_metrics_address(s.node_id, hello.facts.metrics_address)
         await self.liveness.note_reserved(s.node_id, hello.facts.reserved_hours)
+        await self.liveness.note_nebula_key(s.node_id, hello.facts.nebula_public_key)
 
     async def on_heartbeat(
         self,
@@ -230,6 +237,12 @@ class Dispatcher:
         then the node transition, replica statuses and the periodic usage refresh."""
         if hb.network_state:
             self.network_states[s.node_id] = hb.network_state
+        if hb.HasField("overlay"):
+            try:
+                self.overlay_reports[s.node_id] = report_from_pb(hb.overlay)
+            except NetworkConfigError as e:
+                self.overlay_reports.pop(s.node_id, None)
+                log.warning("node %s: overlay report ignored: %s", s.node_id, e)
         reply, transitions = self.liveness.beat(s.node_id, s.beats, hb)
         if self.trust is not None:
             self.trust.advise(s.node_id, hb, reply)

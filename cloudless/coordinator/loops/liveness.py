@@ -35,6 +35,7 @@ from cloudless.lib.clock import Clock
 from cloudless.model.departure import Departure, DepartureKind
 from cloudless.model.node import Node, NodeConditions, NodeState
 from cloudless.model.resources import Resources
+from cloudless.network.nebula_keys import public_key_problem
 from cloudless.observability.http import metrics_address_problem
 from cloudless.observability.metrics import HEARTBEATS, HEARTBEATS_LATE
 from cloudless.store.errors import Fenced, StoreError
@@ -240,6 +241,25 @@ class Liveness:
             if n is None or n.metrics_address == address:
                 return None
             return replace(n, metrics_address=address)
+
+        await self.state.nodes.update(node_id, change, fence=self.fence())
+
+    async def note_nebula_key(self, node_id: str, key: str) -> None:
+        """Record the node's Nebula public key when it differs from the node record (an agent
+        from before node-made keys, or one that lost its key and made a new one); a malformed
+        key is ignored (logged), as enrollment refuses it."""
+        known = self.view.nodes.get(node_id)
+        if not key or known is None or known.nebula_public_key == key:
+            return
+        problem = public_key_problem(key)
+        if problem:
+            log.warning("node %s: Nebula public key ignored: %s", node_id, problem)
+            return
+
+        def change(n: Node | None) -> Node | None:
+            if n is None or n.nebula_public_key == key:
+                return None
+            return replace(n, nebula_public_key=key)
 
         await self.state.nodes.update(node_id, change, fence=self.fence())
 

@@ -78,8 +78,9 @@ from cloudless.model.workload_codec import parse_workload_data, workload_to_dict
 from cloudless.network import state as network_state
 from cloudless.network.addressing import AddressPlanConfig
 from cloudless.network.netpolicy_api import NetPolicyApi
+from cloudless.network.observer import overlay_records
 from cloudless.network.services import ServiceKey, label_problem
-from cloudless.network.views import network_status, service_detail
+from cloudless.network.views import network_status, node_overlay, service_detail
 from cloudless.observability.tracing import traceparent, tracer
 from cloudless.policy.routes import PUBLIC
 from cloudless.scheduler.plan import Explanation
@@ -358,13 +359,25 @@ class UserApi:
         ]
         history = await history_table(self.state.store).get(node.id)
         availability = describe_node(node, history.value if history else None, self.clock.now())
-        return json_response(
-            {
-                **node_view(node),
-                "replicas": [replica_view(r) for r in replicas],
-                "availability": availability,
-            }
-        )
+        doc = {
+            **node_view(node),
+            "replicas": [replica_view(r) for r in replicas],
+            "availability": availability,
+        }
+        if self.network_config is not None:
+            doc["overlay"] = await self._node_overlay(node.id)
+        return json_response(doc)
+
+    async def _node_overlay(self, node_id: str) -> dict[str, Any]:
+        """The node's overlay as observed (``describe node``): NAT type, reachability, paths."""
+        store = self.state.store
+        devices = await network_state.list_devices(store)
+        names = await self._node_names()
+        by_ip = {d.overlay_ip: names.get(n, n) for n, d in devices.items()}
+        dev = devices.get(node_id)
+        doc = node_overlay((await overlay_records(store)).get(node_id), by_ip)
+        doc["overlay_ip"] = dev.overlay_ip if dev else ""
+        return doc
 
     async def _command(
         self, table: Table[T], name: str, command: Callable[[T | None], commands.Decision[T]]
@@ -510,8 +523,9 @@ class UserApi:
         """The address plan, the lighthouse and every node's slot."""
         devices = await network_state.list_devices(self.state.store)
         names = await self._node_names()
+        overlay = await overlay_records(self.state.store) if self.network_config else {}
         return json_response(
-            network_status(self.network_config, devices, names, self.network_states)
+            network_status(self.network_config, devices, names, self.network_states, overlay)
         )
 
     async def _node_names(self) -> dict[str, str]:

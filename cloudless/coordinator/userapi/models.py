@@ -195,6 +195,7 @@ class NodeView(BaseModel):
     metrics_address: str = ""
     departure: DepartureView | None = None
     reserved_hours: list[int] = Field(default_factory=list)
+    nebula_public_key: str = ""
 
 
 class HourForecast(BaseModel):
@@ -224,9 +225,31 @@ class NodeAvailabilityView(BaseModel):
     model: AvailabilityModelView | None
 
 
+class OverlayPathView(BaseModel):
+    model_config = _RESPONSE
+    peer: str
+    peer_name: str
+    path: Literal["direct", "relayed"]
+    via: str
+
+
+class NodeOverlayView(BaseModel):
+    """The node's overlay as the coordinators observe it (``network.observer``)."""
+
+    model_config = _RESPONSE
+    overlay_ip: str
+    nat: Literal["none", "cone", "symmetric", "nat", "unknown"]
+    nat_reason: str
+    reachable: bool | None
+    reach_reason: str
+    paths: list[OverlayPathView]
+    summary: str
+
+
 class NodeDetail(NodeView):
     replicas: list[ReplicaView]
     availability: NodeAvailabilityView | None = None
+    overlay: NodeOverlayView | None = None
 
 
 class NodeList(BaseModel):

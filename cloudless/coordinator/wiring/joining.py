@@ -27,6 +27,10 @@ from cloudless.lib.errors import CloudlessError
 from cloudless.security._files import write_private
 
 CA_FILES = ("ca.crt", "ca.key", "ca.json")
+# the cluster's Nebula CA (``<ca_dir>/nebula``), once the first coordinator made it: every
+# coordinator runs a lighthouse and may lead, so every one signs Nebula certificates
+NEBULA_DIR = "nebula"
+NEBULA_FILES = ("ca.crt", "ca.key")
 # present once a root rotation happened: the previous roots still trusted, secrets' key root
 OPTIONAL_CA_FILES = ("trusted-roots.pem", "secrets-root.key")
 
@@ -37,6 +41,9 @@ class JoinFailed(CloudlessError):
 
 def ca_material(ca_dir: Path) -> dict[str, str]:
     names = [*CA_FILES, *(n for n in OPTIONAL_CA_FILES if (ca_dir / n).exists())]
+    nebula = [f"{NEBULA_DIR}/{n}" for n in NEBULA_FILES]
+    if all((ca_dir / n).exists() for n in nebula):
+        names += nebula
     return {name: (ca_dir / name).read_text() for name in names}
 
 
@@ -84,4 +91,12 @@ def write_ca(ca_dir: Path, files: dict[str, str]) -> None:
         write_private(ca_dir / name, files[name].encode())
     for name in OPTIONAL_CA_FILES:
         if name in files:
+            write_private(ca_dir / name, files[name].encode())
+    nebula = [f"{NEBULA_DIR}/{n}" for n in NEBULA_FILES]
+    got = [n for n in nebula if n in files]
+    if got and len(got) != len(nebula):
+        raise JoinFailed(f"join answer has {', '.join(got)} but not the whole Nebula CA")
+    if got:
+        (ca_dir / NEBULA_DIR).mkdir(exist_ok=True, mode=0o700)
+        for name in nebula:
             write_private(ca_dir / name, files[name].encode())

@@ -46,6 +46,7 @@ from cloudless.lib.ids import IdSource, RandomIds
 from cloudless.model.workload import WorkloadSpec
 from cloudless.network.controller import NetworkController
 from cloudless.network.lighthouse import network_publisher
+from cloudless.network.observer import OverlayObserver
 from cloudless.observability.http import parse_listen, serve_metrics
 from cloudless.observability.store import MeasuredStore
 from cloudless.scheduler.scheduler import Scheduler
@@ -282,7 +283,20 @@ class Coordinator:
             NetworkController(self.state, c.network.plan(), self.clock) if c.network else None
         )
         self.network_publisher, self.lighthouse = network_publisher(
-            c.network, c.ca_dir, self.store, self.clock, dispatcher
+            c.network,
+            c.ca_dir,
+            self.store,
+            self.clock,
+            dispatcher,
+            joined=bool(c.join),
+            coordinator=c.name,
+        )
+        self.overlay_observer = (
+            OverlayObserver(
+                self.store, c.network.plan(), self.clock, lambda: dispatcher.overlay_reports
+            )
+            if c.network
+            else None
         )
         me = json.dumps({"api": c.api_url, "agent": c.agent_endpoint, "name": c.name})
         self.election = Election(self.store, me, ttl=c.election_ttl, clock=self.clock)
@@ -445,6 +459,8 @@ class Coordinator:
             loops.append(("network", self.network.lead))
         if self.network_publisher is not None:
             loops.append(("network publisher", self.network_publisher.lead))
+        if self.overlay_observer is not None:
+            loops.append(("overlay observer", self.overlay_observer.lead))
         return Leadership(self.election, self.clock, loops, name=self.config.name)
 
     async def _compact_events(self, fence: Fence) -> None:

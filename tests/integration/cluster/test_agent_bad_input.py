@@ -8,9 +8,10 @@ One coordinator (in-memory store, real mTLS gRPC on loopback) serves the whole m
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 import pytest
@@ -19,6 +20,7 @@ from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.coordinator.userapi.models import NodeDetail
 from cloudless.lib.ids import RandomIds
+from cloudless.network.nebula_keys import PRIVATE_BANNER, PUBLIC_BANNER, make_keypair, pem
 from cloudless.security.identity import SpiffeId
 from cloudless.security.keys import make_csr, new_private_key
 
@@ -56,7 +58,7 @@ def enroll(
 class Bad:
     id: str
     field: str  # the details must name it
-    facts: dict[str, object] = field(default_factory=dict)
+    facts: dict[str, object] = dataclasses.field(default_factory=dict)
     node_name: str = "ok"
 
 
@@ -89,6 +91,24 @@ ENROLLMENTS = [
     Bad("cost-nan", "facts.cost_per_hour", {"cost_per_hour": math.nan}),
     Bad("cost-infinite", "facts.cost_per_hour", {"cost_per_hour": math.inf}),
     Bad("cost-negative", "facts.cost_per_hour", {"cost_per_hour": -1.0}),
+    # the node's own Nebula public key: one NEBULA X25519 PUBLIC KEY block of 32 bytes
+    Bad("nebula-key-not-pem", "facts.nebula_public_key", {"nebula_public_key": "AAAA"}),
+    Bad(
+        "nebula-key-private",
+        "facts.nebula_public_key",
+        {"nebula_public_key": pem(PRIVATE_BANNER, bytes(range(1, 33)))},
+    ),
+    Bad(
+        "nebula-key-31-bytes",
+        "facts.nebula_public_key",
+        {"nebula_public_key": pem(PUBLIC_BANNER, bytes(range(1, 32)))},
+    ),
+    Bad(
+        "nebula-key-zero",
+        "facts.nebula_public_key",
+        {"nebula_public_key": pem(PUBLIC_BANNER, bytes(32))},
+    ),
+    Bad("nebula-key-100kb", "facts.nebula_public_key", {"nebula_public_key": "k" * 100_000}),
 ]
 
 
@@ -108,12 +128,18 @@ def test_enrollment_with_bad_facts_is_refused(api: Running, bad: Bad) -> None:
 
 def test_good_enrollment_still_works_and_token_labels_win(api: Running) -> None:
     tok = token(api)
-    facts = pb.NodeFacts(labels={"zone": "z1", "disk": "ssd"}, capacity=res(cpu_millis=2000))
+    _, nebula_pub = make_keypair()
+    facts = pb.NodeFacts(
+        labels={"zone": "z1", "disk": "ssd"},
+        capacity=res(cpu_millis=2000),
+        nebula_public_key=nebula_pub,
+    )
     node_id, _key, resp = enroll(api, tok, "kitchen-pi", facts)
     assert resp.node_id == node_id
     node = api.raw("GET", f"/v1/nodes/{node_id}").json()
     NodeDetail.model_validate(node)
     assert node["labels"] == {"zone": "z1", "disk": "ssd"} and node["name"] == "kitchen-pi"
+    assert node["nebula_public_key"] == nebula_pub  # kept for signing its Nebula certificate
 
 
 def connect(api: Running, node_id: str, key: bytes, cert: bytes, msgs: list[pb.AgentMessage]):  # type: ignore[no-untyped-def]

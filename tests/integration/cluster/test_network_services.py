@@ -119,11 +119,31 @@ async def test_slots_services_and_vips(cluster, tmp_path: Path) -> None:  # type
         what="the agents' network state",
     )
 
+    # the leader's overlay observer has classified both nodes: no overlay report and no
+    # lighthouse here, so nothing is known (and nothing is taken for unreachable)
+    await wait_for(
+        lambda: all(
+            n["nat_reason"] == "no lighthouse or peer has a direct tunnel to it yet"
+            and n["reachable"] is None
+            and n["reach_reason"] == "its agent has not reported its overlay"
+            for n in client.call("GET", "/v1/network")["nodes"]
+        ),
+        what="the overlay observer's records",
+    )
+    first = (await asyncio.to_thread(client.nodes))[0]  # (the coordinator runs on this loop)
+    node_name = first["name"]
+    detail = await asyncio.to_thread(client.call, "GET", f"/v1/nodes/{first['id']}")
+    assert detail["overlay"]["nat"] == "unknown" and detail["overlay"]["overlay_ip"]
+
     # the same through the CLI, as a user types it
     config = str(tmp_path / "coord" / "admin" / "config.json")
     for args, expected in (
         (["describe", "service", "web"], ["10.43.0.1", "web.default.cloudless", "0 ready / 2"]),
-        (["net", "status"], ["2 used of 256", "10.42.1.0/24", "Lighthouse", "off: disabled"]),
+        (
+            ["net", "status"],
+            ["2 used of 256", "10.42.1.0/24", "Lighthouse", "off: disabled", "NAT", "unknown"],
+        ),
+        (["describe", "node", node_name], ["Overlay IP", "100.64.0.", "NAT", "Reachable"]),
     ):
         r = await asyncio.to_thread(CliRunner().invoke, app, [*args, "--config", config])
         assert r.exit_code == 0, r.output

@@ -9,6 +9,7 @@ import pytest
 from cloudless.network.addressing import AddressPlanConfig
 from cloudless.network.errors import NetworkConfigError
 from cloudless.network.nebula_config import (
+    AdminSettings,
     NebulaSettings,
     NebulaVersion,
     ca_argv,
@@ -60,6 +61,18 @@ PITFALLS = [
     ({}, ("static_host_map",), {"100.64.0.1": ["192.168.1.10:4242"]}),
     (
         {"advertise": ("192.168.1.0/24",)},
+        ("lighthouse", "local_allow_list"),
+        {"0.0.0.0/0": False, "192.168.1.0/24": True},
+    ),
+    # the agent withholds the cluster's ranges: its bridge address is never advertised
+    (
+        {"withhold": ("10.42.0.0/16", "100.64.0.0/10")},
+        ("lighthouse", "local_allow_list"),
+        {"10.42.0.0/16": False, "100.64.0.0/10": False},
+    ),
+    # given both, the allow list wins (it already leaves the cluster's ranges out)
+    (
+        {"advertise": ("192.168.1.0/24",), "withhold": ("10.42.0.0/16",)},
         ("lighthouse", "local_allow_list"),
         {"0.0.0.0/0": False, "192.168.1.0/24": True},
     ),
@@ -165,3 +178,34 @@ def test_bad_cert_name_refused() -> None:
             out_crt="o",
             out_key="k",
         )
+
+
+ADMIN = AdminSettings("127.0.0.1:4242", "/x/ssh_host", "cloudless", "ssh-ed25519 AAAAC3Nza x")
+
+
+def test_admin_interface_on_loopback_with_one_key() -> None:
+    cfg = render_config(settings(admin=ADMIN))
+    assert cfg["sshd"] == {
+        "enabled": True,
+        "listen": "127.0.0.1:4242",
+        "host_key": "/x/ssh_host",
+        "authorized_users": [{"user": "cloudless", "keys": ["ssh-ed25519 AAAAC3Nza x"]}],
+    }
+    assert "sshd" not in render_config(settings())
+    # turning it on is a reload, not a restart (Nebula reconfigures its sshd on SIGHUP)
+    assert restart_needed(render_config(settings()), cfg, cert_changed=False) == "reload"
+
+
+@pytest.mark.parametrize(
+    ("admin", "field"),
+    [
+        (AdminSettings("0.0.0.0:4242", "/k", "u", "ssh-ed25519 A"), "loopback"),
+        (AdminSettings("127.0.0.1:22", "/k", "u", "ssh-ed25519 A"), "not 22"),
+        (AdminSettings("127.0.0.1:0", "/k", "u", "ssh-ed25519 A"), "port 1-65535"),
+        (AdminSettings("127.0.0.1", "/k", "u", "ssh-ed25519 A"), "loopback address with a port"),
+        (AdminSettings("127.0.0.1:4242", "/k", "u", "ssh-rsa A"), "sshd.public_key"),
+    ],
+)
+def test_admin_interface_refused(admin: AdminSettings, field: str) -> None:
+    with pytest.raises(NetworkConfigError, match=field):
+        render_config(settings(admin=admin))

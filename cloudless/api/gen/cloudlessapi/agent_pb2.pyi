@@ -33,7 +33,7 @@ class NodeConditions(_message.Message):
     def __init__(self, memory_pressure: _Optional[bool] = ..., disk_pressure: _Optional[bool] = ..., pid_pressure: _Optional[bool] = ..., network_unavailable: _Optional[bool] = ..., on_battery: _Optional[bool] = ...) -> None: ...
 
 class NodeFacts(_message.Message):
-    __slots__ = ("hostname", "arch", "os", "kernel", "cpu_cores", "device_class", "capacity", "allocatable", "labels", "region", "zone", "address", "public", "cost_per_hour", "metrics_address", "reserved_hours")
+    __slots__ = ("hostname", "arch", "os", "kernel", "cpu_cores", "device_class", "capacity", "allocatable", "labels", "region", "zone", "address", "public", "cost_per_hour", "metrics_address", "reserved_hours", "nebula_public_key")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,7 @@ class NodeFacts(_message.Message):
     COST_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
     METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     RESERVED_HOURS_FIELD_NUMBER: _ClassVar[int]
+    NEBULA_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     hostname: str
     arch: str
     os: str
@@ -73,7 +74,8 @@ class NodeFacts(_message.Message):
     cost_per_hour: float
     metrics_address: str
     reserved_hours: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, hostname: _Optional[str] = ..., arch: _Optional[str] = ..., os: _Optional[str] = ..., kernel: _Optional[str] = ..., cpu_cores: _Optional[int] = ..., device_class: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocatable: _Optional[_Union[Resources, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., region: _Optional[str] = ..., zone: _Optional[str] = ..., address: _Optional[str] = ..., public: _Optional[bool] = ..., cost_per_hour: _Optional[float] = ..., metrics_address: _Optional[str] = ..., reserved_hours: _Optional[_Iterable[int]] = ...) -> None: ...
+    nebula_public_key: str
+    def __init__(self, hostname: _Optional[str] = ..., arch: _Optional[str] = ..., os: _Optional[str] = ..., kernel: _Optional[str] = ..., cpu_cores: _Optional[int] = ..., device_class: _Optional[str] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., allocatable: _Optional[_Union[Resources, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., region: _Optional[str] = ..., zone: _Optional[str] = ..., address: _Optional[str] = ..., public: _Optional[bool] = ..., cost_per_hour: _Optional[float] = ..., metrics_address: _Optional[str] = ..., reserved_hours: _Optional[_Iterable[int]] = ..., nebula_public_key: _Optional[str] = ...) -> None: ...
 
 class GetCARequest(_message.Message):
     __slots__ = ()
@@ -196,7 +198,7 @@ class ReplicaUsage(_message.Message):
     def __init__(self, replica_id: _Optional[str] = ..., cpu_millis: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., disk_read_bps: _Optional[int] = ..., disk_write_bps: _Optional[int] = ..., net_rx_bps: _Optional[int] = ..., net_tx_bps: _Optional[int] = ..., pids: _Optional[int] = ..., sampled_at: _Optional[float] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("seq", "sent_at", "usage", "conditions", "replicas", "network_state", "trusted_roots", "cert_issuer", "replica_usage", "usage_gone")
+    __slots__ = ("seq", "sent_at", "usage", "conditions", "replicas", "network_state", "trusted_roots", "cert_issuer", "replica_usage", "usage_gone", "overlay")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
@@ -207,6 +209,7 @@ class Heartbeat(_message.Message):
     CERT_ISSUER_FIELD_NUMBER: _ClassVar[int]
     REPLICA_USAGE_FIELD_NUMBER: _ClassVar[int]
     USAGE_GONE_FIELD_NUMBER: _ClassVar[int]
+    OVERLAY_FIELD_NUMBER: _ClassVar[int]
     seq: int
     sent_at: float
     usage: Resources
@@ -217,7 +220,28 @@ class Heartbeat(_message.Message):
     cert_issuer: str
     replica_usage: _containers.RepeatedCompositeFieldContainer[ReplicaUsage]
     usage_gone: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, seq: _Optional[int] = ..., sent_at: _Optional[float] = ..., usage: _Optional[_Union[Resources, _Mapping]] = ..., conditions: _Optional[_Union[NodeConditions, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., network_state: _Optional[str] = ..., trusted_roots: _Optional[_Iterable[str]] = ..., cert_issuer: _Optional[str] = ..., replica_usage: _Optional[_Iterable[_Union[ReplicaUsage, _Mapping]]] = ..., usage_gone: _Optional[_Iterable[str]] = ...) -> None: ...
+    overlay: OverlayReport
+    def __init__(self, seq: _Optional[int] = ..., sent_at: _Optional[float] = ..., usage: _Optional[_Union[Resources, _Mapping]] = ..., conditions: _Optional[_Union[NodeConditions, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., network_state: _Optional[str] = ..., trusted_roots: _Optional[_Iterable[str]] = ..., cert_issuer: _Optional[str] = ..., replica_usage: _Optional[_Iterable[_Union[ReplicaUsage, _Mapping]]] = ..., usage_gone: _Optional[_Iterable[str]] = ..., overlay: _Optional[_Union[OverlayReport, _Mapping]] = ...) -> None: ...
+
+class OverlayTunnel(_message.Message):
+    __slots__ = ("peer", "remote", "relays")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_FIELD_NUMBER: _ClassVar[int]
+    RELAYS_FIELD_NUMBER: _ClassVar[int]
+    peer: str
+    remote: str
+    relays: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, peer: _Optional[str] = ..., remote: _Optional[str] = ..., relays: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class OverlayReport(_message.Message):
+    __slots__ = ("tunnels", "lighthouses_missing_s", "error")
+    TUNNELS_FIELD_NUMBER: _ClassVar[int]
+    LIGHTHOUSES_MISSING_S_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    tunnels: _containers.RepeatedCompositeFieldContainer[OverlayTunnel]
+    lighthouses_missing_s: float
+    error: str
+    def __init__(self, tunnels: _Optional[_Iterable[_Union[OverlayTunnel, _Mapping]]] = ..., lighthouses_missing_s: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
 
 class LogChunk(_message.Message):
     __slots__ = ("request_id", "stream", "data", "eof", "error")
