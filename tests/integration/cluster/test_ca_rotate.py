@@ -17,8 +17,8 @@ from cloudless.agent.agent import Agent
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.cli.ca_cmd import follow_rotation
-from cloudless.cli.client import Client, ClientConfig
-from cloudless.cli.trust import own_issuer, trust_also
+from cloudless.cli.client import ApiError, Client, ClientConfig
+from cloudless.cli.trust import own_issuer, renew_self, trust_also
 from cloudless.lib.clock import SystemClock
 from cloudless.lib.errors import CloudlessError
 from cloudless.runtime.fake import FakeRuntime
@@ -146,6 +146,91 @@ async def test_ca_rotate_keeps_links_and_workloads(cluster, tmp_path: Path) -> N
             with pytest.raises(grpc.aio.AioRpcError) as rpc:
                 await pbg.AgentControlStub(ch).Renew(pb.RenewRequest(csr_pem=b""), timeout=5)
         assert rpc.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_ca_rotate_abort_in_issue_goes_back(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`cloudless ca rotate --abort` in the issue phase, live: agents (and the config) that
+    renewed from the new root renew from the old one again, every bundle ends with the old
+    root only, no agent stream is re-opened; aborting again, or after it, is refused."""
+    coord, client, _agents, _start = cluster
+    admin_path = tmp_path / "coord" / "admin" / "config.json"
+    old_digest = coord.ca.digest
+    agents: list[Agent] = []
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for i in range(2):
+            token = await asyncio.to_thread(client.create_token)
+            a = Agent(
+                agent_config(tmp_path, coord.config.api_url, token, i), FakeRuntime(SystemClock())
+            )
+            agents.append(a)
+            tasks.append(asyncio.create_task(a.run()))
+        await wait_for(
+            lambda: [n["state"] for n in client.nodes()] == ["ready"] * 2, what="2 ready nodes"
+        )
+        sessions = {
+            a.identity.node_id: coord.agents.dispatcher.sessions[a.identity.node_id] for a in agents
+        }  # type: ignore[union-attr]
+        cfg = ClientConfig.load(admin_path)
+        # a long overlap holds the rotation in issue once every certificate is renewed
+        rot = await asyncio.to_thread(
+            Client(cfg).call, "POST", "/v1/ca/rotate", {"overlap_s": 3600}
+        )
+        new_digest = rot["new_digest"]
+        trust_also(cfg, rot["new_cert_pem"].encode())
+
+        def on(digest: str) -> bool:
+            return all(
+                a.identity is not None
+                and trust_report(a.identity.cert_pem, a.identity.ca_pem)[1] == digest
+                for a in agents
+            )
+
+        await wait_for(lambda: on(new_digest), timeout=60, what="agents renewed from the new root")
+        await asyncio.to_thread(renew_self, cfg)
+        assert own_issuer(cfg) == new_digest
+
+        # -- abort ----------------------------------------------------------------------------
+        with pytest.raises(ApiError) as bad:
+            await asyncio.to_thread(
+                Client(cfg).call, "POST", "/v1/ca/rotate/abort", {"overlap_s": -1}
+            )
+        assert bad.value.status == 400 and "overlap_s: -1" in bad.value.message
+        res = await asyncio.to_thread(
+            Client(cfg).call, "POST", "/v1/ca/rotate/abort", {"overlap_s": 0}
+        )
+        assert (res["phase"], res["aborted_from"]) == ("revert", "issue")
+        with pytest.raises(ApiError) as again:
+            await asyncio.to_thread(Client(cfg).call, "POST", "/v1/ca/rotate/abort")
+        assert again.value.status == 409 and "being aborted already" in again.value.message
+        lines = await asyncio.wait_for(
+            asyncio.to_thread(lambda: list(follow_rotation(cfg, rot["id"], 120, 0.2))), 150
+        )
+        assert lines[-1].endswith("the new root is no longer trusted"), lines
+        assert any("renewed from the old root" in line for line in lines), lines
+
+        assert coord.ca.digest == old_digest
+        assert coord.ca.trust_bundle.digests == (old_digest,)
+        for a in agents:
+            assert a.identity is not None
+            assert trust_report(a.identity.cert_pem, a.identity.ca_pem) == (
+                [old_digest],
+                old_digest,
+            )
+        assert own_issuer(cfg) == old_digest
+        assert TrustBundle.from_pem(cfg.ca_file.read_bytes()).digests == (old_digest,)
+        for node_id, s in sessions.items():
+            assert coord.agents.dispatcher.sessions.get(node_id) is s, f"{node_id} reconnected"
+        with pytest.raises(ApiError) as late:
+            await asyncio.to_thread(Client(cfg).call, "POST", "/v1/ca/rotate/abort")
+        assert late.value.status == 409 and "aborted already" in late.value.message
+        status = await asyncio.to_thread(Client(cfg).call, "GET", "/v1/ca/status")
+        assert status["rotation_run"]["phase"] == "aborted"
+        assert [r["role"] for r in status["roots"]] == ["issuing"]
     finally:
         for t in tasks:
             t.cancel()
