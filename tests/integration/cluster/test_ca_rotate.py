@@ -43,6 +43,11 @@ def _copy_config(src: Path, dst: Path) -> ClientConfig:
     return ClientConfig.load(dst / src.name)
 
 
+def _node(a: Agent) -> str:
+    assert a.identity is not None
+    return a.identity.node_id
+
+
 async def _containers(runtimes: list[FakeRuntime]) -> dict[str, float | None]:
     """Every container by id with its start time: a restart would change either."""
     return {c.id: c.started_at for rt in runtimes for c in await rt.list_containers()}
@@ -76,9 +81,7 @@ async def test_ca_rotate_keeps_links_and_workloads(cluster, tmp_path: Path) -> N
 
         await wait_for(lambda: running() == 3, what="3 running replicas")
         containers = await _containers(runtimes)
-        sessions = {
-            a.identity.node_id: coord.agents.dispatcher.sessions[a.identity.node_id] for a in agents
-        }  # type: ignore[union-attr]
+        sessions = {_node(a): coord.agents.dispatcher.sessions[_node(a)] for a in agents}
         old_node = (agents[0].identity.key_pem, agents[0].identity.cert_pem)  # type: ignore[union-attr]
 
         # -- rotate, as `cloudless ca rotate --overlap 2s` does -----------------------------
@@ -172,9 +175,7 @@ async def test_ca_rotate_abort_in_issue_goes_back(cluster, tmp_path: Path) -> No
         await wait_for(
             lambda: [n["state"] for n in client.nodes()] == ["ready"] * 2, what="2 ready nodes"
         )
-        sessions = {
-            a.identity.node_id: coord.agents.dispatcher.sessions[a.identity.node_id] for a in agents
-        }  # type: ignore[union-attr]
+        sessions = {_node(a): coord.agents.dispatcher.sessions[_node(a)] for a in agents}
         cfg = ClientConfig.load(admin_path)
         # a long overlap holds the rotation in issue once every certificate is renewed
         rot = await asyncio.to_thread(
