@@ -8,35 +8,19 @@ import json
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from cloudless.cli.main import app
-
-from .test_cli_cluster import Cluster
-
-runner = CliRunner()
+from .test_cli_cluster import Cluster, run_cli, started
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("cli-access"))
-    c.start()
-    try:
+    with started(tmp_path_factory.mktemp("cli-access")) as c:
         yield c
-    finally:
-        c.stop()
 
 
-def run(config: Path, *args: str, ok: bool = True) -> Any:
-    r = runner.invoke(app, [*args, "--config", str(config)])
-    if ok:
-        assert r.exit_code == 0, f"{args}: exit {r.exit_code}\n{r.output}"
-    else:
-        assert r.exit_code == 1, f"{args}: expected a refusal\n{r.output}"
-    return r
+run = run_cli
 
 
 def test_user_role_policy_audit_and_ca(cluster: Cluster, tmp_path: Path) -> None:

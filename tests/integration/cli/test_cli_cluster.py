@@ -5,6 +5,7 @@ commands run through typer's CliRunner in the test thread, exactly as a user typ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -117,6 +118,28 @@ def cli(cluster: Cluster, *args: str, input: str | None = None, ok: bool = True)
     if ok:
         assert r.exit_code == 0, f"{args}: exit {r.exit_code}\n{r.output}"
     return r
+
+
+def run_cli(config: Path, *args: str, ok: bool = True) -> Any:
+    """``cloudless ARGS --config CONFIG`` (any user's client config): exit 0, or with
+    ``ok=False`` a refusal (exit 1)."""
+    r = runner.invoke(app, [*args, "--config", str(config)])
+    if ok:
+        assert r.exit_code == 0, f"{args}: exit {r.exit_code}\n{r.output}"
+    else:
+        assert r.exit_code == 1, f"{args}: expected a refusal\n{r.output}"
+    return r
+
+
+@contextlib.contextmanager
+def started(root: Path) -> Iterator[Cluster]:
+    """A coordinator (and no agent) under ``root`` while the block runs."""
+    c = Cluster(root)
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
 
 
 def eventually(pred: Callable[[], Any], what: str, timeout: float = 20) -> Any:

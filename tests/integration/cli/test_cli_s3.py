@@ -8,35 +8,24 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from cloudless.cli.main import app
 
-from .test_cli_cluster import Cluster
+from .test_cli_cluster import Cluster, run_cli, started
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("cli-s3"))
-    c.start()
-    try:
+    with started(tmp_path_factory.mktemp("cli-s3")) as c:
         yield c
-    finally:
-        c.stop()
 
 
-def run(config: Path, *args: str, ok: bool = True) -> Any:
-    r = runner.invoke(app, [*args, "--config", str(config)])
-    if ok:
-        assert r.exit_code == 0, f"{args}: exit {r.exit_code}\n{r.output}"
-    else:
-        assert r.exit_code == 1, f"{args}: expected a refusal\n{r.output}"
-    return r
+run = run_cli
 
 
 def key_id(output: str) -> str:
