@@ -14,7 +14,14 @@ from tests.unit.objectstore.ilp_oracle import optimal_moves
 
 CAPACITIES = [1, 2, 3, 5, 8, 100, 1000]
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Fixed examples (derandomize), as for the oracle tests below: a bound that a random draw
+# breaks is pinned as a known bug, and CI must not pass or fail by the draw.
+FAST = settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+)
 
 # Each oracle call solves an integer program (~0.1-0.8 s), so these run fewer examples. The
 # examples are the same on every run (derandomize): the failure this property found at random
@@ -165,3 +172,28 @@ def test_a_second_zone_added_to_one_zone_moves_only_the_optimum() -> None:
     best = optimal_moves(changed, 2, before.partitions, after.counts(), after.zone_redundancy)
     assert best == 256
     assert len(after.moves) == best
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: a node added to a one-node zone at R=2 gets its 102 copies through 128 "
+    "moves (26 between old nodes); 102 suffice, each taken from a partition whose other copy "
+    "keeps the zones distinct",
+)
+def test_a_node_joining_a_one_node_zone_moves_only_what_it_holds() -> None:
+    """Found at random by ``test_adding_a_node_moves_at_most_a_tenth_more_than_it_then_holds``
+    in a clean-clone run: z0 holds n0 and n1, z1 n2, z2 n3 (capacity 1, R=2); a node joins z1.
+    Before, every partition pairs z0 with z1 or z2 (128 each); the new node's 102 copies can
+    come 26 from n2, 26 from n3 and 51 from z0's side of (z0, z2) partitions."""
+    roles = {
+        "n0": NodeRole("z0", 1),
+        "n1": NodeRole("z0", 1),
+        "n2": NodeRole("z1", 1),
+        "n3": NodeRole("z2", 1),
+    }
+    before = assign(roles, 2)
+    grown = {**roles, "new": NodeRole("z1", 1)}
+    after = assign(grown, 2, before.partitions)
+    check_valid(grown, 2, after)
+    holds = after.counts()["new"]
+    assert len(after.moves) <= holds + holds // 10, (len(after.moves), holds)
