@@ -133,10 +133,13 @@ def _follow(cfg: ClientConfig, rotation_id: str) -> list[str]:
 
 
 @pytest.mark.xfail(
-    strict=False,
+    run=False,
     reason="leadership moves at an etcd member restart or a store TLS reload and, in most "
     "runs, no coordinator is elected for tens of seconds after (the elections stop "
-    "reporting); cause not found: docs/security.md, 'The embedded etcd follows the rotation'",
+    "reporting); cause not found: docs/security.md, 'The embedded etcd follows the rotation'. "
+    "Not run in the suite: its failing run left three coordinators' tasks behind, and a "
+    "clean-clone make test ended in an INTERNALERROR while reporting it. Run it with "
+    "pytest --runxfail",
 )
 async def test_rotation_and_abort_carry_etcd_along(tmp_path: Path) -> None:
     coords: dict[str, Coordinator] = {}
