@@ -117,6 +117,8 @@ class DemoStore:
             f"acknowledged in {took * 1000:.0f} ms"
         )
         j = (i + 1) % self.c.n_agents
+        other = self.c.s3_endpoint(j)  # each device's S3 API comes up on its own
+        await wait_until(f"the S3 API at {other} to accept the key", lambda: self._ready(j), 60)
         digest = await asyncio.to_thread(self._check, j, name)
         self.say(f"boto3 get_object via {self.c.s3_endpoint(j)}: sha256 {digest[:16]}… matches")
 
