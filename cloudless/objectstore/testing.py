@@ -7,7 +7,9 @@ stays on disk and ``restart(name)`` serves it again on the same port.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,3 +186,20 @@ class ThreadedCluster:
         self.call(self.store.close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
+
+
+def three_zones(capacity: int = 100 * 10**9) -> dict[str, NodeRole]:
+    """Storage nodes n1, n2, n3, one per zone (zone1..zone3), of ``capacity`` bytes each."""
+    return {f"n{i}": NodeRole(f"zone{i}", capacity) for i in range(1, 4)}
+
+
+@contextlib.asynccontextmanager
+async def running(
+    root: Path, roles: dict[str, NodeRole], replication: int
+) -> AsyncIterator[LoopbackCluster]:
+    """A started ``LoopbackCluster`` under ``root``, closed when the block ends."""
+    c = await LoopbackCluster(root, roles, replication=replication).start()
+    try:
+        yield c
+    finally:
+        await c.close()

@@ -13,11 +13,10 @@ import pytest
 
 from cloudless.lib.clock import SystemClock
 from cloudless.objectstore.antientropy import AntiEntropy
-from cloudless.objectstore.layout import NodeRole
 from cloudless.objectstore.records import OBJECTS, object_pk, partition
 from cloudless.objectstore.s3.errors import S3Error
 from cloudless.objectstore.sync import TABLES
-from cloudless.objectstore.testing import LoopbackCluster
+from cloudless.objectstore.testing import LoopbackCluster, running, three_zones
 
 GB = 10**9
 BUCKET = "b"
@@ -29,12 +28,8 @@ async def body(data: bytes) -> AsyncIterator[bytes]:
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[LoopbackCluster]:
-    roles = {f"n{i}": NodeRole(f"zone{i}", 100 * GB) for i in range(1, 4)}
-    c = await LoopbackCluster(tmp_path, roles, replication=3).start()
-    try:
+    async with running(tmp_path, three_zones(), replication=3) as c:
         yield c
-    finally:
-        await c.close()
 
 
 def digests(cluster: LoopbackCluster, name: str, p: int) -> list[tuple[bytes, int] | None]:

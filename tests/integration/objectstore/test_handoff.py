@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cloudless.objectstore.layout import NodeRole
 from cloudless.objectstore.records import object_pk, partition
-from cloudless.objectstore.testing import LoopbackCluster
+from cloudless.objectstore.testing import LoopbackCluster, running, three_zones
 
 GB = 10**9
 
@@ -23,12 +22,8 @@ async def body(data: bytes) -> AsyncIterator[bytes]:
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[LoopbackCluster]:
-    roles = {f"n{i}": NodeRole(f"zone{i}", 100 * GB) for i in range(1, 4)}
-    c = await LoopbackCluster(tmp_path, roles, replication=2).start()
-    try:
+    async with running(tmp_path, three_zones(), replication=2) as c:
         yield c
-    finally:
-        await c.close()
 
 
 async def test_r2_writes_through_an_owner_outage_and_hands_back(cluster: LoopbackCluster) -> None:

@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 
 from cloudless.objectstore.blocks import block_hash
-from cloudless.objectstore.layout import NodeRole
 from cloudless.objectstore.rpc import Peer
-from cloudless.objectstore.testing import LoopbackCluster
+from cloudless.objectstore.testing import LoopbackCluster, running, three_zones
 
 GB = 10**9
 
@@ -29,12 +28,8 @@ async def body(data: bytes) -> AsyncIterator[bytes]:
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[LoopbackCluster]:
-    roles = {f"n{i}": NodeRole(f"zone{i}", 100 * GB) for i in range(1, 4)}
-    c = await LoopbackCluster(tmp_path, roles, replication=3).start()
-    try:
+    async with running(tmp_path, three_zones(), replication=3) as c:
         yield c
-    finally:
-        await c.close()
 
 
 class Slow:

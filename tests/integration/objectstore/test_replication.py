@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cloudless.objectstore.layout import NodeRole
 from cloudless.objectstore.records import object_pk
 from cloudless.objectstore.s3.errors import S3Error
-from cloudless.objectstore.testing import LoopbackCluster
+from cloudless.objectstore.testing import LoopbackCluster, running, three_zones
 
 GB = 10**9
 
@@ -33,12 +32,8 @@ async def read_all(cluster: LoopbackCluster, node: str, key: str) -> bytes:
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[LoopbackCluster]:
-    roles = {f"n{i}": NodeRole(f"zone{i}", 100 * GB) for i in range(1, 4)}
-    c = await LoopbackCluster(tmp_path, roles, replication=3).start()
-    try:
+    async with running(tmp_path, three_zones(), replication=3) as c:
         yield c
-    finally:
-        await c.close()
 
 
 async def test_every_write_lands_on_a_quorum_and_reads_merge(cluster: LoopbackCluster) -> None:
