@@ -18,7 +18,6 @@ from cloudless.objectstore.s3.errors import S3Error
 from cloudless.objectstore.sync import TABLES
 from cloudless.objectstore.testing import LoopbackCluster, running, three_zones
 
-GB = 10**9
 BUCKET = "b"
 
 

@@ -13,8 +13,6 @@ import pytest
 from cloudless.objectstore.records import object_pk, partition
 from cloudless.objectstore.testing import LoopbackCluster, running, three_zones
 
-GB = 10**9
-
 
 async def body(data: bytes) -> AsyncIterator[bytes]:
     yield data

@@ -19,8 +19,6 @@ from cloudless.objectstore.blocks import block_hash
 from cloudless.objectstore.rpc import Peer
 from cloudless.objectstore.testing import LoopbackCluster, running, three_zones
 
-GB = 10**9
-
 
 async def body(data: bytes) -> AsyncIterator[bytes]:
     yield data

@@ -15,8 +15,6 @@ from cloudless.objectstore.records import object_pk
 from cloudless.objectstore.s3.errors import S3Error
 from cloudless.objectstore.testing import LoopbackCluster, running, three_zones
 
-GB = 10**9
-
 
 async def body(data: bytes) -> AsyncIterator[bytes]:
     for i in range(0, len(data), 256 << 10):
