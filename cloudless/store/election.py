@@ -22,8 +22,9 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from cloudless.lib.backoff import Backoff
 from cloudless.lib.clock import Clock, SystemClock
@@ -206,7 +207,7 @@ class Election:
         try:
             while True:
                 try:
-                    await self._term()
+                    await self._unless_cancelled_under_us(self._term())
                     attempt = 0
                 except* (StoreError, _TermOver) as group:
                     log.warning(
@@ -220,6 +221,20 @@ class Election:
                 attempt = min(attempt + 1, 6)
         finally:
             await asyncio.shield(self._resign())
+
+    @staticmethod
+    async def _unless_cancelled_under_us(term: Coroutine[Any, Any, None]) -> None:
+        """Run ``term``; a ``CancelledError`` that our task was not asked for (a store call
+        cancelled beneath us) ends the term like a store error. Let through, it would end
+        the election without a word: the coordinator's ``TaskGroup`` ignores a child that
+        ends cancelled, and nobody would campaign from this coordinator again."""
+        try:
+            await term
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise
+            raise _TermOver("a store call was cancelled beneath the election") from None
 
     async def _term(self) -> None:
         lease = await self.store.grant_lease(self.ttl)

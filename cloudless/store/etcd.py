@@ -8,7 +8,14 @@ Uses etcd3aio's service stubs with a single attempt per call; *this* module owns
   server (no connection); any other lost answer is ``OutcomeUnknown``;
 * watches resume after reconnects from the revision after the last delivered event (etcd3aio's
   own watch resumes from the response header's revision, which can skip events), and ask for
-  a member with a leader (``hasleader``) so a partitioned member cannot stall a watch.
+  a member with a leader (``hasleader``) so a partitioned member cannot stall a watch;
+* ``reload_tls`` closes the channels of the reload before it, and gRPC cancels the calls still
+  open on a closed channel: the awaiting task then gets a ``CancelledError`` that nobody asked
+  for. Such a call counts as a lost connection (a watch resumes on the current channel, a read
+  is retried, a write is ``OutcomeUnknown``); only a cancellation of the caller's own task, or
+  ``close()``, propagates. Letting it through silently ended every task that held a watch
+  across two reloads (the coordinator's election among them: a ``TaskGroup`` ignores a child
+  that ends cancelled).
 """
 
 from __future__ import annotations
@@ -134,6 +141,13 @@ def _stream_reset(exc: grpc.aio.AioRpcError) -> bool:
     return exc.code() is grpc.StatusCode.INTERNAL and "Stream removed" in (exc.details() or "")
 
 
+def _cancel_requested() -> bool:
+    """Whether our own task was asked to stop (as opposed to a gRPC call cancelled under it
+    because its channel was closed)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def _kv(pb: Any) -> KeyValue:
     return KeyValue(
         pb.key.decode(), pb.value, pb.create_revision, pb.mod_revision, pb.version, pb.lease
@@ -158,6 +172,7 @@ class EtcdStore:
         self.endpoints = tuple(endpoints)
         self._tls = tls
         self._retired: list[grpc.aio.Channel] = []
+        self._closed = False
         self._keepers: weakref.WeakSet[LeaseKeeper] = weakref.WeakSet()
         self._open_channels()
         self._timeout = request_timeout
@@ -196,8 +211,8 @@ class EtcdStore:
         """Use ``tls`` (and ``endpoints``, if given) for every call from now on (new
         channels; lease keepers reconnect to the first endpoint after their renewal under
         way). Calls and watches open on the previous channels continue until they end or
-        break (a watch then resumes on the new channel); the channels retired by the reload
-        before this one are closed now."""
+        break; the channels retired by the reload before this one are closed now, and what
+        was still open on them moves to the new channels (see the module doc)."""
         old = self._retired
         self._retired = [self.channel, self._watch_channel]
         self._tls = tls
@@ -218,6 +233,17 @@ class EtcdStore:
         while True:
             try:
                 return await fn()
+            except asyncio.CancelledError:
+                if _cancel_requested() or self._closed:
+                    raise
+                # our channel was closed under the call by a TLS reload
+                if not idempotent:
+                    raise OutcomeUnknown(
+                        f"etcd {what}: its connection was replaced mid-call; the write may or "
+                        "may not have been applied: re-read before retrying"
+                    ) from None
+                if loop.time() >= deadline:
+                    raise Unavailable(f"etcd {what}: cancelled for {self._retry_for:.0f}s") from None
             except (EtcdError, grpc.aio.AioRpcError) as exc:
                 err = _rpc_error(exc)
                 if err is None or err.code() not in _TRANSIENT:
@@ -470,9 +496,14 @@ class EtcdStore:
                 prev_kv=prev_kv,
             )
 
-            async def requests(req: Any = create) -> AsyncIterator[Any]:
+            # The request side stays open until this stream ends (``finally``), so gRPC's task
+            # that feeds it ends then too, instead of waiting on a future nothing refers to
+            # (asyncio destroyed those tasks with "Task was destroyed but it is pending").
+            done = asyncio.Event()
+
+            async def requests(req: Any = create, done: asyncio.Event = done) -> AsyncIterator[Any]:
                 yield rpc_pb2.WatchRequest(create_request=req)
-                await asyncio.Future()  # keep the stream open
+                await done.wait()
 
             call = self._watch.Watch(requests(), metadata=_HASLEADER)
             try:
@@ -494,7 +525,12 @@ class EtcdStore:
                     _stream_reset(exc)
                 ):
                     raise self._map("watch", exc, exc) from None
+            except asyncio.CancelledError:
+                if _cancel_requested() or self._closed:
+                    raise
+                # the channel under the stream was closed by reload_tls: resume on the new one
             finally:
+                done.set()
                 call.cancel()
             await asyncio.sleep(self._backoff.delay(attempt, self._rng))
             attempt += 1
@@ -506,6 +542,7 @@ class EtcdStore:
         return Event(kind, _kv(e.kv), prev)
 
     async def close(self) -> None:
+        self._closed = True
         for ch in self._retired:
             await ch.close()
         await self._watch_channel.close()

@@ -2,7 +2,8 @@
 
 * its certificate and key files are read again for each new handshake (no restart);
 * its trusted-CA file is read only at start: ``EtcdMember.restart`` makes it read it;
-* ``EtcdStore.reload_tls`` moves a client to new credentials;
+* ``EtcdStore.reload_tls`` moves a client to new credentials, and a watch and an election
+  open across reloads carry on (gRPC cancels the calls on the channels a reload closes);
 * restarting the members of a three-member cluster one at a time keeps a quorum: every
   write made meanwhile through a client of all three succeeds, and a watch open across the
   restarts sees every one of them (it resumes on another member when its own goes away).
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from cloudless.store.election import Election
 from cloudless.store.errors import StoreError
 from cloudless.store.etcd import EtcdStore
 from cloudless.store.etcd_admin import endpoint_status
@@ -86,6 +88,47 @@ async def test_cert_files_are_reread_per_connection_the_ca_file_only_at_start(
             await store.put("/k", b"2")
         finally:
             await store.close()
+
+
+async def test_a_watch_and_an_election_outlive_tls_reloads(tmp_path: Path, pki: TestPki) -> None:
+    """Each reload closes the channels of the one before, and gRPC cancels what is still open
+    on them. Before the store took such a cancellation for a lost connection, the watch ended
+    (its task cancelled, though nobody had cancelled it) and so did the leader's election,
+    whose watch on its own key lasts its whole term: its lease was revoked and nobody from
+    this process campaigned again (the rotation test's "no leader elected" for minutes)."""
+    async with SupervisedCluster(tmp_path / "etcd", pki, 1) as cluster:
+        store = EtcdStore(cluster.endpoints, pki.client(), retry_for=5.0)
+        election = Election(store, "me", ttl=2)
+        seen: list[str] = []
+
+        async def watcher() -> None:
+            async for batch in store.watch("/w/"):
+                seen.extend(e.kv.key for e in batch.events)
+
+        async with asyncio.TaskGroup() as tg:
+            running = tg.create_task(election.run())
+            watching = tg.create_task(watcher())
+            for _ in range(100):
+                if election.is_leader():
+                    break
+                await asyncio.sleep(0.05)
+            assert election.is_leader()
+            term = election.fence().compares[1].operand
+            await store.put("/w/a", b"1")
+            for _ in range(3):
+                await store.reload_tls(pki.client())
+                await asyncio.sleep(0.2)
+            await store.put("/w/b", b"2")
+            for _ in range(50):
+                if len(seen) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert not watching.done() and not running.done()
+            assert seen == ["/w/a", "/w/b"]
+            assert election.is_leader() and election.fence().compares[1].operand == term
+            running.cancel()
+            watching.cancel()
+        await store.close()
 
 
 async def test_rolling_restart_keeps_quorum(tmp_path: Path, pki: TestPki) -> None:

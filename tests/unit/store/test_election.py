@@ -212,3 +212,47 @@ async def test_a_vacancy_is_seen_within_one_ttl_whatever_the_watch_does() -> Non
         assert b.is_leader(), "b never noticed the vacancy through its stuck watch"
         for t in tasks:
             t.cancel()
+
+
+class CancelsWatchesUnderneath(MemoryStore):
+    """The next watch opened while ``cancel_next`` is set ends in a ``CancelledError`` that
+    the watching task never asked for: what gRPC raises when the channel under a call is
+    closed (``EtcdStore.reload_tls`` closes the channels of the reload before it)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.cancel_next = False
+
+    async def watch(self, prefix: str, *, start_revision: int = 0, prev_kv: bool = False):  # type: ignore[no-untyped-def, override]
+        if self.cancel_next:
+            self.cancel_next = False
+            await asyncio.sleep(0)
+            raise asyncio.CancelledError
+        async for batch in super().watch(prefix, start_revision=start_revision, prev_kv=prev_kv):
+            yield batch
+
+
+async def test_a_call_cancelled_beneath_the_leader_ends_its_term_not_its_election() -> None:
+    """The leader's watch on its own key ends in a cancellation it did not ask for. Its term
+    ends (it resigns: b takes over), and it campaigns again as a follower, instead of its
+    election task ending silently (then nobody would ever be elected from it again)."""
+    clock = FakeClock()
+    store = CancelsWatchesUnderneath(clock)
+    a = Election(store, "a:1", ttl=6, clock=clock)
+    b = Election(store, "b:1", ttl=6, clock=clock)
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(store.run(tick=0.1)), tg.create_task(a.run())]
+        await clock.run_for(0.5)
+        assert a.is_leader()
+        tasks.append(tg.create_task(b.run()))
+        await clock.run_for(0.5)
+        store.cancel_next = True
+        a._recheck.set()  # a re-reads the key and opens a new watch: the cancelled one
+        await clock.run_for(3.0)
+        assert not tasks[1].done(), "a's election ended"
+        assert b.is_leader() and a.leader() == "b:1" and not a.is_leader()
+        store.cancel_next = True  # a follower's watch too: it keeps following
+        await clock.run_for(7.0)
+        assert not tasks[1].done() and a.leader() == "b:1"
+        for t in tasks:
+            t.cancel()
