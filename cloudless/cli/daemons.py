@@ -213,6 +213,14 @@ def coordinator(
             "utilization, network). See docs/scheduler.md.",
         ),
     ] = "",
+    etcd_follows_rotation: Annotated[
+        bool,
+        typer.Option(
+            help="`cloudless ca rotate` also moves the embedded etcd member's certificates "
+            "and trusted roots (one member restart at a time); with --no-etcd-follows-rotation "
+            "etcd keeps the certificates it started with. See docs/security.md.",
+        ),
+    ] = True,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str, typer.Option(help="console (one plain line per record) or json (JSON lines).")
@@ -240,6 +248,7 @@ def coordinator(
         events_max_age=events_max_age,
         network=network,
         scheduler=scheduler,
+        etcd_follows_rotation=etcd_follows_rotation,
     )
     setup_logging(log_level, log_format)
     setup_tracing(otlp_endpoint, "cloudless-coordinator")
@@ -284,6 +293,7 @@ def coordinator_config(
     events_max_age: float = _E.max_age_s,
     network: str = "",
     scheduler: str = "",
+    etcd_follows_rotation: bool = True,
 ) -> Any:
     """The CoordinatorConfig for the flags; contradictory flags are refused with the fix."""
     from cloudless.coordinator.wiring.config import CoordinatorConfig
@@ -349,6 +359,7 @@ def coordinator_config(
         events=replace(_E, max_count=keep_events, max_age_s=events_max_age),
         network=network_config,
         scheduler=sched,
+        etcd_follows_rotation=etcd_follows_rotation,
         **parse_liveness(liveness),
         metrics_listen=_listen_flag(metrics_listen),
     )

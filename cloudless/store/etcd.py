@@ -9,13 +9,13 @@ Uses etcd3aio's service stubs with a single attempt per call; *this* module owns
 * watches resume after reconnects from the revision after the last delivered event (etcd3aio's
   own watch resumes from the response header's revision, which can skip events), and ask for
   a member with a leader (``hasleader``) so a partitioned member cannot stall a watch;
-* ``reload_tls`` closes the channels of the reload before it, and gRPC cancels the calls still
-  open on a closed channel: the awaiting task then gets a ``CancelledError`` that nobody asked
-  for. Such a call counts as a lost connection (a watch resumes on the current channel, a read
-  is retried, a write is ``OutcomeUnknown``); only a cancellation of the caller's own task, or
-  ``close()``, propagates. Letting it through silently ended every task that held a watch
-  across two reloads (the coordinator's election among them: a ``TaskGroup`` ignores a child
-  that ends cancelled).
+* ``reload_tls`` closes the channels it replaces (after a short grace), and gRPC cancels the
+  calls still open on a closed channel: the awaiting task then gets a ``CancelledError`` that
+  nobody asked for. Such a call counts as a lost connection (a watch resumes on the current
+  channel, a read is retried, a write is ``OutcomeUnknown``); only a cancellation of the
+  caller's own task, or ``close()``, propagates. Let through, it silently ended every task
+  that held a watch across a reload (the coordinator's election among them: a ``TaskGroup``
+  ignores a child that ends cancelled).
 """
 
 from __future__ import annotations
@@ -84,6 +84,8 @@ _HASLEADER = (("hasleader", "true"),)
 # Members must accept pings that often (``etcd_process.GRPC_KEEPALIVE_MIN_TIME_MS``).
 KEEPALIVE_TIME_MS = 2_000
 KEEPALIVE_TIMEOUT_MS = 2_000
+# How long calls open on the channels a TLS reload replaces may take to finish.
+RELOAD_GRACE_S = 0.5
 
 
 def channel_options(base: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
@@ -171,7 +173,6 @@ class EtcdStore:
             raise ValueError("EtcdStore needs at least one endpoint (host:port)")
         self.endpoints = tuple(endpoints)
         self._tls = tls
-        self._retired: list[grpc.aio.Channel] = []
         self._closed = False
         self._keepers: weakref.WeakSet[LeaseKeeper] = weakref.WeakSet()
         self._open_channels()
@@ -208,21 +209,31 @@ class EtcdStore:
         self._watch = _rpc_grpc.WatchStub(self._watch_channel)
 
     async def reload_tls(self, tls: ClientTls, endpoints: Sequence[str] = ()) -> None:
-        """Use ``tls`` (and ``endpoints``, if given) for every call from now on (new
-        channels; lease keepers reconnect to the first endpoint after their renewal under
-        way). Calls and watches open on the previous channels continue until they end or
-        break; the channels retired by the reload before this one are closed now, and what
-        was still open on them moves to the new channels (see the module doc)."""
-        old = self._retired
-        self._retired = [self.channel, self._watch_channel]
+        """Use ``tls`` (and ``endpoints``, if given) for every call from now on: new channels
+        (lease keepers reconnect after their renewal under way). The previous channels are
+        closed once the calls open on them have had ``RELOAD_GRACE_S`` to finish; gRPC then
+        cancels the rest and they move to the new channels (see the module doc).
+
+        Closed, not kept: a channel left open keeps its credentials, and gRPC's round-robin
+        policy reconnects it to every member, with growing back-off, whenever a member
+        restarts; members that no longer trust its certificate (or serve one it does not
+        trust) log each attempt as a rejected connection."""
+        old = (self.channel, self._watch_channel)
         self._tls = tls
         if endpoints:
             self.endpoints = tuple(endpoints)
         self._open_channels()
         for keeper in list(self._keepers):
             keeper.reconnect()
-        for ch in old:
-            await ch.close()
+        await asyncio.gather(*(ch.close(grace=RELOAD_GRACE_S) for ch in old))
+
+    async def set_endpoints(self, endpoints: Sequence[str]) -> bool:
+        """Use ``endpoints`` from now on if they are not the ones in use (compared as a set:
+        the order a TLS reload chose stays). Returns whether anything changed."""
+        if not endpoints or set(endpoints) == set(self.endpoints):
+            return False
+        await self.reload_tls(self._tls, endpoints)
+        return True
 
     # ---- retry policy ----------------------------------------------------------------------
 
@@ -243,7 +254,9 @@ class EtcdStore:
                         "may not have been applied: re-read before retrying"
                     ) from None
                 if loop.time() >= deadline:
-                    raise Unavailable(f"etcd {what}: cancelled for {self._retry_for:.0f}s") from None
+                    raise Unavailable(
+                        f"etcd {what}: cancelled for {self._retry_for:.0f}s"
+                    ) from None
             except (EtcdError, grpc.aio.AioRpcError) as exc:
                 err = _rpc_error(exc)
                 if err is None or err.code() not in _TRANSIENT:
@@ -543,7 +556,5 @@ class EtcdStore:
 
     async def close(self) -> None:
         self._closed = True
-        for ch in self._retired:
-            await ch.close()
         await self._watch_channel.close()
         await self.channel.close()

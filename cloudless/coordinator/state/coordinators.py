@@ -39,3 +39,11 @@ async def known_coordinators(store: Store) -> list[CoordinatorInfo]:
         except TypeError:
             continue
     return out
+
+
+def etcd_endpoints(own: str, coordinators: list[CoordinatorInfo]) -> list[str]:
+    """Every registered etcd member's client address, ``own`` first (the coordinator's own
+    member answers fastest; the others let its store and lease keepers carry on while its
+    member restarts). Empty addresses (memory store) and repeats are dropped."""
+    others = sorted({c.etcd_client for c in coordinators if c.etcd_client and c.etcd_client != own})
+    return [own, *others] if own else others

@@ -42,11 +42,11 @@ class CoordinatorConfig:
     leader_wait_s: float = 30.0
     etcd_heartbeat_ms: int = 100
     etcd_election_ms: int = 1000
-    # `cloudless ca rotate` also moves the embedded etcd member's TLS (clusterops.etcd_tls).
-    # Off by default: in tests the member restarts and store reloads it needs cost the
-    # leadership, and in most runs no coordinator was elected for tens of seconds after
-    # (docs/security.md, "The embedded etcd follows the rotation").
-    etcd_follows_rotation: bool = False
+    # `cloudless ca rotate` also moves the embedded etcd member's TLS (clusterops.etcd_tls):
+    # certificates re-issued, trusted roots widened by one member restart at a time
+    # (docs/security.md, "The embedded etcd follows the rotation"). False: etcd keeps the
+    # root and certificates it started with (``--no-etcd-follows-rotation``).
+    etcd_follows_rotation: bool = True
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     keepalive: Keepalive = field(default_factory=Keepalive)
     # "HOST:PORT": also serve /metrics there, in plain HTTP (bind it where only the

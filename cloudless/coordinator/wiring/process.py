@@ -31,7 +31,12 @@ from cloudless.coordinator.loops.leader_watch import GrpcLink, LeaderWatch, lead
 from cloudless.coordinator.loops.reconcile_loop import Reconciler
 from cloudless.coordinator.loops.secret_cache import SecretCache
 from cloudless.coordinator.state.cluster import EVENTS_PREFIX, ClusterState
-from cloudless.coordinator.state.coordinators import CoordinatorInfo, known_coordinators, register
+from cloudless.coordinator.state.coordinators import (
+    CoordinatorInfo,
+    etcd_endpoints,
+    known_coordinators,
+    register,
+)
 from cloudless.coordinator.userapi.app import IDENTITY, UserApi, server_ssl_context
 from cloudless.coordinator.userapi.console.routes import Console
 from cloudless.coordinator.userapi.errors import JsonErrorRunner
@@ -365,7 +370,7 @@ class Coordinator:
                         c.name, c.api_url, c.agent_endpoint, c.enroll_endpoint, etcd_ep
                     ),
                 )
-                tg.create_task(self._refresh_coordinators())
+                tg.create_task(self._refresh_coordinators(raw_store))
                 tg.create_task(self._sync_revocations())
                 tg.create_task(self.rotation.follow())
                 tg.create_task(self.rotation.keep_own_certificate())
@@ -468,10 +473,19 @@ class Coordinator:
             self.store, EVENTS_PREFIX, self.config.events, self.clock, fence=fence
         ).run()
 
-    async def _refresh_coordinators(self) -> None:
+    async def _refresh_coordinators(self, raw_store: Store) -> None:
+        """Keep ``coordinators`` current, and give the embedded etcd client every member's
+        address (a coordinator starts knowing its own member and those it joined through:
+        the first one knew only its own, and lost the store whenever that member restarted)."""
+        from cloudless.store.etcd import EtcdStore
+
+        own = f"{self.config.host}:{self.config.etcd_client_port}"
         while True:
             with contextlib.suppress(StoreError):
                 self.coordinators = await known_coordinators(self.store)
+                if isinstance(raw_store, EtcdStore) and self.etcd is not None:
+                    if await raw_store.set_endpoints(etcd_endpoints(own, self.coordinators)):
+                        log.info("etcd client endpoints: %s", ", ".join(raw_store.endpoints))
             await self.clock.sleep(2.0)
 
     async def _sync_revocations(self) -> None:

@@ -16,6 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 from cloudless.store.election import Election
@@ -91,11 +92,13 @@ async def test_cert_files_are_reread_per_connection_the_ca_file_only_at_start(
 
 
 async def test_a_watch_and_an_election_outlive_tls_reloads(tmp_path: Path, pki: TestPki) -> None:
-    """Each reload closes the channels of the one before, and gRPC cancels what is still open
-    on them. Before the store took such a cancellation for a lost connection, the watch ended
-    (its task cancelled, though nobody had cancelled it) and so did the leader's election,
-    whose watch on its own key lasts its whole term: its lease was revoked and nobody from
-    this process campaigned again (the rotation test's "no leader elected" for minutes)."""
+    """Each reload closes the channels it replaces (after a short grace: a channel kept open
+    keeps its old credentials and reconnects with them whenever a member restarts), and gRPC
+    cancels what is still open on them. Before the store took such a cancellation for a lost
+    connection, the watch ended (its task cancelled, though nobody had cancelled it) and so
+    did the leader's election, whose watch on its own key lasts its whole term: its lease was
+    revoked and nobody from this process campaigned again (the rotation test's "no leader
+    elected" for minutes)."""
     async with SupervisedCluster(tmp_path / "etcd", pki, 1) as cluster:
         store = EtcdStore(cluster.endpoints, pki.client(), retry_for=5.0)
         election = Election(store, "me", ttl=2)
@@ -115,6 +118,7 @@ async def test_a_watch_and_an_election_outlive_tls_reloads(tmp_path: Path, pki: 
             assert election.is_leader()
             term = election.fence().compares[1].operand
             await store.put("/w/a", b"1")
+            first = (store.channel, store._watch_channel)
             for _ in range(3):
                 await store.reload_tls(pki.client())
                 await asyncio.sleep(0.2)
@@ -124,6 +128,7 @@ async def test_a_watch_and_an_election_outlive_tls_reloads(tmp_path: Path, pki: 
                     break
                 await asyncio.sleep(0.05)
             assert not watching.done() and not running.done()
+            assert all(ch.get_state() is grpc.ChannelConnectivity.SHUTDOWN for ch in first)
             assert seen == ["/w/a", "/w/b"]
             assert election.is_leader() and election.fence().compares[1].operand == term
             running.cancel()

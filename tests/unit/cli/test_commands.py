@@ -155,6 +155,13 @@ def test_coordinator_flags_build_the_config(tmp_path: Path) -> None:
         tmp_path, "c1", "https://10.0.0.1:1", "10.0.0.1:2"
     )  # fmt: skip
     assert (c.store, c.bootstrap, c.root_key_size, c.bcrypt_cost) == ("memory", True, 2048, 4)
+    assert c.etcd_follows_rotation  # the default; --no-etcd-follows-rotation turns it off
+    off = daemons.coordinator_config(
+        data_dir=tmp_path, name="c1", host="10.0.0.1", api_port=1, agent_port=2, enroll_port=3,
+        etcd_client_port=4, etcd_peer_port=5, bootstrap=True, join="", token="",
+        store="etcd", root_key_size=2048, bcrypt_cost=4, etcd_follows_rotation=False,
+    )  # fmt: skip
+    assert not off.etcd_follows_rotation
 
 
 def test_agent_flags_build_the_config(tmp_path: Path) -> None:
