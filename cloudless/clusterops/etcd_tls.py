@@ -11,21 +11,20 @@ So (``etcd_tls_plan``, pure), on each coordinator:
 
 1. the member and client certificates are re-issued from the issuing root when another root
    signed them (no restart; the coordinator's own etcd client is rebuilt on the new files);
-2. when the CA trusts a root the member's trusted-CA file lacks, the file is rewritten with
-   the roots it had plus the CA's and the member restarted, **one member at a time**: a
+2. when the roots the CA trusts differ from those in the member's trusted-CA file, the file is
+   rewritten with the CA's roots and the member restarted, **one member at a time**: a
    coordinator restarts its member only when every coordinator ahead of it (by name) has
    applied the rotation's phase, and only if the other voting members hold a quorum meanwhile
-   (``quorum.restart_refusal``).
-3. a root the CA no longer trusts (``retire``, or ``untrust`` after an abort) is *not*
-   dropped by a restart: it leaves the file when the member next starts (the coordinator
-   writes the CA's bundle then). Restarting the members to drop it left the cluster without
-   a leader in our tests (docs/security.md); until that is understood, etcd keeps trusting a
-   retired root a while longer.
+   (``quorum.restart_refusal``). That happens at ``trust`` (the new root added), at
+   ``retire`` (the old root dropped: etcd stops taking certificates it signed) and, after an
+   abort, at ``untrust`` (the new root dropped).
 
 The rotation's phases order this so that no member ever meets a certificate it does not
 trust: every member trusts the new root (restart, ``trust``) before any certificate comes from
-it (``issue``); an abort re-issues from the old root (``revert``), which every member still
-trusts.
+it (``issue``), and drops the old root (``retire``) only after every coordinator has re-issued
+its member and client certificates (the leader moves to ``retire`` once all applied
+``issue``); an abort re-issues from the old root (``revert``), which every member still
+trusts, before the new root is dropped (``untrust``).
 """
 
 from __future__ import annotations
@@ -76,7 +75,7 @@ def etcd_tls_plan(
     before_me: Sequence[str],
 ) -> EtcdTlsPlan:
     reissue = state.member_issuer != issuing or state.client_issuer != issuing
-    restart = not set(bundle) <= set(state.trusted)  # only to trust more (rule 3)
+    restart = set(bundle) != set(state.trusted)
     wait = ""
     if restart and before_me:
         wait = (
@@ -189,10 +188,13 @@ class EtcdTlsFollower:
         # members while its own restarts, then come back to it first
         await self.store.reload_tls(self.files.client_tls(), [*endpoints[1:], endpoints[0]])
 
-        keep = load_pem_certificates(running_with) if running_with else []
-        write_private(self.files.ca_file, TrustBundle.of([*keep, *self.ca.trust_bundle.roots]).pem)
+        write_private(self.files.ca_file, self.ca.trust_bundle.pem)
         self._restart_owed = True
-        log.info("etcd %s: restarting to trust the CA's new root", self.member.config.name)
+        log.info(
+            "etcd %s: restarting to trust the CA's roots (%s)",
+            self.member.config.name,
+            ", ".join(d[:16] for d in self.ca.trust_bundle.digests),
+        )
         await self.member.restart()
         self._restart_owed = False
         self.restarts += 1

@@ -6,11 +6,11 @@ the leader keeps its term (its etcd client has every member's address and carrie
 the others).
 
 A rotation runs to ``done``: every member's serving and client certificate end on the new
-root, each member restarted once (trust), one at a time, with at least two of three members
-answering with a leader at every sample; the retired root stays in etcd's trusted-CA file
-until the member's next start (so etcd still takes an old-root client certificate). A second
-rotation aborted in ``issue`` goes back: the etcd certificates return to the root before it,
-agents and the admin config follow, and an abort after it is refused."""
+root, each member restarted twice (trust, retire), one at a time, with at least two of three
+members answering with a leader at every sample; the retired root leaves etcd's trusted-CA
+file (an old-root client certificate is refused). A second rotation aborted in ``issue`` goes
+back: the etcd certificates return to the root before it, the new root leaves etcd's file
+(``untrust``), agents and the admin config follow, and an abort after it is refused."""
 
 from __future__ import annotations
 
@@ -179,10 +179,10 @@ async def test_rotation_and_abort_carry_etcd_along(tmp_path: Path) -> None:
         member = leader.etcd
         assert isinstance(member, EtcdMember)
         before = member.restarts
-        t_kill = time.monotonic()
+        t_kill = time.monotonic()  # the member's clock (SystemClock) is time.monotonic
         member.kill()
         await wait_for(
-            lambda: member.restarts > before and member.healthy(within=1.0),
+            lambda: member.restarts > before and (member.last_healthy_at or 0.0) > t_kill,
             timeout=30,
             what="the supervisor restarted the member",
         )
@@ -211,20 +211,21 @@ async def test_rotation_and_abort_carry_etcd_along(tmp_path: Path) -> None:
         for c in cs:
             name = c.config.name
             assert c.ca.digest == root1 and c.ca.trust_bundle.digests == (root1,), name
-            # the retired root leaves etcd's trust at the member's next start (not restarted
-            # for it: docs/security.md)
-            assert _etcd_roots(c) == {root0, root1}, name
+            assert _etcd_roots(c) == {root1}, name  # the retired root is gone
             assert _issuer(c, "etcd-member.crt") == root1, name
             assert _issuer(c, "etcd-client.crt") == root1, name
             f = _follower(c)
-            assert (f.restarts, f.reissues) == (1, 1), (name, f.restarts, f.reissues)
+            # restarts: trust and retire; certificates: issue
+            assert (f.restarts, f.reissues) == (2, 1), (name, f.restarts, f.reissues)
         assert watch.fewest >= 2, f"a sample saw only {watch.fewest} members answering"
         samples_after_rotation = watch.samples
-        # until then etcd still takes a client certificate from the retired root
+        # etcd refuses a client certificate from the retired root, takes the current one
         for c in cs:
             endpoint = f"127.0.0.1:{c.config.etcd_client_port}"
             mixed = ClientTls(_client_tls(c).ca_pem, old_client.cert_pem, old_client.key_pem)
-            await endpoint_status(endpoint, mixed, rpc_timeout=2.0)
+            with pytest.raises(StoreError):
+                await endpoint_status(endpoint, mixed, rpc_timeout=2.0)
+            await endpoint_status(endpoint, _client_tls(c), rpc_timeout=2.0)
         for a in agents:
             await wait_for(lambda a=a: _agent_trust(a) == ([root1], root1), what="agent on root1")
         spec = b"name: after\nimage: busybox\nresources: {cpu: 10m, memory: 1Mi}\n"
@@ -246,7 +247,7 @@ async def test_rotation_and_abort_carry_etcd_along(tmp_path: Path) -> None:
         await asyncio.to_thread(_retrying, lambda: renew_self(cfg))  # as `ca rotate` would
         assert own_digest(cfg) == root2
         assert all(_issuer(c, "etcd-member.crt") == root2 for c in cs)
-        assert all(_etcd_roots(c) == {root0, root1, root2} for c in cs)
+        assert all(_etcd_roots(c) == {root1, root2} for c in cs)
         with pytest.raises(ApiError) as e:
             await asyncio.to_thread(_api, cfg, "POST", "/v1/ca/rotate/abort", {"overlap_s": "soon"})
         assert e.value.status == 400 and "overlap_s: 'soon'" in e.value.message
@@ -266,12 +267,12 @@ async def test_rotation_and_abort_carry_etcd_along(tmp_path: Path) -> None:
         for c in cs:
             name = c.config.name
             assert c.ca.digest == root1 and c.ca.trust_bundle.digests == (root1,), name
-            assert root1 in _etcd_roots(c), name
+            assert _etcd_roots(c) == {root1}, name  # untrust dropped root2
             assert _issuer(c, "etcd-member.crt") == root1, name
             assert _issuer(c, "etcd-client.crt") == root1, name
             f = _follower(c)
-            # restarts: the two trust phases; certificates: issue, issue, revert
-            assert (f.restarts, f.reissues) == (2, 3), (name, f.restarts, f.reissues)
+            # restarts: trust, retire, trust, untrust; certificates: issue, issue, revert
+            assert (f.restarts, f.reissues) == (4, 3), (name, f.restarts, f.reissues)
         assert watch.fewest >= 2 and watch.samples > samples_after_rotation
         for a in agents:
             await wait_for(

@@ -39,14 +39,24 @@ CASES = [
     (EtcdTlsState((OLD, NEW), OLD, OLD), (NEW, OLD), NEW, ["c1"], EtcdTlsPlan(True, False)),
     # only the client certificate left behind (a crash between the two writes)
     (EtcdTlsState((OLD, NEW), NEW, OLD), (OLD, NEW), NEW, [], EtcdTlsPlan(True, False)),
-    # retire: the CA trusts only the new root -> no restart to drop the old one (rule 3)
-    (EtcdTlsState((OLD, NEW), NEW, NEW), (NEW,), NEW, [], EtcdTlsPlan(False, False)),
-    # the next rotation's trust: a root the file lacks -> restart (keeping what it had)
-    (EtcdTlsState((OLD, NEW), NEW, NEW), (NEW, "x" * 64), NEW, [], EtcdTlsPlan(False, True)),
+    # retire: the CA trusts only the new root -> restart to drop the old one
+    (EtcdTlsState((OLD, NEW), NEW, NEW), (NEW,), NEW, [], EtcdTlsPlan(False, True)),
+    # ... one member at a time, like trust
+    (
+        EtcdTlsState((OLD, NEW), NEW, NEW),
+        (NEW,),
+        NEW,
+        ["c1", "c2"],
+        EtcdTlsPlan(False, True, "waiting for c1, c2 to restart theirs"),
+    ),
+    # done: the file trusts what the CA trusts -> nothing
+    (EtcdTlsState((NEW,), NEW, NEW), (NEW,), NEW, [], EtcdTlsPlan(False, False)),
+    # the next rotation's trust: a root the file lacks -> restart
+    (EtcdTlsState((NEW,), NEW, NEW), (NEW, "x" * 64), NEW, [], EtcdTlsPlan(False, True)),
     # revert (abort in issue): the old root issues again -> certificates from it
     (EtcdTlsState((OLD, NEW), NEW, NEW), (OLD, NEW), OLD, [], EtcdTlsPlan(True, False)),
-    # untrust: the CA dropped the new root -> no restart either
-    (EtcdTlsState((OLD, NEW), OLD, OLD), (OLD,), OLD, [], EtcdTlsPlan(False, False)),
+    # untrust: the CA dropped the new root -> restart to drop it from the file too
+    (EtcdTlsState((OLD, NEW), OLD, OLD), (OLD,), OLD, [], EtcdTlsPlan(False, True)),
     # a certificate signed by a root nobody knows ("") is re-issued
     (EtcdTlsState((OLD,), "", OLD), (OLD,), OLD, [], EtcdTlsPlan(True, False)),
 ]
