@@ -23,6 +23,23 @@ async def wait_for(pred, timeout: float = 20.0, what: str = "condition"):  # typ
         await asyncio.sleep(0.1)
 
 
+def ha_config(tmp: Path, name: str, **kw: object) -> CoordinatorConfig:
+    """A coordinator with an embedded etcd member, on free loopback ports, in ``tmp/name``."""
+    return CoordinatorConfig(
+        data_dir=tmp / name,
+        name=name,
+        store="etcd",
+        api_port=free_port(),
+        agent_port=free_port(),
+        enroll_port=free_port(),
+        etcd_client_port=free_port(),
+        etcd_peer_port=free_port(),
+        root_key_size=2048,
+        bcrypt_cost=4,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
 def coordinator_config(tmp: Path) -> CoordinatorConfig:
     return CoordinatorConfig(
         data_dir=tmp / "coord",
