@@ -9,13 +9,13 @@ Uses etcd3aio's service stubs with a single attempt per call; *this* module owns
 * watches resume after reconnects from the revision after the last delivered event (etcd3aio's
   own watch resumes from the response header's revision, which can skip events), and ask for
   a member with a leader (``hasleader``) so a partitioned member cannot stall a watch;
-* ``reload_tls`` closes the channels it replaces (after a short grace), and gRPC cancels the
-  calls still open on a closed channel: the awaiting task then gets a ``CancelledError`` that
-  nobody asked for. Such a call counts as a lost connection (a watch resumes on the current
-  channel, a read is retried, a write is ``OutcomeUnknown``); only a cancellation of the
-  caller's own task, or ``close()``, propagates. Let through, it silently ended every task
-  that held a watch across a reload (the coordinator's election among them: a ``TaskGroup``
-  ignores a child that ends cancelled).
+* ``reload_tls`` closes the channels it replaces (requests get a short grace, watch streams
+  none), and gRPC cancels the calls still open on a closed channel: the awaiting task then
+  gets a ``CancelledError`` that nobody asked for. Such a call counts as a lost connection (a
+  watch resumes on the current channel, a read is retried, a write is ``OutcomeUnknown``);
+  only a cancellation of the caller's own task, or ``close()``, propagates. Let through, it
+  silently ended every task that held a watch across a reload (the coordinator's election
+  among them: a ``TaskGroup`` ignores a child that ends cancelled).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ _HASLEADER = (("hasleader", "true"),)
 # Members must accept pings that often (``etcd_process.GRPC_KEEPALIVE_MIN_TIME_MS``).
 KEEPALIVE_TIME_MS = 2_000
 KEEPALIVE_TIMEOUT_MS = 2_000
-# How long calls open on the channels a TLS reload replaces may take to finish.
+# How long requests in flight on the channel a TLS reload replaces may take to finish.
 RELOAD_GRACE_S = 0.5
 
 
@@ -210,22 +210,24 @@ class EtcdStore:
 
     async def reload_tls(self, tls: ClientTls, endpoints: Sequence[str] = ()) -> None:
         """Use ``tls`` (and ``endpoints``, if given) for every call from now on: new channels
-        (lease keepers reconnect after their renewal under way). The previous channels are
-        closed once the calls open on them have had ``RELOAD_GRACE_S`` to finish; gRPC then
-        cancels the rest and they move to the new channels (see the module doc).
+        (lease keepers reconnect after their renewal under way). The previous watch channel
+        is closed at once (its streams never end by themselves: they resume on the new one,
+        see the module doc); the previous request channel once its calls in flight end, or
+        after ``RELOAD_GRACE_S`` (gRPC then cancels them: reads are retried, writes
+        ``OutcomeUnknown``).
 
         Closed, not kept: a channel left open keeps its credentials, and gRPC's round-robin
         policy reconnects it to every member, with growing back-off, whenever a member
         restarts; members that no longer trust its certificate (or serve one it does not
         trust) log each attempt as a rejected connection."""
-        old = (self.channel, self._watch_channel)
+        old, old_watches = self.channel, self._watch_channel
         self._tls = tls
         if endpoints:
             self.endpoints = tuple(endpoints)
         self._open_channels()
         for keeper in list(self._keepers):
             keeper.reconnect()
-        await asyncio.gather(*(ch.close(grace=RELOAD_GRACE_S) for ch in old))
+        await asyncio.gather(old_watches.close(), old.close(grace=RELOAD_GRACE_S))
 
     async def set_endpoints(self, endpoints: Sequence[str]) -> bool:
         """Use ``endpoints`` from now on if they are not the ones in use (compared as a set:
