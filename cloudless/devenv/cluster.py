@@ -264,6 +264,15 @@ class NetnsCluster:
             raise ClusterError("the cluster is not started")
         return self.client
 
+    def reload_client(self) -> Client:
+        """Build ``api`` again from the admin config's files: after ``cloudless ca rotate``
+        rewrote its certificate, key and bundle, the old client's TLS context trusts a root
+        that is gone and presents a certificate that is refused."""
+        cfg = ClientConfig.load(self.admin_config)
+        cfg.servers = [self.api_url(n) for n in self.coord_hosts]
+        self.client = Client(cfg, timeout=10)
+        return self.client
+
     def api_url(self, name: str) -> str:
         return f"https://{self.coord_hosts[name].ip}:{API_PORT}"
 
@@ -449,6 +458,33 @@ class NetnsCluster:
             if len(parts) >= 3:
                 out[parts[0]] = parts[2]
         return out
+
+    async def exec_in(
+        self, i: int, container_id: str, argv: Sequence[str], *, time_limit: float = 30.0
+    ) -> tuple[int, str]:
+        """Run ``argv`` inside container ``container_id`` on agent ``i`` (``ctr tasks exec``:
+        the container's namespaces and mounts, so what a replica itself would see):
+        ``(exit code, stdout and stderr)``. Raises ClusterError when it outlives
+        ``time_limit`` seconds (after killing it)."""
+        self._spawned += 1
+        ctr = ["ctr", "-a", self.containerds[i].address, "-n", self.namespace, "tasks", "exec"]
+        proc = await asyncio.create_subprocess_exec(
+            *ctr, "--exec-id", f"x{os.getpid()}-{self._spawned}", container_id, *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), time_limit)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise ClusterError(
+                f"`{' '.join(argv)}` in {container_id} took over {time_limit}s"
+            ) from None
+        rc = proc.returncode if proc.returncode is not None else -1
+        return rc, out.decode(errors="replace")
 
     def running_containers(self) -> Counter[str]:
         """How many RUNNING tasks each container (= replica) id has, over every agent."""

@@ -1,0 +1,315 @@
+"""Workload identity, root rotation and network policy on a real multi-host cluster: one
+coordinator (with its etcd member) and two agents, each in its own network namespace with its
+own containerd, the overlay network on, all real processes. One cluster, three acts:
+
+1. **Mutual TLS between workloads.** ``tls-srv`` (on node-1) runs ``openssl s_server`` with
+   the SVID, key and bundle mounted at /run/cloudless/identity, requiring a client
+   certificate from the bundle, and starts it again when those files change (as a real
+   server would reload them); ``tls-cli`` (on node-2) connects through the service address
+   with its own SVID and gets its line back reversed.
+2. **Network policy on one device.** ``np-ok`` and ``np-no`` run on node-1 beside
+   ``tls-srv``; the policy ``srv-ingress`` denies ``role=denied`` into ``tls-srv``. Through
+   the service address (DNAT, then bridged on ``cl0`` to the backend: the same-device path)
+   ``np-ok`` still gets its answer, ``np-no`` gets nothing (its packets are dropped).
+3. **``cloudless ca rotate --overlap 0`` to ``done``** while both agents run these replicas:
+   no container restarted (same task pids, 0 restarts), no agent stream re-opened (the
+   coordinator's ``cloudless_agent_sessions_opened_total`` unchanged) and both nodes
+   ``ready`` at every sample; afterwards every SVID comes from the new root and every bundle
+   holds the new root only, mutual TLS between the replicas works on the new root, the policy
+   still holds, and ``tls-cli``'s certificate from the old root is refused by ``tls-srv``.
+
+The image is busybox plus the host's ``openssl`` with its libraries
+(``cloudless.devenv.images.build_tools_image``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+from cloudless.cli.client import Client, ClientConfig
+from cloudless.devenv.cluster import NetnsCluster, unavailable_reason, wait_until
+from cloudless.devenv.images import build_tools_image
+from cloudless.security import svid
+from cloudless.security.bundle import TrustBundle, trust_report
+
+SKIP = unavailable_reason()
+pytestmark = [pytest.mark.netns, pytest.mark.skipif(bool(SKIP), reason=SKIP or "")]
+
+PORT = 8443
+ID = svid.MOUNT_PATH
+# The server serves one connection per s_server run and starts it again when its files change
+# (a renewal swaps them): a replica follows its renewed SVID and bundle without a restart.
+SERVE = (
+    f"trap 'exit 0' TERM; cd {ID}; while true; do f=$(cat svid.pem bundle.pem); "
+    f"openssl s_server -quiet -rev -naccept 1 -accept {PORT} -cert svid.pem -key svid.key "
+    "-CAfile bundle.pem -Verify 1 -verify_return_error </dev/null & p=$!; "
+    'while kill -0 $p 2>/dev/null && [ "$(cat svid.pem bundle.pem)" = "$f" ]; do sleep 0.2; '
+    "done; kill $p 2>/dev/null; wait $p; done"
+)
+IDLE = "trap 'exit 0' TERM; while true; do sleep 1; done"
+POLICY = b"""
+name: srv-ingress
+namespace: default
+selector: {app: tls-srv}
+ingress:
+  - action: deny
+    from: [{namespace: default, selector: {role: denied}}]
+"""
+
+
+def spec(name: str, image: str, zone: str, command: str, labels: dict[str, str]) -> bytes:
+    doc: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "command": ["sh", "-c", command],
+        "labels": labels,
+        "resources": {"cpu": "10m", "memory": "16Mi"},
+        "replicas": 1,
+        "placement": {"node_selector": [{"key": "zone", "operator": "in", "values": [zone]}]},
+    }
+    if name == "tls-srv":
+        doc["ports"] = [PORT]
+    return json.dumps(doc).encode()
+
+
+def ping(cert: str = f"{ID}/svid.pem", key: str = f"{ID}/svid.key") -> list[str]:
+    """Mutual TLS to tls-srv's service address (``{vip}``) as the replica running it: a line
+    out, the server's reversed line back; CLOSE ends the server's side."""
+    return [
+        "sh", "-c",
+        f"printf 'ping\\nCLOSE\\n' | timeout 4 openssl s_client -quiet -connect {{vip}}:{PORT} "
+        f"-cert {cert} -key {key} -CAfile {ID}/bundle.pem -verify_return_error 2>&1",
+    ]  # fmt: skip
+
+
+class Rig:
+    def __init__(self, c: NetnsCluster) -> None:
+        self.c = c
+        self.vip = ""
+
+    def replica(self, workload: str) -> dict[str, Any]:
+        [r] = [x for x in self.c.api.workload(workload)["replicas"] if x["desired"] == "running"]
+        return dict(r)
+
+    async def run_in(self, workload: str, argv: list[str], limit: float = 10) -> tuple[int, str]:
+        r = await asyncio.to_thread(self.replica, workload)
+        i = self.c.node_ids.index(r["node_id"])
+        argv = [a.replace("{vip}", self.vip) for a in argv]
+        return await self.c.exec_in(i, r["id"], argv, time_limit=limit)
+
+    async def mtls(self, workload: str, **files: str) -> str:
+        """tls-srv's answer to ``workload``: ``gnip`` (reversed) when both sides accepted."""
+        last = ""
+        for _ in range(20):  # s_server listens again soon after each connection
+            rc, out = await self.run_in(workload, ping(**files))
+            if rc == 0 and "gnip" in out:
+                return out
+            last = out
+            if "onnection refused" not in out:
+                break
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"{workload}: no mutual TLS with tls-srv: {last}")
+
+    async def refused(self, workload: str, **files: str) -> str:
+        _, out = await self.run_in(workload, ping(**files))
+        assert "gnip" not in out, out
+        return out
+
+    async def file(self, workload: str, name: str) -> str:
+        rc, out = await self.run_in(workload, ["cat", f"{ID}/{name}"])
+        assert rc == 0, out
+        return out
+
+    def pids(self) -> dict[str, str]:
+        """Every running task (= replica id) with its pid, over both agents."""
+        out: dict[str, str] = {}
+        for i in range(self.c.n_agents):
+            ctr = ["ctr", "-a", self.c.containerds[i].address, "-n", self.c.namespace]
+            ts = subprocess.run([*ctr, "tasks", "ls"], capture_output=True, text=True, check=True)
+            for line in ts.stdout.splitlines()[1:]:
+                cid, pid, status = line.split()[:3]
+                if status == "RUNNING":
+                    out[cid] = pid
+        return out
+
+    def sessions_opened(self) -> float:
+        resp = self.c.api.open("GET", "/metrics")
+        text = resp.read().decode()
+        m = re.search(r"^cloudless_agent_sessions_opened_total (\S+)$", text, re.M)
+        assert m, "no cloudless_agent_sessions_opened_total in /metrics"
+        return float(m.group(1))
+
+
+def _issuer(pem: str, roots: TrustBundle) -> str:
+    """The digest of the root in ``roots`` that signed ``pem`` ("" for none)."""
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    for digest, root in zip(roots.digests, roots.roots, strict=True):
+        try:
+            cert.verify_directly_issued_by(root)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return digest
+    return ""
+
+
+@pytest.mark.timeout(360)
+async def test_mtls_rotation_and_policy_on_a_netns_cluster(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    async with NetnsCluster(
+        tmp_path, coordinators=1, agents=2, prefix="clsec", namespace="clsec", network="on"
+    ) as c:
+        assert c.registry is not None
+        image = await build_tools_image(c.registry)
+        up = time.monotonic() - t0
+        rig = Rig(c)
+        for name, zone, cmd, labels in (
+            ("tls-srv", "zone-a", SERVE, {"app": "tls-srv"}),
+            ("tls-cli", "zone-b", IDLE, {"app": "tls-cli"}),
+            ("np-ok", "zone-a", IDLE, {"role": "allowed"}),
+            ("np-no", "zone-a", IDLE, {"role": "denied"}),
+        ):
+            c.api.apply(spec(name, image, zone, cmd, labels))
+        names = ("tls-srv", "tls-cli", "np-ok", "np-no")
+
+        def all_running() -> bool:
+            return all(rig.replica(n)["observed"] == "running" for n in names)
+
+        await wait_until("4 replicas running", all_running, 120)
+        svc = await wait_until(
+            "tls-srv's service with its endpoint",
+            lambda: (s := c.api.call("GET", "/v1/services/tls-srv")).get("endpoints") and s,
+            60,
+        )
+        rig.vip = svc["vip"]
+        assert {rig.replica(n)["node_id"] for n in ("tls-srv", "np-ok", "np-no")} == {c.node_ids[0]}
+        assert rig.replica("tls-cli")["node_id"] == c.node_ids[1]
+
+        # -- 1. mutual TLS across devices, each side with its own SVID ----------------------
+        await rig.mtls("tls-cli")
+        old_bundle = TrustBundle.from_pem((await rig.file("tls-cli", svid.BUNDLE_FILE)).encode())
+        old_cert = await rig.file("tls-cli", svid.CERT_FILE)
+        old_key = await rig.file("tls-cli", svid.KEY_FILE)
+        assert _issuer(old_cert, old_bundle) == old_bundle.digests[0]
+        # a client without a certificate is refused: the server requires one
+        rc, out = await rig.run_in(
+            "tls-cli",
+            ["sh", "-c", f"printf 'ping\\nCLOSE\\n' | timeout 4 openssl s_client -quiet "
+             f"-connect {{vip}}:{PORT} -CAfile {ID}/bundle.pem 2>&1"],
+        )  # fmt: skip
+        assert "gnip" not in out, out
+
+        # -- 2. network policy on one device, through the service address -------------------
+        await rig.mtls("np-no")  # open before the policy: the path itself works
+        c.api.call("POST", "/v1/netpolicies", raw=POLICY, content_type="application/yaml")
+        t_policy = time.monotonic()
+
+        async def np_no_dropped() -> bool:
+            rc, out = await rig.run_in("np-no", ping())
+            # busybox timeout ends openssl with SIGTERM (143): the connection never got an
+            # answer, its packets are dropped (a refusal or a TLS error would end it sooner)
+            return rc == 143 and "gnip" not in out
+
+        deadline = time.monotonic() + 30
+        while not await np_no_dropped():
+            assert time.monotonic() < deadline, "np-no still reaches tls-srv 30 s after the policy"
+        policy_took = time.monotonic() - t_policy
+        await rig.mtls("np-ok")  # allowed: same namespace, not denied
+        await rig.mtls("tls-cli")  # another device, allowed
+
+        # -- 3. root rotation on the live cluster --------------------------------------------
+        pids = await asyncio.to_thread(rig.pids)
+        assert {r: pids.get(rig.replica(r)["id"]) for r in names}.keys() == set(names)
+        opened = await asyncio.to_thread(rig.sessions_opened)
+        states: list[tuple[float, list[str]]] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            """Both nodes' states every 0.2 s, read with the admin config as the CLI leaves
+            it (it renews the config's certificate and drops the old root as it goes; it
+            writes the key and the certificate one after the other, so a read that lands
+            between them is tried again)."""
+            while not stop.is_set():
+                for _ in range(3):
+                    try:
+                        nodes = Client(ClientConfig.load(c.admin_config), timeout=5).nodes()
+                    except Exception as e:  # recorded if the retries fail too, not ignored
+                        got = [f"error: {e}"]
+                        time.sleep(0.05)
+                    else:
+                        got = [n["state"] for n in nodes]
+                        break
+                states.append((time.monotonic(), got))
+                time.sleep(0.2)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        t_rot = time.monotonic()
+        try:
+            rot = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "cloudless", "ca", "rotate", "--overlap", "0"],
+                capture_output=True, text=True, timeout=180,
+                env={**os.environ, "CLOUDLESS_CONFIG": str(c.admin_config)},
+            )  # fmt: skip
+        finally:
+            stop.set()
+            await asyncio.to_thread(sampler.join)
+        rotate_took = time.monotonic() - t_rot
+        assert rot.returncode == 0, rot.stdout + rot.stderr
+        c.reload_client()  # the old one trusts the retired root
+        assert "no longer trusted" in rot.stdout, rot.stdout
+
+        status = c.api.call("GET", "/v1/ca/status")
+        assert status["rotation_run"]["phase"] == "done"
+        [root] = status["roots"]
+        new = root["digest"]
+        assert new != old_bundle.digests[0]
+
+        # nothing was interrupted
+        assert await asyncio.to_thread(rig.pids) == pids
+        assert all(rig.replica(n)["restarts"] == 0 for n in names)
+        assert await asyncio.to_thread(rig.sessions_opened) == opened, "an agent stream re-opened"
+        assert states and all(s == ["ready", "ready"] for _, s in states), [
+            s for s in states if s[1] != ["ready", "ready"]
+        ]
+        for i in range(2):  # the agents' own certificates and bundles are on the new root
+            ident = c.agent_dir(i) / "identity"
+            report = trust_report(
+                (ident / "node.crt").read_bytes(), (ident / "ca.pem").read_bytes()
+            )
+            assert report == ([new], new), report
+
+        # every SVID re-issued from the new root, every bundle holding it alone
+        for n in names:
+            bundle = TrustBundle.from_pem((await rig.file(n, svid.BUNDLE_FILE)).encode())
+            assert bundle.digests == (new,), n
+            assert _issuer(await rig.file(n, svid.CERT_FILE), bundle) == new, n
+        await rig.mtls("tls-cli")  # both sides on the new root only
+        await rig.mtls("np-ok")
+        assert await np_no_dropped()  # the policy still holds
+
+        # a certificate from the old root is refused by tls-srv
+        put = f"printf '%s' '{old_cert}' >/tmp/old.pem; printf '%s' '{old_key}' >/tmp/old.key"
+        rc, out = await rig.run_in("tls-cli", ["sh", "-c", put])
+        assert rc == 0, out
+        out = await rig.refused("tls-cli", cert="/tmp/old.pem", key="/tmp/old.key")
+        assert "alert" in out or "unknown ca" in out, out
+
+        late = [s for s in states if s[1] != ["ready", "ready"]]
+        print(
+            f"\n[sec-netns] cluster+image up {up:.1f}s; policy enforced after {policy_took:.1f}s; "
+            f"ca rotate {rotate_took:.1f}s ({len(states)} node samples, {len(late)} not ready); "
+            f"whole test {time.monotonic() - t0:.1f}s"
+        )
