@@ -27,20 +27,28 @@ import asyncio
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
+from cloudless.agent.identity import channel_options, enroll
+from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
+from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
 from cloudless.cli.client import Client, ClientConfig
-from cloudless.devenv.cluster import NetnsCluster, unavailable_reason, wait_until
+from cloudless.devenv.cluster import AGENT_PORT, NetnsCluster, unavailable_reason, wait_until
 from cloudless.devenv.images import build_tools_image
+from cloudless.lib.errors import CloudlessError
 from cloudless.security import svid
 from cloudless.security.bundle import TrustBundle, trust_report
 
@@ -84,13 +92,14 @@ def spec(name: str, image: str, zone: str, command: str, labels: dict[str, str])
     return json.dumps(doc).encode()
 
 
-def ping(cert: str = f"{ID}/svid.pem", key: str = f"{ID}/svid.key") -> list[str]:
+def ping(cert: str = f"{ID}/svid.pem", key: str = f"{ID}/svid.key", limit: int = 4) -> list[str]:
     """Mutual TLS to tls-srv's service address (``{vip}``) as the replica running it: a line
-    out, the server's reversed line back; CLOSE ends the server's side."""
+    out, the server's reversed line back; CLOSE ends the server's side. ``cert=""``: none."""
+    mine = f"-cert {cert} -key {key} " if cert else ""
     return [
         "sh", "-c",
-        f"printf 'ping\\nCLOSE\\n' | timeout 4 openssl s_client -quiet -connect {{vip}}:{PORT} "
-        f"-cert {cert} -key {key} -CAfile {ID}/bundle.pem -verify_return_error 2>&1",
+        f"printf 'ping\\nCLOSE\\n' | timeout {limit} openssl s_client -quiet "
+        f"-connect {{vip}}:{PORT} {mine}-CAfile {ID}/bundle.pem -verify_return_error 2>&1",
     ]  # fmt: skip
 
 
@@ -109,28 +118,50 @@ class Rig:
         argv = [a.replace("{vip}", self.vip) for a in argv]
         return await self.c.exec_in(i, r["id"], argv, time_limit=limit)
 
-    async def mtls(self, workload: str, **files: str) -> str:
-        """tls-srv's answer to ``workload``: ``gnip`` (reversed) when both sides accepted."""
-        last = ""
-        for _ in range(20):  # s_server listens again soon after each connection
+    async def mtls(self, workload: str, within: float = 0.0, **files: str) -> str:
+        """tls-srv's answer to ``workload``: ``gnip`` (reversed) when both sides accepted.
+        A refused connection (s_server between two runs) is tried again for 4 s; any other
+        failure only with ``within`` (for that many more seconds)."""
+        deadline = time.monotonic() + 4.0 + within
+        while True:
             rc, out = await self.run_in(workload, ping(**files))
             if rc == 0 and "gnip" in out:
                 return out
-            last = out
+            refused = "onnection refused" in out
+            if time.monotonic() > deadline or not (refused or within):
+                raise AssertionError(f"{workload}: no mutual TLS with tls-srv: {out}")
+            await asyncio.sleep(0.2)
+
+    async def refused(self, workload: str, **files: str) -> str:
+        """tls-srv refuses ``workload``'s handshake (an answer, not a timeout or a refused
+        connection: the TLS layer said no)."""
+        for _ in range(20):
+            _, out = await self.run_in(workload, ping(**files))
             if "onnection refused" not in out:
                 break
             await asyncio.sleep(0.2)
-        raise AssertionError(f"{workload}: no mutual TLS with tls-srv: {last}")
-
-    async def refused(self, workload: str, **files: str) -> str:
-        _, out = await self.run_in(workload, ping(**files))
         assert "gnip" not in out, out
+        assert "alert" in out, out
         return out
 
-    async def file(self, workload: str, name: str) -> str:
-        rc, out = await self.run_in(workload, ["cat", f"{ID}/{name}"])
+    async def dropped(self, workload: str) -> bool:
+        """``workload``'s connection to tls-srv gets no answer at all within 2 s: busybox's
+        ``timeout`` ends openssl with SIGTERM (143). An allowed exchange takes milliseconds;
+        a refused connection or a TLS error ends sooner with another code."""
+        rc, out = await self.run_in(workload, ping(limit=2))
+        return rc == 143 and "gnip" not in out
+
+    async def identity(self, workload: str) -> tuple[str, str, str]:
+        """What ``workload``'s replica reads at /run/cloudless/identity: its certificate, the
+        bundle and its key."""
+        sep = "=====\n"
+        rc, out = await self.run_in(
+            workload, ["sh", "-c", f"cd {ID} && cat svid.pem && echo ===== && cat bundle.pem "
+                       "&& echo ===== && cat svid.key"]
+        )  # fmt: skip
         assert rc == 0, out
-        return out
+        cert, bundle, key = out.split(sep)
+        return cert, bundle, key
 
     def pids(self) -> dict[str, str]:
         """Every running task (= replica id) with its pid, over both agents."""
@@ -167,12 +198,18 @@ def _issuer(pem: str, roots: TrustBundle) -> str:
 @pytest.mark.timeout(360)
 async def test_mtls_rotation_and_policy_on_a_netns_cluster(tmp_path: Path) -> None:
     t0 = time.monotonic()
+    took: dict[str, float] = {}
+
+    def lap(what: str, since: float) -> float:
+        took[what] = time.monotonic() - since
+        return time.monotonic()
+
     async with NetnsCluster(
         tmp_path, coordinators=1, agents=2, prefix="clsec", namespace="clsec", network="on"
     ) as c:
         assert c.registry is not None
         image = await build_tools_image(c.registry)
-        up = time.monotonic() - t0
+        t = lap("cluster and image", t0)
         rig = Rig(c)
         for name, zone, cmd, labels in (
             ("tls-srv", "zone-a", SERVE, {"app": "tls-srv"}),
@@ -195,43 +232,33 @@ async def test_mtls_rotation_and_policy_on_a_netns_cluster(tmp_path: Path) -> No
         rig.vip = svc["vip"]
         assert {rig.replica(n)["node_id"] for n in ("tls-srv", "np-ok", "np-no")} == {c.node_ids[0]}
         assert rig.replica("tls-cli")["node_id"] == c.node_ids[1]
+        t = lap("replicas running", t)
 
         # -- 1. mutual TLS across devices, each side with its own SVID ----------------------
         await rig.mtls("tls-cli")
-        old_bundle = TrustBundle.from_pem((await rig.file("tls-cli", svid.BUNDLE_FILE)).encode())
-        old_cert = await rig.file("tls-cli", svid.CERT_FILE)
-        old_key = await rig.file("tls-cli", svid.KEY_FILE)
+        old_cert, old_bundle_pem, old_key = await rig.identity("tls-cli")
+        old_bundle = TrustBundle.from_pem(old_bundle_pem.encode())
         assert _issuer(old_cert, old_bundle) == old_bundle.digests[0]
-        # a client without a certificate is refused: the server requires one
-        rc, out = await rig.run_in(
-            "tls-cli",
-            ["sh", "-c", f"printf 'ping\\nCLOSE\\n' | timeout 4 openssl s_client -quiet "
-             f"-connect {{vip}}:{PORT} -CAfile {ID}/bundle.pem 2>&1"],
-        )  # fmt: skip
-        assert "gnip" not in out, out
+        await rig.refused("tls-cli", cert="")  # no client certificate: the server wants one
+        t = lap("mutual TLS", t)
 
         # -- 2. network policy on one device, through the service address -------------------
         await rig.mtls("np-no")  # open before the policy: the path itself works
         c.api.call("POST", "/v1/netpolicies", raw=POLICY, content_type="application/yaml")
-        t_policy = time.monotonic()
-
-        async def np_no_dropped() -> bool:
-            rc, out = await rig.run_in("np-no", ping())
-            # busybox timeout ends openssl with SIGTERM (143): the connection never got an
-            # answer, its packets are dropped (a refusal or a TLS error would end it sooner)
-            return rc == 143 and "gnip" not in out
-
-        deadline = time.monotonic() + 30
-        while not await np_no_dropped():
-            assert time.monotonic() < deadline, "np-no still reaches tls-srv 30 s after the policy"
-        policy_took = time.monotonic() - t_policy
+        await wait_until_async("np-no's packets dropped", lambda: rig.dropped("np-no"), 30)
+        t = lap("policy enforced", t)
         await rig.mtls("np-ok")  # allowed: same namespace, not denied
         await rig.mtls("tls-cli")  # another device, allowed
+        t = lap("policy checks", t)
 
         # -- 3. root rotation on the live cluster --------------------------------------------
         pids = await asyncio.to_thread(rig.pids)
-        assert {r: pids.get(rig.replica(r)["id"]) for r in names}.keys() == set(names)
+        assert all(rig.replica(n)["id"] in pids for n in names)
         opened = await asyncio.to_thread(rig.sessions_opened)
+        old_admin = _copy_config(c.admin_config, tmp_path / "old-admin")
+        old_node = c.agent_dir(0) / "identity"
+        old_node_creds = (old_node / "node.key").read_bytes(), (old_node / "node.crt").read_bytes()
+        early_token = await asyncio.to_thread(c.api.create_token)
         states: list[tuple[float, list[str]]] = []
         stop = threading.Event()
 
@@ -266,10 +293,10 @@ async def test_mtls_rotation_and_policy_on_a_netns_cluster(tmp_path: Path) -> No
         finally:
             stop.set()
             await asyncio.to_thread(sampler.join)
-        rotate_took = time.monotonic() - t_rot
+        t = lap("ca rotate", t_rot)
         assert rot.returncode == 0, rot.stdout + rot.stderr
-        c.reload_client()  # the old one trusts the retired root
         assert "no longer trusted" in rot.stdout, rot.stdout
+        c.reload_client()  # the old one trusts the retired root
 
         status = c.api.call("GET", "/v1/ca/status")
         assert status["rotation_run"]["phase"] == "done"
@@ -286,30 +313,82 @@ async def test_mtls_rotation_and_policy_on_a_netns_cluster(tmp_path: Path) -> No
         ]
         for i in range(2):  # the agents' own certificates and bundles are on the new root
             ident = c.agent_dir(i) / "identity"
-            report = trust_report(
-                (ident / "node.crt").read_bytes(), (ident / "ca.pem").read_bytes()
-            )
+            cert, ca = (ident / "node.crt").read_bytes(), (ident / "ca.pem").read_bytes()
+            report = trust_report(cert, ca)
             assert report == ([new], new), report
 
         # every SVID re-issued from the new root, every bundle holding it alone
-        for n in names:
-            bundle = TrustBundle.from_pem((await rig.file(n, svid.BUNDLE_FILE)).encode())
+        seen = await asyncio.gather(*(rig.identity(n) for n in names))
+        for n, (cert_pem, bundle_pem, _) in zip(names, seen, strict=True):
+            bundle = TrustBundle.from_pem(bundle_pem.encode())
             assert bundle.digests == (new,), n
-            assert _issuer(await rig.file(n, svid.CERT_FILE), bundle) == new, n
+            assert _issuer(cert_pem, bundle) == new, n
         await rig.mtls("tls-cli")  # both sides on the new root only
         await rig.mtls("np-ok")
-        assert await np_no_dropped()  # the policy still holds
+        assert await rig.dropped("np-no")  # the policy still holds
 
-        # a certificate from the old root is refused by tls-srv
+        # the old root is refused: tls-cli's old SVID by tls-srv, the old admin certificate
+        # by the HTTPS API, the old node certificate by the agent port
         put = f"printf '%s' '{old_cert}' >/tmp/old.pem; printf '%s' '{old_key}' >/tmp/old.key"
         rc, out = await rig.run_in("tls-cli", ["sh", "-c", put])
         assert rc == 0, out
-        out = await rig.refused("tls-cli", cert="/tmp/old.pem", key="/tmp/old.key")
-        assert "alert" in out or "unknown ca" in out, out
-
-        late = [s for s in states if s[1] != ["ready", "ready"]]
-        print(
-            f"\n[sec-netns] cluster+image up {up:.1f}s; policy enforced after {policy_took:.1f}s; "
-            f"ca rotate {rotate_took:.1f}s ({len(states)} node samples, {len(late)} not ready); "
-            f"whole test {time.monotonic() - t0:.1f}s"
+        await rig.refused("tls-cli", cert="/tmp/old.pem", key="/tmp/old.key")
+        old = ClientConfig(c.api.config.servers, c.api.config.ca_file, old_admin.cert_file,
+                           old_admin.key_file)  # fmt: skip
+        with pytest.raises(CloudlessError, match="no coordinator answered"):
+            await asyncio.to_thread(Client(old, timeout=5).nodes)
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=c.api.config.ca_file.read_bytes(),
+            private_key=old_node_creds[0],
+            certificate_chain=old_node_creds[1],
         )
+        coord_ip = next(iter(c.coord_hosts.values())).ip
+        async with grpc.aio.secure_channel(
+            f"{coord_ip}:{AGENT_PORT}", creds, options=channel_options()
+        ) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as rpc:
+                await pbg.AgentControlStub(ch).Renew(pb.RenewRequest(csr_pem=b""), timeout=5)
+        assert rpc.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED)
+
+        # a token made before the switch is refused; a new node enrolls from the new root
+        url = c.api_url(next(iter(c.coord_hosts)))
+        facts = pb.NodeFacts()
+        with pytest.raises(CloudlessError):
+            await enroll(url, early_token, node_name="early", facts=facts, attempts=1)
+        token = await asyncio.to_thread(c.api.create_token)
+        late = await enroll(url, token, node_name="late", facts=facts, attempts=3)
+        assert trust_report(late.cert_pem, late.ca_pem) == ([new], new)
+        t = lap("checks after the rotation", t)
+
+        # an agent restarted after the rotation connects with its renewed certificate and
+        # adopts its container
+        c.kill_agent(1, signal.SIGTERM)
+        await c.start_agent(1)
+        await wait_until(
+            "agent 2 connected again",
+            lambda: rig.sessions_opened() == opened + 1 and c.node_state(1) == "ready",
+            30,
+        )
+        assert await asyncio.to_thread(rig.pids) == pids
+        t = lap("agent restart", t)
+        await rig.mtls("tls-cli", within=30)
+        lap("mutual TLS again after the agent restart", t)
+        print(
+            f"\n[sec-netns] {', '.join(f'{k} {v:.1f}s' for k, v in took.items())}; "
+            f"{len(states)} node samples during the rotation, all ready; "
+            f"whole test (before teardown) {time.monotonic() - t0:.1f}s"
+        )
+
+
+async def wait_until_async(what: str, probe: Callable[[], Awaitable[bool]], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not await probe():
+        assert time.monotonic() < deadline, f"not {what} within {timeout:.0f} s"
+
+
+def _copy_config(src: Path, dst: Path) -> ClientConfig:
+    """A copy of a client config (key, certificate, bundle) as it is now."""
+    dst.mkdir(mode=0o700)
+    for f in src.parent.iterdir():
+        shutil.copy2(f, dst / f.name)
+    return ClientConfig.load(dst / src.name)
