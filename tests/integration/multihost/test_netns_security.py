@@ -16,7 +16,9 @@ own containerd, the overlay network on, all real processes. One cluster, three a
    coordinator's ``cloudless_agent_sessions_opened_total`` unchanged) and both nodes
    ``ready`` at every sample; afterwards every SVID comes from the new root and every bundle
    holds the new root only, mutual TLS between the replicas works on the new root, the policy
-   still holds, and ``tls-cli``'s certificate from the old root is refused by ``tls-srv``.
+   still holds; the old root is refused everywhere: ``tls-cli``'s old SVID by ``tls-srv``,
+   the old admin certificate by the HTTPS API, the old node certificate by the agent port, a
+   join token made before the switch at enrolment; a new node enrolls from the new root.
 
 The image is busybox plus the host's ``openssl`` with its libraries
 (``cloudless.devenv.images.build_tools_image``)."""
@@ -28,7 +30,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -311,6 +312,13 @@ async def test_mtls_rotation_and_policy_on_a_netns_cluster(tmp_path: Path) -> No
         assert states and all(s == ["ready", "ready"] for _, s in states), [
             s for s in states if s[1] != ["ready", "ready"]
         ]
+        own = (c.work / "c1" / "tls" / "coordinator.crt").read_bytes()
+        assert trust_report(own, c.api.config.ca_file.read_bytes()) == ([new], new)
+        admin = c.api.config  # the CLI renewed the admin config and dropped the old root
+        assert trust_report(admin.cert_file.read_bytes(), admin.ca_file.read_bytes()) == (
+            [new],
+            new,
+        )
         for i in range(2):  # the agents' own certificates and bundles are on the new root
             ident = c.agent_dir(i) / "identity"
             cert, ca = (ident / "node.crt").read_bytes(), (ident / "ca.pem").read_bytes()
@@ -358,21 +366,8 @@ async def test_mtls_rotation_and_policy_on_a_netns_cluster(tmp_path: Path) -> No
         token = await asyncio.to_thread(c.api.create_token)
         late = await enroll(url, token, node_name="late", facts=facts, attempts=3)
         assert trust_report(late.cert_pem, late.ca_pem) == ([new], new)
-        t = lap("checks after the rotation", t)
+        lap("checks after the rotation", t)
 
-        # an agent restarted after the rotation connects with its renewed certificate and
-        # adopts its container
-        c.kill_agent(1, signal.SIGTERM)
-        await c.start_agent(1)
-        await wait_until(
-            "agent 2 connected again",
-            lambda: rig.sessions_opened() == opened + 1 and c.node_state(1) == "ready",
-            30,
-        )
-        assert await asyncio.to_thread(rig.pids) == pids
-        t = lap("agent restart", t)
-        await rig.mtls("tls-cli", within=30)
-        lap("mutual TLS again after the agent restart", t)
         print(
             f"\n[sec-netns] {', '.join(f'{k} {v:.1f}s' for k, v in took.items())}; "
             f"{len(states)} node samples during the rotation, all ready; "
