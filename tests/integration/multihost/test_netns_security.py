@@ -236,7 +236,7 @@ async def test_mtls_rotation_and_policy_on_a_netns_cluster(tmp_path: Path) -> No
         t = lap("replicas running", t)
 
         # -- 1. mutual TLS across devices, each side with its own SVID ----------------------
-        await rig.mtls("tls-cli")
+        await rig.mtls("tls-cli", within=30)  # once the overlay's tunnels are up
         old_cert, old_bundle_pem, old_key = await rig.identity("tls-cli")
         old_bundle = TrustBundle.from_pem(old_bundle_pem.encode())
         assert _issuer(old_cert, old_bundle) == old_bundle.digests[0]
@@ -244,7 +244,7 @@ async def test_mtls_rotation_and_policy_on_a_netns_cluster(tmp_path: Path) -> No
         t = lap("mutual TLS", t)
 
         # -- 2. network policy on one device, through the service address -------------------
-        await rig.mtls("np-no")  # open before the policy: the path itself works
+        await rig.mtls("np-no", within=10)  # open before the policy: the path itself works
         c.api.call("POST", "/v1/netpolicies", raw=POLICY, content_type="application/yaml")
         await wait_until_async("np-no's packets dropped", lambda: rig.dropped("np-no"), 30)
         t = lap("policy enforced", t)
