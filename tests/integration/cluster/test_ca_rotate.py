@@ -1,6 +1,6 @@
 """``cloudless ca rotate --abort`` on a live cluster: a coordinator (real mTLS gRPC and HTTPS
 on loopback) and two agents. A rotation to ``done`` runs on a real multi-host cluster with
-real containerd replicas in ``tests/integration/multihost/test_netns_security.py``."""
+real containerd replicas in ``tests/integration/multihost/test_netns_two_agents.py``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Workload identity, root rotation and network policy on a real multi-host cluster: one
+"""Workload identity, network policy, root rotation and a departure on a real cluster: one
 coordinator (with its etcd member) and two agents, each in its own network namespace with its
-own containerd, the overlay network on, all real processes. One cluster, three acts:
+own containerd, the overlay network on, all real processes. One cluster (one start-up for
+CI's time budget), four acts:
 
 1. **Mutual TLS between workloads.** ``tls-srv`` (on node-1) runs ``openssl s_server`` with
    the SVID, key and bundle mounted at /run/cloudless/identity, requiring a client
@@ -19,6 +20,12 @@ own containerd, the overlay network on, all real processes. One cluster, three a
    still holds; the old root is refused everywhere: ``tls-cli``'s old SVID by ``tls-srv``,
    the old admin certificate by the HTTPS API, the old node certificate by the agent port, a
    join token made before the switch at enrolment; a new node enrolls from the new root.
+4. **A planned departure.** ``cloudless agent leave`` on the agent holding ``web``'s one
+   replica: the replacement's container is running (and its replica ready) on the other
+   agent before the leaving agent stops its own. Measured from both sides, every 50 ms
+   during the whole leave: the replicas the API calls ready, and the RUNNING containerd tasks
+   of the workload over both hosts; neither drops to zero. Then the agent has exited 0 and
+   its node is departed.
 
 The image is busybox plus the host's ``openssl`` with its libraries
 (``cloudless.devenv.images.build_tools_image``)."""
@@ -68,6 +75,11 @@ SERVE = (
     "done; kill $p 2>/dev/null; wait $p; done"
 )
 IDLE = "trap 'exit 0' TERM; while true; do sleep 1; done"
+WEB = (
+    "name: web\nimage: {image}\n"
+    "command: [sh, -c, 'trap \"exit 0\" TERM; while true; do sleep 1; done']\n"
+    "resources: {{cpu: 10m, memory: 8Mi}}\nreplicas: 1\n"
+)
 POLICY = b"""
 name: srv-ingress
 namespace: default
@@ -184,6 +196,11 @@ class Rig:
         return float(m.group(1))
 
 
+def ready_web(c: NetnsCluster) -> list[dict[str, Any]]:
+    reps = c.api.workload("web")["replicas"]
+    return [r for r in reps if r["desired"] == "running" and r["ready"]]
+
+
 def _issuer(pem: str, roots: TrustBundle) -> str:
     """The digest of the root in ``roots`` that signed ``pem`` ("" for none)."""
     cert = x509.load_pem_x509_certificate(pem.encode())
@@ -196,8 +213,8 @@ def _issuer(pem: str, roots: TrustBundle) -> str:
     return ""
 
 
-@pytest.mark.timeout(360)
-async def test_mtls_rotation_and_policy_on_a_netns_cluster(tmp_path: Path) -> None:
+@pytest.mark.timeout(420)
+async def test_mtls_policy_rotation_and_departure(tmp_path: Path) -> None:
     t0 = time.monotonic()
     took: dict[str, float] = {}
 
@@ -366,11 +383,61 @@ async def test_mtls_rotation_and_policy_on_a_netns_cluster(tmp_path: Path) -> No
         token = await asyncio.to_thread(c.api.create_token)
         late = await enroll(url, token, node_name="late", facts=facts, attempts=3)
         assert trust_report(late.cert_pem, late.ca_pem) == ([new], new)
-        lap("checks after the rotation", t)
+        t = lap("checks after the rotation", t)
+
+        # -- 4. a planned departure (cloudless agent leave) keeps a replica running ----------
+        for n in names:  # pinned to their zones: they could not move off a leaving node
+            c.api.call("DELETE", f"/v1/workloads/{n}")
+        c.api.apply(WEB.format(image=image).encode())
+        await wait_until("web ready", lambda: len(ready_web(c)) == 1, 90)
+        [old_web] = ready_web(c)
+        i = c.node_ids.index(old_web["node_id"])
+        leaving = c.agents[i]
+        assert leaving is not None
+        samples: list[tuple[float, int, int]] = []  # (time, ready replicas, running tasks)
+        done = threading.Event()
+
+        def sample_web() -> None:
+            while not done.is_set():
+                n_ready = len(ready_web(c))
+                tasks = sum(v for k, v in c.running_containers().items() if k.startswith("web-"))
+                samples.append((time.monotonic(), n_ready, tasks))
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample_web)
+        sampler.start()
+        try:
+            t_leave = time.monotonic()
+            left = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "cloudless", "agent", "leave",
+                 "--data-dir", str(c.agent_dir(i)), "--deadline", "90s", "--reason", "netns test"],
+                capture_output=True, text=True, timeout=180,
+            )  # fmt: skip
+            took["agent leave"] = time.monotonic() - t_leave
+            assert left.returncode == 0, left.stdout + left.stderr
+            leaving.reap()
+            await wait_until("departed", lambda: c.node_state(i) == "departed", 20)
+            await asyncio.sleep(0.5)
+        finally:
+            done.set()
+            await asyncio.to_thread(sampler.join)
+        log = leaving.log.read_text(errors="replace")
+        assert "left the cluster" in log and "Traceback" not in log
+        assert leaving.popen.returncode == 0
+        assert samples and min(s[1] for s in samples) >= 1, samples  # never without ready
+        assert min(s[2] for s in samples) >= 1, samples  # never without a running container
+        [new_web] = ready_web(c)
+        assert new_web["node_id"] == c.node_ids[1 - i]
+        assert c.tasks(1 - i).get(new_web["id"]) == "RUNNING"
+        assert c.tasks(i).get(old_web["id"]) != "RUNNING"  # the old one was stopped
+        lap("departure", t)
 
         print(
             f"\n[sec-netns] {', '.join(f'{k} {v:.1f}s' for k, v in took.items())}; "
-            f"{len(states)} node samples during the rotation, all ready; "
+            f"{len(states)} node samples during the rotation, all ready; {len(samples)} samples "
+            f"during the leave, min ready {min(x[1] for x in samples)}, min running tasks "
+            f"{min(x[2] for x in samples)}; "
             f"whole test (before teardown) {time.monotonic() - t0:.1f}s"
         )
 
