@@ -60,7 +60,8 @@ from cloudless.lib.errors import CloudlessError
 from cloudless.security import svid
 from cloudless.security.bundle import TrustBundle, trust_report
 
-SKIP = unavailable_reason()
+NO_OPENSSL = "openssl is not installed (scripts/install-system-deps)"
+SKIP = unavailable_reason() or (None if shutil.which("openssl") else NO_OPENSSL)
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(bool(SKIP), reason=SKIP or "")]
 
 PORT = 8443
@@ -131,13 +132,13 @@ class Rig:
         argv = [a.replace("{vip}", self.vip) for a in argv]
         return await self.c.exec_in(i, r["id"], argv, time_limit=limit)
 
-    async def mtls(self, workload: str, within: float = 0.0, **files: str) -> str:
+    async def mtls(self, workload: str, within: float = 0.0) -> str:
         """tls-srv's answer to ``workload``: ``gnip`` (reversed) when both sides accepted.
         A refused connection (s_server between two runs) is tried again for 4 s; any other
         failure only with ``within`` (for that many more seconds)."""
         deadline = time.monotonic() + 4.0 + within
         while True:
-            rc, out = await self.run_in(workload, ping(**files))
+            rc, out = await self.run_in(workload, ping())
             if rc == 0 and "gnip" in out:
                 return out
             refused = "onnection refused" in out
@@ -145,11 +146,11 @@ class Rig:
                 raise AssertionError(f"{workload}: no mutual TLS with tls-srv: {out}")
             await asyncio.sleep(0.2)
 
-    async def refused(self, workload: str, **files: str) -> str:
+    async def refused(self, workload: str, cert: str, key: str = "") -> str:
         """tls-srv refuses ``workload``'s handshake (an answer, not a timeout or a refused
         connection: the TLS layer said no)."""
         for _ in range(20):
-            _, out = await self.run_in(workload, ping(**files))
+            _, out = await self.run_in(workload, ping(cert, key))
             if "onnection refused" not in out:
                 break
             await asyncio.sleep(0.2)
