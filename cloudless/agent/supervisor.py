@@ -18,7 +18,8 @@ with no container (between a failed start and the next), from the agent's ``Rest
 With container networking (``network``, an ``agent.network.ContainerNetworking``) a replica
 gets its own namespace and address before it is created, keeps them across restarts of its
 container, and loses them when it is removed; its declared ports are its container's own
-(``PORT`` is the first one) and its endpoint is ``<container ip>:<port>``. Without it (or
+(``PORT`` is the first one) and its endpoint is ``<container ip>:<port>`` (``:0`` with no
+port), also once adopted after an agent restart. Without it (or
 while the device cannot network), declared ports map to host ports as before.
 """
 
@@ -323,9 +324,8 @@ class ReplicaWorker:
 
     def _ensure_ports(self) -> None:
         declared = list(self.assigned.spec.ports)
-        if not declared and self.net is not None:  # no port, but an address policies match
-            self.status.endpoint = f"{self.net.ip}:0"
         if not declared or self.host_ports:
+            self._publish_endpoint()
             return
         if self.ports is None or self.net is not None:  # its own namespace: ports as declared
             self.host_ports = {p: p for p in declared}
@@ -334,11 +334,16 @@ class ReplicaWorker:
         self._publish_endpoint()
 
     def _publish_endpoint(self) -> None:
+        """``<address>:<first declared port>``; a replica with its own network namespace and
+        no port reports ``<address>:0``, the address network policies match its traffic by
+        (whether the container was started here or adopted after an agent restart)."""
         if self.host_ports and self.assigned.spec.ports:
             port = self.host_ports.get(self.assigned.spec.ports[0])
             if port:
                 host = self.net.ip if self.net else self.advertise or "127.0.0.1"
                 self.status.endpoint = f"{host}:{port}"
+        elif not self.assigned.spec.ports and self.net is not None:
+            self.status.endpoint = f"{self.net.ip}:0"
 
     def release_ports(self) -> None:
         if self.ports is not None and self.net is None:

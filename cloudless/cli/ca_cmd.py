@@ -55,7 +55,7 @@ def rotate(
         str | None,
         typer.Option(
             help="Keep the old root trusted this long after every certificate was re-issued "
-            "(time for other users to run `cloudless user renew`): 90s, 10m, 1h. Default 60s; "
+            "(time for other users to run `cloudless user renew`): 0, 90s, 10m, 1h. Default 60s; "
             "with --abort, how long the new root stays trusted after every certificate is back "
             "(default: the rotation's).",
             show_default=False,
@@ -79,7 +79,7 @@ def rotate(
     and renews its own certificate during the overlap. With --abort, the rotation goes back
     to the old root and this config's certificate with it."""
     try:
-        overlap_s = fmt.parse_duration(overlap) if overlap is not None else None
+        overlap_s = fmt.parse_duration(overlap, allow_zero=True) if overlap is not None else None
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--overlap") from None
     try:

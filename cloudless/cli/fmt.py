@@ -16,8 +16,9 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-def parse_duration(text: str) -> float:
-    """Seconds from ``90s``, ``15m``, ``24h``, ``7d``, ``1h30m`` or a plain number of seconds.
+def parse_duration(text: str, *, allow_zero: bool = False) -> float:
+    """Seconds from ``90s``, ``15m``, ``24h``, ``7d``, ``1h30m`` or a plain number of seconds;
+    zero (``0``, ``0s``) only with ``allow_zero``.
 
     Raises ValueError naming the accepted forms.
     """
@@ -27,8 +28,8 @@ def parse_duration(text: str) -> float:
     except ValueError:
         pass
     else:
-        if v <= 0:
-            raise ValueError(f"{text!r} must be positive")
+        if v < 0 or (v == 0 and not allow_zero):
+            raise ValueError(f"{text!r} must be {'0 or more' if allow_zero else 'positive'}")
         return v
     pos, total = 0, 0.0
     for m in _DURATION.finditer(s):
@@ -38,7 +39,7 @@ def parse_duration(text: str) -> float:
         pos = m.end()
     if pos != len(s) or not s:
         raise ValueError(f"{text!r} is not a duration (e.g. 90s, 15m, 24h, 7d, 1h30m)")
-    if total <= 0:
+    if total <= 0 and not allow_zero:
         raise ValueError(f"{text!r} must be positive")
     return total
 

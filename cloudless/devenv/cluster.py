@@ -264,6 +264,15 @@ class NetnsCluster:
             raise ClusterError("the cluster is not started")
         return self.client
 
+    def reload_client(self) -> Client:
+        """Build ``api`` again from the admin config's files: after ``cloudless ca rotate``
+        rewrote its certificate, key and bundle, the old client's TLS context trusts a root
+        that is gone and presents a certificate that is refused."""
+        cfg = ClientConfig.load(self.admin_config)
+        cfg.servers = [self.api_url(n) for n in self.coord_hosts]
+        self.client = Client(cfg, timeout=10)
+        return self.client
+
     def api_url(self, name: str) -> str:
         return f"https://{self.coord_hosts[name].ip}:{API_PORT}"
 
@@ -449,6 +458,42 @@ class NetnsCluster:
             if len(parts) >= 3:
                 out[parts[0]] = parts[2]
         return out
+
+    def task_pid(self, i: int, container_id: str) -> int:
+        """The pid of container ``container_id``'s task on agent ``i`` (the runc shim's
+        ``init.pid`` in that containerd's state directory)."""
+        d = self.containerds[i].root / "state" / "io.containerd.runtime.v2.task"
+        try:
+            return int((d / self.namespace / container_id / "init.pid").read_text())
+        except (OSError, ValueError):
+            raise ClusterError(f"container {container_id} has no task on agent {i}") from None
+
+    async def exec_in(
+        self, i: int, container_id: str, argv: Sequence[str], *, time_limit: float = 30.0
+    ) -> tuple[int, str]:
+        """Run ``argv`` inside container ``container_id`` on agent ``i``: in every namespace
+        of its task and under its root (``nsenter``: what the replica itself sees of files
+        and network; not its cgroup or capabilities; milliseconds where ``ctr tasks exec``
+        takes a second or more on a loaded machine). ``(exit code, stdout and stderr)``.
+        Raises ClusterError when it outlives ``time_limit`` seconds (after killing it)."""
+        pid = self.task_pid(i, container_id)
+        proc = await asyncio.create_subprocess_exec(
+            "nsenter", f"--target={pid}", "--all", "--root", "--wd", *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), time_limit)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise ClusterError(
+                f"`{' '.join(argv)}` in {container_id} took over {time_limit}s"
+            ) from None
+        rc = proc.returncode if proc.returncode is not None else -1
+        return rc, out.decode(errors="replace")
 
     def running_containers(self) -> Counter[str]:
         """How many RUNNING tasks each container (= replica) id has, over every agent."""

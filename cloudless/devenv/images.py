@@ -1,9 +1,10 @@
 """Build small OCI images in memory and push them with our own distribution client.
 
 ``build_busybox_image`` makes a one-layer image from the host's static ``/bin/busybox`` with
-applet symlinks; ``build_random_image`` a single layer of incompressible random bytes (the
-pull benchmark). Both push blobs, config and manifest (and optionally an image index with the
-node's platform plus a decoy) to a registry and return the reference.
+applet symlinks; ``build_tools_image`` adds a layer with host programs (``openssl``) and the
+shared libraries they load; ``build_random_image`` a single layer of incompressible random
+bytes (the pull benchmark). Both push blobs, config and manifest (and optionally an image
+index with the node's platform plus a decoy) to a registry and return the reference.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import gzip
 import io
 import json
 import os
+import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -111,6 +114,38 @@ def busybox_layer_gz() -> tuple[bytes, str]:
     """(gzip-compressed busybox layer, its diff ID) for serving from a custom registry."""
     raw = busybox_layer()
     return gzip.compress(raw, compresslevel=1, mtime=0), sha256_digest(raw)
+
+
+def programs_layer(programs: tuple[str, ...]) -> bytes:
+    """An uncompressed layer tar holding the host's ``programs`` (found on ``PATH``) at their
+    host paths, with every shared library ``ldd`` says they load (the dynamic loader too), so
+    dynamically linked tools run on top of the busybox layer. Raises ``FileNotFoundError``
+    naming a program that is not installed."""
+    files: dict[str, Path] = {}
+    for name in programs:
+        found = shutil.which(name)
+        if found is None:
+            raise FileNotFoundError(f"{name} is not installed (scripts/install-system-deps)")
+        files[found] = Path(found)
+        out = subprocess.run(["ldd", found], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            # "libssl.so.3 => /lib/x86_64-linux-gnu/libssl.so.3 (0x...)" or "/lib64/ld-... (0x...)"
+            path = line.split("=>")[-1].strip().split(" (")[0].strip()
+            if path.startswith("/"):
+                files[path] = Path(path)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        dirs: set[str] = set()
+        for target in sorted(files):
+            parts = target.strip("/").split("/")
+            for k in range(1, len(parts)):
+                d = "/".join(parts[:k])
+                if d not in dirs:
+                    dirs.add(d)
+                    _add_dir(tar, d)
+            # read through symbolic links: the layer holds plain files at the paths used
+            _add_file(tar, target.strip("/"), files[target].read_bytes(), 0o755)
+    return buf.getvalue()
 
 
 def random_layer(size: int, seed: bytes | None = None) -> bytes:
@@ -221,6 +256,18 @@ async def build_busybox_image(
     """Push a busybox image (``sh``, ``httpd``, ``sleep``, ``echo``…); returns its reference."""
     layer = await asyncio.to_thread(busybox_layer)
     return await push_image(registry, name, tag, [layer], as_index=as_index, docker=docker)
+
+
+async def build_tools_image(
+    registry: PrivateRegistry,
+    name: str = "tools",
+    tag: str = "1",
+    programs: tuple[str, ...] = ("openssl",),
+) -> str:
+    """Push busybox plus the host's ``programs`` and their libraries (``programs_layer``): an
+    image whose replicas can, say, speak mutual TLS with ``openssl s_server``/``s_client``."""
+    layers = await asyncio.to_thread(lambda: [busybox_layer(), programs_layer(programs)])
+    return await push_image(registry, name, tag, layers)
 
 
 async def build_random_image(

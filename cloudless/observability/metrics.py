@@ -61,6 +61,11 @@ HEARTBEATS_LATE = Counter(
 AGENT_SESSIONS = Gauge(
     "cloudless_agent_sessions", "Agent streams open on this coordinator.", registry=None
 )
+AGENT_SESSIONS_OPENED = Counter(
+    "cloudless_agent_sessions_opened_total",
+    "Agent streams opened on this coordinator: a stream re-opened by an agent counts again.",
+    registry=None,
+)
 RECONCILE_ROUNDS = Counter(
     "cloudless_reconcile_rounds_total", "Reconciliation rounds run by the leader.", registry=None
 )
@@ -143,6 +148,7 @@ COORDINATOR_INSTRUMENTS: tuple[Collector, ...] = (
     HEARTBEATS,
     HEARTBEATS_LATE,
     AGENT_SESSIONS,
+    AGENT_SESSIONS_OPENED,
     RECONCILE_ROUNDS,
     RECONCILE_DURATION,
     SCHEDULING,

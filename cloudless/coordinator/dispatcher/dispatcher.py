@@ -41,7 +41,7 @@ from cloudless.model.node import Node, NodeState
 from cloudless.model.replica import Replica, ReplicaState
 from cloudless.network.errors import NetworkConfigError
 from cloudless.network.overlay_state import OverlayReport, report_from_pb
-from cloudless.observability.metrics import AGENT_SESSIONS
+from cloudless.observability.metrics import AGENT_SESSIONS, AGENT_SESSIONS_OPENED
 from cloudless.store.fence import Fence
 from cloudless.store.types import EventType
 
@@ -205,6 +205,7 @@ class Dispatcher:
         self.sessions[node_id] = s
         self.usage.forget_node(node_id)  # the new stream sends every replica's usage
         AGENT_SESSIONS.set(len(self.sessions))
+        AGENT_SESSIONS_OPENED.inc()
         s.beats = self.liveness.connected(known)
         self._mark(node_id)
         return s

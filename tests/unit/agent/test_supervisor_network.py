@@ -7,6 +7,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
+import pytest
+
 from cloudless.agent.network import FakeNetworking
 from cloudless.agent.supervisor import NET_LABEL, Assigned, Supervisor
 from cloudless.lib.clock import FakeClock
@@ -132,3 +134,36 @@ async def test_published_ports_reach_the_container_network_as_port_mappings() ->
             "web-0": (PortMapping(18080, 8080),),
             "plain-0": (),
         }
+
+
+@pytest.mark.parametrize(
+    ("ports", "endpoint"),
+    [
+        ((8080, 9090), "10.42.1.2:8080"),  # the first declared port
+        ((), "10.42.1.2:0"),  # no port: the address alone, which network policies match by
+    ],
+)
+async def test_a_restarted_agent_reports_the_adopted_replicas_endpoint(
+    ports: tuple[int, ...], endpoint: str
+) -> None:
+    """An agent that restarts adopts its running containers; each still reports its address.
+    (A port-less replica reported none after adoption, so the policy tables dropped it from
+    its namespace's sources and its traffic was denied as coming from another namespace.)"""
+    clock = FakeClock()
+    rt, net = FakeRuntime(clock), FakeNetworking()
+    a = web("web-0")
+    a = replace(a, spec=replace(a.spec, ports=ports))
+    async with running(rt, clock, net) as sup:
+        sup.assign([a])
+        await settle(clock)
+        assert sup.workers["web-0"].status.endpoint == endpoint
+    pid = rt.host.containers["web-0"].pid
+    rt2 = FakeRuntime(clock, host=rt.host)
+    sup2 = Supervisor(rt2, clock, lambda: None, network=net)
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(rt2.run()), tg.create_task(sup2.run([a]))]
+        await settle(clock)
+        assert rt2.host.containers["web-0"].pid == pid  # adopted, not started again
+        assert sup2.workers["web-0"].status.endpoint == endpoint
+        for t in tasks:
+            t.cancel()

@@ -45,10 +45,24 @@ def test_parse_duration(text: str, seconds: float) -> None:
     assert fmt.parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "h", "10x", "1h 5m", "-1", "0s", "abc", "5m3"])
+@pytest.mark.parametrize("text", ["", "h", "10x", "1h 5m", "-1", "0s", "0", "abc", "5m3"])
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(ValueError, match=r"duration|positive"):
         fmt.parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("0", 0), ("0s", 0), ("0m", 0), ("90s", 90)],  # `ca rotate --overlap 0`: no overlap
+)
+def test_parse_duration_allow_zero(text: str, seconds: float) -> None:
+    assert fmt.parse_duration(text, allow_zero=True) == seconds
+
+
+@pytest.mark.parametrize("text", ["-1", "-0.5", "", "x"])
+def test_parse_duration_allow_zero_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match=r"duration|0 or more"):
+        fmt.parse_duration(text, allow_zero=True)
 
 
 @pytest.mark.parametrize(
