@@ -11,7 +11,9 @@ peer RPC on mutual TLS with the node's certificate, and runs, in one TaskGroup:
   period);
 * catch-up after start (``antientropy.catch_up``): the node serves no quorum reads until
   it has compared every partition it owns with another owner; then anti-entropy rounds and
-  tombstone collection, hinted handoff, block GC and the throttled scrub;
+  tombstone collection, hinted handoff, block GC, the block resync queue (``resync.py``:
+  blocks no replica served during a pull or a scrub repair, retried with backoff) and the
+  throttled scrub;
 * the S3 gateway on ``s3_listen`` once a layout exists.
 
 The cluster store is reached through ``store`` (a ``ProxyStore`` over the coordinator in an
@@ -31,7 +33,7 @@ from aiohttp import web
 
 from cloudless.lib.clock import Clock
 from cloudless.objectstore.antientropy import TOMBSTONE_GRACE_S, AntiEntropy
-from cloudless.objectstore.blocks import BlockStore
+from cloudless.objectstore.blocks import BlockStore, MissingBlock
 from cloudless.objectstore.engine import MIN_PART_SIZE, Engine
 from cloudless.objectstore.handoff import Handoff, HintStore
 from cloudless.objectstore.history import LayoutHistory
@@ -49,6 +51,7 @@ from cloudless.objectstore.members import (
 )
 from cloudless.objectstore.metadb import MetaDb
 from cloudless.objectstore.replication import Cluster, ReplicatedBlocks
+from cloudless.objectstore.resync import BlockResync
 from cloudless.objectstore.rpc import Peer, RpcServer, session
 from cloudless.objectstore.s3.iam import Iam
 from cloudless.objectstore.s3.server import S3Server
@@ -127,6 +130,10 @@ class StorageService:
         self.rpc_port = config.rpc_port
         self.s3_port = config.s3_port
         self.cluster: Cluster | None = None
+        self.resync: BlockResync | None = None
+        self._sync_failed: dict[int, tuple[int, ...]] = {}
+        """The partitions of a layout version the last sync left failed (the next beat
+        pulls only those)."""
         self.hints: HintStore | None = None
         self.peers: dict[str, Peer] = {}
         self.known: set[str] = set()
@@ -202,18 +209,31 @@ class StorageService:
         """Start the data-plane loops and the S3 front once the first layout is known."""
         assert self.cluster is not None
         c = self.cluster
+        resync = self.resync
+        assert resync is not None
         ae = AntiEntropy(
             c,
             self.clock,
             interval=self.cfg.anti_entropy_s,
             tombstone_grace=self.cfg.tombstone_grace_s,
             repair_rate=self.cfg.repair_rate,
+            resync=resync,
         )
+        resync.pace = ae.sync.pace
         tg.create_task(self._catch_up_then(ae))
+        tg.create_task(resync.run())
         tg.create_task(Handoff(hints, self.peers, self.clock).run())
         tg.create_task(self._block_gc(local))
         tg.create_task(self._flush_blocks(local))
-        scrub = Scrubber(local.blocks, self.clock, repair=ReplicatedBlocks(c).read)
+
+        async def repair(h: str) -> bytes:
+            try:
+                return await ReplicatedBlocks(c).read(h)
+            except MissingBlock as e:
+                resync.queue(h, f"scrub found it corrupt; {e}")
+                raise
+
+        scrub = Scrubber(local.blocks, self.clock, repair=repair)
         tg.create_task(scrub.run())
         engine = Engine(c, ReplicatedBlocks(c), self.clock, min_part_size=self.cfg.min_part_size)
         front = S3Server(engine, Iam(self.store, self.clock), self.clock)
@@ -307,6 +327,7 @@ class StorageService:
             return
         if self.cluster is None:
             self.cluster = Cluster(self.me, local, history, self.peers, hints=self.hints)
+            self.resync = BlockResync(local.blocks, self.clock, ReplicatedBlocks(self.cluster).read)
             self.cluster.serving_reads = not self._must_catch_up()
             self._layout_ready.set()
         else:
@@ -362,8 +383,10 @@ class StorageService:
             return
         holds = any(self.me in p for p in cur.partitions)
         if holds and len(history.versions) > 1:
-            sync = PartitionSync(self.cluster, self.clock, self.cfg.repair_rate)
-            report = await sync.sync_to(cur)
+            sync = PartitionSync(self.cluster, self.clock, self.cfg.repair_rate, self.resync)
+            retry = self._sync_failed.get(cur.version)
+            report = await sync.sync_to(cur, only=retry)
+            self._sync_failed = {cur.version: report.failed}
             if report.failed:
                 log.info("layout v%d: %d partitions not synced yet", cur.version,
                          len(report.failed))  # fmt: skip
