@@ -12,8 +12,10 @@ peer RPC on mutual TLS with the node's certificate, and runs, in one TaskGroup:
 * catch-up after start (``antientropy.catch_up``): the node serves no quorum reads until
   it has compared every partition it owns with another owner; then anti-entropy rounds and
   tombstone collection, hinted handoff, block GC, the block resync queue (``resync.py``:
-  blocks no replica served during a pull or a scrub repair, retried with backoff) and the
-  throttled scrub;
+  blocks no replica served during a pull or a scrub repair, retried with backoff), the
+  throttled scrub, and on a node that ran before, a check of the blocks written just
+  before it stopped (``BlockStore.check_recent``: one truncated by a power cut is
+  quarantined and queued for resync);
 * the S3 gateway on ``s3_listen`` once a layout exists.
 
 The cluster store is reached through ``store`` (a ``ProxyStore`` over the coordinator in an
@@ -63,6 +65,11 @@ from cloudless.store.errors import StoreError
 from cloudless.store.protocol import Store
 
 log = logging.getLogger(__name__)
+RECENT_WINDOW_S = 60.0
+"""Blocks whose files changed this long before the last ``alive`` mark are re-read at
+start: the mark is written every beat, blocks are flushed every ``block_flush_s``, and the
+file system commits its journal every few seconds, so a block whose fsync a power cut
+prevented is always within it."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +148,7 @@ class StorageService:
         self._layout_ready = asyncio.Event()
         self._caught_up = asyncio.Event()
         self._returning = False
+        self._last_alive: float | None = None
 
     # ---- assembly ------------------------------------------------------------------------
 
@@ -173,6 +181,7 @@ class StorageService:
     async def run(self) -> None:
         local = self._open()
         self._returning = (self.cfg.data_dir / "alive").exists()
+        self._last_alive = self._read_alive() if self._returning else None
         hints = self.hints = HintStore(local)
         t = self.tls
         server = RpcServer(local, self._allowed, hints, readable=lambda: self._caught_up.is_set())
@@ -220,6 +229,8 @@ class StorageService:
             resync=resync,
         )
         resync.pace = ae.sync.pace
+        if self._last_alive is not None:
+            tg.create_task(self._check_recent_blocks(local, resync, self._last_alive))
         tg.create_task(self._catch_up_then(ae))
         tg.create_task(resync.run())
         tg.create_task(Handoff(hints, self.peers, self.clock).run())
@@ -249,6 +260,26 @@ class StorageService:
         keep exists. A node starting on empty data has nothing stale to serve (a wiped disk
         of a node still in the layout reads as missing rows until anti-entropy fills it)."""
         return self._returning
+
+    def _read_alive(self) -> float:
+        """When this node last marked itself alive (0 if the marker is unreadable: every
+        block is then checked)."""
+        try:
+            return float((self.cfg.data_dir / "alive").read_text().strip())
+        except (OSError, ValueError):
+            return 0.0
+
+    async def _check_recent_blocks(
+        self, local: LocalStore, resync: BlockResync, last_alive: float
+    ) -> None:
+        """Re-read the blocks written in the last ``RECENT_WINDOW_S`` before this node
+        stopped (its fsync may not have happened) and queue the bad ones for resync."""
+        since = last_alive - RECENT_WINDOW_S
+        bad = await asyncio.to_thread(local.blocks.check_recent, since)
+        for h in bad:
+            resync.queue(h, "truncated or corrupt after the node stopped")
+        if bad:
+            log.warning("%d blocks written just before the last stop were bad; queued", len(bad))
 
     def _mark_alive(self) -> None:
         marker = self.cfg.data_dir / "alive"
