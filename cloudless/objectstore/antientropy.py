@@ -8,10 +8,11 @@
   ``resync.py``, and the partition still settles). Each owner runs its own rounds, so
   differences heal in both directions; what moves grows with the difference, not with the
   partition.
-* ``catch_up()``: one round over every partition this node owns; it succeeds when every
-  partition was settled (compared, and whatever differed pulled) with at least one other
-  owner (R >= 2). Until then the node keeps ``Cluster.serving_reads`` false, so a node back
-  from downtime is not read from before it has what it missed.
+* ``catch_up()``: one round over every partition this node owns; each partition settled
+  (compared, and whatever differed pulled) with at least one other owner (R >= 2) opens
+  for reads (``Cluster.catching_up``), so a node back from downtime is not read from
+  before it has what it missed, and serves the partitions it caught up on while the
+  co-owners of others are still away.
 * ``collect_tombstones()``: for partitions whose *first* owner is this node, tombstones older
   than the grace period are dropped once every owner holds exactly that tombstone: first on
   the others, then here (Garage's GC: a tombstone no replica lacks can no longer be
@@ -143,9 +144,11 @@ class AntiEntropy:
         return report
 
     async def catch_up(self) -> RepairReport:
-        """One pass; ``serving_reads`` turns true only if every partition met another
-        owner."""
+        """One pass; each partition settled with another owner opens for reads
+        (``Cluster.catching_up``), and all do once none is left unreached."""
+        owned = set(self.owned())
         report = await self.round()
+        self.c.catching_up -= owned - set(report.unreached)
         if not report.unreached:
             self.c.serving_reads = True
         return report

@@ -160,6 +160,14 @@ class StorageService:
         blocks.remove_temps()
         return LocalStore(meta, blocks, self.clock)
 
+    def _readable(self, partition: int | None = None) -> bool:
+        """Whether peers may read this node's copy (of ``partition``): once caught up, or
+        for a partition the catch-up already settled."""
+        if self._caught_up.is_set():
+            return True
+        c = self.cluster
+        return c is not None and partition is not None and c.readable(partition)
+
     def _allowed(self, peer: SpiffeId) -> bool:
         return (
             peer.kind is CertKind.NODE
@@ -184,7 +192,7 @@ class StorageService:
         self._last_alive = self._read_alive() if self._returning else None
         hints = self.hints = HintStore(local)
         t = self.tls
-        server = RpcServer(local, self._allowed, hints, readable=lambda: self._caught_up.is_set())
+        server = RpcServer(local, self._allowed, hints, readable=self._readable)
         rpc = web.AppRunner(server.app(), access_log=None, shutdown_timeout=0.5)
         await rpc.setup()
         ctx = server_ssl_context(t.cert_pem, t.key_pem, t.ca_pem)

@@ -15,9 +15,11 @@ import pytest
 from cloudless.lib.clock import FakeClock, SystemClock
 from cloudless.objectstore.antientropy import AntiEntropy
 from cloudless.objectstore.blocks import block_hash
+from cloudless.objectstore.layout import NodeRole
 from cloudless.objectstore.records import OBJECTS, object_pk, partition
 from cloudless.objectstore.replication import ReplicatedBlocks
 from cloudless.objectstore.resync import BlockResync
+from cloudless.objectstore.rpc import PeerError
 from cloudless.objectstore.s3.errors import S3Error
 from cloudless.objectstore.sync import TABLES
 from cloudless.objectstore.testing import LoopbackCluster, running, three_zones
@@ -254,3 +256,31 @@ async def test_a_block_no_replica_serves_is_queued_and_fetched_later(
     orphan = block_hash(b"nobody refers to this")
     resync.queue(orphan, "test")
     assert (await resync.resync_once()).dropped == [orphan] and resync.pending() == []
+
+
+async def test_a_returning_node_serves_the_partitions_it_caught_up_on(tmp_path: Path) -> None:
+    # Four nodes in four zones at R=2: each partition has one other owner besides n4.
+    roles = {f"n{i}": NodeRole(f"zone{i}", 10**11) for i in range(1, 5)}
+    async with running(tmp_path, roles, replication=2) as c:
+        n4 = c.nodes["n4"].cluster
+        n2 = c.nodes["n2"].cluster
+        assert n4 is not None and n2 is not None and c.layout is not None
+        n4.serving_reads = False  # back from downtime
+        await c.kill("n1")
+        report = await AntiEntropy(n4, c.clock).catch_up()
+        owners = c.layout.partitions
+        with_n1 = {p for p in range(256) if set(owners[p]) == {"n1", "n4"}}
+        with_others = {p for p in range(256) if "n4" in owners[p]} - with_n1
+        # the partitions whose other owner is away stay closed; the others open now
+        assert with_n1 and with_others and set(report.unreached) == with_n1
+        assert not n4.serving_reads and n4.catching_up == set(range(256)) - with_others
+        open_p, closed_p = min(with_others), min(with_n1)
+        assert n4.readable(open_p) and not n4.readable(closed_p)
+        # and so does its peer RPC, per partition named in the call
+        peer = n2.peers["n4"]
+        assert await peer.entry(OBJECTS, "b/k", open_p) is None  # answered: no such row
+        with pytest.raises(PeerError, match="503"):
+            await peer.entry(OBJECTS, "b/k", closed_p)
+        await c.restart("n1")
+        await AntiEntropy(n4, c.clock).catch_up()
+        assert n4.serving_reads
