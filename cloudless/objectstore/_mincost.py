@@ -13,10 +13,10 @@ and saves at least one move.
 
 Garage (``src/rpc/layout``) optimizes its flow the same way; here the Bellman-Ford passes are
 vectorized with numpy: each pass relaxes every residual arc at once, and after each pass the
-predecessor graph is searched for cycles (a cycle there always has negative cost). A simple
-path visits each node vertex once with at most 4 arcs between two node vertices, so a pass
-count of ``4 * nodes + 4`` bounds the search when no negative cycle is left; it stops earlier
-as soon as no distance changes.
+predecessor graph is searched for cycles (a cycle there always has negative cost). A search
+stops at the first cycle or as soon as no distance changes (a few passes on layouts of up to
+100 nodes); ``vertices + 1`` passes bound it (within that many, a negative cycle always shows
+in the predecessor graph). Each cancellation starts a new search.
 
 Pure: no I/O, clock or randomness; ties are broken by vertex and arc order, so equal inputs
 give equal outputs.
