@@ -15,10 +15,11 @@
    ``_mincost.fewest_moves`` cancels negative cycles of the min-cost flow (cost 1 per copy
    the previous layout did not have) until none is left.
 
-A first layout (no previous one) starts from a capacity-weighted hash draw per partition
-(``_dispersed``), so each node shares partitions with every other zone's nodes in
-proportion; without that spread, a later change can be forced to move copies between old
-nodes (a node paired only with one zone cannot hand its copies to a node joining that zone).
+A first layout (no previous copy on a current node) starts from a capacity-weighted hash
+draw per partition (``_dispersed``), so each node shares partitions with every other zone's
+nodes in proportion; without that spread, a later change can be forced to move copies
+between old nodes (a node paired only with one zone cannot hand its copies to a node
+joining that zone).
 
 The flow network follows Garage's layout design (deuxfleurs-org/garage, ``src/rpc/layout``):
 source -> partition "up" (capacity ``zone_redundancy``, at most one copy per zone) and
@@ -317,10 +318,11 @@ def assign(
             round_sticky(waterfill(weights, caps, zone_quota[z]), zone_quota[z], prev_count)
         )
 
-    # A first layout starts from a capacity-weighted hash draw, so every node's copies share
-    # partitions with every other zone's nodes in proportion; a later change can then take
-    # a joining node's share from every node without moves between old nodes.
-    start = prev_pairs if previous is not None else _dispersed(roles, storage, zone_of, replication)
+    # A first layout (or one whose old nodes are all gone) starts from a capacity-weighted
+    # hash draw, so every node's copies share partitions with every other zone's nodes in
+    # proportion; a later change can then take a joining node's share from every node
+    # without moves between old nodes.
+    start = prev_pairs or _dispersed(roles, storage, zone_of, replication)
     net = _Network(storage, zone_of, len(zone_names), replication, redundancy, start)
     for p, n in sorted(start):
         net.try_push(p, n)
