@@ -181,7 +181,7 @@ class AntiEntropy:
                     everywhere = False
                     break
                 try:
-                    theirs = await peer.entry(table, pk)
+                    theirs = await peer.entry(table, pk, p)
                     if theirs != tomb:
                         everywhere = False
                         if theirs is None or theirs.order() < tomb.order():
