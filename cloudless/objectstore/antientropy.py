@@ -4,12 +4,15 @@
   of every (table, partition) the two share; each that differs is walked down
   (``treesync.walk``) to the rows this node lacks or holds an older state of, which are
   pulled and merged, with the blocks their live references name (``PartitionSync.absorb``,
-  paced to the repair rate). Each owner runs its own rounds, so differences heal in both
-  directions; what moves grows with the difference, not with the partition.
-* ``catch_up()``: one round over every partition this node owns; it succeeds when every
-  partition was settled (compared, and whatever differed pulled) with at least one other
-  owner (R >= 2). Until then the node keeps ``Cluster.serving_reads`` false, so a node back
-  from downtime is not read from before it has what it missed.
+  paced to the repair rate; a block no replica serves now goes to the resync queue,
+  ``resync.py``, and the partition still settles). Each owner runs its own rounds, so
+  differences heal in both directions; what moves grows with the difference, not with the
+  partition.
+* ``catch_up()``: one round over every partition this node owns; each partition settled
+  (compared, and whatever differed pulled) with at least one other owner (R >= 2) opens
+  for reads (``Cluster.catching_up``), so a node back from downtime is not read from
+  before it has what it missed, and serves the partitions it caught up on while the
+  co-owners of others are still away.
 * ``collect_tombstones()``: for partitions whose *first* owner is this node, tombstones older
   than the grace period are dropped once every owner holds exactly that tombstone: first on
   the others, then here (Garage's GC: a tombstone no replica lacks can no longer be
@@ -28,6 +31,7 @@ from cloudless.objectstore import treesync
 from cloudless.objectstore.layout import PARTITIONS
 from cloudless.objectstore.merkle import Summary
 from cloudless.objectstore.replication import Cluster
+from cloudless.objectstore.resync import BlockResync
 from cloudless.objectstore.rpc import PeerError
 from cloudless.objectstore.sync import TABLES, PartitionSync
 
@@ -45,6 +49,8 @@ class RepairReport:
     block_bytes: int = 0
     traffic: int = 0
     """Bytes of every comparison call, row and block this round moved (both directions)."""
+    deferred: int = 0
+    """Blocks no replica served, queued for resync (their partitions still settle)."""
     unreached: list[int] = field(default_factory=list)
     """Partitions no other owner answered for (at R >= 2)."""
 
@@ -59,13 +65,14 @@ class AntiEntropy:
         tombstone_grace: float = TOMBSTONE_GRACE_S,
         repair_rate: float = 0.0,
         parallel: int = 4,
+        resync: BlockResync | None = None,
     ) -> None:
         self.c = cluster
         self.clock = clock
         self.interval = interval
         self.tombstone_grace = tombstone_grace
         self.parallel = parallel
-        self.sync = PartitionSync(cluster, clock, repair_rate)
+        self.sync = PartitionSync(cluster, clock, repair_rate, resync)
 
     def owned(self) -> list[int]:
         cur = self.c.history.current
@@ -100,9 +107,10 @@ class AntiEntropy:
                 try:
                     for table, root in tables:
                         rows = await treesync.fetch(peer, self.c.local, table, p, root)
-                        n, b = await self.sync.absorb(table, p, rows, other)
-                        report.rows += n
-                        report.blocks += b
+                        got = await self.sync.absorb(table, p, rows, other)
+                        report.rows += got.rows
+                        report.blocks += got.blocks
+                        report.deferred += got.deferred
                     settled.add(p)
                 except PeerError as e:
                     log.debug("anti-entropy: partition %d with %s: %s", p, other, e)
@@ -136,9 +144,11 @@ class AntiEntropy:
         return report
 
     async def catch_up(self) -> RepairReport:
-        """One pass; ``serving_reads`` turns true only if every partition met another
-        owner."""
+        """One pass; each partition settled with another owner opens for reads
+        (``Cluster.catching_up``), and all do once none is left unreached."""
+        owned = set(self.owned())
         report = await self.round()
+        self.c.catching_up -= owned - set(report.unreached)
         if not report.unreached:
             self.c.serving_reads = True
         return report
@@ -171,7 +181,7 @@ class AntiEntropy:
                     everywhere = False
                     break
                 try:
-                    theirs = await peer.entry(table, pk)
+                    theirs = await peer.entry(table, pk, p)
                     if theirs != tomb:
                         everywhere = False
                         if theirs is None or theirs.order() < tomb.order():

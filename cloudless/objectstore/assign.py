@@ -8,10 +8,18 @@
    zone holds at most ``replication - zone_redundancy + 1`` copies of a partition;
 3. each node's share is its capacity's share of the total (water-filled under the caps of
    rule 2 and "a node holds a partition once"), rounded to integers that sum exactly, and
-   rounded towards the node's previous count when either rounding is as close;
-4. as few copies as possible move: the copies the previous layout already had are kept first
-   (as a maximal flow restricted to them), the rest is filled along augmenting paths that undo
-   the fewest kept copies.
+   rounded towards the node's previous count when either rounding is as close (a joining
+   node takes the rounding slack);
+4. as few copies as possible move, given those counts (exact): a first assignment keeps the
+   previous copies greedily and routes the rest along augmenting paths, then
+   ``_mincost.fewest_moves`` cancels negative cycles of the min-cost flow (cost 1 per copy
+   the previous layout did not have) until none is left.
+
+A first layout (no previous copy on a current node) starts from a capacity-weighted hash
+draw per partition (``_dispersed``), so each node shares partitions with every other zone's
+nodes in proportion; without that spread, a later change can be forced to move copies
+between old nodes (a node paired only with one zone cannot hand its copies to a node
+joining that zone).
 
 The flow network follows Garage's layout design (deuxfleurs-org/garage, ``src/rpc/layout``):
 source -> partition "up" (capacity ``zone_redundancy``, at most one copy per zone) and
@@ -24,11 +32,13 @@ so (``relaxed``).
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 
 from cloudless.objectstore._flow import FlowGraph
+from cloudless.objectstore._mincost import fewest_moves
 from cloudless.objectstore.layout import (
     MAX_REPLICATION,
     PARTITIONS,
@@ -66,14 +76,19 @@ def round_sticky(
     ideal: Mapping[str, Fraction], total: int, previous: Mapping[str, int]
 ) -> dict[str, int]:
     """Integers within 1 of ``ideal`` summing to ``total`` (= sum of ideal), each as close to
-    its ``previous`` value as that allows; remaining choices go by largest remainder, then
-    name."""
+    its ``previous`` value as that allows. What is left to add goes first to keys that held
+    nothing before (a joining node takes the rounding slack: its copies are sent anyway,
+    where an old node rounded up would be sent one more), then by largest remainder; what is
+    left to take away by smallest remainder; ties by name."""
     lo = {k: math.floor(x) for k, x in ideal.items()}
     hi = {k: math.ceil(x) for k, x in ideal.items()}
     q = {k: min(max(previous.get(k, 0), lo[k]), hi[k]) for k in ideal}
     excess = sum(q.values()) - total
     if excess < 0:
-        up = sorted((k for k in q if q[k] < hi[k]), key=lambda k: (lo[k] - ideal[k], k))
+        up = sorted(
+            (k for k in q if q[k] < hi[k]),
+            key=lambda k: (previous.get(k, 0) > 0, lo[k] - ideal[k], k),
+        )
         for k in up[:-excess]:
             q[k] += 1
     elif excess > 0:
@@ -81,6 +96,39 @@ def round_sticky(
         for k in down[:excess]:
             q[k] -= 1
     return q
+
+
+def _dispersed(
+    roles: Mapping[str, NodeRole], storage: list[str], zone_of: dict[str, int], replication: int
+) -> set[tuple[int, str]]:
+    """A valid starting point for a first layout: each partition takes the first nodes of an
+    exponential race (node ``n`` draws ``-ln(u) / capacity`` with ``u`` from a hash of the
+    partition and name, so it comes first with probability proportional to its capacity)
+    that keep the zone rules. Shares are near, not at, the quotas; ``assign`` corrects them."""
+    zones = len(set(zone_of.values()))
+    redundancy = min(replication, zones)
+    per_zone = replication - redundancy + 1
+    out: set[tuple[int, str]] = set()
+    for p in range(PARTITIONS):
+        race = sorted(storage, key=lambda n: (-math.log(_uniform(p, n)) / roles[n].capacity, n))
+        per: dict[int, int] = {}
+        for n in race:
+            taken = sum(per.values())
+            if taken == replication:
+                break
+            k = zone_of[n]
+            spread_after = len(per) + (k not in per)
+            if per.get(k, 0) >= per_zone or replication - taken - 1 < redundancy - spread_after:
+                continue
+            per[k] = per.get(k, 0) + 1
+            out.add((p, n))
+    return out
+
+
+def _uniform(p: int, node: str) -> float:
+    """A deterministic draw in (0, 1) for partition ``p`` and ``node``."""
+    digest = hashlib.blake2b(f"{p}/{node}".encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") + 0.5) / 2.0**64
 
 
 def _spread(p: int, node: str) -> int:
@@ -270,8 +318,13 @@ def assign(
             round_sticky(waterfill(weights, caps, zone_quota[z]), zone_quota[z], prev_count)
         )
 
-    net = _Network(storage, zone_of, len(zone_names), replication, redundancy, prev_pairs)
-    for p, n in sorted(prev_pairs):
+    # A first layout (or one whose old nodes are all gone) starts from a capacity-weighted
+    # hash draw, so every node's copies share partitions with every other zone's nodes in
+    # proportion; a later change can then take a joining node's share from every node
+    # without moves between old nodes.
+    start = prev_pairs or _dispersed(roles, storage, zone_of, replication)
+    net = _Network(storage, zone_of, len(zone_names), replication, redundancy, start)
+    for p, n in sorted(start):
         net.try_push(p, n)
     surplus = net.set_quotas(quota)
     net.enable_new_edges()
@@ -308,8 +361,10 @@ def assign(
         )
 
     held = [net.holders(p) for p in range(PARTITIONS)]
-    if not relaxed:
-        _swap_back(held, prev_pairs, lambda nodes: _zones_ok(nodes, zone_of, redundancy, per_zone))
+    if prev_pairs:
+        held = fewest_moves(
+            held, storage, zone_of, len(zone_names), replication, redundancy, prev_pairs
+        )
     partitions: list[tuple[str, ...]] = []
     moves: list[tuple[int, str]] = []
     for p in range(PARTITIONS):
@@ -332,52 +387,3 @@ def assign(
         relaxed=relaxed,
         notes=tuple(notes),
     )
-
-
-def _zones_ok(nodes: set[str], zone_of: dict[str, int], redundancy: int, per_zone: int) -> bool:
-    per: dict[int, int] = {}
-    for n in nodes:
-        per[zone_of[n]] = per.get(zone_of[n], 0) + 1
-    return len(per) >= redundancy and max(per.values()) <= per_zone
-
-
-def _swap_back(
-    held: list[set[str]],
-    previous: set[tuple[int, str]],
-    valid: Callable[[set[str]], bool],
-) -> None:
-    """Undo needless moves in place: when node ``x`` got a new copy of ``p`` that ``y`` used
-    to hold, and ``y`` holds a ``q`` it could hand to ``x`` at no extra cost, swap them. Each
-    swap keeps every node's count and every partition valid and saves one move."""
-    was: dict[int, list[str]] = {}
-    for p, n in sorted(previous):
-        was.setdefault(p, []).append(n)
-    improved = True
-    while improved:
-        improved = False
-        by_node: dict[str, set[int]] = {}
-        for p, nodes in enumerate(held):
-            for n in nodes:
-                by_node.setdefault(n, set()).add(p)
-        for p in range(PARTITIONS):
-            for x in sorted(held[p]):
-                if (p, x) in previous:
-                    continue
-                for y in [n for n in was.get(p, ()) if n not in held[p]]:
-                    if y not in by_node:
-                        continue
-                    back = (held[p] - {x}) | {y}
-                    if not valid(back):
-                        continue
-                    for q in sorted(by_node[y] - by_node.get(x, set())):
-                        if (q, y) in previous and (q, x) not in previous:
-                            continue
-                        there = (held[q] - {y}) | {x}
-                        if valid(there):
-                            held[p], held[q] = back, there
-                            by_node[x] ^= {p, q}
-                            by_node[y] ^= {p, q}
-                            improved = True
-                            break
-                    if (p, x) not in previous and x not in held[p]:
-                        break

@@ -51,6 +51,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _subdirs(path: Path) -> list[Path]:
+    """The two-hex-digit fan-out directories under ``path`` (``corrupt/`` is not one)."""
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return []
+    return sorted(
+        Path(e.path) for e in entries if len(e.name) == 2 and e.is_dir(follow_symlinks=False)
+    )
+
+
 def block_hash(data: bytes) -> str:
     return blake3.blake3(data, max_threads=1).hexdigest()
 
@@ -174,6 +185,32 @@ class BlockStore:
 
     def has(self, h: str) -> bool:
         return self.path(h).exists()
+
+    def check_recent(self, since: float) -> list[str]:
+        """Verify every block whose file changed at or after ``since`` (file time, seconds
+        since the epoch); returns those that failed (each moved to ``corrupt/``).
+
+        After an unclean stop, a block written with its fsync deferred (``fsync_each``
+        off) can come back truncated or empty while its reference rows survived: it would
+        count as present (``has``) and anti-entropy, which compares rows, would never fetch
+        it again. Only blocks written shortly before the stop are at risk, so only those
+        are re-read."""
+        bad = []
+        for first in _subdirs(self.root):
+            for second in _subdirs(first):
+                for entry in os.scandir(second):
+                    name = entry.name
+                    if len(name) != 64 or not entry.is_file():
+                        continue
+                    if entry.stat().st_mtime < since:
+                        continue
+                    try:
+                        self.read_sync(name)
+                    except CorruptBlock:
+                        bad.append(name)
+                    except MissingBlock:
+                        pass  # collected meanwhile
+        return sorted(bad)
 
     def remove_temps(self) -> int:
         """Delete temporary files left by a crash mid-write; returns how many."""

@@ -13,8 +13,9 @@ Contracts:
   early return); the calls to the other replicas go on in the background (``Cluster``
   keeps them and cancels them on ``close``), their failures left to anti-entropy;
 * reads ask every owner and return once a read quorum answered (the slower calls finish in
-  the background); while this node is catching up after downtime (``serving_reads``
-  false) its own copy is not used for reads.
+  the background); while this node is catching up after downtime, its own copy of a
+  partition it has not settled yet (``catching_up``) is not used for reads, and its peer
+  RPC refuses reads of it.
 
 * during a layout transition (several live versions in the ``LayoutHistory``) a write goes to
   the union of every live version's owners and needs a write quorum *in each* version; reads
@@ -40,7 +41,7 @@ from cloudless.objectstore.blocks import CorruptBlock, MissingBlock, block_hash
 from cloudless.objectstore.crdt import Entry, merge, next_timestamp
 from cloudless.objectstore.handoff import HintStore, fallbacks
 from cloudless.objectstore.history import LayoutHistory
-from cloudless.objectstore.layout import LayoutVersion, partition_of
+from cloudless.objectstore.layout import PARTITIONS, LayoutVersion, partition_of
 from cloudless.objectstore.local import LocalStore
 from cloudless.objectstore.rpc import Peer, PeerError
 from cloudless.objectstore.seams import Commit
@@ -71,13 +72,30 @@ class Cluster:
             self.layout.replication == 2 if hinted_handoff is None else hinted_handoff
         ) and hints is not None
         self._tables: dict[str, ReplicatedTable] = {}
-        self.serving_reads = True
-        """False while this node catches up after downtime: reads skip its own copy."""
+        self.catching_up: set[int] = set()
+        """Partitions whose copy here may be stale (this node is back from downtime and
+        has not settled them with another owner yet): reads skip its own copy there."""
         self._background: set[asyncio.Task[object]] = set()
 
-    def own_copy(self) -> None:
-        """Raise ``PeerError`` if this node's copy may not answer a read now."""
-        if not self.serving_reads:
+    @property
+    def serving_reads(self) -> bool:
+        """Whether every partition's copy here may answer reads; setting it False closes
+        them all (a node back from downtime), True opens them all."""
+        return not self.catching_up
+
+    @serving_reads.setter
+    def serving_reads(self, on: bool) -> None:
+        self.catching_up = set() if on else set(range(PARTITIONS))
+
+    def readable(self, partition: int | None = None) -> bool:
+        """Whether this node's copy of ``partition`` (None: of every partition) may answer
+        a read now."""
+        return not self.catching_up if partition is None else partition not in self.catching_up
+
+    def own_copy(self, partition: int | None = None) -> None:
+        """Raise ``PeerError`` if this node's copy (of ``partition``) may not answer a read
+        now."""
+        if not self.readable(partition):
             raise PeerError(f"{self.me} is catching up after downtime")
 
     async def close(self) -> None:
@@ -271,12 +289,15 @@ class ReplicatedTable:
         nodes = self.c.nodes(partition)
 
         async def local() -> Entry | None:
-            self.c.own_copy()
+            self.c.own_copy(partition)
             return self.rows.entry(pk)
 
         need = quorum.read_quorum(self.c.replication)
         answers, failed = await self.c.each(
-            nodes, local, lambda p: p.entry(self.name, pk), enough=lambda ok: len(ok) >= need
+            nodes,
+            local,
+            lambda p: p.entry(self.name, pk, partition),
+            enough=lambda ok: len(ok) >= need,
         )
         quorum.check(f"read {self.name}/{pk}", need, nodes, failed)
         winner: Entry | None = None
@@ -330,14 +351,14 @@ class ReplicatedTable:
         nodes = self.c.nodes(partition)
 
         async def local() -> list[tuple[str, Entry]]:
-            self.c.own_copy()
+            self.c.own_copy(partition)
             return self.rows.range(start, prefix=prefix, limit=limit, include_start=include_start)
 
         need = quorum.read_quorum(self.c.replication)
         answers, failed = await self.c.each(
             nodes,
             local,
-            lambda p: p.range(self.name, start, prefix, limit, include_start),
+            lambda p: p.range(self.name, start, prefix, limit, include_start, partition),
             enough=lambda ok: len(ok) >= need,
         )
         quorum.check(f"list {self.name}/{prefix}", need, nodes, failed)

@@ -16,7 +16,7 @@ import base64
 import json
 import ssl
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -68,6 +68,12 @@ def row_in(r: list[Any]) -> Entry:
     return Entry(int(r[0]), str(r[1]), None if r[2] is None else base64.b64decode(r[2]))
 
 
+class Readable(Protocol):
+    """Whether this node's copy may answer reads: of ``partition``, or (None) of all."""
+
+    def __call__(self, partition: int | None = None) -> bool: ...
+
+
 class RpcServer:
     """Serves this node's ``LocalStore`` to its peers."""
 
@@ -76,7 +82,7 @@ class RpcServer:
         local: LocalStore,
         allowed: Callable[[SpiffeId], bool],
         hints: HintStore | None = None,
-        readable: Callable[[], bool] = lambda: True,
+        readable: Readable = lambda partition=None: True,
     ) -> None:
         self.local = local
         self.allowed = allowed
@@ -120,23 +126,27 @@ class RpcServer:
             out.append([None if before is None else row_out(before), row_out(after)])
         return web.json_response({"ok": True, "rows": out})
 
-    def _catching_up(self) -> web.Response | None:
-        if self.readable():
+    def _catching_up(self, partition: object = None) -> web.Response | None:
+        """503 while this node's copy (of ``partition``, when the caller names it) may be
+        stale."""
+        part = partition if isinstance(partition, int) else None
+        if self.readable(part):
             return None
-        msg = f"{self.local.writer} is catching up after downtime: not serving reads yet"
+        what = "" if part is None else f" of partition {part}"
+        msg = f"{self.local.writer} is catching up after downtime: not serving reads{what} yet"
         return web.json_response({"error": msg}, status=503)
 
     async def entry(self, request: web.Request) -> web.Response:
-        if (refused := self._catching_up()) is not None:
-            return refused
         body = await request.json()
+        if (refused := self._catching_up(body.get("partition"))) is not None:
+            return refused
         e = self.local.raw(body["table"]).entry(body["pk"])
         return web.json_response({"row": None if e is None else row_out(e)})
 
     async def range(self, request: web.Request) -> web.Response:
-        if (refused := self._catching_up()) is not None:
-            return refused
         b = await request.json()
+        if (refused := self._catching_up(b.get("partition"))) is not None:
+            return refused
         rows = self.local.raw(b["table"]).range(
             b["start"], prefix=b["prefix"], limit=int(b["limit"]), include_start=b["include"]
         )
@@ -260,14 +270,27 @@ class Peer(treesync.TreeCalls):
             return None
         return [(None if b is None else row_in(b), row_in(a)) for b, a in answer["rows"]]
 
-    async def entry(self, table: str, pk: str) -> Entry | None:
-        r = (await self._json("/rpc/entry", {"table": table, "pk": pk}))["row"]
+    async def entry(self, table: str, pk: str, partition: int | None = None) -> Entry | None:
+        """The peer's row (``partition``: the row's, so a peer catching up on other
+        partitions can answer)."""
+        body: dict[str, Any] = {"table": table, "pk": pk}
+        if partition is not None:
+            body["partition"] = partition
+        r = (await self._json("/rpc/entry", body))["row"]
         return None if r is None else row_in(r)
 
     async def range(
-        self, table: str, start: str, prefix: str, limit: int, include: bool
+        self,
+        table: str,
+        start: str,
+        prefix: str,
+        limit: int,
+        include: bool,
+        partition: int | None = None,
     ) -> list[tuple[str, Entry]]:
-        body = {"table": table, "start": start, "prefix": prefix, "limit": limit}
+        body: dict[str, Any] = {"table": table, "start": start, "prefix": prefix, "limit": limit}
+        if partition is not None:
+            body["partition"] = partition
         rows = (await self._json("/rpc/range", {**body, "include": include}))["rows"]
         return [(r[0], row_in(r[1:])) for r in rows]
 

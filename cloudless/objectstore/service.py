@@ -11,7 +11,11 @@ peer RPC on mutual TLS with the node's certificate, and runs, in one TaskGroup:
   period);
 * catch-up after start (``antientropy.catch_up``): the node serves no quorum reads until
   it has compared every partition it owns with another owner; then anti-entropy rounds and
-  tombstone collection, hinted handoff, block GC and the throttled scrub;
+  tombstone collection, hinted handoff, block GC, the block resync queue (``resync.py``:
+  blocks no replica served during a pull or a scrub repair, retried with backoff), the
+  throttled scrub, and on a node that ran before, a check of the blocks written just
+  before it stopped (``BlockStore.check_recent``: one truncated by a power cut is
+  quarantined and queued for resync);
 * the S3 gateway on ``s3_listen`` once a layout exists.
 
 The cluster store is reached through ``store`` (a ``ProxyStore`` over the coordinator in an
@@ -31,7 +35,7 @@ from aiohttp import web
 
 from cloudless.lib.clock import Clock
 from cloudless.objectstore.antientropy import TOMBSTONE_GRACE_S, AntiEntropy
-from cloudless.objectstore.blocks import BlockStore
+from cloudless.objectstore.blocks import BlockStore, MissingBlock
 from cloudless.objectstore.engine import MIN_PART_SIZE, Engine
 from cloudless.objectstore.handoff import Handoff, HintStore
 from cloudless.objectstore.history import LayoutHistory
@@ -49,6 +53,7 @@ from cloudless.objectstore.members import (
 )
 from cloudless.objectstore.metadb import MetaDb
 from cloudless.objectstore.replication import Cluster, ReplicatedBlocks
+from cloudless.objectstore.resync import BlockResync
 from cloudless.objectstore.rpc import Peer, RpcServer, session
 from cloudless.objectstore.s3.iam import Iam
 from cloudless.objectstore.s3.server import S3Server
@@ -60,6 +65,11 @@ from cloudless.store.errors import StoreError
 from cloudless.store.protocol import Store
 
 log = logging.getLogger(__name__)
+RECENT_WINDOW_S = 60.0
+"""Blocks whose files changed this long before the last ``alive`` mark are re-read at
+start: the mark is written every beat, blocks are flushed every ``block_flush_s``, and the
+file system commits its journal every few seconds, so a block whose fsync a power cut
+prevented is always within it."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,10 @@ class StorageService:
         self.rpc_port = config.rpc_port
         self.s3_port = config.s3_port
         self.cluster: Cluster | None = None
+        self.resync: BlockResync | None = None
+        self._sync_failed: dict[int, tuple[int, ...]] = {}
+        """The partitions of a layout version the last sync left failed (the next beat
+        pulls only those)."""
         self.hints: HintStore | None = None
         self.peers: dict[str, Peer] = {}
         self.known: set[str] = set()
@@ -134,6 +148,7 @@ class StorageService:
         self._layout_ready = asyncio.Event()
         self._caught_up = asyncio.Event()
         self._returning = False
+        self._last_alive: float | None = None
 
     # ---- assembly ------------------------------------------------------------------------
 
@@ -144,6 +159,14 @@ class StorageService:
         blocks = BlockStore(d / "blocks", meta, fsync_each=self.cfg.fsync_blocks)
         blocks.remove_temps()
         return LocalStore(meta, blocks, self.clock)
+
+    def _readable(self, partition: int | None = None) -> bool:
+        """Whether peers may read this node's copy (of ``partition``): once caught up, or
+        for a partition the catch-up already settled."""
+        if self._caught_up.is_set():
+            return True
+        c = self.cluster
+        return c is not None and partition is not None and c.readable(partition)
 
     def _allowed(self, peer: SpiffeId) -> bool:
         return (
@@ -166,9 +189,10 @@ class StorageService:
     async def run(self) -> None:
         local = self._open()
         self._returning = (self.cfg.data_dir / "alive").exists()
+        self._last_alive = self._read_alive() if self._returning else None
         hints = self.hints = HintStore(local)
         t = self.tls
-        server = RpcServer(local, self._allowed, hints, readable=lambda: self._caught_up.is_set())
+        server = RpcServer(local, self._allowed, hints, readable=self._readable)
         rpc = web.AppRunner(server.app(), access_log=None, shutdown_timeout=0.5)
         await rpc.setup()
         ctx = server_ssl_context(t.cert_pem, t.key_pem, t.ca_pem)
@@ -202,18 +226,33 @@ class StorageService:
         """Start the data-plane loops and the S3 front once the first layout is known."""
         assert self.cluster is not None
         c = self.cluster
+        resync = self.resync
+        assert resync is not None
         ae = AntiEntropy(
             c,
             self.clock,
             interval=self.cfg.anti_entropy_s,
             tombstone_grace=self.cfg.tombstone_grace_s,
             repair_rate=self.cfg.repair_rate,
+            resync=resync,
         )
+        resync.pace = ae.sync.pace
+        if self._last_alive is not None:
+            tg.create_task(self._check_recent_blocks(local, resync, self._last_alive))
         tg.create_task(self._catch_up_then(ae))
+        tg.create_task(resync.run())
         tg.create_task(Handoff(hints, self.peers, self.clock).run())
         tg.create_task(self._block_gc(local))
         tg.create_task(self._flush_blocks(local))
-        scrub = Scrubber(local.blocks, self.clock, repair=ReplicatedBlocks(c).read)
+
+        async def repair(h: str) -> bytes:
+            try:
+                return await ReplicatedBlocks(c).read(h)
+            except MissingBlock as e:
+                resync.queue(h, f"scrub found it corrupt; {e}")
+                raise
+
+        scrub = Scrubber(local.blocks, self.clock, repair=repair)
         tg.create_task(scrub.run())
         engine = Engine(c, ReplicatedBlocks(c), self.clock, min_part_size=self.cfg.min_part_size)
         front = S3Server(engine, Iam(self.store, self.clock), self.clock)
@@ -229,6 +268,26 @@ class StorageService:
         keep exists. A node starting on empty data has nothing stale to serve (a wiped disk
         of a node still in the layout reads as missing rows until anti-entropy fills it)."""
         return self._returning
+
+    def _read_alive(self) -> float:
+        """When this node last marked itself alive (0 if the marker is unreadable: every
+        block is then checked)."""
+        try:
+            return float((self.cfg.data_dir / "alive").read_text().strip())
+        except (OSError, ValueError):
+            return 0.0
+
+    async def _check_recent_blocks(
+        self, local: LocalStore, resync: BlockResync, last_alive: float
+    ) -> None:
+        """Re-read the blocks written in the last ``RECENT_WINDOW_S`` before this node
+        stopped (its fsync may not have happened) and queue the bad ones for resync."""
+        since = last_alive - RECENT_WINDOW_S
+        bad = await asyncio.to_thread(local.blocks.check_recent, since)
+        for h in bad:
+            resync.queue(h, "truncated or corrupt after the node stopped")
+        if bad:
+            log.warning("%d blocks written just before the last stop were bad; queued", len(bad))
 
     def _mark_alive(self) -> None:
         marker = self.cfg.data_dir / "alive"
@@ -307,6 +366,7 @@ class StorageService:
             return
         if self.cluster is None:
             self.cluster = Cluster(self.me, local, history, self.peers, hints=self.hints)
+            self.resync = BlockResync(local.blocks, self.clock, ReplicatedBlocks(self.cluster).read)
             self.cluster.serving_reads = not self._must_catch_up()
             self._layout_ready.set()
         else:
@@ -362,8 +422,10 @@ class StorageService:
             return
         holds = any(self.me in p for p in cur.partitions)
         if holds and len(history.versions) > 1:
-            sync = PartitionSync(self.cluster, self.clock, self.cfg.repair_rate)
-            report = await sync.sync_to(cur)
+            sync = PartitionSync(self.cluster, self.clock, self.cfg.repair_rate, self.resync)
+            retry = self._sync_failed.get(cur.version)
+            report = await sync.sync_to(cur, only=retry)
+            self._sync_failed = {cur.version: report.failed}
             if report.failed:
                 log.info("layout v%d: %d partitions not synced yet", cur.version,
                          len(report.failed))  # fmt: skip

@@ -7,11 +7,19 @@ node lacks. Merging is idempotent, so a pull interrupted half-way is simply run 
 ``sync_to(version)`` pulls each partition this node owns in ``version`` but did not own in
 the version reads still use, from a read quorum of that version's owners (an acknowledged
 write is on a write quorum, which every read quorum meets).
+
+A block that neither the source nor any replica serves is queued in the block resync queue
+(``resync.py``, when one is given) and the rest of the partition goes on; it is *deferred*.
+Anti-entropy counts a partition with deferred blocks as settled (its rows are; a read of the
+block goes to the replicas that have it). ``sync_to`` does not: a partition whose pulls
+deferred a block is not synced, so the version is not acknowledged while one of its blocks
+is on no new owner (the next beat pulls again; the queue retries meanwhile).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from cloudless.lib.clock import Clock
@@ -22,6 +30,7 @@ from cloudless.objectstore.layout import PARTITIONS, LayoutVersion
 from cloudless.objectstore.local import BLOCK_REFS
 from cloudless.objectstore.records import OBJECTS, PARTS, UPLOADS, VERSION_BLOCKS
 from cloudless.objectstore.replication import Cluster, ReplicatedBlocks
+from cloudless.objectstore.resync import BlockResync
 from cloudless.objectstore.rpc import PeerError
 
 TABLES = (OBJECTS, VERSION_BLOCKS, UPLOADS, PARTS, BLOCK_REFS)
@@ -33,15 +42,34 @@ class SyncReport:
     partitions: int = 0
     rows: int = 0
     blocks: int = 0
+    deferred: int = 0
+    """Blocks no replica served, left to the resync queue."""
     failed: tuple[int, ...] = ()
     """Partitions no previous owner could serve (the version must not be acknowledged)."""
 
 
+@dataclass(frozen=True)
+class Absorbed:
+    rows: int
+    blocks: int
+    deferred: int
+    """Blocks no replica served now, queued for resync (or, without a queue, none: the
+    failure is raised)."""
+
+
 class PartitionSync:
-    def __init__(self, cluster: Cluster, clock: Clock | None = None, rate: float = 0.0) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        clock: Clock | None = None,
+        rate: float = 0.0,
+        resync: BlockResync | None = None,
+    ) -> None:
         """``rate``: the repair bandwidth in block bytes per second (0: unthrottled), paced
-        on ``clock`` so a replacement or a catch-up never floods the links."""
+        on ``clock`` so a replacement or a catch-up never floods the links. ``resync``: where
+        blocks no replica serves now are queued (None: such a block fails the pull)."""
         self.c = cluster
+        self.resync = resync
         self.clock = clock
         self.rate = rate
         self.block_bytes = 0
@@ -50,7 +78,7 @@ class PartitionSync:
         self._paced = 0
         self._pacing = asyncio.Lock()
 
-    async def _pace(self, n: int) -> None:
+    async def pace(self, n: int) -> None:
         """Sleep until ``n`` more bytes fit the rate since the first paced byte."""
         if self.clock is None or self.rate <= 0:
             return
@@ -63,39 +91,51 @@ class PartitionSync:
             if due > now:
                 await self.clock.sleep(due - now)
 
-    async def pull(self, partition: int, source: str) -> tuple[int, int]:
-        """Copy ``partition`` from ``source``; returns (rows merged, blocks fetched). Raises
-        ``PeerError`` if ``source`` does not answer."""
+    async def pull(self, partition: int, source: str) -> Absorbed:
+        """Copy ``partition`` from ``source``. Raises ``PeerError`` if ``source`` does not
+        answer."""
         peer = self.c.peers[source]
-        rows = blocks = 0
+        rows = blocks = deferred = 0
         for table in TABLES:
             after = ""
             while True:
                 page = await peer.partition_page(table, partition, after, PAGE)
-                n, b = await self.absorb(table, partition, page, source)
-                rows, blocks = rows + n, blocks + b
+                got = await self.absorb(table, partition, page, source)
+                rows, blocks, deferred = (
+                    rows + got.rows,
+                    blocks + got.blocks,
+                    deferred + got.deferred,
+                )
                 if len(page) < PAGE:
                     break
                 after = page[-1][0]
-        return rows, blocks
+        return Absorbed(rows, blocks, deferred)
 
     async def absorb(
         self, table: str, partition: int, rows: list[tuple[str, Entry]], source: str
-    ) -> tuple[int, int]:
+    ) -> Absorbed:
         """Merge ``rows`` of ``source``'s and fetch the blocks live references among them
-        name that this node lacks (paced); returns (rows merged, blocks fetched)."""
-        blocks = 0
+        name that this node lacks (paced); a block no replica serves is queued for resync
+        (``deferred``) or, without a queue, fails the call with ``PeerError``."""
+        blocks = deferred = 0
         for pk, e in rows:
             self.c.local.merge(table, pk, partition, e)
             if table == BLOCK_REFS and e.value is not None:
                 h = pk.split("/", 1)[0]
                 if not self.c.local.blocks.has(h):
-                    data = await self._block(source, h)
+                    try:
+                        data = await self._block(source, h)
+                    except PeerError as err:
+                        if self.resync is None:
+                            raise
+                        self.resync.queue(h, str(err))
+                        deferred += 1
+                        continue
                     await self.c.local.blocks.write(h, data)
                     self.block_bytes += len(data)
                     blocks += 1
-                    await self._pace(len(data))
-        return len(rows), blocks
+                    await self.pace(len(data))
+        return Absorbed(len(rows), blocks, deferred)
 
     async def _block(self, source: str, h: str) -> bytes:
         """Block ``h`` from ``source``, or from any replica if ``source`` lacks it (a row's
@@ -111,9 +151,16 @@ class PartitionSync:
         except MissingBlock as e:
             raise PeerError(f"block {h}: not on {source} nor any replica ({e})") from None
 
-    async def sync_to(self, version: LayoutVersion, *, parallel: int = 4) -> SyncReport:
-        """Pull every partition ``version`` gives this node, ``parallel`` at a time (their
-        row pages overlap the pacing of their blocks)."""
+    async def sync_to(
+        self,
+        version: LayoutVersion,
+        *,
+        parallel: int = 4,
+        only: Collection[int] | None = None,
+    ) -> SyncReport:
+        """Pull every partition ``version`` gives this node (or those of them in ``only``:
+        the ones an earlier call left failed), ``parallel`` at a time (their row pages
+        overlap the pacing of their blocks)."""
         old = self.c.history.read_version()
         assert old is not None
         report = SyncReport()
@@ -129,19 +176,23 @@ class PartitionSync:
                     if got >= need:
                         break
                     try:
-                        rows, blocks = await self.pull(p, source)
+                        pulled = await self.pull(p, source)
                     except PeerError:
                         continue
-                    got += 1
-                    report.rows += rows
-                    report.blocks += blocks
+                    report.rows += pulled.rows
+                    report.blocks += pulled.blocks
+                    report.deferred += pulled.deferred
+                    if not pulled.deferred:
+                        got += 1
                 if got < need:
                     failed.append(p)
 
         gained = [
             p
             for p in range(PARTITIONS)
-            if self.c.me in version.partitions[p] and self.c.me not in old.partitions[p]
+            if self.c.me in version.partitions[p]
+            and self.c.me not in old.partitions[p]
+            and (only is None or p in only)
         ]
         report.partitions = len(gained)
         async with asyncio.TaskGroup() as tg:

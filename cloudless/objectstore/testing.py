@@ -2,7 +2,8 @@
 certificates from a throwaway cluster CA: for replication tests and benchmarks.
 
 ``kill(name)`` stops a node's peer server at once (its in-flight calls fail); the node's data
-stays on disk and ``restart(name)`` serves it again on the same port.
+stays on disk and ``restart(name)`` serves it again on the same port. A node's peer server
+refuses reads of the partitions its ``Cluster`` is catching up on, as a service's does.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class LoopbackCluster:
             local = LocalStore(meta, blocks, self.clock)
             hints = HintStore(local)
             server_ssl = server_ssl_context(cert, key, ca.bundle_pem)
-            runner = await self._serve(local, hints, server_ssl, 0)
+            runner = await self._serve(name, local, hints, server_ssl, 0)
             port = runner.addresses[0][1]
             client = session(client_ssl_context(cert, key, ca.bundle_pem))
             self.nodes[name] = LoopbackNode(name, local, runner, port, client, server_ssl, hints)
@@ -105,10 +106,16 @@ class LoopbackCluster:
         return self
 
     async def _serve(
-        self, local: LocalStore, hints: HintStore, ctx: ssl.SSLContext, port: int
+        self, name: str, local: LocalStore, hints: HintStore, ctx: ssl.SSLContext, port: int
     ) -> web.AppRunner:
         names = {SpiffeId.node(n, TRUST_DOMAIN) for n in self.roles}
-        server = RpcServer(local, lambda peer: peer in names, hints)
+
+        def readable(partition: int | None = None) -> bool:
+            """As a service's: peers read a copy its node is not catching up on."""
+            node = self.nodes.get(name)
+            return node is None or node.cluster is None or node.cluster.readable(partition)
+
+        server = RpcServer(local, lambda peer: peer in names, hints, readable=readable)
         runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=0.1)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
@@ -118,7 +125,9 @@ class LoopbackCluster:
         """Serve a killed node again on its old port, with the data it had."""
         node = self.nodes[name]
         if not node.alive:
-            node.runner = await self._serve(node.local, node.hints, node.server_ssl, node.port)
+            node.runner = await self._serve(
+                name, node.local, node.hints, node.server_ssl, node.port
+            )
             node.alive = True
 
     def _mkdir(self, name: str) -> bool:

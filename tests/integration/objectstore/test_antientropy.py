@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from cloudless.lib.clock import SystemClock
+from cloudless.lib.clock import FakeClock, SystemClock
 from cloudless.objectstore.antientropy import AntiEntropy
+from cloudless.objectstore.blocks import block_hash
+from cloudless.objectstore.layout import NodeRole
 from cloudless.objectstore.records import OBJECTS, object_pk, partition
+from cloudless.objectstore.replication import ReplicatedBlocks
+from cloudless.objectstore.resync import BlockResync
+from cloudless.objectstore.rpc import PeerError
 from cloudless.objectstore.s3.errors import S3Error
 from cloudless.objectstore.sync import TABLES
 from cloudless.objectstore.testing import LoopbackCluster, running, three_zones
@@ -199,3 +205,82 @@ async def test_a_differing_partition_is_narrowed_to_its_differing_rows(
     # the one-level digest re-read the partition (over 400 rows of ~450 bytes); the walk
     # moves the roots (256 partitions x 2 peers), a few node summaries and one row
     assert report.traffic < listing / 10, (report.traffic, listing)
+
+
+async def test_a_block_no_replica_serves_is_queued_and_fetched_later(
+    cluster: LoopbackCluster, tmp_path: Path
+) -> None:
+    e1 = cluster.engine("n1")
+    await cluster.kill("n3")
+    data = os.urandom(1_100_000)  # a 1 MiB block and a 51,424-byte block
+    await e1.put(BUCKET, "two-blocks", body(data), content_type="x", user_meta={})
+    await cluster.restart("n3")
+    n3 = cluster.nodes["n3"]
+    assert n3.cluster is not None
+    tail = block_hash(data[1 << 20 :])
+    # The tail block is on no replica for now (its holders lost it, or it is on its way).
+    aside = {}
+    for name in ("n1", "n2"):
+        path = cluster.nodes[name].local.blocks.path(tail)
+        aside[name] = tmp_path / f"{name}-{tail}"
+        shutil.move(path, aside[name])
+    clock = FakeClock()
+    resync = BlockResync(n3.local.blocks, clock, ReplicatedBlocks(n3.cluster).read)
+
+    report = await AntiEntropy(n3.cluster, clock, resync=resync).catch_up()
+    # every partition settles (the rows are all here); the head block came, the tail waits
+    assert not report.unreached and n3.cluster.serving_reads
+    assert report.blocks == 1 and report.deferred == 1
+    assert n3.local.blocks.has(block_hash(data[: 1 << 20])) and not n3.local.blocks.has(tail)
+    assert [p.hash for p in resync.pending()] == [tail]
+
+    first = await resync.resync_once()  # due at once; still nowhere: retried in 30 s
+    assert list(first.failed) == [tail] and "no replica answered" in first.failed[tail]
+    (queued,) = resync.pending()
+    assert queued.errors == 1 and queued.due == clock.now() + 30.0
+    # the queue is a table of the node's SQLite file: a restart keeps it
+    again = BlockResync(n3.local.blocks, clock, ReplicatedBlocks(n3.cluster).read)
+    assert again.pending() == [queued]
+
+    shutil.move(aside["n1"], cluster.nodes["n1"].local.blocks.path(tail))
+    clock.advance(29.0)
+    assert (await resync.resync_once()).fetched == []  # not due yet
+    clock.advance(1.0)
+    second = await resync.resync_once()
+    assert second.fetched == [tail] and second.bytes == len(data) - (1 << 20)
+    assert n3.local.blocks.read_sync(tail) == data[1 << 20 :] and resync.pending() == []
+    meta = await cluster.engine("n3").head(BUCKET, "two-blocks")
+    assert meta is not None and meta.size == len(data)
+
+    # a block nothing references any more is dropped without a fetch
+    orphan = block_hash(b"nobody refers to this")
+    resync.queue(orphan, "test")
+    assert (await resync.resync_once()).dropped == [orphan] and resync.pending() == []
+
+
+async def test_a_returning_node_serves_the_partitions_it_caught_up_on(tmp_path: Path) -> None:
+    # Four nodes in four zones at R=2: each partition has one other owner besides n4.
+    roles = {f"n{i}": NodeRole(f"zone{i}", 10**11) for i in range(1, 5)}
+    async with running(tmp_path, roles, replication=2) as c:
+        n4 = c.nodes["n4"].cluster
+        n2 = c.nodes["n2"].cluster
+        assert n4 is not None and n2 is not None and c.layout is not None
+        n4.serving_reads = False  # back from downtime
+        await c.kill("n1")
+        report = await AntiEntropy(n4, c.clock).catch_up()
+        owners = c.layout.partitions
+        with_n1 = {p for p in range(256) if set(owners[p]) == {"n1", "n4"}}
+        with_others = {p for p in range(256) if "n4" in owners[p]} - with_n1
+        # the partitions whose other owner is away stay closed; the others open now
+        assert with_n1 and with_others and set(report.unreached) == with_n1
+        assert not n4.serving_reads and n4.catching_up == set(range(256)) - with_others
+        open_p, closed_p = min(with_others), min(with_n1)
+        assert n4.readable(open_p) and not n4.readable(closed_p)
+        # and so does its peer RPC, per partition named in the call
+        peer = n2.peers["n4"]
+        assert await peer.entry(OBJECTS, "b/k", open_p) is None  # answered: no such row
+        with pytest.raises(PeerError, match="503"):
+            await peer.entry(OBJECTS, "b/k", closed_p)
+        await c.restart("n1")
+        await AntiEntropy(n4, c.clock).catch_up()
+        assert n4.serving_reads

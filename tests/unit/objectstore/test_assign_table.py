@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from fractions import Fraction
+
 import pytest
 
 from cloudless.objectstore.assign import assign, round_sticky, waterfill
@@ -81,6 +84,57 @@ def test_sticky_rounding_keeps_previous_counts() -> None:
         "b": 171,
         "c": 171,
     }
+
+
+ROUNDING = [
+    # (id, ideal, previous, expected)
+    # a, b held 2 and 1; c joins. Ideals 1.25, 1.25, 0.5 -> each clamped into [floor, ceil]
+    # towards its previous count: a=2, b=1, c=0, sum 3: nothing left to add
+    (
+        "sticky fits",
+        {"a": 1.25, "b": 1.25, "c": 0.5},
+        {"a": 2, "b": 1},
+        {"a": 2, "b": 1, "c": 0},
+    ),
+    # a, b held 1 each; c joins. Ideals 1.6, 1.0, 0.4 -> clamped 1, 1, 0 = 2: one to add.
+    # c (held nothing) takes it although a's remainder (0.6) beats c's (0.4): c's copies
+    # are sent anyway, a would be sent one more (a move between old nodes)
+    (
+        "joining takes the slack",
+        {"a": 1.6, "b": 1.0, "c": 0.4},
+        {"a": 1, "b": 1},
+        {"a": 1, "b": 1, "c": 1},
+    ),
+    # a held 3, now ideal 1.5 -> clamped down to 2; b held 0, ideal 1.5 -> raised to its
+    # floor 1: 2 + 1 = 3
+    ("clamped", {"a": 1.5, "b": 1.5}, {"a": 3, "b": 0}, {"a": 2, "b": 1}),
+    # a, b held 2 each, ideals 1.5 each (total 3): clamped 2 + 2 = 4, one to take away:
+    # equal remainders (0.5), by name -> a
+    ("take away", {"a": 1.5, "b": 1.5}, {"a": 2, "b": 2}, {"a": 1, "b": 2}),
+    # nothing before: largest remainder (a, b 0.5; c 0.0), ties by name -> a
+    ("first layout", {"a": 1.5, "b": 1.5, "c": 1.0}, {}, {"a": 2, "b": 1, "c": 1}),
+]
+
+
+@pytest.mark.parametrize(
+    ("ideal", "previous", "expected"), [c[1:] for c in ROUNDING], ids=[c[0] for c in ROUNDING]
+)
+def test_round_sticky(
+    ideal: dict[str, float], previous: dict[str, int], expected: dict[str, int]
+) -> None:
+    fractions = {k: Fraction(v).limit_denominator(100) for k, v in ideal.items()}
+    assert round_sticky(fractions, sum(expected.values()), previous) == expected
+
+
+def test_first_layout_pairs_every_node_with_every_other_zone() -> None:
+    # z0 holds a and b, z1 c, z2 d (capacity 1, R=2): every partition pairs a z0 node with c
+    # or d, 128 of each. A first layout must not pair a only with c and b only with d (a
+    # later node joining z1 could then take a's share only by moving copies between old
+    # nodes): each of the four pairings is near 256 / 4 = 64.
+    rs = roles(("a", "z0", 1), ("b", "z0", 1), ("c", "z1", 1), ("d", "z2", 1))
+    pairs = Counter(tuple(sorted(nodes)) for nodes in assign(rs, 2).partitions)
+    assert set(pairs) == {("a", "c"), ("a", "d"), ("b", "c"), ("b", "d")}
+    assert all(40 <= k <= 88 for k in pairs.values()), pairs
 
 
 def test_partition_is_the_top_byte_of_the_hash() -> None:

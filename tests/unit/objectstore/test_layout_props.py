@@ -155,11 +155,6 @@ def test_any_change_moves_no_more_than_the_exact_optimum(
     assert len(after.moves) == best
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: assign's swap-back tries single swaps between two nodes; undoing this "
-    "move needs a chain of three hand-offs (257 moves where 256 suffice)",
-)
 def test_a_second_zone_added_to_one_zone_moves_only_the_optimum() -> None:
     """Found by the property above: 5 nodes in one zone (capacity 1, R=2), then a node in a
     new zone. The optimum moves one copy of every partition to it (256); assign moves one
@@ -174,12 +169,6 @@ def test_a_second_zone_added_to_one_zone_moves_only_the_optimum() -> None:
     assert len(after.moves) == best
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: a node added to a one-node zone at R=2 gets its 102 copies through 128 "
-    "moves (26 between old nodes); 102 suffice, each taken from a partition whose other copy "
-    "keeps the zones distinct",
-)
 def test_a_node_joining_a_one_node_zone_moves_only_what_it_holds() -> None:
     """Found at random by ``test_adding_a_node_moves_at_most_a_tenth_more_than_it_then_holds``
     in a clean-clone run: z0 holds n0 and n1, z1 n2, z2 n3 (capacity 1, R=2); a node joins z1.
