@@ -14,6 +14,7 @@ replication and anti-entropy repair.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -70,6 +71,18 @@ class MetaDb:
             self.db.execute("ROLLBACK")
             raise
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction (``BEGIN IMMEDIATE`` .. ``COMMIT``; rolled back if the body
+        raises). Not re-entrant: the calls inside use the ``*_in_transaction`` forms."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
     def rebuild_trees(self, name: str) -> None:
         """Recompute ``name``'s hash trees from its rows (a check, or a repair)."""
         self.db.execute("BEGIN IMMEDIATE")
@@ -107,22 +120,23 @@ class LwwTable:
     def apply(self, pk: str, partition: int, incoming: Entry) -> tuple[Entry | None, Entry]:
         """Fold ``incoming`` into row ``pk``; returns the row's state before and after (the
         writer of ``incoming`` learns what it superseded, or that it lost)."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            current = self.entry(pk)
-            winner = merge(current, incoming)
-            if winner is not current:
-                self.db.execute(
-                    f"INSERT INTO {self.name}(pk, part, ts, writer, value, kh)"
-                    " VALUES (?,?,?,?,?,?) ON CONFLICT(pk) DO UPDATE SET part=excluded.part,"
-                    " ts=excluded.ts, writer=excluded.writer, value=excluded.value",
-                    (pk, partition, winner.timestamp, winner.writer, winner.value, key_hash(pk)),
-                )
-                self.meta.tree.change(self.name, partition, pk, current, winner)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
+        with self.meta.transaction():
+            return self.apply_in_transaction(pk, partition, incoming)
+
+    def apply_in_transaction(
+        self, pk: str, partition: int, incoming: Entry
+    ) -> tuple[Entry | None, Entry]:
+        """``apply`` inside the caller's ``MetaDb.transaction`` (several rows, one commit)."""
+        current = self.entry(pk)
+        winner = merge(current, incoming)
+        if winner is not current:
+            self.db.execute(
+                f"INSERT INTO {self.name}(pk, part, ts, writer, value, kh)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT(pk) DO UPDATE SET part=excluded.part,"
+                " ts=excluded.ts, writer=excluded.writer, value=excluded.value",
+                (pk, partition, winner.timestamp, winner.writer, winner.value, key_hash(pk)),
+            )
+            self.meta.tree.change(self.name, partition, pk, current, winner)
         return current, winner
 
     def stamp(self, pk: str, value: bytes | None, now_ms: int) -> Entry:
