@@ -42,7 +42,7 @@ from cloudless.objectstore.handoff import HintStore, fallbacks
 from cloudless.objectstore.history import LayoutHistory
 from cloudless.objectstore.layout import LayoutVersion, partition_of
 from cloudless.objectstore.local import LocalStore
-from cloudless.objectstore.rpc import Peer, PeerError
+from cloudless.objectstore.rpc import BatchRequest, Peer, PeerError
 from cloudless.objectstore.seams import Commit
 
 T = TypeVar("T")
@@ -271,11 +271,16 @@ class Cluster:
                     return
                 answers[self.me] = {i: self.local.raw(reads[i][0]).entry(reads[i][1]) for i in r}
 
+        requests: dict[tuple[tuple[int, ...], ...], BatchRequest] = {}
+
         async def remote(p: Peer) -> None:
             r, w, b = share(p.name)
-            reply = await p.batch(
-                [reads[i][:2] for i in r], [rows[i] for i in w], [blocks[i] for i in b]
-            )
+            key = (tuple(r), tuple(w), tuple(b))
+            if key not in requests:  # peers holding the same items share one packed body
+                requests[key] = BatchRequest(
+                    [reads[i][:2] for i in r], [rows[i] for i in w], [blocks[i] for i in b]
+                )
+            reply = await p.batch(requests[key])
             wrote.add(p.name)
             if r:
                 if reply.reads is None:

@@ -69,6 +69,27 @@ def row_in(r: list[Any]) -> Entry:
     return Entry(int(r[0]), str(r[1]), None if r[2] is None else base64.b64decode(r[2]))
 
 
+@dataclass
+class BatchRequest:
+    """What ``Peer.batch`` sends: ``reads`` ``(table, pk)``, ``rows`` ``(table, pk,
+    partition, entry)`` and ``blocks`` ``(hash, bytes)``; the body is packed once however
+    many peers it goes to (a 1 MiB block is copied once, not once per peer)."""
+
+    reads: Sequence[tuple[str, str]]
+    rows: Sequence[tuple[str, str, int, Entry]]
+    blocks: Sequence[tuple[str, bytes]]
+    _body: bytes | None = None
+
+    def body(self) -> bytes:
+        if self._body is None:
+            head = {
+                "reads": [list(r) for r in self.reads],
+                "rows": [[t, pk, part, *row_out(e)] for t, pk, part, e in self.rows],
+            }
+            self._body = pack_batch(head, self.blocks)
+        return self._body
+
+
 @dataclass(frozen=True)
 class BatchReply:
     """A peer's answer to ``Peer.batch``: each row's (before, after) merge states, and the
@@ -337,20 +358,11 @@ class Peer(treesync.TreeCalls):
             return None
         return [(None if b is None else row_in(b), row_in(a)) for b, a in answer["rows"]]
 
-    async def batch(
-        self,
-        reads: Sequence[tuple[str, str]],
-        rows: Sequence[tuple[str, str, int, Entry]],
-        blocks: Sequence[tuple[str, bytes]],
-    ) -> BatchReply:
-        """One round's work on the peer in one call: store ``blocks``, merge ``rows``
-        ``(table, pk, partition, entry)``, read ``reads`` ``(table, pk)``. A peer without
-        the batch call gets the separate calls instead."""
-        head = {
-            "reads": [list(r) for r in reads],
-            "rows": [[t, pk, part, *row_out(e)] for t, pk, part, e in rows],
-        }
-        sent = pack_batch(head, blocks)
+    async def batch(self, req: BatchRequest) -> BatchReply:
+        """One round's work on the peer in one call: store the blocks, merge the rows, read
+        the reads of ``req``. A peer without the batch call gets the separate calls."""
+        reads, rows, blocks = req.reads, req.rows, req.blocks
+        sent = req.body()
         try:
             async with self.session.post(
                 self.url + "/rpc/batch", data=sent, timeout=self.timeout
