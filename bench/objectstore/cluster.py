@@ -355,11 +355,15 @@ def start_cluster(base: Path, source: Path | None) -> tuple[Any, Any]:
     )
     cluster.start()
     wait_for(lambda: history(cluster).current, "the first layout", 180)
-    if source is None:  # through the API: the key stored sealed, opened for the nodes
+    key = None
+    if source is not None:  # an older commit: its own `cloudless s3` writes the key as its
+        try:  # agents read it, if it predates the user API's key calls
+            key = old_cli_key(cluster, source)
+        except subprocess.CalledProcessError:
+            key = None
+    if key is None:  # through the API: the key stored sealed, opened for the nodes
         key = cluster.create_key("bench")
         cluster.create_bucket("bench", key.key_id)
-    else:  # an older commit: its own `cloudless s3` writes the key as its agents read it
-        key = old_cli_key(cluster, source)
     for a in cluster.agents:
         wait_for(functools.partial(s3_up, a.s3, key), f"{a.name}'s S3 API", 120)
     return cluster, key

@@ -6,8 +6,9 @@ that the server it reached is the node it meant (SPIFFE ID ``spiffe://<td>/node/
 
 Calls: ``merge`` rows into a table (answering each row's state before and after), read one
 row (``entry``), read a ``range`` of a partition's rows, ``put_block`` (hash-checked on
-arrival) and ``get_block``, and the hash-tree comparison calls of ``treesync.py``. Metadata
-travels as JSON, blocks as raw bytes.
+arrival) and ``get_block``, ``batch`` (blocks, row merges and row reads of one round in one
+call: a PUT makes one call per peer per round), and the hash-tree comparison calls of
+``treesync.py``. Metadata travels as JSON, blocks as raw bytes.
 """
 
 from __future__ import annotations
