@@ -321,16 +321,17 @@ class Cluster:
             missed = {n: why for n, why in failed.items() if n in write_nodes[i]}
             if i < len(rows):
                 t, pk, _, e = rows[i]
-                left = await self._cover_row(t, pk, part, e, missed)
+                left = await self.cover_row(t, pk, part, e, missed)
                 self.check_writes(f"write {t}/{pk}", part, left)
             else:
                 h, data = blocks[i - len(rows)]
-                left = await self._cover_block(h, data, part, missed)
+                left = await self.cover_block(h, data, part, missed)
                 self.check_writes(f"write block {h}", part, left)
 
-    async def _cover_row(
+    async def cover_row(
         self, table: str, pk: str, part: int, e: Entry, missed: dict[str, str]
     ) -> dict[str, str]:
+        """``cover`` for a row: the fallbacks keep it as a hint."""
         hints = self.hints
 
         async def keep_local(owner: str) -> None:
@@ -341,9 +342,10 @@ class Cluster:
             part, missed, keep_local, lambda p, owner: p.hint(owner, table, [(pk, part, e)])
         )
 
-    async def _cover_block(
+    async def cover_block(
         self, h: str, data: bytes, part: int, missed: dict[str, str]
     ) -> dict[str, str]:
+        """``cover`` for a block: the fallbacks keep it as a hint."""
         hints = self.hints
 
         async def keep_local(owner: str) -> None:
@@ -381,18 +383,7 @@ class ReplicatedTable:
 
         nodes = self.c.write_targets(partition)
         acked, failed = await self.c.each(nodes, local, remote, enough=self.c.write_done(partition))
-        hints = self.c.hints
-
-        async def keep_local(owner: str) -> None:
-            assert hints is not None
-            hints.add(owner, self.name, pk, partition, e)
-
-        failed = await self.c.cover(
-            partition,
-            failed,
-            keep_local,
-            lambda p, owner: p.hint(owner, self.name, [(pk, partition, e)]),
-        )
+        failed = await self.c.cover_row(self.name, pk, partition, e, failed)
         self.c.check_writes(f"write {self.name}/{pk}", partition, failed)
         return acked
 
@@ -492,31 +483,20 @@ class ReplicatedBlocks:
         """Replicated writes are durable when acknowledged: nothing to do."""
 
     async def write(self, h: str, data: bytes, *, durable: bool = True) -> None:
-        """Always durable: every replica fsyncs before it answers (``durable`` is ignored)."""
-        nodes = self.c.write_targets(partition_of(bytes.fromhex(h)))
+        """On a write quorum, each replica's copy as durable as its block store makes a
+        durable write (``fsync_blocks``: at once, or by the next flush); ``durable`` is
+        ignored."""
+        part = partition_of(bytes.fromhex(h))
+        nodes = self.c.write_targets(part)
 
         async def local() -> None:
             await self.c.local.blocks.write(h, data)
 
         _, failed = await self.c.each(
-            nodes,
-            local,
-            lambda p: p.put_block(h, data),
-            enough=self.c.write_done(partition_of(bytes.fromhex(h))),
+            nodes, local, lambda p: p.put_block(h, data), enough=self.c.write_done(part)
         )
-        hints = self.c.hints
-
-        async def keep_local(owner: str) -> None:
-            assert hints is not None
-            await hints.add_block(owner, h, data)
-
-        failed = await self.c.cover(
-            partition_of(bytes.fromhex(h)),
-            failed,
-            keep_local,
-            lambda p, owner: p.put_block(h, data, for_node=owner),
-        )
-        self.c.check_writes(f"write block {h}", partition_of(bytes.fromhex(h)), failed)
+        failed = await self.c.cover_block(h, data, part, failed)
+        self.c.check_writes(f"write block {h}", part, failed)
 
     async def read(self, h: str) -> bytes:
         nodes = self.c.nodes(partition_of(bytes.fromhex(h)))
