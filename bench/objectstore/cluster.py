@@ -347,13 +347,24 @@ def old_cli_key(cluster: Any, source: Path) -> Any:
 def start_cluster(base: Path, source: Path | None) -> tuple[Any, Any]:
     """A coordinator and three storage agents (R=3, zones z1-z3), a key and the bucket
     ``bench``; returns (cluster, key)."""
-    from cloudless.objectstore.procs import StoreCluster, wait_for
+    from cloudless.objectstore.procs import StoreCluster
 
     base.mkdir(parents=True, exist_ok=True)
     cluster = StoreCluster(
         base, ["z1", "z2", "z3"], replication=3, grace_s=60, repair_rate="4Mi", source=source
     )
     cluster.start()
+    try:
+        return cluster, _ready(cluster, source)
+    except BaseException:
+        cluster.close()  # its processes too: nothing is left running
+        raise
+
+
+def _ready(cluster: Any, source: Path | None) -> Any:
+    """The first layout, a key and the bucket ``bench``, every agent's S3 API up."""
+    from cloudless.objectstore.procs import wait_for
+
     wait_for(lambda: history(cluster).current, "the first layout", 180)
     key = None
     if source is not None:  # an older commit: its own `cloudless s3` writes the key as its
@@ -366,7 +377,7 @@ def start_cluster(base: Path, source: Path | None) -> tuple[Any, Any]:
         cluster.create_bucket("bench", key.key_id)
     for a in cluster.agents:
         wait_for(functools.partial(s3_up, a.s3, key), f"{a.name}'s S3 API", 120)
-    return cluster, key
+    return key
 
 
 def main() -> None:
