@@ -14,7 +14,9 @@ Contracts:
   keeps them and cancels them on ``close``), their failures left to anti-entropy;
 * reads ask every owner and return once a read quorum answered (the slower calls finish in
   the background); while this node is catching up after downtime (``serving_reads``
-  false) its own copy is not used for reads.
+  false) its own copy is not used for reads;
+* ``together`` does a round's blocks, fresh rows and reads with one call per node, each item
+  under the quorum rule it would have alone.
 
 * during a layout transition (several live versions in the ``LayoutHistory``) a write goes to
   the union of every live version's owners and needs a write quorum *in each* version; reads
