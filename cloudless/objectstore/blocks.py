@@ -96,20 +96,25 @@ class BlockStore:
         final = self.path(h)
         if final.exists():
             return False
-        final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f"{h}.tmp.{secrets.token_hex(4)}")
         try:
-            with open(tmp, "wb") as f:
+            try:
+                f = open(tmp, "wb")  # closed by the with below
+            except FileNotFoundError:  # the block's directory is new: one mkdir, then again
+                final.parent.mkdir(parents=True, exist_ok=True)
+                f = open(tmp, "wb")
+            with f:
                 f.write(data)
                 if durable:
                     f.flush()
                     os.fsync(f.fileno())
             os.replace(tmp, final)
-            if durable:
-                _fsync_dir(final.parent)  # the rename itself must survive a power cut
-        finally:
+        except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+            raise
+        if durable:
+            _fsync_dir(final.parent)  # the rename itself must survive a power cut
         return True
 
     async def write(self, h: str, data: bytes, *, durable: bool = True) -> bool:
@@ -225,9 +230,10 @@ class BlockStore:
     def refcount(self, h: str) -> int:
         return sum(1 for _, e in self.refs.range("", prefix=h + "/", limit=1 << 30) if e.value)
 
-    def reconsider(self, h: str, now: float) -> None:
-        """Queue ``h`` for deletion if nothing references it (after a local or merged change)."""
-        if self.refcount(h) == 0:
+    def reconsider(self, h: str, now: float, *, live: bool = False) -> None:
+        """Queue ``h`` for deletion if nothing references it (after a local or merged change).
+        ``live``: the changed reference is live, so the block is referenced (no count)."""
+        if not live and self.refcount(h) == 0:
             self.db.execute(
                 "INSERT OR IGNORE INTO block_gc(hash, due) VALUES (?, ?)", (h, now + self.gc_delay)
             )

@@ -54,6 +54,8 @@ PIPELINE = 4
 """Blocks of one upload being stored at once (their fsyncs and replica writes overlap)."""
 FANOUT = 16
 """Row writes of one copy, completion or release in flight at once."""
+SMALL = 64 << 10
+"""Bodies up to this size are hashed on the event loop (a thread hand-off costs more)."""
 
 
 def _first(e: BaseException) -> BaseException:
@@ -63,6 +65,22 @@ def _first(e: BaseException) -> BaseException:
         s3 = [x for x in flat if isinstance(x, S3Error)]
         return (s3 or flat)[0]
     return e
+
+
+async def _pieces(it: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The rest of ``it``, leaving it open when the caller stops early."""
+    while True:
+        try:
+            yield await anext(it)
+        except StopAsyncIteration:
+            return
+
+
+async def _chain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for piece in head:
+        yield piece
+    async for piece in _pieces(rest):
+        yield piece
 
 
 def new_version() -> str:
@@ -90,6 +108,7 @@ class Engine:
         self.blocks = blocks
         self.clock = clock
         self.min_part_size = min_part_size
+        self.tables = tables
         self.objects = tables.table(OBJECTS)
         self.version_blocks = tables.table(VERSION_BLOCKS)
         self.uploads = tables.table(UPLOADS)
@@ -180,21 +199,29 @@ class Engine:
         try:
             h = block_hash(data)
             hashes.append(h)
-            # The block and both rows go out together (one round trip): the rows belong to
-            # a version made by this upload, never written before, so they are written
-            # blind; a reference that arrives before its block only delays that block's GC.
-            ref = placed[offset] = BlockRef(h, len(data))
-            pk = block_pk(version, part, offset)
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.blocks.write(h, data, durable=False))
-                tg.create_task(self._ref(h, version, True, fresh=True))
-                tg.create_task(
-                    self.version_blocks.put(
-                        pk, partition(version), ref.encode(), self._ms(), fresh=True
-                    )
-                )
+            placed[offset] = BlockRef(h, len(data))
+            await self.tables.together(
+                [], self._block_rows(version, part, offset, h, data), [(h, data)], self._ms()
+            )
         finally:
             slots.release()
+
+    def _block_rows(
+        self, version: str, part: int, offset: int, h: str, data: bytes
+    ) -> list[tuple[str, str, int, bytes | None]]:
+        """A new block's reference and ``version_blocks`` rows, to go out with the block in
+        one round trip: they belong to a version made by this upload, never written before,
+        so they are written blind; a reference that arrives before its block only delays
+        that block's GC."""
+        return [
+            (BLOCK_REFS, f"{h}/{version}", partition_of(bytes.fromhex(h)), b"1"),
+            (
+                VERSION_BLOCKS,
+                block_pk(version, part, offset),
+                partition(version),
+                BlockRef(h, len(data)).encode(),
+            ),
+        ]
 
     async def _release(self, version: str) -> None:
         """Drop a version's block rows and references (it was replaced or deleted)."""
@@ -270,15 +297,30 @@ class Engine:
         checksums: dict[str, str] | None = None,
     ) -> ObjectMeta:
         version = new_version()
-        # The object row's previous state is read while the body streams (a round trip
-        # less); what the commit superseded meanwhile comes back from the replicas.
-        try:
-            async with asyncio.TaskGroup() as tg:
-                prev = tg.create_task(self.objects.entry(object_pk(bucket, key), partition(bucket)))
-                stored = tg.create_task(self._store_stream(version, 0, body, inline_ok=True))
-        except BaseExceptionGroup as e:
-            raise _first(e) from None
-        size, etag, inline, refs = stored.result()
+        pk, part = object_pk(bucket, key), partition(bucket)
+        it = aiter(body)
+        head: list[bytes] = []
+        seen = 0
+        async for piece in _pieces(it):
+            head.append(piece)
+            seen += len(piece)
+            if seen > BLOCK_SIZE:
+                break
+        else:  # the body fits one block: the read rides with the block (one round trip)
+            size, etag, inline, refs, got = await self._put_one(version, pk, part, b"".join(head))
+        if seen > BLOCK_SIZE:
+            # The object row's previous state is read while the body streams (a round trip
+            # less); what the commit superseded meanwhile comes back from the replicas.
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    prev = tg.create_task(self.objects.entry(pk, part))
+                    stored = tg.create_task(
+                        self._store_stream(version, 0, _chain(head, it), inline_ok=True)
+                    )
+            except BaseExceptionGroup as e:
+                raise _first(e) from None
+            size, etag, inline, refs = stored.result()
+            got = prev.result()
         obj = ObjectMeta(
             version=version,
             size=size,
@@ -290,7 +332,32 @@ class Engine:
             checksums=checksums or {},
             blocks=tuple(refs) if inline is None and len(refs) <= EMBED_MAX else None,
         )
-        return await self._commit(bucket, key, obj, prev.result())
+        return await self._commit(bucket, key, obj, got)
+
+    async def _put_one(
+        self, version: str, pk: str, part: int, data: bytes
+    ) -> tuple[int, str, bytes | None, list[BlockRef], Entry | None]:
+        """A body of at most one block: inline, or its block and rows written in the same
+        round as the object row's read. (size, md5 hex, inline data, blocks, the row's
+        previous state)."""
+        if len(data) <= SMALL:
+            etag = hashlib.md5(data).hexdigest()
+        else:
+            etag = (await asyncio.to_thread(hashlib.md5, data)).hexdigest()
+        if len(data) <= INLINE_MAX:
+            return len(data), etag, data, [], await self.objects.entry(pk, part)
+        h = block_hash(data) if len(data) <= SMALL else await asyncio.to_thread(block_hash, data)
+        rows = self._block_rows(version, 0, 0, h, data)
+        try:
+            (prev,) = await self.tables.together(
+                [(OBJECTS, pk, part)], rows, [(h, data)], self._ms()
+            )
+            await self.blocks.sync([h])
+        except BaseException:
+            with contextlib.suppress(S3Error):
+                await self._ref(h, version, False)
+            raise
+        return len(data), etag, None, [BlockRef(h, len(data))], prev
 
     # ---- reading ---------------------------------------------------------------------------
 

@@ -7,6 +7,8 @@ which also re-checks a block's reference count when one of its ``block_refs`` ro
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from cloudless.lib.clock import Clock
 from cloudless.objectstore.blocks import BlockStore
 from cloudless.objectstore.crdt import Entry, next_timestamp
@@ -37,10 +39,39 @@ class LocalStore:
         self, table: str, pk: str, partition: int, entry: Entry
     ) -> tuple[Entry | None, Entry]:
         """``merge`` that also returns the row's state before it."""
-        before, after = self.meta.table(table).apply(pk, partition, entry)
-        if table == BLOCK_REFS:
-            self.blocks.reconsider(pk.split("/", 1)[0], self.clock.now())
-        return before, after
+        return self.apply_many([(table, pk, partition, entry)])[0]
+
+    def apply_many(
+        self, rows: Sequence[tuple[str, str, int, Entry]]
+    ) -> list[tuple[Entry | None, Entry]]:
+        """``apply`` each ``(table, pk, partition, entry)`` in one transaction (one commit
+        for a block's rows instead of one per row); the states before and after, in order."""
+        out: list[tuple[Entry | None, Entry]] = []
+        tables = {t: self.meta.table(t) for t in {r[0] for r in rows}}  # created outside
+        with self.meta.transaction():
+            for table, pk, partition, entry in rows:
+                before, after = tables[table].apply_in_transaction(pk, partition, entry)
+                if table == BLOCK_REFS and after is not before:
+                    # a reference that is live now needs no count to keep its block
+                    live = after.value is not None
+                    self.blocks.reconsider(pk.split("/", 1)[0], self.clock.now(), live=live)
+                out.append((before, after))
+        return out
+
+    async def together(
+        self,
+        reads: Sequence[tuple[str, str, int]],
+        fresh: Sequence[tuple[str, str, int, bytes | None]],
+        blocks: Sequence[tuple[str, bytes]],
+        now_ms: int,
+    ) -> list[Entry | None]:
+        """``Tables.together`` on this node: blocks written with ``durable=False`` (the
+        engine's ``Blocks.sync`` makes them durable), rows in one transaction."""
+        for h, data in blocks:
+            await self.blocks.write(h, data, durable=False)
+        if fresh:
+            self.apply_many([(t, pk, p, Entry(now_ms, self.writer, v)) for t, pk, p, v in fresh])
+        return [self.meta.table(t).entry(pk) for t, pk, _ in reads]
 
     def table(self, name: str) -> LocalTable:
         if name not in self._tables:

@@ -122,6 +122,7 @@ class Tree:
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
+        db.create_function("merkle_xor", 2, _xor, deterministic=True)
         db.execute(
             "CREATE TABLE IF NOT EXISTS merkle (tbl TEXT NOT NULL, part INTEGER NOT NULL,"
             " level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,"
@@ -140,35 +141,19 @@ class Tree:
         )
         dc = (after is not None) - (before is not None)
         nodes = path(key_hash(pk))
-        where = " OR ".join("(level = ? AND idx = ?)" for _ in nodes)
-        args: list[object] = [table, part]
-        for n in nodes:
-            args += n
-        cur = {
-            (lv, i): (h, c)
-            for lv, i, h, c in self.db.execute(
-                f"SELECT level, idx, hash, count FROM merkle WHERE tbl = ? AND part = ?"
-                f" AND ({where})",
-                args,
-            )
-        }
-        keep, drop = [], []
-        for n in nodes:
-            h, c = cur.get(n, (ZERO, 0))
-            h, c = _xor(h, delta), c + dc
-            if c == 0:
-                drop.append((table, part, *n))
-            else:
-                keep.append((table, part, *n, h, c))
+        # one point upsert per node (no read first): a node the row is new under starts at
+        # (delta, 1); a node whose count falls to 0 is then deleted (empty nodes are not kept)
         self.db.executemany(
             "INSERT INTO merkle(tbl, part, level, idx, hash, count) VALUES (?,?,?,?,?,?)"
-            " ON CONFLICT(tbl, part, level, idx) DO UPDATE SET hash = excluded.hash,"
-            " count = excluded.count",
-            keep,
+            " ON CONFLICT(tbl, part, level, idx) DO UPDATE SET"
+            " hash = merkle_xor(hash, excluded.hash), count = count + excluded.count",
+            [(table, part, level, idx, delta, dc) for level, idx in nodes],
         )
-        if drop:
+        if dc < 0:
             self.db.executemany(
-                "DELETE FROM merkle WHERE tbl = ? AND part = ? AND level = ? AND idx = ?", drop
+                "DELETE FROM merkle WHERE tbl = ? AND part = ? AND level = ? AND idx = ?"
+                " AND count = 0",
+                [(table, part, level, idx) for level, idx in nodes],
             )
 
     def rebuild(self, table: str, rows: Iterable[tuple[str, int, Entry]]) -> None:

@@ -16,6 +16,8 @@ Contracts:
   the background); while this node is catching up after downtime, its own copy of a
   partition it has not settled yet (``catching_up``) is not used for reads, and its peer
   RPC refuses reads of it.
+* ``together`` does a round's blocks, fresh rows and reads with one call per node, each item
+  under the quorum rule it would have alone.
 
 * during a layout transition (several live versions in the ``LayoutHistory``) a write goes to
   the union of every live version's owners and needs a write quorum *in each* version; reads
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from cloudless.objectstore import quorum
@@ -43,7 +45,7 @@ from cloudless.objectstore.handoff import HintStore, fallbacks
 from cloudless.objectstore.history import LayoutHistory
 from cloudless.objectstore.layout import PARTITIONS, LayoutVersion, partition_of
 from cloudless.objectstore.local import LocalStore
-from cloudless.objectstore.rpc import Peer, PeerError
+from cloudless.objectstore.rpc import BatchRequest, Peer, PeerError
 from cloudless.objectstore.seams import Commit
 
 T = TypeVar("T")
@@ -243,6 +245,137 @@ class Cluster:
                 ok[n] = r  # type: ignore[assignment]  # an answer of ``one``: a T
         return ok, failed
 
+    async def together(
+        self,
+        reads: Sequence[tuple[str, str, int]],
+        fresh: Sequence[tuple[str, str, int, bytes | None]],
+        blocks: Sequence[tuple[str, bytes]],
+        now_ms: int,
+    ) -> list[Entry | None]:
+        """One round: ``blocks`` written, ``fresh`` rows ``(table, pk, partition, value)``
+        written blind (as ``put(fresh=True)``) and ``reads`` ``(table, pk, partition)``
+        answered (as ``entry``), with one call per node for all of it. Returns once every
+        write has a write quorum in every live version and every read a read quorum (the
+        other calls go on in the background), with the same errors and hinted handoff as
+        the separate calls."""
+        rows = [(t, pk, part, Entry(now_ms, self.me, v)) for t, pk, part, v in fresh]
+        read_nodes = [self.nodes(part) for _, _, part in reads]
+        parts = [part for _, _, part, _ in rows] + [
+            partition_of(bytes.fromhex(h)) for h, _ in blocks
+        ]
+        write_nodes = [self.write_targets(p) for p in parts]
+        involved = tuple(dict.fromkeys(n for ns in (*read_nodes, *write_nodes) for n in ns))
+        wrote: set[str] = set()
+        answers: dict[str, dict[int, Entry | None]] = {}
+        refused: dict[str, str] = {}
+
+        def share(n: str) -> tuple[list[int], list[int], list[int]]:
+            """The reads, rows and blocks node ``n`` holds (indexes)."""
+            nr = len(rows)
+            return (
+                [i for i, ns in enumerate(read_nodes) if n in ns],
+                [i for i in range(nr) if n in write_nodes[i]],
+                [i for i in range(len(blocks)) if n in write_nodes[nr + i]],
+            )
+
+        async def local() -> None:
+            r, w, b = share(self.me)
+            for i in b:
+                await self.local.blocks.write(*blocks[i])
+            if w:
+                self.local.apply_many([rows[i] for i in w])
+            wrote.add(self.me)
+            if r:
+                if not self.serving_reads:
+                    refused[self.me] = f"{self.me} is catching up after downtime"
+                    return
+                answers[self.me] = {i: self.local.raw(reads[i][0]).entry(reads[i][1]) for i in r}
+
+        requests: dict[tuple[tuple[int, ...], ...], BatchRequest] = {}
+
+        async def remote(p: Peer) -> None:
+            r, w, b = share(p.name)
+            key = (tuple(r), tuple(w), tuple(b))
+            if key not in requests:  # peers holding the same items share one packed body
+                requests[key] = BatchRequest(
+                    [reads[i][:2] for i in r], [rows[i] for i in w], [blocks[i] for i in b]
+                )
+            reply = await p.batch(requests[key])
+            wrote.add(p.name)
+            if r:
+                if reply.reads is None:
+                    refused[p.name] = reply.reads_refused or "reads refused"
+                    return
+                answers[p.name] = dict(zip(r, reply.reads, strict=True))
+
+        need = quorum.read_quorum(self.replication)
+        done = [self.write_done(p) for p in parts]
+
+        def enough(_: set[str]) -> bool:
+            return all(ok(wrote) for ok in done) and all(
+                sum(1 for n in ns if n in answers) >= need for ns in read_nodes
+            )
+
+        _, failed = await self.each(involved, local, remote, enough=enough)
+        await self._cover_together(rows, blocks, parts, write_nodes, failed)
+        out: list[Entry | None] = []
+        for i, (t, pk, part) in enumerate(reads):
+            nodes = read_nodes[i]
+            missed = {n: why for n, why in (failed | refused).items() if n in nodes}
+            quorum.check(f"read {t}/{pk}", need, nodes, missed)
+            got = {n: a[i] for n, a in answers.items() if i in a}
+            out.append(await self.table(t).settle(pk, part, got))
+        return out
+
+    async def _cover_together(
+        self,
+        rows: list[tuple[str, str, int, Entry]],
+        blocks: Sequence[tuple[str, bytes]],
+        parts: list[int],
+        write_nodes: list[tuple[str, ...]],
+        failed: dict[str, str],
+    ) -> None:
+        """Hints for the owners whose batch failed (as the separate writes keep them), then
+        a write quorum per item or ``ServiceUnavailable``."""
+        for i, part in enumerate(parts):
+            missed = {n: why for n, why in failed.items() if n in write_nodes[i]}
+            if i < len(rows):
+                t, pk, _, e = rows[i]
+                left = await self.cover_row(t, pk, part, e, missed)
+                self.check_writes(f"write {t}/{pk}", part, left)
+            else:
+                h, data = blocks[i - len(rows)]
+                left = await self.cover_block(h, data, part, missed)
+                self.check_writes(f"write block {h}", part, left)
+
+    async def cover_row(
+        self, table: str, pk: str, part: int, e: Entry, missed: dict[str, str]
+    ) -> dict[str, str]:
+        """``cover`` for a row: the fallbacks keep it as a hint."""
+        hints = self.hints
+
+        async def keep_local(owner: str) -> None:
+            assert hints is not None
+            hints.add(owner, table, pk, part, e)
+
+        return await self.cover(
+            part, missed, keep_local, lambda p, owner: p.hint(owner, table, [(pk, part, e)])
+        )
+
+    async def cover_block(
+        self, h: str, data: bytes, part: int, missed: dict[str, str]
+    ) -> dict[str, str]:
+        """``cover`` for a block: the fallbacks keep it as a hint."""
+        hints = self.hints
+
+        async def keep_local(owner: str) -> None:
+            assert hints is not None
+            await hints.add_block(owner, h, data)
+
+        return await self.cover(
+            part, missed, keep_local, lambda p, owner: p.put_block(h, data, for_node=owner)
+        )
+
     def table(self, name: str) -> ReplicatedTable:
         if name not in self._tables:
             self._tables[name] = ReplicatedTable(self, name)
@@ -270,18 +403,7 @@ class ReplicatedTable:
 
         nodes = self.c.write_targets(partition)
         acked, failed = await self.c.each(nodes, local, remote, enough=self.c.write_done(partition))
-        hints = self.c.hints
-
-        async def keep_local(owner: str) -> None:
-            assert hints is not None
-            hints.add(owner, self.name, pk, partition, e)
-
-        failed = await self.c.cover(
-            partition,
-            failed,
-            keep_local,
-            lambda p, owner: p.hint(owner, self.name, [(pk, partition, e)]),
-        )
+        failed = await self.c.cover_row(self.name, pk, partition, e, failed)
         self.c.check_writes(f"write {self.name}/{pk}", partition, failed)
         return acked
 
@@ -300,6 +422,13 @@ class ReplicatedTable:
             enough=lambda ok: len(ok) >= need,
         )
         quorum.check(f"read {self.name}/{pk}", need, nodes, failed)
+        return await self.settle(pk, partition, answers)
+
+    async def settle(
+        self, pk: str, partition: int, answers: dict[str, Entry | None]
+    ) -> Entry | None:
+        """The merge of a read quorum's ``answers`` (by node); a node that answered an older
+        state gets the winner written back (read repair) before this returns."""
         winner: Entry | None = None
         for e in answers.values():
             if e is not None:
@@ -377,31 +506,20 @@ class ReplicatedBlocks:
         """Replicated writes are durable when acknowledged: nothing to do."""
 
     async def write(self, h: str, data: bytes, *, durable: bool = True) -> None:
-        """Always durable: every replica fsyncs before it answers (``durable`` is ignored)."""
-        nodes = self.c.write_targets(partition_of(bytes.fromhex(h)))
+        """On a write quorum, each replica's copy as durable as its block store makes a
+        durable write (``fsync_blocks``: at once, or by the next flush); ``durable`` is
+        ignored."""
+        part = partition_of(bytes.fromhex(h))
+        nodes = self.c.write_targets(part)
 
         async def local() -> None:
             await self.c.local.blocks.write(h, data)
 
         _, failed = await self.c.each(
-            nodes,
-            local,
-            lambda p: p.put_block(h, data),
-            enough=self.c.write_done(partition_of(bytes.fromhex(h))),
+            nodes, local, lambda p: p.put_block(h, data), enough=self.c.write_done(part)
         )
-        hints = self.c.hints
-
-        async def keep_local(owner: str) -> None:
-            assert hints is not None
-            await hints.add_block(owner, h, data)
-
-        failed = await self.c.cover(
-            partition_of(bytes.fromhex(h)),
-            failed,
-            keep_local,
-            lambda p, owner: p.put_block(h, data, for_node=owner),
-        )
-        self.c.check_writes(f"write block {h}", partition_of(bytes.fromhex(h)), failed)
+        failed = await self.c.cover_block(h, data, part, failed)
+        self.c.check_writes(f"write block {h}", part, failed)
 
     async def read(self, h: str) -> bytes:
         nodes = self.c.nodes(partition_of(bytes.fromhex(h)))

@@ -6,8 +6,9 @@ that the server it reached is the node it meant (SPIFFE ID ``spiffe://<td>/node/
 
 Calls: ``merge`` rows into a table (answering each row's state before and after), read one
 row (``entry``), read a ``range`` of a partition's rows, ``put_block`` (hash-checked on
-arrival) and ``get_block``, and the hash-tree comparison calls of ``treesync.py``. Metadata
-travels as JSON, blocks as raw bytes.
+arrival) and ``get_block``, ``batch`` (blocks, row merges and row reads of one round in one
+call: a PUT makes one call per peer per round), and the hash-tree comparison calls of
+``treesync.py``. Metadata travels as JSON, blocks as raw bytes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from __future__ import annotations
 import base64
 import json
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
@@ -74,6 +76,71 @@ class Readable(Protocol):
     def __call__(self, partition: int | None = None) -> bool: ...
 
 
+@dataclass
+class BatchRequest:
+    """What ``Peer.batch`` sends: ``reads`` ``(table, pk)``, ``rows`` ``(table, pk,
+    partition, entry)`` and ``blocks`` ``(hash, bytes)``; the body is packed once however
+    many peers it goes to (a 1 MiB block is copied once, not once per peer)."""
+
+    reads: Sequence[tuple[str, str]]
+    rows: Sequence[tuple[str, str, int, Entry]]
+    blocks: Sequence[tuple[str, bytes]]
+    _body: bytes | None = None
+
+    def body(self) -> bytes:
+        if self._body is None:
+            head = {
+                "reads": [list(r) for r in self.reads],
+                "rows": [[t, pk, part, *row_out(e)] for t, pk, part, e in self.rows],
+            }
+            self._body = pack_batch(head, self.blocks)
+        return self._body
+
+
+@dataclass(frozen=True)
+class BatchReply:
+    """A peer's answer to ``Peer.batch``: each row's (before, after) merge states, and the
+    reads' entries, or why the peer refused the reads (its writes still happened)."""
+
+    merged: list[tuple[Entry | None, Entry]]
+    reads: list[Entry | None] | None
+    reads_refused: str | None
+
+
+def pack_batch(head: dict[str, Any], blocks: Sequence[tuple[str, bytes]]) -> bytes:
+    """A batch body: 4-byte big-endian length of a JSON head (``reads``, ``rows`` and the
+    ``blocks`` as ``[hash, size]``), the head, then the blocks' bytes back to back (raw: no
+    base64 for a 1 MiB block)."""
+    meta = json.dumps({**head, "blocks": [[h, len(d)] for h, d in blocks]}).encode()
+    return b"".join([len(meta).to_bytes(4, "big"), meta, *(d for _, d in blocks)])
+
+
+def unpack_batch(body: bytes) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
+    """``pack_batch``'s (head, blocks); ``ValueError`` naming what does not add up."""
+    if len(body) < 4:
+        raise ValueError("shorter than its 4-byte length prefix")
+    n = int.from_bytes(body[:4], "big")
+    if 4 + n > len(body):
+        raise ValueError(f"head of {n} bytes runs past the body's {len(body)}")
+    try:
+        head = json.loads(body[4 : 4 + n])
+        sizes = [(str(h), int(size)) for h, size in head["blocks"]]
+        if not isinstance(head["reads"], list) or not isinstance(head["rows"], list):
+            raise TypeError("reads and rows must be lists")
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"head: {e!r}") from None
+    blocks: list[tuple[str, bytes]] = []
+    at = 4 + n
+    for h, size in sizes:
+        if size < 0 or at + size > len(body):
+            raise ValueError(f"block {h} of {size} bytes runs past the body")
+        blocks.append((h, body[at : at + size]))
+        at += size
+    if at != len(body):
+        raise ValueError(f"{len(body) - at} bytes after the last block")
+    return head, blocks
+
+
 class RpcServer:
     """Serves this node's ``LocalStore`` to its peers."""
 
@@ -92,6 +159,7 @@ class RpcServer:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._authorize])
         app.router.add_post("/rpc/merge", self.merge)
+        app.router.add_post("/rpc/batch", self.batch)
         app.router.add_post("/rpc/entry", self.entry)
         app.router.add_post("/rpc/range", self.range)
         app.router.add_post("/rpc/partition", self.partition)
@@ -125,6 +193,37 @@ class RpcServer:
             before, after = self.local.apply(table, str(pk), int(part), row_in(row))
             out.append([None if before is None else row_out(before), row_out(after)])
         return web.json_response({"ok": True, "rows": out})
+
+    async def batch(self, request: web.Request) -> web.Response:
+        """Blocks, then rows, then reads of one round (``pack_batch``'s framing): the blocks
+        hash-checked and stored, the rows merged in one transaction (each row's state before
+        and after answered), the reads answered unless this node is catching up (then
+        ``reads_refused`` says why; the writes still count)."""
+        try:
+            head, blobs = unpack_batch(await request.read())
+            rows = [(str(t), str(pk), int(part), row_in(r)) for t, pk, part, *r in head["rows"]]
+            reads = [(str(t), str(pk)) for t, pk in head["reads"]]
+            for t in {r[0] for r in rows} | {t for t, _ in reads}:
+                self.local.raw(t)  # a bad table name fails here, before anything is written
+        except (ValueError, TypeError, IndexError) as e:
+            return web.json_response({"error": f"bad batch: {e}"}, status=400)
+        for h, data in blobs:
+            if block_hash(data) != h:
+                msg = f"block {h}: body does not hash to it"
+                return web.json_response({"error": msg}, status=400)
+        for h, data in blobs:
+            await self.local.blocks.write(h, data)
+        merged = self.local.apply_many(rows) if rows else []
+        out: dict[str, Any] = {
+            "rows": [[None if b is None else row_out(b), row_out(a)] for b, a in merged]
+        }
+        if reads:
+            if self.readable():
+                entries = [self.local.raw(t).entry(pk) for t, pk in reads]
+                out["reads"] = [None if e is None else row_out(e) for e in entries]
+            else:
+                out["reads_refused"] = f"{self.local.writer} is catching up after downtime"
+        return web.json_response(out)
 
     def _catching_up(self, partition: object = None) -> web.Response | None:
         """503 while this node's copy (of ``partition``, when the caller names it) may be
@@ -269,6 +368,59 @@ class Peer(treesync.TreeCalls):
         if "rows" not in answer:
             return None
         return [(None if b is None else row_in(b), row_in(a)) for b, a in answer["rows"]]
+
+    async def batch(self, req: BatchRequest) -> BatchReply:
+        """One round's work on the peer in one call: store the blocks, merge the rows, read
+        the reads of ``req``. A peer without the batch call gets the separate calls."""
+        reads, rows, blocks = req.reads, req.rows, req.blocks
+        sent = req.body()
+        try:
+            async with self.session.post(
+                self.url + "/rpc/batch", data=sent, timeout=self.timeout
+            ) as r:
+                self._check(r)
+                if r.status == 404:
+                    old = True
+                elif r.status != 200:
+                    raise PeerError(f"peer {self.name}: batch answered {r.status}")
+                else:
+                    old = False
+                    got = await r.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            raise PeerError(f"peer {self.name}: {type(e).__name__}: {e}") from None
+        if old:
+            return await self._separately(reads, rows, blocks)
+        treesync.count(len(sent), len(got))
+        try:
+            answer = json.loads(got)
+            merged = [(None if b is None else row_in(b), row_in(a)) for b, a in answer["rows"]]
+            refused = answer.get("reads_refused")
+            if refused is not None:
+                return BatchReply(merged, None, f"peer {self.name}: {refused}")
+            got_reads = [None if x is None else row_in(x) for x in answer.get("reads", [])]
+        except (ValueError, KeyError, TypeError, IndexError):
+            raise PeerError(f"peer {self.name}: batch answered no valid JSON") from None
+        if len(merged) != len(rows) or len(got_reads) != len(reads):
+            raise PeerError(f"peer {self.name}: batch answered the wrong number of items")
+        return BatchReply(merged, got_reads, None)
+
+    async def _separately(
+        self,
+        reads: Sequence[tuple[str, str]],
+        rows: Sequence[tuple[str, str, int, Entry]],
+        blocks: Sequence[tuple[str, bytes]],
+    ) -> BatchReply:
+        for h, data in blocks:
+            await self.put_block(h, data)
+        merged: list[tuple[Entry | None, Entry]] = []
+        for t, pk, part, e in rows:
+            reply = await self.merge(t, [(pk, part, e)])
+            merged.append((None, e) if reply is None else reply[0])
+        try:
+            got = [await self.entry(t, pk) for t, pk in reads]
+        except PeerError as e:
+            return BatchReply(merged, None, str(e))
+        return BatchReply(merged, got, None)
 
     async def entry(self, table: str, pk: str, partition: int | None = None) -> Entry | None:
         """The peer's row (``partition``: the row's, so a peer catching up on other

@@ -6,6 +6,7 @@ nodes a layout assigns, with read and write quorums. The engine cannot tell them
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -105,6 +106,21 @@ class MetaTable(Protocol):
 
 class Tables(Protocol):
     def table(self, name: str) -> MetaTable: ...
+
+    async def together(
+        self,
+        reads: Sequence[tuple[str, str, int]],
+        fresh: Sequence[tuple[str, str, int, bytes | None]],
+        blocks: Sequence[tuple[str, bytes]],
+        now_ms: int,
+    ) -> list[Entry | None]:
+        """One round trip's worth of work, one call per node: store ``blocks`` ``(hash,
+        bytes)`` as ``Blocks.write(durable=False)``, write ``fresh`` rows ``(table, pk,
+        partition, value)`` as ``MetaTable.put(fresh=True)`` stamped ``now_ms``, and read
+        ``reads`` ``(table, pk, partition)`` as ``MetaTable.entry`` (their states, in order).
+        Raises ``S3Error('ServiceUnavailable')`` as those do; on an error some of the writes
+        may have landed (blind fresh rows and content-addressed blocks: a retry is safe)."""
+        ...
 
 
 class Blocks(Protocol):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -155,7 +156,7 @@ class StorageService:
     def _open(self) -> LocalStore:
         d = self.cfg.data_dir
         d.mkdir(parents=True, exist_ok=True)
-        meta = MetaDb(d / "meta.db", self.me)
+        meta = MetaDb(d / "meta.db", self.me, checkpoint_in_background=True)
         blocks = BlockStore(d / "blocks", meta, fsync_each=self.cfg.fsync_blocks)
         blocks.remove_temps()
         return LocalStore(meta, blocks, self.clock)
@@ -325,11 +326,17 @@ class StorageService:
             await self.clock.sleep(self.cfg.block_gc_s)
 
     async def _flush_blocks(self, local: LocalStore) -> None:
+        """Every ``block_flush_s``: fsync the blocks written since, and checkpoint the
+        metadata WAL (both in threads: no fsync on the event loop)."""
         while True:
             try:
                 await local.blocks.flush()
             except OSError as e:
                 log.warning("block flush failed: %s; retrying in %.0f s", e, self.cfg.block_flush_s)
+            try:
+                await asyncio.to_thread(local.meta.checkpoint)
+            except sqlite3.Error as e:
+                log.warning("metadata checkpoint failed: %s; retrying", e)
             await self.clock.sleep(self.cfg.block_flush_s)
 
     # ---- control -------------------------------------------------------------------------

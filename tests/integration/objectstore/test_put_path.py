@@ -37,12 +37,14 @@ class Slow:
 
     def __init__(self, peers: dict[str, Peer], delay: float) -> None:
         self.delay = delay
+        self.calls = 0
         for peer in peers.values():
-            for kind in ("merge", "entry", "range", "put_block", "get_block"):
+            for kind in ("batch", "merge", "entry", "range", "put_block", "get_block"):
                 setattr(peer, kind, self._slowed(getattr(peer, kind)))
 
     def _slowed(self, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
             await asyncio.sleep(self.delay)
             return await inner(*args, **kwargs)
 
@@ -65,11 +67,11 @@ async def settled(pred: Callable[[], bool], timeout: float = 10.0) -> None:
 
 DELAY = 1.0
 ROUNDS = [
-    # (object size, rounds of calls a PUT of a new key waits for)
-    (100, 2),  # inline: read the key's row | write it
-    (4096, 2),  # a block: {block, its reference, its version row, read the key} | write
-    (1 << 20, 2),  # one 1 MiB block: the same
-    ((1 << 20) + 1, 2),  # two blocks, stored at once: the same
+    # (object size, rounds of calls a PUT of a new key waits for, calls to each peer)
+    (100, 2, 2),  # inline: read the key's row | write it
+    (4096, 2, 2),  # a block: one call {block, its reference, its version row, read} | write
+    (1 << 20, 2, 2),  # one 1 MiB block: the same
+    ((1 << 20) + 1, 2, 4),  # two blocks (a call each) and the read, at once | write
 ]
 
 
@@ -78,11 +80,15 @@ async def test_a_put_waits_for_two_rounds_of_calls(cluster: LoopbackCluster) -> 
     assert n1 is not None
     slow = Slow(n1.peers, DELAY)
     e = cluster.engine("n1")
-    for size, want in ROUNDS:
+    for size, want, calls in ROUNDS:
         data = os.urandom(size)
+        slow.calls = 0
         took = await slow.rounds(e.put("b", f"k{size}", body(data), content_type="x", user_meta={}))
         # want delays plus the PUT's own work, three nodes' in one process (< 700 ms)
         assert want <= took < want + 0.7, (size, took)
+        await settled(lambda calls=calls: slow.calls == 2 * calls)  # the third replica's too
+        await asyncio.sleep(0.1)
+        assert slow.calls == 2 * calls, (size, slow.calls)
 
 
 def _refs(cluster: LoopbackCluster, h: str) -> list[int]:

@@ -10,10 +10,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from cloudless.objectstore.records import object_pk
+from cloudless.objectstore.rpc import Peer, RpcServer
 from cloudless.objectstore.s3.errors import S3Error
-from cloudless.objectstore.testing import LoopbackCluster, running, three_zones
+from cloudless.objectstore.testing import TRUST_DOMAIN, LoopbackCluster, running, three_zones
+from cloudless.security.identity import SpiffeId
 
 
 async def body(data: bytes) -> AsyncIterator[bytes]:
@@ -99,3 +102,92 @@ async def test_a_peer_that_is_not_the_node_we_meant_is_refused(cluster: Loopback
     )
     with pytest.raises(PeerError, match=r"server is not spiffe://cloudless\.test/node/n3"):
         await wrong.entry("objects", "b/x")
+
+
+# ---- the batch call (one call per peer per round) ------------------------------------------
+
+
+async def _serve_n2(cluster: LoopbackCluster, readable: bool) -> tuple[web.AppRunner, Peer]:
+    """n2's store behind a second RPC server (``readable`` as given); a Peer to it from n1."""
+    n2 = cluster.nodes["n2"]
+    server = RpcServer(n2.local, lambda peer: True, readable=lambda: readable)
+    runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=n2.server_ssl).start()
+    port = runner.addresses[0][1]
+    peer = Peer(
+        "n2",
+        f"https://127.0.0.1:{port}",
+        cluster.nodes["n1"].client,
+        SpiffeId.node("n2", TRUST_DOMAIN),
+    )
+    return runner, peer
+
+
+async def test_a_batch_is_refused_whole_when_a_block_or_table_is_bad(
+    cluster: LoopbackCluster,
+) -> None:
+    from cloudless.objectstore.blocks import block_hash
+    from cloudless.objectstore.crdt import Entry
+    from cloudless.objectstore.rpc import BatchRequest, PeerError
+
+    runner, peer = await _serve_n2(cluster, readable=True)
+    n2 = cluster.nodes["n2"].local
+    try:
+        data = os.urandom(5000)
+        good = block_hash(data)
+        row = ("block_refs", f"{good}/v1", 7, Entry(1, "n1", b"1"))
+        cases = [
+            # (blocks, rows, why the whole batch is refused)
+            ([(good, data[:-1])], [row], "400"),  # the bytes do not hash to the name
+            ([(good, data)], [row, ("Bad-Table", "x", 1, Entry(1, "n1", b"1"))], "400"),
+        ]
+        for blocks, rows, why in cases:
+            with pytest.raises(PeerError, match=why):
+                await peer.batch(BatchRequest([], rows, blocks))
+            assert not n2.blocks.has(good)  # nothing of a refused batch was written
+            assert n2.raw("block_refs").entry(f"{good}/v1") is None
+        reply = await peer.batch(BatchRequest([("objects", "b/none")], [row], [(good, data)]))
+        assert n2.blocks.has(good) and reply.merged == [(None, row[3])] and reply.reads == [None]
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_catching_up_peer_takes_a_batchs_writes_but_refuses_its_reads(
+    cluster: LoopbackCluster,
+) -> None:
+    from cloudless.objectstore.crdt import Entry
+    from cloudless.objectstore.rpc import BatchRequest
+
+    runner, peer = await _serve_n2(cluster, readable=False)
+    try:
+        row = ("objects", "b/late", 3, Entry(5, "n1", b"v"))
+        reply = await peer.batch(BatchRequest([("objects", "b/late")], [row], []))
+        assert reply.reads is None and "catching up" in (reply.reads_refused or "")
+        assert cluster.nodes["n2"].local.raw("objects").entry("b/late") == row[3]
+    finally:
+        await runner.cleanup()
+    # this node catching up: its own copy answers no read; the other two make the quorum
+    n1 = cluster.nodes["n1"].cluster
+    assert n1 is not None
+    n1.serving_reads = False
+    cluster.nodes["n2"].local.raw("objects").put("b/k", 3, b"theirs", 10)
+    cluster.nodes["n3"].local.raw("objects").put("b/k", 3, b"theirs", 10)
+    # newer than theirs: were this copy read, it would win the merge
+    cluster.nodes["n1"].local.raw("objects").put("b/k", 3, b"mine, not to be read", 100)
+    (got,) = await n1.together([("objects", "b/k", 3)], [], [], 20)
+    assert got is not None and got.value == b"theirs"
+
+
+async def test_a_peer_without_the_batch_call_gets_the_separate_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def older(self: RpcServer, request: web.Request) -> web.Response:
+        return web.json_response({"error": "no such call"}, status=404)
+
+    monkeypatch.setattr(RpcServer, "batch", older)  # every node as code before the call
+    async with running(tmp_path, three_zones(), replication=3) as c:
+        for size in (4096, 1_500_000):
+            data = os.urandom(size)
+            await c.engine("n1").put("b", f"k{size}", body(data), content_type="x", user_meta={})
+            assert await read_all(c, "n3", f"k{size}") == data
