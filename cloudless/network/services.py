@@ -48,6 +48,16 @@ class ServiceKey:
         return f"{self.name}.{self.namespace}"
 
 
+SYSTEM_NAMESPACE = "system"
+"""Services the cluster itself provides (workloads' services live in ``default``)."""
+S3_SERVICE = ServiceKey(SYSTEM_NAMESPACE, "s3")
+"""The object store's S3 API: every device serving it (``network/s3_service.py``)."""
+S3_PORT = 3900
+"""The S3 service's port: the default of ``agent --s3-listen``."""
+ZONE_ALIASES: dict[ServiceKey, str] = {S3_SERVICE: "s3"}
+"""Services also answered as ``<alias>.<zone>`` (``s3.cloudless``), besides their own name."""
+
+
 @dataclass(frozen=True, order=True)
 class ServicePort:
     port: int

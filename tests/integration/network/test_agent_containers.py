@@ -14,6 +14,14 @@ the client container's own address. ``pub-0`` on d1 publishes its port 80 on d1'
 pub-0 sees lh's own address. Then web-0 is replaced by web-1 (another address): the
 name answers again once web-1 is published.
 
+The object store's S3 API as the cluster service ``s3.system``: d2 serves it on every address
+(the real S3 front over a one-node store, on a socket in d2's namespace), its registration
+carries d2's bridge address as ``AgentNetwork.gateway`` gives it, and ``s3_endpoints`` makes
+that the service's one endpoint; ``client-0`` on d1, which runs no store node, fetches an
+object from ``s3.cloudless:3900`` with a presigned URL (DNS alias -> VIP -> DNAT to
+10.42.1.1:3900 -> overlay through the NAT). Once d2's S3 API stops and its beat goes stale,
+the endpoint is gone and the same fetch is refused at once.
+
 Slots: d1 = 0 (10.42.0.0/24, overlay 100.64.0.1), d2 = 1 (10.42.1.0/24, 100.64.0.2); the
 lighthouse holds the overlay's last address, 100.64.0.254 (/24: .255 is the broadcast).
 """
@@ -23,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -46,6 +55,7 @@ from cloudless.network.lab import NetLab
 from cloudless.network.lighthouse import Lighthouse
 from cloudless.network.nebula import NebulaCA
 from cloudless.network.publisher import NetworkPublisher
+from cloudless.network.s3_service import s3_endpoints, s3_spec
 from cloudless.network.services import (
     ReplicaAddress,
     ServiceKey,
@@ -55,6 +65,11 @@ from cloudless.network.services import (
 )
 from cloudless.network.state import assign_device, assign_service, set_endpoints
 from cloudless.network.testing import run, sweep_dead_runs
+from cloudless.objectstore.layout import NodeRole
+from cloudless.objectstore.members import StorageNode
+from cloudless.objectstore.s3.iam import Iam
+from cloudless.objectstore.s3.server import S3Server
+from cloudless.objectstore.testing import running
 from cloudless.runtime.containerd import ContainerdRuntime
 from cloudless.store.memory import MemoryStore
 from tests.integration.network.test_overlay_services import remote_addr
@@ -232,6 +247,8 @@ async def test_container_reaches_a_service_behind_nat_by_name(lab: NetLab, tmp_p
                 r = await rt1.exec_in_container("client-0", ["cat", "/etc/resolv.conf"], 5)
                 assert r.output.startswith("nameserver 10.42.0.1"), r.output
 
+                await _s3_by_name(lab, tmp_path, store, pub, nets, rt1)
+
                 # a published port: d1's 18080 forwards to pub-0's 80 (CNI portmap); a host on
                 # the LAN (lh) reaches it at d1's own address and pub-0 sees lh's address
                 pub_spec = replace(
@@ -281,6 +298,94 @@ async def test_container_reaches_a_service_behind_nat_by_name(lab: NetLab, tmp_p
         for rt in runtimes.values():
             with contextlib.suppress(Exception):
                 await rt.close()
+
+
+async def _s3_by_name(
+    lab: NetLab,
+    tmp_path: Path,
+    store: MemoryStore,
+    pub: NetworkPublisher,
+    nets: dict[str, AgentNetwork],
+    rt1: ContainerdRuntime,
+) -> None:
+    import boto3
+    from aiohttp import web
+    from botocore.config import Config
+
+    from cloudless.network.lab import bind_in_netns
+
+    clock = SystemClock()
+    body = b"hello from d2's S3 API\n"
+    devices = {"d1": PLAN.addresses(0), "d2": PLAN.addresses(1)}
+    async with running(tmp_path / "store", {"d2": NodeRole("home", 10**9)}, 1) as c:
+        iam = Iam(store, clock)
+        key = await iam.create_key("reader")
+        await iam.create_bucket("media", key.key_id)
+        app = S3Server(c.engine("d2"), iam, clock).app()
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        try:
+            sock = await asyncio.to_thread(
+                bind_in_netns, lab.devices["d2"].ns, socket.SOCK_STREAM, ("0.0.0.0", 3900)
+            )
+            await web.SockSite(runner, sock).start()  # d2: every address, port 3900
+            await web.TCPSite(runner, "127.0.0.1", 0).start()  # the test's own client
+            local = f"http://127.0.0.1:{runner.addresses[-1][1]}"
+
+            def client(endpoint: str) -> object:
+                return boto3.client(
+                    "s3",
+                    endpoint_url=endpoint,
+                    aws_access_key_id=key.key_id,
+                    aws_secret_access_key=key.secret,
+                    region_name="cloudless",
+                    config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"),
+                )
+
+            put = client(local).put_object  # type: ignore[attr-defined]
+            await asyncio.to_thread(put, Bucket="media", Key="hello.txt", Body=body)
+            url = client("http://s3.cloudless:3900").generate_presigned_url(  # type: ignore[attr-defined]
+                "get_object", Params={"Bucket": "media", "Key": "hello.txt"}, ExpiresIn=600
+            )
+
+            # d2's registration as its StorageService writes it: S3 on every address, the
+            # bridge address of its device network
+            gw = nets["d2"].gateway()
+            assert gw == "10.42.1.1" and nets["d1"].gateway() == "10.42.0.1"
+            reg = StorageNode(
+                "d2", "home", 10**9, "https://h:3901", "http://h:3900", 1, f"{gw}:3900"
+            )
+            es = s3_endpoints({"d2": reg}, {"d2": 0.0}, devices)
+            assert [str(e.ip) for e in es.endpoints] == ["10.42.1.1"], es.ignored
+            svc = await assign_service(store, PLAN, s3_spec())
+            await set_endpoints(store, es.key, es.endpoints, es.total)
+            assert await pub.refresh() == ["d1", "d2"]
+
+            wget = ["busybox", "timeout", "3", "busybox", "wget", "-qO-", url]
+            got = ""
+            for _ in range(20):
+                r = await rt1.exec_in_container("client-0", wget, 5)
+                got = r.output
+                if r.exit_code == 0:
+                    break
+                await asyncio.sleep(0.3)
+            assert got.encode() == body, got
+            r = await rt1.exec_in_container("client-0", ["busybox", "nslookup", "s3.cloudless"], 5)
+            assert svc.vip in r.output.split("s3.cloudless", 1)[-1], r.output
+        finally:
+            await runner.cleanup()
+
+    # d2's S3 API is down and its beat stood still past the stale time: no endpoint left, and
+    # the VIP refuses at once (nft's no-endpoints set) instead of timing out
+    es = s3_endpoints({"d2": reg}, {"d2": 25.0}, devices)
+    assert es.endpoints == () and "has not beaten" in es.ignored[0]
+    await set_endpoints(store, es.key, es.endpoints, es.total)
+    assert await pub.refresh() == ["d1", "d2"]
+    await asyncio.sleep(0.5)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    r = await rt1.exec_in_container("client-0", wget, 5)
+    assert r.exit_code != 0 and loop.time() - t0 < 2.5, (r.exit_code, r.output)
 
 
 async def _gone(lab: NetLab, ns: str) -> bool:
