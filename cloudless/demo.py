@@ -279,7 +279,8 @@ class Demo:
     async def object_store(self, client: Client, nodes: dict[str, dict[str, Any]]) -> DemoStore:
         """Step 3: the store's first layout, a key and a bucket made with ``cloudless s3``,
         an object put and read back through boto3, then fetched by a workload from
-        ``s3.cloudless`` (its own device's S3 API) with a presigned URL."""
+        ``s3.cloudless`` (the cluster's S3 service: a VIP balanced over every device serving
+        the S3 API) with a presigned URL."""
         c = self.cluster
         step(3, "the object store: a storage node on each device, R=3 over three zones")
         lines = await wait_until("the store's first layout", functools.partial(first_layout, c), 90)
@@ -442,8 +443,8 @@ class Demo:
 
 
 GREETING = "hello from the Cloudless object store"
-# a workload reaching its own device's S3 API by name (``s3.cloudless``, answered by the
-# device's DNS with its gateway address) through a presigned URL
+# a workload reaching the cluster's S3 service by name (``s3.cloudless``: the VIP of
+# ``s3.system``, whose endpoints are the devices serving the S3 API) through a presigned URL
 S3_READER = """
 name: s3-reader
 image: IMAGE
