@@ -313,6 +313,12 @@ class Demo:
             f"http://s3.cloudless:{STORE_S3_PORT}/{BUCKET}/hello.txt?X-Amz-Signature=… "
             f"-> {GREETING!r}"
         )
+        svc = await asyncio.to_thread(client.call, "GET", "/v1/services/s3?namespace=system")
+        serving = sorted(str(e.get("node_name", "?")) for e in svc["endpoints"])
+        console.print(
+            f"  s3.cloudless = s3.system.cloudless = {svc['vip']}: {svc['ready']}/{svc['total']} "
+            f"devices serving S3 ({', '.join(serving)})"
+        )
         await asyncio.to_thread(client.call, "DELETE", "/v1/workloads/s3-reader")
         return store
 

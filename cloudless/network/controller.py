@@ -90,7 +90,7 @@ class NetworkPlan:
 
 
 def _spec_matches(rec: ServiceRecord, spec: ServiceSpec) -> bool:
-    return tuple((p.port, p.protocol) for p in rec.ports) == tuple(
+    return rec.balance == spec.balance and tuple((p.port, p.protocol) for p in rec.ports) == tuple(
         (p.port, p.protocol) for p in spec.ports
     )
 

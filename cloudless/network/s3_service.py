@@ -19,7 +19,10 @@ Rules of ``s3_endpoints``:
   - its device holds no address slot, the address is not that slot's bridge address, or the
     port is not ``S3_PORT``;
   - its device is unreachable over the overlay;
-* endpoints are sorted by address (``services.endpoint_set``'s order).
+* endpoints are sorted by address (``services.endpoint_set``'s order); the service balances
+  ``local-first``: a device serving S3 sends its own workloads to its own API, which reaches
+  every replica (Garage's advice: a gateway next to each client); other devices pick at
+  random.
 
 The service exists while any node is registered (``wanted``), so a cluster without an object
 store has no ``s3`` name.
@@ -46,7 +49,7 @@ STALE_S = 20.0  # four beats of the default 5 s
 
 
 def s3_spec() -> ServiceSpec:
-    return ServiceSpec(S3_SERVICE, (ServicePort(S3_PORT, "tcp", "s3"),))
+    return ServiceSpec(S3_SERVICE, (ServicePort(S3_PORT, "tcp", "s3"),), balance="local-first")
 
 
 def wanted(nodes: Mapping[str, StorageNode]) -> bool:

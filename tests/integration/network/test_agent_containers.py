@@ -19,8 +19,9 @@ The object store's S3 API as the cluster service ``s3.system``: d2 serves it on 
 carries d2's bridge address as ``AgentNetwork.gateway`` gives it, and ``s3_endpoints`` makes
 that the service's one endpoint; ``client-0`` on d1, which runs no store node, fetches an
 object from ``s3.cloudless:3900`` with a presigned URL (DNS alias -> VIP -> DNAT to
-10.42.1.1:3900 -> overlay through the NAT). Once d2's S3 API stops and its beat goes stale,
-the endpoint is gone and the same fetch is refused at once.
+10.42.1.1:3900 -> overlay through the NAT). Once d1 serves S3 too, its workloads use its
+own API (``local-first``); once d1's beat is stale, d2's again; with both S3 APIs stopped the
+VIP refuses at once.
 
 Slots: d1 = 0 (10.42.0.0/24, overlay 100.64.0.1), d2 = 1 (10.42.1.0/24, 100.64.0.2); the
 lighthouse holds the overlay's last address, 100.64.0.254 (/24: .255 is the broadcast).
@@ -35,6 +36,7 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -308,6 +310,9 @@ async def _s3_by_name(
     nets: dict[str, AgentNetwork],
     rt1: ContainerdRuntime,
 ) -> None:
+    """The S3 service end to end (see the module docstring). Each device's S3 front serves a
+    store of its own holding a different body under one name, so the body fetched tells which
+    device answered."""
     import boto3
     from aiohttp import web
     from botocore.config import Config
@@ -315,73 +320,88 @@ async def _s3_by_name(
     from cloudless.network.lab import bind_in_netns
 
     clock = SystemClock()
-    body = b"hello from d2's S3 API\n"
+    iam = Iam(store, clock)
+    key = await iam.create_key("reader")
+    await iam.create_bucket("media", key.key_id)
     devices = {"d1": PLAN.addresses(0), "d2": PLAN.addresses(1)}
-    async with running(tmp_path / "store", {"d2": NodeRole("home", 10**9)}, 1) as c:
-        iam = Iam(store, clock)
-        key = await iam.create_key("reader")
-        await iam.create_bucket("media", key.key_id)
-        app = S3Server(c.engine("d2"), iam, clock).app()
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await runner.setup()
-        try:
-            sock = await asyncio.to_thread(
-                bind_in_netns, lab.devices["d2"].ns, socket.SOCK_STREAM, ("0.0.0.0", 3900)
+
+    def client(endpoint: str) -> Any:
+        return boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=key.key_id,
+            aws_secret_access_key=key.secret,
+            region_name="cloudless",
+            config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"),
+        )
+
+    url = client("http://s3.cloudless:3900").generate_presigned_url(
+        "get_object", Params={"Bucket": "media", "Key": "hello.txt"}, ExpiresIn=600
+    )
+    wget = ["busybox", "timeout", "3", "busybox", "wget", "-qO-", url]
+
+    async def fetch() -> str:
+        got = ""
+        for _ in range(20):  # the first packet through the NAT may be lost
+            r = await rt1.exec_in_container("client-0", wget, 5)
+            got = r.output
+            if r.exit_code == 0:
+                break
+            await asyncio.sleep(0.3)
+        return got
+
+    def registration(dev: str, serving: bool) -> StorageNode:
+        """As the device's StorageService registers: S3 on every address, its bridge address
+        (``AgentNetwork.gateway``) while it serves."""
+        gw = nets[dev].gateway() if serving else None
+        s3_gateway = f"{gw}:3900" if gw else ""
+        return StorageNode(dev, "home", 10**9, "https://h:3901", "http://h:3900", 1, s3_gateway)
+
+    async def publish(regs: dict[str, StorageNode], silent: dict[str, float]) -> list[str]:
+        es = s3_endpoints(regs, silent, devices)
+        await set_endpoints(store, es.key, es.endpoints, es.total)
+        assert await pub.refresh() == ["d1", "d2"]
+        await asyncio.sleep(0.3)
+        return [str(e.ip) for e in es.endpoints]
+
+    svc = await assign_service(store, PLAN, s3_spec())
+    async with contextlib.AsyncExitStack() as stack:
+        for dev in ("d2", "d1"):
+            c = await stack.enter_async_context(
+                running(tmp_path / f"store-{dev}", {dev: NodeRole("home", 10**9)}, 1)
             )
-            await web.SockSite(runner, sock).start()  # d2: every address, port 3900
+            runner = web.AppRunner(S3Server(c.engine(dev), iam, clock).app(), access_log=None)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
             await web.TCPSite(runner, "127.0.0.1", 0).start()  # the test's own client
-            local = f"http://127.0.0.1:{runner.addresses[-1][1]}"
-
-            def client(endpoint: str) -> object:
-                return boto3.client(
-                    "s3",
-                    endpoint_url=endpoint,
-                    aws_access_key_id=key.key_id,
-                    aws_secret_access_key=key.secret,
-                    region_name="cloudless",
-                    config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"),
-                )
-
-            put = client(local).put_object  # type: ignore[attr-defined]
-            await asyncio.to_thread(put, Bucket="media", Key="hello.txt", Body=body)
-            url = client("http://s3.cloudless:3900").generate_presigned_url(  # type: ignore[attr-defined]
-                "get_object", Params={"Bucket": "media", "Key": "hello.txt"}, ExpiresIn=600
+            put = client(f"http://127.0.0.1:{runner.addresses[0][1]}").put_object
+            await asyncio.to_thread(put, Bucket="media", Key="hello.txt", Body=f"from {dev}\n")
+            sock = await asyncio.to_thread(
+                bind_in_netns, lab.devices[dev].ns, socket.SOCK_STREAM, ("0.0.0.0", 3900)
             )
+            await web.SockSite(runner, sock).start()  # every address of the device, port 3900
 
-            # d2's registration as its StorageService writes it: S3 on every address, the
-            # bridge address of its device network
-            gw = nets["d2"].gateway()
-            assert gw == "10.42.1.1" and nets["d1"].gateway() == "10.42.0.1"
-            reg = StorageNode(
-                "d2", "home", 10**9, "https://h:3901", "http://h:3900", 1, f"{gw}:3900"
-            )
-            es = s3_endpoints({"d2": reg}, {"d2": 0.0}, devices)
-            assert [str(e.ip) for e in es.endpoints] == ["10.42.1.1"], es.ignored
-            svc = await assign_service(store, PLAN, s3_spec())
-            await set_endpoints(store, es.key, es.endpoints, es.total)
-            assert await pub.refresh() == ["d1", "d2"]
+        # only d2 serves S3; client-0 runs on d1, which has no store node
+        assert nets["d2"].gateway() == "10.42.1.1" and nets["d1"].gateway() == "10.42.0.1"
+        regs = {"d2": registration("d2", True), "d1": registration("d1", False)}
+        assert await publish(regs, {}) == ["10.42.1.1"]
+        assert await fetch() == "from d2\n"
+        r = await rt1.exec_in_container("client-0", ["busybox", "nslookup", "s3.cloudless"], 5)
+        assert svc.vip in r.output.split("s3.cloudless", 1)[-1], r.output
 
-            wget = ["busybox", "timeout", "3", "busybox", "wget", "-qO-", url]
-            got = ""
-            for _ in range(20):
-                r = await rt1.exec_in_container("client-0", wget, 5)
-                got = r.output
-                if r.exit_code == 0:
-                    break
-                await asyncio.sleep(0.3)
-            assert got.encode() == body, got
-            r = await rt1.exec_in_container("client-0", ["busybox", "nslookup", "s3.cloudless"], 5)
-            assert svc.vip in r.output.split("s3.cloudless", 1)[-1], r.output
-        finally:
-            await runner.cleanup()
+        # d1 serves S3 too: its own workloads use its own API (local-first), every time
+        regs["d1"] = registration("d1", True)
+        assert await publish(regs, {}) == ["10.42.0.1", "10.42.1.1"]
+        for _ in range(6):  # at random over two endpoints, six in a row: 1 in 64
+            assert await fetch() == "from d1\n"
 
-    # d2's S3 API is down and its beat stood still past the stale time: no endpoint left, and
-    # the VIP refuses at once (nft's no-endpoints set) instead of timing out
-    es = s3_endpoints({"d2": reg}, {"d2": 25.0}, devices)
-    assert es.endpoints == () and "has not beaten" in es.ignored[0]
-    await set_endpoints(store, es.key, es.endpoints, es.total)
-    assert await pub.refresh() == ["d1", "d2"]
-    await asyncio.sleep(0.5)
+        # d1's beat stands still past the stale time: d2 answers again
+        assert await publish(regs, {"d1": 25.0}) == ["10.42.1.1"]
+        assert await fetch() == "from d2\n"
+
+    # both S3 APIs stopped (their registrations say so): no endpoint, refused at once
+    regs = {dev: registration(dev, False) for dev in ("d1", "d2")}
+    assert await publish(regs, {}) == []
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     r = await rt1.exec_in_container("client-0", wget, 5)
