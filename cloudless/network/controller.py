@@ -28,7 +28,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cloudless.coordinator.state.cluster import ClusterState
 from cloudless.lib.clock import Clock
@@ -214,18 +214,19 @@ class NetworkController:
                 self._wake.set()
 
     async def _s3(self, store: Store) -> EndpointSet | None:
-        nodes: dict[str, StorageNode] = {
-            r.name: r.value for r in (await NODES.bind(self.state.store).list()).records
-        }
+        listing = await NODES.bind(store).list()
+        nodes: dict[str, StorageNode] = {r.name: r.value for r in listing.records}
         if not nodes:
             return None
         now = self.clock.monotonic()
         self.s3_presence.observe(nodes, now)
         silent = {n: self.s3_presence.silent_for(n, now) for n in nodes}
         devices = {n: self.plan.addresses(k) for n, k in (await device_slots(store)).items()}
-        return s3_endpoints(
+        es = s3_endpoints(
             nodes, silent, devices, unreachable(await overlay_records(store)), self.s3_stale_s
         )
+        unreadable = tuple(f"a registration does not decode: {e}" for e in listing.errors)
+        return replace(es, ignored=es.ignored + unreadable) if unreadable else es
 
     async def _loop(self, fence: Fence) -> None:
         while True:

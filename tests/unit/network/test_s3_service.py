@@ -101,11 +101,14 @@ async def test_controller_keeps_the_s3_service() -> None:
     await regs.put("a", reg("a", "10.42.0.1:3900"))  # storage node
     await regs.put("c", reg("c", "10.42.2.1:3900", capacity=0))  # a gateway
     await regs.put("b", reg("b"))  # S3 not serving yet
+    await store.put(NODES.prefix + "z", b"{not a registration")  # named, not an endpoint
     await ctl.reconcile_once(NO_FENCE)
     [svc] = await list_services(store)
     assert (svc.namespace, svc.name, [p.port for p in svc.ports]) == ("system", "s3", [3900])
     assert [(e.ip, e.device_id) for e in svc.endpoints] == [("10.42.0.1", "a"), ("10.42.2.1", "c")]
     assert svc.total == 3 and any(p.startswith("service s3.system: b: ") for p in ctl.problems)
+    assert any("a registration does not decode" in p for p in ctl.problems), ctl.problems
+    await store.delete(NODES.prefix + "z")
     vip = svc.vip
 
     # a beats on, c stops (its agent died): c drops out once its beat stood still 20 s
