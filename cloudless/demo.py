@@ -279,7 +279,8 @@ class Demo:
     async def object_store(self, client: Client, nodes: dict[str, dict[str, Any]]) -> DemoStore:
         """Step 3: the store's first layout, a key and a bucket made with ``cloudless s3``,
         an object put and read back through boto3, then fetched by a workload from
-        ``s3.cloudless`` (its own device's S3 API) with a presigned URL."""
+        ``s3.cloudless`` (the cluster's S3 service: a VIP balanced over every device serving
+        the S3 API) with a presigned URL."""
         c = self.cluster
         step(3, "the object store: a storage node on each device, R=3 over three zones")
         lines = await wait_until("the store's first layout", functools.partial(first_layout, c), 90)
@@ -311,6 +312,12 @@ class Demo:
             f"  workload s3-reader ({rid} on {where}) fetched it by name: GET "
             f"http://s3.cloudless:{STORE_S3_PORT}/{BUCKET}/hello.txt?X-Amz-Signature=… "
             f"-> {GREETING!r}"
+        )
+        svc = await asyncio.to_thread(client.call, "GET", "/v1/services/s3?namespace=system")
+        serving = sorted(str(e.get("node_name", "?")) for e in svc["endpoints"])
+        console.print(
+            f"  s3.cloudless = s3.system.cloudless = {svc['vip']}: {svc['ready']}/{svc['total']} "
+            f"devices serving S3 ({', '.join(serving)})"
         )
         await asyncio.to_thread(client.call, "DELETE", "/v1/workloads/s3-reader")
         return store
@@ -442,8 +449,8 @@ class Demo:
 
 
 GREETING = "hello from the Cloudless object store"
-# a workload reaching its own device's S3 API by name (``s3.cloudless``, answered by the
-# device's DNS with its gateway address) through a presigned URL
+# a workload reaching the cluster's S3 service by name (``s3.cloudless``: the VIP of
+# ``s3.system``, whose endpoints are the devices serving the S3 API) through a presigned URL
 S3_READER = """
 name: s3-reader
 image: IMAGE

@@ -101,14 +101,6 @@ class AgentConfig:
     volume_quota: bool = True
 
 
-def s3_local_name(storage: StorageConfig | None) -> tuple[str, ...]:
-    """``("s3",)`` when this agent serves S3 on every address of the device (the default
-    ``--s3-listen 0.0.0.0:3900``): its containers then reach it as ``s3.cloudless``."""
-    if storage is None or storage.s3_host not in ("0.0.0.0", "::", ""):
-        return ()
-    return ("s3",)
-
-
 LEAVE_FILE = "leave.json"  # written by ``cloudless agent leave`` before it signals the agent
 PID_FILE = "agent.pid"
 
@@ -237,7 +229,6 @@ class Agent:
                 clock=self.clock,
                 live_containers=self._live_containers,
                 netns_prefix=self.config.netns_prefix,
-                local_names=s3_local_name(self.config.storage),
             )
             # the persisted network first: adopted and restarted replicas wait for it
             self.network.update(assignments.load_network())
@@ -336,7 +327,14 @@ class Agent:
         assert self.identity is not None and self.link is not None
         link = self.link
         send = CoordinatorSend(self.identity, link.coordinator)
-        self.storage = StorageService(cfg, node_tls(self.identity), ProxyStore(send), self.clock)
+        net = self.network
+        self.storage = StorageService(
+            cfg,
+            node_tls(self.identity),
+            ProxyStore(send),
+            self.clock,
+            gateway=net.gateway if net is not None else lambda: None,
+        )
         try:
             await self.storage.run()
         finally:

@@ -176,11 +176,8 @@ class AgentNetwork:
         netns_prefix: str = "cl-",
         dns_port: int = 53,
         attach_timeout: float = 60.0,
-        local_names: tuple[str, ...] = (),
     ) -> None:
-        """``host_netns``: run the device network inside this namespace (namespace labs);
-        ``local_names``: DNS names answering the device's own gateway address
-        (``DeviceNetwork.local_names``)."""
+        """``host_netns``: run the device network inside this namespace (namespace labs)."""
         self.dir = data_dir / "network"
         self.node_name = node_name
         self.public = public
@@ -191,7 +188,6 @@ class AgentNetwork:
         self.host_argv: tuple[str, ...] = ("ip", "netns", "exec", host_netns) if host_netns else ()
         self.netns_prefix = netns_prefix
         self.dns_port = dns_port
-        self.local_names = local_names
         self.attach_timeout = attach_timeout
         self.state = "off"
         self.reason = "the coordinator sent no network configuration"
@@ -243,6 +239,12 @@ class AgentNetwork:
             return None
         self.update(patched)
         return patched
+
+    def gateway(self) -> str | None:
+        """The device's container bridge address while the device network is up: where its
+        containers and the overlay reach services the agent runs on every address."""
+        dn = self.device
+        return str(dn.addresses.gateway) if self.state == "up" and dn is not None else None
 
     def describe(self) -> str:
         """``up``, or ``<state>: <reason>`` (what the agent reports with its heartbeats)."""
@@ -410,7 +412,6 @@ class AgentNetwork:
             host_argv=self.host_argv,
             netns=self.host_netns,
             dns_port=self.dns_port,
-            local_names=self.local_names,
         )
         return dn
 

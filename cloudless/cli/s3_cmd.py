@@ -56,9 +56,12 @@ def key_list(config: ConfigOpt = None, output: OutputOpt = Format.TABLE) -> None
 def key_delete(
     key_id: Annotated[str, typer.Argument(help="Access key id.")], config: ConfigOpt = None
 ) -> None:
-    """Delete an access key (requests signed with it are refused within seconds)."""
-    connect(config).call("DELETE", f"/v1/s3/keys/{key_id}")
-    _print([f"access key {key_id} deleted"])
+    """Delete an access key and its grants on every bucket (requests signed with it are
+    refused within seconds)."""
+    out = connect(config).call("DELETE", f"/v1/s3/keys/{key_id}")
+    revoked = out.get("revoked") or []
+    grants = f"; its grants on {', '.join(revoked)} removed" if revoked else ""
+    _print([f"access key {key_id} deleted{grants}"])
 
 
 @bucket_app.command("create")

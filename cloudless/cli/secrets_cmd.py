@@ -155,9 +155,14 @@ def delete(
 
 @secret_app.command("rotate-key")
 def rotate_key(config: ConfigOpt = None) -> None:
-    """Re-seal every secret under the next key generation."""
+    """Re-seal every secret, config and object-store access key under the next key generation."""
     res = connect(config).call("POST", "/v1/secrets/rotate", {})
-    note(f"key generation {res['generation']}; {res['resealed']} secrets re-sealed")
+    note(
+        f"key generation {res['generation']}; {res['resealed']} secrets, configs and "
+        "object-store access keys re-sealed"
+    )
+    for why in res.get("not_resealed", []):
+        note(f"not re-sealed: {why}")
 
 
 config_app = typer.Typer(

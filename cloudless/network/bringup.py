@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from cloudless.network.addressing import AddressPlan, DeviceAddresses
 from cloudless.network.cni import Attachment, PortMapping
 from cloudless.network.device import ContainerNetworks, ServicesProgrammer, resolv_conf
-from cloudless.network.dns import DnsIndex
 from cloudless.network.dns_server import DnsServer
 from cloudless.network.errors import NetworkEdgeError
 from cloudless.network.nebula import Overlay
@@ -47,9 +46,6 @@ class DeviceNetwork:
     host_argv: Sequence[str] = ()
     netns: str | None = None  # bind the DNS sockets in this namespace (tests)
     dns_port: int = 53
-    local_names: tuple[str, ...] = ()
-    """Names in the DNS zone that answer this device's gateway address (``s3``: the object
-    store's S3 API, served by the agent on every address of the device)."""
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     _namespaces: dict[str, str] = field(default_factory=dict)  # container ip -> namespace
     _by_id: dict[str, str] = field(default_factory=dict)  # container id -> ip
@@ -103,7 +99,6 @@ class DeviceNetwork:
             upstream=self.upstream_dns,
             namespace_of=self._namespaces.get,
             sockets=await asyncio.to_thread(self._sockets),
-            index=DnsIndex([], hosts={n: str(self.addresses.gateway) for n in self.local_names}),
         )
         ctx = NftContext(
             self.addresses.container_subnet, self.plan.containers, self.plan.cluster_ranges()

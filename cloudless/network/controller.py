@@ -10,19 +10,25 @@ Rules of ``plan_network`` (pure, over one snapshot):
   address (``Replica.endpoint`` "ip:port") inside their node's container subnet (others are
   counted in ``total`` and their reason listed in ``problems``), except replicas on a device
   the overlay observer found unreachable (``network-overlay/<node>`` says ``reachable:
-  false``: no lighthouse or relay reaches it), which are listed in ``problems`` with why.
+  false``: no lighthouse or relay reaches it), which are listed in ``problems`` with why;
+* while any object-store node is registered, the S3 API is the service ``s3.system``
+  (``s3_service``: an endpoint per device serving it, at its bridge address), deleted when
+  none is; the leader times each registration's beat on its own clock (``Presence``), so a
+  device whose S3 API stopped drops out once its beat stands still for ``s3_stale_s``.
 
-``NetworkController.lead(fence)`` runs the plan on every change of workloads or replicas and
-every ``period`` seconds (for node joins and removals), as leader, fenced.
+``NetworkController.lead(fence)`` runs the plan on every change of workloads, replicas, the
+overlay's reachability or an object-store registration (other than its beat), and every
+``period`` seconds (for node joins and removals, and stale beats), as leader, fenced.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cloudless.coordinator.state.cluster import ClusterState
 from cloudless.lib.clock import Clock
@@ -31,8 +37,11 @@ from cloudless.model.replica import DesiredState, Replica, ReplicaState
 from cloudless.network.addressing import AddressPlan, DeviceAddresses
 from cloudless.network.errors import AddressExhausted
 from cloudless.network.observer import overlay_records, unreachable
+from cloudless.network.s3_service import STALE_S, s3_endpoints, s3_spec
 from cloudless.network.services import (
+    S3_SERVICE,
     Endpoint,
+    EndpointSet,
     ReplicaAddress,
     ServiceKey,
     ServicePort,
@@ -50,7 +59,9 @@ from cloudless.network.state import (
     release_device,
     set_endpoints,
 )
+from cloudless.objectstore.members import NODES, Presence, StorageNode
 from cloudless.store.fence import Fence
+from cloudless.store.protocol import Store
 from cloudless.store.tables import ROOT
 
 log = logging.getLogger(__name__)
@@ -79,7 +90,7 @@ class NetworkPlan:
 
 
 def _spec_matches(rec: ServiceRecord, spec: ServiceSpec) -> bool:
-    return tuple((p.port, p.protocol) for p in rec.ports) == tuple(
+    return rec.balance == spec.balance and tuple((p.port, p.protocol) for p in rec.ports) == tuple(
         (p.port, p.protocol) for p in spec.ports
     )
 
@@ -92,8 +103,11 @@ def plan_network(
     services: Mapping[ServiceKey, ServiceRecord],
     plan: AddressPlan,
     unreachable: Mapping[str, str] | None = None,
+    s3: EndpointSet | None = None,
 ) -> NetworkPlan:
-    """What to write so the store matches the rules above (see the module docstring)."""
+    """What to write so the store matches the rules above (see the module docstring);
+    ``s3``: the S3 service's endpoints (``s3_service.s3_endpoints``), None while no object-store
+    node is registered."""
     live_nodes = {n for n, st in nodes.items() if st is not NodeState.REMOVED}
     assign = tuple(sorted(live_nodes - set(slots)))
     release = tuple(sorted(set(slots) - live_nodes))
@@ -109,6 +123,8 @@ def plan_network(
             continue
         key = ServiceKey(NAMESPACE, name)
         wanted[key] = ServiceSpec(key, tuple(ServicePort(p) for p in sorted(set(ports))))
+    if s3 is not None:
+        wanted[S3_SERVICE] = s3_spec()
     upsert = tuple(
         spec
         for key, spec in wanted.items()
@@ -117,7 +133,10 @@ def plan_network(
     delete = tuple(sorted(set(services) - set(wanted)))
     updates: list[EndpointUpdate] = []
     for key in wanted:
-        es = endpoint_set(key, replicas.get(key.name, []), devices, unreachable)
+        if key == S3_SERVICE and s3 is not None:
+            es = s3
+        else:
+            es = endpoint_set(key, replicas.get(key.name, []), devices, unreachable)
         problems.extend(f"service {key}: {i}" for i in es.ignored)
         rec = services.get(key)
         have = tuple((e.ip, e.replica) for e in rec.endpoints) if rec else None
@@ -125,6 +144,17 @@ def plan_network(
         if have != want or (rec is not None and rec.total != es.total):
             updates.append(EndpointUpdate(key, es.endpoints, es.total))
     return NetworkPlan(assign, release, upsert, delete, tuple(updates), tuple(problems))
+
+
+def _without_beat(raw: bytes) -> object:
+    """A registration as stored, without the beat counter (None once deleted)."""
+    try:
+        doc = json.loads(raw) if raw else None
+    except ValueError:
+        return raw
+    if isinstance(doc, dict) and isinstance(doc.get("data"), dict):
+        doc["data"].pop("beat", None)
+    return doc
 
 
 def replica_addresses(replicas: Mapping[str, Replica]) -> dict[str, list[ReplicaAddress]]:
@@ -139,12 +169,19 @@ def replica_addresses(replicas: Mapping[str, Replica]) -> dict[str, list[Replica
 
 class NetworkController:
     def __init__(
-        self, state: ClusterState, plan: AddressPlan, clock: Clock, period: float = 5.0
+        self,
+        state: ClusterState,
+        plan: AddressPlan,
+        clock: Clock,
+        period: float = 5.0,
+        s3_stale_s: float = STALE_S,
     ) -> None:
         self.state = state
         self.plan = plan
         self.clock = clock
         self.period = period
+        self.s3_stale_s = s3_stale_s
+        self.s3_presence = Presence()
         self.last: NetworkPlan | None = None
         self.problems: tuple[str, ...] = ()
         self._wake = asyncio.Event()
@@ -153,12 +190,43 @@ class NetworkController:
         async with asyncio.TaskGroup() as tg:
             for table in ("workloads/", "replicas/", "network-overlay/"):
                 tg.create_task(self._watch(ROOT + table))
+            tg.create_task(self._watch_registrations())
             tg.create_task(self._loop(fence))
 
     async def _watch(self, prefix: str) -> None:
         rev = await self.state.store.revision()
         async for _ in self.state.store.watch(prefix, start_revision=rev + 1):
             self._wake.set()
+
+    async def _watch_registrations(self) -> None:
+        """Wake on an object-store registration appearing, going or changing other than its
+        beat (every node beats every few seconds; the periodic round catches stale ones)."""
+        seen: dict[str, object] = {}
+        rev = await self.state.store.revision()
+        async for batch in self.state.store.watch(NODES.prefix, start_revision=rev + 1):
+            wake = False
+            for ev in batch.events:
+                body = _without_beat(ev.kv.value)
+                if ev.key not in seen or seen[ev.key] != body:
+                    seen[ev.key] = body
+                    wake = True
+            if wake:
+                self._wake.set()
+
+    async def _s3(self, store: Store) -> EndpointSet | None:
+        listing = await NODES.bind(store).list()
+        nodes: dict[str, StorageNode] = {r.name: r.value for r in listing.records}
+        if not nodes:
+            return None
+        now = self.clock.monotonic()
+        self.s3_presence.observe(nodes, now)
+        silent = {n: self.s3_presence.silent_for(n, now) for n in nodes}
+        devices = {n: self.plan.addresses(k) for n, k in (await device_slots(store)).items()}
+        es = s3_endpoints(
+            nodes, silent, devices, unreachable(await overlay_records(store)), self.s3_stale_s
+        )
+        unreadable = tuple(f"a registration does not decode: {e}" for e in listing.errors)
+        return replace(es, ignored=es.ignored + unreadable) if unreadable else es
 
     async def _loop(self, fence: Fence) -> None:
         while True:
@@ -185,6 +253,7 @@ class NetworkController:
             services,
             self.plan,
             unreachable(await overlay_records(store)),
+            await self._s3(store),
         )
         self.last = plan
         self.problems = plan.problems

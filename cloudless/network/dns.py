@@ -8,9 +8,8 @@ Names, in zone ``cloudless`` (``DnsIndex.zone``):
 * ``<replica>.<svc>.<ns>.cloudless`` for stateful services: A = that replica's address, while it
   is an endpoint (running and ready).
 * ``<svc>`` (one label) asked by a client in namespace ``ns``: as ``<svc>.<ns>.cloudless``.
-* ``<name>.cloudless`` for each of the device's own ``hosts`` (``{"s3": gateway ip}``): A =
-  that address, the same for every client of this device (``s3.cloudless``: the object
-  store's S3 API on the device the client runs on).
+* ``<alias>.cloudless`` for a well-known cluster service (``services.ZONE_ALIASES``):
+  ``s3.cloudless`` answers as ``s3.system.cloudless`` (the object store's S3 API, A = its VIP).
 
 A name inside the zone that is none of these gets NXDOMAIN (authoritative); a known name asked
 for another type gets an empty NOERROR answer. ``answer`` returns None for a name outside the
@@ -21,12 +20,12 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from dnslib import QTYPE, RCODE, RR, SRV, A, DNSLabel, DNSRecord
 
-from cloudless.network.services import Service
+from cloudless.network.services import ZONE_ALIASES, Service
 
 ZONE = "cloudless"
 TTL = 5
@@ -49,18 +48,17 @@ class DnsIndex:
         services: Iterable[Service],
         zone: str = ZONE,
         ttl: int = TTL,
-        hosts: Mapping[str, str] | None = None,
     ) -> None:
         self.zone = zone.strip(".").lower()
         self.ttl = ttl
-        self.hosts: dict[str, str] = dict(hosts or {})
         self._names: dict[str, _Name] = {}
         self._suffix = "." + self.zone
-        for label, ip in self.hosts.items():
-            self._name(f"{label}.{self.zone}").a.append(ip)
         for svc in services:
             base = f"{svc.key.name}.{svc.key.namespace}.{self.zone}"
             self._name(base).a.append(str(svc.vip))
+            alias = ZONE_ALIASES.get(svc.key)
+            if alias is not None:
+                self._name(f"{alias}.{self.zone}").a.append(str(svc.vip))
             for p in svc.spec.ports:
                 self._name(base).srv.append((p.port, base))
                 self._name(f"_{p.label}._{p.protocol}.{base}").srv.append((p.port, base))

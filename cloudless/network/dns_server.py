@@ -71,7 +71,7 @@ class DnsServer:
         if view == self._view:
             return
         self._view = view
-        index = DnsIndex(services, self.index.zone, self.index.ttl, self.index.hosts)
+        index = DnsIndex(services, self.index.zone, self.index.ttl)
         if index.same_answers(self.index):
             return
         self.index = index

@@ -10,7 +10,8 @@ Contract of the rendered document (one ``nft -f`` transaction):
   (``vip_<a>_<b>_<c>_<d>``, named after its VIP), whose one rule DNATs to an endpoint picked
   per connection with ``numgen random mod N`` (or ``jhash ip saddr mod N`` for
   ``source-hash``) through an anonymous map; the port is kept (endpoints listen on the
-  service's ports).
+  service's ports). A ``local-first`` service picks among the endpoints in this device's
+  container subnet when it has any, else among all.
 * A VIP port without endpoints is in ``no_endpoints`` and gets a TCP reset / ICMP
   port-unreachable from the filter chains (a fast "connection refused", not a timeout).
 * Unless ``isolate`` is off, table ``bridge <table>`` drops frames the bridge would forward
@@ -70,10 +71,12 @@ def by_vip(services: Iterable[Service]) -> dict[str, Service]:
     return out
 
 
-def _dnat(svc: Service) -> str:
+def _dnat(svc: Service, ctx: NftContext) -> str:
     """The rule of a service's chain: DNAT to one endpoint (same port: endpoints listen on the
     service's ports), picked per connection by ``numgen``/``jhash`` through an anonymous map."""
     eps = svc.endpoints
+    if svc.spec.balance == "local-first":
+        eps = tuple(ep for ep in eps if ep.ip in ctx.local_subnet) or eps
     if len(eps) == 1:
         target = str(eps[0].ip)
     else:
@@ -96,13 +99,13 @@ class _Rendered:
     rule: str | None
 
     @classmethod
-    def of(cls, svc: Service | None) -> _Rendered:
+    def of(cls, svc: Service | None, ctx: NftContext) -> _Rendered:
         if svc is None:
             return cls(frozenset(), frozenset(), None)
         keys = frozenset(_keys(svc))
         if not svc.endpoints:
             return cls(frozenset(), keys, None)
-        return cls(keys, frozenset(), _dnat(svc))
+        return cls(keys, frozenset(), _dnat(svc, ctx))
 
 
 def render(ctx: NftContext, services: Sequence[Service]) -> str:
@@ -116,7 +119,7 @@ def render(ctx: NftContext, services: Sequence[Service]) -> str:
             continue
         name = chain_name(vip)
         svc_elems += [f"{k} : goto {name}" for k in _keys(svc)]
-        chains.append(f"\tchain {name} {{\n\t\t{_dnat(svc)}\n\t}}")
+        chains.append(f"\tchain {name} {{\n\t\t{_dnat(svc, ctx)}\n\t}}")
     t = ctx.table
     cluster = ", ".join(str(n) for n in ctx.cluster_ranges)
     out = [
@@ -188,7 +191,7 @@ def render_delta(ctx: NftContext, before: Sequence[Service], after: Sequence[Ser
     for vip in sorted(set(old) | set(new), key=_ip_order):
         if old.get(vip) == new.get(vip):  # the same service renders the same
             continue
-        a, b = _Rendered.of(old.get(vip)), _Rendered.of(new.get(vip))
+        a, b = _Rendered.of(old.get(vip), ctx), _Rendered.of(new.get(vip), ctx)
         if a == b:
             continue
         name = chain_name(vip)

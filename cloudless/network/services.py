@@ -27,7 +27,7 @@ from cloudless.network.errors import AddressExhausted, VipConflict
 
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 PROTOCOLS = ("tcp", "udp")
-BALANCE = ("random", "source-hash")
+BALANCE = ("random", "source-hash", "local-first")
 
 
 def label_problem(field_name: str, value: object) -> str | None:
@@ -48,6 +48,16 @@ class ServiceKey:
         return f"{self.name}.{self.namespace}"
 
 
+SYSTEM_NAMESPACE = "system"
+"""Services the cluster itself provides (workloads' services live in ``default``)."""
+S3_SERVICE = ServiceKey(SYSTEM_NAMESPACE, "s3")
+"""The object store's S3 API: every device serving it (``network/s3_service.py``)."""
+S3_PORT = 3900
+"""The S3 service's port: the default of ``agent --s3-listen``."""
+ZONE_ALIASES: dict[ServiceKey, str] = {S3_SERVICE: "s3"}
+"""Services also answered as ``<alias>.<zone>`` (``s3.cloudless``), besides their own name."""
+
+
 @dataclass(frozen=True, order=True)
 class ServicePort:
     port: int
@@ -64,7 +74,10 @@ class ServiceSpec:
     key: ServiceKey
     ports: tuple[ServicePort, ...]
     stateful: bool = False  # replicas get their own DNS names (db-0.db.<ns>.cloudless)
-    balance: str = "random"  # or "source-hash": one client address sticks to one endpoint
+    balance: str = "random"
+    """``random`` per connection; ``source-hash``: one client address sticks to one endpoint;
+    ``local-first``: a device with an endpoint of its own (in its container subnet) uses only
+    those, any other device picks at random (the S3 service: a gateway next to each client)."""
 
 
 def validate_service(spec: ServiceSpec) -> None:

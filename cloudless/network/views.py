@@ -14,6 +14,7 @@ from typing import Any
 
 from cloudless.network.addressing import AddressPlanConfig
 from cloudless.network.overlay_state import DeviceOverlay
+from cloudless.network.services import ZONE_ALIASES, ServiceKey
 from cloudless.network.state import DeviceNet, ServiceRecord, service_view
 
 NOT_OBSERVED = "not observed yet (the leader classifies every 10 s from the lighthouses' views)"
@@ -51,6 +52,9 @@ def node_overlay(o: DeviceOverlay | None, by_overlay_ip: Mapping[str, str]) -> d
 def service_detail(s: ServiceRecord, node_names: Mapping[str, str]) -> dict[str, Any]:
     v: dict[str, Any] = service_view(s)
     v["names"] = [f"{s.name}.{s.namespace}.cloudless", f"{s.name} (from namespace {s.namespace})"]
+    alias = ZONE_ALIASES.get(ServiceKey(s.namespace, s.name))
+    if alias is not None:
+        v["names"].append(f"{alias}.cloudless")
     zone = f"{s.name}.{s.namespace}.cloudless"
     v["srv"] = [f"_{p.name or p.port}._{p.protocol}.{zone}" for p in s.ports]
     v["endpoints"] = [

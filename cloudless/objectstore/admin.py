@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 
 from cloudless.lib.clock import Clock
-from cloudless.lib.errors import CloudlessError, ValidationError
+from cloudless.lib.errors import CloudlessError, NotFound, ValidationError
 from cloudless.objectstore import history as h
 from cloudless.objectstore.layout import NodeRole, Plan
 from cloudless.objectstore.layout_store import LayoutStore
@@ -31,6 +31,19 @@ async def create_key(
     if not name or len(name) > 64 or not name.isprintable():
         raise ValidationError(f"key name {name!r}: 1-64 printable characters")
     return await Iam(store, clock).create_key(name, box)
+
+
+async def delete_key(store: Store, clock: Clock, key_id: str) -> list[str]:
+    """Delete an access key and its grants (``Iam.delete_key``): the buckets it lost them on."""
+    if not key_id.isalnum() or not key_id.isascii() or len(key_id) > 128:
+        raise ValidationError(
+            f"id: {key_id[:140]!r} is not an access key id (1-128 letters and digits, as "
+            "`cloudless s3 key list` shows them)"
+        )
+    revoked = await Iam(store, clock).delete_key(key_id)
+    if revoked is None:
+        raise NotFound(f"access key {key_id!r} not found: list them with `cloudless s3 key list`")
+    return revoked
 
 
 async def create_bucket(store: Store, clock: Clock, name: str, owner: str) -> Bucket:

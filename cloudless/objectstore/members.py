@@ -42,7 +42,11 @@ def default_grace(replication: int) -> float:
 
 @dataclass(frozen=True)
 class StorageNode:
-    """A node's registration. ``capacity`` in bytes, 0 for a gateway."""
+    """A node's registration. ``capacity`` in bytes, 0 for a gateway. ``s3_gateway``:
+    ``"<ip>:<port>"`` where the device's containers and the overlay reach this node's S3 API
+    (its container bridge address), set while the S3 API serves on every address of a device
+    whose container network is up, else empty; the cluster's S3 service routes to it
+    (``network/s3_service.py``)."""
 
     name: str
     zone: str
@@ -50,6 +54,7 @@ class StorageNode:
     rpc_url: str
     s3_url: str
     beat: int = 0
+    s3_gateway: str = ""
 
     @property
     def role(self) -> NodeRole:

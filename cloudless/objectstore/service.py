@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -125,7 +125,16 @@ class Status:
 
 
 class StorageService:
-    def __init__(self, config: StorageConfig, tls: NodeTls, store: Store, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: StorageConfig,
+        tls: NodeTls,
+        store: Store,
+        clock: Clock,
+        gateway: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        """``gateway``: the device's container bridge address while its container network is
+        up (None otherwise); registered as ``s3_gateway`` when S3 serves on every address."""
         self.cfg = config
         self.tls = tls
         self.store = store
@@ -150,6 +159,8 @@ class StorageService:
         self._caught_up = asyncio.Event()
         self._returning = False
         self._last_alive: float | None = None
+        self._s3_serving = False
+        self.gateway = gateway
 
     # ---- assembly ------------------------------------------------------------------------
 
@@ -187,6 +198,12 @@ class StorageService:
     def _s3_url(self) -> str:
         return f"http://{self._host(self.cfg.s3_host)}:{self.s3_port}" if self.s3_port else ""
 
+    def _s3_gateway(self) -> str:
+        if not self._s3_serving or self.cfg.s3_host not in ("0.0.0.0", ""):
+            return ""
+        ip = self.gateway()
+        return f"{ip}:{self.s3_port}" if ip else ""
+
     async def run(self) -> None:
         local = self._open()
         self._returning = (self.cfg.data_dir / "alive").exists()
@@ -207,8 +224,12 @@ class StorageService:
                 tg.create_task(self._control(local, client))
                 await self._layout_ready.wait()
                 s3 = await self._serve_s3(local, hints, client, tg)
+                await self._register_now()  # the S3 service gains this node without a beat
                 await asyncio.Event().wait()
         finally:
+            if self._s3_serving:  # the S3 service drops this node at once, not when stale
+                self._s3_serving = False
+                await self._register_now()
             if self.cluster is not None:
                 await self.cluster.close()
             await local.blocks.flush()
@@ -261,6 +282,7 @@ class StorageService:
         await runner.setup()
         await web.TCPSite(runner, self.cfg.s3_host, self.s3_port).start()
         self.s3_port = runner.addresses[0][1]
+        self._s3_serving = True
         log.info("object store node %s: S3 API on %s", self.me, self._s3_url())
         return runner
 
@@ -407,9 +429,22 @@ class StorageService:
     async def _register(self) -> None:
         self._beat += 1
         me = StorageNode(
-            self.me, self.cfg.zone, self.cfg.capacity, self._url(), self._s3_url(), self._beat
+            self.me,
+            self.cfg.zone,
+            self.cfg.capacity,
+            self._url(),
+            self._s3_url(),
+            self._beat,
+            self._s3_gateway(),
         )
         await self.registry.put(self.me, me)
+
+    async def _register_now(self) -> None:
+        """Register outside the beat, best effort (the next beat registers anyway)."""
+        try:
+            await asyncio.wait_for(self._register(), 2.0)
+        except (StoreError, OSError, TimeoutError) as e:
+            log.info("object store registration: %s", e)
 
     def _update_peers(self, nodes: dict[str, StorageNode], client: aiohttp.ClientSession) -> None:
         for name, n in nodes.items():

@@ -271,7 +271,9 @@ class UserApi:
         r.add_get("/v1/volumes", self.list_volumes)
         self.secrets.add_routes(r)
         NetPolicyApi(self.state, self.fence, self.recorder.emit).add_routes(r)
-        S3Api(self.state.store, self.secrets.box, self.clock, self.recorder.emit).add_routes(r)
+        S3Api(
+            self.state.store, self.secrets.current_box, self.clock, self.recorder.emit
+        ).add_routes(r)
         RolloutApi(self.state, self.clock, self.fence, self.recorder.emit).add_routes(r)
         TopApi(self.live_usage, self.live_nodes, self.is_leader, self.leader_api).add_routes(r)
         r.add_get("/v1/replicas/{id}/logs", self.logs)

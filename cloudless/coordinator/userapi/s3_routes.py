@@ -7,8 +7,9 @@ checks bodies (``400`` naming every bad field, nothing stored) and maps refusals
 an unknown key or bucket is ``404``, a name taken or a layout that moved on ``409``.
 
 * ``POST /v1/s3/keys`` ``{"name"}``: a new access key; the answer is the only place its
-  secret appears (the store holds it sealed, ``s3.iam.seal_key``). ``GET`` lists keys
-  without secrets; ``DELETE /v1/s3/keys/{id}`` removes one.
+  secret appears (the store holds it sealed, ``s3.iam.seal_key``, under the secrets key's
+  current generation). ``GET`` lists keys without secrets; ``DELETE /v1/s3/keys/{id}``
+  removes one and its grants in every bucket (answering the buckets that lost one).
 * ``POST /v1/s3/buckets`` ``{"name", "owner"}``; ``GET`` lists buckets with who may use them;
   ``POST /v1/s3/buckets/{name}/allow`` ``{"key", "perm"}`` grants read, write or owner.
 * ``GET /v1/s3/layout``, ``POST /v1/s3/layout/stage`` ``{"node", "zone"?, "capacity"?,
@@ -79,7 +80,10 @@ def _unknown(body: dict[str, Any], allowed: tuple[str, ...], problems: list[str]
 
 
 class S3Api:
-    def __init__(self, store: Store, box: SecretBox, clock: Clock, emit: Emit) -> None:
+    def __init__(
+        self, store: Store, box: Callable[[], Awaitable[SecretBox]], clock: Clock, emit: Emit
+    ) -> None:
+        """``box``: the secret box sealing under the current generation (``SecretsApi``)."""
         self.store = store
         self.box = box
         self.clock = clock
@@ -109,7 +113,7 @@ class S3Api:
         _unknown(body, ("name",), problems)
         if problems:
             raise ValidationError(problems)
-        key = await admin.create_key(self.store, self.clock, name, self.box)
+        key = await admin.create_key(self.store, self.clock, name, await self.box())
         await self.emit("s3", f"access key {key.key_id} created for {name}")
         return json_response({**key.public(), "secret": key.secret}, status=201)
 
@@ -119,12 +123,10 @@ class S3Api:
 
     async def delete_key(self, request: web.Request) -> web.Response:
         key_id = request.match_info["id"]
-        if not await self.keys.delete(key_id):
-            raise NotFound(
-                f"access key {key_id!r} not found: list them with `cloudless s3 key list`"
-            )
-        await self.emit("s3", f"access key {key_id} deleted")
-        return json_response({"deleted": key_id})
+        revoked = await admin.delete_key(self.store, self.clock, key_id)
+        grants = f"; its grants on {', '.join(revoked)} removed" if revoked else ""
+        await self.emit("s3", f"access key {key_id} deleted{grants}")
+        return json_response({"deleted": key_id, "revoked": revoked})
 
     # ---- buckets ---------------------------------------------------------------------------
 

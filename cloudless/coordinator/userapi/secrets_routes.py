@@ -4,7 +4,9 @@
 (``security.secretbox``) and stores it; an existing secret gets version + 1.
 ``GET /v1/secrets`` shows name, type, size, version, generation and times, never a value, and
 no call returns one. ``POST /v1/secrets/rotate`` moves to the next key generation and re-seals
-every secret. Events name secrets, never values.
+every secret, config and object-store access key (``s3.iam.reseal_keys``; one that does not
+open is left as it was and named in the answer's ``not_resealed``). Events name secrets,
+never values.
 
 Configs (``/v1/configs``, like Swarm configs or ConfigMaps) are sealed records of type
 ``config`` in a table of their own (``configs/``), so a config and a secret may share a name.
@@ -44,6 +46,7 @@ from cloudless.model.registry_auth import (
     parse_registry_secret,
 )
 from cloudless.model.workload import WorkloadSpec
+from cloudless.objectstore.s3.iam import reseal_keys
 from cloudless.runtime.oci.reference import parse_reference
 from cloudless.security.secretbox import Sealed, SecretBox
 from cloudless.store.fence import Fence, fenced_txn
@@ -86,6 +89,10 @@ class SecretsApi:
     async def _box(self, generation: int | None = None) -> SecretBox:
         """A box sealing under ``generation`` (default: the store's current one)."""
         return SecretBox(self.box.key_for, generation or await self.generation())
+
+    async def current_box(self) -> SecretBox:
+        """A box sealing under the store's current generation (access keys use it too)."""
+        return await self._box()
 
     async def put(self, request: web.Request) -> web.Response:
         return await self._put(request, config=False)
@@ -239,9 +246,14 @@ class SecretsApi:
             for rec in (await table.list()).records:
                 await table.update(rec.name, reseal, fence=self.fence())
                 n += 1
+        keys, skipped = await reseal_keys(self.store, box, fence=self.fence())
+        n += keys
         await self.config.put(GENERATION, {"generation": gen}, fence=self.fence())
         await self.emit("secret", f"secrets key rotated to generation {gen}; {n} re-sealed")
-        return web.json_response({"generation": gen, "resealed": n})
+        body: dict[str, Any] = {"generation": gen, "resealed": n}
+        if skipped:
+            body["not_resealed"] = skipped
+        return web.json_response(body)
 
     async def check_refs(self, spec: WorkloadSpec) -> None:
         missing = []

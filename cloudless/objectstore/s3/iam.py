@@ -9,6 +9,13 @@ coordinators open it when a storage or gateway node reads the key through the st
 written before sealing (``secret`` set, ``sealed`` empty) still reads. Buckets:
 ``/cloudless/s3-buckets/<name>`` holds the owner key and each allowed key's permission, one of
 ``read`` < ``write`` < ``owner`` (each includes the ones before it).
+
+Grants follow their key: a grant (``allow``, or a bucket created for an owner) is written only
+while the key exists (a compare in the same transaction), and ``delete_key`` deletes the key
+and removes it from every bucket's ``allow`` in one transaction; buckets granted to it
+concurrently, after its listing, are swept right after (no grant can appear once the key is
+gone). ``reseal_keys`` re-seals every key's secret under a secrets-key rotation's new
+generation (``cloudless secret rotate-key``).
 """
 
 from __future__ import annotations
@@ -23,10 +30,12 @@ from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError, Conflict
 from cloudless.objectstore.s3.errors import S3Error
 from cloudless.objectstore.s3.names import check_bucket
-from cloudless.security.secretbox import Sealed, SecretBox
+from cloudless.security.secretbox import Sealed, SecretBox, SecretUnreadable
 from cloudless.store.codec import DataclassCodec, dump, load
+from cloudless.store.fence import NO_FENCE, Fence, fenced_txn
 from cloudless.store.protocol import Store
 from cloudless.store.tables import TableSpec
+from cloudless.store.types import Compare, TxnOp
 
 log = logging.getLogger(__name__)
 PERMS = ("read", "write", "owner")
@@ -108,10 +117,43 @@ def reveal(box: SecretBox, key: str, raw: bytes) -> bytes:
 
 
 BUCKETS = TableSpec("s3-buckets", DataclassCodec(Bucket, kind="s3_bucket"))
+ATTEMPTS = 16
+BATCH = 50  # buckets per transaction: etcd allows 128 compares and operations in all
+
+
+async def reseal_keys(
+    store: Store, box: SecretBox, *, fence: Fence = NO_FENCE
+) -> tuple[int, list[str]]:
+    """Re-seal every access key's secret under ``box``'s generation (a key stored in clear
+    is sealed too). Returns how many were re-sealed and the keys left as they were, each with
+    why (a seal that does not open: another cluster's key, or tampering; signatures made with
+    it fail already)."""
+    table = KEYS.bind(store)
+    skipped: list[str] = []
+    done = 0
+    for rec in (await table.list()).records:
+
+        def reseal(cur: AccessKey | None) -> AccessKey | None:
+            if cur is None:
+                return None
+            return seal_key(box, open_key(box, cur))
+
+        try:
+            if await table.update(rec.name, reseal, fence=fence) is not None:
+                done += 1
+        except (SecretUnreadable, ValueError, KeyError) as e:  # a garbled seal too
+            skipped.append(f"access key {rec.name}: {e}")
+            log.warning("access key %s not re-sealed: %s", rec.name, e)
+    return done, skipped
+
+
+def _without(b: Bucket, key_id: str) -> Bucket:
+    return replace(b, allow={k: p for k, p in b.allow.items() if k != key_id})
 
 
 class Iam:
     def __init__(self, store: Store, clock: Clock) -> None:
+        self.store = store
         self.keys = KEYS.bind(store)
         self.buckets = BUCKETS.bind(store)
         self.clock = clock
@@ -140,6 +182,44 @@ class Iam:
         await self.keys.create(key.key_id, seal_key(box, key) if box else key)
         return key
 
+    def _key_exists(self, key_id: str) -> Compare:
+        return Compare.version(self.keys.key(key_id), ">", 0)
+
+    async def delete_key(self, key_id: str, *, fence: Fence = NO_FENCE) -> list[str] | None:
+        """Delete the key and its grants (see the module docstring): the buckets it was
+        removed from, sorted, or None when there is no such key."""
+        revoked: set[str] = set()
+        for _ in range(ATTEMPTS):
+            rec = await self.keys.get(key_id)
+            if rec is None:
+                return None
+            held = [r for r in (await self.buckets.list()).records if key_id in r.value.allow]
+            batch, rest = held[:BATCH], held[BATCH:]
+            compares = [self.buckets.unchanged(r.name, r.mod_revision) for r in batch]
+            ops: list[TxnOp] = [
+                self.buckets.put_op(r.name, _without(r.value, key_id)) for r in batch
+            ]
+            if not rest:  # the last batch goes with the key itself
+                compares.append(self.keys.unchanged(key_id, rec.mod_revision))
+                ops.append(self.keys.delete_op(key_id))
+            if (await fenced_txn(self.store, fence, compares, ops)).succeeded:
+                revoked.update(r.name for r in batch)
+                if not rest:
+                    break
+        else:
+            raise Conflict(f"access key {key_id}: its buckets kept changing; retry the delete")
+        self._forget("key", key_id)
+        # a grant that committed after the listing above, while the key still existed
+        for r in (await self.buckets.list()).records:
+            if key_id in r.value.allow:
+                await self.buckets.update(
+                    r.name, lambda b: _without(b, key_id) if b and key_id in b.allow else None
+                )
+                revoked.add(r.name)
+        for name in revoked:
+            self._forget("bucket", name)
+        return sorted(revoked)
+
     async def key(self, key_id: str) -> AccessKey | None:
         if not key_id.isalnum() or len(key_id) > 128:
             return None
@@ -155,17 +235,23 @@ class Iam:
     async def create_bucket(self, name: str, owner: str) -> Bucket:
         check_bucket(name)
         b = Bucket(name, self.clock.now(), owner, {owner: "owner"})
-        try:
-            await self.buckets.create(name, b)
-        except Conflict:
+        res = await self.store.txn(
+            [self.buckets.unchanged(name, 0), self._key_exists(owner)],
+            [self.buckets.put_op(name, b)],
+        )
+        if not res.succeeded:
             existing = await self.buckets.get(name)
-            if existing is not None and existing.value.owner == owner:
+            if existing is None:
+                raise S3Error(
+                    "InvalidAccessKeyId", f"access key {owner!r} does not exist", resource=name
+                )
+            if existing.value.owner == owner:
                 raise S3Error(
                     "BucketAlreadyOwnedByYou", f"you already own bucket {name!r}", resource=name
-                ) from None
+                )
             raise S3Error(
                 "BucketAlreadyExists", f"bucket {name!r} exists; pick another name", resource=name
-            ) from None
+            )
         self._forget("bucket", name)
         return b
 
@@ -177,15 +263,21 @@ class Iam:
         if perm not in PERMS:
             raise S3Error("InvalidArgument", f"permission {perm!r}: one of {', '.join(PERMS)}")
 
-        def change(b: Bucket | None) -> Bucket | None:
-            if b is None:
+        for _ in range(ATTEMPTS):
+            cur = await self.buckets.get(name)
+            if cur is None:
                 raise S3Error("NoSuchBucket", f"bucket {name!r} does not exist", resource=name)
-            return replace(b, allow={**b.allow, key_id: perm})
-
-        rec = await self.buckets.update(name, change)
-        self._forget("bucket", name)
-        assert rec is not None
-        return rec.value
+            new = replace(cur.value, allow={**cur.value.allow, key_id: perm})
+            res = await self.store.txn(
+                [self.buckets.unchanged(name, cur.mod_revision), self._key_exists(key_id)],
+                [self.buckets.put_op(name, new)],
+            )
+            if res.succeeded:
+                self._forget("bucket", name)
+                return new
+            if await self.keys.get(key_id) is None:
+                raise S3Error("InvalidAccessKeyId", f"access key {key_id!r} does not exist")
+        raise Conflict(f"bucket {name!r} kept changing; retry the grant")
 
     async def visible_buckets(self, key_id: str) -> list[Bucket]:
         listing = await self.buckets.list()

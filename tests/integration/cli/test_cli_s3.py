@@ -53,6 +53,7 @@ def test_keys_buckets_permissions_and_roles(cluster: Cluster, tmp_path: Path) ->
         (["s3", "bucket", "allow", "cli-bucket", bob, "--perm", "god"], "perm: 'god'"),
         (["s3", "bucket", "allow", "missing-bucket", bob], "does not exist"),
         (["s3", "key", "delete", "CLNOPE"], "not found"),
+        (["s3", "key", "delete", "CL-1"], "id: 'CL-1' is not an access key id"),
     ]
     for args, words in bad:
         r = run(admin, *args, ok=False)
@@ -74,9 +75,12 @@ def test_keys_buckets_permissions_and_roles(cluster: Cluster, tmp_path: Path) ->
     ]
     assert ("admin", "create", True) in s3keys and ("vic", "create", False) in s3keys, s3keys
 
-    run(admin, "s3", "key", "delete", bob)
+    r = run(admin, "s3", "key", "delete", bob)
+    assert f"access key {bob} deleted; its grants on cli-bucket removed" in r.stdout, r.stdout
     keys = json.loads(run(admin, "s3", "key", "list", "-o", "json").stdout)["keys"]
     assert [k["key_id"] for k in keys] == [alice]
+    buckets = json.loads(run(admin, "s3", "bucket", "list", "-o", "json").stdout)["buckets"]
+    assert [b["allow"] for b in buckets] == [{alice: "owner"}]
 
 
 def test_layout_stage_preview_apply(cluster: Cluster) -> None:

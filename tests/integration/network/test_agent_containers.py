@@ -14,6 +14,15 @@ the client container's own address. ``pub-0`` on d1 publishes its port 80 on d1'
 pub-0 sees lh's own address. Then web-0 is replaced by web-1 (another address): the
 name answers again once web-1 is published.
 
+The object store's S3 API as the cluster service ``s3.system``: d2 serves it on every address
+(the real S3 front over a one-node store, on a socket in d2's namespace), its registration
+carries d2's bridge address as ``AgentNetwork.gateway`` gives it, and ``s3_endpoints`` makes
+that the service's one endpoint; ``client-0`` on d1, which runs no store node, fetches an
+object from ``s3.cloudless:3900`` with a presigned URL (DNS alias -> VIP -> DNAT to
+10.42.1.1:3900 -> overlay through the NAT). Once d1 serves S3 too, its workloads use its
+own API (``local-first``); once d1's beat is stale, d2's again; with both S3 APIs stopped the
+VIP refuses at once.
+
 Slots: d1 = 0 (10.42.0.0/24, overlay 100.64.0.1), d2 = 1 (10.42.1.0/24, 100.64.0.2); the
 lighthouse holds the overlay's last address, 100.64.0.254 (/24: .255 is the broadcast).
 """
@@ -23,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -46,6 +56,7 @@ from cloudless.network.lab import NetLab
 from cloudless.network.lighthouse import Lighthouse
 from cloudless.network.nebula import NebulaCA
 from cloudless.network.publisher import NetworkPublisher
+from cloudless.network.s3_service import s3_endpoints, s3_spec
 from cloudless.network.services import (
     ReplicaAddress,
     ServiceKey,
@@ -55,6 +66,11 @@ from cloudless.network.services import (
 )
 from cloudless.network.state import assign_device, assign_service, set_endpoints
 from cloudless.network.testing import run, sweep_dead_runs
+from cloudless.objectstore.layout import NodeRole
+from cloudless.objectstore.members import StorageNode
+from cloudless.objectstore.s3.iam import Iam
+from cloudless.objectstore.s3.server import S3Server
+from cloudless.objectstore.testing import running
 from cloudless.runtime.containerd import ContainerdRuntime
 from cloudless.store.memory import MemoryStore
 from tests.integration.network.test_overlay_services import remote_addr
@@ -232,6 +248,8 @@ async def test_container_reaches_a_service_behind_nat_by_name(lab: NetLab, tmp_p
                 r = await rt1.exec_in_container("client-0", ["cat", "/etc/resolv.conf"], 5)
                 assert r.output.startswith("nameserver 10.42.0.1"), r.output
 
+                await _s3_by_name(lab, tmp_path, store, pub, nets, rt1)
+
                 # a published port: d1's 18080 forwards to pub-0's 80 (CNI portmap); a host on
                 # the LAN (lh) reaches it at d1's own address and pub-0 sees lh's address
                 pub_spec = replace(
@@ -281,6 +299,129 @@ async def test_container_reaches_a_service_behind_nat_by_name(lab: NetLab, tmp_p
         for rt in runtimes.values():
             with contextlib.suppress(Exception):
                 await rt.close()
+
+
+async def _s3_by_name(
+    lab: NetLab,
+    tmp_path: Path,
+    store: MemoryStore,
+    pub: NetworkPublisher,
+    nets: dict[str, AgentNetwork],
+    rt1: ContainerdRuntime,
+) -> None:
+    """The S3 service end to end (see the module docstring). Each device's S3 front serves a
+    store of its own holding a different body under one name, so the body fetched tells which
+    device answered."""
+    import boto3
+    from aiohttp import web
+    from botocore.config import Config
+
+    from cloudless.network.lab import bind_in_netns
+
+    clock = SystemClock()
+    iam = Iam(store, clock)
+    key = await iam.create_key("reader")
+    await iam.create_bucket("media", key.key_id)
+    devices = {"d1": PLAN.addresses(0), "d2": PLAN.addresses(1)}
+
+    signer = boto3.client(
+        "s3",
+        endpoint_url="http://s3.cloudless:3900",
+        aws_access_key_id=key.key_id,
+        aws_secret_access_key=key.secret,
+        region_name="cloudless",
+        config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"),
+    )
+    url = signer.generate_presigned_url(
+        "get_object", Params={"Bucket": "media", "Key": "hello.txt"}, ExpiresIn=600
+    )
+    wget = ["busybox", "timeout", "3", "busybox", "wget", "-qO-", url]
+
+    async def fetch() -> str:
+        got = ""
+        for _ in range(20):  # the first packet through the NAT may be lost
+            r = await rt1.exec_in_container("client-0", wget, 5)
+            got = r.output
+            if r.exit_code == 0:
+                break
+            await asyncio.sleep(0.3)
+        return got
+
+    def registration(dev: str, serving: bool) -> StorageNode:
+        """As the device's StorageService registers: S3 on every address, its bridge address
+        (``AgentNetwork.gateway``) while it serves."""
+        gw = nets[dev].gateway() if serving else None
+        s3_gateway = f"{gw}:3900" if gw else ""
+        return StorageNode(dev, "home", 10**9, "https://h:3901", "http://h:3900", 1, s3_gateway)
+
+    async def publish(regs: dict[str, StorageNode], silent: dict[str, float]) -> list[str]:
+        es = s3_endpoints(regs, silent, devices)
+        await set_endpoints(store, es.key, es.endpoints, es.total)
+        assert await pub.refresh() == ["d1", "d2"]
+        want = [e.ip for e in es.endpoints]
+        for _ in range(250):  # until d1 (the client's device) programmed the new endpoints
+            cfg = nets["d1"].config
+            got = (
+                [[e.ip for e in x.endpoints] for x in cfg.services if x.key == es.key]
+                if cfg
+                else []
+            )
+            if got == [want]:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError(f"d1 did not program the S3 endpoints {want}")
+        return [str(ip) for ip in want]
+
+    svc = await assign_service(store, PLAN, s3_spec())
+    async with contextlib.AsyncExitStack() as stack:
+        for dev in ("d2", "d1"):
+            c = await stack.enter_async_context(
+                running(tmp_path / f"store-{dev}", {dev: NodeRole("home", 10**9)}, 1)
+            )
+            body = f"from {dev}\n".encode()
+            await c.engine(dev).put(
+                "media", "hello.txt", _chunks(body), content_type="text/plain", user_meta={}
+            )
+            runner = web.AppRunner(S3Server(c.engine(dev), iam, clock).app(), access_log=None)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            sock = await asyncio.to_thread(
+                bind_in_netns, lab.devices[dev].ns, socket.SOCK_STREAM, ("0.0.0.0", 3900)
+            )
+            await web.SockSite(runner, sock).start()  # every address of the device, port 3900
+
+        # only d2 serves S3; client-0 runs on d1, which has no store node
+        assert nets["d2"].gateway() == "10.42.1.1" and nets["d1"].gateway() == "10.42.0.1"
+        regs = {"d2": registration("d2", True), "d1": registration("d1", False)}
+        assert await publish(regs, {}) == ["10.42.1.1"]
+        assert await fetch() == "from d2\n"
+        r = await rt1.exec_in_container("client-0", ["busybox", "nslookup", "s3.cloudless"], 5)
+        assert svc.vip in r.output.split("s3.cloudless", 1)[-1], r.output
+
+        # d1 serves S3 too: its own workloads use its own API (local-first), every time
+        regs["d1"] = registration("d1", True)
+        assert await publish(regs, {}) == ["10.42.0.1", "10.42.1.1"]
+        # six fetches in one exec (at random over two endpoints, six in a row: 1 in 64)
+        loop6 = 'for i in 1 2 3 4 5 6; do busybox timeout 3 busybox wget -qO- "$0"; done'
+        r = await rt1.exec_in_container("client-0", ["sh", "-c", loop6, url], 20)
+        assert r.output == "from d1\n" * 6, r.output
+
+        # d1's beat stands still past the stale time: d2 answers again
+        assert await publish(regs, {"d1": 25.0}) == ["10.42.1.1"]
+        assert await fetch() == "from d2\n"
+
+    # both S3 APIs stopped (their registrations say so): no endpoint, refused at once
+    regs = {dev: registration(dev, False) for dev in ("d1", "d2")}
+    assert await publish(regs, {}) == []
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    r = await rt1.exec_in_container("client-0", wget, 5)
+    assert r.exit_code != 0 and loop.time() - t0 < 2.5, (r.exit_code, r.output)
+
+
+async def _chunks(body: bytes) -> AsyncIterator[bytes]:
+    yield body
 
 
 async def _gone(lab: NetLab, ns: str) -> bool:

@@ -459,16 +459,3 @@ def test_storage_advertise_is_a_bare_host(tmp_path: Path, advertise: str, ok: bo
         with pytest.raises(typer.BadParameter) as e:
             daemons.storage_config(a, "1Gi", *listen, 3, None, advertise=advertise)
         assert e.value.param_hint == "--storage-advertise"
-
-
-def test_containers_reach_s3_by_name_only_when_it_listens_everywhere(tmp_path: Path) -> None:
-    from cloudless.agent.agent import s3_local_name
-
-    a = daemons.agent_config(
-        join="", token="", data_dir=tmp_path, name="pi", zone="home", region="", labels=None,
-        address="10.0.0.9", cpu=None, memory=None, disk=None,
-    )  # fmt: skip
-    every = daemons.storage_config(a, "1Gi", "0.0.0.0:3901", "0.0.0.0:3900", 3, None)
-    local = daemons.storage_config(a, "1Gi", "0.0.0.0:3901", "127.0.0.1:3900", 3, None)
-    # s3.cloudless answers the device's gateway address: only a wildcard bind listens there
-    assert (s3_local_name(every), s3_local_name(local), s3_local_name(None)) == (("s3",), (), ())

@@ -15,8 +15,8 @@ INDEX = DnsIndex(
         svc("web", "10.43.0.1", "10.42.1.5", "10.42.2.5", ports=(80, 443)),
         svc("db", "10.43.0.2", "10.42.1.7", "10.42.2.7", ports=(5432,), stateful=True),
         svc("web", "10.43.0.3", "10.42.3.5", ns="shop"),
+        svc("s3", "10.43.0.9", "10.42.1.1", "10.42.2.1", ports=(3900,), ns="system"),
     ],
-    hosts={"s3": "10.42.1.1"},  # the device's own S3 API at its gateway address
 )
 
 CASES = [
@@ -48,8 +48,9 @@ CASES = [
     ("web.default.cloudless", "AAAA", None, RCODE.NOERROR, []),  # exists, no IPv6: NODATA
     ("default.cloudless", "A", None, RCODE.NOERROR, []),  # empty non-terminal
     ("cloudless", "A", None, RCODE.NOERROR, []),
-    ("s3.cloudless", "A", None, RCODE.NOERROR, ["A 10.42.1.1"]),  # a device-local host
-    ("S3.cloudless", "A", "shop", RCODE.NOERROR, ["A 10.42.1.1"]),  # same for every asker
+    ("s3.system.cloudless", "A", None, RCODE.NOERROR, ["A 10.43.0.9"]),  # the S3 service
+    ("s3.cloudless", "A", None, RCODE.NOERROR, ["A 10.43.0.9"]),  # its alias (ZONE_ALIASES)
+    ("S3.cloudless", "A", "shop", RCODE.NOERROR, ["A 10.43.0.9"]),  # same for every asker
     ("s3", "A", "default", RCODE.NXDOMAIN, []),  # one label: s3.default.cloudless, no service
 ]
 
@@ -172,12 +173,3 @@ def test_fast_path_agrees_with_dnslib_on_any_name(
     assert fast not in (None, FORWARD)
     r = DNSRecord.parse(fast)
     assert (r.header.rcode, rendered(r)) == (slow.header.rcode, rendered(slow))
-
-
-def test_hosts_survive_a_service_table_change() -> None:
-    from cloudless.network.dns_server import DnsServer
-
-    server = DnsServer(index=DnsIndex([], hosts={"s3": "10.42.1.1"}))
-    server.set_services([svc("web", "10.43.0.1", "10.42.1.5")])
-    r = server.index.answer(DNSRecord.question("s3.cloudless", "A"))
-    assert r is not None and rendered(r) == ["A 10.42.1.1"]

@@ -54,6 +54,17 @@ CASES = [
         ['dnat to jhash ip saddr mod 2 map { 0 : 10.42.1.5, 1 : 10.42.2.5 } comment "db.default"'],
     ),
     (
+        # local-first on this device (CTX: 10.42.1.0/24), which serves the S3 API itself:
+        # only its own endpoint (its bridge address)
+        [svc("s3", "10.43.0.9", "10.42.1.1", "10.42.2.1", ns="system", balance="local-first")],
+        ['dnat to 10.42.1.1 comment "s3.system"'],
+    ),
+    (
+        # local-first on a device without an endpoint of its own: every endpoint, at random
+        [svc("s3", "10.43.0.9", "10.42.2.1", "10.42.3.1", ns="system", balance="local-first")],
+        ['dnat to numgen random mod 2 map { 0 : 10.42.2.1, 1 : 10.42.3.1 } comment "s3.system"'],
+    ),
+    (
         # no endpoints -> no chain, no DNAT, refused fast instead
         [svc("idle", "10.43.0.3")],
         [
