@@ -115,7 +115,7 @@ def decide(
     replication: int,
 ) -> Decision:
     """The next automatic layout change, if any (see the module rules)."""
-    staged = history.staged_roles or history.staged_replication is not None
+    staged = bool(history.staged_roles) or history.staged_replication is not None
     if len(history.versions) > 1:
         return _mid_transition(history, absent, staged)
     if staged:

@@ -1,18 +1,20 @@
 """Store chaos with load: five ``cloudless agent --storage`` processes (zones z1, z2, z3, z1,
 z2; R=3) and a coordinator, each in a network namespace of its own
 (``tests/integration/objectstore/netns_rig.py``), while four client threads write and read
-through random nodes' S3 APIs (boto3, no client retries):
+through random nodes' S3 APIs (boto3 without its own retries):
 
 * small objects (inline in metadata, 1 B..3 KiB) and rewrites of one key,
 * ~1 MiB objects (one or two blocks),
-* multipart uploads (5 MiB + 5 MiB + 300 KB; a failed part is retried through another node
-  under the same upload id),
+* multipart uploads (5 MiB + 300 KB; a failed part is retried through another node under the
+  same upload id),
 * a reader of acknowledged objects (a wrong body or a missing acknowledged key is a
   violation; an error is not).
 
-Faults for ``SECONDS`` (seeded; ``OS_CHAOS_SEED`` replays a run): every 1.5-3 s, up to two at
-once, on a node not already faulted: kill -9 (restarted 2-6 s later), a full cut (iptables DROP
-on its link, inside its namespace) or a one-link cut between two nodes, healed 2-6 s later.
+Faults for ``SECONDS`` (seeded; ``OS_CHAOS_SEED`` replays a run): every 0.7-1.4 s, while fewer than
+two nodes are faulted (a killed node counts until it serves again), one on a node not already
+faulted: kill -9 (restarted 2-5 s later), a full cut (iptables DROP on its link, inside its
+namespace) or a one-link cut between two nodes, healed 2-5 s later. Each write tries up to
+three nodes (as a client with a list of endpoints would) before it counts as failed.
 Then everything is healed and restarted and **every acknowledged PUT is read back and
 hash-checked**: zero acknowledged objects lost or corrupted; the rewritten key holds its last
 acknowledged value or a later attempt's; no layout change happened (all faults are far shorter
@@ -53,7 +55,7 @@ pytestmark = [
     pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or ""),
 ]
 BUCKET = "chaos"
-SECONDS = 35.0
+SECONDS = 40.0
 ZONES = ["z1", "z2", "z3", "z1", "z2"]
 
 
@@ -68,7 +70,8 @@ class Ledger:
     """Every attempt at the rewritten key, in order: (sha256, acknowledged)."""
     reads_ok: int = 0
     read_errors: int = 0
-    part_retries: int = 0
+    attempt_errors: int = 0
+    """Single requests that failed (each write tries up to 3 nodes before it counts as failed)."""
     violations: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -109,9 +112,22 @@ class Load:
             t.join(120)
             assert not t.is_alive(), "a client thread hung"
 
+    def attempt(self, clients: list[Any], rng: random.Random, call: Any, tries: int = 3) -> Any:
+        """``call(client)`` through a random node, then through others on an error (as a
+        client with a list of endpoints would); raises the last error."""
+        for i, c in enumerate(rng.sample(clients, min(tries, len(clients)))):
+            try:
+                return call(c)
+            except Exception:
+                with self.ledger.lock:
+                    self.ledger.attempt_errors += 1
+                if i == tries - 1 or self.stop.is_set():
+                    raise
+        raise AssertionError("unreachable")
+
     def put(self, clients: list[Any], rng: random.Random, name: str, data: bytes) -> bool:
         try:
-            rng.choice(clients).put_object(Bucket=BUCKET, Key=name, Body=data)
+            self.attempt(clients, rng, lambda c: c.put_object(Bucket=BUCKET, Key=name, Body=data))
         except Exception:
             self.ledger.fail()
             return False
@@ -126,7 +142,7 @@ class Load:
             if n % 5:
                 self.put(clients, rng, f"small/{n}", data)
                 continue
-            # the rewritten key: every attempt recorded, acknowledged or not
+            # the rewritten key: every attempt recorded, acknowledged or not (one node each)
             try:
                 rng.choice(clients).put_object(Bucket=BUCKET, Key="rewritten", Body=data)
                 ok = True
@@ -143,45 +159,38 @@ class Load:
             self.put(clients, rng, f"big/{n}", os.urandom(rng.randint(900_000, 1_200_000)))
 
     def multipart(self, clients: list[Any], rng: random.Random) -> None:
+        """Two-part uploads (5 MiB + 300 KB); each call retried through other nodes under the
+        same upload id (a retried part replaces the earlier attempt)."""
         n = 0
         while not self.stop.is_set():
             n += 1
-            name = f"mp/{n}"
-            parts = [os.urandom(PART), os.urandom(PART), os.urandom(300_000)]
+            parts = [os.urandom(PART), os.urandom(300_000)]
             try:
-                up = rng.choice(clients).create_multipart_upload(Bucket=BUCKET, Key=name)
-                etags = [self._part(clients, rng, name, up["UploadId"], i + 1, p)
-                         for i, p in enumerate(parts)]  # fmt: skip
-                rng.choice(clients).complete_multipart_upload(
-                    Bucket=BUCKET,
-                    Key=name,
-                    UploadId=up["UploadId"],
-                    MultipartUpload={
-                        "Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]
-                    },
-                )
+                self._upload(clients, rng, f"mp/{n}", parts)
             except Exception:
                 self.ledger.fail()
                 continue
-            self.ledger.ack(name, sha(b"".join(parts)))
+            self.ledger.ack(f"mp/{n}", sha(b"".join(parts)))
 
-    def _part(
-        self, clients: list[Any], rng: random.Random, name: str, up: str, n: int, body: bytes
-    ) -> str:
-        """Upload part ``n``, retried through other nodes (at most 4 attempts)."""
-        for attempt in range(4):
-            try:
-                r = rng.choice(clients).upload_part(
-                    Bucket=BUCKET, Key=name, UploadId=up, PartNumber=n, Body=body
-                )
-                return str(r["ETag"])
-            except Exception:
-                if attempt == 3 or self.stop.is_set():
-                    raise
-                with self.ledger.lock:
-                    self.ledger.part_retries += 1
-                time.sleep(0.5)
-        raise AssertionError("unreachable")
+    def _upload(self, clients: list[Any], rng: random.Random, name: str, parts: list[Any]) -> None:
+        up = self.attempt(
+            clients, rng, lambda c: c.create_multipart_upload(Bucket=BUCKET, Key=name)
+        )["UploadId"]
+        etags = []
+        for i, p in enumerate(parts):
+            r = self.attempt(
+                clients,
+                rng,
+                lambda c, i=i, p=p: c.upload_part(
+                    Bucket=BUCKET, Key=name, UploadId=up, PartNumber=i + 1, Body=p
+                ),
+            )
+            etags.append(r["ETag"])
+        done = {"Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]}
+        # not retried: a retry after a completion whose answer was lost gets NoSuchUpload
+        rng.choice(clients).complete_multipart_upload(
+            Bucket=BUCKET, Key=name, UploadId=up, MultipartUpload=done
+        )
 
     def reader(self, clients: list[Any], rng: random.Random) -> None:
         led = self.ledger
@@ -216,12 +225,15 @@ class Load:
 
 @dataclass
 class Faults:
-    """Injected faults; at most two at once, each on nodes not already faulted."""
+    """Injected faults: at most two nodes faulted at once (a killed node counts until its S3
+    API answers again), each fault on nodes not already faulted."""
 
     cluster: NetnsStoreCluster
+    key: Any
     rng: random.Random
     active: dict[int, tuple[str, float, int | None]] = field(default_factory=dict)
-    """Node index -> (kind, heal at (monotonic), the other end of a cut link)."""
+    """Node index -> (kind, heal at (monotonic, from the start), the other end of a cut link);
+    kind "starting": restarted after a kill, not serving yet."""
     log: list[str] = field(default_factory=list)
 
     def busy(self) -> set[int]:
@@ -229,11 +241,11 @@ class Faults:
 
     def inject(self, now: float) -> None:
         free = [i for i in range(len(self.cluster.agents)) if i not in self.busy()]
-        if len(self.active) >= 2 or len(free) < 2:
+        if len(self.busy()) >= 2 or len(free) < 2:
             return
         i = self.rng.choice(free)
-        kind = self.rng.choice(["kill", "kill", "cut", "link"])
-        until = now + self.rng.uniform(2.0, 6.0)
+        kind = self.rng.choice(["kill", "cut", "link"])
+        until = now + self.rng.uniform(2.0, 5.0)
         peer = None
         if kind == "kill":
             self.cluster.kill(i)
@@ -243,17 +255,24 @@ class Faults:
             peer = self.rng.choice([j for j in free if j != i])
             self.cluster.cut_link(i, peer)
         self.active[i] = (kind, until, peer)
-        self.log.append(f"{now:.1f} {kind} node-{i + 1}" + (f"<->node-{peer + 1}" if peer else ""))
+        link = "" if peer is None else f"<->node-{peer + 1}"
+        self.log.append(f"{now:.1f} {kind} node-{i + 1}{link}")
 
     def undo_due(self, now: float) -> None:
         for i, (kind, until, _) in list(self.active.items()):
-            if now >= until:
+            if kind == "starting":
+                if answers(self.cluster.agents[i].s3, self.key, BUCKET, timeout=2):
+                    del self.active[i]
+                    self.log.append(f"{now:.1f} node-{i + 1} serves again")
+            elif now >= until:
                 self.undo(i, kind)
+                if kind == "kill":
+                    self.active[i] = ("starting", now, None)
 
     def undo(self, i: int, kind: str) -> None:
         if kind == "kill":
             self.cluster.start_agent(i)
-        else:
+        elif kind != "starting":
             self.cluster.heal(i)
         del self.active[i]
 
@@ -268,34 +287,43 @@ def rig(tmp_path: Path) -> Iterator[tuple[NetnsStoreCluster, Any]]:
         yield r
 
 
+def fetch(clients: list[Any], n: int, name: str) -> bytes | None:
+    """``name``'s body through the nodes in turn from the ``n``-th, None if the store answers
+    NoSuchKey; an error is retried through the next node for up to 60 s, then raised."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            body: bytes = (
+                clients[n % len(clients)].get_object(Bucket=BUCKET, Key=name)["Body"].read()
+            )
+            return body
+        except ClientError as e:
+            if e.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return None
+            if time.monotonic() > deadline:
+                raise
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+        n += 1
+        time.sleep(0.5)
+
+
 def read_back(cluster: NetnsStoreCluster, key: Any, acked: dict[str, str]) -> dict[str, str]:
     """Every acknowledged object through the nodes in turn; name -> problem for those that do
-    not read back hash-identical (an error is retried through other nodes for up to 60 s, a
-    missing or different body is not)."""
+    not read back hash-identical."""
     clients = [s3(a.s3, key, timeout=30) for a in cluster.agents]
     problems: dict[str, str] = {}
     for n, (name, want) in enumerate(sorted(acked.items())):
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                got = clients[n % len(clients)].get_object(Bucket=BUCKET, Key=name)["Body"].read()
-            except ClientError as e:
-                if e.response["Error"]["Code"] in ("NoSuchKey", "404"):
-                    problems[name] = "lost"
-                    break
-                if time.monotonic() > deadline:
-                    problems[name] = f"unreadable: {e}"
-                    break
-            except Exception as e:
-                if time.monotonic() > deadline:
-                    problems[name] = f"unreadable: {e}"
-                    break
-            else:
-                if sha(got) != want:
-                    problems[name] = f"corrupted: {len(got)} bytes of other content"
-                break
-            n += 1
-            time.sleep(0.5)
+        try:
+            got = fetch(clients, n, name)
+        except Exception as e:
+            problems[name] = f"unreadable: {e}"
+            continue
+        if got is None:
+            problems[name] = "lost"
+        elif sha(got) != want:
+            problems[name] = f"corrupted: {len(got)} bytes of other content"
     return problems
 
 
@@ -306,14 +334,14 @@ def test_chaos_with_load_loses_no_acknowledged_object(
     seed = int(os.environ.get("OS_CHAOS_SEED", str(random.SystemRandom().randrange(10**6))))
     version = next(line for line in status(cluster) or [] if line.startswith("layout version"))
     load = Load(cluster, key, seed)
-    faults = Faults(cluster, random.Random(seed))
+    faults = Faults(cluster, key, random.Random(seed))
     load.start()
     t0 = time.monotonic()
     try:
         while (now := time.monotonic()) < t0 + SECONDS:
             faults.undo_due(now - t0)
             faults.inject(now - t0)
-            time.sleep(faults.rng.uniform(1.5, 3.0))
+            time.sleep(faults.rng.uniform(0.7, 1.4))
     finally:
         faults.undo_all()
         load.join()
@@ -321,10 +349,11 @@ def test_chaos_with_load_loses_no_acknowledged_object(
     for a in cluster.agents:
         wait_for(functools.partial(answers, a.s3, key, BUCKET), f"{a.name}'s S3 API back", 120)
     problems = read_back(cluster, key, led.acked)
-    final = s3(cluster.agents[0].s3, key, timeout=30).get_object(Bucket=BUCKET, Key="rewritten")
+    body = fetch([s3(a.s3, key, timeout=30) for a in cluster.agents], 0, "rewritten")
+    final = "lost" if body is None else sha(body)
     last_ack = max((i for i, (_, ok) in enumerate(led.rewrites) if ok), default=None)
     allowed = {d for d, _ in led.rewrites[last_ack or 0 :]}
-    kinds = {k: sum(k in line for line in faults.log) for k in ("kill", "cut", "link")}
+    kinds = {k: sum(f" {k} " in line for line in faults.log) for k in ("kill", "cut", "link")}
     print(
         f"\nstore chaos (seed {seed}, {SECONDS:g} s, faults {kinds}): {len(led.acked)} "
         f"acknowledged ({sum(n.startswith('small/') for n in led.acked)} small, "
@@ -333,11 +362,13 @@ def test_chaos_with_load_loses_no_acknowledged_object(
         f"an error, {len(led.acked) - len(problems)} read back OK; "
         f"{sum(ok for _, ok in led.rewrites)}/{len(led.rewrites)} rewrites acknowledged; "
         f"during the run {led.reads_ok} reads OK, {led.read_errors} read errors, "
-        f"{led.part_retries} part retries\n  faults: {'; '.join(faults.log)}"
+        f"{led.attempt_errors} failed attempts\n  faults: {'; '.join(faults.log)}"
     )
     assert problems == {}, problems
     assert led.violations == [], led.violations
-    assert sha(final["Body"].read()) in allowed
+    # the last acknowledged value or a later attempt's; absent only if none was acknowledged
+    assert final in allowed | ({"lost"} if last_ack is None else set()), final
     after = next(line for line in status(cluster) or [] if line.startswith("layout version"))
     assert after == version  # no fault outlived the grace period: no layout change
-    assert len(faults.log) >= 8 and len(led.acked) >= 50, (faults.log, len(led.acked))
+    # the run did inject faults and carry load (a floor a loaded CI machine still clears)
+    assert sum(kinds.values()) >= 6 and len(led.acked) >= 20, (faults.log, len(led.acked))

@@ -93,9 +93,9 @@ def s3(endpoint: str, key: Any, timeout: float = 30) -> Any:
     )
 
 
-def answers(endpoint: str, key: Any, bucket: str) -> bool:
+def answers(endpoint: str, key: Any, bucket: str, timeout: float = 30) -> bool:
     try:
-        s3(endpoint, key).head_bucket(Bucket=bucket)
+        s3(endpoint, key, timeout).head_bucket(Bucket=bucket)
         return True
     except Exception:
         return False
