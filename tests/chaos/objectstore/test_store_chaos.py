@@ -13,7 +13,9 @@ through random nodes' S3 APIs (boto3 without its own retries):
 Faults for ``SECONDS`` (seeded; ``OS_CHAOS_SEED`` replays a run): every 0.7-1.4 s, while fewer than
 two nodes are faulted (a killed node counts until it serves again), one on a node not already
 faulted: kill -9 (restarted 2-5 s later), a full cut (iptables DROP on its link, inside its
-namespace) or a one-link cut between two nodes, healed 2-5 s later. Each write tries up to
+namespace) or a one-link cut between two nodes, healed 2-5 s later; at most one node is down
+(killed, restarting or cut off) at a time, so every partition keeps a write quorum and what
+fails is what went through a faulted node. Each write tries up to
 three nodes (as a client with a list of endpoints would) before it counts as failed.
 Then everything is healed and restarted and **every acknowledged PUT is read back and
 hash-checked**: zero acknowledged objects lost or corrupted; the rewritten key holds its last
@@ -226,7 +228,9 @@ class Load:
 @dataclass
 class Faults:
     """Injected faults: at most two nodes faulted at once (a killed node counts until its S3
-    API answers again), each fault on nodes not already faulted."""
+    API answers again), each fault on nodes not already faulted, and at most one node down
+    (killed, starting or cut off) at a time, so every partition keeps a write quorum (the
+    other fault is then a one-link cut)."""
 
     cluster: NetnsStoreCluster
     key: Any
@@ -244,7 +248,8 @@ class Faults:
         if len(self.busy()) >= 2 or len(free) < 2:
             return
         i = self.rng.choice(free)
-        kind = self.rng.choice(["kill", "cut", "link"])
+        down = any(k != "link" for k, _, _ in self.active.values())
+        kind = "link" if down else self.rng.choice(["kill", "cut", "link"])
         until = now + self.rng.uniform(2.0, 5.0)
         peer = None
         if kind == "kill":

@@ -1,7 +1,10 @@
-"""The store across real network boundaries: a coordinator and four ``cloudless agent
---storage`` processes, each in a network namespace of its own (prefix ``cl16o-``) on a lab
-bridge, in three zones (z1: two nodes, z2, z3), R=3 (one copy per zone).
+"""The store across real network boundaries: a coordinator and ``cloudless agent --storage``
+processes, each in a network namespace of its own on a lab bridge (``netns_rig.py``), in three
+zones (z1: two nodes, z2, z3), R=3 (one copy per zone). One cluster for the module; its tests
+run in this order and each leaves every node it still needs up and healed:
 
+* A fifth node joins z2: one layout change; it pulls only what it ends up holding and nothing
+  moves between the other nodes (their sync lines and their disks).
 * Zone z1 is cut off (iptables DROP on both of its hosts' links, inside their namespaces)
   while two writers go on through z2 and z3: every write, before, during and after the cut
   and the heal, succeeds (a write quorum of 2 in z2 and z3), large and small; once the zone
@@ -10,6 +13,9 @@ bridge, in three zones (z1: two nodes, z2, z3), R=3 (one copy per zone).
 * A multipart upload through one node loses that node (kill -9) while a part is in flight:
   the part is retried through another node under the same upload id, the upload completes
   and reads back hash-identical; the killed node returns and serves it too.
+* aws-cli puts through one node and gets through another.
+* An operator removes a node (``cloudless s3 layout stage --remove``, ``apply``) and stops it:
+  R=3 is restored on the others and the automatic policy does not add it back.
 """
 
 from __future__ import annotations
