@@ -6,8 +6,9 @@ gRPC and HTTPS on loopback) and N simulated agents in a worker process
 heartbeats, the fake runtime). For each N: start ``POST /v1/ca/rotate`` with no overlap and
 time each phase until ``done``; count agent sessions re-opened during the rotation (goal 0),
 and, for contrast, during a quiet window of the same order before it (a loaded machine drops
-streams on its own). The figures are merged into ``bench/results/security.json`` under
-``ca_rotation`` (the other suites' figures there are kept).
+streams on its own). The figures are merged into ``bench/results/policy.json`` under
+``ca_rotation`` beside the policy evaluation times (issue 18 names that file; the other
+figures there are kept).
 """
 
 from __future__ import annotations
@@ -141,12 +142,12 @@ def main() -> None:
             r = asyncio.run(one_size(n, a.root_bits, Path(d), a.quiet_window))
         print(json.dumps(r), flush=True)
         runs.append(r)
-    path = RESULTS / "security.json"
+    path = RESULTS / "policy.json"
     existing = json.loads(path.read_text()) if path.exists() else {}
     for k in ("suite", "when", "machine"):
         existing.pop(k, None)
     existing["ca_rotation"] = {"load_average_1m_at_start": os.getloadavg()[0], "runs": runs}
-    write_results("security", existing)
+    write_results("policy", existing)
 
 
 if __name__ == "__main__":
