@@ -57,7 +57,7 @@ pytestmark = [
     pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or ""),
 ]
 BUCKET = "chaos"
-SECONDS = 40.0
+SECONDS = 30.0
 ZONES = ["z1", "z2", "z3", "z1", "z2"]
 
 
