@@ -22,7 +22,8 @@ Contracts:
   also after a failed ``setup()``. ``setup()`` first sweeps leftovers of a killed run with the
   same prefix.
 * **Partitions are per host.** ``Host.cut()`` drops all traffic on the host's ``eth0`` (``lo``
-  still works) with iptables rules inside its own namespace; ``heal()`` removes them. Both are
+  still works), ``Host.cut_peer(ip)`` only what goes between it and ``ip``, with iptables rules
+  inside its own namespace; ``heal()`` removes them. Both are
   idempotent. Debian 12 defaults to the nf_tables backend (``iptables-nft``), which works per
   namespace; the legacy backend is used only if the default one fails. ``limit_rate()`` gives
   a host a slow uplink (tc token bucket).
@@ -60,9 +61,11 @@ __all__ = [
     "Host",
     "NetnsError",
     "NetnsLab",
+    "cleanup_dead_runs",
     "cleanup_stale",
     "free_subnet",
     "netns_unavailable_reason",
+    "run_prefix",
 ]
 
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,8}$")
@@ -197,6 +200,27 @@ def cleanup_stale(prefix: str) -> list[str]:
     return removed
 
 
+def run_prefix(tag: str, pid: int | None = None) -> str:
+    """A lab prefix unique to this process: ``tag`` (one lowercase letter), the pid, and
+    ``tag`` again, e.g. ``s12345s``. Two runs of one test at once (two sessions on one
+    machine) then never sweep each other's labs; ``cleanup_dead_runs(tag)`` removes the labs
+    of runs that were killed."""
+    if not re.fullmatch(r"[a-z]", tag):
+        raise NetnsError(f"run_prefix: tag {tag!r} must be one lowercase letter")
+    return f"{tag}{os.getpid() if pid is None else pid}{tag}"
+
+
+def cleanup_dead_runs(tag: str) -> list[str]:
+    """``cleanup_stale`` for every ``run_prefix(tag, pid)`` lab whose process is gone."""
+    lab = re.compile(rf"^({tag}(\d+){tag})-")
+    names = _netns_names() + [str(link.get("ifname", "")) for link in _ip_json("link", "show")]
+    removed: list[str] = []
+    for prefix, pid in {m.group(1): int(m.group(2)) for m in map(lab.match, names) if m}.items():
+        if not os.path.exists(f"/proc/{pid}"):
+            removed += cleanup_stale(prefix)
+    return removed
+
+
 def _used_networks(ignore_dev: str = "") -> list[ipaddress.IPv4Network]:
     nets: list[ipaddress.IPv4Network] = []
     for link in _ip_json("-4", "addr", "show"):
@@ -308,8 +332,22 @@ class Host:
         )
         self.is_cut = True
 
+    def cut_peer(self, ip: str) -> None:
+        """Drop every packet between ``eth0`` and ``ip`` only (one link of a partial
+        partition: this host and ``ip`` still reach everything else). ``heal()`` undoes it,
+        with any other cut of this host."""
+        addr = ipaddress.ip_address(ip)
+        if addr not in ipaddress.ip_network(self.subnet, strict=False):
+            raise NetnsError(f"cut_peer: {ip} is not in the lab's subnet {self.subnet}")
+        _apply_rules(
+            self.netns,
+            f"*filter\n-A CL-CUT-IN -i eth0 -s {addr} -j DROP\n"
+            f"-A CL-CUT-OUT -o eth0 -d {addr} -j DROP\nCOMMIT\n",
+            noflush=True,
+        )
+
     def heal(self) -> None:
-        """Undo ``cut()``. Idempotent."""
+        """Undo ``cut()`` and every ``cut_peer()``. Idempotent."""
         _apply_rules(self.netns, "*filter\n-F CL-CUT-IN\n-F CL-CUT-OUT\nCOMMIT\n", noflush=True)
         self.is_cut = False
 

@@ -82,6 +82,11 @@ def render_history(hist: h.LayoutHistory) -> list[str]:
             lines.append(
                 f"  {node}  zone {role.zone}  capacity {role.capacity}  {kind}  synced v{synced}"
             )
+    if hist.removed:
+        lines.append(
+            "removed by an operator (not added back automatically): "
+            + ", ".join(sorted(hist.removed))
+        )
     if hist.staged_roles or hist.staged_replication:
         lines.append("staged:")
         if hist.staged_replication:

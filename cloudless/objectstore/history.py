@@ -8,7 +8,9 @@ Rules (after Garage's layout history and update trackers):
 * while an older version is live (some of its new version's nodes have not finished syncing),
   writes go to every live version's nodes and reads use ``read_version``: the newest version
   every one of whose storage nodes has synced; so read-after-write holds across a transition;
-* one transition at a time: ``apply`` refuses while an older version is still live;
+* one transition at a time: ``apply`` refuses while an older version is still live, except
+  to remove a node the unfinished version waits for (it died mid-transition): that version
+  is then abandoned for the new one;
 * a version is dropped once every storage node of the newest version has acknowledged it.
 """
 
@@ -37,6 +39,11 @@ class LayoutHistory:
     staged_replication: int | None = None
     synced: dict[str, int] = field(default_factory=dict)
     """The highest layout version each node has fully synced (holds all its data for)."""
+    removed: frozenset[str] = frozenset()
+    """Nodes an operator removed (``apply`` of a staged removal): the automatic policy does
+    not add them back while they stay registered; an operator staging a role for one lifts
+    it. Removals by the automatic policy (``apply(..., operator=False)``) are not recorded,
+    so a replaced node that returns is added again."""
 
     @property
     def current(self) -> LayoutVersion | None:
@@ -103,24 +110,36 @@ def preview(history: LayoutHistory) -> Plan:
     return assign(staged_roles(history), replication, previous)
 
 
-def apply(history: LayoutHistory, expect_version: int) -> tuple[LayoutHistory, Plan]:
-    """Commit the staged changes as version ``expect_version + 1``.
+def apply(
+    history: LayoutHistory, expect_version: int, *, operator: bool = True
+) -> tuple[LayoutHistory, Plan]:
+    """Commit the staged changes as version ``expect_version + 1``; ``operator`` (an
+    operator's apply, not the automatic policy's) records staged removals in ``removed``.
 
     Raises ``Conflict`` if the current version is not ``expect_version`` (someone applied
-    first: preview again) or an older version is still syncing (one transition at a time).
+    first: preview again) or an older version is still syncing (one transition at a time),
+    unless the change removes a node that has not synced it: a node that died mid-transition
+    must not block the layout for good. The unfinished version is then abandoned: the versions
+    before it hold every acknowledged write (a write needs a quorum in each live version) and
+    reads keep using them until the new version has synced.
     """
     if history.version() != expect_version:
         raise Conflict(
             f"layout is at version {history.version()}, not {expect_version}: someone applied "
             "a change first; preview again"
         )
+    base = history.versions
     if len(history.versions) > 1:
         cur = history.versions[-1]
         waiting = sorted(n for n in _holders(cur) if history.synced.get(n, 0) < cur.version)
-        raise Conflict(
-            f"layout version {cur.version} is still syncing on {', '.join(waiting)}: one "
-            "transition at a time; apply again once they have caught up"
-        )
+        removing = {n for n, r in history.staged_roles.items() if r is None}
+        if not removing & set(waiting):
+            raise Conflict(
+                f"layout version {cur.version} is still syncing on {', '.join(waiting)}: one "
+                "transition at a time; apply again once they have caught up (or remove one "
+                "of them if it is gone for good)"
+            )
+        base = history.versions[:-1]
     plan = preview(history)
     new = LayoutVersion(
         version=history.version() + 1,
@@ -132,11 +151,18 @@ def apply(history: LayoutHistory, expect_version: int) -> tuple[LayoutHistory, P
     if history.current is None:
         # A first layout has no data to sync.
         synced.update({n: new.version for n in _holders(new)})
+    removed = set(history.removed)
+    for node, role in history.staged_roles.items():
+        if role is not None:
+            removed.discard(node)
+        elif operator:
+            removed.add(node)
     nxt = LayoutHistory(
-        versions=(*history.versions, new),
+        versions=(*base, new),
         staged_roles={},
         staged_replication=None,
         synced=synced,
+        removed=frozenset(removed),
     )
     return _prune(nxt), plan
 

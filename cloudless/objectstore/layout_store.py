@@ -40,6 +40,7 @@ class LayoutCodec:
             },
             "staged_replication": value.staged_replication,
             "synced": dict(sorted(value.synced.items())),
+            "removed": sorted(value.removed),
         }
 
     def decode(self, data: Any) -> h.LayoutHistory:
@@ -60,6 +61,7 @@ class LayoutCodec:
             staged_roles=staged,
             staged_replication=None if rep is None else int(rep),
             synced={str(n): int(v) for n, v in data["synced"].items()},
+            removed=frozenset(str(n) for n in data.get("removed", ())),
         )
 
 
@@ -113,7 +115,7 @@ class LayoutStore:
                 cur = h.stage(cur, node, role)
             if replication is not None:
                 cur = h.stage_replication(cur, replication)
-            nxt, plan = h.apply(cur, expect_version)
+            nxt, plan = h.apply(cur, expect_version, operator=False)
             plans.append(plan)
             return nxt
 

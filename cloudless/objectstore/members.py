@@ -10,10 +10,13 @@ compared.
 Rules of ``decide`` (the churn policy):
 
 * nothing while a transition is in flight (one at a time) or while an operator has staged a
-  change (theirs to apply);
+  change (theirs to apply); except that a node the transition waits for (it has not synced
+  the new version) absent past the grace period is replaced, abandoning that transition;
 * no layout yet: the first one once ``replication`` storage nodes have registered;
-* a registered, present storage node missing from the layout (new, or removed earlier and now
-  back), or whose zone or capacity changed, is added: one minimal-move change;
+* a registered, present storage node missing from the layout (new, or replaced earlier and
+  now back), or whose zone or capacity changed, is added: one minimal-move change; not a node
+  an operator removed (``LayoutHistory.removed``: it stays out, running or not, until an
+  operator stages a role for it);
 * a layout node absent longer than the grace period (default 15 min at R=3, 5 min at R=2) is
   removed, so its partitions are re-replicated elsewhere (zones respected by ``assign``);
   never below ``replication`` storage nodes, and one node per transition;
@@ -117,9 +120,10 @@ def decide(
     replication: int,
 ) -> Decision:
     """The next automatic layout change, if any (see the module rules)."""
+    staged = bool(history.staged_roles) or history.staged_replication is not None
     if len(history.versions) > 1:
-        return Decision(None, f"layout v{history.version()} is still syncing")
-    if history.staged_roles or history.staged_replication is not None:
+        return _mid_transition(history, absent, staged)
+    if staged:
         return Decision(None, "an operator staged a change: apply or revert it")
     present = {n: r for n, r in nodes.items() if r.capacity > 0 and n not in absent}
     cur = history.current
@@ -132,7 +136,11 @@ def decide(
             )
         roles: dict[str, NodeRole | None] = {n: r.role for n, r in sorted(present.items())}
         return Decision(Change(roles, replication, "first layout"), "first layout")
-    changed = {n: r.role for n, r in sorted(present.items()) if cur.roles.get(n) != r.role}
+    changed = {
+        n: r.role
+        for n, r in sorted(present.items())
+        if cur.roles.get(n) != r.role and n not in history.removed
+    }
     if changed:
         names = ", ".join(changed)
         return Decision(Change(dict(changed), None, f"add {names}"), f"add {names}")
@@ -147,3 +155,24 @@ def decide(
             )
         return Decision(Change({gone[0]: None}, None, f"replace {gone[0]}"), f"replace {gone[0]}")
     return Decision(None, "layout matches the registered nodes")
+
+
+def _mid_transition(history: LayoutHistory, absent: set[str], staged: bool) -> Decision:
+    """While a transition syncs: nothing, unless a node it waits for is absent past the grace
+    period (it would wait for good): that node is replaced (``history.apply`` abandons the
+    unfinished version for the new one)."""
+    cur = history.current
+    assert cur is not None
+    why = f"layout v{cur.version} is still syncing"
+    holders = {n for nodes in cur.partitions for n in nodes}
+    stuck = sorted(n for n in holders & absent if history.synced.get(n, 0) < cur.version)
+    if not stuck or staged:
+        return Decision(None, why)
+    if len(holders) - 1 < cur.replication:
+        return Decision(
+            None,
+            f"{why}; {stuck[0]} is absent past the grace period, but removing it would leave "
+            f"fewer than {cur.replication} storage nodes",
+        )
+    reason = f"replace {stuck[0]}, which v{cur.version} waits for"
+    return Decision(Change({stuck[0]: None}, None, reason), reason)

@@ -51,6 +51,24 @@ async def test_first_layout_then_add_a_node_moves_only_to_it(harness: Harness) -
     assert hist.read_version() is hist.current
 
 
+async def test_an_operators_removal_is_remembered_the_policys_is_not(harness: Harness) -> None:
+    ls = await fresh(harness)
+    await ls.stage_replication(1)
+    await ls.stage("a", NodeRole("z", GB))
+    await ls.stage("b", NodeRole("z", GB))
+    await ls.apply(0)
+    await ls.stage("b", None)
+    hist, _ = await ls.apply(1)
+    assert hist.removed == {"b"} and (await ls.show()).removed == {"b"}  # stored, read back
+    await ls.ack_synced("a", 2)
+    hist, _ = await ls.apply_change({"b": NodeRole("z", GB)}, None, 2)
+    assert hist.removed == frozenset()  # a role for it lifts the removal
+    await ls.ack_synced("a", 3)
+    await ls.ack_synced("b", 3)
+    hist, _ = await ls.apply_change({"b": None}, None, 3)  # the policy replacing it
+    assert hist.removed == frozenset()
+
+
 async def test_a_stale_apply_is_refused_and_says_why(harness: Harness) -> None:
     ls = await fresh(harness)
     await ls.stage_replication(1)

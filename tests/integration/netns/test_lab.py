@@ -19,8 +19,10 @@ from cloudless.devenv.netns import (
     Host,
     NetnsError,
     NetnsLab,
+    cleanup_dead_runs,
     cleanup_stale,
     free_subnet,
+    run_prefix,
 )
 from tests.integration.netns.conftest import RUN, require_netns
 
@@ -124,6 +126,39 @@ def test_cut_blocks_and_heal_restores(lab: NetnsLab) -> None:
         a.heal()
         assert fetch_from(b, a.ip, port) == "hi"
         assert fetch_root(a.ip, port) == "hi"
+
+
+def test_cut_peer_drops_one_link_only(lab: NetnsLab) -> None:
+    a, b, c = lab.add_host("a"), lab.add_host("b"), lab.add_host("c")
+    a.cut_peer(b.ip)
+    assert not ping(a, b.ip) and not ping(b, a.ip)  # both directions of the a-b link
+    assert ping(a, c.ip) and ping(b, c.ip) and ping(a, lab.gateway)  # every other link
+    assert not a.is_cut
+    a.heal()
+    assert ping(a, b.ip) and ping(b, a.ip)
+    with pytest.raises(NetnsError, match="not in the lab's subnet"):
+        a.cut_peer("192.0.2.1")
+
+
+def test_run_prefixes_sweep_only_dead_runs() -> None:
+    require_netns()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    assert run_prefix("w", 123) == "w123w" and run_prefix("w") == f"w{os.getpid()}w"
+    with pytest.raises(NetnsError, match="one lowercase letter"):
+        run_prefix("ww")
+    mine = NetnsLab(run_prefix("w"), free_subnet(skip=110))
+    gone = NetnsLab(run_prefix("w", dead.pid), free_subnet(skip=111))
+    try:
+        mine.setup()
+        gone.setup()
+        gone.add_host("a")
+        removed = cleanup_dead_runs("w")
+        assert f"netns {gone.prefix}-a" in removed and leftovers(gone.prefix) == []
+        assert not any(mine.prefix in r for r in removed) and leftovers(mine.prefix) != []
+    finally:
+        mine.teardown()
+        gone.teardown()
 
 
 def test_egress_outside_the_subnet_is_rejected_inside_the_host(lab: NetnsLab) -> None:

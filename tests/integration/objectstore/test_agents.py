@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from cloudless.objectstore.history import LayoutHistory
 from cloudless.objectstore.layout_store import LayoutStore
 from cloudless.objectstore.procs import StoreCluster, wait_for
 from cloudless.objectstore.records import object_pk
+from tests.integration.objectstore.netns_rig import has_row
 
 pytestmark = pytest.mark.timeout(600)
 BUCKET = "photos"
@@ -77,17 +77,6 @@ def s3_up(endpoint: str, key: Any) -> bool:
 def caught_up(a: Any) -> bool:
     """The agent logged the end of its catch-up pass (reads open again)."""
     return "caught up:" in a.log.read_text()
-
-
-def has_row(data: Path, pk: str) -> bool:
-    db = sqlite3.connect(f"file:{data / 'objectstore' / 'meta.db'}?mode=ro", uri=True)
-    try:
-        row = db.execute("SELECT value FROM objects WHERE pk = ?", (pk,)).fetchone()
-        return row is not None and row[0] is not None
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        db.close()
 
 
 @pytest.fixture

@@ -1,23 +1,30 @@
-"""The store across real network boundaries: a coordinator and four ``cloudless agent
---storage`` processes, each in a network namespace of its own (prefix ``cl16o-``) on a lab
-bridge, in three zones (z1: two nodes, z2, z3), R=3 (one copy per zone).
+"""The store across real network boundaries: a coordinator and ``cloudless agent --storage``
+processes, each in a network namespace of its own on a lab bridge (``netns_rig.py``), in three
+zones (z1: two nodes, z2, z3), R=3 (one copy per zone). One cluster for the module; its tests
+run in this order and each leaves every node it still needs up and healed:
 
+* A fifth node joins z2: one layout change; it pulls only what it ends up holding and nothing
+  moves between the other nodes (their sync lines and their disks).
 * Zone z1 is cut off (iptables DROP on both of its hosts' links, inside their namespaces)
   while two writers go on through z2 and z3: every write, before, during and after the cut
   and the heal, succeeds (a write quorum of 2 in z2 and z3), large and small; once the zone
-  is healed every acknowledged object reads back hash-identical through every node, the cut
-  ones included (2 of 3 replicas answer, the stale one is repaired).
+  is healed every acknowledged object reads back hash-identical through both cut nodes and
+  one other (2 of 3 replicas answer, the stale one is repaired).
 * A multipart upload through one node loses that node (kill -9) while a part is in flight:
   the part is retried through another node under the same upload id, the upload completes
   and reads back hash-identical; the killed node returns and serves it too.
+* aws-cli puts through one node and gets through another.
+* An operator removes a node (``cloudless s3 layout stage --remove``, ``apply``) and stops it:
+  R=3 is restored on the others and the automatic policy does not add it back.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
+import json
 import os
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -25,118 +32,130 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
 import pytest
-from botocore.config import Config  # type: ignore[import-untyped]
 
-from cloudless.devenv.netns import NetnsLab, free_subnet, netns_unavailable_reason
-from cloudless.lib.errors import CloudlessError
-from cloudless.lib.net import free_port
-from cloudless.objectstore.procs import AgentProc, StoreCluster, wait_for
+from cloudless.objectstore.procs import CLI, ENV, AgentProc, wait_for
+from cloudless.objectstore.records import object_pk
+from tests.integration.objectstore.netns_rig import (
+    PART,
+    WHY_NOT,
+    NetnsStoreCluster,
+    has_row,
+    netns_store,
+    s3,
+    settled,
+    sha,
+    status,
+    throttle,
+)
+from tests.integration.objectstore.netns_rig import answers as rig_answers
+from tests.integration.objectstore.netns_rig import readable as rig_readable
 
-_WHY = netns_unavailable_reason()
 pytestmark = [
     pytest.mark.netns,
     pytest.mark.timeout(900),
-    pytest.mark.skipif(_WHY is not None, reason=_WHY or ""),
+    pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or ""),
 ]
 BUCKET = "zones"
-PART = 5 << 20  # the S3 minimum part size
 
 
-class NetnsStoreCluster(StoreCluster):
-    """``StoreCluster`` with the coordinator and every agent in a lab host of their own."""
-
-    def __init__(self, base: Path, zones: list[str], lab: NetnsLab) -> None:
-        super().__init__(base, zones, replication=3, grace_s=600.0)
-        self.lab = lab
-        c1 = lab.add_host("c1")
-        self.coord_host, self.coord_netns = c1.ip, c1.netns
-
-    def add(self, zone: str, *, start: bool = True) -> AgentProc:
-        i = len(self.agents) + 1
-        h = self.lab.add_host(f"a{i}")
-        a = AgentProc(
-            f"node-{i}", zone, self.capacity, self.base / f"a{i}", free_port(), free_port(),
-            self.base / f"a{i}.log", address=h.ip, netns=h.netns,
-        )  # fmt: skip
-        self.agents.append(a)
-        if start:
-            a.proc = self._spawn(a, self._token())
-        return a
-
-    def cut(self, i: int) -> None:
-        self.lab.hosts[f"a{i + 1}"].cut()
-
-    def heal(self, i: int) -> None:
-        self.lab.hosts[f"a{i + 1}"].heal()
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[NetnsStoreCluster]:
-    lab = NetnsLab("cl16o", free_subnet(skip=16))
-    lab.setup()
-    c = NetnsStoreCluster(tmp_path, ["z1", "z2", "z3", "z1"], lab)
-    try:
-        c.start()
-        yield c
-    finally:
-        c.close()
-        lab.teardown()
-
-
-def s3(endpoint: str, key: Any, timeout: float = 30) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=key.key_id,
-        aws_secret_access_key=key.secret,
-        region_name="cloudless",
-        config=Config(
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 1},
-            connect_timeout=3,
-            read_timeout=timeout,
-        ),
-    )
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NetnsStoreCluster, Any]]:
+    """One cluster for the module's tests, in order: each leaves the nodes later ones need up."""
+    base = tmp_path_factory.mktemp("zones")
+    with netns_store(base, "o", ["z1", "z2", "z3", "z1"], 16, BUCKET) as r:
+        yield r
 
 
 def answers(endpoint: str, key: Any) -> bool:
-    try:
-        s3(endpoint, key).head_bucket(Bucket=BUCKET)
-        return True
-    except Exception:
-        return False
+    return rig_answers(endpoint, key, BUCKET)
 
 
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def readable(endpoint: str, key: Any, name: str) -> bytes | None:
+    return rig_readable(endpoint, key, BUCKET, name)
 
 
-def ready(cluster: NetnsStoreCluster) -> Any:
-    """The four nodes in one layout, a key and bucket made through the API, every S3 API up."""
-
-    def settled() -> list[str] | None:
-        """Status lines once the four nodes are in one live layout version, nothing staged."""
-        try:
-            x: list[str] = cluster.call_api("GET", "/v1/s3/status")["lines"]
-        except CloudlessError:
-            return None
-        held = sum("partitions" in line and "synced" in line for line in x)
-        one = any(re.match(r"layout version \d+, replication 3, live versions \d+$", y) for y in x)
-        return x if held == 4 and one and not any("staged:" in y for y in x) else None
-
-    wait_for(settled, "one layout version holding the four nodes", 240)
-    key = cluster.create_key("zones")
-    cluster.create_bucket(BUCKET, key.key_id)
-    for a in cluster.agents:
-        wait_for(functools.partial(answers, a.s3, key), f"{a.name}'s S3 API at {a.s3}", 120)
-    return key
+def layout_version(cluster: NetnsStoreCluster) -> int:
+    lines = status(cluster) or []
+    for line in lines:
+        m = re.match(r"layout version (\d+),", line)
+        if m:
+            return int(m.group(1))
+    raise AssertionError(f"no layout version in {lines}")
 
 
-def test_a_zone_cut_off_loses_no_acknowledged_write(cluster: NetnsStoreCluster) -> None:
-    key = ready(cluster)
-    a1, a2, a3, _ = cluster.agents
+def block_bytes(data: Path) -> int:
+    """Bytes of the blocks a node holds on disk."""
+    root = data / "objectstore" / "blocks"
+    return sum(p.stat().st_size for p in root.glob("??/??/*") if p.is_file())
+
+
+def synced_lines(a: AgentProc, version: int) -> list[tuple[int, int]]:
+    """``(partitions, block bytes)`` of each "layout v<version> synced" line in ``a``'s log."""
+    rx = r"layout v(\d+) synced: (\d+) partitions, \d+ rows, \d+ blocks \((\d+) bytes\)"
+    return [
+        (int(m.group(2)), int(m.group(3)))
+        for m in re.finditer(rx, a.log.read_text())
+        if int(m.group(1)) == version
+    ]
+
+
+def into(veth: str) -> int:
+    """Bytes the bridge has sent into a lab host so far (its veth's tx counter)."""
+    return int(Path(f"/sys/class/net/{veth}/statistics/tx_bytes").read_text())
+
+
+def cli(cluster: NetnsStoreCluster, *args: str) -> str:
+    r = subprocess.run(
+        [*CLI, "s3", *args, "--config", str(cluster.config)],
+        capture_output=True, text=True, env=ENV, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, f"cloudless s3 {' '.join(args)}: {r.stdout}{r.stderr}"
+    return r.stdout
+
+
+def test_a_node_joins_and_data_moves_only_to_it(rig: tuple[NetnsStoreCluster, Any]) -> None:
+    """A fifth node joins z2 (first, on the fresh cluster: no repair of earlier faults in
+    flight): one layout change, it pulls only what it ends up holding and no other node gains
+    a byte."""
+    cluster, key = rig
+    objects: dict[str, str] = {}
+    c = s3(cluster.agents[1].s3, key)
+    for i in range(40):
+        data = os.urandom(1_100_000 if i % 2 else 2_000)
+        c.put_object(Bucket=BUCKET, Key=f"join/{i}", Body=data)
+        objects[f"join/{i}"] = sha(data)
+    v0 = layout_version(cluster)
+    before = {a.name: block_bytes(a.data) for a in cluster.agents}
+
+    a5 = cluster.add("z2")
+    veth = cluster.lab.hosts["a5"].veth
+    rx0 = into(veth)
+    wait_for(functools.partial(settled, cluster, 5), "node-5 in the layout, synced", 180)
+    v1 = layout_version(cluster)
+    assert v1 == v0 + 1, (v0, v1)  # one transition
+    rx = into(veth) - rx0
+    (_, pulled), *_ = synced_lines(a5, v1)
+    held = block_bytes(a5.data)
+    after = {a.name: block_bytes(a.data) for a in cluster.agents[:4]}
+    gained = {n: after[n] - before[n] for n in after if after[n] > before[n]}
+    others = {a.name: synced_lines(a, v1) for a in cluster.agents[:4]}
+    print(
+        f"join: node-5 pulled {pulled} block bytes, holds {held} ({pulled / held:.3f}x); "
+        f"{rx} bytes entered its host in all; other nodes' sync lines {others}"
+    )
+    assert held > 4 << 20 and pulled <= 1.1 * held, (pulled, held)
+    assert gained == {}, gained  # nothing moved between the other nodes
+    assert all(p == 0 for lines in others.values() for p, _ in lines), others
+    wait_for(functools.partial(answers, a5.s3, key), "node-5's S3 API", 120)
+    for name, digest in objects.items():
+        got = s3(a5.s3, key).get_object(Bucket=BUCKET, Key=name)["Body"].read()
+        assert sha(got) == digest, name
+
+
+def test_a_zone_cut_off_loses_no_acknowledged_write(rig: tuple[NetnsStoreCluster, Any]) -> None:
+    cluster, key = rig
+    a1, a2, a3 = cluster.agents[:3]
     acked: dict[str, str] = {}
     failures: list[str] = []
     lock = threading.Lock()
@@ -187,16 +206,16 @@ def test_a_zone_cut_off_loses_no_acknowledged_write(cluster: NetnsStoreCluster) 
     print(f"acknowledged: {during} by the end of the cut, {len(acked)} in all")  # -s shows it
     for a in cluster.agents:
         wait_for(functools.partial(answers, a.s3, key), f"{a.name} reachable again", 60)
-    for a in cluster.agents:
+    for a in (cluster.agents[0], cluster.agents[3], a2):  # the two cut nodes and one other
         c = s3(a.s3, key)
         for name, digest in acked.items():
             got = c.get_object(Bucket=BUCKET, Key=name)["Body"].read()
             assert sha(got) == digest, (a.name, name)
 
 
-def test_kill_9_of_the_gateway_mid_multipart_upload(cluster: NetnsStoreCluster) -> None:
-    key = ready(cluster)
-    a1, a2, _, _ = cluster.agents
+def test_kill_9_of_the_gateway_mid_multipart_upload(rig: tuple[NetnsStoreCluster, Any]) -> None:
+    cluster, key = rig
+    a1, a2 = cluster.agents[:2]
     parts = [os.urandom(PART) for _ in range(3)] + [os.urandom(1_000_000)]
     first = s3(a1.s3, key)
     up = first.create_multipart_upload(Bucket=BUCKET, Key="big.bin")["UploadId"]
@@ -254,18 +273,80 @@ def test_kill_9_of_the_gateway_mid_multipart_upload(cluster: NetnsStoreCluster) 
     assert sha(got) == sha(whole)
 
 
-def throttle(veth: str, rate: str | None) -> None:
-    """Cap what the bridge sends into a lab host (its veth's egress in the root namespace)."""
-    if rate is None:
-        subprocess.run(["tc", "qdisc", "del", "dev", veth, "root"], check=False)
-        return
-    tbf = ["tbf", "rate", rate, "burst", "32kb", "latency", "400ms"]
-    subprocess.run(["tc", "qdisc", "replace", "dev", veth, "root", *tbf], check=True)
+AWS = shutil.which("aws", path="/usr/bin:/usr/local/bin") or ""
 
 
-def readable(endpoint: str, key: Any, name: str) -> bytes | None:
+@pytest.mark.skipif(not AWS, reason="aws-cli not installed (scripts/install-system-deps)")
+def test_awscli_across_nodes(rig: tuple[NetnsStoreCluster, Any], tmp_path: Path) -> None:
+    """aws-cli uploads (one PUT and a 2-part multipart) through node-1 and downloads through
+    node-3: byte-identical, the `-2` ETag as one node has it."""
+    cluster, key = rig
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),  # no user config or credentials file is read
+        "AWS_ACCESS_KEY_ID": key.key_id,
+        "AWS_SECRET_ACCESS_KEY": key.secret,
+        "AWS_DEFAULT_REGION": "cloudless",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_PAGER": "",
+    }
+
+    def aws(endpoint: str, *args: str) -> str:
+        r = subprocess.run([AWS, "--endpoint-url", endpoint, *args], env=env,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert r.returncode == 0, f"aws {' '.join(args)}: exit {r.returncode}\n{r.stderr}"
+        return r.stdout
+
+    a1, _, a3 = cluster.agents[:3]
+    small, big = tmp_path / "small.txt", tmp_path / "big.bin"
+    small.write_bytes(b"through node-1\n")
+    big.write_bytes(os.urandom(10 << 20))  # 8 + 2 MiB parts
+    aws(a1.s3, "s3", "cp", str(small), f"s3://{BUCKET}/cli/small.txt")
+    aws(a1.s3, "s3", "cp", str(big), f"s3://{BUCKET}/cli/big.bin")
+    head = json.loads(aws(a3.s3, "s3api", "head-object", "--bucket", BUCKET, "--key",
+                          "cli/big.bin"))  # fmt: skip
+    assert head["ETag"].strip('"').endswith("-2") and head["ContentLength"] == 10 << 20
+    for want in (small, big):
+        got = tmp_path / f"got-{want.name}"
+        aws(a3.s3, "s3", "cp", f"s3://{BUCKET}/cli/{want.name}", str(got))
+        assert got.read_bytes() == want.read_bytes(), want.name
+
+
+def test_an_operator_removes_a_node(rig: tuple[NetnsStoreCluster, Any]) -> None:
+    """An operator removes node-4 (z1) with `cloudless s3 layout stage --remove` and `apply`
+    and then stops it: node-1, the other z1 node, takes over its copies (R=3 restored:
+    everything reads with node-3, z3's only node, down too) and the automatic policy does not
+    add node-4 back while its registration stays."""
+    cluster, key = rig
+    objects: dict[str, str] = {}
+    c = s3(cluster.agents[1].s3, key)
+    for i in range(12):
+        data = os.urandom(1_100_000 if i % 2 else 2_000)
+        c.put_object(Bucket=BUCKET, Key=f"remove/{i}", Body=data)
+        objects[f"remove/{i}"] = sha(data)
+    v1 = layout_version(cluster)
+    a1, _, _, a4 = cluster.agents[:4]
+    gone = a4.node_id
+    cli(cluster, "layout", "stage", gone, "--remove")
+    preview = cli(cluster, "layout", "preview")
+    assert f"{a1.node_id}: 256 partitions" in preview, preview
+    cli(cluster, "layout", "apply", "--version", str(v1))
+    wait_for(functools.partial(settled, cluster, 4), "node-4 out of the layout, synced", 180)
+    v2 = layout_version(cluster)
+    assert v2 == v1 + 1
+    held = [n for n in objects if has_row(a1.data, object_pk(BUCKET, n))]
+    assert len(held) == len(objects)  # z1's one node now holds a copy of every object
+    cluster.kill(3)  # decommissioned: its registration stays (present for the grace period)
+    time.sleep(12)  # two beats of every node: the automatic policy must not take it back
+    assert layout_version(cluster) == v2
+    show = cli(cluster, "layout", "show")
+    assert f"  {gone}  zone" not in show
+    assert f"removed by an operator (not added back automatically): {gone}" in show
+    cluster.kill(2)  # z3's only node down too: reads need node-1's copies (Rq=2 of 3)
     try:
-        body: bytes = s3(endpoint, key).get_object(Bucket=BUCKET, Key=name)["Body"].read()
-        return body
-    except Exception:
-        return None
+        for name, digest in objects.items():
+            got = s3(a1.s3, key).get_object(Bucket=BUCKET, Key=name)["Body"].read()
+            assert sha(got) == digest, name
+    finally:
+        cluster.start_agent(2)
+    wait_for(functools.partial(answers, cluster.agents[2].s3, key), "node-3 back", 120)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from cloudless.lib.errors import Conflict
 from cloudless.objectstore import history as h
 from cloudless.objectstore.layout import NodeRole
 from cloudless.objectstore.members import (
+    Change,
     Decision,
     Presence,
     StorageNode,
@@ -134,9 +136,11 @@ def test_decide(
 def test_nothing_during_a_transition_or_with_staged_changes() -> None:
     v1 = layout(A, B, C)
     v2 = h.apply(h.stage(v1, "d", D.role), 1)[0]  # d has not synced: two live versions
-    assert decide(v2, registry(A, B, C, D), {"a"}, 3) == Decision(
+    assert decide(v2, registry(A, B, C, D), set(), 3) == Decision(
         None, "layout v2 is still syncing"
     )
+    synced = h.ack_synced(v2, "a", 2)  # a synced v2: its absence does not block v2
+    assert decide(synced, registry(A, B, C, D), {"a"}, 3).why == "layout v2 is still syncing"
     staged = h.stage(v1, "e", NodeRole("z4", GiB))
     assert decide(staged, registry(A, B, C, D), set(), 3).why == (
         "an operator staged a change: apply or revert it"
@@ -179,3 +183,55 @@ def test_one_actor_the_smallest_present_storage_node() -> None:
 
 def test_grace_defaults_follow_the_issue() -> None:
     assert default_grace(3) == 15 * 60 and default_grace(2) == 5 * 60
+
+
+def test_a_node_an_operator_removed_stays_out_while_registered() -> None:
+    """An operator's removal sticks: the node, still registered and present (running, or
+    stopped less than the grace period ago), is not added back by the policy; staging a role
+    for it lifts that. A node the policy itself replaced is added again when it returns."""
+    v1 = layout(A, B, C, D)
+    v2 = h.apply(h.stage(v1, "d", None), 1)[0]
+    assert v2.removed == {"d"}
+    v2 = h.ack_synced(h.ack_synced(h.ack_synced(v2, "a", 2), "b", 2), "c", 2)
+    assert len(v2.versions) == 1
+    assert decide(v2, registry(A, B, C, D), set(), 3) == Decision(
+        None, "layout matches the registered nodes"
+    )
+    back = h.apply(h.stage(v2, "d", D.role), 2)[0]  # the operator adds it again
+    assert back.removed == frozenset() and "d" in back.current.roles  # type: ignore[union-attr]
+
+    replaced = h.apply(h.stage(v1, "d", None), 1, operator=False)[0]  # the policy's own change
+    assert replaced.removed == frozenset()
+    replaced = h.ack_synced(h.ack_synced(h.ack_synced(replaced, "a", 2), "b", 2), "c", 2)
+    d = decide(replaced, registry(A, B, C, D), set(), 3)
+    assert d.change is not None and d.change.roles == {"d": D.role}
+
+
+def test_a_node_that_dies_mid_transition_is_replaced_and_the_transition_abandoned() -> None:
+    """d joins (v2) and dies before syncing: past the grace period it is replaced (v3 without
+    it, v2 abandoned), reads stay on v1 until v3 has synced, then v3 alone is live. Without
+    this the layout waited for d for good: no replacement, no operator apply."""
+    v1 = layout(A, B, C, node("e", "z2"))
+    v2 = h.apply(h.stage(v1, "d", D.role), 1)[0]
+    v2 = h.ack_synced(h.ack_synced(v2, "a", 2), "b", 2)  # a, b synced; c, e, d not yet
+    nodes = registry(A, B, C, D, node("e", "z2"))
+    assert decide(v2, nodes, set(), 3).why == "layout v2 is still syncing"
+    d = decide(v2, nodes, {"d"}, 3)
+    assert d.change == Change({"d": None}, None, "replace d, which v2 waits for")
+    with_staged = h.stage(v2, "f", NodeRole("z4", GiB))  # an operator's staging comes first
+    assert decide(with_staged, nodes, {"d"}, 3).why == "layout v2 is still syncing"
+
+    v3 = h.apply(h.stage(v2, "d", None), 2, operator=False)[0]
+    assert [v.version for v in v3.versions] == [1, 3]  # v2 abandoned
+    assert v3.read_version() is v3.versions[0] and v3.removed == frozenset()
+    assert "d" not in {n for p in v3.current.partitions for n in p}  # type: ignore[union-attr]
+    for n in ("a", "b", "c", "e"):
+        v3 = h.ack_synced(v3, n, 3)
+    assert [v.version for v in v3.versions] == [3]
+
+    # only a removal of a node v2 waits for may cut a transition short
+    with pytest.raises(Conflict, match="still syncing on c, d, e"):
+        h.apply(h.stage(v2, "a", None), 2)
+    # and never below R storage nodes
+    bigger = h.apply(h.stage(layout(A, B, C), "c", NodeRole("z3", 2 * GiB)), 1)[0]
+    assert "would leave fewer than 3" in decide(bigger, registry(A, B, C), {"c"}, 3).why
