@@ -15,11 +15,11 @@ $(STAMP): pyproject.toml
 	@$(PIP) install -q -e '.[dev]'
 	@touch $(STAMP)
 
-# The chaos suite (real netns cluster, needs root: tests/chaos/cluster/README.md) runs after
-# the other suites; either pytest failing fails the target.
+# Unit, contract and sim run beside the integration suite; the chaos suite (real netns
+# clusters, needs root: tests/chaos/cluster/README.md) runs after them, alone; any pytest
+# failing fails the target (scripts/run-tests).
 test: setup proto-check
-	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/contract tests/sim tests/integration
-	$(PY) -m pytest -q -p no:cacheprovider tests/chaos
+	@PY=$(PY) bash scripts/run-tests
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit tests/contract tests/sim
