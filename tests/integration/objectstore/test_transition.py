@@ -90,7 +90,10 @@ async def test_a_new_owner_pulls_its_partitions_before_acknowledging(
     shutil.move(aside["n2"], cluster.nodes["n2"].local.blocks.path(hidden))
     blocks = report.blocks
     report = await sync.sync_to(new, only=report.failed)  # the next beat: the failed one
-    assert report.failed == () and report.partitions == 1 and blocks + report.blocks > 1
+    # The retry pulls the hidden block; both passes together pull every block n4 gained (how
+    # many of the three land in n4's partitions depends on the random body).
+    assert report.failed == () and report.partitions == 1 and report.blocks >= 1
+    assert blocks + report.blocks >= len(gained)
     for b in BUCKETS:
         if "n4" in new.partitions[partition(b)]:
             assert n4.local.raw("objects").get(object_pk(b, "small")) is not None
