@@ -166,6 +166,13 @@ async def test_rolling_restart_keeps_quorum(tmp_path: Path, pki: TestPki) -> Non
             await asyncio.sleep(0.2)
             task = asyncio.create_task(writer())
             for member in cluster.members:
+                # writes under way before each restart (a fast restart would otherwise leave
+                # too few writes to show anything)
+                had = len(writes)
+                for _ in range(100):
+                    if len(writes) >= had + 4:
+                        break
+                    await asyncio.sleep(0.05)
                 await member.restart()
                 statuses = await cluster.statuses()
                 assert all(s is not None and s.leader for s in statuses), statuses
