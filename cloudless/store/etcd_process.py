@@ -333,7 +333,9 @@ class EtcdMember:
             await asyncio.shield(self.stop())
 
     def removed(self) -> bool:
-        tail = self.log_tail(20)
+        """etcd logged, in this process's lifetime, that the member was removed (the line may
+        be followed by dozens of shutdown lines, one per peer stream)."""
+        tail = self.log_tail(100_000)
         return "permanently removed" in tail or "member has been removed" in tail
 
     async def _until_dead(self, interval: float, unhealthy_after: float) -> None:

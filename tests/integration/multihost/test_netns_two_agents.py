@@ -134,14 +134,16 @@ class Rig:
 
     async def mtls(self, workload: str, within: float = 0.0) -> str:
         """tls-srv's answer to ``workload``: ``gnip`` (reversed) when both sides accepted.
-        A refused connection (s_server between two runs) is tried again for 4 s; any other
-        failure only with ``within`` (for that many more seconds)."""
+        A refused or reset connection (s_server between two runs) is tried again for 4 s;
+        any other failure only with ``within`` (for that many more seconds)."""
         deadline = time.monotonic() + 4.0 + within
         while True:
             rc, out = await self.run_in(workload, ping())
             if rc == 0 and "gnip" in out:
                 return out
-            refused = "onnection refused" in out
+            # between two s_server runs (one per connection, restarted on renewal): no
+            # listener, or a connection left in the ending one's backlog (reset, errno 104)
+            refused = "onnection refused" in out or "errno=104" in out
             if time.monotonic() > deadline or not (refused or within):
                 raise AssertionError(f"{workload}: no mutual TLS with tls-srv: {out}")
             await asyncio.sleep(0.2)
