@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from cloudless.objectstore.crdt import Entry, merge
 
@@ -135,4 +135,10 @@ class Blocks(Protocol):
 
     async def read(self, h: str) -> bytes:
         """Block ``h``'s bytes, hash-checked; raises ``MissingBlock`` if no node has it."""
+        ...
+
+    async def open(self, h: str) -> BinaryIO | None:
+        """This node's file of block ``h``, hash-checked, open at offset 0 (the caller
+        closes it); None when this node cannot serve it from its own disk (not one of its
+        nodes, absent, or corrupt and quarantined): ``read`` it then."""
         ...

@@ -3,6 +3,8 @@ and multipart uploads (create, upload part, complete, abort, list parts)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import email.utils
 import logging
 import re
@@ -12,7 +14,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from cloudless.lib.errors import CloudlessError
-from cloudless.objectstore.engine import Engine
+from cloudless.objectstore.engine import Engine, FileSlice
 from cloudless.objectstore.records import ObjectMeta
 from cloudless.objectstore.s3.errors import S3Error, not_implemented
 from cloudless.objectstore.s3.names import check_bucket, check_key
@@ -92,6 +94,20 @@ def check_conditions(obj: ObjectMeta, headers: dict[str, str], prefix: str = "if
         t = _time(ims, prefix + "modified-since")
         if t is not None and mtime <= t:
             raise S3Error(not_modified, f"{prefix}modified-since: not modified since")
+
+
+async def _send_file(request: web.BaseRequest, resp: web.StreamResponse, piece: FileSlice) -> None:
+    """Send ``piece`` after what ``resp`` sent so far: by ``sendfile`` (page cache to socket,
+    no copy) where the transport allows it, else read and written."""
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("client went away")
+    try:
+        await asyncio.get_running_loop().sendfile(
+            transport, piece.file, piece.offset, piece.count, fallback=False
+        )
+    except (NotImplementedError, asyncio.SendfileNotAvailableError):
+        await resp.write(await asyncio.to_thread(piece.read_sync))
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -252,9 +268,18 @@ class ObjectApi:
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = end - start
         await resp.prepare(ctx.request)
+        transport = ctx.request.transport
+        # over TLS the bytes must pass through Python anyway: no files
+        files = transport is not None and transport.get_extra_info("sslcontext") is None
+        pieces = self.engine.serve(obj, start, end) if files else self.engine.read(obj, start, end)
         try:
-            async for piece in self.engine.read(obj, start, end):
-                await resp.write(piece)
+            async with contextlib.aclosing(pieces):
+                async for piece in pieces:
+                    if isinstance(piece, FileSlice):
+                        with piece.file:
+                            await _send_file(ctx.request, resp, piece)
+                    else:
+                        await resp.write(piece)
         except (S3Error, CloudlessError) as e:
             # Headers are out: the only honest signal left is a cut connection (the client
             # sees fewer bytes than Content-Length and retries).
