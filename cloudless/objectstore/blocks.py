@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import io
 import os
+import re
 import secrets
 import threading
 from pathlib import Path
@@ -35,6 +36,7 @@ from cloudless.objectstore.metadb import MetaDb
 BLOCK_SIZE = 1 << 20
 INLINE_MAX = 3072
 GC_DELAY = 600.0
+_HASH = re.compile(r"[0-9a-f]{64}\Z")
 SYNC_MAX = 64 << 10
 """Blocks up to this size are read and written on the event loop: a thread hand-off costs
 more than the I/O (and on a loaded machine, milliseconds)."""
@@ -92,6 +94,7 @@ class BlockStore:
         self, root: Path, meta: MetaDb, *, gc_delay: float = GC_DELAY, fsync_each: bool = True
     ) -> None:
         self.root = root
+        self._root = str(root)
         self.gc_delay = gc_delay
         self.fsync_each = fsync_each
         """False: a durable write's fsync is left to the next ``flush`` (group commit by
@@ -104,9 +107,9 @@ class BlockStore:
         (root / "corrupt").mkdir(parents=True, exist_ok=True)
 
     def path(self, h: str) -> Path:
-        if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
+        if not _HASH.match(h):
             raise ValueError(f"block hash {h!r}: 64 lowercase hex digits")
-        return self.root / h[:2] / h[2:4] / h
+        return Path(f"{self._root}/{h[:2]}/{h[2:4]}/{h}")
 
     # ---- data ------------------------------------------------------------------------------
 

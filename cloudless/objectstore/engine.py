@@ -464,7 +464,7 @@ class Engine:
         return out
 
     async def _fetch(self, ref: BlockRef, lo: int, hi: int, files: bool) -> bytes | FileSlice:
-        if files:
+        if files and ref.size > SMALL:  # a small block costs less as bytes than as a file
             opening = asyncio.ensure_future(self.blocks.open(ref.hash))
             try:
                 f = await asyncio.shield(opening)

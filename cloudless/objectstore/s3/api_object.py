@@ -46,6 +46,8 @@ OVERRIDES = {
 STORED_HEADERS = ("cache-control", "content-disposition", "content-encoding", "content-language",
                   "expires")  # fmt: skip
 MAX_META = 2048
+WHOLE = 64 << 10
+"""GET bodies up to this size are read whole before the response starts."""
 log = logging.getLogger(__name__)
 
 
@@ -265,6 +267,10 @@ class ObjectApi:
         if head:
             headers["Content-Length"] = str(end - start)
             return web.Response(status=status, headers=headers)
+        if end - start <= WHOLE:
+            # read before the headers go out: one send, and a failed read is an S3 error
+            body = b"".join([p async for p in self.engine.read(obj, start, end)])
+            return web.Response(status=status, headers=headers, body=body)
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = end - start
         await resp.prepare(ctx.request)
