@@ -8,9 +8,13 @@
   is a no-op (same name, same content).
 * ``read`` re-hashes what it read; a mismatch moves the file to ``corrupt/`` and raises
   ``CorruptBlock`` (the caller reads another replica and the resync brings a good copy back).
-  ``open`` does the same check and hands back the open file instead of its bytes, for a
-  caller that sends it without copying it through Python (``sendfile``): the bytes it sends
-  are the page-cache pages just hashed.
+* ``open`` hands back the open file instead of its bytes, for a caller that sends it without
+  copying it through Python (``sendfile``). It re-hashes the file unless this store wrote or
+  verified that very file since it started: same inode, size, modification and change time
+  as then (the last ``TRUSTED_MAX`` such files are remembered). A file changed through the
+  file system since (rewritten, truncated, replaced) is hashed again before any byte of it is
+  handed out; damage that leaves the file's metadata alone (media rot) is the scrub's to find
+  (``scrub.py``, which always re-hashes).
 * References are rows ``<hash>/<version>`` of the ``block_refs`` LWW table (so they replicate
   like any metadata); whenever one changes, ``reconsider`` queues a block whose count is zero
   for deletion ``gc_delay`` seconds later, and ``collect`` deletes it then only if still
@@ -26,7 +30,9 @@ import os
 import re
 import secrets
 import threading
+from collections import OrderedDict
 from pathlib import Path
+from typing import NoReturn
 
 import blake3
 
@@ -37,6 +43,17 @@ BLOCK_SIZE = 1 << 20
 INLINE_MAX = 3072
 GC_DELAY = 600.0
 _HASH = re.compile(r"[0-9a-f]{64}\Z")
+TRUSTED_MAX = 16384
+"""Block files whose hash check ``open`` remembers (~300 bytes each)."""
+
+Signature = tuple[int, int, int, int]
+"""(inode, size, mtime ns, ctime ns) of a block file."""
+
+
+def _signature(st: os.stat_result) -> Signature:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 SYNC_MAX = 64 << 10
 """Blocks up to this size are read and written on the event loop: a thread hand-off costs
 more than the I/O (and on a loaded machine, milliseconds)."""
@@ -101,6 +118,8 @@ class BlockStore:
         time, as SQLite's WAL leaves its own to checkpoints); the replicas in other zones
         cover the window."""
         self._deferred: dict[str, None] = {}
+        self._trusted: OrderedDict[str, Signature] = OrderedDict()
+        self._trusting = threading.Lock()
         self.refs = meta.table("block_refs")
         self.db = meta.db
         self.db.execute("CREATE TABLE IF NOT EXISTS block_gc (hash TEXT PRIMARY KEY, due REAL)")
@@ -137,6 +156,7 @@ class BlockStore:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
+        self._trust(h, _signature(os.stat(final)))  # after the rename, which sets its ctime
         if durable:
             _fsync_dir(final.parent)  # the rename itself must survive a power cut
         return True
@@ -191,15 +211,35 @@ class BlockStore:
             await asyncio.to_thread(self.sync_sync, list(hashes))
 
     def read_sync(self, h: str) -> bytes:
+        """Block ``h``'s bytes, always re-hashed (the scrub's check)."""
         p = self.path(h)
         try:
-            data = p.read_bytes()
+            with open(p, "rb", buffering=0) as f:
+                signature = _signature(os.fstat(f.fileno()))
+                data = f.readall()
         except FileNotFoundError:
             raise MissingBlock(f"block {h} is not on this node") from None
         if block_hash(data) != h:
-            os.replace(p, self.root / "corrupt" / h)
-            raise CorruptBlock(f"block {h} failed its hash check; moved to corrupt/")
+            self._quarantine(h)
+        self._trust(h, signature)
         return data
+
+    def _quarantine(self, h: str) -> NoReturn:
+        with self._trusting:
+            self._trusted.pop(h, None)
+        os.replace(self.path(h), self.root / "corrupt" / h)
+        raise CorruptBlock(f"block {h} failed its hash check; moved to corrupt/")
+
+    def _trust(self, h: str, signature: Signature) -> None:
+        with self._trusting:
+            self._trusted[h] = signature
+            self._trusted.move_to_end(h)
+            while len(self._trusted) > TRUSTED_MAX:
+                self._trusted.popitem(last=False)
+
+    def _trusts(self, h: str, signature: Signature) -> bool:
+        with self._trusting:
+            return self._trusted.get(h) == signature
 
     async def read(self, h: str) -> bytes:
         if self._small(h):
@@ -207,15 +247,18 @@ class BlockStore:
         return await asyncio.to_thread(self.read_sync, h)
 
     def open_sync(self, h: str) -> io.FileIO:
-        """Block ``h``'s file open for reading (at offset 0), its content hash-checked first;
-        the caller closes it. Raises ``MissingBlock``, or ``CorruptBlock`` after moving the
-        file to ``corrupt/``, as ``read_sync`` does."""
-        p = self.path(h)
+        """Block ``h``'s file open for reading (at offset 0), hash-checked first unless this
+        store wrote or verified this very file (module docstring); the caller closes it.
+        Raises ``MissingBlock``, or ``CorruptBlock`` after moving the file to ``corrupt/``,
+        as ``read_sync`` does."""
         try:
-            f = open(p, "rb", buffering=0)
+            f = open(self.path(h), "rb", buffering=0)
         except FileNotFoundError:
             raise MissingBlock(f"block {h} is not on this node") from None
         try:
+            signature = _signature(os.fstat(f.fileno()))
+            if self._trusts(h, signature):
+                return f
             ok = _file_hash(f) == h
             f.seek(0)
         except BaseException:
@@ -223,13 +266,18 @@ class BlockStore:
             raise
         if not ok:
             f.close()
-            os.replace(p, self.root / "corrupt" / h)
-            raise CorruptBlock(f"block {h} failed its hash check; moved to corrupt/")
+            self._quarantine(h)
+        self._trust(h, signature)
         return f
 
     async def open(self, h: str) -> io.FileIO:
-        """``open_sync``, in a thread unless the block is small."""
-        if self._small(h):
+        """``open_sync``: on the event loop when no hashing is due (or the block is small),
+        else in a thread."""
+        try:
+            st = os.stat(self.path(h))
+        except FileNotFoundError:
+            raise MissingBlock(f"block {h} is not on this node") from None
+        if st.st_size <= SYNC_MAX or self._trusts(h, _signature(st)):
             return self.open_sync(h)
         return await asyncio.to_thread(self.open_sync, h)
 
@@ -298,6 +346,8 @@ class BlockStore:
         for h in due:
             self.db.execute("DELETE FROM block_gc WHERE hash = ?", (h,))
             if self.refcount(h) == 0:
+                with self._trusting:
+                    self._trusted.pop(h, None)
                 self.path(h).unlink(missing_ok=True)
                 gone.append(h)
         return gone
