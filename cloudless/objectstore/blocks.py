@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import io
 import os
 import re
 import secrets
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, cast
 
 import blake3
 
@@ -88,6 +90,28 @@ def _subdirs(path: Path) -> list[Path]:
 
 def block_hash(data: bytes | memoryview) -> str:
     return blake3.blake3(data, max_threads=1).hexdigest()
+
+
+def _libc_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """Linux's ``sync_file_range(2)`` (absent from ``os``), or None where libc lacks it."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return cast(Callable[[int, int, int, int], int], fn)
+
+
+_sync_file_range = _libc_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _start_writeback(fd: int) -> None:
+    """Start writing a file's dirty pages to disk without waiting (a hint: errors surface
+    at the fsync that follows)."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
 
 _scratch = threading.local()
@@ -151,6 +175,9 @@ class BlockStore:
                 if durable:
                     f.flush()
                     os.fsync(f.fileno())
+                elif len(data) > SYNC_MAX:
+                    # the fsync that makes it durable later then waits for little I/O
+                    _start_writeback(f.fileno())
             os.replace(tmp, final)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
