@@ -44,9 +44,12 @@ from cloudless.objectstore.metadb import MetaDb
 BLOCK_SIZE = 1 << 20
 INLINE_MAX = 3072
 GC_DELAY = 600.0
-_HASH = re.compile(r"[0-9a-f]{64}\Z")
+SYNC_MAX = 64 << 10
+"""Blocks up to this size are read and written on the event loop: a thread hand-off costs
+more than the I/O (and on a loaded machine, milliseconds)."""
 TRUSTED_MAX = 16384
 """Block files whose hash check ``open`` remembers (~300 bytes each)."""
+_HASH = re.compile(r"[0-9a-f]{64}\Z")
 
 Signature = tuple[int, int, int, int]
 """(inode, size, mtime ns, ctime ns) of a block file."""
@@ -54,11 +57,6 @@ Signature = tuple[int, int, int, int]
 
 def _signature(st: os.stat_result) -> Signature:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-SYNC_MAX = 64 << 10
-"""Blocks up to this size are read and written on the event loop: a thread hand-off costs
-more than the I/O (and on a loaded machine, milliseconds)."""
 
 
 class CorruptBlock(CloudlessError):

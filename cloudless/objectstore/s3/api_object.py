@@ -102,7 +102,7 @@ async def _send_file(request: web.BaseRequest, resp: web.StreamResponse, piece: 
     """Send ``piece`` after what ``resp`` sent so far: by ``sendfile`` (page cache to socket,
     no copy) where the transport allows it, else read and written."""
     transport = request.transport
-    if transport is None:
+    if transport is None or transport.is_closing():
         raise ConnectionResetError("client went away")
     try:
         await asyncio.get_running_loop().sendfile(
@@ -110,6 +110,11 @@ async def _send_file(request: web.BaseRequest, resp: web.StreamResponse, piece: 
         )
     except (NotImplementedError, asyncio.SendfileNotAvailableError):
         await resp.write(await asyncio.to_thread(piece.read_sync))
+    except (ConnectionError, RuntimeError) as e:  # RuntimeError: "Transport is closing"
+        if isinstance(e, RuntimeError) and not transport.is_closing():
+            raise
+        # what aiohttp's own writes raise when the client is gone
+        raise ConnectionResetError(f"client went away: {e}") from e
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -269,7 +274,8 @@ class ObjectApi:
             return web.Response(status=status, headers=headers)
         if end - start <= WHOLE:
             # read before the headers go out: one send, and a failed read is an S3 error
-            body = b"".join([p async for p in self.engine.read(obj, start, end)])
+            async with contextlib.aclosing(self.engine.read(obj, start, end)) as whole:
+                body = b"".join([p async for p in whole])
             return web.Response(status=status, headers=headers, body=body)
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = end - start
@@ -286,6 +292,11 @@ class ObjectApi:
                             await _send_file(ctx.request, resp, piece)
                     else:
                         await resp.write(piece)
+        except ConnectionError as e:  # the client left mid-body: nothing to answer
+            log.debug("GET %s: connection lost mid-body: %s", ctx.resource, e)
+            if ctx.request.transport is not None:
+                ctx.request.transport.close()
+            return resp
         except (S3Error, CloudlessError) as e:
             # Headers are out: the only honest signal left is a cut connection (the client
             # sees fewer bytes than Content-Length and retries).
