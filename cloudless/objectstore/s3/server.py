@@ -27,6 +27,9 @@ from cloudless.objectstore.s3.names import check_bucket, check_key
 
 log = logging.getLogger(__name__)
 
+READ_SIZE = 1 << 18
+"""Request bodies are read in pieces of this size."""
+
 
 class _Digest:
     """A running checksum with ``update`` and a base64 ``result`` (S3's encoding)."""
@@ -207,7 +210,7 @@ class S3Server:
         if v.payload.startswith("STREAMING-"):
             source: AsyncIterator[bytes] = chunked.decode(request.content, v, trailers)
         else:
-            source = request.content.iter_any()  # pieces as received: no re-joining copy
+            source = request.content.iter_chunked(READ_SIZE)
         size = 0
         async for piece in source:
             size += len(piece)
