@@ -48,7 +48,7 @@ SYNC_MAX = 64 << 10
 """Blocks up to this size are read and written on the event loop: a thread hand-off costs
 more than the I/O (and on a loaded machine, milliseconds)."""
 TRUSTED_MAX = 16384
-"""Block files whose hash check ``open`` remembers (~300 bytes each)."""
+"""Block files whose hash check ``open`` remembers (~400 bytes of memory each)."""
 _HASH = re.compile(r"[0-9a-f]{64}\Z")
 
 Signature = tuple[int, int, int, int]
