@@ -107,8 +107,8 @@ def new_version() -> str:
 
 @dataclass(frozen=True)
 class FileSlice:
-    """``count`` bytes at ``offset`` of an open, hash-checked block file (``Engine.serve``);
-    whoever holds it closes ``file``."""
+    """``count`` bytes at ``offset`` of an open block file that ``Blocks.open`` checked
+    (``Engine.serve``); whoever holds it closes ``file``."""
 
     file: BinaryIO
     offset: int
@@ -433,10 +433,11 @@ class Engine:
     async def serve(
         self, obj: ObjectMeta, start: int, end: int
     ) -> AsyncGenerator[bytes | FileSlice, None]:
-        """``read`` for a sender that can send files itself (``sendfile``): a block on this
-        node's disk comes as a ``FileSlice`` of its hash-checked file, which the caller sends
-        and closes; other blocks come as bytes, hash-checked. Closing the iterator early
-        closes any file it fetched ahead."""
+        """``read`` for a sender that can send files itself (``sendfile``): a block over
+        ``SMALL`` on this node's disk comes as a ``FileSlice`` of its file as ``Blocks.open``
+        checked it (hashed unless unchanged since this node wrote or verified it), which the
+        caller sends and closes; other blocks come as bytes, hash-checked. Closing the
+        iterator early closes any file it fetched ahead."""
         async with contextlib.aclosing(self._ahead(obj, start, end, files=True)) as pieces:
             async for piece in pieces:
                 yield piece

@@ -138,7 +138,8 @@ class Blocks(Protocol):
         ...
 
     async def open(self, h: str) -> BinaryIO | None:
-        """This node's file of block ``h``, hash-checked, open at offset 0 (the caller
-        closes it); None when this node cannot serve it from its own disk (not one of its
-        nodes, absent, or corrupt and quarantined): ``read`` it then."""
+        """This node's file of block ``h``, open at offset 0 (the caller closes it), hashed
+        first unless it is unchanged since this node wrote or verified it (``blocks.py``);
+        None when this node cannot serve it from its own disk (not one of its nodes, absent,
+        or corrupt and quarantined): ``read`` it then."""
         ...
