@@ -9,13 +9,20 @@ Workloads: PUT and GET of 1 MiB objects (4 concurrent), of 64 MiB objects (one a
 and of 4 KiB objects (16 concurrent: ops/s and P50 latency). Every object holds distinct
 random bytes (the store deduplicates identical blocks).
 
-Run from the repo root: ``python -m bench.objectstore`` -> ``bench/results/objectstore.json``
-(its ``cluster`` section, written by ``python -m bench.objectstore.cluster``, is kept).
+With ``--before DIR`` a third server runs the store from the code tree at ``DIR`` (a ``git
+archive`` of the commit a change started from), in the same rounds: before and after side by
+side, each against the same baseline.
+
+Run from the repo root: ``python -m bench.objectstore [--before DIR]`` ->
+``bench/results/objectstore.json`` (its ``cluster`` and ``cluster_runs`` sections, written by
+``python -m bench.objectstore.cluster``, and ``before_after`` are kept).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import functools
 import json
 import multiprocessing as mp
 import os
@@ -23,12 +30,11 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
 
 import aiohttp
 
 from bench.common import RESULTS, percentile, write_results
-from bench.objectstore.servers import run_baseline, run_store
+from bench.objectstore.servers import run_baseline, run_store, run_store_from
 
 MIB = 1 << 20
 ROUNDS = 3
@@ -38,6 +44,8 @@ WORKLOADS = {
     "64MiB": (64 * MIB, 2, 1),
     "4KiB": (4096, 400, 16),
 }
+KEPT = ("cluster", "cluster_runs", "before_after")
+"""Sections of the results file other runs write; carried over unchanged."""
 GOALS = {  # the issue's goals, store / baseline (or ops/s per core for 4 KiB)
     "GET 64MiB": 0.9,
     "PUT 64MiB": 0.8,
@@ -49,14 +57,14 @@ GOALS = {  # the issue's goals, store / baseline (or ops/s per core for 4 KiB)
 
 
 def start(
-    target: Callable[[str, Any], None], root: str
+    target: Callable[..., None], root: str
 ) -> tuple[mp.process.BaseProcess, tuple[int, str, str]]:
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=target, args=(root, child), daemon=True)
     proc.start()
     if not parent.poll(60):
-        raise RuntimeError(f"{target.__name__} did not start")
+        raise RuntimeError(f"{getattr(target, '__name__', target)} did not start")
     return proc, parent.recv()
 
 
@@ -148,15 +156,41 @@ async def measure(targets: list[Target]) -> dict[str, dict[str, list[float]]]:
     return results
 
 
+RATIOS = (
+    "GET 64MiB MiB/s",
+    "PUT 64MiB MiB/s",
+    "GET 1MiB MiB/s",
+    "PUT 1MiB MiB/s",
+    "GET 4KiB ops/s",
+    "PUT 4KiB ops/s",
+)
+
+
+def over(store: dict[str, float], base: dict[str, float]) -> dict[str, float]:
+    """store / baseline for each workload (throughput: higher is better)."""
+    return {k.replace(" MiB/s", ""): round(store[k] / base[k], 2) for k in RATIOS}
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--before", help="a code tree whose store runs beside this one's")
+    args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-objectstore-") as tmp:
         procs = []
         try:
             p1, (port1, _, _) = start(run_baseline, f"{tmp}/baseline")
             procs.append(p1)
+            targets = [Target("baseline", port1, "", "")]
+            if args.before:
+                code = os.path.abspath(args.before)
+                p0, (port0, key0, secret0) = start(
+                    functools.partial(run_store_from, code), f"{tmp}/before"
+                )
+                procs.append(p0)
+                targets.append(Target("before", port0, key0, secret0))
             p2, (port2, key_id, secret) = start(run_store, f"{tmp}/store")
             procs.append(p2)
-            targets = [Target("baseline", port1, "", ""), Target("store", port2, key_id, secret)]
+            targets.append(Target("store", port2, key_id, secret))
             load_before = os.getloadavg()
             raw = asyncio.run(measure(targets))
             load_after = os.getloadavg()
@@ -168,27 +202,26 @@ def main() -> None:
         name: {k: round(statistics.median(v), 1) for k, v in r.items()} for name, r in raw.items()
     }
     base, store = figures["baseline"], figures["store"]
-    ratios = {}
-    for key in (
-        "GET 64MiB MiB/s",
-        "PUT 64MiB MiB/s",
-        "GET 1MiB MiB/s",
-        "PUT 1MiB MiB/s",
-        "GET 4KiB ops/s",
-        "PUT 4KiB ops/s",
-    ):
-        ratios[key.replace(" MiB/s", "")] = round(store[key] / base[key], 2)
+    ratios = over(store, base)
     goals = {}
     for goal, want in GOALS.items():
         have = store[goal] if goal.endswith("ops/s") else ratios[goal]
         goals[goal] = {"goal": want, "measured": have, "met": have >= want}
+    before = {}
+    if "before" in figures:
+        before = {
+            "before": figures["before"],
+            "before_over_baseline": over(figures["before"], base),
+            "before_code": args.before,
+        }
     previous = RESULTS / "objectstore.json"
-    kept = json.loads(previous.read_text()).get("cluster") if previous.exists() else None
+    old = json.loads(previous.read_text()) if previous.exists() else {}
     write_results(
         "objectstore",
         {
-            **({"cluster": kept} if kept else {}),
-            "command": "python -m bench.objectstore",
+            **{k: old[k] for k in KEPT if k in old},
+            "command": "python -m bench.objectstore"
+            + (f" --before {args.before}" if args.before else ""),
             "setup": "one node, R=1, loopback, server and baseline each in one process (one "
             "event loop); SigV4 presigned URLs for the store; client: aiohttp in a third "
             f"process; median of {ROUNDS} alternating rounds; cpus={os.cpu_count()}",
@@ -203,10 +236,15 @@ def main() -> None:
                 name: {k: [round(x, 1) for x in v] for k, v in r.items()} for name, r in raw.items()
             },
             "goals": goals,
+            **before,
         },
     )
     for k in base:
-        print(f"{k:24s} baseline {base[k]:>9} store {store[k]:>9}")
+        was = f" before {figures['before'][k]:>9}" if "before" in figures else ""
+        print(f"{k:24s} baseline {base[k]:>9}{was} store {store[k]:>9}")
+    if before:
+        print("before / baseline", before["before_over_baseline"])
+    print("store / baseline ", ratios)
     for g, v in goals.items():
         print(f"goal {g:18s} {v}")
 

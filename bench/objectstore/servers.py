@@ -71,6 +71,15 @@ def run_store(root: str, conn: Connection) -> None:
     asyncio.run(main())
 
 
+def run_store_from(code: str, root: str, conn: Connection) -> None:
+    """``run_store`` with ``cloudless`` imported from the tree at ``code`` (another commit's
+    code, e.g. a ``git archive`` of the base of a change, for a before/after run)."""
+    import sys
+
+    sys.path.insert(0, code)
+    run_store(root, conn)
+
+
 def _tls(root: Path, name: str) -> tuple[bytes, bytes, bytes]:
     """(cert, key, CA bundle) PEMs written by ``make_tls`` for ``name``."""
     return (

@@ -8,6 +8,13 @@
   is a no-op (same name, same content).
 * ``read`` re-hashes what it read; a mismatch moves the file to ``corrupt/`` and raises
   ``CorruptBlock`` (the caller reads another replica and the resync brings a good copy back).
+* ``open`` hands back the open file instead of its bytes, for a caller that sends it without
+  copying it through Python (``sendfile``). It re-hashes the file unless this store wrote or
+  verified that very file since it started: same inode, size, modification and change time
+  as then (the last ``TRUSTED_MAX`` such files are remembered). A file changed through the
+  file system since (rewritten, truncated, replaced) is hashed again before any byte of it is
+  handed out; damage that leaves the file's metadata alone (media rot) is the scrub's to find
+  (``scrub.py``, which always re-hashes).
 * References are rows ``<hash>/<version>`` of the ``block_refs`` LWW table (so they replicate
   like any metadata); whenever one changes, ``reconsider`` queues a block whose count is zero
   for deletion ``gc_delay`` seconds later, and ``collect`` deletes it then only if still
@@ -18,9 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import io
 import os
+import re
 import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn, cast
 
 import blake3
 
@@ -33,6 +47,16 @@ GC_DELAY = 600.0
 SYNC_MAX = 64 << 10
 """Blocks up to this size are read and written on the event loop: a thread hand-off costs
 more than the I/O (and on a loaded machine, milliseconds)."""
+TRUSTED_MAX = 16384
+"""Block files whose hash check ``open`` remembers (~400 bytes of memory each)."""
+_HASH = re.compile(r"[0-9a-f]{64}\Z")
+
+Signature = tuple[int, int, int, int]
+"""(inode, size, mtime ns, ctime ns) of a block file."""
+
+
+def _signature(st: os.stat_result) -> Signature:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class CorruptBlock(CloudlessError):
@@ -62,8 +86,46 @@ def _subdirs(path: Path) -> list[Path]:
     )
 
 
-def block_hash(data: bytes) -> str:
+def block_hash(data: bytes | memoryview) -> str:
     return blake3.blake3(data, max_threads=1).hexdigest()
+
+
+def _libc_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """Linux's ``sync_file_range(2)`` (absent from ``os``), or None where libc lacks it."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return cast(Callable[[int, int, int, int], int], fn)
+
+
+_sync_file_range = _libc_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _start_writeback(fd: int) -> None:
+    """Start writing a file's dirty pages to disk without waiting (a hint: errors surface
+    at the fsync that follows)."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+
+
+_scratch = threading.local()
+
+
+def _file_hash(f: io.FileIO) -> str:
+    """blake3 of an open block file, read into this thread's reusable buffer (a fresh 1 MiB
+    ``bytes`` per read costs page faults that outweigh the hash)."""
+    buf: bytearray | None = getattr(_scratch, "buf", None)
+    if buf is None:
+        buf = _scratch.buf = bytearray(BLOCK_SIZE + 1)
+    h = blake3.blake3(max_threads=1)
+    view = memoryview(buf)
+    while n := f.readinto(view):
+        h.update(view[:n])
+    return h.hexdigest()
 
 
 class BlockStore:
@@ -71,21 +133,24 @@ class BlockStore:
         self, root: Path, meta: MetaDb, *, gc_delay: float = GC_DELAY, fsync_each: bool = True
     ) -> None:
         self.root = root
+        self._root = str(root)
         self.gc_delay = gc_delay
         self.fsync_each = fsync_each
         """False: a durable write's fsync is left to the next ``flush`` (group commit by
         time, as SQLite's WAL leaves its own to checkpoints); the replicas in other zones
         cover the window."""
         self._deferred: dict[str, None] = {}
+        self._trusted: OrderedDict[str, Signature] = OrderedDict()
+        self._trusting = threading.Lock()
         self.refs = meta.table("block_refs")
         self.db = meta.db
         self.db.execute("CREATE TABLE IF NOT EXISTS block_gc (hash TEXT PRIMARY KEY, due REAL)")
         (root / "corrupt").mkdir(parents=True, exist_ok=True)
 
     def path(self, h: str) -> Path:
-        if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
+        if not _HASH.match(h):
             raise ValueError(f"block hash {h!r}: 64 lowercase hex digits")
-        return self.root / h[:2] / h[2:4] / h
+        return Path(f"{self._root}/{h[:2]}/{h[2:4]}/{h}")
 
     # ---- data ------------------------------------------------------------------------------
 
@@ -108,11 +173,15 @@ class BlockStore:
                 if durable:
                     f.flush()
                     os.fsync(f.fileno())
+                elif len(data) > SYNC_MAX:
+                    # the fsync that makes it durable later then waits for little I/O
+                    _start_writeback(f.fileno())
             os.replace(tmp, final)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
+        self._trust(h, _signature(os.stat(final)))  # after the rename, which sets its ctime
         if durable:
             _fsync_dir(final.parent)  # the rename itself must survive a power cut
         return True
@@ -167,20 +236,75 @@ class BlockStore:
             await asyncio.to_thread(self.sync_sync, list(hashes))
 
     def read_sync(self, h: str) -> bytes:
+        """Block ``h``'s bytes, always re-hashed (the scrub's check)."""
         p = self.path(h)
         try:
-            data = p.read_bytes()
+            with open(p, "rb", buffering=0) as f:
+                signature = _signature(os.fstat(f.fileno()))
+                data = f.readall()
         except FileNotFoundError:
             raise MissingBlock(f"block {h} is not on this node") from None
         if block_hash(data) != h:
-            os.replace(p, self.root / "corrupt" / h)
-            raise CorruptBlock(f"block {h} failed its hash check; moved to corrupt/")
+            self._quarantine(h)
+        self._trust(h, signature)
         return data
+
+    def _quarantine(self, h: str) -> NoReturn:
+        with self._trusting:
+            self._trusted.pop(h, None)
+        os.replace(self.path(h), self.root / "corrupt" / h)
+        raise CorruptBlock(f"block {h} failed its hash check; moved to corrupt/")
+
+    def _trust(self, h: str, signature: Signature) -> None:
+        with self._trusting:
+            self._trusted[h] = signature
+            self._trusted.move_to_end(h)
+            while len(self._trusted) > TRUSTED_MAX:
+                self._trusted.popitem(last=False)
+
+    def _trusts(self, h: str, signature: Signature) -> bool:
+        with self._trusting:
+            return self._trusted.get(h) == signature
 
     async def read(self, h: str) -> bytes:
         if self._small(h):
             return self.read_sync(h)
         return await asyncio.to_thread(self.read_sync, h)
+
+    def open_sync(self, h: str) -> io.FileIO:
+        """Block ``h``'s file open for reading (at offset 0), hash-checked first unless this
+        store wrote or verified this very file (module docstring); the caller closes it.
+        Raises ``MissingBlock``, or ``CorruptBlock`` after moving the file to ``corrupt/``,
+        as ``read_sync`` does."""
+        try:
+            f = open(self.path(h), "rb", buffering=0)
+        except FileNotFoundError:
+            raise MissingBlock(f"block {h} is not on this node") from None
+        try:
+            signature = _signature(os.fstat(f.fileno()))
+            if self._trusts(h, signature):
+                return f
+            ok = _file_hash(f) == h
+            f.seek(0)
+        except BaseException:
+            f.close()
+            raise
+        if not ok:
+            f.close()
+            self._quarantine(h)
+        self._trust(h, signature)
+        return f
+
+    async def open(self, h: str) -> io.FileIO:
+        """``open_sync``: on the event loop when no hashing is due (or the block is small),
+        else in a thread."""
+        try:
+            st = os.stat(self.path(h))
+        except FileNotFoundError:
+            raise MissingBlock(f"block {h} is not on this node") from None
+        if st.st_size <= SYNC_MAX or self._trusts(h, _signature(st)):
+            return self.open_sync(h)
+        return await asyncio.to_thread(self.open_sync, h)
 
     def _small(self, h: str) -> bool:
         try:
@@ -247,6 +371,8 @@ class BlockStore:
         for h in due:
             self.db.execute("DELETE FROM block_gc WHERE hash = ?", (h,))
             if self.refcount(h) == 0:
+                with self._trusting:
+                    self._trusted.pop(h, None)
                 self.path(h).unlink(missing_ok=True)
                 gone.append(h)
         return gone

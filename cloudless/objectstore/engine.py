@@ -20,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, replace
+from typing import Any, BinaryIO
 
 from cloudless.lib.clock import Clock
 from cloudless.objectstore.blocks import BLOCK_SIZE, INLINE_MAX, block_hash
@@ -67,6 +69,22 @@ def _first(e: BaseException) -> BaseException:
     return e
 
 
+async def _md5_after(before: asyncio.Task[None] | None, md5: Any, data: bytes) -> None:
+    """``md5.update(data)`` once ``before`` (the previous block's update) is done: a body's
+    MD5 in order, off the event loop."""
+    if before is not None:
+        await before
+    if len(data) <= SMALL:
+        md5.update(data)
+    else:
+        await asyncio.to_thread(md5.update, data)
+
+
+def _digests(data: bytes) -> tuple[str, str]:
+    """(MD5 hex, block hash) of a one-block body, in one thread hand-off."""
+    return hashlib.md5(data).hexdigest(), block_hash(data)
+
+
 async def _pieces(it: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """The rest of ``it``, leaving it open when the caller stops early."""
     while True:
@@ -85,6 +103,30 @@ async def _chain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator
 
 def new_version() -> str:
     return secrets.token_hex(16)
+
+
+@dataclass(frozen=True)
+class FileSlice:
+    """``count`` bytes at ``offset`` of an open block file that ``Blocks.open`` checked
+    (``Engine.serve``); whoever holds it closes ``file``."""
+
+    file: BinaryIO
+    offset: int
+    count: int
+
+    def read_sync(self) -> bytes:
+        return os.pread(self.file.fileno(), self.count, self.offset)
+
+
+def _close_result(done: asyncio.Future[Any]) -> None:
+    """Close the file a fetch that nobody awaits any more opened (and consume its error)."""
+    if done.cancelled() or done.exception() is not None:
+        return
+    r = done.result()
+    if isinstance(r, FileSlice):
+        r.file.close()
+    elif r is not None and hasattr(r, "close"):
+        r.close()
 
 
 @dataclass(frozen=True)
@@ -142,12 +184,16 @@ class Engine:
     async def _store_stream(
         self, version: str, part: int, body: AsyncIterator[bytes], *, inline_ok: bool
     ) -> tuple[int, str, bytes | None, list[BlockRef]]:
-        """Read ``body`` into blocks of ``version`` (up to ``PIPELINE`` blocks being stored at
-        once while the body keeps streaming); returns (size, md5 hex, inline data or None,
-        the blocks in order). On any error the blocks' references are dropped (GC reclaims them)
-        and the first error is raised as itself."""
+        """Read ``body`` into blocks of ``version`` (up to ``PIPELINE`` blocks being hashed
+        and stored at once while the body keeps streaming; the MD5 runs over them in order,
+        off the event loop); returns (size, md5 hex, inline data or None, the blocks in
+        order). On any error the blocks' references are dropped (GC reclaims them) and the
+        first error is raised as itself."""
         md5 = hashlib.md5()
-        buf = bytearray()
+        digested: asyncio.Task[None] | None = None
+        """The MD5 update of the last block handed on (each waits for the one before)."""
+        pending: list[bytes | memoryview] = []
+        have = 0
         size = 0
         offset = 0
         hashes: list[str] = []
@@ -158,26 +204,35 @@ class Engine:
             async with asyncio.TaskGroup() as tg:
 
                 async def block(data: bytes, at: int) -> None:
+                    nonlocal digested
                     await slots.acquire()
-                    tg.create_task(self._put_block(slots, version, part, at, data, hashes, placed))
+                    digested = tg.create_task(_md5_after(digested, md5, data))
+                    tg.create_task(
+                        self._put_block(slots, version, part, at, data, hashes, placed, digested)
+                    )
 
                 async for piece in body:
                     size += len(piece)
                     if size > MAX_OBJECT:
                         raise S3Error("EntityTooLarge", f"object exceeds {MAX_OBJECT} bytes")
-                    buf += piece
-                    while len(buf) >= BLOCK_SIZE:
-                        data = bytes(buf[:BLOCK_SIZE])
-                        del buf[:BLOCK_SIZE]
-                        # MD5 (the S3 ETag) costs ~2 ms/MiB: off the loop, a block at a time
-                        await asyncio.to_thread(md5.update, data)
-                        await block(data, offset)
+                    rest: bytes | memoryview = piece
+                    while have + len(rest) >= BLOCK_SIZE:
+                        cut = BLOCK_SIZE - have
+                        view = memoryview(rest)
+                        pending.append(view[:cut])
+                        await block(b"".join(pending), offset)  # the one copy of the bytes
                         offset += BLOCK_SIZE
-                md5.update(buf)
+                        rest = view[cut:]
+                        pending, have = [], 0
+                    if len(rest):
+                        pending.append(rest)
+                        have += len(rest)
+                tail = b"".join(pending)
                 if inline_ok and size <= INLINE_MAX:
-                    inline = bytes(buf)
-                elif buf:
-                    await block(bytes(buf), offset)
+                    inline = tail
+                    await _md5_after(digested, md5, tail)
+                elif tail:
+                    await block(tail, offset)
             await self.blocks.sync(hashes)  # one group commit before the object is committed
         except BaseException as e:
             with contextlib.suppress(S3Error):
@@ -195,14 +250,19 @@ class Engine:
         data: bytes,
         hashes: list[str],
         placed: dict[int, BlockRef],
+        digested: asyncio.Task[None],
     ) -> None:
+        """Hash and store one block; its slot is held until its MD5 update is done too (at
+        most ``PIPELINE`` blocks in memory)."""
         try:
-            h = block_hash(data)
+            small = len(data) <= SMALL
+            h = block_hash(data) if small else await asyncio.to_thread(block_hash, data)
             hashes.append(h)
             placed[offset] = BlockRef(h, len(data))
             await self.tables.together(
                 [], self._block_rows(version, part, offset, h, data), [(h, data)], self._ms()
             )
+            await digested
         finally:
             slots.release()
 
@@ -340,13 +400,10 @@ class Engine:
         """A body of at most one block: inline, or its block and rows written in the same
         round as the object row's read. (size, md5 hex, inline data, blocks, the row's
         previous state)."""
-        if len(data) <= SMALL:
-            etag = hashlib.md5(data).hexdigest()
-        else:
-            etag = (await asyncio.to_thread(hashlib.md5, data)).hexdigest()
         if len(data) <= INLINE_MAX:
+            etag = hashlib.md5(data).hexdigest()
             return len(data), etag, data, [], await self.objects.entry(pk, part)
-        h = block_hash(data) if len(data) <= SMALL else await asyncio.to_thread(block_hash, data)
+        etag, h = _digests(data) if len(data) <= SMALL else await asyncio.to_thread(_digests, data)
         rows = self._block_rows(version, 0, 0, h, data)
         try:
             (prev,) = await self.tables.together(
@@ -365,16 +422,37 @@ class Engine:
         e = await self.objects.entry(object_pk(bucket, key), partition(bucket))
         return None if e is None or e.value is None else ObjectMeta.decode(e.value)
 
-    async def read(self, obj: ObjectMeta, start: int, end: int) -> AsyncIterator[bytes]:
-        """Bytes ``start`` to ``end`` (exclusive) of ``obj``."""
-        if obj.inline is not None:
-            yield obj.inline[start:end]
-            return
+    async def read(self, obj: ObjectMeta, start: int, end: int) -> AsyncGenerator[bytes, None]:
+        """Bytes ``start`` to ``end`` (exclusive) of ``obj``, every block hash-checked before
+        its bytes are yielded; the next block is fetched while the caller consumes one."""
+        async with contextlib.aclosing(self._ahead(obj, start, end, files=False)) as pieces:
+            async for piece in pieces:
+                assert isinstance(piece, bytes)
+                yield piece
+
+    async def serve(
+        self, obj: ObjectMeta, start: int, end: int
+    ) -> AsyncGenerator[bytes | FileSlice, None]:
+        """``read`` for a sender that can send files itself (``sendfile``): a block over
+        ``SMALL`` on this node's disk comes as a ``FileSlice`` of its file as ``Blocks.open``
+        checked it (hashed unless unchanged since this node wrote or verified it), which the
+        caller sends and closes; other blocks come as bytes, hash-checked. Closing the
+        iterator early closes any file it fetched ahead."""
+        async with contextlib.aclosing(self._ahead(obj, start, end, files=True)) as pieces:
+            async for piece in pieces:
+                yield piece
+
+    async def _segments(
+        self, obj: ObjectMeta, start: int, end: int
+    ) -> list[tuple[BlockRef, int, int]]:
+        """The blocks holding bytes ``start`` to ``end`` of ``obj``: (block, first byte,
+        end byte) within each."""
         if obj.blocks is not None:
             refs = list(obj.blocks)
         else:
             rows = await self._rows(obj.version)
             refs = [BlockRef.decode(e.value) for _, e in rows if e.value is not None]
+        out = []
         pos = 0
         for ref in refs:
             lo, hi = pos, pos + ref.size
@@ -383,8 +461,46 @@ class Engine:
                 continue
             if lo >= end:
                 break
-            data = await self.blocks.read(ref.hash)
-            yield data[max(0, start - lo) : min(ref.size, end - lo)]
+            out.append((ref, max(0, start - lo), min(ref.size, end - lo)))
+        return out
+
+    async def _fetch(self, ref: BlockRef, lo: int, hi: int, files: bool) -> bytes | FileSlice:
+        if files and ref.size > SMALL:  # a small block costs less as bytes than as a file
+            opening = asyncio.ensure_future(self.blocks.open(ref.hash))
+            try:
+                f = await asyncio.shield(opening)
+            except asyncio.CancelledError:
+                opening.add_done_callback(_close_result)  # the open finishes; its file closes
+                raise
+            if f is not None:
+                return FileSlice(f, lo, hi - lo)
+        data = await self.blocks.read(ref.hash)
+        return data if lo == 0 and hi == len(data) else data[lo:hi]
+
+    async def _ahead(
+        self, obj: ObjectMeta, start: int, end: int, *, files: bool
+    ) -> AsyncGenerator[bytes | FileSlice, None]:
+        if obj.inline is not None:
+            yield obj.inline[start:end]
+            return
+        segments = await self._segments(obj, start, end)
+        pending: asyncio.Future[bytes | FileSlice] | None = None
+        try:
+            for i, (ref, lo, hi) in enumerate(segments):
+                current = (
+                    pending
+                    if pending is not None
+                    else asyncio.ensure_future(self._fetch(ref, lo, hi, files))
+                )
+                pending = None
+                piece = await current
+                if i + 1 < len(segments):
+                    pending = asyncio.ensure_future(self._fetch(*segments[i + 1], files))
+                yield piece
+        finally:
+            if pending is not None:
+                pending.add_done_callback(_close_result)
+                pending.cancel()
 
     async def delete(self, bucket: str, key: str) -> None:
         pk = object_pk(bucket, key)

@@ -8,9 +8,10 @@ which also re-checks a block's reference count when one of its ``block_refs`` ro
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import BinaryIO
 
 from cloudless.lib.clock import Clock
-from cloudless.objectstore.blocks import BlockStore
+from cloudless.objectstore.blocks import BlockStore, CorruptBlock, MissingBlock
 from cloudless.objectstore.crdt import Entry, next_timestamp
 from cloudless.objectstore.metadb import LwwTable, MetaDb
 from cloudless.objectstore.seams import Commit
@@ -130,3 +131,9 @@ class LocalBlocks:
 
     async def read(self, h: str) -> bytes:
         return await self.blocks.read(h)
+
+    async def open(self, h: str) -> BinaryIO | None:
+        try:
+            return await self.blocks.open(h)
+        except (MissingBlock, CorruptBlock):
+            return None

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from cloudless.objectstore import quorum
 from cloudless.objectstore.blocks import CorruptBlock, MissingBlock, block_hash
@@ -520,6 +520,14 @@ class ReplicatedBlocks:
         )
         failed = await self.c.cover_block(h, data, part, failed)
         self.c.check_writes(f"write block {h}", part, failed)
+
+    async def open(self, h: str) -> BinaryIO | None:
+        if self.c.me not in self.c.nodes(partition_of(bytes.fromhex(h))):
+            return None
+        try:
+            return await self.c.local.blocks.open(h)
+        except (MissingBlock, CorruptBlock):
+            return None
 
     async def read(self, h: str) -> bytes:
         nodes = self.c.nodes(partition_of(bytes.fromhex(h)))

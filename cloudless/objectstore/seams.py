@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from cloudless.objectstore.crdt import Entry, merge
 
@@ -135,4 +135,11 @@ class Blocks(Protocol):
 
     async def read(self, h: str) -> bytes:
         """Block ``h``'s bytes, hash-checked; raises ``MissingBlock`` if no node has it."""
+        ...
+
+    async def open(self, h: str) -> BinaryIO | None:
+        """This node's file of block ``h``, open at offset 0 (the caller closes it), hashed
+        first unless it is unchanged since this node wrote or verified it (``blocks.py``);
+        None when this node cannot serve it from its own disk (not one of its nodes, absent,
+        or corrupt and quarantined): ``read`` it then."""
         ...

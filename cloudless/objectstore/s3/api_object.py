@@ -3,6 +3,8 @@ and multipart uploads (create, upload part, complete, abort, list parts)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import email.utils
 import logging
 import re
@@ -12,7 +14,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from cloudless.lib.errors import CloudlessError
-from cloudless.objectstore.engine import Engine
+from cloudless.objectstore.engine import Engine, FileSlice
 from cloudless.objectstore.records import ObjectMeta
 from cloudless.objectstore.s3.errors import S3Error, not_implemented
 from cloudless.objectstore.s3.names import check_bucket, check_key
@@ -44,6 +46,8 @@ OVERRIDES = {
 STORED_HEADERS = ("cache-control", "content-disposition", "content-encoding", "content-language",
                   "expires")  # fmt: skip
 MAX_META = 2048
+WHOLE = 64 << 10
+"""GET bodies up to this size are read whole before the response starts."""
 log = logging.getLogger(__name__)
 
 
@@ -92,6 +96,25 @@ def check_conditions(obj: ObjectMeta, headers: dict[str, str], prefix: str = "if
         t = _time(ims, prefix + "modified-since")
         if t is not None and mtime <= t:
             raise S3Error(not_modified, f"{prefix}modified-since: not modified since")
+
+
+async def _send_file(request: web.BaseRequest, resp: web.StreamResponse, piece: FileSlice) -> None:
+    """Send ``piece`` after what ``resp`` sent so far: by ``sendfile`` (page cache to socket,
+    no copy) where the transport allows it, else read and written."""
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        raise ConnectionResetError("client went away")
+    try:
+        await asyncio.get_running_loop().sendfile(
+            transport, piece.file, piece.offset, piece.count, fallback=False
+        )
+    except (NotImplementedError, asyncio.SendfileNotAvailableError):
+        await resp.write(await asyncio.to_thread(piece.read_sync))
+    except (ConnectionError, RuntimeError) as e:  # RuntimeError: "Transport is closing"
+        if isinstance(e, RuntimeError) and not transport.is_closing():
+            raise
+        # what aiohttp's own writes raise when the client is gone
+        raise ConnectionResetError(f"client went away: {e}") from e
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -249,12 +272,31 @@ class ObjectApi:
         if head:
             headers["Content-Length"] = str(end - start)
             return web.Response(status=status, headers=headers)
+        if end - start <= WHOLE:
+            # read before the headers go out: one send, and a failed read is an S3 error
+            async with contextlib.aclosing(self.engine.read(obj, start, end)) as whole:
+                body = b"".join([p async for p in whole])
+            return web.Response(status=status, headers=headers, body=body)
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = end - start
         await resp.prepare(ctx.request)
+        transport = ctx.request.transport
+        # over TLS the bytes must pass through Python anyway: no files
+        files = transport is not None and transport.get_extra_info("sslcontext") is None
+        pieces = self.engine.serve(obj, start, end) if files else self.engine.read(obj, start, end)
         try:
-            async for piece in self.engine.read(obj, start, end):
-                await resp.write(piece)
+            async with contextlib.aclosing(pieces):
+                async for piece in pieces:
+                    if isinstance(piece, FileSlice):
+                        with piece.file:
+                            await _send_file(ctx.request, resp, piece)
+                    else:
+                        await resp.write(piece)
+        except ConnectionError as e:  # the client left mid-body: nothing to answer
+            log.debug("GET %s: connection lost mid-body: %s", ctx.resource, e)
+            if ctx.request.transport is not None:
+                ctx.request.transport.close()
+            return resp
         except (S3Error, CloudlessError) as e:
             # Headers are out: the only honest signal left is a cut connection (the client
             # sees fewer bytes than Content-Length and retries).

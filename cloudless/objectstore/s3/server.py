@@ -28,6 +28,7 @@ from cloudless.objectstore.s3.names import check_bucket, check_key
 log = logging.getLogger(__name__)
 
 READ_SIZE = 1 << 18
+"""Request bodies are read in pieces of this size."""
 
 
 class _Digest:

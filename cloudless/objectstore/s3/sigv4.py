@@ -18,6 +18,7 @@ The canonical URI is the path exactly as sent (S3 does not normalise or double-e
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import re
@@ -37,6 +38,8 @@ STREAMING_SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
 STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 PAYLOAD_MODES = {UNSIGNED, STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, STREAMING_UNSIGNED_TRAILER}
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_AMZ_DATE = re.compile(r"\d{8}T\d{6}Z\Z", re.ASCII)
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*\Z")
 _AUTH = re.compile(
     r"^AWS4-HMAC-SHA256\s+Credential=(?P<cred>[^,\s]+)\s*,\s*"
     r"SignedHeaders=(?P<sh>[^,\s]+)\s*,\s*Signature=(?P<sig>[0-9a-f]{64})\s*$"
@@ -83,14 +86,17 @@ class Verified:
     signing_key: bytes
 
 
-def query_pairs(query: str) -> list[tuple[str, str]]:
+@functools.lru_cache(maxsize=64)
+def query_pairs(query: str) -> tuple[tuple[str, str], ...]:
+    """The decoded ``(name, value)`` pairs of a raw query string, in order (cached: one
+    request parses its query several times)."""
     pairs = []
     for part in query.split("&"):
         if not part:
             continue
         k, _, v = part.partition("=")
         pairs.append((unquote(k), unquote(v)))
-    return pairs
+    return tuple(pairs)
 
 
 def _denied(message: str) -> S3Error:
@@ -163,14 +169,24 @@ def parse(req: Request) -> Parsed | None:
 
 def _parse_time(amz_date: str) -> float:
     try:
-        t = dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+        if not _AMZ_DATE.match(amz_date):
+            raise ValueError(amz_date)
+        t = dt.datetime(
+            int(amz_date[0:4]),
+            int(amz_date[4:6]),
+            int(amz_date[6:8]),
+            int(amz_date[9:11]),
+            int(amz_date[11:13]),
+            int(amz_date[13:15]),
+            tzinfo=dt.UTC,
+        )
     except ValueError:
         raise _denied(f"x-amz-date {amz_date!r}: expected yyyymmddThhmmssZ") from None
     return t.timestamp()
 
 
 def _enc(s: str) -> str:
-    return quote(s, safe="-_.~")
+    return s if _UNRESERVED.match(s) else quote(s, safe="-_.~")
 
 
 def canonical_request(req: Request, parsed: Parsed, payload: str) -> str:
@@ -191,7 +207,9 @@ def canonical_request(req: Request, parsed: Parsed, payload: str) -> str:
     )
 
 
+@functools.lru_cache(maxsize=256)
 def signing_key(secret: str, date: str, region: str) -> bytes:
+    """The SigV4 key for a day and region (cached: it changes once a day per key)."""
     k = hmac.new(f"AWS4{secret}".encode(), date.encode(), hashlib.sha256).digest()
     for part in (region, "s3", "aws4_request"):
         k = hmac.new(k, part.encode(), hashlib.sha256).digest()

@@ -143,3 +143,37 @@ async def test_blocks_truncated_by_an_unclean_stop_are_found(blocks: BlockStore)
     assert not blocks.has(hs[3]) and (blocks.root / "corrupt" / hs[3]).exists()
     assert blocks.has(hs[2]) and blocks.has(hs[1])
     assert blocks.check_recent(stop - 7200) == [hs[1]]  # a wider window finds the other
+
+
+async def test_open_hashes_a_file_only_when_it_changed_since_written_or_verified(
+    blocks: BlockStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cloudless.objectstore.blocks as mod
+
+    hashed: list[int] = []
+    real = mod._file_hash
+
+    def counting(f: object) -> str:
+        hashed.append(1)
+        return real(f)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mod, "_file_hash", counting)
+    data = os.urandom(200_000)
+    h = block_hash(data)
+    await blocks.write(h, data)
+    with await blocks.open(h) as f:  # written by this store, unchanged: no hashing
+        assert f.read() == data
+    assert hashed == []
+    blocks.path(h).write_bytes(bytes(len(data)))  # rewritten in place: same size, new times
+    with pytest.raises(CorruptBlock):
+        await blocks.open(h)
+    assert hashed == [1] and (blocks.root / "corrupt" / h).exists()
+    fresh = BlockStore(blocks.root, MetaDb(blocks.root.parent / "meta2.db", "n1"))
+    other = os.urandom(100_000)
+    h2 = block_hash(other)
+    blocks.path(h2).parent.mkdir(parents=True, exist_ok=True)
+    blocks.path(h2).write_bytes(other)  # on disk before this store started: hashed once
+    for _ in range(2):
+        with await fresh.open(h2) as f:
+            assert f.read() == other
+    assert hashed == [1, 1]
