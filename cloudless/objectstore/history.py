@@ -11,7 +11,15 @@ Rules (after Garage's layout history and update trackers):
 * one transition at a time: ``apply`` refuses while an older version is still live, except
   to remove a node the unfinished version waits for (it died mid-transition): that version
   is then abandoned for the new one;
-* a version is dropped once every storage node of the newest version has acknowledged it.
+* the newest version's data is pulled (``sync_may_start``) only once every node of it has
+  *seen* it (``seen``: it writes to that version's owners too), so no write lands on the older
+  owners alone after the pull began;
+* an older version is dropped only once every holder of the newest has synced it *and* every
+  node of the newest *reads* from it (``reading``): a node whose view still lags reads from a
+  version that every write still reaches (without this, a node that had not yet refreshed its
+  view after the prune read the old owners, which writes no longer reached: acknowledged
+  objects read as missing). Nodes removed by the newest version are not waited for (a dead
+  one would block for good); one still running with an older view is the known gap.
 """
 
 from __future__ import annotations
@@ -39,6 +47,10 @@ class LayoutHistory:
     staged_replication: int | None = None
     synced: dict[str, int] = field(default_factory=dict)
     """The highest layout version each node has fully synced (holds all its data for)."""
+    seen: dict[str, int] = field(default_factory=dict)
+    """The newest version each node has loaded (its writes include that version's owners)."""
+    reading: dict[str, int] = field(default_factory=dict)
+    """The version each node reads from (its ``read_version``), as it last acknowledged."""
     removed: frozenset[str] = frozenset()
     """Nodes an operator removed (``apply`` of a staged removal): the automatic policy does
     not add them back while they stay registered; an operator staging a role for one lifts
@@ -67,6 +79,60 @@ class LayoutHistory:
 
 def _holders(v: LayoutVersion) -> set[str]:
     return {n for nodes in v.partitions for n in nodes}
+
+
+def waiting_on(history: LayoutHistory) -> dict[str, str]:
+    """The nodes the newest version waits for now, with what each has to do: first every
+    node of it must see it, then every holder sync it, then every node read from it; only
+    then are older versions dropped (empty with one live version)."""
+    if len(history.versions) < 2:
+        return {}
+    cur = history.versions[-1]
+    v = cur.version
+    unseen = {n: f"has not seen v{v}" for n in sorted(cur.roles) if history.seen.get(n, 0) < v}
+    if unseen:
+        return unseen
+    holders = sorted(_holders(cur))
+    unsynced = {n: f"has not synced v{v}" for n in holders if history.synced.get(n, 0) < v}
+    if unsynced:
+        return unsynced
+    return {
+        n: f"does not read from v{v} yet"
+        for n in sorted(cur.roles)
+        if history.reading.get(n, 0) < v
+    }
+
+
+def sync_may_start(history: LayoutHistory) -> bool:
+    """Whether the newest version's data may be pulled: every node of it has seen it, so
+    every write from now on reaches its owners too."""
+    cur = history.current
+    return cur is not None and all(history.seen.get(n, 0) >= cur.version for n in cur.roles)
+
+
+def observed(history: LayoutHistory, node: str, seen: int, reading: int) -> bool:
+    """Whether ``observe`` would change nothing."""
+    return history.seen.get(node, 0) >= seen and history.reading.get(node, 0) >= reading
+
+
+def observe(history: LayoutHistory, node: str, seen: int, reading: int) -> LayoutHistory:
+    """``node`` has loaded version ``seen`` and reads from version ``reading``; drop the
+    versions nobody needs any more. Raises ``LayoutError`` for a version that does not
+    exist."""
+    if seen > history.version() or reading > seen:
+        raise LayoutError(
+            f"node {node!r}: cannot have seen v{seen} and read from v{reading}, newest is "
+            f"{history.version()}"
+        )
+    if observed(history, node, seen, reading):
+        return history
+    return _prune(
+        replace(
+            history,
+            seen={**history.seen, node: max(seen, history.seen.get(node, 0))},
+            reading={**history.reading, node: max(reading, history.reading.get(node, 0))},
+        )
+    )
 
 
 def stage(history: LayoutHistory, node: str, role: NodeRole | None) -> LayoutHistory:
@@ -131,13 +197,14 @@ def apply(
     base = history.versions
     if len(history.versions) > 1:
         cur = history.versions[-1]
-        waiting = sorted(n for n in _holders(cur) if history.synced.get(n, 0) < cur.version)
+        waiting = waiting_on(history)
         removing = {n for n, r in history.staged_roles.items() if r is None}
         if not removing & set(waiting):
             raise Conflict(
-                f"layout version {cur.version} is still syncing on {', '.join(waiting)}: one "
-                "transition at a time; apply again once they have caught up (or remove one "
-                "of them if it is gone for good)"
+                f"layout version {cur.version} is still syncing on {', '.join(waiting)} "
+                f"({'; '.join(f'{n} {why}' for n, why in waiting.items())}): one transition "
+                "at a time; apply again once they have caught up (or remove one of them if it "
+                "is gone for good)"
             )
         base = history.versions[:-1]
     plan = preview(history)
@@ -148,9 +215,12 @@ def apply(
         partitions=plan.partitions,
     )
     synced = dict(history.synced)
+    seen, reading = dict(history.seen), dict(history.reading)
     if history.current is None:
-        # A first layout has no data to sync.
+        # A first layout has no data to sync, and no older version to write to or read.
         synced.update({n: new.version for n in _holders(new)})
+        seen.update({n: new.version for n in new.roles})
+        reading.update({n: new.version for n in new.roles})
     removed = set(history.removed)
     for node, role in history.staged_roles.items():
         if role is not None:
@@ -162,6 +232,8 @@ def apply(
         staged_roles={},
         staged_replication=None,
         synced=synced,
+        seen=seen,
+        reading=reading,
         removed=frozenset(removed),
     )
     return _prune(nxt), plan
@@ -179,11 +251,7 @@ def ack_synced(history: LayoutHistory, node: str, version: int) -> LayoutHistory
 
 
 def _prune(history: LayoutHistory) -> LayoutHistory:
-    versions = history.versions
-    while len(versions) > 1:
-        newest = versions[-1]
-        if all(history.synced.get(n, 0) >= newest.version for n in _holders(newest)):
-            versions = versions[-1:]
-        else:
-            break
-    return replace(history, versions=versions)
+    """Keep only the newest version once it waits for nobody (``waiting_on``)."""
+    if len(history.versions) > 1 and not waiting_on(history):
+        return replace(history, versions=history.versions[-1:])
+    return history

@@ -40,6 +40,8 @@ class LayoutCodec:
             },
             "staged_replication": value.staged_replication,
             "synced": dict(sorted(value.synced.items())),
+            "seen": dict(sorted(value.seen.items())),
+            "reading": dict(sorted(value.reading.items())),
             "removed": sorted(value.removed),
         }
 
@@ -61,6 +63,8 @@ class LayoutCodec:
             staged_roles=staged,
             staged_replication=None if rep is None else int(rep),
             synced={str(n): int(v) for n, v in data["synced"].items()},
+            seen={str(n): int(v) for n, v in data.get("seen", {}).items()},
+            reading={str(n): int(v) for n, v in data.get("reading", {}).items()},
             removed=frozenset(str(n) for n in data.get("removed", ())),
         )
 
@@ -124,6 +128,10 @@ class LayoutStore:
 
     async def ack_synced(self, node: str, version: int) -> h.LayoutHistory:
         return await self._update(lambda cur: h.ack_synced(cur, node, version))
+
+    async def observe(self, node: str, seen: int, reading: int) -> h.LayoutHistory:
+        """``history.observe``: ``node`` writes to version ``seen`` and reads ``reading``."""
+        return await self._update(lambda cur: h.observe(cur, node, seen, reading))
 
     async def _update(self, fn: Callable[[h.LayoutHistory], h.LayoutHistory]) -> h.LayoutHistory:
         failure: list[CloudlessError] = []

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cloudless.objectstore.history import LayoutHistory
+from cloudless.objectstore.history import LayoutHistory, waiting_on
 from cloudless.objectstore.layout import NodeRole
 from cloudless.store.codec import DataclassCodec
 from cloudless.store.tables import TableSpec
@@ -165,10 +165,10 @@ def _mid_transition(history: LayoutHistory, absent: set[str], staged: bool) -> D
     assert cur is not None
     why = f"layout v{cur.version} is still syncing"
     holders = {n for nodes in cur.partitions for n in nodes}
-    stuck = sorted(n for n in holders & absent if history.synced.get(n, 0) < cur.version)
+    stuck = sorted(n for n in waiting_on(history) if n in absent)
     if not stuck or staged:
         return Decision(None, why)
-    if len(holders) - 1 < cur.replication:
+    if stuck[0] in holders and len(holders) - 1 < cur.replication:
         return Decision(
             None,
             f"{why}; {stuck[0]} is absent past the grace period, but removing it would leave "

@@ -39,7 +39,7 @@ from cloudless.objectstore.antientropy import TOMBSTONE_GRACE_S, AntiEntropy
 from cloudless.objectstore.blocks import BlockStore, MissingBlock
 from cloudless.objectstore.engine import MIN_PART_SIZE, Engine
 from cloudless.objectstore.handoff import Handoff, HintStore
-from cloudless.objectstore.history import LayoutHistory
+from cloudless.objectstore.history import LayoutHistory, observed, sync_may_start
 from cloudless.objectstore.layout import NodeRole
 from cloudless.objectstore.layout_store import LayoutStore
 from cloudless.objectstore.local import LocalStore
@@ -66,6 +66,8 @@ from cloudless.store.errors import StoreError
 from cloudless.store.protocol import Store
 
 log = logging.getLogger(__name__)
+TRANSITION_BEAT_S = 1.0
+"""The control beat while a layout transition waits for the nodes' acknowledgements."""
 RECENT_WINDOW_S = 60.0
 """Blocks whose files changed this long before the last ``alive`` mark are re-read at
 start: the mark is written every beat, blocks are flushed every ``block_flush_s``, and the
@@ -368,8 +370,8 @@ class StorageService:
             try:
                 await self.control_once(local, client)
             except (StoreError, OSError) as e:
-                log.warning("object store control: %s; retrying in %.0f s", e, self.cfg.beat_s)
-            await self.clock.sleep(self.cfg.beat_s)
+                log.warning("object store control: %s; retrying in %.0f s", e, self._beat_s())
+            await self.clock.sleep(self._beat_s())
 
     async def control_once(self, local: LocalStore, client: aiohttp.ClientSession) -> None:
         """One beat: register, refresh the layout and peers, sync and act on churn."""
@@ -400,6 +402,7 @@ class StorageService:
             self._layout_ready.set()
         else:
             self.cluster.set_history(history)
+        history = await self._observe(history)
         await self._sync(history)
         self.status.layout_version = history.version()
         self.status.synced_version = history.synced.get(self.me, 0)
@@ -456,13 +459,35 @@ class StorageService:
                 self.peers[name] = Peer(name, n.rpc_url, client, expect, timeout=10.0)
         self.status.peers = {n: p.url for n, p in sorted(self.peers.items())}
 
+    async def _observe(self, history: LayoutHistory) -> LayoutHistory:
+        """Acknowledge the version this node now writes to and the one it reads from (the
+        cluster runs on ``history`` already), so older versions are dropped only once no
+        node reads them (``history.observe``)."""
+        cur, rv = history.current, history.read_version()
+        assert cur is not None and rv is not None and self.cluster is not None
+        if self.me not in cur.roles or observed(history, self.me, cur.version, rv.version):
+            return history
+        new = await self.layouts.observe(self.me, cur.version, rv.version)
+        self.cluster.set_history(new)
+        return new
+
+    def _beat_s(self) -> float:
+        """The control beat: faster while a layout transition waits for the nodes' acks."""
+        c = self.cluster
+        if c is not None and len(c.history.versions) > 1:
+            return min(self.cfg.beat_s, TRANSITION_BEAT_S)
+        return self.cfg.beat_s
+
     async def _sync(self, history: LayoutHistory) -> None:
-        """Pull what the newest version gives this node, then acknowledge it."""
+        """Pull what the newest version gives this node, then acknowledge it; the pull
+        starts once every node of the version has seen it (``sync_may_start``)."""
         cur = history.current
         assert cur is not None and self.cluster is not None
         if history.synced.get(self.me, 0) >= cur.version:
             return
         holds = any(self.me in p for p in cur.partitions)
+        if holds and len(history.versions) > 1 and not sync_may_start(history):
+            return
         if holds and len(history.versions) > 1:
             sync = PartitionSync(self.cluster, self.clock, self.cfg.repair_rate, self.resync)
             retry = self._sync_failed.get(cur.version)

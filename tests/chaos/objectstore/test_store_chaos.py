@@ -95,6 +95,8 @@ class Load:
         self.key = key
         self.seed = seed
         self.stop = threading.Event()
+        self.t0 = time.monotonic()
+        """When the load started (violations are timed from it, as the faults are)."""
         self.ledger = Ledger()
         self.threads = [
             threading.Thread(target=fn, args=(self._clients(), random.Random(seed + i)))
@@ -105,6 +107,7 @@ class Load:
         return [s3(e, self.key, timeout=10) for e in self.endpoints]
 
     def start(self) -> None:
+        self.t0 = time.monotonic()
         for t in self.threads:
             t.start()
 
@@ -204,12 +207,16 @@ class Load:
                 continue
             name = rng.choice(names)
             want = led.acked[name]
+            k = rng.randrange(len(clients))
             try:
-                got = rng.choice(clients).get_object(Bucket=BUCKET, Key=name)["Body"].read()
+                got = clients[k].get_object(Bucket=BUCKET, Key=name)["Body"].read()
             except ClientError as e:
                 if e.response["Error"]["Code"] in ("NoSuchKey", "404"):
                     with led.lock:
-                        led.violations.append(f"{name}: acknowledged, then read as missing")
+                        led.violations.append(
+                            f"{name}: acknowledged, then read as missing through node-{k + 1}"
+                            f" at {time.monotonic() - self.t0:.1f} s"
+                        )
                 else:
                     with led.lock:
                         led.read_errors += 1

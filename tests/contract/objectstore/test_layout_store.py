@@ -46,7 +46,12 @@ async def test_first_layout_then_add_a_node_moves_only_to_it(harness: Harness) -
     with pytest.raises(Conflict, match="still syncing on n0, n1, n2, n3"):
         await ls.apply(2)
     for n in ["n0", "n1", "n2", "n3"]:
+        await ls.observe(n, 2, 1)
         hist = await ls.ack_synced(n, 2)
+    assert [v.version for v in hist.versions] == [1, 2]  # until every node reads from v2
+    assert hist.read_version() is hist.current
+    for n in ["n0", "n1", "n2", "n3"]:
+        hist = await ls.observe(n, 2, 2)
     assert [v.version for v in hist.versions] == [2]
     assert hist.read_version() is hist.current
 
@@ -60,11 +65,16 @@ async def test_an_operators_removal_is_remembered_the_policys_is_not(harness: Ha
     await ls.stage("b", None)
     hist, _ = await ls.apply(1)
     assert hist.removed == {"b"} and (await ls.show()).removed == {"b"}  # stored, read back
+    await ls.observe("a", 2, 1)
     await ls.ack_synced("a", 2)
+    await ls.observe("a", 2, 2)
     hist, _ = await ls.apply_change({"b": NodeRole("z", GB)}, None, 2)
     assert hist.removed == frozenset()  # a role for it lifts the removal
-    await ls.ack_synced("a", 3)
-    await ls.ack_synced("b", 3)
+    for n in ("a", "b"):
+        await ls.observe(n, 3, 2)
+        await ls.ack_synced(n, 3)
+    for n in ("a", "b"):
+        await ls.observe(n, 3, 3)
     hist, _ = await ls.apply_change({"b": None}, None, 3)  # the policy replacing it
     assert hist.removed == frozenset()
 

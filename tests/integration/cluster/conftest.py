@@ -4,6 +4,7 @@ loopback) and a way to start fake-runtime agents against it."""
 from __future__ import annotations
 
 import asyncio
+import io
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,18 @@ from cloudless.lib.clock import SystemClock
 from cloudless.runtime.fake import FakeRuntime
 
 from .harness import agent_config, coordinator_config
+
+STOP_S = 60.0
+"""How long the coordinator and agents get to stop once cancelled."""
+
+
+def task_stacks() -> str:
+    """Every task of the running loop with the stack it is suspended at."""
+    out = io.StringIO()
+    for t in asyncio.all_tasks():
+        if t is not asyncio.current_task():
+            t.print_stack(limit=12, file=out)
+    return out.getvalue()
 
 
 @pytest.fixture
@@ -37,6 +50,9 @@ async def cluster(tmp_path: Path):  # type: ignore[no-untyped-def]
     try:
         yield coord, client, agents, start_agent
     finally:
-        for t in [*agents.values(), task]:
+        running = [*agents.values(), task]
+        for t in running:
             t.cancel()
-        await asyncio.gather(*agents.values(), task, return_exceptions=True)
+        _, pending = await asyncio.wait(running, timeout=STOP_S)
+        if pending:
+            pytest.fail(f"still running {STOP_S:g} s after cancel:\n{task_stacks()}")
