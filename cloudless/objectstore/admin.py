@@ -82,6 +82,11 @@ def render_history(hist: h.LayoutHistory) -> list[str]:
             lines.append(
                 f"  {node}  zone {role.zone}  capacity {role.capacity}  {kind}  synced v{synced}"
             )
+    waiting = h.waiting_on(hist)
+    if waiting:
+        lines.append(
+            "transition waits for: " + "; ".join(f"{n} {why}" for n, why in waiting.items())
+        )
     if hist.removed:
         lines.append(
             "removed by an operator (not added back automatically): "

@@ -84,3 +84,12 @@ def test_the_trackers_are_stored_and_an_older_record_reads_as_unacknowledged() -
     del data["seen"], data["reading"]  # a record written before the trackers existed
     old = codec.decode(data)
     assert old.seen == {} and old.reading == {} and "a" in h.waiting_on(old)
+
+
+def test_layout_show_names_who_a_transition_waits_for() -> None:
+    from cloudless.objectstore.admin import render_history
+
+    lines = render_history(h.observe(two_versions(), "a", 2, 1))
+    assert "transition waits for: b has not seen v2; c has not seen v2; d has not seen v2" in (
+        lines
+    )
