@@ -289,9 +289,7 @@ class Engine:
             ),
         ]
 
-    async def _release(
-        self, version: str, embedded: tuple[BlockRef, ...] | None = None
-    ) -> None:
+    async def _release(self, version: str, embedded: tuple[BlockRef, ...] | None = None) -> None:
         """Drop a version's block rows and references (it was replaced or deleted):
         those its rows name and those of ``embedded``, its object row's block list (a
         one-block PUT's version has no rows), each reference once."""
