@@ -232,14 +232,17 @@ class EtcdMember:
             f"etcd member {self.config.name} exited (code {code}); last log lines:\n{tail}"
         )
 
-    def log_tail(self, lines: int = 8) -> str:
-        """The last ``lines`` lines the current (or last) etcd process logged."""
+    def _lifetime_log(self) -> str:
+        """What the current (or last) etcd process logged, from its start mark on."""
         try:
             text = self.config.log_file.read_bytes()
         except OSError:
             return ""
-        mine = text.rsplit(_START_MARK, 1)[-1].decode(errors="replace")
-        return "\n".join(mine.strip().splitlines()[-lines:])
+        return text.rsplit(_START_MARK, 1)[-1].decode(errors="replace")
+
+    def log_tail(self, lines: int = 8) -> str:
+        """The last ``lines`` lines the current (or last) etcd process logged."""
+        return "\n".join(self._lifetime_log().strip().splitlines()[-lines:])
 
     async def restart(self, *, ready_timeout: float = 30.0) -> None:
         """Stop the member (SIGTERM: a leader hands over first) and start it again on the same
@@ -335,8 +338,8 @@ class EtcdMember:
     def removed(self) -> bool:
         """etcd logged, in this process's lifetime, that the member was removed (the line may
         be followed by dozens of shutdown lines, one per peer stream)."""
-        tail = self.log_tail(100_000)
-        return "permanently removed" in tail or "member has been removed" in tail
+        said = self._lifetime_log()
+        return "permanently removed" in said or "member has been removed" in said
 
     async def _until_dead(self, interval: float, unhealthy_after: float) -> None:
         """Return once the process has exited (killing it first if it stopped answering)."""
