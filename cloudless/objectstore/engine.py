@@ -8,7 +8,9 @@ Contracts:
   for GC;
 * a reader sees either the old or the new version of a key, never a mix;
 * objects up to ``INLINE_MAX`` bytes live inline in their metadata row; larger ones are split
-  into ``BLOCK_SIZE`` blocks, one ``version_blocks`` row each;
+  into ``BLOCK_SIZE`` blocks, one ``version_blocks`` row each, except a single PUT's body of
+  one block: its object row's embedded block list is its only block list (one row less per
+  replica); a version's references are released from its rows and its embedded list both;
 * the version that loses a concurrent overwrite (LWW) releases its block references.
 
 Errors are ``S3Error``s because the engine's only caller is the S3 API; the messages name the
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import os
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -267,14 +270,17 @@ class Engine:
             slots.release()
 
     def _block_rows(
-        self, version: str, part: int, offset: int, h: str, data: bytes
+        self, version: str, part: int, offset: int, h: str, data: bytes, *, listed: bool = True
     ) -> list[tuple[str, str, int, bytes | None]]:
-        """A new block's reference and ``version_blocks`` rows, to go out with the block in
-        one round trip: they belong to a version made by this upload, never written before,
-        so they are written blind; a reference that arrives before its block only delays
-        that block's GC."""
+        """A new block's reference and (``listed``) ``version_blocks`` rows, to go out with
+        the block in one round trip: they belong to a version made by this upload, never
+        written before, so they are written blind; a reference that arrives before its
+        block only delays that block's GC."""
+        ref = (BLOCK_REFS, f"{h}/{version}", partition_of(bytes.fromhex(h)), b"1")
+        if not listed:
+            return [ref]
         return [
-            (BLOCK_REFS, f"{h}/{version}", partition_of(bytes.fromhex(h)), b"1"),
+            ref,
             (
                 VERSION_BLOCKS,
                 block_pk(version, part, offset),
@@ -283,19 +289,31 @@ class Engine:
             ),
         ]
 
-    async def _release(self, version: str) -> None:
-        """Drop a version's block rows and references (it was replaced or deleted)."""
+    async def _release(self, version: str, embedded: tuple[BlockRef, ...] | None = None) -> None:
+        """Drop a version's block rows and references (it was replaced or deleted):
+        those its rows name and those of ``embedded``, its object row's block list (a
+        one-block PUT's version has no rows), each reference once."""
         slots = asyncio.Semaphore(FANOUT)
 
-        async def one(pk: str, h: str) -> None:
+        async def row(pk: str, h: str) -> None:
             async with slots:
                 await self._ref(h, version, False)
                 await self.version_blocks.put(pk, partition(version), None, self._ms())
 
+        async def ref(h: str) -> None:
+            async with slots:
+                await self._ref(h, version, False)
+
+        named: set[str] = set()
         async with asyncio.TaskGroup() as tg:
             for pk, e in await self._rows(version):
                 if e.value is not None:
-                    tg.create_task(one(pk, BlockRef.decode(e.value).hash))
+                    h = BlockRef.decode(e.value).hash
+                    named.add(h)
+                    tg.create_task(row(pk, h))
+            for h in dict.fromkeys(b.hash for b in embedded or ()):
+                if h not in named:
+                    tg.create_task(ref(h))
 
     async def _link(self, version: str, rows: list[tuple[str, bytes]]) -> None:
         """Write a new version's block rows ``(pk, BlockRef bytes)`` and their references,
@@ -336,13 +354,13 @@ class Engine:
         if not c.complete:  # a replica did not report its states: read again
             after = await self.objects.entry(pk, part)
             lost = lost or after != c.entry
-        gone = [ObjectMeta.decode(e.value).version for e in c.superseded() if e.value]
+        gone = [ObjectMeta.decode(e.value) for e in c.superseded() if e.value]
         if lost and c.entry.value is not None:
-            gone.append(ObjectMeta.decode(c.entry.value).version)
+            gone.append(ObjectMeta.decode(c.entry.value))
         try:
             async with asyncio.TaskGroup() as tg:
-                for v in dict.fromkeys(gone):
-                    tg.create_task(self._release(v))
+                for v, blocks in dict.fromkeys((m.version, m.blocks) for m in gone):
+                    tg.create_task(self._release(v, blocks))
         except BaseExceptionGroup as e:
             raise _first(e) from None
 
@@ -404,7 +422,8 @@ class Engine:
             etag = hashlib.md5(data).hexdigest()
             return len(data), etag, data, [], await self.objects.entry(pk, part)
         etag, h = _digests(data) if len(data) <= SMALL else await asyncio.to_thread(_digests, data)
-        rows = self._block_rows(version, 0, 0, h, data)
+        # the object row embeds this one block (EMBED_MAX >= 1): no version_blocks row
+        rows = self._block_rows(version, 0, 0, h, data, listed=False)
         try:
             (prev,) = await self.tables.together(
                 [(OBJECTS, pk, part)], rows, [(h, data)], self._ms()
@@ -524,11 +543,18 @@ class Engine:
         pk = object_pk(bucket, key)
         prev = await self.objects.entry(pk, partition(bucket))
         if src.inline is None:
-            rows = await self._rows(src.version)
-            await self._link(
-                version,
-                [(version + pk[len(src.version) :], e.value) for pk, e in rows if e.value],
-            )
+            rows = [
+                (version + pk[len(src.version) :], e.value)
+                for pk, e in await self._rows(src.version)
+                if e.value
+            ]
+            if not rows and src.blocks:  # a one-block PUT's version: its embedded list
+                offsets = itertools.accumulate((b.size for b in src.blocks), initial=0)
+                rows = [
+                    (block_pk(version, 0, at), b.encode())
+                    for at, b in zip(offsets, src.blocks, strict=False)
+                ]
+            await self._link(version, rows)
         obj = replace(
             src,
             version=version,

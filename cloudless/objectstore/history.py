@@ -77,8 +77,8 @@ class LayoutHistory:
         return self.versions[0] if self.versions else None
 
 
-def _holders(v: LayoutVersion) -> set[str]:
-    return {n for nodes in v.partitions for n in nodes}
+def _holders(v: LayoutVersion) -> frozenset[str]:
+    return v.holders
 
 
 def waiting_on(history: LayoutHistory) -> dict[str, str]:

@@ -13,6 +13,7 @@ Invariants of a ``LayoutVersion`` built by the decider:
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -70,6 +71,11 @@ class LayoutVersion:
 
     def nodes_of(self, partition: int) -> tuple[str, ...]:
         return self.partitions[partition]
+
+    @functools.cached_property
+    def holders(self) -> frozenset[str]:
+        """The nodes holding any partition (computed once: the partitions are a tuple)."""
+        return frozenset(n for nodes in self.partitions for n in nodes)
 
     def counts(self) -> dict[str, int]:
         """How many partition copies each storage node holds."""

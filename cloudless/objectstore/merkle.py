@@ -130,9 +130,17 @@ class Tree:
         )
 
     def change(
-        self, table: str, part: int, pk: str, before: Entry | None, after: Entry | None
+        self,
+        table: str,
+        part: int,
+        pk: str,
+        before: Entry | None,
+        after: Entry | None,
+        *,
+        kh: int | None = None,
     ) -> None:
-        """Row ``pk`` of ``table`` went from ``before`` to ``after`` (None: absent)."""
+        """Row ``pk`` of ``table`` went from ``before`` to ``after`` (None: absent);
+        ``kh``: ``key_hash(pk)`` if the caller has it."""
         if before == after:
             return
         delta = _xor(
@@ -140,7 +148,7 @@ class Tree:
             ZERO if after is None else item_hash(pk, after),
         )
         dc = (after is not None) - (before is not None)
-        nodes = path(key_hash(pk))
+        nodes = path(key_hash(pk) if kh is None else kh)
         # one point upsert per node (no read first): a node the row is new under starts at
         # (delta, 1); a node whose count falls to 0 is then deleted (empty nodes are not kept)
         self.db.executemany(

@@ -161,13 +161,14 @@ class LwwTable:
         current = self.entry(pk)
         winner = merge(current, incoming)
         if winner is not current:
+            kh = key_hash(pk)
             self.db.execute(
                 f"INSERT INTO {self.name}(pk, part, ts, writer, value, kh)"
                 " VALUES (?,?,?,?,?,?) ON CONFLICT(pk) DO UPDATE SET part=excluded.part,"
                 " ts=excluded.ts, writer=excluded.writer, value=excluded.value",
-                (pk, partition, winner.timestamp, winner.writer, winner.value, key_hash(pk)),
+                (pk, partition, winner.timestamp, winner.writer, winner.value, kh),
             )
-            self.meta.tree.change(self.name, partition, pk, current, winner)
+            self.meta.tree.change(self.name, partition, pk, current, winner, kh=kh)
         return current, winner
 
     def stamp(self, pk: str, value: bytes | None, now_ms: int) -> Entry:

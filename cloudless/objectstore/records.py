@@ -8,7 +8,8 @@
 | ``parts`` | ``<upload id>/<part:05>/<timestamp:015>`` | upload id | ``Part`` |
 | ``block_refs`` | ``<hash>/<version>`` | hash | ``b"1"`` (see ``blocks.py``) |
 
-A version's block list is one row per block, so a huge upload is many small rows, written and
+A version's block list is one row per block (a single PUT of one block has none: its
+``ObjectMeta.blocks`` is its list), so a huge upload is many small rows, written and
 read in order. Parts are keyed by part number *and* timestamp, so a retried part never
 overwrites the first attempt: completion picks the attempt whose ETag the client names.
 """
@@ -61,8 +62,9 @@ class ObjectMeta:
     parts: int = 0
     """How many multipart parts made the object (0: a single PUT)."""
     blocks: tuple[BlockRef, ...] | None = None
-    """The block list of a small object (a copy of its ``version_blocks`` rows, at most
-    ``EMBED_MAX``), so a read needs no second lookup; None: read ``version_blocks``."""
+    """The block list of a small object (at most ``EMBED_MAX``: a copy of its
+    ``version_blocks`` rows, or, for a single PUT of one block, its only list), so a read
+    needs no second lookup; None: read ``version_blocks``."""
 
     def encode(self) -> bytes:
         d: dict[str, Any] = {

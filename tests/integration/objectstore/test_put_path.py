@@ -69,7 +69,7 @@ DELAY = 1.0
 ROUNDS = [
     # (object size, rounds of calls a PUT of a new key waits for, calls to each peer)
     (100, 2, 2),  # inline: read the key's row | write it
-    (4096, 2, 2),  # a block: one call {block, its reference, its version row, read} | write
+    (4096, 2, 2),  # a block: one call {block, its reference, read} | write
     (1 << 20, 2, 2),  # one 1 MiB block: the same
     ((1 << 20) + 1, 2, 4),  # two blocks (a call each) and the read, at once | write
 ]
@@ -158,10 +158,33 @@ async def test_an_object_row_without_its_block_list_reads_the_version_rows(
 ) -> None:
     from dataclasses import replace
 
-    data = os.urandom(5000)
+    data = os.urandom((1 << 20) + 5000)  # two blocks: a single PUT of one writes no rows
     e1 = cluster.engine("n1")
     meta = await e1.put("b", "old", body(data), content_type="x", user_meta={})
     older = replace(meta, blocks=None)  # as a row written before block lists existed
     assert older.encode() != meta.encode()
     got = b"".join([piece async for piece in e1.read(older, 10, 4000)])
     assert got == data[10:4000]
+
+
+async def test_a_one_block_put_lists_its_block_only_in_the_object_row(
+    cluster: LoopbackCluster,
+) -> None:
+    # no version_blocks row; the embedded list alone holds, copies and releases the block
+    e = cluster.engine("n1")
+    data = os.urandom(5000)
+    h = block_hash(data)
+    src = await e.put("b", "src", body(data), content_type="x", user_meta={})
+    assert src.blocks is not None and [b.hash for b in src.blocks] == [h]
+    for n in cluster.nodes.values():
+        assert n.local.raw("version_blocks").range(src.version) == []
+    await settled(lambda: _refs(cluster, h) == [1, 1, 1])
+    dst = await e.copy(src, "b", "dst", content_type="y", user_meta={})
+    await settled(lambda: _refs(cluster, h) == [2, 2, 2])
+    await e.delete("b", "src")
+    await settled(lambda: _refs(cluster, h) == [1, 1, 1])
+    got = await cluster.engine("n2").head("b", "dst")
+    assert got is not None and got.version == dst.version
+    assert b"".join([p async for p in cluster.engine("n2").read(got, 0, got.size)]) == data
+    await e.put("b", "dst", body(b"x" * 4000), content_type="x", user_meta={})
+    await settled(lambda: _refs(cluster, h) == [0, 0, 0])
