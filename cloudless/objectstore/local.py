@@ -14,9 +14,12 @@ from cloudless.lib.clock import Clock
 from cloudless.objectstore.blocks import BlockStore, CorruptBlock, MissingBlock
 from cloudless.objectstore.crdt import Entry, next_timestamp
 from cloudless.objectstore.metadb import LwwTable, MetaDb
+from cloudless.objectstore.records import OBJECTS, PARTS, UPLOADS, VERSION_BLOCKS
 from cloudless.objectstore.seams import Commit
 
 BLOCK_REFS = "block_refs"
+REPLICATED = (OBJECTS, VERSION_BLOCKS, UPLOADS, PARTS, BLOCK_REFS)
+"""The tables replicated between nodes: the only ones a peer may name."""
 
 
 class LocalStore:
@@ -29,6 +32,13 @@ class LocalStore:
     @property
     def writer(self) -> str:
         return self.meta.writer
+
+    def replicated(self, name: object) -> LwwTable:
+        """``raw`` for a table name a peer sent; ``ValueError`` unless it is one of
+        ``REPLICATED`` (this node's other tables are its own business)."""
+        if name not in REPLICATED:
+            raise ValueError(f"table {name!r} is not replicated between nodes")
+        return self.raw(str(name))
 
     def raw(self, name: str) -> LwwTable:
         return self.meta.table(name)

@@ -181,16 +181,22 @@ class RpcServer:
             return web.json_response({"error": str(e)}, status=403)
         if not self.allowed(peer):
             return web.json_response({"error": f"{peer} is not a storage peer"}, status=403)
-        resp: web.StreamResponse = await handler(request)
+        try:
+            resp: web.StreamResponse = await handler(request)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            msg = f"bad {request.method} {request.path} request: {type(e).__name__}: {e}"
+            return web.json_response({"error": msg}, status=400)
         return resp
 
     async def merge(self, request: web.Request) -> web.Response:
         """Merge rows; answers each row's state before and after (``[before|null, after]``)."""
         body = await request.json()
         table = body["table"]
+        self.local.replicated(table)
+        rows = [(str(pk), int(part), row_in(row)) for pk, part, *row in body["rows"]]
         out = []
-        for pk, part, *row in body["rows"]:
-            before, after = self.local.apply(table, str(pk), int(part), row_in(row))
+        for pk, part, e in rows:  # every row parsed first: a bad one refuses the whole call
+            before, after = self.local.apply(table, pk, part, e)
             out.append([None if before is None else row_out(before), row_out(after)])
         return web.json_response({"ok": True, "rows": out})
 
@@ -204,7 +210,7 @@ class RpcServer:
             rows = [(str(t), str(pk), int(part), row_in(r)) for t, pk, part, *r in head["rows"]]
             reads = [(str(t), str(pk)) for t, pk in head["reads"]]
             for t in {r[0] for r in rows} | {t for t, _ in reads}:
-                self.local.raw(t)  # a bad table name fails here, before anything is written
+                self.local.replicated(t)  # a bad table name fails here, before any write
         except (ValueError, TypeError, IndexError) as e:
             return web.json_response({"error": f"bad batch: {e}"}, status=400)
         for h, data in blobs:
@@ -219,7 +225,7 @@ class RpcServer:
         }
         if reads:
             if self.readable():
-                entries = [self.local.raw(t).entry(pk) for t, pk in reads]
+                entries = [self.local.replicated(t).entry(pk) for t, pk in reads]
                 out["reads"] = [None if e is None else row_out(e) for e in entries]
             else:
                 out["reads_refused"] = f"{self.local.writer} is catching up after downtime"
@@ -239,21 +245,22 @@ class RpcServer:
         body = await request.json()
         if (refused := self._catching_up(body.get("partition"))) is not None:
             return refused
-        e = self.local.raw(body["table"]).entry(body["pk"])
+        e = self.local.replicated(body["table"]).entry(str(body["pk"]))
         return web.json_response({"row": None if e is None else row_out(e)})
 
     async def range(self, request: web.Request) -> web.Response:
         b = await request.json()
         if (refused := self._catching_up(b.get("partition"))) is not None:
             return refused
-        rows = self.local.raw(b["table"]).range(
+        rows = self.local.replicated(b["table"]).range(
             b["start"], prefix=b["prefix"], limit=int(b["limit"]), include_start=b["include"]
         )
         return web.json_response({"rows": [[pk, *row_out(e)] for pk, e in rows]})
 
     async def partition(self, request: web.Request) -> web.Response:
         b = await request.json()
-        rows = self.local.raw(b["table"]).page(int(b["partition"]), b["after"], int(b["limit"]))
+        table = self.local.replicated(b["table"])
+        rows = table.page(int(b["partition"]), str(b["after"]), int(b["limit"]))
         return web.json_response({"rows": [[pk, *row_out(e)] for pk, e in rows]})
 
     async def tree(self, request: web.Request) -> web.Response:
@@ -265,7 +272,7 @@ class RpcServer:
 
     async def forget(self, request: web.Request) -> web.Response:
         b = await request.json()
-        table = self.local.raw(b["table"])
+        table = self.local.replicated(b["table"])
         n = sum(table.forget(str(pk), row_in([ts, w, None])) for pk, ts, w in b["rows"])
         return web.json_response({"forgotten": n})
 
@@ -281,8 +288,11 @@ class RpcServer:
         if self.hints is None:
             return web.json_response({"error": "this node keeps no hints"}, status=409)
         body = await request.json()
-        for pk, part, *row in body["rows"]:
-            self.hints.add(str(body["target"]), body["table"], str(pk), int(part), row_in(row))
+        table, target = str(body["table"]), str(body["target"])
+        self.local.replicated(table)
+        rows = [(str(pk), int(part), row_in(row)) for pk, part, *row in body["rows"]]
+        for pk, part, e in rows:
+            self.hints.add(target, table, pk, part, e)
         return web.json_response({"ok": True})
 
     async def hint_block(self, request: web.Request) -> web.Response:

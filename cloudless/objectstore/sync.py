@@ -27,13 +27,12 @@ from cloudless.objectstore import quorum
 from cloudless.objectstore.blocks import MissingBlock, block_hash
 from cloudless.objectstore.crdt import Entry
 from cloudless.objectstore.layout import PARTITIONS, LayoutVersion
-from cloudless.objectstore.local import BLOCK_REFS
-from cloudless.objectstore.records import OBJECTS, PARTS, UPLOADS, VERSION_BLOCKS
+from cloudless.objectstore.local import BLOCK_REFS, REPLICATED
 from cloudless.objectstore.replication import Cluster, ReplicatedBlocks
 from cloudless.objectstore.resync import BlockResync
 from cloudless.objectstore.rpc import PeerError
 
-TABLES = (OBJECTS, VERSION_BLOCKS, UPLOADS, PARTS, BLOCK_REFS)
+TABLES = REPLICATED
 PAGE = 500
 
 

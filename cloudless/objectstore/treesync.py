@@ -70,11 +70,11 @@ def answer(local: LocalStore, call: str, body: dict[str, Any]) -> dict[str, Any]
         parts = {int(p) for p in body["partitions"]}
         out = []
         for t in body["tables"]:
-            local.raw(t)  # the table exists (and its tree) even if empty here
+            local.replicated(t)  # the table exists (and its tree) even if empty here
             out += [[t, p, s[0].hex(), s[1]] for p, s in tree.roots(t).items() if p in parts]
         return {"roots": out}
     table, part = str(body["table"]), int(body["partition"])
-    local.raw(table)
+    local.replicated(table)
     if call == "children":
         found = tree.children(table, part, _nodes(body["nodes"]))
         return {"nodes": [[lv, i, s[0].hex(), s[1]] for (lv, i), s in sorted(found.items())]}

@@ -4,7 +4,9 @@ the middle of a stream of uploads, and no acknowledged object lost or corrupted.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -110,7 +112,7 @@ async def test_a_peer_that_is_not_the_node_we_meant_is_refused(cluster: Loopback
 async def _serve_n2(cluster: LoopbackCluster, readable: bool) -> tuple[web.AppRunner, Peer]:
     """n2's store behind a second RPC server (``readable`` as given); a Peer to it from n1."""
     n2 = cluster.nodes["n2"]
-    server = RpcServer(n2.local, lambda peer: True, readable=lambda: readable)
+    server = RpcServer(n2.local, lambda peer: True, readable=lambda partition=None: readable)
     runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=0.1)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=n2.server_ssl).start()
@@ -191,3 +193,43 @@ async def test_a_peer_without_the_batch_call_gets_the_separate_calls(
             data = os.urandom(size)
             await c.engine("n1").put("b", f"k{size}", body(data), content_type="x", user_meta={})
             assert await read_all(c, "n3", f"k{size}") == data
+
+
+# ---- bad input between peers ---------------------------------------------------------------
+
+BAD_CALLS = [
+    # (path, body, what the 400 names)
+    ("/rpc/merge", {"table": "merkle", "rows": []}, "'merkle' is not replicated"),
+    ("/rpc/merge", {"table": "objects", "rows": [["b/k", "x", 1, "n1", None]]}, "ValueError"),
+    ("/rpc/merge", {"rows": []}, "KeyError: 'table'"),
+    ("/rpc/entry", {"table": "hints", "pk": "x"}, "'hints' is not replicated"),
+    ("/rpc/range", {"table": "objects"}, "KeyError: 'start'"),
+    ("/rpc/partition", {"table": "block_gc", "partition": 1, "after": "", "limit": 1}, "block_gc"),
+    ("/rpc/tree/roots", {"tables": ["merkle"], "partitions": [1]}, "'merkle' is not replicated"),
+    ("/rpc/tree/items", {"table": "objects", "partition": "p"}, "invalid literal"),
+    ("/rpc/forget", {"table": "objects", "rows": [["b/k"]]}, "ValueError"),
+    ("/rpc/entry", b"{not json", "JSONDecodeError"),
+]
+
+
+async def test_a_peers_bad_call_is_refused_naming_the_problem(cluster: LoopbackCluster) -> None:
+    """A malformed or out-of-bounds call from an authenticated peer (a node's own tables,
+    missing fields, wrong types, no JSON) gets a 400 that says what is wrong, and changes
+    nothing: the valid rows before a bad one in the same call are not merged either."""
+    runner, peer = await _serve_n2(cluster, readable=True)
+    n2 = cluster.nodes["n2"].local
+    trees = n2.meta.db.execute("SELECT count(*) FROM merkle").fetchone()
+    try:
+        for path, sent, names in BAD_CALLS:
+            data = sent if isinstance(sent, bytes) else json.dumps(sent).encode()
+            async with peer.session.post(peer.url + path, data=data, timeout=peer.timeout) as r:
+                assert r.status == 400, (path, sent, r.status)
+                assert names in (await r.json())["error"], (path, sent)
+        good = ["b/first", 1, 5, "n1", base64.b64encode(b"v").decode()]
+        body = {"table": "objects", "rows": [good, ["b/second", "x", 5, "n1", None]]}
+        async with peer.session.post(peer.url + "/rpc/merge", json=body) as r:
+            assert r.status == 400
+        assert n2.raw("objects").entry("b/first") is None  # nothing of the call was merged
+        assert n2.meta.db.execute("SELECT count(*) FROM merkle").fetchone() == trees
+    finally:
+        await runner.cleanup()
