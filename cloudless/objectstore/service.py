@@ -35,6 +35,7 @@ import aiohttp
 from aiohttp import web
 
 from cloudless.lib.clock import Clock
+from cloudless.lib.errors import CloudlessError
 from cloudless.objectstore.antientropy import TOMBSTONE_GRACE_S, AntiEntropy
 from cloudless.objectstore.blocks import BlockStore, MissingBlock
 from cloudless.objectstore.engine import MIN_PART_SIZE, Engine
@@ -414,8 +415,6 @@ class StorageService:
         replication: int | None,
         why: str,
     ) -> LayoutHistory:
-        from cloudless.lib.errors import CloudlessError
-
         try:
             new, plan = await self.layouts.apply_change(
                 roles,
@@ -467,7 +466,13 @@ class StorageService:
         assert cur is not None and rv is not None and self.cluster is not None
         if self.me not in cur.roles or observed(history, self.me, cur.version, rv.version):
             return history
-        new = await self.layouts.observe(self.me, cur.version, rv.version)
+        try:
+            new = await self.layouts.observe(self.me, cur.version, rv.version)
+        except StoreError:
+            raise
+        except CloudlessError as e:  # a report the stored history refuses: said, not fatal
+            log.warning("layout acknowledgement refused: %s", e)
+            return history
         self.cluster.set_history(new)
         return new
 
