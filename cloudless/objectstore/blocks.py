@@ -18,7 +18,11 @@
 * References are rows ``<hash>/<version>`` of the ``block_refs`` LWW table (so they replicate
   like any metadata); whenever one changes, ``reconsider`` queues a block whose count is zero
   for deletion ``gc_delay`` seconds later, and ``collect`` deletes it then only if still
-  unreferenced (a re-upload in between rescues it).
+  unreferenced (a re-upload in between rescues it). ``write`` of a block queued for deletion
+  takes it off the queue before it looks for the file, and ``collect`` runs on the event loop
+  like ``write``'s start (in bounded batches): so a writer that finds the file present never
+  sees it unlinked before its reference lands (``collect`` in a thread could check the
+  count, let a re-upload find the file and reference it, then unlink it).
 """
 
 from __future__ import annotations
@@ -145,6 +149,8 @@ class BlockStore:
         self.refs = meta.table("block_refs")
         self.db = meta.db
         self.db.execute("CREATE TABLE IF NOT EXISTS block_gc (hash TEXT PRIMARY KEY, due REAL)")
+        self._queued = {h for (h,) in self.db.execute("SELECT hash FROM block_gc")}
+        """The hashes in ``block_gc`` (a write checks it without a statement)."""
         (root / "corrupt").mkdir(parents=True, exist_ok=True)
 
     def path(self, h: str) -> Path:
@@ -190,6 +196,9 @@ class BlockStore:
         """``write_sync``; in a thread unless small and not synced now (an fsync never
         blocks the event loop). With ``fsync_each`` off, a durable write is synced by the
         next ``flush``."""
+        if h in self._queued:  # the caller references it next: its deletion is off
+            self.db.execute("DELETE FROM block_gc WHERE hash = ?", (h,))
+            self._queued.discard(h)
         now = durable and self.fsync_each
         if len(data) <= SYNC_MAX and not now:
             new = self.write_sync(h, data, durable=False)
@@ -361,15 +370,25 @@ class BlockStore:
             self.db.execute(
                 "INSERT OR IGNORE INTO block_gc(hash, due) VALUES (?, ?)", (h, now + self.gc_delay)
             )
-        else:
+            self._queued.add(h)
+        elif h in self._queued:
             self.db.execute("DELETE FROM block_gc WHERE hash = ?", (h,))
+            self._queued.discard(h)
 
-    def collect(self, now: float) -> list[str]:
-        """Delete queued blocks whose delay has passed and that are still unreferenced."""
-        due = [h for (h,) in self.db.execute("SELECT hash FROM block_gc WHERE due <= ?", (now,))]
+    def collect(self, now: float, limit: int = 256) -> list[str]:
+        """Delete up to ``limit`` queued blocks whose delay has passed and that are still
+        unreferenced; returns them. Call it on the event loop that calls ``write`` (not in a
+        thread), again while it returns ``limit`` of them."""
+        due = [
+            h
+            for (h,) in self.db.execute(
+                "SELECT hash FROM block_gc WHERE due <= ? LIMIT ?", (now, limit)
+            )
+        ]
         gone = []
         for h in due:
             self.db.execute("DELETE FROM block_gc WHERE hash = ?", (h,))
+            self._queued.discard(h)
             if self.refcount(h) == 0:
                 with self._trusting:
                     self._trusted.pop(h, None)

@@ -67,6 +67,8 @@ from cloudless.store.errors import StoreError
 from cloudless.store.protocol import Store
 
 log = logging.getLogger(__name__)
+GC_BATCH = 64
+"""Blocks the GC deletes per event-loop step (each an unlink and a few statements)."""
 TRANSITION_BEAT_S = 1.0
 """The control beat while a layout transition waits for the nodes' acknowledgements."""
 RECENT_WINDOW_S = 60.0
@@ -345,9 +347,13 @@ class StorageService:
 
     async def _block_gc(self, local: LocalStore) -> None:
         while True:
-            gone = await asyncio.to_thread(local.blocks.collect, self.clock.now())
+            gone = 0
+            while len(batch := local.blocks.collect(self.clock.now(), GC_BATCH)) == GC_BATCH:
+                gone += len(batch)
+                await asyncio.sleep(0)  # on the loop, as writes start: see blocks.py
+            gone += len(batch)
             if gone:
-                log.info("block GC: %d unreferenced blocks removed", len(gone))
+                log.info("block GC: %d unreferenced blocks removed", gone)
             await self.clock.sleep(self.cfg.block_gc_s)
 
     async def _flush_blocks(self, local: LocalStore) -> None:
