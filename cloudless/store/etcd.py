@@ -143,6 +143,14 @@ def _stream_reset(exc: grpc.aio.AioRpcError) -> bool:
     return exc.code() is grpc.StatusCode.INTERNAL and "Stream removed" in (exc.details() or "")
 
 
+def _answer_lost(exc: grpc.aio.AioRpcError) -> bool:
+    """The member went away with the call open (stopped or restarted): gRPC reports UNKNOWN
+    "No status received" or a stream reset. Like a lost connection: a read is retried, a
+    write's outcome is unknown."""
+    lost = exc.code() is grpc.StatusCode.UNKNOWN and "No status received" in (exc.details() or "")
+    return lost or _stream_reset(exc)
+
+
 def _cancel_requested() -> bool:
     """Whether our own task was asked to stop (as opposed to a gRPC call cancelled under it
     because its channel was closed)."""
@@ -261,7 +269,7 @@ class EtcdStore:
                     ) from None
             except (EtcdError, grpc.aio.AioRpcError) as exc:
                 err = _rpc_error(exc)
-                if err is None or err.code() not in _TRANSIENT:
+                if err is None or (err.code() not in _TRANSIENT and not _answer_lost(err)):
                     raise self._map(what, exc, err) from None
                 details = (err.details() or "").lower()
                 not_sent = any(m in details for m in _NOT_SENT)

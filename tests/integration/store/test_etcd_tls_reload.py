@@ -20,7 +20,7 @@ import grpc
 import pytest
 
 from cloudless.store.election import Election
-from cloudless.store.errors import StoreError
+from cloudless.store.errors import OutcomeUnknown, StoreError
 from cloudless.store.etcd import EtcdStore
 from cloudless.store.etcd_admin import endpoint_status
 from cloudless.store.pki import member_tls
@@ -141,6 +141,8 @@ async def test_rolling_restart_keeps_quorum(tmp_path: Path, pki: TestPki) -> Non
         store = cluster.client(retry_for=10.0)
         writes: list[float] = []
         failures: list[str] = []
+        unknown: list[str] = []
+        """Writes whose member stopped with the call open (at most one per restart)."""
         stop = asyncio.Event()
 
         async def writer() -> None:
@@ -150,6 +152,8 @@ async def test_rolling_restart_keeps_quorum(tmp_path: Path, pki: TestPki) -> Non
                 try:
                     await store.put(f"/w/{i}", b"x")
                     writes.append(time.monotonic() - t0)
+                except OutcomeUnknown as e:
+                    unknown.append(str(e))
                 except StoreError as e:
                     failures.append(str(e))
                 i += 1
@@ -187,8 +191,10 @@ async def test_rolling_restart_keeps_quorum(tmp_path: Path, pki: TestPki) -> Non
         finally:
             await store.close()
         assert failures == []
+        assert len(unknown) <= len(cluster.members), unknown
         assert len(writes) > 10
-        assert len(set(seen)) == len(writes), (len(set(seen)), len(writes))
+        # a write whose outcome was unknown may have landed
+        assert len(writes) <= len(set(seen)) <= len(writes) + len(unknown), (seen, writes)
         print(
             f"{len(writes)} writes during three member restarts; slowest "
             f"{max(writes):.2f}s, median {sorted(writes)[len(writes) // 2] * 1000:.1f}ms"

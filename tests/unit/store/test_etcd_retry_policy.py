@@ -52,6 +52,12 @@ async def store() -> AsyncIterator[EtcdStore]:
         (err(U, "etcdserver: request timed out"), True, "ok"),
         (TimeoutError(), False, OutcomeUnknown),
         (TimeoutError(), True, "ok"),
+        # the member went away with the call open (a restart): as an answer lost
+        (err(grpc.StatusCode.UNKNOWN, "No status received"), False, OutcomeUnknown),
+        (err(grpc.StatusCode.UNKNOWN, "No status received"), True, "ok"),
+        (err(grpc.StatusCode.INTERNAL, "Stream removed"), False, OutcomeUnknown),
+        (err(grpc.StatusCode.INTERNAL, "Stream removed"), True, "ok"),
+        (err(grpc.StatusCode.UNKNOWN, "Exception calling application"), True, StoreError),
         # refusals are mapped, never retried
         (
             err(grpc.StatusCode.OUT_OF_RANGE, "mvcc: required revision has been compacted"),
