@@ -196,9 +196,7 @@ class BlockStore:
         """``write_sync``; in a thread unless small and not synced now (an fsync never
         blocks the event loop). With ``fsync_each`` off, a durable write is synced by the
         next ``flush``."""
-        if h in self._queued:  # the caller references it next: its deletion is off
-            self.db.execute("DELETE FROM block_gc WHERE hash = ?", (h,))
-            self._queued.discard(h)
+        self._unqueue(h)  # the caller references it next: its deletion is off
         now = durable and self.fsync_each
         if len(data) <= SYNC_MAX and not now:
             new = self.write_sync(h, data, durable=False)
@@ -371,7 +369,12 @@ class BlockStore:
                 "INSERT OR IGNORE INTO block_gc(hash, due) VALUES (?, ?)", (h, now + self.gc_delay)
             )
             self._queued.add(h)
-        elif h in self._queued:
+        else:
+            self._unqueue(h)
+
+    def _unqueue(self, h: str) -> None:
+        """Take ``h`` off the deletion queue (no statement unless it is queued)."""
+        if h in self._queued:
             self.db.execute("DELETE FROM block_gc WHERE hash = ?", (h,))
             self._queued.discard(h)
 

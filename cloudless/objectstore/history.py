@@ -89,7 +89,7 @@ def waiting_on(history: LayoutHistory) -> dict[str, str]:
         return {}
     cur = history.versions[-1]
     v = cur.version
-    unseen = {n: f"has not seen v{v}" for n in sorted(cur.roles) if history.seen.get(n, 0) < v}
+    unseen = {n: f"has not seen v{v}" for n in _unseen(history, cur)}
     if unseen:
         return unseen
     holders = sorted(_holders(cur))
@@ -107,7 +107,12 @@ def sync_may_start(history: LayoutHistory) -> bool:
     """Whether the newest version's data may be pulled: every node of it has seen it, so
     every write from now on reaches its owners too."""
     cur = history.current
-    return cur is not None and all(history.seen.get(n, 0) >= cur.version for n in cur.roles)
+    return cur is not None and not _unseen(history, cur)
+
+
+def _unseen(history: LayoutHistory, v: LayoutVersion) -> list[str]:
+    """The nodes of ``v`` that have not acknowledged seeing it, in name order."""
+    return [n for n in sorted(v.roles) if history.seen.get(n, 0) < v.version]
 
 
 def observed(history: LayoutHistory, node: str, seen: int, reading: int) -> bool:

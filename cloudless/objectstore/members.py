@@ -164,7 +164,7 @@ def _mid_transition(history: LayoutHistory, absent: set[str], staged: bool) -> D
     cur = history.current
     assert cur is not None
     why = f"layout v{cur.version} is still syncing"
-    holders = {n for nodes in cur.partitions for n in nodes}
+    holders = cur.holders
     stuck = sorted(n for n in waiting_on(history) if n in absent)
     if not stuck or staged:
         return Decision(None, why)

@@ -193,11 +193,12 @@ class RpcServer:
         body = await request.json()
         table = body["table"]
         self.local.replicated(table)
-        rows = [(str(pk), int(part), row_in(row)) for pk, part, *row in body["rows"]]
-        out = []
-        for pk, part, e in rows:  # every row parsed first: a bad one refuses the whole call
-            before, after = self.local.apply(table, pk, part, e)
-            out.append([None if before is None else row_out(before), row_out(after)])
+        # every row parsed first (a bad one refuses the whole call), then merged in one commit
+        rows = [(table, str(pk), int(part), row_in(row)) for pk, part, *row in body["rows"]]
+        out = [
+            [None if before is None else row_out(before), row_out(after)]
+            for before, after in self.local.apply_many(rows)
+        ]
         return web.json_response({"ok": True, "rows": out})
 
     async def batch(self, request: web.Request) -> web.Response:

@@ -497,9 +497,9 @@ class StorageService:
         if history.synced.get(self.me, 0) >= cur.version:
             return
         holds = any(self.me in p for p in cur.partitions)
-        if holds and len(history.versions) > 1 and not sync_may_start(history):
-            return
         if holds and len(history.versions) > 1:
+            if not sync_may_start(history):
+                return
             sync = PartitionSync(self.cluster, self.clock, self.cfg.repair_rate, self.resync)
             retry = self._sync_failed.get(cur.version)
             report = await sync.sync_to(cur, only=retry)
