@@ -9,9 +9,10 @@ PROTOS  := $(shell find cloudless/api/protos -name '*.proto' 2>/dev/null)
 setup: $(STAMP)
 	@bash scripts/install-system-deps
 
+# The venv's own pip (23.0 on Debian 12) installs an editable pyproject project; it is not
+# upgraded first (a round trip to the index on every fresh setup).
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv .venv
-	@$(PIP) install -q --upgrade pip >/dev/null
 	@$(PIP) install -q -e '.[dev]'
 	@touch $(STAMP)
 
