@@ -123,10 +123,10 @@ async def measure(root: Path, count: int) -> dict[str, float]:
     now = int(clock.now() * 1000)
     apply_many = local.apply_many  # type: ignore[attr-defined]
     out["row: block_refs, fresh (one transaction)"] = cpu_per_op(
-        lambda i: apply_many(
-            [("block_refs", f"{hashes[i]}/v{i}", i % 256, Entry(now, "bench", b"1"))]
-        )
-        and None,
+        lambda i: (
+            apply_many([("block_refs", f"{hashes[i]}/v{i}", i % 256, Entry(now, "bench", b"1"))])
+            and None
+        ),
         count,
     )
     meta = ObjectMeta(version="v", size=SIZE, etag="e" * 32, mtime=clock.now()).encode()
@@ -135,13 +135,15 @@ async def measure(root: Path, count: int) -> dict[str, float]:
         count,
     )
     out["row: two rows in one transaction"] = cpu_per_op(
-        lambda i: apply_many(
-            [
-                ("block_refs", f"{hashes[i]}/w{i}", i % 256, Entry(now, "bench", b"1")),
-                (OBJECTS, f"bench/p{i}", 7, Entry(now, "bench", meta)),
-            ]
-        )
-        and None,
+        lambda i: (
+            apply_many(
+                [
+                    ("block_refs", f"{hashes[i]}/w{i}", i % 256, Entry(now, "bench", b"1")),
+                    (OBJECTS, f"bench/p{i}", 7, Entry(now, "bench", meta)),
+                ]
+            )
+            and None
+        ),
         count,
     )
     rows = node.meta.table(OBJECTS)

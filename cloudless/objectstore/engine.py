@@ -141,6 +141,61 @@ async def _chain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator
         yield piece
 
 
+@dataclass(frozen=True)
+class UploadListing:
+    uploads: list[tuple[str, Upload]]
+    prefixes: list[str]
+    truncated: bool
+    next_key: str
+    """Where the next page starts (S3's ``NextKeyMarker``): the last key or common prefix
+    listed."""
+    next_upload_id: str
+    """``NextUploadIdMarker``: the last upload's id when the page ends on an upload."""
+
+
+def page_uploads(
+    live: list[tuple[str, Upload]],
+    *,
+    prefix: str,
+    delimiter: str,
+    key_marker: str,
+    upload_id_marker: str,
+    limit: int,
+) -> UploadListing:
+    """One page of ListMultipartUploads over ``live`` ``(key, upload)`` pairs under ``prefix``:
+    ordered by key then upload id; after ``key_marker`` (and, with it, the same key's uploads
+    after ``upload_id_marker``, as S3 does; without ``key_marker`` the id marker is ignored);
+    keys with ``delimiter`` after the prefix rolled into one common prefix each; at most
+    ``limit`` uploads and prefixes together."""
+    uploads: list[tuple[str, Upload]] = []
+    prefixes: list[str] = []
+    last: tuple[str, str] = ("", "")
+    for key, up in sorted(live, key=lambda kv: (kv[0], kv[1].upload_id)):
+        if not key.startswith(prefix):
+            continue
+        if key_marker:
+            if upload_id_marker:
+                if (key, up.upload_id) <= (key_marker, upload_id_marker):
+                    continue
+            elif key <= key_marker:
+                continue
+        cut = key.find(delimiter, len(prefix)) if delimiter else -1
+        if cut >= 0:
+            common = key[: cut + len(delimiter)]
+            if (prefixes and prefixes[-1] == common) or (key_marker and common <= key_marker):
+                continue
+            if len(uploads) + len(prefixes) >= limit:
+                return UploadListing(uploads, prefixes, True, *last)
+            prefixes.append(common)
+            last = (common, "")
+            continue
+        if len(uploads) + len(prefixes) >= limit:
+            return UploadListing(uploads, prefixes, True, *last)
+        uploads.append((key, up))
+        last = (key, up.upload_id)
+    return UploadListing(uploads, prefixes, False, *last)
+
+
 def new_version() -> str:
     return secrets.token_hex(16)
 
@@ -785,20 +840,35 @@ class Engine:
             raise _first(e) from None
 
     async def list_uploads(
-        self, bucket: str, *, prefix: str, limit: int
-    ) -> list[tuple[str, Upload]]:
-        rows = await self.uploads.range(
-            partition(bucket),
-            f"{bucket}/{prefix}",
-            prefix=f"{bucket}/{prefix}",
-            limit=limit * 4 + 16,
-        )
-        out = []
-        for pk, e in rows:
-            if e.value is None:
-                continue
-            key = pk[len(bucket) + 1 : pk.rfind("/")]
-            out.append((key, Upload.decode(e.value)))
-            if len(out) >= limit:
+        self,
+        bucket: str,
+        *,
+        prefix: str,
+        delimiter: str = "",
+        key_marker: str = "",
+        upload_id_marker: str = "",
+        limit: int,
+    ) -> UploadListing:
+        """One page of ``bucket``'s multipart uploads in progress under ``prefix``
+        (``page_uploads``); every live upload under the prefix is read to order them."""
+        base = f"{bucket}/{prefix}"
+        live: list[tuple[str, Upload]] = []
+        start, include = base, True
+        while True:
+            rows = await self.uploads.range(
+                partition(bucket), start, prefix=base, limit=1000, include_start=include
+            )
+            for pk, e in rows:
+                if e.value is not None:
+                    live.append((pk[len(bucket) + 1 : pk.rfind("/")], Upload.decode(e.value)))
+            if len(rows) < 1000:
                 break
-        return out
+            start, include = rows[-1][0], False
+        return page_uploads(
+            live,
+            prefix=prefix,
+            delimiter=delimiter,
+            key_marker=key_marker,
+            upload_id_marker=upload_id_marker,
+            limit=limit,
+        )
