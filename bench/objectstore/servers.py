@@ -2,6 +2,8 @@
 
 * baseline: a plain aiohttp file server on the same disk, PUT streams the body to a file
   (temp + rename), GET answers ``web.FileResponse``; no auth;
+* floor: aiohttp alone (bodies kept in memory), for the 4 KiB workloads: what the HTTP
+  layer itself costs per request;
 * store: one Cloudless object-store node (R=1, SQLite metadata, blake3 blocks) behind the S3
   API with SigV4 (the client uses presigned URLs).
 
@@ -39,6 +41,33 @@ def run_baseline(root: str, conn: Connection) -> None:
 
     async def main() -> None:
         app = web.Application()
+        app.router.add_put("/{name:.+}", put)
+        app.router.add_get("/{name:.+}", get)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        conn.send((runner.addresses[0][1], "", ""))
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def run_floor(root: str, conn: Connection) -> None:
+    """The least an aiohttp server can do per request: PUT reads the body and keeps it in
+    memory, GET answers it from memory; no disk, no auth. What it spends per 4 KiB request
+    is the floor under any S3 front built on aiohttp on this machine."""
+    held: dict[str, bytes] = {}
+
+    async def put(request: web.Request) -> web.Response:
+        held[request.match_info["name"]] = await request.read()
+        return web.Response()
+
+    async def get(request: web.Request) -> web.Response:
+        return web.Response(body=held[request.match_info["name"]])
+
+    async def main() -> None:
+        app = web.Application(client_max_size=128 << 20)
         app.router.add_put("/{name:.+}", put)
         app.router.add_get("/{name:.+}", get)
         runner = web.AppRunner(app, access_log=None)

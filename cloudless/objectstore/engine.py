@@ -20,6 +20,7 @@ bucket, key, upload or part at fault.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import itertools
@@ -72,15 +73,51 @@ def _first(e: BaseException) -> BaseException:
     return e
 
 
-async def _md5_after(before: asyncio.Task[None] | None, md5: Any, data: bytes) -> None:
-    """``md5.update(data)`` once ``before`` (the previous block's update) is done: a body's
-    MD5 in order, off the event loop."""
-    if before is not None:
-        await before
-    if len(data) <= SMALL:
-        md5.update(data)
-    else:
-        await asyncio.to_thread(md5.update, data)
+class _Md5Lanes:
+    """Single-thread executors that run MD5 updates: an upload's updates go to one lane in
+    order, so they run in order with no event-loop round trip between two blocks (a chain of
+    ``to_thread`` calls waits for the loop to notice each update's end before the next
+    starts). Uploads take lanes in turn, so concurrent uploads hash on several cores."""
+
+    def __init__(self, lanes: int) -> None:
+        self._lanes = [
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"md5-{i}")
+            for i in range(max(1, lanes))
+        ]
+        self._turn = itertools.count()
+
+    def lane(self) -> concurrent.futures.ThreadPoolExecutor:
+        return self._lanes[next(self._turn) % len(self._lanes)]
+
+
+_MD5_LANES = _Md5Lanes(os.cpu_count() or 1)
+
+
+class _Md5:
+    """A body's MD5, updated block by block off the event loop, in the order of ``add``."""
+
+    def __init__(self) -> None:
+        self.md5 = hashlib.md5()
+        self._lane: concurrent.futures.ThreadPoolExecutor | None = None
+        self._last: asyncio.Future[None] | None = None
+
+    def add(self, data: bytes) -> asyncio.Future[None]:
+        """Queue ``data``'s update; the future is done once it (and all before it) ran. A
+        small first piece is hashed at once on the event loop (a hand-off costs more)."""
+        if self._lane is None and len(data) <= SMALL:
+            self.md5.update(data)
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        if self._lane is None:
+            self._lane = _MD5_LANES.lane()
+        self._last = asyncio.wrap_future(self._lane.submit(self.md5.update, data))
+        return self._last
+
+    async def hexdigest(self) -> str:
+        if self._last is not None:
+            await self._last
+        return self.md5.hexdigest()
 
 
 def _digests(data: bytes) -> tuple[str, str]:
@@ -102,6 +139,61 @@ async def _chain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator
         yield piece
     async for piece in _pieces(rest):
         yield piece
+
+
+@dataclass(frozen=True)
+class UploadListing:
+    uploads: list[tuple[str, Upload]]
+    prefixes: list[str]
+    truncated: bool
+    next_key: str
+    """Where the next page starts (S3's ``NextKeyMarker``): the last key or common prefix
+    listed."""
+    next_upload_id: str
+    """``NextUploadIdMarker``: the last upload's id when the page ends on an upload."""
+
+
+def page_uploads(
+    live: list[tuple[str, Upload]],
+    *,
+    prefix: str,
+    delimiter: str,
+    key_marker: str,
+    upload_id_marker: str,
+    limit: int,
+) -> UploadListing:
+    """One page of ListMultipartUploads over ``live`` ``(key, upload)`` pairs under ``prefix``:
+    ordered by key then upload id; after ``key_marker`` (and, with it, the same key's uploads
+    after ``upload_id_marker``, as S3 does; without ``key_marker`` the id marker is ignored);
+    keys with ``delimiter`` after the prefix rolled into one common prefix each; at most
+    ``limit`` uploads and prefixes together."""
+    uploads: list[tuple[str, Upload]] = []
+    prefixes: list[str] = []
+    last: tuple[str, str] = ("", "")
+    for key, up in sorted(live, key=lambda kv: (kv[0], kv[1].upload_id)):
+        if not key.startswith(prefix):
+            continue
+        if key_marker:
+            if upload_id_marker:
+                if (key, up.upload_id) <= (key_marker, upload_id_marker):
+                    continue
+            elif key <= key_marker:
+                continue
+        cut = key.find(delimiter, len(prefix)) if delimiter else -1
+        if cut >= 0:
+            common = key[: cut + len(delimiter)]
+            if (prefixes and prefixes[-1] == common) or (key_marker and common <= key_marker):
+                continue
+            if len(uploads) + len(prefixes) >= limit:
+                return UploadListing(uploads, prefixes, True, *last)
+            prefixes.append(common)
+            last = (common, "")
+            continue
+        if len(uploads) + len(prefixes) >= limit:
+            return UploadListing(uploads, prefixes, True, *last)
+        uploads.append((key, up))
+        last = (key, up.upload_id)
+    return UploadListing(uploads, prefixes, False, *last)
 
 
 def new_version() -> str:
@@ -192,9 +284,7 @@ class Engine:
         off the event loop); returns (size, md5 hex, inline data or None, the blocks in
         order). On any error the blocks' references are dropped (GC reclaims them) and the
         first error is raised as itself."""
-        md5 = hashlib.md5()
-        digested: asyncio.Task[None] | None = None
-        """The MD5 update of the last block handed on (each waits for the one before)."""
+        md5 = _Md5()
         pending: list[bytes | memoryview] = []
         have = 0
         size = 0
@@ -207,9 +297,8 @@ class Engine:
             async with asyncio.TaskGroup() as tg:
 
                 async def block(data: bytes, at: int) -> None:
-                    nonlocal digested
                     await slots.acquire()
-                    digested = tg.create_task(_md5_after(digested, md5, data))
+                    digested = md5.add(data)
                     tg.create_task(
                         self._put_block(slots, version, part, at, data, hashes, placed, digested)
                     )
@@ -233,7 +322,7 @@ class Engine:
                 tail = b"".join(pending)
                 if inline_ok and size <= INLINE_MAX:
                     inline = tail
-                    await _md5_after(digested, md5, tail)
+                    md5.add(tail)
                 elif tail:
                     await block(tail, offset)
             await self.blocks.sync(hashes)  # one group commit before the object is committed
@@ -242,7 +331,7 @@ class Engine:
                 for h in hashes:
                     await self._ref(h, version, False)
             raise _first(e) from None
-        return size, md5.hexdigest(), inline, [placed[at] for at in sorted(placed)]
+        return size, await md5.hexdigest(), inline, [placed[at] for at in sorted(placed)]
 
     async def _put_block(
         self,
@@ -253,7 +342,7 @@ class Engine:
         data: bytes,
         hashes: list[str],
         placed: dict[int, BlockRef],
-        digested: asyncio.Task[None],
+        digested: asyncio.Future[None],
     ) -> None:
         """Hash and store one block; its slot is held until its MD5 update is done too (at
         most ``PIPELINE`` blocks in memory)."""
@@ -448,6 +537,18 @@ class Engine:
             async for piece in pieces:
                 assert isinstance(piece, bytes)
                 yield piece
+
+    async def read_whole(self, obj: ObjectMeta, start: int, end: int) -> bytes:
+        """``read``'s bytes joined (for a range small enough to hold): an inline or one-block
+        object is read without the generator."""
+        if obj.inline is not None:
+            return obj.inline[start:end]
+        if obj.blocks is not None and len(obj.blocks) == 1:
+            data = await self._fetch(obj.blocks[0], start, end, False)
+            assert isinstance(data, bytes)
+            return data
+        async with contextlib.aclosing(self.read(obj, start, end)) as pieces:
+            return b"".join([p async for p in pieces])
 
     async def serve(
         self, obj: ObjectMeta, start: int, end: int
@@ -739,20 +840,35 @@ class Engine:
             raise _first(e) from None
 
     async def list_uploads(
-        self, bucket: str, *, prefix: str, limit: int
-    ) -> list[tuple[str, Upload]]:
-        rows = await self.uploads.range(
-            partition(bucket),
-            f"{bucket}/{prefix}",
-            prefix=f"{bucket}/{prefix}",
-            limit=limit * 4 + 16,
-        )
-        out = []
-        for pk, e in rows:
-            if e.value is None:
-                continue
-            key = pk[len(bucket) + 1 : pk.rfind("/")]
-            out.append((key, Upload.decode(e.value)))
-            if len(out) >= limit:
+        self,
+        bucket: str,
+        *,
+        prefix: str,
+        delimiter: str = "",
+        key_marker: str = "",
+        upload_id_marker: str = "",
+        limit: int,
+    ) -> UploadListing:
+        """One page of ``bucket``'s multipart uploads in progress under ``prefix``
+        (``page_uploads``); every live upload under the prefix is read to order them."""
+        base = f"{bucket}/{prefix}"
+        live: list[tuple[str, Upload]] = []
+        start, include = base, True
+        while True:
+            rows = await self.uploads.range(
+                partition(bucket), start, prefix=base, limit=1000, include_start=include
+            )
+            for pk, e in rows:
+                if e.value is not None:
+                    live.append((pk[len(bucket) + 1 : pk.rfind("/")], Upload.decode(e.value)))
+            if len(rows) < 1000:
                 break
-        return out
+            start, include = rows[-1][0], False
+        return page_uploads(
+            live,
+            prefix=prefix,
+            delimiter=delimiter,
+            key_marker=key_marker,
+            upload_id_marker=upload_id_marker,
+            limit=limit,
+        )

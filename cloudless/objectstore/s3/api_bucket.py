@@ -256,30 +256,49 @@ class BucketApi:
 
     async def list_uploads(self, ctx: Ctx) -> web.StreamResponse:
         await self.s.bucket_for(ctx, "read")
+        enc = self._encoding(ctx)
         prefix = ctx.query.get("prefix", "")
+        delim = ctx.query.get("delimiter", "")
+        key_marker = ctx.query.get("key-marker", "")
+        id_marker = ctx.query.get("upload-id-marker", "") if key_marker else ""
         limit = max_keys(ctx, "max-uploads")
-        ups = await self.s.engine.list_uploads(ctx.bucket, prefix=prefix, limit=limit)
-        items = "".join(
+        page = await self.s.engine.list_uploads(
+            ctx.bucket,
+            prefix=prefix,
+            delimiter=delim,
+            key_marker=key_marker,
+            upload_id_marker=id_marker,
+            limit=limit,
+        )
+        parts = [
+            el("Bucket", ctx.bucket),
+            el("KeyMarker", url_encoded(key_marker, enc)),
+            el("UploadIdMarker", id_marker),
+            el("Prefix", url_encoded(prefix, enc)),
+            el("MaxUploads", limit),
+            el("IsTruncated", page.truncated),
+        ]
+        if page.truncated:
+            parts.append(el("NextKeyMarker", url_encoded(page.next_key, enc)))
+            parts.append(el("NextUploadIdMarker", page.next_upload_id))
+        if delim:
+            parts.append(el("Delimiter", url_encoded(delim, enc)))
+        if enc:
+            parts.append(el("EncodingType", "url"))
+        parts += [
             "<Upload>"
-            + el("Key", k)
+            + el("Key", url_encoded(k, enc))
             + el("UploadId", u.upload_id)
             + el("Initiated", iso(u.created))
             + el("StorageClass", "STANDARD")
             + "</Upload>"
-            for k, u in ups
-        )
-        return xml(
-            doc(
-                "ListMultipartUploadsResult",
-                el("Bucket", ctx.bucket),
-                el("KeyMarker", ""),
-                el("UploadIdMarker", ""),
-                el("Prefix", prefix),
-                el("MaxUploads", limit),
-                el("IsTruncated", False),
-                items,
-            )
-        )
+            for k, u in page.uploads
+        ]
+        parts += [
+            "<CommonPrefixes>" + el("Prefix", url_encoded(p, enc)) + "</CommonPrefixes>"
+            for p in page.prefixes
+        ]
+        return xml(doc("ListMultipartUploadsResult", *parts))
 
     async def delete_many(self, ctx: Ctx) -> web.StreamResponse:
         await self.s.bucket_for(ctx, "write")

@@ -274,8 +274,7 @@ class ObjectApi:
             return web.Response(status=status, headers=headers)
         if end - start <= WHOLE:
             # read before the headers go out: one send, and a failed read is an S3 error
-            async with contextlib.aclosing(self.engine.read(obj, start, end)) as whole:
-                body = b"".join([p async for p in whole])
+            body = await self.engine.read_whole(obj, start, end)
             return web.Response(status=status, headers=headers, body=body)
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = end - start

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from cloudless.lib.clock import Clock
 from cloudless.objectstore.engine import Engine
@@ -90,13 +90,27 @@ class S3Server:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 20)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
+        app.router.add_route("*", "/{tail:.*}", self.handle, expect_handler=self.expect)
         return app
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        resp = await self._answer(request, self.dispatch)
+        assert resp is not None  # dispatch always answers
+        return resp
+
+    async def _answer(
+        self,
+        request: web.Request,
+        run: Callable[[web.Request], Awaitable[web.StreamResponse | None]],
+    ) -> web.StreamResponse | None:
+        """``run(request)``'s response (None if it gave none), or the S3 error it raised (an
+        unexpected exception is logged and answered ``InternalError``), with its request
+        id."""
         rid = secrets.token_hex(8).upper()
         try:
-            resp = await self.dispatch(request)
+            resp = await run(request)
+            if resp is None:
+                return None
         except S3Error as e:
             resp = self.error(request, e, rid)
         except (ConnectionResetError, web.HTTPException):
@@ -106,6 +120,35 @@ class S3Server:
             resp = self.error(request, S3Error("InternalError", "internal error; retry"), rid)
         resp.headers["x-amz-request-id"] = rid
         return resp
+
+    async def expect(self, request: web.Request) -> web.StreamResponse | None:
+        """``Expect: 100-continue``: the signature, the names and, for a PUT or POST to an
+        object, the key's write permission on the bucket are checked before the client is
+        told to send its body. A refusal is answered at once and the connection closed (the
+        body it announced never comes); other ``Expect`` values get 417."""
+        refusal: web.StreamResponse | None
+        if request.headers.get("expect", "").lower() != "100-continue":
+            refusal = web.Response(status=417, text="only Expect: 100-continue is supported")
+        else:
+            refusal = await self._answer(request, self._precheck)
+        if refusal is not None:
+            # sent now, then the connection closed: the announced body never comes, and
+            # waiting for it (aiohttp lingers on an unread body) would hold the client
+            refusal.force_close()
+            await refusal.prepare(request)
+            await refusal.write_eof()
+            request.protocol.force_close()
+            return refusal
+        if request.version >= HttpVersion11:
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # the body's response has not started
+        return None
+
+    async def _precheck(self, request: web.Request) -> None:
+        """What ``dispatch`` checks before it reads a body (raises its refusal)."""
+        ctx = await self._context(request)
+        if ctx.bucket and ctx.key and request.method in ("PUT", "POST"):
+            await self.bucket_for(ctx, "write")
 
     def error(self, request: web.Request, e: S3Error, rid: str) -> web.Response:
         headers = {"x-amz-request-id": rid}
@@ -121,6 +164,17 @@ class S3Server:
         )
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        ctx = await self._context(request)
+        if not ctx.bucket:
+            if request.method != "GET":
+                raise S3Error("MethodNotAllowed", f"{request.method} / is not allowed")
+            return await self.buckets.list_buckets(ctx)
+        if not ctx.key:
+            return await self.buckets.dispatch(ctx)
+        return await self.objects.dispatch(ctx)
+
+    async def _context(self, request: web.Request) -> Ctx:
+        """The request authenticated (SigV4) and its bucket and key names checked."""
         raw_path, _, raw_query = request.raw_path.partition("?")
         headers = {k.lower(): ",".join(request.headers.getall(k)) for k in set(request.headers)}
         sreq = sigv4.Request(request.method, raw_path, raw_query, headers)
@@ -136,16 +190,11 @@ class S3Server:
             raise S3Error("InvalidRequest", "request path must start with '/'")
         bucket, _, obj_key = path[1:].partition("/")
         query = dict(sigv4.query_pairs(raw_query))
-        ctx = Ctx(request, key.key_id, verified, bucket, obj_key, query, headers)
-        if not bucket:
-            if request.method != "GET":
-                raise S3Error("MethodNotAllowed", f"{request.method} / is not allowed")
-            return await self.buckets.list_buckets(ctx)
-        check_bucket(bucket)
-        if not obj_key:
-            return await self.buckets.dispatch(ctx)
-        check_key(obj_key)
-        return await self.objects.dispatch(ctx)
+        if bucket:
+            check_bucket(bucket)
+        if obj_key:
+            check_key(obj_key)
+        return Ctx(request, key.key_id, verified, bucket, obj_key, query, headers)
 
     async def bucket_for(self, ctx: Ctx, need: str) -> Bucket:
         b = await self.iam.bucket(ctx.bucket)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import functools
 import xml.etree.ElementTree as ET
 from urllib.parse import quote
 from xml.sax.saxutils import escape
@@ -20,7 +21,13 @@ def iso(ts: float) -> str:
 
 
 def http_date(ts: float) -> str:
-    return email.utils.formatdate(ts, usegmt=True)
+    return _http_date(int(ts))
+
+
+@functools.lru_cache(maxsize=1024)
+def _http_date(second: int) -> str:
+    """An HTTP date names whole seconds; objects written in the same second share one."""
+    return email.utils.formatdate(second, usegmt=True)
 
 
 def el(tag: str, value: object) -> str:

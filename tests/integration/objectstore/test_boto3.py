@@ -140,6 +140,26 @@ def test_copy_with_directives_and_conditions(s3: Any) -> None:
     assert s3.get_object(Bucket="copies", Key="dst2")["Body"].read() == body
 
 
+def test_list_multipart_uploads_pages(s3: Any) -> None:
+    """More uploads than a page holds: boto3's paginator follows NextKeyMarker and
+    NextUploadIdMarker to the whole listing, in key order; a delimiter rolls keys up."""
+    s3.create_bucket(Bucket="ups")
+    made = []
+    for key in ["b", "a", "dir/x", "a", "c/d/e", "dir/y", "z"]:
+        made.append((key, s3.create_multipart_upload(Bucket="ups", Key=key)["UploadId"]))
+    done = s3.create_multipart_upload(Bucket="ups", Key="a")["UploadId"]
+    s3.abort_multipart_upload(Bucket="ups", Key="a", UploadId=done)  # listed no more
+    pages = list(s3.get_paginator("list_multipart_uploads").paginate(Bucket="ups", MaxUploads=2))
+    assert len(pages) == 4 and all(p["IsTruncated"] for p in pages[:-1])
+    got = [(u["Key"], u["UploadId"]) for p in pages for u in p.get("Uploads", [])]
+    assert got == sorted(made)
+    rolled = s3.list_multipart_uploads(Bucket="ups", Delimiter="/")
+    assert [p["Prefix"] for p in rolled["CommonPrefixes"]] == ["c/", "dir/"]
+    assert [u["Key"] for u in rolled["Uploads"]] == ["a", "a", "b", "z"]
+    under = s3.list_multipart_uploads(Bucket="ups", Prefix="dir/", KeyMarker="dir/x")
+    assert [u["Key"] for u in under["Uploads"]] == ["dir/y"] and not under["IsTruncated"]
+
+
 def test_multipart_with_a_retried_part(s3: Any) -> None:
     s3.create_bucket(Bucket="multi")
     part1_first = os.urandom(5 << 20)
