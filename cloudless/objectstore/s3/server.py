@@ -176,7 +176,10 @@ class S3Server:
     async def _context(self, request: web.Request) -> Ctx:
         """The request authenticated (SigV4) and its bucket and key names checked."""
         raw_path, _, raw_query = request.raw_path.partition("?")
-        headers = {k.lower(): ",".join(request.headers.getall(k)) for k in set(request.headers)}
+        headers: dict[str, str] = {}  # lowercase names; a repeated header's values joined
+        for name, value in request.headers.items():
+            low = name.lower()
+            headers[low] = f"{headers[low]},{value}" if low in headers else value
         sreq = sigv4.Request(request.method, raw_path, raw_query, headers)
         parsed = sigv4.parse(sreq)
         if parsed is None:
