@@ -20,6 +20,15 @@ from pathlib import Path
 from aiohttp import web
 
 
+async def _serve(app: web.Application, conn: Connection) -> None:
+    """Serve ``app`` on a loopback port, send ``(port, "", "")`` on ``conn``, run forever."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    conn.send((runner.addresses[0][1], "", ""))
+    await asyncio.Event().wait()
+
+
 def run_baseline(root: str, conn: Connection) -> None:
     base = Path(root)
     base.mkdir(parents=True, exist_ok=True)
@@ -39,18 +48,10 @@ def run_baseline(root: str, conn: Connection) -> None:
         name = request.match_info["name"].replace("/", "_")
         return web.FileResponse(base / name)
 
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_put("/{name:.+}", put)
-        app.router.add_get("/{name:.+}", get)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        conn.send((runner.addresses[0][1], "", ""))
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
+    app = web.Application()
+    app.router.add_put("/{name:.+}", put)
+    app.router.add_get("/{name:.+}", get)
+    asyncio.run(_serve(app, conn))
 
 
 def run_floor(root: str, conn: Connection) -> None:
@@ -66,18 +67,10 @@ def run_floor(root: str, conn: Connection) -> None:
     async def get(request: web.Request) -> web.Response:
         return web.Response(body=held[request.match_info["name"]])
 
-    async def main() -> None:
-        app = web.Application(client_max_size=128 << 20)
-        app.router.add_put("/{name:.+}", put)
-        app.router.add_get("/{name:.+}", get)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        conn.send((runner.addresses[0][1], "", ""))
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
+    app = web.Application(client_max_size=128 << 20)
+    app.router.add_put("/{name:.+}", put)
+    app.router.add_get("/{name:.+}", get)
+    asyncio.run(_serve(app, conn))
 
 
 def run_store(root: str, conn: Connection) -> None:

@@ -561,6 +561,14 @@ def agent(
             "e.g. a home router's public address that forwards the two store ports here.",
         ),
     ] = "",
+    s3_domain: Annotated[
+        str,
+        typer.Option(
+            metavar="DOMAIN[,DOMAIN]",
+            help="Root domains of virtual-host-style S3 requests: Host <bucket>.<domain> "
+            "names the bucket (clients may also use path style).",
+        ),
+    ] = "",
     storage_replication: Annotated[
         int, typer.Option(help="Copies per object, for the store's first layout (1-7).")
     ] = 3,
@@ -620,6 +628,7 @@ def agent(
             storage_replication,
             storage_grace,
             advertise=storage_advertise,
+            s3_domains=s3_domain,
         )
         from cloudless.model.resources import parse_size
 
@@ -755,6 +764,7 @@ def storage_config(
     grace: float | None,
     *,
     advertise: str = "",
+    s3_domains: str = "",
 ) -> Any:
     """The agent's ``StorageConfig`` for ``--storage`` and its companion flags; a bad value
     names the flag."""
@@ -785,6 +795,13 @@ def storage_config(
             "ports are those of --storage-listen and --s3-listen)",
             param_hint="--storage-advertise",
         )
+    domains = tuple(d.strip().lower().rstrip(".") for d in s3_domains.split(",") if d.strip())
+    for d in domains:
+        if not _HOST.match(d) or _is_ip(d):
+            raise typer.BadParameter(
+                f"{d!r}: expected a domain name such as s3.home.example (no scheme or port)",
+                param_hint="--s3-domain",
+            )
     if capacity > 0 and not config.zone:
         raise typer.BadParameter(
             "a storage node needs a zone (a home, an office, a region): pass --zone",
@@ -800,6 +817,7 @@ def storage_config(
         advertise=advertise or config.address,
         s3_host=s3_host,
         s3_port=s3_port,
+        s3_domains=domains,
         replication=replication,
         grace_s=grace,
     )

@@ -290,7 +290,9 @@ class BlockStore:
         with f:
             if os.fstat(f.fileno()).st_size <= SYNC_MAX:
                 return self._read_open(h, f)
-            return await asyncio.to_thread(self._read_open, h, f)
+        # a large one is read by a thread that opens it itself: were this call cancelled,
+        # a file shared with the thread could be closed (its descriptor reused) mid-read
+        return await asyncio.to_thread(self.read_sync, h)
 
     def open_sync(self, h: str) -> io.FileIO:
         """Block ``h``'s file open for reading (at offset 0), hash-checked first unless this

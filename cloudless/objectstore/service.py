@@ -99,6 +99,8 @@ class StorageConfig:
     """The address peers reach this node at (default: ``rpc_host``)."""
     s3_host: str = "127.0.0.1"
     s3_port: int = 0
+    s3_domains: tuple[str, ...] = ()
+    """Root domains for virtual-host-style S3 requests (``<bucket>.<domain>``)."""
     replication: int = 3
     """For the first layout only; later changes keep the layout's own."""
     grace_s: float | None = None
@@ -282,7 +284,9 @@ class StorageService:
         scrub = Scrubber(local.blocks, self.clock, repair=repair)
         tg.create_task(scrub.run())
         engine = Engine(c, ReplicatedBlocks(c), self.clock, min_part_size=self.cfg.min_part_size)
-        front = S3Server(engine, Iam(self.store, self.clock), self.clock)
+        front = S3Server(
+            engine, Iam(self.store, self.clock), self.clock, domains=self.cfg.s3_domains
+        )
         runner = web.AppRunner(front.app(), access_log=None, shutdown_timeout=0.5)
         await runner.setup()
         await web.TCPSite(runner, self.cfg.s3_host, self.s3_port).start()

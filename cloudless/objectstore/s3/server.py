@@ -1,8 +1,9 @@
 """The S3 HTTP front: one aiohttp handler that authenticates, routes and turns every failure
 into an S3 error document (never a traceback or a bare 500).
 
-Path-style addressing only (``/<bucket>/<key>``); virtual-host style and every sub-resource
-this store does not implement answer ``NotImplemented`` (501).
+Path-style addressing (``/<bucket>/<key>``), and virtual-host style (``Host:
+<bucket>.<domain>``, path ``/<key>``) for the root domains the server is given; every
+sub-resource this store does not implement answers ``NotImplemented`` (501).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import hashlib
 import logging
 import secrets
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -75,14 +76,38 @@ class Ctx:
 Handler = Callable[[Ctx], Awaitable[web.StreamResponse]]
 
 
+def host_bucket(host: str, domains: Sequence[str]) -> str | None:
+    """The bucket a virtual-host-style request names in its ``Host`` (``<bucket>.<domain>``,
+    port ignored) for one of the S3 root ``domains``; None for path style (any other host,
+    or a domain itself)."""
+    name = host.strip().lower()
+    if name.startswith("["):  # an IPv6 literal never names a bucket
+        return None
+    name = name.rsplit(":", 1)[0] if ":" in name else name
+    name = name.rstrip(".")
+    for d in domains:
+        if name.endswith("." + d) and len(name) > len(d) + 1:
+            return name[: -len(d) - 1]
+    return None
+
+
 class S3Server:
     def __init__(
-        self, engine: Engine, iam: Iam, clock: Clock, *, region: str = "cloudless"
+        self,
+        engine: Engine,
+        iam: Iam,
+        clock: Clock,
+        *,
+        region: str = "cloudless",
+        domains: Sequence[str] = (),
     ) -> None:
         self.engine = engine
         self.iam = iam
         self.clock = clock
         self.region = region
+        self.domains = tuple(d.lower().rstrip(".") for d in domains)
+        """Root domains of virtual-host-style addressing (``<bucket>.<domain>``); requests
+        to other hosts are path style."""
         from cloudless.objectstore.s3 import api_bucket, api_object
 
         self.buckets = api_bucket.BucketApi(self)
@@ -176,7 +201,10 @@ class S3Server:
     async def _context(self, request: web.Request) -> Ctx:
         """The request authenticated (SigV4) and its bucket and key names checked."""
         raw_path, _, raw_query = request.raw_path.partition("?")
-        headers = {k.lower(): ",".join(request.headers.getall(k)) for k in set(request.headers)}
+        headers: dict[str, str] = {}  # lowercase names; a repeated header's values joined
+        for name, value in request.headers.items():
+            low = name.lower()
+            headers[low] = f"{headers[low]},{value}" if low in headers else value
         sreq = sigv4.Request(request.method, raw_path, raw_query, headers)
         parsed = sigv4.parse(sreq)
         if parsed is None:
@@ -188,7 +216,11 @@ class S3Server:
         path = unquote(raw_path)
         if not path.startswith("/"):
             raise S3Error("InvalidRequest", "request path must start with '/'")
-        bucket, _, obj_key = path[1:].partition("/")
+        named = host_bucket(headers.get("host", ""), self.domains) if self.domains else None
+        if named is None:
+            bucket, _, obj_key = path[1:].partition("/")
+        else:
+            bucket, obj_key = named, path[1:]
         query = dict(sigv4.query_pairs(raw_query))
         if bucket:
             check_bucket(bucket)

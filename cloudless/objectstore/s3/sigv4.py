@@ -39,6 +39,7 @@ STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 PAYLOAD_MODES = {UNSIGNED, STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, STREAMING_UNSIGNED_TRAILER}
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _AMZ_DATE = re.compile(r"\d{8}T\d{6}Z\Z", re.ASCII)
+_DAY = re.compile(r"\d{8}\Z", re.ASCII)
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*\Z")
 _AUTH = re.compile(
     r"^AWS4-HMAC-SHA256\s+Credential=(?P<cred>[^,\s]+)\s*,\s*"
@@ -95,7 +96,7 @@ def query_pairs(query: str) -> tuple[tuple[str, str], ...]:
         if not part:
             continue
         k, _, v = part.partition("=")
-        pairs.append((unquote(k), unquote(v)))
+        pairs.append((unquote(k) if "%" in k else k, unquote(v) if "%" in v else v))
     return tuple(pairs)
 
 
@@ -107,7 +108,7 @@ def _scope(cred: str) -> tuple[str, str, str]:
     parts = cred.split("/")
     if len(parts) != 5 or parts[3] != "s3" or parts[4] != "aws4_request":
         raise _denied(f"credential {cred!r}: expected <key>/<yyyymmdd>/<region>/s3/aws4_request")
-    if not re.fullmatch(r"\d{8}", parts[1]):
+    if not _DAY.match(parts[1]):
         raise _denied(f"credential date {parts[1]!r}: expected yyyymmdd")
     return parts[0], parts[1], parts[2]
 
@@ -167,7 +168,10 @@ def parse(req: Request) -> Parsed | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)
 def _parse_time(amz_date: str) -> float:
+    """Seconds since the epoch of an ``x-amz-date`` (cached: requests of one second share
+    it; a malformed one raises each time)."""
     try:
         if not _AMZ_DATE.match(amz_date):
             raise ValueError(amz_date)
@@ -185,7 +189,10 @@ def _parse_time(amz_date: str) -> float:
     return t.timestamp()
 
 
+@functools.lru_cache(maxsize=1024)
 def _enc(s: str) -> str:
+    """URI-encoded as SigV4 wants (cached: credentials, algorithm, expiry and signed header
+    lists repeat from request to request)."""
     return s if _UNRESERVED.match(s) else quote(s, safe="-_.~")
 
 
@@ -217,7 +224,7 @@ def signing_key(secret: str, date: str, region: str) -> bytes:
 
 
 def sign(key: bytes, string_to_sign: str) -> str:
-    return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(key, string_to_sign.encode(), "sha256").hex()
 
 
 def verify(req: Request, parsed: Parsed, secret: str, now: float) -> Verified:

@@ -232,6 +232,23 @@ def test_storage_flags_build_the_node_config(tmp_path: Path) -> None:
     assert s.data_dir == tmp_path / "objectstore"
     gateway = daemons.storage_config(a, "0", "0.0.0.0:3901", "0.0.0.0:3900", 3, None)
     assert gateway.capacity == 0
+    named = daemons.storage_config(
+        a, "0", "0.0.0.0:3901", "0.0.0.0:3900", 3, None, s3_domains="S3.Home.Example., s3.lan"
+    )
+    assert named.s3_domains == ("s3.home.example", "s3.lan")
+
+
+@pytest.mark.parametrize("bad", ["http://s3.lan", "s3.lan:3900", "10.0.0.9", "-x.lan", "a b"])
+def test_a_bad_s3_domain_is_named(tmp_path: Path, bad: str) -> None:
+    import typer
+
+    a = daemons.agent_config(
+        join="", token="", data_dir=tmp_path, name="pi", zone="home", region="", labels=None,
+        address="", cpu=None, memory=None, disk=None,
+    )  # fmt: skip
+    with pytest.raises(typer.BadParameter) as e:
+        daemons.storage_config(a, "0", "0.0.0.0:3901", "0.0.0.0:3900", 3, None, s3_domains=bad)
+    assert e.value.param_hint == "--s3-domain" and repr(bad) in str(e.value)
 
 
 class _FailingCoordinator:
