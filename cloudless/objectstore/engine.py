@@ -51,7 +51,7 @@ from cloudless.objectstore.records import (
     partition,
 )
 from cloudless.objectstore.s3.errors import S3Error
-from cloudless.objectstore.seams import Blocks, Commit, Tables
+from cloudless.objectstore.seams import Blocks, Commit, MetaTable, Tables
 
 MAX_PARTS = 10_000
 MIN_PART_SIZE = 5 << 20
@@ -196,6 +196,19 @@ def page_uploads(
     return UploadListing(uploads, prefixes, False, *last)
 
 
+async def _all_rows(table: MetaTable, part: int, prefix: str) -> list[tuple[str, Entry]]:
+    """Every row of ``table`` in partition ``part`` under ``prefix``, tombstones included, in
+    order, paging through the table."""
+    out: list[tuple[str, Entry]] = []
+    start, include = prefix, True
+    while True:
+        page = await table.range(part, start, prefix=prefix, limit=1000, include_start=include)
+        out += page
+        if len(page) < 1000:
+            return out
+        start, include = page[-1][0], False
+
+
 def new_version() -> str:
     return secrets.token_hex(16)
 
@@ -261,18 +274,8 @@ class Engine:
         await self.refs.put(pk, part, b"1" if live else None, self._ms(), fresh=fresh)
 
     async def _rows(self, version: str) -> list[tuple[str, Entry]]:
-        """Every block row of ``version``, in order, paging through the table."""
-        out: list[tuple[str, Entry]] = []
-        prefix = version + "/"
-        start, include = prefix, True
-        while True:
-            page = await self.version_blocks.range(
-                partition(version), start, prefix=prefix, limit=1000, include_start=include
-            )
-            out += page
-            if len(page) < 1000:
-                return out
-            start, include = page[-1][0], False
+        """Every block row of ``version``, in order."""
+        return await _all_rows(self.version_blocks, partition(version), version + "/")
 
     # ---- writing data ----------------------------------------------------------------------
 
@@ -851,19 +854,11 @@ class Engine:
     ) -> UploadListing:
         """One page of ``bucket``'s multipart uploads in progress under ``prefix``
         (``page_uploads``); every live upload under the prefix is read to order them."""
-        base = f"{bucket}/{prefix}"
-        live: list[tuple[str, Upload]] = []
-        start, include = base, True
-        while True:
-            rows = await self.uploads.range(
-                partition(bucket), start, prefix=base, limit=1000, include_start=include
-            )
-            for pk, e in rows:
-                if e.value is not None:
-                    live.append((pk[len(bucket) + 1 : pk.rfind("/")], Upload.decode(e.value)))
-            if len(rows) < 1000:
-                break
-            start, include = rows[-1][0], False
+        live = [
+            (pk[len(bucket) + 1 : pk.rfind("/")], Upload.decode(e.value))
+            for pk, e in await _all_rows(self.uploads, partition(bucket), f"{bucket}/{prefix}")
+            if e.value is not None
+        ]
         return page_uploads(
             live,
             prefix=prefix,
