@@ -74,6 +74,8 @@ class Ctx:
 
 
 Handler = Callable[[Ctx], Awaitable[web.StreamResponse]]
+_CTX = web.RequestKey("s3_ctx", Ctx)
+"""Where ``expect`` leaves the request's authenticated ``Ctx`` for ``dispatch``."""
 
 
 def host_bucket(host: str, domains: Sequence[str]) -> str | None:
@@ -83,8 +85,7 @@ def host_bucket(host: str, domains: Sequence[str]) -> str | None:
     name = host.strip().lower()
     if name.startswith("["):  # an IPv6 literal never names a bucket
         return None
-    name = name.rsplit(":", 1)[0] if ":" in name else name
-    name = name.rstrip(".")
+    name = name.rsplit(":", 1)[0].rstrip(".")
     for d in domains:
         if name.endswith("." + d) and len(name) > len(d) + 1:
             return name[: -len(d) - 1]
@@ -170,8 +171,9 @@ class S3Server:
         return None
 
     async def _precheck(self, request: web.Request) -> None:
-        """What ``dispatch`` checks before it reads a body (raises its refusal)."""
-        ctx = await self._context(request)
+        """What ``dispatch`` checks before it reads a body (raises its refusal); the request's
+        context is kept for ``dispatch``."""
+        ctx = request[_CTX] = await self._context(request)
         if ctx.bucket and ctx.key and request.method in ("PUT", "POST"):
             await self.bucket_for(ctx, "write")
 
@@ -189,7 +191,7 @@ class S3Server:
         )
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
-        ctx = await self._context(request)
+        ctx = request.get(_CTX) or await self._context(request)
         if not ctx.bucket:
             if request.method != "GET":
                 raise S3Error("MethodNotAllowed", f"{request.method} / is not allowed")
