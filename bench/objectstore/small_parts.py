@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS
+from bench.objectstore.__main__ import Target
 from cloudless.lib.clock import SystemClock
 from cloudless.objectstore.blocks import block_hash
 from cloudless.objectstore.crdt import Entry
@@ -60,21 +61,10 @@ async def acpu_per_op(fn: Callable[[int], Awaitable[Any]], count: int) -> float:
     return (time.process_time() - t) / count * 1e6
 
 
-def presigned(node_key: Any, method: str, key: str) -> sigv4.Request:
-    import boto3
-    from botocore.config import Config
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url="http://127.0.0.1:9",
-        aws_access_key_id=node_key.key_id,
-        aws_secret_access_key=node_key.secret,
-        region_name="cloudless",
-        config=Config(s3={"addressing_style": "path"}),
-    )
-    op = "put_object" if method == "PUT" else "get_object"
-    url = s3.generate_presigned_url(op, Params={"Bucket": "bench", "Key": key}, ExpiresIn=3600)
-    rest = url.split("//", 1)[1].split("/", 1)[1]
+def presigned(target: Target, method: str, key: str) -> sigv4.Request:
+    """The request a client sends for ``target``'s presigned URL of ``key`` (bucket
+    ``bench``), as the S3 front reads it."""
+    rest = target.url(method, key).split("//", 1)[1].split("/", 1)[1]
     path, _, query = ("/" + rest).partition("?")
     return sigv4.Request(method, path, query, {"host": "127.0.0.1:9"})
 
@@ -86,7 +76,8 @@ async def measure(root: Path, count: int) -> dict[str, float]:
     await node.iam.create_bucket("bench", key.key_id)
     out: dict[str, float] = {}
 
-    reqs = [presigned(key, "PUT", f"k{i}") for i in range(min(count, 200))]
+    signer = Target("bench", 9, key.key_id, key.secret)
+    reqs = [presigned(signer, "PUT", f"k{i}") for i in range(min(count, 200))]
 
     def sig(i: int) -> None:
         r = reqs[i % len(reqs)]
