@@ -77,18 +77,26 @@ async def test_a_new_owner_pulls_its_partitions_before_acknowledging(
 ) -> None:
     v1 = first_layout()
     share(cluster, v1)
+    v2, _ = h.apply(h.stage(v1, "n4", ROLES["n4"]), 1)  # pure: decided before any write
+    new = v2.versions[1]
+
+    def gained_by_n4(data: bytes) -> list[str]:
+        hashes = [block_hash(data[i : i + (1 << 20)]) for i in range(0, len(data), 1 << 20)]
+        return [x for x in hashes if "n4" in new.partitions[partition_of(bytes.fromhex(x))]]
+
+    # three blocks, spread over partitions; n4 gains 192 of 256 partitions, so a random body
+    # gives it none of its three blocks in ~1.6% of draws: draw until it gains one
+    big = os.urandom(3_000_000)
+    while not gained_by_n4(big):
+        big = os.urandom(3_000_000)
     e1 = cluster.engine("n1")
-    big = os.urandom(3_000_000)  # three blocks, spread over partitions
     for b in BUCKETS:
         await e1.put(b, "small", body(b"before the transition"), content_type="x", user_meta={})
         await e1.put(b, "big", body(big), content_type="x", user_meta={})
-    v2, _ = h.apply(h.stage(v1, "n4", ROLES["n4"]), 1)
     share(cluster, v2)
     n4 = cluster.nodes["n4"]
     assert n4.cluster is not None
-    new = v2.versions[1]
-    hashes = [block_hash(big[i : i + (1 << 20)]) for i in range(0, len(big), 1 << 20)]
-    gained = [x for x in hashes if "n4" in new.partitions[partition_of(bytes.fromhex(x))]]
+    gained = gained_by_n4(big)
     assert gained, "n4 owns the partition of at least one of the three blocks"
     hidden = gained[0]
     aside = {}
