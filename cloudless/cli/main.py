@@ -120,6 +120,8 @@ class CloudlessGroup(TyperGroup):
     def _load_all(self) -> None:
         if self._all_loaded:
             return
+        for module in MODULES:  # all imported before any is converted: see ``COMMANDS``
+            module_app(module)
         # Typer's order: every plain command, then every group, each in registration order.
         loaded = [c for m in MODULES for c in module_commands(m).items()]
         own = [(n, c) for n, c in self.commands.items() if n not in COMMANDS]
