@@ -407,6 +407,28 @@ def shaped_link(rate: str) -> None:
     )  # fmt: skip
 
 
+_RATE = re.compile(r"(\d+(?:\.\d+)?)([kmg])bit\Z")
+
+
+def link_bits(rate: str) -> float:
+    """Bits per second of a ``tc`` rate such as ``1gbit`` or ``500mbit`` (SI prefixes, as
+    ``tc`` reads them); ``ValueError`` naming the accepted forms otherwise."""
+    m = _RATE.match(rate.strip().lower())
+    if m is None:
+        raise ValueError(f"link rate {rate!r}: expected <number>kbit, mbit or gbit")
+    return float(m.group(1)) * {"k": 1e3, "m": 1e6, "g": 1e9}[m.group(2)]
+
+
+def link_use(ideal_mib_s: float, rate: str | None) -> dict[str, Any] | None:
+    """How much of a shaped link the ideal kept busy (it moves 3 bytes over the link per
+    byte PUT): near 1, the ideal is network-bound and the store's ratio to it is the goal's;
+    well below, this machine's CPU bound the ideal first and the ratio is a CPU ratio."""
+    if not rate:
+        return None
+    used = ideal_mib_s * 3 * MIB * 8 / link_bits(rate)
+    return {"rate": rate, "fraction": round(used, 2), "network_bound": used >= 0.9}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--compare", metavar="REF", help="also run commit REF's code, side by side")
@@ -415,6 +437,11 @@ def main() -> None:
         "--link", metavar="RATE", help="run in a namespace whose loopback is shaped to RATE"
     )
     args = ap.parse_args()
+    if args.link:
+        try:
+            link_bits(args.link)
+        except ValueError as e:
+            ap.error(str(e))
     if args.link and os.environ.get(SHAPED) != args.link:
         # again, in a network namespace of its own (it ends with the process)
         os.environ[SHAPED] = args.link
@@ -512,6 +539,7 @@ def main() -> None:
             n: {k: [round(x, 2) for x in v] for k, v in r.items()} for n, r in raw.items()
         },
         "ratios": {**ratios, "goal": "R=3 PUT >= 0.8x the network-bound ideal"},
+        "ideal_link_use": link_use(ide["PUT 1MiB MiB/s"], args.link),
         "small_objects": small,
     }
     if churned is not None:

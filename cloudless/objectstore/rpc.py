@@ -14,9 +14,10 @@ call: a PUT makes one call per peer per round), and the hash-tree comparison cal
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -141,8 +142,28 @@ def unpack_batch(body: bytes) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
     return head, blocks
 
 
+class BadCall(Exception):
+    """A peer's call this node cannot read (answered 400, naming the problem)."""
+
+
+_UNREADABLE = (KeyError, TypeError, ValueError, IndexError, AttributeError)
+
+
+@contextlib.contextmanager
+def _reading(request: web.Request) -> Iterator[None]:
+    """Wraps the reading of a call (its body, names and numbers): what goes wrong there is
+    the caller's ``BadCall``. What goes wrong after, while acting on it, is this node's own
+    error (a 500, logged), never the caller's fault."""
+    try:
+        yield
+    except _UNREADABLE as e:
+        what = f"bad {request.method} {request.path} request: {type(e).__name__}: {e}"
+        raise BadCall(what) from None
+
+
 class RpcServer:
-    """Serves this node's ``LocalStore`` to its peers."""
+    """Serves this node's ``LocalStore`` to its peers. Every handler reads the whole call
+    first (``_reading``), then acts: a bad call changes nothing."""
 
     def __init__(
         self,
@@ -183,18 +204,18 @@ class RpcServer:
             return web.json_response({"error": f"{peer} is not a storage peer"}, status=403)
         try:
             resp: web.StreamResponse = await handler(request)
-        except (KeyError, TypeError, ValueError, IndexError) as e:
-            msg = f"bad {request.method} {request.path} request: {type(e).__name__}: {e}"
-            return web.json_response({"error": msg}, status=400)
+        except BadCall as e:
+            return web.json_response({"error": str(e)}, status=400)
         return resp
 
     async def merge(self, request: web.Request) -> web.Response:
         """Merge rows; answers each row's state before and after (``[before|null, after]``)."""
-        body = await request.json()
-        table = body["table"]
-        self.local.replicated(table)
-        # every row parsed first (a bad one refuses the whole call), then merged in one commit
-        rows = [(table, str(pk), int(part), row_in(row)) for pk, part, *row in body["rows"]]
+        with _reading(request):
+            body = await request.json()
+            table = body["table"]
+            self.local.replicated(table)
+            # every row read first (a bad one refuses the whole call), then merged in one commit
+            rows = [(table, str(pk), int(part), row_in(row)) for pk, part, *row in body["rows"]]
         out = [
             [None if before is None else row_out(before), row_out(after)]
             for before, after in self.local.apply_many(rows)
@@ -243,38 +264,47 @@ class RpcServer:
         return web.json_response({"error": msg}, status=503)
 
     async def entry(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        if (refused := self._catching_up(body.get("partition"))) is not None:
+        with _reading(request):
+            body = await request.json()
+            part = body.get("partition")
+            table = self.local.replicated(body["table"])
+            pk = str(body["pk"])
+        if (refused := self._catching_up(part)) is not None:
             return refused
-        e = self.local.replicated(body["table"]).entry(str(body["pk"]))
+        e = table.entry(pk)
         return web.json_response({"row": None if e is None else row_out(e)})
 
     async def range(self, request: web.Request) -> web.Response:
-        b = await request.json()
-        if (refused := self._catching_up(b.get("partition"))) is not None:
+        with _reading(request):
+            b = await request.json()
+            part = b.get("partition")
+            table = self.local.replicated(b["table"])
+            start, prefix, include = str(b["start"]), str(b["prefix"]), bool(b["include"])
+            limit = int(b["limit"])
+        if (refused := self._catching_up(part)) is not None:
             return refused
-        rows = self.local.replicated(b["table"]).range(
-            b["start"], prefix=b["prefix"], limit=int(b["limit"]), include_start=b["include"]
-        )
+        rows = table.range(start, prefix=prefix, limit=limit, include_start=include)
         return web.json_response({"rows": [[pk, *row_out(e)] for pk, e in rows]})
 
     async def partition(self, request: web.Request) -> web.Response:
-        b = await request.json()
-        table = self.local.replicated(b["table"])
-        rows = table.page(int(b["partition"]), str(b["after"]), int(b["limit"]))
+        with _reading(request):
+            b = await request.json()
+            table = self.local.replicated(b["table"])
+            part, after, limit = int(b["partition"]), str(b["after"]), int(b["limit"])
+        rows = table.page(part, after, limit)
         return web.json_response({"rows": [[pk, *row_out(e)] for pk, e in rows]})
 
     async def tree(self, request: web.Request) -> web.Response:
-        try:
-            out = treesync.answer(self.local, request.match_info["call"], await request.json())
-        except (KeyError, ValueError, TypeError) as e:
-            return web.json_response({"error": f"bad tree call: {e!r}"}, status=400)
-        return web.json_response(out)
+        with _reading(request):
+            call = treesync.read_call(self.local, request.match_info["call"], await request.json())
+        return web.json_response(treesync.answer(self.local, call))
 
     async def forget(self, request: web.Request) -> web.Response:
-        b = await request.json()
-        table = self.local.replicated(b["table"])
-        n = sum(table.forget(str(pk), row_in([ts, w, None])) for pk, ts, w in b["rows"])
+        with _reading(request):
+            b = await request.json()
+            table = self.local.replicated(b["table"])
+            rows = [(str(pk), row_in([ts, w, None])) for pk, ts, w in b["rows"]]
+        n = sum(table.forget(pk, tombstone) for pk, tombstone in rows)
         return web.json_response({"forgotten": n})
 
     async def put_block(self, request: web.Request) -> web.Response:
@@ -288,10 +318,11 @@ class RpcServer:
     async def hint(self, request: web.Request) -> web.Response:
         if self.hints is None:
             return web.json_response({"error": "this node keeps no hints"}, status=409)
-        body = await request.json()
-        table, target = str(body["table"]), str(body["target"])
-        self.local.replicated(table)
-        rows = [(str(pk), int(part), row_in(row)) for pk, part, *row in body["rows"]]
+        with _reading(request):
+            body = await request.json()
+            table, target = str(body["table"]), str(body["target"])
+            self.local.replicated(table)
+            rows = [(str(pk), int(part), row_in(row)) for pk, part, *row in body["rows"]]
         for pk, part, e in rows:
             self.hints.add(target, table, pk, part, e)
         return web.json_response({"ok": True})

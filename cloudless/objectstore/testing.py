@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from cloudless.lib.clock import Clock, SystemClock
+from cloudless.objectstore import history as h
 from cloudless.objectstore.assign import assign
 from cloudless.objectstore.blocks import BlockStore
 from cloudless.objectstore.engine import MIN_PART_SIZE, Engine
@@ -212,3 +213,22 @@ async def running(
         yield c
     finally:
         await c.close()
+
+
+def synced(hist: h.LayoutHistory, version: int, nodes: Iterable[str]) -> h.LayoutHistory:
+    """``nodes`` saw layout ``version`` and synced it, as their beats acknowledge (each still
+    reading from the version it read before)."""
+    for n in nodes:
+        rv = hist.read_version()
+        assert rv is not None
+        hist = h.ack_synced(h.observe(hist, n, version, rv.version), n, version)
+    return hist
+
+
+def finished(hist: h.LayoutHistory, version: int, nodes: Iterable[str]) -> h.LayoutHistory:
+    """``nodes`` saw layout ``version``, synced it and read from it."""
+    nodes = list(nodes)
+    hist = synced(hist, version, nodes)
+    for n in nodes:
+        hist = h.observe(hist, n, version, version)
+    return hist

@@ -63,28 +63,57 @@ def _value(v: bytes | None) -> str | None:
     return None if v is None else base64.b64encode(v).decode()
 
 
-def answer(local: LocalStore, call: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The answer to one tree call on ``local``; ``KeyError``/``ValueError`` on a bad body."""
-    tree = local.meta.tree
+CALLS = ("roots", "children", "items", "rows")
+
+
+@dataclass(frozen=True)
+class TreeCall:
+    """One tree call, read: ``roots`` names ``tables`` and ``partitions``; the others one
+    ``table`` and ``partition`` and, for ``children`` and ``items``, ``nodes``, for
+    ``rows``, ``pks``."""
+
+    call: str
+    tables: tuple[str, ...] = ()
+    partitions: frozenset[int] = frozenset()
+    table: str = ""
+    partition: int = 0
+    nodes: tuple[Node, ...] = ()
+    pks: tuple[str, ...] = ()
+
+
+def read_call(local: LocalStore, call: str, body: dict[str, Any]) -> TreeCall:
+    """``body`` of tree call ``call`` read and checked (the tables are ones ``local``
+    replicates); ``KeyError``, ``TypeError`` or ``ValueError`` naming what is wrong."""
+    if call not in CALLS:
+        raise ValueError(f"unknown tree call {call!r}")
     if call == "roots":
-        parts = {int(p) for p in body["partitions"]}
-        out = []
-        for t in body["tables"]:
-            local.replicated(t)  # the table exists (and its tree) even if empty here
-            out += [[t, p, s[0].hex(), s[1]] for p, s in tree.roots(t).items() if p in parts]
-        return {"roots": out}
+        tables = tuple(str(t) for t in body["tables"])
+        for t in tables:
+            local.replicated(t)
+        return TreeCall(call, tables, frozenset(int(p) for p in body["partitions"]))
     table, part = str(body["table"]), int(body["partition"])
     local.replicated(table)
-    if call == "children":
-        found = tree.children(table, part, _nodes(body["nodes"]))
-        return {"nodes": [[lv, i, s[0].hex(), s[1]] for (lv, i), s in sorted(found.items())]}
-    if call == "items":
-        rows = local.raw(table).under(part, _nodes(body["nodes"]))
-        return {"items": [list(item(pk, e)) for pk, e in rows]}
     if call == "rows":
-        rows = local.raw(table).rows([str(pk) for pk in body["pks"]])
-        return {"rows": [[pk, e.timestamp, e.writer, _value(e.value)] for pk, e in rows]}
-    raise ValueError(f"unknown tree call {call!r}")
+        return TreeCall(call, table=table, partition=part, pks=tuple(str(k) for k in body["pks"]))
+    return TreeCall(call, table=table, partition=part, nodes=tuple(_nodes(body["nodes"])))
+
+
+def answer(local: LocalStore, c: TreeCall) -> dict[str, Any]:
+    """The answer to the tree call ``c`` (``read_call``'s) on ``local``."""
+    tree = local.meta.tree
+    if c.call == "roots":
+        out = []
+        for t in c.tables:  # a table replicated here has a tree, even if empty
+            out += [[t, p, s[0].hex(), s[1]] for p, s in tree.roots(t).items() if p in c.partitions]
+        return {"roots": out}
+    if c.call == "children":
+        found = tree.children(c.table, c.partition, c.nodes)
+        return {"nodes": [[lv, i, s[0].hex(), s[1]] for (lv, i), s in sorted(found.items())]}
+    if c.call == "items":
+        rows = local.raw(c.table).under(c.partition, list(c.nodes))
+        return {"items": [list(item(pk, e)) for pk, e in rows]}
+    rows = local.raw(c.table).rows(list(c.pks))
+    return {"rows": [[pk, e.timestamp, e.writer, _value(e.value)] for pk, e in rows]}
 
 
 class TreeCalls(ABC):
@@ -129,7 +158,8 @@ class LocalPeer(TreeCalls):
 
     async def _call(self, call: str, body: dict[str, Any]) -> dict[str, Any]:
         sent = json.dumps(body).encode()
-        got = json.dumps(answer(self.local, call, json.loads(sent))).encode()
+        read = read_call(self.local, call, json.loads(sent))
+        got = json.dumps(answer(self.local, read)).encode()
         count(len(sent), len(got))
         result: dict[str, Any] = json.loads(got)
         return result

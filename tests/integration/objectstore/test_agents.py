@@ -20,15 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from cloudless.objectstore.history import LayoutHistory
 from cloudless.objectstore.layout_store import LayoutStore
 from cloudless.objectstore.procs import StoreCluster, wait_for
 from cloudless.objectstore.records import object_pk
-from tests.integration.objectstore.netns_rig import has_row
+from tests.integration.objectstore.netns_rig import has_row, s3
 
 pytestmark = pytest.mark.timeout(600)
 BUCKET = "photos"
@@ -48,22 +46,6 @@ def etcd_call(cluster: StoreCluster, fn: Any) -> Any:
 def history(cluster: StoreCluster) -> LayoutHistory:
     h: LayoutHistory = etcd_call(cluster, lambda s: LayoutStore(s).show())
     return h
-
-
-def s3(endpoint: str, key: Any) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=key.key_id,
-        aws_secret_access_key=key.secret,
-        region_name="cloudless",
-        config=Config(
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 1},
-            connect_timeout=5,
-            read_timeout=30,
-        ),
-    )
 
 
 def s3_up(endpoint: str, key: Any) -> bool:

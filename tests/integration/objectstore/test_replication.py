@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from cloudless.objectstore.metadb import LwwTable
 from cloudless.objectstore.records import object_pk
 from cloudless.objectstore.rpc import Peer, RpcServer
 from cloudless.objectstore.s3.errors import S3Error
@@ -197,6 +198,7 @@ async def test_a_peer_without_the_batch_call_gets_the_separate_calls(
 
 # ---- bad input between peers ---------------------------------------------------------------
 
+RANGE = {"table": "objects", "start": "", "prefix": "", "include": True, "limit": 10}
 BAD_CALLS = [
     # (path, body, what the 400 names)
     ("/rpc/merge", {"table": "merkle", "rows": []}, "'merkle' is not replicated"),
@@ -209,6 +211,10 @@ BAD_CALLS = [
     ("/rpc/tree/items", {"table": "objects", "partition": "p"}, "invalid literal"),
     ("/rpc/forget", {"table": "objects", "rows": [["b/k"]]}, "ValueError"),
     ("/rpc/entry", b"{not json", "JSONDecodeError"),
+    ("/rpc/entry", [["objects", "b/k"]], "AttributeError"),
+    ("/rpc/range", {**RANGE, "limit": "ten"}, "invalid literal"),
+    ("/rpc/tree/leaves", {"table": "objects", "partition": 1}, "unknown tree call 'leaves'"),
+    ("/rpc/tree/rows", {"table": "objects", "partition": 1}, "KeyError: 'pks'"),
 ]
 
 
@@ -231,5 +237,38 @@ async def test_a_peers_bad_call_is_refused_naming_the_problem(cluster: LoopbackC
             assert r.status == 400
         assert n2.raw("objects").entry("b/first") is None  # nothing of the call was merged
         assert n2.meta.db.execute("SELECT count(*) FROM merkle").fetchone() == trees
+    finally:
+        await runner.cleanup()
+
+
+ACTS = [
+    # (path, a well-formed body, what breaks while the node acts on it)
+    ("/rpc/merge", {"table": "objects", "rows": [["b/k", 1, 5, "n1", None]]}, "apply_many"),
+    ("/rpc/entry", {"table": "objects", "pk": "b/k"}, "entry"),
+    ("/rpc/tree/rows", {"table": "objects", "partition": 1, "pks": ["b/k"]}, "rows"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "breaks"), ACTS)
+async def test_a_failure_while_acting_on_a_good_call_is_this_nodes_error(
+    cluster: LoopbackCluster,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+    body: dict[str, object],
+    breaks: str,
+) -> None:
+    """Only what goes wrong while a call is read is the caller's fault (400): the same kind
+    of exception raised after, while the node acts on a well-formed call, is a 500."""
+    runner, peer = await _serve_n2(cluster, readable=True)
+    n2 = cluster.nodes["n2"].local
+
+    def broken(*args: object) -> None:
+        raise ValueError("a bug in this node")
+
+    target = n2 if breaks == "apply_many" else LwwTable
+    monkeypatch.setattr(target, breaks, broken)
+    try:
+        async with peer.session.post(peer.url + path, json=body) as r:
+            assert r.status == 500, (path, r.status, await r.text())
     finally:
         await runner.cleanup()

@@ -23,7 +23,7 @@ from cloudless.objectstore.replication import ReplicatedBlocks
 from cloudless.objectstore.resync import BlockResync
 from cloudless.objectstore.s3.errors import S3Error
 from cloudless.objectstore.sync import PartitionSync
-from cloudless.objectstore.testing import LoopbackCluster
+from cloudless.objectstore.testing import LoopbackCluster, finished, synced
 
 GB = 10**9
 BUCKETS = ("b", "c", "d", "e")
@@ -47,21 +47,6 @@ def share(cluster: LoopbackCluster, hist: h.LayoutHistory) -> None:
     for node in cluster.nodes.values():
         assert node.cluster is not None
         node.cluster.set_history(hist)
-
-
-def synced(hist: h.LayoutHistory, version: int) -> h.LayoutHistory:
-    """Every node saw ``version`` and synced it (so the up-to-date ones read from it)."""
-    for n in ROLES:
-        hist = h.ack_synced(h.observe(hist, n, version, version - 1), n, version)
-    return hist
-
-
-def finished(hist: h.LayoutHistory, version: int) -> h.LayoutHistory:
-    """Every node saw ``version``, synced it and reads from it: older versions are dropped."""
-    hist = synced(hist, version)
-    for n in ROLES:
-        hist = h.observe(hist, n, version, version)
-    return hist
 
 
 def first_layout() -> h.LayoutHistory:
@@ -125,7 +110,7 @@ async def test_a_new_owner_pulls_its_partitions_before_acknowledging(
         if "n4" in new.partitions[partition_of(bytes.fromhex(hb))]:
             assert n4.local.blocks.has(hb)
     # acknowledged by all: reads move to v2 and find everything written before the transition
-    done = finished(v2, 2)
+    done = finished(v2, 2, ROLES)
     share(cluster, done)
     e4 = cluster.engine("n4")
     for b in BUCKETS:
@@ -170,7 +155,7 @@ async def test_writes_need_a_quorum_in_every_live_version(cluster: LoopbackClust
     # Every node acknowledges v2: v1 is dropped and reads move to v2's owners.
     await cluster.restart("n4")
     await cluster.restart(gone)
-    done = finished(v2, 2)
+    done = finished(v2, 2, ROLES)
     assert [v.version for v in done.versions] == [2]
     share(cluster, done)
     # reads now ask v2's owners: with one of them (not n4) down, n4 is part of every quorum
@@ -194,7 +179,7 @@ async def test_a_node_whose_view_lags_still_reads_what_the_others_wrote(
     owners = new.partitions[partition(bucket)]
     dropped = next(n for n in ("n1", "n2", "n3") if n not in owners)
     p, q = sorted(n for n in owners if n != "n4")
-    done = synced(v2, 2)
+    done = synced(v2, 2, ROLES)
     assert done.read_version() is done.current and [v.version for v in done.versions] == [1, 2]
     for name, node in cluster.nodes.items():  # n4 has not refreshed since it saw v2
         assert node.cluster is not None

@@ -17,6 +17,7 @@ from cloudless.objectstore.members import (
     decide,
     default_grace,
 )
+from cloudless.objectstore.testing import finished, synced
 
 GiB = 1 << 30
 
@@ -34,23 +35,6 @@ def layout(*nodes: StorageNode, replication: int = 3) -> h.LayoutHistory:
     for n in nodes:
         hist = h.stage(hist, n.name, NodeRole(n.zone, n.capacity))
     return h.apply(hist, 0)[0]
-
-
-def synced(hist: h.LayoutHistory, version: int, *nodes: str) -> h.LayoutHistory:
-    """``nodes`` saw ``version`` and synced it, as their beats acknowledge."""
-    for n in nodes:
-        rv = hist.read_version()
-        assert rv is not None
-        hist = h.ack_synced(h.observe(hist, n, version, rv.version), n, version)
-    return hist
-
-
-def finished(hist: h.LayoutHistory, version: int, *nodes: str) -> h.LayoutHistory:
-    """``nodes`` saw ``version``, synced it and read from it."""
-    hist = synced(hist, version, *nodes)
-    for n in nodes:
-        hist = h.observe(hist, n, version, version)
-    return hist
 
 
 A, B, C, D = node("a", "z1"), node("b", "z2"), node("c", "z3"), node("d", "z1")
@@ -156,7 +140,7 @@ def test_nothing_during_a_transition_or_with_staged_changes() -> None:
     assert decide(v2, registry(A, B, C, D), set(), 3) == Decision(
         None, "layout v2 is still syncing"
     )
-    synced = finished(v2, 2, "a")  # a is done with v2: its absence does not block v2
+    synced = finished(v2, 2, ["a"])  # a is done with v2: its absence does not block v2
     assert decide(synced, registry(A, B, C, D), {"a"}, 3).why == "layout v2 is still syncing"
     staged = h.stage(v1, "e", NodeRole("z4", GiB))
     assert decide(staged, registry(A, B, C, D), set(), 3).why == (
@@ -209,7 +193,7 @@ def test_a_node_an_operator_removed_stays_out_while_registered() -> None:
     v1 = layout(A, B, C, D)
     v2 = h.apply(h.stage(v1, "d", None), 1)[0]
     assert v2.removed == {"d"}
-    v2 = finished(v2, 2, "a", "b", "c")
+    v2 = finished(v2, 2, ["a", "b", "c"])
     assert len(v2.versions) == 1
     assert decide(v2, registry(A, B, C, D), set(), 3) == Decision(
         None, "layout matches the registered nodes"
@@ -219,7 +203,7 @@ def test_a_node_an_operator_removed_stays_out_while_registered() -> None:
 
     replaced = h.apply(h.stage(v1, "d", None), 1, operator=False)[0]  # the policy's own change
     assert replaced.removed == frozenset()
-    replaced = finished(replaced, 2, "a", "b", "c")
+    replaced = finished(replaced, 2, ["a", "b", "c"])
     d = decide(replaced, registry(A, B, C, D), set(), 3)
     assert d.change is not None and d.change.roles == {"d": D.role}
 
@@ -230,7 +214,7 @@ def test_a_node_that_dies_mid_transition_is_replaced_and_the_transition_abandone
     this the layout waited for d for good: no replacement, no operator apply."""
     v1 = layout(A, B, C, node("e", "z2"))
     v2 = h.apply(h.stage(v1, "d", D.role), 1)[0]
-    v2 = synced(v2, 2, "a", "b")  # a, b synced; c, e, d not yet
+    v2 = synced(v2, 2, ["a", "b"])  # a, b synced; c, e, d not yet
     nodes = registry(A, B, C, D, node("e", "z2"))
     assert decide(v2, nodes, set(), 3).why == "layout v2 is still syncing"
     d = decide(v2, nodes, {"d"}, 3)
@@ -242,9 +226,9 @@ def test_a_node_that_dies_mid_transition_is_replaced_and_the_transition_abandone
     assert [v.version for v in v3.versions] == [1, 3]  # v2 abandoned
     assert v3.read_version() is v3.versions[0] and v3.removed == frozenset()
     assert "d" not in {n for p in v3.current.partitions for n in p}  # type: ignore[union-attr]
-    v3 = synced(v3, 3, "a", "b", "c", "e")
+    v3 = synced(v3, 3, ["a", "b", "c", "e"])
     assert [v.version for v in v3.versions] == [1, 3]  # until every node reads from v3
-    v3 = finished(v3, 3, "a", "b", "c", "e")
+    v3 = finished(v3, 3, ["a", "b", "c", "e"])
     assert [v.version for v in v3.versions] == [3]
 
     # only a removal of a node v2 waits for may cut a transition short
