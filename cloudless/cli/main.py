@@ -95,6 +95,7 @@ def module_app(module: str) -> typer.Typer:
 
 
 def module_commands(module: str) -> dict[str, _click.Command]:
+    """The click commands of ``module``, by name, in Typer's order."""
     return dict(typer.main.get_group(module_app(module)).commands)
 
 
@@ -136,7 +137,7 @@ class CloudlessGroup(TyperGroup):
         if cmd_name not in self.commands:
             modules = COMMANDS.get(cmd_name)
             if modules is None:
-                self._load_all()  # what does not exist is told with every name there is
+                self._load_all()  # so that the "No such command" error suggests close names
             else:
                 for module in modules[1:]:
                     importlib.import_module(f"cloudless.cli.{module}")
