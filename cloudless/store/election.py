@@ -24,16 +24,18 @@ import logging
 import random
 from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloudless.lib.backoff import Backoff
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.store.errors import Compacted, Fenced, LeaseNotFound, StoreError
 from cloudless.store.fence import Fence
-from cloudless.store.lease_keeper import LeaseKeeper
 from cloudless.store.protocol import Store
 from cloudless.store.tables import ROOT
 from cloudless.store.types import Compare, Delete, EventType, Get, GetResult, KeyValue, Lease, Put
+
+if TYPE_CHECKING:
+    from cloudless.store.lease_keeper import LeaseKeeper
 
 log = logging.getLogger(__name__)
 
