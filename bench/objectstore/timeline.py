@@ -8,7 +8,8 @@ process that took it:
   row's commit (``commit``, its replicated ``write``), and each call to a peer as the caller
   sees it (``batch``, ``merge``: from the call's start to its answer);
 * in the replicas: the same calls as the peer serves them (``serve_batch``,
-  ``serve_merge``: from the handler's start to its end).
+  ``serve_merge``: from the start of the call's work to its end, over HTTP or the call
+  stream).
 
 The probes are put into the agents by a ``sitecustomize`` module on their ``PYTHONPATH``
 (a temporary directory: nothing of it is in the agents' code), each appending
@@ -40,21 +41,32 @@ from bench.common import RESULTS, percentile
 from bench.objectstore.__main__ import Target, run
 
 PROBES = """
-import functools, os, time
+import asyncio, functools, os, time
 _where = os.environ.get("CLOUDLESS_BENCH_TIMELINE")
 if _where:
     _out = open(os.path.join(_where, f"{os.getpid()}.txt"), "a", buffering=1)
 
     def _probe(cls, name, step):
         inner = getattr(cls, name)
+        if not asyncio.iscoroutinefunction(inner):
 
-        @functools.wraps(inner)
-        async def timed(*a, **k):
-            t = time.time()
-            try:
-                return await inner(*a, **k)
-            finally:
-                _out.write(f"{step} {t:.6f} {time.time():.6f}\\n")
+            @functools.wraps(inner)
+            def timed(*a, **k):
+                t = time.time()
+                try:
+                    return inner(*a, **k)
+                finally:
+                    _out.write(f"{step} {t:.6f} {time.time():.6f}\\n")
+
+        else:
+
+            @functools.wraps(inner)
+            async def timed(*a, **k):
+                t = time.time()
+                try:
+                    return await inner(*a, **k)
+                finally:
+                    _out.write(f"{step} {t:.6f} {time.time():.6f}\\n")
 
         setattr(cls, name, timed)
 
@@ -70,8 +82,8 @@ if _where:
         (replication.ReplicatedTable, "_write", "write"),
         (rpc.Peer, "batch", "batch"),
         (rpc.Peer, "merge", "merge"),
-        (rpc.RpcServer, "batch", "serve_batch"),
-        (rpc.RpcServer, "merge", "serve_merge"),
+        (rpc.RpcServer, "_batch", "serve_batch"),
+        (rpc.RpcServer, "_merge", "serve_merge"),
     ]:
         _probe(_cls, _name, _step)
 """
