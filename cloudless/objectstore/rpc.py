@@ -287,7 +287,11 @@ class RpcServer:
         body as over HTTP) and gets ``<id><1-byte status><answer>`` back, in any order:
         status 0 and the JSON answer, 1 (the call was bad: what HTTP answers 400) or 2
         (this node failed: 500) and a message. Calls run concurrently, as HTTP requests
-        would. The peer was authorized once, when the stream opened."""
+        would. The peer's certificate was checked when the stream opened (``_authorize``);
+        that it is still a storage peer is checked again before each call, and a peer that
+        no longer is loses its stream."""
+        transport = request.transport
+        peer = identity(transport.get_extra_info("ssl_object") if transport else None)
         ws = web.WebSocketResponse(max_msg_size=STREAM_MAX + 5, autoping=True)
         await ws.prepare(request)
         self._streams.add(ws)
@@ -297,6 +301,10 @@ class RpcServer:
                 if msg.type != aiohttp.WSMsgType.BINARY or len(msg.data) < 5:
                     code = aiohttp.WSCloseCode.UNSUPPORTED_DATA
                     await ws.close(code=code, message=b"a call stream carries binary calls")
+                    break
+                if not self.allowed(peer):
+                    code = aiohttp.WSCloseCode.POLICY_VIOLATION
+                    await ws.close(code=code, message=f"{peer} is not a storage peer".encode())
                     break
                 task = asyncio.create_task(self._stream_call(ws, msg.data))
                 running.add(task)

@@ -409,3 +409,30 @@ async def test_a_failure_while_acting_on_a_streamed_call_is_a_500(
     finally:
         await peer.close()
         await runner.cleanup()
+
+
+async def test_a_peer_no_longer_allowed_loses_its_stream(cluster: LoopbackCluster) -> None:
+    """The stream's peer is checked before each call, not only when it opened: once n1 is
+    no longer a storage peer of n2, its next call is refused (over the stream, then HTTP)."""
+    n2 = cluster.nodes["n2"]
+    allowed = [True]
+    server = RpcServer(n2.local, lambda peer: allowed[0])
+    runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=n2.server_ssl).start()
+    peer = Peer(
+        "n2",
+        f"https://127.0.0.1:{runner.addresses[0][1]}",
+        cluster.nodes["n1"].client,
+        SpiffeId.node("n2", TRUST_DOMAIN),
+    )
+    try:
+        e = Entry(5, "n1", b"v")
+        assert await peer.merge("objects", [("b/a", 1, e)]) == [(None, e)]
+        allowed[0] = False
+        with pytest.raises(PeerError, match="answered 403"):
+            await peer.merge("objects", [("b/b", 1, e)])
+        assert n2.local.raw("objects").entry("b/b") is None
+    finally:
+        await peer.close()
+        await runner.cleanup()
