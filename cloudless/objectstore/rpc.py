@@ -9,14 +9,23 @@ row (``entry``), read a ``range`` of a partition's rows, ``put_block`` (hash-che
 arrival) and ``get_block``, ``batch`` (blocks, row merges and row reads of one round in one
 call: a PUT makes one call per peer per round), and the hash-tree comparison calls of
 ``treesync.py``. Metadata travels as JSON, blocks as raw bytes.
+
+The two calls of a PUT's rounds, ``merge`` and ``batch`` (when its body is at most
+``STREAM_MAX``), go over the peer's *call stream* when it has one: one WebSocket per peer on
+the same port and mutual TLS, opened on first use, the calls multiplexed on it (a call and
+its answer cost about half an HTTP request's round trip). A peer without it, or a stream that
+broke, gets the same call over HTTP.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
+import logging
 import ssl
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -35,8 +44,20 @@ from cloudless.security.errors import PermissionDenied
 from cloudless.security.identity import SpiffeId
 from cloudless.security.tls import peer_identity_from_ssl
 
+log = logging.getLogger(__name__)
+
 MAX_BODY = 8 << 20
 JSON = {"Content-Type": "application/json"}
+CALLS_PATH = "/rpc/calls"
+STREAM_MAX = 64 << 10
+"""Calls whose body is at most this go over the call stream; larger ones (a batch with a
+big block) over HTTP, whose body streams instead of sitting whole in one frame."""
+CALL_MERGE, CALL_BATCH = 1, 2
+STREAM_RETRY = 30.0
+"""Seconds a peer whose call stream could not be opened is called over HTTP only."""
+STREAM_OPEN = 1.0
+"""Seconds to open a call stream (connection, TLS, upgrade): as long as an HTTP call waits
+to connect, so a peer cut off costs no more with the stream than without it."""
 
 
 class PeerError(Exception):
@@ -150,15 +171,16 @@ _UNREADABLE = (KeyError, TypeError, ValueError, IndexError, AttributeError)
 
 
 @contextlib.contextmanager
-def _reading(request: web.Request) -> Iterator[None]:
+def _reading(call: web.Request | str) -> Iterator[None]:
     """Wraps the reading of a call (its body, names and numbers): what goes wrong there is
     the caller's ``BadCall``. What goes wrong after, while acting on it, is this node's own
-    error (a 500, logged), never the caller's fault."""
+    error (a 500, logged), never the caller's fault. ``call``: the HTTP request, or what
+    to call the call in the message."""
     try:
         yield
     except _UNREADABLE as e:
-        what = f"bad {request.method} {request.path} request: {type(e).__name__}: {e}"
-        raise BadCall(what) from None
+        what = call if isinstance(call, str) else f"{call.method} {call.path} request"
+        raise BadCall(f"bad {what}: {type(e).__name__}: {e}") from None
 
 
 class RpcServer:
@@ -176,6 +198,7 @@ class RpcServer:
         self.allowed = allowed
         self.hints = hints
         self.readable = readable
+        self._streams: set[web.WebSocketResponse] = set()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._authorize])
@@ -190,6 +213,8 @@ class RpcServer:
         app.router.add_put("/rpc/hintblock/{target}/{h}", self.hint_block)
         app.router.add_post("/rpc/tree/{call}", self.tree)
         app.router.add_post("/rpc/forget", self.forget)
+        app.router.add_get(CALLS_PATH, self.calls)
+        app.on_shutdown.append(self._close_streams)
         return app
 
     @web.middleware
@@ -209,9 +234,12 @@ class RpcServer:
         return resp
 
     async def merge(self, request: web.Request) -> web.Response:
+        return web.json_response(self._merge(await request.read()))
+
+    def _merge(self, raw: bytes) -> dict[str, Any]:
         """Merge rows; answers each row's state before and after (``[before|null, after]``)."""
-        with _reading(request):
-            body = await request.json()
+        with _reading("merge call"):
+            body = json.loads(raw)
             table = body["table"]
             self.local.replicated(table)
             # every row read first (a bad one refuses the whole call), then merged in one commit
@@ -220,25 +248,25 @@ class RpcServer:
             [None if before is None else row_out(before), row_out(after)]
             for before, after in self.local.apply_many(rows)
         ]
-        return web.json_response({"ok": True, "rows": out})
+        return {"ok": True, "rows": out}
 
     async def batch(self, request: web.Request) -> web.Response:
+        return web.json_response(await self._batch(await request.read()))
+
+    async def _batch(self, raw: bytes) -> dict[str, Any]:
         """Blocks, then rows, then reads of one round (``pack_batch``'s framing): the blocks
         hash-checked and stored, the rows merged in one transaction (each row's state before
         and after answered), the reads answered unless this node is catching up (then
         ``reads_refused`` says why; the writes still count)."""
-        try:
-            head, blobs = unpack_batch(await request.read())
+        with _reading("batch"):
+            head, blobs = unpack_batch(raw)
             rows = [(str(t), str(pk), int(part), row_in(r)) for t, pk, part, *r in head["rows"]]
             reads = [(str(t), str(pk)) for t, pk in head["reads"]]
             for t in {r[0] for r in rows} | {t for t, _ in reads}:
                 self.local.replicated(t)  # a bad table name fails here, before any write
-        except (ValueError, TypeError, IndexError) as e:
-            return web.json_response({"error": f"bad batch: {e}"}, status=400)
         for h, data in blobs:
             if block_hash(data) != h:
-                msg = f"block {h}: body does not hash to it"
-                return web.json_response({"error": msg}, status=400)
+                raise BadCall(f"bad batch: block {h}: body does not hash to it")
         for h, data in blobs:
             await self.local.blocks.write(h, data)
         merged = self.local.apply_many(rows) if rows else []
@@ -251,7 +279,64 @@ class RpcServer:
                 out["reads"] = [None if e is None else row_out(e) for e in entries]
             else:
                 out["reads_refused"] = f"{self.local.writer} is catching up after downtime"
-        return web.json_response(out)
+        return out
+
+    async def calls(self, request: web.Request) -> web.WebSocketResponse:
+        """The call stream (``CALLS_PATH``): a WebSocket on which the peer sends ``merge``
+        and ``batch`` calls as binary messages ``<4-byte id><1-byte call><body>`` (the
+        body as over HTTP) and gets ``<id><1-byte status><answer>`` back, in any order:
+        status 0 and the JSON answer, 1 (the call was bad: what HTTP answers 400) or 2
+        (this node failed: 500) and a message. Calls run concurrently, as HTTP requests
+        would. The peer's certificate was checked when the stream opened (``_authorize``);
+        that it is still a storage peer is checked again before each call, and a peer that
+        no longer is loses its stream."""
+        transport = request.transport
+        peer = identity(transport.get_extra_info("ssl_object") if transport else None)
+        ws = web.WebSocketResponse(max_msg_size=STREAM_MAX + 5, autoping=True)
+        await ws.prepare(request)
+        self._streams.add(ws)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.BINARY or len(msg.data) < 5:
+                    code = aiohttp.WSCloseCode.UNSUPPORTED_DATA
+                    await ws.close(code=code, message=b"a call stream carries binary calls")
+                    break
+                if not self.allowed(peer):
+                    code = aiohttp.WSCloseCode.POLICY_VIOLATION
+                    await ws.close(code=code, message=f"{peer} is not a storage peer".encode())
+                    break
+                task = asyncio.create_task(self._stream_call(ws, msg.data))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        finally:
+            self._streams.discard(ws)
+        return ws
+
+    async def _close_streams(self, app: web.Application) -> None:
+        """On shutdown: the open streams end (their handlers would hold the shutdown), and
+        their peers make their calls over HTTP, which no longer answers either."""
+        for ws in list(self._streams):
+            await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"node shutting down")
+
+    async def _stream_call(self, ws: web.WebSocketResponse, frame: bytes) -> None:
+        call, op, body = frame[:4], frame[4], frame[5:]
+        try:
+            if op == CALL_MERGE:
+                answer = json.dumps(self._merge(body)).encode()
+            elif op == CALL_BATCH:
+                answer = json.dumps(await self._batch(body)).encode()
+            else:
+                raise BadCall(f"bad call stream frame: no call {op}")
+            status = 0
+        except BadCall as e:
+            status, answer = 1, str(e).encode()
+        except Exception:
+            log.exception("call %d on the call stream failed", op)
+            status, answer = 2, b"internal error"
+        if not ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError):  # the peer went away
+                await ws.send_bytes(call + bytes([status]) + answer)
 
     def _catching_up(self, partition: object = None) -> web.Response | None:
         """503 while this node's copy (of ``partition``, when the caller names it) may be
@@ -345,8 +430,109 @@ class RpcServer:
         return web.Response(body=data)
 
 
+class _CallStream:
+    """A peer's call stream (``RpcServer.calls``), opened on first use and again after it
+    closed. ``call`` answers None whenever the stream is not there (the peer predates it, it
+    could not be opened in the last ``STREAM_RETRY`` seconds, or it broke before answering):
+    the caller then makes the call over HTTP. Both calls sent on it, ``merge`` and ``batch``,
+    are idempotent, so a call the stream lost may be made again."""
+
+    def __init__(self, peer: Peer, now: Callable[[], float] = time.monotonic) -> None:
+        self.peer = peer
+        self.now = now
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._opening = asyncio.Lock()
+        self._waiting: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
+        self._last = 0
+        self._closed_until = 0.0
+
+    async def call(self, op: int, body: bytes) -> bytes | None:
+        """The answer to call ``op`` with ``body``, or None (above); ``PeerError`` if the peer
+        refused it (400 or 500, as over HTTP) or did not answer in the peer's timeout (the
+        stream is closed then: one that stalls is not used again)."""
+        if len(body) > STREAM_MAX or self.now() < self._closed_until:
+            return None
+        ws = await self._open()
+        if ws is None:
+            return None
+        self._last = call = (self._last + 1) % (1 << 32)
+        answer: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        self._waiting[call] = answer
+        try:
+            await ws.send_bytes(call.to_bytes(4, "big") + bytes([op]) + body)
+            status, got = await asyncio.wait_for(answer, self.peer.timeout.total)
+        except TimeoutError:
+            await self.close()
+            raise PeerError(f"peer {self.peer.name}: {_CALLS.get(op, op)} timed out") from None
+        except (ConnectionError, aiohttp.ClientError, RuntimeError):
+            return None
+        finally:
+            self._waiting.pop(call, None)
+        if status == 0:
+            return got
+        why = got[:300].decode(errors="replace")
+        code = 400 if status == 1 else 500
+        raise PeerError(f"peer {self.peer.name}: {_CALLS.get(op, op)} answered {code}: {why}")
+
+    async def _open(self) -> aiohttp.ClientWebSocketResponse | None:
+        if self._ws is not None and not self._ws.closed:
+            return self._ws
+        async with self._opening:
+            if self._ws is not None and not self._ws.closed:
+                return self._ws
+            if self.now() < self._closed_until:
+                return None
+            peer = self.peer
+            try:
+                ws = await asyncio.wait_for(
+                    peer.session.ws_connect(peer.url + CALLS_PATH, max_msg_size=MAX_BODY),
+                    STREAM_OPEN,
+                )
+            except (aiohttp.ClientError, OSError, TimeoutError) as e:
+                self._closed_until = self.now() + STREAM_RETRY
+                log.debug("peer %s: no call stream (%s): calls go over HTTP", peer.name, e)
+                return None
+            ssl_obj = ws.get_extra_info("ssl_object")
+            if ssl_obj is None or identity(ssl_obj) != peer.expect:
+                await ws.close()
+                raise PeerError(f"peer {peer.name}: server is not {peer.expect}")
+            self._ws = ws
+            self._reader = asyncio.create_task(self._read(ws))
+            return ws
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Hands each answer to its call; when the stream ends, its unanswered calls fail
+        (their callers make them again over HTTP)."""
+        try:
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.BINARY and len(msg.data) >= 5:
+                    waiting = self._waiting.get(int.from_bytes(msg.data[:4], "big"))
+                    if waiting is not None and not waiting.done():
+                        waiting.set_result((msg.data[4], msg.data[5:]))
+        finally:
+            for waiting in self._waiting.values():
+                if not waiting.done():
+                    waiting.set_exception(ConnectionResetError("the call stream closed"))
+
+    async def close(self) -> None:
+        ws, self._ws = self._ws, None
+        reader, self._reader = self._reader, None
+        if ws is not None:
+            await ws.close()
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+
+_CALLS = {CALL_MERGE: "merge", CALL_BATCH: "batch"}
+
+
 class Peer(treesync.TreeCalls):
-    """Calls to one remote node."""
+    """Calls to one remote node: ``merge`` and small ``batch`` calls over its call stream
+    (one WebSocket, calls multiplexed: about half an HTTP request's round trip), everything
+    else, and those when there is no stream, over HTTP."""
 
     def __init__(
         self,
@@ -362,6 +548,11 @@ class Peer(treesync.TreeCalls):
         self.session = session
         self.expect = expect
         self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=1.0)
+        self.stream = _CallStream(self)
+
+    async def close(self) -> None:
+        """Close the call stream (the session is the caller's)."""
+        await self.stream.close()
 
     def _check(self, resp: aiohttp.ClientResponse) -> None:
         """The server must be the node we meant. aiohttp releases a connection as soon as a
@@ -403,10 +594,17 @@ class Peer(treesync.TreeCalls):
     ) -> list[tuple[Entry | None, Entry]] | None:
         """Merge ``rows`` on the peer; each row's state there before and after (None from a
         peer that does not report them)."""
-        answer = await self._json(
-            "/rpc/merge",
-            {"table": table, "rows": [[pk, part, *row_out(e)] for pk, part, e in rows]},
-        )
+        body = {"table": table, "rows": [[pk, part, *row_out(e)] for pk, part, e in rows]}
+        sent = json.dumps(body).encode()
+        got = await self.stream.call(CALL_MERGE, sent)
+        if got is None:
+            answer = await self._json("/rpc/merge", body)
+        else:
+            treesync.count(len(sent), len(got))
+            try:
+                answer = json.loads(got)
+            except ValueError:
+                raise PeerError(f"peer {self.name}: merge answered no JSON") from None
         if "rows" not in answer:
             return None
         return [(None if b is None else row_in(b), row_in(a)) for b, a in answer["rows"]]
@@ -416,21 +614,10 @@ class Peer(treesync.TreeCalls):
         the reads of ``req``. A peer without the batch call gets the separate calls."""
         reads, rows, blocks = req.reads, req.rows, req.blocks
         sent = req.body()
-        try:
-            async with self.session.post(
-                self.url + "/rpc/batch", data=sent, timeout=self.timeout
-            ) as r:
-                self._check(r)
-                if r.status == 404:
-                    old = True
-                elif r.status != 200:
-                    raise PeerError(f"peer {self.name}: batch answered {r.status}")
-                else:
-                    old = False
-                    got = await r.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as e:
-            raise PeerError(f"peer {self.name}: {type(e).__name__}: {e}") from None
-        if old:
+        got = await self.stream.call(CALL_BATCH, sent)
+        if got is None:
+            got = await self._batch_http(sent)
+        if got is None:
             return await self._separately(reads, rows, blocks)
         treesync.count(len(sent), len(got))
         try:
@@ -445,6 +632,21 @@ class Peer(treesync.TreeCalls):
         if len(merged) != len(rows) or len(got_reads) != len(reads):
             raise PeerError(f"peer {self.name}: batch answered the wrong number of items")
         return BatchReply(merged, got_reads, None)
+
+    async def _batch_http(self, sent: bytes) -> bytes | None:
+        """The batch call over HTTP: its answer, or None from a peer without the call."""
+        try:
+            async with self.session.post(
+                self.url + "/rpc/batch", data=sent, timeout=self.timeout
+            ) as r:
+                self._check(r)
+                if r.status == 404:
+                    return None
+                if r.status != 200:
+                    raise PeerError(f"peer {self.name}: batch answered {r.status}")
+                return await r.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            raise PeerError(f"peer {self.name}: {type(e).__name__}: {e}") from None
 
     async def _separately(
         self,

@@ -160,6 +160,7 @@ class StorageService:
         pulls only those)."""
         self.hints: HintStore | None = None
         self.peers: dict[str, Peer] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self.known: set[str] = set()
         self._beat = 0
         self._layout_ready = asyncio.Event()
@@ -242,6 +243,8 @@ class StorageService:
             await local.blocks.flush()
             await s3.cleanup()
             await rpc.cleanup()
+            for peer in self.peers.values():
+                await peer.close()
             await client.close()
             local.meta.close()
 
@@ -466,6 +469,10 @@ class StorageService:
             if p is None or p.url != n.rpc_url:
                 expect = SpiffeId.node(name, self.tls.trust_domain)
                 self.peers[name] = Peer(name, n.rpc_url, client, expect, timeout=10.0)
+                if p is not None:  # its call stream goes to the old address
+                    closing = asyncio.create_task(p.close())
+                    self._closing.add(closing)
+                    closing.add_done_callback(self._closing.discard)
         self.status.peers = {n: p.url for n, p in sorted(self.peers.items())}
 
     async def _observe(self, history: LayoutHistory) -> LayoutHistory:

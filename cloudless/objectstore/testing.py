@@ -150,6 +150,9 @@ class LoopbackCluster:
         for node in self.nodes.values():
             if node.alive:
                 await node.runner.cleanup()
+            if node.cluster is not None:
+                for peer in node.cluster.peers.values():
+                    await peer.close()
             await node.client.close()
             node.local.meta.close()
 

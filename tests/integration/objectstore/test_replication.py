@@ -8,15 +8,17 @@ import base64
 import hashlib
 import json
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+from cloudless.objectstore.crdt import Entry
 from cloudless.objectstore.metadb import LwwTable
 from cloudless.objectstore.records import object_pk
-from cloudless.objectstore.rpc import Peer, RpcServer
+from cloudless.objectstore.rpc import Peer, PeerError, RpcServer
 from cloudless.objectstore.s3.errors import S3Error
 from cloudless.objectstore.testing import TRUST_DOMAIN, LoopbackCluster, running, three_zones
 from cloudless.security.identity import SpiffeId
@@ -105,6 +107,9 @@ async def test_a_peer_that_is_not_the_node_we_meant_is_refused(cluster: Loopback
     )
     with pytest.raises(PeerError, match=r"server is not spiffe://cloudless\.test/node/n3"):
         await wrong.entry("objects", "b/x")
+    with pytest.raises(PeerError, match=r"server is not spiffe://cloudless\.test/node/n3"):
+        await wrong.merge("objects", [("b/x", 1, Entry(1, "n1", b"v"))])  # the call stream
+    assert cluster.nodes["n2"].local.raw("objects").entry("b/x") is None
 
 
 # ---- the batch call (one call per peer per round) ------------------------------------------
@@ -188,7 +193,9 @@ async def test_a_peer_without_the_batch_call_gets_the_separate_calls(
     async def older(self: RpcServer, request: web.Request) -> web.Response:
         return web.json_response({"error": "no such call"}, status=404)
 
-    monkeypatch.setattr(RpcServer, "batch", older)  # every node as code before the call
+    # every node as code before the batch call (which had no call stream either)
+    monkeypatch.setattr(RpcServer, "batch", older)
+    monkeypatch.setattr(RpcServer, "calls", older)
     async with running(tmp_path, three_zones(), replication=3) as c:
         for size in (4096, 1_500_000):
             data = os.urandom(size)
@@ -271,4 +278,161 @@ async def test_a_failure_while_acting_on_a_good_call_is_this_nodes_error(
         async with peer.session.post(peer.url + path, json=body) as r:
             assert r.status == 500, (path, r.status, await r.text())
     finally:
+        await runner.cleanup()
+
+
+# ---- the call stream (merge and small batch calls over one WebSocket per peer) -------------
+
+
+async def test_small_calls_go_over_the_call_stream(
+    cluster: LoopbackCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With HTTP closed to merge and batch calls, PUTs of small objects (inline and one
+    block) still land on every replica: their calls went over the stream."""
+
+    async def no_http(*args: object) -> None:
+        raise AssertionError("a small call went over HTTP")
+
+    monkeypatch.setattr(Peer, "_batch_http", no_http)
+    real_json = Peer._json
+
+    async def json_but_merge(self: Peer, path: str, body: dict[str, object]) -> object:
+        assert path != "/rpc/merge", "a merge went over HTTP"
+        return await real_json(self, path, body)
+
+    monkeypatch.setattr(Peer, "_json", json_but_merge)
+    for name, size in (("inline", 100), ("block", 4096)):
+        data = os.urandom(size)
+        await cluster.engine("n1").put("b", name, body(data), content_type="x", user_meta={})
+        await cluster.engine("n1").put("b", name, body(data), content_type="x", user_meta={})
+        await asyncio.sleep(0.1)  # the third replica's calls finish in the background
+        for n in ("n1", "n2", "n3"):
+            assert cluster.nodes[n].local.raw("objects").entry(object_pk("b", name)) is not None
+
+
+async def test_a_peer_without_the_stream_is_called_over_http(
+    cluster: LoopbackCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer that has no call stream (older code: 404 on it) gets its calls over HTTP, and
+    the stream is not tried again for ``STREAM_RETRY`` seconds."""
+    from cloudless.objectstore import rpc
+
+    async def absent(self: RpcServer, request: web.Request) -> web.Response:
+        return web.json_response({"error": "no such call"}, status=404)
+
+    monkeypatch.setattr(RpcServer, "calls", absent)
+    runner, peer = await _serve_n2(cluster, readable=True)
+    now = [100.0]
+    peer.stream.now = lambda: now[0]
+    opened = 0
+    real = peer.session.ws_connect
+
+    def counting(*args: object, **kwargs: object) -> object:
+        nonlocal opened
+        opened += 1
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(peer.session, "ws_connect", counting)
+    try:
+        e = Entry(5, "n1", b"v")
+        assert await peer.merge("objects", [("b/a", 1, e)]) == [(None, e)]
+        assert await peer.merge("objects", [("b/b", 1, e)]) == [(None, e)]
+        assert opened == 1
+        now[0] += rpc.STREAM_RETRY + 1
+        assert await peer.merge("objects", [("b/c", 1, e)]) == [(None, e)]
+        assert opened == 2
+    finally:
+        await peer.close()
+        await runner.cleanup()
+
+
+async def test_a_call_the_stream_loses_is_made_again_over_http(
+    cluster: LoopbackCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream breaks after the peer took a call but before it answered: the call is
+    made again over HTTP (merge and batch are idempotent) and answers as it would have."""
+
+    async def applied_then_lost(self: RpcServer, ws: web.WebSocketResponse, frame: bytes) -> None:
+        self._merge(frame[5:])
+        await ws.close()
+
+    monkeypatch.setattr(RpcServer, "_stream_call", applied_then_lost)
+    runner, peer = await _serve_n2(cluster, readable=True)
+    try:
+        e = Entry(5, "n1", b"v")
+        assert await peer.merge("objects", [("b/a", 1, e)]) == [(e, e)]  # applied twice
+        assert cluster.nodes["n2"].local.raw("objects").entry("b/a") == e
+    finally:
+        await peer.close()
+        await runner.cleanup()
+
+
+STREAM_REFUSALS = [
+    # (frame after the call id, the PeerError's words)
+    (bytes([1]) + b"{not json", "merge answered 400: bad merge call: JSONDecodeError"),
+    (bytes([1]) + b'{"table": "merkle", "rows": []}', "'merkle' is not replicated"),
+    (bytes([2]) + b"\x00\x00", "batch answered 400: bad batch"),
+    (bytes([9]) + b"{}", "9 answered 400: bad call stream frame: no call 9"),
+]
+
+
+@pytest.mark.parametrize(("frame", "words"), STREAM_REFUSALS)
+async def test_a_bad_call_on_the_stream_is_refused_naming_the_problem(
+    cluster: LoopbackCluster, frame: bytes, words: str
+) -> None:
+    from cloudless.objectstore import rpc
+
+    runner, peer = await _serve_n2(cluster, readable=True)
+    try:
+        with pytest.raises(rpc.PeerError, match=re.escape(words)):
+            await peer.stream.call(frame[0], frame[1:])
+        # the stream is still there for the next call
+        e = Entry(5, "n1", b"v")
+        assert await peer.merge("objects", [("b/a", 1, e)]) == [(None, e)]
+    finally:
+        await peer.close()
+        await runner.cleanup()
+
+
+async def test_a_failure_while_acting_on_a_streamed_call_is_a_500(
+    cluster: LoopbackCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner, peer = await _serve_n2(cluster, readable=True)
+
+    def broken(*args: object) -> None:
+        raise ValueError("a bug in this node")
+
+    monkeypatch.setattr(cluster.nodes["n2"].local, "apply_many", broken)
+    try:
+        with pytest.raises(PeerError, match="merge answered 500: internal error"):
+            await peer.merge("objects", [("b/a", 1, Entry(5, "n1", b"v"))])
+    finally:
+        await peer.close()
+        await runner.cleanup()
+
+
+async def test_a_peer_no_longer_allowed_loses_its_stream(cluster: LoopbackCluster) -> None:
+    """The stream's peer is checked before each call, not only when it opened: once n1 is
+    no longer a storage peer of n2, its next call is refused (over the stream, then HTTP)."""
+    n2 = cluster.nodes["n2"]
+    allowed = [True]
+    server = RpcServer(n2.local, lambda peer: allowed[0])
+    runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=n2.server_ssl).start()
+    peer = Peer(
+        "n2",
+        f"https://127.0.0.1:{runner.addresses[0][1]}",
+        cluster.nodes["n1"].client,
+        SpiffeId.node("n2", TRUST_DOMAIN),
+    )
+    try:
+        e = Entry(5, "n1", b"v")
+        assert await peer.merge("objects", [("b/a", 1, e)]) == [(None, e)]
+        allowed[0] = False
+        with pytest.raises(PeerError, match="answered 403"):
+            await peer.merge("objects", [("b/b", 1, e)])
+        assert n2.local.raw("objects").entry("b/b") is None
+    finally:
+        await peer.close()
         await runner.cleanup()
