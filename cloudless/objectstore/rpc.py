@@ -493,8 +493,11 @@ class _CallStream:
                 self._closed_until = self.now() + STREAM_RETRY
                 log.debug("peer %s: no call stream (%s): calls go over HTTP", peer.name, e)
                 return None
-            ssl_obj = ws.get_extra_info("ssl_object")
-            if ssl_obj is None or identity(ssl_obj) != peer.expect:
+            try:
+                who: SpiffeId | None = identity(ws.get_extra_info("ssl_object"))
+            except PermissionDenied:  # no certificate, or no SPIFFE ID in it
+                who = None
+            if who != peer.expect:
                 await ws.close()
                 raise PeerError(f"peer {peer.name}: server is not {peer.expect}")
             self._ws = ws
@@ -510,6 +513,8 @@ class _CallStream:
                     waiting = self._waiting.get(int.from_bytes(msg.data[:4], "big"))
                     if waiting is not None and not waiting.done():
                         waiting.set_result((msg.data[4], msg.data[5:]))
+        except (aiohttp.ClientError, ConnectionError, TimeoutError) as e:
+            log.debug("peer %s: call stream lost: %s", self.peer.name, e)
         finally:
             for waiting in self._waiting.values():
                 if not waiting.done():
