@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -115,10 +115,13 @@ async def test_a_peer_that_is_not_the_node_we_meant_is_refused(cluster: Loopback
 # ---- the batch call (one call per peer per round) ------------------------------------------
 
 
-async def _serve_n2(cluster: LoopbackCluster, readable: bool) -> tuple[web.AppRunner, Peer]:
-    """n2's store behind a second RPC server (``readable`` as given); a Peer to it from n1."""
+async def _serve_n2(
+    cluster: LoopbackCluster, readable: bool, allowed: Callable[[SpiffeId], bool] = lambda p: True
+) -> tuple[web.AppRunner, Peer]:
+    """n2's store behind a second RPC server (``readable`` and ``allowed`` as given); a Peer
+    to it from n1."""
     n2 = cluster.nodes["n2"]
-    server = RpcServer(n2.local, lambda peer: True, readable=lambda partition=None: readable)
+    server = RpcServer(n2.local, allowed, readable=lambda partition=None: readable)
     runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=0.1)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=n2.server_ssl).start()
@@ -414,18 +417,9 @@ async def test_a_failure_while_acting_on_a_streamed_call_is_a_500(
 async def test_a_peer_no_longer_allowed_loses_its_stream(cluster: LoopbackCluster) -> None:
     """The stream's peer is checked before each call, not only when it opened: once n1 is
     no longer a storage peer of n2, its next call is refused (over the stream, then HTTP)."""
-    n2 = cluster.nodes["n2"]
     allowed = [True]
-    server = RpcServer(n2.local, lambda peer: allowed[0])
-    runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=n2.server_ssl).start()
-    peer = Peer(
-        "n2",
-        f"https://127.0.0.1:{runner.addresses[0][1]}",
-        cluster.nodes["n1"].client,
-        SpiffeId.node("n2", TRUST_DOMAIN),
-    )
+    runner, peer = await _serve_n2(cluster, readable=True, allowed=lambda p: allowed[0])
+    n2 = cluster.nodes["n2"]
     try:
         e = Entry(5, "n1", b"v")
         assert await peer.merge("objects", [("b/a", 1, e)]) == [(None, e)]
