@@ -38,7 +38,8 @@ class Harness(Protocol):
         ...
 
     async def ready(self, cid: str) -> None:
-        """Wait until a started sleeper has installed its SIGTERM handler."""
+        """Wait until a started sleeper or stubborn container has installed its SIGTERM
+        handler (or its ignoring of SIGTERM)."""
         ...
 
     def exiter(self, cid: str, code: int, stdout: list[str], stderr: list[str]) -> ContainerSpec:

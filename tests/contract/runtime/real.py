@@ -28,7 +28,7 @@ from tests.contract.runtime.harness import start_loop, stop_loop
 T = TypeVar("T")
 
 SLEEPER = "trap 'exit 0' TERM; echo ready; sleep 1000 & wait"
-STUBBORN = "trap '' TERM; sleep 1000 & wait; sleep 1000 & wait"
+STUBBORN = "trap '' TERM; echo ready; sleep 1000 & wait; sleep 1000 & wait"
 
 
 @dataclass
@@ -65,7 +65,9 @@ class ContainerdHarness:
         return self.sleeper(cid)
 
     async def ready(self, cid: str) -> None:
-        # PID 1 ignores SIGTERM until the shell's trap exists; "ready" is printed after it.
+        # "ready" is printed once the shell's trap exists. Before it, a SIGTERM finds runc's
+        # init (a Go program, PID 1 until it execs the shell: it then exits 2) or a shell
+        # that, as PID 1 without a handler, ignores it.
         async with asyncio.timeout(10):
             async for line in self.runtime.container_logs(cid, follow=True):
                 if line.text == "ready":

@@ -127,6 +127,7 @@ async def test_sigterm_ignored_means_sigkill_after_timeout(harness: Harness) -> 
     await rt.pull_image(harness.image)
     await rt.create_container(harness.stubborn("c-stubborn"))
     await rt.start_container("c-stubborn")
+    await harness.ready("c-stubborn")
     st = await harness.drive(rt.stop_container("c-stubborn", timeout=1.0), 2)
     assert (st.state, st.exit_code, st.oom_killed) == (ContainerState.EXITED, 137, False)
     await rt.delete_container("c-stubborn")
