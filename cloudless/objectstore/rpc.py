@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 8 << 20
 JSON = {"Content-Type": "application/json"}
+BINARY = {"Content-Type": "application/octet-stream"}
 CALLS_PATH = "/rpc/calls"
 STREAM_MAX = 64 << 10
 """Calls whose body is at most this go over the call stream; larger ones (a batch with a
@@ -572,23 +573,45 @@ class Peer(treesync.TreeCalls):
         if identity(ssl_obj) != self.expect:
             raise PeerError(f"peer {self.name}: server is not {self.expect}")
 
-    async def _json(self, path: str, body: dict[str, Any]) -> Any:
-        sent = json.dumps(body).encode()
+    async def _post(
+        self,
+        path: str,
+        sent: bytes,
+        *,
+        what: str = "",
+        headers: dict[str, str] = JSON,
+        absent_ok: bool = False,
+    ) -> bytes | None:
+        """POST ``sent`` to ``path`` on the peer and return the answer's body; None instead of
+        a 404 when ``absent_ok`` (a peer whose code predates the call). ``what`` names the
+        call in errors (default: the path)."""
+        what = what or path
         try:
             async with self.session.post(
-                self.url + path, data=sent, headers=JSON, timeout=self.timeout
+                self.url + path, data=sent, headers=headers, timeout=self.timeout
             ) as r:
                 self._check(r)
+                if r.status == 404 and absent_ok:
+                    return None
                 if r.status != 200:
-                    raise PeerError(f"peer {self.name}: {path} answered {r.status}")
-                got = await r.read()
+                    raise PeerError(f"peer {self.name}: {what} answered {r.status}")
+                return await r.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise PeerError(f"peer {self.name}: {type(e).__name__}: {e}") from None
+
+    def _decode(self, what: str, sent: bytes, got: bytes) -> Any:
+        """A call's JSON answer, counted with what was sent (``treesync.METER``)."""
         treesync.count(len(sent), len(got))
         try:
             return json.loads(got)
         except ValueError:
-            raise PeerError(f"peer {self.name}: {path} answered no JSON") from None
+            raise PeerError(f"peer {self.name}: {what} answered no JSON") from None
+
+    async def _json(self, path: str, body: dict[str, Any]) -> Any:
+        sent = json.dumps(body).encode()
+        got = await self._post(path, sent)
+        assert got is not None  # only absent_ok gives None
+        return self._decode(path, sent, got)
 
     async def _call(self, call: str, body: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = await self._json(f"/rpc/tree/{call}", body)
@@ -603,13 +626,9 @@ class Peer(treesync.TreeCalls):
         sent = json.dumps(body).encode()
         got = await self.stream.call(CALL_MERGE, sent)
         if got is None:
-            answer = await self._json("/rpc/merge", body)
-        else:
-            treesync.count(len(sent), len(got))
-            try:
-                answer = json.loads(got)
-            except ValueError:
-                raise PeerError(f"peer {self.name}: merge answered no JSON") from None
+            got = await self._post("/rpc/merge", sent)
+            assert got is not None  # only absent_ok gives None
+        answer = self._decode("merge", sent, got)
         if "rows" not in answer:
             return None
         return [(None if b is None else row_in(b), row_in(a)) for b, a in answer["rows"]]
@@ -621,7 +640,7 @@ class Peer(treesync.TreeCalls):
         sent = req.body()
         got = await self.stream.call(CALL_BATCH, sent)
         if got is None:
-            got = await self._batch_http(sent)
+            got = await self._post("/rpc/batch", sent, what="batch", headers=BINARY, absent_ok=True)
         if got is None:
             return await self._separately(reads, rows, blocks)
         treesync.count(len(sent), len(got))
@@ -637,21 +656,6 @@ class Peer(treesync.TreeCalls):
         if len(merged) != len(rows) or len(got_reads) != len(reads):
             raise PeerError(f"peer {self.name}: batch answered the wrong number of items")
         return BatchReply(merged, got_reads, None)
-
-    async def _batch_http(self, sent: bytes) -> bytes | None:
-        """The batch call over HTTP: its answer, or None from a peer without the call."""
-        try:
-            async with self.session.post(
-                self.url + "/rpc/batch", data=sent, timeout=self.timeout
-            ) as r:
-                self._check(r)
-                if r.status == 404:
-                    return None
-                if r.status != 200:
-                    raise PeerError(f"peer {self.name}: batch answered {r.status}")
-                return await r.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as e:
-            raise PeerError(f"peer {self.name}: {type(e).__name__}: {e}") from None
 
     async def _separately(
         self,
