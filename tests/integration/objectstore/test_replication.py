@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -115,24 +117,30 @@ async def test_a_peer_that_is_not_the_node_we_meant_is_refused(cluster: Loopback
 # ---- the batch call (one call per peer per round) ------------------------------------------
 
 
-async def _serve_n2(
+@contextlib.asynccontextmanager
+async def serving_n2(
     cluster: LoopbackCluster, readable: bool, allowed: Callable[[SpiffeId], bool] = lambda p: True
-) -> tuple[web.AppRunner, Peer]:
+) -> AsyncIterator[Peer]:
     """n2's store behind a second RPC server (``readable`` and ``allowed`` as given); a Peer
-    to it from n1."""
+    to it from n1. Both closed on the way out (the peer's call stream, then the server)."""
     n2 = cluster.nodes["n2"]
     server = RpcServer(n2.local, allowed, readable=lambda partition=None: readable)
     runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=0.1)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=n2.server_ssl).start()
-    port = runner.addresses[0][1]
-    peer = Peer(
-        "n2",
-        f"https://127.0.0.1:{port}",
-        cluster.nodes["n1"].client,
-        SpiffeId.node("n2", TRUST_DOMAIN),
-    )
-    return runner, peer
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=n2.server_ssl).start()
+        peer = Peer(
+            "n2",
+            f"https://127.0.0.1:{runner.addresses[0][1]}",
+            cluster.nodes["n1"].client,
+            SpiffeId.node("n2", TRUST_DOMAIN),
+        )
+        try:
+            yield peer
+        finally:
+            await peer.close()
+    finally:
+        await runner.cleanup()
 
 
 async def test_a_batch_is_refused_whole_when_a_block_or_table_is_bad(
@@ -142,9 +150,8 @@ async def test_a_batch_is_refused_whole_when_a_block_or_table_is_bad(
     from cloudless.objectstore.crdt import Entry
     from cloudless.objectstore.rpc import BatchRequest, PeerError
 
-    runner, peer = await _serve_n2(cluster, readable=True)
     n2 = cluster.nodes["n2"].local
-    try:
+    async with serving_n2(cluster, readable=True) as peer:
         data = os.urandom(5000)
         good = block_hash(data)
         row = ("block_refs", f"{good}/v1", 7, Entry(1, "n1", b"1"))
@@ -160,8 +167,6 @@ async def test_a_batch_is_refused_whole_when_a_block_or_table_is_bad(
             assert n2.raw("block_refs").entry(f"{good}/v1") is None
         reply = await peer.batch(BatchRequest([("objects", "b/none")], [row], [(good, data)]))
         assert n2.blocks.has(good) and reply.merged == [(None, row[3])] and reply.reads == [None]
-    finally:
-        await runner.cleanup()
 
 
 async def test_a_catching_up_peer_takes_a_batchs_writes_but_refuses_its_reads(
@@ -170,14 +175,11 @@ async def test_a_catching_up_peer_takes_a_batchs_writes_but_refuses_its_reads(
     from cloudless.objectstore.crdt import Entry
     from cloudless.objectstore.rpc import BatchRequest
 
-    runner, peer = await _serve_n2(cluster, readable=False)
-    try:
+    async with serving_n2(cluster, readable=False) as peer:
         row = ("objects", "b/late", 3, Entry(5, "n1", b"v"))
         reply = await peer.batch(BatchRequest([("objects", "b/late")], [row], []))
         assert reply.reads is None and "catching up" in (reply.reads_refused or "")
         assert cluster.nodes["n2"].local.raw("objects").entry("b/late") == row[3]
-    finally:
-        await runner.cleanup()
     # this node catching up: its own copy answers no read; the other two make the quorum
     n1 = cluster.nodes["n1"].cluster
     assert n1 is not None
@@ -232,10 +234,9 @@ async def test_a_peers_bad_call_is_refused_naming_the_problem(cluster: LoopbackC
     """A malformed or out-of-bounds call from an authenticated peer (a node's own tables,
     missing fields, wrong types, no JSON) gets a 400 that says what is wrong, and changes
     nothing: the valid rows before a bad one in the same call are not merged either."""
-    runner, peer = await _serve_n2(cluster, readable=True)
     n2 = cluster.nodes["n2"].local
     trees = n2.meta.db.execute("SELECT count(*) FROM merkle").fetchone()
-    try:
+    async with serving_n2(cluster, readable=True) as peer:
         for path, sent, names in BAD_CALLS:
             data = sent if isinstance(sent, bytes) else json.dumps(sent).encode()
             async with peer.session.post(peer.url + path, data=data, timeout=peer.timeout) as r:
@@ -247,8 +248,6 @@ async def test_a_peers_bad_call_is_refused_naming_the_problem(cluster: LoopbackC
             assert r.status == 400
         assert n2.raw("objects").entry("b/first") is None  # nothing of the call was merged
         assert n2.meta.db.execute("SELECT count(*) FROM merkle").fetchone() == trees
-    finally:
-        await runner.cleanup()
 
 
 ACTS = [
@@ -269,7 +268,6 @@ async def test_a_failure_while_acting_on_a_good_call_is_this_nodes_error(
 ) -> None:
     """Only what goes wrong while a call is read is the caller's fault (400): the same kind
     of exception raised after, while the node acts on a well-formed call, is a 500."""
-    runner, peer = await _serve_n2(cluster, readable=True)
     n2 = cluster.nodes["n2"].local
 
     def broken(*args: object) -> None:
@@ -277,11 +275,9 @@ async def test_a_failure_while_acting_on_a_good_call_is_this_nodes_error(
 
     target = n2 if breaks == "apply_many" else LwwTable
     monkeypatch.setattr(target, breaks, broken)
-    try:
+    async with serving_n2(cluster, readable=True) as peer:
         async with peer.session.post(peer.url + path, json=body) as r:
             assert r.status == 500, (path, r.status, await r.text())
-    finally:
-        await runner.cleanup()
 
 
 # ---- the call stream (merge and small batch calls over one WebSocket per peer) -------------
@@ -293,17 +289,13 @@ async def test_small_calls_go_over_the_call_stream(
     """With HTTP closed to merge and batch calls, PUTs of small objects (inline and one
     block) still land on every replica: their calls went over the stream."""
 
-    async def no_http(*args: object) -> None:
-        raise AssertionError("a small call went over HTTP")
+    real_post = Peer._post
 
-    monkeypatch.setattr(Peer, "_batch_http", no_http)
-    real_json = Peer._json
+    async def post_but_merge_or_batch(self: Peer, path: str, *a: Any, **k: Any) -> Any:
+        assert path not in ("/rpc/merge", "/rpc/batch"), f"{path} went over HTTP"
+        return await real_post(self, path, *a, **k)
 
-    async def json_but_merge(self: Peer, path: str, body: dict[str, object]) -> object:
-        assert path != "/rpc/merge", "a merge went over HTTP"
-        return await real_json(self, path, body)
-
-    monkeypatch.setattr(Peer, "_json", json_but_merge)
+    monkeypatch.setattr(Peer, "_post", post_but_merge_or_batch)
     for name, size in (("inline", 100), ("block", 4096)):
         data = os.urandom(size)
         await cluster.engine("n1").put("b", name, body(data), content_type="x", user_meta={})
@@ -324,19 +316,18 @@ async def test_a_peer_without_the_stream_is_called_over_http(
         return web.json_response({"error": "no such call"}, status=404)
 
     monkeypatch.setattr(RpcServer, "calls", absent)
-    runner, peer = await _serve_n2(cluster, readable=True)
-    now = [100.0]
-    peer.stream.now = lambda: now[0]
-    opened = 0
-    real = peer.session.ws_connect
+    async with serving_n2(cluster, readable=True) as peer:
+        now = [100.0]
+        peer.stream.now = lambda: now[0]
+        opened = 0
+        real = peer.session.ws_connect
 
-    def counting(*args: object, **kwargs: object) -> object:
-        nonlocal opened
-        opened += 1
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+        def counting(*args: object, **kwargs: object) -> object:
+            nonlocal opened
+            opened += 1
+            return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(peer.session, "ws_connect", counting)
-    try:
+        monkeypatch.setattr(peer.session, "ws_connect", counting)
         e = Entry(5, "n1", b"v")
         assert await peer.merge("objects", [("b/a", 1, e)]) == [(None, e)]
         assert await peer.merge("objects", [("b/b", 1, e)]) == [(None, e)]
@@ -344,9 +335,6 @@ async def test_a_peer_without_the_stream_is_called_over_http(
         now[0] += rpc.STREAM_RETRY + 1
         assert await peer.merge("objects", [("b/c", 1, e)]) == [(None, e)]
         assert opened == 2
-    finally:
-        await peer.close()
-        await runner.cleanup()
 
 
 async def test_a_call_the_stream_loses_is_made_again_over_http(
@@ -360,14 +348,10 @@ async def test_a_call_the_stream_loses_is_made_again_over_http(
         await ws.close()
 
     monkeypatch.setattr(RpcServer, "_stream_call", applied_then_lost)
-    runner, peer = await _serve_n2(cluster, readable=True)
-    try:
+    async with serving_n2(cluster, readable=True) as peer:
         e = Entry(5, "n1", b"v")
         assert await peer.merge("objects", [("b/a", 1, e)]) == [(e, e)]  # applied twice
         assert cluster.nodes["n2"].local.raw("objects").entry("b/a") == e
-    finally:
-        await peer.close()
-        await runner.cleanup()
 
 
 STREAM_REFUSALS = [
@@ -385,48 +369,35 @@ async def test_a_bad_call_on_the_stream_is_refused_naming_the_problem(
 ) -> None:
     from cloudless.objectstore import rpc
 
-    runner, peer = await _serve_n2(cluster, readable=True)
-    try:
+    async with serving_n2(cluster, readable=True) as peer:
         with pytest.raises(rpc.PeerError, match=re.escape(words)):
             await peer.stream.call(frame[0], frame[1:])
         # the stream is still there for the next call
         e = Entry(5, "n1", b"v")
         assert await peer.merge("objects", [("b/a", 1, e)]) == [(None, e)]
-    finally:
-        await peer.close()
-        await runner.cleanup()
 
 
 async def test_a_failure_while_acting_on_a_streamed_call_is_a_500(
     cluster: LoopbackCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    runner, peer = await _serve_n2(cluster, readable=True)
-
     def broken(*args: object) -> None:
         raise ValueError("a bug in this node")
 
     monkeypatch.setattr(cluster.nodes["n2"].local, "apply_many", broken)
-    try:
+    async with serving_n2(cluster, readable=True) as peer:
         with pytest.raises(PeerError, match="merge answered 500: internal error"):
             await peer.merge("objects", [("b/a", 1, Entry(5, "n1", b"v"))])
-    finally:
-        await peer.close()
-        await runner.cleanup()
 
 
 async def test_a_peer_no_longer_allowed_loses_its_stream(cluster: LoopbackCluster) -> None:
     """The stream's peer is checked before each call, not only when it opened: once n1 is
     no longer a storage peer of n2, its next call is refused (over the stream, then HTTP)."""
     allowed = [True]
-    runner, peer = await _serve_n2(cluster, readable=True, allowed=lambda p: allowed[0])
     n2 = cluster.nodes["n2"]
-    try:
+    async with serving_n2(cluster, readable=True, allowed=lambda p: allowed[0]) as peer:
         e = Entry(5, "n1", b"v")
         assert await peer.merge("objects", [("b/a", 1, e)]) == [(None, e)]
         allowed[0] = False
         with pytest.raises(PeerError, match="answered 403"):
             await peer.merge("objects", [("b/b", 1, e)])
         assert n2.local.raw("objects").entry("b/b") is None
-    finally:
-        await peer.close()
-        await runner.cleanup()
