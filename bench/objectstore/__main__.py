@@ -7,7 +7,9 @@ each figure is the median of the rounds.
 
 Workloads: PUT and GET of 1 MiB objects (4 concurrent), of 64 MiB objects (one at a time),
 and of 4 KiB objects (16 concurrent: ops/s and P50 latency). Every object holds distinct
-random bytes (the store deduplicates identical blocks).
+random bytes (the store deduplicates identical blocks). Each round GETs what it just PUT, so
+the store answers small GETs from what it holds in memory; a second store with nothing held
+(``store_cold``) runs the 4 KiB workload beside it.
 
 With ``--before DIR`` a third server runs the store from the code tree at ``DIR`` (a ``git
 archive`` of the commit a change started from), in the same rounds: before and after side by
@@ -35,7 +37,13 @@ import aiohttp
 import psutil
 
 from bench.common import RESULTS, percentile, write_results
-from bench.objectstore.servers import run_baseline, run_floor, run_store, run_store_from
+from bench.objectstore.servers import (
+    run_baseline,
+    run_floor,
+    run_store,
+    run_store_cold,
+    run_store_from,
+)
 
 MIB = 1 << 20
 ROUNDS = 3
@@ -217,6 +225,9 @@ def main() -> None:
                 )
                 procs.append(p0)
                 targets.append(Target("before", port0, key0, secret0, pid=p0.pid or 0))
+            pc, (portc, keyc, secretc) = start(run_store_cold, f"{tmp}/cold")
+            procs.append(pc)
+            targets.append(Target("store_cold", portc, keyc, secretc, pid=pc.pid or 0, only="4KiB"))
             p2, (port2, key_id, secret) = start(run_store, f"{tmp}/store")
             procs.append(p2)
             targets.append(Target("store", port2, key_id, secret, pid=p2.pid or 0))
@@ -260,6 +271,7 @@ def main() -> None:
             },
             "baseline": base,
             "aiohttp_floor": figures["aiohttp_floor"],
+            "store_cold": figures["store_cold"],
             "store": store,
             "store_over_baseline": ratios,
             "every_round": {
@@ -274,6 +286,8 @@ def main() -> None:
         print(f"{k:24s} baseline {base[k]:>9}{was} store {store[k]:>9}")
     for k, floor in figures["aiohttp_floor"].items():
         print(f"{k:24s} aiohttp floor {floor:>9}")
+    for k, cold in figures["store_cold"].items():
+        print(f"{k:24s} store, nothing held in memory {cold:>9}")
     if before:
         print("before / baseline", before["before_over_baseline"])
     print("store / baseline ", ratios)

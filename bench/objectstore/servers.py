@@ -93,6 +93,19 @@ def run_store(root: str, conn: Connection) -> None:
     asyncio.run(main())
 
 
+def run_store_cold(root: str, conn: Connection) -> None:
+    """``run_store`` with nothing held in memory between requests: no small blocks
+    (``blocks.SMALL_CACHE_BYTES``), no rows (``metadb.ROW_CACHE_BYTES``), no decoded object
+    records. Every GET reads and hashes its block file and reads its row from SQLite, as
+    for an object not touched since the node started or pushed out by others."""
+    from cloudless.objectstore import blocks, metadb, records
+
+    blocks.SMALL_CACHE_BYTES = 0
+    metadb.ROW_CACHE_BYTES = 0
+    records._decode_object = records._decode_object.__wrapped__  # type: ignore[attr-defined]
+    run_store(root, conn)
+
+
 def run_store_from(code: str, root: str, conn: Connection) -> None:
     """``run_store`` with ``cloudless`` imported from the tree at ``code`` (another commit's
     code, e.g. a ``git archive`` of the base of a change, for a before/after run)."""

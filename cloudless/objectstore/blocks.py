@@ -8,6 +8,10 @@
   is a no-op (same name, same content).
 * ``read`` re-hashes what it read; a mismatch moves the file to ``corrupt/`` and raises
   ``CorruptBlock`` (the caller reads another replica and the resync brings a good copy back).
+  Small blocks (up to ``SYNC_MAX``) are kept in memory once written or read and hashed, up
+  to ``SMALL_CACHE_BYTES``: ``read`` answers those without touching the disk, with bytes
+  that passed their hash check (damage to the file after that is the scrub's to find).
+  ``read_sync``, the scrub's read, always reads and hashes the file.
 * ``open`` hands back the open file instead of its bytes, for a caller that sends it without
   copying it through Python (``sendfile``). It re-hashes the file unless this store wrote or
   verified that very file since it started: same inode, size, modification and change time
@@ -51,6 +55,8 @@ GC_DELAY = 600.0
 SYNC_MAX = 64 << 10
 """Blocks up to this size are read and written on the event loop: a thread hand-off costs
 more than the I/O (and on a loaded machine, milliseconds)."""
+SMALL_CACHE_BYTES = 16 << 20
+"""Bytes of small blocks ``read`` answers from memory (least recently used dropped)."""
 TRUSTED_MAX = 16384
 """Block files whose hash check ``open`` remembers (~400 bytes of memory each)."""
 _HASH = re.compile(r"[0-9a-f]{64}\Z")
@@ -146,6 +152,9 @@ class BlockStore:
         self._deferred: dict[str, None] = {}
         self._trusted: OrderedDict[str, Signature] = OrderedDict()
         self._trusting = threading.Lock()
+        """Guards ``_trusted`` and ``_small`` (a write or a read may run in a thread)."""
+        self._small: OrderedDict[str, bytes] = OrderedDict()
+        self._small_bytes = 0
         self.refs = meta.table("block_refs")
         self.db = meta.db
         self.db.execute("CREATE TABLE IF NOT EXISTS block_gc (hash TEXT PRIMARY KEY, due REAL)")
@@ -171,6 +180,8 @@ class BlockStore:
         final = self._file(h)
         if os.path.exists(final):
             return False
+        if len(data) <= SYNC_MAX:
+            self._keep(h, bytes(data))
         tmp = f"{final}.tmp.{secrets.token_hex(4)}"
         try:
             try:
@@ -261,11 +272,39 @@ class BlockStore:
         if block_hash(data) != h:
             self._quarantine(h)
         self._trust(h, signature)
+        if len(data) <= SYNC_MAX:
+            self._keep(h, data)
         return data
 
-    def _quarantine(self, h: str) -> NoReturn:
+    def _keep(self, h: str, data: bytes) -> None:
+        """Hold small block ``h``'s bytes (checked against ``h``) for ``read``."""
+        with self._trusting:
+            old = self._small.pop(h, None)
+            if old is not None:
+                self._small_bytes -= len(old)
+            self._small[h] = data
+            self._small_bytes += len(data)
+            while self._small_bytes > SMALL_CACHE_BYTES:
+                self._small_bytes -= len(self._small.popitem(last=False)[1])
+
+    def _kept(self, h: str) -> bytes | None:
+        with self._trusting:
+            data = self._small.get(h)
+            if data is not None:
+                self._small.move_to_end(h)
+            return data
+
+    def forget(self, h: str) -> None:
+        """Neither trust nor hold block ``h`` any more (its file is going, or was damaged on
+        purpose): its next ``read`` or ``open`` reads and hashes the file."""
         with self._trusting:
             self._trusted.pop(h, None)
+            data = self._small.pop(h, None)
+            if data is not None:
+                self._small_bytes -= len(data)
+
+    def _quarantine(self, h: str) -> NoReturn:
+        self.forget(h)
         os.replace(self.path(h), self.root / "corrupt" / h)
         raise CorruptBlock(f"block {h} failed its hash check; moved to corrupt/")
 
@@ -281,8 +320,11 @@ class BlockStore:
             return self._trusted.get(h) == signature
 
     async def read(self, h: str) -> bytes:
-        """``read_sync``: on the event loop for a small block (one open, no hand-off), else
-        in a thread."""
+        """``read_sync``: a small block from memory if held (module docstring), else on the
+        event loop (one open, no hand-off); a large one in a thread."""
+        data = self._kept(h)
+        if data is not None:
+            return data
         try:
             f = open(self._file(h), "rb", buffering=0)  # noqa: ASYNC230 (an open is ~10 us)
         except FileNotFoundError:
@@ -403,8 +445,7 @@ class BlockStore:
             self.db.execute("DELETE FROM block_gc WHERE hash = ?", (h,))
             self._queued.discard(h)
             if self.refcount(h) == 0:
-                with self._trusting:
-                    self._trusted.pop(h, None)
+                self.forget(h)
                 self.path(h).unlink(missing_ok=True)
                 gone.append(h)
         return gone

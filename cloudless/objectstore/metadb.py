@@ -11,6 +11,11 @@ batches small. The file is opened with ``journal_mode=WAL`` and ``synchronous=NO
 committed merge survives a process crash; an OS crash may lose the last transactions, which
 replication and anti-entropy repair. The WAL is checkpointed by SQLite on commit, or, for an
 owner that opts in, by ``checkpoint`` on a thread.
+
+The rows last read or written are kept in memory (``ROW_CACHE_BYTES``) and ``entry`` answers
+from there: every change of a row goes through this object on its one connection (merge,
+tombstone collection), which updates the copy; a rolled-back transaction empties it. Nothing
+else may write the tables (no second writer process or connection).
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ from cloudless.objectstore.crdt import Entry, merge, next_timestamp
 from cloudless.objectstore.merkle import Node, Tree, key_hash, span
 
 _TABLE = re.compile(r"^[a-z_]{1,32}$")
+ROW_CACHE_BYTES = 8 << 20
+"""What the rows ``entry`` keeps in memory may take: their values' and keys' bytes, plus
+``_ROW_OVERHEAD`` each."""
+_ROW_OVERHEAD = 200
 
 
 class MetaDb:
@@ -48,6 +57,50 @@ class MetaDb:
         self._closed = False
         self.tree = Tree(self.db)
         self._tables: set[str] = set()
+        self._rows: dict[tuple[str, str], Entry] = {}
+        """(table, pk) -> the row as committed or as this connection's open transaction
+        holds it, least recently used first."""
+        self._row_bytes = 0
+
+    def cached(self, table: str, pk: str) -> Entry | None:
+        """Row ``pk`` of ``table`` if it is in memory (None: not known here, ask SQLite)."""
+        e = self._rows.pop((table, pk), None)
+        if e is not None:
+            self._rows[table, pk] = e  # most recently used now
+        return e
+
+    def remember(self, table: str, pk: str, e: Entry) -> None:
+        key = (table, pk)
+        old = self._rows.pop(key, None)
+        if old is not None:
+            self._row_bytes -= _row_cost(pk, old)
+        self._rows[key] = e
+        self._row_bytes += _row_cost(pk, e)
+        while self._row_bytes > ROW_CACHE_BYTES:
+            oldest, gone = next(iter(self._rows.items()))
+            del self._rows[oldest]
+            self._row_bytes -= _row_cost(oldest[1], gone)
+
+    def forget(self, table: str, pk: str) -> None:
+        old = self._rows.pop((table, pk), None)
+        if old is not None:
+            self._row_bytes -= _row_cost(pk, old)
+
+    def _forget_all(self) -> None:
+        """After a rollback: the copies may hold what was never committed."""
+        self._rows.clear()
+        self._row_bytes = 0
+
+    def _commit(self) -> None:
+        try:
+            self.db.execute("COMMIT")
+        except BaseException:
+            self._forget_all()
+            raise
+
+    def _rollback(self) -> None:
+        self._forget_all()
+        self.db.execute("ROLLBACK")
 
     def checkpoint(self) -> None:
         """Copy the WAL's committed pages into the database file and fsync it, on a
@@ -110,9 +163,9 @@ class MetaDb:
         try:
             yield
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._rollback()
             raise
-        self.db.execute("COMMIT")
+        self._commit()
 
     def rebuild_trees(self, name: str) -> None:
         """Recompute ``name``'s hash trees from its rows (a check, or a repair)."""
@@ -135,10 +188,17 @@ class LwwTable:
         self.name = name
 
     def entry(self, pk: str) -> Entry | None:
+        e = self.meta.cached(self.name, pk)
+        if e is not None:
+            return e
         row = self.db.execute(
             f"SELECT ts, writer, value FROM {self.name} WHERE pk = ?", (pk,)
         ).fetchone()
-        return None if row is None else Entry(row[0], row[1], row[2])
+        if row is None:
+            return None
+        e = Entry(row[0], row[1], row[2])
+        self.meta.remember(self.name, pk, e)
+        return e
 
     def get(self, pk: str) -> bytes | None:
         e = self.entry(pk)
@@ -169,6 +229,7 @@ class LwwTable:
                 (pk, partition, winner.timestamp, winner.writer, winner.value, kh),
             )
             self.meta.tree.change(self.name, partition, pk, current, winner, kh=kh)
+            self.meta.remember(self.name, pk, winner)
         return current, winner
 
     def stamp(self, pk: str, value: bytes | None, now_ms: int) -> Entry:
@@ -271,8 +332,7 @@ class LwwTable:
         )
 
     def _drop(self, pk: str, condition: Callable[[Entry], bool]) -> bool:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.meta.transaction():
             row = self.db.execute(
                 f"SELECT part, ts, writer, value FROM {self.name} WHERE pk = ?", (pk,)
             ).fetchone()
@@ -280,11 +340,12 @@ class LwwTable:
             if gone:
                 self.db.execute(f"DELETE FROM {self.name} WHERE pk = ?", (pk,))
                 self.meta.tree.change(self.name, row[0], pk, Entry(row[1], row[2], row[3]), None)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
+                self.meta.forget(self.name, pk)
         return gone
+
+
+def _row_cost(pk: str, e: Entry) -> int:
+    return len(pk) + (0 if e.value is None else len(e.value)) + _ROW_OVERHEAD
 
 
 def _successor(prefix: str) -> str | None:

@@ -17,6 +17,7 @@ overwrites the first attempt: completion picks the attempt whose ETag the client
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,10 @@ UPLOADS = "uploads"
 PARTS = "parts"
 
 
+@functools.lru_cache(maxsize=1024)
 def partition(of: str) -> int:
+    """The partition of a bucket, version, upload id or block hash (cached: a bucket's is
+    asked on every request)."""
     return partition_of(blake3.blake3(of.encode()).digest())
 
 
@@ -85,19 +89,30 @@ class ObjectMeta:
 
     @classmethod
     def decode(cls, raw: bytes) -> ObjectMeta:
-        d = json.loads(raw)
-        return cls(
-            version=d["v"],
-            size=d["n"],
-            etag=d["e"],
-            mtime=d["t"],
-            content_type=d["ct"],
-            user_meta=d["m"],
-            inline=base64.b64decode(d["i"]) if "i" in d else None,
-            checksums=d.get("c", {}),
-            parts=d.get("p", 0),
-            blocks=tuple(BlockRef(h, n) for h, n in d["b"]) if "b" in d else None,
-        )
+        """The record ``encode`` gave ``raw`` (cached: the same row is read again and again,
+        so the result is shared; nobody may change its dictionaries)."""
+        return _decode_object(raw)
+
+
+DECODED_MAX = 2048
+"""Decoded object records kept (each at most a few KiB: an inline body is <= 3 KiB)."""
+
+
+@functools.lru_cache(maxsize=DECODED_MAX)
+def _decode_object(raw: bytes) -> ObjectMeta:
+    d = json.loads(raw)
+    return ObjectMeta(
+        version=d["v"],
+        size=d["n"],
+        etag=d["e"],
+        mtime=d["t"],
+        content_type=d["ct"],
+        user_meta=d["m"],
+        inline=base64.b64decode(d["i"]) if "i" in d else None,
+        checksums=d.get("c", {}),
+        parts=d.get("p", 0),
+        blocks=tuple(BlockRef(h, n) for h, n in d["b"]) if "b" in d else None,
+    )
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -13,6 +14,15 @@ MAX_KEY_BYTES = 1024
 
 def check_bucket(name: str) -> None:
     """Raise ``InvalidBucketName`` saying which rule ``name`` breaks."""
+    why = _bucket_rule_broken(name)
+    if why:
+        raise S3Error("InvalidBucketName", f"bucket name {name!r} {why}", resource=name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _bucket_rule_broken(name: str) -> str | None:
+    """Why ``name`` is not a bucket name, or None (cached: every request checks its
+    bucket's)."""
     why = None
     if not 3 <= len(name) <= 63:
         why = f"is {len(name)} characters; bucket names have 3 to 63"
@@ -31,8 +41,7 @@ def check_bucket(name: str) -> None:
             why = "must not look like an IP address"
         except ValueError:
             pass
-    if why:
-        raise S3Error("InvalidBucketName", f"bucket name {name!r} {why}", resource=name)
+    return why
 
 
 def check_key(key: str) -> None:

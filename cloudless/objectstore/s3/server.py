@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import logging
 import secrets
 import zlib
@@ -113,6 +114,12 @@ class S3Server:
 
         self.buckets = api_bucket.BucketApi(self)
         self.objects = api_object.ObjectApi(self)
+        self._rid_prefix = secrets.token_hex(4).upper()
+        self._rids = itertools.count()
+
+    def _request_id(self) -> str:
+        """16 hex digits, unique per server: a random prefix per process, then a count."""
+        return f"{self._rid_prefix}{next(self._rids) & 0xFFFFFFFF:08X}"
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 20)
@@ -132,7 +139,7 @@ class S3Server:
         """``run(request)``'s response (None if it gave none), or the S3 error it raised (an
         unexpected exception is logged and answered ``InternalError``), with its request
         id."""
-        rid = secrets.token_hex(8).upper()
+        rid = self._request_id()
         try:
             resp = await run(request)
             if resp is None:

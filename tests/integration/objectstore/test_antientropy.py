@@ -224,6 +224,7 @@ async def test_a_block_no_replica_serves_is_queued_and_fetched_later(
         path = cluster.nodes[name].local.blocks.path(tail)
         aside[name] = tmp_path / f"{name}-{tail}"
         shutil.move(path, aside[name])
+        cluster.nodes[name].local.blocks.forget(tail)  # nor held in its memory
     clock = FakeClock()
     resync = BlockResync(n3.local.blocks, clock, ReplicatedBlocks(n3.cluster).read)
 

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from cloudless.lib.clock import FakeClock
-from cloudless.objectstore.blocks import BlockStore, CorruptBlock, MissingBlock, block_hash
+from cloudless.objectstore.blocks import (
+    SYNC_MAX,
+    BlockStore,
+    CorruptBlock,
+    MissingBlock,
+    block_hash,
+)
 from cloudless.objectstore.local import LocalStore
 from cloudless.objectstore.metadb import MetaDb
 
@@ -27,16 +33,57 @@ async def test_write_read_dedupe(blocks: BlockStore) -> None:
     assert list(blocks.path(h).parent.iterdir()) == [blocks.path(h)]  # no temp file left
 
 
-async def test_corrupt_block_is_detected_and_quarantined(blocks: BlockStore) -> None:
+async def test_corrupt_block_is_detected_and_quarantined(tmp_path: Path) -> None:
     data = b"hello" * 100
     h = block_hash(data)
+    blocks = BlockStore(tmp_path / "blocks", MetaDb(tmp_path / "meta.db", "n1"))
     await blocks.write(h, data)
     blocks.path(h).write_bytes(b"jello" * 100)  # bit rot
+    assert await blocks.read(h) == data  # held in memory since its write, checked then
+    with pytest.raises(CorruptBlock):
+        blocks.read_sync(h)  # the scrub's read goes to the file
+    await blocks.write(h, data)  # repaired (as the scrub does)
+    blocks.path(h).write_bytes(b"jello" * 100)
+    restarted = BlockStore(tmp_path / "blocks", MetaDb(tmp_path / "meta.db", "n1"))
     with pytest.raises(CorruptBlock, match="failed its hash check"):
-        await blocks.read(h)
-    assert not blocks.has(h) and (blocks.root / "corrupt" / h).exists()
+        await restarted.read(h)
+    assert not restarted.has(h) and (restarted.root / "corrupt" / h).exists()
     with pytest.raises(MissingBlock):
-        await blocks.read(h)
+        await restarted.read(h)
+
+
+async def test_small_blocks_are_held_within_the_budget_and_dropped_with_their_file(
+    blocks: BlockStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cloudless.objectstore.blocks.SMALL_CACHE_BYTES", 3 * 10_000)
+    pieces = [os.urandom(10_000) for _ in range(4)]
+    hashes = [block_hash(p) for p in pieces]
+    for h, p in zip(hashes, pieces, strict=True):
+        await blocks.write(h, p)
+    for h in hashes:  # files gone: only what is held can still be read
+        blocks.path(h).unlink()
+    for h, p in zip(hashes[1:], pieces[1:], strict=True):  # the oldest went over budget
+        assert await blocks.read(h) == p
+    with pytest.raises(MissingBlock):
+        await blocks.read(hashes[0])
+    big = os.urandom(SYNC_MAX + 1)  # a large block is never held
+    await blocks.write(block_hash(big), big)
+    blocks.path(block_hash(big)).unlink()
+    with pytest.raises(MissingBlock):
+        await blocks.read(block_hash(big))
+    blocks.forget(hashes[1])  # what collection and quarantine do
+    with pytest.raises(MissingBlock):
+        await blocks.read(hashes[1])
+
+
+async def test_a_read_block_is_held_after_its_hash_check(blocks: BlockStore) -> None:
+    data = os.urandom(9_000)
+    h = block_hash(data)
+    await blocks.write(h, data)
+    blocks.forget(h)
+    assert await blocks.read(h) == data  # from the file, hashed, then held
+    blocks.path(h).unlink()
+    assert await blocks.read(h) == data
 
 
 def test_crash_leftovers_are_invisible_and_cleaned(blocks: BlockStore) -> None:
@@ -76,6 +123,8 @@ async def test_refcounts_and_delayed_gc(tmp_path: Path) -> None:
     assert blocks.collect(now=1700.0) == [] and blocks.has(h)
     await ref("v3", False, 1800.0)  # due 2400
     assert blocks.collect(now=2400.0) == [h] and not blocks.has(h)
+    with pytest.raises(MissingBlock):  # nor held in memory any more
+        await blocks.read(h)
 
 
 async def test_group_commit_writes_then_syncs(blocks: BlockStore) -> None:
