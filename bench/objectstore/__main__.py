@@ -16,8 +16,8 @@ archive`` of the commit a change started from), in the same rounds: before and a
 side, each against the same baseline.
 
 Run from the repo root: ``python -m bench.objectstore [--before DIR]`` ->
-``bench/results/objectstore.json`` (its ``cluster`` and ``cluster_runs`` sections, written by
-``python -m bench.objectstore.cluster``, and ``before_after`` are kept).
+``bench/results/objectstore.json`` (sections other benchmarks wrote, e.g. ``cluster_runs`` by
+``python -m bench.objectstore.cluster``, are kept).
 """
 
 from __future__ import annotations
@@ -53,8 +53,27 @@ WORKLOADS = {
     "64MiB": (64 * MIB, 2, 1),
     "4KiB": (4096, 1000, 16),
 }
-KEPT = ("cluster", "cluster_runs", "before_after")
-"""Sections of the results file other runs write; carried over unchanged."""
+OWN = (
+    "suite",
+    "when",
+    "machine",
+    "command",
+    "setup",
+    "load_average_1_5_15",
+    "workloads",
+    "baseline",
+    "aiohttp_floor",
+    "store_cold",
+    "store",
+    "store_over_baseline",
+    "every_round",
+    "goals",
+    "before",
+    "before_over_baseline",
+    "before_code",
+)
+"""The sections of the results file this run writes; every other section (the cluster,
+timeline and small-parts benchmarks', recorded before/after rounds) is carried over."""
 GOALS = {  # the issue's goals, store / baseline; for 4 KiB ops per second of the server's CPU
     "GET 64MiB": 0.9,
     "PUT 64MiB": 0.8,
@@ -259,7 +278,7 @@ def main() -> None:
     write_results(
         "objectstore",
         {
-            **{k: old[k] for k in KEPT if k in old},
+            **{k: v for k, v in old.items() if k not in OWN},
             "command": "python -m bench.objectstore"
             + (f" --before {args.before}" if args.before else ""),
             "setup": "one node, R=1, loopback, server and baseline each in one process (one "
