@@ -9,8 +9,10 @@ peer RPC on mutual TLS with the node's certificate, and runs, in one TaskGroup:
   gives this node and acknowledge it (``sync.py``), and, on the one acting node, apply the
   churn decision (``members.decide``: first layout, joins, replacement after the grace
   period);
-* catch-up after start (``antientropy.catch_up``): the node serves no quorum reads until
-  it has compared every partition it owns with another owner; then anti-entropy rounds and
+* catch-up after start (``antientropy.catch_up``): a node that ran before, or whose disk
+  is new while the layout already reads from it (``must_catch_up``: wiped or replaced),
+  serves no quorum reads until it has compared every partition it owns with another owner;
+  then anti-entropy rounds and
   tombstone collection, hinted handoff, block GC, the block resync queue (``resync.py``:
   blocks no replica served during a pull or a scrub repair, retried with backoff), the
   throttled scrub, and on a node that ran before, a check of the blocks written just
@@ -131,6 +133,24 @@ class Status:
     peers: dict[str, str] = field(default_factory=dict)
 
 
+def reads_from(history: LayoutHistory, node: str) -> bool:
+    """Whether reads of ``history`` go to ``node`` (it holds partitions of the read
+    version)."""
+    v = history.read_version()
+    return v is not None and node in v.holders
+
+
+def must_catch_up(returning: bool, placed_before_start: bool) -> bool:
+    """Whether a starting node must compare its partitions with other owners before it
+    serves reads. ``returning``: it ran before (the ``alive`` marker its beats keep exists),
+    so it may have missed writes. ``placed_before_start``: the first layout history it read
+    already read from it although its data directory has no trace of a previous run: a
+    wiped or replaced disk of a node still in the layout, whose rows are all missing (a node
+    that joins, or starts a cluster, registers before any layout places it). A node on
+    empty data that no layout reads from has nothing stale to serve."""
+    return returning or placed_before_start
+
+
 class StorageService:
     def __init__(
         self,
@@ -166,6 +186,9 @@ class StorageService:
         self._layout_ready = asyncio.Event()
         self._caught_up = asyncio.Event()
         self._returning = False
+        self._placed_before_start: bool | None = None
+        """Whether the layout history this process first read already read from this node
+        (None until it read one)."""
         self._last_alive: float | None = None
         self._s3_serving = False
         self.gateway = gateway
@@ -298,12 +321,6 @@ class StorageService:
         log.info("object store node %s: S3 API on %s", self.me, self._s3_url())
         return runner
 
-    def _must_catch_up(self) -> bool:
-        """A node may have missed writes if it ran before: the ``alive`` marker its beats
-        keep exists. A node starting on empty data has nothing stale to serve (a wiped disk
-        of a node still in the layout reads as missing rows until anti-entropy fills it)."""
-        return self._returning
-
     def _read_alive(self) -> float:
         """When this node last marked itself alive (0 if the marker is unreadable: every
         block is then checked)."""
@@ -392,6 +409,8 @@ class StorageService:
         await self._register()
         await asyncio.to_thread(self._mark_alive)
         history = await self.layouts.show()
+        if self._placed_before_start is None:
+            self._placed_before_start = reads_from(history, self.me)
         nodes = {r.name: r.value for r in (await self.registry.list()).records}
         self.known = set(nodes)
         self._update_peers(nodes, client)
@@ -412,7 +431,9 @@ class StorageService:
         if self.cluster is None:
             self.cluster = Cluster(self.me, local, history, self.peers, hints=self.hints)
             self.resync = BlockResync(local.blocks, self.clock, ReplicatedBlocks(self.cluster).read)
-            self.cluster.serving_reads = not self._must_catch_up()
+            self.cluster.serving_reads = not must_catch_up(
+                self._returning, bool(self._placed_before_start)
+            )
             self._layout_ready.set()
         else:
             self.cluster.set_history(history)

@@ -5,9 +5,10 @@ R=3 over three zones: the first layout appears once three storage nodes register
 through one node reads back through another; with one agent killed (-9) writes and reads go
 on; the agent comes back, catches up what it missed (its own SQLite holds every object
 written while it was down, before any read is served by it) and, with another agent killed,
-serves reads; a fourth agent in an existing zone joins by a layout change and syncs; an agent
-gone past the grace period is replaced automatically (one transition), and everything
-written stays readable and hash-identical.
+serves reads; with its disk wiped it catches up everything before serving reads; a fourth
+agent in an existing zone joins by a layout change and syncs; an agent gone past the grace
+period is replaced automatically (one transition), and everything written stays readable
+and hash-identical.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,6 +125,16 @@ def test_agents_run_a_replicated_store(cluster: StoreCluster) -> None:
     put(a3.s3, "after/0", 300_000)
     cluster.start_agent(0)
     wait_for(lambda: s3_up(a1.s3, key), "node-1's S3 API again", 90)
+
+    # node-3's disk is wiped while it stays in the layout (a device reinstalled): it starts
+    # on empty data the layout reads from, so it catches up every partition before serving
+    # reads, as a returning node does (its own SQLite then holds every object's row).
+    cluster.kill(2)
+    shutil.rmtree(a3.data / "objectstore")
+    put(a1.s3, "while-wiped/0", 5_000)
+    cluster.start_agent(2)
+    wait_for(lambda: a3.log.read_text().count("caught up:") >= 2, "wiped node-3 to catch up", 180)
+    assert all(has_row(a3.data, object_pk(BUCKET, name)) for name in objects)
 
     # A fourth node in zone z1 joins: a layout change, synced, then acknowledged.
     a4 = cluster.add("z1")
