@@ -157,6 +157,18 @@ class StoreCluster:
     def start_agent(self, i: int) -> None:
         self.agents[i].proc = self._spawn(self.agents[i])
 
+    def freeze(self, i: int) -> None:
+        """Stop agent ``i`` (SIGSTOP) without closing anything: its connections stay open
+        and its peers' calls hang until their own timeouts, as on a device that sleeps."""
+        p = self.agents[i].proc
+        if p is not None and p.poll() is None:
+            p.send_signal(signal.SIGSTOP)
+
+    def thaw(self, i: int) -> None:
+        p = self.agents[i].proc
+        if p is not None and p.poll() is None:
+            p.send_signal(signal.SIGCONT)
+
     def call_api(self, method: str, path: str, body: Any = None) -> Any:
         from cloudless.cli.client import Client, ClientConfig
 
@@ -183,6 +195,7 @@ class StoreCluster:
     def close(self) -> None:
         for a in self.agents:
             if a.proc is not None and a.proc.poll() is None:
+                a.proc.send_signal(signal.SIGCONT)  # a frozen one too must see its SIGTERM
                 a.proc.send_signal(signal.SIGTERM)
         for a in self.agents:
             if a.proc is not None:

@@ -208,7 +208,7 @@ class Cluster:
     ) -> tuple[dict[str, T], dict[str, str]]:
         """Run the call on every node; answers and failures by node. With ``enough``, return
         once the nodes that answered satisfy it; the others continue in the background and
-        appear in neither dict."""
+        appear in neither dict (as they do when this call is cancelled)."""
 
         async def one(n: str) -> T:
             if n == self.me:
@@ -231,14 +231,18 @@ class Cluster:
             tasks: dict[asyncio.Future[T], str] = {asyncio.ensure_future(one(n)): n for n in nodes}
             pending: set[asyncio.Future[T]] = set(tasks)
             outcomes = {}
-            while pending and not enough({n for n, r in outcomes.items() if _answer(r)}):
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for t in done:
-                    exc = t.exception()
-                    outcomes[tasks[t]] = exc if exc is not None else t.result()
-            for t in pending:
-                self._background.add(t)  # type: ignore[arg-type]
-                t.add_done_callback(self._finished)  # type: ignore[arg-type]
+            try:
+                while pending and not enough({n for n, r in outcomes.items() if _answer(r)}):
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for t in done:
+                        exc = t.exception()
+                        outcomes[tasks[t]] = exc if exc is not None else t.result()
+            finally:
+                # after the early return, and when the caller is cancelled (its upload cut
+                # off): the calls still running are kept, and closed, with the others
+                for t in pending:
+                    self._background.add(t)  # type: ignore[arg-type]
+                    t.add_done_callback(self._finished)  # type: ignore[arg-type]
         ok: dict[str, T] = {}
         failed: dict[str, str] = {}
         for n, r in outcomes.items():

@@ -282,7 +282,7 @@ class RpcServer:
                 out["reads_refused"] = f"{self.local.writer} is catching up after downtime"
         return out
 
-    async def calls(self, request: web.Request) -> web.WebSocketResponse:
+    async def calls(self, request: web.Request) -> web.StreamResponse:
         """The call stream (``CALLS_PATH``): a WebSocket on which the peer sends ``merge``
         and ``batch`` calls as binary messages ``<4-byte id><1-byte call><body>`` (the
         body as over HTTP) and gets ``<id><1-byte status><answer>`` back, in any order:
@@ -294,7 +294,11 @@ class RpcServer:
         transport = request.transport
         peer = identity(transport.get_extra_info("ssl_object") if transport else None)
         ws = web.WebSocketResponse(max_msg_size=STREAM_MAX + 5, autoping=True)
-        await ws.prepare(request)
+        try:
+            await ws.prepare(request)
+        except ConnectionError as e:  # the peer stopped waiting for it (its wait is bounded)
+            log.debug("call stream from %s: gone before it opened: %s", peer, e)
+            return web.Response(status=400, text="the peer went away")  # never sent
         self._streams.add(ws)
         running: set[asyncio.Task[None]] = set()
         try:

@@ -26,6 +26,7 @@ from cloudless.objectstore.s3 import chunked, sigv4
 from cloudless.objectstore.s3.errors import S3Error, not_implemented
 from cloudless.objectstore.s3.iam import Bucket, Iam
 from cloudless.objectstore.s3.names import check_bucket, check_key
+from cloudless.store.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +138,8 @@ class S3Server:
         run: Callable[[web.Request], Awaitable[web.StreamResponse | None]],
     ) -> web.StreamResponse | None:
         """``run(request)``'s response (None if it gave none), or the S3 error it raised (an
-        unexpected exception is logged and answered ``InternalError``), with its request
-        id."""
+        unexpected exception is logged and answered ``InternalError``; a client gone
+        mid-request closes the connection), with its request id."""
         rid = self._request_id()
         try:
             resp = await run(request)
@@ -146,8 +147,19 @@ class S3Server:
                 return None
         except S3Error as e:
             resp = self.error(request, e, rid)
-        except (ConnectionResetError, web.HTTPException):
+        except ConnectionResetError as e:
+            # the client went away (its body cut off): nobody to answer; the connection is
+            # closed and what aiohttp then fails to send is dropped quietly
+            log.debug("s3 request %s %s: client gone: %s", request.method, request.path, e)
+            if request.transport is not None:
+                request.transport.close()
+            resp = web.Response(status=400)
+        except web.HTTPException:
             raise
+        except StoreError as e:  # keys and buckets live in the cluster store (etcd)
+            log.warning("s3 request %s %s: %s", request.method, request.path, e)
+            unreachable = S3Error("ServiceUnavailable", f"the cluster store is unreachable: {e}")
+            resp = self.error(request, unreachable, rid)
         except Exception:
             log.exception("s3 request %s %s failed", request.method, request.raw_path[:200])
             resp = self.error(request, S3Error("InternalError", "internal error; retry"), rid)

@@ -13,14 +13,15 @@ through random nodes' S3 APIs (boto3 without its own retries):
 Faults for ``SECONDS`` (seeded; ``OS_CHAOS_SEED`` replays a run): every 0.7-1.4 s, while fewer than
 two nodes are faulted (a killed node counts until it serves again), one on a node not already
 faulted: kill -9 (restarted 2-5 s later), a full cut (iptables DROP on its link, inside its
-namespace) or a one-link cut between two nodes, healed 2-5 s later; at most one node is down
-(killed, restarting or cut off) at a time, so every partition keeps a write quorum and what
-fails is what went through a faulted node. Each write tries up to
-three nodes (as a client with a list of endpoints would) before it counts as failed.
+namespace), a freeze (SIGSTOP: its connections stay open and calls to it hang, as on a device
+that sleeps; SIGCONT 2-5 s later) or a one-link cut between two nodes, healed 2-5 s later; at
+most one node is down (killed, restarting, frozen or cut off) at a time, so every partition
+keeps a write quorum and what fails is what went through a faulted node. Each write tries up
+to three nodes (as a client with a list of endpoints would) before it counts as failed.
 Then everything is healed and restarted and **every acknowledged PUT is read back and
 hash-checked**: zero acknowledged objects lost or corrupted; the rewritten key holds its last
 acknowledged value or a later attempt's; no layout change happened (all faults are far shorter
-than the grace period). ``-s`` prints the counts.
+than the grace period); no agent logged an error. ``-s`` prints the counts.
 """
 
 from __future__ import annotations
@@ -256,13 +257,15 @@ class Faults:
             return
         i = self.rng.choice(free)
         down = any(k != "link" for k, _, _ in self.active.values())
-        kind = "link" if down else self.rng.choice(["kill", "cut", "link"])
+        kind = "link" if down else self.rng.choice(["kill", "cut", "freeze", "link"])
         until = now + self.rng.uniform(2.0, 5.0)
         peer = None
         if kind == "kill":
             self.cluster.kill(i)
         elif kind == "cut":
             self.cluster.cut(i)
+        elif kind == "freeze":
+            self.cluster.freeze(i)
         else:
             peer = self.rng.choice([j for j in free if j != i])
             self.cluster.cut_link(i, peer)
@@ -284,6 +287,8 @@ class Faults:
     def undo(self, i: int, kind: str) -> None:
         if kind == "kill":
             self.cluster.start_agent(i)
+        elif kind == "freeze":
+            self.cluster.thaw(i)
         elif kind != "starting":
             self.cluster.heal(i)
         del self.active[i]
@@ -365,7 +370,9 @@ def test_chaos_with_load_loses_no_acknowledged_object(
     final = "lost" if body is None else sha(body)
     last_ack = max((i for i, (_, ok) in enumerate(led.rewrites) if ok), default=None)
     allowed = {d for d, _ in led.rewrites[last_ack or 0 :]}
-    kinds = {k: sum(f" {k} " in line for line in faults.log) for k in ("kill", "cut", "link")}
+    kinds = {
+        k: sum(f" {k} " in line for line in faults.log) for k in ("kill", "cut", "freeze", "link")
+    }
     print(
         f"\nstore chaos (seed {seed}, {SECONDS:g} s, faults {kinds}): {len(led.acked)} "
         f"acknowledged ({sum(n.startswith('small/') for n in led.acked)} small, "
@@ -378,6 +385,15 @@ def test_chaos_with_load_loses_no_acknowledged_object(
     )
     assert problems == {}, problems
     assert led.violations == [], led.violations
+    # faults are expected, not errors: nothing logged at ERROR (an unexpected exception, an
+    # InternalError answered, a task's failure never read)
+    errors = [
+        f"{a.name}: {line}"
+        for a in cluster.agents
+        for line in a.log.read_text(errors="replace").splitlines()
+        if " ERROR " in line
+    ]
+    assert errors == [], errors
     # the last acknowledged value or a later attempt's; absent only if none was acknowledged
     assert final in allowed | ({"lost"} if last_ack is None else set()), final
     after = next(line for line in status(cluster) or [] if line.startswith("layout version"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import urllib.request
 from typing import Any
 from urllib.parse import urlparse
@@ -60,3 +61,42 @@ def test_a_client_that_leaves_mid_body_is_not_a_server_error(
     with urllib.request.urlopen(url) as r:  # the node still serves
         assert r.read() == data
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_a_client_that_leaves_mid_upload_is_not_a_server_error(
+    s3env: S3Env, s3: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A PUT whose client goes away with half its body sent: nothing stored, nothing logged
+    as an error (aiohttp logs a handler's ConnectionResetError with its traceback)."""
+    s3.create_bucket(Bucket="quitter")
+    url = s3.generate_presigned_url("put_object", Params={"Bucket": "quitter", "Key": "k"})
+    u = urlparse(url)
+    caplog.set_level(logging.WARNING)
+    for _ in range(3):
+        with socket.create_connection((u.hostname, u.port)) as sock:
+            head = f"PUT {u.path}?{u.query} HTTP/1.1\r\nHost: {u.netloc}\r\n"
+            sock.sendall(f"{head}Content-Length: {4 << 20}\r\n\r\n".encode())
+            sock.sendall(os.urandom(2 << 20))
+        # closed with half the body unsent
+    time.sleep(0.5)  # the node notices each disconnect on its own thread
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket="quitter", Key="k")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_an_unreachable_cluster_store_is_a_503_not_a_500(
+    s3env: S3Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Access keys and buckets are looked up in the cluster store (through the coordinator
+    on an agent): a node cut off from it answers ServiceUnavailable, which clients retry."""
+    from cloudless.objectstore.s3.iam import Iam
+    from cloudless.store.errors import Unavailable
+
+    async def unreachable(self: Iam, key_id: str) -> None:
+        raise Unavailable("no coordinator answered the store proxy")
+
+    monkeypatch.setattr(Iam, "key", unreachable)
+    with pytest.raises(ClientError) as e:
+        s3env.client().list_buckets()
+    assert e.value.response["Error"]["Code"] == "ServiceUnavailable"
+    assert "unreachable" in e.value.response["Error"]["Message"]

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import AsyncIterator, Callable
@@ -401,3 +403,62 @@ async def test_a_peer_no_longer_allowed_loses_its_stream(cluster: LoopbackCluste
         with pytest.raises(PeerError, match="answered 403"):
             await peer.merge("objects", [("b/b", 1, e)])
         assert n2.local.raw("objects").entry("b/b") is None
+
+
+async def test_calls_a_cancelled_write_leaves_running_are_kept_and_their_errors_read(
+    cluster: LoopbackCluster,
+) -> None:
+    """A write whose caller is cancelled (its upload cut off) while a peer's call hangs (a
+    frozen node): the call goes on in the background, tracked like the calls an early
+    return leaves, and its failure is read (no 'exception was never retrieved')."""
+    c = cluster.nodes["n1"].cluster
+    assert c is not None
+    hang = asyncio.Event()
+    unretrieved: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, ctx: unretrieved.append(ctx))
+
+    async def local() -> str:
+        return "ok"
+
+    async def remote(peer: Peer) -> str:
+        await hang.wait()
+        raise PeerError(f"peer {peer.name}: timed out")
+
+    write = asyncio.ensure_future(
+        c.each(("n1", "n2", "n3"), local, remote, enough=lambda acked: len(acked) >= 2)
+    )
+    await asyncio.sleep(0.05)
+    write.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await write
+    assert len(c._background) == 2  # the two peers' calls, still running
+    hang.set()
+    await asyncio.sleep(0.05)
+    assert not c._background
+    gc.collect()
+    await asyncio.sleep(0)
+    assert unretrieved == []
+    loop.set_exception_handler(None)
+
+
+async def test_a_stream_its_peer_stopped_opening_is_dropped_quietly(
+    cluster: LoopbackCluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The peer's wait for a stream to open is bounded (``STREAM_OPEN``): a node slow to
+    answer (frozen, loaded) finds the connection closed when it answers. That is no error
+    of this node's; the peer's calls went over HTTP meanwhile."""
+    real = web.WebSocketResponse.prepare
+
+    async def peer_gone(self: web.WebSocketResponse, request: web.BaseRequest) -> Any:
+        assert request.transport is not None
+        request.transport.close()  # as the peer's timeout does
+        return await real(self, request)
+
+    monkeypatch.setattr(web.WebSocketResponse, "prepare", peer_gone)
+    caplog.set_level(logging.WARNING)
+    data = os.urandom(4096)
+    await cluster.engine("n1").put("b", "gone", body(data), content_type="x", user_meta={})
+    await asyncio.sleep(0.1)
+    assert await read_all(cluster, "n2", "gone") == data
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
