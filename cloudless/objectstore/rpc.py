@@ -232,6 +232,11 @@ class RpcServer:
             resp: web.StreamResponse = await handler(request)
         except BadCall as e:
             return web.json_response({"error": str(e)}, status=400)
+        except ConnectionResetError as e:  # the peer went away mid-call (killed, gave up)
+            log.debug("%s %s from %s: connection lost: %s", request.method, request.path, peer, e)
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=400, text="the peer went away")  # never sent
         return resp
 
     async def merge(self, request: web.Request) -> web.Response:
@@ -282,7 +287,7 @@ class RpcServer:
                 out["reads_refused"] = f"{self.local.writer} is catching up after downtime"
         return out
 
-    async def calls(self, request: web.Request) -> web.StreamResponse:
+    async def calls(self, request: web.Request) -> web.WebSocketResponse:
         """The call stream (``CALLS_PATH``): a WebSocket on which the peer sends ``merge``
         and ``batch`` calls as binary messages ``<4-byte id><1-byte call><body>`` (the
         body as over HTTP) and gets ``<id><1-byte status><answer>`` back, in any order:
@@ -294,11 +299,7 @@ class RpcServer:
         transport = request.transport
         peer = identity(transport.get_extra_info("ssl_object") if transport else None)
         ws = web.WebSocketResponse(max_msg_size=STREAM_MAX + 5, autoping=True)
-        try:
-            await ws.prepare(request)
-        except ConnectionError as e:  # the peer stopped waiting for it (its wait is bounded)
-            log.debug("call stream from %s: gone before it opened: %s", peer, e)
-            return web.Response(status=400, text="the peer went away")  # never sent
+        await ws.prepare(request)  # a peer that stopped waiting: see _authorize
         self._streams.add(ws)
         running: set[asyncio.Task[None]] = set()
         try:

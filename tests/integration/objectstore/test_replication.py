@@ -462,3 +462,26 @@ async def test_a_stream_its_peer_stopped_opening_is_dropped_quietly(
     await asyncio.sleep(0.1)
     assert await read_all(cluster, "n2", "gone") == data
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_peer_gone_mid_call_is_no_error_here(
+    cluster: LoopbackCluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A call whose peer went away while its body was read (killed, or it gave up): the
+    connection is closed; nothing is logged as this node's error."""
+    real_read = web.BaseRequest.read
+    lost: list[str] = []
+
+    async def read_once_lost(self: web.BaseRequest) -> bytes:
+        if self.path == "/rpc/batch" and not lost:
+            lost.append(self.path)
+            raise ConnectionResetError("Connection lost")
+        return await real_read(self)
+
+    monkeypatch.setattr(web.BaseRequest, "read", read_once_lost)
+    caplog.set_level(logging.WARNING)
+    data = os.urandom(200_000)  # a batch over the stream's limit: over HTTP
+    await cluster.engine("n1").put("b", "lost", body(data), content_type="x", user_meta={})
+    assert lost == ["/rpc/batch"]
+    assert await read_all(cluster, "n1", "lost") == data
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
