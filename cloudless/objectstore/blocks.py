@@ -180,8 +180,6 @@ class BlockStore:
         final = self._file(h)
         if os.path.exists(final):
             return False
-        if len(data) <= SYNC_MAX:
-            self._keep(h, bytes(data))
         tmp = f"{final}.tmp.{secrets.token_hex(4)}"
         try:
             try:
@@ -203,6 +201,8 @@ class BlockStore:
                 os.unlink(tmp)
             raise
         self._trust(h, _signature(os.stat(final)))  # after the rename, which sets its ctime
+        if len(data) <= SYNC_MAX:
+            self._keep(h, bytes(data))
         if durable:
             _fsync_dir(os.path.dirname(final))  # the rename itself must survive a power cut
         return True

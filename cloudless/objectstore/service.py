@@ -12,12 +12,11 @@ peer RPC on mutual TLS with the node's certificate, and runs, in one TaskGroup:
 * catch-up after start (``antientropy.catch_up``): a node that ran before, or whose disk
   is new while the layout already reads from it (``must_catch_up``: wiped or replaced),
   serves no quorum reads until it has compared every partition it owns with another owner;
-  then anti-entropy rounds and
-  tombstone collection, hinted handoff, block GC, the block resync queue (``resync.py``:
-  blocks no replica served during a pull or a scrub repair, retried with backoff), the
-  throttled scrub, and on a node that ran before, a check of the blocks written just
-  before it stopped (``BlockStore.check_recent``: one truncated by a power cut is
-  quarantined and queued for resync);
+  then anti-entropy rounds and tombstone collection, hinted handoff, block GC, the block
+  resync queue (``resync.py``: blocks no replica served during a pull or a scrub repair,
+  retried with backoff), the throttled scrub, and on a node that ran before, a check of the
+  blocks written just before it stopped (``BlockStore.check_recent``: one truncated by a
+  power cut is quarantined and queued for resync);
 * the S3 gateway on ``s3_listen`` once a layout exists.
 
 The cluster store is reached through ``store`` (a ``ProxyStore`` over the coordinator in an
