@@ -586,6 +586,13 @@ def agent(
             help="Per second: the most this node pulls to sync and repair (0: no limit).",
         ),
     ] = "64Mi",
+    storage_cache: Annotated[
+        str,
+        typer.Option(
+            metavar="SIZE",
+            help="Memory the store holds recently used rows and small blocks in (0: none).",
+        ),
+    ] = "24Mi",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str, typer.Option(help="console (one plain line per record) or json (JSON lines).")
@@ -629,6 +636,7 @@ def agent(
             storage_grace,
             advertise=storage_advertise,
             s3_domains=s3_domain,
+            cache=storage_cache,
         )
         from cloudless.model.resources import parse_size
 
@@ -765,6 +773,7 @@ def storage_config(
     *,
     advertise: str = "",
     s3_domains: str = "",
+    cache: str = "24Mi",
 ) -> Any:
     """The agent's ``StorageConfig`` for ``--storage`` and its companion flags; a bad value
     names the flag."""
@@ -777,6 +786,10 @@ def storage_config(
         capacity = parse_size(size)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--storage") from None
+    try:
+        cache_bytes = parse_size(cache)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--storage-cache") from None
     ends = []
     for flag, value in (("--storage-listen", listen), ("--s3-listen", s3)):
         try:
@@ -820,6 +833,7 @@ def storage_config(
         s3_domains=domains,
         replication=replication,
         grace_s=grace,
+        cache_bytes=cache_bytes,
     )
 
 

@@ -9,7 +9,7 @@
 * ``read`` re-hashes what it read; a mismatch moves the file to ``corrupt/`` and raises
   ``CorruptBlock`` (the caller reads another replica and the resync brings a good copy back).
   Small blocks (up to ``SYNC_MAX``) are kept in memory once written or read and hashed, up
-  to ``SMALL_CACHE_BYTES``: ``read`` answers those without touching the disk, with bytes
+  to ``small_cache_bytes``: ``read`` answers those without touching the disk, with bytes
   that passed their hash check (damage to the file after that is the scrub's to find).
   ``read_sync``, the scrub's read, always reads and hashes the file.
 * ``open`` hands back the open file instead of its bytes, for a caller that sends it without
@@ -56,7 +56,8 @@ SYNC_MAX = 64 << 10
 """Blocks up to this size are read and written on the event loop: a thread hand-off costs
 more than the I/O (and on a loaded machine, milliseconds)."""
 SMALL_CACHE_BYTES = 16 << 20
-"""Bytes of small blocks ``read`` answers from memory (least recently used dropped)."""
+"""Bytes of small blocks ``read`` answers from memory by default (least recently used
+dropped)."""
 TRUSTED_MAX = 16384
 """Block files whose hash check ``open`` remembers (~400 bytes of memory each)."""
 _HASH = re.compile(r"[0-9a-f]{64}\Z")
@@ -140,7 +141,13 @@ def _file_hash(f: io.FileIO) -> str:
 
 class BlockStore:
     def __init__(
-        self, root: Path, meta: MetaDb, *, gc_delay: float = GC_DELAY, fsync_each: bool = True
+        self,
+        root: Path,
+        meta: MetaDb,
+        *,
+        gc_delay: float = GC_DELAY,
+        fsync_each: bool = True,
+        small_cache_bytes: int | None = None,
     ) -> None:
         self.root = root
         self._root = str(root)
@@ -155,6 +162,10 @@ class BlockStore:
         """Guards ``_trusted`` and ``_small`` (a write or a read may run in a thread)."""
         self._small: OrderedDict[str, bytes] = OrderedDict()
         self._small_bytes = 0
+        self.small_cache_bytes = (
+            SMALL_CACHE_BYTES if small_cache_bytes is None else small_cache_bytes
+        )
+        """Bytes of small blocks held for ``read`` (``SMALL_CACHE_BYTES`` by default)."""
         self.refs = meta.table("block_refs")
         self.db = meta.db
         self.db.execute("CREATE TABLE IF NOT EXISTS block_gc (hash TEXT PRIMARY KEY, due REAL)")
@@ -284,7 +295,7 @@ class BlockStore:
                 self._small_bytes -= len(old)
             self._small[h] = data
             self._small_bytes += len(data)
-            while self._small_bytes > SMALL_CACHE_BYTES:
+            while self._small_bytes > self.small_cache_bytes:
                 self._small_bytes -= len(self._small.popitem(last=False)[1])
 
     def _kept(self, h: str) -> bytes | None:

@@ -32,14 +32,19 @@ from cloudless.objectstore.merkle import Node, Tree, key_hash, span
 
 _TABLE = re.compile(r"^[a-z_]{1,32}$")
 ROW_CACHE_BYTES = 8 << 20
-"""What the rows ``entry`` keeps in memory may take: their values' and keys' bytes, plus
-``_ROW_OVERHEAD`` each."""
+"""What the rows ``entry`` keeps in memory may take by default: their values' and keys'
+bytes, plus ``_ROW_OVERHEAD`` each."""
 _ROW_OVERHEAD = 200
 
 
 class MetaDb:
     def __init__(
-        self, path: Path | str, writer: str, *, checkpoint_in_background: bool = False
+        self,
+        path: Path | str,
+        writer: str,
+        *,
+        checkpoint_in_background: bool = False,
+        row_cache_bytes: int | None = None,
     ) -> None:
         """``checkpoint_in_background``: no WAL checkpoint on commit; the owner calls
         ``checkpoint`` (from a thread) every so often instead, so the checkpoint's fsyncs
@@ -61,6 +66,8 @@ class MetaDb:
         """(table, pk) -> the row as committed or as this connection's open transaction
         holds it, least recently used first."""
         self._row_bytes = 0
+        self.row_cache_bytes = ROW_CACHE_BYTES if row_cache_bytes is None else row_cache_bytes
+        """What the rows held in memory may take (``ROW_CACHE_BYTES`` by default)."""
 
     def cached(self, table: str, pk: str) -> Entry | None:
         """Row ``pk`` of ``table`` if it is in memory (None: not known here, ask SQLite)."""
@@ -76,7 +83,7 @@ class MetaDb:
             self._row_bytes -= _row_cost(pk, old)
         self._rows[key] = e
         self._row_bytes += _row_cost(pk, e)
-        while self._row_bytes > ROW_CACHE_BYTES:
+        while self._row_bytes > self.row_cache_bytes:
             oldest, gone = next(iter(self._rows.items()))
             del self._rows[oldest]
             self._row_bytes -= _row_cost(oldest[1], gone)

@@ -88,6 +88,10 @@ class NodeTls:
     ca_pem: bytes
 
 
+CACHE_BYTES = 24 << 20
+"""``StorageConfig.cache_bytes`` by default: 8 MiB of rows, 16 MiB of small blocks."""
+
+
 @dataclass
 class StorageConfig:
     data_dir: Path
@@ -119,6 +123,9 @@ class StorageConfig:
     metadata row that makes it visible is SQLite WAL with ``synchronous=NORMAL`` either
     way)."""
     block_flush_s: float = 1.0
+    cache_bytes: int = CACHE_BYTES
+    """Memory for what the node holds between requests: a third for metadata rows, the rest
+    for small blocks (0: nothing held; every read goes to SQLite and the disk)."""
 
 
 @dataclass
@@ -197,8 +204,14 @@ class StorageService:
     def _open(self) -> LocalStore:
         d = self.cfg.data_dir
         d.mkdir(parents=True, exist_ok=True)
-        meta = MetaDb(d / "meta.db", self.me, checkpoint_in_background=True)
-        blocks = BlockStore(d / "blocks", meta, fsync_each=self.cfg.fsync_blocks)
+        rows = self.cfg.cache_bytes // 3
+        meta = MetaDb(d / "meta.db", self.me, checkpoint_in_background=True, row_cache_bytes=rows)
+        blocks = BlockStore(
+            d / "blocks",
+            meta,
+            fsync_each=self.cfg.fsync_blocks,
+            small_cache_bytes=self.cfg.cache_bytes - rows,
+        )
         blocks.remove_temps()
         return LocalStore(meta, blocks, self.clock)
 

@@ -251,6 +251,32 @@ def test_a_bad_s3_domain_is_named(tmp_path: Path, bad: str) -> None:
     assert e.value.param_hint == "--s3-domain" and repr(bad) in str(e.value)
 
 
+@pytest.mark.parametrize(
+    ("cache", "held", "problem"),
+    [
+        ("24Mi", 24 << 20, ""),  # the default
+        ("0", 0, ""),  # nothing held: a device short of memory
+        ("1.5Gi", 3 << 29, ""),
+        ("lots", 0, "lots"),
+        ("-1Mi", 0, "-1Mi"),
+    ],
+)
+def test_storage_cache_flag(tmp_path: Path, cache: str, held: int, problem: str) -> None:
+    import typer
+
+    a = daemons.agent_config(
+        join="", token="", data_dir=tmp_path, name="pi", zone="home", region="", labels=None,
+        address="", cpu=None, memory=None, disk=None,
+    )  # fmt: skip
+    if problem:
+        with pytest.raises(typer.BadParameter) as e:
+            daemons.storage_config(a, "1Gi", "0.0.0.0:3901", "0.0.0.0:3900", 3, None, cache=cache)
+        assert e.value.param_hint == "--storage-cache" and problem in str(e.value)
+        return
+    s = daemons.storage_config(a, "1Gi", "0.0.0.0:3901", "0.0.0.0:3900", 3, None, cache=cache)
+    assert s.cache_bytes == held
+
+
 class _FailingCoordinator:
     def __init__(self, config: Any) -> None:
         self.config = config

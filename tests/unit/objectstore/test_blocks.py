@@ -53,9 +53,10 @@ async def test_corrupt_block_is_detected_and_quarantined(tmp_path: Path) -> None
 
 
 async def test_small_blocks_are_held_within_the_budget_and_dropped_with_their_file(
-    blocks: BlockStore, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.setattr("cloudless.objectstore.blocks.SMALL_CACHE_BYTES", 3 * 10_000)
+    meta = MetaDb(tmp_path / "meta.db", "n1")
+    blocks = BlockStore(tmp_path / "blocks", meta, small_cache_bytes=3 * 10_000)
     pieces = [os.urandom(10_000) for _ in range(4)]
     hashes = [block_hash(p) for p in pieces]
     for h, p in zip(hashes, pieces, strict=True):
@@ -262,3 +263,12 @@ def test_the_gc_deletes_in_bounded_batches(tmp_path: Path) -> None:
     rest = blocks.collect(now=1.0, limit=3)
     assert len(first) == 3 and len(rest) == 2 and sorted(first + rest) == sorted(hashes)
     assert blocks.collect(now=1.0, limit=3) == []
+
+
+async def test_a_budget_of_zero_holds_nothing(tmp_path: Path) -> None:
+    blocks = BlockStore(tmp_path / "b", MetaDb(tmp_path / "m.db", "n1"), small_cache_bytes=0)
+    data = os.urandom(5_000)
+    await blocks.write(block_hash(data), data)
+    blocks.path(block_hash(data)).unlink()
+    with pytest.raises(MissingBlock):
+        await blocks.read(block_hash(data))

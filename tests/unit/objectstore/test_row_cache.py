@@ -52,9 +52,8 @@ OPS = st.lists(
 def test_entry_is_what_sqlite_holds(
     tmp_path_factory: pytest.TempPathFactory, ops: list[tuple], budget: int
 ) -> None:
-    meta = MetaDb(tmp_path_factory.mktemp("rows") / "m.db", "n1")
-    saved = metadb.ROW_CACHE_BYTES
-    metadb.ROW_CACHE_BYTES = budget  # 0: every row evicted at once; 700: a few kept
+    # budget 0: every row evicted at once; 700: a few kept
+    meta = MetaDb(tmp_path_factory.mktemp("rows") / "m.db", "n1", row_cache_bytes=budget)
     try:
         for op in ops:
             t = meta.table(op[1])
@@ -76,7 +75,6 @@ def test_entry_is_what_sqlite_holds(
         assert meta._row_bytes <= max(budget, 0) or not meta._rows
         assert meta._row_bytes == sum(metadb._row_cost(pk, e) for (_, pk), e in meta._rows.items())
     finally:
-        metadb.ROW_CACHE_BYTES = saved
         meta.close()
 
 
