@@ -290,9 +290,7 @@ class BlockStore:
     def _keep(self, h: str, data: bytes) -> None:
         """Hold small block ``h``'s bytes (checked against ``h``) for ``read``."""
         with self._trusting:
-            old = self._small.pop(h, None)
-            if old is not None:
-                self._small_bytes -= len(old)
+            self._unhold(h)
             self._small[h] = data
             self._small_bytes += len(data)
             while self._small_bytes > self.small_cache_bytes:
@@ -310,9 +308,13 @@ class BlockStore:
         purpose): its next ``read`` or ``open`` reads and hashes the file."""
         with self._trusting:
             self._trusted.pop(h, None)
-            data = self._small.pop(h, None)
-            if data is not None:
-                self._small_bytes -= len(data)
+            self._unhold(h)
+
+    def _unhold(self, h: str) -> None:
+        """Drop block ``h``'s held bytes, if any (the caller holds ``_trusting``)."""
+        data = self._small.pop(h, None)
+        if data is not None:
+            self._small_bytes -= len(data)
 
     def _quarantine(self, h: str) -> NoReturn:
         self.forget(h)

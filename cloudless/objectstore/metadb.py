@@ -77,11 +77,8 @@ class MetaDb:
         return e
 
     def remember(self, table: str, pk: str, e: Entry) -> None:
-        key = (table, pk)
-        old = self._rows.pop(key, None)
-        if old is not None:
-            self._row_bytes -= _row_cost(pk, old)
-        self._rows[key] = e
+        self.forget(table, pk)
+        self._rows[table, pk] = e
         self._row_bytes += _row_cost(pk, e)
         while self._row_bytes > self.row_cache_bytes:
             oldest, gone = next(iter(self._rows.items()))
