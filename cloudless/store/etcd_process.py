@@ -140,6 +140,21 @@ class MemberConfig:
         ]
 
 
+REMOVED_SAYINGS = (
+    "permanently removed",
+    "member has been removed",
+    "failed to find local ID in cluster members",
+)
+"""What etcd logs when its own member was removed from the cluster. The last is the panic of
+a member that applies its own removal (its membership no longer holds it) before it reaches
+the orderly "permanently removed" exit."""
+
+
+def says_removed(log: str) -> bool:
+    """Whether an etcd process's log says its member was removed."""
+    return any(s in log for s in REMOVED_SAYINGS)
+
+
 class EtcdMember:
     """One etcd process. ``start()`` returns once the member answers a status call."""
 
@@ -338,8 +353,7 @@ class EtcdMember:
     def removed(self) -> bool:
         """etcd logged, in this process's lifetime, that the member was removed (the line may
         be followed by dozens of shutdown lines, one per peer stream)."""
-        said = self._lifetime_log()
-        return "permanently removed" in said or "member has been removed" in said
+        return says_removed(self._lifetime_log())
 
     async def _until_dead(self, interval: float, unhealthy_after: float) -> None:
         """Return once the process has exited (killing it first if it stopped answering)."""
