@@ -6,10 +6,11 @@ request), the baseline without auth. Rounds alternate baseline/store to spread m
 each figure is the median of the rounds.
 
 Workloads: PUT and GET of 1 MiB objects (4 concurrent), of 64 MiB objects (one at a time),
-and of 4 KiB objects (16 concurrent: ops/s and P50 latency). Every object holds distinct
-random bytes (the store deduplicates identical blocks). Each round GETs what it just PUT, so
-the store answers small GETs from what it holds in memory; a second store with nothing held
-(``store_cold``) runs the 4 KiB workload beside it.
+and of 4 KiB objects (16 concurrent: ops/s and P50 latency; then the stores list the round's
+1,000 keys with ListObjectsV2, 5 times). Every object holds distinct random bytes (the store
+deduplicates identical blocks). Each round GETs what it just PUT, so the store answers small
+GETs from what it holds in memory; a second store with nothing held (``store_cold``) runs
+the 4 KiB workload beside it.
 
 With ``--before DIR`` a third server runs the store from the code tree at ``DIR`` (a ``git
 archive`` of the commit a change started from), in the same rounds: before and after side by
@@ -205,8 +206,42 @@ async def measure(targets: list[Target]) -> dict[str, dict[str, list[float]]]:
                             r.setdefault(f"{method} {wl} p50 ms", []).append(
                                 percentile(lat, 50) * 1000
                             )
+                    if wl == "4KiB" and t.s3 is not None:
+                        await list_keys(session, t, f"r{rnd}-{wl}-", count, results[t.name])
                     del bodies
     return results
+
+
+LISTS = 5
+
+
+async def list_keys(
+    session: aiohttp.ClientSession,
+    target: Target,
+    prefix: str,
+    count: int,
+    into: dict[str, list[float]],
+) -> None:
+    """ListObjectsV2 of the ``count`` keys a round just wrote (one page), ``LISTS`` times:
+    what a listing of small objects costs (their rows' heads only)."""
+    assert target.s3 is not None
+    url = target.s3.generate_presigned_url(
+        "list_objects_v2",
+        Params={"Bucket": "bench", "Prefix": prefix, "MaxKeys": count},
+        ExpiresIn=3600,
+    )
+    cpu0, times = target.cpu(), []
+    for _ in range(LISTS):
+        t = time.perf_counter()
+        async with session.get(url) as r:
+            text = await r.text()
+            if r.status != 200 or text.count("<Key>") != count:
+                raise RuntimeError(f"LIST {r.status}: {text[:200]}")
+        times.append(time.perf_counter() - t)
+    into.setdefault(f"LIST {count} keys ms", []).append(statistics.median(times) * 1000)
+    into.setdefault(f"LIST {count} keys server cpu ms", []).append(
+        (target.cpu() - cpu0) / LISTS * 1000
+    )
 
 
 RATIOS = (
@@ -303,6 +338,9 @@ def main() -> None:
     for k in base:
         was = f" before {figures['before'][k]:>9}" if "before" in figures else ""
         print(f"{k:24s} baseline {base[k]:>9}{was} store {store[k]:>9}")
+    for k in (k for k in store if k.startswith("LIST")):
+        was = f" before {figures['before'][k]:>9}" if "before" in figures else ""
+        print(f"{k:24s} store {store[k]:>9}{was} nothing held {figures['store_cold'][k]:>9}")
     for k, floor in figures["aiohttp_floor"].items():
         print(f"{k:24s} aiohttp floor {floor:>9}")
     for k, cold in figures["store_cold"].items():

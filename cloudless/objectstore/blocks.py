@@ -50,7 +50,7 @@ from cloudless.lib.errors import CloudlessError
 from cloudless.objectstore.metadb import MetaDb
 
 BLOCK_SIZE = 1 << 20
-INLINE_MAX = 3072
+INLINE_MAX = 16 << 10
 GC_DELAY = 600.0
 SYNC_MAX = 64 << 10
 """Blocks up to this size are read and written on the event loop: a thread hand-off costs

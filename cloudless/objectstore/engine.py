@@ -7,7 +7,9 @@ Contracts:
   body that fails (bad checksum, cut connection) leaves no object and its blocks are queued
   for GC;
 * a reader sees either the old or the new version of a key, never a mix;
-* objects up to ``INLINE_MAX`` bytes live inline in their metadata row; larger ones are split
+* objects up to ``INLINE_MAX`` bytes live inline in their metadata row (the raw bytes after
+  the record's JSON head, checked against the ETag when the record is decoded; listings ask the
+  replicas for heads only, ``shallow``); larger ones are split
   into ``BLOCK_SIZE`` blocks, one ``version_blocks`` row each, except a single PUT's body of
   one block: its object row's embedded block list is its only block list (one row less per
   replica); a version's references are released from its rows and its embedded list both;
@@ -24,6 +26,7 @@ import concurrent.futures
 import contextlib
 import hashlib
 import itertools
+import logging
 import os
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -42,6 +45,7 @@ from cloudless.objectstore.records import (
     UPLOADS,
     VERSION_BLOCKS,
     BlockRef,
+    CorruptRecord,
     ObjectMeta,
     Part,
     Upload,
@@ -52,6 +56,8 @@ from cloudless.objectstore.records import (
 )
 from cloudless.objectstore.s3.errors import S3Error
 from cloudless.objectstore.seams import Blocks, Commit, MetaTable, Tables
+
+log = logging.getLogger(__name__)
 
 MAX_PARTS = 10_000
 MIN_PART_SIZE = 5 << 20
@@ -446,9 +452,9 @@ class Engine:
         if not c.complete:  # a replica did not report its states: read again
             after = await self.objects.entry(pk, part)
             lost = lost or after != c.entry
-        gone = [ObjectMeta.decode(e.value) for e in c.superseded() if e.value]
+        gone = [ObjectMeta.head(e.value) for e in c.superseded() if e.value]
         if lost and c.entry.value is not None:
-            gone.append(ObjectMeta.decode(c.entry.value))
+            gone.append(ObjectMeta.head(c.entry.value))
         try:
             async with asyncio.TaskGroup() as tg:
                 for v, blocks in dict.fromkeys((m.version, m.blocks) for m in gone):
@@ -531,7 +537,13 @@ class Engine:
 
     async def head(self, bucket: str, key: str) -> ObjectMeta | None:
         e = await self.objects.entry(object_pk(bucket, key), partition(bucket))
-        return None if e is None or e.value is None else ObjectMeta.decode(e.value)
+        if e is None or e.value is None:
+            return None
+        try:
+            return ObjectMeta.decode(e.value)
+        except CorruptRecord as err:  # its inline body was damaged where it is stored
+            log.warning("%s/%s: %s", bucket, key, err)
+            raise S3Error("InternalError", f"{bucket}/{key}: {err}") from None
 
     async def read(self, obj: ObjectMeta, start: int, end: int) -> AsyncGenerator[bytes, None]:
         """Bytes ``start`` to ``end`` (exclusive) of ``obj``, every block hash-checked before
@@ -686,7 +698,12 @@ class Engine:
         last = ""
         while len(keys) + len(prefixes) < limit:
             rows = await self.objects.range(
-                partition(bucket), start, prefix=base + prefix, limit=256, include_start=include
+                partition(bucket),
+                start,
+                prefix=base + prefix,
+                limit=256,
+                include_start=include,
+                shallow=True,
             )
             if not rows:
                 return Listing(keys, prefixes, False, last)
@@ -713,12 +730,17 @@ class Engine:
                         break
                 if len(keys) + len(prefixes) >= limit:
                     return Listing(keys, prefixes, True, last)
-                keys.append((key, ObjectMeta.decode(e.value)))
+                keys.append((key, ObjectMeta.head(e.value)))
                 last = key
             if not jumped and len(rows) < 256:
                 return Listing(keys, prefixes, False, last)
         more = await self.objects.range(
-            partition(bucket), start, prefix=base + prefix, limit=256, include_start=include
+            partition(bucket),
+            start,
+            prefix=base + prefix,
+            limit=256,
+            include_start=include,
+            shallow=True,
         )
         return Listing(keys, prefixes, any(e.value is not None for _, e in more), last)
 

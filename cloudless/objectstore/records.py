@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import json
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import blake3
@@ -81,21 +83,137 @@ class ObjectMeta:
             "c": self.checksums,
             "p": self.parts,
         }
-        if self.inline is not None:
-            d["i"] = base64.b64encode(self.inline).decode()
         if self.blocks is not None:
             d["b"] = [[b.hash, b.size] for b in self.blocks]
-        return json.dumps(d, separators=(",", ":")).encode()
+        head = json.dumps(d, separators=(",", ":")).encode()
+        if self.inline is None:
+            return head
+        raw = head + BODY + self.inline
+        if body_matches(self):
+            BODIES.keep(raw, self)
+        return raw
 
     @classmethod
     def decode(cls, raw: bytes) -> ObjectMeta:
-        """The record ``encode`` gave ``raw`` (cached: the same row is read again and again,
-        so the result is shared; nobody may change its dictionaries)."""
-        return _decode_object(raw)
+        """The record ``encode`` gave ``raw``, its inline body checked against its ETag
+        (``CorruptRecord`` if it does not match). Decoded records are cached, keyed by their
+        bytes, and shared (nobody may change their dictionaries): heads in ``_decode_object``,
+        records with a body in ``BODIES``, which holds only records whose body matched."""
+        cut = raw.find(BODY)
+        if cut < 0:
+            return _decode_object(raw)
+        held = BODIES.get(raw)
+        if held is not None:
+            return held
+        h = _decode_object(raw[:cut])
+        obj = ObjectMeta(
+            h.version,
+            h.size,
+            h.etag,
+            h.mtime,
+            h.content_type,
+            h.user_meta,
+            raw[cut + 1 :],
+            h.checksums,
+            h.parts,
+            h.blocks,
+        )
+        check_body(obj)
+        BODIES.keep(raw, obj)
+        return obj
+
+    @classmethod
+    def head(cls, raw: bytes) -> ObjectMeta:
+        """``decode`` without the inline body (``inline`` None, nothing checked): for a
+        listing, or for what a superseded version held (its version and blocks)."""
+        cut = raw.find(BODY)
+        if cut >= 0:
+            return _decode_object(raw[:cut])
+        obj = _decode_object(raw)
+        return obj if obj.inline is None else replace(obj, inline=None)  # an earlier format
 
 
+class CorruptRecord(ValueError):
+    """An object record whose inline body does not match its ETag (damaged where it is
+    stored)."""
+
+
+def body_matches(obj: ObjectMeta) -> bool:
+    """Whether ``obj``'s inline body matches its ETag: the MD5 of the bytes of a single PUT
+    and of its copies (a multipart ETag ends in ``-N``; such objects are never inline, and an
+    ETag that is not an MD5 is not checked)."""
+    body = obj.inline
+    return body is None or len(obj.etag) != 32 or hashlib.md5(body).hexdigest() == obj.etag
+
+
+def check_body(obj: ObjectMeta) -> None:
+    """``CorruptRecord`` unless ``body_matches(obj)``."""
+    if not body_matches(obj):
+        raise CorruptRecord(
+            f"object version {obj.version}: its inline body does not match its ETag"
+        )
+
+
+class _Bodies:
+    """Decoded records with inline bodies, each checked (``body_matches``) before it is kept,
+    keyed by the record's bytes, up to ``budget`` bytes of bodies (least recently used
+    dropped). Keyed by content, so a record whose stored bytes changed is a new key, decoded
+    and checked again; a record encoded here is kept at once, so a GET after its PUT reads it
+    from memory, as a small block is held once written."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._held: OrderedDict[bytes, ObjectMeta] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, raw: bytes) -> ObjectMeta | None:
+        obj = self._held.pop(raw, None)
+        if obj is not None:
+            self._held[raw] = obj  # most recently used now
+        return obj
+
+    def keep(self, raw: bytes, obj: ObjectMeta) -> None:
+        """Hold ``obj``, decoded from ``raw``; the caller checked its body."""
+        cost = _cost(raw, obj)
+        if cost > self.budget or raw in self._held:
+            return
+        self._held[raw] = obj
+        self._bytes += cost
+        while self._bytes > self.budget:
+            old, gone = self._held.popitem(last=False)
+            self._bytes -= _cost(old, gone)
+
+
+def _cost(raw: bytes, obj: ObjectMeta) -> int:
+    return len(raw) + len(obj.inline or b"") + _BODY_OVERHEAD
+
+
+BODY_CACHE_BYTES = 8 << 20
+"""What ``BODIES`` may hold: each record's bytes and its body's (a copy, or the body the
+record was encoded from) plus ``_BODY_OVERHEAD``. Process-wide, like the decoded heads (the
+record's bytes are often the same object the node's row cache holds)."""
+_BODY_OVERHEAD = 300
+BODIES = _Bodies(BODY_CACHE_BYTES)
+BODY = b"\0"
+"""Separates an object record's JSON head from its inline body (the raw bytes follow it).
+JSON as ``json.dumps`` writes it never holds a NUL byte, so the first one is the separator.
+Records written before bodies followed the head carry them base64-encoded in the head's
+``"i"``, which ``decode`` still reads."""
 DECODED_MAX = 2048
-"""Decoded object records kept (each at most a few KiB: an inline body is <= 3 KiB)."""
+"""Decoded object records kept (heads only: each at most a few KiB)."""
+
+
+def listed(raw: bytes) -> bytes:
+    """An object record without its inline body, for a listing (which needs the head only:
+    size, ETag, time). ``decode`` of it gives ``inline=None``: never serve an object from it."""
+    cut = raw.find(BODY)
+    if cut >= 0:
+        return raw[:cut]
+    if b'"i":' not in raw:
+        return raw
+    d = json.loads(raw)
+    d.pop("i", None)
+    return json.dumps(d, separators=(",", ":")).encode()
 
 
 @functools.lru_cache(maxsize=DECODED_MAX)

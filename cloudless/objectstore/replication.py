@@ -485,7 +485,10 @@ class ReplicatedTable:
         prefix: str = "",
         limit: int = 1000,
         include_start: bool = True,
+        shallow: bool = False,
     ) -> list[tuple[str, Entry]]:
+        """``shallow``: peers answer object records without their inline bodies; this
+        node's own rows are read whole (no network to save)."""
         nodes = self.c.nodes(partition)
 
         async def local() -> list[tuple[str, Entry]]:
@@ -496,7 +499,9 @@ class ReplicatedTable:
         answers, failed = await self.c.each(
             nodes,
             local,
-            lambda p: p.range(self.name, start, prefix, limit, include_start, partition),
+            lambda p: p.range(
+                self.name, start, prefix, limit, include_start, partition, shallow=shallow
+            ),
             enough=lambda ok: len(ok) >= need,
         )
         quorum.check(f"list {self.name}/{prefix}", need, nodes, failed)

@@ -27,7 +27,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
@@ -37,6 +37,7 @@ from cloudless.objectstore import treesync
 from cloudless.objectstore.blocks import MissingBlock, block_hash
 from cloudless.objectstore.crdt import Entry
 from cloudless.objectstore.local import LocalStore
+from cloudless.objectstore.records import OBJECTS, listed
 
 if TYPE_CHECKING:
     from cloudless.objectstore.handoff import HintStore
@@ -372,9 +373,14 @@ class RpcServer:
             table = self.local.replicated(b["table"])
             start, prefix, include = str(b["start"]), str(b["prefix"]), bool(b["include"])
             limit = int(b["limit"])
+            shallow = b.get("shallow", False) is True
+            if shallow and b["table"] != OBJECTS:
+                raise ValueError(f"shallow: only {OBJECTS} rows have bodies to leave out")
         if (refused := self._catching_up(part)) is not None:
             return refused
         rows = table.range(start, prefix=prefix, limit=limit, include_start=include)
+        if shallow:
+            rows = [(pk, replace(e, value=listed(e.value)) if e.value else e) for pk, e in rows]
         return web.json_response({"rows": [[pk, *row_out(e)] for pk, e in rows]})
 
     async def partition(self, request: web.Request) -> web.Response:
@@ -697,10 +703,15 @@ class Peer(treesync.TreeCalls):
         limit: int,
         include: bool,
         partition: int | None = None,
+        *,
+        shallow: bool = False,
     ) -> list[tuple[str, Entry]]:
+        """``shallow``: object records without their inline bodies (``records.listed``)."""
         body: dict[str, Any] = {"table": table, "start": start, "prefix": prefix, "limit": limit}
         if partition is not None:
             body["partition"] = partition
+        if shallow:
+            body["shallow"] = True
         rows = (await self._json("/rpc/range", {**body, "include": include}))["rows"]
         return [(r[0], row_in(r[1:])) for r in rows]
 

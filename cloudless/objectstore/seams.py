@@ -98,9 +98,13 @@ class MetaTable(Protocol):
         prefix: str = "",
         limit: int = 1000,
         include_start: bool = True,
+        shallow: bool = False,
     ) -> list[tuple[str, Entry]]:
         """Rows of ``partition`` from ``start`` under ``prefix`` in byte order, tombstones
-        included, at most ``limit``."""
+        included, at most ``limit``. ``shallow`` (object records only, for a listing): a
+        replica may answer each record without its inline body (``records.listed``), so a
+        page of small objects does not carry their bytes over the network; a caller that
+        asks for it reads only the heads."""
         ...
 
 

@@ -44,6 +44,34 @@ def test_a_bad_block_of_a_small_object_is_an_s3_error_not_a_cut(s3env: S3Env, s3
     assert (s3env.node.node.blocks.root / "corrupt" / block_hash(data)).exists()
 
 
+def test_a_damaged_inline_body_is_refused_not_served(
+    s3env: S3Env, s3: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An object small enough to live in its metadata row is checked against its ETag
+    before it is served, as a block is against its hash (once per stored record: what was
+    checked, or written, is held in memory keyed by the record's bytes)."""
+    s3.create_bucket(Bucket="inlinerot")
+    data = os.urandom(4096)
+    s3.put_object(Bucket="inlinerot", Key="k", Body=data)
+    meta = s3env.node.node.meta
+
+    async def damage() -> None:
+        (raw,) = meta.db.execute("SELECT value FROM objects WHERE pk = 'inlinerot/k'").fetchone()
+        assert raw.endswith(data), "the body is stored raw after the record's head"
+        bad = raw[: -len(data)] + bytes(len(data))
+        meta.db.execute("UPDATE objects SET value = ? WHERE pk = 'inlinerot/k'", (bad,))
+        meta.forget("objects", "inlinerot/k")
+
+    s3env.node.call(damage())
+    with caplog.at_level(logging.WARNING), pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="inlinerot", Key="k")
+    assert e.value.response["Error"]["Code"] == "InternalError"
+    assert "does not match its ETag" in e.value.response["Error"]["Message"]
+    assert "inline body does not match" in caplog.text
+    s3.put_object(Bucket="inlinerot", Key="k", Body=data)  # an overwrite replaces it
+    assert s3.get_object(Bucket="inlinerot", Key="k")["Body"].read() == data
+
+
 def test_a_client_that_leaves_mid_body_is_not_a_server_error(
     s3env: S3Env, s3: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from cloudless.objectstore.blocks import block_hash
+from cloudless.objectstore.blocks import INLINE_MAX, block_hash
 from cloudless.objectstore.rpc import Peer
 from cloudless.objectstore.testing import LoopbackCluster, running, three_zones
 
@@ -69,7 +69,8 @@ DELAY = 1.0
 ROUNDS = [
     # (object size, rounds of calls a PUT of a new key waits for, calls to each peer)
     (100, 2, 2),  # inline: read the key's row | write it
-    (4096, 2, 2),  # a block: one call {block, its reference, read} | write
+    (INLINE_MAX, 2, 2),  # the largest inline body: the same
+    (INLINE_MAX + 1, 2, 2),  # a block: one call {block, its reference, read} | write
     (1 << 20, 2, 2),  # one 1 MiB block: the same
     ((1 << 20) + 1, 2, 4),  # two blocks (a call each) and the read, at once | write
 ]
@@ -101,7 +102,7 @@ def _refs_are(cluster: LoopbackCluster, h: str, want: list[int]) -> bool:
 
 async def test_an_overwrite_releases_the_old_version_everywhere(cluster: LoopbackCluster) -> None:
     e = cluster.engine("n1")
-    old, new = os.urandom(5000), os.urandom(6000)
+    old, new = os.urandom(INLINE_MAX + 1000), os.urandom(INLINE_MAX + 2000)  # blocks
     await e.put("b", "k", body(old), content_type="x", user_meta={})
     await settled(lambda: _refs(cluster, block_hash(old)) == [1, 1, 1])
     await cluster.engine("n2").put("b", "k", body(new), content_type="x", user_meta={})
@@ -117,7 +118,7 @@ async def test_concurrent_overwrites_leave_only_the_winner_referenced(
     # Two writers' acknowledging replicas (2 of 3 each) share one; whichever write reaches
     # it second learns about the first there (superseded it, or lost to it).
     for rnd in range(6):
-        datas = [os.urandom(4096 + i) for i in range(2)]
+        datas = [os.urandom(INLINE_MAX + 1 + i) for i in range(2)]  # blocks
         await asyncio.gather(
             *(
                 cluster.engine(f"n{i + 1 + rnd % 2}").put(
@@ -172,7 +173,7 @@ async def test_a_one_block_put_lists_its_block_only_in_the_object_row(
 ) -> None:
     # no version_blocks row; the embedded list alone holds, copies and releases the block
     e = cluster.engine("n1")
-    data = os.urandom(5000)
+    data = os.urandom(INLINE_MAX + 1000)
     h = block_hash(data)
     src = await e.put("b", "src", body(data), content_type="x", user_meta={})
     assert src.blocks is not None and [b.hash for b in src.blocks] == [h]

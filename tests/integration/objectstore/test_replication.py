@@ -145,6 +145,29 @@ async def serving_n2(
         await runner.cleanup()
 
 
+async def test_a_listing_asks_peers_for_heads_only(cluster: LoopbackCluster) -> None:
+    """Objects up to ``INLINE_MAX`` live in their rows; a listing's ``shallow`` range gets
+    those rows from a peer without their bodies, and still lists every size and ETag."""
+    e1 = cluster.engine("n1")
+    bodies = {f"k{i}": os.urandom(4096 * i) for i in range(1, 5)}  # 4-16 KiB: all inline
+    for k, data in bodies.items():
+        await e1.put("b", k, body(data), content_type="t/x", user_meta={})
+    async with serving_n2(cluster, readable=True) as peer:
+        whole = await peer.range("objects", "b/", "b/", 10, True)
+        heads = await peer.range("objects", "b/", "b/", 10, True, shallow=True)
+    assert [pk for pk, _ in heads] == [pk for pk, _ in whole] == [f"b/{k}" for k in bodies]
+    for (pk, w), (_, h) in zip(whole, heads, strict=True):
+        data = bodies[pk[2:]]
+        assert w.value is not None and w.value.endswith(data)
+        assert h.value is not None and len(h.value) < 400, "no body in a listing's row"
+        assert (h.timestamp, h.writer) == (w.timestamp, w.writer)
+    listing = await cluster.engine("n3").list_keys("b", prefix="", delimiter="", after="", limit=10)
+    assert [(k, m.size, m.etag) for k, m in listing.keys] == [
+        (k, len(d), hashlib.md5(d).hexdigest()) for k, d in bodies.items()
+    ]
+    assert await read_all(cluster, "n3", "k4") == bodies["k4"]
+
+
 async def test_a_batch_is_refused_whole_when_a_block_or_table_is_bad(
     cluster: LoopbackCluster,
 ) -> None:
@@ -227,6 +250,7 @@ BAD_CALLS = [
     ("/rpc/entry", b"{not json", "JSONDecodeError"),
     ("/rpc/entry", [["objects", "b/k"]], "AttributeError"),
     ("/rpc/range", {**RANGE, "limit": "ten"}, "invalid literal"),
+    ("/rpc/range", {**RANGE, "table": "parts", "shallow": True}, "only objects rows have bodies"),
     ("/rpc/tree/leaves", {"table": "objects", "partition": 1}, "unknown tree call 'leaves'"),
     ("/rpc/tree/rows", {"table": "objects", "partition": 1}, "KeyError: 'pks'"),
 ]
