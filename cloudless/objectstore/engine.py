@@ -696,15 +696,16 @@ class Engine:
         keys: list[tuple[str, ObjectMeta]] = []
         prefixes: list[str] = []
         last = ""
-        while len(keys) + len(prefixes) < limit:
-            rows = await self.objects.range(
-                partition(bucket),
-                start,
-                prefix=base + prefix,
-                limit=256,
-                include_start=include,
-                shallow=True,
+
+        async def page(start: str, include: bool) -> list[tuple[str, Entry]]:
+            """The next rows, heads only (a listing reads no body)."""
+            part = partition(bucket)
+            return await self.objects.range(
+                part, start, prefix=base + prefix, limit=256, include_start=include, shallow=True
             )
+
+        while len(keys) + len(prefixes) < limit:
+            rows = await page(start, include)
             if not rows:
                 return Listing(keys, prefixes, False, last)
             include = False
@@ -734,14 +735,7 @@ class Engine:
                 last = key
             if not jumped and len(rows) < 256:
                 return Listing(keys, prefixes, False, last)
-        more = await self.objects.range(
-            partition(bucket),
-            start,
-            prefix=base + prefix,
-            limit=256,
-            include_start=include,
-            shallow=True,
-        )
+        more = await page(start, include)
         return Listing(keys, prefixes, any(e.value is not None for _, e in more), last)
 
     # ---- multipart -------------------------------------------------------------------------
