@@ -12,6 +12,10 @@ A version's block list is one row per block (a single PUT of one block has none:
 ``ObjectMeta.blocks`` is its list), so a huge upload is many small rows, written and
 read in order. Parts are keyed by part number *and* timestamp, so a retried part never
 overwrites the first attempt: completion picks the attempt whose ETag the client names.
+
+An object of up to ``blocks.INLINE_MAX`` bytes has no blocks: its record carries its body,
+raw, after the JSON head (``BODY``). Decoding checks the body against the ETag; a listing
+reads heads only (``listed``, ``ObjectMeta.head``).
 """
 
 from __future__ import annotations
