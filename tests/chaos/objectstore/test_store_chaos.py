@@ -3,7 +3,8 @@ z2; R=3) and a coordinator, each in a network namespace of its own
 (``tests/integration/objectstore/netns_rig.py``), while four client threads write and read
 through random nodes' S3 APIs (boto3 without its own retries):
 
-* small objects (inline in metadata, 1 B..3 KiB) and rewrites of one key,
+* small objects (1 B..20 KiB: most inline in metadata, up to ``INLINE_MAX``, the rest one
+  small block) and rewrites of one key,
 * ~1 MiB objects (one or two blocks),
 * multipart uploads (5 MiB + 300 KB; a failed part is retried through another node under the
   same upload id),
@@ -39,6 +40,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
+from cloudless.objectstore.blocks import INLINE_MAX
 from cloudless.objectstore.procs import wait_for
 from tests.integration.objectstore.netns_rig import (
     PART,
@@ -144,7 +146,7 @@ class Load:
         n = 0
         while not self.stop.is_set():
             n += 1
-            data = os.urandom(rng.randint(1, 3072))
+            data = os.urandom(rng.randint(1, INLINE_MAX + 4096))
             if n % 5:
                 self.put(clients, rng, f"small/{n}", data)
                 continue
