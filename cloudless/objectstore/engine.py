@@ -215,6 +215,12 @@ async def _all_rows(table: MetaTable, part: int, prefix: str) -> list[tuple[str,
         start, include = page[-1][0], False
 
 
+def _check_md5(etag: str, content_md5: str | None) -> None:
+    """``BadDigest`` unless the body's MD5 (``etag``) is the one the client declared."""
+    if content_md5 is not None and etag != content_md5:
+        raise S3Error("BadDigest", "the Content-MD5 you specified did not match the body")
+
+
 def new_version() -> str:
     return secrets.token_hex(16)
 
@@ -286,13 +292,20 @@ class Engine:
     # ---- writing data ----------------------------------------------------------------------
 
     async def _store_stream(
-        self, version: str, part: int, body: AsyncIterator[bytes], *, inline_ok: bool
+        self,
+        version: str,
+        part: int,
+        body: AsyncIterator[bytes],
+        *,
+        inline_ok: bool,
+        content_md5: str | None = None,
     ) -> tuple[int, str, bytes | None, list[BlockRef]]:
         """Read ``body`` into blocks of ``version`` (up to ``PIPELINE`` blocks being hashed
         and stored at once while the body keeps streaming; the MD5 runs over them in order,
         off the event loop); returns (size, md5 hex, inline data or None, the blocks in
-        order). On any error the blocks' references are dropped (GC reclaims them) and the
-        first error is raised as itself."""
+        order). On any error, a ``content_md5`` (hex) the MD5 does not match included, the
+        blocks' references are dropped (GC reclaims them) and the first error is raised as
+        itself."""
         md5 = _Md5()
         pending: list[bytes | memoryview] = []
         have = 0
@@ -335,12 +348,14 @@ class Engine:
                 elif tail:
                     await block(tail, offset)
             await self.blocks.sync(hashes)  # one group commit before the object is committed
+            etag = await md5.hexdigest()
+            _check_md5(etag, content_md5)
         except BaseException as e:
             with contextlib.suppress(S3Error):
                 for h in hashes:
                     await self._ref(h, version, False)
             raise _first(e) from None
-        return size, await md5.hexdigest(), inline, [placed[at] for at in sorted(placed)]
+        return size, etag, inline, [placed[at] for at in sorted(placed)]
 
     async def _put_block(
         self,
@@ -471,7 +486,10 @@ class Engine:
         content_type: str,
         user_meta: dict[str, str],
         checksums: dict[str, str] | None = None,
+        content_md5: str | None = None,
     ) -> ObjectMeta:
+        """Store ``body`` as ``key``'s new version. ``content_md5``: the MD5 (hex) the client
+        declared; a body whose MD5 differs is ``BadDigest`` and leaves nothing."""
         version = new_version()
         pk, part = object_pk(bucket, key), partition(bucket)
         it = aiter(body)
@@ -483,7 +501,9 @@ class Engine:
             if seen > BLOCK_SIZE:
                 break
         else:  # the body fits one block: the read rides with the block (one round trip)
-            size, etag, inline, refs, got = await self._put_one(version, pk, part, b"".join(head))
+            size, etag, inline, refs, got = await self._put_one(
+                version, pk, part, b"".join(head), content_md5
+            )
         if seen > BLOCK_SIZE:
             # The object row's previous state is read while the body streams (a round trip
             # less); what the commit superseded meanwhile comes back from the replicas.
@@ -491,7 +511,9 @@ class Engine:
                 async with asyncio.TaskGroup() as tg:
                     prev = tg.create_task(self.objects.entry(pk, part))
                     stored = tg.create_task(
-                        self._store_stream(version, 0, _chain(head, it), inline_ok=True)
+                        self._store_stream(
+                            version, 0, _chain(head, it), inline_ok=True, content_md5=content_md5
+                        )
                     )
             except BaseExceptionGroup as e:
                 raise _first(e) from None
@@ -511,15 +533,17 @@ class Engine:
         return await self._commit(bucket, key, obj, got)
 
     async def _put_one(
-        self, version: str, pk: str, part: int, data: bytes
+        self, version: str, pk: str, part: int, data: bytes, content_md5: str | None
     ) -> tuple[int, str, bytes | None, list[BlockRef], Entry | None]:
         """A body of at most one block: inline, or its block and rows written in the same
-        round as the object row's read. (size, md5 hex, inline data, blocks, the row's
-        previous state)."""
+        round as the object row's read; nothing written if it does not match ``content_md5``.
+        (size, md5 hex, inline data, blocks, the row's previous state)."""
         if len(data) <= INLINE_MAX:
             etag = hashlib.md5(data).hexdigest()
+            _check_md5(etag, content_md5)
             return len(data), etag, data, [], await self.objects.entry(pk, part)
         etag, h = _digests(data) if len(data) <= SMALL else await asyncio.to_thread(_digests, data)
+        _check_md5(etag, content_md5)
         # the object row embeds this one block (EMBED_MAX >= 1): no version_blocks row
         rows = self._block_rows(version, 0, 0, h, data, listed=False)
         try:
@@ -767,12 +791,22 @@ class Engine:
             raise S3Error("InvalidArgument", f"part number {number}: must be 1..{MAX_PARTS}")
 
     async def upload_part(
-        self, bucket: str, key: str, upload_id: str, number: int, body: AsyncIterator[bytes]
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        body: AsyncIterator[bytes],
+        *,
+        content_md5: str | None = None,
     ) -> Part:
+        """``content_md5``: as for ``put``."""
         self.check_part_number(number)
         await self._upload(bucket, key, upload_id)
         version = new_version()
-        size, etag, _, _ = await self._store_stream(version, 0, body, inline_ok=False)
+        size, etag, _, _ = await self._store_stream(
+            version, 0, body, inline_ok=False, content_md5=content_md5
+        )
         part = Part(number, etag, size, version, self.clock.now())
         ms = self._ms()
         await self.parts.put(

@@ -287,26 +287,34 @@ class S3Server:
                 raise not_implemented(f"x-amz-checksum-{n}")
         return names
 
-    async def body(self, ctx: Ctx) -> AsyncIterator[bytes]:
-        """The request body, verified: a mismatch raises at the end of the stream, before the
-        caller can commit anything."""
-        request, v = ctx.request, ctx.verified
+    def declared_md5(self, ctx: Ctx) -> bytes | None:
+        """The MD5 the client declared (``Content-MD5``), or None; ``InvalidDigest`` if the
+        header is not 16 bytes of base64."""
         content_md5 = ctx.headers.get("content-md5")
-        want_md5 = None
-        if content_md5 is not None:
-            try:
-                want_md5 = base64.b64decode(content_md5, validate=True)
-            except ValueError:
-                raise S3Error("InvalidDigest", "Content-MD5 is not valid base64") from None
-            if len(want_md5) != 16:
-                raise S3Error("InvalidDigest", "Content-MD5 is not 16 bytes")
+        if content_md5 is None:
+            return None
+        try:
+            want_md5 = base64.b64decode(content_md5, validate=True)
+        except ValueError:
+            raise S3Error("InvalidDigest", "Content-MD5 is not valid base64") from None
+        if len(want_md5) != 16:
+            raise S3Error("InvalidDigest", "Content-MD5 is not 16 bytes")
+        return want_md5
+
+    async def body(self, ctx: Ctx, *, md5_by_caller: bool = False) -> AsyncIterator[bytes]:
+        """The request body, verified: a mismatch raises at the end of the stream, before the
+        caller can commit anything. ``md5_by_caller``: the caller computes the body's MD5
+        anyway (an object's ETag) and checks ``declared_md5`` itself, so it is not computed
+        twice."""
+        request, v = ctx.request, ctx.verified
+        want_md5 = self.declared_md5(ctx)
         if "content-length" not in ctx.headers and "chunked" not in ctx.headers.get(
             "transfer-encoding", ""
         ):
             raise S3Error("MissingContentLength", "Content-Length header is required")
         algs = self.expected_checksums(ctx)
         digests = [_Digest(a) for a in algs]
-        md5 = hashlib.md5() if want_md5 is not None else None
+        md5 = hashlib.md5() if want_md5 is not None and not md5_by_caller else None
         sha = hashlib.sha256() if len(v.payload) == 64 else None
         trailers: dict[str, str] = {}
         if v.payload.startswith("STREAMING-"):

@@ -72,6 +72,10 @@ def signed(
     return out, sig.group(1)
 
 
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
 def put(
     env: S3Env, path: str, body: bytes, headers: dict[str, str] | None = None, **kw: Any
 ) -> tuple[int, str]:
@@ -188,6 +192,7 @@ def _forged_presign(env: S3Env) -> tuple[int, str]:
 
 
 BODY = b"some object body"
+TWO_BLOCKS = bytes(range(256)) * 4200  # 1 MiB and a bit: the streamed path
 SKEWED = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(minutes=20)
 
 CASES: list[tuple[str, Callable[[S3Env], tuple[int, str]], int, str]] = [
@@ -283,6 +288,42 @@ CASES: list[tuple[str, Callable[[S3Env], tuple[int, str]], int, str]] = [
         ),
         400,
         "BadDigest",
+    ),
+    (
+        "wrong Content-MD5, a body of two blocks",
+        lambda e: put(
+            e,
+            f"/{BUCKET}/k1",
+            TWO_BLOCKS,
+            {"Content-MD5": base64.b64encode(hashlib.md5(b"x").digest()).decode()},
+        ),
+        400,
+        "BadDigest",
+    ),
+    (
+        "wrong Content-MD5, a body of one block",
+        lambda e: put(
+            e,
+            f"/{BUCKET}/k1",
+            TWO_BLOCKS[:50_000],
+            {"Content-MD5": base64.b64encode(hashlib.md5(b"x").digest()).decode()},
+        ),
+        400,
+        "BadDigest",
+    ),
+    (
+        "Content-MD5 not base64",
+        lambda e: put(e, f"/{BUCKET}/k1", BODY, {"Content-MD5": "not base64!"}),
+        400,
+        "InvalidDigest",
+    ),
+    (
+        "Content-MD5 of 15 bytes",
+        lambda e: put(
+            e, f"/{BUCKET}/k1", BODY, {"Content-MD5": base64.b64encode(bytes(15)).decode()}
+        ),
+        400,
+        "InvalidDigest",
     ),
     (
         "unsupported crc32c",
@@ -390,6 +431,32 @@ def test_nothing_was_stored_by_bad_requests(env: S3Env) -> None:
     assert "k1" not in keys
     names = [b["Name"] for b in s3.list_buckets()["Buckets"]]
     assert not {"ab", "bad_name", "a..b"} & set(names)
+
+
+def test_content_md5_is_checked_once_for_objects_and_parts(env: S3Env) -> None:
+    """The engine's MD5 (the ETag) checks a declared Content-MD5: a matching one is
+    accepted for a PUT and a part, a wrong one on a part is BadDigest and stores no part."""
+    s3 = env.client()
+    for data in (BODY, TWO_BLOCKS):
+        md5 = hashlib.md5(data)
+        r = s3.put_object(
+            Bucket=BUCKET,
+            Key="md5ok",
+            Body=data,
+            ContentMD5=base64.b64encode(md5.digest()).decode(),
+        )
+        assert r["ETag"] == f'"{md5.hexdigest()}"'
+        assert s3.get_object(Bucket=BUCKET, Key="md5ok")["Body"].read() == data
+    up = s3.create_multipart_upload(Bucket=BUCKET, Key="md5part")["UploadId"]
+    path = f"/{BUCKET}/md5part?partNumber=1&uploadId={up}"
+    wrong = {"Content-MD5": base64.b64encode(hashlib.md5(b"x").digest()).decode()}
+    assert put(env, path, TWO_BLOCKS, wrong) == (400, "BadDigest")
+    assert s3.list_parts(Bucket=BUCKET, Key="md5part", UploadId=up).get("Parts", []) == []
+    right = {"Content-MD5": base64.b64encode(hashlib.md5(TWO_BLOCKS).digest()).decode()}
+    assert put(env, path, TWO_BLOCKS, right) == (200, "")
+    (part,) = s3.list_parts(Bucket=BUCKET, Key="md5part", UploadId=up)["Parts"]
+    assert part["ETag"] == f'"{hashlib.md5(TWO_BLOCKS).hexdigest()}"'
+    s3.abort_multipart_upload(Bucket=BUCKET, Key="md5part", UploadId=up)
 
 
 def test_a_500_level_key_round_trips(env: S3Env) -> None:
