@@ -109,19 +109,7 @@ class ObjectMeta:
         held = BODIES.get(raw)
         if held is not None:
             return held
-        h = _decode_object(raw[:cut])
-        obj = ObjectMeta(
-            h.version,
-            h.size,
-            h.etag,
-            h.mtime,
-            h.content_type,
-            h.user_meta,
-            raw[cut + 1 :],
-            h.checksums,
-            h.parts,
-            h.blocks,
-        )
+        obj = replace(_decode_object(raw[:cut]), inline=raw[cut + 1 :])
         check_body(obj)
         BODIES.keep(raw, obj)
         return obj
@@ -130,11 +118,7 @@ class ObjectMeta:
     def head(cls, raw: bytes) -> ObjectMeta:
         """``decode`` without the inline body (``inline`` None, nothing checked): for a
         listing, or for what a superseded version held (its version and blocks)."""
-        cut = raw.find(BODY)
-        if cut >= 0:
-            return _decode_object(raw[:cut])
-        obj = _decode_object(raw)
-        return obj if obj.inline is None else replace(obj, inline=None)  # an earlier format
+        return _decode_object(listed(raw))
 
 
 class CorruptRecord(ValueError):

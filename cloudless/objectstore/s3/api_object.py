@@ -193,7 +193,6 @@ class ObjectApi:
 
     async def put(self, ctx: Ctx) -> web.StreamResponse:
         await self.s.bucket_for(ctx, "write")
-        declared = self.s.declared_md5(ctx)
         obj = await self.engine.put(
             ctx.bucket,
             ctx.key,
@@ -201,7 +200,7 @@ class ObjectApi:
             content_type=ctx.headers.get("content-type", "binary/octet-stream"),
             user_meta=user_meta(ctx),
             checksums=ctx.checksums,
-            content_md5=None if declared is None else declared.hex(),
+            content_md5=self.s.declared_md5(ctx),
         )
         headers = {"ETag": f'"{obj.etag}"'}
         headers.update({f"x-amz-checksum-{k}": v for k, v in obj.checksums.items()})
@@ -346,14 +345,13 @@ class ObjectApi:
         n = self._part_number(ctx)
         if "x-amz-copy-source" in ctx.headers:
             return await self.upload_part_copy(ctx, n)
-        declared = self.s.declared_md5(ctx)
         part = await self.engine.upload_part(
             ctx.bucket,
             ctx.key,
             ctx.query["uploadId"],
             n,
             self.s.body(ctx, md5_by_caller=True),
-            content_md5=None if declared is None else declared.hex(),
+            content_md5=self.s.declared_md5(ctx),
         )
         headers = {"ETag": f'"{part.etag}"'}
         headers.update({f"x-amz-checksum-{k}": v for k, v in ctx.checksums.items()})

@@ -287,9 +287,9 @@ class S3Server:
                 raise not_implemented(f"x-amz-checksum-{n}")
         return names
 
-    def declared_md5(self, ctx: Ctx) -> bytes | None:
-        """The MD5 the client declared (``Content-MD5``), or None; ``InvalidDigest`` if the
-        header is not 16 bytes of base64."""
+    def declared_md5(self, ctx: Ctx) -> str | None:
+        """The MD5 the client declared (``Content-MD5``), in hex, or None; ``InvalidDigest`` if
+        the header is not 16 bytes of base64."""
         content_md5 = ctx.headers.get("content-md5")
         if content_md5 is None:
             return None
@@ -299,7 +299,7 @@ class S3Server:
             raise S3Error("InvalidDigest", "Content-MD5 is not valid base64") from None
         if len(want_md5) != 16:
             raise S3Error("InvalidDigest", "Content-MD5 is not 16 bytes")
-        return want_md5
+        return want_md5.hex()
 
     async def body(self, ctx: Ctx, *, md5_by_caller: bool = False) -> AsyncIterator[bytes]:
         """The request body, verified: a mismatch raises at the end of the stream, before the
@@ -307,14 +307,14 @@ class S3Server:
         anyway (an object's ETag) and checks ``declared_md5`` itself, so it is not computed
         twice."""
         request, v = ctx.request, ctx.verified
-        want_md5 = self.declared_md5(ctx)
+        want_md5 = None if md5_by_caller else self.declared_md5(ctx)
         if "content-length" not in ctx.headers and "chunked" not in ctx.headers.get(
             "transfer-encoding", ""
         ):
             raise S3Error("MissingContentLength", "Content-Length header is required")
         algs = self.expected_checksums(ctx)
         digests = [_Digest(a) for a in algs]
-        md5 = hashlib.md5() if want_md5 is not None and not md5_by_caller else None
+        md5 = hashlib.md5() if want_md5 is not None else None
         sha = hashlib.sha256() if len(v.payload) == 64 else None
         trailers: dict[str, str] = {}
         if v.payload.startswith("STREAMING-"):
@@ -345,7 +345,7 @@ class S3Server:
                 "XAmzContentSHA256Mismatch",
                 "the body's SHA-256 does not match x-amz-content-sha256",
             )
-        if md5 is not None and md5.digest() != want_md5:
+        if md5 is not None and md5.hexdigest() != want_md5:
             raise S3Error("BadDigest", "the Content-MD5 you specified did not match the body")
         for d in digests:
             want = ctx.headers.get(f"x-amz-checksum-{d.name}") or trailers.get(
