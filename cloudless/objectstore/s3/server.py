@@ -147,13 +147,8 @@ class S3Server:
                 return None
         except S3Error as e:
             resp = self.error(request, e, rid)
-        except ConnectionResetError as e:
-            # the client went away (its body cut off): nobody to answer; the connection is
-            # closed and what aiohttp then fails to send is dropped quietly
-            log.debug("s3 request %s %s: client gone: %s", request.method, request.path, e)
-            if request.transport is not None:
-                request.transport.close()
-            resp = web.Response(status=400)
+        except ConnectionResetError as e:  # the client went away (its body cut off)
+            resp = self._client_gone(request, e)
         except web.HTTPException:
             raise
         except StoreError as e:  # keys and buckets live in the cluster store (etcd)
@@ -176,18 +171,30 @@ class S3Server:
             refusal = web.Response(status=417, text="only Expect: 100-continue is supported")
         else:
             refusal = await self._answer(request, self._precheck)
-        if refusal is not None:
-            # sent now, then the connection closed: the announced body never comes, and
-            # waiting for it (aiohttp lingers on an unread body) would hold the client
-            refusal.force_close()
-            await refusal.prepare(request)
-            await refusal.write_eof()
-            request.protocol.force_close()
-            return refusal
-        if request.version >= HttpVersion11:
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            request.writer.output_size = 0  # the body's response has not started
+        try:
+            if refusal is not None:
+                # sent now, then the connection closed: the announced body never comes, and
+                # waiting for it (aiohttp lingers on an unread body) would hold the client
+                refusal.force_close()
+                await refusal.prepare(request)
+                await refusal.write_eof()
+                request.protocol.force_close()
+                return refusal
+            if request.version >= HttpVersion11:
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                request.writer.output_size = 0  # the body's response has not started
+        except ConnectionResetError as e:  # the client left while its request was checked
+            return self._client_gone(request, e)
         return None
+
+    @staticmethod
+    def _client_gone(request: web.Request, e: ConnectionResetError) -> web.Response:
+        """The client went away: nobody to answer. The connection is closed, and the response
+        this returns, which aiohttp then fails to send, is dropped quietly."""
+        log.debug("s3 request %s %s: client gone: %s", request.method, request.path, e)
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response(status=400)
 
     async def _precheck(self, request: web.Request) -> None:
         """What ``dispatch`` checks before it reads a body (raises its refusal); the request's

@@ -3,9 +3,12 @@ before the client sends its body; a refusal comes at once, and the connection is
 
 from __future__ import annotations
 
+import asyncio
 import io
+import logging
 import os
 import socket
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -137,3 +140,30 @@ def test_boto3_sends_expect_and_reads_the_refusal(s3env: S3Env, bucket: str) -> 
     with pytest.raises(ClientError) as e:
         s3env.client(s3env.other).put_object(Bucket=bucket, Key="big2", Body=io.BytesIO(body))
     assert e.value.response["Error"]["Code"] == "AccessDenied"
+
+
+def test_a_client_gone_before_its_continue_is_not_a_server_error(
+    s3env: S3Env, bucket: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that announces a body and leaves while its request is checked: the "100
+    Continue" finds the connection closing, which is dropped quietly (aiohttp logs a
+    handler's ConnectionResetError as an ERROR with its traceback)."""
+    server = s3env.node.node.server
+    checking = server._precheck
+
+    async def slow_check(request: Any) -> None:
+        await checking(request)
+        await asyncio.sleep(0.3)  # the client leaves meanwhile
+
+    monkeypatch.setattr(server, "_precheck", slow_check)
+    caplog.set_level(logging.WARNING)
+    u = urlsplit(presigned_put(s3env.client(), bucket, "gone"))
+    with socket.create_connection((u.hostname, u.port), timeout=10) as sock:
+        sock.sendall(
+            f"PUT {u.path}?{u.query} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Length: 10\r\n"
+            "Expect: 100-continue\r\n\r\n".encode()
+        )
+    time.sleep(0.8)  # the node answers on its own thread
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    monkeypatch.setattr(server, "_precheck", checking)
+    s3env.client().put_object(Bucket=bucket, Key="after", Body=b"still serving")
