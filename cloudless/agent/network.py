@@ -40,6 +40,7 @@ from typing import Protocol
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.lib.errors import CloudlessError
+from cloudless.lib.waits import within
 from cloudless.network.bringup import BRIDGE, DeviceNetwork
 from cloudless.network.cni import CNI_PATH, CniInvoker, PortMapping, bridge_conflist
 from cloudless.network.device import ContainerNetworks, IpNetns
@@ -471,7 +472,7 @@ class AgentNetwork:
         if self.state == "off":
             return None
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._settled.wait(), self.attach_timeout)
+            await within(self.attach_timeout, self._settled.wait())
         dn = self.device
         if self.state == "off":
             return None
@@ -496,7 +497,7 @@ class AgentNetwork:
     async def bring_up(self, cfg: pb.NetworkConfig) -> None:
         """Test helper for one-shot setups: ``update`` then wait until settled."""
         self.update(cfg)
-        await asyncio.wait_for(self._settled.wait(), self.attach_timeout)
+        await within(self.attach_timeout, self._settled.wait())
 
 
 def _write_text(path: Path, text: str) -> None:

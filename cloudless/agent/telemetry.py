@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from cloudless.agent.supervisor import LocalStatus
 from cloudless.lib.errors import CloudlessError
+from cloudless.lib.waits import within
 from cloudless.model.replica import ReplicaState
 from cloudless.observability.certs import CertExpiry
 from cloudless.observability.http import MetricsPage, mtls_context
@@ -90,9 +91,7 @@ class AgentTelemetry:
 
         async def one(rid: str) -> ContainerStats | None:
             try:
-                return await asyncio.wait_for(
-                    self.runtime.container_stats(rid), self.STATS_TIMEOUT_S
-                )
+                return await within(self.STATS_TIMEOUT_S, self.runtime.container_stats(rid))
             except (CloudlessError, TimeoutError, OSError):
                 return None
 

@@ -9,12 +9,12 @@ last value sent on that stream (``UsageOutbox``), and the ids of the replicas th
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError
+from cloudless.lib.waits import within
 from cloudless.model.usage import ReplicaUsage
 from cloudless.runtime.protocol import ContainerRuntime
 from cloudless.runtime.types import ContainerStats
@@ -116,7 +116,7 @@ class UsageSampler:
     async def sample(self) -> None:
         """One round; a runtime that fails or does not answer keeps the last values."""
         try:
-            stats = await asyncio.wait_for(self.runtime.stats_all(), self.TIMEOUT_S)
+            stats = await within(self.TIMEOUT_S, self.runtime.stats_all())
         except (CloudlessError, TimeoutError) as e:
             log.debug("usage sample skipped: %s", e)
             return

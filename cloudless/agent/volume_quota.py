@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cloudless.lib.errors import CloudlessError
+from cloudless.lib.waits import within
 
 IMAGE = "image"  # enforced: a loop-mounted ext4 image of the hint's size
 REPORT = "report"  # not enforced: usage reported against the hint
@@ -210,7 +211,7 @@ async def _run(*argv: str, ok: tuple[int, ...] = (0,)) -> str:
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), COMMAND_TIMEOUT_S)
+        out, err = await within(COMMAND_TIMEOUT_S, proc.communicate())
     except TimeoutError:
         proc.kill()
         await proc.wait()

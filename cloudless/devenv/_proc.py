@@ -8,6 +8,8 @@ import os
 import signal
 from pathlib import Path
 
+from cloudless.lib.waits import within
+
 
 async def start(argv: list[str], log: Path) -> asyncio.subprocess.Process:
     with log.open("ab") as f:
@@ -22,7 +24,7 @@ async def stop(proc: asyncio.subprocess.Process, grace: float = 5.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(proc.wait(), grace)
+            await within(grace, proc.wait())
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()

@@ -66,6 +66,7 @@ from cloudless.devenv.netns import (
 )
 from cloudless.devenv.registry import PrivateRegistry
 from cloudless.lib.errors import CloudlessError
+from cloudless.lib.waits import within
 from cloudless.network.addressing import parse_network_flag
 
 __all__ = ["ClusterError", "NetnsCluster", "Proc", "unavailable_reason", "wait_until"]
@@ -484,7 +485,7 @@ class NetnsCluster:
             stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), time_limit)
+            out, _ = await within(time_limit, proc.communicate())
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()

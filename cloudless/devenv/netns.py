@@ -56,6 +56,7 @@ from types import TracebackType
 from typing import Any
 
 from cloudless.lib.errors import CloudlessError
+from cloudless.lib.waits import within
 
 __all__ = [
     "Host",
@@ -313,7 +314,7 @@ class Host:
             stderr=asyncio.subprocess.PIPE,
         )
         try:
-            out, err = await asyncio.wait_for(proc.communicate(input), time_limit)
+            out, err = await within(time_limit, proc.communicate(input))
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from cloudless.lib.waits import within
 from cloudless.network.addressing import DeviceAddresses
 from cloudless.network.errors import NetworkEdgeError
 
@@ -200,9 +201,7 @@ class CniInvoker:
             env=env,
         )
         try:
-            out, err = await asyncio.wait_for(
-                proc.communicate(json.dumps(conf).encode()), self.timeout
-            )
+            out, err = await within(self.timeout, proc.communicate(json.dumps(conf).encode()))
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()

@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 
 from cloudless.coordinator.state.cluster import ClusterState
 from cloudless.lib.clock import Clock
+from cloudless.lib.waits import within
 from cloudless.model.node import NodeState
 from cloudless.model.replica import DesiredState, Replica, ReplicaState
 from cloudless.network.addressing import AddressPlan, DeviceAddresses
@@ -233,7 +234,7 @@ class NetworkController:
             self._wake.clear()
             await self.reconcile_once(fence)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.period)
+                await within(self.period, self._wake.wait())
             await self.clock.sleep(0.1)  # coalesce a burst of changes into one round
 
     async def reconcile_once(self, fence: Fence) -> NetworkPlan:

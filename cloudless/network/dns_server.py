@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from dnslib import QTYPE, RCODE, RR, A, DNSError, DNSHeader, DNSRecord
 
+from cloudless.lib.waits import within
 from cloudless.network.dns import DnsIndex
 from cloudless.network.services import Service
 
@@ -183,7 +184,7 @@ class DnsServer:
         )
         try:
             transport.sendto(request.pack())
-            return await asyncio.wait_for(got, self.forward_timeout)
+            return await within(self.forward_timeout, got)
         except (TimeoutError, OSError):
             return bytes(fail.pack())
         finally:
@@ -303,7 +304,7 @@ class UdpResolver:
         )
         try:
             transport.sendto(q.pack())
-            return DNSRecord.parse(await asyncio.wait_for(got, self.timeout))
+            return DNSRecord.parse(await within(self.timeout, got))
         finally:
             transport.close()
 
@@ -315,7 +316,7 @@ class TcpResolver:
 
     async def query(self, name: str, qtype: str = "A") -> DNSRecord:
         q = DNSRecord.question(name, qtype).pack()
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(*self.addr), self.timeout)
+        reader, writer = await within(self.timeout, asyncio.open_connection(*self.addr))
         try:
             writer.write(struct.pack("!H", len(q)) + q)
             await writer.drain()

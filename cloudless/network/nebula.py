@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from cloudless.lib.backoff import Backoff
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.lib.proc import die_with_parent_argv
+from cloudless.lib.waits import within
 from cloudless.network.addressing import DeviceAddresses
 from cloudless.network.errors import NetworkEdgeError
 from cloudless.network.nebula_config import (
@@ -51,7 +52,7 @@ async def _run(argv: Sequence[str], timeout: float = 30.0) -> str:
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        out, err = await within(timeout, proc.communicate())
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
@@ -255,7 +256,7 @@ class NebulaSupervisor:
 
     async def wait_active(self, timeout: float = 10.0) -> None:
         try:
-            await asyncio.wait_for(self._active.wait(), timeout)
+            await within(timeout, self._active.wait())
         except TimeoutError:
             tail = " | ".join(list(self.log)[-5:])
             raise NetworkEdgeError(f"nebula did not come up in {timeout}s: {tail}") from None
@@ -307,7 +308,7 @@ class NebulaSupervisor:
         with contextlib.suppress(ProcessLookupError):
             p.terminate()
         try:
-            await asyncio.wait_for(p.wait(), 5)
+            await within(5, p.wait())
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 p.kill()

@@ -25,6 +25,7 @@ from typing import Protocol
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cloudless.lib.waits import within
 from cloudless.network.errors import NetworkEdgeError
 from cloudless.network.nebula_config import AdminSettings
 from cloudless.network.overlay_state import Tunnel, parse_addrmap, parse_hostmap
@@ -127,7 +128,7 @@ class NebulaAdmin:
             stderr=asyncio.subprocess.PIPE,
         )
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), self.timeout)
+            out, err = await within(self.timeout, proc.communicate())
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()

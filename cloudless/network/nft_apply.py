@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cloudless.lib.waits import within
 from cloudless.network.errors import NetworkEdgeError
 from cloudless.network.netpolicy_nft import TABLE as POLICY_TABLE
 from cloudless.network.netpolicy_nft import delete_document as delete_policy_document
@@ -51,8 +52,8 @@ async def _run(
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        out, err = await asyncio.wait_for(
-            proc.communicate(stdin.encode() if stdin is not None else None), timeout
+        out, err = await within(
+            timeout, proc.communicate(stdin.encode() if stdin is not None else None)
         )
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):

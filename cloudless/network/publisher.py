@@ -27,6 +27,7 @@ from pathlib import Path
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.coordinator.state.cluster import ClusterState
 from cloudless.lib.clock import Clock
+from cloudless.lib.waits import within
 from cloudless.model.replica import DesiredState, ReplicaState
 from cloudless.network.addressing import AddressPlanConfig, DeviceAddresses
 from cloudless.network.certs import CERTS, IssuedCert, current
@@ -137,7 +138,7 @@ class NetworkPublisher:
             self._wake.clear()
             await self.refresh()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.period)
+                await within(self.period, self._wake.wait())
             await self.clock.sleep(0.05)  # one round for a burst of endpoint changes
 
     async def refresh(self) -> list[str]:

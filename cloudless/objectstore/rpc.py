@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import aiohttp
 from aiohttp import web
 
+from cloudless.lib.waits import ended, within
 from cloudless.objectstore import treesync
 from cloudless.objectstore.blocks import MissingBlock, block_hash
 from cloudless.objectstore.crdt import Entry
@@ -473,7 +474,7 @@ class _CallStream:
         self._waiting[call] = answer
         try:
             await ws.send_bytes(call.to_bytes(4, "big") + bytes([op]) + body)
-            status, got = await asyncio.wait_for(answer, self.peer.timeout.total)
+            status, got = await within(self.peer.timeout.total, answer)
         except TimeoutError:
             await self.close()
             raise PeerError(f"peer {self.peer.name}: {_CALLS.get(op, op)} timed out") from None
@@ -497,9 +498,9 @@ class _CallStream:
                 return None
             peer = self.peer
             try:
-                ws = await asyncio.wait_for(
-                    peer.session.ws_connect(peer.url + CALLS_PATH, max_msg_size=MAX_BODY),
+                ws = await within(
                     STREAM_OPEN,
+                    peer.session.ws_connect(peer.url + CALLS_PATH, max_msg_size=MAX_BODY),
                 )
             except (aiohttp.ClientError, OSError, TimeoutError) as e:
                 self._closed_until = self.now() + STREAM_RETRY
@@ -538,9 +539,7 @@ class _CallStream:
         if ws is not None:
             await ws.close()
         if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            await ended(reader)
 
 
 _CALLS = {CALL_MERGE: "merge", CALL_BATCH: "batch"}

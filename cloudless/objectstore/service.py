@@ -37,6 +37,7 @@ from aiohttp import web
 
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError
+from cloudless.lib.waits import within
 from cloudless.objectstore.antientropy import TOMBSTONE_GRACE_S, AntiEntropy
 from cloudless.objectstore.blocks import BlockStore, MissingBlock
 from cloudless.objectstore.engine import MIN_PART_SIZE, Engine
@@ -490,7 +491,7 @@ class StorageService:
     async def _register_now(self) -> None:
         """Register outside the beat, best effort (the next beat registers anyway)."""
         try:
-            await asyncio.wait_for(self._register(), 2.0)
+            await within(2.0, self._register())
         except (StoreError, OSError, TimeoutError) as e:
             log.info("object store registration: %s", e)
 

@@ -27,12 +27,12 @@ Example (a test)::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from cloudless.lib.clock import Clock
+from cloudless.lib.waits import ended
 from cloudless.runtime._exits import ExitBroadcaster
 from cloudless.runtime.errors import (
     ContainerExists,
@@ -226,10 +226,7 @@ class FakeRuntime:
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for w in waiters:
-                    w.cancel()
-                for w in waiters:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await w
+                    await ended(w)
 
     def _settle(self) -> None:
         now = self.clock.monotonic()

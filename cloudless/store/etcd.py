@@ -35,6 +35,7 @@ from etcd3aio.kv import KVService
 from etcd3aio.lease import LeaseService
 
 from cloudless.lib.backoff import Backoff
+from cloudless.lib.waits import within
 from cloudless.store.errors import (
     Compacted,
     InvalidRequest,
@@ -474,7 +475,7 @@ class EtcdStore:
         async def once() -> int:
             call = self._lease.keep_alive(lease_id)
             try:
-                resp = await asyncio.wait_for(call.read(), self._timeout)
+                resp = await within(self._timeout, call.read())
             finally:
                 call.cancel()
             if resp is grpc.aio.EOF:

@@ -31,6 +31,7 @@ from cloudless.store.errors import StoreError
 
 if TYPE_CHECKING:
     from cloudless.store.etcd_admin import MemberStatus
+from cloudless.lib.waits import within
 from cloudless.store.tls import MemberTls
 
 log = logging.getLogger(__name__)
@@ -271,7 +272,7 @@ class EtcdMember:
             self._restarted.clear()
             self._planned_exit = True
             await self.stop()
-            await asyncio.wait_for(self._restarted.wait(), ready_timeout)
+            await within(ready_timeout, self._restarted.wait())
             await self.wait_ready(within=ready_timeout)
         await self.wait_leader(within=ready_timeout)
 
@@ -306,7 +307,7 @@ class EtcdMember:
             return
         proc.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(proc.wait(), grace)
+            await within(grace, proc.wait())
         except TimeoutError:
             proc.send_signal(signal.SIGKILL)
             await proc.wait()

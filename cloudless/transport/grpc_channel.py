@@ -19,6 +19,7 @@ import grpc
 
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.api.gen.cloudlessapi import agent_pb2_grpc as pbg
+from cloudless.lib.waits import ended
 from cloudless.transport.channel import (
     AgentEnd,
     ChannelBroken,
@@ -117,9 +118,7 @@ class GrpcAgentEnd(AgentEnd):
             self.closed = True
             self._call.cancel()
             if self._pump is not None:
-                self._pump.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._pump
+                await ended(self._pump)
 
 
 class GrpcDialer(Dialer):

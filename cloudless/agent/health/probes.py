@@ -17,6 +17,7 @@ import contextlib
 from dataclasses import dataclass, field
 
 from cloudless.lib.errors import CloudlessError
+from cloudless.lib.waits import within
 from cloudless.model.health import Probe, ProbeKind
 from cloudless.runtime.protocol import ContainerRuntime
 
@@ -39,9 +40,9 @@ class Prober:
                 case ProbeKind.EXEC:
                     return await self._exec(probe)
                 case ProbeKind.HTTP:
-                    return await asyncio.wait_for(self._http(probe), probe.timeout_s)
+                    return await within(probe.timeout_s, self._http(probe))
                 case ProbeKind.TCP:
-                    return await asyncio.wait_for(self._tcp(probe), probe.timeout_s)
+                    return await within(probe.timeout_s, self._tcp(probe))
         except TimeoutError:
             return False, f"timed out after {probe.timeout_s:g}s"
         except ConnectionRefusedError:

@@ -43,6 +43,7 @@ import grpc.aio
 from cloudless.lib.clock import Clock, SystemClock
 from cloudless.lib.first import first_of
 from cloudless.lib.keepalive import Keepalive
+from cloudless.lib.waits import ended
 from cloudless.store.election import Election, Leadership
 from cloudless.store.errors import StoreError
 
@@ -233,9 +234,8 @@ class LeaderWatch:
                     sighting.observe(up, self.clock.monotonic())
             finally:
                 if nxt is not None:
-                    nxt.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                        await nxt
+                    with contextlib.suppress(StopAsyncIteration):
+                        await ended(nxt)
         await self._depose(lead, sighting.reason(self.clock.monotonic()))
 
     async def _depose(self, lead: Leadership, why: str) -> None:

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from cloudless.lib.waits import within
+
 _LIMIT = 1 << 20  # stream buffer; also the largest header block we accept
 
 
@@ -167,7 +169,7 @@ class HttpClient:
                     conn = await self._connect(origin)
                 conn.writer.write(head + (body or b""))
                 await conn.writer.drain()
-                return await asyncio.wait_for(self._read_head(conn, method, url), self.timeout)
+                return await within(self.timeout, self._read_head(conn, method, url))
             except (OSError, asyncio.IncompleteReadError, HttpError, TimeoutError) as e:
                 if conn is not None:
                     conn.close()
@@ -180,8 +182,8 @@ class HttpClient:
         scheme, host, port = origin
         ctx = self._ssl(host, port) if scheme == "https" else None
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, ssl=ctx, limit=_LIMIT), self.timeout
+            reader, writer = await within(
+                self.timeout, asyncio.open_connection(host, port, ssl=ctx, limit=_LIMIT)
             )
         except ssl.SSLCertVerificationError as e:
             msg = f"TLS certificate of {host}:{port} not trusted: {e.verify_message}"

@@ -106,3 +106,27 @@ async def test_sampler_over_the_fake_runtime() -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+class GatedRuntime:
+    """``stats_all`` waits for the test to open its gate."""
+
+    def __init__(self) -> None:
+        self.gate: asyncio.Future[list[ContainerStats]] = asyncio.get_running_loop().create_future()
+
+    async def stats_all(self) -> list[ContainerStats]:
+        return await self.gate
+
+
+async def test_sampler_ends_when_cancelled_as_a_sample_arrives() -> None:
+    """An agent stopping just as a sample comes back: the cancel ends the loop; it is not
+    swallowed with the sampler going on to its next sleep."""
+    rt = GatedRuntime()
+    sampler = UsageSampler(rt, FakeClock(), lambda: 2.0)  # type: ignore[arg-type]
+    run = asyncio.create_task(sampler.run())
+    for _ in range(3):
+        await asyncio.sleep(0)
+    rt.gate.set_result([sample(1.0)])
+    run.cancel()
+    done, _ = await asyncio.wait([run], timeout=2)
+    assert done == {run} and run.cancelled()
