@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from cloudless.lib.clock import Clock
 from cloudless.objectstore import treesync
+from cloudless.objectstore.crdt import outranks
 from cloudless.objectstore.layout import PARTITIONS
 from cloudless.objectstore.merkle import Summary
 from cloudless.objectstore.replication import Cluster
@@ -184,7 +185,7 @@ class AntiEntropy:
                     theirs = await peer.entry(table, pk, p)
                     if theirs != tomb:
                         everywhere = False
-                        if theirs is None or theirs.order() < tomb.order():
+                        if theirs is None or outranks(tomb, theirs):
                             await peer.merge(table, [(pk, p, tomb)])
                 except PeerError:
                     everywhere = False

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cloudless.lib.clock import Clock
-from cloudless.objectstore.crdt import Entry
+from cloudless.objectstore.crdt import Entry, outranks
 from cloudless.objectstore.local import LocalStore
 from cloudless.objectstore.rpc import Peer, PeerError
 
@@ -58,7 +58,7 @@ class HintStore:
             "SELECT ts, writer, value FROM hints WHERE target=? AND tbl=? AND pk=?",
             (target, table, pk),
         ).fetchone()
-        if row is not None and Entry(row[0], row[1], row[2]).order() >= e.order():
+        if row is not None and not outranks(e, Entry(row[0], row[1], row[2])):
             return
         self.db.execute(
             "INSERT OR REPLACE INTO hints VALUES (?,?,?,?,?,?,?)",

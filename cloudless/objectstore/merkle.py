@@ -148,7 +148,29 @@ class Tree:
             ZERO if after is None else item_hash(pk, after),
         )
         dc = (after is not None) - (before is not None)
-        nodes = path(key_hash(pk) if kh is None else kh)
+        self._shift(table, part, path(key_hash(pk) if kh is None else kh), delta, dc)
+
+    def resync_leaf(
+        self, table: str, part: int, kh: int, rows: Iterable[tuple[str, Entry]]
+    ) -> None:
+        """Make the nodes above key hash ``kh`` agree with ``rows``, all the rows under its
+        leaf as stored now: for a row whose stored value changed without ``change`` (damaged
+        on disk), so that what the tree held for it is unknown."""
+        nodes = path(kh)
+        h, n = ZERO, 0
+        for pk, e in rows:
+            h, n = _xor(h, item_hash(pk, e)), n + 1
+        level, idx = nodes[-1]
+        row = self.db.execute(
+            "SELECT hash, count FROM merkle WHERE tbl = ? AND part = ? AND level = ? AND idx = ?",
+            (table, part, level, idx),
+        ).fetchone()
+        held, count = (ZERO, 0) if row is None else (row[0], row[1])
+        if (held, count) != (h, n):
+            self._shift(table, part, nodes, _xor(held, h), n - count)
+
+    def _shift(self, table: str, part: int, nodes: list[Node], delta: bytes, dc: int) -> None:
+        """XOR ``delta`` into ``nodes`` and add ``dc`` to their counts."""
         # one point upsert per node (no read first): a node the row is new under starts at
         # (delta, 1); a node whose count falls to 0 is then deleted (empty nodes are not kept)
         self.db.executemany(

@@ -27,8 +27,9 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from cloudless.objectstore.crdt import Entry, merge, next_timestamp
+from cloudless.objectstore.crdt import Entry, merge, next_timestamp, same_write
 from cloudless.objectstore.merkle import Node, Tree, key_hash, span
+from cloudless.objectstore.merkle import path as tree_path
 
 _TABLE = re.compile(r"^[a-z_]{1,32}$")
 ROW_CACHE_BYTES = 8 << 20
@@ -232,7 +233,20 @@ class LwwTable:
                 " ts=excluded.ts, writer=excluded.writer, value=excluded.value",
                 (pk, partition, winner.timestamp, winner.writer, winner.value, kh),
             )
-            self.meta.tree.change(self.name, partition, pk, current, winner, kh=kh)
+            if current is not None and same_write(current, winner):
+                # one write, other bytes: the stored copy was damaged (``crdt.outranks``), so
+                # what the tree held for it is unknown
+                lo, hi = span(tree_path(kh)[-1])
+                under = self.db.execute(
+                    f"SELECT pk, ts, writer, value FROM {self.name} WHERE part = ? AND kh >= ?"
+                    " AND kh < ?",
+                    (partition, lo, hi),
+                )
+                self.meta.tree.resync_leaf(
+                    self.name, partition, kh, ((k, Entry(t, w, v)) for k, t, w, v in under)
+                )
+            else:
+                self.meta.tree.change(self.name, partition, pk, current, winner, kh=kh)
             self.meta.remember(self.name, pk, winner)
         return current, winner
 

@@ -142,6 +142,22 @@ def check_body(obj: ObjectMeta) -> None:
         )
 
 
+def intact(raw: bytes) -> bool:
+    """Whether a stored row value is whole as far as it can tell: a record with a body must
+    have a head that reads and a body that matches its ETag; any other value (a head, a
+    tombstone's absence of one, another table's row) has nothing to check and is intact.
+    Used to break a tie between two states of one write (``crdt.merge``): a copy damaged
+    where it was stored never outranks the good one."""
+    cut = raw.find(BODY)
+    if cut < 0 or BODIES.get(raw) is not None:
+        return True
+    try:
+        obj = _decode_object(raw[:cut])
+    except (ValueError, KeyError, TypeError):
+        return False
+    return body_matches(replace(obj, inline=raw[cut + 1 :]))
+
+
 class _Bodies:
     """Decoded records with inline bodies, each checked (``body_matches``) before it is kept,
     keyed by the record's bytes, up to ``budget`` bytes of bodies (least recently used

@@ -454,6 +454,14 @@ class ReplicatedTable:
     async def _repair_local(self, pk: str, partition: int, e: Entry) -> None:
         self.c.local.merge(self.name, pk, partition, e)
 
+    async def mend_local(self, pk: str, partition: int) -> None:
+        """Read ``pk`` at a quorum and merge the winner into this node's copy, whether or not
+        this node answered (the scrub's repair of a row damaged here: an intact copy of the
+        same write outranks it, ``crdt.outranks``)."""
+        winner = await self.entry(pk, partition)
+        if winner is not None:
+            await self._repair_local(pk, partition, winner)
+
     async def put(
         self, pk: str, partition: int, value: bytes | None, now_ms: int, *, fresh: bool = False
     ) -> Entry:

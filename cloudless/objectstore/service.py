@@ -56,6 +56,7 @@ from cloudless.objectstore.members import (
     default_grace,
 )
 from cloudless.objectstore.metadb import MetaDb
+from cloudless.objectstore.records import OBJECTS
 from cloudless.objectstore.replication import Cluster, ReplicatedBlocks
 from cloudless.objectstore.resync import BlockResync
 from cloudless.objectstore.rpc import Peer, RpcServer, session
@@ -320,7 +321,13 @@ class StorageService:
                 resync.queue(h, f"scrub found it corrupt; {e}")
                 raise
 
-        scrub = Scrubber(local.blocks, self.clock, repair=repair)
+        scrub = Scrubber(
+            local.blocks,
+            self.clock,
+            repair=repair,
+            objects=local.raw(OBJECTS),
+            repair_row=c.table(OBJECTS).mend_local,
+        )
         tg.create_task(scrub.run())
         engine = Engine(c, ReplicatedBlocks(c), self.clock, min_part_size=self.cfg.min_part_size)
         front = S3Server(

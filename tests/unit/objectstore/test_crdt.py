@@ -1,22 +1,75 @@
-"""LWW merges: commutative, associative, idempotent; the SQLite tables converge."""
+"""LWW merges: commutative, associative, idempotent (values include object records with
+inline bodies, whole and damaged); of two copies of one write, the intact one wins; the SQLite
+tables converge, and a damaged stored copy mended by a merge leaves its hash tree right."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudless.objectstore.crdt import Entry, merge, next_timestamp
+from cloudless.objectstore.crdt import Entry, merge, next_timestamp, outranks
 from cloudless.objectstore.metadb import MetaDb
+from cloudless.objectstore.records import BODY, ObjectMeta, intact
 
+
+def record(body: bytes, version: str = "v1") -> bytes:
+    """An object record with ``body`` inline (its ETag the body's MD5)."""
+    etag = hashlib.md5(body).hexdigest()
+    return ObjectMeta(version, len(body), etag, 1.0, inline=body).encode()
+
+
+def damaged(raw: bytes, fill: int) -> bytes:
+    """``raw`` with its inline body overwritten by ``fill`` bytes (same length)."""
+    cut = raw.index(BODY) + 1
+    return raw[:cut] + bytes([fill]) * (len(raw) - cut)
+
+
+GOOD = record(b"hello, world")
+LOW, HIGH = damaged(GOOD, 0x00), damaged(GOOD, 0xFF)  # sort below and above GOOD
+values = st.one_of(
+    st.none(),
+    st.binary(max_size=3),
+    st.sampled_from([GOOD, LOW, HIGH, record(b"other"), damaged(record(b"other"), 0x7F)]),
+)
 entries = st.builds(
     Entry,
     timestamp=st.integers(0, 5),
     writer=st.sampled_from(["a", "b", "c"]),
-    value=st.one_of(st.none(), st.binary(max_size=3)),
+    value=values,
 )
+
+
+def test_the_stored_forms_used_here() -> None:
+    assert intact(GOOD) and not intact(LOW) and not intact(HIGH)
+    assert LOW < GOOD < HIGH
+    assert intact(b'{"not": "an object"}') and intact(b"1")  # nothing to check
+    assert not intact(b"{not json" + BODY + b"x")  # a head that does not read
+
+
+# (a, b, whether a outranks b)
+OUTRANKS = [
+    (Entry(5, "a", HIGH), Entry(5, "a", GOOD), False),  # damaged, greater bytes: still loses
+    (Entry(5, "a", GOOD), Entry(5, "a", HIGH), True),
+    (Entry(5, "a", GOOD), Entry(5, "a", LOW), True),
+    (Entry(5, "a", LOW), Entry(5, "a", HIGH), False),  # both damaged: by bytes
+    (Entry(5, "a", HIGH), Entry(5, "a", LOW), True),
+    (Entry(6, "a", HIGH), Entry(5, "a", GOOD), True),  # a later write wins, whatever it holds
+    (Entry(5, "b", LOW), Entry(5, "a", GOOD), True),  # so does a greater writer
+    (Entry(5, "a", None), Entry(5, "a", GOOD), False),  # tombstone last on a tie
+    (Entry(5, "a", GOOD), Entry(5, "a", GOOD), False),
+]
+
+
+def test_outranks_table() -> None:
+    for a, b, want in OUTRANKS:
+        assert outranks(a, b) is want, (a, b)
+        if want:
+            assert merge(b, a) == a and merge(a, b) == a
 
 
 @given(entries, entries)
@@ -100,3 +153,25 @@ def test_tombstones_collected_only_when_acknowledged_and_old(tmp_path: Path) -> 
     # not a tombstone
     assert t.collect_tombstones(500, {"old", "young", "live"}) == 1
     assert [pk for pk, _ in t.entries(0)] == ["live", "unacked", "young"]
+
+
+@pytest.mark.parametrize("fill", [0x00, 0xFF])
+def test_a_damaged_stored_copy_is_mended_by_the_good_one_and_its_tree_kept(
+    tmp_path: Path, fill: int
+) -> None:
+    """The bytes of a row go bad on disk (the tree was not told); a merge of the same write
+    from a replica replaces them, and the tree then equals a rebuild over the rows."""
+    t = MetaDb(tmp_path / "m.db", "n2").table("objects")
+    for i in range(20):  # neighbours under the same leaves
+        t.merge(f"b/n{i}", 7, Entry(3, "n1", record(bytes([i]) * 40, f"v{i}")))
+    good = Entry(5, "n1", GOOD)
+    t.merge("b/k", 7, good)
+    t.db.execute("UPDATE objects SET value = ? WHERE pk = 'b/k'", (damaged(GOOD, fill),))
+    t.meta.forget("objects", "b/k")
+    assert t.merge("b/k", 7, good) == good  # what a read repair or the scrub sends
+    assert t.get("b/k") == GOOD
+    kept = sorted(t.db.execute("SELECT * FROM merkle"))
+    t.meta.rebuild_trees("objects")
+    assert sorted(t.db.execute("SELECT * FROM merkle")) == kept
+    # and a damaged copy arriving from elsewhere never replaces the good one
+    assert t.merge("b/k", 7, Entry(5, "n1", damaged(GOOD, fill))) == good
