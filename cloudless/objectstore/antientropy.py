@@ -31,6 +31,7 @@ from cloudless.objectstore import treesync
 from cloudless.objectstore.crdt import outranks
 from cloudless.objectstore.layout import PARTITIONS
 from cloudless.objectstore.merkle import Summary
+from cloudless.objectstore.metadb import DiskFull
 from cloudless.objectstore.replication import Cluster
 from cloudless.objectstore.resync import BlockResync
 from cloudless.objectstore.rpc import PeerError
@@ -218,6 +219,8 @@ class AntiEntropy:
                     n = await self.collect_tombstones()
                     if n:
                         log.info("tombstone GC: %d tombstones dropped on every replica", n)
+            except DiskFull as e:
+                self.c.local.disk_full(e)
             except Exception:
                 log.exception("anti-entropy round failed; retrying in %.0f s", self.interval)
             await self.clock.sleep(self.interval)

@@ -47,7 +47,7 @@ from typing import NoReturn, cast
 import blake3
 
 from cloudless.lib.errors import CloudlessError
-from cloudless.objectstore.metadb import MetaDb
+from cloudless.objectstore.metadb import DiskFull, MetaDb, full
 
 BLOCK_SIZE = 1 << 20
 INLINE_MAX = 16 << 10
@@ -168,6 +168,7 @@ class BlockStore:
         """Bytes of small blocks held for ``read`` (``SMALL_CACHE_BYTES`` by default)."""
         self.refs = meta.table("block_refs")
         self.db = meta.db
+        self.node = meta.writer
         self.db.execute("CREATE TABLE IF NOT EXISTS block_gc (hash TEXT PRIMARY KEY, due REAL)")
         self._queued = {h for (h,) in self.db.execute("SELECT hash FROM block_gc")}
         """The hashes in ``block_gc`` (a write checks it without a statement)."""
@@ -207,9 +208,11 @@ class BlockStore:
                     # the fsync that makes it durable later then waits for little I/O
                     _start_writeback(f.fileno())
             os.replace(tmp, final)
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            if full(e):
+                raise DiskFull(self.node, f"block {h}") from e
             raise
         self._trust(h, _signature(os.stat(final)))  # after the rename, which sets its ctime
         if len(data) <= SYNC_MAX:

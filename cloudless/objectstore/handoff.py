@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from cloudless.lib.clock import Clock
 from cloudless.objectstore.crdt import Entry, outranks
 from cloudless.objectstore.local import LocalStore
+from cloudless.objectstore.metadb import DiskFull
 from cloudless.objectstore.rpc import Peer, PeerError
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,8 @@ class Handoff:
         while True:
             try:
                 await self.deliver_once()
+            except DiskFull as e:
+                self.hints.local.disk_full(e)
             except Exception:
                 log.exception("hinted handoff round failed; retrying in %.0f s", self.interval)
             await self.clock.sleep(self.interval)

@@ -7,17 +7,22 @@ which also re-checks a block's reference count when one of its ``block_refs`` ro
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import BinaryIO
 
 from cloudless.lib.clock import Clock
 from cloudless.objectstore.blocks import BlockStore, CorruptBlock, MissingBlock
 from cloudless.objectstore.crdt import Entry, next_timestamp
-from cloudless.objectstore.metadb import LwwTable, MetaDb
+from cloudless.objectstore.metadb import DiskFull, LwwTable, MetaDb
 from cloudless.objectstore.records import OBJECTS, PARTS, UPLOADS, VERSION_BLOCKS
 from cloudless.objectstore.seams import Commit
 
+log = logging.getLogger(__name__)
+
 BLOCK_REFS = "block_refs"
+FULL_EVERY_S = 60.0
+"""How often a node whose disk is full says so in its log (each refused write would)."""
 REPLICATED = (OBJECTS, VERSION_BLOCKS, UPLOADS, PARTS, BLOCK_REFS)
 """The tables replicated between nodes: the only ones a peer may name."""
 
@@ -28,6 +33,15 @@ class LocalStore:
         self.blocks = blocks
         self.clock = clock
         self._tables: dict[str, LocalTable] = {}
+        self._full_said: float | None = None
+
+    def disk_full(self, e: DiskFull) -> None:
+        """Say that a write failed for want of room here, at most once every
+        ``FULL_EVERY_S`` (the writer hears it in its answer every time)."""
+        now = self.clock.monotonic()
+        if self._full_said is None or now - self._full_said >= FULL_EVERY_S:
+            self._full_said = now
+            log.warning("%s: writes to this node fail until there is room; reads go on", e)
 
     @property
     def writer(self) -> str:

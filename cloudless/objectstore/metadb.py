@@ -21,6 +21,7 @@ else may write the tables (no second writer process or connection).
 from __future__ import annotations
 
 import contextlib
+import errno
 import re
 import sqlite3
 import threading
@@ -32,6 +33,27 @@ from cloudless.objectstore.merkle import Node, Tree, key_hash, span
 from cloudless.objectstore.merkle import path as tree_path
 
 _TABLE = re.compile(r"^[a-z_]{1,32}$")
+
+
+class DiskFull(OSError):
+    """This node's disk has no room for a write: ``ENOSPC`` from a block file or
+    ``SQLITE_FULL`` from the metadata (the write rolled back whole). A replicated write counts
+    it as this replica failing (``Cluster.each``: an ``OSError``); reads go on."""
+
+    def __init__(self, node: str, what: str) -> None:
+        super().__init__(errno.ENOSPC, f"{node}: no space left on device for {what}")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def full(e: BaseException) -> bool:
+    """Whether ``e`` says the disk is full (SQLite's ``SQLITE_FULL`` or ``ENOSPC``)."""
+    if isinstance(e, sqlite3.Error):
+        return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 ROW_CACHE_BYTES = 8 << 20
 """What the rows ``entry`` keeps in memory may take by default: their values' and keys'
 bytes, plus ``_ROW_OVERHEAD`` each."""
@@ -100,12 +122,13 @@ class MetaDb:
         try:
             self.db.execute("COMMIT")
         except BaseException:
-            self._forget_all()
+            self._rollback()  # SQLite may keep the transaction open after a failed COMMIT
             raise
 
     def _rollback(self) -> None:
         self._forget_all()
-        self.db.execute("ROLLBACK")
+        if self.db.in_transaction:  # SQLite rolls some failures (a full disk) back itself
+            self.db.execute("ROLLBACK")
 
     def checkpoint(self) -> None:
         """Copy the WAL's committed pages into the database file and fsync it, on a
@@ -163,14 +186,20 @@ class MetaDb:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """One write transaction (``BEGIN IMMEDIATE`` .. ``COMMIT``; rolled back if the body
-        raises). Not re-entrant: the calls inside use the ``*_in_transaction`` forms."""
-        self.db.execute("BEGIN IMMEDIATE")
+        or the commit raises; ``DiskFull`` when the disk had no room). Not re-entrant: the
+        calls inside use the ``*_in_transaction`` forms."""
         try:
-            yield
-        except BaseException:
-            self._rollback()
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._rollback()
+                raise
+            self._commit()
+        except sqlite3.Error as e:
+            if full(e):
+                raise DiskFull(self.writer, "metadata") from e
             raise
-        self._commit()
 
     def rebuild_trees(self, name: str) -> None:
         """Recompute ``name``'s hash trees from its rows (a check, or a repair)."""

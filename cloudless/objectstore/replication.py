@@ -45,6 +45,7 @@ from cloudless.objectstore.handoff import HintStore, fallbacks
 from cloudless.objectstore.history import LayoutHistory
 from cloudless.objectstore.layout import PARTITIONS, LayoutVersion, partition_of
 from cloudless.objectstore.local import LocalStore
+from cloudless.objectstore.metadb import DiskFull
 from cloudless.objectstore.rpc import BatchRequest, Peer, PeerError
 from cloudless.objectstore.seams import Commit
 
@@ -152,7 +153,7 @@ class Cluster:
                         refused.append(f"{fb}: no address")
                         continue
                     break
-                except PeerError as e:
+                except (PeerError, OSError) as e:  # OSError: this node's disk (DiskFull)
                     refused.append(str(e))
                     continue
             else:
@@ -248,6 +249,8 @@ class Cluster:
         for n, r in outcomes.items():
             if isinstance(r, PeerError | MissingBlock | CorruptBlock | OSError):
                 failed[n] = str(r)
+                if isinstance(r, DiskFull):
+                    self.local.disk_full(r)
             elif isinstance(r, BaseException):
                 raise r
             else:

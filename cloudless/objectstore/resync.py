@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from cloudless.lib.clock import Clock
 from cloudless.objectstore.blocks import BlockStore, block_hash
+from cloudless.objectstore.metadb import DiskFull
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,8 @@ class BlockResync:
                         r.bytes,
                         len(r.failed),
                     )
+            except DiskFull as e:
+                log.warning("block resync pass failed: %s; retrying in %.0f s", e, FIRST_RETRY_S)
             except Exception:
                 log.exception("block resync pass failed; retrying in %.0f s", FIRST_RETRY_S)
             nxt = self.next_due()

@@ -38,6 +38,7 @@ from cloudless.objectstore import treesync
 from cloudless.objectstore.blocks import MissingBlock, block_hash
 from cloudless.objectstore.crdt import Entry
 from cloudless.objectstore.local import LocalStore
+from cloudless.objectstore.metadb import DiskFull
 from cloudless.objectstore.records import OBJECTS, listed
 
 if TYPE_CHECKING:
@@ -234,6 +235,9 @@ class RpcServer:
             resp: web.StreamResponse = await handler(request)
         except BadCall as e:
             return web.json_response({"error": str(e)}, status=400)
+        except DiskFull as e:
+            self.local.disk_full(e)
+            return web.json_response({"error": str(e)}, status=507)
         except ConnectionResetError as e:  # the peer went away mid-call (killed, gave up)
             log.debug("%s %s from %s: connection lost: %s", request.method, request.path, peer, e)
             if request.transport is not None:
@@ -339,6 +343,9 @@ class RpcServer:
             status = 0
         except BadCall as e:
             status, answer = 1, str(e).encode()
+        except DiskFull as e:
+            self.local.disk_full(e)
+            status, answer = 2, str(e).encode()
         except Exception:
             log.exception("call %d on the call stream failed", op)
             status, answer = 2, b"internal error"
