@@ -7,6 +7,7 @@ Every refusal is a ``CloudlessError`` naming the problem; output is plain text l
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError, NotFound, ValidationError
@@ -17,6 +18,9 @@ from cloudless.objectstore.s3.errors import S3Error
 from cloudless.objectstore.s3.iam import AccessKey, Bucket, Iam
 from cloudless.security.secretbox import SecretBox
 from cloudless.store.protocol import Store
+
+if TYPE_CHECKING:
+    from cloudless.objectstore.members import StorageNode
 
 
 def _user_error(e: S3Error) -> CloudlessError:
@@ -142,6 +146,18 @@ async def status(store: Store) -> list[str]:
         where = "in layout" if n.name in roles else "not in layout"
         lines.append(
             f"  {n.name}  zone {n.zone}  {kind}  {where}  beat {n.beat}  "
-            f"peer {n.rpc_url}  s3 {n.s3_url or '-'}"
+            f"peer {n.rpc_url}  s3 {n.s3_url or '-'}{disk_text(n)}"
         )
     return lines + render_history(hist)
+
+
+def disk_text(n: StorageNode) -> str:
+    """A storage node's disk for ``status``: free of total, and a warning while it refuses
+    writes for want of room ("" for a gateway or a node that did not report it)."""
+    if n.capacity == 0 or n.disk_size <= 0:
+        return ""
+    gib = 1 << 30
+    text = f"  disk {n.disk_free / gib:.1f} of {n.disk_size / gib:.1f} GiB free"
+    if n.refusing_writes:
+        text += "  REFUSING WRITES: its disk is full"
+    return text

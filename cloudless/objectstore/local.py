@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 BLOCK_REFS = "block_refs"
 FULL_EVERY_S = 60.0
 """How often a node whose disk is full says so in its log (each refused write would)."""
+FULL_HOLD_S = 120.0
+"""How long after its last write refused for want of room a node reports it is refusing
+writes (``refusing_writes``)."""
 REPLICATED = (OBJECTS, VERSION_BLOCKS, UPLOADS, PARTS, BLOCK_REFS)
 """The tables replicated between nodes: the only ones a peer may name."""
 
@@ -34,14 +37,20 @@ class LocalStore:
         self.clock = clock
         self._tables: dict[str, LocalTable] = {}
         self._full_said: float | None = None
+        self._full_at: float | None = None
 
     def disk_full(self, e: DiskFull) -> None:
-        """Say that a write failed for want of room here, at most once every
+        """Note that a write failed for want of room here, and say so at most once every
         ``FULL_EVERY_S`` (the writer hears it in its answer every time)."""
-        now = self.clock.monotonic()
+        now = self._full_at = self.clock.monotonic()
         if self._full_said is None or now - self._full_said >= FULL_EVERY_S:
             self._full_said = now
             log.warning("%s: writes to this node fail until there is room; reads go on", e)
+
+    def refusing_writes(self) -> bool:
+        """Whether a write failed here for want of room in the last ``FULL_HOLD_S``."""
+        at = self._full_at
+        return at is not None and self.clock.monotonic() - at < FULL_HOLD_S
 
     @property
     def writer(self) -> str:

@@ -49,7 +49,9 @@ class StorageNode:
     ``"<ip>:<port>"`` where the device's containers and the overlay reach this node's S3 API
     (its container bridge address), set while the S3 API serves on every address of a device
     whose container network is up, else empty; the cluster's S3 service routes to it
-    (``network/s3_service.py``)."""
+    (``network/s3_service.py``). ``disk_free``/``disk_size``: bytes of the file system
+    under the node's data directory at its last beat (-1: not reported); ``refusing_writes``:
+    a write failed there for want of room in the last ``local.FULL_HOLD_S``."""
 
     name: str
     zone: str
@@ -58,6 +60,9 @@ class StorageNode:
     s3_url: str
     beat: int = 0
     s3_gateway: str = ""
+    disk_free: int = -1
+    disk_size: int = -1
+    refusing_writes: bool = False
 
     @property
     def role(self) -> NodeRole:

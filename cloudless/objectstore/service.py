@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -200,6 +201,7 @@ class StorageService:
         self._last_alive: float | None = None
         self._s3_serving = False
         self.gateway = gateway
+        self.local: LocalStore | None = None
 
     # ---- assembly ------------------------------------------------------------------------
 
@@ -250,7 +252,7 @@ class StorageService:
         return f"{ip}:{self.s3_port}" if ip else ""
 
     async def run(self) -> None:
-        local = self._open()
+        local = self.local = self._open()
         self._returning = (self.cfg.data_dir / "alive").exists()
         self._last_alive = self._read_alive() if self._returning else None
         hints = self.hints = HintStore(local)
@@ -484,6 +486,11 @@ class StorageService:
 
     async def _register(self) -> None:
         self._beat += 1
+        try:
+            disk = shutil.disk_usage(self.cfg.data_dir)
+            free, size = disk.free, disk.total
+        except OSError:
+            free = size = -1
         me = StorageNode(
             self.me,
             self.cfg.zone,
@@ -492,6 +499,9 @@ class StorageService:
             self._s3_url(),
             self._beat,
             self._s3_gateway(),
+            disk_free=free,
+            disk_size=size,
+            refusing_writes=self.local is not None and self.local.refusing_writes(),
         )
         await self.registry.put(self.me, me)
 

@@ -83,6 +83,7 @@ def test_agents_run_a_replicated_store(cluster: StoreCluster) -> None:
         wait_for(lambda a=a: s3_up(a.s3, key), f"{a.name}'s S3 API", 90)
     status = "\n".join(cluster.call_api("GET", "/v1/s3/status")["lines"])
     assert "3 registered object-store nodes" in status and a1.s3 in status
+    assert status.count(" GiB free") == 3 and "REFUSING WRITES" not in status
 
     objects: dict[str, bytes] = {}
 

@@ -90,6 +90,9 @@ async def test_a_full_disk_fails_a_replica_not_a_request(
             r.getMessage() for r in caplog.records if "no space left on device" in r.getMessage()
         ]
         assert 1 <= len(said) <= 2, said  # once per full node (each says so once a minute)
+        # what each node's registration reports (``cloudless s3 status``)
+        assert c.nodes["n2"].local.refusing_writes() and c.nodes["n3"].local.refusing_writes()
+        assert not c.nodes["n1"].local.refusing_writes()
         # room again: a PUT is acknowledged and lands on every node
         for d in small_disks.values():
             _room(d, "64m")
