@@ -150,9 +150,10 @@ class LocalTable:
         include_start: bool = True,
         shallow: bool = False,
     ) -> list[tuple[str, Entry]]:
-        """``shallow`` changes nothing here: the rows are read locally, with or without
-        their bodies at the same cost."""
-        return self.rows.range(start, prefix=prefix, limit=limit, include_start=include_start)
+        """``shallow``: heads only (``LwwTable.range(heads=True)``)."""
+        return self.rows.range(
+            start, prefix=prefix, limit=limit, include_start=include_start, heads=shallow
+        )
 
 
 class LocalBlocks:

@@ -31,8 +31,19 @@ from pathlib import Path
 from cloudless.objectstore.crdt import Entry, merge, next_timestamp, same_write
 from cloudless.objectstore.merkle import Node, Tree, key_hash, span
 from cloudless.objectstore.merkle import path as tree_path
+from cloudless.objectstore.records import BODY
 
 _TABLE = re.compile(r"^[a-z_]{1,32}$")
+
+
+def head_of(value: bytes | None) -> bytes | None:
+    """What the ``head`` column keeps of a value: its bytes before the first NUL (an object
+    record's JSON head, ``records.BODY``), so a listing reads no inline body; None for a value
+    with no body (the listing reads the value itself)."""
+    if value is None:
+        return None
+    cut = value.find(BODY)
+    return None if cut < 0 else value[:cut]
 
 
 class DiskFull(OSError):
@@ -163,11 +174,19 @@ class MetaDb:
         key-hash column and trees built once."""
         self.db.execute(
             f"CREATE TABLE IF NOT EXISTS {name} (pk TEXT PRIMARY KEY, part INTEGER NOT NULL,"
-            " ts INTEGER NOT NULL, writer TEXT NOT NULL, value BLOB, kh INTEGER NOT NULL)"
+            " ts INTEGER NOT NULL, writer TEXT NOT NULL, head BLOB, value BLOB,"
+            " kh INTEGER NOT NULL)"
         )
         columns = [r[1] for r in self.db.execute(f"PRAGMA table_info({name})")]
         self.db.execute("BEGIN IMMEDIATE")
         try:
+            if "head" not in columns:  # after the value: right, without the saving
+                self.db.execute(f"ALTER TABLE {name} ADD COLUMN head BLOB")
+                self.db.execute(
+                    f"UPDATE {name} SET head = substr(value, 1, instr(value, ?) - 1)"
+                    " WHERE instr(value, ?) > 0",
+                    (BODY, BODY),
+                )
             if "kh" not in columns:
                 self.db.execute(f"ALTER TABLE {name} ADD COLUMN kh INTEGER NOT NULL DEFAULT 0")
                 pks = [pk for (pk,) in self.db.execute(f"SELECT pk FROM {name}")]
@@ -256,11 +275,13 @@ class LwwTable:
         winner = merge(current, incoming)
         if winner is not current:
             kh = key_hash(pk)
+            v = winner.value
             self.db.execute(
-                f"INSERT INTO {self.name}(pk, part, ts, writer, value, kh)"
-                " VALUES (?,?,?,?,?,?) ON CONFLICT(pk) DO UPDATE SET part=excluded.part,"
-                " ts=excluded.ts, writer=excluded.writer, value=excluded.value",
-                (pk, partition, winner.timestamp, winner.writer, winner.value, kh),
+                f"INSERT INTO {self.name}(pk, part, ts, writer, head, value, kh)"
+                " VALUES (?,?,?,?,?,?,?) ON CONFLICT(pk) DO UPDATE SET part=excluded.part,"
+                " ts=excluded.ts, writer=excluded.writer, head=excluded.head,"
+                " value=excluded.value",
+                (pk, partition, winner.timestamp, winner.writer, head_of(v), v, kh),
             )
             if current is not None and same_write(current, winner):
                 # one write, other bytes: the stored copy was damaged (``crdt.outranks``), so
@@ -288,10 +309,18 @@ class LwwTable:
         return self.merge(pk, partition, self.stamp(pk, value, now_ms))
 
     def range(
-        self, start: str, *, prefix: str = "", limit: int = 1000, include_start: bool = True
+        self,
+        start: str,
+        *,
+        prefix: str = "",
+        limit: int = 1000,
+        include_start: bool = True,
+        heads: bool = False,
     ) -> list[tuple[str, Entry]]:
         """Rows with ``pk >= start`` (or ``>``) starting with ``prefix``, in order, tombstones
-        included (callers skip them but must count them to page)."""
+        included (callers skip them but must count them to page). ``heads``: each value cut
+        at its body (``head_of``), read without the body's pages; for a listing only."""
+        value = "coalesce(head, value)" if heads else "value"
         op = ">=" if include_start else ">"
         lo = start
         if prefix > start:
@@ -299,12 +328,13 @@ class LwwTable:
         upper = _successor(prefix)
         if upper is None:
             sql = (
-                f"SELECT pk, ts, writer, value FROM {self.name} WHERE pk {op} ? ORDER BY pk LIMIT ?"
+                f"SELECT pk, ts, writer, {value} FROM {self.name} WHERE pk {op} ?"
+                " ORDER BY pk LIMIT ?"
             )
             args: tuple[object, ...] = (lo, limit)
         else:
             sql = (
-                f"SELECT pk, ts, writer, value FROM {self.name} WHERE pk {op} ? AND pk < ?"
+                f"SELECT pk, ts, writer, {value} FROM {self.name} WHERE pk {op} ? AND pk < ?"
                 " ORDER BY pk LIMIT ?"
             )
             args = (lo, upper, limit)

@@ -498,13 +498,15 @@ class ReplicatedTable:
         include_start: bool = True,
         shallow: bool = False,
     ) -> list[tuple[str, Entry]]:
-        """``shallow``: peers answer object records without their inline bodies; this
-        node's own rows are read whole (no network to save)."""
+        """``shallow``: object records without their inline bodies (each replica reads
+        heads only, ``LwwTable.range(heads=True)``)."""
         nodes = self.c.nodes(partition)
 
         async def local() -> list[tuple[str, Entry]]:
             self.c.own_copy(partition)
-            return self.rows.range(start, prefix=prefix, limit=limit, include_start=include_start)
+            return self.rows.range(
+                start, prefix=prefix, limit=limit, include_start=include_start, heads=shallow
+            )
 
         need = quorum.read_quorum(self.c.replication)
         answers, failed = await self.c.each(

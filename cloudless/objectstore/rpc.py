@@ -386,8 +386,8 @@ class RpcServer:
                 raise ValueError(f"shallow: only {OBJECTS} rows have bodies to leave out")
         if (refused := self._catching_up(part)) is not None:
             return refused
-        rows = table.range(start, prefix=prefix, limit=limit, include_start=include)
-        if shallow:
+        rows = table.range(start, prefix=prefix, limit=limit, include_start=include, heads=shallow)
+        if shallow:  # heads; a record of the earlier form carries its body in the JSON
             rows = [(pk, replace(e, value=listed(e.value)) if e.value else e) for pk, e in rows]
         return web.json_response({"rows": [[pk, *row_out(e)] for pk, e in rows]})
 

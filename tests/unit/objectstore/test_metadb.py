@@ -40,3 +40,43 @@ def test_without_checkpoints_on_commit_the_wal_holds_the_writes_until_checkpoint
     again = MetaDb(db, "n1")
     assert again.table("objects").entry("b/k00399") == Entry(1399, "n1", b"v" * 200)
     again.close()
+
+
+# (stored value, what a range with heads=True answers)
+HEADS = [
+    (b'{"v":"a"}\0body bytes', b'{"v":"a"}'),
+    (b'{"v":"a"}\0', b'{"v":"a"}'),  # an empty body
+    (b'{"v":"a"}\0with\0nuls', b'{"v":"a"}'),  # the first NUL cuts
+    (b'{"v":"no body"}', b'{"v":"no body"}'),
+    (b"1", b"1"),  # another table's value
+    (None, None),  # a tombstone
+]
+
+
+def test_a_range_of_heads_reads_each_value_cut_at_its_body(tmp_path: Path) -> None:
+    t = MetaDb(tmp_path / "m.db", "n1").table("objects")
+    for i, (value, _) in enumerate(HEADS):
+        t.merge(f"b/{i}", 0, Entry(5, "n1", value))
+    assert [e.value for _, e in t.range("b/", heads=True)] == [want for _, want in HEADS]
+    assert [e.value for _, e in t.range("b/")] == [value for value, _ in HEADS]
+    t.merge("b/0", 0, Entry(6, "n1", b'{"v":"b"}'))  # an overwrite without a body clears it
+    assert t.range("b/0", limit=1, heads=True)[0][1].value == b'{"v":"b"}'
+    t.meta.close()
+
+
+def test_a_table_from_before_the_head_column_gets_it_filled_on_open(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "old.db")
+    db.execute(
+        "CREATE TABLE objects (pk TEXT PRIMARY KEY, part INTEGER NOT NULL, ts INTEGER NOT NULL,"
+        " writer TEXT NOT NULL, value BLOB, kh INTEGER NOT NULL)"
+    )
+    for i, (value, _) in enumerate(HEADS):
+        db.execute("INSERT INTO objects VALUES (?, 0, 5, 'n1', ?, 0)", (f"b/{i}", value))
+    db.commit()
+    db.close()
+    t = MetaDb(tmp_path / "old.db", "n1").table("objects")
+    assert [e.value for _, e in t.range("b/", heads=True)] == [want for _, want in HEADS]
+    assert [e.value for _, e in t.range("b/")] == [value for value, _ in HEADS]
+    t.meta.close()
