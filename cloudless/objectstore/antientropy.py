@@ -116,6 +116,8 @@ class AntiEntropy:
                     settled.add(p)
                 except PeerError as e:
                     log.debug("anti-entropy: partition %d with %s: %s", p, other, e)
+                except DiskFull as e:  # not settled: the next round tries again
+                    self.c.local.disk_full(e)
 
         async with asyncio.TaskGroup() as tg:
             for p, tables in sorted(by_part.items()):

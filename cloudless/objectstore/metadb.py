@@ -25,8 +25,9 @@ import errno
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from cloudless.objectstore.crdt import Entry, merge, next_timestamp, same_write
 from cloudless.objectstore.merkle import Node, Tree, key_hash, span
@@ -44,6 +45,29 @@ def head_of(value: bytes | None) -> bytes | None:
         return None
     cut = value.find(BODY)
     return None if cut < 0 else value[:cut]
+
+
+class _Connection(sqlite3.Connection):
+    """Every statement's ``SQLITE_FULL`` raised as ``DiskFull`` (autocommit writes too: block
+    GC's queue, hints), so callers handle one error for a full disk."""
+
+    node = ""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.Error as e:
+            if full(e):
+                raise DiskFull(self.node, "metadata") from e
+            raise
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> sqlite3.Cursor:
+        try:
+            return super().executemany(sql, parameters)
+        except sqlite3.Error as e:
+            if full(e):
+                raise DiskFull(self.node, "metadata") from e
+            raise
 
 
 class DiskFull(OSError):
@@ -86,7 +110,10 @@ class MetaDb:
         the commit that crosses 1,000 WAL pages: 5-30 ms on this disk, ~2% of commits)."""
         self.writer = writer
         self.path = str(path)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, factory=_Connection
+        )
+        self.db.node = writer
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         if checkpoint_in_background:

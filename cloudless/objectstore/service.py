@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import sqlite3
 from collections.abc import Callable, Mapping
@@ -56,7 +57,7 @@ from cloudless.objectstore.members import (
     decide,
     default_grace,
 )
-from cloudless.objectstore.metadb import MetaDb
+from cloudless.objectstore.metadb import DiskFull, MetaDb, full
 from cloudless.objectstore.records import OBJECTS
 from cloudless.objectstore.replication import Cluster, ReplicatedBlocks
 from cloudless.objectstore.resync import BlockResync
@@ -364,8 +365,11 @@ class StorageService:
             log.warning("%d blocks written just before the last stop were bad; queued", len(bad))
 
     def _mark_alive(self) -> None:
+        """Replace the marker whole (a full disk leaves the last one as it was)."""
         marker = self.cfg.data_dir / "alive"
-        marker.write_text(f"{self.clock.now():.0f}\n")
+        tmp = marker.with_name("alive.tmp")
+        tmp.write_text(f"{self.clock.now():.0f}\n")
+        os.replace(tmp, marker)
 
     async def _catch_up_then(self, ae: AntiEntropy) -> None:
         assert self.cluster is not None
@@ -394,10 +398,15 @@ class StorageService:
     async def _block_gc(self, local: LocalStore) -> None:
         while True:
             gone = 0
-            while len(batch := local.blocks.collect(self.clock.now(), GC_BATCH)) == GC_BATCH:
+            try:
+                while len(batch := local.blocks.collect(self.clock.now(), GC_BATCH)) == GC_BATCH:
+                    gone += len(batch)
+                    await asyncio.sleep(0)  # on the loop, as writes start: see blocks.py
                 gone += len(batch)
-                await asyncio.sleep(0)  # on the loop, as writes start: see blocks.py
-            gone += len(batch)
+            except DiskFull as e:  # its queue is in SQLite: the next round goes on
+                local.disk_full(e)
+            except OSError as e:
+                log.warning("block GC: %s; retrying in %.0f s", e, self.cfg.block_gc_s)
             if gone:
                 log.info("block GC: %d unreferenced blocks removed", gone)
             await self.clock.sleep(self.cfg.block_gc_s)
@@ -409,11 +418,19 @@ class StorageService:
             try:
                 await local.blocks.flush()
             except OSError as e:
-                log.warning("block flush failed: %s; retrying in %.0f s", e, self.cfg.block_flush_s)
+                if full(e):
+                    local.disk_full(DiskFull(self.me, "a block flush"))
+                else:
+                    log.warning(
+                        "block flush failed: %s; retrying in %.0f s", e, self.cfg.block_flush_s
+                    )
             try:
                 await asyncio.to_thread(local.meta.checkpoint)
             except sqlite3.Error as e:
-                log.warning("metadata checkpoint failed: %s; retrying", e)
+                if full(e):
+                    local.disk_full(DiskFull(self.me, "a metadata checkpoint"))
+                else:
+                    log.warning("metadata checkpoint failed: %s; retrying", e)
             await self.clock.sleep(self.cfg.block_flush_s)
 
     # ---- control -------------------------------------------------------------------------
@@ -429,7 +446,13 @@ class StorageService:
     async def control_once(self, local: LocalStore, client: aiohttp.ClientSession) -> None:
         """One beat: register, refresh the layout and peers, sync and act on churn."""
         await self._register()
-        await asyncio.to_thread(self._mark_alive)
+        try:
+            await asyncio.to_thread(self._mark_alive)
+        except OSError as e:  # the beat goes on: the layout and peers must still be followed
+            if full(e):
+                local.disk_full(DiskFull(self.me, "its alive marker"))
+            else:
+                log.warning("object store: could not mark this node alive: %s", e)
         history = await self.layouts.show()
         if self._placed_before_start is None:
             self._placed_before_start = reads_from(history, self.me)
