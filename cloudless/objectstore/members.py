@@ -69,7 +69,12 @@ class StorageNode:
         return NodeRole(self.zone, self.capacity)
 
 
-NODES = TableSpec("objectstore-nodes", DataclassCodec(StorageNode, kind="objectstore_node"))
+NODES = TableSpec(
+    "objectstore-nodes",
+    DataclassCodec(StorageNode, kind="objectstore_node", ignore_unknown=True),
+)
+"""Registrations, rewritten by their node every beat: fields a newer node adds are ignored by
+an older reader (a rolling upgrade), which reads the fields it knows."""
 
 
 @dataclass

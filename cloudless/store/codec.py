@@ -108,8 +108,10 @@ D = TypeVar("D")
 class DataclassCodec(Generic[D]):
     """A (frozen) dataclass whose fields are JSON types, nested dataclasses, or tuples of them.
 
-    Unknown fields are refused on read (they mean a newer schema without a version bump);
-    missing fields fall back to the dataclass defaults.
+    Unknown fields are refused on read (they mean a newer schema without a version bump),
+    unless ``ignore_unknown``: for a record its writer rewrites often (a heartbeat, a
+    registration), which a node of a newer version may extend while older readers still
+    read what they know. Missing fields fall back to the dataclass defaults.
     """
 
     def __init__(
@@ -119,10 +121,12 @@ class DataclassCodec(Generic[D]):
         kind: str | None = None,
         version: int = 1,
         migrations: Mapping[int, Migration] | None = None,
+        ignore_unknown: bool = False,
     ) -> None:
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"{cls!r} is not a dataclass")
         self.cls = cls
+        self.ignore_unknown = ignore_unknown
         self.kind = kind or cls.__name__
         self.version = version
         self.migrations: Mapping[int, Migration] = migrations or {}
@@ -133,7 +137,7 @@ class DataclassCodec(Generic[D]):
     def decode(self, data: Json) -> D:
         if not isinstance(data, dict):
             raise TypeError(f"expected an object, got {type(data).__name__}")
-        return _build(self.cls, data)  # type: ignore[no-any-return]
+        return _build(self.cls, data, self.ignore_unknown)  # type: ignore[no-any-return]
 
 
 @functools.cache
@@ -142,7 +146,7 @@ def _type_hints(tp: type) -> dict[str, Any]:
     return typing.get_type_hints(tp)
 
 
-def _build(tp: Any, data: Json) -> Any:
+def _build(tp: Any, data: Json, ignore_unknown: bool = False) -> Any:
     """Rebuild nested dataclasses and tuples from JSON (``asdict`` flattens them)."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
@@ -151,14 +155,20 @@ def _build(tp: Any, data: Json) -> Any:
         hints = _type_hints(tp)
         names = {f.name for f in dataclasses.fields(tp)}
         unknown = sorted(set(data) - names)
-        if unknown:
+        if unknown and not ignore_unknown:
             raise ValueError(f"{tp.__name__}: unknown field(s) {', '.join(unknown)}")
-        return tp(**{k: _build(hints.get(k, Any), v) for k, v in data.items()})
+        return tp(
+            **{
+                k: _build(hints.get(k, Any), v, ignore_unknown)
+                for k, v in data.items()
+                if k in names
+            }
+        )
     if origin is tuple and isinstance(data, list):
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_build(args[0], x) for x in data)
-        return tuple(_build(a, x) for a, x in zip(args, data, strict=False))
+            return tuple(_build(args[0], x, ignore_unknown) for x in data)
+        return tuple(_build(a, x, ignore_unknown) for a, x in zip(args, data, strict=False))
     return data
 
 

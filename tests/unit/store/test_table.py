@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -197,3 +198,37 @@ async def test_update_after_lost_answer_does_not_apply_twice() -> None:
     assert rec is not None and rec.value["count"] == 1  # 0 + 1 once, not twice
     got = await t.get("n")
     assert got is not None and got.value["count"] == 1
+
+
+@dataclass(frozen=True)
+class Inner:
+    a: int
+
+
+@dataclass(frozen=True)
+class Outer:
+    name: str
+    inner: Inner
+    items: tuple[Inner, ...] = ()
+    extra: int = 0
+
+
+NEWER = {"name": "n", "inner": {"a": 1, "b": 2}, "items": [{"a": 3, "c": 4}], "later": True}
+
+# (codec, what decoding a record with fields this code does not know gives)
+UNKNOWN = [
+    (DataclassCodec(Outer), "unknown field(s) later"),
+    (DataclassCodec(Outer, ignore_unknown=True), Outer("n", Inner(1), (Inner(3),))),
+]
+
+
+@pytest.mark.parametrize(("codec", "want"), UNKNOWN)
+def test_unknown_fields_are_refused_unless_the_codec_ignores_them(
+    codec: DataclassCodec[Outer], want: object
+) -> None:
+    if isinstance(want, str):
+        with pytest.raises(ValueError, match=re.escape(want)):
+            codec.decode(NEWER)
+    else:
+        assert codec.decode(NEWER) == want
+        assert codec.decode({"name": "n", "inner": {"a": 1}}) == Outer("n", Inner(1))
