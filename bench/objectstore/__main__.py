@@ -230,7 +230,7 @@ async def list_keys(
         Params={"Bucket": "bench", "Prefix": prefix, "MaxKeys": count},
         ExpiresIn=3600,
     )
-    cpu0, times = target.cpu(), []
+    cpu0, times = (target.cpu() if target.proc else 0.0), []
     for _ in range(LISTS):
         t = time.perf_counter()
         async with session.get(url) as r:
@@ -239,9 +239,10 @@ async def list_keys(
                 raise RuntimeError(f"LIST {r.status}: {text[:200]}")
         times.append(time.perf_counter() - t)
     into.setdefault(f"LIST {count} keys ms", []).append(statistics.median(times) * 1000)
-    into.setdefault(f"LIST {count} keys server cpu ms", []).append(
-        (target.cpu() - cpu0) / LISTS * 1000
-    )
+    if target.proc:  # a cluster's processes are not one target's
+        into.setdefault(f"LIST {count} keys server cpu ms", []).append(
+            (target.cpu() - cpu0) / LISTS * 1000
+        )
 
 
 RATIOS = (

@@ -57,11 +57,12 @@ from typing import Any
 import aiohttp
 
 from bench.common import RESULTS, percentile
-from bench.objectstore.__main__ import Target, run, start
+from bench.objectstore.__main__ import Target, list_keys, run, start
 from bench.objectstore.servers import make_tls, run_baseline, run_fanout, run_sink, run_store
 
 MIB = 1 << 20
 ROUNDS = 3
+LIST_KEYS = 1000
 NOW = "cluster R=3"
 IDEAL = "ideal R=3 fan-out"
 
@@ -155,6 +156,12 @@ async def throughput(
                     out[t.name].setdefault(f"{method} 4KiB p50 ms", []).append(
                         percentile(lat, 50) * 1000
                     )
+                if t.s3 is not None and t.name not in put_only:
+                    # a listing of LIST_KEYS small objects (inline: heads only from each replica)
+                    keys = [f"r{rnd}-list-{i:04d}" for i in range(LIST_KEYS)]
+                    bodies = [os.urandom(4096) for _ in keys]
+                    await run(session, "PUT", [t.url("PUT", k) for k in keys], bodies, 16)
+                    await list_keys(session, t, f"r{rnd}-list-", LIST_KEYS, out[t.name])
     return out
 
 
@@ -515,6 +522,7 @@ def main() -> None:
             "PUT 4KiB p50 ms": r3["PUT 4KiB p50 ms"],
             "GET 4KiB p50 ms": r3["GET 4KiB p50 ms"],
             "met": max(r3["PUT 4KiB p50 ms"], r3["GET 4KiB p50 ms"]) <= 2 * rtt + 5,
+            f"LIST {LIST_KEYS} keys ms": r3.get(f"LIST {LIST_KEYS} keys ms"),
         }
     cmd = "python -m bench.objectstore.cluster" + (" --quick" if args.quick else "")
     cmd += f" --compare {args.compare}" if args.compare else ""

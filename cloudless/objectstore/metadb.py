@@ -232,20 +232,15 @@ class MetaDb:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """One write transaction (``BEGIN IMMEDIATE`` .. ``COMMIT``; rolled back if the body
-        or the commit raises; ``DiskFull`` when the disk had no room). Not re-entrant: the
-        calls inside use the ``*_in_transaction`` forms."""
+        or the commit raises, ``DiskFull`` included). Not re-entrant: the calls inside use the
+        ``*_in_transaction`` forms."""
+        self.db.execute("BEGIN IMMEDIATE")
         try:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self._rollback()
-                raise
-            self._commit()
-        except sqlite3.Error as e:
-            if full(e):
-                raise DiskFull(self.writer, "metadata") from e
+            yield
+        except BaseException:
+            self._rollback()
             raise
+        self._commit()
 
     def rebuild_trees(self, name: str) -> None:
         """Recompute ``name``'s hash trees from its rows (a check, or a repair)."""
