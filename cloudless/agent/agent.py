@@ -414,6 +414,7 @@ class Agent:
             self.runtime,
             self.supervisor.statuses,
             {"node": ident_dir / "node.crt", "ca": ident_dir / "ca.pem"},
+            storage=lambda: self.storage.figures() if self.storage is not None else None,
         )
         host, port = parse_listen(c.metrics_listen)
         self._metrics_tls = agent_tls_context(ident_dir) if c.metrics_tls else None

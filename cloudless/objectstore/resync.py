@@ -95,6 +95,10 @@ class BlockResync:
         )
         self._wake.set()
 
+    def count(self) -> int:
+        """Blocks in the queue."""
+        return int(self.db.execute("SELECT count(*) FROM block_resync").fetchone()[0])
+
     def pending(self) -> list[Pending]:
         rows = self.db.execute("SELECT hash, due, errors, reason FROM block_resync ORDER BY due")
         return [Pending(h, due, n, why) for h, due, n, why in rows]

@@ -143,6 +143,24 @@ class Status:
     peers: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Figures:
+    """This node's gauges for its ``/metrics`` page (``StorageService.figures``); -1: not
+    known yet."""
+
+    disk_free: int = -1
+    disk_size: int = -1
+    refusing_writes: bool = False
+    serving_reads: bool = False
+    catching_up: int = 0
+    """Partitions whose copy here is not read yet (back from downtime, not compared)."""
+    resync_pending: int = 0
+    """Blocks waiting in the resync queue."""
+    hints_pending: int = 0
+    """Rows and blocks this node keeps for owners that were down (R=2 handoff)."""
+    layout_version: int = 0
+
+
 def reads_from(history: LayoutHistory, node: str) -> bool:
     """Whether reads of ``history`` go to ``node`` (it holds partitions of the read
     version)."""
@@ -527,6 +545,28 @@ class StorageService:
             refusing_writes=self.local is not None and self.local.refusing_writes(),
         )
         await self.registry.put(self.me, me)
+
+    def figures(self) -> Figures:
+        """The gauges of this node now (a few statements on its SQLite, a ``statvfs``)."""
+        local = self.local
+        if local is None:
+            return Figures()
+        try:
+            disk = shutil.disk_usage(self.cfg.data_dir)
+            free, size = disk.free, disk.total
+        except OSError:
+            free = size = -1
+        c = self.cluster
+        return Figures(
+            disk_free=free,
+            disk_size=size,
+            refusing_writes=local.refusing_writes(),
+            serving_reads=self.status.serving_reads,
+            catching_up=len(c.catching_up) if c is not None else 0,
+            resync_pending=self.resync.count() if self.resync is not None else 0,
+            hints_pending=self.hints.count() if self.hints is not None else 0,
+            layout_version=self.status.layout_version,
+        )
 
     async def _register_now(self) -> None:
         """Register outside the beat, best effort (the next beat registers anyway)."""

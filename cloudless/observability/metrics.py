@@ -142,6 +142,20 @@ PULL_DURATION = Histogram(
     registry=None,
 )
 
+S3_REQUESTS = Counter(
+    "cloudless_s3_requests_total",
+    "S3 API requests this node answered, by HTTP method and status code.",
+    ["method", "code"],
+    registry=None,
+)
+S3_DURATION = Histogram(
+    "cloudless_s3_request_duration_seconds",
+    "Time to answer an S3 API request (a streamed body included), by HTTP method.",
+    ["method"],
+    buckets=FAST,
+    registry=None,
+)
+
 COORDINATOR_INSTRUMENTS: tuple[Collector, ...] = (
     API_REQUESTS,
     API_DURATION,
@@ -167,6 +181,8 @@ PROBE_RESULTS = Counter(
 )
 
 AGENT_INSTRUMENTS: tuple[Collector, ...] = (
+    S3_REQUESTS,
+    S3_DURATION,
     PROBE_RESULTS,
     CONTAINER_STARTS,
     CONTAINER_RESTARTS,

@@ -26,6 +26,7 @@ from cloudless.objectstore.s3 import chunked, sigv4
 from cloudless.objectstore.s3.errors import S3Error, not_implemented
 from cloudless.objectstore.s3.iam import Bucket, Iam
 from cloudless.objectstore.s3.names import check_bucket, check_key
+from cloudless.observability.metrics import S3_DURATION, S3_REQUESTS
 from cloudless.store.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,7 @@ class S3Server:
         unexpected exception is logged and answered ``InternalError``; a client gone
         mid-request closes the connection), with its request id."""
         rid = self._request_id()
+        t0 = self.clock.monotonic()
         try:
             resp = await run(request)
             if resp is None:
@@ -159,6 +161,8 @@ class S3Server:
             log.exception("s3 request %s %s failed", request.method, request.raw_path[:200])
             resp = self.error(request, S3Error("InternalError", "internal error; retry"), rid)
         resp.headers["x-amz-request-id"] = rid
+        S3_REQUESTS.labels(request.method, str(resp.status)).inc()
+        S3_DURATION.labels(request.method).observe(self.clock.monotonic() - t0)
         return resp
 
     async def expect(self, request: web.Request) -> web.StreamResponse | None:
