@@ -23,6 +23,9 @@ from cloudless.objectstore.records import BODY, intact
 
 log = logging.getLogger(__name__)
 
+ROWS_PER_READ = 32
+"""Object rows read per statement (on the event loop: at most ~0.5 MB of 16 KiB rows)."""
+
 
 @dataclass
 class ScrubReport:
@@ -86,8 +89,8 @@ class Scrubber:
     async def _scrub_rows(self, table: LwwTable, report: ScrubReport) -> None:
         after = ""
         while page := table.db.execute(
-            f"SELECT pk, part, value FROM {table.name} WHERE pk > ? ORDER BY pk LIMIT 256",
-            (after,),
+            f"SELECT pk, part, value FROM {table.name} WHERE pk > ? ORDER BY pk LIMIT ?",
+            (after, ROWS_PER_READ),
         ).fetchall():
             after = page[-1][0]
             for pk, part, value in page:
