@@ -17,8 +17,9 @@ Rules of ``plan_network`` (pure, over one snapshot):
   device whose S3 API stopped drops out once its beat stands still for ``s3_stale_s``.
 
 ``NetworkController.lead(fence)`` runs the plan on every change of workloads, replicas, the
-overlay's reachability or an object-store registration (other than its beat), and every
-``period`` seconds (for node joins and removals, and stale beats), as leader, fenced.
+overlay's reachability or an object-store registration (other than its beat and disk
+figures), and every ``period`` seconds (for node joins and removals, and stale beats), as
+leader, fenced.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from cloudless.network.state import (
     release_device,
     set_endpoints,
 )
-from cloudless.objectstore.members import NODES, Presence, StorageNode
+from cloudless.objectstore.members import NODES, VOLATILE, Presence, StorageNode
 from cloudless.store.fence import Fence
 from cloudless.store.protocol import Store
 from cloudless.store.tables import ROOT
@@ -147,14 +148,16 @@ def plan_network(
     return NetworkPlan(assign, release, upsert, delete, tuple(updates), tuple(problems))
 
 
-def _without_beat(raw: bytes) -> object:
-    """A registration as stored, without the beat counter (None once deleted)."""
+def routed(raw: bytes) -> object:
+    """What of a registration as stored the network routes by: without the fields that
+    change every beat (``members.VOLATILE``: the beat counter, the disk); None once deleted."""
     try:
         doc = json.loads(raw) if raw else None
     except ValueError:
         return raw
     if isinstance(doc, dict) and isinstance(doc.get("data"), dict):
-        doc["data"].pop("beat", None)
+        for name in VOLATILE:
+            doc["data"].pop(name, None)
     return doc
 
 
@@ -200,14 +203,15 @@ class NetworkController:
             self._wake.set()
 
     async def _watch_registrations(self) -> None:
-        """Wake on an object-store registration appearing, going or changing other than its
-        beat (every node beats every few seconds; the periodic round catches stale ones)."""
+        """Wake on an object-store registration appearing, going or changing in what the
+        network routes by (``routed``: every node beats every few seconds, its disk figures
+        with it; the periodic round catches stale ones)."""
         seen: dict[str, object] = {}
         rev = await self.state.store.revision()
         async for batch in self.state.store.watch(NODES.prefix, start_revision=rev + 1):
             wake = False
             for ev in batch.events:
-                body = _without_beat(ev.kv.value)
+                body = routed(ev.kv.value)
                 if ev.key not in seen or seen[ev.key] != body:
                     seen[ev.key] = body
                     wake = True

@@ -69,6 +69,11 @@ class StorageNode:
         return NodeRole(self.zone, self.capacity)
 
 
+VOLATILE = ("beat", "disk_free", "disk_size", "refusing_writes")
+"""Registration fields that change from beat to beat while the node's addresses and role
+stay: a reader that routes by registrations ignores them when it asks "did anything
+change?" (``network.controller``)."""
+
 NODES = TableSpec(
     "objectstore-nodes",
     DataclassCodec(StorageNode, kind="objectstore_node", ignore_unknown=True),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -12,7 +13,7 @@ from cloudless.lib.clock import FakeClock
 from cloudless.model.node import NodeState
 from cloudless.model.replica import ReplicaState
 from cloudless.network.addressing import AddressPlanConfig
-from cloudless.network.controller import NetworkController, plan_network
+from cloudless.network.controller import NetworkController, plan_network, routed
 from cloudless.network.services import ReplicaAddress, ServiceKey
 from cloudless.network.state import ServiceRecord, list_services
 from cloudless.scheduler.testing import node, replica, spec
@@ -127,3 +128,26 @@ async def test_reconcile_round_writes_slots_services_and_endpoints() -> None:
     assert p.delete == (WEB,)
     assert await list_services(store) == []
     assert (await ctl.reconcile_once(NO_FENCE)).empty
+
+
+def _registration(**data: object) -> bytes:
+    base = {"name": "n1", "zone": "z1", "capacity": 1, "rpc_url": "u", "s3_url": "s", "beat": 1}
+    return json.dumps({"kind": "objectstore_node", "version": 1, "data": {**base, **data}}).encode()
+
+
+# (two registrations as stored, whether the network must look again)
+ROUTED = [
+    (_registration(beat=1), _registration(beat=2), False),
+    (_registration(disk_free=10, disk_size=99), _registration(disk_free=7, disk_size=99), False),
+    (_registration(refusing_writes=False), _registration(refusing_writes=True), False),
+    (_registration(s3_gateway=""), _registration(s3_gateway="10.0.0.2:9000"), True),
+    (_registration(s3_url="a"), _registration(s3_url="b"), True),
+    (_registration(), b"", True),  # deleted
+]
+
+
+@pytest.mark.parametrize(("before", "after", "changed"), ROUTED)
+def test_only_what_the_network_routes_by_wakes_it(
+    before: bytes, after: bytes, changed: bool
+) -> None:
+    assert (routed(before) != routed(after)) is changed
