@@ -67,21 +67,10 @@ NOW = "cluster R=3"
 IDEAL = "ideal R=3 fan-out"
 
 
-def etcd_call(cluster: Any, fn: Any) -> Any:
-    async def go() -> Any:
-        store = cluster.etcd()
-        try:
-            return await fn(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
-
-
 def history(cluster: Any) -> Any:
     from cloudless.objectstore.layout_store import LayoutStore
 
-    return etcd_call(cluster, lambda s: LayoutStore(s).show())
+    return cluster.with_etcd(lambda s: LayoutStore(s).show())
 
 
 def log_lines(path: Path, pattern: str) -> list[re.Match[str]]:

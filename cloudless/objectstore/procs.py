@@ -10,13 +10,14 @@ opens the coordinator's etcd to read the layout and registry directly.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,19 @@ class StoreCluster:
 
         files = tls_files(self.base / "c")
         return EtcdStore([f"{self.coord_host}:{self.etcd_port}"], ClientTls.from_files(*files))
+
+    def with_etcd(self, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+        """``await fn(store)`` on a client of the cluster's etcd, closed after; from code
+        that is not async (a test, a benchmark)."""
+
+        async def go() -> Any:
+            store = self.etcd()
+            try:
+                return await fn(store)
+            finally:
+                await store.close()
+
+        return asyncio.run(go())
 
     def close(self) -> None:
         for a in self.agents:

@@ -93,6 +93,15 @@ def s3(endpoint: str, key: Any, timeout: float = 30) -> Any:
     )
 
 
+def s3_up(endpoint: str, key: Any) -> bool:
+    """Whether ``endpoint`` answers an S3 call signed with ``key``."""
+    try:
+        s3(endpoint, key).list_buckets()
+        return True
+    except Exception:
+        return False
+
+
 def answers(endpoint: str, key: Any, bucket: str, timeout: float = 30) -> bool:
     try:
         s3(endpoint, key, timeout).head_bucket(Bucket=bucket)

@@ -11,7 +11,6 @@ takes new writes.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import subprocess
@@ -24,29 +23,17 @@ import pytest
 from cloudless.objectstore.members import NODES
 from cloudless.objectstore.procs import StoreCluster, wait_for
 from cloudless.objectstore.records import object_pk
-from tests.integration.objectstore.netns_rig import has_row, s3
+from tests.integration.objectstore.netns_rig import has_row, s3, s3_up
 
 pytestmark = pytest.mark.timeout(600)
 BUCKET = "full"
 
 
 def registration(cluster: StoreCluster, name: str) -> Any:
-    async def go() -> Any:
-        store = cluster.etcd()
-        try:
-            return {r.value.name: r.value for r in (await NODES.bind(store).list()).records}
-        finally:
-            await store.close()
+    async def nodes(store: Any) -> dict[str, Any]:
+        return {r.value.name: r.value for r in (await NODES.bind(store).list()).records}
 
-    return asyncio.run(go()).get(name)
-
-
-def s3_up(endpoint: str, key: Any) -> bool:
-    try:
-        s3(endpoint, key).list_buckets()
-        return True
-    except Exception:
-        return False
+    return cluster.with_etcd(nodes).get(name)
 
 
 @pytest.fixture

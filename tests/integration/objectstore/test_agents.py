@@ -13,7 +13,6 @@ and hash-identical.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import shutil
@@ -28,34 +27,15 @@ from cloudless.objectstore.history import LayoutHistory
 from cloudless.objectstore.layout_store import LayoutStore
 from cloudless.objectstore.procs import StoreCluster, wait_for
 from cloudless.objectstore.records import object_pk
-from tests.integration.objectstore.netns_rig import has_row, s3
+from tests.integration.objectstore.netns_rig import has_row, s3, s3_up
 
 pytestmark = pytest.mark.timeout(600)
 BUCKET = "photos"
 
 
-def etcd_call(cluster: StoreCluster, fn: Any) -> Any:
-    async def go() -> Any:
-        store = cluster.etcd()
-        try:
-            return await fn(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
-
-
 def history(cluster: StoreCluster) -> LayoutHistory:
-    h: LayoutHistory = etcd_call(cluster, lambda s: LayoutStore(s).show())
+    h: LayoutHistory = cluster.with_etcd(lambda s: LayoutStore(s).show())
     return h
-
-
-def s3_up(endpoint: str, key: Any) -> bool:
-    try:
-        s3(endpoint, key).list_buckets()
-        return True
-    except Exception:
-        return False
 
 
 def caught_up(a: Any) -> bool:

@@ -22,30 +22,27 @@ def sample(reg: CollectorRegistry, name: str, **labels: str) -> float:
     return reg.get_sample_value(name, labels) or 0.0
 
 
+ANSWERS = {"put": ("PUT", "200"), "get": ("GET", "200"), "miss": ("GET", "404")}
+
+
+def answered(reg: CollectorRegistry) -> dict[str, float]:
+    """The S3 answers counted so far, of each kind in ``ANSWERS``."""
+    return {
+        k: sample(reg, "cloudless_s3_requests_total", method=m, code=c)
+        for k, (m, c) in ANSWERS.items()
+    }
+
+
 def test_s3_answers_are_counted_by_method_and_code(s3: Any) -> None:
     reg = registry((S3_REQUESTS, S3_DURATION))  # the process-wide instruments, read here
-    before = {
-        k: sample(reg, "cloudless_s3_requests_total", method=m, code=c)
-        for k, (m, c) in {
-            "put": ("PUT", "200"),
-            "get": ("GET", "200"),
-            "miss": ("GET", "404"),
-        }.items()
-    }
+    before = answered(reg)
     timed = sample(reg, "cloudless_s3_request_duration_seconds_count", method="GET")
     s3.create_bucket(Bucket="counted")
     s3.put_object(Bucket="counted", Key="k", Body=b"x" * 100)
     assert s3.get_object(Bucket="counted", Key="k")["Body"].read() == b"x" * 100
     with pytest.raises(ClientError):
         s3.get_object(Bucket="counted", Key="absent")
-    after = {
-        k: sample(reg, "cloudless_s3_requests_total", method=m, code=c)
-        for k, (m, c) in {
-            "put": ("PUT", "200"),
-            "get": ("GET", "200"),
-            "miss": ("GET", "404"),
-        }.items()
-    }
+    after = answered(reg)
     assert after["put"] - before["put"] >= 2  # the bucket and the object
     assert after["get"] - before["get"] >= 1 and after["miss"] - before["miss"] >= 1
     assert sample(reg, "cloudless_s3_request_duration_seconds_count", method="GET") >= timed + 2
