@@ -101,6 +101,20 @@ class DemoStore:
         self.written[name] = hashlib.sha256(data).hexdigest()
         return time.monotonic() - t0
 
+    def _first_put(self, i: int, name: str, data: bytes) -> float | None:
+        """``_put``, or None while the store answers ``ServiceUnavailable``: right after its
+        first layout the nodes take a beat or two to learn each other's registrations and
+        open their copies for reads, as any client of a fresh cluster sees (boto3 retries a
+        503 by default; the demo's client does not, to show every other error)."""
+        from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+
+        try:
+            return self._put(i, name, data)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "ServiceUnavailable":
+                return None
+            raise
+
     def _check(self, i: int, name: str) -> str:
         got = self.client(i).get_object(Bucket=BUCKET, Key=name)["Body"].read()
         digest = hashlib.sha256(got).hexdigest()
@@ -111,7 +125,9 @@ class DemoStore:
     async def put_and_get(self, i: int, name: str, data: bytes) -> None:
         url = self.c.s3_endpoint(i)
         await wait_until(f"the S3 API at {url} to accept the key", lambda: self._ready(i), 60)
-        took = await asyncio.to_thread(self._put, i, name, data)
+        took = await wait_until(
+            f"the store at {url} to take a write", lambda: self._first_put(i, name, data), 60, 0.5
+        )
         self.say(
             f"boto3 put_object s3://{BUCKET}/{name} ({len(data)} bytes) via {url}: "
             f"acknowledged in {took * 1000:.0f} ms"
