@@ -14,7 +14,7 @@ from typing import BinaryIO
 from cloudless.lib.clock import Clock
 from cloudless.objectstore.blocks import BlockStore, CorruptBlock, MissingBlock
 from cloudless.objectstore.crdt import Entry, next_timestamp
-from cloudless.objectstore.metadb import DiskFull, LwwTable, MetaDb
+from cloudless.objectstore.metadb import DiskFull, LwwTable, MetaDb, full
 from cloudless.objectstore.records import OBJECTS, PARTS, UPLOADS, VERSION_BLOCKS
 from cloudless.objectstore.seams import Commit
 
@@ -46,6 +46,14 @@ class LocalStore:
         if self._full_said is None or now - self._full_said >= FULL_EVERY_S:
             self._full_said = now
             log.warning("%s: writes to this node fail until there is room; reads go on", e)
+
+    def noted_full(self, e: BaseException, what: str) -> bool:
+        """If ``e`` says this node's disk is full (``metadb.full``), note it as
+        ``disk_full`` does, naming ``what`` failed, and return True."""
+        if not full(e):
+            return False
+        self.disk_full(e if isinstance(e, DiskFull) else DiskFull(self.writer, what))
+        return True
 
     def refusing_writes(self) -> bool:
         """Whether a write failed here for want of room in the last ``FULL_HOLD_S``."""

@@ -109,7 +109,7 @@ class ObjectMeta:
         held = BODIES.get(raw)
         if held is not None:
             return held
-        obj = replace(_decode_object(raw[:cut]), inline=raw[cut + 1 :])
+        obj = _with_body(raw, cut)
         check_body(obj)
         BODIES.keep(raw, obj)
         return obj
@@ -152,10 +152,15 @@ def intact(raw: bytes) -> bool:
     if cut < 0 or BODIES.get(raw) is not None:
         return True
     try:
-        obj = _decode_object(raw[:cut])
+        obj = _with_body(raw, cut)
     except (ValueError, KeyError, TypeError):
         return False
-    return body_matches(replace(obj, inline=raw[cut + 1 :]))
+    return body_matches(obj)
+
+
+def _with_body(raw: bytes, cut: int) -> ObjectMeta:
+    """The record in ``raw`` whose body follows ``BODY`` at ``cut``, unchecked."""
+    return replace(_decode_object(raw[:cut]), inline=raw[cut + 1 :])
 
 
 class _Bodies:

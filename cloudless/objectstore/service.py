@@ -57,7 +57,7 @@ from cloudless.objectstore.members import (
     decide,
     default_grace,
 )
-from cloudless.objectstore.metadb import DiskFull, MetaDb, full
+from cloudless.objectstore.metadb import MetaDb
 from cloudless.objectstore.records import OBJECTS
 from cloudless.objectstore.replication import Cluster, ReplicatedBlocks
 from cloudless.objectstore.resync import BlockResync
@@ -421,10 +421,9 @@ class StorageService:
                     gone += len(batch)
                     await asyncio.sleep(0)  # on the loop, as writes start: see blocks.py
                 gone += len(batch)
-            except DiskFull as e:  # its queue is in SQLite: the next round goes on
-                local.disk_full(e)
-            except OSError as e:
-                log.warning("block GC: %s; retrying in %.0f s", e, self.cfg.block_gc_s)
+            except OSError as e:  # its queue is in SQLite: the next round goes on
+                if not local.noted_full(e, "block GC"):
+                    log.warning("block GC: %s; retrying in %.0f s", e, self.cfg.block_gc_s)
             if gone:
                 log.info("block GC: %d unreferenced blocks removed", gone)
             await self.clock.sleep(self.cfg.block_gc_s)
@@ -436,18 +435,14 @@ class StorageService:
             try:
                 await local.blocks.flush()
             except OSError as e:
-                if full(e):
-                    local.disk_full(DiskFull(self.me, "a block flush"))
-                else:
+                if not local.noted_full(e, "a block flush"):
                     log.warning(
                         "block flush failed: %s; retrying in %.0f s", e, self.cfg.block_flush_s
                     )
             try:
                 await asyncio.to_thread(local.meta.checkpoint)
             except sqlite3.Error as e:
-                if full(e):
-                    local.disk_full(DiskFull(self.me, "a metadata checkpoint"))
-                else:
+                if not local.noted_full(e, "a metadata checkpoint"):
                     log.warning("metadata checkpoint failed: %s; retrying", e)
             await self.clock.sleep(self.cfg.block_flush_s)
 
@@ -467,9 +462,7 @@ class StorageService:
         try:
             await asyncio.to_thread(self._mark_alive)
         except OSError as e:  # the beat goes on: the layout and peers must still be followed
-            if full(e):
-                local.disk_full(DiskFull(self.me, "its alive marker"))
-            else:
+            if not local.noted_full(e, "its alive marker"):
                 log.warning("object store: could not mark this node alive: %s", e)
         history = await self.layouts.show()
         if self._placed_before_start is None:
@@ -527,11 +520,7 @@ class StorageService:
 
     async def _register(self) -> None:
         self._beat += 1
-        try:
-            disk = shutil.disk_usage(self.cfg.data_dir)
-            free, size = disk.free, disk.total
-        except OSError:
-            free = size = -1
+        free, size = self._disk()
         me = StorageNode(
             self.me,
             self.cfg.zone,
@@ -546,16 +535,20 @@ class StorageService:
         )
         await self.registry.put(self.me, me)
 
+    def _disk(self) -> tuple[int, int]:
+        """(free, total) bytes of the file system under the data directory; -1 unknown."""
+        try:
+            disk = shutil.disk_usage(self.cfg.data_dir)
+        except OSError:
+            return -1, -1
+        return disk.free, disk.total
+
     def figures(self) -> Figures:
         """The gauges of this node now (a few statements on its SQLite, a ``statvfs``)."""
         local = self.local
         if local is None:
             return Figures()
-        try:
-            disk = shutil.disk_usage(self.cfg.data_dir)
-            free, size = disk.free, disk.total
-        except OSError:
-            free = size = -1
+        free, size = self._disk()
         c = self.cluster
         return Figures(
             disk_free=free,

@@ -110,3 +110,32 @@ def test_registrations_read_across_versions() -> None:
     assert codec.decode(codec.encode(node(disk_free=5, disk_size=9))).disk_free == 5
     newer = {**codec.encode(node(disk_free=5)), "a_field_of_a_later_version": 1}  # type: ignore[dict-item]
     assert codec.decode(newer) == node(disk_free=5)  # a rolling upgrade: ignored
+
+
+# (error, whether the node notes a full disk, what its warning names)
+NOTED = [
+    (sqlite_error(sqlite3.SQLITE_FULL), True, "n1: no space left on device for a checkpoint"),
+    (OSError(errno.ENOSPC, "No space left on device"), True, "for a checkpoint"),
+    (DiskFull("n1", "block ab"), True, "for block ab"),  # passed on as it is
+    (OSError(errno.EIO, "I/O error"), False, None),
+    (sqlite_error(sqlite3.SQLITE_BUSY), False, None),
+]
+
+
+@pytest.mark.parametrize(("e", "noted", "said"), NOTED)
+def test_noted_full_table(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    e: BaseException,
+    noted: bool,
+    said: str | None,
+) -> None:
+    meta = MetaDb(tmp_path / "m.db", "n1")
+    local = LocalStore(meta, BlockStore(tmp_path / "b", meta), FakeClock())
+    with caplog.at_level(logging.WARNING):
+        assert local.noted_full(e, "a checkpoint") is noted
+    assert local.refusing_writes() is noted
+    if said is None:
+        assert caplog.records == []
+    else:
+        assert said in caplog.records[0].getMessage()
