@@ -17,6 +17,7 @@ from cloudless.agent.supervisor import Assigned, Supervisor
 from cloudless.api.gen.cloudlessapi import agent_pb2 as pb
 from cloudless.lib.backoff import Backoff
 from cloudless.lib.clock import Clock
+from cloudless.lib.waits import ended
 from cloudless.model.node import Node, NodeConditions
 from cloudless.model.resources import Resources
 from cloudless.runtime.fake import FakeBehavior, FakeHost, FakeRuntime
@@ -205,9 +206,7 @@ class SimAgent:
     async def kill(self) -> None:
         """The agent process dies: the kernel closes its stream; containers stay on the host."""
         if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            await ended(self.task)
         self.task = None
 
     async def crash_host(self) -> None:

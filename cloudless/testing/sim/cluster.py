@@ -4,7 +4,6 @@ time control and observation."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import tempfile
 import traceback
@@ -17,6 +16,7 @@ from cloudless.coordinator.deciders.membership import MembershipConfig
 from cloudless.coordinator.state.cluster import ClusterState
 from cloudless.coordinator.state.records import WorkloadRecord
 from cloudless.lib.keepalive import Keepalive
+from cloudless.lib.waits import ended
 from cloudless.model.node import Node, NodeState
 from cloudless.model.resources import Resources
 from cloudless.model.workload import WorkloadSpec
@@ -125,9 +125,7 @@ class SimCluster:
         """The coordinator dies without resigning: its lease lapses after the election TTL."""
         b.link.cut = True
         if b.task is not None:
-            b.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await b.task
+            await ended(b.task)
         b.task = None
 
     def isolate_brain(self, b: Brain) -> None:
