@@ -54,6 +54,7 @@ from cloudless.agent.ports import PortAllocator
 from cloudless.agent.restart_ledger import RestartLedger
 from cloudless.agent.volume_quota import PlainVolumes, VolumeStore
 from cloudless.agent.workload_identity import WorkloadIdentities
+from cloudless.lib import waits
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError
 from cloudless.lib.first import first_of
@@ -618,9 +619,9 @@ class Supervisor:
         prev = w.task
 
         async def removal() -> None:
-            if prev is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await prev
+            if prev is not None:  # its failure is its own; a cancel of the removal is not
+                with contextlib.suppress(Exception):
+                    await waits.ended(prev)
             await w.remove()
             st = self.stopped.get(w.assigned.replica_id)
             if st is not None:

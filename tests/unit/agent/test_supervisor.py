@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from cloudless.agent.supervisor import Assigned, Supervisor
+from cloudless.lib import waits
 from cloudless.lib.clock import FakeClock
 from cloudless.model.registry_auth import registry_secret
 from cloudless.model.replica import ReplicaState
@@ -276,6 +277,39 @@ async def test_a_set_arriving_while_the_agent_shuts_down_leaves_containers_alone
     rt_task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await rt_task
+
+
+async def test_a_removal_cancelled_while_its_worker_ends_leaves_the_container() -> None:
+    """The agent stops while a removal waits for its worker's task to end: the removal ends
+    too, and the container stays for the next start (its cancel is not taken for the
+    worker's)."""
+    clock = FakeClock()
+    rt = FakeRuntime(clock)
+    async with running(rt, clock, [assigned("a")]) as sup:
+        w = sup.workers["a"]
+        assert w.task is not None
+        await waits.ended(w.task)
+        gate = asyncio.Event()
+
+        async def slow_to_end() -> None:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                await gate.wait()
+                raise
+
+        w.task = asyncio.create_task(slow_to_end())
+        await asyncio.sleep(0)
+        sup.assign([])
+        await asyncio.sleep(0)
+        removal = sup._removing["a"]
+        removal.cancel()
+        gate.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await removal
+        await settle(clock)
+        assert removal.cancelled()
+        assert [c.id for c in await rt.list_containers()] == ["a"]
 
 
 async def test_image_pull_secret_is_used_for_the_pull_and_refreshed_values_retried() -> None:
