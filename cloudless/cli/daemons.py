@@ -593,6 +593,14 @@ def agent(
             help="Memory the store holds recently used rows and small blocks in (0: none).",
         ),
     ] = "24Mi",
+    storage_lifecycle_every: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            min=1.0,
+            help="How often buckets' lifecycle rules (expiry, upload abort) are applied.",
+        ),
+    ] = 3600.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[
         str, typer.Option(help="console (one plain line per record) or json (JSON lines).")
@@ -640,6 +648,7 @@ def agent(
         )
         from cloudless.model.resources import parse_size
 
+        config.storage.lifecycle_s = storage_lifecycle_every
         try:
             config.storage.repair_rate = float(parse_size(storage_repair_rate))
         except ValueError as e:

@@ -669,6 +669,20 @@ class Engine:
         c = await self.objects.commit(pk, partition(bucket), None, self._ms(), before)
         await self._settle(pk, partition(bucket), c)
 
+    async def delete_if(self, bucket: str, key: str, version: str) -> bool:
+        """Delete ``key`` only if its current version is ``version`` (a lifecycle expiry
+        found it due); False, and nothing written, if it was rewritten or deleted since.
+        A PUT whose commit races this one is ordered by its timestamp, as any two writes."""
+        pk = object_pk(bucket, key)
+        before = await self.objects.entry(pk, partition(bucket))
+        if before is None or before.value is None:
+            return False
+        if ObjectMeta.head(before.value).version != version:
+            return False
+        c = await self.objects.commit(pk, partition(bucket), None, self._ms(), before)
+        await self._settle(pk, partition(bucket), c)
+        return True
+
     async def copy(
         self,
         src: ObjectMeta,
@@ -881,6 +895,17 @@ class Engine:
     async def abort(self, bucket: str, key: str, upload_id: str) -> None:
         await self._upload(bucket, key, upload_id)
         await self._finish_upload(bucket, key, upload_id)
+
+    async def abort_if_open(self, bucket: str, key: str, upload_id: str) -> bool:
+        """Abort an upload a lifecycle rule found due; False if it was completed or aborted
+        since."""
+        try:
+            await self.abort(bucket, key, upload_id)
+        except S3Error as e:
+            if e.code == "NoSuchUpload":
+                return False
+            raise
+        return True
 
     async def _finish_upload(self, bucket: str, key: str, upload_id: str) -> None:
         """Close the upload and release every part attempt's own references."""

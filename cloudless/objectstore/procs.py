@@ -71,6 +71,9 @@ class StoreCluster:
     grace_s: float = 600.0
     capacity: str = "1Gi"
     repair_rate: str = "64Mi"
+    lifecycle_s: float | None = None
+    """``--storage-lifecycle-every`` (None: the agent's default, and no flag, so an older
+    checkout in ``source`` runs too)."""
     source: Path | None = None
     """Run another checkout's code (its root: the processes' working directory and
     ``PYTHONPATH``), e.g. an older commit beside this one in a benchmark."""
@@ -132,6 +135,8 @@ class StoreCluster:
         join = f"https://{self.coord_host}:{self.api}"
         enroll = ["--join", join, "--token", token] if token else []
         where = ["--address", a.address] if a.netns else []
+        if self.lifecycle_s is not None:
+            where += ["--storage-lifecycle-every", str(self.lifecycle_s)]
         return subprocess.Popen(
             [*self._in(a.netns), *CLI, "agent", *enroll, *where, "--data-dir", str(a.data),
              "--name", a.name,

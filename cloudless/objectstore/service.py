@@ -40,6 +40,7 @@ from aiohttp import web
 from cloudless.lib.clock import Clock
 from cloudless.lib.errors import CloudlessError
 from cloudless.lib.waits import within
+from cloudless.objectstore import lifecycle
 from cloudless.objectstore.antientropy import TOMBSTONE_GRACE_S, AntiEntropy
 from cloudless.objectstore.blocks import BlockStore, MissingBlock
 from cloudless.objectstore.engine import MIN_PART_SIZE, Engine
@@ -47,6 +48,8 @@ from cloudless.objectstore.handoff import Handoff, HintStore
 from cloudless.objectstore.history import LayoutHistory, observed, sync_may_start
 from cloudless.objectstore.layout import NodeRole
 from cloudless.objectstore.layout_store import LayoutStore
+from cloudless.objectstore.lifecycle import EVERY_S as LIFECYCLE_EVERY_S
+from cloudless.objectstore.lifecycle import Expirer, acting_node
 from cloudless.objectstore.local import LocalStore
 from cloudless.objectstore.members import (
     NODES,
@@ -58,10 +61,11 @@ from cloudless.objectstore.members import (
     default_grace,
 )
 from cloudless.objectstore.metadb import MetaDb
-from cloudless.objectstore.records import OBJECTS
+from cloudless.objectstore.records import OBJECTS, partition
 from cloudless.objectstore.replication import Cluster, ReplicatedBlocks
 from cloudless.objectstore.resync import BlockResync
 from cloudless.objectstore.rpc import Peer, RpcServer, session
+from cloudless.objectstore.s3.errors import S3Error
 from cloudless.objectstore.s3.iam import Iam
 from cloudless.objectstore.s3.server import S3Server
 from cloudless.objectstore.scrub import Scrubber
@@ -127,6 +131,9 @@ class StorageConfig:
     metadata row that makes it visible is SQLite WAL with ``synchronous=NORMAL`` either
     way)."""
     block_flush_s: float = 1.0
+    lifecycle_s: float = LIFECYCLE_EVERY_S
+    """Seconds between lifecycle sweeps (expiry and abort rules) of each bucket this node
+    acts for (``lifecycle.acting_node``)."""
     cache_bytes: int = CACHE_BYTES
     """Memory for what the node holds between requests: a third for metadata rows, the rest
     for small blocks (0: nothing held; every read goes to SQLite and the disk)."""
@@ -210,6 +217,9 @@ class StorageService:
         self.peers: dict[str, Peer] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self.known: set[str] = set()
+        self._silent: set[str] = set()
+        """Nodes the last control round heard no beat from for 3 beats (the lifecycle
+        sweep's acting node is the first owner not among them)."""
         self._beat = 0
         self._layout_ready = asyncio.Event()
         self._caught_up = asyncio.Event()
@@ -351,9 +361,10 @@ class StorageService:
         )
         tg.create_task(scrub.run())
         engine = Engine(c, ReplicatedBlocks(c), self.clock, min_part_size=self.cfg.min_part_size)
-        front = S3Server(
-            engine, Iam(self.store, self.clock), self.clock, domains=self.cfg.s3_domains
-        )
+        iam = Iam(self.store, self.clock)
+        front = S3Server(engine, iam, self.clock, domains=self.cfg.s3_domains)
+        if self.cfg.capacity > 0:
+            tg.create_task(self._lifecycle(Expirer(engine, self.clock), iam))
         runner = web.AppRunner(front.app(), access_log=None, shutdown_timeout=0.5)
         await runner.setup()
         await web.TCPSite(runner, self.cfg.s3_host, self.s3_port).start()
@@ -361,6 +372,37 @@ class StorageService:
         self._s3_serving = True
         log.info("object store node %s: S3 API on %s", self.me, self._s3_url())
         return runner
+
+    async def _lifecycle(self, expirer: Expirer, iam: Iam) -> None:
+        """Sweep, every ``lifecycle_s``, each bucket with rules this node acts for; from
+        once this node is caught up (its listings are then complete)."""
+        await self._caught_up.wait()
+        while True:
+            await self.lifecycle_once(expirer, iam)
+            await self.clock.sleep(self.cfg.lifecycle_s)
+
+    async def lifecycle_once(self, expirer: Expirer, iam: Iam) -> None:
+        c = self.cluster
+        if c is None:
+            return
+        try:
+            buckets = await iam.buckets_with_rules()
+        except StoreError as e:
+            log.warning("lifecycle: the bucket list is not readable: %s", e)
+            return
+        for b in buckets:
+            layout = c.history.current
+            if acting_node(layout, partition(b.name), self._silent) != self.me:
+                continue
+            try:
+                done = await expirer.sweep(b.name, lifecycle.decode(b.lifecycle))
+            except (S3Error, StoreError, OSError) as e:  # the next sweep tries again
+                log.warning("lifecycle sweep of bucket %s: %s", b.name, e)
+                continue
+            if done.deleted or done.aborted or done.kept:
+                log.info("lifecycle of bucket %s: %d objects deleted, %d uploads aborted, "
+                         "%d rewritten since found due (kept)", b.name, done.deleted,
+                         done.aborted, done.kept)  # fmt: skip
 
     def _read_alive(self) -> float:
         """When this node last marked itself alive (0 if the marker is unreadable: every
@@ -477,6 +519,7 @@ class StorageService:
         grace = self.cfg.grace_s if self.cfg.grace_s is not None else default_grace(rep)
         names = set(nodes) | (set(cur.roles) if cur else set())
         absent = absent_nodes(self.presence, names - {self.me}, now, grace)
+        self._silent = absent_nodes(self.presence, names - {self.me}, now, 3 * self.cfg.beat_s)
         if actor(nodes, absent) == self.me:
             d = decide(history, nodes, absent, self.cfg.replication)
             self.status.decision = d.why

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from cloudless.objectstore import lifecycle
 from cloudless.objectstore.s3.errors import S3Error, not_implemented
+from cloudless.objectstore.s3.lifecycle_xml import parse_rules, render_rules
 from cloudless.objectstore.s3.xmlout import children, doc, el, iso, parse, text, url_encoded
 
 if TYPE_CHECKING:
@@ -17,7 +19,7 @@ if TYPE_CHECKING:
 # Sub-resources a bucket request may name that this store does not implement.
 UNSUPPORTED = {
     "accelerate", "acl", "analytics", "cors", "encryption", "intelligent-tiering",
-    "inventory", "lifecycle", "logging", "metrics", "notification", "object-lock",
+    "inventory", "logging", "metrics", "notification", "object-lock",
     "ownershipControls", "policy", "policyStatus", "publicAccessBlock", "replication",
     "requestPayment", "tagging", "website",
 }  # fmt: skip
@@ -48,6 +50,8 @@ class BucketApi:
         for q in ctx.query:
             if q in UNSUPPORTED:
                 raise not_implemented(f"bucket sub-resource ?{q}")
+        if "lifecycle" in ctx.query:
+            return await self.lifecycle(ctx)
         if m == "PUT":
             return await self.create(ctx)
         if m == "HEAD":
@@ -104,6 +108,31 @@ class BucketApi:
             raise not_implemented("object lock")
         await self.s.iam.create_bucket(ctx.bucket, ctx.key_id)
         return web.Response(headers={"Location": f"/{ctx.bucket}"})
+
+    async def lifecycle(self, ctx: Ctx) -> web.StreamResponse:
+        """Get, Put and DeleteBucketLifecycleConfiguration (rules: ``lifecycle.py``). Setting
+        or removing rules takes the owner permission; reading them, read."""
+        m = ctx.request.method
+        if m == "GET":
+            b = await self.s.bucket_for(ctx, "read")
+            rules = lifecycle.decode(b.lifecycle)
+            if not rules:
+                raise S3Error(
+                    "NoSuchLifecycleConfiguration",
+                    f"bucket {ctx.bucket!r} has no lifecycle rules",
+                    resource=ctx.resource,
+                )
+            return xml(render_rules(rules))
+        if m == "PUT":
+            await self.s.bucket_for(ctx, "owner")
+            rules = parse_rules(await self.s.small_body(ctx, 256 << 10))
+            await self.s.iam.set_lifecycle(ctx.bucket, lifecycle.encode(rules))
+            return web.Response()
+        if m == "DELETE":
+            await self.s.bucket_for(ctx, "owner")
+            await self.s.iam.set_lifecycle(ctx.bucket, "")
+            return web.Response(status=204)
+        raise S3Error("MethodNotAllowed", f"{m} is not allowed on ?lifecycle")
 
     async def delete(self, ctx: Ctx) -> web.StreamResponse:
         await self.s.bucket_for(ctx, "owner")

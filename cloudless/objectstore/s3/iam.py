@@ -63,6 +63,8 @@ class Bucket:
     created: float
     owner: str
     allow: dict[str, str] = field(default_factory=dict)
+    lifecycle: str = ""
+    """The bucket's lifecycle rules (``lifecycle.encode``; "" for none)."""
 
     def permits(self, key_id: str, need: str) -> bool:
         have = self.allow.get(key_id)
@@ -116,7 +118,7 @@ def reveal(box: SecretBox, key: str, raw: bytes) -> bytes:
         return raw
 
 
-BUCKETS = TableSpec("s3-buckets", DataclassCodec(Bucket, kind="s3_bucket"))
+BUCKETS = TableSpec("s3-buckets", DataclassCodec(Bucket, kind="s3_bucket", ignore_unknown=True))
 ATTEMPTS = 16
 BATCH = 50  # buckets per transaction: etcd allows 128 compares and operations in all
 
@@ -278,6 +280,21 @@ class Iam:
             if await self.keys.get(key_id) is None:
                 raise S3Error("InvalidAccessKeyId", f"access key {key_id!r} does not exist")
         raise Conflict(f"bucket {name!r} kept changing; retry the grant")
+
+    async def set_lifecycle(self, name: str, rules: str) -> None:
+        """Replace the bucket's lifecycle rules (``lifecycle.encode``; "" removes them)."""
+
+        def change(b: Bucket | None) -> Bucket | None:
+            if b is None:
+                raise S3Error("NoSuchBucket", f"bucket {name!r} does not exist", resource=name)
+            return None if b.lifecycle == rules else replace(b, lifecycle=rules)
+
+        await self.buckets.update(name, change)
+        self._forget("bucket", name)
+
+    async def buckets_with_rules(self) -> list[Bucket]:
+        """Every bucket that has lifecycle rules, read from the store now (not cached)."""
+        return [r.value for r in (await self.buckets.list()).records if r.value.lifecycle]
 
     async def visible_buckets(self, key_id: str) -> list[Bucket]:
         listing = await self.buckets.list()

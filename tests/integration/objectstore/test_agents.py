@@ -45,7 +45,7 @@ def caught_up(a: Any) -> bool:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[StoreCluster]:
-    c = StoreCluster(tmp_path, ["z1", "z2", "z3"], replication=3, grace_s=12.0)
+    c = StoreCluster(tmp_path, ["z1", "z2", "z3"], replication=3, grace_s=12.0, lifecycle_s=2.0)
     try:
         yield c.start()
     finally:
@@ -148,6 +148,28 @@ def test_agents_run_a_replicated_store(cluster: StoreCluster) -> None:
         assert len(set(p)) == 3
     check_all(a4.s3)
     check_all(a1.s3)
+
+    # A lifecycle rule whose date has passed: the bucket's acting node deletes what it
+    # covers at its next sweep (every 2 s here), and nothing else.
+    s3(a1.s3, key).put_bucket_lifecycle_configuration(
+        Bucket=BUCKET,
+        LifecycleConfiguration={"Rules": [{
+            "ID": "old", "Filter": {"Prefix": "expire/"}, "Status": "Enabled",
+            "Expiration": {"Date": "2020-01-01T00:00:00Z"},
+        }]},
+    )  # fmt: skip
+    for i in range(2):
+        s3(a4.s3, key).put_object(Bucket=BUCKET, Key=f"expire/{i}", Body=os.urandom(i or 2_000_000))
+
+    def expired() -> bool:
+        listed = s3(a3.s3, key).list_objects_v2(Bucket=BUCKET, Prefix="expire/")
+        return listed["KeyCount"] == 0
+
+    wait_for(expired, "the lifecycle sweep to delete expire/*", 60)
+    check_all(a3.s3)
+    assert "lifecycle of bucket photos: 2 objects deleted" in "".join(
+        a.log.read_text() for a in (a1, a3, a4)
+    )
 
 
 @pytest.fixture
