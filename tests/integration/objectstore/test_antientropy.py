@@ -7,7 +7,6 @@ import asyncio
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,19 +21,10 @@ from cloudless.objectstore.resync import BlockResync
 from cloudless.objectstore.rpc import PeerError
 from cloudless.objectstore.s3.errors import S3Error
 from cloudless.objectstore.sync import TABLES
-from cloudless.objectstore.testing import LoopbackCluster, running, three_zones
+from cloudless.objectstore.testing import LoopbackCluster, running
+from tests.integration.objectstore.conftest import body
 
 BUCKET = "b"
-
-
-async def body(data: bytes) -> AsyncIterator[bytes]:
-    yield data
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[LoopbackCluster]:
-    async with running(tmp_path, three_zones(), replication=3) as c:
-        yield c
 
 
 def digests(cluster: LoopbackCluster, name: str, p: int) -> list[tuple[bytes, int] | None]:

@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,12 +25,9 @@ from cloudless.objectstore.layout import NodeRole
 from cloudless.objectstore.records import object_pk
 from cloudless.objectstore.s3.errors import S3Error
 from cloudless.objectstore.testing import LoopbackCluster
+from tests.integration.objectstore.conftest import body
 
 SMALL, BLOCK = 4096, 300_000
-
-
-async def body(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 @pytest.fixture

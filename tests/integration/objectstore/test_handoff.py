@@ -12,10 +12,7 @@ import pytest
 
 from cloudless.objectstore.records import object_pk, partition
 from cloudless.objectstore.testing import LoopbackCluster, running, three_zones
-
-
-async def body(data: bytes) -> AsyncIterator[bytes]:
-    yield data
+from tests.integration.objectstore.conftest import body
 
 
 @pytest.fixture

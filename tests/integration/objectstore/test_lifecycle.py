@@ -5,8 +5,6 @@ everywhere, what is not (or was rewritten since the listing) stays."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +13,8 @@ from botocore.exceptions import ClientError
 from cloudless.lib.clock import FakeClock
 from cloudless.objectstore import lifecycle as lc
 from cloudless.objectstore.lifecycle import DAY_S, Expirer, Rule
-from cloudless.objectstore.testing import LoopbackCluster, running, three_zones
-from tests.integration.objectstore.conftest import S3Env
+from cloudless.objectstore.testing import LoopbackCluster
+from tests.integration.objectstore.conftest import S3Env, body
 
 RULES = {
     "Rules": [
@@ -92,16 +90,6 @@ def test_only_the_owner_sets_rules_and_readers_read_them(s3env: S3Env, s3: Any) 
         with pytest.raises(ClientError) as e:
             call(Bucket="lc-perm", **kw)
         assert code(e) == "AccessDenied"
-
-
-async def body(data: bytes) -> AsyncIterator[bytes]:
-    yield data
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[LoopbackCluster]:
-    async with running(tmp_path, three_zones(), replication=3) as c:
-        yield c
 
 
 async def test_the_sweep_deletes_and_aborts_what_is_due_on_every_node(

@@ -9,25 +9,13 @@ import asyncio
 import functools
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
-
-import pytest
 
 from cloudless.objectstore.blocks import INLINE_MAX, block_hash
 from cloudless.objectstore.rpc import Peer
-from cloudless.objectstore.testing import LoopbackCluster, running, three_zones
-
-
-async def body(data: bytes) -> AsyncIterator[bytes]:
-    yield data
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[LoopbackCluster]:
-    async with running(tmp_path, three_zones(), replication=3) as c:
-        yield c
+from cloudless.objectstore.testing import LoopbackCluster
+from tests.integration.objectstore.conftest import body
 
 
 class Slow:

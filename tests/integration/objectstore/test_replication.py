@@ -40,12 +40,6 @@ async def read_all(cluster: LoopbackCluster, node: str, key: str) -> bytes:
     return b"".join([p async for p in engine.read(obj, 0, obj.size)])
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[LoopbackCluster]:
-    async with running(tmp_path, three_zones(), replication=3) as c:
-        yield c
-
-
 async def test_every_write_lands_on_a_quorum_and_reads_merge(cluster: LoopbackCluster) -> None:
     e1 = cluster.engine("n1")
     await e1.put("b", "small", body(b"tiny"), content_type="t/x", user_meta={})

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from cloudless.lib.clock import FakeClock
@@ -18,10 +17,7 @@ from cloudless.objectstore.records import BODY, OBJECTS, intact, object_pk
 from cloudless.objectstore.replication import ReplicatedBlocks
 from cloudless.objectstore.scrub import Scrubber
 from cloudless.objectstore.testing import LoopbackCluster, LoopbackNode
-
-
-async def body(data: bytes) -> AsyncIterator[bytes]:
-    yield data
+from tests.integration.objectstore.conftest import body
 
 
 async def test_scrub_repairs_a_rotten_block_from_a_replica(tmp_path: Path) -> None:

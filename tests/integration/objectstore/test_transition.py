@@ -24,14 +24,11 @@ from cloudless.objectstore.resync import BlockResync
 from cloudless.objectstore.s3.errors import S3Error
 from cloudless.objectstore.sync import PartitionSync
 from cloudless.objectstore.testing import LoopbackCluster, finished, synced
+from tests.integration.objectstore.conftest import body
 
 GB = 10**9
 BUCKETS = ("b", "c", "d", "e")
 ROLES = {f"n{i}": NodeRole(f"zone{i}", 100 * GB) for i in range(1, 5)}
-
-
-async def body(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 @pytest.fixture
