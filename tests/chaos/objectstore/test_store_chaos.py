@@ -15,8 +15,10 @@ Faults for ``SECONDS`` (seeded; ``OS_CHAOS_SEED`` replays a run): every 0.7-1.4 
 two nodes are faulted (a killed node counts until it serves again), one on a node not already
 faulted: kill -9 (restarted 2-5 s later), a full cut (iptables DROP on its link, inside its
 namespace), a freeze (SIGSTOP: its connections stay open and calls to it hang, as on a device
-that sleeps; SIGCONT 2-5 s later) or a one-link cut between two nodes, healed 2-5 s later; at
-most one node is down (killed, restarting, frozen or cut off) at a time, so every partition
+that sleeps; SIGCONT 2-5 s later), a full disk (node-2 and node-4 keep their store on a tmpfs
+of their own: a ballast file takes every free byte, removed 2-5 s later) or a one-link cut
+between two nodes, healed 2-5 s later; at most one node is down (killed, restarting, frozen,
+cut off or out of disk) at a time, so every partition
 keeps a write quorum and what fails is what went through a faulted node. Each write tries up
 to three nodes (as a client with a list of endpoints would) before it counts as failed.
 Then everything is healed and restarted and **every acknowledged PUT is read back and
@@ -27,9 +29,11 @@ than the grace period); no agent logged an error. ``-s`` prints the counts.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import random
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -62,6 +66,9 @@ pytestmark = [
 BUCKET = "chaos"
 SECONDS = 30.0
 ZONES = ["z1", "z2", "z3", "z1", "z2"]
+SMALL_DISKS = (1, 3)
+"""Agents (by index) whose store is on a tmpfs of its own, so a fault can fill it."""
+BALLAST = "ballast"
 
 
 @dataclass
@@ -259,7 +266,8 @@ class Faults:
             return
         i = self.rng.choice(free)
         down = any(k != "link" for k, _, _ in self.active.values())
-        kind = "link" if down else self.rng.choice(["kill", "cut", "freeze", "link"])
+        kinds = ["kill", "cut", "freeze", "link"] + (["full"] if i in SMALL_DISKS else [])
+        kind = "link" if down else self.rng.choice(kinds)
         until = now + self.rng.uniform(2.0, 5.0)
         peer = None
         if kind == "kill":
@@ -268,6 +276,8 @@ class Faults:
             self.cluster.cut(i)
         elif kind == "freeze":
             self.cluster.freeze(i)
+        elif kind == "full":
+            fill(store_dir(self.cluster.agents[i].data))
         else:
             peer = self.rng.choice([j for j in free if j != i])
             self.cluster.cut_link(i, peer)
@@ -291,6 +301,8 @@ class Faults:
             self.cluster.start_agent(i)
         elif kind == "freeze":
             self.cluster.thaw(i)
+        elif kind == "full":
+            (store_dir(self.cluster.agents[i].data) / BALLAST).unlink(missing_ok=True)
         elif kind != "starting":
             self.cluster.heal(i)
         del self.active[i]
@@ -300,10 +312,40 @@ class Faults:
             self.undo(i, kind)
 
 
+def store_dir(data: Path) -> Path:
+    return data / "objectstore"
+
+
+def fill(d: Path) -> None:
+    """Take every free byte of the file system under ``d`` (a tmpfs) with one file: in
+    steps of 1 MiB, then 4 KiB, each until the disk refuses (the node writes meanwhile)."""
+    size = 0
+    with open(d / BALLAST, "wb") as f:
+        for step in (1 << 20, 4096):
+            while True:
+                try:
+                    os.posix_fallocate(f.fileno(), size, step)
+                except OSError as e:
+                    if e.errno != errno.ENOSPC:
+                        raise
+                    break
+                size += step
+
+
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[tuple[NetnsStoreCluster, Any]]:
-    with netns_store(tmp_path, "x", ZONES, 17, BUCKET) as r:
-        yield r
+    mounted: list[Path] = []
+    try:
+        for i in SMALL_DISKS:  # agent i's store directory (procs.StoreCluster's layout)
+            d = store_dir(tmp_path / f"a{i + 1}")
+            d.mkdir(parents=True)
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m", "tmpfs", d], check=True)
+            mounted.append(d)
+        with netns_store(tmp_path, "x", ZONES, 17, BUCKET) as r:
+            yield r
+    finally:
+        for d in mounted:
+            subprocess.run(["umount", "-l", d], check=False)
 
 
 def fetch(clients: list[Any], n: int, name: str) -> bytes | None:
@@ -373,7 +415,8 @@ def test_chaos_with_load_loses_no_acknowledged_object(
     last_ack = max((i for i, (_, ok) in enumerate(led.rewrites) if ok), default=None)
     allowed = {d for d, _ in led.rewrites[last_ack or 0 :]}
     kinds = {
-        k: sum(f" {k} " in line for line in faults.log) for k in ("kill", "cut", "freeze", "link")
+        k: sum(f" {k} " in line for line in faults.log)
+        for k in ("kill", "cut", "freeze", "full", "link")
     }
     print(
         f"\nstore chaos (seed {seed}, {SECONDS:g} s, faults {kinds}): {len(led.acked)} "
