@@ -180,6 +180,18 @@ class StoreCluster:
 
         return Client(ClientConfig.load(self.config), timeout=15).call(method, path, body)
 
+    def events(self, kind: str) -> list[str]:
+        """The messages of the cluster's last 1,000 events of ``kind``, oldest first (through
+        ``cloudless events -o json``: one JSON object a line)."""
+        r = subprocess.run(
+            [*CLI, "events", "--config", str(self.config), "--kind", kind, "--tail", "1000",
+             "-o", "json"],
+            capture_output=True, text=True, **self._where(),
+        )  # fmt: skip
+        if r.returncode != 0:
+            raise RuntimeError(f"cloudless events: {r.stderr.strip()}")
+        return [str(json.loads(line)["message"]) for line in r.stdout.splitlines() if line.strip()]
+
     def create_key(self, name: str) -> Any:
         """A new access key through the API (stored sealed), with its secret."""
         from cloudless.objectstore.s3.iam import AccessKey

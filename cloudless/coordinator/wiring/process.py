@@ -459,6 +459,7 @@ class Coordinator:
             ("event compactor", self._compact_events),
             ("root rotation", self.rotation.lead),
             ("availability history", self.availability.lead),
+            ("object store events", self._storage_events),
         ]
         if self.network is not None:
             loops.append(("network", self.network.lead))
@@ -467,6 +468,14 @@ class Coordinator:
         if self.overlay_observer is not None:
             loops.append(("overlay observer", self.overlay_observer.lead))
         return Leadership(self.election, self.clock, loops, name=self.config.name)
+
+    async def _storage_events(self, fence: Fence) -> None:
+        from cloudless.objectstore.events import StoreEvents
+
+        async def emit(kind: str, message: str, fields: dict[str, str]) -> None:
+            await self.events.emit(kind, message, **fields)
+
+        await StoreEvents(self.store, emit, self.clock).run()
 
     async def _compact_events(self, fence: Fence) -> None:
         await EventCompactor(

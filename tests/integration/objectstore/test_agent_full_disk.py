@@ -72,6 +72,8 @@ def test_a_full_disk_in_a_running_agent(cluster: StoreCluster) -> None:
     wait_for(lambda: registration(cluster, node2).beat > beat + 1, "node-2 to go on beating", 30)
     status = "\n".join(cluster.call_api("GET", "/v1/s3/status")["lines"])
     assert status.count("REFUSING WRITES: its disk is full") == 1, status
+    full = f"object store node {node2}: disk full ("
+    wait_for(lambda: any(full in m for m in cluster.events("objectstore")), "the event", 30)
 
     def check_all(endpoint: str) -> None:
         c = s3(endpoint, key)
@@ -97,6 +99,8 @@ def test_a_full_disk_in_a_running_agent(cluster: StoreCluster) -> None:
         120,
     )
     check_all(a2.s3)
+    room = f"object store node {node2}: disk has room again, taking writes"
+    wait_for(lambda: room in cluster.events("objectstore"), "the room-again event", 120)
     log = a2.log.read_text()
     assert "no space left on device" in log
     assert " ERROR " not in log and "Traceback" not in log, log[-3000:]

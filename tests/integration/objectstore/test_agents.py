@@ -144,6 +144,20 @@ def test_agents_run_a_replicated_store(cluster: StoreCluster) -> None:
     hist = wait_for(replaced, "node-2 replaced and the new layout synced", 240) and history(cluster)
     assert hist.current.version == v + 1  # one transition
     assert sorted(hist.current.roles) == sorted(a.node_id for a in (a1, a3, a4))
+    # the event log tells the story: first layout, the join, the replacement, each synced
+    said = wait_for(
+        lambda: (
+            (e := cluster.events("objectstore"))
+            and f"object store layout v{v + 1} in force: every node synced it" in e
+            and e
+        ),
+        "the replacement's events",
+        30,
+    )
+    layouts = [m for m in said if m.startswith("object store layout")]
+    assert layouts[0].startswith("object store layout v1 (R=3): +") and "first layout" in layouts[0]
+    assert f"-{a2.node_id}; " in layouts[-2] and "partition copies move" in layouts[-2]
+    assert any(f"+{a4.node_id}; " in m for m in layouts), layouts
     for p in hist.current.partitions:
         assert len(set(p)) == 3
     check_all(a4.s3)
