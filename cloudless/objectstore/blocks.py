@@ -78,6 +78,11 @@ class MissingBlock(CloudlessError):
     code = "missing_block"
 
 
+class NowhereBlock(MissingBlock):
+    """Every replica asked answered that it does not hold the block (none was unreachable,
+    none held a corrupt copy)."""
+
+
 def _fsync_dir(path: Path | str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import BinaryIO, TypeVar
 
 from cloudless.objectstore import quorum
-from cloudless.objectstore.blocks import CorruptBlock, MissingBlock, block_hash
+from cloudless.objectstore.blocks import CorruptBlock, MissingBlock, NowhereBlock, block_hash
 from cloudless.objectstore.crdt import Entry, merge, next_timestamp
 from cloudless.objectstore.handoff import HintStore, fallbacks
 from cloudless.objectstore.history import LayoutHistory
@@ -557,9 +557,13 @@ class ReplicatedBlocks:
             return None
 
     async def read(self, h: str) -> bytes:
+        """Block ``h`` from this node or a replica of the read version, hash-checked. Raises
+        ``NowhereBlock`` when every one of them answered that it has not got it,
+        ``MissingBlock`` when none served it otherwise (unreachable, corrupt)."""
         nodes = self.c.nodes(partition_of(bytes.fromhex(h)))
         order = sorted(nodes, key=lambda n: n != self.c.me)
         problems = []
+        absent = 0
         for n in order:
             try:
                 if n == self.c.me:
@@ -568,9 +572,13 @@ class ReplicatedBlocks:
                 if block_hash(data) == h:
                     return data
                 problems.append(f"{n}: corrupt copy")
-            except (PeerError, MissingBlock, CorruptBlock, KeyError) as e:
+            except MissingBlock as e:
+                absent += 1
                 problems.append(f"{n}: {e}")
-        raise MissingBlock(f"block {h}: no replica answered ({'; '.join(problems)})")
+            except (PeerError, CorruptBlock, KeyError) as e:
+                problems.append(f"{n}: {e}")
+        what = f"block {h}: no replica answered ({'; '.join(problems)})"
+        raise NowhereBlock(what) if absent == len(order) else MissingBlock(what)
 
 
 def _answer(r: object) -> bool:

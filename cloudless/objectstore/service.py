@@ -210,6 +210,8 @@ class StorageService:
         self.s3_port = config.s3_port
         self.cluster: Cluster | None = None
         self.resync: BlockResync | None = None
+        self._nowhere: dict[str, float] = {}
+        """Blocks every old owner said it does not hold, and since when (``sync.py``)."""
         self._sync_failed: dict[int, tuple[int, ...]] = {}
         """The partitions of a layout version the last sync left failed (the next beat
         pulls only those)."""
@@ -661,7 +663,9 @@ class StorageService:
         if holds and len(history.versions) > 1:
             if not sync_may_start(history):
                 return
-            sync = PartitionSync(self.cluster, self.clock, self.cfg.repair_rate, self.resync)
+            sync = PartitionSync(
+                self.cluster, self.clock, self.cfg.repair_rate, self.resync, self._nowhere
+            )
             retry = self._sync_failed.get(cur.version)
             report = await sync.sync_to(cur, only=retry)
             self._sync_failed = {cur.version: report.failed}
@@ -669,9 +673,10 @@ class StorageService:
                 log.info("layout v%d: %d partitions not synced yet", cur.version,
                          len(report.failed))  # fmt: skip
                 return
-            log.info("layout v%d synced: %d partitions, %d rows, %d blocks (%d bytes)",
+            log.info("layout v%d synced: %d partitions, %d rows, %d blocks (%d bytes)%s",
                      cur.version, report.partitions, report.rows, report.blocks,
-                     sync.block_bytes)  # fmt: skip
+                     sync.block_bytes,
+                     f"; {report.lost} blocks on no replica" if report.lost else "")  # fmt: skip
         new = await self.layouts.ack_synced(self.me, cur.version)
         self.cluster.set_history(new)
 

@@ -10,6 +10,7 @@ import os
 import shutil
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,12 @@ import pytest
 from cloudless.lib.clock import FakeClock
 from cloudless.objectstore import history as h
 from cloudless.objectstore.blocks import block_hash
-from cloudless.objectstore.layout import NodeRole, partition_of
+from cloudless.objectstore.layout import LayoutVersion, NodeRole, partition_of
 from cloudless.objectstore.records import object_pk, partition
 from cloudless.objectstore.replication import ReplicatedBlocks
 from cloudless.objectstore.resync import BlockResync
 from cloudless.objectstore.s3.errors import S3Error
-from cloudless.objectstore.sync import PartitionSync
+from cloudless.objectstore.sync import LOST_AFTER_S, PartitionSync
 from cloudless.objectstore.testing import LoopbackCluster, finished, synced
 from tests.integration.objectstore.conftest import body
 
@@ -54,9 +55,20 @@ def first_layout() -> h.LayoutHistory:
     return v1
 
 
-async def test_a_new_owner_pulls_its_partitions_before_acknowledging(
-    cluster: LoopbackCluster, tmp_path: Path
-) -> None:
+@dataclass
+class Hidden:
+    """n4 joins (``v2``, its version ``new``); written before: ``big`` in every bucket, one
+    of whose blocks n4 gains, ``hidden``, moved off every old owner (to ``aside``)."""
+
+    v2: h.LayoutHistory
+    new: LayoutVersion
+    big: bytes
+    gained: list[str]
+    hidden: str
+    aside: dict[str, Path]
+
+
+async def hide_a_gained_block(cluster: LoopbackCluster, tmp_path: Path) -> Hidden:
     v1 = first_layout()
     share(cluster, v1)
     v2, _ = h.apply(h.stage(v1, "n4", ROLES["n4"]), 1)  # pure: decided before any write
@@ -76,8 +88,6 @@ async def test_a_new_owner_pulls_its_partitions_before_acknowledging(
         await e1.put(b, "small", body(b"before the transition"), content_type="x", user_meta={})
         await e1.put(b, "big", body(big), content_type="x", user_meta={})
     share(cluster, v2)
-    n4 = cluster.nodes["n4"]
-    assert n4.cluster is not None
     gained = gained_by_n4(big)
     assert gained, "n4 owns the partition of at least one of the three blocks"
     hidden = gained[0]
@@ -85,6 +95,16 @@ async def test_a_new_owner_pulls_its_partitions_before_acknowledging(
     for name in ("n1", "n2", "n3"):  # for now on no old owner
         aside[name] = tmp_path / f"{name}-{hidden}"
         shutil.move(cluster.nodes[name].local.blocks.path(hidden), aside[name])
+    return Hidden(v2, new, big, gained, hidden, aside)
+
+
+async def test_a_new_owner_pulls_its_partitions_before_acknowledging(
+    cluster: LoopbackCluster, tmp_path: Path
+) -> None:
+    x = await hide_a_gained_block(cluster, tmp_path)
+    v2, new, big, gained, hidden, aside = x.v2, x.new, x.big, x.gained, x.hidden, x.aside
+    n4 = cluster.nodes["n4"]
+    assert n4.cluster is not None
     resync = BlockResync(n4.local.blocks, FakeClock(), ReplicatedBlocks(n4.cluster).read)
     sync = PartitionSync(n4.cluster, resync=resync)
     report = await sync.sync_to(new)
@@ -114,6 +134,50 @@ async def test_a_new_owner_pulls_its_partitions_before_acknowledging(
         obj = await e4.head(b, "big")
         assert obj is not None
         assert b"".join([p async for p in e4.read(obj, 0, obj.size)]) == big
+
+
+async def test_a_block_no_old_owner_holds_stops_holding_the_sync_after_a_while(
+    cluster: LoopbackCluster, tmp_path: Path
+) -> None:
+    """Every old owner says it has not got a block n4 gains: the partition waits (the block
+    may be coming back) for ``LOST_AFTER_S`` on n4's clock, then syncs without it (the
+    transition, and every later layout change, would wait for ever). An old owner that
+    cannot be asked restarts the wait."""
+    x = await hide_a_gained_block(cluster, tmp_path)
+    n4 = cluster.nodes["n4"]
+    assert n4.cluster is not None
+    clock = FakeClock()
+    resync = BlockResync(n4.local.blocks, clock, ReplicatedBlocks(n4.cluster).read)
+    nowhere: dict[str, float] = {}
+
+    def sync() -> PartitionSync:
+        assert n4.cluster is not None
+        return PartitionSync(n4.cluster, clock, resync=resync, nowhere=nowhere)
+
+    hidden_p = partition_of(bytes.fromhex(x.hidden))
+    report = await sync().sync_to(x.new)
+    assert report.failed == (hidden_p,) and report.lost == 0
+    clock.advance(LOST_AFTER_S - 1)
+    report = await sync().sync_to(x.new, only=report.failed)
+    assert report.failed == (hidden_p,) and report.lost == 0
+    # one old owner cannot be asked: nothing is known, the wait starts again
+    down = next(n for n in x.new.partitions[hidden_p] if n != "n4")
+    await cluster.kill(down)
+    clock.advance(10)
+    report = await sync().sync_to(x.new, only=report.failed)
+    assert report.failed == (hidden_p,) and report.lost == 0 and x.hidden not in nowhere
+    await cluster.restart(down)
+    report = await sync().sync_to(x.new, only=report.failed)  # the wait starts now
+    assert report.failed == (hidden_p,)
+    clock.advance(LOST_AFTER_S)
+    report = await sync().sync_to(x.new, only=report.failed)
+    assert report.failed == () and report.lost >= 1  # every bucket's "big" names it
+    assert x.hidden in resync  # still queued: fetched if it ever comes back
+    # it comes back: the queue fetches it
+    shutil.move(x.aside["n1"], cluster.nodes["n1"].local.blocks.path(x.hidden))
+    clock.advance(3600)
+    await resync.resync_once()
+    assert n4.local.blocks.has(x.hidden)
 
 
 async def test_writes_need_a_quorum_in_every_live_version(cluster: LoopbackCluster) -> None:
