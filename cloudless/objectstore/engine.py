@@ -42,12 +42,14 @@ from cloudless.objectstore.records import (
     EMBED_MAX,
     OBJECTS,
     PARTS,
+    PUTTING,
     UPLOADS,
     VERSION_BLOCKS,
     BlockRef,
     CorruptRecord,
     ObjectMeta,
     Part,
+    Putting,
     Upload,
     block_pk,
     object_pk,
@@ -215,6 +217,21 @@ async def _all_rows(table: MetaTable, part: int, prefix: str) -> list[tuple[str,
         start, include = page[-1][0], False
 
 
+Row = tuple[str, str, int, bytes | None]
+"""``(table, pk, partition, value)``, as ``Tables.together`` writes it."""
+MAX_PUT_S = 12 * 3600.0
+"""A single PUT whose blocks took longer is refused before its commit: past
+``ORPHAN_AFTER_S`` its version may have been released as abandoned."""
+ORPHAN_AFTER_S = 2 * MAX_PUT_S
+"""A ``putting`` row this old is settled (``Engine.settle_putting``): its writer has
+committed, or given up, or died. Twice ``MAX_PUT_S``, for writers' clocks that differ."""
+
+
+def putting_row(version: str, p: Putting) -> Row:
+    """The ``putting`` row of a version under way (``records.Putting``)."""
+    return (PUTTING, version, partition(p.bucket), p.encode())
+
+
 def _check_md5(etag: str, content_md5: str | None) -> None:
     """``BadDigest`` unless the body's MD5 (``etag``) is the one the client declared."""
     if content_md5 is not None and etag != content_md5:
@@ -276,6 +293,7 @@ class Engine:
         self.uploads = tables.table(UPLOADS)
         self.parts = tables.table(PARTS)
         self.refs = tables.table(BLOCK_REFS)
+        self.putting = tables.table(PUTTING)
 
     def _ms(self) -> int:
         return int(self.clock.now() * 1000)
@@ -299,13 +317,15 @@ class Engine:
         *,
         inline_ok: bool,
         content_md5: str | None = None,
+        marker: Row | None = None,
     ) -> tuple[int, str, bytes | None, list[BlockRef]]:
         """Read ``body`` into blocks of ``version`` (up to ``PIPELINE`` blocks being hashed
         and stored at once while the body keeps streaming; the MD5 runs over them in order,
         off the event loop); returns (size, md5 hex, inline data or None, the blocks in
         order). On any error, a ``content_md5`` (hex) the MD5 does not match included, the
         blocks' references are dropped (GC reclaims them) and the first error is raised as
-        itself."""
+        itself. ``marker``: a row written with every block (the ``putting`` row of a single
+        PUT, so a writer that dies mid-stream leaves a trace of its version)."""
         md5 = _Md5()
         pending: list[bytes | memoryview] = []
         have = 0
@@ -322,7 +342,9 @@ class Engine:
                     await slots.acquire()
                     digested = md5.add(data)
                     tg.create_task(
-                        self._put_block(slots, version, part, at, data, hashes, placed, digested)
+                        self._put_block(
+                            slots, version, part, at, data, hashes, placed, digested, marker
+                        )
                     )
 
                 async for piece in body:
@@ -367,6 +389,7 @@ class Engine:
         hashes: list[str],
         placed: dict[int, BlockRef],
         digested: asyncio.Future[None],
+        marker: Row | None = None,
     ) -> None:
         """Hash and store one block; its slot is held until its MD5 update is done too (at
         most ``PIPELINE`` blocks in memory)."""
@@ -375,8 +398,9 @@ class Engine:
             h = block_hash(data) if small else await asyncio.to_thread(block_hash, data)
             hashes.append(h)
             placed[offset] = BlockRef(h, len(data))
+            rows = self._block_rows(version, part, offset, h, data)
             await self.tables.together(
-                [], self._block_rows(version, part, offset, h, data), [(h, data)], self._ms()
+                [], rows if marker is None else [*rows, marker], [(h, data)], self._ms()
             )
             await digested
         finally:
@@ -492,6 +516,7 @@ class Engine:
         declared; a body whose MD5 differs is ``BadDigest`` and leaves nothing."""
         version = new_version()
         pk, part = object_pk(bucket, key), partition(bucket)
+        started = self.clock.now()
         it = aiter(body)
         head: list[bytes] = []
         seen = 0
@@ -502,7 +527,7 @@ class Engine:
                 break
         else:  # the body fits one block: the read rides with the block (one round trip)
             size, etag, inline, refs, got = await self._put_one(
-                version, pk, part, b"".join(head), content_md5
+                version, pk, part, b"".join(head), content_md5, (bucket, key, started)
             )
         if seen > BLOCK_SIZE:
             # The object row's previous state is read while the body streams (a round trip
@@ -512,7 +537,12 @@ class Engine:
                     prev = tg.create_task(self.objects.entry(pk, part))
                     stored = tg.create_task(
                         self._store_stream(
-                            version, 0, _chain(head, it), inline_ok=True, content_md5=content_md5
+                            version,
+                            0,
+                            _chain(head, it),
+                            inline_ok=True,
+                            content_md5=content_md5,
+                            marker=putting_row(version, Putting(bucket, key, started)),
                         )
                     )
             except BaseExceptionGroup as e:
@@ -530,10 +560,22 @@ class Engine:
             checksums=checksums or {},
             blocks=tuple(refs) if inline is None and len(refs) <= EMBED_MAX else None,
         )
+        if refs and self.clock.now() - started > MAX_PUT_S:  # may be released as abandoned
+            raise S3Error(
+                "RequestTimeout",
+                f"{bucket}/{key}: the upload took over {MAX_PUT_S / 3600:.0f} h; send it again "
+                "(as a multipart upload if it is large)",
+            )
         return await self._commit(bucket, key, obj, got)
 
     async def _put_one(
-        self, version: str, pk: str, part: int, data: bytes, content_md5: str | None
+        self,
+        version: str,
+        pk: str,
+        part: int,
+        data: bytes,
+        content_md5: str | None,
+        who: tuple[str, str, float],
     ) -> tuple[int, str, bytes | None, list[BlockRef], Entry | None]:
         """A body of at most one block: inline, or its block and rows written in the same
         round as the object row's read; nothing written if it does not match ``content_md5``.
@@ -544,8 +586,10 @@ class Engine:
             return len(data), etag, data, [], await self.objects.entry(pk, part)
         etag, h = _digests(data) if len(data) <= SMALL else await asyncio.to_thread(_digests, data)
         _check_md5(etag, content_md5)
-        # the object row embeds this one block (EMBED_MAX >= 1): no version_blocks row
+        # the object row embeds this one block (EMBED_MAX >= 1): no version_blocks row; the
+        # putting row names it instead until the commit is settled (settle_putting)
         rows = self._block_rows(version, 0, 0, h, data, listed=False)
+        rows.append(putting_row(version, Putting(*who, blocks=(h,))))
         try:
             (prev,) = await self.tables.together(
                 [(OBJECTS, pk, part)], rows, [(h, data)], self._ms()
@@ -683,6 +727,46 @@ class Engine:
         await self._settle(pk, partition(bucket), c)
         return True
 
+    async def settle_putting(
+        self, part: int, now: float, *, older_than: float, limit: int
+    ) -> tuple[int, int, int]:
+        """Settle the ``putting`` rows of partition ``part`` written over ``older_than``
+        seconds before ``now`` (their writers' clocks): a version that is its key's current
+        one was committed (its row is dropped); any other was abandoned by a writer that
+        died before its commit, or superseded since (its references are released, again
+        if need be: releasing is idempotent, then its row is dropped). At most ``limit``
+        settled. Returns (committed, released, younger rows left)."""
+        committed = released = young = 0
+        after, include = "", True
+        while committed + released < limit:
+            page = await self.putting.range(part, after, limit=256, include_start=include)
+            for version, e in page:
+                if committed + released >= limit:
+                    break
+                if e.value is None:
+                    continue
+                try:
+                    p = Putting.decode(e.value)
+                except (ValueError, KeyError, TypeError) as err:
+                    log.warning("putting row %s does not decode (left): %s", version, err)
+                    continue
+                if now - p.started < older_than:
+                    young += 1
+                    continue
+                row = await self.objects.entry(object_pk(p.bucket, p.key), partition(p.bucket))
+                value = None if row is None else row.value
+                if value is not None and ObjectMeta.head(value).version == version:
+                    committed += 1
+                else:
+                    embedded = tuple(BlockRef(h, 0) for h in p.blocks) if p.blocks else None
+                    await self._release(version, embedded)
+                    released += 1
+                await self.putting.put(version, part, None, self._ms())
+            if len(page) < 256:
+                break
+            after, include = page[-1][0], False
+        return committed, released, young
+
     async def copy(
         self,
         src: ObjectMeta,
@@ -708,6 +792,8 @@ class Engine:
                     (block_pk(version, 0, at), b.encode())
                     for at, b in zip(offsets, src.blocks, strict=False)
                 ]
+            _, pk_, part_, value = putting_row(version, Putting(bucket, key, self.clock.now()))
+            await self.putting.put(pk_, part_, value, self._ms(), fresh=True)
             await self._link(version, rows)
         obj = replace(
             src,

@@ -15,7 +15,7 @@ from cloudless.lib.clock import Clock
 from cloudless.objectstore.blocks import BlockStore, CorruptBlock, MissingBlock
 from cloudless.objectstore.crdt import Entry, next_timestamp
 from cloudless.objectstore.metadb import DiskFull, LwwTable, MetaDb, full
-from cloudless.objectstore.records import OBJECTS, PARTS, UPLOADS, VERSION_BLOCKS
+from cloudless.objectstore.records import OBJECTS, PARTS, PUTTING, UPLOADS, VERSION_BLOCKS
 from cloudless.objectstore.seams import Commit
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ FULL_EVERY_S = 60.0
 FULL_HOLD_S = 120.0
 """How long after its last write refused for want of room a node reports it is refusing
 writes (``refusing_writes``)."""
-REPLICATED = (OBJECTS, VERSION_BLOCKS, UPLOADS, PARTS, BLOCK_REFS)
+REPLICATED = (OBJECTS, VERSION_BLOCKS, UPLOADS, PARTS, BLOCK_REFS, PUTTING)
 """The tables replicated between nodes: the only ones a peer may name."""
 
 

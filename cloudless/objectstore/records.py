@@ -7,6 +7,7 @@
 | ``uploads`` | ``<bucket>/<key>/<upload id>`` | bucket | ``Upload`` (tombstone = done) |
 | ``parts`` | ``<upload id>/<part:05>/<timestamp:015>`` | upload id | ``Part`` |
 | ``block_refs`` | ``<hash>/<version>`` | hash | ``b"1"`` (see ``blocks.py``) |
+| ``putting`` | ``<version>`` | bucket | ``Putting`` (tombstone = settled) |
 
 A version's block list is one row per block (a single PUT of one block has none: its
 ``ObjectMeta.blocks`` is its list), so a huge upload is many small rows, written and
@@ -38,6 +39,7 @@ OBJECTS = "objects"
 VERSION_BLOCKS = "version_blocks"
 UPLOADS = "uploads"
 PARTS = "parts"
+PUTTING = "putting"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -289,3 +291,29 @@ class Part:
     def decode(cls, raw: bytes) -> Part:
         n, e, s, v, t = json.loads(raw)
         return cls(n, e, s, v, t)
+
+
+@dataclass(frozen=True)
+class Putting:
+    """A version being written by a single PUT or a copy, with blocks: written with its
+    first block (or before a copy links its rows), so a writer that dies before its commit
+    leaves a trace of what it referenced (``Engine.settle_putting``). ``blocks``: the hashes of a
+    one-block PUT (its only list, which the object row would have carried); None: the
+    version's ``version_blocks`` rows list them."""
+
+    bucket: str
+    key: str
+    started: float
+    blocks: tuple[str, ...] | None = None
+
+    def encode(self) -> bytes:
+        d: dict[str, Any] = {"b": self.bucket, "k": self.key, "t": self.started}
+        if self.blocks is not None:
+            d["h"] = list(self.blocks)
+        return json.dumps(d).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Putting:
+        d = json.loads(raw)
+        h = d.get("h")
+        return cls(str(d["b"]), str(d["k"]), float(d["t"]), None if h is None else tuple(h))

@@ -43,10 +43,10 @@ from cloudless.lib.waits import within
 from cloudless.objectstore import lifecycle
 from cloudless.objectstore.antientropy import TOMBSTONE_GRACE_S, AntiEntropy
 from cloudless.objectstore.blocks import BlockStore, MissingBlock
-from cloudless.objectstore.engine import MIN_PART_SIZE, Engine
+from cloudless.objectstore.engine import MIN_PART_SIZE, ORPHAN_AFTER_S, Engine
 from cloudless.objectstore.handoff import Handoff, HintStore
 from cloudless.objectstore.history import LayoutHistory, observed, sync_may_start
-from cloudless.objectstore.layout import NodeRole
+from cloudless.objectstore.layout import PARTITIONS, NodeRole
 from cloudless.objectstore.layout_store import LayoutStore
 from cloudless.objectstore.lifecycle import EVERY_S as LIFECYCLE_EVERY_S
 from cloudless.objectstore.lifecycle import Expirer, acting_node
@@ -376,12 +376,36 @@ class StorageService:
         return runner
 
     async def _lifecycle(self, expirer: Expirer, iam: Iam) -> None:
-        """Sweep, every ``lifecycle_s``, each bucket with rules this node acts for; from
-        once this node is caught up (its listings are then complete)."""
+        """Every ``lifecycle_s``, sweep each bucket with rules this node acts for, and settle
+        the old ``putting`` rows of the partitions it acts for; from once this node is
+        caught up (its listings are then complete)."""
         await self._caught_up.wait()
         while True:
             await self.lifecycle_once(expirer, iam)
+            await self.settle_once(expirer.engine)
             await self.clock.sleep(self.cfg.lifecycle_s)
+
+    async def settle_once(self, engine: Engine) -> None:
+        """Release the versions writers left behind (``Engine.settle_putting``) in the
+        partitions this node acts for (``lifecycle.acting_node``)."""
+        c = self.cluster
+        if c is None:
+            return
+        committed = released = 0
+        for p in range(PARTITIONS):
+            if acting_node(c.history.current, p, self._silent) != self.me:
+                continue
+            try:
+                done = await engine.settle_putting(
+                    p, self.clock.now(), older_than=ORPHAN_AFTER_S, limit=lifecycle.PER_SWEEP
+                )
+            except (S3Error, OSError) as e:  # the next sweep tries again
+                log.warning("settling abandoned uploads of partition %d: %s", p, e)
+                continue
+            committed, released = committed + done[0], released + done[1]
+        if released:
+            log.info("%d versions abandoned by writers that died mid-upload released (%d "
+                     "committed ones checked)", released, committed)  # fmt: skip
 
     async def lifecycle_once(self, expirer: Expirer, iam: Iam) -> None:
         c = self.cluster
