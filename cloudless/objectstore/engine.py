@@ -732,7 +732,8 @@ class Engine:
     ) -> tuple[int, int, int]:
         """Settle the ``putting`` rows of partition ``part`` written over ``older_than``
         seconds before ``now`` (their writers' clocks): a version that is its key's current
-        one was committed (its row is dropped); any other was abandoned by a writer that
+        one, or a part attempt a part row names (its upload's completion or abort releases
+        it), was committed (its row is dropped); any other was abandoned by a writer that
         died before its commit, or superseded since (its references are released, again
         if need be: releasing is idempotent, then its row is dropped). At most ``limit``
         settled. Returns (committed, released, younger rows left)."""
@@ -753,9 +754,14 @@ class Engine:
                 if now - p.started < older_than:
                     young += 1
                     continue
-                row = await self.objects.entry(object_pk(p.bucket, p.key), partition(p.bucket))
-                value = None if row is None else row.value
-                if value is not None and ObjectMeta.head(value).version == version:
+                if p.upload is not None:  # a part attempt: its upload's end releases it
+                    kept = any(a.version == version for a in await self._attempts(p.upload))
+                else:
+                    pk = object_pk(p.bucket, p.key)
+                    row = await self.objects.entry(pk, partition(p.bucket))
+                    value = None if row is None else row.value
+                    kept = value is not None and ObjectMeta.head(value).version == version
+                if kept:
                     committed += 1
                 else:
                     embedded = tuple(BlockRef(h, 0) for h in p.blocks) if p.blocks else None
@@ -904,9 +910,17 @@ class Engine:
         self.check_part_number(number)
         await self._upload(bucket, key, upload_id)
         version = new_version()
+        started = self.clock.now()
+        marker = putting_row(version, Putting(bucket, key, started, upload=upload_id))
         size, etag, _, _ = await self._store_stream(
-            version, 0, body, inline_ok=False, content_md5=content_md5
+            version, 0, body, inline_ok=False, content_md5=content_md5, marker=marker
         )
+        if size and self.clock.now() - started > MAX_PUT_S:  # may be released as abandoned
+            raise S3Error(
+                "RequestTimeout",
+                f"part {number} of {bucket}/{key}: its upload took over "
+                f"{MAX_PUT_S / 3600:.0f} h; send it again",
+            )
         part = Part(number, etag, size, version, self.clock.now())
         ms = self._ms()
         await self.parts.put(
@@ -957,12 +971,22 @@ class Engine:
         version = new_version()
         now = self.clock.now()
         prev = await self.objects.entry(object_pk(bucket, key), partition(bucket))
+        _, mpk, mpart, mvalue = putting_row(version, Putting(bucket, key, now))
+        await self.putting.put(mpk, mpart, mvalue, self._ms(), fresh=True)
         rows: list[tuple[str, bytes]] = []
         for part in picked:
+            have = 0
             for pk, e in await self._rows(part.version):
                 if e.value is not None:
                     offset = int(pk.rsplit("/", 1)[1])
                     rows.append((block_pk(version, part.number, offset), e.value))
+                    have += BlockRef.decode(e.value).size
+            if have != part.size:  # its attempt was released (settle_putting): never link less
+                raise S3Error(
+                    "InvalidPart",
+                    f"part {part.number}: {have} of its {part.size} bytes are still stored; "
+                    "upload it again",
+                )
         await self._link(version, rows)
         md5s = b"".join(bytes.fromhex(p.etag) for p in picked)
         obj = ObjectMeta(

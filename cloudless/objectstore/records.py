@@ -295,25 +295,31 @@ class Part:
 
 @dataclass(frozen=True)
 class Putting:
-    """A version being written by a single PUT or a copy, with blocks: written with its
-    first block (or before a copy links its rows), so a writer that dies before its commit
-    leaves a trace of what it referenced (``Engine.settle_putting``). ``blocks``: the hashes of a
-    one-block PUT (its only list, which the object row would have carried); None: the
-    version's ``version_blocks`` rows list them."""
+    """A version with blocks being written (a single PUT, a copy, a part of a multipart
+    upload, a completion): written with its blocks (or before a copy or a completion links
+    its rows), so a writer that dies before its commit leaves a trace of what it referenced
+    (``Engine.settle_putting``). ``blocks``: the hashes of a one-block PUT (its only list,
+    which the object row would have carried); None: the version's ``version_blocks`` rows
+    list them. ``upload``: the multipart upload a part attempt belongs to (committed once
+    a part row names it)."""
 
     bucket: str
     key: str
     started: float
     blocks: tuple[str, ...] | None = None
+    upload: str | None = None
 
     def encode(self) -> bytes:
         d: dict[str, Any] = {"b": self.bucket, "k": self.key, "t": self.started}
         if self.blocks is not None:
             d["h"] = list(self.blocks)
+        if self.upload is not None:
+            d["u"] = self.upload
         return json.dumps(d).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> Putting:
         d = json.loads(raw)
-        h = d.get("h")
-        return cls(str(d["b"]), str(d["k"]), float(d["t"]), None if h is None else tuple(h))
+        h, u = d.get("h"), d.get("u")
+        blocks = None if h is None else tuple(str(x) for x in h)
+        return cls(str(d["b"]), str(d["k"]), float(d["t"]), blocks, None if u is None else str(u))

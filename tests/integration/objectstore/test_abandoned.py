@@ -146,3 +146,42 @@ async def test_a_put_slower_than_the_limit_is_refused_before_its_commit(
     assert e.value.code == "RequestTimeout" and "12 h" in e.value.message
     assert await slow.head("b", "slow") is None
     assert len(live_putting(cluster)) == 1  # settled (released) a day later
+
+
+async def test_multipart_attempts_and_completions_are_settled(
+    cluster: LoopbackCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part attempt whose writer died (no part row names it) is released; registered
+    attempts and the completed object are kept; a completion never links a part whose data
+    was released."""
+    e1 = cluster.engine("n1")
+    e1.min_part_size = 1  # parts of any size
+    up = await e1.create_upload("b", "mp", content_type="x", user_meta={})
+    p1, p2 = os.urandom(1_100_000), os.urandom(300_000)
+    done1 = await e1.upload_part("b", "mp", up, 1, body(p1))
+    n1 = cluster.nodes["n1"].cluster
+    assert n1 is not None
+    doomed = Engine(n1, ReplicatedBlocks(n1), cluster.clock)
+    dying(doomed, monkeypatch)
+    lost = os.urandom(2 * BLOCK_SIZE + 3)
+    with pytest.raises(Died):
+        await doomed.upload_part("b", "mp", up, 2, dies_after(cluster, lost, 2 * BLOCK_SIZE + 1))
+    done2 = await e1.upload_part("b", "mp", up, 2, body(p2))  # the client's retry elsewhere
+    obj = await e1.complete("b", "mp", up, [(1, done1.etag), (2, done2.etag)])
+    later = cluster.clock.now() + ORPHAN_AFTER_S + 1
+    got = await e1.settle_putting(partition("b"), later, older_than=ORPHAN_AFTER_S, limit=100)
+    assert got == (3, 1, 0)  # two registered attempts and the completion; the dead attempt
+    for h in hashes(lost)[:2]:
+        assert refs(cluster, h) == [0, 0, 0]
+    head = await e1.head("b", "mp")
+    assert head is not None and head.version == obj.version
+    assert await e1.read_whole(head, 0, head.size) == p1 + p2
+
+    # a part whose attempt was released (as the sweep does to one no part row named when it
+    # looked) is refused by a completion, never linked short
+    up2 = await e1.create_upload("b", "mp2", content_type="x", user_meta={})
+    q1 = await e1.upload_part("b", "mp2", up2, 1, body(p1))
+    await e1._release(q1.version)
+    with pytest.raises(S3Error) as e:
+        await e1.complete("b", "mp2", up2, [(1, q1.etag)])
+    assert e.value.code == "InvalidPart" and "0 of its 1100000 bytes" in e.value.message
