@@ -765,7 +765,10 @@ class Engine:
                     committed += 1
                 else:
                     embedded = tuple(BlockRef(h, 0) for h in p.blocks) if p.blocks else None
-                    await self._release(version, embedded)
+                    try:
+                        await self._release(version, embedded)
+                    except BaseExceptionGroup as eg:
+                        raise _first(eg) from None
                     released += 1
                 await self.putting.put(version, part, None, self._ms())
             if len(page) < 256:

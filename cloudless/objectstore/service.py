@@ -381,8 +381,12 @@ class StorageService:
         caught up (its listings are then complete)."""
         await self._caught_up.wait()
         while True:
-            await self.lifecycle_once(expirer, iam)
-            await self.settle_once(expirer.engine)
+            try:
+                await self.lifecycle_once(expirer, iam)
+                await self.settle_once(expirer.engine)
+            except Exception:  # a bug here must not stop the node: said, tried again later
+                log.exception("lifecycle sweep failed; the next one is in %.0f s",
+                              self.cfg.lifecycle_s)  # fmt: skip
             await self.clock.sleep(self.cfg.lifecycle_s)
 
     async def settle_once(self, engine: Engine) -> None:
@@ -399,7 +403,7 @@ class StorageService:
                 done = await engine.settle_putting(
                     p, self.clock.now(), older_than=ORPHAN_AFTER_S, limit=lifecycle.PER_SWEEP
                 )
-            except (S3Error, OSError) as e:  # the next sweep tries again
+            except (S3Error, CloudlessError, OSError) as e:  # the next sweep tries again
                 log.warning("settling abandoned uploads of partition %d: %s", p, e)
                 continue
             committed, released = committed + done[0], released + done[1]
@@ -422,7 +426,7 @@ class StorageService:
                 continue
             try:
                 done = await expirer.sweep(b.name, lifecycle.decode(b.lifecycle))
-            except (S3Error, StoreError, OSError) as e:  # the next sweep tries again
+            except (S3Error, CloudlessError, OSError) as e:  # the next sweep tries again
                 log.warning("lifecycle sweep of bucket %s: %s", b.name, e)
                 continue
             if done.deleted or done.aborted or done.kept:
