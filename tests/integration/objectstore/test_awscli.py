@@ -1,7 +1,8 @@
 """aws-cli (Debian's ``awscli``, v2) against one node on loopback: what a user types first.
 ``aws s3`` uploads a small file in one PUT and a 20 MiB one as a multipart upload (8 MiB
-parts), lists, downloads and removes; ``aws s3api`` heads an object and reads a range. Each
-download is compared byte for byte."""
+parts), lists, downloads and removes; ``aws s3api`` heads an object and reads a range, and
+sets, reads and removes a bucket's lifecycle rules. Each download is compared byte for
+byte."""
 
 from __future__ import annotations
 
@@ -73,3 +74,28 @@ def test_awscli_round_trips(s3env: S3Env, tmp_path: Path) -> None:
     aws(s3env, tmp_path, "s3", "rm", "--recursive", "s3://awscli")
     assert aws(s3env, tmp_path, "s3", "ls", "s3://awscli").strip() == ""
     aws(s3env, tmp_path, "s3", "rb", "s3://awscli")
+
+
+def test_awscli_bucket_lifecycle(s3env: S3Env, tmp_path: Path) -> None:
+    """``aws s3api put-bucket-lifecycle-configuration`` (a JSON file, as the AWS docs show),
+    read back with ``get-``, removed with ``delete-bucket-lifecycle``."""
+    aws(s3env, tmp_path, "s3", "mb", "s3://awscli-lc")
+    rules = {
+        "Rules": [
+            {"ID": "tmp", "Filter": {"Prefix": "tmp/"}, "Status": "Enabled",
+             "Expiration": {"Days": 7},
+             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
+        ]
+    }  # fmt: skip
+    f = tmp_path / "lifecycle.json"
+    f.write_text(json.dumps(rules))
+    aws(s3env, tmp_path, "s3api", "put-bucket-lifecycle-configuration", "--bucket", "awscli-lc",
+        "--lifecycle-configuration", f"file://{f}")  # fmt: skip
+    got = json.loads(aws(s3env, tmp_path, "s3api", "get-bucket-lifecycle-configuration",
+                         "--bucket", "awscli-lc"))  # fmt: skip
+    assert got["Rules"] == [
+        {"ID": "tmp", "Filter": {"Prefix": "tmp/"}, "Status": "Enabled",
+         "Expiration": {"Days": 7},
+         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
+    ]  # fmt: skip
+    aws(s3env, tmp_path, "s3api", "delete-bucket-lifecycle", "--bucket", "awscli-lc")
