@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from cloudless.objectstore import lifecycle
+from cloudless.objectstore.s3 import cors
 from cloudless.objectstore.s3.errors import S3Error, not_implemented
 from cloudless.objectstore.s3.lifecycle_xml import parse_rules, render_rules
 from cloudless.objectstore.s3.xmlout import children, doc, el, iso, parse, text, url_encoded
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
 # Sub-resources a bucket request may name that this store does not implement.
 UNSUPPORTED = {
-    "accelerate", "acl", "analytics", "cors", "encryption", "intelligent-tiering",
+    "accelerate", "acl", "analytics", "encryption", "intelligent-tiering",
     "inventory", "logging", "metrics", "notification", "object-lock",
     "ownershipControls", "policy", "policyStatus", "publicAccessBlock", "replication",
     "requestPayment", "tagging", "website",
@@ -52,6 +53,8 @@ class BucketApi:
                 raise not_implemented(f"bucket sub-resource ?{q}")
         if "lifecycle" in ctx.query:
             return await self.lifecycle(ctx)
+        if "cors" in ctx.query:
+            return await self.cors(ctx)
         if m == "PUT":
             return await self.create(ctx)
         if m == "HEAD":
@@ -133,6 +136,31 @@ class BucketApi:
             await self.s.iam.set_lifecycle(ctx.bucket, "")
             return web.Response(status=204)
         raise S3Error("MethodNotAllowed", f"{m} is not allowed on ?lifecycle")
+
+    async def cors(self, ctx: Ctx) -> web.StreamResponse:
+        """Get, Put and DeleteBucketCors (``s3/cors.py``): setting or removing rules takes the
+        owner permission; reading them, read."""
+        m = ctx.request.method
+        if m == "GET":
+            b = await self.s.bucket_for(ctx, "read")
+            rules = cors.decode(b.cors)
+            if not rules:
+                raise S3Error(
+                    "NoSuchCORSConfiguration",
+                    f"bucket {ctx.bucket!r} has no CORS rules",
+                    resource=ctx.resource,
+                )
+            return xml(cors.render_cors(rules))
+        if m == "PUT":
+            await self.s.bucket_for(ctx, "owner")
+            rules = cors.parse_cors(await self.s.small_body(ctx, 64 << 10))
+            await self.s.iam.set_cors(ctx.bucket, cors.encode(rules))
+            return web.Response()
+        if m == "DELETE":
+            await self.s.bucket_for(ctx, "owner")
+            await self.s.iam.set_cors(ctx.bucket, "")
+            return web.Response(status=204)
+        raise S3Error("MethodNotAllowed", f"{m} is not allowed on ?cors")
 
     async def delete(self, ctx: Ctx) -> web.StreamResponse:
         await self.s.bucket_for(ctx, "owner")

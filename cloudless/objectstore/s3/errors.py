@@ -7,6 +7,7 @@ from xml.sax.saxutils import escape
 
 STATUS = {
     "AccessDenied": 403,
+    "AccessForbidden": 403,
     "BadDigest": 400,
     "BucketAlreadyExists": 409,
     "BucketAlreadyOwnedByYou": 409,
@@ -29,6 +30,7 @@ STATUS = {
     "MethodNotAllowed": 405,
     "MissingContentLength": 411,
     "NoSuchBucket": 404,
+    "NoSuchCORSConfiguration": 404,
     "NoSuchKey": 404,
     "NoSuchLifecycleConfiguration": 404,
     "NoSuchUpload": 404,

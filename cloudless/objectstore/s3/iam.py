@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -65,6 +66,8 @@ class Bucket:
     allow: dict[str, str] = field(default_factory=dict)
     lifecycle: str = ""
     """The bucket's lifecycle rules (``lifecycle.encode``; "" for none)."""
+    cors: str = ""
+    """The bucket's CORS rules (``s3.cors.encode``; "" for none)."""
 
     def permits(self, key_id: str, need: str) -> bool:
         have = self.allow.get(key_id)
@@ -283,11 +286,18 @@ class Iam:
 
     async def set_lifecycle(self, name: str, rules: str) -> None:
         """Replace the bucket's lifecycle rules (``lifecycle.encode``; "" removes them)."""
+        await self._edit(name, lambda b: replace(b, lifecycle=rules))
 
+    async def set_cors(self, name: str, rules: str) -> None:
+        """Replace the bucket's CORS rules (``s3.cors.encode``; "" removes them)."""
+        await self._edit(name, lambda b: replace(b, cors=rules))
+
+    async def _edit(self, name: str, edit: Callable[[Bucket], Bucket]) -> None:
         def change(b: Bucket | None) -> Bucket | None:
             if b is None:
                 raise S3Error("NoSuchBucket", f"bucket {name!r} does not exist", resource=name)
-            return None if b.lifecycle == rules else replace(b, lifecycle=rules)
+            new = edit(b)
+            return None if new == b else new
 
         await self.buckets.update(name, change)
         self._forget("bucket", name)

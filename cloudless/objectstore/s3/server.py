@@ -22,7 +22,7 @@ from aiohttp import HttpVersion11, web
 
 from cloudless.lib.clock import Clock
 from cloudless.objectstore.engine import Engine
-from cloudless.objectstore.s3 import chunked, sigv4
+from cloudless.objectstore.s3 import chunked, cors, sigv4
 from cloudless.objectstore.s3.errors import S3Error, not_implemented
 from cloudless.objectstore.s3.iam import Bucket, Iam
 from cloudless.objectstore.s3.names import check_bucket, check_key
@@ -126,12 +126,58 @@ class S3Server:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 20)
         app.router.add_route("*", "/{tail:.*}", self.handle, expect_handler=self.expect)
+        app.on_response_prepare.append(self._cors_headers)
         return app
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        resp = await self._answer(request, self.dispatch)
-        assert resp is not None  # dispatch always answers
+        run = self._preflight if request.method == "OPTIONS" else self.dispatch
+        resp = await self._answer(request, run)
+        assert resp is not None  # both always answer
         return resp
+
+    async def _preflight(self, request: web.Request) -> web.StreamResponse:
+        """A browser's CORS preflight (``OPTIONS``, never signed), answered from the bucket's
+        CORS rules (``s3/cors.py``); a bucket that does not exist has none, so its answer
+        tells nothing about which names exist."""
+        bucket, key = self._names(request)
+        if not bucket:
+            raise S3Error("InvalidRequest", "a CORS preflight names a bucket")
+        check_bucket(bucket)
+        b = await self.iam.bucket(bucket)
+        rules = cors.decode(b.cors) if b is not None else ()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        resource = f"/{bucket}/{key}" if key else f"/{bucket}"
+        return web.Response(headers=cors.preflight(rules, headers, resource))
+
+    async def _cors_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Add the CORS headers of the bucket's matching rule to any answer (errors too) to
+        a request with an ``Origin``, before it is sent."""
+        origin = request.headers.get("Origin")
+        if not origin or request.method == "OPTIONS" or not isinstance(request, web.Request):
+            return
+        ctx = request.get(_CTX)
+        try:
+            bucket = ctx.bucket if ctx is not None else self._names(request)[0]
+            b = await self.iam.bucket(bucket) if bucket else None
+        except (S3Error, StoreError):  # no rules known: no CORS headers
+            return
+        rule = cors.match(cors.decode(b.cors), origin, request.method) if b else None
+        if rule is not None:
+            response.headers.update(cors.answer_headers(rule, origin))
+
+    def _names(self, request: web.Request) -> tuple[str, str]:
+        """(bucket, key) a request names (path style, or the Host for virtual-host style);
+        unchecked."""
+        raw_path = request.raw_path.partition("?")[0]
+        path = unquote(raw_path)
+        if not path.startswith("/"):
+            raise S3Error("InvalidRequest", "request path must start with '/'")
+        host = request.headers.get("Host", "")
+        named = host_bucket(host, self.domains) if self.domains else None
+        if named is None:
+            bucket, _, key = path[1:].partition("/")
+            return bucket, key
+        return named, path[1:]
 
     async def _answer(
         self,
@@ -222,6 +268,7 @@ class S3Server:
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         ctx = request.get(_CTX) or await self._context(request)
+        request[_CTX] = ctx
         if not ctx.bucket:
             if request.method != "GET":
                 raise S3Error("MethodNotAllowed", f"{request.method} / is not allowed")
@@ -245,14 +292,7 @@ class S3Server:
         if key is None:
             raise S3Error("InvalidAccessKeyId", f"access key {parsed.key_id!r} does not exist")
         verified = sigv4.verify(sreq, parsed, key.secret, self.clock.now())
-        path = unquote(raw_path)
-        if not path.startswith("/"):
-            raise S3Error("InvalidRequest", "request path must start with '/'")
-        named = host_bucket(headers.get("host", ""), self.domains) if self.domains else None
-        if named is None:
-            bucket, _, obj_key = path[1:].partition("/")
-        else:
-            bucket, obj_key = named, path[1:]
+        bucket, obj_key = self._names(request)
         query = dict(sigv4.query_pairs(raw_query))
         if bucket:
             check_bucket(bucket)

@@ -8,22 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from cloudless.runtime.types import LogStream
 
 from ..cluster.harness import wait_for
 
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
 PAYLOAD = '<img src=x onerror="document.title=1">'
 
 WEB = b"""
@@ -33,41 +27,6 @@ command: [httpd, -f, -p, "8080"]
 resources: {cpu: 100m, memory: 16Mi}
 replicas: 2
 """
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Any]:
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("chromium/chromedriver missing: apt-get install chromium chromium-driver")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.skip("selenium missing: pip install -e '.[dev]'")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,900",
-        # The cluster's private CA is not in Chromium's store; the test trusts it this way
-        # only (the login link and cookie are what is under test, not the CA).
-        "--ignore-certificate-errors",
-        f"--user-data-dir={tmp_path / 'chromium'}",
-    ):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def shot(driver: Any, name: str) -> None:
