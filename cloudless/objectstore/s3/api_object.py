@@ -18,6 +18,7 @@ from cloudless.objectstore.engine import Engine, FileSlice
 from cloudless.objectstore.records import ObjectMeta
 from cloudless.objectstore.s3.errors import S3Error, not_implemented
 from cloudless.objectstore.s3.names import check_bucket, check_key
+from cloudless.objectstore.s3.server import SUPPORTED_CHECKSUMS
 from cloudless.objectstore.s3.xmlout import children, doc, el, http_date, iso, parse, text
 
 if TYPE_CHECKING:
@@ -313,8 +314,8 @@ class ObjectApi:
         await self.s.bucket_for(ctx, "write")
         if "x-amz-checksum-algorithm" in ctx.headers:
             alg = ctx.headers["x-amz-checksum-algorithm"].lower()
-            if alg not in ("crc32", "sha1", "sha256"):
-                raise not_implemented(f"multipart checksum algorithm {alg}")
+            if alg not in SUPPORTED_CHECKSUMS:
+                raise S3Error("InvalidRequest", f"unknown checksum algorithm {alg!r}")
         upload_id = await self.engine.create_upload(
             ctx.bucket,
             ctx.key,

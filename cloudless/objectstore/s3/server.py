@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from aiohttp import HttpVersion11, web
+from awscrt import checksums
 
 from cloudless.lib.clock import Clock
 from cloudless.objectstore.engine import Engine
@@ -35,6 +36,16 @@ READ_SIZE = 1 << 18
 """Request bodies are read in pieces of this size."""
 
 
+_CRCS: dict[str, tuple[Callable[[bytes, int], int], int]] = {
+    "crc32": (zlib.crc32, 4),
+    "crc32c": (checksums.crc32c, 4),
+    "crc64nvme": (checksums.crc64nvme, 8),
+}
+"""The CRCs S3 knows: the running function (data, previous) and the digest's bytes. CRC32C
+and CRC64NVME come from ``awscrt``, the AWS SDKs' own C runtime (botocore computes them with
+it too)."""
+
+
 class _Digest:
     """A running checksum with ``update`` and a base64 ``result`` (S3's encoding)."""
 
@@ -42,20 +53,21 @@ class _Digest:
         self.name = name
         self.crc = 0
         self.h = hashlib.new(name) if name in ("sha1", "sha256") else None
+        self.fn, self.width = _CRCS.get(name, (zlib.crc32, 4))
 
     def update(self, data: bytes) -> None:
         if self.h is not None:
             self.h.update(data)
         else:
-            self.crc = zlib.crc32(data, self.crc)
+            self.crc = self.fn(data, self.crc)
 
     def result(self) -> str:
-        raw = self.h.digest() if self.h is not None else self.crc.to_bytes(4, "big")
+        raw = self.h.digest() if self.h is not None else self.crc.to_bytes(self.width, "big")
         return base64.b64encode(raw).decode()
 
 
-SUPPORTED_CHECKSUMS = ("crc32", "sha1", "sha256")
-KNOWN_CHECKSUMS = ("crc32", "crc32c", "crc64nvme", "sha1", "sha256")
+SUPPORTED_CHECKSUMS = ("crc32", "crc32c", "crc64nvme", "sha1", "sha256")
+KNOWN_CHECKSUMS = SUPPORTED_CHECKSUMS
 
 
 @dataclass

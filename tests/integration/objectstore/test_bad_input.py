@@ -174,8 +174,16 @@ def _tampered_signature(env: S3Env) -> tuple[int, str]:
 
 
 def _expired_presign(env: S3Env) -> tuple[int, str]:
-    past = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(hours=1)
-    with patch("botocore.auth.get_current_datetime", return_value=past):
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+
+    def then(remove_tzinfo: bool = True) -> dt.datetime:
+        return past.replace(tzinfo=None) if remove_tzinfo else past
+
+    # botocore signs in Python, or through awscrt when it is installed (as here): both clocks
+    with (
+        patch("botocore.auth.get_current_datetime", then),
+        patch("botocore.crt.auth.get_current_datetime", then),
+    ):
         url = env.client().generate_presigned_url(
             "get_object", Params={"Bucket": BUCKET, "Key": "x"}, ExpiresIn=60
         )
@@ -326,10 +334,22 @@ CASES: list[tuple[str, Callable[[S3Env], tuple[int, str]], int, str]] = [
         "InvalidDigest",
     ),
     (
-        "unsupported crc32c",
+        "wrong crc32c",
         lambda e: put(e, f"/{BUCKET}/k1", BODY, {"x-amz-checksum-crc32c": "AAAAAA=="}),
-        501,
-        "NotImplemented",
+        400,
+        "BadDigest",
+    ),
+    (
+        "wrong crc64nvme",
+        lambda e: put(e, f"/{BUCKET}/k1", BODY, {"x-amz-checksum-crc64nvme": "AAAAAAAAAAA="}),
+        400,
+        "BadDigest",
+    ),
+    (
+        "unknown checksum algorithm",
+        lambda e: put(e, f"/{BUCKET}/k1", BODY, {"x-amz-checksum-crc99": "AAAAAA=="}),
+        400,
+        "InvalidRequest",
     ),
     (
         "part number 0",

@@ -333,3 +333,23 @@ def test_upload_part_copy_with_a_range(s3: Any) -> None:
     assert (
         s3.get_object(Bucket="partcopy", Key="dst")["Body"].read() == src[: 5 << 20] + src[-1000:]
     )
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"])
+def test_every_checksum_the_sdks_send(s3: Any, algorithm: str) -> None:
+    """What current AWS SDKs send by default (CRC32 in botocore, CRC64NVME in others) and
+    what a user may choose: checked on the way in, stored, returned with checksum mode (which
+    botocore then verifies), on a single PUT and on a multipart upload's parts."""
+    if "sums" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+        s3.create_bucket(Bucket="sums")
+    body = os.urandom(1_500_000)
+    field = f"Checksum{algorithm}"
+    put = s3.put_object(Bucket="sums", Key=algorithm, Body=body, ChecksumAlgorithm=algorithm)
+    got = s3.get_object(Bucket="sums", Key=algorithm, ChecksumMode="ENABLED")
+    assert got[field] == put[field] and got["Body"].read() == body
+    up = s3.create_multipart_upload(Bucket="sums", Key=f"mp-{algorithm}",
+                                    ChecksumAlgorithm=algorithm)["UploadId"]  # fmt: skip
+    part = s3.upload_part(Bucket="sums", Key=f"mp-{algorithm}", UploadId=up, PartNumber=1,
+                          Body=body, ChecksumAlgorithm=algorithm)  # fmt: skip
+    assert part[field]
+    s3.abort_multipart_upload(Bucket="sums", Key=f"mp-{algorithm}", UploadId=up)
