@@ -613,6 +613,26 @@ class Engine:
             log.warning("%s/%s: %s", bucket, key, err)
             raise S3Error("InternalError", f"{bucket}/{key}: {err}") from None
 
+    async def part_span(self, obj: ObjectMeta, number: int) -> tuple[int, int] | None:
+        """Where part ``number`` (as uploaded) of ``obj`` lies: (start, end exclusive); None
+        if it has no such part. An object from a single PUT is its own part 1."""
+        if not obj.parts:
+            return (0, obj.size) if number == 1 else None
+        start = size = 0
+        found = False
+        for pk, e in await self._rows(obj.version):
+            if e.value is None:
+                continue
+            part = int(pk.rsplit("/", 2)[1])
+            n = BlockRef.decode(e.value).size
+            if part < number:
+                start += n
+            elif part == number:
+                found, size = True, size + n
+            else:
+                break
+        return (start, start + size) if found else None
+
     async def read(self, obj: ObjectMeta, start: int, end: int) -> AsyncGenerator[bytes, None]:
         """Bytes ``start`` to ``end`` (exclusive) of ``obj``, every block hash-checked before
         its bytes are yielded; the next block is fetched while the caller consumes one."""

@@ -172,8 +172,6 @@ class ObjectApi:
         if m in ("GET", "HEAD"):
             if "uploadId" in q and m == "GET":
                 return await self.list_parts(ctx)
-            if "partNumber" in q:
-                raise not_implemented("GET/HEAD by partNumber")
             return await self.get(ctx, head=m == "HEAD")
         if m == "DELETE":
             await self.s.bucket_for(ctx, "write")
@@ -265,10 +263,23 @@ class ObjectApi:
         rng = (
             parse_range(ctx.headers.get("range", ""), obj.size) if "range" in ctx.headers else None
         )
+        if "partNumber" in ctx.query:
+            if "range" in ctx.headers:
+                raise S3Error("InvalidRequest", "give a Range header or a partNumber, not both")
+            n = self._part_number(ctx)
+            rng = await self.engine.part_span(obj, n)
+            if rng is None:
+                raise S3Error(
+                    "InvalidPartNumber",
+                    f"{ctx.key!r} has no part {n} ({obj.parts or 1} part"
+                    f"{'s' if obj.parts > 1 else ''})",
+                    resource=ctx.resource,
+                )
         status, start, end = 200, 0, obj.size
         if rng is not None:
             status, (start, end) = 206, rng
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{obj.size}"
+            shown = f"{start}-{end - 1}" if end > start else "*"  # an empty last part
+            headers["Content-Range"] = f"bytes {shown}/{obj.size}"
         elif ctx.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
             headers.update({f"x-amz-checksum-{k}": v for k, v in obj.checksums.items()})
         if head:

@@ -353,3 +353,41 @@ def test_every_checksum_the_sdks_send(s3: Any, algorithm: str) -> None:
                           Body=body, ChecksumAlgorithm=algorithm)  # fmt: skip
     assert part[field]
     s3.abort_multipart_upload(Bucket="sums", Key=f"mp-{algorithm}", UploadId=up)
+
+
+def test_get_and_head_by_part_number(s3: Any) -> None:
+    """What a multipart download by part does (the AWS SDK for Java's transfer manager):
+    each part as uploaded, with the object's part count; a single PUT is its own part 1."""
+    s3.create_bucket(Bucket="byparts")
+    p1, p2 = os.urandom(5 << 20), os.urandom(300_000)
+    up = s3.create_multipart_upload(Bucket="byparts", Key="mp")["UploadId"]
+    e1 = s3.upload_part(Bucket="byparts", Key="mp", UploadId=up, PartNumber=1, Body=p1)["ETag"]
+    e2 = s3.upload_part(Bucket="byparts", Key="mp", UploadId=up, PartNumber=2, Body=p2)["ETag"]
+    s3.complete_multipart_upload(
+        Bucket="byparts", Key="mp", UploadId=up,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]},
+    )  # fmt: skip
+    total = len(p1) + len(p2)
+    for n, data, first in ((1, p1, 0), (2, p2, len(p1))):
+        got = s3.get_object(Bucket="byparts", Key="mp", PartNumber=n)
+        assert got["Body"].read() == data and got["PartsCount"] == 2
+        assert got["ContentRange"] == f"bytes {first}-{first + len(data) - 1}/{total}"
+        assert s3.head_object(Bucket="byparts", Key="mp", PartNumber=n)["ContentLength"] == len(
+            data
+        )
+    s3.put_object(Bucket="byparts", Key="single", Body=b"one piece")
+    assert s3.get_object(Bucket="byparts", Key="single", PartNumber=1)["Body"].read() == (
+        b"one piece"
+    )
+    for key, n in (("mp", 3), ("single", 2)):
+        with pytest.raises(ClientError) as e:
+            s3.get_object(Bucket="byparts", Key=key, PartNumber=n)
+        assert code_of(e) == "InvalidPartNumber"
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="byparts", Key="mp", PartNumber=1, Range="bytes=0-9")
+    assert code_of(e) == "InvalidRequest"
+    for bad in (0, 10_001):
+        with pytest.raises(ClientError) as e:
+            s3.get_object(Bucket="byparts", Key="mp", PartNumber=bad)
+        assert code_of(e) == "InvalidArgument"
