@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 # Sub-resources a bucket request may name that this store does not implement.
 UNSUPPORTED = {
-    "accelerate", "acl", "analytics", "encryption", "intelligent-tiering",
+    "accelerate", "analytics", "encryption", "intelligent-tiering",
     "inventory", "logging", "metrics", "notification", "object-lock",
     "ownershipControls", "policy", "policyStatus", "publicAccessBlock", "replication",
     "requestPayment", "tagging", "website",
@@ -29,6 +29,20 @@ MAX_KEYS = 1000
 
 def xml(body: bytes, status: int = 200) -> web.Response:
     return web.Response(status=status, body=body, content_type="application/xml")
+
+
+ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
+
+
+def canned_acl(ctx: Ctx) -> bool:
+    """Whether a request's canned ACL (``x-amz-acl``) makes the bucket public-read; only
+    ``private`` (the default) and ``public-read`` are supported."""
+    acl = ctx.headers.get("x-amz-acl", "private")
+    if acl not in ("private", "public-read"):
+        raise not_implemented(f"canned ACL {acl!r} (only 'private' and 'public-read')")
+    if any(h.startswith("x-amz-grant-") for h in ctx.headers):
+        raise not_implemented("x-amz-grant-* headers; send x-amz-acl instead")
+    return acl == "public-read"
 
 
 def max_keys(ctx: Ctx, name: str = "max-keys") -> int:
@@ -55,10 +69,12 @@ class BucketApi:
             return await self.lifecycle(ctx)
         if "cors" in ctx.query:
             return await self.cors(ctx)
+        if "acl" in ctx.query:
+            return await self.acl(ctx)
         if m == "PUT":
             return await self.create(ctx)
         if m == "HEAD":
-            await self.s.bucket_for(ctx, "read")
+            await self.s.bucket_for(ctx, "read", public=True)
             return web.Response(headers={"x-amz-bucket-region": self.s.region})
         if m == "DELETE":
             return await self.delete(ctx)
@@ -109,7 +125,10 @@ class BucketApi:
                 )
         if ctx.headers.get("x-amz-bucket-object-lock-enabled", "").lower() == "true":
             raise not_implemented("object lock")
+        public = canned_acl(ctx)
         await self.s.iam.create_bucket(ctx.bucket, ctx.key_id)
+        if public:
+            await self.s.iam.set_public_read(ctx.bucket, True)
         return web.Response(headers={"Location": f"/{ctx.bucket}"})
 
     async def lifecycle(self, ctx: Ctx) -> web.StreamResponse:
@@ -136,6 +155,39 @@ class BucketApi:
             await self.s.iam.set_lifecycle(ctx.bucket, "")
             return web.Response(status=204)
         raise S3Error("MethodNotAllowed", f"{m} is not allowed on ?lifecycle")
+
+    async def acl(self, ctx: Ctx) -> web.StreamResponse:
+        """Get and PutBucketAcl, as the canned ACLs ``private`` and ``public-read`` (anyone
+        may list the bucket and read its objects; ``Bucket.public_read``): the owner sets it,
+        a reader reads it. Grants in a body, and other canned ACLs, are not supported."""
+        m = ctx.request.method
+        if m == "GET":
+            b = await self.s.bucket_for(ctx, "read")
+            owner = "<Owner>" + el("ID", b.owner) + el("DisplayName", b.owner) + "</Owner>"
+            grants = (
+                '<Grant><Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+                ' xsi:type="CanonicalUser">' + el("ID", b.owner) + el("DisplayName", b.owner)
+                + "</Grantee>" + el("Permission", "FULL_CONTROL") + "</Grant>"
+            )  # fmt: skip
+            if b.public_read:
+                grants += (
+                    '<Grant><Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+                    ' xsi:type="Group">' + el("URI", ALL_USERS) + "</Grantee>"
+                    + el("Permission", "READ") + "</Grant>"
+                )  # fmt: skip
+            return xml(doc("AccessControlPolicy", owner, "<AccessControlList>", grants,
+                           "</AccessControlList>"))  # fmt: skip
+        if m == "PUT":
+            await self.s.bucket_for(ctx, "owner")
+            if "x-amz-acl" not in ctx.headers:
+                raise not_implemented(
+                    "ACL grants in a body; send x-amz-acl: private or public-read"
+                )
+            public = canned_acl(ctx)
+            await self.s.small_body(ctx, 64 << 10)
+            await self.s.iam.set_public_read(ctx.bucket, public)
+            return web.Response()
+        raise S3Error("MethodNotAllowed", f"{m} is not allowed on ?acl")
 
     async def cors(self, ctx: Ctx) -> web.StreamResponse:
         """Get, Put and DeleteBucketCors (``s3/cors.py``): setting or removing rules takes the
@@ -192,7 +244,7 @@ class BucketApi:
         return enc == "url"
 
     async def list_v2(self, ctx: Ctx) -> web.StreamResponse:
-        await self.s.bucket_for(ctx, "read")
+        await self.s.bucket_for(ctx, "read", public=True)
         enc = self._encoding(ctx)
         prefix = ctx.query.get("prefix", "")
         delim = ctx.query.get("delimiter", "")
@@ -235,7 +287,7 @@ class BucketApi:
     async def list_versions(self, ctx: Ctx) -> web.StreamResponse:
         """ListObjectVersions on an unversioned bucket: each object is its only version,
         ``VersionId`` "null", latest."""
-        await self.s.bucket_for(ctx, "read")
+        await self.s.bucket_for(ctx, "read", public=True)
         enc = self._encoding(ctx)
         if ctx.query.get("version-id-marker"):
             raise not_implemented("version-id-marker (buckets are unversioned)")
@@ -282,7 +334,7 @@ class BucketApi:
         return xml(doc("ListVersionsResult", *parts))
 
     async def list_v1(self, ctx: Ctx) -> web.StreamResponse:
-        await self.s.bucket_for(ctx, "read")
+        await self.s.bucket_for(ctx, "read", public=True)
         enc = self._encoding(ctx)
         prefix = ctx.query.get("prefix", "")
         delim = ctx.query.get("delimiter", "")

@@ -162,7 +162,10 @@ class ObjectApi:
                     raise not_implemented(what)
             acl = ctx.headers.get("x-amz-acl")
             if acl not in (None, "private"):
-                raise not_implemented(f"canned ACL {acl!r} (only 'private')")
+                raise not_implemented(
+                    f"canned ACL {acl!r} on an object (objects take their bucket's: make the "
+                    "bucket public-read)"
+                )
         if m == "PUT":
             if "partNumber" in q or "uploadId" in q:
                 return await self.upload_part(ctx)
@@ -242,7 +245,7 @@ class ObjectApi:
         return web.Response(body=body, content_type="application/xml")
 
     async def get(self, ctx: Ctx, *, head: bool) -> web.StreamResponse:
-        await self.s.bucket_for(ctx, "read")
+        await self.s.bucket_for(ctx, "read", public=True)
         obj = await self.engine.head(ctx.bucket, ctx.key)
         if obj is None:
             raise S3Error("NoSuchKey", f"key {ctx.key!r} does not exist", resource=ctx.resource)

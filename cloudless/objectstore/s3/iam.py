@@ -68,6 +68,9 @@ class Bucket:
     """The bucket's lifecycle rules (``lifecycle.encode``; "" for none)."""
     cors: str = ""
     """The bucket's CORS rules (``s3.cors.encode``; "" for none)."""
+    public_read: bool = False
+    """Anyone, signed or not, may list the bucket and read its objects (S3's canned ACL
+    ``public-read``); nothing else."""
 
     def permits(self, key_id: str, need: str) -> bool:
         have = self.allow.get(key_id)
@@ -291,6 +294,10 @@ class Iam:
     async def set_cors(self, name: str, rules: str) -> None:
         """Replace the bucket's CORS rules (``s3.cors.encode``; "" removes them)."""
         await self._edit(name, lambda b: replace(b, cors=rules))
+
+    async def set_public_read(self, name: str, public: bool) -> None:
+        """Open the bucket to anonymous listing and reads, or close it."""
+        await self._edit(name, lambda b: replace(b, public_read=public))
 
     async def _edit(self, name: str, edit: Callable[[Bucket], Bucket]) -> None:
         def change(b: Bucket | None) -> Bucket | None:

@@ -88,6 +88,9 @@ class Ctx:
         return f"/{self.bucket}/{self.key}" if self.key else f"/{self.bucket}"
 
 
+ANONYMOUS = sigv4.Verified("", sigv4.UNSIGNED, "", "", "", b"")
+"""What an unsigned GET or HEAD carries in place of a signature (it has no body)."""
+
 Handler = Callable[[Ctx], Awaitable[web.StreamResponse]]
 _CTX = web.RequestKey("s3_ctx", Ctx)
 """Where ``expect`` leaves the request's authenticated ``Ctx`` for ``dispatch``."""
@@ -281,6 +284,8 @@ class S3Server:
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         ctx = request.get(_CTX) or await self._context(request)
         request[_CTX] = ctx
+        if not ctx.bucket and not ctx.key_id:
+            raise S3Error("AccessDenied", "anonymous requests cannot list buckets; sign with SigV4")
         if not ctx.bucket:
             if request.method != "GET":
                 raise S3Error("MethodNotAllowed", f"{request.method} / is not allowed")
@@ -299,26 +304,40 @@ class S3Server:
         sreq = sigv4.Request(request.method, raw_path, raw_query, headers)
         parsed = sigv4.parse(sreq)
         if parsed is None:
-            raise S3Error("AccessDenied", "anonymous requests are not allowed; sign with SigV4")
-        key = await self.iam.key(parsed.key_id)
-        if key is None:
-            raise S3Error("InvalidAccessKeyId", f"access key {parsed.key_id!r} does not exist")
-        verified = sigv4.verify(sreq, parsed, key.secret, self.clock.now())
+            if request.method not in ("GET", "HEAD"):
+                raise S3Error("AccessDenied", "anonymous requests may only read; sign with SigV4")
+            key_id, verified = "", ANONYMOUS  # bucket_for lets it read a public bucket only
+        else:
+            key = await self.iam.key(parsed.key_id)
+            if key is None:
+                raise S3Error("InvalidAccessKeyId", f"access key {parsed.key_id!r} does not exist")
+            key_id = key.key_id
+            verified = sigv4.verify(sreq, parsed, key.secret, self.clock.now())
         bucket, obj_key = self._names(request)
         query = dict(sigv4.query_pairs(raw_query))
         if bucket:
             check_bucket(bucket)
         if obj_key:
             check_key(obj_key)
-        return Ctx(request, key.key_id, verified, bucket, obj_key, query, headers)
+        return Ctx(request, key_id, verified, bucket, obj_key, query, headers)
 
-    async def bucket_for(self, ctx: Ctx, need: str) -> Bucket:
+    async def bucket_for(self, ctx: Ctx, need: str, *, public: bool = False) -> Bucket:
+        """The bucket, if ``ctx``'s key has ``need`` on it; ``public``: a listing or an
+        object read, which a ``public_read`` bucket allows anyone, unsigned requests
+        included (nothing else is allowed to those)."""
         b = await self.iam.bucket(ctx.bucket)
+        if not ctx.key_id and (b is None or not (public and b.public_read)):
+            raise S3Error(  # the same answer whether the bucket exists or not
+                "AccessDenied",
+                "anonymous requests may only list and read buckets made public-read; sign "
+                "with SigV4",
+                resource=ctx.resource,
+            )
         if b is None:
             raise S3Error(
                 "NoSuchBucket", f"bucket {ctx.bucket!r} does not exist", resource=ctx.resource
             )
-        if not b.permits(ctx.key_id, need):
+        if not b.permits(ctx.key_id, need) and not (public and need == "read" and b.public_read):
             raise S3Error(
                 "AccessDenied",
                 f"key {ctx.key_id} lacks {need} permission on bucket {ctx.bucket!r}",
