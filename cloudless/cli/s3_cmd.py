@@ -77,15 +77,26 @@ def bucket_create(
 
 @bucket_app.command("list")
 def bucket_list(config: ConfigOpt = None, output: OutputOpt = Format.TABLE) -> None:
-    """Buckets, their owners and which keys may use them."""
+    """Buckets, their owners, which keys may use them, whether anyone may read them
+    (public-read) and how many lifecycle and CORS rules they have."""
     rows = connect(config).call("GET", "/v1/s3/buckets")["buckets"]
     if output is not Format.TABLE:
         print_document({"buckets": rows}, output)
         return
     print_table(
-        ["NAME", "OWNER", "ALLOWED"],
+        ["NAME", "OWNER", "ALLOWED", "PUBLIC", "RULES"],
         [
-            [r["name"], r["owner"], ", ".join(f"{k}:{p}" for k, p in sorted(r["allow"].items()))]
+            [
+                r["name"],
+                r["owner"],
+                ", ".join(f"{k}:{p}" for k, p in sorted(r["allow"].items())),
+                "read" if r.get("public_read") else "",
+                ", ".join(
+                    f"{what} {r[f]}"
+                    for what, f in (("lifecycle", "lifecycle_rules"), ("cors", "cors_rules"))
+                    if r.get(f)
+                ),
+            ]
             for r in rows
         ],
         what="buckets",

@@ -5,7 +5,10 @@ pure code from what the cluster store holds:
 * a node's disk filled (it refuses writes) or has room again;
 * a new layout version (nodes added and removed, partition copies that move), whether an
   operator applied it or the churn policy did (an operator's apply is also an ``s3`` event,
-  saying who asked), and the end of its transition (every node synced it).
+  saying who asked), and the end of its transition (every node synced it);
+* a bucket made public-read or private again, its lifecycle rules (which delete data) and
+  its CORS rules set, changed or removed: changes made through the S3 API of any node,
+  which no other event tells.
 
 ``StoreEvents.run`` is a loop of the coordinator's leader: every ``EVERY_S`` it reads the
 registrations and the layout history and emits what changed since its last reading. What
@@ -20,9 +23,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from cloudless.lib.clock import Clock
+from cloudless.objectstore import lifecycle
 from cloudless.objectstore.history import LayoutHistory
 from cloudless.objectstore.layout_store import LayoutStore
 from cloudless.objectstore.members import NODES, StorageNode
+from cloudless.objectstore.s3 import cors
+from cloudless.objectstore.s3.iam import BUCKETS, Bucket
 from cloudless.store.errors import StoreError
 from cloudless.store.protocol import Store
 
@@ -88,6 +94,31 @@ def layout_events(before: LayoutHistory, after: LayoutHistory) -> list[Said]:
     return out
 
 
+def _rules_said(bucket: str, what: str, n: int) -> Said:
+    if n == 0:
+        return Said(f"s3 bucket {bucket}: {what} rules removed")
+    return Said(f"s3 bucket {bucket}: {what} rules set ({n})")
+
+
+def bucket_events(before: Mapping[str, Bucket], after: Mapping[str, Bucket]) -> list[Said]:
+    """What changed in buckets both readings know (creation and deletion are the ``s3``
+    events of the API, or the S3 requests' own answers)."""
+    out: list[Said] = []
+    for name in sorted(set(before) & set(after)):
+        old, new = before[name], after[name]
+        if new.public_read and not old.public_read:
+            out.append(Said(f"s3 bucket {name} is now public-read: anyone may list it and "
+                            "read its objects, unsigned"))  # fmt: skip
+        elif old.public_read and not new.public_read:
+            out.append(Said(f"s3 bucket {name} is private again"))
+        if old.lifecycle != new.lifecycle:
+            n = len(lifecycle.decode(new.lifecycle))
+            out.append(_rules_said(name, "lifecycle", n))
+        if old.cors != new.cors:
+            out.append(_rules_said(name, "CORS", len(cors.decode(new.cors))))
+    return out
+
+
 Emit = Callable[[str, str, dict[str, str]], Awaitable[None]]
 """``emit(kind, message, fields)``: puts an event (the coordinator's ``EventRecorder``)."""
 
@@ -99,6 +130,7 @@ class StoreEvents:
         self.clock = clock
         self.nodes: dict[str, StorageNode] | None = None
         self.layout: LayoutHistory | None = None
+        self.buckets: dict[str, Bucket] | None = None
 
     async def run(self) -> None:
         while True:
@@ -112,10 +144,15 @@ class StoreEvents:
         """Read, compare with the last reading, emit; returns what was said."""
         nodes = {r.name: r.value for r in (await NODES.bind(self.store).list()).records}
         layout = await LayoutStore(self.store).show()
+        buckets = {r.name: r.value for r in (await BUCKETS.bind(self.store).list()).records}
         said: list[Said] = []
-        if self.nodes is not None and self.layout is not None:
-            said = node_events(self.nodes, nodes) + layout_events(self.layout, layout)
-        self.nodes, self.layout = nodes, layout
+        if self.nodes is not None and self.layout is not None and self.buckets is not None:
+            said = (
+                node_events(self.nodes, nodes)
+                + layout_events(self.layout, layout)
+                + bucket_events(self.buckets, buckets)
+            )
+        self.nodes, self.layout, self.buckets = nodes, layout, buckets
         for s in said:
             await self.emit(KIND, s.message, {"node": s.node} if s.node else {})
         return said

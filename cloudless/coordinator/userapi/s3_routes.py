@@ -245,4 +245,15 @@ class S3Api:
 
 
 def _bucket(b: Any) -> dict[str, Any]:
-    return {"name": b.name, "owner": b.owner, "created": b.created, "allow": dict(b.allow)}
+    from cloudless.objectstore import lifecycle
+    from cloudless.objectstore.s3 import cors
+
+    return {
+        "name": b.name,
+        "owner": b.owner,
+        "created": b.created,
+        "allow": dict(b.allow),
+        "public_read": b.public_read,
+        "lifecycle_rules": len(lifecycle.decode(b.lifecycle)),
+        "cors_rules": len(cors.decode(b.cors)),
+    }

@@ -81,6 +81,10 @@ def test_keys_buckets_permissions_and_roles(cluster: Cluster, tmp_path: Path) ->
     assert [k["key_id"] for k in keys] == [alice]
     buckets = json.loads(run(admin, "s3", "bucket", "list", "-o", "json").stdout)["buckets"]
     assert [b["allow"] for b in buckets] == [{alice: "owner"}]
+    assert [(b["public_read"], b["lifecycle_rules"], b["cors_rules"]) for b in buckets] == [
+        (False, 0, 0)
+    ]
+    assert "PUBLIC" in run(admin, "s3", "bucket", "list").stdout
 
 
 def test_layout_stage_preview_apply(cluster: Cluster) -> None:

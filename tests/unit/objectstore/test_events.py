@@ -10,10 +10,19 @@ import pytest
 
 from cloudless.lib.clock import FakeClock
 from cloudless.objectstore import history as h
-from cloudless.objectstore.events import KIND, StoreEvents, layout_events, node_events
+from cloudless.objectstore import lifecycle
+from cloudless.objectstore.events import (
+    KIND,
+    StoreEvents,
+    bucket_events,
+    layout_events,
+    node_events,
+)
 from cloudless.objectstore.layout import NodeRole
 from cloudless.objectstore.layout_store import LAYOUT, LayoutStore
 from cloudless.objectstore.members import NODES, StorageNode
+from cloudless.objectstore.s3 import cors
+from cloudless.objectstore.s3.iam import BUCKETS, Bucket
 from cloudless.store.memory import MemoryStore
 
 GIB = 1 << 30
@@ -78,6 +87,29 @@ def test_layout_events() -> None:
     assert layout_events(V2, V2) == [] and layout_events(DONE, DONE) == []
 
 
+B = Bucket("photos", 0.0, "k1", {"k1": "owner"})
+RULES = lifecycle.encode((lifecycle.Rule("old", True, expire_days=30),))
+CORS = cors.encode((cors.CorsRule(("*",), ("GET",)),))
+
+BUCKET_CASES = [
+    # (before, after, what is said)
+    (B, replace(B, public_read=True),
+     ["s3 bucket photos is now public-read: anyone may list it and read its objects, unsigned"]),
+    (replace(B, public_read=True), B, ["s3 bucket photos is private again"]),
+    (B, replace(B, lifecycle=RULES), ["s3 bucket photos: lifecycle rules set (1)"]),
+    (replace(B, lifecycle=RULES), B, ["s3 bucket photos: lifecycle rules removed"]),
+    (B, replace(B, cors=CORS), ["s3 bucket photos: CORS rules set (1)"]),
+    (B, replace(B, allow={"k1": "owner", "k2": "read"}), []),  # grants are the API's events
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("before", "after", "said"), BUCKET_CASES)
+def test_bucket_events(before: Bucket, after: Bucket, said: list[str]) -> None:
+    got = bucket_events({"photos": before}, {"photos": after})
+    assert [s.message for s in got] == said
+    assert bucket_events({}, {"photos": after}) == []  # creation: the API's own event
+
+
 async def test_the_leader_loop_says_each_change_once_and_not_its_baseline() -> None:
     clock = FakeClock()
     store = MemoryStore(clock)
@@ -88,13 +120,16 @@ async def test_the_leader_loop_says_each_change_once_and_not_its_baseline() -> N
 
     nodes = NODES.bind(store)
     await nodes.put("n1", N)
+    await BUCKETS.bind(store).put("photos", B)
     ev = StoreEvents(store, emit, clock)
     assert await ev.once() == []  # the baseline: n1 was there before this leader
     await nodes.put("n1", FULL)
     await LayoutStore(store).table.put(LAYOUT, V1)
+    await BUCKETS.bind(store).put("photos", replace(B, public_read=True))
     assert [s.message for s in await ev.once()] == [
         "object store node n1: disk full (0.5 GiB of 100.0 GiB free), refusing writes",
         "object store layout v1 (R=3): +a, +b, +c; first layout",
+        "s3 bucket photos is now public-read: anyone may list it and read its objects, unsigned",
     ]
     assert await ev.once() == []
     assert told[0] == (KIND, told[0][1], {"node": "n1"}) and told[1][2] == {}
