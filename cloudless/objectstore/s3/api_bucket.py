@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -15,6 +17,7 @@ from cloudless.objectstore.s3.lifecycle_xml import parse_rules, render_rules
 from cloudless.objectstore.s3.xmlout import children, doc, el, iso, parse, text, url_encoded
 
 if TYPE_CHECKING:
+    from cloudless.objectstore.s3.iam import Bucket, Iam
     from cloudless.objectstore.s3.server import Ctx, S3Server
 
 # Sub-resources a bucket request may name that this store does not implement.
@@ -32,6 +35,47 @@ def xml(body: bytes, status: int = 200) -> web.Response:
 
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
+
+
+@dataclass(frozen=True)
+class RulesDoc:
+    """A bucket sub-resource holding a rules document kept in the bucket record."""
+
+    query: str
+    what: str
+    missing: str
+    """The S3 code of a GET when the bucket has none."""
+    limit: int
+    """The largest body a PUT may send."""
+    parse: Callable[[bytes], str]
+    """The request's XML to what the record keeps (raises the S3 refusal)."""
+    show: Callable[[Bucket], bytes | None]
+    """The record's rules as XML, None if it has none."""
+    store: Callable[[Iam, str, str], Awaitable[None]]
+
+
+def _shown(rules: Sequence[object], render: Callable[[Any], bytes]) -> bytes | None:
+    return render(rules) if rules else None
+
+
+LIFECYCLE = RulesDoc(
+    "lifecycle",
+    "lifecycle",
+    "NoSuchLifecycleConfiguration",
+    256 << 10,
+    lambda body: lifecycle.encode(parse_rules(body)),
+    lambda b: _shown(lifecycle.decode(b.lifecycle), render_rules),
+    lambda iam, name, value: iam.set_lifecycle(name, value),
+)
+CORS = RulesDoc(
+    "cors",
+    "CORS",
+    "NoSuchCORSConfiguration",
+    64 << 10,
+    lambda body: cors.encode(cors.parse_cors(body)),
+    lambda b: _shown(cors.decode(b.cors), cors.render_cors),
+    lambda iam, name, value: iam.set_cors(name, value),
+)
 
 
 def canned_acl(ctx: Ctx) -> bool:
@@ -132,29 +176,33 @@ class BucketApi:
         return web.Response(headers={"Location": f"/{ctx.bucket}"})
 
     async def lifecycle(self, ctx: Ctx) -> web.StreamResponse:
-        """Get, Put and DeleteBucketLifecycleConfiguration (rules: ``lifecycle.py``). Setting
-        or removing rules takes the owner permission; reading them, read."""
+        """Get, Put and DeleteBucketLifecycleConfiguration (rules: ``lifecycle.py``)."""
+        return await self._rules(ctx, LIFECYCLE)
+
+    async def _rules(self, ctx: Ctx, doc_: RulesDoc) -> web.StreamResponse:
+        """A bucket's rules document (lifecycle, CORS): the owner sets and removes it, a
+        reader reads it; none is ``doc_.missing``."""
         m = ctx.request.method
         if m == "GET":
             b = await self.s.bucket_for(ctx, "read")
-            rules = lifecycle.decode(b.lifecycle)
-            if not rules:
+            body = doc_.show(b)
+            if body is None:
                 raise S3Error(
-                    "NoSuchLifecycleConfiguration",
-                    f"bucket {ctx.bucket!r} has no lifecycle rules",
+                    doc_.missing,
+                    f"bucket {ctx.bucket!r} has no {doc_.what} rules",
                     resource=ctx.resource,
                 )
-            return xml(render_rules(rules))
+            return xml(body)
         if m == "PUT":
             await self.s.bucket_for(ctx, "owner")
-            rules = parse_rules(await self.s.small_body(ctx, 256 << 10))
-            await self.s.iam.set_lifecycle(ctx.bucket, lifecycle.encode(rules))
+            stored = doc_.parse(await self.s.small_body(ctx, doc_.limit))
+            await doc_.store(self.s.iam, ctx.bucket, stored)
             return web.Response()
         if m == "DELETE":
             await self.s.bucket_for(ctx, "owner")
-            await self.s.iam.set_lifecycle(ctx.bucket, "")
+            await doc_.store(self.s.iam, ctx.bucket, "")
             return web.Response(status=204)
-        raise S3Error("MethodNotAllowed", f"{m} is not allowed on ?lifecycle")
+        raise S3Error("MethodNotAllowed", f"{m} is not allowed on ?{doc_.query}")
 
     async def acl(self, ctx: Ctx) -> web.StreamResponse:
         """Get and PutBucketAcl, as the canned ACLs ``private`` and ``public-read`` (anyone
@@ -190,29 +238,8 @@ class BucketApi:
         raise S3Error("MethodNotAllowed", f"{m} is not allowed on ?acl")
 
     async def cors(self, ctx: Ctx) -> web.StreamResponse:
-        """Get, Put and DeleteBucketCors (``s3/cors.py``): setting or removing rules takes the
-        owner permission; reading them, read."""
-        m = ctx.request.method
-        if m == "GET":
-            b = await self.s.bucket_for(ctx, "read")
-            rules = cors.decode(b.cors)
-            if not rules:
-                raise S3Error(
-                    "NoSuchCORSConfiguration",
-                    f"bucket {ctx.bucket!r} has no CORS rules",
-                    resource=ctx.resource,
-                )
-            return xml(cors.render_cors(rules))
-        if m == "PUT":
-            await self.s.bucket_for(ctx, "owner")
-            rules = cors.parse_cors(await self.s.small_body(ctx, 64 << 10))
-            await self.s.iam.set_cors(ctx.bucket, cors.encode(rules))
-            return web.Response()
-        if m == "DELETE":
-            await self.s.bucket_for(ctx, "owner")
-            await self.s.iam.set_cors(ctx.bucket, "")
-            return web.Response(status=204)
-        raise S3Error("MethodNotAllowed", f"{m} is not allowed on ?cors")
+        """Get, Put and DeleteBucketCors (``s3/cors.py``)."""
+        return await self._rules(ctx, CORS)
 
     async def delete(self, ctx: Ctx) -> web.StreamResponse:
         await self.s.bucket_for(ctx, "owner")
