@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from aiohttp import HttpVersion11, web
-from awscrt import checksums
 
 from cloudless.lib.clock import Clock
 from cloudless.objectstore.engine import Engine
@@ -36,14 +35,15 @@ READ_SIZE = 1 << 18
 """Request bodies are read in pieces of this size."""
 
 
-_CRCS: dict[str, tuple[Callable[[bytes, int], int], int]] = {
-    "crc32": (zlib.crc32, 4),
-    "crc32c": (checksums.crc32c, 4),
-    "crc64nvme": (checksums.crc64nvme, 8),
-}
-"""The CRCs S3 knows: the running function (data, previous) and the digest's bytes. CRC32C
-and CRC64NVME come from ``awscrt``, the AWS SDKs' own C runtime (botocore computes them with
-it too)."""
+def _crc(name: str) -> tuple[Callable[[bytes, int], int], int]:
+    """A CRC S3 knows: the running function (data, previous) and the digest's bytes. CRC32C
+    and CRC64NVME come from ``awscrt``, the AWS SDKs' own C runtime (botocore computes them
+    with it too), loaded on first use (~50 ms)."""
+    if name == "crc32":
+        return zlib.crc32, 4
+    from awscrt import checksums
+
+    return (checksums.crc64nvme, 8) if name == "crc64nvme" else (checksums.crc32c, 4)
 
 
 class _Digest:
@@ -53,7 +53,7 @@ class _Digest:
         self.name = name
         self.crc = 0
         self.h = hashlib.new(name) if name in ("sha1", "sha256") else None
-        self.fn, self.width = _CRCS.get(name, (zlib.crc32, 4))
+        self.fn, self.width = _crc(name) if self.h is None else (zlib.crc32, 4)
 
     def update(self, data: bytes) -> None:
         if self.h is not None:
