@@ -17,6 +17,8 @@ import hashlib
 import os
 import shutil
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -184,6 +186,23 @@ def test_agents_run_a_replicated_store(cluster: StoreCluster) -> None:
     assert "lifecycle of bucket photos: 2 objects deleted" in "".join(
         a.log.read_text() for a in (a1, a3, a4)
     )
+
+    # Made public-read through one node: another serves unsigned reads of it (once its 2 s
+    # bucket cache has passed), and the event log says so.
+    s3(a1.s3, key).put_bucket_acl(Bucket=BUCKET, ACL="public-read")
+    name, data = next(iter(objects.items()))
+
+    def unsigned() -> bytes | None:
+        try:
+            with urllib.request.urlopen(f"{a4.s3}/{BUCKET}/{name}", timeout=10) as r:
+                body: bytes = r.read()
+                return body
+        except urllib.error.HTTPError:
+            return None
+
+    assert wait_for(unsigned, "an unsigned read of the public bucket", 30) == data
+    public = f"s3 bucket {BUCKET} is now public-read"
+    wait_for(lambda: any(public in m for m in cluster.events("objectstore")), "its event", 30)
 
 
 @pytest.fixture
