@@ -111,7 +111,9 @@ class DataclassCodec(Generic[D]):
     Unknown fields are refused on read (they mean a newer schema without a version bump),
     unless ``ignore_unknown``: for a record its writer rewrites often (a heartbeat, a
     registration), which a node of a newer version may extend while older readers still
-    read what they know. Missing fields fall back to the dataclass defaults.
+    read what they know. Missing fields fall back to the dataclass defaults. ``omit_default``:
+    top-level fields written only when they differ from their default, so a record that does
+    not use fields added later reads unchanged on a node from before them.
     """
 
     def __init__(
@@ -122,17 +124,27 @@ class DataclassCodec(Generic[D]):
         version: int = 1,
         migrations: Mapping[int, Migration] | None = None,
         ignore_unknown: bool = False,
+        omit_default: tuple[str, ...] = (),
     ) -> None:
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"{cls!r} is not a dataclass")
         self.cls = cls
         self.ignore_unknown = ignore_unknown
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for name in omit_default:
+            if name not in fields or fields[name].default is dataclasses.MISSING:
+                raise ValueError(f"{cls.__name__}.{name}: not a field with a plain default")
+        self.omit_default = {n: fields[n].default for n in omit_default}
         self.kind = kind or cls.__name__
         self.version = version
         self.migrations: Mapping[int, Migration] = migrations or {}
 
     def encode(self, value: D) -> Json:
-        return dataclasses.asdict(value)  # type: ignore[call-overload]
+        data: dict[str, Json] = dataclasses.asdict(value)  # type: ignore[call-overload]
+        for name, default in self.omit_default.items():
+            if name in data and data[name] == default:
+                del data[name]
+        return data
 
     def decode(self, data: Json) -> D:
         if not isinstance(data, dict):

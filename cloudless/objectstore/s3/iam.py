@@ -124,7 +124,18 @@ def reveal(box: SecretBox, key: str, raw: bytes) -> bytes:
         return raw
 
 
-BUCKETS = TableSpec("s3-buckets", DataclassCodec(Bucket, kind="s3_bucket", ignore_unknown=True))
+BUCKETS = TableSpec(
+    "s3-buckets",
+    DataclassCodec(
+        Bucket,
+        kind="s3_bucket",
+        ignore_unknown=True,
+        omit_default=("lifecycle", "cors", "public_read"),
+    ),
+)
+"""Bucket records. Fields added since the seventh session are written only when set, so a
+node of that session (which refuses fields it does not know in a bucket record) still reads
+every bucket that uses none of them during a rolling upgrade."""
 ATTEMPTS = 16
 BATCH = 50  # buckets per transaction: etcd allows 128 compares and operations in all
 

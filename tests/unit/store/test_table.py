@@ -232,3 +232,43 @@ def test_unknown_fields_are_refused_unless_the_codec_ignores_them(
     else:
         assert codec.decode(NEWER) == want
         assert codec.decode({"name": "n", "inner": {"a": 1}}) == Outer("n", Inner(1))
+
+
+@dataclass(frozen=True)
+class Grown:
+    """``Outer``'s first fields, and two added later with defaults."""
+
+    name: str
+    inner: Inner
+    flag: bool = False
+    note: str = ""
+
+
+# (value, what the codec writes: fields at their default left out)
+OMITTED = [
+    (Grown("n", Inner(1)), {"name": "n", "inner": {"a": 1}}),
+    (Grown("n", Inner(1), flag=True), {"name": "n", "inner": {"a": 1}, "flag": True}),
+    (Grown("n", Inner(1), note="x"), {"name": "n", "inner": {"a": 1}, "note": "x"}),
+]
+
+
+@pytest.mark.parametrize(("value", "written"), OMITTED)
+def test_fields_at_their_default_can_be_left_out_for_older_readers(
+    value: Grown, written: dict[str, object]
+) -> None:
+    codec = DataclassCodec(Grown, omit_default=("flag", "note"))
+    assert codec.encode(value) == written
+    assert codec.decode(written) == value
+    older = DataclassCodec(Outer)  # a reader from before the two fields
+    if len(written) == 2:
+        assert older.decode(written) == Outer("n", Inner(1))
+    else:
+        with pytest.raises(ValueError, match="unknown field"):
+            older.decode(written)
+
+
+def test_only_fields_with_plain_defaults_can_be_left_out() -> None:
+    with pytest.raises(ValueError, match=re.escape("Grown.name: not a field with a plain default")):
+        DataclassCodec(Grown, omit_default=("name",))
+    with pytest.raises(ValueError, match=re.escape("Grown.nope")):
+        DataclassCodec(Grown, omit_default=("nope",))
