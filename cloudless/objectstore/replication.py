@@ -46,6 +46,7 @@ from cloudless.objectstore.history import LayoutHistory
 from cloudless.objectstore.layout import PARTITIONS, LayoutVersion, partition_of
 from cloudless.objectstore.local import LocalStore
 from cloudless.objectstore.metadb import DiskFull
+from cloudless.objectstore.records import PUTTING
 from cloudless.objectstore.rpc import BatchRequest, Peer, PeerError
 from cloudless.objectstore.seams import Commit
 
@@ -312,7 +313,20 @@ class Cluster:
                 requests[key] = BatchRequest(
                     [reads[i][:2] for i in r], [rows[i] for i in w], [blocks[i] for i in b]
                 )
-            reply = await p.batch(requests[key])
+            try:
+                reply = await p.batch(requests[key])
+            except PeerError as e:
+                # A node from before the ``putting`` table (a rolling upgrade) refuses the
+                # whole batch for it: it gets the batch without that row, a best-effort
+                # trace (``Engine.settle_putting``), rather than failing the write.
+                kept = [i for i in w if rows[i][0] != PUTTING]
+                if len(kept) == len(w) or f"table {PUTTING!r} is not replicated" not in str(e):
+                    raise
+                reply = await p.batch(
+                    BatchRequest(
+                        [reads[i][:2] for i in r], [rows[i] for i in kept], [blocks[i] for i in b]
+                    )
+                )
             wrote.add(p.name)
             if r:
                 if reply.reads is None:

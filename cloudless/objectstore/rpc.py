@@ -611,7 +611,8 @@ class Peer(treesync.TreeCalls):
                 if r.status == 404 and absent_ok:
                     return None
                 if r.status != 200:
-                    raise PeerError(f"peer {self.name}: {what} answered {r.status}")
+                    why = (await r.read())[:300].decode(errors="replace")
+                    raise PeerError(f"peer {self.name}: {what} answered {r.status}: {why}")
                 return await r.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise PeerError(f"peer {self.name}: {type(e).__name__}: {e}") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -185,3 +186,34 @@ async def test_multipart_attempts_and_completions_are_settled(
     with pytest.raises(S3Error) as e:
         await e1.complete("b", "mp2", up2, [(1, q1.etag)])
     assert e.value.code == "InvalidPart" and "0 of its 1100000 bytes" in e.value.message
+
+
+async def test_a_node_from_before_the_putting_table_still_takes_the_blocks(
+    cluster: LoopbackCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During a rolling upgrade a node of the seventh session refuses a batch naming the
+    ``putting`` table, as it refuses any table it does not know: it gets the batch again
+    without that row, so a PUT with blocks goes on through it."""
+    old = cluster.nodes["n3"].local
+    knows = old.replicated
+
+    def seventh(name: object) -> Any:
+        if name == PUTTING:
+            raise ValueError(f"table {name!r} is not replicated between nodes")
+        return knows(name)
+
+    monkeypatch.setattr(old, "replicated", seventh)
+    e1 = cluster.engine("n1")
+    for key, size in (("one", 600_000), ("two", 2 * BLOCK_SIZE + 9)):
+        data = os.urandom(size)
+        await e1.put("b", key, body(data), content_type="x", user_meta={})
+        obj = await cluster.engine("n3").head("b", key)
+        assert obj is not None and await cluster.engine("n3").read_whole(obj, 0, size) == data
+        for h in hashes(data):  # the old node holds the block and its ref (its call may
+            for _ in range(500):  # still be going on after the write quorum answered)
+                if refs(cluster, h) == [1, 1, 1]:
+                    break
+                await asyncio.sleep(0.01)
+            assert refs(cluster, h) == [1, 1, 1]
+    assert len(live_putting(cluster)) == 2  # the new nodes keep the trace
+    assert [pk for pk, e in old.raw(PUTTING).range("") if e.value] == []
