@@ -298,6 +298,23 @@ class Engine:
     def _ms(self) -> int:
         return int(self.clock.now() * 1000)
 
+    async def _mark(self, version: str, p: Putting) -> None:
+        """Write ``version``'s ``putting`` row on its own (before a copy or a completion
+        links its rows; a PUT's rides with its blocks)."""
+        _, pk, part, value = putting_row(version, p)
+        await self.putting.put(pk, part, value, self._ms(), fresh=True)
+
+    def _in_time(self, started: float, what: str, hint: str = "") -> None:
+        """``RequestTimeout`` for an upload whose blocks took over ``MAX_PUT_S`` (from
+        ``started``): past it, ``settle_putting`` may release its version as abandoned, so
+        it must not be committed."""
+        if self.clock.now() - started > MAX_PUT_S:
+            raise S3Error(
+                "RequestTimeout",
+                f"{what}: the upload took over {MAX_PUT_S / 3600:.0f} h; send it again"
+                + (f" {hint}" if hint else ""),
+            )
+
     async def _ref(self, h: str, version: str, live: bool, *, fresh: bool = False) -> None:
         pk = f"{h}/{version}"
         part = partition_of(bytes.fromhex(h))
@@ -560,12 +577,8 @@ class Engine:
             checksums=checksums or {},
             blocks=tuple(refs) if inline is None and len(refs) <= EMBED_MAX else None,
         )
-        if refs and self.clock.now() - started > MAX_PUT_S:  # may be released as abandoned
-            raise S3Error(
-                "RequestTimeout",
-                f"{bucket}/{key}: the upload took over {MAX_PUT_S / 3600:.0f} h; send it again "
-                "(as a multipart upload if it is large)",
-            )
+        if refs:
+            self._in_time(started, f"{bucket}/{key}", "(as a multipart upload if it is large)")
         return await self._commit(bucket, key, obj, got)
 
     async def _put_one(
@@ -726,22 +739,18 @@ class Engine:
                 pending.cancel()
 
     async def delete(self, bucket: str, key: str) -> None:
-        pk = object_pk(bucket, key)
-        before = await self.objects.entry(pk, partition(bucket))
-        if before is None or before.value is None:
-            return
-        c = await self.objects.commit(pk, partition(bucket), None, self._ms(), before)
-        await self._settle(pk, partition(bucket), c)
+        await self.delete_if(bucket, key, None)
 
-    async def delete_if(self, bucket: str, key: str, version: str) -> bool:
-        """Delete ``key`` only if its current version is ``version`` (a lifecycle expiry
-        found it due); False, and nothing written, if it was rewritten or deleted since.
-        A PUT whose commit races this one is ordered by its timestamp, as any two writes."""
+    async def delete_if(self, bucket: str, key: str, version: str | None) -> bool:
+        """Delete ``key`` (only if its current version is ``version``, unless None: a
+        lifecycle expiry found that version due); False, and nothing written, if there is
+        nothing to delete or it was rewritten since. A PUT whose commit races this one is
+        ordered by its timestamp, as any two writes."""
         pk = object_pk(bucket, key)
         before = await self.objects.entry(pk, partition(bucket))
         if before is None or before.value is None:
             return False
-        if ObjectMeta.head(before.value).version != version:
+        if version is not None and ObjectMeta.head(before.value).version != version:
             return False
         c = await self.objects.commit(pk, partition(bucket), None, self._ms(), before)
         await self._settle(pk, partition(bucket), c)
@@ -821,8 +830,7 @@ class Engine:
                     (block_pk(version, 0, at), b.encode())
                     for at, b in zip(offsets, src.blocks, strict=False)
                 ]
-            _, pk_, part_, value = putting_row(version, Putting(bucket, key, self.clock.now()))
-            await self.putting.put(pk_, part_, value, self._ms(), fresh=True)
+            await self._mark(version, Putting(bucket, key, self.clock.now()))
             await self._link(version, rows)
         obj = replace(
             src,
@@ -938,12 +946,8 @@ class Engine:
         size, etag, _, _ = await self._store_stream(
             version, 0, body, inline_ok=False, content_md5=content_md5, marker=marker
         )
-        if size and self.clock.now() - started > MAX_PUT_S:  # may be released as abandoned
-            raise S3Error(
-                "RequestTimeout",
-                f"part {number} of {bucket}/{key}: its upload took over "
-                f"{MAX_PUT_S / 3600:.0f} h; send it again",
-            )
+        if size:
+            self._in_time(started, f"part {number} of {bucket}/{key}")
         part = Part(number, etag, size, version, self.clock.now())
         ms = self._ms()
         await self.parts.put(
@@ -994,8 +998,7 @@ class Engine:
         version = new_version()
         now = self.clock.now()
         prev = await self.objects.entry(object_pk(bucket, key), partition(bucket))
-        _, mpk, mpart, mvalue = putting_row(version, Putting(bucket, key, now))
-        await self.putting.put(mpk, mpart, mvalue, self._ms(), fresh=True)
+        await self._mark(version, Putting(bucket, key, now))
         rows: list[tuple[str, bytes]] = []
         for part in picked:
             have = 0

@@ -308,11 +308,15 @@ class Cluster:
 
         async def remote(p: Peer) -> None:
             r, w, b = share(p.name)
-            key = (tuple(r), tuple(w), tuple(b))
-            if key not in requests:  # peers holding the same items share one packed body
-                requests[key] = BatchRequest(
+
+            def request(w: list[int]) -> BatchRequest:
+                return BatchRequest(
                     [reads[i][:2] for i in r], [rows[i] for i in w], [blocks[i] for i in b]
                 )
+
+            key = (tuple(r), tuple(w), tuple(b))
+            if key not in requests:  # peers holding the same items share one packed body
+                requests[key] = request(w)
             try:
                 reply = await p.batch(requests[key])
             except PeerError as e:
@@ -322,11 +326,7 @@ class Cluster:
                 kept = [i for i in w if rows[i][0] != PUTTING]
                 if len(kept) == len(w) or f"table {PUTTING!r} is not replicated" not in str(e):
                     raise
-                reply = await p.batch(
-                    BatchRequest(
-                        [reads[i][:2] for i in r], [rows[i] for i in kept], [blocks[i] for i in b]
-                    )
-                )
+                reply = await p.batch(request(kept))
             wrote.add(p.name)
             if r:
                 if reply.reads is None:

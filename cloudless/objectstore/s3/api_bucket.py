@@ -169,10 +169,7 @@ class BucketApi:
                 )
         if ctx.headers.get("x-amz-bucket-object-lock-enabled", "").lower() == "true":
             raise not_implemented("object lock")
-        public = canned_acl(ctx)
-        await self.s.iam.create_bucket(ctx.bucket, ctx.key_id)
-        if public:
-            await self.s.iam.set_public_read(ctx.bucket, True)
+        await self.s.iam.create_bucket(ctx.bucket, ctx.key_id, public_read=canned_acl(ctx))
         return web.Response(headers={"Location": f"/{ctx.bucket}"})
 
     async def lifecycle(self, ctx: Ctx) -> web.StreamResponse:

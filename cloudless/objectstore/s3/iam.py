@@ -251,9 +251,9 @@ class Iam:
         b: Bucket | None = await self._cached("bucket", name)
         return b
 
-    async def create_bucket(self, name: str, owner: str) -> Bucket:
+    async def create_bucket(self, name: str, owner: str, *, public_read: bool = False) -> Bucket:
         check_bucket(name)
-        b = Bucket(name, self.clock.now(), owner, {owner: "owner"})
+        b = Bucket(name, self.clock.now(), owner, {owner: "owner"}, public_read=public_read)
         res = await self.store.txn(
             [self.buckets.unchanged(name, 0), self._key_exists(owner)],
             [self.buckets.put_op(name, b)],
