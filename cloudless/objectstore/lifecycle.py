@@ -153,7 +153,8 @@ class Expirer:
         now = self.clock.now()
         deleted = aborted = kept = 0
         live = [r for r in rules if r.enabled]
-        for prefix in _prefixes(r.prefix for r in live if r.expire_days or r.expire_date):
+        expiring = (r.prefix for r in live if (r.expire_days, r.expire_date) != (None, None))
+        for prefix in _prefixes(expiring):
             after = ""
             while deleted + kept < self.limit:
                 page = await self.engine.list_keys(
@@ -171,7 +172,7 @@ class Expirer:
                 if not page.truncated or not page.last:
                     break
                 after = page.last
-        if any(r.abort_days for r in live):
+        if any(r.abort_days is not None for r in live):
             uploads = await self.engine.list_uploads(bucket, prefix="", limit=self.limit)
             for key, up in uploads.uploads:
                 if deleted + aborted + kept >= self.limit:

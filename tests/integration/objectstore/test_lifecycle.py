@@ -136,3 +136,12 @@ async def test_a_sweep_stops_at_its_limit_and_the_next_goes_on(cluster: Loopback
     assert await Expirer(e1, cluster.clock).sweep("b", rules) == lc.Swept()
     off = (Rule("all", False, expire_days=1),)
     assert await Expirer(e1, later).sweep("b", off) == lc.Swept()
+
+
+async def test_a_date_at_the_epoch_still_expires(cluster: LoopbackCluster) -> None:
+    """``Date`` 1970-01-01 is a midnight UTC like any other (stored as 0): its rule lists
+    and deletes what it covers."""
+    e1 = cluster.engine("n1")
+    await e1.put("b", "old/x", body(b"x"), content_type="t/x", user_meta={})
+    rules = (Rule("epoch", True, "old/", expire_date=0),)
+    assert await Expirer(e1, cluster.clock).sweep("b", rules) == lc.Swept(deleted=1)
