@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from cloudless.objectstore.s3.errors import S3Error
-from cloudless.objectstore.s3.xmlout import doc, el, parse
+from cloudless.objectstore.s3.xmlout import doc, el, items, parse, tag
 
 log = logging.getLogger(__name__)
 METHODS = ("GET", "PUT", "POST", "DELETE", "HEAD")
@@ -121,22 +121,10 @@ def preflight(
 # ---- the XML and the record ------------------------------------------------------------------
 
 
-def _tag(e: ET.Element) -> str:
-    return e.tag.split("}")[-1]
-
-
 def parse_cors(body: bytes) -> tuple[CorsRule, ...]:
     root = parse(body, "CORSConfiguration")
-    rules: list[CorsRule] = []
-    for node in root:
-        if _tag(node) != "CORSRule":
-            raise S3Error("MalformedXML", f"CORSConfiguration: unexpected <{_tag(node)}>")
-        if len(rules) == MAX_RULES:
-            raise S3Error("InvalidRequest", f"more than {MAX_RULES} CORS rules")
-        rules.append(_rule(node, len(rules) + 1))
-    if not rules:
-        raise S3Error("MalformedXML", "CORSConfiguration: no <CORSRule>")
-    return tuple(rules)
+    nodes = items(root, "CORSRule", most=MAX_RULES, too_many="InvalidRequest", what="CORS rules")
+    return tuple(_rule(node, n) for n, node in enumerate(nodes, 1))
 
 
 def _rule(node: ET.Element, n: int) -> CorsRule:
@@ -145,7 +133,7 @@ def _rule(node: ET.Element, n: int) -> CorsRule:
     }  # fmt: skip
     single: dict[str, str] = {}
     for c in node:
-        t = _tag(c)
+        t = tag(c)
         text = (c.text or "").strip()
         if t in lists:
             lists[t].append(text)

@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 
 from cloudless.objectstore.lifecycle import DAY_S, MAX_DAYS, MAX_ID, MAX_RULES, Rule
 from cloudless.objectstore.s3.errors import S3Error, not_implemented
-from cloudless.objectstore.s3.xmlout import doc, el, parse
+from cloudless.objectstore.s3.xmlout import doc, el, items, parse, tag
 
 UNSUPPORTED = {
     "Transition": "lifecycle transitions (this store has one storage class)",
@@ -24,15 +24,11 @@ UNSUPPORTED = {
 }
 
 
-def _tag(e: ET.Element) -> str:
-    return e.tag.split("}")[-1]
-
-
 def _only(node: ET.Element, allowed: set[str], where: str) -> dict[str, ET.Element]:
     """``node``'s children by tag: each at most once, each known."""
     out: dict[str, ET.Element] = {}
     for c in node:
-        t = _tag(c)
+        t = tag(c)
         if t in UNSUPPORTED:
             raise not_implemented(UNSUPPORTED[t])
         if t not in allowed:
@@ -55,10 +51,10 @@ def _raw(e: ET.Element) -> str:
 def _int(e: ET.Element, where: str, *, low: int, high: int) -> int:
     raw = _text(e)
     if not raw.isdigit() or not raw.isascii():
-        raise S3Error("InvalidArgument", f"{where}: <{_tag(e)}> {raw!r} is not a whole number")
+        raise S3Error("InvalidArgument", f"{where}: <{tag(e)}> {raw!r} is not a whole number")
     n = int(raw)
     if not low <= n <= high:
-        raise S3Error("InvalidArgument", f"{where}: <{_tag(e)}> {n} must be {low}..{high}")
+        raise S3Error("InvalidArgument", f"{where}: <{tag(e)}> {n} must be {low}..{high}")
     return n
 
 
@@ -103,15 +99,8 @@ def _filter(node: ET.Element, where: str) -> tuple[str, int | None, int | None]:
 
 def parse_rules(body: bytes) -> tuple[Rule, ...]:
     root = parse(body, "LifecycleConfiguration")
-    rules: list[Rule] = []
-    for node in root:
-        if _tag(node) != "Rule":
-            raise S3Error("MalformedXML", f"LifecycleConfiguration: unexpected <{_tag(node)}>")
-        if len(rules) == MAX_RULES:
-            raise S3Error("InvalidArgument", f"more than {MAX_RULES} lifecycle rules")
-        rules.append(_rule(node, len(rules) + 1))
-    if not rules:
-        raise S3Error("MalformedXML", "LifecycleConfiguration: no <Rule>")
+    nodes = items(root, "Rule", most=MAX_RULES, too_many="InvalidArgument", what="lifecycle rules")
+    rules = [_rule(node, n) for n, node in enumerate(nodes, 1)]
     ids = [r.id for r in rules]
     dup = next((i for i in ids if ids.count(i) > 1), None)
     if dup is not None:

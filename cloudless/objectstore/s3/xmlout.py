@@ -6,6 +6,7 @@ import datetime as dt
 import email.utils
 import functools
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
@@ -65,3 +66,26 @@ def children(node: ET.Element, tag: str) -> list[ET.Element]:
 def text(node: ET.Element, tag: str) -> str | None:
     found = children(node, tag)
     return None if not found else (found[0].text or "")
+
+
+def tag(node: ET.Element) -> str:
+    """An element's name without its namespace."""
+    return node.tag.split("}")[-1]
+
+
+def items(
+    root: ET.Element, item: str, *, most: int, too_many: str, what: str
+) -> Iterator[ET.Element]:
+    """The ``<item>`` children of a rules document's ``root``, in order, refused as they
+    come: another element (``MalformedXML``), more than ``most`` (``too_many``, the S3
+    code, naming ``what``), none at all (``MalformedXML``)."""
+    n = 0
+    for node in root:
+        if tag(node) != item:
+            raise S3Error("MalformedXML", f"{tag(root)}: unexpected <{tag(node)}>")
+        if n == most:
+            raise S3Error(too_many, f"more than {most} {what}")
+        n += 1
+        yield node
+    if not n:
+        raise S3Error("MalformedXML", f"{tag(root)}: no <{item}>")
