@@ -2,8 +2,11 @@
 
 Both servers run in their own process on loopback; one async client (aiohttp) drives both
 with the same requests: the store through SigV4 presigned URLs (auth checked on every
-request), the baseline without auth. Rounds alternate baseline/store to spread machine noise;
-each figure is the median of the rounds.
+request), the baseline without auth. A third server, ``baseline_etag``, is the baseline plus
+the MD5 of each PUT's body that S3 answers as its ETag: its PUT figures over the baseline's
+(``etag_ceiling``) bound what any S3 server could reach on this machine. Rounds alternate the
+servers' order to spread machine noise, the page cache is dropped after each server's turn
+(``drop_page_cache``); each figure is the median of the rounds.
 
 Workloads: PUT and GET of 1 MiB objects (4 concurrent), of 64 MiB objects (one at a time),
 and of 4 KiB objects (16 concurrent: ops/s and P50 latency; then the stores list the round's
@@ -32,7 +35,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import psutil
@@ -40,6 +43,7 @@ import psutil
 from bench.common import RESULTS, percentile, write_results
 from bench.objectstore.servers import (
     run_baseline,
+    run_baseline_etag,
     run_floor,
     run_store,
     run_store_cold,
@@ -61,8 +65,12 @@ OWN = (
     "command",
     "setup",
     "load_average_1_5_15",
+    "page_cache_dropped_between_turns",
     "workloads",
     "baseline",
+    "baseline_etag",
+    "etag_ceiling",
+    "store_over_baseline_etag",
     "aiohttp_floor",
     "store_cold",
     "store",
@@ -99,11 +107,18 @@ def start(
 
 class Target:
     def __init__(
-        self, name: str, port: int, key_id: str, secret: str, *, pid: int = 0, only: str = ""
+        self,
+        name: str,
+        port: int,
+        key_id: str,
+        secret: str,
+        *,
+        pid: int = 0,
+        only: tuple[str, ...] = (),
     ) -> None:
         self.name = name
         self.only = only
-        """A workload name: this target runs only that one."""
+        """Workload names: this target runs only those (all of them if empty)."""
         self.proc = psutil.Process(pid) if pid else None
         """The server's process, for its CPU time (``measure`` needs it)."""
         self.base = f"http://127.0.0.1:{port}"
@@ -139,6 +154,18 @@ class Target:
         )
 
 
+async def slices(body: bytes) -> AsyncIterator[memoryview]:
+    """``body`` in 1 MiB views, which aiohttp writes one by one, waiting for each to drain.
+
+    Given the whole bytes, aiohttp on Python 3.11 joins them to the request head (a copy) and
+    the transport buffers what the socket does not take at once in a bytearray it trims from
+    the front after each send: ~2 ms of the client's CPU per MiB, ~130 ms per 64 MiB PUT,
+    taken from the cores the servers share. In slices it is ~0.25 ms per MiB."""
+    view = memoryview(body)
+    for at in range(0, len(body), MIB):
+        yield view[at : at + MIB]
+
+
 async def run(
     session: aiohttp.ClientSession,
     method: str,
@@ -154,7 +181,11 @@ async def run(
             t = time.perf_counter()
             if method == "PUT":
                 assert bodies is not None
-                async with session.put(urls[i], data=bodies[i]) as r:
+                async with session.put(
+                    urls[i],
+                    data=slices(bodies[i]),
+                    headers={"Content-Length": str(len(bodies[i]))},
+                ) as r:
                     await r.read()
                     if r.status != 200:
                         raise RuntimeError(f"PUT {r.status}: {(await r.text())[:200]}")
@@ -171,6 +202,26 @@ async def run(
     return time.perf_counter() - t0, lat
 
 
+DROP_CACHES = "/proc/sys/vm/drop_caches"
+
+
+def drop_page_cache() -> bool:
+    """Write out and drop the page cache (as root; False where that is not allowed).
+
+    Called after each server's turn at each workload, so every turn starts with the page cache
+    the same size. On this project's VMs, writes into the page cache cost ~0.3 ms per MiB while
+    it holds less than ~0.5 GiB and ~8 ms per MiB (500 ms of system CPU per 64 MiB) beyond
+    (the host backs the guest's memory as it grows): without the drop, whichever server wrote
+    after the first ~0.5 GiB of a run was measured at a tenth of its speed."""
+    os.sync()
+    try:
+        with open(DROP_CACHES, "w") as f:
+            f.write("1")
+    except OSError:
+        return False
+    return True
+
+
 async def measure(targets: list[Target]) -> dict[str, dict[str, list[float]]]:
     results: dict[str, dict[str, list[float]]] = {t.name: {} for t in targets}
     client = psutil.Process()
@@ -179,7 +230,7 @@ async def measure(targets: list[Target]) -> dict[str, dict[str, list[float]]]:
             order = targets if rnd % 2 == 0 else list(reversed(targets))
             for wl, (size, count, conc) in WORKLOADS.items():
                 for t in order:
-                    if t.only and t.only != wl:
+                    if t.only and wl not in t.only:
                         continue
                     keys = [f"r{rnd}-{wl}-{i}" for i in range(count)]
                     bodies = [os.urandom(size) for _ in keys]
@@ -209,6 +260,7 @@ async def measure(targets: list[Target]) -> dict[str, dict[str, list[float]]]:
                     if wl == "4KiB" and t.s3 is not None:
                         await list_keys(session, t, f"r{rnd}-{wl}-", count, results[t.name])
                     del bodies
+                    drop_page_cache()
     return results
 
 
@@ -245,6 +297,9 @@ async def list_keys(
         )
 
 
+ETAG_WORKLOADS = ("PUT 64MiB", "PUT 1MiB")
+"""The workloads ``baseline_etag`` runs for: what S3's MD5 ETag costs a plain PUT."""
+
 RATIOS = (
     "GET 64MiB MiB/s",
     "PUT 64MiB MiB/s",
@@ -270,9 +325,14 @@ def main() -> None:
             p1, (port1, _, _) = start(run_baseline, f"{tmp}/baseline")
             procs.append(p1)
             targets = [Target("baseline", port1, "", "", pid=p1.pid or 0)]
+            pe, (porte, _, _) = start(run_baseline_etag, f"{tmp}/baseline_etag")
+            procs.append(pe)
+            targets.append(
+                Target("baseline_etag", porte, "", "", pid=pe.pid or 0, only=("1MiB", "64MiB"))
+            )
             pf, (portf, _, _) = start(run_floor, f"{tmp}/floor")
             procs.append(pf)
-            targets.append(Target("aiohttp_floor", portf, "", "", pid=pf.pid or 0, only="4KiB"))
+            targets.append(Target("aiohttp_floor", portf, "", "", pid=pf.pid or 0, only=("4KiB",)))
             if args.before:
                 code = os.path.abspath(args.before)
                 p0, (port0, key0, secret0) = start(
@@ -282,10 +342,13 @@ def main() -> None:
                 targets.append(Target("before", port0, key0, secret0, pid=p0.pid or 0))
             pc, (portc, keyc, secretc) = start(run_store_cold, f"{tmp}/cold")
             procs.append(pc)
-            targets.append(Target("store_cold", portc, keyc, secretc, pid=pc.pid or 0, only="4KiB"))
+            targets.append(
+                Target("store_cold", portc, keyc, secretc, pid=pc.pid or 0, only=("4KiB",))
+            )
             p2, (port2, key_id, secret) = start(run_store, f"{tmp}/store")
             procs.append(p2)
             targets.append(Target("store", port2, key_id, secret, pid=p2.pid or 0))
+            dropping = drop_page_cache()
             load_before = os.getloadavg()
             raw = asyncio.run(measure(targets))
             load_after = os.getloadavg()
@@ -298,6 +361,8 @@ def main() -> None:
     }
     base, store = figures["baseline"], figures["store"]
     ratios = over(store, base)
+    etag = figures["baseline_etag"]
+    etag_ceiling = {k: round(etag[f"{k} MiB/s"] / base[f"{k} MiB/s"], 2) for k in ETAG_WORKLOADS}
     goals = {}
     for goal, want in GOALS.items():
         have = store[goal] if goal.endswith("cpu-s") else ratios[goal]
@@ -319,12 +384,19 @@ def main() -> None:
             + (f" --before {args.before}" if args.before else ""),
             "setup": "one node, R=1, loopback, server and baseline each in one process (one "
             "event loop); SigV4 presigned URLs for the store; client: aiohttp in a third "
-            f"process; median of {ROUNDS} alternating rounds; cpus={os.cpu_count()}",
+            "process, PUT bodies in 1 MiB slices (see slices); "
+            f"median of {ROUNDS} alternating rounds; cpus={os.cpu_count()}",
             "load_average_1_5_15": {"before": load_before, "after": load_after},
+            "page_cache_dropped_between_turns": dropping,
             "workloads": {
                 k: {"size": s, "count": c, "concurrency": n} for k, (s, c, n) in WORKLOADS.items()
             },
             "baseline": base,
+            "baseline_etag": figures["baseline_etag"],
+            "etag_ceiling": etag_ceiling,
+            "store_over_baseline_etag": {
+                k: round(store[f"{k} MiB/s"] / etag[f"{k} MiB/s"], 2) for k in ETAG_WORKLOADS
+            },
             "aiohttp_floor": figures["aiohttp_floor"],
             "store_cold": figures["store_cold"],
             "store": store,
@@ -349,6 +421,7 @@ def main() -> None:
     if before:
         print("before / baseline", before["before_over_baseline"])
     print("store / baseline ", ratios)
+    print("baseline_etag / baseline (the ceiling of an S3 PUT here)", etag_ceiling)
     for g, v in goals.items():
         print(f"goal {g:18s} {v}")
 

@@ -2,6 +2,8 @@
 
 * baseline: a plain aiohttp file server on the same disk, PUT streams the body to a file
   (temp + rename), GET answers ``web.FileResponse``; no auth;
+* baseline_etag: the baseline plus the MD5 of each PUT's body, S3's ETag (in a thread,
+  overlapping the receiving and writing): the ceiling of any S3 server's PUT here;
 * floor: aiohttp alone (bodies kept in memory), for the 4 KiB workloads: what the HTTP
   layer itself costs per request;
 * store: one Cloudless object-store node (R=1, SQLite metadata, blake3 blocks) behind the S3
@@ -43,6 +45,46 @@ def run_baseline(root: str, conn: Connection) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, base / name)
         return web.Response()
+
+    async def get(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"].replace("/", "_")
+        return web.FileResponse(base / name)
+
+    app = web.Application()
+    app.router.add_put("/{name:.+}", put)
+    app.router.add_get("/{name:.+}", get)
+    asyncio.run(_serve(app, conn))
+
+
+def run_baseline_etag(root: str, conn: Connection) -> None:
+    """``run_baseline`` that also answers the MD5 of the body as its ETag, as S3 must for a
+    single PUT (clients such as rclone check it against their own). The MD5 runs in a thread
+    of its own over the chunks in order while the loop receives and writes the next ones,
+    and the answer waits for it: the least an S3 PUT adds to a file server's, and with it
+    the highest store / baseline ratio any S3 server could reach on this machine."""
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = Path(root)
+    base.mkdir(parents=True, exist_ok=True)
+    hashing = ThreadPoolExecutor(1)  # one thread: the updates run in the chunks' order
+
+    async def put(request: web.Request) -> web.Response:
+        loop = asyncio.get_running_loop()
+        name = request.match_info["name"].replace("/", "_")
+        tmp = base / f".{name}.tmp"
+        md5 = hashlib.md5()
+        last: asyncio.Future[None] | None = None
+        with open(tmp, "wb") as f:  # noqa: ASYNC230 (as the baseline)
+            async for chunk in request.content.iter_chunked(1 << 18):
+                last = loop.run_in_executor(hashing, md5.update, chunk)
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        if last is not None:
+            await last
+        os.replace(tmp, base / name)
+        return web.Response(headers={"ETag": f'"{md5.hexdigest()}"'})
 
     async def get(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"].replace("/", "_")
