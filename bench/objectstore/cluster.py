@@ -57,7 +57,7 @@ from typing import Any
 import aiohttp
 
 from bench.common import RESULTS, percentile
-from bench.objectstore.__main__ import Target, list_keys, run, start
+from bench.objectstore.__main__ import Target, drop_page_cache, list_keys, run, start
 from bench.objectstore.servers import make_tls, run_baseline, run_fanout, run_sink, run_store
 
 MIB = 1 << 20
@@ -151,6 +151,7 @@ async def throughput(
                     bodies = [os.urandom(4096) for _ in keys]
                     await run(session, "PUT", [t.url("PUT", k) for k in keys], bodies, 16)
                     await list_keys(session, t, f"r{rnd}-list-", LIST_KEYS, out[t.name])
+                drop_page_cache()  # every turn starts with the same page cache (see there)
     return out
 
 
