@@ -1,0 +1,163 @@
+"""What S3's MD5 ETag alone costs a PUT on this machine: the plain file server of
+``bench.objectstore`` beside copies of it that also compute the MD5 of the body, which S3
+answers as a single PUT's ETag, in each of the ways a server could arrange it:
+
+* ``inline``: the MD5 in the event loop, between receiving and writing each 256 KiB;
+* ``thread``: in a thread of its own over 256 KiB chunks in order, beside the loop's
+  receiving and writing (``servers.run_baseline_etag``, the one-node bench's ceiling);
+* ``thread_1m``: the same over 1 MiB chunks (fewer hand-offs);
+* ``worker``: the thread both hashes and writes each 1 MiB, the loop only receives;
+* ``any``: the thread hashes the chunks as they arrive (no re-chunking).
+
+Each figure is MiB/s of PUTs driven by the one-node bench's client (1 MiB bodies four at a
+time, 64 MiB ones alone), the page cache dropped after each turn, rounds alternating the
+order; median of the rounds over the file server's. No store runs: the best of these is the
+most an S3 server's PUT can reach over the plain file server here, whatever else it does.
+
+Run from the repo root: ``python -m bench.objectstore.ceiling [--rounds N]`` -> the
+``etag_ceiling_variants`` section of ``bench/results/objectstore.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import hashlib
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from bench.common import RESULTS
+from bench.objectstore.__main__ import MIB, Target, drop_page_cache, run, start
+from bench.objectstore.servers import _serve, run_baseline, run_baseline_etag
+
+VARIANTS = ("inline", "thread_1m", "worker", "any")
+SIZES = {"1MiB": (MIB, 96, 4), "64MiB": (64 * MIB, 4, 1)}  # name: (size, count, concurrency)
+
+
+def run_variant(variant: str, root: str, conn: Connection) -> None:
+    """The file server with the body's MD5 as its ETag, computed the ``variant`` way."""
+    base = Path(root)
+    base.mkdir(parents=True, exist_ok=True)
+    hashing = ThreadPoolExecutor(1)  # one thread: its jobs run in the order they came
+
+    async def put(request: web.Request) -> web.Response:
+        loop = asyncio.get_running_loop()
+        name = request.match_info["name"].replace("/", "_")
+        tmp = base / f".{name}.tmp"
+        md5 = hashlib.md5()
+        last: asyncio.Future[None] | None = None
+        with open(tmp, "wb") as f:  # noqa: ASYNC230 (as the baseline)
+            if variant == "inline":
+                async for chunk in request.content.iter_chunked(1 << 18):
+                    md5.update(chunk)
+                    f.write(chunk)
+            elif variant == "thread_1m":
+                async for chunk in request.content.iter_chunked(MIB):
+                    last = loop.run_in_executor(hashing, md5.update, chunk)
+                    f.write(chunk)
+            elif variant == "worker":
+
+                def both(chunk: bytes) -> None:
+                    md5.update(chunk)
+                    f.write(chunk)
+
+                async for chunk in request.content.iter_chunked(MIB):
+                    last = loop.run_in_executor(hashing, both, chunk)
+            else:
+                async for chunk in request.content.iter_any():
+                    last = loop.run_in_executor(hashing, md5.update, chunk)
+                    f.write(chunk)
+            if last is not None:
+                await last
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, base / name)
+        return web.Response(headers={"ETag": f'"{md5.hexdigest()}"'})
+
+    app = web.Application()
+    app.router.add_put("/{name:.+}", put)
+    asyncio.run(_serve(app, conn))
+
+
+async def measure(targets: list[Target], rounds: int) -> dict[str, dict[str, list[float]]]:
+    out: dict[str, dict[str, list[float]]] = {t.name: {} for t in targets}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+        for rnd in range(rounds):
+            order = targets if rnd % 2 == 0 else list(reversed(targets))
+            for wl, (size, count, conc) in SIZES.items():
+                for t in order:
+                    bodies = [os.urandom(size) for _ in range(count)]
+                    urls = [t.url("PUT", f"r{rnd}-{wl}-{i}") for i in range(count)]
+                    elapsed, _ = await run(session, "PUT", urls, bodies, conc)
+                    out[t.name].setdefault(f"PUT {wl} MiB/s", []).append(
+                        round(size * count / MIB / elapsed, 1)
+                    )
+                    del bodies
+                    drop_page_cache()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=4)
+    args = ap.parse_args()
+    servers: dict[str, Callable[[str, Connection], None]] = {
+        "baseline": run_baseline,
+        "thread": run_baseline_etag,
+        **{v: functools.partial(run_variant, v) for v in VARIANTS},
+    }
+    procs = []
+    with tempfile.TemporaryDirectory(prefix="bench-ceiling-") as tmp:
+        try:
+            targets = []
+            for name, target in servers.items():
+                proc, (port, _, _) = start(target, f"{tmp}/{name}")
+                procs.append(proc)
+                targets.append(Target(name, port, "", "", pid=proc.pid or 0))
+            dropping = drop_page_cache()
+            load_before = os.getloadavg()
+            raw = asyncio.run(measure(targets, args.rounds))
+            load_after = os.getloadavg()
+        finally:
+            for p in procs:
+                p.kill()
+                p.join(10)
+    figures = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in raw.items()}
+    base = figures["baseline"]
+    over = {
+        n: {k: round(v / base[k], 2) for k, v in f.items()}
+        for n, f in figures.items()
+        if n != "baseline"
+    }
+    path = RESULTS / "objectstore.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data["etag_ceiling_variants"] = {
+        "command": f"python -m bench.objectstore.ceiling --rounds {args.rounds}",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average_1_5_15": {"before": load_before, "after": load_after},
+        "page_cache_dropped_between_turns": dropping,
+        "workloads": {
+            k: {"size": s, "count": c, "concurrency": n} for k, (s, c, n) in SIZES.items()
+        },
+        "figures": figures,
+        "over_baseline": over,
+        "every_round": raw,
+    }
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    for n, f in over.items():
+        print(f"{n:10s} over the file server {f}")
+
+
+if __name__ == "__main__":
+    main()
