@@ -109,9 +109,11 @@ async def throughput(
     targets: list[Target],
     put_only: frozenset[str] = frozenset(),
     pids: dict[str, list[int]] | None = None,
+    root: str | Path = "",
 ) -> dict[str, dict[str, list[float]]]:
     """Rounds of every workload on every target; with ``pids`` (the processes serving a
-    target), also the CPU they spent per MiB of 1 MiB PUTs."""
+    target), also the CPU they spent per MiB of 1 MiB PUTs; ``root``: the directory the
+    targets keep their data under (dropped from the page cache after each turn)."""
     pids = pids or {}
     out: dict[str, dict[str, list[float]]] = {t.name: {} for t in targets}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
@@ -151,7 +153,7 @@ async def throughput(
                     bodies = [os.urandom(4096) for _ in keys]
                     await run(session, "PUT", [t.url("PUT", k) for k in keys], bodies, 16)
                     await list_keys(session, t, f"r{rnd}-list-", LIST_KEYS, out[t.name])
-                drop_page_cache()  # every turn starts with the same page cache (see there)
+                drop_page_cache(root)  # every turn starts with the same page cache (see there)
     return out
 
 
@@ -477,7 +479,7 @@ def main() -> None:
             if args.compare:
                 pids[targets[1].name] = [a.proc.pid for a in old.agents if a.proc is not None]
             load_before = os.getloadavg()
-            raw = asyncio.run(throughput([base, one, fan, *targets], frozenset({IDEAL}), pids))
+            raw = asyncio.run(throughput([base, one, fan, *targets], frozenset({IDEAL}), pids, tmp))
             rtt = asyncio.run(round_trip(base))
             load_mid = os.getloadavg()
             for c in clusters[1:]:
