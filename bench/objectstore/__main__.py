@@ -125,8 +125,8 @@ class Target:
         self.base = f"http://127.0.0.1:{port}"
         self.s3 = None
         if key_id:
-            import boto3
-            from botocore.config import Config
+            import boto3  # type: ignore[import-untyped]
+            from botocore.config import Config  # type: ignore[import-untyped]
 
             self.s3 = boto3.client(
                 "s3",

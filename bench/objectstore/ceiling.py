@@ -1,13 +1,7 @@
 """What S3's MD5 ETag alone costs a PUT on this machine: the plain file server of
 ``bench.objectstore`` beside copies of it that also compute the MD5 of the body, which S3
-answers as a single PUT's ETag, in each of the ways a server could arrange it:
-
-* ``inline``: the MD5 in the event loop, between receiving and writing each 256 KiB;
-* ``thread``: in a thread of its own over 256 KiB chunks in order, beside the loop's
-  receiving and writing (``servers.run_baseline_etag``, the one-node bench's ceiling);
-* ``thread_1m``: the same over 1 MiB chunks (fewer hand-offs);
-* ``worker``: the thread both hashes and writes each 1 MiB, the loop only receives;
-* ``any``: the thread hashes the chunks as they arrive (no re-chunking).
+answers as a single PUT's ETag, in each of the ways a server could arrange it
+(``servers.ETAG_WAYS``; the first, ``thread``, is the one-node bench's ``baseline_etag``).
 
 Each figure is MiB/s of PUTs driven by the one-node bench's client (1 MiB bodies four at a
 time, 64 MiB ones alone), the page cache dropped after each turn, rounds alternating the
@@ -23,71 +17,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import hashlib
 import json
 import os
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
-from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 
 from bench.common import RESULTS
 from bench.objectstore.__main__ import MIB, Target, drop_page_cache, run, start
-from bench.objectstore.servers import _serve, run_baseline, run_baseline_etag
+from bench.objectstore.servers import ETAG_WAYS, run_baseline, run_baseline_etag
 
-VARIANTS = ("inline", "thread_1m", "worker", "any")
 SIZES = {"1MiB": (MIB, 96, 4), "64MiB": (64 * MIB, 4, 1)}  # name: (size, count, concurrency)
-
-
-def run_variant(variant: str, root: str, conn: Connection) -> None:
-    """The file server with the body's MD5 as its ETag, computed the ``variant`` way."""
-    base = Path(root)
-    base.mkdir(parents=True, exist_ok=True)
-    hashing = ThreadPoolExecutor(1)  # one thread: its jobs run in the order they came
-
-    async def put(request: web.Request) -> web.Response:
-        loop = asyncio.get_running_loop()
-        name = request.match_info["name"].replace("/", "_")
-        tmp = base / f".{name}.tmp"
-        md5 = hashlib.md5()
-        last: asyncio.Future[None] | None = None
-        with open(tmp, "wb") as f:  # noqa: ASYNC230 (as the baseline)
-            if variant == "inline":
-                async for chunk in request.content.iter_chunked(1 << 18):
-                    md5.update(chunk)
-                    f.write(chunk)
-            elif variant == "thread_1m":
-                async for chunk in request.content.iter_chunked(MIB):
-                    last = loop.run_in_executor(hashing, md5.update, chunk)
-                    f.write(chunk)
-            elif variant == "worker":
-
-                def both(chunk: bytes) -> None:
-                    md5.update(chunk)
-                    f.write(chunk)
-
-                async for chunk in request.content.iter_chunked(MIB):
-                    last = loop.run_in_executor(hashing, both, chunk)
-            else:
-                async for chunk in request.content.iter_any():
-                    last = loop.run_in_executor(hashing, md5.update, chunk)
-                    f.write(chunk)
-            if last is not None:
-                await last
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, base / name)
-        return web.Response(headers={"ETag": f'"{md5.hexdigest()}"'})
-
-    app = web.Application()
-    app.router.add_put("/{name:.+}", put)
-    asyncio.run(_serve(app, conn))
 
 
 async def measure(
@@ -116,8 +60,7 @@ def main() -> None:
     args = ap.parse_args()
     servers: dict[str, Callable[[str, Connection], None]] = {
         "baseline": run_baseline,
-        "thread": run_baseline_etag,
-        **{v: functools.partial(run_variant, v) for v in VARIANTS},
+        **{w: functools.partial(run_baseline_etag, way=w) for w in ETAG_WAYS},
     }
     procs = []
     with tempfile.TemporaryDirectory(prefix="bench-ceiling-") as tmp:

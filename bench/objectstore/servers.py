@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import BinaryIO
 
 from aiohttp import web
 
@@ -31,7 +33,14 @@ async def _serve(app: web.Application, conn: Connection) -> None:
     await asyncio.Event().wait()
 
 
-def run_baseline(root: str, conn: Connection) -> None:
+Receive = Callable[[web.Request, BinaryIO], Awaitable[Awaitable[str] | None]]
+"""Writes a PUT's body to the open file; returns what, once awaited, is the ETag to answer
+(None: no ETag). The file server awaits it after its fsync, so a hash can finish meanwhile."""
+
+
+def _serve_files(root: str, conn: Connection, receive: Receive) -> None:
+    """A file server on ``root``: PUT writes the body through ``receive`` to a temp file,
+    fsyncs it and renames it into place; GET answers ``web.FileResponse``. Serves for ever."""
     base = Path(root)
     base.mkdir(parents=True, exist_ok=True)
 
@@ -39,12 +48,12 @@ def run_baseline(root: str, conn: Connection) -> None:
         name = request.match_info["name"].replace("/", "_")
         tmp = base / f".{name}.tmp"
         with open(tmp, "wb") as f:  # noqa: ASYNC230 (the plainest server: blocking writes)
-            async for chunk in request.content.iter_chunked(1 << 18):
-                f.write(chunk)
+            etag = await receive(request, f)
             f.flush()
             os.fsync(f.fileno())
+        headers = {} if etag is None else {"ETag": f'"{await etag}"'}
         os.replace(tmp, base / name)
-        return web.Response()
+        return web.Response(headers=headers)
 
     async def get(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"].replace("/", "_")
@@ -56,44 +65,65 @@ def run_baseline(root: str, conn: Connection) -> None:
     asyncio.run(_serve(app, conn))
 
 
-def run_baseline_etag(root: str, conn: Connection) -> None:
+def run_baseline(root: str, conn: Connection) -> None:
+    async def receive(request: web.Request, f: BinaryIO) -> None:
+        async for chunk in request.content.iter_chunked(1 << 18):
+            f.write(chunk)
+
+    _serve_files(root, conn, receive)
+
+
+ETAG_WAYS = ("thread", "inline", "thread_1m", "worker", "any")
+"""How ``run_baseline_etag`` may arrange the MD5 (``bench.objectstore.ceiling`` runs them
+all): in a thread of its own over 256 KiB chunks in order, beside the loop's receiving and
+writing (the default); inline in the event loop; in the thread over 1 MiB chunks; in a
+worker that both hashes and writes each 1 MiB (the loop only receives); in the thread over
+the chunks as they arrive."""
+
+
+def run_baseline_etag(root: str, conn: Connection, way: str = "thread") -> None:
     """``run_baseline`` that also answers the MD5 of the body as its ETag, as S3 must for a
-    single PUT (clients such as rclone check it against their own). The MD5 runs in a thread
-    of its own over the chunks in order while the loop receives and writes the next ones,
-    and the answer waits for it: the least an S3 PUT adds to a file server's, and with it
-    the highest store / baseline ratio any S3 server could reach on this machine."""
+    single PUT (clients such as rclone check it against their own), computed the ``way``
+    given (``ETAG_WAYS``). The default is the least an S3 PUT adds to a file server's, and
+    with it the highest store / baseline ratio any S3 server could reach on this machine."""
     import hashlib
     from concurrent.futures import ThreadPoolExecutor
 
-    base = Path(root)
-    base.mkdir(parents=True, exist_ok=True)
-    hashing = ThreadPoolExecutor(1)  # one thread: the updates run in the chunks' order
+    if way not in ETAG_WAYS:
+        raise ValueError(f"MD5 way {way!r}: one of {', '.join(ETAG_WAYS)}")
+    hashing = ThreadPoolExecutor(1)  # one thread: its jobs run in the order they came
+    size = 1 << 20 if way in ("thread_1m", "worker") else 1 << 18
 
-    async def put(request: web.Request) -> web.Response:
+    async def receive(request: web.Request, f: BinaryIO) -> Awaitable[str]:
         loop = asyncio.get_running_loop()
-        name = request.match_info["name"].replace("/", "_")
-        tmp = base / f".{name}.tmp"
         md5 = hashlib.md5()
         last: asyncio.Future[None] | None = None
-        with open(tmp, "wb") as f:  # noqa: ASYNC230 (as the baseline)
-            async for chunk in request.content.iter_chunked(1 << 18):
+
+        def both(chunk: bytes) -> None:
+            md5.update(chunk)
+            f.write(chunk)
+
+        chunks = request.content.iter_any() if way == "any" else request.content.iter_chunked(size)
+        async for chunk in chunks:
+            if way == "inline":
+                md5.update(chunk)
+                f.write(chunk)
+            elif way == "worker":
+                last = loop.run_in_executor(hashing, both, chunk)
+            else:
                 last = loop.run_in_executor(hashing, md5.update, chunk)
                 f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        if last is not None:
-            await last
-        os.replace(tmp, base / name)
-        return web.Response(headers={"ETag": f'"{md5.hexdigest()}"'})
+        if way == "worker" and last is not None:
+            await last  # the writes are the worker's: done before the fsync
 
-    async def get(request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"].replace("/", "_")
-        return web.FileResponse(base / name)
+        async def etag() -> str:
+            if last is not None:
+                await last
+            return md5.hexdigest()
 
-    app = web.Application()
-    app.router.add_put("/{name:.+}", put)
-    app.router.add_get("/{name:.+}", get)
-    asyncio.run(_serve(app, conn))
+        return etag()
+
+    _serve_files(root, conn, receive)
 
 
 def run_floor(root: str, conn: Connection) -> None:
@@ -144,7 +174,7 @@ def run_store_cold(root: str, conn: Connection) -> None:
 
     blocks.SMALL_CACHE_BYTES = 0
     metadb.ROW_CACHE_BYTES = 0
-    records._decode_object = records._decode_object.__wrapped__  # type: ignore[attr-defined]
+    records._decode_object = records._decode_object.__wrapped__  # type: ignore[attr-defined,assignment]
     run_store(root, conn)
 
 
