@@ -33,3 +33,16 @@ def write_results(name: str, data: dict[str, Any]) -> Path:
     out.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     print(f"wrote {out}")
     return out
+
+
+def write_section(name: str, key: str, section: Any, *, append: bool = False) -> Path:
+    """Put ``section`` under ``key`` of ``bench/results/<name>.json`` (appended to the list
+    there with ``append``), keeping every other section the file holds."""
+    out = RESULTS / f"{name}.json"
+    data = json.loads(out.read_text()) if out.exists() else {}
+    if append:
+        data.setdefault(key, []).append(section)
+    else:
+        data[key] = section
+    out.write_text(json.dumps(data, indent=2) + "\n")
+    return out

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import json
 import os
 import statistics
 import tempfile
@@ -27,8 +26,8 @@ from multiprocessing.connection import Connection
 
 import aiohttp
 
-from bench.common import RESULTS
-from bench.objectstore.__main__ import MIB, Target, drop_page_cache, run, start
+from bench.common import write_section
+from bench.objectstore.__main__ import MIB, PAGE_CACHE, Target, drop_page_cache, run, start
 from bench.objectstore.servers import ETAG_WAYS, run_baseline, run_baseline_etag
 
 SIZES = {"1MiB": (MIB, 96, 4), "64MiB": (64 * MIB, 4, 1)}  # name: (size, count, concurrency)
@@ -84,13 +83,11 @@ def main() -> None:
         for n, f in figures.items()
         if n != "baseline"
     }
-    path = RESULTS / "objectstore.json"
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data["etag_ceiling_variants"] = {
+    section = {
         "command": f"python -m bench.objectstore.ceiling --rounds {args.rounds}",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_average_1_5_15": {"before": load_before, "after": load_after},
-        "page_cache": "the servers' files dropped from it after each turn",
+        "page_cache": PAGE_CACHE,
         "workloads": {
             k: {"size": s, "count": c, "concurrency": n} for k, (s, c, n) in SIZES.items()
         },
@@ -98,7 +95,7 @@ def main() -> None:
         "over_baseline": over,
         "every_round": raw,
     }
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    write_section("objectstore", "etag_ceiling_variants", section)
     for n, f in over.items():
         print(f"{n:10s} over the file server {f}")
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import os
 import statistics
 import tempfile
@@ -34,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS
+from bench.common import write_section
 from bench.objectstore.__main__ import Target
 from cloudless.lib.clock import SystemClock
 from cloudless.objectstore.blocks import block_hash
@@ -172,18 +171,19 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-small-parts-") as tmp:
             runs.append(asyncio.run(measure(Path(tmp), args.count)))
     figures = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    path = RESULTS / "objectstore.json"
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data["small_parts"] = {
-        "command": f"python -m bench.objectstore.small_parts --count {args.count}"
-        f" --repeat {args.repeat}",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "load_average_1_5_15": os.getloadavg(),
-        "unit": "CPU microseconds per operation (median of the runs), except the fsync's wall",
-        "figures": figures,
-        "every_run": runs,
-    }
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    write_section(
+        "objectstore",
+        "small_parts",
+        {
+            "command": f"python -m bench.objectstore.small_parts --count {args.count}"
+            f" --repeat {args.repeat}",
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "load_average_1_5_15": os.getloadavg(),
+            "unit": "CPU microseconds per operation (median of the runs), except the fsync's wall",
+            "figures": figures,
+            "every_run": runs,
+        },
+    )
     for k, v in figures.items():
         print(f"{k:58s} {v:>9}")
 

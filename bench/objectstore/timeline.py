@@ -37,7 +37,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.common import RESULTS, percentile
+from bench.common import percentile, write_section
 from bench.objectstore.__main__ import Target, run
 
 PROBES = """
@@ -177,10 +177,7 @@ def main() -> None:
         "unit": "ms from the start of the S3 request in the gateway (median over the PUTs)",
         "steps": medians,
     }
-    path = RESULTS / "objectstore.json"
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data.setdefault("timeline_runs", []).append(section)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    write_section("objectstore", "timeline_runs", section, append=True)
     print(json.dumps(section, indent=2))
 
 
